@@ -1,0 +1,1 @@
+"""crypto: identities, certificates, revocation, replay windows. Imports nothing of ours."""

@@ -1,0 +1,24 @@
+"""Shared test configuration: hypothesis profiles.
+
+``dev`` (default) is fast; ``ci`` (HYPOTHESIS_PROFILE=ci, set by .ci/run) runs
+more examples. Tests that need a floor of examples in CI (e.g. the bundle
+round trip's 2,000) read ``EXAMPLES_SCALE``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.register_profile(
+    "ci",
+    max_examples=500,
+    deadline=None,
+    derandomize=False,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev")
+settings.load_profile(PROFILE)
+IS_CI = PROFILE == "ci"
