@@ -1,0 +1,1 @@
+"""The bundle protocol agent (sans-I/O core) and its bundle store."""

@@ -1,0 +1,75 @@
+"""Actions: what the agent core asks its driver (runtime or simulator) to do.
+
+The core never performs I/O; each input method (``on_receive``,
+``on_contact_start``, ``on_contact_end``, ``on_tick``, ``on_transmit_done``,
+``send``) returns a list of these, and the driver carries them out in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dtn.time import DtnTime
+
+
+@dataclass(frozen=True, slots=True)
+class Transmit:
+    """Send ``data`` (one encoded bundle) to neighbour node ``neighbor``.
+
+    The driver reports the outcome with ``agent.on_transmit_done(tx_id, ok,
+    now)``: ``ok=True`` once the next hop holds it (hop-by-hop ack, or the
+    datagram left for a best-effort peer); ``ok=False`` if it was not taken
+    (timeout, link closed), and the agent keeps the bundle and retries.
+    """
+
+    neighbor: int
+    data: bytes
+    tx_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The bundle received with CL token ``cl_token`` from ``neighbor`` is now
+    durably held (or was a duplicate of one already handled): the convergence
+    layer may acknowledge it to the previous hop."""
+
+    neighbor: int
+    cl_token: int
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Hand a whole (reassembled) bundle's payload to local endpoint ``endpoint``.
+
+    ``bundle_key`` identifies the bundle; the driver confirms hand-over with
+    ``agent.on_delivered(bundle_key, now)`` so that a crash between the two
+    never delivers twice nor loses the bundle.
+    """
+
+    endpoint: str
+    source: str
+    payload: bytes
+    creation_ms: int
+    sequence: int
+    bundle_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Call ``agent.on_tick(now)`` no later than ``at``."""
+
+    at: DtnTime
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something worth a trace/log line: ``kind`` is e.g. ``"expired"``,
+    ``"refused"``, ``"dropped"``, ``"forwarded"``, ``"delivered"``; ``detail``
+    is a short human-readable reason."""
+
+    kind: str
+    bundle_key: str
+    detail: str = ""
+
+
+Action = Transmit | Ack | Deliver | Schedule | Event
