@@ -1,0 +1,615 @@
+"""The bundle store: where a node keeps the bundles it is responsible for.
+
+RFC 9171 section 5 ("bundle processing") has a node *retain* a bundle until it
+is forwarded, delivered or deleted; section 5.4 lets it defer forwarding until
+a contact opens. This module is that retention, behind one interface
+(:class:`BundleStore`) with two implementations:
+
+- :class:`MemoryStore` -- dictionaries; for the simulator and tests. What it
+  holds lives as long as the object (a simulated "disk" can keep the object
+  across a simulated crash; a simulated RAM store is simply dropped).
+- :class:`SqliteStore` -- SQLite in WAL mode on disk; the default for daemons.
+
+Durability contract (both implementations): when a write method returns
+outside :meth:`BundleStore.transaction`, or when the outermost
+``transaction()`` block exits without an exception, the write is durable
+(for :class:`SqliteStore` with ``synchronous="FULL"`` that means it survives
+``kill -9`` *and* an OS crash or power loss). The agent acknowledges a bundle
+(``Ack``, or returning from ``send``) only after such a point.
+
+Bounded size: :meth:`BundleStore.put` refuses a new bundle with
+:class:`StoreFull` (saying how full the store is) when its bytes would exceed
+``limit_bytes``. A bundle already stored is never dropped to make room. The
+agent may exceed the bound slightly with ``force=True`` when it *replaces*
+bundles it already holds (fragmenting one, or reassembling fragments), since
+refusing there would lose data it has already accepted.
+
+Besides bundles the store keeps *delivered keys*: the keys of bundles handed
+to a local application, each with an expiry time (the bundle's own end of
+life), so a duplicate arriving later -- or a restart replaying a bundle whose
+delivery was confirmed -- is never delivered twice.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal, Protocol, runtime_checkable
+
+from dtn.errors import DtnError, InvalidArgument
+
+__all__ = [
+    "BundleState",
+    "BundleStore",
+    "MemoryStore",
+    "SqliteStore",
+    "StoreError",
+    "StoreFull",
+    "StoredBundle",
+]
+
+
+class StoreFull(DtnError):
+    """A new bundle was refused because the store's byte limit would be exceeded.
+
+    ``needed_bytes`` is the bundle's size, ``used_bytes`` / ``limit_bytes`` the
+    store's state at refusal. The message says all three.
+    """
+
+    def __init__(self, *, needed_bytes: int, used_bytes: int, limit_bytes: int) -> None:
+        self.needed_bytes = needed_bytes
+        self.used_bytes = used_bytes
+        self.limit_bytes = limit_bytes
+        super().__init__(
+            f"store full: {used_bytes} of {limit_bytes} bytes used, a bundle of {needed_bytes} bytes does not fit"
+        )
+
+
+class StoreError(DtnError):
+    """The storage medium failed (I/O error, disk full, corrupt file).
+
+    After this the in-memory state of an agent may disagree with the store: a
+    driver should stop, and restart with ``Agent.recover``.
+    """
+
+
+class BundleState(StrEnum):
+    """What a stored bundle is waiting for."""
+
+    PENDING = "pending"
+    """Waiting to be forwarded (no contact yet, or queued for one)."""
+    FORWARDING = "forwarding"
+    """A transmission is in flight (agents may keep this in memory only: a
+    bundle in flight at a crash is simply sent again)."""
+    DELIVERING = "delivering"
+    """For a local endpoint: handed over (or waiting for registration) and
+    not yet confirmed with ``on_delivered``."""
+    REASSEMBLY = "reassembly"
+    """A fragment for a local endpoint, waiting for the rest of its bundle."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredBundle:
+    """Metadata kept with each stored bundle (enough to rebuild an agent's
+    queues without decoding the bundle).
+
+    ``destination`` is the destination EID as text; ``expiry_ms`` and
+    ``received_ms`` are DTN times (ms); ``size_bytes`` is ``len(data)``;
+    ``prev_node`` is the ipn node it came from (None when sent locally or
+    unknown); ``frag_group`` is the key of the whole bundle a fragment belongs
+    to (None for a whole bundle).
+    """
+
+    key: str
+    destination: str
+    expiry_ms: int
+    state: BundleState
+    size_bytes: int
+    received_ms: int
+    prev_node: int | None = None
+    frag_group: str | None = None
+
+
+@runtime_checkable
+class BundleStore(Protocol):
+    """The interface the agent uses. See the module docstring for durability."""
+
+    @property
+    def limit_bytes(self) -> int:
+        """Maximum total bytes of stored bundles accepted by :meth:`put`."""
+        ...
+
+    @property
+    def used_bytes(self) -> int:
+        """Total bytes of bundles stored now."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def __contains__(self, key: object) -> bool: ...
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Group writes: durable together when the outermost block exits.
+
+        Nested blocks join the outer one. On an exception the outermost block
+        rolls back what it wrote (:class:`MemoryStore` cannot roll back and
+        keeps what was written: it has no crash to survive).
+        """
+        ...
+
+    def put(self, record: StoredBundle, data: bytes, *, force: bool = False) -> None:
+        """Store a new bundle. Raises :class:`StoreFull` if it does not fit
+        (unless ``force``), :class:`InvalidArgument` if ``record.key`` is
+        already stored or ``record.size_bytes != len(data)``."""
+        ...
+
+    def get(self, key: str) -> bytes | None:
+        """The stored bytes of bundle ``key``, or None."""
+        ...
+
+    def record(self, key: str) -> StoredBundle | None:
+        """The metadata of bundle ``key``, or None."""
+        ...
+
+    def set_state(self, key: str, state: BundleState) -> None:
+        """Change a stored bundle's state (no-op if ``key`` is not stored)."""
+        ...
+
+    def delete(self, key: str) -> bool:
+        """Remove bundle ``key``; True if it was stored."""
+        ...
+
+    def records(self) -> Iterator[StoredBundle]:
+        """Every stored bundle's metadata (for recovery after a restart)."""
+        ...
+
+    def mark_delivered(self, key: str, expiry_ms: int) -> None:
+        """Remember that ``key`` was delivered locally, until ``expiry_ms``."""
+        ...
+
+    def is_delivered(self, key: str) -> bool:
+        """True if ``key`` was delivered and its record has not been purged."""
+        ...
+
+    def purge_delivered(self, now_ms: int) -> int:
+        """Forget delivered keys whose expiry is before ``now_ms``; returns how many."""
+        ...
+
+    def close(self) -> None:
+        """Release resources (files). The object is unusable afterwards."""
+        ...
+
+
+def _check_put(record: StoredBundle, data: bytes) -> None:
+    if record.size_bytes != len(data):
+        raise InvalidArgument(
+            f"record.size_bytes {record.size_bytes} != len(data) {len(data)}"
+        )
+
+
+class MemoryStore:
+    """A :class:`BundleStore` in dictionaries (simulator, tests).
+
+    ``limit_bytes`` bounds the bundle bytes held. Every operation is O(1)
+    except :meth:`purge_delivered` (O(log n) per purged key).
+    """
+
+    def __init__(self, limit_bytes: int = 1 << 30) -> None:
+        if limit_bytes < 0:
+            raise InvalidArgument(f"limit_bytes must be >= 0, got {limit_bytes}")
+        self._limit = limit_bytes
+        self._used = 0
+        self._data: dict[str, bytes] = {}
+        self._meta: dict[str, StoredBundle] = {}
+        self._delivered: dict[str, int] = {}
+        self._delivered_heap: list[tuple[int, str]] = []
+
+    @property
+    def limit_bytes(self) -> int:
+        """Maximum total bundle bytes accepted by :meth:`put`."""
+        return self._limit
+
+    @property
+    def used_bytes(self) -> int:
+        """Total bundle bytes held now."""
+        return self._used
+
+    def __len__(self) -> int:
+        return len(self._meta)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._meta
+
+    @contextmanager
+    def _txn(self) -> Iterator[None]:
+        yield
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """No-op grouping (memory writes are immediate and cannot be rolled back)."""
+        return self._txn()
+
+    def put(self, record: StoredBundle, data: bytes, *, force: bool = False) -> None:
+        """See :meth:`BundleStore.put`."""
+        _check_put(record, data)
+        if record.key in self._meta:
+            raise InvalidArgument(f"bundle {record.key!r} is already stored")
+        if not force and self._used + record.size_bytes > self._limit:
+            raise StoreFull(
+                needed_bytes=record.size_bytes,
+                used_bytes=self._used,
+                limit_bytes=self._limit,
+            )
+        self._meta[record.key] = record
+        self._data[record.key] = bytes(data)
+        self._used += record.size_bytes
+
+    def get(self, key: str) -> bytes | None:
+        """See :meth:`BundleStore.get`."""
+        return self._data.get(key)
+
+    def record(self, key: str) -> StoredBundle | None:
+        """See :meth:`BundleStore.record`."""
+        return self._meta.get(key)
+
+    def set_state(self, key: str, state: BundleState) -> None:
+        """See :meth:`BundleStore.set_state`."""
+        rec = self._meta.get(key)
+        if rec is not None and rec.state != state:
+            self._meta[key] = StoredBundle(
+                key=rec.key,
+                destination=rec.destination,
+                expiry_ms=rec.expiry_ms,
+                state=state,
+                size_bytes=rec.size_bytes,
+                received_ms=rec.received_ms,
+                prev_node=rec.prev_node,
+                frag_group=rec.frag_group,
+            )
+
+    def delete(self, key: str) -> bool:
+        """See :meth:`BundleStore.delete`."""
+        rec = self._meta.pop(key, None)
+        if rec is None:
+            return False
+        del self._data[key]
+        self._used -= rec.size_bytes
+        return True
+
+    def records(self) -> Iterator[StoredBundle]:
+        """See :meth:`BundleStore.records`."""
+        return iter(list(self._meta.values()))
+
+    def mark_delivered(self, key: str, expiry_ms: int) -> None:
+        """See :meth:`BundleStore.mark_delivered`."""
+        old = self._delivered.get(key)
+        if old is None or expiry_ms > old:
+            self._delivered[key] = expiry_ms
+            heapq.heappush(self._delivered_heap, (expiry_ms, key))
+
+    def is_delivered(self, key: str) -> bool:
+        """See :meth:`BundleStore.is_delivered`."""
+        return key in self._delivered
+
+    def purge_delivered(self, now_ms: int) -> int:
+        """See :meth:`BundleStore.purge_delivered`."""
+        n = 0
+        heap = self._delivered_heap
+        while heap and heap[0][0] < now_ms:
+            expiry, key = heapq.heappop(heap)
+            if self._delivered.get(key) == expiry:  # else superseded by a later mark
+                del self._delivered[key]
+                n += 1
+        return n
+
+    @property
+    def delivered_count(self) -> int:
+        """How many delivered keys are remembered."""
+        return len(self._delivered)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bundles (
+    key TEXT PRIMARY KEY,
+    destination TEXT NOT NULL,
+    expiry_ms INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    prev_node INTEGER,
+    frag_group TEXT,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS delivered (
+    key TEXT PRIMARY KEY,
+    expiry_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS delivered_by_expiry ON delivered (expiry_ms);
+CREATE TABLE IF NOT EXISTS store_meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+_SCHEMA_VERSION = "1"
+
+
+class SqliteStore:
+    """A :class:`BundleStore` in one SQLite file, WAL mode.
+
+    ``synchronous`` picks the durability level (see spec/agent.md):
+
+    - ``"FULL"`` (default): every commit fsyncs the WAL. An acknowledged
+      bundle survives ``kill -9`` and a power loss. Measured here at ~5,000
+      single-bundle commits/s; the agent groups the writes of one call (and
+      ``on_receive_many`` those of many) into one commit.
+    - ``"NORMAL"``: commits are written to the OS but fsynced only at WAL
+      checkpoints. Survives ``kill -9`` (the OS holds the pages) but an OS
+      crash or power loss may lose the last commits -- of bundles already
+      acknowledged. Faster (no fsync per commit).
+
+    Raises :class:`StoreError` if the file cannot be opened or is not a
+    bundle store, and on later I/O errors. Not thread-safe: use it from one
+    thread at a time (it may be created in one thread and used in another).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        limit_bytes: int = 1 << 30,
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+    ) -> None:
+        if limit_bytes < 0:
+            raise InvalidArgument(f"limit_bytes must be >= 0, got {limit_bytes}")
+        if synchronous not in ("FULL", "NORMAL"):
+            raise InvalidArgument(
+                f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}"
+            )
+        self._path = os.fspath(path)
+        self._limit = limit_bytes
+        self._depth = 0
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a
+            # transaction() block is exactly one SQLite transaction.
+            self._db = sqlite3.connect(
+                self._path, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open bundle store {self._path!r}: {exc}") from exc
+        try:
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(
+                    f"bundle store {self._path!r}: WAL mode unavailable (got {mode!r})"
+                )
+            self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute(
+                "SELECT value FROM store_meta WHERE name='schema'"
+            ).fetchone()
+            if row is None:
+                self._db.execute(
+                    "INSERT INTO store_meta (name, value) VALUES ('schema', ?)",
+                    (_SCHEMA_VERSION,),
+                )
+            elif row[0] != _SCHEMA_VERSION:
+                raise StoreError(
+                    f"bundle store {self._path!r} has schema {row[0]!r}, expected {_SCHEMA_VERSION!r}"
+                )
+            self._used = int(
+                self._db.execute(
+                    "SELECT COALESCE(SUM(size_bytes), 0) FROM bundles"
+                ).fetchone()[0]
+            )
+            self._count = int(
+                self._db.execute("SELECT COUNT(*) FROM bundles").fetchone()[0]
+            )
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
+        except StoreError:
+            self._db.close()
+            raise
+
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._path
+
+    @property
+    def limit_bytes(self) -> int:
+        """Maximum total bundle bytes accepted by :meth:`put`."""
+        return self._limit
+
+    @property
+    def used_bytes(self) -> int:
+        """Total bundle bytes held now."""
+        return self._used
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        return (
+            self._exec("SELECT 1 FROM bundles WHERE key=?", (key,)).fetchone()
+            is not None
+        )
+
+    def _exec(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
+
+    @contextmanager
+    def _txn(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        used, count = self._used, self._count
+        self._exec("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            self._used, self._count = used, count
+            # The original exception matters more than a failed rollback.
+            with suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._used, self._count = used, count
+            with suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise StoreError(
+                f"bundle store {self._path!r}: commit failed: {exc}"
+            ) from exc
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """See :meth:`BundleStore.transaction`: one SQLite transaction, one fsync."""
+        return self._txn()
+
+    def put(self, record: StoredBundle, data: bytes, *, force: bool = False) -> None:
+        """See :meth:`BundleStore.put`."""
+        _check_put(record, data)
+        if not force and self._used + record.size_bytes > self._limit:
+            raise StoreFull(
+                needed_bytes=record.size_bytes,
+                used_bytes=self._used,
+                limit_bytes=self._limit,
+            )
+        with self._txn():
+            try:
+                self._db.execute(
+                    "INSERT INTO bundles (key, destination, expiry_ms, state, size_bytes, received_ms,"
+                    " prev_node, frag_group, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.key,
+                        record.destination,
+                        record.expiry_ms,
+                        record.state.value,
+                        record.size_bytes,
+                        record.received_ms,
+                        record.prev_node,
+                        record.frag_group,
+                        data,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise InvalidArgument(
+                    f"bundle {record.key!r} is already stored"
+                ) from exc
+            except sqlite3.Error as exc:
+                raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
+            self._used += record.size_bytes
+            self._count += 1
+
+    def get(self, key: str) -> bytes | None:
+        """See :meth:`BundleStore.get`."""
+        row = self._exec("SELECT data FROM bundles WHERE key=?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    @staticmethod
+    def _row_to_record(row: tuple[object, ...]) -> StoredBundle:
+        (
+            key,
+            destination,
+            expiry_ms,
+            state,
+            size_bytes,
+            received_ms,
+            prev_node,
+            frag_group,
+        ) = row
+        return StoredBundle(
+            key=str(key),
+            destination=str(destination),
+            expiry_ms=int(expiry_ms),  # type: ignore[call-overload]
+            state=BundleState(str(state)),
+            size_bytes=int(size_bytes),  # type: ignore[call-overload]
+            received_ms=int(received_ms),  # type: ignore[call-overload]
+            prev_node=None if prev_node is None else int(prev_node),  # type: ignore[call-overload]
+            frag_group=None if frag_group is None else str(frag_group),
+        )
+
+    _COLUMNS = "key, destination, expiry_ms, state, size_bytes, received_ms, prev_node, frag_group"
+
+    def record(self, key: str) -> StoredBundle | None:
+        """See :meth:`BundleStore.record`."""
+        row = self._exec(
+            f"SELECT {self._COLUMNS} FROM bundles WHERE key=?", (key,)
+        ).fetchone()
+        return None if row is None else self._row_to_record(row)
+
+    def set_state(self, key: str, state: BundleState) -> None:
+        """See :meth:`BundleStore.set_state`."""
+        with self._txn():
+            self._exec("UPDATE bundles SET state=? WHERE key=?", (state.value, key))
+
+    def delete(self, key: str) -> bool:
+        """See :meth:`BundleStore.delete`."""
+        with self._txn():
+            row = self._exec(
+                "DELETE FROM bundles WHERE key=? RETURNING size_bytes", (key,)
+            ).fetchone()
+            if row is None:
+                return False
+            self._used -= int(row[0])
+            self._count -= 1
+            return True
+
+    def records(self) -> Iterator[StoredBundle]:
+        """See :meth:`BundleStore.records` (ordered by arrival, oldest first)."""
+        rows = self._exec(
+            f"SELECT {self._COLUMNS} FROM bundles ORDER BY rowid"
+        ).fetchall()
+        return iter([self._row_to_record(r) for r in rows])
+
+    def mark_delivered(self, key: str, expiry_ms: int) -> None:
+        """See :meth:`BundleStore.mark_delivered`."""
+        with self._txn():
+            self._exec(
+                "INSERT INTO delivered (key, expiry_ms) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET expiry_ms=max(expiry_ms, excluded.expiry_ms)",
+                (key, expiry_ms),
+            )
+
+    def is_delivered(self, key: str) -> bool:
+        """See :meth:`BundleStore.is_delivered`."""
+        return (
+            self._exec("SELECT 1 FROM delivered WHERE key=?", (key,)).fetchone()
+            is not None
+        )
+
+    def purge_delivered(self, now_ms: int) -> int:
+        """See :meth:`BundleStore.purge_delivered` (uses an index on expiry)."""
+        with self._txn():
+            return self._exec(
+                "DELETE FROM delivered WHERE expiry_ms < ?", (now_ms,)
+            ).rowcount
+
+    @property
+    def delivered_count(self) -> int:
+        """How many delivered keys are remembered."""
+        return int(self._exec("SELECT COUNT(*) FROM delivered").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the database (a clean close also checkpoints the WAL)."""
+        self._db.close()

@@ -1,0 +1,212 @@
+"""The bundle store: both implementations behave the same behind BundleStore."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dtn.agent.store import (
+    BundleState,
+    BundleStore,
+    MemoryStore,
+    SqliteStore,
+    StoredBundle,
+    StoreError,
+    StoreFull,
+)
+from dtn.errors import DtnError, InvalidArgument
+
+
+def rec(
+    key: str,
+    size: int,
+    *,
+    expiry_ms: int = 10_000,
+    state: BundleState = BundleState.PENDING,
+) -> StoredBundle:
+    return StoredBundle(
+        key=key,
+        destination="ipn:2.1",
+        expiry_ms=expiry_ms,
+        state=state,
+        size_bytes=size,
+        received_ms=5,
+        prev_node=7,
+        frag_group=None,
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BundleStore]:
+    s: BundleStore
+    if request.param == "memory":
+        s = MemoryStore(limit_bytes=1000)
+    else:
+        s = SqliteStore(tmp_path / "bundles.db", limit_bytes=1000)
+    yield s
+    s.close()
+
+
+def test_implementations_satisfy_the_protocol(store: BundleStore) -> None:
+    assert isinstance(store, BundleStore)
+
+
+def test_put_get_delete_track_bytes(store: BundleStore) -> None:
+    store.put(rec("a", 3), b"abc")
+    store.put(rec("b", 2), b"xy")
+    assert store.get("a") == b"abc"
+    assert store.record("b") == rec("b", 2)
+    assert "a" in store
+    assert "zz" not in store
+    assert len(store) == 2
+    assert store.used_bytes == 5
+    assert store.delete("a") is True
+    assert store.delete("a") is False
+    assert store.get("a") is None
+    assert store.record("a") is None
+    assert store.used_bytes == 2
+    assert len(store) == 1
+
+
+def test_put_rejects_duplicate_key_and_bad_size(store: BundleStore) -> None:
+    store.put(rec("a", 3), b"abc")
+    with pytest.raises(InvalidArgument, match="already stored"):
+        store.put(rec("a", 3), b"abc")
+    with pytest.raises(InvalidArgument, match="size_bytes"):
+        store.put(rec("b", 4), b"abc")
+    assert store.used_bytes == 3
+
+
+def test_store_full_refuses_with_reason_and_keeps_everything(
+    store: BundleStore,
+) -> None:
+    store.put(rec("a", 600), b"a" * 600)
+    with pytest.raises(StoreFull) as info:
+        store.put(rec("b", 401), b"b" * 401)
+    assert isinstance(info.value, DtnError)
+    assert "600 of 1000 bytes used" in str(info.value)
+    assert info.value.needed_bytes == 401
+    assert "b" not in store
+    assert store.get("a") == b"a" * 600
+    store.put(rec("c", 400), b"c" * 400)  # exactly fills it
+    assert store.used_bytes == 1000
+    # force (replacing bundles already held) may exceed the bound
+    store.put(rec("d", 10), b"d" * 10, force=True)
+    assert store.used_bytes == 1010
+
+
+def test_set_state_and_records(store: BundleStore) -> None:
+    store.put(rec("a", 1), b"a")
+    store.put(rec("b", 1), b"b")
+    store.set_state("a", BundleState.DELIVERING)
+    store.set_state("missing", BundleState.DELIVERING)  # no-op
+    states = {r.key: r.state for r in store.records()}
+    assert states == {"a": BundleState.DELIVERING, "b": BundleState.PENDING}
+
+
+def test_delivered_keys_expire(store: BundleStore) -> None:
+    store.mark_delivered("k1", 100)
+    store.mark_delivered("k2", 200)
+    store.mark_delivered("k1", 300)  # a later expiry wins
+    assert store.is_delivered("k1")
+    assert store.purge_delivered(250) == 1
+    assert not store.is_delivered("k2")
+    assert store.is_delivered("k1")
+    assert store.purge_delivered(301) == 1
+    assert not store.is_delivered("k1")
+
+
+def test_transaction_groups_writes(store: BundleStore) -> None:
+    with store.transaction():
+        store.put(rec("a", 1), b"a")
+        with store.transaction():
+            store.put(rec("b", 1), b"b")
+        store.mark_delivered("x", 5)
+    assert len(store) == 2
+    assert store.is_delivered("x")
+
+
+def test_sqlite_rollback_on_exception(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "b.db", limit_bytes=100)
+    s.put(rec("keep", 1), b"k")
+
+    def failing_batch() -> None:
+        with s.transaction():
+            s.put(rec("a", 1), b"a")
+            s.delete("keep")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        failing_batch()
+    assert "a" not in s
+    assert s.get("keep") == b"k"
+    assert s.used_bytes == 1
+    assert len(s) == 1
+    s.close()
+
+
+def test_sqlite_reopen_keeps_bundles_and_accounting(tmp_path: Path) -> None:
+    path = tmp_path / "b.db"
+    s = SqliteStore(path, limit_bytes=100)
+    s.put(rec("a", 3, state=BundleState.REASSEMBLY), b"abc")
+    s.mark_delivered("d", 99)
+    s.close()
+    s2 = SqliteStore(path, limit_bytes=100)
+    assert s2.used_bytes == 3
+    assert len(s2) == 1
+    assert list(s2.records()) == [rec("a", 3, state=BundleState.REASSEMBLY)]
+    assert s2.is_delivered("d")
+    s2.close()
+
+
+def test_sqlite_survives_kill_9(tmp_path: Path) -> None:
+    """A bundle whose put() returned is there after the process is killed."""
+    path = tmp_path / "b.db"
+    child = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        from dtn.agent.store import SqliteStore, StoredBundle, BundleState
+        s = SqliteStore({str(path)!r}, limit_bytes=10**6)
+        for i in range(50):
+            s.put(StoredBundle(key=f"k{{i}}", destination="ipn:2.1", expiry_ms=1, state=BundleState.PENDING,
+                               size_bytes=3, received_ms=0), b"abc")
+        with s.transaction():
+            s.put(StoredBundle(key="batch", destination="ipn:2.1", expiry_ms=1, state=BundleState.PENDING,
+                               size_bytes=1, received_ms=0), b"z")
+        sys.stdout.write("stored\\n"); sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", child],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.stdout == "stored\n"
+    assert proc.returncode == -9
+    s = SqliteStore(path, limit_bytes=10**6)
+    assert len(s) == 51
+    assert s.get("batch") == b"z"
+    assert s.used_bytes == 151
+    s.close()
+
+
+def test_sqlite_rejects_a_file_that_is_not_a_store(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError):
+        SqliteStore(path)
+
+
+def test_negative_limit_is_invalid(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument):
+        MemoryStore(limit_bytes=-1)
+    with pytest.raises(InvalidArgument):
+        SqliteStore(tmp_path / "x.db", limit_bytes=-1)
