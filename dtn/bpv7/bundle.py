@@ -1,0 +1,328 @@
+"""Whole bundles: encode, defensive decode, and a convenience constructor.
+
+RFC 9171 section 4.1 and 4.3. https://www.rfc-editor.org/rfc/rfc9171#section-4.1
+
+CDDL (RFC 9171 Appendix B)::
+
+    bundle = [_ primary-block, *extension-block, payload-block]
+
+The outer array is indefinite-length, every block inside it definite-length;
+that is what we write, and all we accept.
+
+Theory of decoding: the input is walked once, front to back, by a reader that
+knows the schema (dtn.bpv7.cbor). Every length is compared with the input left
+before anything is sliced, so a hostile length field cannot make us allocate;
+CRCs are computed over memoryview slices of the input, so the payload is
+copied exactly once (into the block's ``data``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from dtn.bpv7.canonical import (
+    CanonicalBlock,
+    HopCount,
+    bundle_age_block,
+    decode_bundle_age_untrusted,
+    decode_hop_count_untrusted,
+    decode_previous_node_untrusted,
+    encode_block_parts,
+    hop_count_block,
+    previous_node_block,
+    read_block,
+)
+from dtn.bpv7.eid import DTN_NONE, Eid, parse_eid
+from dtn.bpv7.flags import BlockFlags, BlockType, BundleFlags, CrcType
+from dtn.bpv7.primary import (
+    CreationTimestamp,
+    PrimaryBlock,
+    encode_primary,
+    read_primary,
+)
+from dtn.errors import DecodeError, InvalidArgument
+
+MAX_BLOCKS: Final = 256
+"""Default bound on canonical blocks per bundle accepted by the decoder."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    """A BPv7 bundle: the primary block and the canonical blocks in wire order.
+
+    The payload block (type 1, number 1) is last; block numbers are unique.
+    Raises :class:`InvalidArgument` otherwise.
+    """
+
+    primary: PrimaryBlock
+    blocks: tuple[CanonicalBlock, ...]
+
+    def __post_init__(self) -> None:
+        blocks = self.blocks
+        if not isinstance(blocks, tuple):
+            raise InvalidArgument(
+                f"blocks must be a tuple, got {type(blocks).__name__}"
+            )
+        if not blocks:
+            raise InvalidArgument("a bundle needs at least the payload block")
+        last = blocks[-1]
+        if last.type_code != BlockType.PAYLOAD:
+            raise InvalidArgument(
+                f"the last block must be the payload block (type 1), got type {last.type_code}"
+            )
+        if len(blocks) > 1:
+            numbers = {b.number for b in blocks}
+            if len(numbers) != len(blocks):
+                raise InvalidArgument("block numbers must be unique")
+            for b in blocks[:-1]:
+                if b.type_code == BlockType.PAYLOAD:
+                    raise InvalidArgument(
+                        f"block {b.number}: only one payload block is allowed, and it comes last"
+                    )
+
+    @property
+    def payload_block(self) -> CanonicalBlock:
+        """The payload block (always the last block)."""
+        return self.blocks[-1]
+
+    @property
+    def payload(self) -> bytes:
+        """The payload bytes (for an admin record: the encoded record)."""
+        return self.blocks[-1].data
+
+    def block_of_type(self, type_code: int) -> CanonicalBlock | None:
+        """The first block of ``type_code``, or None."""
+        for b in self.blocks:
+            if b.type_code == type_code:
+                return b
+        return None
+
+    def block_by_number(self, number: int) -> CanonicalBlock | None:
+        """The block numbered ``number``, or None."""
+        for b in self.blocks:
+            if b.number == number:
+                return b
+        return None
+
+    @property
+    def previous_node(self) -> Eid | None:
+        """The previous node block's EID, or None. Raises DecodeError if its data is malformed."""
+        b = self.block_of_type(BlockType.PREVIOUS_NODE)
+        return None if b is None else decode_previous_node_untrusted(b.data)
+
+    @property
+    def bundle_age_ms(self) -> int | None:
+        """The bundle age block's value (ms), or None."""
+        b = self.block_of_type(BlockType.BUNDLE_AGE)
+        return None if b is None else decode_bundle_age_untrusted(b.data)
+
+    @property
+    def hop_count(self) -> HopCount | None:
+        """The hop count block's content, or None."""
+        b = self.block_of_type(BlockType.HOP_COUNT)
+        return None if b is None else decode_hop_count_untrusted(b.data)
+
+    @property
+    def is_fragment(self) -> bool:
+        """True when the bundle is a fragment (primary flag IS_FRAGMENT)."""
+        return bool(self.primary.flags & BundleFlags.IS_FRAGMENT)
+
+    @property
+    def is_admin_record(self) -> bool:
+        """True when the payload is an administrative record."""
+        return bool(self.primary.flags & BundleFlags.ADMIN_RECORD)
+
+    @property
+    def bundle_key(self) -> str:
+        """A string naming this bundle uniquely (RFC 9171 4.2.8 bundle ID, per fragment).
+
+        ``"<source>|<creation ms>|<sequence>"``, plus ``"|<offset>|<payload length>"``
+        for a fragment.
+        """
+        p = self.primary
+        key = f"{p.source}|{p.creation.time_ms}|{p.creation.sequence}"
+        if p.fragment_offset is not None:
+            key += f"|{p.fragment_offset}|{len(self.blocks[-1].data)}"
+        return key
+
+    @property
+    def original_key(self) -> str:
+        """``"<source>|<creation ms>|<sequence>"``: the same for all fragments of one bundle."""
+        p = self.primary
+        return f"{p.source}|{p.creation.time_ms}|{p.creation.sequence}"
+
+    def next_block_number(self) -> int:
+        """The smallest unused block number above every present one."""
+        return max(b.number for b in self.blocks) + 1
+
+
+def encode_bundle(b: Bundle) -> bytes:
+    """Canonical encoding of ``b``: indefinite-length outer array, CRCs computed.
+
+    The payload bytes are copied once, into the result.
+    """
+    parts: list[bytes | memoryview] = [b"\x9f", encode_primary(b.primary)]
+    for block in b.blocks:
+        parts.extend(encode_block_parts(block))
+    parts.append(b"\xff")
+    return b"".join(parts)
+
+
+def decode_bundle_untrusted(
+    data: bytes | bytearray | memoryview, *, max_blocks: int = MAX_BLOCKS
+) -> Bundle:
+    """Decode one bundle from untrusted bytes, verifying every CRC.
+
+    The whole input must be exactly one bundle. At most ``max_blocks``
+    canonical blocks are accepted. Raises :class:`DecodeError` -- and only
+    that -- naming the block number and field at fault.
+    """
+    try:
+        return _decode(data, max_blocks)
+    except DecodeError:
+        raise
+    except Exception as exc:  # the contract: untrusted input raises only DecodeError
+        raise DecodeError(f"malformed bundle ({type(exc).__name__}: {exc})") from exc
+
+
+def _decode(data: bytes | bytearray | memoryview, max_blocks: int) -> Bundle:
+    if type(data) is bytes:
+        buf: bytes | memoryview = data
+        mv = memoryview(data)
+    else:
+        try:
+            mv = memoryview(data).cast("B")
+        except TypeError as exc:
+            raise DecodeError(
+                f"input must be a bytes-like object, got {type(data).__name__}"
+            ) from exc
+        buf = mv
+    end = len(buf)
+    if end == 0:
+        raise DecodeError("empty input", where="bundle")
+    first = buf[0]
+    if first != 0x9F:
+        if 0x80 <= first <= 0x9B:
+            raise DecodeError(
+                "the bundle must be an indefinite-length array (RFC 9171 4.1), got a definite one",
+                where="bundle",
+            )
+        raise DecodeError(
+            f"not a bundle: first byte {first:#04x}, expected 0x9f", where="bundle"
+        )
+    primary, pos = read_primary(buf, mv, 1, end)
+    blocks: list[CanonicalBlock] = []
+    numbers: set[int] = set()
+    payload_seen = False
+    while True:
+        if pos >= end:
+            raise DecodeError(
+                "truncated: no break (0xff) closing the bundle array", where="bundle"
+            )
+        if buf[pos] == 0xFF:
+            pos += 1
+            break
+        if payload_seen:
+            raise DecodeError(
+                "a block follows the payload block (it must be last)",
+                where=f"block at index {len(blocks)}",
+            )
+        if len(blocks) >= max_blocks:
+            raise DecodeError(
+                f"more than {max_blocks} canonical blocks", where="bundle"
+            )
+        block, pos = read_block(buf, mv, pos, end, len(blocks))
+        if block.number in numbers:
+            raise DecodeError(
+                "duplicate block number",
+                where=f"block {block.number} (type {block.type_code})",
+            )
+        numbers.add(block.number)
+        if block.type_code == BlockType.PAYLOAD:
+            payload_seen = True
+        blocks.append(block)
+    if not payload_seen:
+        raise DecodeError("no payload block", where="bundle")
+    if pos != end:
+        raise DecodeError(
+            f"{end - pos} bytes after the end of the bundle", where="bundle"
+        )
+    return Bundle(primary, tuple(blocks))
+
+
+def _as_eid(value: Eid | str, name: str) -> Eid:
+    return parse_eid(value) if isinstance(value, str) else value
+
+
+def make_bundle(
+    *,
+    source: Eid | str,
+    destination: Eid | str,
+    payload: bytes,
+    creation_ms: int,
+    sequence: int = 0,
+    lifetime_ms: int = 86_400_000,
+    report_to: Eid | str = DTN_NONE,
+    flags: BundleFlags = BundleFlags.NONE,
+    crc_type: CrcType = CrcType.CRC32C,
+    block_crc_type: CrcType = CrcType.NONE,
+    payload_crc_type: CrcType | None = None,
+    previous_node: Eid | str | None = None,
+    bundle_age_ms: int | None = None,
+    hop_limit: int | None = None,
+    hop_count: int = 0,
+    extra_blocks: Iterable[CanonicalBlock] = (),
+) -> Bundle:
+    """Build a bundle (for applications, the agent and tests).
+
+    EIDs may be given as strings. Extension blocks are added when their
+    argument is given: previous node, bundle age (ms), hop count (``hop_limit``
+    1..255, ``hop_count`` so far), numbered 2, 3, ... in that order, then
+    ``extra_blocks`` as given (their numbers must not clash). A bundle created
+    with ``creation_ms == 0`` (no clock) gets a bundle age block of 0 when none
+    is given, as RFC 9171 4.2.7 requires. ``crc_type`` is the primary block's,
+    ``block_crc_type`` the extension blocks', ``payload_crc_type`` the payload
+    block's (default: ``crc_type``). Raises :class:`InvalidArgument`.
+    """
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise InvalidArgument(f"payload must be bytes, got {type(payload).__name__}")
+    primary = PrimaryBlock(
+        flags=BundleFlags(flags),
+        crc_type=CrcType(crc_type),
+        destination=_as_eid(destination, "destination"),
+        source=_as_eid(source, "source"),
+        report_to=_as_eid(report_to, "report_to"),
+        creation=CreationTimestamp(creation_ms, sequence),
+        lifetime_ms=lifetime_ms,
+    )
+    if creation_ms == 0 and bundle_age_ms is None:
+        bundle_age_ms = 0
+    blocks: list[CanonicalBlock] = []
+    number = 2
+    if previous_node is not None:
+        blocks.append(
+            previous_node_block(
+                _as_eid(previous_node, "previous_node"), number, crc_type=block_crc_type
+            )
+        )
+        number += 1
+    if bundle_age_ms is not None:
+        blocks.append(bundle_age_block(bundle_age_ms, number, crc_type=block_crc_type))
+        number += 1
+    if hop_limit is not None:
+        blocks.append(
+            hop_count_block(
+                HopCount(hop_limit, hop_count), number, crc_type=block_crc_type
+            )
+        )
+        number += 1
+    blocks.extend(extra_blocks)
+    pcrc = crc_type if payload_crc_type is None else payload_crc_type
+    blocks.append(
+        CanonicalBlock(
+            BlockType.PAYLOAD, 1, BlockFlags.NONE, CrcType(pcrc), bytes(payload)
+        )
+    )
+    return Bundle(primary, tuple(blocks))

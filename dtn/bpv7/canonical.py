@@ -1,0 +1,273 @@
+"""Canonical bundle blocks and the extension blocks of RFC 9171.
+
+https://www.rfc-editor.org/rfc/rfc9171#section-4.3.2 (canonical block) and
+4.4.1 (previous node), 4.4.2 (bundle age), 4.4.3 (hop count).
+
+CDDL (RFC 9171 Appendix B)::
+
+    canonical-block = [
+        block-type-code: uint, block-number: uint, block-control-flags,
+        crc-type, block-type-specific-data: bstr, ? crc-value,
+    ]
+    previous-node-block-data = eid           ; inside the bstr
+    bundle-age-block-data = uint             ; milliseconds
+    hop-count-block-data = [hop-limit: uint, hop-count: uint]
+
+A block of a type we do not process keeps its ``data`` byte for byte, so a
+bundle forwarded through us is unchanged apart from the blocks we must update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from dtn.bpv7 import cbor
+from dtn.bpv7.crc import block_crc
+from dtn.bpv7.eid import Eid, encode_eid, read_eid
+from dtn.bpv7.flags import BlockFlags, BlockType, CrcType
+from dtn.bpv7.primary import check_crc, check_uint
+from dtn.errors import DecodeError, InvalidArgument
+
+Data = bytes | memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class CanonicalBlock:
+    """One canonical block (RFC 9171 4.3.2).
+
+    ``data`` is the block-type-specific data: the *content* of the CBOR byte
+    string (for the payload block, the payload bytes). ``number`` is unique in
+    the bundle and >= 1 (1 is the payload block). Raises
+    :class:`InvalidArgument` when a field is out of range.
+    """
+
+    type_code: int
+    number: int
+    flags: BlockFlags = BlockFlags.NONE
+    crc_type: CrcType = CrcType.NONE
+    data: bytes = b""
+
+    def __post_init__(self) -> None:
+        check_uint("block type code (0 is reserved)", self.type_code, 1)
+        check_uint("block number (0 is the primary block)", self.number, 1)
+        if self.type_code == BlockType.PAYLOAD and self.number != 1:
+            raise InvalidArgument(
+                f"the payload block must have number 1, got {self.number}"
+            )
+        check_uint("block flags", self.flags)
+        if self.crc_type not in (0, 1, 2):
+            raise InvalidArgument(f"crc_type must be 0, 1 or 2, got {self.crc_type!r}")
+        if not isinstance(self.data, bytes):
+            raise InvalidArgument(
+                f"block data must be bytes, got {type(self.data).__name__}"
+            )
+
+
+def encode_block_parts(block: CanonicalBlock) -> list[bytes | memoryview]:
+    """The canonical encoding of ``block`` as a list of chunks (payload not copied).
+
+    Callers ``b"".join`` the chunks of a whole bundle once.
+    """
+    crc_type = block.crc_type
+    data = block.data
+    n = len(data)
+    uint = cbor.uint
+    header = b"".join(
+        (
+            b"\x86" if crc_type else b"\x85",
+            uint(block.type_code),
+            uint(block.number),
+            uint(block.flags),
+            uint(crc_type),
+            cbor.head(2, n),
+        )
+    )
+    if not crc_type:
+        return [header, data]
+    tail = b"\x42" if crc_type == CrcType.CRC16 else b"\x44"
+    return [header, data, tail + block_crc(crc_type, (header, data, tail))]
+
+
+def encode_block(block: CanonicalBlock) -> bytes:
+    """Canonical CBOR encoding of one canonical block, CRC computed."""
+    return b"".join(encode_block_parts(block))
+
+
+def read_block(
+    buf: bytes | memoryview, mv: memoryview, pos: int, end: int, index: int
+) -> tuple[CanonicalBlock, int]:
+    """Decode the canonical block at ``pos`` (the ``index``-th canonical block).
+
+    Verifies the CRC over the raw input and, for the extension blocks we
+    process (previous node, bundle age, hop count), the block-type-specific
+    data. Returns ``(block, new_pos)``; raises only :class:`DecodeError`, whose
+    ``where`` names the block number and type once they are known.
+    """
+    start = pos
+    read_uint = cbor.read_uint
+    where = f"block at index {index}"
+    count, pos = cbor.read_array_head(buf, pos, end, where + ", field array")
+    if count not in (5, 6):
+        raise DecodeError(
+            f"canonical block must have 5 or 6 elements, got {count}", where=where
+        )
+    type_code, pos = read_uint(buf, pos, end, where + ", field type_code")
+    number, pos = read_uint(buf, pos, end, where + ", field number")
+    where = f"block {number} (type {type_code})"
+    flags, pos = read_uint(buf, pos, end, where + ", field flags")
+    crc_type, pos = read_uint(buf, pos, end, where + ", field crc_type")
+    if crc_type > 2:
+        raise DecodeError(
+            f"unknown CRC type {crc_type}", where=where + ", field crc_type"
+        )
+    if count != (6 if crc_type else 5):
+        raise DecodeError(
+            f"{count} elements, but CRC type {crc_type} requires {6 if crc_type else 5}",
+            where=where + ", field array",
+        )
+    ds, de = cbor.read_string_span(
+        buf, pos, end, cbor.MAJOR_BYTES, where + ", field data"
+    )
+    pos = de
+    if crc_type:
+        pos = check_crc(buf, mv, start, pos, end, crc_type, where + ", field crc")
+    # bytes(bytes) is the same object, so a bytes input costs exactly one copy here.
+    data = bytes(buf[ds:de])
+    try:
+        block = CanonicalBlock(
+            type_code, number, BlockFlags(flags), CrcType(crc_type), data
+        )
+    except InvalidArgument as exc:
+        raise DecodeError(str(exc), where=where) from exc
+    if type_code in _CHECKERS:
+        _CHECKERS[type_code](data, where + ", field data")
+    return block, pos
+
+
+# --- extension blocks -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HopCount:
+    """Hop count block content (RFC 9171 4.4.3): ``limit`` in 1..255, ``count`` hops so far."""
+
+    limit: int
+    count: int
+
+    def __post_init__(self) -> None:
+        check_uint("hop limit", self.limit, 0, 255)
+        check_uint("hop count", self.count)
+
+    @property
+    def exceeded(self) -> bool:
+        """True when the bundle has taken more hops than its limit allows."""
+        return self.count > self.limit
+
+
+def encode_previous_node(eid: Eid) -> bytes:
+    """Block-type-specific data of a previous node block."""
+    return encode_eid(eid)
+
+
+def decode_previous_node_untrusted(
+    data: Data, where: str = "previous node block"
+) -> Eid:
+    """Decode previous node block data; raises only :class:`DecodeError`."""
+    eid, pos = read_eid(data, 0, len(data), where)
+    if pos != len(data):
+        raise DecodeError(f"{len(data) - pos} bytes after the EID", where=where)
+    return eid
+
+
+def encode_bundle_age(age_ms: int) -> bytes:
+    """Block-type-specific data of a bundle age block (``age_ms`` milliseconds)."""
+    check_uint("bundle age (ms)", age_ms)
+    return cbor.uint(age_ms)
+
+
+def decode_bundle_age_untrusted(data: Data, where: str = "bundle age block") -> int:
+    """Decode bundle age block data (ms); raises only :class:`DecodeError`."""
+    age, pos = cbor.read_uint(data, 0, len(data), where)
+    if pos != len(data):
+        raise DecodeError(f"{len(data) - pos} bytes after the bundle age", where=where)
+    return age
+
+
+def encode_hop_count(hc: HopCount) -> bytes:
+    """Block-type-specific data of a hop count block."""
+    return b"\x82" + cbor.uint(hc.limit) + cbor.uint(hc.count)
+
+
+def decode_hop_count_untrusted(data: Data, where: str = "hop count block") -> HopCount:
+    """Decode hop count block data; raises only :class:`DecodeError`."""
+    n, pos = cbor.read_array_head(data, 0, len(data), where)
+    if n != 2:
+        raise DecodeError(
+            f"hop count must be [limit, count], got {n} elements", where=where
+        )
+    limit, pos = cbor.read_uint(data, pos, len(data), where + ".limit")
+    count, pos = cbor.read_uint(data, pos, len(data), where + ".count")
+    if pos != len(data):
+        raise DecodeError(f"{len(data) - pos} bytes after the hop count", where=where)
+    try:
+        return HopCount(limit, count)
+    except InvalidArgument as exc:
+        raise DecodeError(str(exc), where=where) from exc
+
+
+_CHECKERS: Final[dict[int, Callable[[Data, str], object]]] = {
+    BlockType.PREVIOUS_NODE: decode_previous_node_untrusted,
+    BlockType.BUNDLE_AGE: decode_bundle_age_untrusted,
+    BlockType.HOP_COUNT: decode_hop_count_untrusted,
+}
+
+KNOWN_BLOCK_TYPES: Final = frozenset(
+    {
+        BlockType.PAYLOAD,
+        BlockType.PREVIOUS_NODE,
+        BlockType.BUNDLE_AGE,
+        BlockType.HOP_COUNT,
+    }
+)
+"""Block types this module processes; others are kept byte for byte."""
+
+
+def previous_node_block(
+    eid: Eid,
+    number: int,
+    *,
+    flags: BlockFlags = BlockFlags.NONE,
+    crc_type: CrcType = CrcType.NONE,
+) -> CanonicalBlock:
+    """A previous node block naming ``eid``."""
+    return CanonicalBlock(
+        BlockType.PREVIOUS_NODE, number, flags, crc_type, encode_previous_node(eid)
+    )
+
+
+def bundle_age_block(
+    age_ms: int,
+    number: int,
+    *,
+    flags: BlockFlags = BlockFlags.NONE,
+    crc_type: CrcType = CrcType.NONE,
+) -> CanonicalBlock:
+    """A bundle age block of ``age_ms`` milliseconds."""
+    return CanonicalBlock(
+        BlockType.BUNDLE_AGE, number, flags, crc_type, encode_bundle_age(age_ms)
+    )
+
+
+def hop_count_block(
+    hc: HopCount,
+    number: int,
+    *,
+    flags: BlockFlags = BlockFlags.NONE,
+    crc_type: CrcType = CrcType.NONE,
+) -> CanonicalBlock:
+    """A hop count block."""
+    return CanonicalBlock(
+        BlockType.HOP_COUNT, number, flags, crc_type, encode_hop_count(hc)
+    )

@@ -1,0 +1,236 @@
+"""The primary bundle block (RFC 9171 section 4.3.1).
+
+https://www.rfc-editor.org/rfc/rfc9171#section-4.3.1
+
+CDDL (RFC 9171 Appendix B)::
+
+    primary-block = [
+        version: 7, bundle-control-flags, crc-type, destination: eid,
+        source-node: eid, report-to: eid, creation-timestamp, lifetime: uint,
+        ? (fragment-offset: uint, total-application-data-length: uint),
+        ? crc-value,   ; present iff crc-type != 0
+    ]
+    creation-timestamp = [dtn-time, sequence: uint]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from dtn.bpv7 import cbor
+from dtn.bpv7.crc import CRC_LENGTH, block_crc, crc16_x25, crc32c
+from dtn.bpv7.eid import DTN_NONE, Eid, encode_eid, read_eid
+from dtn.bpv7.flags import BundleFlags, CrcType
+from dtn.errors import DecodeError, InvalidArgument
+
+BP_VERSION: Final = 7
+U64_MAX: Final = (1 << 64) - 1
+
+
+def check_uint(name: str, value: object, lo: int = 0, hi: int = U64_MAX) -> None:
+    """Raise :class:`InvalidArgument` unless ``value`` is an int in ``lo..hi``."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be an int, got {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise InvalidArgument(f"{name} must be in {lo}..{hi}, got {value}")
+
+
+_check_u64 = check_uint
+
+
+@dataclass(frozen=True, slots=True)
+class CreationTimestamp:
+    """Bundle creation timestamp (RFC 9171 4.2.7).
+
+    ``time_ms`` is DTN time (ms since 2000-01-01T00:00:00Z; 0 = the source had
+    no accurate clock), ``sequence`` distinguishes bundles created in the same
+    millisecond. Raises :class:`InvalidArgument` if either is not a u64.
+    """
+
+    time_ms: int
+    sequence: int
+
+    def __post_init__(self) -> None:
+        _check_u64("creation time_ms", self.time_ms)
+        _check_u64("creation sequence", self.sequence)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrimaryBlock:
+    """The primary block: every field of RFC 9171 4.3.1.
+
+    ``fragment_offset`` and ``total_adu_length`` (bytes) are set exactly when
+    ``flags`` has :attr:`BundleFlags.IS_FRAGMENT`. ``lifetime_ms`` is in
+    milliseconds. Raises :class:`InvalidArgument` on any inconsistency.
+    """
+
+    version: int = BP_VERSION
+    flags: BundleFlags = BundleFlags.NONE
+    crc_type: CrcType = CrcType.CRC32C
+    destination: Eid
+    source: Eid
+    report_to: Eid = DTN_NONE
+    creation: CreationTimestamp
+    lifetime_ms: int
+    fragment_offset: int | None = None
+    total_adu_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.version != BP_VERSION:
+            raise InvalidArgument(
+                f"bundle protocol version must be 7, got {self.version}"
+            )
+        _check_u64("flags", self.flags)
+        if self.crc_type not in (0, 1, 2):
+            raise InvalidArgument(f"crc_type must be 0, 1 or 2, got {self.crc_type}")
+        _check_u64("lifetime_ms", self.lifetime_ms)
+        if self.flags & BundleFlags.IS_FRAGMENT:
+            if self.fragment_offset is None or self.total_adu_length is None:
+                raise InvalidArgument(
+                    "IS_FRAGMENT set: fragment_offset and total_adu_length are required"
+                )
+            _check_u64("fragment_offset", self.fragment_offset)
+            _check_u64("total_adu_length", self.total_adu_length)
+        elif self.fragment_offset is not None or self.total_adu_length is not None:
+            raise InvalidArgument(
+                "fragment_offset/total_adu_length given but IS_FRAGMENT is not set"
+            )
+
+    @property
+    def is_fragment(self) -> bool:
+        """True when this bundle is a fragment."""
+        return bool(self.flags & BundleFlags.IS_FRAGMENT)
+
+
+def encode_primary(p: PrimaryBlock) -> bytes:
+    """Canonical CBOR encoding of the primary block, CRC computed."""
+    crc_type = p.crc_type
+    frag = p.fragment_offset is not None
+    count = 8 + (2 if frag else 0) + (1 if crc_type else 0)
+    uint = cbor.uint
+    c = p.creation
+    parts = [
+        cbor.head(4, count),
+        b"\x07",
+        uint(p.flags),
+        uint(crc_type),
+        encode_eid(p.destination),
+        encode_eid(p.source),
+        encode_eid(p.report_to),
+        b"\x82" + uint(c.time_ms) + uint(c.sequence),
+        uint(p.lifetime_ms),
+    ]
+    if frag:
+        parts.append(uint(p.fragment_offset))  # type: ignore[arg-type]
+        parts.append(uint(p.total_adu_length))  # type: ignore[arg-type]
+    if crc_type:
+        parts.append(b"\x42" if crc_type == CrcType.CRC16 else b"\x44")
+        body = b"".join(parts)
+        return body + block_crc(crc_type, (body,))
+    return b"".join(parts)
+
+
+_W: Final = "primary block, field "
+
+
+def read_primary(
+    buf: bytes | memoryview, mv: memoryview, pos: int, end: int
+) -> tuple[PrimaryBlock, int]:
+    """Decode the primary block at ``pos`` of ``buf`` (``mv`` views the same bytes).
+
+    Verifies its CRC. Returns ``(block, new_pos)``; raises only :class:`DecodeError`.
+    """
+    start = pos
+    read_uint = cbor.read_uint
+    count, pos = cbor.read_array_head(buf, pos, end, _W + "array")
+    if not 8 <= count <= 11:
+        raise DecodeError(
+            f"primary block must have 8 to 11 elements, got {count}", where=_W + "array"
+        )
+    version, pos = read_uint(buf, pos, end, _W + "version")
+    if version != BP_VERSION:
+        raise DecodeError(
+            f"unsupported bundle protocol version {version} (only 7)",
+            where=_W + "version",
+        )
+    flags, pos = read_uint(buf, pos, end, _W + "flags")
+    crc_type, pos = read_uint(buf, pos, end, _W + "crc_type")
+    if crc_type > 2:
+        raise DecodeError(f"unknown CRC type {crc_type}", where=_W + "crc_type")
+    is_frag = bool(flags & BundleFlags.IS_FRAGMENT)
+    expected = 8 + (2 if is_frag else 0) + (1 if crc_type else 0)
+    if count != expected:
+        raise DecodeError(
+            f"{count} elements, but flags (fragment={is_frag}) and CRC type {crc_type} require {expected}",
+            where=_W + "array",
+        )
+    destination, pos = read_eid(buf, pos, end, _W + "destination")
+    source, pos = read_eid(buf, pos, end, _W + "source")
+    report_to, pos = read_eid(buf, pos, end, _W + "report_to")
+    n, pos = cbor.read_array_head(buf, pos, end, _W + "creation_timestamp")
+    if n != 2:
+        raise DecodeError(
+            f"creation timestamp must be [time, sequence], got {n} elements",
+            where=_W + "creation_timestamp",
+        )
+    time_ms, pos = read_uint(buf, pos, end, _W + "creation_timestamp.time")
+    sequence, pos = read_uint(buf, pos, end, _W + "creation_timestamp.sequence")
+    lifetime_ms, pos = read_uint(buf, pos, end, _W + "lifetime")
+    offset: int | None = None
+    total: int | None = None
+    if is_frag:
+        offset, pos = read_uint(buf, pos, end, _W + "fragment_offset")
+        total, pos = read_uint(buf, pos, end, _W + "total_adu_length")
+    if crc_type:
+        pos = check_crc(buf, mv, start, pos, end, crc_type, _W + "crc")
+    try:
+        primary = PrimaryBlock(
+            flags=BundleFlags(flags),
+            crc_type=CrcType(crc_type),
+            destination=destination,
+            source=source,
+            report_to=report_to,
+            creation=CreationTimestamp(time_ms, sequence),
+            lifetime_ms=lifetime_ms,
+            fragment_offset=offset,
+            total_adu_length=total,
+        )
+    except InvalidArgument as exc:
+        raise DecodeError(str(exc), where="primary block") from exc
+    return primary, pos
+
+
+def check_crc(
+    buf: bytes | memoryview,
+    mv: memoryview,
+    start: int,
+    pos: int,
+    end: int,
+    crc_type: int,
+    where: str,
+) -> int:
+    """Read the CRC byte string at ``pos`` and verify it over ``buf[start:...]``.
+
+    The CRC covers the block from ``start`` through the CRC field with its
+    value zeroed (RFC 9171 4.2.1); the computation runs over a memoryview, so
+    no block content (e.g. a large payload) is copied. Returns the new position.
+    """
+    cs, ce = cbor.read_string_span(buf, pos, end, cbor.MAJOR_BYTES, where)
+    want = CRC_LENGTH[CrcType(crc_type)]
+    if ce - cs != want:
+        raise DecodeError(
+            f"CRC field must be {want} bytes for CRC type {crc_type}, got {ce - cs}",
+            where=where,
+        )
+    received = int.from_bytes(buf[cs:ce], "big")
+    if crc_type == CrcType.CRC32C:
+        computed = crc32c(b"\0\0\0\0", crc32c(mv[start:cs]))
+    else:
+        computed = crc16_x25(b"\0\0", crc16_x25(mv[start:cs]))
+    if computed != received:
+        raise DecodeError(
+            f"CRC mismatch: block carries {received:#x}, computed {computed:#x}",
+            where=where,
+        )
+    return ce
