@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Final
 
-import crc32c as _crc32c
 import fastcrc
 
 from dtn.bpv7.flags import CrcType
@@ -24,7 +23,9 @@ Buffer = bytes | bytearray | memoryview
 # CRC-16/X.25 is "ibm_sdlc" in the CRC catalogue (poly 0x1021, reflected,
 # init/xorout 0xFFFF): check value 0x906E.
 _crc16_sdlc = fastcrc.crc16.ibm_sdlc
-_crc32c_fn = _crc32c.crc32c
+_crc32c_fn = (
+    fastcrc.crc32.iscsi
+)  # CRC-32C is 'iscsi' in the catalogue: check 0xE3069283
 
 CRC_LENGTH: Final[dict[CrcType, int]] = {
     CrcType.NONE: 0,
