@@ -1,0 +1,483 @@
+"""Contact Graph Routing after CCSDS SABR (734.3-B-1, section 3.2).
+
+Earliest-arrival routes over a contact plan for a bundle of a given size
+ready at a given time, the next best routes (Yen's k shortest loopless paths
+over the contact graph), residual-volume bookkeeping and a route cache that a
+plan change or a used-up contact invalidates. Sans-I/O: no clock, the caller
+passes plan time. Algorithm, complexity and the differences from SABR are in
+spec/routing.md.
+
+The search is a time-dependent Dijkstra over *nodes*, which is exact for the
+earliest arrival because a contact is FIFO: a bundle ready later never
+arrives earlier through the same contact (arrival = max(ready, start) +
+size/rate + owlt), and feasibility (transmission ends by the contact's end,
+residual volume >= size) only gets harder later. Each node's outgoing
+contacts are grouped per neighbour and sorted by start, with a running
+maximum of end times, so a relaxation bisects to the first contact that can
+still be used and stops at the first one starting after the best arrival
+already known for that neighbour.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from dtn.errors import InvalidArgument
+from dtn.routing.contact import Contact
+from dtn.routing.plan import ContactPlan
+
+__all__ = ["Route", "Router", "replay"]
+
+_INF = float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A route: the contacts to take in order and when the bundle arrives.
+
+    ``arrival_s`` is plan time at the destination; ``hops`` the nodes from the
+    source to the destination (one more than ``contacts``).
+    """
+
+    arrival_s: float
+    hops: tuple[int, ...]
+    contacts: tuple[Contact, ...]
+    _key: tuple[float, int, float, tuple[int, ...]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        if len(self.hops) != len(self.contacts) + 1:
+            raise InvalidArgument("a route has one more hop than contacts")
+        object.__setattr__(
+            self,
+            "_key",
+            (self.arrival_s, len(self.contacts), -self.expires_s, self.hops),
+        )
+
+    @property
+    def next_hop(self) -> int:
+        """The neighbour to hand the bundle to (the destination itself for a direct contact)."""
+        return self.hops[1]
+
+    @property
+    def hop_count(self) -> int:
+        """Number of contacts on the route."""
+        return len(self.contacts)
+
+    @property
+    def expires_s(self) -> float:
+        """The route's termination time: the earliest end among its contacts (SABR's tie-break)."""
+        return min(c.end_s for c in self.contacts)
+
+    @property
+    def sort_key(self) -> tuple[float, int, float, tuple[int, ...]]:
+        """SABR order: earliest arrival, then fewest hops, then latest termination, then node ids."""
+        return self._key
+
+
+def replay(
+    contacts: Sequence[Contact],
+    at_s: float,
+    size_bytes: float,
+    owlt_s: Sequence[float],
+    residual: Sequence[float] | None = None,
+) -> float | None:
+    """Walk a contact sequence from ``at_s``; the arrival time, or None if some contact cannot carry it.
+
+    ``owlt_s[i]`` is the light time of ``contacts[i]``; ``residual[i]`` (if
+    given) its residual volume in bytes.
+    """
+    t = at_s
+    for i, c in enumerate(contacts):
+        if residual is not None and residual[i] < size_bytes:
+            return None
+        s = max(t, c.start_s)
+        e = s + _tx_time(size_bytes, c.rate_bytes_s)
+        if e > c.end_s:
+            return None
+        t = e + owlt_s[i]
+    return t
+
+
+def _tx_time(size: float, rate: float) -> float:
+    if size <= 0:
+        return 0.0
+    return size / rate if rate > 0 else _INF
+
+
+_Group = tuple[
+    int, list[float], list[float], list[int]
+]  # neighbour, starts, running max end, contact ids
+_Label = tuple[float, int, float]  # arrival, hops, -termination
+_CacheKey = tuple[int, int, float, float, frozenset[int], int]
+
+
+class Router:
+    """CGR over a :class:`ContactPlan`; rebuilds its contact graph when ``plan.version`` changes.
+
+    Residual volume: ``consume(contact, size)`` records bytes queued on a
+    contact; routes never use a contact with less residual volume than the
+    bundle's size. Consumption survives plan changes for contacts that stay in
+    the plan.
+    """
+
+    def __init__(self, plan: ContactPlan, *, cache_size: int = 4096) -> None:
+        self.plan = plan
+        self._built = -1
+        self._used: dict[Contact, float] = {}
+        self._cache: OrderedDict[_CacheKey, tuple[float, list[tuple[int, ...]]]] = (
+            OrderedDict()
+        )
+        self._cache_size = cache_size
+        self.stats = {"searches": 0, "cache_hits": 0, "cache_misses": 0, "builds": 0}
+        self._build()
+
+    # -- contact graph ---------------------------------------------------------
+    def _build(self) -> None:
+        plan = self.plan
+        cs = list(plan.contacts)
+        self._cs = cs
+        self._idx = {c: i for i, c in enumerate(cs)}
+        self._start = [c.start_s for c in cs]
+        self._end = [c.end_s for c in cs]
+        self._rate = [c.rate_bytes_s for c in cs]
+        self._frm = [c.frm for c in cs]
+        self._to = [c.to for c in cs]
+        owlt = plan.owlt_s
+        self._owlt = [owlt(c.frm, c.to, c.start_s) for c in cs]
+        self._residual = [c.volume_bytes - self._used.get(c, 0.0) for c in cs]
+        self._used = {c: u for c, u in self._used.items() if c in self._idx}
+        per_pair: dict[tuple[int, int], list[int]] = {}
+        for i, c in enumerate(cs):
+            per_pair.setdefault((c.frm, c.to), []).append(i)
+        out: dict[int, list[_Group]] = {}
+        start = self._start
+        end = self._end
+        for (frm, to), ids in per_pair.items():
+            if frm == to:
+                continue  # a loopback contact never helps a route
+            ids.sort(key=lambda i: (start[i], end[i]))
+            starts = [start[i] for i in ids]
+            maxend: list[float] = []
+            hi = -_INF
+            for i in ids:
+                hi = max(hi, end[i])
+                maxend.append(hi)
+            out.setdefault(frm, []).append((to, starts, maxend, ids))
+        self._out = out
+        self._cache.clear()
+        self._built = plan.version
+        self.stats["builds"] += 1
+
+    def _check(self) -> None:
+        if self._built != self.plan.version:
+            self._build()
+
+    # -- residual volume -------------------------------------------------------
+    def consume(self, contact: Contact, size_bytes: float) -> float:
+        """Record ``size_bytes`` queued on ``contact``; returns its residual volume afterwards.
+
+        Raises InvalidArgument if the contact is not in the plan. Cached routes
+        through the contact are dropped once it cannot carry another byte
+        (the cache also re-checks every route's volume before reuse).
+        """
+        self._check()
+        i = self._idx.get(contact)
+        if i is None:
+            raise InvalidArgument(
+                f"contact {contact.frm}->{contact.to} at {contact.start_s} is not in the plan"
+            )
+        self._used[contact] = self._used.get(contact, 0.0) + size_bytes
+        self._residual[i] -= size_bytes
+        if self._residual[i] <= 0:
+            for k in [
+                k
+                for k, (_, routes) in self._cache.items()
+                if any(i in r for r in routes)
+            ]:
+                del self._cache[k]
+        return self._residual[i]
+
+    def release(self, contact: Contact, size_bytes: float) -> float:
+        """Undo a ``consume`` (e.g. a bundle was re-routed before it was sent)."""
+        return self.consume(contact, -size_bytes)
+
+    def residual_bytes(self, contact: Contact) -> float:
+        """Residual volume of a contact in bytes (its volume minus what was consumed)."""
+        self._check()
+        i = self._idx.get(contact)
+        if i is None:
+            raise InvalidArgument(
+                f"contact {contact.frm}->{contact.to} at {contact.start_s} is not in the plan"
+            )
+        return self._residual[i]
+
+    def owlt_of(self, contact: Contact) -> float:
+        """The light time the router applies to ``contact`` (the range at its start)."""
+        self._check()
+        return self._owlt[self._idx[contact]]
+
+    # -- search ------------------------------------------------------------------
+    def _search(
+        self,
+        src: int,
+        dst: int,
+        t0: float,
+        size: float,
+        deadline: float,
+        first_hop_excluded: Iterable[int] = (),
+        avoid_nodes: Iterable[int] = (),
+        avoid_contacts: frozenset[int] | set[int] = frozenset(),
+        hops0: int = 0,
+        term0: float = _INF,
+    ) -> list[int] | None:
+        """Best contact sequence from src (ready at t0) to dst, or None."""
+        self.stats["searches"] += 1
+        out = self._out
+        end = self._end
+        rate = self._rate
+        owlt = self._owlt
+        residual = self._residual
+        done: set[int] = set(avoid_nodes)
+        done.discard(src)
+        first_excl = set(first_hop_excluded)
+        best: dict[int, _Label] = {src: (t0, hops0, -term0)}
+        pred: dict[int, int] = {}
+        heap: list[tuple[float, int, float, int]] = [(t0, hops0, -term0, src)]
+        pop = heapq.heappop
+        push = heapq.heappush
+        while heap:
+            t, h, nterm, u = pop(heap)
+            if u in done:
+                continue
+            if u == dst:
+                path: list[int] = []
+                while u != src:
+                    ci = pred[u]
+                    path.append(ci)
+                    u = self._frm[ci]
+                path.reverse()
+                return path
+            done.add(u)
+            groups = out.get(u)
+            if not groups:
+                continue
+            h1 = h + 1
+            for v, starts, maxend, ids in groups:
+                if v in done or (u == src and v in first_excl):
+                    continue
+                # first contact whose end (running max) is not before t
+                j = bisect_left(maxend, t)
+                n = len(ids)
+                lab = best.get(v)
+                bv = lab[0] if lab is not None else _INF
+                while j < n:
+                    st = starts[j]
+                    if st > bv or st > deadline:
+                        break  # starts too late to beat what v already has
+                    ci = ids[j]
+                    j += 1
+                    if ci in avoid_contacts or residual[ci] < size:
+                        continue
+                    s = t if t > st else st
+                    r = rate[ci]
+                    e = s + (size / r if r > 0 else _INF) if size > 0 else s
+                    ce = end[ci]
+                    if e > ce:
+                        continue
+                    a = e + owlt[ci]
+                    if a > deadline:
+                        continue
+                    term = -ce if -ce > nterm else nterm  # -(min(term, ce))
+                    cand = (a, h1, term)
+                    if lab is None or cand < lab:
+                        lab = cand
+                        bv = a
+                        best[v] = cand
+                        pred[v] = ci
+                        push(heap, (a, h1, term, v))
+        return None
+
+    def _route(self, ids: Sequence[int], t0: float, size: float) -> Route | None:
+        cs = [self._cs[i] for i in ids]
+        a = replay(
+            cs, t0, size, [self._owlt[i] for i in ids], [self._residual[i] for i in ids]
+        )
+        if a is None:
+            return None
+        hops = (self._frm[ids[0]], *(self._to[i] for i in ids))
+        return Route(arrival_s=a, hops=hops, contacts=tuple(cs))
+
+    @staticmethod
+    def _validate(
+        src: int, dst: int, at_s: float, size_bytes: float, k: int = 1
+    ) -> None:
+        if size_bytes < 0:
+            raise InvalidArgument(f"size_bytes must be >= 0, got {size_bytes}")
+        if at_s != at_s:
+            raise InvalidArgument("at_s is NaN")
+        if k < 1:
+            raise InvalidArgument(f"k must be >= 1, got {k}")
+        if src < 0 or dst < 0:
+            raise InvalidArgument("node numbers must be >= 0")
+
+    def best_route(
+        self,
+        src: int,
+        dst: int,
+        at_s: float,
+        size_bytes: float,
+        deadline_s: float | None = None,
+        excluded: Iterable[int] = (),
+    ) -> Route | None:
+        """The earliest-arrival route from ``src`` to ``dst`` for a bundle ready at ``at_s``.
+
+        ``size_bytes`` sets the transmission time on each contact (size/rate)
+        and the residual volume it needs; ``deadline_s`` (plan time, e.g. the
+        bundle's expiry) bounds the arrival; ``excluded`` lists neighbours not
+        to use as the first hop (SABR's excluded neighbours, e.g. the node the
+        bundle came from). Returns None when ``dst`` cannot be reached, or
+        when ``src == dst``. Raises InvalidArgument for a negative size.
+        """
+        routes = self.routes(
+            src, dst, at_s, size_bytes, 1, deadline_s=deadline_s, excluded=excluded
+        )
+        return routes[0] if routes else None
+
+    def routes(
+        self,
+        src: int,
+        dst: int,
+        at_s: float,
+        size_bytes: float,
+        k: int,
+        *,
+        deadline_s: float | None = None,
+        excluded: Iterable[int] = (),
+    ) -> list[Route]:
+        """Up to ``k`` best routes, best first (SABR order), pairwise distinct contact sequences.
+
+        Yen's k-shortest loopless paths over the contact graph (no node is
+        visited twice on one route). Arguments as for :meth:`best_route`.
+        """
+        self._validate(src, dst, at_s, size_bytes, k)
+        self._check()
+        if src == dst:
+            return []
+        deadline = _INF if deadline_s is None else deadline_s
+        excl = frozenset(excluded)
+        key: _CacheKey = (src, dst, float(size_bytes), deadline, excl, k)
+        hit = self._cache.get(key)
+        if hit is not None:
+            t_cached, cached = hit
+            if at_s >= t_cached:
+                reused = self._reuse(cached, t_cached, at_s, size_bytes)
+                if reused is not None:
+                    self._cache.move_to_end(key)
+                    self.stats["cache_hits"] += 1
+                    return reused
+            del self._cache[key]
+        self.stats["cache_misses"] += 1
+        found = self._yen(src, dst, at_s, size_bytes, deadline, excl, k)
+        self._cache[key] = (at_s, [ids for ids, _ in found])
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return [r for _, r in found]
+
+    def _reuse(
+        self, cached: list[tuple[int, ...]], t_cached: float, at_s: float, size: float
+    ) -> list[Route] | None:
+        # Earliest arrival never improves as the ready time grows or volume is
+        # consumed, so routes that still arrive exactly when they did at
+        # t_cached are still the best ones.
+        out: list[Route] = []
+        for ids in cached:
+            then = self._route(ids, t_cached, size)
+            now = self._route(ids, at_s, size)
+            if now is None or then is None or now.arrival_s != then.arrival_s:
+                return None
+            out.append(now)
+        return out
+
+    def _yen(
+        self,
+        src: int,
+        dst: int,
+        t0: float,
+        size: float,
+        deadline: float,
+        excl: frozenset[int],
+        k: int,
+    ) -> list[tuple[tuple[int, ...], Route]]:
+        first = self._search(src, dst, t0, size, deadline, excl)
+        if first is None:
+            return []
+        r0 = self._route(first, t0, size)
+        if r0 is None:  # cannot happen: the search checked every contact
+            return []
+        accepted: list[tuple[tuple[int, ...], Route, int]] = [(tuple(first), r0, 0)]
+        if k == 1:
+            return [(a, r) for a, r, _ in accepted]
+        seen: set[tuple[int, ...]] = {tuple(first)}
+        cands: list[
+            tuple[
+                tuple[float, int, float, tuple[int, ...]], tuple[int, ...], int, Route
+            ]
+        ] = []
+        frm = self._frm
+        to = self._to
+        while len(accepted) < k:
+            prev_ids, _, dev = accepted[-1]
+            # Ready time and termination at each node of prev, to start spur searches from.
+            t = t0
+            term = _INF
+            times = [t0]
+            terms = [_INF]
+            for ci in prev_ids:
+                s = max(t, self._start[ci])
+                t = s + _tx_time(size, self._rate[ci]) + self._owlt[ci]
+                times.append(t)
+                term = min(term, self._end[ci])
+                terms.append(term)
+            # Lawler: spur only at or after the index where prev left its parent.
+            for i in range(dev, len(prev_ids)):
+                root = prev_ids[:i]
+                spur_node = frm[prev_ids[i]]
+                banned = {
+                    ids[i] for ids, _, _ in accepted if len(ids) > i and ids[:i] == root
+                }
+                avoid = {frm[c] for c in root}
+                spur = self._search(
+                    spur_node,
+                    dst,
+                    times[i],
+                    size,
+                    deadline,
+                    excl if i == 0 else (),
+                    avoid,
+                    banned,
+                    i,
+                    terms[i],
+                )
+                if spur is None:
+                    continue
+                total = (*root, *spur)
+                if total in seen:
+                    continue
+                if len({frm[c] for c in total} | {to[total[-1]]}) != len(total) + 1:
+                    continue  # not loopless in nodes
+                r = self._route(total, t0, size)
+                if r is None:
+                    continue
+                seen.add(total)
+                heapq.heappush(cands, (r.sort_key, total, i, r))
+            if not cands:
+                break
+            _, ids_best, dev_best, r_best = heapq.heappop(cands)
+            accepted.append((ids_best, r_best, dev_best))
+        return [(a, r) for a, r, _ in accepted]

@@ -1,0 +1,678 @@
+"""Contact plans: parsing, writing and in-place updates.
+
+Two input formats, both as published by their projects:
+
+- ION's ``ionrc`` (ionrc(5), ionadmin commands): ``a contact <start> <stop>
+  <from> <to> <bytes_per_s> [confidence]``, ``a range <start> <stop> <a> <b>
+  <owlt_s>``, ``d contact``/``d range`` deletions, ``@ <time>`` to set the
+  reference time, times ``+s`` (relative to the reference time) or
+  ``yyyy/mm/dd-hh:mm:ss`` (UTC). ION's rule: a range declared with a < b
+  also applies to b -> a unless b -> a is declared too.
+- HDTN's contact-plan JSON: ``{"contacts": [{"contact", "source", "dest",
+  "startTime", "endTime", "rateBitsPerSec" (or the deprecated "rate" in
+  Mbit/s), "owlt"}]}``; every contact carries its own one-way light time.
+
+All times in a :class:`ContactPlan` are seconds on the *plan clock*: plan time
+0 is the reference time (``epoch_unix_s``). See spec/routing.md.
+"""
+
+from __future__ import annotations
+
+import bisect
+import calendar
+import json
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from dtn.errors import DtnError, InvalidArgument
+from dtn.routing.contact import Contact, Range
+from dtn.time import DTN_EPOCH_UNIX_S
+
+__all__ = [
+    "ContactPlan",
+    "PlanError",
+    "RoutingError",
+    "format_hdtn_json",
+    "format_ionrc",
+    "load_plan",
+    "parse_hdtn_json",
+    "parse_ionrc",
+    "parse_plan",
+    "save_plan",
+]
+
+
+class RoutingError(DtnError):
+    """Base of the errors the routing package raises on purpose."""
+
+
+class PlanError(RoutingError, ValueError):
+    """A contact plan file is malformed; ``line`` is its 1-based line number."""
+
+    def __init__(
+        self, what: str, *, line: int | None = None, source: str | None = None
+    ) -> None:
+        self.what = what
+        self.line = line
+        self.source = source
+        where = source or "plan"
+        if line is not None:
+            where = f"{where}:{line}"
+        super().__init__(f"{where}: {what}")
+
+
+SeventhField = Literal["confidence", "owlt"]
+
+
+class ContactPlan:
+    """A mutable set of contacts and ranges, versioned so caches can notice changes.
+
+    ``version`` increases by one on every change (add/remove); a router keeps
+    the version it built from and rebuilds when it differs. ``epoch_unix_s`` is
+    the Unix time of plan time 0 (ION's ``@`` reference time) when known.
+    """
+
+    def __init__(
+        self,
+        contacts: Iterable[Contact] = (),
+        ranges: Iterable[Range] = (),
+        *,
+        epoch_unix_s: float | None = None,
+    ) -> None:
+        self._contacts: dict[Contact, None] = {}
+        self._ranges: dict[Range, None] = {}
+        self._by_pair: dict[tuple[int, int], _PairRanges] | None = None
+        self._contacts_view: tuple[Contact, ...] | None = None
+        self.epoch_unix_s = epoch_unix_s
+        self.version = 0
+        # Entries a parser skipped, one line each (e.g. an HDTN contact whose end precedes its start).
+        self.warnings: list[str] = []
+        for c in contacts:
+            self.add_contact(c)
+        for r in ranges:
+            self.add_range(r)
+
+    # -- views -------------------------------------------------------------
+    @property
+    def contacts(self) -> tuple[Contact, ...]:
+        """Every contact, in insertion order."""
+        if self._contacts_view is None:
+            self._contacts_view = tuple(self._contacts)
+        return self._contacts_view
+
+    @property
+    def ranges(self) -> tuple[Range, ...]:
+        """Every range, in insertion order."""
+        return tuple(self._ranges)
+
+    @property
+    def nodes(self) -> frozenset[int]:
+        """Every node named by a contact or a range."""
+        out: set[int] = set()
+        for c in self._contacts:
+            out.add(c.frm)
+            out.add(c.to)
+        for r in self._ranges:
+            out.add(r.frm)
+            out.add(r.to)
+        return frozenset(out)
+
+    def __len__(self) -> int:
+        return len(self._contacts)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._contacts or item in self._ranges
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ContactPlan):
+            return NotImplemented
+        return (
+            set(self._contacts) == set(other._contacts)
+            and set(self._ranges) == set(other._ranges)
+            and self.epoch_unix_s == other.epoch_unix_s
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"ContactPlan({len(self._contacts)} contacts, {len(self._ranges)} ranges, version={self.version})"
+
+    # -- updates -------------------------------------------------------------
+    def _changed(self) -> None:
+        self.version += 1
+        self._contacts_view = None
+
+    def add_contact(self, contact: Contact) -> None:
+        """Add a contact. Raises InvalidArgument if the same contact is already present."""
+        if contact in self._contacts:
+            raise InvalidArgument(f"duplicate contact {_fmt_contact(contact)}")
+        self._contacts[contact] = None
+        self._changed()
+
+    def remove_contact(self, contact: Contact) -> None:
+        """Remove a contact. Raises InvalidArgument if it is not in the plan."""
+        try:
+            del self._contacts[contact]
+        except KeyError:
+            raise InvalidArgument(f"no such contact {_fmt_contact(contact)}") from None
+        self._changed()
+
+    def add_range(self, rng: Range) -> None:
+        """Add a range. Raises InvalidArgument if the same range is already present."""
+        if rng in self._ranges:
+            raise InvalidArgument(
+                f"duplicate range {rng.frm}->{rng.to} {rng.start_s}..{rng.end_s}"
+            )
+        self._ranges[rng] = None
+        self._by_pair = None
+        self._changed()
+
+    def remove_range(self, rng: Range) -> None:
+        """Remove a range. Raises InvalidArgument if it is not in the plan."""
+        try:
+            del self._ranges[rng]
+        except KeyError:
+            raise InvalidArgument(
+                f"no such range {rng.frm}->{rng.to} {rng.start_s}..{rng.end_s}"
+            ) from None
+        self._by_pair = None
+        self._changed()
+
+    def update(self, newer: ContactPlan) -> None:
+        """Merge a newer plan in place: its contacts and ranges are added, duplicates skipped."""
+        for c in newer.contacts:
+            if c not in self._contacts:
+                self.add_contact(c)
+        for r in newer.ranges:
+            if r not in self._ranges:
+                self.add_range(r)
+
+    # -- light time -----------------------------------------------------------
+    def _pair_index(self) -> dict[tuple[int, int], _PairRanges]:
+        if self._by_pair is None:
+            groups: dict[tuple[int, int], list[Range]] = {}
+            for r in self._ranges:
+                groups.setdefault((r.frm, r.to), []).append(r)
+            self._by_pair = {k: _PairRanges(v) for k, v in groups.items()}
+        return self._by_pair
+
+    def owlt_s(self, frm: int, to: int, at_s: float) -> float:
+        """One-way light time in seconds from ``frm`` to ``to`` at plan time ``at_s``.
+
+        Follows ION: a range declared ``frm -> to`` applies; otherwise, when
+        frm > to, a range declared ``to -> frm`` (declared with a < b) applies.
+        Returns 0.0 when no range applies (ION would ignore the contact; see
+        spec/routing.md).
+        """
+        got = self._find(frm, to, at_s)
+        return 0.0 if got is None else got
+
+    def _find(self, frm: int, to: int, at_s: float) -> float | None:
+        idx = self._pair_index()
+        pr = idx.get((frm, to))
+        got = pr.at(at_s) if pr is not None else None
+        if got is None and frm > to:
+            pr = idx.get((to, frm))
+            got = pr.at(at_s) if pr is not None else None
+        return got
+
+    def has_range(self, frm: int, to: int, at_s: float) -> bool:
+        """Whether some range (declared or implied by ION's a<b rule) applies."""
+        return self._find(frm, to, at_s) is not None
+
+
+class _PairRanges:
+    """The ranges of one ordered node pair, sorted by start, for O(log n) lookups."""
+
+    __slots__ = ("ends_max", "ranges", "starts")
+
+    def __init__(self, ranges: list[Range]) -> None:
+        self.ranges = sorted(ranges, key=lambda r: (r.start_s, r.end_s))
+        self.starts = [r.start_s for r in self.ranges]
+        self.ends_max: list[float] = []
+        hi = float("-inf")
+        for r in self.ranges:
+            hi = max(hi, r.end_s)
+            self.ends_max.append(hi)
+
+    def at(self, at_s: float) -> float | None:
+        # The latest-starting range covering at_s wins: a later declaration
+        # refines an earlier one. Scan back only while an earlier range could
+        # still reach at_s (running max of ends).
+        i = bisect.bisect_right(self.starts, at_s) - 1
+        while i >= 0 and self.ends_max[i] >= at_s:
+            r = self.ranges[i]
+            if r.end_s >= at_s:
+                return r.owlt_s
+            i -= 1
+        return None
+
+
+def _fmt_contact(c: Contact) -> str:
+    return f"{c.frm}->{c.to} {_num(c.start_s)}..{_num(c.end_s)}"
+
+
+def _num(x: float) -> str:
+    """Format a number as ION/HDTN tools expect: integers without a decimal point."""
+    if float(x).is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    return repr(float(x))
+
+
+# ---------------------------------------------------------------------------
+# ionrc
+# ---------------------------------------------------------------------------
+
+_ABS_TIME = re.compile(
+    r"^(\d{4})/(\d{1,2})/(\d{1,2})-(\d{1,2}):(\d{1,2}):(\d{1,2}(?:\.\d*)?)$"
+)
+
+
+def _parse_abs_unix(text: str) -> float | None:
+    m = _ABS_TIME.match(text)
+    if m is None:
+        return None
+    y, mo, d, h, mi = (int(g) for g in m.groups()[:5])
+    sec = float(m.group(6))
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60 and sec < 61):
+        return None
+    return calendar.timegm((y, mo, d, h, mi, 0, 0, 0, 0)) + sec
+
+
+def _format_abs(unix_s: float) -> str:
+    whole = int(unix_s // 1)
+    frac = unix_s - whole
+    tm = datetime.fromtimestamp(whole, tz=UTC)  # a pure conversion, not a clock read
+    sec = f"{tm.second:02d}" if frac == 0 else f"{tm.second + frac:09.6f}".rstrip("0")
+    return (
+        f"{tm.year:04d}/{tm.month:02d}/{tm.day:02d}-{tm.hour:02d}:{tm.minute:02d}:{sec}"
+    )
+
+
+_IGNORED_IONADMIN = frozenset(
+    {"1", "s", "x", "m", "e", "v", "i", "l", "h", "w", "r", "t", "q", "?"}
+)
+
+
+class _IonrcParser:
+    def __init__(
+        self, source: str | None, seventh: SeventhField, epoch_unix_s: float | None
+    ) -> None:
+        self.source = source
+        self.seventh = seventh
+        self.plan = ContactPlan(epoch_unix_s=epoch_unix_s)
+        self.lineno = 0
+
+    def err(self, what: str) -> PlanError:
+        return PlanError(what, line=self.lineno, source=self.source)
+
+    def time(self, tok: str, what: str) -> float:
+        if tok.startswith("+"):
+            return self.number(tok[1:], what, minimum=0.0)
+        unix = _parse_abs_unix(tok)
+        if unix is not None:
+            if self.plan.epoch_unix_s is None:
+                # No "@" reference yet: the plan clock counts from the DTN epoch,
+                # so absolute times become DTN seconds.
+                self.plan.epoch_unix_s = float(DTN_EPOCH_UNIX_S)
+            return unix - self.plan.epoch_unix_s
+        try:
+            return float(int(tok))
+        except ValueError:
+            raise self.err(
+                f"bad {what} time {tok!r} (want +seconds or yyyy/mm/dd-hh:mm:ss)"
+            ) from None
+
+    def number(self, tok: str, what: str, *, minimum: float | None = None) -> float:
+        try:
+            val = float(tok)
+        except ValueError:
+            raise self.err(f"bad {what} {tok!r}") from None
+        if val != val or val in (float("inf"), float("-inf")):
+            raise self.err(f"bad {what} {tok!r}")
+        if minimum is not None and val < minimum:
+            raise self.err(f"{what} must be >= {_num(minimum)}, got {tok}")
+        return val
+
+    def node(self, tok: str, what: str) -> int:
+        try:
+            n = int(tok)
+        except ValueError:
+            raise self.err(f"bad {what} node number {tok!r}") from None
+        if n < 0:
+            raise self.err(f"{what} node number must be >= 0, got {tok}")
+        return n
+
+    def line(self, raw: str) -> None:
+        text = raw.strip()
+        if not text or text.startswith("#"):
+            return
+        toks = text.split()
+        cmd = toks[0]
+        if cmd == "@":
+            if len(toks) != 2:
+                raise self.err("'@' takes one time, yyyy/mm/dd-hh:mm:ss")
+            unix = _parse_abs_unix(toks[1])
+            if unix is None:
+                raise self.err(
+                    f"bad reference time {toks[1]!r} (want yyyy/mm/dd-hh:mm:ss)"
+                )
+            if len(self.plan) or self.plan.ranges:
+                raise self.err(
+                    "'@' after contacts or ranges would shift them; put it first"
+                )
+            self.plan.epoch_unix_s = unix
+            return
+        if cmd in ("a", "d") and len(toks) >= 2 and toks[1] in ("contact", "range"):
+            getattr(self, f"{cmd}_{toks[1]}")(toks[2:])
+            return
+        # Other ionadmin commands (1 initialize, s start, m horizon, ...) configure
+        # the node, not the plan: accepted and ignored, as ionadmin would run them.
+        if cmd in _IGNORED_IONADMIN:
+            return
+        raise self.err(f"unknown command {' '.join(toks[:2])!r}")
+
+    def a_contact(self, args: list[str]) -> None:
+        if len(args) not in (5, 6):
+            raise self.err(
+                f"'a contact' takes <start> <stop> <from> <to> <bytes/s> [{self.seventh}], got {len(args)} fields"
+            )
+        start = self.time(args[0], "start")
+        stop = self.time(args[1], "stop")
+        frm = self.node(args[2], "from")
+        to = self.node(args[3], "to")
+        rate = self.number(args[4], "rate", minimum=0.0)
+        conf = 1.0
+        owlt: float | None = None
+        if len(args) == 6:
+            if self.seventh == "confidence":
+                conf = self.number(args[5], "confidence", minimum=0.0)
+                if conf > 1.0:
+                    raise self.err(f"confidence must be in [0, 1], got {args[5]}")
+            else:
+                owlt = self.number(args[5], "light time", minimum=0.0)
+        if stop < start:
+            raise self.err(f"contact stops ({args[1]}) before it starts ({args[0]})")
+        c = Contact(frm, to, start, stop, rate, conf)
+        if c in self.plan:
+            raise self.err(f"duplicate contact {_fmt_contact(c)}")
+        self.plan.add_contact(c)
+        if owlt is not None:
+            r = Range(frm, to, start, stop, owlt)
+            if r not in self.plan:
+                self.plan.add_range(r)
+
+    def a_range(self, args: list[str]) -> None:
+        if len(args) != 5:
+            raise self.err(
+                f"'a range' takes <start> <stop> <a> <b> <owlt>, got {len(args)} fields"
+            )
+        start = self.time(args[0], "start")
+        stop = self.time(args[1], "stop")
+        a = self.node(args[2], "first")
+        b = self.node(args[3], "second")
+        owlt = self.number(args[4], "light time", minimum=0.0)
+        if stop < start:
+            raise self.err(f"range stops ({args[1]}) before it starts ({args[0]})")
+        r = Range(a, b, start, stop, owlt)
+        if r in self.plan:
+            raise self.err(f"duplicate range {a}->{b}")
+        self.plan.add_range(r)
+
+    def d_contact(self, args: list[str]) -> None:
+        # ION: d contact <start|*> <from> <to>
+        if len(args) != 3:
+            raise self.err("'d contact' takes <start|*> <from> <to>")
+        frm = self.node(args[1], "from")
+        to = self.node(args[2], "to")
+        start = None if args[0] == "*" else self.time(args[0], "start")
+        gone = [
+            c
+            for c in self.plan.contacts
+            if c.frm == frm and c.to == to and (start is None or c.start_s == start)
+        ]
+        if not gone:
+            raise self.err(f"no contact {frm}->{to} to delete")
+        for c in gone:
+            self.plan.remove_contact(c)
+
+    def d_range(self, args: list[str]) -> None:
+        if len(args) != 3:
+            raise self.err("'d range' takes <start|*> <a> <b>")
+        a = self.node(args[1], "first")
+        b = self.node(args[2], "second")
+        start = None if args[0] == "*" else self.time(args[0], "start")
+        gone = [
+            r
+            for r in self.plan.ranges
+            if r.frm == a and r.to == b and (start is None or r.start_s == start)
+        ]
+        if not gone:
+            raise self.err(f"no range {a}->{b} to delete")
+        for r in gone:
+            self.plan.remove_range(r)
+
+
+def parse_ionrc(
+    text: str,
+    *,
+    source: str | None = None,
+    seventh_field: SeventhField = "confidence",
+    epoch_unix_s: float | None = None,
+) -> ContactPlan:
+    """Parse ION ``ionrc`` text into a plan.
+
+    ``seventh_field`` says what an optional 6th argument of ``a contact``
+    means: ION's ``"confidence"`` (default) or the ``"owlt"`` of pyCGR's
+    ION-like plans. Raises :class:`PlanError` naming the line of the first bad line.
+    """
+    p = _IonrcParser(source, seventh_field, epoch_unix_s)
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        p.lineno = lineno
+        try:
+            p.line(raw)
+        except InvalidArgument as exc:
+            raise p.err(str(exc)) from exc
+    return p.plan
+
+
+def format_ionrc(plan: ContactPlan) -> str:
+    """Write a plan as ionrc text (``@`` reference time when known, ranges, then contacts)."""
+    out = ["# contact plan written by dcis"]
+    if plan.epoch_unix_s is not None and plan.epoch_unix_s != DTN_EPOCH_UNIX_S:
+        out.append(f"@ {_format_abs(plan.epoch_unix_s)}")
+    for r in plan.ranges:
+        out.append(
+            f"a range +{_num(r.start_s)} +{_num(r.end_s)} {r.frm} {r.to} {_num(r.owlt_s)}"
+        )
+    for c in plan.contacts:
+        line = f"a contact +{_num(c.start_s)} +{_num(c.end_s)} {c.frm} {c.to} {_num(c.rate_bytes_s)}"
+        if c.confidence != 1.0:
+            line += f" {_num(c.confidence)}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# HDTN JSON
+# ---------------------------------------------------------------------------
+
+_CONTACTS_KEY = re.compile(r'"contacts"\s*:\s*\[')
+
+
+def _element_lines(text: str) -> list[int]:
+    """1-based line of each element of the top-level "contacts" array (for error messages)."""
+    m = _CONTACTS_KEY.search(text)
+    if m is None:
+        return []
+    dec = json.JSONDecoder()
+    pos = m.end()
+    lines: list[int] = []
+    line = text.count("\n", 0, pos) + 1
+    last = pos
+    n = len(text)
+    while pos < n:
+        while pos < n and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= n or text[pos] == "]":
+            break
+        line += text.count("\n", last, pos)
+        last = pos
+        lines.append(line)
+        try:
+            _, pos = dec.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            break
+    return lines
+
+
+def _json_number(obj: dict[str, Any], key: str) -> float:
+    val = obj[key]
+    if isinstance(val, bool) or not isinstance(val, int | float):
+        raise TypeError(f"{key!r} must be a number, got {val!r}")
+    return float(val)
+
+
+def _json_node(obj: dict[str, Any], key: str) -> int:
+    val = obj[key]
+    if isinstance(val, bool) or not isinstance(val, int):
+        raise TypeError(f"{key!r} must be an integer node number, got {val!r}")
+    return val
+
+
+def parse_hdtn_json(text: str, *, source: str | None = None) -> ContactPlan:
+    """Parse HDTN contact-plan JSON. Raises :class:`PlanError` with the line of the bad contact."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PlanError(f"not JSON: {exc.msg}", line=exc.lineno, source=source) from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("contacts"), list):
+        raise PlanError('want an object with a "contacts" array', line=1, source=source)
+    contacts: list[Contact] = []
+    ranges: list[Range] = []
+    warnings: list[str] = []
+    lines: list[int] = []
+    for i, item in enumerate(doc["contacts"]):
+        try:
+            if not isinstance(item, dict):
+                raise TypeError("each contact must be an object")
+            frm = _json_node(item, "source")
+            to = _json_node(item, "dest")
+            start = _json_number(item, "startTime")
+            end = _json_number(item, "endTime")
+            if "rateBitsPerSec" in item:
+                rate = _json_number(item, "rateBitsPerSec") / 8.0
+            elif "rate" in item:
+                # HDTN's deprecated field is in Mbit/s.
+                rate = _json_number(item, "rate") * 1e6 / 8.0
+            else:
+                raise KeyError("rateBitsPerSec")
+            owlt = _json_number(item, "owlt") if "owlt" in item else 0.0
+            conf = _json_number(item, "confidence") if "confidence" in item else 1.0
+            if end < start:
+                # HDTN loads such a contact and never uses it (its window is
+                # empty); we drop it and say so rather than refuse the plan.
+                lines = lines or _element_lines(text)
+                at = f"line {lines[i]}: " if i < len(lines) else ""
+                warnings.append(
+                    f"{at}contacts[{i}] {frm}->{to} ends ({_num(end)}) before it starts ({_num(start)}); ignored"
+                )
+                continue
+            contacts.append(Contact(frm, to, start, end, rate, conf))
+            ranges.append(Range(frm, to, start, end, owlt))
+        except (KeyError, TypeError, InvalidArgument) as exc:
+            lines = lines or _element_lines(text)
+            what = (
+                f"missing field {exc.args[0]!r}"
+                if isinstance(exc, KeyError)
+                else str(exc)
+            )
+            raise PlanError(
+                f"contacts[{i}]: {what}",
+                line=lines[i] if i < len(lines) else None,
+                source=source,
+            ) from exc
+    plan = ContactPlan()
+    # Bulk insert: one version bump per entry is fine, but skip per-item checks' overhead.
+    seen: dict[Contact, None] = {}
+    for i, c in enumerate(contacts):
+        if c in seen:
+            lines = _element_lines(text)
+            raise PlanError(
+                f"contacts[{i}]: duplicate contact {_fmt_contact(c)}",
+                line=lines[i] if i < len(lines) else None,
+                source=source,
+            )
+        seen[c] = None
+    plan._contacts = seen
+    plan._ranges = dict.fromkeys(ranges)
+    plan.warnings = warnings
+    plan.version = 1
+    return plan
+
+
+def format_hdtn_json(plan: ContactPlan) -> str:
+    """Write a plan as HDTN contact-plan JSON (rate in bits/s, owlt at each contact's start)."""
+    items = []
+    for i, c in enumerate(plan.contacts):
+        item: dict[str, Any] = {
+            "contact": i,
+            "source": c.frm,
+            "dest": c.to,
+            "startTime": _jnum(c.start_s),
+            "endTime": _jnum(c.end_s),
+            "rateBitsPerSec": _jnum(c.rate_bytes_s * 8),
+            "owlt": _jnum(plan.owlt_s(c.frm, c.to, c.start_s)),
+        }
+        if c.confidence != 1.0:
+            item["confidence"] = c.confidence
+        items.append(item)
+    return json.dumps({"contacts": items}, indent=1) + "\n"
+
+
+def _jnum(x: float) -> int | float:
+    return int(x) if float(x).is_integer() and abs(x) < 1e15 else float(x)
+
+
+# ---------------------------------------------------------------------------
+# files
+# ---------------------------------------------------------------------------
+
+
+def parse_plan(
+    text: str, *, source: str | None = None, seventh_field: SeventhField = "confidence"
+) -> ContactPlan:
+    """Parse plan text of either format, told apart by content (JSON starts with ``{``)."""
+    if text.lstrip().startswith("{"):
+        return parse_hdtn_json(text, source=source)
+    return parse_ionrc(text, source=source, seventh_field=seventh_field)
+
+
+def load_plan(
+    path: str | Path, *, seventh_field: SeventhField = "confidence"
+) -> ContactPlan:
+    """Read a plan file (ionrc or HDTN JSON, told apart by content).
+
+    Raises :class:`PlanError` for a malformed or unreadable file.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(f"cannot read: {exc}", source=str(p)) from exc
+    return parse_plan(text, source=str(p), seventh_field=seventh_field)
+
+
+def save_plan(
+    plan: ContactPlan, path: str | Path, *, fmt: Literal["ionrc", "json"] | None = None
+) -> None:
+    """Write a plan; the format follows ``fmt`` or the file suffix (``.json`` -> HDTN JSON)."""
+    p = Path(path)
+    kind = fmt or ("json" if p.suffix.lower() == ".json" else "ionrc")
+    p.write_text(
+        format_hdtn_json(plan) if kind == "json" else format_ionrc(plan),
+        encoding="utf-8",
+    )
