@@ -1,0 +1,999 @@
+"""The deterministic constellation simulator: N agents on one virtual clock.
+
+Theory of operation
+-------------------
+One ``heapq`` of ``(at_us, prio, seq, fn, arg)`` entries drives everything.
+``at_us`` is virtual time in integer microseconds of plan time (plan time 0 is
+``SimConfig.plan_epoch`` in DTN time); ``prio`` orders events at the same
+instant (links going down, then links coming up, then everything else);
+``seq`` is a counter, so ties never depend on object identity. Randomness comes
+from one ``random.Random(seed)`` drawn in event order, and each agent gets its
+own ``random.Random`` seeded from ``(seed, node, incarnation)``. Nothing reads
+a clock. Same inputs and seed => the same events in the same order => the same
+``trace_sha256``.
+
+Links. A directed link ``frm -> to`` is *up* while a plan contact for it is
+active, neither node is crashed, and no imposed partition separates the two.
+When it comes up the simulator calls ``on_contact_start(contact)`` on the
+sender's agent; when it goes down, ``on_contact_end`` (the convergence layer
+notices loss of signal, whatever the cause). Transmissions on a link are
+serialized: each takes ``ceil(len * 1e6 / rate)`` µs after the previous one
+ends. One that cannot finish before the contact's planned end is not started
+and is reported ``ok=False`` when the link goes down; one cut short by a
+partition or crash is reported ``ok=False`` at that moment. A finished
+transmission arrives after the one-way light time ``plan.owlt_s(frm, to, t)``.
+
+Hop-by-hop acknowledgement. A transmission is reported ``ok=True`` only when
+the receiving agent emits ``Ack`` for it (it holds the bundle durably, or it
+was a duplicate) and that ack has travelled back (light time ``to -> frm``).
+Otherwise -- lost on the way, receiver crashed, receiver refused it (store
+full) -- the sender hears ``ok=False`` after a timeout of forward light time
++ maximum reorder delay + return light time + ``ack_timeout_s``. Acks travel
+back whether or not a reverse contact is open (the return channel is not
+modelled) but are subject to the same loss probability.
+
+Faults: seeded loss (data and acks), duplication (a second copy arrives up to
+``reorder_max_s`` later), reordering (a random extra delay of up to
+``reorder_max_s``), partitions (``Partition``) and crashes (``Crash``). A crash
+drops the agent; a node with a durable store (``NodeSpec(durable=True)``:
+SQLite in ``SimConfig.store_dir``) restarts with a new agent on the same file
+and ``recover()``; one with a memory store restarts empty.
+
+The trace (``Trace``) records every send, refusal, transmit, receive, loss,
+ack, delivery and expiry; it is hashed as it goes and never kept whole.
+"""
+
+from __future__ import annotations
+
+import heapq
+import importlib
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from dtn.agent.actions import Ack, Action, Deliver, Event, Schedule, Transmit
+from dtn.errors import DtnError, InvalidArgument
+from dtn.routing.contact import Contact
+from dtn.sim.trace import Trace, TraceListener
+from dtn.sim.traffic import TrafficItem
+from dtn.time import DtnTime
+
+__all__ = [
+    "SIM_EPOCH",
+    "AgentFactory",
+    "BundleRecord",
+    "Crash",
+    "NodeSpec",
+    "Partition",
+    "PlanLike",
+    "SimAgent",
+    "SimConfig",
+    "SimSummary",
+    "Simulator",
+    "StoreFactory",
+]
+
+SIM_EPOCH = DtnTime(820_540_800_000)
+"""Plan time 0 in the simulator: 2026-01-01T00:00:00Z as DTN time (ms).
+
+Not 0: RFC 9171 section 4.2.7 gives creation time 0 the meaning "this node
+has no accurate clock", which would change how agents age bundles."""
+
+_US = 1_000_000
+# Event priorities at one instant: links go down before others come up, and
+# both happen before transmissions, arrivals, timers and sends.
+_PRIO_DOWN = 0
+_PRIO_UP = 1
+_PRIO_NORMAL = 2
+
+_SENDING = 0
+_IN_FLIGHT = 1
+_DONE = 2
+
+
+class PlanLike(Protocol):
+    """What the simulator needs of a contact plan (``dtn.routing.plan.ContactPlan``)."""
+
+    @property
+    def contacts(self) -> Iterable[Contact]: ...
+
+    def owlt_s(self, frm: int, to: int, at_s: float) -> float: ...
+
+
+class SimAgent(Protocol):
+    """The agent contract (``dtn.agent.Agent``) as the simulator uses it."""
+
+    def register(self, endpoint: str) -> Any: ...
+
+    def send(
+        self,
+        *,
+        source: str,
+        destination: str,
+        payload: bytes,
+        lifetime_ms: int,
+        now: DtnTime,
+    ) -> tuple[str, list[Action]]: ...
+
+    def on_receive(
+        self,
+        *,
+        cla: str,
+        neighbor: int | None,
+        data: bytes,
+        now: DtnTime,
+        cl_token: int | None = None,
+    ) -> list[Action]: ...
+
+    def on_contact_start(self, contact: Contact, now: DtnTime) -> list[Action]: ...
+
+    def on_contact_end(self, contact: Contact, now: DtnTime) -> list[Action]: ...
+
+    def on_transmit_done(self, tx_id: int, ok: bool, now: DtnTime) -> list[Action]: ...
+
+    def on_delivered(self, bundle_key: str, now: DtnTime) -> list[Action]: ...
+
+    def on_tick(self, now: DtnTime) -> list[Action]: ...
+
+    def next_deadline(self) -> DtnTime | None: ...
+
+    def recover(self, now: DtnTime) -> list[Action]: ...
+
+
+class AgentFactory(Protocol):
+    """Builds one node's agent (the default builds ``dtn.agent.Agent``)."""
+
+    def __call__(
+        self,
+        *,
+        node: int,
+        store: Any,
+        plan: PlanLike,
+        plan_epoch: DtnTime,
+        rng: random.Random,
+    ) -> SimAgent: ...
+
+
+StoreFactory = Callable[[int, "NodeSpec", "Path | None"], Any]
+"""``store_factory(node, spec, path)`` builds a node's store; ``path`` is the
+SQLite file for a durable node (None otherwise)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeSpec:
+    """Per-node options: ``durable`` puts the node's store in SQLite under
+    ``SimConfig.store_dir`` (it survives a crash); ``store_limit_bytes``
+    bounds it (None: the store's default)."""
+
+    durable: bool = False
+    store_limit_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Partition:
+    """Between ``start_s`` and ``end_s`` (plan time) links between different
+    ``groups`` are down, whatever the plan says. Nodes in no group form one
+    more group together."""
+
+    start_s: float
+    end_s: float
+    groups: tuple[frozenset[int], ...]
+
+    def __post_init__(self) -> None:
+        if (
+            not (math.isfinite(self.start_s) and math.isfinite(self.end_s))
+            or self.end_s < self.start_s
+            or self.start_s < 0
+        ):
+            raise InvalidArgument(
+                f"partition window must satisfy 0 <= start <= end, got [{self.start_s}, {self.end_s}]"
+            )
+        seen: set[int] = set()
+        for g in self.groups:
+            if seen & g:
+                raise InvalidArgument(
+                    f"partition groups overlap on nodes {sorted(seen & g)}"
+                )
+            seen |= g
+
+    def separates(self, a: int, b: int) -> bool:
+        """True if nodes ``a`` and ``b`` are in different groups."""
+        ga = gb = -1
+        for i, g in enumerate(self.groups):
+            if a in g:
+                ga = i
+            if b in g:
+                gb = i
+        return ga != gb
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Crash:
+    """Node ``node`` crashes at ``at_s`` and, unless ``restart_at_s`` is None,
+    restarts then (plan time, seconds)."""
+
+    node: int
+    at_s: float
+    restart_at_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.at_s) or self.at_s < 0:
+            raise InvalidArgument(f"crash time must be >= 0, got {self.at_s}")
+        if self.restart_at_s is not None and not self.restart_at_s >= self.at_s:
+            raise InvalidArgument(
+                f"restart ({self.restart_at_s}) must not come before the crash ({self.at_s})"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimConfig:
+    """Run parameters. Probabilities are in [0, 1]; times in seconds."""
+
+    seed: int = 0
+    duration_s: float
+    loss: float = 0.0
+    """Probability that a transmission (or its ack) is lost."""
+    duplicate: float = 0.0
+    """Probability that a transmission arrives twice."""
+    reorder: float = 0.0
+    """Probability that an arrival is delayed by up to ``reorder_max_s``."""
+    reorder_max_s: float = 1.0
+    ack_timeout_s: float = 2.0
+    """Margin beyond the round-trip light time before ``ok=False``."""
+    lifetime_s: float = 86_400.0
+    """Lifetime of every bundle sent from traffic (default 24 h)."""
+    plan_epoch: DtnTime = SIM_EPOCH
+    store_dir: Path | None = None
+    """Directory for durable nodes' SQLite files (required if any)."""
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.duration_s) or self.duration_s < 0:
+            raise InvalidArgument(
+                f"duration must be a finite number >= 0, got {self.duration_s}"
+            )
+        for name in ("loss", "duplicate", "reorder"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise InvalidArgument(
+                    f"{name} must be a probability in [0, 1], got {p}"
+                )
+        for name in ("reorder_max_s", "ack_timeout_s"):
+            if not getattr(self, name) >= 0:
+                raise InvalidArgument(f"{name} must be >= 0")
+        if not self.lifetime_s > 0:
+            raise InvalidArgument(f"lifetime must be > 0 s, got {self.lifetime_s}")
+
+
+@dataclass(slots=True)
+class BundleRecord:
+    """The simulator's ledger entry for one bundle sent from traffic."""
+
+    key: str
+    src: int
+    dst: int
+    sent_us: int
+    expires_us: int
+    deliveries: int = 0
+    first_delivery_us: int | None = None
+    expired: bool = False
+    """At least one node reported it expired."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimSummary:
+    """What a run produced. Latencies are seconds (None with no deliveries).
+
+    ``delivered`` counts distinct bundles delivered; ``expired`` those never
+    delivered that some node expired; ``pending`` the rest of ``sent``.
+    ``lost`` counts pending bundles held by no store (a memory store lost in
+    a crash; otherwise a bug). ``stored`` is the number of bundles in all
+    stores at the end.
+    """
+
+    seed: int
+    sim_time_s: float
+    nodes: int
+    sent: int
+    refused: int
+    delivered: int
+    duplicates_delivered: int
+    delivered_after_lifetime: int
+    expired: int
+    pending: int
+    lost: int
+    stored: int
+    transmissions: int
+    transmit_failures: int
+    lost_in_flight: int
+    duplicated: int
+    bytes_transmitted: int
+    events: int
+    latency_p50_s: float | None
+    latency_p99_s: float | None
+    latency_max_s: float | None
+    trace_sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (field names as keys)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+class _Node:
+    __slots__ = (
+        "agent",
+        "gen",
+        "last_tick_us",
+        "links",
+        "num",
+        "spec",
+        "store",
+        "ticks",
+        "up",
+    )
+
+    def __init__(self, num: int, spec: NodeSpec) -> None:
+        self.num = num
+        self.spec = spec
+        self.agent: SimAgent | None = None
+        self.store: Any = None
+        self.up = False
+        self.gen = 0
+        self.ticks: set[int] = set()
+        self.last_tick_us = -1
+        self.links: list[_Link] = []
+
+
+class _Tx:
+    __slots__ = ("data", "end_us", "frm", "gen", "state", "to", "tokens", "tx_id")
+
+    def __init__(self, tx_id: int, frm: int, to: int, gen: int, data: bytes) -> None:
+        self.tx_id = tx_id
+        self.frm = frm
+        self.to = to
+        self.gen = gen
+        self.data = data
+        self.end_us = 0
+        self.state = _SENDING
+        self.tokens: list[int] = []
+
+
+class _Link:
+    __slots__ = ("active", "busy_until_us", "current", "doomed", "frm", "sending", "to")
+
+    def __init__(self, frm: int, to: int) -> None:
+        self.frm = frm
+        self.to = to
+        self.active: list[Contact] = []
+        self.current: Contact | None = None
+        self.busy_until_us = 0
+        self.sending: deque[_Tx] = deque()
+        self.doomed: list[_Tx] = []
+
+
+def _us(seconds: float) -> int:
+    return round(seconds * _US)
+
+
+def _nearest_rank(sorted_values: list[int], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    idx = max(0, math.ceil(q * len(sorted_values)) - 1)
+    return sorted_values[idx] / _US
+
+
+def default_agent_factory(
+    *, node: int, store: Any, plan: PlanLike, plan_epoch: DtnTime, rng: random.Random
+) -> SimAgent:
+    """Build a real ``dtn.agent.Agent``."""
+    # Imported by name at call time: the engine and its fake-agent tests do
+    # not need the agent package.
+    agent_cls = importlib.import_module("dtn.agent.agent").Agent
+    agent: SimAgent = agent_cls(
+        node=node, store=store, plan=plan, plan_epoch=plan_epoch, rng=rng
+    )
+    return agent
+
+
+def default_store_factory(node: int, spec: NodeSpec, path: Path | None) -> Any:
+    """MemoryStore, or SqliteStore(path) for a durable node (synchronous=NORMAL:
+    a simulated crash does not lose the OS's pages, so fsync buys nothing)."""
+    from dtn.agent.store import MemoryStore, SqliteStore
+
+    kwargs = (
+        {}
+        if spec.store_limit_bytes is None
+        else {"limit_bytes": spec.store_limit_bytes}
+    )
+    if path is not None:
+        return SqliteStore(path, synchronous="NORMAL", **kwargs)
+    return MemoryStore(**kwargs)
+
+
+def _whole_key(key: str) -> str:
+    return "|".join(key.split("|", 3)[:3])
+
+
+def _store_keys(store: Any) -> Iterator[str]:
+    """Keys a store holds, whole bundles and fragments (as their whole bundle's key)."""
+    for rec in store.records():
+        yield rec.frag_group if rec.frag_group is not None else rec.key
+
+
+class Simulator:
+    """Run agents over a contact plan on a virtual clock. See the module docstring.
+
+    Build it, then ``run()`` (to ``config.duration_s``) or ``run_until(t_s)``
+    in steps; ``send()`` injects a bundle at the current time. Raises
+    :class:`InvalidArgument` for inconsistent inputs (durable nodes without a
+    ``store_dir``, negative times).
+    """
+
+    def __init__(
+        self,
+        plan: PlanLike,
+        config: SimConfig,
+        *,
+        traffic: Iterable[TrafficItem] = (),
+        partitions: Iterable[Partition] = (),
+        crashes: Iterable[Crash] = (),
+        node_specs: Mapping[int, NodeSpec] | None = None,
+        nodes: Iterable[int] = (),
+        agent_factory: AgentFactory | None = None,
+        store_factory: StoreFactory | None = None,
+        trace_sink: TextIO | None = None,
+        trace_listener: TraceListener | None = None,
+    ) -> None:
+        self.plan = plan
+        self.config = config
+        self.trace = Trace(trace_sink, trace_listener)
+        self._agent_factory: AgentFactory = agent_factory or default_agent_factory
+        self._store_factory: StoreFactory = store_factory or default_store_factory
+        self._rng = random.Random(config.seed)
+        self._heap: list[tuple[int, int, int, Callable[[Any], None], Any]] = []
+        self._seq = 0
+        self._now_us = 0
+        self._end_us = _us(config.duration_s)
+        self._token = 0
+        self._acks: dict[tuple[int, int], _Tx] = {}
+        self._partitions: list[Partition] = []
+        self._payloads: dict[int, bytes] = {}
+        self.ledger: dict[str, BundleRecord] = {}
+        """Every bundle sent, by bundle key."""
+        self._latencies: list[int] = []
+        self._counts = {
+            "refused": 0,
+            "duplicates": 0,
+            "late": 0,
+            "tx": 0,
+            "tx_fail": 0,
+            "lost": 0,
+            "dup": 0,
+            "bytes": 0,
+            "events": 0,
+        }
+
+        traffic = list(traffic)
+        partitions = list(partitions)
+        crashes = list(crashes)
+        contacts = sorted(
+            plan.contacts, key=lambda c: (c.start_s, c.end_s, c.frm, c.to)
+        )
+        specs = dict(node_specs or {})
+        numbers: set[int] = set(nodes) | set(specs)
+        for c in contacts:
+            numbers.update((c.frm, c.to))
+        for t in traffic:
+            numbers.update((t.src, t.dst))
+        numbers.update(cr.node for cr in crashes)
+        self.nodes: dict[int, _Node] = {
+            n: _Node(n, specs.get(n, NodeSpec())) for n in sorted(numbers)
+        }
+        if config.store_dir is None and any(
+            nd.spec.durable for nd in self.nodes.values()
+        ):
+            raise InvalidArgument("durable nodes need SimConfig.store_dir")
+
+        self._links: dict[tuple[int, int], _Link] = {}
+        for c in contacts:
+            if c.frm == c.to:
+                continue
+            link = self._link(c.frm, c.to)
+            self._push(
+                _us(max(c.start_s, 0.0)), _PRIO_UP, self._contact_start, (link, c)
+            )
+            self._push(_us(c.end_s), _PRIO_DOWN, self._contact_end, (link, c))
+        for p in partitions:
+            self._push(_us(p.start_s), _PRIO_DOWN, self._partition_start, p)
+            self._push(_us(p.end_s), _PRIO_UP, self._partition_end, p)
+        for cr in crashes:
+            self._push(_us(cr.at_s), _PRIO_DOWN, self._crash, cr.node)
+            if cr.restart_at_s is not None:
+                self._push(_us(cr.restart_at_s), _PRIO_UP, self._restart, cr.node)
+        for t in traffic:
+            self._push(_us(t.at_s), _PRIO_NORMAL, self._traffic, t)
+        for nd in self.nodes.values():
+            self._start_node(nd, recover=False)
+
+    # ---- public API -------------------------------------------------------
+
+    @property
+    def now_s(self) -> float:
+        """Current plan time, seconds."""
+        return self._now_us / _US
+
+    @property
+    def now(self) -> DtnTime:
+        """Current DTN time (ms) as the agents see it."""
+        return DtnTime(self.config.plan_epoch + self._now_us // 1000)
+
+    def agent(self, node: int) -> SimAgent | None:
+        """The node's current agent (None while it is crashed)."""
+        return self.nodes[node].agent
+
+    def store(self, node: int) -> Any:
+        """The node's current store (None while it is crashed)."""
+        return self.nodes[node].store
+
+    def run(self) -> SimSummary:
+        """Run to ``config.duration_s`` and return the summary."""
+        self.run_until(self.config.duration_s)
+        return self.summary()
+
+    def run_until(self, t_s: float) -> None:
+        """Process every event at or before plan time ``t_s`` (capped at the duration)."""
+        limit = min(_us(t_s), self._end_us)
+        heap = self._heap
+        pop = heapq.heappop
+        n = 0
+        while heap and heap[0][0] <= limit:
+            at, _, _, fn, arg = pop(heap)
+            self._now_us = at
+            fn(arg)
+            n += 1
+        self._counts["events"] += n
+        self._now_us = max(self._now_us, limit)
+
+    def send(
+        self, src: int, dst: int, size_bytes: int, *, lifetime_s: float | None = None
+    ) -> str | None:
+        """Send one bundle now from ``ipn:src.1`` to ``ipn:dst.1``; returns its
+        key, or None if the node refused it (store full, node down)."""
+        nd = self.nodes.get(src)
+        if nd is None:
+            raise InvalidArgument(f"node {src} is not in the simulation")
+        if dst not in self.nodes:
+            raise InvalidArgument(f"node {dst} is not in the simulation")
+        lifetime_us = _us(self.config.lifetime_s if lifetime_s is None else lifetime_s)
+        if nd.agent is None:
+            self._counts["refused"] += 1
+            self.trace.record(self._now_us, "refuse", src, dst, size_bytes, "node-down")
+            return None
+        payload = self._payloads.get(size_bytes)
+        if payload is None:
+            payload = self._payloads[size_bytes] = bytes(size_bytes)
+        try:
+            key, actions = nd.agent.send(
+                source=f"ipn:{src}.1",
+                destination=f"ipn:{dst}.1",
+                payload=payload,
+                lifetime_ms=lifetime_us // 1000,
+                now=self.now,
+            )
+        except DtnError as exc:
+            self._counts["refused"] += 1
+            self.trace.record(
+                self._now_us, "refuse", src, dst, size_bytes, type(exc).__name__
+            )
+            return None
+        self.ledger[key] = BundleRecord(
+            key=key,
+            src=src,
+            dst=dst,
+            sent_us=self._now_us,
+            expires_us=self._now_us + lifetime_us,
+        )
+        self.trace.record(self._now_us, "send", src, dst, size_bytes, key)
+        self._apply(nd, actions)
+        return key
+
+    def stored_keys(self) -> set[str]:
+        """Keys of whole bundles (or of the bundle a fragment belongs to) held
+        in any live node's store now."""
+        keys: set[str] = set()
+        for nd in self.nodes.values():
+            if nd.store is not None:
+                keys.update(_store_keys(nd.store))
+        return keys
+
+    def summary(self) -> SimSummary:
+        """Counts so far (see :class:`SimSummary`)."""
+        stored = self.stored_keys()
+        n_stored = sum(
+            len(nd.store) for nd in self.nodes.values() if nd.store is not None
+        )
+        delivered = expired = pending = lost = 0
+        for rec in self.ledger.values():
+            if rec.deliveries:
+                delivered += 1
+            elif rec.expired:
+                expired += 1
+            else:
+                pending += 1
+                if rec.key not in stored:
+                    lost += 1
+        lat = sorted(self._latencies)
+        c = self._counts
+        return SimSummary(
+            seed=self.config.seed,
+            sim_time_s=self.now_s,
+            nodes=len(self.nodes),
+            sent=len(self.ledger),
+            refused=c["refused"],
+            delivered=delivered,
+            duplicates_delivered=c["duplicates"],
+            delivered_after_lifetime=c["late"],
+            expired=expired,
+            pending=pending,
+            lost=lost,
+            stored=n_stored,
+            transmissions=c["tx"],
+            transmit_failures=c["tx_fail"],
+            lost_in_flight=c["lost"],
+            duplicated=c["dup"],
+            bytes_transmitted=c["bytes"],
+            events=c["events"],
+            latency_p50_s=_nearest_rank(lat, 0.50),
+            latency_p99_s=_nearest_rank(lat, 0.99),
+            latency_max_s=lat[-1] / _US if lat else None,
+            trace_sha256=self.trace.sha256,
+        )
+
+    def close(self) -> None:
+        """Close every store (SQLite files). The simulator is unusable after."""
+        for nd in self.nodes.values():
+            self._close_store(nd)
+
+    # ---- plumbing -----------------------------------------------------------
+
+    def _push(self, at_us: int, prio: int, fn: Callable[[Any], None], arg: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (at_us, prio, self._seq, fn, arg))
+
+    def _link(self, frm: int, to: int) -> _Link:
+        link = self._links.get((frm, to))
+        if link is None:
+            link = self._links[(frm, to)] = _Link(frm, to)
+            self.nodes[frm].links.append(link)
+            self.nodes[to].links.append(link)
+        return link
+
+    def _owlt_us(self, frm: int, to: int) -> int:
+        return _us(self.plan.owlt_s(frm, to, self._now_us / _US))
+
+    def _start_node(self, nd: _Node, *, recover: bool) -> None:
+        path = None
+        if nd.spec.durable:
+            assert self.config.store_dir is not None
+            path = self.config.store_dir / f"node-{nd.num}.sqlite"
+        nd.store = self._store_factory(nd.num, nd.spec, path)
+        rng = random.Random(f"{self.config.seed}:{nd.num}:{nd.gen}")
+        agent = self._agent_factory(
+            node=nd.num,
+            store=nd.store,
+            plan=self.plan,
+            plan_epoch=self.config.plan_epoch,
+            rng=rng,
+        )
+        agent.register(f"ipn:{nd.num}.1")
+        nd.agent = agent
+        nd.up = True
+        nd.ticks = set()
+        nd.last_tick_us = -1
+        if recover:
+            self._apply(nd, agent.recover(self.now))
+        else:
+            self._want_tick(nd, agent.next_deadline())
+
+    def _close_store(self, nd: _Node) -> None:
+        close = getattr(nd.store, "close", None)
+        if close is not None:
+            close()
+        nd.store = None
+
+    def _apply(self, nd: _Node, actions: Iterable[Action]) -> None:
+        for a in actions:
+            if nd.agent is None:
+                return
+            if isinstance(a, Transmit):
+                self._transmit(nd, a)
+            elif isinstance(a, Ack):
+                self._ack(nd, a)
+            elif isinstance(a, Deliver):
+                self._deliver(nd, a)
+            elif isinstance(a, Schedule):
+                self._want_tick_ms(nd, a.at)
+            elif isinstance(a, Event):
+                self._event(nd, a)
+        if nd.agent is not None:
+            self._want_tick(nd, nd.agent.next_deadline())
+
+    def _want_tick(self, nd: _Node, at: DtnTime | None) -> None:
+        if at is not None:
+            self._want_tick_ms(nd, at)
+
+    def _want_tick_ms(self, nd: _Node, at: int) -> None:
+        at_us = max((at - self.config.plan_epoch) * 1000, self._now_us)
+        # One tick per node per millisecond at most: a deadline the agent
+        # has just been ticked for (and did not clear) must not spin the loop.
+        if at_us <= nd.last_tick_us:
+            at_us = nd.last_tick_us + 1000
+        if at_us in nd.ticks or at_us > self._end_us:
+            return
+        nd.ticks.add(at_us)
+        self._push(at_us, _PRIO_NORMAL, self._tick, (nd, nd.gen, at_us))
+
+    def _tick(self, arg: tuple[_Node, int, int]) -> None:
+        nd, gen, at_us = arg
+        if gen != nd.gen or nd.agent is None:
+            return
+        nd.ticks.discard(at_us)
+        if at_us <= nd.last_tick_us:
+            return
+        nd.last_tick_us = (at_us // 1000) * 1000 + 999
+        self._apply(nd, nd.agent.on_tick(self.now))
+
+    def _event(self, nd: _Node, ev: Event) -> None:
+        if ev.kind == "expired":
+            rec = self.ledger.get(ev.bundle_key)
+            if rec is None:
+                # A fragment ("<source>|<ms>|<seq>|<offset>|<len>"): charge it
+                # to its whole bundle, whose key is the first three fields.
+                rec = self.ledger.get(_whole_key(ev.bundle_key))
+            if rec is not None:
+                rec.expired = True
+            self.trace.record(self._now_us, "expire", nd.num, ev.bundle_key)
+        else:
+            self.trace.record(self._now_us, ev.kind, nd.num, ev.bundle_key)
+
+    def _deliver(self, nd: _Node, d: Deliver) -> None:
+        rec = self.ledger.get(d.bundle_key)
+        self.trace.record(
+            self._now_us, "deliver", nd.num, d.endpoint, d.bundle_key, len(d.payload)
+        )
+        if rec is not None and rec.dst == nd.num:
+            rec.deliveries += 1
+            if rec.deliveries == 1:
+                rec.first_delivery_us = self._now_us
+                self._latencies.append(self._now_us - rec.sent_us)
+            else:
+                self._counts["duplicates"] += 1
+            if self._now_us > rec.expires_us:
+                self._counts["late"] += 1
+        assert nd.agent is not None
+        self._apply(nd, nd.agent.on_delivered(d.bundle_key, self.now))
+
+    # ---- links --------------------------------------------------------------
+
+    def _usable(self, link: _Link) -> Contact | None:
+        if not link.active:
+            return None
+        if not (self.nodes[link.frm].up and self.nodes[link.to].up):
+            return None
+        for p in self._partitions:
+            if p.separates(link.frm, link.to):
+                return None
+        return link.active[-1]
+
+    def _refresh(self, link: _Link) -> None:
+        cur = self._usable(link)
+        if link.current is not None and cur is not link.current:
+            old = link.current
+            link.current = None
+            now_us = self._now_us
+            failing = list(link.doomed)
+            link.doomed.clear()
+            keep: deque[_Tx] = deque()
+            for tx in link.sending:
+                if tx.end_us > now_us:
+                    failing.append(tx)
+                else:
+                    keep.append(tx)
+            link.sending = keep
+            link.busy_until_us = now_us
+            sender = self.nodes[link.frm]
+            self.trace.record(now_us, "link_down", link.frm, link.to)
+            if sender.agent is not None:
+                self._apply(sender, sender.agent.on_contact_end(old, self.now))
+            for tx in failing:
+                self._complete(tx, ok=False)
+        if cur is not None and link.current is None:
+            link.current = cur
+            self.trace.record(self._now_us, "link_up", link.frm, link.to)
+            sender = self.nodes[link.frm]
+            assert sender.agent is not None
+            self._apply(sender, sender.agent.on_contact_start(cur, self.now))
+
+    def _contact_start(self, arg: tuple[_Link, Contact]) -> None:
+        link, c = arg
+        link.active.append(c)
+        self._refresh(link)
+
+    def _contact_end(self, arg: tuple[_Link, Contact]) -> None:
+        link, c = arg
+        link.active.remove(c)
+        self._refresh(link)
+
+    def _partition_start(self, p: Partition) -> None:
+        self._partitions.append(p)
+        self.trace.record(self._now_us, "partition", -1, len(p.groups))
+        for link in self._links.values():
+            if link.current is not None and p.separates(link.frm, link.to):
+                self._refresh(link)
+
+    def _partition_end(self, p: Partition) -> None:
+        self._partitions.remove(p)
+        self.trace.record(self._now_us, "heal", -1, len(p.groups))
+        for link in self._links.values():
+            if link.current is None and link.active:
+                self._refresh(link)
+
+    def _crash(self, node: int) -> None:
+        nd = self.nodes[node]
+        if not nd.up:
+            return
+        self.trace.record(self._now_us, "crash", node)
+        nd.up = False
+        nd.agent = None
+        nd.gen += 1
+        nd.ticks = set()
+        self._close_store(nd)
+        for link in nd.links:
+            self._refresh(link)
+
+    def _restart(self, node: int) -> None:
+        nd = self.nodes[node]
+        if nd.up:
+            return
+        self.trace.record(self._now_us, "restart", node)
+        self._start_node(nd, recover=True)
+        for link in nd.links:
+            self._refresh(link)
+
+    # ---- transmissions ------------------------------------------------------
+
+    def _transmit(self, nd: _Node, t: Transmit) -> None:
+        tx = _Tx(t.tx_id, nd.num, t.neighbor, nd.gen, t.data)
+        size = len(t.data)
+        self._counts["tx"] += 1
+        self._counts["bytes"] += size
+        self.trace.record(
+            self._now_us, "transmit", nd.num, t.neighbor, t.tx_id, size, data=t.data
+        )
+        link = self._links.get((nd.num, t.neighbor))
+        c = link.current if link is not None else None
+        if link is None or c is None:
+            # No link: the convergence layer gives up after its timeout.
+            self.trace.record(self._now_us, "no_link", nd.num, t.neighbor, t.tx_id)
+            tx.state = _IN_FLIGHT
+            self._push(
+                self._now_us + _us(self.config.ack_timeout_s),
+                _PRIO_NORMAL,
+                self._timeout,
+                tx,
+            )
+            return
+        start = max(self._now_us, link.busy_until_us)
+        end = (
+            start + math.ceil(size * _US / c.rate_bytes_s)
+            if c.rate_bytes_s > 0
+            else math.inf
+        )
+        if end > _us(c.end_s):
+            # Cannot finish inside this contact: not started; reported failed
+            # when the link goes down (never at once, which would let the agent
+            # retry on the same contact at the same instant forever).
+            link.doomed.append(tx)
+            return
+        assert isinstance(end, int)
+        link.busy_until_us = end
+        tx.end_us = end
+        link.sending.append(tx)
+        self._push(end, _PRIO_NORMAL, self._tx_end, (link, tx))
+
+    def _tx_end(self, arg: tuple[_Link, _Tx]) -> None:
+        link, tx = arg
+        if tx.state != _SENDING:
+            return
+        if link.sending and link.sending[0] is tx:
+            link.sending.popleft()
+        else:
+            link.sending.remove(tx)
+        tx.state = _IN_FLIGHT
+        cfg = self.config
+        rng = self._rng
+        owlt = self._owlt_us(tx.frm, tx.to)
+        max_jitter = _us(cfg.reorder_max_s) if (cfg.reorder or cfg.duplicate) else 0
+        timeout = (
+            owlt + max_jitter + self._owlt_us(tx.to, tx.frm) + _us(cfg.ack_timeout_s)
+        )
+        self._push(self._now_us + timeout, _PRIO_NORMAL, self._timeout, tx)
+        if cfg.loss and rng.random() < cfg.loss:
+            self._counts["lost"] += 1
+            self.trace.record(self._now_us, "lost", tx.frm, tx.to, tx.tx_id)
+            return
+        arrive = self._now_us + owlt
+        if cfg.reorder and rng.random() < cfg.reorder:
+            arrive += rng.randrange(max_jitter + 1)
+        self._push(arrive, _PRIO_NORMAL, self._arrive, tx)
+        if cfg.duplicate and rng.random() < cfg.duplicate:
+            self._counts["dup"] += 1
+            self._push(
+                arrive + 1 + rng.randrange(max_jitter + 1),
+                _PRIO_NORMAL,
+                self._arrive,
+                tx,
+            )
+
+    def _arrive(self, tx: _Tx) -> None:
+        rx = self.nodes[tx.to]
+        if rx.agent is None:
+            self._counts["lost"] += 1
+            self.trace.record(
+                self._now_us, "lost", tx.frm, tx.to, tx.tx_id, "receiver-down"
+            )
+            return
+        self._token += 1
+        token = self._token
+        if tx.state != _DONE:
+            tx.tokens.append(token)
+            self._acks[(tx.to, token)] = tx
+        self.trace.record(self._now_us, "receive", tx.to, tx.frm, tx.tx_id, token)
+        self._apply(
+            rx,
+            rx.agent.on_receive(
+                cla="sim", neighbor=tx.frm, data=tx.data, now=self.now, cl_token=token
+            ),
+        )
+
+    def _ack(self, nd: _Node, a: Ack) -> None:
+        tx = self._acks.pop((nd.num, a.cl_token), None)
+        if tx is None or tx.state == _DONE:
+            return
+        if self.config.loss and self._rng.random() < self.config.loss:
+            self.trace.record(self._now_us, "ack_lost", nd.num, tx.frm, tx.tx_id)
+            return
+        self.trace.record(self._now_us, "ack", nd.num, tx.frm, tx.tx_id)
+        self._push(
+            self._now_us + self._owlt_us(nd.num, tx.frm),
+            _PRIO_NORMAL,
+            self._ack_arrive,
+            tx,
+        )
+
+    def _ack_arrive(self, tx: _Tx) -> None:
+        if tx.state != _DONE:
+            self._complete(tx, ok=True)
+
+    def _timeout(self, tx: _Tx) -> None:
+        if tx.state != _DONE:
+            self._complete(tx, ok=False)
+
+    def _complete(self, tx: _Tx, *, ok: bool) -> None:
+        tx.state = _DONE
+        for token in tx.tokens:
+            self._acks.pop((tx.to, token), None)
+        tx.tokens.clear()
+        sender = self.nodes[tx.frm]
+        if not ok:
+            self._counts["tx_fail"] += 1
+        self.trace.record(self._now_us, "tx_done", tx.frm, tx.to, tx.tx_id, int(ok))
+        if sender.agent is not None and sender.gen == tx.gen:
+            self._apply(sender, sender.agent.on_transmit_done(tx.tx_id, ok, self.now))
+
+    def _traffic(self, item: TrafficItem) -> None:
+        for _ in range(item.count):
+            self.send(item.src, item.dst, item.size_bytes)
