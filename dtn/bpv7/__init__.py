@@ -5,6 +5,18 @@ Sans-I/O and pure: every function maps values to bytes or bytes to values.
 
 from __future__ import annotations
 
+from dtn.bpv7.admin import AdminRecord as AdminRecord
+from dtn.bpv7.admin import StatusAssertion as StatusAssertion
+from dtn.bpv7.admin import StatusKind as StatusKind
+from dtn.bpv7.admin import StatusReason as StatusReason
+from dtn.bpv7.admin import StatusReport as StatusReport
+from dtn.bpv7.admin import UnknownAdminRecord as UnknownAdminRecord
+from dtn.bpv7.admin import (
+    decode_admin_record_untrusted as decode_admin_record_untrusted,
+)
+from dtn.bpv7.admin import encode_admin_record as encode_admin_record
+from dtn.bpv7.admin import make_status_report as make_status_report
+from dtn.bpv7.admin import status_report_for as status_report_for
 from dtn.bpv7.bundle import MAX_BLOCKS as MAX_BLOCKS
 from dtn.bpv7.bundle import Bundle as Bundle
 from dtn.bpv7.bundle import decode_bundle_untrusted as decode_bundle_untrusted
@@ -31,5 +43,13 @@ from dtn.bpv7.flags import BlockFlags as BlockFlags
 from dtn.bpv7.flags import BlockType as BlockType
 from dtn.bpv7.flags import BundleFlags as BundleFlags
 from dtn.bpv7.flags import CrcType as CrcType
+from dtn.bpv7.fragment import Reassembler as Reassembler
+from dtn.bpv7.fragment import fragment_bundle as fragment_bundle
+from dtn.bpv7.fragment import reassemble as reassemble
 from dtn.bpv7.primary import CreationTimestamp as CreationTimestamp
 from dtn.bpv7.primary import PrimaryBlock as PrimaryBlock
+from dtn.bpv7.processing import BlockVerdict as BlockVerdict
+from dtn.bpv7.processing import apply_unprocessable_blocks as apply_unprocessable_blocks
+from dtn.bpv7.processing import hop_limit_exceeded as hop_limit_exceeded
+from dtn.bpv7.processing import lifetime_expired as lifetime_expired
+from dtn.bpv7.processing import update_for_forwarding as update_for_forwarding

@@ -1,0 +1,195 @@
+"""Fragmentation and reassembly (RFC 9171 section 5.8).
+
+https://www.rfc-editor.org/rfc/rfc9171#section-5.8
+
+Each fragment is a bundle whose primary block has IS_FRAGMENT set, the
+fragment offset (bytes into the original application data unit, ADU) and the
+total ADU length. Blocks with MUST_REPLICATE appear in every fragment; every
+other extension block only in the first (offset-0 part), which is where
+reassembly takes them from. Fragmenting a fragment is allowed: offsets stay
+relative to the original ADU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from dtn.bpv7.bundle import Bundle
+from dtn.bpv7.flags import BlockFlags, BundleFlags
+from dtn.errors import InvalidArgument
+
+
+def fragment_bundle(b: Bundle, sizes: int | Sequence[int]) -> list[Bundle]:
+    """Split ``b`` into fragments.
+
+    ``sizes`` is either the maximum payload bytes per fragment (an int >= 1) or
+    the explicit payload sizes of the fragments in order (each >= 1, summing to
+    the payload length). A bundle whose payload already fits is returned alone,
+    unchanged. Raises :class:`InvalidArgument` for MUST_NOT_FRAGMENT bundles,
+    admin records of course included when flagged, and bad sizes.
+    """
+    payload = b.payload
+    n = len(payload)
+    if isinstance(sizes, int):
+        if sizes < 1:
+            raise InvalidArgument(f"max payload per fragment must be >= 1, got {sizes}")
+        if n <= sizes:
+            return [b]
+        plan = [min(sizes, n - i) for i in range(0, n, sizes)]
+    else:
+        plan = list(sizes)
+        if any(s < 1 for s in plan) or sum(plan) != n:
+            raise InvalidArgument(
+                f"fragment sizes must be >= 1 and sum to the payload length {n}, got {plan}"
+            )
+        if len(plan) == 1:
+            return [b]
+    if b.primary.flags & BundleFlags.MUST_NOT_FRAGMENT:
+        raise InvalidArgument("the bundle has MUST_NOT_FRAGMENT set")
+    p = b.primary
+    base = p.fragment_offset or 0
+    total = p.total_adu_length if p.total_adu_length is not None else n
+    ext = b.blocks[:-1]
+    replicated = tuple(blk for blk in ext if blk.flags & BlockFlags.MUST_REPLICATE)
+    pblock = b.payload_block
+    mv = memoryview(payload)
+    out: list[Bundle] = []
+    offset = 0
+    for i, size in enumerate(plan):
+        primary = replace(
+            p,
+            flags=p.flags | BundleFlags.IS_FRAGMENT,
+            fragment_offset=base + offset,
+            total_adu_length=total,
+        )
+        # Only the piece that starts where b starts carries every block.
+        blocks = ext if i == 0 else replicated
+        piece = replace(pblock, data=bytes(mv[offset : offset + size]))
+        out.append(Bundle(primary, (*blocks, piece)))
+        offset += size
+    return out
+
+
+def reassemble(fragments: Iterable[Bundle]) -> Bundle:
+    """Rebuild the original bundle from its fragments (any order, overlaps allowed).
+
+    Extension blocks come from the fragment at offset 0. Raises
+    :class:`InvalidArgument` if the fragments belong to different bundles,
+    disagree on the total length, or leave a gap.
+    """
+    frags = sorted(
+        fragments, key=lambda f: (f.primary.fragment_offset or 0, -len(f.payload))
+    )
+    if not frags:
+        raise InvalidArgument("no fragments")
+    first = frags[0]
+    if not first.is_fragment:
+        if len(frags) == 1:
+            return first
+        raise InvalidArgument("a whole bundle among fragments")
+    key = first.original_key
+    total = first.primary.total_adu_length
+    assert total is not None
+    if first.primary.fragment_offset != 0:
+        raise InvalidArgument("incomplete: no fragment at offset 0")
+    buf = bytearray(total)
+    covered = 0
+    for f in frags:
+        p = f.primary
+        if not f.is_fragment or f.original_key != key:
+            raise InvalidArgument(f"fragment {f.bundle_key} does not belong to {key}")
+        if p.total_adu_length != total:
+            raise InvalidArgument(
+                f"fragment {f.bundle_key}: total ADU length {p.total_adu_length} != {total}"
+            )
+        off = p.fragment_offset
+        assert off is not None
+        data = f.payload
+        if off + len(data) > total:
+            raise InvalidArgument(
+                f"fragment {f.bundle_key} extends past the total ADU length {total}"
+            )
+        if off > covered:
+            raise InvalidArgument(f"incomplete: bytes {covered}..{off} missing")
+        if off + len(data) > covered:
+            buf[covered : off + len(data)] = data[covered - off :]
+            covered = off + len(data)
+    if covered != total:
+        raise InvalidArgument(f"incomplete: bytes {covered}..{total} missing")
+    primary = replace(
+        first.primary,
+        flags=first.primary.flags & ~BundleFlags.IS_FRAGMENT,
+        fragment_offset=None,
+        total_adu_length=None,
+    )
+    payload_block = replace(first.payload_block, data=bytes(buf))
+    return Bundle(primary, (*first.blocks[:-1], payload_block))
+
+
+@dataclass
+class _Pending:
+    fragments: dict[tuple[int, int], Bundle] = field(default_factory=dict)
+    covered_bytes: int = 0
+
+
+class Reassembler:
+    """Collects fragments by original bundle ID and returns each bundle once complete.
+
+    ``max_pending`` bounds the number of partial bundles held; beyond it the
+    oldest partial bundle is dropped (its key is returned by :meth:`add` via
+    :attr:`dropped`). Duplicated fragments are ignored.
+    """
+
+    def __init__(self, *, max_pending: int = 1024) -> None:
+        self._pending: dict[str, _Pending] = {}
+        self.max_pending = max_pending
+        self.dropped: list[str] = []
+
+    def add(self, fragment: Bundle) -> Bundle | None:
+        """Add one fragment; returns the whole bundle when this completes it, else None."""
+        if not fragment.is_fragment:
+            return fragment
+        key = fragment.original_key
+        pend = self._pending.get(key)
+        if pend is None:
+            if len(self._pending) >= self.max_pending:
+                oldest = next(iter(self._pending))
+                del self._pending[oldest]
+                self.dropped.append(oldest)
+            pend = self._pending[key] = _Pending()
+        off = fragment.primary.fragment_offset or 0
+        slot = (off, len(fragment.payload))
+        if slot in pend.fragments:
+            return None
+        pend.fragments[slot] = fragment
+        if not _covers(pend.fragments, fragment.primary.total_adu_length or 0):
+            return None
+        try:
+            whole = reassemble(pend.fragments.values())
+        except InvalidArgument:
+            return None
+        del self._pending[key]
+        return whole
+
+    def discard(self, original_key: str) -> None:
+        """Forget the partial bundle ``original_key`` (e.g. its lifetime expired)."""
+        self._pending.pop(original_key, None)
+
+    @property
+    def pending_keys(self) -> list[str]:
+        """Original keys of the bundles still incomplete."""
+        return list(self._pending)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+def _covers(slots: dict[tuple[int, int], Bundle], total: int) -> bool:
+    """True when the (offset, length) slots cover 0..total without a gap."""
+    covered = 0
+    for off, length in sorted(slots):
+        if off > covered:
+            return False
+        covered = max(covered, off + length)
+    return covered >= total
