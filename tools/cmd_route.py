@@ -1,0 +1,188 @@
+"""``dcis route``: ask Contact Graph Routing for routes over a contact plan.
+
+    dcis route --plan FILE --from A --to B [--at SECONDS] [--size BYTES] [--routes K] [--json]
+
+``--json`` prints ``{"routes": [{"arrival": <plan seconds>, "hops": [A, ..., B],
+"contacts": [[from, to, start, end], ...]}, ...]}``, best first, and
+``{"routes": []}`` when B cannot be reached. See spec/routing.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from dtn.errors import DtnError
+from dtn.routing.cgr import Route, Router
+from dtn.routing.plan import ContactPlan, load_plan
+from tools.cli import CommandError
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def _node(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a node number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"node numbers are >= 0, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _size(text: str) -> float:
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"size must be >= 0, got {text}")
+    return value
+
+
+def add_plan_args(p: argparse.ArgumentParser) -> None:
+    """The plan-reading option shared with ``dcis plan``."""
+    p.add_argument(
+        "--contact-7th",
+        choices=("confidence", "owlt"),
+        default="confidence",
+        help="meaning of the optional 6th argument of an ionrc 'a contact' line: ION's confidence (default) or pyCGR's light time",
+    )
+
+
+def read_plan(path: Path, seventh: str) -> ContactPlan:
+    """Load a plan or raise CommandError with the parser's line-numbered message."""
+    try:
+        return load_plan(
+            path, seventh_field="owlt" if seventh == "owlt" else "confidence"
+        )
+    except DtnError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def num(x: float) -> int | float:
+    """A JSON number: integral seconds print without a fraction."""
+    return int(x) if float(x).is_integer() and abs(x) < 2**53 else float(x)
+
+
+def route_json(r: Route) -> dict[str, Any]:
+    """One route in the issue's JSON shape."""
+    return {
+        "arrival": num(r.arrival_s),
+        "hops": list(r.hops),
+        "contacts": [[c.frm, c.to, num(c.start_s), num(c.end_s)] for c in r.contacts],
+    }
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``route`` subcommand."""
+    p = subparsers.add_parser(
+        "route",
+        help="compute CGR routes over a contact plan",
+        description="Earliest-arrival routes (CGR after CCSDS SABR) from A to B for a bundle ready at --at.",
+    )
+    p.add_argument(
+        "--plan",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="contact plan (ionrc or HDTN JSON)",
+    )
+    p.add_argument(
+        "--from",
+        dest="src",
+        required=True,
+        type=_node,
+        metavar="A",
+        help="source node number",
+    )
+    p.add_argument(
+        "--to",
+        dest="dst",
+        required=True,
+        type=_node,
+        metavar="B",
+        help="destination node number",
+    )
+    p.add_argument(
+        "--at",
+        type=_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="plan time the bundle is ready (default 0)",
+    )
+    p.add_argument(
+        "--size",
+        type=_size,
+        default=0.0,
+        metavar="BYTES",
+        help="bundle size in bytes (default 0)",
+    )
+    p.add_argument(
+        "--routes",
+        type=_count,
+        default=1,
+        metavar="K",
+        help="number of routes, best first (default 1)",
+    )
+    p.add_argument(
+        "--deadline",
+        type=_float,
+        default=None,
+        metavar="SECONDS",
+        help="latest acceptable arrival (plan time)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    add_plan_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print routes; exit 0 (also when there is none), 2 on a bad plan."""
+    plan = read_plan(args.plan, args.contact_7th)
+    try:
+        routes = Router(plan).routes(
+            args.src,
+            args.dst,
+            args.at,
+            args.size,
+            args.routes,
+            deadline_s=args.deadline,
+        )
+    except DtnError as exc:
+        raise CommandError(str(exc)) from exc
+    if args.json:
+        print(json.dumps({"routes": [route_json(r) for r in routes]}))
+        return 0
+    if not routes:
+        print(
+            f"no route from {args.src} to {args.dst} for a bundle ready at {num(args.at)} s"
+        )
+        return 0
+    for i, r in enumerate(routes, start=1):
+        print(
+            f"route {i}: arrival {num(r.arrival_s)} s, {r.hop_count} hop(s): {' -> '.join(map(str, r.hops))}"
+        )
+        for c in r.contacts:
+            print(
+                f"  {c.frm} -> {c.to}  [{num(c.start_s)}, {num(c.end_s)}] s  {num(c.rate_bytes_s)} B/s"
+            )
+    return 0
