@@ -688,11 +688,13 @@ class Simulator:
             plan_epoch=self.config.plan_epoch,
             rng=rng,
         )
-        agent.register(f"ipn:{nd.num}.1")
         nd.agent = agent
         nd.up = True
         nd.ticks = set()
         nd.last_tick_us = -1
+        registered = agent.register(f"ipn:{nd.num}.1")
+        if isinstance(registered, list):
+            self._apply(nd, registered)
         if recover:
             self._apply(nd, agent.recover(self.now))
         else:
