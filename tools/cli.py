@@ -19,6 +19,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "tools.cmd_route",
     "tools.cmd_plan",
+    "tools.cmd_sim",
 )
 
 
