@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 # One line per subcommand module; each owner adds its own.
 COMMAND_MODULES: tuple[str, ...] = (
+    "tools.cmd_bundle",
     "tools.cmd_route",
     "tools.cmd_plan",
     "tools.cmd_sim",
