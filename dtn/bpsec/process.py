@@ -1,0 +1,339 @@
+"""Adding and processing BPSec blocks on whole bundles (RFC 9172 sections 3 and 5).
+
+Processing order (RFC 9172 3.9-3.10, 5.1): every BCB is processed first --
+its targets decrypted in place, which may reveal a BIB it had encrypted (as
+in RFC 9173 Appendix A.4) -- then every BIB is verified over the plaintext.
+Processed security blocks are removed from the bundle handed back, as a
+security acceptor does; blocks that could not be processed (unknown context,
+no key) are left as they were and reported with ``verified=False``.
+
+Security blocks that break RFC 9172's rules (a target that is not in the
+bundle, a BCB over the primary block or over another BCB, a BIB over a BCB)
+make the bundle malformed: :class:`dtn.errors.DecodeError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+
+from crypto.keys import NodeIdentity
+from dtn.bpsec import nacl_contexts, rfc9173
+from dtn.bpsec.asb import (
+    AbstractSecurityBlock,
+    SecurityBlockType,
+    decode_asb_untrusted,
+    encode_asb,
+)
+from dtn.bpsec.results import KeyRing, SecurityResult
+from dtn.bpsec.scope import ScopeFlags
+from dtn.bpv7.bundle import Bundle
+from dtn.bpv7.canonical import CanonicalBlock
+from dtn.bpv7.eid import Eid
+from dtn.bpv7.flags import BlockFlags, BlockType, CrcType
+from dtn.bpv7.primary import encode_primary
+from dtn.errors import DecodeError, InvalidArgument
+
+BIB = SecurityBlockType.BIB
+BCB = SecurityBlockType.BCB
+
+Targets = dict[int, CanonicalBlock | None]
+BcbHandler = Callable[
+    [bytes, CanonicalBlock, AbstractSecurityBlock, Targets, KeyRing],
+    "dict[int, bytes] | str",
+]
+BibHandler = Callable[
+    [bytes, CanonicalBlock, AbstractSecurityBlock, Targets, KeyRing], "str | None"
+]
+
+BCB_HANDLERS: dict[int, BcbHandler] = {
+    rfc9173.BCB_AES_GCM: lambda p, b, a, t, k: rfc9173.decrypt_aes_gcm(
+        p, b, a, t, k.keys
+    ),
+    nacl_contexts.BCB_X25519_XCHACHA20POLY1305: nacl_contexts.open_x25519_xchacha,
+}
+BIB_HANDLERS: dict[int, BibHandler] = {
+    rfc9173.BIB_HMAC_SHA2: lambda p, b, a, t, k: rfc9173.verify_hmac_sha2(
+        p, b, a, t, k.keys
+    ),
+    nacl_contexts.BIB_ED25519: nacl_contexts.verify_ed25519,
+}
+
+
+def _targets(
+    asb: AbstractSecurityBlock, blocks: dict[int, CanonicalBlock], sec: CanonicalBlock
+) -> Targets:
+    where = f"block {sec.number} (type {sec.type_code})"
+    out: Targets = {}
+    for t in asb.targets:
+        if t == 0:
+            if sec.type_code == BCB:
+                raise DecodeError(
+                    "a BCB must not target the primary block (RFC 9172 3.9)",
+                    where=where,
+                )
+            out[t] = None
+            continue
+        tb = blocks.get(t)
+        if tb is None:
+            raise DecodeError(f"security target {t} is not in the bundle", where=where)
+        if tb.type_code == BCB or t == sec.number:
+            raise DecodeError(
+                f"security target {t} is a BCB or the block itself (RFC 9172 3.9)",
+                where=where,
+            )
+        out[t] = tb
+    return out
+
+
+def unprotect(bundle: Bundle, keyring: KeyRing) -> tuple[Bundle, list[SecurityResult]]:
+    """Decrypt and verify every security block that ``keyring`` can process.
+
+    Returns the bundle with processed security blocks removed and their
+    targets in plaintext, and one :class:`SecurityResult` per security block
+    (BCBs first, then BIBs, each in wire order).
+
+    Raises :class:`crypto.AuthenticationFailed` when a block's check fails with
+    the keys given (tampering or a wrong key; deliberately not saying which),
+    and :class:`dtn.errors.DecodeError` for malformed security blocks.
+    """
+    blocks = {b.number: b for b in bundle.blocks}
+    if not any(b.type_code in (BIB, BCB) for b in bundle.blocks):
+        return bundle, []
+    primary_bytes = encode_primary(bundle.primary)
+    results: list[SecurityResult] = []
+    removed: set[int] = set()
+    still_encrypted: set[int] = set()
+    for sec in bundle.blocks:
+        if sec.type_code != BCB:
+            continue
+        asb = decode_asb_untrusted(sec.data, where=f"block {sec.number} (BCB)")
+        targets = _targets(asb, blocks, sec)
+        handler = BCB_HANDLERS.get(asb.context_id)
+        outcome = (
+            "unsupported context"
+            if handler is None
+            else handler(primary_bytes, sec, asb, targets, keyring)
+        )
+        if isinstance(outcome, str):
+            still_encrypted.update(asb.targets)
+            results.append(_result(sec, asb, outcome))
+            continue
+        for t, plain in outcome.items():
+            blocks[t] = replace(blocks[t], data=plain)
+        removed.add(sec.number)
+        results.append(_result(sec, asb, None))
+    for number in [b.number for b in bundle.blocks]:
+        sec = blocks[number]
+        if sec.type_code != BIB:
+            continue
+        if number in still_encrypted:
+            # Its ASB is ciphertext; we cannot even say what context it uses.
+            continue
+        asb = decode_asb_untrusted(sec.data, where=f"block {number} (BIB)")
+        targets = _targets(asb, blocks, sec)
+        reason: str | None
+        bib_handler = BIB_HANDLERS.get(asb.context_id)
+        if bib_handler is None:
+            reason = "unsupported context"
+        elif still_encrypted.intersection(asb.targets):
+            reason = "target still encrypted"
+        else:
+            reason = bib_handler(primary_bytes, sec, asb, targets, keyring)
+        if reason is None:
+            removed.add(number)
+        results.append(_result(sec, asb, reason))
+    kept = tuple(blocks[b.number] for b in bundle.blocks if b.number not in removed)
+    return Bundle(bundle.primary, kept), results
+
+
+def _result(
+    sec: CanonicalBlock, asb: AbstractSecurityBlock, reason: str | None
+) -> SecurityResult:
+    return SecurityResult(
+        block=sec.number,
+        block_type=sec.type_code,
+        context=asb.context_id,
+        targets=asb.targets,
+        source=asb.source,
+        verified=reason is None,
+        reason=reason,
+    )
+
+
+def verify_and_decrypt(
+    bundle: Bundle, keys: Iterable[bytes]
+) -> tuple[Bundle, list[SecurityResult]]:
+    """``dcis bundle decode --key``: process RFC 9173 blocks with symmetric ``keys``.
+
+    Each security block is tried with each key (HMAC keys, AES keys, or
+    key-encryption keys for wrapped content keys). Returns the bundle with
+    verified/decrypted blocks removed and plaintext targets, plus one result
+    per security block; blocks of contexts that need node identities (ours)
+    come back ``verified=False``.
+
+    Raises :class:`crypto.AuthenticationFailed` ("authentication failed")
+    when any block fails with every key, :class:`dtn.errors.DecodeError` for a
+    malformed security block.
+    """
+    return unprotect(bundle, KeyRing(keys=tuple(keys)))
+
+
+# -- adding security blocks ----------------------------------------------
+
+
+def _resolve(bundle: Bundle, targets: Sequence[int], kind: int) -> Targets:
+    if not targets:
+        raise InvalidArgument("at least one security target is required")
+    if len(set(targets)) != len(targets):
+        raise InvalidArgument("security targets must be unique")
+    out: Targets = {}
+    for t in targets:
+        if t == 0:
+            if kind == BCB:
+                raise InvalidArgument(
+                    "a BCB must not target the primary block (RFC 9172 3.9)"
+                )
+            out[t] = None
+            continue
+        tb = bundle.block_by_number(t)
+        if tb is None:
+            raise InvalidArgument(f"block {t} is not in the bundle")
+        if tb.type_code == BCB:
+            raise InvalidArgument(
+                f"block {t} is a BCB, which no security block may target (RFC 9172 3.9)"
+            )
+        out[t] = tb
+    return out
+
+
+def _header(
+    bundle: Bundle, kind: int, targets: Targets, number: int | None, crc_type: CrcType
+) -> CanonicalBlock:
+    flags = BlockFlags.NONE
+    if kind == BCB and BlockType.PAYLOAD in targets:
+        # RFC 9172 3.9: a BCB over the payload goes into every fragment.
+        flags = BlockFlags.MUST_REPLICATE
+    n = bundle.next_block_number() if number is None else number
+    if bundle.block_by_number(n) is not None:
+        raise InvalidArgument(f"block number {n} is taken")
+    return CanonicalBlock(type_code=kind, number=n, flags=flags, crc_type=crc_type)
+
+
+def _attach(
+    bundle: Bundle,
+    header: CanonicalBlock,
+    asb: AbstractSecurityBlock,
+    cipher: dict[int, bytes] | None = None,
+) -> Bundle:
+    sec = replace(header, data=encode_asb(asb))
+    rest = tuple(
+        replace(b, data=cipher[b.number]) if cipher and b.number in cipher else b
+        for b in bundle.blocks
+    )
+    # First after the primary block, as RFC 9173's examples place them.
+    return Bundle(bundle.primary, (sec, *rest))
+
+
+def add_bib_hmac_sha2(
+    bundle: Bundle,
+    *,
+    key: bytes,
+    source: Eid,
+    targets: Sequence[int] = (1,),
+    variant: rfc9173.ShaVariant = rfc9173.ShaVariant.HMAC_384,
+    scope: ScopeFlags = ScopeFlags.ALL,
+    kek: bytes | None = None,
+    block_number: int | None = None,
+    crc_type: CrcType = CrcType.NONE,
+) -> Bundle:
+    """Add a BIB-HMAC-SHA2 block (RFC 9173 3) over ``targets``. Raises InvalidArgument."""
+    t = _resolve(bundle, targets, BIB)
+    header = _header(bundle, BIB, t, block_number, crc_type)
+    asb = rfc9173.hmac_sha2_asb(
+        encode_primary(bundle.primary),
+        header,
+        t,
+        key=key,
+        source=source,
+        variant=variant,
+        scope=scope,
+        kek=kek,
+    )
+    return _attach(bundle, header, asb)
+
+
+def add_bcb_aes_gcm(
+    bundle: Bundle,
+    *,
+    key: bytes,
+    source: Eid,
+    targets: Sequence[int] = (1,),
+    variant: rfc9173.AesVariant = rfc9173.AesVariant.A256GCM,
+    scope: ScopeFlags = ScopeFlags.ALL,
+    iv: bytes | None = None,
+    kek: bytes | None = None,
+    block_number: int | None = None,
+    crc_type: CrcType = CrcType.NONE,
+) -> Bundle:
+    """Add a BCB-AES-GCM block (RFC 9173 4), encrypting ``targets`` in place."""
+    t = _resolve(bundle, targets, BCB)
+    header = _header(bundle, BCB, t, block_number, crc_type)
+    asb, cipher = rfc9173.aes_gcm_encrypt(
+        encode_primary(bundle.primary),
+        header,
+        t,
+        key=key,
+        source=source,
+        variant=variant,
+        scope=scope,
+        iv=iv,
+        kek=kek,
+    )
+    return _attach(bundle, header, asb, cipher)
+
+
+def add_bcb_x25519(
+    bundle: Bundle,
+    *,
+    identity: NodeIdentity,
+    recipient_kx_public: bytes,
+    targets: Sequence[int] = (1,),
+    nonce: bytes | None = None,
+    block_number: int | None = None,
+    crc_type: CrcType = CrcType.NONE,
+) -> Bundle:
+    """Seal ``targets`` for the recipient node with our X25519/XChaCha20-Poly1305 context.
+
+    ``recipient_kx_public`` is the X25519 key from the destination node's
+    (verified) certificate. Raises InvalidArgument; AuthenticationFailed
+    for a low-order recipient key.
+    """
+    t = _resolve(bundle, targets, BCB)
+    header = _header(bundle, BCB, t, block_number, crc_type)
+    asb, cipher = nacl_contexts.seal_x25519_xchacha(
+        encode_primary(bundle.primary),
+        header,
+        t,
+        identity=identity,
+        recipient_kx_public=recipient_kx_public,
+        nonce=nonce,
+    )
+    return _attach(bundle, header, asb, cipher)
+
+
+def add_bib_ed25519(
+    bundle: Bundle,
+    *,
+    identity: NodeIdentity,
+    targets: Sequence[int] = (1,),
+    block_number: int | None = None,
+    crc_type: CrcType = CrcType.NONE,
+) -> Bundle:
+    """Sign ``targets`` with our Ed25519 BIB context (source authentication, no secrecy)."""
+    t = _resolve(bundle, targets, BIB)
+    header = _header(bundle, BIB, t, block_number, crc_type)
+    asb = nacl_contexts.sign_ed25519(
+        encode_primary(bundle.primary), header, t, identity=identity
+    )
+    return _attach(bundle, header, asb)
