@@ -480,4 +480,7 @@ class Router:
                 break
             _, ids_best, dev_best, r_best = heapq.heappop(cands)
             accepted.append((ids_best, r_best, dev_best))
+        # Yen's yields routes in arrival order; among equal arrivals the node-label
+        # search may find a SABR-worse tie first, so order the list by the full key.
+        accepted.sort(key=lambda x: x[1].sort_key)
         return [(a, r) for a, r, _ in accepted]
