@@ -235,6 +235,13 @@ def _decode(raw: bytes, where: str) -> AbstractSecurityBlock:
             where=f"{where}, flags",
         )
     assert isinstance(flags, int)
+    if flags & ~int(ContextFlags.PARAMETERS_PRESENT):  # ~ on an IntFlag is 0
+        # RFC 9172 3.6 reserves bits 1-7. Refusing them keeps the ASB from
+        # carrying bits that no signature or tag covers.
+        raise DecodeError(
+            f"reserved security context flag bits set ({flags:#x})",
+            where=f"{where}, flags",
+        )
     has_params = bool(flags & ContextFlags.PARAMETERS_PRESENT)
     if len(items) != (6 if has_params else 5):
         raise DecodeError(
