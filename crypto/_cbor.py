@@ -21,8 +21,10 @@ def loads_untrusted(data: bytes | bytearray | memoryview, *, what: str) -> objec
         raise DecodeError("empty input", where=what)
     fp = io.BytesIO(raw)
     try:
-        # read_size=1: cbor2 buffers reads by default, which hides trailing bytes.
-        item = cbor2.CBORDecoder(fp, read_size=1)  # type: ignore[call-arg]  # the C decoder's option; stubs lag.decode()
+        # read_size=1: cbor2 buffers reads by default, which hides trailing
+        # bytes. (The C decoder's option; the type stubs do not know it.)
+        decoder = cbor2.CBORDecoder(fp, read_size=1)  # type: ignore[call-arg]
+        item = decoder.decode()
     except Exception as exc:  # cbor2 raises many types on hostile input
         raise DecodeError(f"malformed CBOR ({type(exc).__name__})", where=what) from exc
     if fp.tell() != len(raw):

@@ -1,7 +1,11 @@
 """RFC 9173 Appendix A: the four example bundles verify and decrypt.
 
-Vectors: tests/vectors/rfc9173/*.hex (final bundles of A.1.4, A.2.4, A.3.5,
-A.4.5, copied from the RFC with the keys it gives).
+Vectors: the final bundles of A.1.4, A.2.4, A.3.5 and A.4.5 in
+tests/vectors/rfc9173_appendix_a.hex (shared with the bpv7 codec tests); the
+keys below are the ones RFC 9173 prints next to them
+(https://www.rfc-editor.org/rfc/rfc9173#appendix-A): A.1/A.3/A.4 HMAC key,
+A.2 key-encryption key (the content key travels wrapped), A.3 AES-128 key,
+A.4 AES-256 key.
 """
 
 from __future__ import annotations
@@ -21,36 +25,56 @@ from dtn.bpsec import (
 from dtn.bpv7 import BlockType, IpnEid, decode_bundle_untrusted, encode_bundle
 from dtn.errors import DecodeError
 
-VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "rfc9173"
+VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "rfc9173_appendix_a.hex"
 PLAINTEXT = b"Ready to generate a 32-byte payload"
 HMAC_KEY = bytes.fromhex("1a2b1a2b1a2b1a2b1a2b1a2b1a2b1a2b")
 KEK = bytes.fromhex("6162636465666768696a6b6c6d6e6f70")
 AES128 = bytes.fromhex("71776572747975696f70617364666768")
 AES256 = AES128 + AES128
 # Bundle ages and plain payload of the original bundles (A.*.1).
-ORIGINAL = bytes.fromhex(
+ORIGINAL_HEX = (  # A.1.1.3, the same for A.2 and A.4
     "9f88070000820282010282028202018202820201820018281a000f424085010100"
     "005823526561647920746f2067656e657261746520612033322d6279746520706179"
     "6c6f6164ff"
 )
-ORIGINAL_A3 = bytes.fromhex(
+ORIGINAL = bytes.fromhex(ORIGINAL_HEX)
+ORIGINAL_A3 = bytes.fromhex(  # A.3.1.4
     "9f88070000820282010282028202018202820201820018281a000f424085070200"
     "004319012c85010100005823526561647920746f2067656e65726174652061203332"
     "2d62797465207061796c6f6164ff"
 )
 
 
+def _load_all() -> dict[str, bytes]:
+    # Format of tests/vectors/*.hex: "== <name>" then hex lines; "#" comments.
+    out: dict[str, list[str]] = {}
+    name = None
+    for line in VECTORS.read_text().splitlines():
+        if line.startswith("== "):
+            name = line[3:].split(" ")[0]  # "A.1.4"
+            out[name] = []
+        elif line.strip() and not line.startswith("#") and name is not None:
+            out[name].append(line.strip())
+    return {k: bytes.fromhex("".join(v)) for k, v in out.items()}
+
+
+ALL = _load_all()
+
+
 def load(name: str) -> bytes:
-    lines = (VECTORS / name).read_text().splitlines()
-    return bytes.fromhex("".join(line for line in lines if not line.startswith("#")))
+    return ALL[name]
 
 
 CASES = {
-    "a1": ("a1_simple_integrity.hex", [HMAC_KEY], ORIGINAL),
-    "a2": ("a2_confidentiality_key_wrap.hex", [KEK], ORIGINAL),
-    "a3": ("a3_multiple_sources.hex", [HMAC_KEY, AES128], ORIGINAL_A3),
-    "a4": ("a4_full_scope.hex", [AES256, HMAC_KEY], ORIGINAL),
+    "a1": ("A.1.4", [HMAC_KEY], ORIGINAL),
+    "a2": ("A.2.4", [KEK], ORIGINAL),
+    "a3": ("A.3.5", [HMAC_KEY, AES128], ORIGINAL_A3),
+    "a4": ("A.4.5", [AES256, HMAC_KEY], ORIGINAL),
 }
+
+
+def test_original_bundle_matches_the_shared_vector_file() -> None:
+    assert load("A.1.1") == ORIGINAL
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -76,9 +100,7 @@ def test_vector_verifies_and_decrypts_to_the_original_bundle(case: str) -> None:
 
 
 def test_a1_reports_the_bib() -> None:
-    _, results = verify_and_decrypt(
-        decode_bundle_untrusted(load("a1_simple_integrity.hex")), [HMAC_KEY]
-    )
+    _, results = verify_and_decrypt(decode_bundle_untrusted(load("A.1.4")), [HMAC_KEY])
     assert [r.as_json() for r in results] == [
         {"block": 2, "context": BIB_HMAC_SHA2, "verified": True}
     ]
@@ -87,7 +109,7 @@ def test_a1_reports_the_bib() -> None:
 
 def test_a3_bib_from_a_waypoint_covers_primary_and_age_block() -> None:
     _, results = verify_and_decrypt(
-        decode_bundle_untrusted(load("a3_multiple_sources.hex")), [HMAC_KEY, AES128]
+        decode_bundle_untrusted(load("A.3.5")), [HMAC_KEY, AES128]
     )
     by_block = {r.block: r for r in results}
     assert by_block[3].context == BIB_HMAC_SHA2
@@ -98,7 +120,7 @@ def test_a3_bib_from_a_waypoint_covers_primary_and_age_block() -> None:
 
 def test_a4_bcb_reveals_the_bib_it_encrypted() -> None:
     _, results = verify_and_decrypt(
-        decode_bundle_untrusted(load("a4_full_scope.hex")), [AES256, HMAC_KEY]
+        decode_bundle_untrusted(load("A.4.5")), [AES256, HMAC_KEY]
     )
     assert [(r.block, r.block_type, r.verified) for r in results] == [
         (2, 12, True),
@@ -115,7 +137,7 @@ def test_wrong_or_missing_key_fails_closed(case: str) -> None:
 
 
 def test_no_keys_leaves_blocks_unverified() -> None:
-    bundle = decode_bundle_untrusted(load("a2_confidentiality_key_wrap.hex"))
+    bundle = decode_bundle_untrusted(load("A.2.4"))
     same, results = verify_and_decrypt(bundle, [])
     assert same == bundle
     assert [(r.verified, r.reason) for r in results] == [(False, "no key")]

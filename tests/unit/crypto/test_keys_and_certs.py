@@ -194,3 +194,14 @@ def test_certificate_decoder_on_structured_garbage(fields: list[object]) -> None
 
     with contextlib.suppress(DecodeError):
         decode_certificate_untrusted(cbor2.dumps([1, *fields[1:]]))
+
+
+def test_trailing_bytes_after_a_certificate_are_refused() -> None:
+    data = encode_certificate(cert_for(A))
+    with pytest.raises(DecodeError, match="trailing"):
+        decode_certificate_untrusted(data + b"\x00")
+    with pytest.raises(DecodeError, match="trailing"):
+        decode_revocation_list_untrusted(
+            encode_revocation_list(issue_revocation_list(OP, version=1, issued_ms=1))
+            + b"\x01"
+        )
