@@ -178,14 +178,9 @@ class KeyStore:
 
     def read_operator_public(self) -> bytes:
         """Load the operator public key."""
-        name = self.path / OPERATOR_PUB
-        f = self._tagged(
-            "dcis-operator-pub", self._read(OPERATOR_PUB, private=False), 3, name=name
+        return parse_operator_public(
+            self._read(OPERATOR_PUB, private=False), name=self.path / OPERATOR_PUB
         )
-        try:
-            return expect_bytes(f[2], what=str(name), length=PUBLIC_KEY_BYTES)
-        except DecodeError as exc:
-            raise KeyStoreError(str(exc)) from exc
 
     # -- this node ----------------------------------------------------------
 
@@ -279,3 +274,14 @@ class KeyStore:
             )
         except DecodeError as exc:
             raise KeyStoreError(f"{self.path / REVOCATIONS}: {exc}") from exc
+
+
+def parse_operator_public(
+    data: bytes, *, name: str | os.PathLike[str] = OPERATOR_PUB
+) -> bytes:
+    """The 32-byte key in an ``operator.pub`` file's bytes. Raises KeyStoreError."""
+    f = KeyStore._tagged("dcis-operator-pub", data, 3, name=Path(name))
+    try:
+        return expect_bytes(f[2], what=str(name), length=PUBLIC_KEY_BYTES)
+    except DecodeError as exc:
+        raise KeyStoreError(str(exc)) from exc

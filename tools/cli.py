@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.cmd_route",
     "tools.cmd_plan",
     "tools.cmd_sim",
+    "tools.cmd_keys",
 )
 
 
