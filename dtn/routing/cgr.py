@@ -110,10 +110,8 @@ def _tx_time(size: float, rate: float) -> float:
     return size / rate if rate > 0 else _INF
 
 
-_Group = tuple[
-    int, list[float], list[float], list[int]
-]  # neighbour, starts, running max end, contact ids
-_Label = tuple[float, int, float]  # arrival, hops, -termination
+# A node's outgoing contacts sorted by start: starts, running max of ends, contact ids, receivers, count
+_Out = tuple[list[float], list[float], list[int], list[int], int]
 _CacheKey = tuple[int, int, float, float, frozenset[int], int]
 
 
@@ -146,29 +144,37 @@ class Router:
         self._start = [c.start_s for c in cs]
         self._end = [c.end_s for c in cs]
         self._rate = [c.rate_bytes_s for c in cs]
+        # seconds per byte; a zero-rate contact carries only empty bundles
+        self._inv_rate = [
+            1.0 / c.rate_bytes_s if c.rate_bytes_s > 0 else _INF for c in cs
+        ]
         self._frm = [c.frm for c in cs]
         self._to = [c.to for c in cs]
-        owlt = plan.owlt_s
-        self._owlt = [owlt(c.frm, c.to, c.start_s) for c in cs]
+        self._owlt = plan.owlt_table(cs)
         self._residual = [c.volume_bytes - self._used.get(c, 0.0) for c in cs]
         self._used = {c: u for c, u in self._used.items() if c in self._idx}
-        per_pair: dict[tuple[int, int], list[int]] = {}
+        per_node: dict[int, list[int]] = {}
         for i, c in enumerate(cs):
-            per_pair.setdefault((c.frm, c.to), []).append(i)
-        out: dict[int, list[_Group]] = {}
+            if c.frm != c.to:  # a loopback contact never helps a route
+                per_node.setdefault(c.frm, []).append(i)
+        out: dict[int, _Out] = {}
         start = self._start
         end = self._end
-        for (frm, to), ids in per_pair.items():
-            if frm == to:
-                continue  # a loopback contact never helps a route
+        to = self._to
+        for frm, ids in per_node.items():
             ids.sort(key=lambda i: (start[i], end[i]))
-            starts = [start[i] for i in ids]
             maxend: list[float] = []
             hi = -_INF
             for i in ids:
                 hi = max(hi, end[i])
                 maxend.append(hi)
-            out.setdefault(frm, []).append((to, starts, maxend, ids))
+            out[frm] = (
+                [start[i] for i in ids],
+                maxend,
+                ids,
+                [to[i] for i in ids],
+                len(ids),
+            )
         self._out = out
         self._cache.clear()
         self._built = plan.version
@@ -177,6 +183,10 @@ class Router:
     def _check(self) -> None:
         if self._built != self.plan.version:
             self._build()
+
+    def clear_cache(self) -> None:
+        """Forget every cached route (the next query of each kind searches afresh)."""
+        self._cache.clear()
 
     # -- residual volume -------------------------------------------------------
     def consume(self, contact: Contact, size_bytes: float) -> float:
@@ -236,71 +246,99 @@ class Router:
         hops0: int = 0,
         term0: float = _INF,
     ) -> list[int] | None:
-        """Best contact sequence from src (ready at t0) to dst, or None."""
+        """Best contact sequence from src (ready at t0) to dst, or None.
+
+        Labels are (arrival, hops, -termination), compared lexicographically
+        (SABR's tie-breaks applied at each node); the arrival is exact.
+        """
         self.stats["searches"] += 1
         out = self._out
         end = self._end
-        rate = self._rate
+        inv_rate = self._inv_rate
         owlt = self._owlt
         residual = self._residual
         done: set[int] = set(avoid_nodes)
         done.discard(src)
         first_excl = set(first_hop_excluded)
-        best: dict[int, _Label] = {src: (t0, hops0, -term0)}
+        barr: dict[int, float] = {src: t0}
+        bhops: dict[int, int] = {src: hops0}
+        bterm: dict[int, float] = {src: -term0}
         pred: dict[int, int] = {}
-        heap: list[tuple[float, int, float, int]] = [(t0, hops0, -term0, src)]
+        # Entries (key, kind, hops, -termination, node, index). kind 1: a node
+        # label (key = arrival). kind 0: a cursor over the node's outgoing
+        # contacts sorted by start; it wakes up when contact `index` starts,
+        # so contacts that start after the destination is reached are never
+        # looked at. Cursors sort before labels of equal time: a contact that
+        # starts at t can still deliver at t with fewer hops.
+        heap: list[tuple[float, int, int, float, int, int]] = [
+            (t0, 1, hops0, -term0, src, 0)
+        ]
         pop = heapq.heappop
         push = heapq.heappush
+        sized = size > 0
+        inf = _INF
         while heap:
-            t, h, nterm, u = pop(heap)
-            if u in done:
-                continue
-            if u == dst:
-                path: list[int] = []
-                while u != src:
-                    ci = pred[u]
-                    path.append(ci)
-                    u = self._frm[ci]
-                path.reverse()
-                return path
-            done.add(u)
-            groups = out.get(u)
-            if not groups:
-                continue
-            h1 = h + 1
-            for v, starts, maxend, ids in groups:
-                if v in done or (u == src and v in first_excl):
+            key, kind, h, nterm, u, j = pop(heap)
+            if kind:
+                if u in done:
                     continue
-                # first contact whose end (running max) is not before t
-                j = bisect_left(maxend, t)
-                n = len(ids)
-                lab = best.get(v)
-                bv = lab[0] if lab is not None else _INF
-                while j < n:
-                    st = starts[j]
-                    if st > bv or st > deadline:
-                        break  # starts too late to beat what v already has
-                    ci = ids[j]
-                    j += 1
-                    if ci in avoid_contacts or residual[ci] < size:
-                        continue
-                    s = t if t > st else st
-                    r = rate[ci]
-                    e = s + (size / r if r > 0 else _INF) if size > 0 else s
-                    ce = end[ci]
-                    if e > ce:
-                        continue
-                    a = e + owlt[ci]
-                    if a > deadline:
-                        continue
-                    term = -ce if -ce > nterm else nterm  # -(min(term, ce))
-                    cand = (a, h1, term)
-                    if lab is None or cand < lab:
-                        lab = cand
-                        bv = a
-                        best[v] = cand
-                        pred[v] = ci
-                        push(heap, (a, h1, term, v))
+                if u == dst:
+                    path: list[int] = []
+                    while u != src:
+                        ci = pred[u]
+                        path.append(ci)
+                        u = self._frm[ci]
+                    path.reverse()
+                    return path
+                done.add(u)
+                rec = out.get(u)
+                if rec is None:
+                    continue
+                t = key
+                j = bisect_left(rec[1], t)  # skip contacts that all end before t
+            else:
+                rec = out[u]
+                t = barr[u]
+            starts, _, ids, tos, n = rec
+            h1 = h + 1
+            at_src = u == src
+            # contacts already open at t (label) or opening now (cursor)
+            while j < n:
+                st = starts[j]
+                if st > key:
+                    break
+                ci = ids[j]
+                v = tos[j]
+                j += 1
+                if (
+                    v in done
+                    or residual[ci] < size
+                    or (avoid_contacts and ci in avoid_contacts)
+                ):
+                    continue
+                if at_src and v in first_excl:
+                    continue
+                e = t if t > st else st
+                if sized:
+                    e += size * inv_rate[ci]
+                ce = end[ci]
+                if e > ce:
+                    continue
+                a = e + owlt[ci]
+                if a > deadline:
+                    continue
+                bv = barr.get(v, inf)
+                term = -ce if -ce > nterm else nterm  # -(min(termination, end))
+                if a < bv or (a == bv and (h1, term) < (bhops[v], bterm[v])):
+                    barr[v] = a
+                    bhops[v] = h1
+                    bterm[v] = term
+                    pred[v] = ci
+                    push(heap, (a, 1, h1, term, v, 0))
+            if j < n:
+                st = starts[j]
+                if st <= deadline and st <= barr.get(dst, inf):
+                    push(heap, (st, 0, h, nterm, u, j))
         return None
 
     def _route(self, ids: Sequence[int], t0: float, size: float) -> Route | None:
