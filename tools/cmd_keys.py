@@ -1,18 +1,18 @@
-"""``dcis keys``: operator key, node keys, certificates, revocation, key store contents.
+"""dcis keys: operator key, node keys, certificates, revocation, key stores.
 
 Workflow (spec/security.md, "Key management")::
 
     dcis keys operator-init --store ground/            # once, on the ground
-    dcis keys node-init --store n5/ --node 5 --request n5.req.json   # on node 5
-    dcis keys issue --store ground/ --request n5.req.json --days 365 --install n5/
+    dcis keys node-init --store n5/ --node 5 --request n5.json   # on node 5
+    dcis keys issue --store ground/ --request n5.json --days 365 --install n5/
     dcis keys import --store n5/ ground/certs/*.cert   # peers' certificates
-    dcis keys revoke --store ground/ --node 7           # -> ground/revocations.cbor
+    dcis keys revoke --store ground/ --node 7          # -> ground/revocations.cbor
     dcis keys import --store n5/ ground/revocations.cbor
     dcis keys show --store n5/ [--json]
 
 Private keys are written 0600 and never printed. A store directory holds
-``operator.key``/``operator.pub`` (ground), ``node.key``/``node.cert`` (node),
-``certs/<N>.cert`` and ``revocations.cbor``.
+operator.key/operator.pub (ground), node.key/node.cert (node),
+certs/<N>.cert and revocations.cbor.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "keys",
         help="operator key, node keys, certificates, revocation, key stores",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Private keys are created mode 0600 and never printed; a store whose private key is readable by group or others is refused.",
     )
     sub = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)

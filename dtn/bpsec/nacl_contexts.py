@@ -3,7 +3,7 @@
 RFC 9172 section 11.3 leaves negative security context ids to local and
 experimental use; spec/security.md registers ours:
 
-- ``BCB_X25519_XCHACHA20POLY1305`` (-3521): confidentiality *and* source
+- ``BCB_X25519_XCHACHA20POLY1305`` (-101): confidentiality *and* source
   authentication. Each target is sealed with XChaCha20-Poly1305 under a key
   agreed (X25519, static-static) between the security source node and the
   bundle's destination node, with the primary block, the target's header,
@@ -15,7 +15,7 @@ experimental use; spec/security.md registers ours:
   (16 bytes). Each target's nonce is BLAKE2b-192(base nonce || target number),
   so several targets under one BCB never share a nonce.
 
-- ``BIB_ED25519`` (-3522): source authentication and integrity without
+- ``BIB_ED25519`` (-102): source authentication and integrity without
   confidentiality (e.g. a bundle many nodes may read). No parameters.
   Results per target: 1 = Ed25519 signature (64 bytes) over the label, the
   primary block, the target's header, the BIB's header, the security source
@@ -44,8 +44,8 @@ from dtn.bpv7.canonical import CanonicalBlock
 from dtn.bpv7.eid import Eid, IpnEid, encode_eid
 from dtn.errors import InvalidArgument
 
-BCB_X25519_XCHACHA20POLY1305: Final = -3521
-BIB_ED25519: Final = -3522
+BCB_X25519_XCHACHA20POLY1305: Final = -101
+BIB_ED25519: Final = -102
 
 BCB_LABEL: Final = b"dcis bcb x25519-xchacha20poly1305 v1\0"
 BIB_LABEL: Final = b"dcis bib ed25519 v1\0"
