@@ -291,7 +291,8 @@ class SimSummary:
     delivered that some node expired; ``pending`` the rest of ``sent``.
     ``lost`` counts pending bundles held by no store (a memory store lost in
     a crash; otherwise a bug). ``stored`` is the number of bundles in all
-    stores at the end.
+    stores at the end. ``misdelivered`` counts deliveries at a node or
+    endpoint other than the bundle's destination (a bug if not 0).
     """
 
     seed: int
@@ -302,6 +303,7 @@ class SimSummary:
     delivered: int
     duplicates_delivered: int
     delivered_after_lifetime: int
+    misdelivered: int
     expired: int
     pending: int
     lost: int
@@ -418,9 +420,9 @@ def _whole_key(key: str) -> str:
 
 
 def _store_keys(store: Any) -> Iterator[str]:
-    """Keys a store holds, whole bundles and fragments (as their whole bundle's key)."""
+    """Keys a store holds, a fragment counted as its whole bundle's key."""
     for rec in store.records():
-        yield rec.frag_group if rec.frag_group is not None else rec.key
+        yield _whole_key(rec.key)
 
 
 class Simulator:
@@ -468,6 +470,7 @@ class Simulator:
             "refused": 0,
             "duplicates": 0,
             "late": 0,
+            "misdelivered": 0,
             "tx": 0,
             "tx_fail": 0,
             "lost": 0,
@@ -636,6 +639,7 @@ class Simulator:
             delivered=delivered,
             duplicates_delivered=c["duplicates"],
             delivered_after_lifetime=c["late"],
+            misdelivered=c["misdelivered"],
             expired=expired,
             pending=pending,
             lost=lost,
@@ -766,7 +770,9 @@ class Simulator:
         self.trace.record(
             self._now_us, "deliver", nd.num, d.endpoint, d.bundle_key, len(d.payload)
         )
-        if rec is not None and rec.dst == nd.num:
+        if rec is not None and (rec.dst != nd.num or d.endpoint != f"ipn:{rec.dst}.1"):
+            self._counts["misdelivered"] += 1
+        elif rec is not None:
             rec.deliveries += 1
             if rec.deliveries == 1:
                 rec.first_delivery_us = self._now_us
