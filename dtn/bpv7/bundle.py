@@ -158,6 +158,11 @@ class Bundle:
         return max(b.number for b in self.blocks) + 1
 
 
+# Slot setters for the decoder's trusted construction (faster than object.__setattr__).
+_set_Bundle_blocks: Final = Bundle.__dict__["blocks"].__set__
+_set_Bundle_primary: Final = Bundle.__dict__["primary"].__set__
+
+
 def encode_bundle(b: Bundle) -> bytes:
     """Canonical encoding of ``b``: indefinite-length outer array, CRCs computed.
 
@@ -249,7 +254,12 @@ def _decode(data: bytes | bytearray | memoryview, max_blocks: int) -> Bundle:
         raise DecodeError(
             f"{end - pos} bytes after the end of the bundle", where="bundle"
         )
-    return Bundle(primary, tuple(blocks))
+    # The loop above established Bundle's invariants (payload last and unique,
+    # numbers unique): skip __post_init__ on this hot path.
+    bundle = object.__new__(Bundle)
+    _set_Bundle_primary(bundle, primary)
+    _set_Bundle_blocks(bundle, tuple(blocks))
+    return bundle
 
 
 def _as_eid(value: Eid | str, name: str) -> Eid:

@@ -21,16 +21,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 from dtn.bpv7 import cbor
 from dtn.bpv7.crc import block_crc
 from dtn.bpv7.eid import Eid, encode_eid, read_eid
 from dtn.bpv7.flags import BlockFlags, BlockType, CrcType
-from dtn.bpv7.primary import check_crc, check_uint
+from dtn.bpv7.primary import CRC_TYPES, check_crc, check_uint
 from dtn.errors import DecodeError, InvalidArgument
 
 Data = bytes | memoryview
+
+
+@lru_cache(maxsize=512)
+def block_flags(value: int) -> BlockFlags:
+    """``BlockFlags(value)``, cached: IntFlag construction is slow and few values occur."""
+    return BlockFlags(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +70,14 @@ class CanonicalBlock:
             raise InvalidArgument(
                 f"block data must be bytes, got {type(self.data).__name__}"
             )
+
+
+# Slot setters for the decoder's trusted construction (faster than object.__setattr__).
+_set_CanonicalBlock_crc_type: Final = CanonicalBlock.__dict__["crc_type"].__set__
+_set_CanonicalBlock_data: Final = CanonicalBlock.__dict__["data"].__set__
+_set_CanonicalBlock_flags: Final = CanonicalBlock.__dict__["flags"].__set__
+_set_CanonicalBlock_number: Final = CanonicalBlock.__dict__["number"].__set__
+_set_CanonicalBlock_type_code: Final = CanonicalBlock.__dict__["type_code"].__set__
 
 
 def encode_block_parts(block: CanonicalBlock) -> list[bytes | memoryview]:
@@ -107,42 +122,57 @@ def read_block(
     """
     start = pos
     read_uint = cbor.read_uint
-    where = f"block at index {index}"
-    count, pos = cbor.read_array_head(buf, pos, end, where + ", field array")
-    if count not in (5, 6):
-        raise DecodeError(
-            f"canonical block must have 5 or 6 elements, got {count}", where=where
+    # Field names only on the hot path; the block's number and type are added
+    # to the error's "where" below, so building strings costs nothing unless
+    # something is wrong.
+    type_code = number = -1
+    try:
+        count, pos = cbor.read_array_head(buf, pos, end, "array")
+        if count != 5 and count != 6:
+            raise DecodeError(
+                f"canonical block must have 5 or 6 elements, got {count}", where="array"
+            )
+        type_code, pos = read_uint(buf, pos, end, "type_code")
+        number, pos = read_uint(buf, pos, end, "number")
+        flags, pos = read_uint(buf, pos, end, "flags")
+        crc_type, pos = read_uint(buf, pos, end, "crc_type")
+        if crc_type > 2:
+            raise DecodeError(f"unknown CRC type {crc_type}", where="crc_type")
+        if count != (6 if crc_type else 5):
+            raise DecodeError(
+                f"{count} elements, but CRC type {crc_type} requires {6 if crc_type else 5}",
+                where="array",
+            )
+        if type_code == 0:
+            raise DecodeError("block type 0 is reserved", where="type_code")
+        if number == 0:
+            raise DecodeError("block number 0 is the primary block's", where="number")
+        if type_code == 1 and number != 1:
+            raise DecodeError(
+                f"the payload block must have number 1, got {number}", where="number"
+            )
+        ds, de = cbor.read_string_span(buf, pos, end, cbor.MAJOR_BYTES, "data")
+        pos = de
+        if crc_type:
+            pos = check_crc(buf, mv, start, pos, end, crc_type, "crc")
+    except DecodeError as exc:
+        known = (
+            f"block {number} (type {type_code})"
+            if number >= 0 and type_code >= 0
+            else f"block at index {index}"
         )
-    type_code, pos = read_uint(buf, pos, end, where + ", field type_code")
-    number, pos = read_uint(buf, pos, end, where + ", field number")
-    where = f"block {number} (type {type_code})"
-    flags, pos = read_uint(buf, pos, end, where + ", field flags")
-    crc_type, pos = read_uint(buf, pos, end, where + ", field crc_type")
-    if crc_type > 2:
-        raise DecodeError(
-            f"unknown CRC type {crc_type}", where=where + ", field crc_type"
-        )
-    if count != (6 if crc_type else 5):
-        raise DecodeError(
-            f"{count} elements, but CRC type {crc_type} requires {6 if crc_type else 5}",
-            where=where + ", field array",
-        )
-    ds, de = cbor.read_string_span(
-        buf, pos, end, cbor.MAJOR_BYTES, where + ", field data"
-    )
-    pos = de
-    if crc_type:
-        pos = check_crc(buf, mv, start, pos, end, crc_type, where + ", field crc")
+        raise DecodeError(exc.what, where=f"{known}, field {exc.where}") from None
     # bytes(bytes) is the same object, so a bytes input costs exactly one copy here.
     data = bytes(buf[ds:de])
-    try:
-        block = CanonicalBlock(
-            type_code, number, BlockFlags(flags), CrcType(crc_type), data
-        )
-    except InvalidArgument as exc:
-        raise DecodeError(str(exc), where=where) from exc
+    # All fields checked above: skip __post_init__ (hot path).
+    block = object.__new__(CanonicalBlock)
+    _set_CanonicalBlock_type_code(block, type_code)
+    _set_CanonicalBlock_number(block, number)
+    _set_CanonicalBlock_flags(block, block_flags(flags))
+    _set_CanonicalBlock_crc_type(block, CRC_TYPES[crc_type])
+    _set_CanonicalBlock_data(block, data)
     if type_code in _CHECKERS:
-        _CHECKERS[type_code](data, where + ", field data")
+        _CHECKERS[type_code](data, f"block {number} (type {type_code}), field data")
     return block, pos
 
 

@@ -12,6 +12,7 @@ payload. The C/Rust back ends were chosen by measurement
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 import fastcrc
@@ -26,6 +27,10 @@ _crc16_sdlc = fastcrc.crc16.ibm_sdlc
 _crc32c_fn = (
     fastcrc.crc32.iscsi
 )  # CRC-32C is 'iscsi' in the catalogue: check 0xE3069283
+
+# The raw C/Rust functions, for hot paths: f(data) or f(data, previous_crc) -> int.
+crc32c_raw: Final[Callable[..., int]] = _crc32c_fn
+crc16_raw: Final[Callable[..., int]] = _crc16_sdlc
 
 CRC_LENGTH: Final[dict[CrcType, int]] = {
     CrcType.NONE: 0,

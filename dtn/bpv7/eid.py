@@ -134,6 +134,11 @@ def parse_eid(text: str) -> Eid:
     )
 
 
+# Shared instances of ipn:N.S for N, S < 24 (frozen, so sharing is safe),
+# returned by the decoder's fast path.
+_SMALL_IPN: Final = tuple(IpnEid(n, s) for n in range(24) for s in range(24))
+
+
 @lru_cache(maxsize=4096)
 def encode_eid(eid: Eid) -> bytes:
     """Canonical CBOR encoding of ``eid`` (cached: nodes use few EIDs, often)."""
@@ -152,6 +157,17 @@ def read_eid(
     Raises :class:`DecodeError` naming ``where`` for anything but the dtn and
     ipn schemes in their RFC 9171 form (``ipn`` with a 2-element SSP).
     """
+    # Fast path for the most common form, ipn with both numbers below 24
+    # (82 02 82 <node> <service>): shared instances, no parsing calls.
+    if (
+        pos + 5 <= end
+        and buf[pos] == 0x82
+        and buf[pos + 1] == 0x02
+        and buf[pos + 2] == 0x82
+        and buf[pos + 3] < 24
+        and buf[pos + 4] < 24
+    ):
+        return _SMALL_IPN[buf[pos + 3] * 24 + buf[pos + 4]], pos + 5
     count, pos = cbor.read_array_head(buf, pos, end, where)
     if count != 2:
         raise DecodeError(

@@ -16,10 +16,11 @@ CDDL (RFC 9171 Appendix B)::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 from dtn.bpv7 import cbor
-from dtn.bpv7.crc import CRC_LENGTH, block_crc, crc16_x25, crc32c
+from dtn.bpv7.crc import block_crc, crc16_raw, crc32c_raw
 from dtn.bpv7.eid import DTN_NONE, Eid, encode_eid, read_eid
 from dtn.bpv7.flags import BundleFlags, CrcType
 from dtn.errors import DecodeError, InvalidArgument
@@ -103,6 +104,25 @@ class PrimaryBlock:
         return bool(self.flags & BundleFlags.IS_FRAGMENT)
 
 
+# Slot setters for the decoder's trusted construction (faster than object.__setattr__).
+_set_CreationTimestamp_sequence: Final = CreationTimestamp.__dict__["sequence"].__set__
+_set_CreationTimestamp_time_ms: Final = CreationTimestamp.__dict__["time_ms"].__set__
+_set_PrimaryBlock_crc_type: Final = PrimaryBlock.__dict__["crc_type"].__set__
+_set_PrimaryBlock_creation: Final = PrimaryBlock.__dict__["creation"].__set__
+_set_PrimaryBlock_destination: Final = PrimaryBlock.__dict__["destination"].__set__
+_set_PrimaryBlock_flags: Final = PrimaryBlock.__dict__["flags"].__set__
+_set_PrimaryBlock_fragment_offset: Final = PrimaryBlock.__dict__[
+    "fragment_offset"
+].__set__
+_set_PrimaryBlock_lifetime_ms: Final = PrimaryBlock.__dict__["lifetime_ms"].__set__
+_set_PrimaryBlock_report_to: Final = PrimaryBlock.__dict__["report_to"].__set__
+_set_PrimaryBlock_source: Final = PrimaryBlock.__dict__["source"].__set__
+_set_PrimaryBlock_total_adu_length: Final = PrimaryBlock.__dict__[
+    "total_adu_length"
+].__set__
+_set_PrimaryBlock_version: Final = PrimaryBlock.__dict__["version"].__set__
+
+
 def encode_primary(p: PrimaryBlock) -> bytes:
     """Canonical CBOR encoding of the primary block, CRC computed."""
     crc_type = p.crc_type
@@ -132,6 +152,15 @@ def encode_primary(p: PrimaryBlock) -> bytes:
 
 
 _W: Final = "primary block, field "
+_IS_FRAGMENT: Final = int(BundleFlags.IS_FRAGMENT)
+CRC_TYPES: Final = (CrcType.NONE, CrcType.CRC16, CrcType.CRC32C)
+"""CrcType by value, without the cost of an enum call."""
+
+
+@lru_cache(maxsize=512)
+def bundle_flags(value: int) -> BundleFlags:
+    """``BundleFlags(value)``, cached: IntFlag construction is slow and few values occur."""
+    return BundleFlags(value)
 
 
 def read_primary(
@@ -143,61 +172,76 @@ def read_primary(
     """
     start = pos
     read_uint = cbor.read_uint
-    count, pos = cbor.read_array_head(buf, pos, end, _W + "array")
+    ib = buf[pos] if pos < end else 0
+    if 0x88 <= ib <= 0x8B:  # fast path: the only valid array heads
+        count, pos = ib - 0x80, pos + 1
+    else:
+        count, pos = cbor.read_array_head(buf, pos, end, "primary block, field array")
     if not 8 <= count <= 11:
         raise DecodeError(
-            f"primary block must have 8 to 11 elements, got {count}", where=_W + "array"
+            f"primary block must have 8 to 11 elements, got {count}",
+            where="primary block, field array",
         )
-    version, pos = read_uint(buf, pos, end, _W + "version")
+    version, pos = read_uint(buf, pos, end, "primary block, field version")
     if version != BP_VERSION:
         raise DecodeError(
             f"unsupported bundle protocol version {version} (only 7)",
-            where=_W + "version",
+            where="primary block, field version",
         )
-    flags, pos = read_uint(buf, pos, end, _W + "flags")
-    crc_type, pos = read_uint(buf, pos, end, _W + "crc_type")
+    flags, pos = read_uint(buf, pos, end, "primary block, field flags")
+    crc_type, pos = read_uint(buf, pos, end, "primary block, field crc_type")
     if crc_type > 2:
-        raise DecodeError(f"unknown CRC type {crc_type}", where=_W + "crc_type")
-    is_frag = bool(flags & BundleFlags.IS_FRAGMENT)
+        raise DecodeError(
+            f"unknown CRC type {crc_type}", where="primary block, field crc_type"
+        )
+    is_frag = bool(flags & _IS_FRAGMENT)
     expected = 8 + (2 if is_frag else 0) + (1 if crc_type else 0)
     if count != expected:
         raise DecodeError(
             f"{count} elements, but flags (fragment={is_frag}) and CRC type {crc_type} require {expected}",
-            where=_W + "array",
+            where="primary block, field array",
         )
-    destination, pos = read_eid(buf, pos, end, _W + "destination")
-    source, pos = read_eid(buf, pos, end, _W + "source")
-    report_to, pos = read_eid(buf, pos, end, _W + "report_to")
-    n, pos = cbor.read_array_head(buf, pos, end, _W + "creation_timestamp")
+    destination, pos = read_eid(buf, pos, end, "primary block, field destination")
+    source, pos = read_eid(buf, pos, end, "primary block, field source")
+    report_to, pos = read_eid(buf, pos, end, "primary block, field report_to")
+    n, pos = cbor.read_array_head(
+        buf, pos, end, "primary block, field creation_timestamp"
+    )
     if n != 2:
         raise DecodeError(
             f"creation timestamp must be [time, sequence], got {n} elements",
-            where=_W + "creation_timestamp",
+            where="primary block, field creation_timestamp",
         )
-    time_ms, pos = read_uint(buf, pos, end, _W + "creation_timestamp.time")
-    sequence, pos = read_uint(buf, pos, end, _W + "creation_timestamp.sequence")
-    lifetime_ms, pos = read_uint(buf, pos, end, _W + "lifetime")
+    time_ms, pos = read_uint(
+        buf, pos, end, "primary block, field creation_timestamp.time"
+    )
+    sequence, pos = read_uint(
+        buf, pos, end, "primary block, field creation_timestamp.sequence"
+    )
+    lifetime_ms, pos = read_uint(buf, pos, end, "primary block, field lifetime")
     offset: int | None = None
     total: int | None = None
     if is_frag:
-        offset, pos = read_uint(buf, pos, end, _W + "fragment_offset")
-        total, pos = read_uint(buf, pos, end, _W + "total_adu_length")
+        offset, pos = read_uint(buf, pos, end, "primary block, field fragment_offset")
+        total, pos = read_uint(buf, pos, end, "primary block, field total_adu_length")
     if crc_type:
-        pos = check_crc(buf, mv, start, pos, end, crc_type, _W + "crc")
-    try:
-        primary = PrimaryBlock(
-            flags=BundleFlags(flags),
-            crc_type=CrcType(crc_type),
-            destination=destination,
-            source=source,
-            report_to=report_to,
-            creation=CreationTimestamp(time_ms, sequence),
-            lifetime_ms=lifetime_ms,
-            fragment_offset=offset,
-            total_adu_length=total,
-        )
-    except InvalidArgument as exc:
-        raise DecodeError(str(exc), where="primary block") from exc
+        pos = check_crc(buf, mv, start, pos, end, crc_type, "primary block, field crc")
+    # Every field was checked above (CBOR uints are u64 by construction), so
+    # skip __post_init__: this is the hot path of every received bundle.
+    primary = object.__new__(PrimaryBlock)
+    _set_PrimaryBlock_version(primary, BP_VERSION)
+    _set_PrimaryBlock_flags(primary, bundle_flags(flags))
+    _set_PrimaryBlock_crc_type(primary, CRC_TYPES[crc_type])
+    _set_PrimaryBlock_destination(primary, destination)
+    _set_PrimaryBlock_source(primary, source)
+    _set_PrimaryBlock_report_to(primary, report_to)
+    creation = object.__new__(CreationTimestamp)
+    _set_CreationTimestamp_time_ms(creation, time_ms)
+    _set_CreationTimestamp_sequence(creation, sequence)
+    _set_PrimaryBlock_creation(primary, creation)
+    _set_PrimaryBlock_lifetime_ms(primary, lifetime_ms)
+    _set_PrimaryBlock_fragment_offset(primary, offset)
+    _set_PrimaryBlock_total_adu_length(primary, total)
     return primary, pos
 
 
@@ -217,17 +261,17 @@ def check_crc(
     no block content (e.g. a large payload) is copied. Returns the new position.
     """
     cs, ce = cbor.read_string_span(buf, pos, end, cbor.MAJOR_BYTES, where)
-    want = CRC_LENGTH[CrcType(crc_type)]
+    want = 2 if crc_type == 1 else 4
     if ce - cs != want:
         raise DecodeError(
             f"CRC field must be {want} bytes for CRC type {crc_type}, got {ce - cs}",
             where=where,
         )
     received = int.from_bytes(buf[cs:ce], "big")
-    if crc_type == CrcType.CRC32C:
-        computed = crc32c(b"\0\0\0\0", crc32c(mv[start:cs]))
+    if crc_type == 2:
+        computed = crc32c_raw(b"\0\0\0\0", crc32c_raw(mv[start:cs]))
     else:
-        computed = crc16_x25(b"\0\0", crc16_x25(mv[start:cs]))
+        computed = crc16_raw(b"\0\0", crc16_raw(mv[start:cs]))
     if computed != received:
         raise DecodeError(
             f"CRC mismatch: block carries {received:#x}, computed {computed:#x}",
