@@ -138,9 +138,10 @@ class Router:
     # -- contact graph ---------------------------------------------------------
     def _build(self) -> None:
         plan = self.plan
-        cs = list(plan.contacts)
+        view = plan.contacts
+        cs = list(view)
         self._cs = cs
-        self._idx = {c: i for i, c in enumerate(cs)}
+        self._idx_map: dict[Contact, int] | None = None  # built on first need
         self._start = [c.start_s for c in cs]
         self._end = [c.end_s for c in cs]
         self._rate = [c.rate_bytes_s for c in cs]
@@ -150,9 +151,17 @@ class Router:
         ]
         self._frm = [c.frm for c in cs]
         self._to = [c.to for c in cs]
-        self._owlt = plan.owlt_table(cs)
-        self._residual = [c.volume_bytes - self._used.get(c, 0.0) for c in cs]
-        self._used = {c: u for c, u in self._used.items() if c in self._idx}
+        self._owlt = plan.owlt_table(view)
+        self._residual = [
+            (e - b) * r
+            for b, e, r in zip(self._start, self._end, self._rate, strict=True)
+        ]
+        if self._used:
+            # consumption carries over for contacts that stay in the plan
+            idx = self._idx
+            self._used = {c: u for c, u in self._used.items() if c in idx}
+            for c, u in self._used.items():
+                self._residual[idx[c]] -= u
         per_node: dict[int, list[int]] = {}
         for i, c in enumerate(cs):
             if c.frm != c.to:  # a loopback contact never helps a route
@@ -179,6 +188,12 @@ class Router:
         self._cache.clear()
         self._built = plan.version
         self.stats["builds"] += 1
+
+    @property
+    def _idx(self) -> dict[Contact, int]:
+        if self._idx_map is None:
+            self._idx_map = {c: i for i, c in enumerate(self._cs)}
+        return self._idx_map
 
     def _check(self) -> None:
         if self._built != self.plan.version:

@@ -22,7 +22,7 @@ import bisect
 import calendar
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -83,7 +83,15 @@ class ContactPlan:
         epoch_unix_s: float | None = None,
     ) -> None:
         self._contacts: dict[Contact, None] = {}
-        self._ranges: dict[Range, None] = {}
+        # Ranges in insertion order; the set view is built on first need (a
+        # 40k-range plan loads faster without hashing every range up front).
+        self._range_list_: list[Range] = []
+        self._range_set: dict[Range, None] | None = {}
+        # HDTN JSON gives one light time per contact: kept as a list aligned
+        # with the contacts until something needs Range objects, so a large
+        # plan loads without building 40k ranges and their lookup index.
+        self._pending_owlt: list[float] | None = None
+        self._pending_version = -1
         self._by_pair: dict[tuple[int, int], _PairRanges] | None = None
         self._contacts_view: tuple[Contact, ...] | None = None
         self.epoch_unix_s = epoch_unix_s
@@ -106,7 +114,8 @@ class ContactPlan:
     @property
     def ranges(self) -> tuple[Range, ...]:
         """Every range, in insertion order."""
-        return tuple(self._ranges)
+        self._rset()  # deduplicate first
+        return tuple(self._range_list)
 
     @property
     def nodes(self) -> frozenset[int]:
@@ -115,7 +124,7 @@ class ContactPlan:
         for c in self._contacts:
             out.add(c.frm)
             out.add(c.to)
-        for r in self._ranges:
+        for r in self._range_list:
             out.add(r.frm)
             out.add(r.to)
         return frozenset(out)
@@ -124,21 +133,21 @@ class ContactPlan:
         return len(self._contacts)
 
     def __contains__(self, item: object) -> bool:
-        return item in self._contacts or item in self._ranges
+        return item in self._contacts or item in self._rset()
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ContactPlan):
             return NotImplemented
         return (
             set(self._contacts) == set(other._contacts)
-            and set(self._ranges) == set(other._ranges)
+            and self._rset().keys() == other._rset().keys()
             and self.epoch_unix_s == other.epoch_unix_s
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
-        return f"ContactPlan({len(self._contacts)} contacts, {len(self._ranges)} ranges, version={self.version})"
+        return f"ContactPlan({len(self._contacts)} contacts, {len(self._range_list)} ranges, version={self.version})"
 
     # -- updates -------------------------------------------------------------
     def _changed(self) -> None:
@@ -147,6 +156,7 @@ class ContactPlan:
 
     def add_contact(self, contact: Contact) -> None:
         """Add a contact. Raises InvalidArgument if the same contact is already present."""
+        self._materialize()
         if contact in self._contacts:
             raise InvalidArgument(f"duplicate contact {_fmt_contact(contact)}")
         self._contacts[contact] = None
@@ -154,6 +164,7 @@ class ContactPlan:
 
     def remove_contact(self, contact: Contact) -> None:
         """Remove a contact. Raises InvalidArgument if it is not in the plan."""
+        self._materialize()
         try:
             del self._contacts[contact]
         except KeyError:
@@ -162,24 +173,54 @@ class ContactPlan:
 
     def add_range(self, rng: Range) -> None:
         """Add a range. Raises InvalidArgument if the same range is already present."""
-        if rng in self._ranges:
+        rset = self._rset()
+        if rng in rset:
             raise InvalidArgument(
                 f"duplicate range {rng.frm}->{rng.to} {rng.start_s}..{rng.end_s}"
             )
-        self._ranges[rng] = None
+        rset[rng] = None
+        self._range_list.append(rng)
         self._by_pair = None
         self._changed()
 
     def remove_range(self, rng: Range) -> None:
         """Remove a range. Raises InvalidArgument if it is not in the plan."""
         try:
-            del self._ranges[rng]
+            del self._rset()[rng]
         except KeyError:
             raise InvalidArgument(
                 f"no such range {rng.frm}->{rng.to} {rng.start_s}..{rng.end_s}"
             ) from None
+        self._range_list = list(self._rset())
         self._by_pair = None
         self._changed()
+
+    @property
+    def _range_list(self) -> list[Range]:
+        if self._pending_owlt is not None:
+            owlts = self._pending_owlt
+            self._pending_owlt = None
+            self._range_list_ = [
+                Range(c.frm, c.to, c.start_s, c.end_s, o)
+                for c, o in zip(self.contacts, owlts, strict=True)
+            ]
+            self._range_set = None
+        return self._range_list_
+
+    @_range_list.setter
+    def _range_list(self, value: list[Range]) -> None:
+        self._range_list_ = value
+
+    def _materialize(self) -> None:
+        # per-contact light times must become ranges before the contacts change
+        if self._pending_owlt is not None:
+            _ = self._range_list
+
+    def _rset(self) -> dict[Range, None]:
+        if self._range_set is None:
+            self._range_set = dict.fromkeys(self._range_list)
+            self._range_list = list(self._range_set)
+        return self._range_set
 
     def update(self, newer: ContactPlan) -> None:
         """Merge a newer plan in place: its contacts and ranges are added, duplicates skipped."""
@@ -187,14 +228,14 @@ class ContactPlan:
             if c not in self._contacts:
                 self.add_contact(c)
         for r in newer.ranges:
-            if r not in self._ranges:
+            if r not in self._rset():
                 self.add_range(r)
 
     # -- light time -----------------------------------------------------------
     def _pair_index(self) -> dict[tuple[int, int], _PairRanges]:
         if self._by_pair is None:
             groups: dict[tuple[int, int], list[Range]] = {}
-            for r in self._ranges:
+            for r in self._range_list:
                 groups.setdefault((r.frm, r.to), []).append(r)
             self._by_pair = {k: _PairRanges(v) for k, v in groups.items()}
         return self._by_pair
@@ -219,8 +260,18 @@ class ContactPlan:
             got = pr.at(at_s) if pr is not None else None
         return got
 
-    def owlt_table(self, contacts: Iterable[Contact]) -> list[float]:
+    def owlt_table(self, contacts: Sequence[Contact]) -> list[float]:
         """``owlt_s(c.frm, c.to, c.start_s)`` for each contact, in one pass (used by routers)."""
+        if (
+            self._pending_owlt is not None
+            and self._pending_version == self.version
+            and len(contacts) == len(self._pending_owlt)
+            and (
+                contacts is self._contacts_view
+                or list(contacts) == list(self._contacts)
+            )
+        ):
+            return list(self._pending_owlt)
         idx = self._pair_index()
         out: list[float] = []
         append = out.append
@@ -566,7 +617,7 @@ def parse_hdtn_json(text: str, *, source: str | None = None) -> ContactPlan:
     if not isinstance(doc, dict) or not isinstance(doc.get("contacts"), list):
         raise PlanError('want an object with a "contacts" array', line=1, source=source)
     contacts: list[Contact] = []
-    ranges: list[Range] = []
+    owlts: list[float] = []
     warnings: list[str] = []
     lines: list[int] = []
     num_types = (int, float)
@@ -595,7 +646,7 @@ def parse_hdtn_json(text: str, *, source: str | None = None) -> ContactPlan:
         try:
             if fast:
                 c = Contact(frm, to, float(start), float(end), bits / 8.0)
-                r = Range(frm, to, c.start_s, c.end_s, float(owlt))
+                o = float(owlt)
             else:
                 got = _checked_item(item)
                 if got is None:
@@ -608,7 +659,7 @@ def parse_hdtn_json(text: str, *, source: str | None = None) -> ContactPlan:
                         f"before it starts ({_num(item['startTime'])}); ignored"
                     )
                     continue
-                c, r = got
+                c, o = got
         except (KeyError, TypeError, InvalidArgument) as exc:
             lines = lines or _element_lines(text)
             what = (
@@ -622,7 +673,7 @@ def parse_hdtn_json(text: str, *, source: str | None = None) -> ContactPlan:
                 source=source,
             ) from exc
         contacts.append(c)
-        ranges.append(r)
+        owlts.append(o)
     plan = ContactPlan()
     unique = dict.fromkeys(contacts)
     if len(unique) != len(contacts):
@@ -637,13 +688,15 @@ def parse_hdtn_json(text: str, *, source: str | None = None) -> ContactPlan:
                 )
             seen.add(c)
     plan._contacts = unique
-    plan._ranges = dict.fromkeys(ranges)
+    plan._pending_owlt = owlts
+    plan._range_set = None
     plan.warnings = warnings
     plan.version = 1
+    plan._pending_version = 1
     return plan
 
 
-def _checked_item(item: Any) -> tuple[Contact, Range] | None:
+def _checked_item(item: Any) -> tuple[Contact, float] | None:
     """One HDTN contact entry, checked field by field; None for an empty (inverted) window."""
     if not isinstance(item, dict):
         raise TypeError("each contact must be an object")
@@ -662,7 +715,7 @@ def _checked_item(item: Any) -> tuple[Contact, Range] | None:
     conf = _json_number(item, "confidence") if "confidence" in item else 1.0
     if end < start:
         return None
-    return Contact(frm, to, start, end, rate, conf), Range(frm, to, start, end, owlt)
+    return Contact(frm, to, start, end, rate, conf), owlt
 
 
 def format_hdtn_json(plan: ContactPlan) -> str:

@@ -188,3 +188,13 @@ def test_in_place_updates_bump_the_version() -> None:
     plan.update(newer)
     plan.update(newer)  # idempotent
     assert len(plan) == 2
+
+
+def test_hdtn_light_times_survive_edits() -> None:
+    plan = load_plan(PLANS / "hdtn_contactPlan_RoutingTest.json")
+    first, second = plan.contacts[0], plan.contacts[1]
+    plan.remove_contact(first)
+    plan.add_contact(Contact(9, 8, 0.0, 5.0, 1.0))
+    assert plan.owlt_s(second.frm, second.to, second.start_s) == 1.0
+    assert Range(first.frm, first.to, first.start_s, first.end_s, 1.0) in plan.ranges
+    assert plan.owlt_s(9, 8, 1.0) == 0.0
