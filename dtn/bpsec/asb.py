@@ -29,7 +29,7 @@ from typing import Final
 
 import cbor2
 
-from dtn.bpv7.eid import DTN_NONE, DtnEid, Eid, IpnEid, encode_eid
+from dtn.bpv7.eid import DTN_NONE, DtnEid, Eid, IpnEid
 from dtn.errors import DecodeError, InvalidArgument
 
 _U64: Final = 1 << 64
@@ -134,24 +134,28 @@ def _check_items(
             raise InvalidArgument(f"each {kind} must be (id: uint, value)")
 
 
-def _encode_value(v: object) -> object:
-    return list(v) if isinstance(v, tuple) else v
+def _eid_value(eid: Eid) -> list[object]:
+    # RFC 9171 4.2.5.1, as a value cbor2 encodes to the same bytes as encode_eid.
+    if isinstance(eid, IpnEid):
+        return [2, [eid.node, eid.service]]
+    return [1, 0] if eid == DTN_NONE else [1, eid.ssp]
 
 
 def encode_asb(asb: AbstractSecurityBlock) -> bytes:
     """The ASB as a CBOR sequence: the data of a BIB or BCB (RFC 9172 3.6)."""
-    parts = [
-        cbor2.dumps(list(asb.targets)),
-        cbor2.dumps(asb.context_id),
-        cbor2.dumps(int(asb.flags)),
-        encode_eid(asb.source),
+    # One cbor2 call for the whole sequence: encode it as an array of 5 or 6
+    # items and drop the array's one-byte head (0x85/0x86). Tuples encode as
+    # arrays.
+    seq: list[object] = [
+        asb.targets,
+        asb.context_id,
+        int(asb.flags),
+        _eid_value(asb.source),
     ]
     if asb.parameters is not None:
-        parts.append(cbor2.dumps([[k, _encode_value(v)] for k, v in asb.parameters]))
-    parts.append(
-        cbor2.dumps([[[k, _encode_value(v)] for k, v in r] for r in asb.results])
-    )
-    return b"".join(parts)
+        seq.append(asb.parameters)
+    seq.append(asb.results)
+    return cbor2.dumps(seq)[1:]
 
 
 def _to_value(v: object) -> object:
@@ -207,7 +211,22 @@ def decode_asb_untrusted(
         ) from exc
 
 
-def _decode(raw: bytes, where: str) -> AbstractSecurityBlock:
+def _sequence_items(raw: bytes, where: str) -> list[object]:
+    """The items of the CBOR sequence ``raw`` (exact boundaries, no trailing bytes)."""
+    # Fast path: decode the sequence as the content of an indefinite array in
+    # one C call, and accept it only if re-encoding gives back exactly ``raw``
+    # (canonical input, nothing after an early break). Anything else -- a
+    # non-canonical peer, garbage -- takes the exact item-by-item path.
+    try:
+        fast = cbor2.loads(b"\x9f" + raw + b"\xff")
+        if (
+            isinstance(fast, list)
+            and len(fast) in (5, 6)
+            and cbor2.dumps(fast)[1:] == raw
+        ):
+            return fast
+    except Exception:  # hostile input: the exact path below reports it
+        pass
     fp = io.BytesIO(raw)
     # read_size=1: cbor2 buffers reads by default, and we need exact item
     # boundaries to walk a CBOR sequence and to catch trailing bytes.
@@ -217,6 +236,11 @@ def _decode(raw: bytes, where: str) -> AbstractSecurityBlock:
         if len(items) == 6:
             raise DecodeError("more than 6 items in the CBOR sequence", where=where)
         items.append(dec.decode())
+    return items
+
+
+def _decode(raw: bytes, where: str) -> AbstractSecurityBlock:
+    items = _sequence_items(raw, where)
     if len(items) < 5:
         raise DecodeError(f"expected 5 or 6 items, got {len(items)}", where=where)
     targets, ctx, flags, source = items[0], items[1], items[2], items[3]
