@@ -178,3 +178,37 @@ def test_fragment_flag_requires_offsets() -> None:
             creation_ms=1,
             flags=BundleFlags.IS_FRAGMENT,
         )
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        # payload block claiming a 2**63-byte payload
+        bytes.fromhex(
+            "9f880700008202820102820282020182010082001a000f4240"
+            "8501010000"
+            "5b8000000000000000"
+        )
+        + b"\x00" * 16,
+        # destination EID text claiming 2**32-1 bytes
+        bytes.fromhex("9f8807000082017affffffff") + b"/" * 16,
+        # an array head claiming 2**64-1 elements where the primary block goes
+        bytes.fromhex("9f9bffffffffffffffff") + b"\x00" * 16,
+        # an unknown extension block (type 192) claiming 1 MB of data
+        bytes.fromhex(
+            "9f880700008202820102820282020182010082001a000f424085c00201005a00100000"
+        )
+        + b"\x00" * 16,
+    ],
+)
+def test_hostile_lengths_allocate_nothing_big(hostile: bytes) -> None:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecodeError, match=r"exceeds|truncated|must have|expected"):
+            decode_bundle_untrusted(hostile)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024
