@@ -196,7 +196,7 @@ def test_fragment_flag_requires_offsets() -> None:
         bytes.fromhex("9f9bffffffffffffffff") + b"\x00" * 16,
         # an unknown extension block (type 192) claiming 1 MB of data
         bytes.fromhex(
-            "9f880700008202820102820282020182010082001a000f424085c00201005a00100000"
+            "9f880700008202820102820282020182010082001a000f42408518c00200005a00100000"
         )
         + b"\x00" * 16,
     ],
