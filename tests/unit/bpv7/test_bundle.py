@@ -181,9 +181,7 @@ def test_fragment_flag_requires_offsets() -> None:
 
 
 # [7, 0, 0, ipn:1.2, ipn:2.1, dtn:none, [0, 0], 1000000]: a primary block without CRC
-PRIMARY_NO_CRC = "88070000" "8202820102" "8202820201" "820100" "820000" "1a000f4240"
-    "880700008202820102820282020182010082000" + "01a000f4240"
-)  # ipn:2.1 -> ipn:1.2
+PRIMARY_NO_CRC = "88070000820282010282028202018201008200001a000f4240"
 
 
 @pytest.mark.parametrize(
