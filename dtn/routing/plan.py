@@ -385,11 +385,14 @@ class _IonrcParser:
                 self.plan.epoch_unix_s = float(DTN_EPOCH_UNIX_S)
             return unix - self.plan.epoch_unix_s
         try:
-            return float(int(tok))
-        except ValueError:
+            val = float(int(tok))
+        except (ValueError, OverflowError):
             raise self.err(
                 f"bad {what} time {tok!r} (want +seconds or yyyy/mm/dd-hh:mm:ss)"
             ) from None
+        if not -_BIG < val < _BIG:
+            raise self.err(f"{what} time {tok!r} is out of range")
+        return val
 
     def number(self, tok: str, what: str, *, minimum: float | None = None) -> float:
         try:
@@ -407,8 +410,8 @@ class _IonrcParser:
             n = int(tok)
         except ValueError:
             raise self.err(f"bad {what} node number {tok!r}") from None
-        if n < 0:
-            raise self.err(f"{what} node number must be >= 0, got {tok}")
+        if not 0 <= n < _MAX_NODE:
+            raise self.err(f"{what} node number must be in 0 .. 2^64-1, got {tok}")
         return n
 
     def line(self, raw: str) -> None:
@@ -565,6 +568,9 @@ def format_ionrc(plan: ContactPlan) -> str:
 # HDTN JSON
 # ---------------------------------------------------------------------------
 
+_BIG = 1e300  # larger "times" or rates are errors, not plans
+_MAX_NODE = 2**64  # ipn node numbers are unsigned 64-bit (RFC 9758)
+
 _CONTACTS_KEY = re.compile(r'"contacts"\s*:\s*\[')
 
 
@@ -598,13 +604,17 @@ def _json_number(obj: dict[str, Any], key: str) -> float:
     val = obj[key]
     if isinstance(val, bool) or not isinstance(val, int | float):
         raise TypeError(f"{key!r} must be a number, got {val!r}")
+    if not -_BIG < val < _BIG:  # also false for NaN
+        raise TypeError(f"{key!r} must be a finite number below 1e300, got {val!r}")
     return float(val)
 
 
 def _json_node(obj: dict[str, Any], key: str) -> int:
     val = obj[key]
-    if isinstance(val, bool) or not isinstance(val, int):
-        raise TypeError(f"{key!r} must be an integer node number, got {val!r}")
+    if isinstance(val, bool) or not isinstance(val, int) or not 0 <= val < _MAX_NODE:
+        raise TypeError(
+            f"{key!r} must be an ipn node number (0 .. 2^64-1), got {val!r}"
+        )
     return val
 
 
@@ -639,7 +649,11 @@ def parse_hdtn_json(text: str, *, source: str | None = None) -> ContactPlan:
                 and type(bits) in num_types
                 and type(owlt) in num_types
                 and "confidence" not in item
-                and start <= end
+                and 0 <= frm < _MAX_NODE
+                and 0 <= to < _MAX_NODE
+                and -_BIG < start <= end < _BIG  # false for NaN, inf, huge ints
+                and 0 <= bits < _BIG
+                and 0 <= owlt < _BIG
             )
         except (KeyError, TypeError):
             fast = False
