@@ -1,0 +1,1348 @@
+"""The bundle protocol agent: a sans-I/O core (RFC 9171 section 5).
+
+Theory of operation
+-------------------
+The agent owns a :class:`~dtn.agent.store.BundleStore` and reacts to inputs
+(``send``, ``on_receive``, ``on_contact_start/end``, ``on_transmit_done``,
+``on_delivered``, ``on_tick``) by returning a list of actions
+(:mod:`dtn.agent.actions`). It never reads a clock, touches a socket or
+sleeps; ``now`` is DTN time in ms, passed in by the driver.
+
+Every stored bundle is in exactly one of these places (in memory; the store
+holds the durable copy and enough metadata to rebuild them in ``recover``):
+
+- ``_queues[n]`` -- routed to neighbour ``n``, waiting for a contact with
+  ``n`` to be open (and for room in its transmit window);
+- in flight -- a ``Transmit`` was emitted; ``on_transmit_done`` decides;
+- ``_unrouted[d]`` -- no route yet to destination node ``d``: waits for a
+  contact with ``d`` itself, or for the contact plan to change;
+- delivering -- for a local endpoint: ``Deliver`` emitted (or the endpoint
+  not registered yet), until ``on_delivered`` confirms;
+- reassembly -- a fragment for a local endpoint, until all fragments arrived.
+
+Queues and the expiry heap use lazy deletion: an entry removed from the store
+is dropped from ``_entries`` and skipped when a queue or the heap reaches it,
+so no operation scans the whole store. Per bundle, the work is O(log n)
+(heap) plus one decode and one encode per transmission.
+
+Durability: each public method runs inside one store transaction, committed
+before the method returns its actions. So an ``Ack`` (or the return of
+``send``) is only ever seen by the driver after the bundle is durable, and
+the bundle leaves the store only in ``on_transmit_done(ok=True)`` (the next
+hop took it), on delivery confirmation, or at expiry/deletion.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from dtn.agent.actions import Ack, Action, Deliver, Event, Schedule, Transmit
+from dtn.agent.store import BundleState, BundleStore, StoredBundle, StoreFull
+from dtn.bpv7.admin import StatusKind, StatusReason, make_status_report
+from dtn.bpv7.bundle import Bundle, decode_bundle_untrusted, encode_bundle, make_bundle
+from dtn.bpv7.eid import DTN_NONE, DtnEid, Eid, IpnEid, parse_eid
+from dtn.bpv7.flags import BlockType, BundleFlags, CrcType
+from dtn.bpv7.fragment import fragment_bundle, reassemble
+from dtn.bpv7.processing import apply_unprocessable_blocks, update_for_forwarding
+from dtn.errors import DecodeError, DtnError, InvalidArgument
+from dtn.routing.contact import Contact
+from dtn.time import DtnTime
+
+if TYPE_CHECKING:
+    from dtn.routing.plan import ContactPlan
+
+__all__ = ["Agent", "AgentConfig", "Received", "StoreFull"]
+
+# _prepare's answer when it fragmented a bundle (the fragments head the queue).
+_REQUEUED = object()
+# Bytes a fragment's primary block may add (offset, total ADU length).
+_FRAGMENT_MARGIN = 24
+
+# Block types the agent processes itself, plus BPSec's BIB/BCB which the
+# security layer above handles: none of them is "unprocessable" here.
+_KNOWN_BLOCK_TYPES = frozenset(
+    {
+        BlockType.PAYLOAD,
+        BlockType.PREVIOUS_NODE,
+        BlockType.BUNDLE_AGE,
+        BlockType.HOP_COUNT,
+        BlockType.BIB,
+        BlockType.BCB,
+    }
+)
+
+_REPORT_FLAGS = (
+    BundleFlags.REPORT_RECEPTION
+    | BundleFlags.REPORT_FORWARDING
+    | BundleFlags.REPORT_DELIVERY
+    | BundleFlags.REPORT_DELETION
+)
+_KIND_FLAG = {
+    StatusKind.RECEIVED: BundleFlags.REPORT_RECEPTION,
+    StatusKind.FORWARDED: BundleFlags.REPORT_FORWARDING,
+    StatusKind.DELIVERED: BundleFlags.REPORT_DELIVERY,
+    StatusKind.DELETED: BundleFlags.REPORT_DELETION,
+}
+
+COUNTER_NAMES = (
+    "received",
+    "sent",
+    "delivered",
+    "forwarded",
+    "expired",
+    "refused",
+    "dropped",
+    "duplicates",
+    "deleted",
+    "fragmented",
+    "reassembled",
+    "status_reports",
+    "transmits",
+    "transmit_failed",
+)
+"""Keys of :attr:`Agent.counters` (all present from the start)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentConfig:
+    """Tunables of an :class:`Agent`.
+
+    - ``max_bundle_bytes``: the link MTU. A bundle whose encoding is larger is
+      fragmented before transmission (unless MUST_NOT_FRAGMENT; then it waits
+      for... nothing better: it is sent whole and the CLA must cope). None = no
+      limit.
+    - ``window``: transmissions in flight per neighbour before the agent waits
+      for ``on_transmit_done``.
+    - ``retry_delay_ms``: after ``on_transmit_done(ok=False)`` on an open
+      contact, wait this long before sending to that neighbour again.
+    - ``hop_limit``: hop count block limit put on bundles this node creates
+      (None = no hop count block).
+    - ``crc_type``: CRC of the primary and payload blocks of bundles created
+      here.
+    - ``status_report_lifetime_ms``: lifetime of status reports sent.
+    - ``purge_interval_ms``: how often ``on_tick`` forgets expired delivered keys.
+    """
+
+    max_bundle_bytes: int | None = None
+    window: int = 64
+    retry_delay_ms: int = 1_000
+    hop_limit: int | None = 64
+    crc_type: CrcType = CrcType.CRC32C
+    status_report_lifetime_ms: int = 86_400_000
+    purge_interval_ms: int = 60_000
+
+    def __post_init__(self) -> None:
+        if self.max_bundle_bytes is not None and self.max_bundle_bytes < 64:
+            raise InvalidArgument(
+                f"max_bundle_bytes must be >= 64, got {self.max_bundle_bytes}"
+            )
+        if self.window < 1:
+            raise InvalidArgument(f"window must be >= 1, got {self.window}")
+        if self.retry_delay_ms < 0:
+            raise InvalidArgument(
+                f"retry_delay_ms must be >= 0, got {self.retry_delay_ms}"
+            )
+        if self.hop_limit is not None and not 1 <= self.hop_limit <= 255:
+            raise InvalidArgument(f"hop_limit must be in 1..255, got {self.hop_limit}")
+
+
+class Received(NamedTuple):
+    """One received bundle for :meth:`Agent.on_receive_many`."""
+
+    cla: str
+    neighbor: int | None
+    data: bytes
+    cl_token: int | None = None
+
+
+@dataclass(slots=True)
+class _Entry:
+    """In-memory state of one stored bundle."""
+
+    key: str
+    destination: str
+    dest_node: int | str
+    expiry_ms: int
+    size: int
+    received_ms: int
+    prev_node: int | None
+    state: BundleState
+    frag_group: str | None = None
+    queued_to: int | None = None  # neighbour whose queue holds it
+    unrouted: bool = False
+    tx_id: int | None = None
+    handed: bool = False  # Deliver emitted, awaiting on_delivered
+    frag_range: tuple[int, int, int] | None = (
+        None  # (offset, length, total) for reassembly
+    )
+    flags: int | None = (
+        None  # bundle processing flags (None: not known yet, after recover)
+    )
+
+
+@dataclass(slots=True)
+class _Link:
+    """An open contact to one neighbour."""
+
+    contact: Contact
+    remaining_bytes: float
+    inflight: int = 0
+    backoff_until: int = 0
+
+
+@dataclass(slots=True)
+class _Group:
+    """Fragments of one bundle awaiting reassembly."""
+
+    total: int
+    parts: dict[str, tuple[int, int]] = field(
+        default_factory=dict
+    )  # key -> (offset, length)
+
+
+def _node_of(eid: Eid) -> int | str:
+    return eid.node if isinstance(eid, IpnEid) else eid.node_id
+
+
+class Agent:
+    """A bundle protocol agent for ipn node ``node`` (sans-I/O).
+
+    ``store`` holds the bundles; ``plan`` enables contact graph routing
+    (``dtn.routing.cgr.Router``); ``plan_epoch`` is the DTN time (ms) of the
+    plan's time 0; ``rng`` is a seeded generator (jitter of retries).
+
+    Construction does not read the store: call :meth:`recover` once (after
+    :meth:`register`-ing the local endpoints) to resume the bundles a durable
+    store holds from before a restart.
+    """
+
+    def __init__(
+        self,
+        *,
+        node: int,
+        store: BundleStore,
+        plan: ContactPlan | None = None,
+        plan_epoch: int = 0,
+        config: AgentConfig | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if type(node) is not int or node < 1:
+            raise InvalidArgument(f"node must be an ipn node number >= 1, got {node!r}")
+        self.node = node
+        self.eid = IpnEid(node, 0)
+        self.store = store
+        self.plan = plan
+        self.plan_epoch = plan_epoch
+        self.config = config if config is not None else AgentConfig()
+        self._rng = rng if rng is not None else random.Random(node)
+        self._router: Any = None
+        self._plan_version = -1
+        if plan is not None:
+            from dtn.routing.cgr import Router
+
+            self._router = Router(plan)
+            self._plan_version = plan.version
+        self._endpoints: set[str] = set()
+        self._entries: dict[str, _Entry] = {}
+        self._expiry: list[tuple[int, str]] = []
+        self._queues: dict[int, deque[str]] = {}
+        self._unrouted: dict[int | str, dict[str, None]] = {}
+        self._links: dict[int, _Link] = {}
+        self._inflight: dict[int, tuple[str, int]] = {}
+        self._unclaimed: dict[
+            str, dict[str, None]
+        ] = {}  # endpoint -> keys waiting for register
+        self._groups: dict[str, _Group] = {}
+        self._backoff: list[tuple[int, int]] = []  # (until, neighbour)
+        self._next_tx = 1
+        self._seq = 0
+        self._last_seq_ms = -1
+        self._next_purge = 0
+        self._last_schedule: int | None = None
+        self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+
+    # ------------------------------------------------------------------ API
+
+    def register(self, endpoint: str) -> list[Action]:
+        """Register local endpoint ``endpoint`` (e.g. ``"ipn:5.1"``).
+
+        Returns ``Deliver`` actions for bundles already held for it (from
+        before a restart, or received before registration). Raises
+        :class:`InvalidArgument` for a malformed EID or one of another node.
+        """
+        eid = parse_eid(endpoint)
+        if isinstance(eid, IpnEid) and eid.node != self.node:
+            raise InvalidArgument(f"endpoint {endpoint} is not on node {self.node}")
+        name = str(eid)
+        self._endpoints.add(name)
+        actions: list[Action] = []
+        waiting = self._unclaimed.pop(name, None)
+        if waiting:
+            with self.store.transaction():
+                for key in waiting:
+                    self._hand_over(key, actions)
+        return actions
+
+    def unregister(self, endpoint: str) -> None:
+        """Stop delivering to ``endpoint``: bundles for it are held until it is
+        registered again or they expire."""
+        self._endpoints.discard(str(parse_eid(endpoint)))
+
+    def send(
+        self,
+        *,
+        source: str,
+        destination: str,
+        payload: bytes,
+        lifetime_ms: int,
+        now: int,
+        flags: BundleFlags = BundleFlags.NONE,
+        report_to: str | None = None,
+    ) -> tuple[str, list[Action]]:
+        """Originate a bundle from local endpoint ``source`` to ``destination``.
+
+        Returns ``(bundle_key, actions)``; the bundle is durably stored when
+        this returns. ``report_to`` defaults to ``source`` when ``flags`` ask
+        for status reports, else ``dtn:none``. Raises :class:`StoreFull` when
+        the store refuses it, :class:`InvalidArgument` for bad arguments.
+        """
+        src = parse_eid(source)
+        dst = parse_eid(destination)
+        if isinstance(src, IpnEid) and src.node != self.node:
+            raise InvalidArgument(
+                f"source {source} is not an endpoint of node {self.node}"
+            )
+        if isinstance(src, DtnEid) and str(src) not in self._endpoints:
+            raise InvalidArgument(f"source {source} is not a registered endpoint")
+        if isinstance(dst, DtnEid) and dst.is_none:
+            raise InvalidArgument("destination must not be dtn:none")
+        if type(lifetime_ms) is not int or lifetime_ms <= 0:
+            raise InvalidArgument(
+                f"lifetime_ms must be a positive int, got {lifetime_ms!r}"
+            )
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise InvalidArgument(
+                f"payload must be bytes, got {type(payload).__name__}"
+            )
+        flags = BundleFlags(flags)
+        if flags & (BundleFlags.IS_FRAGMENT | BundleFlags.ADMIN_RECORD):
+            raise InvalidArgument(
+                "IS_FRAGMENT and ADMIN_RECORD are set by the agent, not by send()"
+            )
+        wants_reports = bool(flags & _REPORT_FLAGS)
+        rpt: Eid = (
+            parse_eid(report_to)
+            if report_to is not None
+            else (src if wants_reports else DTN_NONE)
+        )
+        actions: list[Action] = []
+        with self.store.transaction():
+            bundle = self._originate(
+                source=src,
+                destination=dst,
+                payload=bytes(payload),
+                lifetime_ms=lifetime_ms,
+                now=now,
+                flags=flags,
+                report_to=rpt,
+            )
+            key = bundle.bundle_key
+            data = encode_bundle(bundle)
+            try:
+                self._accept(
+                    bundle, data, key, prev_node=None, now=now, actions=actions
+                )
+            except StoreFull as exc:
+                self.counters["refused"] += 1
+                actions.append(Event("refused", key, str(exc)))
+                raise
+            self.counters["sent"] += 1
+        self._finish(actions)
+        return key, actions
+
+    def on_receive(
+        self,
+        *,
+        cla: str,
+        neighbor: int | None,
+        data: bytes,
+        now: int,
+        cl_token: int | None = None,
+    ) -> list[Action]:
+        """Process one bundle received from the convergence layer ``cla``.
+
+        ``neighbor`` is the node it came from (None if unknown; then the
+        previous node block names it). Never raises for bad bytes: a bundle
+        that fails to decode yields ``Event("dropped", "", reason)``. Emits
+        ``Ack(neighbor, cl_token)`` (when both are given) once the bundle is
+        durably held, was a duplicate, or was deliberately deleted; a bundle
+        refused for lack of space or undecodable is not acknowledged, so the
+        previous hop keeps it and retries.
+        """
+        actions: list[Action] = []
+        with self.store.transaction():
+            self._receive_one(cla, neighbor, data, now, cl_token, actions)
+        self._finish(actions)
+        return actions
+
+    def on_receive_many(self, batch: Iterable[Received], now: int) -> list[Action]:
+        """Like :meth:`on_receive` for several bundles, with one store commit.
+
+        A daemon that drains its socket passes everything it read; with
+        ``SqliteStore(synchronous="FULL")`` this is one fsync for the batch.
+        """
+        actions: list[Action] = []
+        with self.store.transaction():
+            for item in batch:
+                self._receive_one(
+                    item.cla, item.neighbor, item.data, now, item.cl_token, actions
+                )
+        self._finish(actions)
+        return actions
+
+    def on_contact_start(self, contact: Contact, now: int) -> list[Action]:
+        """A contact from this node to ``contact.to`` is open now.
+
+        Contacts from other nodes are ignored. Bundles queued for that
+        neighbour, and bundles destined to it without a route, are transmitted
+        (within the contact's remaining volume and the window).
+        """
+        actions: list[Action] = []
+        if contact.frm != self.node or contact.to == self.node:
+            return actions
+        nb = contact.to
+        self._links[nb] = _Link(
+            contact=contact, remaining_bytes=self._volume(contact, now)
+        )
+        with self.store.transaction():
+            self._check_plan(now, actions)
+            waiting = self._unrouted.pop(nb, None)
+            if waiting:
+                q = self._queues.setdefault(nb, deque())
+                for key in waiting:
+                    e = self._entries.get(key)
+                    if e is not None and e.unrouted:
+                        e.unrouted = False
+                        e.queued_to = nb
+                        q.append(key)
+            self._pump(nb, now, actions)
+        self._finish(actions)
+        return actions
+
+    def on_contact_end(self, contact: Contact, now: int) -> list[Action]:
+        """The contact to ``contact.to`` closed: what is still queued for that
+        neighbour is routed again (or waits for the next contact)."""
+        actions: list[Action] = []
+        if contact.frm != self.node:
+            return actions
+        nb = contact.to
+        link = self._links.get(nb)
+        if link is None or link.contact != contact:
+            return actions
+        del self._links[nb]
+        q = self._queues.pop(nb, None)
+        with self.store.transaction():
+            if q:
+                for key in q:
+                    e = self._entries.get(key)
+                    if e is not None and e.queued_to == nb and e.tx_id is None:
+                        e.queued_to = None
+                        self._forward(e, now, actions)
+        self._finish(actions)
+        return actions
+
+    def on_transmit_done(self, tx_id: int, ok: bool, now: int) -> list[Action]:
+        """Outcome of ``Transmit(tx_id)``: ``ok=True`` -- the next hop holds
+        it, the bundle leaves this node; ``ok=False`` -- kept and retried.
+        Unknown ``tx_id`` values are ignored."""
+        actions: list[Action] = []
+        info = self._inflight.pop(tx_id, None)
+        if info is None:
+            return actions
+        key, nb = info
+        link = self._links.get(nb)
+        if link is not None and link.inflight > 0:
+            link.inflight -= 1
+        e = self._entries.get(key)
+        with self.store.transaction():
+            if e is not None and e.tx_id == tx_id:
+                e.tx_id = None
+                if ok:
+                    self._report_entry(
+                        e, StatusKind.FORWARDED, StatusReason.NO_INFO, now, actions
+                    )
+                    self._remove(e)
+                    self.counters["forwarded"] += 1
+                    actions.append(Event("forwarded", key, f"to node {nb}"))
+                else:
+                    self.counters["transmit_failed"] += 1
+                    if link is not None:
+                        # Retry on this contact after a delay (jittered so
+                        # that a failing link does not spin in lock step).
+                        e.queued_to = nb
+                        self._queues.setdefault(nb, deque()).appendleft(key)
+                        delay = self.config.retry_delay_ms
+                        delay += int(delay * 0.1 * self._rng.random())
+                        link.backoff_until = now + delay
+                        heapq.heappush(self._backoff, (link.backoff_until, nb))
+                    else:
+                        e.queued_to = None
+                        self._forward(e, now, actions)
+            if link is not None:
+                self._pump(nb, now, actions)
+        self._finish(actions)
+        return actions
+
+    def on_delivered(self, bundle_key: str, now: int) -> list[Action]:
+        """The driver handed ``Deliver(bundle_key)`` to the application: the
+        bundle is removed and its key remembered (durably) so it is never
+        delivered again."""
+        actions: list[Action] = []
+        e = self._entries.get(bundle_key)
+        if e is None or not e.handed:
+            return actions
+        with self.store.transaction():
+            self._report_entry(
+                e, StatusKind.DELIVERED, StatusReason.NO_INFO, now, actions
+            )
+            self.store.mark_delivered(bundle_key, e.expiry_ms)
+            self._remove(e)
+            self.counters["delivered"] += 1
+            actions.append(Event("delivered", bundle_key, e.destination))
+        self._finish(actions)
+        return actions
+
+    def on_tick(self, now: int) -> list[Action]:
+        """Timers: expire bundles whose lifetime ended, retry after backoff,
+        forget old delivered keys."""
+        actions: list[Action] = []
+        with self.store.transaction():
+            heap = self._expiry
+            while heap and heap[0][0] <= now:
+                expiry, key = heapq.heappop(heap)
+                e = self._entries.get(key)
+                if e is not None and e.expiry_ms == expiry:
+                    self._expire(e, now, actions)
+            self._check_plan(now, actions)
+            bo = self._backoff
+            while bo and bo[0][0] <= now:
+                _, nb = heapq.heappop(bo)
+                if nb in self._links:
+                    self._pump(nb, now, actions)
+            if now >= self._next_purge:
+                self.store.purge_delivered(now)
+                self._next_purge = now + self.config.purge_interval_ms
+        self._finish(actions)
+        return actions
+
+    def next_deadline(self) -> DtnTime | None:
+        """When ``on_tick`` must next be called (None: no timer pending)."""
+        heap = self._expiry
+        while heap:
+            expiry, key = heap[0]
+            e = self._entries.get(key)
+            if e is not None and e.expiry_ms == expiry:
+                break
+            heapq.heappop(heap)
+        bo = self._backoff
+        while bo and bo[0][1] not in self._links:
+            heapq.heappop(bo)
+        cands = []
+        if heap:
+            cands.append(heap[0][0])
+        if bo:
+            cands.append(bo[0][0])
+        return DtnTime(min(cands)) if cands else None
+
+    def recover(self, now: int) -> list[Action]:
+        """Rebuild the in-memory queues from the store after a restart.
+
+        Register local endpoints first. Bundles whose lifetime ended are
+        expired; bundles awaiting delivery are handed over again (their
+        delivery was never confirmed); every other bundle is routed again.
+        In-memory state from before (if any) is discarded.
+        """
+        actions: list[Action] = []
+        self._entries.clear()
+        self._expiry.clear()
+        self._queues.clear()
+        self._unrouted.clear()
+        self._inflight.clear()
+        self._unclaimed.clear()
+        self._groups.clear()
+        self._backoff.clear()
+        for link in self._links.values():
+            link.inflight = 0
+        with self.store.transaction():
+            recs = list(self.store.records())
+            for rec in recs:
+                try:
+                    dest_node = _node_of(parse_eid(rec.destination))
+                except DtnError:
+                    dest_node = rec.destination
+                e = _Entry(
+                    key=rec.key,
+                    destination=rec.destination,
+                    dest_node=dest_node,
+                    expiry_ms=rec.expiry_ms,
+                    size=rec.size_bytes,
+                    received_ms=rec.received_ms,
+                    prev_node=rec.prev_node,
+                    state=rec.state,
+                    frag_group=rec.frag_group,
+                )
+                self._entries[e.key] = e
+                heapq.heappush(self._expiry, (e.expiry_ms, e.key))
+            for rec in recs:
+                e = self._entries[rec.key]
+                if e.expiry_ms <= now:
+                    self._expire(e, now, actions)
+                elif e.state == BundleState.DELIVERING:
+                    self._hand_over(e.key, actions)
+                elif e.state == BundleState.REASSEMBLY:
+                    self._recover_fragment(e, now, actions)
+                else:
+                    if e.state == BundleState.FORWARDING:
+                        e.state = BundleState.PENDING
+                    self._forward(e, now, actions)
+        self._last_schedule = None
+        self._finish(actions)
+        return actions
+
+    @property
+    def stored(self) -> int:
+        """How many bundles this agent holds."""
+        return len(self._entries)
+
+    def holds(self, bundle_key: str) -> bool:
+        """True if bundle ``bundle_key`` is in this agent's store."""
+        return bundle_key in self._entries
+
+    # ------------------------------------------------------------ internals
+
+    def _finish(self, actions: list[Action]) -> None:
+        at = self.next_deadline()
+        if at is not None and at != self._last_schedule:
+            actions.append(Schedule(at))
+        self._last_schedule = at
+
+    def _now_s(self, now: int) -> float:
+        return (now - self.plan_epoch) / 1000.0
+
+    def _volume(self, contact: Contact, now: int) -> float:
+        rate = contact.rate_bytes_s
+        if rate <= 0 or not math.isfinite(rate) or not math.isfinite(contact.end_s):
+            return math.inf  # open-ended or unknown rate: no volume bound
+        return max(0.0, (contact.end_s - max(contact.start_s, self._now_s(now))) * rate)
+
+    def _originate(
+        self,
+        *,
+        source: Eid,
+        destination: Eid,
+        payload: bytes,
+        lifetime_ms: int,
+        now: int,
+        flags: BundleFlags,
+        report_to: Eid,
+    ) -> Bundle:
+        seq = self._next_seq(str(source), now)
+        return make_bundle(
+            source=source,
+            destination=destination,
+            payload=payload,
+            creation_ms=now,
+            sequence=seq,
+            lifetime_ms=lifetime_ms,
+            report_to=report_to,
+            flags=flags,
+            crc_type=self.config.crc_type,
+            hop_limit=self.config.hop_limit,
+        )
+
+    def _next_seq(self, source: str, now: int) -> int:
+        # Creation sequence: distinct per creation time (RFC 9171 4.2.7);
+        # bumped past keys still held, so that a restart within the same
+        # millisecond cannot collide with a stored bundle.
+        if now != self._last_seq_ms:
+            self._last_seq_ms = now
+            self._seq = 0
+        while True:
+            seq = self._seq
+            self._seq += 1
+            if f"{source}|{now}|{seq}" not in self._entries:
+                return seq
+
+    def _receive_one(
+        self,
+        cla: str,
+        neighbor: int | None,
+        data: bytes,
+        now: int,
+        cl_token: int | None,
+        actions: list[Action],
+    ) -> None:
+        ack = (
+            Ack(neighbor, cl_token)
+            if neighbor is not None and cl_token is not None
+            else None
+        )
+        try:
+            bundle = decode_bundle_untrusted(data)
+            prev = bundle.previous_node
+            hop = bundle.hop_count
+            age = bundle.bundle_age_ms
+        except DecodeError as exc:
+            self.counters["dropped"] += 1
+            actions.append(
+                Event(
+                    "dropped",
+                    "",
+                    f"undecodable bundle from {cla} neighbour {neighbor}: {exc}",
+                )
+            )
+            return
+        key = bundle.bundle_key
+        self.counters["received"] += 1
+        prev_node = neighbor
+        if prev_node is None and isinstance(prev, IpnEid):
+            prev_node = prev.node
+        p = bundle.primary
+        # Duplicates: a bundle we hold, or one delivered here already.
+        if key in self._entries or (
+            bundle.is_fragment and bundle.original_key in self._entries
+        ):
+            self._duplicate(key, ack, actions)
+            return
+        dest_node = _node_of(p.destination)
+        local = dest_node == self.node or str(p.destination) in self._endpoints
+        # Delivered keys are whole-bundle keys: original_key == key unless a fragment.
+        if local and self.store.is_delivered(bundle.original_key):
+            self._duplicate(key, ack, actions)
+            return
+        actions.append(Event("received", key, f"from {cla} neighbour {prev_node}"))
+        if p.creation.time_ms == 0 and age is None:
+            self._delete(
+                key,
+                bundle,
+                "no creation time and no bundle age block",
+                StatusReason.NO_INFO,
+                now,
+                actions,
+            )
+            if ack is not None:
+                actions.append(ack)
+            return
+        expiry = self._expiry_of(bundle, age, now)
+        if expiry <= now:
+            self.counters["expired"] += 1
+            actions.append(Event("expired", key, "lifetime over on arrival"))
+            self._report_bundle(
+                bundle, StatusKind.DELETED, StatusReason.LIFETIME_EXPIRED, now, actions
+            )
+            if ack is not None:
+                actions.append(ack)
+            return
+        if hop is not None and hop.exceeded:
+            self._delete(
+                key,
+                bundle,
+                f"hop limit exceeded ({hop.count} > {hop.limit})",
+                StatusReason.HOP_LIMIT_EXCEEDED,
+                now,
+                actions,
+            )
+            if ack is not None:
+                actions.append(ack)
+            return
+        # RFC 9171 5.6 step 3 (4.2.4 flags): blocks we cannot process.
+        verdict = apply_unprocessable_blocks(bundle, _KNOWN_BLOCK_TYPES)
+        if verdict.report:
+            self._report_bundle(
+                bundle,
+                StatusKind.RECEIVED,
+                StatusReason.BLOCK_UNSUPPORTED,
+                now,
+                actions,
+                force=True,
+            )
+        if verdict.bundle is None:
+            self._delete(
+                key,
+                bundle,
+                f"unprocessable block(s) {list(verdict.unprocessable)} ask for deletion",
+                StatusReason.BLOCK_UNSUPPORTED,
+                now,
+                actions,
+            )
+            if ack is not None:
+                actions.append(ack)
+            return
+        if verdict.discarded:
+            bundle = verdict.bundle
+            data = encode_bundle(bundle)
+        else:
+            data = bytes(data)
+        try:
+            self._accept(
+                bundle,
+                data,
+                key,
+                prev_node=prev_node,
+                now=now,
+                actions=actions,
+                expiry=expiry,
+            )
+        except StoreFull as exc:
+            self.counters["refused"] += 1
+            actions.append(Event("refused", key, str(exc)))
+            return
+        self._report_bundle(
+            bundle, StatusKind.RECEIVED, StatusReason.NO_INFO, now, actions
+        )
+        if ack is not None:
+            actions.append(ack)
+
+    def _duplicate(self, key: str, ack: Ack | None, actions: list[Action]) -> None:
+        self.counters["duplicates"] += 1
+        actions.append(Event("duplicate", key))
+        if ack is not None:
+            actions.append(ack)
+
+    def _expiry_of(self, bundle: Bundle, age: int | None, now: int) -> int:
+        p = bundle.primary
+        if p.creation.time_ms == 0:
+            # No clock at the source: the bundle age block says how old it is.
+            return now + p.lifetime_ms - (age or 0)
+        return p.creation.time_ms + p.lifetime_ms
+
+    def _accept(
+        self,
+        bundle: Bundle,
+        data: bytes,
+        key: str,
+        *,
+        prev_node: int | None,
+        now: int,
+        actions: list[Action],
+        expiry: int | None = None,
+    ) -> None:
+        """Store ``bundle`` (raises StoreFull) and route/deliver it."""
+        p = bundle.primary
+        if expiry is None:
+            expiry = self._expiry_of(bundle, bundle.bundle_age_ms, now)
+        dest_node = _node_of(p.destination)
+        destination = str(p.destination)
+        local = dest_node == self.node or destination in self._endpoints
+        group: str | None = None
+        if local:
+            state = (
+                BundleState.REASSEMBLY if bundle.is_fragment else BundleState.DELIVERING
+            )
+            if bundle.is_fragment:
+                group = bundle.original_key
+        else:
+            state = BundleState.PENDING
+        if local and bundle.is_admin_record and destination not in self._endpoints:
+            # Status reports for an endpoint nobody registered: log, do not hold.
+            self.counters["status_reports"] += 1
+            actions.append(
+                Event("admin_record", key, f"for unregistered {destination}")
+            )
+            return
+        rec = StoredBundle(
+            key=key,
+            destination=destination,
+            expiry_ms=expiry,
+            state=state,
+            size_bytes=len(data),
+            received_ms=now,
+            prev_node=prev_node,
+            frag_group=group,
+        )
+        self.store.put(rec, data)
+        e = _Entry(
+            key=key,
+            destination=destination,
+            dest_node=dest_node,
+            expiry_ms=expiry,
+            size=len(data),
+            received_ms=now,
+            prev_node=prev_node,
+            state=state,
+            frag_group=group,
+        )
+        e.flags = int(p.flags)
+        self._entries[key] = e
+        heapq.heappush(self._expiry, (expiry, key))
+        if state == BundleState.DELIVERING:
+            self._hand_over(key, actions)
+        elif state == BundleState.REASSEMBLY:
+            p = bundle.primary
+            assert p.fragment_offset is not None
+            assert p.total_adu_length is not None
+            e.frag_range = (p.fragment_offset, len(bundle.payload), p.total_adu_length)
+            self._add_fragment(e, now, actions)
+        else:
+            self._forward(e, now, actions)
+
+    # -- delivery and reassembly
+
+    def _hand_over(self, key: str, actions: list[Action]) -> None:
+        e = self._entries.get(key)
+        if e is None:
+            return
+        if e.destination not in self._endpoints:
+            self._unclaimed.setdefault(e.destination, {})[key] = None
+            return
+        data = self.store.get(key)
+        if data is None:
+            return
+        try:
+            b = decode_bundle_untrusted(data)
+        except DecodeError as exc:
+            self._corrupt(e, exc, actions)
+            return
+        e.handed = True
+        e.state = BundleState.DELIVERING
+        c = b.primary.creation
+        actions.append(
+            Deliver(
+                endpoint=e.destination,
+                source=str(b.primary.source),
+                payload=b.payload,
+                creation_ms=c.time_ms,
+                sequence=c.sequence,
+                bundle_key=key,
+            )
+        )
+
+    def _add_fragment(self, e: _Entry, now: int, actions: list[Action]) -> None:
+        assert e.frag_group is not None
+        assert e.frag_range is not None
+        off, length, total = e.frag_range
+        g = self._groups.get(e.frag_group)
+        if g is None:
+            g = self._groups[e.frag_group] = _Group(total=total)
+        g.parts[e.key] = (off, length)
+        # Covered? Sort the (few) parts; fragments overlap legitimately
+        # after refragmentation, so check the union.
+        reach = 0
+        for o, n in sorted(g.parts.values()):
+            if o > reach:
+                return
+            reach = max(reach, o + n)
+        if reach < g.total:
+            return
+        self._reassemble(e.frag_group, g, now, actions)
+
+    def _reassemble(
+        self, group: str, g: _Group, now: int, actions: list[Action]
+    ) -> None:
+        """All fragments of ``group`` are here: replace them by the whole
+        bundle (RFC 9171 5.9) and hand it over."""
+        frags: list[Bundle] = []
+        entries: list[_Entry] = []
+        for key in g.parts:
+            fe = self._entries.get(key)
+            data = self.store.get(key)
+            if fe is None or data is None:
+                return
+            try:
+                frags.append(decode_bundle_untrusted(data))
+            except DecodeError as exc:
+                self._corrupt(fe, exc, actions)
+                return
+            entries.append(fe)
+        try:
+            whole = reassemble(frags)
+        except InvalidArgument as exc:
+            # Fragments that agree on the key but not on their contents (a
+            # forged or broken sender): keep waiting, they expire in time.
+            actions.append(Event("dropped", group, f"reassembly failed: {exc}"))
+            return
+        key = whole.bundle_key
+        del self._groups[group]
+        for fe in entries:
+            self._remove(fe)
+        if key in self._entries or self.store.is_delivered(key):
+            self.counters["duplicates"] += 1
+            actions.append(Event("duplicate", key, "reassembled again"))
+            return
+        data = encode_bundle(whole)
+        expiry = max(fe.expiry_ms for fe in entries)
+        p = whole.primary
+        rec = StoredBundle(
+            key=key,
+            destination=str(p.destination),
+            expiry_ms=expiry,
+            state=BundleState.DELIVERING,
+            size_bytes=len(data),
+            received_ms=now,
+            prev_node=None,
+        )
+        # force: the whole bundle replaces fragments already accepted.
+        self.store.put(rec, data, force=True)
+        e = _Entry(
+            key=key,
+            destination=rec.destination,
+            dest_node=_node_of(p.destination),
+            expiry_ms=expiry,
+            size=len(data),
+            received_ms=now,
+            prev_node=None,
+            state=BundleState.DELIVERING,
+            flags=int(p.flags),
+        )
+        self._entries[key] = e
+        heapq.heappush(self._expiry, (expiry, key))
+        self.counters["reassembled"] += 1
+        actions.append(Event("reassembled", key, f"from {len(frags)} fragments"))
+        self._hand_over(key, actions)
+
+    def _recover_fragment(self, e: _Entry, now: int, actions: list[Action]) -> None:
+        data = self.store.get(e.key)
+        if data is None:
+            return
+        try:
+            b = decode_bundle_untrusted(data)
+        except DecodeError as exc:
+            self._corrupt(e, exc, actions)
+            return
+        p = b.primary
+        if p.fragment_offset is None or p.total_adu_length is None:
+            self._corrupt(e, DecodeError("stored fragment is not a fragment"), actions)
+            return
+        e.frag_group = b.original_key
+        e.frag_range = (p.fragment_offset, len(b.payload), p.total_adu_length)
+        self._add_fragment(e, now, actions)
+
+    # -- forwarding
+
+    def _check_plan(self, now: int, actions: list[Action]) -> None:
+        plan = self.plan
+        if plan is None or plan.version == self._plan_version:
+            return
+        self._plan_version = plan.version
+        # The plan changed: bundles without a route may have one now.
+        pending = [k for keys in self._unrouted.values() for k in keys]
+        self._unrouted.clear()
+        for key in pending:
+            e = self._entries.get(key)
+            if e is not None and e.unrouted:
+                e.unrouted = False
+                self._forward(e, now, actions)
+
+    def _forward(self, e: _Entry, now: int, actions: list[Action]) -> None:
+        """Pick a next hop for ``e`` and queue it there, or hold it unrouted."""
+        d = e.dest_node
+        nb: int | None = None
+        if isinstance(d, int):
+            if d in self._links:
+                nb = d  # a contact with the destination itself is open
+            elif self._router is not None:
+                nb = self._route(e, d, now)
+        if nb is None:
+            e.unrouted = True
+            e.queued_to = None
+            self._unrouted.setdefault(d, {})[e.key] = None
+            return
+        e.unrouted = False
+        e.queued_to = nb
+        self._queues.setdefault(nb, deque()).append(e.key)
+        if nb in self._links:
+            self._pump(nb, now, actions)
+
+    def _route(self, e: _Entry, dst: int, now: int) -> int | None:
+        excluded = () if e.prev_node is None or e.prev_node == dst else (e.prev_node,)
+        at_s = self._now_s(now)
+        deadline_s = self._now_s(e.expiry_ms)
+        route = self._router.best_route(
+            self.node, dst, at_s, e.size, deadline_s=deadline_s, excluded=excluded
+        )
+        if route is None:
+            return None
+        nb = int(route.next_hop)
+        if route.contacts:
+            self._router.consume(route.contacts[0], e.size)
+        return nb
+
+    def _pump(self, nb: int, now: int, actions: list[Action]) -> None:
+        """Transmit what is queued for open neighbour ``nb``, within the
+        window and the contact's remaining volume."""
+        link = self._links.get(nb)
+        q = self._queues.get(nb)
+        if link is None or not q or now < link.backoff_until:
+            return
+        skipped: list[str] = []
+        window = self.config.window
+        while q and link.inflight < window:
+            key = q.popleft()
+            e = self._entries.get(key)
+            if e is None or e.queued_to != nb or e.tx_id is not None:
+                continue
+            wire = self._prepare(e, link, now, actions)
+            if wire is _REQUEUED:
+                continue  # fragmented: the fragments are at the queue's front
+            if wire is None:
+                if key in self._entries and e.queued_to == nb:
+                    skipped.append(key)  # does not fit this contact: keep it queued
+                continue
+            assert isinstance(wire, bytes)
+            tx = self._next_tx
+            self._next_tx += 1
+            e.tx_id = tx
+            e.state = BundleState.FORWARDING
+            self._inflight[tx] = (key, nb)
+            link.inflight += 1
+            link.remaining_bytes -= len(wire)
+            self.counters["transmits"] += 1
+            actions.append(Transmit(nb, wire, tx))
+        if skipped:
+            q.extendleft(reversed(skipped))
+
+    def _prepare(
+        self, e: _Entry, link: _Link, now: int, actions: list[Action]
+    ) -> bytes | object | None:
+        """The bytes to send for ``e`` (blocks updated); ``_REQUEUED`` if it
+        was fragmented to fit (its fragments now head the queue); None if it
+        cannot go now (too big for what is left of the contact) or was
+        deleted (hop limit, unreadable)."""
+        data = self.store.get(e.key)
+        if data is None:
+            self._entries.pop(e.key, None)
+            return None
+        try:
+            b = decode_bundle_untrusted(data)
+            # RFC 9171 5.4: previous node = us, bundle age + time held here,
+            # hop count + 1.
+            out = update_for_forwarding(
+                b, node=self.eid, dwell_ms=max(0, now - e.received_ms)
+            )
+        except DecodeError as exc:
+            self._corrupt(e, exc, actions)
+            return None
+        hop = out.hop_count
+        if hop is not None and hop.exceeded:
+            self._delete(
+                e.key,
+                b,
+                f"hop limit {hop.limit} reached",
+                StatusReason.HOP_LIMIT_EXCEEDED,
+                now,
+                actions,
+                entry=e,
+            )
+            return None
+        wire = encode_bundle(out)
+        limit = link.remaining_bytes
+        mtu = self.config.max_bundle_bytes
+        if mtu is not None:
+            limit = min(limit, mtu)
+        if len(wire) <= limit:
+            return wire
+        if b.primary.flags & BundleFlags.MUST_NOT_FRAGMENT or b.is_admin_record:
+            if len(wire) <= link.remaining_bytes:
+                return (
+                    wire  # over the MTU but must not be fragmented: the CLA must cope
+                )
+            return None
+        # A fragment's primary block is up to ~20 bytes longer (offset and
+        # total ADU length): keep a margin so that the first one really fits.
+        overhead = len(wire) - len(b.payload) + _FRAGMENT_MARGIN
+        first = int(limit) - overhead
+        per = len(b.payload) if mtu is None else mtu - overhead
+        if first < 1 or per < 1 or len(b.payload) < 2:
+            return None
+        if self._fragment(e, b, first, per, actions):
+            return _REQUEUED
+        return None
+
+    def _fragment(
+        self, e: _Entry, b: Bundle, first: int, per: int, actions: list[Action]
+    ) -> bool:
+        """Replace queued bundle ``e`` by fragments (RFC 9171 5.8): the first
+        carries ``first`` payload bytes, the others at most ``per``. They
+        take its place at the front of its queue. False if nothing to split."""
+        n = len(b.payload)
+        sizes = [min(first, n)]
+        pos = sizes[0]
+        while pos < n:
+            step = min(per, n - pos)
+            sizes.append(step)
+            pos += step
+        if len(sizes) < 2:
+            return False
+        nb = e.queued_to
+        self._remove(e)
+        new_keys: list[str] = []
+        for fb in fragment_bundle(b, sizes):
+            data = encode_bundle(fb)
+            key = fb.bundle_key
+            if key in self._entries:
+                continue  # an identical fragment is already held
+            rec = StoredBundle(
+                key=key,
+                destination=e.destination,
+                expiry_ms=e.expiry_ms,
+                state=BundleState.PENDING,
+                size_bytes=len(data),
+                received_ms=e.received_ms,
+                prev_node=e.prev_node,
+            )
+            # force: the fragments replace a bundle already accepted, and
+            # refusing them now would lose it.
+            self.store.put(rec, data, force=True)
+            fe = _Entry(
+                key=key,
+                destination=e.destination,
+                dest_node=e.dest_node,
+                expiry_ms=e.expiry_ms,
+                size=len(data),
+                received_ms=e.received_ms,
+                prev_node=e.prev_node,
+                state=BundleState.PENDING,
+                queued_to=nb,
+                flags=int(fb.primary.flags),
+            )
+            self._entries[key] = fe
+            heapq.heappush(self._expiry, (fe.expiry_ms, key))
+            new_keys.append(key)
+        self.counters["fragmented"] += 1
+        actions.append(Event("fragmented", e.key, f"into {len(sizes)} fragments"))
+        if nb is not None:
+            self._queues.setdefault(nb, deque()).extendleft(reversed(new_keys))
+        return True
+
+    # -- removal, deletion, expiry
+
+    def _remove(self, e: _Entry) -> None:
+        """Drop ``e`` from the store and memory (queues/heap skip it lazily)."""
+        self.store.delete(e.key)
+        self._entries.pop(e.key, None)
+        if e.unrouted:
+            keys = self._unrouted.get(e.dest_node)
+            if keys is not None:
+                keys.pop(e.key, None)
+        if e.frag_group is not None:
+            g = self._groups.get(e.frag_group)
+            if g is not None:
+                g.parts.pop(e.key, None)
+                if not g.parts:
+                    del self._groups[e.frag_group]
+        waiting = self._unclaimed.get(e.destination)
+        if waiting is not None:
+            waiting.pop(e.key, None)
+
+    def _expire(self, e: _Entry, now: int, actions: list[Action]) -> None:
+        self._report_entry(
+            e, StatusKind.DELETED, StatusReason.LIFETIME_EXPIRED, now, actions
+        )
+        self._remove(e)
+        self.counters["expired"] += 1
+        actions.append(Event("expired", e.key, f"lifetime ended at {e.expiry_ms}"))
+
+    def _delete(
+        self,
+        key: str,
+        bundle: Bundle,
+        why: str,
+        reason: StatusReason,
+        now: int,
+        actions: list[Action],
+        entry: _Entry | None = None,
+    ) -> None:
+        if entry is not None:
+            self._remove(entry)
+        self.counters["deleted"] += 1
+        actions.append(Event("deleted", key, why))
+        self._report_bundle(bundle, StatusKind.DELETED, reason, now, actions)
+
+    def _corrupt(self, e: _Entry, exc: DecodeError, actions: list[Action]) -> None:
+        # Only a damaged store file gets here; say so loudly and move on.
+        self._remove(e)
+        self.counters["dropped"] += 1
+        actions.append(Event("dropped", e.key, f"stored copy unreadable: {exc}"))
+
+    # -- status reports (RFC 9171 section 6.1)
+
+    def _report_entry(
+        self,
+        e: _Entry,
+        kind: StatusKind,
+        reason: StatusReason,
+        now: int,
+        actions: list[Action],
+    ) -> None:
+        """Report ``kind`` about stored bundle ``e`` if it asked (call before removing it)."""
+        if e.flags is not None and not e.flags & _KIND_FLAG[kind]:
+            return  # the common case: no report wanted, no decode needed
+        data = self.store.get(e.key)
+        if data is None:
+            return
+        try:
+            b = decode_bundle_untrusted(data)
+        except DecodeError:
+            return
+        e.flags = int(b.primary.flags)
+        self._report_bundle(b, kind, reason, now, actions)
+
+    def _report_bundle(
+        self,
+        bundle: Bundle,
+        kind: StatusKind,
+        reason: StatusReason,
+        now: int,
+        actions: list[Action],
+        *,
+        force: bool = False,
+    ) -> None:
+        """Send a status report asserting ``kind`` about ``bundle`` to its
+        report-to endpoint if its flags ask (or ``force``). Never about an
+        administrative record; silently skipped (counted) if the store is full."""
+        p = bundle.primary
+        if not force and not p.flags & _KIND_FLAG[kind]:
+            return
+        if bundle.is_admin_record or p.report_to == DTN_NONE:
+            return
+        seq = self._next_seq(str(self.eid), now)
+        report = make_status_report(
+            bundle,
+            {kind},
+            reason=reason,
+            now_ms=now,
+            source=self.eid,
+            sequence=seq,
+            lifetime_ms=self.config.status_report_lifetime_ms,
+            crc_type=self.config.crc_type,
+        )
+        if report is None:
+            return
+        key = report.bundle_key
+        try:
+            self._accept(
+                report,
+                encode_bundle(report),
+                key,
+                prev_node=None,
+                now=now,
+                actions=actions,
+            )
+        except StoreFull as exc:
+            self.counters["refused"] += 1
+            actions.append(Event("refused", key, f"status report: {exc}"))
+            return
+        self.counters["status_reports"] += 1
+        actions.append(
+            Event(
+                "status_report",
+                key,
+                f"{kind.name.lower()} ({reason.name.lower()}) about {bundle.bundle_key} to {p.report_to}",
+            )
+        )
