@@ -168,6 +168,13 @@ def read_eid(
         and buf[pos + 4] < 24
     ):
         return _SMALL_IPN[buf[pos + 3] * 24 + buf[pos + 4]], pos + 5
+    if (
+        pos + 3 <= end
+        and buf[pos] == 0x82
+        and buf[pos + 1] == 0x01
+        and buf[pos + 2] == 0x00
+    ):
+        return DTN_NONE, pos + 3
     count, pos = cbor.read_array_head(buf, pos, end, where)
     if count != 2:
         raise DecodeError(
