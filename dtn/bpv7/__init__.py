@@ -22,6 +22,7 @@ from dtn.bpv7.bundle import Bundle as Bundle
 from dtn.bpv7.bundle import decode_bundle_untrusted as decode_bundle_untrusted
 from dtn.bpv7.bundle import encode_bundle as encode_bundle
 from dtn.bpv7.bundle import make_bundle as make_bundle
+from dtn.bpv7.canonical import KNOWN_BLOCK_TYPES as KNOWN_BLOCK_TYPES
 from dtn.bpv7.canonical import CanonicalBlock as CanonicalBlock
 from dtn.bpv7.canonical import HopCount as HopCount
 from dtn.bpv7.canonical import (
@@ -31,6 +32,7 @@ from dtn.bpv7.canonical import decode_hop_count_untrusted as decode_hop_count_un
 from dtn.bpv7.canonical import (
     decode_previous_node_untrusted as decode_previous_node_untrusted,
 )
+from dtn.bpv7.canonical import encode_block as encode_block
 from dtn.bpv7.canonical import encode_bundle_age as encode_bundle_age
 from dtn.bpv7.canonical import encode_hop_count as encode_hop_count
 from dtn.bpv7.canonical import encode_previous_node as encode_previous_node
@@ -38,7 +40,9 @@ from dtn.bpv7.eid import DTN_NONE as DTN_NONE
 from dtn.bpv7.eid import DtnEid as DtnEid
 from dtn.bpv7.eid import Eid as Eid
 from dtn.bpv7.eid import IpnEid as IpnEid
+from dtn.bpv7.eid import encode_eid as encode_eid
 from dtn.bpv7.eid import parse_eid as parse_eid
+from dtn.bpv7.flags import AdminRecordType as AdminRecordType
 from dtn.bpv7.flags import BlockFlags as BlockFlags
 from dtn.bpv7.flags import BlockType as BlockType
 from dtn.bpv7.flags import BundleFlags as BundleFlags
@@ -48,6 +52,7 @@ from dtn.bpv7.fragment import fragment_bundle as fragment_bundle
 from dtn.bpv7.fragment import reassemble as reassemble
 from dtn.bpv7.primary import CreationTimestamp as CreationTimestamp
 from dtn.bpv7.primary import PrimaryBlock as PrimaryBlock
+from dtn.bpv7.primary import encode_primary as encode_primary
 from dtn.bpv7.processing import BlockVerdict as BlockVerdict
 from dtn.bpv7.processing import apply_unprocessable_blocks as apply_unprocessable_blocks
 from dtn.bpv7.processing import hop_limit_exceeded as hop_limit_exceeded

@@ -43,7 +43,7 @@ def fragment_bundle(b: Bundle, sizes: int | Sequence[int]) -> list[Bundle]:
             raise InvalidArgument(
                 f"fragment sizes must be >= 1 and sum to the payload length {n}, got {plan}"
             )
-        if len(plan) == 1:
+        if len(plan) <= 1:  # one piece, or an empty payload with no sizes
             return [b]
     if b.primary.flags & BundleFlags.MUST_NOT_FRAGMENT:
         raise InvalidArgument("the bundle has MUST_NOT_FRAGMENT set")
@@ -130,20 +130,25 @@ def reassemble(fragments: Iterable[Bundle]) -> Bundle:
 @dataclass
 class _Pending:
     fragments: dict[tuple[int, int], Bundle] = field(default_factory=dict)
-    covered_bytes: int = 0
+    held_bytes: int = 0
 
 
 class Reassembler:
     """Collects fragments by original bundle ID and returns each bundle once complete.
 
-    ``max_pending`` bounds the number of partial bundles held; beyond it the
-    oldest partial bundle is dropped (its key is returned by :meth:`add` via
-    :attr:`dropped`). Duplicated fragments are ignored.
+    ``max_pending`` bounds the number of partial bundles held and
+    ``max_pending_bytes`` the payload bytes they hold; beyond either, the
+    oldest partial bundle is dropped and its original key appended to
+    :attr:`dropped`. Duplicated fragments are ignored.
     """
 
-    def __init__(self, *, max_pending: int = 1024) -> None:
+    def __init__(
+        self, *, max_pending: int = 1024, max_pending_bytes: int = 64 << 20
+    ) -> None:
         self._pending: dict[str, _Pending] = {}
         self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        self.pending_bytes = 0
         self.dropped: list[str] = []
 
     def add(self, fragment: Bundle) -> Bundle | None:
@@ -154,27 +159,41 @@ class Reassembler:
         pend = self._pending.get(key)
         if pend is None:
             if len(self._pending) >= self.max_pending:
-                oldest = next(iter(self._pending))
-                del self._pending[oldest]
-                self.dropped.append(oldest)
+                self._drop_oldest()
             pend = self._pending[key] = _Pending()
         off = fragment.primary.fragment_offset or 0
         slot = (off, len(fragment.payload))
         if slot in pend.fragments:
             return None
         pend.fragments[slot] = fragment
+        pend.held_bytes += len(fragment.payload)
+        self.pending_bytes += len(fragment.payload)
+        # Bound the payload bytes held for incomplete bundles (a peer could
+        # send endless fragments of a bundle it never completes).
+        while self.pending_bytes > self.max_pending_bytes and len(self._pending) > 1:
+            self._drop_oldest(keep=key)
         if not _covers(pend.fragments, fragment.primary.total_adu_length or 0):
             return None
         try:
             whole = reassemble(pend.fragments.values())
         except InvalidArgument:
             return None
+        self.pending_bytes -= pend.held_bytes
         del self._pending[key]
         return whole
 
+    def _drop_oldest(self, keep: str | None = None) -> None:
+        for k in self._pending:
+            if k != keep:
+                self.pending_bytes -= self._pending.pop(k).held_bytes
+                self.dropped.append(k)
+                return
+
     def discard(self, original_key: str) -> None:
         """Forget the partial bundle ``original_key`` (e.g. its lifetime expired)."""
-        self._pending.pop(original_key, None)
+        pend = self._pending.pop(original_key, None)
+        if pend is not None:
+            self.pending_bytes -= pend.held_bytes
 
     @property
     def pending_keys(self) -> list[str]:

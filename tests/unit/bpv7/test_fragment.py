@@ -118,3 +118,32 @@ def test_reassembler_bounds_pending() -> None:
         r.add(f)
     assert len(r) == 2
     assert r.dropped == ["ipn:1.1|1|0"]
+
+
+def test_reassembler_bounds_pending_bytes() -> None:
+    r = Reassembler(max_pending_bytes=100)
+    firsts = [
+        fragment_bundle(
+            make_bundle(
+                source=f"ipn:{s}.1",
+                destination="ipn:9.1",
+                payload=bytes(120),
+                creation_ms=1,
+            ),
+            60,
+        )[0]
+        for s in (1, 2, 3)
+    ]
+    for f in firsts:
+        assert r.add(f) is None
+    assert r.pending_keys == ["ipn:3.1|1|0"]
+    assert r.dropped == ["ipn:1.1|1|0", "ipn:2.1|1|0"]
+    assert r.pending_bytes == 60
+    r.discard("ipn:3.1|1|0")
+    assert r.pending_bytes == 0
+
+
+def test_empty_payload_is_not_fragmented() -> None:
+    b = make_bundle(source="ipn:1.1", destination="ipn:2.1", payload=b"", creation_ms=1)
+    assert fragment_bundle(b, []) == [b]
+    assert fragment_bundle(b, 10) == [b]
