@@ -25,7 +25,7 @@ from functools import lru_cache
 from typing import Final
 
 from dtn.bpv7 import cbor
-from dtn.bpv7.crc import block_crc
+from dtn.bpv7.crc import crc16_raw, crc32c_raw
 from dtn.bpv7.eid import Eid, encode_eid, read_eid
 from dtn.bpv7.flags import BlockFlags, BlockType, CrcType
 from dtn.bpv7.primary import CRC_TYPES, check_crc, check_uint
@@ -87,22 +87,44 @@ def encode_block_parts(block: CanonicalBlock) -> list[bytes | memoryview]:
     """
     crc_type = block.crc_type
     data = block.data
-    n = len(data)
     uint = cbor.uint
+    if not crc_type:
+        header = b"".join(
+            (
+                b"\x85",
+                uint(block.type_code),
+                uint(block.number),
+                uint(block.flags),
+                b"\x00",
+                cbor.head(2, len(data)),
+            )
+        )
+        return [header, data]
+    if crc_type == 2:
+        header = b"".join(
+            (
+                b"\x86",
+                uint(block.type_code),
+                uint(block.number),
+                uint(block.flags),
+                b"\x02",
+                cbor.head(2, len(data)),
+            )
+        )
+        crc = crc32c_raw(b"\x44\0\0\0\0", crc32c_raw(data, crc32c_raw(header)))
+        return [header, data, b"\x44" + crc.to_bytes(4, "big")]
     header = b"".join(
         (
-            b"\x86" if crc_type else b"\x85",
+            b"\x86",
             uint(block.type_code),
             uint(block.number),
             uint(block.flags),
-            uint(crc_type),
-            cbor.head(2, n),
+            b"\x01",
+            cbor.head(2, len(data)),
         )
     )
-    if not crc_type:
-        return [header, data]
-    tail = b"\x42" if crc_type == CrcType.CRC16 else b"\x44"
-    return [header, data, tail + block_crc(crc_type, (header, data, tail))]
+    crc16 = crc16_raw(b"\x42\0\0", crc16_raw(data, crc16_raw(header)))
+    return [header, data, b"\x42" + crc16.to_bytes(2, "big")]
 
 
 def encode_block(block: CanonicalBlock) -> bytes:

@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Final
 
 from dtn.bpv7 import cbor
-from dtn.bpv7.crc import block_crc, crc16_raw, crc32c_raw
+from dtn.bpv7.crc import crc16_raw, crc32c_raw
 from dtn.bpv7.eid import DTN_NONE, Eid, encode_eid, read_eid
 from dtn.bpv7.flags import BundleFlags, CrcType
 from dtn.errors import DecodeError, InvalidArgument
@@ -126,29 +126,41 @@ _set_PrimaryBlock_version: Final = PrimaryBlock.__dict__["version"].__set__
 def encode_primary(p: PrimaryBlock) -> bytes:
     """Canonical CBOR encoding of the primary block, CRC computed."""
     crc_type = p.crc_type
-    frag = p.fragment_offset is not None
-    count = 8 + (2 if frag else 0) + (1 if crc_type else 0)
     uint = cbor.uint
     c = p.creation
-    parts = [
-        cbor.head(4, count),
-        b"\x07",
-        uint(p.flags),
-        uint(crc_type),
-        encode_eid(p.destination),
-        encode_eid(p.source),
-        encode_eid(p.report_to),
-        b"\x82" + uint(c.time_ms) + uint(c.sequence),
-        uint(p.lifetime_ms),
-    ]
-    if frag:
-        parts.append(uint(p.fragment_offset))  # type: ignore[arg-type]
-        parts.append(uint(p.total_adu_length))  # type: ignore[arg-type]
-    if crc_type:
-        parts.append(b"\x42" if crc_type == CrcType.CRC16 else b"\x44")
-        body = b"".join(parts)
-        return body + block_crc(crc_type, (body,))
-    return b"".join(parts)
+    body = b"".join(
+        (
+            _PRIMARY_HEAD[(p.fragment_offset is not None, crc_type != 0)],
+            uint(p.flags),
+            _CRC_TYPE_BYTE[crc_type],
+            encode_eid(p.destination),
+            encode_eid(p.source),
+            encode_eid(p.report_to),
+            b"\x82",
+            uint(c.time_ms),
+            uint(c.sequence),
+            uint(p.lifetime_ms),
+        )
+    )
+    if p.fragment_offset is not None:
+        body += uint(p.fragment_offset) + uint(p.total_adu_length)  # type: ignore[arg-type]
+    if crc_type == 2:
+        body += b"\x44"
+        return body + crc32c_raw(b"\0\0\0\0", crc32c_raw(body)).to_bytes(4, "big")
+    if crc_type == 1:
+        body += b"\x42"
+        return body + crc16_raw(b"\0\0", crc16_raw(body)).to_bytes(2, "big")
+    return body
+
+
+# Array head + version, by (is fragment, has CRC): 8 to 11 elements.
+_PRIMARY_HEAD: Final = {
+    (False, False): b"\x88\x07",
+    (False, True): b"\x89\x07",
+    (True, False): b"\x8a\x07",
+    (True, True): b"\x8b\x07",
+}
+_CRC_TYPE_BYTE: Final = (b"\x00", b"\x01", b"\x02")
 
 
 _W: Final = "primary block, field "
