@@ -462,7 +462,6 @@ class Simulator:
         self._token = 0
         self._acks: dict[tuple[int, int], _Tx] = {}
         self._partitions: list[Partition] = []
-        self._payloads: dict[int, bytes] = {}
         self.ledger: dict[str, BundleRecord] = {}
         """Every bundle sent, by bundle key."""
         self._latencies: list[int] = []
@@ -575,9 +574,7 @@ class Simulator:
             self._counts["refused"] += 1
             self.trace.record(self._now_us, "refuse", src, dst, size_bytes, "node-down")
             return None
-        payload = self._payloads.get(size_bytes)
-        if payload is None:
-            payload = self._payloads[size_bytes] = bytes(size_bytes)
+        payload = bytes(size_bytes)  # not cached: memory must not grow with distinct sizes
         try:
             key, actions = nd.agent.send(
                 source=f"ipn:{src}.1",

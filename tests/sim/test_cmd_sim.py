@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tools.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 PLAN = """\
 a contact +0 +100 1 2 100000
@@ -95,3 +101,108 @@ def test_missing_required_flag_is_an_error_line(
     assert len(err) == 1
     assert err[0].startswith("error: ")
     assert "--seed" in err[0]
+
+
+def test_json_prints_one_object_with_the_issue_keys(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan, traffic = files
+    assert main([*sim_args(plan, traffic), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    obj = json.loads(out)
+    for key in (
+        "delivered",
+        "expired",
+        "pending",
+        "sent",
+        "latency_p50_s",
+        "latency_p99_s",
+        "trace_sha256",
+    ):
+        assert key in obj
+    # 5 bundles 1 -> 4 over three store-and-forward hops; the one 4 -> 1 has no contact.
+    assert (obj["sent"], obj["delivered"], obj["pending"], obj["expired"]) == (
+        6,
+        5,
+        1,
+        0,
+    )
+    assert obj["latency_p50_s"] >= 400  # the last hop opens at 400 s
+    assert len(obj["trace_sha256"]) == 64
+
+
+def test_lifetime_and_loss_change_the_outcome(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan, traffic = files
+    assert main([*sim_args(plan, traffic), "--json", "--lifetime", "300"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert (obj["delivered"], obj["expired"]) == (0, 6)
+    assert main([*sim_args(plan, traffic), "--json", "--loss", "0.5"]) == 0
+    lossy = json.loads(capsys.readouterr().out)
+    assert lossy["lost_in_flight"] > 0
+    assert lossy["delivered"] == 5  # hop-by-hop retransmission inside the contacts
+
+
+def test_readable_summary_and_trace_file(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    plan, traffic = files
+    trace = tmp_path / "trace.txt"
+    assert main([*sim_args(plan, traffic), "--trace", str(trace)]) == 0
+    out = capsys.readouterr().out
+    assert "delivered 5" in out
+    assert "sha256" in out
+    kinds = {line.split()[1] for line in trace.read_text().splitlines()}
+    assert {"send", "transmit", "receive", "deliver"} <= kinds
+
+
+def test_same_seed_same_json_across_processes_and_hash_seeds(
+    files: tuple[Path, Path],
+) -> None:
+    # Determinism must not depend on PYTHONHASHSEED (set/dict order of strings).
+    plan, traffic = files
+    outs = []
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tools.cli",
+                *sim_args(plan, traffic),
+                "--json",
+                "--loss",
+                "0.3",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=120,
+            check=True,
+        )
+        outs.append(json.loads(proc.stdout))
+    assert outs[0] == outs[1]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.cli",
+            *sim_args(plan, traffic)[:4],
+            "4",
+            *sim_args(plan, traffic)[5:],
+            "--json",
+            "--loss",
+            "0.3",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=True,
+    )
+    assert (
+        json.loads(proc.stdout)["trace_sha256"] != outs[0]["trace_sha256"]
+    )  # another seed, another run

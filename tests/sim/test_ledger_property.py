@@ -1,0 +1,236 @@
+"""Property: over random small plans, traffic and faults, the ledger balances.
+
+For every run: each bundle sent is delivered exactly once, or expired, or
+still pending in some node's store; nothing is delivered after its lifetime
+or to the wrong node; and the same seed gives the same ``trace_sha256``.
+
+The fast tests (memory stores, loss/duplication/reordering, partitions;
+crashes of nodes whose "disk" is a MemoryStore kept across the crash) run in
+the default suite; the crash/restart variant on real SQLite files is marked
+slow. Each example simulates a few hundred seconds of a 2-5 node network.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dtn.agent.store import MemoryStore
+from dtn.routing.contact import Contact, Range
+from dtn.routing.plan import ContactPlan
+from dtn.sim import (
+    Crash,
+    NodeSpec,
+    Partition,
+    SimConfig,
+    SimSummary,
+    Simulator,
+    TrafficItem,
+)
+from tests.conftest import IS_CI
+
+EXAMPLES = 400 if IS_CI else 100
+CRASH_EXAMPLES = 20 if IS_CI else 8
+
+
+@st.composite
+def plans(draw: st.DrawFn) -> ContactPlan:
+    n = draw(st.integers(2, 5))
+    nodes = list(range(1, n + 1))
+    contacts = []
+    for _ in range(draw(st.integers(1, 12))):
+        frm, to = draw(st.permutations(nodes).map(lambda p: (p[0], p[1])))
+        start = draw(st.integers(0, 250))
+        dur = draw(st.integers(1, 60))
+        rate = draw(st.sampled_from([500.0, 2_000.0, 20_000.0]))
+        contacts.append(Contact(frm, to, float(start), float(start + dur), rate))
+    ranges = []
+    for a in nodes:
+        for b in nodes:
+            if a < b:
+                ranges.append(
+                    Range(a, b, 0.0, 1_000.0, draw(st.sampled_from([0.0, 0.05, 1.5])))
+                )
+    return ContactPlan(
+        dict.fromkeys(contacts), ranges
+    )  # the plan refuses exact duplicates
+
+
+@st.composite
+def traffic_for(draw: st.DrawFn, plan: ContactPlan) -> list[TrafficItem]:
+    nodes = sorted(plan.nodes)
+    items = []
+    for _ in range(draw(st.integers(1, 6))):
+        src, dst = draw(st.permutations(nodes).map(lambda p: (p[0], p[1])))
+        items.append(
+            TrafficItem(
+                at_s=float(draw(st.integers(0, 200))),
+                src=src,
+                dst=dst,
+                size_bytes=draw(st.sampled_from([1, 300, 1_500, 6_000])),
+                count=draw(st.integers(1, 3)),
+            )
+        )
+    return items
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> dict[str, object]:
+    plan = draw(plans())
+    nodes = sorted(plan.nodes)
+    partitions = []
+    if draw(st.booleans()):
+        start = draw(st.integers(0, 200))
+        cut = frozenset(
+            draw(st.sets(st.sampled_from(nodes), min_size=1, max_size=len(nodes) - 1))
+        )
+        partitions.append(
+            Partition(
+                start_s=float(start),
+                end_s=float(start + draw(st.integers(1, 100))),
+                groups=(cut,),
+            )
+        )
+    return {
+        "plan": plan,
+        "traffic": draw(traffic_for(plan)),
+        "partitions": partitions,
+        "seed": draw(st.integers(0, 2**16)),
+        "loss": draw(st.sampled_from([0.0, 0.1, 0.3])),
+        "duplicate": draw(st.sampled_from([0.0, 0.2])),
+        "reorder": draw(st.sampled_from([0.0, 0.3])),
+        "lifetime_s": float(draw(st.sampled_from([30, 120, 400]))),
+    }
+
+
+def run_once(sc: dict[str, object], **extra: object) -> tuple[Simulator, SimSummary]:
+    cfg = SimConfig(
+        seed=sc["seed"],  # type: ignore[arg-type]
+        duration_s=400.0,
+        loss=sc["loss"],  # type: ignore[arg-type]
+        duplicate=sc["duplicate"],  # type: ignore[arg-type]
+        reorder=sc["reorder"],  # type: ignore[arg-type]
+        lifetime_s=sc["lifetime_s"],  # type: ignore[arg-type]
+        store_dir=extra.pop("store_dir", None),  # type: ignore[arg-type]
+    )
+    sim = Simulator(
+        sc["plan"],  # type: ignore[arg-type]
+        cfg,
+        traffic=sc["traffic"],  # type: ignore[arg-type]
+        partitions=sc["partitions"],  # type: ignore[arg-type]
+        **extra,  # type: ignore[arg-type]
+    )
+    s = sim.run()
+    return sim, s
+
+
+def check_ledger(sim: Simulator, s: SimSummary) -> None:
+    stored = sim.stored_keys()
+    for rec in sim.ledger.values():
+        assert rec.deliveries <= 1, f"{rec.key} delivered {rec.deliveries} times"
+        if rec.deliveries:
+            assert rec.first_delivery_us is not None
+            assert rec.first_delivery_us <= rec.expires_us, (
+                f"{rec.key} delivered after its lifetime"
+            )
+        elif not rec.expired:
+            assert rec.key in stored, (
+                f"{rec.key} was lost: not delivered, not expired, in no store"
+            )
+    assert s.sent == s.delivered + s.expired + s.pending
+    assert s.lost == 0
+    assert s.duplicates_delivered == 0
+    assert s.misdelivered == 0
+    assert s.delivered_after_lifetime == 0
+
+
+@settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(sc=scenarios())
+def test_ledger_balances_and_runs_replay(sc: dict[str, object]) -> None:
+    sim, s = run_once(sc)
+    check_ledger(sim, s)
+    _, again = run_once(sc)
+    assert again.trace_sha256 == s.trace_sha256
+    assert again == s
+
+
+def crash_case(
+    sc: dict[str, object], data: st.DataObject
+) -> tuple[list[Crash], dict[int, NodeSpec]]:
+    plan: ContactPlan = sc["plan"]  # type: ignore[assignment]
+    nodes = sorted(plan.nodes)
+    crashes = []
+    for node in data.draw(st.sets(st.sampled_from(nodes), min_size=1, max_size=2)):
+        at = data.draw(st.integers(0, 300))
+        crashes.append(
+            Crash(
+                node=node,
+                at_s=float(at),
+                restart_at_s=float(at + data.draw(st.integers(0, 60))),
+            )
+        )
+    return crashes, {n: NodeSpec(durable=True) for n in nodes}
+
+
+def kept_memory_stores() -> Any:
+    """A store factory whose "disk" is a MemoryStore kept across crashes (fast)."""
+    disks: dict[Path, MemoryStore] = {}
+
+    def factory(node: int, spec: NodeSpec, path: Path | None) -> MemoryStore:
+        if path is None:
+            return MemoryStore()
+        return disks.setdefault(path, MemoryStore())
+
+    return factory
+
+
+@settings(
+    max_examples=EXAMPLES // 2,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(sc=scenarios(), data=st.data())
+def test_ledger_balances_across_crashes_of_durable_nodes(
+    sc: dict[str, object], data: st.DataObject
+) -> None:
+    crashes, specs = crash_case(sc, data)
+    digests = []
+    for _ in range(2):
+        sim, s = run_once(
+            sc,
+            store_dir=Path("/nonexistent"),
+            crashes=crashes,
+            node_specs=specs,
+            store_factory=kept_memory_stores(),
+        )
+        check_ledger(sim, s)
+        digests.append(s.trace_sha256)
+    assert digests[0] == digests[1]
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=CRASH_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(sc=scenarios(), data=st.data())
+def test_ledger_balances_across_crashes_of_sqlite_backed_nodes(
+    sc: dict[str, object], data: st.DataObject
+) -> None:
+    crashes, specs = crash_case(sc, data)
+    digests = []
+    for _ in range(2):
+        with tempfile.TemporaryDirectory() as d:
+            sim, s = run_once(sc, store_dir=Path(d), crashes=crashes, node_specs=specs)
+            check_ledger(sim, s)
+            sim.close()
+            digests.append(s.trace_sha256)
+    assert digests[0] == digests[1]
