@@ -272,8 +272,11 @@ def check_crc(
     value zeroed (RFC 9171 4.2.1); the computation runs over a memoryview, so
     no block content (e.g. a large payload) is copied. Returns the new position.
     """
-    cs, ce = cbor.read_string_span(buf, pos, end, cbor.MAJOR_BYTES, where)
     want = 2 if crc_type == 1 else 4
+    if pos + 1 + want <= end and buf[pos] == 0x40 + want:  # canonical head: fast path
+        cs, ce = pos + 1, pos + 1 + want
+    else:
+        cs, ce = cbor.read_string_span(buf, pos, end, cbor.MAJOR_BYTES, where)
     if ce - cs != want:
         raise DecodeError(
             f"CRC field must be {want} bytes for CRC type {crc_type}, got {ce - cs}",
