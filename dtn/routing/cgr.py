@@ -33,6 +33,7 @@ from dtn.routing.plan import ContactPlan
 __all__ = ["Route", "Router", "replay"]
 
 _INF = float("inf")
+_MAXH = 1 << 30  # more hops than any route has
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,10 +262,15 @@ class Router:
         hops0: int = 0,
         term0: float = _INF,
     ) -> list[int] | None:
-        """Best contact sequence from src (ready at t0) to dst, or None.
+        """Best contact sequence from src (ready at t0) to dst in SABR order, or None.
 
-        Labels are (arrival, hops, -termination), compared lexicographically
-        (SABR's tie-breaks applied at each node); the arrival is exact.
+        A label is (arrival, hops, -termination). Each node keeps the labels
+        no other label beats on both arrival and hops (a Pareto front, at most
+        one per hop count): a later arrival with fewer hops can still win a
+        tie further on, once both wait for the same contact. Labels leave the
+        heap in (arrival, hops, -termination) order, so the first label of
+        dst to leave it is the earliest arrival and, among those, the fewest
+        hops. Termination (latest first) breaks the remaining ties per label.
         """
         self.stats["searches"] += 1
         out = self._out
@@ -272,52 +278,56 @@ class Router:
         inv_rate = self._inv_rate
         owlt = self._owlt
         residual = self._residual
-        done: set[int] = set(avoid_nodes)
-        done.discard(src)
+        frm = self._frm
+        blocked: set[int] = set(avoid_nodes)
+        blocked.discard(src)
         first_excl = set(first_hop_excluded)
-        barr: dict[int, float] = {src: t0}
-        bhops: dict[int, int] = {src: hops0}
-        bterm: dict[int, float] = {src: -term0}
-        pred: dict[int, int] = {}
-        # Entries (key, kind, hops, -termination, node, index). kind 1: a node
-        # label (key = arrival). kind 0: a cursor over the node's outgoing
-        # contacts sorted by start; it wakes up when contact `index` starts,
-        # so contacts that start after the destination is reached are never
-        # looked at. Cursors sort before labels of equal time: a contact that
-        # starts at t can still deliver at t with fewer hops.
-        heap: list[tuple[float, int, int, float, int, int]] = [
-            (t0, 1, hops0, -term0, src, 0)
+        # front[v]: [(hops, arrival, -termination)] sorted by hops; arrivals strictly fall
+        front: dict[int, list[tuple[int, float, float]]] = {src: [(hops0, t0, -term0)]}
+        # fewest hops among v's labels already expanded (they left the heap earlier)
+        settled_hops: dict[int, int] = {}
+        pred: dict[tuple[int, int], int] = {}  # (node, hops) -> contact that reached it
+        best_dst = _INF
+        # Entries (key, kind, hops, -termination, node, index, ready time).
+        # kind 1: a label (key = arrival). kind 0: a cursor over the node's
+        # outgoing contacts sorted by start, waking when contact `index`
+        # opens, so contacts that open after the destination is reached are
+        # never looked at. Cursors sort before labels of the same time: a
+        # contact opening at t can still deliver at t with fewer hops.
+        heap: list[tuple[float, int, int, float, int, int, float]] = [
+            (t0, 1, hops0, -term0, src, 0, t0)
         ]
         pop = heapq.heappop
         push = heapq.heappush
         sized = size > 0
-        inf = _INF
         while heap:
-            key, kind, h, nterm, u, j = pop(heap)
+            key, kind, h, nterm, u, j, t = pop(heap)
             if kind:
-                if u in done:
-                    continue
+                if h >= settled_hops.get(u, _MAXH):
+                    continue  # an earlier label of u has as few hops
+                if (h, key, nterm) not in front[u]:
+                    continue  # replaced by a better label with h hops
                 if u == dst:
                     path: list[int] = []
-                    while u != src:
-                        ci = pred[u]
+                    node, hops = u, h
+                    while hops > hops0:
+                        ci = pred[(node, hops)]
                         path.append(ci)
-                        u = self._frm[ci]
+                        node, hops = frm[ci], hops - 1
                     path.reverse()
                     return path
-                done.add(u)
+                settled_hops[u] = h
                 rec = out.get(u)
                 if rec is None:
                     continue
-                t = key
                 j = bisect_left(rec[1], t)  # skip contacts that all end before t
             else:
+                if h > settled_hops[u]:
+                    continue  # a label of u with fewer hops was expanded since: it covers this cursor
                 rec = out[u]
-                t = barr[u]
             starts, _, ids, tos, n = rec
             h1 = h + 1
             at_src = u == src
-            # contacts already open at t (label) or opening now (cursor)
             while j < n:
                 st = starts[j]
                 if st > key:
@@ -326,13 +336,15 @@ class Router:
                 v = tos[j]
                 j += 1
                 if (
-                    v in done
+                    v in blocked
                     or residual[ci] < size
                     or (avoid_contacts and ci in avoid_contacts)
                 ):
                     continue
-                if at_src and v in first_excl:
+                if at_src and (v == src or v in first_excl):
                     continue
+                if h1 >= settled_hops.get(v, _MAXH):
+                    continue  # v already expanded with an earlier arrival and as few hops
                 e = t if t > st else st
                 if sized:
                     e += size * inv_rate[ci]
@@ -340,20 +352,36 @@ class Router:
                 if e > ce:
                     continue
                 a = e + owlt[ci]
-                if a > deadline:
+                if a > deadline or a > best_dst:
                     continue
-                bv = barr.get(v, inf)
                 term = -ce if -ce > nterm else nterm  # -(min(termination, end))
-                if a < bv or (a == bv and (h1, term) < (bhops[v], bterm[v])):
-                    barr[v] = a
-                    bhops[v] = h1
-                    bterm[v] = term
-                    pred[v] = ci
-                    push(heap, (a, 1, h1, term, v, 0))
+                fv = front.get(v)
+                if fv is None:
+                    front[v] = [(h1, a, term)]
+                else:
+                    # dominated? the entry with the most hops <= h1 has the earliest such arrival
+                    k = len(fv)
+                    while k and fv[k - 1][0] > h1:
+                        k -= 1
+                    if k:
+                        hh, aa, tt = fv[k - 1]
+                        if aa < a or (aa == a and (hh < h1 or tt <= term)):
+                            continue
+                    # replace the label with h1 hops, if any, and those with more hops that arrive no earlier
+                    lo = k - 1 if k and fv[k - 1][0] == h1 else k
+                    hi = k
+                    nf = len(fv)
+                    while hi < nf and fv[hi][1] >= a:
+                        hi += 1
+                    fv[lo:hi] = [(h1, a, term)]
+                pred[(v, h1)] = ci
+                if v == dst and a < best_dst:
+                    best_dst = a
+                push(heap, (a, 1, h1, term, v, 0, a))
             if j < n:
                 st = starts[j]
-                if st <= deadline and st <= barr.get(dst, inf):
-                    push(heap, (st, 0, h, nterm, u, j))
+                if st <= deadline and st <= best_dst:
+                    push(heap, (st, 0, h, nterm, u, j, t))
         return None
 
     def _route(self, ids: Sequence[int], t0: float, size: float) -> Route | None:

@@ -101,3 +101,20 @@ def test_bad_arguments() -> None:
         router.consume(Contact(7, 8, 0, 1, 1), 1)
     assert router.best_route(1, 1, 0, 0) is None
     assert router.best_route(1, 42, 0, 0) is None
+
+
+def test_fewest_hops_wins_a_tie_even_if_an_intermediate_node_is_reached_later() -> None:
+    # Node 3 is reached at 0 via 1->2->3 (2 hops) or at 2 via 1->3 (1 hop); both then
+    # wait for 3->4 opening at 5. SABR: same arrival, so the 2-hop route wins.
+    plan = ContactPlan(
+        [
+            Contact(1, 2, 0, 10, 1e6),
+            Contact(2, 3, 0, 10, 1e6),
+            Contact(1, 3, 2, 10, 1e6),
+            Contact(3, 4, 5, 10, 1e6),
+        ]
+    )
+    route = Router(plan).best_route(1, 4, 0, 0)
+    assert route is not None
+    assert route.arrival_s == 5
+    assert route.hops == (1, 3, 4)
