@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from dtn.agent.actions import Ack, Action, Deliver, Event, Schedule, Transmit
+from dtn.agent.agent import Agent
 from dtn.routing.contact import Contact
 
 T = TypeVar("T")
@@ -40,3 +41,68 @@ __all__ = [
     "link",
     "of",
 ]
+
+
+class Net:
+    """Agents joined by hand: carries Transmits instantly, acks hop by hop.
+
+    ``pump(node, actions)`` carries out ``actions`` of agent ``node``:
+    a Transmit goes to the neighbour's ``on_receive`` (cl_token = tx_id); the
+    neighbour's Ack completes it with ``on_transmit_done(ok=True)``; a Deliver
+    is recorded and confirmed with ``on_delivered``. ``drop`` makes the next
+    transmissions vanish (the sender gets ``ok=False``).
+    """
+
+    def __init__(self, agents: dict[int, Agent]) -> None:
+        self.agents = agents
+        self.delivered: list[tuple[int, Deliver]] = []
+        self.transmitted: list[tuple[int, Transmit]] = []
+        self.now = 0
+        self.drop = 0
+
+    def pump(self, node: int, actions: Sequence[Action]) -> None:
+        work: list[tuple[int, Action]] = [(node, a) for a in actions]
+        while work:
+            n, act = work.pop(0)
+            agent = self.agents[n]
+            if isinstance(act, Transmit):
+                self.transmitted.append((n, act))
+                if self.drop > 0:
+                    self.drop -= 1
+                    work.extend(
+                        (n, a)
+                        for a in agent.on_transmit_done(act.tx_id, False, self.now)
+                    )
+                    continue
+                rx = self.agents[act.neighbor]
+                out = rx.on_receive(
+                    cla="test",
+                    neighbor=n,
+                    data=act.data,
+                    now=self.now,
+                    cl_token=act.tx_id,
+                )
+                acked = any(isinstance(a, Ack) and a.cl_token == act.tx_id for a in out)
+                work.extend((act.neighbor, a) for a in out if not isinstance(a, Ack))
+                work.extend(
+                    (n, a) for a in agent.on_transmit_done(act.tx_id, acked, self.now)
+                )
+            elif isinstance(act, Deliver):
+                self.delivered.append((n, act))
+                work.extend(
+                    (n, a) for a in agent.on_delivered(act.bundle_key, self.now)
+                )
+
+    def at(self, now: int) -> Net:
+        self.now = now
+        return self
+
+    def start(self, c: Contact) -> None:
+        self.pump(c.frm, self.agents[c.frm].on_contact_start(c, self.now))
+
+    def end(self, c: Contact) -> None:
+        self.pump(c.frm, self.agents[c.frm].on_contact_end(c, self.now))
+
+    def tick(self) -> None:
+        for n, agent in self.agents.items():
+            self.pump(n, agent.on_tick(self.now))

@@ -1,0 +1,295 @@
+"""Agent forwarding: contact plan routing, holding, contacts, volume, MTU, retries."""
+
+from __future__ import annotations
+
+from dtn.agent.actions import Schedule, Transmit
+from dtn.agent.agent import Agent, AgentConfig
+from dtn.agent.store import MemoryStore
+from dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle, make_bundle
+from dtn.bpv7.flags import BundleFlags
+from dtn.routing.contact import Contact
+from dtn.routing.plan import ContactPlan
+from tests.unit.agent.helpers import Net, events, link, of
+
+S = 1000  # ms per second; plan epoch 0, so plan time t s == DTN time t*S ms
+
+
+def agents(
+    n: int, plan: ContactPlan | None = None, config: AgentConfig | None = None
+) -> dict[int, Agent]:
+    out = {}
+    for i in range(1, n + 1):
+        a = Agent(node=i, store=MemoryStore(), plan=plan, config=config)
+        a.register(f"ipn:{i}.1")
+        out[i] = a
+    return out
+
+
+def test_three_hops_that_never_coexist_deliver_once_by_contact_plan() -> None:
+    # 1 -> 2 -> 3 -> 4, each contact after the previous one closed.
+    c12 = Contact(1, 2, 10, 20, 1000)
+    c23 = Contact(2, 3, 30, 40, 1000)
+    c34 = Contact(3, 4, 50, 60, 1000)
+    decoy = Contact(2, 5, 30, 40, 1000)  # a contact that leads nowhere useful
+    plan = ContactPlan([c12, c23, c34, decoy])
+    ag = agents(5, plan)
+    net = Net(ag)
+    key, acts = ag[1].send(
+        source="ipn:1.1",
+        destination="ipn:4.1",
+        payload=b"p" * 100,
+        lifetime_ms=3_600_000,
+        now=1 * S,
+    )
+    net.pump(1, acts)
+    assert of(acts, Transmit) == []
+    for c, t in ((c12, 10), (c23, 30), (c34, 50)):
+        net.at(t * S).start(c)
+        if c is c23:
+            net.at(t * S).start(decoy)
+        net.at((t + 10) * S).end(c)
+    assert [(n, d.bundle_key, d.payload) for n, d in net.delivered] == [
+        (4, key, b"p" * 100)
+    ]
+    # each hop held it until the next had it, then let it go
+    assert [len(a.store) for a in ag.values()] == [0, 0, 0, 0, 0]
+    hops = [(n, t.neighbor) for n, t in net.transmitted]
+    assert hops == [(1, 2), (2, 3), (3, 4)]
+    assert ag[2].counters["forwarded"] == 1
+    assert ag[5].counters["received"] == 0
+
+
+def test_without_plan_waits_for_a_contact_with_the_destination() -> None:
+    ag = agents(3)
+    net = Net(ag)
+    k, acts = ag[1].send(
+        source="ipn:1.1", destination="ipn:3.1", payload=b"x", lifetime_ms=60_000, now=S
+    )
+    net.pump(1, acts)
+    net.at(2 * S).start(link(1, 2))  # not the destination: nothing goes
+    assert net.transmitted == []
+    c13 = link(1, 3)
+    net.at(3 * S).start(c13)
+    assert [d.bundle_key for _, d in net.delivered] == [k]
+
+
+def test_bundles_sent_while_contact_open_go_at_once() -> None:
+    ag = agents(2)
+    net = Net(ag)
+    net.at(S).start(link(1, 2))
+    k, acts = ag[1].send(
+        source="ipn:1.1", destination="ipn:2.1", payload=b"x", lifetime_ms=60_000, now=S
+    )
+    net.pump(1, acts)
+    assert [d.bundle_key for _, d in net.delivered] == [k]
+
+
+def test_contact_end_keeps_unsent_bundles_for_the_next_contact() -> None:
+    ag = agents(2, config=AgentConfig(window=1))
+    a = ag[1]
+    keys = [
+        a.send(
+            source="ipn:1.1",
+            destination="ipn:2.1",
+            payload=b"x",
+            lifetime_ms=60_000,
+            now=S,
+        )[0]
+        for _ in range(3)
+    ]
+    c1 = link(1, 2)
+    acts = a.on_contact_start(c1, 2 * S)
+    (tx,) = of(acts, Transmit)  # window of 1
+    a.on_contact_end(c1, 3 * S)
+    a.on_transmit_done(tx.tx_id, False, 3 * S)
+    assert all(a.holds(k) for k in keys)
+    net = Net(ag)
+    net.at(4 * S).start(link(1, 2))
+    assert sorted(d.bundle_key for _, d in net.delivered) == sorted(keys)
+    assert len(a.store) == 0
+
+
+def test_failed_transmission_is_retried_after_backoff() -> None:
+    ag = agents(2, config=AgentConfig(retry_delay_ms=500))
+    a = ag[1]
+    net = Net(ag)
+    net.drop = 1
+    k, acts = a.send(
+        source="ipn:1.1", destination="ipn:2.1", payload=b"x", lifetime_ms=60_000, now=S
+    )
+    net.pump(1, acts)
+    net.at(S).start(link(1, 2))
+    assert len(net.transmitted) == 1
+    assert net.delivered == []
+    assert a.holds(k)
+    deadline = a.next_deadline()
+    assert deadline is not None
+    assert S + 500 <= deadline <= S + 550
+    net.at(S + 100).tick()
+    assert len(net.transmitted) == 1  # still backing off
+    net.at(deadline).tick()
+    assert [d.bundle_key for _, d in net.delivered] == [k]
+    assert a.counters["transmit_failed"] == 1
+
+
+def test_contact_volume_bounds_what_is_sent() -> None:
+    # 1 s at 300 B/s: room for one ~150-byte bundle, not two.
+    ag = agents(2)
+    a = ag[1]
+    keys = [
+        a.send(
+            source="ipn:1.1",
+            destination="ipn:2.1",
+            payload=b"v" * 100,
+            lifetime_ms=600_000,
+            now=S,
+            flags=BundleFlags.MUST_NOT_FRAGMENT,
+        )[0]
+        for _ in range(2)
+    ]
+    c = Contact(1, 2, 10, 11, 300)
+    acts = a.on_contact_start(c, 10 * S)
+    assert len(of(acts, Transmit)) == 1
+    assert (
+        sum(a.holds(k) for k in keys) == 2
+    )  # the second waits, the first awaits its ack
+
+
+def test_fragments_to_fit_the_remaining_volume_and_reassembles() -> None:
+    ag = agents(2)
+    a = ag[1]
+    net = Net(ag)
+    payload = bytes(range(256)) * 4  # 1024 bytes
+    k, acts = a.send(
+        source="ipn:1.1",
+        destination="ipn:2.1",
+        payload=payload,
+        lifetime_ms=600_000,
+        now=S,
+    )
+    net.pump(1, acts)
+    c = Contact(1, 2, 10, 11, 600)  # 600 bytes of volume
+    net.at(10 * S).start(c)
+    assert a.counters["fragmented"] == 1
+    sent = [decode_bundle_untrusted(t.data) for _, t in net.transmitted]
+    assert len(sent) == 1
+    assert sent[0].is_fragment
+    assert len(net.transmitted[0][1].data) <= 600
+    assert net.delivered == []  # only part of it arrived
+    net.at(11 * S).end(c)
+    net.at(20 * S).start(link(1, 2))
+    assert [(d.bundle_key, d.payload) for _, d in net.delivered] == [(k, payload)]
+    assert ag[2].counters["reassembled"] == 1
+    assert len(a.store) == 0
+    assert len(ag[2].store) == 0
+
+
+def test_fragments_to_the_link_mtu_and_reassembles() -> None:
+    ag = agents(2, config=AgentConfig(max_bundle_bytes=300))
+    net = Net(ag)
+    payload = bytes(i % 251 for i in range(2000))
+    k, acts = ag[1].send(
+        source="ipn:1.1",
+        destination="ipn:2.1",
+        payload=payload,
+        lifetime_ms=600_000,
+        now=S,
+    )
+    net.pump(1, acts)
+    net.at(2 * S).start(link(1, 2))
+    assert len(net.transmitted) >= 7
+    assert all(len(t.data) <= 300 for _, t in net.transmitted)
+    assert [(d.bundle_key, d.payload) for _, d in net.delivered] == [(k, payload)]
+
+
+def test_must_not_fragment_is_sent_whole_over_the_mtu() -> None:
+    ag = agents(2, config=AgentConfig(max_bundle_bytes=300))
+    net = Net(ag)
+    k, acts = ag[1].send(
+        source="ipn:1.1",
+        destination="ipn:2.1",
+        payload=b"z" * 1000,
+        lifetime_ms=600_000,
+        now=S,
+        flags=BundleFlags.MUST_NOT_FRAGMENT,
+    )
+    net.pump(1, acts)
+    net.at(2 * S).start(link(1, 2))
+    assert len(net.transmitted) == 1
+    assert not decode_bundle_untrusted(net.transmitted[0][1].data).is_fragment
+    assert [d.bundle_key for _, d in net.delivered] == [k]
+
+
+def test_previous_hop_is_excluded_from_routing() -> None:
+    # Node 2 got the bundle from 1. The plan's only way on from 2 is back
+    # to 1 (then 1 -> 3): 2 must not bounce it back, it holds it instead.
+    c21 = Contact(2, 1, 20, 30, 1000)
+    plan = ContactPlan([c21, Contact(1, 3, 40, 50, 1000)])
+    b = Agent(node=2, store=MemoryStore(), plan=plan)
+    data = encode_bundle(
+        make_bundle(
+            source="ipn:1.1",
+            destination="ipn:3.1",
+            payload=b"x",
+            creation_ms=S,
+            lifetime_ms=3_600_000,
+        )
+    )
+    acts = b.on_receive(cla="t", neighbor=1, data=data, now=2 * S, cl_token=1)
+    assert of(acts, Transmit) == []
+    assert of(b.on_contact_start(c21, 20 * S), Transmit) == []
+    # a bundle that did not come from 1 does take that route
+    data2 = encode_bundle(
+        make_bundle(
+            source="ipn:7.1",
+            destination="ipn:3.1",
+            payload=b"y",
+            creation_ms=S,
+            lifetime_ms=3_600_000,
+        )
+    )
+    acts = b.on_receive(cla="t", neighbor=7, data=data2, now=21 * S, cl_token=2)
+    assert [t.neighbor for t in of(acts, Transmit)] == [1]
+
+
+def test_plan_change_reroutes_held_bundles() -> None:
+    plan = ContactPlan([Contact(1, 2, 0, 100, 1000)])
+    ag = agents(3, plan)
+    a = ag[1]
+    net = Net(ag)
+    k, acts = a.send(
+        source="ipn:1.1",
+        destination="ipn:3.1",
+        payload=b"x",
+        lifetime_ms=3_600_000,
+        now=S,
+    )
+    net.pump(1, acts)
+    c12 = Contact(1, 2, 0, 100, 1000)
+    net.at(2 * S).start(c12)
+    assert net.transmitted == []  # no route to 3 yet
+    plan.add_contact(Contact(2, 3, 0, 100, 1000))
+    net.at(3 * S).tick()
+    assert [t.neighbor for _, t in net.transmitted] == [2]
+    net.at(4 * S).start(Contact(2, 3, 0, 100, 1000))
+    assert [d.bundle_key for _, d in net.delivered] == [k]
+
+
+def test_next_deadline_and_schedule_follow_the_earliest_expiry() -> None:
+    a = Agent(node=1, store=MemoryStore())
+    assert a.next_deadline() is None
+    _, acts = a.send(
+        source="ipn:1.1", destination="ipn:2.1", payload=b"", lifetime_ms=5_000, now=S
+    )
+    assert of(acts, Schedule) == [Schedule(6 * S)]
+    _, acts = a.send(
+        source="ipn:1.1", destination="ipn:2.1", payload=b"", lifetime_ms=1_000, now=S
+    )
+    assert of(acts, Schedule) == [Schedule(2 * S)]
+    _, acts = a.send(
+        source="ipn:1.1", destination="ipn:2.1", payload=b"", lifetime_ms=9_000, now=S
+    )
+    assert of(acts, Schedule) == []  # nothing earlier
+    acts = a.on_tick(2 * S)
+    assert len(events(acts, "expired")) == 1
+    assert a.next_deadline() == 6 * S
