@@ -29,13 +29,21 @@ class Contact:
 
     def __post_init__(self) -> None:
         if self.frm < 0 or self.to < 0:
-            raise InvalidArgument(f"node numbers must be >= 0, got {self.frm}->{self.to}")
+            raise InvalidArgument(
+                f"node numbers must be >= 0, got {self.frm}->{self.to}"
+            )
         if self.end_s < self.start_s:
-            raise InvalidArgument(f"contact {self.frm}->{self.to} ends ({self.end_s}) before it starts ({self.start_s})")
+            raise InvalidArgument(
+                f"contact {self.frm}->{self.to} ends ({self.end_s}) before it starts ({self.start_s})"
+            )
         if self.rate_bytes_s < 0:
-            raise InvalidArgument(f"contact {self.frm}->{self.to} has negative rate {self.rate_bytes_s}")
+            raise InvalidArgument(
+                f"contact {self.frm}->{self.to} has negative rate {self.rate_bytes_s}"
+            )
         if not 0.0 <= self.confidence <= 1.0:
-            raise InvalidArgument(f"contact confidence must be in [0, 1], got {self.confidence}")
+            raise InvalidArgument(
+                f"contact confidence must be in [0, 1], got {self.confidence}"
+            )
 
     @property
     def volume_bytes(self) -> float:
@@ -57,4 +65,6 @@ class Range:
         if self.end_s < self.start_s:
             raise InvalidArgument(f"range {self.frm}->{self.to} ends before it starts")
         if self.owlt_s < 0:
-            raise InvalidArgument(f"range {self.frm}->{self.to} has negative light time {self.owlt_s}")
+            raise InvalidArgument(
+                f"range {self.frm}->{self.to} has negative light time {self.owlt_s}"
+            )
