@@ -220,6 +220,10 @@ class Router:
             )
         self._used[contact] = self._used.get(contact, 0.0) + size_bytes
         self._residual[i] -= size_bytes
+        if size_bytes < 0:
+            # volume given back can make a better route feasible again
+            self._cache.clear()
+            return self._residual[i]
         if self._residual[i] <= 0:
             for k in [
                 k

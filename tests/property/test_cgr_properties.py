@@ -246,10 +246,16 @@ def test_cache_never_changes_an_answer(
     warm = router_for(case)
     got = answers(warm, queries)
     assert got == [answers(router_for(case), [q])[0] for q in queries]
-    # consuming volume and editing the plan invalidate what they must
+    # consuming and releasing volume and editing the plan invalidate what they must
     for c in list(case.plan.contacts)[:2]:
         warm.consume(c, 3.0)
         case.used[c] = case.used.get(c, 0.0) + 3.0
+        assert answers(warm, queries) == [
+            answers(router_for(case), [q])[0] for q in queries
+        ]
+    for c in list(case.plan.contacts)[:1]:
+        warm.release(c, 3.0)
+        case.used[c] -= 3.0
         assert answers(warm, queries) == [
             answers(router_for(case), [q])[0] for q in queries
         ]

@@ -118,3 +118,17 @@ def test_fewest_hops_wins_a_tie_even_if_an_intermediate_node_is_reached_later() 
     assert route is not None
     assert route.arrival_s == 5
     assert route.hops == (1, 3, 4)
+
+
+def test_released_volume_is_seen_by_cached_queries() -> None:
+    plan = ContactPlan([Contact(1, 2, 0, 10, 100.0), Contact(1, 2, 20, 30, 100.0)])
+    router = Router(plan)
+    early = plan.contacts[0]
+    router.consume(early, 1000)
+    late = router.best_route(1, 2, 0, 500)
+    assert late is not None
+    assert late.contacts[0].start_s == 20
+    router.release(early, 1000)
+    again = router.best_route(1, 2, 0, 500)
+    assert again is not None
+    assert again.contacts == (early,)
