@@ -35,6 +35,7 @@ __all__ = [
     "ContactPlan",
     "PlanError",
     "RoutingError",
+    "apply_ionrc",
     "format_hdtn_json",
     "format_ionrc",
     "load_plan",
@@ -371,6 +372,14 @@ class _IonrcParser:
         self.plan = ContactPlan(epoch_unix_s=epoch_unix_s)
         self.lineno = 0
 
+    def run(self, text: str) -> None:
+        for lineno, raw in enumerate(text.splitlines(), start=1):
+            self.lineno = lineno
+            try:
+                self.line(raw)
+            except InvalidArgument as exc:
+                raise self.err(str(exc)) from exc
+
     def err(self, what: str) -> PlanError:
         return PlanError(what, line=self.lineno, source=self.source)
 
@@ -538,13 +547,38 @@ def parse_ionrc(
     ION-like plans. Raises :class:`PlanError` naming the line of the first bad line.
     """
     p = _IonrcParser(source, seventh_field, epoch_unix_s)
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        p.lineno = lineno
-        try:
-            p.line(raw)
-        except InvalidArgument as exc:
-            raise p.err(str(exc)) from exc
+    p.run(text)
     return p.plan
+
+
+def apply_ionrc(
+    plan: ContactPlan,
+    text: str,
+    *,
+    source: str | None = None,
+    seventh_field: SeventhField = "confidence",
+) -> None:
+    """Apply ionrc commands (``a``/``d contact``/``range``) to an existing plan, in place.
+
+    All or nothing: on a bad line, :class:`PlanError` is raised and the plan
+    is unchanged. Routers over the plan see the new ``version`` and rebuild.
+    """
+    p = _IonrcParser(source, seventh_field, plan.epoch_unix_s)
+    p.plan = ContactPlan(plan.contacts, plan.ranges, epoch_unix_s=plan.epoch_unix_s)
+    p.run(text)
+    new = p.plan
+    for c in set(plan.contacts) - set(new.contacts):
+        plan.remove_contact(c)
+    for r in set(plan.ranges) - set(new.ranges):
+        plan.remove_range(r)
+    old_c = set(plan.contacts)
+    for c in new.contacts:
+        if c not in old_c:
+            plan.add_contact(c)
+    old_r = set(plan.ranges)
+    for r in new.ranges:
+        if r not in old_r:
+            plan.add_range(r)
 
 
 def format_ionrc(plan: ContactPlan) -> str:

@@ -198,3 +198,27 @@ def test_hdtn_light_times_survive_edits() -> None:
     assert plan.owlt_s(second.frm, second.to, second.start_s) == 1.0
     assert Range(first.frm, first.to, first.start_s, first.end_s, 1.0) in plan.ranges
     assert plan.owlt_s(9, 8, 1.0) == 0.0
+
+
+def test_apply_ionrc_updates_in_place_all_or_nothing() -> None:
+    from dtn.routing.cgr import Router
+    from dtn.routing.plan import apply_ionrc
+
+    plan = load_plan(PLANS / "ion_bench-cgr_global.ionrc")
+    router = Router(plan)
+    assert router.best_route(1, 4, 0, 0) is not None
+    before = set(plan.contacts)
+    with pytest.raises(PlanError) as info:
+        apply_ionrc(
+            plan, "d contact +20 1 2\nd contact +40 1 2\na contact +0 +1 1 bad 5\n"
+        )
+    assert info.value.line == 3
+    assert set(plan.contacts) == before
+    v = plan.version
+    apply_ionrc(plan, "d contact * 1 2\na contact +5 +6 1 4 1000\n")
+    assert plan.version > v
+    assert not any(c.frm == 1 and c.to == 2 for c in plan.contacts)
+    route = router.best_route(1, 4, 0, 0)  # the router sees the update
+    assert route is not None
+    assert route.hops == (1, 4)
+    assert route.arrival_s == 5
