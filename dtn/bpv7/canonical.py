@@ -149,15 +149,33 @@ def read_block(
     # something is wrong.
     type_code = number = -1
     try:
-        count, pos = cbor.read_array_head(buf, pos, end, "array")
-        if count != 5 and count != 6:
-            raise DecodeError(
-                f"canonical block must have 5 or 6 elements, got {count}", where="array"
-            )
-        type_code, pos = read_uint(buf, pos, end, "type_code")
-        number, pos = read_uint(buf, pos, end, "number")
-        flags, pos = read_uint(buf, pos, end, "flags")
-        crc_type, pos = read_uint(buf, pos, end, "crc_type")
+        # Fast path: array head and the four header fields each one byte
+        # (values below 24), which is how nearly every block starts.
+        if (
+            pos + 5 <= end
+            and (buf[pos] == 0x85 or buf[pos] == 0x86)
+            and buf[pos + 1] < 24
+            and buf[pos + 2] < 24
+            and buf[pos + 3] < 24
+            and buf[pos + 4] < 24
+        ):
+            count = buf[pos] - 0x80
+            type_code = buf[pos + 1]
+            number = buf[pos + 2]
+            flags = buf[pos + 3]
+            crc_type = buf[pos + 4]
+            pos += 5
+        else:
+            count, pos = cbor.read_array_head(buf, pos, end, "array")
+            if count != 5 and count != 6:
+                raise DecodeError(
+                    f"canonical block must have 5 or 6 elements, got {count}",
+                    where="array",
+                )
+            type_code, pos = read_uint(buf, pos, end, "type_code")
+            number, pos = read_uint(buf, pos, end, "number")
+            flags, pos = read_uint(buf, pos, end, "flags")
+            crc_type, pos = read_uint(buf, pos, end, "crc_type")
         if crc_type > 2:
             raise DecodeError(f"unknown CRC type {crc_type}", where="crc_type")
         if count != (6 if crc_type else 5):
