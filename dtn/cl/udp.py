@@ -1,0 +1,448 @@
+"""UDP convergence layer: datagram framing and per-neighbour link state (sans-I/O).
+
+Wire format (spec/udpcl.md):
+
+- A *data datagram* is the bare BPv7 bundle (RFC 9171 section 4.1: an
+  indefinite-length CBOR array, first byte ``0x9F``), exactly what ION's UDP
+  CL and draft-sipos-dtn-udpcl send for a bundle that fits one datagram. Such
+  a datagram is never acknowledged (best effort).
+- A *DCiS segment* is a CBOR data item tagged with :data:`DCIS_TAG`
+  (``0xD9 0xDC 0x15`` on the wire, CBOR major type 6). No BPv7 bundle can
+  start with that byte, so the two kinds never collide:
+
+  - ``DATA = #6.56341([0, sender_node, token, bundle: bstr])`` -- a bundle
+    whose receipt the sender wants acknowledged with ``token``;
+  - ``ACK  = #6.56341([1, sender_node, [* token]])`` -- the tokens of DATA
+    segments whose bundles the sender of the ACK now holds durably.
+
+:class:`UdpLink` is the per-neighbour state machine: it turns ``transmit``
+requests into datagrams, retransmits unacknowledged DATA segments after a
+timeout, reports each transmission's outcome (:class:`TxDone`), and falls back
+to best effort (bare bundles) for a peer that never speaks DCiS. It never reads
+a clock: every method takes ``now_s`` (any monotonic seconds) from its driver.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import cbor2
+
+from dtn.errors import DecodeError, InvalidArgument
+
+DCIS_TAG = 0xDC15
+"""CBOR tag number (56341) of DCiS hop-by-hop segments; wire prefix ``D9 DC 15``."""
+
+DCIS_PREFIX = b"\xd9\xdc\x15"
+BUNDLE_FIRST_BYTE = 0x9F
+"""RFC 9171 section 4.1: a bundle is an indefinite-length CBOR array."""
+
+KIND_DATA = 0
+KIND_ACK = 1
+
+MAX_ACK_TOKENS = 512
+"""Most tokens one ACK datagram carries (about 5 KB, well under any MTU)."""
+
+MAX_TOKEN = 2**64 - 1
+
+# Worst-case bytes the DATA wrapper adds around a bundle: tag (3) + array head
+# (1) + kind (1) + node (9) + token (9) + bstr head (5).
+DATA_OVERHEAD_BYTES = 28
+
+
+@dataclass(frozen=True, slots=True)
+class BareBundle:
+    """A datagram carrying one bundle with no DCiS framing (best effort)."""
+
+    bundle: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DataSegment:
+    """A bundle from node ``sender`` to be acknowledged with ``token``."""
+
+    sender: int
+    token: int
+    bundle: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AckSegment:
+    """Node ``sender`` holds the bundles sent with these ``tokens``."""
+
+    sender: int
+    tokens: tuple[int, ...]
+
+
+Datagram = BareBundle | DataSegment | AckSegment
+
+
+def encode_data_segment(*, sender: int, token: int, bundle: bytes) -> bytes:
+    """Encode a DATA segment. Raises :class:`InvalidArgument` for out-of-range integers."""
+    if not 0 <= sender <= MAX_TOKEN or not 0 <= token <= MAX_TOKEN:
+        raise InvalidArgument(f"sender/token out of range: {sender}/{token}")
+    return bytes(
+        cbor2.dumps(cbor2.CBORTag(DCIS_TAG, [KIND_DATA, sender, token, bytes(bundle)]))
+    )
+
+
+def encode_ack_segment(*, sender: int, tokens: tuple[int, ...] | list[int]) -> bytes:
+    """Encode an ACK segment (at most :data:`MAX_ACK_TOKENS` tokens)."""
+    if len(tokens) > MAX_ACK_TOKENS:
+        raise InvalidArgument(
+            f"at most {MAX_ACK_TOKENS} tokens per ACK, got {len(tokens)}"
+        )
+    if not 0 <= sender <= MAX_TOKEN or any(not 0 <= t <= MAX_TOKEN for t in tokens):
+        raise InvalidArgument("sender/token out of range")
+    return bytes(cbor2.dumps(cbor2.CBORTag(DCIS_TAG, [KIND_ACK, sender, list(tokens)])))
+
+
+def _uint(value: object, what: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_TOKEN:
+        raise DecodeError(
+            f"{what} must be an unsigned 64-bit integer", where="udpcl segment"
+        )
+    return value
+
+
+def decode_datagram_untrusted(data: bytes | bytearray | memoryview) -> Datagram:
+    """Classify and decode one received datagram.
+
+    A datagram whose first byte is ``0x9F`` is returned as :class:`BareBundle`
+    without further checks (the agent decodes the bundle). Raises only
+    :class:`DecodeError` (empty, unknown first byte, malformed DCiS segment).
+    """
+    raw = bytes(data)
+    if not raw:
+        raise DecodeError("empty datagram", where="udpcl")
+    if raw[0] == BUNDLE_FIRST_BYTE:
+        return BareBundle(raw)
+    if not raw.startswith(DCIS_PREFIX):
+        raise DecodeError(
+            f"first byte 0x{raw[0]:02x} is neither a bundle nor a DCiS segment",
+            where="udpcl",
+        )
+    try:
+        item = cbor2.loads(raw)
+    except Exception as exc:  # cbor2 raises several types on hostile input
+        raise DecodeError(f"malformed CBOR: {exc}", where="udpcl segment") from exc
+    if not isinstance(item, cbor2.CBORTag) or item.tag != DCIS_TAG:
+        raise DecodeError("not a DCiS tagged item", where="udpcl segment")
+    body = item.value
+    if not isinstance(body, list) or not body:
+        raise DecodeError(
+            "segment body must be a non-empty array", where="udpcl segment"
+        )
+    kind = body[0]
+    if kind == KIND_DATA and type(kind) is int:
+        if len(body) != 4 or not isinstance(body[3], bytes):
+            raise DecodeError(
+                "DATA must be [0, node, token, bstr]", where="udpcl segment"
+            )
+        bundle = body[3]
+        if not bundle or bundle[0] != BUNDLE_FIRST_BYTE:
+            raise DecodeError(
+                "DATA does not carry a BPv7 bundle", where="udpcl segment"
+            )
+        return DataSegment(
+            sender=_uint(body[1], "node"), token=_uint(body[2], "token"), bundle=bundle
+        )
+    if kind == KIND_ACK and type(kind) is int:
+        if (
+            len(body) != 3
+            or not isinstance(body[2], list)
+            or len(body[2]) > MAX_ACK_TOKENS
+        ):
+            raise DecodeError("ACK must be [1, node, [* token]]", where="udpcl segment")
+        return AckSegment(
+            sender=_uint(body[1], "node"),
+            tokens=tuple(_uint(t, "token") for t in body[2]),
+        )
+    raise DecodeError(f"unknown segment kind {kind!r}", where="udpcl segment")
+
+
+class AckMode(enum.Enum):
+    """How a neighbour is treated (node.toml ``ack``)."""
+
+    AUTO = "auto"
+    """DCiS segments until the peer proves to be a plain UDP CL peer."""
+    ON = "on"
+    """Always DCiS segments with acknowledgement; never fall back."""
+    OFF = "off"
+    """Always bare bundles, best effort (ION, µD3TN, the UDPCL draft)."""
+
+
+class PeerKind(enum.Enum):
+    """What we have learned about a neighbour under :attr:`AckMode.AUTO`."""
+
+    UNKNOWN = "unknown"
+    DCIS = "dcis"
+    LEGACY = "legacy"
+
+
+@dataclass(frozen=True, slots=True)
+class SendDatagram:
+    """Output: send ``data`` to the neighbour (paced by the driver)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TxDone:
+    """Output: transmission ``tx_id`` finished; ``ok`` means the next hop has it
+    (acknowledged), or it left as best effort."""
+
+    tx_id: int
+    ok: bool
+    reason: str = ""
+
+
+LinkOutput = SendDatagram | TxDone
+
+
+@dataclass(slots=True)
+class _Pending:
+    tx_id: int
+    token: int
+    datagram: bytes
+    bundle: bytes
+    deadline_s: float
+    tries: int
+
+
+@dataclass(slots=True)
+class LinkCounters:
+    """Per-neighbour counters (reported by ``dcis status``)."""
+
+    sent_datagrams: int = 0
+    retransmits: int = 0
+    acked: int = 0
+    timeouts: int = 0
+    best_effort: int = 0
+    stale_acks: int = 0
+    too_big: int = 0
+
+
+@dataclass(slots=True)
+class UdpLink:
+    """Sending side of the UDP CL towards one neighbour (sans-I/O).
+
+    ``ack_timeout_s`` is added to twice the one-way light time (``owlt_s``,
+    updated by the driver from the plan) to get the retransmission timeout;
+    after ``max_tries`` sends without an ACK the transmission is reported
+    failed (the agent keeps the bundle and retries later). Under
+    :attr:`AckMode.AUTO` the peer is marked :attr:`PeerKind.LEGACY` (bare
+    bundles, best effort) when it sends us a bare bundle before any DCiS
+    segment, or after ``fallback_after`` consecutive failed transmissions with
+    no DCiS segment ever heard from it.
+    """
+
+    local_node: int
+    neighbor: int
+    ack_mode: AckMode = AckMode.AUTO
+    mtu_bytes: int = 65_000
+    ack_timeout_s: float = 1.0
+    max_tries: int = 4
+    fallback_after: int = 3
+    first_token: int = 1
+    owlt_s: float = 0.0
+    peer: PeerKind = PeerKind.UNKNOWN
+    counters: LinkCounters = field(default_factory=LinkCounters)
+    _next_token: int = 0
+    _pending: OrderedDict[int, _Pending] = field(default_factory=OrderedDict)
+    _failures_in_a_row: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mtu_bytes < 64:
+            raise InvalidArgument(f"mtu_bytes must be >= 64, got {self.mtu_bytes}")
+        if self.max_tries < 1:
+            raise InvalidArgument(f"max_tries must be >= 1, got {self.max_tries}")
+        self._next_token = self.first_token & MAX_TOKEN
+
+    @property
+    def best_effort(self) -> bool:
+        """True when bundles go out bare and unacknowledged."""
+        if self.ack_mode is AckMode.OFF:
+            return True
+        return self.ack_mode is AckMode.AUTO and self.peer is PeerKind.LEGACY
+
+    @property
+    def in_flight(self) -> int:
+        """Transmissions waiting for an ACK."""
+        return len(self._pending)
+
+    def _rto_s(self) -> float:
+        return 2.0 * self.owlt_s + self.ack_timeout_s
+
+    def transmit(self, tx_id: int, bundle: bytes, now_s: float) -> list[LinkOutput]:
+        """Send one encoded bundle; the outcome comes back as a :class:`TxDone`."""
+        if len(bundle) > self.mtu_bytes:
+            self.counters.too_big += 1
+            return [
+                TxDone(
+                    tx_id,
+                    False,
+                    f"bundle of {len(bundle)} bytes exceeds the {self.mtu_bytes}-byte MTU",
+                )
+            ]
+        if self.best_effort:
+            self.counters.sent_datagrams += 1
+            self.counters.best_effort += 1
+            return [SendDatagram(bytes(bundle)), TxDone(tx_id, True, "best effort")]
+        token = self._next_token
+        self._next_token = (self._next_token + 1) & MAX_TOKEN
+        datagram = encode_data_segment(
+            sender=self.local_node, token=token, bundle=bundle
+        )
+        self._pending[token] = _Pending(
+            tx_id, token, datagram, bytes(bundle), now_s + self._rto_s(), 1
+        )
+        self.counters.sent_datagrams += 1
+        return [SendDatagram(datagram)]
+
+    def on_ack(self, tokens: tuple[int, ...], now_s: float) -> list[LinkOutput]:
+        """An ACK arrived from this neighbour: complete the matching transmissions."""
+        self.on_heard_dcis()
+        out: list[LinkOutput] = []
+        for token in tokens:
+            p = self._pending.pop(token, None)
+            if p is None:
+                self.counters.stale_acks += 1
+                continue
+            self.counters.acked += 1
+            out.append(TxDone(p.tx_id, True))
+        if out:
+            self._failures_in_a_row = 0
+        return out
+
+    def on_heard_dcis(self) -> None:
+        """Any DCiS segment arrived from this neighbour: it speaks our acks."""
+        self.peer = PeerKind.DCIS
+
+    def on_heard_bare(self, now_s: float) -> list[LinkOutput]:
+        """A bare bundle arrived from this neighbour. If we have never heard a
+        DCiS segment from it, it is a plain UDP CL peer: fall back."""
+        if self.ack_mode is AckMode.AUTO and self.peer is PeerKind.UNKNOWN:
+            self.peer = PeerKind.LEGACY
+            return self._resend_pending_bare()
+        return []
+
+    def _resend_pending_bare(self) -> list[LinkOutput]:
+        out: list[LinkOutput] = []
+        for p in self._pending.values():
+            self.counters.sent_datagrams += 1
+            self.counters.best_effort += 1
+            out += [
+                SendDatagram(p.bundle),
+                TxDone(p.tx_id, True, "best effort (peer does not ack)"),
+            ]
+        self._pending.clear()
+        return out
+
+    def next_deadline(self) -> float | None:
+        """Earliest retransmission timeout, or None when nothing is in flight."""
+        if not self._pending:
+            return None
+        return min(p.deadline_s for p in self._pending.values())
+
+    def on_timer(self, now_s: float) -> list[LinkOutput]:
+        """Retransmit or fail every transmission whose timeout has passed."""
+        out: list[LinkOutput] = []
+        for token in [t for t, p in self._pending.items() if p.deadline_s <= now_s]:
+            p = self._pending[token]
+            if p.tries >= self.max_tries:
+                del self._pending[token]
+                self.counters.timeouts += 1
+                self._failures_in_a_row += 1
+                out.append(TxDone(p.tx_id, False, f"no ACK after {p.tries} tries"))
+                continue
+            p.tries += 1
+            p.deadline_s = now_s + self._rto_s()
+            self.counters.retransmits += 1
+            self.counters.sent_datagrams += 1
+            out.append(SendDatagram(p.datagram))
+        if (
+            self.ack_mode is AckMode.AUTO
+            and self.peer is PeerKind.UNKNOWN
+            and self._failures_in_a_row >= self.fallback_after
+        ):
+            self.peer = PeerKind.LEGACY
+            out += self._resend_pending_bare()
+        return out
+
+    def close(self) -> list[LinkOutput]:
+        """The contact ended: every transmission still in flight failed."""
+        out: list[LinkOutput] = [
+            TxDone(p.tx_id, False, "contact ended") for p in self._pending.values()
+        ]
+        self._pending.clear()
+        return out
+
+
+@dataclass(slots=True)
+class AckBatcher:
+    """Receiving side: collects tokens to acknowledge per neighbour, so that a
+    burst of DATA segments is answered by a few ACK datagrams."""
+
+    local_node: int
+    _tokens: dict[int, list[int]] = field(default_factory=dict)
+
+    def add(self, neighbor: int, token: int) -> None:
+        """Queue ``token`` for acknowledgement to ``neighbor``."""
+        self._tokens.setdefault(neighbor, []).append(token)
+
+    def __bool__(self) -> bool:
+        return bool(self._tokens)
+
+    def flush(self) -> list[tuple[int, bytes]]:
+        """Return ``(neighbor, ack_datagram)`` pairs for everything queued."""
+        out: list[tuple[int, bytes]] = []
+        for neighbor, tokens in self._tokens.items():
+            for i in range(0, len(tokens), MAX_ACK_TOKENS):
+                out.append(
+                    (
+                        neighbor,
+                        encode_ack_segment(
+                            sender=self.local_node,
+                            tokens=tokens[i : i + MAX_ACK_TOKENS],
+                        ),
+                    )
+                )
+        self._tokens.clear()
+        return out
+
+
+@dataclass(slots=True)
+class Pacer:
+    """Token bucket pacing sends to a contact's rate.
+
+    ``rate_bytes_s`` <= 0 or infinite means unpaced. ``burst_bytes`` is how far
+    ahead of the rate a sender may get (at least one datagram).
+    """
+
+    rate_bytes_s: float
+    burst_bytes: float = 65_536.0
+    _tokens: float = 0.0
+    _last_s: float | None = None
+
+    def delay_s(self, size_bytes: int, now_s: float) -> float:
+        """Seconds to wait before sending ``size_bytes`` (0.0: send now).
+
+        Call again after waiting; once it returns 0.0 the bytes are charged.
+        """
+        rate = self.rate_bytes_s
+        if rate <= 0 or rate == float("inf"):
+            return 0.0
+        cap = max(self.burst_bytes, float(size_bytes))
+        if self._last_s is None:
+            self._tokens = cap
+        else:
+            self._tokens = min(cap, self._tokens + (now_s - self._last_s) * rate)
+        self._last_s = now_s
+        # The tolerance keeps float rounding from asking for a 1e-17 s wait forever.
+        if self._tokens + 1e-6 >= size_bytes:
+            self._tokens -= size_bytes
+            return 0.0
+        return (size_bytes - self._tokens) / rate

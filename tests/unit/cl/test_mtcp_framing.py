@@ -1,0 +1,83 @@
+"""MTCP framing (draft-ietf-dtn-mtcpcl), checked against pyd3tn's MTCP socket."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+import cbor2
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dtn.cl.mtcp import MtcpDecoder, encode_mtcp_frame
+from dtn.errors import DecodeError
+
+
+@pytest.mark.parametrize("size", [0, 1, 23, 24, 255, 256, 65535, 65536, 200_000])
+def test_frame_is_a_cbor_byte_string(size: int) -> None:
+    data = bytes(i % 251 for i in range(size))
+    frame = encode_mtcp_frame(data)
+    assert frame == cbor2.dumps(data)
+    assert MtcpDecoder().feed(frame) == [data]
+
+
+@given(
+    st.lists(st.binary(max_size=300), max_size=8),
+    st.integers(min_value=1, max_value=50),
+)
+def test_decoder_handles_any_chunking(bundles: list[bytes], chunk: int) -> None:
+    stream = b"".join(encode_mtcp_frame(b) for b in bundles)
+    dec = MtcpDecoder()
+    out: list[bytes] = []
+    for i in range(0, len(stream), chunk):
+        out += dec.feed(stream[i : i + chunk])
+    assert out == bundles
+    assert dec.buffered_bytes == 0
+
+
+@pytest.mark.parametrize("raw", [b"\x9f", b"\x5f\x41a\xff", b"\x5c", b"\x00"])
+def test_non_byte_string_frames_are_rejected(raw: bytes) -> None:
+    with pytest.raises(DecodeError):
+        MtcpDecoder().feed(raw)
+
+
+def test_oversized_frame_is_rejected_before_buffering() -> None:
+    dec = MtcpDecoder(max_bundle_bytes=1000)
+    with pytest.raises(DecodeError, match="exceeds"):
+        dec.feed(b"\x5a\x00\x10\x00\x00")
+
+
+@given(st.binary(max_size=200))
+def test_hostile_stream_gives_bundles_or_decode_error(raw: bytes) -> None:
+    with contextlib.suppress(DecodeError):
+        MtcpDecoder(max_bundle_bytes=10_000).feed(raw)
+
+
+@pytest.mark.interop
+def test_pyd3tn_mtcp_socket_reads_our_frames_and_we_read_its() -> None:
+    from pyd3tn.mtcp import MTCPSocket
+
+    a, b = socket.socketpair()
+    with a, b:
+        peer = MTCPSocket(b, timeout=5)
+        payloads = [b"\x9f" + bytes(n) for n in (0, 30, 300, 70_000)]
+        a.settimeout(5)
+        # Writers run in threads: socketpair buffers are smaller than 70 KB.
+        writer = threading.Thread(
+            target=lambda: [a.sendall(encode_mtcp_frame(p)) for p in payloads]
+        )
+        writer.start()
+        assert [peer.recv_bundle() for _ in payloads] == payloads
+        writer.join(5)
+        writer = threading.Thread(
+            target=lambda: [peer.send_bundle(p) for p in payloads]
+        )
+        writer.start()
+        dec = MtcpDecoder()
+        got: list[bytes] = []
+        while len(got) < len(payloads):
+            got += dec.feed(a.recv(65536))
+        writer.join(5)
+        assert got == payloads

@@ -1,0 +1,234 @@
+"""UDP CL framing and link state (spec/udpcl.md)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dtn.cl.udp import (
+    DCIS_PREFIX,
+    AckBatcher,
+    AckMode,
+    AckSegment,
+    BareBundle,
+    DataSegment,
+    Pacer,
+    PeerKind,
+    SendDatagram,
+    TxDone,
+    UdpLink,
+    decode_datagram_untrusted,
+    encode_ack_segment,
+    encode_data_segment,
+)
+from dtn.errors import DecodeError, InvalidArgument
+
+BUNDLE = (
+    b"\x9f\x89\x07\x00\x01\x82\x02\x82\x02\x01\xff"  # shape only: starts like a bundle
+)
+
+
+def test_bare_bundle_is_passed_through_unchanged() -> None:
+    assert decode_datagram_untrusted(BUNDLE) == BareBundle(BUNDLE)
+
+
+def test_data_segment_round_trip_and_prefix() -> None:
+    raw = encode_data_segment(sender=7, token=2**40, bundle=BUNDLE)
+    assert raw.startswith(DCIS_PREFIX)
+    assert raw[0] != 0x9F
+    assert decode_datagram_untrusted(raw) == DataSegment(
+        sender=7, token=2**40, bundle=BUNDLE
+    )
+
+
+def test_ack_segment_round_trip() -> None:
+    raw = encode_ack_segment(sender=3, tokens=[1, 2, 2**64 - 1])
+    assert decode_datagram_untrusted(raw) == AckSegment(
+        sender=3, tokens=(1, 2, 2**64 - 1)
+    )
+
+
+def test_encoders_reject_bad_integers() -> None:
+    with pytest.raises(InvalidArgument):
+        encode_data_segment(sender=-1, token=0, bundle=BUNDLE)
+    with pytest.raises(InvalidArgument):
+        encode_ack_segment(sender=1, tokens=list(range(600)))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"xyz",
+        b"\x00" * 10,
+        DCIS_PREFIX,  # tag with nothing after it
+        DCIS_PREFIX + b"\x80",  # empty array
+        DCIS_PREFIX + b"\x84\x00\x01\x02\x43abc",  # DATA not carrying a bundle
+        DCIS_PREFIX + b"\x83\x01\x01\x81\x20",  # ACK with a negative token
+        DCIS_PREFIX + b"\x82\x05\x01",  # unknown kind
+        DCIS_PREFIX + b"\x84\xf5\x01\x02\x41\x9f",  # kind is a bool, not 0
+    ],
+)
+def test_junk_raises_decode_error(raw: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode_datagram_untrusted(raw)
+
+
+@given(st.binary(max_size=200))
+def test_hostile_bytes_give_a_datagram_or_decode_error(raw: bytes) -> None:
+    with contextlib.suppress(DecodeError):
+        decode_datagram_untrusted(raw)
+
+
+@given(st.binary(max_size=100))
+def test_hostile_bytes_after_dcis_prefix(tail: bytes) -> None:
+    with contextlib.suppress(DecodeError):
+        decode_datagram_untrusted(DCIS_PREFIX + tail)
+
+
+def _link(**kw: object) -> UdpLink:
+    return UdpLink(local_node=1, neighbor=2, ack_timeout_s=1.0, max_tries=3, **kw)  # type: ignore[arg-type]
+
+
+def test_acked_transmission_completes_ok() -> None:
+    link = _link()
+    (out,) = link.transmit(10, BUNDLE, now_s=0.0)
+    assert isinstance(out, SendDatagram)
+    seg = decode_datagram_untrusted(out.data)
+    assert isinstance(seg, DataSegment)
+    assert seg.sender == 1
+    assert link.in_flight == 1
+    assert link.on_ack((seg.token,), now_s=0.1) == [TxDone(10, True)]
+    assert link.in_flight == 0
+    assert link.peer is PeerKind.DCIS
+    # A duplicate ACK is counted, not reported twice.
+    assert link.on_ack((seg.token,), now_s=0.2) == []
+    assert link.counters.stale_acks == 1
+
+
+def test_retransmits_then_fails_after_max_tries() -> None:
+    link = _link(ack_mode=AckMode.ON)
+    (first,) = link.transmit(5, BUNDLE, now_s=0.0)
+    assert link.next_deadline() == pytest.approx(1.0)
+    assert link.on_timer(0.5) == []
+    assert link.on_timer(1.0) == [first]  # same datagram, same token
+    assert link.on_timer(2.0) == [first]
+    out = link.on_timer(3.0)
+    assert len(out) == 1
+    assert isinstance(out[0], TxDone)
+    assert not out[0].ok
+    assert link.next_deadline() is None
+    assert link.counters.retransmits == 2
+
+
+def test_rto_includes_light_time() -> None:
+    link = _link(owlt_s=2.5)
+    link.transmit(1, BUNDLE, now_s=10.0)
+    assert link.next_deadline() == pytest.approx(10.0 + 5.0 + 1.0)
+
+
+def test_auto_falls_back_when_peer_sends_bare_bundles() -> None:
+    link = _link()
+    link.transmit(1, BUNDLE, now_s=0.0)
+    out = link.on_heard_bare(now_s=0.1)
+    assert out == [
+        SendDatagram(BUNDLE),
+        TxDone(1, True, "best effort (peer does not ack)"),
+    ]
+    assert link.best_effort
+    assert link.transmit(2, BUNDLE, now_s=0.2) == [
+        SendDatagram(BUNDLE),
+        TxDone(2, True, "best effort"),
+    ]
+
+
+def test_auto_does_not_fall_back_for_a_dcis_peer_that_went_silent() -> None:
+    link = _link(fallback_after=1)
+    (d,) = link.transmit(1, BUNDLE, now_s=0.0)
+    assert isinstance(d, SendDatagram)
+    seg = decode_datagram_untrusted(d.data)
+    assert isinstance(seg, DataSegment)
+    link.on_ack((seg.token,), now_s=0.1)
+    link.transmit(2, BUNDLE, now_s=1.0)
+    for t in range(2, 10):
+        link.on_timer(float(t))
+    assert link.peer is PeerKind.DCIS
+    assert not link.best_effort
+    assert link.on_heard_bare(now_s=10.0) == []
+
+
+def test_auto_falls_back_after_silent_failures() -> None:
+    link = _link(fallback_after=2)
+    for i in range(3):
+        link.transmit(i, BUNDLE, now_s=0.0)
+    link.on_timer(1.0)
+    link.on_timer(2.0)
+    out = link.on_timer(3.0)  # all three exhaust their tries -> fallback
+    assert link.peer is PeerKind.LEGACY
+    assert [o for o in out if isinstance(o, TxDone)] == [
+        TxDone(i, False, "no ACK after 3 tries") for i in range(3)
+    ]
+
+
+def test_off_mode_is_best_effort() -> None:
+    link = _link(ack_mode=AckMode.OFF)
+    assert link.transmit(9, BUNDLE, now_s=0.0) == [
+        SendDatagram(BUNDLE),
+        TxDone(9, True, "best effort"),
+    ]
+
+
+def test_bundle_over_mtu_is_refused() -> None:
+    link = _link(mtu_bytes=100)
+    (out,) = link.transmit(1, b"\x9f" + b"\x00" * 200, now_s=0.0)
+    assert isinstance(out, TxDone)
+    assert not out.ok
+
+
+def test_close_fails_everything_in_flight() -> None:
+    link = _link()
+    link.transmit(1, BUNDLE, now_s=0.0)
+    link.transmit(2, BUNDLE, now_s=0.0)
+    assert link.close() == [
+        TxDone(1, False, "contact ended"),
+        TxDone(2, False, "contact ended"),
+    ]
+    assert link.in_flight == 0
+
+
+def test_ack_batcher_splits_large_batches() -> None:
+    b = AckBatcher(local_node=4)
+    for t in range(600):
+        b.add(2, t)
+    b.add(3, 99)
+    out = b.flush()
+    assert not b
+    decoded = [(n, decode_datagram_untrusted(d)) for n, d in out]
+    assert [n for n, _ in decoded] == [2, 2, 3]
+    tokens = [
+        t for _, seg in decoded[:2] if isinstance(seg, AckSegment) for t in seg.tokens
+    ]
+    assert tokens == list(range(600))
+
+
+def test_pacer_holds_to_rate() -> None:
+    p = Pacer(rate_bytes_s=1000.0, burst_bytes=1000.0)
+    assert p.delay_s(1000, now_s=0.0) == 0.0  # the initial burst
+    assert p.delay_s(500, now_s=0.0) == pytest.approx(0.5)
+    assert p.delay_s(500, now_s=0.5) == 0.0
+    sent, t = 0, 0.5
+    while t < 10.5:
+        d = p.delay_s(100, now_s=t)
+        if d == 0.0:
+            sent += 100
+        else:
+            t += d
+    assert sent == pytest.approx(10_000, abs=200)
+
+
+def test_unpaced_when_rate_unknown() -> None:
+    assert Pacer(rate_bytes_s=0.0).delay_s(10**6, now_s=0.0) == 0.0
+    assert Pacer(rate_bytes_s=float("inf")).delay_s(10**6, now_s=0.0) == 0.0
