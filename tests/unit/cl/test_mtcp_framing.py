@@ -64,16 +64,22 @@ def test_pyd3tn_mtcp_socket_reads_our_frames_and_we_read_its() -> None:
         peer = MTCPSocket(b, timeout=5)
         payloads = [b"\x9f" + bytes(n) for n in (0, 30, 300, 70_000)]
         a.settimeout(5)
+
         # Writers run in threads: socketpair buffers are smaller than 70 KB.
-        writer = threading.Thread(
-            target=lambda: [a.sendall(encode_mtcp_frame(p)) for p in payloads]
-        )
+        def write_ours() -> None:
+            for p in payloads:
+                a.sendall(encode_mtcp_frame(p))
+
+        writer = threading.Thread(target=write_ours)
         writer.start()
         assert [peer.recv_bundle() for _ in payloads] == payloads
         writer.join(5)
-        writer = threading.Thread(
-            target=lambda: [peer.send_bundle(p) for p in payloads]
-        )
+
+        def write_theirs() -> None:
+            for p in payloads:
+                peer.send_bundle(p)
+
+        writer = threading.Thread(target=write_theirs)
         writer.start()
         dec = MtcpDecoder()
         got: list[bytes] = []
