@@ -194,7 +194,10 @@ def read_primary(
             f"primary block must have 8 to 11 elements, got {count}",
             where="primary block, field array",
         )
-    version, pos = read_uint(buf, pos, end, "primary block, field version")
+    if pos < end and buf[pos] == BP_VERSION:  # fast path
+        version, pos = BP_VERSION, pos + 1
+    else:
+        version, pos = read_uint(buf, pos, end, "primary block, field version")
     if version != BP_VERSION:
         raise DecodeError(
             f"unsupported bundle protocol version {version} (only 7)",
@@ -216,9 +219,12 @@ def read_primary(
     destination, pos = read_eid(buf, pos, end, "primary block, field destination")
     source, pos = read_eid(buf, pos, end, "primary block, field source")
     report_to, pos = read_eid(buf, pos, end, "primary block, field report_to")
-    n, pos = cbor.read_array_head(
-        buf, pos, end, "primary block, field creation_timestamp"
-    )
+    if pos < end and buf[pos] == 0x82:  # fast path
+        n, pos = 2, pos + 1
+    else:
+        n, pos = cbor.read_array_head(
+            buf, pos, end, "primary block, field creation_timestamp"
+        )
     if n != 2:
         raise DecodeError(
             f"creation timestamp must be [time, sequence], got {n} elements",
