@@ -40,7 +40,7 @@ def block_flags(value: int) -> BlockFlags:
     return BlockFlags(value)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class CanonicalBlock:
     """One canonical block (RFC 9171 4.3.2).
 
@@ -70,6 +70,19 @@ class CanonicalBlock:
             raise InvalidArgument(
                 f"block data must be bytes, got {type(self.data).__name__}"
             )
+
+    def __repr__(self) -> str:
+        # A 1 MB payload must not turn a log line or a test failure into 2 MB of hex.
+        data = self.data
+        shown = (
+            repr(data)
+            if len(data) <= 48
+            else f"<{len(data)} bytes: {data[:16].hex()}...>"
+        )
+        return (
+            f"CanonicalBlock(type_code={self.type_code}, number={self.number}, "
+            f"flags={self.flags!r}, crc_type={self.crc_type!r}, data={shown})"
+        )
 
 
 # Slot setters for the decoder's trusted construction (faster than object.__setattr__).

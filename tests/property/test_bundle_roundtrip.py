@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import tracemalloc
+
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -103,3 +106,20 @@ def test_memoryview_slices_of_a_larger_buffer_decode_alike(
     pad_l, pad_r = data.draw(st.binary(max_size=8)), data.draw(st.binary(max_size=8))
     big = memoryview(pad_l + raw + pad_r)
     assert decode_bundle_untrusted(big[len(pad_l) : len(pad_l) + len(raw)]) == b
+
+
+@settings(
+    max_examples=300 if IS_CI else 60, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(mutated())
+def test_mutated_bundles_never_allocate_much_more_than_their_size(data: bytes) -> None:
+    tracemalloc.start()
+    try:
+        with contextlib.suppress(DecodeError):
+            decode_bundle_untrusted(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Objects for a handful of blocks plus at most one copy of each block's
+    # data: a hostile length field never turns into a large allocation.
+    assert peak < 4 * len(data) + 32 * 1024
