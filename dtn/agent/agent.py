@@ -284,7 +284,7 @@ class Agent:
         actions: list[Action] = []
         waiting = self._unclaimed.pop(name, None)
         if waiting:
-            with self.store.transaction():
+            with self.store.transaction(durable=False):
                 for key in waiting:
                     self._hand_over(key, actions)
         return actions
@@ -420,7 +420,7 @@ class Agent:
         self._links[nb] = _Link(
             contact=contact, remaining_bytes=self._volume(contact, now)
         )
-        with self.store.transaction():
+        with self.store.transaction(durable=False):
             self._check_plan(now, actions)
             waiting = self._unrouted.pop(nb, None)
             if waiting:
@@ -447,7 +447,7 @@ class Agent:
             return actions
         del self._links[nb]
         q = self._queues.pop(nb, None)
-        with self.store.transaction():
+        with self.store.transaction(durable=False):
             if q:
                 for key in q:
                     e = self._entries.get(key)
@@ -459,45 +459,64 @@ class Agent:
 
     def on_transmit_done(self, tx_id: int, ok: bool, now: int) -> list[Action]:
         """Outcome of ``Transmit(tx_id)``: ``ok=True`` -- the next hop holds
-        it, the bundle leaves this node; ``ok=False`` -- kept and retried.
-        Unknown ``tx_id`` values are ignored."""
+        it, the bundle leaves this node; ``ok=False`` -- kept and retried
+        (after ``retry_delay_ms`` if the contact is still open, else when a
+        contact opens). Unknown ``tx_id`` values are ignored."""
         actions: list[Action] = []
+        with self.store.transaction(durable=False):
+            self._transmit_done(tx_id, ok, now, actions)
+        self._finish(actions)
+        return actions
+
+    def on_transmit_done_many(
+        self, results: Iterable[tuple[int, bool]], now: int
+    ) -> list[Action]:
+        """Like :meth:`on_transmit_done` for several ``(tx_id, ok)`` pairs, in
+        one store commit."""
+        actions: list[Action] = []
+        with self.store.transaction(durable=False):
+            for tx_id, ok in results:
+                self._transmit_done(tx_id, ok, now, actions)
+        self._finish(actions)
+        return actions
+
+    def _transmit_done(
+        self, tx_id: int, ok: bool, now: int, actions: list[Action]
+    ) -> None:
         info = self._inflight.pop(tx_id, None)
         if info is None:
-            return actions
+            return
         key, nb = info
         link = self._links.get(nb)
         if link is not None and link.inflight > 0:
             link.inflight -= 1
         e = self._entries.get(key)
-        with self.store.transaction():
-            if e is not None and e.tx_id == tx_id:
-                e.tx_id = None
-                if ok:
-                    self._report_entry(
-                        e, StatusKind.FORWARDED, StatusReason.NO_INFO, now, actions
-                    )
-                    self._remove(e)
-                    self.counters["forwarded"] += 1
-                    actions.append(Event("forwarded", key, f"to node {nb}"))
+        if e is not None and e.tx_id == tx_id:
+            e.tx_id = None
+            e.state = BundleState.PENDING
+            if ok:
+                self._report_entry(
+                    e, StatusKind.FORWARDED, StatusReason.NO_INFO, now, actions
+                )
+                self._remove(e)
+                self.counters["forwarded"] += 1
+                actions.append(Event("forwarded", key, f"to node {nb}"))
+            else:
+                self.counters["transmit_failed"] += 1
+                if link is not None:
+                    # Retry on this contact after a delay (jittered so that
+                    # a failing link does not spin in lock step).
+                    e.queued_to = nb
+                    self._queues.setdefault(nb, deque()).appendleft(key)
+                    delay = self.config.retry_delay_ms
+                    delay += int(delay * 0.1 * self._rng.random())
+                    link.backoff_until = now + delay
+                    heapq.heappush(self._backoff, (link.backoff_until, nb))
                 else:
-                    self.counters["transmit_failed"] += 1
-                    if link is not None:
-                        # Retry on this contact after a delay (jittered so
-                        # that a failing link does not spin in lock step).
-                        e.queued_to = nb
-                        self._queues.setdefault(nb, deque()).appendleft(key)
-                        delay = self.config.retry_delay_ms
-                        delay += int(delay * 0.1 * self._rng.random())
-                        link.backoff_until = now + delay
-                        heapq.heappush(self._backoff, (link.backoff_until, nb))
-                    else:
-                        e.queued_to = None
-                        self._forward(e, now, actions)
-            if link is not None:
-                self._pump(nb, now, actions)
-        self._finish(actions)
-        return actions
+                    e.queued_to = None
+                    self._forward(e, now, actions)
+        if link is not None:
+            self._pump(nb, now, actions)
 
     def on_delivered(self, bundle_key: str, now: int) -> list[Action]:
         """The driver handed ``Deliver(bundle_key)`` to the application: the
@@ -522,7 +541,7 @@ class Agent:
         """Timers: expire bundles whose lifetime ended, retry after backoff,
         forget old delivered keys."""
         actions: list[Action] = []
-        with self.store.transaction():
+        with self.store.transaction(durable=False):
             heap = self._expiry
             while heap and heap[0][0] <= now:
                 expiry, key = heapq.heappop(heap)
@@ -579,7 +598,7 @@ class Agent:
         self._backoff.clear()
         for link in self._links.values():
             link.inflight = 0
-        with self.store.transaction():
+        with self.store.transaction(durable=False):
             recs = list(self.store.records())
             for rec in recs:
                 try:

@@ -133,12 +133,17 @@ class BundleStore(Protocol):
 
     def __contains__(self, key: object) -> bool: ...
 
-    def transaction(self) -> AbstractContextManager[None]:
-        """Group writes: durable together when the outermost block exits.
+    def transaction(self, *, durable: bool = True) -> AbstractContextManager[None]:
+        """Group writes: committed together when the outermost block exits.
 
-        Nested blocks join the outer one. On an exception the outermost block
-        rolls back what it wrote (:class:`MemoryStore` cannot roll back and
-        keeps what was written: it has no crash to survive).
+        ``durable=True``: the commit survives a power cut once the block has
+        exited. ``durable=False``: it survives a process crash (``kill -9``)
+        but a power cut may lose it -- for writes whose loss only makes a
+        bundle reappear (deletions after forwarding, expiry), never vanish.
+        Nested blocks join the outer one (a durable inner block makes the
+        outer commit durable). On an exception the outermost block rolls back
+        what it wrote (:class:`MemoryStore` cannot roll back and keeps what was
+        written: it has no crash to survive).
         """
         ...
 
@@ -229,7 +234,7 @@ class MemoryStore:
     def _txn(self) -> Iterator[None]:
         yield
 
-    def transaction(self) -> AbstractContextManager[None]:
+    def transaction(self, *, durable: bool = True) -> AbstractContextManager[None]:
         """No-op grouping (memory writes are immediate and cannot be rolled back)."""
         return self._txn()
 
@@ -375,6 +380,10 @@ class SqliteStore:
         self._path = os.fspath(path)
         self._limit = limit_bytes
         self._depth = 0
+        self._full = synchronous == "FULL"
+        self._mode: str = synchronous
+        self._sync_now: str = synchronous
+        self._must_sync = False
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a
             # transaction() block is exactly one SQLite transaction.
@@ -450,18 +459,33 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
 
+    def _set_sync(self, level: str) -> None:
+        if level != self._sync_now:
+            self._exec(f"PRAGMA synchronous={level}")
+            self._sync_now = level
+
     @contextmanager
-    def _txn(self) -> Iterator[None]:
+    def _txn(self, durable: bool | None) -> Iterator[None]:
+        # durable=None: the write methods' own blocks -- join an outer
+        # transaction as it is, or be a durable one on their own.
         if self._depth:
+            if durable:
+                self._must_sync = True
             self._depth += 1
             try:
                 yield
             finally:
                 self._depth -= 1
             return
+        # The safety level cannot change inside a transaction: pick it now.
+        # A non-durable commit skips the fsync; WAL frames are written in
+        # order, so the next durable commit makes it durable too.
+        relaxed = self._full and durable is False
+        self._set_sync("NORMAL" if relaxed else self._mode)
         used, count = self._used, self._count
         self._exec("BEGIN IMMEDIATE")
         self._depth = 1
+        self._must_sync = False
         try:
             yield
         except BaseException:
@@ -474,6 +498,10 @@ class SqliteStore:
         self._depth = 0
         try:
             self._db.execute("COMMIT")
+            if relaxed and self._must_sync:
+                # A durable write joined a relaxed transaction: a checkpoint
+                # fsyncs the WAL first, which makes this commit durable.
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error as exc:
             self._used, self._count = used, count
             with suppress(sqlite3.Error):
@@ -482,9 +510,10 @@ class SqliteStore:
                 f"bundle store {self._path!r}: commit failed: {exc}"
             ) from exc
 
-    def transaction(self) -> AbstractContextManager[None]:
-        """See :meth:`BundleStore.transaction`: one SQLite transaction, one fsync."""
-        return self._txn()
+    def transaction(self, *, durable: bool = True) -> AbstractContextManager[None]:
+        """See :meth:`BundleStore.transaction`: one SQLite transaction, at
+        most one fsync (none when ``durable=False``)."""
+        return self._txn(durable)
 
     def put(self, record: StoredBundle, data: bytes, *, force: bool = False) -> None:
         """See :meth:`BundleStore.put`."""
@@ -495,7 +524,7 @@ class SqliteStore:
                 used_bytes=self._used,
                 limit_bytes=self._limit,
             )
-        with self._txn():
+        with self._txn(None):
             try:
                 self._db.execute(
                     "INSERT INTO bundles (key, destination, expiry_ms, state, size_bytes, received_ms,"
@@ -560,12 +589,12 @@ class SqliteStore:
 
     def set_state(self, key: str, state: BundleState) -> None:
         """See :meth:`BundleStore.set_state`."""
-        with self._txn():
+        with self._txn(None):
             self._exec("UPDATE bundles SET state=? WHERE key=?", (state.value, key))
 
     def delete(self, key: str) -> bool:
         """See :meth:`BundleStore.delete`."""
-        with self._txn():
+        with self._txn(None):
             row = self._exec(
                 "DELETE FROM bundles WHERE key=? RETURNING size_bytes", (key,)
             ).fetchone()
@@ -584,7 +613,7 @@ class SqliteStore:
 
     def mark_delivered(self, key: str, expiry_ms: int) -> None:
         """See :meth:`BundleStore.mark_delivered`."""
-        with self._txn():
+        with self._txn(None):
             self._exec(
                 "INSERT INTO delivered (key, expiry_ms) VALUES (?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET expiry_ms=max(expiry_ms, excluded.expiry_ms)",
@@ -600,7 +629,7 @@ class SqliteStore:
 
     def purge_delivered(self, now_ms: int) -> int:
         """See :meth:`BundleStore.purge_delivered` (uses an index on expiry)."""
-        with self._txn():
+        with self._txn(None):
             return self._exec(
                 "DELETE FROM delivered WHERE expiry_ms < ?", (now_ms,)
             ).rowcount

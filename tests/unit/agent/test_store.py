@@ -175,6 +175,8 @@ def test_sqlite_survives_kill_9(tmp_path: Path) -> None:
         for i in range(50):
             s.put(StoredBundle(key=f"k{{i}}", destination="ipn:2.1", expiry_ms=1, state=BundleState.PENDING,
                                size_bytes=3, received_ms=0), b"abc")
+        with s.transaction(durable=False):  # no fsync, but survives kill -9
+            s.delete("k0")
         with s.transaction():
             s.put(StoredBundle(key="batch", destination="ipn:2.1", expiry_ms=1, state=BundleState.PENDING,
                                size_bytes=1, received_ms=0), b"z")
@@ -192,9 +194,10 @@ def test_sqlite_survives_kill_9(tmp_path: Path) -> None:
     assert proc.stdout == "stored\n"
     assert proc.returncode == -9
     s = SqliteStore(path, limit_bytes=10**6)
-    assert len(s) == 51
+    assert len(s) == 50
     assert s.get("batch") == b"z"
-    assert s.used_bytes == 151
+    assert "k0" not in s
+    assert s.used_bytes == 148
     s.close()
 
 
