@@ -1,0 +1,115 @@
+"""Application API framing and messages (spec/appapi.md).
+
+Frame: one CBOR byte string (RFC 8949 major type 2, definite length) per
+message -- the same framing as MTCP (draft-ietf-dtn-mtcpcl) -- whose content
+is a CBOR map with a text key ``"type"``. Requests carry an integer ``"id"``
+that the reply (``"ok"`` or ``"error"``) echoes; ``"bundle"`` messages are
+pushed by the node without an id.
+
+Message types (keys besides ``type`` and ``id``):
+
+client -> node
+    ``register``  endpoint: text
+    ``unregister`` endpoint: text
+    ``send``      destination: text, payload: bytes, ?source: text, ?lifetime_ms: uint
+    ``delivered`` bundle_key: text            (no reply: confirms a pushed bundle)
+    ``status``                                 (reply carries the status map)
+    ``ping``                                   (local liveness; reply ``ok``)
+node -> client
+    ``ok``        id, plus request-specific keys (``bundle_key``, ``status``, ...)
+    ``error``     id, message: text
+    ``bundle``    endpoint, source, payload, creation_ms, sequence, bundle_key
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbor2
+
+from dtn.cl.mtcp import MtcpDecoder, encode_mtcp_frame
+from dtn.errors import DecodeError, InvalidArgument
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""Largest message accepted (a bundle payload plus a few keys)."""
+
+CLIENT_TYPES = frozenset(
+    {"register", "unregister", "send", "delivered", "status", "ping"}
+)
+NODE_TYPES = frozenset({"ok", "error", "bundle"})
+
+# Required keys and their types, per message type.
+_SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "register": {"id": int, "endpoint": str},
+    "unregister": {"id": int, "endpoint": str},
+    "send": {"id": int, "destination": str, "payload": bytes},
+    "delivered": {"bundle_key": str},
+    "status": {"id": int},
+    "ping": {"id": int},
+    "ok": {"id": int},
+    "error": {"id": int, "message": str},
+    "bundle": {
+        "endpoint": str,
+        "source": str,
+        "payload": bytes,
+        "creation_ms": int,
+        "sequence": int,
+        "bundle_key": str,
+    },
+}
+_OPTIONAL: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "send": {"source": str, "lifetime_ms": int},
+}
+
+
+def encode_message(msg: dict[str, Any]) -> bytes:
+    """Frame one message. Raises :class:`InvalidArgument` if it lacks a known ``type``."""
+    if msg.get("type") not in _SCHEMA:
+        raise InvalidArgument(f"unknown message type {msg.get('type')!r}")
+    return encode_mtcp_frame(cbor2.dumps(msg))
+
+
+def decode_message_untrusted(body: bytes) -> dict[str, Any]:
+    """Decode and validate one message body (a frame's content).
+
+    Raises only :class:`DecodeError` (not CBOR, not a map, unknown type, a
+    required key missing or of the wrong type).
+    """
+    try:
+        msg = cbor2.loads(body)
+    except Exception as exc:  # cbor2 raises several types on hostile input
+        raise DecodeError(f"malformed CBOR: {exc}", where="appapi message") from exc
+    if not isinstance(msg, dict):
+        raise DecodeError("message must be a CBOR map", where="appapi message")
+    kind = msg.get("type")
+    if not isinstance(kind, str) or kind not in _SCHEMA:
+        raise DecodeError(f"unknown message type {kind!r}", where="appapi message")
+    for key, typ in _SCHEMA[kind].items():
+        value = msg.get(key)
+        if not isinstance(value, typ) or isinstance(value, bool):
+            raise DecodeError(
+                f"key {key!r} missing or not {getattr(typ, '__name__', typ)}",
+                where=f"appapi {kind}",
+            )
+    for key, typ in _OPTIONAL.get(kind, {}).items():
+        if key in msg and (not isinstance(msg[key], typ) or isinstance(msg[key], bool)):
+            raise DecodeError(
+                f"key {key!r} is not {getattr(typ, '__name__', typ)}",
+                where=f"appapi {kind}",
+            )
+    return msg
+
+
+class MessageReader:
+    """Split a stream into validated messages (sans-I/O).
+
+    ``feed(data)`` returns the messages completed; raises :class:`DecodeError`
+    on a bad frame or message (the stream is then unusable: close it).
+    """
+
+    def __init__(self, *, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        self._frames = MtcpDecoder(max_bundle_bytes=max_message_bytes)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[dict[str, Any]]:
+        """Consume stream bytes; return complete messages."""
+        return [decode_message_untrusted(b) for b in self._frames.feed(data)]

@@ -1,0 +1,297 @@
+"""Node configuration: ``node.toml`` (TOML, read with :mod:`tomllib`).
+
+Example (every key but ``node`` and ``listen`` optional)::
+
+    node = 2                          # ipn node number (or eid = "ipn:2.0")
+    listen = "127.0.0.1:4556"         # UDP CL address
+    app_socket = "/tmp/node2.sock"    # local application API (Unix socket)
+    plan = "plan.ionrc"               # contact plan (ionrc or HDTN JSON)
+    plan_epoch_unix_s = 1764000000.0  # Unix time of plan time 0 (default: node start)
+    log_level = "info"                # debug | info | warning | error
+    mtu_bytes = 65000                 # largest bundle per datagram (bigger ones are fragmented)
+    lifetime_ms = 86400000            # default lifetime of bundles sent through the app API
+    mtcp_listen = "127.0.0.1:4224"    # accept MTCP (draft-ietf-dtn-mtcpcl) connections
+
+    [store]
+    path = "node2.db"                 # SQLite bundle store (":memory:" for none)
+    limit_bytes = 1000000000
+    synchronous = "FULL"              # FULL (fsync per commit) | NORMAL
+
+    [udp]
+    ack_timeout_s = 1.0               # added to 2 x light time for the retransmission timeout
+    max_tries = 4
+
+    [[neighbours]]
+    node = 3
+    address = "127.0.0.1:4557"
+    cla = "udp"                       # udp | mtcp
+    ack = "auto"                      # auto | on | off (udp only)
+    always_on = false                 # default: true when there is no plan
+    rate_bytes_s = 0                  # pacing for always-on links (0: unpaced)
+
+A bad file raises :class:`ConfigError` whose message is one line naming the key.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dtn.cl.udp import AckMode
+from dtn.errors import DtnError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(DtnError, ValueError):
+    """A node configuration is invalid; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NeighbourConfig:
+    """One configured neighbour."""
+
+    node: int
+    address: tuple[str, int]
+    cla: str = "udp"
+    ack: AckMode = AckMode.AUTO
+    always_on: bool | None = None
+    rate_bytes_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeConfig:
+    """Everything a node needs to run (see the module docstring for keys).
+
+    ``plan_epoch_unix_s`` None means "when the node starts".
+    """
+
+    node: int
+    listen: tuple[str, int] = ("127.0.0.1", 0)
+    app_socket: str | None = None
+    plan: str | None = None
+    plan_epoch_unix_s: float | None = None
+    log_level: str = "info"
+    mtu_bytes: int = 65_000
+    lifetime_ms: int = 86_400_000
+    mtcp_listen: tuple[str, int] | None = None
+    store_path: str = ":memory:"
+    store_limit_bytes: int = 1 << 30
+    store_synchronous: str = "FULL"
+    ack_timeout_s: float = 1.0
+    max_tries: int = 4
+    neighbours: tuple[NeighbourConfig, ...] = field(default_factory=tuple)
+
+    @property
+    def eid(self) -> str:
+        """The node's administrative endpoint, ``ipn:N.0``."""
+        return f"ipn:{self.node}.0"
+
+
+def parse_address(text: object, key: str) -> tuple[str, int]:
+    """Parse ``"host:port"``; raises :class:`ConfigError` naming ``key``."""
+    if not isinstance(text, str) or ":" not in text:
+        raise ConfigError(f'{key}: expected "host:port", got {text!r}')
+    host, _, port_s = text.rpartition(":")
+    host = host.strip("[]")
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ConfigError(f"{key}: port must be an integer, got {port_s!r}") from None
+    if not 0 <= port <= 65535 or not host:
+        raise ConfigError(
+            f'{key}: expected "host:port" with port 0..65535, got {text!r}'
+        )
+    return host, port
+
+
+def _take(
+    table: dict[str, Any],
+    key: str,
+    kind: type | tuple[type, ...],
+    prefix: str,
+    default: Any = None,
+) -> Any:
+    if key not in table:
+        return default
+    value = table[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # bool is an int in Python; a TOML `true` is never a valid number here.
+    if isinstance(value, bool) and bool not in kinds:
+        raise ConfigError(
+            f"{prefix}{key}: expected {'/'.join(k.__name__ for k in kinds)}, got {value!r}"
+        )
+    if not isinstance(value, kinds):
+        raise ConfigError(
+            f"{prefix}{key}: expected {'/'.join(k.__name__ for k in kinds)}, got {value!r}"
+        )
+    return value
+
+
+def _check_keys(table: dict[str, Any], allowed: set[str], prefix: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"{prefix}{key}: unknown key")
+
+
+def config_from_dict(
+    doc: dict[str, Any], *, base_dir: Path | None = None
+) -> NodeConfig:
+    """Validate a parsed TOML document. Relative paths are resolved against
+    ``base_dir`` (the config file's directory). Raises :class:`ConfigError`."""
+    base = base_dir or Path(".")
+    _check_keys(
+        doc,
+        {
+            "node",
+            "eid",
+            "listen",
+            "app_socket",
+            "plan",
+            "plan_epoch_unix_s",
+            "log_level",
+            "mtu_bytes",
+            "lifetime_ms",
+            "mtcp_listen",
+            "store",
+            "udp",
+            "neighbours",
+        },
+        "",
+    )
+    node = _take(doc, "node", int, "")
+    eid = _take(doc, "eid", str, "")
+    if node is None and eid is None:
+        raise ConfigError('node: missing (an ipn node number, or eid = "ipn:N.0")')
+    if eid is not None:
+        if not eid.startswith("ipn:") or not eid[4:].partition(".")[0].isdigit():
+            raise ConfigError(f'eid: expected "ipn:N.0", got {eid!r}')
+        eid_node = int(eid[4:].partition(".")[0])
+        if node is not None and node != eid_node:
+            raise ConfigError(f"eid: {eid!r} does not match node = {node}")
+        node = eid_node
+    if node < 1:
+        raise ConfigError(f"node: must be >= 1, got {node}")
+
+    def path_of(value: str | None) -> str | None:
+        if value is None or value == ":memory:":
+            return value
+        return str(base / value)
+
+    log_level = _take(doc, "log_level", str, "", "info").lower()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(
+            f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}"
+        )
+    mtu = _take(doc, "mtu_bytes", int, "", 65_000)
+    if not 64 <= mtu <= 65_000:
+        raise ConfigError(f"mtu_bytes: must be in 64..65000, got {mtu}")
+    lifetime = _take(doc, "lifetime_ms", int, "", 86_400_000)
+    if lifetime <= 0:
+        raise ConfigError(f"lifetime_ms: must be > 0, got {lifetime}")
+    epoch = _take(doc, "plan_epoch_unix_s", (int, float), "")
+    plan = _take(doc, "plan", str, "")
+    mtcp_listen = doc.get("mtcp_listen")
+
+    store = _take(doc, "store", dict, "", {})
+    _check_keys(store, {"path", "limit_bytes", "synchronous"}, "store.")
+    limit = _take(store, "limit_bytes", int, "store.", 1 << 30)
+    if limit <= 0:
+        raise ConfigError(f"store.limit_bytes: must be > 0, got {limit}")
+    sync = _take(store, "synchronous", str, "store.", "FULL").upper()
+    if sync not in ("FULL", "NORMAL"):
+        raise ConfigError(f"store.synchronous: expected FULL or NORMAL, got {sync!r}")
+
+    udp = _take(doc, "udp", dict, "", {})
+    _check_keys(udp, {"ack_timeout_s", "max_tries"}, "udp.")
+    ack_timeout = float(_take(udp, "ack_timeout_s", (int, float), "udp.", 1.0))
+    if not (ack_timeout > 0 and math.isfinite(ack_timeout)):
+        raise ConfigError(f"udp.ack_timeout_s: must be > 0, got {ack_timeout}")
+    max_tries = _take(udp, "max_tries", int, "udp.", 4)
+    if max_tries < 1:
+        raise ConfigError(f"udp.max_tries: must be >= 1, got {max_tries}")
+
+    neighbours: list[NeighbourConfig] = []
+    raw_nbs = _take(doc, "neighbours", list, "", [])
+    seen: set[int] = set()
+    for i, nb in enumerate(raw_nbs):
+        p = f"neighbours[{i}]."
+        if not isinstance(nb, dict):
+            raise ConfigError(f"neighbours[{i}]: expected a table")
+        _check_keys(
+            nb, {"node", "address", "cla", "ack", "always_on", "rate_bytes_s"}, p
+        )
+        nb_node = _take(nb, "node", int, p)
+        if nb_node is None or nb_node < 1:
+            raise ConfigError(f"{p}node: missing or < 1")
+        if nb_node == node or nb_node in seen:
+            raise ConfigError(f"{p}node: {nb_node} is this node or listed twice")
+        seen.add(nb_node)
+        if "address" not in nb:
+            raise ConfigError(f"{p}address: missing")
+        cla = _take(nb, "cla", str, p, "udp")
+        if cla not in ("udp", "mtcp"):
+            raise ConfigError(f"{p}cla: expected udp or mtcp, got {cla!r}")
+        ack_s = _take(nb, "ack", (str, bool), p, "auto")
+        ack_s = (
+            {True: "on", False: "off"}.get(ack_s, ack_s)
+            if isinstance(ack_s, bool)
+            else ack_s
+        )
+        try:
+            ack = AckMode(ack_s)
+        except ValueError:
+            raise ConfigError(
+                f"{p}ack: expected auto, on or off, got {ack_s!r}"
+            ) from None
+        rate = float(_take(nb, "rate_bytes_s", (int, float), p, 0.0))
+        if rate < 0:
+            raise ConfigError(f"{p}rate_bytes_s: must be >= 0, got {rate}")
+        neighbours.append(
+            NeighbourConfig(
+                node=nb_node,
+                address=parse_address(nb["address"], f"{p}address"),
+                cla=cla,
+                ack=ack,
+                always_on=_take(nb, "always_on", bool, p),
+                rate_bytes_s=rate,
+            )
+        )
+    return NodeConfig(
+        node=node,
+        listen=parse_address(doc["listen"], "listen")
+        if "listen" in doc
+        else ("127.0.0.1", 0),
+        app_socket=path_of(_take(doc, "app_socket", str, "")),
+        plan=path_of(plan),
+        plan_epoch_unix_s=None if epoch is None else float(epoch),
+        log_level=log_level,
+        mtu_bytes=mtu,
+        lifetime_ms=lifetime,
+        mtcp_listen=None
+        if mtcp_listen is None
+        else parse_address(mtcp_listen, "mtcp_listen"),
+        store_path=path_of(_take(store, "path", str, "store.", ":memory:"))
+        or ":memory:",
+        store_limit_bytes=limit,
+        store_synchronous=sync,
+        ack_timeout_s=ack_timeout,
+        max_tries=max_tries,
+        neighbours=tuple(neighbours),
+    )
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    """Read and validate ``node.toml``. Raises :class:`ConfigError` (one line)."""
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            doc = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {p}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    return config_from_dict(doc, base_dir=p.parent)

@@ -1,0 +1,971 @@
+"""The trio runtime: one bundle node driving the sans-I/O agent core.
+
+Theory of operation
+-------------------
+A :class:`Node` owns an :class:`~dtn.agent.Agent` with a
+:class:`~dtn.agent.SqliteStore`, one UDP socket (the UDP convergence layer,
+spec/udpcl.md), optionally an MTCP listener and outgoing MTCP connections, and
+the local application API socket (spec/appapi.md). Everything runs in one trio
+thread; the agent is only ever called from it, so it needs no locks.
+
+- Clock: DTN time from ``time.time()`` (``now_ms``). Plan time 0 is
+  ``plan_epoch_unix_s`` (the testbed passes the moment it starts the traffic),
+  or the node's start time.
+- Timers: the agent's ``Schedule``/``next_deadline`` wakes the timer task;
+  each :class:`~dtn.cl.udp.UdpLink`'s retransmission deadline wakes the link
+  timer task.
+- Contacts: the plan's contacts from this node open and close links at their
+  times; neighbours marked ``always_on`` (the default without a plan) get an
+  open-ended contact at start.
+- Receive: the UDP reader drains every datagram queued on the socket, hands
+  the bundles to ``agent.on_receive_many`` (one store commit per batch), then
+  sends the ACKs the agent released (it releases them only once the batch is
+  durable).
+- Shutdown: cancelling :meth:`Node.run` closes sockets and the store; bundles
+  not yet forwarded stay in the store and ``recover`` resumes them next start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import logging
+import math
+import os
+import random
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from dtn.agent import (
+    Ack,
+    Action,
+    Agent,
+    AgentConfig,
+    Deliver,
+    Event,
+    Received,
+    Schedule,
+    SqliteStore,
+    Transmit,
+)
+from dtn.agent.store import StoreFull
+from dtn.appapi.wire import MessageReader, encode_message
+from dtn.bpv7.eid import IpnEid, parse_eid
+from dtn.cl.mtcp import MtcpDecoder, encode_mtcp_frame
+from dtn.cl.udp import (
+    DATA_OVERHEAD_BYTES,
+    AckBatcher,
+    AckSegment,
+    BareBundle,
+    DataSegment,
+    LinkOutput,
+    Pacer,
+    SendDatagram,
+    UdpLink,
+    decode_datagram_untrusted,
+)
+from dtn.errors import DecodeError, DtnError, InvalidArgument
+from dtn.routing.contact import Contact
+from dtn.runtime.config import NeighbourConfig, NodeConfig
+from dtn.time import DtnTime, dtn_time_from_unix
+
+ECHO_SERVICE = 7
+"""Service number of every node's echo endpoint (``ipn:N.7``): a bundle sent
+there comes back to its source with the same payload (``dcis ping``)."""
+
+_RECV_BUFFER = 65_535
+_MAX_BATCH = 512
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedBundle:
+    """A bundle delivered to a local endpoint."""
+
+    endpoint: str
+    source: str
+    payload: bytes
+    creation_ms: int
+    sequence: int
+    bundle_key: str
+
+
+class _Subscriber:
+    """Where Deliver actions for one endpoint go (an in-process iterator or an
+    app API connection). ``unconfirmed`` holds what was pushed but not yet
+    confirmed, handed back to the node if the subscriber goes away."""
+
+    def __init__(self, endpoint: str, push: Callable[[Deliver], bool]) -> None:
+        self.endpoint = endpoint
+        self.push = push
+        self.unconfirmed: dict[str, Deliver] = {}
+
+
+@dataclass(slots=True)
+class _UdpPeer:
+    config: NeighbourConfig
+    link: UdpLink
+    pacer: Pacer
+    queue: deque[bytes] = field(default_factory=deque)
+    wake: trio.Event = field(default_factory=trio.Event)
+    contact: Contact | None = None
+
+
+@dataclass(slots=True)
+class _MtcpPeer:
+    config: NeighbourConfig
+    send: trio.MemorySendChannel[tuple[int, bytes]]
+    recv: trio.MemoryReceiveChannel[tuple[int, bytes]]
+    contact: Contact | None = None
+
+
+class Node:
+    """A DTN node running in the current trio program.
+
+    Use :func:`open_node` (``async with open_node(config) as node``) or start
+    :meth:`run` in a nursery yourself (``await nursery.start(node.run)``).
+    Raises :class:`~dtn.errors.DtnError` subclasses (e.g. ``StoreError``) from
+    ``run`` when the store or plan cannot be opened, and ``OSError`` when an
+    address cannot be bound.
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        log: logging.Logger | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.log = log or logging.getLogger(f"dtn.node.{config.node}")
+        self._clock = clock
+        self.agent: Agent | None = None
+        self.plan: Any = None
+        self.udp_address: tuple[str, int] | None = None
+        self.mtcp_address: tuple[str, int] | None = None
+        self.counters: dict[str, int] = dict.fromkeys(
+            (
+                "datagrams_in",
+                "datagrams_out",
+                "junk",
+                "acks_out",
+                "mtcp_in",
+                "mtcp_out",
+                "udp_send_errors",
+            ),
+            0,
+        )
+        self._sock: socket.socket | None = None
+        self._udp: dict[int, _UdpPeer] = {}
+        self._mtcp: dict[int, _MtcpPeer] = {}
+        self._by_addr: dict[tuple[str, int], int] = {}
+        self._acks: AckBatcher = AckBatcher(local_node=config.node)
+        self._ack_addr: dict[int, tuple[str, int]] = {}
+        self._subs: dict[str, _Subscriber] = {}
+        self._held: dict[str, dict[str, Deliver]] = {}
+        self._timer_wake = trio.Event()
+        self._link_wake = trio.Event()
+        self._deadline: DtnTime | None = None
+        self._cancel: trio.CancelScope | None = None
+        self._started_at = 0.0
+        self._epoch_unix_s = 0.0
+        self._rng = random.Random()
+
+    # ------------------------------------------------------------ clock
+
+    def now_ms(self) -> DtnTime:
+        """Current DTN time (ms since 2000-01-01)."""
+        return dtn_time_from_unix(self._clock())
+
+    def _plan_s(self) -> float:
+        return self._clock() - self._epoch_unix_s
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run until cancelled (or :meth:`stop`). Signals ``task_status`` once
+        sockets are bound and the store is recovered."""
+        cfg = self.config
+        self._started_at = self._clock()
+        self._epoch_unix_s = (
+            cfg.plan_epoch_unix_s
+            if cfg.plan_epoch_unix_s is not None
+            else self._started_at
+        )
+        if cfg.plan is not None:
+            from dtn.routing.plan import load_plan
+
+            self.plan = load_plan(cfg.plan)
+        store = SqliteStore(
+            cfg.store_path,
+            cfg.store_limit_bytes,
+            synchronous="FULL" if cfg.store_synchronous == "FULL" else "NORMAL",
+        )
+        self.agent = Agent(
+            node=cfg.node,
+            store=store,
+            plan=self.plan,
+            plan_epoch=dtn_time_from_unix(self._epoch_unix_s),
+            config=AgentConfig(max_bundle_bytes=cfg.mtu_bytes),
+            rng=random.Random(),
+        )
+        sock = socket.socket(
+            socket.AF_INET6 if ":" in cfg.listen[0] else socket.AF_INET,
+            socket.SOCK_DGRAM,
+        )
+        app_listener: trio.SocketListener | None = None
+        try:
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
+            sock.bind(cfg.listen)
+            sock.setblocking(False)
+            self._sock = sock
+            self.udp_address = sock.getsockname()[:2]
+            self._setup_peers()
+            if cfg.app_socket is not None:
+                app_listener = await self._open_app_listener(cfg.app_socket)
+            async with trio.open_nursery() as nursery:
+                self._cancel = nursery.cancel_scope
+                self._apply(self.agent.register(f"ipn:{cfg.node}.{ECHO_SERVICE}"))
+                self._apply(self.agent.recover(self.now_ms()))
+                nursery.start_soon(self._udp_reader)
+                nursery.start_soon(self._timer_task)
+                nursery.start_soon(self._link_timer_task)
+                nursery.start_soon(self._contact_task)
+                for peer in self._udp.values():
+                    nursery.start_soon(self._udp_sender, peer)
+                for mpeer in self._mtcp.values():
+                    nursery.start_soon(self._mtcp_sender, mpeer)
+                if cfg.mtcp_listen is not None:
+                    listeners = await trio.open_tcp_listeners(
+                        cfg.mtcp_listen[1], host=cfg.mtcp_listen[0]
+                    )
+                    self.mtcp_address = listeners[0].socket.getsockname()[:2]
+                    nursery.start_soon(
+                        trio.serve_listeners, self._mtcp_handler, listeners
+                    )
+                if app_listener is not None:
+                    nursery.start_soon(
+                        trio.serve_listeners, self._app_handler, [app_listener]
+                    )
+                self._log(
+                    "info",
+                    "node_started",
+                    udp=f"{self.udp_address[0]}:{self.udp_address[1]}",
+                    stored=self.agent.stored,
+                    plan=cfg.plan or "",
+                )
+                task_status.started()
+        finally:
+            sock.close()
+            if app_listener is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(cfg.app_socket or "")
+            store.close()
+            self._log("info", "node_stopped", stored=self.agent.stored)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return (bundles stay in the store)."""
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    def _setup_peers(self) -> None:
+        cfg = self.config
+        for nb in cfg.neighbours:
+            self._by_addr[nb.address] = nb.node
+            with contextlib.suppress(OSError):
+                # Resolve names once so that source addresses match.
+                self._by_addr[(socket.gethostbyname(nb.address[0]), nb.address[1])] = (
+                    nb.node
+                )
+            if nb.cla == "udp":
+                link = UdpLink(
+                    local_node=cfg.node,
+                    neighbor=nb.node,
+                    ack_mode=nb.ack,
+                    mtu_bytes=cfg.mtu_bytes + DATA_OVERHEAD_BYTES,
+                    ack_timeout_s=cfg.ack_timeout_s,
+                    max_tries=cfg.max_tries,
+                    first_token=self._rng.getrandbits(63),
+                )
+                self._udp[nb.node] = _UdpPeer(nb, link, Pacer(nb.rate_bytes_s))
+            else:
+                s, r = trio.open_memory_channel[tuple[int, bytes]](math.inf)
+                self._mtcp[nb.node] = _MtcpPeer(nb, s, r)
+
+    def _log(self, level: str, event: str, **fields: Any) -> None:
+        getattr(self.log, level)(event, extra={"fields": fields})
+
+    # ------------------------------------------------------------ actions
+
+    def _apply(self, actions: list[Action]) -> None:
+        """Carry out the agent's actions, and those they lead to, in order."""
+        agent = self.agent
+        assert agent is not None
+        work = deque(actions)
+        while work:
+            a = work.popleft()
+            if isinstance(a, Transmit):
+                work.extend(self._transmit(a))
+            elif isinstance(a, Ack):
+                self._acks.add(a.neighbor, a.cl_token)
+            elif isinstance(a, Deliver):
+                work.extend(self._deliver(a))
+            elif isinstance(a, Schedule):
+                if self._deadline is None or a.at < self._deadline:
+                    self._timer_wake.set()
+                self._deadline = a.at
+            elif isinstance(a, Event):
+                if a.kind in ("expired", "refused", "dropped", "deleted"):
+                    self._log(
+                        "warning" if a.kind != "expired" else "info",
+                        a.kind,
+                        bundle=a.bundle_key,
+                        detail=a.detail,
+                    )
+                elif self.log.isEnabledFor(logging.DEBUG):
+                    self._log("debug", a.kind, bundle=a.bundle_key, detail=a.detail)
+        if self._acks:
+            self._flush_acks()
+
+    def _transmit(self, t: Transmit) -> list[Action]:
+        agent = self.agent
+        assert agent is not None
+        peer = self._udp.get(t.neighbor)
+        if peer is not None:
+            outs = peer.link.transmit(t.tx_id, t.data, trio.current_time())
+            self._link_wake.set()
+            return self._link_outputs(peer, outs)
+        mpeer = self._mtcp.get(t.neighbor)
+        if mpeer is not None:
+            mpeer.send.send_nowait((t.tx_id, t.data))
+            return []
+        self._log("warning", "no_address", neighbour=t.neighbor)
+        return agent.on_transmit_done(t.tx_id, False, self.now_ms())
+
+    def _link_outputs(self, peer: _UdpPeer, outs: list[LinkOutput]) -> list[Action]:
+        done: list[tuple[int, bool]] = []
+        for o in outs:
+            if isinstance(o, SendDatagram):
+                self._udp_send(peer, o.data)
+            else:
+                done.append((o.tx_id, o.ok))
+                if not o.ok:
+                    self._log(
+                        "info",
+                        "transmit_failed",
+                        neighbour=peer.config.node,
+                        reason=o.reason,
+                    )
+        if not done:
+            return []
+        assert self.agent is not None
+        return self.agent.on_transmit_done_many(done, self.now_ms())
+
+    def _deliver(self, d: Deliver) -> list[Action]:
+        agent = self.agent
+        assert agent is not None
+        if d.endpoint == f"ipn:{self.config.node}.{ECHO_SERVICE}":
+            actions = agent.on_delivered(d.bundle_key, self.now_ms())
+            try:
+                _, more = agent.send(
+                    source=d.endpoint,
+                    destination=d.source,
+                    payload=d.payload,
+                    lifetime_ms=self.config.lifetime_ms,
+                    now=self.now_ms(),
+                )
+            except DtnError as exc:
+                self._log("warning", "echo_failed", source=d.source, detail=str(exc))
+                return actions
+            return actions + more
+        sub = self._subs.get(d.endpoint)
+        if sub is not None and sub.push(d):
+            sub.unconfirmed[d.bundle_key] = d
+        else:
+            self._held.setdefault(d.endpoint, {})[d.bundle_key] = d
+        return []
+
+    def confirm_delivered(self, endpoint: str, bundle_key: str) -> None:
+        """The application has the bundle: the agent forgets it for good."""
+        sub = self._subs.get(endpoint)
+        if sub is not None:
+            sub.unconfirmed.pop(bundle_key, None)
+        assert self.agent is not None
+        self._apply(self.agent.on_delivered(bundle_key, self.now_ms()))
+
+    def _subscribe(self, endpoint: str, push: Callable[[Deliver], bool]) -> _Subscriber:
+        agent = self.agent
+        if agent is None:
+            raise InvalidArgument("the node is not running")
+        name = str(parse_eid(endpoint))
+        if name in self._subs:
+            raise InvalidArgument(f"endpoint {name} is already registered")
+        actions = agent.register(name)
+        sub = _Subscriber(name, push)
+        self._subs[name] = sub
+        held = self._held.pop(name, {})
+        self._apply([*held.values(), *actions])
+        return sub
+
+    def _unsubscribe(self, sub: _Subscriber) -> None:
+        if self._subs.get(sub.endpoint) is not sub:
+            return
+        del self._subs[sub.endpoint]
+        if self.agent is not None:
+            self.agent.unregister(sub.endpoint)
+        if sub.unconfirmed:
+            self._held.setdefault(sub.endpoint, {}).update(sub.unconfirmed)
+
+    # ------------------------------------------------------------ embedding API
+
+    async def send(
+        self,
+        destination: str,
+        payload: bytes,
+        *,
+        source: str | None = None,
+        lifetime_ms: int | None = None,
+    ) -> str:
+        """Originate a bundle; returns its key once it is durably stored.
+
+        ``source`` defaults to ``ipn:N.0``. Raises :class:`InvalidArgument`
+        for bad EIDs/lifetimes and ``StoreFull`` when the store refuses it.
+        """
+        agent = self.agent
+        if agent is None:
+            raise InvalidArgument("the node is not running")
+        key, actions = agent.send(
+            source=source or self.config.eid,
+            destination=destination,
+            payload=bytes(payload),
+            lifetime_ms=lifetime_ms
+            if lifetime_ms is not None
+            else self.config.lifetime_ms,
+            now=self.now_ms(),
+        )
+        self._apply(actions)
+        await trio.lowlevel.checkpoint()
+        return key
+
+    @contextlib.asynccontextmanager
+    async def endpoint(self, endpoint: str) -> AsyncIterator[_ConfirmingChannel]:
+        """Register ``endpoint`` and yield a channel of its bundles.
+
+        A bundle counts as delivered (and is removed from the store) when the
+        channel hands it to the application. Leaving the block unregisters
+        the endpoint; later bundles wait in the store.
+        """
+        send, recv = trio.open_memory_channel[ReceivedBundle](math.inf)
+        node = self
+
+        def push(d: Deliver) -> bool:
+            send.send_nowait(
+                ReceivedBundle(
+                    d.endpoint,
+                    d.source,
+                    d.payload,
+                    d.creation_ms,
+                    d.sequence,
+                    d.bundle_key,
+                )
+            )
+            return True
+
+        sub = self._subscribe(endpoint, push)
+        try:
+            yield _ConfirmingChannel(
+                recv, lambda b: node.confirm_delivered(sub.endpoint, b.bundle_key)
+            )
+        finally:
+            self._unsubscribe(sub)
+            send.close()
+
+    def status(self) -> dict[str, Any]:
+        """Counters and state, as ``dcis status`` shows them."""
+        agent = self.agent
+        nbs: dict[str, Any] = {}
+        for n, p in self._udp.items():
+            nbs[str(n)] = {
+                "cla": "udp",
+                "address": f"{p.config.address[0]}:{p.config.address[1]}",
+                "in_contact": p.contact is not None,
+                "peer": p.link.peer.value,
+                "ack": p.link.ack_mode.value,
+                "in_flight": p.link.in_flight,
+                "queued_datagrams": len(p.queue),
+                **dataclasses.asdict(p.link.counters),
+            }
+        for n, m in self._mtcp.items():
+            nbs[str(n)] = {
+                "cla": "mtcp",
+                "address": f"{m.config.address[0]}:{m.config.address[1]}",
+                "in_contact": m.contact is not None,
+            }
+        return {
+            "node": self.config.node,
+            "eid": self.config.eid,
+            "uptime_s": round(self._clock() - self._started_at, 3),
+            "udp": f"{self.udp_address[0]}:{self.udp_address[1]}"
+            if self.udp_address
+            else None,
+            "stored": agent.stored if agent else 0,
+            "store_used_bytes": agent.store.used_bytes if agent else 0,
+            "store_limit_bytes": self.config.store_limit_bytes,
+            "endpoints": sorted(self._subs),
+            "counters": {**(agent.counters if agent else {}), **self.counters},
+            "neighbours": nbs,
+        }
+
+    # ------------------------------------------------------------ UDP CL
+
+    def _udp_send(self, peer: _UdpPeer, data: bytes) -> None:
+        if (
+            not peer.queue
+            and peer.pacer.delay_s(len(data), trio.current_time()) == 0.0
+            and self._try_send(data, peer.config.address)
+        ):
+            return
+        peer.queue.append(data)
+        peer.wake.set()
+
+    def _try_send(self, data: bytes, addr: tuple[str, int]) -> bool:
+        assert self._sock is not None
+        try:
+            self._sock.sendto(data, addr)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            # ECONNREFUSED and friends on loopback: the datagram is lost, as
+            # on any radio link; the ACK timeout takes care of it.
+            self.counters["udp_send_errors"] += 1
+            if exc.errno not in (
+                errno.ECONNREFUSED,
+                errno.EHOSTUNREACH,
+                errno.ENETUNREACH,
+                errno.EMSGSIZE,
+            ):
+                self._log("warning", "udp_send_error", detail=str(exc))
+            return True
+        self.counters["datagrams_out"] += 1
+        return True
+
+    async def _udp_sender(self, peer: _UdpPeer) -> None:
+        assert self._sock is not None
+        while True:
+            await peer.wake.wait()
+            peer.wake = trio.Event()
+            while peer.queue:
+                data = peer.queue[0]
+                delay = peer.pacer.delay_s(len(data), trio.current_time())
+                if delay > 0:
+                    await trio.sleep(delay)
+                    continue
+                while not self._try_send(data, peer.config.address):
+                    await trio.lowlevel.wait_writable(self._sock)
+                if peer.queue and peer.queue[0] is data:
+                    peer.queue.popleft()
+
+    def _flush_acks(self) -> None:
+        for nb, datagram in self._acks.flush():
+            peer = self._udp.get(nb)
+            addr = peer.config.address if peer is not None else self._ack_addr.get(nb)
+            if addr is not None:
+                self.counters["acks_out"] += 1
+                self._try_send(datagram, addr)
+
+    async def _udp_reader(self) -> None:
+        sock = self._sock
+        agent = self.agent
+        assert sock is not None
+        assert agent is not None
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            batch: list[Received] = []
+            done: list[Action] = []
+            for _ in range(_MAX_BATCH):
+                try:
+                    data, addr = sock.recvfrom(_RECV_BUFFER)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    # e.g. ECONNREFUSED reported for an earlier send: ignore.
+                    continue
+                self.counters["datagrams_in"] += 1
+                try:
+                    dg = decode_datagram_untrusted(data)
+                except DecodeError:
+                    self.counters["junk"] += 1
+                    continue
+                if isinstance(dg, BareBundle):
+                    nb = self._by_addr.get(addr[:2])
+                    if nb is not None and nb in self._udp:
+                        done += self._link_outputs(
+                            self._udp[nb],
+                            self._udp[nb].link.on_heard_bare(trio.current_time()),
+                        )
+                    batch.append(Received("udp", nb, dg.bundle, None))
+                elif isinstance(dg, DataSegment):
+                    peer = self._udp.get(dg.sender)
+                    if peer is not None:
+                        peer.link.on_heard_dcis()
+                    else:
+                        self._ack_addr[dg.sender] = addr[:2]
+                    batch.append(Received("udp", dg.sender, dg.bundle, dg.token))
+                elif isinstance(dg, AckSegment):
+                    peer = self._udp.get(dg.sender)
+                    if peer is not None:
+                        done += self._link_outputs(
+                            peer, peer.link.on_ack(dg.tokens, trio.current_time())
+                        )
+            if batch:
+                done += agent.on_receive_many(batch, self.now_ms())
+            self._apply(done)
+
+    async def _link_timer_task(self) -> None:
+        while True:
+            deadlines = [
+                d
+                for p in self._udp.values()
+                if (d := p.link.next_deadline()) is not None
+            ]
+            with trio.move_on_at(min(deadlines) if deadlines else math.inf):
+                await self._link_wake.wait()
+            self._link_wake = trio.Event()
+            now = trio.current_time()
+            actions: list[Action] = []
+            for p in self._udp.values():
+                d = p.link.next_deadline()
+                if d is not None and d <= now:
+                    actions += self._link_outputs(p, p.link.on_timer(now))
+            self._apply(actions)
+
+    # ------------------------------------------------------------ timers and contacts
+
+    async def _timer_task(self) -> None:
+        agent = self.agent
+        assert agent is not None
+        while True:
+            at = agent.next_deadline()
+            self._deadline = at
+            wait_s = math.inf if at is None else max(0.0, (at - self.now_ms()) / 1000.0)
+            with trio.move_on_after(wait_s):
+                await self._timer_wake.wait()
+            self._timer_wake = trio.Event()
+            self._apply(agent.on_tick(self.now_ms()))
+
+    def _contact_events(self) -> list[tuple[float, int, Contact]]:
+        """(plan time, 0=end/1=start, contact) for every contact from this node."""
+        me = self.config.node
+        events: list[tuple[float, int, Contact]] = []
+        configured = {nb.node for nb in self.config.neighbours}
+        if self.plan is not None:
+            for c in self.plan.contacts:
+                if c.frm == me and c.to != me and c.to in configured:
+                    events.append((c.start_s, 1, c))
+                    events.append((c.end_s, 0, c))
+        for nb in self.config.neighbours:
+            if nb.always_on or (nb.always_on is None and self.plan is None):
+                events.append(
+                    (
+                        -math.inf,
+                        1,
+                        Contact(
+                            frm=me,
+                            to=nb.node,
+                            start_s=0.0,
+                            end_s=math.inf,
+                            rate_bytes_s=nb.rate_bytes_s,
+                        ),
+                    )
+                )
+        events.sort(key=lambda e: (e[0], e[1]))
+        return events
+
+    async def _contact_task(self) -> None:
+        agent = self.agent
+        assert agent is not None
+        for at_s, kind, c in self._contact_events():
+            if kind == 1 and c.end_s <= self._plan_s():
+                continue  # already over
+            if kind == 0 and math.isinf(at_s):
+                continue
+            delay = at_s - self._plan_s()
+            if delay > 0:
+                await trio.sleep(delay)
+            if kind == 1:
+                self._open_contact(c)
+            else:
+                self._close_contact(c)
+
+    def _open_contact(self, c: Contact) -> None:
+        agent = self.agent
+        assert agent is not None
+        peer = self._udp.get(c.to)
+        if peer is not None:
+            peer.contact = c
+            if math.isfinite(c.start_s) and c.rate_bytes_s > 0:
+                peer.pacer = Pacer(c.rate_bytes_s)
+            if self.plan is not None:
+                peer.link.owlt_s = self.plan.owlt_s(
+                    c.frm, c.to, max(c.start_s, self._plan_s())
+                )
+        mpeer = self._mtcp.get(c.to)
+        if mpeer is not None:
+            mpeer.contact = c
+        self._log(
+            "info",
+            "contact_start",
+            neighbour=c.to,
+            end_s=c.end_s if math.isfinite(c.end_s) else None,
+            rate_bytes_s=c.rate_bytes_s,
+        )
+        self._apply(agent.on_contact_start(c, self.now_ms()))
+
+    def _close_contact(self, c: Contact) -> None:
+        agent = self.agent
+        assert agent is not None
+        self._log("info", "contact_end", neighbour=c.to)
+        actions = agent.on_contact_end(c, self.now_ms())
+        peer = self._udp.get(c.to)
+        if peer is not None and peer.contact == c:
+            peer.contact = None
+            peer.queue.clear()  # not sent in time: the ACK-less ones fail below
+            actions += self._link_outputs(peer, peer.link.close())
+        mpeer = self._mtcp.get(c.to)
+        if mpeer is not None and mpeer.contact == c:
+            mpeer.contact = None
+        self._apply(actions)
+
+    # ------------------------------------------------------------ MTCP CL
+
+    async def _mtcp_sender(self, peer: _MtcpPeer) -> None:
+        agent = self.agent
+        assert agent is not None
+        stream: trio.SocketStream | None = None
+        try:
+            async for tx_id, data in peer.recv:
+                ok = True
+                try:
+                    if stream is None:
+                        stream = await trio.open_tcp_stream(*peer.config.address)
+                    await stream.send_all(encode_mtcp_frame(data))
+                    self.counters["mtcp_out"] += 1
+                except (OSError, trio.BrokenResourceError) as exc:
+                    ok = False
+                    self._log(
+                        "info",
+                        "mtcp_send_failed",
+                        neighbour=peer.config.node,
+                        detail=str(exc),
+                    )
+                    if stream is not None:
+                        with contextlib.suppress(Exception):
+                            await stream.aclose()
+                    stream = None
+                # MTCP has no acknowledgement: a bundle handed to TCP is sent.
+                self._apply(agent.on_transmit_done(tx_id, ok, self.now_ms()))
+        finally:
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    await stream.aclose()
+
+    async def _mtcp_handler(self, stream: trio.SocketStream) -> None:
+        agent = self.agent
+        assert agent is not None
+        dec = MtcpDecoder(max_bundle_bytes=self.config.store_limit_bytes)
+        try:
+            async with stream:
+                while True:
+                    chunk = await stream.receive_some(65_536)
+                    if not chunk:
+                        return
+                    bundles = dec.feed(chunk)
+                    if bundles:
+                        self.counters["mtcp_in"] += len(bundles)
+                        self._apply(
+                            agent.on_receive_many(
+                                [Received("mtcp", None, b, None) for b in bundles],
+                                self.now_ms(),
+                            )
+                        )
+        except DecodeError as exc:
+            self.counters["junk"] += 1
+            self._log("warning", "mtcp_bad_frame", detail=str(exc))
+        except trio.BrokenResourceError:
+            return
+
+    # ------------------------------------------------------------ app API
+
+    async def _open_app_listener(self, path: str) -> trio.SocketListener:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await sock.bind(path)
+        sock.listen(64)
+        return trio.SocketListener(sock)
+
+    async def _app_handler(self, stream: trio.SocketStream) -> None:
+        out_send, out_recv = trio.open_memory_channel[bytes](math.inf)
+        subs: list[_Subscriber] = []
+
+        async def writer() -> None:
+            async for data in out_recv:
+                await stream.send_all(data)
+
+        def reply(mid: int, **kw: Any) -> None:
+            out_send.send_nowait(encode_message({"type": "ok", "id": mid, **kw}))
+
+        def error(mid: int, message: str) -> None:
+            out_send.send_nowait(
+                encode_message({"type": "error", "id": mid, "message": message})
+            )
+
+        def push(d: Deliver) -> bool:
+            try:
+                out_send.send_nowait(
+                    encode_message(
+                        {
+                            "type": "bundle",
+                            "endpoint": d.endpoint,
+                            "source": d.source,
+                            "payload": d.payload,
+                            "creation_ms": d.creation_ms,
+                            "sequence": d.sequence,
+                            "bundle_key": d.bundle_key,
+                        }
+                    )
+                )
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return False
+            return True
+
+        reader = MessageReader()
+        try:
+            async with stream, trio.open_nursery() as nursery:
+                nursery.start_soon(writer)
+                while True:
+                    try:
+                        chunk = await stream.receive_some(65_536)
+                    except trio.BrokenResourceError:
+                        break
+                    if not chunk:
+                        break
+                    try:
+                        msgs = reader.feed(chunk)
+                    except DecodeError as exc:
+                        self._log("warning", "appapi_bad_message", detail=str(exc))
+                        break
+                    for m in msgs:
+                        self._app_request(m, reply, error, push, subs)
+                out_send.close()
+                nursery.cancel_scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            for sub in subs:
+                self._unsubscribe(sub)
+
+    def _app_request(
+        self,
+        m: dict[str, Any],
+        reply: Callable[..., None],
+        error: Callable[[int, str], None],
+        push: Callable[[Deliver], bool],
+        subs: list[_Subscriber],
+    ) -> None:
+        kind = m["type"]
+        mid = int(m.get("id", 0))
+        try:
+            if kind == "ping":
+                reply(mid)
+            elif kind == "status":
+                reply(mid, status=self.status())
+            elif kind == "register":
+                sub = self._subscribe(m["endpoint"], push)
+                subs.append(sub)
+                reply(mid, endpoint=sub.endpoint)
+            elif kind == "unregister":
+                name = str(parse_eid(m["endpoint"]))
+                for sub in [s for s in subs if s.endpoint == name]:
+                    subs.remove(sub)
+                    self._unsubscribe(sub)
+                reply(mid)
+            elif kind == "delivered":
+                key = m["bundle_key"]
+                for sub in subs:
+                    if key in sub.unconfirmed:
+                        self.confirm_delivered(sub.endpoint, key)
+                        break
+            elif kind == "send":
+                source = m.get("source") or self.config.eid
+                src = parse_eid(source)
+                if isinstance(src, IpnEid) and src.node != self.config.node:
+                    raise InvalidArgument(
+                        f"source {source} is not on node {self.config.node}"
+                    )
+                assert self.agent is not None
+                key, actions = self.agent.send(
+                    source=source,
+                    destination=m["destination"],
+                    payload=m["payload"],
+                    lifetime_ms=m.get("lifetime_ms") or self.config.lifetime_ms,
+                    now=self.now_ms(),
+                )
+                reply(mid, bundle_key=key)
+                self._apply(actions)
+            else:
+                error(mid, f"{kind} is not a request")
+        except StoreFull as exc:
+            error(mid, f"store full: {exc}")
+        except DtnError as exc:
+            error(mid, str(exc))
+
+
+class _ConfirmingChannel:
+    """Async iterator over an endpoint's bundles; each bundle handed out is
+    confirmed delivered to the agent."""
+
+    def __init__(
+        self,
+        recv: trio.MemoryReceiveChannel[ReceivedBundle],
+        confirm: Callable[[ReceivedBundle], None],
+    ) -> None:
+        self._recv = recv
+        self._confirm = confirm
+
+    async def receive(self) -> ReceivedBundle:
+        """Wait for the next bundle."""
+        b = await self._recv.receive()
+        self._confirm(b)
+        return b
+
+    def __aiter__(self) -> _ConfirmingChannel:
+        return self
+
+    async def __anext__(self) -> ReceivedBundle:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+
+@contextlib.asynccontextmanager
+async def open_node(config: NodeConfig, **kw: Any) -> AsyncIterator[Node]:
+    """Start a node in the background; stop it (cleanly) when the block exits."""
+    node = Node(config, **kw)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        try:
+            yield node
+        finally:
+            nursery.cancel_scope.cancel()
