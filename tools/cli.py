@@ -22,6 +22,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.cmd_plan",
     "tools.cmd_sim",
     "tools.cmd_keys",
+    "tools.cmd_send",
+    "tools.cmd_recv",
+    "tools.cmd_ping",
+    "tools.cmd_status",
 )
 
 

@@ -1,18 +1,109 @@
-"""``dtn-node --config node.toml``: the node daemon (built by the daemon issue)."""
+"""``dtn-node --config node.toml``: run one DCiS bundle node as a daemon.
+
+Logs are structured: one JSON object per line on stderr (``ts``, ``level``,
+``node``, ``event`` and the event's fields). SIGINT/SIGTERM stop the node
+cleanly; bundles not yet forwarded stay in the store for the next start. A bad
+configuration exits 2 with one ``error:`` line naming the key.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime
+import json
+import logging
+import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from dtn.errors import DtnError
+from dtn.runtime import ConfigError, Node, NodeConfig, load_config
+from dtn.runtime.config import default_app_socket
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per record: ts, level, node, event, then the fields."""
+
+    def __init__(self, node: int) -> None:
+        super().__init__()
+        self.node = node
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": datetime.datetime.fromtimestamp(
+                record.created, datetime.UTC
+            ).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "node": self.node,
+            "event": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            doc.update(fields)
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def setup_logging(config: NodeConfig) -> logging.Logger:
+    """A logger writing JSON lines to stderr at the configured level."""
+    log = logging.getLogger(f"dtn.node.{config.node}")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter(config.node))
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(config.log_level.upper())
+    return log
+
+
+async def serve(config: NodeConfig, log: logging.Logger) -> None:
+    """Run ``config``'s node until SIGINT or SIGTERM."""
+    node = Node(config, log=log)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+
+            async def on_signal() -> None:
+                async for signum in signals:
+                    log.info(
+                        "signal",
+                        extra={"fields": {"signal": signal.Signals(signum).name}},
+                    )
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(on_signal)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dtn-node", description="Run a DCiS bundle node.")
+    parser = argparse.ArgumentParser(
+        prog="dtn-node", description="Run a DCiS bundle node."
+    )
     parser.add_argument("--config", required=True, help="path to node.toml")
-    parser.parse_args(argv)
-    print("error: the dtn-node daemon is not implemented yet (see the daemon issue)", file=sys.stderr)
-    return 2
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if config.app_socket is None:
+        config = dataclasses.replace(config, app_socket=default_app_socket(config.node))
+    log = setup_logging(config)
+    try:
+        trio.run(serve, config, log)
+    except DtnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 if __name__ == "__main__":

@@ -295,3 +295,13 @@ def load_config(path: str | Path) -> NodeConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
     return config_from_dict(doc, base_dir=p.parent)
+
+
+def default_app_socket(node: int) -> str:
+    """Where a node without ``app_socket`` listens: ``$XDG_RUNTIME_DIR`` (or
+    the temp dir) ``/dtn-node-N.sock``."""
+    import os
+    import tempfile
+
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return os.path.join(base, f"dtn-node-{node}.sock")

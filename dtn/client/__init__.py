@@ -1,0 +1,17 @@
+"""Client library for the local application API (spec/appapi.md).
+
+- :class:`Client` -- blocking, for scripts and the ``dcis`` commands.
+- :func:`open_trio_client` -- for trio programs (``async with``).
+
+Both register endpoints, send bundles, receive the bundles of their
+endpoints (confirming each to the node as it is handed out), ask for the node
+status and ping the node. Errors the node reports raise :class:`ClientError`.
+"""
+
+from __future__ import annotations
+
+from dtn.client.common import ClientError as ClientError
+from dtn.client.common import ReceivedBundle as ReceivedBundle
+from dtn.client.sync import Client as Client
+from dtn.client.trio_client import TrioClient as TrioClient
+from dtn.client.trio_client import open_trio_client as open_trio_client

@@ -1,0 +1,52 @@
+"""Types shared by the sync and trio clients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dtn.errors import DtnError
+
+
+class ClientError(DtnError):
+    """The node refused a request, or the connection failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedBundle:
+    """A bundle delivered to one of the client's endpoints."""
+
+    endpoint: str
+    source: str
+    payload: bytes
+    creation_ms: int
+    sequence: int
+    bundle_key: str
+
+    @classmethod
+    def from_message(cls, m: dict[str, Any]) -> ReceivedBundle:
+        """Build from a ``bundle`` message (already validated by the reader)."""
+        return cls(
+            m["endpoint"],
+            m["source"],
+            m["payload"],
+            m["creation_ms"],
+            m["sequence"],
+            m["bundle_key"],
+        )
+
+
+def send_request(
+    destination: str, payload: bytes, source: str | None, lifetime_ms: int | None
+) -> dict[str, Any]:
+    """The fields of a ``send`` request (without id)."""
+    msg: dict[str, Any] = {
+        "type": "send",
+        "destination": destination,
+        "payload": bytes(payload),
+    }
+    if source is not None:
+        msg["source"] = source
+    if lifetime_ms is not None:
+        msg["lifetime_ms"] = lifetime_ms
+    return msg

@@ -1,0 +1,155 @@
+"""Blocking app API client."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import deque
+from types import TracebackType
+from typing import Any
+
+from dtn.appapi.wire import MessageReader, encode_message
+from dtn.client.common import ClientError, ReceivedBundle, send_request
+from dtn.errors import DecodeError
+
+
+class Client:
+    """A blocking connection to a node's app API socket ``path``.
+
+    ``timeout_s`` bounds each request's wait for its reply. Raises
+    :class:`ClientError` if the socket cannot be reached.
+    """
+
+    def __init__(self, path: str, *, timeout_s: float = 10.0) -> None:
+        self.path = path
+        self.timeout_s = timeout_s
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.settimeout(timeout_s)
+            self._sock.connect(path)
+        except OSError as exc:
+            self._sock.close()
+            raise ClientError(
+                f"cannot reach the node at {path}: {exc.strerror or exc}"
+            ) from exc
+        self._reader = MessageReader()
+        self._next_id = 1
+        self._bundles: deque[ReceivedBundle] = deque()
+        self._replies: dict[int, dict[str, Any]] = {}
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        t: type[BaseException] | None,
+        e: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (registrations end with it)."""
+        self._sock.close()
+
+    def _read_more(self, deadline: float | None) -> None:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            self._sock.settimeout(left)
+        else:
+            self._sock.settimeout(None)
+        try:
+            chunk = self._sock.recv(65_536)
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            raise ClientError(f"connection to the node failed: {exc}") from exc
+        if not chunk:
+            raise ClientError("the node closed the connection")
+        try:
+            msgs = self._reader.feed(chunk)
+        except DecodeError as exc:
+            raise ClientError(f"bad message from the node: {exc}") from exc
+        for m in msgs:
+            if m["type"] == "bundle":
+                self._bundles.append(ReceivedBundle.from_message(m))
+            else:
+                self._replies[m["id"]] = m
+
+    def _request(self, msg: dict[str, Any]) -> dict[str, Any]:
+        mid = self._next_id
+        self._next_id += 1
+        msg["id"] = mid
+        try:
+            self._sock.sendall(encode_message(msg))
+        except OSError as exc:
+            raise ClientError(f"connection to the node failed: {exc}") from exc
+        deadline = time.monotonic() + self.timeout_s
+        while mid not in self._replies:
+            try:
+                self._read_more(deadline)
+            except TimeoutError:
+                raise ClientError(
+                    f"no reply to {msg['type']} within {self.timeout_s} s"
+                ) from None
+        reply = self._replies.pop(mid)
+        if reply["type"] == "error":
+            raise ClientError(reply["message"])
+        return reply
+
+    def register(self, endpoint: str) -> str:
+        """Receive the bundles of ``endpoint`` on this connection; returns its canonical name."""
+        return str(
+            self._request({"type": "register", "endpoint": endpoint})["endpoint"]
+        )
+
+    def unregister(self, endpoint: str) -> None:
+        """Stop receiving for ``endpoint`` (later bundles wait in the node's store)."""
+        self._request({"type": "unregister", "endpoint": endpoint})
+
+    def send(
+        self,
+        destination: str,
+        payload: bytes,
+        *,
+        source: str | None = None,
+        lifetime_ms: int | None = None,
+    ) -> str:
+        """Send a bundle; returns its key once the node holds it durably."""
+        return str(
+            self._request(send_request(destination, payload, source, lifetime_ms))[
+                "bundle_key"
+            ]
+        )
+
+    def receive(self, timeout_s: float | None = None) -> ReceivedBundle | None:
+        """Next bundle for a registered endpoint (confirmed to the node as
+        delivered), or None after ``timeout_s`` (None: wait forever)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not self._bundles:
+            try:
+                self._read_more(deadline)
+            except TimeoutError:
+                return None
+        b = self._bundles.popleft()
+        try:
+            self._sock.sendall(
+                encode_message({"type": "delivered", "bundle_key": b.bundle_key})
+            )
+        except OSError as exc:
+            raise ClientError(f"connection to the node failed: {exc}") from exc
+        return b
+
+    def status(self) -> dict[str, Any]:
+        """The node's status map (counters, neighbours, store)."""
+        status = self._request({"type": "status"})["status"]
+        assert isinstance(status, dict)
+        return status
+
+    def ping(self) -> float:
+        """Round trip to the local node, in seconds."""
+        t0 = time.perf_counter()
+        self._request({"type": "ping"})
+        return time.perf_counter() - t0

@@ -1,0 +1,140 @@
+"""trio app API client: requests may be issued concurrently from many tasks."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
+
+from dtn.appapi.wire import MessageReader, encode_message
+from dtn.client.common import ClientError, ReceivedBundle, send_request
+from dtn.errors import DecodeError
+
+
+class TrioClient:
+    """A connection to a node's app API; create with :func:`open_trio_client`."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        self._next_id = 1
+        self._waiting: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
+        self._bundles_send, self._bundles = trio.open_memory_channel[ReceivedBundle](
+            math.inf
+        )
+        self._send_lock = trio.Lock()
+
+    async def _reader(self) -> None:
+        reader = MessageReader()
+        try:
+            while True:
+                chunk = await self._stream.receive_some(65_536)
+                if not chunk:
+                    break
+                for m in reader.feed(chunk):
+                    if m["type"] == "bundle":
+                        self._bundles_send.send_nowait(ReceivedBundle.from_message(m))
+                    else:
+                        ch = self._waiting.pop(m["id"], None)
+                        if ch is not None:
+                            ch.send_nowait(m)
+        except (DecodeError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self._bundles_send.close()
+            for ch in self._waiting.values():
+                ch.close()
+
+    async def _send(self, msg: dict[str, Any]) -> None:
+        async with self._send_lock:
+            try:
+                await self._stream.send_all(encode_message(msg))
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ClientError(f"connection to the node failed: {exc}") from exc
+
+    async def _request(self, msg: dict[str, Any]) -> dict[str, Any]:
+        mid = self._next_id
+        self._next_id += 1
+        msg["id"] = mid
+        s, r = trio.open_memory_channel[dict[str, Any]](1)
+        self._waiting[mid] = s
+        await self._send(msg)
+        try:
+            reply = await r.receive()
+        except trio.EndOfChannel:
+            raise ClientError("the node closed the connection") from None
+        if reply["type"] == "error":
+            raise ClientError(reply["message"])
+        return reply
+
+    async def register(self, endpoint: str) -> str:
+        """Receive the bundles of ``endpoint``; returns its canonical name."""
+        return str(
+            (await self._request({"type": "register", "endpoint": endpoint}))[
+                "endpoint"
+            ]
+        )
+
+    async def send(
+        self,
+        destination: str,
+        payload: bytes,
+        *,
+        source: str | None = None,
+        lifetime_ms: int | None = None,
+    ) -> str:
+        """Send a bundle; returns its key once the node holds it durably."""
+        return str(
+            (
+                await self._request(
+                    send_request(destination, payload, source, lifetime_ms)
+                )
+            )["bundle_key"]
+        )
+
+    async def receive(self) -> ReceivedBundle:
+        """Next bundle for a registered endpoint (confirmed as delivered).
+        Raises :class:`ClientError` when the connection ends."""
+        try:
+            b = await self._bundles.receive()
+        except trio.EndOfChannel:
+            raise ClientError("the node closed the connection") from None
+        await self._send({"type": "delivered", "bundle_key": b.bundle_key})
+        return b
+
+    async def status(self) -> dict[str, Any]:
+        """The node's status map."""
+        status = (await self._request({"type": "status"}))["status"]
+        assert isinstance(status, dict)
+        return status
+
+    async def ping(self) -> float:
+        """Round trip to the local node, in seconds."""
+        t0 = time.perf_counter()
+        await self._request({"type": "ping"})
+        return time.perf_counter() - t0
+
+
+@contextlib.asynccontextmanager
+async def open_trio_client(path: str) -> AsyncIterator[TrioClient]:
+    """Connect to the app API socket at ``path``. Raises :class:`ClientError`."""
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        raise ClientError(
+            f"cannot reach the node at {path}: {exc.strerror or exc}"
+        ) from exc
+    stream = trio.SocketStream(sock)
+    client = TrioClient(stream)
+    async with stream, trio.open_nursery() as nursery:
+        nursery.start_soon(client._reader)
+        try:
+            yield client
+        finally:
+            nursery.cancel_scope.cancel()
