@@ -574,7 +574,8 @@ class Simulator:
             self._counts["refused"] += 1
             self.trace.record(self._now_us, "refuse", src, dst, size_bytes, "node-down")
             return None
-        payload = bytes(size_bytes)  # not cached: memory must not grow with distinct sizes
+        # Not cached: memory must not grow with the number of distinct sizes.
+        payload = bytes(size_bytes)
         try:
             key, actions = nd.agent.send(
                 source=f"ipn:{src}.1",
