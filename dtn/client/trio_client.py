@@ -132,9 +132,16 @@ async def open_trio_client(path: str) -> AsyncIterator[TrioClient]:
         ) from exc
     stream = trio.SocketStream(sock)
     client = TrioClient(stream)
-    async with stream, trio.open_nursery() as nursery:
-        nursery.start_soon(client._reader)
-        try:
-            yield client
-        finally:
-            nursery.cancel_scope.cancel()
+    try:
+        async with stream, trio.open_nursery() as nursery:
+            nursery.start_soon(client._reader)
+            try:
+                yield client
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The reader task never raises: a lone error is the caller's own
+        # (e.g. ClientError); hand it back as it was raised.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise

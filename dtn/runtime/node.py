@@ -963,9 +963,15 @@ class _ConfirmingChannel:
 async def open_node(config: NodeConfig, **kw: Any) -> AsyncIterator[Node]:
     """Start a node in the background; stop it (cleanly) when the block exits."""
     node = Node(config, **kw)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(node.run)
-        try:
-            yield node
-        finally:
-            nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            try:
+                yield node
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # One error (the caller's, or the node's own failure): raise it as is.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise

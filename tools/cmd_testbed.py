@@ -1,0 +1,159 @@
+"""``dcis testbed --plan FILE --duration SECONDS --traffic FILE [--loss P] [--json]``.
+
+Starts one ``dtn-node`` process per plan node plus the link emulator on
+loopback, runs the traffic (plan time 0 is the moment the testbed starts the
+traffic), stops everything and prints the same summary keys as ``dcis sim``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from dtn.errors import DtnError
+from dtn.sim.traffic import parse_traffic
+from tools.cli import CommandError
+from tools.testbed import Testbed, TestbedOptions, default_workdir
+
+
+def _float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return v
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "testbed",
+        help="run the plan's nodes as daemons behind the link emulator",
+        description=__doc__,
+    )
+    p.add_argument(
+        "--plan",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="contact plan (ionrc or HDTN JSON)",
+    )
+    p.add_argument(
+        "--duration",
+        required=True,
+        type=_float,
+        metavar="SECONDS",
+        help="run until this plan time",
+    )
+    p.add_argument(
+        "--traffic",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="lines: AT_SECONDS SRC_NODE DST_NODE SIZE_BYTES [COUNT]",
+    )
+    p.add_argument(
+        "--loss",
+        type=_float,
+        default=0.0,
+        metavar="P",
+        help="probability the emulator drops a datagram (default 0)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--seed", type=int, default=0, help="emulator loss seed (default 0)")
+    p.add_argument(
+        "--lifetime",
+        type=_float,
+        default=86_400.0,
+        metavar="SECONDS",
+        help="bundle lifetime (default 86400)",
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep configs, stores and logs here (default: a temp dir, removed)",
+    )
+    p.set_defaults(func=run)
+
+
+def _readable(s: dict[str, Any]) -> None:
+    def lat(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f} s"
+
+    print(
+        f"testbed: {s['nodes']} daemons for {s['duration_s']:g} s (loss {s['loss']:g})"
+    )
+    print(
+        f"bundles:   sent {s['sent']}, delivered {s['delivered']}, expired {s['expired']}, pending {s['pending']}, refused {s['refused']}"
+    )
+    print(f"           duplicates delivered {s['duplicates_delivered']}")
+    print(
+        f"latency:   p50 {lat(s['latency_p50_s'])}, p99 {lat(s['latency_p99_s'])}, max {lat(s['latency_max_s'])}"
+    )
+    e = s["emulator"]
+    print(
+        f"emulator:  {e['forwarded']} datagrams forwarded, dropped: {e['dropped_down']} link down, {e['dropped_loss']} loss, {e['dropped_rate']} over rate"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0.0 <= args.loss <= 1.0:
+        raise CommandError(f"--loss must be a probability in [0, 1], got {args.loss}")
+    if args.duration <= 0:
+        raise CommandError(f"--duration must be > 0, got {args.duration}")
+    if args.lifetime <= 0:
+        raise CommandError(f"--lifetime must be > 0, got {args.lifetime}")
+    try:
+        traffic = parse_traffic(args.traffic.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read traffic file {args.traffic}: {exc}") from None
+    except DtnError as exc:
+        raise CommandError(f"{args.traffic}: {exc}") from None
+    workdir = args.workdir or default_workdir()
+    try:
+        opts = TestbedOptions(
+            plan_path=args.plan,
+            workdir=workdir,
+            loss=args.loss,
+            seed=args.seed,
+            lifetime_s=args.lifetime,
+            log_level="warning",
+        )
+        try:
+            tb = Testbed(opts)
+        except DtnError as exc:
+            raise CommandError(f"plan {args.plan}: {exc}") from None
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        for item in traffic:
+            for n in (item.src, item.dst):
+                if n not in tb.nodes:
+                    raise CommandError(
+                        f"{args.traffic}: traffic line {item.line}: node {n} is not in the plan"
+                    )
+
+        async def go() -> dict[str, Any]:
+            async with tb.running():
+                return await tb.run_traffic(traffic, args.duration)
+
+        try:
+            summary = trio.run(go)
+        except RuntimeError as exc:
+            raise CommandError(str(exc)) from None
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        _readable(summary)
+    sys.stdout.flush()
+    return 0
