@@ -82,10 +82,15 @@ _KW_KEY_BYTES: Final = (16, 24, 32)
 
 
 def _int_param(asb: AbstractSecurityBlock, pid: int, default: int) -> int:
+    """An unsigned integer parameter (variant, scope flags); default when absent.
+
+    Anything else -- text, a negative or a 65-bit number -- cannot be
+    honoured, so the block cannot verify: AuthenticationFailed.
+    """
     v = asb.parameter(pid)
     if v is None:
         return default
-    if not isinstance(v, int) or isinstance(v, bool):
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 64:
         raise AuthenticationFailed()
     return v
 
@@ -126,7 +131,7 @@ def verify_hmac_sha2(
     variant = _int_param(asb, BibParam.SHA_VARIANT, ShaVariant.HMAC_384)
     scope = _int_param(asb, BibParam.SCOPE_FLAGS, ScopeFlags.ALL)
     digest = _HASHES.get(variant)
-    if digest is None or scope < 0:
+    if digest is None:
         raise AuthenticationFailed()
     expected: list[tuple[bytes, bytes]] = []
     for t in asb.targets:
@@ -204,12 +209,7 @@ def decrypt_aes_gcm(
     variant = _int_param(asb, BcbParam.AES_VARIANT, AesVariant.A256GCM)
     scope = _int_param(asb, BcbParam.SCOPE_FLAGS, ScopeFlags.ALL)
     key_len = _AES_KEY_BYTES.get(variant)  # type: ignore[call-overload]
-    if (
-        not isinstance(iv, bytes)
-        or len(iv) not in (12, 16)
-        or key_len is None
-        or scope < 0
-    ):
+    if not isinstance(iv, bytes) or len(iv) not in (12, 16) or key_len is None:
         raise AuthenticationFailed()
     work: list[tuple[int, bytes, bytes]] = []
     for t in asb.targets:
