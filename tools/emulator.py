@@ -209,10 +209,9 @@ class Emulator:
 
     @staticmethod
     def _send(out: socket.socket, data: bytes, dest: tuple[str, int]) -> None:
-        try:
+        # Receiver gone or buffer full: lost, like any datagram.
+        with contextlib.suppress(OSError):
             out.sendto(data, dest)
-        except OSError:
-            pass  # receiver gone or buffer full: lost, like any datagram
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
