@@ -110,7 +110,7 @@ def _readable(s: SimSummary, out: TextIO) -> None:
         file=out,
     )
     print(
-        f"bundles:   sent {s.sent}, delivered {s.delivered}, expired {s.expired}, pending {s.pending}, refused {s.refused}",
+        f"bundles:   sent {s.sent}, delivered {s.delivered}, expired {s.expired}, pending {s.pending}, refused {s.refused} (at relays {s.relay_refused})",
         file=out,
     )
     print(

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import heapq
 import importlib
+import json
 import math
 import random
 from collections import deque
@@ -287,7 +288,9 @@ class BundleRecord:
 class SimSummary:
     """What a run produced. Latencies are seconds (None with no deliveries).
 
-    ``delivered`` counts distinct bundles delivered; ``expired`` those never
+    ``refused`` counts sends the source refused (store full, node down);
+    ``relay_refused`` bundles a receiving agent refused (its store full: the
+    sender keeps them and retries). ``delivered`` counts distinct bundles delivered; ``expired`` those never
     delivered that some node expired; ``pending`` the rest of ``sent``.
     ``lost`` counts pending bundles held by no store (a memory store lost in
     a crash; otherwise a bug). ``stored`` is the number of bundles in all
@@ -300,6 +303,7 @@ class SimSummary:
     nodes: int
     sent: int
     refused: int
+    relay_refused: int
     delivered: int
     duplicates_delivered: int
     delivered_after_lifetime: int
@@ -634,6 +638,7 @@ class Simulator:
             nodes=len(self.nodes),
             sent=len(self.ledger),
             refused=c["refused"],
+            relay_refused=self.trace.counts["refused"],
             delivered=delivered,
             duplicates_delivered=c["duplicates"],
             delivered_after_lifetime=c["late"],
@@ -761,7 +766,10 @@ class Simulator:
                 rec.expired = True
             self.trace.record(self._now_us, "expire", nd.num, ev.bundle_key)
         else:
-            self.trace.record(self._now_us, ev.kind, nd.num, ev.bundle_key)
+            # The agent's reason (e.g. "store full: ...") goes in as one
+            # JSON-quoted field so the line stays one line.
+            detail = (json.dumps(ev.detail),) if ev.detail else ()
+            self.trace.record(self._now_us, ev.kind, nd.num, ev.bundle_key, *detail)
 
     def _deliver(self, nd: _Node, d: Deliver) -> None:
         rec = self.ledger.get(d.bundle_key)

@@ -189,6 +189,8 @@ def test_full_store_refuses_clearly_and_loses_nothing_it_stored() -> None:
     # The relay refused while full (a clear event with the reason) ...
     relay_refused = [f for _, k, n, f in records if k == "refused" and n == 2]
     assert relay_refused
+    assert all("store full" in str(f[-1]) for f in relay_refused)
+    assert s.relay_refused == len(relay_refused)
     # ... yet every bundle accepted anywhere was delivered: nothing stored was dropped.
     assert s.delivered == s.sent
 
