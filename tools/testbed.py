@@ -43,6 +43,8 @@ from tools.emulator import Emulator, LinkModel
 class TestbedOptions:
     """How to run the testbed (``workdir`` holds configs, stores and logs)."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     plan_path: Path
     workdir: Path
     loss: float = 0.0
@@ -88,6 +90,8 @@ class Testbed:
 
     ``async with testbed.running(): ...`` starts and stops everything.
     """
+
+    __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, opts: TestbedOptions) -> None:
         self.opts = opts
@@ -221,10 +225,11 @@ class Testbed:
                     await trio.sleep(0.05)
         raise RuntimeError(f"node {node} did not start (see {self.log_of(node)})")
 
-    def kill(self, node: int) -> None:
-        """SIGKILL ``node``'s daemon (its store stays on disk)."""
+    async def kill(self, node: int) -> None:
+        """SIGKILL ``node``'s daemon and reap it (its store stays on disk)."""
         proc = self._procs.pop(node)
         proc.send_signal(signal.SIGKILL)
+        await proc.wait()
 
     async def stop(self, node: int) -> None:
         """SIGTERM ``node``'s daemon and wait for it (SIGKILL after 10 s)."""

@@ -26,12 +26,25 @@ def chain(tmp: Path, n: int) -> list[NodeConfig]:
     ports = free_udp_ports(n)
     out = []
     for i in range(1, n + 1):
-        nbs = [NeighbourConfig(node=j, address=("127.0.0.1", ports[j - 1]), ack=AckMode.ON) for j in (i - 1, i + 1) if 1 <= j <= n]
-        out.append(NodeConfig(node=i, listen=("127.0.0.1", ports[i - 1]), store_path=str(tmp / f"n{i}.db"), neighbours=tuple(nbs)))
+        nbs = [
+            NeighbourConfig(node=j, address=("127.0.0.1", ports[j - 1]), ack=AckMode.ON)
+            for j in (i - 1, i + 1)
+            if 1 <= j <= n
+        ]
+        out.append(
+            NodeConfig(
+                node=i,
+                listen=("127.0.0.1", ports[i - 1]),
+                store_path=str(tmp / f"n{i}.db"),
+                neighbours=tuple(nbs),
+            )
+        )
     return out
 
 
-async def test_bundle_crosses_two_nodes_and_leaves_the_senders_store(tmp_path: Path) -> None:
+async def test_bundle_crosses_two_nodes_and_leaves_the_senders_store(
+    tmp_path: Path,
+) -> None:
     c1, c2 = chain(tmp_path, 2)
     async with open_node(c1) as n1, open_node(c2) as n2:
         async with n2.endpoint("ipn:2.5") as inbox:
@@ -49,7 +62,9 @@ async def test_bundle_crosses_two_nodes_and_leaves_the_senders_store(tmp_path: P
         assert n2.status()["counters"]["delivered"] == 1
 
 
-async def test_bundles_cross_two_hops_and_the_echo_service_answers(tmp_path: Path) -> None:
+async def test_bundles_cross_two_hops_and_the_echo_service_answers(
+    tmp_path: Path,
+) -> None:
     c1, c2, c3 = chain(tmp_path, 3)
     # Without a plan node 1 needs a route to 3: give it none, but node 1's
     # neighbour is 2 only, so send to 2's echo and to 3 via 2 by plan-less
