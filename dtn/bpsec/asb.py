@@ -55,7 +55,10 @@ Item = tuple[int, object]  # (parameter or result id, value)
 
 
 def _is_uint(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < _U64
+    # type() first: the common case (a plain int) costs one comparison.
+    if type(v) is not int and (not isinstance(v, int) or isinstance(v, bool)):
+        return False
+    return 0 <= v < _U64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,22 +77,25 @@ class AbstractSecurityBlock:
     results: tuple[tuple[Item, ...], ...]
 
     def __post_init__(self) -> None:
-        if not self.targets:
-            raise InvalidArgument("an ASB needs at least one security target")
-        if len(self.targets) > MAX_TARGETS:
+        targets = self.targets
+        # Runtime checks on declared types: callers may pass lists by mistake.
+        if not isinstance(targets, tuple) or not targets:  # type: ignore[redundant-expr]
+            raise InvalidArgument("an ASB needs a non-empty tuple of security targets")
+        if len(targets) > MAX_TARGETS:
             raise InvalidArgument(f"more than {MAX_TARGETS} security targets")
-        if not all(_is_uint(t) for t in self.targets):
-            raise InvalidArgument("security targets must be block numbers (uint)")
-        if len(set(self.targets)) != len(self.targets):
+        for t in targets:
+            if not _is_uint(t):
+                raise InvalidArgument("security targets must be block numbers (uint)")
+        if len(set(targets)) != len(targets):
             raise InvalidArgument("security targets must be unique (RFC 9172 3.6)")
         ctx: object = self.context_id
         if not isinstance(ctx, int) or isinstance(ctx, bool) or not -_U64 <= ctx < _U64:
             raise InvalidArgument(f"context id must be a 64-bit integer, got {ctx!r}")
         if not isinstance(self.source, IpnEid | DtnEid):
             raise InvalidArgument("security source must be an EID")
-        if len(self.results) != len(self.targets):
+        if not isinstance(self.results, tuple) or len(self.results) != len(targets):  # type: ignore[redundant-expr]
             raise InvalidArgument(
-                f"{len(self.targets)} targets but {len(self.results)} result lists (RFC 9172 3.6)"
+                f"{len(targets)} targets need as many result lists (RFC 9172 3.6)"
             )
         if self.parameters is not None:
             _check_items("parameter", self.parameters)
@@ -170,9 +176,12 @@ def _items(raw: object, where: str) -> tuple[Item, ...]:
         )
     out: list[Item] = []
     for it in raw:
-        if not (isinstance(it, list) and len(it) == 2 and _is_uint(it[0])):
+        if not (
+            isinstance(it, list) and len(it) == 2
+        ):  # id: checked by the constructor
             raise DecodeError("expected an [id: uint, value] pair", where=where)
-        out.append((it[0], _to_value(it[1])))
+        v = it[1]
+        out.append((it[0], _to_value(v) if isinstance(v, list) else v))
     return tuple(out)
 
 
@@ -213,29 +222,21 @@ def decode_asb_untrusted(
 
 def _sequence_items(raw: bytes, where: str) -> list[object]:
     """The items of the CBOR sequence ``raw`` (exact boundaries, no trailing bytes)."""
-    # Fast path: decode the sequence as the content of an indefinite array in
-    # one C call, and accept it only if re-encoding gives back exactly ``raw``
-    # (canonical input, nothing after an early break). Anything else -- a
-    # non-canonical peer, garbage -- takes the exact item-by-item path.
-    try:
-        fast = cbor2.loads(b"\x9f" + raw + b"\xff")
-        if (
-            isinstance(fast, list)
-            and len(fast) in (5, 6)
-            and cbor2.dumps(fast)[1:] == raw
-        ):
-            return fast
-    except Exception:  # hostile input: the exact path below reports it
-        pass
-    fp = io.BytesIO(raw)
-    # read_size=1: cbor2 buffers reads by default, and we need exact item
-    # boundaries to walk a CBOR sequence and to catch trailing bytes.
-    dec = cbor2.CBORDecoder(fp, read_size=1)  # type: ignore[call-arg]  # the C decoder's option; stubs lag
-    items: list[object] = []
-    while fp.tell() < len(raw):
-        if len(items) == 6:
-            raise DecodeError("more than 6 items in the CBOR sequence", where=where)
-        items.append(dec.decode())
+    # Decode the sequence as the content of an indefinite-length array, in one
+    # C call. read_size=1 stops cbor2 from reading ahead, so the stream
+    # position tells whether the array ended exactly at our closing break: a
+    # break (0xff) inside ``raw`` would end it early and leave bytes unread.
+    wrapped = b"\x9f" + raw + b"\xff"
+    fp = io.BytesIO(wrapped)
+    items = cbor2.CBORDecoder(fp, read_size=1).decode()  # type: ignore[call-arg]  # C decoder option; stubs lag
+    if fp.tell() != len(wrapped):
+        raise DecodeError(
+            "bytes after a break (0xff) in the CBOR sequence", where=where
+        )
+    if not isinstance(items, list):  # pragma: no cover -- 0x9f always yields a list
+        raise DecodeError("not a CBOR sequence", where=where)
+    if len(items) > 6:
+        raise DecodeError(f"expected 5 or 6 items, got {len(items)}", where=where)
     return items
 
 
@@ -244,7 +245,7 @@ def _decode(raw: bytes, where: str) -> AbstractSecurityBlock:
     if len(items) < 5:
         raise DecodeError(f"expected 5 or 6 items, got {len(items)}", where=where)
     targets, ctx, flags, source = items[0], items[1], items[2], items[3]
-    if not isinstance(targets, list) or not all(_is_uint(t) for t in targets):
+    if not isinstance(targets, list):  # their values: checked by the constructor
         raise DecodeError(
             "security targets must be an array of block numbers",
             where=f"{where}, targets",
