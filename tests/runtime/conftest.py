@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -17,3 +18,19 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+async def poll_until(
+    pred: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.05
+) -> None:
+    """Wait until ``pred()`` is true (another process's state: no event to wait on).
+
+    Bounded: raises AssertionError after ``timeout_s``.
+    """
+    import trio
+
+    for _ in range(max(1, int(timeout_s / interval_s))):
+        if pred():
+            return
+        await trio.sleep(interval_s)
+    assert pred(), f"condition not met within {timeout_s} s"

@@ -15,7 +15,7 @@ import trio
 from dtn.bpv7.bundle import encode_bundle, make_bundle
 from dtn.client import open_trio_client
 from dtn.sim.traffic import TrafficItem
-from tests.runtime.conftest import rss_kib, write_plan
+from tests.runtime.conftest import poll_until, rss_kib, write_plan
 from tools.testbed import Testbed, TestbedOptions
 
 pytestmark = pytest.mark.slow
@@ -102,9 +102,7 @@ async def test_kill_9_of_a_forwarder_holding_bundles_loses_nothing_and_duplicate
         await tb.kill(2)
         await trio.sleep(0.5)
         await tb.restart(2)
-        with trio.fail_after(20):
-            while len(tb.ledger.arrivals) < n:
-                await trio.sleep(0.1)
+        await poll_until(lambda: len(tb.ledger.arrivals) >= n, timeout_s=20)
         await trio.sleep(1.0)  # room for a duplicate to show up
     assert set(tb.ledger.arrivals) == set(tb.ledger.sent)
     assert tb.ledger.duplicates == 0
@@ -179,9 +177,9 @@ async def test_junk_flood_is_counted_while_good_traffic_flows_and_memory_stays_f
                     rss.append(rss_kib(pid))
                 await trio.sleep_until(start + i * 0.05)
         sock.close()
-        with trio.fail_after(10):
-            while len(tb.ledger.arrivals) < len(tb.ledger.sent):
-                await trio.sleep(0.1)
+        await poll_until(
+            lambda: len(tb.ledger.arrivals) >= len(tb.ledger.sent), timeout_s=10
+        )
         async with open_trio_client(tb.socket_of(2)) as c2:
             st = await c2.status()
         assert tb._procs[2].poll() is None  # still running
