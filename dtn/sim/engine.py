@@ -605,6 +605,28 @@ class Simulator:
         self._apply(nd, actions)
         return key
 
+    def crash(self, node: int) -> None:
+        """Crash ``node`` now (no-op if it is down). See :class:`Crash`."""
+        if node not in self.nodes:
+            raise InvalidArgument(f"node {node} is not in the simulation")
+        self._crash(node)
+
+    def restart(self, node: int) -> None:
+        """Restart ``node`` now (no-op if it is up): a new agent on its store
+        (the same file if durable, else empty), then ``recover``."""
+        if node not in self.nodes:
+            raise InvalidArgument(f"node {node} is not in the simulation")
+        self._restart(node)
+
+    def add_partition(self, partition: Partition) -> None:
+        """Impose ``partition`` (its window must not start in the past)."""
+        if _us(partition.start_s) < self._now_us:
+            raise InvalidArgument(
+                f"partition starts at {partition.start_s} s, before now ({self.now_s} s)"
+            )
+        self._push(_us(partition.start_s), _PRIO_DOWN, self._partition_start, partition)
+        self._push(_us(partition.end_s), _PRIO_UP, self._partition_end, partition)
+
     def stored_keys(self) -> set[str]:
         """Keys of whole bundles (or of the bundle a fragment belongs to) held
         in any live node's store now."""
