@@ -6,6 +6,7 @@
   Ed25519 BIB contexts (experimental ids, spec/security.md).
 - :mod:`dtn.bpsec.process` -- add security blocks to a bundle; verify and
   decrypt them (``unprotect``, ``verify_and_decrypt``).
+- :mod:`dtn.bpsec.policy` -- ``payload_verdict``: may a secure node accept it?
 
 Sans-I/O: nonces and IVs come from the OS CSPRNG unless passed in.
 """
@@ -21,6 +22,7 @@ from dtn.bpsec.nacl_contexts import (
     BCB_X25519_XCHACHA20POLY1305 as BCB_X25519_XCHACHA20POLY1305,
 )
 from dtn.bpsec.nacl_contexts import BIB_ED25519 as BIB_ED25519
+from dtn.bpsec.policy import payload_verdict as payload_verdict
 from dtn.bpsec.process import add_bcb_aes_gcm as add_bcb_aes_gcm
 from dtn.bpsec.process import add_bcb_x25519 as add_bcb_x25519
 from dtn.bpsec.process import add_bib_ed25519 as add_bib_ed25519
