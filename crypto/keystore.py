@@ -87,13 +87,18 @@ class KeyStore:
             )
         tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
         mode = 0o600 if private else 0o644
+        # O_EXCL|O_NOFOLLOW: never write a secret through a planted symlink or
+        # into a file someone else opened first; a stale temp file is removed.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            tmp.unlink(missing_ok=True)
+            fd = os.open(tmp, flags, mode)
             try:
-                os.fchmod(
-                    fd, mode
-                )  # O_CREAT's mode is filtered by the umask; this is not
-                os.write(fd, data)
+                # O_CREAT's mode is filtered by the umask; fchmod is not.
+                os.fchmod(fd, mode)
+                view = memoryview(data)
+                while view:  # os.write may write less than asked
+                    view = view[os.write(fd, view) :]
                 os.fsync(fd)
             finally:
                 os.close(fd)
