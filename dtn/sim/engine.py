@@ -761,7 +761,7 @@ class Simulator:
         # One tick per node per millisecond at most: a deadline the agent
         # has just been ticked for (and did not clear) must not spin the loop.
         if at_us <= nd.last_tick_us:
-            at_us = nd.last_tick_us + 1000
+            at_us = nd.last_tick_us + 1  # the start of the next millisecond
         if at_us in nd.ticks or at_us > self._end_us:
             return
         nd.ticks.add(at_us)

@@ -4,10 +4,13 @@ faults, crash/restart, trace hashing and the traffic parser."""
 from __future__ import annotations
 
 import io
+import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from dtn.agent.actions import Action
 from dtn.errors import InvalidArgument
 from dtn.routing.contact import Contact, Range
 from dtn.sim import (
@@ -19,7 +22,14 @@ from dtn.sim import (
     TrafficItem,
     parse_traffic,
 )
-from tests.sim.fake_agent import DISKS, FakePlan, fake_factory, fake_store_factory
+from dtn.time import DtnTime
+from tests.sim.fake_agent import (
+    DISKS,
+    FakeAgent,
+    FakePlan,
+    fake_factory,
+    fake_store_factory,
+)
 
 CHAIN_ROUTES = {(1, 4): 2, (2, 4): 3, (3, 4): 4}
 
@@ -279,3 +289,31 @@ def test_traffic_parser_reads_comments_counts_and_sorts() -> None:
 def test_traffic_parser_names_the_bad_line(text: str, match: str) -> None:
     with pytest.raises(InvalidArgument, match=match):
         parse_traffic(text)
+
+
+def test_an_agent_with_a_deadline_stuck_in_the_past_cannot_spin_the_loop() -> None:
+    ticks: list[int] = []
+
+    class Stuck(FakeAgent):
+        def next_deadline(self) -> DtnTime | None:
+            return DtnTime(0)  # always overdue
+
+        def on_tick(self, now: DtnTime) -> list[Action]:
+            ticks.append(now)
+            return []
+
+    def factory(
+        *, node: int, store: Any, plan: Any, plan_epoch: DtnTime, rng: random.Random
+    ) -> Stuck:
+        return Stuck(node=node, store=store, routes={}, rng=rng)
+
+    sim = Simulator(
+        FakePlan([Contact(1, 2, 0, 1, 1000.0)]),
+        SimConfig(duration_s=0.5),
+        agent_factory=factory,
+        store_factory=fake_store_factory,
+    )
+    sim.run()
+    per_node = len(ticks) // 2
+    assert 400 <= per_node <= 501  # at most one tick per node per millisecond
+    assert len(set(ticks)) == len(ticks) // 2  # both nodes, each ms once
