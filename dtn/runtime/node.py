@@ -822,11 +822,13 @@ class Node:
             async for data in out_recv:
                 await stream.send_all(data)
 
+        outbox: list[bytes] = []
+
         def reply(mid: int, **kw: Any) -> None:
-            out_send.send_nowait(encode_message({"type": "ok", "id": mid, **kw}))
+            outbox.append(encode_message({"type": "ok", "id": mid, **kw}))
 
         def error(mid: int, message: str) -> None:
-            out_send.send_nowait(
+            outbox.append(
                 encode_message({"type": "error", "id": mid, "message": message})
             )
 
@@ -865,8 +867,17 @@ class Node:
                     except DecodeError as exc:
                         self._log("warning", "appapi_bad_message", detail=str(exc))
                         break
-                    for m in msgs:
-                        self._app_request(m, reply, error, push, subs)
+                    # One store transaction (one fsync) for the whole chunk:
+                    # replies and actions go out only after it committed.
+                    outbox.clear()
+                    actions: list[Action] = []
+                    assert self.agent is not None
+                    with self.agent.store.transaction():
+                        for m in msgs:
+                            actions += self._app_request(m, reply, error, push, subs)
+                    for data in outbox:
+                        out_send.send_nowait(data)
+                    self._apply(actions)
                 out_send.close()
                 nursery.cancel_scope.cancel()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -882,8 +893,10 @@ class Node:
         error: Callable[[int, str], None],
         push: Callable[[Deliver], bool],
         subs: list[_Subscriber],
-    ) -> None:
+    ) -> list[Action]:
+        """Handle one app API request; return the agent actions to apply."""
         kind = m["type"]
+        actions: list[Action] = []
         mid = int(m.get("id", 0))
         try:
             if kind == "ping":
@@ -903,8 +916,9 @@ class Node:
             elif kind == "delivered":
                 key = m["bundle_key"]
                 for sub in subs:
-                    if key in sub.unconfirmed:
-                        self.confirm_delivered(sub.endpoint, key)
+                    if sub.unconfirmed.pop(key, None) is not None:
+                        assert self.agent is not None
+                        actions += self.agent.on_delivered(key, self.now_ms())
                         break
             elif kind == "send":
                 source = m.get("source") or self.config.eid
@@ -914,7 +928,7 @@ class Node:
                         f"source {source} is not on node {self.config.node}"
                     )
                 assert self.agent is not None
-                key, actions = self.agent.send(
+                key, more = self.agent.send(
                     source=source,
                     destination=m["destination"],
                     payload=m["payload"],
@@ -922,13 +936,14 @@ class Node:
                     now=self.now_ms(),
                 )
                 reply(mid, bundle_key=key)
-                self._apply(actions)
+                actions += more
             else:
                 error(mid, f"{kind} is not a request")
         except StoreFull as exc:
             error(mid, f"store full: {exc}")
         except DtnError as exc:
             error(mid, str(exc))
+        return actions
 
 
 class _ConfirmingChannel:

@@ -1,0 +1,185 @@
+"""Goodput between two ``dtn-node`` daemons over UDP on loopback, next to raw UDP.
+
+For 1 KB and 64 KB bundles: two daemons (SQLite store on disk,
+``synchronous=FULL``, hop-by-hop ACKs on) in separate processes; a trio app
+API client sends N bundles to node 1 for ``ipn:2.1`` (many requests in flight)
+and another receives them from node 2. Time runs from the first send to the
+last delivery. Reference, measured in the same run: a raw Python UDP sender
+blasting datagrams of the same size at a receiver process (no storage, no
+acknowledgement, losses allowed -- its goodput counts what arrived).
+
+Prints medians of several repeats and the ratios; targets from the daemon
+issue: >= 50% of raw for 64 KB bundles, >= 2,000 bundles/s for 1 KB bundles.
+
+    .venv/bin/python bench/udp_throughput.py [--repeats 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dtn.client import open_trio_client  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _raw_receiver(port_q: mp.Queue, result_q: mp.Queue, expected: int) -> None:  # type: ignore[type-arg]
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    s.bind(("127.0.0.1", 0))
+    port_q.put(s.getsockname()[1])
+    s.settimeout(2.0)
+    n = nbytes = 0
+    first = last = 0.0
+    try:
+        while n < expected:
+            data = s.recv(65_535)
+            last = time.perf_counter()
+            if n == 0:
+                first = last
+            n += 1
+            nbytes += len(data)
+    except TimeoutError:
+        pass
+    result_q.put((n, nbytes, first, last))
+
+
+def raw_udp(size: int, count: int) -> tuple[float, float]:
+    """(MB/s, datagrams/s) received by a raw Python UDP receiver process."""
+    ctx = mp.get_context("spawn")
+    port_q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    result_q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    p = ctx.Process(target=_raw_receiver, args=(port_q, result_q, count))
+    p.start()
+    port = port_q.get(timeout=20)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+    payload = os.urandom(size)
+    # perf_counter is CLOCK_MONOTONIC on Linux: comparable across processes.
+    start = time.perf_counter()
+    for _ in range(count):
+        s.sendto(payload, ("127.0.0.1", port))
+    s.close()
+    n, nbytes, _first, last = result_q.get(timeout=60)
+    p.join(10)
+    elapsed = max(last - start, 1e-9)
+    return nbytes / elapsed / 1e6, n / elapsed
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Daemons:
+    """Two dtn-node processes, always-on neighbours, stores on disk."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        ports = [_free_port(), _free_port()]
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for i, (me, other) in enumerate(((1, 2), (2, 1))):
+            cfg = workdir / f"n{me}.toml"
+            cfg.write_text(
+                f'node = {me}\nlisten = "127.0.0.1:{ports[i]}"\napp_socket = "{workdir}/n{me}.sock"\n'
+                f'log_level = "warning"\nmtu_bytes = 65000\n[store]\npath = "{workdir}/n{me}.db"\nsynchronous = "FULL"\n'
+                f'[[neighbours]]\nnode = {other}\naddress = "127.0.0.1:{ports[1 - i]}"\nack = "on"\n',
+                encoding="utf-8",
+            )
+            log = (workdir / f"n{me}.log").open("wb")
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "tools.dtn_node", "--config", str(cfg)], cwd=REPO, stderr=log))
+            log.close()
+        deadline = time.time() + 30
+        for me in (1, 2):
+            while not (workdir / f"n{me}.sock").exists():
+                if time.time() > deadline:
+                    raise RuntimeError("daemons did not start")
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.wait(10)
+
+
+async def _dcis_run(workdir: Path, size: int, count: int, in_flight: int) -> tuple[float, float]:
+    payload = os.urandom(size)
+    got = 0
+    done = trio.Event()
+    t_first = 0.0
+    t_last = 0.0
+    async with open_trio_client(str(workdir / "n2.sock")) as rx, open_trio_client(str(workdir / "n1.sock")) as tx:
+        await rx.register("ipn:2.1")
+
+        async def receiver() -> None:
+            nonlocal got, t_last
+            while got < count:
+                await rx.receive()
+                got += 1
+            t_last = time.perf_counter()
+            done.set()
+
+        async def sender(n: int) -> None:
+            for _ in range(n):
+                await tx.send("ipn:2.1", payload, source="ipn:1.1", lifetime_ms=3_600_000)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receiver)
+            t_first = time.perf_counter()
+            per = count // in_flight
+            for i in range(in_flight):
+                nursery.start_soon(sender, per + (1 if i < count % in_flight else 0))
+            with trio.fail_after(300):
+                await done.wait()
+    elapsed = t_last - t_first
+    return size * count / elapsed / 1e6, count / elapsed
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="fewer bundles (smoke run)")
+    args = ap.parse_args()
+    cases = [(1000, 2000 if args.quick else 6000, 64), (64_000, 200 if args.quick else 600, 16)]
+    print(f"udp_throughput: 2 daemons on loopback, store on disk (FULL), hop-by-hop ACKs; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
+    print(f"{'bundle':>8} {'DCiS MB/s':>10} {'bundles/s':>10} {'raw MB/s':>9} {'raw dgram/s':>12} {'ratio':>6}   target")
+    workdir = Path(tempfile.mkdtemp(prefix="dcis-bench-"))
+    daemons = Daemons(workdir)
+    try:
+        for size, count, in_flight in cases:
+            ours = [trio.run(_dcis_run, workdir, size, count, in_flight) for _ in range(args.repeats)]
+            raw = [raw_udp(size, count) for _ in range(args.repeats)]
+            mbs = statistics.median(o[0] for o in ours)
+            bps = statistics.median(o[1] for o in ours)
+            rmbs = statistics.median(r[0] for r in raw)
+            rdps = statistics.median(r[1] for r in raw)
+            ratio = mbs / rmbs if rmbs else float("nan")
+            if size >= 64_000:
+                target = f">= 50% of raw: {'met' if ratio >= 0.5 else 'NOT met'}"
+            else:
+                target = f">= 2,000 bundles/s: {'met' if bps >= 2000 else 'NOT met'}"
+            print(f"{size:>8} {mbs:>10.2f} {bps:>10.0f} {rmbs:>9.2f} {rdps:>12.0f} {ratio:>6.1%}   {target}")
+    finally:
+        daemons.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
