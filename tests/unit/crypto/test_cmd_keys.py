@@ -107,6 +107,10 @@ def test_workflow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert shown["revocations"]["nodes"] == [7]
     assert "kx_secret" not in out
     assert KeyStore(n5).read_identity().kx_secret.hex() not in out
+    rc, out, _ = run(capsys, "show", "--store", ground, "--json")
+    assert rc == 0
+    assert json.loads(out)["operator_key"]["key_id"]
+    assert KeyStore(ground).read_operator_key().seed.hex() not in out
     # 30 days later node 5's certificate has expired.
     rc, out, _ = run(capsys, "show", "--store", n5, "--at", "2026-03-01T00:00:00Z")
     assert "own certificate serial 1" in out
