@@ -505,13 +505,16 @@ class Simulator:
 
         self._links: dict[tuple[int, int], _Link] = {}
         for c in contacts:
-            if c.frm == c.to:
-                continue
-            link = self._link(c.frm, c.to)
-            self._push(
-                _us(max(c.start_s, 0.0)), _PRIO_UP, self._contact_start, (link, c)
-            )
-            self._push(_us(c.end_s), _PRIO_DOWN, self._contact_end, (link, c))
+            if c.frm != c.to:
+                self._link(c.frm, c.to)
+        # Contacts and traffic are fed into the queue one ahead (each start
+        # queues the next), so the queue holds what is active or imminent,
+        # not the whole plan: memory follows the network's state, not the
+        # length of the plan or of the run.
+        self._contacts = [c for c in contacts if c.frm != c.to]
+        self._traffic_items = sorted(traffic, key=lambda t: t.at_s)
+        self._feed_contact(0)
+        self._feed_traffic(0)
         for p in partitions:
             self._push(_us(p.start_s), _PRIO_DOWN, self._partition_start, p)
             self._push(_us(p.end_s), _PRIO_UP, self._partition_end, p)
@@ -519,8 +522,6 @@ class Simulator:
             self._push(_us(cr.at_s), _PRIO_DOWN, self._crash, cr.node)
             if cr.restart_at_s is not None:
                 self._push(_us(cr.restart_at_s), _PRIO_UP, self._restart, cr.node)
-        for t in traffic:
-            self._push(_us(t.at_s), _PRIO_NORMAL, self._traffic, t)
         for nd in self.nodes.values():
             self._start_node(nd, recover=False)
 
@@ -853,8 +854,16 @@ class Simulator:
             assert sender.agent is not None
             self._apply(sender, sender.agent.on_contact_start(cur, self.now))
 
-    def _contact_start(self, arg: tuple[_Link, Contact]) -> None:
-        link, c = arg
+    def _feed_contact(self, i: int) -> None:
+        if i < len(self._contacts):
+            start = _us(max(self._contacts[i].start_s, 0.0))
+            self._push(start, _PRIO_UP, self._contact_start, i)
+
+    def _contact_start(self, i: int) -> None:
+        self._feed_contact(i + 1)
+        c = self._contacts[i]
+        link = self._links[(c.frm, c.to)]
+        self._push(_us(c.end_s), _PRIO_DOWN, self._contact_end, (link, c))
         link.active.append(c)
         self._refresh(link)
 
@@ -1030,6 +1039,12 @@ class Simulator:
         if sender.agent is not None and sender.gen == tx.gen:
             self._apply(sender, sender.agent.on_transmit_done(tx.tx_id, ok, self.now))
 
-    def _traffic(self, item: TrafficItem) -> None:
+    def _feed_traffic(self, i: int) -> None:
+        if i < len(self._traffic_items):
+            self._push(_us(self._traffic_items[i].at_s), _PRIO_NORMAL, self._traffic, i)
+
+    def _traffic(self, i: int) -> None:
+        self._feed_traffic(i + 1)
+        item = self._traffic_items[i]
         for _ in range(item.count):
             self.send(item.src, item.dst, item.size_bytes)
