@@ -128,7 +128,7 @@ async def constellation(workdir: Path) -> bool:
     print(
         f"   bundles left in stores: {sum(left.values())}; wall time {time.monotonic() - t0:.0f} s"
     )
-    ok = (
+    ok = bool(
         summary["delivered"] == summary["sent"] == 30
         and summary["duplicates_delivered"] == 0
     )
