@@ -1,0 +1,129 @@
+"""The app API server in a running node, the clients, and the dcis commands on top."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+import trio
+
+from dtn.client import Client, ClientError, open_trio_client
+from dtn.runtime import NeighbourConfig, NodeConfig, open_node
+from tests.runtime.conftest import poll_until
+from tools.cli import main as dcis
+
+
+def pair(tmp: Path) -> tuple[NodeConfig, NodeConfig]:
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    p1, p2 = (s.getsockname()[1] for s in socks)
+    for s in socks:
+        s.close()
+    c1 = NodeConfig(
+        node=1,
+        listen=("127.0.0.1", p1),
+        app_socket=str(tmp / "n1.sock"),
+        store_path=str(tmp / "n1.db"),
+        neighbours=(NeighbourConfig(node=2, address=("127.0.0.1", p2)),),
+    )
+    c2 = NodeConfig(
+        node=2,
+        listen=("127.0.0.1", p2),
+        app_socket=str(tmp / "n2.sock"),
+        store_path=str(tmp / "n2.db"),
+        neighbours=(NeighbourConfig(node=1, address=("127.0.0.1", p1)),),
+    )
+    return c1, c2
+
+
+async def test_trio_client_send_receive_status_and_errors(tmp_path: Path) -> None:
+    c1, c2 = pair(tmp_path)
+    async with open_node(c1), open_node(c2) as n2:
+        async with (
+            open_trio_client(str(tmp_path / "n1.sock")) as a,
+            open_trio_client(str(tmp_path / "n2.sock")) as b,
+        ):
+            assert await b.register("ipn:2.3") == "ipn:2.3"
+            with pytest.raises(ClientError, match="already registered"):
+                await b.register("ipn:2.3")
+            keys = [
+                await a.send("ipn:2.3", bytes([i]) * 10, source="ipn:1.4")
+                for i in range(3)
+            ]
+            with trio.fail_after(10):
+                got = [await b.receive() for _ in keys]
+            assert [g.bundle_key for g in got] == keys
+            assert [g.payload for g in got] == [bytes([i]) * 10 for i in range(3)]
+            with pytest.raises(ClientError):
+                await a.send("not-an-eid", b"x")
+            with pytest.raises(ClientError, match="not on node 1"):
+                await a.send("ipn:2.3", b"x", source="ipn:9.1")
+            st = await b.status()
+            assert st["node"] == 2
+            assert st["endpoints"] == ["ipn:2.3"]
+            assert await a.ping() >= 0.0
+        # Confirmed deliveries leave the store.
+        await poll_until(lambda: n2.status()["counters"]["delivered"] >= 3, timeout_s=5)
+        assert n2.status()["stored"] == 0
+
+
+async def test_bundles_wait_in_the_store_until_an_app_registers(tmp_path: Path) -> None:
+    c1, c2 = pair(tmp_path)
+    async with open_node(c1), open_node(c2) as n2:
+        async with open_trio_client(str(tmp_path / "n1.sock")) as a:
+            await a.send("ipn:2.8", b"early")
+        await poll_until(lambda: n2.status()["stored"] >= 1, timeout_s=5)
+        async with open_trio_client(str(tmp_path / "n2.sock")) as b:
+            await b.register("ipn:2.8")
+            with trio.fail_after(5):
+                got = await b.receive()
+        assert got.payload == b"early"
+
+
+async def test_sync_client_and_dcis_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    c1, c2 = pair(tmp_path)
+    s1, s2 = str(tmp_path / "n1.sock"), str(tmp_path / "n2.sock")
+    async with open_node(c1), open_node(c2):
+
+        def sync_part() -> None:
+            with Client(s2) as rx:
+                rx.register("ipn:2.1")
+                with Client(s1) as tx:
+                    key = tx.send("ipn:2.1", b"sync hello")
+                b = rx.receive(timeout_s=10)
+                assert b is not None
+                assert (b.payload, b.bundle_key) == (b"sync hello", key)
+                assert rx.receive(timeout_s=0.1) is None
+
+            assert (
+                dcis(["send", "ipn:2.9", "--payload", "from the cli", "--socket", s1])
+                == 0
+            )
+            assert (
+                dcis(["recv", "ipn:2.9", "--json", "--timeout", "10", "--socket", s2])
+                == 0
+            )
+            assert (
+                dcis(["ping", "2", "--count", "2", "--interval", "0", "--socket", s1])
+                == 0
+            )
+            assert dcis(["status", "--json", "--socket", s1]) == 0
+            assert dcis(["status", "--socket", str(tmp_path / "nope.sock")]) == 2
+
+        await trio.to_thread.run_sync(sync_part)
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].startswith("ipn:1.0|")  # the key dcis send printed
+    got = json.loads(lines[1])
+    assert got["payload"] == "from the cli"
+    assert got["bundle_key"] == lines[0]
+    assert "2 sent, 2 received, 0% loss" in out
+    status = json.loads(out[out.index("{\n") :])
+    assert status["node"] == 1
+    assert status["neighbours"]["2"]["peer"] == "dcis"
+    assert err.strip().startswith("error: cannot reach the node")
