@@ -32,7 +32,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dtn.client import open_trio_client  # noqa: E402
+from dtn.client import open_trio_client
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -102,7 +102,13 @@ class Daemons:
                 encoding="utf-8",
             )
             log = (workdir / f"n{me}.log").open("wb")
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "tools.dtn_node", "--config", str(cfg)], cwd=REPO, stderr=log))
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "tools.dtn_node", "--config", str(cfg)],
+                    cwd=REPO,
+                    stderr=log,
+                )
+            )
             log.close()
         deadline = time.time() + 30
         for me in (1, 2):
@@ -118,13 +124,18 @@ class Daemons:
             p.wait(10)
 
 
-async def _dcis_run(workdir: Path, size: int, count: int, in_flight: int) -> tuple[float, float]:
+async def _dcis_run(
+    workdir: Path, size: int, count: int, in_flight: int
+) -> tuple[float, float]:
     payload = os.urandom(size)
     got = 0
     done = trio.Event()
     t_first = 0.0
     t_last = 0.0
-    async with open_trio_client(str(workdir / "n2.sock")) as rx, open_trio_client(str(workdir / "n1.sock")) as tx:
+    async with (
+        open_trio_client(str(workdir / "n2.sock")) as rx,
+        open_trio_client(str(workdir / "n1.sock")) as tx,
+    ):
         await rx.register("ipn:2.1")
 
         async def receiver() -> None:
@@ -137,7 +148,9 @@ async def _dcis_run(workdir: Path, size: int, count: int, in_flight: int) -> tup
 
         async def sender(n: int) -> None:
             for _ in range(n):
-                await tx.send("ipn:2.1", payload, source="ipn:1.1", lifetime_ms=3_600_000)
+                await tx.send(
+                    "ipn:2.1", payload, source="ipn:1.1", lifetime_ms=3_600_000
+                )
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(receiver)
@@ -156,14 +169,24 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer bundles (smoke run)")
     args = ap.parse_args()
-    cases = [(1000, 2000 if args.quick else 6000, 64), (64_000, 200 if args.quick else 600, 16)]
-    print(f"udp_throughput: 2 daemons on loopback, store on disk (FULL), hop-by-hop ACKs; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
-    print(f"{'bundle':>8} {'DCiS MB/s':>10} {'bundles/s':>10} {'raw MB/s':>9} {'raw dgram/s':>12} {'ratio':>6}   target")
+    cases = [
+        (1000, 2000 if args.quick else 6000, 64),
+        (64_000, 200 if args.quick else 600, 16),
+    ]
+    print(
+        f"udp_throughput: 2 daemons on loopback, store on disk (FULL), hop-by-hop ACKs; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"{'bundle':>8} {'DCiS MB/s':>10} {'bundles/s':>10} {'raw MB/s':>9} {'raw dgram/s':>12} {'ratio':>6}   target"
+    )
     workdir = Path(tempfile.mkdtemp(prefix="dcis-bench-"))
     daemons = Daemons(workdir)
     try:
         for size, count, in_flight in cases:
-            ours = [trio.run(_dcis_run, workdir, size, count, in_flight) for _ in range(args.repeats)]
+            ours = [
+                trio.run(_dcis_run, workdir, size, count, in_flight)
+                for _ in range(args.repeats)
+            ]
             raw = [raw_udp(size, count) for _ in range(args.repeats)]
             mbs = statistics.median(o[0] for o in ours)
             bps = statistics.median(o[1] for o in ours)
@@ -174,7 +197,9 @@ def main() -> int:
                 target = f">= 50% of raw: {'met' if ratio >= 0.5 else 'NOT met'}"
             else:
                 target = f">= 2,000 bundles/s: {'met' if bps >= 2000 else 'NOT met'}"
-            print(f"{size:>8} {mbs:>10.2f} {bps:>10.0f} {rmbs:>9.2f} {rdps:>12.0f} {ratio:>6.1%}   {target}")
+            print(
+                f"{size:>8} {mbs:>10.2f} {bps:>10.0f} {rmbs:>9.2f} {rdps:>12.0f} {ratio:>6.1%}   {target}"
+            )
     finally:
         daemons.close()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -15,12 +15,26 @@ from dtn.errors import DecodeError, InvalidArgument
 
 MESSAGES = [
     {"type": "register", "id": 1, "endpoint": "ipn:5.3"},
-    {"type": "send", "id": 2, "destination": "ipn:7.1", "payload": b"\x00" * 100, "lifetime_ms": 1000},
+    {
+        "type": "send",
+        "id": 2,
+        "destination": "ipn:7.1",
+        "payload": b"\x00" * 100,
+        "lifetime_ms": 1000,
+    },
     {"type": "delivered", "bundle_key": "ipn:7.1|1|0"},
     {"type": "status", "id": 3},
     {"type": "ok", "id": 3, "status": {"node": 5}},
     {"type": "error", "id": 4, "message": "no"},
-    {"type": "bundle", "endpoint": "ipn:5.3", "source": "ipn:7.1", "payload": b"hi", "creation_ms": 5, "sequence": 0, "bundle_key": "k"},
+    {
+        "type": "bundle",
+        "endpoint": "ipn:5.3",
+        "source": "ipn:7.1",
+        "payload": b"hi",
+        "creation_ms": 5,
+        "sequence": 0,
+        "bundle_key": "k",
+    },
 ]
 
 
@@ -45,7 +59,13 @@ def test_encode_rejects_unknown_type() -> None:
         {"type": "send", "id": 1, "destination": "ipn:1.1"},  # payload missing
         {"type": "send", "id": 1, "destination": "ipn:1.1", "payload": "text"},
         {"type": "send", "id": True, "destination": "ipn:1.1", "payload": b""},
-        {"type": "send", "id": 1, "destination": "ipn:1.1", "payload": b"", "lifetime_ms": "x"},
+        {
+            "type": "send",
+            "id": 1,
+            "destination": "ipn:1.1",
+            "payload": b"",
+            "lifetime_ms": "x",
+        },
         {"type": "launch", "id": 1},
         {"id": 1},
     ],
