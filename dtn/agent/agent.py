@@ -63,6 +63,8 @@ __all__ = ["Agent", "AgentConfig", "Received", "StoreFull"]
 _REQUEUED = object()
 # Bytes a fragment's primary block may add (offset, total ADU length).
 _FRAGMENT_MARGIN = 24
+# Bundle sizes are rounded up to this for route lookups (see Agent._route).
+_ROUTE_SIZE_QUANTUM = 1024
 
 # Block types the agent processes itself, plus BPSec's BIB/BCB which the
 # security layer above handles: none of them is "unprocessable" here.
@@ -174,16 +176,20 @@ class _Entry:
     prev_node: int | None
     state: BundleState
     frag_group: str | None = None
-    queued_to: int | None = None  # neighbour whose queue holds it
+    # neighbour whose queue holds it
+    queued_to: int | None = None
+    # waiting in _unrouted (no route yet)
     unrouted: bool = False
+    # transmission in flight
     tx_id: int | None = None
-    handed: bool = False  # Deliver emitted, awaiting on_delivered
-    frag_range: tuple[int, int, int] | None = (
-        None  # (offset, length, total) for reassembly
-    )
-    flags: int | None = (
-        None  # bundle processing flags (None: not known yet, after recover)
-    )
+    # Deliver emitted, awaiting on_delivered
+    handed: bool = False
+    # (offset, payload length, total ADU length) of a fragment for reassembly
+    frag_range: tuple[int, int, int] | None = None
+    # bundle processing flags (None: not known yet, after recover)
+    flags: int | None = None
+    # contact whose residual volume CGR charged for it (not sent yet)
+    booked: Contact | None = None
 
 
 @dataclass(slots=True)
@@ -1058,8 +1064,15 @@ class Agent:
                 e.unrouted = False
                 self._forward(e, now, actions)
 
+    def _unbook(self, e: _Entry) -> None:
+        # A bundle routed but not sent over its contact gives the volume back.
+        if e.booked is not None:
+            self._router.release(e.booked, e.size)
+            e.booked = None
+
     def _forward(self, e: _Entry, now: int, actions: list[Action]) -> None:
         """Pick a next hop for ``e`` and queue it there, or hold it unrouted."""
+        self._unbook(e)
         d = e.dest_node
         nb: int | None = None
         if isinstance(d, int):
@@ -1079,18 +1092,25 @@ class Agent:
             self._pump(nb, now, actions)
 
     def _route(self, e: _Entry, dst: int, now: int) -> int | None:
+        """CGR next hop for ``e`` (None: no route that arrives in time).
+
+        The router's route cache is keyed by size and deadline, so both are
+        made coarse: the size is rounded up to whole KiB (a route that fits
+        the larger size fits the bundle), and the deadline is checked here
+        on the earliest-arrival route (if it arrives too late, every route
+        does). Bundles to one destination then share cached routes.
+        """
         excluded = () if e.prev_node is None or e.prev_node == dst else (e.prev_node,)
-        at_s = self._now_s(now)
-        deadline_s = self._now_s(e.expiry_ms)
+        size = -(-e.size // _ROUTE_SIZE_QUANTUM) * _ROUTE_SIZE_QUANTUM
         route = self._router.best_route(
-            self.node, dst, at_s, e.size, deadline_s=deadline_s, excluded=excluded
+            self.node, dst, self._now_s(now), size, excluded=excluded
         )
-        if route is None:
+        if route is None or route.arrival_s > self._now_s(e.expiry_ms):
             return None
-        nb = int(route.next_hop)
         if route.contacts:
-            self._router.consume(route.contacts[0], e.size)
-        return nb
+            e.booked = route.contacts[0]
+            self._router.consume(e.booked, e.size)
+        return int(route.next_hop)
 
     def _pump(self, nb: int, now: int, actions: list[Action]) -> None:
         """Transmit what is queued for open neighbour ``nb``, within the
@@ -1117,6 +1137,7 @@ class Agent:
             tx = self._next_tx
             self._next_tx += 1
             e.tx_id = tx
+            e.booked = None  # the volume is used now, not just planned
             e.state = BundleState.FORWARDING
             self._inflight[tx] = (key, nb)
             link.inflight += 1
@@ -1243,6 +1264,7 @@ class Agent:
 
     def _remove(self, e: _Entry) -> None:
         """Drop ``e`` from the store and memory (queues/heap skip it lazily)."""
+        self._unbook(e)
         self.store.delete(e.key)
         self._entries.pop(e.key, None)
         if e.unrouted:
