@@ -403,13 +403,22 @@ class Node:
         assert self.agent is not None
         self._apply(self.agent.on_delivered(bundle_key, self.now_ms()))
 
-    def _subscribe(self, endpoint: str, push: Callable[[Deliver], bool]) -> _Subscriber:
+    def _subscribe(
+        self, endpoint: str, push: Callable[[Deliver], bool], *, takeover: bool = False
+    ) -> _Subscriber:
         agent = self.agent
         if agent is None:
             raise InvalidArgument("the node is not running")
         name = str(parse_eid(endpoint))
-        if name in self._subs:
-            raise InvalidArgument(f"endpoint {name} is already registered")
+        old = self._subs.get(name)
+        if old is not None:
+            if not takeover:
+                raise InvalidArgument(f"endpoint {name} is already registered")
+            # The newest app API registration wins: a client that reconnects
+            # must not wait for the node to notice its old connection closed.
+            del self._subs[name]
+            self._held.setdefault(name, {}).update(old.unconfirmed)
+            old.unconfirmed.clear()
         actions = agent.register(name)
         sub = _Subscriber(name, push)
         self._subs[name] = sub
@@ -904,7 +913,7 @@ class Node:
             elif kind == "status":
                 reply(mid, status=self.status())
             elif kind == "register":
-                sub = self._subscribe(m["endpoint"], push)
+                sub = self._subscribe(m["endpoint"], push, takeover=True)
                 subs.append(sub)
                 reply(mid, endpoint=sub.endpoint)
             elif kind == "unregister":
