@@ -26,7 +26,9 @@ class TrioClient:
         self._bundles_send, self._bundles = trio.open_memory_channel[ReceivedBundle](
             math.inf
         )
-        self._send_lock = trio.Lock()
+        self._out: list[bytes] = []
+        self._out_ready = trio.Event()
+        self._broken: BaseException | None = None
 
     async def _reader(self) -> None:
         reader = MessageReader()
@@ -49,12 +51,26 @@ class TrioClient:
             for ch in self._waiting.values():
                 ch.close()
 
-    async def _send(self, msg: dict[str, Any]) -> None:
-        async with self._send_lock:
+    async def _writer(self) -> None:
+        # Requests from many tasks are coalesced into one write.
+        while True:
+            await self._out_ready.wait()
+            self._out_ready = trio.Event()
+            data, self._out = b"".join(self._out), []
             try:
-                await self._stream.send_all(encode_message(msg))
+                await self._stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise ClientError(f"connection to the node failed: {exc}") from exc
+                self._broken = exc
+                for ch in self._waiting.values():
+                    ch.close()
+                return
+
+    async def _send(self, msg: dict[str, Any]) -> None:
+        if self._broken is not None:
+            raise ClientError(f"connection to the node failed: {self._broken}")
+        self._out.append(encode_message(msg))
+        self._out_ready.set()
+        await trio.lowlevel.checkpoint()
 
     async def _request(self, msg: dict[str, Any]) -> dict[str, Any]:
         mid = self._next_id
@@ -135,6 +151,7 @@ async def open_trio_client(path: str) -> AsyncIterator[TrioClient]:
     try:
         async with stream, trio.open_nursery() as nursery:
             nursery.start_soon(client._reader)
+            nursery.start_soon(client._writer)
             try:
                 yield client
             finally:

@@ -828,8 +828,14 @@ class Node:
         subs: list[_Subscriber] = []
 
         async def writer() -> None:
+            # Coalesce whatever is queued into one write: one syscall and one
+            # wake-up of the client for a burst of replies or bundles.
             async for data in out_recv:
-                await stream.send_all(data)
+                parts = [data]
+                with contextlib.suppress(trio.WouldBlock):
+                    while len(parts) < 1024:
+                        parts.append(out_recv.receive_nowait())
+                await stream.send_all(b"".join(parts))
 
         outbox: list[bytes] = []
 
