@@ -652,6 +652,12 @@ class Agent:
     # ------------------------------------------------------------ internals
 
     def _finish(self, actions: list[Action]) -> None:
+        # The expiry heap deletes lazily: entries of bundles that left stay
+        # until their time comes. Rebuild it when they outnumber the live
+        # ones, so memory follows stored bundles, not bundles handled.
+        if len(self._expiry) > 2 * len(self._entries) + 1024:
+            self._expiry = [(e.expiry_ms, k) for k, e in self._entries.items()]
+            heapq.heapify(self._expiry)
         at = self.next_deadline()
         if at is not None and at != self._last_schedule:
             actions.append(Schedule(at))

@@ -293,3 +293,23 @@ def test_next_deadline_and_schedule_follow_the_earliest_expiry() -> None:
     acts = a.on_tick(2 * S)
     assert len(events(acts, "expired")) == 1
     assert a.next_deadline() == 6 * S
+
+
+def test_memory_follows_stored_bundles_not_bundles_handled() -> None:
+    ag = agents(2)
+    net = Net(ag)
+    net.at(S).start(link(1, 2))
+    for _ in range(5_000):
+        net.pump(
+            1,
+            ag[1].send(
+                source="ipn:1.1",
+                destination="ipn:2.1",
+                payload=b"m",
+                lifetime_ms=86_400_000,
+                now=S,
+            )[1],
+        )
+    assert len(net.delivered) == 5_000
+    assert ag[1].stored == 0
+    assert len(ag[1]._expiry) <= 1024 + 2  # lazily deleted entries were compacted
