@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from pathlib import Path
 
@@ -75,3 +76,62 @@ async def test_the_echo_service_answers(
                 got = await inbox.receive()
         assert got.payload == b"ping"
         assert got.source == "ipn:2.7"
+
+
+async def test_bundles_larger_than_the_mtu_are_fragmented_and_reassembled(
+    tmp_path: Path,
+) -> None:
+    c1, c2 = (dataclasses.replace(c, mtu_bytes=1000) for c in chain(tmp_path, 2))
+    payload = bytes(range(256)) * 40  # 10,240 bytes: about 11 fragments
+    async with (
+        open_node(c1) as n1,
+        open_node(c2) as n2,
+        n2.endpoint("ipn:2.1") as inbox,
+    ):
+        await n1.send("ipn:2.1", payload, source="ipn:1.1")
+        with trio.fail_after(10):
+            got = await inbox.receive()
+    assert got.payload == payload
+    assert n1.status()["counters"]["fragmented"] >= 1
+    assert n2.status()["counters"]["reassembled"] == 1
+    assert n1.status()["neighbours"]["2"]["sent_datagrams"] >= 10
+
+
+async def test_a_plain_udp_cl_peer_interoperates_with_bare_bundles(
+    tmp_path: Path,
+) -> None:
+    """What ION's UDP CL does: bare bundles, no acknowledgement, both ways."""
+    from pyd3tn.bundle7 import Bundle, serialize_bundle7
+
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.settimeout(10)
+    (port,) = free_udp_ports(1)
+    nb = NeighbourConfig(node=9, address=peer.getsockname())  # ack = "auto"
+    cfg = NodeConfig(
+        node=1,
+        listen=("127.0.0.1", port),
+        store_path=str(tmp_path / "n1.db"),
+        neighbours=(nb,),
+    )
+    try:
+        async with open_node(cfg) as node, node.endpoint("ipn:1.2") as inbox:
+            # The peer sends a bare bundle: delivered, and the peer is marked legacy.
+            await trio.to_thread.run_sync(
+                lambda: peer.sendto(
+                    serialize_bundle7("ipn:9.1", "ipn:1.2", b"from ion"),
+                    ("127.0.0.1", port),
+                )
+            )
+            with trio.fail_after(10):
+                got = await inbox.receive()
+            assert got.payload == b"from ion"
+            assert node.status()["neighbours"]["9"]["peer"] == "legacy"
+            # Our bundles now go to it bare, best effort, and leave our store at once.
+            await node.send("ipn:9.5", b"to ion", source="ipn:1.1")
+            data = await trio.to_thread.run_sync(lambda: peer.recv(65535))
+            assert data[0] == 0x9F
+            assert Bundle.parse(data).payload_block.data == b"to ion"
+            await poll_until(lambda: node.status()["stored"] == 0, timeout_s=5)
+    finally:
+        peer.close()

@@ -5,6 +5,7 @@ Each test starts real ``dtn-node`` processes; they are marked slow.
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 from pathlib import Path
@@ -192,3 +193,119 @@ async def test_junk_flood_is_counted_while_good_traffic_flows_and_memory_stays_f
     assert counters["junk"] + counters["dropped"] >= junk_sent * 0.8
     # Memory flat: the last samples are within 8 MiB of the first (after warm-up).
     assert max(rss[2:]) - rss[1] < 8 * 1024, rss
+
+
+def test_dcis_testbed_prints_the_sim_summary_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tools.cli import main as dcis
+
+    plan = write_plan(
+        tmp_path / "p.ionrc",
+        [
+            "a contact +0 +30 1 2 1000000",
+            "a contact +0 +30 2 1 1000000",
+            "a contact +2 +30 2 3 1000000",
+            "a contact +2 +30 3 2 1000000",
+        ],
+    )
+    traffic = tmp_path / "t.txt"
+    traffic.write_text("0.2 1 3 500 4\n0.5 3 1 100\n")
+    assert (
+        dcis(
+            [
+                "testbed",
+                "--plan",
+                str(plan),
+                "--duration",
+                "4",
+                "--traffic",
+                str(traffic),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    for key in (
+        "delivered",
+        "expired",
+        "pending",
+        "sent",
+        "latency_p50_s",
+        "latency_p99_s",
+    ):
+        assert key in out
+    assert out["sent"] == 5
+    assert out["delivered"] == 5
+    assert out["latency_p99_s"] >= 1.5  # 1 -> 3 waited for the 2 -> 3 window at t=2
+    assert (
+        dcis(
+            [
+                "testbed",
+                "--plan",
+                str(plan),
+                "--duration",
+                "4",
+                "--traffic",
+                str(traffic),
+                "--loss",
+                "2",
+            ]
+        )
+        == 2
+    )
+    traffic.write_text("0.2 1 7 500\n")
+    assert (
+        dcis(
+            [
+                "testbed",
+                "--plan",
+                str(plan),
+                "--duration",
+                "4",
+                "--traffic",
+                str(traffic),
+            ]
+        )
+        == 2
+    )
+    assert "node 7 is not in the plan" in capsys.readouterr().err
+
+
+async def test_sigterm_stops_a_daemon_cleanly_and_pending_bundles_stay(
+    tmp_path: Path,
+) -> None:
+    plan = write_plan(
+        tmp_path / "p.ionrc",
+        [
+            "a contact +0 +60 1 2 1000000",
+            "a contact +0 +60 2 1 1000000",
+            "a contact +50 +60 2 3 1000000",
+        ],
+    )
+    tb = Testbed(
+        TestbedOptions(plan_path=plan, workdir=tmp_path / "tb", start_margin_s=1.5)
+    )
+    async with tb.running():
+        await tb.sleep_until_plan(0.1)
+        async with open_trio_client(tb.socket_of(1)) as c:
+            for _ in range(5):
+                await tb.send(c, 1, 3, 100)
+
+        async def held_by_2() -> int:
+            async with open_trio_client(tb.socket_of(2)) as c2:
+                return int((await c2.status())["stored"])
+
+        for _ in range(200):
+            if await held_by_2() == 5:
+                break
+            await trio.sleep(0.05)
+        proc = tb._procs[2]
+        await tb.stop(2)  # SIGTERM
+        assert proc.returncode == 0
+        log = tb.log_of(2).read_text().splitlines()
+        events = [json.loads(line)["event"] for line in log if line.startswith("{")]
+        assert events[-2:] == ["signal", "node_stopped"]
+        await tb.restart(2)
+        assert await held_by_2() == 5
