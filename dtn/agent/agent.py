@@ -40,7 +40,7 @@ import random
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from dtn.agent.actions import Ack, Action, Deliver, Event, Schedule, Transmit
 from dtn.agent.store import BundleState, BundleStore, StoredBundle, StoreFull
@@ -57,7 +57,7 @@ from dtn.time import DtnTime
 if TYPE_CHECKING:
     from dtn.routing.plan import ContactPlan
 
-__all__ = ["Agent", "AgentConfig", "Received", "StoreFull"]
+__all__ = ["Agent", "AgentConfig", "Received", "SecurityHook", "StoreFull"]
 
 # _prepare's answer when it fragmented a bundle (the fragments head the queue).
 _REQUEUED = object()
@@ -154,6 +154,25 @@ class AgentConfig:
             raise InvalidArgument(f"hop_limit must be in 1..255, got {self.hop_limit}")
 
 
+class SecurityHook(Protocol):
+    """End-to-end security at a bundle's two ends (RFC 9172 section 5); e.g.
+    ``dtn.agent.security.SecurityPolicy``.
+
+    ``protect`` is applied to every bundle this node originates for another
+    node (``send``); it may raise an :class:`InvalidArgument` (e.g. no
+    certificate for the destination), which ``send`` lets through.
+    ``check`` is applied once to every whole bundle received for this node
+    (after reassembly): ``(plaintext bundle, None)`` to accept, ``(None,
+    reason)`` to delete it with that status report reason.
+    """
+
+    def protect(self, bundle: Bundle, *, now: int | None = None) -> Bundle: ...
+
+    def check(
+        self, bundle: Bundle, now: int
+    ) -> tuple[Bundle | None, StatusReason | None]: ...
+
+
 class Received(NamedTuple):
     """One received bundle for :meth:`Agent.on_receive_many`."""
 
@@ -237,6 +256,7 @@ class Agent:
         plan_epoch: int = 0,
         config: AgentConfig | None = None,
         rng: random.Random | None = None,
+        security: SecurityHook | None = None,
     ) -> None:
         if type(node) is not int or node < 1:
             raise InvalidArgument(f"node must be an ipn node number >= 1, got {node!r}")
@@ -246,6 +266,7 @@ class Agent:
         self.plan = plan
         self.plan_epoch = plan_epoch
         self.config = config if config is not None else AgentConfig()
+        self.security = security
         self._rng = rng if rng is not None else random.Random(node)
         self._router: Any = None
         self._plan_version = -1
@@ -358,6 +379,10 @@ class Agent:
                 flags=flags,
                 report_to=rpt,
             )
+            if self.security is not None and _node_of(dst) != self.node:
+                # End-to-end protection at the source (RFC 9172 5.1.1); the
+                # primary block, hence the key, is unchanged.
+                bundle = self.security.protect(bundle, now=now)
             key = bundle.bundle_key
             data = encode_bundle(bundle)
             try:
@@ -829,6 +854,7 @@ class Agent:
                 now=now,
                 actions=actions,
                 expiry=expiry,
+                received=True,
             )
         except StoreFull as exc:
             self.counters["refused"] += 1
@@ -863,8 +889,13 @@ class Agent:
         now: int,
         actions: list[Action],
         expiry: int | None = None,
+        received: bool = False,
     ) -> None:
-        """Store ``bundle`` (raises StoreFull) and route/deliver it."""
+        """Store ``bundle`` (raises StoreFull) and route/deliver it.
+
+        ``received``: it came from the network, so a whole bundle for this
+        node passes the security policy's check (if any) first.
+        """
         p = bundle.primary
         if expiry is None:
             expiry = self._expiry_of(bundle, bundle.bundle_age_ms, now)
@@ -887,6 +918,12 @@ class Agent:
                 Event("admin_record", key, f"for unregistered {destination}")
             )
             return
+        if received and state == BundleState.DELIVERING and self.security is not None:
+            checked = self._security_check(bundle, key, now, actions, len(data))
+            if checked is None:
+                return
+            if checked is not bundle:
+                bundle, data = checked, encode_bundle(checked)
         rec = StoredBundle(
             key=key,
             destination=destination,
@@ -924,6 +961,44 @@ class Agent:
             self._forward(e, now, actions)
 
     # -- delivery and reassembly
+
+    def _security_check(
+        self,
+        bundle: Bundle,
+        key: str,
+        now: int,
+        actions: list[Action],
+        room_for: int | None,
+    ) -> Bundle | None:
+        """The plaintext bundle if the security policy accepts ``bundle``,
+        else None (deleted with the policy's reason, RFC 9172 5.1.2).
+
+        Room in the store for ``room_for`` bytes is checked first (raises
+        StoreFull): the policy records an accepted bundle against replay, so
+        one it accepted and we then refused could never be accepted again
+        when its sender retries.
+        """
+        assert self.security is not None
+        store = self.store
+        if room_for is not None and store.used_bytes + room_for > store.limit_bytes:
+            raise StoreFull(
+                needed_bytes=room_for,
+                used_bytes=store.used_bytes,
+                limit_bytes=store.limit_bytes,
+            )
+        plain, reason = self.security.check(bundle, now)
+        if plain is None:
+            why = StatusReason(reason) if reason is not None else StatusReason.NO_INFO
+            self._delete(
+                key,
+                bundle,
+                f"refused by the security policy ({why.name.lower()})",
+                why,
+                now,
+                actions,
+            )
+            return None
+        return plain
 
     def _hand_over(self, key: str, actions: list[Action]) -> None:
         e = self._entries.get(key)
@@ -1006,6 +1081,11 @@ class Agent:
             self.counters["duplicates"] += 1
             actions.append(Event("duplicate", key, "reassembled again"))
             return
+        if self.security is not None:
+            checked = self._security_check(whole, key, now, actions, None)
+            if checked is None:
+                return
+            whole = checked
         data = encode_bundle(whole)
         expiry = max(fe.expiry_ms for fe in entries)
         p = whole.primary
