@@ -79,6 +79,14 @@ async def serve(config: NodeConfig, log: logging.Logger) -> None:
             nursery.start_soon(on_signal)
 
 
+def _single(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (trio
+    wraps a task's error in a group), or ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="dtn-node", description="Run a DCiS bundle node."
@@ -95,14 +103,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = setup_logging(config)
     try:
         trio.run(serve, config, log)
-    except DtnError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:
+        leaf = _single(exc)
+        if isinstance(leaf, DtnError):
+            print(f"error: {leaf}", file=sys.stderr)
+            return 2
+        if isinstance(leaf, OSError):
+            print(f"error: {leaf}", file=sys.stderr)
+            return 1
+        raise
     return 0
 
 

@@ -48,8 +48,10 @@ from dtn.agent import (
     Action,
     Agent,
     AgentConfig,
+    BundleStore,
     Deliver,
     Event,
+    MemoryStore,
     Received,
     Schedule,
     SqliteStore,
@@ -73,7 +75,7 @@ from dtn.cl.udp import (
 )
 from dtn.errors import DecodeError, DtnError, InvalidArgument
 from dtn.routing.contact import Contact
-from dtn.runtime.config import NeighbourConfig, NodeConfig
+from dtn.runtime.config import ConfigError, NeighbourConfig, NodeConfig
 from dtn.time import DtnTime, dtn_time_from_unix
 
 ECHO_SERVICE = 7
@@ -203,12 +205,23 @@ class Node:
         if cfg.plan is not None:
             from dtn.routing.plan import load_plan
 
-            self.plan = load_plan(cfg.plan)
-        store = SqliteStore(
-            cfg.store_path,
-            cfg.store_limit_bytes,
-            synchronous="FULL" if cfg.store_synchronous == "FULL" else "NORMAL",
-        )
+            try:
+                self.plan = load_plan(cfg.plan)
+            except DtnError as exc:
+                raise ConfigError(f"plan: {exc}") from exc
+        store: BundleStore
+        try:
+            if cfg.store_path == ":memory:":
+                # No store file configured: nothing survives a restart.
+                store = MemoryStore(cfg.store_limit_bytes)
+            else:
+                store = SqliteStore(
+                    cfg.store_path,
+                    cfg.store_limit_bytes,
+                    synchronous="FULL" if cfg.store_synchronous == "FULL" else "NORMAL",
+                )
+        except DtnError as exc:
+            raise ConfigError(f"store.path: {exc}") from exc
         self.agent = Agent(
             node=cfg.node,
             store=store,
@@ -226,13 +239,23 @@ class Node:
             for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
-            sock.bind(cfg.listen)
+            try:
+                sock.bind(cfg.listen)
+            except OSError as exc:
+                raise ConfigError(
+                    f"listen: cannot bind {cfg.listen[0]}:{cfg.listen[1]}: {exc.strerror or exc}"
+                ) from exc
             sock.setblocking(False)
             self._sock = sock
             self.udp_address = sock.getsockname()[:2]
             self._setup_peers()
             if cfg.app_socket is not None:
-                app_listener = await self._open_app_listener(cfg.app_socket)
+                try:
+                    app_listener = await self._open_app_listener(cfg.app_socket)
+                except OSError as exc:
+                    raise ConfigError(
+                        f"app_socket: cannot listen on {cfg.app_socket}: {exc.strerror or exc}"
+                    ) from exc
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
                 self._apply(self.agent.register(f"ipn:{cfg.node}.{ECHO_SERVICE}"))
@@ -246,9 +269,14 @@ class Node:
                 for mpeer in self._mtcp.values():
                     nursery.start_soon(self._mtcp_sender, mpeer)
                 if cfg.mtcp_listen is not None:
-                    listeners = await trio.open_tcp_listeners(
-                        cfg.mtcp_listen[1], host=cfg.mtcp_listen[0]
-                    )
+                    try:
+                        listeners = await trio.open_tcp_listeners(
+                            cfg.mtcp_listen[1], host=cfg.mtcp_listen[0]
+                        )
+                    except OSError as exc:
+                        raise ConfigError(
+                            f"mtcp_listen: cannot listen on {cfg.mtcp_listen[0]}:{cfg.mtcp_listen[1]}: {exc.strerror or exc}"
+                        ) from exc
                     self.mtcp_address = listeners[0].socket.getsockname()[:2]
                     nursery.start_soon(
                         trio.serve_listeners, self._mtcp_handler, listeners

@@ -129,3 +129,29 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     p.write_text("node = = 1\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(p)
+
+
+@pytest.mark.parametrize(
+    ("text", "prefix"),
+    [
+        ('node = 1\nlisten = "127.0.0.1:0"\nplan = "missing.ionrc"\n', "error: plan: "),
+        ('node = 1\nlisten = "192.0.2.1:4556"\n', "error: listen: cannot bind"),
+        (
+            'node = 1\nlisten = "127.0.0.1:0"\n[store]\npath = "no/such/dir/x.db"\n',
+            "error: store.path: ",
+        ),
+    ],
+)
+def test_startup_failures_name_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, prefix: str
+) -> None:
+    p = tmp_path / "node.toml"
+    p.write_text(text)
+    assert dtn_node_main(["--config", str(p)]) == 2
+    err = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if not line.startswith("{")
+    ]
+    assert len(err) == 1
+    assert err[0].startswith(prefix), err
