@@ -11,6 +11,7 @@ from dtn.agent.actions import Transmit as Transmit
 from dtn.agent.agent import Agent as Agent
 from dtn.agent.agent import AgentConfig as AgentConfig
 from dtn.agent.agent import Received as Received
+from dtn.agent.agent import SecurityHook as SecurityHook
 from dtn.agent.store import BundleState as BundleState
 from dtn.agent.store import BundleStore as BundleStore
 from dtn.agent.store import MemoryStore as MemoryStore
