@@ -404,6 +404,10 @@ class Node:
         assert agent is not None
         if d.endpoint == f"ipn:{self.config.node}.{ECHO_SERVICE}":
             actions = agent.on_delivered(d.bundle_key, self.now_ms())
+            if d.source.endswith(f".{ECHO_SERVICE}") or d.source.startswith("dtn:none"):
+                # Never answer another echo endpoint (two would ping-pong
+                # forever) nor an anonymous source.
+                return actions
             try:
                 _, more = agent.send(
                     source=d.endpoint,

@@ -135,3 +135,13 @@ async def test_a_plain_udp_cl_peer_interoperates_with_bare_bundles(
             await poll_until(lambda: node.status()["stored"] == 0, timeout_s=5)
     finally:
         peer.close()
+
+
+async def test_echo_endpoints_do_not_answer_each_other(tmp_path: Path) -> None:
+    c1, c2 = chain(tmp_path, 2)
+    async with open_node(c1) as n1, open_node(c2) as n2:
+        await n1.send("ipn:2.7", b"loop?", source="ipn:1.7")
+        await poll_until(lambda: n2.status()["counters"]["delivered"] == 1, timeout_s=5)
+        await trio.sleep(0.3)
+        assert n2.status()["counters"]["sent"] == 0
+        assert n1.status()["counters"]["received"] == 0
