@@ -63,6 +63,8 @@ __all__ = ["Agent", "AgentConfig", "Received", "SecurityHook", "StoreFull"]
 _REQUEUED = object()
 # Bytes a fragment's primary block may add (offset, total ADU length).
 _FRAGMENT_MARGIN = 24
+# Smallest payload piece worth a fragment of its own.
+_MIN_FRAGMENT_PAYLOAD = 64
 # Bundle sizes are rounded up to this for route lookups (see Agent._route).
 _ROUTE_SIZE_QUANTUM = 1024
 
@@ -1284,8 +1286,13 @@ class Agent:
         overhead = len(wire) - len(b.payload) + _FRAGMENT_MARGIN
         first = int(limit) - overhead
         per = len(b.payload) if mtu is None else mtu - overhead
-        if first < 1 or per < 1 or len(b.payload) < 2:
-            return None
+        # Pieces smaller than this are not worth their headers.
+        smallest = min(_MIN_FRAGMENT_PAYLOAD, len(b.payload) - 1)
+        if smallest < 1 or per < smallest:
+            # Cannot usefully fragment for this MTU: as for MUST_NOT_FRAGMENT.
+            return wire if len(wire) <= link.remaining_bytes else None
+        if first < smallest:
+            return None  # too little volume left: wait for the next contact
         if self._fragment(e, b, first, per, actions):
             return _REQUEUED
         return None

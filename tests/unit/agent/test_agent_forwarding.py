@@ -313,3 +313,35 @@ def test_memory_follows_stored_bundles_not_bundles_handled() -> None:
     assert len(net.delivered) == 5_000
     assert ag[1].stored == 0
     assert len(ag[1]._expiry) <= 1024 + 2  # lazily deleted entries were compacted
+
+
+def test_mtu_too_small_to_fragment_usefully_sends_whole() -> None:
+    ag = agents(2, config=AgentConfig(max_bundle_bytes=64))
+    net = Net(ag)
+    k, acts = ag[1].send(
+        source="ipn:1.1",
+        destination="ipn:2.1",
+        payload=b"q" * 500,
+        lifetime_ms=600_000,
+        now=S,
+    )
+    net.pump(1, acts)
+    net.at(2 * S).start(link(1, 2))
+    assert len(net.transmitted) == 1  # not hundreds of 1-byte fragments
+    assert [d.bundle_key for _, d in net.delivered] == [k]
+
+
+def test_no_sliver_fragments_when_little_volume_is_left() -> None:
+    ag = agents(2)
+    a = ag[1]
+    a.send(
+        source="ipn:1.1",
+        destination="ipn:2.1",
+        payload=b"w" * 1000,
+        lifetime_ms=600_000,
+        now=S,
+    )
+    # ~140 bytes of volume: less than headers + a 64-byte piece
+    acts = a.on_contact_start(Contact(1, 2, 10, 11, 140), 10 * S)
+    assert of(acts, Transmit) == []
+    assert a.counters["fragmented"] == 0
