@@ -452,10 +452,12 @@ class Simulator:
         store_factory: StoreFactory | None = None,
         trace_sink: TextIO | None = None,
         trace_listener: TraceListener | None = None,
+        deliver_listener: Callable[[int, Deliver], None] | None = None,
     ) -> None:
         self.plan = plan
         self.config = config
         self.trace = Trace(trace_sink, trace_listener)
+        self._deliver_listener = deliver_listener
         self._agent_factory: AgentFactory = agent_factory or default_agent_factory
         self._store_factory: StoreFactory = store_factory or default_store_factory
         self._rng = random.Random(config.seed)
@@ -565,10 +567,22 @@ class Simulator:
         self._now_us = max(self._now_us, limit)
 
     def send(
-        self, src: int, dst: int, size_bytes: int, *, lifetime_s: float | None = None
+        self,
+        src: int,
+        dst: int,
+        size_bytes: int,
+        *,
+        lifetime_s: float | None = None,
+        payload: bytes | None = None,
     ) -> str | None:
         """Send one bundle now from ``ipn:src.1`` to ``ipn:dst.1``; returns its
-        key, or None if the node refused it (store full, node down)."""
+        key, or None if the node refused it (store full, node down).
+
+        The payload is ``size_bytes`` zero bytes unless ``payload`` is given
+        (then ``size_bytes`` is ignored): services above the agent (a
+        ``deliver_listener`` on the receiving side) can exchange real data."""
+        if payload is not None:
+            size_bytes = len(payload)
         nd = self.nodes.get(src)
         if nd is None:
             raise InvalidArgument(f"node {src} is not in the simulation")
@@ -579,8 +593,9 @@ class Simulator:
             self._counts["refused"] += 1
             self.trace.record(self._now_us, "refuse", src, dst, size_bytes, "node-down")
             return None
-        # Not cached: memory must not grow with the number of distinct sizes.
-        payload = bytes(size_bytes)
+        if payload is None:
+            # Not cached: memory must not grow with the number of distinct sizes.
+            payload = bytes(size_bytes)
         try:
             key, actions = nd.agent.send(
                 source=f"ipn:{src}.1",
@@ -810,8 +825,10 @@ class Simulator:
                 self._counts["duplicates"] += 1
             if self._now_us > rec.expires_us:
                 self._counts["late"] += 1
-        assert nd.agent is not None
-        self._apply(nd, nd.agent.on_delivered(d.bundle_key, self.now))
+        if self._deliver_listener is not None:
+            self._deliver_listener(nd.num, d)
+        if nd.agent is not None:  # the listener may have crashed the node
+            self._apply(nd, nd.agent.on_delivered(d.bundle_key, self.now))
 
     # ---- links --------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dtn.agent.actions import Action
+from dtn.agent.actions import Action, Deliver
 from dtn.errors import InvalidArgument
 from dtn.routing.contact import Contact, Range
 from dtn.sim import (
@@ -317,3 +317,27 @@ def test_an_agent_with_a_deadline_stuck_in_the_past_cannot_spin_the_loop() -> No
     per_node = len(ticks) // 2
     assert 400 <= per_node <= 501  # at most one tick per node per millisecond
     assert len(set(ticks)) == len(ticks) // 2  # both nodes, each ms once
+
+
+def test_deliver_listener_sees_real_payloads_and_can_reply() -> None:
+    plan = FakePlan([Contact(1, 2, 0, 100, 10_000.0), Contact(2, 1, 0, 100, 10_000.0)])
+    got: list[tuple[int, bytes]] = []
+    sim: Simulator
+
+    def on_deliver(node: int, d: Deliver) -> None:
+        got.append((node, d.payload))
+        if d.payload == b"ping":
+            sim.send(node, 1, 0, payload=b"pong")
+
+    sim = Simulator(
+        plan,
+        SimConfig(duration_s=100),
+        agent_factory=fake_factory({(1, 2): 2, (2, 1): 1}),
+        store_factory=fake_store_factory,
+        deliver_listener=on_deliver,
+    )
+    sim.run_until(1)
+    sim.send(1, 2, 0, payload=b"ping")
+    s = sim.run()
+    assert got == [(2, b"ping"), (1, b"pong")]
+    assert (s.sent, s.delivered) == (2, 2)
