@@ -118,9 +118,8 @@ class AgentConfig:
     """Tunables of an :class:`Agent`.
 
     - ``max_bundle_bytes``: the link MTU. A bundle whose encoding is larger is
-      fragmented before transmission (unless MUST_NOT_FRAGMENT; then it waits
-      for... nothing better: it is sent whole and the CLA must cope). None = no
-      limit.
+      fragmented before transmission (unless MUST_NOT_FRAGMENT: then it is
+      sent whole and the CLA must cope). None = no limit.
     - ``window``: transmissions in flight per neighbour before the agent waits
       for ``on_transmit_done``.
     - ``retry_delay_ms``: after ``on_transmit_done(ok=False)`` on an open
@@ -131,6 +130,10 @@ class AgentConfig:
       here.
     - ``status_report_lifetime_ms``: lifetime of status reports sent.
     - ``purge_interval_ms``: how often ``on_tick`` forgets expired delivered keys.
+    - ``reroute_interval_ms`` / ``max_reroute_interval_ms``: with a contact
+      plan, bundles without a route to a destination are routed again after
+      this long, then after twice as long each time up to the maximum
+      (contact volume booked by other bundles may have been given back).
     """
 
     max_bundle_bytes: int | None = None
@@ -140,6 +143,8 @@ class AgentConfig:
     crc_type: CrcType = CrcType.CRC32C
     status_report_lifetime_ms: int = 86_400_000
     purge_interval_ms: int = 60_000
+    reroute_interval_ms: int = 60_000
+    max_reroute_interval_ms: int = 3_600_000
 
     def __post_init__(self) -> None:
         if self.max_bundle_bytes is not None and self.max_bundle_bytes < 64:
@@ -154,6 +159,11 @@ class AgentConfig:
             )
         if self.hop_limit is not None and not 1 <= self.hop_limit <= 255:
             raise InvalidArgument(f"hop_limit must be in 1..255, got {self.hop_limit}")
+        if not 1 <= self.reroute_interval_ms <= self.max_reroute_interval_ms:
+            raise InvalidArgument(
+                "need 1 <= reroute_interval_ms <= max_reroute_interval_ms, got"
+                f" {self.reroute_interval_ms} and {self.max_reroute_interval_ms}"
+            )
 
 
 class SecurityHook(Protocol):
@@ -282,6 +292,11 @@ class Agent:
         self._expiry: list[tuple[int, str]] = []
         self._queues: dict[int, deque[str]] = {}
         self._unrouted: dict[int | str, dict[str, None]] = {}
+        # Retries of unrouted bundles per destination: heap of (at, dst), the
+        # current retry time and interval of each destination.
+        self._reroute: list[tuple[int, int]] = []
+        self._reroute_at: dict[int, int] = {}
+        self._reroute_iv: dict[int, int] = {}
         self._links: dict[int, _Link] = {}
         self._inflight: dict[int, tuple[str, int]] = {}
         self._unclaimed: dict[
@@ -582,6 +597,11 @@ class Agent:
                 if e is not None and e.expiry_ms == expiry:
                     self._expire(e, now, actions)
             self._check_plan(now, actions)
+            rr = self._reroute
+            while rr and rr[0][0] <= now:
+                at, d = heapq.heappop(rr)
+                if self._reroute_at.get(d) == at:
+                    self._retry_unrouted(d, now, actions)
             bo = self._backoff
             while bo and bo[0][0] <= now:
                 _, nb = heapq.heappop(bo)
@@ -605,11 +625,16 @@ class Agent:
         bo = self._backoff
         while bo and bo[0][1] not in self._links:
             heapq.heappop(bo)
+        rr = self._reroute
+        while rr and self._reroute_at.get(rr[0][1]) != rr[0][0]:
+            heapq.heappop(rr)
         cands = []
         if heap:
             cands.append(heap[0][0])
         if bo:
             cands.append(bo[0][0])
+        if rr:
+            cands.append(rr[0][0])
         return DtnTime(min(cands)) if cands else None
 
     def recover(self, now: int) -> list[Action]:
@@ -629,6 +654,9 @@ class Agent:
         self._unclaimed.clear()
         self._groups.clear()
         self._backoff.clear()
+        self._reroute.clear()
+        self._reroute_at.clear()
+        self._reroute_iv.clear()
         for link in self._links.values():
             link.inflight = 0
         with self.store.transaction(durable=False):
@@ -1152,6 +1180,20 @@ class Agent:
                 e.unrouted = False
                 self._forward(e, now, actions)
 
+    def _retry_unrouted(self, d: int, now: int, actions: list[Action]) -> None:
+        """Route the bundles waiting for destination ``d`` again; those still
+        without a route wait twice as long for the next try."""
+        del self._reroute_at[d]
+        iv = self._reroute_iv.get(d, self.config.reroute_interval_ms)
+        self._reroute_iv[d] = min(2 * iv, self.config.max_reroute_interval_ms)
+        for key in list(self._unrouted.pop(d, {})):
+            e = self._entries.get(key)
+            if e is not None and e.unrouted:
+                e.unrouted = False
+                self._forward(e, now, actions)
+        if d not in self._unrouted:
+            self._reroute_iv.pop(d, None)  # all routed: start afresh next time
+
     def _unbook(self, e: _Entry) -> None:
         # A bundle routed but not sent over its contact gives the volume back.
         if e.booked is not None:
@@ -1172,6 +1214,14 @@ class Agent:
             e.unrouted = True
             e.queued_to = None
             self._unrouted.setdefault(d, {})[e.key] = None
+            if (
+                self._router is not None
+                and isinstance(d, int)
+                and d not in self._reroute_at
+            ):
+                at = now + self._reroute_iv.get(d, self.config.reroute_interval_ms)
+                self._reroute_at[d] = at
+                heapq.heappush(self._reroute, (at, d))
             return
         e.unrouted = False
         e.queued_to = nb

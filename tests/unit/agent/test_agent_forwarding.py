@@ -345,3 +345,48 @@ def test_no_sliver_fragments_when_little_volume_is_left() -> None:
     acts = a.on_contact_start(Contact(1, 2, 10, 11, 140), 10 * S)
     assert of(acts, Transmit) == []
     assert a.counters["fragmented"] == 0
+
+
+def test_unrouted_bundles_are_retried_when_booked_volume_is_given_back() -> None:
+    # One contact 1 -> 2 with room for two ~1 KB bundles, then 2 -> 3. Three
+    # bundles for 3: the third finds no route until the first (short-lived)
+    # expires and gives its booked volume back.
+    c12 = Contact(1, 2, 10, 11, 2100)
+    plan = ContactPlan([c12, Contact(2, 3, 20, 30, 10_000)])
+    a = Agent(
+        node=1,
+        store=MemoryStore(),
+        plan=plan,
+        config=AgentConfig(reroute_interval_ms=2_000),
+    )
+    short, _ = a.send(
+        source="ipn:1.1",
+        destination="ipn:3.1",
+        payload=b"a" * 900,
+        lifetime_ms=5_000,
+        now=S,
+    )
+    k2, _ = a.send(
+        source="ipn:1.1",
+        destination="ipn:3.1",
+        payload=b"b" * 900,
+        lifetime_ms=3_600_000,
+        now=S,
+    )
+    k3, _ = a.send(
+        source="ipn:1.1",
+        destination="ipn:3.1",
+        payload=b"c" * 900,
+        lifetime_ms=3_600_000,
+        now=S,
+    )
+    assert a.next_deadline() == 3 * S  # first retry of the unrouted one
+    t = S
+    while (nxt := a.next_deadline()) is not None and nxt < 10 * S:
+        t = nxt
+        a.on_tick(t)
+    assert not a.holds(short)
+    sent = of(a.on_contact_start(c12, 10 * S), Transmit)
+    assert sorted(decode_bundle_untrusted(tx.data).bundle_key for tx in sent) == sorted(
+        [k2, k3]
+    )
