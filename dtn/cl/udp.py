@@ -25,6 +25,7 @@ a clock: every method takes ``now_s`` (any monotonic seconds) from its driver.
 from __future__ import annotations
 
 import enum
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -184,9 +185,15 @@ class PeerKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class SendDatagram:
-    """Output: send ``data`` to the neighbour (paced by the driver)."""
+    """Output: send ``data`` to the neighbour (paced by the driver).
+
+    ``token`` is set for a DATA segment: if the driver cannot send it at once
+    (pacing), it calls :meth:`UdpLink.hold` and later :meth:`UdpLink.on_sent`,
+    so that time spent in its queue does not count towards the ACK timeout.
+    """
 
     data: bytes
+    token: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +307,20 @@ class UdpLink:
             tx_id, token, datagram, bytes(bundle), now_s + self._rto_s(), 1
         )
         self.counters.sent_datagrams += 1
-        return [SendDatagram(datagram)]
+        return [SendDatagram(datagram, token)]
+
+    def hold(self, token: int) -> None:
+        """The driver queued this DATA segment instead of sending it: stop its
+        ACK timer until :meth:`on_sent`."""
+        p = self._pending.get(token)
+        if p is not None:
+            p.deadline_s = math.inf
+
+    def on_sent(self, token: int, now_s: float) -> None:
+        """A held DATA segment left now: its ACK timer starts."""
+        p = self._pending.get(token)
+        if p is not None and p.deadline_s == math.inf:
+            p.deadline_s = now_s + self._rto_s()
 
     def on_ack(self, tokens: tuple[int, ...], now_s: float) -> list[LinkOutput]:
         """An ACK arrived from this neighbour: complete the matching transmissions."""
@@ -343,9 +363,8 @@ class UdpLink:
 
     def next_deadline(self) -> float | None:
         """Earliest retransmission timeout, or None when nothing is in flight."""
-        if not self._pending:
-            return None
-        return min(p.deadline_s for p in self._pending.values())
+        d = min((p.deadline_s for p in self._pending.values()), default=math.inf)
+        return None if d == math.inf else d
 
     def on_timer(self, now_s: float) -> list[LinkOutput]:
         """Retransmit or fail every transmission whose timeout has passed."""
@@ -362,7 +381,7 @@ class UdpLink:
             p.deadline_s = now_s + self._rto_s()
             self.counters.retransmits += 1
             self.counters.sent_datagrams += 1
-            out.append(SendDatagram(p.datagram))
+            out.append(SendDatagram(p.datagram, p.token))
         if (
             self.ack_mode is AckMode.AUTO
             and self.peer is PeerKind.UNKNOWN

@@ -86,6 +86,12 @@ _RECV_BUFFER = 65_535
 _MAX_BATCH = 512
 
 
+def _pacer(rate_bytes_s: float) -> Pacer:
+    """A pacer for a contact: bursts of at most half a second of the rate
+    (64 KiB at most), so that the link's own buffer is never overrun."""
+    return Pacer(rate_bytes_s, burst_bytes=min(65_536.0, max(rate_bytes_s, 0.0) * 0.5))
+
+
 @dataclass(frozen=True, slots=True)
 class ReceivedBundle:
     """A bundle delivered to a local endpoint."""
@@ -114,7 +120,7 @@ class _UdpPeer:
     config: NeighbourConfig
     link: UdpLink
     pacer: Pacer
-    queue: deque[bytes] = field(default_factory=deque)
+    queue: deque[tuple[bytes, int | None]] = field(default_factory=deque)
     wake: trio.Event = field(default_factory=trio.Event)
     contact: Contact | None = None
 
@@ -325,7 +331,7 @@ class Node:
                     max_tries=cfg.max_tries,
                     first_token=self._rng.getrandbits(63),
                 )
-                self._udp[nb.node] = _UdpPeer(nb, link, Pacer(nb.rate_bytes_s))
+                self._udp[nb.node] = _UdpPeer(nb, link, _pacer(nb.rate_bytes_s))
             else:
                 s, r = trio.open_memory_channel[tuple[int, bytes]](math.inf)
                 self._mtcp[nb.node] = _MtcpPeer(nb, s, r)
@@ -384,7 +390,7 @@ class Node:
         done: list[tuple[int, bool]] = []
         for o in outs:
             if isinstance(o, SendDatagram):
-                self._udp_send(peer, o.data)
+                self._udp_send(peer, o.data, o.token)
             else:
                 done.append((o.tx_id, o.ok))
                 if not o.ok:
@@ -569,14 +575,16 @@ class Node:
 
     # ------------------------------------------------------------ UDP CL
 
-    def _udp_send(self, peer: _UdpPeer, data: bytes) -> None:
+    def _udp_send(self, peer: _UdpPeer, data: bytes, token: int | None) -> None:
         if (
             not peer.queue
             and peer.pacer.delay_s(len(data), trio.current_time()) == 0.0
             and self._try_send(data, peer.config.address)
         ):
             return
-        peer.queue.append(data)
+        if token is not None:
+            peer.link.hold(token)  # its ACK timer starts when it leaves
+        peer.queue.append((data, token))
         peer.wake.set()
 
     def _try_send(self, data: bytes, addr: tuple[str, int]) -> bool:
@@ -606,15 +614,19 @@ class Node:
             await peer.wake.wait()
             peer.wake = trio.Event()
             while peer.queue:
-                data = peer.queue[0]
+                item = peer.queue[0]
+                data, token = item
                 delay = peer.pacer.delay_s(len(data), trio.current_time())
                 if delay > 0:
                     await trio.sleep(delay)
                     continue
                 while not self._try_send(data, peer.config.address):
                     await trio.lowlevel.wait_writable(self._sock)
-                if peer.queue and peer.queue[0] is data:
+                if peer.queue and peer.queue[0] is item:
                     peer.queue.popleft()
+                if token is not None:
+                    peer.link.on_sent(token, trio.current_time())
+                    self._link_wake.set()
 
     def _flush_acks(self) -> None:
         for nb, datagram in self._acks.flush():
@@ -755,7 +767,7 @@ class Node:
         if peer is not None:
             peer.contact = c
             if math.isfinite(c.start_s) and c.rate_bytes_s > 0:
-                peer.pacer = Pacer(c.rate_bytes_s)
+                peer.pacer = _pacer(c.rate_bytes_s)
             if self.plan is not None:
                 peer.link.owlt_s = self.plan.owlt_s(
                     c.frm, c.to, max(c.start_s, self._plan_s())

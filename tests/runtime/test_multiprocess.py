@@ -309,3 +309,28 @@ async def test_sigterm_stops_a_daemon_cleanly_and_pending_bundles_stay(
         assert events[-2:] == ["signal", "node_stopped"]
         await tb.restart(2)
         assert await held_by_2() == 5
+
+
+async def test_sends_are_paced_to_the_contact_rate(tmp_path: Path) -> None:
+    # 40 kB/s contact; the emulator drops whatever exceeds the rate (64 KiB
+    # bucket), so an unpaced sender would lose datagrams here.
+    plan = write_plan(
+        tmp_path / "slow.ionrc",
+        ["a contact +0 +60 1 2 40000", "a contact +0 +60 2 1 40000"],
+    )
+    tb = Testbed(
+        TestbedOptions(plan_path=plan, workdir=tmp_path / "tb", start_margin_s=1.5)
+    )
+    async with tb.running():
+        await tb.sleep_until_plan(0.1)
+        t0 = tb.plan_s()
+        async with open_trio_client(tb.socket_of(1)) as c:
+            for _ in range(60):
+                await tb.send(c, 1, 2, 2000)  # 120 kB in all
+        await poll_until(lambda: len(tb.ledger.arrivals) >= 60, timeout_s=20)
+        last = max(tb.ledger.arrivals.values()) - tb.epoch_unix_s
+    stats = tb.model.stats[(1, 2)]
+    assert stats.dropped_rate == 0
+    assert stats.forwarded == 60  # no retransmission was needed
+    # 64 KiB of burst, the remaining ~56 kB at 40 kB/s.
+    assert last - t0 >= 1.0

@@ -232,3 +232,17 @@ def test_pacer_holds_to_rate() -> None:
 def test_unpaced_when_rate_unknown() -> None:
     assert Pacer(rate_bytes_s=0.0).delay_s(10**6, now_s=0.0) == 0.0
     assert Pacer(rate_bytes_s=float("inf")).delay_s(10**6, now_s=0.0) == 0.0
+
+
+def test_time_in_the_drivers_queue_does_not_count_towards_the_ack_timeout() -> None:
+    link = _link()
+    (out,) = link.transmit(1, BUNDLE, now_s=0.0)
+    assert isinstance(out, SendDatagram)
+    assert out.token is not None
+    link.hold(out.token)  # paced: still queued
+    assert link.next_deadline() is None
+    assert link.on_timer(5.0) == []
+    link.on_sent(out.token, now_s=5.0)
+    assert link.next_deadline() == pytest.approx(6.0)
+    assert link.on_timer(5.9) == []
+    assert link.on_timer(6.0) == [out]
