@@ -1,12 +1,14 @@
 """Node configuration: ``node.toml`` (TOML, read with :mod:`tomllib`).
 
-Example (every key but ``node`` and ``listen`` optional)::
+Example (every key but ``node`` optional; ``listen`` defaults to an ephemeral port)::
 
     node = 2                          # ipn node number (or eid = "ipn:2.0")
     listen = "127.0.0.1:4556"         # UDP CL address
     app_socket = "/tmp/node2.sock"    # local application API (Unix socket)
     plan = "plan.ionrc"               # contact plan (ionrc or HDTN JSON)
-    plan_epoch_unix_s = 1764000000.0  # Unix time of plan time 0 (default: node start)
+    plan_epoch_unix_s = 1764000000.0  # Unix time of plan time 0 (default: the plan's own
+                                      # reference time, else node start -- set it when
+                                      # daemons restart and must agree on the plan clock)
     log_level = "info"                # debug | info | warning | error
     mtu_bytes = 65000                 # largest bundle per datagram (bigger ones are fragmented)
     lifetime_ms = 86400000            # default lifetime of bundles sent through the app API

@@ -203,11 +203,6 @@ class Node:
         sockets are bound and the store is recovered."""
         cfg = self.config
         self._started_at = self._clock()
-        self._epoch_unix_s = (
-            cfg.plan_epoch_unix_s
-            if cfg.plan_epoch_unix_s is not None
-            else self._started_at
-        )
         if cfg.plan is not None:
             from dtn.routing.plan import load_plan
 
@@ -215,6 +210,15 @@ class Node:
                 self.plan = load_plan(cfg.plan)
             except DtnError as exc:
                 raise ConfigError(f"plan: {exc}") from exc
+        # Plan time 0: the configured epoch (the testbed's), else the plan's
+        # own reference time (ION's absolute `@` times), else our start.
+        plan_epoch = getattr(self.plan, "epoch_unix_s", None)
+        if cfg.plan_epoch_unix_s is not None:
+            self._epoch_unix_s = cfg.plan_epoch_unix_s
+        elif plan_epoch is not None:
+            self._epoch_unix_s = float(plan_epoch)
+        else:
+            self._epoch_unix_s = self._started_at
         store: BundleStore
         try:
             if cfg.store_path == ":memory:":
