@@ -299,9 +299,8 @@ class Agent:
         self._reroute_iv: dict[int, int] = {}
         self._links: dict[int, _Link] = {}
         self._inflight: dict[int, tuple[str, int]] = {}
-        self._unclaimed: dict[
-            str, dict[str, None]
-        ] = {}  # endpoint -> keys waiting for register
+        # endpoint -> keys of bundles waiting for it to be registered
+        self._unclaimed: dict[str, dict[str, None]] = {}
         self._groups: dict[str, _Group] = {}
         self._backoff: list[tuple[int, int]] = []  # (until, neighbour)
         self._next_tx = 1
