@@ -113,7 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(leaf, OSError):
             print(f"error: {leaf}", file=sys.stderr)
             return 1
-        raise
+        if not isinstance(leaf, Exception):
+            raise
+        # A bug: one structured log line with the traceback, exit 1; the
+        # store keeps every bundle for the next start.
+        log.error("crashed", exc_info=leaf, extra={"fields": {"error": repr(leaf)}})
+        return 1
     return 0
 
 
