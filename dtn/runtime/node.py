@@ -883,7 +883,13 @@ class Node:
                 with contextlib.suppress(trio.WouldBlock):
                     while len(parts) < 1024:
                         parts.append(out_recv.receive_nowait())
-                await stream.send_all(b"".join(parts))
+                try:
+                    await stream.send_all(b"".join(parts))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    # The client went away: end the connection, never the node.
+                    out_recv.close()
+                    await stream.aclose()
+                    return
 
         outbox: list[bytes] = []
 
@@ -921,7 +927,7 @@ class Node:
                 while True:
                     try:
                         chunk = await stream.receive_some(65_536)
-                    except trio.BrokenResourceError:
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
                         break
                     if not chunk:
                         break
@@ -938,9 +944,12 @@ class Node:
                     with self.agent.store.transaction():
                         for m in msgs:
                             actions += self._app_request(m, reply, error, push, subs)
-                    for data in outbox:
-                        out_send.send_nowait(data)
                     self._apply(actions)
+                    try:
+                        for data in outbox:
+                            out_send.send_nowait(data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        break  # the writer saw the client go away
                 out_send.close()
                 nursery.cancel_scope.cancel()
         except (trio.BrokenResourceError, trio.ClosedResourceError):

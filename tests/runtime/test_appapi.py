@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from dtn.appapi.wire import encode_message
 from dtn.client import Client, ClientError, open_trio_client
 from dtn.runtime import NeighbourConfig, NodeConfig, open_node
 from tests.runtime.conftest import poll_until
@@ -129,3 +130,32 @@ async def test_sync_client_and_dcis_commands(
     assert status["node"] == 1
     assert status["neighbours"]["2"]["peer"] == "dcis"
     assert err.strip().startswith("error: cannot reach the node")
+
+
+async def test_a_client_vanishing_mid_push_does_not_hurt_the_node(
+    tmp_path: Path,
+) -> None:
+    c1, c2 = pair(tmp_path)
+    async with open_node(c1), open_node(c2) as n2:
+        async with open_trio_client(str(tmp_path / "n1.sock")) as a:
+            for _ in range(40):
+                await a.send("ipn:2.6", b"z" * 60_000)
+        await poll_until(lambda: n2.status()["stored"] == 40, timeout_s=10)
+        # Register, then drop the connection without reading ~2.4 MB of pushes.
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raw.connect(str(tmp_path / "n2.sock"))
+        raw.sendall(
+            encode_message({"type": "register", "id": 1, "endpoint": "ipn:2.6"})
+        )
+        await trio.sleep(0.2)
+        raw.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+        )
+        raw.close()  # RST: the node's next write fails
+        await trio.sleep(0.2)
+        async with open_trio_client(str(tmp_path / "n2.sock")) as b:
+            await b.register("ipn:2.6")
+            with trio.fail_after(10):
+                got = {(await b.receive()).bundle_key for _ in range(40)}
+        assert len(got) == 40
+        await poll_until(lambda: n2.status()["stored"] == 0, timeout_s=5)
