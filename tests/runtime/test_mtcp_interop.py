@@ -68,3 +68,38 @@ async def test_our_node_sends_bundles_to_a_pyd3tn_mtcp_server(tmp_path: Path) ->
     assert [b.payload_block.data for b in received] == [b"first", b"second" * 1000]  # type: ignore[attr-defined]
     assert [str(b.primary_block.source) for b in received] == ["ipn:5.1"] * 2  # type: ignore[attr-defined]
     assert node.status()["counters"]["forwarded"] == 2
+
+
+async def test_bundles_wait_while_the_mtcp_peer_is_unreachable(tmp_path: Path) -> None:
+    from pyd3tn.bundle7 import Bundle
+    from pyd3tn.mtcp import MTCPSocket
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]  # bound, not listening yet: connections are refused
+    nb = NeighbourConfig(
+        node=9, address=("127.0.0.1", port), cla="mtcp", always_on=True
+    )
+    cfg = NodeConfig(node=5, store_path=str(tmp_path / "n5.db"), neighbours=(nb,))
+    got: list[bytes] = []
+
+    def peer() -> None:
+        server.listen(1)
+        server.settimeout(10)
+        conn, _ = server.accept()
+        with MTCPSocket(conn, timeout=10) as s:
+            got.append(Bundle.parse(s.recv_bundle()).payload_block.data)
+
+    try:
+        async with open_node(cfg) as node:
+            await node.send("ipn:9.4", b"patience", source="ipn:5.1")
+            await trio.sleep(0.3)
+            st = node.status()
+            assert st["counters"]["transmit_failed"] >= 1
+            assert st["stored"] == 1
+            await trio.to_thread.run_sync(
+                peer
+            )  # the agent retries after retry_delay_ms
+            assert got == [b"patience"]
+    finally:
+        server.close()
