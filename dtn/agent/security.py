@@ -284,7 +284,10 @@ class SecurityPolicy:
             if b.type_code in _SECURITY_BLOCKS:
                 raise InvalidArgument("the bundle already carries security blocks")
         dst = p.destination
-        if type(dst) is IpnEid and str(dst) not in self.sign_only_destinations:
+        if type(dst) is IpnEid and (
+            not self.sign_only_destinations
+            or str(dst) not in self.sign_only_destinations
+        ):
             at = p.creation.time_ms if now is None else now
             if at:
                 cert = self.certificate(dst.node, at)
@@ -339,7 +342,11 @@ class SecurityPolicy:
             return self._reject("revoked_source")
         # Cheap replay pre-check (no recording): a replay costs no AEAD.
         stamp = p.creation
-        rid = self._replay_id(src_node, src.node_id, create=False)
+        rid = (
+            src_node
+            if src_node is not None
+            else self._replay_id(None, src.node_id, create=False)
+        )
         if (
             rid is not None
             and self.replay.check(rid, stamp.time_ms, stamp.sequence)

@@ -228,6 +228,23 @@ def _fast_encode(asb: AbstractSecurityBlock) -> bytes | None:
     )
 
 
+def encode_bcb_template(target: int, source: IpnEid, nonce: bytes, tag: bytes) -> bytes:
+    """The ASB bytes of a -101 BCB over one target (< 24): what
+    :func:`encode_asb` gives for it, without building the object."""
+    return b"".join(
+        (
+            bytes((0x81, target)),
+            b"\x38\x64\x01\x82\x02\x82",
+            _uint_bytes(source.node),
+            _uint_bytes(source.service),
+            _FAST_PARAM,
+            nonce,
+            _FAST_RESULT[-101],
+            tag,
+        )
+    )
+
+
 def _read_short_uint(raw: bytes, pos: int) -> tuple[int, int] | None:
     # A shortest-form uint at ``pos``, or None (anything else: general path).
     if pos >= len(raw):

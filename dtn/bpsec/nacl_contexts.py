@@ -31,12 +31,10 @@ import hashlib
 import os
 from typing import Final
 
-import nacl.bindings
-import nacl.exceptions
-
 from crypto.errors import AuthenticationFailed
 from crypto.keys import NodeIdentity, verify_signature
-from dtn.bpsec.asb import AbstractSecurityBlock
+from dtn.bpsec._aead import AeadFailed, open_detached, seal_detached
+from dtn.bpsec.asb import AbstractSecurityBlock, encode_bcb_template
 from dtn.bpsec.results import KeyRing
 from dtn.bpsec.scope import block_header, target_data
 from dtn.bpv7 import cbor
@@ -55,13 +53,14 @@ NONCE_BYTES: Final = 24
 TAG_BYTES: Final = 16
 SIGNATURE_BYTES: Final = 64
 
-_encrypt = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt
-_decrypt = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt
+
+_SMALL_UINTS: Final = tuple(cbor.uint(i) for i in range(24))
 
 
 def _target_nonce(base: bytes, target: int) -> bytes:
+    t = _SMALL_UINTS[target] if target < 24 else cbor.uint(target)
     return hashlib.blake2b(
-        base + cbor.uint(target), digest_size=NONCE_BYTES, person=b"dcis-bcb-nonce"
+        base + t, digest_size=NONCE_BYTES, person=b"dcis-bcb-nonce"
     ).digest()
 
 
@@ -74,9 +73,22 @@ def _bcb_aad(
             primary_bytes,
             block_header(target),
             block_header(bcb),
-            encode_eid(source),
+            _eid_bytes(source),
         )
     )
+
+
+_EIDS: dict[Eid, bytes] = {}
+
+
+def _eid_bytes(eid: Eid) -> bytes:
+    # Security sources are few (one per node): cache their encoding.
+    b = _EIDS.get(eid)
+    if b is None:
+        b = encode_eid(eid)
+        if len(_EIDS) < 4096:
+            _EIDS[eid] = b
+    return b
 
 
 def _bib_message(
@@ -129,14 +141,13 @@ def seal_x25519_xchacha(
             raise InvalidArgument(
                 "a BCB must not target the primary block (RFC 9172 3.9)"
             )
-        sealed = _encrypt(
+        cipher[t], tag = seal_detached(
             tb.data,
             _bcb_aad(primary_bytes, tb, bcb, source),
             _target_nonce(base, t),
             key,
         )
-        cipher[t] = sealed[:-TAG_BYTES]
-        results.append(((RESULT_ID, sealed[-TAG_BYTES:]),))
+        results.append(((RESULT_ID, tag),))
     asb = AbstractSecurityBlock(
         targets=tuple(targets),
         context_id=BCB_X25519_XCHACHA20POLY1305,
@@ -145,6 +156,39 @@ def seal_x25519_xchacha(
         results=tuple(results),
     )
     return asb, cipher
+
+
+def seal_payload_x25519_xchacha(
+    primary_bytes: bytes,
+    bcb: CanonicalBlock,
+    payload: CanonicalBlock,
+    *,
+    identity: NodeIdentity,
+    recipient_kx_public: bytes,
+    nonce: bytes | None = None,
+) -> tuple[bytes, bytes]:
+    """:func:`seal_x25519_xchacha` for the one-target case (the payload, block 1).
+
+    Returns ``(BCB data, payload ciphertext)``: the encoded ASB directly,
+    the same bytes ``encode_asb`` gives for the general path's ASB.
+    """
+    base = os.urandom(NONCE_BYTES) if nonce is None else nonce
+    if len(base) != NONCE_BYTES:
+        raise InvalidArgument(f"nonce must be {NONCE_BYTES} bytes")
+    source = _SOURCES.get(identity.node)
+    if source is None:
+        source = _SOURCES[identity.node] = IpnEid(identity.node, 0)
+    key = identity.agree(recipient_kx_public, label=BCB_LABEL)
+    ciphertext, tag = seal_detached(
+        payload.data,
+        _bcb_aad(primary_bytes, payload, bcb, source),
+        _target_nonce(base, 1),
+        key,
+    )
+    return encode_bcb_template(1, source, base, tag), ciphertext
+
+
+_SOURCES: dict[int, IpnEid] = {}
 
 
 def open_x25519_xchacha(
@@ -177,13 +221,14 @@ def open_x25519_xchacha(
         if tb is None or not isinstance(tag, bytes) or len(tag) != TAG_BYTES:
             raise AuthenticationFailed()
         try:
-            out[t] = _decrypt(
-                tb.data + tag,
+            out[t] = open_detached(
+                tb.data,
+                tag,
                 _bcb_aad(primary_bytes, tb, bcb, asb.source),
                 _target_nonce(base, t),
                 key,
             )
-        except nacl.exceptions.CryptoError as exc:
+        except AeadFailed as exc:
             raise AuthenticationFailed() from exc
     return out
 

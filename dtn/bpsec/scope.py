@@ -28,13 +28,19 @@ class ScopeFlags(IntFlag):
     ALL = 0x07
 
 
+_HEADERS: dict[tuple[int, int, int], bytes] = {}
+
+
 def block_header(block: CanonicalBlock) -> bytes:
     """Type code, block number and flags as three CBOR unsigned integers."""
-    return (
-        cbor.uint(block.type_code)
-        + cbor.uint(block.number)
-        + cbor.uint(int(block.flags))
-    )
+    # Cached: every bundle binds the same few headers (payload, BCB 2, ...).
+    k = (block.type_code, block.number, int(block.flags))
+    h = _HEADERS.get(k)
+    if h is None:
+        h = cbor.uint(k[0]) + cbor.uint(k[1]) + cbor.uint(k[2])
+        if len(_HEADERS) < 4096:  # bounded: headers of hostile bundles vary
+            _HEADERS[k] = h
+    return h
 
 
 def scope_prefix(

@@ -111,3 +111,52 @@ def test_other_shapes_are_not_templated() -> None:
     )
     assert asb_mod._fast_encode(two_targets) is None
     assert decode_asb_untrusted(encode_asb(two_targets)) == two_targets
+
+
+def test_fast_seal_gives_the_general_paths_bytes_and_opens_to_the_original() -> None:
+    from crypto import NodeIdentity, OperatorKey, issue_certificate
+    from dtn.bpsec import KeyRing, add_bcb_x25519, unprotect
+    from dtn.bpsec.process import _SECURITY_TYPES
+    from dtn.bpv7 import encode_bundle, make_bundle
+
+    op = OperatorKey.generate(entropy=b"op".ljust(32, b"."))
+    src = NodeIdentity.generate(300, entropy=b"src".ljust(32, b"."))
+    dst = NodeIdentity.generate(9, entropy=b"dst".ljust(32, b"."))
+    b = make_bundle(
+        source="ipn:300.1",
+        destination="ipn:9.1",
+        payload=b"p" * 77,
+        creation_ms=5,
+        hop_limit=9,
+        bundle_age_ms=3,
+    )
+    nonce = bytes(range(24))
+    fast = add_bcb_x25519(
+        b, identity=src, recipient_kx_public=dst.kx_public, nonce=nonce
+    )
+    general = add_bcb_x25519(
+        b,
+        identity=src,
+        recipient_kx_public=dst.kx_public,
+        nonce=nonce,
+        block_number=b.next_block_number(),  # forces the general path
+    )
+    assert encode_bundle(fast) == encode_bundle(general)
+    assert fast == general
+    cert = issue_certificate(
+        op,
+        node=300,
+        sign_public=src.sign_public,
+        kx_public=src.kx_public,
+        not_before_ms=0,
+        not_after_ms=10,
+        serial=1,
+    )
+    plain, results = unprotect(fast, KeyRing(identity=dst, certificates={300: cert}))
+    assert plain == b
+    assert [(r.block, r.verified) for r in results] == [(4, True)]
+    assert all(blk.type_code not in _SECURITY_TYPES for blk in plain.blocks)
+    # Without the source's certificate: reported, left sealed (general semantics).
+    same, results = unprotect(fast, KeyRing(identity=dst))
+    assert same == fast
+    assert [(r.verified, r.reason) for r in results] == [(False, "uncertified source")]
