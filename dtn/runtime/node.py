@@ -84,6 +84,7 @@ there comes back to its source with the same payload (``dcis ping``)."""
 
 _RECV_BUFFER = 65_535
 _MAX_BATCH = 512
+_MAX_UNKNOWN_SENDERS = 1024
 
 
 def _pacer(rate_bytes_s: float) -> Pacer:
@@ -676,7 +677,12 @@ class Node:
                     if peer is not None:
                         peer.link.on_heard_dcis()
                     else:
+                        # An unconfigured sender: ACK to where it came from.
+                        # Bounded, so forged sender numbers cannot grow it.
+                        self._ack_addr.pop(dg.sender, None)
                         self._ack_addr[dg.sender] = addr[:2]
+                        if len(self._ack_addr) > _MAX_UNKNOWN_SENDERS:
+                            del self._ack_addr[next(iter(self._ack_addr))]
                     batch.append(Received("udp", dg.sender, dg.bundle, dg.token))
                 elif isinstance(dg, AckSegment):
                     peer = self._udp.get(dg.sender)

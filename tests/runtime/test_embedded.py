@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import time
 from pathlib import Path
 
 import trio
@@ -145,3 +146,41 @@ async def test_echo_endpoints_do_not_answer_each_other(tmp_path: Path) -> None:
         await trio.sleep(0.3)
         assert n2.status()["counters"]["sent"] == 0
         assert n1.status()["counters"]["received"] == 0
+
+
+async def test_forged_sender_numbers_do_not_grow_memory(tmp_path: Path) -> None:
+    from dtn.bpv7.bundle import encode_bundle, make_bundle
+    from dtn.cl.udp import encode_data_segment
+    from dtn.time import dtn_time_from_unix
+
+    (c1,) = chain(tmp_path, 1)
+    bundle = encode_bundle(
+        make_bundle(
+            source="ipn:9.1",
+            destination="ipn:1.3",
+            payload=b"x",
+            creation_ms=dtn_time_from_unix(time.time()),
+            lifetime_ms=10**7,
+        )
+    )
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.bind(("127.0.0.1", 0))
+    tx.settimeout(5)
+    async with open_node(c1) as n1:
+        for sender in range(100, 3100):
+            tx.sendto(
+                encode_data_segment(sender=sender, token=sender, bundle=bundle),
+                c1.listen,
+            )
+            if sender % 200 == 0:
+                await trio.sleep(0.01)
+        await poll_until(
+            lambda: n1.status()["counters"]["datagrams_in"] >= 2900, timeout_s=10
+        )
+        assert len(n1._ack_addr) <= 1024
+        # One bundle stored, the rest duplicates (each acknowledged).
+        assert n1.status()["stored"] == 1
+        assert n1.status()["counters"]["duplicates"] >= 2800
+    ack = tx.recv(65535)
+    assert ack.startswith(b"\xd9\xdc\x15")
+    tx.close()
