@@ -192,6 +192,13 @@ async def test_junk_flood_is_counted_while_good_traffic_flows_and_memory_stays_f
     # The kernel may drop some of the flood when the machine is busy (its
     # socket buffer is finite); what reaches the daemon is all counted.
     assert counters["junk"] + counters["dropped"] >= junk_sent * 0.5
+    # Every datagram that reached the daemon is accounted for: junk at the CL,
+    # undecodable bundles at the agent, and the good bundles.
+    assert (
+        counters["datagrams_in"]
+        == counters["junk"] + counters["dropped"] + counters["received"]
+    )
+    assert counters["received"] == len(tb.ledger.sent)
     # Memory flat: the last samples are within 8 MiB of the first (after warm-up).
     assert max(rss[2:]) - rss[1] < 8 * 1024, rss
 
