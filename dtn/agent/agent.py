@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from dtn.agent.actions import Ack, Action, Deliver, Event, Schedule, Transmit
-from dtn.agent.store import BundleState, BundleStore, StoredBundle, StoreFull
+from dtn.agent.store import MAX_INT64, BundleState, BundleStore, StoredBundle, StoreFull
 from dtn.bpv7.admin import StatusKind, StatusReason, make_status_report
 from dtn.bpv7.bundle import Bundle, decode_bundle_untrusted, encode_bundle, make_bundle
 from dtn.bpv7.eid import DTN_NONE, DtnEid, Eid, IpnEid, parse_eid
@@ -796,7 +796,7 @@ class Agent:
         key = bundle.bundle_key
         self.counters["received"] += 1
         prev_node = neighbor
-        if prev_node is None and isinstance(prev, IpnEid):
+        if prev_node is None and isinstance(prev, IpnEid) and prev.node <= MAX_INT64:
             prev_node = prev.node
         p = bundle.primary
         # Duplicates: a bundle we hold, or one delivered here already.
@@ -905,8 +905,12 @@ class Agent:
         p = bundle.primary
         if p.creation.time_ms == 0:
             # No clock at the source: the bundle age block says how old it is.
-            return now + p.lifetime_ms - (age or 0)
-        return p.creation.time_ms + p.lifetime_ms
+            expiry = now + p.lifetime_ms - (age or 0)
+        else:
+            expiry = p.creation.time_ms + p.lifetime_ms
+        # Lifetimes are u64 on the wire; the store keeps signed 64-bit times
+        # (2**63 ms is 292 million years: "never" either way).
+        return min(expiry, MAX_INT64)
 
     def _accept(
         self,

@@ -190,11 +190,19 @@ class BundleStore(Protocol):
         ...
 
 
+MAX_INT64 = (1 << 63) - 1
+"""Largest time (ms) or node number a store keeps (SQLite integers are signed 64-bit)."""
+
+
 def _check_put(record: StoredBundle, data: bytes) -> None:
     if record.size_bytes != len(data):
         raise InvalidArgument(
             f"record.size_bytes {record.size_bytes} != len(data) {len(data)}"
         )
+    for name in ("expiry_ms", "received_ms", "prev_node"):
+        v = getattr(record, name)
+        if v is not None and not 0 <= v <= MAX_INT64:
+            raise InvalidArgument(f"record.{name} must be in 0..2**63-1, got {v}")
 
 
 class MemoryStore:
@@ -612,7 +620,8 @@ class SqliteStore:
         return iter([self._row_to_record(r) for r in rows])
 
     def mark_delivered(self, key: str, expiry_ms: int) -> None:
-        """See :meth:`BundleStore.mark_delivered`."""
+        """See :meth:`BundleStore.mark_delivered` (``expiry_ms`` is capped at 2**63-1)."""
+        expiry_ms = min(expiry_ms, MAX_INT64)
         with self._txn(None):
             self._exec(
                 "INSERT INTO delivered (key, expiry_ms) VALUES (?, ?)"

@@ -4,13 +4,15 @@ and the ledger of an exchange over a lossy, duplicating link balances."""
 from __future__ import annotations
 
 import random
+import tempfile
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from dtn.agent.actions import Ack, Action, Deliver, Transmit
 from dtn.agent.agent import Agent, AgentConfig
-from dtn.agent.store import MemoryStore
+from dtn.agent.store import MemoryStore, SqliteStore
 from dtn.bpv7.bundle import encode_bundle, make_bundle
 from dtn.bpv7.flags import BundleFlags
 from dtn.routing.contact import Contact
@@ -61,6 +63,47 @@ def test_mutated_bundles_never_raise(edits: list[tuple[int, int]]) -> None:
     # whatever was accepted can be forwarded or delivered without raising
     a.on_contact_start(Contact(2, 3, 0, float("inf"), 0), T0 + 1)
     a.on_tick(T0 + 10_000_000)
+
+
+@given(
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+    st.sampled_from(["ipn:2.1", "ipn:3.1"]),
+)
+def test_extreme_fields_never_raise_with_sqlite(
+    creation: int, lifetime: int, prev: int, dst: str
+) -> None:
+    """u64 times and node numbers a peer may send fit the SQLite store
+    (signed 64-bit): nothing raises, and what is held can be recovered."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "s.db"
+        a = Agent(node=2, store=SqliteStore(path))
+        a.register("ipn:2.1")
+        data = encode_bundle(
+            make_bundle(
+                source="ipn:1.1",
+                destination=dst,
+                payload=b"x",
+                creation_ms=creation,
+                lifetime_ms=lifetime,
+                previous_node=f"ipn:{prev}.0",
+                bundle_age_ms=0,
+            )
+        )
+        a.on_receive(cla="udp", neighbor=None, data=data, now=T0, cl_token=1)
+        for act in a.on_receive(
+            cla="udp", neighbor=None, data=data, now=T0, cl_token=2
+        ):
+            if isinstance(act, Deliver):
+                a.on_delivered(act.bundle_key, T0)
+        a.store.close()
+        b = Agent(node=2, store=SqliteStore(path))
+        b.register("ipn:2.1")
+        b.recover(T0)
+        b.on_contact_start(Contact(2, 3, 0, float("inf"), 0), T0)
+        b.on_tick(T0 + 1)
+        b.store.close()
 
 
 @given(st.integers(0, 2**32), st.integers(1, 12), st.sampled_from([None, 200, 400]))
