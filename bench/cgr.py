@@ -1,6 +1,7 @@
 """CGR benchmark: our Router against the Python CGR peers, side by side in one run.
 
     .venv/bin/python bench/cgr.py [--queries N] [--repeats R] [--seed S] [--quick]
+    .venv/bin/python bench/cgr.py --forwarding-only   # just the per-node section below
 
 Plans: seeded LEO-like constellations (each node pair that can see each other
 gets a pass every ~95 min lasting 4-12 min, both directions, 1-100 Mbit/s,
@@ -25,6 +26,15 @@ Peers (installed from the package index; never runtime dependencies):
 peers have none, so their warm figure is their ordinary query). Figures are
 medians over the queries of the median of ``--repeats`` runs. Load = parse the
 HDTN JSON file + build the graph.
+
+Per-node routers ("forwarding" section): one Router per node over the
+100-node, 24 h plan of ``dtn.sim.scenarios.leo_constellation`` (the
+simulator's scale scenario), and a seeded stream of bundles (512-8,192 bytes,
+rounded up to whole KiB as the agent does) forwarded hop by hop the way the
+agent does it: at each node ``best_route`` with the previous node excluded,
+then ``consume`` the first contact. Prints the traced heap of the routers
+right after they are built and after the stream (tracemalloc, a separate
+untimed run), the route-cache hit rate and the median and total routing time.
 """
 
 from __future__ import annotations
@@ -334,6 +344,88 @@ def bench_plan(
     return row
 
 
+def forwarding(bundles: int, seed: int) -> dict[str, Any]:
+    """100 per-node routers over the simulator's LEO plan; see the module docstring."""
+    import tracemalloc
+
+    from dtn.sim.scenarios import leo_constellation
+
+    def run(traced: bool) -> dict[str, Any]:
+        plan = leo_constellation(
+            planes=10, per_plane=10, duration_s=HORIZON_S, seed=seed
+        )
+        nodes = sorted(plan.nodes)
+        rng = random.Random(seed)
+        stream: list[tuple[float, int, int, int]] = []
+        for _ in range(bundles):
+            src, dst = rng.sample(nodes, 2)
+            stream.append(
+                (rng.uniform(0.0, 20 * 3600.0), src, dst, rng.randint(512, 8192))
+            )
+        stream.sort()
+        if traced:
+            tracemalloc.start()
+        routers = {n: Router(plan) for n in nodes}
+        built = tracemalloc.get_traced_memory()[0] if traced else 0
+        times: list[float] = []
+        hops = 0
+        for t, src, dst, size in stream:
+            node, prev, now = src, -1, t
+            q = -(-size // 1024) * 1024
+            while node != dst:
+                r = routers[node]
+                t0 = time.perf_counter()
+                route = r.best_route(
+                    node, dst, now, q, excluded=() if prev < 0 else (prev,)
+                )
+                times.append(time.perf_counter() - t0)
+                if route is None:
+                    break
+                c = route.contacts[0]
+                r.consume(c, size)
+                hops += 1
+                prev, node = node, route.next_hop
+                now = max(now, c.start_s) + size / c.rate_bytes_s + r.owlt_of(c)
+        after = tracemalloc.get_traced_memory()[0] if traced else 0
+        if traced:
+            tracemalloc.stop()
+        hits = sum(r.stats["cache_hits"] for r in routers.values())
+        misses = sum(r.stats["cache_misses"] for r in routers.values())
+        return {
+            "contacts": len(plan),
+            "routers": len(routers),
+            "mem_built_mib": built / 2**20,
+            "mem_after_mib": after / 2**20,
+            "queries": len(times),
+            "hops": hops,
+            "hit_rate": hits / max(1, hits + misses),
+            "median_query_ms": statistics.median(times) * 1e3 if times else 0.0,
+            "total_routing_s": sum(times),
+        }
+
+    timing = run(traced=False)
+    mem = run(traced=True)
+    timing.update(
+        mem_built_mib=mem["mem_built_mib"], mem_after_mib=mem["mem_after_mib"]
+    )
+    return timing
+
+
+def report_forwarding(f: dict[str, Any]) -> None:
+    print(
+        f"\n== forwarding: {f['routers']} per-node routers over the simulator's LEO plan"
+        f" ({f['contacts']} contacts), {f['queries']} best-route queries ({f['hops']} hops)"
+    )
+    print(
+        f"  traced heap: {f['mem_built_mib']:.1f} MiB after building the routers,"
+        f" {f['mem_after_mib']:.1f} MiB after the stream"
+    )
+    print(
+        f"  route cache hit rate {f['hit_rate']:.0%}; query median {f['median_query_ms']:.3f} ms,"
+        f" total routing time {f['total_routing_s']:.2f} s"
+    )
+
+
 def report(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         print(
@@ -389,7 +481,24 @@ def main() -> int:
     ap.add_argument(
         "--json", action="store_true", help="also print the figures as one JSON object"
     )
+    ap.add_argument(
+        "--forwarding-bundles",
+        type=int,
+        default=10_000,
+        help="bundles in the per-node forwarding section (0: skip it)",
+    )
+    ap.add_argument(
+        "--forwarding-only",
+        action="store_true",
+        help="run only the per-node forwarding section",
+    )
     args = ap.parse_args()
+    if args.forwarding_only:
+        f = forwarding(args.forwarding_bundles, args.seed)
+        report_forwarding(f)
+        if args.json:
+            print(json.dumps(f))
+        return 0
     if args.quick:
         args.queries, args.repeats, args.pydtnsim_contacts = 10, 3, 600
     peers: list[type] = []
@@ -426,12 +535,20 @@ def main() -> int:
         ),
     ]
     report(rows)
+    fwd = None
+    if args.forwarding_bundles > 0:
+        fwd = forwarding(
+            args.forwarding_bundles // (10 if args.quick else 1), args.seed
+        )
+        report_forwarding(fwd)
     big = rows[1]
     print(
         f"\nplan load for {big['contacts']} contacts: {big['ours_load_s']:.3f} s (target <= 0.5 s)"
     )
     if args.json:
-        print(json.dumps(rows))
+        print(
+            json.dumps(rows if fwd is None else [*rows, {"plan": "forwarding", **fwd}])
+        )
     return 0
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from dtn.errors import InvalidArgument
@@ -113,64 +113,59 @@ def _tx_time(size: float, rate: float) -> float:
 
 # A node's outgoing contacts sorted by start: starts, running max of ends, contact ids, receivers, count
 _Out = tuple[list[float], list[float], list[int], list[int], int]
-_CacheKey = tuple[int, int, float, float, frozenset[int], int]
 
 
-class Router:
-    """CGR over a :class:`ContactPlan`; rebuilds its contact graph when ``plan.version`` changes.
+class _Graph:
+    """The contact graph of one plan version: immutable, shared by every Router on the plan.
 
-    Residual volume: ``consume(contact, size)`` records bytes queued on a
-    contact; routes never use a contact with less residual volume than the
-    bundle's size. Consumption survives plan changes for contacts that stay in
-    the plan.
+    Flat per-contact arrays (start, end, 1/rate, light time, full volume) and,
+    per node, its outgoing contacts sorted by start with a running maximum of
+    their ends. Routers keep only what differs between them (consumed volume,
+    route cache), so N routers over one plan cost one graph.
     """
 
-    def __init__(self, plan: ContactPlan, *, cache_size: int = 4096) -> None:
-        self.plan = plan
-        self._built = -1
-        self._used: dict[Contact, float] = {}
-        self._cache: OrderedDict[_CacheKey, tuple[float, list[tuple[int, ...]]]] = (
-            OrderedDict()
-        )
-        self._cache_size = cache_size
-        self.stats = {"searches": 0, "cache_hits": 0, "cache_misses": 0, "builds": 0}
-        self._build()
+    __slots__ = (
+        "_idx",
+        "cs",
+        "end",
+        "frm",
+        "inv_rate",
+        "out",
+        "owlt",
+        "rate",
+        "start",
+        "to",
+        "version",
+        "volume",
+    )
 
-    # -- contact graph ---------------------------------------------------------
-    def _build(self) -> None:
-        plan = self.plan
+    def __init__(self, plan: ContactPlan) -> None:
+        self.version = plan.version
         view = plan.contacts
         cs = list(view)
-        self._cs = cs
-        self._idx_map: dict[Contact, int] | None = None  # built on first need
-        self._start = [c.start_s for c in cs]
-        self._end = [c.end_s for c in cs]
-        self._rate = [c.rate_bytes_s for c in cs]
+        self.cs = cs
+        self._idx: dict[Contact, int] | None = None  # built on first need
+        self.start = [c.start_s for c in cs]
+        self.end = [c.end_s for c in cs]
+        self.rate = [c.rate_bytes_s for c in cs]
         # seconds per byte; a zero-rate contact carries only empty bundles
-        self._inv_rate = [
+        self.inv_rate = [
             1.0 / c.rate_bytes_s if c.rate_bytes_s > 0 else _INF for c in cs
         ]
-        self._frm = [c.frm for c in cs]
-        self._to = [c.to for c in cs]
-        self._owlt = plan.owlt_table(view)
-        self._residual = [
-            (e - b) * r
-            for b, e, r in zip(self._start, self._end, self._rate, strict=True)
+        self.frm = [c.frm for c in cs]
+        self.to = [c.to for c in cs]
+        self.owlt = plan.owlt_table(view)
+        self.volume = [
+            (e - b) * r for b, e, r in zip(self.start, self.end, self.rate, strict=True)
         ]
-        if self._used:
-            # consumption carries over for contacts that stay in the plan
-            idx = self._idx
-            self._used = {c: u for c, u in self._used.items() if c in idx}
-            for c, u in self._used.items():
-                self._residual[idx[c]] -= u
         per_node: dict[int, list[int]] = {}
         for i, c in enumerate(cs):
             if c.frm != c.to:  # a loopback contact never helps a route
                 per_node.setdefault(c.frm, []).append(i)
         out: dict[int, _Out] = {}
-        start = self._start
-        end = self._end
-        to = self._to
+        start = self.start
+        end = self.end
+        to = self.to
         for frm, ids in per_node.items():
             ids.sort(key=lambda i: (start[i], end[i]))
             maxend: list[float] = []
@@ -185,16 +180,96 @@ class Router:
                 [to[i] for i in ids],
                 len(ids),
             )
-        self._out = out
-        self._cache.clear()
-        self._built = plan.version
+        self.out = out
+
+    @property
+    def idx(self) -> dict[Contact, int]:
+        """Contact -> its index in the flat arrays."""
+        if self._idx is None:
+            self._idx = {c: i for i, c in enumerate(self.cs)}
+        return self._idx
+
+
+def _graph_of(plan: ContactPlan) -> tuple[_Graph, bool]:
+    """The plan's shared graph for its current version, and whether it was built now."""
+    g = plan._cgr_graph
+    if isinstance(g, _Graph) and g.version == plan.version:
+        return g, False
+    g = _Graph(plan)
+    plan._cgr_graph = g  # the previous version's graph goes once no router holds it
+    return g, True
+
+
+# A cached answer: ready time, size, deadline, excluded first hops it was
+# computed for, the routes (contact indices) and their arrivals then.
+_Entry = tuple[
+    float, float, float, frozenset[int], tuple[tuple[int, ...], ...], tuple[float, ...]
+]
+_CacheKey = tuple[int, int, int]  # src, dst, k
+_PER_KEY = 16  # cached answers per (src, dst, k): sizes x exclusions in use
+
+
+class Router:
+    """CGR over a :class:`ContactPlan`; rebuilds its contact graph when ``plan.version`` changes.
+
+    The contact graph is shared by every Router over the same plan object and
+    version (built once, on first need). Residual volume and the route cache
+    are per router: ``consume(contact, size)`` records bytes queued on a
+    contact; routes never use a contact with less residual volume than the
+    bundle's size. Consumption survives plan changes for contacts that stay in
+    the plan. ``cache_size`` bounds the number of cached answers.
+    """
+
+    def __init__(self, plan: ContactPlan, *, cache_size: int = 4096) -> None:
+        self.plan = plan
+        self._built = -1
+        self._used: dict[Contact, float] = {}
+        # residual volume of consumed contacts by index; others have their full volume
+        self._resid: dict[int, float] = {}
+        self._cache: OrderedDict[_CacheKey, list[_Entry]] = OrderedDict()
+        self._n_cached = 0
+        self._max_cached_size = -_INF
+        self._cache_size = max(1, cache_size)
+        self.stats = {
+            "searches": 0,
+            "cache_hits": 0,
+            "cache_misses": 0,
+            "builds": 0,
+            "graphs_built": 0,
+        }
+        self._build()
+
+    # -- contact graph ---------------------------------------------------------
+    def _build(self) -> None:
+        g, fresh = _graph_of(self.plan)
+        self._g = g
+        self._cs = g.cs
+        self._start = g.start
+        self._end = g.end
+        self._rate = g.rate
+        self._inv_rate = g.inv_rate
+        self._frm = g.frm
+        self._to = g.to
+        self._owlt = g.owlt
+        self._vol = g.volume
+        self._out = g.out
+        self._resid = {}
+        if self._used:
+            # consumption carries over for contacts that stay in the plan
+            idx = g.idx
+            self._used = {c: u for c, u in self._used.items() if c in idx}
+            for c, u in self._used.items():
+                i = idx[c]
+                self._resid[i] = self._vol[i] - u
+        self.clear_cache()
+        self._built = g.version
         self.stats["builds"] += 1
+        if fresh:
+            self.stats["graphs_built"] += 1
 
     @property
     def _idx(self) -> dict[Contact, int]:
-        if self._idx_map is None:
-            self._idx_map = {c: i for i, c in enumerate(self._cs)}
-        return self._idx_map
+        return self._g.idx
 
     def _check(self) -> None:
         if self._built != self.plan.version:
@@ -203,14 +278,21 @@ class Router:
     def clear_cache(self) -> None:
         """Forget every cached route (the next query of each kind searches afresh)."""
         self._cache.clear()
+        self._n_cached = 0
+        self._max_cached_size = -_INF
+
+    def _residual_of(self, i: int) -> float:
+        r = self._resid.get(i)
+        return self._vol[i] if r is None else r
 
     # -- residual volume -------------------------------------------------------
     def consume(self, contact: Contact, size_bytes: float) -> float:
         """Record ``size_bytes`` queued on ``contact``; returns its residual volume afterwards.
 
-        Raises InvalidArgument if the contact is not in the plan. Cached routes
-        through the contact are dropped once it cannot carry another byte
-        (the cache also re-checks every route's volume before reuse).
+        Raises InvalidArgument if the contact is not in the plan. A cached
+        answer is re-checked against the residual volume of its contacts
+        before each reuse; volume given back (a negative size, or
+        :meth:`release`) drops the cached answers it could improve.
         """
         self._check()
         i = self._idx.get(contact)
@@ -219,19 +301,14 @@ class Router:
                 f"contact {contact.frm}->{contact.to} at {contact.start_s} is not in the plan"
             )
         self._used[contact] = self._used.get(contact, 0.0) + size_bytes
-        self._residual[i] -= size_bytes
-        if size_bytes < 0:
-            # volume given back can make a better route feasible again
-            self._cache.clear()
-            return self._residual[i]
-        if self._residual[i] <= 0:
-            for k in [
-                k
-                for k, (_, routes) in self._cache.items()
-                if any(i in r for r in routes)
-            ]:
-                del self._cache[k]
-        return self._residual[i]
+        before = self._residual_of(i)
+        after = before - size_bytes
+        self._resid[i] = after
+        if size_bytes < 0 and before < self._max_cached_size:
+            # Volume given back can make a contact usable again for answers
+            # computed for bundles larger than what was left of it.
+            self._drop_cached(lambda e: e[1] > before)
+        return after
 
     def release(self, contact: Contact, size_bytes: float) -> float:
         """Undo a ``consume`` (e.g. a bundle was re-routed before it was sent)."""
@@ -245,7 +322,7 @@ class Router:
             raise InvalidArgument(
                 f"contact {contact.frm}->{contact.to} at {contact.start_s} is not in the plan"
             )
-        return self._residual[i]
+        return self._residual_of(i)
 
     def owlt_of(self, contact: Contact) -> float:
         """The light time the router applies to ``contact`` (the range at its start)."""
@@ -281,7 +358,8 @@ class Router:
         end = self._end
         inv_rate = self._inv_rate
         owlt = self._owlt
-        residual = self._residual
+        vol = self._vol
+        resid = self._resid
         frm = self._frm
         blocked: set[int] = set(avoid_nodes)
         blocked.discard(src)
@@ -341,7 +419,7 @@ class Router:
                 j += 1
                 if (
                     v in blocked
-                    or residual[ci] < size
+                    or (resid[ci] if ci in resid else vol[ci]) < size
                     or (avoid_contacts and ci in avoid_contacts)
                 ):
                     continue
@@ -391,7 +469,11 @@ class Router:
     def _route(self, ids: Sequence[int], t0: float, size: float) -> Route | None:
         cs = [self._cs[i] for i in ids]
         a = replay(
-            cs, t0, size, [self._owlt[i] for i in ids], [self._residual[i] for i in ids]
+            cs,
+            t0,
+            size,
+            [self._owlt[i] for i in ids],
+            [self._residual_of(i) for i in ids],
         )
         if a is None:
             return None
@@ -456,38 +538,124 @@ class Router:
             return []
         deadline = _INF if deadline_s is None else deadline_s
         excl = frozenset(excluded)
-        key: _CacheKey = (src, dst, float(size_bytes), deadline, excl, k)
-        hit = self._cache.get(key)
-        if hit is not None:
-            t_cached, cached = hit
-            if at_s >= t_cached:
-                reused = self._reuse(cached, t_cached, at_s, size_bytes)
-                if reused is not None:
+        size = float(size_bytes)
+        key: _CacheKey = (src, dst, k)
+        entries = self._cache.get(key)
+        if entries is not None:
+            for n in range(len(entries) - 1, -1, -1):
+                got = self._reuse(entries, n, at_s, size, deadline, excl, k)
+                if got is not None:
                     self._cache.move_to_end(key)
                     self.stats["cache_hits"] += 1
-                    return reused
-            del self._cache[key]
+                    return got
         self.stats["cache_misses"] += 1
-        found = self._yen(src, dst, at_s, size_bytes, deadline, excl, k)
-        self._cache[key] = (at_s, [ids for ids, _ in found])
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        if excl:
+            # Search without the exclusions first: when no route of that
+            # answer starts towards an excluded neighbour it is the answer,
+            # and cached without exclusions it serves any exclusion set.
+            found = self._yen(src, dst, at_s, size, deadline, frozenset(), k)
+            self._remember(key, at_s, size, deadline, frozenset(), found)
+            if any(self._to[ids[0]] in excl for ids, _ in found):
+                found = self._yen(src, dst, at_s, size, deadline, excl, k)
+                self._remember(key, at_s, size, deadline, excl, found)
+        else:
+            found = self._yen(src, dst, at_s, size, deadline, excl, k)
+            self._remember(key, at_s, size, deadline, excl, found)
         return [r for _, r in found]
 
+    # -- route cache -------------------------------------------------------------
+    # An answer computed for (t_c, size, deadline_c, excluded_c) and residual
+    # volume R_c is reused for a query (t, size, deadline, excluded) when
+    # t >= t_c, excluded >= excluded_c, the residual volume has only shrunk
+    # since (volume given back drops what it could change), and either
+    # deadline <= deadline_c or the answer held k routes. Every route feasible
+    # for the query was then feasible for the cached search, and arrives no
+    # earlier now than then (FIFO contacts), while the other parts of the
+    # SABR key (hops, termination, node ids) do not depend on the query. So if
+    # every cached route is feasible for the query (first hop not excluded,
+    # windows, volume, deadline) and arrives exactly when it did, the cached
+    # list is still the k best, in the same order. spec/routing.md has the
+    # argument in full.
     def _reuse(
-        self, cached: list[tuple[int, ...]], t_cached: float, at_s: float, size: float
+        self,
+        entries: list[_Entry],
+        n: int,
+        at_s: float,
+        size: float,
+        deadline: float,
+        excl: frozenset[int],
+        k: int,
     ) -> list[Route] | None:
-        # Earliest arrival never improves as the ready time grows or volume is
-        # consumed, so routes that still arrive exactly when they did at
-        # t_cached are still the best ones.
+        t_c, s_c, d_c, e_c, cached, arrivals = entries[n]
+        if at_s < t_c or size != s_c or not e_c <= excl:
+            return None
+        if deadline > d_c and len(cached) < k:
+            return None  # a later deadline may admit routes the cached search cut off
         out: list[Route] = []
-        for ids in cached:
-            then = self._route(ids, t_cached, size)
+        for ids, then in zip(cached, arrivals, strict=True):
+            if then > deadline or self._to[ids[0]] in excl:
+                return None  # still a valid answer for other queries
+        for ids, then in zip(cached, arrivals, strict=True):
             now = self._route(ids, at_s, size)
-            if now is None or then is None or now.arrival_s != then.arrival_s:
+            if now is None or now.arrival_s != then:
+                # stale for this and every later ready time: forget it
+                del entries[n]
+                self._n_cached -= 1
                 return None
             out.append(now)
         return out
+
+    def _remember(
+        self,
+        key: _CacheKey,
+        at_s: float,
+        size: float,
+        deadline: float,
+        excl: frozenset[int],
+        found: list[tuple[tuple[int, ...], Route]],
+    ) -> None:
+        entries = self._cache.get(key)
+        if entries is None:
+            entries = self._cache[key] = []
+        else:
+            self._cache.move_to_end(key)
+            # a newer answer for the same size, deadline and exclusions supersedes the older one
+            keep = [e for e in entries if (e[1], e[2], e[3]) != (size, deadline, excl)]
+            self._n_cached -= len(entries) - len(keep)
+            entries[:] = keep
+            if len(entries) >= _PER_KEY:
+                del entries[0]
+                self._n_cached -= 1
+        entries.append(
+            (
+                at_s,
+                size,
+                deadline,
+                excl,
+                tuple(ids for ids, _ in found),
+                tuple(r.arrival_s for _, r in found),
+            )
+        )
+        self._n_cached += 1
+        if size > self._max_cached_size:
+            self._max_cached_size = size
+        while self._n_cached > self._cache_size:
+            old_key, old = next(iter(self._cache.items()))
+            if old:
+                del old[0]
+                self._n_cached -= 1
+            if not old:
+                del self._cache[old_key]
+
+    def _drop_cached(self, doomed: Callable[[_Entry], bool]) -> None:
+        for key in list(self._cache):
+            entries = self._cache[key]
+            keep = [e for e in entries if not doomed(e)]
+            self._n_cached -= len(entries) - len(keep)
+            if keep:
+                entries[:] = keep
+            else:
+                del self._cache[key]
 
     def _yen(
         self,

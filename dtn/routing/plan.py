@@ -95,6 +95,9 @@ class ContactPlan:
         self._pending_version = -1
         self._by_pair: dict[tuple[int, int], _PairRanges] | None = None
         self._contacts_view: tuple[Contact, ...] | None = None
+        # dtn.routing.cgr's contact graph for this plan, shared by its Routers
+        # (it records the version it was built from).
+        self._cgr_graph: object | None = None
         self.epoch_unix_s = epoch_unix_s
         self.version = 0
         # Entries a parser skipped, one line each (e.g. an HDTN contact whose end precedes its start).
