@@ -245,6 +245,21 @@ def encode_bcb_template(target: int, source: IpnEid, nonce: bytes, tag: bytes) -
     )
 
 
+_UINT_SIZES: Final = {0x18: 1, 0x19: 2, 0x1A: 4, 0x1B: 8}
+_IPN: dict[tuple[int, int], IpnEid] = {}
+
+
+def _ipn(node: int, service: int) -> IpnEid:
+    # Security sources are few (ipn:N.0 per node): share their EID objects.
+    k = (node, service)
+    eid = _IPN.get(k)
+    if eid is None:
+        eid = IpnEid(node, service)
+        if len(_IPN) < 4096:  # bounded: hostile blocks may name any node
+            _IPN[k] = eid
+    return eid
+
+
 def _read_short_uint(raw: bytes, pos: int) -> tuple[int, int] | None:
     # A shortest-form uint at ``pos``, or None (anything else: general path).
     if pos >= len(raw):
@@ -252,7 +267,7 @@ def _read_short_uint(raw: bytes, pos: int) -> tuple[int, int] | None:
     ib = raw[pos]
     if ib < 24:
         return ib, pos + 1
-    size = {0x18: 1, 0x19: 2, 0x1A: 4, 0x1B: 8}.get(ib)
+    size = _UINT_SIZES.get(ib)
     if size is None or pos + 1 + size > len(raw):
         return None
     v = int.from_bytes(raw[pos + 1 : pos + 1 + size], "big")
@@ -289,7 +304,7 @@ def _fast_decode(raw: bytes) -> AbstractSecurityBlock | None:
     # Every field was checked above: skip __post_init__ on this hot path.
     _set_targets(asb, (raw[1],))
     _set_context_id(asb, ctx)
-    _set_source(asb, IpnEid(node[0], service[0]))
+    _set_source(asb, _ipn(node[0], service[0]))
     _set_parameters(asb, params)
     _set_results(asb, (((1, raw[pos + len(tag) :]),),))
     return asb

@@ -123,8 +123,25 @@ _set_PrimaryBlock_total_adu_length: Final = PrimaryBlock.__dict__[
 _set_PrimaryBlock_version: Final = PrimaryBlock.__dict__["version"].__set__
 
 
+# The last primary block encoded and its bytes. A bundle's primary block is
+# encoded several times in a row (a security block binds it, then the bundle
+# is written); PrimaryBlock is frozen and the reference held here keeps its
+# id from being reused, so an identity match is always the same value.
+_last_encoded: tuple[object, bytes] = (None, b"")
+
+
 def encode_primary(p: PrimaryBlock) -> bytes:
     """Canonical CBOR encoding of the primary block, CRC computed."""
+    global _last_encoded
+    last = _last_encoded
+    if last[0] is p:
+        return last[1]
+    out = _encode_primary(p)
+    _last_encoded = (p, out)
+    return out
+
+
+def _encode_primary(p: PrimaryBlock) -> bytes:
     crc_type = p.crc_type
     uint = cbor.uint
     c = p.creation
