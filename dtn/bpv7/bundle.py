@@ -22,10 +22,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from dtn.bpv7 import cbor
 from dtn.bpv7.canonical import (
+    CHECKED_BLOCK_TYPES,
     CanonicalBlock,
     HopCount,
     bundle_age_block,
+    check_block_data,
     decode_bundle_age_untrusted,
     decode_hop_count_untrusted,
     decode_previous_node_untrusted,
@@ -110,19 +113,34 @@ class Bundle:
     def previous_node(self) -> Eid | None:
         """The previous node block's EID, or None. Raises DecodeError if its data is malformed."""
         b = self.block_of_type(BlockType.PREVIOUS_NODE)
-        return None if b is None else decode_previous_node_untrusted(b.data)
+        if b is None or self.is_encrypted(b.number):
+            return None
+        return decode_previous_node_untrusted(b.data)
 
     @property
     def bundle_age_ms(self) -> int | None:
         """The bundle age block's value (ms), or None."""
         b = self.block_of_type(BlockType.BUNDLE_AGE)
-        return None if b is None else decode_bundle_age_untrusted(b.data)
+        if b is None or self.is_encrypted(b.number):
+            return None
+        return decode_bundle_age_untrusted(b.data)
 
     @property
     def hop_count(self) -> HopCount | None:
         """The hop count block's content, or None."""
         b = self.block_of_type(BlockType.HOP_COUNT)
-        return None if b is None else decode_hop_count_untrusted(b.data)
+        if b is None or self.is_encrypted(b.number):
+            return None
+        return decode_hop_count_untrusted(b.data)
+
+    def is_encrypted(self, number: int) -> bool:
+        """True when a BCB in this bundle targets block ``number`` (its data is
+        ciphertext: the previous node, bundle age and hop count properties
+        then read None -- this node cannot process the block)."""
+        for b in self.blocks:
+            if b.type_code == BlockType.BCB:
+                return number in bcb_targets(self.blocks)
+        return False
 
     @property
     def is_fragment(self) -> bool:
@@ -221,6 +239,11 @@ def _decode(data: bytes | bytearray | memoryview, max_blocks: int) -> Bundle:
     blocks: list[CanonicalBlock] = []
     numbers: set[int] = set()
     payload_seen = False
+    # Data checks of previous node / bundle age / hop count blocks wait for
+    # the whole bundle: a BCB (possibly later in it) may have encrypted them
+    # (RFC 9172 3.9 allows it), and ciphertext is not a hop count.
+    deferred: list[CanonicalBlock] = []
+    has_bcb = False
     while True:
         if pos >= end:
             raise DecodeError(
@@ -238,7 +261,11 @@ def _decode(data: bytes | bytearray | memoryview, max_blocks: int) -> Bundle:
             raise DecodeError(
                 f"more than {max_blocks} canonical blocks", where="bundle"
             )
-        block, pos = read_block(buf, mv, pos, end, len(blocks))
+        block, pos = read_block(buf, mv, pos, end, len(blocks), False)
+        if block.type_code in CHECKED_BLOCK_TYPES:
+            deferred.append(block)
+        elif block.type_code == BlockType.BCB:
+            has_bcb = True
         if block.number in numbers:
             raise DecodeError(
                 "duplicate block number",
@@ -254,12 +281,44 @@ def _decode(data: bytes | bytearray | memoryview, max_blocks: int) -> Bundle:
         raise DecodeError(
             f"{end - pos} bytes after the end of the bundle", where="bundle"
         )
+    if deferred:
+        encrypted = bcb_targets(blocks) if has_bcb else frozenset()
+        for block in deferred:
+            if block.number not in encrypted:
+                check_block_data(block)
     # The loop above established Bundle's invariants (payload last and unique,
     # numbers unique): skip __post_init__ on this hot path.
     bundle = object.__new__(Bundle)
     _set_Bundle_primary(bundle, primary)
     _set_Bundle_blocks(bundle, tuple(blocks))
     return bundle
+
+
+def bcb_targets(blocks: Iterable[CanonicalBlock]) -> frozenset[int]:
+    """Numbers of the blocks that a BCB among ``blocks`` encrypts.
+
+    Read from each BCB's security targets (the first item of its abstract
+    security block, RFC 9172 3.6); a BCB whose targets cannot be read
+    contributes none (``dtn.bpsec`` rejects it as malformed when processing).
+    """
+    out: set[int] = set()
+    for b in blocks:
+        if b.type_code != BlockType.BCB:
+            continue
+        data = b.data
+        end = len(data)
+        try:
+            count, pos = cbor.read_array_head(data, 0, end, "security targets")
+            if count > MAX_BLOCKS:
+                continue
+            found = []
+            for _ in range(count):
+                t, pos = cbor.read_uint(data, pos, end, "security target")
+                found.append(t)
+        except DecodeError:
+            continue
+        out.update(found)
+    return frozenset(out)
 
 
 def _as_eid(value: Eid | str, name: str) -> Eid:

@@ -146,11 +146,17 @@ def encode_block(block: CanonicalBlock) -> bytes:
 
 
 def read_block(
-    buf: bytes | memoryview, mv: memoryview, pos: int, end: int, index: int
+    buf: bytes | memoryview,
+    mv: memoryview,
+    pos: int,
+    end: int,
+    index: int,
+    check_data: bool = True,
 ) -> tuple[CanonicalBlock, int]:
     """Decode the canonical block at ``pos`` (the ``index``-th canonical block).
 
-    Verifies the CRC over the raw input and, for the extension blocks we
+    Verifies the CRC over the raw input and, unless ``check_data`` is False
+    (then call :func:`check_block_data` later), for the extension blocks we
     process (previous node, bundle age, hop count), the block-type-specific
     data. Returns ``(block, new_pos)``; raises only :class:`DecodeError`, whose
     ``where`` names the block number and type once they are known.
@@ -224,9 +230,19 @@ def read_block(
     _set_CanonicalBlock_flags(block, block_flags(flags))
     _set_CanonicalBlock_crc_type(block, CRC_TYPES[crc_type])
     _set_CanonicalBlock_data(block, data)
-    if type_code in _CHECKERS:
+    if check_data and type_code in _CHECKERS:
         _CHECKERS[type_code](data, f"block {number} (type {type_code}), field data")
     return block, pos
+
+
+def check_block_data(block: CanonicalBlock) -> None:
+    """Validate the data of a previous node, bundle age or hop count block
+    (no-op for other types). Raises :class:`DecodeError`."""
+    checker = _CHECKERS.get(block.type_code)
+    if checker is not None:
+        checker(
+            block.data, f"block {block.number} (type {block.type_code}), field data"
+        )
 
 
 # --- extension blocks -------------------------------------------------------
@@ -305,6 +321,9 @@ _CHECKERS: Final[dict[int, Callable[[Data, str], object]]] = {
     BlockType.BUNDLE_AGE: decode_bundle_age_untrusted,
     BlockType.HOP_COUNT: decode_hop_count_untrusted,
 }
+
+CHECKED_BLOCK_TYPES: Final = frozenset(_CHECKERS)
+"""Block types whose data the decoder validates (unless a BCB encrypts them)."""
 
 KNOWN_BLOCK_TYPES: Final = frozenset(
     {

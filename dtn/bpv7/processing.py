@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 
-from dtn.bpv7.bundle import Bundle
+from dtn.bpv7.bundle import Bundle, bcb_targets
 from dtn.bpv7.canonical import (
     KNOWN_BLOCK_TYPES,
     CanonicalBlock,
@@ -99,8 +99,12 @@ def update_for_forwarding(b: Bundle, *, node: Eid, dwell_ms: int) -> Bundle:
     present. Use :func:`hop_limit_exceeded` afterwards to decide on deletion.
     Raises DecodeError if a received extension block is malformed.
     """
+    # Blocks a BCB encrypts (RFC 9172 3.9) are opaque here: left as they are.
+    encrypted = bcb_targets(b.blocks)
     prev = b.block_of_type(BlockType.PREVIOUS_NODE)
-    if prev is None:
+    if prev is not None and prev.number in encrypted:
+        pass
+    elif prev is None:
         b = _insert_block(b, previous_node_block(node, b.next_block_number()))
     else:
         b = _replace_block(
@@ -111,7 +115,9 @@ def update_for_forwarding(b: Bundle, *, node: Eid, dwell_ms: int) -> Bundle:
             ),
         )
     age = b.block_of_type(BlockType.BUNDLE_AGE)
-    if age is not None:
+    if age is not None and age.number in encrypted:
+        pass
+    elif age is not None:
         b = _replace_block(
             b,
             age,
@@ -126,7 +132,7 @@ def update_for_forwarding(b: Bundle, *, node: Eid, dwell_ms: int) -> Bundle:
         # RFC 9171 4.2.7: a bundle without a creation time must carry its age.
         b = _insert_block(b, bundle_age_block(dwell_ms, b.next_block_number()))
     hop = b.block_of_type(BlockType.HOP_COUNT)
-    if hop is not None:
+    if hop is not None and hop.number not in encrypted:
         hc = decode_hop_count_untrusted(hop.data)
         b = _replace_block(
             b,
