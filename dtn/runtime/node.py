@@ -163,6 +163,7 @@ class Node:
                 "datagrams_in",
                 "datagrams_out",
                 "junk",
+                "acks_in",
                 "acks_out",
                 "mtcp_in",
                 "mtcp_out",
@@ -685,6 +686,7 @@ class Node:
                             del self._ack_addr[next(iter(self._ack_addr))]
                     batch.append(Received("udp", dg.sender, dg.bundle, dg.token))
                 elif isinstance(dg, AckSegment):
+                    self.counters["acks_in"] += 1
                     peer = self._udp.get(dg.sender)
                     if peer is not None:
                         done += self._link_outputs(

@@ -128,12 +128,17 @@ def _junk(rng: random.Random, good: bytes) -> bytes:
     return b""
 
 
-async def test_junk_flood_is_counted_while_good_traffic_flows_and_memory_stays_flat(
+async def test_junk_flood_at_a_forwarder_is_counted_while_it_keeps_forwarding_and_memory_stays_flat(
     tmp_path: Path,
 ) -> None:
     plan = write_plan(
-        tmp_path / "pair.ionrc",
-        ["a contact +0 +120 1 2 10000000", "a contact +0 +120 2 1 10000000"],
+        tmp_path / "line.ionrc",
+        [
+            "a contact +0 +120 1 2 10000000",
+            "a contact +0 +120 2 1 10000000",
+            "a contact +0 +120 2 3 10000000",
+            "a contact +0 +120 3 2 10000000",
+        ],
     )
     tb = Testbed(
         TestbedOptions(
@@ -146,7 +151,7 @@ async def test_junk_flood_is_counted_while_good_traffic_flows_and_memory_stays_f
     good = encode_bundle(
         make_bundle(
             source="ipn:9.1",
-            destination="ipn:2.1",
+            destination="ipn:3.1",
             payload=b"x" * 200,
             creation_ms=1,
             lifetime_ms=10**9,
@@ -172,7 +177,7 @@ async def test_junk_flood_is_counted_while_good_traffic_flows_and_memory_stays_f
                         junk_sent += 1
                     except OSError:
                         pass
-                assert await tb.send(c, 1, 2, 500) is not None
+                assert await tb.send(c, 1, 3, 500) is not None  # through node 2
                 i += 1
                 if i % 20 == 0:
                     rss.append(rss_kib(pid))
@@ -193,12 +198,16 @@ async def test_junk_flood_is_counted_while_good_traffic_flows_and_memory_stays_f
     # socket buffer is finite); what reaches the daemon is all counted.
     assert counters["junk"] + counters["dropped"] >= junk_sent * 0.5
     # Every datagram that reached the daemon is accounted for: junk at the CL,
-    # undecodable bundles at the agent, and the good bundles.
+    # undecodable bundles at the agent, the good bundles and node 3's ACKs.
     assert (
         counters["datagrams_in"]
-        == counters["junk"] + counters["dropped"] + counters["received"]
+        == counters["junk"]
+        + counters["dropped"]
+        + counters["received"]
+        + counters["acks_in"]
     )
-    assert counters["received"] == len(tb.ledger.sent)
+    # Node 2 kept forwarding: every good bundle went on to node 3, once.
+    assert counters["forwarded"] == len(tb.ledger.sent)
     # Memory flat: the last samples are within 8 MiB of the first (after warm-up).
     assert max(rss[2:]) - rss[1] < 8 * 1024, rss
 
