@@ -28,6 +28,7 @@ multiplication. spec/security.md section 8 describes the policy.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Final
 
@@ -187,6 +188,11 @@ class SecurityPolicy:
         if not accepted_contexts:
             raise InvalidArgument("a secure node must accept at least one context")
         self.identity = identity
+        # BCB nonces: 16 random bytes per policy, then a counter (XChaCha's
+        # 24-byte nonce leaves room for both). Unique per bundle without a
+        # system call each; another process or restart draws another prefix.
+        self._nonce_prefix = os.urandom(16)
+        self._nonce_count = 0
         self.node = identity.node
         self.operator_public = bytes(operator_public)
         self.accepted_contexts = frozenset(accepted_contexts)
@@ -305,8 +311,12 @@ class SecurityPolicy:
                     "cannot seal the bundle for it"
                 )
             self.counters["protected_sealed"] += 1
+            self._nonce_count += 1
             return add_bcb_x25519(
-                bundle, identity=self.identity, recipient_kx_public=cert.kx_public
+                bundle,
+                identity=self.identity,
+                recipient_kx_public=cert.kx_public,
+                nonce=self._nonce_prefix + self._nonce_count.to_bytes(8, "big"),
             )
         self.counters["protected_signed"] += 1
         return add_bib_ed25519(bundle, identity=self.identity)

@@ -218,18 +218,35 @@ def _with_data(b: CanonicalBlock, data: bytes) -> CanonicalBlock:
     return CanonicalBlock(b.type_code, b.number, b.flags, b.crc_type, data)
 
 
+_RESULT_SETTERS = tuple(
+    SecurityResult.__dict__[name].__set__
+    for name in (
+        "block",
+        "block_type",
+        "context",
+        "targets",
+        "source",
+        "verified",
+        "reason",
+    )
+)
+
+
 def _result(
     sec: CanonicalBlock, asb: AbstractSecurityBlock, reason: str | None
 ) -> SecurityResult:
-    return SecurityResult(
-        block=sec.number,
-        block_type=sec.type_code,
-        context=asb.context_id,
-        targets=asb.targets,
-        source=asb.source,
-        verified=reason is None,
-        reason=reason,
-    )
+    # Built without the frozen dataclass __init__ (object.__setattr__ per
+    # field): one result per security block per bundle.
+    r = object.__new__(SecurityResult)
+    s_block, s_type, s_ctx, s_targets, s_source, s_verified, s_reason = _RESULT_SETTERS
+    s_block(r, sec.number)
+    s_type(r, sec.type_code)
+    s_ctx(r, asb.context_id)
+    s_targets(r, asb.targets)
+    s_source(r, asb.source)
+    s_verified(r, reason is None)
+    s_reason(r, reason)
+    return r
 
 
 def verify_and_decrypt(
