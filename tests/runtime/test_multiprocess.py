@@ -350,3 +350,36 @@ async def test_sends_are_paced_to_the_contact_rate(tmp_path: Path) -> None:
     assert stats.dropped_rate == 0
     # 64 KiB of burst, the remaining ~56 kB at 40 kB/s.
     assert last - t0 >= 1.0
+
+
+async def test_hop_by_hop_retransmission_delivers_everything_exactly_once_under_loss(
+    tmp_path: Path,
+) -> None:
+    # 20% of datagrams (DATA and ACKs) lost on every link, two hops.
+    plan = write_plan(
+        tmp_path / "lossy.ionrc",
+        [
+            "a contact +0 +60 1 2 10000000",
+            "a contact +0 +60 2 1 10000000",
+            "a contact +0 +60 2 3 10000000",
+            "a contact +0 +60 3 2 10000000",
+        ],
+    )
+    tb = Testbed(
+        TestbedOptions(
+            plan_path=plan,
+            workdir=tmp_path / "tb",
+            start_margin_s=1.5,
+            loss=0.2,
+            seed=3,
+            ack_timeout_s=0.2,
+        )
+    )
+    async with tb.running():
+        summary = await tb.run_traffic(
+            [TrafficItem(at_s=0.2, src=1, dst=3, size_bytes=800, count=30)],
+            duration_s=6.0,
+        )
+    assert summary["emulator"]["dropped_loss"] > 0
+    assert summary["delivered"] == 30
+    assert summary["duplicates_delivered"] == 0
