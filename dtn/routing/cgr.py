@@ -130,6 +130,7 @@ class _Graph:
         "end",
         "frm",
         "inv_rate",
+        "min_inv_in",
         "out",
         "owlt",
         "rate",
@@ -159,9 +160,16 @@ class _Graph:
             (e - b) * r for b, e, r in zip(self.start, self.end, self.rate, strict=True)
         ]
         per_node: dict[int, list[int]] = {}
+        # per node, the least seconds per byte of any contact into it: every
+        # route's arrival grows at least this fast with the bundle's size
+        min_inv_in: dict[int, float] = {}
+        inv_rate = self.inv_rate
         for i, c in enumerate(cs):
             if c.frm != c.to:  # a loopback contact never helps a route
                 per_node.setdefault(c.frm, []).append(i)
+                if inv_rate[i] < min_inv_in.get(c.to, _INF):
+                    min_inv_in[c.to] = inv_rate[i]
+        self.min_inv_in = min_inv_in
         out: dict[int, _Out] = {}
         start = self.start
         end = self.end
@@ -543,7 +551,7 @@ class Router:
         entries = self._cache.get(key)
         if entries is not None:
             for n in range(len(entries) - 1, -1, -1):
-                got = self._reuse(entries, n, at_s, size, deadline, excl, k)
+                got = self._reuse(entries, n, dst, at_s, size, deadline, excl, k)
                 if got is not None:
                     self._cache.move_to_end(key)
                     self.stats["cache_hits"] += 1
@@ -564,22 +572,26 @@ class Router:
         return [r for _, r in found]
 
     # -- route cache -------------------------------------------------------------
-    # An answer computed for (t_c, size, deadline_c, excluded_c) and residual
-    # volume R_c is reused for a query (t, size, deadline, excluded) when
-    # t >= t_c, excluded >= excluded_c, the residual volume has only shrunk
-    # since (volume given back drops what it could change), and either
-    # deadline <= deadline_c or the answer held k routes. Every route feasible
-    # for the query was then feasible for the cached search, and arrives no
-    # earlier now than then (FIFO contacts), while the other parts of the
-    # SABR key (hops, termination, node ids) do not depend on the query. So if
-    # every cached route is feasible for the query (first hop not excluded,
-    # windows, volume, deadline) and arrives exactly when it did, the cached
-    # list is still the k best, in the same order. spec/routing.md has the
-    # argument in full.
+    # An answer (routes p_1..p_m, SABR order) computed for ready time t_c,
+    # size s_c, deadline d_c, excluded first hops E_c and residual volume R_c
+    # serves a query (t, s, d, E) with t >= t_c, s >= s_c, E >= E_c, volume
+    # only consumed since (volume given back drops what it could change), and
+    # d <= d_c unless the answer was full (m == k). Then every route feasible
+    # for the query was feasible for the cached search, and its arrival is at
+    # least its arrival then plus (s - s_c) / (fastest rate into dst): FIFO in
+    # the ready time, and the last contact alone adds the extra bytes at its
+    # rate. So no route outside the answer arrives before
+    # B = arrival(p_m then) + (s - s_c) * min_inv_in[dst] (if m == k; none
+    # exists otherwise), and the rest of the SABR key (hops, termination,
+    # node ids) does not depend on the query. If every cached route is
+    # feasible for the query and arrives before B (or exactly at B and it
+    # tied with p_m then), the cached routes, re-sorted, are still the k best.
+    # spec/routing.md has the argument in full.
     def _reuse(
         self,
         entries: list[_Entry],
         n: int,
+        dst: int,
         at_s: float,
         size: float,
         deadline: float,
@@ -587,22 +599,39 @@ class Router:
         k: int,
     ) -> list[Route] | None:
         t_c, s_c, d_c, e_c, cached, arrivals = entries[n]
-        if at_s < t_c or size != s_c or not e_c <= excl:
+        if at_s < t_c or size < s_c or not e_c <= excl:
             return None
-        if deadline > d_c and len(cached) < k:
+        full = len(cached) >= k
+        if deadline > d_c and not full:
             return None  # a later deadline may admit routes the cached search cut off
-        out: list[Route] = []
         for ids, then in zip(cached, arrivals, strict=True):
             if then > deadline or self._to[ids[0]] in excl:
                 return None  # still a valid answer for other queries
+        if not full:
+            bound = _INF
+        elif size == s_c:
+            bound = arrivals[-1]
+        else:
+            bound = arrivals[-1] + (size - s_c) * self._g.min_inv_in.get(dst, _INF)
+        last = arrivals[-1] if arrivals else _INF
+        out: list[Route] = []
+        moved = False
         for ids, then in zip(cached, arrivals, strict=True):
             now = self._route(ids, at_s, size)
-            if now is None or now.arrival_s != then:
-                # stale for this and every later ready time: forget it
-                del entries[n]
-                self._n_cached -= 1
+            if now is None or not (
+                now.arrival_s < bound or (now.arrival_s == bound and then == last)
+            ):
+                if size == s_c and (now is None or now.arrival_s > bound):
+                    # stale for this size at this and every later ready time
+                    del entries[n]
+                    self._n_cached -= 1
                 return None
+            if now.arrival_s > deadline:
+                return None
+            moved = moved or now.arrival_s != then
             out.append(now)
+        if moved:
+            out.sort(key=lambda r: r.sort_key)
         return out
 
     def _remember(

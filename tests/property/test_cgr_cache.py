@@ -92,3 +92,28 @@ def test_routers_share_one_graph_per_plan_version() -> None:
     assert b.best_route(1, 3, 0, 1) is not None
     assert a._g is b._g  # one graph for the new version too
     assert a.residual_bytes(plan.contacts[0]) == 0.0  # consumption survives the rebuild
+
+
+@given(
+    cases(),
+    st.lists(
+        st.tuples(
+            st.sampled_from(NODES),
+            st.sampled_from(NODES),
+            st.integers(0, 30),
+            st.integers(1, 3),
+        ),
+        max_size=4,
+    ),
+)
+def test_larger_bundles_reuse_only_exact_answers(
+    case: Case, raw: list[tuple[int, int, int, int]]
+) -> None:
+    # Each query is asked for growing sizes, then 1 s later: the cache serves
+    # a bigger bundle from a smaller one's answer only when provably the same.
+    warm = router_for(case)
+    for s, d, t, k in sorted(raw, key=lambda x: x[2]):
+        for dt, z in [(0, 0), (0, 1), (0, 2), (1, 2), (1, 4), (3, 8), (3, 16)]:
+            q: Query = (s, d, float(t + dt), float(z), k, None, ())
+            got = warm.routes(s, d, float(t + dt), float(z), k)
+            assert shown(got) == direct(router_for(case), q)
