@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crypto import (
     AuthenticationFailed,
@@ -388,3 +390,38 @@ def test_counters_total_equals_the_sum_of_reasons() -> None:
 def test_policy_needs_an_accepted_context() -> None:
     with pytest.raises(InvalidArgument):
         policy(N2, accepted_contexts=())
+
+
+# -- hostile input -------------------------------------------------------------
+
+
+_SEALED = encode_bundle(policy(N1).protect(bundle(hop_limit=4, crc_type=CrcType.NONE)))
+
+
+@settings(deadline=None)
+@given(st.data())
+def test_check_never_raises_and_never_accepts_altered_bytes(
+    data: st.DataObject,
+) -> None:
+    raw = bytearray(_SEALED)
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    if bytes(raw) == _SEALED:
+        return
+    try:
+        b = decode_bundle_untrusted(bytes(raw))
+    except Exception:
+        return
+    dst = policy(N2)
+    plain, reason = dst.check(b, T)
+    if plain is None:
+        assert reason is not None
+        return
+    # Accepted only if the change was outside what the BCB protects: the
+    # hop count block, which forwarders rewrite by design (section 8.5).
+    original = decode_bundle_untrusted(_SEALED)
+    assert plain.primary == original.primary
+    assert plain.payload == PAYLOAD
+    assert b.block_of_type(BlockType.BCB) == original.block_of_type(BlockType.BCB)
+    assert b.payload_block == original.payload_block
