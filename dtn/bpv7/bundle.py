@@ -139,7 +139,12 @@ class Bundle:
         then read None -- this node cannot process the block)."""
         for b in self.blocks:
             if b.type_code == BlockType.BCB:
-                return number in bcb_targets(self.blocks)
+                data = b.data
+                if len(data) >= 2 and data[0] == 0x81 and data[1] < 24:
+                    if data[1] == number:  # one small target (the usual BCB)
+                        return True
+                elif number in bcb_targets((b,)):
+                    return True
         return False
 
     @property
