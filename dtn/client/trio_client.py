@@ -29,6 +29,7 @@ class TrioClient:
         self._out: list[bytes] = []
         self._out_ready = trio.Event()
         self._broken: BaseException | None = None
+        self._writing = False
 
     async def _reader(self) -> None:
         reader = MessageReader()
@@ -57,6 +58,7 @@ class TrioClient:
             await self._out_ready.wait()
             self._out_ready = trio.Event()
             data, self._out = b"".join(self._out), []
+            self._writing = True
             try:
                 await self._stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -64,6 +66,16 @@ class TrioClient:
                 for ch in self._waiting.values():
                     ch.close()
                 return
+            finally:
+                self._writing = False
+
+    async def _drain(self) -> None:
+        # On close: let the writer send what tasks queued (e.g. the last
+        # "delivered" confirmations), for at most ~5 s.
+        for _ in range(5000):
+            if self._broken is not None or (not self._out and not self._writing):
+                return
+            await trio.sleep(0.001)
 
     async def _send(self, msg: dict[str, Any]) -> None:
         if self._broken is not None:
@@ -155,6 +167,8 @@ async def open_trio_client(path: str) -> AsyncIterator[TrioClient]:
             try:
                 yield client
             finally:
+                with trio.CancelScope(shield=True):
+                    await client._drain()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # The reader task never raises: a lone error is the caller's own
