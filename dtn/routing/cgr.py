@@ -621,8 +621,11 @@ class Router:
             if now is None or not (
                 now.arrival_s < bound or (now.arrival_s == bound and then == last)
             ):
-                if size == s_c and (now is None or now.arrival_s > bound):
-                    # stale for this size at this and every later ready time
+                if (
+                    now is not None and now.arrival_s > bound and size == s_c
+                ) or self._route(ids, at_s, s_c) is None:
+                    # stale: it fails its own size now, so at every later
+                    # ready time and for every larger bundle too
                     del entries[n]
                     self._n_cached -= 1
                 return None
