@@ -252,11 +252,9 @@ class SecurityPolicy:
 
         Raises :class:`crypto.AuthenticationFailed` if the operator did not sign it.
         """
-        adopted = self.revocations.update(rl)
-        if adopted:
-            for node in rl.nodes:
-                self.replay.forget(node)
-        return adopted
+        # Replay windows of revoked nodes are kept: a later list might
+        # reinstate a node, and its old bundles must still count as seen.
+        return self.revocations.update(rl)
 
     def certificate(self, node: int, now: int) -> NodeCertificate | None:
         """The certificate of ``node`` valid at ``now`` and not revoked, or None."""
