@@ -11,51 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from dtn.errors import DtnError
 from dtn.routing.cgr import Route, Router
 from dtn.routing.plan import ContactPlan, load_plan
+from tools.argtypes import finite_float, node_number, non_negative_float, positive_int
 from tools.cli import CommandError
-
-
-def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-    return value
-
-
-def _node(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a node number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"node numbers are >= 0, got {value}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _size(text: str) -> float:
-    value = _float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"size must be >= 0, got {text}")
-    return value
 
 
 def add_plan_args(p: argparse.ArgumentParser) -> None:
@@ -110,7 +73,7 @@ def register(subparsers: Any) -> None:
         "--from",
         dest="src",
         required=True,
-        type=_node,
+        type=node_number,
         metavar="A",
         help="source node number",
     )
@@ -118,34 +81,34 @@ def register(subparsers: Any) -> None:
         "--to",
         dest="dst",
         required=True,
-        type=_node,
+        type=node_number,
         metavar="B",
         help="destination node number",
     )
     p.add_argument(
         "--at",
-        type=_float,
+        type=finite_float,
         default=0.0,
         metavar="SECONDS",
         help="plan time the bundle is ready (default 0)",
     )
     p.add_argument(
         "--size",
-        type=_size,
+        type=non_negative_float,
         default=0.0,
         metavar="BYTES",
         help="bundle size in bytes (default 0)",
     )
     p.add_argument(
         "--routes",
-        type=_count,
+        type=positive_int,
         default=1,
         metavar="K",
         help="number of routes, best first (default 1)",
     )
     p.add_argument(
         "--deadline",
-        type=_float,
+        type=finite_float,
         default=None,
         metavar="SECONDS",
         help="latest acceptable arrival (plan time)",

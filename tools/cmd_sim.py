@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -22,17 +21,8 @@ from dtn.errors import DtnError
 from dtn.routing.plan import load_plan
 from dtn.sim import SIM_EPOCH, SimConfig, SimSummary, Simulator, parse_traffic
 from dtn.time import DtnTime, dtn_time_from_unix
+from tools.argtypes import finite_float
 from tools.cli import CommandError
-
-
-def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -59,7 +49,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--duration",
         required=True,
-        type=_float,
+        type=finite_float,
         metavar="SECONDS",
         help="simulated time to run, from plan time 0",
     )
@@ -72,7 +62,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--loss",
-        type=_float,
+        type=finite_float,
         default=0.0,
         metavar="P",
         help="probability a transmission or ack is lost (default 0)",
@@ -80,7 +70,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--lifetime",
-        type=_float,
+        type=finite_float,
         default=86_400.0,
         metavar="SECONDS",
         help="bundle lifetime (default 86400)",

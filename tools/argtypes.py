@@ -1,0 +1,51 @@
+"""argparse ``type=`` converters shared by the ``dcis`` subcommands.
+
+Each raises ``argparse.ArgumentTypeError``, which argparse turns into a
+usage error (exit 2, one ``error:`` line), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def finite_float(text: str) -> float:
+    """A finite number (rejects ``nan`` and ``inf``, which ``float()`` accepts)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (sizes, durations)."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def node_number(text: str) -> int:
+    """An ipn node number (decimal, >= 0)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a node number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"node numbers are >= 0, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A decimal integer >= 1 (counts)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
