@@ -23,6 +23,10 @@ Example (every key but ``node`` optional; ``listen`` defaults to an ephemeral po
     ack_timeout_s = 1.0               # added to 2 x light time for the retransmission timeout
     max_tries = 4
 
+    [security]                        # end-to-end security (spec/security.md section 9)
+    keystore = "keys/node2"           # node.key, node.cert, operator.pub, certs/, revocations.cbor
+    accepted_contexts = [-101, -102]  # see dtn/runtime/security.py for every key
+
     [[neighbours]]
     node = 3
     address = "127.0.0.1:4557"
@@ -40,10 +44,13 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dtn.cl.udp import AckMode
 from dtn.errors import DtnError
+
+if TYPE_CHECKING:
+    from dtn.runtime.security import SecurityConfig
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -86,6 +93,7 @@ class NodeConfig:
     ack_timeout_s: float = 1.0
     max_tries: int = 4
     neighbours: tuple[NeighbourConfig, ...] = field(default_factory=tuple)
+    security: SecurityConfig | None = None
 
     @property
     def eid(self) -> str:
@@ -161,6 +169,7 @@ def config_from_dict(
             "store",
             "udp",
             "neighbours",
+            "security",
         },
         "",
     )
@@ -262,6 +271,12 @@ def config_from_dict(
                 rate_bytes_s=rate,
             )
         )
+    security = None
+    if "security" in doc:
+        # Imported here: dtn.runtime.security imports ConfigError from us.
+        from dtn.runtime.security import parse_security
+
+        security = parse_security(doc["security"], base_dir=base)
     return NodeConfig(
         node=node,
         listen=parse_address(doc["listen"], "listen")
@@ -283,6 +298,7 @@ def config_from_dict(
         ack_timeout_s=ack_timeout,
         max_tries=max_tries,
         neighbours=tuple(neighbours),
+        security=security,
     )
 
 
