@@ -108,12 +108,15 @@ class ReceivedBundle:
 class _Subscriber:
     """Where Deliver actions for one endpoint go (an in-process iterator or an
     app API connection). ``unconfirmed`` holds what was pushed but not yet
-    confirmed, handed back to the node if the subscriber goes away."""
+    confirmed, handed back to the node if the subscriber goes away.
+    ``taken`` holds the keys pushed here but handed to a newer registration
+    of the endpoint: this application may still confirm them."""
 
     def __init__(self, endpoint: str, push: Callable[[Deliver], bool]) -> None:
         self.endpoint = endpoint
         self.push = push
         self.unconfirmed: dict[str, Deliver] = {}
+        self.taken: set[str] = set()
 
 
 @dataclass(slots=True)
@@ -447,6 +450,18 @@ class Node:
         assert self.agent is not None
         self._apply(self.agent.on_delivered(bundle_key, self.now_ms()))
 
+    def _confirm_taken(self, endpoint: str, key: str) -> list[Action]:
+        held = self._held.get(endpoint)
+        if held is not None:
+            held.pop(key, None)
+            if not held:
+                del self._held[endpoint]
+        current = self._subs.get(endpoint)
+        if current is not None:
+            current.unconfirmed.pop(key, None)
+        assert self.agent is not None
+        return self.agent.on_delivered(key, self.now_ms())
+
     def _subscribe(
         self, endpoint: str, push: Callable[[Deliver], bool], *, takeover: bool = False
     ) -> _Subscriber:
@@ -462,6 +477,9 @@ class Node:
             # must not wait for the node to notice its old connection closed.
             del self._subs[name]
             self._held.setdefault(name, {}).update(old.unconfirmed)
+            # The old application may have read these already (its node-side
+            # connection can lag behind): its confirmations still count.
+            old.taken.update(old.unconfirmed)
             old.unconfirmed.clear()
         actions = agent.register(name)
         sub = _Subscriber(name, push)
@@ -999,6 +1017,12 @@ class Node:
                     if sub.unconfirmed.pop(key, None) is not None:
                         assert self.agent is not None
                         actions += self.agent.on_delivered(key, self.now_ms())
+                        break
+                    if key in sub.taken:
+                        # Pushed here, then handed to a newer registration:
+                        # the application has it all the same.
+                        sub.taken.discard(key)
+                        actions += self._confirm_taken(sub.endpoint, key)
                         break
             elif kind == "send":
                 source = m.get("source") or self.config.eid

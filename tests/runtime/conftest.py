@@ -29,7 +29,7 @@ async def poll_until(
     """
     import trio
 
-    for _ in range(max(1, int(timeout_s / interval_s))):
+    for _ in range(max(1, int(timeout_s / interval_s))):  # >= timeout_s under load
         if pred():
             return
         await trio.sleep(interval_s)

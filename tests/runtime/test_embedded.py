@@ -51,7 +51,7 @@ async def test_bundle_crosses_two_nodes_and_leaves_the_senders_store(
     c1, c2 = chain(tmp_path, 2)
     async with open_node(c1) as n1, open_node(c2) as n2:
         async with n2.endpoint("ipn:2.5") as inbox:
-            with trio.fail_after(10):
+            with trio.fail_after(30):
                 key = await n1.send("ipn:2.5", b"hello", source="ipn:1.1")
                 got = await inbox.receive()
         assert got.payload == b"hello"
@@ -59,7 +59,7 @@ async def test_bundle_crosses_two_nodes_and_leaves_the_senders_store(
         assert got.bundle_key == key
         assert n1.agent is not None
         agent = n1.agent
-        await poll_until(lambda: agent.stored == 0, timeout_s=10)
+        await poll_until(lambda: agent.stored == 0, timeout_s=30)
         st = n1.status()
         assert st["neighbours"]["2"]["acked"] >= 1
         assert n2.status()["counters"]["delivered"] == 1
@@ -72,7 +72,7 @@ async def test_the_echo_service_answers(
     # Node 2's echo endpoint sends the payload back to its source.
     async with open_node(c1) as n1, open_node(c2), open_node(c3):
         async with n1.endpoint("ipn:1.9") as inbox:
-            with trio.fail_after(10):
+            with trio.fail_after(30):
                 await n1.send("ipn:2.7", b"ping", source="ipn:1.9")
                 got = await inbox.receive()
         assert got.payload == b"ping"
@@ -90,7 +90,7 @@ async def test_bundles_larger_than_the_mtu_are_fragmented_and_reassembled(
         n2.endpoint("ipn:2.1") as inbox,
     ):
         await n1.send("ipn:2.1", payload, source="ipn:1.1")
-        with trio.fail_after(10):
+        with trio.fail_after(30):
             got = await inbox.receive()
     assert got.payload == payload
     assert n1.status()["counters"]["fragmented"] >= 1
@@ -124,7 +124,7 @@ async def test_a_plain_udp_cl_peer_interoperates_with_bare_bundles(
                     ("127.0.0.1", port),
                 )
             )
-            with trio.fail_after(10):
+            with trio.fail_after(30):
                 got = await inbox.receive()
             assert got.payload == b"from ion"
             assert node.status()["neighbours"]["9"]["peer"] == "legacy"
@@ -133,7 +133,7 @@ async def test_a_plain_udp_cl_peer_interoperates_with_bare_bundles(
             data = await trio.to_thread.run_sync(lambda: peer.recv(65535))
             assert data[0] == 0x9F
             assert Bundle.parse(data).payload_block.data == b"to ion"
-            await poll_until(lambda: node.status()["stored"] == 0, timeout_s=5)
+            await poll_until(lambda: node.status()["stored"] == 0, timeout_s=30)
     finally:
         peer.close()
 
@@ -142,7 +142,9 @@ async def test_echo_endpoints_do_not_answer_each_other(tmp_path: Path) -> None:
     c1, c2 = chain(tmp_path, 2)
     async with open_node(c1) as n1, open_node(c2) as n2:
         await n1.send("ipn:2.7", b"loop?", source="ipn:1.7")
-        await poll_until(lambda: n2.status()["counters"]["delivered"] == 1, timeout_s=5)
+        await poll_until(
+            lambda: n2.status()["counters"]["delivered"] == 1, timeout_s=30
+        )
         await trio.sleep(0.3)
         assert n2.status()["counters"]["sent"] == 0
         assert n1.status()["counters"]["received"] == 0
@@ -172,10 +174,16 @@ async def test_forged_sender_numbers_do_not_grow_memory(tmp_path: Path) -> None:
                 encode_data_segment(sender=sender, token=sender, bundle=bundle),
                 c1.listen,
             )
-            if sender % 200 == 0:
-                await trio.sleep(0.01)
+            if sender % 100 == 99:
+                # Let the node drain its socket (a loaded machine would
+                # otherwise overflow the receive buffer).
+                await poll_until(
+                    lambda s=sender: n1.status()["counters"]["datagrams_in"] >= s - 99,
+                    timeout_s=30,
+                    interval_s=0.005,
+                )
         await poll_until(
-            lambda: n1.status()["counters"]["datagrams_in"] >= 2900, timeout_s=10
+            lambda: n1.status()["counters"]["datagrams_in"] >= 3000, timeout_s=30
         )
         assert len(n1._ack_addr) <= 1024
         # One bundle stored, the rest duplicates (each acknowledged).

@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from dtn.runtime import NeighbourConfig, NodeConfig, open_node
+from tests.runtime.conftest import poll_until
 
 pytestmark = pytest.mark.interop
 
@@ -31,7 +32,7 @@ async def test_pyd3tn_mtcp_client_sends_a_bundle_to_our_node(tmp_path: Path) -> 
                     conn.send_bundle(serialize_bundle7("ipn:9.1", "ipn:5.3", p))
 
         await trio.to_thread.run_sync(peer)
-        with trio.fail_after(10):
+        with trio.fail_after(30):
             got = [await inbox.receive() for _ in payloads]
         assert [g.payload for g in got] == payloads
         assert {g.source for g in got} == {"ipn:9.1"}
@@ -93,9 +94,11 @@ async def test_bundles_wait_while_the_mtcp_peer_is_unreachable(tmp_path: Path) -
     try:
         async with open_node(cfg) as node:
             await node.send("ipn:9.4", b"patience", source="ipn:5.1")
-            await trio.sleep(0.3)
+            await poll_until(
+                lambda: node.status()["counters"]["transmit_failed"] >= 1,
+                timeout_s=30,
+            )
             st = node.status()
-            assert st["counters"]["transmit_failed"] >= 1
             assert st["stored"] == 1
             await trio.to_thread.run_sync(
                 peer

@@ -77,8 +77,8 @@ async def test_kill_9_of_a_forwarder_holding_bundles_loses_nothing_and_duplicate
         [
             "a contact +0 +60 1 2 10000000",
             "a contact +0 +60 2 1 10000000",
-            "a contact +5 +60 2 3 10000000",
-            "a contact +5 +60 3 2 10000000",
+            "a contact +8 +60 2 3 10000000",
+            "a contact +8 +60 3 2 10000000",
         ],
     )
     tb = Testbed(
@@ -91,7 +91,7 @@ async def test_kill_9_of_a_forwarder_holding_bundles_loses_nothing_and_duplicate
             for _ in range(n):
                 assert await tb.send(c, 1, 3, 1500) is not None
         # Wait until node 2 holds all of them (node 3 is out of contact).
-        with trio.fail_after(10):
+        with trio.fail_after(30):
             while True:
                 async with open_trio_client(tb.socket_of(2)) as c2:
                     if (await c2.status())["stored"] == n:
@@ -99,15 +99,16 @@ async def test_kill_9_of_a_forwarder_holding_bundles_loses_nothing_and_duplicate
                 await trio.sleep(0.1)
         async with open_trio_client(tb.socket_of(1)) as c1:
             assert (await c1.status())["stored"] == 0  # node 2 acknowledged them all
-        assert tb.plan_s() < 4.5
+        # Before the 2->3 contact opens (8 s: room for a loaded machine).
+        assert tb.plan_s() < 7.0
         await tb.kill(2)
         await trio.sleep(0.5)
         await tb.restart(2)
-        await poll_until(lambda: len(tb.ledger.arrivals) >= n, timeout_s=20)
+        await poll_until(lambda: len(tb.ledger.arrivals) >= n, timeout_s=60)
         await trio.sleep(1.0)  # room for a duplicate to show up
     assert set(tb.ledger.arrivals) == set(tb.ledger.sent)
     assert tb.ledger.duplicates == 0
-    assert min(tb.ledger.arrivals.values()) - tb.epoch_unix_s >= 5.0
+    assert min(tb.ledger.arrivals.values()) - tb.epoch_unix_s >= 8.0
 
 
 def _junk(rng: random.Random, good: bytes) -> bytes:
@@ -184,7 +185,7 @@ async def test_junk_flood_at_a_forwarder_is_counted_while_it_keeps_forwarding_an
                 await trio.sleep_until(start + i * 0.05)
         sock.close()
         await poll_until(
-            lambda: len(tb.ledger.arrivals) >= len(tb.ledger.sent), timeout_s=10
+            lambda: len(tb.ledger.arrivals) >= len(tb.ledger.sent), timeout_s=60
         )
         async with open_trio_client(tb.socket_of(2)) as c2:
             st = await c2.status()
@@ -314,10 +315,11 @@ async def test_sigterm_stops_a_daemon_cleanly_and_pending_bundles_stay(
             async with open_trio_client(tb.socket_of(2)) as c2:
                 return int((await c2.status())["stored"])
 
-        for _ in range(200):
+        for _ in range(600):  # >= 30 s
             if await held_by_2() == 5:
                 break
             await trio.sleep(0.05)
+        assert await held_by_2() == 5
         proc = tb._procs[2]
         await tb.stop(2)  # SIGTERM
         assert proc.returncode == 0
@@ -344,7 +346,7 @@ async def test_sends_are_paced_to_the_contact_rate(tmp_path: Path) -> None:
         async with open_trio_client(tb.socket_of(1)) as c:
             for _ in range(60):
                 await tb.send(c, 1, 2, 2000)  # 120 kB in all
-        await poll_until(lambda: len(tb.ledger.arrivals) >= 60, timeout_s=20)
+        await poll_until(lambda: len(tb.ledger.arrivals) >= 60, timeout_s=60)
         last = max(tb.ledger.arrivals.values()) - tb.epoch_unix_s
     stats = tb.model.stats[(1, 2)]
     assert stats.dropped_rate == 0
@@ -380,6 +382,11 @@ async def test_hop_by_hop_retransmission_delivers_everything_exactly_once_under_
             [TrafficItem(at_s=0.2, src=1, dst=3, size_bytes=800, count=30)],
             duration_s=6.0,
         )
+        if summary["delivered"] < 30:
+            # A loaded machine: give the retransmissions time (bounded).
+            await poll_until(lambda: len(tb.ledger.arrivals) >= 30, timeout_s=60)
+            await trio.sleep(0.5)  # room for a duplicate to show up
+            summary = tb.summary(tb.plan_s())
     assert summary["emulator"]["dropped_loss"] > 0
     assert summary["delivered"] == 30
     assert summary["duplicates_delivered"] == 0
