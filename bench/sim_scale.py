@@ -143,7 +143,7 @@ def main() -> int:
         "memory (tracemalloc, MiB of live heap by the package that allocated it; 'routing' holds"
     )
     print(
-        "each node's CGR contact graph and its route cache, an LRU of up to 4096 routes per node):"
+        "the contact graph shared by all routers on the plan, and each node's bounded route cache):"
     )
     for label, quiet in (
         ("full run, sends spread over 20 h", False),
