@@ -1,4 +1,4 @@
-"""``dcis testbed --plan FILE --duration SECONDS --traffic FILE [--loss P] [--json]``.
+"""``dcis testbed --plan FILE --duration SECONDS --traffic FILE [--loss P] [--secure] [--json]``.
 
 Starts one ``dtn-node`` process per plan node plus the link emulator on
 loopback, runs the traffic (plan time 0 is the moment the testbed starts the
@@ -81,6 +81,11 @@ def register(subparsers: Any) -> None:
         type=Path,
         help="keep configs, stores and logs here (default: a temp dir, removed)",
     )
+    p.add_argument(
+        "--secure",
+        action="store_true",
+        help="end-to-end security on: an operator key, a certified key store per node (workdir/keys)",
+    )
     p.set_defaults(func=run)
 
 
@@ -126,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             lifetime_s=args.lifetime,
             log_level="warning",
+            secure=args.secure,
         )
         try:
             tb = Testbed(opts)

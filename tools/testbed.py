@@ -55,6 +55,9 @@ class TestbedOptions:
     ack_timeout_s: float = 0.5
     synchronous: str = "FULL"
     node_start_timeout_s: float = 30.0
+    secure: bool = False
+    """Make an operator key and one key store per node (``workdir/keys``),
+    certify every node, and run every daemon with ``[security]`` on."""
 
 
 @dataclass(slots=True)
@@ -172,6 +175,9 @@ class Testbed:
             neighbours[a].add(b)
             neighbours[b].add(a)
         plan_path = Path(opts.plan_path).resolve()
+        keystores = (
+            make_keystores(opts.workdir / "keys", self.nodes) if opts.secure else {}
+        )
         for n in self.nodes:
             lines = [
                 f"node = {n}",
@@ -187,6 +193,8 @@ class Testbed:
                 "[udp]",
                 f"ack_timeout_s = {opts.ack_timeout_s!r}",
             ]
+            if n in keystores:
+                lines += ["[security]", f'keystore = "{keystores[n]}"']
             for m in sorted(neighbours[n]):
                 h, p = relay[(n, m)]
                 lines += [
@@ -375,6 +383,47 @@ class Testbed:
             "restarts": self.restarts,
             "emulator": self.model.totals(),
         }
+
+
+def make_keystores(
+    root: Path, nodes: list[int], *, certified: list[int] | None = None
+) -> dict[int, Path]:
+    """An operator store ``root/operator`` and a key store per node under ``root``.
+
+    Each node store holds the node's keys, its certificate (valid from a day
+    ago for a year), ``operator.pub`` and the certificates of every other
+    node in ``certified`` (default: all). Returns the store of each node.
+    """
+    from crypto import KeyStore, NodeIdentity, OperatorKey, issue_certificate
+    from dtn.time import dtn_time_from_unix
+
+    op = OperatorKey.generate()
+    KeyStore(root / "operator").write_operator_key(op, overwrite=True)
+    now = int(dtn_time_from_unix(time.time()))
+    ids = {n: NodeIdentity.generate(n) for n in nodes}
+    certs = {
+        n: issue_certificate(
+            op,
+            node=n,
+            sign_public=i.sign_public,
+            kx_public=i.kx_public,
+            not_before_ms=now - 86_400_000,
+            not_after_ms=now + 365 * 86_400_000,
+            serial=k + 1,
+        )
+        for k, (n, i) in enumerate(sorted(ids.items()))
+    }
+    out: dict[int, Path] = {}
+    for n in nodes:
+        ks = KeyStore(root / f"node{n}")
+        ks.write_identity(ids[n], overwrite=True)
+        ks.write_operator_public(op.public_key, overwrite=True)
+        ks.write_certificate(certs[n], own=True)
+        for m in certified if certified is not None else nodes:
+            if m != n:
+                ks.write_certificate(certs[m])
+        out[n] = ks.path
+    return out
 
 
 def default_workdir() -> Path:

@@ -76,6 +76,7 @@ from dtn.cl.udp import (
 from dtn.errors import DecodeError, DtnError, InvalidArgument
 from dtn.routing.contact import Contact
 from dtn.runtime.config import ConfigError, NeighbourConfig, NodeConfig
+from dtn.runtime.security import NodeSecurity
 from dtn.time import DtnTime, dtn_time_from_unix
 
 ECHO_SERVICE = 7
@@ -84,6 +85,8 @@ there comes back to its source with the same payload (``dcis ping``)."""
 
 _RECV_BUFFER = 65_535
 _MAX_BATCH = 512
+# Bytes per app API read (see _app_handler).
+_APP_READ_BYTES = 1 << 20
 _MAX_UNKNOWN_SENDERS = 1024
 
 
@@ -158,6 +161,7 @@ class Node:
         self.log = log or logging.getLogger(f"dtn.node.{config.node}")
         self._clock = clock
         self.agent: Agent | None = None
+        self.security: NodeSecurity | None = None
         self.plan: Any = None
         self.udp_address: tuple[str, int] | None = None
         self.mtcp_address: tuple[str, int] | None = None
@@ -237,6 +241,9 @@ class Node:
                 )
         except DtnError as exc:
             raise ConfigError(f"store.path: {exc}") from exc
+        if cfg.security is not None and cfg.security.enabled:
+            # Loads the key store; a bad one is a ConfigError naming security.keystore.
+            self.security = NodeSecurity(cfg.security, node=cfg.node, log=self._log)
         self.agent = Agent(
             node=cfg.node,
             store=store,
@@ -244,6 +251,7 @@ class Node:
             plan_epoch=dtn_time_from_unix(self._epoch_unix_s),
             config=AgentConfig(max_bundle_bytes=cfg.mtu_bytes),
             rng=random.Random(),
+            security=self.security,
         )
         sock = socket.socket(
             socket.AF_INET6 if ":" in cfg.listen[0] else socket.AF_INET,
@@ -279,6 +287,8 @@ class Node:
                 nursery.start_soon(self._timer_task)
                 nursery.start_soon(self._link_timer_task)
                 nursery.start_soon(self._contact_task)
+                if self.security is not None:
+                    nursery.start_soon(self.security.watch)
                 for peer in self._udp.values():
                     nursery.start_soon(self._udp_sender, peer)
                 for mpeer in self._mtcp.values():
@@ -593,7 +603,12 @@ class Node:
             "store_used_bytes": agent.store.used_bytes if agent else 0,
             "store_limit_bytes": self.config.store_limit_bytes,
             "endpoints": sorted(self._subs),
-            "counters": {**(agent.counters if agent else {}), **self.counters},
+            "counters": {
+                **(agent.counters if agent else {}),
+                **self.counters,
+                **(self.security.counters() if self.security else {}),
+            },
+            "security": self.security.status() if self.security else {"enabled": False},
             "neighbours": nbs,
         }
 
@@ -952,7 +967,9 @@ class Node:
                 nursery.start_soon(writer)
                 while True:
                     try:
-                        chunk = await stream.receive_some(65_536)
+                        # Large reads: several 64 KB sends in one read are
+                        # one store transaction (one fsync), not one each.
+                        chunk = await stream.receive_some(_APP_READ_BYTES)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         break
                     if not chunk:
