@@ -120,7 +120,10 @@ def parse_security(table: object, *, base_dir: Path) -> SecurityConfig:
             )
     enabled = _typed(table, "enabled", bool, True)
     keystore = _typed(table, "keystore", str, None)
-    if keystore is None or not keystore:
+    if not enabled and keystore is None:
+        # Switched off: a keyless forwarder; the rest need not be filled in.
+        keystore = ""
+    elif keystore is None or not keystore:
         raise ConfigError(
             f"{_P}keystore: missing (the key store directory made by 'dcis keys node-init')"
         )
@@ -170,7 +173,7 @@ def parse_security(table: object, *, base_dir: Path) -> SecurityConfig:
         )
     return SecurityConfig(
         enabled=enabled,
-        keystore=str(base_dir / keystore),
+        keystore=str(base_dir / keystore) if keystore else "",
         accepted_contexts=contexts,
         replay_window_ms=window,
         replay_entries_per_source=entries,

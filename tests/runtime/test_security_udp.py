@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import random
@@ -484,6 +485,10 @@ def test_good_security_table_loads_with_the_keystore_relative_to_the_file(
     assert s.accepted_contexts == (-101,)
     assert s.sign_only_destinations == ("ipn:9.1",)
     assert s.replay_window_ms == 1000
+    p.write_text("node = 1\n[security]\nenabled = false\n")
+    off = load_config(p).security
+    assert off is not None
+    assert not off.enabled
 
 
 def _run_daemon(
@@ -541,3 +546,54 @@ async def test_a_secure_node_refuses_to_send_to_an_uncertified_destination(
             with trio.fail_after(10):
                 assert (await inbox.receive()).payload == b"local"
         assert n1.status()["counters"]["security_protected_sealed"] == 0
+
+
+# ------------------------------------------------------------------ daemons
+
+
+async def test_secure_testbed_daemons_seal_and_deliver_and_dcis_status_shows_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dtn.sim.traffic import TrafficItem
+    from tools.cli import main as dcis
+    from tools.testbed import Testbed, TestbedOptions
+
+    plan = write_plan(
+        tmp_path / "line.ionrc",
+        [
+            f"a contact +0 +60 {a} {b} 10000000"
+            for a, b in ((1, 2), (2, 1), (2, 3), (3, 2))
+        ],
+    )
+    tb = Testbed(
+        TestbedOptions(
+            plan_path=plan,
+            workdir=tmp_path / "tb",
+            start_margin_s=1.0,
+            log_level="warning",
+            secure=True,
+        )
+    )
+    async with tb.running():
+        traffic = [
+            TrafficItem(at_s=0.1, src=1, dst=3, size_bytes=400, count=5),
+            TrafficItem(at_s=0.1, src=3, dst=1, size_bytes=300, count=2),
+        ]
+        await tb.run_traffic(traffic, duration_s=0.5)
+        await poll_until(lambda: len(tb.ledger.arrivals) >= 7, timeout_s=20)
+        out = await trio.to_thread.run_sync(
+            lambda: dcis(["status", "--socket", tb.socket_of(3)])
+        )
+        assert out == 0
+        text = capsys.readouterr().out
+        js = await trio.to_thread.run_sync(
+            lambda: dcis(["status", "--socket", tb.socket_of(1), "--json"])
+        )
+        assert js == 0
+        st1 = json.loads(capsys.readouterr().out)
+    assert set(tb.ledger.arrivals) == set(tb.ledger.sent)
+    assert "security_accepted=5" in text
+    assert "security_protected_sealed=2" in text
+    assert st1["counters"]["security_protected_sealed"] == 5
+    assert st1["counters"]["security_accepted"] == 2
+    assert st1["security"]["enabled"] is True
