@@ -49,6 +49,7 @@ from dtn.cl.udp import (
     decode_datagram_untrusted,
     encode_data_segment,
 )
+from dtn.client import ClientError, open_trio_client
 from dtn.runtime import NeighbourConfig, NodeConfig, open_node
 from dtn.runtime.config import ConfigError, load_config
 from dtn.runtime.node import Node
@@ -140,7 +141,9 @@ class Net:
 
 
 @contextlib.asynccontextmanager
-async def network(tmp: Path, *, sqlite_at_3: bool = False) -> AsyncIterator[Net]:
+async def network(
+    tmp: Path, *, sqlite_at_3: bool = False, mtu_bytes: int = 65_000
+) -> AsyncIterator[Net]:
     ports = dict(zip((1, 2, 3, 4), _free_ports(4), strict=True))
     addrs = {n: ("127.0.0.1", p) for n, p in ports.items()}
     relay = Relay(addrs)
@@ -167,6 +170,7 @@ async def network(tmp: Path, *, sqlite_at_3: bool = False) -> AsyncIterator[Net]
             listen=addrs[n],
             plan=str(plan),
             plan_epoch_unix_s=epoch,
+            mtu_bytes=mtu_bytes,
             store_path=str(tmp / f"n{n}.db")
             if (n == 3 and sqlite_at_3)
             else ":memory:",
@@ -251,6 +255,25 @@ async def test_payload_is_sealed_on_every_link_and_the_keyless_forwarder_forward
     assert st3["counters"]["security_rejected"] == 0
     assert st3["security"]["enabled"] is True
     assert st3["security"]["accepted_contexts"] == [-102, -101]
+
+
+async def test_a_sealed_bundle_fragmented_on_the_way_is_reassembled_and_opened(
+    tmp_path: Path,
+) -> None:
+    payload = random.Random(3).randbytes(6000)
+    async with network(tmp_path, mtu_bytes=1000) as net:
+        n1, n3 = net.nodes[1], net.nodes[3]
+        async with n3.endpoint("ipn:3.1") as inbox:
+            with trio.fail_after(20):
+                await n1.send("ipn:3.1", payload, source="ipn:1.1")
+                got = await inbox.receive()
+        assert got.payload == payload
+        c1, c3 = _counters(n1), _counters(n3)
+    assert c1["fragmented"] >= 1
+    assert c3["reassembled"] == 1
+    assert c3["security_accepted"] == 1
+    for _, _, d in net.relay.seen:
+        assert not any(w in d for w in _windows(payload))
 
 
 def _flip(rng: random.Random, data: bytes) -> bytes:
@@ -536,10 +559,19 @@ async def test_a_secure_node_refuses_to_send_to_an_uncertified_destination(
     tmp_path: Path,
 ) -> None:
     store = _store(tmp_path)
-    cfg = NodeConfig(node=1, security=SecurityConfig(keystore=str(store)))
+    sock = str(tmp_path / "n1.sock")
+    cfg = NodeConfig(
+        node=1, app_socket=sock, security=SecurityConfig(keystore=str(store))
+    )
     async with open_node(cfg) as n1:
         with pytest.raises(NoCertificate):
             await n1.send("ipn:9.1", b"x", source="ipn:1.1")
+        # An application hears why, in one line.
+        async with open_trio_client(sock) as c:
+            with pytest.raises(
+                ClientError, match="no valid certificate for destination node 9"
+            ):
+                await c.send("ipn:9.1", b"x", source="ipn:1.1")
         # Its own endpoints need no protection.
         async with n1.endpoint("ipn:1.5") as inbox:
             await n1.send("ipn:1.5", b"local", source="ipn:1.1")
