@@ -333,7 +333,7 @@ class NodeSecurity:
         self._cert_nodes.add(cert.node)
         return True
 
-    def _files_stamp(self) -> tuple[tuple[str, int, int], ...]:
+    def _files_stamp(self) -> tuple[tuple[str, int, int, int], ...]:
         base = self.store.path
         paths = [base / REVOCATIONS, base / NODE_CERT]
         d = base / CERTS_DIR
@@ -345,7 +345,9 @@ class NodeSecurity:
                 st = p.stat()
             except OSError:
                 continue
-            out.append((p.name, st.st_mtime_ns, st.st_size))
+            # The key store replaces files atomically (new inode), so a
+            # rewrite within the mtime granularity is still seen.
+            out.append((p.name, st.st_ino, st.st_mtime_ns, st.st_size))
         return tuple(out)
 
     def reload(self) -> bool:

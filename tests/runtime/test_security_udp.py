@@ -629,3 +629,48 @@ async def test_secure_testbed_daemons_seal_and_deliver_and_dcis_status_shows_it(
     assert st1["counters"]["security_protected_sealed"] == 5
     assert st1["counters"]["security_accepted"] == 2
     assert st1["security"]["enabled"] is True
+
+
+def test_key_store_changes_are_picked_up_and_bad_ones_do_not_weaken_the_node(
+    tmp_path: Path,
+) -> None:
+    from crypto import OperatorKey
+    from dtn.runtime.security import NodeSecurity
+
+    stores = make_keystores(tmp_path / "keys", [1, 2], certified=[1])
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    def log(level: str, event: str, **fields: Any) -> None:
+        events.append((event, fields))
+
+    sec = NodeSecurity(SecurityConfig(keystore=str(stores[1])), node=1, log=log)
+    assert sec.status()["certificates"] == 1
+    assert not sec.reload()  # nothing changed
+    ks1 = KeyStore(stores[1])
+    now = int(dtn_time_from_unix(time.time()))
+    # A list signed by someone else is refused; the node keeps its state.
+    forged = issue_revocation_list(
+        OperatorKey.generate(), version=5, issued_ms=now, nodes=[2]
+    )
+    ks1.write_revocations(forged)
+    assert sec.reload()
+    assert events[-1][0] == "revocations_rejected"
+    assert sec.status()["revocation_version"] == 0
+    # The operator's list is adopted.
+    op = KeyStore(tmp_path / "keys" / "operator").read_operator_key()
+    ks1.write_revocations(
+        issue_revocation_list(op, version=1, issued_ms=now, nodes=[2])
+    )
+    assert sec.reload()
+    assert events[-1][0] == "revocations_updated"
+    assert sec.status()["revocation_version"] == 1
+    assert sec.policy.revocations.is_revoked(2)
+    # A peer's certificate imported while running is trusted from then on.
+    ks1.write_certificate(KeyStore(stores[2]).read_own_certificate())
+    assert sec.reload()
+    assert sec.status()["certificates"] == 2
+    # A corrupt file is logged, not fatal.
+    (stores[1] / "revocations.cbor").write_bytes(b"\xff junk")
+    assert sec.reload()
+    assert events[-1][0] == "keystore_reload_failed"
+    assert sec.policy.revocations.is_revoked(2)
