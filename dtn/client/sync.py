@@ -61,7 +61,7 @@ class Client:
         else:
             self._sock.settimeout(None)
         try:
-            chunk = self._sock.recv(65_536)
+            chunk = self._sock.recv(1 << 20)
         except TimeoutError:
             raise
         except OSError as exc:

@@ -35,7 +35,7 @@ class TrioClient:
         reader = MessageReader()
         try:
             while True:
-                chunk = await self._stream.receive_some(65_536)
+                chunk = await self._stream.receive_some(1 << 20)
                 if not chunk:
                     break
                 for m in reader.feed(chunk):

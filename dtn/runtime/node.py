@@ -980,11 +980,14 @@ class Node:
                         self._log("warning", "appapi_bad_message", detail=str(exc))
                         break
                     # One store transaction (one fsync) for the whole chunk:
-                    # replies and actions go out only after it committed.
+                    # replies and actions go out only after it committed. A
+                    # chunk of only confirmations/status needs no fsync of
+                    # its own (Agent.on_delivered says why).
                     outbox.clear()
                     actions: list[Action] = []
                     assert self.agent is not None
-                    with self.agent.store.transaction():
+                    durable = any(m["type"] == "send" for m in msgs)
+                    with self.agent.store.transaction(durable=durable):
                         for m in msgs:
                             actions += self._app_request(m, reply, error, push, subs)
                     self._apply(actions)
