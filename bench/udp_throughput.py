@@ -1,17 +1,23 @@
 """Goodput between two ``dtn-node`` daemons over UDP on loopback, next to raw UDP.
 
-For 1 KB and 64 KB bundles: two daemons (SQLite store on disk,
-``synchronous=FULL``, hop-by-hop ACKs on) in separate processes; a trio app
-API client sends N bundles to node 1 for ``ipn:2.1`` (many requests in flight)
-and another receives them from node 2. Time runs from the first send to the
-last delivery. Reference, measured in the same run: a raw Python UDP sender
-blasting datagrams of the same size at a receiver process (no storage, no
-acknowledgement, losses allowed -- its goodput counts what arrived).
+For 1 KB and 64 KB bundles: two daemons (hop-by-hop ACKs on) in separate
+processes; a trio app API client sends N bundles to node 1 for ``ipn:2.1``
+(many requests in flight) and another receives them from node 2. Time runs
+from the first send to the last delivery. Three store settings, so a reader
+sees what durability costs: SQLite on disk with ``synchronous=FULL`` (the
+durable one the targets are about), ``NORMAL`` (no fsync), and no store at
+all (``:memory:``). For each, the CPU time per bundle of node 1, node 2 and
+the two app clients (this process) says where the time goes. Reference,
+measured in the same run: a raw Python UDP sender blasting datagrams of the
+same size at a receiver process (no storage, no acknowledgement, losses
+allowed -- its goodput counts what arrived).
 
-Prints medians of several repeats and the ratios; targets from the daemon
-issue: >= 50% of raw for 64 KB bundles, >= 2,000 bundles/s for 1 KB bundles.
+Prints medians of several repeats (after a warm-up run) and the ratios;
+targets from the daemon issue: >= 50% of raw for 64 KB bundles, >= 2,000
+bundles/s for 1 KB bundles with durable storage. spec/udpcl.md discusses the
+figures.
 
-    .venv/bin/python bench/udp_throughput.py [--repeats 3] [--quick]
+    .venv/bin/python bench/udp_throughput.py [--repeats 3] [--quick] [--stores FULL,NORMAL,memory]
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -89,16 +96,24 @@ def _free_port() -> int:
 class Daemons:
     """Two dtn-node processes, always-on neighbours, stores on disk."""
 
-    def __init__(self, workdir: Path, synchronous: str = "FULL") -> None:
+    def __init__(self, workdir: Path, store: str = "FULL") -> None:
+        """``store``: "FULL" / "NORMAL" (SQLite on disk, that sync level) or
+        "memory" (no durable store: the cost of the rest of the path)."""
         self.workdir = workdir
+        if store == "memory":
+            store_cfg = 'path = ":memory:"\n'
+        else:
+            store_cfg = f'path = "{workdir}/n{{me}}.db"\nsynchronous = "{store}"\n'
+
         ports = [_free_port(), _free_port()]
         self.procs: list[subprocess.Popen[bytes]] = []
         for i, (me, other) in enumerate(((1, 2), (2, 1))):
             cfg = workdir / f"n{me}.toml"
             cfg.write_text(
                 f'node = {me}\nlisten = "127.0.0.1:{ports[i]}"\napp_socket = "{workdir}/n{me}.sock"\n'
-                f'log_level = "warning"\nmtu_bytes = 65000\n[store]\npath = "{workdir}/n{me}.db"\nsynchronous = "{synchronous}"\n'
-                f'[[neighbours]]\nnode = {other}\naddress = "127.0.0.1:{ports[1 - i]}"\nack = "on"\n',
+                f'log_level = "warning"\nmtu_bytes = 65000\n[store]\n'
+                + store_cfg.format(me=me)
+                + f'[[neighbours]]\nnode = {other}\naddress = "127.0.0.1:{ports[1 - i]}"\nack = "on"\n',
                 encoding="utf-8",
             )
             log = (workdir / f"n{me}.log").open("wb")
@@ -164,20 +179,55 @@ async def _dcis_run(
     return size * count / elapsed / 1e6, count / elapsed
 
 
+_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * _TICK_S
+
+
+def _self_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def measure(
+    daemons: Daemons, size: int, count: int, in_flight: int
+) -> tuple[float, float, tuple[float, float, float]]:
+    """One run: (MB/s, bundles/s, CPU ms per bundle of node 1, node 2 and the
+    two app clients)."""
+    pids = [p.pid for p in daemons.procs]
+    c0 = [_cpu_s(p) for p in pids] + [_self_cpu_s()]
+    mbs, bps = trio.run(_dcis_run, daemons.workdir, size, count, in_flight)
+    c1 = [_cpu_s(p) for p in pids] + [_self_cpu_s()]
+    ms = [(b - a) * 1e3 / count for a, b in zip(c0, c1, strict=True)]
+    return mbs, bps, (ms[0], ms[1], ms[2])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer bundles (smoke run)")
+    ap.add_argument(
+        "--stores",
+        default="FULL,NORMAL,memory",
+        help="comma-separated: FULL, NORMAL, memory (default all three)",
+    )
     args = ap.parse_args()
+    stores = [x.strip() for x in args.stores.split(",") if x.strip()]
     cases = [
         (1000, 2000 if args.quick else 6000, 64),
-        (64_000, 200 if args.quick else 600, 16),
+        (64_000, 200 if args.quick else 800, 16),
     ]
+    cpus = os.cpu_count() or 1
     print(
-        f"udp_throughput: 2 daemons on loopback, SQLite store on disk, hop-by-hop ACKs; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
+        f"udp_throughput: 2 daemons on loopback, hop-by-hop ACKs; {cpus} CPUs, load {os.getloadavg()[0]:.2f}"
     )
     print(
-        "  store FULL: fsync per commit (survives power loss); NORMAL: WAL without fsync (survives kill -9)"
+        "  store FULL: SQLite, fsync per commit (survives power loss); NORMAL: SQLite WAL without fsync"
+        " (survives kill -9); memory: no store (what the rest of the path costs)"
     )
     raw: dict[int, tuple[float, float]] = {}
     for size, count, _ in cases:
@@ -187,20 +237,23 @@ def main() -> int:
             statistics.median(r[1] for r in runs),
         )
     print(
-        f"{'bundle':>7} {'store':>6} {'DCiS MB/s':>10} {'bundles/s':>10} {'raw MB/s':>9} {'raw dgram/s':>12} {'ratio':>6}   target"
+        f"{'bundle':>7} {'store':>6} {'MB/s':>7} {'bundles/s':>9} {'raw MB/s':>9} {'ratio':>6}"
+        f" {'wall ms/b':>9} {'cpu ms/b: node1':>15} {'node2':>6} {'clients':>7}   target"
     )
-    for sync in ("FULL", "NORMAL"):
+    for store in stores:
         workdir = Path(tempfile.mkdtemp(prefix="dcis-bench-"))
-        daemons = Daemons(workdir, sync)
+        daemons = Daemons(workdir, store)
         try:
             for size, count, in_flight in cases:
+                measure(daemons, size, min(count, 100), in_flight)  # warm-up
                 ours = [
-                    trio.run(_dcis_run, workdir, size, count, in_flight)
+                    measure(daemons, size, count, in_flight)
                     for _ in range(args.repeats)
                 ]
                 mbs = statistics.median(o[0] for o in ours)
                 bps = statistics.median(o[1] for o in ours)
-                rmbs, rdps = raw[size]
+                cpu = [statistics.median(o[2][k] for o in ours) for k in range(3)]
+                rmbs, _rdps = raw[size]
                 ratio = mbs / rmbs if rmbs else float("nan")
                 if size >= 64_000:
                     target = f">= 50% of raw: {'met' if ratio >= 0.5 else 'NOT met'}"
@@ -208,13 +261,21 @@ def main() -> int:
                     target = (
                         f">= 2,000 bundles/s: {'met' if bps >= 2000 else 'NOT met'}"
                     )
+                if store == "memory":
+                    target = "(not durable: reference only)"
                 print(
-                    f"{size:>7} {sync:>6} {mbs:>10.2f} {bps:>10.0f} {rmbs:>9.2f} {rdps:>12.0f} {ratio:>6.1%}   {target}",
+                    f"{size:>7} {store:>6} {mbs:>7.1f} {bps:>9.0f} {rmbs:>9.1f} {ratio:>6.1%}"
+                    f" {1e3 / bps:>9.2f} {cpu[0]:>15.2f} {cpu[1]:>6.2f} {cpu[2]:>7.2f}   {target}",
                     flush=True,
                 )
         finally:
             daemons.close()
             shutil.rmtree(workdir, ignore_errors=True)
+    print(
+        f"  wall ms/b: elapsed time per bundle; cpu ms/b: CPU time per bundle of each process"
+        f" (their sum / {cpus} CPUs is the floor of wall ms/b when the CPUs are the bottleneck;"
+        " the rest is waiting, mostly for fsync)"
+    )
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     return 0
 
