@@ -2,7 +2,8 @@
 
 Logs are structured: one JSON object per line on stderr (``ts``, ``level``,
 ``node``, ``event`` and the event's fields). SIGINT/SIGTERM stop the node
-cleanly; bundles not yet forwarded stay in the store for the next start. A bad
+cleanly; bundles not yet forwarded stay in the store for the next start.
+SIGHUP reloads the contact plan (so does an edit of the file). A bad
 configuration exits 2 with one ``error:`` line naming the key.
 """
 
@@ -61,9 +62,12 @@ def setup_logging(config: NodeConfig) -> logging.Logger:
 
 
 async def serve(config: NodeConfig, log: logging.Logger) -> None:
-    """Run ``config``'s node until SIGINT or SIGTERM."""
+    """Run ``config``'s node until SIGINT or SIGTERM; SIGHUP reloads the
+    contact plan."""
     node = Node(config, log=log)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(
+        signal.SIGINT, signal.SIGTERM, signal.SIGHUP
+    ) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
 
@@ -73,6 +77,9 @@ async def serve(config: NodeConfig, log: logging.Logger) -> None:
                         "signal",
                         extra={"fields": {"signal": signal.Signals(signum).name}},
                     )
+                    if signum == signal.SIGHUP:
+                        node.reload_plan()
+                        continue
                     nursery.cancel_scope.cancel()
                     return
 

@@ -87,6 +87,8 @@ _RECV_BUFFER = 65_535
 _MAX_BATCH = 512
 # Bytes per app API read (see _app_handler).
 _APP_READ_BYTES = 1 << 20
+# Seconds between checks of the contact plan file's modification time.
+_PLAN_POLL_S = 1.0
 _MAX_UNKNOWN_SENDERS = 1024
 
 
@@ -188,6 +190,9 @@ class Node:
         self._held: dict[str, dict[str, Deliver]] = {}
         self._timer_wake = trio.Event()
         self._link_wake = trio.Event()
+        self._open_contacts: set[Contact] = set()
+        self._contacts_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
         self._deadline: DtnTime | None = None
         self._cancel: trio.CancelScope | None = None
         self._started_at = 0.0
@@ -281,12 +286,15 @@ class Node:
                     ) from exc
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
+                self._nursery = nursery
                 self._apply(self.agent.register(f"ipn:{cfg.node}.{ECHO_SERVICE}"))
                 self._apply(self.agent.recover(self.now_ms()))
                 nursery.start_soon(self._udp_reader)
                 nursery.start_soon(self._timer_task)
                 nursery.start_soon(self._link_timer_task)
                 nursery.start_soon(self._contact_task)
+                if cfg.plan is not None:
+                    nursery.start_soon(self._plan_watch_task, cfg.plan)
                 if self.security is not None:
                     nursery.start_soon(self.security.watch)
                 for peer in self._udp.values():
@@ -792,18 +800,91 @@ class Node:
     async def _contact_task(self) -> None:
         agent = self.agent
         assert agent is not None
-        for at_s, kind, c in self._contact_events():
-            if kind == 1 and c.end_s <= self._plan_s():
-                continue  # already over
-            if kind == 0 and math.isinf(at_s):
-                continue
-            delay = at_s - self._plan_s()
-            if delay > 0:
-                await trio.sleep(delay)
-            if kind == 1:
-                self._open_contact(c)
-            else:
-                self._close_contact(c)
+        with trio.CancelScope() as scope:
+            # reload_plan cancels this scope and starts a new task.
+            self._contacts_scope = scope
+            for at_s, kind, c in self._contact_events():
+                if kind == 1 and (
+                    c.end_s <= self._plan_s() or c in self._open_contacts
+                ):
+                    continue  # already over, or open since before a reload
+                if kind == 0 and math.isinf(at_s):
+                    continue
+                delay = at_s - self._plan_s()
+                if delay > 0:
+                    await trio.sleep(delay)
+                if kind == 1:
+                    self._open_contact(c)
+                elif c in self._open_contacts:
+                    self._close_contact(c)
+
+    def reload_plan(self) -> bool:
+        """Re-read the contact plan file (SIGHUP, or its modification time
+        changed) and apply it while running.
+
+        Contacts no longer in the plan close now, new ones open at their
+        times (now, if their window is on), and bundles waiting for a route
+        are routed again. Plan time keeps its epoch. On a bad or unreadable
+        file the running plan stays as it was: logged, returns False.
+        """
+        path = self.config.plan
+        plan = self.plan
+        if path is None or plan is None or self.agent is None:
+            return False
+        from dtn.routing.plan import load_plan
+
+        try:
+            new = load_plan(path)
+        except (DtnError, OSError) as exc:
+            self._log("warning", "plan_reload_failed", plan=path, detail=str(exc))
+            return False
+        old_c, new_c = set(plan.contacts), set(new.contacts)
+        for c in old_c - new_c:
+            plan.remove_contact(c)
+        for c in new.contacts:
+            if c not in old_c:
+                plan.add_contact(c)
+        old_r, new_r = set(plan.ranges), set(new.ranges)
+        for r in old_r - new_r:
+            plan.remove_range(r)
+        for r in new.ranges:
+            if r not in old_r:
+                plan.add_range(r)
+        keep = {c for _, kind, c in self._contact_events() if kind == 1}
+        for c in sorted(self._open_contacts - keep, key=lambda c: c.start_s):
+            self._close_contact(c)
+        if self._contacts_scope is not None:
+            self._contacts_scope.cancel()
+        if self._nursery is not None:
+            self._nursery.start_soon(self._contact_task)
+        self._timer_wake.set()  # the agent re-routes bundles on its next tick
+        self._log(
+            "info",
+            "plan_reloaded",
+            plan=path,
+            contacts=len(new_c),
+            added=len(new_c - old_c),
+            removed=len(old_c - new_c),
+        )
+        return True
+
+    async def _plan_watch_task(self, path: str) -> None:
+        # A plan edited in place is picked up within _PLAN_POLL_S (a stat
+        # per poll); SIGHUP (tools/dtn_node.py) reloads at once.
+        def stamp() -> tuple[int, int] | None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
+            return (st.st_mtime_ns, st.st_size)
+
+        last = stamp()
+        while True:
+            await trio.sleep(_PLAN_POLL_S)
+            now = stamp()
+            if now is not None and now != last:
+                last = now
+                self.reload_plan()
 
     def _open_contact(self, c: Contact) -> None:
         agent = self.agent
@@ -820,6 +901,7 @@ class Node:
         mpeer = self._mtcp.get(c.to)
         if mpeer is not None:
             mpeer.contact = c
+        self._open_contacts.add(c)
         self._log(
             "info",
             "contact_start",
@@ -833,6 +915,7 @@ class Node:
         agent = self.agent
         assert agent is not None
         self._log("info", "contact_end", neighbour=c.to)
+        self._open_contacts.discard(c)
         actions = agent.on_contact_end(c, self.now_ms())
         peer = self._udp.get(c.to)
         if peer is not None and peer.contact == c:

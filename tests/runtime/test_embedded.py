@@ -169,6 +169,14 @@ async def test_forged_sender_numbers_do_not_grow_memory(tmp_path: Path) -> None:
     tx.bind(("127.0.0.1", 0))
     tx.settimeout(5)
     async with open_node(c1) as n1:
+
+        async def drained(upto: int) -> None:
+            await poll_until(
+                lambda: n1.status()["counters"]["datagrams_in"] >= upto,
+                timeout_s=30,
+                interval_s=0.005,
+            )
+
         for sender in range(100, 3100):
             tx.sendto(
                 encode_data_segment(sender=sender, token=sender, bundle=bundle),
@@ -177,14 +185,8 @@ async def test_forged_sender_numbers_do_not_grow_memory(tmp_path: Path) -> None:
             if sender % 100 == 99:
                 # Let the node drain its socket (a loaded machine would
                 # otherwise overflow the receive buffer).
-                await poll_until(
-                    lambda s=sender: n1.status()["counters"]["datagrams_in"] >= s - 99,
-                    timeout_s=30,
-                    interval_s=0.005,
-                )
-        await poll_until(
-            lambda: n1.status()["counters"]["datagrams_in"] >= 3000, timeout_s=30
-        )
+                await drained(sender - 99)
+        await drained(3000)
         assert len(n1._ack_addr) <= 1024
         # One bundle stored, the rest duplicates (each acknowledged).
         assert n1.status()["stored"] == 1
