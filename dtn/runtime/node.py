@@ -16,7 +16,11 @@ thread; the agent is only ever called from it, so it needs no locks.
   timer task.
 - Contacts: the plan's contacts from this node open and close links at their
   times; neighbours marked ``always_on`` (the default without a plan) get an
-  open-ended contact at start.
+  open-ended contact at start. The plan file is re-read while running
+  (:meth:`Node.reload_plan`: on SIGHUP to ``dtn-node``, or when its
+  modification time or size changes, polled every second): contacts gone
+  from it close at once, new ones open at their times, plan time keeps its
+  epoch, and a file that does not parse leaves the running plan alone.
 - Receive: the UDP reader drains every datagram queued on the socket, hands
   the bundles to ``agent.on_receive_many`` (one store commit per batch), then
   sends the ACKs the agent released (it releases them only once the batch is
