@@ -84,6 +84,9 @@ class Bundle:
                     raise InvalidArgument(
                         f"block {b.number}: only one payload block is allowed, and it comes last"
                     )
+        problem = fragment_extent_problem(self.primary, len(last.data))
+        if problem is not None:
+            raise InvalidArgument(problem)
 
     @property
     def payload_block(self) -> CanonicalBlock:
@@ -179,6 +182,23 @@ class Bundle:
     def next_block_number(self) -> int:
         """The smallest unused block number above every present one."""
         return max(b.number for b in self.blocks) + 1
+
+
+def fragment_extent_problem(primary: PrimaryBlock, payload_length: int) -> str | None:
+    """Why a fragment's payload cannot lie inside its original ADU, or None.
+
+    RFC 9171 5.8: a fragment carries bytes ``offset .. offset + length`` of
+    an ADU of ``total_adu_length`` bytes, so they must end within it. None
+    for a bundle that is not a fragment.
+    """
+    offset = primary.fragment_offset
+    total = primary.total_adu_length
+    if offset is None or total is None or offset + payload_length <= total:
+        return None
+    return (
+        f"fragment offset {offset} + payload length {payload_length} exceeds "
+        f"the total ADU length {total}"
+    )
 
 
 # Slot setters for the decoder's trusted construction (faster than object.__setattr__).
@@ -282,6 +302,10 @@ def _decode(data: bytes | bytearray | memoryview, max_blocks: int) -> Bundle:
         blocks.append(block)
     if not payload_seen:
         raise DecodeError("no payload block", where="bundle")
+    if primary.fragment_offset is not None:
+        problem = fragment_extent_problem(primary, len(blocks[-1].data))
+        if problem is not None:
+            raise DecodeError(problem, where="primary block, field fragment_offset")
     if pos != end:
         raise DecodeError(
             f"{end - pos} bytes after the end of the bundle", where="bundle"

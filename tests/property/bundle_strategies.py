@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import strategies as st
 
 from dtn.bpv7 import (
@@ -110,6 +112,11 @@ def bundles(
     )
     blocks = [draw(extension_block(n)) for n in numbers]
     payload = draw(st.binary(min_size=min_payload, max_size=max_payload))
+    if primary.fragment_offset is not None and primary.total_adu_length is not None:
+        # RFC 9171 5.8: the fragment's bytes lie inside the original ADU.
+        offset = min(primary.fragment_offset, 2**64 - 1 - len(payload))
+        total = max(primary.total_adu_length, offset + len(payload))
+        primary = replace(primary, fragment_offset=offset, total_adu_length=total)
     blocks.append(
         CanonicalBlock(
             BlockType.PAYLOAD, 1, draw(block_flags), draw(crc_types), payload
