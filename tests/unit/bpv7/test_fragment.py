@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from dataclasses import replace
+
 import pytest
 
 from dtn.bpv7 import (
@@ -147,3 +150,63 @@ def test_empty_payload_is_not_fragmented() -> None:
     b = make_bundle(source="ipn:1.1", destination="ipn:2.1", payload=b"", creation_ms=1)
     assert fragment_bundle(b, []) == [b]
     assert fragment_bundle(b, 10) == [b]
+
+
+def _one_byte_pieces(payload_len: int, src: int = 1) -> list[Bundle]:
+    b = make_bundle(
+        source=f"ipn:{src}.1",
+        destination="ipn:9.1",
+        payload=bytes(range(256)) * (payload_len // 256) + bytes(payload_len % 256),
+        creation_ms=1,
+    )
+    return fragment_bundle(b, 1)
+
+
+def test_reassembler_ignores_empty_fragments() -> None:
+    # An empty fragment covers nothing; holding it would let a peer grow the
+    # reassembler without bound while pending_bytes stays 0.
+    first = _one_byte_pieces(10_000)[0]
+    r = Reassembler()
+    for off in range(0, 5000):
+        empty = Bundle(
+            replace(first.primary, fragment_offset=off),
+            (*first.blocks[:-1], replace(first.payload_block, data=b"")),
+        )
+        assert r.add(empty) is None
+    assert r.pending_fragments == 0
+
+
+def test_reassembler_drops_a_single_bundle_over_the_byte_bound() -> None:
+    # Overlapping fragments of distinct (offset, length) of ONE bundle must not
+    # grow past max_pending_bytes either.
+    r = Reassembler(max_pending_bytes=100)
+    b = make_bundle(
+        source="ipn:1.1", destination="ipn:9.1", payload=bytes(1000), creation_ms=1
+    )
+    for size in (60, 61, 62):
+        assert r.add(fragment_bundle(b, size)[0]) is None
+        assert r.pending_bytes <= 100
+    assert r.dropped == [b.original_key]
+    assert len(r) <= 1
+
+
+def test_reassembler_bounds_fragment_count() -> None:
+    r = Reassembler(max_pending_fragments=50)
+    pieces = _one_byte_pieces(1000)
+    for f in pieces[:200]:
+        assert r.add(f) is None
+    assert r.pending_fragments <= 50
+    assert r.dropped
+
+
+def test_reassembler_many_small_fragments_any_order() -> None:
+    pieces = _one_byte_pieces(3000)
+    whole = reassemble(pieces)
+    random.Random(7).shuffle(pieces)
+    r = Reassembler()
+    out = [r.add(f) for f in pieces]
+    assert out[-1] == whole
+    assert all(x is None for x in out[:-1])
+    assert len(r) == 0
+    assert r.pending_bytes == 0
+    assert r.pending_fragments == 0
