@@ -312,11 +312,14 @@ class Agent:
 
     # ------------------------------------------------------------------ API
 
-    def register(self, endpoint: str) -> list[Action]:
+    def register(self, endpoint: str, *, now: int | None = None) -> list[Action]:
         """Register local endpoint ``endpoint`` (e.g. ``"ipn:5.1"``).
 
         Returns ``Deliver`` actions for bundles already held for it (from
-        before a restart, or received before registration). Raises
+        before a restart, or received before registration). With ``now``
+        (DTN time, ms), held bundles whose lifetime is over are expired
+        instead of delivered (without it, ``on_tick`` expires them on time
+        but a late tick could let one through). Raises
         :class:`InvalidArgument` for a malformed EID or one of another node.
         """
         eid = parse_eid(endpoint)
@@ -329,7 +332,7 @@ class Agent:
         if waiting:
             with self.store.transaction(durable=False):
                 for key in waiting:
-                    self._hand_over(key, actions)
+                    self._hand_over(key, actions, now)
         return actions
 
     def unregister(self, endpoint: str) -> None:
@@ -689,7 +692,7 @@ class Agent:
                 if e.expiry_ms <= now:
                     self._expire(e, now, actions)
                 elif e.state == BundleState.DELIVERING:
-                    self._hand_over(e.key, actions)
+                    self._hand_over(e.key, actions, now)
                 elif e.state == BundleState.REASSEMBLY:
                     self._recover_fragment(e, now, actions)
                 else:
@@ -989,7 +992,7 @@ class Agent:
         self._entries[key] = e
         heapq.heappush(self._expiry, (expiry, key))
         if state == BundleState.DELIVERING:
-            self._hand_over(key, actions)
+            self._hand_over(key, actions, now)
         elif state == BundleState.REASSEMBLY:
             p = bundle.primary
             assert p.fragment_offset is not None
@@ -1039,9 +1042,13 @@ class Agent:
             return None
         return plain
 
-    def _hand_over(self, key: str, actions: list[Action]) -> None:
+    def _hand_over(self, key: str, actions: list[Action], now: int | None) -> None:
         e = self._entries.get(key)
         if e is None:
+            return
+        if now is not None and e.expiry_ms <= now:
+            # Never deliver after the lifetime (the tick may be late).
+            self._expire(e, now, actions)
             return
         if e.destination not in self._endpoints:
             self._unclaimed.setdefault(e.destination, {})[key] = None
@@ -1154,7 +1161,7 @@ class Agent:
         heapq.heappush(self._expiry, (expiry, key))
         self.counters["reassembled"] += 1
         actions.append(Event("reassembled", key, f"from {len(frags)} fragments"))
-        self._hand_over(key, actions)
+        self._hand_over(key, actions, now)
 
     def _recover_fragment(self, e: _Entry, now: int, actions: list[Action]) -> None:
         data = self.store.get(e.key)
@@ -1272,6 +1279,11 @@ class Agent:
             key = q.popleft()
             e = self._entries.get(key)
             if e is None or e.queued_to != nb or e.tx_id is not None:
+                continue
+            if e.expiry_ms <= now:
+                # Lifetime over, its tick not run yet (contact events come
+                # first at one instant): expire it, never forward it.
+                self._expire(e, now, actions)
                 continue
             wire = self._prepare(e, link, now, actions)
             if wire is _REQUEUED:
