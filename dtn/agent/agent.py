@@ -39,6 +39,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -1187,7 +1188,10 @@ class Agent:
         if plan is None or plan.version == self._plan_version:
             return
         self._plan_version = plan.version
-        # The plan changed: bundles without a route may have one now.
+        # The plan changed: bundles without a route may have one now, and
+        # bundles queued for a neighbour not in contact now were routed over
+        # contacts the new plan may have dropped (they would wait for it
+        # until they expire). Plan changes are rare: O(bundles held) is fine.
         pending = [k for keys in self._unrouted.values() for k in keys]
         self._unrouted.clear()
         for key in pending:
@@ -1195,6 +1199,12 @@ class Agent:
             if e is not None and e.unrouted:
                 e.unrouted = False
                 self._forward(e, now, actions)
+        for nb in [n for n in self._queues if n not in self._links]:
+            for key in self._queues.pop(nb):
+                e = self._entries.get(key)
+                if e is not None and e.queued_to == nb and e.tx_id is None:
+                    e.queued_to = None
+                    self._forward(e, now, actions)
 
     def _retry_unrouted(self, d: int, now: int, actions: list[Action]) -> None:
         """Route the bundles waiting for destination ``d`` again; those still
@@ -1212,9 +1222,12 @@ class Agent:
 
     def _unbook(self, e: _Entry) -> None:
         # A bundle routed but not sent over its contact gives the volume back.
-        if e.booked is not None:
-            self._router.release(e.booked, e.size)
+        booked = e.booked
+        if booked is not None:
             e.booked = None
+            # A contact the plan has since dropped has no volume to give back.
+            with suppress(InvalidArgument):
+                self._router.release(booked, e.size)
 
     def _forward(self, e: _Entry, now: int, actions: list[Action]) -> None:
         """Pick a next hop for ``e`` and queue it there, or hold it unrouted."""
