@@ -37,10 +37,12 @@ from dtn.bpv7.canonical import encode_bundle_age as encode_bundle_age
 from dtn.bpv7.canonical import encode_hop_count as encode_hop_count
 from dtn.bpv7.canonical import encode_previous_node as encode_previous_node
 from dtn.bpv7.eid import DTN_NONE as DTN_NONE
+from dtn.bpv7.eid import IPN_NULL as IPN_NULL
 from dtn.bpv7.eid import DtnEid as DtnEid
 from dtn.bpv7.eid import Eid as Eid
 from dtn.bpv7.eid import IpnEid as IpnEid
 from dtn.bpv7.eid import encode_eid as encode_eid
+from dtn.bpv7.eid import is_null_eid as is_null_eid
 from dtn.bpv7.eid import parse_eid as parse_eid
 from dtn.bpv7.flags import AdminRecordType as AdminRecordType
 from dtn.bpv7.flags import BlockFlags as BlockFlags

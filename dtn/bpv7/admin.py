@@ -29,7 +29,7 @@ from typing import Final
 
 from dtn.bpv7 import cbor
 from dtn.bpv7.bundle import Bundle, make_bundle
-from dtn.bpv7.eid import DTN_NONE, Eid, encode_eid, read_eid
+from dtn.bpv7.eid import Eid, encode_eid, is_null_eid, read_eid
 from dtn.bpv7.flags import AdminRecordType, BundleFlags, CrcType
 from dtn.bpv7.primary import CreationTimestamp, check_uint
 from dtn.errors import DecodeError, InvalidArgument
@@ -333,8 +333,9 @@ def make_status_report(
     ``source`` is the reporting node's administrative endpoint. Returns None when
     no report may be sent: the report-to EID is ``dtn:none``, or the subject is
     itself an administrative record (RFC 9171 5.1: never report on reports).
+    ``ipn:0.0`` counts as ``dtn:none`` (RFC 9758 3.4: the ipn null endpoint).
     """
-    if subject.is_admin_record or subject.primary.report_to == DTN_NONE:
+    if subject.is_admin_record or is_null_eid(subject.primary.report_to):
         return None
     report = status_report_for(subject, kinds, reason=reason, now_ms=now_ms)
     return make_bundle(

@@ -104,6 +104,19 @@ DTN_NONE: Final = DtnEid("none")
 """The null endpoint ``dtn:none``."""
 
 
+IPN_NULL: Final = IpnEid(0, 0)
+"""``ipn:0.0``, the ipn scheme's null endpoint (RFC 9758 3.4)."""
+
+
+def is_null_eid(eid: Eid) -> bool:
+    """True for a null endpoint, which has no members: ``dtn:none`` or ``ipn:0.0``.
+
+    Nothing is ever sent to it (status reports included). ``ipn:0.x`` with
+    x != 0 is an ordinary endpoint.
+    """
+    return eid in (DTN_NONE, IPN_NULL)
+
+
 def parse_eid(text: str) -> Eid:
     """Parse ``"dtn:none"``, ``"dtn://node/demux"`` or ``"ipn:N.S"``.
 

@@ -133,3 +133,44 @@ def test_unknown_record_type_kept_opaque() -> None:
 def test_bad_records_named(hexs: str, message: str) -> None:
     with pytest.raises(DecodeError, match=message):
         decode_admin_record_untrusted(bytes.fromhex(hexs))
+
+
+def test_no_report_to_the_ipn_null_endpoint() -> None:
+    # RFC 9758 3.4: ipn:0.0 is the null endpoint of the ipn scheme, like
+    # dtn:none; a report sent there would only be routed to nowhere.
+    subject = make_bundle(
+        source="ipn:1.1",
+        destination="ipn:2.1",
+        report_to="ipn:0.0",
+        payload=b"x",
+        creation_ms=1,
+        flags=BundleFlags.REPORT_RECEPTION,
+    )
+    assert (
+        make_status_report(
+            subject, {StatusKind.RECEIVED}, now_ms=1, source=IpnEid(2, 0)
+        )
+        is None
+    )
+    # ipn:0.x with x != 0 is an ordinary (if unusual) endpoint: reported to.
+    other = make_bundle(
+        source="ipn:1.1",
+        destination="ipn:2.1",
+        report_to="ipn:0.5",
+        payload=b"x",
+        creation_ms=1,
+    )
+    report = make_status_report(
+        other, {StatusKind.RECEIVED}, now_ms=1, source=IpnEid(2, 0)
+    )
+    assert report is not None
+    assert report.primary.destination == IpnEid(0, 5)
+
+
+def test_is_null_eid() -> None:
+    from dtn.bpv7 import DTN_NONE, is_null_eid, parse_eid
+
+    assert is_null_eid(DTN_NONE)
+    assert is_null_eid(parse_eid("ipn:0.0"))
+    assert not is_null_eid(parse_eid("ipn:0.1"))
+    assert not is_null_eid(parse_eid("dtn://n/"))
