@@ -299,7 +299,8 @@ class Agent:
         self._reroute_at: dict[int, int] = {}
         self._reroute_iv: dict[int, int] = {}
         self._links: dict[int, _Link] = {}
-        self._inflight: dict[int, tuple[str, int]] = {}
+        # tx_id -> (bundle key, neighbour, bytes sent, the link it went on)
+        self._inflight: dict[int, tuple[str, int, int, _Link]] = {}
         # endpoint -> keys of bundles waiting for it to be registered
         self._unclaimed: dict[str, dict[str, None]] = {}
         self._groups: dict[str, _Group] = {}
@@ -537,10 +538,16 @@ class Agent:
         info = self._inflight.pop(tx_id, None)
         if info is None:
             return
-        key, nb = info
+        key, nb, nbytes, sent_on = info
         link = self._links.get(nb)
-        if link is not None and link.inflight > 0:
-            link.inflight -= 1
+        if link is sent_on:
+            # Same contact still open (not one opened since): its window
+            # slot is free again, and a failed transmission's bytes were
+            # not delivered -- give them back to its remaining volume so
+            # the retry fits where it first did.
+            link.inflight = max(0, link.inflight - 1)
+            if not ok:
+                link.remaining_bytes += nbytes
         e = self._entries.get(key)
         if e is not None and e.tx_id == tx_id:
             e.tx_id = None
@@ -1311,7 +1318,7 @@ class Agent:
             e.tx_id = tx
             e.booked = None  # the volume is used now, not just planned
             e.state = BundleState.FORWARDING
-            self._inflight[tx] = (key, nb)
+            self._inflight[tx] = (key, nb, len(wire), link)
             link.inflight += 1
             link.remaining_bytes -= len(wire)
             self.counters["transmits"] += 1

@@ -4,7 +4,7 @@ plan changes under booked bundles, volume of failed transmissions."""
 from __future__ import annotations
 
 from dtn.agent.actions import Deliver, Transmit
-from dtn.agent.agent import Agent
+from dtn.agent.agent import Agent, AgentConfig
 from dtn.agent.store import MemoryStore
 from dtn.bpv7.bundle import decode_bundle_untrusted
 from dtn.routing.contact import Contact
@@ -79,3 +79,50 @@ def test_expiry_of_a_bundle_whose_booked_contact_left_the_plan() -> None:
     acts = a.on_tick(35 * S)
     assert [e.bundle_key for e in events(acts, "expired")] == [key]
     assert a.stored == 0
+
+
+def test_failed_transmission_gives_its_volume_back_to_the_contact() -> None:
+    # Room for two ~1 KB bundles on the contact; the first transmission
+    # fails: it must be retried on the same contact (the bytes it did not
+    # deliver do not count against the volume twice).
+    c = Contact(1, 2, 10, 11, 2_300)
+    a = Agent(node=1, store=MemoryStore(), config=AgentConfig(retry_delay_ms=100))
+    k1 = _send(a, "ipn:2.1", lifetime_ms=3_600 * S, now=S, size=1000)
+    k2 = _send(a, "ipn:2.1", lifetime_ms=3_600 * S, now=S, size=1000)
+    first = of(a.on_contact_start(c, 10 * S), Transmit)
+    assert len(first) == 2
+    a.on_transmit_done(first[1].tx_id, True, 10 * S + 10)
+    a.on_transmit_done(first[0].tx_id, False, 10 * S + 20)
+    retry = of(a.on_tick(10 * S + 200), Transmit)
+    assert [decode_bundle_untrusted(t.data).bundle_key for t in retry] == [k1]
+    assert a.counters["fragmented"] == 0
+    assert not a.holds(k2)
+
+
+def test_failed_transmission_on_a_plan_contact_keeps_one_booking() -> None:
+    # CGR books the contact's volume once per bundle: a retry on the same
+    # contact after a failure must not book it again.
+    c12 = Contact(1, 2, 10, 20, 350)  # 3,500 B of volume
+    plan = ContactPlan([c12, Contact(2, 3, 30, 40, 10_000)])
+    a = Agent(
+        node=1,
+        store=MemoryStore(),
+        plan=plan,
+        config=AgentConfig(retry_delay_ms=100),
+    )
+    k1 = _send(a, "ipn:3.1", lifetime_ms=3_600 * S, now=S, size=1000)
+    (tx,) = of(a.on_contact_start(c12, 10 * S), Transmit)
+    a.on_transmit_done(tx.tx_id, False, 10 * S + 10)
+    (tx2,) = of(a.on_tick(10 * S + 200), Transmit)
+    assert decode_bundle_untrusted(tx2.data).bundle_key == k1
+    a.on_transmit_done(tx2.tx_id, True, 10 * S + 300)
+    # one ~1 KB bundle booked (routes ask for whole KiB): a second one fits
+    k2, acts = a.send(
+        source="ipn:1.1",
+        destination="ipn:3.1",
+        payload=b"y" * 1000,
+        lifetime_ms=3_600 * S,
+        now=11 * S,
+    )
+    sent = of(acts, Transmit)
+    assert [decode_bundle_untrusted(t.data).bundle_key for t in sent] == [k2]
