@@ -13,6 +13,7 @@ Wire form (CDDL, RFC 9171 4.2.5.1)::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -23,6 +24,10 @@ from dtn.errors import DecodeError, InvalidArgument
 URI_SCHEME_DTN: Final = 1
 URI_SCHEME_IPN: Final = 2
 _U64_MAX: Final = (1 << 64) - 1
+# RFC 9171 4.2.5.1.1: node-name = 1*VCHAR, demux = *VCHAR. We accept
+# printable non-ASCII too (spec/bundle.md), but never whitespace or control
+# characters (C0, space, DEL, C1).
+_NOT_VCHAR: Final = re.compile("[\x00-\x20\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +67,9 @@ class DtnEid:
 
     ``ssp`` is ``"none"`` for the null endpoint ``dtn:none``, otherwise
     ``"//node-name/demux"`` (the demux may be empty: ``dtn://n/`` is the node
-    ID). Raises :class:`InvalidArgument` for any other form.
+    ID). Whitespace and control characters are refused (RFC 9171: VCHAR);
+    printable non-ASCII is accepted. Raises :class:`InvalidArgument` for any
+    other form.
     """
 
     ssp: str
@@ -80,6 +87,12 @@ class DtnEid:
         node = ssp[2:].split("/", 1)[0]
         if not node:
             raise InvalidArgument(f"dtn EID has an empty node name: 'dtn:{ssp}'")
+        bad = _NOT_VCHAR.search(ssp)
+        if bad is not None:
+            raise InvalidArgument(
+                f"dtn EID has a control or space character "
+                f"{bad.group()!r} at {bad.start() + 4}: {('dtn:' + ssp)[:60]!r}"
+            )
 
     @property
     def is_none(self) -> bool:

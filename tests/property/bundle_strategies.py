@@ -29,10 +29,17 @@ U64 = st.integers(0, 2**64 - 1)
 SMALL = st.integers(0, 300)  # exercises the 1-, 2- and 3-byte CBOR heads
 UINT = st.one_of(SMALL, U64)
 
+# RFC 9171 4.2.5.1.1 (VCHAR): no whitespace or control characters; we also
+# accept printable non-ASCII (spec/bundle.md).
+_CONTROL_OR_SPACE = "".join(map(chr, [*range(0x21), *range(0x7F, 0xA0)]))
 _name = st.text(
-    st.characters(codec="utf-8", exclude_characters="/"), min_size=1, max_size=12
+    st.characters(codec="utf-8", exclude_characters="/" + _CONTROL_OR_SPACE),
+    min_size=1,
+    max_size=12,
 )
-_demux = st.text(st.characters(codec="utf-8"), max_size=16)
+_demux = st.text(
+    st.characters(codec="utf-8", exclude_characters=_CONTROL_OR_SPACE), max_size=16
+)
 
 eids: st.SearchStrategy[Eid] = st.one_of(
     st.builds(IpnEid, UINT, UINT),

@@ -72,3 +72,33 @@ def test_bad_wire_eids_raise_decode_error(hexs: str, message: str) -> None:
     raw = bytes.fromhex(hexs)
     with pytest.raises(DecodeError, match=message):
         read_eid(raw, 0, len(raw), "here")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "dtn://a b/c",
+        "dtn://n\n/x",
+        "dtn://n/x\r\nforged log line",
+        "dtn://n/\x00",
+        "dtn://n/\x7f",
+        "dtn://n/\x85",
+    ],
+)
+def test_dtn_eid_with_control_or_space_characters_rejected(text: str) -> None:
+    # RFC 9171 4.2.5.1.1: node-name = 1*VCHAR, demux = *VCHAR. Whitespace and
+    # control characters are never part of a dtn URI, and would let a peer
+    # forge log lines or break tools that print EIDs.
+    with pytest.raises(InvalidArgument, match="control or space"):
+        parse_eid(text)
+    ssp = text[4:].encode()
+    raw = b"\x82\x01" + bytes([0x60 + len(ssp)]) + ssp
+    with pytest.raises(DecodeError, match="control or space"):
+        read_eid(raw, 0, len(raw), "here")
+
+
+def test_dtn_eid_non_ascii_printable_accepted() -> None:
+    # Deliberately liberal (spec/bundle.md): internationalised names round-trip.
+    eid = parse_eid("dtn://nöde/ünïcode")
+    raw = encode_eid(eid)
+    assert read_eid(raw, 0, len(raw), "t") == (eid, len(raw))
