@@ -20,7 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dtn.agent.actions import Action, Transmit
+from dtn.agent.agent import Agent
 from dtn.agent.store import MemoryStore
+from dtn.bpv7.bundle import decode_bundle_untrusted
 from dtn.routing.contact import Contact, Range
 from dtn.routing.plan import ContactPlan
 from dtn.sim import (
@@ -244,3 +247,61 @@ def test_ledger_balances_across_crashes_of_sqlite_backed_nodes(
             sim.close()
             digests.append(s.trace_sha256)
     assert digests[0] == digests[1]
+
+
+class _LifetimeCheckingAgent(Agent):
+    """An Agent that fails the test if it emits a Transmit of a bundle whose
+    lifetime is over at that instant (RFC 9171 5.4: an expired bundle is
+    deleted, never forwarded)."""
+
+    def _finish(self, actions: list[Action]) -> None:
+        super()._finish(actions)
+        now = self._last_now
+        for act in actions:
+            if isinstance(act, Transmit):
+                p = decode_bundle_untrusted(act.data).primary
+                assert p.creation.time_ms != 0
+                assert now < p.creation.time_ms + p.lifetime_ms, (
+                    f"{p} transmitted at {now}, after its lifetime"
+                )
+
+    _last_now = 0
+
+    def on_contact_start(self, contact: Contact, now: int) -> list[Action]:
+        self._last_now = now
+        return super().on_contact_start(contact, now)
+
+    def on_transmit_done(self, tx_id: int, ok: bool, now: int) -> list[Action]:
+        self._last_now = now
+        return super().on_transmit_done(tx_id, ok, now)
+
+    def on_tick(self, now: int) -> list[Action]:
+        self._last_now = now
+        return super().on_tick(now)
+
+    def on_receive(self, **kw: Any) -> list[Action]:
+        self._last_now = kw["now"]
+        return super().on_receive(**kw)
+
+    def send(self, **kw: Any) -> tuple[str, list[Action]]:
+        self._last_now = kw["now"]
+        return super().send(**kw)
+
+    def recover(self, now: int) -> list[Action]:
+        self._last_now = now
+        return super().recover(now)
+
+
+def _checking_agent(**kw: Any) -> Agent:
+    return _LifetimeCheckingAgent(**kw)
+
+
+@settings(
+    max_examples=EXAMPLES // 2,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(sc=scenarios())
+def test_nothing_is_transmitted_after_its_lifetime(sc: dict[str, object]) -> None:
+    sim, s = run_once(sc, agent_factory=_checking_agent)
+    check_ledger(sim, s)
