@@ -682,19 +682,7 @@ class Agent:
                     dest_node = _node_of(parse_eid(rec.destination))
                 except DtnError:
                     dest_node = rec.destination
-                e = _Entry(
-                    key=rec.key,
-                    destination=rec.destination,
-                    dest_node=dest_node,
-                    expiry_ms=rec.expiry_ms,
-                    size=rec.size_bytes,
-                    received_ms=rec.received_ms,
-                    prev_node=rec.prev_node,
-                    state=rec.state,
-                    frag_group=rec.frag_group,
-                )
-                self._entries[e.key] = e
-                heapq.heappush(self._expiry, (e.expiry_ms, e.key))
+                self._track(rec, dest_node, None)
             for rec in recs:
                 e = self._entries[rec.key]
                 if e.expiry_ms <= now:
@@ -974,31 +962,18 @@ class Agent:
                 return
             if checked is not bundle:
                 bundle, data = checked, encode_bundle(checked)
-        rec = StoredBundle(
-            key=key,
-            destination=destination,
-            expiry_ms=expiry,
-            state=state,
-            size_bytes=len(data),
-            received_ms=now,
-            prev_node=prev_node,
-            frag_group=group,
-        )
-        self.store.put(rec, data)
-        e = _Entry(
-            key=key,
+        e = self._store_new(
+            key,
+            data,
             destination=destination,
             dest_node=dest_node,
             expiry_ms=expiry,
-            size=len(data),
+            state=state,
             received_ms=now,
             prev_node=prev_node,
-            state=state,
+            flags=int(p.flags),
             frag_group=group,
         )
-        e.flags = int(p.flags)
-        self._entries[key] = e
-        heapq.heappush(self._expiry, (expiry, key))
         if state == BundleState.DELIVERING:
             self._hand_over(key, actions, now)
         elif state == BundleState.REASSEMBLY:
@@ -1009,6 +984,56 @@ class Agent:
             self._add_fragment(e, now, actions)
         else:
             self._forward(e, now, actions)
+
+    def _store_new(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        destination: str,
+        dest_node: int | str,
+        expiry_ms: int,
+        state: BundleState,
+        received_ms: int,
+        prev_node: int | None,
+        flags: int,
+        frag_group: str | None = None,
+        force: bool = False,
+    ) -> _Entry:
+        """Put a new bundle in the store (raises StoreFull unless ``force``)
+        and track it in memory and on the expiry heap."""
+        rec = StoredBundle(
+            key=key,
+            destination=destination,
+            expiry_ms=expiry_ms,
+            state=state,
+            size_bytes=len(data),
+            received_ms=received_ms,
+            prev_node=prev_node,
+            frag_group=frag_group,
+        )
+        self.store.put(rec, data, force=force)
+        return self._track(rec, dest_node, flags)
+
+    def _track(
+        self, rec: StoredBundle, dest_node: int | str, flags: int | None
+    ) -> _Entry:
+        """The in-memory entry of stored bundle ``rec``, on the expiry heap."""
+        e = _Entry(
+            key=rec.key,
+            destination=rec.destination,
+            dest_node=dest_node,
+            expiry_ms=rec.expiry_ms,
+            size=rec.size_bytes,
+            received_ms=rec.received_ms,
+            prev_node=rec.prev_node,
+            state=rec.state,
+            frag_group=rec.frag_group,
+            flags=flags,
+        )
+        self._entries[rec.key] = e
+        heapq.heappush(self._expiry, (rec.expiry_ms, rec.key))
+        return e
 
     # -- delivery and reassembly
 
@@ -1141,32 +1166,20 @@ class Agent:
                 return
             whole = checked
         data = encode_bundle(whole)
-        expiry = max(fe.expiry_ms for fe in entries)
         p = whole.primary
-        rec = StoredBundle(
-            key=key,
-            destination=str(p.destination),
-            expiry_ms=expiry,
-            state=BundleState.DELIVERING,
-            size_bytes=len(data),
-            received_ms=now,
-            prev_node=None,
-        )
         # force: the whole bundle replaces fragments already accepted.
-        self.store.put(rec, data, force=True)
-        e = _Entry(
-            key=key,
-            destination=rec.destination,
+        self._store_new(
+            key,
+            data,
+            destination=str(p.destination),
             dest_node=_node_of(p.destination),
-            expiry_ms=expiry,
-            size=len(data),
+            expiry_ms=max(fe.expiry_ms for fe in entries),
+            state=BundleState.DELIVERING,
             received_ms=now,
             prev_node=None,
-            state=BundleState.DELIVERING,
             flags=int(p.flags),
+            force=True,
         )
-        self._entries[key] = e
-        heapq.heappush(self._expiry, (expiry, key))
         self.counters["reassembled"] += 1
         actions.append(Event("reassembled", key, f"from {len(frags)} fragments"))
         self._hand_over(key, actions, now)
@@ -1411,32 +1424,21 @@ class Agent:
             key = fb.bundle_key
             if key in self._entries:
                 continue  # an identical fragment is already held
-            rec = StoredBundle(
-                key=key,
-                destination=e.destination,
-                expiry_ms=e.expiry_ms,
-                state=BundleState.PENDING,
-                size_bytes=len(data),
-                received_ms=e.received_ms,
-                prev_node=e.prev_node,
-            )
             # force: the fragments replace a bundle already accepted, and
             # refusing them now would lose it.
-            self.store.put(rec, data, force=True)
-            fe = _Entry(
-                key=key,
+            fe = self._store_new(
+                key,
+                data,
                 destination=e.destination,
                 dest_node=e.dest_node,
                 expiry_ms=e.expiry_ms,
-                size=len(data),
+                state=BundleState.PENDING,
                 received_ms=e.received_ms,
                 prev_node=e.prev_node,
-                state=BundleState.PENDING,
-                queued_to=nb,
                 flags=int(fb.primary.flags),
+                force=True,
             )
-            self._entries[key] = fe
-            heapq.heappush(self._expiry, (fe.expiry_ms, key))
+            fe.queued_to = nb
             new_keys.append(key)
         self.counters["fragmented"] += 1
         actions.append(Event("fragmented", e.key, f"into {len(sizes)} fragments"))
