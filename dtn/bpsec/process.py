@@ -113,7 +113,61 @@ def _targets(
                 f"security target {t} is a BCB or the block itself (RFC 9172 3.9)",
                 where=where,
             )
+        if tb.type_code == BIB and sec.type_code == BIB:
+            raise DecodeError(
+                f"security target {t} is a BIB: a BIB never targets a security block "
+                "(RFC 9172 3.7)",
+                where=where,
+            )
         out[t] = tb
+    return out
+
+
+def _check_bcb_flags(sec: CanonicalBlock, asb: AbstractSecurityBlock) -> None:
+    """RFC 9172 3.8: a BCB is never discarded alone (its targets would stay
+    ciphertext for good), and one over the payload is in every fragment."""
+    where = f"block {sec.number} (BCB)"
+    if sec.flags & BlockFlags.DISCARD_IF_UNPROCESSABLE:
+        raise DecodeError(
+            "a BCB must not be flagged 'discard block if unprocessable' (RFC 9172 3.8)",
+            where=where,
+        )
+    if BlockType.PAYLOAD in asb.targets and not sec.flags & BlockFlags.MUST_REPLICATE:
+        raise DecodeError(
+            "a BCB over the payload must be flagged MUST_REPLICATE (RFC 9172 3.8)",
+            where=where,
+        )
+
+
+def _checked(
+    candidates: Iterable[CanonicalBlock],
+    kind: int,
+    blocks: dict[int, CanonicalBlock],
+) -> list[tuple[CanonicalBlock, AbstractSecurityBlock, Targets]]:
+    """Decode the ASB of every ``kind`` block among ``candidates`` and check
+    RFC 9172's rules on it: targets (3.7, 3.8), BCB flags (3.8), and each
+    target protected by at most one block of this kind (3.2).
+    Raises :class:`DecodeError`."""
+    label = "BCB" if kind == BCB else "BIB"
+    out = []
+    seen: dict[int, int] = {}
+    for sec in candidates:
+        if sec.type_code != kind:
+            continue
+        asb = decode_asb_untrusted(sec.data, where=f"block {sec.number} ({label})")
+        targets = _targets(asb, blocks, sec)
+        if kind == BCB:
+            _check_bcb_flags(sec, asb)
+        for t in asb.targets:
+            other = seen.setdefault(t, sec.number)
+            if other != sec.number:
+                raise DecodeError(
+                    f"target {t} is protected by {label}s {other} and {sec.number}: "
+                    "a security service applies to a target at most once "
+                    "(RFC 9172 3.2)",
+                    where=f"block {sec.number} ({label})",
+                )
+        out.append((sec, asb, targets))
     return out
 
 
@@ -145,11 +199,10 @@ def unprotect(bundle: Bundle, keyring: KeyRing) -> tuple[Bundle, list[SecurityRe
     results: list[SecurityResult] = []
     removed: set[int] = set()
     still_encrypted: set[int] = set()
-    for sec in bundle.blocks:
-        if sec.type_code != BCB:
-            continue
-        asb = decode_asb_untrusted(sec.data, where=f"block {sec.number} (BCB)")
-        targets = _targets(asb, blocks, sec)
+    # Every structural rule is checked before any cryptography runs, so a
+    # malformed bundle is a DecodeError whatever keys we hold.
+    bcbs = _checked(bundle.blocks, BCB, blocks)
+    for sec, asb, targets in bcbs:
         handler = BCB_HANDLERS.get(asb.context_id)
         outcome = (
             "unsupported context"
@@ -164,15 +217,14 @@ def unprotect(bundle: Bundle, keyring: KeyRing) -> tuple[Bundle, list[SecurityRe
             blocks[t] = _with_data(blocks[t], plain)
         removed.add(sec.number)
         results.append(_result(sec, asb, None))
-    for number in [b.number for b in bundle.blocks]:
-        sec = blocks[number]
-        if sec.type_code != BIB:
-            continue
-        if number in still_encrypted:
-            # Its ASB is ciphertext; we cannot even say what context it uses.
-            continue
-        asb = decode_asb_untrusted(sec.data, where=f"block {number} (BIB)")
-        targets = _targets(asb, blocks, sec)
+    # A BIB still encrypted is ciphertext: we cannot even say what context
+    # it uses, so it is neither checked nor verified.
+    readable = [
+        blocks[b.number]
+        for b in bundle.blocks
+        if b.type_code == BIB and b.number not in still_encrypted
+    ]
+    for sec, asb, targets in _checked(readable, BIB, blocks):
         reason: str | None
         bib_handler = BIB_HANDLERS.get(asb.context_id)
         if bib_handler is None:
@@ -182,7 +234,7 @@ def unprotect(bundle: Bundle, keyring: KeyRing) -> tuple[Bundle, list[SecurityRe
         else:
             reason = bib_handler(primary_bytes, sec, asb, targets, keyring)
         if reason is None:
-            removed.add(number)
+            removed.add(sec.number)
         results.append(_result(sec, asb, reason))
     kept = tuple(blocks[b.number] for b in bundle.blocks if b.number not in removed)
     return Bundle(bundle.primary, kept), results
@@ -202,6 +254,7 @@ def _unprotect_sealed_payload(
         1,
     ):
         return None
+    _check_bcb_flags(bcb, asb)
     payload = bundle.blocks[-1]
     outcome = nacl_contexts.open_x25519_xchacha(
         encode_primary(bundle.primary), bcb, asb, {1: payload}, keyring
@@ -271,6 +324,8 @@ def verify_and_decrypt(
 
 
 def _resolve(bundle: Bundle, targets: Sequence[int], kind: int) -> Targets:
+    if bundle.is_fragment:
+        raise InvalidArgument("no security block is added to a fragment (RFC 9172 5.2)")
     if not targets:
         raise InvalidArgument("at least one security target is required")
     if len(set(targets)) != len(targets):
@@ -290,6 +345,15 @@ def _resolve(bundle: Bundle, targets: Sequence[int], kind: int) -> Targets:
         if tb.type_code == BCB:
             raise InvalidArgument(
                 f"block {t} is a BCB, which no security block may target (RFC 9172 3.9)"
+            )
+        if kind == BIB and tb.type_code == BIB:
+            raise InvalidArgument(
+                f"block {t} is a BIB, which no BIB may target (RFC 9172 3.7)"
+            )
+        if bundle.is_encrypted(t):
+            raise InvalidArgument(
+                f"block {t} is already the target of a BCB: add the "
+                f"{'BIB' if kind == BIB else 'BCB'} before encrypting (RFC 9172 3.2, 3.9)"
             )
         out[t] = tb
     return out

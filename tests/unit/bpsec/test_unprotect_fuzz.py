@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from crypto import AuthenticationFailed, NodeIdentity, OperatorKey, issue_certificate
 from dtn.bpsec import AbstractSecurityBlock, KeyRing, encode_asb, unprotect
-from dtn.bpv7 import Bundle, CanonicalBlock, IpnEid, make_bundle
+from dtn.bpv7 import BlockFlags, Bundle, CanonicalBlock, IpnEid, make_bundle
 from dtn.errors import DecodeError
 
 ME = NodeIdentity.generate(9, entropy=b"m" * 32)
@@ -96,7 +96,16 @@ def test_out_of_range_integer_parameters_fail_closed() -> None:
             )
             bundle = Bundle(
                 base.primary,
-                (CanonicalBlock(10 + ctx, 3, data=encode_asb(asb)), *base.blocks),
+                (
+                    CanonicalBlock(
+                        10 + ctx,
+                        3,
+                        # RFC 9172 3.8: a BCB over the payload is replicated.
+                        BlockFlags.MUST_REPLICATE if ctx == 2 else BlockFlags.NONE,
+                        data=encode_asb(asb),
+                    ),
+                    *base.blocks,
+                ),
             )
             with pytest.raises(AuthenticationFailed):
                 verify_and_decrypt(bundle, [bytes(16)])

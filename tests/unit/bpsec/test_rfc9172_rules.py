@@ -1,0 +1,130 @@
+"""RFC 9172 structural rules on received security blocks (3.2, 3.7, 3.8) and
+on adding them (3.9, 5.2): a bundle that breaks them is malformed."""
+
+from __future__ import annotations
+
+import pytest
+
+from dtn.bpsec import add_bcb_aes_gcm, add_bib_hmac_sha2, verify_and_decrypt
+from dtn.bpsec.asb import AbstractSecurityBlock, encode_asb
+from dtn.bpv7 import (
+    BlockFlags,
+    Bundle,
+    CanonicalBlock,
+    IpnEid,
+    decode_bundle_untrusted,
+    encode_bundle,
+    fragment_bundle,
+    make_bundle,
+)
+from dtn.errors import DecodeError, InvalidArgument
+
+HMAC_KEY = bytes(range(16))
+AES_KEY = bytes(range(32))
+SRC = IpnEid(1, 0)
+
+
+def _plain() -> Bundle:
+    return make_bundle(
+        source="ipn:1.1",
+        destination="ipn:2.1",
+        payload=b"secret payload",
+        creation_ms=1000,
+        hop_limit=30,
+    )
+
+
+def _sec_block(
+    kind: int, number: int, targets: tuple[int, ...], flags: BlockFlags, ctx: int = 1
+) -> CanonicalBlock:
+    asb = AbstractSecurityBlock(
+        targets=targets,
+        context_id=ctx,
+        source=SRC,
+        results=tuple(((1, bytes(16)),) for _ in targets),
+    )
+    return CanonicalBlock(kind, number, flags, data=encode_asb(asb))
+
+
+def _with(b: Bundle, *extra: CanonicalBlock) -> Bundle:
+    # Through the wire, as a peer would send it.
+    return decode_bundle_untrusted(
+        encode_bundle(Bundle(b.primary, (*extra, *b.blocks)))
+    )
+
+
+def test_two_bibs_over_one_target_are_malformed() -> None:
+    # RFC 9172 3.2: the same service is applied to a target at most once.
+    b = add_bib_hmac_sha2(_plain(), key=HMAC_KEY, source=SRC)
+    b = _with(b, _sec_block(11, 20, (1,), BlockFlags.NONE))
+    with pytest.raises(DecodeError, match="at most once"):
+        verify_and_decrypt(b, [HMAC_KEY])
+
+
+def test_two_bcbs_over_one_target_are_malformed() -> None:
+    b = add_bcb_aes_gcm(_plain(), key=AES_KEY, source=SRC)
+    b = _with(b, _sec_block(12, 20, (1,), BlockFlags.MUST_REPLICATE))
+    with pytest.raises(DecodeError, match="at most once"):
+        verify_and_decrypt(b, [AES_KEY])
+
+
+def test_a_bib_over_another_bib_is_malformed() -> None:
+    # RFC 9172 3.7: a BIB never targets a security block (BIB or BCB).
+    b = add_bib_hmac_sha2(_plain(), key=HMAC_KEY, source=SRC)
+    bib = next(x for x in b.blocks if x.type_code == 11)
+    b = _with(b, _sec_block(11, 20, (bib.number,), BlockFlags.NONE))
+    with pytest.raises(DecodeError, match="security block"):
+        verify_and_decrypt(b, [HMAC_KEY])
+
+
+def test_a_bcb_over_the_payload_without_must_replicate_is_malformed() -> None:
+    # RFC 9172 3.8: else a fragment would carry ciphertext without its BCB.
+    b = add_bcb_aes_gcm(_plain(), key=AES_KEY, source=SRC)
+    blocks = tuple(
+        CanonicalBlock(x.type_code, x.number, BlockFlags.NONE, x.crc_type, x.data)
+        if x.type_code == 12
+        else x
+        for x in b.blocks
+    )
+    with pytest.raises(DecodeError, match="MUST_REPLICATE"):
+        verify_and_decrypt(_with(Bundle(b.primary, blocks)), [AES_KEY])
+
+
+def test_a_bcb_flagged_discard_if_unprocessable_is_malformed() -> None:
+    # RFC 9172 3.8: discarding the BCB would leave undecryptable ciphertext.
+    b = add_bcb_aes_gcm(_plain(), key=AES_KEY, source=SRC)
+    flags = BlockFlags.MUST_REPLICATE | BlockFlags.DISCARD_IF_UNPROCESSABLE
+    blocks = tuple(
+        CanonicalBlock(x.type_code, x.number, flags, x.crc_type, x.data)
+        if x.type_code == 12
+        else x
+        for x in b.blocks
+    )
+    with pytest.raises(DecodeError, match="discard"):
+        verify_and_decrypt(_with(Bundle(b.primary, blocks)), [AES_KEY])
+
+
+def test_no_bib_added_over_an_encrypted_target() -> None:
+    # RFC 9172 3.9: integrity over ciphertext is refused; sign, then encrypt.
+    b = add_bcb_aes_gcm(_plain(), key=AES_KEY, source=SRC)
+    with pytest.raises(InvalidArgument, match="BCB"):
+        add_bib_hmac_sha2(b, key=HMAC_KEY, source=SRC)
+
+
+def test_no_security_block_added_to_a_fragment() -> None:
+    # RFC 9172 5.2: fragments get no new BIB or BCB.
+    frag = fragment_bundle(_plain(), 5)[0]
+    with pytest.raises(InvalidArgument, match="fragment"):
+        add_bib_hmac_sha2(frag, key=HMAC_KEY, source=SRC)
+    with pytest.raises(InvalidArgument, match="fragment"):
+        add_bcb_aes_gcm(frag, key=AES_KEY, source=SRC)
+
+
+def test_well_formed_bundles_still_verify() -> None:
+    b = add_bib_hmac_sha2(_plain(), key=HMAC_KEY, source=SRC)
+    b = add_bcb_aes_gcm(b, key=AES_KEY, source=SRC, targets=(1,))
+    out, results = verify_and_decrypt(
+        decode_bundle_untrusted(encode_bundle(b)), [HMAC_KEY, AES_KEY]
+    )
+    assert out.payload == b"secret payload"
+    assert all(r.verified for r in results)
