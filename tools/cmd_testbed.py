@@ -86,6 +86,11 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="end-to-end security on: an operator key, a certified key store per node (workdir/keys)",
     )
+    p.add_argument(
+        "--netns",
+        action="store_true",
+        help="each daemon in its own network namespace behind the emulator (Linux, needs root)",
+    )
     p.set_defaults(func=run)
 
 
@@ -132,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
             lifetime_s=args.lifetime,
             log_level="warning",
             secure=args.secure,
+            netns=args.netns,
         )
         try:
             tb = Testbed(opts)

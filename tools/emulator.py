@@ -148,6 +148,9 @@ class Emulator:
     host: str = "127.0.0.1"
     clock: Callable[[], float] = time.time
     socks: dict[tuple[int, int], socket.socket] = field(default_factory=dict)
+    hosts: dict[int, str] = field(default_factory=dict)
+    """Per node ``a``: the address the sockets ``port(a, b)`` bind to (the
+    emulator's side of ``a``'s network namespace link); default ``host``."""
 
     def bind(
         self, ports: dict[tuple[int, int], int] | None = None
@@ -159,7 +162,7 @@ class Emulator:
             for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                 with contextlib.suppress(OSError):
                     s.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
-            s.bind((self.host, (ports or {}).get(pair, 0)))
+            s.bind((self.hosts.get(pair[0], self.host), (ports or {}).get(pair, 0)))
             s.setblocking(False)
             self.socks[pair] = s
         return {p: s.getsockname()[:2] for p, s in self.socks.items()}

@@ -23,6 +23,7 @@ import random
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -58,6 +59,9 @@ class TestbedOptions:
     secure: bool = False
     """Make an operator key and one key store per node (``workdir/keys``),
     certify every node, and run every daemon with ``[security]`` on."""
+    netns: bool = False
+    """Run each daemon in its own network namespace (Linux, root), joined to
+    the emulator by a veth pair; see :class:`NetnsHosts`."""
 
 
 @dataclass(slots=True)
@@ -88,6 +92,79 @@ def _free_udp_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
+class NetnsHosts:
+    """One network namespace per node, made and always removed by us.
+
+    Node ``k``-th gets namespace ``dcis<pid>n<node>`` and a veth pair: the
+    emulator's end in the root namespace has ``10.213.<pid % 256>.<4k+1>/30``,
+    the daemon's end (``eth0``) ``.<4k+2>``. Daemons listen on their own
+    address, port 4556, and reach the emulator only through their veth: a
+    daemon cannot talk to another except through the emulator. Needs ``ip``
+    (iproute2) and CAP_NET_ADMIN; raises RuntimeError otherwise (after
+    removing whatever it made).
+    """
+
+    PORT = 4556
+
+    def __init__(self, nodes: list[int]) -> None:
+        if len(nodes) > 63:
+            raise RuntimeError("network namespaces: at most 63 nodes")
+        pid = os.getpid()
+        net = f"10.213.{pid % 256}"
+        self.names = {n: f"dcis{pid}n{n}" for n in nodes}
+        self.outer = {n: f"{net}.{4 * k + 1}" for k, n in enumerate(nodes)}
+        self.inner = {n: f"{net}.{4 * k + 2}" for k, n in enumerate(nodes)}
+        self._veth = {n: f"dc{pid % 100000}x{k}" for k, n in enumerate(nodes)}
+        self._made: list[str] = []
+
+    @staticmethod
+    def _ip(*args: str) -> None:
+        r = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"ip {' '.join(args)}: {r.stderr.strip()}")
+
+    def create(self) -> None:
+        """Make every namespace and link (synchronous: a few ``ip`` calls each)."""
+        try:
+            for n, ns in self.names.items():
+                self._ip("netns", "add", ns)
+                self._made.append(ns)
+                veth = self._veth[n]
+                self._ip(
+                    "link",
+                    "add",
+                    veth,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "netns",
+                    ns,
+                )
+                self._ip("addr", "add", f"{self.outer[n]}/30", "dev", veth)
+                self._ip("link", "set", veth, "up")
+                self._ip("-n", ns, "addr", "add", f"{self.inner[n]}/30", "dev", "eth0")
+                self._ip("-n", ns, "link", "set", "eth0", "up")
+                self._ip("-n", ns, "link", "set", "lo", "up")
+        except BaseException:
+            self.remove()
+            raise
+
+    def remove(self) -> None:
+        """Delete the namespaces (their veth pairs go with them). Never raises."""
+        while self._made:
+            ns = self._made.pop()
+            with contextlib.suppress(OSError):
+                subprocess.run(
+                    ["ip", "netns", "del", ns], capture_output=True, check=False
+                )
+
+    def prefix(self, node: int) -> list[str]:
+        """Command prefix that runs a program in ``node``'s namespace."""
+        return ["ip", "netns", "exec", self.names[node]]
+
+
 class Testbed:
     """N daemons on loopback behind the link emulator (see the module docstring).
 
@@ -111,6 +188,7 @@ class Testbed:
         self._nursery: trio.Nursery | None = None
         self._addrs: dict[int, tuple[str, int]] = {}
         self.restarts = 0
+        self.netns: NetnsHosts | None = None
 
     # ------------------------------------------------------------ paths
 
@@ -136,7 +214,15 @@ class Testbed:
     async def running(self) -> AsyncIterator[Testbed]:
         """Start the emulator and every daemon; stop them all on exit."""
         opts = self.opts
-        await trio.to_thread.run_sync(self._write_configs)
+        if opts.netns:
+            self.netns = NetnsHosts(self.nodes)
+            await trio.to_thread.run_sync(self.netns.create)
+        try:
+            await trio.to_thread.run_sync(self._write_configs)
+        except BaseException:
+            if self.netns is not None:
+                self.netns.remove()
+            raise
         assert self._emu is not None
         try:
             async with trio.open_nursery() as nursery:
@@ -161,14 +247,28 @@ class Testbed:
         finally:
             self._nursery = None
             self._emu.close()
+            if self.netns is not None:
+                self.netns.remove()
             del opts
 
     def _write_configs(self) -> None:
         opts = self.opts
         opts.workdir.mkdir(parents=True, exist_ok=True)
-        self._addrs = {n: (self.host, _free_udp_port(self.host)) for n in self.nodes}
+        ns = self.netns
+        if ns is not None:
+            self._addrs = {n: (ns.inner[n], ns.PORT) for n in self.nodes}
+        else:
+            self._addrs = {
+                n: (self.host, _free_udp_port(self.host)) for n in self.nodes
+            }
         self.epoch_unix_s = time.time() + opts.start_margin_s
-        self._emu = Emulator(self.model, self._addrs, self.epoch_unix_s, host=self.host)
+        self._emu = Emulator(
+            self.model,
+            self._addrs,
+            self.epoch_unix_s,
+            host=self.host,
+            hosts=dict(ns.outer) if ns is not None else {},
+        )
         relay = self._emu.bind()
         neighbours: dict[int, set[int]] = {n: set() for n in self.nodes}
         for a, b in self.model.links:
@@ -210,6 +310,7 @@ class Testbed:
         try:
             proc = await trio.lowlevel.open_process(
                 [
+                    *(self.netns.prefix(node) if self.netns is not None else []),
                     sys.executable,
                     "-m",
                     "tools.dtn_node",
