@@ -323,9 +323,20 @@ def verify_and_decrypt(
 # -- adding security blocks ----------------------------------------------
 
 
-def _resolve(bundle: Bundle, targets: Sequence[int], kind: int) -> Targets:
+def _check_addable(bundle: Bundle, target: int, kind: int) -> None:
+    """Refuse a new security operation on a fragment (RFC 9172 5.2) or over
+    a target a BCB already encrypts (3.2, 3.9). Raises InvalidArgument."""
     if bundle.is_fragment:
         raise InvalidArgument("no security block is added to a fragment (RFC 9172 5.2)")
+    if target and bundle.is_encrypted(target):
+        raise InvalidArgument(
+            f"block {target} is already the target of a BCB: add the "
+            f"{'BIB' if kind == BIB else 'BCB'} before encrypting (RFC 9172 3.2, 3.9)"
+        )
+
+
+def _resolve(bundle: Bundle, targets: Sequence[int], kind: int) -> Targets:
+    _check_addable(bundle, 0, kind)
     if not targets:
         raise InvalidArgument("at least one security target is required")
     if len(set(targets)) != len(targets):
@@ -350,11 +361,7 @@ def _resolve(bundle: Bundle, targets: Sequence[int], kind: int) -> Targets:
             raise InvalidArgument(
                 f"block {t} is a BIB, which no BIB may target (RFC 9172 3.7)"
             )
-        if bundle.is_encrypted(t):
-            raise InvalidArgument(
-                f"block {t} is already the target of a BCB: add the "
-                f"{'BIB' if kind == BIB else 'BCB'} before encrypting (RFC 9172 3.2, 3.9)"
-            )
+        _check_addable(bundle, t, kind)
         out[t] = tb
     return out
 
@@ -464,6 +471,7 @@ def add_bcb_x25519(
     if block_number is None and tuple(targets) == (1,):
         # The per-bundle case (every bundle a DCiS node originates): one
         # target, the payload; same bytes as the general path below.
+        _check_addable(bundle, 1, BCB)
         blocks = bundle.blocks
         number = max(b.number for b in blocks) + 1
         flags = BlockFlags.MUST_REPLICATE  # RFC 9172 3.9, as _header sets it

@@ -128,3 +128,17 @@ def test_well_formed_bundles_still_verify() -> None:
     )
     assert out.payload == b"secret payload"
     assert all(r.verified for r in results)
+
+
+def test_x25519_fast_path_applies_the_same_adding_rules() -> None:
+    from crypto.keys import NodeIdentity
+    from dtn.bpsec import add_bcb_x25519
+
+    me = NodeIdentity.generate(1, entropy=b"a" * 32)
+    peer = NodeIdentity.generate(2, entropy=b"b" * 32)
+    frag = fragment_bundle(_plain(), 5)[0]
+    with pytest.raises(InvalidArgument, match="fragment"):
+        add_bcb_x25519(frag, identity=me, recipient_kx_public=peer.kx_public)
+    sealed = add_bcb_x25519(_plain(), identity=me, recipient_kx_public=peer.kx_public)
+    with pytest.raises(InvalidArgument, match="BCB"):
+        add_bcb_x25519(sealed, identity=me, recipient_kx_public=peer.kx_public)
