@@ -1324,6 +1324,11 @@ class Agent:
             if wire is None:
                 if key in self._entries and e.queued_to == nb:
                     skipped.append(key)  # does not fit this contact: keep it queued
+                    if len(skipped) >= window:
+                        # The contact is (nearly) full: looking further down
+                        # a long queue for a bundle small enough would cost
+                        # a decode per queued bundle on every call.
+                        break
                 continue
             assert isinstance(wire, bytes)
             tx = self._next_tx

@@ -3,10 +3,12 @@ plan changes under booked bundles, volume of failed transmissions."""
 
 from __future__ import annotations
 
+import pytest
+
 from dtn.agent.actions import Deliver, Transmit
 from dtn.agent.agent import Agent, AgentConfig
 from dtn.agent.store import MemoryStore
-from dtn.bpv7.bundle import decode_bundle_untrusted
+from dtn.bpv7.bundle import Bundle, decode_bundle_untrusted
 from dtn.routing.contact import Contact
 from dtn.routing.plan import ContactPlan
 from tests.unit.agent.helpers import events, link, of
@@ -126,3 +128,30 @@ def test_failed_transmission_on_a_plan_contact_keeps_one_booking() -> None:
     )
     sent = of(acts, Transmit)
     assert [decode_bundle_untrusted(t.data).bundle_key for t in sent] == [k2]
+
+
+def test_a_full_contact_does_not_rescan_the_whole_queue_per_bundle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 400 bundles queued for a contact with room for one: every later bundle
+    # routed to that neighbour (and every transmit outcome) serves the queue
+    # again. The work per call must be bounded by the window, not by the
+    # queue's length (no decode of every queued bundle each time).
+    a = Agent(node=1, store=MemoryStore(), config=AgentConfig(window=8))
+    for _ in range(400):
+        _send(a, "ipn:2.1", lifetime_ms=3_600 * S, now=S, size=1000)
+    c = Contact(1, 2, 10, 11, 1_200)
+    assert len(of(a.on_contact_start(c, 10 * S), Transmit)) == 1
+    decodes = 0
+    real = decode_bundle_untrusted
+
+    def counting(data: bytes | memoryview) -> Bundle:
+        nonlocal decodes
+        decodes += 1
+        return real(data)
+
+    monkeypatch.setattr("dtn.agent.agent.decode_bundle_untrusted", counting)
+    for i in range(20):
+        _send(a, "ipn:2.1", lifetime_ms=3_600 * S, now=10 * S + i, size=1000)
+    assert decodes <= 20 * (8 + 2)
+    assert a.stored == 420  # one in flight, the rest held for the next contact
