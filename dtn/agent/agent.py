@@ -242,6 +242,9 @@ class _Group:
     parts: dict[str, tuple[int, int]] = field(
         default_factory=dict
     )  # key -> (offset, length)
+    # Sum of the parts' lengths: the union cannot cover ``total`` before
+    # this does, so the (sorting) coverage check waits for it.
+    length_sum: int = 0
 
 
 def _node_of(eid: Eid) -> int | str:
@@ -1115,7 +1118,11 @@ class Agent:
         g = self._groups.get(e.frag_group)
         if g is None:
             g = self._groups[e.frag_group] = _Group(total=total)
+        old = g.parts.get(e.key)
+        g.length_sum += length - (old[1] if old is not None else 0)
         g.parts[e.key] = (off, length)
+        if g.length_sum < g.total:
+            return  # O(1) per fragment until the pieces could cover the ADU
         # Covered? Sort the (few) parts; fragments overlap legitimately
         # after refragmentation, so check the union.
         reach = 0
@@ -1465,7 +1472,9 @@ class Agent:
         if e.frag_group is not None:
             g = self._groups.get(e.frag_group)
             if g is not None:
-                g.parts.pop(e.key, None)
+                part = g.parts.pop(e.key, None)
+                if part is not None:
+                    g.length_sum -= part[1]
                 if not g.parts:
                     del self._groups[e.frag_group]
         waiting = self._unclaimed.get(e.destination)
