@@ -615,7 +615,8 @@ class Simulator:
             src=src,
             dst=dst,
             sent_us=self._now_us,
-            expires_us=self._now_us + lifetime_us,
+            # The agent's end of life: creation is stamped in whole ms.
+            expires_us=(self._now_us // 1000 + lifetime_us // 1000) * 1000,
         )
         self.trace.record(self._now_us, "send", src, dst, size_bytes, key)
         self._apply(nd, actions)
@@ -823,7 +824,7 @@ class Simulator:
                 self._latencies.append(self._now_us - rec.sent_us)
             else:
                 self._counts["duplicates"] += 1
-            if self._now_us > rec.expires_us:
+            if self._now_us >= rec.expires_us:  # expired when now >= expiry
                 self._counts["late"] += 1
         if self._deliver_listener is not None:
             self._deliver_listener(nd.num, d)

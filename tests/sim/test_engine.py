@@ -341,3 +341,20 @@ def test_deliver_listener_sees_real_payloads_and_can_reply() -> None:
     s = sim.run()
     assert got == [(2, b"ping"), (1, b"pong")]
     assert (s.sent, s.delivered) == (2, 2)
+
+
+def test_delivery_at_the_agents_expiry_millisecond_counts_as_late() -> None:
+    # Sent 0.5 ms into plan time: the agent stamps creation at ms 0, so its
+    # lifetime (10 s) ends at 10.000 s, not at 10.0005 s. The fake agent
+    # delivers whatever arrives; arriving at 10.000001 s is after the
+    # bundle's lifetime and the summary must say so.
+    plan = FakePlan([Contact(1, 2, 10, 20, 1e9)], [Range(1, 2, 0, 1000, 0.0)])
+    sim, _ = make_sim(
+        plan,
+        routes={(1, 2): 2},
+        lifetime_s=10.0,
+        traffic=[TrafficItem(at_s=0.0005, src=1, dst=2, size_bytes=10)],
+    )
+    s = sim.run()
+    assert s.delivered == 1
+    assert s.delivered_after_lifetime == 1

@@ -148,7 +148,7 @@ def check_ledger(sim: Simulator, s: SimSummary) -> None:
         assert rec.deliveries <= 1, f"{rec.key} delivered {rec.deliveries} times"
         if rec.deliveries:
             assert rec.first_delivery_us is not None
-            assert rec.first_delivery_us <= rec.expires_us, (
+            assert rec.first_delivery_us < rec.expires_us, (
                 f"{rec.key} delivered after its lifetime"
             )
         elif not rec.expired:

@@ -131,7 +131,7 @@ class SimMachine(RuleBasedStateMachine):
             assert rec.deliveries <= 1, rec
             if rec.deliveries:
                 assert rec.first_delivery_us is not None
-                assert rec.first_delivery_us <= rec.expires_us
+                assert rec.first_delivery_us < rec.expires_us
             elif not rec.expired:
                 assert rec.key in held, (
                     f"{rec.key}: not delivered, not expired, held nowhere"
