@@ -601,6 +601,17 @@ class Agent:
             self._remove(e)
             self.counters["delivered"] += 1
             actions.append(Event("delivered", bundle_key, e.destination))
+            group = self._groups.get(bundle_key)
+            if group is not None:
+                # Fragments of it that came before it did (another path sent
+                # it whole): duplicates now, not worth their space until
+                # they expire.
+                for key in list(group.parts):
+                    fe = self._entries.get(key)
+                    if fe is not None:
+                        self._remove(fe)
+                        self.counters["duplicates"] += 1
+                        actions.append(Event("duplicate", key, "delivered whole"))
         self._finish(actions)
         return actions
 

@@ -8,7 +8,8 @@ import pytest
 from dtn.agent.actions import Deliver, Transmit
 from dtn.agent.agent import Agent, AgentConfig
 from dtn.agent.store import MemoryStore
-from dtn.bpv7.bundle import Bundle, decode_bundle_untrusted
+from dtn.bpv7.bundle import Bundle, decode_bundle_untrusted, encode_bundle, make_bundle
+from dtn.bpv7.fragment import fragment_bundle
 from dtn.routing.contact import Contact
 from dtn.routing.plan import ContactPlan
 from tests.unit.agent.helpers import events, link, of
@@ -155,3 +156,28 @@ def test_a_full_contact_does_not_rescan_the_whole_queue_per_bundle(
         _send(a, "ipn:2.1", lifetime_ms=3_600 * S, now=10 * S + i, size=1000)
     assert decodes <= 20 * (8 + 2)
     assert a.stored == 420  # one in flight, the rest held for the next contact
+
+
+def test_fragments_of_a_bundle_delivered_whole_do_not_linger_until_expiry() -> None:
+    # One fragment arrives, then the whole bundle (another path did not
+    # fragment it): the whole one is delivered; the lone fragment is a
+    # duplicate from then on and must not hold store space until it expires.
+    whole = make_bundle(
+        source="ipn:1.1",
+        destination="ipn:2.1",
+        payload=b"z" * 1000,
+        creation_ms=S,
+        lifetime_ms=3_600 * S,
+    )
+    first, _ = fragment_bundle(whole, [400, 600])
+    a = Agent(node=2, store=MemoryStore())
+    a.register("ipn:2.1")
+    a.on_receive(cla="t", neighbor=1, data=encode_bundle(first), now=2 * S)
+    (d,) = of(
+        a.on_receive(cla="t", neighbor=1, data=encode_bundle(whole), now=3 * S),
+        Deliver,
+    )
+    assert d.payload == b"z" * 1000
+    a.on_delivered(d.bundle_key, 3 * S)
+    assert a.stored == 0
+    assert len(a.store) == 0
