@@ -84,6 +84,11 @@ class Bundle:
                     raise InvalidArgument(
                         f"block {b.number}: only one payload block is allowed, and it comes last"
                     )
+            problem = repeated_block_problem(
+                [b for b in blocks if b.type_code in CHECKED_BLOCK_TYPES]
+            )
+            if problem is not None:
+                raise InvalidArgument(problem)
         problem = fragment_extent_problem(self.primary, len(last.data))
         if problem is not None:
             raise InvalidArgument(problem)
@@ -182,6 +187,21 @@ class Bundle:
     def next_block_number(self) -> int:
         """The smallest unused block number above every present one."""
         return max(b.number for b in self.blocks) + 1
+
+
+def repeated_block_problem(blocks: Iterable[CanonicalBlock]) -> str | None:
+    """Why ``blocks`` (previous node, bundle age, hop count blocks) repeat a
+    type, or None. RFC 9171 4.4.1-4.4.3 allow at most one of each: with two
+    hop count blocks, nodes could disagree on which one limits the bundle."""
+    seen: set[int] = set()
+    for b in blocks:
+        if b.type_code in seen:
+            return (
+                f"block {b.number}: at most one block of type {b.type_code} "
+                "per bundle (RFC 9171 4.4)"
+            )
+        seen.add(b.type_code)
+    return None
 
 
 def fragment_extent_problem(primary: PrimaryBlock, payload_length: int) -> str | None:
@@ -310,6 +330,10 @@ def _decode(data: bytes | bytearray | memoryview, max_blocks: int) -> Bundle:
         raise DecodeError(
             f"{end - pos} bytes after the end of the bundle", where="bundle"
         )
+    if len(deferred) > 1:
+        problem = repeated_block_problem(deferred)
+        if problem is not None:
+            raise DecodeError(problem, where="bundle")
     if deferred:
         encrypted = bcb_targets(blocks) if has_bcb else frozenset()
         for block in deferred:

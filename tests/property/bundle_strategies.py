@@ -101,6 +101,9 @@ def extension_block(draw: st.DrawFn, number: int) -> CanonicalBlock:
     return CanonicalBlock(t, number, draw(block_flags), draw(crc_types), data)
 
 
+_ONCE = (BlockType.PREVIOUS_NODE, BlockType.BUNDLE_AGE, BlockType.HOP_COUNT)
+
+
 @st.composite
 def bundles(
     draw: st.DrawFn,
@@ -117,7 +120,16 @@ def bundles(
             max_size=5,
         )
     )
-    blocks = [draw(extension_block(n)) for n in numbers]
+    blocks = []
+    once: set[int] = set()
+    for n in numbers:
+        block = draw(extension_block(n))
+        if block.type_code in _ONCE:
+            # RFC 9171 4.4: at most one previous node, age and hop count block.
+            if block.type_code in once:
+                continue
+            once.add(block.type_code)
+        blocks.append(block)
     payload = draw(st.binary(min_size=min_payload, max_size=max_payload))
     if primary.fragment_offset is not None and primary.total_adu_length is not None:
         # RFC 9171 5.8: the fragment's bytes lie inside the original ADU.

@@ -56,3 +56,43 @@ def test_bundle_constructor_rejects_fragment_past_total_adu_length() -> None:
     primary = replace(last.primary, fragment_offset=90, total_adu_length=50)
     with pytest.raises(InvalidArgument, match="total ADU length"):
         Bundle(primary, last.blocks)
+
+
+@pytest.mark.parametrize("block_type", [6, 7, 10])
+def test_second_previous_node_age_or_hop_count_block_is_malformed(
+    block_type: int,
+) -> None:
+    # RFC 9171 4.4.1-4.4.3: at most one occurrence of each. Two hop count
+    # blocks would let nodes disagree on which one limits the bundle.
+    from dtn.bpv7 import CanonicalBlock, HopCount, IpnEid
+    from dtn.bpv7.canonical import (
+        encode_bundle_age,
+        encode_hop_count,
+        encode_previous_node,
+    )
+
+    data = {
+        6: encode_previous_node(IpnEid(3, 0)),
+        7: encode_bundle_age(5),
+        10: encode_hop_count(HopCount(10, 1)),
+    }[block_type]
+    base = make_bundle(
+        source="ipn:1.1", destination="ipn:2.1", payload=b"x", creation_ms=5
+    )
+    blocks = (
+        CanonicalBlock(block_type, 2, data=data),
+        CanonicalBlock(block_type, 3, data=data),
+        *base.blocks,
+    )
+    with pytest.raises(InvalidArgument, match="at most one"):
+        Bundle(base.primary, blocks)
+    raw = _bytes_without_checks(_unchecked(base, blocks))
+    with pytest.raises(DecodeError, match="at most one"):
+        decode_bundle_untrusted(raw)
+
+
+def _unchecked(base: Bundle, blocks: tuple[object, ...]) -> Bundle:
+    out = object.__new__(Bundle)
+    object.__setattr__(out, "primary", base.primary)
+    object.__setattr__(out, "blocks", blocks)
+    return out
