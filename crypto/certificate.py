@@ -20,7 +20,7 @@ package never reads a clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cbor2
 
@@ -121,17 +121,9 @@ def issue_certificate(
         issuer=operator.key_id,
         signature=bytes(SIGNATURE_BYTES),
     )
-    sig = operator.sign(unsigned.signed_bytes())
-    return NodeCertificate(
-        node=node,
-        sign_public=sign_public,
-        kx_public=kx_public,
-        not_before_ms=not_before_ms,
-        not_after_ms=not_after_ms,
-        serial=serial,
-        issuer=unsigned.issuer,
-        signature=sig,
-    )
+    # The signature covers every other field (signed_bytes), so it is made
+    # over the certificate with a placeholder and then put in its place.
+    return replace(unsigned, signature=operator.sign(unsigned.signed_bytes()))
 
 
 def encode_certificate(cert: NodeCertificate) -> bytes:

@@ -22,7 +22,7 @@ Wire format (CBOR; CDDL in spec/security.md)::
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cbor2
 
@@ -113,14 +113,7 @@ def issue_revocation_list(
         issuer=operator.key_id,
         signature=bytes(SIGNATURE_BYTES),
     )
-    return RevocationList(
-        version=unsigned.version,
-        issued_ms=unsigned.issued_ms,
-        nodes=unsigned.nodes,
-        serials=unsigned.serials,
-        issuer=unsigned.issuer,
-        signature=operator.sign(unsigned.signed_bytes()),
-    )
+    return replace(unsigned, signature=operator.sign(unsigned.signed_bytes()))
 
 
 def encode_revocation_list(rl: RevocationList) -> bytes:
