@@ -101,43 +101,26 @@ def encode_block_parts(block: CanonicalBlock) -> list[bytes | memoryview]:
     crc_type = block.crc_type
     data = block.data
     uint = cbor.uint
-    if not crc_type:
-        header = b"".join(
-            (
-                b"\x85",
-                uint(block.type_code),
-                uint(block.number),
-                uint(block.flags),
-                b"\x00",
-                cbor.head(2, len(data)),
-            )
-        )
-        return [header, data]
-    if crc_type == 2:
-        header = b"".join(
-            (
-                b"\x86",
-                uint(block.type_code),
-                uint(block.number),
-                uint(block.flags),
-                b"\x02",
-                cbor.head(2, len(data)),
-            )
-        )
-        crc = crc32c_raw(b"\x44\0\0\0\0", crc32c_raw(data, crc32c_raw(header)))
-        return [header, data, b"\x44" + crc.to_bytes(4, "big")]
     header = b"".join(
         (
-            b"\x86",
+            b"\x86" if crc_type else b"\x85",  # the CRC field is the 6th element
             uint(block.type_code),
             uint(block.number),
             uint(block.flags),
-            b"\x01",
+            _CRC_TYPE_BYTE[crc_type],
             cbor.head(2, len(data)),
         )
     )
+    if not crc_type:
+        return [header, data]
+    if crc_type == 2:
+        crc = crc32c_raw(b"\x44\0\0\0\0", crc32c_raw(data, crc32c_raw(header)))
+        return [header, data, b"\x44" + crc.to_bytes(4, "big")]
     crc16 = crc16_raw(b"\x42\0\0", crc16_raw(data, crc16_raw(header)))
     return [header, data, b"\x42" + crc16.to_bytes(2, "big")]
+
+
+_CRC_TYPE_BYTE: Final = (b"\x00", b"\x01", b"\x02")
 
 
 def encode_block(block: CanonicalBlock) -> bytes:
