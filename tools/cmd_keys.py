@@ -330,9 +330,7 @@ def run_issue(args: argparse.Namespace) -> int:
                 )
             target.write_certificate(cert, own=True)
             target.write_operator_public(op.public_key, overwrite=True)
-    except CryptoError as exc:
-        raise CommandError(str(exc)) from exc
-    except ValueError as exc:  # InvalidArgument from the certificate's checks
+    except (CryptoError, ValueError) as exc:  # ValueError: the certificate's checks
         raise CommandError(str(exc)) from exc
     if args.out:
         _write_file(args.out, path.read_bytes())
