@@ -96,7 +96,8 @@ class NetnsHosts:
     """One network namespace per node, made and always removed by us.
 
     Node ``k``-th gets namespace ``dcis<pid>n<node>`` and a veth pair: the
-    emulator's end in the root namespace has ``10.213.<pid % 256>.<4k+1>/30``,
+    emulator's end in the root namespace has ``10.213.<X>.<4k+1>/30`` (X: a /24
+    no other testbed uses, first guess pid % 256),
     the daemon's end (``eth0``) ``.<4k+2>``. Daemons listen on their own
     address, port 4556, and reach the emulator only through their veth: a
     daemon cannot talk to another except through the emulator. Needs ``ip``
@@ -110,7 +111,22 @@ class NetnsHosts:
         if len(nodes) > 63:
             raise RuntimeError("network namespaces: at most 63 nodes")
         pid = os.getpid()
-        net = f"10.213.{pid % 256}"
+        # A /24 no other testbed on this host uses now (pid-based first guess).
+        out = subprocess.run(
+            ["ip", "-o", "-4", "addr", "show"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        third = next(
+            (
+                x % 256
+                for x in range(pid, pid + 256)
+                if f" 10.213.{x % 256}." not in out
+            ),
+            pid % 256,
+        )
+        net = f"10.213.{third}"
         self.names = {n: f"dcis{pid}n{n}" for n in nodes}
         self.outer = {n: f"{net}.{4 * k + 1}" for k, n in enumerate(nodes)}
         self.inner = {n: f"{net}.{4 * k + 2}" for k, n in enumerate(nodes)}
