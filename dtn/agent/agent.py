@@ -334,10 +334,17 @@ class Agent:
         self._endpoints.add(name)
         actions: list[Action] = []
         waiting = self._unclaimed.pop(name, None)
-        if waiting:
+        # A dtn: bundle that came before its endpoint was registered here
+        # was held as unroutable (dtn: names are never forwarded): it is
+        # for this node after all.
+        held = self._unrouted.get(eid.node_id) if isinstance(eid, DtnEid) else None
+        mine = [k for k in held if self._entries[k].destination == name] if held else []
+        if waiting or mine:
             with self.store.transaction(durable=False):
-                for key in waiting:
+                for key in waiting or ():
                     self._hand_over(key, actions, now)
+                for key in mine:
+                    self._make_local(self._entries[key], now, actions)
         return actions
 
     def unregister(self, endpoint: str) -> None:
@@ -705,6 +712,8 @@ class Agent:
                     self._hand_over(e.key, actions, now)
                 elif e.state == BundleState.REASSEMBLY:
                     self._recover_fragment(e, now, actions)
+                elif e.destination in self._endpoints:
+                    self._make_local(e, now, actions)
                 else:
                     if e.state == BundleState.FORWARDING:
                         e.state = BundleState.PENDING
@@ -1121,6 +1130,30 @@ class Agent:
                 bundle_key=key,
             )
         )
+
+    def _make_local(self, e: _Entry, now: int | None, actions: list[Action]) -> None:
+        """Held bundle ``e`` (not in flight) turns out to be for a local
+        endpoint registered since it came: deliver (or reassemble) it
+        (``now`` None: ``register`` was not told the time)."""
+        if e.unrouted:
+            self._unrouted.get(e.dest_node, {}).pop(e.key, None)
+            e.unrouted = False
+        e.queued_to = None
+        self._unbook(e)
+        data = self.store.get(e.key)
+        try:
+            fragment = data is not None and decode_bundle_untrusted(data).is_fragment
+        except DecodeError as exc:
+            self._corrupt(e, exc, actions)
+            return
+        if fragment:
+            e.state = BundleState.REASSEMBLY
+            self.store.set_state(e.key, e.state)
+            self._recover_fragment(e, e.received_ms if now is None else now, actions)
+        else:
+            e.state = BundleState.DELIVERING
+            self.store.set_state(e.key, e.state)
+            self._hand_over(e.key, actions, now)
 
     def _add_fragment(self, e: _Entry, now: int, actions: list[Action]) -> None:
         assert e.frag_group is not None

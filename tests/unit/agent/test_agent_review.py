@@ -181,3 +181,29 @@ def test_fragments_of_a_bundle_delivered_whole_do_not_linger_until_expiry() -> N
     a.on_delivered(d.bundle_key, 3 * S)
     assert a.stored == 0
     assert len(a.store) == 0
+
+
+def test_a_dtn_scheme_bundle_held_before_its_endpoint_registers_is_delivered() -> None:
+    # A bundle for dtn://here/app arrives before the application registers
+    # (it cannot be routed: dtn: destinations are never forwarded). Once
+    # dtn://here/app is registered it must be delivered, also after a restart.
+    b = make_bundle(
+        source="ipn:1.1",
+        destination="dtn://here/app",
+        payload=b"hello",
+        creation_ms=S,
+        lifetime_ms=3_600 * S,
+    )
+    store = MemoryStore()
+    a = Agent(node=2, store=store)
+    a.on_receive(cla="t", neighbor=1, data=encode_bundle(b), now=2 * S)
+    assert a.holds(b.bundle_key)
+    (d,) = of(a.register("dtn://here/app", now=3 * S), Deliver)
+    assert (d.bundle_key, d.payload) == (b.bundle_key, b"hello")
+    # a restart before confirmation hands it over again
+    again = Agent(node=2, store=store)
+    again.register("dtn://here/app")
+    (d2,) = of(again.recover(4 * S), Deliver)
+    assert d2.bundle_key == b.bundle_key
+    again.on_delivered(d2.bundle_key, 4 * S)
+    assert again.stored == 0
