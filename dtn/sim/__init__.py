@@ -6,37 +6,10 @@ reordering, imposed partitions, and node crash/restart. See
 :mod:`dtn.sim.engine` and spec/simulator.md.
 """
 
-from dtn.sim.engine import (
-    SIM_EPOCH,
-    AgentFactory,
-    BundleRecord,
-    Crash,
-    NodeSpec,
-    Partition,
-    PlanLike,
-    SimAgent,
-    SimConfig,
-    SimSummary,
-    Simulator,
-    StoreFactory,
-)
+from dtn.sim import engine
+from dtn.sim.engine import *  # noqa: F403  (the names in engine.__all__)
 from dtn.sim.trace import Trace
 from dtn.sim.traffic import TrafficItem, parse_traffic
 
-__all__ = [
-    "SIM_EPOCH",
-    "AgentFactory",
-    "BundleRecord",
-    "Crash",
-    "NodeSpec",
-    "Partition",
-    "PlanLike",
-    "SimAgent",
-    "SimConfig",
-    "SimSummary",
-    "Simulator",
-    "StoreFactory",
-    "Trace",
-    "TrafficItem",
-    "parse_traffic",
-]
+__all__ = ["Trace", "TrafficItem", "parse_traffic"]
+__all__ += engine.__all__
