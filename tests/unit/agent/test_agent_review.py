@@ -207,3 +207,27 @@ def test_a_dtn_scheme_bundle_held_before_its_endpoint_registers_is_delivered() -
     assert d2.bundle_key == b.bundle_key
     again.on_delivered(d2.bundle_key, 4 * S)
     assert again.stored == 0
+
+
+def test_clockless_bundle_expires_by_its_age_and_carries_its_dwell_on() -> None:
+    # Creation time 0: the lifetime runs from the age block. 5 s old on
+    # arrival with a 10 s lifetime: it may be forwarded 4 s later (age 9 s),
+    # but not 5 s later.
+    b = make_bundle(
+        source="ipn:1.1",
+        destination="ipn:3.1",
+        payload=b"a",
+        creation_ms=0,
+        lifetime_ms=10 * S,
+        bundle_age_ms=5 * S,
+    )
+    for wait_s, goes in ((4, True), (5, False)):
+        a = Agent(node=2, store=MemoryStore())
+        a.on_receive(cla="t", neighbor=1, data=encode_bundle(b), now=100 * S)
+        sent = of(a.on_contact_start(link(2, 3), (100 + wait_s) * S), Transmit)
+        if goes:
+            (tx,) = sent
+            assert decode_bundle_untrusted(tx.data).bundle_age_ms == 9 * S
+        else:
+            assert sent == []
+            assert a.counters["expired"] == 1
