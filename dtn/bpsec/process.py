@@ -28,7 +28,7 @@ from dtn.bpsec.results import KeyRing, SecurityResult
 from dtn.bpsec.scope import ScopeFlags
 from dtn.bpv7.bundle import Bundle
 from dtn.bpv7.canonical import CanonicalBlock
-from dtn.bpv7.eid import Eid
+from dtn.bpv7.eid import Eid, IpnEid, is_null_eid
 from dtn.bpv7.flags import BlockFlags, BlockType, CrcType
 from dtn.bpv7.primary import encode_primary
 from dtn.errors import DecodeError, InvalidArgument
@@ -123,6 +123,17 @@ def _targets(
     return out
 
 
+def _check_source(sec: CanonicalBlock, asb: AbstractSecurityBlock) -> None:
+    """RFC 9172 3.6: the security source is the node that added the block;
+    a null endpoint (``dtn:none``, ``ipn:0.0``) has no members, so no node
+    can have. Raises DecodeError."""
+    if is_null_eid(asb.source):
+        raise DecodeError(
+            f"the security source is a null endpoint ({asb.source}) (RFC 9172 3.6)",
+            where=f"block {sec.number} (type {sec.type_code})",
+        )
+
+
 def _check_bcb_flags(sec: CanonicalBlock, asb: AbstractSecurityBlock) -> None:
     """RFC 9172 3.8: a BCB is never discarded alone (its targets would stay
     ciphertext for good), and one over the payload is in every fragment."""
@@ -155,6 +166,7 @@ def _checked(
         if sec.type_code != kind:
             continue
         asb = decode_asb_untrusted(sec.data, where=f"block {sec.number} ({label})")
+        _check_source(sec, asb)
         targets = _targets(asb, blocks, sec)
         if kind == BCB:
             _check_bcb_flags(sec, asb)
@@ -254,6 +266,7 @@ def _unprotect_sealed_payload(
         1,
     ):
         return None
+    _check_source(bcb, asb)
     _check_bcb_flags(bcb, asb)
     payload = bundle.blocks[-1]
     outcome = nacl_contexts.open_x25519_xchacha(
@@ -379,12 +392,21 @@ def _header(
     return CanonicalBlock(type_code=kind, number=n, flags=flags, crc_type=crc_type)
 
 
+def _refuse_null_source(source: Eid) -> None:
+    if is_null_eid(source):
+        raise InvalidArgument(
+            f"the security source must be a node, not the null endpoint {source} "
+            "(RFC 9172 3.6)"
+        )
+
+
 def _attach(
     bundle: Bundle,
     header: CanonicalBlock,
     asb: AbstractSecurityBlock,
     cipher: dict[int, bytes] | None = None,
 ) -> Bundle:
+    _refuse_null_source(asb.source)
     sec = _with_data(header, encode_asb(asb))
     rest = tuple(
         _with_data(b, cipher[b.number]) if cipher and b.number in cipher else b
@@ -472,6 +494,7 @@ def add_bcb_x25519(
         # The per-bundle case (every bundle a DCiS node originates): one
         # target, the payload; same bytes as the general path below.
         _check_addable(bundle, 1, BCB)
+        _refuse_null_source(IpnEid(identity.node, 0))
         blocks = bundle.blocks
         number = max(b.number for b in blocks) + 1
         flags = BlockFlags.MUST_REPLICATE  # RFC 9172 3.9, as _header sets it

@@ -142,3 +142,24 @@ def test_x25519_fast_path_applies_the_same_adding_rules() -> None:
     sealed = add_bcb_x25519(_plain(), identity=me, recipient_kx_public=peer.kx_public)
     with pytest.raises(InvalidArgument, match="BCB"):
         add_bcb_x25519(sealed, identity=me, recipient_kx_public=peer.kx_public)
+
+
+@pytest.mark.parametrize("null", ["dtn:none", "ipn:0.0"])
+def test_a_null_security_source_is_malformed(null: str) -> None:
+    # RFC 9172 3.6: the security source is the node that added the block; the
+    # null endpoint has no members, so no node can have added it (Hardy
+    # refuses it too).
+    from dtn.bpv7 import parse_eid
+
+    b = _plain()
+    asb = AbstractSecurityBlock(
+        targets=(1,),
+        context_id=1,
+        source=parse_eid(null),
+        results=(((1, bytes(48)),),),
+    )
+    b = _with(b, CanonicalBlock(11, 20, BlockFlags.NONE, data=encode_asb(asb)))
+    with pytest.raises(DecodeError, match="null"):
+        verify_and_decrypt(b, [HMAC_KEY])
+    with pytest.raises(InvalidArgument, match="null"):
+        add_bib_hmac_sha2(_plain(), key=HMAC_KEY, source=parse_eid(null))
