@@ -444,6 +444,11 @@ def add_bib_hmac_sha2(
     return _attach(bundle, header, asb)
 
 
+def _nth_iv(iv: bytes, i: int) -> bytes:
+    # Distinct for distinct i (and iv itself for i == 0).
+    return (int.from_bytes(iv, "big") ^ i).to_bytes(len(iv), "big")
+
+
 def add_bcb_aes_gcm(
     bundle: Bundle,
     *,
@@ -457,7 +462,32 @@ def add_bcb_aes_gcm(
     block_number: int | None = None,
     crc_type: CrcType = CrcType.NONE,
 ) -> Bundle:
-    """Add a BCB-AES-GCM block (RFC 9173 4), encrypting ``targets`` in place."""
+    """Add BCB-AES-GCM (RFC 9173 4), encrypting ``targets`` in place.
+
+    One BCB per target, each with its own IV: a BCB carries one IV, and RFC
+    9173 4.3.1 requires it unique per encryption under a key (one BCB over
+    two targets would encrypt both under the same key and IV, and GCM then
+    leaks the XOR of the plaintexts and its authentication key). A given
+    ``iv`` is used for the first target and varied for the others; a given
+    ``block_number`` numbers the first BCB.
+    """
+    if len(targets) > 1:
+        _resolve(bundle, targets, BCB)  # every target valid before any is sealed
+        out = bundle
+        for i, target in enumerate(targets):
+            out = add_bcb_aes_gcm(
+                out,
+                key=key,
+                source=source,
+                targets=(target,),
+                variant=variant,
+                scope=scope,
+                iv=None if iv is None else _nth_iv(iv, i),
+                kek=kek,
+                block_number=block_number if i == 0 else None,
+                crc_type=crc_type,
+            )
+        return out
     t = _resolve(bundle, targets, BCB)
     header = _header(bundle, BCB, t, block_number, crc_type)
     asb, cipher = rfc9173.aes_gcm_encrypt(

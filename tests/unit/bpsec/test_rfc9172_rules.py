@@ -163,3 +163,29 @@ def test_a_null_security_source_is_malformed(null: str) -> None:
         verify_and_decrypt(b, [HMAC_KEY])
     with pytest.raises(InvalidArgument, match="null"):
         add_bib_hmac_sha2(_plain(), key=HMAC_KEY, source=parse_eid(null))
+
+
+def test_multi_target_aes_gcm_never_reuses_key_and_iv() -> None:
+    # RFC 9173 4.3.1: the IV is unique per encryption under a key. A BCB has
+    # one IV, so one BCB over two targets encrypts both under the same
+    # (key, IV): GCM then leaks the XOR of the plaintexts and its
+    # authentication key. Each target gets its own BCB and IV instead.
+    from dtn.bpsec import decode_asb_untrusted
+
+    b = _plain()
+    hop = b.block_of_type(10)
+    assert hop is not None
+    for iv in (None, bytes(12)):
+        sealed = add_bcb_aes_gcm(
+            b, key=AES_KEY, source=SRC, targets=(hop.number, 1), iv=iv
+        )
+        bcbs = [x for x in sealed.blocks if x.type_code == 12]
+        asbs = [decode_asb_untrusted(x.data) for x in bcbs]
+        assert sorted(a.targets for a in asbs) == sorted([(hop.number,), (1,)])
+        ivs = {a.parameter(1) for a in asbs}
+        assert len(ivs) == 2
+        plain, results = verify_and_decrypt(
+            decode_bundle_untrusted(encode_bundle(sealed)), [AES_KEY]
+        )
+        assert plain == b
+        assert [r.verified for r in results] == [True, True]

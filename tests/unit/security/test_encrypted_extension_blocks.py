@@ -73,7 +73,8 @@ def test_encrypted_hop_count_decodes_and_reads_as_absent() -> None:
     assert got.hop_count is None
     assert got.previous_node == IpnEid(9, 0)
     plain, results = verify_and_decrypt(got, [KEY])
-    assert [r.verified for r in results] == [True]
+    # One BCB per target (RFC 9173 4.3.1: an IV each).
+    assert [r.verified for r in results] == [True, True]
     assert plain.hop_count == HopCount(30, 2)
     assert plain == b
 
