@@ -524,7 +524,8 @@ def add_bcb_x25519(
         # The per-bundle case (every bundle a DCiS node originates): one
         # target, the payload; same bytes as the general path below.
         _check_addable(bundle, 1, BCB)
-        _refuse_null_source(IpnEid(identity.node, 0))
+        if identity.node == 0:  # the source would be ipn:0.0 (RFC 9172 3.6)
+            _refuse_null_source(IpnEid(0, 0))
         blocks = bundle.blocks
         number = max(b.number for b in blocks) + 1
         flags = BlockFlags.MUST_REPLICATE  # RFC 9172 3.9, as _header sets it
