@@ -1385,6 +1385,12 @@ class Agent:
             tx = self._next_tx
             self._next_tx += 1
             e.tx_id = tx
+            if e.booked is not None and e.booked != link.contact:
+                # Booked on a later contact, going on this one: the booking
+                # moves here (a driver's open-ended link is not in the plan).
+                self._unbook(e)
+                with suppress(InvalidArgument):
+                    self._router.consume(link.contact, e.size)
             e.booked = None  # the volume is used now, not just planned
             e.state = BundleState.FORWARDING
             self._inflight[tx] = (key, nb, len(wire), link)

@@ -231,3 +231,25 @@ def test_clockless_bundle_expires_by_its_age_and_carries_its_dwell_on() -> None:
         else:
             assert sent == []
             assert a.counters["expired"] == 1
+
+
+def test_a_bundle_sent_on_an_earlier_contact_than_booked_gives_the_booking_back() -> (
+    None
+):
+    # k1 is booked on the later contact C2 (C1 looked full to the router),
+    # but C1's real volume carries it. C2's volume must not stay charged
+    # for it: a later bundle must still find C2 for itself.
+    c1 = Contact(1, 2, 10, 20, 200)  # 2,000 B
+    c2 = Contact(1, 2, 30, 40, 210)  # 2,100 B: room for one ~1 KB booking
+    plan = ContactPlan([c1, c2])
+    a = Agent(node=1, store=MemoryStore(), plan=plan)
+    _send(a, "ipn:2.1", lifetime_ms=3_600 * S, now=S, size=500)  # books C1
+    _send(a, "ipn:2.1", lifetime_ms=3_600 * S, now=S, size=1000)  # books C2
+    sent = of(a.on_contact_start(c1, 10 * S), Transmit)
+    assert len(sent) == 2  # both went on C1
+    for tx in sent:
+        a.on_transmit_done(tx.tx_id, True, 11 * S)
+    a.on_contact_end(c1, 20 * S)
+    _send(a, "ipn:2.1", lifetime_ms=3_600 * S, now=21 * S, size=1000)
+    # routed over C2 (no reroute timer pending): the next deadline is expiry
+    assert a.next_deadline() == 3_621 * S
