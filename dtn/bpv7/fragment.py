@@ -199,6 +199,14 @@ class Reassembler:
         pend.held_bytes += size
         self.pending_bytes += size
         self.pending_fragments += 1
+        if pend.cover(off, off + size) >= total:
+            try:
+                whole = reassemble(pend.fragments.values())
+            except InvalidArgument:
+                pass  # e.g. fragments disagree on the total: stays pending
+            else:
+                self._drop(key, record=False)
+                return whole
         # Bound what incomplete bundles hold (a peer could send endless
         # fragments of a bundle it never completes): other bundles go first,
         # then this one.
@@ -208,14 +216,7 @@ class Reassembler:
             else:
                 self._drop(key)
                 return None
-        if pend.cover(off, off + size) < total:
-            return None
-        try:
-            whole = reassemble(pend.fragments.values())
-        except InvalidArgument:
-            return None
-        self._drop(key, record=False)
-        return whole
+        return None
 
     def _over_bounds(self) -> bool:
         return (

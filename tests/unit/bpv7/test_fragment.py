@@ -210,3 +210,17 @@ def test_reassembler_many_small_fragments_any_order() -> None:
     assert len(r) == 0
     assert r.pending_bytes == 0
     assert r.pending_fragments == 0
+
+
+def test_reassembler_completes_a_bundle_larger_than_the_byte_bound() -> None:
+    # The bound is on what *incomplete* bundles hold: the fragment that
+    # completes a bundle is not refused for pushing past it.
+    r = Reassembler(max_pending_bytes=100)
+    b = make_bundle(
+        source="ipn:1.1", destination="ipn:9.1", payload=bytes(150), creation_ms=1
+    )
+    first, second = fragment_bundle(b, [90, 60])
+    assert r.add(first) is None
+    assert r.add(second) == b
+    assert r.dropped == []
+    assert r.pending_bytes == 0
