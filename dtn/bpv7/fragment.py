@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from dtn.bpv7.bundle import Bundle
+from dtn.bpv7.eid import is_null_eid
 from dtn.bpv7.flags import BlockFlags, BundleFlags
 from dtn.errors import InvalidArgument
 
@@ -72,6 +73,20 @@ def fragment_bundle(b: Bundle, sizes: int | Sequence[int]) -> list[Bundle]:
     return out
 
 
+def _refuse_anonymous(b: Bundle) -> None:
+    # RFC 9171 4.2.3: a bundle from the null endpoint has no unique ID, so
+    # it must not be fragmented: fragments of two such bundles created in
+    # the same millisecond would share one ID and reassemble into one
+    # corrupt payload. Its source should have set MUST_NOT_FRAGMENT;
+    # fragment_bundle does not refuse it (callers that check only that flag
+    # would fail where they now forward), but nothing reassembles it.
+    if is_null_eid(b.primary.source):
+        raise InvalidArgument(
+            f"a bundle from the null endpoint {b.primary.source} is never "
+            "fragmented or reassembled (RFC 9171 4.2.3: it has no unique ID)"
+        )
+
+
 def reassemble(fragments: Iterable[Bundle]) -> Bundle:
     """Rebuild the original bundle from its fragments (any order, overlaps allowed).
 
@@ -89,6 +104,7 @@ def reassemble(fragments: Iterable[Bundle]) -> Bundle:
         if len(frags) == 1:
             return first
         raise InvalidArgument("a whole bundle among fragments")
+    _refuse_anonymous(first)
     key = first.original_key
     total = first.primary.total_adu_length
     assert total is not None
@@ -181,6 +197,8 @@ class Reassembler:
         """Add one fragment; returns the whole bundle when this completes it, else None."""
         if not fragment.is_fragment:
             return fragment
+        if is_null_eid(fragment.primary.source):
+            return None  # never reassembled: see _refuse_anonymous
         total = fragment.primary.total_adu_length or 0
         size = len(fragment.payload)
         if size == 0 and total > 0:

@@ -15,6 +15,7 @@ from dtn.bpv7 import (
     fragment_bundle,
     reassemble,
 )
+from dtn.bpv7.eid import IpnEid, is_null_eid
 from tests.conftest import IS_CI
 from tests.property.bundle_strategies import bundles
 
@@ -28,6 +29,8 @@ def cut(draw: st.DrawFn) -> tuple[Bundle, list[int]]:
             **{
                 **{f: getattr(p, f) for f in p.__dataclass_fields__},
                 "flags": p.flags & ~BundleFlags.MUST_NOT_FRAGMENT,
+                # RFC 9171 4.2.3: a bundle from a null source is never fragmented.
+                "source": IpnEid(1, 1) if is_null_eid(p.source) else p.source,
             }
         ),
         b.blocks,

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from dtn.bpv7 import (
+    DTN_NONE,
     BlockFlags,
     Bundle,
     BundleFlags,
@@ -224,3 +225,22 @@ def test_reassembler_completes_a_bundle_larger_than_the_byte_bound() -> None:
     assert r.add(second) == b
     assert r.dropped == []
     assert r.pending_bytes == 0
+
+
+def test_fragments_of_anonymous_bundles_are_never_reassembled() -> None:
+    # RFC 9171 4.2.3: a bundle whose source is the null endpoint is not
+    # uniquely identifiable, so it must not be fragmented: fragments of two
+    # such bundles created in the same millisecond would share one ID and
+    # be reassembled into one corrupt payload.
+    named = fragment_bundle(
+        make_bundle(
+            source="ipn:1.1", destination="ipn:9.1", payload=bytes(100), creation_ms=1
+        ),
+        30,
+    )
+    forged = [Bundle(replace(f.primary, source=DTN_NONE), f.blocks) for f in named]
+    r = Reassembler()
+    assert [r.add(f) for f in forged] == [None] * len(forged)
+    assert len(r) == 0
+    with pytest.raises(InvalidArgument, match="null"):
+        reassemble(forged)
