@@ -47,7 +47,7 @@ from dtn.agent.actions import Ack, Action, Deliver, Event, Schedule, Transmit
 from dtn.agent.store import MAX_INT64, BundleState, BundleStore, StoredBundle, StoreFull
 from dtn.bpv7.admin import StatusKind, StatusReason, make_status_report
 from dtn.bpv7.bundle import Bundle, decode_bundle_untrusted, encode_bundle, make_bundle
-from dtn.bpv7.eid import DTN_NONE, DtnEid, Eid, IpnEid, parse_eid
+from dtn.bpv7.eid import DTN_NONE, DtnEid, Eid, IpnEid, is_null_eid, parse_eid
 from dtn.bpv7.flags import BlockType, BundleFlags, CrcType
 from dtn.bpv7.fragment import fragment_bundle, reassemble
 from dtn.bpv7.processing import apply_unprocessable_blocks, update_for_forwarding
@@ -1441,7 +1441,13 @@ class Agent:
             limit = min(limit, mtu)
         if len(wire) <= limit:
             return wire
-        if b.primary.flags & BundleFlags.MUST_NOT_FRAGMENT or b.is_admin_record:
+        # An anonymous bundle (null source) has no unique id, so its fragments
+        # could never be told apart and reassembled (RFC 9171 5.8): never split it.
+        if (
+            b.primary.flags & BundleFlags.MUST_NOT_FRAGMENT
+            or b.is_admin_record
+            or is_null_eid(b.primary.source)
+        ):
             if len(wire) <= link.remaining_bytes:
                 return (
                     wire  # over the MTU but must not be fragmented: the CLA must cope

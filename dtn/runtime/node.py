@@ -291,7 +291,11 @@ class Node:
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
                 self._nursery = nursery
-                self._apply(self.agent.register(f"ipn:{cfg.node}.{ECHO_SERVICE}"))
+                self._apply(
+                    self.agent.register(
+                        f"ipn:{cfg.node}.{ECHO_SERVICE}", now=self.now_ms()
+                    )
+                )
                 self._apply(self.agent.recover(self.now_ms()))
                 nursery.start_soon(self._udp_reader)
                 nursery.start_soon(self._timer_task)
@@ -503,7 +507,7 @@ class Node:
             # connection can lag behind): its confirmations still count.
             old.taken.update(old.unconfirmed)
             old.unconfirmed.clear()
-        actions = agent.register(name)
+        actions = agent.register(name, now=self.now_ms())
         sub = _Subscriber(name, push)
         self._subs[name] = sub
         held = self._held.pop(name, {})

@@ -390,3 +390,25 @@ def test_unrouted_bundles_are_retried_when_booked_volume_is_given_back() -> None
     assert sorted(decode_bundle_untrusted(tx.data).bundle_key for tx in sent) == sorted(
         [k2, k3]
     )
+
+
+def test_an_anonymous_bundle_is_never_fragmented() -> None:
+    # A dtn:none source gives no unique bundle id (RFC 9171 5.8), so its
+    # fragments could never be reassembled: the relay sends it whole.
+    ag = agents(3, config=AgentConfig(max_bundle_bytes=300))
+    net = Net(ag)
+    anon = make_bundle(
+        source="dtn:none",
+        destination="ipn:3.1",
+        payload=b"a" * 1000,
+        creation_ms=0,
+        lifetime_ms=600_000,
+    )
+    net.pump(
+        2, ag[2].on_receive(cla="udp", neighbor=1, data=encode_bundle(anon), now=S)
+    )
+    net.at(2 * S).start(link(2, 3))
+    sent = [decode_bundle_untrusted(t.data) for _, t in net.transmitted]
+    assert len(sent) == 1
+    assert not sent[0].is_fragment
+    assert [d.payload for _, d in net.delivered] == [b"a" * 1000]
