@@ -738,7 +738,7 @@ class Simulator:
         nd.up = True
         nd.ticks = set()
         nd.last_tick_us = -1
-        registered = agent.register(f"ipn:{nd.num}.1", now=self.now)
+        registered = agent.register(f"ipn:{nd.num}.1")
         if isinstance(registered, list):
             self._apply(nd, registered)
         if recover:
