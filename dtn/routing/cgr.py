@@ -25,15 +25,30 @@ from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from dtn.errors import InvalidArgument
 from dtn.routing.contact import Contact
 from dtn.routing.plan import ContactPlan
 
-__all__ = ["Route", "Router", "replay"]
+__all__ = ["Route", "Router", "contact_key", "replay"]
 
 _INF = float("inf")
 _MAXH = 1 << 30  # more hops than any route has
+
+
+# A route's tie-break after arrival and hop count, query-independent and total
+# over contact sequences of one length: for contacts c_1..c_h it is the nested
+# tuple (-T_h, (-T_{h-1}, (..., (-T_1, (), k_1) ...), k_{h-1}), k_h), where T_i
+# is the earliest end among c_1..c_i (T_h is SABR's termination time) and k_i
+# is c_i's canonical key. Nested tuples compare -T_h, ..., -T_1, then
+# k_1, ..., k_h. The search builds the same order with contact ranks.
+Chain = tuple[object, ...]
+
+
+def contact_key(c: Contact) -> tuple[float, float, int, int, float, float]:
+    """A contact's canonical order: start, end, from, to, rate, confidence."""
+    return (c.start_s, c.end_s, c.frm, c.to, c.rate_bytes_s, c.confidence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,18 +62,17 @@ class Route:
     arrival_s: float
     hops: tuple[int, ...]
     contacts: tuple[Contact, ...]
-    _key: tuple[float, int, float, tuple[int, ...]] = field(
-        init=False, repr=False, compare=False
-    )
+    _key: tuple[float, int, Chain] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.hops) != len(self.contacts) + 1:
             raise InvalidArgument("a route has one more hop than contacts")
-        object.__setattr__(
-            self,
-            "_key",
-            (self.arrival_s, len(self.contacts), -self.expires_s, self.hops),
-        )
+        chain: Chain = ()
+        term = _INF
+        for c in self.contacts:
+            term = min(term, c.end_s)
+            chain = (-term, chain, contact_key(c))
+        object.__setattr__(self, "_key", (self.arrival_s, len(self.contacts), chain))
 
     @property
     def next_hop(self) -> int:
@@ -76,8 +90,15 @@ class Route:
         return min(c.end_s for c in self.contacts)
 
     @property
-    def sort_key(self) -> tuple[float, int, float, tuple[int, ...]]:
-        """SABR order: earliest arrival, then fewest hops, then latest termination, then node ids."""
+    def sort_key(self) -> tuple[float, int, Chain]:
+        """SABR order, total: earliest arrival, fewest hops, latest termination, then a fixed tie-break.
+
+        After the termination time T_h (the earliest end of the route's
+        contacts) come the terminations of the shorter prefixes (T_{h-1} ...
+        T_1, latest first) and then the contacts' canonical keys
+        (:func:`contact_key`) from the first; none depends on the query, so
+        two distinct routes never tie (spec/routing.md, "SABR tie-breaks").
+        """
         return self._key
 
 
@@ -133,6 +154,7 @@ class _Graph:
         "min_inv_in",
         "out",
         "owlt",
+        "rank",
         "rate",
         "start",
         "to",
@@ -170,6 +192,13 @@ class _Graph:
                 if inv_rate[i] < min_inv_in.get(c.to, _INF):
                     min_inv_in[c.to] = inv_rate[i]
         self.min_inv_in = min_inv_in
+        # rank[i]: contact i's place in the canonical order (contact_key), the
+        # search's last tie-break; plan order is insertion order
+        rank = [0] * len(cs)
+        keys = [contact_key(c) for c in cs]
+        for r, i in enumerate(sorted(range(len(cs)), key=keys.__getitem__)):
+            rank[i] = r
+        self.rank = rank
         out: dict[int, _Out] = {}
         start = self.start
         end = self.end
@@ -351,15 +380,20 @@ class Router:
         hops0: int = 0,
         term0: float = _INF,
     ) -> list[int] | None:
-        """Best contact sequence from src (ready at t0) to dst in SABR order, or None.
+        """Best contact sequence from src (ready at t0) to dst in the total SABR order, or None.
 
-        A label is (arrival, hops, -termination). Each node keeps the labels
-        no other label beats on both arrival and hops (a Pareto front, at most
-        one per hop count): a later arrival with fewer hops can still win a
-        tie further on, once both wait for the same contact. Labels leave the
-        heap in (arrival, hops, -termination) order, so the first label of
-        dst to leave it is the earliest arrival and, among those, the fewest
-        hops. Termination (latest first) breaks the remaining ties per label.
+        A label is (arrival, hops, chain), ``chain`` the query-independent
+        tie-break of :attr:`Route.sort_key` built with contact ranks (it
+        starts with -termination). Label X beats Y at a node when it arrives
+        no later and (hops, chain) is no greater: every continuation of Y
+        is then no better from X (FIFO contacts; the chain compares the
+        shared continuation first, then the prefixes). Each node keeps the
+        labels no other beats (a Pareto front over arrival and (hops,
+        chain)): a later arrival with fewer hops or a later termination can
+        still win once both wait for the same contact. Labels leave the heap
+        in (arrival, hops, chain) order, so the first label of dst to leave
+        it is the minimum of the whole order: exact, not a per-label choice
+        (the route cache relies on it: spec/routing.md).
         """
         self.stats["searches"] += 1
         out = self._out
@@ -368,53 +402,57 @@ class Router:
         owlt = self._owlt
         vol = self._vol
         resid = self._resid
-        frm = self._frm
+        rank = self._g.rank
         blocked: set[int] = set(avoid_nodes)
         blocked.discard(src)
         first_excl = set(first_hop_excluded)
-        # front[v]: [(hops, arrival, -termination)] sorted by hops; arrivals strictly fall
-        front: dict[int, list[tuple[int, float, float]]] = {src: [(hops0, t0, -term0)]}
-        # fewest hops among v's labels already expanded (they left the heap earlier)
-        settled_hops: dict[int, int] = {}
-        pred: dict[tuple[int, int], int] = {}  # (node, hops) -> contact that reached it
+        # A chain is (-termination, parent chain, rank, contact index); the
+        # root's is (-term0,). Chains are compared only between labels with
+        # the same hop count, so they share the root.
+        root: Chain = (-term0,)
+        # front[v]: [(hops, arrival, chain)] sorted by (hops, chain); arrivals strictly fall
+        front: dict[int, list[tuple[int, float, Chain]]] = {src: [(hops0, t0, root)]}
+        # least (hops, chain) among v's labels already expanded (they left the heap earlier)
+        settled: dict[int, tuple[int, Chain]] = {}
         best_dst = _INF
-        # Entries (key, kind, hops, -termination, node, index, ready time).
+        # Entries (key, kind, hops, chain, node, index, ready time).
         # kind 1: a label (key = arrival). kind 0: a cursor over the node's
         # outgoing contacts sorted by start, waking when contact `index`
         # opens, so contacts that open after the destination is reached are
         # never looked at. Cursors sort before labels of the same time: a
         # contact opening at t can still deliver at t with fewer hops.
-        heap: list[tuple[float, int, int, float, int, int, float]] = [
-            (t0, 1, hops0, -term0, src, 0, t0)
+        heap: list[tuple[float, int, int, Chain, int, int, float]] = [
+            (t0, 1, hops0, root, src, 0, t0)
         ]
         pop = heapq.heappop
         push = heapq.heappush
         sized = size > 0
         while heap:
-            key, kind, h, nterm, u, j, t = pop(heap)
+            key, kind, h, chain, u, j, t = pop(heap)
+            su = settled.get(u)
             if kind:
-                if h >= settled_hops.get(u, _MAXH):
-                    continue  # an earlier label of u has as few hops
-                if (h, key, nterm) not in front[u]:
-                    continue  # replaced by a better label with h hops
+                if su is not None and (h > su[0] or (h == su[0] and chain >= su[1])):
+                    continue  # an earlier label of u beats it
+                if (h, key, chain) not in front[u]:
+                    continue  # beaten by a label found later
                 if u == dst:
                     path: list[int] = []
-                    node, hops = u, h
-                    while hops > hops0:
-                        ci = pred[(node, hops)]
-                        path.append(ci)
-                        node, hops = frm[ci], hops - 1
+                    while len(chain) == 4:
+                        path.append(cast(int, chain[3]))
+                        chain = cast(Chain, chain[1])
                     path.reverse()
                     return path
-                settled_hops[u] = h
+                settled[u] = (h, chain)
                 rec = out.get(u)
                 if rec is None:
                     continue
                 j = bisect_left(rec[1], t)  # skip contacts that all end before t
             else:
-                if h > settled_hops[u]:
-                    continue  # a label of u with fewer hops was expanded since: it covers this cursor
+                assert su is not None
+                if h > su[0] or (h == su[0] and chain > su[1]):
+                    continue  # a label of u expanded since beats this cursor's label
                 rec = out[u]
+            nterm = cast(float, chain[0])
             starts, _, ids, tos, n = rec
             h1 = h + 1
             at_src = u == src
@@ -433,8 +471,9 @@ class Router:
                     continue
                 if at_src and (v == src or v in first_excl):
                     continue
-                if h1 >= settled_hops.get(v, _MAXH):
-                    continue  # v already expanded with an earlier arrival and as few hops
+                sv = settled.get(v)
+                if sv is not None and h1 > sv[0]:
+                    continue  # v already expanded with an earlier arrival and fewer hops
                 e = t if t > st else st
                 if sized:
                     e += size * inv_rate[ci]
@@ -444,34 +483,34 @@ class Router:
                 a = e + owlt[ci]
                 if a > deadline or a > best_dst:
                     continue
-                term = -ce if -ce > nterm else nterm  # -(min(termination, end))
+                ch: Chain = (-ce if -ce > nterm else nterm, chain, rank[ci], ci)
+                if sv is not None and h1 == sv[0] and ch >= sv[1]:
+                    continue  # v already expanded with an earlier arrival and a smaller chain
                 fv = front.get(v)
                 if fv is None:
-                    front[v] = [(h1, a, term)]
+                    front[v] = [(h1, a, ch)]
                 else:
-                    # dominated? the entry with the most hops <= h1 has the earliest such arrival
+                    # beaten? the entry with the greatest (hops, chain) <= ours has the earliest such arrival
                     k = len(fv)
-                    while k and fv[k - 1][0] > h1:
+                    while k and (
+                        fv[k - 1][0] > h1 or (fv[k - 1][0] == h1 and fv[k - 1][2] > ch)
+                    ):
                         k -= 1
-                    if k:
-                        hh, aa, tt = fv[k - 1]
-                        if aa < a or (aa == a and (hh < h1 or tt <= term)):
-                            continue
-                    # replace the label with h1 hops, if any, and those with more hops that arrive no earlier
-                    lo = k - 1 if k and fv[k - 1][0] == h1 else k
+                    if k and fv[k - 1][1] <= a:
+                        continue
+                    # drop the labels after it that arrive no earlier: ours beats them
                     hi = k
                     nf = len(fv)
                     while hi < nf and fv[hi][1] >= a:
                         hi += 1
-                    fv[lo:hi] = [(h1, a, term)]
-                pred[(v, h1)] = ci
+                    fv[k:hi] = [(h1, a, ch)]
                 if v == dst and a < best_dst:
                     best_dst = a
-                push(heap, (a, 1, h1, term, v, 0, a))
+                push(heap, (a, 1, h1, ch, v, 0, a))
             if j < n:
                 st = starts[j]
                 if st <= deadline and st <= best_dst:
-                    push(heap, (st, 0, h, nterm, u, j, t))
+                    push(heap, (st, 0, h, chain, u, j, t))
         return None
 
     def _route(self, ids: Sequence[int], t0: float, size: float) -> Route | None:
@@ -583,7 +622,8 @@ class Router:
     # rate. So no route outside the answer arrives before
     # B = arrival(p_m then) + (s - s_c) * min_inv_in[dst] (if m == k; none
     # exists otherwise), and the rest of the SABR key (hops, termination,
-    # node ids) does not depend on the query. If every cached route is
+    # the fixed tie-break) does not depend on the query, and the search is
+    # exact in that total order. If every cached route is
     # feasible for the query and arrives before B (or exactly at B and it
     # tied with p_m then), the cached routes, re-sorted, are still the k best.
     # spec/routing.md has the argument in full.
@@ -709,11 +749,7 @@ class Router:
         if k == 1:
             return [(a, r) for a, r, _ in accepted]
         seen: set[tuple[int, ...]] = {tuple(first)}
-        cands: list[
-            tuple[
-                tuple[float, int, float, tuple[int, ...]], tuple[int, ...], int, Route
-            ]
-        ] = []
+        cands: list[tuple[tuple[float, int, Chain], tuple[int, ...], int, Route]] = []
         frm = self._frm
         to = self._to
         while len(accepted) < k:
@@ -765,7 +801,7 @@ class Router:
                 break
             _, ids_best, dev_best, r_best = heapq.heappop(cands)
             accepted.append((ids_best, r_best, dev_best))
-        # Yen's yields routes in arrival order; among equal arrivals the node-label
-        # search may find a SABR-worse tie first, so order the list by the full key.
+        # Each search is exact in the total order, so Yen's yields the routes in
+        # that order already; the sort keeps the list's order explicit.
         accepted.sort(key=lambda x: x[1].sort_key)
         return [(a, r) for a, r, _ in accepted]

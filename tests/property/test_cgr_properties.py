@@ -159,6 +159,30 @@ def all_loopless_routes(case: Case) -> list[tuple[float, int]]:
     return sorted(out)
 
 
+def all_loopless_keys(case: Case) -> list[tuple[float, int, object]]:
+    """The full SABR key (Route.sort_key) of every feasible loopless contact path, sorted."""
+    out: list[tuple[float, int, object]] = []
+
+    def walk(u: int, t: float, path: tuple[Contact, ...]) -> None:
+        visited = {case.src, *(c.to for c in path)}
+        for c in case.plan.contacts:
+            if c.frm != u or c.to in visited or residual(case, c) < case.size:
+                continue
+            s = max(t, c.start_s)
+            tx = case.size / c.rate_bytes_s if case.size > 0 else 0.0
+            if s + tx > c.end_s:
+                continue
+            a = s + tx + case.owlt[(c.frm, c.to)]
+            if c.to == case.dst:
+                hops = (case.src, *(x.to for x in path), c.to)
+                out.append(Route(arrival_s=a, hops=hops, contacts=(*path, c)).sort_key)
+            else:
+                walk(c.to, a, (*path, c))
+
+    walk(case.src, case.t0, ())
+    return sorted(out)
+
+
 @given(cases())
 def test_best_arrival_equals_time_expanded_brute_force(case: Case) -> None:
     route = router_for(case).best_route(case.src, case.dst, case.t0, case.size)
@@ -179,6 +203,9 @@ def test_best_route_has_fewest_hops_among_earliest(case: Case) -> None:
     assert (None if route is None else (route.arrival_s, route.hop_count)) == (
         every[0] if every else None
     )
+    # and the whole SABR key (termination, then the fixed tie-break) is the least
+    keys = all_loopless_keys(case)
+    assert (None if route is None else route.sort_key) == (keys[0] if keys else None)
 
 
 @given(cases(), st.integers(0, 40), st.sampled_from(NODES))
@@ -212,6 +239,8 @@ def test_k_routes_feasible_distinct_sorted_and_shortest(case: Case, k: int) -> N
     assert keys == sorted(keys), "not in SABR order"
     every = [a for a, _ in all_loopless_routes(case)]
     assert [r.arrival_s for r in routes] == every[:k]
+    # exact in the whole order, tie-breaks included: the k smallest keys
+    assert keys == all_loopless_keys(case)[:k]
 
 
 def answers(

@@ -132,3 +132,41 @@ def test_released_volume_is_seen_by_cached_queries() -> None:
     again = router.best_route(1, 2, 0, 500)
     assert again is not None
     assert again.contacts == (early,)
+
+
+def test_latest_termination_wins_even_if_an_intermediate_node_is_reached_earlier() -> (
+    None
+):
+    # 1->2 over [3, 8] reaches 2 at 3, over [5, 10] at 5; both wait for 2->3 at 7
+    # and arrive at 7 in 2 hops. SABR: latest termination, so [5, 10] (10 > 8),
+    # whatever the ready time, and a warm router (route cache) answers the same.
+    plan = ContactPlan(
+        [Contact(1, 2, 3, 8, 1.0), Contact(1, 2, 5, 10, 1.0), Contact(2, 3, 7, 20, 1.0)]
+    )
+    warm = Router(plan)
+    for t in (0.0, 6.0):
+        for router in (Router(plan), warm):
+            route = router.best_route(1, 3, t, 0)
+            assert route is not None
+            assert route.arrival_s == 7
+            assert route.contacts[0] == Contact(1, 2, 5, 10, 1.0)
+    assert warm.stats["cache_hits"] == 1
+
+
+def test_full_ties_are_ordered_the_same_warm_and_cold() -> None:
+    # Two routes 2->4->3->1 differing only in the 4->3 contact: at size 1 from
+    # t=20 both arrive at 23 with 3 hops and termination 23. The tie-break after
+    # termination is fixed (prefix terminations: 24 for the [21, 24] contact
+    # beats 23), so the order does not depend on what was cached at size 0,
+    # when [8, 23] arrived first.
+    late, early = Contact(4, 3, 21, 24, 1.0), Contact(4, 3, 8, 23, 1.0)
+    plan = ContactPlan(
+        [Contact(2, 4, 9, 24, 1.0), late, early, Contact(3, 1, 8, 23, 1.0)]
+    )
+    warm = Router(plan)
+    first = warm.routes(2, 1, 20, 0, 3)
+    assert [r.contacts[1] for r in first] == [early, late]
+    for router in (warm, Router(plan)):
+        got = router.routes(2, 1, 20, 1, 3)
+        assert [r.arrival_s for r in got] == [23, 23]
+        assert [r.contacts[1] for r in got] == [late, early]
