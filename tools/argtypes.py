@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 
 def finite_float(text: str) -> float:
@@ -49,3 +50,43 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def add_traffic_run_arguments(
+    parser: argparse.ArgumentParser, *, duration_help: str, loss_help: str
+) -> None:
+    """The flags ``dcis sim`` and ``dcis testbed`` share (one public interface):
+    ``--plan FILE --duration SECONDS --traffic FILE [--loss P] [--json]
+    [--lifetime SECONDS]``."""
+    parser.add_argument(
+        "--plan",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="contact plan (ionrc or HDTN JSON)",
+    )
+    parser.add_argument(
+        "--duration",
+        required=True,
+        type=finite_float,
+        metavar="SECONDS",
+        help=duration_help,
+    )
+    parser.add_argument(
+        "--traffic",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="lines: AT_SECONDS SRC_NODE DST_NODE SIZE_BYTES [COUNT]",
+    )
+    parser.add_argument(
+        "--loss", type=finite_float, default=0.0, metavar="P", help=loss_help
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--lifetime",
+        type=finite_float,
+        default=86_400.0,
+        metavar="SECONDS",
+        help="bundle lifetime (default 86400)",
+    )

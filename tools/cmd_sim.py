@@ -21,7 +21,7 @@ from dtn.errors import DtnError
 from dtn.routing.plan import load_plan
 from dtn.sim import SIM_EPOCH, SimConfig, SimSummary, Simulator, parse_traffic
 from dtn.time import DtnTime, dtn_time_from_unix
-from tools.argtypes import finite_float
+from tools.argtypes import add_traffic_run_arguments
 from tools.cli import CommandError
 
 
@@ -32,12 +32,10 @@ def register(subparsers: Any) -> None:
         help="run the deterministic constellation simulator",
         description="Run N agents over a contact plan on a virtual clock with seeded faults; print a summary.",
     )
-    p.add_argument(
-        "--plan",
-        required=True,
-        type=Path,
-        metavar="FILE",
-        help="contact plan (ionrc or HDTN JSON)",
+    add_traffic_run_arguments(
+        p,
+        duration_help="simulated time to run, from plan time 0",
+        loss_help="probability a transmission or ack is lost (default 0)",
     )
     p.add_argument(
         "--seed",
@@ -45,35 +43,6 @@ def register(subparsers: Any) -> None:
         type=int,
         metavar="N",
         help="random seed (same seed => same run)",
-    )
-    p.add_argument(
-        "--duration",
-        required=True,
-        type=finite_float,
-        metavar="SECONDS",
-        help="simulated time to run, from plan time 0",
-    )
-    p.add_argument(
-        "--traffic",
-        required=True,
-        type=Path,
-        metavar="FILE",
-        help="lines: AT_SECONDS SRC_NODE DST_NODE SIZE_BYTES [COUNT]",
-    )
-    p.add_argument(
-        "--loss",
-        type=finite_float,
-        default=0.0,
-        metavar="P",
-        help="probability a transmission or ack is lost (default 0)",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument(
-        "--lifetime",
-        type=finite_float,
-        default=86_400.0,
-        metavar="SECONDS",
-        help="bundle lifetime (default 86400)",
     )
     p.add_argument(
         "--trace",

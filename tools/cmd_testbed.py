@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 from pathlib import Path
@@ -19,18 +18,9 @@ import trio
 
 from dtn.errors import DtnError
 from dtn.sim.traffic import parse_traffic
+from tools.argtypes import add_traffic_run_arguments
 from tools.cli import CommandError
 from tools.testbed import Testbed, TestbedOptions, default_workdir
-
-
-def _float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-    return v
 
 
 def register(subparsers: Any) -> None:
@@ -39,43 +29,12 @@ def register(subparsers: Any) -> None:
         help="run the plan's nodes as daemons behind the link emulator",
         description=__doc__,
     )
-    p.add_argument(
-        "--plan",
-        required=True,
-        type=Path,
-        metavar="FILE",
-        help="contact plan (ionrc or HDTN JSON)",
+    add_traffic_run_arguments(
+        p,
+        duration_help="run until this plan time",
+        loss_help="probability the emulator drops a datagram (default 0)",
     )
-    p.add_argument(
-        "--duration",
-        required=True,
-        type=_float,
-        metavar="SECONDS",
-        help="run until this plan time",
-    )
-    p.add_argument(
-        "--traffic",
-        required=True,
-        type=Path,
-        metavar="FILE",
-        help="lines: AT_SECONDS SRC_NODE DST_NODE SIZE_BYTES [COUNT]",
-    )
-    p.add_argument(
-        "--loss",
-        type=_float,
-        default=0.0,
-        metavar="P",
-        help="probability the emulator drops a datagram (default 0)",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--seed", type=int, default=0, help="emulator loss seed (default 0)")
-    p.add_argument(
-        "--lifetime",
-        type=_float,
-        default=86_400.0,
-        metavar="SECONDS",
-        help="bundle lifetime (default 86400)",
-    )
     p.add_argument(
         "--workdir",
         type=Path,
