@@ -15,7 +15,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CORE_DIRS = ["dtn/bpv7", "dtn/routing", "dtn/agent", "dtn/bpsec", "dtn/sim", "crypto"]
+CORE_DIRS = [
+    "dtn/bpv7",
+    "dtn/routing",
+    "dtn/agent",
+    "dtn/bpsec",
+    "dtn/cl",
+    "dtn/appapi",
+    "dtn/sim",
+    "crypto",
+]
 BANNED_MODULES = {"time", "socket", "trio", "asyncio", "selectors"}
 
 
