@@ -108,7 +108,7 @@ class PlanLike(Protocol):
 class SimAgent(Protocol):
     """The agent contract (``dtn.agent.Agent``) as the simulator uses it."""
 
-    def register(self, endpoint: str) -> Any: ...
+    def register(self, endpoint: str, *, now: int | None = None) -> Any: ...
 
     def send(
         self,
@@ -738,7 +738,7 @@ class Simulator:
         nd.up = True
         nd.ticks = set()
         nd.last_tick_us = -1
-        registered = agent.register(f"ipn:{nd.num}.1")
+        registered = agent.register(f"ipn:{nd.num}.1", now=self.now)
         if isinstance(registered, list):
             self._apply(nd, registered)
         if recover:

@@ -90,7 +90,7 @@ class FakeAgent:
         self.next_tx = 0
         self.endpoints: set[str] = set()
 
-    def register(self, endpoint: str) -> None:
+    def register(self, endpoint: str, *, now: int | None = None) -> None:
         self.endpoints.add(endpoint)
 
     def _forward(self, now: DtnTime) -> list[Action]:
