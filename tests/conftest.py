@@ -16,7 +16,6 @@ settings.register_profile(
     "ci",
     max_examples=500,
     deadline=None,
-    derandomize=False,
     suppress_health_check=[HealthCheck.too_slow],
 )
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev")
