@@ -3,7 +3,9 @@ unprocessable blocks, status reports (RFC 9171 sections 4.4, 5, 6.1)."""
 
 from __future__ import annotations
 
-from dtn.agent.actions import Ack, Deliver, Transmit
+from typing import Any
+
+from dtn.agent.actions import Ack, Action, Deliver, Transmit
 from dtn.agent.agent import Agent, AgentConfig
 from dtn.agent.store import MemoryStore
 from dtn.bpv7.admin import StatusReason, StatusReport, decode_admin_record_untrusted
@@ -23,9 +25,27 @@ def relay() -> Agent:
     return Agent(node=2, store=MemoryStore())
 
 
+def to3(**fields: Any) -> Bundle:
+    """A one-byte bundle ipn:1.1 -> ipn:3.1 created at T0; ``fields`` override."""
+    return make_bundle(
+        **{
+            "source": "ipn:1.1",
+            "destination": "ipn:3.1",
+            "payload": b"x",
+            "creation_ms": T0,
+            **fields,
+        }
+    )
+
+
+def receive(b: Agent, data: bytes, *, now: int = T0) -> list[Action]:
+    """Hand ``data`` to ``b`` from neighbour 1 (CL token 1); the actions."""
+    return b.on_receive(cla="t", neighbor=1, data=data, now=now, cl_token=1)
+
+
 def forward_once(b: Agent, data: bytes, *, now: int, to: int = 3) -> Bundle:
     """Feed ``data`` to relay ``b`` and open a contact to ``to``; the bundle as sent."""
-    b.on_receive(cla="t", neighbor=1, data=data, now=now, cl_token=1)
+    receive(b, data, now=now)
     (tx,) = of(b.on_contact_start(link(2, to), now), Transmit)
     return decode_bundle_untrusted(tx.data)
 
@@ -80,10 +100,7 @@ def test_in_flight_bundle_is_not_delivered_after_expiry() -> None:
 
 def test_previous_node_hop_count_and_age_are_updated_on_forwarding() -> None:
     b = relay()
-    src = make_bundle(
-        source="ipn:1.1",
-        destination="ipn:3.1",
-        payload=b"x",
+    src = to3(
         creation_ms=0,  # no clock at the source: the age block rules
         lifetime_ms=60_000,
         bundle_age_ms=500,
@@ -91,7 +108,7 @@ def test_previous_node_hop_count_and_age_are_updated_on_forwarding() -> None:
         hop_limit=5,
         hop_count=2,
     )
-    b.on_receive(cla="t", neighbor=1, data=encode_bundle(src), now=T0, cl_token=1)
+    receive(b, encode_bundle(src))
     (tx,) = of(b.on_contact_start(link(2, 3), T0 + 300), Transmit)
     out = decode_bundle_untrusted(tx.data)
     assert out.previous_node == IpnEid(2, 0)
@@ -104,40 +121,20 @@ def test_previous_node_hop_count_and_age_are_updated_on_forwarding() -> None:
 
 def test_age_based_lifetime_expires_relative_to_receipt() -> None:
     b = relay()
-    src = make_bundle(
-        source="ipn:1.1",
-        destination="ipn:3.1",
-        payload=b"x",
-        creation_ms=0,
-        lifetime_ms=10_000,
-        bundle_age_ms=4_000,
-    )
-    b.on_receive(cla="t", neighbor=1, data=encode_bundle(src), now=T0, cl_token=1)
+    src = to3(creation_ms=0, lifetime_ms=10_000, bundle_age_ms=4_000)
+    receive(b, encode_bundle(src))
     assert b.next_deadline() == T0 + 6_000
 
 
 def test_previous_node_block_is_added_when_missing() -> None:
     b = relay()
-    src = make_bundle(
-        source="ipn:1.1", destination="ipn:3.1", payload=b"x", creation_ms=T0
-    )
-    out = forward_once(b, encode_bundle(src), now=T0 + 1)
+    out = forward_once(b, encode_bundle(to3()), now=T0 + 1)
     assert out.previous_node == IpnEid(2, 0)
 
 
 def test_hop_limit_reached_deletes_instead_of_forwarding() -> None:
     b = relay()
-    src = make_bundle(
-        source="ipn:1.1",
-        destination="ipn:3.1",
-        payload=b"x",
-        creation_ms=T0,
-        hop_limit=2,
-        hop_count=2,
-    )
-    acts = b.on_receive(
-        cla="t", neighbor=1, data=encode_bundle(src), now=T0, cl_token=1
-    )
+    acts = receive(b, encode_bundle(to3(hop_limit=2, hop_count=2)))
     assert of(acts, Ack) == [Ack(1, 1)]
     acts = b.on_contact_start(link(2, 3), T0 + 1)
     assert of(acts, Transmit) == []
@@ -147,17 +144,7 @@ def test_hop_limit_reached_deletes_instead_of_forwarding() -> None:
 
 def test_hop_limit_exceeded_on_arrival_is_deleted_and_acked() -> None:
     b = relay()
-    src = make_bundle(
-        source="ipn:1.1",
-        destination="ipn:3.1",
-        payload=b"x",
-        creation_ms=T0,
-        hop_limit=2,
-        hop_count=3,
-    )
-    acts = b.on_receive(
-        cla="t", neighbor=1, data=encode_bundle(src), now=T0, cl_token=1
-    )
+    acts = receive(b, encode_bundle(to3(hop_limit=2, hop_count=3)))
     assert of(acts, Ack) == [Ack(1, 1)]
     assert "hop limit" in events(acts, "deleted")[0].detail
     assert len(b.store) == 0
@@ -180,26 +167,12 @@ def test_originated_bundles_carry_the_configured_hop_limit() -> None:
 
 def _with_block(flags: BlockFlags) -> bytes:
     extra = CanonicalBlock(200, 5, flags, CrcType.NONE, b"opaque")
-    return encode_bundle(
-        make_bundle(
-            source="ipn:1.1",
-            destination="ipn:3.1",
-            payload=b"x",
-            creation_ms=T0,
-            extra_blocks=[extra],
-        )
-    )
+    return encode_bundle(to3(extra_blocks=[extra]))
 
 
 def test_unprocessable_block_with_delete_flag_deletes_the_bundle() -> None:
     b = relay()
-    acts = b.on_receive(
-        cla="t",
-        neighbor=1,
-        data=_with_block(BlockFlags.DELETE_BUNDLE_IF_UNPROCESSABLE),
-        now=T0,
-        cl_token=1,
-    )
+    acts = receive(b, _with_block(BlockFlags.DELETE_BUNDLE_IF_UNPROCESSABLE))
     assert of(acts, Ack) == [Ack(1, 1)]
     assert len(events(acts, "deleted")) == 1
     assert len(b.store) == 0
@@ -282,29 +255,18 @@ def test_reception_forwarding_and_delivery_reports_when_asked() -> None:
 
 def test_no_reports_unless_asked() -> None:
     b = relay()
-    src = make_bundle(
-        source="ipn:1.1",
-        destination="ipn:3.1",
-        payload=b"x",
-        creation_ms=T0,
-        report_to="ipn:1.1",
-    )
-    forward_once(b, encode_bundle(src), now=T0)
+    forward_once(b, encode_bundle(to3(report_to="ipn:1.1")), now=T0)
     assert b.counters["status_reports"] == 0
 
 
 def test_deletion_report_on_expiry_with_reason() -> None:
     b = relay()
-    src = make_bundle(
-        source="ipn:1.1",
-        destination="ipn:3.1",
-        payload=b"x",
-        creation_ms=T0,
+    src = to3(
         lifetime_ms=1_000,
         report_to="ipn:1.1",
         flags=BundleFlags.REPORT_DELETION | BundleFlags.STATUS_TIME_REQUESTED,
     )
-    b.on_receive(cla="t", neighbor=1, data=encode_bundle(src), now=T0, cl_token=1)
+    receive(b, encode_bundle(src))
     b.on_tick(T0 + 1_000)
     (r,) = _reports(b)
     assert r.deleted.asserted
@@ -315,15 +277,11 @@ def test_deletion_report_on_expiry_with_reason() -> None:
 
 def test_reports_are_never_sent_about_reports() -> None:
     b = relay()
-    report_like = make_bundle(
+    report_like = to3(
         source="ipn:1.0",
-        destination="ipn:3.1",
         payload=b"\x82\x01\x80",
-        creation_ms=T0,
         report_to="ipn:1.0",
         flags=BundleFlags.ADMIN_RECORD | BundleFlags.REPORT_RECEPTION,
     )
-    b.on_receive(
-        cla="t", neighbor=1, data=encode_bundle(report_like), now=T0, cl_token=1
-    )
+    receive(b, encode_bundle(report_like))
     assert b.counters["status_reports"] == 0
