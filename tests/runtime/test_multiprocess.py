@@ -228,22 +228,13 @@ def test_dcis_testbed_prints_the_sim_summary_keys(
         ],
     )
     traffic = tmp_path / "t.txt"
+
+    def testbed(*extra: str) -> int:
+        args = ["--plan", str(plan), "--duration", "4", "--traffic", str(traffic)]
+        return dcis(["testbed", *args, *extra])
+
     traffic.write_text("0.2 1 3 500 4\n0.5 3 1 100\n")
-    assert (
-        dcis(
-            [
-                "testbed",
-                "--plan",
-                str(plan),
-                "--duration",
-                "4",
-                "--traffic",
-                str(traffic),
-                "--json",
-            ]
-        )
-        == 0
-    )
+    assert testbed("--json") == 0
     out = json.loads(capsys.readouterr().out)
     for key in (
         "delivered",
@@ -257,37 +248,9 @@ def test_dcis_testbed_prints_the_sim_summary_keys(
     assert out["sent"] == 5
     assert out["delivered"] == 5
     assert out["latency_p99_s"] >= 1.5  # 1 -> 3 waited for the 2 -> 3 window at t=2
-    assert (
-        dcis(
-            [
-                "testbed",
-                "--plan",
-                str(plan),
-                "--duration",
-                "4",
-                "--traffic",
-                str(traffic),
-                "--loss",
-                "2",
-            ]
-        )
-        == 2
-    )
+    assert testbed("--loss", "2") == 2
     traffic.write_text("0.2 1 7 500\n")
-    assert (
-        dcis(
-            [
-                "testbed",
-                "--plan",
-                str(plan),
-                "--duration",
-                "4",
-                "--traffic",
-                str(traffic),
-            ]
-        )
-        == 2
-    )
+    assert testbed() == 2
     assert "node 7 is not in the plan" in capsys.readouterr().err
 
 
