@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dtn.agent.actions import Schedule, Transmit
+from typing import Any
+
+from dtn.agent.actions import Action, Schedule, Transmit
 from dtn.agent.agent import Agent, AgentConfig
 from dtn.agent.store import MemoryStore
 from dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle, make_bundle
@@ -25,6 +27,13 @@ def agents(
     return out
 
 
+def send(a: Agent, to: int, payload: bytes, **kw: Any) -> tuple[str, list[Action]]:
+    """``a`` originates ``payload`` from ipn:1.1 to ipn:<to>.1 at 1 s."""
+    return a.send(
+        source="ipn:1.1", destination=f"ipn:{to}.1", payload=payload, now=S, **kw
+    )
+
+
 def test_three_hops_that_never_coexist_deliver_once_by_contact_plan() -> None:
     # 1 -> 2 -> 3 -> 4, each contact after the previous one closed.
     c12 = Contact(1, 2, 10, 20, 1000)
@@ -34,13 +43,7 @@ def test_three_hops_that_never_coexist_deliver_once_by_contact_plan() -> None:
     plan = ContactPlan([c12, c23, c34, decoy])
     ag = agents(5, plan)
     net = Net(ag)
-    key, acts = ag[1].send(
-        source="ipn:1.1",
-        destination="ipn:4.1",
-        payload=b"p" * 100,
-        lifetime_ms=3_600_000,
-        now=1 * S,
-    )
+    key, acts = send(ag[1], 4, b"p" * 100, lifetime_ms=3_600_000)
     net.pump(1, acts)
     assert of(acts, Transmit) == []
     for c, t in ((c12, 10), (c23, 30), (c34, 50)):
@@ -62,9 +65,7 @@ def test_three_hops_that_never_coexist_deliver_once_by_contact_plan() -> None:
 def test_without_plan_waits_for_a_contact_with_the_destination() -> None:
     ag = agents(3)
     net = Net(ag)
-    k, acts = ag[1].send(
-        source="ipn:1.1", destination="ipn:3.1", payload=b"x", lifetime_ms=60_000, now=S
-    )
+    k, acts = send(ag[1], 3, b"x", lifetime_ms=60_000)
     net.pump(1, acts)
     net.at(2 * S).start(link(1, 2))  # not the destination: nothing goes
     assert net.transmitted == []
@@ -77,9 +78,7 @@ def test_bundles_sent_while_contact_open_go_at_once() -> None:
     ag = agents(2)
     net = Net(ag)
     net.at(S).start(link(1, 2))
-    k, acts = ag[1].send(
-        source="ipn:1.1", destination="ipn:2.1", payload=b"x", lifetime_ms=60_000, now=S
-    )
+    k, acts = send(ag[1], 2, b"x", lifetime_ms=60_000)
     net.pump(1, acts)
     assert [d.bundle_key for _, d in net.delivered] == [k]
 
@@ -87,16 +86,7 @@ def test_bundles_sent_while_contact_open_go_at_once() -> None:
 def test_contact_end_keeps_unsent_bundles_for_the_next_contact() -> None:
     ag = agents(2, config=AgentConfig(window=1))
     a = ag[1]
-    keys = [
-        a.send(
-            source="ipn:1.1",
-            destination="ipn:2.1",
-            payload=b"x",
-            lifetime_ms=60_000,
-            now=S,
-        )[0]
-        for _ in range(3)
-    ]
+    keys = [send(a, 2, b"x", lifetime_ms=60_000)[0] for _ in range(3)]
     c1 = link(1, 2)
     acts = a.on_contact_start(c1, 2 * S)
     (tx,) = of(acts, Transmit)  # window of 1
@@ -114,9 +104,7 @@ def test_failed_transmission_is_retried_after_backoff() -> None:
     a = ag[1]
     net = Net(ag)
     net.drop = 1
-    k, acts = a.send(
-        source="ipn:1.1", destination="ipn:2.1", payload=b"x", lifetime_ms=60_000, now=S
-    )
+    k, acts = send(a, 2, b"x", lifetime_ms=60_000)
     net.pump(1, acts)
     net.at(S).start(link(1, 2))
     assert len(net.transmitted) == 1
@@ -137,13 +125,8 @@ def test_contact_volume_bounds_what_is_sent() -> None:
     ag = agents(2)
     a = ag[1]
     keys = [
-        a.send(
-            source="ipn:1.1",
-            destination="ipn:2.1",
-            payload=b"v" * 100,
-            lifetime_ms=600_000,
-            now=S,
-            flags=BundleFlags.MUST_NOT_FRAGMENT,
+        send(
+            a, 2, b"v" * 100, lifetime_ms=600_000, flags=BundleFlags.MUST_NOT_FRAGMENT
         )[0]
         for _ in range(2)
     ]
@@ -160,13 +143,7 @@ def test_fragments_to_fit_the_remaining_volume_and_reassembles() -> None:
     a = ag[1]
     net = Net(ag)
     payload = bytes(range(256)) * 4  # 1024 bytes
-    k, acts = a.send(
-        source="ipn:1.1",
-        destination="ipn:2.1",
-        payload=payload,
-        lifetime_ms=600_000,
-        now=S,
-    )
+    k, acts = send(a, 2, payload, lifetime_ms=600_000)
     net.pump(1, acts)
     c = Contact(1, 2, 10, 11, 600)  # 600 bytes of volume
     net.at(10 * S).start(c)
@@ -188,13 +165,7 @@ def test_fragments_to_the_link_mtu_and_reassembles() -> None:
     ag = agents(2, config=AgentConfig(max_bundle_bytes=300))
     net = Net(ag)
     payload = bytes(i % 251 for i in range(2000))
-    k, acts = ag[1].send(
-        source="ipn:1.1",
-        destination="ipn:2.1",
-        payload=payload,
-        lifetime_ms=600_000,
-        now=S,
-    )
+    k, acts = send(ag[1], 2, payload, lifetime_ms=600_000)
     net.pump(1, acts)
     net.at(2 * S).start(link(1, 2))
     assert len(net.transmitted) >= 7
@@ -205,13 +176,8 @@ def test_fragments_to_the_link_mtu_and_reassembles() -> None:
 def test_must_not_fragment_is_sent_whole_over_the_mtu() -> None:
     ag = agents(2, config=AgentConfig(max_bundle_bytes=300))
     net = Net(ag)
-    k, acts = ag[1].send(
-        source="ipn:1.1",
-        destination="ipn:2.1",
-        payload=b"z" * 1000,
-        lifetime_ms=600_000,
-        now=S,
-        flags=BundleFlags.MUST_NOT_FRAGMENT,
+    k, acts = send(
+        ag[1], 2, b"z" * 1000, lifetime_ms=600_000, flags=BundleFlags.MUST_NOT_FRAGMENT
     )
     net.pump(1, acts)
     net.at(2 * S).start(link(1, 2))
@@ -257,13 +223,7 @@ def test_plan_change_reroutes_held_bundles() -> None:
     ag = agents(3, plan)
     a = ag[1]
     net = Net(ag)
-    k, acts = a.send(
-        source="ipn:1.1",
-        destination="ipn:3.1",
-        payload=b"x",
-        lifetime_ms=3_600_000,
-        now=S,
-    )
+    k, acts = send(a, 3, b"x", lifetime_ms=3_600_000)
     net.pump(1, acts)
     c12 = Contact(1, 2, 0, 100, 1000)
     net.at(2 * S).start(c12)
@@ -278,17 +238,11 @@ def test_plan_change_reroutes_held_bundles() -> None:
 def test_next_deadline_and_schedule_follow_the_earliest_expiry() -> None:
     a = Agent(node=1, store=MemoryStore())
     assert a.next_deadline() is None
-    _, acts = a.send(
-        source="ipn:1.1", destination="ipn:2.1", payload=b"", lifetime_ms=5_000, now=S
-    )
+    _, acts = send(a, 2, b"", lifetime_ms=5_000)
     assert of(acts, Schedule) == [Schedule(6 * S)]
-    _, acts = a.send(
-        source="ipn:1.1", destination="ipn:2.1", payload=b"", lifetime_ms=1_000, now=S
-    )
+    _, acts = send(a, 2, b"", lifetime_ms=1_000)
     assert of(acts, Schedule) == [Schedule(2 * S)]
-    _, acts = a.send(
-        source="ipn:1.1", destination="ipn:2.1", payload=b"", lifetime_ms=9_000, now=S
-    )
+    _, acts = send(a, 2, b"", lifetime_ms=9_000)
     assert of(acts, Schedule) == []  # nothing earlier
     acts = a.on_tick(2 * S)
     assert len(events(acts, "expired")) == 1
@@ -302,13 +256,7 @@ def test_memory_follows_stored_bundles_not_bundles_handled() -> None:
     for _ in range(5_000):
         net.pump(
             1,
-            ag[1].send(
-                source="ipn:1.1",
-                destination="ipn:2.1",
-                payload=b"m",
-                lifetime_ms=86_400_000,
-                now=S,
-            )[1],
+            send(ag[1], 2, b"m", lifetime_ms=86_400_000)[1],
         )
     assert len(net.delivered) == 5_000
     assert ag[1].stored == 0
@@ -318,13 +266,7 @@ def test_memory_follows_stored_bundles_not_bundles_handled() -> None:
 def test_mtu_too_small_to_fragment_usefully_sends_whole() -> None:
     ag = agents(2, config=AgentConfig(max_bundle_bytes=64))
     net = Net(ag)
-    k, acts = ag[1].send(
-        source="ipn:1.1",
-        destination="ipn:2.1",
-        payload=b"q" * 500,
-        lifetime_ms=600_000,
-        now=S,
-    )
+    k, acts = send(ag[1], 2, b"q" * 500, lifetime_ms=600_000)
     net.pump(1, acts)
     net.at(2 * S).start(link(1, 2))
     assert len(net.transmitted) == 1  # not hundreds of 1-byte fragments
@@ -334,13 +276,7 @@ def test_mtu_too_small_to_fragment_usefully_sends_whole() -> None:
 def test_no_sliver_fragments_when_little_volume_is_left() -> None:
     ag = agents(2)
     a = ag[1]
-    a.send(
-        source="ipn:1.1",
-        destination="ipn:2.1",
-        payload=b"w" * 1000,
-        lifetime_ms=600_000,
-        now=S,
-    )
+    send(a, 2, b"w" * 1000, lifetime_ms=600_000)
     # ~140 bytes of volume: less than headers + a 64-byte piece
     acts = a.on_contact_start(Contact(1, 2, 10, 11, 140), 10 * S)
     assert of(acts, Transmit) == []
@@ -359,27 +295,9 @@ def test_unrouted_bundles_are_retried_when_booked_volume_is_given_back() -> None
         plan=plan,
         config=AgentConfig(reroute_interval_ms=2_000),
     )
-    short, _ = a.send(
-        source="ipn:1.1",
-        destination="ipn:3.1",
-        payload=b"a" * 900,
-        lifetime_ms=5_000,
-        now=S,
-    )
-    k2, _ = a.send(
-        source="ipn:1.1",
-        destination="ipn:3.1",
-        payload=b"b" * 900,
-        lifetime_ms=3_600_000,
-        now=S,
-    )
-    k3, _ = a.send(
-        source="ipn:1.1",
-        destination="ipn:3.1",
-        payload=b"c" * 900,
-        lifetime_ms=3_600_000,
-        now=S,
-    )
+    short, _ = send(a, 3, b"a" * 900, lifetime_ms=5_000)
+    k2, _ = send(a, 3, b"b" * 900, lifetime_ms=3_600_000)
+    k3, _ = send(a, 3, b"c" * 900, lifetime_ms=3_600_000)
     assert a.next_deadline() == 3 * S  # first retry of the unrouted one
     t = S
     while (nxt := a.next_deadline()) is not None and nxt < 10 * S:
