@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from dtn.bpv7 import (
+    Bundle,
     BundleFlags,
     CreationTimestamp,
     IpnEid,
@@ -73,30 +76,6 @@ def test_report_on_fragment_carries_offset_and_length_and_no_time() -> None:
     assert r.subject_key == frag.bundle_key
 
 
-def test_no_report_to_dtn_none_or_about_reports() -> None:
-    subject = make_bundle(
-        source="ipn:1.1", destination="ipn:2.1", payload=b"x", creation_ms=1
-    )
-    assert (
-        make_status_report(
-            subject, {StatusKind.RECEIVED}, now_ms=1, source=IpnEid(2, 0)
-        )
-        is None
-    )
-    admin = make_bundle(
-        source="ipn:1.1",
-        destination="ipn:2.1",
-        report_to="ipn:1.0",
-        payload=b"x",
-        creation_ms=1,
-        flags=BundleFlags.ADMIN_RECORD,
-    )
-    assert (
-        make_status_report(admin, {StatusKind.RECEIVED}, now_ms=1, source=IpnEid(2, 0))
-        is None
-    )
-
-
 def test_rfc9171_wire_form_and_unknown_reason_kept() -> None:
     r = StatusReport(
         received=StatusAssertion(True),
@@ -135,34 +114,34 @@ def test_bad_records_named(hexs: str, message: str) -> None:
         decode_admin_record_untrusted(bytes.fromhex(hexs))
 
 
-def test_no_report_to_the_ipn_null_endpoint() -> None:
-    # RFC 9758 3.4: ipn:0.0 is the null endpoint of the ipn scheme, like
-    # dtn:none; a report sent there would only be routed to nowhere.
+def _received_report(**fields: Any) -> Bundle | None:
+    """Node 2's "received" report about a bundle ipn:1.1 -> ipn:2.1 with ``fields``."""
     subject = make_bundle(
-        source="ipn:1.1",
-        destination="ipn:2.1",
-        report_to="ipn:0.0",
-        payload=b"x",
-        creation_ms=1,
-        flags=BundleFlags.REPORT_RECEPTION,
+        source="ipn:1.1", destination="ipn:2.1", payload=b"x", creation_ms=1, **fields
     )
-    assert (
-        make_status_report(
-            subject, {StatusKind.RECEIVED}, now_ms=1, source=IpnEid(2, 0)
-        )
-        is None
+    return make_status_report(
+        subject, {StatusKind.RECEIVED}, now_ms=1, source=IpnEid(2, 0)
     )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},  # report-to defaults to dtn:none
+        {"report_to": "ipn:1.0", "flags": BundleFlags.ADMIN_RECORD},
+        # RFC 9758 3.4: ipn:0.0 is the null endpoint of the ipn scheme, like
+        # dtn:none; a report sent there would only be routed to nowhere.
+        {"report_to": "ipn:0.0", "flags": BundleFlags.REPORT_RECEPTION},
+    ],
+    ids=["dtn-none", "about-a-report", "ipn-null"],
+)
+def test_no_report_to_null_endpoints_or_about_reports(fields: dict[str, Any]) -> None:
+    assert _received_report(**fields) is None
+
+
+def test_ipn_0_x_other_than_the_null_endpoint_is_reported_to() -> None:
     # ipn:0.x with x != 0 is an ordinary (if unusual) endpoint: reported to.
-    other = make_bundle(
-        source="ipn:1.1",
-        destination="ipn:2.1",
-        report_to="ipn:0.5",
-        payload=b"x",
-        creation_ms=1,
-    )
-    report = make_status_report(
-        other, {StatusKind.RECEIVED}, now_ms=1, source=IpnEid(2, 0)
-    )
+    report = _received_report(report_to="ipn:0.5")
     assert report is not None
     assert report.primary.destination == IpnEid(0, 5)
 
