@@ -77,30 +77,27 @@ def test_a_bib_over_another_bib_is_malformed() -> None:
         verify_and_decrypt(b, [HMAC_KEY])
 
 
-def test_a_bcb_over_the_payload_without_must_replicate_is_malformed() -> None:
-    # RFC 9172 3.8: else a fragment would carry ciphertext without its BCB.
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        # RFC 9172 3.8: else a fragment would carry ciphertext without its BCB.
+        (BlockFlags.NONE, "MUST_REPLICATE"),
+        # RFC 9172 3.8: discarding the BCB would leave undecryptable ciphertext.
+        (BlockFlags.MUST_REPLICATE | BlockFlags.DISCARD_IF_UNPROCESSABLE, "discard"),
+    ],
+    ids=["without-must-replicate", "discard-if-unprocessable"],
+)
+def test_a_bcb_with_these_block_flags_is_malformed(
+    flags: BlockFlags, message: str
+) -> None:
     b = add_bcb_aes_gcm(_plain(), key=AES_KEY, source=SRC)
-    blocks = tuple(
-        CanonicalBlock(x.type_code, x.number, BlockFlags.NONE, x.crc_type, x.data)
-        if x.type_code == 12
-        else x
-        for x in b.blocks
-    )
-    with pytest.raises(DecodeError, match="MUST_REPLICATE"):
-        verify_and_decrypt(_with(Bundle(b.primary, blocks)), [AES_KEY])
-
-
-def test_a_bcb_flagged_discard_if_unprocessable_is_malformed() -> None:
-    # RFC 9172 3.8: discarding the BCB would leave undecryptable ciphertext.
-    b = add_bcb_aes_gcm(_plain(), key=AES_KEY, source=SRC)
-    flags = BlockFlags.MUST_REPLICATE | BlockFlags.DISCARD_IF_UNPROCESSABLE
     blocks = tuple(
         CanonicalBlock(x.type_code, x.number, flags, x.crc_type, x.data)
         if x.type_code == 12
         else x
         for x in b.blocks
     )
-    with pytest.raises(DecodeError, match="discard"):
+    with pytest.raises(DecodeError, match=message):
         verify_and_decrypt(_with(Bundle(b.primary, blocks)), [AES_KEY])
 
 
