@@ -848,9 +848,8 @@ class Agent:
                 StatusReason.NO_INFO,
                 now,
                 actions,
+                ack=ack,
             )
-            if ack is not None:
-                actions.append(ack)
             return
         expiry = self._expiry_of(bundle, age, now)
         if expiry <= now:
@@ -870,9 +869,8 @@ class Agent:
                 StatusReason.HOP_LIMIT_EXCEEDED,
                 now,
                 actions,
+                ack=ack,
             )
-            if ack is not None:
-                actions.append(ack)
             return
         # RFC 9171 5.6 step 3 (4.2.4 flags): blocks we cannot process.
         verdict = apply_unprocessable_blocks(bundle, _KNOWN_BLOCK_TYPES)
@@ -893,9 +891,8 @@ class Agent:
                 StatusReason.BLOCK_UNSUPPORTED,
                 now,
                 actions,
+                ack=ack,
             )
-            if ack is not None:
-                actions.append(ack)
             return
         if verdict.discarded:
             bundle = verdict.bundle
@@ -1554,12 +1551,16 @@ class Agent:
         now: int,
         actions: list[Action],
         entry: _Entry | None = None,
+        ack: Ack | None = None,
     ) -> None:
+        """Delete ``bundle`` (and stored ``entry``), report it, then pass on ``ack``."""
         if entry is not None:
             self._remove(entry)
         self.counters["deleted"] += 1
         actions.append(Event("deleted", key, why))
         self._report_bundle(bundle, StatusKind.DELETED, reason, now, actions)
+        if ack is not None:
+            actions.append(ack)
 
     def _corrupt(self, e: _Entry, exc: DecodeError, actions: list[Action]) -> None:
         # Only a damaged store file gets here; say so loudly and move on.
