@@ -14,7 +14,8 @@ class ClientError(DtnError):
 
 @dataclass(frozen=True, slots=True)
 class ReceivedBundle:
-    """A bundle delivered to one of the client's endpoints."""
+    """A bundle delivered to a local endpoint: over the app API (the clients)
+    or in-process (``Node.endpoint``, re-exported as ``dtn.runtime.ReceivedBundle``)."""
 
     endpoint: str
     source: str

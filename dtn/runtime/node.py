@@ -77,6 +77,7 @@ from dtn.cl.udp import (
     UdpLink,
     decode_datagram_untrusted,
 )
+from dtn.client.common import ReceivedBundle
 from dtn.errors import DecodeError, DtnError, InvalidArgument
 from dtn.routing.contact import Contact
 from dtn.runtime.config import ConfigError, NeighbourConfig, NodeConfig
@@ -100,18 +101,6 @@ def _pacer(rate_bytes_s: float) -> Pacer:
     """A pacer for a contact: bursts of at most half a second of the rate
     (64 KiB at most), so that the link's own buffer is never overrun."""
     return Pacer(rate_bytes_s, burst_bytes=min(65_536.0, max(rate_bytes_s, 0.0) * 0.5))
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedBundle:
-    """A bundle delivered to a local endpoint."""
-
-    endpoint: str
-    source: str
-    payload: bytes
-    creation_ms: int
-    sequence: int
-    bundle_key: str
 
 
 class _Subscriber:
