@@ -687,6 +687,8 @@ class Node:
         assert agent is not None
         while True:
             await trio.lowlevel.wait_readable(sock)
+            # One clock read for the batch: it is handled without yielding.
+            now_s = trio.current_time()
             batch: list[Received] = []
             done: list[Action] = []
             for _ in range(_MAX_BATCH):
@@ -705,11 +707,9 @@ class Node:
                     continue
                 if isinstance(dg, BareBundle):
                     nb = self._by_addr.get(addr[:2])
-                    if nb is not None and nb in self._udp:
-                        done += self._link_outputs(
-                            self._udp[nb],
-                            self._udp[nb].link.on_heard_bare(trio.current_time()),
-                        )
+                    peer = self._udp.get(nb) if nb is not None else None
+                    if peer is not None:
+                        done += self._link_outputs(peer, peer.link.on_heard_bare(now_s))
                     batch.append(Received("udp", nb, dg.bundle, None))
                 elif isinstance(dg, DataSegment):
                     peer = self._udp.get(dg.sender)
@@ -728,7 +728,7 @@ class Node:
                     peer = self._udp.get(dg.sender)
                     if peer is not None:
                         done += self._link_outputs(
-                            peer, peer.link.on_ack(dg.tokens, trio.current_time())
+                            peer, peer.link.on_ack(dg.tokens, now_s)
                         )
             if batch:
                 done += agent.on_receive_many(batch, self.now_ms())
