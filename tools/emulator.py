@@ -28,7 +28,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import trio
@@ -117,19 +117,10 @@ class LinkModel:
 
     def totals(self) -> dict[str, int]:
         """Sums of :class:`LinkStats` over all links."""
-        out = dict.fromkeys(
-            (
-                "forwarded",
-                "dropped_down",
-                "dropped_loss",
-                "dropped_rate",
-                "bytes_forwarded",
-            ),
-            0,
-        )
+        out = asdict(LinkStats())
         for s in self.stats.values():
-            for k in out:
-                out[k] += getattr(s, k)
+            for k, v in asdict(s).items():
+                out[k] += v
         return out
 
 
@@ -266,24 +257,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
     finally:
         emu.close()
     stats: dict[str, Any] = {
-        f"{a}->{b}": vars_of(s) for (a, b), s in model.stats.items()
+        f"{a}->{b}": asdict(s) for (a, b), s in model.stats.items()
     }
     print(json.dumps(stats))
     return 0
-
-
-def vars_of(s: LinkStats) -> dict[str, int]:
-    """A LinkStats as a dict."""
-    return {
-        k: getattr(s, k)
-        for k in (
-            "forwarded",
-            "dropped_down",
-            "dropped_loss",
-            "dropped_rate",
-            "bytes_forwarded",
-        )
-    }
 
 
 if __name__ == "__main__":
