@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,17 @@ def write_plan(path: Path, lines: list[str]) -> Path:
     """Write an ionrc plan and return its path."""
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def free_udp_ports(n: int) -> list[int]:
+    """``n`` distinct loopback UDP ports that were free a moment ago."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [int(s.getsockname()[1]) for s in socks]
+    for s in socks:
+        s.close()
+    return ports
 
 
 def rss_kib(pid: int) -> int:

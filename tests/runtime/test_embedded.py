@@ -11,17 +11,7 @@ import trio
 
 from dtn.cl.udp import AckMode
 from dtn.runtime import NeighbourConfig, NodeConfig, open_node
-from tests.runtime.conftest import poll_until
-
-
-def free_udp_ports(n: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+from tests.runtime.conftest import free_udp_ports, poll_until
 
 
 def chain(tmp: Path, n: int) -> list[NodeConfig]:

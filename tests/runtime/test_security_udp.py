@@ -55,22 +55,12 @@ from dtn.runtime.config import ConfigError, load_config
 from dtn.runtime.node import Node
 from dtn.runtime.security import SecurityConfig
 from dtn.time import dtn_time_from_unix
-from tests.runtime.conftest import poll_until, write_plan
+from tests.runtime.conftest import free_udp_ports, poll_until, write_plan
 from tools.dtn_node import main as dtn_node_main
 from tools.testbed import make_keystores
 
 LINKS = ((1, 2), (2, 3), (2, 4))
 Mutate = Callable[[int, int, bytes], bytes | None]
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 class Relay:
@@ -144,7 +134,7 @@ class Net:
 async def network(
     tmp: Path, *, sqlite_at_3: bool = False, mtu_bytes: int = 65_000
 ) -> AsyncIterator[Net]:
-    ports = dict(zip((1, 2, 3, 4), _free_ports(4), strict=True))
+    ports = dict(zip((1, 2, 3, 4), free_udp_ports(4), strict=True))
     addrs = {n: ("127.0.0.1", p) for n, p in ports.items()}
     relay = Relay(addrs)
     await relay.bind()
