@@ -33,6 +33,7 @@ from typing import Any
 
 import trio
 
+from dtn.cl.udp import Pacer
 from dtn.routing.contact import Contact
 from dtn.routing.plan import ContactPlan
 
@@ -46,13 +47,6 @@ class LinkStats:
     dropped_loss: int = 0
     dropped_rate: int = 0
     bytes_forwarded: int = 0
-
-
-@dataclass(slots=True)
-class _Bucket:
-    contact: Contact | None = None
-    tokens: float = 0.0
-    last_s: float = 0.0
 
 
 class LinkModel:
@@ -72,7 +66,9 @@ class LinkModel:
             self._contacts.setdefault((c.frm, c.to), []).append(c)
         for cs in self._contacts.values():
             cs.sort(key=lambda c: c.start_s)
-        self._buckets: dict[tuple[int, int], _Bucket] = {}
+        # Per link: the contact its token bucket belongs to (a new contact
+        # starts with a full bucket), and the bucket.
+        self._buckets: dict[tuple[int, int], tuple[Contact, Pacer]] = {}
         self.stats: dict[tuple[int, int], LinkStats] = {
             k: LinkStats() for k in self._contacts
         }
@@ -99,18 +95,16 @@ class LinkModel:
         if self.loss and self.rng.random() < self.loss:
             st.dropped_loss += 1
             return None
-        rate = c.rate_bytes_s
-        if rate > 0 and math.isfinite(rate):
-            b = self._buckets.setdefault((frm, to), _Bucket())
-            cap = max(rate, 65_536.0)
-            if b.contact is not c:
-                b.contact, b.tokens, b.last_s = c, cap, at_s
-            b.tokens = min(cap, b.tokens + (at_s - b.last_s) * rate)
-            b.last_s = at_s
-            if b.tokens < size:
-                st.dropped_rate += 1
-                return None
-            b.tokens -= size
+        bucket = self._buckets.get((frm, to))
+        if bucket is None or bucket[0] is not c:
+            # One second of the rate, at least 64 KiB (Pacer is unlimited for
+            # a zero or infinite rate).
+            pacer = Pacer(c.rate_bytes_s, burst_bytes=max(c.rate_bytes_s, 65_536.0))
+            bucket = self._buckets[(frm, to)] = (c, pacer)
+        # Over the rate: a radio drops what it cannot send; it never waits.
+        if bucket[1].delay_s(size, at_s) > 0:
+            st.dropped_rate += 1
+            return None
         st.forwarded += 1
         st.bytes_forwarded += size
         return self.plan.owlt_s(frm, to, at_s)
