@@ -153,6 +153,7 @@ class Node:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self._echo_eid = f"ipn:{config.node}.{ECHO_SERVICE}"
         self.log = log or logging.getLogger(f"dtn.node.{config.node}")
         self._clock = clock
         self.agent: Agent | None = None
@@ -280,11 +281,7 @@ class Node:
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
                 self._nursery = nursery
-                self._apply(
-                    self.agent.register(
-                        f"ipn:{cfg.node}.{ECHO_SERVICE}", now=self.now_ms()
-                    )
-                )
+                self._apply(self.agent.register(self._echo_eid, now=self.now_ms()))
                 self._apply(self.agent.recover(self.now_ms()))
                 nursery.start_soon(self._udp_reader)
                 nursery.start_soon(self._timer_task)
@@ -432,7 +429,7 @@ class Node:
     def _deliver(self, d: Deliver) -> list[Action]:
         agent = self.agent
         assert agent is not None
-        if d.endpoint == f"ipn:{self.config.node}.{ECHO_SERVICE}":
+        if d.endpoint == self._echo_eid:
             actions = agent.on_delivered(d.bundle_key, self.now_ms())
             if d.source.endswith(f".{ECHO_SERVICE}") or d.source.startswith("dtn:none"):
                 # Never answer another echo endpoint (two would ping-pong
