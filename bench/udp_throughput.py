@@ -12,12 +12,34 @@ measured in the same run: a raw Python UDP sender blasting datagrams of the
 same size at a receiver process (no storage, no acknowledgement, losses
 allowed -- its goodput counts what arrived).
 
+Ceiling rows, also measured in the same run (skip with ``--no-ceiling``):
+what a hop that acknowledges only what it has stored can reach at best, in
+Python, on this machine. A receiver process does the least work such a hop
+must do -- no BPv7 parsing, no agent, no index, no app API at either end:
+``recvfrom_into`` a preallocated buffer and a cumulative 8-byte ack every 16
+datagrams to a sender that keeps 48 unacked datagrams in flight. Variants:
+``ack only`` (stores nothing: the cost of acknowledging), ``write`` (plus
+``os.write`` of each datagram to an append-only file before the ack, on the
+same on-disk file system as the daemons' stores: survives kill -9) and
+``write+fsync`` (plus ``os.fsync`` before each ack: survives power loss).
+A hop that writes each datagram once is already capped by the kernel's
+page-cache write cost (copying 64 KB into the page cache costs about three
+times the ~5 us a 64 KB loopback datagram costs per side, on the machine
+these lines were written on), and ``fsync`` caps it further. A daemon does
+strictly more work per bundle (BPv7 parsing, index rows, the app API at
+both ends), so its ratio to raw should stay below the matching ceiling row:
+``write`` for ``NORMAL``, ``write+fsync`` for ``FULL``. At 1 KB the system
+calls per datagram cost more than the bytes, so the ceiling rows say little
+there (``write`` can even come out above ``ack only``). ``ack only`` may
+come out a little above raw: its sender uses a connected socket, and the
+window keeps the receive buffer from overflowing.
+
 Prints medians of several repeats (after a warm-up run) and the ratios;
 targets from the daemon issue: >= 50% of raw for 64 KB bundles, >= 2,000
 bundles/s for 1 KB bundles with durable storage. spec/udpcl.md discusses the
 figures.
 
-    .venv/bin/python bench/udp_throughput.py [--repeats 3] [--quick] [--stores FULL,NORMAL,memory]
+    .venv/bin/python bench/udp_throughput.py [--repeats 3] [--quick] [--stores FULL,NORMAL,memory] [--no-ceiling]
 """
 
 from __future__ import annotations
@@ -85,6 +107,130 @@ def raw_udp(size: int, count: int) -> tuple[float, float]:
     p.join(10)
     elapsed = max(last - start, 1e-9)
     return nbytes / elapsed / 1e6, n / elapsed
+
+
+# -- ceiling: the least work a hop that stores before it acks can do ---------
+
+CEILING_VARIANTS = ("ack only", "write", "write+fsync")
+_ACK_EVERY = 16  # datagrams per cumulative ack
+_WINDOW = 48  # unacked datagrams the sender keeps in flight
+_IDLE_S = 2.0  # a receiver or sender idle this long gives up (lost datagrams)
+
+
+def _fs_type(path: str) -> str:
+    """File-system type of the mount holding ``path`` (Linux /proc/mounts)."""
+    real = os.path.realpath(path)
+    best, fstype = "", ""
+    try:
+        lines = Path("/proc/mounts").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        f = line.split()
+        if len(f) < 3:
+            continue
+        mnt = f[1].replace("\\040", " ")
+        inside = real == mnt or real.startswith(mnt.rstrip("/") + "/")
+        if inside and len(mnt) > len(best):
+            best, fstype = mnt, f[2]
+    return fstype
+
+
+def disk_dir() -> str:
+    """Parent directory for the daemons' stores and the ceiling's files: the
+    default temporary directory unless it lives in RAM (then ~/.cache), so
+    both measure writes to the same on-disk file system."""
+    tmp = tempfile.gettempdir()
+    if _fs_type(tmp) not in ("tmpfs", "ramfs"):
+        return tmp
+    alt = Path.home() / ".cache" / "dcis-bench"
+    alt.mkdir(parents=True, exist_ok=True)
+    return str(alt)
+
+
+def _ceiling_receiver(
+    port_q: mp.Queue,  # type: ignore[type-arg]
+    result_q: mp.Queue,  # type: ignore[type-arg]
+    count: int,
+    variant: str,
+    directory: str,
+) -> None:
+    write = variant in ("write", "write+fsync")
+    sync = variant == "write+fsync"
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(_IDLE_S)
+    fd, path = tempfile.mkstemp(prefix="ceiling-", suffix=".seg", dir=directory)
+    buf = bytearray(65_536)
+    view = memoryview(buf)
+    n = nbytes = pending = 0
+    last = 0.0
+    try:
+        port_q.put(s.getsockname()[1])
+        while n < count:
+            k, addr = s.recvfrom_into(buf)
+            if write:
+                os.write(fd, view[:k])  # append-only segment: survives kill -9
+            n += 1
+            nbytes += k
+            pending += 1
+            if pending >= _ACK_EVERY or n == count:
+                if sync:
+                    os.fsync(fd)  # survives power loss
+                s.sendto(n.to_bytes(8, "big"), addr)
+                pending = 0
+            last = time.perf_counter()
+    except TimeoutError:
+        pass  # datagrams lost: report what arrived
+    finally:
+        s.close()
+        os.close(fd)
+        os.unlink(path)
+    result_q.put((n, nbytes, last))
+
+
+def ceiling_udp(size: int, count: int, variant: str, directory: str) -> float:
+    """MB/s through a receiver that does only ``variant`` (see CEILING_VARIANTS)
+    per datagram, acking every _ACK_EVERY to a sender that keeps _WINDOW
+    datagrams in flight. Time runs from the first send to the moment the last
+    datagram is stored and acked."""
+    ctx = mp.get_context("spawn")
+    port_q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    result_q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    p = ctx.Process(
+        target=_ceiling_receiver, args=(port_q, result_q, count, variant, directory)
+    )
+    p.start()
+    try:
+        port = port_q.get(timeout=20)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+            s.connect(("127.0.0.1", port))
+            s.settimeout(_IDLE_S + 0.5)  # blocking, but a lost ack cannot hang it
+            payload = os.urandom(size)
+            sent = acked = 0
+            start = time.perf_counter()
+            deadline = start + 120
+            # Each pass sends >= 1 datagram or waits for an ack; acks come at
+            # most once per _ACK_EVERY datagrams received, so this ends.
+            while sent < count and time.perf_counter() < deadline:
+                while sent < count and sent - acked < _WINDOW:
+                    s.send(payload)
+                    sent += 1
+                if sent >= count:
+                    break
+                try:
+                    acked = max(acked, int.from_bytes(s.recv(8), "big"))
+                except TimeoutError:
+                    break  # too many lost: the receiver counts what arrived
+        _n, nbytes, last = result_q.get(timeout=60)
+    finally:
+        p.join(10)
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+    return nbytes / max(last - start, 1e-9) / 1e6
 
 
 def _free_port() -> int:
@@ -211,6 +357,11 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer bundles (smoke run)")
     ap.add_argument(
+        "--no-ceiling",
+        action="store_true",
+        help="skip the ceiling rows (a minimal store-then-ack receiver)",
+    )
+    ap.add_argument(
         "--stores",
         default="FULL,NORMAL,memory",
         help="comma-separated: FULL, NORMAL, memory (default all three)",
@@ -221,6 +372,12 @@ def main() -> int:
         (1000, 2000 if args.quick else 6000, 64),
         (64_000, 200 if args.quick else 800, 16),
     ]
+    # More datagrams than the daemon cases: the ceiling runs are fast, and a
+    # run of a few ms is mostly noise (raw, with the cases' counts, is ~5 ms).
+    ceiling_counts = {
+        1000: 5000 if args.quick else 20_000,
+        64_000: 1000 if args.quick else 4000,
+    }
     cpus = os.cpu_count() or 1
     print(
         f"udp_throughput: 2 daemons on loopback, hop-by-hop ACKs; {cpus} CPUs, load {os.getloadavg()[0]:.2f}"
@@ -236,12 +393,23 @@ def main() -> int:
             statistics.median(r[0] for r in runs),
             statistics.median(r[1] for r in runs),
         )
+    directory = disk_dir()
+    ceiling: dict[tuple[int, str], float] = {}
+    if not args.no_ceiling:
+        for size, _count, _ in cases:
+            n = ceiling_counts[size]
+            for variant in CEILING_VARIANTS:
+                ceiling_udp(size, min(n, 200), variant, directory)  # warm-up
+                ceiling[size, variant] = statistics.median(
+                    ceiling_udp(size, n, variant, directory)
+                    for _ in range(args.repeats)
+                )
     print(
         f"{'bundle':>7} {'store':>6} {'MB/s':>7} {'bundles/s':>9} {'raw MB/s':>9} {'ratio':>6}"
         f" {'wall ms/b':>9} {'cpu ms/b: node1':>15} {'node2':>6} {'clients':>7}   target"
     )
     for store in stores:
-        workdir = Path(tempfile.mkdtemp(prefix="dcis-bench-"))
+        workdir = Path(tempfile.mkdtemp(prefix="dcis-bench-", dir=directory))
         daemons = Daemons(workdir, store)
         try:
             for size, count, in_flight in cases:
@@ -276,6 +444,34 @@ def main() -> int:
         f" (their sum / {cpus} CPUs is the floor of wall ms/b when the CPUs are the bottleneck;"
         " the rest is waiting, mostly for fsync)"
     )
+    if ceiling:
+        print(
+            "ceiling: the least work a hop that stores before it acks can do"
+            " (Python, no parsing, no app API)"
+        )
+        print(
+            f"  receiver process: recvfrom_into, cumulative ack every {_ACK_EVERY} datagrams,"
+            f" sender keeps {_WINDOW} in flight; files in {directory} ({_fs_type(directory) or '?'})"
+        )
+        print(
+            f"{'size':>7} {'variant':>12} {'MB/s':>7} {'datagrams/s':>11} {'raw MB/s':>9}"
+            f" {'ratio':>6}   durability"
+        )
+        durability = {
+            "ack only": "none (a hop that stores nothing)",
+            "write": "os.write before ack: survives kill -9",
+            "write+fsync": "os.fsync before ack: survives power loss",
+        }
+        for size, _count, _ in cases:
+            rmbs = raw[size][0]
+            for variant in CEILING_VARIANTS:
+                mbs = ceiling[size, variant]
+                ratio = mbs / rmbs if rmbs else float("nan")
+                print(
+                    f"{size:>7} {variant:>12} {mbs:>7.1f} {mbs * 1e6 / size:>11.0f}"
+                    f" {rmbs:>9.1f} {ratio:>6.1%}"
+                    f"   {durability[variant]}"
+                )
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     return 0
 
