@@ -35,12 +35,13 @@ from __future__ import annotations
 import heapq
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, Protocol, runtime_checkable
 
+from dtn.agent.segments import SegmentError, SegmentLog, checksum
 from dtn.errors import DtnError, InvalidArgument
 
 __all__ = [
@@ -338,7 +339,10 @@ CREATE TABLE IF NOT EXISTS bundles (
     received_ms INTEGER NOT NULL,
     prev_node INTEGER,
     frag_group TEXT,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    seg INTEGER,
+    seg_off INTEGER,
+    crc INTEGER
 );
 CREATE TABLE IF NOT EXISTS delivered (
     key TEXT PRIMARY KEY,
@@ -350,7 +354,15 @@ CREATE TABLE IF NOT EXISTS store_meta (
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 """
-_SCHEMA_VERSION = "1"
+_SCHEMA_VERSION = "2"
+# Version 1 kept every bundle inline; 2 adds where a large one sits in the
+# segment files (data is then the empty blob). Opening a version-1 store
+# adds the columns; its bundles stay inline.
+_MIGRATE_1_TO_2 = (
+    "ALTER TABLE bundles ADD COLUMN seg INTEGER",
+    "ALTER TABLE bundles ADD COLUMN seg_off INTEGER",
+    "ALTER TABLE bundles ADD COLUMN crc INTEGER",
+)
 
 
 class SqliteStore:
@@ -367,6 +379,21 @@ class SqliteStore:
       crash or power loss may lose the last commits -- of bundles already
       acknowledged. Faster (no fsync per commit).
 
+    Bundles over ``inline_max_bytes`` are kept in append-only segment files
+    in the directory ``<path>.segments`` (:mod:`dtn.agent.segments`), the
+    index rows in SQLite; smaller ones inline. At open the large ones are
+    checked against their CRC-32C: a row whose bytes never reached the disk
+    (a power cut before the fsync; never acknowledged) is dropped and its key
+    listed in :attr:`dropped_at_open`.
+
+    ``deferred_sync=True`` (group commit, for a driver with a worker
+    thread): commits never fsync on the calling thread. A durable commit
+    instead advances :attr:`write_generation`; the driver calls
+    :meth:`begin_sync` (store thread), runs the function it returns on any
+    thread, then :meth:`end_sync` -- and acknowledges what was written up to
+    that generation only then. ``close()`` syncs. The durability contract
+    of the module docstring then holds at ``end_sync``, not at commit.
+
     Raises :class:`StoreError` if the file cannot be opened or is not a
     bundle store, and on later I/O errors. Not thread-safe: use it from one
     thread at a time (it may be created in one thread and used in another).
@@ -378,6 +405,9 @@ class SqliteStore:
         limit_bytes: int = 1 << 30,
         *,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        inline_max_bytes: int = 2048,
+        segment_bytes: int = 64 << 20,
+        deferred_sync: bool = False,
     ) -> None:
         if limit_bytes < 0:
             raise InvalidArgument(f"limit_bytes must be >= 0, got {limit_bytes}")
@@ -392,6 +422,16 @@ class SqliteStore:
         self._mode: str = synchronous
         self._sync_now: str = synchronous
         self._must_sync = False
+        self._inline_max = inline_max_bytes
+        self._deferred = deferred_sync
+        self._write_gen = 0
+        self._refs: list[
+            tuple[int, int]
+        ] = []  # (segment, +1/-1) of the open transaction
+        self._wal_fd: int | None = None
+        self._sync_dead: set[int] = set()
+        self.dropped_at_open: list[str] = []
+        in_memory = self._path in ("", ":memory:")
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a
             # transaction() block is exactly one SQLite transaction.
@@ -423,6 +463,13 @@ class SqliteStore:
                     "INSERT INTO store_meta (name, value) VALUES ('schema', ?)",
                     (_SCHEMA_VERSION,),
                 )
+            elif row[0] == "1":
+                for stmt in _MIGRATE_1_TO_2:
+                    self._db.execute(stmt)
+                self._db.execute(
+                    "UPDATE store_meta SET value=? WHERE name='schema'",
+                    (_SCHEMA_VERSION,),
+                )
             elif row[0] != _SCHEMA_VERSION:
                 raise StoreError(
                     f"bundle store {self._path!r} has schema {row[0]!r}, expected {_SCHEMA_VERSION!r}"
@@ -435,12 +482,49 @@ class SqliteStore:
             self._count = int(
                 self._db.execute("SELECT COUNT(*) FROM bundles").fetchone()[0]
             )
+            self._segs = (
+                None
+                if in_memory
+                else SegmentLog(self._path + ".segments", segment_bytes=segment_bytes)
+            )
+            if self._segs is not None:
+                self._check_segments(self._segs)
         except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
+        except SegmentError as exc:
             self._db.close()
             raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
         except StoreError:
             self._db.close()
             raise
+
+    def _check_segments(self, segs: SegmentLog) -> None:
+        """At open: drop rows whose payload is missing or fails its CRC (a
+        power cut before their fsync), adopt the live counts, remove
+        segments nothing points into."""
+        rows = self._db.execute(
+            "SELECT key, seg, seg_off, size_bytes, crc FROM bundles"
+            " WHERE seg IS NOT NULL ORDER BY seg, seg_off"
+        ).fetchall()
+        counts: dict[int, int] = {}
+        bad: list[tuple[str, int]] = []
+        for key, seg, off, size, crc in rows:
+            data = segs.read(seg, off, size)
+            if data is None or checksum(data) != crc:
+                bad.append((key, size))
+            else:
+                counts[seg] = counts.get(seg, 0) + 1
+        if bad:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "DELETE FROM bundles WHERE key=?", [(k,) for k, _ in bad]
+            )
+            self._db.execute("COMMIT")
+            self._used -= sum(n for _, n in bad)
+            self._count -= len(bad)
+            self.dropped_at_open = [k for k, _ in bad]
+        segs.adopt(counts)
 
     @property
     def path(self) -> str:
@@ -496,34 +580,53 @@ class SqliteStore:
         # A non-durable commit skips the fsync; WAL frames are written in
         # order, so the next durable commit makes it durable too.
         relaxed = self._full and durable is False
-        self._set_sync("NORMAL" if relaxed else self._mode)
+        self._set_sync("NORMAL" if relaxed or self._deferred else self._mode)
         used, count = self._used, self._count
         self._exec("BEGIN IMMEDIATE")
         self._depth = 1
         self._must_sync = False
+        self._refs.clear()
         try:
             yield
         except BaseException:
             self._depth = 0
             self._used, self._count = used, count
+            self._refs.clear()
             # The original exception matters more than a failed rollback.
             with suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
             raise
         self._depth = 0
+        needs_durability = not relaxed or self._must_sync
+        fsynced = self._full and not self._deferred and needs_durability
         try:
+            if fsynced and self._segs is not None:
+                # Payload bytes reach the disk before the rows that point
+                # at them (SQLite fsyncs the WAL in COMMIT below).
+                self._segs.sync_files(*self._segs.take_dirty())
             self._db.execute("COMMIT")
-            if relaxed and self._must_sync:
+            if relaxed and self._must_sync and not self._deferred:
                 # A durable write joined a relaxed transaction: a checkpoint
                 # fsyncs the WAL first, which makes this commit durable.
                 self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, SegmentError) as exc:
             self._used, self._count = used, count
+            self._refs.clear()
             with suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
             raise StoreError(
                 f"bundle store {self._path!r}: commit failed: {exc}"
             ) from exc
+        if self._deferred and needs_durability:
+            self._write_gen += 1
+        if self._segs is not None:
+            for seg, delta in self._refs:
+                self._segs.ref(seg, delta)
+            self._refs.clear()
+            if fsynced or not self._full:
+                # The commit that emptied them is as durable as this store
+                # promises (FULL: fsynced now; NORMAL: never fsynced anyway).
+                self._segs.drop_dead()
 
     def transaction(self, *, durable: bool = True) -> AbstractContextManager[None]:
         """See :meth:`BundleStore.transaction`: one SQLite transaction, at
@@ -540,10 +643,23 @@ class SqliteStore:
                 limit_bytes=self._limit,
             )
         with self._txn(None):
+            seg = off = crc = None
+            if self._segs is not None and len(data) > self._inline_max:
+                if self._db.execute(
+                    "SELECT 1 FROM bundles WHERE key=?", (record.key,)
+                ).fetchone():
+                    raise InvalidArgument(f"bundle {record.key!r} is already stored")
+                try:
+                    seg, off = self._segs.append(data)
+                except SegmentError as exc:
+                    raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
+                crc = checksum(data)
+                data = b""
             try:
                 self._db.execute(
                     "INSERT INTO bundles (key, destination, expiry_ms, state, size_bytes, received_ms,"
-                    " prev_node, frag_group, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " prev_node, frag_group, data, seg, seg_off, crc)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.key,
                         record.destination,
@@ -554,6 +670,9 @@ class SqliteStore:
                         record.prev_node,
                         record.frag_group,
                         data,
+                        seg,
+                        off,
+                        crc,
                     ),
                 )
             except sqlite3.IntegrityError as exc:
@@ -564,11 +683,22 @@ class SqliteStore:
                 raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
             self._used += record.size_bytes
             self._count += 1
+            if seg is not None:
+                self._refs.append((seg, 1))
 
     def get(self, key: str) -> bytes | None:
         """See :meth:`BundleStore.get`."""
-        row = self._exec("SELECT data FROM bundles WHERE key=?", (key,)).fetchone()
-        return None if row is None else bytes(row[0])
+        row = self._exec(
+            "SELECT data, seg, seg_off, size_bytes FROM bundles WHERE key=?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        if row[1] is None or self._segs is None:
+            return bytes(row[0])
+        try:
+            return self._segs.read(row[1], row[2], row[3])
+        except SegmentError as exc:
+            raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
 
     @staticmethod
     def _row_to_record(row: tuple[object, ...]) -> StoredBundle:
@@ -611,12 +741,14 @@ class SqliteStore:
         """See :meth:`BundleStore.delete`."""
         with self._txn(None):
             row = self._exec(
-                "DELETE FROM bundles WHERE key=? RETURNING size_bytes", (key,)
+                "DELETE FROM bundles WHERE key=? RETURNING size_bytes, seg", (key,)
             ).fetchone()
             if row is None:
                 return False
             self._used -= int(row[0])
             self._count -= 1
+            if row[1] is not None:
+                self._refs.append((int(row[1]), -1))
             return True
 
     def records(self) -> Iterator[StoredBundle]:
@@ -655,6 +787,58 @@ class SqliteStore:
         """How many delivered keys are remembered."""
         return int(self._exec("SELECT COUNT(*) FROM delivered").fetchone()[0])
 
+    # -- group commit (deferred_sync=True)
+
+    @property
+    def write_generation(self) -> int:
+        """Durable commits so far (deferred mode; 0 otherwise)."""
+        return self._write_gen
+
+    def begin_sync(self) -> Callable[[], None]:
+        """Store thread: snapshot what the next sync must cover -- every
+        commit made so far -- and return the function doing it (fsync of the
+        segment files written since the last sync, then of the WAL), safe to
+        run on another thread while this store keeps writing. Raises
+        :class:`StoreError` (from the returned function) on an I/O error."""
+        fds, dir_dirty = (
+            self._segs.take_dirty() if self._segs is not None else ([], False)
+        )
+        self._sync_dead = self._segs.dead() if self._segs is not None else set()
+        wal = self._path + "-wal"
+
+        def sync() -> None:
+            try:
+                if self._segs is not None:
+                    self._segs.sync_files(fds, dir_dirty)
+                if self._wal_fd is None and os.path.exists(wal):
+                    self._wal_fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
+                if self._wal_fd is not None:
+                    os.fsync(self._wal_fd)
+            except (OSError, SegmentError) as exc:
+                raise StoreError(
+                    f"bundle store {self._path!r}: sync failed: {exc}"
+                ) from exc
+
+        return sync
+
+    def end_sync(self) -> None:
+        """Store thread, after the function from :meth:`begin_sync` returned:
+        segments emptied by commits it covered are removed."""
+        if self._segs is not None:
+            self._segs.drop_dead(only=self._sync_dead)
+        self._sync_dead = set()
+
     def close(self) -> None:
-        """Close the database (a clean close also checkpoints the WAL)."""
-        self._db.close()
+        """Close the database (a clean close also checkpoints the WAL, and
+        in deferred mode syncs first)."""
+        try:
+            if self._deferred:
+                self.begin_sync()()
+                self.end_sync()
+        finally:
+            if self._wal_fd is not None:
+                os.close(self._wal_fd)
+                self._wal_fd = None
+            if self._segs is not None:
+                self._segs.close()
+            self._db.close()

@@ -1,0 +1,293 @@
+"""Append-only segment files holding the large bundles of a :class:`SqliteStore`.
+
+SQLite is a fine index but a poor home for 64 KB blobs: each one is written to
+the WAL a 4 KB page (and a syscall) at a time, copied again into the database
+file at every checkpoint, and its pages are rewritten when the bundle leaves.
+A bundle over ``SqliteStore``'s inline limit is instead appended, in one
+``write``, to the newest file of a directory of numbered segments
+(``00000001.seg`` ...); its index row keeps ``(segment, offset, length,
+crc32c)``. A segment is unlinked once every bundle in it has left the store
+*and* that departure is durable (see :meth:`SegmentLog.drop_dead`). Layout
+and crash rules: spec/agent.md, "Segment files".
+
+Crash safety, with the index's own durability rules: a segment file is
+fsynced before (or, in deferred mode, in the same sync as) the WAL that
+commits rows pointing into it, so a row acknowledged as durable always finds
+its bytes. A row whose bytes did not reach the disk (a power cut before the
+sync; such a bundle was never acknowledged) is found at open by its length or
+CRC-32C and dropped. Process death (``kill -9``) loses nothing: the bytes are
+in the page cache.
+
+Threads: everything runs on the store's thread except :meth:`sync_files`,
+which a driver may run on a worker thread while the store keeps writing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+
+from fastcrc import crc32
+
+from dtn.errors import DtnError
+
+__all__ = ["SegmentError", "SegmentLog", "checksum"]
+
+_SUFFIX = ".seg"
+
+
+class SegmentError(DtnError):
+    """A segment file could not be created, written or read."""
+
+
+def checksum(data: bytes | memoryview) -> int:
+    """CRC-32C (Castagnoli) of ``data``: the check kept next to each stored
+    payload (hardware-assisted: about 1 us for 64 KB here)."""
+    return int(crc32.iscsi(bytes(data) if isinstance(data, memoryview) else data))
+
+
+def _name(seg: int) -> str:
+    return f"{seg:08d}{_SUFFIX}"
+
+
+class SegmentLog:
+    """A directory of append-only payload files with per-segment live counts.
+
+    ``segment_bytes``: a segment stops taking new payloads once it holds at
+    least this many bytes (a payload is never split across segments).
+    """
+
+    def __init__(self, directory: str, *, segment_bytes: int = 64 << 20) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise SegmentError(
+                f"cannot create segment directory {directory!r}: {exc}"
+            ) from exc
+        self._lock = threading.Lock()
+        existing = self.on_disk()
+        # Never append to a segment written before: its tail past the last
+        # indexed payload may hold a torn write.
+        self._active = max(existing, default=0) + 1
+        self._active_fd: int | None = None
+        self._active_off = 0
+        self._live: dict[int, int] = {}  # segment -> payloads indexed in it
+        self._readers: dict[int, int] = {}  # segment -> read-only fd
+        self._dirty: set[int] = set()  # written since the last sync_files
+        self._dir_dirty = False  # a segment was created since the last sync
+        self._dead: set[int] = set()  # no live payloads, unlink when safe
+
+    # -- inventory
+
+    def on_disk(self) -> list[int]:
+        """Segment numbers present in the directory, ascending."""
+        try:
+            names = os.listdir(self.directory)
+        except OSError as exc:
+            raise SegmentError(f"cannot list {self.directory!r}: {exc}") from exc
+        out = []
+        for n in names:
+            stem = n[: -len(_SUFFIX)]
+            if n.endswith(_SUFFIX) and stem.isdigit():
+                out.append(int(stem))
+        return sorted(out)
+
+    def size_of(self, seg: int) -> int:
+        """Bytes in segment ``seg`` (0 if it does not exist)."""
+        try:
+            return os.stat(self._path(seg)).st_size
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise SegmentError(f"cannot stat segment {seg}: {exc}") from exc
+
+    def adopt(self, counts: dict[int, int]) -> list[int]:
+        """At open: ``counts`` maps each segment to the payloads the index
+        still points into. Segments on disk with none are removed (a crash
+        came between a commit and the unlink); returns their numbers."""
+        self._live = {s: n for s, n in counts.items() if n > 0}
+        orphans = [s for s in self.on_disk() if s not in self._live]
+        for s in orphans:
+            self._unlink(s)
+        return orphans
+
+    def _path(self, seg: int) -> str:
+        return os.path.join(self.directory, _name(seg))
+
+    # -- writing (store thread)
+
+    def append(self, data: bytes) -> tuple[int, int]:
+        """Write ``data`` at the end of the active segment: ``(segment, offset)``.
+
+        The payload is not counted as live until :meth:`ref` (the index row
+        commit); bytes of a rolled-back transaction stay as dead space.
+        """
+        if self._active_fd is not None and self._active_off >= self.segment_bytes:
+            self._rotate()
+        if self._active_fd is None:
+            self._open_active()
+        fd = self._active_fd
+        assert fd is not None
+        seg, off = self._active, self._active_off
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+        except OSError as exc:
+            # The file may end in a torn write: later payloads go to a new one.
+            self._rotate()
+            raise SegmentError(f"cannot write segment {seg}: {exc}") from exc
+        self._active_off = off + len(data)
+        self._dirty.add(seg)
+        return seg, off
+
+    def _open_active(self) -> None:
+        path = self._path(self._active)
+        try:
+            fd = os.open(
+                path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
+            )
+        except OSError as exc:
+            raise SegmentError(f"cannot create segment {path!r}: {exc}") from exc
+        with self._lock:
+            self._active_fd = fd
+            self._active_off = os.fstat(fd).st_size
+            self._dir_dirty = True
+
+    def _rotate(self) -> None:
+        seg = self._active
+        self._close_active()
+        self._active = seg + 1
+        if self._live.get(seg, 0) == 0:
+            self._dead.add(seg)
+
+    def _close_active(self) -> None:
+        with self._lock:
+            fd, self._active_fd = self._active_fd, None
+            if fd is not None:
+                # sync_files holds a dup of it if it needs one.
+                os.close(fd)
+        self._active_off = 0
+
+    def ref(self, seg: int, delta: int) -> None:
+        """Payloads in ``seg`` gained (``delta`` > 0) or lost index rows (a
+        committed transaction). An inactive segment left with none is dead."""
+        n = self._live.get(seg, 0) + delta
+        if n > 0:
+            self._live[seg] = n
+            self._dead.discard(seg)
+        else:
+            self._live.pop(seg, None)
+            if seg != self._active or self._active_fd is None:
+                self._dead.add(seg)
+
+    def live_segments(self) -> int:
+        """How many segments hold at least one indexed payload."""
+        return len(self._live)
+
+    def dead(self) -> set[int]:
+        """Segments waiting for :meth:`drop_dead` now."""
+        return set(self._dead)
+
+    def drop_dead(self, only: set[int] | None = None) -> int:
+        """Unlink dead segments; call only once the commits that emptied them
+        are durable (else a power cut could bring back rows pointing into a
+        missing file -- they would be dropped at open, but a bundle a
+        rolled-back delete should have kept would be gone). ``only``: just
+        those (the ones dead when a sync began). Returns how many."""
+        dead = [
+            s
+            for s in self._dead
+            if s not in self._live and s != self._active and (only is None or s in only)
+        ]
+        for s in dead:
+            self._unlink(s)
+        self._dead.difference_update(dead)
+        return len(dead)
+
+    def _unlink(self, seg: int) -> None:
+        fd = self._readers.pop(seg, None)
+        if fd is not None:
+            os.close(fd)
+        try:
+            os.unlink(self._path(seg))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise SegmentError(f"cannot remove segment {seg}: {exc}") from exc
+
+    # -- reading (store thread)
+
+    def read(self, seg: int, off: int, length: int) -> bytes | None:
+        """The ``length`` bytes at ``off`` in ``seg``; None if the file is
+        missing or shorter."""
+        fd = self._readers.get(seg)
+        if fd is None:
+            try:
+                fd = os.open(self._path(seg), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise SegmentError(f"cannot open segment {seg}: {exc}") from exc
+            if len(self._readers) >= 64:
+                os.close(self._readers.pop(next(iter(self._readers))))
+            self._readers[seg] = fd
+        try:
+            data = os.pread(fd, length, off)
+        except OSError as exc:
+            raise SegmentError(f"cannot read segment {seg}: {exc}") from exc
+        return data if len(data) == length else None
+
+    # -- durability
+
+    def take_dirty(self) -> tuple[list[int], bool]:
+        """Store thread: dups of the fds written since the last call, and
+        whether the directory gained a file -- the work of one
+        :meth:`sync_files`. The caller owns (and closes) the fds."""
+        with self._lock:
+            fds: list[int] = []
+            for seg in self._dirty:
+                if seg == self._active and self._active_fd is not None:
+                    fds.append(os.dup(self._active_fd))
+                else:
+                    try:
+                        fds.append(os.open(self._path(seg), os.O_RDONLY | os.O_CLOEXEC))
+                    except FileNotFoundError:
+                        continue  # already dead and removed
+            self._dirty.clear()
+            dir_dirty, self._dir_dirty = self._dir_dirty, False
+        return fds, dir_dirty
+
+    def sync_files(self, fds: Iterable[int], dir_dirty: bool) -> None:
+        """Any thread: fsync ``fds`` (from :meth:`take_dirty`; closes them)
+        and, if a segment was created, the directory."""
+        err: OSError | None = None
+        for fd in fds:
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                err = err or exc
+            finally:
+                os.close(fd)
+        if dir_dirty:
+            try:
+                dfd = os.open(self.directory, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+            except OSError as exc:
+                err = err or exc
+        if err is not None:
+            raise SegmentError(f"cannot fsync segments in {self.directory!r}: {err}")
+
+    def close(self) -> None:
+        """Close every file (unsynced data stays with the OS)."""
+        self._close_active()
+        for fd in self._readers.values():
+            os.close(fd)
+        self._readers.clear()
