@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import logging
 import math
 import os
@@ -171,6 +172,7 @@ class Node:
                 "mtcp_in",
                 "mtcp_out",
                 "udp_send_errors",
+                "store_syncs",
             ),
             0,
         )
@@ -184,6 +186,13 @@ class Node:
         self._held: dict[str, dict[str, Deliver]] = {}
         self._timer_wake = trio.Event()
         self._link_wake = trio.Event()
+        # Group commit: with a FULL store, commits do not fsync on the event
+        # loop; _sync_task fsyncs on a worker thread, and what promises
+        # durability (hop ACKs, replies to app sends) waits here for it.
+        self._deferred: SqliteStore | None = None
+        self._synced_gen = 0
+        self._after_sync: deque[tuple[int, Callable[[], object]]] = deque()
+        self._sync_wake = trio.Event()
         self._open_contacts: set[Contact] = set()
         self._contacts_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
@@ -233,13 +242,25 @@ class Node:
                 # No store file configured: nothing survives a restart.
                 store = MemoryStore(cfg.store_limit_bytes)
             else:
+                full = cfg.store_synchronous == "FULL"
                 store = SqliteStore(
                     cfg.store_path,
                     cfg.store_limit_bytes,
-                    synchronous="FULL" if cfg.store_synchronous == "FULL" else "NORMAL",
+                    synchronous="FULL" if full else "NORMAL",
+                    deferred_sync=full,
                 )
+                self._deferred = store if full else None
         except DtnError as exc:
             raise ConfigError(f"store.path: {exc}") from exc
+        if isinstance(store, SqliteStore) and store.dropped_at_open:
+            # Only a power cut (or a damaged disk) leaves these; none was
+            # acknowledged, so the previous hops still hold them.
+            self._log(
+                "warning",
+                "store_dropped_unsynced",
+                count=len(store.dropped_at_open),
+                bundles=store.dropped_at_open[:20],
+            )
         if cfg.security is not None and cfg.security.enabled:
             # Loads the key store; a bad one is a ConfigError naming security.keystore.
             self.security = NodeSecurity(cfg.security, node=cfg.node, log=self._log)
@@ -284,6 +305,8 @@ class Node:
                 self._apply(self.agent.register(self._echo_eid, now=self.now_ms()))
                 self._apply(self.agent.recover(self.now_ms()))
                 nursery.start_soon(self._udp_reader)
+                if self._deferred is not None:
+                    nursery.start_soon(self._sync_task, self._deferred)
                 nursery.start_soon(self._timer_task)
                 nursery.start_soon(self._link_timer_task)
                 nursery.start_soon(self._contact_task)
@@ -327,6 +350,44 @@ class Node:
                     os.unlink(cfg.app_socket or "")
             store.close()
             self._log("info", "node_stopped", stored=self.agent.stored)
+
+    # ------------------------------------------------------------ group commit
+
+    def when_durable(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` once every store commit made so far is on disk: now if
+        it is, else after the next sync (in order)."""
+        store = self._deferred
+        if store is None or store.write_generation <= self._synced_gen:
+            fn()
+            return
+        self._after_sync.append((store.write_generation, fn))
+        self._sync_wake.set()
+
+    async def _sync_task(self, store: SqliteStore) -> None:
+        # One fsync covers every commit before it began: under load each
+        # sync takes all that arrived during the previous one (group
+        # commit), and the event loop keeps receiving meanwhile.
+        while True:
+            await self._sync_wake.wait()
+            self._sync_wake = trio.Event()
+            while self._after_sync:
+                gen = store.write_generation
+                sync = store.begin_sync()
+                try:
+                    await trio.to_thread.run_sync(sync)
+                except DtnError as exc:
+                    # fsync failed: the kernel may have dropped the dirty
+                    # pages, so nothing written since the last sync can be
+                    # promised. Stop; the previous hops still hold it all.
+                    self._log("error", "store_sync_failed", detail=str(exc))
+                    raise
+                store.end_sync()
+                self._synced_gen = gen
+                self.counters["store_syncs"] += 1
+                while self._after_sync and self._after_sync[0][0] <= gen:
+                    self._after_sync.popleft()[1]()
+                if self._acks:
+                    self._flush_acks()
 
     def stop(self) -> None:
         """Ask :meth:`run` to return (bundles stay in the store)."""
@@ -372,7 +433,12 @@ class Node:
             if isinstance(a, Transmit):
                 work.extend(self._transmit(a))
             elif isinstance(a, Ack):
-                self._acks.add(a.neighbor, a.cl_token)
+                if self._deferred is None:
+                    self._acks.add(a.neighbor, a.cl_token)
+                else:
+                    self.when_durable(
+                        functools.partial(self._acks.add, a.neighbor, a.cl_token)
+                    )
             elif isinstance(a, Deliver):
                 work.extend(self._deliver(a))
             elif isinstance(a, Schedule):
@@ -1068,11 +1134,11 @@ class Node:
                         for m in msgs:
                             actions += self._app_request(m, reply, error, push, subs)
                     self._apply(actions)
-                    try:
-                        for data in outbox:
-                            out_send.send_nowait(data)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        break  # the writer saw the client go away
+                    if outbox:
+                        # A send's reply promises the bundle is stored.
+                        self.when_durable(
+                            functools.partial(_post_all, out_send, list(outbox))
+                        )
                 out_send.close()
                 nursery.cancel_scope.cancel()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -1191,3 +1257,10 @@ async def open_node(config: NodeConfig, **kw: Any) -> AsyncIterator[Node]:
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
         raise
+
+
+def _post_all(out: trio.MemorySendChannel[bytes], messages: list[bytes]) -> None:
+    """Queue app API messages for a connection's writer (gone: dropped)."""
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        for data in messages:
+            out.send_nowait(data)

@@ -184,3 +184,47 @@ async def test_forged_sender_numbers_do_not_grow_memory(tmp_path: Path) -> None:
     ack = tx.recv(65535)
     assert ack.startswith(b"\xd9\xdc\x15")
     tx.close()
+
+
+async def test_the_hop_ack_waits_for_the_fsync_of_the_receivers_store(
+    tmp_path: Path,
+) -> None:
+    # Group commit: node 2 commits on the event loop and fsyncs on a worker
+    # thread; the ACK that lets node 1 forget the bundle must wait for it.
+    import threading
+
+    c1, c2 = chain(tmp_path, 2)
+    gate = threading.Event()
+    async with open_node(c1) as n1, open_node(c2) as n2:
+        assert n1.agent is not None
+        assert n2.agent is not None
+        store = n2.agent.store
+        real = store.begin_sync  # type: ignore[attr-defined]
+
+        def gated() -> object:
+            fn = real()
+
+            def run() -> None:
+                gate.wait(30)
+                fn()
+
+            return run
+
+        store.begin_sync = gated  # type: ignore[attr-defined]
+        try:
+            async with n2.endpoint("ipn:2.5") as inbox:
+                with trio.fail_after(30):
+                    await n1.send("ipn:2.5", b"durable", source="ipn:1.1")
+                    got = await inbox.receive()
+                assert got.payload == b"durable"
+                await trio.sleep(0.5)
+                # Stored and even delivered at node 2, but not yet on its disk.
+                assert n1.status()["neighbours"]["2"]["acked"] == 0
+                assert n1.agent.stored == 1
+                gate.set()
+                agent = n1.agent
+                await poll_until(lambda: agent.stored == 0, timeout_s=30)
+                assert n1.status()["neighbours"]["2"]["acked"] >= 1
+                assert n2.status()["counters"]["store_syncs"] >= 1
+        finally:
+            gate.set()
