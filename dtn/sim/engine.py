@@ -409,14 +409,10 @@ def default_store_factory(node: int, spec: NodeSpec, path: Path | None) -> Any:
     a simulated crash does not lose the OS's pages, so fsync buys nothing)."""
     from dtn.agent.store import MemoryStore, SqliteStore
 
-    kwargs = (
-        {}
-        if spec.store_limit_bytes is None
-        else {"limit_bytes": spec.store_limit_bytes}
-    )
+    limit = 1 << 30 if spec.store_limit_bytes is None else spec.store_limit_bytes
     if path is not None:
-        return SqliteStore(path, synchronous="NORMAL", **kwargs)
-    return MemoryStore(**kwargs)
+        return SqliteStore(path, limit, synchronous="NORMAL")
+    return MemoryStore(limit)
 
 
 def _whole_key(key: str) -> str:
