@@ -17,7 +17,7 @@ Example (every key but ``node`` optional; ``listen`` defaults to an ephemeral po
     [store]
     path = "node2.db"                 # SQLite bundle store (":memory:" for none)
     limit_bytes = 1000000000
-    synchronous = "FULL"              # FULL (fsync per commit) | NORMAL
+    synchronous = "FULL"              # FULL (fsynced before ACKs) | NORMAL
 
     [udp]
     ack_timeout_s = 1.0               # added to 2 x light time for the retransmission timeout
