@@ -4,9 +4,10 @@ For 1 KB and 64 KB bundles: two daemons (hop-by-hop ACKs on) in separate
 processes; a trio app API client sends N bundles to node 1 for ``ipn:2.1``
 (many requests in flight) and another receives them from node 2. Time runs
 from the first send to the last delivery. Three store settings, so a reader
-sees what durability costs: SQLite on disk with ``synchronous=FULL`` (the
-durable one the targets are about), ``NORMAL`` (no fsync), and no store at
-all (``:memory:``). For each, the CPU time per bundle of node 1, node 2 and
+sees what durability costs: ``synchronous=FULL`` (SQLite index plus segment
+files for the large bundles, fsynced by group commit before each hop ACK and
+send reply: the durable one the targets are about), ``NORMAL`` (no fsync),
+and no store at all (``:memory:``). For each, the CPU time per bundle of node 1, node 2 and
 the two app clients (this process) says where the time goes. Reference,
 measured in the same run: a raw Python UDP sender blasting datagrams of the
 same size at a receiver process (no storage, no acknowledgement, losses
@@ -383,8 +384,9 @@ def main() -> int:
         f"udp_throughput: 2 daemons on loopback, hop-by-hop ACKs; {cpus} CPUs, load {os.getloadavg()[0]:.2f}"
     )
     print(
-        "  store FULL: SQLite, fsync per commit (survives power loss); NORMAL: SQLite WAL without fsync"
-        " (survives kill -9); memory: no store (what the rest of the path costs)"
+        "  store FULL: SQLite index + segment files, fsynced on a worker thread before each ACK"
+        " (group commit; survives power loss); NORMAL: no fsync (survives kill -9);"
+        " memory: no store (what the rest of the path costs)"
     )
     raw: dict[int, tuple[float, float]] = {}
     for size, count, _ in cases:
