@@ -425,9 +425,8 @@ class SqliteStore:
         self._inline_max = inline_max_bytes
         self._deferred = deferred_sync
         self._write_gen = 0
-        self._refs: list[
-            tuple[int, int]
-        ] = []  # (segment, +1/-1) of the open transaction
+        # (segment, +1 or -1) per row written or deleted by the open transaction
+        self._refs: list[tuple[int, int]] = []
         self._wal_fd: int | None = None
         self._sync_dead: set[int] = set()
         self.dropped_at_open: list[str] = []
