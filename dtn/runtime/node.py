@@ -603,7 +603,9 @@ class Node:
             now=self.now_ms(),
         )
         self._apply(actions)
-        await trio.lowlevel.checkpoint()
+        stored = trio.Event()
+        self.when_durable(stored.set)  # group commit: wait for the fsync
+        await stored.wait()
         return key
 
     @contextlib.asynccontextmanager

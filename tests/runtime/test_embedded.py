@@ -228,3 +228,41 @@ async def test_the_hop_ack_waits_for_the_fsync_of_the_receivers_store(
                 assert n2.status()["counters"]["store_syncs"] >= 1
         finally:
             gate.set()
+
+
+async def test_send_returns_only_once_the_bundle_is_on_disk(tmp_path: Path) -> None:
+    import threading
+
+    (c1,) = chain(tmp_path, 1)
+    gate = threading.Event()
+    async with open_node(c1) as n1:
+        assert n1.agent is not None
+        store = n1.agent.store
+        real = store.begin_sync  # type: ignore[attr-defined]
+
+        def gated() -> object:
+            fn = real()
+
+            def run() -> None:
+                gate.wait(30)
+                fn()
+
+            return run
+
+        store.begin_sync = gated  # type: ignore[attr-defined]
+        returned = trio.Event()
+
+        async def send() -> None:
+            await n1.send("ipn:7.1", b"x" * 5000, source="ipn:1.1")
+            returned.set()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                await trio.sleep(0.5)
+                assert not returned.is_set()  # committed, not yet fsynced
+                gate.set()
+                with trio.fail_after(30):
+                    await returned.wait()
+        finally:
+            gate.set()
