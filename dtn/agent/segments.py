@@ -189,6 +189,10 @@ class SegmentLog:
         """How many segments hold at least one indexed payload."""
         return len(self._live)
 
+    def droppable(self) -> list[int]:
+        """Dead segments :meth:`drop_dead` would remove now."""
+        return [s for s in self._dead if s not in self._live and s != self._active]
+
     def dead(self) -> set[int]:
         """Segments waiting for :meth:`drop_dead` now."""
         return set(self._dead)
@@ -199,11 +203,7 @@ class SegmentLog:
         missing file -- they would be dropped at open, but a bundle a
         rolled-back delete should have kept would be gone). ``only``: just
         those (the ones dead when a sync began). Returns how many."""
-        dead = [
-            s
-            for s in self._dead
-            if s not in self._live and s != self._active and (only is None or s in only)
-        ]
+        dead = [s for s in self.droppable() if only is None or s in only]
         for s in dead:
             self._unlink(s)
         self._dead.difference_update(dead)

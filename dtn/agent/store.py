@@ -793,6 +793,12 @@ class SqliteStore:
         """Durable commits so far (deferred mode; 0 otherwise)."""
         return self._write_gen
 
+    @property
+    def segments_waiting(self) -> bool:
+        """Emptied segments wait for a sync before they can be removed
+        (deferred mode: a driver should sync even with nothing to ACK)."""
+        return self._segs is not None and bool(self._segs.droppable())
+
     def begin_sync(self) -> Callable[[], None]:
         """Store thread: snapshot what the next sync must cover -- every
         commit made so far -- and return the function doing it (fsync of the

@@ -370,7 +370,7 @@ class Node:
         while True:
             await self._sync_wake.wait()
             self._sync_wake = trio.Event()
-            while self._after_sync:
+            while self._after_sync or store.segments_waiting:
                 gen = store.write_generation
                 sync = store.begin_sync()
                 try:
@@ -457,6 +457,9 @@ class Node:
                     self._log("debug", a.kind, bundle=a.bundle_key, detail=a.detail)
         if self._acks:
             self._flush_acks()
+        if self._deferred is not None and self._deferred.segments_waiting:
+            # An idle node reclaims emptied segments too.
+            self._sync_wake.set()
 
     def _transmit(self, t: Transmit) -> list[Action]:
         agent = self.agent

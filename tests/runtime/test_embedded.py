@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 import time
 from pathlib import Path
@@ -266,3 +267,27 @@ async def test_send_returns_only_once_the_bundle_is_on_disk(tmp_path: Path) -> N
                     await returned.wait()
         finally:
             gate.set()
+
+
+async def test_an_idle_node_removes_segments_emptied_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    # Node 1 stores large bundles while node 2 is down, restarts (its old
+    # segment is closed for good), then forwards them all. Nothing is left
+    # to acknowledge, yet the emptied segment must go (no 64 MiB leak).
+    c1, c2 = chain(tmp_path, 2)
+    seg_dir = Path(c1.store_path + ".segments")
+    async with open_node(c1) as n1:
+        for i in range(3):
+            with trio.fail_after(30):
+                await n1.send("ipn:2.1", bytes([i]) * 30_000, source="ipn:1.1")
+    assert sorted(os.listdir(seg_dir)) == ["00000001.seg"]
+    async with open_node(c1) as n1, open_node(c2) as n2:
+        assert n1.agent is not None
+        agent = n1.agent
+        async with n2.endpoint("ipn:2.1") as inbox:
+            with trio.fail_after(30):
+                got = sorted([(await inbox.receive()).payload for _ in range(3)])
+        assert got == [bytes([i]) * 30_000 for i in range(3)]
+        await poll_until(lambda: agent.stored == 0, timeout_s=30)
+        await poll_until(lambda: not (seg_dir / "00000001.seg").exists(), timeout_s=10)
