@@ -6,7 +6,8 @@ The plan is an ionrc or HDTN JSON contact plan; the traffic file has lines
 ``AT_SECONDS SRC_NODE DST_NODE SIZE_BYTES [COUNT]`` (see
 :mod:`dtn.sim.traffic`). Every node runs a real agent on an in-memory store.
 ``--json`` prints one JSON object (the run's summary, including
-``trace_sha256``: the same inputs and seed always print the same object).
+``trace_sha256``: the same inputs and seed always print the same object;
+``deleted`` and ``deleted_reasons`` count bundles agents deleted on purpose).
 """
 
 from __future__ import annotations
@@ -72,8 +73,12 @@ def _readable(s: SimSummary, out: TextIO) -> None:
         f"bundles:   sent {s.sent}, delivered {s.delivered}, expired {s.expired}, pending {s.pending}, refused {s.refused} (at relays {s.relay_refused})",
         file=out,
     )
+    # Deletions go at the end of the line, so what was printed before keeps
+    # its place for scripts that read it.
+    reasons = ", ".join(f"{why} {n}" for why, n in sorted(s.deleted_reasons.items()))
     print(
-        f"           duplicates delivered {s.duplicates_delivered}, delivered after lifetime {s.delivered_after_lifetime}, lost {s.lost}",
+        f"           duplicates delivered {s.duplicates_delivered}, delivered after lifetime {s.delivered_after_lifetime}, lost {s.lost}, "
+        f"deleted {s.deleted}" + (f" ({reasons})" if reasons else ""),
         file=out,
     )
     print(

@@ -41,6 +41,12 @@ and ``recover()``; one with a memory store restarts empty.
 
 The trace (``Trace``) records every send, refusal, transmit, receive, loss,
 ack, delivery and expiry; it is hashed as it goes and never kept whole.
+
+The ledger (``BundleRecord`` per bundle sent) follows each bundle to one
+outcome: delivered, expired, deleted (an agent deliberately deleted it -- hop
+limit, security policy, unprocessable block, no age -- and no store holds it
+any more), or pending (``lost`` if no store holds it either). See
+:meth:`Simulator.summary`.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ from dtn.sim.traffic import TrafficItem
 from dtn.time import DtnTime
 
 __all__ = [
+    "DELETION_REASONS",
     "SIM_EPOCH",
     "AgentFactory",
     "BundleRecord",
@@ -76,6 +83,7 @@ __all__ = [
     "SimSummary",
     "Simulator",
     "StoreFactory",
+    "deletion_reason",
 ]
 
 SIM_EPOCH = DtnTime(820_540_800_000)
@@ -282,6 +290,10 @@ class BundleRecord:
     first_delivery_us: int | None = None
     expired: bool = False
     """At least one node reported it expired."""
+    deletions: int = 0
+    """``Event("deleted")`` reports for it (or one of its fragments), any node."""
+    deleted_reason: str | None = None
+    """The agent's reason for the first deletion, as it gave it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -291,9 +303,13 @@ class SimSummary:
     ``refused`` counts sends the source refused (store full, node down);
     ``relay_refused`` bundles a receiving agent refused (its store full: the
     sender keeps them and retries). ``delivered`` counts distinct bundles delivered; ``expired`` those never
-    delivered that some node expired; ``pending`` the rest of ``sent``.
-    ``lost`` counts pending bundles held by no store (a memory store lost in
-    a crash; otherwise a bug). ``stored`` is the number of bundles in all
+    delivered that some node expired; ``deleted`` those neither delivered
+    nor expired that some agent deliberately deleted and no store holds any
+    more (``deleted_reasons``: how many per reason category, see
+    :func:`deletion_reason`); ``pending`` the rest of ``sent``, so
+    ``sent == delivered + expired + deleted + pending``.
+    ``lost`` counts pending bundles held by no store and deleted by no agent
+    (a memory store lost in a crash; otherwise a bug). ``stored`` is the number of bundles in all
     stores at the end. ``misdelivered`` counts deliveries at a node or
     endpoint other than the bundle's destination (a bug if not 0).
     """
@@ -309,6 +325,8 @@ class SimSummary:
     delivered_after_lifetime: int
     misdelivered: int
     expired: int
+    deleted: int
+    deleted_reasons: Mapping[str, int]
     pending: int
     lost: int
     stored: int
@@ -325,7 +343,9 @@ class SimSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (field names as keys)."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        out["deleted_reasons"] = dict(sorted(self.deleted_reasons.items()))
+        return out
 
 
 class _Node:
@@ -413,6 +433,25 @@ def default_store_factory(node: int, spec: NodeSpec, path: Path | None) -> Any:
     if path is not None:
         return SqliteStore(path, limit, synchronous="NORMAL")
     return MemoryStore(limit)
+
+
+DELETION_REASONS = ("hop_limit", "security", "unprocessable_block", "no_age", "other")
+"""The categories ``deleted_reasons`` counts by (see :func:`deletion_reason`)."""
+
+
+def deletion_reason(detail: str) -> str:
+    """The category of an agent's ``Event("deleted", key, detail)``: one of
+    :data:`DELETION_REASONS` (``other`` for a detail not recognised)."""
+    d = detail.lower()
+    if "security" in d:
+        return "security"
+    if "hop limit" in d:
+        return "hop_limit"
+    if "unprocessable" in d:
+        return "unprocessable_block"
+    if "creation time" in d:
+        return "no_age"
+    return "other"
 
 
 def _whole_key(key: str) -> str:
@@ -655,16 +694,24 @@ class Simulator:
         n_stored = sum(
             len(nd.store) for nd in self.nodes.values() if nd.store is not None
         )
-        delivered = expired = pending = lost = 0
+        delivered = expired = deleted = pending = lost = 0
+        reasons: dict[str, int] = {}
         for rec in self.ledger.values():
             if rec.deliveries:
                 delivered += 1
             elif rec.expired:
                 expired += 1
+            elif rec.key in stored:
+                pending += 1
+            elif rec.deletions:
+                # Every copy is gone and at least one was deleted on purpose:
+                # an outcome, not a loss.
+                deleted += 1
+                why = deletion_reason(rec.deleted_reason or "")
+                reasons[why] = reasons.get(why, 0) + 1
             else:
                 pending += 1
-                if rec.key not in stored:
-                    lost += 1
+                lost += 1
         lat = sorted(self._latencies)
         c = self._counts
         return SimSummary(
@@ -679,6 +726,8 @@ class Simulator:
             delivered_after_lifetime=c["late"],
             misdelivered=c["misdelivered"],
             expired=expired,
+            deleted=deleted,
+            deleted_reasons=dict(sorted(reasons.items())),
             pending=pending,
             lost=lost,
             stored=n_stored,
@@ -790,17 +839,28 @@ class Simulator:
         nd.last_tick_us = (at_us // 1000) * 1000 + 999
         self._apply(nd, nd.agent.on_tick(self.now))
 
+    def _record_of(self, key: str) -> BundleRecord | None:
+        rec = self.ledger.get(key)
+        if rec is None:
+            # A fragment ("<source>|<ms>|<seq>|<offset>|<len>"): charge it
+            # to its whole bundle, whose key is the first three fields.
+            rec = self.ledger.get(_whole_key(key))
+        return rec
+
     def _event(self, nd: _Node, ev: Event) -> None:
         if ev.kind == "expired":
-            rec = self.ledger.get(ev.bundle_key)
-            if rec is None:
-                # A fragment ("<source>|<ms>|<seq>|<offset>|<len>"): charge it
-                # to its whole bundle, whose key is the first three fields.
-                rec = self.ledger.get(_whole_key(ev.bundle_key))
+            rec = self._record_of(ev.bundle_key)
             if rec is not None:
                 rec.expired = True
             self.trace.record(self._now_us, "expire", nd.num, ev.bundle_key)
         else:
+            if ev.kind == "deleted":
+                # Ledger only: the trace line below is what it always was.
+                rec = self._record_of(ev.bundle_key)
+                if rec is not None:
+                    rec.deletions += 1
+                    if rec.deleted_reason is None:
+                        rec.deleted_reason = ev.detail
             # The agent's reason (e.g. "store full: ...") goes in as one
             # JSON-quoted field so the line stays one line.
             detail = (json.dumps(ev.detail),) if ev.detail else ()

@@ -129,6 +129,8 @@ def test_json_prints_one_object_with_the_issue_keys(
         0,
     )
     assert obj["latency_p50_s"] >= 400  # the last hop opens at 400 s
+    # Added later, never in place of an existing key: nothing deleted here.
+    assert (obj["deleted"], obj["deleted_reasons"], obj["lost"]) == (0, {}, 0)
     assert len(obj["trace_sha256"]) == 64
 
 
@@ -153,6 +155,7 @@ def test_readable_summary_and_trace_file(
     assert main([*sim_args(plan, traffic), "--trace", str(trace)]) == 0
     out = capsys.readouterr().out
     assert "delivered 5" in out
+    assert "lost 0, deleted 0\n" in out
     assert "sha256" in out
     kinds = {line.split()[1] for line in trace.read_text().splitlines()}
     assert {"send", "transmit", "receive", "deliver"} <= kinds

@@ -155,7 +155,7 @@ def check_ledger(sim: Simulator, s: SimSummary) -> None:
             assert rec.key in stored, (
                 f"{rec.key} was lost: not delivered, not expired, in no store"
             )
-    assert s.sent == s.delivered + s.expired + s.pending
+    assert s.sent == s.delivered + s.expired + s.deleted + s.pending
     assert s.lost == 0
     assert s.duplicates_delivered == 0
     assert s.misdelivered == 0

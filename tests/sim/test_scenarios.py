@@ -51,7 +51,7 @@ def balanced(sim: Simulator, s: SimSummary) -> None:
             assert rec.key in stored, (
                 f"{rec.key} is neither delivered, expired nor stored"
             )
-    assert s.sent == s.delivered + s.expired + s.pending
+    assert s.sent == s.delivered + s.expired + s.deleted + s.pending
     assert (
         s.lost,
         s.duplicates_delivered,

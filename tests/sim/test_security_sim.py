@@ -273,6 +273,9 @@ def test_bundles_from_uncertified_or_revoked_nodes_are_dropped() -> None:
     assert s.sent == 9
     sources = sorted(src for n, src, _ in w.delivered if n == 3)
     assert sources == ["ipn:1.1", "ipn:1.1"]
+    # The 7 rejected bundles were deleted on purpose, not lost.
+    assert (s.delivered, s.deleted, s.pending, s.lost) == (2, 7, 0, 0)
+    assert dict(s.deleted_reasons) == {"security": 7}
     c = w.policies[3].counters
     assert c["rejected_uncertified_source"] == 3
     assert c["rejected_revoked_source"] == 4
