@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -187,31 +189,34 @@ async def test_forged_sender_numbers_do_not_grow_memory(tmp_path: Path) -> None:
     tx.close()
 
 
+def hold_syncs(store: object, gate: threading.Event) -> None:
+    """Make ``store``'s group-commit fsyncs wait (on the worker thread)
+    until ``gate`` is set: commits done, nothing yet on disk."""
+    real = store.begin_sync  # type: ignore[attr-defined]
+
+    def gated() -> Callable[[], None]:
+        fn = real()
+
+        def run() -> None:
+            gate.wait(30)
+            fn()
+
+        return run
+
+    store.begin_sync = gated  # type: ignore[attr-defined]
+
+
 async def test_the_hop_ack_waits_for_the_fsync_of_the_receivers_store(
     tmp_path: Path,
 ) -> None:
     # Group commit: node 2 commits on the event loop and fsyncs on a worker
     # thread; the ACK that lets node 1 forget the bundle must wait for it.
-    import threading
-
     c1, c2 = chain(tmp_path, 2)
     gate = threading.Event()
     async with open_node(c1) as n1, open_node(c2) as n2:
         assert n1.agent is not None
         assert n2.agent is not None
-        store = n2.agent.store
-        real = store.begin_sync  # type: ignore[attr-defined]
-
-        def gated() -> object:
-            fn = real()
-
-            def run() -> None:
-                gate.wait(30)
-                fn()
-
-            return run
-
-        store.begin_sync = gated  # type: ignore[attr-defined]
+        hold_syncs(n2.agent.store, gate)
         try:
             async with n2.endpoint("ipn:2.5") as inbox:
                 with trio.fail_after(30):
@@ -232,25 +237,11 @@ async def test_the_hop_ack_waits_for_the_fsync_of_the_receivers_store(
 
 
 async def test_send_returns_only_once_the_bundle_is_on_disk(tmp_path: Path) -> None:
-    import threading
-
     (c1,) = chain(tmp_path, 1)
     gate = threading.Event()
     async with open_node(c1) as n1:
         assert n1.agent is not None
-        store = n1.agent.store
-        real = store.begin_sync  # type: ignore[attr-defined]
-
-        def gated() -> object:
-            fn = real()
-
-            def run() -> None:
-                gate.wait(30)
-                fn()
-
-            return run
-
-        store.begin_sync = gated  # type: ignore[attr-defined]
+        hold_syncs(n1.agent.store, gate)
         returned = trio.Event()
 
         async def send() -> None:
