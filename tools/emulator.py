@@ -15,6 +15,18 @@ It is sent from ``port(b, a)``, the address b uses for a, so b recognises
 its neighbour by source address and its replies (ACKs) take the reverse link
 through the relay, subject to the reverse contact. ``python -m tools.emulator``
 runs it standalone (see ``--help``); the testbed runs it in-process.
+
+Given the plan's file (``Emulator.plan_path``), the emulator follows edits
+of it as the daemons do: it re-reads the file when its modification time,
+size or inode changes (checked every ``plan_poll_s``, 1 s) and, standalone,
+on SIGHUP. The new plan decides from the next datagram on, on the same plan
+clock (``epoch_unix_s`` stays; an ``@`` reference time in the new file does
+not move it). Datagrams already in the delay line were admitted under the
+old plan and are still delivered. A file that does not parse leaves the
+running plan in force and prints one line naming FILE:LINE. Sockets exist
+only for the pairs linked when :meth:`Emulator.bind` ran: a pair that only
+the new plan links is not relayed (the daemons have no address for it
+either) until a restart.
 """
 
 from __future__ import annotations
@@ -23,7 +35,9 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import random
+import signal
 import socket
 import sys
 import time
@@ -34,8 +48,9 @@ from typing import Any
 import trio
 
 from dtn.cl.udp import Pacer
+from dtn.errors import DtnError
 from dtn.routing.contact import Contact
-from dtn.routing.plan import ContactPlan
+from dtn.routing.plan import ContactPlan, load_plan
 
 
 @dataclass(slots=True)
@@ -61,17 +76,30 @@ class LinkModel:
         self.plan = plan
         self.loss = loss
         self.rng = rng if rng is not None else random.Random(0)
-        self._contacts: dict[tuple[int, int], list[Contact]] = {}
-        for c in plan.contacts:
-            self._contacts.setdefault((c.frm, c.to), []).append(c)
-        for cs in self._contacts.values():
-            cs.sort(key=lambda c: c.start_s)
+        self._contacts = _by_link(plan)
         # Per link: the contact its token bucket belongs to (a new contact
         # starts with a full bucket), and the bucket.
         self._buckets: dict[tuple[int, int], tuple[Contact, Pacer]] = {}
         self.stats: dict[tuple[int, int], LinkStats] = {
             k: LinkStats() for k in self._contacts
         }
+
+    def replace_plan(self, plan: ContactPlan) -> None:
+        """Decide by ``plan`` from now on (a reloaded plan file).
+
+        Statistics carry on. A link's token bucket carries on while the
+        contact it belongs to is in the new plan unchanged; a changed or new
+        contact starts with a full bucket, as any new contact does.
+        """
+        contacts = _by_link(plan)
+        buckets: dict[tuple[int, int], tuple[Contact, Pacer]] = {}
+        for link, (c, pacer) in self._buckets.items():
+            same = next((n for n in contacts.get(link, ()) if n == c), None)
+            if same is not None:
+                buckets[link] = (same, pacer)
+        self.plan, self._contacts, self._buckets = plan, contacts, buckets
+        for k in contacts:
+            self.stats.setdefault(k, LinkStats())
 
     @property
     def links(self) -> list[tuple[int, int]]:
@@ -118,6 +146,27 @@ class LinkModel:
         return out
 
 
+def _by_link(plan: ContactPlan) -> dict[tuple[int, int], list[Contact]]:
+    out: dict[tuple[int, int], list[Contact]] = {}
+    for c in plan.contacts:
+        out.setdefault((c.frm, c.to), []).append(c)
+    for cs in out.values():
+        cs.sort(key=lambda c: c.start_s)
+    return out
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _file_stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 @dataclass(slots=True)
 class Emulator:
     """The relay's sockets around a :class:`LinkModel`.
@@ -125,6 +174,11 @@ class Emulator:
     ``node_addrs`` maps node -> its real UDP address. ``epoch_unix_s`` is the
     Unix time of plan time 0. Call :meth:`bind` (allocates ``port(a, b)`` for
     every plan link), then run :meth:`serve` in a nursery.
+
+    With ``plan_path`` set, :meth:`serve` also re-reads that file when it
+    changes (polled every ``plan_poll_s``; 0 turns polling off) and
+    :meth:`reload_plan` re-reads it on demand (SIGHUP, standalone). Each
+    reload prints one line through ``log``.
     """
 
     model: LinkModel
@@ -136,6 +190,13 @@ class Emulator:
     hosts: dict[int, str] = field(default_factory=dict)
     """Per node ``a``: the address the sockets ``port(a, b)`` bind to (the
     emulator's side of ``a``'s network namespace link); default ``host``."""
+    plan_path: str | None = None
+    plan_poll_s: float = 1.0
+    log: Callable[[str], None] = _stderr_line
+    reloads: int = 0
+    """Plan reloads applied."""
+    reload_failures: int = 0
+    """Plan reloads refused (the file did not parse); the old plan stayed."""
 
     def bind(
         self, ports: dict[tuple[int, int], int] | None = None
@@ -158,10 +219,58 @@ class Emulator:
             s.close()
 
     async def serve(self) -> None:
-        """Relay until cancelled."""
+        """Relay until cancelled (and follow edits of ``plan_path``)."""
         async with trio.open_nursery() as nursery:
             for (a, b), s in self.socks.items():
                 nursery.start_soon(self._relay, a, b, s, nursery)
+            if self.plan_path is not None and self.plan_poll_s > 0:
+                nursery.start_soon(self._watch_plan, self.plan_path)
+
+    async def reload_plan(self) -> bool:
+        """Re-read ``plan_path`` and decide by it from the next datagram on.
+
+        Plan time keeps its origin (``epoch_unix_s``). Datagrams already
+        waiting out their light time are sent as admitted. On a file that
+        does not parse, the running plan stays: one line through ``log``
+        naming FILE:LINE, and False.
+        """
+        path = self.plan_path
+        if path is None:
+            return False
+        try:
+            # Parsed off the event loop: a large plan must not stall relaying.
+            new = await trio.to_thread.run_sync(load_plan, path)
+        except (DtnError, OSError, ValueError) as exc:
+            self.reload_failures += 1
+            self.log(f"emulator: plan not reloaded, the running plan stays: {exc}")
+            return False
+        old_c = set(self.model.plan.contacts)
+        new_c = set(new.contacts)
+        self.model.replace_plan(new)
+        self.reloads += 1
+        self.log(
+            f"emulator: plan reloaded from {path}: {len(new_c)} contacts"
+            f" ({len(new_c - old_c)} added, {len(old_c - new_c)} removed)"
+        )
+        unrelayed = sorted(set(self.model.links) - set(self.socks))
+        if unrelayed:
+            pairs = ", ".join(f"{a}->{b}" for a, b in unrelayed)
+            self.log(
+                f"emulator: {path}: no relay socket for new link(s) {pairs}; "
+                "restart the emulator (and the daemons) to relay them"
+            )
+        return True
+
+    async def _watch_plan(self, path: str) -> None:
+        # The same check as the daemons' (dtn/runtime/node.py), plus the
+        # inode so that a same-size file renamed over the plan is noticed.
+        last = _file_stamp(path)
+        while True:
+            await trio.sleep(self.plan_poll_s)
+            now = _file_stamp(path)
+            if now is not None and now != last:
+                last = now
+                await self.reload_plan()
 
     async def _relay(
         self, a: int, b: int, sock: socket.socket, nursery: trio.Nursery
@@ -203,7 +312,6 @@ class Emulator:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    from dtn.routing.plan import load_plan
     from dtn.runtime.config import ConfigError, parse_address
 
     p = argparse.ArgumentParser(
@@ -219,11 +327,21 @@ def _main(argv: Sequence[str] | None = None) -> int:
         help="a node's real UDP address (repeat)",
     )
     p.add_argument(
-        "--epoch", type=float, help="Unix time of plan time 0 (default: now)"
+        "--epoch",
+        type=float,
+        help="Unix time of plan time 0 (default: the plan's @ time, else now)",
     )
     p.add_argument("--loss", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--duration", type=float, default=math.inf, help="seconds to run")
+    p.add_argument(
+        "--plan-poll",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="re-read the plan file when it changes, checked every S seconds "
+        "(0: only on SIGHUP; default 1)",
+    )
     args = p.parse_args(argv)
     try:
         plan = load_plan(args.plan)
@@ -235,14 +353,28 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    emu = Emulator(model, addrs, args.epoch if args.epoch is not None else time.time())
+    # Plan time 0 as a daemon without plan_epoch_unix_s takes it.
+    epoch = args.epoch
+    if epoch is None:
+        epoch = plan.epoch_unix_s if plan.epoch_unix_s is not None else time.time()
+    emu = Emulator(
+        model, addrs, epoch, plan_path=args.plan, plan_poll_s=max(0.0, args.plan_poll)
+    )
     ports = emu.bind()
-    for (a, b), (h, port) in sorted(ports.items()):
-        print(f"node {a} reaches node {b} at {h}:{port}", flush=True)
 
     async def go() -> None:
-        with trio.move_on_after(args.duration):
-            await emu.serve()
+        with (
+            trio.move_on_after(args.duration),
+            trio.open_signal_receiver(signal.SIGHUP) as signals,
+        ):
+            # Printed once SIGHUP is handled: a caller that waits for these
+            # lines may send it.
+            for (a, b), (h, port) in sorted(ports.items()):
+                print(f"node {a} reaches node {b} at {h}:{port}", flush=True)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(emu.serve)
+                async for _ in signals:
+                    await emu.reload_plan()
 
     try:
         trio.run(go)
