@@ -284,6 +284,8 @@ class Testbed:
             self.epoch_unix_s,
             host=self.host,
             hosts=dict(ns.outer) if ns is not None else {},
+            # Follows plan edits, as the daemons (configured with this file) do.
+            plan_path=str(Path(opts.plan_path).resolve()),
         )
         relay = self._emu.bind()
         neighbours: dict[int, set[int]] = {n: set() for n in self.nodes}
