@@ -29,7 +29,7 @@ multiplication. spec/security.md section 8 describes the policy.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Final
 
 from crypto.certificate import NodeCertificate, verify_certificate
@@ -163,6 +163,12 @@ class SecurityPolicy:
     - ``accept_unprotected_admin_records``: status reports are produced by
       agents, not applications, and are not protected by ours; accept them
       unprotected (default) or require protection like any bundle.
+    - ``random_bytes``: the source of the BCB nonce prefix, ``os.urandom``
+      (the OS CSPRNG) by default, as every real node must use. The
+      simulator injects a deterministic source derived from its seed
+      (``dtn.sim.sim_random_bytes``) so a secure run replays exactly; such a
+      policy's nonces are predictable and repeat from run to run: it is
+      not secure (spec/security.md section 8).
 
     ``counters`` counts ``protected_sealed``, ``protected_signed``,
     ``accepted``, ``admin_unprotected`` and every rejection reason of
@@ -184,14 +190,18 @@ class SecurityPolicy:
         replay_entries_per_source: int = 4096,
         sign_only_destinations: Collection[str] = (),
         accept_unprotected_admin_records: bool = True,
+        random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
         if not accepted_contexts:
             raise InvalidArgument("a secure node must accept at least one context")
         self.identity = identity
         # BCB nonces: 16 random bytes per policy, then a counter (XChaCha's
         # 24-byte nonce leaves room for both). Unique per bundle without a
-        # system call each; another process or restart draws another prefix.
-        self._nonce_prefix = os.urandom(16)
+        # system call each; another process or restart draws another prefix
+        # (from the OS CSPRNG unless a simulator injected its seeded source).
+        self._nonce_prefix = random_bytes(16)
+        if len(self._nonce_prefix) != 16:
+            raise InvalidArgument("random_bytes(16) must return 16 bytes")
         self._nonce_count = 0
         self.node = identity.node
         self.operator_public = bytes(operator_public)

@@ -8,7 +8,9 @@
   decrypt them (``unprotect``, ``verify_and_decrypt``).
 - :mod:`dtn.bpsec.policy` -- ``payload_verdict``: may a secure node accept it?
 
-Sans-I/O: nonces and IVs come from the OS CSPRNG unless passed in.
+Sans-I/O: nonces and IVs come from the OS CSPRNG (``os.urandom``) unless
+passed in, or unless a ``random_bytes`` source is injected -- which only the
+simulator does, to replay a run from its seed; its output is not secure.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from typing import Final
 
 from crypto.errors import AuthenticationFailed
@@ -123,13 +124,16 @@ def seal_x25519_xchacha(
     identity: NodeIdentity,
     recipient_kx_public: bytes,
     nonce: bytes | None = None,
+    random_bytes: Callable[[int], bytes] = os.urandom,
 ) -> tuple[AbstractSecurityBlock, dict[int, bytes]]:
     """Encrypt ``targets`` for the holder of ``recipient_kx_public``.
 
     Returns the BCB's ASB (security source ``ipn:<identity.node>.0``) and
-    ``{target: ciphertext}``. ``nonce`` (24 bytes) defaults to the OS CSPRNG.
+    ``{target: ciphertext}``. ``nonce`` (24 bytes) defaults to
+    ``random_bytes(24)``: the OS CSPRNG unless a deterministic source is
+    injected (the simulator does; such output is not secure).
     """
-    base = os.urandom(NONCE_BYTES) if nonce is None else nonce
+    base = random_bytes(NONCE_BYTES) if nonce is None else nonce
     if len(base) != NONCE_BYTES:
         raise InvalidArgument(f"nonce must be {NONCE_BYTES} bytes")
     source = IpnEid(identity.node, 0)
@@ -166,13 +170,14 @@ def seal_payload_x25519_xchacha(
     identity: NodeIdentity,
     recipient_kx_public: bytes,
     nonce: bytes | None = None,
+    random_bytes: Callable[[int], bytes] = os.urandom,
 ) -> tuple[bytes, bytes]:
     """:func:`seal_x25519_xchacha` for the one-target case (the payload, block 1).
 
     Returns ``(BCB data, payload ciphertext)``: the encoded ASB directly,
     the same bytes ``encode_asb`` gives for the general path's ASB.
     """
-    base = os.urandom(NONCE_BYTES) if nonce is None else nonce
+    base = random_bytes(NONCE_BYTES) if nonce is None else nonce
     if len(base) != NONCE_BYTES:
         raise InvalidArgument(f"nonce must be {NONCE_BYTES} bytes")
     source = _SOURCES.get(identity.node)

@@ -14,6 +14,7 @@ make the bundle malformed: :class:`dtn.errors.DecodeError`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 
 from crypto.keys import NodeIdentity
@@ -461,6 +462,7 @@ def add_bcb_aes_gcm(
     kek: bytes | None = None,
     block_number: int | None = None,
     crc_type: CrcType = CrcType.NONE,
+    random_bytes: Callable[[int], bytes] = os.urandom,
 ) -> Bundle:
     """Add BCB-AES-GCM (RFC 9173 4), encrypting ``targets`` in place.
 
@@ -469,7 +471,9 @@ def add_bcb_aes_gcm(
     two targets would encrypt both under the same key and IV, and GCM then
     leaks the XOR of the plaintexts and its authentication key). A given
     ``iv`` is used for the first target and varied for the others; a given
-    ``block_number`` numbers the first BCB.
+    ``block_number`` numbers the first BCB. Without ``iv``, each IV comes
+    from ``random_bytes`` (default the OS CSPRNG; inject a deterministic
+    source only for reproducible simulation, never for real traffic).
     """
     if len(targets) > 1:
         _resolve(bundle, targets, BCB)  # every target valid before any is sealed
@@ -486,6 +490,7 @@ def add_bcb_aes_gcm(
                 kek=kek,
                 block_number=block_number if i == 0 else None,
                 crc_type=crc_type,
+                random_bytes=random_bytes,
             )
         return out
     t = _resolve(bundle, targets, BCB)
@@ -500,6 +505,7 @@ def add_bcb_aes_gcm(
         scope=scope,
         iv=iv,
         kek=kek,
+        random_bytes=random_bytes,
     )
     return _attach(bundle, header, asb, cipher)
 
@@ -513,12 +519,15 @@ def add_bcb_x25519(
     nonce: bytes | None = None,
     block_number: int | None = None,
     crc_type: CrcType = CrcType.NONE,
+    random_bytes: Callable[[int], bytes] = os.urandom,
 ) -> Bundle:
     """Seal ``targets`` for the recipient node with our X25519/XChaCha20-Poly1305 context.
 
     ``recipient_kx_public`` is the X25519 key from the destination node's
-    (verified) certificate. Raises InvalidArgument; AuthenticationFailed
-    for a low-order recipient key.
+    (verified) certificate. Without ``nonce``, the base nonce comes from
+    ``random_bytes`` (default the OS CSPRNG; inject a deterministic source
+    only for reproducible simulation, never for real traffic). Raises
+    InvalidArgument; AuthenticationFailed for a low-order recipient key.
     """
     if block_number is None and tuple(targets) == (1,):
         # The per-bundle case (every bundle a DCiS node originates): one
@@ -538,6 +547,7 @@ def add_bcb_x25519(
             identity=identity,
             recipient_kx_public=recipient_kx_public,
             nonce=nonce,
+            random_bytes=random_bytes,
         )
         sealed = _block(
             payload.type_code, 1, payload.flags, payload.crc_type, ciphertext
@@ -554,6 +564,7 @@ def add_bcb_x25519(
         identity=identity,
         recipient_kx_public=recipient_kx_public,
         nonce=nonce,
+        random_bytes=random_bytes,
     )
     return _attach(bundle, header, asb, cipher)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import IntEnum
 from typing import Final
 
@@ -242,17 +242,20 @@ def aes_gcm_encrypt(
     scope: ScopeFlags = ScopeFlags.ALL,
     iv: bytes | None = None,
     kek: bytes | None = None,
+    random_bytes: Callable[[int], bytes] = os.urandom,
 ) -> tuple[AbstractSecurityBlock, dict[int, bytes]]:
     """Encrypt ``targets``; returns the BCB's ASB and ``{target: ciphertext}``.
 
-    ``iv`` defaults to 12 random bytes (RFC 9173 4.3.1). Every target shares
-    the IV, as RFC 9173 specifies: use one target per BCB, or a fresh key.
+    ``iv`` defaults to 12 bytes from ``random_bytes`` (RFC 9173 4.3.1), the
+    OS CSPRNG unless a deterministic source is injected (the simulator does;
+    such output is not secure). Every target shares the IV, as RFC 9173
+    specifies: use one target per BCB, or a fresh key.
     """
     if len(key) != _AES_KEY_BYTES[variant]:
         raise InvalidArgument(
             f"{variant.name} needs a {_AES_KEY_BYTES[variant]}-byte key, got {len(key)}"
         )
-    iv = os.urandom(12) if iv is None else iv
+    iv = random_bytes(12) if iv is None else iv
     if len(iv) not in (12, 16):
         raise InvalidArgument("IV must be 12 (recommended) or 16 bytes")
     aead = AESGCM(key)

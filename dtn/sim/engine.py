@@ -10,7 +10,9 @@ instant (links going down, then links coming up, then everything else);
 from one ``random.Random(seed)`` drawn in event order, and each agent gets its
 own ``random.Random`` seeded from ``(seed, node, incarnation)``. Nothing reads
 a clock. Same inputs and seed => the same events in the same order => the same
-``trace_sha256``.
+``trace_sha256``. Security policies are built by the agent factory, not here;
+give each one ``random_bytes=sim_random_bytes(seed, node)`` and a secure run
+replays exactly too (its nonces are then predictable: simulation only).
 
 Links. A directed link ``frm -> to`` is *up* while a plan contact for it is
 active, neither node is crashed, and no imposed partition separates the two.
@@ -84,6 +86,7 @@ __all__ = [
     "Simulator",
     "StoreFactory",
     "deletion_reason",
+    "sim_random_bytes",
 ]
 
 SIM_EPOCH = DtnTime(820_540_800_000)
@@ -91,6 +94,26 @@ SIM_EPOCH = DtnTime(820_540_800_000)
 
 Not 0: RFC 9171 section 4.2.7 gives creation time 0 the meaning "this node
 has no accurate clock", which would change how agents age bundles."""
+
+
+def sim_random_bytes(
+    seed: int, node: int, incarnation: int = 0
+) -> Callable[[int], bytes]:
+    """A deterministic byte source for ``node``'s security policy in a run
+    seeded ``seed``: pass it as ``SecurityPolicy(..., random_bytes=...)`` (and
+    to ``dtn.bpsec``'s ``add_bcb_*`` functions) so BCB nonces and IVs -- and
+    with them every transmitted byte and ``trace_sha256`` -- replay exactly.
+
+    ``random.Random(f"bpsec:{seed}:{node}:{incarnation}").randbytes``: a
+    stream of its own, so drawing from it perturbs no other random choice of
+    the run; give a policy rebuilt after a crash the node's next
+    ``incarnation``, or it repeats its predecessor's nonces.
+
+    NOT SECURE: anyone who knows the seed knows every nonce. For simulation
+    only; real nodes keep the default, ``os.urandom`` (spec/security.md 8.1).
+    """
+    return random.Random(f"bpsec:{seed}:{node}:{incarnation}").randbytes
+
 
 _US = 1_000_000
 # Event priorities at one instant: links go down before others come up, and
