@@ -63,7 +63,11 @@ def _readable(s: dict[str, Any]) -> None:
     print(
         f"bundles:   sent {s['sent']}, delivered {s['delivered']}, expired {s['expired']}, pending {s['pending']}, refused {s['refused']}"
     )
-    print(f"           duplicates delivered {s['duplicates_delivered']}")
+    reasons = ", ".join(f"{why} {n}" for why, n in s["deleted_reasons"].items())
+    print(
+        f"           duplicates delivered {s['duplicates_delivered']}, deleted {s['deleted']}"
+        + (f" ({reasons})" if reasons else "")
+    )
     print(
         f"latency:   p50 {lat(s['latency_p50_s'])}, p99 {lat(s['latency_p99_s'])}, max {lat(s['latency_max_s'])}"
     )

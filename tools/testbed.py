@@ -7,7 +7,9 @@ bundle for ``ipn:N.1`` and notes when it arrived. :meth:`Testbed.run_traffic`
 sends the traffic (``AT_SECONDS SRC DST SIZE [COUNT]``, plan time 0 being the
 moment the testbed starts the traffic) through the source nodes' app APIs and
 returns the summary ``dcis sim`` prints: a bundle is *delivered* if its
-destination received it, else *expired* if its lifetime ended before the run
+destination received it, else *deleted* if a daemon logged deleting it on
+purpose (hop limit, security policy, ...: the ``deleted`` events of the
+daemons' JSON logs), else *expired* if its lifetime ended before the run
 did, else *pending*.
 
 Daemons can be killed (SIGKILL) and restarted mid-run (:meth:`kill`,
@@ -17,6 +19,7 @@ Daemons can be killed (SIGKILL) and restarted mid-run (:meth:`kill`,
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import random
@@ -35,6 +38,7 @@ import trio
 
 from dtn.client import ClientError, TrioClient, open_trio_client
 from dtn.routing.plan import ContactPlan, load_plan
+from dtn.sim.engine import deletion_reason
 from dtn.sim.traffic import TrafficItem
 from dtn.time import unix_from_dtn_time
 from tools.emulator import Emulator, LinkModel
@@ -468,12 +472,17 @@ class Testbed:
         """The ``dcis sim`` summary keys for what happened so far."""
         end = self.epoch_unix_s + duration_s
         delivered = expired = pending = 0
+        deletions = logged_deletions([self.log_of(n) for n in self.nodes])
+        deleted: dict[str, int] = {}
         lat: list[float] = []
         for s in self.ledger.sent.values():
             at = self.ledger.arrivals.get(s.key)
             if at is not None:
                 delivered += 1
                 lat.append(max(0.0, at - s.creation_unix_s))
+            elif s.key in deletions:
+                why = deletions[s.key]
+                deleted[why] = deleted.get(why, 0) + 1
             elif s.expiry_unix_s <= end:
                 expired += 1
             else:
@@ -494,6 +503,8 @@ class Testbed:
             "delivered": delivered,
             "expired": expired,
             "pending": pending,
+            "deleted": sum(deleted.values()),
+            "deleted_reasons": dict(sorted(deleted.items())),
             "duplicates_delivered": self.ledger.duplicates,
             "latency_p50_s": pct(0.5),
             "latency_p99_s": pct(0.99),
@@ -502,6 +513,31 @@ class Testbed:
             "restarts": self.restarts,
             "emulator": self.model.totals(),
         }
+
+
+def logged_deletions(logs: list[Path]) -> dict[str, str]:
+    """Bundles the daemons deleted on purpose, from their JSON logs: whole
+    bundle key (``source|creation|sequence``; a fragment counts for its
+    bundle) -> reason category, as ``dcis sim`` names them. Unreadable
+    files and lines are skipped."""
+    out: dict[str, str] = {}
+    for path in logs:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if '"deleted"' not in line:
+                continue
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            key = doc.get("bundle") if isinstance(doc, dict) else None
+            if doc.get("event") == "deleted" and isinstance(key, str):
+                whole = "|".join(key.split("|", 3)[:3])
+                out.setdefault(whole, deletion_reason(str(doc.get("detail", ""))))
+    return out
 
 
 def make_keystores(

@@ -1,0 +1,50 @@
+"""The testbed's ``deleted`` outcome: read from the daemons' JSON log lines."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tools.dtn_node import JsonLogFormatter
+from tools.testbed import logged_deletions
+
+
+def log_line(node: int, event: str, **fields: object) -> str:
+    # Exactly what a daemon writes (Node._log -> JsonLogFormatter).
+    rec = logging.LogRecord("dtn.node", logging.WARNING, __file__, 1, event, None, None)
+    rec.fields = fields
+    return JsonLogFormatter(node).format(rec)
+
+
+def test_deleted_events_of_every_daemon_are_collected_by_whole_bundle(
+    tmp_path: Path,
+) -> None:
+    n1 = tmp_path / "node1.log"
+    n2 = tmp_path / "node2.log"
+    n1.write_text(
+        "\n".join(
+            [
+                log_line(1, "node_started", udp="127.0.0.1:1"),
+                log_line(
+                    1, "deleted", bundle="ipn:1.1|100|0", detail="hop limit exceeded"
+                ),
+                'not json at all, "deleted"',
+                log_line(1, "expired", bundle="ipn:1.1|100|1", detail=""),
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    # A fragment's key (offset, length) counts for its whole bundle.
+    n2.write_text(
+        log_line(
+            2,
+            "deleted",
+            bundle="ipn:1.1|100|2|0|500",
+            detail="security policy: source not certified",
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    got = logged_deletions([n1, n2, tmp_path / "node3.log"])  # node 3: no log yet
+    assert got == {"ipn:1.1|100|0": "hop_limit", "ipn:1.1|100|2": "security"}
