@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -125,11 +128,10 @@ def _udp() -> trio.socket.SocketType:
     return trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
 
-async def test_an_edited_plan_file_opens_a_link_that_was_down(tmp_path: Path) -> None:
-    # The daemons reload an edited plan; the emulator must too, or it keeps
-    # enforcing the old windows while the daemons route by the new ones.
-    path = tmp_path / "plan.ionrc"
-    path.write_text("a contact +3600 +7200 1 2 100000\n")
+@contextlib.asynccontextmanager
+async def _watching(path: Path, **kw: Any) -> AsyncIterator[Any]:
+    """An emulator serving link 1 -> 2 (to a local receiver), watching
+    ``path``; yields (emulator, its port for 1 -> 2, tx, rx, log lines)."""
     rx, tx = _udp(), _udp()
     await rx.bind(("127.0.0.1", 0))
     lines: list[str] = []
@@ -139,61 +141,56 @@ async def test_an_edited_plan_file_opens_a_link_that_was_down(tmp_path: Path) ->
         time.time(),
         plan_path=str(path),
         log=lines.append,
+        **kw,
     )
     ports = emu.bind()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(emu.serve)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(emu.serve)
+            yield emu, ports[(1, 2)], tx, rx, lines
+            nursery.cancel_scope.cancel()
+    finally:
+        emu.close()
+        rx.close()
+        tx.close()
+
+
+async def test_an_edited_plan_file_opens_a_link_that_was_down(tmp_path: Path) -> None:
+    # The daemons reload an edited plan; the emulator must too, or it keeps
+    # enforcing the old windows while the daemons route by the new ones.
+    path = tmp_path / "plan.ionrc"
+    path.write_text("a contact +3600 +7200 1 2 100000\n")
+    async with _watching(path) as (emu, port, tx, rx, lines):
         for _ in range(5):
-            await tx.sendto(b"early", ports[(1, 2)])
+            await tx.sendto(b"early", port)
         await poll_until(
             lambda: emu.model.stats[(1, 2)].dropped_down == 5, timeout_s=10
         )
         t0 = trio.current_time()
         path.write_text("a contact +0 +7200 1 2 100000\n")  # up now
-        data = await _relay_until_received(tx, rx, ports[(1, 2)], timeout_s=10)
+        data = await _relay_until_received(tx, rx, port, timeout_s=10)
         assert data.startswith(b"ping")
         assert trio.current_time() - t0 < 5  # polled every second
         assert emu.reloads == 1
         assert emu.reload_failures == 0
         assert "plan reloaded" in lines[0]
         assert "1 added, 1 removed" in lines[0]
-        nursery.cancel_scope.cancel()
-    emu.close()
-    rx.close()
-    tx.close()
 
 
 async def test_a_bad_plan_edit_keeps_the_running_plan(tmp_path: Path) -> None:
     path = tmp_path / "plan.ionrc"
     path.write_text("a contact +0 +7200 1 2 100000\n")
-    rx, tx = _udp(), _udp()
-    await rx.bind(("127.0.0.1", 0))
-    lines: list[str] = []
-    emu = Emulator(
-        LinkModel(load_plan(path)),
-        {2: rx.getsockname(), 1: ("127.0.0.1", 9)},
-        time.time(),
-        plan_path=str(path),
-        plan_poll_s=0.2,
-        log=lines.append,
-    )
-    ports = emu.bind()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(emu.serve)
-        await _relay_until_received(tx, rx, ports[(1, 2)], timeout_s=10)
+    async with _watching(path, plan_poll_s=0.2) as (emu, port, tx, rx, lines):
+        await _relay_until_received(tx, rx, port, timeout_s=10)
         # Line 2 is wrong; were it applied, the link would be down (line 1).
         path.write_text("a contact +3600 +7200 1 2 100000\na contact +0 +9 1 2 fast\n")
         await poll_until(lambda: emu.reload_failures == 1, timeout_s=10)
         assert len(lines) == 1, lines
         assert f"{path}:2:" in lines[0]
         assert "running plan stays" in lines[0]
-        await _relay_until_received(tx, rx, ports[(1, 2)], timeout_s=10)
+        await _relay_until_received(tx, rx, port, timeout_s=10)
         assert emu.reloads == 0
         assert emu.model.stats[(1, 2)].dropped_down == 0
-        nursery.cancel_scope.cancel()
-    emu.close()
-    rx.close()
-    tx.close()
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP")
