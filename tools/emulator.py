@@ -115,7 +115,9 @@ class LinkModel:
 
     def decide(self, frm: int, to: int, size: int, at_s: float) -> float | None:
         """Delay (s) for a datagram of ``size`` bytes sent frm->to at ``at_s``, or None (dropped)."""
-        st = self.stats.setdefault((frm, to), LinkStats())
+        link = (frm, to)
+        # Every plan link has its stats already: no LinkStats built per datagram.
+        st = self.stats.get(link) or self.stats.setdefault(link, LinkStats())
         c = self.contact_at(frm, to, at_s)
         if c is None:
             st.dropped_down += 1
@@ -123,12 +125,12 @@ class LinkModel:
         if self.loss and self.rng.random() < self.loss:
             st.dropped_loss += 1
             return None
-        bucket = self._buckets.get((frm, to))
+        bucket = self._buckets.get(link)
         if bucket is None or bucket[0] is not c:
             # One second of the rate, at least 64 KiB (Pacer is unlimited for
             # a zero or infinite rate).
             pacer = Pacer(c.rate_bytes_s, burst_bytes=max(c.rate_bytes_s, 65_536.0))
-            bucket = self._buckets[(frm, to)] = (c, pacer)
+            bucket = self._buckets[link] = (c, pacer)
         # Over the rate: a radio drops what it cannot send; it never waits.
         if bucket[1].delay_s(size, at_s) > 0:
             st.dropped_rate += 1
