@@ -250,14 +250,21 @@ class SegmentLog:
         :meth:`sync_files`. The caller owns (and closes) the fds."""
         with self._lock:
             fds: list[int] = []
-            for seg in self._dirty:
-                if seg == self._active and self._active_fd is not None:
-                    fds.append(os.dup(self._active_fd))
-                else:
-                    try:
-                        fds.append(os.open(self._path(seg), os.O_RDONLY | os.O_CLOEXEC))
-                    except FileNotFoundError:
-                        continue  # already dead and removed
+            try:
+                for seg in self._dirty:
+                    if seg == self._active and self._active_fd is not None:
+                        fds.append(os.dup(self._active_fd))
+                    else:
+                        try:
+                            fds.append(
+                                os.open(self._path(seg), os.O_RDONLY | os.O_CLOEXEC)
+                            )
+                        except FileNotFoundError:
+                            continue  # already dead and removed
+            except OSError as exc:
+                for fd in fds:
+                    os.close(fd)
+                raise SegmentError(f"cannot open segments to sync: {exc}") from exc
             self._dirty.clear()
             dir_dirty, self._dir_dirty = self._dir_dirty, False
         return fds, dir_dirty

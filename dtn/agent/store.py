@@ -625,7 +625,7 @@ class SqliteStore:
             if fsynced or not self._full:
                 # The commit that emptied them is as durable as this store
                 # promises (FULL: fsynced now; NORMAL: never fsynced anyway).
-                self._segs.drop_dead()
+                self._drop_dead(None)
 
     def transaction(self, *, durable: bool = True) -> AbstractContextManager[None]:
         """See :meth:`BundleStore.transaction`: one SQLite transaction, at
@@ -805,9 +805,12 @@ class SqliteStore:
         segment files written since the last sync, then of the WAL), safe to
         run on another thread while this store keeps writing. Raises
         :class:`StoreError` (from the returned function) on an I/O error."""
-        fds, dir_dirty = (
-            self._segs.take_dirty() if self._segs is not None else ([], False)
-        )
+        try:
+            fds, dir_dirty = (
+                self._segs.take_dirty() if self._segs is not None else ([], False)
+            )
+        except SegmentError as exc:
+            raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
         self._sync_dead = self._segs.dead() if self._segs is not None else set()
         wal = self._path + "-wal"
 
@@ -830,8 +833,15 @@ class SqliteStore:
         """Store thread, after the function from :meth:`begin_sync` returned:
         segments emptied by commits it covered are removed."""
         if self._segs is not None:
-            self._segs.drop_dead(only=self._sync_dead)
+            self._drop_dead(self._sync_dead)
         self._sync_dead = set()
+
+    def _drop_dead(self, only: set[int] | None) -> None:
+        assert self._segs is not None
+        try:
+            self._segs.drop_dead(only)
+        except SegmentError as exc:
+            raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
 
     def close(self) -> None:
         """Close the database (a clean close also checkpoints the WAL, and

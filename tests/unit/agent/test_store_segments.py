@@ -245,3 +245,30 @@ def test_kill_9_after_commit_keeps_segment_bundles(tmp_path: Path) -> None:
     for i in (0, 19):
         assert s.get(f"k{i}") == (i.to_bytes(4, "big") * 20_000)[:70_000]
     s.close()
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_a_failed_segment_removal_is_a_store_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deferred: bool
+) -> None:
+    from dtn.agent.store import StoreError
+
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, segment_bytes=BIG, deferred_sync=deferred)
+    s.put(rec("a", BIG), payload(1))
+    s.put(rec("b", BIG), payload(2))  # rotates: segment 1 full
+
+    def refuse(path: str) -> None:
+        raise PermissionError(13, "refused", path)
+
+    monkeypatch.setattr(os, "unlink", refuse)
+    if deferred:
+        s.delete("a")
+        s.begin_sync()()
+        with pytest.raises(StoreError):
+            s.end_sync()  # segment 1 removed here
+    else:
+        with pytest.raises(StoreError):
+            s.delete("a")  # FULL: segment 1 removed after this commit
+    monkeypatch.undo()
+    s.close()
