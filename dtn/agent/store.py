@@ -805,29 +805,45 @@ class SqliteStore:
         segment files written since the last sync, then of the WAL), safe to
         run on another thread while this store keeps writing. Raises
         :class:`StoreError` (from the returned function) on an I/O error."""
+        segs = self._segs
+        fds: list[int] = []
+        dir_dirty = False
         try:
-            fds, dir_dirty = (
-                self._segs.take_dirty() if self._segs is not None else ([], False)
-            )
-        except SegmentError as exc:
+            if segs is not None:
+                fds, dir_dirty = segs.take_dirty()
+            # The sync fsyncs (and closes) its own dup of the WAL, so a
+            # close() on this thread meanwhile cannot pull the fd from under it.
+            wal_fd = self._wal_dup()
+        except (OSError, SegmentError) as exc:
+            for fd in fds:
+                os.close(fd)
             raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
-        self._sync_dead = self._segs.dead() if self._segs is not None else set()
-        wal = self._path + "-wal"
+        self._sync_dead = segs.dead() if segs is not None else set()
 
         def sync() -> None:
             try:
-                if self._segs is not None:
-                    self._segs.sync_files(fds, dir_dirty)
-                if self._wal_fd is None and os.path.exists(wal):
-                    self._wal_fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
-                if self._wal_fd is not None:
-                    os.fsync(self._wal_fd)
+                if segs is not None:
+                    segs.sync_files(fds, dir_dirty)
+                if wal_fd is not None:
+                    os.fsync(wal_fd)
             except (OSError, SegmentError) as exc:
                 raise StoreError(
                     f"bundle store {self._path!r}: sync failed: {exc}"
                 ) from exc
+            finally:
+                if wal_fd is not None:
+                    os.close(wal_fd)
 
         return sync
+
+    def _wal_dup(self) -> int | None:
+        """Store thread: a new fd of the WAL file (None before it exists)."""
+        if self._wal_fd is None:
+            try:
+                self._wal_fd = os.open(self._path + "-wal", os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+        return os.dup(self._wal_fd)
 
     def end_sync(self) -> None:
         """Store thread, after the function from :meth:`begin_sync` returned:

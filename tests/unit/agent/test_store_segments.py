@@ -272,3 +272,47 @@ def test_a_failed_segment_removal_is_a_store_error(
             s.delete("a")  # FULL: segment 1 removed after this commit
     monkeypatch.undo()
     s.close()
+
+
+def test_close_while_a_sync_runs_on_another_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sync's fsync of the WAL is under way on a worker thread when the
+    # store thread closes the store: the worker's file must stay valid.
+    import threading
+
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True)
+    s.put(rec("a", 100), payload(1, 100))  # inline: the sync fsyncs the WAL only
+    main = threading.get_ident()
+    real_fsync = os.fsync
+    entered, closed = threading.Event(), threading.Event()
+
+    def fsync(fd: int) -> None:
+        if threading.get_ident() != main:
+            entered.set()
+            assert closed.wait(30)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    sync = s.begin_sync()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            sync()
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    assert entered.wait(30)
+    s.close()
+    closed.set()
+    t.join(30)
+    assert not t.is_alive()
+    assert errors == []
+    monkeypatch.undo()
+    s2 = SqliteStore(db)
+    assert s2.get("a") == payload(1, 100)
+    s2.close()
