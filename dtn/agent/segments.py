@@ -19,13 +19,14 @@ CRC-32C and dropped. Process death (``kill -9``) loses nothing: the bytes are
 in the page cache.
 
 Threads: everything runs on the store's thread except :meth:`sync_files`,
-which a driver may run on a worker thread while the store keeps writing.
+which a driver may run on a worker thread while the store keeps writing; it
+touches only the fds :meth:`take_dirty` handed over (dups, which it closes)
+and the directory, so nothing needs a lock.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterable
 
 from fastcrc import crc32
@@ -67,7 +68,6 @@ class SegmentLog:
             raise SegmentError(
                 f"cannot create segment directory {directory!r}: {exc}"
             ) from exc
-        self._lock = threading.Lock()
         existing = self.on_disk()
         # Never append to a segment written before: its tail past the last
         # indexed payload may hold a torn write.
@@ -78,7 +78,8 @@ class SegmentLog:
         self._readers: dict[int, int] = {}  # segment -> read-only fd
         self._dirty: set[int] = set()  # written since the last sync_files
         self._dir_dirty = False  # a segment was created since the last sync
-        self._dead: set[int] = set()  # no live payloads, unlink when safe
+        # No live payloads and not the active one: unlink when safe.
+        self._dead: set[int] = set()
 
     # -- inventory
 
@@ -94,15 +95,6 @@ class SegmentLog:
             if n.endswith(_SUFFIX) and stem.isdigit():
                 out.append(int(stem))
         return sorted(out)
-
-    def size_of(self, seg: int) -> int:
-        """Bytes in segment ``seg`` (0 if it does not exist)."""
-        try:
-            return os.stat(self._path(seg)).st_size
-        except FileNotFoundError:
-            return 0
-        except OSError as exc:
-            raise SegmentError(f"cannot stat segment {seg}: {exc}") from exc
 
     def adopt(self, counts: dict[int, int]) -> list[int]:
         """At open: ``counts`` maps each segment to the payloads the index
@@ -153,10 +145,9 @@ class SegmentLog:
             )
         except OSError as exc:
             raise SegmentError(f"cannot create segment {path!r}: {exc}") from exc
-        with self._lock:
-            self._active_fd = fd
-            self._active_off = os.fstat(fd).st_size
-            self._dir_dirty = True
+        self._active_fd = fd
+        self._active_off = os.fstat(fd).st_size
+        self._dir_dirty = True
 
     def _rotate(self) -> None:
         seg = self._active
@@ -166,11 +157,10 @@ class SegmentLog:
             self._dead.add(seg)
 
     def _close_active(self) -> None:
-        with self._lock:
-            fd, self._active_fd = self._active_fd, None
-            if fd is not None:
-                # sync_files holds a dup of it if it needs one.
-                os.close(fd)
+        fd, self._active_fd = self._active_fd, None
+        if fd is not None:
+            # sync_files holds a dup of it if it needs one.
+            os.close(fd)
         self._active_off = 0
 
     def ref(self, seg: int, delta: int) -> None:
@@ -182,16 +172,13 @@ class SegmentLog:
             self._dead.discard(seg)
         else:
             self._live.pop(seg, None)
-            if seg != self._active or self._active_fd is None:
+            if seg != self._active:
                 self._dead.add(seg)
 
-    def live_segments(self) -> int:
-        """How many segments hold at least one indexed payload."""
-        return len(self._live)
-
-    def droppable(self) -> list[int]:
-        """Dead segments :meth:`drop_dead` would remove now."""
-        return [s for s in self._dead if s not in self._live and s != self._active]
+    def has_dead(self) -> bool:
+        """Whether segments wait for :meth:`drop_dead` (cheap: asked after
+        every agent call)."""
+        return bool(self._dead)
 
     def dead(self) -> set[int]:
         """Segments waiting for :meth:`drop_dead` now."""
@@ -203,7 +190,7 @@ class SegmentLog:
         missing file -- they would be dropped at open, but a bundle a
         rolled-back delete should have kept would be gone). ``only``: just
         those (the ones dead when a sync began). Returns how many."""
-        dead = [s for s in self.droppable() if only is None or s in only]
+        dead = list(self._dead if only is None else self._dead & only)
         for s in dead:
             self._unlink(s)
         self._dead.difference_update(dead)
@@ -248,25 +235,22 @@ class SegmentLog:
         """Store thread: dups of the fds written since the last call, and
         whether the directory gained a file -- the work of one
         :meth:`sync_files`. The caller owns (and closes) the fds."""
-        with self._lock:
-            fds: list[int] = []
-            try:
-                for seg in self._dirty:
-                    if seg == self._active and self._active_fd is not None:
-                        fds.append(os.dup(self._active_fd))
-                    else:
-                        try:
-                            fds.append(
-                                os.open(self._path(seg), os.O_RDONLY | os.O_CLOEXEC)
-                            )
-                        except FileNotFoundError:
-                            continue  # already dead and removed
-            except OSError as exc:
-                for fd in fds:
-                    os.close(fd)
-                raise SegmentError(f"cannot open segments to sync: {exc}") from exc
-            self._dirty.clear()
-            dir_dirty, self._dir_dirty = self._dir_dirty, False
+        fds: list[int] = []
+        try:
+            for seg in self._dirty:
+                if seg == self._active and self._active_fd is not None:
+                    fds.append(os.dup(self._active_fd))
+                else:
+                    try:
+                        fds.append(os.open(self._path(seg), os.O_RDONLY | os.O_CLOEXEC))
+                    except FileNotFoundError:
+                        continue  # already dead and removed
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            raise SegmentError(f"cannot open segments to sync: {exc}") from exc
+        self._dirty.clear()
+        dir_dirty, self._dir_dirty = self._dir_dirty, False
         return fds, dir_dirty
 
     def sync_files(self, fds: Iterable[int], dir_dirty: bool) -> None:

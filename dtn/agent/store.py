@@ -797,7 +797,7 @@ class SqliteStore:
     def segments_waiting(self) -> bool:
         """Emptied segments wait for a sync before they can be removed
         (deferred mode: a driver should sync even with nothing to ACK)."""
-        return self._segs is not None and bool(self._segs.droppable())
+        return self._segs is not None and self._segs.has_dead()
 
     def begin_sync(self) -> Callable[[], None]:
         """Store thread: snapshot what the next sync must cover -- every
