@@ -29,23 +29,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from fastcrc import crc32
-
 from dtn.errors import DtnError
 
-__all__ = ["SegmentError", "SegmentLog", "checksum"]
+__all__ = ["SegmentError", "SegmentLog"]
 
 _SUFFIX = ".seg"
 
 
 class SegmentError(DtnError):
     """A segment file could not be created, written or read."""
-
-
-def checksum(data: bytes | memoryview) -> int:
-    """CRC-32C (Castagnoli) of ``data``: the check kept next to each stored
-    payload (hardware-assisted: about 1 us for 64 KB here)."""
-    return int(crc32.iscsi(bytes(data) if isinstance(data, memoryview) else data))
 
 
 def _name(seg: int) -> str:

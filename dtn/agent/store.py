@@ -41,7 +41,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, Protocol, runtime_checkable
 
-from dtn.agent.segments import SegmentError, SegmentLog, checksum
+from dtn.agent.segments import SegmentError, SegmentLog
+from dtn.bpv7.crc import crc32c
 from dtn.errors import DtnError, InvalidArgument
 
 __all__ = [
@@ -510,7 +511,7 @@ class SqliteStore:
         bad: list[tuple[str, int]] = []
         for key, seg, off, size, crc in rows:
             data = segs.read(seg, off, size)
-            if data is None or checksum(data) != crc:
+            if data is None or crc32c(data) != crc:
                 bad.append((key, size))
             else:
                 counts[seg] = counts.get(seg, 0) + 1
@@ -652,7 +653,7 @@ class SqliteStore:
                     seg, off = self._segs.append(data)
                 except SegmentError as exc:
                     raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
-                crc = checksum(data)
+                crc = crc32c(data)
                 data = b""
             try:
                 self._db.execute(
