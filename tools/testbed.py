@@ -533,8 +533,10 @@ def logged_deletions(logs: list[Path]) -> dict[str, str]:
                 doc = json.loads(line)
             except ValueError:
                 continue
-            key = doc.get("bundle") if isinstance(doc, dict) else None
-            if doc.get("event") == "deleted" and isinstance(key, str):
+            if not isinstance(doc, dict) or doc.get("event") != "deleted":
+                continue
+            key = doc.get("bundle")
+            if isinstance(key, str):
                 whole = "|".join(key.split("|", 3)[:3])
                 out.setdefault(whole, deletion_reason(str(doc.get("detail", ""))))
     return out

@@ -48,3 +48,14 @@ def test_deleted_events_of_every_daemon_are_collected_by_whole_bundle(
     )
     got = logged_deletions([n1, n2, tmp_path / "node3.log"])  # node 3: no log yet
     assert got == {"ipn:1.1|100|0": "hop_limit", "ipn:1.1|100|2": "security"}
+
+
+def test_json_lines_that_are_not_objects_are_skipped(tmp_path: Path) -> None:
+    log = tmp_path / "node1.log"
+    log.write_text(
+        '["deleted"]\n"deleted"\n'
+        + log_line(1, "deleted", bundle="ipn:1.1|100|0", detail="hop limit exceeded")
+        + "\n",
+        encoding="utf-8",
+    )
+    assert logged_deletions([log]) == {"ipn:1.1|100|0": "hop_limit"}
