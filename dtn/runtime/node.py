@@ -433,12 +433,10 @@ class Node:
             if isinstance(a, Transmit):
                 work.extend(self._transmit(a))
             elif isinstance(a, Ack):
-                if self._deferred is None:
-                    self._acks.add(a.neighbor, a.cl_token)
-                else:
-                    self.when_durable(
-                        functools.partial(self._acks.add, a.neighbor, a.cl_token)
-                    )
+                # Group commit: the ACK waits for the fsync (else: now).
+                self.when_durable(
+                    functools.partial(self._acks.add, a.neighbor, a.cl_token)
+                )
             elif isinstance(a, Deliver):
                 work.extend(self._deliver(a))
             elif isinstance(a, Schedule):
