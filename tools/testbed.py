@@ -38,7 +38,7 @@ import trio
 
 from dtn.client import ClientError, TrioClient, open_trio_client
 from dtn.routing.plan import ContactPlan, load_plan
-from dtn.sim.engine import deletion_reason
+from dtn.sim.engine import deletion_reason, whole_key
 from dtn.sim.traffic import TrafficItem
 from dtn.time import unix_from_dtn_time
 from tools.emulator import Emulator, LinkModel
@@ -537,8 +537,9 @@ def logged_deletions(logs: list[Path]) -> dict[str, str]:
                 continue
             key = doc.get("bundle")
             if isinstance(key, str):
-                whole = "|".join(key.split("|", 3)[:3])
-                out.setdefault(whole, deletion_reason(str(doc.get("detail", ""))))
+                out.setdefault(
+                    whole_key(key), deletion_reason(str(doc.get("detail", "")))
+                )
     return out
 
 

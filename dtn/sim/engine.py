@@ -477,14 +477,16 @@ def deletion_reason(detail: str) -> str:
     return "other"
 
 
-def _whole_key(key: str) -> str:
+def whole_key(key: str) -> str:
+    """The key of the whole bundle a (fragment's) bundle key belongs to:
+    ``source|creation|sequence`` without a fragment's offset and length."""
     return "|".join(key.split("|", 3)[:3])
 
 
 def _store_keys(store: Any) -> Iterator[str]:
     """Keys a store holds, a fragment counted as its whole bundle's key."""
     for rec in store.records():
-        yield _whole_key(rec.key)
+        yield whole_key(rec.key)
 
 
 class Simulator:
@@ -867,7 +869,7 @@ class Simulator:
         if rec is None:
             # A fragment ("<source>|<ms>|<seq>|<offset>|<len>"): charge it
             # to its whole bundle, whose key is the first three fields.
-            rec = self.ledger.get(_whole_key(key))
+            rec = self.ledger.get(whole_key(key))
         return rec
 
     def _event(self, nd: _Node, ev: Event) -> None:

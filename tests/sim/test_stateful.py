@@ -23,7 +23,7 @@ from dtn.agent.store import MemoryStore
 from dtn.routing.contact import Contact, Range
 from dtn.routing.plan import ContactPlan
 from dtn.sim import NodeSpec, Partition, SimConfig, Simulator
-from dtn.sim.engine import _whole_key
+from dtn.sim.engine import whole_key
 from tests.conftest import IS_CI
 
 NODES = (1, 2, 3, 4, 5)
@@ -123,9 +123,7 @@ class SimMachine(RuleBasedStateMachine):
     @invariant()
     def ledger_balances(self) -> None:
         held = {
-            _whole_key(rec.key)
-            for disk in self.disks.values()
-            for rec in disk.records()
+            whole_key(rec.key) for disk in self.disks.values() for rec in disk.records()
         }
         for rec in self.sim.ledger.values():
             assert rec.deliveries <= 1, rec
