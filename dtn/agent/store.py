@@ -196,6 +196,13 @@ MAX_INT64 = (1 << 63) - 1
 """Largest time (ms) or node number a store keeps (SQLite integers are signed 64-bit)."""
 
 
+def _check_room(record: StoredBundle, used: int, limit: int) -> None:
+    if used + record.size_bytes > limit:
+        raise StoreFull(
+            needed_bytes=record.size_bytes, used_bytes=used, limit_bytes=limit
+        )
+
+
 def _check_put(record: StoredBundle, data: bytes) -> None:
     if record.size_bytes != len(data):
         raise InvalidArgument(
@@ -253,12 +260,8 @@ class MemoryStore:
         _check_put(record, data)
         if record.key in self._meta:
             raise InvalidArgument(f"bundle {record.key!r} is already stored")
-        if not force and self._used + record.size_bytes > self._limit:
-            raise StoreFull(
-                needed_bytes=record.size_bytes,
-                used_bytes=self._used,
-                limit_bytes=self._limit,
-            )
+        if not force:
+            _check_room(record, self._used, self._limit)
         self._meta[record.key] = record
         self._data[record.key] = bytes(data)
         self._used += record.size_bytes
@@ -636,12 +639,8 @@ class SqliteStore:
     def put(self, record: StoredBundle, data: bytes, *, force: bool = False) -> None:
         """See :meth:`BundleStore.put`."""
         _check_put(record, data)
-        if not force and self._used + record.size_bytes > self._limit:
-            raise StoreFull(
-                needed_bytes=record.size_bytes,
-                used_bytes=self._used,
-                limit_bytes=self._limit,
-            )
+        if not force:
+            _check_room(record, self._used, self._limit)
         with self._txn(None):
             seg = off = crc = None
             if self._segs is not None and len(data) > self._inline_max:
