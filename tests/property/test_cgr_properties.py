@@ -136,29 +136,6 @@ def check_feasible(case: Case, route: Route) -> None:
     assert route.arrival_s == t
 
 
-def all_loopless_routes(case: Case) -> list[tuple[float, int]]:
-    """(arrival, hops) of every feasible loopless contact path, sorted."""
-    out: list[tuple[float, int]] = []
-
-    def walk(u: int, t: float, visited: set[int]) -> None:
-        hops = len(visited)
-        for c in case.plan.contacts:
-            if c.frm != u or c.to in visited or residual(case, c) < case.size:
-                continue
-            s = max(t, c.start_s)
-            tx = case.size / c.rate_bytes_s if case.size > 0 else 0.0
-            if s + tx > c.end_s:
-                continue
-            a = s + tx + case.owlt[(c.frm, c.to)]
-            if c.to == case.dst:
-                out.append((a, hops))
-            else:
-                walk(c.to, a, visited | {c.to})
-
-    walk(case.src, case.t0, {case.src})
-    return sorted(out)
-
-
 def all_loopless_keys(case: Case) -> list[tuple[float, int, object]]:
     """The full SABR key (Route.sort_key) of every feasible loopless contact path, sorted."""
     out: list[tuple[float, int, object]] = []
@@ -181,6 +158,11 @@ def all_loopless_keys(case: Case) -> list[tuple[float, int, object]]:
 
     walk(case.src, case.t0, ())
     return sorted(out)
+
+
+def all_loopless_routes(case: Case) -> list[tuple[float, int]]:
+    """(arrival, hops) of every feasible loopless contact path, sorted (the keys' first two fields)."""
+    return [(arrival, hops) for arrival, hops, _ in all_loopless_keys(case)]
 
 
 @given(cases())
@@ -252,6 +234,13 @@ def answers(
     ]
 
 
+def cold_answers(
+    case: Case, queries: Sequence[tuple[int, int, float, float, int]]
+) -> list[list[tuple[float, tuple[Contact, ...]]]]:
+    """Each query answered by a fresh router (no cache) over the case as it is now."""
+    return [answers(router_for(case), [q])[0] for q in queries]
+
+
 @given(
     cases(),
     st.lists(
@@ -274,28 +263,20 @@ def test_cache_never_changes_an_answer(
     )  # repeats hit the cache; time moves forward
     warm = router_for(case)
     got = answers(warm, queries)
-    assert got == [answers(router_for(case), [q])[0] for q in queries]
+    assert got == cold_answers(case, queries)
     # consuming and releasing volume and editing the plan invalidate what they must
     for c in list(case.plan.contacts)[:2]:
         warm.consume(c, 3.0)
         case.used[c] = case.used.get(c, 0.0) + 3.0
-        assert answers(warm, queries) == [
-            answers(router_for(case), [q])[0] for q in queries
-        ]
+        assert answers(warm, queries) == cold_answers(case, queries)
     for c in list(case.plan.contacts)[:1]:
         warm.release(c, 3.0)
         case.used[c] -= 3.0
-        assert answers(warm, queries) == [
-            answers(router_for(case), [q])[0] for q in queries
-        ]
+        assert answers(warm, queries) == cold_answers(case, queries)
     if case.plan.contacts:
         gone = case.plan.contacts[-1]
         case.plan.remove_contact(gone)
         case.used.pop(gone, None)
-        assert answers(warm, queries) == [
-            answers(router_for(case), [q])[0] for q in queries
-        ]
+        assert answers(warm, queries) == cold_answers(case, queries)
     case.plan.add_contact(Contact(case.src, case.dst, 31.0, 40.0, 8.0))
-    assert answers(warm, queries) == [
-        answers(router_for(case), [q])[0] for q in queries
-    ]
+    assert answers(warm, queries) == cold_answers(case, queries)
