@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,27 +15,17 @@ PLANS = Path(__file__).resolve().parents[2] / "vectors" / "plans"
 TUTORIAL = str(PLANS / "hdtn_cgrTutorial.json")
 
 
+def route_1_to_5_json(capsys: pytest.CaptureFixture[str], *extra: str) -> Any:
+    """`dcis route --json` from 1 to 5 over the tutorial plan with ``extra``; it must exit 0."""
+    args = ["route", "--plan", TUTORIAL, "--from", "1", "--to", "5", *extra, "--json"]
+    assert main(args) == 0
+    return json.loads(capsys.readouterr().out)
+
+
 def test_route_json_is_exactly_the_issue_shape(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert (
-        main(
-            [
-                "route",
-                "--plan",
-                TUTORIAL,
-                "--from",
-                "1",
-                "--to",
-                "5",
-                "--routes",
-                "3",
-                "--json",
-            ]
-        )
-        == 0
-    )
-    doc = json.loads(capsys.readouterr().out)
+    doc = route_1_to_5_json(capsys, "--routes", "3")
     assert doc == {
         "routes": [
             {
@@ -59,26 +50,7 @@ def test_route_json_is_exactly_the_issue_shape(
 
 def test_route_at_and_size(capsys: pytest.CaptureFixture[str]) -> None:
     # ready at 12: D-E 0-10 is gone, C-D still open; 125000 bytes take 1 s per hop at 1 Mbit/s
-    assert (
-        main(
-            [
-                "route",
-                "--plan",
-                TUTORIAL,
-                "--from",
-                "1",
-                "--to",
-                "5",
-                "--at",
-                "12",
-                "--size",
-                "125000",
-                "--json",
-            ]
-        )
-        == 0
-    )
-    (route,) = json.loads(capsys.readouterr().out)["routes"]
+    (route,) = route_1_to_5_json(capsys, "--at", "12", "--size", "125000")["routes"]
     assert route["hops"] == [1, 5]
     assert route["arrival"] == 12 + 1 + 1
 
