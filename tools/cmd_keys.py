@@ -250,6 +250,15 @@ def run_operator_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _public_json(ident: NodeIdentity) -> dict[str, Any]:
+    """A node's public keys: the node-init request, and the node entry of ``show``."""
+    return {
+        "node": ident.node,
+        "sign_public": ident.sign_public.hex(),
+        "kx_public": ident.kx_public.hex(),
+    }
+
+
 def run_node_init(args: argparse.Namespace) -> int:
     """Create node.key (0600); print (and optionally write) the public keys."""
     ks = _store(args.store)
@@ -258,12 +267,7 @@ def run_node_init(args: argparse.Namespace) -> int:
         ks.write_identity(ident, overwrite=args.force)
     except CryptoError as exc:
         raise CommandError(str(exc)) from exc
-    req = {
-        "node": ident.node,
-        "sign_public": ident.sign_public.hex(),
-        "kx_public": ident.kx_public.hex(),
-    }
-    text = json.dumps(req, indent=2) + "\n"
+    text = json.dumps(_public_json(ident), indent=2) + "\n"
     if args.request:
         _write_file(args.request, text.encode())
     sys.stdout.write(text)
@@ -475,11 +479,7 @@ def run_show(args: argparse.Namespace) -> int:
         )
         if ks.has("node.key"):
             ident = ks.read_identity()
-            out["node"] = {
-                "node": ident.node,
-                "sign_public": ident.sign_public.hex(),
-                "kx_public": ident.kx_public.hex(),
-            }
+            out["node"] = _public_json(ident)
             if ks.has("node.cert"):
                 own = ks.read_own_certificate()
                 status = _cert_status(own, op_pub, now_ms, rl)
