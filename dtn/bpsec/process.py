@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 
 from crypto.keys import NodeIdentity
 from dtn.bpsec import nacl_contexts, rfc9173
@@ -417,6 +418,32 @@ def _attach(
     return Bundle(bundle.primary, (sec, *rest))
 
 
+# A context's builder with its keys bound: (primary bytes, the new block's
+# header, its targets) -> the ASB, and for a BCB also {target: ciphertext}.
+_Build = Callable[
+    [bytes, CanonicalBlock, Targets],
+    AbstractSecurityBlock | tuple[AbstractSecurityBlock, dict[int, bytes]],
+]
+
+
+def _add(
+    bundle: Bundle,
+    kind: int,
+    targets: Sequence[int],
+    block_number: int | None,
+    crc_type: CrcType,
+    build: _Build,
+) -> Bundle:
+    """The steps every ``add_*`` shares: check the targets, make the new
+    block's header, run the context's ``build`` and attach its block."""
+    t = _resolve(bundle, targets, kind)
+    header = _header(bundle, kind, t, block_number, crc_type)
+    built = build(encode_primary(bundle.primary), header, t)
+    if isinstance(built, tuple):
+        return _attach(bundle, header, *built)
+    return _attach(bundle, header, built)
+
+
 def add_bib_hmac_sha2(
     bundle: Bundle,
     *,
@@ -430,19 +457,15 @@ def add_bib_hmac_sha2(
     crc_type: CrcType = CrcType.NONE,
 ) -> Bundle:
     """Add a BIB-HMAC-SHA2 block (RFC 9173 3) over ``targets``. Raises InvalidArgument."""
-    t = _resolve(bundle, targets, BIB)
-    header = _header(bundle, BIB, t, block_number, crc_type)
-    asb = rfc9173.hmac_sha2_asb(
-        encode_primary(bundle.primary),
-        header,
-        t,
+    build = partial(
+        rfc9173.hmac_sha2_asb,
         key=key,
         source=source,
         variant=variant,
         scope=scope,
         kek=kek,
     )
-    return _attach(bundle, header, asb)
+    return _add(bundle, BIB, targets, block_number, crc_type, build)
 
 
 def _nth_iv(iv: bytes, i: int) -> bytes:
@@ -493,12 +516,8 @@ def add_bcb_aes_gcm(
                 random_bytes=random_bytes,
             )
         return out
-    t = _resolve(bundle, targets, BCB)
-    header = _header(bundle, BCB, t, block_number, crc_type)
-    asb, cipher = rfc9173.aes_gcm_encrypt(
-        encode_primary(bundle.primary),
-        header,
-        t,
+    build = partial(
+        rfc9173.aes_gcm_encrypt,
         key=key,
         source=source,
         variant=variant,
@@ -507,7 +526,7 @@ def add_bcb_aes_gcm(
         kek=kek,
         random_bytes=random_bytes,
     )
-    return _attach(bundle, header, asb, cipher)
+    return _add(bundle, BCB, targets, block_number, crc_type, build)
 
 
 def add_bcb_x25519(
@@ -555,18 +574,14 @@ def add_bcb_x25519(
         return _bundle(
             bundle, (_block(BCB, number, flags, crc_type, data), *blocks[:-1], sealed)
         )
-    t = _resolve(bundle, targets, BCB)
-    header = _header(bundle, BCB, t, block_number, crc_type)
-    asb, cipher = nacl_contexts.seal_x25519_xchacha(
-        encode_primary(bundle.primary),
-        header,
-        t,
+    build = partial(
+        nacl_contexts.seal_x25519_xchacha,
         identity=identity,
         recipient_kx_public=recipient_kx_public,
         nonce=nonce,
         random_bytes=random_bytes,
     )
-    return _attach(bundle, header, asb, cipher)
+    return _add(bundle, BCB, targets, block_number, crc_type, build)
 
 
 def add_bib_ed25519(
@@ -578,9 +593,5 @@ def add_bib_ed25519(
     crc_type: CrcType = CrcType.NONE,
 ) -> Bundle:
     """Sign ``targets`` with our Ed25519 BIB context (source authentication, no secrecy)."""
-    t = _resolve(bundle, targets, BIB)
-    header = _header(bundle, BIB, t, block_number, crc_type)
-    asb = nacl_contexts.sign_ed25519(
-        encode_primary(bundle.primary), header, t, identity=identity
-    )
-    return _attach(bundle, header, asb)
+    build = partial(nacl_contexts.sign_ed25519, identity=identity)
+    return _add(bundle, BIB, targets, block_number, crc_type, build)
