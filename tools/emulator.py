@@ -35,7 +35,6 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import random
 import signal
 import socket
@@ -51,6 +50,7 @@ from dtn.cl.udp import Pacer
 from dtn.errors import DtnError
 from dtn.routing.contact import Contact
 from dtn.routing.plan import ContactPlan, load_plan
+from dtn.runtime.watch import file_stamp
 
 
 @dataclass(slots=True)
@@ -161,14 +161,6 @@ def _stderr_line(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _file_stamp(path: str) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
 @dataclass(slots=True)
 class Emulator:
     """The relay's sockets around a :class:`LinkModel`.
@@ -264,12 +256,11 @@ class Emulator:
         return True
 
     async def _watch_plan(self, path: str) -> None:
-        # The same check as the daemons' (dtn/runtime/node.py), plus the
-        # inode so that a same-size file renamed over the plan is noticed.
-        last = _file_stamp(path)
+        # The same check as the daemons' (dtn/runtime/node.py).
+        last = file_stamp(path)
         while True:
             await trio.sleep(self.plan_poll_s)
-            now = _file_stamp(path)
+            now = file_stamp(path)
             if now is not None and now != last:
                 last = now
                 await self.reload_plan()

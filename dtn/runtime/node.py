@@ -83,6 +83,7 @@ from dtn.errors import DecodeError, DtnError, InvalidArgument
 from dtn.routing.contact import Contact
 from dtn.runtime.config import ConfigError, NeighbourConfig, NodeConfig
 from dtn.runtime.security import NodeSecurity
+from dtn.runtime.watch import file_stamp
 from dtn.time import DtnTime, dtn_time_from_unix
 
 ECHO_SERVICE = 7
@@ -932,19 +933,13 @@ class Node:
         return True
 
     async def _plan_watch_task(self, path: str) -> None:
-        # A plan edited in place is picked up within _PLAN_POLL_S (a stat
-        # per poll); SIGHUP (tools/dtn_node.py) reloads at once.
-        def stamp() -> tuple[int, int] | None:
-            try:
-                st = os.stat(path)
-            except OSError:
-                return None
-            return (st.st_mtime_ns, st.st_size)
-
-        last = stamp()
+        # A plan edited in place or renamed over is picked up within
+        # _PLAN_POLL_S (a stat per poll); SIGHUP (tools/dtn_node.py) reloads
+        # at once.
+        last = file_stamp(path)
         while True:
             await trio.sleep(_PLAN_POLL_S)
-            now = stamp()
+            now = file_stamp(path)
             if now is not None and now != last:
                 last = now
                 self.reload_plan()

@@ -46,6 +46,7 @@ from dtn.bpv7.bundle import Bundle
 from dtn.bpv7.eid import parse_eid
 from dtn.errors import InvalidArgument
 from dtn.runtime.config import ConfigError
+from dtn.runtime.watch import files_stamp
 
 __all__ = ["SECURITY_KEYS", "NodeSecurity", "SecurityConfig", "parse_security"]
 
@@ -339,16 +340,9 @@ class NodeSecurity:
         d = base / CERTS_DIR
         if d.is_dir():
             paths += sorted(d.glob("*.cert"))
-        out = []
-        for p in paths:
-            try:
-                st = p.stat()
-            except OSError:
-                continue
-            # The key store replaces files atomically (new inode), so a
-            # rewrite within the mtime granularity is still seen.
-            out.append((p.name, st.st_ino, st.st_mtime_ns, st.st_size))
-        return tuple(out)
+        # The key store replaces files atomically (new inode), so a
+        # rewrite within the mtime granularity is still seen.
+        return files_stamp(paths)
 
     def reload(self) -> bool:
         """Re-read the revocation list and certificates if their files changed.

@@ -54,6 +54,26 @@ async def test_an_edited_plan_opens_and_closes_contacts_while_running(
         assert len(n1.plan.contacts) == 1
 
 
+async def test_a_same_size_plan_renamed_into_place_is_reloaded(
+    tmp_path: Path,
+) -> None:
+    # Same size and the same modification time as the file it replaces:
+    # only the new inode tells the watcher.
+    c1, c2 = chain(tmp_path, 2)
+    plan = write_plan(tmp_path / "p.ionrc", ["a contact +1000 +2000 1 2 1000000"])
+    c1 = dataclasses.replace(c1, plan=str(plan))
+    async with open_node(c1) as n1, open_node(c2):
+        assert not _in_contact(n1)
+        st = plan.stat()
+        new = write_plan(
+            tmp_path / "p.ionrc.new", ["a contact +0000 +2000 1 2 1000000"]
+        )
+        os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert new.stat().st_size == st.st_size
+        os.replace(new, plan)
+        await poll_until(lambda: _in_contact(n1), timeout_s=30)
+
+
 async def test_sighup_reloads_the_plan_of_a_daemon(tmp_path: Path) -> None:
     plan = write_plan(tmp_path / "p.ionrc", ["a contact +1000 +2000 1 2 1000000"])
     sock = tmp_path / "n1.sock"
