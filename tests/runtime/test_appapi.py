@@ -11,18 +11,13 @@ import trio
 
 from dtn.appapi.wire import encode_message
 from dtn.client import Client, ClientError, open_trio_client
-from dtn.runtime import NeighbourConfig, NodeConfig, open_node
-from tests.runtime.conftest import poll_until
+from dtn.runtime import NeighbourConfig, Node, NodeConfig, open_node
+from tests.runtime.conftest import free_udp_ports, poll_until
 from tools.cli import main as dcis
 
 
 def pair(tmp: Path) -> tuple[NodeConfig, NodeConfig]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    p1, p2 = (s.getsockname()[1] for s in socks)
-    for s in socks:
-        s.close()
+    p1, p2 = free_udp_ports(2)
     c1 = NodeConfig(
         node=1,
         listen=("127.0.0.1", p1),
@@ -134,25 +129,42 @@ async def test_sync_client_and_dcis_commands(
     assert err.strip().startswith("error: cannot reach the node")
 
 
+async def _stored_at_2(tmp_path: Path, n2: Node, count: int, payload: bytes) -> None:
+    """Send ``count`` bundles of ``payload`` from node 1 to ipn:2.6 (nobody
+    registered) and wait until node 2 holds them."""
+    async with open_trio_client(str(tmp_path / "n1.sock")) as a:
+        for _ in range(count):
+            await a.send("ipn:2.6", payload)
+    await poll_until(lambda: n2.status()["stored"] == count, timeout_s=30)
+
+
+async def _raw_registered(path: Path) -> socket.socket:
+    """A bare app API connection that registered ipn:2.6, returned once the
+    node pushed its first byte: proof that the node processed the register
+    and is mid-push (no sleep: under load the node may not have read the
+    request yet)."""
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        raw.connect(str(path))
+        raw.sendall(
+            encode_message({"type": "register", "id": 1, "endpoint": "ipn:2.6"})
+        )
+        raw.settimeout(30)
+        assert await trio.to_thread.run_sync(raw.recv, 1)
+    except BaseException:
+        raw.close()
+        raise
+    return raw
+
+
 async def test_a_client_vanishing_mid_push_does_not_hurt_the_node(
     tmp_path: Path,
 ) -> None:
     c1, c2 = pair(tmp_path)
     async with open_node(c1), open_node(c2) as n2:
-        async with open_trio_client(str(tmp_path / "n1.sock")) as a:
-            for _ in range(40):
-                await a.send("ipn:2.6", b"z" * 60_000)
-        await poll_until(lambda: n2.status()["stored"] == 40, timeout_s=30)
+        await _stored_at_2(tmp_path, n2, 40, b"z" * 60_000)
         # Register, then drop the connection without reading ~2.4 MB of pushes.
-        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        raw.connect(str(tmp_path / "n2.sock"))
-        raw.sendall(
-            encode_message({"type": "register", "id": 1, "endpoint": "ipn:2.6"})
-        )
-        # The first pushed byte proves the node is mid-push (no sleep: under
-        # load the node may not have read the request yet).
-        raw.settimeout(30)
-        assert await trio.to_thread.run_sync(raw.recv, 1)
+        raw = await _raw_registered(tmp_path / "n2.sock")
         raw.setsockopt(
             socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
         )
@@ -174,23 +186,12 @@ async def test_a_stale_registration_does_not_strand_what_the_live_client_confirm
     # must leave the store.
     c1, c2 = pair(tmp_path)
     async with open_node(c1), open_node(c2) as n2:
-        async with open_trio_client(str(tmp_path / "n1.sock")) as a:
-            for _ in range(10):
-                await a.send("ipn:2.6", b"y" * 1000)
-        await poll_until(lambda: n2.status()["stored"] == 10, timeout_s=30)
+        await _stored_at_2(tmp_path, n2, 10, b"y" * 1000)
         async with open_trio_client(str(tmp_path / "n2.sock")) as b:
             await b.register("ipn:2.6")  # the 10 pushes precede the reply
-            raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                raw.connect(str(tmp_path / "n2.sock"))
-                raw.sendall(
-                    encode_message({"type": "register", "id": 1, "endpoint": "ipn:2.6"})
-                )
-                # The first pushed byte proves the node processed the takeover.
-                raw.settimeout(30)
-                assert await trio.to_thread.run_sync(raw.recv, 1)
-            finally:
-                raw.close()
+            # A bare connection takes the endpoint over; its first pushed
+            # byte proves the node processed the takeover.
+            (await _raw_registered(tmp_path / "n2.sock")).close()
             with trio.fail_after(30):
                 got = {(await b.receive()).bundle_key for _ in range(10)}
         assert len(got) == 10
