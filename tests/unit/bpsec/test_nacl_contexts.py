@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from crypto import AuthenticationFailed, NodeIdentity, OperatorKey, issue_certificate
+from crypto import AuthenticationFailed, NodeIdentity, OperatorKey
 from dtn.bpsec import (
     BCB_X25519_XCHACHA20POLY1305,
     BIB_ED25519,
@@ -18,6 +18,7 @@ from dtn.bpsec import (
 from dtn.bpv7 import Bundle, decode_bundle_untrusted, encode_bundle, make_bundle
 from dtn.bpv7.primary import encode_primary
 from dtn.errors import DecodeError
+from tests.unit.bpsec.helpers import certify
 
 OP = OperatorKey.generate(entropy=b"o" * 32)
 SRC = NodeIdentity.generate(5, entropy=b"s" * 32)
@@ -27,15 +28,7 @@ PAYLOAD = b"orbit-processed imagery, not for the ground link in the clear " * 4
 
 
 def cert(ident: NodeIdentity):
-    return issue_certificate(
-        OP,
-        node=ident.node,
-        sign_public=ident.sign_public,
-        kx_public=ident.kx_public,
-        not_before_ms=0,
-        not_after_ms=10**12,
-        serial=ident.node,
-    )
+    return certify(OP, ident, not_after_ms=10**12)
 
 
 AT_DST = KeyRing(identity=DST, certificates={5: cert(SRC), 9: cert(DST)})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crypto import NodeIdentity, OperatorKey, issue_certificate
+from crypto import NodeIdentity, OperatorKey
 from dtn.bpsec import (
     BCB_X25519_XCHACHA20POLY1305,
     BIB_ED25519,
@@ -14,6 +14,7 @@ from dtn.bpsec import (
 )
 from dtn.bpv7 import make_bundle
 from dtn.bpv7.admin import StatusReason
+from tests.unit.bpsec.helpers import certify
 
 OP = OperatorKey.generate(entropy=b"o" * 32)
 S = NodeIdentity.generate(5, entropy=b"s" * 32)
@@ -22,19 +23,10 @@ D = NodeIdentity.generate(9, entropy=b"d" * 32)
 ACCEPT = {BCB_X25519_XCHACHA20POLY1305}
 
 
-def cert(i: NodeIdentity):
-    return issue_certificate(
-        OP,
-        node=i.node,
-        sign_public=i.sign_public,
-        kx_public=i.kx_public,
-        not_before_ms=0,
-        not_after_ms=1,
-        serial=i.node,
-    )
-
-
-RING = KeyRing(identity=D, certificates={5: cert(S), 6: cert(X)})
+RING = KeyRing(
+    identity=D,
+    certificates={5: certify(OP, S, not_after_ms=1), 6: certify(OP, X, not_after_ms=1)},
+)
 PLAIN = make_bundle(
     source="ipn:5.1", destination="ipn:9.1", payload=b"data", creation_ms=7
 )

@@ -13,8 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from crypto import NodeIdentity, OperatorKey, issue_certificate
-from crypto.certificate import NodeCertificate
+from crypto import NodeIdentity, OperatorKey
 from dtn.agent.security import SecurityPolicy
 from dtn.bpsec import (
     add_bcb_aes_gcm,
@@ -29,6 +28,7 @@ from dtn.bpv7.eid import IpnEid
 from dtn.bpv7.flags import BlockType
 from dtn.errors import InvalidArgument
 from dtn.sim import sim_random_bytes
+from tests.unit.bpsec.helpers import certify
 
 OP = OperatorKey.generate(entropy=b"rand operator".ljust(32, b"."))
 N1 = NodeIdentity.generate(1, entropy=b"rand node 1".ljust(32, b"."))
@@ -37,19 +37,7 @@ KEY = bytes(range(32))
 NOW = 5_000_000
 
 
-def cert(ident: NodeIdentity) -> NodeCertificate:
-    return issue_certificate(
-        OP,
-        node=ident.node,
-        sign_public=ident.sign_public,
-        kx_public=ident.kx_public,
-        not_before_ms=0,
-        not_after_ms=10**10,
-        serial=ident.node,
-    )
-
-
-CERTS = [cert(N1), cert(N2)]
+CERTS = [certify(OP, N1, not_after_ms=10**10), certify(OP, N2, not_after_ms=10**10)]
 
 
 def policy(ident: NodeIdentity, **kw: object) -> SecurityPolicy:

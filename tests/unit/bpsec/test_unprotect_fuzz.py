@@ -7,23 +7,16 @@ import contextlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crypto import AuthenticationFailed, NodeIdentity, OperatorKey, issue_certificate
+from crypto import AuthenticationFailed, NodeIdentity, OperatorKey
 from dtn.bpsec import AbstractSecurityBlock, KeyRing, encode_asb, unprotect
 from dtn.bpv7 import BlockFlags, Bundle, CanonicalBlock, IpnEid, make_bundle
 from dtn.errors import DecodeError
+from tests.unit.bpsec.helpers import certify
 
 ME = NodeIdentity.generate(9, entropy=b"m" * 32)
 PEER = NodeIdentity.generate(5, entropy=b"p" * 32)
 OP = OperatorKey.generate(entropy=b"o" * 32)
-CERT = issue_certificate(
-    OP,
-    node=5,
-    sign_public=PEER.sign_public,
-    kx_public=PEER.kx_public,
-    not_before_ms=0,
-    not_after_ms=1,
-    serial=1,
-)
+CERT = certify(OP, PEER, not_after_ms=1, serial=1)
 RING = KeyRing(keys=(bytes(16), bytes(range(32))), identity=ME, certificates={5: CERT})
 
 values = (

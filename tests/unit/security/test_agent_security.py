@@ -13,8 +13,7 @@ import dataclasses
 
 import pytest
 
-from crypto import NodeIdentity, OperatorKey, issue_certificate
-from crypto.certificate import NodeCertificate
+from crypto import NodeIdentity, OperatorKey
 from dtn.agent.actions import Action, Deliver, Event, Transmit
 from dtn.agent.agent import Agent, AgentConfig
 from dtn.agent.security import NoCertificate, SecurityPolicy
@@ -24,6 +23,7 @@ from dtn.bpv7.admin import StatusReason, StatusReport, decode_admin_record_untru
 from dtn.bpv7.flags import BlockType, BundleFlags
 from dtn.routing.contact import Contact
 from dtn.routing.plan import ContactPlan
+from tests.unit.bpsec.helpers import certify
 
 OP = OperatorKey.generate(entropy=b"agent test operator".ljust(32, b"."))
 IDS = {
@@ -34,20 +34,7 @@ T0 = 10_000_000
 PAYLOAD = bytes(range(256)) * 12  # 3 KB
 
 
-def _cert(n: int) -> NodeCertificate:
-    i = IDS[n]
-    return issue_certificate(
-        OP,
-        node=n,
-        sign_public=i.sign_public,
-        kx_public=i.kx_public,
-        not_before_ms=0,
-        not_after_ms=10**12,
-        serial=n,
-    )
-
-
-CERTS = [_cert(1), _cert(3)]
+CERTS = [certify(OP, IDS[n], not_after_ms=10**12) for n in (1, 3)]
 
 
 def secure_agent(n: int, **kw: object) -> Agent:

@@ -114,10 +114,11 @@ def test_other_shapes_are_not_templated() -> None:
 
 
 def test_fast_seal_gives_the_general_paths_bytes_and_opens_to_the_original() -> None:
-    from crypto import NodeIdentity, OperatorKey, issue_certificate
+    from crypto import NodeIdentity, OperatorKey
     from dtn.bpsec import KeyRing, add_bcb_x25519, unprotect
     from dtn.bpsec.process import _SECURITY_TYPES
     from dtn.bpv7 import encode_bundle, make_bundle
+    from tests.unit.bpsec.helpers import certify
 
     op = OperatorKey.generate(entropy=b"op".ljust(32, b"."))
     src = NodeIdentity.generate(300, entropy=b"src".ljust(32, b"."))
@@ -143,15 +144,7 @@ def test_fast_seal_gives_the_general_paths_bytes_and_opens_to_the_original() -> 
     )
     assert encode_bundle(fast) == encode_bundle(general)
     assert fast == general
-    cert = issue_certificate(
-        op,
-        node=300,
-        sign_public=src.sign_public,
-        kx_public=src.kx_public,
-        not_before_ms=0,
-        not_after_ms=10,
-        serial=1,
-    )
+    cert = certify(op, src, not_after_ms=10, serial=1)
     plain, results = unprotect(fast, KeyRing(identity=dst, certificates={300: cert}))
     assert plain == b
     assert [(r.block, r.verified) for r in results] == [(4, True)]

@@ -13,7 +13,6 @@ from crypto import (
     CertificateRejected,
     NodeIdentity,
     OperatorKey,
-    issue_certificate,
     issue_revocation_list,
 )
 from crypto.certificate import NodeCertificate
@@ -34,6 +33,7 @@ from dtn.bpv7.admin import StatusReason
 from dtn.bpv7.eid import IpnEid
 from dtn.bpv7.flags import BlockType, BundleFlags, CrcType
 from dtn.errors import InvalidArgument
+from tests.unit.bpsec.helpers import certify
 
 OP = OperatorKey.generate(entropy=b"operator".ljust(32, b"."))
 ROGUE_OP = OperatorKey.generate(entropy=b"rogue operator".ljust(32, b"."))
@@ -52,14 +52,12 @@ def cert(
     not_before_ms: int = 0,
     not_after_ms: int = 10**10,
 ) -> NodeCertificate:
-    return issue_certificate(
+    return certify(
         op,
-        node=ident.node,
-        sign_public=ident.sign_public,
-        kx_public=ident.kx_public,
+        ident,
         not_before_ms=not_before_ms,
         not_after_ms=not_after_ms,
-        serial=ident.node if serial is None else serial,
+        serial=serial,
     )
 
 
