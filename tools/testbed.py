@@ -537,6 +537,9 @@ def logged_deletions(logs: list[Path]) -> dict[str, str]:
                 continue
             key = doc.get("bundle")
             if isinstance(key, str):
+                # The log line has the agent's detail text but not its
+                # Event.cause (the daemon logs kind and detail only), so
+                # this classifies by wording; the simulator uses the cause.
                 out.setdefault(
                     whole_key(key), deletion_reason(str(doc.get("detail", "")))
                 )

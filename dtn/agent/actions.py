@@ -7,7 +7,8 @@ The core never performs I/O; each input method (``on_receive``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 from dtn.time import DtnTime
 
@@ -61,6 +62,18 @@ class Schedule:
     at: DtnTime
 
 
+DeletionCause = Literal["hop_limit", "security", "unprocessable_block", "no_age"]
+"""Which rule made the agent delete a bundle on purpose (``Deletion.cause``)."""
+
+DELETION_CAUSES: tuple[DeletionCause, ...] = (
+    "hop_limit",
+    "security",
+    "unprocessable_block",
+    "no_age",
+)
+"""Every :data:`DeletionCause`, in the order drivers list them."""
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """Something worth a trace/log line: ``kind`` is e.g. ``"expired"``,
@@ -70,6 +83,16 @@ class Event:
     kind: str
     bundle_key: str
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion(Event):
+    """The agent's ``Event("deleted", key, detail)`` for a bundle it deleted
+    on purpose, with the rule that did it as ``cause`` for a driver to count
+    by (``detail`` is wording, not meant to be parsed). A subclass, so every
+    other event stays three fields to build."""
+
+    cause: DeletionCause = field(kw_only=True)
 
 
 Action = Transmit | Ack | Deliver | Schedule | Event

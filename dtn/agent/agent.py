@@ -43,7 +43,16 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from dtn.agent.actions import Ack, Action, Deliver, Event, Schedule, Transmit
+from dtn.agent.actions import (
+    Ack,
+    Action,
+    Deletion,
+    DeletionCause,
+    Deliver,
+    Event,
+    Schedule,
+    Transmit,
+)
 from dtn.agent.store import MAX_INT64, BundleState, BundleStore, StoredBundle, StoreFull
 from dtn.bpv7.admin import StatusKind, StatusReason, make_status_report
 from dtn.bpv7.bundle import Bundle, decode_bundle_untrusted, encode_bundle, make_bundle
@@ -844,6 +853,7 @@ class Agent:
             self._delete(
                 key,
                 bundle,
+                "no_age",
                 "no creation time and no bundle age block",
                 StatusReason.NO_INFO,
                 now,
@@ -865,6 +875,7 @@ class Agent:
             self._delete(
                 key,
                 bundle,
+                "hop_limit",
                 f"hop limit exceeded ({hop.count} > {hop.limit})",
                 StatusReason.HOP_LIMIT_EXCEEDED,
                 now,
@@ -887,6 +898,7 @@ class Agent:
             self._delete(
                 key,
                 bundle,
+                "unprocessable_block",
                 f"unprocessable block(s) {list(verdict.unprocessable)} ask for deletion",
                 StatusReason.BLOCK_UNSUPPORTED,
                 now,
@@ -1087,6 +1099,7 @@ class Agent:
             self._delete(
                 key,
                 bundle,
+                "security",
                 f"refused by the security policy ({why.name.lower()})",
                 why,
                 now,
@@ -1424,6 +1437,7 @@ class Agent:
             self._delete(
                 e.key,
                 b,
+                "hop_limit",
                 f"hop limit {hop.limit} reached",
                 StatusReason.HOP_LIMIT_EXCEEDED,
                 now,
@@ -1546,6 +1560,7 @@ class Agent:
         self,
         key: str,
         bundle: Bundle,
+        cause: DeletionCause,
         why: str,
         reason: StatusReason,
         now: int,
@@ -1553,11 +1568,12 @@ class Agent:
         entry: _Entry | None = None,
         ack: Ack | None = None,
     ) -> None:
-        """Delete ``bundle`` (and stored ``entry``), report it, then pass on ``ack``."""
+        """Delete ``bundle`` (and stored ``entry``) by rule ``cause`` (``why``
+        in words), report it with ``reason``, then pass on ``ack``."""
         if entry is not None:
             self._remove(entry)
         self.counters["deleted"] += 1
-        actions.append(Event("deleted", key, why))
+        actions.append(Deletion("deleted", key, why, cause=cause))
         self._report_bundle(bundle, StatusKind.DELETED, reason, now, actions)
         if ack is not None:
             actions.append(ack)

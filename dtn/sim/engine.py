@@ -64,7 +64,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from dtn.agent.actions import Ack, Action, Deliver, Event, Schedule, Transmit
+from dtn.agent.actions import (
+    DELETION_CAUSES,
+    Ack,
+    Action,
+    Deletion,
+    Deliver,
+    Event,
+    Schedule,
+    Transmit,
+)
 from dtn.errors import DtnError, InvalidArgument
 from dtn.routing.contact import Contact
 from dtn.sim.trace import Trace, TraceListener
@@ -317,6 +326,8 @@ class BundleRecord:
     """``Event("deleted")`` reports for it (or one of its fragments), any node."""
     deleted_reason: str | None = None
     """The agent's reason for the first deletion, as it gave it."""
+    deleted_category: str | None = None
+    """That deletion's category (see :data:`DELETION_REASONS`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -329,7 +340,7 @@ class SimSummary:
     delivered that some node expired; ``deleted`` those neither delivered
     nor expired that some agent deliberately deleted and no store holds any
     more (``deleted_reasons``: how many per reason category, see
-    :func:`deletion_reason`); ``pending`` the rest of ``sent``, so
+    :data:`DELETION_REASONS`); ``pending`` the rest of ``sent``, so
     ``sent == delivered + expired + deleted + pending``.
     ``lost`` counts pending bundles held by no store and deleted by no agent
     (a memory store lost in a crash; otherwise a bug). ``stored`` is the number of bundles in all
@@ -458,13 +469,17 @@ def default_store_factory(node: int, spec: NodeSpec, path: Path | None) -> Any:
     return MemoryStore(limit)
 
 
-DELETION_REASONS = ("hop_limit", "security", "unprocessable_block", "no_age", "other")
-"""The categories ``deleted_reasons`` counts by (see :func:`deletion_reason`)."""
+DELETION_REASONS = (*DELETION_CAUSES, "other")
+"""The categories ``deleted_reasons`` counts by: the agent's
+``Deletion.cause`` values, and ``other``."""
 
 
 def deletion_reason(detail: str) -> str:
-    """The category of an agent's ``Event("deleted", key, detail)``: one of
-    :data:`DELETION_REASONS` (``other`` for a detail not recognised)."""
+    """The category of an ``Event("deleted", key, detail)`` from its wording
+    alone: one of :data:`DELETION_REASONS` (``other`` for a detail not
+    recognised). For a plain ``Event`` rather than the agent's ``Deletion``
+    (say, from a wrapper around it), and for the testbed, whose daemon logs
+    carry only the detail text."""
     d = detail.lower()
     if "security" in d:
         return "security"
@@ -732,7 +747,7 @@ class Simulator:
                 # Every copy is gone and at least one was deleted on purpose:
                 # an outcome, not a loss.
                 deleted += 1
-                why = deletion_reason(rec.deleted_reason or "")
+                why = rec.deleted_category or "other"
                 reasons[why] = reasons.get(why, 0) + 1
             else:
                 pending += 1
@@ -886,6 +901,13 @@ class Simulator:
                     rec.deletions += 1
                     if rec.deleted_reason is None:
                         rec.deleted_reason = ev.detail
+                        # The agent names the rule; only a plain Event (from
+                        # some other SimAgent) is classified by its wording.
+                        rec.deleted_category = (
+                            ev.cause
+                            if isinstance(ev, Deletion)
+                            else deletion_reason(ev.detail)
+                        )
             # The agent's reason (e.g. "store full: ...") goes in as one
             # JSON-quoted field so the line stays one line.
             detail = (json.dumps(ev.detail),) if ev.detail else ()
