@@ -25,8 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from crypto import NodeIdentity, OperatorKey, issue_certificate, issue_revocation_list
-from crypto.certificate import NodeCertificate
+from crypto import NodeIdentity, OperatorKey, issue_revocation_list
 from dtn.agent.actions import Action, Deliver, Event, Transmit
 from dtn.agent.agent import Agent, AgentConfig
 from dtn.agent.security import SecurityPolicy
@@ -44,6 +43,7 @@ from dtn.sim import (
     TrafficItem,
     sim_random_bytes,
 )
+from tests.unit.bpsec.helpers import certify
 
 OP = OperatorKey.generate(entropy=b"sim operator".ljust(32, b"."))
 IDS = {
@@ -52,22 +52,11 @@ IDS = {
 }
 SECURE = (1, 3, 4, 5)
 
-
-def _cert(n: int) -> NodeCertificate:
-    i = IDS[n]
-    return issue_certificate(
-        OP,
-        node=n,
-        sign_public=i.sign_public,
-        kx_public=i.kx_public,
-        not_before_ms=0,
-        not_after_ms=SIM_EPOCH + 10**9,
-        serial=100 + n,
-    )
-
-
 # Node 4 is never certified: nobody holds a certificate for it.
-CERTIFIED = [_cert(1), _cert(3), _cert(5)]
+CERTIFIED = [
+    certify(OP, IDS[n], not_after_ms=SIM_EPOCH + 10**9, serial=100 + n)
+    for n in (1, 3, 5)
+]
 REVOKE_5 = issue_revocation_list(OP, version=1, issued_ms=SIM_EPOCH, nodes=[5])
 RATE = 200_000.0
 
