@@ -10,6 +10,7 @@ when it asked for one.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -54,6 +55,19 @@ def transmits(actions: list[Action]) -> list[Transmit]:
     return [x for x in actions if isinstance(x, Transmit)]
 
 
+def send_1_to_3(a: Agent, payload: bytes = PAYLOAD, **kw: Any) -> list[Action]:
+    """``a`` sends ``payload`` ipn:1.1 -> ipn:3.1 (60 s lifetime) at T0."""
+    _, acts = a.send(
+        source="ipn:1.1",
+        destination="ipn:3.1",
+        payload=payload,
+        lifetime_ms=60_000,
+        now=T0,
+        **kw,
+    )
+    return acts
+
+
 def relay(frm: Agent, to: Agent, actions: list[Action]) -> list[Action]:
     """Feed every Transmit in ``actions`` to ``to``; return what ``to`` did."""
     out: list[Action] = []
@@ -73,13 +87,7 @@ def test_sealed_end_to_end_through_a_keyless_relay() -> None:
     b.register("ipn:2.1")
     a.on_contact_start(hops[0], T0)
     b.on_contact_start(hops[1], T0)
-    _, acts = a.send(
-        source="ipn:1.1",
-        destination="ipn:3.1",
-        payload=PAYLOAD,
-        lifetime_ms=60_000,
-        now=T0,
-    )
+    acts = send_1_to_3(a)
     (tx,) = transmits(acts)
     assert PAYLOAD[:64] not in tx.data
     at_b = relay(a, b, acts)
@@ -95,13 +103,7 @@ def test_sealed_end_to_end_through_a_keyless_relay() -> None:
 def test_fragments_are_checked_once_reassembled() -> None:
     a, c = secure_agent(1, config=AgentConfig(max_bundle_bytes=1200)), secure_agent(3)
     open_link(a, 3)
-    _, acts = a.send(
-        source="ipn:1.1",
-        destination="ipn:3.1",
-        payload=PAYLOAD,
-        lifetime_ms=60_000,
-        now=T0,
-    )
+    acts = send_1_to_3(a)
     assert len(transmits(acts)) >= 3
     out = relay(a, c, acts)
     (d,) = [x for x in out if isinstance(x, Deliver)]
@@ -115,14 +117,7 @@ def test_rejected_bundle_gets_a_deletion_report_with_the_rfc9172_reason() -> Non
     a, c = secure_agent(1), secure_agent(3)
     open_link(a, 3)
     open_link(c, 1)
-    _, acts = a.send(
-        source="ipn:1.1",
-        destination="ipn:3.1",
-        payload=PAYLOAD,
-        lifetime_ms=60_000,
-        now=T0,
-        flags=BundleFlags.REPORT_DELETION,
-    )
+    acts = send_1_to_3(a, flags=BundleFlags.REPORT_DELETION)
     (tx,) = transmits(acts)
     sealed = decode_bundle_untrusted(tx.data)
     pb = sealed.payload_block
@@ -155,14 +150,7 @@ def test_plain_bundle_to_a_secure_node_is_missing_security() -> None:
     c = secure_agent(3)
     open_link(plain_sender, 3)
     open_link(c, 1)
-    _, acts = plain_sender.send(
-        source="ipn:1.1",
-        destination="ipn:3.1",
-        payload=b"hello",
-        lifetime_ms=60_000,
-        now=T0,
-        flags=BundleFlags.REPORT_DELETION,
-    )
+    acts = send_1_to_3(plain_sender, b"hello", flags=BundleFlags.REPORT_DELETION)
     out = relay(plain_sender, c, acts)
     assert not [x for x in out if isinstance(x, Deliver)]
     record = decode_admin_record_untrusted(
