@@ -38,7 +38,7 @@ import trio
 
 from dtn.client import ClientError, TrioClient, open_trio_client
 from dtn.routing.plan import ContactPlan, load_plan
-from dtn.sim.engine import deletion_reason, whole_key
+from dtn.sim.engine import DELETION_REASONS, deletion_reason, whole_key
 from dtn.sim.traffic import TrafficItem
 from dtn.time import unix_from_dtn_time
 from tools.emulator import Emulator, LinkModel
@@ -537,11 +537,14 @@ def logged_deletions(logs: list[Path]) -> dict[str, str]:
                 continue
             key = doc.get("bundle")
             if isinstance(key, str):
-                # The log line has the agent's detail text but not its
-                # Event.cause (the daemon logs kind and detail only), so
-                # this classifies by wording; the simulator uses the cause.
+                # The daemon logs the agent's cause; the wording is the
+                # fallback for a log line without one.
+                cause = doc.get("cause")
                 out.setdefault(
-                    whole_key(key), deletion_reason(str(doc.get("detail", "")))
+                    whole_key(key),
+                    cause
+                    if isinstance(cause, str) and cause in DELETION_REASONS
+                    else deletion_reason(str(doc.get("detail", ""))),
                 )
     return out
 

@@ -62,6 +62,7 @@ from dtn.agent import (
     SqliteStore,
     Transmit,
 )
+from dtn.agent.actions import Deletion
 from dtn.agent.store import StoreFull
 from dtn.appapi.wire import MessageReader, encode_message
 from dtn.bpv7.eid import IpnEid, parse_eid
@@ -446,11 +447,15 @@ class Node:
                 self._deadline = a.at
             elif isinstance(a, Event):
                 if a.kind in ("expired", "refused", "dropped", "deleted"):
+                    # A deletion names its rule (``cause``) for log readers
+                    # such as the testbed to count by.
+                    extra = {"cause": a.cause} if isinstance(a, Deletion) else {}
                     self._log(
                         "warning" if a.kind != "expired" else "info",
                         a.kind,
                         bundle=a.bundle_key,
                         detail=a.detail,
+                        **extra,
                     )
                 elif self.log.isEnabledFor(logging.DEBUG):
                     self._log("debug", a.kind, bundle=a.bundle_key, detail=a.detail)

@@ -59,3 +59,51 @@ def test_json_lines_that_are_not_objects_are_skipped(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert logged_deletions([log]) == {"ipn:1.1|100|0": "hop_limit"}
+
+
+def test_the_daemons_logged_cause_wins_over_the_wording(tmp_path: Path) -> None:
+    # The daemon logs the agent's Deletion.cause; wording is only a fallback.
+    log = tmp_path / "node1.log"
+    log.write_text(
+        log_line(
+            1,
+            "deleted",
+            bundle="ipn:1.1|100|0",
+            detail="refused by the security policy (hop_limit_exceeded)",
+            cause="security",
+        )
+        + "\n"
+        + log_line(1, "deleted", bundle="ipn:1.1|100|1", detail="x", cause="no_age")
+        + "\n"
+        + log_line(1, "deleted", bundle="ipn:1.1|100|2", detail="x", cause="bogus")
+        + "\n",
+        encoding="utf-8",
+    )
+    assert logged_deletions([log]) == {
+        "ipn:1.1|100|0": "security",
+        "ipn:1.1|100|1": "no_age",
+        "ipn:1.1|100|2": "other",  # an unknown cause: the wording decides
+    }
+
+
+async def test_a_daemon_logs_the_cause_of_a_deletion(tmp_path: Path) -> None:
+    import io
+    import logging as lg
+
+    from dtn.agent.actions import Deletion
+    from dtn.runtime import NodeConfig, open_node
+
+    buf = io.StringIO()
+    log = lg.getLogger("dtn.node.test-cause")
+    handler = lg.StreamHandler(buf)
+    handler.setFormatter(JsonLogFormatter(1))
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel("INFO")
+    cfg = NodeConfig(node=1, listen=("127.0.0.1", 0), store_path=":memory:")
+    async with open_node(cfg, log=log) as node:
+        # Wording that says nothing: only a logged cause can classify it.
+        node._apply([Deletion("deleted", "ipn:1.1|5|0", "gone", cause="hop_limit")])
+    path = tmp_path / "node1.log"
+    path.write_text(buf.getvalue(), encoding="utf-8")
+    assert logged_deletions([path]) == {"ipn:1.1|5|0": "hop_limit"}
