@@ -37,7 +37,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Literal, Protocol, runtime_checkable
 
@@ -278,16 +278,7 @@ class MemoryStore:
         """See :meth:`BundleStore.set_state`."""
         rec = self._meta.get(key)
         if rec is not None and rec.state != state:
-            self._meta[key] = StoredBundle(
-                key=rec.key,
-                destination=rec.destination,
-                expiry_ms=rec.expiry_ms,
-                state=state,
-                size_bytes=rec.size_bytes,
-                received_ms=rec.received_ms,
-                prev_node=rec.prev_node,
-                frag_group=rec.frag_group,
-            )
+            self._meta[key] = replace(rec, state=state)
 
     def delete(self, key: str) -> bool:
         """See :meth:`BundleStore.delete`."""
