@@ -19,6 +19,7 @@ CORE_DIRS = [
     "dtn/bpv7",
     "dtn/routing",
     "dtn/agent",
+    "dtn/node",
     "dtn/bpsec",
     "dtn/cl",
     "dtn/appapi",
