@@ -15,6 +15,9 @@ from dtn.node.service import (
     Inbound as Inbound,
 )
 from dtn.node.service import (
+    NodeCredentials as NodeCredentials,
+)
+from dtn.node.service import (
     Send as Send,
 )
 from dtn.node.service import (
@@ -31,6 +34,7 @@ __all__ = [
     "DEFAULT_LIFETIME_MS",
     "RESERVED_SERVICES",
     "Inbound",
+    "NodeCredentials",
     "Send",
     "Service",
     "ServiceContext",

@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from crypto.certificate import NodeCertificate
+from crypto.keys import NodeIdentity
 from dtn.routing.plan import ContactPlan
 
 DEFAULT_LIFETIME_MS = 3_600_000
@@ -78,6 +80,23 @@ class Send:
             raise ValueError(f"lifetime_ms must be > 0, got {self.lifetime_ms}")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeCredentials:
+    """The node's own keys and the constellation's trust anchor, for services
+    that sign or verify (membership updates, log entries, object keys).
+
+    ``identity`` holds the node's Ed25519/X25519 private keys, ``certificate``
+    the operator-signed certificate of its public keys, ``operator_public``
+    the operator's Ed25519 public key that every member's certificate must
+    verify under, and ``revoked`` the node numbers currently revoked.
+    """
+
+    identity: NodeIdentity
+    certificate: NodeCertificate
+    operator_public: bytes
+    revoked: frozenset[int] = frozenset()
+
+
 class ServiceState(Protocol):
     """A small durable key -> bytes map of one service on one node. Writes
     commit with the store transaction of the call that made them."""
@@ -117,6 +136,12 @@ class ServiceContext(Protocol):
     @property
     def state(self) -> ServiceState:
         """This service's durable key -> bytes map."""
+        ...
+
+    @property
+    def credentials(self) -> NodeCredentials | None:
+        """The node's keys and trust anchor; None on a node run without
+        security (a service that needs them refuses to start)."""
         ...
 
     def earliest_arrival(self, node: int, *, at_ms: int, size: int = 0) -> int | None:
