@@ -122,9 +122,12 @@ def test_mutated_segments_give_a_segment_or_decode_error(
         wire[i] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(wire)))
     try:
-        decode_segment_untrusted(bytes(wire[:cut]))
+        got = decode_segment_untrusted(bytes(wire[:cut]))
     except DecodeError:
-        pass
+        return
+    assert encode_segment(got) == bytes(wire[:cut]) or got == decode_segment_untrusted(
+        encode_segment(got)
+    )
 
 
 @given(st.integers(1, 15), st.sampled_from([b"\x08", b"\x00"]))
