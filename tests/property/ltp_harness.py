@@ -74,8 +74,17 @@ class Pair:
         self.received: list[BlockReceived] = []
         self.sent: list[BlockSent] = []
         self.segments = 0
+        self.forced_down = False
+
+    def set_link(self, up: bool) -> None:
+        """Take the link down (or bring it back) now, outside the outages."""
+        self.forced_down = not up
+        for me, other in ((A, B), (B, A)):
+            self._handle(me, self.engines[me].set_link(other, up, self.now))
 
     def up(self, at: int) -> bool:
+        if self.forced_down:
+            return False
         return not any(s <= at < e for s, e in self.link.outages)
 
     def send(self, block: bytes, *, red_len: int | None = None, token: int) -> None:
