@@ -187,7 +187,7 @@ def test_sender_every_state_and_input(state: SenderState, inp: Input) -> None:
         )
     if state in (SenderState.SENDING, SenderState.WAITING) and inp is Event.CANCEL:
         assert s.state is SenderState.CANCELLING
-        assert [e for e in effects if isinstance(e, Finished)][0].ok is False
+        assert next(e for e in effects if isinstance(e, Finished)).ok is False
     for e in effects:
         assert isinstance(e, (SendControl, SendData, Finished))
 
