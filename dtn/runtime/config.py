@@ -23,6 +23,10 @@ Example (every key but ``node`` optional; ``listen`` defaults to an ephemeral po
     ack_timeout_s = 1.0               # added to 2 x light time for the retransmission timeout
     max_tries = 4
 
+    [ltp]                             # the LTP engine (spec/ltp.md), every key optional
+    engine_id = 2                     # this node's engine id (default: node)
+    max_sessions = 64                 # outbound sessions at once; see dtn/runtime/ltp.py
+
     [security]                        # end-to-end security (spec/security.md section 9)
     keystore = "keys/node2"           # node.key, node.cert, operator.pub, certs/, revocations.cbor
     accepted_contexts = [-101, -102]  # see dtn/runtime/security.py for every key
@@ -30,8 +34,12 @@ Example (every key but ``node`` optional; ``listen`` defaults to an ephemeral po
     [[neighbours]]
     node = 3
     address = "127.0.0.1:4557"
-    cla = "udp"                       # udp | mtcp
+    cla = "udp"                       # udp | mtcp | ltp
     ack = "auto"                      # auto | on | off (udp only)
+    engine_id = 3                     # ltp only: the remote LTP engine (default: node)
+    ltp_mtu_bytes = 1400              # ltp only: largest segment datagram
+    ltp_aggregate = false             # ltp only: several bundles per block (ION) or one (HDTN)
+    ltp_green = false                 # ltp only: blocks all green (best effort)
     always_on = false                 # default: true when there is no plan
     rate_bytes_s = 0                  # pacing for always-on links (0: unpaced)
 
@@ -50,6 +58,7 @@ from dtn.cl.udp import AckMode
 from dtn.errors import DtnError
 
 if TYPE_CHECKING:
+    from dtn.runtime.ltp import LtpConfig
     from dtn.runtime.security import SecurityConfig
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -69,6 +78,10 @@ class NeighbourConfig:
     ack: AckMode = AckMode.AUTO
     always_on: bool | None = None
     rate_bytes_s: float = 0.0
+    engine_id: int | None = None
+    ltp_mtu_bytes: int = 1400
+    ltp_aggregate: bool = False
+    ltp_green: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,6 +107,7 @@ class NodeConfig:
     max_tries: int = 4
     neighbours: tuple[NeighbourConfig, ...] = field(default_factory=tuple)
     security: SecurityConfig | None = None
+    ltp: LtpConfig | None = None
 
     @property
     def eid(self) -> str:
@@ -170,6 +184,7 @@ def config_from_dict(
             "udp",
             "neighbours",
             "security",
+            "ltp",
         },
         "",
     )
@@ -233,7 +248,10 @@ def config_from_dict(
         if not isinstance(nb, dict):
             raise ConfigError(f"neighbours[{i}]: expected a table")
         _check_keys(
-            nb, {"node", "address", "cla", "ack", "always_on", "rate_bytes_s"}, p
+            nb,
+            {"node", "address", "cla", "ack", "always_on", "rate_bytes_s"}
+            | {"engine_id", "ltp_mtu_bytes", "ltp_aggregate", "ltp_green"},
+            p,
         )
         nb_node = _take(nb, "node", int, p)
         if nb_node is None or nb_node < 1:
@@ -244,8 +262,14 @@ def config_from_dict(
         if "address" not in nb:
             raise ConfigError(f"{p}address: missing")
         cla = _take(nb, "cla", str, p, "udp")
-        if cla not in ("udp", "mtcp"):
-            raise ConfigError(f"{p}cla: expected udp or mtcp, got {cla!r}")
+        if cla not in ("udp", "mtcp", "ltp"):
+            raise ConfigError(f"{p}cla: expected udp, mtcp or ltp, got {cla!r}")
+        engine_id = _take(nb, "engine_id", int, p)
+        if engine_id is not None and engine_id < 1:
+            raise ConfigError(f"{p}engine_id: must be >= 1, got {engine_id}")
+        ltp_mtu = _take(nb, "ltp_mtu_bytes", int, p, 1400)
+        if not 128 <= ltp_mtu <= 65_507:
+            raise ConfigError(f"{p}ltp_mtu_bytes: must be in 128..65507, got {ltp_mtu}")
         ack_s = _take(nb, "ack", (str, bool), p, "auto")
         ack_s = (
             {True: "on", False: "off"}.get(ack_s, ack_s)
@@ -269,6 +293,10 @@ def config_from_dict(
                 ack=ack,
                 always_on=_take(nb, "always_on", bool, p),
                 rate_bytes_s=rate,
+                engine_id=engine_id,
+                ltp_mtu_bytes=ltp_mtu,
+                ltp_aggregate=_take(nb, "ltp_aggregate", bool, p, False),
+                ltp_green=_take(nb, "ltp_green", bool, p, False),
             )
         )
     security = None
@@ -277,6 +305,11 @@ def config_from_dict(
         from dtn.runtime.security import parse_security
 
         security = parse_security(doc["security"], base_dir=base)
+    ltp = None
+    if "ltp" in doc or any(nb.cla == "ltp" for nb in neighbours):
+        from dtn.runtime.ltp import parse_ltp
+
+        ltp = parse_ltp(doc.get("ltp", {}))
     return NodeConfig(
         node=node,
         listen=parse_address(doc["listen"], "listen")
@@ -299,6 +332,7 @@ def config_from_dict(
         max_tries=max_tries,
         neighbours=tuple(neighbours),
         security=security,
+        ltp=ltp,
     )
 
 

@@ -83,6 +83,7 @@ from dtn.client.common import ReceivedBundle
 from dtn.errors import DecodeError, DtnError, InvalidArgument
 from dtn.routing.contact import Contact
 from dtn.runtime.config import ConfigError, NeighbourConfig, NodeConfig
+from dtn.runtime.ltp import LTP_FIRST_BYTES, LtpCl, LtpConfig, LtpResult
 from dtn.runtime.security import NodeSecurity
 from dtn.runtime.watch import file_stamp
 from dtn.time import DtnTime, dtn_time_from_unix
@@ -203,6 +204,8 @@ class Node:
         self._started_at = 0.0
         self._epoch_unix_s = 0.0
         self._rng = random.Random()
+        self.ltp: LtpCl | None = None
+        self._ltp_wake = trio.Event()
 
     # ------------------------------------------------------------ clock
 
@@ -271,7 +274,13 @@ class Node:
             store=store,
             plan=self.plan,
             plan_epoch=dtn_time_from_unix(self._epoch_unix_s),
-            config=AgentConfig(max_bundle_bytes=cfg.mtu_bytes),
+            # LTP carries bundles of any size in one block: with only ltp
+            # neighbours the agent does not fragment to the datagram MTU.
+            config=AgentConfig(
+                max_bundle_bytes=None
+                if cfg.neighbours and all(nb.cla == "ltp" for nb in cfg.neighbours)
+                else cfg.mtu_bytes
+            ),
             rng=random.Random(),
             security=self.security,
         )
@@ -311,6 +320,8 @@ class Node:
                     nursery.start_soon(self._sync_task, self._deferred)
                 nursery.start_soon(self._timer_task)
                 nursery.start_soon(self._link_timer_task)
+                if self.ltp is not None:
+                    nursery.start_soon(self._ltp_task)
                 nursery.start_soon(self._contact_task)
                 if cfg.plan is not None:
                     nursery.start_soon(self._plan_watch_task, cfg.plan)
@@ -416,9 +427,19 @@ class Node:
                     first_token=self._rng.getrandbits(63),
                 )
                 self._udp[nb.node] = _UdpPeer(nb, link, _pacer(nb.rate_bytes_s))
+            elif nb.cla == "ltp":
+                continue  # one LtpCl for all of them, below
             else:
                 s, r = trio.open_memory_channel[tuple[int, bytes]](math.inf)
                 self._mtcp[nb.node] = _MtcpPeer(nb, s, r)
+        ltp_nbs = [nb for nb in cfg.neighbours if nb.cla == "ltp"]
+        if ltp_nbs:
+            self.ltp = LtpCl(
+                node=cfg.node,
+                config=cfg.ltp or LtpConfig(),
+                neighbours=ltp_nbs,
+                rng=random.Random(self._rng.getrandbits(64)),
+            )
 
     def _log(self, level: str, event: str, **fields: Any) -> None:
         getattr(self.log, level)(event, extra={"fields": fields})
@@ -477,6 +498,10 @@ class Node:
         if mpeer is not None:
             mpeer.send.send_nowait((t.tx_id, t.data))
             return []
+        if self.ltp is not None and self.ltp.has(t.neighbor):
+            return self._ltp_result(
+                self.ltp.transmit(t.neighbor, t.tx_id, t.data, self._ltp_now())
+            )
         self._log("warning", "no_address", neighbour=t.neighbor)
         return agent.on_transmit_done(t.tx_id, False, self.now_ms())
 
@@ -669,6 +694,13 @@ class Node:
                 "address": f"{m.config.address[0]}:{m.config.address[1]}",
                 "in_contact": m.contact is not None,
             }
+        for nb in self.config.neighbours:
+            if nb.cla == "ltp" and self.ltp is not None:
+                nbs[str(nb.node)] = {
+                    "cla": "ltp",
+                    "address": f"{nb.address[0]}:{nb.address[1]}",
+                    **self.ltp.status(nb.node),
+                }
         return {
             "node": self.config.node,
             "eid": self.config.eid,
@@ -763,6 +795,7 @@ class Node:
             now_s = trio.current_time()
             batch: list[Received] = []
             done: list[Action] = []
+            ltp_sends: list[tuple[tuple[str, int], bytes]] = []
             for _ in range(_MAX_BATCH):
                 try:
                     data, addr = sock.recvfrom(_RECV_BUFFER)
@@ -772,6 +805,14 @@ class Node:
                     # e.g. ECONNREFUSED reported for an earlier send: ignore.
                     continue
                 self.counters["datagrams_in"] += 1
+                if data and data[0] in LTP_FIRST_BYTES and self.ltp is not None:
+                    ltp_res = self.ltp.on_datagram(data, self._ltp_now())
+                    ltp_sends += ltp_res.sends
+                    ltp_res.sends = []
+                    batch += [Received("ltp", n, b, None) for n, b in ltp_res.received]
+                    ltp_res.received = []
+                    done += self._ltp_result(ltp_res)
+                    continue
                 try:
                     dg = decode_datagram_untrusted(data)
                 except DecodeError:
@@ -804,6 +845,9 @@ class Node:
                         )
             if batch:
                 done += agent.on_receive_many(batch, self.now_ms())
+            if ltp_sends:
+                # LTP reports acknowledge blocks: only once they are stored.
+                self.when_durable(functools.partial(self._ltp_send, ltp_sends))
             self._apply(done)
 
     async def _link_timer_task(self) -> None:
@@ -823,6 +867,50 @@ class Node:
                 if d is not None and d <= now:
                     actions += self._link_outputs(p, p.link.on_timer(now))
             self._apply(actions)
+
+    # ------------------------------------------------------------ LTP CL
+
+    def _ltp_now(self) -> int:
+        # The LTP engine's clock: trio's (monotonic; MockClock in tests), in ms.
+        return int(trio.current_time() * 1000)
+
+    def _ltp_result(self, res: LtpResult) -> list[Action]:
+        """Send what the LTP CL asks, pass received bundles to the agent and
+        report finished transmissions; returns the agent's actions."""
+        assert self.agent is not None
+        for problem in res.problems:
+            self._log("info", "ltp_problem", detail=problem)
+        actions: list[Action] = []
+        if res.received:
+            actions += self.agent.on_receive_many(
+                [Received("ltp", n, b, None) for n, b in res.received], self.now_ms()
+            )
+        if res.sends:
+            self.when_durable(functools.partial(self._ltp_send, res.sends))
+        if res.done:
+            actions += self.agent.on_transmit_done_many(res.done, self.now_ms())
+        self._ltp_wake.set()
+        return actions
+
+    def _ltp_send(self, sends: list[tuple[tuple[str, int], bytes]]) -> None:
+        for addr, data in sends:
+            # A full socket buffer drops the segment: LTP retransmits it.
+            if not self._try_send(data, addr):
+                self.counters["udp_send_errors"] += 1
+
+    async def _ltp_task(self) -> None:
+        ltp = self.ltp
+        assert ltp is not None
+        while True:
+            d = ltp.next_deadline()
+            at = math.inf if d is None else d / 1000.0
+            with trio.move_on_at(at):
+                await self._ltp_wake.wait()
+            self._ltp_wake = trio.Event()
+            if d is not None and self._ltp_now() >= d:
+                self._apply(self._ltp_result(ltp.on_tick(self._ltp_now())))
+                # Let the socket drain before the next burst of segments.
+                await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------ timers and contacts
 
@@ -964,6 +1052,21 @@ class Node:
         mpeer = self._mtcp.get(c.to)
         if mpeer is not None:
             mpeer.contact = c
+        if self.ltp is not None and self.ltp.has(c.to):
+            owlt = None
+            if self.plan is not None:
+                owlt = self.plan.owlt_s(c.frm, c.to, max(c.start_s, self._plan_s()))
+            self._apply(
+                self._ltp_result(
+                    self.ltp.contact(
+                        c.to,
+                        True,
+                        self._ltp_now(),
+                        owlt_s=owlt,
+                        rate_bytes_s=c.rate_bytes_s if c.rate_bytes_s > 0 else None,
+                    )
+                )
+            )
         self._open_contacts.add(c)
         self._log(
             "info",
@@ -988,6 +1091,8 @@ class Node:
         mpeer = self._mtcp.get(c.to)
         if mpeer is not None and mpeer.contact == c:
             mpeer.contact = None
+        if self.ltp is not None and self.ltp.has(c.to):
+            actions += self._ltp_result(self.ltp.contact(c.to, False, self._ltp_now()))
         self._apply(actions)
 
     # ------------------------------------------------------------ MTCP CL
