@@ -274,13 +274,12 @@ class Node:
             store=store,
             plan=self.plan,
             plan_epoch=dtn_time_from_unix(self._epoch_unix_s),
-            # LTP carries bundles of any size in one block: with only ltp
-            # neighbours the agent does not fragment to the datagram MTU.
-            config=AgentConfig(
-                max_bundle_bytes=None
-                if cfg.neighbours and all(nb.cla == "ltp" for nb in cfg.neighbours)
-                else cfg.mtu_bytes
-            ),
+            # LTP carries bundles of any size in one block and bounds its own
+            # sessions: with only ltp neighbours the agent neither fragments
+            # to the datagram MTU nor holds back more than LTP can pipeline.
+            config=AgentConfig(max_bundle_bytes=None, window=1024)
+            if cfg.neighbours and all(nb.cla == "ltp" for nb in cfg.neighbours)
+            else AgentConfig(max_bundle_bytes=cfg.mtu_bytes),
             rng=random.Random(),
             security=self.security,
         )
