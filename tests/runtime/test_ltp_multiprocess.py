@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -122,46 +123,58 @@ async def ltp_pair(tmp: Path, *, aggregate: bool) -> AsyncIterator[tuple[str, st
         emu.close()
 
 
+async def wait_until_store_empty(client: Any, timeout_s: float) -> None:
+    """Poll the sender's status until its store is empty: bundles leave it
+    only once the next hop acknowledged their block's red part."""
+    for _ in range(int(timeout_s / 0.2)):
+        if not (await client.status())["stored"]:
+            return
+        await trio.sleep(0.2)
+    raise AssertionError("bundles still stored at the sender")
+
+
 async def test_a_100_mb_bundle_arrives_intact(tmp_path: Path) -> None:
     payload = random.Random(1).randbytes(100 * 1000 * 1000)
     digest = hashlib.sha256(payload).hexdigest()
-    async with ltp_pair(tmp_path, aggregate=False) as (s1, s2):
-        async with open_trio_client(s2) as rx, open_trio_client(s1) as tx:
-            await rx.register("ipn:2.5")
-            with trio.fail_after(600):
-                await tx.send("ipn:2.5", payload, source="ipn:1.1")
-                del payload
-                got = await rx.receive()
-            assert len(got.payload) == 100 * 1000 * 1000
-            assert hashlib.sha256(got.payload).hexdigest() == digest
-            with trio.fail_after(120):
-                while (await tx.status())["stored"]:
-                    await trio.sleep(0.2)  # leaves the store once acknowledged
+    async with (
+        ltp_pair(tmp_path, aggregate=False) as (s1, s2),
+        open_trio_client(s2) as rx,
+        open_trio_client(s1) as tx,
+    ):
+        await rx.register("ipn:2.5")
+        with trio.fail_after(600):
+            await tx.send("ipn:2.5", payload, source="ipn:1.1")
+            del payload
+            got = await rx.receive()
+        assert len(got.payload) == 100 * 1000 * 1000
+        assert hashlib.sha256(got.payload).hexdigest() == digest
+        await wait_until_store_empty(tx, 120)
 
 
 async def test_a_stream_of_1000_bundles_of_64_kb_arrives_exactly_once(
     tmp_path: Path,
 ) -> None:
     n = 1000
-    async with ltp_pair(tmp_path, aggregate=True) as (s1, s2):
-        async with open_trio_client(s2) as rx, open_trio_client(s1) as tx:
-            await rx.register("ipn:2.5")
-            seen: list[int] = []
-            with trio.fail_after(600):
-                for i in range(n):
-                    await tx.send(
-                        "ipn:2.5", i.to_bytes(4, "big") * 16_000, source="ipn:1.1"
-                    )
-                while len(seen) < n:
-                    got = await rx.receive()
-                    i = int.from_bytes(got.payload[:4], "big")
-                    assert got.payload == i.to_bytes(4, "big") * 16_000
-                    seen.append(i)
-            assert sorted(seen) == list(range(n))
-            # Nothing more comes: every bundle arrived exactly once.
-            with trio.move_on_after(3):
-                extra = await rx.receive()
-                pytest.fail(f"bundle {extra.payload[:4].hex()} delivered twice")
-            with trio.fail_after(120):
-                while (await tx.status())["stored"]:
-                    await trio.sleep(0.2)
+    async with (
+        ltp_pair(tmp_path, aggregate=True) as (s1, s2),
+        open_trio_client(s2) as rx,
+        open_trio_client(s1) as tx,
+    ):
+        await rx.register("ipn:2.5")
+        seen: list[int] = []
+        with trio.fail_after(600):
+            for i in range(n):
+                await tx.send(
+                    "ipn:2.5", i.to_bytes(4, "big") * 16_000, source="ipn:1.1"
+                )
+            while len(seen) < n:
+                got = await rx.receive()
+                i = int.from_bytes(got.payload[:4], "big")
+                assert got.payload == i.to_bytes(4, "big") * 16_000
+                seen.append(i)
+        assert sorted(seen) == list(range(n))
+        # Nothing more comes: every bundle arrived exactly once.
+        with trio.move_on_after(3):
+            extra = await rx.receive()
+            pytest.fail(f"bundle {extra.payload[:4].hex()} delivered twice")
+        await wait_until_store_empty(tx, 120)
