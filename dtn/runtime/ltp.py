@@ -61,8 +61,10 @@ class LtpConfig:
     """node.toml ``[ltp]`` (every key optional).
 
     ``engine_id`` defaults to the node number; ``margin_ms`` is added to the
-    round trip for retransmission timers; ``aggregate_bytes`` caps a block
-    built from several bundles.
+    round trip for retransmission timers; ``aggregate_bytes`` and
+    ``aggregate_ms`` are the size and time limits of a block built from
+    several bundles; ``report_delay_ms`` defers a report while earlier
+    segments may still be on their way (reordering).
     """
 
     engine_id: int | None = None
@@ -74,6 +76,7 @@ class LtpConfig:
     max_retries: int = 10
     aggregate_bytes: int = 1_000_000
     aggregate_ms: int = 50
+    report_delay_ms: int = 50
 
 
 _INT_KEYS = (
@@ -86,6 +89,7 @@ _INT_KEYS = (
     "max_retries",
     "aggregate_bytes",
     "aggregate_ms",
+    "report_delay_ms",
 )
 
 
@@ -101,7 +105,7 @@ def parse_ltp(table: object) -> LtpConfig:
             raise ConfigError(f"ltp.{key}: unknown key")
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"ltp.{key}: expected int, got {value!r}")
-        low = 0 if key in ("max_retries", "aggregate_ms") else 1
+        low = 0 if key in ("max_retries", "aggregate_ms", "report_delay_ms") else 1
         if value < low:
             raise ConfigError(f"ltp.{key}: must be >= {low}, got {value}")
         values[key] = value
@@ -162,7 +166,9 @@ class LtpCl:
                     mtu_bytes=nb.ltp_mtu_bytes,
                     rate_bytes_s=nb.rate_bytes_s,
                     session=SessionConfig(
-                        margin_ms=config.margin_ms, max_retries=config.max_retries
+                        margin_ms=config.margin_ms,
+                        max_retries=config.max_retries,
+                        report_delay_ms=config.report_delay_ms,
                     ),
                 ),
                 up=False,

@@ -18,6 +18,7 @@ class Event(enum.Enum):
     REPORT_TIMER = "report_timer"
     CANCEL_TIMER = "cancel_timer"
     INACTIVITY_TIMER = "inactivity_timer"
+    DEFER_TIMER = "defer_timer"
     ALL_SENT = "all_sent"
     CANCEL = "cancel"
 
@@ -85,6 +86,10 @@ class SessionConfig:
     - ``inactivity_ms``: a receiver session that hears nothing for this long
       (link-up time only) is closed, so that a vanished sender cannot pin
       its buffer; 0 means ``(max_retries + 2) x 2 x rto``.
+    - ``report_delay_ms``: a receiver that gets a checkpoint while bytes
+      before it are missing waits this long before reporting (deferred
+      report), so that segments merely reordered on the way are not
+      reported missing and sent twice; 0 reports at once.
     """
 
     owlt_ms: int = 0
@@ -92,11 +97,12 @@ class SessionConfig:
     max_retries: int = 10
     max_cycles: int = 100
     inactivity_ms: int = 0
+    report_delay_ms: int = 0
 
     def __post_init__(self) -> None:
         if self.owlt_ms < 0 or self.margin_ms < 1 or self.max_retries < 0:
             raise InvalidArgument("owlt_ms >= 0, margin_ms >= 1, max_retries >= 0")
-        if self.max_cycles < 1 or self.inactivity_ms < 0:
+        if self.max_cycles < 1 or self.inactivity_ms < 0 or self.report_delay_ms < 0:
             raise InvalidArgument("max_cycles >= 1, inactivity_ms >= 0")
 
     @property

@@ -19,6 +19,10 @@ One :class:`ReceiverSession` per (originator engine, session number)::
   RS is resent on its timer (``2 x owlt + margin``, suspended while the link
   is down) until acknowledged (RA), at most ``max_retries`` times; then the
   session is cancelled with RLEXC.
+- Deferred reports: with ``report_delay_ms`` set, a checkpoint that arrives
+  while bytes before it are missing is answered only when they arrive or the
+  delay ends, whichever is first, so that reordering on the way does not
+  cause retransmissions; the latest checkpoint is the one answered.
 - The red part is delivered (:class:`~dtn.cl.ltp.common.Delivered`) exactly
   once, the moment its last byte arrives, whichever segment brings it; the
   buffer is freed then. The session stays (DELIVERED) to answer checkpoints
@@ -108,6 +112,7 @@ def _fill() -> None:
         elif seg_type.is_data:
             t[(_R.RECEIVING, seg_type)] = "_on_green"
     for s in _OPEN:
+        t[(s, Event.DEFER_TIMER)] = "_on_defer_timer"
         t[(s, Event.REPORT_TIMER)] = "_on_report_timer"
         t[(s, Event.INACTIVITY_TIMER)] = "_on_inactivity"
         t[(s, Event.CANCEL)] = "_on_local_cancel"
@@ -156,6 +161,7 @@ class ReceiverSession:
         self._timers: dict[tuple[str, int], Timer] = {}
         self._finished = False
         self._cancel_seg: CancelSegment | None = None
+        self._deferred: DataSegment | None = None
         self._timers[("idle", 0)] = Timer(now, config.idle_ms, running=not suspended)
 
     # ------------------------------------------------------------ API
@@ -195,6 +201,7 @@ class ReceiverSession:
                 "rs": Event.REPORT_TIMER,
                 "cr": Event.CANCEL_TIMER,
                 "idle": Event.INACTIVITY_TIMER,
+                "defer": Event.DEFER_TIMER,
             }[k[0]]
             out += self.handle(ev, None, now, k[1])
         return out
@@ -328,8 +335,26 @@ class ReceiverSession:
             self.state = ReceiverState.DELIVERED
             out.append(Delivered(bytes(self._buf[: self.red_len]), True))
             self._free()
-        if seg.type.is_checkpoint:
-            out += self._reports_for(seg)
+        if seg.type.is_checkpoint and (
+            self._deferred is None or seg.end >= self._deferred.end
+        ):
+            self._deferred = seg
+        cp = self._deferred
+        if cp is None:
+            return out
+        if (
+            self.delivered
+            or self.config.report_delay_ms == 0
+            or self._red.covers(0, cp.end)
+        ):
+            # Nothing missing before the checkpoint (or no deferring): report now.
+            self._deferred = None
+            self._timers.pop(("defer", 0), None)
+            return out + self._reports_for(cp)
+        if ("defer", 0) not in self._timers:
+            self._timers[("defer", 0)] = Timer(
+                now, self.config.report_delay_ms, running=not self.suspended
+            )
         return out
 
     def _on_red_after_delivery(
@@ -372,6 +397,10 @@ class ReceiverSession:
         if self.state is ReceiverState.DELIVERED:
             return self._close(True, "red part delivered and reported")
         return []
+
+    def _on_defer_timer(self, seg: Segment | None, now: int, key: int) -> list[Effect]:
+        cp, self._deferred = self._deferred, None
+        return self._reports_for(cp) if cp is not None else []
 
     def _on_report_timer(self, seg: Segment | None, now: int, key: int) -> list[Effect]:
         rs = self._reports.get(key)
