@@ -4,14 +4,25 @@ UDP on loopback (no timing assertions), and the node.toml keys."""
 from __future__ import annotations
 
 import dataclasses
+import random
+import time
 from pathlib import Path
 
 import pytest
 import trio
 
+from dtn.bpv7.bundle import encode_bundle, make_bundle
+from dtn.cl.ltp import BlockSent, LtpEngine, SendSegment, SpanConfig
+from dtn.cl.ltp.segment import (
+    DataSegment,
+    Extension,
+    decode_segment_untrusted,
+    encode_segment,
+)
 from dtn.runtime import NeighbourConfig, NodeConfig, open_node
 from dtn.runtime.config import ConfigError, config_from_dict
 from dtn.runtime.ltp import LtpConfig
+from dtn.time import dtn_time_from_unix
 from tests.runtime.conftest import free_udp_ports, poll_until
 
 
@@ -159,3 +170,74 @@ def test_config_keys() -> None:
 def test_bad_config_names_the_key(doc: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
         config_from_dict({"node": 2, **doc})
+
+
+async def test_a_foreign_engine_block_of_several_bundles_is_accepted(
+    tmp_path: Path,
+) -> None:
+    # A peer engine like ION's: its own engine id, several bundles back to
+    # back in one block, a small MTU, unknown header extensions on its data.
+    port_node, port_peer = free_udp_ports(2)
+    cfg = NodeConfig(
+        node=2,
+        listen=("127.0.0.1", port_node),
+        neighbours=(
+            NeighbourConfig(
+                node=1, address=("127.0.0.1", port_peer), cla="ltp", engine_id=77
+            ),
+        ),
+        ltp=LtpConfig(engine_id=2),
+    )
+    bundles = [
+        encode_bundle(
+            make_bundle(
+                source="ipn:1.1",
+                destination="ipn:2.5",
+                payload=bytes([i]) * (300 * i + 1),
+                creation_ms=dtn_time_from_unix(time.time()),
+                sequence=i,
+            )
+        )
+        for i in range(3)
+    ]
+    peer = LtpEngine(77, rng=random.Random(7))
+    peer.add_span(SpanConfig(engine_id=2, mtu_bytes=400))
+    sock = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
+    await sock.bind(("127.0.0.1", port_peer))
+    done: list[BlockSent] = []
+
+    async def emit(outs: list[object]) -> None:
+        for o in outs:
+            if isinstance(o, SendSegment):
+                seg = decode_segment_untrusted(o.data)
+                if isinstance(seg, DataSegment):  # as ION might: an extension
+                    seg = dataclasses.replace(
+                        seg, header_extensions=(Extension(0x42, b"ion"),)
+                    )
+                await sock.sendto(encode_segment(seg), ("127.0.0.1", port_node))
+            elif isinstance(o, BlockSent):
+                done.append(o)
+
+    def now() -> int:
+        return int(trio.current_time() * 1000)
+
+    with sock:
+        async with open_node(cfg) as n2, n2.endpoint("ipn:2.5") as inbox:
+            with trio.fail_after(60):
+                await emit(
+                    peer.send_block(
+                        2,
+                        b"".join(bundles),
+                        red_len=sum(map(len, bundles)),
+                        token=1,
+                        now=now(),
+                    )
+                )
+                while not done:
+                    with trio.move_on_after(0.2):
+                        data = await sock.recv(65_535)
+                        await emit(peer.on_datagram(data, now()))
+                    await emit(peer.on_tick(now()))
+                got = sorted([(await inbox.receive()).payload for _ in bundles])
+    assert done[0].ok
+    assert got == sorted(bytes([i]) * (300 * i + 1) for i in range(3))

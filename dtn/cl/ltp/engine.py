@@ -195,6 +195,8 @@ class EngineCounters:
     cancelled_in: int = 0
     late_segments: int = 0
     retransmitted_bytes: int = 0
+    new_bytes_in: int = 0
+    """Block bytes received for the first time: the receive goodput."""
 
 
 class LtpEngine:
@@ -449,9 +451,10 @@ class LtpEngine:
         if isinstance(seg, DataSegment) and seg.end > self.config.max_block_bytes:
             effects = s.handle(Event.CANCEL, None, now, CancelReason.SYS_CNCLD)
         else:
-            before_v = s.violations
+            before_v, before_n = s.violations, s.new_bytes
             effects = s.handle(kind, seg, now)
             self.counters.violations += s.violations - before_v
+            self.counters.new_bytes_in += s.new_bytes - before_n
         self._receiver_effects(sid, effects, now)
 
     def _late_to_receiver(self, sid: SessionId, seg: Segment) -> None:

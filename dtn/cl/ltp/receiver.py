@@ -148,6 +148,8 @@ class ReceiverSession:
         self.red_len: int | None = None
         self.delivered = False
         self.accounted = 0
+        self.new_bytes = 0
+        """Block bytes received for the first time (duplicates not counted)."""
         """Buffer bytes the engine has counted for this session."""
         self._max_claims = max(1, max_claims)
         self._next_rs = first_report_serial
@@ -325,7 +327,9 @@ class ReceiverSession:
             return self._cancel(CancelReason.MISCOLORED, "red data beyond green")
         if self.red_len is not None and self._red.clipped(self.red_len, 2**64):
             return self._cancel(CancelReason.MISCOLORED, "red data beyond its end")
-        if self._red.add(seg.offset, seg.end):
+        fresh = self._red.add(seg.offset, seg.end)
+        self.new_bytes += fresh
+        if fresh:
             if len(self._buf) < seg.end:
                 self._buf.extend(bytes(seg.end - len(self._buf)))
             self._buf[seg.offset : seg.end] = seg.data
@@ -379,7 +383,9 @@ class ReceiverSession:
             self._green_end = seg.end
         if self._green_end is not None and seg.end > self._green_end:
             return self._cancel(CancelReason.MISCOLORED, "data beyond end of block")
-        if self._green.add(seg.offset, seg.end):
+        fresh = self._green.add(seg.offset, seg.end)
+        self.new_bytes += fresh
+        if fresh:
             if len(self._gbuf) < seg.end:
                 self._gbuf.extend(bytes(seg.end - len(self._gbuf)))
             self._gbuf[seg.offset : seg.end] = seg.data
