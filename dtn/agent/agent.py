@@ -832,7 +832,9 @@ class Agent:
             return
         key = bundle.bundle_key
         self.counters["received"] += 1
-        prev_node = neighbor
+        # Node numbers are stored as signed 64-bit integers: a larger one
+        # (a hostile or foreign sender) is "unknown", never a crash.
+        prev_node = neighbor if neighbor is None or neighbor <= MAX_INT64 else None
         if prev_node is None and isinstance(prev, IpnEid) and prev.node <= MAX_INT64:
             prev_node = prev.node
         p = bundle.primary

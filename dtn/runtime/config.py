@@ -31,7 +31,7 @@ Example (every key but ``node`` optional; ``listen`` defaults to an ephemeral po
     node = 3
     address = "127.0.0.1:4557"
     cla = "udp"                       # udp | mtcp
-    ack = "auto"                      # auto | on | off (udp only)
+    ack = "on"                        # on | none | off | auto (udp only; see spec/udpcl.md)
     always_on = false                 # default: true when there is no plan
     rate_bytes_s = 0                  # pacing for always-on links (0: unpaced)
 
@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dtn.cl.udp import AckMode
+from dtn.cl.udp import MAX_NODE, AckMode
 from dtn.errors import DtnError
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class NeighbourConfig:
     node: int
     address: tuple[str, int]
     cla: str = "udp"
-    ack: AckMode = AckMode.AUTO
+    ack: AckMode = AckMode.ON
     always_on: bool | None = None
     rate_bytes_s: float = 0.0
 
@@ -184,8 +184,8 @@ def config_from_dict(
         if node is not None and node != eid_node:
             raise ConfigError(f"eid: {eid!r} does not match node = {node}")
         node = eid_node
-    if node < 1:
-        raise ConfigError(f"node: must be >= 1, got {node}")
+    if not 1 <= node <= MAX_NODE:
+        raise ConfigError(f"node: must be in 1..{MAX_NODE}, got {node}")
 
     def path_of(value: str | None) -> str | None:
         if value is None or value == ":memory:":
@@ -236,8 +236,8 @@ def config_from_dict(
             nb, {"node", "address", "cla", "ack", "always_on", "rate_bytes_s"}, p
         )
         nb_node = _take(nb, "node", int, p)
-        if nb_node is None or nb_node < 1:
-            raise ConfigError(f"{p}node: missing or < 1")
+        if nb_node is None or not 1 <= nb_node <= MAX_NODE:
+            raise ConfigError(f"{p}node: missing or not in 1..{MAX_NODE}")
         if nb_node == node or nb_node in seen:
             raise ConfigError(f"{p}node: {nb_node} is this node or listed twice")
         seen.add(nb_node)
@@ -246,7 +246,7 @@ def config_from_dict(
         cla = _take(nb, "cla", str, p, "udp")
         if cla not in ("udp", "mtcp"):
             raise ConfigError(f"{p}cla: expected udp or mtcp, got {cla!r}")
-        ack_s = _take(nb, "ack", (str, bool), p, "auto")
+        ack_s = _take(nb, "ack", (str, bool), p, "on")
         ack_s = (
             {True: "on", False: "off"}.get(ack_s, ack_s)
             if isinstance(ack_s, bool)
@@ -256,7 +256,7 @@ def config_from_dict(
             ack = AckMode(ack_s)
         except ValueError:
             raise ConfigError(
-                f"{p}ack: expected auto, on or off, got {ack_s!r}"
+                f"{p}ack: expected on, none, off or auto, got {ack_s!r}"
             ) from None
         rate = float(_take(nb, "rate_bytes_s", (int, float), p, 0.0))
         if rate < 0:

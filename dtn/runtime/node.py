@@ -63,21 +63,25 @@ from dtn.agent import (
     Transmit,
 )
 from dtn.agent.actions import Deletion
-from dtn.agent.store import StoreFull
+from dtn.agent.store import StoreError, StoreFull
 from dtn.appapi.wire import MessageReader, encode_message
 from dtn.bpv7.eid import IpnEid, parse_eid
 from dtn.cl.mtcp import MtcpDecoder, encode_mtcp_frame
 from dtn.cl.udp import (
     DATA_OVERHEAD_BYTES,
     AckBatcher,
-    AckSegment,
     BareBundle,
     DataSegment,
     LinkOutput,
     Pacer,
+    PeerSwitched,
+    Reachability,
     SendDatagram,
     UdpLink,
+    ack_mac,
+    data_mac,
     decode_datagram_untrusted,
+    mac_ok,
 )
 from dtn.client.common import ReceivedBundle
 from dtn.errors import DecodeError, DtnError, InvalidArgument
@@ -175,6 +179,9 @@ class Node:
                 "mtcp_out",
                 "udp_send_errors",
                 "store_syncs",
+                "acks_refused",
+                "mac_failures",
+                "handler_errors",
             ),
             0,
         )
@@ -182,6 +189,13 @@ class Node:
         self._udp: dict[int, _UdpPeer] = {}
         self._mtcp: dict[int, _MtcpPeer] = {}
         self._by_addr: dict[tuple[str, int], int] = {}
+        # Neighbours by IP alone (peers such as ION and HDTN send from
+        # ephemeral ports); None when two neighbours share an IP.
+        self._by_ip: dict[str, int | None] = {}
+        # The configured (and resolved) addresses of each neighbour: the only
+        # ones its ACKs are taken from.
+        self._addrs: dict[int, set[tuple[str, int]]] = {}
+        self._link_keys: dict[int, bytes | None] = {}
         self._acks: AckBatcher = AckBatcher(local_node=config.node)
         self._ack_addr: dict[int, tuple[str, int]] = {}
         self._subs: dict[str, _Subscriber] = {}
@@ -399,12 +413,15 @@ class Node:
     def _setup_peers(self) -> None:
         cfg = self.config
         for nb in cfg.neighbours:
-            self._by_addr[nb.address] = nb.node
+            addrs = {nb.address}
             with contextlib.suppress(OSError):
                 # Resolve names once so that source addresses match.
-                self._by_addr[(socket.gethostbyname(nb.address[0]), nb.address[1])] = (
-                    nb.node
-                )
+                addrs.add((socket.gethostbyname(nb.address[0]), nb.address[1]))
+            self._addrs[nb.node] = addrs
+            for a in addrs:
+                self._by_addr[a] = nb.node
+                known = self._by_ip.get(a[0], nb.node)
+                self._by_ip[a[0]] = nb.node if known == nb.node else None
             if nb.cla == "udp":
                 link = UdpLink(
                     local_node=cfg.node,
@@ -413,12 +430,28 @@ class Node:
                     mtu_bytes=cfg.mtu_bytes + DATA_OVERHEAD_BYTES,
                     ack_timeout_s=cfg.ack_timeout_s,
                     max_tries=cfg.max_tries,
-                    first_token=self._rng.getrandbits(63),
+                    rng=random.SystemRandom(),
+                    mac_key=self._link_key(nb.node),
                 )
                 self._udp[nb.node] = _UdpPeer(nb, link, _pacer(nb.rate_bytes_s))
             else:
                 s, r = trio.open_memory_channel[tuple[int, bytes]](math.inf)
                 self._mtcp[nb.node] = _MtcpPeer(nb, s, r)
+
+    def _link_key(self, node: int) -> bytes | None:
+        """The UDP CL MAC key shared with ``node`` (None without security or
+        without its certificate)."""
+        if self.security is None:
+            return None
+        if node not in self._link_keys:
+            if len(self._link_keys) >= _MAX_UNKNOWN_SENDERS:
+                self._link_keys.pop(next(iter(self._link_keys)))
+            self._link_keys[node] = self.security.link_key(node, self.now_ms())
+        return self._link_keys[node]
+
+    def _neighbour_of(self, addr: tuple[str, int]) -> int | None:
+        nb = self._by_addr.get(addr)
+        return nb if nb is not None else self._by_ip.get(addr[0])
 
     def _log(self, level: str, event: str, **fields: Any) -> None:
         getattr(self.log, level)(event, extra={"fields": fields})
@@ -485,6 +518,21 @@ class Node:
         for o in outs:
             if isinstance(o, SendDatagram):
                 self._udp_send(peer, o.data, o.token)
+            elif isinstance(o, Reachability):
+                self._log(
+                    "info" if o.reachable else "warning",
+                    "neighbour_reachable" if o.reachable else "neighbour_unreachable",
+                    neighbour=peer.config.node,
+                    failures=o.failures,
+                )
+            elif isinstance(o, PeerSwitched):
+                self._log(
+                    "warning",
+                    "peer_switched",
+                    neighbour=peer.config.node,
+                    kind=o.kind.value,
+                    reason=o.reason,
+                )
             else:
                 done.append((o.tx_id, o.ok))
                 if not o.ok:
@@ -521,6 +569,8 @@ class Node:
                 return actions
             return actions + more
         sub = self._subs.get(d.endpoint)
+        if sub is not None and d.bundle_key in sub.unconfirmed:
+            return []  # handed over already (a recover after a store error)
         if sub is not None and sub.push(d):
             sub.unconfirmed[d.bundle_key] = d
         else:
@@ -659,6 +709,8 @@ class Node:
                 "in_contact": p.contact is not None,
                 "peer": p.link.peer.value,
                 "ack": p.link.ack_mode.value,
+                "reachable": p.link.reachable,
+                "mac": p.link.mac_key is not None,
                 "in_flight": p.link.in_flight,
                 "queued_datagrams": len(p.queue),
                 **dataclasses.asdict(p.link.counters),
@@ -745,7 +797,7 @@ class Node:
                     self._link_wake.set()
 
     def _flush_acks(self) -> None:
-        for nb, datagram in self._acks.flush():
+        for nb, datagram in self._acks.flush(self._link_key):
             peer = self._udp.get(nb)
             addr = peer.config.address if peer is not None else self._ack_addr.get(nb)
             if addr is not None:
@@ -773,38 +825,121 @@ class Node:
                     continue
                 self.counters["datagrams_in"] += 1
                 try:
-                    dg = decode_datagram_untrusted(data)
-                except DecodeError:
-                    self.counters["junk"] += 1
-                    continue
-                if isinstance(dg, BareBundle):
-                    nb = self._by_addr.get(addr[:2])
-                    peer = self._udp.get(nb) if nb is not None else None
-                    if peer is not None:
-                        done += self._link_outputs(peer, peer.link.on_heard_bare(now_s))
-                    batch.append(Received("udp", nb, dg.bundle, None))
-                elif isinstance(dg, DataSegment):
-                    peer = self._udp.get(dg.sender)
-                    if peer is not None:
-                        peer.link.on_heard_dcis()
-                    else:
-                        # An unconfigured sender: ACK to where it came from.
-                        # Bounded, so forged sender numbers cannot grow it.
-                        self._ack_addr.pop(dg.sender, None)
-                        self._ack_addr[dg.sender] = addr[:2]
-                        if len(self._ack_addr) > _MAX_UNKNOWN_SENDERS:
-                            del self._ack_addr[next(iter(self._ack_addr))]
-                    batch.append(Received("udp", dg.sender, dg.bundle, dg.token))
-                elif isinstance(dg, AckSegment):
-                    self.counters["acks_in"] += 1
-                    peer = self._udp.get(dg.sender)
-                    if peer is not None:
-                        done += self._link_outputs(
-                            peer, peer.link.on_ack(dg.tokens, now_s)
-                        )
+                    done += self._on_datagram(data, addr[:2], now_s, batch)
+                except Exception as exc:  # one datagram never stops the node
+                    self._handler_error("udp", exc)
             if batch:
-                done += agent.on_receive_many(batch, self.now_ms())
-            self._apply(done)
+                done += self._receive_batch(batch)
+            try:
+                self._apply(done)
+            except Exception as exc:
+                self._handler_error("udp", exc)
+
+    def _on_datagram(
+        self,
+        data: bytes,
+        addr: tuple[str, int],
+        now_s: float,
+        batch: list[Received],
+    ) -> list[Action]:
+        """Classify one datagram: bundles join ``batch``; ACKs complete
+        transmissions (returns the agent's actions)."""
+        try:
+            dg = decode_datagram_untrusted(data)
+        except DecodeError:
+            self.counters["junk"] += 1
+            return []
+        if isinstance(dg, BareBundle):
+            nb = self._neighbour_of(addr)
+            peer = self._udp.get(nb) if nb is not None else None
+            batch.append(Received("udp", nb, dg.bundle, None))
+            if peer is not None:
+                return self._link_outputs(peer, peer.link.on_heard_bare(now_s))
+            return []
+        if isinstance(dg, DataSegment):
+            key = self._link_key(dg.sender)
+            if key is not None and not mac_ok(
+                data_mac(
+                    key,
+                    sender=dg.sender,
+                    receiver=self.config.node,
+                    token=dg.token,
+                    bundle=dg.bundle,
+                ),
+                dg.mac,
+            ):
+                # Not from the node it names: never stored, never ACKed.
+                self.counters["mac_failures"] += 1
+                return []
+            peer = self._udp.get(dg.sender)
+            out: list[Action] = []
+            if peer is not None:
+                out = self._link_outputs(peer, peer.link.on_heard_dcis())
+            else:
+                # An unconfigured sender: ACK to where it came from.
+                # Bounded, so forged sender numbers cannot grow it.
+                self._ack_addr.pop(dg.sender, None)
+                self._ack_addr[dg.sender] = addr
+                if len(self._ack_addr) > _MAX_UNKNOWN_SENDERS:
+                    del self._ack_addr[next(iter(self._ack_addr))]
+            batch.append(Received("udp", dg.sender, dg.bundle, dg.token))
+            return out
+        self.counters["acks_in"] += 1
+        peer = self._udp.get(dg.sender)
+        if peer is None:
+            return []
+        # An ACK deletes bundles here: it must come from the neighbour's
+        # configured address and, with a link key, carry its MAC.
+        key = peer.link.mac_key
+        if addr not in self._addrs.get(dg.sender, set()):
+            self.counters["acks_refused"] += 1
+            return []
+        if key is not None and not mac_ok(
+            ack_mac(key, sender=dg.sender, receiver=self.config.node, tokens=dg.tokens),
+            dg.mac,
+        ):
+            self.counters["mac_failures"] += 1
+            peer.link.counters.mac_failures += 1
+            return []
+        return self._link_outputs(peer, peer.link.on_ack(dg.tokens, now_s))
+
+    def _receive_batch(self, batch: list[Received]) -> list[Action]:
+        """Hand received bundles to the agent; a failure of the batch is
+        retried bundle by bundle so that one bad bundle costs only itself
+        (none of them was acknowledged, so nothing is lost)."""
+        agent = self.agent
+        assert agent is not None
+        try:
+            return agent.on_receive_many(batch, self.now_ms())
+        except Exception as exc:
+            self._handler_error("receive", exc)
+        out: list[Action] = []
+        for item in batch:
+            try:
+                out += agent.on_receive_many([item], self.now_ms())
+            except Exception as exc:
+                self._handler_error("receive", exc)
+        return out
+
+    def _handler_error(self, where: str, exc: BaseException) -> None:
+        """An unexpected exception while serving one peer or client: log it
+        (one JSON line, traceback as a field) and carry on. After a store
+        failure the agent's memory may disagree with the store: rebuild it
+        from the store (``recover``)."""
+        import traceback
+
+        self.counters["handler_errors"] += 1
+        self._log(
+            "error",
+            "handler_error",
+            where=where,
+            error=type(exc).__name__,
+            detail=str(exc)[:500],
+            traceback="".join(traceback.format_exception(exc))[-2000:],
+        )
+        if isinstance(exc, StoreError) and self.agent is not None:
+            with contextlib.suppress(Exception):
+                self._apply(self.agent.recover(self.now_ms()))
 
     async def _link_timer_task(self) -> None:
         while True:
