@@ -53,7 +53,15 @@ from dtn.agent.actions import (
     Schedule,
     Transmit,
 )
-from dtn.agent.store import MAX_INT64, BundleState, BundleStore, StoredBundle, StoreFull
+from dtn.agent.store import (
+    MAX_INT64,
+    BundleState,
+    BundleStore,
+    StoreCorrupt,
+    StoredBundle,
+    StoreError,
+    StoreFull,
+)
 from dtn.bpv7.admin import StatusKind, StatusReason, make_status_report
 from dtn.bpv7.bundle import Bundle, decode_bundle_untrusted, encode_bundle, make_bundle
 from dtn.bpv7.eid import DTN_NONE, DtnEid, Eid, IpnEid, is_null_eid, parse_eid
@@ -119,6 +127,7 @@ COUNTER_NAMES = (
     "status_reports",
     "transmits",
     "transmit_failed",
+    "store_corrupt",
 )
 """Keys of :attr:`Agent.counters` (all present from the start)."""
 
@@ -354,6 +363,16 @@ class Agent:
                     self._hand_over(key, actions, now)
                 for key in mine:
                     self._make_local(self._entries[key], now, actions)
+        return actions
+
+    def redeliver(self, keys: Iterable[str], now: int | None = None) -> list[Action]:
+        """Hand these held bundles over again (a ``Deliver`` each, or held
+        for their endpoint until it is registered): the driver deferred
+        them to bound what a slow application makes it hold in memory."""
+        actions: list[Action] = []
+        with self.store.transaction(durable=False):
+            for key in keys:
+                self._hand_over(key, actions, now)
         return actions
 
     def unregister(self, endpoint: str) -> None:
@@ -1121,7 +1140,7 @@ class Agent:
         if e.destination not in self._endpoints:
             self._unclaimed.setdefault(e.destination, {})[key] = None
             return
-        data = self.store.get(key)
+        data = self._load(key, actions, now)
         if data is None:
             return
         try:
@@ -1152,9 +1171,11 @@ class Agent:
             e.unrouted = False
         e.queued_to = None
         self._unbook(e)
-        data = self.store.get(e.key)
+        data = self._load(e.key, actions, now)
+        if data is None:
+            return
         try:
-            fragment = data is not None and decode_bundle_untrusted(data).is_fragment
+            fragment = decode_bundle_untrusted(data).is_fragment
         except DecodeError as exc:
             self._corrupt(e, exc, actions)
             return
@@ -1199,7 +1220,7 @@ class Agent:
         entries: list[_Entry] = []
         for key in g.parts:
             fe = self._entries.get(key)
-            data = self.store.get(key)
+            data = self._load(key, actions, now)
             if fe is None or data is None:
                 return
             try:
@@ -1248,7 +1269,7 @@ class Agent:
         self._hand_over(key, actions, now)
 
     def _recover_fragment(self, e: _Entry, now: int, actions: list[Action]) -> None:
-        data = self.store.get(e.key)
+        data = self._load(e.key, actions, now)
         if data is None:
             return
         try:
@@ -1420,7 +1441,7 @@ class Agent:
         was fragmented to fit (its fragments now head the queue); None if it
         cannot go now (too big for what is left of the contact) or was
         deleted (hop limit, unreadable)."""
-        data = self.store.get(e.key)
+        data = self._load(e.key, actions, now)
         if data is None:
             self._entries.pop(e.key, None)
             return None
@@ -1580,6 +1601,44 @@ class Agent:
         if ack is not None:
             actions.append(ack)
 
+    def _load(self, key: str, actions: list[Action], now: int | None) -> bytes | None:
+        """The stored bytes of ``key``; None when not stored or damaged in the
+        store since its commit (then counted, reported and removed: a
+        damaged bundle is never delivered nor forwarded)."""
+        try:
+            return self.store.get(key)
+        except StoreCorrupt as exc:
+            self._store_corrupt(key, str(exc), actions, now)
+            return None
+
+    def _store_corrupt(
+        self, key: str, detail: str, actions: list[Action], now: int | None
+    ) -> None:
+        self.counters["store_corrupt"] += 1
+        actions.append(Event("store_corrupt", key, detail))
+        raw = getattr(self.store, "get_unchecked", None)
+        try:
+            data = raw(key) if raw is not None else None
+            b = decode_bundle_untrusted(data) if data is not None else None
+        except (DecodeError, StoreError):
+            b = None
+        e = self._entries.get(key)
+        if e is not None:
+            self._remove(e)
+        else:
+            self.store.delete(key)
+        if b is not None and now is not None:
+            # The primary block still decodes (its CRC held): tell its
+            # report-to endpoint the bundle is gone from here.
+            self._report_bundle(
+                b,
+                StatusKind.DELETED,
+                StatusReason.DEPLETED_STORAGE,
+                now,
+                actions,
+                force=True,
+            )
+
     def _corrupt(self, e: _Entry, exc: DecodeError, actions: list[Action]) -> None:
         # Only a damaged store file gets here; say so loudly and move on.
         self._remove(e)
@@ -1599,7 +1658,7 @@ class Agent:
         """Report ``kind`` about stored bundle ``e`` if it asked (call before removing it)."""
         if e.flags is not None and not e.flags & _KIND_FLAG[kind]:
             return  # the common case: no report wanted, no decode needed
-        data = self.store.get(e.key)
+        data = self._load(e.key, actions, now)
         if data is None:
             return
         try:

@@ -23,6 +23,18 @@ Example (every key but ``node`` optional; ``listen`` defaults to an ephemeral po
     ack_timeout_s = 1.0               # added to 2 x light time for the retransmission timeout
     max_tries = 4
 
+    [limits]                          # resources a peer or client can make us hold
+    app_max_connections = 128         # app API connections at once (more are closed at once)
+    mtcp_max_connections = 128        # MTCP connections accepted at once
+    fd_reserve = 64                   # file descriptors kept free for the store
+    app_max_message_bytes = 16777216  # largest app API message (per connection)
+    mtcp_max_frame_bytes = 16777216   # largest MTCP frame (per connection)
+    max_buffered_bytes = 134217728    # all partly received frames together
+    delivery_queue = 256              # bundles pushed to one client and not yet confirmed
+    max_forward_lifetime_ms = 2592000000  # longest lifetime accepted for others' bundles (30 days)
+    max_tombstone_ms = 2592000000     # longest a delivered key is remembered
+    disk_reserve_bytes = 4194304      # free space kept on the store's file system
+
     [security]                        # end-to-end security (spec/security.md section 9)
     keystore = "keys/node2"           # node.key, node.cert, operator.pub, certs/, revocations.cbor
     accepted_contexts = [-101, -102]  # see dtn/runtime/security.py for every key
@@ -72,6 +84,26 @@ class NeighbourConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """``[limits]``: every resource a peer or a client can make the node hold,
+    with safe defaults (see the module docstring; counters in ``dcis status``)."""
+
+    app_max_connections: int = 128
+    mtcp_max_connections: int = 128
+    fd_reserve: int = 64
+    app_max_message_bytes: int = 16 << 20
+    mtcp_max_frame_bytes: int = 16 << 20
+    max_buffered_bytes: int = 128 << 20
+    delivery_queue: int = 256
+    max_forward_lifetime_ms: int = 30 * 86_400_000
+    max_tombstone_ms: int = 30 * 86_400_000
+    disk_reserve_bytes: int = 4 << 20
+
+
+LIMIT_KEYS = frozenset(Limits.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeConfig:
     """Everything a node needs to run (see the module docstring for keys).
 
@@ -94,6 +126,8 @@ class NodeConfig:
     max_tries: int = 4
     neighbours: tuple[NeighbourConfig, ...] = field(default_factory=tuple)
     security: SecurityConfig | None = None
+    limits: Limits = field(default_factory=lambda: Limits())
+    app_socket_group: str | None = None
 
     @property
     def eid(self) -> str:
@@ -170,6 +204,8 @@ def config_from_dict(
             "udp",
             "neighbours",
             "security",
+            "limits",
+            "app_socket_group",
         },
         "",
     )
@@ -271,6 +307,19 @@ def config_from_dict(
                 rate_bytes_s=rate,
             )
         )
+    lim = _take(doc, "limits", dict, "", {})
+    _check_keys(lim, set(LIMIT_KEYS), "limits.")
+    lim_values: dict[str, int] = {}
+    for name in LIMIT_KEYS:
+        v = _take(lim, name, int, "limits.")
+        if v is None:
+            continue
+        floor = 0 if name in ("fd_reserve", "disk_reserve_bytes") else 1
+        if not floor <= v < 2**63:
+            raise ConfigError(f"limits.{name}: must be in {floor}..2**63-1, got {v}")
+        lim_values[name] = v
+    limits = Limits(**lim_values)
+    group = _take(doc, "app_socket_group", str, "")
     security = None
     if "security" in doc:
         # Imported here: dtn.runtime.security imports ConfigError from us.
@@ -299,6 +348,8 @@ def config_from_dict(
         max_tries=max_tries,
         neighbours=tuple(neighbours),
         security=security,
+        limits=limits,
+        app_socket_group=group,
     )
 
 
@@ -316,10 +367,10 @@ def load_config(path: str | Path) -> NodeConfig:
 
 
 def default_app_socket(node: int) -> str:
-    """Where a node without ``app_socket`` listens: ``$XDG_RUNTIME_DIR`` (or
-    the temp dir) ``/dtn-node-N.sock``."""
+    """Where a node without ``app_socket`` listens: ``$XDG_RUNTIME_DIR``, else
+    ``/run/dtn-node`` (never a predictable name in a shared temp dir),
+    ``/dtn-node-N.sock``."""
     import os
-    import tempfile
 
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/run/dtn-node"
     return os.path.join(base, f"dtn-node-{node}.sock")

@@ -35,11 +35,13 @@ import contextlib
 import dataclasses
 import errno
 import functools
+import itertools
 import logging
 import math
 import os
 import random
 import socket
+import stat
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -102,6 +104,9 @@ _APP_READ_BYTES = 1 << 20
 # Seconds between checks of the contact plan file's modification time.
 _PLAN_POLL_S = 1.0
 _MAX_UNKNOWN_SENDERS = 1024
+# App API replies queued for one connection before its requests are no
+# longer read (the client is not reading its replies).
+_APP_MAX_OUTBOX = 1024
 
 
 def _pacer(rate_bytes_s: float) -> Pacer:
@@ -122,6 +127,9 @@ class _Subscriber:
         self.push = push
         self.unconfirmed: dict[str, Deliver] = {}
         self.taken: set[str] = set()
+        # Keys (no payloads) deferred while ``unconfirmed`` is full: a client
+        # that does not read stalls itself, not the node's memory.
+        self.waiting: dict[str, None] = {}
 
 
 @dataclass(slots=True)
@@ -182,6 +190,14 @@ class Node:
                 "acks_refused",
                 "mac_failures",
                 "handler_errors",
+                "app_connections",
+                "app_refused",
+                "mtcp_connections",
+                "mtcp_refused",
+                "accept_errors",
+                "buffer_refused",
+                "buffered_bytes",
+                "delivery_deferred",
             ),
             0,
         )
@@ -217,6 +233,11 @@ class Node:
         self._started_at = 0.0
         self._epoch_unix_s = 0.0
         self._rng = random.Random()
+        self._fd_budget = 1 << 30
+        # In-process endpoints (Node.endpoint): the application is trusted
+        # and reads a channel, so their queue is not bounded.
+        self._inproc_push: dict[str, Callable[[Deliver], bool]] = {}
+        self._app_socket_ino: tuple[int, int] | None = None
 
     # ------------------------------------------------------------ clock
 
@@ -264,10 +285,20 @@ class Node:
                     cfg.store_limit_bytes,
                     synchronous="FULL" if full else "NORMAL",
                     deferred_sync=full,
+                    disk_reserve_bytes=cfg.limits.disk_reserve_bytes,
                 )
                 self._deferred = store if full else None
         except DtnError as exc:
             raise ConfigError(f"store.path: {exc}") from exc
+        if isinstance(store, SqliteStore) and store.corrupt_at_open:
+            # Damaged after their commit (acknowledged): never delivered;
+            # each is reported (store_corrupt) when the agent reaches it.
+            self._log(
+                "error",
+                "store_corrupt",
+                count=len(store.corrupt_at_open),
+                bundles=store.corrupt_at_open[:20],
+            )
         if isinstance(store, SqliteStore) and store.dropped_at_open:
             # Only a power cut (or a damaged disk) leaves these; none was
             # acknowledged, so the previous hops still hold them.
@@ -308,6 +339,7 @@ class Node:
             self._sock = sock
             self.udp_address = sock.getsockname()[:2]
             self._setup_peers()
+            self._fd_budget = _fd_budget(cfg.limits.fd_reserve)
             if cfg.app_socket is not None:
                 try:
                     app_listener = await self._open_app_listener(cfg.app_socket)
@@ -344,12 +376,21 @@ class Node:
                             f"mtcp_listen: cannot listen on {cfg.mtcp_listen[0]}:{cfg.mtcp_listen[1]}: {exc.strerror or exc}"
                         ) from exc
                     self.mtcp_address = listeners[0].socket.getsockname()[:2]
-                    nursery.start_soon(
-                        trio.serve_listeners, self._mtcp_handler, listeners
-                    )
+                    for lst in listeners:
+                        nursery.start_soon(
+                            self._serve,
+                            lst,
+                            self._mtcp_handler,
+                            "mtcp",
+                            cfg.limits.mtcp_max_connections,
+                        )
                 if app_listener is not None:
                     nursery.start_soon(
-                        trio.serve_listeners, self._app_handler, [app_listener]
+                        self._serve,
+                        app_listener,
+                        self._app_handler,
+                        "app",
+                        cfg.limits.app_max_connections,
                     )
                 self._log(
                     "info",
@@ -362,8 +403,7 @@ class Node:
         finally:
             sock.close()
             if app_listener is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(cfg.app_socket or "")
+                self._remove_app_socket(cfg.app_socket or "")
             store.close()
             self._log("info", "node_stopped", stored=self.agent.stored)
 
@@ -479,7 +519,9 @@ class Node:
                     self._timer_wake.set()
                 self._deadline = a.at
             elif isinstance(a, Event):
-                if a.kind in ("expired", "refused", "dropped", "deleted"):
+                if a.kind == "store_corrupt":
+                    self._log("error", a.kind, bundle=a.bundle_key, detail=a.detail)
+                elif a.kind in ("expired", "refused", "dropped", "deleted"):
                     # A deletion names its rule (``cause``) for log readers
                     # such as the testbed to count by.
                     extra = {"cause": a.cause} if isinstance(a, Deletion) else {}
@@ -571,6 +613,16 @@ class Node:
         sub = self._subs.get(d.endpoint)
         if sub is not None and d.bundle_key in sub.unconfirmed:
             return []  # handed over already (a recover after a store error)
+        if (
+            sub is not None
+            and sub.push is not self._inproc_push.get(d.endpoint)
+            and len(sub.unconfirmed) >= self.config.limits.delivery_queue
+        ):
+            # The client has not confirmed what it holds: keep only the key;
+            # the bundle stays in the store and goes out when there is room.
+            sub.waiting[d.bundle_key] = None
+            self.counters["delivery_deferred"] += 1
+            return []
         if sub is not None and sub.push(d):
             sub.unconfirmed[d.bundle_key] = d
         else:
@@ -584,6 +636,16 @@ class Node:
             sub.unconfirmed.pop(bundle_key, None)
         assert self.agent is not None
         self._apply(self.agent.on_delivered(bundle_key, self.now_ms()))
+
+    def _refill(self, sub: _Subscriber) -> list[Action]:
+        """Room in ``sub``'s queue again: hand over deferred bundles."""
+        room = self.config.limits.delivery_queue - len(sub.unconfirmed)
+        if room <= 0 or not sub.waiting or self.agent is None:
+            return []
+        keys = list(itertools.islice(sub.waiting, room))
+        for k in keys:
+            del sub.waiting[k]
+        return self.agent.redeliver(keys, self.now_ms())
 
     def _confirm_taken(self, endpoint: str, key: str) -> list[Action]:
         held = self._held.get(endpoint)
@@ -618,9 +680,12 @@ class Node:
             old.unconfirmed.clear()
         actions = agent.register(name, now=self.now_ms())
         sub = _Subscriber(name, push)
+        if old is not None:
+            sub.waiting, old.waiting = old.waiting, {}
         self._subs[name] = sub
         held = self._held.pop(name, {})
         self._apply([*held.values(), *actions])
+        self._apply(self._refill(sub))
         return sub
 
     def _unsubscribe(self, sub: _Subscriber) -> None:
@@ -629,6 +694,10 @@ class Node:
         del self._subs[sub.endpoint]
         if self.agent is not None:
             self.agent.unregister(sub.endpoint)
+            if sub.waiting:
+                # Not registered now: the agent holds them for the next one.
+                self._apply(self.agent.redeliver(list(sub.waiting), self.now_ms()))
+                sub.waiting.clear()
         if sub.unconfirmed:
             self._held.setdefault(sub.endpoint, {}).update(sub.unconfirmed)
 
@@ -689,6 +758,7 @@ class Node:
             )
             return True
 
+        self._inproc_push[str(parse_eid(endpoint))] = push
         sub = self._subscribe(endpoint, push)
         try:
             yield _ConfirmingChannel(
@@ -732,6 +802,8 @@ class Node:
             "store_used_bytes": agent.store.used_bytes if agent else 0,
             "store_limit_bytes": self.config.store_limit_bytes,
             "endpoints": sorted(self._subs),
+            "limits": dataclasses.asdict(self.config.limits),
+            "delivered_keys": self._delivered_keys(),
             "counters": {
                 **(agent.counters if agent else {}),
                 **self.counters,
@@ -740,6 +812,15 @@ class Node:
             "security": self.security.status() if self.security else {"enabled": False},
             "neighbours": nbs,
         }
+
+    def _delivered_keys(self) -> int:
+        """Delivered-key tombstones held (0 when the store is closed)."""
+        if self.agent is None:
+            return 0
+        try:
+            return int(getattr(self.agent.store, "delivered_count", 0))
+        except StoreError:
+            return 0
 
     # ------------------------------------------------------------ UDP CL
 
@@ -1158,17 +1239,91 @@ class Node:
                 with contextlib.suppress(Exception):
                     await stream.aclose()
 
+    def _buffer(self, before: int, after: int) -> bool:
+        """Account a connection's partly received bytes going from ``before``
+        to ``after``; False when all connections together would hold more
+        than ``limits.max_buffered_bytes`` (the connection is then closed)."""
+        self.counters["buffered_bytes"] += after - before
+        if (
+            after > before
+            and self.counters["buffered_bytes"] > self.config.limits.max_buffered_bytes
+        ):
+            self.counters["buffer_refused"] += 1
+            self._log(
+                "warning",
+                "buffer_limit",
+                buffered=self.counters["buffered_bytes"],
+                limit=self.config.limits.max_buffered_bytes,
+            )
+            return False
+        return True
+
+    async def _serve(
+        self,
+        listener: trio.SocketListener,
+        handler: Callable[[trio.SocketStream], Any],
+        kind: str,
+        limit: int,
+    ) -> None:
+        """Accept connections for ``handler``: at most ``limit`` at once, and
+        never into the file descriptors kept for the store; a refused
+        connection is closed at once and counted (``<kind>_refused``)."""
+        async with listener, trio.open_nursery() as nursery:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    # EMFILE/ENFILE/ENOBUFS: one JSON line, a pause, go on.
+                    self.counters["accept_errors"] += 1
+                    self._log("warning", "accept_failed", kind=kind, detail=str(exc))
+                    await trio.sleep(0.1)
+                    continue
+                active = (
+                    self.counters["app_connections"] + self.counters["mtcp_connections"]
+                )
+                if self.counters[f"{kind}_connections"] >= limit or (
+                    active >= self._fd_budget
+                ):
+                    self.counters[f"{kind}_refused"] += 1
+                    with contextlib.suppress(Exception):
+                        stream.socket.close()
+                    continue
+                self.counters[f"{kind}_connections"] += 1
+                nursery.start_soon(self._run_connection, handler, stream, kind)
+
+    async def _run_connection(
+        self,
+        handler: Callable[[trio.SocketStream], Any],
+        stream: trio.SocketStream,
+        kind: str,
+    ) -> None:
+        try:
+            await handler(stream)
+        except Exception as exc:  # one client or peer never stops the node
+            self._handler_error(kind, exc)
+        finally:
+            self.counters[f"{kind}_connections"] -= 1
+            with contextlib.suppress(Exception):
+                await stream.aclose()
+
     async def _mtcp_handler(self, stream: trio.SocketStream) -> None:
         agent = self.agent
         assert agent is not None
-        dec = MtcpDecoder(max_bundle_bytes=self.config.store_limit_bytes)
+        dec = MtcpDecoder(max_bundle_bytes=self.config.limits.mtcp_max_frame_bytes)
+        held = 0
         try:
             async with stream:
                 while True:
                     chunk = await stream.receive_some(65_536)
                     if not chunk:
                         return
-                    bundles = dec.feed(chunk)
+                    try:
+                        bundles = dec.feed(chunk)
+                    finally:
+                        ok = self._buffer(held, dec.buffered_bytes)
+                        held = dec.buffered_bytes
+                    if not ok:
+                        return
                     if bundles:
                         self.counters["mtcp_in"] += len(bundles)
                         self._apply(
@@ -1182,27 +1337,77 @@ class Node:
             self._log("warning", "mtcp_bad_frame", detail=str(exc))
         except trio.BrokenResourceError:
             return
+        finally:
+            self._buffer(held, 0)
 
     # ------------------------------------------------------------ app API
 
     async def _open_app_listener(self, path: str) -> trio.SocketListener:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        """Listen on ``path``, mode 0600 (0660 with ``app_socket_group``).
+
+        A stale socket (nobody accepting) is replaced; a live one (another
+        daemon) or a file that is not a socket is refused with a
+        :class:`ConfigError`, never removed. A missing parent directory is
+        made with mode 0700 (0750 with a group)."""
+        group = self.config.app_socket_group
+        gid = None
+        if group is not None:
+            import grp
+
+            try:
+                gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise ConfigError(f"app_socket_group: no group {group!r}") from None
+        _prepare_socket_path(path, gid)
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        await sock.bind(path)
+        # No window in which the socket has the umask's mode.
+        old = os.umask(0o177 if gid is None else 0o117)
+        try:
+            await sock.bind(path)
+        finally:
+            os.umask(old)
+        if gid is not None:
+            os.chown(path, -1, gid)
+            os.chmod(path, 0o660)
+        else:
+            os.chmod(path, 0o600)
+        st = os.stat(path)
+        self._app_socket_ino = (st.st_dev, st.st_ino)
         sock.listen(64)
         return trio.SocketListener(sock)
+
+    def _remove_app_socket(self, path: str) -> None:
+        """Remove our socket file at shutdown -- only if it is still ours."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        if (st.st_dev, st.st_ino) == self._app_socket_ino:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     async def _app_handler(self, stream: trio.SocketStream) -> None:
         out_send, out_recv = trio.open_memory_channel[bytes](math.inf)
         subs: list[_Subscriber] = []
 
+        room = [trio.Event()]
+        writer_done = False
+
         async def writer() -> None:
+            nonlocal writer_done
+            try:
+                await write_all()
+            finally:
+                writer_done = True
+                room[0].set()
+
+        async def write_all() -> None:
             # Coalesce whatever is queued into one write: one syscall and one
             # wake-up of the client for a burst of replies or bundles.
             async for data in out_recv:
                 parts = [data]
-                with contextlib.suppress(trio.WouldBlock):
+                # EndOfChannel: the reader closed the channel meanwhile.
+                with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
                     while len(parts) < 1024:
                         parts.append(out_recv.receive_nowait())
                 try:
@@ -1212,6 +1417,7 @@ class Node:
                     out_recv.close()
                     await stream.aclose()
                     return
+                room[0].set()
 
         outbox: list[bytes] = []
 
@@ -1242,11 +1448,22 @@ class Node:
                 return False
             return True
 
-        reader = MessageReader()
+        reader = MessageReader(
+            max_message_bytes=self.config.limits.app_max_message_bytes
+        )
+        held = 0
         try:
             async with stream, trio.open_nursery() as nursery:
                 nursery.start_soon(writer)
                 while True:
+                    # Backpressure: a client that does not read its replies
+                    # is not read from either.
+                    while (
+                        out_send.statistics().current_buffer_used > _APP_MAX_OUTBOX
+                        and not writer_done
+                    ):
+                        room[0] = trio.Event()
+                        await room[0].wait()
                     try:
                         # Large reads: several 64 KB sends in one read are
                         # one store transaction (one fsync), not one each.
@@ -1259,6 +1476,11 @@ class Node:
                         msgs = reader.feed(chunk)
                     except DecodeError as exc:
                         self._log("warning", "appapi_bad_message", detail=str(exc))
+                        break
+                    finally:
+                        ok = self._buffer(held, reader.buffered_bytes)
+                        held = reader.buffered_bytes
+                    if not ok:
                         break
                     # One store transaction (one fsync) for the whole chunk:
                     # replies and actions go out only after it committed. A
@@ -1282,6 +1504,7 @@ class Node:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
+            self._buffer(held, 0)
             for sub in subs:
                 self._unsubscribe(sub)
 
@@ -1296,7 +1519,10 @@ class Node:
         """Handle one app API request; return the agent actions to apply."""
         kind = m["type"]
         actions: list[Action] = []
-        mid = int(m.get("id", 0))
+        raw_id = m.get("id", 0)
+        # The schema checks ``id`` of requests that have one; anything else
+        # (a float, text, a bool on "delivered") is answered with id 0.
+        mid = raw_id if type(raw_id) is int and 0 <= raw_id < 2**64 else 0
         try:
             if kind == "ping":
                 reply(mid)
@@ -1318,6 +1544,7 @@ class Node:
                     if sub.unconfirmed.pop(key, None) is not None:
                         assert self.agent is not None
                         actions += self.agent.on_delivered(key, self.now_ms())
+                        actions += self._refill(sub)
                         break
                     if key in sub.taken:
                         # Pushed here, then handed to a newer registration:
@@ -1348,6 +1575,9 @@ class Node:
             error(mid, f"store full: {exc}")
         except DtnError as exc:
             error(mid, str(exc))
+        except Exception as exc:  # one request never stops the node
+            self._handler_error("appapi", exc)
+            error(mid, f"request failed: {type(exc).__name__}")
         return actions
 
 
@@ -1395,6 +1625,50 @@ async def open_node(config: NodeConfig, **kw: Any) -> AsyncIterator[Node]:
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
         raise
+
+
+def _prepare_socket_path(path: str, gid: int | None) -> None:
+    """Make ``path``'s directory if missing; remove a stale socket there;
+    refuse (:class:`ConfigError`) a live socket or a file of another kind."""
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        os.makedirs(parent, mode=0o750 if gid is not None else 0o700)
+        if gid is not None:
+            os.chown(parent, -1, gid)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ConfigError(
+            f"app_socket: {path} exists and is not a socket (not removed)"
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # stale: its daemon is gone
+    else:
+        raise ConfigError(
+            f"app_socket: {path} is in use by another process (is a daemon running?)"
+        )
+    finally:
+        probe.close()
+
+
+def _fd_budget(reserve: int) -> int:
+    """Connections this process can accept and still keep ``reserve`` file
+    descriptors free (for the store's segment files, the WAL, sockets)."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        used = 64
+    return max(0, soft - used - reserve)
 
 
 def _post_all(out: trio.MemorySendChannel[bytes], messages: list[bytes]) -> None:
