@@ -203,6 +203,12 @@ class AgentConfig:
       here.
     - ``status_report_lifetime_ms``: lifetime of status reports sent.
     - ``purge_interval_ms``: how often ``on_tick`` forgets expired delivered keys.
+    - ``max_forward_lifetime_ms``: the longest this node holds a bundle for
+      another node (its expiry here is at most this long after arrival; a
+      lifetime of 2**64-1 ms from an unauthenticated sender must not pin
+      store space forever). None = the bundle's own lifetime.
+    - ``max_tombstone_ms``: the longest a delivered key is remembered (None:
+      the bundle's own lifetime).
     - ``reroute_interval_ms`` / ``max_reroute_interval_ms``: with a contact
       plan, bundles without a route to a destination are routed again after
       this long, then after twice as long each time up to the maximum
@@ -218,6 +224,8 @@ class AgentConfig:
     purge_interval_ms: int = 60_000
     reroute_interval_ms: int = 60_000
     max_reroute_interval_ms: int = 3_600_000
+    max_forward_lifetime_ms: int | None = None
+    max_tombstone_ms: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_bundle_bytes is not None and self.max_bundle_bytes < 64:
@@ -691,7 +699,11 @@ class Agent:
             self._report_entry(
                 e, StatusKind.DELIVERED, StatusReason.NO_INFO, now, actions
             )
-            self.store.mark_delivered(bundle_key, e.expiry_ms)
+            keep = self.config.max_tombstone_ms
+            self.store.mark_delivered(
+                bundle_key,
+                e.expiry_ms if keep is None else min(e.expiry_ms, now + keep),
+            )
             self._remove(e)
             self.counters["delivered"] += 1
             actions.append(Event("delivered", bundle_key, e.destination))
@@ -957,6 +969,9 @@ class Agent:
             )
             return
         expiry = self._expiry_of(bundle, age, now)
+        cap = self.config.max_forward_lifetime_ms
+        if cap is not None and not local:
+            expiry = min(expiry, now + cap)
         if expiry <= now:
             self.counters["expired"] += 1
             actions.append(Event("expired", key, "lifetime over on arrival"))

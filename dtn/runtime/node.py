@@ -316,7 +316,11 @@ class Node:
             store=store,
             plan=self.plan,
             plan_epoch=dtn_time_from_unix(self._epoch_unix_s),
-            config=AgentConfig(max_bundle_bytes=cfg.mtu_bytes),
+            config=AgentConfig(
+                max_bundle_bytes=cfg.mtu_bytes,
+                max_forward_lifetime_ms=cfg.limits.max_forward_lifetime_ms,
+                max_tombstone_ms=cfg.limits.max_tombstone_ms,
+            ),
             rng=random.Random(),
             security=self.security,
         )
