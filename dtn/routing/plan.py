@@ -21,8 +21,9 @@ from __future__ import annotations
 import bisect
 import calendar
 import json
+import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -263,6 +264,24 @@ class ContactPlan:
             pr = idx.get((to, frm))
             got = pr.at(at_s) if pr is not None else None
         return got
+
+    def owlt_lookup(self) -> Callable[[int, int, float], float | None]:
+        """A lookup ``(frm, to, at_s) -> light time or None`` over this version's ranges.
+
+        A snapshot: later range changes do not reach it (a router rebuilds
+        its graph, and so its lookup, when the plan's version changes).
+        """
+        idx = self._pair_index()
+
+        def find(frm: int, to: int, at_s: float) -> float | None:
+            pr = idx.get((frm, to))
+            got = pr.at(at_s) if pr is not None else None
+            if got is None and frm > to:
+                pr = idx.get((to, frm))
+                got = pr.at(at_s) if pr is not None else None
+            return got
+
+        return find
 
     def owlt_table(self, contacts: Sequence[Contact]) -> list[float]:
         """``owlt_s(c.frm, c.to, c.start_s)`` for each contact, in one pass (used by routers)."""
@@ -584,14 +603,37 @@ def apply_ionrc(
             plan.add_range(r)
 
 
-def format_ionrc(plan: ContactPlan) -> str:
-    """Write a plan as ionrc text (``@`` reference time when known, ranges, then contacts)."""
+def ionrc_owlt_warnings(plan: ContactPlan) -> list[str]:
+    """One warning per range whose light time ION cannot read (it reads whole seconds).
+
+    ``format_ionrc(plan, ion_owlt=True)`` rounds those light times up.
+    """
+    out = []
+    for r in plan.ranges:
+        if not float(r.owlt_s).is_integer():
+            up = math.ceil(r.owlt_s)
+            kind = "sub-second" if r.owlt_s < 1 else "fractional"
+            out.append(
+                f"range {r.frm}->{r.to} +{_num(r.start_s)}..+{_num(r.end_s)}: {kind} light time "
+                f"{_num(r.owlt_s)} s written as {up} s (ION reads whole seconds)"
+            )
+    return out
+
+
+def format_ionrc(plan: ContactPlan, *, ion_owlt: bool = False) -> str:
+    """Write a plan as ionrc text (``@`` reference time when known, ranges, then contacts).
+
+    With ``ion_owlt`` a light time that is not a whole number of seconds is
+    rounded up (ION parses it as an integer; see :func:`ionrc_owlt_warnings`);
+    without it the text round-trips through :func:`parse_ionrc` exactly.
+    """
     out = ["# contact plan written by dcis"]
     if plan.epoch_unix_s is not None and plan.epoch_unix_s != DTN_EPOCH_UNIX_S:
         out.append(f"@ {_format_abs(plan.epoch_unix_s)}")
     for r in plan.ranges:
+        owlt = float(math.ceil(r.owlt_s)) if ion_owlt else r.owlt_s
         out.append(
-            f"a range +{_num(r.start_s)} +{_num(r.end_s)} {r.frm} {r.to} {_num(r.owlt_s)}"
+            f"a range +{_num(r.start_s)} +{_num(r.end_s)} {r.frm} {r.to} {_num(owlt)}"
         )
     for c in plan.contacts:
         line = f"a contact +{_num(c.start_s)} +{_num(c.end_s)} {c.frm} {c.to} {_num(c.rate_bytes_s)}"
