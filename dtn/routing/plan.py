@@ -23,11 +23,12 @@ import calendar
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from dtn.bpv7.eid import DtnEid, parse_eid
 from dtn.errors import DtnError, InvalidArgument
 from dtn.routing.contact import Contact, Range
 from dtn.time import DTN_EPOCH_UNIX_S
@@ -37,8 +38,10 @@ __all__ = [
     "PlanError",
     "RoutingError",
     "apply_ionrc",
+    "check_dtn_routes",
     "format_hdtn_json",
     "format_ionrc",
+    "ionrc_owlt_warnings",
     "load_plan",
     "parse_hdtn_json",
     "parse_ionrc",
@@ -67,6 +70,30 @@ class PlanError(RoutingError, ValueError):
 
 
 SeventhField = Literal["confidence", "owlt"]
+
+
+def check_dtn_routes(routes: Mapping[str, int]) -> dict[str, int]:
+    """Validate static ``dtn:`` routes (node ID ``dtn://name/`` -> ipn node number).
+
+    Returns them keyed by the canonical node ID; raises InvalidArgument for a
+    key that is not a ``dtn://name/`` node ID or a node number < 1.
+    """
+    out: dict[str, int] = {}
+    for name, node in routes.items():
+        try:
+            eid = parse_eid(name)
+        except DtnError as exc:
+            raise InvalidArgument(f"dtn route {name!r}: {exc}") from None
+        if not isinstance(eid, DtnEid) or eid.is_none or eid.node_id != str(eid):
+            raise InvalidArgument(
+                f"dtn route {name!r}: expected a node ID such as 'dtn://name/'"
+            )
+        if type(node) is not int or not 1 <= node < _MAX_NODE:
+            raise InvalidArgument(
+                f"dtn route {name!r}: node must be an ipn node number >= 1, got {node!r}"
+            )
+        out[eid.node_id] = node
+    return out
 
 
 class ContactPlan:
@@ -100,6 +127,9 @@ class ContactPlan:
         # (it records the version it was built from).
         self._cgr_graph: object | None = None
         self.epoch_unix_s = epoch_unix_s
+        # Static routes from dtn: node IDs to ipn node numbers (issue 17):
+        # ionrc "# dcis dtn-route dtn://name/ N" lines, HDTN JSON "dtnRoutes".
+        self.dtn_routes: dict[str, int] = {}
         self.version = 0
         # Entries a parser skipped, one line each (e.g. an HDTN contact whose end precedes its start).
         self.warnings: list[str] = []
@@ -147,6 +177,7 @@ class ContactPlan:
             set(self._contacts) == set(other._contacts)
             and self._rset().keys() == other._rset().keys()
             and self.epoch_unix_s == other.epoch_unix_s
+            and self.dtn_routes == other.dtn_routes
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable
@@ -228,7 +259,10 @@ class ContactPlan:
         return self._range_set
 
     def update(self, newer: ContactPlan) -> None:
-        """Merge a newer plan in place: its contacts and ranges are added, duplicates skipped."""
+        """Merge a newer plan in place: its contacts, ranges and dtn routes are added, duplicates skipped."""
+        if newer.dtn_routes and newer.dtn_routes != self.dtn_routes:
+            self.dtn_routes.update(newer.dtn_routes)
+            self._changed()
         for c in newer.contacts:
             if c not in self._contacts:
                 self.add_contact(c)
@@ -447,7 +481,21 @@ class _IonrcParser:
 
     def line(self, raw: str) -> None:
         text = raw.strip()
-        if not text or text.startswith("#"):
+        if text.startswith("#"):
+            # "# dcis dtn-route dtn://name/ N": a static dtn: route ION skips as a comment
+            toks = text[1:].split()
+            if toks[:2] == ["dcis", "dtn-route"]:
+                if len(toks) != 4:
+                    raise self.err(
+                        "'# dcis dtn-route' takes a node ID and a node number"
+                    )
+                try:
+                    n = int(toks[3])
+                except ValueError:
+                    raise self.err(f"bad node number {toks[3]!r}") from None
+                self.plan.dtn_routes.update(check_dtn_routes({toks[2]: n}))
+            return
+        if not text:
             return
         toks = text.split()
         cmd = toks[0]
@@ -587,8 +635,12 @@ def apply_ionrc(
     """
     p = _IonrcParser(source, seventh_field, plan.epoch_unix_s)
     p.plan = ContactPlan(plan.contacts, plan.ranges, epoch_unix_s=plan.epoch_unix_s)
+    p.plan.dtn_routes = dict(plan.dtn_routes)
     p.run(text)
     new = p.plan
+    if new.dtn_routes != plan.dtn_routes:
+        plan.dtn_routes = new.dtn_routes
+        plan._changed()
     for c in set(plan.contacts) - set(new.contacts):
         plan.remove_contact(c)
     for r in set(plan.ranges) - set(new.ranges):
@@ -635,6 +687,8 @@ def format_ionrc(plan: ContactPlan, *, ion_owlt: bool = False) -> str:
         out.append(
             f"a range +{_num(r.start_s)} +{_num(r.end_s)} {r.frm} {r.to} {_num(owlt)}"
         )
+    for name, node in plan.dtn_routes.items():
+        out.append(f"# dcis dtn-route {name} {node}")
     for c in plan.contacts:
         line = f"a contact +{_num(c.start_s)} +{_num(c.end_s)} {c.frm} {c.to} {_num(c.rate_bytes_s)}"
         if c.confidence != 1.0:
@@ -784,6 +838,13 @@ def parse_hdtn_json(text: str, *, source: str | None = None) -> ContactPlan:
     plan._pending_owlt = owlts
     plan._range_set = None
     plan.warnings = warnings
+    routes = doc.get("dtnRoutes", {})
+    try:
+        if not isinstance(routes, dict):
+            raise InvalidArgument('"dtnRoutes" must be an object')
+        plan.dtn_routes = check_dtn_routes(routes)
+    except InvalidArgument as exc:
+        raise PlanError(f"dtnRoutes: {exc}", line=1, source=source) from exc
     plan.version = 1
     plan._pending_version = 1
     return plan
@@ -827,7 +888,10 @@ def format_hdtn_json(plan: ContactPlan) -> str:
         if c.confidence != 1.0:
             item["confidence"] = c.confidence
         items.append(item)
-    return json.dumps({"contacts": items}, indent=1) + "\n"
+    doc: dict[str, Any] = {"contacts": items}
+    if plan.dtn_routes:
+        doc["dtnRoutes"] = dict(plan.dtn_routes)
+    return json.dumps(doc, indent=1) + "\n"
 
 
 def _jnum(x: float) -> int | float:

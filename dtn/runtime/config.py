@@ -14,6 +14,9 @@ Example (every key but ``node`` optional; ``listen`` defaults to an ephemeral po
     lifetime_ms = 86400000            # default lifetime of bundles sent through the app API
     mtcp_listen = "127.0.0.1:4224"    # accept MTCP (draft-ietf-dtn-mtcpcl) connections
 
+    [dtn_routes]                      # static routes for dtn: destinations (issue 17)
+    "dtn://ground/" = 1               # dtn://ground/... goes where ipn node 1 does
+
     [store]
     path = "node2.db"                 # SQLite bundle store (":memory:" for none)
     limit_bytes = 1000000000
@@ -48,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from dtn.cl.udp import AckMode
 from dtn.errors import DtnError
+from dtn.routing.plan import check_dtn_routes
 
 if TYPE_CHECKING:
     from dtn.runtime.security import SecurityConfig
@@ -94,6 +98,7 @@ class NodeConfig:
     max_tries: int = 4
     neighbours: tuple[NeighbourConfig, ...] = field(default_factory=tuple)
     security: SecurityConfig | None = None
+    dtn_routes: dict[str, int] = field(default_factory=dict)
 
     @property
     def eid(self) -> str:
@@ -170,6 +175,7 @@ def config_from_dict(
             "udp",
             "neighbours",
             "security",
+            "dtn_routes",
         },
         "",
     )
@@ -271,6 +277,11 @@ def config_from_dict(
                 rate_bytes_s=rate,
             )
         )
+    raw_routes = _take(doc, "dtn_routes", dict, "", {})
+    try:
+        dtn_routes = check_dtn_routes(raw_routes)
+    except DtnError as exc:
+        raise ConfigError(f"dtn_routes: {exc}") from None
     security = None
     if "security" in doc:
         # Imported here: dtn.runtime.security imports ConfigError from us.
@@ -299,6 +310,7 @@ def config_from_dict(
         max_tries=max_tries,
         neighbours=tuple(neighbours),
         security=security,
+        dtn_routes=dtn_routes,
     )
 
 
