@@ -1039,6 +1039,22 @@ class Agent:
                 return
             if checked is not bundle:
                 bundle, data = checked, encode_bundle(checked)
+        verify = getattr(self.security, "verify", None)
+        if received and state == BundleState.PENDING and verify is not None:
+            # RFC 9172 verifier role on the path (RFC 9173 rules): a bundle
+            # whose block fails is not forwarded; the blocks stay.
+            ok, why = verify(bundle, now)
+            if ok is None:
+                self._delete(
+                    key,
+                    bundle,
+                    "security",
+                    "failed a verifier rule",
+                    why or StatusReason.FAILED_SECURITY_OPERATION,
+                    now,
+                    actions,
+                )
+                return
         e = self._store_new(
             key,
             data,
