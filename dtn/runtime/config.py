@@ -14,6 +14,9 @@ Example (every key but ``node`` optional; ``listen`` defaults to an ephemeral po
     lifetime_ms = 86400000            # default lifetime of bundles sent through the app API
     mtcp_listen = "127.0.0.1:4224"    # accept MTCP (draft-ietf-dtn-mtcpcl) connections
 
+    [dtn_routes]                      # static routes for dtn: destinations (issue 17)
+    "dtn://ground/" = 1               # dtn://ground/... goes where ipn node 1 does
+
     [store]
     path = "node2.db"                 # SQLite bundle store (":memory:" for none)
     limit_bytes = 1000000000
@@ -60,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 from dtn.cl.udp import MAX_NODE, AckMode
 from dtn.errors import DtnError
+from dtn.routing.plan import check_dtn_routes
 
 if TYPE_CHECKING:
     from dtn.runtime.security import SecurityConfig
@@ -128,6 +132,7 @@ class NodeConfig:
     security: SecurityConfig | None = None
     limits: Limits = field(default_factory=lambda: Limits())
     app_socket_group: str | None = None
+    dtn_routes: dict[str, int] = field(default_factory=dict)
 
     @property
     def eid(self) -> str:
@@ -206,6 +211,7 @@ def config_from_dict(
             "security",
             "limits",
             "app_socket_group",
+            "dtn_routes",
         },
         "",
     )
@@ -320,6 +326,11 @@ def config_from_dict(
         lim_values[name] = v
     limits = Limits(**lim_values)
     group = _take(doc, "app_socket_group", str, "")
+    raw_routes = _take(doc, "dtn_routes", dict, "", {})
+    try:
+        dtn_routes = check_dtn_routes(raw_routes)
+    except DtnError as exc:
+        raise ConfigError(f"dtn_routes: {exc}") from None
     security = None
     if "security" in doc:
         # Imported here: dtn.runtime.security imports ConfigError from us.
@@ -350,6 +361,7 @@ def config_from_dict(
         security=security,
         limits=limits,
         app_socket_group=group,
+        dtn_routes=dtn_routes,
     )
 
 

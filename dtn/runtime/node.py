@@ -323,6 +323,7 @@ class Node:
             ),
             rng=random.Random(),
             security=self.security,
+            dtn_routes=cfg.dtn_routes,
         )
         sock = socket.socket(
             socket.AF_INET6 if ":" in cfg.listen[0] else socket.AF_INET,
@@ -536,6 +537,9 @@ class Node:
                         detail=a.detail,
                         **extra,
                     )
+                elif a.kind == "no_route":
+                    # a bundle waits without a route: say why (issue 17)
+                    self._log("info", a.kind, bundle=a.bundle_key, reason=a.detail)
                 elif self.log.isEnabledFor(logging.DEBUG):
                     self._log("debug", a.kind, bundle=a.bundle_key, detail=a.detail)
         if self._acks:
