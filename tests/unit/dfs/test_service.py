@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from dfs.core.errors import NotFound, PlacementError, Unrecoverable
 from dfs.core.manifest import placement_key
 from dfs.core.service import AccessDenied, DfsConfig, DfsService, OpState
 from dfs.core.store import MemoryShareStore
+from dfs.sharestore import DiskShareStore
 from dfs.testing import Cluster, FakeContext, MemoryLog, StaticMembership
 from dtn.node.service import Inbound
 
@@ -266,3 +268,25 @@ def test_store_full_drops_store_messages() -> None:
     assert c.services[3].stats["dropped"] == 1
     assert len(op.placed) == 2
     assert c.services[1].log.get("dfs/m/f", Level.TENTATIVE) is not None
+
+
+def test_scrub_on_disk_finds_a_flipped_byte(tmp_path: Path) -> None:
+    c = cluster()
+    for n in c.nodes:
+        c.stores[n] = DiskShareStore(tmp_path / str(n), fsync=False)  # type: ignore[assignment]
+        c.crash(n)
+        c.start(n)
+    data = data_of(3000, 8)
+    oid = put(c, 1, "disk", data)
+    c.hub.commit()
+    holder = sorted(holders_of(c, oid))[3]
+    share = holders_of(c, oid)[holder][0]
+    path = tmp_path / str(holder) / oid.hex() / str(share) / "1.blk"
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    c.tick(60_000)
+    c.tick(60_000)
+    assert c.services[holder].stats["corrupt"] == 1
+    assert c.stores[holder].get_block(oid, share, 1) is not None
+    assert sorted(len(v) for v in holders_of(c, oid).values()) == [1] * 10
