@@ -102,7 +102,7 @@ class DiskShareStore:
         self._write(path, [MAGIC + struct.pack(">I", crc32c(data)), data])
         self._used += grow
 
-    def get_block(self, object_id: bytes, share: int, chunk: int) -> bytes | None:
+    def get_block(self, object_id: bytes, share: int, chunk: int) -> Buf | None:
         """The block, None if absent; CorruptBlock if it fails its check."""
         path = self._dir(object_id, share) / f"{chunk}.blk"
         try:

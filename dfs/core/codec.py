@@ -11,10 +11,10 @@ chunk (plaintext + 16-byte tag) is zero-padded to a multiple of ``k`` and
 cut into ``k`` primary blocks; zfec computes the ``n - k`` check blocks.
 Block ``i`` of every chunk together form *share* ``i``.
 
-Each chunk's ciphertext hash (SHA-256) and each block's CRC-32C go in the
+Each chunk's ciphertext hash (BLAKE3) and each block's CRC-32C go in the
 manifest. A reader checks a block's CRC before using it (radiation flips),
 the decoded ciphertext's hash (a repairer, who has no key, stops here) and
-then the AEAD tag. The object hash is SHA-256 over the chunk hashes in order.
+then the AEAD tag. The object hash is BLAKE3 over the chunk hashes in order.
 
 Speed: zfec and libsodium run on whole blocks; the only copies are the
 padding of a chunk's ciphertext and, on decode, the join of k blocks.
@@ -22,16 +22,15 @@ padding of a chunk's ciphertext and, on decode, the join of k blocks.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import blake3
 import fastcrc
-import nacl.bindings
-import nacl.exceptions
 import zfec
 
+from dfs.core._sodium import new_buffer, open_into, seal_padded
 from dfs.core.errors import DecodeError, InvalidArgument
 
 KEY_BYTES = 32
@@ -96,7 +95,7 @@ def _aad(object_id: bytes, j: int) -> bytes:
 @dataclass(frozen=True, slots=True)
 class EncodedChunk:
     """One chunk through the pipeline: its n blocks (index = share number),
-    the ciphertext's SHA-256 and each block's CRC-32C."""
+    the ciphertext's BLAKE3 hash and each block's CRC-32C."""
 
     blocks: list[Buf]
     cipher_hash: bytes
@@ -104,23 +103,18 @@ class EncodedChunk:
 
 
 def encode_chunk(
-    plain: bytes, *, key: bytes, object_id: bytes, j: int, k: int, n: int
+    plain: Buf, *, key: bytes, object_id: bytes, j: int, k: int, n: int
 ) -> EncodedChunk:
-    """Seal chunk ``j`` and erasure-code it into ``n`` blocks."""
-    ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        plain, _aad(object_id, j), _nonce(object_id, j), key
-    )
-    size = -(-len(ct) // k)
-    pad = size * k - len(ct)
-    if pad:
-        ct += bytes(pad)
-    mv = memoryview(ct)
+    """Seal chunk ``j`` and erasure-code it into ``n`` blocks. ``plain`` may
+    be a view into the whole object (no copy)."""
+    mv = seal_padded(plain, _aad(object_id, j), _nonce(object_id, j), key, k)
+    size = len(mv) // k
     primary = [mv[i * size : (i + 1) * size] for i in range(k)]
     check = _encoder(k, n).encode(primary, list(range(k, n))) if n > k else []
     # Primary blocks stay views of the padded ciphertext: no copy.
     blocks: list[Buf] = list(primary)
     blocks.extend(check)
-    cipher_hash = hashlib.sha256(mv[: len(ct) - pad]).digest()
+    cipher_hash = chunk_hash(mv[: len(plain) + TAG_BYTES])
     return EncodedChunk(blocks, cipher_hash, [crc32c(b) for b in blocks])
 
 
@@ -167,15 +161,29 @@ def block_from_ciphertext(ct: bytes, want: int, *, k: int, n: int) -> bytes:
 
 def decrypt_chunk(ct: bytes, *, key: bytes, object_id: bytes, j: int) -> bytes:
     """Open a sealed chunk; raises DecodeError when the tag does not verify."""
+    out = new_buffer(len(ct) - TAG_BYTES) if len(ct) >= TAG_BYTES else None
+    if out is None:
+        raise DecodeError(f"chunk {j} shorter than its tag")
+    decrypt_into(out, ct, key=key, object_id=object_id, j=j)
+    return bytes(out)
+
+
+def decrypt_into(
+    out: memoryview, ct: bytes, *, key: bytes, object_id: bytes, j: int
+) -> None:
+    """Open a sealed chunk straight into ``out`` (its place in the object);
+    DecodeError when the tag does not verify or the length is wrong."""
     try:
-        out: bytes = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            ct, _aad(object_id, j), _nonce(object_id, j), key
-        )
-    except nacl.exceptions.CryptoError as exc:
-        raise DecodeError(f"chunk {j} failed authentication") from exc
-    return out
+        open_into(out, ct, _aad(object_id, j), _nonce(object_id, j), key)
+    except DecodeError as exc:
+        raise DecodeError(f"chunk {j}: {exc}") from exc
+
+
+def chunk_hash(ct: Buf) -> bytes:
+    """BLAKE3 (32 bytes) of a chunk's ciphertext."""
+    return blake3.blake3(ct).digest()
 
 
 def object_hash(chunk_hashes: Sequence[bytes]) -> bytes:
-    """SHA-256 over the chunks' ciphertext hashes, in order."""
-    return hashlib.sha256(b"".join(chunk_hashes)).digest()
+    """BLAKE3 over the chunks' ciphertext hashes, in order."""
+    return blake3.blake3(b"".join(chunk_hashes)).digest()

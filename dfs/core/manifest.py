@@ -50,7 +50,7 @@ class Manifest:
     """Everything a reader needs besides the shares themselves.
 
     ``placement[i]`` is the node first given share ``i``; ``chunk_hashes[j]``
-    the SHA-256 of chunk ``j``'s ciphertext; ``block_crcs[j][i]`` the CRC-32C
+    the BLAKE3 hash of chunk ``j``'s ciphertext; ``block_crcs[j][i]`` the CRC-32C
     of block ``i`` of chunk ``j``; ``keys`` maps a reader node to the object
     key sealed to its X25519 key (node 0: the key in the clear, for nodes run
     without security).

@@ -50,7 +50,6 @@ from the local store), STORE bundles (the store's capacity).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -63,6 +62,7 @@ from consensus.log.api import CompareAndSet, EntryId, KeyValueLog, Level, Outcom
 from consensus.membership.view import MembershipView, MemberState
 from crypto.keys import NodeIdentity
 from dfs.core import wire
+from dfs.core._sodium import new_buffer
 from dfs.core.codec import (
     DEFAULT_CHUNK_SIZE,
     KEY_BYTES,
@@ -72,10 +72,11 @@ from dfs.core.codec import (
     block_len,
     check_kn,
     chunk_count,
+    chunk_hash,
     chunk_plain_len,
     crc32c,
     decode_ciphertext,
-    decrypt_chunk,
+    decrypt_into,
     encode_chunk,
     object_hash,
 )
@@ -168,7 +169,7 @@ class GetOp:
     name: str
     manifest: Manifest
     key: bytes
-    data: bytearray
+    data: memoryview
     state: OpState = OpState.RUNNING
     error: DfsError | None = None
     chunks_done: int = 0
@@ -181,6 +182,12 @@ class GetOp:
         if self.state != OpState.DONE:
             raise InvalidArgument("get still running")
         return bytes(self.data)
+
+    def view(self) -> memoryview:
+        """The object's bytes without a copy (once DONE)."""
+        if self.state != OpState.DONE:
+            self.result()  # raises the error, or "still running"
+        return self.data
 
 
 @dataclass(eq=False)
@@ -208,6 +215,7 @@ class _Gather:
     requests: dict[int, _Request] = field(default_factory=dict)
     failed: set[int] = field(default_factory=set)
     used: set[int] = field(default_factory=set)
+    check_hash: bool = True
     finished: bool = False
 
 
@@ -445,7 +453,7 @@ class DfsService:
     def put(
         self,
         name: str,
-        data: bytes,
+        data: bytes | bytearray | memoryview,
         now_ms: int,
         *,
         k: int | None = None,
@@ -460,8 +468,9 @@ class DfsService:
         k = self.config.k if k is None else k
         n = self.config.n if n is None else n
         check_kn(k, n)
-        if not isinstance(data, bytes):
-            raise InvalidArgument("data must be bytes")
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidArgument("data must be a bytes-like object")
+        data = memoryview(data).cast("B") if not isinstance(data, bytes) else data
         cs = self.config.chunk_size
         chunks = chunk_count(len(data), cs)
         share_bytes = sum(
@@ -480,9 +489,9 @@ class DfsService:
         key = self._entropy(KEY_BYTES)
         hashes: list[bytes] = []
         crcs: list[tuple[int, ...]] = []
-        whole = len(data) <= cs
+        view = memoryview(data)
         for j in range(chunks):
-            plain = data if whole else data[j * cs : (j + 1) * cs]
+            plain = view[j * cs : (j + 1) * cs]
             enc = encode_chunk(plain, key=key, object_id=object_id, j=j, k=k, n=n)
             hashes.append(enc.cipher_hash)
             crcs.append(tuple(enc.crcs))
@@ -567,11 +576,12 @@ class DfsService:
         self._now = now_ms
         m = self.manifest(name)
         key = self._unwrap(m)
-        op = GetOp(name=name, manifest=m, key=key, data=bytearray(m.size))
+        op = GetOp(name=name, manifest=m, key=key, data=new_buffer(m.size))
 
         def on_chunk(j: int, ct: bytes) -> None:
-            plain = decrypt_chunk(ct, key=key, object_id=m.object_id, j=j)
-            op.data[j * m.chunk_size : j * m.chunk_size + len(plain)] = plain
+            at = j * m.chunk_size
+            out = op.data[at : at + chunk_plain_len(m.size, m.chunk_size, j)]
+            decrypt_into(out, ct, key=key, object_id=m.object_id, j=j)
             op.chunks_done += 1
 
         def on_end(err: DfsError | None) -> None:
@@ -586,6 +596,10 @@ class DfsService:
             on_end=on_end,
             now_ms=now_ms,
             used=op.shares_fetched,
+            # A reader holds the key: the AEAD tag checks each chunk (and
+            # binds it to the object id and index); the ciphertext hash is
+            # for repairers, who have no key.
+            check_hash=False,
         )
         return op
 
@@ -599,6 +613,7 @@ class DfsService:
         on_end: Callable[[DfsError | None], None],
         now_ms: int,
         used: set[int] | None = None,
+        check_hash: bool = True,
     ) -> None:
         holders = self.placement(m).holders
         share_bytes = block_len(min(m.size, m.chunk_size), m.k) * m.chunks
@@ -629,6 +644,7 @@ class DfsService:
             on_end=on_end,
             deadline_ms=now_ms + self.config.get_timeout_ms,
             used=set() if used is None else used,
+            check_hash=check_hash,
         )
         self._gathers.append(g)
         for _ in range(m.k):
@@ -693,7 +709,7 @@ class DfsService:
         del g.blocks[j]
         try:
             ct = decode_ciphertext(got, plain_len=plain_len, k=m.k, n=m.n)
-            if hashlib.sha256(ct).digest() != m.chunk_hashes[j]:
+            if g.check_hash and chunk_hash(ct) != m.chunk_hashes[j]:
                 raise DecodeError(f"chunk {j}: ciphertext hash mismatch")
             g.on_chunk(j, ct)
         except DfsError as exc:

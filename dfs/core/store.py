@@ -25,7 +25,7 @@ class ShareStore(Protocol):
         """Keep a block durably (replacing any old copy). Raises StoreFull."""
         ...
 
-    def get_block(self, object_id: bytes, share: int, chunk: int) -> bytes | None:
+    def get_block(self, object_id: bytes, share: int, chunk: int) -> Buf | None:
         """The block, None if absent; CorruptBlock if its checksum fails."""
         ...
 
@@ -77,14 +77,14 @@ class MemoryShareStore:
         self._since.setdefault(key, now_ms)
         self._used += grow
 
-    def get_block(self, object_id: bytes, share: int, chunk: int) -> bytes | None:
-        """See :meth:`ShareStore.get_block`."""
+    def get_block(self, object_id: bytes, share: int, chunk: int) -> Buf | None:
+        """See :meth:`ShareStore.get_block` (a stored view comes back as is)."""
         rec = self._blocks.get((object_id, share), {}).get(chunk)
         if rec is None:
             return None
         if crc32c(rec[0]) != rec[1]:
             raise CorruptBlock(f"{object_id.hex()}/{share}/{chunk}")
-        return rec[0] if isinstance(rec[0], bytes) else bytes(rec[0])
+        return rec[0]
 
     def chunks(self, object_id: bytes, share: int) -> list[int]:
         """See :meth:`ShareStore.chunks`."""
