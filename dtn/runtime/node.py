@@ -554,6 +554,11 @@ class Node:
         if agent is None:
             raise InvalidArgument("the node is not running")
         name = str(parse_eid(endpoint))
+        if name == self._echo_eid:
+            # Taking it over would silence `dcis ping` until a restart.
+            raise InvalidArgument(
+                f"endpoint {name} is this node's echo service (dcis ping); use another service number"
+            )
         old = self._subs.get(name)
         if old is not None:
             if not takeover:
