@@ -143,4 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the module's importable copy: `python -m tools.cli` would otherwise
+    # define a second CommandError that the subcommands do not raise.
+    from tools.cli import main as _main
+
+    sys.exit(_main())
