@@ -38,6 +38,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.cmd_recv",
     "tools.cmd_ping",
     "tools.cmd_status",
+    "tools.cmd_bundles",
     "tools.cmd_testbed",
 )
 

@@ -35,6 +35,7 @@ import contextlib
 import dataclasses
 import errno
 import functools
+import heapq
 import logging
 import math
 import os
@@ -42,7 +43,7 @@ import random
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +64,7 @@ from dtn.agent import (
     Transmit,
 )
 from dtn.agent.actions import Deletion
-from dtn.agent.store import StoreFull
+from dtn.agent.store import StoredBundle, StoreFull
 from dtn.appapi.wire import MessageReader, encode_message
 from dtn.bpv7.eid import IpnEid, parse_eid
 from dtn.cl.mtcp import MtcpDecoder, encode_mtcp_frame
@@ -653,6 +654,42 @@ class Node:
             self._unsubscribe(sub)
             send.close()
 
+    def stored_bundles(self, limit: int = 1000) -> dict[str, Any]:
+        """What the store holds, as ``dcis bundles`` lists it: ``total`` and
+        up to ``limit`` (at most 10,000) records, oldest first, each with
+        ``key``, ``destination``, ``state``, ``size``, ``received_ms``,
+        ``expiry_ms`` (DTN ms) and ``from`` (the previous node, or None)."""
+        agent = self.agent
+        if agent is None:
+            raise InvalidArgument("the node is not running")
+        limit = max(0, min(limit, 10_000))
+        total = 0
+
+        def counted() -> Iterator[StoredBundle]:
+            nonlocal total
+            for r in agent.store.records():
+                total += 1
+                yield r
+
+        records = heapq.nsmallest(
+            limit, counted(), key=lambda r: (r.received_ms, r.key)
+        )
+        return {
+            "total": total,
+            "bundles": [
+                {
+                    "key": r.key,
+                    "destination": r.destination,
+                    "state": str(r.state),
+                    "size": r.size_bytes,
+                    "received_ms": r.received_ms,
+                    "expiry_ms": r.expiry_ms,
+                    "from": r.prev_node,
+                }
+                for r in records[:limit]
+            ],
+        }
+
     def status(self) -> dict[str, Any]:
         """Counters and state, as ``dcis status`` shows them."""
         agent = self.agent
@@ -1172,6 +1209,8 @@ class Node:
                 reply(mid)
             elif kind == "status":
                 reply(mid, status=self.status())
+            elif kind == "bundles":
+                reply(mid, **self.stored_bundles(int(m.get("limit", 1000))))
             elif kind == "register":
                 sub = self._subscribe(m["endpoint"], push, takeover=True)
                 subs.append(sub)
