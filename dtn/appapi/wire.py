@@ -35,7 +35,7 @@ MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 that a 100 MB bundle, which LTP carries in one block, can be sent and received."""
 
 CLIENT_TYPES = frozenset(
-    {"register", "unregister", "send", "delivered", "status", "ping"}
+    {"register", "unregister", "send", "delivered", "status", "ping", "bundles"}
 )
 NODE_TYPES = frozenset({"ok", "error", "bundle"})
 
@@ -47,6 +47,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "delivered": {"bundle_key": str},
     "status": {"id": int},
     "ping": {"id": int},
+    "bundles": {"id": int},
     "ok": {"id": int},
     "error": {"id": int, "message": str},
     "bundle": {
@@ -60,6 +61,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 _OPTIONAL: dict[str, dict[str, type | tuple[type, ...]]] = {
     "send": {"source": str, "lifetime_ms": int},
+    "bundles": {"limit": int},
 }
 
 
@@ -114,3 +116,8 @@ class MessageReader:
     def feed(self, data: bytes | bytearray | memoryview) -> list[dict[str, Any]]:
         """Consume stream bytes; return complete messages."""
         return [decode_message_untrusted(b) for b in self._frames.feed(data)]
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of a message received only in part (held in memory)."""
+        return self._frames.buffered_bytes

@@ -63,6 +63,9 @@ async def ltp_pair(tmp: Path, *, aggregate: bool) -> AsyncIterator[tuple[str, st
                     "[store]",
                     f'path = "{tmp / f"n{me}.db"}"',
                     'synchronous = "NORMAL"',
+                    "[limits]",  # a 100 MB bundle through the app API
+                    "app_max_message_bytes = 134217728",
+                    "max_buffered_bytes = 268435456",
                     "[ltp]",
                     f"engine_id = {me + 10}",
                     "margin_ms = 1000",
