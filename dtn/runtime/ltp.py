@@ -20,9 +20,12 @@ and reads no clock (``now_ms`` is the runtime's monotonic clock in ms).
 - Receive: LTP segments arrive on the node's UDP socket (first byte
   ``0x00``-``0x0F``: an LTP version 0 control byte; bundles start ``0x9F``
   and DCiS segments ``0xD9``). A received block is cut into its bundles
-  (ION sends several per block, HDTN one); the node stores them, and only
-  then sends the segments of that batch -- among them the report that
-  acknowledges the block (persist before acknowledging).
+  (ION sends several per block, HDTN one), each with a token. The engine
+  holds the report that acknowledges a delivered block until the agent has
+  stored every bundle of it (its ``Ack`` for each token, after the fsync):
+  persist before acknowledging. A block whose bundles are not all stored
+  within 30 s (refused: store full, malformed) is cancelled (CR
+  SYS_CNCLD), so the sender keeps it and tries again.
 - Contacts: a contact's start brings the span up with the plan's light time
   and the contact's rate; its end takes it down, which suspends every timer
   of the span's sessions until the next contact (RFC 5326 section 6).
@@ -51,6 +54,10 @@ from dtn.cl.ltp.engine import Output
 
 if TYPE_CHECKING:
     from dtn.runtime.config import NeighbourConfig
+
+_STORE_TIMEOUT_MS = 30_000
+"""How long a received block's bundles may take to be stored before the
+block is refused (cancelled, so that the sender tries again)."""
 
 LTP_FIRST_BYTES = range(0x00, 0x10)
 """First bytes of an LTP version 0 segment (RFC 5326 section 3.1)."""
@@ -118,7 +125,9 @@ class LtpResult:
 
     sends: list[tuple[tuple[str, int], bytes]] = field(default_factory=list)
     done: list[tuple[int, bool]] = field(default_factory=list)
-    received: list[tuple[int, bytes]] = field(default_factory=list)
+    received: list[tuple[int, bytes, int | None]] = field(default_factory=list)
+    """(neighbour, bundle, token): the agent's ``Ack`` for the token says
+    the bundle is stored (:meth:`LtpCl.on_stored`)."""
     problems: list[str] = field(default_factory=list)
 
 
@@ -150,6 +159,7 @@ class LtpCl:
                 max_receive_sessions=config.max_receive_sessions,
                 max_block_bytes=config.max_block_bytes,
                 max_buffered_bytes=config.max_buffered_bytes,
+                hold_reports=True,
             ),
             rng=rng,
         )
@@ -174,6 +184,12 @@ class LtpCl:
                 up=False,
             )
         self._blocks: dict[int, list[int]] = {}
+        # Received blocks whose report waits for their bundles to be stored:
+        # (engine, session) -> [bundles not yet stored, deadline]; and the
+        # token of each of their bundles -> (engine, session).
+        self._unstored: dict[tuple[int, int], list[int]] = {}
+        self._tokens: dict[int, tuple[int, int]] = {}
+        self._next_rx_token = 1
         self._next_token = 1
         self.counters: dict[str, int] = dict.fromkeys(
             ("ltp_bundles_in", "ltp_bad_blocks", "ltp_green_blocks_in"), 0
@@ -202,9 +218,31 @@ class LtpCl:
         self._outputs(self.engine.on_datagram(data, now_ms), now_ms, res)
         return res
 
+    def on_stored(self, token: int, now_ms: int) -> LtpResult:
+        """The agent stored (or already had) the bundle received with
+        ``token``; when a block's bundles all are, its report may go."""
+        res = LtpResult()
+        key = self._tokens.pop(token, None)
+        entry = self._unstored.get(key) if key is not None else None
+        if key is None or entry is None:
+            return res
+        entry[0] -= 1
+        if entry[0] <= 0:
+            del self._unstored[key]
+            self._outputs(self.engine.accept_block(*key, now_ms), now_ms, res)
+        return res
+
     def on_tick(self, now_ms: int) -> LtpResult:
         """Timers and pacing (call at :meth:`next_deadline`)."""
         res = LtpResult()
+        for key in [k for k, (_, d) in self._unstored.items() if d <= now_ms]:
+            # Some bundle was never stored (refused, store full, malformed):
+            # cancel, so that the sender keeps the block and tries again.
+            del self._unstored[key]
+            for t in [t for t, k in self._tokens.items() if k == key]:
+                del self._tokens[t]
+            res.problems.append(f"block {key} not stored in time: refused")
+            self._outputs(self.engine.refuse_block(*key, now_ms), now_ms, res)
         self._outputs(self.engine.on_tick(now_ms), now_ms, res)
         for n in self._nbs.values():
             if n.queue:
@@ -214,6 +252,8 @@ class LtpCl:
     def next_deadline(self) -> float | None:
         """When :meth:`on_tick` is due (ms on the same clock as ``now_ms``)."""
         d = self.engine.next_deadline()
+        for _, at in self._unstored.values():
+            d = at if d is None else min(d, at)
         for n in self._nbs.values():
             if n.queue and n.config.ltp_aggregate and self.engine.is_up(n.engine_id):
                 at = n.oldest_ms + self.config.aggregate_ms
@@ -333,7 +373,20 @@ class LtpCl:
                 if err is not None:
                     self.counters["ltp_bad_blocks"] += 1
                     res.problems.append(f"block from engine {o.engine_id}: {err}")
-                res.received += [(n.config.node, b) for b in bundles]
+                if not o.red:
+                    res.received += [(n.config.node, b, None) for b in bundles]
+                    continue
+                key = (o.engine_id, o.session_number)
+                if not bundles:
+                    # Nothing storable in it: acknowledge, or it comes forever.
+                    self._outputs(self.engine.accept_block(*key, now_ms), now_ms, res)
+                    continue
+                self._unstored[key] = [len(bundles), now_ms + _STORE_TIMEOUT_MS]
+                for b in bundles:
+                    token = self._next_rx_token
+                    self._next_rx_token += 1
+                    self._tokens[token] = key
+                    res.received.append((n.config.node, b, token))
         if freed:
             # A session closed: queued bundles (for any span) may go now.
             for n in self._nbs.values():

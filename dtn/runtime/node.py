@@ -533,6 +533,11 @@ class Node:
             a = work.popleft()
             if isinstance(a, Transmit):
                 work.extend(self._transmit(a))
+            elif (
+                isinstance(a, Ack) and self.ltp is not None and self.ltp.has(a.neighbor)
+            ):
+                # The block's report waits until all its bundles are on disk.
+                self.when_durable(functools.partial(self._ltp_ack, a.cl_token))
             elif isinstance(a, Ack):
                 # Group commit: the ACK waits for the fsync (else: now).
                 self.when_durable(
@@ -991,7 +996,7 @@ class Node:
                     ltp_res = self.ltp.on_datagram(data, self._ltp_now())
                     ltp_sends += ltp_res.sends
                     ltp_res.sends = []
-                    batch += [Received("ltp", n, b, None) for n, b in ltp_res.received]
+                    batch += [Received("ltp", n, b, t) for n, b, t in ltp_res.received]
                     ltp_res.received = []
                     done += self._ltp_result(ltp_res)
                     continue
@@ -1148,7 +1153,7 @@ class Node:
         actions: list[Action] = []
         if res.received:
             actions += self.agent.on_receive_many(
-                [Received("ltp", n, b, None) for n, b in res.received], self.now_ms()
+                [Received("ltp", n, b, t) for n, b, t in res.received], self.now_ms()
             )
         if res.sends:
             self.when_durable(functools.partial(self._ltp_send, res.sends))
@@ -1156,6 +1161,12 @@ class Node:
             actions += self.agent.on_transmit_done_many(res.done, self.now_ms())
         self._ltp_wake.set()
         return actions
+
+    def _ltp_ack(self, token: int) -> None:
+        # A bundle of a received block is stored: once all are, the engine
+        # lets the report that acknowledges the block go.
+        if self.ltp is not None:
+            self._apply(self._ltp_result(self.ltp.on_stored(token, self._ltp_now())))
 
     def _ltp_send(self, sends: list[tuple[tuple[str, int], bytes]]) -> None:
         for addr, data in sends:

@@ -47,8 +47,11 @@ class Pair:
         rate_bytes_s: float = 0.0,
         session: SessionConfig | None = None,
         config: EngineConfig | None = None,
+        verdict: str = "accept",
     ) -> None:
         self.link = link
+        self.verdict = verdict
+        """With ``hold_reports``: what B's client says of each block."""
         self.rng = random.Random(seed)
         sc = session or SessionConfig(owlt_ms=link.owlt_ms, margin_ms=200)
         self.engines = {
@@ -113,6 +116,14 @@ class Pair:
                     heapq.heappush(self._heap, (at, self._seq, to, o.data))
             elif isinstance(o, BlockReceived):
                 self.received.append(o)
+                eng = self.engines[frm]
+                if eng.config.hold_reports and o.red:
+                    v = (
+                        eng.accept_block
+                        if self.verdict == "accept"
+                        else eng.refuse_block
+                    )
+                    self._handle(frm, v(o.engine_id, o.session_number, self.now))
             elif isinstance(o, BlockSent):
                 self.sent.append(o)
 

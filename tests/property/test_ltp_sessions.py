@@ -104,9 +104,9 @@ def sender_in(state: SenderState) -> SenderSession:
     return s
 
 
-def receiver_in(state: ReceiverState) -> ReceiverSession:
+def receiver_in(state: ReceiverState, hold: bool = False) -> ReceiverSession:
     r = ReceiverSession(
-        session=SID, config=CFG, first_report_serial=5, max_claims=20, now=0
+        session=SID, config=CFG, first_report_serial=5, max_claims=20, now=0, hold=hold
     )
     r.handle(SegmentType.RED, segment_for(SegmentType.RED), 0)
     if state is ReceiverState.DELIVERED:
@@ -192,10 +192,13 @@ def test_sender_every_state_and_input(state: SenderState, inp: Input) -> None:
         assert isinstance(e, (SendControl, SendData, Finished))
 
 
+@pytest.mark.parametrize("hold", [False, True])
 @pytest.mark.parametrize("state", list(ReceiverState))
 @pytest.mark.parametrize("inp", INPUTS, ids=lambda i: i.name)
-def test_receiver_every_state_and_input(state: ReceiverState, inp: Input) -> None:
-    r = receiver_in(state)
+def test_receiver_every_state_and_input(
+    state: ReceiverState, inp: Input, hold: bool
+) -> None:
+    r = receiver_in(state, hold)
     if inp is Event.REPORT_TIMER and state in (ReceiverState.RECEIVING,):
         # a report outstanding: answer a checkpoint first
         r.handle(SegmentType.RED_CHECKPOINT, segment_for(SegmentType.RED_CHECKPOINT), 0)
@@ -236,6 +239,18 @@ def test_receiver_every_state_and_input(state: ReceiverState, inp: Input) -> Non
             isinstance(e, SendControl) and isinstance(e.segment, ReportSegment)
             for e in effects
         )
+    # Holding: nothing claims the whole red part before the client accepts.
+    if hold and not r.accepted:
+        assert not any(
+            isinstance(e, SendControl)
+            and isinstance(e.segment, ReportSegment)
+            and e.segment.absolute_claims() == [(0, RED)]
+            for e in effects
+        )
+    if hold and state is ReceiverState.DELIVERED and inp is Event.ACCEPT:
+        assert r.accepted
+    if hold and state is ReceiverState.DELIVERED and inp is Event.REFUSE:
+        assert r.state is ReceiverState.CANCELLING
     for e in effects:
         assert isinstance(e, (SendControl, Delivered, Finished))
 
@@ -419,3 +434,48 @@ class LtpLinkMachine(RuleBasedStateMachine):
 
 TestLtpLinkMachine = LtpLinkMachine.TestCase
 TestLtpLinkMachine.settings = settings(stateful_step_count=30)
+
+
+@given(
+    link=links(),
+    seed=st.integers(0, 2**32),
+    sizes=st.lists(st.integers(4, 6000), min_size=1, max_size=4),
+)
+def test_held_reports_acknowledge_only_accepted_blocks(
+    link: LinkModel, seed: int, sizes: list[int]
+) -> None:
+    # The receiver's client accepts each block once it has it: same outcome
+    # as without holding, and nothing acknowledged before the client said so.
+    p = Pair(
+        link,
+        seed=seed,
+        mtu=300,
+        session=SessionConfig(owlt_ms=link.owlt_ms, margin_ms=100, max_retries=6),
+        config=EngineConfig(hold_reports=True),
+    )
+    blocks = {}
+    for token, n in enumerate(sizes):
+        block = token.to_bytes(4, "big") + bytes(
+            (token + i) % 256 for i in range(n - 4)
+        )
+        blocks[token] = (block, n)
+        p.send(block, red_len=n, token=token)
+    p.run(100_000_000)
+    check_outcome(p, blocks)
+
+
+def test_a_refused_block_is_cancelled_and_never_acknowledged() -> None:
+    p = Pair(
+        LinkModel(owlt_ms=50),
+        seed=5,
+        mtu=500,
+        config=EngineConfig(hold_reports=True),
+        verdict="refuse",
+    )
+    p.send(b"\x00\x00\x00\x01" + bytes(3000), token=1)
+    p.run(10**8)
+    # Delivered to the client, which refused it: the sender is told to
+    # keep it (not ok), never that it arrived.
+    assert len(p.received) == 1
+    assert [s.ok for s in p.sent] == [False]
+    assert p.idle()

@@ -19,6 +19,8 @@ class Event(enum.Enum):
     CANCEL_TIMER = "cancel_timer"
     INACTIVITY_TIMER = "inactivity_timer"
     DEFER_TIMER = "defer_timer"
+    ACCEPT = "accept"
+    REFUSE = "refuse"
     ALL_SENT = "all_sent"
     CANCEL = "cancel"
 

@@ -144,6 +144,8 @@ class EngineConfig:
     release_limit: int = 256
     """Most segments released per call; more wait for the next ``on_tick``."""
     client_services: frozenset[int] = frozenset({BUNDLE_SERVICE})
+    hold_reports: bool = False
+    """Hold a delivered block's final report until :meth:`LtpEngine.accept_block`."""
 
     def __post_init__(self) -> None:
         if min(self.max_sessions, self.max_receive_sessions, self.release_limit) < 1:
@@ -353,6 +355,31 @@ class LtpEngine:
                 )
         return self._flush(now)
 
+    def accept_block(
+        self, engine_id: int, session_number: int, now: int
+    ) -> list[Output]:
+        """The client holds the block it received in this session durably:
+        the report acknowledging it may go (``hold_reports``)."""
+        return self._client_verdict(engine_id, session_number, Event.ACCEPT, now)
+
+    def refuse_block(
+        self, engine_id: int, session_number: int, now: int
+    ) -> list[Output]:
+        """The client could not take the block: cancel the session (CR
+        SYS_CNCLD) so that the sender keeps it and tries again."""
+        return self._client_verdict(engine_id, session_number, Event.REFUSE, now)
+
+    def _client_verdict(
+        self, engine_id: int, session_number: int, ev: Event, now: int
+    ) -> list[Output]:
+        sid = SessionId(engine_id, session_number)
+        s = self._in.get(sid)
+        if s is not None:
+            self._receiver_effects(
+                sid, s.handle(ev, None, now, CancelReason.SYS_CNCLD), now
+            )
+        return self._flush(now)
+
     # ------------------------------------------------------------ receiving
 
     def on_datagram(self, data: bytes, now: int) -> list[Output]:
@@ -446,6 +473,7 @@ class LtpEngine:
                 max_claims=(mtu - 64) // 20,
                 now=now,
                 suspended=not span.up,
+                hold=self.config.hold_reports,
             )
             self._in[sid] = s
         if isinstance(seg, DataSegment) and seg.end > self.config.max_block_bytes:
@@ -524,7 +552,7 @@ class LtpEngine:
         self._account(sid, s, now)
         if s.state is ReceiverState.CLOSED:
             del self._in[sid]
-            self._remember_in(sid, s.red_len if s.delivered else None)
+            self._remember_in(sid, s.red_len if s.delivered and s.accepted else None)
 
     def _account(self, sid: SessionId, s: ReceiverSession, now: int) -> None:
         # The engine's buffered total follows each session's change.

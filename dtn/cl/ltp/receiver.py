@@ -23,11 +23,15 @@ One :class:`ReceiverSession` per (originator engine, session number)::
   while bytes before it are missing is answered only when they arrive or the
   delay ends, whichever is first, so that reordering on the way does not
   cause retransmissions; the latest checkpoint is the one answered.
+- Held reports (``hold``): the report that would tell the sender its red part
+  arrived in full waits until the client accepts the block (ACCEPT: it
+  stored the bundles); REFUSE cancels the session instead, so that the
+  sender keeps the block and tries again.
 - The red part is delivered (:class:`~dtn.cl.ltp.common.Delivered`) exactly
   once, the moment its last byte arrives, whichever segment brings it; the
   buffer is freed then. The session stays (DELIVERED) to answer checkpoints
-  with a report claiming everything, and closes on the first RA after that
-  or on inactivity.
+  with a report claiming everything, and closes once every report it has
+  outstanding is acknowledged (or on inactivity).
 - A green-only block is delivered whole when every byte up to its
   end-of-block segment is present; green data of a block that also has a red
   part is not delivered (spec/ltp.md says why).
@@ -111,6 +115,8 @@ def _fill() -> None:
             t[(_R.DELIVERED, seg_type)] = "_on_red_after_delivery"
         elif seg_type.is_data:
             t[(_R.RECEIVING, seg_type)] = "_on_green"
+    t[(_R.DELIVERED, Event.ACCEPT)] = "_on_accept"
+    t[(_R.DELIVERED, Event.REFUSE)] = "_on_refuse"
     for s in _OPEN:
         t[(s, Event.DEFER_TIMER)] = "_on_defer_timer"
         t[(s, Event.REPORT_TIMER)] = "_on_report_timer"
@@ -139,8 +145,14 @@ class ReceiverSession:
         max_claims: int,
         now: int,
         suspended: bool = False,
+        hold: bool = False,
     ) -> None:
         self.session = session
+        self.hold = hold
+        """Hold the report of a delivered red part until ACCEPT (the client
+        stored it) or cancel on REFUSE: nothing is acknowledged to the
+        sender before its client has the block durably."""
+        self.accepted = not hold
         self.config = config
         self.state = ReceiverState.RECEIVING
         self.suspended = suspended
@@ -344,7 +356,7 @@ class ReceiverSession:
         ):
             self._deferred = seg
         cp = self._deferred
-        if cp is None:
+        if cp is None or (self.delivered and not self.accepted):
             return out
         if (
             self.delivered
@@ -366,7 +378,25 @@ class ReceiverSession:
     ) -> list[Effect]:
         assert isinstance(seg, DataSegment)
         self._touch(now)
-        return self._reports_for(seg) if seg.type.is_checkpoint else []
+        if not seg.type.is_checkpoint:
+            return []
+        if not self.accepted:
+            self._deferred = seg  # answered once the client accepts the block
+            return []
+        return self._reports_for(seg)
+
+    def _on_accept(self, seg: Segment | None, now: int, key: int) -> list[Effect]:
+        if self.accepted:
+            return []
+        self.accepted = True
+        cp, self._deferred = self._deferred, None
+        self._timers.pop(("defer", 0), None)
+        return self._reports_for(cp) if cp is not None else []
+
+    def _on_refuse(self, seg: Segment | None, now: int, key: int) -> list[Effect]:
+        if self.accepted:
+            return []
+        return self._cancel(CancelReason(key), "refused by the client")
 
     def _on_green(self, seg: Segment | None, now: int, key: int) -> list[Effect]:
         assert isinstance(seg, DataSegment)
@@ -400,11 +430,20 @@ class ReceiverSession:
         if self._reports.pop(serial, None) is None:
             return []
         self._timers.pop(("rs", serial), None)
-        if self.state is ReceiverState.DELIVERED:
+        # Close once the reports sent since the client accepted the block are
+        # all acknowledged (an RA for an older report is not enough: the one
+        # claiming everything may still be on its way, or lost).
+        if (
+            self.state is ReceiverState.DELIVERED
+            and self.accepted
+            and not self._reports
+        ):
             return self._close(True, "red part delivered and reported")
         return []
 
     def _on_defer_timer(self, seg: Segment | None, now: int, key: int) -> list[Effect]:
+        if self.delivered and not self.accepted:
+            return []
         cp, self._deferred = self._deferred, None
         return self._reports_for(cp) if cp is not None else []
 
