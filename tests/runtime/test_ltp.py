@@ -24,6 +24,7 @@ from dtn.runtime.config import ConfigError, config_from_dict
 from dtn.runtime.ltp import LtpConfig
 from dtn.time import dtn_time_from_unix
 from tests.runtime.conftest import free_udp_ports, poll_until
+from tools.cli import main as dcis
 
 
 def pair(tmp: Path, **nb_kw: object) -> tuple[NodeConfig, NodeConfig]:
@@ -51,9 +52,11 @@ def pair(tmp: Path, **nb_kw: object) -> tuple[NodeConfig, NodeConfig]:
 
 
 async def test_a_large_bundle_crosses_in_one_block_and_leaves_the_store(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     c1, c2 = pair(tmp_path, ltp_mtu_bytes=8000)
+    sock = str(tmp_path / "n1.sock")
+    c1 = dataclasses.replace(c1, app_socket=sock)
     payload = bytes(range(256)) * 12_000  # 3 MB: far above the datagram MTU
     async with open_node(c1) as n1, open_node(c2) as n2:
         async with n2.endpoint("ipn:2.5") as inbox:
@@ -70,6 +73,12 @@ async def test_a_large_bundle_crosses_in_one_block_and_leaves_the_store(
         assert st["engine_id"] == 102
         assert st["ltp_blocks_sent"] == 1
         assert n2.status()["neighbours"]["1"]["ltp_blocks_received"] == 1
+        capsys.readouterr()
+        assert await trio.to_thread.run_sync(dcis, ["status", "--socket", sock]) == 0
+    out = capsys.readouterr().out
+    assert "neighbour 2: ltp" in out
+    assert "engine=102" in out
+    assert "blocks_sent=1" in out
 
 
 @pytest.mark.parametrize("aggregate", [True, False])
