@@ -51,6 +51,7 @@ from dtn.cl.ltp import (
 )
 from dtn.cl.ltp.aggregate import aggregate, split_block_untrusted
 from dtn.cl.ltp.engine import Output
+from dtn.errors import DtnError
 
 if TYPE_CHECKING:
     from dtn.runtime.config import NeighbourConfig
@@ -289,7 +290,8 @@ class LtpCl:
         return res
 
     def status(self, node: int) -> dict[str, Any]:
-        """Per-neighbour figures for ``dcis status``."""
+        """Per-neighbour figures for ``dcis status`` (the ``ltp_*`` counters
+        and session counts are the engine's, over all ltp neighbours)."""
         n = self._nbs[node]
         c = self.engine.counters
         return {
@@ -342,7 +344,7 @@ class LtpCl:
                     token=token,
                     now=now_ms,
                 )
-            except Exception as exc:  # InvalidArgument: too big for max_block_bytes
+            except DtnError as exc:  # InvalidArgument: above max_block_bytes
                 del self._blocks[token]
                 res.done += [(tx, False) for tx in tx_ids]
                 res.problems.append(f"block refused: {exc}")
