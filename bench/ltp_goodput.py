@@ -226,7 +226,7 @@ def main() -> int:
     raw = raw_udp_bytes_s(args.mtu)
     print(f"raw UDP on loopback, {args.mtu}-byte datagrams: {raw / 1e6:.1f} MB/s")
     print(
-        f"contact rate {args.rate / 1e6:.1f} MB/s ({args.rate / raw:.0%} of raw), "
+        f"contact rate {args.rate / 1e6:.1f} MB/s ({args.rate / raw:.1%} of raw), "
         f"light time {OWLT_S:g} s, {args.seconds:g} s per run, steady after {args.warmup:g} s"
     )
     print(f"{'loss':>6} {'steady':>8} {'whole':>8} {'retx':>6}")

@@ -40,6 +40,7 @@ method takes ``now`` (milliseconds, any monotonic origin) and returns
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from collections import OrderedDict, deque
@@ -228,6 +229,13 @@ class LtpEngine:
         self._buffered = 0
         self._next_number = self._rng.randrange(1, 2**31)
         self._outputs: list[Output] = []
+        # Timer heap: (deadline, seq, key) with key ("o", number) or ("i",
+        # SessionId); _armed[key] is the earliest deadline pushed for it.
+        # Entries go stale when a session's timers move later or it closes;
+        # they are dropped (and the session re-armed) when they reach the top.
+        self._heap: list[tuple[float, int, tuple[str, object]]] = []
+        self._armed: dict[tuple[str, object], float] = {}
+        self._seq = 0
 
     # ------------------------------------------------------------ spans
 
@@ -273,6 +281,7 @@ class LtpEngine:
                     s.resume(now)
                 else:
                     s.suspend(now)
+                self._arm(s)
         return self._flush(now)
 
     def is_up(self, engine_id: int) -> bool:
@@ -526,6 +535,7 @@ class LtpEngine:
                 else:
                     self.counters.blocks_failed += 1
                 self._outputs.append(BlockSent(span_id, token, e.ok, e.reason))
+        self._arm(s)
         if s.state is SenderState.CLOSED:
             del self._out[number]
             self.counters.retransmitted_bytes += s.retransmitted_bytes
@@ -550,6 +560,7 @@ class LtpEngine:
             elif isinstance(e, Finished) and not e.ok:
                 self.counters.cancelled_in += 1
         self._account(sid, s, now)
+        self._arm(s)
         if s.state is ReceiverState.CLOSED:
             del self._in[sid]
             self._remember_in(sid, s.red_len if s.delivered and s.accepted else None)
@@ -578,13 +589,53 @@ class LtpEngine:
 
     # ------------------------------------------------------------ time
 
+    @staticmethod
+    def _key(s: SenderSession | ReceiverSession) -> tuple[str, object]:
+        if isinstance(s, SenderSession):
+            return ("o", s.session.number)
+        return ("i", s.session)
+
+    def _session(
+        self, key: tuple[str, object]
+    ) -> SenderSession | ReceiverSession | None:
+        k = key[1]
+        if isinstance(k, int):
+            entry = self._out.get(k)
+            return entry[0] if entry is not None else None
+        assert isinstance(k, SessionId)
+        return self._in.get(k)
+
+    def _arm(self, s: SenderSession | ReceiverSession) -> None:
+        """Make sure the timer heap holds ``s``'s earliest deadline."""
+        d = s.next_deadline()
+        key = self._key(s)
+        if d < self._armed.get(key, math.inf):
+            self._armed[key] = d
+            self._seq += 1
+            heapq.heappush(self._heap, (d, self._seq, key))
+
+    def _top(self) -> tuple[float, SenderSession | ReceiverSession] | None:
+        """The earliest real deadline and its session (stale entries dropped)."""
+        while self._heap:
+            d, _, key = self._heap[0]
+            s = self._session(key)
+            if s is None or self._armed.get(key) != d:
+                heapq.heappop(self._heap)
+                if s is None and self._armed.get(key) == d:
+                    del self._armed[key]
+                continue
+            real = s.next_deadline()
+            if real == d:
+                return d, s
+            heapq.heappop(self._heap)  # its timers moved later: re-arm
+            del self._armed[key]
+            self._arm(s)
+        return None
+
     def next_deadline(self) -> float | None:
         """When :meth:`on_tick` has something to do (None: nothing pending)."""
-        d = math.inf
-        for s, _, _ in self._out.values():
-            d = min(d, s.next_deadline())
-        for r in self._in.values():
-            d = min(d, r.next_deadline())
+        top = self._top()
+        d = top[0] if top is not None else math.inf
         for span in self._spans.values():
             if span.up and span.queued():
                 d = min(d, span.release_at)
@@ -592,12 +643,15 @@ class LtpEngine:
 
     def on_tick(self, now: int) -> list[Output]:
         """Fire due timers and release what pacing allows."""
-        for number, (s, _, _) in list(self._out.items()):
-            if s.next_deadline() <= now:
-                self._sender_effects(number, s.on_timers(now), now)
-        for sid, r in list(self._in.items()):
-            if r.next_deadline() <= now:
-                self._receiver_effects(sid, r.on_timers(now), now)
+        while (top := self._top()) is not None and top[0] <= now:
+            s = top[1]
+            heapq.heappop(self._heap)
+            del self._armed[self._key(s)]
+            if isinstance(s, SenderSession):
+                self._sender_effects(s.session.number, s.on_timers(now), now)
+            else:
+                self._receiver_effects(s.session, s.on_timers(now), now)
+            self._arm(s)  # nothing happened (all its timers were later)
         return self._flush(now)
 
     # ------------------------------------------------------------ release
