@@ -207,13 +207,15 @@ class NodeCore:
         state: StateBackend | None = None,
         plan: ContactPlan | None = None,
         plan_epoch: int = 0,
-        credentials: NodeCredentials | None = None,
+        credentials: NodeCredentials
+        | Callable[[], NodeCredentials | None]
+        | None = None,
         on_service_delivery: Callable[[Inbound], None] | None = None,
     ) -> None:
         self.agent = agent
         self.node = node
         self.incarnation = incarnation
-        self.credentials = credentials
+        self._credentials = credentials
         self.plan_epoch = plan_epoch
         self._plan = plan
         self._router: Any = None
@@ -256,6 +258,13 @@ class NodeCore:
         if self._plan is None:
             self._plan = ContactPlan()
         return self._plan
+
+    @property
+    def credentials(self) -> NodeCredentials | None:
+        """``ctx.credentials``: as given, or what the callable given returns
+        now (a runtime's key store reloads revocations)."""
+        c = self._credentials
+        return c() if callable(c) else c
 
     @property
     def services(self) -> dict[int, Service]:

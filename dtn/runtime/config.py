@@ -27,6 +27,9 @@ Example (every key but ``node`` optional; ``listen`` defaults to an ephemeral po
     keystore = "keys/node2"           # node.key, node.cert, operator.pub, certs/, revocations.cbor
     accepted_contexts = [-101, -102]  # see dtn/runtime/security.py for every key
 
+    [services]                        # node services (spec/node.md); echo (ipn:N.7) always runs
+    factories = ["examples.gossip_counter:factory"]   # "module:callable", called (node, incarnation)
+
     [[neighbours]]
     node = 3
     address = "127.0.0.1:4557"
@@ -94,6 +97,9 @@ class NodeConfig:
     max_tries: int = 4
     neighbours: tuple[NeighbourConfig, ...] = field(default_factory=tuple)
     security: SecurityConfig | None = None
+    service_factories: tuple[str, ...] = ()
+    """``[services] factories``: ``"module:callable"`` names of service
+    factories (imported when the node starts)."""
 
     @property
     def eid(self) -> str:
@@ -170,6 +176,7 @@ def config_from_dict(
             "udp",
             "neighbours",
             "security",
+            "services",
         },
         "",
     )
@@ -271,6 +278,19 @@ def config_from_dict(
                 rate_bytes_s=rate,
             )
         )
+    services = _take(doc, "services", dict, "", {})
+    _check_keys(services, {"factories"}, "services.")
+    factories = _take(services, "factories", list, "services.", [])
+    for i, f in enumerate(factories):
+        if (
+            not isinstance(f, str)
+            or f.count(":") != 1
+            or f.startswith(":")
+            or f.endswith(":")
+        ):
+            raise ConfigError(
+                f'services.factories[{i}]: expected "module:callable", got {f!r}'
+            )
     security = None
     if "security" in doc:
         # Imported here: dtn.runtime.security imports ConfigError from us.
@@ -299,6 +319,7 @@ def config_from_dict(
         max_tries=max_tries,
         neighbours=tuple(neighbours),
         security=security,
+        service_factories=tuple(factories),
     )
 
 

@@ -8,9 +8,19 @@ spec/udpcl.md), optionally an MTCP listener and outgoing MTCP connections, and
 the local application API socket (spec/appapi.md). Everything runs in one trio
 thread; the agent is only ever called from it, so it needs no locks.
 
-- Clock: DTN time from ``time.time()`` (``now_ms``). Plan time 0 is
-  ``plan_epoch_unix_s`` (the testbed passes the moment it starts the traffic),
-  or the node's start time.
+- Services: the node is a :class:`~dtn.node.NodeCore` -- the agent plus its
+  services: :class:`~dtn.node.EchoService` on ``ipn:N.7`` and whatever the
+  service factories return (``open_node(config, services=factory)`` and
+  ``[services] factories`` in ``node.toml``), each called as
+  ``factory(node, incarnation)``; the incarnation is counted in the store.
+  Every input goes through the core; app clients can neither register nor
+  send from the node's own endpoints (``ipn:N.0``, reserved numbers, running
+  services); an app bundle to a local service endpoint reaches the service.
+- Clock: one clock. DTN time is trio's clock plus an offset fixed at start
+  (the wall clock then, ``time.time()`` unless ``clock`` says otherwise), so
+  a whole node runs under ``trio.testing.MockClock``. Plan time 0 is
+  ``plan_epoch_unix_s`` (the testbed passes the moment it starts the
+  traffic), or the node's start time.
 - Timers: the agent's ``Schedule``/``next_deadline`` wakes the timer task;
   each :class:`~dtn.cl.udp.UdpLink`'s retransmission deadline wakes the link
   timer task.
@@ -81,15 +91,18 @@ from dtn.cl.udp import (
 )
 from dtn.client.common import ReceivedBundle
 from dtn.errors import DecodeError, DtnError, InvalidArgument
+from dtn.node import EchoService, EndpointReserved, NodeCore, Service
 from dtn.routing.contact import Contact
 from dtn.runtime.config import ConfigError, NeighbourConfig, NodeConfig
 from dtn.runtime.security import NodeSecurity
+from dtn.runtime.services import ServiceFactory, load_factory, next_incarnation
 from dtn.runtime.watch import file_stamp
 from dtn.time import DtnTime, dtn_time_from_unix
 
 ECHO_SERVICE = 7
 """Service number of every node's echo endpoint (``ipn:N.7``): a bundle sent
-there comes back to its source with the same payload (``dcis ping``)."""
+there comes back to its source with the same payload (``dcis ping``); the
+:class:`~dtn.node.EchoService` every node runs."""
 
 _RECV_BUFFER = 65_535
 _MAX_BATCH = 512
@@ -154,12 +167,16 @@ class Node:
         *,
         log: logging.Logger | None = None,
         clock: Callable[[], float] = time.time,
+        services: ServiceFactory | None = None,
     ) -> None:
         self.config = config
-        self._echo_eid = f"ipn:{config.node}.{ECHO_SERVICE}"
         self.log = log or logging.getLogger(f"dtn.node.{config.node}")
         self._clock = clock
+        self._offset_s = 0.0
+        self._service_factory = services
         self.agent: Agent | None = None
+        self.core: NodeCore | None = None
+        """The agent and its services; every input goes through it."""
         self.security: NodeSecurity | None = None
         self.plan: Any = None
         self.udp_address: tuple[str, int] | None = None
@@ -206,12 +223,17 @@ class Node:
 
     # ------------------------------------------------------------ clock
 
+    def _unix_s(self) -> float:
+        # The one clock: trio's, plus the wall-clock offset fixed at start.
+        return trio.current_time() + self._offset_s
+
     def now_ms(self) -> DtnTime:
-        """Current DTN time (ms since 2000-01-01)."""
-        return dtn_time_from_unix(self._clock())
+        """Current DTN time (ms since 2000-01-01): trio's clock plus the
+        offset fixed at start."""
+        return dtn_time_from_unix(self._unix_s())
 
     def _plan_s(self) -> float:
-        return self._clock() - self._epoch_unix_s
+        return self._unix_s() - self._epoch_unix_s
 
     # ------------------------------------------------------------ lifecycle
 
@@ -221,7 +243,8 @@ class Node:
         """Run until cancelled (or :meth:`stop`). Signals ``task_status`` once
         sockets are bound and the store is recovered."""
         cfg = self.config
-        self._started_at = self._clock()
+        self._offset_s = self._clock() - trio.current_time()
+        self._started_at = self._unix_s()
         if cfg.plan is not None:
             from dtn.routing.plan import load_plan
 
@@ -275,6 +298,7 @@ class Node:
             rng=random.Random(),
             security=self.security,
         )
+        self.core = self._make_core(self.agent, store)
         sock = socket.socket(
             socket.AF_INET6 if ":" in cfg.listen[0] else socket.AF_INET,
             socket.SOCK_DGRAM,
@@ -304,8 +328,7 @@ class Node:
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
                 self._nursery = nursery
-                self._apply(self.agent.register(self._echo_eid, now=self.now_ms()))
-                self._apply(self.agent.recover(self.now_ms()))
+                self._apply(self.core.start(self.now_ms(), recover=True))
                 nursery.start_soon(self._udp_reader)
                 if self._deferred is not None:
                     nursery.start_soon(self._sync_task, self._deferred)
@@ -350,8 +373,57 @@ class Node:
             if app_listener is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(cfg.app_socket or "")
+            self.core.stop()
             store.close()
             self._log("info", "node_stopped", stored=self.agent.stored)
+
+    def _make_core(self, agent: Agent, store: BundleStore) -> NodeCore:
+        """The agent plus the echo service and the configured services."""
+        cfg = self.config
+        factories: list[tuple[str, ServiceFactory]] = [
+            (spec, load_factory(spec)) for spec in cfg.service_factories
+        ]
+        if self._service_factory is not None:
+            factories.append(("services=", self._service_factory))
+        assert isinstance(store, MemoryStore | SqliteStore)
+        with store.transaction():
+            incarnation = next_incarnation(store)
+        services: list[Service] = []
+        for name, factory in factories:
+            try:
+                services += list(factory(cfg.node, incarnation))
+            except Exception as exc:  # the user's factory: one typed error
+                raise ConfigError(
+                    f"services: {name} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+        if all(s.service != ECHO_SERVICE for s in services):
+            services.insert(0, EchoService(lifetime_ms=cfg.lifetime_ms))
+        security = self.security
+        try:
+            return NodeCore(
+                agent,
+                node=cfg.node,
+                services=services,
+                incarnation=incarnation,
+                rng=random.Random(),
+                state=store,
+                plan=self.plan,
+                plan_epoch=agent.plan_epoch,
+                credentials=(lambda: security.credentials)
+                if security is not None
+                else None,
+            )
+        except InvalidArgument as exc:
+            raise ConfigError(f"services: {exc}") from exc
+
+    def _check_app_source(self, source: str) -> None:
+        """An app may send from ``ipn:N.0`` (the default) or its own
+        endpoints, never from a service's."""
+        assert self.core is not None
+        if source != self.config.eid and self.core.is_reserved(source):
+            raise EndpointReserved(
+                f"source {source} belongs to a node service; apps cannot send from it"
+            )
 
     # ------------------------------------------------------------ group commit
 
@@ -466,7 +538,7 @@ class Node:
             self._sync_wake.set()
 
     def _transmit(self, t: Transmit) -> list[Action]:
-        agent = self.agent
+        agent = self.core
         assert agent is not None
         peer = self._udp.get(t.neighbor)
         if peer is not None:
@@ -496,30 +568,11 @@ class Node:
                     )
         if not done:
             return []
-        assert self.agent is not None
-        return self.agent.on_transmit_done_many(done, self.now_ms())
+        assert self.core is not None
+        return self.core.on_transmit_done_many(done, self.now_ms())
 
     def _deliver(self, d: Deliver) -> list[Action]:
-        agent = self.agent
-        assert agent is not None
-        if d.endpoint == self._echo_eid:
-            actions = agent.on_delivered(d.bundle_key, self.now_ms())
-            if d.source.endswith(f".{ECHO_SERVICE}") or d.source.startswith("dtn:none"):
-                # Never answer another echo endpoint (two would ping-pong
-                # forever) nor an anonymous source.
-                return actions
-            try:
-                _, more = agent.send(
-                    source=d.endpoint,
-                    destination=d.source,
-                    payload=d.payload,
-                    lifetime_ms=self.config.lifetime_ms,
-                    now=self.now_ms(),
-                )
-            except DtnError as exc:
-                self._log("warning", "echo_failed", source=d.source, detail=str(exc))
-                return actions
-            return actions + more
+        # Only app endpoints: the core hands service bundles to services.
         sub = self._subs.get(d.endpoint)
         if sub is not None and sub.push(d):
             sub.unconfirmed[d.bundle_key] = d
@@ -532,8 +585,8 @@ class Node:
         sub = self._subs.get(endpoint)
         if sub is not None:
             sub.unconfirmed.pop(bundle_key, None)
-        assert self.agent is not None
-        self._apply(self.agent.on_delivered(bundle_key, self.now_ms()))
+        assert self.core is not None
+        self._apply(self.core.on_delivered(bundle_key, self.now_ms()))
 
     def _confirm_taken(self, endpoint: str, key: str) -> list[Action]:
         held = self._held.get(endpoint)
@@ -544,16 +597,22 @@ class Node:
         current = self._subs.get(endpoint)
         if current is not None:
             current.unconfirmed.pop(key, None)
-        assert self.agent is not None
-        return self.agent.on_delivered(key, self.now_ms())
+        assert self.core is not None
+        return self.core.on_delivered(key, self.now_ms())
 
     def _subscribe(
         self, endpoint: str, push: Callable[[Deliver], bool], *, takeover: bool = False
     ) -> _Subscriber:
-        agent = self.agent
+        agent = self.core
         if agent is None:
             raise InvalidArgument("the node is not running")
         name = str(parse_eid(endpoint))
+        if agent.is_reserved(name):
+            # Before anything changes: the node's own endpoints stay its own.
+            raise EndpointReserved(
+                f"endpoint {name} belongs to the node (ipn:N.0, echo ipn:N.7, "
+                "node services): apps cannot register it"
+            )
         old = self._subs.get(name)
         if old is not None:
             if not takeover:
@@ -577,8 +636,8 @@ class Node:
         if self._subs.get(sub.endpoint) is not sub:
             return
         del self._subs[sub.endpoint]
-        if self.agent is not None:
-            self.agent.unregister(sub.endpoint)
+        if self.core is not None:
+            self.core.unregister(sub.endpoint)
         if sub.unconfirmed:
             self._held.setdefault(sub.endpoint, {}).update(sub.unconfirmed)
 
@@ -594,10 +653,12 @@ class Node:
     ) -> str:
         """Originate a bundle; returns its key once it is durably stored.
 
-        ``source`` defaults to ``ipn:N.0``. Raises :class:`InvalidArgument`
+        ``source`` defaults to ``ipn:N.0``; in-process code is trusted to
+        use any endpoint of this node (app API clients are not: they cannot
+        send from a service's endpoint). Raises :class:`InvalidArgument`
         for bad EIDs/lifetimes and ``StoreFull`` when the store refuses it.
         """
-        agent = self.agent
+        agent = self.core
         if agent is None:
             raise InvalidArgument("the node is not running")
         key, actions = agent.send(
@@ -672,7 +733,7 @@ class Node:
         return {
             "node": self.config.node,
             "eid": self.config.eid,
-            "uptime_s": round(self._clock() - self._started_at, 3),
+            "uptime_s": round(self._unix_s() - self._started_at, 3),
             "udp": f"{self.udp_address[0]}:{self.udp_address[1]}"
             if self.udp_address
             else None,
@@ -680,6 +741,7 @@ class Node:
             "store_used_bytes": agent.store.used_bytes if agent else 0,
             "store_limit_bytes": self.config.store_limit_bytes,
             "endpoints": sorted(self._subs),
+            "services": sorted(self.core.services) if self.core else [],
             "counters": {
                 **(agent.counters if agent else {}),
                 **self.counters,
@@ -754,7 +816,7 @@ class Node:
 
     async def _udp_reader(self) -> None:
         sock = self._sock
-        agent = self.agent
+        agent = self.core
         assert sock is not None
         assert agent is not None
         while True:
@@ -827,7 +889,7 @@ class Node:
     # ------------------------------------------------------------ timers and contacts
 
     async def _timer_task(self) -> None:
-        agent = self.agent
+        agent = self.core
         assert agent is not None
         while True:
             at = agent.next_deadline()
@@ -950,7 +1012,7 @@ class Node:
                 self.reload_plan()
 
     def _open_contact(self, c: Contact) -> None:
-        agent = self.agent
+        agent = self.core
         assert agent is not None
         peer = self._udp.get(c.to)
         if peer is not None:
@@ -975,7 +1037,7 @@ class Node:
         self._apply(agent.on_contact_start(c, self.now_ms()))
 
     def _close_contact(self, c: Contact) -> None:
-        agent = self.agent
+        agent = self.core
         assert agent is not None
         self._log("info", "contact_end", neighbour=c.to)
         self._open_contacts.discard(c)
@@ -993,7 +1055,7 @@ class Node:
     # ------------------------------------------------------------ MTCP CL
 
     async def _mtcp_sender(self, peer: _MtcpPeer) -> None:
-        agent = self.agent
+        agent = self.core
         assert agent is not None
         stream: trio.SocketStream | None = None
         try:
@@ -1024,7 +1086,7 @@ class Node:
                     await stream.aclose()
 
     async def _mtcp_handler(self, stream: trio.SocketStream) -> None:
-        agent = self.agent
+        agent = self.core
         assert agent is not None
         dec = MtcpDecoder(max_bundle_bytes=self.config.store_limit_bytes)
         try:
@@ -1181,8 +1243,8 @@ class Node:
                 key = m["bundle_key"]
                 for sub in subs:
                     if sub.unconfirmed.pop(key, None) is not None:
-                        assert self.agent is not None
-                        actions += self.agent.on_delivered(key, self.now_ms())
+                        assert self.core is not None
+                        actions += self.core.on_delivered(key, self.now_ms())
                         break
                     if key in sub.taken:
                         # Pushed here, then handed to a newer registration:
@@ -1197,8 +1259,9 @@ class Node:
                     raise InvalidArgument(
                         f"source {source} is not on node {self.config.node}"
                     )
-                assert self.agent is not None
-                key, more = self.agent.send(
+                assert self.core is not None
+                self._check_app_source(source)
+                key, more = self.core.send(
                     source=source,
                     destination=m["destination"],
                     payload=m["payload"],
