@@ -91,7 +91,7 @@ from dtn.cl.udp import (
 )
 from dtn.client.common import ReceivedBundle
 from dtn.errors import DecodeError, DtnError, InvalidArgument
-from dtn.node import EchoService, EndpointReserved, NodeCore, Service
+from dtn.node import EchoService, EndpointReserved, EventKind, NodeCore, Service
 from dtn.routing.contact import Contact
 from dtn.runtime.config import ConfigError, NeighbourConfig, NodeConfig
 from dtn.runtime.security import NodeSecurity
@@ -103,6 +103,18 @@ ECHO_SERVICE = 7
 """Service number of every node's echo endpoint (``ipn:N.7``): a bundle sent
 there comes back to its source with the same payload (``dcis ping``); the
 :class:`~dtn.node.EchoService` every node runs."""
+
+_LOGGED_EVENTS = frozenset(
+    {
+        EventKind.EXPIRED,
+        EventKind.REFUSED,
+        EventKind.DROPPED,
+        EventKind.DELETED,
+        EventKind.SERVICE_FAILED,
+        EventKind.SERVICE_SEND_FAILED,
+    }
+)
+"""Events logged at info (expired) or warning level; the rest at debug."""
 
 _RECV_BUFFER = 65_535
 _MAX_BATCH = 512
@@ -518,7 +530,7 @@ class Node:
                     self._timer_wake.set()
                 self._deadline = a.at
             elif isinstance(a, Event):
-                if a.kind in ("expired", "refused", "dropped", "deleted"):
+                if a.kind in _LOGGED_EVENTS:
                     # A deletion names its rule (``cause``) for log readers
                     # such as the testbed to count by.
                     extra = {"cause": a.cause} if isinstance(a, Deletion) else {}

@@ -186,3 +186,22 @@ async def test_credentials_come_from_the_key_store(
     async with open_node(NodeConfig(node=1), services=lambda n, i: [without]):
         assert without.ctx is not None
         assert without.ctx.credentials is None
+
+
+async def test_a_failing_service_is_logged_and_the_node_serves_on(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken(Ticker):
+        def on_bundle(self, inbound: Inbound, now_ms: int) -> list[Send]:
+            raise RuntimeError("broken service")
+
+    async with open_node(NodeConfig(node=1), services=lambda n, i: [Broken()]) as node:
+        async with node.endpoint("ipn:1.1") as ch:
+            await node.send("ipn:1.30", b"x", source="ipn:1.1")
+            await node.send("ipn:1.7", b"still", source="ipn:1.1")
+            with trio.fail_after(1):
+                assert (await ch.receive()).payload == b"still"
+        assert node.status()["stored"] == 0
+    failed = [r for r in caplog.records if r.getMessage() == "service_failed"]
+    assert failed
+    assert failed[0].levelname == "WARNING"
