@@ -117,6 +117,10 @@ class NodeAgent(Protocol):
 
     def on_delivered(self, bundle_key: str, now: int) -> list[Action]: ...
 
+    def redeliver(
+        self, keys: Iterable[str], now: int | None = None
+    ) -> list[Action]: ...
+
     def on_tick(self, now: int) -> list[Action]: ...
 
     def next_deadline(self) -> DtnTime | None: ...
@@ -441,6 +445,11 @@ class NodeCore:
         """An app endpoint has bundle ``bundle_key`` (see ``Agent.on_delivered``)."""
         with self._txn(durable=False):
             return self._run(deque(self.agent.on_delivered(bundle_key, now)), now)
+
+    def redeliver(self, keys: Iterable[str], now: int) -> list[Action]:
+        """See ``Agent.redeliver`` (app bundles a driver deferred)."""
+        with self._txn(durable=False):
+            return self._run(deque(self.agent.redeliver(keys, now)), now)
 
     def on_tick(self, now: int) -> list[Action]:
         """Timers of the agent and of every service due at ``now``."""
