@@ -183,6 +183,12 @@ class Node:
     Raises :class:`~dtn.errors.DtnError` subclasses (e.g. ``StoreError``) from
     ``run`` when the store or plan cannot be opened, and ``OSError`` when an
     address cannot be bound.
+
+    ``services``: a factory ``(node, incarnation) -> Sequence[Service]`` run
+    besides the configured ones (spec/node.md). ``clock``: the wall clock,
+    read once at start to fix DTN time's offset from trio's clock.
+    ``udp_socket``: what makes the UDP socket (``socket.socket`` by default;
+    tests pass ``tests/fakes/fakenet.FakeNet().socket``).
     """
 
     def __init__(
@@ -192,12 +198,16 @@ class Node:
         log: logging.Logger | None = None,
         clock: Callable[[], float] = time.time,
         services: ServiceFactory | None = None,
+        udp_socket: Callable[[int, int], Any] | None = None,
     ) -> None:
         self.config = config
         self.log = log or logging.getLogger(f"dtn.node.{config.node}")
         self._clock = clock
         self._offset_s = 0.0
         self._service_factory = services
+        # socket.socket, or a test's fake (tests/fakes/fakenet.py): called as
+        # (family, type); a fake also has async wait_readable/wait_writable.
+        self._udp_socket: Callable[[int, int], Any] = udp_socket or socket.socket
         self.agent: Agent | None = None
         self.core: NodeCore | None = None
         """The agent and its services; every input goes through it."""
@@ -230,7 +240,7 @@ class Node:
             ),
             0,
         )
-        self._sock: socket.socket | None = None
+        self._sock: Any = None  # socket.socket or a fake
         self._udp: dict[int, _UdpPeer] = {}
         self._mtcp: dict[int, _MtcpPeer] = {}
         self._by_addr: dict[tuple[str, int], int] = {}
@@ -361,7 +371,7 @@ class Node:
             dtn_routes=cfg.dtn_routes,
         )
         self.core = self._make_core(self.agent, store)
-        sock = socket.socket(
+        sock = self._udp_socket(
             socket.AF_INET6 if ":" in cfg.listen[0] else socket.AF_INET,
             socket.SOCK_DGRAM,
         )
@@ -952,7 +962,7 @@ class Node:
                     await trio.sleep(delay)
                     continue
                 while not self._try_send(data, peer.config.address):
-                    await trio.lowlevel.wait_writable(self._sock)
+                    await _wait_writable(self._sock)
                 if peer.queue and peer.queue[0] is item:
                     peer.queue.popleft()
                 if token is not None:
@@ -973,7 +983,7 @@ class Node:
         assert sock is not None
         assert agent is not None
         while True:
-            await trio.lowlevel.wait_readable(sock)
+            await _wait_readable(sock)
             # One clock read for the batch: it is handled without yielding.
             now_s = trio.current_time()
             batch: list[Received] = []
@@ -1752,6 +1762,24 @@ def _fd_budget(reserve: int) -> int:
     except OSError:
         used = 64
     return max(0, soft - used - reserve)
+
+
+async def _wait_readable(sock: Any) -> None:
+    """Wait until a socket (or a test's fake one) has data."""
+    wait = getattr(sock, "wait_readable", None)
+    if wait is not None:
+        await wait()
+    else:
+        await trio.lowlevel.wait_readable(sock)
+
+
+async def _wait_writable(sock: Any) -> None:
+    """Wait until a socket (or a test's fake one) can take a datagram."""
+    wait = getattr(sock, "wait_writable", None)
+    if wait is not None:
+        await wait()
+    else:
+        await trio.lowlevel.wait_writable(sock)
 
 
 def _post_all(out: trio.MemorySendChannel[bytes], messages: list[bytes]) -> None:
