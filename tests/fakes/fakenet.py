@@ -18,6 +18,11 @@ time). A datagram to an address nobody bound is dropped, like a real one.
 ``wait_readable()`` waits for the next datagram. ``partition(a, b)`` and
 ``heal()`` cut and restore all traffic between two ports' owners.
 
+Under an autojump clock keep real threads out of the nodes (a SQLite store
+with ``synchronous="NORMAL"`` or in memory, not FULL's fsync thread): while
+a task waits for a thread the clock jumps to the next timer, so ACKs would
+always come after the retransmission timeout.
+
 Same seed and same program => the same drops and delays (trio's scheduler
 is not deterministic across task interleavings, so this is a fault source,
 not a replay tool: the simulator is the replay tool).
@@ -127,6 +132,11 @@ class FakeNet:
             trio.lowlevel.spawn_system_task(self._later, wait, data, src, dst)
         else:
             self._deliver(data, src, dst)
+
+    def inject(self, data: bytes, src: Address, dst: Address) -> None:
+        """Deliver ``data`` to ``dst`` as if ``src`` had sent it, with no
+        hook and no fault (a replay by an attacker on the path)."""
+        self._deliver(bytes(data), src, dst)
 
     async def _later(
         self, wait: float, data: bytes, src: Address, dst: Address
