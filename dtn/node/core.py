@@ -253,6 +253,10 @@ class NodeCore:
             self._by_endpoint[slot.endpoint] = slot
         self._contacts: dict[int, set[Contact]] = {}
         self._started = False
+        self.event_counts: dict[str, int] = dict.fromkeys(EventKind, 0)
+        """Events that came out of this node so far, by :class:`EventKind`
+        (every kind present from the start): counters derived from the
+        events themselves, so their names are the events' names."""
 
     # ------------------------------------------------------------ properties
 
@@ -570,7 +574,7 @@ class NodeCore:
             out = []
         if not self._slots:
             out.extend(work)
-            return out
+            return self._counted(out)
         rounds = 0
         while True:
             while work:
@@ -585,14 +589,7 @@ class NodeCore:
                         out.append(a)
                     continue
                 assert isinstance(a, Deliver)
-                inbound = Inbound(
-                    endpoint=a.endpoint,
-                    source=a.source,
-                    payload=a.payload,
-                    creation_ms=a.creation_ms,
-                    sequence=a.sequence,
-                    bundle_key=a.bundle_key,
-                )
+                inbound: Inbound = a  # the same type (dtn.agent.actions)
                 if self._on_service_delivery is not None:
                     self._on_service_delivery(inbound)
                 sends = self._call(slot, out, slot.service.on_bundle, inbound, now)
@@ -623,6 +620,13 @@ class NodeCore:
         at = self.next_deadline()
         if at is not None:
             out.append(Schedule(at))
+        return self._counted(out)
+
+    def _counted(self, out: list[Action]) -> list[Action]:
+        counts = self.event_counts
+        for a in out:
+            if isinstance(a, Event):
+                counts[a.kind] += 1
         return out
 
 

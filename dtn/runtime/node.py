@@ -894,6 +894,9 @@ class Node:
             "store_limit_bytes": self.config.store_limit_bytes,
             "endpoints": sorted(self._subs),
             "services": sorted(self.core.services) if self.core else [],
+            "events": {str(k): v for k, v in self.core.event_counts.items()}
+            if self.core
+            else {},
             "limits": dataclasses.asdict(self.config.limits),
             "delivered_keys": self._delivered_keys(),
             "counters": {

@@ -321,6 +321,12 @@ def test_ping_through_two_cores() -> None:
     assert [(d.endpoint, d.payload) for d in got if isinstance(d, Deliver)] == [
         ("ipn:1.1", b"ping")
     ]
+    # Counters come from the events themselves: every kind, from the start.
+    assert set(b.event_counts) == set(EventKind)
+    assert b.event_counts["delivered"] == 1  # the ping, confirmed by the core
+    assert b.event_counts["received"] == 1
+    assert b.event_counts["service_started"] == 1
+    assert a.event_counts["delivered"] == 0  # the app has not confirmed yet
 
 
 def test_duplicate_service_numbers_are_refused() -> None:
