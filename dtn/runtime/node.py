@@ -370,7 +370,11 @@ class Node:
             security=self.security,
             dtn_routes=cfg.dtn_routes,
         )
-        self.core = self._make_core(self.agent, store)
+        try:
+            self.core = self._make_core(self.agent, store)
+        except BaseException:
+            store.close()  # a bad factory: nothing ran, release the file
+            raise
         sock = self._udp_socket(
             socket.AF_INET6 if ":" in cfg.listen[0] else socket.AF_INET,
             socket.SOCK_DGRAM,
