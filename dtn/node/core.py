@@ -69,6 +69,12 @@ service still due after that is reported (SERVICE_FAILED) and waits for the
 next step, so a deadline that never advances cannot hang the node."""
 
 
+MAX_SERVICE_DELIVERIES = 1000
+"""Bundles handed to services in one step. More (services on this node
+sending to each other without end) wait, held in the store, for the next
+step one millisecond later: a loop between services cannot hang the node."""
+
+
 class EndpointReserved(InvalidArgument):
     """An app tried to register (or send from) an endpoint that belongs to
     the node: ``ipn:N.0``, a reserved service number or a running service."""
@@ -253,6 +259,9 @@ class NodeCore:
             self._by_endpoint[slot.endpoint] = slot
         self._contacts: dict[int, set[Contact]] = {}
         self._started = False
+        # Keys of service bundles over one step's budget (redelivered next step).
+        self._deferred: dict[str, None] = {}
+        self._now = 0
         self.event_counts: dict[str, int] = dict.fromkeys(EventKind, 0)
         """Events that came out of this node so far, by :class:`EventKind`
         (every kind present from the start): counters derived from the
@@ -469,6 +478,8 @@ class NodeCore:
     def next_deadline(self) -> DtnTime | None:
         """The earliest of the agent's and the services' deadlines."""
         at = self.agent.next_deadline()
+        if self._deferred and (at is None or at > self._now + 1):
+            at = DtnTime(self._now + 1)
         for slot in self._slots.values():
             d = _deadline(slot)
             if d is not None and (at is None or d < at):
@@ -575,6 +586,12 @@ class NodeCore:
         if not self._slots:
             out.extend(work)
             return self._counted(out)
+        self._now = max(self._now, now)
+        budget = MAX_SERVICE_DELIVERIES
+        if self._deferred:
+            keys = list(self._deferred)
+            self._deferred.clear()
+            work.extend(self.agent.redeliver(keys, now))
         rounds = 0
         while True:
             while work:
@@ -589,6 +606,10 @@ class NodeCore:
                         out.append(a)
                     continue
                 assert isinstance(a, Deliver)
+                if budget <= 0:
+                    self._deferred[a.bundle_key] = None
+                    continue
+                budget -= 1
                 inbound: Inbound = a  # the same type (dtn.agent.actions)
                 if self._on_service_delivery is not None:
                     self._on_service_delivery(inbound)
