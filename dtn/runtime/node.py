@@ -45,6 +45,7 @@ import contextlib
 import dataclasses
 import errno
 import functools
+import heapq
 import itertools
 import logging
 import math
@@ -54,7 +55,7 @@ import socket
 import stat
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +76,7 @@ from dtn.agent import (
     Transmit,
 )
 from dtn.agent.actions import Deletion
-from dtn.agent.store import StoreError, StoreFull
+from dtn.agent.store import StoredBundle, StoreError, StoreFull
 from dtn.appapi.wire import MessageReader, encode_message
 from dtn.bpv7.eid import IpnEid, parse_eid
 from dtn.cl.mtcp import MtcpDecoder, encode_mtcp_frame
@@ -754,10 +755,15 @@ class Node:
             raise InvalidArgument("the node is not running")
         name = str(parse_eid(endpoint))
         if agent.is_reserved(name):
-            # Before anything changes: the node's own endpoints stay its own.
+            # Before anything changes: the node's own endpoints stay its own
+            # (taking the echo endpoint would silence `dcis ping`).
+            what = (
+                "is this node's echo service (dcis ping)"
+                if name == f"ipn:{self.config.node}.{ECHO_SERVICE}"
+                else "belongs to the node (ipn:N.0, reserved service numbers, node services)"
+            )
             raise EndpointReserved(
-                f"endpoint {name} belongs to the node (ipn:N.0, echo ipn:N.7, "
-                "node services): apps cannot register it"
+                f"endpoint {name} {what}: apps cannot register it; use another service number"
             )
         old = self._subs.get(name)
         if old is not None:
@@ -862,6 +868,42 @@ class Node:
         finally:
             self._unsubscribe(sub)
             send.close()
+
+    def stored_bundles(self, limit: int = 1000) -> dict[str, Any]:
+        """What the store holds, as ``dcis bundles`` lists it: ``total`` and
+        up to ``limit`` (at most 10,000) records, oldest first, each with
+        ``key``, ``destination``, ``state``, ``size``, ``received_ms``,
+        ``expiry_ms`` (DTN ms) and ``from`` (the previous node, or None)."""
+        agent = self.agent
+        if agent is None:
+            raise InvalidArgument("the node is not running")
+        limit = max(0, min(limit, 10_000))
+        total = 0
+
+        def counted() -> Iterator[StoredBundle]:
+            nonlocal total
+            for r in agent.store.records():
+                total += 1
+                yield r
+
+        records = heapq.nsmallest(
+            limit, counted(), key=lambda r: (r.received_ms, r.key)
+        )
+        return {
+            "total": total,
+            "bundles": [
+                {
+                    "key": r.key,
+                    "destination": r.destination,
+                    "state": str(r.state),
+                    "size": r.size_bytes,
+                    "received_ms": r.received_ms,
+                    "expiry_ms": r.expiry_ms,
+                    "from": r.prev_node,
+                }
+                for r in records[:limit]
+            ],
+        }
 
     def status(self) -> dict[str, Any]:
         """Counters and state, as ``dcis status`` shows them."""
@@ -1627,6 +1669,8 @@ class Node:
                 reply(mid)
             elif kind == "status":
                 reply(mid, status=self.status())
+            elif kind == "bundles":
+                reply(mid, **self.stored_bundles(int(m.get("limit", 1000))))
             elif kind == "register":
                 sub = self._subscribe(m["endpoint"], push, takeover=True)
                 subs.append(sub)
