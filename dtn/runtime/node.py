@@ -104,6 +104,8 @@ _APP_READ_BYTES = 1 << 20
 # Seconds between checks of the contact plan file's modification time.
 _PLAN_POLL_S = 1.0
 _MAX_UNKNOWN_SENDERS = 1024
+# Space the store keeps filled so that a full disk can still delete bundles.
+_STORE_BALLAST_BYTES = 1 << 20
 # App API replies queued for one connection before its requests are no
 # longer read (the client is not reading its replies).
 _APP_MAX_OUTBOX = 1024
@@ -299,6 +301,7 @@ class Node:
                     synchronous="FULL" if full else "NORMAL",
                     deferred_sync=full,
                     disk_reserve_bytes=cfg.limits.disk_reserve_bytes,
+                    ballast_bytes=_STORE_BALLAST_BYTES,
                 )
                 self._deferred = store if full else None
         except DtnError as exc:
