@@ -40,7 +40,7 @@ import itertools
 import math
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -73,6 +73,7 @@ from dtn.bpv7.primary import encode_primary
 from dtn.bpv7.processing import apply_unprocessable_blocks, update_for_forwarding
 from dtn.errors import DecodeError, DtnError, InvalidArgument
 from dtn.routing.contact import Contact
+from dtn.routing.plan import check_dtn_routes
 from dtn.time import DtnTime
 
 if TYPE_CHECKING:
@@ -334,6 +335,10 @@ def _node_of(eid: Eid) -> int | str:
     return eid.node if isinstance(eid, IpnEid) else eid.node_id
 
 
+class NoRoute(InvalidArgument):
+    """``send`` to a ``dtn:`` destination that is neither local nor has a static route."""
+
+
 class Agent:
     """A bundle protocol agent for ipn node ``node`` (sans-I/O).
 
@@ -356,10 +361,14 @@ class Agent:
         config: AgentConfig | None = None,
         rng: random.Random | None = None,
         security: SecurityHook | None = None,
+        dtn_routes: Mapping[str, int] | None = None,
     ) -> None:
         if type(node) is not int or node < 1:
             raise InvalidArgument(f"node must be an ipn node number >= 1, got {node!r}")
         self.node = node
+        # Static routes for dtn: node IDs (node.toml; the plan's own come
+        # after, so node.toml wins): a dtn: bundle goes where its ipn node does.
+        self.dtn_routes = check_dtn_routes(dtn_routes or {})
         self.eid = IpnEid(node, 0)
         self.store = store
         self.plan = plan
@@ -475,6 +484,16 @@ class Agent:
             raise InvalidArgument(f"source {source} is not a registered endpoint")
         if isinstance(dst, DtnEid) and dst.is_none:
             raise InvalidArgument("destination must not be dtn:none")
+        if (
+            isinstance(dst, DtnEid)
+            and not isinstance(self._dest_of(dst), int)
+            and not self._is_local_dtn(dst)
+        ):
+            raise NoRoute(
+                f"no route to {dst}: dtn: destinations are forwarded only by a"
+                f" static route from {dst.node_id} to an ipn node number"
+                " ([dtn_routes] in node.toml, or the plan's dtn routes)"
+            )
         if type(lifetime_ms) is not int or lifetime_ms <= 0:
             raise InvalidArgument(
                 f"lifetime_ms must be a positive int, got {lifetime_ms!r}"
@@ -505,7 +524,7 @@ class Agent:
                 flags=flags,
                 report_to=rpt,
             )
-            if self.security is not None and _node_of(dst) != self.node:
+            if self.security is not None and self._dest_of(dst) != self.node:
                 # End-to-end protection at the source (RFC 9172 5.1.1); the
                 # primary block, hence the key, is unchanged.
                 bundle = self.security.protect(bundle, now=now)
@@ -800,7 +819,7 @@ class Agent:
             recs = list(self.store.records())
             for rec in recs:
                 try:
-                    dest_node = _node_of(parse_eid(rec.destination))
+                    dest_node = self._dest_of(parse_eid(rec.destination))
                 except DtnError:
                     dest_node = rec.destination
                 self._track(rec, dest_node, None)
@@ -844,6 +863,32 @@ class Agent:
         if at is not None and at != self._last_schedule:
             actions.append(Schedule(at))
         self._last_schedule = at
+
+    def _dest_of(self, eid: Eid) -> int | str:
+        """Where a bundle for ``eid`` goes: its ipn node, a static route's node
+        for a ``dtn:`` node ID that has one, else the node ID itself (held)."""
+        if isinstance(eid, IpnEid):
+            return eid.node
+        nid = eid.node_id
+        got = self.dtn_routes.get(nid)
+        if got is None and self.plan is not None:
+            got = self.plan.dtn_routes.get(nid)
+        return nid if got is None else got
+
+    def _is_local_dtn(self, eid: DtnEid) -> bool:
+        nid = eid.node_id
+        return any(e.startswith(nid) for e in self._endpoints)
+
+    def _no_route(self, e: _Entry, now: int, actions: list[Action]) -> None:
+        """Say why ``e`` waits (``no_route`` event; the runtime logs it at info)."""
+        d = e.dest_node
+        if isinstance(d, str):
+            why = f"{e.destination}: no static route from {d} to an ipn node"
+        elif self._router is None:
+            why = f"no contact plan and no open contact to node {d}"
+        else:
+            why = f"no route to node {d} in the contact plan arriving before expiry"
+        actions.append(Event("no_route", e.key, why))
 
     def _now_s(self, now: int) -> float:
         return (now - self.plan_epoch) / 1000.0
@@ -949,7 +994,7 @@ class Agent:
             actions.append(Event("variant", variant, "same key, other content"))
             self.counters["variants"] += 1
             key = variant
-        dest_node = _node_of(p.destination)
+        dest_node = self._dest_of(p.destination)
         local = dest_node == self.node or str(p.destination) in self._endpoints
         # Delivered keys are whole-bundle keys: original_key == key unless a fragment.
         if local and self.store.is_delivered(bundle.original_key):
@@ -1116,7 +1161,7 @@ class Agent:
         p = bundle.primary
         if expiry is None:
             expiry = self._expiry_of(bundle, bundle.bundle_age_ms, now)
-        dest_node = _node_of(p.destination)
+        dest_node = self._dest_of(p.destination)
         destination = str(p.destination)
         local = dest_node == self.node or destination in self._endpoints
         group: str | None = None
@@ -1144,6 +1189,22 @@ class Agent:
                 # Stored decrypted: remember what the received copy was.
                 digest = content_digest(bundle)
                 bundle, data = checked, encode_bundle(checked)
+        verify = getattr(self.security, "verify", None)
+        if received and state == BundleState.PENDING and verify is not None:
+            # RFC 9172 verifier role on the path (RFC 9173 rules): a bundle
+            # whose block fails is not forwarded; the blocks stay.
+            ok, why = verify(bundle, now)
+            if ok is None:
+                self._delete(
+                    key,
+                    bundle,
+                    "security",
+                    "failed a verifier rule",
+                    why or StatusReason.FAILED_SECURITY_OPERATION,
+                    now,
+                    actions,
+                )
+                return
         e = self._store_new(
             key,
             data,
@@ -1416,7 +1477,7 @@ class Agent:
             key,
             data,
             destination=str(p.destination),
-            dest_node=_node_of(p.destination),
+            dest_node=self._dest_of(p.destination),
             expiry_ms=max(fe.expiry_ms for fe in entries),
             state=BundleState.DELIVERING,
             received_ms=now,
@@ -1462,6 +1523,9 @@ class Agent:
             e = self._entries.get(key)
             if e is not None and e.unrouted:
                 e.unrouted = False
+                if isinstance(e.dest_node, str):
+                    # the plan may have brought a static route for its dtn: node
+                    e.dest_node = self._dest_of(parse_eid(e.destination))
                 self._forward(e, now, actions)
         for nb in [n for n in self._queues if n not in self._links]:
             for key in self._queues.pop(nb):
@@ -1507,6 +1571,7 @@ class Agent:
             e.unrouted = True
             e.queued_to = None
             self._unrouted.setdefault(d, {})[e.key] = None
+            self._no_route(e, now, actions)
             if (
                 self._router is not None
                 and isinstance(d, int)

@@ -309,6 +309,7 @@ class MemoryStore:
         self._meta: dict[str, StoredBundle] = {}
         self._delivered: dict[str, int] = {}
         self._delivered_heap: list[tuple[int, str]] = []
+        self._services: dict[int, dict[str, bytes]] = {}
 
     @property
     def limit_bytes(self) -> int:
@@ -399,6 +400,26 @@ class MemoryStore:
         """How many delivered keys are remembered."""
         return len(self._delivered)
 
+    # -- node services' durable state (dtn.node.state.StateBackend)
+
+    def service_get(self, service: int, key: str) -> bytes | None:
+        """Service ``service``'s value under ``key``, or None."""
+        return self._services.get(service, {}).get(key)
+
+    def service_put(self, service: int, key: str, value: bytes) -> None:
+        """Set service ``service``'s ``key`` to ``value``."""
+        self._services.setdefault(service, {})[key] = bytes(value)
+
+    def service_delete(self, service: int, key: str) -> None:
+        """Remove service ``service``'s ``key`` (no-op if absent)."""
+        self._services.get(service, {}).pop(key, None)
+
+    def service_keys(self, service: int, prefix: str = "") -> list[str]:
+        """Service ``service``'s keys starting with ``prefix``, sorted."""
+        return sorted(
+            k for k in self._services.get(service, {}) if k.startswith(prefix)
+        )
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -426,6 +447,12 @@ CREATE INDEX IF NOT EXISTS delivered_by_expiry ON delivered (expiry_ms);
 CREATE TABLE IF NOT EXISTS store_meta (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS service_state (
+    service INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (service, key)
 ) WITHOUT ROWID;
 """
 _SCHEMA_VERSION = "2"
@@ -1004,6 +1031,39 @@ class SqliteStore:
     def delivered_count(self) -> int:
         """How many delivered keys are remembered."""
         return int(self._exec("SELECT COUNT(*) FROM delivered").fetchone()[0])
+
+    # -- node services' durable state (dtn.node.state.StateBackend): rows of
+    # the same database, so they commit in the transaction that wrote them
+
+    def service_get(self, service: int, key: str) -> bytes | None:
+        """Service ``service``'s value under ``key``, or None."""
+        row = self._exec(
+            "SELECT value FROM service_state WHERE service=? AND key=?",
+            (service, key),
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def service_put(self, service: int, key: str, value: bytes) -> None:
+        """Set service ``service``'s ``key`` to ``value``."""
+        with self._txn(None):
+            self._exec(
+                "INSERT OR REPLACE INTO service_state (service, key, value) VALUES (?, ?, ?)",
+                (service, key, bytes(value)),
+            )
+
+    def service_delete(self, service: int, key: str) -> None:
+        """Remove service ``service``'s ``key`` (no-op if absent)."""
+        with self._txn(None):
+            self._exec(
+                "DELETE FROM service_state WHERE service=? AND key=?", (service, key)
+            )
+
+    def service_keys(self, service: int, prefix: str = "") -> list[str]:
+        """Service ``service``'s keys starting with ``prefix``, sorted."""
+        rows = self._exec(
+            "SELECT key FROM service_state WHERE service=? ORDER BY key", (service,)
+        ).fetchall()
+        return [str(r[0]) for r in rows if str(r[0]).startswith(prefix)]
 
     # -- group commit (deferred_sync=True)
 

@@ -1,9 +1,11 @@
 """Node configuration: ``node.toml`` (TOML, read with :mod:`tomllib`).
 
-Example (every key but ``node`` optional; ``listen`` defaults to an ephemeral port)::
+Example (every key but ``node`` optional; spec/config.md lists each key with
+its type, default and meaning; examples/node1.toml is a commented node)::
 
     node = 2                          # ipn node number (or eid = "ipn:2.0")
-    listen = "127.0.0.1:4556"         # UDP CL address
+    listen = "127.0.0.1:4556"         # UDP CL address (default 0.0.0.0:4556, IANA's port)
+    state_dir = "state/node2"         # default $XDG_STATE_HOME/dcis/node-2 (created 0700)
     app_socket = "/tmp/node2.sock"    # local application API (Unix socket)
     plan = "plan.ionrc"               # contact plan (ionrc or HDTN JSON)
     plan_epoch_unix_s = 1764000000.0  # Unix time of plan time 0 (default: the plan's own
@@ -14,8 +16,12 @@ Example (every key but ``node`` optional; ``listen`` defaults to an ephemeral po
     lifetime_ms = 86400000            # default lifetime of bundles sent through the app API
     mtcp_listen = "127.0.0.1:4224"    # accept MTCP (draft-ietf-dtn-mtcpcl) connections
 
+    [dtn_routes]                      # static routes for dtn: destinations (issue 17)
+    "dtn://ground/" = 1               # dtn://ground/... goes where ipn node 1 does
+
     [store]
-    path = "node2.db"                 # SQLite bundle store (":memory:" for none)
+    path = "node2.db"                 # SQLite bundle store (default STATE_DIR/bundles.db;
+                                      # ":memory:" keeps nothing across restarts)
     limit_bytes = 1000000000
     synchronous = "FULL"              # FULL (fsynced before ACKs) | NORMAL
 
@@ -60,11 +66,18 @@ from typing import TYPE_CHECKING, Any
 
 from dtn.cl.udp import MAX_NODE, AckMode
 from dtn.errors import DtnError
+from dtn.routing.plan import check_dtn_routes
 
 if TYPE_CHECKING:
     from dtn.runtime.security import SecurityConfig
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+UDP_CL_PORT = 4556
+"""IANA's port for the bundle protocol over UDP (RFC 7122): ``listen``'s default."""
+DEFAULT_LISTEN = ("0.0.0.0", UDP_CL_PORT)
+"""Where a ``node.toml`` without ``listen`` receives bundles."""
+STORE_FILE = "bundles.db"
+"""The store's file name in the state directory, when ``[store] path`` is not set."""
 
 
 class ConfigError(DtnError, ValueError):
@@ -107,7 +120,10 @@ LIMIT_KEYS = frozenset(Limits.__dataclass_fields__)
 class NodeConfig:
     """Everything a node needs to run (see the module docstring for keys).
 
-    ``plan_epoch_unix_s`` None means "when the node starts".
+    ``plan_epoch_unix_s`` None means "when the node starts". The defaults
+    here suit a node embedded in a program (ephemeral port, in-memory store);
+    a ``node.toml`` read by :func:`config_from_dict` gets the daemon's safe
+    defaults instead (port 4556, a store file under ``state_dir``).
     """
 
     node: int
@@ -120,6 +136,7 @@ class NodeConfig:
     lifetime_ms: int = 86_400_000
     mtcp_listen: tuple[str, int] | None = None
     store_path: str = ":memory:"
+    state_dir: str | None = None
     store_limit_bytes: int = 1 << 30
     store_synchronous: str = "FULL"
     ack_timeout_s: float = 1.0
@@ -128,6 +145,7 @@ class NodeConfig:
     security: SecurityConfig | None = None
     limits: Limits = field(default_factory=lambda: Limits())
     app_socket_group: str | None = None
+    dtn_routes: dict[str, int] = field(default_factory=dict)
 
     @property
     def eid(self) -> str:
@@ -200,12 +218,14 @@ def config_from_dict(
             "mtu_bytes",
             "lifetime_ms",
             "mtcp_listen",
+            "state_dir",
             "store",
             "udp",
             "neighbours",
             "security",
             "limits",
             "app_socket_group",
+            "dtn_routes",
         },
         "",
     )
@@ -242,6 +262,10 @@ def config_from_dict(
     epoch = _take(doc, "plan_epoch_unix_s", (int, float), "")
     plan = _take(doc, "plan", str, "")
     mtcp_listen = doc.get("mtcp_listen")
+    state_dir = _take(doc, "state_dir", str, "")
+    if state_dir is not None and not state_dir:
+        raise ConfigError("state_dir: must not be empty")
+    state_dir = str(base / state_dir) if state_dir else default_state_dir(node)
 
     store = _take(doc, "store", dict, "", {})
     _check_keys(store, {"path", "limit_bytes", "synchronous"}, "store.")
@@ -320,6 +344,11 @@ def config_from_dict(
         lim_values[name] = v
     limits = Limits(**lim_values)
     group = _take(doc, "app_socket_group", str, "")
+    raw_routes = _take(doc, "dtn_routes", dict, "", {})
+    try:
+        dtn_routes = check_dtn_routes(raw_routes)
+    except DtnError as exc:
+        raise ConfigError(f"dtn_routes: {exc}") from None
     security = None
     if "security" in doc:
         # Imported here: dtn.runtime.security imports ConfigError from us.
@@ -330,7 +359,7 @@ def config_from_dict(
         node=node,
         listen=parse_address(doc["listen"], "listen")
         if "listen" in doc
-        else ("127.0.0.1", 0),
+        else DEFAULT_LISTEN,
         app_socket=path_of(_take(doc, "app_socket", str, "")),
         plan=path_of(plan),
         plan_epoch_unix_s=None if epoch is None else float(epoch),
@@ -340,8 +369,9 @@ def config_from_dict(
         mtcp_listen=None
         if mtcp_listen is None
         else parse_address(mtcp_listen, "mtcp_listen"),
-        store_path=path_of(_take(store, "path", str, "store.", ":memory:"))
-        or ":memory:",
+        store_path=path_of(_take(store, "path", str, "store.", None))
+        or str(Path(state_dir) / STORE_FILE),
+        state_dir=state_dir,
         store_limit_bytes=limit,
         store_synchronous=sync,
         ack_timeout_s=ack_timeout,
@@ -350,6 +380,7 @@ def config_from_dict(
         security=security,
         limits=limits,
         app_socket_group=group,
+        dtn_routes=dtn_routes,
     )
 
 
@@ -363,7 +394,35 @@ def load_config(path: str | Path) -> NodeConfig:
         raise ConfigError(f"cannot read {p}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not valid TOML: not UTF-8 text") from None
     return config_from_dict(doc, base_dir=p.parent)
+
+
+def default_state_dir(node: int) -> str:
+    """Where a node without ``state_dir`` keeps its store:
+    ``$XDG_STATE_HOME`` (else ``~/.local/state``) ``/dcis/node-N``."""
+    import os
+
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "dcis", f"node-{node}")
+
+
+def prepare_state_dir(config: NodeConfig) -> None:
+    """Create the node's state directory (mode 0700: the store is nobody
+    else's business). An explicit ``[store] path`` elsewhere is not created:
+    its directory must exist. Raises :class:`ConfigError` naming ``state_dir``."""
+    import os
+
+    if config.state_dir is not None:
+        try:
+            os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"state_dir: cannot create {config.state_dir}: {exc.strerror or exc}"
+            ) from None
 
 
 def default_app_socket(node: int) -> str:

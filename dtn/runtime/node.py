@@ -35,6 +35,7 @@ import contextlib
 import dataclasses
 import errno
 import functools
+import heapq
 import itertools
 import logging
 import math
@@ -44,7 +45,7 @@ import socket
 import stat
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +66,7 @@ from dtn.agent import (
     Transmit,
 )
 from dtn.agent.actions import Deletion
-from dtn.agent.store import StoreError, StoreFull
+from dtn.agent.store import StoredBundle, StoreError, StoreFull
 from dtn.appapi.wire import MessageReader, encode_message
 from dtn.bpv7.eid import IpnEid, parse_eid
 from dtn.cl.mtcp import MtcpDecoder, encode_mtcp_frame
@@ -339,6 +340,7 @@ class Node:
             ),
             rng=random.Random(),
             security=self.security,
+            dtn_routes=cfg.dtn_routes,
         )
         sock = socket.socket(
             socket.AF_INET6 if ":" in cfg.listen[0] else socket.AF_INET,
@@ -552,6 +554,9 @@ class Node:
                         detail=a.detail,
                         **extra,
                     )
+                elif a.kind == "no_route":
+                    # a bundle waits without a route: say why (issue 17)
+                    self._log("info", a.kind, bundle=a.bundle_key, reason=a.detail)
                 elif self.log.isEnabledFor(logging.DEBUG):
                     self._log("debug", a.kind, bundle=a.bundle_key, detail=a.detail)
         if self._acks:
@@ -686,6 +691,11 @@ class Node:
         if agent is None:
             raise InvalidArgument("the node is not running")
         name = str(parse_eid(endpoint))
+        if name == self._echo_eid:
+            # Taking it over would silence `dcis ping` until a restart.
+            raise InvalidArgument(
+                f"endpoint {name} is this node's echo service (dcis ping); use another service number"
+            )
         old = self._subs.get(name)
         if old is not None:
             if not takeover:
@@ -787,6 +797,42 @@ class Node:
         finally:
             self._unsubscribe(sub)
             send.close()
+
+    def stored_bundles(self, limit: int = 1000) -> dict[str, Any]:
+        """What the store holds, as ``dcis bundles`` lists it: ``total`` and
+        up to ``limit`` (at most 10,000) records, oldest first, each with
+        ``key``, ``destination``, ``state``, ``size``, ``received_ms``,
+        ``expiry_ms`` (DTN ms) and ``from`` (the previous node, or None)."""
+        agent = self.agent
+        if agent is None:
+            raise InvalidArgument("the node is not running")
+        limit = max(0, min(limit, 10_000))
+        total = 0
+
+        def counted() -> Iterator[StoredBundle]:
+            nonlocal total
+            for r in agent.store.records():
+                total += 1
+                yield r
+
+        records = heapq.nsmallest(
+            limit, counted(), key=lambda r: (r.received_ms, r.key)
+        )
+        return {
+            "total": total,
+            "bundles": [
+                {
+                    "key": r.key,
+                    "destination": r.destination,
+                    "state": str(r.state),
+                    "size": r.size_bytes,
+                    "received_ms": r.received_ms,
+                    "expiry_ms": r.expiry_ms,
+                    "from": r.prev_node,
+                }
+                for r in records[:limit]
+            ],
+        }
 
     def status(self) -> dict[str, Any]:
         """Counters and state, as ``dcis status`` shows them."""
@@ -1570,6 +1616,8 @@ class Node:
                 reply(mid)
             elif kind == "status":
                 reply(mid, status=self.status())
+            elif kind == "bundles":
+                reply(mid, **self.stored_bundles(int(m.get("limit", 1000))))
             elif kind == "register":
                 sub = self._subscribe(m["endpoint"], push, takeover=True)
                 subs.append(sub)
