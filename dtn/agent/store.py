@@ -541,8 +541,6 @@ class SqliteStore:
         self.corrupt_at_open: list[str] = []
         in_memory = self._path in ("", ":memory:")
         self._lock_name: str | None = None
-        if not in_memory:
-            self._lock_name = _lock(self._path)
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a
             # transaction() block is exactly one SQLite transaction.
@@ -550,8 +548,13 @@ class SqliteStore:
                 self._path, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
-            self._unlock()
             raise StoreError(f"cannot open bundle store {self._path!r}: {exc}") from exc
+        if not in_memory:
+            try:
+                self._lock_name = _lock(self._path)
+            except StoreError:
+                self._db.close()
+                raise
         try:
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
