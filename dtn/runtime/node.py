@@ -130,6 +130,8 @@ _APP_READ_BYTES = 1 << 20
 # Seconds between checks of the contact plan file's modification time.
 _PLAN_POLL_S = 1.0
 _MAX_UNKNOWN_SENDERS = 1024
+# Space the store keeps filled so that a full disk can still delete bundles.
+_STORE_BALLAST_BYTES = 1 << 20
 # App API replies queued for one connection before its requests are no
 # longer read (the client is not reading its replies).
 _APP_MAX_OUTBOX = 1024
@@ -166,6 +168,16 @@ class _UdpPeer:
     queue: deque[tuple[bytes, int | None]] = field(default_factory=deque)
     wake: trio.Event = field(default_factory=trio.Event)
     contact: Contact | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Conn:
+    """An accepted app API or MTCP connection (for the connection limit)."""
+
+    kind: str
+    last_active: float
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    registered: bool = False
 
 
 @dataclass(slots=True)
@@ -232,8 +244,10 @@ class Node:
                 "handler_errors",
                 "app_connections",
                 "app_refused",
+                "app_evicted",
                 "mtcp_connections",
                 "mtcp_refused",
+                "mtcp_evicted",
                 "accept_errors",
                 "buffer_refused",
                 "buffered_bytes",
@@ -274,6 +288,7 @@ class Node:
         self._epoch_unix_s = 0.0
         self._rng = random.Random()
         self._fd_budget = 1 << 30
+        self._conns: set[_Conn] = set()
         # In-process endpoints (Node.endpoint): the application is trusted
         # and reads a channel, so their queue is not bounded.
         self._inproc_push: dict[str, Callable[[Deliver], bool]] = {}
@@ -332,6 +347,7 @@ class Node:
                     synchronous="FULL" if full else "NORMAL",
                     deferred_sync=full,
                     disk_reserve_bytes=cfg.limits.disk_reserve_bytes,
+                    ballast_bytes=_STORE_BALLAST_BYTES,
                 )
                 self._deferred = store if full else None
         except DtnError as exc:
@@ -1402,13 +1418,16 @@ class Node:
     async def _serve(
         self,
         listener: trio.SocketListener,
-        handler: Callable[[trio.SocketStream], Any],
+        handler: Callable[[trio.SocketStream, _Conn], Any],
         kind: str,
         limit: int,
     ) -> None:
         """Accept connections for ``handler``: at most ``limit`` at once, and
-        never into the file descriptors kept for the store; a refused
-        connection is closed at once and counted (``<kind>_refused``)."""
+        never into the file descriptors kept for the store. At the limit the
+        connection quiet the longest (and with no registered endpoint) is
+        closed to make room if it has been quiet over a second
+        (``<kind>_evicted``); else the new one is closed at once
+        (``<kind>_refused``). Idle connections cannot lock clients out."""
         async with listener, trio.open_nursery() as nursery:
             while True:
                 try:
@@ -1422,32 +1441,48 @@ class Node:
                 active = (
                     self.counters["app_connections"] + self.counters["mtcp_connections"]
                 )
+                now = trio.current_time()
                 if self.counters[f"{kind}_connections"] >= limit or (
                     active >= self._fd_budget
                 ):
-                    self.counters[f"{kind}_refused"] += 1
-                    with contextlib.suppress(Exception):
-                        stream.socket.close()
-                    continue
+                    idle = [
+                        c
+                        for c in self._conns
+                        if c.kind == kind
+                        and not c.registered
+                        and not c.scope.cancel_called
+                        and now - c.last_active > 1.0
+                    ]
+                    if not idle:
+                        self.counters[f"{kind}_refused"] += 1
+                        with contextlib.suppress(Exception):
+                            stream.socket.close()
+                        continue
+                    min(idle, key=lambda c: c.last_active).scope.cancel()
+                    self.counters[f"{kind}_evicted"] += 1
+                conn = _Conn(kind, now)
+                self._conns.add(conn)
                 self.counters[f"{kind}_connections"] += 1
-                nursery.start_soon(self._run_connection, handler, stream, kind)
+                nursery.start_soon(self._run_connection, handler, stream, conn)
 
     async def _run_connection(
         self,
-        handler: Callable[[trio.SocketStream], Any],
+        handler: Callable[[trio.SocketStream, _Conn], Any],
         stream: trio.SocketStream,
-        kind: str,
+        conn: _Conn,
     ) -> None:
         try:
-            await handler(stream)
+            with conn.scope:
+                await handler(stream, conn)
         except Exception as exc:  # one client or peer never stops the node
-            self._handler_error(kind, exc)
+            self._handler_error(conn.kind, exc)
         finally:
-            self.counters[f"{kind}_connections"] -= 1
+            self._conns.discard(conn)
+            self.counters[f"{conn.kind}_connections"] -= 1
             with contextlib.suppress(Exception):
-                await stream.aclose()
+                stream.socket.close()
 
-    async def _mtcp_handler(self, stream: trio.SocketStream) -> None:
+    async def _mtcp_handler(self, stream: trio.SocketStream, conn: _Conn) -> None:
         agent = self.core
         assert agent is not None
         dec = MtcpDecoder(max_bundle_bytes=self.config.limits.mtcp_max_frame_bytes)
@@ -1458,6 +1493,7 @@ class Node:
                     chunk = await stream.receive_some(65_536)
                     if not chunk:
                         return
+                    conn.last_active = trio.current_time()
                     try:
                         bundles = dec.feed(chunk)
                     finally:
@@ -1527,7 +1563,7 @@ class Node:
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
-    async def _app_handler(self, stream: trio.SocketStream) -> None:
+    async def _app_handler(self, stream: trio.SocketStream, conn: _Conn) -> None:
         out_send, out_recv = trio.open_memory_channel[bytes](math.inf)
         subs: list[_Subscriber] = []
 
@@ -1613,6 +1649,7 @@ class Node:
                         break
                     if not chunk:
                         break
+                    conn.last_active = trio.current_time()
                     try:
                         msgs = reader.feed(chunk)
                     except DecodeError as exc:
@@ -1635,6 +1672,7 @@ class Node:
                         for m in msgs:
                             actions += self._app_request(m, reply, error, push, subs)
                     self._apply(actions)
+                    conn.registered = bool(subs)
                     if outbox:
                         # A send's reply promises the bundle is stored.
                         self.when_durable(
