@@ -103,6 +103,8 @@ class EventKind(StrEnum):
     """Fragments made whole again."""
     ADMIN_RECORD = "admin_record"
     """An administrative record for an endpoint not registered here."""
+    NO_ROUTE = "no_route"
+    """A bundle waits without a route (detail: why); the daemon logs it at info."""
     STATUS_REPORT = "status_report"
     """A status report was originated."""
     SERVICE_STARTED = "service_started"

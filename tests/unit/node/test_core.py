@@ -266,7 +266,10 @@ def test_tagged_sends_get_results_untagged_failures_are_events() -> None:
     assert results[0] == ("result", 30, 1, True, None)
     assert results[1][:4] == ("result", 30, 2, False)
     assert results[1][4]
-    assert [e.kind for e in out if isinstance(e, Event)] == ["service_send_failed"]
+    # (the bundle for ipn:9.1 waits without a route: a no_route event, issue 17)
+    assert [e.kind for e in out if isinstance(e, Event) and e.kind != "no_route"] == [
+        "service_send_failed"
+    ]
 
 
 def test_contacts_are_announced_once_per_neighbour() -> None:
