@@ -13,6 +13,16 @@ Example (every key but ``node`` optional; ``listen`` defaults to an ephemeral po
     mtu_bytes = 65000                 # largest bundle per datagram (bigger ones are fragmented)
     lifetime_ms = 86400000            # default lifetime of bundles sent through the app API
     mtcp_listen = "127.0.0.1:4224"    # accept MTCP (draft-ietf-dtn-mtcpcl) connections
+    tcpcl_listen = "127.0.0.1:4556"   # accept TCPCLv4 (RFC 9174) sessions
+
+    [tcpcl]                           # TCPCLv4 sessions (spec/interop.md)
+    keepalive_s = 30
+    segment_mru = 1048576             # largest segment we accept
+    transfer_mru = 1073741824         # largest bundle we accept
+    tls_cert = "certs/node2.pem"      # offer TLS with this chain and key (PEM)
+    tls_key = "certs/node2.key"
+    tls_ca = "certs/ca.pem"           # verify peers against this CA
+    require_tls = false
 
     [dtn_routes]                      # static routes for dtn: destinations (issue 17)
     "dtn://ground/" = 1               # dtn://ground/... goes where ipn node 1 does
@@ -33,7 +43,7 @@ Example (every key but ``node`` optional; ``listen`` defaults to an ephemeral po
     [[neighbours]]
     node = 3
     address = "127.0.0.1:4557"
-    cla = "udp"                       # udp | mtcp
+    cla = "udp"                       # udp | mtcp | tcpcl
     ack = "auto"                      # auto | on | off (udp only)
     always_on = false                 # default: true when there is no plan
     rate_bytes_s = 0                  # pacing for always-on links (0: unpaced)
@@ -52,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 from dtn.cl.udp import AckMode
 from dtn.errors import DtnError
 from dtn.routing.plan import check_dtn_routes
+from dtn.runtime.tcpcl import TcpclSettings
 
 if TYPE_CHECKING:
     from dtn.runtime.security import SecurityConfig
@@ -99,6 +110,8 @@ class NodeConfig:
     neighbours: tuple[NeighbourConfig, ...] = field(default_factory=tuple)
     security: SecurityConfig | None = None
     dtn_routes: dict[str, int] = field(default_factory=dict)
+    tcpcl_listen: tuple[str, int] | None = None
+    tcpcl: TcpclSettings = field(default_factory=TcpclSettings)
 
     @property
     def eid(self) -> str:
@@ -176,6 +189,8 @@ def config_from_dict(
             "neighbours",
             "security",
             "dtn_routes",
+            "tcpcl_listen",
+            "tcpcl",
         },
         "",
     )
@@ -250,8 +265,8 @@ def config_from_dict(
         if "address" not in nb:
             raise ConfigError(f"{p}address: missing")
         cla = _take(nb, "cla", str, p, "udp")
-        if cla not in ("udp", "mtcp"):
-            raise ConfigError(f"{p}cla: expected udp or mtcp, got {cla!r}")
+        if cla not in ("udp", "mtcp", "tcpcl"):
+            raise ConfigError(f"{p}cla: expected udp, mtcp or tcpcl, got {cla!r}")
         ack_s = _take(nb, "ack", (str, bool), p, "auto")
         ack_s = (
             {True: "on", False: "off"}.get(ack_s, ack_s)
@@ -277,6 +292,8 @@ def config_from_dict(
                 rate_bytes_s=rate,
             )
         )
+    tcpcl = _parse_tcpcl(_take(doc, "tcpcl", dict, "", {}), base)
+    tcpcl_listen = doc.get("tcpcl_listen")
     raw_routes = _take(doc, "dtn_routes", dict, "", {})
     try:
         dtn_routes = check_dtn_routes(raw_routes)
@@ -311,7 +328,46 @@ def config_from_dict(
         neighbours=tuple(neighbours),
         security=security,
         dtn_routes=dtn_routes,
+        tcpcl_listen=None
+        if tcpcl_listen is None
+        else parse_address(tcpcl_listen, "tcpcl_listen"),
+        tcpcl=tcpcl,
     )
+
+
+_TCPCL_INTS = {
+    "keepalive_s": (0, 0xFFFF),
+    "segment_mru": (64, 1 << 32),
+    "transfer_mru": (64, 1 << 40),
+    "max_segment_bytes": (64, 1 << 32),
+}
+
+
+def _parse_tcpcl(t: dict[str, Any], base: Path) -> TcpclSettings:
+    """The ``[tcpcl]`` table (TLS files resolved against ``base``)."""
+    p = "tcpcl."
+    _check_keys(t, {*_TCPCL_INTS, "tls_cert", "tls_key", "tls_ca", "require_tls"}, p)
+    kw: dict[str, Any] = {}
+    for key, (lo, hi) in _TCPCL_INTS.items():
+        v = _take(t, key, int, p)
+        if v is not None:
+            if not lo <= v <= hi:
+                raise ConfigError(f"{p}{key}: must be in {lo}..{hi}, got {v}")
+            kw[key] = v
+    for key in ("tls_cert", "tls_key", "tls_ca"):
+        v = _take(t, key, str, p)
+        if v is not None:
+            path = base / v
+            if not path.is_file():
+                raise ConfigError(f"{p}{key}: no such file {path}")
+            kw[key] = str(path)
+    if ("tls_cert" in kw) != ("tls_key" in kw):
+        raise ConfigError(f"{p}tls_cert: tls_cert and tls_key go together")
+    req = _take(t, "require_tls", bool, p, False)
+    if req and "tls_cert" not in kw:
+        raise ConfigError(f"{p}require_tls: needs tls_cert and tls_key")
+    kw["require_tls"] = req
+    return TcpclSettings(**kw)
 
 
 def load_config(path: str | Path) -> NodeConfig:

@@ -404,7 +404,7 @@ class Session:
                 self._send_init(now)
         return self._take()
 
-    def receive_data(self, data: bytes, now: int) -> list[SessionEvent]:
+    def receive_data(self, data: bytes | bytearray, now: int) -> list[SessionEvent]:
         """Bytes from the peer; returns the events they cause. Never raises for bad bytes."""
         if self.state is State.CLOSED:
             return []
