@@ -274,7 +274,13 @@ class Node:
             store=store,
             plan=self.plan,
             plan_epoch=dtn_time_from_unix(self._epoch_unix_s),
-            config=AgentConfig(max_bundle_bytes=cfg.mtu_bytes),
+            config=AgentConfig(
+                max_bundle_bytes=cfg.mtu_bytes,
+                # TCPCL carries a bundle whole (up to the peer's transfer MRU)
+                mtu_by_neighbour={
+                    n.node: None for n in cfg.neighbours if n.cla == "tcpcl"
+                },
+            ),
             rng=random.Random(),
             security=self.security,
             dtn_routes=cfg.dtn_routes,

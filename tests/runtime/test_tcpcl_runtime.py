@@ -119,7 +119,7 @@ async def test_a_dead_peer_fails_the_transmission_and_the_bundle_stays(
 
 
 def test_tcpcl_config_keys(tmp_path: Path) -> None:
-    d = make_ca_and_nodes(tmp_path, [3])
+    make_ca_and_nodes(tmp_path, [3])
     cfg = config_from_dict(
         {
             "node": 3,
