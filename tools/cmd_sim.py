@@ -3,6 +3,9 @@
     dcis sim --plan FILE --seed N --duration SECONDS --traffic FILE [--loss P] [--json]
              [--services MODULE:FACTORY]
 
+example:
+    dcis sim --plan tools/plans/chain4.ionrc --seed 1 --duration 3600 --traffic examples/traffic.txt
+
 The plan is an ionrc or HDTN JSON contact plan; the traffic file has lines
 ``AT_SECONDS SRC_NODE DST_NODE SIZE_BYTES [COUNT]`` (see
 :mod:`dtn.sim.traffic`). Every node runs a real agent on an in-memory store.
@@ -27,8 +30,10 @@ from dtn.errors import DtnError
 from dtn.routing.plan import load_plan
 from dtn.sim import SIM_EPOCH, SimConfig, SimSummary, Simulator, parse_traffic
 from dtn.time import DtnTime, dtn_time_from_unix
-from tools.argtypes import add_traffic_run_arguments
+from tools.argtypes import add_traffic_run_arguments, non_negative_int
 from tools.cli import CommandError
+
+MAX_SIM_DURATION_S = 10 * 365 * 86_400.0
 
 
 def load_factory(spec: str, *, what: str) -> Any:
@@ -55,7 +60,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "sim",
         help="run the deterministic constellation simulator",
-        description="Run N agents over a contact plan on a virtual clock with seeded faults; print a summary.",
+        description=__doc__,
     )
     add_traffic_run_arguments(
         p,
@@ -65,7 +70,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--seed",
         required=True,
-        type=int,
+        type=non_negative_int,
         metavar="N",
         help="random seed (same seed => same run)",
     )
@@ -126,10 +131,14 @@ def run(args: argparse.Namespace) -> int:
     """Run the simulation; exit 0 on completion, 2 on bad input."""
     if not 0.0 <= args.loss <= 1.0:
         raise CommandError(f"--loss must be a probability in [0, 1], got {args.loss}")
-    if args.duration < 0:
-        raise CommandError(f"--duration must be >= 0, got {args.duration}")
-    if args.lifetime <= 0:
-        raise CommandError(f"--lifetime must be > 0, got {args.lifetime}")
+    if not 0 <= args.duration <= MAX_SIM_DURATION_S:
+        raise CommandError(
+            f"--duration must be >= 0 and <= {MAX_SIM_DURATION_S:g} s (10 years), got {args.duration:g}"
+        )
+    if not 0 < args.lifetime <= 10 * 365 * 86_400:
+        raise CommandError(
+            f"--lifetime must be > 0 and <= {10 * 365 * 86_400} s, got {args.lifetime:g}"
+        )
     try:
         plan = load_plan(args.plan)
     except DtnError as exc:

@@ -516,6 +516,8 @@ class NodeSecurity:
             raise ConfigError(
                 f"{key}: {self.store.path / NODE_CERT} was not issued by the key in operator.pub ({exc})"
             ) from None
+        self._node = node
+        self._identity = identity
         self._cert_nodes = {node}
         for cert in certs.values():
             self._add_cert(cert)
@@ -558,6 +560,24 @@ class NodeSecurity:
                 status_reason=int(reason) if reason is not None else None,
             )
         return plain, reason
+
+    def link_key(self, peer: int, now: int) -> bytes | None:
+        """The 32-byte UDP CL link key shared with node ``peer`` (spec/udpcl.md
+        "Threat model"): X25519 between this node's key and the one in
+        ``peer``'s valid certificate, labelled with both node numbers. None
+        when ``peer`` has no valid certificate here."""
+        if self.policy is None or self._identity is None:
+            return None
+        cert = self.policy.certificate(peer, now)
+        if cert is None:
+            return None
+        lo, hi = sorted((self._node, peer))
+        try:
+            return self._identity.agree(
+                cert.kx_public, label=b"dcis-udpcl-link|%d|%d" % (lo, hi)
+            )
+        except CryptoError:
+            return None
 
     def verify(
         self, bundle: Bundle, now: int

@@ -26,6 +26,7 @@ CORE_DIRS = [
     "dtn/appapi",
     "dtn/sim",
     "crypto",
+    "dfs/core",
 ]
 BANNED_MODULES = {"time", "socket", "trio", "asyncio", "selectors"}
 
