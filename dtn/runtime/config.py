@@ -20,7 +20,8 @@ its type, default and meaning; examples/node1.toml is a commented node)::
     [tcpcl]                           # TCPCLv4 sessions (spec/interop.md)
     keepalive_s = 30
     segment_mru = 1048576             # largest segment we accept
-    transfer_mru = 1073741824         # largest bundle we accept
+    transfer_mru = 268435456          # largest bundle we accept
+    max_sessions = 64                 # passive sessions held at once
     tls_cert = "certs/node2.pem"      # offer TLS with this chain and key (PEM)
     tls_key = "certs/node2.key"
     tls_ca = "certs/ca.pem"           # verify peers against this CA
@@ -410,6 +411,7 @@ _TCPCL_INTS = {
     "segment_mru": (64, 1 << 32),
     "transfer_mru": (64, 1 << 40),
     "max_segment_bytes": (64, 1 << 32),
+    "max_sessions": (1, 1 << 16),
 }
 
 

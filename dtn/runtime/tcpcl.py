@@ -71,12 +71,15 @@ class TcpclSettings:
     ``tls_cert``/``tls_key``: our certificate chain and key (PEM); with them
     we offer TLS. ``tls_ca``: CA certificates that peers' certificates must
     chain to (without it, peers are not verified). ``require_tls``: end
-    sessions with peers that do not offer TLS.
+    sessions with peers that do not offer TLS. ``max_sessions`` bounds the
+    passive sessions held at once (each may buffer one transfer of up to
+    ``transfer_mru`` bytes); a connection beyond it is closed at once.
     """
 
     keepalive_s: int = 30
     segment_mru: int = 1 << 20
-    transfer_mru: int = 1 << 30
+    transfer_mru: int = 256 << 20
+    max_sessions: int = 64
     max_segment_bytes: int = 1 << 20
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -149,6 +152,7 @@ class TcpclCla:
         self._log = log
         self._server_ctx, self._client_ctx = make_tls_contexts(settings)
         self.peers: dict[int, _Active] = {}
+        self._passive_count = 0
         self.address: tuple[str, int] | None = None
         self.counters: dict[str, int] = dict.fromkeys(
             (
@@ -250,7 +254,17 @@ class TcpclCla:
         await trio.serve_listeners(self._passive, listeners)
 
     async def _passive(self, stream: trio.SocketStream) -> None:
-        await self._run_session(stream, active=False, peer=None)
+        if self._passive_count >= self.settings.max_sessions:
+            self._log(
+                "warning", "tcpcl_too_many_sessions", limit=self.settings.max_sessions
+            )
+            await stream.aclose()
+            return
+        self._passive_count += 1
+        try:
+            await self._run_session(stream, active=False, peer=None)
+        finally:
+            self._passive_count -= 1
 
     # ------------------------------------------------------------ one session
 

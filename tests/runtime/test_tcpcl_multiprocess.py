@@ -64,6 +64,7 @@ def write_configs(tmp: Path, tls: bool) -> tuple[list[Path], dict[str, int]]:
         if n == 1:
             lines.append(f'mtcp_listen = "127.0.0.1:{m1}"')
         lines += ["[store]", f'path = "n{n}.db"', "limit_bytes = 1000000000"]
+        lines += ["[limits]", "mtcp_max_frame_bytes = 200000000"]
         if tls:
             lines += [
                 "[tcpcl]",

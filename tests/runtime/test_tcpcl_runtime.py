@@ -143,3 +143,40 @@ def test_tcpcl_config_keys(tmp_path: Path) -> None:
     ):
         with pytest.raises(ConfigError, match=match):
             config_from_dict({"node": 3, "tcpcl": bad}, base_dir=tmp_path)
+
+
+async def closed_by_peer(stream: trio.SocketStream) -> bool:
+    """True when the peer closed (EOF or reset) without sending anything."""
+    try:
+        return await stream.receive_some(100) == b""
+    except trio.BrokenResourceError:
+        return True
+
+
+async def test_passive_sessions_are_bounded_and_junk_is_closed(tmp_path: Path) -> None:
+    port = free_tcp_port()
+    cfg = NodeConfig(
+        node=4,
+        store_path=":memory:",
+        tcpcl_listen=("127.0.0.1", port),
+        tcpcl=TcpclSettings(max_sessions=1),
+    )
+    async with open_node(cfg) as n4:
+        with trio.fail_after(30):
+            first = await trio.open_tcp_stream("127.0.0.1", port)
+            await first.send_all(b"dtn!\x04\x00")
+            assert await first.receive_some(6) == b"dtn!\x04\x00"
+            second = await trio.open_tcp_stream("127.0.0.1", port)
+            assert await closed_by_peer(second)  # over the bound: closed
+            await second.aclose()
+            junk = await trio.open_tcp_stream("127.0.0.1", port)
+            await first.aclose()  # frees the slot
+            await poll_until(
+                lambda: n4.tcpcl is not None and n4.tcpcl._passive_count == 0,
+                timeout_s=10,
+            )
+            junk2 = await trio.open_tcp_stream("127.0.0.1", port)
+            await junk2.send_all(b"GET / HTTP/1.1\r\n\r\n")
+            assert await closed_by_peer(junk2)  # not TCPCL: closed, no answer
+            await junk.aclose()
+            await junk2.aclose()
