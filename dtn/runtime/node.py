@@ -905,6 +905,16 @@ class Node:
                 "address": f"{m.config.address[0]}:{m.config.address[1]}",
                 "in_contact": m.contact is not None,
             }
+        for n, t in (self.tcpcl.peers if self.tcpcl else {}).items():
+            sess = t.session
+            nbs[str(n)] = {
+                "cla": "tcpcl",
+                "address": f"{t.address[0]}:{t.address[1]}",
+                "session": None if sess is None else sess.state.name.lower(),
+                "tls": bool(sess is not None and sess.tls),
+                "in_flight": 0 if sess is None else sess.in_flight,
+                "queued": len(t.queue),
+            }
         return {
             "node": self.config.node,
             "eid": self.config.eid,

@@ -69,6 +69,10 @@ async def exchange(c1: NodeConfig, c2: NodeConfig, n: int = 20) -> dict[str, obj
         assert a1 is not None
         await poll_until(lambda: a1.stored == 0, timeout_s=30)
         st = n1.status()
+        nb = st["neighbours"]["2"]
+        assert nb["cla"] == "tcpcl"
+        assert nb["session"] == "established"
+        assert nb["tls"] is (c1.tcpcl.tls_cert is not None)
         return dict(st["counters"])
 
 
