@@ -55,6 +55,7 @@ from dtn.errors import InvalidArgument
 __all__ = ["TcpclCla", "TcpclSettings", "make_tls_contexts"]
 
 LogFn = Callable[..., None]
+_MAX_TX_BACKLOG = 4 << 20  # answers queued before we stop reading a peer
 _CONN_ERRORS = (
     OSError,
     trio.BrokenResourceError,
@@ -274,7 +275,11 @@ class TcpclCla:
         s = Session(self._config(), active=active)
         stream: trio.abc.Stream = raw
         wake = trio.Event()
-        state: dict[str, Any] = {"wake": wake, "neighbour": peer.node if peer else None}
+        state: dict[str, Any] = {
+            "wake": wake,
+            "drained": trio.Event(),
+            "neighbour": peer.node if peer else None,
+        }
 
         def poke() -> None:
             state["wake"].set()
@@ -367,6 +372,11 @@ class TcpclCla:
     ) -> None:
         try:
             while not s.closed:
+                while s.tx_backlog > _MAX_TX_BACKLOG and not s.closed:
+                    # the peer is not reading our answers: stop reading its data
+                    state["drained"] = trio.Event()
+                    state["wake"].set()
+                    await state["drained"].wait()
                 data = await stream.receive_some(1 << 18)
                 if not data:
                     self._handle(s, s.connection_lost(self._now()), peer, state)
@@ -396,6 +406,7 @@ class TcpclCla:
                 data = s.data_to_send(1 << 20)
                 if data:
                     await stream.send_all(data)
+                    state["drained"].set()
                     continue
                 if s.closed:
                     scope.cancel()  # everything said: close the connection

@@ -351,6 +351,15 @@ class Session:
         return self.state is State.ESTABLISHED
 
     @property
+    def tx_backlog(self) -> int:
+        """Control bytes (ACKs, rejects, ...) waiting for ``data_to_send``.
+
+        A driver stops reading while this is large: a peer that sends but
+        never reads cannot make us buffer answers without bound.
+        """
+        return len(self._tx)
+
+    @property
     def in_flight(self) -> int:
         """Outgoing transfers queued, being sent or awaiting their final ACK."""
         return len(self._queue) + len(self._unacked) + (1 if self._sending else 0)
