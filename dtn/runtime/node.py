@@ -52,6 +52,7 @@ import math
 import os
 import random
 import socket
+import ssl
 import stat
 import time
 from collections import deque
@@ -103,6 +104,7 @@ from dtn.routing.contact import Contact
 from dtn.runtime.config import ConfigError, NeighbourConfig, NodeConfig
 from dtn.runtime.security import NodeSecurity
 from dtn.runtime.services import ServiceFactory, load_factory, next_incarnation
+from dtn.runtime.tcpcl import TcpclCla
 from dtn.runtime.watch import file_stamp
 from dtn.time import DtnTime, dtn_time_from_unix
 
@@ -228,6 +230,7 @@ class Node:
         self.plan: Any = None
         self.udp_address: tuple[str, int] | None = None
         self.mtcp_address: tuple[str, int] | None = None
+        self.tcpcl: TcpclCla | None = None
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "datagrams_in",
@@ -380,6 +383,10 @@ class Node:
             plan_epoch=dtn_time_from_unix(self._epoch_unix_s),
             config=AgentConfig(
                 max_bundle_bytes=cfg.mtu_bytes,
+                # TCPCL carries a bundle whole (up to the peer's transfer MRU)
+                mtu_by_neighbour={
+                    n.node: None for n in cfg.neighbours if n.cla == "tcpcl"
+                },
                 max_forward_lifetime_ms=cfg.limits.max_forward_lifetime_ms,
                 max_tombstone_ms=cfg.limits.max_tombstone_ms,
             ),
@@ -437,6 +444,20 @@ class Node:
                     nursery.start_soon(self._udp_sender, peer)
                 for mpeer in self._mtcp.values():
                     nursery.start_soon(self._mtcp_sender, mpeer)
+                if self.tcpcl is not None:
+                    for tpeer in self.tcpcl.peers.values():
+                        nursery.start_soon(self.tcpcl.run_active, tpeer)
+                    if cfg.tcpcl_listen is not None:
+                        try:
+                            tls_listeners = await trio.open_tcp_listeners(
+                                cfg.tcpcl_listen[1], host=cfg.tcpcl_listen[0]
+                            )
+                        except OSError as exc:
+                            raise ConfigError(
+                                f"tcpcl_listen: cannot listen on {cfg.tcpcl_listen[0]}:{cfg.tcpcl_listen[1]}: {exc.strerror or exc}"
+                            ) from exc
+                        self.tcpcl.address = tls_listeners[0].socket.getsockname()[:2]
+                        nursery.start_soon(self.tcpcl.serve, tls_listeners)
                 if cfg.mtcp_listen is not None:
                     try:
                         listeners = await trio.open_tcp_listeners(
@@ -594,9 +615,50 @@ class Node:
                     mac_key=self._link_key(nb.node),
                 )
                 self._udp[nb.node] = _UdpPeer(nb, link, _pacer(nb.rate_bytes_s))
+            elif nb.cla == "tcpcl":
+                self._tcpcl_cla().add_peer(nb.node, nb.address)
             else:
                 s, r = trio.open_memory_channel[tuple[int, bytes]](math.inf)
                 self._mtcp[nb.node] = _MtcpPeer(nb, s, r)
+        if cfg.tcpcl_listen is not None:
+            self._tcpcl_cla()
+
+    # ------------------------------------------------------------ TCPCLv4
+
+    def _tcpcl_cla(self) -> TcpclCla:
+        if self.tcpcl is None:
+            try:
+                self.tcpcl = TcpclCla(
+                    node=self.config.node,
+                    settings=self.config.tcpcl,
+                    receive=self._tcpcl_receive,
+                    done=self._tcpcl_done,
+                    log=self._log,
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"tcpcl: cannot load the TLS files: {exc}") from exc
+        return self.tcpcl
+
+    def _tcpcl_receive(
+        self, neighbour: int | None, data: bytes, answer: Callable[[bool], None]
+    ) -> None:
+        agent = self.agent
+        assert agent is not None
+        actions = agent.on_receive_many(
+            [Received("tcpcl", neighbour, data, None)], self.now_ms()
+        )
+        # Store full: refuse (the sender keeps it); else acknowledge once durable.
+        refused = any(isinstance(a, Event) and a.kind == "refused" for a in actions)
+        self._apply(actions)
+        if refused:
+            answer(False)
+        else:
+            self.when_durable(functools.partial(answer, True))
+
+    def _tcpcl_done(self, tx_id: int, ok: bool) -> None:
+        agent = self.agent
+        if agent is not None:
+            self._apply(agent.on_transmit_done(tx_id, ok, self.now_ms()))
 
     def _link_key(self, node: int) -> bytes | None:
         """The UDP CL MAC key shared with ``node`` (None without security or
@@ -674,6 +736,8 @@ class Node:
         mpeer = self._mtcp.get(t.neighbor)
         if mpeer is not None:
             mpeer.send.send_nowait((t.tx_id, t.data))
+            return []
+        if self.tcpcl is not None and self.tcpcl.transmit(t.neighbor, t.tx_id, t.data):
             return []
         self._log("warning", "no_address", neighbour=t.neighbor)
         return agent.on_transmit_done(t.tx_id, False, self.now_ms())
@@ -944,6 +1008,16 @@ class Node:
                 "address": f"{m.config.address[0]}:{m.config.address[1]}",
                 "in_contact": m.contact is not None,
             }
+        for n, t in (self.tcpcl.peers if self.tcpcl else {}).items():
+            sess = t.session
+            nbs[str(n)] = {
+                "cla": "tcpcl",
+                "address": f"{t.address[0]}:{t.address[1]}",
+                "session": None if sess is None else sess.state.name.lower(),
+                "tls": bool(sess is not None and sess.tls),
+                "in_flight": 0 if sess is None else sess.in_flight,
+                "queued": len(t.queue),
+            }
         return {
             "node": self.config.node,
             "eid": self.config.eid,
@@ -965,6 +1039,7 @@ class Node:
                 **(agent.counters if agent else {}),
                 **self.counters,
                 **(self.security.counters() if self.security else {}),
+                **(self.tcpcl.counters if self.tcpcl else {}),
             },
             "security": self.security.status() if self.security else {"enabled": False},
             "neighbours": nbs,
