@@ -6,10 +6,13 @@ network with partitions, crashes and permanent losses.
 
 These are fakes with the documented semantics of
 :mod:`consensus.log.api` and :mod:`consensus.membership.view`, not the real
-log or membership services: tentative entries are visible inside their
-origin's partition, and :meth:`LogHub.commit` commits the pending entries of
+log or membership services: a tentative entry is known to the nodes of
+its origin's partition and spreads to every node it meets as partitions
+change, and :meth:`LogHub.commit` commits the pending entries of
 the partition that holds a majority (all of them once healed), deciding
-each compare-and-set against committed state, in submission order.
+each compare-and-set against committed state, in submission order; a put
+or delete loses to a later-stamped write of its key (last writer wins, the
+stamp standing in for the log's hybrid logical clock).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from dtn.routing.plan import ContactPlan
 class _Entry:
     id: EntryId
     op: Op
+    stamp: int
+    known: set[int]
 
 
 class LogHub:
@@ -46,12 +51,23 @@ class LogHub:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.committed: dict[str, bytes] = {}
+        self.stamps: dict[str, int] = {}
+        self.clock = 0
         self.pending: list[_Entry] = []
         self.outcomes: dict[EntryId, Outcome] = {}
         self.seq: dict[int, int] = {}
 
+    def spread(self) -> None:
+        """Share every pending entry within each partition (gossip), as
+        the log does while nodes are connected."""
+        groups = self.cluster.groups or [set(self.cluster.nodes)]
+        for e in self.pending:
+            for g in groups:
+                if e.known & g:
+                    e.known |= g
+
     def commit(self) -> int:
-        """Commit the pending entries whose origin is up in the majority
+        """Commit the pending entries whose origin is in the majority
         partition, in submission order; returns how many."""
         group = self.cluster.majority_group()
         if group is None:
@@ -68,14 +84,18 @@ class LogHub:
                 if self.committed.get(op.key) != op.expected:
                     self.outcomes[e.id] = Outcome.REJECTED
                     continue
-                if op.value is None:
-                    self.committed.pop(op.key, None)
-                else:
-                    self.committed[op.key] = op.value
-            elif isinstance(op, Put):
-                self.committed[op.key] = op.value
+                value = op.value
+            elif e.stamp < self.stamps.get(op.key, -1):
+                # Last writer wins: a later write of the key committed first.
+                self.outcomes[e.id] = Outcome.COMMITTED
+                continue
             else:
+                value = op.value if isinstance(op, Put) else None
+            self.stamps[op.key] = max(e.stamp, self.stamps.get(op.key, -1))
+            if value is None:
                 self.committed.pop(op.key, None)
+            else:
+                self.committed[op.key] = value
             self.outcomes[e.id] = Outcome.COMMITTED
         self.pending = keep
         return done
@@ -93,16 +113,24 @@ class MemoryLog:
         seq = self.hub.seq.get(self.node, 0) + 1
         self.hub.seq[self.node] = seq
         eid = EntryId(self.node, seq)
-        self.hub.pending.append(_Entry(eid, op))
+        self.hub.clock += 1
+        known = {
+            n
+            for n in self.hub.cluster.nodes
+            if self.hub.cluster.connected(self.node, n)
+        }
+        self.hub.pending.append(_Entry(eid, op, self.hub.clock, known))
         return eid
 
     def _state(self, level: Level) -> dict[str, bytes]:
         state = dict(self.hub.committed)
         if level == Level.TENTATIVE:
             for e in self.hub.pending:
-                if not self.hub.cluster.connected(self.node, e.id.origin):
-                    continue
                 op = e.op
+                if self.node not in e.known or isinstance(op, CompareAndSet):
+                    continue
+                if e.stamp < self.hub.stamps.get(op.key, -1):
+                    continue
                 if isinstance(op, Put):
                     state[op.key] = op.value
                 elif isinstance(op, Delete):
@@ -270,20 +298,23 @@ class Cluster:
         return any(a in g and b in g for g in self.groups)
 
     def majority_group(self) -> set[int] | None:
-        """The up nodes of the partition holding a majority of all nodes."""
+        """The partition holding a majority of all nodes (a crashed node's
+        entries were shared with its partition before it crashed)."""
         groups = self.groups or [set(self.nodes)]
         for g in groups:
             if 2 * len(g) > len(self.nodes):
-                return {n for n in g if n in self.up}
+                return g
         return None
 
     def partition(self, groups: list[set[int]]) -> None:
         """Split the network into ``groups`` (every node in one group)."""
         self.groups = [set(g) for g in groups]
+        self.hub.spread()
 
     def heal(self) -> None:
         """Join every partition."""
         self.groups = None
+        self.hub.spread()
 
     # -- node lifecycle --------------------------------------------------
 

@@ -40,7 +40,9 @@ holder has been tried and some chunk still lacks k good blocks, or at
    generation (exactly one repair per missing share); the new holder then
    self-heals. A rejected claim is retried next round on fresh state, so
    repair converges while holders come and go;
-4. GC: a local share of a removed object (tombstone) is dropped at once; one
+4. GC: a local share of a removed or replaced object (a ``dfs/x/<oid>``
+   tombstone, which ``rm`` and an overwriting ``put`` write) is dropped at
+   once; one
    of an object no manifest names, or that the committed placement gives to
    another node, after ``gc_grace_ms``.
 
@@ -91,6 +93,7 @@ from dfs.core.errors import (
 )
 from dfs.core.manifest import (
     MANIFEST_PREFIX,
+    REMOVED_PREFIX,
     Manifest,
     Placement,
     Tombstone,
@@ -102,6 +105,7 @@ from dfs.core.manifest import (
     encode_tombstone,
     manifest_key,
     placement_key,
+    removed_key,
 )
 from dfs.core.placement import PlacementPolicy, choose_holders
 from dfs.core.store import ShareStore
@@ -517,7 +521,15 @@ class DfsService:
         )
         raw = encode_manifest(manifest)
         self._decoded[raw] = manifest
+        try:
+            old: Manifest | None = self.manifest(name)
+        except NotFound:
+            old = None
         self.log.submit(Put(manifest_key(name), raw), now_ms)
+        if old is not None:
+            # The replaced object's shares are reclaimed like a removed one's.
+            tomb = encode_tombstone(Tombstone(old.object_id, now_ms))
+            self.log.submit(Put(removed_key(old.object_id), tomb), now_ms)
         op = PutOp(name=name, manifest=manifest)
         op.placed.update(i for i, h in enumerate(holders) if h == self._node)
         if len(self._puts) > 1024:
@@ -559,10 +571,9 @@ class DfsService:
         their next maintenance. Raises NotFound."""
         self._now = now_ms
         m = self.manifest(name)
-        self.log.submit(
-            Put(manifest_key(name), encode_tombstone(Tombstone(m.object_id, now_ms))),
-            now_ms,
-        )
+        tomb = encode_tombstone(Tombstone(m.object_id, now_ms))
+        self.log.submit(Put(manifest_key(name), tomb), now_ms)
+        self.log.submit(Put(removed_key(m.object_id), tomb), now_ms)
         for i in range(m.n):
             self.store.delete_share(m.object_id, i)
         return m
@@ -840,6 +851,13 @@ class DfsService:
                 live[rec.object_id] = rec
             else:
                 dead.add(rec.object_id)
+        for key, _ in self.log.scan(REMOVED_PREFIX, Level.TENTATIVE):
+            try:
+                dead.add(bytes.fromhex(key[len(REMOVED_PREFIX) :]))
+            except ValueError:
+                continue
+        for oid in dead:
+            live.pop(oid, None)
         self._scrub(live)
         self._collect(live, dead, now_ms)
         self._heal(live, now_ms)
