@@ -63,7 +63,7 @@ import nacl.utils
 from consensus.log.api import CompareAndSet, EntryId, KeyValueLog, Level, Outcome, Put
 from consensus.membership.view import MembershipView, MemberState
 from crypto.keys import NodeIdentity
-from dfs.core import wire
+from dfs.core import appwire, wire
 from dfs.core._sodium import new_buffer
 from dfs.core.codec import (
     DEFAULT_CHUNK_SIZE,
@@ -137,6 +137,8 @@ class DfsConfig:
     get_timeout_ms: int = 3_600_000
     share_lifetime_ms: int = 86_400_000
     max_fetches: int = 64
+    max_app_bytes: int = 1 << 31
+    """Bound on the bytes of unfinished puts buffered for local apps."""
     policy: PlacementPolicy = PlacementPolicy()  # noqa: RUF009 (frozen)
 
     def __post_init__(self) -> None:
@@ -223,6 +225,12 @@ class _Gather:
     finished: bool = False
 
 
+@dataclass(eq=False)
+class _AppPut:
+    begin: appwire.PutBegin
+    buf: bytearray
+
+
 def service_eid(node: int) -> str:
     """The object store endpoint of ``node``."""
     return f"ipn:{node}.{SERVICE}"
@@ -281,6 +289,8 @@ class DfsService:
         self._puts: dict[bytes, PutOp] = {}
         self._scrub_queue: list[tuple[bytes, int, int]] = []
         self._decoded: dict[bytes, Manifest | Tombstone | None] = {}
+        self._app_puts: dict[tuple[str, int], _AppPut] = {}
+        self._app_put_ops: dict[bytes, tuple[str, int]] = {}
         self.stats: dict[str, int] = {
             "scrubbed": 0,
             "corrupt": 0,
@@ -580,10 +590,19 @@ class DfsService:
 
     # -- get -----------------------------------------------------------------
 
-    def get(self, name: str, now_ms: int) -> GetOp:
+    def get(
+        self,
+        name: str,
+        now_ms: int,
+        *,
+        on_piece: Callable[[int, memoryview], None] | None = None,
+        on_done: Callable[[GetOp], None] | None = None,
+    ) -> GetOp:
         """Start reading ``name``; poll the returned op (and keep calling
         ``on_tick``/``on_bundle``). Raises NotFound or AccessDenied at once;
-        a failed fetch shows as ``state == FAILED`` with ``error`` set."""
+        a failed fetch shows as ``state == FAILED`` with ``error`` set.
+        ``on_piece(offset, bytes)`` is called as each chunk is ready (in any
+        order), ``on_done(op)`` once the get ends either way."""
         self._now = now_ms
         m = self.manifest(name)
         key = self._unwrap(m)
@@ -594,10 +613,14 @@ class DfsService:
             out = op.data[at : at + chunk_plain_len(m.size, m.chunk_size, j)]
             decrypt_into(out, ct, key=key, object_id=m.object_id, j=j)
             op.chunks_done += 1
+            if on_piece is not None:
+                on_piece(at, out)
 
         def on_end(err: DfsError | None) -> None:
             op.state = OpState.FAILED if err else OpState.DONE
             op.error = err
+            if on_done is not None:
+                on_done(op)
 
         self._gather(
             m,
@@ -775,6 +798,11 @@ class DfsService:
     def on_bundle(self, inbound: Inbound, now_ms: int) -> list[Send]:
         """A message from another node's object store."""
         self._now = now_ms
+        if inbound.source.startswith(
+            f"ipn:{self._node}."
+        ) and not inbound.source.endswith(f".{SERVICE}"):
+            self._on_app(inbound, now_ms)
+            return self._drain()
         peer = _source_node(inbound.source)
         try:
             if peer is None:
@@ -792,6 +820,11 @@ class DfsService:
             op = self._puts.get(msg.object_id)
             if op is not None and op.manifest.placement[msg.share] == peer:
                 op.placed.add(msg.share)
+                app = self._app_put_ops.get(msg.object_id)
+                if app is not None:
+                    self._app_reply(
+                        app[0], appwire.Progress(app[1], len(op.placed), op.manifest.n)
+                    )
         elif isinstance(msg, wire.Fetch):
             self._on_fetch(peer, msg)
         else:
@@ -808,6 +841,120 @@ class DfsService:
                     self._activate_next(g, now_ms)
                     self._check_end(g)
         return self._drain()
+
+    # -- local applications ------------------------------------------------
+
+    def _app_reply(self, app: str, m: appwire.AppMessage) -> None:
+        self._outbox.append(Send(app, appwire.encode_app(m)))
+
+    def _on_app(self, inbound: Inbound, now_ms: int) -> None:
+        app = inbound.source
+        try:
+            msg = appwire.decode_app_untrusted(inbound.payload)
+        except DecodeError as exc:
+            self.stats["dropped"] += 1
+            log.warning("dfs: bad request from %s dropped: %s", app, exc)
+            return
+        req = getattr(msg, "req", 0)
+        try:
+            self._app_request(app, msg, now_ms)
+        except DfsError as exc:
+            self._app_puts.pop((app, req), None)
+            self._app_reply(app, appwire.Error(req, type(exc).__name__, str(exc)))
+
+    def _app_request(self, app: str, msg: appwire.AppMessage, now_ms: int) -> None:
+        if isinstance(msg, appwire.PutBegin):
+            check_name(msg.name)
+            pending = sum(len(p.buf) for p in self._app_puts.values())
+            if pending + msg.size > self.config.max_app_bytes:
+                raise InvalidArgument(
+                    f"{msg.size} bytes do not fit in the app put buffer "
+                    f"({self.config.max_app_bytes - pending} free)"
+                )
+            self._app_puts[(app, msg.req)] = _AppPut(msg, bytearray())
+            if msg.size == 0:
+                self._app_put_done(app, msg.req, now_ms)
+        elif isinstance(msg, appwire.PutPart):
+            p = self._app_puts.get((app, msg.req))
+            if p is None:
+                raise InvalidArgument("no put in progress with that request number")
+            if msg.offset != len(p.buf) or len(p.buf) + len(msg.data) > p.begin.size:
+                raise InvalidArgument("put part out of order or past the size")
+            p.buf += msg.data
+            if len(p.buf) == p.begin.size:
+                self._app_put_done(app, msg.req, now_ms)
+        elif isinstance(msg, appwire.Call):
+            self._app_call(app, msg, now_ms)
+        else:
+            raise InvalidArgument("a reply is not a request")
+
+    def _app_put_done(self, app: str, req: int, now_ms: int) -> None:
+        p = self._app_puts.pop((app, req))
+        op = self.put(p.begin.name, p.buf, now_ms, k=p.begin.k, n=p.begin.n)
+        m = op.manifest
+        self._app_put_ops[m.object_id] = (app, req)
+        if len(self._app_put_ops) > 1024:
+            del self._app_put_ops[next(iter(self._app_put_ops))]
+        self._app_reply(
+            app,
+            appwire.Ok(
+                req,
+                {
+                    "name": m.name,
+                    "object_id": m.object_id.hex(),
+                    "size": m.size,
+                    "k": m.k,
+                    "n": m.n,
+                    "holders": list(m.placement),
+                    "placed": len(op.placed),
+                },
+            ),
+        )
+
+    def _app_call(self, app: str, msg: appwire.Call, now_ms: int) -> None:
+        req = msg.req
+        if msg.op == "ls":
+            entries = [
+                {
+                    "name": m.name,
+                    "size": m.size,
+                    "k": m.k,
+                    "n": m.n,
+                    "created_ms": m.created_ms,
+                }
+                for m in self.ls(msg.arg)
+            ]
+            self._app_reply(app, appwire.Ok(req, {"objects": entries}))
+        elif msg.op == "stat":
+            self._app_reply(app, appwire.Ok(req, self.stat(msg.arg)))
+        elif msg.op == "rm":
+            m = self.rm(msg.arg, now_ms)
+            self._app_reply(
+                app, appwire.Ok(req, {"name": m.name, "object_id": m.object_id.hex()})
+            )
+        else:
+
+            def piece(offset: int, data: memoryview) -> None:
+                self._app_reply(app, appwire.Data(req, offset, bytes(data)))
+
+            def done(op: GetOp) -> None:
+                if op.error is not None:
+                    self._app_reply(
+                        app, appwire.Error(req, type(op.error).__name__, str(op.error))
+                    )
+                else:
+                    self._app_reply(
+                        app,
+                        appwire.Ok(
+                            req,
+                            {
+                                "size": op.manifest.size,
+                                "shares": sorted(op.shares_fetched),
+                            },
+                        ),
+                    )
+
+            self.get(msg.arg, now_ms, on_piece=piece, on_done=done)
 
     def _on_store(self, peer: int, msg: wire.Store, now_ms: int) -> None:
         try:
