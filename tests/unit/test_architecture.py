@@ -22,6 +22,7 @@ CORE_DIRS = [
     "dtn/node",
     "dtn/bpsec",
     "dtn/cl",
+    "dtn/cl/tcpcl4",
     "dtn/appapi",
     "dtn/sim",
     "crypto",
