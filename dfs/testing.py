@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from consensus.log.api import (
     CompareAndSet,
@@ -38,6 +39,21 @@ from dtn.node.service import Inbound, NodeCredentials, Send
 from dtn.routing.plan import ContactPlan
 
 
+class Topology(Protocol):
+    """Who is up, lost, and connected: what the fake log and membership
+    read (a :class:`Cluster`, or a test's view of a simulator)."""
+
+    nodes: list[int]
+    up: set[int]
+    lost: set[int]
+    groups: list[set[int]] | None
+    resources: dict[int, Resources]
+
+    def connected(self, a: int, b: int) -> bool: ...
+
+    def majority_group(self) -> set[int] | None: ...
+
+
 @dataclass
 class _Entry:
     id: EntryId
@@ -49,7 +65,7 @@ class _Entry:
 class LogHub:
     """The shared state behind every node's :class:`MemoryLog`."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Topology) -> None:
         self.cluster = cluster
         self.committed: dict[str, bytes] = {}
         self.stamps: dict[str, int] = {}
@@ -159,7 +175,7 @@ class MemoryLog:
 class StaticMembership:
     """One node's membership view, computed from the cluster's state."""
 
-    def __init__(self, cluster: Cluster, node: int) -> None:
+    def __init__(self, cluster: Topology, node: int) -> None:
         self.cluster = cluster
         self.node = node
 
