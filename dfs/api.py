@@ -28,7 +28,7 @@ from typing import IO, Any, Protocol
 import trio
 
 from dfs.core import appwire, errors
-from dfs.core.service import SERVICE, AccessDenied
+from dfs.core.service import SERVICE, AccessDenied, Busy
 from dtn.client import Client
 from dtn.client.common import ReceivedBundle
 from dtn.client.trio_client import TrioClient, open_trio_client
@@ -69,6 +69,7 @@ _KINDS: dict[str, type[errors.DfsError]] = {
     "Unrecoverable": errors.Unrecoverable,
     "StoreFull": errors.StoreFull,
     "AccessDenied": AccessDenied,
+    "Busy": Busy,
 }
 
 

@@ -46,7 +46,7 @@ holder has been tried and some chunk still lacks k good blocks, or at
    of an object no manifest names, or that the committed placement gives to
    another node, after ``gc_grace_ms``.
 
-Bounds: open gets/rebuilds (``max_fetches``), FETCH answers (blocks only
+Bounds: open rebuilds (``max_fetches``) and gets (twice that), FETCH answers (blocks only
 from the local store), STORE bundles (the store's capacity).
 """
 
@@ -120,6 +120,10 @@ OPEN_READER = 0
 
 class AccessDenied(DfsError):
     """The manifest wraps the object key for other readers only."""
+
+
+class Busy(DfsError):
+    """Too many gets and rebuilds are open on this node."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -606,6 +610,8 @@ class DfsService:
         self._now = now_ms
         m = self.manifest(name)
         key = self._unwrap(m)
+        if len(self._gathers) >= 2 * self.config.max_fetches:
+            raise Busy(f"{len(self._gathers)} gets and rebuilds open; try later")
         op = GetOp(name=name, manifest=m, key=key, data=new_buffer(m.size))
 
         def on_chunk(j: int, ct: bytes) -> None:
