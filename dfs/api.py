@@ -182,11 +182,18 @@ class Dfs:
         self._c.send(f"ipn:{self.node}.{SERVICE}", payload, source=self.endpoint)
 
     def _run(self, ex: _Exchange) -> _Exchange:
+        for _ in self._steps(ex):
+            pass
+        return ex
+
+    def _steps(self, ex: _Exchange) -> Iterator[None]:
+        """Take replies for ``ex`` until it ends, yielding after each."""
         deadline = time.monotonic() + self.timeout_s
         while True:
             for msg in self._stash.pop(ex.req, []):
                 if ex.on_reply(msg):
-                    return ex
+                    return
+                yield None
             left = deadline - time.monotonic()
             b = self._c.receive(timeout_s=max(0.0, left)) if left > 0 else None
             if b is None:
@@ -257,10 +264,23 @@ class Dfs:
         return self._call("get", name, progress).assembled()
 
     def get_stream(self, name: str) -> Iterator[bytes]:
-        """The object's bytes as in-order pieces (after the whole get)."""
-        ex = self._call("get", name)
-        for offset in sorted(ex.pieces):
-            yield ex.pieces[offset]
+        """The object's bytes as in-order pieces, each yielded as soon as
+        every byte before it has arrived (pieces come in any order)."""
+        ex = self._new()
+        self._send(appwire.encode_app(appwire.Call(ex.req, "get", name)))
+        at = 0
+        for _ in self._steps(ex):
+            while at in ex.pieces:
+                piece = ex.pieces.pop(at)
+                at += len(piece)
+                yield piece
+        while at in ex.pieces:
+            piece = ex.pieces.pop(at)
+            at += len(piece)
+            yield piece
+        assert ex.result is not None
+        if at != int(ex.result["size"]):
+            raise errors.DecodeError(f"got {at} of {ex.result['size']} bytes")
 
     def ls(self, prefix: str = "") -> list[dict[str, Any]]:
         """Objects whose name starts with ``prefix``."""
