@@ -32,7 +32,8 @@ holder has been tried and some chunk still lacks k good blocks, or at
    chose this node) is *pulled*: FETCH from k other holders, decode, check,
    recompute this share's blocks, store them. A pushed share gets
    ``push_grace_ms`` to arrive first;
-3. repair: a holder that membership reports dead or left is replaced.
+3. repair: a holder that membership reports dead or left is replaced (one
+   it does not list yet is not: a node's view may be young).
    A live holder of the object picks new holders by the placement rule,
    excluding every current holder (so two shares never share a node), and
    submits a compare-and-set of ``dfs/p/<oid>`` from the committed value it
@@ -1130,11 +1131,13 @@ class DfsService:
             p = self.placement(m, Level.COMMITTED)
             if self._node not in p.holders:
                 continue
+            # Only a holder membership has declared dead or left is lost: one
+            # this node has not heard of yet (a fresh view) is not.
             lost = [
                 i
                 for i, h in enumerate(p.holders)
-                if h not in members
-                or members[h].state in (MemberState.DEAD, MemberState.LEFT)
+                if h in members
+                and members[h].state in (MemberState.DEAD, MemberState.LEFT)
             ]
             if not lost:
                 continue

@@ -303,3 +303,19 @@ def test_open_gets_are_bounded() -> None:
     assert all(op.state == OpState.RUNNING for op in ops)
     with pytest.raises(Busy):
         c.services[1].get("x", c.now_ms)
+
+
+def test_a_holder_missing_from_a_young_view_is_not_repaired() -> None:
+    c = cluster(12)
+    oid = put(c, 1, "y", data_of(500))
+    c.hub.commit()
+    absent = sorted(holders_of(c, oid))[2]
+
+    class Young(StaticMembership):
+        def members(self):  # type: ignore[no-untyped-def]
+            return {n: m for n, m in super().members().items() if n != absent}
+
+    for n, svc in c.services.items():
+        svc.membership = Young(c, n)
+        svc.maintain(c.now_ms)
+    assert sum(s.stats["repair_claims"] for s in c.services.values()) == 0
