@@ -2,7 +2,7 @@
 
     dcis plan show FILE [--json]
     dcis plan plot FILE -o out.png
-    dcis plan convert FILE -o OUT [--format ionrc|json]
+    dcis plan convert FILE -o OUT [--to ionrc|json]   (--format is the old name)
 
 Plans are ION ionrc or HDTN JSON, told apart by content (see spec/routing.md).
 ``plot`` needs matplotlib (the ``plot`` extra).
@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from dtn.routing.plan import ContactPlan, format_hdtn_json, format_ionrc
+from dtn.routing.plan import (
+    ContactPlan,
+    format_hdtn_json,
+    format_ionrc,
+    ionrc_owlt_warnings,
+)
 from tools.argtypes import int_in
 from tools.cli import CommandError
 from tools.cmd_route import add_plan_args, num, read_plan
@@ -77,7 +83,9 @@ def register(subparsers: Any) -> None:
     c.add_argument("file", type=Path, metavar="FILE")
     c.add_argument("-o", "--output", required=True, type=Path, metavar="OUT")
     c.add_argument(
+        "--to",
         "--format",
+        dest="format",
         choices=("ionrc", "json"),
         default=None,
         help="default: json if OUT ends in .json, else ionrc",
@@ -323,7 +331,13 @@ def run_convert(args: argparse.Namespace) -> int:
     """Write the plan in ionrc or HDTN JSON."""
     plan = read_plan(args.file, args.contact_7th)
     kind = args.format or ("json" if args.output.suffix.lower() == ".json" else "ionrc")
-    text = format_hdtn_json(plan) if kind == "json" else format_ionrc(plan)
+    if kind == "json":
+        text = format_hdtn_json(plan)
+    else:
+        # ION reads light times as whole seconds: round up, and say so
+        for w in ionrc_owlt_warnings(plan):
+            print(f"warning: {w}", file=sys.stderr)
+        text = format_ionrc(plan, ion_owlt=True)
     try:
         args.output.write_text(text, encoding="utf-8")
     except OSError as exc:

@@ -46,7 +46,12 @@ def read_plan(path: Path, seventh: str) -> ContactPlan:
 
 
 def num(x: float) -> int | float:
-    """A JSON number: integral seconds print without a fraction."""
+    """A JSON number of seconds rounded to the millisecond; whole seconds print without a fraction.
+
+    Rounding hides float noise of route arithmetic (``12.120000000000001``).
+    """
+    if abs(x) < 2**53:
+        x = round(float(x), 3)
     return int(x) if float(x).is_integer() and abs(x) < 2**53 else float(x)
 
 

@@ -1,6 +1,7 @@
 """``dcis sim``: run the deterministic constellation simulator on a plan and traffic.
 
     dcis sim --plan FILE --seed N --duration SECONDS --traffic FILE [--loss P] [--json]
+             [--services MODULE:FACTORY]
 
 example:
     dcis sim --plan tools/plans/chain4.ionrc --seed 1 --duration 3600 --traffic examples/traffic.txt
@@ -11,12 +12,16 @@ The plan is an ionrc or HDTN JSON contact plan; the traffic file has lines
 ``--json`` prints one JSON object (the run's summary, including
 ``trace_sha256``: the same inputs and seed always print the same object;
 ``deleted`` and ``deleted_reasons`` count bundles agents deleted on purpose).
+``--services pkg.mod:factory`` runs node services on every node:
+``factory(node, incarnation)`` returns that node's services (spec/node.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -29,6 +34,25 @@ from tools.argtypes import add_traffic_run_arguments, non_negative_int
 from tools.cli import CommandError
 
 MAX_SIM_DURATION_S = 10 * 365 * 86_400.0
+
+
+def load_factory(spec: str, *, what: str) -> Any:
+    """The callable named by ``spec`` (``"pkg.module:name"``), imported now.
+    Raises :class:`CommandError` (naming ``what``) when it cannot be."""
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise CommandError(f"{what}: expected MODULE:FACTORY, got {spec!r}")
+    if os.getcwd() not in sys.path:
+        # As `python -m` would: a module next to where dcis runs is found.
+        sys.path.insert(0, os.getcwd())
+    try:
+        mod = importlib.import_module(module)
+    except Exception as exc:  # any import-time failure of the user's module
+        raise CommandError(f"{what}: cannot import {module}: {exc}") from None
+    factory = getattr(mod, name, None)
+    if not callable(factory):
+        raise CommandError(f"{what}: {module} has no callable {name!r}")
+    return factory
 
 
 def register(subparsers: Any) -> None:
@@ -49,6 +73,11 @@ def register(subparsers: Any) -> None:
         type=non_negative_int,
         metavar="N",
         help="random seed (same seed => same run)",
+    )
+    p.add_argument(
+        "--services",
+        metavar="MODULE:FACTORY",
+        help="run node services: FACTORY(node, incarnation) in importable MODULE returns each node's services (spec/node.md)",
     )
     p.add_argument(
         "--trace",
@@ -136,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
         if plan.epoch_unix_s is None
         else dtn_time_from_unix(plan.epoch_unix_s)
     )
+    services = None
+    if args.services is not None:
+        services = load_factory(args.services, what="--services")
     config = SimConfig(
         seed=args.seed,
         duration_s=args.duration,
@@ -153,7 +185,13 @@ def run(args: argparse.Namespace) -> int:
                     f"cannot write trace file {args.trace}: {exc}"
                 ) from None
         try:
-            sim = Simulator(plan, config, traffic=traffic, trace_sink=trace_file)
+            sim = Simulator(
+                plan,
+                config,
+                traffic=traffic,
+                trace_sink=trace_file,
+                services=services,
+            )
             summary = sim.run()
             sim.close()
         except DtnError as exc:

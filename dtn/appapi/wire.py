@@ -115,3 +115,8 @@ class MessageReader:
     def feed(self, data: bytes | bytearray | memoryview) -> list[dict[str, Any]]:
         """Consume stream bytes; return complete messages."""
         return [decode_message_untrusted(b) for b in self._frames.feed(data)]
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of a message received only in part (held in memory)."""
+        return self._frames.buffered_bytes

@@ -16,6 +16,9 @@ its type, default and meaning; examples/node1.toml is a commented node)::
     lifetime_ms = 86400000            # default lifetime of bundles sent through the app API
     mtcp_listen = "127.0.0.1:4224"    # accept MTCP (draft-ietf-dtn-mtcpcl) connections
 
+    [dtn_routes]                      # static routes for dtn: destinations (issue 17)
+    "dtn://ground/" = 1               # dtn://ground/... goes where ipn node 1 does
+
     [store]
     path = "node2.db"                 # SQLite bundle store (default STATE_DIR/bundles.db;
                                       # ":memory:" keeps nothing across restarts)
@@ -26,6 +29,18 @@ its type, default and meaning; examples/node1.toml is a commented node)::
     ack_timeout_s = 1.0               # added to 2 x light time for the retransmission timeout
     max_tries = 4
 
+    [limits]                          # resources a peer or client can make us hold
+    app_max_connections = 128         # app API connections at once (more are closed at once)
+    mtcp_max_connections = 128        # MTCP connections accepted at once
+    fd_reserve = 64                   # file descriptors kept free for the store
+    app_max_message_bytes = 16777216  # largest app API message (per connection)
+    mtcp_max_frame_bytes = 16777216   # largest MTCP frame (per connection)
+    max_buffered_bytes = 134217728    # all partly received frames together
+    delivery_queue = 256              # bundles pushed to one client and not yet confirmed
+    max_forward_lifetime_ms = 2592000000  # longest lifetime accepted for others' bundles (30 days)
+    max_tombstone_ms = 2592000000     # longest a delivered key is remembered
+    disk_reserve_bytes = 4194304      # free space kept on the store's file system
+
     [security]                        # end-to-end security (spec/security.md section 9)
     keystore = "keys/node2"           # node.key, node.cert, operator.pub, certs/, revocations.cbor
     accepted_contexts = [-101, -102]  # see dtn/runtime/security.py for every key
@@ -34,7 +49,7 @@ its type, default and meaning; examples/node1.toml is a commented node)::
     node = 3
     address = "127.0.0.1:4557"
     cla = "udp"                       # udp | mtcp
-    ack = "auto"                      # auto | on | off (udp only)
+    ack = "on"                        # on | none | off | auto (udp only; see spec/udpcl.md)
     always_on = false                 # default: true when there is no plan
     rate_bytes_s = 0                  # pacing for always-on links (0: unpaced)
 
@@ -49,8 +64,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dtn.cl.udp import AckMode
+from dtn.cl.udp import MAX_NODE, AckMode
 from dtn.errors import DtnError
+from dtn.routing.plan import check_dtn_routes
 
 if TYPE_CHECKING:
     from dtn.runtime.security import SecurityConfig
@@ -75,9 +91,29 @@ class NeighbourConfig:
     node: int
     address: tuple[str, int]
     cla: str = "udp"
-    ack: AckMode = AckMode.AUTO
+    ack: AckMode = AckMode.ON
     always_on: bool | None = None
     rate_bytes_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """``[limits]``: every resource a peer or a client can make the node hold,
+    with safe defaults (see the module docstring; counters in ``dcis status``)."""
+
+    app_max_connections: int = 128
+    mtcp_max_connections: int = 128
+    fd_reserve: int = 64
+    app_max_message_bytes: int = 16 << 20
+    mtcp_max_frame_bytes: int = 16 << 20
+    max_buffered_bytes: int = 128 << 20
+    delivery_queue: int = 256
+    max_forward_lifetime_ms: int = 30 * 86_400_000
+    max_tombstone_ms: int = 30 * 86_400_000
+    disk_reserve_bytes: int = 4 << 20
+
+
+LIMIT_KEYS = frozenset(Limits.__dataclass_fields__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,6 +143,9 @@ class NodeConfig:
     max_tries: int = 4
     neighbours: tuple[NeighbourConfig, ...] = field(default_factory=tuple)
     security: SecurityConfig | None = None
+    limits: Limits = field(default_factory=lambda: Limits())
+    app_socket_group: str | None = None
+    dtn_routes: dict[str, int] = field(default_factory=dict)
 
     @property
     def eid(self) -> str:
@@ -184,6 +223,9 @@ def config_from_dict(
             "udp",
             "neighbours",
             "security",
+            "limits",
+            "app_socket_group",
+            "dtn_routes",
         },
         "",
     )
@@ -198,8 +240,8 @@ def config_from_dict(
         if node is not None and node != eid_node:
             raise ConfigError(f"eid: {eid!r} does not match node = {node}")
         node = eid_node
-    if not 1 <= node < 2**64:
-        raise ConfigError(f"node: must be in 1..2^64-1, got {node}")
+    if not 1 <= node <= MAX_NODE:
+        raise ConfigError(f"node: must be in 1..{MAX_NODE}, got {node}")
 
     def path_of(value: str | None) -> str | None:
         if value is None or value == ":memory:":
@@ -254,8 +296,8 @@ def config_from_dict(
             nb, {"node", "address", "cla", "ack", "always_on", "rate_bytes_s"}, p
         )
         nb_node = _take(nb, "node", int, p)
-        if nb_node is None or not 1 <= nb_node < 2**64:
-            raise ConfigError(f"{p}node: missing or not in 1..2^64-1")
+        if nb_node is None or not 1 <= nb_node <= MAX_NODE:
+            raise ConfigError(f"{p}node: missing or not in 1..{MAX_NODE}")
         if nb_node == node or nb_node in seen:
             raise ConfigError(f"{p}node: {nb_node} is this node or listed twice")
         seen.add(nb_node)
@@ -264,7 +306,7 @@ def config_from_dict(
         cla = _take(nb, "cla", str, p, "udp")
         if cla not in ("udp", "mtcp"):
             raise ConfigError(f"{p}cla: expected udp or mtcp, got {cla!r}")
-        ack_s = _take(nb, "ack", (str, bool), p, "auto")
+        ack_s = _take(nb, "ack", (str, bool), p, "on")
         ack_s = (
             {True: "on", False: "off"}.get(ack_s, ack_s)
             if isinstance(ack_s, bool)
@@ -274,7 +316,7 @@ def config_from_dict(
             ack = AckMode(ack_s)
         except ValueError:
             raise ConfigError(
-                f"{p}ack: expected auto, on or off, got {ack_s!r}"
+                f"{p}ack: expected on, none, off or auto, got {ack_s!r}"
             ) from None
         rate = float(_take(nb, "rate_bytes_s", (int, float), p, 0.0))
         if rate < 0:
@@ -289,6 +331,24 @@ def config_from_dict(
                 rate_bytes_s=rate,
             )
         )
+    lim = _take(doc, "limits", dict, "", {})
+    _check_keys(lim, set(LIMIT_KEYS), "limits.")
+    lim_values: dict[str, int] = {}
+    for name in LIMIT_KEYS:
+        v = _take(lim, name, int, "limits.")
+        if v is None:
+            continue
+        floor = 0 if name in ("fd_reserve", "disk_reserve_bytes") else 1
+        if not floor <= v < 2**63:
+            raise ConfigError(f"limits.{name}: must be in {floor}..2**63-1, got {v}")
+        lim_values[name] = v
+    limits = Limits(**lim_values)
+    group = _take(doc, "app_socket_group", str, "")
+    raw_routes = _take(doc, "dtn_routes", dict, "", {})
+    try:
+        dtn_routes = check_dtn_routes(raw_routes)
+    except DtnError as exc:
+        raise ConfigError(f"dtn_routes: {exc}") from None
     security = None
     if "security" in doc:
         # Imported here: dtn.runtime.security imports ConfigError from us.
@@ -318,6 +378,9 @@ def config_from_dict(
         max_tries=max_tries,
         neighbours=tuple(neighbours),
         security=security,
+        limits=limits,
+        app_socket_group=group,
+        dtn_routes=dtn_routes,
     )
 
 
@@ -363,10 +426,10 @@ def prepare_state_dir(config: NodeConfig) -> None:
 
 
 def default_app_socket(node: int) -> str:
-    """Where a node without ``app_socket`` listens: ``$XDG_RUNTIME_DIR`` (or
-    the temp dir) ``/dtn-node-N.sock``."""
+    """Where a node without ``app_socket`` listens: ``$XDG_RUNTIME_DIR``, else
+    ``/run/dtn-node`` (never a predictable name in a shared temp dir),
+    ``/dtn-node-N.sock``."""
     import os
-    import tempfile
 
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/run/dtn-node"
     return os.path.join(base, f"dtn-node-{node}.sock")
