@@ -414,3 +414,15 @@ def _run_in(main: object, argv: list[str], workdir: Path) -> tuple[int, str, str
     finally:
         os.chdir(old)
     return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("prefix", "parser"), COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS]
+)
+def test_every_help_text_has_an_example(
+    prefix: tuple[str, ...], parser: argparse.ArgumentParser
+) -> None:
+    text = parser.format_help()
+    assert "example" in text, " ".join(prefix)
+    # The example line runs the command it documents.
+    assert f"dcis {' '.join(prefix)}" in text
