@@ -53,6 +53,7 @@ class LogRun:
     submitted: dict[EntryId, Submitted] = field(default_factory=dict)
     committed: dict[int, tuple[int, int, EntryId | None]] = field(default_factory=dict)
     """index -> (term, kind, entry id) of every committed record seen on any node."""
+    _majority_seen: set[tuple[int, int | None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         view = StaticView(self.nodes)
@@ -110,6 +111,8 @@ class LogRun:
                     sub.return_ms = now
 
     def _check_majority(self, index: int, term: int | None, voters: int) -> None:
+        if (index, term) in self._majority_seen:
+            return
         holders = 0
         for n in self.nodes:
             data = self.cluster.states[n].data
@@ -134,10 +137,40 @@ class LogRun:
             self.cluster.advance(min(target, self.cluster.now_ms + step))
             self.observe()
 
-    def settle(self, quiet_ms: int = 40_000) -> None:
-        """Heal everything and run until quiet."""
+    def settle(self, limit_ms: int = 90_000) -> None:
+        """Heal everything and run until quiet: every node at the same commit
+        index and state, nothing tentative, every submitted entry decided
+        (checked every 2 s, at most ``limit_ms``), then 2 s more."""
         self.cluster.heal_all()
-        self.advance(quiet_ms)
+        end = self.cluster.now_ms + limit_ms
+        while self.cluster.now_ms < end and not self._quiet():
+            self.advance(2_000)
+        self.advance(2_000)
+
+    def _quiet(self) -> bool:
+        logs = [self.log(n) for n in self.nodes]
+        if any(s is None for s in logs):
+            return False
+        states = {
+            (
+                s.term,
+                s.leader,
+                s.commit_index,
+                s.last_index,
+                s.state_hash(),
+                len(s.tentative),
+            )
+            for s in logs
+            if s is not None
+        }
+        if len(states) != 1:
+            return False
+        _, leader, *_, tentative = next(iter(states))
+        if leader is None or tentative != 0:
+            return False
+        first = logs[0]
+        assert first is not None
+        return all(first.outcome(eid) is not None for eid in self.submitted)
 
     def check_converged(self) -> None:
         """Promises 2, 3, 4 and 5's linearizability, after heal and quiet."""

@@ -52,9 +52,6 @@ class LogPromises(RuleBasedStateMachine):
     )
     def start(self, seed: int, size: int, snapshot_every: int) -> None:
         note(f"cluster seed={seed} nodes={size} snapshot_every={snapshot_every}")
-        print(
-            f"log promises: cluster seed={seed} nodes={size} snapshot_every={snapshot_every}"
-        )
         self.run = LogRun(NODES[:size], seed, LogParams(snapshot_every=snapshot_every))
         self.run.advance(6_000)
 
