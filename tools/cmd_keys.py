@@ -176,13 +176,19 @@ def register(subparsers: Any) -> None:
 
 # -- helpers ------------------------------------------------------------------
 
+MAX_DAYS = 36_525
+"""Longest certificate validity ``keys issue`` writes: a century."""
+
 
 def parse_time_ms(text: str) -> int:
     """'now', an ISO 8601 UTC time, or DTN milliseconds -> DTN ms."""
     if text == "now":
         return int((time.time() - DTN_EPOCH_UNIX_S) * 1000)
-    if text.isdigit():
-        return int(text)
+    if text.isascii() and text.isdigit():
+        value = int(text)
+        if value >= 2**63:
+            raise CommandError(f"time {text} ms is past what a certificate can hold")
+        return value
     try:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
@@ -198,8 +204,12 @@ def parse_time_ms(text: str) -> int:
 
 
 def format_time(ms: int) -> str:
-    """DTN ms -> ISO 8601 UTC."""
-    when = dt.datetime.fromtimestamp(DTN_EPOCH_UNIX_S + ms / 1000, tz=dt.UTC)
+    """DTN ms -> ISO 8601 UTC (a time past year 9999, which a certificate
+    from another tool may hold, prints as DTN milliseconds)."""
+    try:
+        when = dt.datetime.fromtimestamp(DTN_EPOCH_UNIX_S + ms / 1000, tz=dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        return f"DTN {ms} ms"
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -301,8 +311,8 @@ def run_issue(args: argparse.Namespace) -> int:
     """Sign a certificate; keep it in the operator store's certs/ (the issuer's record)."""
     ks = _store(args.store)
     node, sign, kx = _public_keys(args)
-    if args.days <= 0:
-        raise CommandError("--days must be positive")
+    if not 0 < args.days <= MAX_DAYS:
+        raise CommandError(f"--days must be in (0, {MAX_DAYS}], got {args.days:g}")
     not_before = parse_time_ms(args.not_before)
     try:
         op = ks.read_operator_key()

@@ -1,6 +1,10 @@
 """``dcis sim``: run the deterministic constellation simulator on a plan and traffic.
 
     dcis sim --plan FILE --seed N --duration SECONDS --traffic FILE [--loss P] [--json]
+             [--services MODULE:FACTORY]
+
+example:
+    dcis sim --plan tools/plans/chain4.ionrc --seed 1 --duration 3600 --traffic examples/traffic.txt
 
 The plan is an ionrc or HDTN JSON contact plan; the traffic file has lines
 ``AT_SECONDS SRC_NODE DST_NODE SIZE_BYTES [COUNT]`` (see
@@ -8,12 +12,16 @@ The plan is an ionrc or HDTN JSON contact plan; the traffic file has lines
 ``--json`` prints one JSON object (the run's summary, including
 ``trace_sha256``: the same inputs and seed always print the same object;
 ``deleted`` and ``deleted_reasons`` count bundles agents deleted on purpose).
+``--services pkg.mod:factory`` runs node services on every node:
+``factory(node, incarnation)`` returns that node's services (spec/node.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -22,8 +30,29 @@ from dtn.errors import DtnError
 from dtn.routing.plan import load_plan
 from dtn.sim import SIM_EPOCH, SimConfig, SimSummary, Simulator, parse_traffic
 from dtn.time import DtnTime, dtn_time_from_unix
-from tools.argtypes import add_traffic_run_arguments
+from tools.argtypes import add_traffic_run_arguments, non_negative_int
 from tools.cli import CommandError
+
+MAX_SIM_DURATION_S = 10 * 365 * 86_400.0
+
+
+def load_factory(spec: str, *, what: str) -> Any:
+    """The callable named by ``spec`` (``"pkg.module:name"``), imported now.
+    Raises :class:`CommandError` (naming ``what``) when it cannot be."""
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise CommandError(f"{what}: expected MODULE:FACTORY, got {spec!r}")
+    if os.getcwd() not in sys.path:
+        # As `python -m` would: a module next to where dcis runs is found.
+        sys.path.insert(0, os.getcwd())
+    try:
+        mod = importlib.import_module(module)
+    except Exception as exc:  # any import-time failure of the user's module
+        raise CommandError(f"{what}: cannot import {module}: {exc}") from None
+    factory = getattr(mod, name, None)
+    if not callable(factory):
+        raise CommandError(f"{what}: {module} has no callable {name!r}")
+    return factory
 
 
 def register(subparsers: Any) -> None:
@@ -31,7 +60,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "sim",
         help="run the deterministic constellation simulator",
-        description="Run N agents over a contact plan on a virtual clock with seeded faults; print a summary.",
+        description=__doc__,
     )
     add_traffic_run_arguments(
         p,
@@ -41,9 +70,14 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--seed",
         required=True,
-        type=int,
+        type=non_negative_int,
         metavar="N",
         help="random seed (same seed => same run)",
+    )
+    p.add_argument(
+        "--services",
+        metavar="MODULE:FACTORY",
+        help="run node services: FACTORY(node, incarnation) in importable MODULE returns each node's services (spec/node.md)",
     )
     p.add_argument(
         "--trace",
@@ -97,10 +131,14 @@ def run(args: argparse.Namespace) -> int:
     """Run the simulation; exit 0 on completion, 2 on bad input."""
     if not 0.0 <= args.loss <= 1.0:
         raise CommandError(f"--loss must be a probability in [0, 1], got {args.loss}")
-    if args.duration < 0:
-        raise CommandError(f"--duration must be >= 0, got {args.duration}")
-    if args.lifetime <= 0:
-        raise CommandError(f"--lifetime must be > 0, got {args.lifetime}")
+    if not 0 <= args.duration <= MAX_SIM_DURATION_S:
+        raise CommandError(
+            f"--duration must be >= 0 and <= {MAX_SIM_DURATION_S:g} s (10 years), got {args.duration:g}"
+        )
+    if not 0 < args.lifetime <= 10 * 365 * 86_400:
+        raise CommandError(
+            f"--lifetime must be > 0 and <= {10 * 365 * 86_400} s, got {args.lifetime:g}"
+        )
     try:
         plan = load_plan(args.plan)
     except DtnError as exc:
@@ -127,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
         if plan.epoch_unix_s is None
         else dtn_time_from_unix(plan.epoch_unix_s)
     )
+    services = None
+    if args.services is not None:
+        services = load_factory(args.services, what="--services")
     config = SimConfig(
         seed=args.seed,
         duration_s=args.duration,
@@ -144,7 +185,13 @@ def run(args: argparse.Namespace) -> int:
                     f"cannot write trace file {args.trace}: {exc}"
                 ) from None
         try:
-            sim = Simulator(plan, config, traffic=traffic, trace_sink=trace_file)
+            sim = Simulator(
+                plan,
+                config,
+                traffic=traffic,
+                trace_sink=trace_file,
+                services=services,
+            )
             summary = sim.run()
             sim.close()
         except DtnError as exc:

@@ -148,6 +148,12 @@ class Client:
         assert isinstance(status, dict)
         return status
 
+    def bundles(self, limit: int = 1000) -> dict[str, Any]:
+        """What the node stores: ``{"total": N, "bundles": [{key,
+        destination, state, size, received_ms, expiry_ms, from}, ...]}``."""
+        reply = self._request({"type": "bundles", "limit": limit})
+        return {"total": reply["total"], "bundles": reply["bundles"]}
+
     def ping(self) -> float:
         """Round trip to the local node, in seconds."""
         t0 = time.perf_counter()

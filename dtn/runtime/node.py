@@ -35,14 +35,17 @@ import contextlib
 import dataclasses
 import errno
 import functools
+import heapq
+import itertools
 import logging
 import math
 import os
 import random
 import socket
+import stat
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,21 +66,25 @@ from dtn.agent import (
     Transmit,
 )
 from dtn.agent.actions import Deletion
-from dtn.agent.store import StoreFull
+from dtn.agent.store import StoredBundle, StoreError, StoreFull
 from dtn.appapi.wire import MessageReader, encode_message
 from dtn.bpv7.eid import IpnEid, parse_eid
 from dtn.cl.mtcp import MtcpDecoder, encode_mtcp_frame
 from dtn.cl.udp import (
     DATA_OVERHEAD_BYTES,
     AckBatcher,
-    AckSegment,
     BareBundle,
     DataSegment,
     LinkOutput,
     Pacer,
+    PeerSwitched,
+    Reachability,
     SendDatagram,
     UdpLink,
+    ack_mac,
+    data_mac,
     decode_datagram_untrusted,
+    mac_ok,
 )
 from dtn.client.common import ReceivedBundle
 from dtn.errors import DecodeError, DtnError, InvalidArgument
@@ -98,6 +105,9 @@ _APP_READ_BYTES = 1 << 20
 # Seconds between checks of the contact plan file's modification time.
 _PLAN_POLL_S = 1.0
 _MAX_UNKNOWN_SENDERS = 1024
+# App API replies queued for one connection before its requests are no
+# longer read (the client is not reading its replies).
+_APP_MAX_OUTBOX = 1024
 
 
 def _pacer(rate_bytes_s: float) -> Pacer:
@@ -118,6 +128,9 @@ class _Subscriber:
         self.push = push
         self.unconfirmed: dict[str, Deliver] = {}
         self.taken: set[str] = set()
+        # Keys (no payloads) deferred while ``unconfirmed`` is full: a client
+        # that does not read stalls itself, not the node's memory.
+        self.waiting: dict[str, None] = {}
 
 
 @dataclass(slots=True)
@@ -175,6 +188,17 @@ class Node:
                 "mtcp_out",
                 "udp_send_errors",
                 "store_syncs",
+                "acks_refused",
+                "mac_failures",
+                "handler_errors",
+                "app_connections",
+                "app_refused",
+                "mtcp_connections",
+                "mtcp_refused",
+                "accept_errors",
+                "buffer_refused",
+                "buffered_bytes",
+                "delivery_deferred",
             ),
             0,
         )
@@ -182,6 +206,13 @@ class Node:
         self._udp: dict[int, _UdpPeer] = {}
         self._mtcp: dict[int, _MtcpPeer] = {}
         self._by_addr: dict[tuple[str, int], int] = {}
+        # Neighbours by IP alone (peers such as ION and HDTN send from
+        # ephemeral ports); None when two neighbours share an IP.
+        self._by_ip: dict[str, int | None] = {}
+        # The configured (and resolved) addresses of each neighbour: the only
+        # ones its ACKs are taken from.
+        self._addrs: dict[int, set[tuple[str, int]]] = {}
+        self._link_keys: dict[int, bytes | None] = {}
         self._acks: AckBatcher = AckBatcher(local_node=config.node)
         self._ack_addr: dict[int, tuple[str, int]] = {}
         self._subs: dict[str, _Subscriber] = {}
@@ -203,6 +234,11 @@ class Node:
         self._started_at = 0.0
         self._epoch_unix_s = 0.0
         self._rng = random.Random()
+        self._fd_budget = 1 << 30
+        # In-process endpoints (Node.endpoint): the application is trusted
+        # and reads a channel, so their queue is not bounded.
+        self._inproc_push: dict[str, Callable[[Deliver], bool]] = {}
+        self._app_socket_ino: tuple[int, int] | None = None
 
     # ------------------------------------------------------------ clock
 
@@ -250,10 +286,20 @@ class Node:
                     cfg.store_limit_bytes,
                     synchronous="FULL" if full else "NORMAL",
                     deferred_sync=full,
+                    disk_reserve_bytes=cfg.limits.disk_reserve_bytes,
                 )
                 self._deferred = store if full else None
         except DtnError as exc:
             raise ConfigError(f"store.path: {exc}") from exc
+        if isinstance(store, SqliteStore) and store.corrupt_at_open:
+            # Damaged after their commit (acknowledged): never delivered;
+            # each is reported (store_corrupt) when the agent reaches it.
+            self._log(
+                "error",
+                "store_corrupt",
+                count=len(store.corrupt_at_open),
+                bundles=store.corrupt_at_open[:20],
+            )
         if isinstance(store, SqliteStore) and store.dropped_at_open:
             # Only a power cut (or a damaged disk) leaves these; none was
             # acknowledged, so the previous hops still hold them.
@@ -271,9 +317,14 @@ class Node:
             store=store,
             plan=self.plan,
             plan_epoch=dtn_time_from_unix(self._epoch_unix_s),
-            config=AgentConfig(max_bundle_bytes=cfg.mtu_bytes),
+            config=AgentConfig(
+                max_bundle_bytes=cfg.mtu_bytes,
+                max_forward_lifetime_ms=cfg.limits.max_forward_lifetime_ms,
+                max_tombstone_ms=cfg.limits.max_tombstone_ms,
+            ),
             rng=random.Random(),
             security=self.security,
+            dtn_routes=cfg.dtn_routes,
         )
         sock = socket.socket(
             socket.AF_INET6 if ":" in cfg.listen[0] else socket.AF_INET,
@@ -294,6 +345,7 @@ class Node:
             self._sock = sock
             self.udp_address = sock.getsockname()[:2]
             self._setup_peers()
+            self._fd_budget = _fd_budget(cfg.limits.fd_reserve)
             if cfg.app_socket is not None:
                 try:
                     app_listener = await self._open_app_listener(cfg.app_socket)
@@ -330,12 +382,21 @@ class Node:
                             f"mtcp_listen: cannot listen on {cfg.mtcp_listen[0]}:{cfg.mtcp_listen[1]}: {exc.strerror or exc}"
                         ) from exc
                     self.mtcp_address = listeners[0].socket.getsockname()[:2]
-                    nursery.start_soon(
-                        trio.serve_listeners, self._mtcp_handler, listeners
-                    )
+                    for lst in listeners:
+                        nursery.start_soon(
+                            self._serve,
+                            lst,
+                            self._mtcp_handler,
+                            "mtcp",
+                            cfg.limits.mtcp_max_connections,
+                        )
                 if app_listener is not None:
                     nursery.start_soon(
-                        trio.serve_listeners, self._app_handler, [app_listener]
+                        self._serve,
+                        app_listener,
+                        self._app_handler,
+                        "app",
+                        cfg.limits.app_max_connections,
                     )
                 self._log(
                     "info",
@@ -348,8 +409,7 @@ class Node:
         finally:
             sock.close()
             if app_listener is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(cfg.app_socket or "")
+                self._remove_app_socket(cfg.app_socket or "")
             store.close()
             self._log("info", "node_stopped", stored=self.agent.stored)
 
@@ -399,12 +459,15 @@ class Node:
     def _setup_peers(self) -> None:
         cfg = self.config
         for nb in cfg.neighbours:
-            self._by_addr[nb.address] = nb.node
+            addrs = {nb.address}
             with contextlib.suppress(OSError):
                 # Resolve names once so that source addresses match.
-                self._by_addr[(socket.gethostbyname(nb.address[0]), nb.address[1])] = (
-                    nb.node
-                )
+                addrs.add((socket.gethostbyname(nb.address[0]), nb.address[1]))
+            self._addrs[nb.node] = addrs
+            for a in addrs:
+                self._by_addr[a] = nb.node
+                known = self._by_ip.get(a[0], nb.node)
+                self._by_ip[a[0]] = nb.node if known == nb.node else None
             if nb.cla == "udp":
                 link = UdpLink(
                     local_node=cfg.node,
@@ -413,12 +476,28 @@ class Node:
                     mtu_bytes=cfg.mtu_bytes + DATA_OVERHEAD_BYTES,
                     ack_timeout_s=cfg.ack_timeout_s,
                     max_tries=cfg.max_tries,
-                    first_token=self._rng.getrandbits(63),
+                    rng=random.SystemRandom(),
+                    mac_key=self._link_key(nb.node),
                 )
                 self._udp[nb.node] = _UdpPeer(nb, link, _pacer(nb.rate_bytes_s))
             else:
                 s, r = trio.open_memory_channel[tuple[int, bytes]](math.inf)
                 self._mtcp[nb.node] = _MtcpPeer(nb, s, r)
+
+    def _link_key(self, node: int) -> bytes | None:
+        """The UDP CL MAC key shared with ``node`` (None without security or
+        without its certificate)."""
+        if self.security is None:
+            return None
+        if node not in self._link_keys:
+            if len(self._link_keys) >= _MAX_UNKNOWN_SENDERS:
+                self._link_keys.pop(next(iter(self._link_keys)))
+            self._link_keys[node] = self.security.link_key(node, self.now_ms())
+        return self._link_keys[node]
+
+    def _neighbour_of(self, addr: tuple[str, int]) -> int | None:
+        nb = self._by_addr.get(addr)
+        return nb if nb is not None else self._by_ip.get(addr[0])
 
     def _log(self, level: str, event: str, **fields: Any) -> None:
         getattr(self.log, level)(event, extra={"fields": fields})
@@ -446,7 +525,9 @@ class Node:
                     self._timer_wake.set()
                 self._deadline = a.at
             elif isinstance(a, Event):
-                if a.kind in ("expired", "refused", "dropped", "deleted"):
+                if a.kind == "store_corrupt":
+                    self._log("error", a.kind, bundle=a.bundle_key, detail=a.detail)
+                elif a.kind in ("expired", "refused", "dropped", "deleted"):
                     # A deletion names its rule (``cause``) for log readers
                     # such as the testbed to count by.
                     extra = {"cause": a.cause} if isinstance(a, Deletion) else {}
@@ -457,6 +538,9 @@ class Node:
                         detail=a.detail,
                         **extra,
                     )
+                elif a.kind == "no_route":
+                    # a bundle waits without a route: say why (issue 17)
+                    self._log("info", a.kind, bundle=a.bundle_key, reason=a.detail)
                 elif self.log.isEnabledFor(logging.DEBUG):
                     self._log("debug", a.kind, bundle=a.bundle_key, detail=a.detail)
         if self._acks:
@@ -485,6 +569,21 @@ class Node:
         for o in outs:
             if isinstance(o, SendDatagram):
                 self._udp_send(peer, o.data, o.token)
+            elif isinstance(o, Reachability):
+                self._log(
+                    "info" if o.reachable else "warning",
+                    "neighbour_reachable" if o.reachable else "neighbour_unreachable",
+                    neighbour=peer.config.node,
+                    failures=o.failures,
+                )
+            elif isinstance(o, PeerSwitched):
+                self._log(
+                    "warning",
+                    "peer_switched",
+                    neighbour=peer.config.node,
+                    kind=o.kind.value,
+                    reason=o.reason,
+                )
             else:
                 done.append((o.tx_id, o.ok))
                 if not o.ok:
@@ -521,6 +620,18 @@ class Node:
                 return actions
             return actions + more
         sub = self._subs.get(d.endpoint)
+        if sub is not None and d.bundle_key in sub.unconfirmed:
+            return []  # handed over already (a recover after a store error)
+        if (
+            sub is not None
+            and sub.push is not self._inproc_push.get(d.endpoint)
+            and len(sub.unconfirmed) >= self.config.limits.delivery_queue
+        ):
+            # The client has not confirmed what it holds: keep only the key;
+            # the bundle stays in the store and goes out when there is room.
+            sub.waiting[d.bundle_key] = None
+            self.counters["delivery_deferred"] += 1
+            return []
         if sub is not None and sub.push(d):
             sub.unconfirmed[d.bundle_key] = d
         else:
@@ -534,6 +645,16 @@ class Node:
             sub.unconfirmed.pop(bundle_key, None)
         assert self.agent is not None
         self._apply(self.agent.on_delivered(bundle_key, self.now_ms()))
+
+    def _refill(self, sub: _Subscriber) -> list[Action]:
+        """Room in ``sub``'s queue again: hand over deferred bundles."""
+        room = self.config.limits.delivery_queue - len(sub.unconfirmed)
+        if room <= 0 or not sub.waiting or self.agent is None:
+            return []
+        keys = list(itertools.islice(sub.waiting, room))
+        for k in keys:
+            del sub.waiting[k]
+        return self.agent.redeliver(keys, self.now_ms())
 
     def _confirm_taken(self, endpoint: str, key: str) -> list[Action]:
         held = self._held.get(endpoint)
@@ -554,6 +675,11 @@ class Node:
         if agent is None:
             raise InvalidArgument("the node is not running")
         name = str(parse_eid(endpoint))
+        if name == self._echo_eid:
+            # Taking it over would silence `dcis ping` until a restart.
+            raise InvalidArgument(
+                f"endpoint {name} is this node's echo service (dcis ping); use another service number"
+            )
         old = self._subs.get(name)
         if old is not None:
             if not takeover:
@@ -568,9 +694,12 @@ class Node:
             old.unconfirmed.clear()
         actions = agent.register(name, now=self.now_ms())
         sub = _Subscriber(name, push)
+        if old is not None:
+            sub.waiting, old.waiting = old.waiting, {}
         self._subs[name] = sub
         held = self._held.pop(name, {})
         self._apply([*held.values(), *actions])
+        self._apply(self._refill(sub))
         return sub
 
     def _unsubscribe(self, sub: _Subscriber) -> None:
@@ -579,6 +708,10 @@ class Node:
         del self._subs[sub.endpoint]
         if self.agent is not None:
             self.agent.unregister(sub.endpoint)
+            if sub.waiting:
+                # Not registered now: the agent holds them for the next one.
+                self._apply(self.agent.redeliver(list(sub.waiting), self.now_ms()))
+                sub.waiting.clear()
         if sub.unconfirmed:
             self._held.setdefault(sub.endpoint, {}).update(sub.unconfirmed)
 
@@ -639,6 +772,7 @@ class Node:
             )
             return True
 
+        self._inproc_push[str(parse_eid(endpoint))] = push
         sub = self._subscribe(endpoint, push)
         try:
             yield _ConfirmingChannel(
@@ -647,6 +781,42 @@ class Node:
         finally:
             self._unsubscribe(sub)
             send.close()
+
+    def stored_bundles(self, limit: int = 1000) -> dict[str, Any]:
+        """What the store holds, as ``dcis bundles`` lists it: ``total`` and
+        up to ``limit`` (at most 10,000) records, oldest first, each with
+        ``key``, ``destination``, ``state``, ``size``, ``received_ms``,
+        ``expiry_ms`` (DTN ms) and ``from`` (the previous node, or None)."""
+        agent = self.agent
+        if agent is None:
+            raise InvalidArgument("the node is not running")
+        limit = max(0, min(limit, 10_000))
+        total = 0
+
+        def counted() -> Iterator[StoredBundle]:
+            nonlocal total
+            for r in agent.store.records():
+                total += 1
+                yield r
+
+        records = heapq.nsmallest(
+            limit, counted(), key=lambda r: (r.received_ms, r.key)
+        )
+        return {
+            "total": total,
+            "bundles": [
+                {
+                    "key": r.key,
+                    "destination": r.destination,
+                    "state": str(r.state),
+                    "size": r.size_bytes,
+                    "received_ms": r.received_ms,
+                    "expiry_ms": r.expiry_ms,
+                    "from": r.prev_node,
+                }
+                for r in records[:limit]
+            ],
+        }
 
     def status(self) -> dict[str, Any]:
         """Counters and state, as ``dcis status`` shows them."""
@@ -659,6 +829,8 @@ class Node:
                 "in_contact": p.contact is not None,
                 "peer": p.link.peer.value,
                 "ack": p.link.ack_mode.value,
+                "reachable": p.link.reachable,
+                "mac": p.link.mac_key is not None,
                 "in_flight": p.link.in_flight,
                 "queued_datagrams": len(p.queue),
                 **dataclasses.asdict(p.link.counters),
@@ -680,6 +852,8 @@ class Node:
             "store_used_bytes": agent.store.used_bytes if agent else 0,
             "store_limit_bytes": self.config.store_limit_bytes,
             "endpoints": sorted(self._subs),
+            "limits": dataclasses.asdict(self.config.limits),
+            "delivered_keys": self._delivered_keys(),
             "counters": {
                 **(agent.counters if agent else {}),
                 **self.counters,
@@ -688,6 +862,15 @@ class Node:
             "security": self.security.status() if self.security else {"enabled": False},
             "neighbours": nbs,
         }
+
+    def _delivered_keys(self) -> int:
+        """Delivered-key tombstones held (0 when the store is closed)."""
+        if self.agent is None:
+            return 0
+        try:
+            return int(getattr(self.agent.store, "delivered_count", 0))
+        except StoreError:
+            return 0
 
     # ------------------------------------------------------------ UDP CL
 
@@ -745,7 +928,7 @@ class Node:
                     self._link_wake.set()
 
     def _flush_acks(self) -> None:
-        for nb, datagram in self._acks.flush():
+        for nb, datagram in self._acks.flush(self._link_key):
             peer = self._udp.get(nb)
             addr = peer.config.address if peer is not None else self._ack_addr.get(nb)
             if addr is not None:
@@ -773,38 +956,121 @@ class Node:
                     continue
                 self.counters["datagrams_in"] += 1
                 try:
-                    dg = decode_datagram_untrusted(data)
-                except DecodeError:
-                    self.counters["junk"] += 1
-                    continue
-                if isinstance(dg, BareBundle):
-                    nb = self._by_addr.get(addr[:2])
-                    peer = self._udp.get(nb) if nb is not None else None
-                    if peer is not None:
-                        done += self._link_outputs(peer, peer.link.on_heard_bare(now_s))
-                    batch.append(Received("udp", nb, dg.bundle, None))
-                elif isinstance(dg, DataSegment):
-                    peer = self._udp.get(dg.sender)
-                    if peer is not None:
-                        peer.link.on_heard_dcis()
-                    else:
-                        # An unconfigured sender: ACK to where it came from.
-                        # Bounded, so forged sender numbers cannot grow it.
-                        self._ack_addr.pop(dg.sender, None)
-                        self._ack_addr[dg.sender] = addr[:2]
-                        if len(self._ack_addr) > _MAX_UNKNOWN_SENDERS:
-                            del self._ack_addr[next(iter(self._ack_addr))]
-                    batch.append(Received("udp", dg.sender, dg.bundle, dg.token))
-                elif isinstance(dg, AckSegment):
-                    self.counters["acks_in"] += 1
-                    peer = self._udp.get(dg.sender)
-                    if peer is not None:
-                        done += self._link_outputs(
-                            peer, peer.link.on_ack(dg.tokens, now_s)
-                        )
+                    done += self._on_datagram(data, addr[:2], now_s, batch)
+                except Exception as exc:  # one datagram never stops the node
+                    self._handler_error("udp", exc)
             if batch:
-                done += agent.on_receive_many(batch, self.now_ms())
-            self._apply(done)
+                done += self._receive_batch(batch)
+            try:
+                self._apply(done)
+            except Exception as exc:
+                self._handler_error("udp", exc)
+
+    def _on_datagram(
+        self,
+        data: bytes,
+        addr: tuple[str, int],
+        now_s: float,
+        batch: list[Received],
+    ) -> list[Action]:
+        """Classify one datagram: bundles join ``batch``; ACKs complete
+        transmissions (returns the agent's actions)."""
+        try:
+            dg = decode_datagram_untrusted(data)
+        except DecodeError:
+            self.counters["junk"] += 1
+            return []
+        if isinstance(dg, BareBundle):
+            nb = self._neighbour_of(addr)
+            peer = self._udp.get(nb) if nb is not None else None
+            batch.append(Received("udp", nb, dg.bundle, None))
+            if peer is not None:
+                return self._link_outputs(peer, peer.link.on_heard_bare(now_s))
+            return []
+        if isinstance(dg, DataSegment):
+            key = self._link_key(dg.sender)
+            if key is not None and not mac_ok(
+                data_mac(
+                    key,
+                    sender=dg.sender,
+                    receiver=self.config.node,
+                    token=dg.token,
+                    bundle=dg.bundle,
+                ),
+                dg.mac,
+            ):
+                # Not from the node it names: never stored, never ACKed.
+                self.counters["mac_failures"] += 1
+                return []
+            peer = self._udp.get(dg.sender)
+            out: list[Action] = []
+            if peer is not None:
+                out = self._link_outputs(peer, peer.link.on_heard_dcis())
+            else:
+                # An unconfigured sender: ACK to where it came from.
+                # Bounded, so forged sender numbers cannot grow it.
+                self._ack_addr.pop(dg.sender, None)
+                self._ack_addr[dg.sender] = addr
+                if len(self._ack_addr) > _MAX_UNKNOWN_SENDERS:
+                    del self._ack_addr[next(iter(self._ack_addr))]
+            batch.append(Received("udp", dg.sender, dg.bundle, dg.token))
+            return out
+        self.counters["acks_in"] += 1
+        peer = self._udp.get(dg.sender)
+        if peer is None:
+            return []
+        # An ACK deletes bundles here: it must come from the neighbour's
+        # configured address and, with a link key, carry its MAC.
+        key = peer.link.mac_key
+        if addr not in self._addrs.get(dg.sender, set()):
+            self.counters["acks_refused"] += 1
+            return []
+        if key is not None and not mac_ok(
+            ack_mac(key, sender=dg.sender, receiver=self.config.node, tokens=dg.tokens),
+            dg.mac,
+        ):
+            self.counters["mac_failures"] += 1
+            peer.link.counters.mac_failures += 1
+            return []
+        return self._link_outputs(peer, peer.link.on_ack(dg.tokens, now_s))
+
+    def _receive_batch(self, batch: list[Received]) -> list[Action]:
+        """Hand received bundles to the agent; a failure of the batch is
+        retried bundle by bundle so that one bad bundle costs only itself
+        (none of them was acknowledged, so nothing is lost)."""
+        agent = self.agent
+        assert agent is not None
+        try:
+            return agent.on_receive_many(batch, self.now_ms())
+        except Exception as exc:
+            self._handler_error("receive", exc)
+        out: list[Action] = []
+        for item in batch:
+            try:
+                out += agent.on_receive_many([item], self.now_ms())
+            except Exception as exc:
+                self._handler_error("receive", exc)
+        return out
+
+    def _handler_error(self, where: str, exc: BaseException) -> None:
+        """An unexpected exception while serving one peer or client: log it
+        (one JSON line, traceback as a field) and carry on. After a store
+        failure the agent's memory may disagree with the store: rebuild it
+        from the store (``recover``)."""
+        import traceback
+
+        self.counters["handler_errors"] += 1
+        self._log(
+            "error",
+            "handler_error",
+            where=where,
+            error=type(exc).__name__,
+            detail=str(exc)[:500],
+            traceback="".join(traceback.format_exception(exc))[-2000:],
+        )
+        if isinstance(exc, StoreError) and self.agent is not None:
+            with contextlib.suppress(Exception):
+                self._apply(self.agent.recover(self.now_ms()))
 
     async def _link_timer_task(self) -> None:
         while True:
@@ -1023,17 +1289,91 @@ class Node:
                 with contextlib.suppress(Exception):
                     await stream.aclose()
 
+    def _buffer(self, before: int, after: int) -> bool:
+        """Account a connection's partly received bytes going from ``before``
+        to ``after``; False when all connections together would hold more
+        than ``limits.max_buffered_bytes`` (the connection is then closed)."""
+        self.counters["buffered_bytes"] += after - before
+        if (
+            after > before
+            and self.counters["buffered_bytes"] > self.config.limits.max_buffered_bytes
+        ):
+            self.counters["buffer_refused"] += 1
+            self._log(
+                "warning",
+                "buffer_limit",
+                buffered=self.counters["buffered_bytes"],
+                limit=self.config.limits.max_buffered_bytes,
+            )
+            return False
+        return True
+
+    async def _serve(
+        self,
+        listener: trio.SocketListener,
+        handler: Callable[[trio.SocketStream], Any],
+        kind: str,
+        limit: int,
+    ) -> None:
+        """Accept connections for ``handler``: at most ``limit`` at once, and
+        never into the file descriptors kept for the store; a refused
+        connection is closed at once and counted (``<kind>_refused``)."""
+        async with listener, trio.open_nursery() as nursery:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    # EMFILE/ENFILE/ENOBUFS: one JSON line, a pause, go on.
+                    self.counters["accept_errors"] += 1
+                    self._log("warning", "accept_failed", kind=kind, detail=str(exc))
+                    await trio.sleep(0.1)
+                    continue
+                active = (
+                    self.counters["app_connections"] + self.counters["mtcp_connections"]
+                )
+                if self.counters[f"{kind}_connections"] >= limit or (
+                    active >= self._fd_budget
+                ):
+                    self.counters[f"{kind}_refused"] += 1
+                    with contextlib.suppress(Exception):
+                        stream.socket.close()
+                    continue
+                self.counters[f"{kind}_connections"] += 1
+                nursery.start_soon(self._run_connection, handler, stream, kind)
+
+    async def _run_connection(
+        self,
+        handler: Callable[[trio.SocketStream], Any],
+        stream: trio.SocketStream,
+        kind: str,
+    ) -> None:
+        try:
+            await handler(stream)
+        except Exception as exc:  # one client or peer never stops the node
+            self._handler_error(kind, exc)
+        finally:
+            self.counters[f"{kind}_connections"] -= 1
+            with contextlib.suppress(Exception):
+                await stream.aclose()
+
     async def _mtcp_handler(self, stream: trio.SocketStream) -> None:
         agent = self.agent
         assert agent is not None
-        dec = MtcpDecoder(max_bundle_bytes=self.config.store_limit_bytes)
+        dec = MtcpDecoder(max_bundle_bytes=self.config.limits.mtcp_max_frame_bytes)
+        held = 0
         try:
             async with stream:
                 while True:
                     chunk = await stream.receive_some(65_536)
                     if not chunk:
                         return
-                    bundles = dec.feed(chunk)
+                    try:
+                        bundles = dec.feed(chunk)
+                    finally:
+                        ok = self._buffer(held, dec.buffered_bytes)
+                        held = dec.buffered_bytes
+                    if not ok:
+                        return
                     if bundles:
                         self.counters["mtcp_in"] += len(bundles)
                         self._apply(
@@ -1047,27 +1387,77 @@ class Node:
             self._log("warning", "mtcp_bad_frame", detail=str(exc))
         except trio.BrokenResourceError:
             return
+        finally:
+            self._buffer(held, 0)
 
     # ------------------------------------------------------------ app API
 
     async def _open_app_listener(self, path: str) -> trio.SocketListener:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        """Listen on ``path``, mode 0600 (0660 with ``app_socket_group``).
+
+        A stale socket (nobody accepting) is replaced; a live one (another
+        daemon) or a file that is not a socket is refused with a
+        :class:`ConfigError`, never removed. A missing parent directory is
+        made with mode 0700 (0750 with a group)."""
+        group = self.config.app_socket_group
+        gid = None
+        if group is not None:
+            import grp
+
+            try:
+                gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise ConfigError(f"app_socket_group: no group {group!r}") from None
+        _prepare_socket_path(path, gid)
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        await sock.bind(path)
+        # No window in which the socket has the umask's mode.
+        old = os.umask(0o177 if gid is None else 0o117)
+        try:
+            await sock.bind(path)
+        finally:
+            os.umask(old)
+        if gid is not None:
+            os.chown(path, -1, gid)
+            os.chmod(path, 0o660)
+        else:
+            os.chmod(path, 0o600)
+        st = os.stat(path)
+        self._app_socket_ino = (st.st_dev, st.st_ino)
         sock.listen(64)
         return trio.SocketListener(sock)
+
+    def _remove_app_socket(self, path: str) -> None:
+        """Remove our socket file at shutdown -- only if it is still ours."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        if (st.st_dev, st.st_ino) == self._app_socket_ino:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     async def _app_handler(self, stream: trio.SocketStream) -> None:
         out_send, out_recv = trio.open_memory_channel[bytes](math.inf)
         subs: list[_Subscriber] = []
 
+        room = [trio.Event()]
+        writer_done = False
+
         async def writer() -> None:
+            nonlocal writer_done
+            try:
+                await write_all()
+            finally:
+                writer_done = True
+                room[0].set()
+
+        async def write_all() -> None:
             # Coalesce whatever is queued into one write: one syscall and one
             # wake-up of the client for a burst of replies or bundles.
             async for data in out_recv:
                 parts = [data]
-                with contextlib.suppress(trio.WouldBlock):
+                # EndOfChannel: the reader closed the channel meanwhile.
+                with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
                     while len(parts) < 1024:
                         parts.append(out_recv.receive_nowait())
                 try:
@@ -1077,6 +1467,7 @@ class Node:
                     out_recv.close()
                     await stream.aclose()
                     return
+                room[0].set()
 
         outbox: list[bytes] = []
 
@@ -1107,11 +1498,22 @@ class Node:
                 return False
             return True
 
-        reader = MessageReader()
+        reader = MessageReader(
+            max_message_bytes=self.config.limits.app_max_message_bytes
+        )
+        held = 0
         try:
             async with stream, trio.open_nursery() as nursery:
                 nursery.start_soon(writer)
                 while True:
+                    # Backpressure: a client that does not read its replies
+                    # is not read from either.
+                    while (
+                        out_send.statistics().current_buffer_used > _APP_MAX_OUTBOX
+                        and not writer_done
+                    ):
+                        room[0] = trio.Event()
+                        await room[0].wait()
                     try:
                         # Large reads: several 64 KB sends in one read are
                         # one store transaction (one fsync), not one each.
@@ -1124,6 +1526,11 @@ class Node:
                         msgs = reader.feed(chunk)
                     except DecodeError as exc:
                         self._log("warning", "appapi_bad_message", detail=str(exc))
+                        break
+                    finally:
+                        ok = self._buffer(held, reader.buffered_bytes)
+                        held = reader.buffered_bytes
+                    if not ok:
                         break
                     # One store transaction (one fsync) for the whole chunk:
                     # replies and actions go out only after it committed. A
@@ -1147,6 +1554,7 @@ class Node:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
+            self._buffer(held, 0)
             for sub in subs:
                 self._unsubscribe(sub)
 
@@ -1161,12 +1569,17 @@ class Node:
         """Handle one app API request; return the agent actions to apply."""
         kind = m["type"]
         actions: list[Action] = []
-        mid = int(m.get("id", 0))
+        raw_id = m.get("id", 0)
+        # The schema checks ``id`` of requests that have one; anything else
+        # (a float, text, a bool on "delivered") is answered with id 0.
+        mid = raw_id if type(raw_id) is int and 0 <= raw_id < 2**64 else 0
         try:
             if kind == "ping":
                 reply(mid)
             elif kind == "status":
                 reply(mid, status=self.status())
+            elif kind == "bundles":
+                reply(mid, **self.stored_bundles(int(m.get("limit", 1000))))
             elif kind == "register":
                 sub = self._subscribe(m["endpoint"], push, takeover=True)
                 subs.append(sub)
@@ -1183,6 +1596,7 @@ class Node:
                     if sub.unconfirmed.pop(key, None) is not None:
                         assert self.agent is not None
                         actions += self.agent.on_delivered(key, self.now_ms())
+                        actions += self._refill(sub)
                         break
                     if key in sub.taken:
                         # Pushed here, then handed to a newer registration:
@@ -1213,6 +1627,9 @@ class Node:
             error(mid, f"store full: {exc}")
         except DtnError as exc:
             error(mid, str(exc))
+        except Exception as exc:  # one request never stops the node
+            self._handler_error("appapi", exc)
+            error(mid, f"request failed: {type(exc).__name__}")
         return actions
 
 
@@ -1260,6 +1677,50 @@ async def open_node(config: NodeConfig, **kw: Any) -> AsyncIterator[Node]:
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
         raise
+
+
+def _prepare_socket_path(path: str, gid: int | None) -> None:
+    """Make ``path``'s directory if missing; remove a stale socket there;
+    refuse (:class:`ConfigError`) a live socket or a file of another kind."""
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        os.makedirs(parent, mode=0o750 if gid is not None else 0o700)
+        if gid is not None:
+            os.chown(parent, -1, gid)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ConfigError(
+            f"app_socket: {path} exists and is not a socket (not removed)"
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # stale: its daemon is gone
+    else:
+        raise ConfigError(
+            f"app_socket: {path} is in use by another process (is a daemon running?)"
+        )
+    finally:
+        probe.close()
+
+
+def _fd_budget(reserve: int) -> int:
+    """Connections this process can accept and still keep ``reserve`` file
+    descriptors free (for the store's segment files, the WAL, sockets)."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        used = 64
+    return max(0, soft - used - reserve)
 
 
 def _post_all(out: trio.MemorySendChannel[bytes], messages: list[bytes]) -> None:

@@ -105,7 +105,19 @@ async def test_sync_client_and_dcis_commands(
                 == 0
             )
             assert (
-                dcis(["recv", "ipn:2.9", "--json", "--timeout", "30", "--socket", s2])
+                dcis(
+                    [
+                        "recv",
+                        "ipn:2.9",
+                        "--json",
+                        "--count",
+                        "1",
+                        "--timeout",
+                        "30",
+                        "--socket",
+                        s2,
+                    ]
+                )
                 == 0
             )
             assert (

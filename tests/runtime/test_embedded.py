@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import trio
 
 from dtn.cl.udp import AckMode
@@ -91,17 +92,22 @@ async def test_bundles_larger_than_the_mtu_are_fragmented_and_reassembled(
     assert n1.status()["neighbours"]["2"]["sent_datagrams"] >= 10
 
 
+@pytest.mark.parametrize("mode", [AckMode.AUTO, AckMode.NONE])
 async def test_a_plain_udp_cl_peer_interoperates_with_bare_bundles(
-    tmp_path: Path,
+    tmp_path: Path, mode: AckMode
 ) -> None:
-    """What ION's UDP CL does: bare bundles, no acknowledgement, both ways."""
+    """What ION's UDP CL does: bare bundles, no acknowledgement, both ways.
+    The peer sends from an ephemeral port (as ION and HDTN do): it is still
+    recognised by its IP address (``auto`` marks it legacy)."""
     from pyd3tn.bundle7 import Bundle, serialize_bundle7
 
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     peer.bind(("127.0.0.1", 0))
     peer.settimeout(10)
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    out.bind(("127.0.0.1", 0))
     (port,) = free_udp_ports(1)
-    nb = NeighbourConfig(node=9, address=peer.getsockname())  # ack = "auto"
+    nb = NeighbourConfig(node=9, address=peer.getsockname(), ack=mode)
     cfg = NodeConfig(
         node=1,
         listen=("127.0.0.1", port),
@@ -112,7 +118,7 @@ async def test_a_plain_udp_cl_peer_interoperates_with_bare_bundles(
         async with open_node(cfg) as node, node.endpoint("ipn:1.2") as inbox:
             # The peer sends a bare bundle: delivered, and the peer is marked legacy.
             await trio.to_thread.run_sync(
-                lambda: peer.sendto(
+                lambda: out.sendto(
                     serialize_bundle7("ipn:9.1", "ipn:1.2", b"from ion"),
                     ("127.0.0.1", port),
                 )
@@ -120,7 +126,8 @@ async def test_a_plain_udp_cl_peer_interoperates_with_bare_bundles(
             with trio.fail_after(30):
                 got = await inbox.receive()
             assert got.payload == b"from ion"
-            assert node.status()["neighbours"]["9"]["peer"] == "legacy"
+            if mode is AckMode.AUTO:
+                assert node.status()["neighbours"]["9"]["peer"] == "legacy"
             # Our bundles now go to it bare, best effort, and leave our store at once.
             await node.send("ipn:9.5", b"to ion", source="ipn:1.1")
             data = await trio.to_thread.run_sync(lambda: peer.recv(65535))
@@ -129,6 +136,7 @@ async def test_a_plain_udp_cl_peer_interoperates_with_bare_bundles(
             await poll_until(lambda: node.status()["stored"] == 0, timeout_s=30)
     finally:
         peer.close()
+        out.close()
 
 
 async def test_echo_endpoints_do_not_answer_each_other(tmp_path: Path) -> None:

@@ -22,9 +22,11 @@ CORE_DIRS = [
     "dtn/node",
     "dtn/bpsec",
     "dtn/cl",
+    "dtn/cl/tcpcl4",
     "dtn/appapi",
     "dtn/sim",
     "crypto",
+    "dfs/core",
     "consensus/log",
 ]
 BANNED_MODULES = {"time", "socket", "trio", "asyncio", "selectors"}
