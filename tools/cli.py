@@ -40,6 +40,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.cmd_status",
     "tools.cmd_bundles",
     "tools.cmd_testbed",
+    "tools.cmd_log",
 )
 
 
