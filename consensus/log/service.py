@@ -116,6 +116,11 @@ class LogParams:
     snapshot_every: int = 256
     max_batch: int = 64
     max_tentative: int = 100_000
+    max_voters: int = 7
+    """At most this many members vote; the others follow the log as learners."""
+    fanout: int = 4
+    """Gossip goes to the leader and this many other members drawn at random
+    each round (all of them in a small cluster)."""
     lifetime_ms: int = 3_600_000
 
 
@@ -456,16 +461,19 @@ class LogService:
         return not (creds is not None and node in creds.revoked)
 
     def _desired_voters(self) -> tuple[int, ...]:
+        """Eligible members (neither dead, left nor revoked), current voters
+        first, then by node number, up to ``max_voters``."""
         creds = self.ctx.credentials if self.ctx is not None else None
         revoked = creds.revoked if creds is not None else frozenset()
-        return tuple(
-            sorted(
-                n
-                for n, info in self.view.members().items()
-                if info.state not in (MemberState.DEAD, MemberState.LEFT)
-                and n not in revoked
-            )
+        eligible = sorted(
+            n
+            for n, info in self.view.members().items()
+            if info.state not in (MemberState.DEAD, MemberState.LEFT)
+            and n not in revoked
         )
+        keep = [n for n in eligible if n in self._voters]
+        rest = [n for n in eligible if n not in self._voters]
+        return tuple(sorted((keep + rest)[: self.params.max_voters]))
 
     def _majority(self) -> int:
         return len(self._voters) // 2 + 1
@@ -1010,9 +1018,14 @@ class LogService:
         vv_ids = tuple(EntryId(o, s) for o, s in sorted(vv.items()))
         ordered = self._tentative_sorted()
         out = []
-        for p in self._peers():
-            if not self._is_member(p):
-                continue
+        peers = self._peers()
+        if len(peers) > self.params.fanout + 1 and self.ctx is not None:
+            chosen = set(self.ctx.rng.sample(peers, self.params.fanout))
+            if self.leader is not None and self.leader != self.node:
+                chosen.add(self.leader)
+            peers = sorted(chosen)
+        peers = [p for p in peers if self._is_member(p)]
+        for p in peers:
             theirs = self._peer_vv.get(p, {})
             batch = tuple(e for e in ordered if e.seq > theirs.get(e.origin, 0))[
                 : self.params.max_batch

@@ -101,7 +101,7 @@ class LogRun:
             # Promise 5: a committed index is held by a majority (durably).
             if svc.commit_index > svc.snap_index:
                 self._check_majority(
-                    svc.commit_index, svc.term_at(svc.commit_index), len(svc.voters())
+                    svc.commit_index, svc.term_at(svc.commit_index), svc.voters()
                 )
         for sub in self.submitted.values():
             if sub.outcome is None:
@@ -110,11 +110,13 @@ class LogRun:
                     sub.outcome = origin.outcome(sub.eid)
                     sub.return_ms = now
 
-    def _check_majority(self, index: int, term: int | None, voters: int) -> None:
+    def _check_majority(
+        self, index: int, term: int | None, voters: tuple[int, ...]
+    ) -> None:
         if (index, term) in self._majority_seen:
             return
         holders = 0
-        for n in self.nodes:
+        for n in voters:
             data = self.cluster.states[n].data
             snap = data.get("snap")
             if snap is not None:
@@ -126,7 +128,7 @@ class LogRun:
             raw = data.get(f"log/{index:012d}")
             if raw is not None and decode_record_untrusted(raw).term == term:
                 holders += 1
-        assert holders >= voters // 2 + 1, (
+        assert holders >= len(voters) // 2 + 1, (
             f"index {index} held by {holders} of {voters}"
         )
 
