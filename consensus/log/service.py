@@ -1049,6 +1049,8 @@ class LogService:
                 continue
             self.hlc = self.hlc.merge(e.hlc, now_ms)
             self._store_tentative(e)
+            if self.role == Role.LEADER:
+                self._urgent = True  # propose at once, not at the next heartbeat
         return []
 
     # -- dispatch ------------------------------------------------------------
