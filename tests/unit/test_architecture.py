@@ -27,6 +27,7 @@ CORE_DIRS = [
     "dtn/sim",
     "crypto",
     "dfs/core",
+    "consensus/log",
 ]
 BANNED_MODULES = {"time", "socket", "trio", "asyncio", "selectors"}
 
