@@ -25,6 +25,7 @@ CORE_DIRS = [
     "dtn/appapi",
     "dtn/sim",
     "crypto",
+    "consensus/membership",
 ]
 BANNED_MODULES = {"time", "socket", "trio", "asyncio", "selectors"}
 
