@@ -52,6 +52,7 @@ import random
 from collections import Counter, OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from consensus.membership.table import Effect, Input, step
 from consensus.membership.view import MemberInfo, MemberState, Resources
@@ -137,6 +138,8 @@ class Verifier:
         self._ok: OrderedDict[tuple[bytes, bytes, bytes], None] = OrderedDict()
         self._max = max_entries
         self.decoded: dict[object, Update] = {}
+        self.encoded: dict[Update, bytes] = {}
+        """Encoded updates (see ``encode_message``)."""
         """Decoded updates by their CBOR fields (see ``decode_message_untrusted``)."""
 
     def verify(self, public: bytes, message: bytes, signature: bytes) -> bool:
@@ -239,7 +242,7 @@ class MembershipService:
         self._certs: dict[
             int, tuple[bytes, bytes]
         ] = {}  # node -> (cert bytes, sign key)
-        self._queue: dict[int, tuple[Update, int]] = {}  # subject -> (update, sent)
+        self._queue: dict[int, list[Any]] = {}  # subject -> [sent, subject, update]
         self._order: list[int] = []
         self._order_pos = 0
         self._seq = 0
@@ -252,6 +255,7 @@ class MembershipService:
         self._tseq = 0
         self._next_period = 0
         self._periods = 0
+        self._burst_until = 0
         self._lhm = 0
         self._last_push: dict[int, int] = {}
         self._last_readvert = -(1 << 62)
@@ -526,9 +530,13 @@ class MembershipService:
     # -- internals: updates --------------------------------------------------------
 
     def _absorb(self, u: Update, now_ms: int) -> list[Send]:
+        e = self._entries.get(u.subject)
+        if e is not None and (u is e.advert or u is e.claim):
+            # The decode memo hands back the very object we hold: a repeat.
+            self.counters["duplicates"] += 1
+            return []
         if u.subject == self._me:
             return self._about_me(u, now_ms)
-        e = self._entries.get(u.subject)
         floor = self._floor.get(u.subject)
         if e is None and floor is not None and u.incarnation <= floor:
             self.counters["dropped_stale"] += 1
@@ -613,6 +621,12 @@ class MembershipService:
             e.suspect_deadline = None
         if eff & Effect.UNTOMB:
             e.tombstone_until = None
+            # A member we held gone is back (a restart or a healed partition):
+            # swap whole states for log2 N periods, so the rest of both sides
+            # is back in that many periods rather than at piggyback speed.
+            self._burst_until = self._periods + math.ceil(
+                math.log2(len(self._entries) + 2)
+            )
         if eff & Effect.ACCUSE:
             claim = self._sign(e.node, e.inc, Status.SUSPECT)
             e.claim = claim
@@ -671,8 +685,8 @@ class MembershipService:
 
     def _enqueue(self, u: Update) -> None:
         cur = self._queue.get(u.subject)
-        if cur is None or u.key >= cur[0].key:
-            self._queue[u.subject] = (u, 0)
+        if cur is None or u.key >= cur[2].key:
+            self._queue[u.subject] = [0, u.subject, u]
 
     def _retransmit_limit(self) -> int:
         n = len(self._entries) + 1
@@ -680,21 +694,23 @@ class MembershipService:
 
     def _piggyback(self, extra: Update | None = None) -> tuple[Update, ...]:
         limit = self._retransmit_limit()
-        picked = list(self._queue.items())
+        picked = list(self._queue.values())
         if len(picked) > self.config.max_piggyback:
-            picked = heapq.nsmallest(
-                self.config.max_piggyback, picked, key=lambda kv: (kv[1][1], kv[0])
-            )
+            # Fewest sent first (ties: lower subject); items are [sent, subject, update].
+            picked = heapq.nsmallest(self.config.max_piggyback, picked)
         out: list[Update] = []
-        for subject, (u, sent) in picked:
-            out.append(u)
-            if sent + 1 >= limit:
-                del self._queue[subject]
-            else:
-                self._queue[subject] = (u, sent + 1)
-        if self._advert is not None and self._advert not in out and not self._left:
+        for item in picked:
+            out.append(item[2])
+            item[0] += 1
+            if item[0] >= limit:
+                del self._queue[item[1]]
+        if (
+            self._advert is not None
+            and not self._left
+            and all(x is not self._advert for x in out)
+        ):
             out.append(self._advert)
-        if extra is not None and extra not in out:
+        if extra is not None and all(x is not extra for x in out):
             out.append(extra)
         return tuple(out)
 
@@ -721,7 +737,7 @@ class MembershipService:
         self.counters["msgs_sent"] += 1
         return Send(
             destination=f"ipn:{to}.{SERVICE}",
-            payload=encode_message(msg),
+            payload=encode_message(msg, memo=self.verifier.encoded),
             lifetime_ms=max(1, lifetime_ms),
         )
 
@@ -788,25 +804,19 @@ class MembershipService:
             ]
             if gone:
                 out += self._reconnect_ping(self._ctx.rng.choice(gone), now_ms)
-        if self._periods % self.config.push_pull_periods == 0:
-            live = [
-                n
-                for n, e in self._entries.items()
-                if e.state in (MemberState.ALIVE, MemberState.SUSPECT)
-            ]
-            if live:
-                t = self._ctx.rng.choice(live)
+        if (
+            self._periods % self.config.push_pull_periods == 0
+            or self._periods <= self._burst_until
+        ):
+            live = [n for n, e in self._entries.items() if e.state in _LIVE]
+            if not live:
+                return out + self._join(now_ms)
+            rng = self._ctx.rng
+            for t in rng.sample(live, min(len(live), 8)):
                 if self._rtt(t, now_ms) is not None:
-                    out.append(
-                        self._send(
-                            t,
-                            Message(kind=Kind.PUSH, updates=self._full_state()),
-                            now_ms,
-                            self.config.horizon_ms,
-                        )
-                    )
-            elif not self._entries:
-                out += self._join(now_ms)
+                    msg = Message(kind=Kind.PUSH, updates=self._full_state())
+                    out.append(self._send(t, msg, now_ms, self.config.horizon_ms))
+                    break
         return out
 
     def _start_probe(self, now_ms: int) -> list[Send]:

@@ -237,6 +237,7 @@ class MembershipSim:
         """Separate ``side`` from everyone else during [start_s, end_s)."""
         self._partitions.append((self._ms(start_s), self._ms(end_s), frozenset(side)))
         self._push(self._ms(start_s), "change", None)
+        self._push(self._ms(end_s), "change", None)
 
     def separated(self, a: int, b: int, at: int) -> bool:
         """Whether an active partition separates ``a`` and ``b`` at ``at``."""

@@ -49,6 +49,7 @@ __all__ = [
     "Update",
     "decode_message_untrusted",
     "encode_message",
+    "encode_update",
     "signed_bytes",
 ]
 
@@ -58,6 +59,7 @@ UPDATE_LABEL = b"dcis membership update v1\0"
 MAX_UPDATES = 8192
 """Most updates (or member rows) one message may carry; more is refused."""
 _U64 = 1 << 64
+_MEMO_MAX = 1 << 16  # entries in an encode or decode memo
 _WHERE = "membership message"
 
 
@@ -183,26 +185,48 @@ def _update_fields(u: Update) -> list[object]:
     ]
 
 
-def encode_message(m: Message) -> bytes:
-    """CBOR encoding of ``m`` (spec/membership.md)."""
-    return cbor2.dumps(
-        [
-            VERSION,
-            int(m.kind),
-            m.seq,
-            m.target,
-            [_update_fields(u) for u in m.updates],
-            [
-                [
-                    r.node,
-                    r.state,
-                    r.incarnation,
-                    r.last_heard_ms,
-                    _res_fields(r.resources),
-                ]
-                for r in m.members
-            ],
-        ]
+def _head(major: int, n: int) -> bytes:
+    # RFC 8949 section 3: the shortest head for an argument n.
+    if n < 24:
+        return bytes([major << 5 | n])
+    for ai, width in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if n < 1 << (8 * width):
+            return bytes([major << 5 | ai]) + n.to_bytes(width, "big")
+    raise InvalidArgument("array too long")  # pragma: no cover - bounded by MAX_UPDATES
+
+
+def encode_update(u: Update, memo: dict[Update, bytes] | None = None) -> bytes:
+    """CBOR of one update (``update`` in spec/membership.md)."""
+    if memo is not None:
+        got = memo.get(u)
+        if got is not None:
+            return got
+    raw: bytes = cbor2.dumps(_update_fields(u))
+    if memo is not None:
+        if len(memo) >= _MEMO_MAX:
+            memo.pop(next(iter(memo)))
+        memo[u] = raw
+    return raw
+
+
+def encode_message(m: Message, *, memo: dict[Update, bytes] | None = None) -> bytes:
+    """CBOR encoding of ``m`` (spec/membership.md). ``memo`` (optional)
+    keeps each update's encoding: gossip sends the same update many times."""
+    members = [
+        [r.node, r.state, r.incarnation, r.last_heard_ms, _res_fields(r.resources)]
+        for r in m.members
+    ]
+    return b"".join(
+        (
+            _head(4, 6),
+            cbor2.dumps(VERSION),
+            cbor2.dumps(int(m.kind)),
+            cbor2.dumps(m.seq),
+            cbor2.dumps(m.target),
+            _head(4, len(m.updates)),
+            *(encode_update(u, memo) for u in m.updates),
+            cbor2.dumps(members),
+        )
     )
 
 
@@ -252,7 +276,6 @@ def _resources(x: object) -> Resources | None:
 
 _MAX_STATUS = max(Status)
 _MAX_KIND = max(Kind)
-_MEMO_MAX = 1 << 16
 
 
 def _memo_key(x: object) -> object:

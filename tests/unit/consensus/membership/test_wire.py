@@ -81,6 +81,9 @@ def test_round_trip(m: Message) -> None:
 def test_round_trip_through_the_memo(m: Message) -> None:
     memo: dict[object, Update] = {}
     raw = encode_message(m)
+    enc: dict[Update, bytes] = {}
+    assert encode_message(m, memo=enc) == raw == encode_message(m, memo=enc)
+    assert raw == cbor2.dumps(cbor2.loads(raw))
     assert decode_message_untrusted(raw, memo=memo) == m
     assert decode_message_untrusted(raw, memo=memo) == m
 
