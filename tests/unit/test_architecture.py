@@ -28,6 +28,7 @@ CORE_DIRS = [
     "crypto",
     "dfs/core",
     "consensus/log",
+    "consensus/membership",
 ]
 BANNED_MODULES = {"time", "socket", "trio", "asyncio", "selectors"}
 
