@@ -3,6 +3,7 @@ UDP on loopback (no timing assertions), and the node.toml keys."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import random
 import time
@@ -24,7 +25,7 @@ from dtn.runtime.config import ConfigError, config_from_dict
 from dtn.runtime.ltp import LtpConfig
 from dtn.time import dtn_time_from_unix
 from tests.runtime.conftest import free_udp_ports, poll_until
-from tools.cli import main as dcis
+from tools import cmd_status
 
 
 def pair(tmp: Path, **nb_kw: object) -> tuple[NodeConfig, NodeConfig]:
@@ -74,7 +75,9 @@ async def test_a_large_bundle_crosses_in_one_block_and_leaves_the_store(
         assert st["ltp_blocks_sent"] == 1
         assert n2.status()["neighbours"]["1"]["ltp_blocks_received"] == 1
         capsys.readouterr()
-        assert await trio.to_thread.run_sync(dcis, ["status", "--socket", sock]) == 0
+        # dcis status's renderer (tools/cmd_status.py), called directly.
+        args = argparse.Namespace(socket=sock, config=None, node=None, json=False)
+        assert await trio.to_thread.run_sync(cmd_status.run, args) == 0
     out = capsys.readouterr().out
     assert "neighbour 2: ltp" in out
     assert "engine=102" in out
