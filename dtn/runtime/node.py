@@ -1175,12 +1175,10 @@ class Node:
                     continue
                 self.counters["datagrams_in"] += 1
                 if data and data[0] in LTP_FIRST_BYTES and self.ltp is not None:
-                    ltp_res = self.ltp.on_datagram(data, self._ltp_now())
-                    ltp_sends += ltp_res.sends
-                    ltp_res.sends = []
-                    batch += [Received("ltp", n, b, t) for n, b, t in ltp_res.received]
-                    ltp_res.received = []
-                    done += self._ltp_result(ltp_res)
+                    try:
+                        done += self._ltp_datagram(data, batch, ltp_sends)
+                    except Exception as exc:  # one datagram never stops the node
+                        self._handler_error("ltp", exc)
                     continue
                 try:
                     done += self._on_datagram(data, addr[:2], now_s, batch)
@@ -1189,7 +1187,9 @@ class Node:
             if batch:
                 done += self._receive_batch(batch)
             if ltp_sends:
-                # LTP reports acknowledge blocks: only once they are stored.
+                # What answers this batch leaves after its commit (the report
+                # that acknowledges a whole block is held by the engine until
+                # every bundle of it is stored: _ltp_ack).
                 self.when_durable(functools.partial(self._ltp_send, ltp_sends))
             try:
                 self._apply(done)
@@ -1343,6 +1343,21 @@ class Node:
             actions += self.agent.on_transmit_done_many(res.done, self.now_ms())
         self._ltp_wake.set()
         return actions
+
+    def _ltp_datagram(
+        self,
+        data: bytes,
+        batch: list[Received],
+        sends: list[tuple[tuple[str, int], bytes]],
+    ) -> list[Action]:
+        """One LTP segment from the socket: its bundles join ``batch``, its
+        segments to send join ``sends``; returns the agent's actions."""
+        assert self.ltp is not None
+        res = self.ltp.on_datagram(data, self._ltp_now())
+        sends += res.sends
+        batch += [Received("ltp", n, b, t) for n, b, t in res.received]
+        res.sends, res.received = [], []
+        return self._ltp_result(res)
 
     def _ltp_ack(self, token: int) -> None:
         # A bundle of a received block is stored: once all are, the engine
