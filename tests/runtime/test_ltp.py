@@ -253,3 +253,24 @@ async def test_a_foreign_engine_block_of_several_bundles_is_accepted(
                 got = sorted([(await inbox.receive()).payload for _ in bundles])
     assert done[0].ok
     assert got == sorted(bytes([i]) * (300 * i + 1) for i in range(3))
+
+
+async def test_garbage_ltp_datagrams_are_counted_and_the_node_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    c1, c2 = pair(tmp_path)
+    rng = random.Random(9)
+    junk = [b"\x00", b"\x08\xff", b"\x0f" * 30, bytes([3]) + rng.randbytes(200)]
+    async with open_node(c1) as n1, open_node(c2) as n2:
+        sock = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
+        with sock:
+            for j in junk:
+                await sock.sendto(j, c2.listen)
+        async with n2.endpoint("ipn:2.5") as inbox:
+            with trio.fail_after(60):
+                await n1.send("ipn:2.5", b"still here", source="ipn:1.1")
+                got = await inbox.receive()
+        assert got.payload == b"still here"
+        st = n2.status()["neighbours"]["1"]
+        # Each is malformed, or names an engine that is not a neighbour.
+        assert st["ltp_junk"] + st["ltp_unknown_engine"] == len(junk)
