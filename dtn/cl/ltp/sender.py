@@ -22,6 +22,11 @@ One :class:`SenderSession` sends one block. Its red part (the first
   bounds is queued for retransmission, the last retransmitted segment being a
   new checkpoint that answers the report (section 6.13). More than
   ``max_cycles`` such cycles cancel the session with RXMTCYCEXC.
+- Success needs one report that claims the whole red part by itself. When
+  only the sum of several reports covers it, the receiver may since have
+  lost what the earlier ones claimed (it restarted: its buffers are memory),
+  so the end of the red part is sent again as a checkpoint and only that
+  report's claims are kept.
 - A cancel from the receiver (CR) is acknowledged (CAR) and ends the session;
   our own cancel (CS) is sent until acknowledged (CAS) or out of retries.
 - :class:`~dtn.cl.ltp.common.Finished` is emitted exactly once: success, or
@@ -305,8 +310,27 @@ class SenderSession:
             del self._reports_seen[next(iter(self._reports_seen))]
         if self._checkpoints.pop(seg.checkpoint_serial, None) is not None:
             self._timers.pop(("cp", seg.checkpoint_serial), None)
+        own = RangeSet()
         for s, e in seg.absolute_claims():
             self._acked.add(s, min(e, self.red_len))
+            own.add(s, min(e, self.red_len))
+        if self.acknowledged and not own.covers(0, self.red_len):
+            # Complete only by adding reports up: the receiver may have lost
+            # what earlier ones claimed (a restart empties its buffers). Ask
+            # once more, with the end of the red part as a checkpoint that
+            # answers no report, for a report on the whole red part.
+            self._acked = own
+            self._cycles += 1
+            if self._cycles > self.config.max_cycles:
+                return out + self._cancel(
+                    CancelReason.RXMTCYCEXC,
+                    f"more than {self.config.max_cycles} cycles",
+                )
+            start = max(0, self.red_len - 1)
+            return [
+                *out,
+                SendData(start, self.red_len, self._new_cp(), 0, retransmission=True),
+            ]
         if self.acknowledged:
             self._timers.clear()
             self._checkpoints.clear()
