@@ -12,7 +12,7 @@ its type, default and meaning; examples/node1.toml is a commented node)::
                                       # reference time, else node start -- set it when
                                       # daemons restart and must agree on the plan clock)
     log_level = "info"                # debug | info | warning | error
-    mtu_bytes = 65000                 # largest bundle per datagram (bigger ones are fragmented)
+    mtu_bytes = 65000                 # largest bundle per UDP datagram (bigger ones are fragmented)
     lifetime_ms = 86400000            # default lifetime of bundles sent through the app API
     mtcp_listen = "127.0.0.1:4224"    # accept MTCP (draft-ietf-dtn-mtcpcl) connections
     tcpcl_listen = "127.0.0.1:4556"   # accept TCPCLv4 (RFC 9174) sessions

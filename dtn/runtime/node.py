@@ -140,6 +140,19 @@ _STORE_BALLAST_BYTES = 1 << 20
 _APP_MAX_OUTBOX = 1024
 
 
+def _stream_mtus(cfg: NodeConfig) -> dict[int, int | None]:
+    """Per-neighbour MTU for the agent: none for TCPCL and LTP (whole
+    bundles), MTCP's frame limit for MTCP; UDP neighbours are left out and
+    get ``mtu_bytes``."""
+    out: dict[int, int | None] = {}
+    for n in cfg.neighbours:
+        if n.cla in ("tcpcl", "ltp"):
+            out[n.node] = None
+        elif n.cla == "mtcp":
+            out[n.node] = cfg.limits.mtcp_max_frame_bytes
+    return out
+
+
 def _pacer(rate_bytes_s: float) -> Pacer:
     """A pacer for a contact: bursts of at most half a second of the rate
     (64 KiB at most), so that the link's own buffer is never overrun."""
@@ -390,11 +403,12 @@ class Node:
             config=AgentConfig(
                 max_bundle_bytes=cfg.mtu_bytes,
                 window=1024 if all_ltp else AgentConfig().window,
-                # TCPCL and LTP carry a bundle whole (TCPCL up to the peer's
-                # transfer MRU, LTP in one block)
-                mtu_by_neighbour={
-                    n.node: None for n in cfg.neighbours if n.cla in ("tcpcl", "ltp")
-                },
+                # Stream CLs and LTP carry a bundle whole (TCPCL up to the
+                # peer's transfer MRU, LTP in one block); MTCP has no
+                # negotiation, so its only bound is the frame limit, assumed
+                # the same at both ends (RFC 9171 5.8: fragment only where
+                # the link requires it). UDP keeps ``mtu_bytes``.
+                mtu_by_neighbour=_stream_mtus(cfg),
                 max_forward_lifetime_ms=cfg.limits.max_forward_lifetime_ms,
                 max_tombstone_ms=cfg.limits.max_tombstone_ms,
             ),
