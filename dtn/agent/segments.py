@@ -18,10 +18,13 @@ sync; such a bundle was never acknowledged) is found at open by its length or
 CRC-32C and dropped. Process death (``kill -9``) loses nothing: the bytes are
 in the page cache.
 
-Threads: everything runs on the store's thread except :meth:`sync_files`,
-which a driver may run on a worker thread while the store keeps writing; it
-touches only the fds :meth:`take_dirty` handed over (dups, which it closes)
-and the directory, so nothing needs a lock.
+Threads: everything runs on the store's thread except :meth:`sync_files`
+and :meth:`unlink_files`, which a driver may run on a worker thread while
+the store keeps writing; they touch only the fds :meth:`take_dirty` handed
+over (dups, which they close), the directory, and the files of dead
+segments :meth:`release_dead` handed over (no payload is read from a dead
+segment, and only a transaction in progress -- never one side of a sync --
+can bring one back to life), so nothing needs a lock.
 """
 
 from __future__ import annotations
@@ -192,6 +195,36 @@ class SegmentLog:
             self._unlink(s)
         self._dead.difference_update(dead)
         return len(dead)
+
+    def release_dead(self, only: set[int]) -> list[str]:
+        """Store thread: close the readers of the dead segments in ``only``
+        and return their paths, for :meth:`unlink_files` on a worker thread
+        once the commits that emptied them are durable (unlinking a large
+        file frees its blocks, which can take milliseconds: not on the
+        event loop). They stay dead until :meth:`forget_dead`."""
+        paths: list[str] = []
+        for seg in sorted(self._dead & only):
+            fd = self._readers.pop(seg, None)
+            if fd is not None:
+                os.close(fd)
+            paths.append(self._path(seg))
+        return paths
+
+    @staticmethod
+    def unlink_files(paths: Iterable[str]) -> None:
+        """Any thread: remove the segment files from :meth:`release_dead`."""
+        for path in paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise SegmentError(f"cannot remove segment {path!r}: {exc}") from exc
+
+    def forget_dead(self, only: set[int]) -> None:
+        """Store thread: the segments in ``only`` were removed by
+        :meth:`unlink_files`."""
+        self._dead.difference_update(only)
 
     def _unlink(self, seg: int) -> None:
         fd = self._readers.pop(seg, None)

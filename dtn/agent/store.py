@@ -1084,8 +1084,8 @@ class SqliteStore:
     def begin_sync(self) -> Callable[[], None]:
         """Store thread: snapshot what the next sync must cover -- every
         commit made so far -- and return the function doing it (fsync of the
-        segment files written since the last sync, then of the WAL), safe to
-        run on another thread while this store keeps writing. Raises
+        segment files written since the last sync, then of the WAL, then
+        removal of the segments emptied by then), safe to run on another thread while this store keeps writing. Raises
         :class:`StoreError` (from the returned function) on an I/O error."""
         segs = self._segs
         fds: list[int] = []
@@ -1101,6 +1101,9 @@ class SqliteStore:
                 os.close(fd)
             raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
         self._sync_dead = segs.dead() if segs is not None else set()
+        # Dead segments are removed by the worker too, after the fsyncs that
+        # make their emptying durable: an unlink frees the file's blocks.
+        dead_paths = segs.release_dead(self._sync_dead) if segs is not None else []
 
         def sync() -> None:
             try:
@@ -1108,6 +1111,8 @@ class SqliteStore:
                     segs.sync_files(fds, dir_dirty)
                 if wal_fd is not None:
                     os.fsync(wal_fd)
+                if dead_paths:
+                    SegmentLog.unlink_files(dead_paths)
             except (OSError, SegmentError) as exc:
                 raise StoreError(
                     f"bundle store {self._path!r}: sync failed: {exc}"
@@ -1131,7 +1136,7 @@ class SqliteStore:
         """Store thread, after the function from :meth:`begin_sync` returned:
         segments emptied by commits it covered are removed."""
         if self._segs is not None:
-            self._drop_dead(self._sync_dead)
+            self._segs.forget_dead(self._sync_dead)  # removed by the sync
         self._sync_dead = set()
 
     def _drop_dead(self, only: set[int] | None) -> None:

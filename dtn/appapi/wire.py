@@ -29,7 +29,7 @@ import cbor2
 
 from crypto.cbor_guard import loads_untrusted
 from crypto.errors import DecodeError as CborDecodeError
-from dtn.cl.mtcp import MtcpDecoder, encode_mtcp_frame
+from dtn.cl.mtcp import MtcpDecoder, bstr_head, encode_mtcp_frame
 from dtn.errors import DecodeError, InvalidArgument
 
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024
@@ -67,11 +67,35 @@ _OPTIONAL: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 
 
+_BIG_BYTES = 512
+"""Byte values at least this long are spliced into a message, not encoded."""
+
+
 def encode_message(msg: dict[str, Any]) -> bytes:
-    """Frame one message. Raises :class:`InvalidArgument` if it lacks a known ``type``."""
+    """Frame one message. Raises :class:`InvalidArgument` if it lacks a known ``type``.
+
+    The bytes are those of ``encode_mtcp_frame(cbor2.dumps(msg))``, built
+    without copying a large payload more than once: cbor2 writes a long
+    byte string an order of magnitude slower than a join (issue 18,
+    spec/performance.md), so the map is encoded key by key and its large
+    byte values are spliced in after their CBOR heads."""
     if msg.get("type") not in _SCHEMA:
         raise InvalidArgument(f"unknown message type {msg.get('type')!r}")
-    return encode_mtcp_frame(cbor2.dumps(msg))
+    if len(msg) >= 24 or not any(
+        type(v) is bytes and len(v) >= _BIG_BYTES for v in msg.values()
+    ):
+        return encode_mtcp_frame(cbor2.dumps(msg))
+    parts: list[bytes] = [bytes([0xA0 | len(msg)])]
+    for key, value in msg.items():
+        parts.append(cbor2.dumps(key))
+        if type(value) is bytes and len(value) >= _BIG_BYTES:
+            parts.append(bstr_head(len(value)))
+            parts.append(value)
+        else:
+            parts.append(cbor2.dumps(value))
+    size = sum(len(p) for p in parts)
+    parts.insert(0, bstr_head(size))
+    return b"".join(parts)
 
 
 def decode_message_untrusted(body: bytes) -> dict[str, Any]:

@@ -16,20 +16,23 @@ from dtn.errors import DecodeError, InvalidArgument
 DEFAULT_MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 
 
+def bstr_head(n: int) -> bytes:
+    """The CBOR head of a definite-length byte string of ``n`` bytes, in its
+    shortest form (RFC 8949 section 4.2.1), as cbor2 writes it."""
+    if n < 24:
+        return bytes([0x40 | n])
+    if n < 0x100:
+        return bytes([0x58, n])
+    if n < 0x10000:
+        return b"\x59" + struct.pack(">H", n)
+    if n < 0x100000000:
+        return b"\x5a" + struct.pack(">I", n)
+    raise InvalidArgument(f"bundle of {n} bytes is too large for MTCP framing")
+
+
 def encode_mtcp_frame(bundle: bytes | bytearray | memoryview) -> bytes:
     """Return ``bundle`` wrapped as a CBOR byte string (RFC 8949 section 3.1)."""
-    n = len(bundle)
-    if n < 24:
-        head = bytes([0x40 | n])
-    elif n < 0x100:
-        head = bytes([0x58, n])
-    elif n < 0x10000:
-        head = b"\x59" + struct.pack(">H", n)
-    elif n < 0x100000000:
-        head = b"\x5a" + struct.pack(">I", n)
-    else:
-        raise InvalidArgument(f"bundle of {n} bytes is too large for MTCP framing")
-    return head + bytes(bundle)
+    return bstr_head(len(bundle)) + bytes(bundle)
 
 
 class MtcpDecoder:
@@ -54,14 +57,33 @@ class MtcpDecoder:
         return len(self._buf)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
-        """Consume stream bytes; return every bundle completed. Raises only DecodeError."""
-        self._buf += data
+        """Consume stream bytes; return every bundle completed. Raises only DecodeError.
+
+        Each bundle is copied once, out of ``data`` or out of the buffer of
+        a frame that came in several pieces (never sliced then copied)."""
         out: list[bytes] = []
-        while True:
+        if not self._buf:
+            # Fast path: frames read straight from ``data``; only a partial
+            # tail is buffered.
+            view = memoryview(data).cast("B")
+            pos = self._frames(view, 0, out)
+            if pos < len(view):
+                self._buf += view[pos:]
+            return out
+        self._buf += data
+        with memoryview(self._buf) as view:
+            pos = self._frames(view, 0, out)
+        del self._buf[:pos]
+        return out
+
+    def _frames(self, view: memoryview, pos: int, out: list[bytes]) -> int:
+        """Append the bundles completed in ``view[pos:]`` to ``out`` (the
+        partial frame state in ``self._need``); return where the unconsumed
+        bytes start."""
+        end = len(view)
+        while pos < end:
             if self._need is None:
-                if not self._buf:
-                    break
-                first = self._buf[0]
+                first = view[pos]
                 if first >> 5 != 2:
                     raise DecodeError(
                         f"expected a CBOR byte string, got initial byte 0x{first:02x}",
@@ -72,9 +94,9 @@ class MtcpDecoder:
                     hlen, length = 1, info
                 elif info <= 27:
                     hlen = 1 + (1 << (info - 24))
-                    if len(self._buf) < hlen:
+                    if end - pos < hlen:
                         break
-                    length = int.from_bytes(self._buf[1:hlen], "big")
+                    length = int.from_bytes(view[pos + 1 : pos + hlen], "big")
                 else:
                     raise DecodeError(
                         f"unsupported byte string length encoding {info}",
@@ -85,11 +107,11 @@ class MtcpDecoder:
                         f"frame of {length} bytes exceeds the {self.max_bundle_bytes}-byte limit",
                         where="mtcp frame",
                     )
-                del self._buf[:hlen]
+                pos += hlen
                 self._need = length
-            if len(self._buf) < self._need:
+            if end - pos < self._need:
                 break
-            out.append(bytes(self._buf[: self._need]))
-            del self._buf[: self._need]
+            out.append(bytes(view[pos : pos + self._need]))
+            pos += self._need
             self._need = None
-        return out
+        return pos

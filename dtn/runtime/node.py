@@ -128,6 +128,9 @@ _LOGGED_EVENTS = frozenset(
 
 _RECV_BUFFER = 65_535
 _MAX_BATCH = 512
+# A receive batch (one store commit) also ends at this many bytes, so that
+# large datagrams do not hold a batch's worth of memory and ACK latency.
+_MAX_BATCH_BYTES = 4 << 20
 # Bytes per app API read (see _app_handler).
 _APP_READ_BYTES = 1 << 20
 # Seconds between checks of the contact plan file's modification time.
@@ -1179,7 +1182,10 @@ class Node:
             batch: list[Received] = []
             done: list[Action] = []
             ltp_sends: list[tuple[tuple[str, int], bytes]] = []
+            batch_bytes = 0
             for _ in range(_MAX_BATCH):
+                if batch_bytes >= _MAX_BATCH_BYTES:
+                    break
                 try:
                     data, addr = sock.recvfrom(_RECV_BUFFER)
                 except (BlockingIOError, InterruptedError):
@@ -1187,6 +1193,7 @@ class Node:
                 except OSError:
                     # e.g. ECONNREFUSED reported for an earlier send: ignore.
                     continue
+                batch_bytes += len(data)
                 self.counters["datagrams_in"] += 1
                 if data and data[0] in LTP_FIRST_BYTES and self.ltp is not None:
                     try:

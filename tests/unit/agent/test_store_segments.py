@@ -334,9 +334,9 @@ def test_a_failed_segment_removal_is_a_store_error(
     monkeypatch.setattr(os, "unlink", refuse)
     if deferred:
         s.delete("a")
-        s.begin_sync()()
+        sync = s.begin_sync()
         with pytest.raises(StoreError):
-            s.end_sync()  # segment 1 removed here
+            sync()  # segment 1 removed here, on the sync's thread (issue 18)
     else:
         with pytest.raises(StoreError):
             s.delete("a")  # FULL: segment 1 removed after this commit
