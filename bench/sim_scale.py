@@ -1,8 +1,13 @@
-"""Simulator scale: a 100-node, 24-hour LEO-like plan with 10,000 bundles.
+"""Simulator scale: a 100-node, 24-hour LEO-like plan with 10,000 bundles, or
+(``--nodes 1000``) a 1,000-node Walker-style constellation (40 planes of 25)
+with 100,000 bundles.
 
 Prints, for the full run (median of ``--repeats``):
-- wall time and the speed-up over real time (target >= 1,000x);
-- events processed per wall second.
+- wall time and the speed-up over real time (target >= 1,000x for 100
+  nodes; >= 1,440x -- a day in a minute -- for 1,000 nodes, issue 18);
+- events processed per wall second;
+- the trace hash of every repeat (they must be identical) and the peak RSS
+  of the process (target <= 2 GiB for 1,000 nodes).
 
 Then the memory check (one run each under tracemalloc, which slows Python,
 so it is never timed): live Python heap by package at checkpoints, next to
@@ -13,12 +18,14 @@ the bundles stored and sent by then, for
   stored, and memory must stay flat (it grows with stored bundles, not with
   simulated time).
 
-Usage: ``.venv/bin/python bench/sim_scale.py [--repeats N] [--bundles N] [--seed N]``
+Usage: ``.venv/bin/python bench/sim_scale.py [--nodes 100|1000] [--hours H]
+[--repeats N] [--bundles N] [--seed N] [--no-memory]``
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import time
@@ -45,19 +52,36 @@ def rss_mib() -> float:
     return 0.0
 
 
+SHAPES = {100: (10, 10), 1000: (40, 25)}
+"""Node count -> (planes, satellites per plane) of the Walker-style grid."""
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process (Linux ru_maxrss is KiB), MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def build(
-    seed: int, bundles: int, quiet: bool
+    seed: int, bundles: int, quiet: bool, nodes_n: int = 100, hours: float = 24.0
 ) -> tuple[ContactPlan, list[TrafficItem]]:
-    plan = leo_constellation(planes=10, per_plane=10, duration_s=DAY_S, seed=seed)
+    planes, per_plane = SHAPES[nodes_n]
+    duration = hours * 3_600.0
+    plan = leo_constellation(
+        planes=planes, per_plane=per_plane, duration_s=duration, seed=seed
+    )
     nodes = sorted(plan.nodes)
-    until = 3_600.0 if quiet else 20 * 3_600.0
+    until = min(3_600.0, duration) if quiet else duration * 20 / 24
     traffic = random_traffic(nodes=nodes, bundles=bundles, until_s=until, seed=seed + 1)
     return plan, traffic
 
 
-def timed_run(seed: int, bundles: int) -> tuple[float, SimSummary]:
-    plan, traffic = build(seed, bundles, quiet=False)
-    sim = Simulator(plan, SimConfig(seed=seed, duration_s=DAY_S), traffic=traffic)
+def timed_run(
+    seed: int, bundles: int, nodes_n: int = 100, hours: float = 24.0
+) -> tuple[float, SimSummary]:
+    plan, traffic = build(seed, bundles, quiet=False, nodes_n=nodes_n, hours=hours)
+    sim = Simulator(
+        plan, SimConfig(seed=seed, duration_s=hours * 3_600.0), traffic=traffic
+    )
     t0 = time.perf_counter()
     summary = sim.run()
     wall = time.perf_counter() - t0
@@ -84,9 +108,9 @@ def heap_by_package() -> dict[str, float]:
 
 
 def memory_run(
-    seed: int, bundles: int, quiet: bool
+    seed: int, bundles: int, quiet: bool, nodes_n: int = 100
 ) -> list[tuple[float, int, int, dict[str, float]]]:
-    plan, traffic = build(seed, bundles, quiet=quiet)
+    plan, traffic = build(seed, bundles, quiet=quiet, nodes_n=nodes_n)
     tracemalloc.start()
     sim = Simulator(plan, SimConfig(seed=seed, duration_s=DAY_S), traffic=traffic)
     points: list[tuple[float, int, int, dict[str, float]]] = []
@@ -103,31 +127,59 @@ def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__.splitlines()[0] if __doc__ else None
     )
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--bundles", type=int, default=10_000)
-    ap.add_argument("--seed", type=int, default=1)
-    args = ap.parse_args()
-
-    plan, _traffic = build(args.seed, args.bundles, quiet=False)
-    print(
-        f"plan: 100 nodes, {len(plan.contacts)} contacts over 24 h; traffic: {args.bundles} bundles over 20 h"
+    ap.add_argument("--nodes", type=int, choices=sorted(SHAPES), default=100)
+    ap.add_argument("--hours", type=float, default=24.0, help="plan time simulated")
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="default 3 (2 for 1,000 nodes)"
     )
+    ap.add_argument(
+        "--bundles",
+        type=int,
+        default=None,
+        help="default 10,000 (100,000 for 1,000 nodes)",
+    )
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--no-memory", action="store_true", help="skip the tracemalloc runs"
+    )
+    args = ap.parse_args()
+    big = args.nodes >= 1000
+    bundles = args.bundles if args.bundles is not None else (100_000 if big else 10_000)
+    repeats = args.repeats if args.repeats is not None else (2 if big else 3)
+    span_s = args.hours * 3_600.0
+    target = 1_440 if big else 1_000
+
+    plan, _traffic = build(
+        args.seed, bundles, quiet=False, nodes_n=args.nodes, hours=args.hours
+    )
+    planes, per_plane = SHAPES[args.nodes]
+    print(
+        f"plan: {args.nodes} nodes ({planes} planes x {per_plane}), {len(plan.contacts)} contacts"
+        f" over {args.hours:g} h; traffic: {bundles} bundles over {args.hours * 20 / 24:g} h"
+    )
+    del plan, _traffic
 
     walls: list[float] = []
-    shas: set[str] = set()
+    shas: list[str] = []
     summary: SimSummary | None = None
-    for i in range(args.repeats):
-        wall, summary = timed_run(args.seed, args.bundles)
+    for i in range(repeats):
+        wall, summary = timed_run(args.seed, bundles, args.nodes, args.hours)
         walls.append(wall)
-        shas.add(summary.trace_sha256)
+        shas.append(summary.trace_sha256)
         print(
-            f"  run {i + 1}: {wall:.2f} s wall, {DAY_S / wall:,.0f}x real time, {summary.events / wall:,.0f} events/s"
+            f"  run {i + 1}: {wall:.2f} s wall, {span_s / wall:,.0f}x real time,"
+            f" {summary.events / wall:,.0f} events/s, trace {summary.trace_sha256[:16]},"
+            f" peak RSS {peak_rss_mib():.0f} MiB",
+            flush=True,
         )
     assert summary is not None
     wall = statistics.median(walls)
     s = summary
-    print(f"median wall time: {wall:.2f} s for {DAY_S:.0f} s simulated")
-    print(f"speed-up over real time: {DAY_S / wall:,.0f}x (target >= 1,000x)")
+    print(f"median wall time: {wall:.2f} s for {span_s:.0f} s simulated")
+    print(
+        f"speed-up over real time: {span_s / wall:,.0f}x (target >= {target:,}x:"
+        f" {'met' if span_s / wall >= target else 'NOT met'})"
+    )
     print(
         f"outcome: sent {s.sent}, delivered {s.delivered}, expired {s.expired}, pending {s.pending}, "
         f"lost {s.lost}, duplicates {s.duplicates_delivered}; latency p50 {s.latency_p50_s} s, p99 {s.latency_p99_s} s"
@@ -136,8 +188,19 @@ def main() -> int:
         f"work: {s.events} events, {s.transmissions} transmissions, {s.bytes_transmitted / 1e6:.1f} MB moved"
     )
     print(
-        f"trace_sha256 {s.trace_sha256} (identical in all {args.repeats} repeats: {len(shas) == 1})"
+        f"trace_sha256 {s.trace_sha256} (identical in all {repeats} repeats: {len(set(shas)) == 1})"
     )
+    peak = peak_rss_mib()
+    print(
+        f"peak RSS: {peak:,.0f} MiB"
+        + (
+            f" (target <= 2,048 MiB: {'met' if peak <= 2048 else 'NOT met'})"
+            if big
+            else ""
+        )
+    )
+    if args.no_memory:
+        return 0
 
     print(
         "memory (tracemalloc, MiB of live heap by the package that allocated it; 'routing' holds"
@@ -151,7 +214,9 @@ def main() -> int:
     ):
         print(f"  {label}")
         print("    hour  stored    sent     sim  routing    agent    other    total")
-        for hours, stored, sent, heap in memory_run(args.seed, args.bundles, quiet):
+        for hours, stored, sent, heap in memory_run(
+            args.seed, bundles, quiet, args.nodes
+        ):
             total = sum(heap.values())
             print(
                 f"    {hours:>4}  {stored:>6}  {sent:>6}  {heap['sim']:6.2f}  {heap['routing']:7.2f}  "

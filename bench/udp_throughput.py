@@ -122,7 +122,7 @@ def raw_udp(size: int, count: int) -> float:
     s.close()
     _n, nbytes, _first, last = result_q.get(timeout=60)
     p.join(10)
-    return nbytes / max(last - start, 1e-9) / 1e6
+    return float(nbytes) / max(float(last) - start, 1e-9) / 1e6
 
 
 def _raw_tcp_receiver(port_q: mp.Queue, result_q: mp.Queue, expected: int) -> None:  # type: ignore[type-arg]
@@ -158,7 +158,7 @@ def raw_tcp(size: int, count: int) -> float:
             s.sendall(payload)
         nbytes, last = result_q.get(timeout=60)
     p.join(10)
-    return nbytes / max(last - start, 1e-9) / 1e6
+    return float(nbytes) / max(float(last) - start, 1e-9) / 1e6
 
 
 # -- ceiling: the least work a hop that stores before it acks can do ---------
@@ -282,7 +282,7 @@ def ceiling_udp(size: int, count: int, variant: str, directory: str) -> float:
         if p.is_alive():
             p.kill()
             p.join(5)
-    return nbytes / max(last - start, 1e-9) / 1e6
+    return float(nbytes) / max(float(last) - start, 1e-9) / 1e6
 
 
 _TCP_ACK_EVERY = 4  # frames per cumulative ack over TCP (1 MB units)
@@ -378,7 +378,7 @@ def ceiling_tcp(size: int, count: int, variant: str, directory: str) -> float:
         if p.is_alive():
             p.kill()
             p.join(5)
-    return nbytes / max(last - start, 1e-9) / 1e6
+    return float(nbytes) / max(float(last) - start, 1e-9) / 1e6
 
 
 def ceiling(size: int, count: int, variant: str, directory: str) -> float:
