@@ -831,6 +831,7 @@ class Session:
             self._unexpected(m, now)
             return
         self._term_received = True
+        self._deadline_term = None  # the reply came (or the peer began)
         if not self._term_sent:
             # RFC 9174 6.1: reply with the same reason
             self._send_term(TermFlags.REPLY, m.reason, now)
