@@ -481,11 +481,13 @@ class Session:
         ext: tuple[ExtensionItem, ...] = ()
         if t.sent == 0:
             flags |= SegmentFlags.START
-            ext = (
-                ExtensionItem(
-                    TRANSFER_LENGTH_EXTENSION, struct.pack(">Q", len(t.data))
-                ),
-            )
+            if len(t.data) > size:
+                # RFC 9174 5.2.5.1: not for a transfer of one segment
+                ext = (
+                    ExtensionItem(
+                        TRANSFER_LENGTH_EXTENSION, struct.pack(">Q", len(t.data))
+                    ),
+                )
         t.sent += len(chunk)
         if t.sent >= len(t.data):
             flags |= SegmentFlags.END

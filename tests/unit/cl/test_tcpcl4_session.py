@@ -205,6 +205,9 @@ def test_one_bundle_in_many_segments_with_cumulative_acks() -> None:
     assert [a.length for a in acks] == [1000, 2000, 2560]
     assert acks[-1].flags == SegmentFlags.END
     assert pair.a.send_bundle(b"x", 0) == 1  # ids increase
+    (one,) = [m for m in msgs(pair.a.data_to_send()) if isinstance(m, XferSegment)]
+    assert one.flags == SegmentFlags.START | SegmentFlags.END
+    assert one.extensions == ()  # no Transfer Length item for one segment (5.2.5.1)
 
 
 def test_final_ack_waits_for_the_store() -> None:
