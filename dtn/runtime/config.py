@@ -56,6 +56,9 @@ its type, default and meaning; examples/node1.toml is a commented node)::
     keystore = "keys/node2"           # node.key, node.cert, operator.pub, certs/, revocations.cbor
     accepted_contexts = [-101, -102]  # see dtn/runtime/security.py for every key
 
+    [services]                        # node services (spec/node.md); echo (ipn:N.7) always runs
+    factories = ["examples.gossip_counter:factory"]   # "module:callable", called (node, incarnation)
+
     [[neighbours]]
     node = 3
     address = "127.0.0.1:4557"
@@ -155,6 +158,9 @@ class NodeConfig:
     max_tries: int = 4
     neighbours: tuple[NeighbourConfig, ...] = field(default_factory=tuple)
     security: SecurityConfig | None = None
+    service_factories: tuple[str, ...] = ()
+    """``[services] factories``: ``"module:callable"`` names of service
+    factories (imported when the node starts)."""
     limits: Limits = field(default_factory=lambda: Limits())
     app_socket_group: str | None = None
     dtn_routes: dict[str, int] = field(default_factory=dict)
@@ -237,6 +243,7 @@ def config_from_dict(
             "udp",
             "neighbours",
             "security",
+            "services",
             "limits",
             "app_socket_group",
             "dtn_routes",
@@ -347,6 +354,19 @@ def config_from_dict(
                 rate_bytes_s=rate,
             )
         )
+    services = _take(doc, "services", dict, "", {})
+    _check_keys(services, {"factories"}, "services.")
+    factories = _take(services, "factories", list, "services.", [])
+    for i, f in enumerate(factories):
+        if (
+            not isinstance(f, str)
+            or f.count(":") != 1
+            or f.startswith(":")
+            or f.endswith(":")
+        ):
+            raise ConfigError(
+                f'services.factories[{i}]: expected "module:callable", got {f!r}'
+            )
     tcpcl = _parse_tcpcl(_take(doc, "tcpcl", dict, "", {}), base)
     tcpcl_listen = doc.get("tcpcl_listen")
     lim = _take(doc, "limits", dict, "", {})
@@ -396,6 +416,7 @@ def config_from_dict(
         max_tries=max_tries,
         neighbours=tuple(neighbours),
         security=security,
+        service_factories=tuple(factories),
         limits=limits,
         app_socket_group=group,
         dtn_routes=dtn_routes,
