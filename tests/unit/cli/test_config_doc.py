@@ -35,7 +35,13 @@ def documented() -> dict[str, set[str]]:
 def accepted() -> dict[str, set[str]]:
     """The key sets config_from_dict checks, read from its source."""
     src = (ROOT / "dtn" / "runtime" / "config.py").read_text(encoding="utf-8")
-    prefixes = {"": "", "store.": "store", "udp.": "udp"}
+    prefixes = {
+        "": "",
+        "store.": "store",
+        "udp.": "udp",
+        "tcpcl.": "tcpcl",
+        "services.": "services",
+    }
     out: dict[str, set[str]] = {}
     for node in ast.walk(ast.parse(src)):
         if (
@@ -58,9 +64,18 @@ def accepted() -> dict[str, set[str]]:
 def test_every_key_is_documented_and_every_documented_key_exists() -> None:
     doc, code = documented(), accepted()
     # Tables are keys of the top level; the doc gives them sections instead.
-    tables = {"store", "udp", "neighbours", "limits", "security", "dtn_routes"}
+    tables = {
+        "store",
+        "udp",
+        "neighbours",
+        "limits",
+        "security",
+        "dtn_routes",
+        "tcpcl",
+        "services",
+    }
     assert code[""] - tables == doc[""], "top level"
-    for section in ("store", "udp", "neighbours", "limits", "security"):
+    for section in ("store", "udp", "neighbours", "limits", "security", "tcpcl"):
         assert code[section] == doc[section], section
     assert "dtn_routes" in DOC
 
