@@ -493,3 +493,6 @@ class AppTransport:
 
     def status(self) -> dict[str, object]:
         return {"node": self.node}
+
+    def close(self) -> None:
+        """Nothing to close (the cluster lives on)."""
