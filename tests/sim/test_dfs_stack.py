@@ -20,6 +20,7 @@ from dfs.core.codec import crc32c
 from dfs.core.manifest import Manifest, manifest_key
 from dfs.core.service import DfsConfig, DfsService, GetOp, OpState
 from dfs.core.store import MemoryShareStore
+from dfs.stack import member_keys
 from dfs.testing import CommandService
 from dtn.node import Service
 from dtn.routing.contact import Contact, Range
@@ -47,7 +48,6 @@ def test_put_get_and_repair_on_membership_and_log() -> None:
     views: dict[int, MembershipService] = {}
 
     creds = credentials_for(NODES, seed=4)
-    readers = {n: c.certificate.kx_public for n, c in creds.items()}
 
     def factory(node: int, incarnation: int) -> Sequence[Service]:
         m = MembershipService()
@@ -57,7 +57,7 @@ def test_put_get_and_repair_on_membership_and_log() -> None:
             log=log,
             store=stores[node],
             config=CFG,
-            readers=readers,
+            readers=lambda: member_keys(m),
             entropy=random.Random(f"{node}:{incarnation}").randbytes,
         )
         cmds[node], logs[node], views[node] = CommandService(dfs), log, m

@@ -1,0 +1,72 @@
+"""A node's storage stack for daemons: membership (16), the log (17) and the
+object store (18), as one service factory.
+
+    # node.toml
+    [services]
+    factories = ["dfs.stack:factory"]
+
+The share store lives on disk under ``$DCIS_DFS_DIR/node-<N>`` (default
+``$XDG_DATA_HOME/dcis/dfs/node-<N>``, i.e. ``~/.local/share/...``). Object
+keys are sealed to every member whose certificate membership has verified
+(and to the node itself), so any node of the constellation can read. The
+node advertises the free space of that disk with its membership entry.
+Membership needs the node's credentials: run the daemon with its keys.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from consensus.log.service import LogService
+from consensus.membership.service import MembershipService
+from consensus.membership.view import Resources
+from dfs.core.service import DfsConfig, DfsService
+from dfs.sharestore import DiskShareStore
+from dtn.node.service import Service
+
+
+def share_dir(node: int) -> Path:
+    """Where ``node``'s shares are kept (see the module docstring)."""
+    base = os.environ.get("DCIS_DFS_DIR")
+    if base is None:
+        data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        base = str(Path(data) / "dcis" / "dfs")
+    return Path(base) / f"node-{node}"
+
+
+def member_keys(membership: MembershipService) -> Mapping[int, bytes]:
+    """X25519 public keys of every member with a verified certificate."""
+    out: dict[int, bytes] = {}
+    for node in membership.members():
+        key = membership.kx_public(node)
+        if key is not None:
+            out[node] = key
+    return out
+
+
+def build(
+    node: int, root: Path, *, config: DfsConfig | None = None
+) -> tuple[MembershipService, LogService, DfsService]:
+    """The three services of one node, shares under ``root``."""
+    store = DiskShareStore(root)
+    usage = shutil.disk_usage(root)
+    membership = MembershipService(
+        resources=Resources(store_free_bytes=usage.free, store_total_bytes=usage.total)
+    )
+    log = LogService(membership)
+    dfs = DfsService(
+        membership=membership,
+        log=log,
+        store=store,
+        config=config,
+        readers=lambda: member_keys(membership),
+    )
+    return membership, log, dfs
+
+
+def factory(node: int, incarnation: int) -> Sequence[Service]:
+    """``[services] factories = ["dfs.stack:factory"]``."""
+    return list(build(node, share_dir(node)))
