@@ -39,11 +39,11 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--n", type=int, help="shares written (default: the node's, 10)")
     p.add_argument(
-        "--confirm",
+        "--confirm-wait",
         type=float,
         default=10.0,
         metavar="SECONDS",
-        help="wait up to SECONDS for the holders to confirm their shares",
+        help="seconds to wait for holders to confirm their shares",
     )
     p.add_argument(
         "--json", action="store_true", help="print the result as JSON, no progress"
@@ -148,7 +148,7 @@ def run_put(args: argparse.Namespace) -> int:
             k=args.k,
             n=args.n,
             progress=progress,
-            wait_placed_s=args.confirm,
+            wait_placed_s=args.confirm_wait,
         )
     if args.json:
         print(json.dumps(res, sort_keys=True))
