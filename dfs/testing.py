@@ -429,6 +429,12 @@ class Cluster:
         for n, svc in list(self.services.items()):
             if n in self.up:
                 self._emit(n, svc.on_tick(self.now_ms))
+                due = svc.next_deadline()
+                # A node's driver ticks a service until its deadline moves
+                # past now (NodeCore gives up after 64 rounds).
+                assert due is None or due > self.now_ms, (
+                    f"node {n}: deadline {due} still due"
+                )
         self.deliver()
 
     def maintain(self) -> None:

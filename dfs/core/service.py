@@ -339,7 +339,8 @@ class DfsService:
         times = [self._next_maintenance]
         for g in self._gathers:
             times.append(g.deadline_ms)
-            times.extend(r.deadline_ms for r in g.requests.values())
+            # An answered request's old deadline is no timer any more.
+            times.extend(r.deadline_ms for r in g.requests.values() if r.pending)
         return min(times)
 
     def on_send_result(
