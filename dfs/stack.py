@@ -11,6 +11,7 @@ keys are sealed to every member whose certificate membership has verified
 (and to the node itself), so any node of the constellation can read. The
 node advertises the free space of that disk with its membership entry.
 Membership needs the node's credentials: run the daemon with its keys.
+``$DCIS_DFS_MAINTENANCE_MS`` sets the scrub/repair period (default 60 s).
 """
 
 from __future__ import annotations
@@ -67,6 +68,19 @@ def build(
     return membership, log, dfs
 
 
+def config_from_env() -> DfsConfig:
+    """The object store's tunables: defaults, except
+    ``$DCIS_DFS_MAINTENANCE_MS`` (scrub/repair period; testbeds shorten it)."""
+    raw = os.environ.get("DCIS_DFS_MAINTENANCE_MS")
+    if raw is None:
+        return DfsConfig()
+    try:
+        period = int(raw)
+    except ValueError:
+        raise ValueError(f"DCIS_DFS_MAINTENANCE_MS: not an integer: {raw!r}") from None
+    return DfsConfig(maintenance_interval_ms=period)
+
+
 def factory(node: int, incarnation: int) -> Sequence[Service]:
     """``[services] factories = ["dfs.stack:factory"]``."""
-    return list(build(node, share_dir(node)))
+    return list(build(node, share_dir(node), config=config_from_env()))

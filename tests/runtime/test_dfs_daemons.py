@@ -3,7 +3,9 @@ daemons instead of ten to spare the machine): every daemon runs
 ``dfs.stack:factory`` (membership + log + object store) with its keys; a
 client puts an object through node 1's app API, the daemons holding n - k
 shares are SIGKILLed, and another node's client reads the object back
-intact.
+intact; the killed daemons restart, a byte of one share file flips, and the
+holder's scrubber finds it and rebuilds the share: n good shares on n
+distinct nodes again.
 
 Real processes on loopback: no timing assertions, only "eventually, within
 a generous bound".
@@ -22,13 +24,29 @@ from pathlib import Path
 import pytest
 
 from dfs.api import Dfs
+from dfs.core.codec import crc32c
 from dfs.core.errors import PlacementError
+from dfs.sharestore import HEADER, MAGIC
 from dtn.client import ClientError
 from tests.runtime.conftest import free_udp_ports
 from tools.testbed import make_keystores
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = [1, 2, 3, 4, 5]
+
+
+def good_share(root: Path, node: int, oid: str, share: int) -> bool:
+    """Every block file of the share is there and passes its CRC (read
+    directly: a DiskShareStore here would tidy the daemon's temp files)."""
+    d = root / "dfs" / f"node-{node}" / oid / str(share)
+    for j in range(3):  # 3 MiB in 1 MiB chunks
+        try:
+            raw = (d / f"{j}.blk").read_bytes()
+        except OSError:
+            return False
+        if raw[:4] != MAGIC or crc32c(raw[HEADER:]) != int.from_bytes(raw[4:8], "big"):
+            return False
+    return True
 
 
 def connect(sock: Path, deadline: float) -> Dfs:
@@ -78,24 +96,32 @@ def test_put_kill_n_minus_k_holders_get_intact(tmp_path: Path) -> None:
                     f'address = "127.0.0.1:{ports[m]}"',
                 ]
         (tmp_path / f"n{n}.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    env = {**os.environ, "DCIS_DFS_DIR": str(tmp_path / "dfs")}
+    env = {
+        **os.environ,
+        "DCIS_DFS_DIR": str(tmp_path / "dfs"),
+        "DCIS_DFS_MAINTENANCE_MS": "2000",
+    }
     procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(n: int) -> None:
+        with (tmp_path / f"n{n}.log").open("ab") as log:
+            procs[n] = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tools.dtn_node",
+                    "--config",
+                    str(tmp_path / f"n{n}.toml"),
+                ],
+                stdout=log,
+                stderr=log,
+                cwd=ROOT,
+                env=env,
+            )
+
     try:
         for n in NODES:
-            with (tmp_path / f"n{n}.log").open("wb") as log:
-                procs[n] = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "tools.dtn_node",
-                        "--config",
-                        str(tmp_path / f"n{n}.toml"),
-                    ],
-                    stdout=log,
-                    stderr=log,
-                    cwd=ROOT,
-                    env=env,
-                )
+            start(n)
         deadline = time.monotonic() + 120
         fs = connect(tmp_path / "n1.sock", deadline)
         data = random.Random(14).randbytes(3 << 20)
@@ -127,6 +153,30 @@ def test_put_kill_n_minus_k_holders_get_intact(tmp_path: Path) -> None:
                 procs[h].wait()
         killed = [h for h in holders[2:] if h != 1]
         assert len(killed) >= 1
+        assert other.get("big") == data
+        # The killed daemons come back; a byte of one share flips on disk.
+        for h in killed:
+            start(h)
+        oid = res["object_id"]
+        victim = holders[1]
+        share = 1
+        block = tmp_path / "dfs" / f"node-{victim}" / oid / str(share) / "2.blk"
+        raw = bytearray(block.read_bytes())
+        raw[-7] ^= 0x20
+        block.write_bytes(bytes(raw))
+        scrub_deadline = time.monotonic() + 120
+        while True:  # the current holders (a repair may have moved a share)
+            now_holders = fs.stat("big")["holders"]
+            if all(good_share(tmp_path, h, oid, i) for i, h in enumerate(now_holders)):
+                break
+            assert time.monotonic() < scrub_deadline, (
+                "the flipped byte was not repaired"
+            )
+            time.sleep(0.5)
+        assert len(set(now_holders)) == 4
+        assert victim in now_holders  # it was alive throughout: rebuilt in place
+        log = (tmp_path / f"n{victim}.log").read_text(encoding="utf-8")
+        assert "scrub found a bad block" in log
         assert other.get("big") == data
         fs.close()
         other.close()

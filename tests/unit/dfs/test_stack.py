@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dfs.stack import build, factory, member_keys, share_dir
+from dfs.stack import build, config_from_env, factory, member_keys, share_dir
 
 
 def test_factory_builds_the_three_services_on_disk(
@@ -30,3 +30,13 @@ def test_default_dir_follows_xdg(
     monkeypatch.delenv("DCIS_DFS_DIR", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     assert share_dir(7) == tmp_path / "dcis" / "dfs" / "node-7"
+
+
+def test_maintenance_period_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DCIS_DFS_MAINTENANCE_MS", raising=False)
+    assert config_from_env().maintenance_interval_ms == 60_000
+    monkeypatch.setenv("DCIS_DFS_MAINTENANCE_MS", "2000")
+    assert config_from_env().maintenance_interval_ms == 2000
+    monkeypatch.setenv("DCIS_DFS_MAINTENANCE_MS", "soon")
+    with pytest.raises(ValueError, match="DCIS_DFS_MAINTENANCE_MS"):
+        config_from_env()
