@@ -8,7 +8,9 @@ object store (18), as one service factory.
 The share store lives on disk under ``$DCIS_DFS_DIR/node-<N>`` (default
 ``$XDG_DATA_HOME/dcis/dfs/node-<N>``, i.e. ``~/.local/share/...``). Object
 keys are sealed to every member whose certificate membership has verified
-(and to the node itself), so any node of the constellation can read. The
+(and to the node itself), so any node of the constellation can read; a put
+is refused (``PlacementError``, retry) while an alive member's certificate
+is not verified yet. The
 node advertises the free space of that disk with its membership entry.
 Membership needs the node's credentials: run the daemon with its keys.
 ``$DCIS_DFS_MAINTENANCE_MS`` sets the scrub/repair period (default 60 s).
@@ -23,7 +25,8 @@ from pathlib import Path
 
 from consensus.log.service import LogService
 from consensus.membership.service import MembershipService
-from consensus.membership.view import Resources
+from consensus.membership.view import MemberState, Resources
+from dfs.core.errors import PlacementError
 from dfs.core.service import DfsConfig, DfsService
 from dfs.sharestore import DiskShareStore
 from dtn.node.service import Service
@@ -48,6 +51,21 @@ def member_keys(membership: MembershipService) -> Mapping[int, bytes]:
     return out
 
 
+def alive_member_keys(membership: MembershipService) -> Mapping[int, bytes]:
+    """:func:`member_keys`, but a PlacementError (the put is refused, nothing
+    sent) while an alive member's certificate is not verified yet: an object
+    put then would stay unreadable there."""
+    keys = member_keys(membership)
+    missing = sorted(
+        n
+        for n, info in membership.members().items()
+        if info.state == MemberState.ALIVE and n not in keys
+    )
+    if missing:
+        raise PlacementError(f"no verified certificate yet for alive members {missing}")
+    return keys
+
+
 def build(
     node: int, root: Path, *, config: DfsConfig | None = None
 ) -> tuple[MembershipService, LogService, DfsService]:
@@ -63,7 +81,7 @@ def build(
         log=log,
         store=store,
         config=config,
-        readers=lambda: member_keys(membership),
+        readers=lambda: alive_member_keys(membership),
     )
     return membership, log, dfs
 

@@ -510,6 +510,8 @@ class DfsService:
         )
         object_id = self._entropy(OBJECT_ID_BYTES)
         key = self._entropy(KEY_BYTES)
+        # Wrapped first: a readers callable may refuse (nothing sent yet).
+        keys = self._wrap(key, readers)
         hashes: list[bytes] = []
         crcs: list[tuple[int, ...]] = []
         view = memoryview(data)
@@ -534,7 +536,7 @@ class DfsService:
             chunk_hashes=tuple(hashes),
             block_crcs=tuple(crcs),
             root=object_hash(hashes),
-            keys=self._wrap(key, readers),
+            keys=keys,
             writer=self._node,
             created_ms=now_ms,
         )
