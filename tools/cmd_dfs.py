@@ -23,7 +23,7 @@ from typing import Any
 from dfs.api import Dfs, Progress
 from dfs.core.errors import DfsError
 from dtn.client import ClientError
-from tools.appclient import add_target_options, socket_path
+from tools.appclient import add_target_options, connect
 from tools.cli import CommandError
 
 
@@ -87,11 +87,13 @@ def _common(
 
 @contextmanager
 def _fs(args: argparse.Namespace) -> Iterator[Dfs]:
+    client = connect(args, timeout_s=30.0)
     try:
-        with Dfs.connect(socket_path(args), timeout_s=args.timeout) as fs:
-            yield fs
+        yield Dfs(client, timeout_s=args.timeout)
     except (DfsError, ClientError, TimeoutError, OSError) as exc:
         raise CommandError(str(exc)) from exc
+    finally:
+        client.close()
 
 
 @contextmanager
