@@ -124,3 +124,35 @@ def test_readme_walkthrough_gets_the_bundle_across(tmp_path: Path) -> None:
     assert f'"listen": "127.0.0.1:{p2}"' in log
     assert str(tmp_path / "state" / "dcis" / "node-2" / "bundles.db") in log
     assert (tmp_path / "state" / "dcis" / "node-2").stat().st_mode & 0o777 == 0o700
+
+
+def reference_lines() -> list[str]:
+    """The README's command reference: the sh block under "The `dcis` command"."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("### The `dcis` command")
+    block = re.search(r"```sh\n(.*?)```", text[start:], re.S)
+    assert block is not None
+    lines = [ln.split("#", 1)[0].strip() for ln in block.group(1).splitlines()]
+    return [ln for ln in lines if ln]
+
+
+@pytest.mark.slow
+def test_readme_command_reference_runs_as_written(tmp_path: Path) -> None:
+    # The files the README names, at the paths it names them by.
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    shutil.copytree(ROOT / "tools" / "plans", tmp_path / "tools" / "plans")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    lines = reference_lines()
+    assert len(lines) >= 8
+    for line in lines:
+        argv = shlex.split(line)
+        assert argv[0] == "dcis", line
+        proc = subprocess.run(
+            argv, cwd=tmp_path, env=env, capture_output=True, timeout=300
+        )
+        assert proc.returncode == 0, (line, proc.stderr[-2000:])
+        assert b"Traceback" not in proc.stderr
+    assert (tmp_path / "b.bin").read_bytes() == (
+        ROOT / "examples" / "bundle.bin"
+    ).read_bytes()
+    assert (tmp_path / "plan.png").read_bytes()[:4] == b"\x89PNG"
