@@ -41,6 +41,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.cmd_status",
     "tools.cmd_bundles",
     "tools.cmd_testbed",
+    "tools.cmd_dfs",
+    "tools.cmd_log",
 )
 
 

@@ -27,6 +27,8 @@ CORE_DIRS = [
     "dtn/sim",
     "crypto",
     "dfs/core",
+    "consensus/log",
+    "consensus/membership",
 ]
 BANNED_MODULES = {"time", "socket", "trio", "asyncio", "selectors"}
 
