@@ -21,13 +21,16 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
         type=int_in(1, 2**64 - 1),
         help="node number (default socket path of that node)",
     )
-    p.add_argument(
-        "--wait",
-        type=float_in(0.0, 3600.0),
-        default=0.0,
-        metavar="SECONDS",
-        help="wait up to SECONDS for the node to come up (default 0: fail at once)",
-    )
+    if "--wait" not in p._option_string_actions:
+        # (`dcis put` has a --wait of its own, for the object's holders.)
+        p.add_argument(
+            "--wait",
+            dest="node_wait_s",
+            type=float_in(0.0, 3600.0),
+            default=0.0,
+            metavar="SECONDS",
+            help="wait up to SECONDS for the node to come up (default 0: fail at once)",
+        )
 
 
 def socket_path(args: argparse.Namespace) -> str:
@@ -49,7 +52,7 @@ def connect(args: argparse.Namespace, *, timeout_s: float = 10.0) -> Client:
     """Open a client, retrying for ``--wait`` seconds while the node is not
     up yet; a failure becomes a one-line CommandError."""
     path = socket_path(args)
-    deadline = time.monotonic() + getattr(args, "wait", 0.0)
+    deadline = time.monotonic() + getattr(args, "node_wait_s", 0.0)
     while True:
         try:
             return Client(path, timeout_s=timeout_s)
