@@ -21,16 +21,14 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
         type=int_in(1, 2**64 - 1),
         help="node number (default socket path of that node)",
     )
-    if "--wait" not in p._option_string_actions:
-        # (`dcis put` has a --wait of its own, for the object's holders.)
-        p.add_argument(
-            "--wait",
-            dest="node_wait_s",
-            type=float_in(0.0, 3600.0),
-            default=0.0,
-            metavar="SECONDS",
-            help="wait up to SECONDS for the node to come up (default 0: fail at once)",
-        )
+    p.add_argument(
+        "--wait",
+        dest="node_wait_s",
+        type=float_in(0.0, 3600.0),
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to SECONDS for the node to come up (default 0: fail at once)",
+    )
 
 
 def socket_path(args: argparse.Namespace) -> str:
