@@ -30,8 +30,9 @@ import cbor2
 from dtn.cl.mtcp import MtcpDecoder, encode_mtcp_frame
 from dtn.errors import DecodeError, InvalidArgument
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-"""Largest message accepted (a bundle payload plus a few keys)."""
+MAX_MESSAGE_BYTES = 128 * 1024 * 1024
+"""Largest message accepted (a bundle payload plus a few keys): 128 MiB, so
+that a 100 MB bundle, which LTP carries in one block, can be sent and received."""
 
 CLIENT_TYPES = frozenset(
     {"register", "unregister", "send", "delivered", "status", "ping", "bundles"}
