@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dtn.runtime.config import _TCPCL_INTS, LIMIT_KEYS, ConfigError, config_from_dict
+from dtn.runtime.ltp import _INT_KEYS as LTP_KEYS
 from dtn.runtime.security import SECURITY_KEYS
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -41,9 +42,12 @@ def accepted() -> dict[str, set[str]]:
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)
             and node.func.id == "_check_keys"
-            and isinstance(node.args[1], ast.Set)
         ):
-            keys = {e.value for e in node.args[1].elts if isinstance(e, ast.Constant)}
+            keys = {
+                e.value
+                for e in ast.walk(node.args[1])
+                if isinstance(e, ast.Constant) and isinstance(e.value, str)
+            }
             arg = node.args[2]
             if isinstance(arg, ast.Constant):
                 section = str(arg.value).rstrip(".")
@@ -54,6 +58,7 @@ def accepted() -> dict[str, set[str]]:
             out[section] = {str(k) for k in keys}
     out["limits"] = set(LIMIT_KEYS)
     out["tcpcl"] = {*_TCPCL_INTS, "tls_cert", "tls_key", "tls_ca", "require_tls"}
+    out["ltp"] = set(LTP_KEYS)
     out["security"] = set(SECURITY_KEYS)
     return out
 
