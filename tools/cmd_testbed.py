@@ -6,7 +6,7 @@ traffic), stops everything and prints the same summary keys as ``dcis sim``.
 Ctrl-C stops the daemons and exits 130.
 
 example:
-  dcis testbed --plan tools/plans/chain4.ionrc --duration 20 --traffic examples/traffic.txt
+  dcis testbed --plan tools/plans/chain4.ionrc --duration 12 --traffic examples/traffic.txt
 """
 
 from __future__ import annotations
