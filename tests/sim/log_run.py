@@ -13,7 +13,7 @@ from consensus.log.cbor import loads_untrusted
 from consensus.log.service import SERVICE_NUMBER, LogParams, LogService
 from consensus.log.wire import RecordKind, decode_record_untrusted
 from consensus.membership.view import MemberInfo, MemberState
-from consensus.testing import Cluster, RegisterOp, linearizable
+from consensus.testing import Cluster, RegisterOp, SimCluster, linearizable
 
 
 class StaticView:
@@ -49,7 +49,9 @@ class LogRun:
     nodes: tuple[int, ...]
     seed: int
     params: LogParams = field(default_factory=LogParams)
-    cluster: Cluster = field(init=False)
+    on_simulator: bool = False
+    """Run on dtn.sim.Simulator (bundles, agents, CGR) instead of Cluster's network."""
+    cluster: Cluster | SimCluster = field(init=False)
     submitted: dict[EntryId, Submitted] = field(default_factory=dict)
     committed: dict[int, tuple[int, int, EntryId | None]] = field(default_factory=dict)
     """index -> (term, kind, entry id) of every committed record seen on any node."""
@@ -57,12 +59,16 @@ class LogRun:
 
     def __post_init__(self) -> None:
         view = StaticView(self.nodes)
-        self.cluster = Cluster(
-            self.nodes,
-            lambda n, inc: [LogService(view, self.params)],
-            seed=self.seed,
-            delay_ms=(5, 80),
-        )
+
+        def factory(node: int, incarnation: int) -> list[LogService]:
+            return [LogService(view, self.params)]
+
+        if self.on_simulator:
+            self.cluster = SimCluster(self.nodes, factory, seed=self.seed)
+        else:
+            self.cluster = Cluster(
+                self.nodes, factory, seed=self.seed, delay_ms=(5, 80)
+            )
 
     def log(self, node: int) -> LogService | None:
         svc = self.cluster.service(node, SERVICE_NUMBER)
@@ -117,7 +123,7 @@ class LogRun:
             return
         holders = 0
         for n in voters:
-            data = self.cluster.states[n].data
+            data = self.cluster.durable(n, SERVICE_NUMBER)
             snap = data.get("snap")
             if snap is not None:
                 s = loads_untrusted(snap)
