@@ -82,6 +82,9 @@ from consensus.log.wire import (
     Snapshot,
     VoteReply,
     VoteRequest,
+    _bytes,
+    _int,
+    _list,
     decode_entry_untrusted,
     decode_message_untrusted,
     decode_record_untrusted,
@@ -102,6 +105,11 @@ SERVICE_NUMBER = 17
 
 class LogError(InvalidArgument):
     """A local caller's request the log refuses (bad op, tentative set full)."""
+
+
+class LogCorrupt(DecodeError):
+    """The log's durable state does not decode (raised by ``start``: the
+    node must not take part with a damaged Raft log)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,29 +218,55 @@ class LogService:
         self.ctx = ctx
         self.node = ctx.node
         st = ctx.state
+        try:
+            self._load(st)
+        except (DecodeError, ValueError) as exc:
+            raise LogCorrupt(
+                f"log state of node {self.node} is damaged: {exc}"
+            ) from exc
+        self.own_seq = max(
+            [self.own_seq, self.kv.applied.get(self.node, 0)]
+            + [e.seq for e in self.tentative.values() if e.origin == self.node]
+        )
+        self._recompute_voters()
+        commit = st.get("commit")
+        if commit is not None:
+            self._advance_commit(
+                min(
+                    _int(loads_untrusted(commit, "log commit"), "commit"),
+                    self.last_index,
+                )
+            )
+        self.hlc = self.hlc.tick(now_ms)
+        self._reset_election(now_ms)
+        self._gossip_at = now_ms
+        return []
+
+    def _load(self, st: ServiceState) -> None:
+        """Read meta, boot voters, snapshot, log records, tentative entries
+        and own sequence; DecodeError on damaged records (a damaged
+        tentative entry is dropped and logged instead)."""
         meta = st.get("meta")
         if meta is not None:
-            m = loads_untrusted(meta, "log meta")
-            assert isinstance(m, list)
-            self.term = int(m[0])  # type: ignore[arg-type]
-            self.voted_for = m[1] if isinstance(m[1], int) else None
+            m = _list(loads_untrusted(meta, "log meta"), 2, "meta")
+            self.term = _int(m[0], "term")
+            self.voted_for = None if m[1] is None else _int(m[1], "voted for")
         boot = st.get("boot")
         if boot is None:
             voters = self._desired_voters() or (self.node,)
             st.put("boot", dumps(list(voters)))
             self.snap_voters = voters
         else:
-            b = loads_untrusted(boot, "log boot")
-            assert isinstance(b, list)
-            self.snap_voters = tuple(int(x) for x in b)  # type: ignore[arg-type]
+            b = _list(loads_untrusted(boot, "log boot"), None, "boot")
+            self.snap_voters = tuple(_int(x, "voter") for x in b)
         snap = st.get("snap")
         if snap is not None:
-            s = loads_untrusted(snap, "log snapshot")
-            assert isinstance(s, list)
-            assert isinstance(s[3], bytes)
-            self.snap_index, self.snap_term = int(s[0]), int(s[1])  # type: ignore[arg-type]
-            self.snap_voters = tuple(int(x) for x in s[2])  # type: ignore[arg-type, union-attr]
-            self.snap_blob = s[3]
+            sv = _list(loads_untrusted(snap, "log snapshot"), 4, "snapshot")
+            self.snap_index, self.snap_term = _int(sv[0], "index"), _int(sv[1], "term")
+            self.snap_voters = tuple(
+                _int(x, "voter") for x in _list(sv[2], None, "voters")
+            )
+            self.snap_blob = _bytes(sv[3], "state", 1 << 30)
             self.kv = decode_kv_untrusted(self.snap_blob)
         for key in sorted(st.keys("log/")):
             raw = st.get(key)
@@ -241,29 +275,20 @@ class LogService:
         self.commit_index = self.applied_index = self.snap_index
         for key in st.keys("tent/"):
             raw = st.get(key)
-            if raw is not None:
+            if raw is None:
+                continue
+            try:
                 e = decode_entry_untrusted(raw)
-                self.tentative[e.id] = e
+            except DecodeError as exc:
+                log.warning("log: dropped damaged tentative entry %s: %s", key, exc)
+                st.delete(key)
+                continue
+            self.tentative[e.id] = e
         own = st.get("own")
         if own is not None:
-            o = loads_untrusted(own, "log own")
-            assert isinstance(o, list)
-            self.own_seq = int(o[0])  # type: ignore[arg-type]
-            self.hlc = Hlc(int(o[1]), int(o[2]))  # type: ignore[arg-type]
-        self.own_seq = max(
-            [self.own_seq, self.kv.applied.get(self.node, 0)]
-            + [e.seq for e in self.tentative.values() if e.origin == self.node]
-        )
-        self._recompute_voters()
-        commit = st.get("commit")
-        if commit is not None:
-            c = loads_untrusted(commit, "log commit")
-            assert isinstance(c, int)
-            self._advance_commit(min(c, self.last_index))
-        self.hlc = self.hlc.tick(now_ms)
-        self._reset_election(now_ms)
-        self._gossip_at = now_ms
-        return []
+            o = _list(loads_untrusted(own, "log own"), 3, "own")
+            self.own_seq = _int(o[0], "seq")
+            self.hlc = Hlc(_int(o[1], "hlc ms"), _int(o[2], "hlc count"))
 
     def stop(self) -> None:
         """Nothing to flush: every write went to ``ctx.state`` in its call."""

@@ -299,3 +299,19 @@ def test_a_silence_the_plan_predicts_is_waited_out(
     else:
         assert s.role == Role.FOLLOWER
         assert s.leader == 2
+
+
+def test_damaged_state_is_a_typed_error_and_a_damaged_tentative_entry_is_dropped() -> (
+    None
+):
+    from consensus.log.service import LogCorrupt
+
+    ctx = PlanCtx(None)
+    ctx.state.put("tent/1/1", b"\xff")
+    s = LogService(StaticView([1, 2, 3]))
+    s.start(ctx, 0)
+    assert s.tentative == {}
+    assert ctx.state.get("tent/1/1") is None
+    ctx.state.put("log/000000000001", b"\x82\x01")
+    with pytest.raises(LogCorrupt):
+        LogService(StaticView([1, 2, 3])).start(ctx, 0)
