@@ -6,10 +6,13 @@ network with partitions, crashes and permanent losses.
 
 These are fakes with the documented semantics of
 :mod:`consensus.log.api` and :mod:`consensus.membership.view`, not the real
-log or membership services: tentative entries are visible inside their
-origin's partition, and :meth:`LogHub.commit` commits the pending entries of
+log or membership services: a tentative entry is known to the nodes of
+its origin's partition and spreads to every node it meets as partitions
+change, and :meth:`LogHub.commit` commits the pending entries of
 the partition that holds a majority (all of them once healed), deciding
-each compare-and-set against committed state, in submission order.
+each compare-and-set against committed state, in submission order; a put
+or delete loses to a later-stamped write of its key (last writer wins, the
+stamp standing in for the log's hybrid logical clock).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from consensus.log.api import (
     CompareAndSet,
@@ -30,28 +34,57 @@ from consensus.log.api import (
 from consensus.membership.view import MemberInfo, MemberState, Resources
 from dfs.core.service import DfsConfig, DfsService, service_eid
 from dfs.core.store import MemoryShareStore
+from dtn.client.common import ReceivedBundle
 from dtn.node.service import Inbound, NodeCredentials, Send
 from dtn.routing.plan import ContactPlan
+
+
+class Topology(Protocol):
+    """Who is up, lost, and connected: what the fake log and membership
+    read (a :class:`Cluster`, or a test's view of a simulator)."""
+
+    nodes: list[int]
+    up: set[int]
+    lost: set[int]
+    groups: list[set[int]] | None
+    resources: dict[int, Resources]
+
+    def connected(self, a: int, b: int) -> bool: ...
+
+    def majority_group(self) -> set[int] | None: ...
 
 
 @dataclass
 class _Entry:
     id: EntryId
     op: Op
+    stamp: int
+    known: set[int]
 
 
 class LogHub:
     """The shared state behind every node's :class:`MemoryLog`."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Topology) -> None:
         self.cluster = cluster
         self.committed: dict[str, bytes] = {}
+        self.stamps: dict[str, int] = {}
+        self.clock = 0
         self.pending: list[_Entry] = []
         self.outcomes: dict[EntryId, Outcome] = {}
         self.seq: dict[int, int] = {}
 
+    def spread(self) -> None:
+        """Share every pending entry within each partition (gossip), as
+        the log does while nodes are connected."""
+        groups = self.cluster.groups or [set(self.cluster.nodes)]
+        for e in self.pending:
+            for g in groups:
+                if e.known & g:
+                    e.known |= g
+
     def commit(self) -> int:
-        """Commit the pending entries whose origin is up in the majority
+        """Commit the pending entries whose origin is in the majority
         partition, in submission order; returns how many."""
         group = self.cluster.majority_group()
         if group is None:
@@ -68,14 +101,18 @@ class LogHub:
                 if self.committed.get(op.key) != op.expected:
                     self.outcomes[e.id] = Outcome.REJECTED
                     continue
-                if op.value is None:
-                    self.committed.pop(op.key, None)
-                else:
-                    self.committed[op.key] = op.value
-            elif isinstance(op, Put):
-                self.committed[op.key] = op.value
+                value = op.value
+            elif e.stamp < self.stamps.get(op.key, -1):
+                # Last writer wins: a later write of the key committed first.
+                self.outcomes[e.id] = Outcome.COMMITTED
+                continue
             else:
+                value = op.value if isinstance(op, Put) else None
+            self.stamps[op.key] = max(e.stamp, self.stamps.get(op.key, -1))
+            if value is None:
                 self.committed.pop(op.key, None)
+            else:
+                self.committed[op.key] = value
             self.outcomes[e.id] = Outcome.COMMITTED
         self.pending = keep
         return done
@@ -93,16 +130,24 @@ class MemoryLog:
         seq = self.hub.seq.get(self.node, 0) + 1
         self.hub.seq[self.node] = seq
         eid = EntryId(self.node, seq)
-        self.hub.pending.append(_Entry(eid, op))
+        self.hub.clock += 1
+        known = {
+            n
+            for n in self.hub.cluster.nodes
+            if self.hub.cluster.connected(self.node, n)
+        }
+        self.hub.pending.append(_Entry(eid, op, self.hub.clock, known))
         return eid
 
     def _state(self, level: Level) -> dict[str, bytes]:
         state = dict(self.hub.committed)
         if level == Level.TENTATIVE:
             for e in self.hub.pending:
-                if not self.hub.cluster.connected(self.node, e.id.origin):
-                    continue
                 op = e.op
+                if self.node not in e.known or isinstance(op, CompareAndSet):
+                    continue
+                if e.stamp < self.hub.stamps.get(op.key, -1):
+                    continue
                 if isinstance(op, Put):
                     state[op.key] = op.value
                 elif isinstance(op, Delete):
@@ -130,7 +175,7 @@ class MemoryLog:
 class StaticMembership:
     """One node's membership view, computed from the cluster's state."""
 
-    def __init__(self, cluster: Cluster, node: int) -> None:
+    def __init__(self, cluster: Topology, node: int) -> None:
         self.cluster = cluster
         self.node = node
 
@@ -256,6 +301,7 @@ class Cluster:
         self.services: dict[int, DfsService] = {}
         self.incarnations = dict.fromkeys(self.nodes, 0)
         self.in_flight: list[_InFlight] = []
+        self.app_inbox: dict[str, list[bytes]] = {}
         self._seq = 0
         self._rng = random.Random(self.seed)
         for n in self.nodes:
@@ -270,20 +316,23 @@ class Cluster:
         return any(a in g and b in g for g in self.groups)
 
     def majority_group(self) -> set[int] | None:
-        """The up nodes of the partition holding a majority of all nodes."""
+        """The partition holding a majority of all nodes (a crashed node's
+        entries were shared with its partition before it crashed)."""
         groups = self.groups or [set(self.nodes)]
         for g in groups:
             if 2 * len(g) > len(self.nodes):
-                return {n for n in g if n in self.up}
+                return g
         return None
 
     def partition(self, groups: list[set[int]]) -> None:
         """Split the network into ``groups`` (every node in one group)."""
         self.groups = [set(g) for g in groups]
+        self.hub.spread()
 
     def heal(self) -> None:
         """Join every partition."""
         self.groups = None
+        self.hub.spread()
 
     # -- node lifecycle --------------------------------------------------
 
@@ -320,8 +369,27 @@ class Cluster:
 
     def _emit(self, src: int, sends: list[Send]) -> None:
         for s in sends:
+            if not s.destination.endswith(".18"):
+                # To a local application's endpoint: delivered at once.
+                self.app_inbox.setdefault(s.destination, []).append(s.payload)
+                continue
             self._seq += 1
             self.in_flight.append(_InFlight(src, s, self._seq))
+
+    def app_send(self, node: int, source: str, payload: bytes) -> None:
+        """A local application on ``node`` sends ``payload`` from endpoint
+        ``source`` to the node's object store."""
+        svc = self.services[node]
+        self._seq += 1
+        inbound = Inbound(
+            service_eid(node),
+            source,
+            payload,
+            self.now_ms,
+            self._seq,
+            f"app:{self._seq}",
+        )
+        self._emit(node, svc.on_bundle(inbound, self.now_ms))
 
     def deliver(self, max_rounds: int = 10_000) -> int:
         """Deliver every deliverable bundle (and what answers to it cause)
@@ -379,3 +447,49 @@ class Cluster:
 
 def _dest(send: Send) -> int:
     return int(send.destination[4:].split(".")[0])
+
+
+class AppTransport:
+    """A local application's app API connection to ``node`` of a
+    :class:`Cluster` (what :class:`dfs.api.Dfs` needs of a
+    ``dtn.client.Client``). ``receive`` runs the cluster (``step_ms`` per
+    tick, at most ``max_ticks``) until an answer arrives."""
+
+    def __init__(
+        self, cluster: Cluster, node: int, *, step_ms: int = 20_000, max_ticks: int = 50
+    ) -> None:
+        self.cluster = cluster
+        self.node = node
+        self.step_ms = step_ms
+        self.max_ticks = max_ticks
+        self.endpoint = ""
+
+    def register(self, endpoint: str) -> str:
+        self.endpoint = endpoint
+        return endpoint
+
+    def send(
+        self,
+        destination: str,
+        payload: bytes,
+        *,
+        source: str | None = None,
+        lifetime_ms: int | None = None,
+    ) -> str:
+        self.cluster.app_send(self.node, source or self.endpoint, payload)
+        self.cluster.deliver()
+        return f"app:{self.cluster._seq}"
+
+    def receive(self, timeout_s: float | None = None) -> ReceivedBundle | None:
+        inbox = self.cluster.app_inbox.setdefault(self.endpoint, [])
+        for _ in range(self.max_ticks):
+            if inbox:
+                break
+            self.cluster.tick(self.step_ms)
+        if not inbox:
+            return None
+        payload = inbox.pop(0)
+        return ReceivedBundle(self.endpoint, service_eid(self.node), payload, 0, 0, "k")
+
+    def status(self) -> dict[str, object]:
+        return {"node": self.node}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import logging
 import sys
 import traceback
@@ -40,6 +41,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.cmd_status",
     "tools.cmd_bundles",
     "tools.cmd_testbed",
+    "tools.cmd_dfs",
     "tools.cmd_log",
 )
 
@@ -79,7 +81,7 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def error(self, message: str) -> NoReturn:
-        print(f"error: {message} (see: {self.prog} --help)", file=sys.stderr)
+        say_error(f"{message} (see: {self.prog} --help)")
         sys.exit(EXIT_USAGE)
 
 
@@ -107,8 +109,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def say_error(message: str) -> None:
+    """Print the one ``error:`` line (undecodable bytes from the command line
+    are shown escaped, never a UnicodeEncodeError)."""
+    line = f"error: {message}".encode("utf-8", "backslashreplace").decode("utf-8")
+    print(line, file=sys.stderr)
+
+
+def check_argv(argv: Sequence[str]) -> None:
+    """A NUL byte cannot come from a shell and no path may hold one: refuse
+    it up front (exit 2) rather than deep inside a file call."""
+    for arg in argv:
+        if "\0" in arg:
+            say_error(f"argument {arg!r} contains a NUL byte")
+            sys.exit(EXIT_USAGE)
+
+
+def tolerant_output() -> None:
+    """File names from the command line may hold undecodable bytes: print
+    them escaped instead of failing with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    tolerant_output()
     parser = build_parser()
+    check_argv(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     verbose = 0 if args.quiet else args.verbose
     logging.basicConfig(
@@ -124,22 +152,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(func(args))
     except CommandError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say_error(str(exc))
         return exc.exit_status
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_FAILED
     except MemoryError:
-        print("error: out of memory", file=sys.stderr)
+        say_error("out of memory")
         return EXIT_FAILED
     except Exception as exc:
         # A bug. One line, a distinct status; -v shows where.
         if verbose:
             traceback.print_exc()
-        print(
-            f"error: internal error {type(exc).__name__}: {exc} (a bug; -v shows the traceback)",
-            file=sys.stderr,
+        say_error(
+            f"internal error {type(exc).__name__}: {exc} (a bug; -v shows the traceback)"
         )
         return EXIT_BUG
 

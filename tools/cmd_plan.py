@@ -38,7 +38,9 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="plan_command", metavar="ACTION", required=True)
 
     s = sub.add_parser(
-        "show", help="summarise a plan", description="Summarise a contact plan."
+        "show",
+        help="summarise a plan",
+        description="Summarise a contact plan.\n\nexample:\n  dcis plan show tools/plans/chain4.ionrc --json",
     )
     s.add_argument("file", type=Path, metavar="FILE")
     s.add_argument("--json", action="store_true", help="print JSON")
@@ -78,7 +80,8 @@ def register(subparsers: Any) -> None:
     c = sub.add_parser(
         "convert",
         help="write a plan as ionrc or HDTN JSON",
-        description="Write a plan in the other format.",
+        description="Write a plan in the other format.\n\n"
+        "example:\n  dcis plan convert tools/plans/chain4.ionrc -o chain4.json",
     )
     c.add_argument("file", type=Path, metavar="FILE")
     c.add_argument("-o", "--output", required=True, type=Path, metavar="OUT")

@@ -8,7 +8,7 @@ has the bundle durably stored.
 
 examples:
   dcis send ipn:2.1 --config examples/node1.toml --payload "hello"
-  dcis send ipn:2.1 --node 1 examples/hello.txt --repeat 3 --json
+  dcis send ipn:2.1 examples/hello.txt --node 1 --repeat 3 --json
   printf 'a\\nb\\n' | dcis send ipn:2.1 --node 1 --lines
 """
 
@@ -36,7 +36,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("destination", help='destination EID, e.g. "ipn:2.1"')
     p.add_argument(
-        "files", nargs="*", metavar="FILE", help="payload files, one bundle each"
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help="payload files, one bundle each, right after DEST (or --file anywhere)",
     )
     p.add_argument("--payload", help="payload text (UTF-8)")
     p.add_argument(

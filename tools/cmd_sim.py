@@ -19,40 +19,20 @@ The plan is an ionrc or HDTN JSON contact plan; the traffic file has lines
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from dtn.errors import DtnError
 from dtn.routing.plan import load_plan
+from dtn.runtime.services import load_factory
 from dtn.sim import SIM_EPOCH, SimConfig, SimSummary, Simulator, parse_traffic
 from dtn.time import DtnTime, dtn_time_from_unix
 from tools.argtypes import add_traffic_run_arguments, non_negative_int
 from tools.cli import CommandError
 
 MAX_SIM_DURATION_S = 10 * 365 * 86_400.0
-
-
-def load_factory(spec: str, *, what: str) -> Any:
-    """The callable named by ``spec`` (``"pkg.module:name"``), imported now.
-    Raises :class:`CommandError` (naming ``what``) when it cannot be."""
-    module, sep, name = spec.partition(":")
-    if not sep or not module or not name:
-        raise CommandError(f"{what}: expected MODULE:FACTORY, got {spec!r}")
-    if os.getcwd() not in sys.path:
-        # As `python -m` would: a module next to where dcis runs is found.
-        sys.path.insert(0, os.getcwd())
-    try:
-        mod = importlib.import_module(module)
-    except Exception as exc:  # any import-time failure of the user's module
-        raise CommandError(f"{what}: cannot import {module}: {exc}") from None
-    factory = getattr(mod, name, None)
-    if not callable(factory):
-        raise CommandError(f"{what}: {module} has no callable {name!r}")
-    return factory
 
 
 def register(subparsers: Any) -> None:
@@ -167,7 +147,10 @@ def run(args: argparse.Namespace) -> int:
     )
     services = None
     if args.services is not None:
-        services = load_factory(args.services, what="--services")
+        try:
+            services = load_factory(args.services, what="--services")
+        except DtnError as exc:
+            raise CommandError(str(exc)) from None
     config = SimConfig(
         seed=args.seed,
         duration_s=args.duration,

@@ -3,6 +3,10 @@
 Starts one ``dtn-node`` process per plan node plus the link emulator on
 loopback, runs the traffic (plan time 0 is the moment the testbed starts the
 traffic), stops everything and prints the same summary keys as ``dcis sim``.
+Ctrl-C stops the daemons and exits 130.
+
+example:
+  dcis testbed --plan tools/plans/chain4.ionrc --duration 20 --traffic examples/traffic.txt
 """
 
 from __future__ import annotations

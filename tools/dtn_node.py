@@ -21,7 +21,6 @@ usage or configuration error.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import json
@@ -36,6 +35,7 @@ import trio
 from dtn.errors import DtnError
 from dtn.runtime import ConfigError, Node, NodeConfig, load_config
 from dtn.runtime.config import LOG_LEVELS, default_app_socket, prepare_state_dir
+from tools.cli import Parser, check_argv, say_error, tolerant_output
 from tools.version import version_string
 
 
@@ -136,7 +136,7 @@ def _single(exc: BaseException) -> BaseException:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dtn-node",
         description="Run a DCiS bundle node until SIGINT or SIGTERM.",
         epilog="example: dtn-node --config examples/node1.toml  "
@@ -154,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--version", action="version", version=version_string("dtn-node")
     )
+    tolerant_output()
+    check_argv(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
@@ -165,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         prepare_state_dir(config)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say_error(str(exc))
         return 2
     log = setup_logging(config)
     log.info("config", extra={"fields": effective_config(config)})

@@ -4,6 +4,8 @@ store keeps in the replicated log (CDDL in spec/dfs.md).
 Log keys (``<oid>`` is the object id in lowercase hex):
 
 - ``dfs/m/<name>`` -> a manifest, or a tombstone once the name is removed;
+- ``dfs/x/<oid>`` -> a tombstone: the object was removed or replaced (kept
+  apart from the name, which a later put may reuse);
 - ``dfs/p/<oid>`` -> the current placement ``[generation, [holder...]]``;
   absent means generation 0, the manifest's placement. Repairs replace it
   with a compare-and-set, so each generation has exactly one author.
@@ -22,12 +24,18 @@ MANIFEST_VERSION = 1
 TOMBSTONE_VERSION = 101
 MANIFEST_PREFIX = "dfs/m/"
 PLACEMENT_PREFIX = "dfs/p/"
+REMOVED_PREFIX = "dfs/x/"
 MAX_NAME_BYTES = 1024
 
 
 def manifest_key(name: str) -> str:
     """The log key of the object called ``name``."""
     return MANIFEST_PREFIX + name
+
+
+def removed_key(object_id: bytes) -> str:
+    """The log key of an object's tombstone."""
+    return REMOVED_PREFIX + object_id.hex()
 
 
 def placement_key(object_id: bytes) -> str:

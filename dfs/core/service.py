@@ -32,7 +32,8 @@ holder has been tried and some chunk still lacks k good blocks, or at
    chose this node) is *pulled*: FETCH from k other holders, decode, check,
    recompute this share's blocks, store them. A pushed share gets
    ``push_grace_ms`` to arrive first;
-3. repair: a holder that membership reports dead or left is replaced.
+3. repair: a holder that membership reports dead or left is replaced (one
+   it does not list yet is not: a node's view may be young).
    A live holder of the object picks new holders by the placement rule,
    excluding every current holder (so two shares never share a node), and
    submits a compare-and-set of ``dfs/p/<oid>`` from the committed value it
@@ -40,11 +41,13 @@ holder has been tried and some chunk still lacks k good blocks, or at
    generation (exactly one repair per missing share); the new holder then
    self-heals. A rejected claim is retried next round on fresh state, so
    repair converges while holders come and go;
-4. GC: a local share of a removed object (tombstone) is dropped at once; one
+4. GC: a local share of a removed or replaced object (a ``dfs/x/<oid>``
+   tombstone, which ``rm`` and an overwriting ``put`` write) is dropped at
+   once; one
    of an object no manifest names, or that the committed placement gives to
    another node, after ``gc_grace_ms``.
 
-Bounds: open gets/rebuilds (``max_fetches``), FETCH answers (blocks only
+Bounds: open rebuilds (``max_fetches``) and gets (twice that), FETCH answers (blocks only
 from the local store), STORE bundles (the store's capacity).
 """
 
@@ -61,7 +64,7 @@ import nacl.utils
 from consensus.log.api import CompareAndSet, EntryId, KeyValueLog, Level, Outcome, Put
 from consensus.membership.view import MembershipView, MemberState
 from crypto.keys import NodeIdentity
-from dfs.core import wire
+from dfs.core import appwire, wire
 from dfs.core._sodium import new_buffer
 from dfs.core.codec import (
     DEFAULT_CHUNK_SIZE,
@@ -91,6 +94,7 @@ from dfs.core.errors import (
 )
 from dfs.core.manifest import (
     MANIFEST_PREFIX,
+    REMOVED_PREFIX,
     Manifest,
     Placement,
     Tombstone,
@@ -102,6 +106,7 @@ from dfs.core.manifest import (
     encode_tombstone,
     manifest_key,
     placement_key,
+    removed_key,
 )
 from dfs.core.placement import PlacementPolicy, choose_holders
 from dfs.core.store import ShareStore
@@ -116,6 +121,10 @@ OPEN_READER = 0
 
 class AccessDenied(DfsError):
     """The manifest wraps the object key for other readers only."""
+
+
+class Busy(DfsError):
+    """Too many gets and rebuilds are open on this node."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,6 +142,8 @@ class DfsConfig:
     get_timeout_ms: int = 3_600_000
     share_lifetime_ms: int = 86_400_000
     max_fetches: int = 64
+    max_app_bytes: int = 1 << 31
+    """Bound on the bytes of unfinished puts buffered for local apps."""
     policy: PlacementPolicy = PlacementPolicy()  # noqa: RUF009 (frozen)
 
     def __post_init__(self) -> None:
@@ -219,6 +230,12 @@ class _Gather:
     finished: bool = False
 
 
+@dataclass(eq=False)
+class _AppPut:
+    begin: appwire.PutBegin
+    buf: bytearray
+
+
 def service_eid(node: int) -> str:
     """The object store endpoint of ``node``."""
     return f"ipn:{node}.{SERVICE}"
@@ -277,6 +294,8 @@ class DfsService:
         self._puts: dict[bytes, PutOp] = {}
         self._scrub_queue: list[tuple[bytes, int, int]] = []
         self._decoded: dict[bytes, Manifest | Tombstone | None] = {}
+        self._app_puts: dict[tuple[str, int], _AppPut] = {}
+        self._app_put_ops: dict[bytes, tuple[str, int]] = {}
         self.stats: dict[str, int] = {
             "scrubbed": 0,
             "corrupt": 0,
@@ -517,7 +536,15 @@ class DfsService:
         )
         raw = encode_manifest(manifest)
         self._decoded[raw] = manifest
+        try:
+            old: Manifest | None = self.manifest(name)
+        except NotFound:
+            old = None
         self.log.submit(Put(manifest_key(name), raw), now_ms)
+        if old is not None:
+            # The replaced object's shares are reclaimed like a removed one's.
+            tomb = encode_tombstone(Tombstone(old.object_id, now_ms))
+            self.log.submit(Put(removed_key(old.object_id), tomb), now_ms)
         op = PutOp(name=name, manifest=manifest)
         op.placed.update(i for i, h in enumerate(holders) if h == self._node)
         if len(self._puts) > 1024:
@@ -559,23 +586,33 @@ class DfsService:
         their next maintenance. Raises NotFound."""
         self._now = now_ms
         m = self.manifest(name)
-        self.log.submit(
-            Put(manifest_key(name), encode_tombstone(Tombstone(m.object_id, now_ms))),
-            now_ms,
-        )
+        tomb = encode_tombstone(Tombstone(m.object_id, now_ms))
+        self.log.submit(Put(manifest_key(name), tomb), now_ms)
+        self.log.submit(Put(removed_key(m.object_id), tomb), now_ms)
         for i in range(m.n):
             self.store.delete_share(m.object_id, i)
         return m
 
     # -- get -----------------------------------------------------------------
 
-    def get(self, name: str, now_ms: int) -> GetOp:
+    def get(
+        self,
+        name: str,
+        now_ms: int,
+        *,
+        on_piece: Callable[[int, memoryview], None] | None = None,
+        on_done: Callable[[GetOp], None] | None = None,
+    ) -> GetOp:
         """Start reading ``name``; poll the returned op (and keep calling
         ``on_tick``/``on_bundle``). Raises NotFound or AccessDenied at once;
-        a failed fetch shows as ``state == FAILED`` with ``error`` set."""
+        a failed fetch shows as ``state == FAILED`` with ``error`` set.
+        ``on_piece(offset, bytes)`` is called as each chunk is ready (in any
+        order), ``on_done(op)`` once the get ends either way."""
         self._now = now_ms
         m = self.manifest(name)
         key = self._unwrap(m)
+        if len(self._gathers) >= 2 * self.config.max_fetches:
+            raise Busy(f"{len(self._gathers)} gets and rebuilds open; try later")
         op = GetOp(name=name, manifest=m, key=key, data=new_buffer(m.size))
 
         def on_chunk(j: int, ct: bytes) -> None:
@@ -583,10 +620,14 @@ class DfsService:
             out = op.data[at : at + chunk_plain_len(m.size, m.chunk_size, j)]
             decrypt_into(out, ct, key=key, object_id=m.object_id, j=j)
             op.chunks_done += 1
+            if on_piece is not None:
+                on_piece(at, out)
 
         def on_end(err: DfsError | None) -> None:
             op.state = OpState.FAILED if err else OpState.DONE
             op.error = err
+            if on_done is not None:
+                on_done(op)
 
         self._gather(
             m,
@@ -764,6 +805,11 @@ class DfsService:
     def on_bundle(self, inbound: Inbound, now_ms: int) -> list[Send]:
         """A message from another node's object store."""
         self._now = now_ms
+        if inbound.source.startswith(
+            f"ipn:{self._node}."
+        ) and not inbound.source.endswith(f".{SERVICE}"):
+            self._on_app(inbound, now_ms)
+            return self._drain()
         peer = _source_node(inbound.source)
         try:
             if peer is None:
@@ -781,6 +827,11 @@ class DfsService:
             op = self._puts.get(msg.object_id)
             if op is not None and op.manifest.placement[msg.share] == peer:
                 op.placed.add(msg.share)
+                app = self._app_put_ops.get(msg.object_id)
+                if app is not None:
+                    self._app_reply(
+                        app[0], appwire.Progress(app[1], len(op.placed), op.manifest.n)
+                    )
         elif isinstance(msg, wire.Fetch):
             self._on_fetch(peer, msg)
         else:
@@ -797,6 +848,120 @@ class DfsService:
                     self._activate_next(g, now_ms)
                     self._check_end(g)
         return self._drain()
+
+    # -- local applications ------------------------------------------------
+
+    def _app_reply(self, app: str, m: appwire.AppMessage) -> None:
+        self._outbox.append(Send(app, appwire.encode_app(m)))
+
+    def _on_app(self, inbound: Inbound, now_ms: int) -> None:
+        app = inbound.source
+        try:
+            msg = appwire.decode_app_untrusted(inbound.payload)
+        except DecodeError as exc:
+            self.stats["dropped"] += 1
+            log.warning("dfs: bad request from %s dropped: %s", app, exc)
+            return
+        req = getattr(msg, "req", 0)
+        try:
+            self._app_request(app, msg, now_ms)
+        except DfsError as exc:
+            self._app_puts.pop((app, req), None)
+            self._app_reply(app, appwire.Error(req, type(exc).__name__, str(exc)))
+
+    def _app_request(self, app: str, msg: appwire.AppMessage, now_ms: int) -> None:
+        if isinstance(msg, appwire.PutBegin):
+            check_name(msg.name)
+            pending = sum(len(p.buf) for p in self._app_puts.values())
+            if pending + msg.size > self.config.max_app_bytes:
+                raise InvalidArgument(
+                    f"{msg.size} bytes do not fit in the app put buffer "
+                    f"({self.config.max_app_bytes - pending} free)"
+                )
+            self._app_puts[(app, msg.req)] = _AppPut(msg, bytearray())
+            if msg.size == 0:
+                self._app_put_done(app, msg.req, now_ms)
+        elif isinstance(msg, appwire.PutPart):
+            p = self._app_puts.get((app, msg.req))
+            if p is None:
+                raise InvalidArgument("no put in progress with that request number")
+            if msg.offset != len(p.buf) or len(p.buf) + len(msg.data) > p.begin.size:
+                raise InvalidArgument("put part out of order or past the size")
+            p.buf += msg.data
+            if len(p.buf) == p.begin.size:
+                self._app_put_done(app, msg.req, now_ms)
+        elif isinstance(msg, appwire.Call):
+            self._app_call(app, msg, now_ms)
+        else:
+            raise InvalidArgument("a reply is not a request")
+
+    def _app_put_done(self, app: str, req: int, now_ms: int) -> None:
+        p = self._app_puts.pop((app, req))
+        op = self.put(p.begin.name, p.buf, now_ms, k=p.begin.k, n=p.begin.n)
+        m = op.manifest
+        self._app_put_ops[m.object_id] = (app, req)
+        if len(self._app_put_ops) > 1024:
+            del self._app_put_ops[next(iter(self._app_put_ops))]
+        self._app_reply(
+            app,
+            appwire.Ok(
+                req,
+                {
+                    "name": m.name,
+                    "object_id": m.object_id.hex(),
+                    "size": m.size,
+                    "k": m.k,
+                    "n": m.n,
+                    "holders": list(m.placement),
+                    "placed": len(op.placed),
+                },
+            ),
+        )
+
+    def _app_call(self, app: str, msg: appwire.Call, now_ms: int) -> None:
+        req = msg.req
+        if msg.op == "ls":
+            entries = [
+                {
+                    "name": m.name,
+                    "size": m.size,
+                    "k": m.k,
+                    "n": m.n,
+                    "created_ms": m.created_ms,
+                }
+                for m in self.ls(msg.arg)
+            ]
+            self._app_reply(app, appwire.Ok(req, {"objects": entries}))
+        elif msg.op == "stat":
+            self._app_reply(app, appwire.Ok(req, self.stat(msg.arg)))
+        elif msg.op == "rm":
+            m = self.rm(msg.arg, now_ms)
+            self._app_reply(
+                app, appwire.Ok(req, {"name": m.name, "object_id": m.object_id.hex()})
+            )
+        else:
+
+            def piece(offset: int, data: memoryview) -> None:
+                self._app_reply(app, appwire.Data(req, offset, bytes(data)))
+
+            def done(op: GetOp) -> None:
+                if op.error is not None:
+                    self._app_reply(
+                        app, appwire.Error(req, type(op.error).__name__, str(op.error))
+                    )
+                else:
+                    self._app_reply(
+                        app,
+                        appwire.Ok(
+                            req,
+                            {
+                                "size": op.manifest.size,
+                                "shares": sorted(op.shares_fetched),
+                            },
+                        ),
+                    )
+
+            self.get(msg.arg, now_ms, on_piece=piece, on_done=done)
 
     def _on_store(self, peer: int, msg: wire.Store, now_ms: int) -> None:
         try:
@@ -840,6 +1005,13 @@ class DfsService:
                 live[rec.object_id] = rec
             else:
                 dead.add(rec.object_id)
+        for key, _ in self.log.scan(REMOVED_PREFIX, Level.TENTATIVE):
+            try:
+                dead.add(bytes.fromhex(key[len(REMOVED_PREFIX) :]))
+            except ValueError:
+                continue
+        for oid in dead:
+            live.pop(oid, None)
         self._scrub(live)
         self._collect(live, dead, now_ms)
         self._heal(live, now_ms)
@@ -959,11 +1131,13 @@ class DfsService:
             p = self.placement(m, Level.COMMITTED)
             if self._node not in p.holders:
                 continue
+            # Only a holder membership has declared dead or left is lost: one
+            # this node has not heard of yet (a fresh view) is not.
             lost = [
                 i
                 for i, h in enumerate(p.holders)
-                if h not in members
-                or members[h].state in (MemberState.DEAD, MemberState.LEFT)
+                if h in members
+                and members[h].state in (MemberState.DEAD, MemberState.LEFT)
             ]
             if not lost:
                 continue

@@ -40,12 +40,19 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True)
-class Deliver:
-    """Hand a whole (reassembled) bundle's payload to local endpoint ``endpoint``.
+class Inbound:
+    """A whole (reassembled) bundle delivered to a local endpoint.
 
-    ``bundle_key`` identifies the bundle; the driver confirms hand-over with
-    ``agent.on_delivered(bundle_key, now)`` so that a crash between the two
-    never delivers twice nor loses the bundle.
+    ``endpoint`` and ``source`` are EID strings (``ipn:3.16``);
+    ``creation_ms`` is the bundle's creation time (DTN ms, 0 when the source
+    had no clock) and ``sequence`` its creation sequence number;
+    ``bundle_key`` identifies the bundle in the store and in traces.
+
+    The one type for a delivered bundle: the agent's ``Deliver`` action, a
+    service's ``on_bundle`` argument (``dtn.node.Inbound``) and what the app
+    clients and ``Node.endpoint`` hand out (``ReceivedBundle``) are this
+    class. A driver confirms hand-over with ``on_delivered(bundle_key, now)``
+    so that a crash between the two never delivers twice nor loses it.
     """
 
     endpoint: str
@@ -54,6 +61,11 @@ class Deliver:
     creation_ms: int
     sequence: int
     bundle_key: str
+
+
+Deliver = Inbound
+"""The agent's action "hand this bundle to local endpoint ``endpoint``": an
+:class:`Inbound` (the name says what the driver must do with it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +115,12 @@ class EventKind(StrEnum):
     """Fragments made whole again."""
     ADMIN_RECORD = "admin_record"
     """An administrative record for an endpoint not registered here."""
+    NO_ROUTE = "no_route"
+    """A bundle waits without a route (detail: why); the daemon logs it at info."""
     STATUS_REPORT = "status_report"
     """A status report was originated."""
     VARIANT = "variant"
     """A bundle sharing a held bundle's key but not its content, kept apart."""
-    NO_ROUTE = "no_route"
-    """A bundle waits with no route (detail: the reason)."""
     STORE_CORRUPT = "store_corrupt"
     """A stored record failed the store's own checksum; never delivered."""
     SERVICE_STARTED = "service_started"

@@ -227,6 +227,9 @@ class AgentConfig:
     max_reroute_interval_ms: int = 3_600_000
     max_forward_lifetime_ms: int | None = None
     max_tombstone_ms: int | None = None
+    mtu_by_neighbour: dict[int, int | None] = field(default_factory=dict)
+    """Per-neighbour MTU overriding ``max_bundle_bytes`` (None: no limit), e.g.
+    for a stream CL such as TCPCL that carries a bundle of any size whole."""
 
     def __post_init__(self) -> None:
         if self.max_bundle_bytes is not None and self.max_bundle_bytes < 64:
@@ -1695,7 +1698,9 @@ class Agent:
             return None
         wire = encode_bundle(out)
         limit = link.remaining_bytes
-        mtu = self.config.max_bundle_bytes
+        mtu = self.config.mtu_by_neighbour.get(
+            link.contact.to, self.config.max_bundle_bytes
+        )
         if mtu is not None:
             limit = min(limit, mtu)
         if len(wire) <= limit:

@@ -510,6 +510,7 @@ class SqliteStore:
         segment_bytes: int = 64 << 20,
         deferred_sync: bool = False,
         disk_reserve_bytes: int = 0,
+        ballast_bytes: int = 0,
     ) -> None:
         if limit_bytes < 0:
             raise InvalidArgument(f"limit_bytes must be >= 0, got {limit_bytes}")
@@ -532,12 +533,14 @@ class SqliteStore:
         self._wal_fd: int | None = None
         self._sync_dead: set[int] = set()
         self._reserve = disk_reserve_bytes
+        self._ballast_bytes = ballast_bytes
+        self._ballast_path = self._path + ".ballast"
+        self._ballast_out = False
+        self._puts = 0
         self.dropped_at_open: list[str] = []
         self.corrupt_at_open: list[str] = []
         in_memory = self._path in ("", ":memory:")
         self._lock_name: str | None = None
-        if not in_memory:
-            self._lock_name = _lock(self._path)
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a
             # transaction() block is exactly one SQLite transaction.
@@ -545,8 +548,13 @@ class SqliteStore:
                 self._path, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
-            self._unlock()
             raise StoreError(f"cannot open bundle store {self._path!r}: {exc}") from exc
+        if not in_memory:
+            try:
+                self._lock_name = _lock(self._path)
+            except StoreError:
+                self._db.close()
+                raise
         try:
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -596,6 +604,8 @@ class SqliteStore:
             )
             if self._segs is not None:
                 self._check_segments(self._segs)
+                if ballast_bytes:
+                    self._ballast_out = not self._lay_ballast()
         except sqlite3.Error as exc:
             self._db.close()
             self._unlock()
@@ -705,6 +715,7 @@ class SqliteStore:
         self._exec("BEGIN IMMEDIATE")
         self._depth = 1
         self._must_sync = False
+        self._puts = 0
         self._refs.clear()
         try:
             yield
@@ -724,7 +735,22 @@ class SqliteStore:
                 # Payload bytes reach the disk before the rows that point
                 # at them (SQLite fsyncs the WAL in COMMIT below).
                 self._segs.sync_files(*self._segs.take_dirty())
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                # SQLITE_FULL: a transaction that only deletes or updates
+                # (what frees space) gets the ballast and commits again
+                # (the transaction stays open after a failed COMMIT); new
+                # bundles never take it.
+                if not (
+                    getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+                    and not self._puts
+                    and self._release_ballast()
+                    and self._db.in_transaction
+                ):
+                    # Rolled back: the caller's next try has the ballast's room.
+                    raise
+                self._db.execute("COMMIT")
             if relaxed and self._must_sync and not self._deferred:
                 # A durable write joined a relaxed transaction: a checkpoint
                 # fsyncs the WAL first, which makes this commit durable.
@@ -753,15 +779,62 @@ class SqliteStore:
         most one fsync (none when ``durable=False``)."""
         return self._txn(durable)
 
-    def _check_disk(self, needed: int) -> None:
-        if not self._reserve or self._segs is None:
-            return
+    def _lay_ballast(self) -> bool:
+        """Fill ``<path>.ballast`` with ``ballast_bytes``: space only this
+        store can give back, so that on a full disk deleting bundles (which
+        writes to the WAL) still works. False when there is no room."""
+        try:
+            fd = os.open(
+                self._ballast_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+        except OSError:
+            return False
+        try:
+            have = os.fstat(fd).st_size
+            if have < self._ballast_bytes:
+                os.lseek(fd, have, os.SEEK_SET)
+                chunk = b"\0" * min(1 << 16, self._ballast_bytes)
+                while have < self._ballast_bytes:
+                    have += os.write(fd, chunk[: self._ballast_bytes - have])
+                os.fsync(fd)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return True
+
+    def _release_ballast(self) -> bool:
+        """The disk is full: give the ballast back (True if there was one)."""
+        if not self._ballast_bytes or self._ballast_out:
+            return False
+        with suppress(OSError):
+            os.unlink(self._ballast_path)
+        self._ballast_out = True
+        return True
+
+    def _free_bytes(self) -> int | None:
+        assert self._segs is not None
         try:
             st = os.statvfs(self._segs.directory)
         except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+
+    def _check_disk(self, needed: int) -> None:
+        if self._segs is None:
             return
-        free = st.f_bavail * st.f_frsize
-        if free - needed < self._reserve:
+        free = self._free_bytes()
+        if self._ballast_out:
+            # Refuse new bundles until the ballast is back in place.
+            room = free is None or free - needed - self._ballast_bytes >= self._reserve
+            if not room or not self._lay_ballast():
+                raise DiskFull(
+                    needed_bytes=needed,
+                    free_bytes=free or 0,
+                    reserve_bytes=self._reserve,
+                )
+            self._ballast_out = False
+        if free is not None and free - needed < self._reserve:
             raise DiskFull(
                 needed_bytes=needed, free_bytes=free, reserve_bytes=self._reserve
             )
@@ -831,6 +904,7 @@ class SqliteStore:
                 raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
             self._used += record.size_bytes
             self._count += 1
+            self._puts += 1
             if seg is not None:
                 self._refs.append((seg, 1))
 

@@ -350,9 +350,9 @@ class UdpLink:
     """Sending side of the UDP CL towards one neighbour (sans-I/O).
 
     The retransmission timeout of a DATA segment's n-th send is
-    ``(2 * owlt_s + ack_timeout_s) * 2**(n-1)`` (plus one more doubling per
-    earlier transmission that failed in a row, at most ``max_rto_s``): a
-    silent peer is probed less and less often. After ``max_tries`` sends
+    ``(2 * owlt_s + ack_timeout_s) * 2**(n-1)`` (times 4 while the neighbour
+    is unreachable; at most ``max_rto_s``): a silent peer is probed less and
+    less often. After ``max_tries`` sends
     without an ACK the transmission is reported failed (the agent keeps the
     bundle and retries later); after ``unreachable_after`` failures in a row
     the neighbour is reported unreachable (:class:`Reachability`) until an
@@ -403,7 +403,9 @@ class UdpLink:
 
     def _rto_s(self, tries: int) -> float:
         base = 2.0 * self.owlt_s + self.ack_timeout_s
-        exp = min(tries - 1 + min(self._failures_in_a_row, 8), 30)
+        # Doubling per try; an unreachable neighbour is probed four times
+        # less often from the first try on.
+        exp = min(tries - 1 + (0 if self.reachable else 2), 30)
         return min(base * 2.0**exp, max(self.max_rto_s, base))
 
     def _new_token(self) -> int:

@@ -9,7 +9,12 @@ from types import TracebackType
 from typing import Any
 
 from dtn.appapi.wire import MessageReader, encode_message
-from dtn.client.common import ClientError, ReceivedBundle, send_request
+from dtn.client.common import (
+    ClientError,
+    ReceivedBundle,
+    received_from_message,
+    send_request,
+)
 from dtn.errors import DecodeError
 
 
@@ -74,7 +79,7 @@ class Client:
             raise ClientError(f"bad message from the node: {exc}") from exc
         for m in msgs:
             if m["type"] == "bundle":
-                self._bundles.append(ReceivedBundle.from_message(m))
+                self._bundles.append(received_from_message(m))
             else:
                 self._replies[m["id"]] = m
 

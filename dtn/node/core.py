@@ -69,6 +69,12 @@ service still due after that is reported (SERVICE_FAILED) and waits for the
 next step, so a deadline that never advances cannot hang the node."""
 
 
+MAX_SERVICE_DELIVERIES = 1000
+"""Bundles handed to services in one step. More (services on this node
+sending to each other without end) wait, held in the store, for the next
+step one millisecond later: a loop between services cannot hang the node."""
+
+
 class EndpointReserved(InvalidArgument):
     """An app tried to register (or send from) an endpoint that belongs to
     the node: ``ipn:N.0``, a reserved service number or a running service."""
@@ -116,6 +122,10 @@ class NodeAgent(Protocol):
     ) -> list[Action]: ...
 
     def on_delivered(self, bundle_key: str, now: int) -> list[Action]: ...
+
+    def redeliver(
+        self, keys: Iterable[str], now: int | None = None
+    ) -> list[Action]: ...
 
     def on_tick(self, now: int) -> list[Action]: ...
 
@@ -207,13 +217,15 @@ class NodeCore:
         state: StateBackend | None = None,
         plan: ContactPlan | None = None,
         plan_epoch: int = 0,
-        credentials: NodeCredentials | None = None,
+        credentials: NodeCredentials
+        | Callable[[], NodeCredentials | None]
+        | None = None,
         on_service_delivery: Callable[[Inbound], None] | None = None,
     ) -> None:
         self.agent = agent
         self.node = node
         self.incarnation = incarnation
-        self.credentials = credentials
+        self._credentials = credentials
         self.plan_epoch = plan_epoch
         self._plan = plan
         self._router: Any = None
@@ -247,6 +259,13 @@ class NodeCore:
             self._by_endpoint[slot.endpoint] = slot
         self._contacts: dict[int, set[Contact]] = {}
         self._started = False
+        # Keys of service bundles over one step's budget (redelivered next step).
+        self._deferred: dict[str, None] = {}
+        self._now = 0
+        self.event_counts: dict[str, int] = dict.fromkeys(EventKind, 0)
+        """Events that came out of this node so far, by :class:`EventKind`
+        (every kind present from the start): counters derived from the
+        events themselves, so their names are the events' names."""
 
     # ------------------------------------------------------------ properties
 
@@ -256,6 +275,13 @@ class NodeCore:
         if self._plan is None:
             self._plan = ContactPlan()
         return self._plan
+
+    @property
+    def credentials(self) -> NodeCredentials | None:
+        """``ctx.credentials``: as given, or what the callable given returns
+        now (a runtime's key store reloads revocations)."""
+        c = self._credentials
+        return c() if callable(c) else c
 
     @property
     def services(self) -> dict[int, Service]:
@@ -433,6 +459,11 @@ class NodeCore:
         with self._txn(durable=False):
             return self._run(deque(self.agent.on_delivered(bundle_key, now)), now)
 
+    def redeliver(self, keys: Iterable[str], now: int) -> list[Action]:
+        """See ``Agent.redeliver`` (app bundles a driver deferred)."""
+        with self._txn(durable=False):
+            return self._run(deque(self.agent.redeliver(keys, now)), now)
+
     def on_tick(self, now: int) -> list[Action]:
         """Timers of the agent and of every service due at ``now``."""
         with self._txn(durable=False):
@@ -447,6 +478,8 @@ class NodeCore:
     def next_deadline(self) -> DtnTime | None:
         """The earliest of the agent's and the services' deadlines."""
         at = self.agent.next_deadline()
+        if self._deferred and (at is None or at > self._now + 1):
+            at = DtnTime(self._now + 1)
         for slot in self._slots.values():
             d = _deadline(slot)
             if d is not None and (at is None or d < at):
@@ -552,7 +585,13 @@ class NodeCore:
             out = []
         if not self._slots:
             out.extend(work)
-            return out
+            return self._counted(out)
+        self._now = max(self._now, now)
+        budget = MAX_SERVICE_DELIVERIES
+        if self._deferred:
+            keys = list(self._deferred)
+            self._deferred.clear()
+            work.extend(self.agent.redeliver(keys, now))
         rounds = 0
         while True:
             while work:
@@ -567,14 +606,11 @@ class NodeCore:
                         out.append(a)
                     continue
                 assert isinstance(a, Deliver)
-                inbound = Inbound(
-                    endpoint=a.endpoint,
-                    source=a.source,
-                    payload=a.payload,
-                    creation_ms=a.creation_ms,
-                    sequence=a.sequence,
-                    bundle_key=a.bundle_key,
-                )
+                if budget <= 0:
+                    self._deferred[a.bundle_key] = None
+                    continue
+                budget -= 1
+                inbound: Inbound = a  # the same type (dtn.agent.actions)
                 if self._on_service_delivery is not None:
                     self._on_service_delivery(inbound)
                 sends = self._call(slot, out, slot.service.on_bundle, inbound, now)
@@ -605,6 +641,13 @@ class NodeCore:
         at = self.next_deadline()
         if at is not None:
             out.append(Schedule(at))
+        return self._counted(out)
+
+    def _counted(self, out: list[Action]) -> list[Action]:
+        counts = self.event_counts
+        for a in out:
+            if isinstance(a, Event):
+                counts[a.kind] += 1
         return out
 
 

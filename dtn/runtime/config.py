@@ -15,6 +15,17 @@ its type, default and meaning; examples/node1.toml is a commented node)::
     mtu_bytes = 65000                 # largest bundle per datagram (bigger ones are fragmented)
     lifetime_ms = 86400000            # default lifetime of bundles sent through the app API
     mtcp_listen = "127.0.0.1:4224"    # accept MTCP (draft-ietf-dtn-mtcpcl) connections
+    tcpcl_listen = "127.0.0.1:4556"   # accept TCPCLv4 (RFC 9174) sessions
+
+    [tcpcl]                           # TCPCLv4 sessions (spec/interop.md)
+    keepalive_s = 30
+    segment_mru = 1048576             # largest segment we accept
+    transfer_mru = 268435456          # largest bundle we accept
+    max_sessions = 64                 # passive sessions held at once
+    tls_cert = "certs/node2.pem"      # offer TLS with this chain and key (PEM)
+    tls_key = "certs/node2.key"
+    tls_ca = "certs/ca.pem"           # verify peers against this CA
+    require_tls = false
 
     [dtn_routes]                      # static routes for dtn: destinations (issue 17)
     "dtn://ground/" = 1               # dtn://ground/... goes where ipn node 1 does
@@ -45,10 +56,13 @@ its type, default and meaning; examples/node1.toml is a commented node)::
     keystore = "keys/node2"           # node.key, node.cert, operator.pub, certs/, revocations.cbor
     accepted_contexts = [-101, -102]  # see dtn/runtime/security.py for every key
 
+    [services]                        # node services (spec/node.md); echo (ipn:N.7) always runs
+    factories = ["examples.gossip_counter:factory"]   # "module:callable", called (node, incarnation)
+
     [[neighbours]]
     node = 3
     address = "127.0.0.1:4557"
-    cla = "udp"                       # udp | mtcp
+    cla = "udp"                       # udp | mtcp | tcpcl
     ack = "on"                        # on | none | off | auto (udp only; see spec/udpcl.md)
     always_on = false                 # default: true when there is no plan
     rate_bytes_s = 0                  # pacing for always-on links (0: unpaced)
@@ -67,6 +81,7 @@ from typing import TYPE_CHECKING, Any
 from dtn.cl.udp import MAX_NODE, AckMode
 from dtn.errors import DtnError
 from dtn.routing.plan import check_dtn_routes
+from dtn.runtime.tcpcl import TcpclSettings
 
 if TYPE_CHECKING:
     from dtn.runtime.security import SecurityConfig
@@ -143,9 +158,14 @@ class NodeConfig:
     max_tries: int = 4
     neighbours: tuple[NeighbourConfig, ...] = field(default_factory=tuple)
     security: SecurityConfig | None = None
+    service_factories: tuple[str, ...] = ()
+    """``[services] factories``: ``"module:callable"`` names of service
+    factories (imported when the node starts)."""
     limits: Limits = field(default_factory=lambda: Limits())
     app_socket_group: str | None = None
     dtn_routes: dict[str, int] = field(default_factory=dict)
+    tcpcl_listen: tuple[str, int] | None = None
+    tcpcl: TcpclSettings = field(default_factory=TcpclSettings)
 
     @property
     def eid(self) -> str:
@@ -223,9 +243,12 @@ def config_from_dict(
             "udp",
             "neighbours",
             "security",
+            "services",
             "limits",
             "app_socket_group",
             "dtn_routes",
+            "tcpcl_listen",
+            "tcpcl",
         },
         "",
     )
@@ -304,8 +327,8 @@ def config_from_dict(
         if "address" not in nb:
             raise ConfigError(f"{p}address: missing")
         cla = _take(nb, "cla", str, p, "udp")
-        if cla not in ("udp", "mtcp"):
-            raise ConfigError(f"{p}cla: expected udp or mtcp, got {cla!r}")
+        if cla not in ("udp", "mtcp", "tcpcl"):
+            raise ConfigError(f"{p}cla: expected udp, mtcp or tcpcl, got {cla!r}")
         ack_s = _take(nb, "ack", (str, bool), p, "on")
         ack_s = (
             {True: "on", False: "off"}.get(ack_s, ack_s)
@@ -331,6 +354,21 @@ def config_from_dict(
                 rate_bytes_s=rate,
             )
         )
+    services = _take(doc, "services", dict, "", {})
+    _check_keys(services, {"factories"}, "services.")
+    factories = _take(services, "factories", list, "services.", [])
+    for i, f in enumerate(factories):
+        if (
+            not isinstance(f, str)
+            or f.count(":") != 1
+            or f.startswith(":")
+            or f.endswith(":")
+        ):
+            raise ConfigError(
+                f'services.factories[{i}]: expected "module:callable", got {f!r}'
+            )
+    tcpcl = _parse_tcpcl(_take(doc, "tcpcl", dict, "", {}), base)
+    tcpcl_listen = doc.get("tcpcl_listen")
     lim = _take(doc, "limits", dict, "", {})
     _check_keys(lim, set(LIMIT_KEYS), "limits.")
     lim_values: dict[str, int] = {}
@@ -378,10 +416,51 @@ def config_from_dict(
         max_tries=max_tries,
         neighbours=tuple(neighbours),
         security=security,
+        service_factories=tuple(factories),
         limits=limits,
         app_socket_group=group,
         dtn_routes=dtn_routes,
+        tcpcl_listen=None
+        if tcpcl_listen is None
+        else parse_address(tcpcl_listen, "tcpcl_listen"),
+        tcpcl=tcpcl,
     )
+
+
+_TCPCL_INTS = {
+    "keepalive_s": (0, 0xFFFF),
+    "segment_mru": (64, 1 << 32),
+    "transfer_mru": (64, 1 << 40),
+    "max_segment_bytes": (64, 1 << 32),
+    "max_sessions": (1, 1 << 16),
+}
+
+
+def _parse_tcpcl(t: dict[str, Any], base: Path) -> TcpclSettings:
+    """The ``[tcpcl]`` table (TLS files resolved against ``base``)."""
+    p = "tcpcl."
+    _check_keys(t, {*_TCPCL_INTS, "tls_cert", "tls_key", "tls_ca", "require_tls"}, p)
+    kw: dict[str, Any] = {}
+    for key, (lo, hi) in _TCPCL_INTS.items():
+        v = _take(t, key, int, p)
+        if v is not None:
+            if not lo <= v <= hi:
+                raise ConfigError(f"{p}{key}: must be in {lo}..{hi}, got {v}")
+            kw[key] = v
+    for key in ("tls_cert", "tls_key", "tls_ca"):
+        v = _take(t, key, str, p)
+        if v is not None:
+            path = base / v
+            if not path.is_file():
+                raise ConfigError(f"{p}{key}: no such file {path}")
+            kw[key] = str(path)
+    if ("tls_cert" in kw) != ("tls_key" in kw):
+        raise ConfigError(f"{p}tls_cert: tls_cert and tls_key go together")
+    req = _take(t, "require_tls", bool, p, False)
+    if req and "tls_cert" not in kw:
+        raise ConfigError(f"{p}require_tls: needs tls_cert and tls_key")
+    kw["require_tls"] = req
+    return TcpclSettings(**kw)
 
 
 def load_config(path: str | Path) -> NodeConfig:

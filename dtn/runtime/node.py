@@ -8,9 +8,19 @@ spec/udpcl.md), optionally an MTCP listener and outgoing MTCP connections, and
 the local application API socket (spec/appapi.md). Everything runs in one trio
 thread; the agent is only ever called from it, so it needs no locks.
 
-- Clock: DTN time from ``time.time()`` (``now_ms``). Plan time 0 is
-  ``plan_epoch_unix_s`` (the testbed passes the moment it starts the traffic),
-  or the node's start time.
+- Services: the node is a :class:`~dtn.node.NodeCore` -- the agent plus its
+  services: :class:`~dtn.node.EchoService` on ``ipn:N.7`` and whatever the
+  service factories return (``open_node(config, services=factory)`` and
+  ``[services] factories`` in ``node.toml``), each called as
+  ``factory(node, incarnation)``; the incarnation is counted in the store.
+  Every input goes through the core; app clients can neither register nor
+  send from the node's own endpoints (``ipn:N.0``, reserved numbers, running
+  services); an app bundle to a local service endpoint reaches the service.
+- Clock: one clock. DTN time is trio's clock plus an offset fixed at start
+  (the wall clock then, ``time.time()`` unless ``clock`` says otherwise), so
+  a whole node runs under ``trio.testing.MockClock``. Plan time 0 is
+  ``plan_epoch_unix_s`` (the testbed passes the moment it starts the
+  traffic), or the node's start time.
 - Timers: the agent's ``Schedule``/``next_deadline`` wakes the timer task;
   each :class:`~dtn.cl.udp.UdpLink`'s retransmission deadline wakes the link
   timer task.
@@ -42,6 +52,7 @@ import math
 import os
 import random
 import socket
+import ssl
 import stat
 import time
 from collections import deque
@@ -88,15 +99,31 @@ from dtn.cl.udp import (
 )
 from dtn.client.common import ReceivedBundle
 from dtn.errors import DecodeError, DtnError, InvalidArgument
+from dtn.node import EchoService, EndpointReserved, EventKind, NodeCore, Service
 from dtn.routing.contact import Contact
 from dtn.runtime.config import ConfigError, NeighbourConfig, NodeConfig
 from dtn.runtime.security import NodeSecurity
+from dtn.runtime.services import ServiceFactory, load_factory, next_incarnation
+from dtn.runtime.tcpcl import TcpclCla
 from dtn.runtime.watch import file_stamp
 from dtn.time import DtnTime, dtn_time_from_unix
 
 ECHO_SERVICE = 7
 """Service number of every node's echo endpoint (``ipn:N.7``): a bundle sent
-there comes back to its source with the same payload (``dcis ping``)."""
+there comes back to its source with the same payload (``dcis ping``); the
+:class:`~dtn.node.EchoService` every node runs."""
+
+_LOGGED_EVENTS = frozenset(
+    {
+        EventKind.EXPIRED,
+        EventKind.REFUSED,
+        EventKind.DROPPED,
+        EventKind.DELETED,
+        EventKind.SERVICE_FAILED,
+        EventKind.SERVICE_SEND_FAILED,
+    }
+)
+"""Events logged at info (expired) or warning level; the rest at debug."""
 
 _RECV_BUFFER = 65_535
 _MAX_BATCH = 512
@@ -105,6 +132,8 @@ _APP_READ_BYTES = 1 << 20
 # Seconds between checks of the contact plan file's modification time.
 _PLAN_POLL_S = 1.0
 _MAX_UNKNOWN_SENDERS = 1024
+# Space the store keeps filled so that a full disk can still delete bundles.
+_STORE_BALLAST_BYTES = 1 << 20
 # App API replies queued for one connection before its requests are no
 # longer read (the client is not reading its replies).
 _APP_MAX_OUTBOX = 1024
@@ -143,6 +172,16 @@ class _UdpPeer:
     contact: Contact | None = None
 
 
+@dataclass(slots=True, eq=False)
+class _Conn:
+    """An accepted app API or MTCP connection (for the connection limit)."""
+
+    kind: str
+    last_active: float
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    registered: bool = False
+
+
 @dataclass(slots=True)
 class _MtcpPeer:
     config: NeighbourConfig
@@ -159,6 +198,12 @@ class Node:
     Raises :class:`~dtn.errors.DtnError` subclasses (e.g. ``StoreError``) from
     ``run`` when the store or plan cannot be opened, and ``OSError`` when an
     address cannot be bound.
+
+    ``services``: a factory ``(node, incarnation) -> Sequence[Service]`` run
+    besides the configured ones (spec/node.md). ``clock``: the wall clock,
+    read once at start to fix DTN time's offset from trio's clock.
+    ``udp_socket``: what makes the UDP socket (``socket.socket`` by default;
+    tests pass ``tests/fakes/fakenet.FakeNet().socket``).
     """
 
     def __init__(
@@ -167,16 +212,25 @@ class Node:
         *,
         log: logging.Logger | None = None,
         clock: Callable[[], float] = time.time,
+        services: ServiceFactory | None = None,
+        udp_socket: Callable[[int, int], Any] | None = None,
     ) -> None:
         self.config = config
-        self._echo_eid = f"ipn:{config.node}.{ECHO_SERVICE}"
         self.log = log or logging.getLogger(f"dtn.node.{config.node}")
         self._clock = clock
+        self._offset_s = 0.0
+        self._service_factory = services
+        # socket.socket, or a test's fake (tests/fakes/fakenet.py): called as
+        # (family, type); a fake also has async wait_readable/wait_writable.
+        self._udp_socket: Callable[[int, int], Any] = udp_socket or socket.socket
         self.agent: Agent | None = None
+        self.core: NodeCore | None = None
+        """The agent and its services; every input goes through it."""
         self.security: NodeSecurity | None = None
         self.plan: Any = None
         self.udp_address: tuple[str, int] | None = None
         self.mtcp_address: tuple[str, int] | None = None
+        self.tcpcl: TcpclCla | None = None
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "datagrams_in",
@@ -193,8 +247,10 @@ class Node:
                 "handler_errors",
                 "app_connections",
                 "app_refused",
+                "app_evicted",
                 "mtcp_connections",
                 "mtcp_refused",
+                "mtcp_evicted",
                 "accept_errors",
                 "buffer_refused",
                 "buffered_bytes",
@@ -202,7 +258,7 @@ class Node:
             ),
             0,
         )
-        self._sock: socket.socket | None = None
+        self._sock: Any = None  # socket.socket or a fake
         self._udp: dict[int, _UdpPeer] = {}
         self._mtcp: dict[int, _MtcpPeer] = {}
         self._by_addr: dict[tuple[str, int], int] = {}
@@ -235,6 +291,7 @@ class Node:
         self._epoch_unix_s = 0.0
         self._rng = random.Random()
         self._fd_budget = 1 << 30
+        self._conns: set[_Conn] = set()
         # In-process endpoints (Node.endpoint): the application is trusted
         # and reads a channel, so their queue is not bounded.
         self._inproc_push: dict[str, Callable[[Deliver], bool]] = {}
@@ -242,12 +299,17 @@ class Node:
 
     # ------------------------------------------------------------ clock
 
+    def _unix_s(self) -> float:
+        # The one clock: trio's, plus the wall-clock offset fixed at start.
+        return trio.current_time() + self._offset_s
+
     def now_ms(self) -> DtnTime:
-        """Current DTN time (ms since 2000-01-01)."""
-        return dtn_time_from_unix(self._clock())
+        """Current DTN time (ms since 2000-01-01): trio's clock plus the
+        offset fixed at start."""
+        return dtn_time_from_unix(self._unix_s())
 
     def _plan_s(self) -> float:
-        return self._clock() - self._epoch_unix_s
+        return self._unix_s() - self._epoch_unix_s
 
     # ------------------------------------------------------------ lifecycle
 
@@ -257,7 +319,8 @@ class Node:
         """Run until cancelled (or :meth:`stop`). Signals ``task_status`` once
         sockets are bound and the store is recovered."""
         cfg = self.config
-        self._started_at = self._clock()
+        self._offset_s = self._clock() - trio.current_time()
+        self._started_at = self._unix_s()
         if cfg.plan is not None:
             from dtn.routing.plan import load_plan
 
@@ -287,6 +350,7 @@ class Node:
                     synchronous="FULL" if full else "NORMAL",
                     deferred_sync=full,
                     disk_reserve_bytes=cfg.limits.disk_reserve_bytes,
+                    ballast_bytes=_STORE_BALLAST_BYTES,
                 )
                 self._deferred = store if full else None
         except DtnError as exc:
@@ -319,6 +383,10 @@ class Node:
             plan_epoch=dtn_time_from_unix(self._epoch_unix_s),
             config=AgentConfig(
                 max_bundle_bytes=cfg.mtu_bytes,
+                # TCPCL carries a bundle whole (up to the peer's transfer MRU)
+                mtu_by_neighbour={
+                    n.node: None for n in cfg.neighbours if n.cla == "tcpcl"
+                },
                 max_forward_lifetime_ms=cfg.limits.max_forward_lifetime_ms,
                 max_tombstone_ms=cfg.limits.max_tombstone_ms,
             ),
@@ -326,7 +394,12 @@ class Node:
             security=self.security,
             dtn_routes=cfg.dtn_routes,
         )
-        sock = socket.socket(
+        try:
+            self.core = self._make_core(self.agent, store)
+        except BaseException:
+            store.close()  # a bad factory: nothing ran, release the file
+            raise
+        sock = self._udp_socket(
             socket.AF_INET6 if ":" in cfg.listen[0] else socket.AF_INET,
             socket.SOCK_DGRAM,
         )
@@ -356,8 +429,7 @@ class Node:
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
                 self._nursery = nursery
-                self._apply(self.agent.register(self._echo_eid, now=self.now_ms()))
-                self._apply(self.agent.recover(self.now_ms()))
+                self._apply(self.core.start(self.now_ms(), recover=True))
                 nursery.start_soon(self._udp_reader)
                 if self._deferred is not None:
                     nursery.start_soon(self._sync_task, self._deferred)
@@ -372,6 +444,20 @@ class Node:
                     nursery.start_soon(self._udp_sender, peer)
                 for mpeer in self._mtcp.values():
                     nursery.start_soon(self._mtcp_sender, mpeer)
+                if self.tcpcl is not None:
+                    for tpeer in self.tcpcl.peers.values():
+                        nursery.start_soon(self.tcpcl.run_active, tpeer)
+                    if cfg.tcpcl_listen is not None:
+                        try:
+                            tls_listeners = await trio.open_tcp_listeners(
+                                cfg.tcpcl_listen[1], host=cfg.tcpcl_listen[0]
+                            )
+                        except OSError as exc:
+                            raise ConfigError(
+                                f"tcpcl_listen: cannot listen on {cfg.tcpcl_listen[0]}:{cfg.tcpcl_listen[1]}: {exc.strerror or exc}"
+                            ) from exc
+                        self.tcpcl.address = tls_listeners[0].socket.getsockname()[:2]
+                        nursery.start_soon(self.tcpcl.serve, tls_listeners)
                 if cfg.mtcp_listen is not None:
                     try:
                         listeners = await trio.open_tcp_listeners(
@@ -410,8 +496,57 @@ class Node:
             sock.close()
             if app_listener is not None:
                 self._remove_app_socket(cfg.app_socket or "")
+            self.core.stop()
             store.close()
             self._log("info", "node_stopped", stored=self.agent.stored)
+
+    def _make_core(self, agent: Agent, store: BundleStore) -> NodeCore:
+        """The agent plus the echo service and the configured services."""
+        cfg = self.config
+        factories: list[tuple[str, ServiceFactory]] = [
+            (spec, load_factory(spec)) for spec in cfg.service_factories
+        ]
+        if self._service_factory is not None:
+            factories.append(("services=", self._service_factory))
+        assert isinstance(store, MemoryStore | SqliteStore)
+        with store.transaction():
+            incarnation = next_incarnation(store)
+        services: list[Service] = []
+        for name, factory in factories:
+            try:
+                services += list(factory(cfg.node, incarnation))
+            except Exception as exc:  # the user's factory: one typed error
+                raise ConfigError(
+                    f"services: {name} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+        if all(s.service != ECHO_SERVICE for s in services):
+            services.insert(0, EchoService(lifetime_ms=cfg.lifetime_ms))
+        security = self.security
+        try:
+            return NodeCore(
+                agent,
+                node=cfg.node,
+                services=services,
+                incarnation=incarnation,
+                rng=random.Random(),
+                state=store,
+                plan=self.plan,
+                plan_epoch=agent.plan_epoch,
+                credentials=(lambda: security.credentials)
+                if security is not None
+                else None,
+            )
+        except InvalidArgument as exc:
+            raise ConfigError(f"services: {exc}") from exc
+
+    def _check_app_source(self, source: str) -> None:
+        """An app may send from ``ipn:N.0`` (the default) or its own
+        endpoints, never from a service's."""
+        assert self.core is not None
+        if source != self.config.eid and self.core.is_reserved(source):
+            raise EndpointReserved(
+                f"source {source} belongs to a node service; apps cannot send from it"
+            )
 
     # ------------------------------------------------------------ group commit
 
@@ -480,9 +615,50 @@ class Node:
                     mac_key=self._link_key(nb.node),
                 )
                 self._udp[nb.node] = _UdpPeer(nb, link, _pacer(nb.rate_bytes_s))
+            elif nb.cla == "tcpcl":
+                self._tcpcl_cla().add_peer(nb.node, nb.address)
             else:
                 s, r = trio.open_memory_channel[tuple[int, bytes]](math.inf)
                 self._mtcp[nb.node] = _MtcpPeer(nb, s, r)
+        if cfg.tcpcl_listen is not None:
+            self._tcpcl_cla()
+
+    # ------------------------------------------------------------ TCPCLv4
+
+    def _tcpcl_cla(self) -> TcpclCla:
+        if self.tcpcl is None:
+            try:
+                self.tcpcl = TcpclCla(
+                    node=self.config.node,
+                    settings=self.config.tcpcl,
+                    receive=self._tcpcl_receive,
+                    done=self._tcpcl_done,
+                    log=self._log,
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"tcpcl: cannot load the TLS files: {exc}") from exc
+        return self.tcpcl
+
+    def _tcpcl_receive(
+        self, neighbour: int | None, data: bytes, answer: Callable[[bool], None]
+    ) -> None:
+        agent = self.agent
+        assert agent is not None
+        actions = agent.on_receive_many(
+            [Received("tcpcl", neighbour, data, None)], self.now_ms()
+        )
+        # Store full: refuse (the sender keeps it); else acknowledge once durable.
+        refused = any(isinstance(a, Event) and a.kind == "refused" for a in actions)
+        self._apply(actions)
+        if refused:
+            answer(False)
+        else:
+            self.when_durable(functools.partial(answer, True))
+
+    def _tcpcl_done(self, tx_id: int, ok: bool) -> None:
+        agent = self.agent
+        if agent is not None:
+            self._apply(agent.on_transmit_done(tx_id, ok, self.now_ms()))
 
     def _link_key(self, node: int) -> bytes | None:
         """The UDP CL MAC key shared with ``node`` (None without security or
@@ -527,7 +703,7 @@ class Node:
             elif isinstance(a, Event):
                 if a.kind == "store_corrupt":
                     self._log("error", a.kind, bundle=a.bundle_key, detail=a.detail)
-                elif a.kind in ("expired", "refused", "dropped", "deleted"):
+                elif a.kind in _LOGGED_EVENTS:
                     # A deletion names its rule (``cause``) for log readers
                     # such as the testbed to count by.
                     extra = {"cause": a.cause} if isinstance(a, Deletion) else {}
@@ -550,7 +726,7 @@ class Node:
             self._sync_wake.set()
 
     def _transmit(self, t: Transmit) -> list[Action]:
-        agent = self.agent
+        agent = self.core
         assert agent is not None
         peer = self._udp.get(t.neighbor)
         if peer is not None:
@@ -560,6 +736,8 @@ class Node:
         mpeer = self._mtcp.get(t.neighbor)
         if mpeer is not None:
             mpeer.send.send_nowait((t.tx_id, t.data))
+            return []
+        if self.tcpcl is not None and self.tcpcl.transmit(t.neighbor, t.tx_id, t.data):
             return []
         self._log("warning", "no_address", neighbour=t.neighbor)
         return agent.on_transmit_done(t.tx_id, False, self.now_ms())
@@ -595,30 +773,11 @@ class Node:
                     )
         if not done:
             return []
-        assert self.agent is not None
-        return self.agent.on_transmit_done_many(done, self.now_ms())
+        assert self.core is not None
+        return self.core.on_transmit_done_many(done, self.now_ms())
 
     def _deliver(self, d: Deliver) -> list[Action]:
-        agent = self.agent
-        assert agent is not None
-        if d.endpoint == self._echo_eid:
-            actions = agent.on_delivered(d.bundle_key, self.now_ms())
-            if d.source.endswith(f".{ECHO_SERVICE}") or d.source.startswith("dtn:none"):
-                # Never answer another echo endpoint (two would ping-pong
-                # forever) nor an anonymous source.
-                return actions
-            try:
-                _, more = agent.send(
-                    source=d.endpoint,
-                    destination=d.source,
-                    payload=d.payload,
-                    lifetime_ms=self.config.lifetime_ms,
-                    now=self.now_ms(),
-                )
-            except DtnError as exc:
-                self._log("warning", "echo_failed", source=d.source, detail=str(exc))
-                return actions
-            return actions + more
+        # Only app endpoints: the core hands service bundles to services.
         sub = self._subs.get(d.endpoint)
         if sub is not None and d.bundle_key in sub.unconfirmed:
             return []  # handed over already (a recover after a store error)
@@ -643,18 +802,18 @@ class Node:
         sub = self._subs.get(endpoint)
         if sub is not None:
             sub.unconfirmed.pop(bundle_key, None)
-        assert self.agent is not None
-        self._apply(self.agent.on_delivered(bundle_key, self.now_ms()))
+        assert self.core is not None
+        self._apply(self.core.on_delivered(bundle_key, self.now_ms()))
 
     def _refill(self, sub: _Subscriber) -> list[Action]:
         """Room in ``sub``'s queue again: hand over deferred bundles."""
         room = self.config.limits.delivery_queue - len(sub.unconfirmed)
-        if room <= 0 or not sub.waiting or self.agent is None:
+        if room <= 0 or not sub.waiting or self.core is None:
             return []
         keys = list(itertools.islice(sub.waiting, room))
         for k in keys:
             del sub.waiting[k]
-        return self.agent.redeliver(keys, self.now_ms())
+        return self.core.redeliver(keys, self.now_ms())
 
     def _confirm_taken(self, endpoint: str, key: str) -> list[Action]:
         held = self._held.get(endpoint)
@@ -665,20 +824,26 @@ class Node:
         current = self._subs.get(endpoint)
         if current is not None:
             current.unconfirmed.pop(key, None)
-        assert self.agent is not None
-        return self.agent.on_delivered(key, self.now_ms())
+        assert self.core is not None
+        return self.core.on_delivered(key, self.now_ms())
 
     def _subscribe(
         self, endpoint: str, push: Callable[[Deliver], bool], *, takeover: bool = False
     ) -> _Subscriber:
-        agent = self.agent
+        agent = self.core
         if agent is None:
             raise InvalidArgument("the node is not running")
         name = str(parse_eid(endpoint))
-        if name == self._echo_eid:
-            # Taking it over would silence `dcis ping` until a restart.
-            raise InvalidArgument(
-                f"endpoint {name} is this node's echo service (dcis ping); use another service number"
+        if agent.is_reserved(name):
+            # Before anything changes: the node's own endpoints stay its own
+            # (taking the echo endpoint would silence `dcis ping`).
+            what = (
+                "is this node's echo service (dcis ping)"
+                if name == f"ipn:{self.config.node}.{ECHO_SERVICE}"
+                else "belongs to the node (ipn:N.0, reserved service numbers, node services)"
+            )
+            raise EndpointReserved(
+                f"endpoint {name} {what}: apps cannot register it; use another service number"
             )
         old = self._subs.get(name)
         if old is not None:
@@ -706,11 +871,11 @@ class Node:
         if self._subs.get(sub.endpoint) is not sub:
             return
         del self._subs[sub.endpoint]
-        if self.agent is not None:
-            self.agent.unregister(sub.endpoint)
+        if self.core is not None:
+            self.core.unregister(sub.endpoint)
             if sub.waiting:
                 # Not registered now: the agent holds them for the next one.
-                self._apply(self.agent.redeliver(list(sub.waiting), self.now_ms()))
+                self._apply(self.core.redeliver(list(sub.waiting), self.now_ms()))
                 sub.waiting.clear()
         if sub.unconfirmed:
             self._held.setdefault(sub.endpoint, {}).update(sub.unconfirmed)
@@ -727,10 +892,12 @@ class Node:
     ) -> str:
         """Originate a bundle; returns its key once it is durably stored.
 
-        ``source`` defaults to ``ipn:N.0``. Raises :class:`InvalidArgument`
+        ``source`` defaults to ``ipn:N.0``; in-process code is trusted to
+        use any endpoint of this node (app API clients are not: they cannot
+        send from a service's endpoint). Raises :class:`InvalidArgument`
         for bad EIDs/lifetimes and ``StoreFull`` when the store refuses it.
         """
-        agent = self.agent
+        agent = self.core
         if agent is None:
             raise InvalidArgument("the node is not running")
         key, actions = agent.send(
@@ -841,10 +1008,20 @@ class Node:
                 "address": f"{m.config.address[0]}:{m.config.address[1]}",
                 "in_contact": m.contact is not None,
             }
+        for n, t in (self.tcpcl.peers if self.tcpcl else {}).items():
+            sess = t.session
+            nbs[str(n)] = {
+                "cla": "tcpcl",
+                "address": f"{t.address[0]}:{t.address[1]}",
+                "session": None if sess is None else sess.state.name.lower(),
+                "tls": bool(sess is not None and sess.tls),
+                "in_flight": 0 if sess is None else sess.in_flight,
+                "queued": len(t.queue),
+            }
         return {
             "node": self.config.node,
             "eid": self.config.eid,
-            "uptime_s": round(self._clock() - self._started_at, 3),
+            "uptime_s": round(self._unix_s() - self._started_at, 3),
             "udp": f"{self.udp_address[0]}:{self.udp_address[1]}"
             if self.udp_address
             else None,
@@ -852,12 +1029,17 @@ class Node:
             "store_used_bytes": agent.store.used_bytes if agent else 0,
             "store_limit_bytes": self.config.store_limit_bytes,
             "endpoints": sorted(self._subs),
+            "services": sorted(self.core.services) if self.core else [],
+            "events": {str(k): v for k, v in self.core.event_counts.items()}
+            if self.core
+            else {},
             "limits": dataclasses.asdict(self.config.limits),
             "delivered_keys": self._delivered_keys(),
             "counters": {
                 **(agent.counters if agent else {}),
                 **self.counters,
                 **(self.security.counters() if self.security else {}),
+                **(self.tcpcl.counters if self.tcpcl else {}),
             },
             "security": self.security.status() if self.security else {"enabled": False},
             "neighbours": nbs,
@@ -920,7 +1102,7 @@ class Node:
                     await trio.sleep(delay)
                     continue
                 while not self._try_send(data, peer.config.address):
-                    await trio.lowlevel.wait_writable(self._sock)
+                    await _wait_writable(self._sock)
                 if peer.queue and peer.queue[0] is item:
                     peer.queue.popleft()
                 if token is not None:
@@ -937,11 +1119,11 @@ class Node:
 
     async def _udp_reader(self) -> None:
         sock = self._sock
-        agent = self.agent
+        agent = self.core
         assert sock is not None
         assert agent is not None
         while True:
-            await trio.lowlevel.wait_readable(sock)
+            await _wait_readable(sock)
             # One clock read for the batch: it is handled without yielding.
             now_s = trio.current_time()
             batch: list[Received] = []
@@ -1038,7 +1220,7 @@ class Node:
         """Hand received bundles to the agent; a failure of the batch is
         retried bundle by bundle so that one bad bundle costs only itself
         (none of them was acknowledged, so nothing is lost)."""
-        agent = self.agent
+        agent = self.core
         assert agent is not None
         try:
             return agent.on_receive_many(batch, self.now_ms())
@@ -1068,9 +1250,9 @@ class Node:
             detail=str(exc)[:500],
             traceback="".join(traceback.format_exception(exc))[-2000:],
         )
-        if isinstance(exc, StoreError) and self.agent is not None:
+        if isinstance(exc, StoreError) and self.core is not None:
             with contextlib.suppress(Exception):
-                self._apply(self.agent.recover(self.now_ms()))
+                self._apply(self.core.recover(self.now_ms()))
 
     async def _link_timer_task(self) -> None:
         while True:
@@ -1093,7 +1275,7 @@ class Node:
     # ------------------------------------------------------------ timers and contacts
 
     async def _timer_task(self) -> None:
-        agent = self.agent
+        agent = self.core
         assert agent is not None
         while True:
             at = agent.next_deadline()
@@ -1216,7 +1398,7 @@ class Node:
                 self.reload_plan()
 
     def _open_contact(self, c: Contact) -> None:
-        agent = self.agent
+        agent = self.core
         assert agent is not None
         peer = self._udp.get(c.to)
         if peer is not None:
@@ -1241,7 +1423,7 @@ class Node:
         self._apply(agent.on_contact_start(c, self.now_ms()))
 
     def _close_contact(self, c: Contact) -> None:
-        agent = self.agent
+        agent = self.core
         assert agent is not None
         self._log("info", "contact_end", neighbour=c.to)
         self._open_contacts.discard(c)
@@ -1259,7 +1441,7 @@ class Node:
     # ------------------------------------------------------------ MTCP CL
 
     async def _mtcp_sender(self, peer: _MtcpPeer) -> None:
-        agent = self.agent
+        agent = self.core
         assert agent is not None
         stream: trio.SocketStream | None = None
         try:
@@ -1311,13 +1493,16 @@ class Node:
     async def _serve(
         self,
         listener: trio.SocketListener,
-        handler: Callable[[trio.SocketStream], Any],
+        handler: Callable[[trio.SocketStream, _Conn], Any],
         kind: str,
         limit: int,
     ) -> None:
         """Accept connections for ``handler``: at most ``limit`` at once, and
-        never into the file descriptors kept for the store; a refused
-        connection is closed at once and counted (``<kind>_refused``)."""
+        never into the file descriptors kept for the store. At the limit the
+        connection quiet the longest (and with no registered endpoint) is
+        closed to make room if it has been quiet over a second
+        (``<kind>_evicted``); else the new one is closed at once
+        (``<kind>_refused``). Idle connections cannot lock clients out."""
         async with listener, trio.open_nursery() as nursery:
             while True:
                 try:
@@ -1331,33 +1516,49 @@ class Node:
                 active = (
                     self.counters["app_connections"] + self.counters["mtcp_connections"]
                 )
+                now = trio.current_time()
                 if self.counters[f"{kind}_connections"] >= limit or (
                     active >= self._fd_budget
                 ):
-                    self.counters[f"{kind}_refused"] += 1
-                    with contextlib.suppress(Exception):
-                        stream.socket.close()
-                    continue
+                    idle = [
+                        c
+                        for c in self._conns
+                        if c.kind == kind
+                        and not c.registered
+                        and not c.scope.cancel_called
+                        and now - c.last_active > 1.0
+                    ]
+                    if not idle:
+                        self.counters[f"{kind}_refused"] += 1
+                        with contextlib.suppress(Exception):
+                            stream.socket.close()
+                        continue
+                    min(idle, key=lambda c: c.last_active).scope.cancel()
+                    self.counters[f"{kind}_evicted"] += 1
+                conn = _Conn(kind, now)
+                self._conns.add(conn)
                 self.counters[f"{kind}_connections"] += 1
-                nursery.start_soon(self._run_connection, handler, stream, kind)
+                nursery.start_soon(self._run_connection, handler, stream, conn)
 
     async def _run_connection(
         self,
-        handler: Callable[[trio.SocketStream], Any],
+        handler: Callable[[trio.SocketStream, _Conn], Any],
         stream: trio.SocketStream,
-        kind: str,
+        conn: _Conn,
     ) -> None:
         try:
-            await handler(stream)
+            with conn.scope:
+                await handler(stream, conn)
         except Exception as exc:  # one client or peer never stops the node
-            self._handler_error(kind, exc)
+            self._handler_error(conn.kind, exc)
         finally:
-            self.counters[f"{kind}_connections"] -= 1
+            self._conns.discard(conn)
+            self.counters[f"{conn.kind}_connections"] -= 1
             with contextlib.suppress(Exception):
-                await stream.aclose()
+                stream.socket.close()
 
-    async def _mtcp_handler(self, stream: trio.SocketStream) -> None:
-        agent = self.agent
+    async def _mtcp_handler(self, stream: trio.SocketStream, conn: _Conn) -> None:
+        agent = self.core
         assert agent is not None
         dec = MtcpDecoder(max_bundle_bytes=self.config.limits.mtcp_max_frame_bytes)
         held = 0
@@ -1367,6 +1568,7 @@ class Node:
                     chunk = await stream.receive_some(65_536)
                     if not chunk:
                         return
+                    conn.last_active = trio.current_time()
                     try:
                         bundles = dec.feed(chunk)
                     finally:
@@ -1436,7 +1638,7 @@ class Node:
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
-    async def _app_handler(self, stream: trio.SocketStream) -> None:
+    async def _app_handler(self, stream: trio.SocketStream, conn: _Conn) -> None:
         out_send, out_recv = trio.open_memory_channel[bytes](math.inf)
         subs: list[_Subscriber] = []
 
@@ -1522,6 +1724,7 @@ class Node:
                         break
                     if not chunk:
                         break
+                    conn.last_active = trio.current_time()
                     try:
                         msgs = reader.feed(chunk)
                     except DecodeError as exc:
@@ -1544,6 +1747,7 @@ class Node:
                         for m in msgs:
                             actions += self._app_request(m, reply, error, push, subs)
                     self._apply(actions)
+                    conn.registered = bool(subs)
                     if outbox:
                         # A send's reply promises the bundle is stored.
                         self.when_durable(
@@ -1594,8 +1798,8 @@ class Node:
                 key = m["bundle_key"]
                 for sub in subs:
                     if sub.unconfirmed.pop(key, None) is not None:
-                        assert self.agent is not None
-                        actions += self.agent.on_delivered(key, self.now_ms())
+                        assert self.core is not None
+                        actions += self.core.on_delivered(key, self.now_ms())
                         actions += self._refill(sub)
                         break
                     if key in sub.taken:
@@ -1611,8 +1815,9 @@ class Node:
                     raise InvalidArgument(
                         f"source {source} is not on node {self.config.node}"
                     )
-                assert self.agent is not None
-                key, more = self.agent.send(
+                assert self.core is not None
+                self._check_app_source(source)
+                key, more = self.core.send(
                     source=source,
                     destination=m["destination"],
                     payload=m["payload"],
@@ -1721,6 +1926,24 @@ def _fd_budget(reserve: int) -> int:
     except OSError:
         used = 64
     return max(0, soft - used - reserve)
+
+
+async def _wait_readable(sock: Any) -> None:
+    """Wait until a socket (or a test's fake one) has data."""
+    wait = getattr(sock, "wait_readable", None)
+    if wait is not None:
+        await wait()
+    else:
+        await trio.lowlevel.wait_readable(sock)
+
+
+async def _wait_writable(sock: Any) -> None:
+    """Wait until a socket (or a test's fake one) can take a datagram."""
+    wait = getattr(sock, "wait_writable", None)
+    if wait is not None:
+        await wait()
+    else:
+        await trio.lowlevel.wait_writable(sock)
 
 
 def _post_all(out: trio.MemorySendChannel[bytes], messages: list[bytes]) -> None:

@@ -69,6 +69,7 @@ from dtn.bpv7.admin import StatusReason
 from dtn.bpv7.bundle import Bundle
 from dtn.bpv7.eid import parse_eid
 from dtn.errors import InvalidArgument
+from dtn.node.service import NodeCredentials
 from dtn.runtime.config import ConfigError
 from dtn.runtime.watch import files_stamp
 
@@ -516,12 +517,29 @@ class NodeSecurity:
             raise ConfigError(
                 f"{key}: {self.store.path / NODE_CERT} was not issued by the key in operator.pub ({exc})"
             ) from None
-        self._node = node
         self._identity = identity
+        self._own_cert = own
+        self._operator_public = operator_public
+        self._node = node
         self._cert_nodes = {node}
         for cert in certs.values():
             self._add_cert(cert)
         self._stamp = self._files_stamp()
+
+    @property
+    def credentials(self) -> NodeCredentials | None:
+        """The node's keys and trust anchor for its services
+        (``ctx.credentials``), with the revocations now in force; None for a
+        node without a DCiS key store (RFC 9173 rules only)."""
+        if self.policy is None:
+            return None
+        rl = self.policy.revocations.current
+        return NodeCredentials(
+            identity=self._identity,
+            certificate=self._own_cert,
+            operator_public=self._operator_public,
+            revoked=frozenset(rl.nodes) if rl is not None else frozenset(),
+        )
 
     # ------------------------------------------------------------ agent hook
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from dtn.runtime import open_node
 from tests.runtime.conftest import poll_until
 from tests.runtime.test_appapi import pair
 from tools.cli import main as dcis
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_send_several_payloads_bundles_recv_and_ping(
@@ -104,3 +107,33 @@ async def test_send_several_payloads_bundles_recv_and_ping(
     err = captured.err.splitlines()
     assert err[0].startswith("error: endpoint ipn:2.7 is this node's echo service")
     assert err[1] == "error: timed out after 0 of 1 bundle(s)"
+
+
+async def test_ping_prints_its_summary_on_ctrl_c(tmp_path: Path) -> None:
+    c1, c2 = pair(tmp_path)
+    s1 = str(tmp_path / "n1.sock")
+    out_file, err_file = tmp_path / "out", tmp_path / "err"
+    argv = ["ping", "99", "--timeout", "600", "--json", "--socket", s1]
+    async with open_node(c1) as n1, open_node(c2):
+        # Node 99 is nobody's neighbour: the echo request waits in node 1's
+        # store, and ping waits for it until interrupted.
+        with out_file.open("wb") as out, err_file.open("wb") as err:
+            proc = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "tools.cli", *argv],
+                cwd=ROOT,
+                stdout=out,
+                stderr=err,
+            )
+        try:
+            await poll_until(lambda: n1.status()["stored"] == 1, timeout_s=60)
+            proc.send_signal(signal.SIGINT)
+            with trio.fail_after(60):
+                code = await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert code == 130, err_file.read_text()
+    assert "Traceback" not in err_file.read_text()
+    summary = json.loads(out_file.read_text().splitlines()[-1])["summary"]
+    assert summary == {"sent": 1, "received": 0, "loss_percent": 100.0}

@@ -181,10 +181,22 @@ async def test_two_symmetric_only_daemons_exchange_protected_bundles(
         {"role": "acceptor", "context": "BCB-AES-GCM", "source": "ipn:1.*", "key_file": "aes.key"},
     ]}  # fmt: skip
     c1 = config_from_dict(
-        {"node": 1, "listen": f"127.0.0.1:{p1}", "security": sec1}, base_dir=tmp_path
+        {
+            "node": 1,
+            "listen": f"127.0.0.1:{p1}",
+            "security": sec1,
+            "store": {"path": "n1.db"},
+        },
+        base_dir=tmp_path,
     )
     c2 = config_from_dict(
-        {"node": 2, "listen": f"127.0.0.1:{p2}", "security": sec2}, base_dir=tmp_path
+        {
+            "node": 2,
+            "listen": f"127.0.0.1:{p2}",
+            "security": sec2,
+            "store": {"path": "n2.db"},
+        },
+        base_dir=tmp_path,
     )
     c1 = NodeConfig(
         **{

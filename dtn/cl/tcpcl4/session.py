@@ -351,6 +351,15 @@ class Session:
         return self.state is State.ESTABLISHED
 
     @property
+    def tx_backlog(self) -> int:
+        """Control bytes (ACKs, rejects, ...) waiting for ``data_to_send``.
+
+        A driver stops reading while this is large: a peer that sends but
+        never reads cannot make us buffer answers without bound.
+        """
+        return len(self._tx)
+
+    @property
     def in_flight(self) -> int:
         """Outgoing transfers queued, being sent or awaiting their final ACK."""
         return len(self._queue) + len(self._unacked) + (1 if self._sending else 0)
@@ -404,7 +413,7 @@ class Session:
                 self._send_init(now)
         return self._take()
 
-    def receive_data(self, data: bytes, now: int) -> list[SessionEvent]:
+    def receive_data(self, data: bytes | bytearray, now: int) -> list[SessionEvent]:
         """Bytes from the peer; returns the events they cause. Never raises for bad bytes."""
         if self.state is State.CLOSED:
             return []
@@ -733,10 +742,19 @@ class Session:
             why = RefuseReason.SESSION_TERMINATING
         for item in m.extensions:
             if item.type == TRANSFER_LENGTH_EXTENSION:
-                if declared is not None:
+                if len(item.value) != 8:
+                    # dtn7-rs sends its own "bundle id" item under type 1 (a
+                    # string): not a length; refuse only if marked critical
+                    if item.critical:
+                        why = why or RefuseReason.EXTENSION_FAILURE
+                    else:
+                        self._events.append(
+                            ProtocolProblem(
+                                "ignored a type-1 transfer extension that is not 8 bytes"
+                            )
+                        )
+                elif declared is not None:
                     why = why or RefuseReason.NOT_ACCEPTABLE  # at most once (5.2.5.1)
-                elif len(item.value) != 8:
-                    why = why or RefuseReason.EXTENSION_FAILURE
                 else:
                     (declared,) = struct.unpack(">Q", item.value)
             elif item.critical:
@@ -769,7 +787,16 @@ class Session:
                 s.acked = max(s.acked, m.length)
             return  # a late ACK of a refused or finished transfer
         t.acked = max(t.acked, m.length)
-        if m.flags & SegmentFlags.END and m.length >= len(t.data):
+        if m.flags & SegmentFlags.END:
+            # The peer has the END segment, so (TCP is in order) all of it.
+            # RFC 9174 5.2.3 asks for the cumulative length; dtn7-rs sends the
+            # last segment's: accept both, note the other.
+            if m.length != len(t.data):
+                self._events.append(
+                    ProtocolProblem(
+                        f"XFER_ACK END for transfer {t.tid} acknowledges {m.length} of {len(t.data)} bytes"
+                    )
+                )
             del self._unacked[t.tid]
             self.counters["bundles_out"] += 1
             self._events.append(TransferAcked(t.tid))

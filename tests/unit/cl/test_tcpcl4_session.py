@@ -469,3 +469,74 @@ def test_config_checks() -> None:
         SessionConfig(node_id="ipn:1.0", keepalive_s=70_000)
     with pytest.raises(InvalidArgument):
         SessionConfig(node_id="ipn:1.0", require_tls=True)
+
+
+# -- what dtn7-rs does on the wire (read from its source, rebuilt here) --------
+# It sends a zero-length START segment carrying its "bundle id" under transfer
+# extension type 1 (the RFC's Transfer Length type) as a string, waits for the
+# ACK, then sends the data segments without START; its XFER_ACKs carry each
+# segment's length, not the cumulative one.
+
+
+def test_receives_a_dtn7_rs_style_transfer() -> None:
+    pair = Pair()
+    pair.start()
+    p = pair.p
+    bid = b"dtn://node1/-742917342394-0"
+    start = XferSegment(
+        flags=SegmentFlags.START,
+        transfer_id=1,
+        data=b"",
+        extensions=(ExtensionItem(1, bid),),
+    )
+    evs = p.receive_data(encode_message(start), 0)
+    assert any(isinstance(e, ProtocolProblem) for e in evs)
+    assert msgs(p.data_to_send()) == [
+        XferAck(flags=SegmentFlags.START, transfer_id=1, length=0)
+    ]
+    p.receive_data(
+        encode_message(
+            XferSegment(flags=SegmentFlags.NONE, transfer_id=1, data=b"abc")
+        ),
+        0,
+    )
+    evs = p.receive_data(
+        encode_message(XferSegment(flags=SegmentFlags.END, transfer_id=1, data=b"def")),
+        0,
+    )
+    (got,) = [e for e in evs if isinstance(e, BundleReceived)]
+    assert got.data == b"abcdef"
+    # the same item marked critical is refused
+    crit = XferSegment(
+        flags=SegmentFlags.START,
+        transfer_id=2,
+        data=b"",
+        extensions=(ExtensionItem(1, bid, critical=True),),
+    )
+    p.receive_data(encode_message(crit), 0)
+    assert XferRefuse(reason=RefuseReason.EXTENSION_FAILURE, transfer_id=2) in msgs(
+        p.data_to_send()
+    )
+
+
+def test_a_non_cumulative_end_ack_completes_the_transfer() -> None:
+    a = Session(SessionConfig(node_id="ipn:1.0", max_segment_bytes=4), active=True)
+    a.start(0)
+    init = SessInit(
+        keepalive_s=30, segment_mru=64000, transfer_mru=1 << 20, node_id="dtn://node2/"
+    )
+    a.receive_data(b"dtn!\x04\x00" + encode_message(init), 0)
+    assert a.established
+    a.send_bundle(b"0123456789", 0)
+    a.data_to_send()
+    a.receive_data(
+        encode_message(XferAck(flags=SegmentFlags.START, transfer_id=0, length=4)), 0
+    )
+    a.receive_data(
+        encode_message(XferAck(flags=SegmentFlags.NONE, transfer_id=0, length=4)), 0
+    )
+    evs = a.receive_data(
+        encode_message(XferAck(flags=SegmentFlags.END, transfer_id=0, length=2)), 0
+    )
+    assert TransferAcked(0) in evs
+    assert any(isinstance(e, ProtocolProblem) for e in evs)

@@ -139,13 +139,13 @@ def test_on_reports_unreachable_and_backs_off_across_transmissions() -> None:
     link.transmit(1, BUNDLE, now_s=0.0)
     assert [o for o in link.on_timer(1.0) if isinstance(o, Reachability)] == []
     link.transmit(2, BUNDLE, now_s=1.0)
-    assert link.next_deadline() == pytest.approx(3.0)  # one failure: doubled
-    out = link.on_timer(3.0)
+    assert link.next_deadline() == pytest.approx(2.0)
+    out = link.on_timer(2.0)
     assert Reachability(False, 2) in out
     assert not link.reachable
     assert not link.best_effort  # silence never means "legacy"
     (d,) = link.transmit(3, BUNDLE, now_s=3.0)
-    assert link.next_deadline() == pytest.approx(7.0)
+    assert link.next_deadline() == pytest.approx(7.0)  # unreachable: x4
     assert isinstance(d, SendDatagram)
     seg = decode_datagram_untrusted(d.data)
     assert isinstance(seg, DataSegment)

@@ -11,7 +11,7 @@ from consensus.log.api import Level
 from crypto.keys import NodeIdentity
 from dfs.core.errors import NotFound, PlacementError, Unrecoverable
 from dfs.core.manifest import placement_key
-from dfs.core.service import AccessDenied, DfsConfig, DfsService, OpState
+from dfs.core.service import AccessDenied, Busy, DfsConfig, DfsService, OpState
 from dfs.core.store import MemoryShareStore
 from dfs.sharestore import DiskShareStore
 from dfs.testing import Cluster, FakeContext, MemoryLog, StaticMembership
@@ -290,3 +290,32 @@ def test_scrub_on_disk_finds_a_flipped_byte(tmp_path: Path) -> None:
     assert c.services[holder].stats["corrupt"] == 1
     assert c.stores[holder].get_block(oid, share, 1) is not None
     assert sorted(len(v) for v in holders_of(c, oid).values()) == [1] * 10
+
+
+def test_open_gets_are_bounded() -> None:
+    c = Cluster(
+        nodes=[1, 2, 3], config=DfsConfig(chunk_size=100, k=2, n=3, max_fetches=2)
+    )
+    put(c, 1, "x", data_of(300))
+    c.crash(2)
+    c.crash(3)
+    ops = [c.services[1].get("x", c.now_ms) for _ in range(4)]
+    assert all(op.state == OpState.RUNNING for op in ops)
+    with pytest.raises(Busy):
+        c.services[1].get("x", c.now_ms)
+
+
+def test_a_holder_missing_from_a_young_view_is_not_repaired() -> None:
+    c = cluster(12)
+    oid = put(c, 1, "y", data_of(500))
+    c.hub.commit()
+    absent = sorted(holders_of(c, oid))[2]
+
+    class Young(StaticMembership):
+        def members(self):  # type: ignore[no-untyped-def]
+            return {n: m for n, m in super().members().items() if n != absent}
+
+    for n, svc in c.services.items():
+        svc.membership = Young(c, n)
+        svc.maintain(c.now_ms)
+    assert sum(s.stats["repair_claims"] for s in c.services.values()) == 0

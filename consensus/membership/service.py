@@ -1,0 +1,1117 @@
+"""The membership service (service 16): SWIM + Lifeguard over bundles, aware
+of the contact plan, with signed updates and resource advertisements.
+
+Theory of operation
+-------------------
+Every ``period_ms`` (scaled by Lifeguard's local-health multiplier, LHM) a
+node probes one member, taken round-robin from a shuffled list: it sends a
+``ping`` and waits for the ``ack``. With the plan on (``plan_aware``) the wait
+is the round trip CGR predicts (``earliest_arrival`` there, and back from the
+moment of arrival; the plan is taken as symmetric) plus ``probe_timeout_ms``;
+a member whose round trip exceeds ``horizon_ms`` is not probed but marked
+``unreachable`` (expected silence) and looked at again when the plan gives it
+a path (``recheck``). Without the plan (the plain-SWIM baseline) the wait is
+``probe_timeout_ms`` alone and every member is probed.
+
+No ack: ``ping-req`` to ``indirect_k`` reachable members, which probe the
+target for us and forward its ack (or send a ``nack``, Lifeguard). Still
+nothing: the node signs a ``suspect`` claim and starts the suspicion timer:
+Lifeguard's ``max(min, max - (max-min)·log(C+1)/log(K+1))`` for C
+independent confirmations, ``min = suspicion_mult·max(1, log10 N)·period``,
+plus (plan on) the round trip to the subject, so a refutation has time to
+come back. At the timer: ``dead`` (signed), unless the plan no longer gives a
+path (then ``unreachable``).
+
+A member refutes a claim about itself by raising its incarnation and gossiping
+a fresh ``alive``. Updates ride on every message (piggyback), fewest-sent
+first, each at most ``lambda_·ceil(log2(N+1))`` times; every
+``push_pull_periods`` a node swaps its whole state with one member
+(anti-entropy). A node also pings one ``dead`` member every
+``reconnect_periods`` (carrying the dead claim, so a live one refutes) and
+answers a ping from a member it holds dead with a push: after a partition
+heals both sides find out at once (memberlist never re-contacts the dead).
+
+Trust: every ``alive``/``left`` is signed by its subject, every
+``suspect``/``dead`` by its accuser, each under an operator-issued
+certificate (carried in ``alive``). Forged, older (replayed) and revoked
+updates are dropped and counted in :attr:`MembershipService.counters`. A dead
+or left entry is kept as a tombstone for ``tombstone_ms``, then forgotten,
+but its incarnation floor stays: a stale full-state sync never revives it,
+a higher incarnation (a restart) does.
+
+Everything a peer can make us hold is bounded: ``max_members`` entries (and
+floors), one queued update per member, ``MAX_RELAYS`` relayed probes, the
+message size (``wire.MAX_UPDATES``) and the signature cache.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import Counter, OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from consensus.membership.table import Effect, Input, step
+from consensus.membership.view import MemberInfo, MemberState, Resources
+from consensus.membership.wire import (
+    Kind,
+    MemberRow,
+    Message,
+    Status,
+    Update,
+    decode_message_untrusted,
+    encode_message,
+    signed_bytes,
+)
+from crypto.certificate import decode_certificate_untrusted, encode_certificate
+from crypto.errors import CryptoError
+from crypto.keys import key_id, verify_signature
+from dtn.errors import DecodeError
+from dtn.node.service import Inbound, NodeCredentials, Send, ServiceContext
+
+__all__ = [
+    "MAX_RELAYS",
+    "SERVICE",
+    "MembershipConfig",
+    "MembershipService",
+    "Transition",
+    "Verifier",
+]
+
+SERVICE = 16
+"""The membership service number (``ipn:N.16``)."""
+MAX_RELAYS = 64
+"""Most indirect probes this node runs for others at once."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MembershipConfig:
+    """Tunables (all times DTN ms). See spec/membership.md for how the plan
+    sets the timeouts at run time."""
+
+    period_ms: int = 1_000
+    probe_timeout_ms: int = 500
+    indirect_k: int = 3
+    horizon_ms: int = 30_000
+    suspicion_mult: float = 4.0
+    suspicion_max_mult: float = 6.0
+    lambda_: int = 3
+    max_piggyback: int = 16
+    push_pull_periods: int = 30
+    reconnect_periods: int = 1
+    tombstone_ms: int = 3_600_000
+    max_members: int = 4096
+    lhm_max: int = 8
+    plan_aware: bool = True
+    join_fanout: int = 3
+    resources_min_interval_ms: int = 10_000
+    seeds: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.period_ms <= 0 or self.probe_timeout_ms <= 0 or self.horizon_ms <= 0:
+            raise ValueError("period, probe timeout and horizon must be > 0")
+        if self.max_members < 2 or self.lambda_ < 1 or self.max_piggyback < 1:
+            raise ValueError("max_members >= 2, lambda_ >= 1, max_piggyback >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One state change at this node, for metrics and tests."""
+
+    at_ms: int
+    subject: int
+    old: MemberState | None
+    new: MemberState | None
+
+
+class Verifier:
+    """Ed25519 checks with a bounded memo of what already verified.
+
+    Verification is a pure function of (key, message, signature), so one
+    Verifier may be shared by every node of a simulation.
+    """
+
+    def __init__(self, max_entries: int = 65_536) -> None:
+        self._ok: OrderedDict[tuple[bytes, bytes, bytes], None] = OrderedDict()
+        self._max = max_entries
+        self.decoded: dict[object, Update] = {}
+        self.encoded: dict[Update, bytes] = {}
+        """Encoded updates (see ``encode_message``)."""
+        """Decoded updates by their CBOR fields (see ``decode_message_untrusted``)."""
+
+    def verify(self, public: bytes, message: bytes, signature: bytes) -> bool:
+        """True when ``signature`` is ``public``'s over ``message``."""
+        key = (public, message, signature)
+        if key in self._ok:
+            self._ok.move_to_end(key)
+            return True
+        try:
+            verify_signature(public, message, signature)
+        except CryptoError:
+            return False
+        self._ok[key] = None
+        if len(self._ok) > self._max:
+            self._ok.popitem(last=False)
+        return True
+
+
+@dataclass(slots=True)
+class _Entry:
+    node: int
+    state: MemberState
+    inc: int
+    advert: Update | None = None
+    claim: Update | None = None
+    last_heard_ms: int = 0
+    suspect_start: int = 0
+    suspect_deadline: int | None = None
+    suspect_rtt: int = 0
+    confirmers: set[int] = field(default_factory=set)
+    tombstone_until: int | None = None
+    recheck_at: int = 0
+
+    @property
+    def key(self) -> tuple[int, int]:
+        a = self.advert.key if self.advert is not None else (self.inc, 0)
+        if self.claim is None:
+            return a
+        c = self.claim.key
+        return c if c > a else a
+
+    @property
+    def resources(self) -> Resources:
+        if self.advert is not None and self.advert.resources is not None:
+            return self.advert.resources
+        return Resources()
+
+
+@dataclass(slots=True)
+class _Probe:
+    seq: int
+    target: int
+    deadline: int
+    indirect: bool = False
+    reconnect: bool = False
+    relays: set[int] = field(default_factory=set)
+    nacks: int = 0
+    rtt: int = 0
+
+
+_STATUS_INPUT = {
+    Status.ALIVE: Input.ALIVE_NEWS,
+    Status.SUSPECT: Input.SUSPECT_NEWS,
+    Status.DEAD: Input.DEAD_NEWS,
+    Status.LEFT: Input.LEFT_NEWS,
+}
+_LIVE = (MemberState.ALIVE, MemberState.SUSPECT, MemberState.UNREACHABLE)
+_GONE = (MemberState.DEAD, MemberState.LEFT)
+
+
+class MembershipService:
+    """Service 16; also the node's :class:`~consensus.membership.view.MembershipView`.
+
+    Requires ``ctx.credentials`` (refuses to start without: updates are
+    signed). ``verifier`` may be shared between nodes of one process.
+    """
+
+    service = SERVICE
+
+    def __init__(
+        self,
+        config: MembershipConfig | None = None,
+        *,
+        verifier: Verifier | None = None,
+        resources: Resources | None = None,
+    ) -> None:
+        self.config = config or MembershipConfig()
+        self.verifier = verifier or Verifier()
+        self.counters: Counter[str] = Counter()
+        self.transitions: deque[Transition] = deque(maxlen=10_000)
+        self._resources = resources or Resources()
+        self._ctx: ServiceContext | None = None
+        self._cred: NodeCredentials | None = None
+        self._me = 0
+        self._inc = 0
+        self._advert: Update | None = None
+        self._left = False
+        self._entries: dict[int, _Entry] = {}
+        self._floor: OrderedDict[int, int] = OrderedDict()
+        self._certs: dict[
+            int, tuple[bytes, bytes]
+        ] = {}  # node -> (cert bytes, sign key)
+        self._queue: dict[int, list[Any]] = {}  # subject -> [sent, subject, update]
+        self._order: list[int] = []
+        self._order_pos = 0
+        self._seq = 0
+        self._probe: _Probe | None = None
+        self._reconnect: dict[int, _Probe] = {}
+        self._relays: dict[
+            int, tuple[int, int, int]
+        ] = {}  # my seq -> (origin, seq, deadline)
+        self._timers: list[tuple[int, int, str, int]] = []
+        self._tseq = 0
+        self._next_period = 0
+        self._periods = 0
+        self._burst_until = 0
+        self._lhm = 0
+        self._last_push: dict[int, int] = {}
+        self._last_readvert = -(1 << 62)
+        self._pending_resources = False
+        self._started_ms = 0
+
+    # -- Service protocol ------------------------------------------------------
+
+    def start(self, ctx: ServiceContext, now_ms: int) -> list[Send]:
+        """Begin an incarnation: sign our ``alive`` and push it to seeds."""
+        cred = ctx.credentials
+        if cred is None:
+            raise ValueError("membership needs credentials (signed updates)")
+        self._ctx, self._cred, self._me = ctx, cred, ctx.node
+        self._started_ms = now_ms
+        self._certs[self._me] = (
+            encode_certificate(cred.certificate),
+            cred.certificate.sign_public,
+        )
+        raw = ctx.state.get("inc")
+        stored = int.from_bytes(raw, "big") if raw else 0
+        self._set_inc(max(stored + 1 if raw else 0, ctx.incarnation))
+        self._next_period = now_ms + ctx.rng.randrange(self.config.period_ms)
+        return self._join(now_ms)
+
+    def on_bundle(self, inbound: Inbound, now_ms: int) -> list[Send]:
+        """Handle one membership message; bad bytes are counted and dropped."""
+        sender = _node_of(inbound.source)
+        if sender is None:
+            self.counters["dropped_malformed"] += 1
+            return []
+        try:
+            msg = decode_message_untrusted(inbound.payload, memo=self.verifier.decoded)
+        except DecodeError:
+            self.counters["dropped_malformed"] += 1
+            return []
+        self.counters["msgs_received"] += 1
+        if msg.kind in (Kind.QUERY, Kind.ANSWER):
+            return self._query(inbound.source, sender, msg)
+        if _service_of(inbound.source) != SERVICE or sender == self._me:
+            self.counters["dropped_malformed"] += 1
+            return []
+        out: list[Send] = []
+        for u in msg.updates:
+            out += self._absorb(u, now_ms)
+        e = self._entries.get(sender)
+        if e is not None:
+            e.last_heard_ms = now_ms
+        out += self._handle(sender, msg, now_ms)
+        return out
+
+    def on_send_result(
+        self, tag: int, bundle_key: str | None, error: str | None, now_ms: int
+    ) -> list[Send]:
+        """Nothing to do: a lost probe shows as a missing ack."""
+        return []
+
+    def on_contact(self, neighbor: int, up: bool, now_ms: int) -> list[Send]:
+        """A contact with ``neighbor`` came up: look at it again now."""
+        e = self._entries.get(neighbor)
+        if up and e is not None:
+            e.recheck_at = now_ms
+            if e.state in _GONE and not self._left:
+                return self._reconnect_ping(neighbor, now_ms)
+        return []
+
+    def on_tick(self, now_ms: int) -> list[Send]:
+        """Run the timers that are due and the protocol period."""
+        out: list[Send] = []
+        while self._timers and self._timers[0][0] <= now_ms:
+            _, _, kind, arg = heapq.heappop(self._timers)
+            out += self._timer(kind, arg, now_ms)
+        if now_ms >= self._next_period and not self._left:
+            period = self.config.period_ms * (1 + self._lhm)
+            self._next_period = max(self._next_period + period, now_ms + 1)
+            out += self._period(now_ms)
+        return out
+
+    def next_deadline(self) -> int | None:
+        """The next time ``on_tick`` has work."""
+        t = self._timers[0][0] if self._timers else None
+        if self._left:
+            return t
+        return self._next_period if t is None else min(t, self._next_period)
+
+    def stop(self) -> None:
+        """Nothing to flush: the incarnation is persisted when it changes."""
+
+    # -- MembershipView ----------------------------------------------------------
+
+    def members(self) -> Mapping[int, MemberInfo]:
+        """Every member this node knows of (itself included)."""
+        out = {
+            n: MemberInfo(
+                node=n,
+                state=e.state,
+                incarnation=e.inc,
+                last_heard_ms=e.last_heard_ms,
+                resources=e.resources,
+            )
+            for n, e in self._entries.items()
+        }
+        if self._me:
+            out[self._me] = MemberInfo(
+                node=self._me,
+                state=MemberState.LEFT if self._left else MemberState.ALIVE,
+                incarnation=self._inc,
+                last_heard_ms=0,
+                resources=self._resources,
+            )
+        return out
+
+    def live(self) -> frozenset[int]:
+        """Members in state alive, suspect or unreachable (and this node)."""
+        s = {n for n, e in self._entries.items() if e.state in _LIVE}
+        if self._me and not self._left:
+            s.add(self._me)
+        return frozenset(s)
+
+    def state_of(self, node: int) -> MemberState | None:
+        """``node``'s state here, None if unknown."""
+        if node == self._me and self._me:
+            return MemberState.LEFT if self._left else MemberState.ALIVE
+        e = self._entries.get(node)
+        return None if e is None else e.state
+
+    @property
+    def incarnation(self) -> int:
+        """This node's own incarnation number."""
+        return self._inc
+
+    @property
+    def local_health(self) -> int:
+        """Lifeguard's local-health multiplier (0 = healthy)."""
+        return self._lhm
+
+    # -- embedding program ---------------------------------------------------------
+
+    def set_resources(self, resources: Resources, now_ms: int) -> list[Send]:
+        """Advertise new resources (a new incarnation), at most once per
+        ``resources_min_interval_ms``; a later change waits for its turn."""
+        self._resources = resources
+        if self._ctx is None or self._left:
+            return []
+        wait = self._last_readvert + self.config.resources_min_interval_ms - now_ms
+        if wait > 0:
+            if not self._pending_resources:
+                self._pending_resources = True
+                self._timer_at(now_ms + wait, "resources", 0)
+            return []
+        self._readvertise(now_ms)
+        return []
+
+    def leave(self, now_ms: int) -> list[Send]:
+        """Graceful leave: sign ``left`` and push it to a few members."""
+        if self._ctx is None or self._left:
+            return []
+        self._left = True
+        left = self._sign(self._me, self._inc, Status.LEFT)
+        self._enqueue(left)
+        out: list[Send] = []
+        targets = self._routable(
+            [n for n, e in self._entries.items() if e.state in _LIVE], now_ms
+        )
+        rng = self._ctx.rng
+        for t in rng.sample(targets, min(len(targets), self.config.join_fanout)):
+            out.append(
+                self._send(
+                    t,
+                    Message(kind=Kind.PUSH, updates=self._full_state()),
+                    now_ms,
+                    self.config.horizon_ms,
+                )
+            )
+        return out
+
+    # -- internals: identity -------------------------------------------------------
+
+    def _set_inc(self, inc: int) -> None:
+        assert self._ctx is not None
+        self._inc = inc
+        self._ctx.state.put("inc", inc.to_bytes(8, "big"))
+        self._advert = self._sign(self._me, inc, Status.ALIVE, self._resources)
+        self._enqueue(self._advert)
+
+    def _readvertise(self, now_ms: int) -> None:
+        self._last_readvert = now_ms
+        self._pending_resources = False
+        self._set_inc(self._inc + 1)
+
+    def _sign(
+        self, subject: int, inc: int, status: Status, res: Resources | None = None
+    ) -> Update:
+        assert self._cred is not None
+        unsigned = Update(
+            subject=subject,
+            incarnation=inc,
+            status=status,
+            signer=self._me,
+            resources=res if status == Status.ALIVE else None,
+            cert=self._certs[self._me][0]
+            if status == Status.ALIVE and self._me in self._certs
+            else None,
+        )
+        sig = self._cred.identity.sign(signed_bytes(unsigned))
+        return Update(
+            subject=unsigned.subject,
+            incarnation=unsigned.incarnation,
+            status=unsigned.status,
+            signer=unsigned.signer,
+            resources=unsigned.resources,
+            cert=unsigned.cert,
+            signature=sig,
+        )
+
+    def _refute(self, above: int, now_ms: int) -> None:
+        self.counters["refutations"] += 1
+        self._lhm = min(self.config.lhm_max, self._lhm + 1)
+        self._set_inc(above + 1)
+
+    # -- internals: verification ---------------------------------------------------
+
+    def _signer_key(self, u: Update, now_ms: int) -> bytes | None:
+        """The signer's verified public key, learning its certificate from an
+        ``alive``; None (and counted) when it cannot be trusted."""
+        assert self._cred is not None
+        if u.signer in self._cred.revoked or u.subject in self._cred.revoked:
+            self.counters["dropped_revoked"] += 1
+            return None
+        if u.cert is not None:
+            known = self._certs.get(u.signer)
+            if known is not None and known[0] == u.cert:
+                return known[1]
+            try:
+                cert = decode_certificate_untrusted(u.cert)
+            except CryptoError:
+                self.counters["dropped_forged"] += 1
+                return None
+            op = self._cred.operator_public
+            # verify_certificate's checks, with the signature through the memo.
+            if (
+                cert.issuer != key_id(op)
+                or cert.node != u.signer
+                or not cert.valid_at(now_ms)
+                or not self.verifier.verify(op, cert.signed_bytes(), cert.signature)
+            ):
+                self.counters["dropped_forged"] += 1
+                return None
+            if (
+                len(self._certs) >= 2 * self.config.max_members
+                and u.signer not in self._certs
+            ):
+                self.counters["dropped_full"] += 1
+                return None
+            self._certs[u.signer] = (u.cert, cert.sign_public)
+            return cert.sign_public
+        known = self._certs.get(u.signer)
+        if known is None:
+            self.counters["dropped_unknown_signer"] += 1
+            return None
+        return known[1]
+
+    def _verified(self, u: Update, now_ms: int) -> bool:
+        key = self._signer_key(u, now_ms)
+        if key is None:
+            return False
+        if not self.verifier.verify(key, signed_bytes(u), u.signature):
+            self.counters["dropped_forged"] += 1
+            return False
+        return True
+
+    # -- internals: updates --------------------------------------------------------
+
+    def _absorb(self, u: Update, now_ms: int) -> list[Send]:
+        e = self._entries.get(u.subject)
+        if e is not None and (u is e.advert or u is e.claim):
+            # The decode memo hands back the very object we hold: a repeat.
+            self.counters["duplicates"] += 1
+            return []
+        if u.subject == self._me:
+            return self._about_me(u, now_ms)
+        floor = self._floor.get(u.subject)
+        if e is None and floor is not None and u.incarnation <= floor:
+            self.counters["dropped_stale"] += 1
+            return []
+        if e is not None:
+            if u.key < e.key:
+                self.counters["dropped_stale"] += 1
+                return []
+            if u.key == e.key:
+                if (
+                    u.status == Status.SUSPECT
+                    and u.signer not in e.confirmers
+                    and len(e.confirmers) < self.config.indirect_k + 2
+                    and self._verified(u, now_ms)
+                ):
+                    e.confirmers.add(u.signer)
+                    self._apply(e, Input.CONFIRM, now_ms, u)
+                else:
+                    self.counters["duplicates"] += 1
+                return []
+        if not self._verified(u, now_ms):
+            return []
+        if e is None:
+            if u.status != Status.ALIVE:
+                if u.status in (Status.DEAD, Status.LEFT):
+                    self._raise_floor(u.subject, u.incarnation)
+                else:
+                    self.counters["dropped_unknown_subject"] += 1
+                return []
+            if len(self._entries) >= self.config.max_members:
+                self.counters["dropped_full"] += 1
+                return []
+            self._floor.pop(u.subject, None)
+            e = _Entry(
+                node=u.subject, state=MemberState.ALIVE, inc=u.incarnation, advert=u
+            )
+            e.last_heard_ms = now_ms
+            self._entries[u.subject] = e
+            self._order.insert(
+                self._ctx_rng().randrange(len(self._order) + 1), u.subject
+            )
+            self.transitions.append(
+                Transition(now_ms, u.subject, None, MemberState.ALIVE)
+            )
+            self._enqueue(u)
+            return []
+        if u.status == Status.ALIVE:
+            e.advert, e.claim = u, None
+            e.confirmers = set()
+        else:
+            e.claim = u
+            if u.status == Status.SUSPECT:
+                e.confirmers = {u.signer}
+        e.inc = u.incarnation
+        e.last_heard_ms = now_ms
+        self._apply(e, _STATUS_INPUT[u.status], now_ms, u)
+        return []
+
+    def _about_me(self, u: Update, now_ms: int) -> list[Send]:
+        if self._left:
+            return []
+        if u.key <= (self._inc, 0) or (
+            u.status == Status.ALIVE and u.incarnation <= self._inc
+        ):
+            return []
+        if not self._verified(u, now_ms):
+            return []
+        self._refute(u.incarnation, now_ms)
+        return []
+
+    def _apply(
+        self, e: _Entry, inp: Input, now_ms: int, cause: Update | None = None
+    ) -> None:
+        old = e.state
+        new, eff = step(old, inp)
+        e.state = new
+        if new != old:
+            self.transitions.append(Transition(now_ms, e.node, old, new))
+        if eff & Effect.FORWARD and cause is not None:
+            self._enqueue(cause)
+        if eff & Effect.CANCEL_TIMER:
+            e.suspect_deadline = None
+        if eff & Effect.UNTOMB:
+            e.tombstone_until = None
+            # A member we held gone is back (a restart or a healed partition):
+            # swap whole states for log2 N periods, so the rest of both sides
+            # is back in that many periods rather than at piggyback speed.
+            self._burst_until = self._periods + math.ceil(
+                math.log2(len(self._entries) + 2)
+            )
+        if eff & Effect.ACCUSE:
+            claim = self._sign(e.node, e.inc, Status.SUSPECT)
+            e.claim = claim
+            e.confirmers = {self._me}
+            self._enqueue(claim)
+        if eff & Effect.START_TIMER:
+            e.suspect_start = now_ms
+            e.suspect_rtt = 0
+            if self.config.plan_aware:
+                rtt = self._rtt(e.node, now_ms)
+                e.suspect_rtt = self.config.horizon_ms if rtt is None else rtt
+            self._arm_suspicion(e, now_ms)
+        if eff & Effect.SHORTEN_TIMER and e.suspect_deadline is not None:
+            self._arm_suspicion(e, now_ms)
+        if eff & Effect.DECLARE_DEAD:
+            claim = self._sign(e.node, e.inc, Status.DEAD)
+            e.claim = claim
+            self._enqueue(claim)
+        if eff & Effect.TOMBSTONE:
+            e.suspect_deadline = None
+            e.tombstone_until = now_ms + self.config.tombstone_ms
+            self._timer_at(e.tombstone_until, "tombstone", e.node)
+        if eff & Effect.FORGET:
+            del self._entries[e.node]
+            self._queue.pop(e.node, None)
+            self._raise_floor(e.node, e.inc)
+            if e.node in self._order:
+                self._order.remove(e.node)
+
+    def _raise_floor(self, node: int, inc: int) -> None:
+        self._floor[node] = max(inc, self._floor.get(node, 0))
+        self._floor.move_to_end(node)
+        while len(self._floor) > self.config.max_members:
+            self._floor.popitem(last=False)
+
+    def _suspicion_ms(self, confirmations: int) -> int:
+        n = max(2, len(self._entries) + 1)
+        lo = (
+            self.config.suspicion_mult * max(1.0, math.log10(n)) * self.config.period_ms
+        )
+        hi = self.config.suspicion_max_mult * lo
+        k = self.config.indirect_k
+        c = max(0, confirmations - 1)
+        t = hi - (hi - lo) * math.log(c + 1) / math.log(k + 1)
+        return int(max(lo, t))
+
+    def _arm_suspicion(self, e: _Entry, now_ms: int) -> None:
+        deadline = (
+            e.suspect_start + self._suspicion_ms(len(e.confirmers)) + e.suspect_rtt
+        )
+        deadline = max(deadline, now_ms)
+        e.suspect_deadline = deadline
+        self._timer_at(deadline, "suspect", e.node)
+
+    # -- internals: dissemination --------------------------------------------------
+
+    def _enqueue(self, u: Update) -> None:
+        cur = self._queue.get(u.subject)
+        if cur is None or u.key >= cur[2].key:
+            self._queue[u.subject] = [0, u.subject, u]
+
+    def _retransmit_limit(self) -> int:
+        n = len(self._entries) + 1
+        return self.config.lambda_ * max(1, math.ceil(math.log2(n + 1)))
+
+    def _piggyback(self, extra: Update | None = None) -> tuple[Update, ...]:
+        limit = self._retransmit_limit()
+        picked = list(self._queue.values())
+        if len(picked) > self.config.max_piggyback:
+            # Fewest sent first (ties: lower subject); items are [sent, subject, update].
+            picked = heapq.nsmallest(self.config.max_piggyback, picked)
+        out: list[Update] = []
+        for item in picked:
+            out.append(item[2])
+            item[0] += 1
+            if item[0] >= limit:
+                del self._queue[item[1]]
+        if (
+            self._advert is not None
+            and not self._left
+            and all(x is not self._advert for x in out)
+        ):
+            out.append(self._advert)
+        if extra is not None and all(x is not extra for x in out):
+            out.append(extra)
+        return tuple(out)
+
+    def _full_state(self) -> tuple[Update, ...]:
+        out: list[Update] = []
+        if self._left:
+            out.append(self._sign(self._me, self._inc, Status.LEFT))
+        elif self._advert is not None:
+            out.append(self._advert)
+        for e in self._entries.values():
+            if e.advert is not None:
+                out.append(e.advert)
+            if e.claim is not None:
+                out.append(e.claim)
+        return tuple(out)
+
+    # -- internals: sending --------------------------------------------------------
+
+    def _ctx_rng(self) -> random.Random:
+        assert self._ctx is not None
+        return self._ctx.rng
+
+    def _send(self, to: int, msg: Message, now_ms: int, lifetime_ms: int) -> Send:
+        self.counters["msgs_sent"] += 1
+        return Send(
+            destination=f"ipn:{to}.{SERVICE}",
+            payload=encode_message(msg, memo=self.verifier.encoded),
+            lifetime_ms=max(1, lifetime_ms),
+        )
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) % (1 << 32)
+        return self._seq
+
+    def _timer_at(self, at_ms: int, kind: str, arg: int) -> None:
+        self._tseq += 1
+        heapq.heappush(self._timers, (at_ms, self._tseq, kind, arg))
+
+    def _rtt(self, node: int, now_ms: int) -> int | None:
+        """Round trip to ``node`` by the plan (ms), None beyond the horizon."""
+        if not self.config.plan_aware:
+            return 0
+        assert self._ctx is not None
+        a1 = self._ctx.earliest_arrival(node, at_ms=now_ms)
+        if a1 is None or a1 - now_ms > self.config.horizon_ms:
+            return None
+        a2 = self._ctx.earliest_arrival(node, at_ms=a1)
+        if a2 is None:
+            return None
+        rtt = (a1 - now_ms) + (a2 - a1)
+        return rtt if rtt <= self.config.horizon_ms else None
+
+    def _recheck_after(self, node: int, now_ms: int) -> int:
+        assert self._ctx is not None
+        a1 = self._ctx.earliest_arrival(node, at_ms=now_ms)
+        if a1 is None:
+            return now_ms + self.config.horizon_ms
+        return max(now_ms + self.config.period_ms, a1 - self.config.horizon_ms // 2)
+
+    def _routable(self, nodes: list[int], now_ms: int) -> list[int]:
+        if not self.config.plan_aware:
+            return nodes
+        return [n for n in nodes if self._rtt(n, now_ms) is not None]
+
+    # -- internals: the protocol period ----------------------------------------
+
+    def _join(self, now_ms: int) -> list[Send]:
+        assert self._ctx is not None
+        seeds = self.config.seeds
+        if seeds is None:
+            seeds = tuple(sorted(self._ctx.plan.nodes))
+        cands = [s for s in seeds if s != self._me]
+        if not cands:
+            return []
+        reach = self._routable(cands, now_ms) or cands
+        picks = self._ctx.rng.sample(reach, min(len(reach), self.config.join_fanout))
+        msg = Message(kind=Kind.PUSH, updates=self._full_state())
+        return [self._send(p, msg, now_ms, self.config.horizon_ms) for p in picks]
+
+    def _period(self, now_ms: int) -> list[Send]:
+        assert self._ctx is not None
+        self._periods += 1
+        out: list[Send] = []
+        if self._probe is None:
+            out += self._start_probe(now_ms)
+        if self._periods % self.config.reconnect_periods == 0:
+            gone = [
+                n
+                for n, e in self._entries.items()
+                if e.state == MemberState.DEAD and n not in self._reconnect
+            ]
+            if gone:
+                out += self._reconnect_ping(self._ctx.rng.choice(gone), now_ms)
+        if (
+            self._periods % self.config.push_pull_periods == 0
+            or self._periods <= self._burst_until
+        ):
+            live = [n for n, e in self._entries.items() if e.state in _LIVE]
+            if not live:
+                return out + self._join(now_ms)
+            rng = self._ctx.rng
+            for t in rng.sample(live, min(len(live), 8)):
+                if self._rtt(t, now_ms) is not None:
+                    msg = Message(kind=Kind.PUSH, updates=self._full_state())
+                    out.append(self._send(t, msg, now_ms, self.config.horizon_ms))
+                    break
+        return out
+
+    def _start_probe(self, now_ms: int) -> list[Send]:
+        assert self._ctx is not None
+        tries = 0  # route look-ups this period (CGR work is bounded)
+        n = len(self._order)
+        for _ in range(n):
+            if tries >= 8:
+                break
+            if self._order_pos >= n:
+                self._ctx.rng.shuffle(self._order)
+                self._order_pos = 0
+            target = self._order[self._order_pos]
+            self._order_pos += 1
+            e = self._entries[target]
+            if e.state in _GONE:
+                continue
+            if e.state == MemberState.UNREACHABLE and e.recheck_at > now_ms:
+                continue
+            tries += 1
+            rtt = self._rtt(target, now_ms)
+            if rtt is None:
+                e.recheck_at = self._recheck_after(target, now_ms)
+                self._apply(e, Input.NO_ROUTE, now_ms)
+                continue
+            if e.state == MemberState.UNREACHABLE:
+                self._apply(e, Input.ROUTE, now_ms)
+            wait = rtt + self.config.probe_timeout_ms * (1 + self._lhm)
+            seq = self._next_seq()
+            self._probe = _Probe(
+                seq=seq, target=target, deadline=now_ms + wait, rtt=rtt
+            )
+            self._timer_at(now_ms + wait, "probe", seq)
+            msg = Message(kind=Kind.PING, seq=seq, updates=self._piggyback(e.claim))
+            return [self._send(target, msg, now_ms, wait)]
+        return []
+
+    def _reconnect_ping(self, target: int, now_ms: int) -> list[Send]:
+        e = self._entries.get(target)
+        if e is None or target in self._reconnect:
+            return []
+        rtt = self._rtt(target, now_ms)
+        if rtt is None:
+            return []
+        wait = rtt + self.config.probe_timeout_ms
+        seq = self._next_seq()
+        self._reconnect[target] = _Probe(
+            seq=seq, target=target, deadline=now_ms + wait, reconnect=True
+        )
+        self._timer_at(now_ms + wait, "reconnect", target)
+        msg = Message(kind=Kind.PING, seq=seq, updates=self._piggyback(e.claim))
+        return [self._send(target, msg, now_ms, wait)]
+
+    def _timer(self, kind: str, arg: int, now_ms: int) -> list[Send]:
+        if kind == "probe":
+            return self._probe_timeout(arg, now_ms)
+        if kind == "reconnect":
+            p = self._reconnect.get(arg)
+            if p is not None and p.deadline <= now_ms:
+                del self._reconnect[arg]
+            return []
+        if kind == "relay":
+            r = self._relays.pop(arg, None)
+            if r is not None:
+                origin, seq, _ = r
+                return [
+                    self._send(
+                        origin,
+                        Message(kind=Kind.NACK, seq=seq, updates=self._piggyback()),
+                        now_ms,
+                        self.config.horizon_ms,
+                    )
+                ]
+            return []
+        if kind == "resources":
+            if self._pending_resources and not self._left:
+                self._readvertise(now_ms)
+            return []
+        e = self._entries.get(arg)
+        if e is None:
+            return []
+        if (
+            kind == "suspect"
+            and e.suspect_deadline is not None
+            and e.suspect_deadline <= now_ms
+        ):
+            e.suspect_deadline = None
+            if self.config.plan_aware and self._rtt(e.node, now_ms) is None:
+                e.recheck_at = self._recheck_after(e.node, now_ms)
+                self._apply(e, Input.NO_ROUTE, now_ms)
+            else:
+                self._apply(e, Input.SUSPECT_TIMEOUT, now_ms)
+        elif (
+            kind == "tombstone"
+            and e.tombstone_until is not None
+            and e.tombstone_until <= now_ms
+        ):
+            self._apply(e, Input.TOMBSTONE_EXPIRED, now_ms)
+        return []
+
+    def _probe_timeout(self, seq: int, now_ms: int) -> list[Send]:
+        p = self._probe
+        if p is None or p.seq != seq or p.deadline > now_ms:
+            return []
+        e = self._entries.get(p.target)
+        if e is None or e.state in _GONE:
+            self._probe = None
+            return []
+        if self.config.plan_aware and self._rtt(p.target, now_ms) is None:
+            # The plan closed the path while we waited: expected silence.
+            self._probe = None
+            e.recheck_at = self._recheck_after(p.target, now_ms)
+            self._apply(e, Input.NO_ROUTE, now_ms)
+            return []
+        if not p.indirect:
+            self._lhm = min(self.config.lhm_max, self._lhm + 1)
+            return self._indirect(p, now_ms)
+        # Lifeguard: a relay that sent no nack may mean we are the slow one.
+        missed = len(p.relays) - p.nacks
+        if missed > 0:
+            self._lhm = min(self.config.lhm_max, self._lhm + 1)
+        self._probe = None
+        self._apply(e, Input.PROBE_FAILED, now_ms)
+        return []
+
+    def _indirect(self, p: _Probe, now_ms: int) -> list[Send]:
+        assert self._ctx is not None
+        cands = [
+            n
+            for n, e in self._entries.items()
+            if e.state == MemberState.ALIVE and n != p.target
+        ]
+        self._ctx.rng.shuffle(cands)
+        relays: list[tuple[int, int]] = []
+        for c in cands:
+            if len(relays) >= self.config.indirect_k:
+                break
+            rtt = self._rtt(c, now_ms)
+            if rtt is not None:
+                relays.append((c, rtt))
+        p.indirect = True
+        p.relays = {r for r, _ in relays}
+        far = max((r for _, r in relays), default=0)
+        wait = far + p.rtt + 2 * self.config.probe_timeout_ms * (1 + self._lhm)
+        p.deadline = now_ms + (wait if relays else 0)
+        self._timer_at(p.deadline, "probe", p.seq)
+        out = []
+        for r, _ in relays:
+            msg = Message(
+                kind=Kind.PING_REQ,
+                seq=p.seq,
+                target=p.target,
+                updates=self._piggyback(),
+            )
+            out.append(self._send(r, msg, now_ms, wait))
+        return out
+
+    # -- internals: messages -------------------------------------------------------
+
+    def _handle(self, sender: int, msg: Message, now_ms: int) -> list[Send]:
+        k = msg.kind
+        if k == Kind.PING:
+            out = [
+                self._send(
+                    sender,
+                    Message(kind=Kind.ACK, seq=msg.seq, updates=self._piggyback()),
+                    now_ms,
+                    self.config.horizon_ms,
+                )
+            ]
+            e = self._entries.get(sender)
+            if (
+                e is not None
+                and e.state in _GONE
+                and now_ms - self._last_push.get(sender, -(1 << 62))
+                >= self.config.period_ms
+            ):
+                # A member we hold dead talks to us: swap state so that both
+                # sides refute (partition heal).
+                self._last_push[sender] = now_ms
+                if len(self._last_push) > self.config.max_members:
+                    self._last_push.pop(next(iter(self._last_push)))
+                out.append(
+                    self._send(
+                        sender,
+                        Message(kind=Kind.PUSH, updates=self._full_state()),
+                        now_ms,
+                        self.config.horizon_ms,
+                    )
+                )
+            return out
+        if k == Kind.ACK:
+            return self._ack(sender, msg.seq, now_ms)
+        if k == Kind.NACK:
+            p = self._probe
+            if p is not None and p.seq == msg.seq and p.indirect and sender in p.relays:
+                p.nacks += 1
+            return []
+        if k == Kind.PING_REQ:
+            if msg.target in (0, self._me) or len(self._relays) >= MAX_RELAYS:
+                self.counters["dropped_relay"] += 1
+                return []
+            rtt = self._rtt(msg.target, now_ms)
+            wait = (rtt or 0) + self.config.probe_timeout_ms
+            if rtt is None:
+                return [
+                    self._send(
+                        sender,
+                        Message(kind=Kind.NACK, seq=msg.seq),
+                        now_ms,
+                        self.config.horizon_ms,
+                    )
+                ]
+            seq = self._next_seq()
+            self._relays[seq] = (sender, msg.seq, now_ms + wait)
+            self._timer_at(now_ms + wait, "relay", seq)
+            return [
+                self._send(
+                    msg.target,
+                    Message(kind=Kind.PING, seq=seq, updates=self._piggyback()),
+                    now_ms,
+                    wait,
+                )
+            ]
+        if k == Kind.PUSH:
+            return [
+                self._send(
+                    sender,
+                    Message(kind=Kind.PULL, updates=self._full_state()),
+                    now_ms,
+                    self.config.horizon_ms,
+                )
+            ]
+        return []  # PULL: its updates were absorbed already
+
+    def _ack(self, sender: int, seq: int, now_ms: int) -> list[Send]:
+        relay = self._relays.pop(seq, None)
+        if relay is not None:
+            origin, oseq, _ = relay
+            return [
+                self._send(
+                    origin,
+                    Message(kind=Kind.ACK, seq=oseq, updates=self._piggyback()),
+                    now_ms,
+                    self.config.horizon_ms,
+                )
+            ]
+        p = self._probe
+        if p is not None and p.seq == seq:
+            if not p.indirect:
+                self._lhm = max(0, self._lhm - 1)
+            self._probe = None
+            e = self._entries.get(p.target)
+            if e is not None:
+                e.last_heard_ms = now_ms
+                self._apply(e, Input.PROBE_OK, now_ms)
+            return []
+        rp = self._reconnect.get(sender)
+        if rp is not None and rp.seq == seq:
+            del self._reconnect[sender]
+        return []
+
+    def _query(self, source: str, sender: int, msg: Message) -> list[Send]:
+        if msg.kind != Kind.QUERY or sender != self._me:
+            self.counters["dropped_query"] += 1
+            return []
+        rows = tuple(
+            MemberRow(
+                node=m.node,
+                state=str(m.state),
+                incarnation=m.incarnation,
+                last_heard_ms=m.last_heard_ms,
+                resources=m.resources,
+            )
+            for m in sorted(self.members().values(), key=lambda m: m.node)
+        )
+        self.counters["msgs_sent"] += 1
+        return [
+            Send(
+                destination=source,
+                payload=encode_message(
+                    Message(kind=Kind.ANSWER, seq=msg.seq, members=rows)
+                ),
+                lifetime_ms=60_000,
+            )
+        ]
+
+
+def _node_of(eid: str) -> int | None:
+    if not eid.startswith("ipn:"):
+        return None
+    node, _, _svc = eid[4:].partition(".")
+    return int(node) if node.isdigit() and 0 < int(node) < (1 << 64) else None
+
+
+def _service_of(eid: str) -> int | None:
+    _, _, svc = eid[4:].partition(".")
+    return int(svc) if svc.isdigit() else None

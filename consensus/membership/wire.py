@@ -1,0 +1,381 @@
+"""Membership wire format: the CBOR messages of service 16 (spec/membership.md).
+
+Theory of operation
+-------------------
+Every membership bundle's payload is one CBOR (RFC 8949) array, a
+:class:`Message`::
+
+    message = [version: 1, kind: uint, seq: uint, target: uint,
+               updates: [* update], members: [* member-row]]
+
+``kind`` names what it is (:class:`Kind`): a probe (``ping``), its answer
+(``ack``), a request to probe ``target`` for us (``ping-req``), a relay's
+"no answer" (``nack``), the two halves of an anti-entropy exchange (``push``,
+``pull``) and the local ``dcis members`` query and its answer. ``seq`` pairs
+an answer with its question. ``updates`` are the piggybacked, signed
+membership statements (:class:`Update`); ``members`` is only used by the
+query answer.
+
+An :class:`Update` says "``subject`` is ``status`` at ``incarnation``".
+``alive`` and ``left`` are signed by the subject itself and an ``alive``
+carries the subject's operator-issued certificate and its resource
+advertisement; ``suspect`` and ``dead`` are signed by the accuser
+(``signer``), whose certificate the receiver already holds from the
+accuser's own ``alive``. The signature is Ed25519 over
+``UPDATE_LABEL || CBOR([subject, incarnation, status, signer, resources])``.
+
+Decoding never verifies: :func:`decode_message_untrusted` raises only
+:class:`DecodeError`; the service checks signatures.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+
+import cbor2
+
+from consensus.membership.view import Resources
+from dtn.errors import DecodeError, InvalidArgument
+
+__all__ = [
+    "MAX_UPDATES",
+    "UPDATE_LABEL",
+    "Kind",
+    "MemberRow",
+    "Message",
+    "Status",
+    "Update",
+    "decode_message_untrusted",
+    "encode_message",
+    "encode_update",
+    "signed_bytes",
+]
+
+VERSION = 1
+UPDATE_LABEL = b"dcis membership update v1\0"
+"""Domain separation: an update signature is never a certificate's or a bundle's."""
+MAX_UPDATES = 8192
+"""Most updates (or member rows) one message may carry; more is refused."""
+_U64 = 1 << 64
+_MEMO_MAX = 1 << 16  # entries in an encode or decode memo
+_WHERE = "membership message"
+
+
+class Kind(IntEnum):
+    """What a message is (``kind``)."""
+
+    PING = 0
+    ACK = 1
+    PING_REQ = 2
+    NACK = 3
+    PUSH = 4
+    PULL = 5
+    QUERY = 6
+    ANSWER = 7
+
+
+class Status(IntEnum):
+    """The status an update states; ``unreachable`` is local and never sent."""
+
+    ALIVE = 0
+    SUSPECT = 1
+    DEAD = 2
+    LEFT = 3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Update:
+    """A signed statement: ``subject`` is ``status`` at ``incarnation``.
+
+    ``cert`` (CBOR of the signer's NodeCertificate) is present on ``alive``;
+    ``resources`` is the subject's advertisement on ``alive`` (None otherwise).
+    """
+
+    subject: int
+    incarnation: int
+    status: Status
+    signer: int
+    resources: Resources | None = None
+    cert: bytes | None = None
+    signature: bytes = bytes(64)
+
+    def __post_init__(self) -> None:
+        for name in ("subject", "incarnation", "signer"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < _U64:
+                raise InvalidArgument(f"{name} must be a uint64, got {v!r}")
+        if self.subject == 0 or self.signer == 0:
+            raise InvalidArgument("node 0 is not a node number")
+        if self.status in (Status.ALIVE, Status.LEFT) and self.signer != self.subject:
+            raise InvalidArgument(f"{self.status.name.lower()} must be self-signed")
+        if len(self.signature) != 64:
+            raise InvalidArgument("signature must be 64 bytes")
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """Precedence (incarnation, rank): a higher key overrides a lower one;
+        at one incarnation dead/left > suspect > alive (SWIM's order)."""
+        return (self.incarnation, _RANK[self.status])
+
+
+_RANK = {Status.ALIVE: 0, Status.SUSPECT: 1, Status.DEAD: 2, Status.LEFT: 3}
+
+
+def _res_fields(r: Resources | None) -> list[object] | None:
+    if r is None:
+        return None
+    return [
+        r.store_free_bytes,
+        r.store_total_bytes,
+        r.cpu_load,
+        r.battery_pct,
+        r.sunlit,
+        r.temperature_c,
+    ]
+
+
+def signed_bytes(u: Update) -> bytes:
+    """The exact bytes the signer signs for ``u``."""
+    return UPDATE_LABEL + cbor2.dumps(
+        [u.subject, u.incarnation, int(u.status), u.signer, _res_fields(u.resources)]
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberRow:
+    """One member in a query answer (what ``dcis members`` prints)."""
+
+    node: int
+    state: str
+    incarnation: int
+    last_heard_ms: int
+    resources: Resources
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    """One membership bundle payload (see the module docstring)."""
+
+    kind: Kind
+    seq: int = 0
+    target: int = 0
+    updates: tuple[Update, ...] = ()
+    members: tuple[MemberRow, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("seq", "target"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < _U64:
+                raise InvalidArgument(f"{name} must be a uint64, got {v!r}")
+        if len(self.updates) > MAX_UPDATES or len(self.members) > MAX_UPDATES:
+            raise InvalidArgument(f"at most {MAX_UPDATES} updates or members")
+
+
+def _update_fields(u: Update) -> list[object]:
+    return [
+        u.subject,
+        u.incarnation,
+        int(u.status),
+        u.signer,
+        _res_fields(u.resources),
+        u.cert,
+        u.signature,
+    ]
+
+
+def _head(major: int, n: int) -> bytes:
+    # RFC 8949 section 3: the shortest head for an argument n.
+    if n < 24:
+        return bytes([major << 5 | n])
+    for ai, width in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if n < 1 << (8 * width):
+            return bytes([major << 5 | ai]) + n.to_bytes(width, "big")
+    raise InvalidArgument("array too long")  # pragma: no cover - bounded by MAX_UPDATES
+
+
+def encode_update(u: Update, memo: dict[Update, bytes] | None = None) -> bytes:
+    """CBOR of one update (``update`` in spec/membership.md)."""
+    if memo is not None:
+        got = memo.get(u)
+        if got is not None:
+            return got
+    raw: bytes = cbor2.dumps(_update_fields(u))
+    if memo is not None:
+        if len(memo) >= _MEMO_MAX:
+            memo.pop(next(iter(memo)))
+        memo[u] = raw
+    return raw
+
+
+def encode_message(m: Message, *, memo: dict[Update, bytes] | None = None) -> bytes:
+    """CBOR encoding of ``m`` (spec/membership.md). ``memo`` (optional)
+    keeps each update's encoding: gossip sends the same update many times."""
+    members = [
+        [r.node, r.state, r.incarnation, r.last_heard_ms, _res_fields(r.resources)]
+        for r in m.members
+    ]
+    return b"".join(
+        (
+            _head(4, 6),
+            cbor2.dumps(VERSION),
+            cbor2.dumps(int(m.kind)),
+            cbor2.dumps(m.seq),
+            cbor2.dumps(m.target),
+            _head(4, len(m.updates)),
+            *(encode_update(u, memo) for u in m.updates),
+            cbor2.dumps(members),
+        )
+    )
+
+
+# -- decoding (untrusted) -----------------------------------------------------
+
+
+def _uint(x: object, what: str) -> int:
+    if not isinstance(x, int) or isinstance(x, bool) or not 0 <= x < _U64:
+        raise DecodeError(f"{what}: expected a uint64, got {x!r:.40}", where=_WHERE)
+    return x
+
+
+def _num(x: object, what: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+        raise DecodeError(f"{what}: expected a finite number", where=_WHERE)
+    return float(x)
+
+
+def _opt_num(x: object, what: str) -> float | None:
+    return None if x is None else _num(x, what)
+
+
+def _array(x: object, what: str, n: int | None = None) -> list[object]:
+    if not isinstance(x, list):
+        raise DecodeError(f"{what}: expected an array", where=_WHERE)
+    if n is not None and len(x) != n:
+        raise DecodeError(f"{what}: expected {n} elements, got {len(x)}", where=_WHERE)
+    return x
+
+
+def _resources(x: object) -> Resources | None:
+    if x is None:
+        return None
+    f = _array(x, "resources", 6)
+    sunlit = f[4]
+    if sunlit is not None and not isinstance(sunlit, bool):
+        raise DecodeError("resources: sunlit must be a bool or null", where=_WHERE)
+    return Resources(
+        store_free_bytes=_uint(f[0], "store_free_bytes"),
+        store_total_bytes=_uint(f[1], "store_total_bytes"),
+        cpu_load=_num(f[2], "cpu_load"),
+        battery_pct=_opt_num(f[3], "battery_pct"),
+        sunlit=sunlit,
+        temperature_c=_opt_num(f[5], "temperature_c"),
+    )
+
+
+_MAX_STATUS = max(Status)
+_MAX_KIND = max(Kind)
+
+
+def _memo_key(x: object) -> object:
+    # Only flat updates are memoised (hashable scalars); anything else takes
+    # the full check, which raises DecodeError for it.
+    if isinstance(x, list) and len(x) == 7:
+        r = x[4]
+        if r is None or (isinstance(r, list) and len(r) == 6):
+            try:
+                key = (*x[:4], None if r is None else tuple(r), x[5], x[6])
+                hash(key)
+            except TypeError:
+                return None
+            return key
+    return None
+
+
+def _update_memo(x: object, memo: dict[object, Update] | None) -> Update:
+    if memo is None:
+        return _update(x)
+    key = _memo_key(x)
+    if key is None:
+        return _update(x)
+    got = memo.get(key)
+    if got is None:
+        got = _update(x)
+        if len(memo) >= _MEMO_MAX:
+            memo.pop(next(iter(memo)))
+        memo[key] = got
+    return got
+
+
+def _update(x: object) -> Update:
+    f = _array(x, "update", 7)
+    status_n = _uint(f[2], "status")
+    if status_n > _MAX_STATUS:
+        raise DecodeError(f"unknown status {status_n}", where=_WHERE)
+    cert, sig = f[5], f[6]
+    if cert is not None and (not isinstance(cert, bytes) or len(cert) > 1024):
+        raise DecodeError("cert must be a byte string (<= 1024) or null", where=_WHERE)
+    if not isinstance(sig, bytes) or len(sig) != 64:
+        raise DecodeError("signature must be 64 bytes", where=_WHERE)
+    try:
+        return Update(
+            subject=_uint(f[0], "subject"),
+            incarnation=_uint(f[1], "incarnation"),
+            status=Status(status_n),
+            signer=_uint(f[3], "signer"),
+            resources=_resources(f[4]),
+            cert=cert,
+            signature=sig,
+        )
+    except InvalidArgument as exc:
+        raise DecodeError(str(exc), where=_WHERE) from exc
+
+
+def _row(x: object) -> MemberRow:
+    f = _array(x, "member row", 5)
+    if not isinstance(f[1], str):
+        raise DecodeError("member row: state must be text", where=_WHERE)
+    return MemberRow(
+        node=_uint(f[0], "node"),
+        state=f[1],
+        incarnation=_uint(f[2], "incarnation"),
+        last_heard_ms=_uint(f[3], "last_heard_ms"),
+        resources=_resources(f[4]) or Resources(),
+    )
+
+
+def decode_message_untrusted(
+    data: bytes, *, memo: dict[object, Update] | None = None
+) -> Message:
+    """Parse one membership message from a peer's bytes. Raises only DecodeError.
+
+    ``memo`` (optional, bounded here) maps an update's decoded CBOR fields to
+    the :class:`Update` already built from the same fields: gossip repeats
+    updates, and decoding is a pure function of those fields.
+    """
+    if not data:
+        raise DecodeError("empty payload", where=_WHERE)
+    try:
+        item = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises many types on hostile input
+        raise DecodeError(
+            f"malformed CBOR ({type(exc).__name__})", where=_WHERE
+        ) from exc
+    f = _array(item, "message", 6)
+    if _uint(f[0], "version") != VERSION:
+        raise DecodeError(f"unsupported version {f[0]!r}", where=_WHERE)
+    kind_n = _uint(f[1], "kind")
+    if kind_n > _MAX_KIND:
+        raise DecodeError(f"unknown kind {kind_n}", where=_WHERE)
+    ups = _array(f[4], "updates")
+    rows = _array(f[5], "members")
+    if len(ups) > MAX_UPDATES or len(rows) > MAX_UPDATES:
+        raise DecodeError(f"more than {MAX_UPDATES} updates or members", where=_WHERE)
+    return Message(
+        kind=Kind(kind_n),
+        seq=_uint(f[2], "seq"),
+        target=_uint(f[3], "target"),
+        updates=tuple(_update_memo(u, memo) for u in ups),
+        members=tuple(_row(r) for r in rows),
+    )

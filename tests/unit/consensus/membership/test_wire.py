@@ -1,0 +1,187 @@
+"""Membership wire format: round trips and hostile bytes."""
+
+from __future__ import annotations
+
+import contextlib
+
+import cbor2
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consensus.membership.view import Resources
+from consensus.membership.wire import (
+    Kind,
+    MemberRow,
+    Message,
+    Status,
+    Update,
+    decode_message_untrusted,
+    encode_message,
+    signed_bytes,
+)
+from dtn.errors import DecodeError, InvalidArgument
+from tests.unit.consensus.membership.helpers import sign
+
+u64 = st.integers(min_value=1, max_value=(1 << 64) - 1)
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+resources = st.builds(
+    Resources,
+    store_free_bytes=st.integers(0, (1 << 64) - 1),
+    store_total_bytes=st.integers(0, (1 << 64) - 1),
+    cpu_load=finite,
+    battery_pct=st.none() | finite,
+    sunlit=st.none() | st.booleans(),
+    temperature_c=st.none() | finite,
+)
+
+
+@st.composite
+def updates(draw: st.DrawFn) -> Update:
+    status = draw(st.sampled_from(Status))
+    subject = draw(u64)
+    signer = subject if status in (Status.ALIVE, Status.LEFT) else draw(u64)
+    return Update(
+        subject=subject,
+        incarnation=draw(st.integers(0, (1 << 64) - 1)),
+        status=status,
+        signer=signer,
+        resources=draw(resources) if status == Status.ALIVE else None,
+        cert=draw(st.none() | st.binary(max_size=200)),
+        signature=draw(st.binary(min_size=64, max_size=64)),
+    )
+
+
+messages = st.builds(
+    Message,
+    kind=st.sampled_from(Kind),
+    seq=st.integers(0, (1 << 64) - 1),
+    target=st.integers(0, (1 << 64) - 1),
+    updates=st.lists(updates(), max_size=4).map(tuple),
+    members=st.lists(
+        st.builds(
+            MemberRow,
+            node=u64,
+            state=st.sampled_from(["alive", "dead"]),
+            incarnation=st.integers(0, 10),
+            last_heard_ms=st.integers(0, 10**12),
+            resources=resources,
+        ),
+        max_size=3,
+    ).map(tuple),
+)
+
+
+@given(messages)
+def test_round_trip(m: Message) -> None:
+    assert decode_message_untrusted(encode_message(m)) == m
+
+
+@given(messages)
+def test_round_trip_through_the_memo(m: Message) -> None:
+    memo: dict[object, Update] = {}
+    raw = encode_message(m)
+    enc: dict[Update, bytes] = {}
+    assert encode_message(m, memo=enc) == raw == encode_message(m, memo=enc)
+    assert raw == cbor2.dumps(cbor2.loads(raw))
+    assert decode_message_untrusted(raw, memo=memo) == m
+    assert decode_message_untrusted(raw, memo=memo) == m
+
+
+@given(st.binary(max_size=300))
+def test_hostile_bytes_raise_only_decode_error(data: bytes) -> None:
+    with contextlib.suppress(DecodeError):
+        decode_message_untrusted(data, memo={})
+
+
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.binary(max_size=8)
+        | st.text(max_size=4),
+        lambda c: st.lists(c, max_size=8),
+        max_leaves=30,
+    )
+)
+def test_hostile_cbor_structures_raise_only_decode_error(item: object) -> None:
+    for data in (cbor2.dumps(item), cbor2.dumps([1, 0, 0, 0, [item], []])):
+        with contextlib.suppress(DecodeError):
+            decode_message_untrusted(data, memo={})
+
+
+def test_known_bytes() -> None:
+    # [1, 0, 5, 0, [], []]: a ping with sequence number 5 and nothing on it.
+    assert encode_message(Message(kind=Kind.PING, seq=5)) == bytes.fromhex(
+        "86010005008080"
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [2, 0, 0, 0, [], []],  # version
+        [1, 9, 0, 0, [], []],  # kind
+        [1, 0, -1, 0, [], []],  # seq
+        [1, 0, 0, 0, [[1, 0, 7, 1, None, None, bytes(64)]], []],  # status
+        [
+            1,
+            0,
+            0,
+            0,
+            [[1, 0, 0, 2, None, None, bytes(64)]],
+            [],
+        ],  # alive not self-signed
+        [1, 0, 0, 0, [[1, 0, 0, 1, None, None, bytes(63)]], []],  # signature length
+        [
+            1,
+            0,
+            0,
+            0,
+            [[1, 0, 0, 1, [1, 2, float("nan"), None, None, None], None, bytes(64)]],
+            [],
+        ],
+        [
+            1,
+            0,
+            0,
+            0,
+            [[1, 0, 0, 1, [1, 2, 0.5, None, 3, None], None, bytes(64)]],
+            [],
+        ],  # sunlit
+        [1, 0, 0, 0, [[0, 0, 0, 0, None, None, bytes(64)]], []],  # node 0
+    ],
+)
+def test_bad_fields_are_decode_errors(bad: list[object]) -> None:
+    with pytest.raises(DecodeError):
+        decode_message_untrusted(cbor2.dumps(bad), memo={})
+
+
+def test_update_validation() -> None:
+    with pytest.raises(InvalidArgument):
+        Update(subject=1, incarnation=0, status=Status.LEFT, signer=2)
+    with pytest.raises(InvalidArgument):
+        Update(subject=1, incarnation=-1, status=Status.ALIVE, signer=1)
+
+
+def test_signature_covers_every_signed_field() -> None:
+    u = sign(1, 3, Status.ALIVE, resources=Resources(store_free_bytes=5))
+    base = signed_bytes(u)
+    from dataclasses import replace
+
+    for changed in (
+        replace(u, incarnation=4),
+        replace(u, resources=Resources(store_free_bytes=6)),
+        replace(u, status=Status.LEFT, resources=None),
+    ):
+        assert signed_bytes(changed) != base
+
+
+def test_precedence_key() -> None:
+    a, s, d = (
+        sign(1, 3, Status.ALIVE),
+        sign(1, 3, Status.SUSPECT, signer=2),
+        sign(1, 3, Status.DEAD, signer=2),
+    )
+    assert a.key < s.key < d.key < sign(1, 4, Status.ALIVE).key
