@@ -125,6 +125,9 @@ class LogParams:
     max_batch: int = 64
     max_tentative: int = 100_000
     max_voters: int = 7
+    boot_voters: tuple[int, ...] = ()
+    """The first voter configuration; empty: from the view or the plan (see
+    ``LogService._boot_voters``). Every node must start with the same one."""
     """At most this many members vote; the others follow the log as learners."""
     fanout: int = 4
     """Gossip goes to the leader and this many other members drawn at random
@@ -253,7 +256,7 @@ class LogService:
             self.voted_for = None if m[1] is None else _int(m[1], "voted for")
         boot = st.get("boot")
         if boot is None:
-            voters = self._desired_voters() or (self.node,)
+            voters = self._boot_voters()
             st.put("boot", dumps(list(voters)))
             self.snap_voters = voters
         else:
@@ -486,19 +489,40 @@ class LogService:
         return not (creds is not None and node in creds.revoked)
 
     def _desired_voters(self) -> tuple[int, ...]:
-        """Eligible members (neither dead, left nor revoked), current voters
-        first, then by node number, up to ``max_voters``."""
+        """Where the leader moves the configuration: the current voters less
+        those membership says are dead or left (or that are revoked), then
+        eligible members not yet voting, by node number, up to
+        ``max_voters``. A voter membership has not heard of yet stays."""
         creds = self.ctx.credentials if self.ctx is not None else None
         revoked = creds.revoked if creds is not None else frozenset()
-        eligible = sorted(
+        members = self.view.members()
+        gone = (MemberState.DEAD, MemberState.LEFT)
+
+        def out(n: int) -> bool:
+            info = members.get(n)
+            return n in revoked or (info is not None and info.state in gone)
+
+        keep = [n for n in self._voters if not out(n)]
+        new = sorted(
             n
-            for n, info in self.view.members().items()
-            if info.state not in (MemberState.DEAD, MemberState.LEFT)
-            and n not in revoked
+            for n, info in members.items()
+            if info.state not in gone and not out(n) and n not in self._voters
         )
-        keep = [n for n in eligible if n in self._voters]
-        rest = [n for n in eligible if n not in self._voters]
-        return tuple(sorted((keep + rest)[: self.params.max_voters]))
+        return tuple(sorted((keep + new)[: max(self.params.max_voters, len(keep))]))
+
+    def _boot_voters(self) -> tuple[int, ...]:
+        """The first configuration, the same on every node: ``boot_voters``
+        if set, else the members in membership's view when it knows more than
+        this node, else the contact plan's nodes, else this node alone."""
+        if self.params.boot_voters:
+            return tuple(sorted(self.params.boot_voters))
+        view = self._desired_voters()
+        if len(view) > 1:
+            return view
+        plan_nodes = sorted(self.ctx.plan.nodes) if self.ctx is not None else []
+        if len(plan_nodes) > 1:
+            return tuple(plan_nodes[: self.params.max_voters])
+        return (self.node,)
 
     def _majority(self) -> int:
         return len(self._voters) // 2 + 1

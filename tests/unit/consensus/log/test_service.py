@@ -315,3 +315,43 @@ def test_damaged_state_is_a_typed_error_and_a_damaged_tentative_entry_is_dropped
     ctx.state.put("log/000000000001", b"\x82\x01")
     with pytest.raises(LogCorrupt):
         LogService(StaticView([1, 2, 3])).start(ctx, 0)
+
+
+class SelfOnlyView:
+    """Membership that has heard of no one yet (the first moments of a node)."""
+
+    def __init__(self, node: int) -> None:
+        self.node = node
+
+    def members(self) -> Mapping[int, MemberInfo]:
+        return {
+            self.node: MemberInfo(
+                node=self.node, state=MemberState.ALIVE, incarnation=1
+            )
+        }
+
+    def live(self) -> frozenset[int]:
+        return frozenset({self.node})
+
+
+def test_boot_from_the_plan_when_membership_knows_no_one_yet() -> None:
+    from consensus.testing import mesh_plan
+
+    nodes = [1, 2, 3]
+    c = Cluster(
+        nodes,
+        lambda n, inc: [LogService(SelfOnlyView(n))],
+        seed=5,
+        plan=mesh_plan(nodes, duration_s=1000),
+    )
+    c.advance(10_000)
+    assert len(leaders(c)) == 1  # not three one-node clusters
+    for n in nodes:
+        assert svc(c, n).voters() == (
+            1,
+            2,
+            3,
+        )  # voters membership has not heard of stay
+    eid = submit(c, 2, Put("k", b"v"))
+    c.advance(c.now_ms + 5_000)
+    assert all(svc(c, n).outcome(eid) == Outcome.COMMITTED for n in nodes)
