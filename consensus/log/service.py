@@ -210,6 +210,7 @@ class LogService:
         self._urgent = False
         self._outbox: list[Send] = []
         self._view_cache: dict[str, bytes] | None = None
+        self._sorted_cache: list[Entry] | None = None
         self._timeout_cache: tuple[int, int] = (-1, 0)
         self.dropped = 0
         """Messages dropped as malformed or from non-members (a counter for tests and status)."""
@@ -582,10 +583,14 @@ class LogService:
     def _store_tentative(self, entry: Entry) -> None:
         self.tentative[entry.id] = entry
         self._state().put(f"tent/{entry.origin}/{entry.seq}", encode_entry(entry))
-        self._view_cache = None
+        self._view_cache = self._sorted_cache = None
 
     def _tentative_sorted(self) -> list[Entry]:
-        return sorted(self.tentative.values(), key=lambda e: e.order_key)
+        if self._sorted_cache is None:
+            self._sorted_cache = sorted(
+                self.tentative.values(), key=lambda e: e.order_key
+            )
+        return self._sorted_cache
 
     def _values(self, level: Level) -> dict[str, bytes]:
         if level == Level.COMMITTED:
@@ -906,14 +911,13 @@ class LogService:
             rec = self.record_at(self.applied_index)
             if rec is None or rec.kind != RecordKind.ENTRY or rec.entry is None:
                 continue
-            self.kv.apply(rec.entry)
             o = rec.entry.origin
-            for eid in [
-                i for i in self.tentative if i.origin == o and self.kv.is_applied(i)
-            ]:
-                del self.tentative[eid]
-                st.delete(f"tent/{eid.origin}/{eid.seq}")
-            self._view_cache = None
+            before = self.kv.applied.get(o, 0)
+            self.kv.apply(rec.entry)
+            for seq in range(before + 1, self.kv.applied.get(o, 0) + 1):
+                if self.tentative.pop(EntryId(o, seq), None) is not None:
+                    st.delete(f"tent/{o}/{seq}")
+                    self._view_cache = self._sorted_cache = None
         if (
             self.role == Role.LEADER
             and self.node not in self._voters
@@ -992,7 +996,7 @@ class LogService:
         for eid in [i for i in self.tentative if kv.is_applied(i)]:
             del self.tentative[eid]
             st.delete(f"tent/{eid.origin}/{eid.seq}")
-        self._view_cache = None
+        self._view_cache = self._sorted_cache = None
         return [
             self._send(
                 frm, AppendReply(term=self.term, success=True, match=msg.last_index)
