@@ -81,12 +81,6 @@ class FakeAppClient:
         return self.inbox.popleft() if self.inbox else None
 
 
-@pytest.fixture(autouse=True)
-def only_log_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    # dcis with just this subcommand: the test does not depend on the others.
-    monkeypatch.setattr("tools.cli.COMMAND_MODULES", ("tools.cmd_log",))
-
-
 @pytest.fixture
 def one_node() -> Cluster:
     c = Cluster([1], lambda n, inc: [LogService(StaticView([1]))], seed=2)
