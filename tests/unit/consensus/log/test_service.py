@@ -355,3 +355,27 @@ def test_boot_from_the_plan_when_membership_knows_no_one_yet() -> None:
     eid = submit(c, 2, Put("k", b"v"))
     c.advance(c.now_ms + 5_000)
     assert all(svc(c, n).outcome(eid) == Outcome.COMMITTED for n in nodes)
+
+
+def test_the_best_connected_node_tends_to_lead() -> None:
+    from dtn.routing.contact import Contact, Range
+
+    # 1 - 3 - 2: node 3 reaches both others, 1 and 2 only reach 3.
+    pairs = [(1, 3), (3, 1), (2, 3), (3, 2)]
+    plan = ContactPlan(
+        [Contact(a, b, 0.0, 1000.0, 1e6) for a, b in pairs],
+        [Range(a, b, 0.0, 1000.0, 0.01) for a, b in pairs],
+    )
+    first_leaders = []
+    for seed in range(12):
+        c = Cluster(
+            [1, 2, 3],
+            lambda n, inc: [LogService(StaticView([1, 2, 3]))],
+            seed=seed,
+            plan=plan,
+        )
+        while not leaders(c):
+            c.advance(c.now_ms + 100)
+        first_leaders.append(leaders(c)[0])
+    # Its election timeout has no penalty for an unreachable voter.
+    assert first_leaders.count(3) >= 10, first_leaders
