@@ -94,8 +94,22 @@ from consensus.log.wire import (
     signed_part,
 )
 from consensus.membership.view import MembershipView, MemberState
+from crypto.certificate import (
+    NodeCertificate,
+    decode_certificate_untrusted,
+    encode_certificate,
+    verify_certificate,
+)
+from crypto.errors import CryptoError
+from crypto.keys import verify_signature
 from dtn.errors import DecodeError, InvalidArgument
-from dtn.node.service import Inbound, Send, ServiceContext, ServiceState
+from dtn.node.service import (
+    Inbound,
+    NodeCredentials,
+    Send,
+    ServiceContext,
+    ServiceState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +226,7 @@ class LogService:
         self._view_cache: dict[str, bytes] | None = None
         self._sorted_cache: list[Entry] | None = None
         self._timeout_cache: tuple[int, int] = (-1, 0)
+        self._certs: dict[int, NodeCertificate] = {}
         self.dropped = 0
         """Messages dropped as malformed or from non-members (a counter for tests and status)."""
 
@@ -222,6 +237,8 @@ class LogService:
         self.ctx = ctx
         self.node = ctx.node
         st = ctx.state
+        if ctx.credentials is not None:
+            self._certs[self.node] = ctx.credentials.certificate
         try:
             self._load(st)
         except (DecodeError, ValueError) as exc:
@@ -1083,16 +1100,70 @@ class LogService:
             batch = tuple(e for e in ordered if e.seq > theirs.get(e.origin, 0))[
                 : self.params.max_batch
             ]
-            out.append(self._send(p, Gossip(vv=vv_ids, entries=batch)))
+            out.append(
+                self._send(
+                    p, Gossip(vv=vv_ids, entries=batch, certs=self._certs_for(batch))
+                )
+            )
         return out
+
+    def _certs_for(self, batch: tuple[Entry, ...]) -> tuple[bytes, ...]:
+        """Certificates of the batch's origins (none without security)."""
+        if self.ctx is None or self.ctx.credentials is None or not batch:
+            return ()
+        origins = sorted({e.origin for e in batch})
+        return tuple(
+            encode_certificate(self._certs[o]) for o in origins if o in self._certs
+        )
+
+    def _learn_certs(
+        self, raws: tuple[bytes, ...], creds: NodeCredentials, now_ms: int
+    ) -> None:
+        for raw in raws:
+            try:
+                cert = decode_certificate_untrusted(raw)
+                verify_certificate(cert, creds.operator_public, now_ms=now_ms)
+            except (CryptoError, DecodeError) as exc:
+                self.dropped += 1
+                log.info("log: dropped a certificate: %s", exc)
+                continue
+            if cert.node in creds.revoked:
+                continue
+            known = self._certs.get(cert.node)
+            if known is None or cert.serial > known.serial:
+                self._certs[cert.node] = cert
+
+    def _signed_by_origin(self, e: Entry) -> bool:
+        """Whether ``e`` carries its origin's valid signature (always true on
+        a node without security)."""
+        creds = self.ctx.credentials if self.ctx is not None else None
+        if creds is None:
+            return True
+        cert = self._certs.get(e.origin)
+        if cert is None or e.origin in creds.revoked:
+            return False
+        try:
+            verify_signature(cert.sign_public, signed_part(e), e.sig)
+        except CryptoError:
+            return False
+        return True
 
     def _on_gossip(self, msg: Gossip, frm: int, now_ms: int) -> list[Send]:
         theirs = self._peer_vv.setdefault(frm, {})
         for eid in msg.vv:
             if eid.seq > theirs.get(eid.origin, 0):
                 theirs[eid.origin] = eid.seq
+        creds = self.ctx.credentials if self.ctx is not None else None
+        if creds is not None and msg.certs:
+            self._learn_certs(msg.certs, creds, now_ms)
         for e in msg.entries:
             if e.id in self.tentative or self.kv.is_applied(e.id):
+                continue
+            if not self._signed_by_origin(e):
+                self.dropped += 1
+                log.info(
+                    "log: dropped entry %s from %d: not signed by its origin", e.id, frm
+                )
                 continue
             if len(self.tentative) >= self.params.max_tentative:
                 self.dropped += 1

@@ -379,3 +379,64 @@ def test_the_best_connected_node_tends_to_lead() -> None:
         first_leaders.append(leaders(c)[0])
     # Its election timeout has no penalty for an unreachable voter.
     assert first_leaders.count(3) >= 10, first_leaders
+
+
+def test_with_security_entries_are_signed_and_forgeries_dropped() -> None:
+    from dataclasses import replace
+
+    from crypto.certificate import encode_certificate
+    from crypto.keys import NodeIdentity, OperatorKey
+    from dtn.node.service import NodeCredentials
+    from tests.unit.bpsec.helpers import certify
+
+    op = OperatorKey.generate(entropy=b"o" * 32)
+    idents = {n: NodeIdentity.generate(n, entropy=bytes([n]) * 32) for n in (1, 2, 3)}
+    far = 2**62
+    creds = {
+        n: NodeCredentials(
+            identity=i,
+            certificate=certify(op, i, not_after_ms=far),
+            operator_public=op.public_key,
+        )
+        for n, i in idents.items()
+    }
+    c = Cluster(
+        [1, 2, 3],
+        lambda n, inc: [LogService(StaticView([1, 2, 3]))],
+        seed=6,
+        credentials=creds,
+    )
+    c.advance(8_000)
+    c.partition([frozenset({1, 2}), frozenset({3})])
+    eid = submit(c, 1, Put("k", b"signed"))
+    c.advance(c.now_ms + 3_000)
+    s2 = svc(c, 2)
+    assert s2.get("k", Level.TENTATIVE) == b"signed"  # verified under 1's certificate
+    entry = s2.tentative.get(eid) or svc(c, 1).tentative[eid]
+    assert entry.sig
+    forged = replace(entry, seq=entry.seq + 1, op=Put("k", b"forged"))
+    stranger = NodeIdentity.generate(9, entropy=b"s" * 32)
+    self_signed = certify(
+        OperatorKey.generate(entropy=b"x" * 32), stranger, not_after_ms=far
+    )
+    before = s2.dropped
+    for msg in [
+        Gossip(
+            vv=(), entries=(forged,), certs=(encode_certificate(creds[1].certificate),)
+        ),
+        Gossip(
+            vv=(),
+            entries=(replace(forged, origin=9, seq=1),),
+            certs=(encode_certificate(self_signed),),
+        ),
+    ]:
+        s2.on_bundle(
+            Inbound("ipn:2.17", "ipn:1.17", encode_message(msg), 0, 0, "k"), c.now_ms
+        )
+    assert s2.get("k", Level.TENTATIVE) == b"signed"
+    assert (
+        s2.dropped == before + 3
+    )  # two entries, one certificate from another operator
+    c.heal()
+    c.advance(c.now_ms + 10_000)
+    assert svc(c, 3).outcome(eid) == Outcome.COMMITTED
