@@ -62,6 +62,14 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="each daemon in its own network namespace behind the emulator (Linux, needs root)",
     )
+    p.add_argument(
+        "--services",
+        action="append",
+        default=[],
+        metavar="MODULE:FACTORY",
+        help="a node-service factory every daemon runs ([services] factories; repeatable), "
+        "e.g. consensus.logfactory:factory with DCIS_LOG_MEMBERS=1,2,3,4,5",
+    )
     p.set_defaults(func=run)
 
 
@@ -139,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
             log_level="warning",
             secure=args.secure,
             netns=args.netns,
+            services=tuple(args.services),
         )
         try:
             tb = Testbed(opts)
