@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.cmd_ping",
     "tools.cmd_status",
     "tools.cmd_testbed",
+    "tools.cmd_members",
 )
 
 
