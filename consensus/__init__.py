@@ -1,1 +1,1 @@
-"""consensus: gossip membership, partition-tolerant log, state store (not built yet; see DESIGN.md)."""
+"""consensus: gossip membership, partition-tolerant log, state store (not built yet; see spec/design.md)."""

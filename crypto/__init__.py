@@ -1,6 +1,6 @@
 """crypto: identities, certificates, revocation, replay windows, key store.
 
-Imports nothing of ours (DESIGN.md layers). Primitives: Ed25519 and X25519
+Imports nothing of ours (spec/design.md layers). Primitives: Ed25519 and X25519
 (RFC 8032, RFC 7748) through PyNaCl/libsodium. The BPSec blocks that carry
 these keys on bundles live in ``dtn.bpsec``.
 """

@@ -1,6 +1,6 @@
 """Node identities and the operator key: Ed25519 signing, X25519 agreement.
 
-A node has two key pairs (DESIGN.md, crypto): an Ed25519 key that signs
+A node has two key pairs (spec/design.md, crypto): an Ed25519 key that signs
 (RFC 8032) and an X25519 key (RFC 7748) that agrees a symmetric key with
 another node. They are separate keys, never one key converted to the other,
 so that a flaw in one use cannot leak into the other.

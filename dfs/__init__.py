@@ -1,1 +1,1 @@
-"""dfs: the erasure-coded object store (not built yet; see DESIGN.md)."""
+"""dfs: the erasure-coded object store (not built yet; see spec/design.md)."""

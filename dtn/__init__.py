@@ -1,6 +1,6 @@
 """dtn: BPv7 bundles, the bundle agent, its store, contact plans and routing,
 convergence layers, the trio runtime and the deterministic simulator.
 
-Protocol cores are sans-I/O (see DESIGN.md): they take bytes and ``now`` and
+Protocol cores are sans-I/O (see spec/design.md): they take bytes and ``now`` and
 return actions. Only ``dtn.runtime`` (trio) and ``dtn.sim`` drive them.
 """

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from dtn.client import Client, ClientError
 from dtn.runtime.config import ConfigError, default_app_socket, load_config
+from tools.argtypes import float_in, int_in
 from tools.cli import CommandError
 
 
@@ -15,7 +17,16 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--socket", help="the node's app API socket")
     g.add_argument("--config", help="the node's node.toml (its app_socket is used)")
     g.add_argument(
-        "--node", type=int, help="node number (default socket path of that node)"
+        "--node",
+        type=int_in(1, 2**64 - 1),
+        help="node number (default socket path of that node)",
+    )
+    p.add_argument(
+        "--wait",
+        type=float_in(0.0, 3600.0),
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to SECONDS for the node to come up (default 0: fail at once)",
     )
 
 
@@ -35,8 +46,14 @@ def socket_path(args: argparse.Namespace) -> str:
 
 
 def connect(args: argparse.Namespace, *, timeout_s: float = 10.0) -> Client:
-    """Open a client; a failure becomes a one-line CommandError."""
-    try:
-        return Client(socket_path(args), timeout_s=timeout_s)
-    except ClientError as exc:
-        raise CommandError(str(exc)) from exc
+    """Open a client, retrying for ``--wait`` seconds while the node is not
+    up yet; a failure becomes a one-line CommandError."""
+    path = socket_path(args)
+    deadline = time.monotonic() + getattr(args, "wait", 0.0)
+    while True:
+        try:
+            return Client(path, timeout_s=timeout_s)
+        except ClientError as exc:
+            if time.monotonic() >= deadline:
+                raise CommandError(str(exc)) from exc
+        time.sleep(0.1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -90,3 +91,44 @@ def add_traffic_run_arguments(
         metavar="SECONDS",
         help="bundle lifetime (default 86400)",
     )
+
+
+def non_negative_int(text: str) -> int:
+    """A decimal integer >= 0 (seeds, counts where 0 means "no limit")."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """A converter for a decimal integer in ``lo..hi`` (bounds keep a typo
+    like 10^11 from exhausting memory)."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be in {lo}..{hi}, got {value}")
+        return value
+
+    convert.__name__ = f"integer {lo}..{hi}"
+    return convert
+
+
+def float_in(lo: float, hi: float) -> Callable[[str], float]:
+    """A converter for a finite number in ``lo..hi``."""
+
+    def convert(text: str) -> float:
+        value = finite_float(text)
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be in {lo:g}..{hi:g}, got {text}")
+        return value
+
+    convert.__name__ = f"number {lo:g}..{hi:g}"
+    return convert

@@ -49,9 +49,19 @@ from tools.cli import CommandError
 
 def register(subparsers: Any) -> None:
     """Add ``bundle decode`` and ``bundle encode``."""
-    p = subparsers.add_parser("bundle", help="decode/encode BPv7 bundles (JSON)")
+    p = subparsers.add_parser(
+        "bundle",
+        help="decode/encode BPv7 bundles (JSON)",
+        description="BPv7 bundles to JSON and back.\n\nexamples:\n"
+        "  dcis bundle decode examples/bundle.bin\n"
+        "  dcis bundle decode examples/bundle.bin | dcis bundle encode -o copy.bin",
+    )
     sub = p.add_subparsers(dest="bundle_command", metavar="ACTION", required=True)
-    d = sub.add_parser("decode", help="bundle bytes -> JSON on stdout")
+    d = sub.add_parser(
+        "decode",
+        help="bundle bytes -> JSON on stdout",
+        description="Print a BPv7 bundle as JSON.\n\nexample:\n  dcis bundle decode examples/bundle.bin",
+    )
     d.add_argument(
         "file", nargs="?", default="-", help="input file, '-' for stdin (default)"
     )
@@ -67,12 +77,23 @@ def register(subparsers: Any) -> None:
         "wrap KEK); repeatable",
     )
     d.set_defaults(func=run_decode)
-    e = sub.add_parser("encode", help="JSON -> bundle bytes on stdout")
+    e = sub.add_parser(
+        "encode",
+        help="JSON -> bundle bytes on stdout (or -o FILE)",
+        description="Build a BPv7 bundle from its JSON (the form decode prints).\n\n"
+        "example:\n  dcis bundle encode examples/bundle.json -o bundle.bin",
+    )
     e.add_argument(
         "file", nargs="?", default="-", help="input file, '-' for stdin (default)"
     )
     e.add_argument(
         "--hex", action="store_true", help="write hex text instead of raw bytes"
+    )
+    e.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the bundle to FILE instead of stdout",
     )
     e.set_defaults(func=run_encode)
 
@@ -93,8 +114,12 @@ def _key(text: str) -> bytes:
     except ValueError:
         # Never echo the value: it is a secret.
         raise CommandError("--key: not a hex string") from None
-    if not key:
-        raise CommandError("--key must not be empty")
+    if len(key) not in (16, 24, 32, 48, 64):
+        # AES-128/192/256 and key-wrap KEKs are 16, 24 or 32 bytes; HMAC-SHA2
+        # keys here are 32, 48 or 64. A short key is a typo, never a real key.
+        raise CommandError(
+            f"--key must be 16, 24, 32, 48 or 64 bytes (32..128 hex digits), got {len(key)} bytes"
+        )
     return key
 
 
@@ -145,10 +170,42 @@ def _field(obj: Any, key: str, kind: type, where: str) -> Any:
     return v
 
 
+PRIMARY_KEYS = frozenset(
+    {
+        "version",
+        "flags",
+        "crc_type",
+        "destination",
+        "source",
+        "report_to",
+        "creation_time",
+        "sequence",
+        "lifetime",
+        "fragment_offset",
+        "total_adu_length",
+    }
+)
+BLOCK_KEYS = frozenset({"type", "number", "flags", "crc_type", "data"})
+BUNDLE_KEYS = frozenset({"primary", "blocks", "security"})
+"""``security`` is what ``decode --key`` adds; encode ignores it."""
+
+
+def _no_unknown(obj: dict[str, Any], known: frozenset[str], where: str) -> None:
+    unknown = sorted(set(obj) - known)
+    if unknown:
+        raise CommandError(
+            f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})"
+        )
+
+
 def bundle_from_json(obj: Any) -> Bundle:
     """Build a bundle from its JSON object; raises CommandError naming the bad key."""
     p = _field(obj, "primary", dict, "bundle")
+    _no_unknown(obj, BUNDLE_KEYS, "bundle")
     blocks_json = _field(obj, "blocks", list, "bundle")
+    if not isinstance(p, dict):
+        raise CommandError("bundle.primary: expected a JSON object")
+    _no_unknown(p, PRIMARY_KEYS, "primary")
     if not isinstance(blocks_json, list):
         raise CommandError("bundle.blocks: expected a list")
     try:
@@ -184,6 +241,7 @@ def bundle_from_json(obj: Any) -> Bundle:
     for i, bj in enumerate(blocks_json):
         where = f"blocks[{i}]"
         data_hex = _field(bj, "data", str, where)
+        _no_unknown(bj, BLOCK_KEYS, where)
         try:
             data = bytes.fromhex(data_hex)
         except ValueError as exc:
@@ -250,9 +308,16 @@ def run_encode(args: argparse.Namespace) -> int:
         decode_bundle_untrusted(raw)
     except DecodeError as exc:
         raise CommandError(f"the bundle would not be valid: {exc}") from exc
-    if args.hex:
-        sys.stdout.write(raw.hex() + "\n")
-    else:
-        sys.stdout.buffer.write(raw)
-        sys.stdout.flush()
+    out = (raw.hex() + "\n").encode() if args.hex else raw
+    if args.output is not None:
+        try:
+            with open(args.output, "wb") as f:
+                f.write(out)
+        except OSError as exc:
+            raise CommandError(
+                f"cannot write {args.output}: {exc.strerror or exc}"
+            ) from None
+        return 0
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()
     return 0

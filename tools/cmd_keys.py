@@ -63,6 +63,8 @@ def register(subparsers: Any) -> None:
     a = sub.add_parser(
         "operator-init",
         help="create the operator key (signs certificates and revocation lists)",
+        description="Create the operator key (operator.key, 0600) and operator.pub.\n\n"
+        "example:\n  dcis keys operator-init --store ground/",
     )
     a.add_argument("--store", required=True, help="key store directory (created 0700)")
     a.add_argument(
@@ -72,7 +74,12 @@ def register(subparsers: Any) -> None:
     )
     a.set_defaults(func=run_operator_init)
 
-    a = sub.add_parser("node-init", help="create a node's Ed25519 + X25519 keys")
+    a = sub.add_parser(
+        "node-init",
+        help="create a node's Ed25519 + X25519 keys",
+        description="Create a node's keys in its key store.\n\n"
+        "example:\n  dcis keys node-init --store n5/ --node 5 --request n5.json",
+    )
     a.add_argument("--store", required=True, help="the node's key store directory")
     a.add_argument(
         "--node", required=True, type=int, help="node number (the N of ipn:N.S)"
@@ -86,7 +93,10 @@ def register(subparsers: Any) -> None:
     a.set_defaults(func=run_node_init)
 
     a = sub.add_parser(
-        "issue", help="certify a node's public keys with the operator key"
+        "issue",
+        help="certify a node's public keys with the operator key",
+        description="Certify a node's public keys with the operator key.\n\n"
+        "example:\n  dcis keys issue --store ground/ --request n5.json --days 365 --install n5/",
     )
     a.add_argument(
         "--store", required=True, help="the operator's key store (holds operator.key)"
@@ -129,6 +139,8 @@ def register(subparsers: Any) -> None:
     a = sub.add_parser(
         "revoke",
         help="revoke a node (or one certificate) in a new signed revocation list",
+        description="Revoke a node, or one certificate, in a new signed revocation list.\n\n"
+        "example:\n  dcis keys revoke --store ground/ --node 5 --out revocations.cbor",
     )
     a.add_argument("--store", required=True, help="the operator's key store")
     a.add_argument(
@@ -151,6 +163,8 @@ def register(subparsers: Any) -> None:
     a = sub.add_parser(
         "import",
         help="add certificates, a revocation list or the operator public key to a store",
+        description="Add certificates, a revocation list or the operator public key to a key store.\n\n"
+        "example:\n  dcis keys import --store n3/ revocations.cbor",
     )
     a.add_argument("--store", required=True, help="the receiving key store")
     a.add_argument(
@@ -162,7 +176,10 @@ def register(subparsers: Any) -> None:
     a.set_defaults(func=run_import)
 
     a = sub.add_parser(
-        "show", help="what a key store holds, and whether it checks out (no secrets)"
+        "show",
+        help="what a key store holds, and whether it checks out (no secrets)",
+        description="What a key store holds, and whether it checks out (no secrets).\n\n"
+        "example:\n  dcis keys show --store n5/ --json",
     )
     a.add_argument("--store", required=True, help="key store directory")
     a.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -176,13 +193,19 @@ def register(subparsers: Any) -> None:
 
 # -- helpers ------------------------------------------------------------------
 
+MAX_DAYS = 36_525
+"""Longest certificate validity ``keys issue`` writes: a century."""
+
 
 def parse_time_ms(text: str) -> int:
     """'now', an ISO 8601 UTC time, or DTN milliseconds -> DTN ms."""
     if text == "now":
         return int((time.time() - DTN_EPOCH_UNIX_S) * 1000)
-    if text.isdigit():
-        return int(text)
+    if text.isascii() and text.isdigit():
+        value = int(text)
+        if value >= 2**63:
+            raise CommandError(f"time {text} ms is past what a certificate can hold")
+        return value
     try:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
@@ -198,8 +221,12 @@ def parse_time_ms(text: str) -> int:
 
 
 def format_time(ms: int) -> str:
-    """DTN ms -> ISO 8601 UTC."""
-    when = dt.datetime.fromtimestamp(DTN_EPOCH_UNIX_S + ms / 1000, tz=dt.UTC)
+    """DTN ms -> ISO 8601 UTC (a time past year 9999, which a certificate
+    from another tool may hold, prints as DTN milliseconds)."""
+    try:
+        when = dt.datetime.fromtimestamp(DTN_EPOCH_UNIX_S + ms / 1000, tz=dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        return f"DTN {ms} ms"
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -301,8 +328,8 @@ def run_issue(args: argparse.Namespace) -> int:
     """Sign a certificate; keep it in the operator store's certs/ (the issuer's record)."""
     ks = _store(args.store)
     node, sign, kx = _public_keys(args)
-    if args.days <= 0:
-        raise CommandError("--days must be positive")
+    if not 0 < args.days <= MAX_DAYS:
+        raise CommandError(f"--days must be in (0, {MAX_DAYS}], got {args.days:g}")
     not_before = parse_time_ms(args.not_before)
     try:
         op = ks.read_operator_key()

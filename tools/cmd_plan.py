@@ -2,7 +2,7 @@
 
     dcis plan show FILE [--json]
     dcis plan plot FILE -o out.png
-    dcis plan convert FILE -o OUT [--format ionrc|json]
+    dcis plan convert FILE -o OUT [--to ionrc|json]   (--format is the old name)
 
 Plans are ION ionrc or HDTN JSON, told apart by content (see spec/routing.md).
 ``plot`` needs matplotlib (the ``plot`` extra).
@@ -12,11 +12,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from dtn.routing.plan import ContactPlan, format_hdtn_json, format_ionrc
+from dtn.routing.plan import (
+    ContactPlan,
+    format_hdtn_json,
+    format_ionrc,
+    ionrc_owlt_warnings,
+)
+from tools.argtypes import int_in
 from tools.cli import CommandError
 from tools.cmd_route import add_plan_args, num, read_plan
 
@@ -31,7 +38,9 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="plan_command", metavar="ACTION", required=True)
 
     s = sub.add_parser(
-        "show", help="summarise a plan", description="Summarise a contact plan."
+        "show",
+        help="summarise a plan",
+        description="Summarise a contact plan.\n\nexample:\n  dcis plan show tools/plans/chain4.ionrc --json",
     )
     s.add_argument("file", type=Path, metavar="FILE")
     s.add_argument("--json", action="store_true", help="print JSON")
@@ -41,22 +50,45 @@ def register(subparsers: Any) -> None:
     g = sub.add_parser(
         "plot",
         help="draw a Gantt chart of contacts per node pair",
-        description="Draw a plan as a Gantt chart (one row per node pair).",
+        description="Draw a plan as a Gantt chart: one row per node pair (a<->b when "
+        "both directions share their windows), the pair's light time beside it, bars "
+        "coloured by link kind (ground link / ISL) and rate, time in h:mm. The format "
+        "comes from the extension of -o (.png, .svg, .pdf, ...). More rows than "
+        "--max-rows go to several pictures, OUT-1.png, OUT-2.png, ...\n\n"
+        "example:\n  dcis plan plot plan.json --ground 10,20,30,40 -o plan.png",
     )
     g.add_argument("file", type=Path, metavar="FILE")
     g.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.png")
+    g.add_argument(
+        "--ground",
+        metavar="N,N,...",
+        help="ground station node numbers: their links are drawn as ground links",
+    )
+    g.add_argument(
+        "--max-rows",
+        type=int_in(10, 1000),
+        default=150,
+        metavar="N",
+        help="rows per picture (default 150)",
+    )
+    g.add_argument(
+        "--dpi", type=int_in(30, 600), default=100, help="resolution (default 100)"
+    )
     add_plan_args(g)
     g.set_defaults(func=run_plot)
 
     c = sub.add_parser(
         "convert",
         help="write a plan as ionrc or HDTN JSON",
-        description="Write a plan in the other format.",
+        description="Write a plan in the other format.\n\n"
+        "example:\n  dcis plan convert tools/plans/chain4.ionrc -o chain4.json",
     )
     c.add_argument("file", type=Path, metavar="FILE")
     c.add_argument("-o", "--output", required=True, type=Path, metavar="OUT")
     c.add_argument(
+        "--to",
         "--format",
+        dest="format",
         choices=("ionrc", "json"),
         default=None,
         help="default: json if OUT ends in .json, else ionrc",
@@ -114,44 +146,187 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt_rate(bytes_s: float) -> str:
+    bits = bytes_s * 8
+    for unit, k in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
+        if bits >= k:
+            return f"{bits / k:g} {unit}"
+    return f"{bits:g} bit/s"
+
+
+def _fmt_owlt(s: float) -> str:
+    return f"{s * 1000:g} ms" if s < 1 else f"{s:g} s"
+
+
+def _hm(seconds: float, _pos: object = None) -> str:
+    """Plan seconds as h:mm (negative times keep their sign)."""
+    sign = "-" if seconds < 0 else ""
+    m = round(abs(seconds)) // 60
+    return f"{sign}{m // 60}:{m % 60:02d}"
+
+
+def _parse_nodes(text: str) -> frozenset[int]:
+    try:
+        return frozenset(int(t, 10) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise CommandError(
+            f"--ground: expected node numbers separated by commas, got {text!r}"
+        ) from None
+
+
+PlotRow = tuple[int, int, bool]
+"""(a, b, both): the contacts a->b, and b->a too when ``both``."""
+
+
+def plot_rows(
+    plan: ContactPlan,
+) -> tuple[list[PlotRow], dict[PlotRow, list[tuple[float, float, float]]]]:
+    """One row per node pair: a pair whose two directions have the same
+    windows is one row ``a<->b``, else one row per direction. Each window is
+    (start, end, rate)."""
+    by_dir: dict[tuple[int, int], list[tuple[float, float, float]]] = {}
+    for c in plan.contacts:
+        by_dir.setdefault((c.frm, c.to), []).append(
+            (c.start_s, c.end_s, c.rate_bytes_s)
+        )
+    for v in by_dir.values():
+        v.sort()
+    rows: dict[PlotRow, list[tuple[float, float, float]]] = {}
+    for (a, b), windows in sorted(by_dir.items()):
+        if a > b and by_dir.get((b, a)) == windows:
+            continue  # drawn as b<->a
+        both = a < b and by_dir.get((b, a)) == windows
+        rows[(a, b, both)] = windows
+    return list(rows), rows
+
+
 def run_plot(args: argparse.Namespace) -> int:
-    """Draw the plan as a Gantt chart into a PNG."""
+    """Draw the plan as a Gantt chart: one row per node pair, coloured by link
+    kind and rate, light time in the row label, time axis in h:mm."""
+    fmt = args.output.suffix.lower().lstrip(".")
     plan = read_plan(args.file, args.contact_7th)
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
+        from matplotlib.ticker import FuncFormatter, MultipleLocator
     except ImportError as exc:
         raise CommandError(
             "plotting needs matplotlib: pip install 'dcis[plot]'"
         ) from exc
-    by_pair: dict[tuple[int, int], list[tuple[float, float]]] = {}
-    for c in plan.contacts:
-        by_pair.setdefault((c.frm, c.to), []).append((c.start_s, c.end_s - c.start_s))
-    pairs = sorted(by_pair)
-    height = min(0.25 * len(pairs) + 1.5, 60.0)
-    fig, ax = plt.subplots(figsize=(12, max(height, 3.0)))
-    for row, pair in enumerate(pairs):
-        ax.broken_barh(by_pair[pair], (row - 0.4, 0.8), color=f"C{row % 10}")
-    ax.set_yticks(range(len(pairs)))
-    ax.set_yticklabels(
-        [f"{a}\u2192{b}" for a, b in pairs],
-        fontsize=max(3, min(9, int(600 / max(len(pairs), 1)))),
+    formats = sorted(plt.figure().canvas.get_supported_filetypes())
+    plt.close("all")
+    if fmt not in formats:
+        raise CommandError(
+            f"-o {args.output}: say the picture format with the file extension, one of: "
+            + ", ".join("." + f for f in formats)
+        )
+    if not plan.contacts:
+        raise CommandError(f"{args.file}: the plan has no contacts to draw")
+    ground = _parse_nodes(args.ground) if args.ground else frozenset()
+    order, windows = plot_rows(plan)
+
+    def kind(row: PlotRow) -> str:
+        return "ground link" if row[0] in ground or row[1] in ground else "ISL"
+
+    # Ground links first, then ISLs; within each, by node pair.
+    order.sort(key=lambda r: (kind(r) != "ground link", r[0], r[1]))
+    groups: dict[tuple[str, float], int] = {}
+    for row in order:
+        for _s, _e, rate in windows[row]:
+            groups.setdefault((kind(row), rate), 0)
+            groups[(kind(row), rate)] += 1
+    palettes = {
+        "ISL": ["#1f77b4", "#17becf", "#9467bd", "#7f7f7f", "#2ca02c"],
+        "ground link": ["#d62728", "#ff7f0e", "#8c564b", "#e377c2", "#bcbd22"],
+    }
+    colour: dict[tuple[str, float], str] = {}
+    for k in ("ground link", "ISL"):
+        rates = sorted({r for (kk, r) in groups if kk == k}, reverse=True)
+        for i, r in enumerate(rates):
+            colour[(k, r)] = palettes[k][i % len(palettes[k])]
+
+    pages = [order[i : i + args.max_rows] for i in range(0, len(order), args.max_rows)]
+    t0 = min(c.start_s for c in plan.contacts)
+    t1 = max(c.end_s for c in plan.contacts)
+    span = max(t1 - t0, 1.0)
+    step = next(
+        (
+            st
+            for st in (60, 300, 600, 1800, 3600, 7200, 10800, 21600, 43200)
+            if span / st <= 14
+        ),
+        86400 * max(1, int(span / 86400 / 14) + 1),
     )
-    ax.set_ylim(-1, len(pairs))
-    ax.invert_yaxis()
-    ax.set_xlabel("plan time (s)")
-    ax.set_title(f"{args.file.name}: {len(plan)} contacts, {len(pairs)} node pairs")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    try:
-        fig.savefig(args.output, dpi=100)
-    except OSError as exc:
-        raise CommandError(f"cannot write {args.output}: {exc}") from exc
-    finally:
-        plt.close(fig)
-    print(f"wrote {args.output}")
+    written: list[Path] = []
+    for n, page in enumerate(pages, start=1):
+        height = 1.9 + 0.2 * len(page)
+        fig, ax = plt.subplots(figsize=(14, max(height, 4.0)))
+        labels = []
+        for y, row in enumerate(page):
+            a, b, both = row
+            k = kind(row)
+            bars: dict[str, list[tuple[float, float]]] = {}
+            for start, end, rate in windows[row]:
+                bars.setdefault(colour[(k, rate)], []).append((start, end - start))
+            for col, segs in bars.items():
+                ax.broken_barh(segs, (y - 0.38, 0.76), color=col, linewidth=0)
+            owlts = {plan.owlt_s(a, b, st) for st, _e, _r in windows[row]}
+            lt = (
+                _fmt_owlt(min(owlts))
+                if len(owlts) == 1
+                else f"{_fmt_owlt(min(owlts))}..{_fmt_owlt(max(owlts))}"
+            )
+            arrow = "\u2194" if both else "\u2192"
+            labels.append(f"{a}{arrow}{b}  {lt}")
+        ax.set_yticks(range(len(page)))
+        ax.set_yticklabels(labels, fontsize=8, family="monospace")
+        ax.set_ylim(len(page) - 0.5, -0.5)
+        ax.set_xlim(t0, t0 + span)
+        ax.xaxis.set_major_locator(MultipleLocator(step))
+        ax.xaxis.set_major_formatter(FuncFormatter(_hm))
+        ax.set_xlabel("plan time (h:mm)")
+        ax.set_ylabel("node pair  light time")
+        ax.grid(axis="x", alpha=0.35)
+        ax.tick_params(axis="x", labeltop=True, top=True)
+        handles = [
+            Patch(
+                color=colour[key],
+                label=f"{key[0]} {_fmt_rate(key[1])} ({groups[key]} windows)",
+            )
+            for key in sorted(colour, key=lambda kr: (kr[0] != "ground link", -kr[1]))
+        ]
+        ax.legend(
+            handles=handles,
+            loc="upper left",
+            bbox_to_anchor=(1.005, 1.0),
+            fontsize=8,
+            title="link kind, rate",
+            title_fontsize=8,
+        )
+        note = "" if ground else "  (no --ground: every link drawn as ISL)"
+        page_note = f", page {n} of {len(pages)}" if len(pages) > 1 else ""
+        ax.set_title(
+            f"{args.file.name}: {len(plan)} contacts, {len(plan.nodes)} nodes, "
+            f"{len(order)} rows{page_note}{note}",
+            fontsize=10,
+        )
+        fig.tight_layout()
+        out = (
+            args.output
+            if len(pages) == 1
+            else args.output.with_name(f"{args.output.stem}-{n}{args.output.suffix}")
+        )
+        try:
+            fig.savefig(out, dpi=args.dpi, format=fmt)
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"cannot write {out}: {exc}") from exc
+        finally:
+            plt.close(fig)
+        written.append(out)
+    print("wrote " + ", ".join(map(str, written)))
     return 0
 
 
@@ -159,7 +334,13 @@ def run_convert(args: argparse.Namespace) -> int:
     """Write the plan in ionrc or HDTN JSON."""
     plan = read_plan(args.file, args.contact_7th)
     kind = args.format or ("json" if args.output.suffix.lower() == ".json" else "ionrc")
-    text = format_hdtn_json(plan) if kind == "json" else format_ionrc(plan)
+    if kind == "json":
+        text = format_hdtn_json(plan)
+    else:
+        # ION reads light times as whole seconds: round up, and say so
+        for w in ionrc_owlt_warnings(plan):
+            print(f"warning: {w}", file=sys.stderr)
+        text = format_ionrc(plan, ion_owlt=True)
     try:
         args.output.write_text(text, encoding="utf-8")
     except OSError as exc:

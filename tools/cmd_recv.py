@@ -1,4 +1,15 @@
-"""``dcis recv ENDPOINT``: receive bundles of a local endpoint."""
+"""``dcis recv ENDPOINT``: receive the bundles of a local endpoint.
+
+Keeps receiving until ``--count`` bundles arrived, ``--timeout`` seconds
+passed, or Ctrl-C. Each payload is printed as it arrives (``--json``: one
+object per bundle). Exit status 0 when it stopped by count or Ctrl-C, 1 when
+``--timeout`` passed before ``--count`` bundles came. The node's echo
+endpoint (ipn:N.7, which answers ``dcis ping``) cannot be taken over.
+
+examples:
+  dcis recv ipn:2.1 --config examples/node2.toml
+  dcis recv ipn:2.1 --node 2 --count 1 --timeout 30 --json
+"""
 
 from __future__ import annotations
 
@@ -10,19 +21,27 @@ from typing import Any
 
 from dtn.client import ClientError
 from tools.appclient import add_target_options, connect
-from tools.cli import CommandError
+from tools.argtypes import float_in, int_in
+from tools.cli import EXIT_INTERRUPTED, CommandError, OperationFailed
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "recv", help="receive bundles of a local endpoint", description=__doc__
     )
-    p.add_argument("endpoint", help='local endpoint, e.g. "ipn:5.1"')
+    p.add_argument("endpoint", help='local endpoint, e.g. "ipn:2.1"')
     p.add_argument(
-        "--count", type=int, default=1, help="stop after this many bundles (0: never)"
+        "--count",
+        type=int_in(0, 2**63 - 1),
+        default=0,
+        metavar="N",
+        help="stop after N bundles (default 0: until Ctrl-C)",
     )
     p.add_argument(
-        "--timeout", type=float, help="give up after this many seconds (exit 1)"
+        "--timeout",
+        type=float_in(0.0, 10 * 365 * 86_400.0),
+        metavar="SECONDS",
+        help="stop after this many seconds (exit 1 if --count was not reached)",
     )
     p.add_argument(
         "--json",
@@ -33,43 +52,56 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _print(b: Any, as_json: bool) -> None:
+    if as_json:
+        try:
+            text: dict[str, str] = {"payload": b.payload.decode()}
+        except UnicodeDecodeError:
+            text = {"payload_hex": b.payload.hex()}
+        print(
+            json.dumps(
+                {
+                    "source": b.source,
+                    "bundle_key": b.bundle_key,
+                    "creation_ms": b.creation_ms,
+                    "size": len(b.payload),
+                    **text,
+                }
+            ),
+            flush=True,
+        )
+    else:
+        sys.stdout.buffer.write(
+            b.payload + (b"" if b.payload.endswith(b"\n") else b"\n")
+        )
+        sys.stdout.flush()
+
+
 def run(args: argparse.Namespace) -> int:
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     got = 0
     with connect(args) as client:
         try:
             client.register(args.endpoint)
+        except ClientError as exc:
+            raise CommandError(str(exc)) from None
+        try:
             while args.count == 0 or got < args.count:
                 left = (
                     None if deadline is None else max(0.0, deadline - time.monotonic())
                 )
                 b = client.receive(timeout_s=left)
                 if b is None:
-                    print(f"error: timed out after {got} bundle(s)", file=sys.stderr)
-                    return 1
+                    if args.count == 0:
+                        return 0  # "until --timeout": it passed
+                    raise OperationFailed(
+                        f"timed out after {got} of {args.count} bundle(s)"
+                    )
                 got += 1
-                if args.json:
-                    try:
-                        text: dict[str, str] = {"payload": b.payload.decode()}
-                    except UnicodeDecodeError:
-                        text = {"payload_hex": b.payload.hex()}
-                    print(
-                        json.dumps(
-                            {
-                                "source": b.source,
-                                "bundle_key": b.bundle_key,
-                                "creation_ms": b.creation_ms,
-                                "size": len(b.payload),
-                                **text,
-                            }
-                        ),
-                        flush=True,
-                    )
-                else:
-                    sys.stdout.buffer.write(
-                        b.payload + (b"" if b.payload.endswith(b"\n") else b"\n")
-                    )
-                    sys.stdout.flush()
+                _print(b, args.json)
+        except KeyboardInterrupt:
+            print(f"received {got} bundle(s)", file=sys.stderr)
+            return EXIT_INTERRUPTED if args.count else 0
         except ClientError as exc:
-            raise CommandError(str(exc)) from exc
+            raise OperationFailed(f"{exc} (after {got} bundle(s))") from None
     return 0

@@ -4,7 +4,11 @@
 
 ``--json`` prints ``{"routes": [{"arrival": <plan seconds>, "hops": [A, ..., B],
 "contacts": [[from, to, start, end], ...]}, ...]}``, best first, and
-``{"routes": []}`` when B cannot be reached. See spec/routing.md.
+``{"routes": []}`` when B cannot be reached. Exit status 0 with routes, 1
+when there is none, 2 on bad input. See spec/routing.md.
+
+example:
+  dcis route --plan tools/plans/chain4.ionrc --from 1 --to 4 --routes 3 --json
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 from dtn.errors import DtnError
 from dtn.routing.cgr import Route, Router
 from dtn.routing.plan import ContactPlan, load_plan
-from tools.argtypes import finite_float, node_number, non_negative_float, positive_int
+from tools.argtypes import float_in, int_in, node_number, non_negative_float
 from tools.cli import CommandError
 
 
@@ -42,7 +46,12 @@ def read_plan(path: Path, seventh: str) -> ContactPlan:
 
 
 def num(x: float) -> int | float:
-    """A JSON number: integral seconds print without a fraction."""
+    """A JSON number of seconds rounded to the millisecond; whole seconds print without a fraction.
+
+    Rounding hides float noise of route arithmetic (``12.120000000000001``).
+    """
+    if abs(x) < 2**53:
+        x = round(float(x), 3)
     return int(x) if float(x).is_integer() and abs(x) < 2**53 else float(x)
 
 
@@ -60,7 +69,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "route",
         help="compute CGR routes over a contact plan",
-        description="Earliest-arrival routes (CGR after CCSDS SABR) from A to B for a bundle ready at --at.",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--plan",
@@ -87,7 +97,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--at",
-        type=finite_float,
+        type=float_in(0.0, 1e15),
         default=0.0,
         metavar="SECONDS",
         help="plan time the bundle is ready (default 0)",
@@ -101,14 +111,14 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--routes",
-        type=positive_int,
+        type=int_in(1, 1000),
         default=1,
         metavar="K",
         help="number of routes, best first (default 1)",
     )
     p.add_argument(
         "--deadline",
-        type=finite_float,
+        type=float_in(0.0, 1e15),
         default=None,
         metavar="SECONDS",
         help="latest acceptable arrival (plan time)",
@@ -119,7 +129,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print routes; exit 0 (also when there is none), 2 on a bad plan."""
+    """Print routes; exit 0, 1 when there is none, 2 on a bad plan."""
     plan = read_plan(args.plan, args.contact_7th)
     try:
         routes = Router(plan).routes(
@@ -134,12 +144,12 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     if args.json:
         print(json.dumps({"routes": [route_json(r) for r in routes]}))
-        return 0
+        return 0 if routes else 1
     if not routes:
         print(
             f"no route from {args.src} to {args.dst} for a bundle ready at {num(args.at)} s"
         )
-        return 0
+        return 1
     for i, r in enumerate(routes, start=1):
         print(
             f"route {i}: arrival {num(r.arrival_s)} s, {r.hop_count} hop(s): {' -> '.join(map(str, r.hops))}"

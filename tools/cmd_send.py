@@ -1,58 +1,126 @@
-"""``dcis send DEST``: send a bundle through the local node's app API."""
+"""``dcis send DEST [FILE ...]``: send bundles through the local node's app API.
+
+Each FILE is one bundle's payload ('-' reads stdin to its end); ``--payload
+TEXT`` sends TEXT; ``--lines`` makes every line of stdin a bundle; with none
+of these, stdin is one payload. ``--repeat N`` sends each payload N times.
+Everything goes over one connection, and each key is printed once the node
+has the bundle durably stored.
+
+examples:
+  dcis send ipn:2.1 --config examples/node1.toml --payload "hello"
+  dcis send ipn:2.1 examples/hello.txt --node 1 --repeat 3 --json
+  printf 'a\\nb\\n' | dcis send ipn:2.1 --node 1 --lines
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
 from dtn.client import ClientError
 from tools.appclient import add_target_options, connect
-from tools.cli import CommandError
+from tools.argtypes import int_in
+from tools.cli import CommandError, OperationFailed
+
+MAX_PAYLOAD_BYTES = 64 * 1024 * 1024 - 1024
+"""The app API carries at most 64 MiB per message."""
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "send", help="send a bundle via the local node", description=__doc__
+        "send",
+        help="send bundles via the local node",
+        description=__doc__,
     )
-    p.add_argument("destination", help='destination EID, e.g. "ipn:5.1"')
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--payload", help="payload text (UTF-8)")
-    src.add_argument("--file", help="payload file ('-' for stdin, the default)")
+    p.add_argument("destination", help='destination EID, e.g. "ipn:2.1"')
+    p.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help="payload files, one bundle each, right after DEST (or --file anywhere)",
+    )
+    p.add_argument("--payload", help="payload text (UTF-8)")
+    p.add_argument(
+        "--file", action="append", default=[], help="a payload file (repeatable)"
+    )
+    p.add_argument("--lines", action="store_true", help="one bundle per line of stdin")
     p.add_argument("--source", help="source endpoint (default ipn:N.0 of the node)")
     p.add_argument(
-        "--lifetime-ms", type=int, help="bundle lifetime in ms (default: the node's)"
+        "--lifetime-ms",
+        type=int_in(1, 2**63 - 1),
+        help="bundle lifetime in ms (default: the node's)",
     )
     p.add_argument(
-        "--count", type=int, default=1, help="send the payload this many times"
+        "--repeat",
+        "--count",
+        dest="repeat",
+        type=int_in(1, 1_000_000),
+        default=1,
+        metavar="N",
+        help="send each payload N times (default 1)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object per bundle sent"
     )
     add_target_options(p)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.count < 1:
-        raise CommandError("--count must be >= 1")
+def _read(path: str) -> bytes:
+    try:
+        if path == "-":
+            return sys.stdin.buffer.read()
+        with open(path, "rb") as f:
+            return f.read(MAX_PAYLOAD_BYTES + 1)
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def payloads(args: argparse.Namespace) -> list[tuple[str, bytes]]:
+    """(label, payload) pairs in the order given."""
+    out: list[tuple[str, bytes]] = []
     if args.payload is not None:
-        payload = args.payload.encode()
-    elif args.file and args.file != "-":
-        try:
-            with open(args.file, "rb") as f:
-                payload = f.read()
-        except OSError as exc:
-            raise CommandError(f"cannot read {args.file}: {exc.strerror}") from exc
-    else:
-        payload = sys.stdin.buffer.read()
+        out.append(("--payload", args.payload.encode()))
+    for path in [*args.file, *args.files]:
+        out.append((path, _read(path)))
+    if args.lines:
+        for i, line in enumerate(sys.stdin.buffer.read().splitlines(), start=1):
+            out.append((f"stdin line {i}", line))
+    elif not out:
+        out.append(("stdin", sys.stdin.buffer.read()))
+    for label, data in out:
+        if len(data) > MAX_PAYLOAD_BYTES:
+            raise CommandError(f"{label}: larger than {MAX_PAYLOAD_BYTES} bytes")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    items = payloads(args)
+    sent = 0
     with connect(args) as client:
-        for _ in range(args.count):
-            try:
-                key = client.send(
-                    args.destination,
-                    payload,
-                    source=args.source,
-                    lifetime_ms=args.lifetime_ms,
-                )
-            except ClientError as exc:
-                raise CommandError(str(exc)) from exc
-            print(key)
+        for label, data in items:
+            for _ in range(args.repeat):
+                try:
+                    key = client.send(
+                        args.destination,
+                        data,
+                        source=args.source,
+                        lifetime_ms=args.lifetime_ms,
+                    )
+                except ClientError as exc:
+                    if sent:
+                        raise OperationFailed(f"{exc} (after {sent} sent)") from None
+                    raise CommandError(str(exc)) from None
+                sent += 1
+                if args.json:
+                    print(
+                        json.dumps(
+                            {"bundle_key": key, "payload": label, "size": len(data)}
+                        ),
+                        flush=True,
+                    )
+                else:
+                    print(key, flush=True)
     return 0

@@ -1,7 +1,11 @@
 """``dcis sim``: run the deterministic constellation simulator on a plan and traffic.
 
     dcis sim --plan FILE --seed N --duration SECONDS --traffic FILE [--loss P] [--json]
+             [--services MODULE:FACTORY]
              [--membership [--crash NODE@SECONDS ...]]
+
+example:
+    dcis sim --plan tools/plans/chain4.ionrc --seed 1 --duration 3600 --traffic examples/traffic.txt
 
 The plan is an ionrc or HDTN JSON contact plan; the traffic file has lines
 ``AT_SECONDS SRC_NODE DST_NODE SIZE_BYTES [COUNT]`` (see
@@ -15,6 +19,8 @@ The plan is an ionrc or HDTN JSON contact plan; the traffic file has lines
 the seeded orbit model) and adds ``membership_converged_s``,
 ``false_suspicions``, ``false_dead``, ``detect_s_p50``, ``detect_s_p99`` and
 ``membership_msgs_per_node_s`` to the summary.
+``--services pkg.mod:factory`` runs node services on every node:
+``factory(node, incarnation)`` returns that node's services (spec/node.md).
 """
 
 from __future__ import annotations
@@ -30,10 +36,13 @@ from consensus.membership.service import MembershipConfig
 from consensus.membership.sim import MembershipSim
 from dtn.errors import DtnError
 from dtn.routing.plan import ContactPlan, load_plan
+from dtn.runtime.services import load_factory
 from dtn.sim import SIM_EPOCH, SimConfig, SimSummary, Simulator, parse_traffic
 from dtn.time import DtnTime, dtn_time_from_unix
-from tools.argtypes import add_traffic_run_arguments
+from tools.argtypes import add_traffic_run_arguments, non_negative_int
 from tools.cli import CommandError
+
+MAX_SIM_DURATION_S = 10 * 365 * 86_400.0
 
 
 def register(subparsers: Any) -> None:
@@ -41,7 +50,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "sim",
         help="run the deterministic constellation simulator",
-        description="Run N agents over a contact plan on a virtual clock with seeded faults; print a summary.",
+        description=__doc__,
     )
     add_traffic_run_arguments(
         p,
@@ -51,9 +60,14 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--seed",
         required=True,
-        type=int,
+        type=non_negative_int,
         metavar="N",
         help="random seed (same seed => same run)",
+    )
+    p.add_argument(
+        "--services",
+        metavar="MODULE:FACTORY",
+        help="run node services: FACTORY(node, incarnation) in importable MODULE returns each node's services (spec/node.md)",
     )
     p.add_argument(
         "--trace",
@@ -161,10 +175,14 @@ def run(args: argparse.Namespace) -> int:
     """Run the simulation; exit 0 on completion, 2 on bad input."""
     if not 0.0 <= args.loss <= 1.0:
         raise CommandError(f"--loss must be a probability in [0, 1], got {args.loss}")
-    if args.duration < 0:
-        raise CommandError(f"--duration must be >= 0, got {args.duration}")
-    if args.lifetime <= 0:
-        raise CommandError(f"--lifetime must be > 0, got {args.lifetime}")
+    if not 0 <= args.duration <= MAX_SIM_DURATION_S:
+        raise CommandError(
+            f"--duration must be >= 0 and <= {MAX_SIM_DURATION_S:g} s (10 years), got {args.duration:g}"
+        )
+    if not 0 < args.lifetime <= 10 * 365 * 86_400:
+        raise CommandError(
+            f"--lifetime must be > 0 and <= {10 * 365 * 86_400} s, got {args.lifetime:g}"
+        )
     try:
         plan = load_plan(args.plan)
     except DtnError as exc:
@@ -191,6 +209,12 @@ def run(args: argparse.Namespace) -> int:
         if plan.epoch_unix_s is None
         else dtn_time_from_unix(plan.epoch_unix_s)
     )
+    services = None
+    if args.services is not None:
+        try:
+            services = load_factory(args.services, what="--services")
+        except DtnError as exc:
+            raise CommandError(str(exc)) from None
     config = SimConfig(
         seed=args.seed,
         duration_s=args.duration,
@@ -208,7 +232,13 @@ def run(args: argparse.Namespace) -> int:
                     f"cannot write trace file {args.trace}: {exc}"
                 ) from None
         try:
-            sim = Simulator(plan, config, traffic=traffic, trace_sink=trace_file)
+            sim = Simulator(
+                plan,
+                config,
+                traffic=traffic,
+                trace_sink=trace_file,
+                services=services,
+            )
             summary = sim.run()
             sim.close()
         except DtnError as exc:

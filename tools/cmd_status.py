@@ -1,4 +1,9 @@
-"""``dcis status``: the local node's counters, store and neighbours."""
+"""``dcis status``: the local node's counters, store and neighbours.
+
+examples:
+  dcis status --config examples/node1.toml
+  dcis status --node 1 --json
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,10 @@
 Starts one ``dtn-node`` process per plan node plus the link emulator on
 loopback, runs the traffic (plan time 0 is the moment the testbed starts the
 traffic), stops everything and prints the same summary keys as ``dcis sim``.
+Ctrl-C stops the daemons and exits 130.
+
+example:
+  dcis testbed --plan tools/plans/chain4.ionrc --duration 20 --traffic examples/traffic.txt
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ import trio
 
 from dtn.errors import DtnError
 from dtn.sim.traffic import parse_traffic
-from tools.argtypes import add_traffic_run_arguments
-from tools.cli import CommandError
+from tools.argtypes import add_traffic_run_arguments, non_negative_int
+from tools.cli import EXIT_INTERRUPTED, CommandError
 from tools.testbed import Testbed, TestbedOptions, default_workdir
+
+MAX_TESTBED_DURATION_S = 86_400.0
+"""The testbed runs in real time: a day is the longest run it accepts."""
 
 
 def register(subparsers: Any) -> None:
@@ -34,7 +41,12 @@ def register(subparsers: Any) -> None:
         duration_help="run until this plan time",
         loss_help="probability the emulator drops a datagram (default 0)",
     )
-    p.add_argument("--seed", type=int, default=0, help="emulator loss seed (default 0)")
+    p.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="emulator loss seed (default 0)",
+    )
     p.add_argument(
         "--workdir",
         type=Path,
@@ -77,20 +89,46 @@ def _readable(s: dict[str, Any]) -> None:
     )
 
 
+def _is_interrupt(exc: BaseException) -> bool:
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_is_interrupt(e) for e in exc.exceptions)
+    return False
+
+
 def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.loss <= 1.0:
         raise CommandError(f"--loss must be a probability in [0, 1], got {args.loss}")
-    if args.duration <= 0:
-        raise CommandError(f"--duration must be > 0, got {args.duration}")
-    if args.lifetime <= 0:
-        raise CommandError(f"--lifetime must be > 0, got {args.lifetime}")
+    if not 0 < args.duration <= MAX_TESTBED_DURATION_S:
+        raise CommandError(
+            f"--duration must be > 0 and <= {MAX_TESTBED_DURATION_S:g} s (a day of real time), got {args.duration:g}"
+        )
+    if not 0 < args.lifetime <= 10 * 365 * 86_400:
+        raise CommandError(
+            f"--lifetime must be > 0 and <= {10 * 365 * 86_400} s, got {args.lifetime:g}"
+        )
     try:
         traffic = parse_traffic(args.traffic.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise CommandError(f"cannot read traffic file {args.traffic}: {exc}") from None
     except DtnError as exc:
         raise CommandError(f"{args.traffic}: {exc}") from None
-    workdir = args.workdir or default_workdir()
+    if args.workdir is not None:
+        # The daemons run from the repository root: give them absolute paths.
+        workdir = args.workdir.resolve()
+        if workdir.exists() and not workdir.is_dir():
+            raise CommandError(
+                f"--workdir {args.workdir}: exists and is not a directory"
+            )
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CommandError(
+                f"--workdir {args.workdir}: cannot create: {exc.strerror or exc}"
+            ) from None
+    else:
+        workdir = default_workdir()
     try:
         opts = TestbedOptions(
             plan_path=args.plan,
@@ -123,6 +161,13 @@ def run(args: argparse.Namespace) -> int:
             summary = trio.run(go)
         except RuntimeError as exc:
             raise CommandError(str(exc)) from None
+        except BaseException as exc:
+            # Ctrl-C reaches us wrapped in trio's exception groups; the
+            # daemons were stopped on the way out.
+            if _is_interrupt(exc):
+                print("interrupted: daemons stopped", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            raise
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

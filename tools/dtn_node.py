@@ -5,11 +5,22 @@ Logs are structured: one JSON object per line on stderr (``ts``, ``level``,
 cleanly; bundles not yet forwarded stay in the store for the next start.
 SIGHUP reloads the contact plan (so does an edit of the file). A bad
 configuration exits 2 with one ``error:`` line naming the key.
+
+At start the daemon logs its effective configuration (event ``config``:
+addresses, state directory, store, plan, neighbours), with the defaults
+filled in, and warns loudly (event ``store_in_memory``) when its store keeps
+nothing across restarts. Every key of ``node.toml`` is in spec/config.md.
+
+Example::
+
+    dtn-node --config examples/node1.toml --log-level debug
+
+Exit status: 0 stopped by a signal, 1 the node failed while running, 2 a
+usage or configuration error.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import json
@@ -23,7 +34,9 @@ import trio
 
 from dtn.errors import DtnError
 from dtn.runtime import ConfigError, Node, NodeConfig, load_config
-from dtn.runtime.config import default_app_socket
+from dtn.runtime.config import LOG_LEVELS, default_app_socket, prepare_state_dir
+from tools.cli import Parser, check_argv, say_error, tolerant_output
+from tools.version import version_string
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -48,6 +61,34 @@ class JsonLogFormatter(logging.Formatter):
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, default=str)
+
+
+def effective_config(config: NodeConfig) -> dict[str, Any]:
+    """What the node will run with, defaults filled in (the ``config`` log
+    event): enough to see at a glance where it listens and stores."""
+    return {
+        "eid": config.eid,
+        "listen": f"{config.listen[0]}:{config.listen[1]}",
+        "app_socket": config.app_socket,
+        "state_dir": config.state_dir,
+        "store": config.store_path,
+        "store_limit_bytes": config.store_limit_bytes,
+        "store_synchronous": config.store_synchronous,
+        "plan": config.plan,
+        "mtcp_listen": None
+        if config.mtcp_listen is None
+        else f"{config.mtcp_listen[0]}:{config.mtcp_listen[1]}",
+        "neighbours": [
+            {
+                "node": nb.node,
+                "address": f"{nb.address[0]}:{nb.address[1]}",
+                "cla": nb.cla,
+            }
+            for nb in config.neighbours
+        ],
+        "security": config.security is not None and config.security.enabled,
+        "log_level": config.log_level,
+    }
 
 
 def setup_logging(config: NodeConfig) -> logging.Logger:
@@ -95,19 +136,60 @@ def _single(exc: BaseException) -> BaseException:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="dtn-node", description="Run a DCiS bundle node."
+    parser = Parser(
+        prog="dtn-node",
+        description="Run a DCiS bundle node until SIGINT or SIGTERM.",
+        epilog="example: dtn-node --config examples/node1.toml  "
+        "(every key of node.toml: spec/config.md). "
+        "Exit status: 0 stopped, 1 failed while running, 2 usage or configuration error.",
     )
-    parser.add_argument("--config", required=True, help="path to node.toml")
+    parser.add_argument(
+        "--config", required=True, metavar="FILE", help="path to node.toml"
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        help="override the file's log_level (default: the file's, else info)",
+    )
+    parser.add_argument(
+        "--version", action="version", version=version_string("dtn-node")
+    )
+    tolerant_output()
+    check_argv(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
+        if args.log_level is not None:
+            config = dataclasses.replace(config, log_level=args.log_level)
+        if config.app_socket is None:
+            config = dataclasses.replace(
+                config, app_socket=default_app_socket(config.node)
+            )
+        prepare_state_dir(config)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say_error(str(exc))
         return 2
-    if config.app_socket is None:
-        config = dataclasses.replace(config, app_socket=default_app_socket(config.node))
     log = setup_logging(config)
+    log.info("config", extra={"fields": effective_config(config)})
+    if config.store_path == ":memory:":
+        log.warning(
+            "store_in_memory",
+            extra={
+                "fields": {
+                    "detail": '[store] path is ":memory:": every bundle this node holds is LOST when it stops; '
+                    "remove the key to store under state_dir"
+                }
+            },
+        )
+    try:
+        return _run(config, log)
+    finally:
+        # The handler holds this process's stderr: a later node of the same
+        # number in this process (tests, embedding) must not write to it.
+        log.handlers.clear()
+
+
+def _run(config: NodeConfig, log: logging.Logger) -> int:
     try:
         trio.run(serve, config, log)
     except KeyboardInterrupt:

@@ -305,6 +305,7 @@ class Testbed:
                 f"node = {n}",
                 f'listen = "{self._addrs[n][0]}:{self._addrs[n][1]}"',
                 f'app_socket = "{self.socket_of(n)}"',
+                f'state_dir = "{opts.workdir / f"node{n}.state"}"',
                 f'plan = "{plan_path}"',
                 f"plan_epoch_unix_s = {self.epoch_unix_s!r}",
                 f'log_level = "{opts.log_level}"',

@@ -74,7 +74,34 @@ class CompareAndSet:
     value: bytes | None
 
 
-Op = Put | Delete | CompareAndSet
+@dataclass(frozen=True, slots=True)
+class Increment:
+    """Add ``delta`` (may be negative) to the counter at ``key`` (a CRDT
+    merge: increments commute, so every order gives the same total). The value
+    reads as the decimal ASCII of the total; a non-counter value counts as 0."""
+
+    key: str
+    delta: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetAdd:
+    """Add ``member`` to the set at ``key``. A set reads as its members,
+    sorted and joined by ``b"\\n"``; members must not contain ``b"\\n"``."""
+
+    key: str
+    member: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SetRemove:
+    """Remove ``member`` from the set at ``key``."""
+
+    key: str
+    member: bytes
+
+
+Op = Put | Delete | CompareAndSet | Increment | SetAdd | SetRemove
 
 
 class KeyValueLog(Protocol):

@@ -6,6 +6,7 @@ from dtn.agent.actions import Ack as Ack
 from dtn.agent.actions import Action as Action
 from dtn.agent.actions import Deliver as Deliver
 from dtn.agent.actions import Event as Event
+from dtn.agent.actions import EventKind as EventKind
 from dtn.agent.actions import Schedule as Schedule
 from dtn.agent.actions import Transmit as Transmit
 from dtn.agent.agent import Agent as Agent

@@ -8,6 +8,7 @@ The core never performs I/O; each input method (``on_receive``,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Literal
 
 from dtn.time import DtnTime
@@ -39,12 +40,19 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True)
-class Deliver:
-    """Hand a whole (reassembled) bundle's payload to local endpoint ``endpoint``.
+class Inbound:
+    """A whole (reassembled) bundle delivered to a local endpoint.
 
-    ``bundle_key`` identifies the bundle; the driver confirms hand-over with
-    ``agent.on_delivered(bundle_key, now)`` so that a crash between the two
-    never delivers twice nor loses the bundle.
+    ``endpoint`` and ``source`` are EID strings (``ipn:3.16``);
+    ``creation_ms`` is the bundle's creation time (DTN ms, 0 when the source
+    had no clock) and ``sequence`` its creation sequence number;
+    ``bundle_key`` identifies the bundle in the store and in traces.
+
+    The one type for a delivered bundle: the agent's ``Deliver`` action, a
+    service's ``on_bundle`` argument (``dtn.node.Inbound``) and what the app
+    clients and ``Node.endpoint`` hand out (``ReceivedBundle``) are this
+    class. A driver confirms hand-over with ``on_delivered(bundle_key, now)``
+    so that a crash between the two never delivers twice nor loses it.
     """
 
     endpoint: str
@@ -53,6 +61,11 @@ class Deliver:
     creation_ms: int
     sequence: int
     bundle_key: str
+
+
+Deliver = Inbound
+"""The agent's action "hand this bundle to local endpoint ``endpoint``": an
+:class:`Inbound` (the name says what the driver must do with it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +87,63 @@ DELETION_CAUSES: tuple[DeletionCause, ...] = (
 """Every :data:`DeletionCause`, in the order drivers list them."""
 
 
+class EventKind(StrEnum):
+    """Every kind of :class:`Event` the agent and the node (``dtn.node``)
+    emit. A ``StrEnum``: a kind compares equal to its string, and an
+    :class:`Event` built with any other string raises ``ValueError``, so a
+    counter or log reader keyed by kind cannot drift from what is emitted."""
+
+    RECEIVED = "received"
+    """A bundle came from a neighbour (detail: which)."""
+    FORWARDED = "forwarded"
+    """The next hop holds a bundle."""
+    DELIVERED = "delivered"
+    """A local endpoint's delivery was confirmed."""
+    EXPIRED = "expired"
+    """A bundle's lifetime ended here."""
+    REFUSED = "refused"
+    """The store refused a bundle (full); the sender keeps it."""
+    DROPPED = "dropped"
+    """Bad input dropped (undecodable bundle, ...)."""
+    DUPLICATE = "duplicate"
+    """A copy of a bundle already held or delivered."""
+    DELETED = "deleted"
+    """Deleted on purpose (:class:`Deletion` says by which rule)."""
+    FRAGMENTED = "fragmented"
+    """Split to fit a link's MTU."""
+    REASSEMBLED = "reassembled"
+    """Fragments made whole again."""
+    ADMIN_RECORD = "admin_record"
+    """An administrative record for an endpoint not registered here."""
+    NO_ROUTE = "no_route"
+    """A bundle waits without a route (detail: why); the daemon logs it at info."""
+    STATUS_REPORT = "status_report"
+    """A status report was originated."""
+    VARIANT = "variant"
+    """A bundle sharing a held bundle's key but not its content, kept apart."""
+    STORE_CORRUPT = "store_corrupt"
+    """A stored record failed the store's own checksum; never delivered."""
+    SERVICE_STARTED = "service_started"
+    """A node service started (bundle_key empty; detail: its endpoint)."""
+    SERVICE_FAILED = "service_failed"
+    """A node service raised; its call's state writes were discarded."""
+    SERVICE_SEND_FAILED = "service_send_failed"
+    """The agent refused a service's untagged ``Send`` (store full, bad EID)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
-    """Something worth a trace/log line: ``kind`` is e.g. ``"expired"``,
-    ``"refused"``, ``"dropped"``, ``"forwarded"``, ``"delivered"``; ``detail``
-    is a short human-readable reason."""
+    """Something worth a trace/log line: ``kind`` is an :class:`EventKind`
+    (a plain string naming one is converted); ``detail`` is a short
+    human-readable reason. Raises ``ValueError`` for an unknown kind."""
 
     kind: str
     bundle_key: str
     detail: str = ""
+
+    def __post_init__(self) -> None:
+        if type(self.kind) is not EventKind:
+            object.__setattr__(self, "kind", EventKind(self.kind))
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,11 +34,13 @@ hop took it), on delivery confirmation, or at expiry/deletion.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+import itertools
 import math
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -53,15 +55,25 @@ from dtn.agent.actions import (
     Schedule,
     Transmit,
 )
-from dtn.agent.store import MAX_INT64, BundleState, BundleStore, StoredBundle, StoreFull
+from dtn.agent.store import (
+    MAX_INT64,
+    BundleState,
+    BundleStore,
+    StoreCorrupt,
+    StoredBundle,
+    StoreError,
+    StoreFull,
+)
 from dtn.bpv7.admin import StatusKind, StatusReason, make_status_report
 from dtn.bpv7.bundle import Bundle, decode_bundle_untrusted, encode_bundle, make_bundle
 from dtn.bpv7.eid import DTN_NONE, DtnEid, Eid, IpnEid, is_null_eid, parse_eid
 from dtn.bpv7.flags import BlockType, BundleFlags, CrcType
 from dtn.bpv7.fragment import fragment_bundle, reassemble
+from dtn.bpv7.primary import encode_primary
 from dtn.bpv7.processing import apply_unprocessable_blocks, update_for_forwarding
 from dtn.errors import DecodeError, DtnError, InvalidArgument
 from dtn.routing.contact import Contact
+from dtn.routing.plan import check_dtn_routes
 from dtn.time import DtnTime
 
 if TYPE_CHECKING:
@@ -77,6 +89,56 @@ _FRAGMENT_MARGIN = 24
 _MIN_FRAGMENT_PAYLOAD = 64
 # Bundle sizes are rounded up to this for route lookups (see Agent._route).
 _ROUTE_SIZE_QUANTUM = 1024
+# Copies of one bundle key with different contents kept apart (see
+# Agent._receive_one), besides the first; and reassembly candidates tried.
+MAX_VARIANTS = 4
+_MAX_COMBINATIONS = 16
+# Blocks every hop rewrites: not part of a bundle's content.
+_HOP_BLOCKS = frozenset(
+    {BlockType.PREVIOUS_NODE, BlockType.BUNDLE_AGE, BlockType.HOP_COUNT}
+)
+
+
+def content_digest(bundle: Bundle) -> bytes:
+    """What makes two copies of a bundle the same: a 16-byte BLAKE2b digest of
+    the primary block and every block but those each hop rewrites (previous
+    node, bundle age, hop count). Copies sharing a key but not this digest
+    are different bundles (one of them forged or broken)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(encode_primary(bundle.primary))
+    for blk in bundle.blocks:
+        if blk.type_code in _HOP_BLOCKS:
+            continue
+        h.update(b"%d|%d|%d|" % (blk.type_code, blk.number, len(blk.data)))
+        h.update(blk.data)
+    return h.digest()
+
+
+def _variant_base(key: str) -> str | None:
+    """The key a variant's store key was made from (``key#<32 hex>``), else
+    None. Bundle keys themselves end in a decimal number."""
+    if len(key) > 33 and key[-33] == "#":
+        tail = key[-32:]
+        if all(c in "0123456789abcdef" for c in tail):
+            return key[:-33]
+    return None
+
+
+def _fragment_of(frag: Bundle, whole: Bundle) -> bool:
+    """True if fragment ``frag`` carries exactly a piece of ``whole``."""
+    p, w = frag.primary, whole.primary
+    off = p.fragment_offset
+    if off is None or p.total_adu_length != len(whole.payload):
+        return False
+    same_primary = (
+        p.source == w.source
+        and p.destination == w.destination
+        and p.creation == w.creation
+        and p.lifetime_ms == w.lifetime_ms
+    )
+    piece = frag.payload
+    return same_primary and whole.payload[off : off + len(piece)] == piece
+
 
 # Block types the agent processes itself, plus BPSec's BIB/BCB which the
 # security layer above handles: none of them is "unprocessable" here.
@@ -119,6 +181,8 @@ COUNTER_NAMES = (
     "status_reports",
     "transmits",
     "transmit_failed",
+    "store_corrupt",
+    "variants",
 )
 """Keys of :attr:`Agent.counters` (all present from the start)."""
 
@@ -140,6 +204,12 @@ class AgentConfig:
       here.
     - ``status_report_lifetime_ms``: lifetime of status reports sent.
     - ``purge_interval_ms``: how often ``on_tick`` forgets expired delivered keys.
+    - ``max_forward_lifetime_ms``: the longest this node holds a bundle for
+      another node (its expiry here is at most this long after arrival; a
+      lifetime of 2**64-1 ms from an unauthenticated sender must not pin
+      store space forever). None = the bundle's own lifetime.
+    - ``max_tombstone_ms``: the longest a delivered key is remembered (None:
+      the bundle's own lifetime).
     - ``reroute_interval_ms`` / ``max_reroute_interval_ms``: with a contact
       plan, bundles without a route to a destination are routed again after
       this long, then after twice as long each time up to the maximum
@@ -155,6 +225,11 @@ class AgentConfig:
     purge_interval_ms: int = 60_000
     reroute_interval_ms: int = 60_000
     max_reroute_interval_ms: int = 3_600_000
+    max_forward_lifetime_ms: int | None = None
+    max_tombstone_ms: int | None = None
+    mtu_by_neighbour: dict[int, int | None] = field(default_factory=dict)
+    """Per-neighbour MTU overriding ``max_bundle_bytes`` (None: no limit), e.g.
+    for a stream CL such as TCPCL that carries a bundle of any size whole."""
 
     def __post_init__(self) -> None:
         if self.max_bundle_bytes is not None and self.max_bundle_bytes < 64:
@@ -231,6 +306,9 @@ class _Entry:
     flags: int | None = None
     # contact whose residual volume CGR charged for it (not sent yet)
     booked: Contact | None = None
+    # content_digest of the copy received, when what is stored differs from
+    # it (decrypted by the security policy); else computed from the store
+    digest: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -260,6 +338,10 @@ def _node_of(eid: Eid) -> int | str:
     return eid.node if isinstance(eid, IpnEid) else eid.node_id
 
 
+class NoRoute(InvalidArgument):
+    """``send`` to a ``dtn:`` destination that is neither local nor has a static route."""
+
+
 class Agent:
     """A bundle protocol agent for ipn node ``node`` (sans-I/O).
 
@@ -282,10 +364,14 @@ class Agent:
         config: AgentConfig | None = None,
         rng: random.Random | None = None,
         security: SecurityHook | None = None,
+        dtn_routes: Mapping[str, int] | None = None,
     ) -> None:
         if type(node) is not int or node < 1:
             raise InvalidArgument(f"node must be an ipn node number >= 1, got {node!r}")
         self.node = node
+        # Static routes for dtn: node IDs (node.toml; the plan's own come
+        # after, so node.toml wins): a dtn: bundle goes where its ipn node does.
+        self.dtn_routes = check_dtn_routes(dtn_routes or {})
         self.eid = IpnEid(node, 0)
         self.store = store
         self.plan = plan
@@ -316,6 +402,8 @@ class Agent:
         # endpoint -> keys of bundles waiting for it to be registered
         self._unclaimed: dict[str, dict[str, None]] = {}
         self._groups: dict[str, _Group] = {}
+        # base key -> how many variants of it are held (MAX_VARIANTS bound)
+        self._variants: dict[str, int] = {}
         self._backoff: list[tuple[int, int]] = []  # (until, neighbour)
         self._next_tx = 1
         self._seq = 0
@@ -356,6 +444,16 @@ class Agent:
                     self._make_local(self._entries[key], now, actions)
         return actions
 
+    def redeliver(self, keys: Iterable[str], now: int | None = None) -> list[Action]:
+        """Hand these held bundles over again (a ``Deliver`` each, or held
+        for their endpoint until it is registered): the driver deferred
+        them to bound what a slow application makes it hold in memory."""
+        actions: list[Action] = []
+        with self.store.transaction(durable=False):
+            for key in keys:
+                self._hand_over(key, actions, now)
+        return actions
+
     def unregister(self, endpoint: str) -> None:
         """Stop delivering to ``endpoint``: bundles for it are held until it is
         registered again or they expire."""
@@ -389,6 +487,16 @@ class Agent:
             raise InvalidArgument(f"source {source} is not a registered endpoint")
         if isinstance(dst, DtnEid) and dst.is_none:
             raise InvalidArgument("destination must not be dtn:none")
+        if (
+            isinstance(dst, DtnEid)
+            and not isinstance(self._dest_of(dst), int)
+            and not self._is_local_dtn(dst)
+        ):
+            raise NoRoute(
+                f"no route to {dst}: dtn: destinations are forwarded only by a"
+                f" static route from {dst.node_id} to an ipn node number"
+                " ([dtn_routes] in node.toml, or the plan's dtn routes)"
+            )
         if type(lifetime_ms) is not int or lifetime_ms <= 0:
             raise InvalidArgument(
                 f"lifetime_ms must be a positive int, got {lifetime_ms!r}"
@@ -419,7 +527,7 @@ class Agent:
                 flags=flags,
                 report_to=rpt,
             )
-            if self.security is not None and _node_of(dst) != self.node:
+            if self.security is not None and self._dest_of(dst) != self.node:
                 # End-to-end protection at the source (RFC 9172 5.1.1); the
                 # primary block, hence the key, is unchanged.
                 bundle = self.security.protect(bundle, now=now)
@@ -613,7 +721,11 @@ class Agent:
             self._report_entry(
                 e, StatusKind.DELIVERED, StatusReason.NO_INFO, now, actions
             )
-            self.store.mark_delivered(bundle_key, e.expiry_ms)
+            keep = self.config.max_tombstone_ms
+            self.store.mark_delivered(
+                bundle_key,
+                e.expiry_ms if keep is None else min(e.expiry_ms, now + keep),
+            )
             self._remove(e)
             self.counters["delivered"] += 1
             actions.append(Event("delivered", bundle_key, e.destination))
@@ -699,6 +811,7 @@ class Agent:
         self._inflight.clear()
         self._unclaimed.clear()
         self._groups.clear()
+        self._variants.clear()
         self._backoff.clear()
         self._reroute.clear()
         self._reroute_at.clear()
@@ -709,7 +822,7 @@ class Agent:
             recs = list(self.store.records())
             for rec in recs:
                 try:
-                    dest_node = _node_of(parse_eid(rec.destination))
+                    dest_node = self._dest_of(parse_eid(rec.destination))
                 except DtnError:
                     dest_node = rec.destination
                 self._track(rec, dest_node, None)
@@ -753,6 +866,32 @@ class Agent:
         if at is not None and at != self._last_schedule:
             actions.append(Schedule(at))
         self._last_schedule = at
+
+    def _dest_of(self, eid: Eid) -> int | str:
+        """Where a bundle for ``eid`` goes: its ipn node, a static route's node
+        for a ``dtn:`` node ID that has one, else the node ID itself (held)."""
+        if isinstance(eid, IpnEid):
+            return eid.node
+        nid = eid.node_id
+        got = self.dtn_routes.get(nid)
+        if got is None and self.plan is not None:
+            got = self.plan.dtn_routes.get(nid)
+        return nid if got is None else got
+
+    def _is_local_dtn(self, eid: DtnEid) -> bool:
+        nid = eid.node_id
+        return any(e.startswith(nid) for e in self._endpoints)
+
+    def _no_route(self, e: _Entry, now: int, actions: list[Action]) -> None:
+        """Say why ``e`` waits (``no_route`` event; the runtime logs it at info)."""
+        d = e.dest_node
+        if isinstance(d, str):
+            why = f"{e.destination}: no static route from {d} to an ipn node"
+        elif self._router is None:
+            why = f"no contact plan and no open contact to node {d}"
+        else:
+            why = f"no route to node {d} in the contact plan arriving before expiry"
+        actions.append(Event("no_route", e.key, why))
 
     def _now_s(self, now: int) -> float:
         return (now - self.plan_epoch) / 1000.0
@@ -832,17 +971,33 @@ class Agent:
             return
         key = bundle.bundle_key
         self.counters["received"] += 1
-        prev_node = neighbor
+        # Node numbers are stored as signed 64-bit integers: a larger one
+        # (a hostile or foreign sender) is "unknown", never a crash.
+        prev_node = neighbor if neighbor is None or neighbor <= MAX_INT64 else None
         if prev_node is None and isinstance(prev, IpnEid) and prev.node <= MAX_INT64:
             prev_node = prev.node
         p = bundle.primary
-        # Duplicates: a bundle we hold, or one delivered here already.
+        # Duplicates: a bundle we hold (the same content), or one delivered
+        # here already. A copy with the key of one we hold but other content
+        # is kept apart (bounded), never taken for a duplicate: a forger who
+        # saw the key must not get the genuine bundle dropped.
         if key in self._entries or (
             bundle.is_fragment and bundle.original_key in self._entries
         ):
-            self._duplicate(key, ack, actions)
-            return
-        dest_node = _node_of(p.destination)
+            variant = self._variant_key(bundle, key, now, actions)
+            if variant is None:
+                self._duplicate(key, ack, actions)
+                return
+            if not variant:
+                self.counters["refused"] += 1
+                actions.append(
+                    Event("refused", key, f"more than {MAX_VARIANTS} copies differ")
+                )
+                return
+            actions.append(Event("variant", variant, "same key, other content"))
+            self.counters["variants"] += 1
+            key = variant
+        dest_node = self._dest_of(p.destination)
         local = dest_node == self.node or str(p.destination) in self._endpoints
         # Delivered keys are whole-bundle keys: original_key == key unless a fragment.
         if local and self.store.is_delivered(bundle.original_key):
@@ -862,6 +1017,9 @@ class Agent:
             )
             return
         expiry = self._expiry_of(bundle, age, now)
+        cap = self.config.max_forward_lifetime_ms
+        if cap is not None and not local:
+            expiry = min(expiry, now + cap)
         if expiry <= now:
             self.counters["expired"] += 1
             actions.append(Event("expired", key, "lifetime over on arrival"))
@@ -932,6 +1090,43 @@ class Agent:
         if ack is not None:
             actions.append(ack)
 
+    def _variant_key(
+        self, bundle: Bundle, key: str, now: int, actions: list[Action]
+    ) -> str | None:
+        """For a bundle whose key (or whole bundle's key) we hold: None if it
+        is a copy of what we hold; else the key to keep it apart under
+        (``""`` when the bound of variants for ``key`` is reached)."""
+        digest = content_digest(bundle)
+        variant = f"{key}#{digest.hex()}"
+        if variant in self._entries:
+            return None
+        held = self._entries.get(key)
+        if held is not None:
+            if self._held_digest(held, actions, now) == digest:
+                return None
+        else:
+            whole = self._entries[bundle.original_key]
+            data = self._load(whole.key, actions, now)
+            if data is None:
+                return variant
+            try:
+                if _fragment_of(bundle, decode_bundle_untrusted(data)):
+                    return None
+            except DecodeError:
+                return variant
+        return "" if self._variants.get(key, 0) >= MAX_VARIANTS else variant
+
+    def _held_digest(self, e: _Entry, actions: list[Action], now: int) -> bytes | None:
+        if e.digest is None:
+            data = self._load(e.key, actions, now)
+            if data is None:
+                return None
+            try:
+                e.digest = content_digest(decode_bundle_untrusted(data))
+            except DecodeError:
+                return None
+        return e.digest
+
     def _duplicate(self, key: str, ack: Ack | None, actions: list[Action]) -> None:
         self.counters["duplicates"] += 1
         actions.append(Event("duplicate", key))
@@ -969,7 +1164,7 @@ class Agent:
         p = bundle.primary
         if expiry is None:
             expiry = self._expiry_of(bundle, bundle.bundle_age_ms, now)
-        dest_node = _node_of(p.destination)
+        dest_node = self._dest_of(p.destination)
         destination = str(p.destination)
         local = dest_node == self.node or destination in self._endpoints
         group: str | None = None
@@ -988,12 +1183,31 @@ class Agent:
                 Event("admin_record", key, f"for unregistered {destination}")
             )
             return
+        digest = None
         if received and state == BundleState.DELIVERING and self.security is not None:
             checked = self._security_check(bundle, key, now, actions, len(data))
             if checked is None:
                 return
             if checked is not bundle:
+                # Stored decrypted: remember what the received copy was.
+                digest = content_digest(bundle)
                 bundle, data = checked, encode_bundle(checked)
+        verify = getattr(self.security, "verify", None)
+        if received and state == BundleState.PENDING and verify is not None:
+            # RFC 9172 verifier role on the path (RFC 9173 rules): a bundle
+            # whose block fails is not forwarded; the blocks stay.
+            ok, why = verify(bundle, now)
+            if ok is None:
+                self._delete(
+                    key,
+                    bundle,
+                    "security",
+                    "failed a verifier rule",
+                    why or StatusReason.FAILED_SECURITY_OPERATION,
+                    now,
+                    actions,
+                )
+                return
         e = self._store_new(
             key,
             data,
@@ -1006,6 +1220,7 @@ class Agent:
             flags=int(p.flags),
             frag_group=group,
         )
+        e.digest = digest
         if state == BundleState.DELIVERING:
             self._hand_over(key, actions, now)
         elif state == BundleState.REASSEMBLY:
@@ -1065,6 +1280,9 @@ class Agent:
         )
         self._entries[rec.key] = e
         heapq.heappush(self._expiry, (rec.expiry_ms, rec.key))
+        base = _variant_base(rec.key)
+        if base is not None:
+            self._variants[base] = self._variants.get(base, 0) + 1
         return e
 
     # -- delivery and reassembly
@@ -1119,7 +1337,7 @@ class Agent:
         if e.destination not in self._endpoints:
             self._unclaimed.setdefault(e.destination, {})[key] = None
             return
-        data = self.store.get(key)
+        data = self._load(key, actions, now)
         if data is None:
             return
         try:
@@ -1150,9 +1368,11 @@ class Agent:
             e.unrouted = False
         e.queued_to = None
         self._unbook(e)
-        data = self.store.get(e.key)
+        data = self._load(e.key, actions, now)
+        if data is None:
+            return
         try:
-            fragment = data is not None and decode_bundle_untrusted(data).is_fragment
+            fragment = decode_bundle_untrusted(data).is_fragment
         except DecodeError as exc:
             self._corrupt(e, exc, actions)
             return
@@ -1192,40 +1412,67 @@ class Agent:
         self, group: str, g: _Group, now: int, actions: list[Action]
     ) -> None:
         """All fragments of ``group`` are here: replace them by the whole
-        bundle (RFC 9171 5.9) and hand it over."""
-        frags: list[Bundle] = []
-        entries: list[_Entry] = []
-        for key in g.parts:
+        bundle (RFC 9171 5.9) and hand it over.
+
+        Where copies of one fragment differ (variants: one forged or
+        broken), each choice is tried -- the copy held first, first -- up to
+        ``_MAX_COMBINATIONS``; with a security policy the first whole
+        bundle it accepts wins. When none reassembles (or passes), nothing
+        is deleted: the fragments wait for more copies, or expire."""
+        frags: list[tuple[Bundle, _Entry]] = []
+        for key in list(g.parts):
             fe = self._entries.get(key)
-            data = self.store.get(key)
+            data = self._load(key, actions, now)
             if fe is None or data is None:
                 return
             try:
-                frags.append(decode_bundle_untrusted(data))
+                frags.append((decode_bundle_untrusted(data), fe))
             except DecodeError as exc:
                 self._corrupt(fe, exc, actions)
                 return
-            entries.append(fe)
-        try:
-            whole = reassemble(frags)
-        except InvalidArgument as exc:
+        slots: dict[tuple[int, int], list[tuple[Bundle, _Entry]]] = {}
+        for b, fe in frags:
+            rng = (b.primary.fragment_offset or 0, len(b.payload))
+            slots.setdefault(rng, []).append((b, fe))
+        for alts in slots.values():
+            alts.sort(key=lambda t: _variant_base(t[1].key) is not None)
+        whole: Bundle | None = None
+        reason = "no combination of fragments"
+        for combo in itertools.islice(
+            itertools.product(*slots.values()), _MAX_COMBINATIONS
+        ):
+            try:
+                cand = reassemble([b for b, _ in combo])
+            except InvalidArgument as exc:
+                reason = str(exc)
+                continue
+            key = cand.bundle_key
+            if key in self._entries or self.store.is_delivered(key):
+                whole = cand
+                break
+            if self.security is not None:
+                plain, why = self.security.check(cand, now)
+                if plain is None:
+                    reason = f"refused by the security policy ({why!r})"
+                    continue
+                cand = plain
+            whole = cand
+            break
+        if whole is None:
             # Fragments that agree on the key but not on their contents (a
             # forged or broken sender): keep waiting, they expire in time.
-            actions.append(Event("dropped", group, f"reassembly failed: {exc}"))
+            actions.append(Event("dropped", group, f"reassembly failed: {reason}"))
             return
         key = whole.bundle_key
+        entries = [fe for _, fe in frags]
         del self._groups[group]
+        # The copies that lost are of a bundle now whole here: duplicates.
         for fe in entries:
             self._remove(fe)
         if key in self._entries or self.store.is_delivered(key):
             self.counters["duplicates"] += 1
             actions.append(Event("duplicate", key, "reassembled again"))
             return
-        if self.security is not None:
-            checked = self._security_check(whole, key, now, actions, None)
-            if checked is None:
-                return
-            whole = checked
         data = encode_bundle(whole)
         p = whole.primary
         # force: the whole bundle replaces fragments already accepted.
@@ -1233,7 +1480,7 @@ class Agent:
             key,
             data,
             destination=str(p.destination),
-            dest_node=_node_of(p.destination),
+            dest_node=self._dest_of(p.destination),
             expiry_ms=max(fe.expiry_ms for fe in entries),
             state=BundleState.DELIVERING,
             received_ms=now,
@@ -1246,7 +1493,7 @@ class Agent:
         self._hand_over(key, actions, now)
 
     def _recover_fragment(self, e: _Entry, now: int, actions: list[Action]) -> None:
-        data = self.store.get(e.key)
+        data = self._load(e.key, actions, now)
         if data is None:
             return
         try:
@@ -1279,6 +1526,9 @@ class Agent:
             e = self._entries.get(key)
             if e is not None and e.unrouted:
                 e.unrouted = False
+                if isinstance(e.dest_node, str):
+                    # the plan may have brought a static route for its dtn: node
+                    e.dest_node = self._dest_of(parse_eid(e.destination))
                 self._forward(e, now, actions)
         for nb in [n for n in self._queues if n not in self._links]:
             for key in self._queues.pop(nb):
@@ -1324,6 +1574,7 @@ class Agent:
             e.unrouted = True
             e.queued_to = None
             self._unrouted.setdefault(d, {})[e.key] = None
+            self._no_route(e, now, actions)
             if (
                 self._router is not None
                 and isinstance(d, int)
@@ -1418,7 +1669,7 @@ class Agent:
         was fragmented to fit (its fragments now head the queue); None if it
         cannot go now (too big for what is left of the contact) or was
         deleted (hop limit, unreadable)."""
-        data = self.store.get(e.key)
+        data = self._load(e.key, actions, now)
         if data is None:
             self._entries.pop(e.key, None)
             return None
@@ -1447,7 +1698,9 @@ class Agent:
             return None
         wire = encode_bundle(out)
         limit = link.remaining_bytes
-        mtu = self.config.max_bundle_bytes
+        mtu = self.config.mtu_by_neighbour.get(
+            link.contact.to, self.config.max_bundle_bytes
+        )
         if mtu is not None:
             limit = min(limit, mtu)
         if len(wire) <= limit:
@@ -1531,7 +1784,14 @@ class Agent:
         """Drop ``e`` from the store and memory (queues/heap skip it lazily)."""
         self._unbook(e)
         self.store.delete(e.key)
-        self._entries.pop(e.key, None)
+        if self._entries.pop(e.key, None) is not None:
+            base = _variant_base(e.key)
+            if base is not None:
+                n = self._variants.get(base, 0) - 1
+                if n > 0:
+                    self._variants[base] = n
+                else:
+                    self._variants.pop(base, None)
         if e.unrouted:
             keys = self._unrouted.get(e.dest_node)
             if keys is not None:
@@ -1578,6 +1838,44 @@ class Agent:
         if ack is not None:
             actions.append(ack)
 
+    def _load(self, key: str, actions: list[Action], now: int | None) -> bytes | None:
+        """The stored bytes of ``key``; None when not stored or damaged in the
+        store since its commit (then counted, reported and removed: a
+        damaged bundle is never delivered nor forwarded)."""
+        try:
+            return self.store.get(key)
+        except StoreCorrupt as exc:
+            self._store_corrupt(key, str(exc), actions, now)
+            return None
+
+    def _store_corrupt(
+        self, key: str, detail: str, actions: list[Action], now: int | None
+    ) -> None:
+        self.counters["store_corrupt"] += 1
+        actions.append(Event("store_corrupt", key, detail))
+        raw = getattr(self.store, "get_unchecked", None)
+        try:
+            data = raw(key) if raw is not None else None
+            b = decode_bundle_untrusted(data) if data is not None else None
+        except (DecodeError, StoreError):
+            b = None
+        e = self._entries.get(key)
+        if e is not None:
+            self._remove(e)
+        else:
+            self.store.delete(key)
+        if b is not None and now is not None:
+            # The primary block still decodes (its CRC held): tell its
+            # report-to endpoint the bundle is gone from here.
+            self._report_bundle(
+                b,
+                StatusKind.DELETED,
+                StatusReason.DEPLETED_STORAGE,
+                now,
+                actions,
+                force=True,
+            )
+
     def _corrupt(self, e: _Entry, exc: DecodeError, actions: list[Action]) -> None:
         # Only a damaged store file gets here; say so loudly and move on.
         self._remove(e)
@@ -1597,7 +1895,7 @@ class Agent:
         """Report ``kind`` about stored bundle ``e`` if it asked (call before removing it)."""
         if e.flags is not None and not e.flags & _KIND_FLAG[kind]:
             return  # the common case: no report wanted, no decode needed
-        data = self.store.get(e.key)
+        data = self._load(e.key, actions, now)
         if data is None:
             return
         try:

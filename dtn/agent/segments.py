@@ -166,6 +166,11 @@ class SegmentLog:
             self._live.pop(seg, None)
             if seg != self._active:
                 self._dead.add(seg)
+            elif self._active_fd is not None and self._active_off > 0:
+                # The active segment emptied: a new one takes the next
+                # payloads, so this one's space comes back (a full disk
+                # recovers once the bundles are forwarded).
+                self._rotate()
 
     def has_dead(self) -> bool:
         """Whether segments wait for :meth:`drop_dead` (cheap: asked after

@@ -32,6 +32,7 @@ delivery was confirmed -- is never delivered twice.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import os
 import sqlite3
@@ -48,8 +49,10 @@ from dtn.errors import DtnError, InvalidArgument
 __all__ = [
     "BundleState",
     "BundleStore",
+    "DiskFull",
     "MemoryStore",
     "SqliteStore",
+    "StoreCorrupt",
     "StoreError",
     "StoreFull",
     "StoredBundle",
@@ -72,12 +75,43 @@ class StoreFull(DtnError):
         )
 
 
+class DiskFull(StoreFull):
+    """A new bundle was refused because the file system holding the store is
+    (nearly) full: less than the store's ``disk_reserve_bytes`` would be left,
+    or a write failed with ENOSPC. Nothing was acknowledged; accepting starts
+    again by itself when space returns."""
+
+    def __init__(
+        self, *, needed_bytes: int, free_bytes: int, reserve_bytes: int
+    ) -> None:
+        DtnError.__init__(
+            self,
+            f"disk full: {free_bytes} bytes free on the store's file system, "
+            f"a bundle of {needed_bytes} bytes would leave less than the "
+            f"{reserve_bytes}-byte reserve",
+        )
+        self.needed_bytes = needed_bytes
+        self.used_bytes = 0
+        self.limit_bytes = 0
+        self.free_bytes = free_bytes
+
+
 class StoreError(DtnError):
     """The storage medium failed (I/O error, disk full, corrupt file).
 
     After this the in-memory state of an agent may disagree with the store: a
-    driver should stop, and restart with ``Agent.recover``.
+    driver should rebuild it with ``Agent.recover``.
     """
+
+
+class StoreCorrupt(StoreError):
+    """A stored bundle's bytes no longer match the checksum the store wrote
+    with them (damaged after its commit): ``key`` names it. The bytes are
+    never handed out."""
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(f"bundle {key!r} is corrupt in the store: {detail}")
+        self.key = key
 
 
 class BundleState(StrEnum):
@@ -192,6 +226,51 @@ class BundleStore(Protocol):
         ...
 
 
+# Lock files this process holds: path -> [fd, users]. The lock keeps other
+# processes out; inside one process a store may be opened again (a test's
+# simulated crash abandons the first object without closing it).
+_LOCKS: dict[str, list[int]] = {}
+
+
+def _lock(path: str) -> str:
+    """Take the exclusive lock of the store at ``path`` (an flock on
+    ``<path>.lock``, held until the last store of this process on it
+    closes): a second daemon on the same files would corrupt both. Returns
+    the lock's name for :func:`_unlock`. Raises :class:`StoreError`."""
+    import fcntl
+
+    name = os.path.realpath(path) + ".lock"
+    held = _LOCKS.get(name)
+    if held is not None:
+        held[1] += 1
+        return name
+    try:
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot open bundle store {path!r}: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise StoreError(
+                f"bundle store {path!r} is in use by another process"
+            ) from None
+        raise StoreError(f"cannot lock bundle store {path!r}: {exc}") from exc
+    _LOCKS[name] = [fd, 1]
+    return name
+
+
+def _unlock(name: str) -> None:
+    held = _LOCKS.get(name)
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] <= 0:
+        del _LOCKS[name]
+        os.close(held[0])  # closing releases the flock
+
+
 MAX_INT64 = (1 << 63) - 1
 """Largest time (ms) or node number a store keeps (SQLite integers are signed 64-bit)."""
 
@@ -230,6 +309,7 @@ class MemoryStore:
         self._meta: dict[str, StoredBundle] = {}
         self._delivered: dict[str, int] = {}
         self._delivered_heap: list[tuple[int, str]] = []
+        self._services: dict[int, dict[str, bytes]] = {}
 
     @property
     def limit_bytes(self) -> int:
@@ -320,6 +400,26 @@ class MemoryStore:
         """How many delivered keys are remembered."""
         return len(self._delivered)
 
+    # -- node services' durable state (dtn.node.state.StateBackend)
+
+    def service_get(self, service: int, key: str) -> bytes | None:
+        """Service ``service``'s value under ``key``, or None."""
+        return self._services.get(service, {}).get(key)
+
+    def service_put(self, service: int, key: str, value: bytes) -> None:
+        """Set service ``service``'s ``key`` to ``value``."""
+        self._services.setdefault(service, {})[key] = bytes(value)
+
+    def service_delete(self, service: int, key: str) -> None:
+        """Remove service ``service``'s ``key`` (no-op if absent)."""
+        self._services.get(service, {}).pop(key, None)
+
+    def service_keys(self, service: int, prefix: str = "") -> list[str]:
+        """Service ``service``'s keys starting with ``prefix``, sorted."""
+        return sorted(
+            k for k in self._services.get(service, {}) if k.startswith(prefix)
+        )
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -347,6 +447,12 @@ CREATE INDEX IF NOT EXISTS delivered_by_expiry ON delivered (expiry_ms);
 CREATE TABLE IF NOT EXISTS store_meta (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS service_state (
+    service INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (service, key)
 ) WITHOUT ROWID;
 """
 _SCHEMA_VERSION = "2"
@@ -403,6 +509,8 @@ class SqliteStore:
         inline_max_bytes: int = 2048,
         segment_bytes: int = 64 << 20,
         deferred_sync: bool = False,
+        disk_reserve_bytes: int = 0,
+        ballast_bytes: int = 0,
     ) -> None:
         if limit_bytes < 0:
             raise InvalidArgument(f"limit_bytes must be >= 0, got {limit_bytes}")
@@ -424,8 +532,15 @@ class SqliteStore:
         self._refs: list[tuple[int, int]] = []
         self._wal_fd: int | None = None
         self._sync_dead: set[int] = set()
+        self._reserve = disk_reserve_bytes
+        self._ballast_bytes = ballast_bytes
+        self._ballast_path = self._path + ".ballast"
+        self._ballast_out = False
+        self._puts = 0
         self.dropped_at_open: list[str] = []
+        self.corrupt_at_open: list[str] = []
         in_memory = self._path in ("", ":memory:")
+        self._lock_name: str | None = None
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a
             # transaction() block is exactly one SQLite transaction.
@@ -434,6 +549,12 @@ class SqliteStore:
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open bundle store {self._path!r}: {exc}") from exc
+        if not in_memory:
+            try:
+                self._lock_name = _lock(self._path)
+            except StoreError:
+                self._db.close()
+                raise
         try:
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -483,20 +604,33 @@ class SqliteStore:
             )
             if self._segs is not None:
                 self._check_segments(self._segs)
+                if ballast_bytes:
+                    self._ballast_out = not self._lay_ballast()
         except sqlite3.Error as exc:
             self._db.close()
+            self._unlock()
             raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
         except SegmentError as exc:
             self._db.close()
+            self._unlock()
             raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
         except StoreError:
             self._db.close()
+            self._unlock()
             raise
 
+    def _unlock(self) -> None:
+        if self._lock_name is not None:
+            _unlock(self._lock_name)
+            self._lock_name = None
+
     def _check_segments(self, segs: SegmentLog) -> None:
-        """At open: drop rows whose payload is missing or fails its CRC (a
-        power cut before their fsync), adopt the live counts, remove
-        segments nothing points into."""
+        """At open: drop rows whose payload never reached the disk (missing,
+        cut short or still zeros: a power cut before their fsync; never
+        acknowledged), keep -- and list in :attr:`corrupt_at_open` -- rows
+        whose payload is all there but fails its CRC (damaged after the
+        commit: reading it raises :class:`StoreCorrupt`), adopt the live
+        counts, remove segments nothing points into."""
         rows = self._db.execute(
             "SELECT key, seg, seg_off, size_bytes, crc FROM bundles"
             " WHERE seg IS NOT NULL ORDER BY seg, seg_off"
@@ -505,10 +639,12 @@ class SqliteStore:
         bad: list[tuple[str, int]] = []
         for key, seg, off, size, crc in rows:
             data = segs.read(seg, off, size)
-            if data is None or crc32c(data) != crc:
+            if data is None or (crc32c(data) != crc and not any(data)):
                 bad.append((key, size))
-            else:
-                counts[seg] = counts.get(seg, 0) + 1
+                continue
+            if crc32c(data) != crc:
+                self.corrupt_at_open.append(key)
+            counts[seg] = counts.get(seg, 0) + 1
         if bad:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
@@ -579,6 +715,7 @@ class SqliteStore:
         self._exec("BEGIN IMMEDIATE")
         self._depth = 1
         self._must_sync = False
+        self._puts = 0
         self._refs.clear()
         try:
             yield
@@ -598,7 +735,22 @@ class SqliteStore:
                 # Payload bytes reach the disk before the rows that point
                 # at them (SQLite fsyncs the WAL in COMMIT below).
                 self._segs.sync_files(*self._segs.take_dirty())
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                # SQLITE_FULL: a transaction that only deletes or updates
+                # (what frees space) gets the ballast and commits again
+                # (the transaction stays open after a failed COMMIT); new
+                # bundles never take it.
+                if not (
+                    getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+                    and not self._puts
+                    and self._release_ballast()
+                    and self._db.in_transaction
+                ):
+                    # Rolled back: the caller's next try has the ballast's room.
+                    raise
+                self._db.execute("COMMIT")
             if relaxed and self._must_sync and not self._deferred:
                 # A durable write joined a relaxed transaction: a checkpoint
                 # fsyncs the WAL first, which makes this commit durable.
@@ -627,13 +779,78 @@ class SqliteStore:
         most one fsync (none when ``durable=False``)."""
         return self._txn(durable)
 
+    def _lay_ballast(self) -> bool:
+        """Fill ``<path>.ballast`` with ``ballast_bytes``: space only this
+        store can give back, so that on a full disk deleting bundles (which
+        writes to the WAL) still works. False when there is no room."""
+        try:
+            fd = os.open(
+                self._ballast_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+        except OSError:
+            return False
+        try:
+            have = os.fstat(fd).st_size
+            if have < self._ballast_bytes:
+                os.lseek(fd, have, os.SEEK_SET)
+                chunk = b"\0" * min(1 << 16, self._ballast_bytes)
+                while have < self._ballast_bytes:
+                    have += os.write(fd, chunk[: self._ballast_bytes - have])
+                os.fsync(fd)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return True
+
+    def _release_ballast(self) -> bool:
+        """The disk is full: give the ballast back (True if there was one)."""
+        if not self._ballast_bytes or self._ballast_out:
+            return False
+        with suppress(OSError):
+            os.unlink(self._ballast_path)
+        self._ballast_out = True
+        return True
+
+    def _free_bytes(self) -> int | None:
+        assert self._segs is not None
+        try:
+            st = os.statvfs(self._segs.directory)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+
+    def _check_disk(self, needed: int) -> None:
+        if self._segs is None:
+            return
+        free = self._free_bytes()
+        if self._ballast_out:
+            # Refuse new bundles until the ballast is back in place.
+            room = free is None or free - needed - self._ballast_bytes >= self._reserve
+            if not room or not self._lay_ballast():
+                raise DiskFull(
+                    needed_bytes=needed,
+                    free_bytes=free or 0,
+                    reserve_bytes=self._reserve,
+                )
+            self._ballast_out = False
+        if free is not None and free - needed < self._reserve:
+            raise DiskFull(
+                needed_bytes=needed, free_bytes=free, reserve_bytes=self._reserve
+            )
+
     def put(self, record: StoredBundle, data: bytes, *, force: bool = False) -> None:
-        """See :meth:`BundleStore.put`."""
+        """See :meth:`BundleStore.put`. Also raises :class:`DiskFull` (a
+        :class:`StoreFull`) when the file system is (nearly) full."""
         _check_put(record, data)
         if not force:
             _check_room(record, self._used, self._limit)
+            self._check_disk(len(data))
         with self._txn(None):
-            seg = off = crc = None
+            seg = off = None
+            # Every row carries a checksum of the store's own: a bundle
+            # without a CRC of its own is still never handed out damaged.
+            crc = crc32c(data)
             if self._segs is not None and len(data) > self._inline_max:
                 if self._db.execute(
                     "SELECT 1 FROM bundles WHERE key=?", (record.key,)
@@ -642,8 +859,16 @@ class SqliteStore:
                 try:
                     seg, off = self._segs.append(data)
                 except SegmentError as exc:
+                    if isinstance(exc.__cause__, OSError) and exc.__cause__.errno in (
+                        errno.ENOSPC,
+                        errno.EDQUOT,
+                    ):
+                        raise DiskFull(
+                            needed_bytes=len(data),
+                            free_bytes=0,
+                            reserve_bytes=self._reserve,
+                        ) from exc
                     raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
-                crc = crc32c(data)
                 data = b""
             try:
                 self._db.execute(
@@ -670,14 +895,47 @@ class SqliteStore:
                     f"bundle {record.key!r} is already stored"
                 ) from exc
             except sqlite3.Error as exc:
+                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                    raise DiskFull(
+                        needed_bytes=len(data),
+                        free_bytes=0,
+                        reserve_bytes=self._reserve,
+                    ) from exc
                 raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
             self._used += record.size_bytes
             self._count += 1
+            self._puts += 1
             if seg is not None:
                 self._refs.append((seg, 1))
 
     def get(self, key: str) -> bytes | None:
-        """See :meth:`BundleStore.get`."""
+        """See :meth:`BundleStore.get`. Raises :class:`StoreCorrupt` when the
+        bytes fail the checksum stored with them (rows from before checksums
+        were kept inline have none and are returned as they are)."""
+        row = self._exec(
+            "SELECT data, seg, seg_off, size_bytes, crc FROM bundles WHERE key=?",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return None
+        if row[1] is None or self._segs is None:
+            data: bytes | None = bytes(row[0])
+        else:
+            try:
+                data = self._segs.read(row[1], row[2], row[3])
+            except SegmentError as exc:
+                raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
+            if data is None:
+                raise StoreCorrupt(key, "segment record missing or cut short")
+        assert data is not None
+        if row[4] is not None and (len(data) != row[3] or crc32c(data) != int(row[4])):
+            raise StoreCorrupt(key, "checksum mismatch")
+        return data
+
+    def get_unchecked(self, key: str) -> bytes | None:
+        """The stored bytes of ``key`` without the checksum check (to read
+        what is left of a :class:`StoreCorrupt` bundle's primary block for
+        its status report); None when absent."""
         row = self._exec(
             "SELECT data, seg, seg_off, size_bytes FROM bundles WHERE key=?", (key,)
         ).fetchone()
@@ -777,6 +1035,39 @@ class SqliteStore:
         """How many delivered keys are remembered."""
         return int(self._exec("SELECT COUNT(*) FROM delivered").fetchone()[0])
 
+    # -- node services' durable state (dtn.node.state.StateBackend): rows of
+    # the same database, so they commit in the transaction that wrote them
+
+    def service_get(self, service: int, key: str) -> bytes | None:
+        """Service ``service``'s value under ``key``, or None."""
+        row = self._exec(
+            "SELECT value FROM service_state WHERE service=? AND key=?",
+            (service, key),
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def service_put(self, service: int, key: str, value: bytes) -> None:
+        """Set service ``service``'s ``key`` to ``value``."""
+        with self._txn(None):
+            self._exec(
+                "INSERT OR REPLACE INTO service_state (service, key, value) VALUES (?, ?, ?)",
+                (service, key, bytes(value)),
+            )
+
+    def service_delete(self, service: int, key: str) -> None:
+        """Remove service ``service``'s ``key`` (no-op if absent)."""
+        with self._txn(None):
+            self._exec(
+                "DELETE FROM service_state WHERE service=? AND key=?", (service, key)
+            )
+
+    def service_keys(self, service: int, prefix: str = "") -> list[str]:
+        """Service ``service``'s keys starting with ``prefix``, sorted."""
+        rows = self._exec(
+            "SELECT key FROM service_state WHERE service=? ORDER BY key", (service,)
+        ).fetchall()
+        return [str(r[0]) for r in rows if str(r[0]).startswith(prefix)]
+
     # -- group commit (deferred_sync=True)
 
     @property
@@ -864,3 +1155,4 @@ class SqliteStore:
             if self._segs is not None:
                 self._segs.close()
             self._db.close()
+            self._unlock()

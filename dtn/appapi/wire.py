@@ -34,7 +34,7 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Largest message accepted (a bundle payload plus a few keys)."""
 
 CLIENT_TYPES = frozenset(
-    {"register", "unregister", "send", "delivered", "status", "ping"}
+    {"register", "unregister", "send", "delivered", "status", "ping", "bundles"}
 )
 NODE_TYPES = frozenset({"ok", "error", "bundle"})
 
@@ -46,6 +46,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "delivered": {"bundle_key": str},
     "status": {"id": int},
     "ping": {"id": int},
+    "bundles": {"id": int},
     "ok": {"id": int},
     "error": {"id": int, "message": str},
     "bundle": {
@@ -59,6 +60,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
 }
 _OPTIONAL: dict[str, dict[str, type | tuple[type, ...]]] = {
     "send": {"source": str, "lifetime_ms": int},
+    "bundles": {"limit": int},
 }
 
 
@@ -113,3 +115,8 @@ class MessageReader:
     def feed(self, data: bytes | bytearray | memoryview) -> list[dict[str, Any]]:
         """Consume stream bytes; return complete messages."""
         return [decode_message_untrusted(b) for b in self._frames.feed(data)]
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of a message received only in part (held in memory)."""
+        return self._frames.buffered_bytes

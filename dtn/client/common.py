@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from dtn.agent.actions import Inbound
 from dtn.errors import DtnError
 
 
@@ -12,29 +12,22 @@ class ClientError(DtnError):
     """The node refused a request, or the connection failed."""
 
 
-@dataclass(frozen=True, slots=True)
-class ReceivedBundle:
-    """A bundle delivered to a local endpoint: over the app API (the clients)
-    or in-process (``Node.endpoint``, re-exported as ``dtn.runtime.ReceivedBundle``)."""
+ReceivedBundle = Inbound
+"""A bundle delivered to a local endpoint, over the app API (the clients) or
+in-process (``Node.endpoint``, re-exported as ``dtn.runtime.ReceivedBundle``):
+``dtn.node.Inbound``, the one type for a delivered bundle."""
 
-    endpoint: str
-    source: str
-    payload: bytes
-    creation_ms: int
-    sequence: int
-    bundle_key: str
 
-    @classmethod
-    def from_message(cls, m: dict[str, Any]) -> ReceivedBundle:
-        """Build from a ``bundle`` message (already validated by the reader)."""
-        return cls(
-            m["endpoint"],
-            m["source"],
-            m["payload"],
-            m["creation_ms"],
-            m["sequence"],
-            m["bundle_key"],
-        )
+def received_from_message(m: dict[str, Any]) -> Inbound:
+    """Build from a ``bundle`` message (already validated by the reader)."""
+    return Inbound(
+        m["endpoint"],
+        m["source"],
+        m["payload"],
+        m["creation_ms"],
+        m["sequence"],
+        m["bundle_key"],
+    )
 
 
 def send_request(

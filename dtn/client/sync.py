@@ -9,7 +9,12 @@ from types import TracebackType
 from typing import Any
 
 from dtn.appapi.wire import MessageReader, encode_message
-from dtn.client.common import ClientError, ReceivedBundle, send_request
+from dtn.client.common import (
+    ClientError,
+    ReceivedBundle,
+    received_from_message,
+    send_request,
+)
 from dtn.errors import DecodeError
 
 
@@ -74,7 +79,7 @@ class Client:
             raise ClientError(f"bad message from the node: {exc}") from exc
         for m in msgs:
             if m["type"] == "bundle":
-                self._bundles.append(ReceivedBundle.from_message(m))
+                self._bundles.append(received_from_message(m))
             else:
                 self._replies[m["id"]] = m
 
@@ -147,6 +152,12 @@ class Client:
         status = self._request({"type": "status"})["status"]
         assert isinstance(status, dict)
         return status
+
+    def bundles(self, limit: int = 1000) -> dict[str, Any]:
+        """What the node stores: ``{"total": N, "bundles": [{key,
+        destination, state, size, received_ms, expiry_ms, from}, ...]}``."""
+        reply = self._request({"type": "bundles", "limit": limit})
+        return {"total": reply["total"], "bundles": reply["bundles"]}
 
     def ping(self) -> float:
         """Round trip to the local node, in seconds."""

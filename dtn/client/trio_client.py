@@ -12,7 +12,12 @@ from typing import Any
 import trio
 
 from dtn.appapi.wire import MessageReader, encode_message
-from dtn.client.common import ClientError, ReceivedBundle, send_request
+from dtn.client.common import (
+    ClientError,
+    ReceivedBundle,
+    received_from_message,
+    send_request,
+)
 from dtn.errors import DecodeError
 
 
@@ -40,7 +45,7 @@ class TrioClient:
                     break
                 for m in reader.feed(chunk):
                     if m["type"] == "bundle":
-                        self._bundles_send.send_nowait(ReceivedBundle.from_message(m))
+                        self._bundles_send.send_nowait(received_from_message(m))
                     else:
                         ch = self._waiting.pop(m["id"], None)
                         if ch is not None:

@@ -1,10 +1,15 @@
 """A node: one bundle agent plus the services on its endpoints (sans-I/O).
 
 Public names: :class:`Inbound`, :class:`Send`, :class:`ServiceContext`,
-:class:`Service` (and :class:`ServiceState`); ``NodeCore``, ``EventKind`` and
-``EchoService`` join them as the node-services work lands (spec/node.md).
+:class:`Service` (and :class:`ServiceState`), :class:`NodeCore`,
+:class:`EventKind` and :class:`EchoService` (spec/node.md).
 """
 
+from dtn.agent.actions import EventKind as EventKind
+from dtn.node.core import EndpointReserved as EndpointReserved
+from dtn.node.core import NodeCore as NodeCore
+from dtn.node.echo import ECHO_SERVICE as ECHO_SERVICE
+from dtn.node.echo import EchoService as EchoService
 from dtn.node.service import (
     DEFAULT_LIFETIME_MS as DEFAULT_LIFETIME_MS,
 )
@@ -32,8 +37,13 @@ from dtn.node.service import (
 
 __all__ = [
     "DEFAULT_LIFETIME_MS",
+    "ECHO_SERVICE",
     "RESERVED_SERVICES",
+    "EchoService",
+    "EndpointReserved",
+    "EventKind",
     "Inbound",
+    "NodeCore",
     "NodeCredentials",
     "Send",
     "Service",

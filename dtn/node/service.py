@@ -31,6 +31,7 @@ from typing import Protocol
 
 from crypto.certificate import NodeCertificate
 from crypto.keys import NodeIdentity
+from dtn.agent.actions import Inbound as Inbound
 from dtn.routing.plan import ContactPlan
 
 DEFAULT_LIFETIME_MS = 3_600_000
@@ -44,24 +45,6 @@ RESERVED_SERVICES: dict[int, str] = {
     18: "object store",
 }
 """Service numbers an app client may never register (``ipn:N.<s>``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """A whole (reassembled) bundle delivered to a local endpoint.
-
-    ``endpoint`` and ``source`` are EID strings (``ipn:3.16``);
-    ``creation_ms`` is the bundle's creation time (DTN ms, 0 when the source
-    had no clock) and ``sequence`` its creation sequence number;
-    ``bundle_key`` identifies the bundle in the store and in traces.
-    """
-
-    endpoint: str
-    source: str
-    payload: bytes
-    creation_ms: int
-    sequence: int
-    bundle_key: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,21 +108,27 @@ def replay(
     size_bytes: float,
     owlt_s: Sequence[float],
     residual: Sequence[float] | None = None,
+    owlt_at: Callable[[int, float], float] | None = None,
 ) -> float | None:
     """Walk a contact sequence from ``at_s``; the arrival time, or None if some contact cannot carry it.
 
-    ``owlt_s[i]`` is the light time of ``contacts[i]``; ``residual[i]`` (if
-    given) its residual volume in bytes.
+    ``owlt_s[i]`` is the light time of ``contacts[i]``; ``owlt_at(i, t)``
+    (if given) overrides it with the light time in force when transmission
+    starts at ``t``. ``residual[i]`` (if given) is its residual volume in
+    bytes. A contact's end is exclusive, as in ION: transmission must start
+    before it and end by it.
     """
     t = at_s
     for i, c in enumerate(contacts):
         if residual is not None and residual[i] < size_bytes:
             return None
         s = max(t, c.start_s)
+        if s >= c.end_s:
+            return None
         e = s + _tx_time(size_bytes, c.rate_bytes_s)
         if e > c.end_s:
             return None
-        t = e + owlt_s[i]
+        t = e + (owlt_s[i] if owlt_at is None else owlt_at(i, s))
     return t
 
 
@@ -147,6 +153,7 @@ class _Graph:
 
     __slots__ = (
         "_idx",
+        "_plan_ranges",
         "cs",
         "end",
         "frm",
@@ -158,6 +165,7 @@ class _Graph:
         "rate",
         "start",
         "to",
+        "var_owlt",
         "version",
         "volume",
     )
@@ -178,6 +186,10 @@ class _Graph:
         self.frm = [c.frm for c in cs]
         self.to = [c.to for c in cs]
         self.owlt = plan.owlt_table(view)
+        # contacts whose light time changes inside them: the pair's ranges,
+        # looked up at the time a bundle is sent (ION's terms)
+        self.var_owlt: dict[int, tuple[int, int]] = _varying_owlt(plan, cs)
+        self._plan_ranges = plan.owlt_lookup()
         self.volume = [
             (e - b) * r for b, e, r in zip(self.start, self.end, self.rate, strict=True)
         ]
@@ -219,12 +231,44 @@ class _Graph:
             )
         self.out = out
 
+    def owlt_at(self, i: int, at_s: float) -> float:
+        """Contact ``i``'s light time when a bundle is sent over it at ``at_s``."""
+        pair = self.var_owlt.get(i)
+        if pair is None:
+            return self.owlt[i]
+        got = self._plan_ranges(pair[0], pair[1], at_s)
+        return 0.0 if got is None else got
+
     @property
     def idx(self) -> dict[Contact, int]:
         """Contact -> its index in the flat arrays."""
         if self._idx is None:
             self._idx = {c: i for i, c in enumerate(self.cs)}
         return self._idx
+
+
+def _varying_owlt(
+    plan: ContactPlan, cs: Sequence[Contact]
+) -> dict[int, tuple[int, int]]:
+    """Contacts (by index) inside which some range of their pair starts or ends."""
+    edges: dict[tuple[int, int], list[float]] = {}
+    for r in plan.ranges:
+        for pair in {(r.frm, r.to), (r.to, r.frm)}:
+            edges.setdefault(pair, []).extend((r.start_s, r.end_s))
+    for v in edges.values():
+        v.sort()
+    out: dict[int, tuple[int, int]] = {}
+    for i, c in enumerate(cs):
+        ts = edges.get((c.frm, c.to))
+        if ts is None:
+            continue
+        # a range starting after the contact's start, or ending before its end
+        j = bisect_left(ts, c.start_s)
+        while j < len(ts) and ts[j] == c.start_s:
+            j += 1
+        if j < len(ts) and ts[j] < c.end_s:
+            out[i] = (c.frm, c.to)
+    return out
 
 
 def _graph_of(plan: ContactPlan) -> tuple[_Graph, bool]:
@@ -362,9 +406,14 @@ class Router:
         return self._residual_of(i)
 
     def owlt_of(self, contact: Contact) -> float:
-        """The light time the router applies to ``contact`` (the range at its start)."""
+        """The light time in force at ``contact``'s start."""
         self._check()
         return self._owlt[self._idx[contact]]
+
+    def owlt_at(self, contact: Contact, at_s: float) -> float:
+        """The light time the router applies to a bundle sent over ``contact`` at ``at_s``."""
+        self._check()
+        return self._g.owlt_at(self._idx[contact], at_s)
 
     # -- search ------------------------------------------------------------------
     def _search(
@@ -400,6 +449,8 @@ class Router:
         end = self._end
         inv_rate = self._inv_rate
         owlt = self._owlt
+        var_owlt = self._g.var_owlt
+        owlt_at = self._g.owlt_at
         vol = self._vol
         resid = self._resid
         rank = self._g.rank
@@ -474,13 +525,14 @@ class Router:
                 sv = settled.get(v)
                 if sv is not None and h1 > sv[0]:
                     continue  # v already expanded with an earlier arrival and fewer hops
-                e = t if t > st else st
-                if sized:
-                    e += size * inv_rate[ci]
+                sent = t if t > st else st
                 ce = end[ci]
+                if sent >= ce:
+                    continue  # the end is exclusive (ION)
+                e = sent + size * inv_rate[ci] if sized else sent
                 if e > ce:
                     continue
-                a = e + owlt[ci]
+                a = e + (owlt[ci] if ci not in var_owlt else owlt_at(ci, sent))
                 if a > deadline or a > best_dst:
                     continue
                 ch: Chain = (-ce if -ce > nterm else nterm, chain, rank[ci], ci)
@@ -521,6 +573,7 @@ class Router:
             size,
             [self._owlt[i] for i in ids],
             [self._residual_of(i) for i in ids],
+            (lambda k, at: self._g.owlt_at(ids[k], at)) if self._g.var_owlt else None,
         )
         if a is None:
             return None
@@ -761,7 +814,7 @@ class Router:
             terms = [_INF]
             for ci in prev_ids:
                 s = max(t, self._start[ci])
-                t = s + _tx_time(size, self._rate[ci]) + self._owlt[ci]
+                t = s + _tx_time(size, self._rate[ci]) + self._g.owlt_at(ci, s)
                 times.append(t)
                 term = min(term, self._end[ci])
                 terms.append(term)

@@ -21,12 +21,14 @@ from __future__ import annotations
 import bisect
 import calendar
 import json
+import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from dtn.bpv7.eid import DtnEid, parse_eid
 from dtn.errors import DtnError, InvalidArgument
 from dtn.routing.contact import Contact, Range
 from dtn.time import DTN_EPOCH_UNIX_S
@@ -36,8 +38,10 @@ __all__ = [
     "PlanError",
     "RoutingError",
     "apply_ionrc",
+    "check_dtn_routes",
     "format_hdtn_json",
     "format_ionrc",
+    "ionrc_owlt_warnings",
     "load_plan",
     "parse_hdtn_json",
     "parse_ionrc",
@@ -66,6 +70,30 @@ class PlanError(RoutingError, ValueError):
 
 
 SeventhField = Literal["confidence", "owlt"]
+
+
+def check_dtn_routes(routes: Mapping[str, int]) -> dict[str, int]:
+    """Validate static ``dtn:`` routes (node ID ``dtn://name/`` -> ipn node number).
+
+    Returns them keyed by the canonical node ID; raises InvalidArgument for a
+    key that is not a ``dtn://name/`` node ID or a node number < 1.
+    """
+    out: dict[str, int] = {}
+    for name, node in routes.items():
+        try:
+            eid = parse_eid(name)
+        except DtnError as exc:
+            raise InvalidArgument(f"dtn route {name!r}: {exc}") from None
+        if not isinstance(eid, DtnEid) or eid.is_none or eid.node_id != str(eid):
+            raise InvalidArgument(
+                f"dtn route {name!r}: expected a node ID such as 'dtn://name/'"
+            )
+        if type(node) is not int or not 1 <= node < _MAX_NODE:
+            raise InvalidArgument(
+                f"dtn route {name!r}: node must be an ipn node number >= 1, got {node!r}"
+            )
+        out[eid.node_id] = node
+    return out
 
 
 class ContactPlan:
@@ -99,6 +127,9 @@ class ContactPlan:
         # (it records the version it was built from).
         self._cgr_graph: object | None = None
         self.epoch_unix_s = epoch_unix_s
+        # Static routes from dtn: node IDs to ipn node numbers (issue 17):
+        # ionrc "# dcis dtn-route dtn://name/ N" lines, HDTN JSON "dtnRoutes".
+        self.dtn_routes: dict[str, int] = {}
         self.version = 0
         # Entries a parser skipped, one line each (e.g. an HDTN contact whose end precedes its start).
         self.warnings: list[str] = []
@@ -146,6 +177,7 @@ class ContactPlan:
             set(self._contacts) == set(other._contacts)
             and self._rset().keys() == other._rset().keys()
             and self.epoch_unix_s == other.epoch_unix_s
+            and self.dtn_routes == other.dtn_routes
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable
@@ -227,7 +259,10 @@ class ContactPlan:
         return self._range_set
 
     def update(self, newer: ContactPlan) -> None:
-        """Merge a newer plan in place: its contacts and ranges are added, duplicates skipped."""
+        """Merge a newer plan in place: its contacts, ranges and dtn routes are added, duplicates skipped."""
+        if newer.dtn_routes and newer.dtn_routes != self.dtn_routes:
+            self.dtn_routes.update(newer.dtn_routes)
+            self._changed()
         for c in newer.contacts:
             if c not in self._contacts:
                 self.add_contact(c)
@@ -263,6 +298,24 @@ class ContactPlan:
             pr = idx.get((to, frm))
             got = pr.at(at_s) if pr is not None else None
         return got
+
+    def owlt_lookup(self) -> Callable[[int, int, float], float | None]:
+        """A lookup ``(frm, to, at_s) -> light time or None`` over this version's ranges.
+
+        A snapshot: later range changes do not reach it (a router rebuilds
+        its graph, and so its lookup, when the plan's version changes).
+        """
+        idx = self._pair_index()
+
+        def find(frm: int, to: int, at_s: float) -> float | None:
+            pr = idx.get((frm, to))
+            got = pr.at(at_s) if pr is not None else None
+            if got is None and frm > to:
+                pr = idx.get((to, frm))
+                got = pr.at(at_s) if pr is not None else None
+            return got
+
+        return find
 
     def owlt_table(self, contacts: Sequence[Contact]) -> list[float]:
         """``owlt_s(c.frm, c.to, c.start_s)`` for each contact, in one pass (used by routers)."""
@@ -428,7 +481,21 @@ class _IonrcParser:
 
     def line(self, raw: str) -> None:
         text = raw.strip()
-        if not text or text.startswith("#"):
+        if text.startswith("#"):
+            # "# dcis dtn-route dtn://name/ N": a static dtn: route ION skips as a comment
+            toks = text[1:].split()
+            if toks[:2] == ["dcis", "dtn-route"]:
+                if len(toks) != 4:
+                    raise self.err(
+                        "'# dcis dtn-route' takes a node ID and a node number"
+                    )
+                try:
+                    n = int(toks[3])
+                except ValueError:
+                    raise self.err(f"bad node number {toks[3]!r}") from None
+                self.plan.dtn_routes.update(check_dtn_routes({toks[2]: n}))
+            return
+        if not text:
             return
         toks = text.split()
         cmd = toks[0]
@@ -568,8 +635,12 @@ def apply_ionrc(
     """
     p = _IonrcParser(source, seventh_field, plan.epoch_unix_s)
     p.plan = ContactPlan(plan.contacts, plan.ranges, epoch_unix_s=plan.epoch_unix_s)
+    p.plan.dtn_routes = dict(plan.dtn_routes)
     p.run(text)
     new = p.plan
+    if new.dtn_routes != plan.dtn_routes:
+        plan.dtn_routes = new.dtn_routes
+        plan._changed()
     for c in set(plan.contacts) - set(new.contacts):
         plan.remove_contact(c)
     for r in set(plan.ranges) - set(new.ranges):
@@ -584,15 +655,40 @@ def apply_ionrc(
             plan.add_range(r)
 
 
-def format_ionrc(plan: ContactPlan) -> str:
-    """Write a plan as ionrc text (``@`` reference time when known, ranges, then contacts)."""
+def ionrc_owlt_warnings(plan: ContactPlan) -> list[str]:
+    """One warning per range whose light time ION cannot read (it reads whole seconds).
+
+    ``format_ionrc(plan, ion_owlt=True)`` rounds those light times up.
+    """
+    out = []
+    for r in plan.ranges:
+        if not float(r.owlt_s).is_integer():
+            up = math.ceil(r.owlt_s)
+            kind = "sub-second" if r.owlt_s < 1 else "fractional"
+            out.append(
+                f"range {r.frm}->{r.to} +{_num(r.start_s)}..+{_num(r.end_s)}: {kind} light time "
+                f"{_num(r.owlt_s)} s written as {up} s (ION reads whole seconds)"
+            )
+    return out
+
+
+def format_ionrc(plan: ContactPlan, *, ion_owlt: bool = False) -> str:
+    """Write a plan as ionrc text (``@`` reference time when known, ranges, then contacts).
+
+    With ``ion_owlt`` a light time that is not a whole number of seconds is
+    rounded up (ION parses it as an integer; see :func:`ionrc_owlt_warnings`);
+    without it the text round-trips through :func:`parse_ionrc` exactly.
+    """
     out = ["# contact plan written by dcis"]
     if plan.epoch_unix_s is not None and plan.epoch_unix_s != DTN_EPOCH_UNIX_S:
         out.append(f"@ {_format_abs(plan.epoch_unix_s)}")
     for r in plan.ranges:
+        owlt = float(math.ceil(r.owlt_s)) if ion_owlt else r.owlt_s
         out.append(
-            f"a range +{_num(r.start_s)} +{_num(r.end_s)} {r.frm} {r.to} {_num(r.owlt_s)}"
+            f"a range +{_num(r.start_s)} +{_num(r.end_s)} {r.frm} {r.to} {_num(owlt)}"
         )
+    for name, node in plan.dtn_routes.items():
+        out.append(f"# dcis dtn-route {name} {node}")
     for c in plan.contacts:
         line = f"a contact +{_num(c.start_s)} +{_num(c.end_s)} {c.frm} {c.to} {_num(c.rate_bytes_s)}"
         if c.confidence != 1.0:
@@ -742,6 +838,13 @@ def parse_hdtn_json(text: str, *, source: str | None = None) -> ContactPlan:
     plan._pending_owlt = owlts
     plan._range_set = None
     plan.warnings = warnings
+    routes = doc.get("dtnRoutes", {})
+    try:
+        if not isinstance(routes, dict):
+            raise InvalidArgument('"dtnRoutes" must be an object')
+        plan.dtn_routes = check_dtn_routes(routes)
+    except InvalidArgument as exc:
+        raise PlanError(f"dtnRoutes: {exc}", line=1, source=source) from exc
     plan.version = 1
     plan._pending_version = 1
     return plan
@@ -785,7 +888,10 @@ def format_hdtn_json(plan: ContactPlan) -> str:
         if c.confidence != 1.0:
             item["confidence"] = c.confidence
         items.append(item)
-    return json.dumps({"contacts": items}, indent=1) + "\n"
+    doc: dict[str, Any] = {"contacts": items}
+    if plan.dtn_routes:
+        doc["dtnRoutes"] = dict(plan.dtn_routes)
+    return json.dumps(doc, indent=1) + "\n"
 
 
 def _jnum(x: float) -> int | float:

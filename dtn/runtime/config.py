@@ -1,9 +1,11 @@
 """Node configuration: ``node.toml`` (TOML, read with :mod:`tomllib`).
 
-Example (every key but ``node`` optional; ``listen`` defaults to an ephemeral port)::
+Example (every key but ``node`` optional; spec/config.md lists each key with
+its type, default and meaning; examples/node1.toml is a commented node)::
 
     node = 2                          # ipn node number (or eid = "ipn:2.0")
-    listen = "127.0.0.1:4556"         # UDP CL address
+    listen = "127.0.0.1:4556"         # UDP CL address (default 0.0.0.0:4556, IANA's port)
+    state_dir = "state/node2"         # default $XDG_STATE_HOME/dcis/node-2 (created 0700)
     app_socket = "/tmp/node2.sock"    # local application API (Unix socket)
     plan = "plan.ionrc"               # contact plan (ionrc or HDTN JSON)
     plan_epoch_unix_s = 1764000000.0  # Unix time of plan time 0 (default: the plan's own
@@ -13,9 +15,24 @@ Example (every key but ``node`` optional; ``listen`` defaults to an ephemeral po
     mtu_bytes = 65000                 # largest bundle per datagram (bigger ones are fragmented)
     lifetime_ms = 86400000            # default lifetime of bundles sent through the app API
     mtcp_listen = "127.0.0.1:4224"    # accept MTCP (draft-ietf-dtn-mtcpcl) connections
+    tcpcl_listen = "127.0.0.1:4556"   # accept TCPCLv4 (RFC 9174) sessions
+
+    [tcpcl]                           # TCPCLv4 sessions (spec/interop.md)
+    keepalive_s = 30
+    segment_mru = 1048576             # largest segment we accept
+    transfer_mru = 268435456          # largest bundle we accept
+    max_sessions = 64                 # passive sessions held at once
+    tls_cert = "certs/node2.pem"      # offer TLS with this chain and key (PEM)
+    tls_key = "certs/node2.key"
+    tls_ca = "certs/ca.pem"           # verify peers against this CA
+    require_tls = false
+
+    [dtn_routes]                      # static routes for dtn: destinations (issue 17)
+    "dtn://ground/" = 1               # dtn://ground/... goes where ipn node 1 does
 
     [store]
-    path = "node2.db"                 # SQLite bundle store (":memory:" for none)
+    path = "node2.db"                 # SQLite bundle store (default STATE_DIR/bundles.db;
+                                      # ":memory:" keeps nothing across restarts)
     limit_bytes = 1000000000
     synchronous = "FULL"              # FULL (fsynced before ACKs) | NORMAL
 
@@ -23,15 +40,30 @@ Example (every key but ``node`` optional; ``listen`` defaults to an ephemeral po
     ack_timeout_s = 1.0               # added to 2 x light time for the retransmission timeout
     max_tries = 4
 
+    [limits]                          # resources a peer or client can make us hold
+    app_max_connections = 128         # app API connections at once (more are closed at once)
+    mtcp_max_connections = 128        # MTCP connections accepted at once
+    fd_reserve = 64                   # file descriptors kept free for the store
+    app_max_message_bytes = 16777216  # largest app API message (per connection)
+    mtcp_max_frame_bytes = 16777216   # largest MTCP frame (per connection)
+    max_buffered_bytes = 134217728    # all partly received frames together
+    delivery_queue = 256              # bundles pushed to one client and not yet confirmed
+    max_forward_lifetime_ms = 2592000000  # longest lifetime accepted for others' bundles (30 days)
+    max_tombstone_ms = 2592000000     # longest a delivered key is remembered
+    disk_reserve_bytes = 4194304      # free space kept on the store's file system
+
     [security]                        # end-to-end security (spec/security.md section 9)
     keystore = "keys/node2"           # node.key, node.cert, operator.pub, certs/, revocations.cbor
     accepted_contexts = [-101, -102]  # see dtn/runtime/security.py for every key
 
+    [services]                        # node services (spec/node.md); echo (ipn:N.7) always runs
+    factories = ["examples.gossip_counter:factory"]   # "module:callable", called (node, incarnation)
+
     [[neighbours]]
     node = 3
     address = "127.0.0.1:4557"
-    cla = "udp"                       # udp | mtcp
-    ack = "auto"                      # auto | on | off (udp only)
+    cla = "udp"                       # udp | mtcp | tcpcl
+    ack = "on"                        # on | none | off | auto (udp only; see spec/udpcl.md)
     always_on = false                 # default: true when there is no plan
     rate_bytes_s = 0                  # pacing for always-on links (0: unpaced)
 
@@ -46,13 +78,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dtn.cl.udp import AckMode
+from dtn.cl.udp import MAX_NODE, AckMode
 from dtn.errors import DtnError
+from dtn.routing.plan import check_dtn_routes
+from dtn.runtime.tcpcl import TcpclSettings
 
 if TYPE_CHECKING:
     from dtn.runtime.security import SecurityConfig
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+UDP_CL_PORT = 4556
+"""IANA's port for the bundle protocol over UDP (RFC 7122): ``listen``'s default."""
+DEFAULT_LISTEN = ("0.0.0.0", UDP_CL_PORT)
+"""Where a ``node.toml`` without ``listen`` receives bundles."""
+STORE_FILE = "bundles.db"
+"""The store's file name in the state directory, when ``[store] path`` is not set."""
 
 
 class ConfigError(DtnError, ValueError):
@@ -66,16 +106,39 @@ class NeighbourConfig:
     node: int
     address: tuple[str, int]
     cla: str = "udp"
-    ack: AckMode = AckMode.AUTO
+    ack: AckMode = AckMode.ON
     always_on: bool | None = None
     rate_bytes_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """``[limits]``: every resource a peer or a client can make the node hold,
+    with safe defaults (see the module docstring; counters in ``dcis status``)."""
+
+    app_max_connections: int = 128
+    mtcp_max_connections: int = 128
+    fd_reserve: int = 64
+    app_max_message_bytes: int = 16 << 20
+    mtcp_max_frame_bytes: int = 16 << 20
+    max_buffered_bytes: int = 128 << 20
+    delivery_queue: int = 256
+    max_forward_lifetime_ms: int = 30 * 86_400_000
+    max_tombstone_ms: int = 30 * 86_400_000
+    disk_reserve_bytes: int = 4 << 20
+
+
+LIMIT_KEYS = frozenset(Limits.__dataclass_fields__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeConfig:
     """Everything a node needs to run (see the module docstring for keys).
 
-    ``plan_epoch_unix_s`` None means "when the node starts".
+    ``plan_epoch_unix_s`` None means "when the node starts". The defaults
+    here suit a node embedded in a program (ephemeral port, in-memory store);
+    a ``node.toml`` read by :func:`config_from_dict` gets the daemon's safe
+    defaults instead (port 4556, a store file under ``state_dir``).
     """
 
     node: int
@@ -88,12 +151,21 @@ class NodeConfig:
     lifetime_ms: int = 86_400_000
     mtcp_listen: tuple[str, int] | None = None
     store_path: str = ":memory:"
+    state_dir: str | None = None
     store_limit_bytes: int = 1 << 30
     store_synchronous: str = "FULL"
     ack_timeout_s: float = 1.0
     max_tries: int = 4
     neighbours: tuple[NeighbourConfig, ...] = field(default_factory=tuple)
     security: SecurityConfig | None = None
+    service_factories: tuple[str, ...] = ()
+    """``[services] factories``: ``"module:callable"`` names of service
+    factories (imported when the node starts)."""
+    limits: Limits = field(default_factory=lambda: Limits())
+    app_socket_group: str | None = None
+    dtn_routes: dict[str, int] = field(default_factory=dict)
+    tcpcl_listen: tuple[str, int] | None = None
+    tcpcl: TcpclSettings = field(default_factory=TcpclSettings)
 
     @property
     def eid(self) -> str:
@@ -166,10 +238,17 @@ def config_from_dict(
             "mtu_bytes",
             "lifetime_ms",
             "mtcp_listen",
+            "state_dir",
             "store",
             "udp",
             "neighbours",
             "security",
+            "services",
+            "limits",
+            "app_socket_group",
+            "dtn_routes",
+            "tcpcl_listen",
+            "tcpcl",
         },
         "",
     )
@@ -184,8 +263,8 @@ def config_from_dict(
         if node is not None and node != eid_node:
             raise ConfigError(f"eid: {eid!r} does not match node = {node}")
         node = eid_node
-    if node < 1:
-        raise ConfigError(f"node: must be >= 1, got {node}")
+    if not 1 <= node <= MAX_NODE:
+        raise ConfigError(f"node: must be in 1..{MAX_NODE}, got {node}")
 
     def path_of(value: str | None) -> str | None:
         if value is None or value == ":memory:":
@@ -206,6 +285,10 @@ def config_from_dict(
     epoch = _take(doc, "plan_epoch_unix_s", (int, float), "")
     plan = _take(doc, "plan", str, "")
     mtcp_listen = doc.get("mtcp_listen")
+    state_dir = _take(doc, "state_dir", str, "")
+    if state_dir is not None and not state_dir:
+        raise ConfigError("state_dir: must not be empty")
+    state_dir = str(base / state_dir) if state_dir else default_state_dir(node)
 
     store = _take(doc, "store", dict, "", {})
     _check_keys(store, {"path", "limit_bytes", "synchronous"}, "store.")
@@ -236,17 +319,17 @@ def config_from_dict(
             nb, {"node", "address", "cla", "ack", "always_on", "rate_bytes_s"}, p
         )
         nb_node = _take(nb, "node", int, p)
-        if nb_node is None or nb_node < 1:
-            raise ConfigError(f"{p}node: missing or < 1")
+        if nb_node is None or not 1 <= nb_node <= MAX_NODE:
+            raise ConfigError(f"{p}node: missing or not in 1..{MAX_NODE}")
         if nb_node == node or nb_node in seen:
             raise ConfigError(f"{p}node: {nb_node} is this node or listed twice")
         seen.add(nb_node)
         if "address" not in nb:
             raise ConfigError(f"{p}address: missing")
         cla = _take(nb, "cla", str, p, "udp")
-        if cla not in ("udp", "mtcp"):
-            raise ConfigError(f"{p}cla: expected udp or mtcp, got {cla!r}")
-        ack_s = _take(nb, "ack", (str, bool), p, "auto")
+        if cla not in ("udp", "mtcp", "tcpcl"):
+            raise ConfigError(f"{p}cla: expected udp, mtcp or tcpcl, got {cla!r}")
+        ack_s = _take(nb, "ack", (str, bool), p, "on")
         ack_s = (
             {True: "on", False: "off"}.get(ack_s, ack_s)
             if isinstance(ack_s, bool)
@@ -256,7 +339,7 @@ def config_from_dict(
             ack = AckMode(ack_s)
         except ValueError:
             raise ConfigError(
-                f"{p}ack: expected auto, on or off, got {ack_s!r}"
+                f"{p}ack: expected on, none, off or auto, got {ack_s!r}"
             ) from None
         rate = float(_take(nb, "rate_bytes_s", (int, float), p, 0.0))
         if rate < 0:
@@ -271,6 +354,39 @@ def config_from_dict(
                 rate_bytes_s=rate,
             )
         )
+    services = _take(doc, "services", dict, "", {})
+    _check_keys(services, {"factories"}, "services.")
+    factories = _take(services, "factories", list, "services.", [])
+    for i, f in enumerate(factories):
+        if (
+            not isinstance(f, str)
+            or f.count(":") != 1
+            or f.startswith(":")
+            or f.endswith(":")
+        ):
+            raise ConfigError(
+                f'services.factories[{i}]: expected "module:callable", got {f!r}'
+            )
+    tcpcl = _parse_tcpcl(_take(doc, "tcpcl", dict, "", {}), base)
+    tcpcl_listen = doc.get("tcpcl_listen")
+    lim = _take(doc, "limits", dict, "", {})
+    _check_keys(lim, set(LIMIT_KEYS), "limits.")
+    lim_values: dict[str, int] = {}
+    for name in LIMIT_KEYS:
+        v = _take(lim, name, int, "limits.")
+        if v is None:
+            continue
+        floor = 0 if name in ("fd_reserve", "disk_reserve_bytes") else 1
+        if not floor <= v < 2**63:
+            raise ConfigError(f"limits.{name}: must be in {floor}..2**63-1, got {v}")
+        lim_values[name] = v
+    limits = Limits(**lim_values)
+    group = _take(doc, "app_socket_group", str, "")
+    raw_routes = _take(doc, "dtn_routes", dict, "", {})
+    try:
+        dtn_routes = check_dtn_routes(raw_routes)
+    except DtnError as exc:
+        raise ConfigError(f"dtn_routes: {exc}") from None
     security = None
     if "security" in doc:
         # Imported here: dtn.runtime.security imports ConfigError from us.
@@ -281,7 +397,7 @@ def config_from_dict(
         node=node,
         listen=parse_address(doc["listen"], "listen")
         if "listen" in doc
-        else ("127.0.0.1", 0),
+        else DEFAULT_LISTEN,
         app_socket=path_of(_take(doc, "app_socket", str, "")),
         plan=path_of(plan),
         plan_epoch_unix_s=None if epoch is None else float(epoch),
@@ -291,15 +407,60 @@ def config_from_dict(
         mtcp_listen=None
         if mtcp_listen is None
         else parse_address(mtcp_listen, "mtcp_listen"),
-        store_path=path_of(_take(store, "path", str, "store.", ":memory:"))
-        or ":memory:",
+        store_path=path_of(_take(store, "path", str, "store.", None))
+        or str(Path(state_dir) / STORE_FILE),
+        state_dir=state_dir,
         store_limit_bytes=limit,
         store_synchronous=sync,
         ack_timeout_s=ack_timeout,
         max_tries=max_tries,
         neighbours=tuple(neighbours),
         security=security,
+        service_factories=tuple(factories),
+        limits=limits,
+        app_socket_group=group,
+        dtn_routes=dtn_routes,
+        tcpcl_listen=None
+        if tcpcl_listen is None
+        else parse_address(tcpcl_listen, "tcpcl_listen"),
+        tcpcl=tcpcl,
     )
+
+
+_TCPCL_INTS = {
+    "keepalive_s": (0, 0xFFFF),
+    "segment_mru": (64, 1 << 32),
+    "transfer_mru": (64, 1 << 40),
+    "max_segment_bytes": (64, 1 << 32),
+    "max_sessions": (1, 1 << 16),
+}
+
+
+def _parse_tcpcl(t: dict[str, Any], base: Path) -> TcpclSettings:
+    """The ``[tcpcl]`` table (TLS files resolved against ``base``)."""
+    p = "tcpcl."
+    _check_keys(t, {*_TCPCL_INTS, "tls_cert", "tls_key", "tls_ca", "require_tls"}, p)
+    kw: dict[str, Any] = {}
+    for key, (lo, hi) in _TCPCL_INTS.items():
+        v = _take(t, key, int, p)
+        if v is not None:
+            if not lo <= v <= hi:
+                raise ConfigError(f"{p}{key}: must be in {lo}..{hi}, got {v}")
+            kw[key] = v
+    for key in ("tls_cert", "tls_key", "tls_ca"):
+        v = _take(t, key, str, p)
+        if v is not None:
+            path = base / v
+            if not path.is_file():
+                raise ConfigError(f"{p}{key}: no such file {path}")
+            kw[key] = str(path)
+    if ("tls_cert" in kw) != ("tls_key" in kw):
+        raise ConfigError(f"{p}tls_cert: tls_cert and tls_key go together")
+    req = _take(t, "require_tls", bool, p, False)
+    if req and "tls_cert" not in kw:
+        raise ConfigError(f"{p}require_tls: needs tls_cert and tls_key")
+    kw["require_tls"] = req
+    return TcpclSettings(**kw)
 
 
 def load_config(path: str | Path) -> NodeConfig:
@@ -312,14 +473,42 @@ def load_config(path: str | Path) -> NodeConfig:
         raise ConfigError(f"cannot read {p}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not valid TOML: not UTF-8 text") from None
     return config_from_dict(doc, base_dir=p.parent)
 
 
-def default_app_socket(node: int) -> str:
-    """Where a node without ``app_socket`` listens: ``$XDG_RUNTIME_DIR`` (or
-    the temp dir) ``/dtn-node-N.sock``."""
+def default_state_dir(node: int) -> str:
+    """Where a node without ``state_dir`` keeps its store:
+    ``$XDG_STATE_HOME`` (else ``~/.local/state``) ``/dcis/node-N``."""
     import os
-    import tempfile
 
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return os.path.join(base, "dcis", f"node-{node}")
+
+
+def prepare_state_dir(config: NodeConfig) -> None:
+    """Create the node's state directory (mode 0700: the store is nobody
+    else's business). An explicit ``[store] path`` elsewhere is not created:
+    its directory must exist. Raises :class:`ConfigError` naming ``state_dir``."""
+    import os
+
+    if config.state_dir is not None:
+        try:
+            os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"state_dir: cannot create {config.state_dir}: {exc.strerror or exc}"
+            ) from None
+
+
+def default_app_socket(node: int) -> str:
+    """Where a node without ``app_socket`` listens: ``$XDG_RUNTIME_DIR``, else
+    ``/run/dtn-node`` (never a predictable name in a shared temp dir),
+    ``/dtn-node-N.sock``."""
+    import os
+
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/run/dtn-node"
     return os.path.join(base, f"dtn-node-{node}.sock")

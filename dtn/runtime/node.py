@@ -8,9 +8,19 @@ spec/udpcl.md), optionally an MTCP listener and outgoing MTCP connections, and
 the local application API socket (spec/appapi.md). Everything runs in one trio
 thread; the agent is only ever called from it, so it needs no locks.
 
-- Clock: DTN time from ``time.time()`` (``now_ms``). Plan time 0 is
-  ``plan_epoch_unix_s`` (the testbed passes the moment it starts the traffic),
-  or the node's start time.
+- Services: the node is a :class:`~dtn.node.NodeCore` -- the agent plus its
+  services: :class:`~dtn.node.EchoService` on ``ipn:N.7`` and whatever the
+  service factories return (``open_node(config, services=factory)`` and
+  ``[services] factories`` in ``node.toml``), each called as
+  ``factory(node, incarnation)``; the incarnation is counted in the store.
+  Every input goes through the core; app clients can neither register nor
+  send from the node's own endpoints (``ipn:N.0``, reserved numbers, running
+  services); an app bundle to a local service endpoint reaches the service.
+- Clock: one clock. DTN time is trio's clock plus an offset fixed at start
+  (the wall clock then, ``time.time()`` unless ``clock`` says otherwise), so
+  a whole node runs under ``trio.testing.MockClock``. Plan time 0 is
+  ``plan_epoch_unix_s`` (the testbed passes the moment it starts the
+  traffic), or the node's start time.
 - Timers: the agent's ``Schedule``/``next_deadline`` wakes the timer task;
   each :class:`~dtn.cl.udp.UdpLink`'s retransmission deadline wakes the link
   timer task.
@@ -35,14 +45,18 @@ import contextlib
 import dataclasses
 import errno
 import functools
+import heapq
+import itertools
 import logging
 import math
 import os
 import random
 import socket
+import ssl
+import stat
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,33 +77,53 @@ from dtn.agent import (
     Transmit,
 )
 from dtn.agent.actions import Deletion
-from dtn.agent.store import StoreFull
+from dtn.agent.store import StoredBundle, StoreError, StoreFull
 from dtn.appapi.wire import MessageReader, encode_message
 from dtn.bpv7.eid import IpnEid, parse_eid
 from dtn.cl.mtcp import MtcpDecoder, encode_mtcp_frame
 from dtn.cl.udp import (
     DATA_OVERHEAD_BYTES,
     AckBatcher,
-    AckSegment,
     BareBundle,
     DataSegment,
     LinkOutput,
     Pacer,
+    PeerSwitched,
+    Reachability,
     SendDatagram,
     UdpLink,
+    ack_mac,
+    data_mac,
     decode_datagram_untrusted,
+    mac_ok,
 )
 from dtn.client.common import ReceivedBundle
 from dtn.errors import DecodeError, DtnError, InvalidArgument
+from dtn.node import EchoService, EndpointReserved, EventKind, NodeCore, Service
 from dtn.routing.contact import Contact
 from dtn.runtime.config import ConfigError, NeighbourConfig, NodeConfig
 from dtn.runtime.security import NodeSecurity
+from dtn.runtime.services import ServiceFactory, load_factory, next_incarnation
+from dtn.runtime.tcpcl import TcpclCla
 from dtn.runtime.watch import file_stamp
 from dtn.time import DtnTime, dtn_time_from_unix
 
 ECHO_SERVICE = 7
 """Service number of every node's echo endpoint (``ipn:N.7``): a bundle sent
-there comes back to its source with the same payload (``dcis ping``)."""
+there comes back to its source with the same payload (``dcis ping``); the
+:class:`~dtn.node.EchoService` every node runs."""
+
+_LOGGED_EVENTS = frozenset(
+    {
+        EventKind.EXPIRED,
+        EventKind.REFUSED,
+        EventKind.DROPPED,
+        EventKind.DELETED,
+        EventKind.SERVICE_FAILED,
+        EventKind.SERVICE_SEND_FAILED,
+    }
+)
+"""Events logged at info (expired) or warning level; the rest at debug."""
 
 _RECV_BUFFER = 65_535
 _MAX_BATCH = 512
@@ -98,6 +132,11 @@ _APP_READ_BYTES = 1 << 20
 # Seconds between checks of the contact plan file's modification time.
 _PLAN_POLL_S = 1.0
 _MAX_UNKNOWN_SENDERS = 1024
+# Space the store keeps filled so that a full disk can still delete bundles.
+_STORE_BALLAST_BYTES = 1 << 20
+# App API replies queued for one connection before its requests are no
+# longer read (the client is not reading its replies).
+_APP_MAX_OUTBOX = 1024
 
 
 def _pacer(rate_bytes_s: float) -> Pacer:
@@ -118,6 +157,9 @@ class _Subscriber:
         self.push = push
         self.unconfirmed: dict[str, Deliver] = {}
         self.taken: set[str] = set()
+        # Keys (no payloads) deferred while ``unconfirmed`` is full: a client
+        # that does not read stalls itself, not the node's memory.
+        self.waiting: dict[str, None] = {}
 
 
 @dataclass(slots=True)
@@ -128,6 +170,16 @@ class _UdpPeer:
     queue: deque[tuple[bytes, int | None]] = field(default_factory=deque)
     wake: trio.Event = field(default_factory=trio.Event)
     contact: Contact | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Conn:
+    """An accepted app API or MTCP connection (for the connection limit)."""
+
+    kind: str
+    last_active: float
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    registered: bool = False
 
 
 @dataclass(slots=True)
@@ -146,6 +198,12 @@ class Node:
     Raises :class:`~dtn.errors.DtnError` subclasses (e.g. ``StoreError``) from
     ``run`` when the store or plan cannot be opened, and ``OSError`` when an
     address cannot be bound.
+
+    ``services``: a factory ``(node, incarnation) -> Sequence[Service]`` run
+    besides the configured ones (spec/node.md). ``clock``: the wall clock,
+    read once at start to fix DTN time's offset from trio's clock.
+    ``udp_socket``: what makes the UDP socket (``socket.socket`` by default;
+    tests pass ``tests/fakes/fakenet.FakeNet().socket``).
     """
 
     def __init__(
@@ -154,16 +212,25 @@ class Node:
         *,
         log: logging.Logger | None = None,
         clock: Callable[[], float] = time.time,
+        services: ServiceFactory | None = None,
+        udp_socket: Callable[[int, int], Any] | None = None,
     ) -> None:
         self.config = config
-        self._echo_eid = f"ipn:{config.node}.{ECHO_SERVICE}"
         self.log = log or logging.getLogger(f"dtn.node.{config.node}")
         self._clock = clock
+        self._offset_s = 0.0
+        self._service_factory = services
+        # socket.socket, or a test's fake (tests/fakes/fakenet.py): called as
+        # (family, type); a fake also has async wait_readable/wait_writable.
+        self._udp_socket: Callable[[int, int], Any] = udp_socket or socket.socket
         self.agent: Agent | None = None
+        self.core: NodeCore | None = None
+        """The agent and its services; every input goes through it."""
         self.security: NodeSecurity | None = None
         self.plan: Any = None
         self.udp_address: tuple[str, int] | None = None
         self.mtcp_address: tuple[str, int] | None = None
+        self.tcpcl: TcpclCla | None = None
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "datagrams_in",
@@ -175,13 +242,33 @@ class Node:
                 "mtcp_out",
                 "udp_send_errors",
                 "store_syncs",
+                "acks_refused",
+                "mac_failures",
+                "handler_errors",
+                "app_connections",
+                "app_refused",
+                "app_evicted",
+                "mtcp_connections",
+                "mtcp_refused",
+                "mtcp_evicted",
+                "accept_errors",
+                "buffer_refused",
+                "buffered_bytes",
+                "delivery_deferred",
             ),
             0,
         )
-        self._sock: socket.socket | None = None
+        self._sock: Any = None  # socket.socket or a fake
         self._udp: dict[int, _UdpPeer] = {}
         self._mtcp: dict[int, _MtcpPeer] = {}
         self._by_addr: dict[tuple[str, int], int] = {}
+        # Neighbours by IP alone (peers such as ION and HDTN send from
+        # ephemeral ports); None when two neighbours share an IP.
+        self._by_ip: dict[str, int | None] = {}
+        # The configured (and resolved) addresses of each neighbour: the only
+        # ones its ACKs are taken from.
+        self._addrs: dict[int, set[tuple[str, int]]] = {}
+        self._link_keys: dict[int, bytes | None] = {}
         self._acks: AckBatcher = AckBatcher(local_node=config.node)
         self._ack_addr: dict[int, tuple[str, int]] = {}
         self._subs: dict[str, _Subscriber] = {}
@@ -203,15 +290,26 @@ class Node:
         self._started_at = 0.0
         self._epoch_unix_s = 0.0
         self._rng = random.Random()
+        self._fd_budget = 1 << 30
+        self._conns: set[_Conn] = set()
+        # In-process endpoints (Node.endpoint): the application is trusted
+        # and reads a channel, so their queue is not bounded.
+        self._inproc_push: dict[str, Callable[[Deliver], bool]] = {}
+        self._app_socket_ino: tuple[int, int] | None = None
 
     # ------------------------------------------------------------ clock
 
+    def _unix_s(self) -> float:
+        # The one clock: trio's, plus the wall-clock offset fixed at start.
+        return trio.current_time() + self._offset_s
+
     def now_ms(self) -> DtnTime:
-        """Current DTN time (ms since 2000-01-01)."""
-        return dtn_time_from_unix(self._clock())
+        """Current DTN time (ms since 2000-01-01): trio's clock plus the
+        offset fixed at start."""
+        return dtn_time_from_unix(self._unix_s())
 
     def _plan_s(self) -> float:
-        return self._clock() - self._epoch_unix_s
+        return self._unix_s() - self._epoch_unix_s
 
     # ------------------------------------------------------------ lifecycle
 
@@ -221,7 +319,8 @@ class Node:
         """Run until cancelled (or :meth:`stop`). Signals ``task_status`` once
         sockets are bound and the store is recovered."""
         cfg = self.config
-        self._started_at = self._clock()
+        self._offset_s = self._clock() - trio.current_time()
+        self._started_at = self._unix_s()
         if cfg.plan is not None:
             from dtn.routing.plan import load_plan
 
@@ -250,10 +349,21 @@ class Node:
                     cfg.store_limit_bytes,
                     synchronous="FULL" if full else "NORMAL",
                     deferred_sync=full,
+                    disk_reserve_bytes=cfg.limits.disk_reserve_bytes,
+                    ballast_bytes=_STORE_BALLAST_BYTES,
                 )
                 self._deferred = store if full else None
         except DtnError as exc:
             raise ConfigError(f"store.path: {exc}") from exc
+        if isinstance(store, SqliteStore) and store.corrupt_at_open:
+            # Damaged after their commit (acknowledged): never delivered;
+            # each is reported (store_corrupt) when the agent reaches it.
+            self._log(
+                "error",
+                "store_corrupt",
+                count=len(store.corrupt_at_open),
+                bundles=store.corrupt_at_open[:20],
+            )
         if isinstance(store, SqliteStore) and store.dropped_at_open:
             # Only a power cut (or a damaged disk) leaves these; none was
             # acknowledged, so the previous hops still hold them.
@@ -271,11 +381,25 @@ class Node:
             store=store,
             plan=self.plan,
             plan_epoch=dtn_time_from_unix(self._epoch_unix_s),
-            config=AgentConfig(max_bundle_bytes=cfg.mtu_bytes),
+            config=AgentConfig(
+                max_bundle_bytes=cfg.mtu_bytes,
+                # TCPCL carries a bundle whole (up to the peer's transfer MRU)
+                mtu_by_neighbour={
+                    n.node: None for n in cfg.neighbours if n.cla == "tcpcl"
+                },
+                max_forward_lifetime_ms=cfg.limits.max_forward_lifetime_ms,
+                max_tombstone_ms=cfg.limits.max_tombstone_ms,
+            ),
             rng=random.Random(),
             security=self.security,
+            dtn_routes=cfg.dtn_routes,
         )
-        sock = socket.socket(
+        try:
+            self.core = self._make_core(self.agent, store)
+        except BaseException:
+            store.close()  # a bad factory: nothing ran, release the file
+            raise
+        sock = self._udp_socket(
             socket.AF_INET6 if ":" in cfg.listen[0] else socket.AF_INET,
             socket.SOCK_DGRAM,
         )
@@ -294,6 +418,7 @@ class Node:
             self._sock = sock
             self.udp_address = sock.getsockname()[:2]
             self._setup_peers()
+            self._fd_budget = _fd_budget(cfg.limits.fd_reserve)
             if cfg.app_socket is not None:
                 try:
                     app_listener = await self._open_app_listener(cfg.app_socket)
@@ -304,8 +429,7 @@ class Node:
             async with trio.open_nursery() as nursery:
                 self._cancel = nursery.cancel_scope
                 self._nursery = nursery
-                self._apply(self.agent.register(self._echo_eid, now=self.now_ms()))
-                self._apply(self.agent.recover(self.now_ms()))
+                self._apply(self.core.start(self.now_ms(), recover=True))
                 nursery.start_soon(self._udp_reader)
                 if self._deferred is not None:
                     nursery.start_soon(self._sync_task, self._deferred)
@@ -320,6 +444,20 @@ class Node:
                     nursery.start_soon(self._udp_sender, peer)
                 for mpeer in self._mtcp.values():
                     nursery.start_soon(self._mtcp_sender, mpeer)
+                if self.tcpcl is not None:
+                    for tpeer in self.tcpcl.peers.values():
+                        nursery.start_soon(self.tcpcl.run_active, tpeer)
+                    if cfg.tcpcl_listen is not None:
+                        try:
+                            tls_listeners = await trio.open_tcp_listeners(
+                                cfg.tcpcl_listen[1], host=cfg.tcpcl_listen[0]
+                            )
+                        except OSError as exc:
+                            raise ConfigError(
+                                f"tcpcl_listen: cannot listen on {cfg.tcpcl_listen[0]}:{cfg.tcpcl_listen[1]}: {exc.strerror or exc}"
+                            ) from exc
+                        self.tcpcl.address = tls_listeners[0].socket.getsockname()[:2]
+                        nursery.start_soon(self.tcpcl.serve, tls_listeners)
                 if cfg.mtcp_listen is not None:
                     try:
                         listeners = await trio.open_tcp_listeners(
@@ -330,12 +468,21 @@ class Node:
                             f"mtcp_listen: cannot listen on {cfg.mtcp_listen[0]}:{cfg.mtcp_listen[1]}: {exc.strerror or exc}"
                         ) from exc
                     self.mtcp_address = listeners[0].socket.getsockname()[:2]
-                    nursery.start_soon(
-                        trio.serve_listeners, self._mtcp_handler, listeners
-                    )
+                    for lst in listeners:
+                        nursery.start_soon(
+                            self._serve,
+                            lst,
+                            self._mtcp_handler,
+                            "mtcp",
+                            cfg.limits.mtcp_max_connections,
+                        )
                 if app_listener is not None:
                     nursery.start_soon(
-                        trio.serve_listeners, self._app_handler, [app_listener]
+                        self._serve,
+                        app_listener,
+                        self._app_handler,
+                        "app",
+                        cfg.limits.app_max_connections,
                     )
                 self._log(
                     "info",
@@ -348,10 +495,58 @@ class Node:
         finally:
             sock.close()
             if app_listener is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(cfg.app_socket or "")
+                self._remove_app_socket(cfg.app_socket or "")
+            self.core.stop()
             store.close()
             self._log("info", "node_stopped", stored=self.agent.stored)
+
+    def _make_core(self, agent: Agent, store: BundleStore) -> NodeCore:
+        """The agent plus the echo service and the configured services."""
+        cfg = self.config
+        factories: list[tuple[str, ServiceFactory]] = [
+            (spec, load_factory(spec)) for spec in cfg.service_factories
+        ]
+        if self._service_factory is not None:
+            factories.append(("services=", self._service_factory))
+        assert isinstance(store, MemoryStore | SqliteStore)
+        with store.transaction():
+            incarnation = next_incarnation(store)
+        services: list[Service] = []
+        for name, factory in factories:
+            try:
+                services += list(factory(cfg.node, incarnation))
+            except Exception as exc:  # the user's factory: one typed error
+                raise ConfigError(
+                    f"services: {name} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+        if all(s.service != ECHO_SERVICE for s in services):
+            services.insert(0, EchoService(lifetime_ms=cfg.lifetime_ms))
+        security = self.security
+        try:
+            return NodeCore(
+                agent,
+                node=cfg.node,
+                services=services,
+                incarnation=incarnation,
+                rng=random.Random(),
+                state=store,
+                plan=self.plan,
+                plan_epoch=agent.plan_epoch,
+                credentials=(lambda: security.credentials)
+                if security is not None
+                else None,
+            )
+        except InvalidArgument as exc:
+            raise ConfigError(f"services: {exc}") from exc
+
+    def _check_app_source(self, source: str) -> None:
+        """An app may send from ``ipn:N.0`` (the default) or its own
+        endpoints, never from a service's."""
+        assert self.core is not None
+        if source != self.config.eid and self.core.is_reserved(source):
+            raise EndpointReserved(
+                f"source {source} belongs to a node service; apps cannot send from it"
+            )
 
     # ------------------------------------------------------------ group commit
 
@@ -399,12 +594,15 @@ class Node:
     def _setup_peers(self) -> None:
         cfg = self.config
         for nb in cfg.neighbours:
-            self._by_addr[nb.address] = nb.node
+            addrs = {nb.address}
             with contextlib.suppress(OSError):
                 # Resolve names once so that source addresses match.
-                self._by_addr[(socket.gethostbyname(nb.address[0]), nb.address[1])] = (
-                    nb.node
-                )
+                addrs.add((socket.gethostbyname(nb.address[0]), nb.address[1]))
+            self._addrs[nb.node] = addrs
+            for a in addrs:
+                self._by_addr[a] = nb.node
+                known = self._by_ip.get(a[0], nb.node)
+                self._by_ip[a[0]] = nb.node if known == nb.node else None
             if nb.cla == "udp":
                 link = UdpLink(
                     local_node=cfg.node,
@@ -413,12 +611,69 @@ class Node:
                     mtu_bytes=cfg.mtu_bytes + DATA_OVERHEAD_BYTES,
                     ack_timeout_s=cfg.ack_timeout_s,
                     max_tries=cfg.max_tries,
-                    first_token=self._rng.getrandbits(63),
+                    rng=random.SystemRandom(),
+                    mac_key=self._link_key(nb.node),
                 )
                 self._udp[nb.node] = _UdpPeer(nb, link, _pacer(nb.rate_bytes_s))
+            elif nb.cla == "tcpcl":
+                self._tcpcl_cla().add_peer(nb.node, nb.address)
             else:
                 s, r = trio.open_memory_channel[tuple[int, bytes]](math.inf)
                 self._mtcp[nb.node] = _MtcpPeer(nb, s, r)
+        if cfg.tcpcl_listen is not None:
+            self._tcpcl_cla()
+
+    # ------------------------------------------------------------ TCPCLv4
+
+    def _tcpcl_cla(self) -> TcpclCla:
+        if self.tcpcl is None:
+            try:
+                self.tcpcl = TcpclCla(
+                    node=self.config.node,
+                    settings=self.config.tcpcl,
+                    receive=self._tcpcl_receive,
+                    done=self._tcpcl_done,
+                    log=self._log,
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"tcpcl: cannot load the TLS files: {exc}") from exc
+        return self.tcpcl
+
+    def _tcpcl_receive(
+        self, neighbour: int | None, data: bytes, answer: Callable[[bool], None]
+    ) -> None:
+        agent = self.agent
+        assert agent is not None
+        actions = agent.on_receive_many(
+            [Received("tcpcl", neighbour, data, None)], self.now_ms()
+        )
+        # Store full: refuse (the sender keeps it); else acknowledge once durable.
+        refused = any(isinstance(a, Event) and a.kind == "refused" for a in actions)
+        self._apply(actions)
+        if refused:
+            answer(False)
+        else:
+            self.when_durable(functools.partial(answer, True))
+
+    def _tcpcl_done(self, tx_id: int, ok: bool) -> None:
+        agent = self.agent
+        if agent is not None:
+            self._apply(agent.on_transmit_done(tx_id, ok, self.now_ms()))
+
+    def _link_key(self, node: int) -> bytes | None:
+        """The UDP CL MAC key shared with ``node`` (None without security or
+        without its certificate)."""
+        if self.security is None:
+            return None
+        if node not in self._link_keys:
+            if len(self._link_keys) >= _MAX_UNKNOWN_SENDERS:
+                self._link_keys.pop(next(iter(self._link_keys)))
+            self._link_keys[node] = self.security.link_key(node, self.now_ms())
+        return self._link_keys[node]
+
+    def _neighbour_of(self, addr: tuple[str, int]) -> int | None:
+        nb = self._by_addr.get(addr)
+        return nb if nb is not None else self._by_ip.get(addr[0])
 
     def _log(self, level: str, event: str, **fields: Any) -> None:
         getattr(self.log, level)(event, extra={"fields": fields})
@@ -446,7 +701,9 @@ class Node:
                     self._timer_wake.set()
                 self._deadline = a.at
             elif isinstance(a, Event):
-                if a.kind in ("expired", "refused", "dropped", "deleted"):
+                if a.kind == "store_corrupt":
+                    self._log("error", a.kind, bundle=a.bundle_key, detail=a.detail)
+                elif a.kind in _LOGGED_EVENTS:
                     # A deletion names its rule (``cause``) for log readers
                     # such as the testbed to count by.
                     extra = {"cause": a.cause} if isinstance(a, Deletion) else {}
@@ -457,6 +714,9 @@ class Node:
                         detail=a.detail,
                         **extra,
                     )
+                elif a.kind == "no_route":
+                    # a bundle waits without a route: say why (issue 17)
+                    self._log("info", a.kind, bundle=a.bundle_key, reason=a.detail)
                 elif self.log.isEnabledFor(logging.DEBUG):
                     self._log("debug", a.kind, bundle=a.bundle_key, detail=a.detail)
         if self._acks:
@@ -466,7 +726,7 @@ class Node:
             self._sync_wake.set()
 
     def _transmit(self, t: Transmit) -> list[Action]:
-        agent = self.agent
+        agent = self.core
         assert agent is not None
         peer = self._udp.get(t.neighbor)
         if peer is not None:
@@ -477,6 +737,8 @@ class Node:
         if mpeer is not None:
             mpeer.send.send_nowait((t.tx_id, t.data))
             return []
+        if self.tcpcl is not None and self.tcpcl.transmit(t.neighbor, t.tx_id, t.data):
+            return []
         self._log("warning", "no_address", neighbour=t.neighbor)
         return agent.on_transmit_done(t.tx_id, False, self.now_ms())
 
@@ -485,6 +747,21 @@ class Node:
         for o in outs:
             if isinstance(o, SendDatagram):
                 self._udp_send(peer, o.data, o.token)
+            elif isinstance(o, Reachability):
+                self._log(
+                    "info" if o.reachable else "warning",
+                    "neighbour_reachable" if o.reachable else "neighbour_unreachable",
+                    neighbour=peer.config.node,
+                    failures=o.failures,
+                )
+            elif isinstance(o, PeerSwitched):
+                self._log(
+                    "warning",
+                    "peer_switched",
+                    neighbour=peer.config.node,
+                    kind=o.kind.value,
+                    reason=o.reason,
+                )
             else:
                 done.append((o.tx_id, o.ok))
                 if not o.ok:
@@ -496,31 +773,24 @@ class Node:
                     )
         if not done:
             return []
-        assert self.agent is not None
-        return self.agent.on_transmit_done_many(done, self.now_ms())
+        assert self.core is not None
+        return self.core.on_transmit_done_many(done, self.now_ms())
 
     def _deliver(self, d: Deliver) -> list[Action]:
-        agent = self.agent
-        assert agent is not None
-        if d.endpoint == self._echo_eid:
-            actions = agent.on_delivered(d.bundle_key, self.now_ms())
-            if d.source.endswith(f".{ECHO_SERVICE}") or d.source.startswith("dtn:none"):
-                # Never answer another echo endpoint (two would ping-pong
-                # forever) nor an anonymous source.
-                return actions
-            try:
-                _, more = agent.send(
-                    source=d.endpoint,
-                    destination=d.source,
-                    payload=d.payload,
-                    lifetime_ms=self.config.lifetime_ms,
-                    now=self.now_ms(),
-                )
-            except DtnError as exc:
-                self._log("warning", "echo_failed", source=d.source, detail=str(exc))
-                return actions
-            return actions + more
+        # Only app endpoints: the core hands service bundles to services.
         sub = self._subs.get(d.endpoint)
+        if sub is not None and d.bundle_key in sub.unconfirmed:
+            return []  # handed over already (a recover after a store error)
+        if (
+            sub is not None
+            and sub.push is not self._inproc_push.get(d.endpoint)
+            and len(sub.unconfirmed) >= self.config.limits.delivery_queue
+        ):
+            # The client has not confirmed what it holds: keep only the key;
+            # the bundle stays in the store and goes out when there is room.
+            sub.waiting[d.bundle_key] = None
+            self.counters["delivery_deferred"] += 1
+            return []
         if sub is not None and sub.push(d):
             sub.unconfirmed[d.bundle_key] = d
         else:
@@ -532,8 +802,18 @@ class Node:
         sub = self._subs.get(endpoint)
         if sub is not None:
             sub.unconfirmed.pop(bundle_key, None)
-        assert self.agent is not None
-        self._apply(self.agent.on_delivered(bundle_key, self.now_ms()))
+        assert self.core is not None
+        self._apply(self.core.on_delivered(bundle_key, self.now_ms()))
+
+    def _refill(self, sub: _Subscriber) -> list[Action]:
+        """Room in ``sub``'s queue again: hand over deferred bundles."""
+        room = self.config.limits.delivery_queue - len(sub.unconfirmed)
+        if room <= 0 or not sub.waiting or self.core is None:
+            return []
+        keys = list(itertools.islice(sub.waiting, room))
+        for k in keys:
+            del sub.waiting[k]
+        return self.core.redeliver(keys, self.now_ms())
 
     def _confirm_taken(self, endpoint: str, key: str) -> list[Action]:
         held = self._held.get(endpoint)
@@ -544,16 +824,27 @@ class Node:
         current = self._subs.get(endpoint)
         if current is not None:
             current.unconfirmed.pop(key, None)
-        assert self.agent is not None
-        return self.agent.on_delivered(key, self.now_ms())
+        assert self.core is not None
+        return self.core.on_delivered(key, self.now_ms())
 
     def _subscribe(
         self, endpoint: str, push: Callable[[Deliver], bool], *, takeover: bool = False
     ) -> _Subscriber:
-        agent = self.agent
+        agent = self.core
         if agent is None:
             raise InvalidArgument("the node is not running")
         name = str(parse_eid(endpoint))
+        if agent.is_reserved(name):
+            # Before anything changes: the node's own endpoints stay its own
+            # (taking the echo endpoint would silence `dcis ping`).
+            what = (
+                "is this node's echo service (dcis ping)"
+                if name == f"ipn:{self.config.node}.{ECHO_SERVICE}"
+                else "belongs to the node (ipn:N.0, reserved service numbers, node services)"
+            )
+            raise EndpointReserved(
+                f"endpoint {name} {what}: apps cannot register it; use another service number"
+            )
         old = self._subs.get(name)
         if old is not None:
             if not takeover:
@@ -568,17 +859,24 @@ class Node:
             old.unconfirmed.clear()
         actions = agent.register(name, now=self.now_ms())
         sub = _Subscriber(name, push)
+        if old is not None:
+            sub.waiting, old.waiting = old.waiting, {}
         self._subs[name] = sub
         held = self._held.pop(name, {})
         self._apply([*held.values(), *actions])
+        self._apply(self._refill(sub))
         return sub
 
     def _unsubscribe(self, sub: _Subscriber) -> None:
         if self._subs.get(sub.endpoint) is not sub:
             return
         del self._subs[sub.endpoint]
-        if self.agent is not None:
-            self.agent.unregister(sub.endpoint)
+        if self.core is not None:
+            self.core.unregister(sub.endpoint)
+            if sub.waiting:
+                # Not registered now: the agent holds them for the next one.
+                self._apply(self.core.redeliver(list(sub.waiting), self.now_ms()))
+                sub.waiting.clear()
         if sub.unconfirmed:
             self._held.setdefault(sub.endpoint, {}).update(sub.unconfirmed)
 
@@ -594,10 +892,12 @@ class Node:
     ) -> str:
         """Originate a bundle; returns its key once it is durably stored.
 
-        ``source`` defaults to ``ipn:N.0``. Raises :class:`InvalidArgument`
+        ``source`` defaults to ``ipn:N.0``; in-process code is trusted to
+        use any endpoint of this node (app API clients are not: they cannot
+        send from a service's endpoint). Raises :class:`InvalidArgument`
         for bad EIDs/lifetimes and ``StoreFull`` when the store refuses it.
         """
-        agent = self.agent
+        agent = self.core
         if agent is None:
             raise InvalidArgument("the node is not running")
         key, actions = agent.send(
@@ -639,6 +939,7 @@ class Node:
             )
             return True
 
+        self._inproc_push[str(parse_eid(endpoint))] = push
         sub = self._subscribe(endpoint, push)
         try:
             yield _ConfirmingChannel(
@@ -647,6 +948,42 @@ class Node:
         finally:
             self._unsubscribe(sub)
             send.close()
+
+    def stored_bundles(self, limit: int = 1000) -> dict[str, Any]:
+        """What the store holds, as ``dcis bundles`` lists it: ``total`` and
+        up to ``limit`` (at most 10,000) records, oldest first, each with
+        ``key``, ``destination``, ``state``, ``size``, ``received_ms``,
+        ``expiry_ms`` (DTN ms) and ``from`` (the previous node, or None)."""
+        agent = self.agent
+        if agent is None:
+            raise InvalidArgument("the node is not running")
+        limit = max(0, min(limit, 10_000))
+        total = 0
+
+        def counted() -> Iterator[StoredBundle]:
+            nonlocal total
+            for r in agent.store.records():
+                total += 1
+                yield r
+
+        records = heapq.nsmallest(
+            limit, counted(), key=lambda r: (r.received_ms, r.key)
+        )
+        return {
+            "total": total,
+            "bundles": [
+                {
+                    "key": r.key,
+                    "destination": r.destination,
+                    "state": str(r.state),
+                    "size": r.size_bytes,
+                    "received_ms": r.received_ms,
+                    "expiry_ms": r.expiry_ms,
+                    "from": r.prev_node,
+                }
+                for r in records[:limit]
+            ],
+        }
 
     def status(self) -> dict[str, Any]:
         """Counters and state, as ``dcis status`` shows them."""
@@ -659,6 +996,8 @@ class Node:
                 "in_contact": p.contact is not None,
                 "peer": p.link.peer.value,
                 "ack": p.link.ack_mode.value,
+                "reachable": p.link.reachable,
+                "mac": p.link.mac_key is not None,
                 "in_flight": p.link.in_flight,
                 "queued_datagrams": len(p.queue),
                 **dataclasses.asdict(p.link.counters),
@@ -669,10 +1008,20 @@ class Node:
                 "address": f"{m.config.address[0]}:{m.config.address[1]}",
                 "in_contact": m.contact is not None,
             }
+        for n, t in (self.tcpcl.peers if self.tcpcl else {}).items():
+            sess = t.session
+            nbs[str(n)] = {
+                "cla": "tcpcl",
+                "address": f"{t.address[0]}:{t.address[1]}",
+                "session": None if sess is None else sess.state.name.lower(),
+                "tls": bool(sess is not None and sess.tls),
+                "in_flight": 0 if sess is None else sess.in_flight,
+                "queued": len(t.queue),
+            }
         return {
             "node": self.config.node,
             "eid": self.config.eid,
-            "uptime_s": round(self._clock() - self._started_at, 3),
+            "uptime_s": round(self._unix_s() - self._started_at, 3),
             "udp": f"{self.udp_address[0]}:{self.udp_address[1]}"
             if self.udp_address
             else None,
@@ -680,14 +1029,30 @@ class Node:
             "store_used_bytes": agent.store.used_bytes if agent else 0,
             "store_limit_bytes": self.config.store_limit_bytes,
             "endpoints": sorted(self._subs),
+            "services": sorted(self.core.services) if self.core else [],
+            "events": {str(k): v for k, v in self.core.event_counts.items()}
+            if self.core
+            else {},
+            "limits": dataclasses.asdict(self.config.limits),
+            "delivered_keys": self._delivered_keys(),
             "counters": {
                 **(agent.counters if agent else {}),
                 **self.counters,
                 **(self.security.counters() if self.security else {}),
+                **(self.tcpcl.counters if self.tcpcl else {}),
             },
             "security": self.security.status() if self.security else {"enabled": False},
             "neighbours": nbs,
         }
+
+    def _delivered_keys(self) -> int:
+        """Delivered-key tombstones held (0 when the store is closed)."""
+        if self.agent is None:
+            return 0
+        try:
+            return int(getattr(self.agent.store, "delivered_count", 0))
+        except StoreError:
+            return 0
 
     # ------------------------------------------------------------ UDP CL
 
@@ -737,7 +1102,7 @@ class Node:
                     await trio.sleep(delay)
                     continue
                 while not self._try_send(data, peer.config.address):
-                    await trio.lowlevel.wait_writable(self._sock)
+                    await _wait_writable(self._sock)
                 if peer.queue and peer.queue[0] is item:
                     peer.queue.popleft()
                 if token is not None:
@@ -745,7 +1110,7 @@ class Node:
                     self._link_wake.set()
 
     def _flush_acks(self) -> None:
-        for nb, datagram in self._acks.flush():
+        for nb, datagram in self._acks.flush(self._link_key):
             peer = self._udp.get(nb)
             addr = peer.config.address if peer is not None else self._ack_addr.get(nb)
             if addr is not None:
@@ -754,11 +1119,11 @@ class Node:
 
     async def _udp_reader(self) -> None:
         sock = self._sock
-        agent = self.agent
+        agent = self.core
         assert sock is not None
         assert agent is not None
         while True:
-            await trio.lowlevel.wait_readable(sock)
+            await _wait_readable(sock)
             # One clock read for the batch: it is handled without yielding.
             now_s = trio.current_time()
             batch: list[Received] = []
@@ -773,38 +1138,121 @@ class Node:
                     continue
                 self.counters["datagrams_in"] += 1
                 try:
-                    dg = decode_datagram_untrusted(data)
-                except DecodeError:
-                    self.counters["junk"] += 1
-                    continue
-                if isinstance(dg, BareBundle):
-                    nb = self._by_addr.get(addr[:2])
-                    peer = self._udp.get(nb) if nb is not None else None
-                    if peer is not None:
-                        done += self._link_outputs(peer, peer.link.on_heard_bare(now_s))
-                    batch.append(Received("udp", nb, dg.bundle, None))
-                elif isinstance(dg, DataSegment):
-                    peer = self._udp.get(dg.sender)
-                    if peer is not None:
-                        peer.link.on_heard_dcis()
-                    else:
-                        # An unconfigured sender: ACK to where it came from.
-                        # Bounded, so forged sender numbers cannot grow it.
-                        self._ack_addr.pop(dg.sender, None)
-                        self._ack_addr[dg.sender] = addr[:2]
-                        if len(self._ack_addr) > _MAX_UNKNOWN_SENDERS:
-                            del self._ack_addr[next(iter(self._ack_addr))]
-                    batch.append(Received("udp", dg.sender, dg.bundle, dg.token))
-                elif isinstance(dg, AckSegment):
-                    self.counters["acks_in"] += 1
-                    peer = self._udp.get(dg.sender)
-                    if peer is not None:
-                        done += self._link_outputs(
-                            peer, peer.link.on_ack(dg.tokens, now_s)
-                        )
+                    done += self._on_datagram(data, addr[:2], now_s, batch)
+                except Exception as exc:  # one datagram never stops the node
+                    self._handler_error("udp", exc)
             if batch:
-                done += agent.on_receive_many(batch, self.now_ms())
-            self._apply(done)
+                done += self._receive_batch(batch)
+            try:
+                self._apply(done)
+            except Exception as exc:
+                self._handler_error("udp", exc)
+
+    def _on_datagram(
+        self,
+        data: bytes,
+        addr: tuple[str, int],
+        now_s: float,
+        batch: list[Received],
+    ) -> list[Action]:
+        """Classify one datagram: bundles join ``batch``; ACKs complete
+        transmissions (returns the agent's actions)."""
+        try:
+            dg = decode_datagram_untrusted(data)
+        except DecodeError:
+            self.counters["junk"] += 1
+            return []
+        if isinstance(dg, BareBundle):
+            nb = self._neighbour_of(addr)
+            peer = self._udp.get(nb) if nb is not None else None
+            batch.append(Received("udp", nb, dg.bundle, None))
+            if peer is not None:
+                return self._link_outputs(peer, peer.link.on_heard_bare(now_s))
+            return []
+        if isinstance(dg, DataSegment):
+            key = self._link_key(dg.sender)
+            if key is not None and not mac_ok(
+                data_mac(
+                    key,
+                    sender=dg.sender,
+                    receiver=self.config.node,
+                    token=dg.token,
+                    bundle=dg.bundle,
+                ),
+                dg.mac,
+            ):
+                # Not from the node it names: never stored, never ACKed.
+                self.counters["mac_failures"] += 1
+                return []
+            peer = self._udp.get(dg.sender)
+            out: list[Action] = []
+            if peer is not None:
+                out = self._link_outputs(peer, peer.link.on_heard_dcis())
+            else:
+                # An unconfigured sender: ACK to where it came from.
+                # Bounded, so forged sender numbers cannot grow it.
+                self._ack_addr.pop(dg.sender, None)
+                self._ack_addr[dg.sender] = addr
+                if len(self._ack_addr) > _MAX_UNKNOWN_SENDERS:
+                    del self._ack_addr[next(iter(self._ack_addr))]
+            batch.append(Received("udp", dg.sender, dg.bundle, dg.token))
+            return out
+        self.counters["acks_in"] += 1
+        peer = self._udp.get(dg.sender)
+        if peer is None:
+            return []
+        # An ACK deletes bundles here: it must come from the neighbour's
+        # configured address and, with a link key, carry its MAC.
+        key = peer.link.mac_key
+        if addr not in self._addrs.get(dg.sender, set()):
+            self.counters["acks_refused"] += 1
+            return []
+        if key is not None and not mac_ok(
+            ack_mac(key, sender=dg.sender, receiver=self.config.node, tokens=dg.tokens),
+            dg.mac,
+        ):
+            self.counters["mac_failures"] += 1
+            peer.link.counters.mac_failures += 1
+            return []
+        return self._link_outputs(peer, peer.link.on_ack(dg.tokens, now_s))
+
+    def _receive_batch(self, batch: list[Received]) -> list[Action]:
+        """Hand received bundles to the agent; a failure of the batch is
+        retried bundle by bundle so that one bad bundle costs only itself
+        (none of them was acknowledged, so nothing is lost)."""
+        agent = self.core
+        assert agent is not None
+        try:
+            return agent.on_receive_many(batch, self.now_ms())
+        except Exception as exc:
+            self._handler_error("receive", exc)
+        out: list[Action] = []
+        for item in batch:
+            try:
+                out += agent.on_receive_many([item], self.now_ms())
+            except Exception as exc:
+                self._handler_error("receive", exc)
+        return out
+
+    def _handler_error(self, where: str, exc: BaseException) -> None:
+        """An unexpected exception while serving one peer or client: log it
+        (one JSON line, traceback as a field) and carry on. After a store
+        failure the agent's memory may disagree with the store: rebuild it
+        from the store (``recover``)."""
+        import traceback
+
+        self.counters["handler_errors"] += 1
+        self._log(
+            "error",
+            "handler_error",
+            where=where,
+            error=type(exc).__name__,
+            detail=str(exc)[:500],
+            traceback="".join(traceback.format_exception(exc))[-2000:],
+        )
+        if isinstance(exc, StoreError) and self.core is not None:
+            with contextlib.suppress(Exception):
+                self._apply(self.core.recover(self.now_ms()))
 
     async def _link_timer_task(self) -> None:
         while True:
@@ -827,7 +1275,7 @@ class Node:
     # ------------------------------------------------------------ timers and contacts
 
     async def _timer_task(self) -> None:
-        agent = self.agent
+        agent = self.core
         assert agent is not None
         while True:
             at = agent.next_deadline()
@@ -950,7 +1398,7 @@ class Node:
                 self.reload_plan()
 
     def _open_contact(self, c: Contact) -> None:
-        agent = self.agent
+        agent = self.core
         assert agent is not None
         peer = self._udp.get(c.to)
         if peer is not None:
@@ -975,7 +1423,7 @@ class Node:
         self._apply(agent.on_contact_start(c, self.now_ms()))
 
     def _close_contact(self, c: Contact) -> None:
-        agent = self.agent
+        agent = self.core
         assert agent is not None
         self._log("info", "contact_end", neighbour=c.to)
         self._open_contacts.discard(c)
@@ -993,7 +1441,7 @@ class Node:
     # ------------------------------------------------------------ MTCP CL
 
     async def _mtcp_sender(self, peer: _MtcpPeer) -> None:
-        agent = self.agent
+        agent = self.core
         assert agent is not None
         stream: trio.SocketStream | None = None
         try:
@@ -1023,17 +1471,111 @@ class Node:
                 with contextlib.suppress(Exception):
                     await stream.aclose()
 
-    async def _mtcp_handler(self, stream: trio.SocketStream) -> None:
-        agent = self.agent
+    def _buffer(self, before: int, after: int) -> bool:
+        """Account a connection's partly received bytes going from ``before``
+        to ``after``; False when all connections together would hold more
+        than ``limits.max_buffered_bytes`` (the connection is then closed)."""
+        self.counters["buffered_bytes"] += after - before
+        if (
+            after > before
+            and self.counters["buffered_bytes"] > self.config.limits.max_buffered_bytes
+        ):
+            self.counters["buffer_refused"] += 1
+            self._log(
+                "warning",
+                "buffer_limit",
+                buffered=self.counters["buffered_bytes"],
+                limit=self.config.limits.max_buffered_bytes,
+            )
+            return False
+        return True
+
+    async def _serve(
+        self,
+        listener: trio.SocketListener,
+        handler: Callable[[trio.SocketStream, _Conn], Any],
+        kind: str,
+        limit: int,
+    ) -> None:
+        """Accept connections for ``handler``: at most ``limit`` at once, and
+        never into the file descriptors kept for the store. At the limit the
+        connection quiet the longest (and with no registered endpoint) is
+        closed to make room if it has been quiet over a second
+        (``<kind>_evicted``); else the new one is closed at once
+        (``<kind>_refused``). Idle connections cannot lock clients out."""
+        async with listener, trio.open_nursery() as nursery:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    # EMFILE/ENFILE/ENOBUFS: one JSON line, a pause, go on.
+                    self.counters["accept_errors"] += 1
+                    self._log("warning", "accept_failed", kind=kind, detail=str(exc))
+                    await trio.sleep(0.1)
+                    continue
+                active = (
+                    self.counters["app_connections"] + self.counters["mtcp_connections"]
+                )
+                now = trio.current_time()
+                if self.counters[f"{kind}_connections"] >= limit or (
+                    active >= self._fd_budget
+                ):
+                    idle = [
+                        c
+                        for c in self._conns
+                        if c.kind == kind
+                        and not c.registered
+                        and not c.scope.cancel_called
+                        and now - c.last_active > 1.0
+                    ]
+                    if not idle:
+                        self.counters[f"{kind}_refused"] += 1
+                        with contextlib.suppress(Exception):
+                            stream.socket.close()
+                        continue
+                    min(idle, key=lambda c: c.last_active).scope.cancel()
+                    self.counters[f"{kind}_evicted"] += 1
+                conn = _Conn(kind, now)
+                self._conns.add(conn)
+                self.counters[f"{kind}_connections"] += 1
+                nursery.start_soon(self._run_connection, handler, stream, conn)
+
+    async def _run_connection(
+        self,
+        handler: Callable[[trio.SocketStream, _Conn], Any],
+        stream: trio.SocketStream,
+        conn: _Conn,
+    ) -> None:
+        try:
+            with conn.scope:
+                await handler(stream, conn)
+        except Exception as exc:  # one client or peer never stops the node
+            self._handler_error(conn.kind, exc)
+        finally:
+            self._conns.discard(conn)
+            self.counters[f"{conn.kind}_connections"] -= 1
+            with contextlib.suppress(Exception):
+                stream.socket.close()
+
+    async def _mtcp_handler(self, stream: trio.SocketStream, conn: _Conn) -> None:
+        agent = self.core
         assert agent is not None
-        dec = MtcpDecoder(max_bundle_bytes=self.config.store_limit_bytes)
+        dec = MtcpDecoder(max_bundle_bytes=self.config.limits.mtcp_max_frame_bytes)
+        held = 0
         try:
             async with stream:
                 while True:
                     chunk = await stream.receive_some(65_536)
                     if not chunk:
                         return
-                    bundles = dec.feed(chunk)
+                    conn.last_active = trio.current_time()
+                    try:
+                        bundles = dec.feed(chunk)
+                    finally:
+                        ok = self._buffer(held, dec.buffered_bytes)
+                        held = dec.buffered_bytes
+                    if not ok:
+                        return
                     if bundles:
                         self.counters["mtcp_in"] += len(bundles)
                         self._apply(
@@ -1047,27 +1589,77 @@ class Node:
             self._log("warning", "mtcp_bad_frame", detail=str(exc))
         except trio.BrokenResourceError:
             return
+        finally:
+            self._buffer(held, 0)
 
     # ------------------------------------------------------------ app API
 
     async def _open_app_listener(self, path: str) -> trio.SocketListener:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        """Listen on ``path``, mode 0600 (0660 with ``app_socket_group``).
+
+        A stale socket (nobody accepting) is replaced; a live one (another
+        daemon) or a file that is not a socket is refused with a
+        :class:`ConfigError`, never removed. A missing parent directory is
+        made with mode 0700 (0750 with a group)."""
+        group = self.config.app_socket_group
+        gid = None
+        if group is not None:
+            import grp
+
+            try:
+                gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise ConfigError(f"app_socket_group: no group {group!r}") from None
+        _prepare_socket_path(path, gid)
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        await sock.bind(path)
+        # No window in which the socket has the umask's mode.
+        old = os.umask(0o177 if gid is None else 0o117)
+        try:
+            await sock.bind(path)
+        finally:
+            os.umask(old)
+        if gid is not None:
+            os.chown(path, -1, gid)
+            os.chmod(path, 0o660)
+        else:
+            os.chmod(path, 0o600)
+        st = os.stat(path)
+        self._app_socket_ino = (st.st_dev, st.st_ino)
         sock.listen(64)
         return trio.SocketListener(sock)
 
-    async def _app_handler(self, stream: trio.SocketStream) -> None:
+    def _remove_app_socket(self, path: str) -> None:
+        """Remove our socket file at shutdown -- only if it is still ours."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        if (st.st_dev, st.st_ino) == self._app_socket_ino:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    async def _app_handler(self, stream: trio.SocketStream, conn: _Conn) -> None:
         out_send, out_recv = trio.open_memory_channel[bytes](math.inf)
         subs: list[_Subscriber] = []
 
+        room = [trio.Event()]
+        writer_done = False
+
         async def writer() -> None:
+            nonlocal writer_done
+            try:
+                await write_all()
+            finally:
+                writer_done = True
+                room[0].set()
+
+        async def write_all() -> None:
             # Coalesce whatever is queued into one write: one syscall and one
             # wake-up of the client for a burst of replies or bundles.
             async for data in out_recv:
                 parts = [data]
-                with contextlib.suppress(trio.WouldBlock):
+                # EndOfChannel: the reader closed the channel meanwhile.
+                with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
                     while len(parts) < 1024:
                         parts.append(out_recv.receive_nowait())
                 try:
@@ -1077,6 +1669,7 @@ class Node:
                     out_recv.close()
                     await stream.aclose()
                     return
+                room[0].set()
 
         outbox: list[bytes] = []
 
@@ -1107,11 +1700,22 @@ class Node:
                 return False
             return True
 
-        reader = MessageReader()
+        reader = MessageReader(
+            max_message_bytes=self.config.limits.app_max_message_bytes
+        )
+        held = 0
         try:
             async with stream, trio.open_nursery() as nursery:
                 nursery.start_soon(writer)
                 while True:
+                    # Backpressure: a client that does not read its replies
+                    # is not read from either.
+                    while (
+                        out_send.statistics().current_buffer_used > _APP_MAX_OUTBOX
+                        and not writer_done
+                    ):
+                        room[0] = trio.Event()
+                        await room[0].wait()
                     try:
                         # Large reads: several 64 KB sends in one read are
                         # one store transaction (one fsync), not one each.
@@ -1120,10 +1724,16 @@ class Node:
                         break
                     if not chunk:
                         break
+                    conn.last_active = trio.current_time()
                     try:
                         msgs = reader.feed(chunk)
                     except DecodeError as exc:
                         self._log("warning", "appapi_bad_message", detail=str(exc))
+                        break
+                    finally:
+                        ok = self._buffer(held, reader.buffered_bytes)
+                        held = reader.buffered_bytes
+                    if not ok:
                         break
                     # One store transaction (one fsync) for the whole chunk:
                     # replies and actions go out only after it committed. A
@@ -1137,6 +1747,7 @@ class Node:
                         for m in msgs:
                             actions += self._app_request(m, reply, error, push, subs)
                     self._apply(actions)
+                    conn.registered = bool(subs)
                     if outbox:
                         # A send's reply promises the bundle is stored.
                         self.when_durable(
@@ -1147,6 +1758,7 @@ class Node:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
+            self._buffer(held, 0)
             for sub in subs:
                 self._unsubscribe(sub)
 
@@ -1161,12 +1773,17 @@ class Node:
         """Handle one app API request; return the agent actions to apply."""
         kind = m["type"]
         actions: list[Action] = []
-        mid = int(m.get("id", 0))
+        raw_id = m.get("id", 0)
+        # The schema checks ``id`` of requests that have one; anything else
+        # (a float, text, a bool on "delivered") is answered with id 0.
+        mid = raw_id if type(raw_id) is int and 0 <= raw_id < 2**64 else 0
         try:
             if kind == "ping":
                 reply(mid)
             elif kind == "status":
                 reply(mid, status=self.status())
+            elif kind == "bundles":
+                reply(mid, **self.stored_bundles(int(m.get("limit", 1000))))
             elif kind == "register":
                 sub = self._subscribe(m["endpoint"], push, takeover=True)
                 subs.append(sub)
@@ -1181,8 +1798,9 @@ class Node:
                 key = m["bundle_key"]
                 for sub in subs:
                     if sub.unconfirmed.pop(key, None) is not None:
-                        assert self.agent is not None
-                        actions += self.agent.on_delivered(key, self.now_ms())
+                        assert self.core is not None
+                        actions += self.core.on_delivered(key, self.now_ms())
+                        actions += self._refill(sub)
                         break
                     if key in sub.taken:
                         # Pushed here, then handed to a newer registration:
@@ -1197,8 +1815,9 @@ class Node:
                     raise InvalidArgument(
                         f"source {source} is not on node {self.config.node}"
                     )
-                assert self.agent is not None
-                key, more = self.agent.send(
+                assert self.core is not None
+                self._check_app_source(source)
+                key, more = self.core.send(
                     source=source,
                     destination=m["destination"],
                     payload=m["payload"],
@@ -1213,6 +1832,9 @@ class Node:
             error(mid, f"store full: {exc}")
         except DtnError as exc:
             error(mid, str(exc))
+        except Exception as exc:  # one request never stops the node
+            self._handler_error("appapi", exc)
+            error(mid, f"request failed: {type(exc).__name__}")
         return actions
 
 
@@ -1260,6 +1882,68 @@ async def open_node(config: NodeConfig, **kw: Any) -> AsyncIterator[Node]:
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
         raise
+
+
+def _prepare_socket_path(path: str, gid: int | None) -> None:
+    """Make ``path``'s directory if missing; remove a stale socket there;
+    refuse (:class:`ConfigError`) a live socket or a file of another kind."""
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        os.makedirs(parent, mode=0o750 if gid is not None else 0o700)
+        if gid is not None:
+            os.chown(parent, -1, gid)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ConfigError(
+            f"app_socket: {path} exists and is not a socket (not removed)"
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # stale: its daemon is gone
+    else:
+        raise ConfigError(
+            f"app_socket: {path} is in use by another process (is a daemon running?)"
+        )
+    finally:
+        probe.close()
+
+
+def _fd_budget(reserve: int) -> int:
+    """Connections this process can accept and still keep ``reserve`` file
+    descriptors free (for the store's segment files, the WAL, sockets)."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        used = 64
+    return max(0, soft - used - reserve)
+
+
+async def _wait_readable(sock: Any) -> None:
+    """Wait until a socket (or a test's fake one) has data."""
+    wait = getattr(sock, "wait_readable", None)
+    if wait is not None:
+        await wait()
+    else:
+        await trio.lowlevel.wait_readable(sock)
+
+
+async def _wait_writable(sock: Any) -> None:
+    """Wait until a socket (or a test's fake one) can take a datagram."""
+    wait = getattr(sock, "wait_writable", None)
+    if wait is not None:
+        await wait()
+    else:
+        await trio.lowlevel.wait_writable(sock)
 
 
 def _post_all(out: trio.MemorySendChannel[bytes], messages: list[bytes]) -> None:

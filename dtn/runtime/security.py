@@ -24,10 +24,27 @@ Keys (spec/security.md section 9)::
     accept_unprotected_admin_records = true
     symmetric_key_files = []             # hex keys for contexts 1/2 (mode 0600)
     reload_interval_s = 5.0              # poll revocations.cbor and certs/
+    hdtn_policy = "bpsec.json"           # HDTN's BPSec policy JSON, read as is
+    [security.keys]                      # key ids -> HDTN-style hex key files
+    hmac1 = "keys/hmac1.key"
+    [[security.rules]]                   # RFC 9173 rules (issue 17; spec/security.md 10)
+    role = "source"                      # source | acceptor | verifier
+    context = "BIB-HMAC-SHA2"            # or "BCB-AES-GCM"
+    destination = ["ipn:2.*"]            # bundle destination patterns (default "*")
+    source = ["ipn:1.*"]                 # bundle source patterns (default "*")
+    security_source = "ipn:1.0"          # block's source (pattern for acceptor/verifier)
+    targets = [1]                        # block types (0 primary, 1 payload, 11 BIB)
+    sha_variant = 384                    # 256 | 384 | 512 (aes_variant = 128 | 256)
+    scope_flags = 7
+    key_id = "hmac1"                     # or key_file = "..."; kek_id / kek_file: key wrap
+
+A node with rules (or ``hdtn_policy``) and no ``keystore`` runs without a
+DCiS key store: only RFC 9173 contexts, symmetric keys.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Callable
@@ -39,12 +56,20 @@ import trio
 
 from crypto.errors import CryptoError, KeyStoreError
 from crypto.keystore import CERTS_DIR, NODE_CERT, REVOCATIONS, KeyStore
+from dtn.agent.rfc9173_rules import (
+    CONTEXT_NAMES,
+    Rfc9173Policy,
+    Role,
+    SecurityRule,
+    Service,
+)
 from dtn.agent.security import DEFAULT_ACCEPTED_CONTEXTS, SecurityPolicy
 from dtn.bpsec import BCB_X25519_XCHACHA20POLY1305, BIB_ED25519
 from dtn.bpv7.admin import StatusReason
 from dtn.bpv7.bundle import Bundle
 from dtn.bpv7.eid import parse_eid
 from dtn.errors import InvalidArgument
+from dtn.node.service import NodeCredentials
 from dtn.runtime.config import ConfigError
 from dtn.runtime.watch import files_stamp
 
@@ -67,6 +92,9 @@ SECURITY_KEYS: Final = frozenset(
         "accept_unprotected_admin_records",
         "symmetric_key_files",
         "reload_interval_s",
+        "rules",
+        "keys",
+        "hdtn_policy",
     }
 )
 """Every key the ``[security]`` table accepts."""
@@ -87,6 +115,7 @@ class SecurityConfig:
     accept_unprotected_admin_records: bool = True
     symmetric_key_files: tuple[str, ...] = ()
     reload_interval_s: float = 5.0
+    rules: tuple[SecurityRule, ...] = ()
 
 
 def _typed(table: dict[str, Any], key: str, kind: type, default: Any) -> Any:
@@ -121,7 +150,11 @@ def parse_security(table: object, *, base_dir: Path) -> SecurityConfig:
             )
     enabled = _typed(table, "enabled", bool, True)
     keystore = _typed(table, "keystore", str, None)
-    if not enabled and keystore is None:
+    rules = _parse_rules(table, base_dir) if enabled else []
+    if rules and keystore is None:
+        # RFC 9173 rules only: symmetric keys, no DCiS key store
+        keystore = ""
+    elif not enabled and keystore is None:
         # Switched off: a keyless forwarder; the rest need not be filled in.
         keystore = ""
     elif keystore is None or not keystore:
@@ -159,7 +192,7 @@ def parse_security(table: object, *, base_dir: Path) -> SecurityConfig:
             raise ConfigError(f"{_P}sign_only_destinations: {exc}") from None
     admin = _typed(table, "accept_unprotected_admin_records", bool, True)
     key_files = [str(base_dir / f) for f in _str_list(table, "symmetric_key_files")]
-    if {1, 2} & set(contexts) and not key_files:
+    if {1, 2} & set(contexts) and not key_files and keystore:
         raise ConfigError(
             f"{_P}symmetric_key_files: contexts 1/2 in accepted_contexts need shared keys"
         )
@@ -182,12 +215,207 @@ def parse_security(table: object, *, base_dir: Path) -> SecurityConfig:
         accept_unprotected_admin_records=admin,
         symmetric_key_files=tuple(key_files),
         reload_interval_s=float(reload_s),
+        rules=tuple(rules),
     )
 
 
-def _read_symmetric_key(path: str) -> bytes:
-    """A hex key file (mode 0600 or stricter, like the key store's private files)."""
-    key = f"{_P}symmetric_key_files"
+def _one_or_list(v: object, key: str) -> tuple[str, ...]:
+    items = [v] if isinstance(v, str) else v
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"{key}: expected a pattern or a list of patterns, got {v!r}")
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(
+                f"{key}: expected a pattern or a list of patterns, got {v!r}"
+            )
+    return tuple(items)
+
+
+_RULE_KEYS: Final = frozenset(
+    {
+        "role",
+        "context",
+        "service",
+        "destination",
+        "source",
+        "security_source",
+        "targets",
+        "sha_variant",
+        "aes_variant",
+        "scope_flags",
+        "key_file",
+        "key_id",
+        "kek_file",
+        "kek_id",
+        "iv_bytes",
+    }
+)
+
+
+def _rule_from(
+    raw: dict[str, Any],
+    p: str,
+    key_of: Callable[[str, str], bytes],
+) -> SecurityRule:
+    """One rule from a TOML table (``p`` names it in errors)."""
+    for k in raw:
+        if k not in _RULE_KEYS:
+            raise ConfigError(
+                f"{p}{k}: unknown key (known: {', '.join(sorted(_RULE_KEYS))})"
+            )
+    role_s = raw.get("role")
+    try:
+        role = Role(str(role_s))
+    except ValueError:
+        raise ConfigError(
+            f"{p}role: expected source, acceptor or verifier, got {role_s!r}"
+        ) from None
+    ctx = raw.get("context", raw.get("service"))
+    service = CONTEXT_NAMES.get(ctx) if isinstance(ctx, str) else None
+    if (
+        service is None
+        and isinstance(ctx, str)
+        and ctx in ("integrity", "confidentiality")
+    ):
+        service = Service(ctx)
+    if service is None:
+        raise ConfigError(
+            f"{p}context: expected BIB-HMAC-SHA2 or BCB-AES-GCM, got {ctx!r}"
+        )
+    key: bytes | None = None
+    kek: bytes | None = None
+    if "key_file" in raw and "key_id" in raw:
+        raise ConfigError(f"{p}key_file: give key_file or key_id, not both")
+    for name in ("key_file", "key_id", "kek_file", "kek_id"):
+        if name in raw:
+            v = raw[name]
+            if not isinstance(v, str):
+                raise ConfigError(f"{p}{name}: expected a string, got {v!r}")
+            material = key_of(name, v)
+            if name.startswith("key"):
+                key = material
+            else:
+                kek = material
+    ints: dict[str, Any] = {}
+    for name in ("sha_variant", "aes_variant", "scope_flags", "iv_bytes"):
+        if name in raw:
+            v = raw[name]
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"{p}{name}: expected an integer, got {v!r}")
+            ints[name] = v
+    targets = raw.get("targets", [1])
+    if (
+        not isinstance(targets, list)
+        or not targets
+        or not all(isinstance(t, int) and not isinstance(t, bool) for t in targets)
+    ):
+        raise ConfigError(
+            f"{p}targets: expected a list of block type codes, got {targets!r}"
+        )
+    sec_src = raw.get("security_source", "*")
+    if not isinstance(sec_src, str):
+        raise ConfigError(f"{p}security_source: expected a string, got {sec_src!r}")
+    try:
+        return SecurityRule(
+            role=role,
+            service=service,
+            bundle_source=_one_or_list(raw.get("source", "*"), f"{p}source"),
+            bundle_destination=_one_or_list(
+                raw.get("destination", "*"), f"{p}destination"
+            ),
+            security_source=sec_src,
+            targets=tuple(targets),
+            key=key,
+            kek=kek,
+            **ints,
+        )
+    except InvalidArgument as exc:
+        raise ConfigError(f"{p[:-1]}: {exc}") from None
+
+
+def _parse_rules(table: dict[str, Any], base_dir: Path) -> list[SecurityRule]:
+    """``rules``, ``keys`` and ``hdtn_policy`` of ``[security]``, keys read from their files."""
+    ids = _typed(table, "keys", dict, {})
+    for k, v in ids.items():
+        if not isinstance(v, str):
+            raise ConfigError(f"{_P}keys.{k}: expected a key file path, got {v!r}")
+
+    def key_of(name: str, value: str) -> bytes:
+        if name.endswith("_id"):
+            if value not in ids:
+                raise ConfigError(
+                    f"{_P}rules: {name} {value!r} is not in security.keys"
+                )
+            return _read_symmetric_key(str(base_dir / ids[value]), f"{_P}keys.{value}")
+        return _read_symmetric_key(str(base_dir / value), f"{_P}rules")
+
+    out: list[SecurityRule] = []
+    raw_rules = _typed(table, "rules", list, [])
+    for i, raw in enumerate(raw_rules):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{_P}rules[{i}]: expected a table")
+        out.append(_rule_from(raw, f"{_P}rules[{i}].", key_of))
+    policy = _typed(table, "hdtn_policy", str, None)
+    if policy is not None:
+        out.extend(_hdtn_policy(base_dir / policy, base_dir))
+    return out
+
+
+_HDTN_PARAMS: Final = {
+    "shaVariant": "sha_variant",
+    "aesVariant": "aes_variant",
+    "scopeFlags": "scope_flags",
+    "ivSizeBytes": "iv_bytes",
+    "keyFile": "key_file",
+    "keyEncryptionKeyFile": "kek_file",
+}
+
+
+def _hdtn_policy(path: Path, base_dir: Path) -> list[SecurityRule]:
+    """The ``policyRules`` of an HDTN BPSec JSON file, as our rules.
+
+    Key files named there are resolved against the directory of node.toml
+    (HDTN resolves them against its working directory).
+    """
+    key = f"{_P}hdtn_policy"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{key}: {path} is not JSON: {exc}") from None
+    rules = doc.get("policyRules") if isinstance(doc, dict) else None
+    if not isinstance(rules, list):
+        raise ConfigError(f'{key}: {path} has no "policyRules" array')
+
+    def key_of(name: str, value: str) -> bytes:
+        return _read_symmetric_key(str(base_dir / value), key)
+
+    out = []
+    for i, r in enumerate(rules):
+        p = f"{key}: policyRules[{i}]."
+        if not isinstance(r, dict):
+            raise ConfigError(f"{p[:-1]}: expected an object")
+        raw: dict[str, Any] = {
+            "role": r.get("securityRole"),
+            "context": r.get("securityContext", r.get("securityService")),
+            "source": r.get("bundleSource", "*"),
+            "destination": r.get("bundleFinalDestination", "*"),
+            "security_source": r.get("securitySource", "*"),
+        }
+        if "securityTargetBlockTypes" in r:
+            raw["targets"] = r["securityTargetBlockTypes"]
+        for param in r.get("securityContextParams", []) or []:
+            name = param.get("paramName") if isinstance(param, dict) else None
+            if name in _HDTN_PARAMS:
+                raw[_HDTN_PARAMS[name]] = param.get("value")
+        out.append(_rule_from(raw, p, key_of))
+    return out
+
+
+def _read_symmetric_key(path: str, key: str = f"{_P}symmetric_key_files") -> bytes:
+    """A hex key file (HDTN's format: hex digits, whitespace around them ignored;
+    mode 0600 or stricter, like the key store's private files)."""
     try:
         st = os.stat(path)
         if st.st_mode & 0o077:
@@ -226,6 +454,21 @@ class NodeSecurity:
     def __init__(self, config: SecurityConfig, *, node: int, log: LogFn) -> None:
         self.config = config
         self._log = log
+        self.node = node
+        self._cert_nodes: set[int] = set()
+        self._stamp: tuple[tuple[str, int, int, int], ...] = ()
+        self.policy: SecurityPolicy | None = None
+        self.store: KeyStore | None = None
+        if config.keystore:
+            self._load_keystore(config, node)
+        # RFC 9173 rules first; bundles they do not name go to the key store's policy
+        self.rfc9173: Rfc9173Policy | None = (
+            Rfc9173Policy(config.rules, node=node, fallback=self.policy)
+            if config.rules
+            else None
+        )
+
+    def _load_keystore(self, config: SecurityConfig, node: int) -> None:
         self.store = KeyStore(config.keystore)
         key = f"{_P}keystore"
         try:
@@ -274,54 +517,138 @@ class NodeSecurity:
             raise ConfigError(
                 f"{key}: {self.store.path / NODE_CERT} was not issued by the key in operator.pub ({exc})"
             ) from None
+        self._identity = identity
+        self._own_cert = own
+        self._operator_public = operator_public
+        self._node = node
         self._cert_nodes = {node}
         for cert in certs.values():
             self._add_cert(cert)
         self._stamp = self._files_stamp()
 
+    @property
+    def credentials(self) -> NodeCredentials | None:
+        """The node's keys and trust anchor for its services
+        (``ctx.credentials``), with the revocations now in force; None for a
+        node without a DCiS key store (RFC 9173 rules only)."""
+        if self.policy is None:
+            return None
+        rl = self.policy.revocations.current
+        return NodeCredentials(
+            identity=self._identity,
+            certificate=self._own_cert,
+            operator_public=self._operator_public,
+            revoked=frozenset(rl.nodes) if rl is not None else frozenset(),
+        )
+
     # ------------------------------------------------------------ agent hook
 
     def protect(self, bundle: Bundle, *, now: int | None = None) -> Bundle:
-        """Protect a bundle this node originates (see ``SecurityPolicy.protect``)."""
-        return self.policy.protect(bundle, now=now)
+        """Protect a bundle this node originates: matching RFC 9173 source rules,
+        else ``SecurityPolicy.protect`` (with a key store), else unchanged."""
+        if self.rfc9173 is not None:
+            return self.rfc9173.protect(bundle, now=now)
+        if self.policy is not None:
+            return self.policy.protect(bundle, now=now)
+        return bundle
 
     def check(
         self, bundle: Bundle, now: int
     ) -> tuple[Bundle | None, StatusReason | None]:
         """Check a bundle for this node; log a rejection with its reason."""
-        plain, reason = self.policy.check(bundle, now)
+        if self.rfc9173 is not None:
+            before = self.rfc9173.counters["rfc9173_rejected"]
+            plain, reason = self.rfc9173.check(bundle, now)
+            if self.rfc9173.counters["rfc9173_rejected"] != before:
+                why = self.rfc9173.last_rejection
+            else:  # the key store's policy (fallback) refused it
+                why = self.policy.last_rejection if self.policy is not None else None
+        elif self.policy is not None:
+            plain, reason = self.policy.check(bundle, now)
+            why = self.policy.last_rejection
+        else:
+            return bundle, None
         if plain is None:
             self._log(
                 "warning",
                 "security_rejected",
                 bundle=bundle.bundle_key,
                 source=str(bundle.primary.source),
-                reason=self.policy.last_rejection,
+                reason=why,
                 status_reason=int(reason) if reason is not None else None,
             )
         return plain, reason
+
+    def link_key(self, peer: int, now: int) -> bytes | None:
+        """The 32-byte UDP CL link key shared with node ``peer`` (spec/udpcl.md
+        "Threat model"): X25519 between this node's key and the one in
+        ``peer``'s valid certificate, labelled with both node numbers. None
+        when ``peer`` has no valid certificate here."""
+        if self.policy is None or self._identity is None:
+            return None
+        cert = self.policy.certificate(peer, now)
+        if cert is None:
+            return None
+        lo, hi = sorted((self._node, peer))
+        try:
+            return self._identity.agree(
+                cert.kx_public, label=b"dcis-udpcl-link|%d|%d" % (lo, hi)
+            )
+        except CryptoError:
+            return None
+
+    def verify(
+        self, bundle: Bundle, now: int
+    ) -> tuple[Bundle | None, StatusReason | None]:
+        """Verifier rules for a bundle this node forwards; log a rejection."""
+        if self.rfc9173 is None:
+            return bundle, None
+        got, reason = self.rfc9173.verify(bundle, now)
+        if got is None:
+            self._log(
+                "warning",
+                "security_rejected",
+                bundle=bundle.bundle_key,
+                source=str(bundle.primary.source),
+                reason=self.rfc9173.last_rejection,
+                status_reason=int(reason) if reason is not None else None,
+            )
+        return got, reason
 
     # ------------------------------------------------------------ status
 
     def counters(self) -> dict[str, int]:
         """The policy's counters, prefixed ``security_`` for the node's status."""
-        return {f"security_{k}": v for k, v in self.policy.counters.items()}
+        out = {}
+        if self.policy is not None:
+            out.update(self.policy.counters)
+        if self.rfc9173 is not None:
+            out.update(self.rfc9173.counters)
+        return {f"security_{k}": v for k, v in out.items()}
 
     def status(self) -> dict[str, Any]:
         """The ``security`` section of ``dcis status``."""
         p = self.policy
-        return {
-            "enabled": True,
-            "keystore": str(self.store.path),
-            "accepted_contexts": sorted(p.accepted_contexts),
-            "certificates": len(self._cert_nodes),
-            "revocation_version": p.revocations.version,
-            "last_rejection": p.last_rejection,
-        }
+        out: dict[str, Any] = {"enabled": True}
+        if p is not None and self.store is not None:
+            out.update(
+                keystore=str(self.store.path),
+                accepted_contexts=sorted(p.accepted_contexts),
+                certificates=len(self._cert_nodes),
+                revocation_version=p.revocations.version,
+                last_rejection=p.last_rejection,
+            )
+        else:
+            out["keystore"] = None
+        if self.rfc9173 is not None:
+            out["rfc9173_rules"] = len(self.rfc9173.rules)
+            out["rfc9173_last_rejection"] = self.rfc9173.last_rejection
+        return out
 
     # ------------------------------------------------------------ reload
 
     def _add_cert(self, cert: Any) -> bool:
+        assert self.policy is not None
         try:
             self.policy.add_certificate(cert)
         except CryptoError as exc:
@@ -335,6 +662,8 @@ class NodeSecurity:
         return True
 
     def _files_stamp(self) -> tuple[tuple[str, int, int, int], ...]:
+        if self.store is None:
+            return ()
         base = self.store.path
         paths = [base / REVOCATIONS, base / NODE_CERT]
         d = base / CERTS_DIR
@@ -350,6 +679,8 @@ class NodeSecurity:
         True when something was re-read. Never raises: a bad file is logged
         (``keystore_reload_failed``) and what the node holds stays in force.
         """
+        if self.store is None or self.policy is None:
+            return False
         stamp = self._files_stamp()
         if stamp == self._stamp:
             return False

@@ -41,6 +41,18 @@ drops the agent; a node with a durable store (``NodeSpec(durable=True)``:
 SQLite in ``SimConfig.store_dir``) restarts with a new agent on the same file
 and ``recover()``; one with a memory store restarts empty.
 
+Nodes. Each node is a :class:`~dtn.node.NodeCore`: its agent plus the
+services ``Simulator(..., services=factory)`` builds with
+``factory(node, incarnation)`` (incarnation 1 at the first start, +1 at each
+restart). Services get timers (their ``next_deadline`` joins the agent's),
+``on_contact`` when a link from their node comes up or goes down, a
+``ctx.rng`` seeded from ``(seed, node, incarnation)``, CGR's
+``ctx.earliest_arrival`` over the plan, and ``ctx.credentials`` from
+``Simulator(..., credentials={node: NodeCredentials})`` (else None). A crash
+drops the services with the agent; their ``ctx.state`` survives it (in the
+SQLite store of a durable node, in a map the simulator keeps otherwise). A
+bundle handed to a service is traced and counted like an app delivery.
+
 The trace (``Trace``) records every send, refusal, transmit, receive, loss,
 ack, delivery and expiry; it is hashed as it goes and never kept whole.
 
@@ -53,16 +65,17 @@ any more), or pending (``lost`` if no store holds it either). See
 
 from __future__ import annotations
 
+import functools
 import heapq
 import importlib
 import json
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, cast
 
 from dtn.agent.actions import (
     DELETION_CAUSES,
@@ -75,7 +88,11 @@ from dtn.agent.actions import (
     Transmit,
 )
 from dtn.errors import DtnError, InvalidArgument
+from dtn.node.core import NodeCore
+from dtn.node.service import Inbound, NodeCredentials, Service
+from dtn.node.state import MemoryStateBackend
 from dtn.routing.contact import Contact
+from dtn.routing.plan import ContactPlan
 from dtn.sim.trace import Trace, TraceListener
 from dtn.sim.traffic import TrafficItem
 from dtn.time import DtnTime
@@ -89,6 +106,7 @@ __all__ = [
     "NodeSpec",
     "Partition",
     "PlanLike",
+    "ServiceFactory",
     "SimAgent",
     "SimConfig",
     "SimSummary",
@@ -198,6 +216,11 @@ class AgentFactory(Protocol):
         rng: random.Random,
     ) -> SimAgent: ...
 
+
+ServiceFactory = Callable[[int, int], Sequence[Service]]
+"""``factory(node, incarnation)`` builds the services of one node's
+incarnation (1 at the first start, +1 at every restart): fresh objects each
+time, since a crash drops a service's memory (``ctx.state`` survives)."""
 
 StoreFactory = Callable[[int, "NodeSpec", "Path | None"], Any]
 """``store_factory(node, spec, path)`` builds a node's store; ``path`` is the
@@ -328,6 +351,8 @@ class BundleRecord:
     """The agent's reason for the first deletion, as it gave it."""
     deleted_category: str | None = None
     """That deletion's category (see :data:`DELETION_REASONS`)."""
+    dst_endpoint: str = ""
+    """The destination EID (``ipn:<dst>.1`` unless sent to another service)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -385,10 +410,12 @@ class SimSummary:
 class _Node:
     __slots__ = (
         "agent",
+        "core",
         "gen",
         "last_tick_us",
         "links",
         "num",
+        "service_state",
         "spec",
         "store",
         "ticks",
@@ -399,6 +426,10 @@ class _Node:
         self.num = num
         self.spec = spec
         self.agent: SimAgent | None = None
+        self.core: NodeCore | None = None
+        # Services' durable state of a node whose store is in memory: kept
+        # across crashes like a disk (the bundles are not).
+        self.service_state = MemoryStateBackend()
         self.store: Any = None
         self.up = False
         self.gen = 0
@@ -528,8 +559,12 @@ class Simulator:
         trace_sink: TextIO | None = None,
         trace_listener: TraceListener | None = None,
         deliver_listener: Callable[[int, Deliver], None] | None = None,
+        services: ServiceFactory | None = None,
+        credentials: Mapping[int, NodeCredentials] | None = None,
     ) -> None:
         self.plan = plan
+        self._services = services
+        self._credentials: Mapping[int, NodeCredentials] = dict(credentials or {})
         self.config = config
         self.trace = Trace(trace_sink, trace_listener)
         self._deliver_listener = deliver_listener
@@ -622,6 +657,17 @@ class Simulator:
         """The node's current store (None while it is crashed)."""
         return self.nodes[node].store
 
+    def core(self, node: int) -> NodeCore | None:
+        """The node's current :class:`~dtn.node.NodeCore` (agent plus
+        services; None while it is crashed)."""
+        return self.nodes[node].core
+
+    def service(self, node: int, service: int) -> Service | None:
+        """The running service ``service`` of ``node`` (None while the node
+        is crashed or runs no such service)."""
+        core = self.nodes[node].core
+        return None if core is None else core.services.get(service)
+
     def run(self) -> SimSummary:
         """Run to ``config.duration_s`` and return the summary."""
         self.run_until(self.config.duration_s)
@@ -649,13 +695,18 @@ class Simulator:
         *,
         lifetime_s: float | None = None,
         payload: bytes | None = None,
+        source_service: int = 1,
+        dest_service: int = 1,
     ) -> str | None:
-        """Send one bundle now from ``ipn:src.1`` to ``ipn:dst.1``; returns its
-        key, or None if the node refused it (store full, node down).
+        """Send one bundle now from ``ipn:src.<source_service>`` to
+        ``ipn:dst.<dest_service>`` (both ``.1`` by default; app traffic may
+        use any endpoint, a node service's too); returns its key, or None if
+        the node refused it (store full, node down).
 
         The payload is ``size_bytes`` zero bytes unless ``payload`` is given
         (then ``size_bytes`` is ignored): services above the agent (a
-        ``deliver_listener`` on the receiving side) can exchange real data."""
+        ``deliver_listener`` on the receiving side, or a node service on
+        ``dest_service``) can exchange real data."""
         if payload is not None:
             size_bytes = len(payload)
         nd = self.nodes.get(src)
@@ -664,7 +715,7 @@ class Simulator:
         if dst not in self.nodes:
             raise InvalidArgument(f"node {dst} is not in the simulation")
         lifetime_us = _us(self.config.lifetime_s if lifetime_s is None else lifetime_s)
-        if nd.agent is None:
+        if nd.core is None:
             self._counts["refused"] += 1
             self.trace.record(self._now_us, "refuse", src, dst, size_bytes, "node-down")
             return None
@@ -672,9 +723,9 @@ class Simulator:
             # Not cached: memory must not grow with the number of distinct sizes.
             payload = bytes(size_bytes)
         try:
-            key, actions = nd.agent.send(
-                source=f"ipn:{src}.1",
-                destination=f"ipn:{dst}.1",
+            key, actions = nd.core.send(
+                source=f"ipn:{src}.{source_service}",
+                destination=f"ipn:{dst}.{dest_service}",
                 payload=payload,
                 lifetime_ms=lifetime_us // 1000,
                 now=self.now,
@@ -692,6 +743,7 @@ class Simulator:
             sent_us=self._now_us,
             # The agent's end of life: creation is stamped in whole ms.
             expires_us=(self._now_us // 1000 + lifetime_us // 1000) * 1000,
+            dst_endpoint=f"ipn:{dst}.{dest_service}",
         )
         self.trace.record(self._now_us, "send", src, dst, size_bytes, key)
         self._apply(nd, actions)
@@ -819,17 +871,35 @@ class Simulator:
             plan_epoch=self.config.plan_epoch,
             rng=rng,
         )
+        incarnation = nd.gen + 1
+        services: list[Service] = []
+        if self._services is not None:
+            try:
+                services = list(self._services(nd.num, incarnation))
+            except Exception as exc:  # the user's factory: report, typed
+                raise InvalidArgument(
+                    f"services factory failed for node {nd.num}: {type(exc).__name__}: {exc}"
+                ) from exc
+        core = NodeCore(
+            cast(Any, agent),
+            node=nd.num,
+            services=services,
+            incarnation=incarnation,
+            rng=random.Random(f"services:{self.config.seed}:{nd.num}:{nd.gen}"),
+            state=nd.store if nd.spec.durable else nd.service_state,
+            plan=self.plan if isinstance(self.plan, ContactPlan) else None,
+            plan_epoch=self.config.plan_epoch,
+            credentials=self._credentials.get(nd.num),
+            on_service_delivery=functools.partial(self._service_delivery, nd),
+        )
         nd.agent = agent
+        nd.core = core
         nd.up = True
         nd.ticks = set()
         nd.last_tick_us = -1
-        registered = agent.register(f"ipn:{nd.num}.1", now=self.now)
-        if isinstance(registered, list):
-            self._apply(nd, registered)
-        if recover:
-            self._apply(nd, agent.recover(self.now))
-        else:
-            self._want_tick(nd, agent.next_deadline())
+        if not core.is_reserved(f"ipn:{nd.num}.1"):
+            self._apply(nd, core.register(f"ipn:{nd.num}.1", now=self.now))
+        self._apply(nd, core.start(self.now, recover=recover))
 
     def _close_store(self, nd: _Node) -> None:
         close = getattr(nd.store, "close", None)
@@ -839,7 +909,7 @@ class Simulator:
 
     def _apply(self, nd: _Node, actions: Iterable[Action]) -> None:
         for a in actions:
-            if nd.agent is None:
+            if nd.core is None:
                 return
             if isinstance(a, Transmit):
                 self._transmit(nd, a)
@@ -851,8 +921,8 @@ class Simulator:
                 self._want_tick_ms(nd, a.at)
             elif isinstance(a, Event):
                 self._event(nd, a)
-        if nd.agent is not None:
-            self._want_tick(nd, nd.agent.next_deadline())
+        if nd.core is not None:
+            self._want_tick(nd, nd.core.next_deadline())
 
     def _want_tick(self, nd: _Node, at: DtnTime | None) -> None:
         if at is not None:
@@ -871,13 +941,13 @@ class Simulator:
 
     def _tick(self, arg: tuple[_Node, int, int]) -> None:
         nd, gen, at_us = arg
-        if gen != nd.gen or nd.agent is None:
+        if gen != nd.gen or nd.core is None:
             return
         nd.ticks.discard(at_us)
         if at_us <= nd.last_tick_us:
             return
         nd.last_tick_us = (at_us // 1000) * 1000 + 999
-        self._apply(nd, nd.agent.on_tick(self.now))
+        self._apply(nd, nd.core.on_tick(self.now))
 
     def _record_of(self, key: str) -> BundleRecord | None:
         rec = self.ledger.get(key)
@@ -913,12 +983,21 @@ class Simulator:
             detail = (json.dumps(ev.detail),) if ev.detail else ()
             self.trace.record(self._now_us, ev.kind, nd.num, ev.bundle_key, *detail)
 
+    def _service_delivery(self, nd: _Node, d: Inbound) -> None:
+        # A bundle handed to one of nd's services (NodeCore confirms it).
+        self._note_delivery(nd, d.endpoint, d.bundle_key, len(d.payload))
+
     def _deliver(self, nd: _Node, d: Deliver) -> None:
-        rec = self.ledger.get(d.bundle_key)
-        self.trace.record(
-            self._now_us, "deliver", nd.num, d.endpoint, d.bundle_key, len(d.payload)
-        )
-        if rec is not None and (rec.dst != nd.num or d.endpoint != f"ipn:{rec.dst}.1"):
+        self._note_delivery(nd, d.endpoint, d.bundle_key, len(d.payload))
+        if self._deliver_listener is not None:
+            self._deliver_listener(nd.num, d)
+        if nd.core is not None:  # the listener may have crashed the node
+            self._apply(nd, nd.core.on_delivered(d.bundle_key, self.now))
+
+    def _note_delivery(self, nd: _Node, endpoint: str, key: str, size: int) -> None:
+        rec = self.ledger.get(key)
+        self.trace.record(self._now_us, "deliver", nd.num, endpoint, key, size)
+        if rec is not None and (rec.dst != nd.num or endpoint != rec.dst_endpoint):
             self._counts["misdelivered"] += 1
         elif rec is not None:
             rec.deliveries += 1
@@ -929,10 +1008,6 @@ class Simulator:
                 self._counts["duplicates"] += 1
             if self._now_us >= rec.expires_us:  # expired when now >= expiry
                 self._counts["late"] += 1
-        if self._deliver_listener is not None:
-            self._deliver_listener(nd.num, d)
-        if nd.agent is not None:  # the listener may have crashed the node
-            self._apply(nd, nd.agent.on_delivered(d.bundle_key, self.now))
 
     # ---- links --------------------------------------------------------------
 
@@ -964,16 +1039,16 @@ class Simulator:
             link.busy_until_us = now_us
             sender = self.nodes[link.frm]
             self.trace.record(now_us, "link_down", link.frm, link.to)
-            if sender.agent is not None:
-                self._apply(sender, sender.agent.on_contact_end(old, self.now))
+            if sender.core is not None:
+                self._apply(sender, sender.core.on_contact_end(old, self.now))
             for tx in failing:
                 self._complete(tx, ok=False)
         if cur is not None and link.current is None:
             link.current = cur
             self.trace.record(self._now_us, "link_up", link.frm, link.to)
             sender = self.nodes[link.frm]
-            assert sender.agent is not None
-            self._apply(sender, sender.agent.on_contact_start(cur, self.now))
+            assert sender.core is not None
+            self._apply(sender, sender.core.on_contact_start(cur, self.now))
 
     def _feed_contact(self, i: int) -> None:
         if i < len(self._contacts):
@@ -1014,6 +1089,7 @@ class Simulator:
         self.trace.record(self._now_us, "crash", node)
         nd.up = False
         nd.agent = None
+        nd.core = None
         nd.gen += 1
         nd.ticks = set()
         self._close_store(nd)
@@ -1106,7 +1182,7 @@ class Simulator:
 
     def _arrive(self, tx: _Tx) -> None:
         rx = self.nodes[tx.to]
-        if rx.agent is None:
+        if rx.core is None:
             self._counts["lost"] += 1
             self.trace.record(
                 self._now_us, "lost", tx.frm, tx.to, tx.tx_id, "receiver-down"
@@ -1120,7 +1196,7 @@ class Simulator:
         self.trace.record(self._now_us, "receive", tx.to, tx.frm, tx.tx_id, token)
         self._apply(
             rx,
-            rx.agent.on_receive(
+            rx.core.on_receive(
                 cla="sim", neighbor=tx.frm, data=tx.data, now=self.now, cl_token=token
             ),
         )
@@ -1157,8 +1233,8 @@ class Simulator:
         if not ok:
             self._counts["tx_fail"] += 1
         self.trace.record(self._now_us, "tx_done", tx.frm, tx.to, tx.tx_id, int(ok))
-        if sender.agent is not None and sender.gen == tx.gen:
-            self._apply(sender, sender.agent.on_transmit_done(tx.tx_id, ok, self.now))
+        if sender.core is not None and sender.gen == tx.gen:
+            self._apply(sender, sender.core.on_transmit_done(tx.tx_id, ok, self.now))
 
     def _feed_traffic(self, i: int) -> None:
         if i < len(self._traffic_items):

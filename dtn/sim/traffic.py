@@ -8,7 +8,8 @@ One item per line::
 ipn node numbers; ``SIZE_BYTES`` is the payload size (>= 1); ``COUNT``
 (default 1) sends that many bundles at the same instant. ``#`` starts a
 comment; blank lines are ignored. Each bundle goes from ``ipn:SRC.1`` to
-``ipn:DST.1``.
+``ipn:DST.1``. Bounds (a typo must not exhaust memory): SIZE_BYTES <=
+64 MiB, COUNT <= 100,000, and 1,000,000 bundles per file.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from dataclasses import dataclass
 
 from dtn.errors import InvalidArgument
 
-__all__ = ["TrafficItem", "parse_traffic"]
+__all__ = ["MAX_BUNDLES", "MAX_COUNT", "MAX_SIZE_BYTES", "TrafficItem", "parse_traffic"]
+
+MAX_SIZE_BYTES = 64 * 1024 * 1024
+"""Largest payload one traffic line may ask for: each bundle is built in memory."""
+MAX_COUNT = 100_000
+"""Most bundles one traffic line may ask for."""
+MAX_BUNDLES = 1_000_000
+"""Most bundles a whole traffic file may ask for."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,18 +46,20 @@ class TrafficItem:
             raise InvalidArgument(
                 f"send time must be a finite number >= 0, got {self.at_s}"
             )
-        if self.src < 0 or self.dst < 0:
+        if not (0 <= self.src < 2**64 and 0 <= self.dst < 2**64):
             raise InvalidArgument(
-                f"node numbers must be >= 0, got {self.src} -> {self.dst}"
+                f"node numbers must be in 0..2^64-1, got {self.src} -> {self.dst}"
             )
         if self.src == self.dst:
             raise InvalidArgument(
                 f"source and destination are the same node ({self.src})"
             )
-        if self.size_bytes < 1:
-            raise InvalidArgument(f"size must be >= 1 byte, got {self.size_bytes}")
-        if self.count < 1:
-            raise InvalidArgument(f"count must be >= 1, got {self.count}")
+        if not 1 <= self.size_bytes <= MAX_SIZE_BYTES:
+            raise InvalidArgument(
+                f"size must be in 1..{MAX_SIZE_BYTES} bytes, got {self.size_bytes}"
+            )
+        if not 1 <= self.count <= MAX_COUNT:
+            raise InvalidArgument(f"count must be in 1..{MAX_COUNT}, got {self.count}")
 
 
 def _int_field(text: str, name: str) -> int:
@@ -95,5 +105,9 @@ def parse_traffic(text: str) -> list[TrafficItem]:
             )
         except InvalidArgument as exc:
             raise InvalidArgument(f"traffic line {lineno}: {exc}") from None
+    if sum(it.count for it in items) > MAX_BUNDLES:
+        raise InvalidArgument(
+            f"the traffic asks for more than {MAX_BUNDLES} bundles in all"
+        )
     items.sort(key=lambda it: it.at_s)
     return items

@@ -111,7 +111,8 @@ def brute_force_arrival(
             if c.frm != u or c.start_s > t or (u == case.src and c.to in banned_first):
                 continue
             tx = case.size / c.rate_bytes_s if case.size > 0 else 0.0
-            if t + tx > c.end_s or residual(case, c) < case.size:
+            # the end is exclusive (ION): transmission starts before it
+            if t >= c.end_s or t + tx > c.end_s or residual(case, c) < case.size:
                 continue
             a = t + tx + case.owlt[(c.frm, c.to)]
             if a <= deadline:
@@ -130,6 +131,7 @@ def check_feasible(case: Case, route: Route) -> None:
         assert (c.frm, c.to) == (route.hops[i], route.hops[i + 1])
         s = max(t, c.start_s)
         tx = case.size / c.rate_bytes_s if case.size > 0 else 0.0
+        assert s < c.end_s, "transmission starts at or after the contact's end"
         assert s + tx <= c.end_s, "transmission does not fit the contact window"
         assert residual(case, c) >= case.size, "contact has no room left"
         t = s + tx + case.owlt[(c.frm, c.to)]
@@ -147,7 +149,7 @@ def all_loopless_keys(case: Case) -> list[tuple[float, int, object]]:
                 continue
             s = max(t, c.start_s)
             tx = case.size / c.rate_bytes_s if case.size > 0 else 0.0
-            if s + tx > c.end_s:
+            if s >= c.end_s or s + tx > c.end_s:
                 continue
             a = s + tx + case.owlt[(c.frm, c.to)]
             if c.to == case.dst:

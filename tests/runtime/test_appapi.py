@@ -8,21 +8,27 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from dtn.appapi.wire import encode_message
 from dtn.client import Client, ClientError, open_trio_client
 from dtn.runtime import NeighbourConfig, Node, NodeConfig, open_node
+from tests.fakes.fakenet import FakeNet
 from tests.runtime.conftest import free_udp_ports, poll_until
 from tools.cli import main as dcis
 
 
-def pair(tmp: Path) -> tuple[NodeConfig, NodeConfig]:
-    p1, p2 = free_udp_ports(2)
+def pair(tmp: Path, net: FakeNet | None = None) -> tuple[NodeConfig, NodeConfig]:
+    """Nodes 1 and 2 with app sockets; on ``net`` (virtual time: SQLite
+    without the fsync thread) or on real UDP ports."""
+    p1, p2 = (net.free_port(), net.free_port()) if net else free_udp_ports(2)
+    sync = "NORMAL" if net else "FULL"
     c1 = NodeConfig(
         node=1,
         listen=("127.0.0.1", p1),
         app_socket=str(tmp / "n1.sock"),
         store_path=str(tmp / "n1.db"),
+        store_synchronous=sync,
         neighbours=(NeighbourConfig(node=2, address=("127.0.0.1", p2)),),
     )
     c2 = NodeConfig(
@@ -30,14 +36,21 @@ def pair(tmp: Path) -> tuple[NodeConfig, NodeConfig]:
         listen=("127.0.0.1", p2),
         app_socket=str(tmp / "n2.sock"),
         store_path=str(tmp / "n2.db"),
+        store_synchronous=sync,
         neighbours=(NeighbourConfig(node=1, address=("127.0.0.1", p1)),),
     )
     return c1, c2
 
 
-async def test_trio_client_send_receive_status_and_errors(tmp_path: Path) -> None:
-    c1, c2 = pair(tmp_path)
-    async with open_node(c1), open_node(c2) as n2:
+async def test_trio_client_send_receive_status_and_errors(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    net = FakeNet()
+    c1, c2 = pair(tmp_path, net)
+    async with (
+        open_node(c1, udp_socket=net.socket),
+        open_node(c2, udp_socket=net.socket) as n2,
+    ):
         async with (
             open_trio_client(str(tmp_path / "n1.sock")) as a,
             open_trio_client(str(tmp_path / "n2.sock")) as b,
@@ -70,9 +83,15 @@ async def test_trio_client_send_receive_status_and_errors(tmp_path: Path) -> Non
         assert n2.status()["stored"] == 0
 
 
-async def test_bundles_wait_in_the_store_until_an_app_registers(tmp_path: Path) -> None:
-    c1, c2 = pair(tmp_path)
-    async with open_node(c1), open_node(c2) as n2:
+async def test_bundles_wait_in_the_store_until_an_app_registers(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    net = FakeNet()
+    c1, c2 = pair(tmp_path, net)
+    async with (
+        open_node(c1, udp_socket=net.socket),
+        open_node(c2, udp_socket=net.socket) as n2,
+    ):
         async with open_trio_client(str(tmp_path / "n1.sock")) as a:
             await a.send("ipn:2.8", b"early")
         await poll_until(lambda: n2.status()["stored"] >= 1, timeout_s=30)
@@ -105,7 +124,19 @@ async def test_sync_client_and_dcis_commands(
                 == 0
             )
             assert (
-                dcis(["recv", "ipn:2.9", "--json", "--timeout", "30", "--socket", s2])
+                dcis(
+                    [
+                        "recv",
+                        "ipn:2.9",
+                        "--json",
+                        "--count",
+                        "1",
+                        "--timeout",
+                        "30",
+                        "--socket",
+                        s2,
+                    ]
+                )
                 == 0
             )
             assert (

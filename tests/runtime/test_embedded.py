@@ -1,25 +1,38 @@
-"""The embedding API over real UDP on loopback: two and three in-process nodes."""
+"""The embedding API: two and three in-process nodes.
+
+Most run over tests/fakes' FakeNet under trio's MockClock (no real UDP, no
+real time); the group-commit tests at the end use real sockets and threads,
+since what they check is the disk."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import trio
+import trio.testing
 
 from dtn.cl.udp import AckMode
 from dtn.runtime import NeighbourConfig, NodeConfig, open_node
+from tests.fakes.fakenet import FakeNet
 from tests.runtime.conftest import free_udp_ports, poll_until
 
 
-def chain(tmp: Path, n: int) -> list[NodeConfig]:
-    """Nodes 1..n in a line, always-on neighbours, stores on disk."""
-    ports = free_udp_ports(n)
+@pytest.fixture
+def net() -> FakeNet:
+    """A loss-free fake network (tests add faults where they need them)."""
+    return FakeNet(seed=0)
+
+
+def chain(tmp: Path, n: int, net: FakeNet | None = None) -> list[NodeConfig]:
+    """Nodes 1..n in a line, always-on neighbours, stores on disk; ports on
+    ``net`` when given, else free real ones."""
+    ports = [net.free_port() for _ in range(n)] if net else free_udp_ports(n)
     out = []
     for i in range(1, n + 1):
         nbs = [
@@ -32,6 +45,9 @@ def chain(tmp: Path, n: int) -> list[NodeConfig]:
                 node=i,
                 listen=("127.0.0.1", ports[i - 1]),
                 store_path=str(tmp / f"n{i}.db"),
+                # On a fake net the clock is virtual: no fsync thread (its
+                # real-time wait would let the clock jump past ACK timers).
+                store_synchronous="NORMAL" if net else "FULL",
                 neighbours=tuple(nbs),
             )
         )
@@ -39,10 +55,13 @@ def chain(tmp: Path, n: int) -> list[NodeConfig]:
 
 
 async def test_bundle_crosses_two_nodes_and_leaves_the_senders_store(
-    tmp_path: Path,
+    tmp_path: Path, net: FakeNet, autojump_clock: trio.testing.MockClock
 ) -> None:
-    c1, c2 = chain(tmp_path, 2)
-    async with open_node(c1) as n1, open_node(c2) as n2:
+    c1, c2 = chain(tmp_path, 2, net)
+    async with (
+        open_node(c1, udp_socket=net.socket) as n1,
+        open_node(c2, udp_socket=net.socket) as n2,
+    ):
         async with n2.endpoint("ipn:2.5") as inbox:
             with trio.fail_after(30):
                 key = await n1.send("ipn:2.5", b"hello", source="ipn:1.1")
@@ -59,11 +78,15 @@ async def test_bundle_crosses_two_nodes_and_leaves_the_senders_store(
 
 
 async def test_the_echo_service_answers(
-    tmp_path: Path,
+    tmp_path: Path, net: FakeNet, autojump_clock: trio.testing.MockClock
 ) -> None:
-    c1, c2, c3 = chain(tmp_path, 3)
+    c1, c2, c3 = chain(tmp_path, 3, net)
     # Node 2's echo endpoint sends the payload back to its source.
-    async with open_node(c1) as n1, open_node(c2), open_node(c3):
+    async with (
+        open_node(c1, udp_socket=net.socket) as n1,
+        open_node(c2, udp_socket=net.socket),
+        open_node(c3, udp_socket=net.socket),
+    ):
         async with n1.endpoint("ipn:1.9") as inbox:
             with trio.fail_after(30):
                 await n1.send("ipn:2.7", b"ping", source="ipn:1.9")
@@ -73,13 +96,15 @@ async def test_the_echo_service_answers(
 
 
 async def test_bundles_larger_than_the_mtu_are_fragmented_and_reassembled(
-    tmp_path: Path,
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    c1, c2 = (dataclasses.replace(c, mtu_bytes=1000) for c in chain(tmp_path, 2))
+    # Fragments are duplicated, delayed and reordered on the way.
+    net = FakeNet(seed=5, dupe=0.2, delay=0.3, max_delay_s=0.2)
+    c1, c2 = (dataclasses.replace(c, mtu_bytes=1000) for c in chain(tmp_path, 2, net))
     payload = bytes(range(256)) * 40  # 10,240 bytes: about 11 fragments
     async with (
-        open_node(c1) as n1,
-        open_node(c2) as n2,
+        open_node(c1, udp_socket=net.socket) as n1,
+        open_node(c2, udp_socket=net.socket) as n2,
         n2.endpoint("ipn:2.1") as inbox,
     ):
         await n1.send("ipn:2.1", payload, source="ipn:1.1")
@@ -91,17 +116,21 @@ async def test_bundles_larger_than_the_mtu_are_fragmented_and_reassembled(
     assert n1.status()["neighbours"]["2"]["sent_datagrams"] >= 10
 
 
+@pytest.mark.parametrize("mode", [AckMode.AUTO, AckMode.NONE])
 async def test_a_plain_udp_cl_peer_interoperates_with_bare_bundles(
-    tmp_path: Path,
+    tmp_path: Path, mode: AckMode, net: FakeNet, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """What ION's UDP CL does: bare bundles, no acknowledgement, both ways."""
+    """What ION's UDP CL does: bare bundles, no acknowledgement, both ways.
+    The peer sends from an ephemeral port (as ION and HDTN do): it is still
+    recognised by its IP address (``auto`` marks it legacy)."""
     from pyd3tn.bundle7 import Bundle, serialize_bundle7
 
-    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer = net.socket()
     peer.bind(("127.0.0.1", 0))
-    peer.settimeout(10)
-    (port,) = free_udp_ports(1)
-    nb = NeighbourConfig(node=9, address=peer.getsockname())  # ack = "auto"
+    out = net.socket()
+    out.bind(("127.0.0.1", 0))
+    port = net.free_port()
+    nb = NeighbourConfig(node=9, address=peer.getsockname(), ack=mode)
     cfg = NodeConfig(
         node=1,
         listen=("127.0.0.1", port),
@@ -109,46 +138,58 @@ async def test_a_plain_udp_cl_peer_interoperates_with_bare_bundles(
         neighbours=(nb,),
     )
     try:
-        async with open_node(cfg) as node, node.endpoint("ipn:1.2") as inbox:
+        async with (
+            open_node(cfg, udp_socket=net.socket) as node,
+            node.endpoint("ipn:1.2") as inbox,
+        ):
             # The peer sends a bare bundle: delivered, and the peer is marked legacy.
-            await trio.to_thread.run_sync(
-                lambda: peer.sendto(
-                    serialize_bundle7("ipn:9.1", "ipn:1.2", b"from ion"),
-                    ("127.0.0.1", port),
-                )
+            out.sendto(
+                serialize_bundle7("ipn:9.1", "ipn:1.2", b"from ion"),
+                ("127.0.0.1", port),
             )
             with trio.fail_after(30):
                 got = await inbox.receive()
             assert got.payload == b"from ion"
-            assert node.status()["neighbours"]["9"]["peer"] == "legacy"
+            if mode is AckMode.AUTO:
+                assert node.status()["neighbours"]["9"]["peer"] == "legacy"
             # Our bundles now go to it bare, best effort, and leave our store at once.
             await node.send("ipn:9.5", b"to ion", source="ipn:1.1")
-            data = await trio.to_thread.run_sync(lambda: peer.recv(65535))
+            with trio.fail_after(10):
+                await peer.wait_readable()
+            data, _ = peer.recvfrom(65535)
             assert data[0] == 0x9F
             assert Bundle.parse(data).payload_block.data == b"to ion"
             await poll_until(lambda: node.status()["stored"] == 0, timeout_s=30)
     finally:
         peer.close()
+        out.close()
 
 
-async def test_echo_endpoints_do_not_answer_each_other(tmp_path: Path) -> None:
-    c1, c2 = chain(tmp_path, 2)
-    async with open_node(c1) as n1, open_node(c2) as n2:
+async def test_echo_endpoints_do_not_answer_each_other(
+    tmp_path: Path, net: FakeNet, autojump_clock: trio.testing.MockClock
+) -> None:
+    c1, c2 = chain(tmp_path, 2, net)
+    async with (
+        open_node(c1, udp_socket=net.socket) as n1,
+        open_node(c2, udp_socket=net.socket) as n2,
+    ):
         await n1.send("ipn:2.7", b"loop?", source="ipn:1.7")
         await poll_until(
             lambda: n2.status()["counters"]["delivered"] == 1, timeout_s=30
         )
-        await trio.sleep(0.3)
+        await trio.sleep(60)
         assert n2.status()["counters"]["sent"] == 0
         assert n1.status()["counters"]["received"] == 0
 
 
-async def test_forged_sender_numbers_do_not_grow_memory(tmp_path: Path) -> None:
+async def test_forged_sender_numbers_do_not_grow_memory(
+    tmp_path: Path, net: FakeNet, autojump_clock: trio.testing.MockClock
+) -> None:
     from dtn.bpv7.bundle import encode_bundle, make_bundle
     from dtn.cl.udp import encode_data_segment
     from dtn.time import dtn_time_from_unix
 
-    (c1,) = chain(tmp_path, 1)
+    (c1,) = chain(tmp_path, 1, net)
     bundle = encode_bundle(
         make_bundle(
             source="ipn:9.1",
@@ -158,10 +199,9 @@ async def test_forged_sender_numbers_do_not_grow_memory(tmp_path: Path) -> None:
             lifetime_ms=10**7,
         )
     )
-    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = net.socket()
     tx.bind(("127.0.0.1", 0))
-    tx.settimeout(5)
-    async with open_node(c1) as n1:
+    async with open_node(c1, udp_socket=net.socket) as n1:
 
         async def drained(upto: int) -> None:
             await poll_until(
@@ -176,15 +216,15 @@ async def test_forged_sender_numbers_do_not_grow_memory(tmp_path: Path) -> None:
                 c1.listen,
             )
             if sender % 100 == 99:
-                # Let the node drain its socket (a loaded machine would
-                # otherwise overflow the receive buffer).
+                # Let the node drain its socket (the fake's receive queue
+                # is bounded like a real one).
                 await drained(sender - 99)
         await drained(3000)
         assert len(n1._ack_addr) <= 1024
         # One bundle stored, the rest duplicates (each acknowledged).
         assert n1.status()["stored"] == 1
         assert n1.status()["counters"]["duplicates"] >= 2800
-    ack = tx.recv(65535)
+    ack, _ = tx.recvfrom(65535)
     assert ack.startswith(b"\xd9\xdc\x15")
     tx.close()
 

@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 import trio
+import trio.testing
 
 from dtn.client import open_trio_client
 from dtn.runtime import open_node
+from tests.fakes.fakenet import FakeNet
 from tests.runtime.conftest import poll_until, write_plan
 from tests.runtime.test_embedded import chain
 
@@ -23,15 +25,19 @@ def _in_contact(node: object) -> bool:
 
 
 async def test_an_edited_plan_opens_and_closes_contacts_while_running(
-    tmp_path: Path,
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    c1, c2 = chain(tmp_path, 2)
+    net = FakeNet()
+    c1, c2 = chain(tmp_path, 2, net)
     plan = write_plan(
         tmp_path / "p.ionrc",
         ["a contact +1000 +2000 1 2 1000000", "a contact +1000 +2000 2 1 1000000"],
     )
     c1 = dataclasses.replace(c1, plan=str(plan))
-    async with open_node(c1) as n1, open_node(c2) as n2:
+    async with (
+        open_node(c1, udp_socket=net.socket) as n1,
+        open_node(c2, udp_socket=net.socket) as n2,
+    ):
         await n1.send("ipn:2.5", b"wait for the contact", source="ipn:1.1")
         assert not _in_contact(n1)
         assert n1.status()["stored"] == 1
@@ -55,14 +61,18 @@ async def test_an_edited_plan_opens_and_closes_contacts_while_running(
 
 
 async def test_a_same_size_plan_renamed_into_place_is_reloaded(
-    tmp_path: Path,
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     # Same size and the same modification time as the file it replaces:
     # only the new inode tells the watcher.
-    c1, c2 = chain(tmp_path, 2)
+    net = FakeNet()
+    c1, c2 = chain(tmp_path, 2, net)
     plan = write_plan(tmp_path / "p.ionrc", ["a contact +1000 +2000 1 2 1000000"])
     c1 = dataclasses.replace(c1, plan=str(plan))
-    async with open_node(c1) as n1, open_node(c2):
+    async with (
+        open_node(c1, udp_socket=net.socket) as n1,
+        open_node(c2, udp_socket=net.socket),
+    ):
         assert not _in_contact(n1)
         st = plan.stat()
         new = write_plan(

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import random
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from crypto import KeyStore, issue_revocation_list
 from dtn.agent.security import NoCertificate
@@ -55,7 +55,8 @@ from dtn.runtime.config import ConfigError, load_config
 from dtn.runtime.node import Node
 from dtn.runtime.security import SecurityConfig
 from dtn.time import dtn_time_from_unix
-from tests.runtime.conftest import free_udp_ports, poll_until, write_plan
+from tests.fakes.fakenet import FakeNet
+from tests.runtime.conftest import poll_until, write_plan
 from tools.dtn_node import main as dtn_node_main
 from tools.testbed import make_keystores
 
@@ -64,62 +65,34 @@ Mutate = Callable[[int, int, bytes], bytes | None]
 
 
 class Relay:
-    """One pair of sockets per link: ``a`` sends to ``face[(a, b)]`` to reach
-    ``b``, and the relay forwards from ``face[(b, a)]`` so ``b`` knows who sent it.
+    """Watches and tampers with every datagram between the nodes on a
+    :class:`FakeNet` (its ``hook``).
 
     ``seen`` records every datagram as it left its sender; ``mutate`` may
-    replace one (or drop it: None) before it is forwarded.
+    replace one (or drop it: None) before it goes on; ``inject`` delivers a
+    datagram as if a node had sent it (a replay).
     """
 
-    def __init__(self, addrs: dict[int, tuple[str, int]]) -> None:
+    def __init__(self, fakenet: FakeNet, addrs: dict[int, tuple[str, int]]) -> None:
+        self.fakenet = fakenet
         self.addrs = addrs
-        self.socks: dict[tuple[int, int], trio.socket.SocketType] = {}
-        self.face: dict[tuple[int, int], tuple[str, int]] = {}
+        self._node_at = {a[1]: n for n, a in addrs.items()}
         self.seen: list[tuple[int, int, bytes]] = []
         self.mutate: Mutate | None = None
+        fakenet.hook = self._hook
 
-    async def bind(self) -> None:
-        for a, b in LINKS:
-            for frm, to in ((a, b), (b, a)):
-                s = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                await s.bind(("127.0.0.1", 0))
-                self.socks[(frm, to)] = s
-                self.face[(frm, to)] = s.getsockname()[:2]
+    def _hook(
+        self, data: bytes, src: tuple[str, int], dst: tuple[str, int]
+    ) -> bytes | None:
+        frm, to = self._node_at.get(src[1]), self._node_at.get(dst[1])
+        if frm is None or to is None:
+            return data
+        self.seen.append((frm, to, data))
+        return data if self.mutate is None else self.mutate(frm, to, data)
 
-    async def serve(self) -> None:
-        async with trio.open_nursery() as nursery:
-            for frm, to in self.socks:
-                nursery.start_soon(self._pump, frm, to)
-
-    async def _pump(self, frm: int, to: int) -> None:
-        inbound = self.socks[(frm, to)]
-        out = self.socks[(to, frm)]
-        while True:
-            data, _ = await inbound.recvfrom(70_000)
-            self.seen.append((frm, to, data))
-            if self.mutate is not None:
-                changed = self.mutate(frm, to, data)
-                if changed is None:
-                    continue
-                data = changed
-            await self.inject(frm, to, data, out=out)
-
-    async def inject(
-        self,
-        frm: int,
-        to: int,
-        data: bytes,
-        *,
-        out: trio.socket.SocketType | None = None,
-    ) -> None:
+    async def inject(self, frm: int, to: int, data: bytes) -> None:
         """Send ``data`` to ``to`` as if ``frm`` had sent it (a replay)."""
-        sock = out or self.socks[(to, frm)]
-        with contextlib.suppress(OSError):
-            await sock.sendto(data, self.addrs[to])
-
-    def close(self) -> None:
-        for s in self.socks.values():
-            s.close()
+        self.fakenet.inject(data, self.addrs[frm], self.addrs[to])
 
 
 @dataclasses.dataclass
@@ -134,10 +107,10 @@ class Net:
 async def network(
     tmp: Path, *, sqlite_at_3: bool = False, mtu_bytes: int = 65_000
 ) -> AsyncIterator[Net]:
-    ports = dict(zip((1, 2, 3, 4), free_udp_ports(4), strict=True))
-    addrs = {n: ("127.0.0.1", p) for n, p in ports.items()}
-    relay = Relay(addrs)
-    await relay.bind()
+    """Nodes 1-4 (links 1-2, 2-3, 2-4) on a FakeNet: run under MockClock."""
+    fakenet = FakeNet(seed=0)
+    addrs = {n: ("127.0.0.1", fakenet.free_port()) for n in (1, 2, 3, 4)}
+    relay = Relay(fakenet, addrs)
     lines = []
     for a, b in LINKS:
         lines += [
@@ -164,26 +137,22 @@ async def network(
             store_path=str(tmp / f"n{n}.db")
             if (n == 3 and sqlite_at_3)
             else ":memory:",
+            # Virtual time: no fsync thread (see tests/fakes/fakenet.py).
+            store_synchronous="NORMAL",
             neighbours=tuple(
-                NeighbourConfig(node=m, address=relay.face[(n, m)], ack=AckMode.ON)
+                NeighbourConfig(node=m, address=addrs[m], ack=AckMode.ON)
                 for m in neighbours[n]
             ),
             security=SecurityConfig(keystore=str(stores[n]), reload_interval_s=0.1)
             if n in stores
             else None,
         )
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(relay.serve)
-            async with contextlib.AsyncExitStack() as stack:
-                nodes = {
-                    n: await stack.enter_async_context(open_node(c))
-                    for n, c in configs.items()
-                }
-                yield Net(nodes, relay, configs, keys)
-            nursery.cancel_scope.cancel()
-    finally:
-        relay.close()
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = {
+            n: await stack.enter_async_context(open_node(c, udp_socket=fakenet.socket))
+            for n, c in configs.items()
+        }
+        yield Net(nodes, relay, configs, keys)
 
 
 def _windows(payload: bytes) -> list[bytes]:
@@ -211,7 +180,7 @@ def _security_log(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
 
 
 async def test_payload_is_sealed_on_every_link_and_the_keyless_forwarder_forwards(
-    tmp_path: Path,
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     rng = random.Random(11)
     payloads = [rng.randbytes(700) for _ in range(5)]
@@ -248,7 +217,7 @@ async def test_payload_is_sealed_on_every_link_and_the_keyless_forwarder_forward
 
 
 async def test_a_sealed_bundle_fragmented_on_the_way_is_reassembled_and_opened(
-    tmp_path: Path,
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     payload = random.Random(3).randbytes(6000)
     async with network(tmp_path, mtu_bytes=1000) as net:
@@ -316,7 +285,9 @@ def _flip(rng: random.Random, data: bytes) -> bytes:
 
 
 async def test_any_bit_flipped_in_transit_is_dropped_as_unauthenticated(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     caplog.set_level(logging.WARNING)
     rng = random.Random(5)
@@ -357,7 +328,7 @@ async def test_any_bit_flipped_in_transit_is_dropped_as_unauthenticated(
 
 
 async def test_a_replayed_bundle_is_not_delivered_again_even_after_a_restart(
-    tmp_path: Path,
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with network(tmp_path, sqlite_at_3=True) as net:
         n1, n3 = net.nodes[1], net.nodes[3]
@@ -379,33 +350,27 @@ async def test_a_replayed_bundle_is_not_delivered_again_even_after_a_restart(
             await _nothing_more(inbox)
         assert _counters(n3)["delivered"] == 1
     # A restarted node 3 (same store) still refuses it, replayed from the
-    # address node 3 knows as node 2's (the relay's face, now closed).
-    face = net.relay.face[(3, 2)]
-    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    await sock.bind(face)
-    try:
-        async with (
-            open_node(net.configs[3]) as n3b,
-            n3b.endpoint("ipn:3.1") as inbox2,
-        ):
-            before = _counters(n3b)["datagrams_in"]
-            await sock.sendto(captured[0], net.configs[3].listen)
-            await poll_until(
-                lambda: _counters(n3b)["datagrams_in"] > before, timeout_s=10
-            )
-            await _nothing_more(inbox2)
-            c = _counters(n3b)
-            assert c["delivered"] == 0
-            assert c["security_accepted"] == 0
-            # Recognised: by the store's record of delivered bundles, or by
-            # the policy's replay window.
-            assert c["duplicates"] + c["security_rejected_replayed"] >= 1
-    finally:
-        sock.close()
+    # address node 3 knows as node 2's.
+    async with (
+        open_node(net.configs[3], udp_socket=net.relay.fakenet.socket) as n3b,
+        n3b.endpoint("ipn:3.1") as inbox2,
+    ):
+        before = _counters(n3b)["datagrams_in"]
+        await net.relay.inject(2, 3, captured[0])
+        await poll_until(lambda: _counters(n3b)["datagrams_in"] > before, timeout_s=10)
+        await _nothing_more(inbox2)
+        c = _counters(n3b)
+        assert c["delivered"] == 0
+        assert c["security_accepted"] == 0
+        # Recognised: by the store's record of delivered bundles, or by
+        # the policy's replay window.
+        assert c["duplicates"] + c["security_rejected_replayed"] >= 1
 
 
 async def test_bundles_from_uncertified_or_revoked_nodes_are_dropped(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     caplog.set_level(logging.WARNING)
     async with network(tmp_path) as net:

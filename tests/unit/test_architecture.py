@@ -1,4 +1,4 @@
-"""Sans-I/O rule (DESIGN.md): protocol cores never read a clock, open a
+"""Sans-I/O rule (spec/design.md): protocol cores never read a clock, open a
 socket, use trio or the global random generator. The simulator is held to the
 same rule, since a seed must replay a run byte for byte.
 
@@ -22,9 +22,12 @@ CORE_DIRS = [
     "dtn/node",
     "dtn/bpsec",
     "dtn/cl",
+    "dtn/cl/tcpcl4",
     "dtn/appapi",
     "dtn/sim",
     "crypto",
+    "dfs/core",
+    "consensus/log",
     "consensus/membership",
 ]
 BANNED_MODULES = {"time", "socket", "trio", "asyncio", "selectors"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 
 import pytest
 from hypothesis import given
@@ -17,12 +18,17 @@ from dtn.cl.udp import (
     DataSegment,
     Pacer,
     PeerKind,
+    PeerSwitched,
+    Reachability,
     SendDatagram,
     TxDone,
     UdpLink,
+    ack_mac,
+    data_mac,
     decode_datagram_untrusted,
     encode_ack_segment,
     encode_data_segment,
+    mac_ok,
 )
 from dtn.errors import DecodeError, InvalidArgument
 
@@ -90,7 +96,8 @@ def test_hostile_bytes_after_dcis_prefix(tail: bytes) -> None:
 
 
 def _link(**kw: object) -> UdpLink:
-    return UdpLink(local_node=1, neighbor=2, ack_timeout_s=1.0, max_tries=3, **kw)  # type: ignore[arg-type]
+    args: dict[str, object] = {"ack_timeout_s": 1.0, "max_tries": 3, **kw}
+    return UdpLink(local_node=1, neighbor=2, **args)  # type: ignore[arg-type]
 
 
 def test_acked_transmission_completes_ok() -> None:
@@ -109,14 +116,17 @@ def test_acked_transmission_completes_ok() -> None:
     assert link.counters.stale_acks == 1
 
 
-def test_retransmits_then_fails_after_max_tries() -> None:
+def test_retransmits_with_exponential_backoff_then_fails() -> None:
     link = _link(ack_mode=AckMode.ON)
     (first,) = link.transmit(5, BUNDLE, now_s=0.0)
     assert link.next_deadline() == pytest.approx(1.0)
     assert link.on_timer(0.5) == []
     assert link.on_timer(1.0) == [first]  # same datagram, same token
-    assert link.on_timer(2.0) == [first]
-    out = link.on_timer(3.0)
+    assert link.next_deadline() == pytest.approx(3.0)  # 1 + 2
+    assert link.on_timer(2.0) == []
+    assert link.on_timer(3.0) == [first]
+    assert link.next_deadline() == pytest.approx(7.0)  # 3 + 4
+    out = link.on_timer(7.0)
     assert len(out) == 1
     assert isinstance(out[0], TxDone)
     assert not out[0].ok
@@ -124,53 +134,146 @@ def test_retransmits_then_fails_after_max_tries() -> None:
     assert link.counters.retransmits == 2
 
 
-def test_rto_includes_light_time() -> None:
-    link = _link(owlt_s=2.5)
-    link.transmit(1, BUNDLE, now_s=10.0)
-    assert link.next_deadline() == pytest.approx(10.0 + 5.0 + 1.0)
+def test_on_reports_unreachable_and_backs_off_across_transmissions() -> None:
+    link = _link(ack_mode=AckMode.ON, max_tries=1, unreachable_after=2)
+    link.transmit(1, BUNDLE, now_s=0.0)
+    assert [o for o in link.on_timer(1.0) if isinstance(o, Reachability)] == []
+    link.transmit(2, BUNDLE, now_s=1.0)
+    assert link.next_deadline() == pytest.approx(2.0)
+    out = link.on_timer(2.0)
+    assert Reachability(False, 2) in out
+    assert not link.reachable
+    assert not link.best_effort  # silence never means "legacy"
+    (d,) = link.transmit(3, BUNDLE, now_s=3.0)
+    assert link.next_deadline() == pytest.approx(7.0)  # unreachable: x4
+    assert isinstance(d, SendDatagram)
+    seg = decode_datagram_untrusted(d.data)
+    assert isinstance(seg, DataSegment)
+    assert link.on_ack((seg.token,), now_s=4.0) == [Reachability(True), TxDone(3, True)]
+    assert link.reachable
 
 
-def test_auto_falls_back_when_peer_sends_bare_bundles() -> None:
+def test_backoff_is_capped() -> None:
+    link = _link(ack_mode=AckMode.ON, max_tries=40, max_rto_s=10.0)
+    link.transmit(1, BUNDLE, now_s=0.0)
+    t = 0.0
+    for _ in range(20):
+        d = link.next_deadline()
+        assert d is not None
+        assert d - t <= 10.0 + 1e-9
+        t = d
+        link.on_timer(t)
+
+
+def test_tokens_are_unpredictable_not_counting() -> None:
+    import random
+
+    link = _link(rng=random.Random(7))
+    tokens = []
+    for i in range(50):
+        (d,) = link.transmit(i, BUNDLE, now_s=0.0)
+        seg = decode_datagram_untrusted(d.data)  # type: ignore[union-attr]
+        assert isinstance(seg, DataSegment)
+        tokens.append(seg.token)
+    assert len(set(tokens)) == 50
+    # No token is its predecessor plus a small step.
+    assert all(not 0 < b - a < 2**32 for a, b in itertools.pairwise(tokens))
+
+
+def test_a_forged_ack_for_an_unknown_token_completes_nothing() -> None:
     link = _link()
+    (d,) = link.transmit(1, BUNDLE, now_s=0.0)
+    seg = decode_datagram_untrusted(d.data)  # type: ignore[union-attr]
+    assert isinstance(seg, DataSegment)
+    assert link.on_ack((seg.token + 1,), now_s=0.1) == []
+    assert link.in_flight == 1
+
+
+def test_auto_switches_on_a_bare_bundle_but_never_counts_in_flight_as_delivered() -> (
+    None
+):
+    link = _link(ack_mode=AckMode.AUTO)
     link.transmit(1, BUNDLE, now_s=0.0)
     out = link.on_heard_bare(now_s=0.1)
     assert out == [
-        SendDatagram(BUNDLE),
-        TxDone(1, True, "best effort (peer does not ack)"),
+        PeerSwitched(PeerKind.LEGACY, "bare bundle before any DCiS segment"),
+        TxDone(1, False, "peer switched to best effort"),
     ]
     assert link.best_effort
     assert link.transmit(2, BUNDLE, now_s=0.2) == [
         SendDatagram(BUNDLE),
         TxDone(2, True, "best effort"),
     ]
-
-
-def test_auto_does_not_fall_back_for_a_dcis_peer_that_went_silent() -> None:
-    link = _link(fallback_after=1)
-    (d,) = link.transmit(1, BUNDLE, now_s=0.0)
-    assert isinstance(d, SendDatagram)
-    seg = decode_datagram_untrusted(d.data)
-    assert isinstance(seg, DataSegment)
-    link.on_ack((seg.token,), now_s=0.1)
-    link.transmit(2, BUNDLE, now_s=1.0)
-    for t in range(2, 10):
-        link.on_timer(float(t))
-    assert link.peer is PeerKind.DCIS
-    assert not link.best_effort
-    assert link.on_heard_bare(now_s=10.0) == []
-
-
-def test_auto_falls_back_after_silent_failures() -> None:
-    link = _link(fallback_after=2)
-    for i in range(3):
-        link.transmit(i, BUNDLE, now_s=0.0)
-    link.on_timer(1.0)
-    link.on_timer(2.0)
-    out = link.on_timer(3.0)  # all three exhaust their tries -> fallback
-    assert link.peer is PeerKind.LEGACY
-    assert [o for o in out if isinstance(o, TxDone)] == [
-        TxDone(i, False, "no ACK after 3 tries") for i in range(3)
+    # A DCiS segment from it later switches it back.
+    assert link.on_heard_dcis() == [
+        PeerSwitched(PeerKind.DCIS, "DCiS segment received")
     ]
+    assert not link.best_effort
+
+
+def test_auto_never_falls_back_on_silence() -> None:
+    link = _link(ack_mode=AckMode.AUTO)
+    for i in range(5):
+        link.transmit(i, BUNDLE, now_s=0.0)
+    for t in range(1, 200):
+        out = link.on_timer(float(t))
+        assert all(not (isinstance(o, TxDone) and o.ok) for o in out)
+    assert link.peer is PeerKind.UNKNOWN
+    assert not link.best_effort
+
+
+def test_on_is_the_default_and_ignores_bare_bundles() -> None:
+    link = UdpLink(local_node=1, neighbor=2)
+    assert link.ack_mode is AckMode.ON
+    link.transmit(1, BUNDLE, now_s=0.0)
+    assert link.on_heard_bare(now_s=0.1) == []
+    assert link.in_flight == 1
+
+
+@pytest.mark.parametrize("mode", [AckMode.NONE, AckMode.OFF])
+def test_none_never_sends_a_dcis_segment(mode: AckMode) -> None:
+    link = _link(ack_mode=mode)
+    for i in range(5):
+        out = link.transmit(i, BUNDLE, now_s=float(i))
+        assert out == [SendDatagram(BUNDLE), TxDone(i, True, "best effort")]
+    assert link.on_heard_bare(now_s=9.0) == []
+    assert link.on_timer(100.0) == []
+
+
+def test_mac_round_trip_and_forgery() -> None:
+    key = bytes(range(32))
+    link = _link(mac_key=key)
+    (d,) = link.transmit(1, BUNDLE, now_s=0.0)
+    seg = decode_datagram_untrusted(d.data)  # type: ignore[union-attr]
+    assert isinstance(seg, DataSegment)
+    want = data_mac(key, sender=1, receiver=2, token=seg.token, bundle=BUNDLE)
+    assert mac_ok(want, seg.mac)
+    assert not mac_ok(
+        data_mac(bytes(32), sender=1, receiver=2, token=seg.token, bundle=BUNDLE),
+        seg.mac,
+    )
+    assert not mac_ok(
+        data_mac(key, sender=1, receiver=3, token=seg.token, bundle=BUNDLE), seg.mac
+    )
+    b = AckBatcher(local_node=2)
+    b.add(1, seg.token)
+    ((_, raw),) = b.flush(lambda n: key if n == 1 else None)
+    ack = decode_datagram_untrusted(raw)
+    assert isinstance(ack, AckSegment)
+    assert mac_ok(ack_mac(key, sender=2, receiver=1, tokens=ack.tokens), ack.mac)
+    assert not mac_ok(
+        ack_mac(key, sender=2, receiver=1, tokens=(seg.token + 1,)), ack.mac
+    )
+    assert not mac_ok(want, None)
+
+
+def test_sender_numbers_beyond_int64_are_refused_at_decode() -> None:
+    raw = encode_data_segment(sender=2**63, token=1, bundle=BUNDLE)
+    with pytest.raises(DecodeError):
+        decode_datagram_untrusted(raw)
+    raw = encode_ack_segment(sender=2**64 - 1, tokens=[1])
+    with pytest.raises(DecodeError):
+        decode_datagram_untrusted(raw)
 
 
 def test_off_mode_is_best_effort() -> None:

@@ -56,11 +56,12 @@ def test_route_at_and_size(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_unreachable_prints_empty_list(capsys: pytest.CaptureFixture[str]) -> None:
+    # No route is a failed operation: exit 1 (issue 15), with the same output.
     assert (
-        main(["route", "--plan", TUTORIAL, "--from", "1", "--to", "99", "--json"]) == 0
+        main(["route", "--plan", TUTORIAL, "--from", "1", "--to", "99", "--json"]) == 1
     )
     assert json.loads(capsys.readouterr().out) == {"routes": []}
-    assert main(["route", "--plan", TUTORIAL, "--from", "1", "--to", "99"]) == 0
+    assert main(["route", "--plan", TUTORIAL, "--from", "1", "--to", "99"]) == 1
     assert "no route" in capsys.readouterr().out
 
 

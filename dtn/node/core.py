@@ -1,0 +1,670 @@
+"""NodeCore: one bundle agent plus the services on its endpoints (sans-I/O).
+
+Theory of operation
+-------------------
+A driver (the trio runtime or the simulator) talks only to a
+:class:`NodeCore`. Its inputs mirror the agent's (``on_receive``,
+``on_contact_start``, ``on_tick``, ``send``, ``on_delivered``, ...) and
+return the agent's kind of actions, minus everything meant for a service:
+
+- a ``Deliver`` to a service endpoint ``ipn:<node>.<service>`` goes to that
+  service's ``on_bundle``; the service's sends, its ``ctx.state`` writes and
+  the agent's delivery confirmation (``on_delivered``) all happen inside the
+  one store transaction the input call runs in, so a crash keeps all of them
+  or none;
+- a service's :class:`~dtn.node.service.Send` becomes ``agent.send`` from
+  the service's endpoint; a tagged one is answered with
+  ``on_send_result(tag, key | None, error | None)`` at once;
+- contacts: the first open contact to a neighbour calls every service's
+  ``on_contact(neighbour, True)``, the last one closing ``... False``;
+- timers: after every input (and after every service call it leads to) each
+  service's ``next_deadline()`` is read again, and a service whose deadline
+  is at or before ``now`` is ticked in the same step, so one service can
+  make work for another (a local ``submit()`` that sets a deadline of now)
+  and have it done in the same transaction. :meth:`next_deadline` is the
+  earliest of the agent's and the services'.
+
+What comes out: ``Transmit``, ``Ack``, ``Deliver`` (to app endpoints only),
+``Schedule`` and ``Event`` -- the driver never sees a service's bundles.
+
+Failure containment: a service method that raises (any ``Exception``) has
+its staged state writes discarded and is reported as
+``Event(EventKind.SERVICE_FAILED)``; the node carries on. A bundle whose
+``on_bundle`` raised is confirmed delivered all the same (it would fail the
+same way at every restart). A ``Send`` the agent refuses (store full, bad
+destination) is reported to a tagged send's ``on_send_result`` or, untagged,
+as ``Event(EventKind.SERVICE_SEND_FAILED)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+from dtn.agent.actions import Action, Deliver, Event, EventKind, Schedule
+from dtn.agent.agent import Received
+from dtn.bpv7.eid import IpnEid, parse_eid
+from dtn.errors import DtnError, InvalidArgument
+from dtn.node.service import (
+    RESERVED_SERVICES,
+    Inbound,
+    NodeCredentials,
+    Send,
+    Service,
+)
+from dtn.node.state import MemoryStateBackend, StagedState, StateBackend
+from dtn.routing.contact import Contact
+from dtn.routing.plan import ContactPlan
+from dtn.time import DtnTime
+
+__all__ = ["EndpointReserved", "NodeAgent", "NodeCore"]
+
+MAX_TICK_ROUNDS = 64
+"""Rounds of "tick every service whose deadline is due" in one step; a
+service still due after that is reported (SERVICE_FAILED) and waits for the
+next step, so a deadline that never advances cannot hang the node."""
+
+
+MAX_SERVICE_DELIVERIES = 1000
+"""Bundles handed to services in one step. More (services on this node
+sending to each other without end) wait, held in the store, for the next
+step one millisecond later: a loop between services cannot hang the node."""
+
+
+class EndpointReserved(InvalidArgument):
+    """An app tried to register (or send from) an endpoint that belongs to
+    the node: ``ipn:N.0``, a reserved service number or a running service."""
+
+
+class NodeAgent(Protocol):
+    """What :class:`NodeCore` needs of a bundle agent (``dtn.agent.Agent``)."""
+
+    def register(self, endpoint: str, *, now: int | None = None) -> Any:
+        """``Agent.register``: a list of actions (a test fake may return None)."""
+        ...
+
+    def unregister(self, endpoint: str) -> None: ...
+
+    def send(
+        self,
+        *,
+        source: str,
+        destination: str,
+        payload: bytes,
+        lifetime_ms: int,
+        now: int,
+    ) -> tuple[str, list[Action]]: ...
+
+    def on_receive(
+        self,
+        *,
+        cla: str,
+        neighbor: int | None,
+        data: bytes,
+        now: int,
+        cl_token: int | None = None,
+    ) -> list[Action]: ...
+
+    def on_receive_many(self, batch: Iterable[Received], now: int) -> list[Action]: ...
+
+    def on_contact_start(self, contact: Contact, now: int) -> list[Action]: ...
+
+    def on_contact_end(self, contact: Contact, now: int) -> list[Action]: ...
+
+    def on_transmit_done(self, tx_id: int, ok: bool, now: int) -> list[Action]: ...
+
+    def on_transmit_done_many(
+        self, results: Iterable[tuple[int, bool]], now: int
+    ) -> list[Action]: ...
+
+    def on_delivered(self, bundle_key: str, now: int) -> list[Action]: ...
+
+    def redeliver(
+        self, keys: Iterable[str], now: int | None = None
+    ) -> list[Action]: ...
+
+    def on_tick(self, now: int) -> list[Action]: ...
+
+    def next_deadline(self) -> DtnTime | None: ...
+
+    def recover(self, now: int) -> list[Action]: ...
+
+
+class _Context:
+    """The :class:`~dtn.node.service.ServiceContext` a service is started with."""
+
+    def __init__(
+        self,
+        core: NodeCore,
+        service: int,
+        rng: random.Random,
+        state: StagedState,
+    ) -> None:
+        self._core = core
+        self._service = service
+        self._rng = rng
+        self._state = state
+
+    @property
+    def node(self) -> int:
+        return self._core.node
+
+    @property
+    def incarnation(self) -> int:
+        return self._core.incarnation
+
+    @property
+    def rng(self) -> random.Random:
+        return self._rng
+
+    @property
+    def plan(self) -> ContactPlan:
+        return self._core.plan
+
+    @property
+    def state(self) -> StagedState:
+        return self._state
+
+    @property
+    def credentials(self) -> NodeCredentials | None:
+        return self._core.credentials
+
+    def earliest_arrival(self, node: int, *, at_ms: int, size: int = 0) -> int | None:
+        return self._core.earliest_arrival(node, at_ms=at_ms, size=size)
+
+
+class _Slot:
+    __slots__ = ("ctx", "endpoint", "service", "state")
+
+    def __init__(
+        self, service: Service, endpoint: str, state: StagedState, ctx: _Context
+    ) -> None:
+        self.service = service
+        self.endpoint = endpoint
+        self.state = state
+        self.ctx = ctx
+
+
+class NodeCore:
+    """A node: ``agent`` plus ``services`` (see the module docstring).
+
+    ``incarnation`` counts the node's starts (1 at the first);
+    ``rng`` seeds each service's ``ctx.rng`` (one stream per service, in
+    service order); ``state`` holds services' durable state (default: the
+    agent's store when it has one that keeps service state, else a map in
+    memory); ``plan``/``plan_epoch`` (DTN ms of plan time 0) serve
+    ``ctx.plan`` and ``ctx.earliest_arrival``; ``credentials`` is
+    ``ctx.credentials``. ``on_service_delivery``, when given, is told of
+    every bundle handed to a service (the simulator's ledger).
+
+    Raises :class:`InvalidArgument` when two services share a number or a
+    service number is not a non-negative int. Call :meth:`start` before
+    anything else.
+    """
+
+    def __init__(
+        self,
+        agent: NodeAgent,
+        *,
+        node: int,
+        services: Sequence[Service] = (),
+        incarnation: int = 1,
+        rng: random.Random | None = None,
+        state: StateBackend | None = None,
+        plan: ContactPlan | None = None,
+        plan_epoch: int = 0,
+        credentials: NodeCredentials
+        | Callable[[], NodeCredentials | None]
+        | None = None,
+        on_service_delivery: Callable[[Inbound], None] | None = None,
+    ) -> None:
+        self.agent = agent
+        self.node = node
+        self.incarnation = incarnation
+        self._credentials = credentials
+        self.plan_epoch = plan_epoch
+        self._plan = plan
+        self._router: Any = None
+        self._on_service_delivery = on_service_delivery
+        store = getattr(agent, "store", None)
+        self._store = store
+        # A test fake's store may not group writes: then nothing does.
+        self._txn_store = store if hasattr(store, "transaction") else None
+        if state is None:
+            state = (
+                store
+                if store is not None and hasattr(store, "service_put")
+                else MemoryStateBackend()
+            )
+        self._backend = state
+        seeder = rng if rng is not None else random.Random()
+        self._slots: dict[int, _Slot] = {}
+        self._by_endpoint: dict[str, _Slot] = {}
+        for svc in services:
+            num = svc.service
+            if type(num) is not int or num < 0:
+                raise InvalidArgument(
+                    f"service number must be an int >= 0, got {num!r}"
+                )
+            if num in self._slots:
+                raise InvalidArgument(f"two services claim service number {num}")
+            staged = StagedState(state, num)
+            ctx = _Context(self, num, random.Random(seeder.getrandbits(64)), staged)
+            slot = _Slot(svc, f"ipn:{node}.{num}", staged, ctx)
+            self._slots[num] = slot
+            self._by_endpoint[slot.endpoint] = slot
+        self._contacts: dict[int, set[Contact]] = {}
+        self._started = False
+        # Keys of service bundles over one step's budget (redelivered next step).
+        self._deferred: dict[str, None] = {}
+        self._now = 0
+        self.event_counts: dict[str, int] = dict.fromkeys(EventKind, 0)
+        """Events that came out of this node so far, by :class:`EventKind`
+        (every kind present from the start): counters derived from the
+        events themselves, so their names are the events' names."""
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def plan(self) -> ContactPlan:
+        """The node's contact plan (an empty one if it has none)."""
+        if self._plan is None:
+            self._plan = ContactPlan()
+        return self._plan
+
+    @property
+    def credentials(self) -> NodeCredentials | None:
+        """``ctx.credentials``: as given, or what the callable given returns
+        now (a runtime's key store reloads revocations)."""
+        c = self._credentials
+        return c() if callable(c) else c
+
+    @property
+    def services(self) -> dict[int, Service]:
+        """The running services by service number."""
+        return {n: s.service for n, s in self._slots.items()}
+
+    @property
+    def store(self) -> Any:
+        """The agent's bundle store (None for an agent without one)."""
+        return self._store
+
+    def is_reserved(self, endpoint: str) -> bool:
+        """True if ``endpoint`` belongs to the node itself: ``ipn:N.0``, a
+        number of :data:`~dtn.node.RESERVED_SERVICES`, or a running
+        service's endpoint. App clients may neither register nor send from
+        these. Raises :class:`InvalidArgument` for a malformed EID."""
+        eid = parse_eid(endpoint)
+        if not isinstance(eid, IpnEid) or eid.node != self.node:
+            return False
+        return eid.service in RESERVED_SERVICES or eid.service in self._slots
+
+    def earliest_arrival(self, node: int, *, at_ms: int, size: int = 0) -> int | None:
+        """CGR's earliest arrival (DTN ms) at ``node`` of ``size`` bytes sent
+        at ``at_ms``; ``at_ms`` itself for this node; None with no route."""
+        if node == self.node:
+            return at_ms
+        if self._plan is None:
+            return None
+        if self._router is None:
+            from dtn.routing.cgr import Router
+
+            self._router = Router(self._plan)
+        route = self._router.best_route(
+            self.node, node, (at_ms - self.plan_epoch) / 1000.0, max(size, 0)
+        )
+        if route is None:
+            return None
+        arrival_ms: int = self.plan_epoch + math.ceil(route.arrival_s * 1000.0)
+        return arrival_ms
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, now: int, *, recover: bool = False) -> list[Action]:
+        """Register the services' endpoints, resume the store (``recover``:
+        after a restart), then start every service. Bundles held for a
+        service are handed to it only once all services have started."""
+        if self._started:
+            raise InvalidArgument("NodeCore.start called twice")
+        self._started = True
+        with self._txn(durable=False):
+            actions: list[Action] = []
+            for slot in self._slots.values():
+                got = self.agent.register(slot.endpoint, now=now)
+                if isinstance(got, list):
+                    actions += got
+            if recover:
+                actions += self.agent.recover(now)
+            work: deque[Action] = deque()
+            out: list[Action] = []
+            for slot in self._slots.values():
+                sends = self._call(slot, out, slot.service.start, slot.ctx, now)
+                out.append(Event(EventKind.SERVICE_STARTED, "", slot.endpoint))
+                self._send_all(slot, sends, now, work, out)
+            work.extendleft(reversed(actions))
+            return self._run(work, now, out)
+
+    def stop(self) -> None:
+        """Orderly shutdown: every service's ``stop()`` (errors ignored)."""
+        for slot in self._slots.values():
+            with contextlib.suppress(Exception):
+                slot.service.stop()
+
+    # ------------------------------------------------------------ agent inputs
+
+    def register(self, endpoint: str, *, now: int | None = None) -> list[Action]:
+        """Register an app endpoint (see ``Agent.register``). Raises
+        :class:`EndpointReserved` for the node's own endpoints
+        (:meth:`is_reserved`)."""
+        if self.is_reserved(endpoint):
+            raise EndpointReserved(_reserved_message(endpoint))
+        t = 0 if now is None else now
+        with self._txn(durable=False):
+            got = self.agent.register(endpoint, now=now)
+            return self._run(deque(got if isinstance(got, list) else []), t)
+
+    def unregister(self, endpoint: str) -> None:
+        """Stop delivering to app endpoint ``endpoint``."""
+        if not self.is_reserved(endpoint):
+            self.agent.unregister(endpoint)
+
+    def send(
+        self,
+        *,
+        source: str,
+        destination: str,
+        payload: bytes,
+        lifetime_ms: int,
+        now: int,
+    ) -> tuple[str, list[Action]]:
+        """Originate an app bundle (see ``Agent.send``; raises as it does).
+        The caller decides which sources an app may use (:meth:`is_reserved`)."""
+        with self._txn(durable=True):
+            key, actions = self.agent.send(
+                source=source,
+                destination=destination,
+                payload=payload,
+                lifetime_ms=lifetime_ms,
+                now=now,
+            )
+            return key, self._run(deque(actions), now)
+
+    def on_receive(
+        self,
+        *,
+        cla: str,
+        neighbor: int | None,
+        data: bytes,
+        now: int,
+        cl_token: int | None = None,
+    ) -> list[Action]:
+        """See ``Agent.on_receive``."""
+        with self._txn(durable=True):
+            actions = self.agent.on_receive(
+                cla=cla, neighbor=neighbor, data=data, now=now, cl_token=cl_token
+            )
+            return self._run(deque(actions), now)
+
+    def on_receive_many(self, batch: Iterable[Received], now: int) -> list[Action]:
+        """See ``Agent.on_receive_many`` (one store commit for the batch)."""
+        with self._txn(durable=True):
+            return self._run(deque(self.agent.on_receive_many(batch, now)), now)
+
+    def on_contact_start(self, contact: Contact, now: int) -> list[Action]:
+        """See ``Agent.on_contact_start``; the first open contact to a
+        neighbour is announced to the services."""
+        with self._txn(durable=False):
+            work = deque(self.agent.on_contact_start(contact, now))
+            out: list[Action] = []
+            if contact.frm == self.node and contact.to != self.node:
+                open_ = self._contacts.setdefault(contact.to, set())
+                first = not open_
+                open_.add(contact)
+                if first:
+                    self._contact(contact.to, True, now, work, out)
+            return self._run(work, now, out)
+
+    def on_contact_end(self, contact: Contact, now: int) -> list[Action]:
+        """See ``Agent.on_contact_end``; the last contact to a neighbour
+        closing is announced to the services."""
+        with self._txn(durable=False):
+            work = deque(self.agent.on_contact_end(contact, now))
+            out: list[Action] = []
+            open_ = self._contacts.get(contact.to)
+            if contact.frm == self.node and open_ and contact in open_:
+                open_.discard(contact)
+                if not open_:
+                    del self._contacts[contact.to]
+                    self._contact(contact.to, False, now, work, out)
+            return self._run(work, now, out)
+
+    def on_transmit_done(self, tx_id: int, ok: bool, now: int) -> list[Action]:
+        """See ``Agent.on_transmit_done``."""
+        with self._txn(durable=False):
+            return self._run(deque(self.agent.on_transmit_done(tx_id, ok, now)), now)
+
+    def on_transmit_done_many(
+        self, results: Iterable[tuple[int, bool]], now: int
+    ) -> list[Action]:
+        """See ``Agent.on_transmit_done_many``."""
+        with self._txn(durable=False):
+            return self._run(deque(self.agent.on_transmit_done_many(results, now)), now)
+
+    def on_delivered(self, bundle_key: str, now: int) -> list[Action]:
+        """An app endpoint has bundle ``bundle_key`` (see ``Agent.on_delivered``)."""
+        with self._txn(durable=False):
+            return self._run(deque(self.agent.on_delivered(bundle_key, now)), now)
+
+    def redeliver(self, keys: Iterable[str], now: int) -> list[Action]:
+        """See ``Agent.redeliver`` (app bundles a driver deferred)."""
+        with self._txn(durable=False):
+            return self._run(deque(self.agent.redeliver(keys, now)), now)
+
+    def on_tick(self, now: int) -> list[Action]:
+        """Timers of the agent and of every service due at ``now``."""
+        with self._txn(durable=False):
+            return self._run(deque(self.agent.on_tick(now)), now)
+
+    def recover(self, now: int) -> list[Action]:
+        """See ``Agent.recover`` (:meth:`start` with ``recover=True`` does it
+        at the right moment; this is for drivers that recover later)."""
+        with self._txn(durable=False):
+            return self._run(deque(self.agent.recover(now)), now)
+
+    def next_deadline(self) -> DtnTime | None:
+        """The earliest of the agent's and the services' deadlines."""
+        at = self.agent.next_deadline()
+        if self._deferred and (at is None or at > self._now + 1):
+            at = DtnTime(self._now + 1)
+        for slot in self._slots.values():
+            d = _deadline(slot)
+            if d is not None and (at is None or d < at):
+                at = DtnTime(d)
+        return at
+
+    # ------------------------------------------------------------ plumbing
+
+    def _txn(self, *, durable: bool) -> contextlib.AbstractContextManager[None]:
+        store = self._txn_store
+        if store is None:
+            return contextlib.nullcontext()
+        txn: contextlib.AbstractContextManager[None] = store.transaction(
+            durable=durable
+        )
+        return txn
+
+    def _call(
+        self, slot: _Slot, out: list[Action], fn: Callable[..., Any], *args: Any
+    ) -> list[Send]:
+        """Call one service method; commit or discard its state writes."""
+        try:
+            sends = fn(*args)
+            if sends is None:
+                sends = []
+            sends = list(sends)
+            for s in sends:
+                if not isinstance(s, Send):
+                    raise TypeError(f"returned {type(s).__name__}, not Send")
+        except Exception as exc:
+            slot.state.discard()
+            out.append(
+                Event(
+                    EventKind.SERVICE_FAILED,
+                    "",
+                    f"{slot.endpoint} {getattr(fn, '__name__', 'call')}: "
+                    f"{type(exc).__name__}: {exc}",
+                )
+            )
+            return []
+        if slot.state.dirty:
+            # A durable block inside the outer one: the commit that holds
+            # these writes is fsynced like a received bundle's.
+            if self._txn_store is not None:
+                with self._txn_store.transaction():
+                    slot.state.commit()
+            else:
+                slot.state.commit()
+        return sends
+
+    def _send_all(
+        self,
+        slot: _Slot,
+        sends: list[Send],
+        now: int,
+        work: deque[Action],
+        out: list[Action],
+    ) -> None:
+        pending = deque(sends)
+        while pending:
+            s = pending.popleft()
+            key: str | None = None
+            error: str | None = None
+            try:
+                key, actions = self.agent.send(
+                    source=slot.endpoint,
+                    destination=s.destination,
+                    payload=s.payload,
+                    lifetime_ms=s.lifetime_ms,
+                    now=now,
+                )
+                work.extend(actions)
+            except DtnError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            if s.tag is not None:
+                pending.extend(
+                    self._call(
+                        slot, out, slot.service.on_send_result, s.tag, key, error, now
+                    )
+                )
+            elif error is not None:
+                out.append(
+                    Event(
+                        EventKind.SERVICE_SEND_FAILED,
+                        "",
+                        f"{slot.endpoint} -> {s.destination}: {error}",
+                    )
+                )
+
+    def _contact(
+        self, neighbor: int, up: bool, now: int, work: deque[Action], out: list[Action]
+    ) -> None:
+        for slot in self._slots.values():
+            sends = self._call(slot, out, slot.service.on_contact, neighbor, up, now)
+            self._send_all(slot, sends, now, work, out)
+
+    def _run(
+        self, work: deque[Action], now: int, out: list[Action] | None = None
+    ) -> list[Action]:
+        """Hand service deliveries to their services, tick due services,
+        until nothing is left for a service; return the rest for the driver."""
+        if out is None:
+            out = []
+        if not self._slots:
+            out.extend(work)
+            return self._counted(out)
+        self._now = max(self._now, now)
+        budget = MAX_SERVICE_DELIVERIES
+        if self._deferred:
+            keys = list(self._deferred)
+            self._deferred.clear()
+            work.extend(self.agent.redeliver(keys, now))
+        rounds = 0
+        while True:
+            while work:
+                a = work.popleft()
+                slot = (
+                    self._by_endpoint.get(a.endpoint)
+                    if isinstance(a, Deliver)
+                    else None
+                )
+                if slot is None:
+                    if not isinstance(a, Schedule):
+                        out.append(a)
+                    continue
+                assert isinstance(a, Deliver)
+                if budget <= 0:
+                    self._deferred[a.bundle_key] = None
+                    continue
+                budget -= 1
+                inbound: Inbound = a  # the same type (dtn.agent.actions)
+                if self._on_service_delivery is not None:
+                    self._on_service_delivery(inbound)
+                sends = self._call(slot, out, slot.service.on_bundle, inbound, now)
+                self._send_all(slot, sends, now, work, out)
+                work.extend(self.agent.on_delivered(a.bundle_key, now))
+            due = [
+                s
+                for s in self._slots.values()
+                if (d := _deadline(s)) is not None and d <= now
+            ]
+            if not due:
+                break
+            rounds += 1
+            if rounds > MAX_TICK_ROUNDS:
+                for s in due:
+                    out.append(
+                        Event(
+                            EventKind.SERVICE_FAILED,
+                            "",
+                            f"{s.endpoint} on_tick: deadline still due after "
+                            f"{MAX_TICK_ROUNDS} rounds",
+                        )
+                    )
+                break
+            for s in due:
+                sends = self._call(s, out, s.service.on_tick, now)
+                self._send_all(s, sends, now, work, out)
+        at = self.next_deadline()
+        if at is not None:
+            out.append(Schedule(at))
+        return self._counted(out)
+
+    def _counted(self, out: list[Action]) -> list[Action]:
+        counts = self.event_counts
+        for a in out:
+            if isinstance(a, Event):
+                counts[a.kind] += 1
+        return out
+
+
+def _deadline(slot: _Slot) -> int | None:
+    try:
+        d = slot.service.next_deadline()
+    except Exception:
+        return None
+    return d if isinstance(d, int) else None
+
+
+def _reserved_message(endpoint: str) -> str:
+    eid = parse_eid(endpoint)
+    assert isinstance(eid, IpnEid)
+    what = RESERVED_SERVICES.get(eid.service, "a node service")
+    return (
+        f"endpoint {endpoint} is reserved for the node's {what} service "
+        f"(ipn:N.0 and service numbers {sorted(RESERVED_SERVICES)} "
+        "and running services cannot be registered or used as a source by apps)"
+    )

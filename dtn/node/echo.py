@@ -1,0 +1,66 @@
+"""The echo service (``ipn:N.7``): every node answers a bundle with its own
+payload, back to the source (``dcis ping``).
+
+Theory of operation
+-------------------
+Stateless: ``on_bundle`` returns one :class:`~dtn.node.service.Send` to the
+bundle's source with the same payload, unless the source is another echo
+endpoint (two echo services would bounce a bundle between them forever) or
+the anonymous ``dtn:none``. No timers, no state; a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+from dtn.node.service import DEFAULT_LIFETIME_MS, Inbound, Send, ServiceContext
+
+__all__ = ["ECHO_SERVICE", "EchoService"]
+
+ECHO_SERVICE = 7
+"""Service number of every node's echo endpoint."""
+
+
+class EchoService:
+    """Answer every bundle with its own payload (a :class:`~dtn.node.Service`).
+
+    ``lifetime_ms`` is the lifetime of each reply (default one hour)."""
+
+    service = ECHO_SERVICE
+
+    def __init__(self, *, lifetime_ms: int = DEFAULT_LIFETIME_MS) -> None:
+        self.lifetime_ms = lifetime_ms
+        self.answered = 0
+        """Replies sent by this incarnation."""
+
+    def start(self, ctx: ServiceContext, now_ms: int) -> list[Send]:
+        """Nothing to do at start."""
+        return []
+
+    def on_bundle(self, inbound: Inbound, now_ms: int) -> list[Send]:
+        """Send the payload back to its source (never to an echo endpoint
+        nor to ``dtn:none``)."""
+        src = inbound.source
+        if src.endswith(f".{ECHO_SERVICE}") or src.startswith("dtn:none"):
+            return []
+        self.answered += 1
+        return [Send(src, inbound.payload, lifetime_ms=self.lifetime_ms)]
+
+    def on_send_result(
+        self, tag: int, bundle_key: str | None, error: str | None, now_ms: int
+    ) -> list[Send]:
+        """Replies are untagged: never called."""
+        return []
+
+    def on_contact(self, neighbor: int, up: bool, now_ms: int) -> list[Send]:
+        """Contacts do not matter to echo."""
+        return []
+
+    def on_tick(self, now_ms: int) -> list[Send]:
+        """No timers."""
+        return []
+
+    def next_deadline(self) -> int | None:
+        """No timers."""
+        return None
+
+    def stop(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,153 @@
+"""Services' durable key -> bytes state, staged per call (sans-I/O).
+
+Theory of operation
+-------------------
+Each service on a node has a small map (``ctx.state``). The bytes live in a
+:class:`StateBackend`: the node's bundle store (``SqliteStore`` keeps them in
+a table of its own database, ``MemoryStore`` in a dict), or, in the
+simulator, a :class:`MemoryStateBackend` that outlives a node's crash the
+way a disk would.
+
+A service's writes during one call are *staged* (:class:`StagedState`):
+reads see them at once, but they reach the backend only when the call
+returns normally (:meth:`StagedState.commit`, run by ``NodeCore`` inside the
+store transaction that also holds the call's sends and the delivery
+confirmation). A call that raises has its writes discarded, so a half-done
+update never survives, with either store.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from dtn.errors import InvalidArgument
+
+__all__ = [
+    "MAX_STATE_KEY_BYTES",
+    "MAX_STATE_VALUE_BYTES",
+    "MemoryStateBackend",
+    "StagedState",
+    "StateBackend",
+]
+
+MAX_STATE_KEY_BYTES = 1024
+"""Longest key (UTF-8 bytes) a service may write."""
+MAX_STATE_VALUE_BYTES = 16 << 20
+"""Largest value a service may write (16 MiB): the map is meant to be small."""
+
+
+class StateBackend(Protocol):
+    """Where services' state lives: ``SqliteStore``, ``MemoryStore`` and
+    :class:`MemoryStateBackend` implement it."""
+
+    def service_get(self, service: int, key: str) -> bytes | None: ...
+
+    def service_put(self, service: int, key: str, value: bytes) -> None: ...
+
+    def service_delete(self, service: int, key: str) -> None: ...
+
+    def service_keys(self, service: int, prefix: str = "") -> list[str]: ...
+
+
+class MemoryStateBackend:
+    """A :class:`StateBackend` in dicts: the simulator's "disk" for the
+    service state of a node whose bundle store is in memory (it survives the
+    node's crash; the bundles do not)."""
+
+    def __init__(self) -> None:
+        self._maps: dict[int, dict[str, bytes]] = {}
+
+    def service_get(self, service: int, key: str) -> bytes | None:
+        """Service ``service``'s value under ``key``, or None."""
+        return self._maps.get(service, {}).get(key)
+
+    def service_put(self, service: int, key: str, value: bytes) -> None:
+        """Set service ``service``'s ``key`` to ``value``."""
+        self._maps.setdefault(service, {})[key] = bytes(value)
+
+    def service_delete(self, service: int, key: str) -> None:
+        """Remove service ``service``'s ``key`` (no-op if absent)."""
+        self._maps.get(service, {}).pop(key, None)
+
+    def service_keys(self, service: int, prefix: str = "") -> list[str]:
+        """Service ``service``'s keys starting with ``prefix``, sorted."""
+        return sorted(k for k in self._maps.get(service, {}) if k.startswith(prefix))
+
+
+_DELETED = None
+
+
+class StagedState:
+    """One service's ``ctx.state`` (a ``dtn.node.ServiceState``): reads go
+    through to the backend, writes wait in a stage until :meth:`commit`.
+
+    ``put`` raises :class:`InvalidArgument` for a key that is not a
+    non-empty ``str`` of at most :data:`MAX_STATE_KEY_BYTES` bytes or a
+    value that is not bytes or is over :data:`MAX_STATE_VALUE_BYTES`.
+    """
+
+    def __init__(self, backend: StateBackend, service: int) -> None:
+        self._backend = backend
+        self._service = service
+        self._stage: dict[str, bytes | None] = {}
+
+    def get(self, key: str) -> bytes | None:
+        """The value under ``key`` (as this call left it), or None."""
+        if key in self._stage:
+            return self._stage[key]
+        return self._backend.service_get(self._service, key)
+
+    def put(self, key: str, value: bytes) -> None:
+        """Set ``key`` to ``value`` (committed when the call returns)."""
+        _check_key(key)
+        if not isinstance(value, bytes | bytearray | memoryview):
+            raise InvalidArgument(
+                f"state value must be bytes, got {type(value).__name__}"
+            )
+        if len(value) > MAX_STATE_VALUE_BYTES:
+            raise InvalidArgument(
+                f"state value of {len(value)} bytes is over {MAX_STATE_VALUE_BYTES}"
+            )
+        self._stage[key] = bytes(value)
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (committed when the call returns)."""
+        _check_key(key)
+        self._stage[key] = _DELETED
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Keys starting with ``prefix``, sorted (as this call left them)."""
+        found = set(self._backend.service_keys(self._service, prefix))
+        for k, v in self._stage.items():
+            if k.startswith(prefix):
+                if v is None:
+                    found.discard(k)
+                else:
+                    found.add(k)
+        return sorted(found)
+
+    @property
+    def dirty(self) -> bool:
+        """True if writes wait to be committed."""
+        return bool(self._stage)
+
+    def commit(self) -> None:
+        """Write the staged changes to the backend (call inside the store
+        transaction of the call that made them)."""
+        stage, self._stage = self._stage, {}
+        for k, v in stage.items():
+            if v is None:
+                self._backend.service_delete(self._service, k)
+            else:
+                self._backend.service_put(self._service, k, v)
+
+    def discard(self) -> None:
+        """Forget the staged changes (the call that made them failed)."""
+        self._stage.clear()
+
+
+def _check_key(key: str) -> None:
+    if not key:
+        raise InvalidArgument(f"state key must be a non-empty str, got {key!r}")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_STATE_KEY_BYTES:
+        raise InvalidArgument(f"state key is over {MAX_STATE_KEY_BYTES} bytes")

@@ -1,0 +1,1 @@
+"""Test doubles for the trio runtime (no real sockets, no real time)."""

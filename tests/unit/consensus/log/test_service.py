@@ -1,0 +1,301 @@
+"""The log service on small clusters: election, durability, partitions,
+snapshots, configuration changes, client requests and bad input."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+
+import pytest
+
+from consensus.log.api import EntryId, Level, Outcome, Put
+from consensus.log.cbor import dumps
+from consensus.log.roles import Role
+from consensus.log.service import SERVICE_NUMBER, LogError, LogParams, LogService
+from consensus.log.wire import (
+    Append,
+    ClientKind,
+    ClientReply,
+    ClientRequest,
+    Entry,
+    Gossip,
+    Hlc,
+    VoteRequest,
+    decode_message_untrusted,
+    encode_message,
+)
+from consensus.membership.view import MemberInfo, MemberState
+from consensus.testing import Cluster, MemoryState
+from dtn.node.service import Inbound
+from dtn.routing.plan import ContactPlan
+from tests.sim.log_run import StaticView
+
+
+class MutableView:
+    """A membership view a test edits."""
+
+    def __init__(self, nodes: list[int]) -> None:
+        self.states = dict.fromkeys(nodes, MemberState.ALIVE)
+
+    def members(self) -> Mapping[int, MemberInfo]:
+        return {
+            n: MemberInfo(node=n, state=s, incarnation=1)
+            for n, s in self.states.items()
+        }
+
+    def live(self) -> frozenset[int]:
+        return frozenset(n for n, s in self.states.items() if s != MemberState.DEAD)
+
+
+def cluster(
+    nodes: list[int], params: LogParams | None = None, seed: int = 1
+) -> Cluster:
+    view = StaticView(nodes)
+    return Cluster(nodes, lambda n, inc: [LogService(view, params)], seed=seed)
+
+
+def svc(c: Cluster, node: int) -> LogService:
+    s = c.service(node, SERVICE_NUMBER)
+    assert isinstance(s, LogService)
+    return s
+
+
+def submit(c: Cluster, node: int, op: Put) -> EntryId:
+    eid = c.call(node, lambda s: s.submit(op, c.now_ms), SERVICE_NUMBER)  # type: ignore[attr-defined]
+    assert isinstance(eid, EntryId)
+    return eid
+
+
+def leaders(c: Cluster) -> list[int]:
+    return [n for n, _ in c.running() if svc(c, n).role == Role.LEADER]
+
+
+def test_single_node_commits_alone() -> None:
+    c = cluster([1])
+    c.advance(5_000)
+    assert leaders(c) == [1]
+    eid = submit(c, 1, Put("k", b"v"))
+    c.advance(c.now_ms + 10)
+    assert svc(c, 1).outcome(eid) == Outcome.COMMITTED
+    assert svc(c, 1).get("k") == b"v"
+
+
+def test_three_nodes_elect_one_leader_and_replicate() -> None:
+    c = cluster([1, 2, 3])
+    c.advance(8_000)
+    assert len(leaders(c)) == 1
+    eid = submit(c, 2, Put("k", b"v"))
+    c.advance(c.now_ms + 3_000)
+    for n in (1, 2, 3):
+        assert svc(c, n).outcome(eid) == Outcome.COMMITTED
+        assert svc(c, n).get("k") == b"v"
+    assert len({svc(c, n).state_hash() for n in (1, 2, 3)}) == 1
+
+
+def test_restart_keeps_term_log_and_tentative_entries() -> None:
+    c = cluster([1, 2, 3])
+    c.advance(8_000)
+    eid = submit(c, 1, Put("k", b"v"))
+    c.advance(c.now_ms + 3_000)
+    c.partition([frozenset({1}), frozenset({2, 3})])
+    pending = submit(c, 1, Put("j", b"w"))
+    term = svc(c, 1).term
+    c.crash(1)
+    c.restart(1)
+    s = svc(c, 1)
+    assert s.term == term
+    assert s.outcome(eid) == Outcome.COMMITTED
+    assert s.get("k") == b"v"
+    assert s.outcome(pending) is None
+    assert s.get("j", Level.TENTATIVE) == b"w"
+    assert s.get("j") is None
+    assert s.own_seq == 2
+    c.heal()
+    c.advance(c.now_ms + 10_000)
+    assert svc(c, 3).outcome(pending) == Outcome.COMMITTED
+
+
+def test_minority_keeps_writes_tentative_until_heal() -> None:
+    c = cluster([1, 2, 3, 4, 5])
+    c.advance(8_000)
+    c.partition([frozenset({1, 2}), frozenset({3, 4, 5})])
+    c.advance(c.now_ms + 10_000)
+    small = submit(c, 1, Put("k", b"small"))
+    big = submit(c, 4, Put("k", b"big"))
+    c.advance(c.now_ms + 10_000)
+    assert svc(c, 1).outcome(small) is None
+    assert (
+        svc(c, 2).get("k", Level.TENTATIVE) == b"small"
+    )  # shared within the partition
+    assert svc(c, 2).get("k") is None
+    assert svc(c, 3).outcome(big) == Outcome.COMMITTED
+    terms_before = svc(c, 1).term
+    c.advance(c.now_ms + 30_000)
+    assert svc(c, 1).term == terms_before  # pre-vote: no term inflation in a minority
+    c.heal()
+    c.advance(c.now_ms + 15_000)
+    for n in (1, 2, 3, 4, 5):
+        assert svc(c, n).outcome(small) == Outcome.COMMITTED
+        assert svc(c, n).get("k") == b"small"  # committed after "big", on heal
+        assert svc(c, n).tentative_order() == []
+    assert len({svc(c, n).state_hash() for n in (1, 2, 3, 4, 5)}) == 1
+
+
+def test_snapshot_compacts_and_brings_a_lagging_node_up() -> None:
+    c = cluster([1, 2, 3], LogParams(snapshot_every=4))
+    c.advance(8_000)
+    c.crash(3)
+    for i in range(20):
+        submit(c, 1, Put(f"k{i}", b"v"))
+        c.advance(c.now_ms + 200)
+    c.advance(c.now_ms + 3_000)
+    assert svc(c, 1).snap_index > 10
+    assert not [
+        k for k in c.states[1].keys("log/") if int(k[4:]) <= svc(c, 1).snap_index
+    ]
+    c.restart(3)
+    c.advance(c.now_ms + 10_000)
+    assert svc(c, 3).get("k19") == b"v"
+    assert svc(c, 3).state_hash() == svc(c, 1).state_hash()
+    c.crash(3)
+    c.restart(3)  # from its own snapshot
+    assert svc(c, 3).get("k0") == b"v"
+
+
+def test_configuration_follows_membership_one_server_at_a_time() -> None:
+    view = MutableView([1, 2, 3])
+    c = Cluster([1, 2, 3, 4], lambda n, inc: [LogService(view)], seed=3)
+    c.advance(8_000)
+    leader = leaders(c)[0]
+    assert svc(c, leader).voters() == (1, 2, 3)
+    view.states[4] = MemberState.ALIVE
+    submit(c, leader, Put("k", b"v"))
+    c.advance(c.now_ms + 8_000)
+    assert svc(c, leader).voters() == (1, 2, 3, 4)
+    assert svc(c, 4).get("k") == b"v"
+    victim = next(n for n in (1, 2, 3) if n != leader)
+    view.states[victim] = MemberState.DEAD
+    c.advance(c.now_ms + 8_000)
+    assert victim not in svc(c, leader).voters()
+    assert len(svc(c, leader).voters()) == 3
+
+
+def test_client_requests_over_the_app_api() -> None:
+    c = cluster([1])
+    c.advance(5_000)
+    s = svc(c, 1)
+
+    def ask(req: ClientRequest) -> ClientReply:
+        inbound = Inbound("ipn:1.17", "ipn:1.4242", encode_message(req), 0, 0, "x")
+        (send,) = s.on_bundle(inbound, c.now_ms)
+        assert send.destination == "ipn:1.4242"
+        reply = decode_message_untrusted(send.payload)
+        assert isinstance(reply, ClientReply)
+        return reply
+
+    r = ask(ClientRequest(req_id=7, kind=ClientKind.APPEND, op=Put("k", b"v")))
+    assert r.ok
+    assert r.entry == EntryId(1, 1)
+    assert (
+        ask(
+            ClientRequest(req_id=8, kind=ClientKind.GET, key="k", level="tentative")
+        ).value
+        == b"v"
+    )
+    c.advance(c.now_ms + 100)
+    assert ask(ClientRequest(req_id=9, kind=ClientKind.GET, key="k")).value == b"v"
+    status = dict(ask(ClientRequest(req_id=10, kind=ClientKind.STATUS)).status)
+    assert status["commit_index"] == 2
+    assert status["members"] == [1]
+    assert status["tentative_count"] == 0
+    assert ask(ClientRequest(req_id=11, kind=ClientKind.APPEND)).ok is False
+
+
+def test_bad_bundles_are_dropped_not_fatal() -> None:
+    c = cluster([1, 2, 3])
+    c.advance(8_000)
+    s = svc(c, 2)
+    for src, payload in [
+        ("ipn:1.17", b""),
+        ("ipn:1.17", b"\xff\xff"),
+        ("ipn:1.17", dumps([5, 1])),
+        ("dtn://x/", encode_message(Gossip(vv=(), entries=()))),
+        ("ipn:9.17", encode_message(Gossip(vv=(), entries=()))),  # not a member
+    ]:
+        assert s.on_bundle(Inbound("ipn:2.17", src, payload, 0, 0, "k"), c.now_ms) == []
+    assert s.dropped == 5
+    c.advance(c.now_ms + 3_000)
+    assert svc(c, 2).outcome(submit(c, 2, Put("k", b"v"))) is None
+    c.advance(c.now_ms + 3_000)
+    assert svc(c, 1).get("k") == b"v"
+
+
+def test_bounds_on_tentative_entries() -> None:
+    c = cluster([1, 2], LogParams(max_tentative=2))
+    c.partition([frozenset({1}), frozenset({2})])
+    submit(c, 1, Put("a", b"1"))
+    submit(c, 1, Put("b", b"1"))
+    with pytest.raises(LogError):
+        svc(c, 1).submit(Put("c", b"1"), c.now_ms)
+    with pytest.raises(LogError):
+        svc(c, 1).submit(Put("x" * 2000, b"1"), c.now_ms)
+    s2 = svc(c, 2)
+    flood = Gossip(
+        vv=(),
+        entries=tuple(
+            Entry(origin=1, seq=i, hlc=Hlc(i), op=Put("z", b"")) for i in range(1, 6)
+        ),
+    )
+    s2.on_bundle(
+        Inbound("ipn:2.17", "ipn:1.17", encode_message(flood), 0, 0, "k"), c.now_ms
+    )
+    assert len(s2.tentative) == 2
+    assert s2.dropped == 3
+
+
+class PlanCtx:
+    """A context whose plan says the leader is out of contact until ``next_ms``."""
+
+    def __init__(self, next_ms: int | None) -> None:
+        self.node = 1
+        self.incarnation = 1
+        self.rng = random.Random(0)
+        self.plan = ContactPlan()
+        self.state = MemoryState()
+        self.credentials = None
+        self.next_ms = next_ms
+
+    def earliest_arrival(self, node: int, *, at_ms: int, size: int = 0) -> int | None:
+        if self.next_ms is None:
+            return None
+        return max(at_ms + 50, self.next_ms)
+
+
+@pytest.mark.parametrize(("next_contact", "elects"), [(200_000, False), (None, True)])
+def test_a_silence_the_plan_predicts_is_waited_out(
+    next_contact: int | None, elects: bool
+) -> None:
+    s = LogService(StaticView([1, 2, 3]))
+    ctx = PlanCtx(None)
+    s.start(ctx, 0)
+    beat = Append(term=1, prev_index=0, prev_term=0, records=(), commit=0)
+    s.on_bundle(Inbound("ipn:1.17", "ipn:2.17", encode_message(beat), 0, 0, "k"), 1_000)
+    assert s.leader == 2
+    ctx.next_ms = next_contact
+    sends = []
+    now = 1_000
+    while now < 20_000:  # every timer due in the next 19 s, leader silent
+        sends += s.on_tick(now)
+        now = max(now + 1, s.next_deadline() or now + 1)
+    votes = [
+        m
+        for m in (decode_message_untrusted(x.payload) for x in sends)
+        if isinstance(m, VoteRequest)
+    ]
+    assert bool(votes) == elects
+    if elects:
+        assert all(v.pre and v.term == 2 for v in votes)
+        assert s.term == 1  # a pre-vote does not bump the term
+    else:
+        assert s.role == Role.FOLLOWER
+        assert s.leader == 2

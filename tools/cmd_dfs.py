@@ -1,0 +1,212 @@
+"""``dcis put | get | ls | stat | rm``: the object store of a local node.
+
+    dcis put FILE NAME [--k K --n N]     store FILE as NAME
+    dcis get NAME [-o FILE]              fetch NAME (to stdout without -o)
+    dcis ls [PREFIX] [--json]            list objects
+    dcis stat NAME [--json]              k, n, size, holders, each share's state
+    dcis rm NAME                         remove NAME
+
+put and get draw a progress bar (bytes, shares, rate) on a terminal, and
+stay quiet with ``--json`` or when stderr is not a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from dfs.api import Dfs, Progress
+from dfs.core.errors import DfsError
+from dtn.client import ClientError
+from tools.appclient import add_target_options, socket_path
+from tools.cli import CommandError
+
+
+def register(subparsers: Any) -> None:
+    """Add the five object store subcommands."""
+    p = subparsers.add_parser(
+        "put", help="store a file in the object store", description=__doc__
+    )
+    p.add_argument("file", help="the file to store ('-' reads stdin)")
+    p.add_argument("name", help="the object's name")
+    p.add_argument(
+        "--k", type=int, help="shares needed to read (default: the node's, 3)"
+    )
+    p.add_argument("--n", type=int, help="shares written (default: the node's, 10)")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        help="seconds to wait for holders to confirm",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print the result as JSON, no progress"
+    )
+    _common(p, run_put)
+
+    p = subparsers.add_parser("get", help="fetch an object", description=__doc__)
+    p.add_argument("name")
+    p.add_argument("-o", "--output", help="write to this file (default: stdout)")
+    p.add_argument(
+        "--json", action="store_true", help="print a JSON summary, no progress"
+    )
+    _common(p, run_get)
+
+    p = subparsers.add_parser("ls", help="list objects", description=__doc__)
+    p.add_argument("prefix", nargs="?", default="")
+    p.add_argument("--json", action="store_true")
+    _common(p, run_ls)
+
+    p = subparsers.add_parser(
+        "stat", help="an object's shares and holders", description=__doc__
+    )
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    _common(p, run_stat)
+
+    p = subparsers.add_parser("rm", help="remove an object", description=__doc__)
+    p.add_argument("name")
+    _common(p, run_rm)
+
+
+def _common(
+    p: argparse.ArgumentParser, func: Callable[[argparse.Namespace], int]
+) -> None:
+    p.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds to wait for the node"
+    )
+    add_target_options(p)
+    p.set_defaults(func=func)
+
+
+@contextmanager
+def _fs(args: argparse.Namespace) -> Iterator[Dfs]:
+    try:
+        with Dfs.connect(socket_path(args), timeout_s=args.timeout) as fs:
+            yield fs
+    except (DfsError, ClientError, TimeoutError, OSError) as exc:
+        raise CommandError(str(exc)) from exc
+
+
+@contextmanager
+def _progress(args: argparse.Namespace, label: str) -> Iterator[Progress | None]:
+    """A rich progress bar on a terminal; None (quiet) otherwise."""
+    if getattr(args, "json", False) or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        TextColumn,
+        TransferSpeedColumn,
+    )
+    from rich.progress import (
+        Progress as Bar,
+    )
+
+    with Bar(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TextColumn("{task.fields[shares]}"),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None, shares="")
+
+        def update(what: str, done: int, total: int) -> None:
+            if what == "bytes":
+                bar.update(task, completed=done, total=total if total >= 0 else None)
+            else:
+                bar.update(task, shares=f"shares {done}/{total}")
+
+        yield update
+
+
+def run_put(args: argparse.Namespace) -> int:
+    """``dcis put FILE NAME``."""
+    try:
+        data = (
+            sys.stdin.buffer.read()
+            if args.file == "-"
+            else Path(args.file).read_bytes()
+        )
+    except OSError as exc:
+        raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
+    with _fs(args) as fs, _progress(args, f"put {args.name}") as progress:
+        res = fs.put(
+            args.name,
+            data,
+            k=args.k,
+            n=args.n,
+            progress=progress,
+            wait_placed_s=args.wait,
+        )
+    if args.json:
+        print(json.dumps(res, sort_keys=True))
+    else:
+        print(
+            f"put {res['name']}: {res['size']} bytes, k={res['k']} n={res['n']}, "
+            f"object {res['object_id']}, shares placed {res['placed']}/{res['n']}"
+        )
+    return 0
+
+
+def run_get(args: argparse.Namespace) -> int:
+    """``dcis get NAME [-o FILE]``."""
+    with _fs(args) as fs, _progress(args, f"get {args.name}") as progress:
+        data = fs.get(args.name, progress=progress)
+    if args.output:
+        try:
+            Path(args.output).write_bytes(data)
+        except OSError as exc:
+            raise CommandError(
+                f"cannot write {args.output}: {exc.strerror or exc}"
+            ) from exc
+    elif not args.json:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    if args.json:
+        print(json.dumps({"name": args.name, "size": len(data), "output": args.output}))
+    return 0
+
+
+def run_ls(args: argparse.Namespace) -> int:
+    """``dcis ls [PREFIX]``."""
+    with _fs(args) as fs:
+        entries = fs.ls(args.prefix)
+    if args.json:
+        print(json.dumps(entries, sort_keys=True))
+        return 0
+    for e in entries:
+        print(f"{e['size']:>12}  {e['k']}/{e['n']}  {e['name']}")
+    return 0
+
+
+def run_stat(args: argparse.Namespace) -> int:
+    """``dcis stat NAME``."""
+    with _fs(args) as fs:
+        st = fs.stat(args.name)
+    if args.json:
+        print(json.dumps(st, sort_keys=True))
+        return 0
+    print(
+        f"{st['name']}: {st['size']} bytes, k={st['k']} n={st['n']}, object {st['object_id']}"
+    )
+    print(f"placement generation {st['generation']}, holders {st['holders']}")
+    for s in st["shares"]:
+        print(f"  share {s['share']:>3}  node {s['holder']:>5}  {s['state']}")
+    return 0
+
+
+def run_rm(args: argparse.Namespace) -> int:
+    """``dcis rm NAME``."""
+    with _fs(args) as fs:
+        res = fs.rm(args.name)
+    print(f"removed {res['name']} (object {res['object_id']})")
+    return 0
