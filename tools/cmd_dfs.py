@@ -39,10 +39,11 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--n", type=int, help="shares written (default: the node's, 10)")
     p.add_argument(
-        "--wait",
+        "--confirm-wait",
         type=float,
         default=10.0,
-        help="seconds to wait for holders to confirm",
+        metavar="SECONDS",
+        help="seconds to wait for holders to confirm their shares",
     )
     p.add_argument(
         "--json", action="store_true", help="print the result as JSON, no progress"
@@ -145,7 +146,7 @@ def run_put(args: argparse.Namespace) -> int:
             k=args.k,
             n=args.n,
             progress=progress,
-            wait_placed_s=args.wait,
+            wait_placed_s=args.confirm_wait,
         )
     if args.json:
         print(json.dumps(res, sort_keys=True))
