@@ -95,7 +95,7 @@ class MembershipConfig:
     period_ms: int = 1_000
     probe_timeout_ms: int = 500
     indirect_k: int = 3
-    probe_rounds: int = 3
+    probe_rounds: int = 4
     horizon_ms: int = 30_000
     suspicion_mult: float = 4.0
     suspicion_max_mult: float = 6.0
@@ -640,6 +640,10 @@ class MembershipService:
             # A member we held gone is back (a restart or a healed partition):
             # swap whole states for log2 N periods, so the rest of both sides
             # is back in that many periods rather than at piggyback speed.
+            # It also shows that our own silence was the network's, not
+            # ours: local health back to 0, so periods are nominal again.
+            self._lhm = 0
+            self._next_period = min(self._next_period, now_ms + self.config.period_ms)
             self._burst_until = self._periods + math.ceil(
                 math.log2(len(self._entries) + 2)
             )

@@ -22,44 +22,45 @@ def lifecycle(n: int, seed: int, aware: bool) -> tuple[MembershipSim, float | No
     sim = MembershipSim(
         range(1, n + 1),
         seed=seed,
+        roster=n > 10,  # a provisioned roster: no join flood of n adverts
         config=MembershipConfig(plan_aware=aware),
         join_at={n: 15.0},
     )
     sim.leave(2, 25.0)
     sim.crash(3, 30.0)
     half = range(1, n // 2 + 1)
-    sim.partition(half, 60.0, 90.0)
-    sim.run_until(58.0)
+    sim.partition(half, 80.0, 140.0)
+    sim.run_until(78.0)
     assert states_of(sim, 3) == {D}, "the crashed node is dead everywhere"
     assert states_of(sim, 2) == {L}, "the node that left is left everywhere"
     assert states_of(sim, n) == {A}, "the late joiner is alive everywhere"
     assert sim.detected_at.keys() == {3}
-    sim.run_until(89.0)
-    # During the partition each side has declared the other dead.
+    sim.run_until(139.0)
+    # During the partition each side suspects (or has declared dead) the other.
+    other = set(range(n // 2 + 1, n + 1)) - {2, 3}
+    mine = set(half) - {2, 3}
     a, b = sim.service(1), sim.service(n)
     assert a is not None
     assert b is not None
-    assert a.state_of(n) in (MemberState.SUSPECT, D)
-    assert b.state_of(1) in (
-        MemberState.SUSPECT,
-        D,
-    )
-    took = heal_periods(sim, 90.0, n)
-    sim.run_until(95.0 + 3 * math.log2(n))
+    gone = (MemberState.SUSPECT, D)
+    assert any(a.state_of(x) in gone for x in other)
+    assert any(b.state_of(x) in gone for x in mine)
+    took = heal_periods(sim, 140.0, n)
+    sim.run_until(145.0 + 3 * math.log2(n))
     # After the heal: no revival of the departed.
     assert states_of(sim, 3) == {D}
     assert states_of(sim, 2) == {L}
     return sim, took
 
 
-@pytest.mark.parametrize("n", [10, 100])
+@pytest.mark.parametrize("n", [10, pytest.param(100, marks=pytest.mark.slow)])
 def test_lifecycle_against_the_baseline(n: int) -> None:
     bound = 3 * math.log2(n)
     for aware in (True, False):
         sim, took = lifecycle(n, seed=11, aware=aware)
         assert took is not None, aware
         assert took <= bound, (aware, took, bound)
-        s = sim.summary(100.0)
+        s = sim.summary(150.0)
         assert s["detect_s_p50"] is not None
         assert s["false_dead"] > 0
         assert s["membership_converged_s"] is not None
