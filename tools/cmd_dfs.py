@@ -8,6 +8,13 @@
 
 put and get draw a progress bar (bytes, shares, rate) on a terminal, and
 stay quiet with ``--json`` or when stderr is not a terminal.
+
+examples:
+  dcis put image.raw sat3/image-0042 --k 3 --n 10 --node 1
+  dcis get sat3/image-0042 -o image.raw --node 2
+  dcis ls sat3/ --json --node 1
+  dcis stat sat3/image-0042 --node 1
+  dcis rm sat3/image-0042 --node 1
 """
 
 from __future__ import annotations
