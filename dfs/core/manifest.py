@@ -44,12 +44,13 @@ def placement_key(object_id: bytes) -> str:
 
 
 def check_name(name: str) -> None:
-    """Raise InvalidArgument unless ``name`` is a usable object name."""
-    if (
-        not name
-        or len(name.encode()) > MAX_NAME_BYTES
-        or any(ord(c) < 32 for c in name)
-    ):
+    """Raise InvalidArgument unless ``name`` is a usable object name: 1 to
+    1024 bytes of UTF-8 (no lone surrogates), no control characters."""
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"object name {name!r} is not valid UTF-8") from None
+    if not name or size > MAX_NAME_BYTES or any(ord(c) < 32 for c in name):
         raise InvalidArgument(f"bad object name {name!r}")
 
 
