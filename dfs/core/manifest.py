@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import cbor2
 
+from crypto.cbor_guard import loads_untrusted
+from crypto.errors import DecodeError as CborDecodeError
 from dfs.core.codec import OBJECT_ID_BYTES, check_kn, chunk_count, object_hash
 from dfs.core.errors import DecodeError, InvalidArgument
 
@@ -149,10 +151,11 @@ def encode_tombstone(t: Tombstone) -> bytes:
 
 
 def _loads(data: bytes, what: str) -> object:
+    # Guarded: cbor2's C decoder leaks on some malformed items (crypto.cbor_guard).
     try:
-        return cbor2.loads(data)
-    except Exception as exc:  # cbor2 raises many types on hostile input
-        raise DecodeError(f"{what}: malformed CBOR") from exc
+        return loads_untrusted(data, what=what)
+    except CborDecodeError as exc:
+        raise DecodeError(f"{what}: malformed CBOR ({exc})") from None
 
 
 def _uint(x: object, what: str) -> int:
