@@ -145,6 +145,10 @@ def main() -> None:
     ap.add_argument(
         "--secure", action="store_true", help="key stores (MACs on hop ACKs)"
     )
+    ap.add_argument("--trace", action="store_true", help="print RSS and fds over time")
+    ap.add_argument(
+        "--good-only", action="store_true", help="no hostile traffic (a reference)"
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dcis-soak-"))
     stop = threading.Event()
@@ -307,14 +311,18 @@ def main() -> None:
         s.close()
 
     idle: list[socket.socket] = []
-    for _ in range(300):
+    for _ in range(0 if args.good_only else 300):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.connect(nodes[2].sock)
         idle.append(s)
 
     threads = [
         threading.Thread(target=f, daemon=True)
-        for f in (good_sender, good_receiver, flood, garbage, never_reads)
+        for f in (
+            (good_sender, good_receiver)
+            if args.good_only
+            else (good_sender, good_receiver, flood, garbage, never_reads)
+        )
     ]
     for t in threads:
         t.start()
@@ -370,6 +378,14 @@ def main() -> None:
             f"RSS after warm-up {start:.1f} -> end {end:.1f} MiB ({(end - start) / start * 100:+.1f}%)"
         )
     print(f"reference: idle daemon RSS {ref_rss / 1024:.1f} MiB")
+    if args.trace:
+        for t, rss, fds in samples[:: max(1, len(samples) // 30)]:
+            print(
+                f"  t={t:6.1f} s  RSS MiB "
+                + " ".join(f"{n}:{v / 1024:.1f}" for n, v in rss.items())
+                + "  fds "
+                + " ".join(f"{n}:{v}" for n, v in fds.items())
+            )
     shutil.rmtree(work, ignore_errors=True)
 
 

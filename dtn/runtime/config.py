@@ -54,6 +54,7 @@ its type, default and meaning; examples/node1.toml is a commented node)::
     max_forward_lifetime_ms = 2592000000  # longest lifetime accepted for others' bundles (30 days)
     max_tombstone_ms = 2592000000     # longest a delivered key is remembered
     disk_reserve_bytes = 4194304      # free space kept on the store's file system
+    max_bundles = 200000              # bundles held at once (each costs RAM too)
 
     [security]                        # end-to-end security (spec/security.md section 9)
     keystore = "keys/node2"           # node.key, node.cert, operator.pub, certs/, revocations.cbor
@@ -138,6 +139,7 @@ class Limits:
     max_forward_lifetime_ms: int = 30 * 86_400_000
     max_tombstone_ms: int = 30 * 86_400_000
     disk_reserve_bytes: int = 4 << 20
+    max_bundles: int = 200_000
 
 
 LIMIT_KEYS = frozenset(Limits.__dataclass_fields__)
@@ -472,7 +474,21 @@ _TCPCL_INTS = {
 def _parse_tcpcl(t: dict[str, Any], base: Path) -> TcpclSettings:
     """The ``[tcpcl]`` table (TLS files resolved against ``base``)."""
     p = "tcpcl."
-    _check_keys(t, {*_TCPCL_INTS, "tls_cert", "tls_key", "tls_ca", "require_tls"}, p)
+    _check_keys(
+        t,
+        {
+            "keepalive_s",
+            "segment_mru",
+            "transfer_mru",
+            "max_segment_bytes",
+            "max_sessions",
+            "tls_cert",
+            "tls_key",
+            "tls_ca",
+            "require_tls",
+        },
+        "tcpcl.",
+    )
     kw: dict[str, Any] = {}
     for key, (lo, hi) in _TCPCL_INTS.items():
         v = _take(t, key, int, p)

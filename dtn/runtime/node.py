@@ -414,6 +414,7 @@ class Node:
                 mtu_by_neighbour=_stream_mtus(cfg),
                 max_forward_lifetime_ms=cfg.limits.max_forward_lifetime_ms,
                 max_tombstone_ms=cfg.limits.max_tombstone_ms,
+                max_bundles=cfg.limits.max_bundles,
             ),
             rng=random.Random(),
             security=self.security,
