@@ -80,7 +80,7 @@ from dtn.agent.actions import Deletion
 from dtn.agent.store import StoredBundle, StoreError, StoreFull
 from dtn.appapi.wire import MessageReader, encode_message
 from dtn.bpv7.eid import IpnEid, parse_eid
-from dtn.cl.mtcp import MtcpDecoder, encode_mtcp_frame
+from dtn.cl.mtcp import MtcpDecoder, bstr_head, encode_mtcp_frame
 from dtn.cl.udp import (
     DATA_OVERHEAD_BYTES,
     AckBatcher,
@@ -131,6 +131,10 @@ _MAX_BATCH = 512
 # A receive batch (one store commit) also ends at this many bytes, so that
 # large datagrams do not hold a batch's worth of memory and ACK latency.
 _MAX_BATCH_BYTES = 4 << 20
+# MTCP: bytes per read, and the bundle size from which a frame is sent as
+# its head and then the bundle (two writes, no copy of the bundle).
+_MTCP_READ_BYTES = 256 * 1024
+_MTCP_SPLIT_BYTES = 64 * 1024
 # Bytes per app API read (see _app_handler).
 _APP_READ_BYTES = 1 << 20
 # Seconds between checks of the contact plan file's modification time.
@@ -1602,7 +1606,13 @@ class Node:
                 try:
                     if stream is None:
                         stream = await trio.open_tcp_stream(*peer.config.address)
-                    await stream.send_all(encode_mtcp_frame(data))
+                    if len(data) < _MTCP_SPLIT_BYTES:
+                        await stream.send_all(encode_mtcp_frame(data))
+                    else:
+                        # A large bundle: its CBOR head, then the bundle
+                        # itself, not a copy of it with the head in front.
+                        await stream.send_all(bstr_head(len(data)))
+                        await stream.send_all(data)
                     self.counters["mtcp_out"] += 1
                 except (OSError, trio.BrokenResourceError) as exc:
                     ok = False
@@ -1717,7 +1727,7 @@ class Node:
         try:
             async with stream:
                 while True:
-                    chunk = await stream.receive_some(65_536)
+                    chunk = await stream.receive_some(_MTCP_READ_BYTES)
                     if not chunk:
                         return
                     conn.last_active = trio.current_time()
