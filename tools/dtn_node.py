@@ -141,16 +141,21 @@ def _single(exc: BaseException) -> BaseException:
 
 
 def _pin_mmap_threshold() -> None:
-    """Keep glibc's mmap threshold at its initial 128 KiB. glibc raises it
-    each time a large block is freed; after that the app API's 1 MiB reads
-    land in the heap among bundle-sized blocks, and a sending daemon's RSS
-    grew ~6 KB per bundle without end (bench/soak.py --good-only: +19 MiB in
-    100 s at 40 bundles/s; pinned: flat). Not glibc: nothing to do."""
+    """Pin glibc's mmap threshold at 1 MiB. glibc raises it each time a
+    large block is freed; after that the app API's 1 MiB reads land in the
+    heap among bundle-sized blocks, and a sending daemon's RSS grew ~6 KB
+    per bundle without end (bench/soak.py --good-only: +19 MiB in 100 s at
+    40 bundles/s; pinned: flat). At 1 MiB those reads (1 MiB plus the bytes
+    header) stay mmapped while payloads below 1 MiB stay in the heap: pinned
+    at 128 KiB, every 64 KB..1 MB payload and copy was an mmap, page faults
+    and a munmap, which doubled the CPU per 1 MB bundle (issue 18,
+    spec/performance.md; the soak stays flat: +0.2% / +1.5% / +0.0%).
+    Not glibc: nothing to do."""
     import ctypes
 
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass
 
