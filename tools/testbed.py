@@ -63,6 +63,9 @@ class TestbedOptions:
     secure: bool = False
     """Make an operator key and one key store per node (``workdir/keys``),
     certify every node, and run every daemon with ``[security]`` on."""
+    services: tuple[str, ...] = ()
+    """``module:callable`` service factories every daemon runs
+    (``[services] factories``), e.g. ``consensus.membership.node:factory``."""
     netns: bool = False
     """Run each daemon in its own network namespace (Linux, root), joined to
     the emulator by a veth pair; see :class:`NetnsHosts`."""
@@ -318,6 +321,9 @@ class Testbed:
             ]
             if n in keystores:
                 lines += ["[security]", f'keystore = "{keystores[n]}"']
+            if opts.services:
+                names = ", ".join(f'"{f}"' for f in opts.services)
+                lines += ["[services]", f"factories = [{names}]"]
             for m in sorted(neighbours[n]):
                 h, p = relay[(n, m)]
                 lines += [
