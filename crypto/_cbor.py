@@ -7,29 +7,18 @@ and insists on exactly one data item with no trailing bytes.
 
 from __future__ import annotations
 
-import io
-
-import cbor2
-
+from crypto import cbor_guard
 from crypto.errors import DecodeError
 
 
 def loads_untrusted(data: bytes | bytearray | memoryview, *, what: str) -> object:
-    """Decode exactly one CBOR item from ``data``; raise only DecodeError."""
-    raw = bytes(data)
-    if not raw:
+    """Decode exactly one CBOR item from ``data``; raise only DecodeError.
+
+    Guarded (:mod:`crypto.cbor_guard`): no tags but bignums, valid UTF-8, bounded
+    nesting, no trailing bytes."""
+    if not data:
         raise DecodeError("empty input", where=what)
-    fp = io.BytesIO(raw)
-    try:
-        # read_size=1: cbor2 buffers reads by default, which hides trailing
-        # bytes. (The C decoder's option; the type stubs do not know it.)
-        decoder = cbor2.CBORDecoder(fp, read_size=1)  # type: ignore[call-arg]
-        item = decoder.decode()
-    except Exception as exc:  # cbor2 raises many types on hostile input
-        raise DecodeError(f"malformed CBOR ({type(exc).__name__})", where=what) from exc
-    if fp.tell() != len(raw):
-        raise DecodeError(f"{len(raw) - fp.tell()} trailing bytes", where=what)
-    return item
+    return cbor_guard.loads_untrusted(data, what=what)
 
 
 def expect_array(item: object, length: int, *, what: str) -> list[object]:

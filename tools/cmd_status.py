@@ -53,5 +53,11 @@ def run(args: argparse.Namespace) -> int:
             if nb["cla"] == "udp"
             else ""
         )
+        if nb["cla"] == "ltp":
+            extra = (
+                f" engine={nb['engine_id']} sessions_out={nb['sessions_out']}"
+                f" sessions_in={nb['sessions_in']} blocks_sent={nb['ltp_blocks_sent']}"
+                f" blocks_received={nb['ltp_blocks_received']} queued={nb['queued_bundles']}"
+            )
         print(f"  neighbour {n}: {nb['cla']} {nb['address']} {state}{extra}")
     return 0

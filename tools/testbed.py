@@ -64,8 +64,7 @@ class TestbedOptions:
     """Make an operator key and one key store per node (``workdir/keys``),
     certify every node, and run every daemon with ``[security]`` on."""
     services: tuple[str, ...] = ()
-    """``module:callable`` service factories every daemon runs
-    (``[services] factories``), e.g. ``consensus.membership.node:factory``."""
+    """``[services] factories`` of every daemon (``"module:factory"``)."""
     netns: bool = False
     """Run each daemon in its own network namespace (Linux, root), joined to
     the emulator by a veth pair; see :class:`NetnsHosts`."""
@@ -322,8 +321,10 @@ class Testbed:
             if n in keystores:
                 lines += ["[security]", f'keystore = "{keystores[n]}"']
             if opts.services:
-                names = ", ".join(f'"{f}"' for f in opts.services)
-                lines += ["[services]", f"factories = [{names}]"]
+                lines += [
+                    "[services]",
+                    f"factories = {json.dumps(list(opts.services))}",
+                ]
             for m in sorted(neighbours[n]):
                 h, p = relay[(n, m)]
                 lines += [

@@ -377,6 +377,18 @@ class MembershipService:
             s.add(self._me)
         return frozenset(s)
 
+    def kx_public(self, node: int) -> bytes | None:
+        """The X25519 public key in ``node``'s verified certificate, or None
+        when none has been verified yet (services that seal data to members
+        read it: the object store wraps object keys with it)."""
+        known = self._certs.get(node)
+        if known is None:
+            return None
+        try:
+            return decode_certificate_untrusted(known[0]).kx_public
+        except CryptoError:
+            return None
+
     def state_of(self, node: int) -> MemberState | None:
         """``node``'s state here, None if unknown."""
         if node == self._me and self._me:

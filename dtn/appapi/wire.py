@@ -27,11 +27,14 @@ from typing import Any
 
 import cbor2
 
+from crypto.cbor_guard import loads_untrusted
+from crypto.errors import DecodeError as CborDecodeError
 from dtn.cl.mtcp import MtcpDecoder, encode_mtcp_frame
 from dtn.errors import DecodeError, InvalidArgument
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-"""Largest message accepted (a bundle payload plus a few keys)."""
+MAX_MESSAGE_BYTES = 128 * 1024 * 1024
+"""Largest message accepted (a bundle payload plus a few keys): 128 MiB, so
+that a 100 MB bundle, which LTP carries in one block, can be sent and received."""
 
 CLIENT_TYPES = frozenset(
     {"register", "unregister", "send", "delivered", "status", "ping", "bundles"}
@@ -78,9 +81,9 @@ def decode_message_untrusted(body: bytes) -> dict[str, Any]:
     required key missing or of the wrong type).
     """
     try:
-        msg = cbor2.loads(body)
-    except Exception as exc:  # cbor2 raises several types on hostile input
-        raise DecodeError(f"malformed CBOR: {exc}", where="appapi message") from exc
+        msg = loads_untrusted(body, what="appapi message")
+    except CborDecodeError as exc:
+        raise DecodeError(str(exc), where="appapi message") from None
     if not isinstance(msg, dict):
         raise DecodeError("message must be a CBOR map", where="appapi message")
     kind = msg.get("type")

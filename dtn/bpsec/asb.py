@@ -29,6 +29,8 @@ from typing import Final
 
 import cbor2
 
+from crypto.cbor_guard import check_untrusted
+from crypto.errors import DecodeError as CborDecodeError
 from dtn.bpv7.eid import DTN_NONE, DtnEid, Eid, IpnEid
 from dtn.errors import DecodeError, InvalidArgument
 
@@ -397,6 +399,11 @@ def _sequence_items(raw: bytes, where: str) -> list[object]:
     # position tells whether the array ended exactly at our closing break: a
     # break (0xff) inside ``raw`` would end it early and leave bytes unread.
     wrapped = b"\x9f" + raw + b"\xff"
+    try:
+        # cbor2's C decoder leaks on some malformed items (crypto.cbor_guard).
+        check_untrusted(wrapped, what=where)
+    except CborDecodeError as exc:
+        raise DecodeError(str(exc), where=where) from None
     fp = io.BytesIO(wrapped)
     items = cbor2.CBORDecoder(fp, read_size=1).decode()  # type: ignore[call-arg]  # C decoder option; stubs lag
     if fp.tell() != len(wrapped):

@@ -55,6 +55,8 @@ from dataclasses import dataclass, field
 
 import cbor2
 
+from crypto.cbor_guard import loads_untrusted
+from crypto.errors import DecodeError as CborDecodeError
 from dtn.errors import DecodeError, InvalidArgument
 
 DCIS_TAG = 0xDC15
@@ -208,9 +210,10 @@ def decode_datagram_untrusted(data: bytes | bytearray | memoryview) -> Datagram:
             where="udpcl",
         )
     try:
-        item = cbor2.loads(raw)
-    except Exception as exc:  # cbor2 raises several types on hostile input
-        raise DecodeError(f"malformed CBOR: {exc}", where="udpcl segment") from exc
+        # Guarded: cbor2's C decoder leaks on some malformed items (crypto.cbor_guard).
+        item = loads_untrusted(raw, allowed_tags=(DCIS_TAG,), what="udpcl segment")
+    except CborDecodeError as exc:
+        raise DecodeError(str(exc), where="udpcl segment") from None
     if not isinstance(item, cbor2.CBORTag) or item.tag != DCIS_TAG:
         raise DecodeError("not a DCiS tagged item", where="udpcl segment")
     body = item.value

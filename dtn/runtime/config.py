@@ -40,6 +40,9 @@ its type, default and meaning; examples/node1.toml is a commented node)::
     ack_timeout_s = 1.0               # added to 2 x light time for the retransmission timeout
     max_tries = 4
 
+    [ltp]                             # the LTP engine (spec/ltp.md), every key optional
+    engine_id = 2                     # this node's engine id (default: node)
+    max_sessions = 64                 # outbound sessions at once; see dtn/runtime/ltp.py
     [limits]                          # resources a peer or client can make us hold
     app_max_connections = 128         # app API connections at once (more are closed at once)
     mtcp_max_connections = 128        # MTCP connections accepted at once
@@ -62,8 +65,12 @@ its type, default and meaning; examples/node1.toml is a commented node)::
     [[neighbours]]
     node = 3
     address = "127.0.0.1:4557"
-    cla = "udp"                       # udp | mtcp | tcpcl
+    cla = "udp"                       # udp | mtcp | tcpcl | ltp
     ack = "on"                        # on | none | off | auto (udp only; see spec/udpcl.md)
+    engine_id = 3                     # ltp only: the remote LTP engine (default: node)
+    ltp_mtu_bytes = 1400              # ltp only: largest segment datagram
+    ltp_aggregate = false             # ltp only: several bundles per block (ION) or one (HDTN)
+    ltp_green = false                 # ltp only: blocks all green (best effort)
     always_on = false                 # default: true when there is no plan
     rate_bytes_s = 0                  # pacing for always-on links (0: unpaced)
 
@@ -84,6 +91,7 @@ from dtn.routing.plan import check_dtn_routes
 from dtn.runtime.tcpcl import TcpclSettings
 
 if TYPE_CHECKING:
+    from dtn.runtime.ltp import LtpConfig
     from dtn.runtime.security import SecurityConfig
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -109,6 +117,10 @@ class NeighbourConfig:
     ack: AckMode = AckMode.ON
     always_on: bool | None = None
     rate_bytes_s: float = 0.0
+    engine_id: int | None = None
+    ltp_mtu_bytes: int = 1400
+    ltp_aggregate: bool = False
+    ltp_green: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,6 +170,7 @@ class NodeConfig:
     max_tries: int = 4
     neighbours: tuple[NeighbourConfig, ...] = field(default_factory=tuple)
     security: SecurityConfig | None = None
+    ltp: LtpConfig | None = None
     service_factories: tuple[str, ...] = ()
     """``[services] factories``: ``"module:callable"`` names of service
     factories (imported when the node starts)."""
@@ -243,6 +256,7 @@ def config_from_dict(
             "udp",
             "neighbours",
             "security",
+            "ltp",
             "services",
             "limits",
             "app_socket_group",
@@ -316,7 +330,10 @@ def config_from_dict(
         if not isinstance(nb, dict):
             raise ConfigError(f"neighbours[{i}]: expected a table")
         _check_keys(
-            nb, {"node", "address", "cla", "ack", "always_on", "rate_bytes_s"}, p
+            nb,
+            {"node", "address", "cla", "ack", "always_on", "rate_bytes_s"}
+            | {"engine_id", "ltp_mtu_bytes", "ltp_aggregate", "ltp_green"},
+            p,
         )
         nb_node = _take(nb, "node", int, p)
         if nb_node is None or not 1 <= nb_node <= MAX_NODE:
@@ -327,8 +344,14 @@ def config_from_dict(
         if "address" not in nb:
             raise ConfigError(f"{p}address: missing")
         cla = _take(nb, "cla", str, p, "udp")
-        if cla not in ("udp", "mtcp", "tcpcl"):
-            raise ConfigError(f"{p}cla: expected udp, mtcp or tcpcl, got {cla!r}")
+        if cla not in ("udp", "mtcp", "tcpcl", "ltp"):
+            raise ConfigError(f"{p}cla: expected udp, mtcp, tcpcl or ltp, got {cla!r}")
+        engine_id = _take(nb, "engine_id", int, p)
+        if engine_id is not None and engine_id < 1:
+            raise ConfigError(f"{p}engine_id: must be >= 1, got {engine_id}")
+        ltp_mtu = _take(nb, "ltp_mtu_bytes", int, p, 1400)
+        if not 128 <= ltp_mtu <= 65_507:
+            raise ConfigError(f"{p}ltp_mtu_bytes: must be in 128..65507, got {ltp_mtu}")
         ack_s = _take(nb, "ack", (str, bool), p, "on")
         ack_s = (
             {True: "on", False: "off"}.get(ack_s, ack_s)
@@ -352,6 +375,10 @@ def config_from_dict(
                 ack=ack,
                 always_on=_take(nb, "always_on", bool, p),
                 rate_bytes_s=rate,
+                engine_id=engine_id,
+                ltp_mtu_bytes=ltp_mtu,
+                ltp_aggregate=_take(nb, "ltp_aggregate", bool, p, False),
+                ltp_green=_take(nb, "ltp_green", bool, p, False),
             )
         )
     services = _take(doc, "services", dict, "", {})
@@ -393,6 +420,11 @@ def config_from_dict(
         from dtn.runtime.security import parse_security
 
         security = parse_security(doc["security"], base_dir=base)
+    ltp = None
+    if "ltp" in doc or any(nb.cla == "ltp" for nb in neighbours):
+        from dtn.runtime.ltp import parse_ltp
+
+        ltp = parse_ltp(doc.get("ltp", {}))
     return NodeConfig(
         node=node,
         listen=parse_address(doc["listen"], "listen")
@@ -416,6 +448,7 @@ def config_from_dict(
         max_tries=max_tries,
         neighbours=tuple(neighbours),
         security=security,
+        ltp=ltp,
         service_factories=tuple(factories),
         limits=limits,
         app_socket_group=group,
@@ -439,7 +472,21 @@ _TCPCL_INTS = {
 def _parse_tcpcl(t: dict[str, Any], base: Path) -> TcpclSettings:
     """The ``[tcpcl]`` table (TLS files resolved against ``base``)."""
     p = "tcpcl."
-    _check_keys(t, {*_TCPCL_INTS, "tls_cert", "tls_key", "tls_ca", "require_tls"}, p)
+    _check_keys(
+        t,
+        {
+            "keepalive_s",
+            "segment_mru",
+            "transfer_mru",
+            "max_segment_bytes",
+            "max_sessions",
+            "tls_cert",
+            "tls_key",
+            "tls_ca",
+            "require_tls",
+        },
+        "tcpcl.",
+    )
     kw: dict[str, Any] = {}
     for key, (lo, hi) in _TCPCL_INTS.items():
         v = _take(t, key, int, p)

@@ -102,6 +102,7 @@ from dtn.errors import DecodeError, DtnError, InvalidArgument
 from dtn.node import EchoService, EndpointReserved, EventKind, NodeCore, Service
 from dtn.routing.contact import Contact
 from dtn.runtime.config import ConfigError, NeighbourConfig, NodeConfig
+from dtn.runtime.ltp import LTP_FIRST_BYTES, LtpCl, LtpConfig, LtpResult
 from dtn.runtime.security import NodeSecurity
 from dtn.runtime.services import ServiceFactory, load_factory, next_incarnation
 from dtn.runtime.tcpcl import TcpclCla
@@ -290,6 +291,8 @@ class Node:
         self._started_at = 0.0
         self._epoch_unix_s = 0.0
         self._rng = random.Random()
+        self.ltp: LtpCl | None = None
+        self._ltp_wake = trio.Event()
         self._fd_budget = 1 << 30
         self._conns: set[_Conn] = set()
         # In-process endpoints (Node.endpoint): the application is trusted
@@ -376,16 +379,21 @@ class Node:
         if cfg.security is not None and cfg.security.enabled:
             # Loads the key store; a bad one is a ConfigError naming security.keystore.
             self.security = NodeSecurity(cfg.security, node=cfg.node, log=self._log)
+        all_ltp = bool(cfg.neighbours) and all(nb.cla == "ltp" for nb in cfg.neighbours)
         self.agent = Agent(
             node=cfg.node,
             store=store,
             plan=self.plan,
             plan_epoch=dtn_time_from_unix(self._epoch_unix_s),
+            # LTP bounds its own sessions: with only ltp neighbours the agent
+            # does not hold back more than LTP can pipeline.
             config=AgentConfig(
                 max_bundle_bytes=cfg.mtu_bytes,
-                # TCPCL carries a bundle whole (up to the peer's transfer MRU)
+                window=1024 if all_ltp else AgentConfig().window,
+                # TCPCL and LTP carry a bundle whole (TCPCL up to the peer's
+                # transfer MRU, LTP in one block)
                 mtu_by_neighbour={
-                    n.node: None for n in cfg.neighbours if n.cla == "tcpcl"
+                    n.node: None for n in cfg.neighbours if n.cla in ("tcpcl", "ltp")
                 },
                 max_forward_lifetime_ms=cfg.limits.max_forward_lifetime_ms,
                 max_tombstone_ms=cfg.limits.max_tombstone_ms,
@@ -435,6 +443,8 @@ class Node:
                     nursery.start_soon(self._sync_task, self._deferred)
                 nursery.start_soon(self._timer_task)
                 nursery.start_soon(self._link_timer_task)
+                if self.ltp is not None:
+                    nursery.start_soon(self._ltp_task)
                 nursery.start_soon(self._contact_task)
                 if cfg.plan is not None:
                     nursery.start_soon(self._plan_watch_task, cfg.plan)
@@ -617,11 +627,21 @@ class Node:
                 self._udp[nb.node] = _UdpPeer(nb, link, _pacer(nb.rate_bytes_s))
             elif nb.cla == "tcpcl":
                 self._tcpcl_cla().add_peer(nb.node, nb.address)
+            elif nb.cla == "ltp":
+                continue  # one LtpCl for all of them, below
             else:
                 s, r = trio.open_memory_channel[tuple[int, bytes]](math.inf)
                 self._mtcp[nb.node] = _MtcpPeer(nb, s, r)
         if cfg.tcpcl_listen is not None:
             self._tcpcl_cla()
+        ltp_nbs = [nb for nb in cfg.neighbours if nb.cla == "ltp"]
+        if ltp_nbs:
+            self.ltp = LtpCl(
+                node=cfg.node,
+                config=cfg.ltp or LtpConfig(),
+                neighbours=ltp_nbs,
+                rng=random.Random(self._rng.getrandbits(64)),
+            )
 
     # ------------------------------------------------------------ TCPCLv4
 
@@ -689,6 +709,11 @@ class Node:
             a = work.popleft()
             if isinstance(a, Transmit):
                 work.extend(self._transmit(a))
+            elif (
+                isinstance(a, Ack) and self.ltp is not None and self.ltp.has(a.neighbor)
+            ):
+                # The block's report waits until all its bundles are on disk.
+                self.when_durable(functools.partial(self._ltp_ack, a.cl_token))
             elif isinstance(a, Ack):
                 # Group commit: the ACK waits for the fsync (else: now).
                 self.when_durable(
@@ -737,6 +762,10 @@ class Node:
         if mpeer is not None:
             mpeer.send.send_nowait((t.tx_id, t.data))
             return []
+        if self.ltp is not None and self.ltp.has(t.neighbor):
+            return self._ltp_result(
+                self.ltp.transmit(t.neighbor, t.tx_id, t.data, self._ltp_now())
+            )
         if self.tcpcl is not None and self.tcpcl.transmit(t.neighbor, t.tx_id, t.data):
             return []
         self._log("warning", "no_address", neighbour=t.neighbor)
@@ -1008,6 +1037,13 @@ class Node:
                 "address": f"{m.config.address[0]}:{m.config.address[1]}",
                 "in_contact": m.contact is not None,
             }
+        for nb in self.config.neighbours:
+            if nb.cla == "ltp" and self.ltp is not None:
+                nbs[str(nb.node)] = {
+                    "cla": "ltp",
+                    "address": f"{nb.address[0]}:{nb.address[1]}",
+                    **self.ltp.status(nb.node),
+                }
         for n, t in (self.tcpcl.peers if self.tcpcl else {}).items():
             sess = t.session
             nbs[str(n)] = {
@@ -1128,6 +1164,7 @@ class Node:
             now_s = trio.current_time()
             batch: list[Received] = []
             done: list[Action] = []
+            ltp_sends: list[tuple[tuple[str, int], bytes]] = []
             for _ in range(_MAX_BATCH):
                 try:
                     data, addr = sock.recvfrom(_RECV_BUFFER)
@@ -1137,12 +1174,23 @@ class Node:
                     # e.g. ECONNREFUSED reported for an earlier send: ignore.
                     continue
                 self.counters["datagrams_in"] += 1
+                if data and data[0] in LTP_FIRST_BYTES and self.ltp is not None:
+                    try:
+                        done += self._ltp_datagram(data, batch, ltp_sends)
+                    except Exception as exc:  # one datagram never stops the node
+                        self._handler_error("ltp", exc)
+                    continue
                 try:
                     done += self._on_datagram(data, addr[:2], now_s, batch)
                 except Exception as exc:  # one datagram never stops the node
                     self._handler_error("udp", exc)
             if batch:
                 done += self._receive_batch(batch)
+            if ltp_sends:
+                # What answers this batch leaves after its commit (the report
+                # that acknowledges a whole block is held by the engine until
+                # every bundle of it is stored: _ltp_ack).
+                self.when_durable(functools.partial(self._ltp_send, ltp_sends))
             try:
                 self._apply(done)
             except Exception as exc:
@@ -1271,6 +1319,71 @@ class Node:
                 if d is not None and d <= now:
                     actions += self._link_outputs(p, p.link.on_timer(now))
             self._apply(actions)
+
+    # ------------------------------------------------------------ LTP CL
+
+    def _ltp_now(self) -> int:
+        # The LTP engine's clock: trio's (monotonic; MockClock in tests), in ms.
+        return int(trio.current_time() * 1000)
+
+    def _ltp_result(self, res: LtpResult) -> list[Action]:
+        """Send what the LTP CL asks, pass received bundles to the agent and
+        report finished transmissions; returns the agent's actions."""
+        assert self.agent is not None
+        for problem in res.problems:
+            self._log("info", "ltp_problem", detail=problem)
+        actions: list[Action] = []
+        if res.received:
+            actions += self.agent.on_receive_many(
+                [Received("ltp", n, b, t) for n, b, t in res.received], self.now_ms()
+            )
+        if res.sends:
+            self.when_durable(functools.partial(self._ltp_send, res.sends))
+        if res.done:
+            actions += self.agent.on_transmit_done_many(res.done, self.now_ms())
+        self._ltp_wake.set()
+        return actions
+
+    def _ltp_datagram(
+        self,
+        data: bytes,
+        batch: list[Received],
+        sends: list[tuple[tuple[str, int], bytes]],
+    ) -> list[Action]:
+        """One LTP segment from the socket: its bundles join ``batch``, its
+        segments to send join ``sends``; returns the agent's actions."""
+        assert self.ltp is not None
+        res = self.ltp.on_datagram(data, self._ltp_now())
+        sends += res.sends
+        batch += [Received("ltp", n, b, t) for n, b, t in res.received]
+        res.sends, res.received = [], []
+        return self._ltp_result(res)
+
+    def _ltp_ack(self, token: int) -> None:
+        # A bundle of a received block is stored: once all are, the engine
+        # lets the report that acknowledges the block go.
+        if self.ltp is not None:
+            self._apply(self._ltp_result(self.ltp.on_stored(token, self._ltp_now())))
+
+    def _ltp_send(self, sends: list[tuple[tuple[str, int], bytes]]) -> None:
+        for addr, data in sends:
+            # A full socket buffer drops the segment: LTP retransmits it.
+            if not self._try_send(data, addr):
+                self.counters["udp_send_errors"] += 1
+
+    async def _ltp_task(self) -> None:
+        ltp = self.ltp
+        assert ltp is not None
+        while True:
+            d = ltp.next_deadline()
+            at = math.inf if d is None else d / 1000.0
+            with trio.move_on_at(at):
+                await self._ltp_wake.wait()
+            self._ltp_wake = trio.Event()
+            if d is not None and self._ltp_now() >= d:
+                self._apply(self._ltp_result(ltp.on_tick(self._ltp_now())))
+                # Let the socket drain before the next burst of segments.
+                await trio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------ timers and contacts
 
@@ -1412,6 +1525,21 @@ class Node:
         mpeer = self._mtcp.get(c.to)
         if mpeer is not None:
             mpeer.contact = c
+        if self.ltp is not None and self.ltp.has(c.to):
+            owlt = None
+            if self.plan is not None:
+                owlt = self.plan.owlt_s(c.frm, c.to, max(c.start_s, self._plan_s()))
+            self._apply(
+                self._ltp_result(
+                    self.ltp.contact(
+                        c.to,
+                        True,
+                        self._ltp_now(),
+                        owlt_s=owlt,
+                        rate_bytes_s=c.rate_bytes_s if c.rate_bytes_s > 0 else None,
+                    )
+                )
+            )
         self._open_contacts.add(c)
         self._log(
             "info",
@@ -1436,6 +1564,8 @@ class Node:
         mpeer = self._mtcp.get(c.to)
         if mpeer is not None and mpeer.contact == c:
             mpeer.contact = None
+        if self.ltp is not None and self.ltp.has(c.to):
+            actions += self._ltp_result(self.ltp.contact(c.to, False, self._ltp_now()))
         self._apply(actions)
 
     # ------------------------------------------------------------ MTCP CL

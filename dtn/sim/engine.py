@@ -87,6 +87,7 @@ from dtn.agent.actions import (
     Schedule,
     Transmit,
 )
+from dtn.cl.ltp.link import LtpCl, LtpConfig, LtpNeighbour, LtpResult
 from dtn.errors import DtnError, InvalidArgument
 from dtn.node.core import NodeCore
 from dtn.node.service import Inbound, NodeCredentials, Service
@@ -313,6 +314,12 @@ class SimConfig:
     plan_epoch: DtnTime = SIM_EPOCH
     store_dir: Path | None = None
     """Directory for durable nodes' SQLite files (required if any)."""
+    ltp: bool = False
+    """Carry bundles over LTP -- the runtime's code (:mod:`dtn.cl.ltp.link`)
+    -- instead of the abstract hop-ACK link: segments of ``ltp_mtu_bytes``
+    are lost, duplicated and reordered as above; the engines pace to the
+    contact's rate, and a contact's end suspends their timers."""
+    ltp_mtu_bytes: int = 1400
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.duration_s) or self.duration_s < 0:
@@ -414,6 +421,8 @@ class _Node:
         "gen",
         "last_tick_us",
         "links",
+        "ltp",
+        "ltp_ticks",
         "num",
         "service_state",
         "spec",
@@ -436,6 +445,8 @@ class _Node:
         self.ticks: set[int] = set()
         self.last_tick_us = -1
         self.links: list[_Link] = []
+        self.ltp: LtpCl | None = None
+        self.ltp_ticks: set[int] = set()
 
 
 class _Tx:
@@ -894,6 +905,24 @@ class Simulator:
         )
         nd.agent = agent
         nd.core = core
+        if self.config.ltp:
+            peers = sorted({lk.to if lk.frm == nd.num else lk.frm for lk in nd.links})
+            nd.ltp = LtpCl(
+                node=nd.num,
+                config=LtpConfig(
+                    margin_ms=max(1, round(self.config.ack_timeout_s * 1000))
+                ),
+                neighbours=[
+                    LtpNeighbour(
+                        node=p,
+                        address=("sim", p),
+                        ltp_mtu_bytes=self.config.ltp_mtu_bytes,
+                    )
+                    for p in peers
+                ],
+                rng=random.Random(f"ltp:{self.config.seed}:{nd.num}:{nd.gen}"),
+            )
+            nd.ltp_ticks = set()
         nd.up = True
         nd.ticks = set()
         nd.last_tick_us = -1
@@ -913,6 +942,8 @@ class Simulator:
                 return
             if isinstance(a, Transmit):
                 self._transmit(nd, a)
+            elif isinstance(a, Ack) and nd.ltp is not None and nd.ltp.has(a.neighbor):
+                self._ltp_result(nd, nd.ltp.on_stored(a.cl_token, self._ltp_ms()))
             elif isinstance(a, Ack):
                 self._ack(nd, a)
             elif isinstance(a, Deliver):
@@ -1041,6 +1072,10 @@ class Simulator:
             self.trace.record(now_us, "link_down", link.frm, link.to)
             if sender.core is not None:
                 self._apply(sender, sender.core.on_contact_end(old, self.now))
+            if sender.ltp is not None and sender.ltp.has(link.to):
+                self._ltp_result(
+                    sender, sender.ltp.contact(link.to, False, self._ltp_ms())
+                )
             for tx in failing:
                 self._complete(tx, ok=False)
         if cur is not None and link.current is None:
@@ -1048,6 +1083,17 @@ class Simulator:
             self.trace.record(self._now_us, "link_up", link.frm, link.to)
             sender = self.nodes[link.frm]
             assert sender.core is not None
+            if sender.ltp is not None and sender.ltp.has(link.to):
+                self._ltp_result(
+                    sender,
+                    sender.ltp.contact(
+                        link.to,
+                        True,
+                        self._ltp_ms(),
+                        owlt_s=self._owlt_us(link.frm, link.to) / _US,
+                        rate_bytes_s=cur.rate_bytes_s if cur.rate_bytes_s > 0 else None,
+                    ),
+                )
             self._apply(sender, sender.core.on_contact_start(cur, self.now))
 
     def _feed_contact(self, i: int) -> None:
@@ -1090,6 +1136,7 @@ class Simulator:
         nd.up = False
         nd.agent = None
         nd.core = None
+        nd.ltp = None  # open sessions die with the node; its store keeps bundles
         nd.gen += 1
         nd.ticks = set()
         self._close_store(nd)
@@ -1115,6 +1162,11 @@ class Simulator:
         self.trace.record(
             self._now_us, "transmit", nd.num, t.neighbor, t.tx_id, size, data=t.data
         )
+        if nd.ltp is not None and nd.ltp.has(t.neighbor):
+            self._ltp_result(
+                nd, nd.ltp.transmit(t.neighbor, t.tx_id, t.data, self._ltp_ms())
+            )
+            return
         link = self._links.get((nd.num, t.neighbor))
         c = link.current if link is not None else None
         if link is None or c is None:
@@ -1235,6 +1287,84 @@ class Simulator:
         self.trace.record(self._now_us, "tx_done", tx.frm, tx.to, tx.tx_id, int(ok))
         if sender.core is not None and sender.gen == tx.gen:
             self._apply(sender, sender.core.on_transmit_done(tx.tx_id, ok, self.now))
+
+    # ---- LTP (SimConfig.ltp) ---------------------------------------------------
+
+    def _ltp_ms(self) -> int:
+        return self._now_us // 1000
+
+    def _ltp_result(self, nd: _Node, res: LtpResult) -> None:
+        """Carry out what a node's LTP CL asks: segments onto the links,
+        finished transmissions and received bundles to its core, and a wake-up
+        at its next deadline."""
+        for addr, data in res.sends:
+            self._ltp_segment(nd.num, addr[1], data)
+        core = nd.core
+        if core is None:
+            return
+        if res.done:
+            self._counts["tx_fail"] += sum(1 for _, ok in res.done if not ok)
+            for tx_id, ok in res.done:
+                self.trace.record(self._now_us, "tx_done", nd.num, -1, tx_id, int(ok))
+            self._apply(nd, core.on_transmit_done_many(res.done, self.now))
+        for frm, bundle, token in res.received:
+            self.trace.record(self._now_us, "receive", nd.num, frm, -1, token or 0)
+            self._apply(
+                nd,
+                core.on_receive(
+                    cla="ltp", neighbor=frm, data=bundle, now=self.now, cl_token=token
+                ),
+            )
+        ltp = nd.ltp
+        d = ltp.next_deadline() if ltp is not None else None
+        if d is not None:
+            at_us = max(math.ceil(d) * 1000, self._now_us)
+            if at_us not in nd.ltp_ticks and at_us <= self._end_us:
+                nd.ltp_ticks.add(at_us)
+                self._push(at_us, _PRIO_NORMAL, self._ltp_tick, (nd, nd.gen, at_us))
+
+    def _ltp_tick(self, arg: tuple[_Node, int, int]) -> None:
+        nd, gen, at_us = arg
+        nd.ltp_ticks.discard(at_us)
+        if gen != nd.gen or nd.ltp is None:
+            return
+        self._ltp_result(nd, nd.ltp.on_tick(self._ltp_ms()))
+
+    def _ltp_segment(self, frm: int, to: int, data: bytes) -> None:
+        """One LTP segment onto the link frm->to: lost, delayed by the light
+        time (and reordering), duplicated, as the config says."""
+        cfg = self.config
+        rng = self._rng
+        link = self._links.get((frm, to))
+        self._counts["bytes"] += len(data)
+        if (
+            link is None
+            or link.current is None
+            or (cfg.loss and rng.random() < cfg.loss)
+        ):
+            self._counts["lost"] += 1
+            return
+        arrive = self._now_us + self._owlt_us(frm, to)
+        max_jitter = _us(cfg.reorder_max_s) if (cfg.reorder or cfg.duplicate) else 0
+        if cfg.reorder and rng.random() < cfg.reorder:
+            arrive += rng.randrange(max_jitter + 1)
+        self._push(arrive, _PRIO_NORMAL, self._ltp_arrive, (to, data))
+        if cfg.duplicate and rng.random() < cfg.duplicate:
+            self._counts["dup"] += 1
+            self._push(
+                arrive + 1 + rng.randrange(max_jitter + 1),
+                _PRIO_NORMAL,
+                self._ltp_arrive,
+                (to, data),
+            )
+
+    def _ltp_arrive(self, arg: tuple[int, bytes]) -> None:
+        to, data = arg
+        nd = self.nodes[to]
+        if nd.ltp is None:
+            self._counts["lost"] += 1
+            return
+        self._ltp_result(nd, nd.ltp.on_datagram(data, self._ltp_ms()))
 
     def _feed_traffic(self, i: int) -> None:
         if i < len(self._traffic_items):

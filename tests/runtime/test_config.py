@@ -89,7 +89,7 @@ def test_eid_may_name_the_node(tmp_path: Path) -> None:
             "neighbours[0].ack",
         ),
         (
-            'node = 1\n[[neighbours]]\nnode = 2\naddress = "h:1"\ncla = "ltp"\n',
+            'node = 1\n[[neighbours]]\nnode = 2\naddress = "h:1"\ncla = "tcp"\n',
             "neighbours[0].cla",
         ),
         (
