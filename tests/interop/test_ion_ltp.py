@@ -1,0 +1,204 @@
+"""LTP segments recorded from a live ION node (ION 4.1.3, ltpcli/ltpclo over
+udplsi/udplso), replayed through our LTP convergence layer.
+
+tests/vectors/ion_ltp_segments.hex holds every segment of two runs between
+ION engine 1 (node 1) and our dtn-node, engine 2 (node 2), both directions.
+What we must do with them:
+
+- decode every segment exactly and re-encode it byte for byte;
+- as receiver (ION's blocks): cut each block into its bundles -- one per
+  block, or three when ION aggregated them -- hand them to the agent, hold
+  the report until they are stored, then send the very report ION
+  acknowledged, and close the session on ION's report acknowledgement;
+- as sender (our blocks): given the session number and checkpoint serial
+  drawn in that run, send the very segments ION received (cut to the
+  512-byte segment size), answer ION's report with the acknowledgement ION
+  got, and complete the bundles' transmissions.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+import pytest
+
+from dtn.bpv7 import decode_bundle_untrusted
+from dtn.cl.ltp.aggregate import split_block_untrusted
+from dtn.cl.ltp.link import LtpCl, LtpConfig, LtpNeighbour
+from dtn.cl.ltp.segment import (
+    DataSegment,
+    ReportAckSegment,
+    ReportSegment,
+    Segment,
+    SessionId,
+    decode_segment_untrusted,
+    encode_segment,
+)
+from tests.interop.ion_vectors import direction, load
+
+pytestmark = pytest.mark.interop
+
+V = load("ion_ltp_segments.hex")
+ION_ADDR = ("127.0.0.1", 47113)
+NOW = 1_000_000
+
+
+class ScriptedRng(random.Random):
+    """``randrange`` returns the given values first (the session number and
+    serials the live run drew), then falls back to a seeded generator."""
+
+    def __init__(self, values: list[int]) -> None:
+        super().__init__(0)
+        self.values = list(values)
+
+    def randrange(self, start: int, stop: int | None = None, step: int = 1) -> int:  # type: ignore[override]
+        if self.values:
+            return self.values.pop(0)
+        return super().randrange(start, stop, step)
+
+
+def sessions() -> dict[tuple[str, SessionId], list[tuple[str, bytes, Segment]]]:
+    """Segments grouped by (run, session), in capture order."""
+    out: dict[tuple[str, SessionId], list[tuple[str, bytes, Segment]]] = defaultdict(
+        list
+    )
+    for name, data in V.items():
+        seg = decode_segment_untrusted(data)
+        out[(name.split("-")[0], seg.session)].append((name, data, seg))
+    return dict(out)
+
+
+S = sessions()
+BIG = bytes(97 + i % 26 for i in range(2000))  # big.txt of the ltp1 run
+# (run, ION session number) -> the payloads of its block, in block order:
+# ION aggregates the bundles that reach ltpclo within its 1-s time limit.
+ION_PAYLOADS = {
+    ("ltp1", 1): [b"ION LTP bundle 1"],
+    ("ltp1", 2): [b"ION LTP bundle 2", b"ION LTP bundle 3"],
+    ("ltp1", 3): [BIG],
+    ("ltp2", 1): [b"ION aggregated bundle %d" % i for i in (3, 1, 2)],
+}
+ION_SESSIONS = [k for k in S if k[1].originator == 1]
+OUR_SESSIONS = [k for k in S if k[1].originator == 2]
+
+
+def make_cl(rng_values: list[int]) -> LtpCl:
+    cl = LtpCl(
+        node=2,
+        config=LtpConfig(engine_id=2),
+        neighbours=[
+            LtpNeighbour(
+                node=1,
+                address=ION_ADDR,
+                engine_id=1,
+                ltp_mtu_bytes=512,
+                ltp_aggregate=True,
+            )
+        ],
+        rng=ScriptedRng(rng_values),
+    )
+    cl.contact(1, True, NOW, owlt_s=1.0)
+    return cl
+
+
+def test_the_capture_has_what_the_file_says() -> None:
+    assert len(V) == 35
+    assert len(ION_SESSIONS) == 4
+    assert len(OUR_SESSIONS) == 5
+    for key, segs in S.items():
+        # Every session ends with the report acknowledgement: all succeeded.
+        assert isinstance(segs[-1][2], ReportAckSegment), key
+
+
+@pytest.mark.parametrize("name", list(V))
+def test_every_segment_reencodes_byte_for_byte(name: str) -> None:
+    assert encode_segment(decode_segment_untrusted(V[name])) == V[name]
+
+
+@pytest.mark.parametrize("key", ION_SESSIONS, ids=str)
+def test_ion_block_is_received_reported_as_ion_expects_and_closed(
+    key: tuple[str, SessionId],
+) -> None:
+    segs = S[key]
+    ion_data = [(d, s) for n, d, s in segs if isinstance(s, DataSegment)]
+    ((_, our_rs_bytes, our_rs),) = [
+        (n, d, s) for n, d, s in segs if isinstance(s, ReportSegment)
+    ]
+    ((ra_name, ra_bytes, _),) = [
+        (n, d, s) for n, d, s in segs if isinstance(s, ReportAckSegment)
+    ]
+    assert direction(ra_name) == "ion>dcis"
+    assert isinstance(our_rs, ReportSegment)
+    # The run drew: our first session number (unused here), the report serial.
+    cl = make_cl([12345, our_rs.report_serial])
+    received = []
+    for data, _ in ion_data:
+        res = cl.on_datagram(data, NOW)
+        assert res.sends == []  # persist before acknowledging: report held
+        received += res.received
+    bundles = [decode_bundle_untrusted(b) for _, b, _ in received]
+    assert all(nb == 1 for nb, _, _ in received)
+    block = b"".join(s.data for _, s in ion_data if isinstance(s, DataSegment))
+    assert b"".join(b for _, b, _ in received) == block
+    payloads = [b.payload for b in bundles]
+    assert payloads == ION_PAYLOADS[(key[0], key[1].number)]
+    sends = []
+    for _, _, token in received:
+        assert token is not None
+        sends += cl.on_stored(token, NOW + 1).sends
+    assert sends == [(ION_ADDR, our_rs_bytes)]  # the report ION acknowledged
+    assert cl.engine.sessions_in == 1
+    res = cl.on_datagram(ra_bytes, NOW + 2)
+    assert res.sends == []
+    assert cl.engine.sessions_in == 0
+    assert cl.engine.counters.junk == 0
+
+
+def test_ion_blocks_split_into_the_bundles_ion_aggregated() -> None:
+    for key in ION_SESSIONS:
+        block = b"".join(s.data for _, _, s in S[key] if isinstance(s, DataSegment))
+        bundles, err = split_block_untrusted(block)
+        assert err is None
+        payloads = [decode_bundle_untrusted(b).payload for b in bundles]
+        assert payloads == ION_PAYLOADS[(key[0], key[1].number)]
+
+
+@pytest.mark.parametrize("key", OUR_SESSIONS, ids=str)
+def test_our_block_goes_out_as_ion_received_it_and_completes(
+    key: tuple[str, SessionId],
+) -> None:
+    segs = S[key]
+    ours = [(d, s) for n, d, s in segs if isinstance(s, DataSegment)]
+    ((rs_name, rs_bytes, _),) = [
+        (n, d, s) for n, d, s in segs if isinstance(s, ReportSegment)
+    ]
+    ((_, ra_bytes, _),) = [
+        (n, d, s) for n, d, s in segs if isinstance(s, ReportAckSegment)
+    ]
+    assert direction(rs_name) == "ion>dcis"
+    first = ours[0][1]
+    assert isinstance(first, DataSegment)
+    last = ours[-1][1]
+    assert isinstance(last, DataSegment)
+    assert last.checkpoint_serial is not None
+    # The run drew: the session number, then the first checkpoint serial.
+    cl = make_cl([key[1].number, last.checkpoint_serial])
+    block = b"".join(s.data for _, s in ours if isinstance(s, DataSegment))
+    bundles, err = split_block_untrusted(block)
+    assert err is None
+    sends = []
+    for tx, b in enumerate(bundles, 1):
+        sends += cl.transmit(1, tx, b, NOW).sends
+    # ltp_aggregate: the block leaves when the aggregation time is up.
+    assert sends == []
+    sends = cl.on_tick(NOW + cl.config.aggregate_ms).sends
+    assert sends == [(ION_ADDR, d) for d, _ in ours]  # byte for byte
+    res = cl.on_datagram(rs_bytes, NOW + 100)
+    assert res.sends == [(ION_ADDR, ra_bytes)]
+    assert sorted(res.done) == [(tx, True) for tx in range(1, len(bundles) + 1)]
+    assert cl.engine.sessions_out == 0
+    if key[0] == "ltp2":
+        assert [decode_bundle_untrusted(b).payload for b in bundles] == [
+            b"DCiS aggregated"
+        ] * 3
