@@ -17,7 +17,13 @@ open (get). No hashing, checksums, messages or stores.
 Target: dfs put and get each >= 70% of raw. Medians of ``--repeats`` runs,
 raw and dfs alternating so that load from other processes hits both.
 
+``--daemons N`` (N >= n) instead starts N ``dtn-node`` daemons on loopback
+UDP (full mesh, keys, ``dfs.stack:factory``) and times, through node 1's
+app API, a put until every holder has confirmed its share and a get from a
+node that holds no share.
+
     .venv/bin/python bench/dfs.py [--size-mb 32] [--repeats 5] [--k 3 --n 10]
+    .venv/bin/python bench/dfs.py --daemons 5 --k 2 --n 4 --size-mb 16
 """
 
 from __future__ import annotations
@@ -95,15 +101,154 @@ def dfs_get(c: Cluster, name: str) -> tuple[bytes, list[int]]:
     return op.result(), sorted(op.shares_fetched)
 
 
+def daemons_bench(count: int, size: int, k: int, n: int, repeats: int) -> None:
+    """Put/get MB/s across ``count`` daemons on loopback (see the docstring)."""
+    import signal
+    import socket
+    import subprocess
+    import tempfile
+
+    from dfs.api import Dfs
+    from dfs.core.errors import PlacementError
+    from dtn.client import ClientError
+    from tools.testbed import make_keystores
+
+    nodes = list(range(1, count + 1))
+    work = Path(tempfile.mkdtemp(prefix="dcis-dfs-bench-"))
+    socks = []
+    for _ in nodes:
+        sk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sk.bind(("127.0.0.1", 0))
+        socks.append(sk)
+    ports = {nd: s_.getsockname()[1] for nd, s_ in zip(nodes, socks, strict=True)}
+    for s_ in socks:
+        s_.close()
+    keys = make_keystores(work / "keys", nodes)
+    plan = work / "mesh.ionrc"
+    plan.write_text(
+        "".join(
+            f"a contact +0 +86400 {a} {b} 1000000000\na range +0 +86400 {a} {b} 0\n"
+            for a in nodes
+            for b in nodes
+            if a != b
+        )
+    )
+    epoch = time.time()
+    for nd in nodes:
+        lines = [
+            f"node = {nd}",
+            f'listen = "127.0.0.1:{ports[nd]}"',
+            f'app_socket = "{work / f"n{nd}.sock"}"',
+            f'plan = "{plan}"',
+            f"plan_epoch_unix_s = {epoch!r}",
+            'log_level = "warning"',
+            "[store]",
+            f'path = "{work / f"n{nd}.db"}"',
+            "[security]",
+            f'keystore = "{keys[nd]}"',
+            "[services]",
+            'factories = ["dfs.stack:factory"]',
+        ]
+        for m in nodes:
+            if m != nd:
+                lines += [
+                    "[[neighbours]]",
+                    f"node = {m}",
+                    f'address = "127.0.0.1:{ports[m]}"',
+                ]
+        (work / f"n{nd}.toml").write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "DCIS_DFS_DIR": str(work / "dfs")}
+    root = Path(__file__).resolve().parents[1]
+    procs = []
+    try:
+        for nd in nodes:
+            with (work / f"n{nd}.log").open("wb") as log:
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "tools.dtn_node",
+                            "--config",
+                            str(work / f"n{nd}.toml"),
+                        ],
+                        stdout=log,
+                        stderr=log,
+                        cwd=root,
+                        env=env,
+                    )
+                )
+
+        def connect(nd: int) -> Dfs:
+            for _ in range(600):
+                try:
+                    return Dfs.connect(str(work / f"n{nd}.sock"), timeout_s=600)
+                except ClientError:
+                    time.sleep(0.1)
+            raise SystemExit(f"node {nd} did not come up; see {work}")
+
+        fs = connect(1)
+        data = os.urandom(size)
+        warm = time.monotonic() + 120
+        while True:  # until membership has found n alive members
+            try:
+                fs.put("warmup", b"x", k=k, n=n, wait_placed_s=30)
+                break
+            except PlacementError:
+                if time.monotonic() > warm:
+                    raise
+                time.sleep(1)
+        puts, gets = [], []
+        for r in range(repeats):
+            t = time.perf_counter()
+            res = fs.put(f"o{r}", data, k=k, n=n, wait_placed_s=600)
+            puts.append(time.perf_counter() - t)
+            assert res["placed"] == n, res
+            reader = next(nd for nd in nodes if nd not in res["holders"])
+            other = connect(reader)
+            for _ in range(600):  # until the manifest is in the reader's log
+                try:
+                    other.stat(f"o{r}")
+                    break
+                except Exception:
+                    time.sleep(0.1)
+            t = time.perf_counter()
+            got = other.get(f"o{r}")
+            gets.append(time.perf_counter() - t)
+            assert got == data
+            other.close()
+        fs.close()
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    mb = size / 1e6
+    print(
+        f"{count} daemons on loopback UDP, object {size >> 20} MiB, k={k} n={n}, median of {repeats}"
+    )
+    print(f"put (until {n} shares confirmed)  {mb / statistics.median(puts):8.1f} MB/s")
+    print(f"get (from a node holding none)  {mb / statistics.median(gets):8.1f} MB/s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mb", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--n", type=int, default=10)
+    ap.add_argument(
+        "--daemons", type=int, default=0, help="run across N daemons instead"
+    )
     a = ap.parse_args()
     k, n = a.k, a.n
     size = a.size_mb << 20
+    if a.daemons:
+        daemons_bench(a.daemons, size, k, n, a.repeats)
+        return
     data = os.urandom(size)
     key = os.urandom(32)
     cfg = DfsConfig(k=k, n=n, chunk_size=CHUNK, maintenance_interval_ms=10**12)

@@ -145,6 +145,7 @@ def main() -> None:
     ap.add_argument(
         "--secure", action="store_true", help="key stores (MACs on hop ACKs)"
     )
+    ap.add_argument("--trace", action="store_true", help="print RSS and fds over time")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dcis-soak-"))
     stop = threading.Event()
@@ -370,6 +371,14 @@ def main() -> None:
             f"RSS after warm-up {start:.1f} -> end {end:.1f} MiB ({(end - start) / start * 100:+.1f}%)"
         )
     print(f"reference: idle daemon RSS {ref_rss / 1024:.1f} MiB")
+    if args.trace:
+        for t, rss, fds in samples[:: max(1, len(samples) // 30)]:
+            print(
+                f"  t={t:6.1f} s  RSS MiB "
+                + " ".join(f"{n}:{v / 1024:.1f}" for n, v in rss.items())
+                + "  fds "
+                + " ".join(f"{n}:{v}" for n, v in fds.items())
+            )
     shutil.rmtree(work, ignore_errors=True)
 
 

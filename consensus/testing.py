@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
 from dtn.node.service import Inbound, NodeCredentials, Send, Service
+from dtn.routing.contact import Contact, Range
 from dtn.routing.plan import ContactPlan
 
 # -- schedules ---------------------------------------------------------------
@@ -348,6 +349,10 @@ class Cluster:
         """Whether ``node`` is running."""
         return node in self.services
 
+    def durable(self, node: int, number: int) -> Mapping[str, bytes]:
+        """The durable map of ``node``'s services (one map per node here)."""
+        return self.states[node].data
+
     # -- node lifecycle ------------------------------------------------------
 
     def crash(self, node: int) -> None:
@@ -589,3 +594,148 @@ def _linearizable_key(ops: list[RegisterOp], initial: bytes | None) -> bool:
             if ok:
                 stack.append((done | (1 << i), new))
     return False
+
+
+# -- the same, on dtn.sim.Simulator ------------------------------------------
+
+
+def mesh_plan(
+    nodes: Sequence[int],
+    *,
+    duration_s: float,
+    owlt_s: float = 0.05,
+    rate_bytes_s: float = 1e6,
+) -> ContactPlan:
+    """A plan where every pair of ``nodes`` is in contact all the time."""
+
+    contacts = [
+        Contact(a, b, 0.0, duration_s, rate_bytes_s)
+        for a in nodes
+        for b in nodes
+        if a != b
+    ]
+    ranges = [
+        Range(a, b, 0.0, duration_s, owlt_s) for a in nodes for b in nodes if a != b
+    ]
+    return ContactPlan(contacts, ranges)
+
+
+class SimCluster:
+    """:class:`Cluster`'s interface over the real bundle-layer simulator
+    (:class:`dtn.sim.engine.Simulator` with ``services=factory``): bundles,
+    agents, stores, CGR over ``plan`` (default: a full mesh), store and
+    forward through a partition. Times are DTN ms as the services see them.
+    A partition lasts until :meth:`heal` (or the next :meth:`partition`).
+    """
+
+    def __init__(
+        self,
+        nodes: Sequence[int],
+        factory: Factory,
+        *,
+        seed: int = 0,
+        plan: ContactPlan | None = None,
+        duration_s: float = 3_600.0,
+        credentials: dict[int, NodeCredentials] | None = None,
+    ) -> None:
+        from dtn.sim.engine import SimConfig, Simulator
+
+        self.nodes = tuple(nodes)
+        self.plan = (
+            plan if plan is not None else mesh_plan(self.nodes, duration_s=duration_s)
+        )
+        self.sim = Simulator(
+            self.plan,
+            SimConfig(seed=seed, duration_s=duration_s),
+            nodes=self.nodes,
+            services=factory,
+            credentials=credentials,
+        )
+        self.history = {n: History(n) for n in self.nodes}
+        self._groups: tuple[frozenset[int], ...] | None = None
+        self.sim.run_until(0.0)
+        for n in self.nodes:
+            self.history[n].events.append(Event(self.now_ms, "start", "1"))
+
+    @property
+    def now_ms(self) -> int:
+        """Current DTN time (ms)."""
+        return int(self.sim.now)
+
+    def _plan_s(self, dtn_ms: int) -> float:
+        return (dtn_ms - int(self.sim.config.plan_epoch)) / 1000
+
+    def advance(self, until_ms: int) -> None:
+        """Run events up to DTN time ``until_ms`` (under the current partition)."""
+        from dtn.sim.engine import Partition as SimPartition
+
+        end_s = self._plan_s(until_ms)
+        if self._groups is not None and end_s > self.sim.now_s:
+            # The simulator's partitions are windows: one per step while cut.
+            self.sim.add_partition(
+                SimPartition(start_s=self.sim.now_s, end_s=end_s, groups=self._groups)
+            )
+        self.sim.run_until(end_s)
+
+    def service(self, node: int, number: int) -> Service | None:
+        """The running service ``number`` of ``node``, if any."""
+        return self.sim.service(node, number)
+
+    def running(self) -> Iterator[tuple[int, list[Service]]]:
+        """(node, services) of every running node."""
+        for n in self.nodes:
+            core = self.sim.core(n)
+            if core is not None:
+                yield n, list(core.services.values())
+
+    def alive(self, node: int) -> bool:
+        """Whether ``node`` is running."""
+        return self.sim.core(node) is not None
+
+    def call(self, node: int, fn: Callable[[Service], object], number: int) -> object:
+        """Run ``fn`` on a running service now; the node's timers are
+        re-armed by a zero-length step of the simulator."""
+        svc = self.service(node, number)
+        if svc is None:
+            raise LookupError(f"node {node} runs no service {number}")
+        result = fn(svc)
+        nd = self.sim.nodes[node]
+        self.sim._want_tick(
+            nd, nd.core.next_deadline() if nd.core is not None else None
+        )
+        return result
+
+    def durable(self, node: int, number: int) -> Mapping[str, bytes]:
+        """Service ``number``'s committed durable map on ``node``."""
+        backend = self.sim.nodes[node].service_state
+        return {
+            k: v
+            for k in backend.service_keys(number)
+            if (v := backend.service_get(number, k)) is not None
+        }
+
+    def partition(self, groups: Sequence[frozenset[int]]) -> None:
+        """Cut the network into ``groups`` from now until :meth:`heal`."""
+        self._groups = tuple(groups)
+
+    def heal(self) -> None:
+        """End the partition (bundles held back then flow)."""
+        self._groups = None
+
+    def crash(self, node: int) -> None:
+        """Crash ``node`` now (its service state survives)."""
+        if self.alive(node):
+            self.sim.crash(node)
+            self.history[node].events.append(Event(self.now_ms, "crash"))
+
+    def restart(self, node: int) -> None:
+        """Restart ``node`` now."""
+        if not self.alive(node):
+            self.sim.restart(node)
+            self.history[node].events.append(Event(self.now_ms, "start"))
+
+    def heal_all(self) -> None:
+        """Heal, and restart every crashed node."""
+        self.heal()
+        for n in self.nodes:
+            self.restart(n)

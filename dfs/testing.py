@@ -18,7 +18,7 @@ stamp standing in for the log's hybrid logical clock).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -429,6 +429,12 @@ class Cluster:
         for n, svc in list(self.services.items()):
             if n in self.up:
                 self._emit(n, svc.on_tick(self.now_ms))
+                due = svc.next_deadline()
+                # A node's driver ticks a service until its deadline moves
+                # past now (NodeCore gives up after 64 rounds).
+                assert due is None or due > self.now_ms, (
+                    f"node {n}: deadline {due} still due"
+                )
         self.deliver()
 
     def maintain(self) -> None:
@@ -493,3 +499,59 @@ class AppTransport:
 
     def status(self) -> dict[str, object]:
         return {"node": self.node}
+
+    def close(self) -> None:
+        """Nothing to close (the cluster lives on)."""
+
+
+class CommandService:
+    """Service 99 for simulations: runs queued commands against its node's
+    :class:`DfsService` from inside the node (``NodeCore`` then ticks the
+    object store in the same step, so its sends leave at once). It wakes
+    every ``wake_ms`` to look at its queue; ``on_wake`` (e.g. a fake log's
+    gossip) runs at each wake."""
+
+    service = 99
+
+    def __init__(
+        self,
+        dfs: DfsService,
+        *,
+        wake_ms: int = 2_000,
+        on_wake: Callable[[], None] | None = None,
+    ) -> None:
+        self.dfs = dfs
+        self.wake_ms = wake_ms
+        self.on_wake = on_wake
+        self.queue: list[Callable[[DfsService, int], None]] = []
+        self._now = 0
+
+    def start(self, ctx: object, now_ms: int) -> list[Send]:
+        self._now = now_ms
+        return []
+
+    def on_bundle(self, inbound: Inbound, now_ms: int) -> list[Send]:
+        return []
+
+    def on_send_result(
+        self, tag: int, bundle_key: str | None, error: str | None, now_ms: int
+    ) -> list[Send]:
+        return []
+
+    def on_contact(self, neighbor: int, up: bool, now_ms: int) -> list[Send]:
+        return []
+
+    def on_tick(self, now_ms: int) -> list[Send]:
+        self._now = now_ms
+        if self.on_wake is not None:
+            self.on_wake()
+        queue, self.queue = self.queue, []
+        for cmd in queue:
+            cmd(self.dfs, now_ms)
+        return []
+
+    def next_deadline(self) -> int | None:
+        return self._now + self.wake_ms
+
+    def stop(self) -> None:
+        """Nothing to release."""

@@ -23,6 +23,7 @@ def add_target_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--wait",
+        dest="node_wait_s",
         type=float_in(0.0, 3600.0),
         default=0.0,
         metavar="SECONDS",
@@ -49,7 +50,7 @@ def connect(args: argparse.Namespace, *, timeout_s: float = 10.0) -> Client:
     """Open a client, retrying for ``--wait`` seconds while the node is not
     up yet; a failure becomes a one-line CommandError."""
     path = socket_path(args)
-    deadline = time.monotonic() + getattr(args, "wait", 0.0)
+    deadline = time.monotonic() + getattr(args, "node_wait_s", 0.0)
     while True:
         try:
             return Client(path, timeout_s=timeout_s)

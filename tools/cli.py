@@ -42,6 +42,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tools.cmd_bundles",
     "tools.cmd_testbed",
     "tools.cmd_dfs",
+    "tools.cmd_members",
     "tools.cmd_log",
 )
 

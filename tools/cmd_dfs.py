@@ -8,6 +8,13 @@
 
 put and get draw a progress bar (bytes, shares, rate) on a terminal, and
 stay quiet with ``--json`` or when stderr is not a terminal.
+
+examples:
+  dcis put image.raw sat3/image-0042 --k 3 --n 10 --node 1
+  dcis get sat3/image-0042 -o image.raw --node 2
+  dcis ls sat3/ --json --node 1
+  dcis stat sat3/image-0042 --node 1
+  dcis rm sat3/image-0042 --node 1
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any
 from dfs.api import Dfs, Progress
 from dfs.core.errors import DfsError
 from dtn.client import ClientError
-from tools.appclient import add_target_options, socket_path
+from tools.appclient import add_target_options, connect
 from tools.cli import CommandError
 
 
@@ -87,11 +94,13 @@ def _common(
 
 @contextmanager
 def _fs(args: argparse.Namespace) -> Iterator[Dfs]:
+    client = connect(args, timeout_s=30.0)
     try:
-        with Dfs.connect(socket_path(args), timeout_s=args.timeout) as fs:
-            yield fs
+        yield Dfs(client, timeout_s=args.timeout)
     except (DfsError, ClientError, TimeoutError, OSError) as exc:
         raise CommandError(str(exc)) from exc
+    finally:
+        client.close()
 
 
 @contextmanager

@@ -34,7 +34,12 @@ def register(subparsers: Any) -> None:
         "log", help="the replicated key-value log", description=__doc__
     )
     sub = p.add_subparsers(dest="log_command", metavar="ACTION", required=True)
-    a = sub.add_parser("append", help="submit a put or compare-and-set")
+    a = sub.add_parser(
+        "append",
+        help="submit a put or compare-and-set",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     a.add_argument("key")
     a.add_argument("value")
     a.add_argument(
@@ -42,10 +47,20 @@ def register(subparsers: Any) -> None:
         metavar="OLD",
         help="commit only if KEY's committed value is OLD ('' = absent)",
     )
-    g = sub.add_parser("get", help="read a key")
+    g = sub.add_parser(
+        "get",
+        help="read a key",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     g.add_argument("key")
     g.add_argument("--level", choices=["committed", "tentative"], default="committed")
-    s = sub.add_parser("status", help="term, leader, commit index, members, state hash")
+    s = sub.add_parser(
+        "status",
+        help="term, leader, commit index, members, state hash",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     s.add_argument("--json", action="store_true", help="one JSON object")
     for q in (a, g, s):
         q.add_argument(

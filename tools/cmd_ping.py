@@ -104,13 +104,19 @@ def run(args: argparse.Namespace) -> int:
             for i in range(args.count):
                 t0 = time.perf_counter()
                 payload = struct.pack(">QQ", os.getpid(), i) + bytes(args.size - 16)
-                client.send(
-                    dest,
-                    payload,
-                    source=endpoint,
-                    lifetime_ms=int(args.timeout * 1000) + 1000,
-                )
+                # Counted before the reply: Ctrl-C while the node stores it
+                # still reports it as sent.
                 sent += 1
+                try:
+                    client.send(
+                        dest,
+                        payload,
+                        source=endpoint,
+                        lifetime_ms=int(args.timeout * 1000) + 1000,
+                    )
+                except ClientError:
+                    sent -= 1
+                    raise
                 deadline = t0 + args.timeout
                 while True:
                     b = client.receive(

@@ -2,6 +2,7 @@
 
     dcis sim --plan FILE --seed N --duration SECONDS --traffic FILE [--loss P] [--json]
              [--services MODULE:FACTORY]
+             [--membership [--crash NODE@SECONDS ...]]
 
 example:
     dcis sim --plan tools/plans/chain4.ionrc --seed 1 --duration 3600 --traffic examples/traffic.txt
@@ -12,6 +13,12 @@ The plan is an ionrc or HDTN JSON contact plan; the traffic file has lines
 ``--json`` prints one JSON object (the run's summary, including
 ``trace_sha256``: the same inputs and seed always print the same object;
 ``deleted`` and ``deleted_reasons`` count bundles agents deleted on purpose).
+
+``--membership`` also runs membership (service 16) on every node of the plan
+(:mod:`consensus.membership.sim`: same plan, seed and loss; resources from
+the seeded orbit model) and adds ``membership_converged_s``,
+``false_suspicions``, ``false_dead``, ``detect_s_p50``, ``detect_s_p99`` and
+``membership_msgs_per_node_s`` to the summary.
 ``--services pkg.mod:factory`` runs node services on every node:
 ``factory(node, incarnation)`` returns that node's services (spec/node.md).
 """
@@ -24,8 +31,11 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from consensus.membership.orbit import OrbitModel
+from consensus.membership.service import MembershipConfig
+from consensus.membership.sim import MembershipSim
 from dtn.errors import DtnError
-from dtn.routing.plan import load_plan
+from dtn.routing.plan import ContactPlan, load_plan
 from dtn.runtime.services import load_factory
 from dtn.sim import SIM_EPOCH, SimConfig, SimSummary, Simulator, parse_traffic
 from dtn.time import DtnTime, dtn_time_from_unix
@@ -66,6 +76,20 @@ def register(subparsers: Any) -> None:
         help="also write the event trace, one line per event",
     )
 
+    p.add_argument(
+        "--membership",
+        action="store_true",
+        help="also run membership (service 16) on every node of the plan, with the seeded orbit resource model, and add its figures",
+    )
+    p.add_argument(
+        "--crash",
+        action="append",
+        default=[],
+        type=_crash_arg,
+        metavar="NODE@SECONDS",
+        help="with --membership: crash NODE at plan time SECONDS (repeatable)",
+    )
+
     def error(message: str) -> NoReturn:
         # The dcis convention: one `error:` line and exit status 2.
         print(f"error: {message}", file=sys.stderr)
@@ -73,6 +97,46 @@ def register(subparsers: Any) -> None:
 
     p.error = error
     p.set_defaults(func=run)
+
+
+def _crash_arg(text: str) -> tuple[int, float]:
+    node, sep, at = text.partition("@")
+    try:
+        if not sep:
+            raise ValueError(text)
+        return int(node), float(at)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected NODE@SECONDS, got {text!r}"
+        ) from None
+
+
+def membership_figures(
+    plan: ContactPlan,
+    *,
+    seed: int,
+    duration_s: float,
+    loss: float,
+    crashes: list[tuple[int, float]],
+) -> dict[str, Any]:
+    """Run membership on every node of ``plan`` (see
+    :mod:`consensus.membership.sim`) and return the ``--membership`` keys."""
+    sim = MembershipSim(
+        sorted(plan.nodes),
+        seed=seed,
+        plan=plan,
+        loss=loss,
+        orbit=OrbitModel(seed=seed),
+        # Contacts come and go over minutes: a 5 s protocol period, and a
+        # member with no round trip in the next 10 minutes is unreachable.
+        config=MembershipConfig(
+            period_ms=5_000, probe_timeout_ms=1_000, horizon_ms=600_000
+        ),
+    )
+    for node, at in crashes:
+        sim.crash(node, at)
+    sim.run_until(duration_s)
+    return sim.summary(duration_s)
 
 
 def _readable(s: SimSummary, out: TextIO) -> None:
@@ -182,8 +246,26 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if trace_file is not None:
             trace_file.close()
+    figures = summary.to_dict()
+    if args.membership:
+        for node, _ in args.crash:
+            if node not in known:
+                raise CommandError(f"--crash: node {node} is not in the plan")
+        member = membership_figures(
+            plan,
+            seed=args.seed,
+            duration_s=args.duration,
+            loss=args.loss,
+            crashes=args.crash,
+        )
+        figures.update(member)
     if args.json:
-        print(json.dumps(summary.to_dict(), sort_keys=True))
+        print(json.dumps(figures, sort_keys=True))
     else:
         _readable(summary, sys.stdout)
+        if args.membership:
+            print(
+                "membership: " + ", ".join(f"{k} {member[k]}" for k in sorted(member)),
+                file=sys.stdout,
+            )
     return 0

@@ -6,7 +6,7 @@ traffic), stops everything and prints the same summary keys as ``dcis sim``.
 Ctrl-C stops the daemons and exits 130.
 
 example:
-  dcis testbed --plan tools/plans/chain4.ionrc --duration 20 --traffic examples/traffic.txt
+  dcis testbed --plan tools/plans/chain4.ionrc --duration 12 --traffic examples/traffic.txt
 """
 
 from __future__ import annotations
@@ -61,6 +61,14 @@ def register(subparsers: Any) -> None:
         "--netns",
         action="store_true",
         help="each daemon in its own network namespace behind the emulator (Linux, needs root)",
+    )
+    p.add_argument(
+        "--services",
+        action="append",
+        default=[],
+        metavar="MODULE:FACTORY",
+        help="a node-service factory every daemon runs ([services] factories; repeatable), "
+        "e.g. consensus.logfactory:factory with DCIS_LOG_MEMBERS=1,2,3,4,5",
     )
     p.set_defaults(func=run)
 
@@ -139,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
             log_level="warning",
             secure=args.secure,
             netns=args.netns,
+            services=tuple(args.services),
         )
         try:
             tb = Testbed(opts)

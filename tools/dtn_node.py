@@ -86,6 +86,11 @@ def effective_config(config: NodeConfig) -> dict[str, Any]:
             }
             for nb in config.neighbours
         ],
+        "tcpcl_listen": None
+        if config.tcpcl_listen is None
+        else f"{config.tcpcl_listen[0]}:{config.tcpcl_listen[1]}",
+        "dtn_routes": dict(config.dtn_routes),
+        "services": ["echo", *config.service_factories],
         "security": config.security is not None and config.security.enabled,
         "log_level": config.log_level,
     }

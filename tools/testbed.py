@@ -63,6 +63,8 @@ class TestbedOptions:
     secure: bool = False
     """Make an operator key and one key store per node (``workdir/keys``),
     certify every node, and run every daemon with ``[security]`` on."""
+    services: tuple[str, ...] = ()
+    """``[services] factories`` of every daemon (``"module:factory"``)."""
     netns: bool = False
     """Run each daemon in its own network namespace (Linux, root), joined to
     the emulator by a veth pair; see :class:`NetnsHosts`."""
@@ -318,6 +320,11 @@ class Testbed:
             ]
             if n in keystores:
                 lines += ["[security]", f'keystore = "{keystores[n]}"']
+            if opts.services:
+                lines += [
+                    "[services]",
+                    f"factories = {json.dumps(list(opts.services))}",
+                ]
             for m in sorted(neighbours[n]):
                 h, p = relay[(n, m)]
                 lines += [

@@ -90,6 +90,7 @@ class KvState:
     values: dict[str, bytes] = field(default_factory=dict)
     applied: dict[int, int] = field(default_factory=dict)
     rejected: dict[EntryId, str] = field(default_factory=dict)
+    _hash: str | None = field(default=None, compare=False, repr=False)
 
     def is_applied(self, eid: EntryId) -> bool:
         """True once ``eid`` is committed or rejected."""
@@ -107,6 +108,7 @@ class KvState:
         last = self.applied.get(entry.origin, 0)
         if entry.seq <= last:
             return None
+        self._hash = None
         self.applied[entry.origin] = entry.seq
         reason = ""
         if entry.seq != last + 1:
@@ -151,7 +153,9 @@ class KvState:
     def state_hash(self) -> str:
         """SHA-256 (hex) of the canonical state: equal on every node that
         applied the same committed log."""
-        return hashlib.sha256(self.encode()).hexdigest()
+        if self._hash is None:
+            self._hash = hashlib.sha256(self.encode()).hexdigest()
+        return self._hash
 
 
 def decode_kv_untrusted(data: bytes) -> KvState:

@@ -82,6 +82,9 @@ from consensus.log.wire import (
     Snapshot,
     VoteReply,
     VoteRequest,
+    _bytes,
+    _int,
+    _list,
     decode_entry_untrusted,
     decode_message_untrusted,
     decode_record_untrusted,
@@ -91,8 +94,22 @@ from consensus.log.wire import (
     signed_part,
 )
 from consensus.membership.view import MembershipView, MemberState
+from crypto.certificate import (
+    NodeCertificate,
+    decode_certificate_untrusted,
+    encode_certificate,
+    verify_certificate,
+)
+from crypto.errors import CryptoError
+from crypto.keys import verify_signature
 from dtn.errors import DecodeError, InvalidArgument
-from dtn.node.service import Inbound, Send, ServiceContext, ServiceState
+from dtn.node.service import (
+    Inbound,
+    NodeCredentials,
+    Send,
+    ServiceContext,
+    ServiceState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +119,11 @@ SERVICE_NUMBER = 17
 
 class LogError(InvalidArgument):
     """A local caller's request the log refuses (bad op, tentative set full)."""
+
+
+class LogCorrupt(DecodeError):
+    """The log's durable state does not decode (raised by ``start``: the
+    node must not take part with a damaged Raft log)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,6 +139,9 @@ class LogParams:
     max_batch: int = 64
     max_tentative: int = 100_000
     max_voters: int = 7
+    boot_voters: tuple[int, ...] = ()
+    """The first voter configuration; empty: from the view or the plan (see
+    ``LogService._boot_voters``). Every node must start with the same one."""
     """At most this many members vote; the others follow the log as learners."""
     fanout: int = 4
     """Gossip goes to the leader and this many other members drawn at random
@@ -199,7 +224,9 @@ class LogService:
         self._urgent = False
         self._outbox: list[Send] = []
         self._view_cache: dict[str, bytes] | None = None
+        self._sorted_cache: list[Entry] | None = None
         self._timeout_cache: tuple[int, int] = (-1, 0)
+        self._certs: dict[int, NodeCertificate] = {}
         self.dropped = 0
         """Messages dropped as malformed or from non-members (a counter for tests and status)."""
 
@@ -210,29 +237,57 @@ class LogService:
         self.ctx = ctx
         self.node = ctx.node
         st = ctx.state
+        if ctx.credentials is not None:
+            self._certs[self.node] = ctx.credentials.certificate
+        try:
+            self._load(st)
+        except (DecodeError, ValueError) as exc:
+            raise LogCorrupt(
+                f"log state of node {self.node} is damaged: {exc}"
+            ) from exc
+        self.own_seq = max(
+            [self.own_seq, self.kv.applied.get(self.node, 0)]
+            + [e.seq for e in self.tentative.values() if e.origin == self.node]
+        )
+        self._recompute_voters()
+        commit = st.get("commit")
+        if commit is not None:
+            self._advance_commit(
+                min(
+                    _int(loads_untrusted(commit, "log commit"), "commit"),
+                    self.last_index,
+                )
+            )
+        self.hlc = self.hlc.tick(now_ms)
+        self._reset_election(now_ms)
+        self._gossip_at = now_ms
+        return []
+
+    def _load(self, st: ServiceState) -> None:
+        """Read meta, boot voters, snapshot, log records, tentative entries
+        and own sequence; DecodeError on damaged records (a damaged
+        tentative entry is dropped and logged instead)."""
         meta = st.get("meta")
         if meta is not None:
-            m = loads_untrusted(meta, "log meta")
-            assert isinstance(m, list)
-            self.term = int(m[0])  # type: ignore[arg-type]
-            self.voted_for = m[1] if isinstance(m[1], int) else None
+            m = _list(loads_untrusted(meta, "log meta"), 2, "meta")
+            self.term = _int(m[0], "term")
+            self.voted_for = None if m[1] is None else _int(m[1], "voted for")
         boot = st.get("boot")
         if boot is None:
-            voters = self._desired_voters() or (self.node,)
+            voters = self._boot_voters()
             st.put("boot", dumps(list(voters)))
             self.snap_voters = voters
         else:
-            b = loads_untrusted(boot, "log boot")
-            assert isinstance(b, list)
-            self.snap_voters = tuple(int(x) for x in b)  # type: ignore[arg-type]
+            b = _list(loads_untrusted(boot, "log boot"), None, "boot")
+            self.snap_voters = tuple(_int(x, "voter") for x in b)
         snap = st.get("snap")
         if snap is not None:
-            s = loads_untrusted(snap, "log snapshot")
-            assert isinstance(s, list)
-            assert isinstance(s[3], bytes)
-            self.snap_index, self.snap_term = int(s[0]), int(s[1])  # type: ignore[arg-type]
-            self.snap_voters = tuple(int(x) for x in s[2])  # type: ignore[arg-type, union-attr]
-            self.snap_blob = s[3]
+            sv = _list(loads_untrusted(snap, "log snapshot"), 4, "snapshot")
+            self.snap_index, self.snap_term = _int(sv[0], "index"), _int(sv[1], "term")
+            self.snap_voters = tuple(
+                _int(x, "voter") for x in _list(sv[2], None, "voters")
+            )
+            self.snap_blob = _bytes(sv[3], "state", 1 << 30)
             self.kv = decode_kv_untrusted(self.snap_blob)
         for key in sorted(st.keys("log/")):
             raw = st.get(key)
@@ -241,29 +296,20 @@ class LogService:
         self.commit_index = self.applied_index = self.snap_index
         for key in st.keys("tent/"):
             raw = st.get(key)
-            if raw is not None:
+            if raw is None:
+                continue
+            try:
                 e = decode_entry_untrusted(raw)
-                self.tentative[e.id] = e
+            except DecodeError as exc:
+                log.warning("log: dropped damaged tentative entry %s: %s", key, exc)
+                st.delete(key)
+                continue
+            self.tentative[e.id] = e
         own = st.get("own")
         if own is not None:
-            o = loads_untrusted(own, "log own")
-            assert isinstance(o, list)
-            self.own_seq = int(o[0])  # type: ignore[arg-type]
-            self.hlc = Hlc(int(o[1]), int(o[2]))  # type: ignore[arg-type]
-        self.own_seq = max(
-            [self.own_seq, self.kv.applied.get(self.node, 0)]
-            + [e.seq for e in self.tentative.values() if e.origin == self.node]
-        )
-        self._recompute_voters()
-        commit = st.get("commit")
-        if commit is not None:
-            c = loads_untrusted(commit, "log commit")
-            assert isinstance(c, int)
-            self._advance_commit(min(c, self.last_index))
-        self.hlc = self.hlc.tick(now_ms)
-        self._reset_election(now_ms)
-        self._gossip_at = now_ms
-        return []
+            o = _list(loads_untrusted(own, "log own"), 3, "own")
+            self.own_seq = _int(o[0], "seq")
+            self.hlc = Hlc(_int(o[1], "hlc ms"), _int(o[2], "hlc count"))
 
     def stop(self) -> None:
         """Nothing to flush: every write went to ``ctx.state`` in its call."""
@@ -461,19 +507,40 @@ class LogService:
         return not (creds is not None and node in creds.revoked)
 
     def _desired_voters(self) -> tuple[int, ...]:
-        """Eligible members (neither dead, left nor revoked), current voters
-        first, then by node number, up to ``max_voters``."""
+        """Where the leader moves the configuration: the current voters less
+        those membership says are dead or left (or that are revoked), then
+        eligible members not yet voting, by node number, up to
+        ``max_voters``. A voter membership has not heard of yet stays."""
         creds = self.ctx.credentials if self.ctx is not None else None
         revoked = creds.revoked if creds is not None else frozenset()
-        eligible = sorted(
+        members = self.view.members()
+        gone = (MemberState.DEAD, MemberState.LEFT)
+
+        def out(n: int) -> bool:
+            info = members.get(n)
+            return n in revoked or (info is not None and info.state in gone)
+
+        keep = [n for n in self._voters if not out(n)]
+        new = sorted(
             n
-            for n, info in self.view.members().items()
-            if info.state not in (MemberState.DEAD, MemberState.LEFT)
-            and n not in revoked
+            for n, info in members.items()
+            if info.state not in gone and not out(n) and n not in self._voters
         )
-        keep = [n for n in eligible if n in self._voters]
-        rest = [n for n in eligible if n not in self._voters]
-        return tuple(sorted((keep + rest)[: self.params.max_voters]))
+        return tuple(sorted((keep + new)[: max(self.params.max_voters, len(keep))]))
+
+    def _boot_voters(self) -> tuple[int, ...]:
+        """The first configuration, the same on every node: ``boot_voters``
+        if set, else the members in membership's view when it knows more than
+        this node, else the contact plan's nodes, else this node alone."""
+        if self.params.boot_voters:
+            return tuple(sorted(self.params.boot_voters))
+        view = self._desired_voters()
+        if len(view) > 1:
+            return view
+        plan_nodes = sorted(self.ctx.plan.nodes) if self.ctx is not None else []
+        if len(plan_nodes) > 1:
+            return tuple(plan_nodes[: self.params.max_voters])
+        return (self.node,)
 
     def _majority(self) -> int:
         return len(self._voters) // 2 + 1
@@ -533,10 +600,14 @@ class LogService:
     def _store_tentative(self, entry: Entry) -> None:
         self.tentative[entry.id] = entry
         self._state().put(f"tent/{entry.origin}/{entry.seq}", encode_entry(entry))
-        self._view_cache = None
+        self._view_cache = self._sorted_cache = None
 
     def _tentative_sorted(self) -> list[Entry]:
-        return sorted(self.tentative.values(), key=lambda e: e.order_key)
+        if self._sorted_cache is None:
+            self._sorted_cache = sorted(
+                self.tentative.values(), key=lambda e: e.order_key
+            )
+        return self._sorted_cache
 
     def _values(self, level: Level) -> dict[str, bytes]:
         if level == Level.COMMITTED:
@@ -857,14 +928,13 @@ class LogService:
             rec = self.record_at(self.applied_index)
             if rec is None or rec.kind != RecordKind.ENTRY or rec.entry is None:
                 continue
-            self.kv.apply(rec.entry)
             o = rec.entry.origin
-            for eid in [
-                i for i in self.tentative if i.origin == o and self.kv.is_applied(i)
-            ]:
-                del self.tentative[eid]
-                st.delete(f"tent/{eid.origin}/{eid.seq}")
-            self._view_cache = None
+            before = self.kv.applied.get(o, 0)
+            self.kv.apply(rec.entry)
+            for seq in range(before + 1, self.kv.applied.get(o, 0) + 1):
+                if self.tentative.pop(EntryId(o, seq), None) is not None:
+                    st.delete(f"tent/{o}/{seq}")
+                    self._view_cache = self._sorted_cache = None
         if (
             self.role == Role.LEADER
             and self.node not in self._voters
@@ -943,7 +1013,7 @@ class LogService:
         for eid in [i for i in self.tentative if kv.is_applied(i)]:
             del self.tentative[eid]
             st.delete(f"tent/{eid.origin}/{eid.seq}")
-        self._view_cache = None
+        self._view_cache = self._sorted_cache = None
         return [
             self._send(
                 frm, AppendReply(term=self.term, success=True, match=msg.last_index)
@@ -1030,16 +1100,70 @@ class LogService:
             batch = tuple(e for e in ordered if e.seq > theirs.get(e.origin, 0))[
                 : self.params.max_batch
             ]
-            out.append(self._send(p, Gossip(vv=vv_ids, entries=batch)))
+            out.append(
+                self._send(
+                    p, Gossip(vv=vv_ids, entries=batch, certs=self._certs_for(batch))
+                )
+            )
         return out
+
+    def _certs_for(self, batch: tuple[Entry, ...]) -> tuple[bytes, ...]:
+        """Certificates of the batch's origins (none without security)."""
+        if self.ctx is None or self.ctx.credentials is None or not batch:
+            return ()
+        origins = sorted({e.origin for e in batch})
+        return tuple(
+            encode_certificate(self._certs[o]) for o in origins if o in self._certs
+        )
+
+    def _learn_certs(
+        self, raws: tuple[bytes, ...], creds: NodeCredentials, now_ms: int
+    ) -> None:
+        for raw in raws:
+            try:
+                cert = decode_certificate_untrusted(raw)
+                verify_certificate(cert, creds.operator_public, now_ms=now_ms)
+            except (CryptoError, DecodeError) as exc:
+                self.dropped += 1
+                log.info("log: dropped a certificate: %s", exc)
+                continue
+            if cert.node in creds.revoked:
+                continue
+            known = self._certs.get(cert.node)
+            if known is None or cert.serial > known.serial:
+                self._certs[cert.node] = cert
+
+    def _signed_by_origin(self, e: Entry) -> bool:
+        """Whether ``e`` carries its origin's valid signature (always true on
+        a node without security)."""
+        creds = self.ctx.credentials if self.ctx is not None else None
+        if creds is None:
+            return True
+        cert = self._certs.get(e.origin)
+        if cert is None or e.origin in creds.revoked:
+            return False
+        try:
+            verify_signature(cert.sign_public, signed_part(e), e.sig)
+        except CryptoError:
+            return False
+        return True
 
     def _on_gossip(self, msg: Gossip, frm: int, now_ms: int) -> list[Send]:
         theirs = self._peer_vv.setdefault(frm, {})
         for eid in msg.vv:
             if eid.seq > theirs.get(eid.origin, 0):
                 theirs[eid.origin] = eid.seq
+        creds = self.ctx.credentials if self.ctx is not None else None
+        if creds is not None and msg.certs:
+            self._learn_certs(msg.certs, creds, now_ms)
         for e in msg.entries:
             if e.id in self.tentative or self.kv.is_applied(e.id):
+                continue
+            if not self._signed_by_origin(e):
+                self.dropped += 1
+                log.info(
+                    "log: dropped entry %s from %d: not signed by its origin", e.id, frm
+                )
                 continue
             if len(self.tentative) >= self.params.max_tentative:
                 self.dropped += 1

@@ -178,6 +178,9 @@ class Gossip:
 
     vv: tuple[EntryId, ...]
     entries: tuple[Entry, ...]
+    certs: tuple[bytes, ...] = ()
+    """Encoded operator certificates of the entries' origins (on a node
+    with security), so a receiver can check each entry's signature."""
 
 
 class ClientKind(IntEnum):
@@ -461,6 +464,8 @@ def encode_message(msg: Message) -> bytes:
             _ids_value(msg.vv),
             [entry_value(e) for e in msg.entries],
         ]
+        if msg.certs:
+            v.append(list(msg.certs))
     elif isinstance(msg, ClientRequest):
         v = [
             int(MsgType.CLIENT),
@@ -527,12 +532,19 @@ def decode_message_untrusted(data: bytes) -> Message:
             voters=tuple(_int(x, "voter") for x in _list(items[4], None, "voters")),
             state=_bytes(items[5], "state", 1 << 30),
         )
-    if t == MsgType.GOSSIP and n == 3:
+    if t == MsgType.GOSSIP and n in (3, 4):
+        certs: tuple[bytes, ...] = ()
+        if n == 4:
+            raw_certs = _list(items[3], None, "certs")
+            if not raw_certs or len(raw_certs) > MAX_PARENTS:
+                raise DecodeError("gossip: bad certificate count", where="log message")
+            certs = tuple(_bytes(c, "cert", 4096) for c in raw_certs)
         return Gossip(
             vv=_ids(items[1], "vv", 1 << 20),
             entries=tuple(
                 entry_from_value(e) for e in _list(items[2], None, "entries")
             ),
+            certs=certs,
         )
     if t == MsgType.CLIENT and n == 6:
         kind_n = _int(items[2], "client kind")

@@ -50,7 +50,7 @@ import heapq
 import math
 import random
 from collections import Counter, OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +95,7 @@ class MembershipConfig:
     period_ms: int = 1_000
     probe_timeout_ms: int = 500
     indirect_k: int = 3
+    probe_rounds: int = 4
     horizon_ms: int = 30_000
     suspicion_mult: float = 4.0
     suspicion_max_mult: float = 6.0
@@ -198,6 +199,7 @@ class _Probe:
     relays: set[int] = field(default_factory=set)
     nacks: int = 0
     rtt: int = 0
+    round: int = 1
 
 
 _STATUS_INPUT = {
@@ -294,7 +296,7 @@ class MembershipService:
             return []
         self.counters["msgs_received"] += 1
         if msg.kind in (Kind.QUERY, Kind.ANSWER):
-            return self._query(inbound.source, sender, msg)
+            return self._query(inbound.source, sender, msg, now_ms)
         if _service_of(inbound.source) != SERVICE or sender == self._me:
             self.counters["dropped_malformed"] += 1
             return []
@@ -375,12 +377,28 @@ class MembershipService:
             s.add(self._me)
         return frozenset(s)
 
+    def kx_public(self, node: int) -> bytes | None:
+        """The X25519 public key in ``node``'s verified certificate, or None
+        when none has been verified yet (services that seal data to members
+        read it: the object store wraps object keys with it)."""
+        known = self._certs.get(node)
+        if known is None:
+            return None
+        try:
+            return decode_certificate_untrusted(known[0]).kx_public
+        except CryptoError:
+            return None
+
     def state_of(self, node: int) -> MemberState | None:
         """``node``'s state here, None if unknown."""
         if node == self._me and self._me:
             return MemberState.LEFT if self._left else MemberState.ALIVE
         e = self._entries.get(node)
         return None if e is None else e.state
+
+    def forgotten(self, node: int) -> bool:
+        """Whether ``node`` was dead or left here and its tombstone expired."""
+        return node not in self._entries and node in self._floor
 
     @property
     def incarnation(self) -> int:
@@ -408,6 +426,16 @@ class MembershipService:
             return []
         self._readvertise(now_ms)
         return []
+
+    def seed_roster(self, updates: Sequence[Update], now_ms: int) -> None:
+        """Take a provisioned roster (signed ``alive`` updates, verified like
+        any other) as known state without gossiping it: a constellation whose
+        members are known in advance need not flood its own join."""
+        for u in updates:
+            if u.subject != self._me and u.status == Status.ALIVE:
+                self._absorb(u, now_ms)
+                self._queue.pop(u.subject, None)
+        self.transitions.clear()
 
     def leave(self, now_ms: int) -> list[Send]:
         """Graceful leave: sign ``left`` and push it to a few members."""
@@ -624,6 +652,10 @@ class MembershipService:
             # A member we held gone is back (a restart or a healed partition):
             # swap whole states for log2 N periods, so the rest of both sides
             # is back in that many periods rather than at piggyback speed.
+            # It also shows that our own silence was the network's, not
+            # ours: local health back to 0, so periods are nominal again.
+            self._lhm = 0
+            self._next_period = min(self._next_period, now_ms + self.config.period_ms)
             self._burst_until = self._periods + math.ceil(
                 math.log2(len(self._entries) + 2)
             )
@@ -777,12 +809,15 @@ class MembershipService:
 
     # -- internals: the protocol period ----------------------------------------
 
+    def _seeds(self) -> tuple[int, ...]:
+        assert self._ctx is not None
+        if self.config.seeds is not None:
+            return self.config.seeds
+        return tuple(sorted(self._ctx.plan.nodes))
+
     def _join(self, now_ms: int) -> list[Send]:
         assert self._ctx is not None
-        seeds = self.config.seeds
-        if seeds is None:
-            seeds = tuple(sorted(self._ctx.plan.nodes))
-        cands = [s for s in seeds if s != self._me]
+        cands = [s for s in self._seeds() if s != self._me]
         if not cands:
             return []
         reach = self._routable(cands, now_ms) or cands
@@ -812,6 +847,19 @@ class MembershipService:
             if not live:
                 return out + self._join(now_ms)
             rng = self._ctx.rng
+            # Discovery: a seed (by default, a node of the plan) that is no
+            # member yet hears from us too, so that two groups that joined
+            # through different seeds find each other.
+            unknown = [
+                n
+                for n in self._seeds()
+                if n != self._me and n not in self._entries and n not in self._floor
+            ]
+            for t in rng.sample(unknown, min(len(unknown), 4)):
+                if self._rtt(t, now_ms) is not None:
+                    msg = Message(kind=Kind.PUSH, updates=self._full_state())
+                    out.append(self._send(t, msg, now_ms, self.config.horizon_ms))
+                    break
             for t in rng.sample(live, min(len(live), 8)):
                 if self._rtt(t, now_ms) is not None:
                     msg = Message(kind=Kind.PUSH, updates=self._full_state())
@@ -844,15 +892,18 @@ class MembershipService:
                 continue
             if e.state == MemberState.UNREACHABLE:
                 self._apply(e, Input.ROUTE, now_ms)
-            wait = rtt + self.config.probe_timeout_ms * (1 + self._lhm)
-            seq = self._next_seq()
-            self._probe = _Probe(
-                seq=seq, target=target, deadline=now_ms + wait, rtt=rtt
-            )
-            self._timer_at(now_ms + wait, "probe", seq)
-            msg = Message(kind=Kind.PING, seq=seq, updates=self._piggyback(e.claim))
-            return [self._send(target, msg, now_ms, wait)]
+            return self._ping(e, rtt, 1, now_ms)
         return []
+
+    def _ping(self, e: _Entry, rtt: int, round_: int, now_ms: int) -> list[Send]:
+        wait = rtt + self.config.probe_timeout_ms * (1 + self._lhm)
+        seq = self._next_seq()
+        self._probe = _Probe(
+            seq=seq, target=e.node, deadline=now_ms + wait, rtt=rtt, round=round_
+        )
+        self._timer_at(now_ms + wait, "probe", seq)
+        msg = Message(kind=Kind.PING, seq=seq, updates=self._piggyback(e.claim))
+        return [self._send(e.node, msg, now_ms, wait)]
 
     def _reconnect_ping(self, target: int, now_ms: int) -> list[Send]:
         e = self._entries.get(target)
@@ -939,6 +990,10 @@ class MembershipService:
         if missed > 0:
             self._lhm = min(self.config.lhm_max, self._lhm + 1)
         self._probe = None
+        if p.round < self.config.probe_rounds:
+            # Another whole round (direct, then indirect) before suspecting:
+            # over several lossy hops one round fails too easily.
+            return self._ping(e, p.rtt, p.round + 1, now_ms)
         self._apply(e, Input.PROBE_FAILED, now_ms)
         return []
 
@@ -1079,7 +1134,7 @@ class MembershipService:
             del self._reconnect[sender]
         return []
 
-    def _query(self, source: str, sender: int, msg: Message) -> list[Send]:
+    def _query(self, source: str, sender: int, msg: Message, now_ms: int) -> list[Send]:
         if msg.kind != Kind.QUERY or sender != self._me:
             self.counters["dropped_query"] += 1
             return []
@@ -1088,20 +1143,17 @@ class MembershipService:
                 node=m.node,
                 state=str(m.state),
                 incarnation=m.incarnation,
-                last_heard_ms=m.last_heard_ms,
+                heard_ago_ms=0
+                if m.node == self._me
+                else (max(0, now_ms - m.last_heard_ms) if m.last_heard_ms else None),
                 resources=m.resources,
             )
             for m in sorted(self.members().values(), key=lambda m: m.node)
         )
         self.counters["msgs_sent"] += 1
+        answer = Message(kind=Kind.ANSWER, seq=msg.seq, members=rows)
         return [
-            Send(
-                destination=source,
-                payload=encode_message(
-                    Message(kind=Kind.ANSWER, seq=msg.seq, members=rows)
-                ),
-                lifetime_ms=60_000,
-            )
+            Send(destination=source, payload=encode_message(answer), lifetime_ms=60_000)
         ]
 
 

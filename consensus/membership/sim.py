@@ -165,6 +165,7 @@ class MembershipSim:
         orbit: OrbitModel | None = None,
         resources_every_s: float = 60.0,
         join_at: dict[int, float] | None = None,
+        roster: bool = False,
     ) -> None:
         self.nodes = sorted(nodes)
         self.seed = seed
@@ -205,6 +206,10 @@ class MembershipSim:
         joins = join_at or {}
         for n in self.nodes:
             self._push(self._ms(joins.get(n, 0.0)), "start", n)
+        if roster:
+            # After every start at time 0: each node is given the others'
+            # signed alive updates (a provisioned roster; no join flood).
+            self._push(self.now, "roster", None)
         self._push(self.now, "sample", None)
         if not self._mesh:
             for c in self.plan.contacts:
@@ -382,6 +387,16 @@ class MembershipSim:
         if self.orbit is not None:
             self._push(self.now + self.resources_every_ms, "resources", (num, nd.gen))
 
+    def _ev_roster(self, _: None) -> None:
+        ads = [
+            nd.svc._advert
+            for nd in self._n.values()
+            if nd.svc is not None and nd.svc._advert is not None
+        ]
+        for nd in self._n.values():
+            if nd.svc is not None:
+                nd.svc.seed_roster(ads, self.now)
+
     def _ev_resources(self, arg: tuple[int, int]) -> None:
         num, gen = arg
         nd = self._n[num]
@@ -455,7 +470,9 @@ class MembershipSim:
         svc = self._n[observer].svc
         assert svc is not None
         st = svc.state_of(subject)
-        return st is None or st in (MemberState.DEAD, MemberState.LEFT)
+        if st is None:
+            return svc.forgotten(subject)
+        return st in (MemberState.DEAD, MemberState.LEFT)
 
     # -- results ----------------------------------------------------------------------
 

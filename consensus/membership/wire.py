@@ -145,12 +145,13 @@ def signed_bytes(u: Update) -> bytes:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MemberRow:
-    """One member in a query answer (what ``dcis members`` prints)."""
+    """One member in a query answer (what ``dcis members`` prints);
+    ``heard_ago_ms`` is how long ago the node last heard of it (None: never)."""
 
     node: int
     state: str
     incarnation: int
-    last_heard_ms: int
+    heard_ago_ms: int | None
     resources: Resources
 
 
@@ -213,7 +214,7 @@ def encode_message(m: Message, *, memo: dict[Update, bytes] | None = None) -> by
     """CBOR encoding of ``m`` (spec/membership.md). ``memo`` (optional)
     keeps each update's encoding: gossip sends the same update many times."""
     members = [
-        [r.node, r.state, r.incarnation, r.last_heard_ms, _res_fields(r.resources)]
+        [r.node, r.state, r.incarnation, r.heard_ago_ms, _res_fields(r.resources)]
         for r in m.members
     ]
     return b"".join(
@@ -340,7 +341,7 @@ def _row(x: object) -> MemberRow:
         node=_uint(f[0], "node"),
         state=f[1],
         incarnation=_uint(f[2], "incarnation"),
-        last_heard_ms=_uint(f[3], "last_heard_ms"),
+        heard_ago_ms=None if f[3] is None else _uint(f[3], "heard_ago_ms"),
         resources=_resources(f[4]) or Resources(),
     )
 

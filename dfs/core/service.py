@@ -254,7 +254,8 @@ class DfsService:
     """Service 18 on one node. ``membership`` and ``log`` are the node's
     membership view and key-value log; ``store`` its share store (it
     outlives this object across a crash). ``identity`` (default: the
-    context's credentials) unwraps object keys; ``readers`` maps the nodes
+    context's credentials) unwraps object keys; ``readers`` (a map, or a callable
+    read at each put, e.g. over the constellation's certificates) maps the nodes
     every put wraps the key for to their X25519 public keys. ``entropy(n)``
     gives n random bytes for object ids and keys (default: the OS CSPRNG;
     the simulator passes a seeded one)."""
@@ -269,7 +270,7 @@ class DfsService:
         store: ShareStore,
         config: DfsConfig | None = None,
         identity: NodeIdentity | None = None,
-        readers: Mapping[int, bytes] | None = None,
+        readers: Mapping[int, bytes] | Callable[[], Mapping[int, bytes]] | None = None,
         entropy: Callable[[int], bytes] | None = None,
     ) -> None:
         self.membership = membership
@@ -277,7 +278,9 @@ class DfsService:
         self.store = store
         self.config = config or DfsConfig()
         self._identity = identity
-        self.readers = dict(readers or {})
+        self.readers: Mapping[int, bytes] | Callable[[], Mapping[int, bytes]] = (
+            readers or {}
+        )
         self._entropy = entropy or nacl.utils.random
         self._ctx: ServiceContext | None = None
         self._node = 0
@@ -336,7 +339,8 @@ class DfsService:
         times = [self._next_maintenance]
         for g in self._gathers:
             times.append(g.deadline_ms)
-            times.extend(r.deadline_ms for r in g.requests.values())
+            # An answered request's old deadline is no timer any more.
+            times.extend(r.deadline_ms for r in g.requests.values() if r.pending)
         return min(times)
 
     def on_send_result(
@@ -506,6 +510,8 @@ class DfsService:
         )
         object_id = self._entropy(OBJECT_ID_BYTES)
         key = self._entropy(KEY_BYTES)
+        # Wrapped first: a readers callable may refuse (nothing sent yet).
+        keys = self._wrap(key, readers)
         hashes: list[bytes] = []
         crcs: list[tuple[int, ...]] = []
         view = memoryview(data)
@@ -530,7 +536,7 @@ class DfsService:
             chunk_hashes=tuple(hashes),
             block_crcs=tuple(crcs),
             root=object_hash(hashes),
-            keys=self._wrap(key, readers),
+            keys=keys,
             writer=self._node,
             created_ms=now_ms,
         )
@@ -555,7 +561,7 @@ class DfsService:
     def _wrap(
         self, key: bytes, readers: Mapping[int, bytes] | None
     ) -> dict[int, bytes]:
-        want = dict(self.readers)
+        want = dict(self.readers() if callable(self.readers) else self.readers)
         want.update(readers or {})
         if self._identity is not None:
             want[self._node] = self._identity.kx_public

@@ -262,6 +262,7 @@ class NodeCore:
         # Keys of service bundles over one step's budget (redelivered next step).
         self._deferred: dict[str, None] = {}
         self._now = 0
+        self._last_schedule: int | None = None
         self.event_counts: dict[str, int] = dict.fromkeys(EventKind, 0)
         """Events that came out of this node so far, by :class:`EventKind`
         (every kind present from the start): counters derived from the
@@ -639,8 +640,9 @@ class NodeCore:
                 sends = self._call(s, out, s.service.on_tick, now)
                 self._send_all(s, sends, now, work, out)
         at = self.next_deadline()
-        if at is not None:
+        if at is not None and at != self._last_schedule:
             out.append(Schedule(at))
+        self._last_schedule = at
         return self._counted(out)
 
     def _counted(self, out: list[Action]) -> list[Action]:

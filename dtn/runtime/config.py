@@ -472,7 +472,21 @@ _TCPCL_INTS = {
 def _parse_tcpcl(t: dict[str, Any], base: Path) -> TcpclSettings:
     """The ``[tcpcl]`` table (TLS files resolved against ``base``)."""
     p = "tcpcl."
-    _check_keys(t, {*_TCPCL_INTS, "tls_cert", "tls_key", "tls_ca", "require_tls"}, p)
+    _check_keys(
+        t,
+        {
+            "keepalive_s",
+            "segment_mru",
+            "transfer_mru",
+            "max_segment_bytes",
+            "max_sessions",
+            "tls_cert",
+            "tls_key",
+            "tls_ca",
+            "require_tls",
+        },
+        "tcpcl.",
+    )
     kw: dict[str, Any] = {}
     for key, (lo, hi) in _TCPCL_INTS.items():
         v = _take(t, key, int, p)

@@ -15,6 +15,8 @@ commands' own ``--wait`` and timeouts bound every step).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import shlex
@@ -27,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.runtime.conftest import free_udp_ports
+from tools.cli import main as dcis_main
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -124,3 +127,46 @@ def test_readme_walkthrough_gets_the_bundle_across(tmp_path: Path) -> None:
     assert f'"listen": "127.0.0.1:{p2}"' in log
     assert str(tmp_path / "state" / "dcis" / "node-2" / "bundles.db") in log
     assert (tmp_path / "state" / "dcis" / "node-2").stat().st_mode & 0o777 == 0o700
+
+
+def reference_lines() -> list[str]:
+    """The README's command reference: the sh block under "The `dcis` command"."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("### The `dcis` command")
+    block = re.search(r"```sh\n(.*?)```", text[start:], re.S)
+    assert block is not None
+    lines = [ln.split("#", 1)[0].strip() for ln in block.group(1).splitlines()]
+    return [ln for ln in lines if ln]
+
+
+@pytest.mark.slow
+def test_readme_command_reference_runs_as_written(tmp_path: Path) -> None:
+    # The files the README names, at the paths it names them by.
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    shutil.copytree(ROOT / "tools" / "plans", tmp_path / "tools" / "plans")
+    lines = reference_lines()
+    assert len(lines) >= 8
+    # In this process (each a fresh `dcis` would only add its start-up time),
+    # from the directory the README's paths are relative to.
+    old_cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        for line in lines:
+            argv = shlex.split(line)
+            assert argv[0] == "dcis", line
+            with (
+                contextlib.redirect_stdout(io.StringIO()),
+                contextlib.redirect_stderr(io.StringIO()) as err,
+            ):
+                try:
+                    code = dcis_main(argv[1:])
+                except SystemExit as exc:  # --help
+                    code = exc.code if isinstance(exc.code, int) else 2
+            assert code == 0, (line, err.getvalue())
+            assert "Traceback" not in err.getvalue()
+    finally:
+        os.chdir(old_cwd)
+    assert (tmp_path / "b.bin").read_bytes() == (
+        ROOT / "examples" / "bundle.bin"
+    ).read_bytes()
+    assert (tmp_path / "plan.png").read_bytes()[:4] == b"\x89PNG"

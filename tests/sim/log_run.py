@@ -13,7 +13,7 @@ from consensus.log.cbor import loads_untrusted
 from consensus.log.service import SERVICE_NUMBER, LogParams, LogService
 from consensus.log.wire import RecordKind, decode_record_untrusted
 from consensus.membership.view import MemberInfo, MemberState
-from consensus.testing import Cluster, RegisterOp, linearizable
+from consensus.testing import Cluster, RegisterOp, SimCluster, linearizable
 
 
 class StaticView:
@@ -49,20 +49,27 @@ class LogRun:
     nodes: tuple[int, ...]
     seed: int
     params: LogParams = field(default_factory=LogParams)
-    cluster: Cluster = field(init=False)
+    on_simulator: bool = False
+    """Run on dtn.sim.Simulator (bundles, agents, CGR) instead of Cluster's network."""
+    cluster: Cluster | SimCluster = field(init=False)
     submitted: dict[EntryId, Submitted] = field(default_factory=dict)
     committed: dict[int, tuple[int, int, EntryId | None]] = field(default_factory=dict)
     """index -> (term, kind, entry id) of every committed record seen on any node."""
     _majority_seen: set[tuple[int, int | None]] = field(default_factory=set)
+    _seen: dict[int, tuple[LogService, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         view = StaticView(self.nodes)
-        self.cluster = Cluster(
-            self.nodes,
-            lambda n, inc: [LogService(view, self.params)],
-            seed=self.seed,
-            delay_ms=(5, 80),
-        )
+
+        def factory(node: int, incarnation: int) -> list[LogService]:
+            return [LogService(view, self.params)]
+
+        if self.on_simulator:
+            self.cluster = SimCluster(self.nodes, factory, seed=self.seed)
+        else:
+            self.cluster = Cluster(
+                self.nodes, factory, seed=self.seed, delay_ms=(5, 80)
+            )
 
     def log(self, node: int) -> LogService | None:
         svc = self.cluster.service(node, SERVICE_NUMBER)
@@ -84,13 +91,19 @@ class LogRun:
             assert svc.get(op.key, Level.TENTATIVE) is None
         return eid
 
-    def observe(self) -> None:
-        """Record new commits and check the per-step promises (1, 5)."""
+    def observe(self, *, full: bool = False) -> None:
+        """Record new commits and check the per-step promises (1, 5): each
+        step checks the records committed since the last one (and a
+        restarted node's whole log), ``full`` every committed record held."""
         now = self.cluster.now_ms
         for node, _ in self.cluster.running():
             svc = self.log(node)
             assert svc is not None
-            for i in range(svc.snap_index + 1, svc.commit_index + 1):
+            start = svc.snap_index + 1
+            if not full and self._seen.get(node, (None, 0))[0] is svc:
+                start = max(start, self._seen[node][1] + 1)
+            self._seen[node] = (svc, svc.commit_index)
+            for i in range(start, svc.commit_index + 1):
                 rec = svc.record_at(i)
                 assert rec is not None
                 seen = (rec.term, int(rec.kind), rec.entry.id if rec.entry else None)
@@ -117,7 +130,7 @@ class LogRun:
             return
         holders = 0
         for n in voters:
-            data = self.cluster.states[n].data
+            data = self.cluster.durable(n, SERVICE_NUMBER)
             snap = data.get("snap")
             if snap is not None:
                 s = loads_untrusted(snap)
@@ -176,6 +189,7 @@ class LogRun:
 
     def check_converged(self) -> None:
         """Promises 2, 3, 4 and 5's linearizability, after heal and quiet."""
+        self.observe(full=True)
         services = [self.log(n) for n in self.nodes]
         assert all(s is not None for s in services)
         logs = [s for s in services if s is not None]

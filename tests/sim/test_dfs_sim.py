@@ -32,8 +32,8 @@ from dfs.core.errors import CorruptBlock, DfsError, NotFound
 from dfs.core.manifest import Manifest
 from dfs.core.service import DfsConfig, DfsService, GetOp, OpState
 from dfs.core.store import MemoryShareStore
-from dfs.testing import LogHub, MemoryLog, StaticMembership
-from dtn.node import Inbound, Send, Service, ServiceContext
+from dfs.testing import CommandService, LogHub, MemoryLog, StaticMembership
+from dtn.node import Service
 from dtn.routing.contact import Contact, Range
 from dtn.routing.plan import ContactPlan
 from dtn.sim import Partition, SimConfig, Simulator
@@ -41,7 +41,6 @@ from dtn.sim import Partition, SimConfig, Simulator
 NODES = [1, 2, 3, 4, 5, 6]
 DURATION_S = 200_000
 KN = [(1, 3), (2, 3), (2, 4), (3, 4)]
-DRIVER = 99
 WAKE_MS = 2_000
 CFG = DfsConfig(
     chunk_size=256,
@@ -101,55 +100,13 @@ class SimTopology:
         return None
 
 
-class Driver:
-    """Service 99: runs the test's commands against its node's DfsService
-    from inside the node (so the sends leave in the same step)."""
-
-    service = DRIVER
-
-    def __init__(self, hub: LogHub, dfs: DfsService) -> None:
-        self.hub = hub
-        self.dfs = dfs
-        self.queue: list[Callable[[DfsService, int], None]] = []
-        self._now = 0
-
-    def start(self, ctx: ServiceContext, now_ms: int) -> list[Send]:
-        self._now = now_ms
-        return []
-
-    def on_bundle(self, inbound: Inbound, now_ms: int) -> list[Send]:
-        return []
-
-    def on_send_result(
-        self, tag: int, key: str | None, error: str | None, now_ms: int
-    ) -> list[Send]:
-        return []
-
-    def on_contact(self, neighbor: int, up: bool, now_ms: int) -> list[Send]:
-        return []
-
-    def on_tick(self, now_ms: int) -> list[Send]:
-        self._now = now_ms
-        self.hub.spread()
-        queue, self.queue = self.queue, []
-        for cmd in queue:
-            cmd(self.dfs, now_ms)
-        return []
-
-    def next_deadline(self) -> int | None:
-        return self._now + WAKE_MS
-
-    def stop(self) -> None:
-        pass
-
-
 class DfsSimMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.topo = SimTopology()
         self.hub = LogHub(self.topo)
         self.stores = {n: MemoryShareStore() for n in NODES}
-        self.drivers: dict[int, Driver] = {}
+        self.drivers: dict[int, CommandService] = {}
 
         def factory(node: int, incarnation: int) -> Sequence[Service]:
             dfs = DfsService(
@@ -159,7 +116,9 @@ class DfsSimMachine(RuleBasedStateMachine):
                 config=CFG,
                 entropy=random.Random(f"{node}:{incarnation}").randbytes,
             )
-            self.drivers[node] = Driver(self.hub, dfs)
+            self.drivers[node] = CommandService(
+                dfs, wake_ms=WAKE_MS, on_wake=self.hub.spread
+            )
             return [dfs, self.drivers[node]]
 
         self.sim = Simulator(

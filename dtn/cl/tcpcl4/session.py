@@ -315,6 +315,8 @@ class Session:
         self._unacked: dict[int, _Outgoing] = {}  # fully sent, awaiting final ACK
         self._incoming: _Incoming | None = None
         self._held: dict[int, _Incoming] = {}  # complete, final ACK waiting
+        # answers in segment order: (transfer id, None) holds a final ACK's place
+        self._answers: deque[tuple[int | None, bytes | None]] = deque()
         self._term_sent = False
         self._term_received = False
         self._deadline_setup: int | None = None
@@ -352,12 +354,12 @@ class Session:
 
     @property
     def tx_backlog(self) -> int:
-        """Control bytes (ACKs, rejects, ...) waiting for ``data_to_send``.
+        """Control bytes (ACKs, rejects, ...) waiting for ``data_to_send``, held ones included.
 
         A driver stops reading while this is large: a peer that sends but
         never reads cannot make us buffer answers without bound.
         """
-        return len(self._tx)
+        return len(self._tx) + sum(len(raw or b"..") for _, raw in self._answers)
 
     @property
     def in_flight(self) -> int:
@@ -479,11 +481,13 @@ class Session:
         ext: tuple[ExtensionItem, ...] = ()
         if t.sent == 0:
             flags |= SegmentFlags.START
-            ext = (
-                ExtensionItem(
-                    TRANSFER_LENGTH_EXTENSION, struct.pack(">Q", len(t.data))
-                ),
-            )
+            if len(t.data) > size:
+                # RFC 9174 5.2.5.1: not for a transfer of one segment
+                ext = (
+                    ExtensionItem(
+                        TRANSFER_LENGTH_EXTENSION, struct.pack(">Q", len(t.data))
+                    ),
+                )
         t.sent += len(chunk)
         if t.sent >= len(t.data):
             flags |= SegmentFlags.END
@@ -498,7 +502,8 @@ class Session:
         """Send the held final XFER_ACK: the received bundle is stored."""
         inc = self._held.pop(transfer_id, None)
         if inc is not None and self.state is not State.CLOSED:
-            self._emit(
+            self._release(
+                transfer_id,
                 XferAck(flags=inc.end_flags, transfer_id=transfer_id, length=inc.size),
                 now,
             )
@@ -514,7 +519,9 @@ class Session:
         """Refuse a received bundle (not stored) instead of acknowledging it."""
         inc = self._held.pop(transfer_id, None)
         if inc is not None and self.state is not State.CLOSED:
-            self._emit(XferRefuse(reason=reason, transfer_id=transfer_id), now)
+            self._release(
+                transfer_id, XferRefuse(reason=reason, transfer_id=transfer_id), now
+            )
             self.counters["refused_out"] += 1
             self._maybe_done(now)
 
@@ -729,9 +736,10 @@ class Session:
             data = b"".join(inc.parts)
             inc.parts = []
             self._held[inc.tid] = inc
+            self._answers.append((inc.tid, None))  # its answer waits for the store
             self._events.append(BundleReceived(inc.tid, data))
         else:
-            self._emit(
+            self._answer(
                 XferAck(flags=m.flags, transfer_id=m.transfer_id, length=inc.size), now
             )
 
@@ -772,7 +780,7 @@ class Session:
     ) -> None:
         inc.draining = True
         inc.parts = []
-        self._emit(XferRefuse(reason=why, transfer_id=inc.tid), now)
+        self._answer(XferRefuse(reason=why, transfer_id=inc.tid), now)
         self.counters["refused_out"] += 1
         if flags & SegmentFlags.END:
             self._incoming = None
@@ -831,12 +839,34 @@ class Session:
             self._unexpected(m, now)
             return
         self._term_received = True
+        self._deadline_term = None  # the reply came (or the peer began)
         if not self._term_sent:
             # RFC 9174 6.1: reply with the same reason
             self._send_term(TermFlags.REPLY, m.reason, now)
         self._fail_queued("session terminated by the peer")
         if self.state is State.ENDING and self.peer_node_id is None:
             self._close("peer ended the session during setup", now)
+
+    # Answers to the peer's transfers (XFER_ACK, XFER_REFUSE) leave in the order
+    # of its segments, also when a final ACK waits for the store: a later
+    # transfer's ACK never overtakes it (HDTN matches ACKs to its segments in
+    # order).
+    def _answer(self, m: XferAck | XferRefuse, now: int) -> None:
+        if self._answers:
+            self._answers.append((None, encode_message(m)))
+        else:
+            self._emit(m, now)
+
+    def _release(self, tid: int, m: XferAck | XferRefuse, now: int) -> None:
+        for i, (t, raw) in enumerate(self._answers):
+            if t == tid and raw is None:
+                self._answers[i] = (None, encode_message(m))
+                break
+        while self._answers and self._answers[0][1] is not None:
+            raw = self._answers.popleft()[1]
+            assert raw is not None
+            self._tx += raw
+            self._last_tx = now
 
     def _send_term(self, flags: TermFlags, reason: TermReason | int, now: int) -> None:
         self._emit(SessTerm(flags=flags, reason=reason), now)
@@ -899,6 +929,7 @@ class Session:
         self._unacked.clear()
         self._incoming = None
         self._held.clear()
+        self._answers.clear()
         self._deadline_setup = self._deadline_term = None
         self._events.append(SessionClosed(reason))
 

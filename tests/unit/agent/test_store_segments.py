@@ -386,3 +386,37 @@ def test_close_while_a_sync_runs_on_another_thread(
     s2 = SqliteStore(db)
     assert s2.get("a") == payload(1, 100)
     s2.close()
+
+
+def test_a_nearly_full_disk_refuses_new_bundles_and_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    from dtn.agent.store import DiskFull, StoreFull
+
+    free = [100 << 20]
+    real = os.statvfs
+
+    def statvfs(path: object) -> object:
+        st = real(path)  # type: ignore[arg-type]
+        return types.SimpleNamespace(
+            f_bavail=free[0] // 4096, f_frsize=4096, f_blocks=st.f_blocks
+        )
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    s = SqliteStore(
+        tmp_path / "b.db", disk_reserve_bytes=4 << 20, ballast_bytes=1 << 16
+    )
+    s.put(rec("a", BIG), payload(1))
+    free[0] = 4 << 20  # less than the reserve plus a bundle
+    with pytest.raises(DiskFull) as exc:
+        s.put(rec("b", BIG), payload(2))
+    assert isinstance(exc.value, StoreFull)  # the agent refuses it: no ACK
+    assert "disk full" in str(exc.value)
+    assert "b" not in s
+    free[0] = 100 << 20  # space came back: accepted again, no reopen
+    s.put(rec("b", BIG), payload(2))
+    assert s.get("b") == payload(2)
+    assert os.path.getsize(str(tmp_path / "b.db") + ".ballast") == 1 << 16
+    s.close()

@@ -205,6 +205,9 @@ def test_one_bundle_in_many_segments_with_cumulative_acks() -> None:
     assert [a.length for a in acks] == [1000, 2000, 2560]
     assert acks[-1].flags == SegmentFlags.END
     assert pair.a.send_bundle(b"x", 0) == 1  # ids increase
+    (one,) = [m for m in msgs(pair.a.data_to_send()) if isinstance(m, XferSegment)]
+    assert one.flags == SegmentFlags.START | SegmentFlags.END
+    assert one.extensions == ()  # no Transfer Length item for one segment (5.2.5.1)
 
 
 def test_final_ack_waits_for_the_store() -> None:
@@ -506,6 +509,7 @@ def test_receives_a_dtn7_rs_style_transfer() -> None:
     )
     (got,) = [e for e in evs if isinstance(e, BundleReceived)]
     assert got.data == b"abcdef"
+    p.ack_transfer(1, 0)
     # the same item marked critical is refused
     crit = XferSegment(
         flags=SegmentFlags.START,
@@ -540,3 +544,17 @@ def test_a_non_cumulative_end_ack_completes_the_transfer() -> None:
     )
     assert TransferAcked(0) in evs
     assert any(isinstance(e, ProtocolProblem) for e in evs)
+
+
+def test_acks_leave_in_segment_order_while_a_final_ack_waits_for_the_store() -> None:
+    pair = Pair(auto_ack=False)
+    pair.start()
+    pair.a.send_bundle(b"first", 0)
+    pair.a.send_bundle(b"second", 0)
+    pair.p.receive_data(pair.a.data_to_send(), 0)
+    assert pair.p.data_to_send() == b""  # the first's answer holds the line
+    pair.p.ack_transfer(1, 0)  # the second is stored first ...
+    assert pair.p.data_to_send() == b""  # ... but its ACK waits behind the first
+    pair.p.ack_transfer(0, 0)
+    acks = msgs(pair.p.data_to_send())
+    assert [(a.transfer_id, a.length) for a in acks] == [(0, 5), (1, 6)]  # type: ignore[attr-defined]

@@ -8,22 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from dfs.api import Dfs
 from dfs.core.service import DfsConfig
 from dfs.testing import AppTransport, Cluster
-from tools import cli
+from tools import cli, cmd_dfs
 
 
 @pytest.fixture
 def cluster(monkeypatch: pytest.MonkeyPatch) -> Cluster:
     c = Cluster(nodes=[1, 2, 3, 4, 5, 6], config=DfsConfig(chunk_size=1000, k=2, n=4))
-    monkeypatch.setattr(
-        Dfs,
-        "connect",
-        classmethod(
-            lambda cls, path, timeout_s: cls(AppTransport(c, 1), timeout_s=timeout_s)
-        ),
-    )
+    monkeypatch.setattr(cmd_dfs, "connect", lambda args, timeout_s: AppTransport(c, 1))
     return c
 
 

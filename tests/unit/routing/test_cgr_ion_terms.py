@@ -3,11 +3,14 @@ millisecond route times in JSON, whole-second light times in ionrc."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import pytest
 
+import tools.cmd_plan
+import tools.cmd_route
 from dtn.routing.cgr import Router, replay
 from dtn.routing.contact import Contact, Range
 from dtn.routing.plan import (
@@ -17,7 +20,16 @@ from dtn.routing.plan import (
     load_plan,
     parse_ionrc,
 )
-from tools.cli import main
+
+
+def main(argv: list[str]) -> int:
+    """``dcis route`` / ``dcis plan`` alone (the commands under test, not the whole CLI)."""
+    p = argparse.ArgumentParser(prog="dcis")
+    sub = p.add_subparsers(required=True)
+    tools.cmd_route.register(sub)
+    tools.cmd_plan.register(sub)
+    args = p.parse_args(argv)
+    return int(args.func(args))
 
 
 def test_light_time_is_the_one_in_force_when_the_bundle_is_sent() -> None:

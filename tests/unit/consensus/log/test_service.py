@@ -299,3 +299,144 @@ def test_a_silence_the_plan_predicts_is_waited_out(
     else:
         assert s.role == Role.FOLLOWER
         assert s.leader == 2
+
+
+def test_damaged_state_is_a_typed_error_and_a_damaged_tentative_entry_is_dropped() -> (
+    None
+):
+    from consensus.log.service import LogCorrupt
+
+    ctx = PlanCtx(None)
+    ctx.state.put("tent/1/1", b"\xff")
+    s = LogService(StaticView([1, 2, 3]))
+    s.start(ctx, 0)
+    assert s.tentative == {}
+    assert ctx.state.get("tent/1/1") is None
+    ctx.state.put("log/000000000001", b"\x82\x01")
+    with pytest.raises(LogCorrupt):
+        LogService(StaticView([1, 2, 3])).start(ctx, 0)
+
+
+class SelfOnlyView:
+    """Membership that has heard of no one yet (the first moments of a node)."""
+
+    def __init__(self, node: int) -> None:
+        self.node = node
+
+    def members(self) -> Mapping[int, MemberInfo]:
+        return {
+            self.node: MemberInfo(
+                node=self.node, state=MemberState.ALIVE, incarnation=1
+            )
+        }
+
+    def live(self) -> frozenset[int]:
+        return frozenset({self.node})
+
+
+def test_boot_from_the_plan_when_membership_knows_no_one_yet() -> None:
+    from consensus.testing import mesh_plan
+
+    nodes = [1, 2, 3]
+    c = Cluster(
+        nodes,
+        lambda n, inc: [LogService(SelfOnlyView(n))],
+        seed=5,
+        plan=mesh_plan(nodes, duration_s=1000),
+    )
+    c.advance(10_000)
+    assert len(leaders(c)) == 1  # not three one-node clusters
+    for n in nodes:
+        assert svc(c, n).voters() == (
+            1,
+            2,
+            3,
+        )  # voters membership has not heard of stay
+    eid = submit(c, 2, Put("k", b"v"))
+    c.advance(c.now_ms + 5_000)
+    assert all(svc(c, n).outcome(eid) == Outcome.COMMITTED for n in nodes)
+
+
+def test_the_best_connected_node_tends_to_lead() -> None:
+    from dtn.routing.contact import Contact, Range
+
+    # 1 - 3 - 2: node 3 reaches both others, 1 and 2 only reach 3.
+    pairs = [(1, 3), (3, 1), (2, 3), (3, 2)]
+    plan = ContactPlan(
+        [Contact(a, b, 0.0, 1000.0, 1e6) for a, b in pairs],
+        [Range(a, b, 0.0, 1000.0, 0.01) for a, b in pairs],
+    )
+    first_leaders = []
+    for seed in range(12):
+        c = Cluster(
+            [1, 2, 3],
+            lambda n, inc: [LogService(StaticView([1, 2, 3]))],
+            seed=seed,
+            plan=plan,
+        )
+        while not leaders(c):
+            c.advance(c.now_ms + 100)
+        first_leaders.append(leaders(c)[0])
+    # Its election timeout has no penalty for an unreachable voter.
+    assert first_leaders.count(3) >= 10, first_leaders
+
+
+def test_with_security_entries_are_signed_and_forgeries_dropped() -> None:
+    from dataclasses import replace
+
+    from crypto.certificate import encode_certificate
+    from crypto.keys import NodeIdentity, OperatorKey
+    from dtn.node.service import NodeCredentials
+    from tests.unit.bpsec.helpers import certify
+
+    op = OperatorKey.generate(entropy=b"o" * 32)
+    idents = {n: NodeIdentity.generate(n, entropy=bytes([n]) * 32) for n in (1, 2, 3)}
+    far = 2**62
+    creds = {
+        n: NodeCredentials(
+            identity=i,
+            certificate=certify(op, i, not_after_ms=far),
+            operator_public=op.public_key,
+        )
+        for n, i in idents.items()
+    }
+    c = Cluster(
+        [1, 2, 3],
+        lambda n, inc: [LogService(StaticView([1, 2, 3]))],
+        seed=6,
+        credentials=creds,
+    )
+    c.advance(8_000)
+    c.partition([frozenset({1, 2}), frozenset({3})])
+    eid = submit(c, 1, Put("k", b"signed"))
+    c.advance(c.now_ms + 3_000)
+    s2 = svc(c, 2)
+    assert s2.get("k", Level.TENTATIVE) == b"signed"  # verified under 1's certificate
+    entry = s2.tentative.get(eid) or svc(c, 1).tentative[eid]
+    assert entry.sig
+    forged = replace(entry, seq=entry.seq + 1, op=Put("k", b"forged"))
+    stranger = NodeIdentity.generate(9, entropy=b"s" * 32)
+    self_signed = certify(
+        OperatorKey.generate(entropy=b"x" * 32), stranger, not_after_ms=far
+    )
+    before = s2.dropped
+    for msg in [
+        Gossip(
+            vv=(), entries=(forged,), certs=(encode_certificate(creds[1].certificate),)
+        ),
+        Gossip(
+            vv=(),
+            entries=(replace(forged, origin=9, seq=1),),
+            certs=(encode_certificate(self_signed),),
+        ),
+    ]:
+        s2.on_bundle(
+            Inbound("ipn:2.17", "ipn:1.17", encode_message(msg), 0, 0, "k"), c.now_ms
+        )
+    assert s2.get("k", Level.TENTATIVE) == b"signed"
+    assert (
+        s2.dropped == before + 3
+    )  # two entries, one certificate from another operator
+    c.heal()
+    c.advance(c.now_ms + 10_000)
+    assert svc(c, 3).outcome(eid) == Outcome.COMMITTED

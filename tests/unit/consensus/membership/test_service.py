@@ -108,8 +108,8 @@ def test_probe_cycle_to_dead_then_suspicion_timeout() -> None:
     h = make(config=cfg)
     _members(h, 2, 3, 4)
     seen: list[tuple[int, Kind]] = []
-    # Lifeguard's longest suspicion here: 6 x 4 x log10(4) periods, at most 24 s.
-    for _ in range(40):
+    # Three probe rounds, then Lifeguard's longest suspicion: 6 x 4 periods.
+    for _ in range(80):
         for s in h.advance(1000):
             seen.append((int(s.destination[4:].split(".")[0]), decode(s).kind))
     # 2 never answers; 3 and 4 neither: someone is suspected, then dead.

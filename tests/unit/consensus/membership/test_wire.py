@@ -64,7 +64,7 @@ messages = st.builds(
             node=u64,
             state=st.sampled_from(["alive", "dead"]),
             incarnation=st.integers(0, 10),
-            last_heard_ms=st.integers(0, 10**12),
+            heard_ago_ms=st.none() | st.integers(0, 10**12),
             resources=resources,
         ),
         max_size=3,

@@ -1,0 +1,124 @@
+"""Membership in simulation: join, graceful leave, crash, partition and heal
+at N = 10, 100 (and 1,000, slow), each next to the plain-SWIM baseline
+(contact-plan awareness off) on the same seeds; planned silence on the
+Walker-style plans of dtn.sim.scenarios."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from consensus.membership.service import MembershipConfig
+from consensus.membership.sim import MembershipSim
+from consensus.membership.view import MemberState
+from tests.sim.membership_helpers import heal_periods, states_of, walker
+
+D, L, A = MemberState.DEAD, MemberState.LEFT, MemberState.ALIVE
+
+
+def lifecycle(n: int, seed: int, aware: bool) -> tuple[MembershipSim, float | None]:
+    """Late join, leave, crash, then a partition of half the nodes and its heal."""
+    sim = MembershipSim(
+        range(1, n + 1),
+        seed=seed,
+        roster=n > 10,  # a provisioned roster: no join flood of n adverts
+        config=MembershipConfig(plan_aware=aware),
+        join_at={n: 15.0},
+    )
+    sim.leave(2, 25.0)
+    sim.crash(3, 30.0)
+    half = range(1, n // 2 + 1)
+    sim.partition(half, 80.0, 140.0)
+    sim.run_until(78.0)
+    assert states_of(sim, 3) == {D}, "the crashed node is dead everywhere"
+    assert states_of(sim, 2) == {L}, "the node that left is left everywhere"
+    assert states_of(sim, n) == {A}, "the late joiner is alive everywhere"
+    assert sim.detected_at.keys() == {3}
+    sim.run_until(139.0)
+    # During the partition each side suspects (or has declared dead) the other.
+    other = set(range(n // 2 + 1, n + 1)) - {2, 3}
+    mine = set(half) - {2, 3}
+    a, b = sim.service(1), sim.service(n)
+    assert a is not None
+    assert b is not None
+    gone = (MemberState.SUSPECT, D)
+    assert any(a.state_of(x) in gone for x in other)
+    assert any(b.state_of(x) in gone for x in mine)
+    took = heal_periods(sim, 140.0, n)
+    sim.run_until(145.0 + 3 * math.log2(n))
+    # After the heal: no revival of the departed.
+    assert states_of(sim, 3) == {D}
+    assert states_of(sim, 2) == {L}
+    return sim, took
+
+
+@pytest.mark.parametrize("n", [10, pytest.param(100, marks=pytest.mark.slow)])
+def test_lifecycle_against_the_baseline(n: int) -> None:
+    bound = 3 * math.log2(n)
+    for aware in (True, False):
+        sim, took = lifecycle(n, seed=11, aware=aware)
+        assert took is not None, aware
+        assert took <= bound, (aware, took, bound)
+        s = sim.summary(150.0)
+        assert s["detect_s_p50"] is not None
+        assert s["false_dead"] > 0
+        assert s["membership_converged_s"] is not None
+
+
+@pytest.mark.slow
+def test_lifecycle_1000() -> None:
+    _sim, took = lifecycle(1000, seed=12, aware=True)
+    assert took is not None
+    assert took <= 3 * math.log2(1000)
+
+
+def test_planned_silence_is_not_suspected_on_a_walker_plan() -> None:
+    aware = walker(2, 5, duration_s=3_000, seed=3, aware=True, loss=0.0)
+    base = walker(2, 5, duration_s=3_000, seed=3, aware=False, loss=0.0)
+    assert aware.summary(3_000)["false_suspicions"] == 0
+    assert base.summary(3_000)["false_suspicions"] > 0
+    states = {
+        aware.service(n).state_of(m)  # type: ignore[union-attr]
+        for n in aware.running()
+        for m in aware.running() - {n}
+    }
+    assert MemberState.UNREACHABLE in states
+    assert states <= {
+        A,
+        MemberState.UNREACHABLE,
+        None,
+    }
+
+
+def test_loss_false_suspicions_at_most_a_tenth_of_the_baseline() -> None:
+    aware = walker(2, 5, duration_s=3_000, seed=4, aware=True, loss=0.1)
+    base = walker(2, 5, duration_s=3_000, seed=4, aware=False, loss=0.1)
+    fa, fb = (
+        aware.summary(3_000)["false_suspicions"],
+        base.summary(3_000)["false_suspicions"],
+    )
+    assert fb > 0
+    assert fa * 10 <= fb, (fa, fb)
+
+
+@pytest.mark.slow
+def test_walker_100() -> None:
+    for loss in (0.0, 0.1):
+        aware = walker(10, 10, duration_s=3_000, seed=5, aware=True, loss=loss)
+        base = walker(10, 10, duration_s=3_000, seed=5, aware=False, loss=loss)
+        fa, fb = (
+            aware.summary(3_000)["false_suspicions"],
+            base.summary(3_000)["false_suspicions"],
+        )
+        if loss == 0.0:
+            assert fa == 0
+            assert fb > 0
+        assert fa * 10 <= fb, (loss, fa, fb)
+
+
+def test_same_seed_same_run() -> None:
+    a, _ = lifecycle(10, seed=21, aware=True)
+    b, _ = lifecycle(10, seed=21, aware=True)
+    assert a.summary(100.0) == b.summary(100.0)
+    assert a.messages == b.messages

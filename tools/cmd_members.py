@@ -1,0 +1,128 @@
+"""``dcis members``: the membership view of a running node.
+
+    dcis members --config node.toml [--json]
+
+Asks the node's membership service (``ipn:N.16``) through the app API: a
+``query`` bundle from a temporary endpoint of the same node (the service
+answers only its own node), then prints one line per member: node, state,
+incarnation, how long ago it was last heard, and the resources it
+advertises. ``--json`` prints ``{"members": [{"node", "state",
+"incarnation", "last_heard_s", "resources": {"store_free_bytes",
+"store_total_bytes", "cpu_load", "battery_pct", "sunlit",
+"temperature_c"}}]}``.
+
+examples:
+  dcis members --config examples/node1.toml
+  dcis members --node 1 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from typing import Any
+
+from consensus.membership.service import SERVICE
+from consensus.membership.wire import (
+    Kind,
+    MemberRow,
+    Message,
+    decode_message_untrusted,
+    encode_message,
+)
+from dtn.client import ClientError
+from dtn.errors import DecodeError
+from tools.appclient import add_target_options, connect
+from tools.cli import CommandError
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``members`` subcommand."""
+    p = subparsers.add_parser(
+        "members", help="the node's membership view", description=__doc__
+    )
+    add_target_options(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for the answer"
+    )
+    p.set_defaults(func=run)
+
+
+def row_json(r: MemberRow) -> dict[str, Any]:
+    """One member as ``--json`` prints it."""
+    res = r.resources
+    return {
+        "node": r.node,
+        "state": r.state,
+        "incarnation": r.incarnation,
+        "last_heard_s": None if r.heard_ago_ms is None else r.heard_ago_ms / 1000,
+        "resources": {
+            "store_free_bytes": res.store_free_bytes,
+            "store_total_bytes": res.store_total_bytes,
+            "cpu_load": res.cpu_load,
+            "battery_pct": res.battery_pct,
+            "sunlit": res.sunlit,
+            "temperature_c": res.temperature_c,
+        },
+    }
+
+
+def row_text(r: MemberRow) -> str:
+    """One member as a line of text."""
+    res = r.resources
+    heard = "never" if r.heard_ago_ms is None else f"{r.heard_ago_ms / 1000:.1f}s ago"
+    sun = {None: "-", True: "sunlit", False: "eclipse"}[res.sunlit]
+    batt = "-" if res.battery_pct is None else f"{res.battery_pct:.0f}%"
+    temp = "-" if res.temperature_c is None else f"{res.temperature_c:.1f}C"
+    return (
+        f"{r.node:>6} {r.state:<11} inc={r.incarnation:<4} heard {heard:<12} "
+        f"store {res.store_free_bytes}/{res.store_total_bytes} B free, cpu {res.cpu_load:.2f}, "
+        f"battery {batt}, {sun}, {temp}"
+    )
+
+
+def query(args: argparse.Namespace) -> list[MemberRow]:
+    """Ask the local node's membership service for its view."""
+    with connect(args, timeout_s=max(10.0, args.timeout)) as client:
+        try:
+            me = int(client.status()["node"])
+            rng = random.Random(os.getpid() ^ time.time_ns())
+            endpoint = client.register(f"ipn:{me}.{rng.randrange(10_000, 2**31)}")
+            seq = rng.randrange(1, 2**32)
+            client.send(
+                f"ipn:{me}.{SERVICE}",
+                encode_message(Message(kind=Kind.QUERY, seq=seq)),
+                source=endpoint,
+                lifetime_ms=int(args.timeout * 1000) + 1000,
+            )
+            deadline = time.monotonic() + args.timeout
+            while True:
+                b = client.receive(timeout_s=max(0.0, deadline - time.monotonic()))
+                if b is None:
+                    raise CommandError(
+                        f"no answer from ipn:{me}.{SERVICE} within {args.timeout:g} s "
+                        "(is the membership service enabled on the node?)"
+                    )
+                try:
+                    msg = decode_message_untrusted(b.payload)
+                except DecodeError:
+                    continue
+                if msg.kind == Kind.ANSWER and msg.seq == seq:
+                    return list(msg.members)
+        except ClientError as exc:
+            raise CommandError(str(exc)) from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the membership view."""
+    rows = query(args)
+    if args.json:
+        print(json.dumps({"members": [row_json(r) for r in rows]}))
+    else:
+        for r in rows:
+            print(row_text(r))
+    return 0
