@@ -202,3 +202,84 @@ def test_our_block_goes_out_as_ion_received_it_and_completes(
         assert [decode_bundle_untrusted(b).payload for b in bundles] == [
             b"DCiS aggregated"
         ] * 3
+
+
+# --- with loss: tests/vectors/ion_ltp_loss.hex ---------------------------------
+
+L = load("ion_ltp_loss.hex")
+
+
+def _loss(n: int) -> tuple[str, bytes, Segment]:
+    ((name, data),) = [(k, v) for k, v in L.items() if k.startswith(f"loss-{n:02d} ")]
+    return name, data, decode_segment_untrusted(data)
+
+
+def test_loss_capture_reencodes_byte_for_byte() -> None:
+    assert len(L) == 22
+    for data in L.values():
+        assert encode_segment(decode_segment_untrusted(data)) == data
+
+
+def _sends_until_quiet(
+    cl: LtpCl, first: list[tuple[tuple[str, int], bytes]], at: int
+) -> list[bytes]:
+    """What ``cl`` sends now and at its deadlines up to ``at`` (the deferred
+    report of a checkpoint that arrives after a gap)."""
+    out = [d for _, d in first]
+    while (d := cl.next_deadline()) is not None and d <= at:
+        out += [b for _, b in cl.on_tick(int(d)).sends]
+    return out
+
+
+def test_ion_block_with_a_lost_segment_is_reported_and_completed_as_ion_expects() -> (
+    None
+):
+    rs1 = _loss(6)[2]
+    assert isinstance(rs1, ReportSegment)
+    cl = make_cl([12345, rs1.report_serial])
+    sends = []
+    for n in (1, 3, 4, 5):  # 02 was dropped by the relay
+        sends += cl.on_datagram(_loss(n)[1], NOW).sends
+    # A checkpoint after a gap: the report waits report_delay_ms (reordering),
+    # then claims around the gap -- exactly the report ION answered.
+    got = _sends_until_quiet(cl, sends, NOW + cl.config.report_delay_ms)
+    assert got == [_loss(6)[1]]
+    assert len(rs1.claims) == 2
+    assert cl.on_datagram(_loss(7)[1], NOW + 60).sends == []  # ION's RA
+    received = []
+    for n in (8, 9):  # ION resends the gap, then a new checkpoint
+        res = cl.on_datagram(_loss(n)[1], NOW + 70)
+        assert res.sends == []  # whole now: held until the bundle is stored
+        received += res.received
+    ((node, bundle, token),) = received
+    assert node == 1
+    assert decode_bundle_untrusted(bundle).payload == bytes(
+        97 + i % 26 for i in range(2000)
+    )
+    assert token is not None
+    assert cl.on_stored(token, NOW + 80).sends == [(ION_ADDR, _loss(10)[1])]
+    assert cl.on_datagram(_loss(11)[1], NOW + 90).sends == []
+    assert cl.engine.sessions_in == 0
+
+
+def test_our_block_with_lost_segments_is_resent_as_ion_asked_and_completes() -> None:
+    ours = [_loss(n) for n in range(12, 17)]
+    last = ours[-1][2]
+    assert isinstance(last, DataSegment)
+    assert last.checkpoint_serial is not None
+    cl = make_cl([last.session.number, last.checkpoint_serial])
+    block = b"".join(s.data for _, _, s in ours if isinstance(s, DataSegment))
+    ((bundle,), err) = split_block_untrusted(block)
+    assert err is None
+    assert cl.transmit(1, 1, bundle, NOW).sends == []
+    sent = [d for _, d in cl.on_tick(NOW + cl.config.aggregate_ms).sends]
+    assert sent == [d for _, d, _ in ours]  # 13 and 15 were then lost
+    # ION's report with the two gaps: we acknowledge it and resend exactly
+    # the missing bytes, the last piece as a new checkpoint.
+    res = cl.on_datagram(_loss(17)[1], NOW + 200)
+    assert [d for _, d in res.sends] == [_loss(n)[1] for n in (18, 19, 20)]
+    assert res.done == []
+    res = cl.on_datagram(_loss(21)[1], NOW + 300)
+    assert [d for _, d in res.sends] == [_loss(22)[1]]
+    assert res.done == [(1, True)]
+    assert cl.engine.sessions_out == 0
