@@ -83,7 +83,7 @@ ION_SESSIONS = [k for k in S if k[1].originator == 1]
 OUR_SESSIONS = [k for k in S if k[1].originator == 2]
 
 
-def make_cl(rng_values: list[int]) -> LtpCl:
+def make_cl(rng_values: list[int], *, green: bool = False) -> LtpCl:
     cl = LtpCl(
         node=2,
         config=LtpConfig(engine_id=2),
@@ -94,6 +94,7 @@ def make_cl(rng_values: list[int]) -> LtpCl:
                 engine_id=1,
                 ltp_mtu_bytes=512,
                 ltp_aggregate=True,
+                ltp_green=green,
             )
         ],
         rng=ScriptedRng(rng_values),
@@ -282,4 +283,55 @@ def test_our_block_with_lost_segments_is_resent_as_ion_asked_and_completes() -> 
     res = cl.on_datagram(_loss(21)[1], NOW + 300)
     assert [d for _, d in res.sends] == [_loss(22)[1]]
     assert res.done == [(1, True)]
+    assert cl.engine.sessions_out == 0
+
+
+# --- all green: tests/vectors/ion_ltp_green.hex ---------------------------------
+
+G = load("ion_ltp_green.hex")
+
+
+def _green(first: int, last: int) -> list[bytes]:
+    return [v for k, v in G.items() if first <= int(k.split()[0].split("-")[1]) <= last]
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "payload"),
+    [
+        (1, 1, b"green from ION bpsendfile with class of service 0.1.0.1.0\n"),
+        (2, 6, bytes(97 + i % 26 for i in range(2000))),
+    ],
+)
+def test_ions_green_block_is_delivered_without_a_report(
+    first: int, last: int, payload: bytes
+) -> None:
+    cl = make_cl([12345])
+    received = []
+    for data in _green(first, last):
+        seg = decode_segment_untrusted(data)
+        assert isinstance(seg, DataSegment)
+        assert not seg.type.is_red
+        assert encode_segment(seg) == data
+        res = cl.on_datagram(data, NOW)
+        assert res.sends == []  # green: nothing to acknowledge
+        received += res.received
+    ((node, bundle, token),) = received
+    assert (node, token) == (1, None)  # no token: no report waits for a store
+    assert decode_bundle_untrusted(bundle).payload == payload
+    assert cl.engine.sessions_in == 0
+
+
+@pytest.mark.parametrize(("first", "last"), [(7, 7), (8, 12)])
+def test_our_green_block_goes_out_as_ion_received_it(first: int, last: int) -> None:
+    ours = _green(first, last)
+    segs = [decode_segment_untrusted(d) for d in ours]
+    assert all(isinstance(s, DataSegment) and not s.type.is_red for s in segs)
+    cl = make_cl([segs[0].session.number], green=True)
+    block = b"".join(s.data for s in segs if isinstance(s, DataSegment))
+    ((bundle,), err) = split_block_untrusted(block)
+    assert err is None
+    assert cl.transmit(1, 1, bundle, NOW).sends == []
+    res = cl.on_tick(NOW + cl.config.aggregate_ms)
+    assert [d for _, d in res.sends] == ours
+    assert res.done == [(1, True)]  # all green: done once it all left
     assert cl.engine.sessions_out == 0
