@@ -83,7 +83,9 @@ ION_SESSIONS = [k for k in S if k[1].originator == 1]
 OUR_SESSIONS = [k for k in S if k[1].originator == 2]
 
 
-def make_cl(rng_values: list[int], *, green: bool = False) -> LtpCl:
+def make_cl(
+    rng_values: list[int], *, green: bool = False, owlt_s: float = 1.0
+) -> LtpCl:
     cl = LtpCl(
         node=2,
         config=LtpConfig(engine_id=2),
@@ -99,7 +101,7 @@ def make_cl(rng_values: list[int], *, green: bool = False) -> LtpCl:
         ],
         rng=ScriptedRng(rng_values),
     )
-    cl.contact(1, True, NOW, owlt_s=1.0)
+    cl.contact(1, True, NOW, owlt_s=owlt_s)
     return cl
 
 
@@ -334,4 +336,64 @@ def test_our_green_block_goes_out_as_ion_received_it(first: int, last: int) -> N
     res = cl.on_tick(NOW + cl.config.aggregate_ms)
     assert [d for _, d in res.sends] == ours
     assert res.done == [(1, True)]  # all green: done once it all left
+    assert cl.engine.sessions_out == 0
+
+
+# --- lost reports: tests/vectors/ion_ltp_report_loss.hex ------------------------
+
+R = load("ion_ltp_report_loss.hex")
+
+
+def _rs(n: int) -> bytes:
+    ((data,),) = [[v] for k, v in R.items() if k.startswith(f"rsloss-{n:02d} ")]
+    return data
+
+
+def _ticks(cl: LtpCl, start: int, until: int) -> list[bytes]:
+    """Everything ``cl`` sends at its deadlines from ``start`` to ``until``."""
+    out: list[bytes] = []
+    while (d := cl.next_deadline()) is not None and d <= until:
+        out += [b for _, b in cl.on_tick(max(start, int(d))).sends]
+    return out
+
+
+def test_our_lost_report_is_sent_again_and_ion_acknowledges_it() -> None:
+    rs = decode_segment_untrusted(_rs(6))
+    assert isinstance(rs, ReportSegment)
+    # The live node had no contact plan: light time 0, timers = margin (1 s).
+    cl = make_cl([12345, rs.report_serial], owlt_s=0.0)
+    received = []
+    for n in range(1, 6):
+        received += cl.on_datagram(_rs(n), NOW).received
+    ((_, _, token),) = received
+    assert token is not None
+    assert [d for _, d in cl.on_stored(token, NOW).sends] == [_rs(6)]  # lost
+    # No RA within the report timer: the same report goes again.
+    assert _ticks(cl, NOW, NOW + 1_000) == [_rs(7)]
+    assert _rs(7) == _rs(6)
+    assert cl.on_datagram(_rs(8), NOW + 1_014).sends == []
+    assert cl.engine.sessions_in == 0
+
+
+def test_ions_lost_report_our_checkpoints_again_then_ions_own_resend() -> None:
+    ours = [decode_segment_untrusted(_rs(n)) for n in range(9, 14)]
+    last = ours[-1]
+    assert isinstance(last, DataSegment)
+    assert last.checkpoint_serial is not None
+    cl = make_cl([last.session.number, last.checkpoint_serial], owlt_s=0.0)
+    block = b"".join(s.data for s in ours if isinstance(s, DataSegment))
+    ((bundle,), err) = split_block_untrusted(block)
+    assert err is None
+    cl.transmit(1, 1, bundle, NOW)
+    sent_at = NOW + cl.config.aggregate_ms
+    assert [d for _, d in cl.on_tick(sent_at).sends] == [_rs(n) for n in range(9, 14)]
+    # ION's report (14) is lost: our checkpoint goes again every second, the
+    # same bytes each time, as ION saw them (15, 16, 17).
+    again = _ticks(cl, sent_at, sent_at + 3_000)
+    assert again == [_rs(15), _rs(16), _rs(17)]
+    assert set(again) == {_rs(13)}
+    # ION's own retransmitted report completes the session.
+    res = cl.on_datagram(_rs(18), sent_at + 3_170)
+    assert [d for _, d in res.sends] == [_rs(19)]
+    assert res.done == [(1, True)]
     assert cl.engine.sessions_out == 0
