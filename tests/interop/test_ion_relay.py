@@ -9,7 +9,7 @@ What ION does to our bundle on the way, and what we must do with the result:
   wrote CRC-32C, sets the previous node to itself, and adds its block 193
   and a bundle age block. (By RFC 9173 3.7 a BIB whose scope covers the
   primary block, scope flag 0x1, would then no longer verify after an ION
-  hop; not tried, ION was built without its crypto suites.)
+  hop; not tried: open-source ION has only NULL crypto suites.)
 - The receiving DCiS node decodes the relayed bundle, checks ION's CRC-16
   and delivers it.
 """
