@@ -11,7 +11,7 @@ saw them. What we must do with them:
 - through the UDP CL: an ION datagram is a bare bundle, and towards a
   neighbour configured ``none`` we send bare bundles, never a DCiS segment;
 - through the agent: deliver ION's bundles to the local endpoint, answer
-  bptrace's report requests with the status reports ION took (udp-08,
+  bptrace's report requests with the status reports we sent ION (udp-08,
   udp-12), read ION's own status report (udp-09), and relay an ION bundle
   exactly as we did on the wire (udp-10: only the previous node changes).
 """
