@@ -66,6 +66,7 @@ from dtn.agent.store import (
 )
 from dtn.bpv7.admin import StatusKind, StatusReason, make_status_report
 from dtn.bpv7.bundle import Bundle, decode_bundle_untrusted, encode_bundle, make_bundle
+from dtn.bpv7.canonical import ZERO_BLOCK_NUMBER
 from dtn.bpv7.eid import DTN_NONE, DtnEid, Eid, IpnEid, is_null_eid, parse_eid
 from dtn.bpv7.flags import BlockType, BundleFlags, CrcType
 from dtn.bpv7.fragment import fragment_bundle, reassemble
@@ -112,6 +113,16 @@ def content_digest(bundle: Bundle) -> bytes:
         h.update(b"%d|%d|%d|" % (blk.type_code, blk.number, len(blk.data)))
         h.update(blk.data)
     return h.digest()
+
+
+class TooManyBundles(StoreFull):
+    """A new bundle was refused: the agent holds ``AgentConfig.max_bundles``."""
+
+    def __init__(self, held: int) -> None:
+        DtnError.__init__(self, f"store full: {held} bundles held, the most allowed")
+        self.needed_bytes = 0
+        self.used_bytes = 0
+        self.limit_bytes = 0
 
 
 def _variant_base(key: str) -> str | None:
@@ -210,6 +221,10 @@ class AgentConfig:
       store space forever). None = the bundle's own lifetime.
     - ``max_tombstone_ms``: the longest a delivered key is remembered (None:
       the bundle's own lifetime).
+    - ``max_bundles``: the most bundles held at once (each costs memory
+      beyond its bytes, which ``limit_bytes`` counts: a flood of tiny
+      bundles must not exhaust RAM); a new one beyond it is refused like a
+      full store (``TooManyBundles``, no Ack). None = no bound.
     - ``reroute_interval_ms`` / ``max_reroute_interval_ms``: with a contact
       plan, bundles without a route to a destination are routed again after
       this long, then after twice as long each time up to the maximum
@@ -227,6 +242,7 @@ class AgentConfig:
     max_reroute_interval_ms: int = 3_600_000
     max_forward_lifetime_ms: int | None = None
     max_tombstone_ms: int | None = None
+    max_bundles: int | None = None
     mtu_by_neighbour: dict[int, int | None] = field(default_factory=dict)
     """Per-neighbour MTU overriding ``max_bundle_bytes`` (None: no limit), e.g.
     for a stream CL such as TCPCL that carries a bundle of any size whole."""
@@ -954,8 +970,19 @@ class Agent:
             if neighbor is not None and cl_token is not None
             else None
         )
+        renumbered = False
         try:
-            bundle = decode_bundle_untrusted(data)
+            try:
+                bundle = decode_bundle_untrusted(data)
+            except DecodeError as exc:
+                # ION 4.1.3's fragments number every extension block 0
+                # (spec/interop.md): take them, renumbered, rather than
+                # lose every fragmented bundle an ION node sends.
+                if exc.what != ZERO_BLOCK_NUMBER:
+                    raise
+                bundle = decode_bundle_untrusted(data, renumber_zero_blocks=True)
+                data = encode_bundle(bundle)
+                renumbered = True
             prev = bundle.previous_node
             hop = bundle.hop_count
             age = bundle.bundle_age_ms
@@ -1003,7 +1030,14 @@ class Agent:
         if local and self.store.is_delivered(bundle.original_key):
             self._duplicate(key, ack, actions)
             return
-        actions.append(Event("received", key, f"from {cla} neighbour {prev_node}"))
+        actions.append(
+            Event(
+                "received",
+                key,
+                f"from {cla} neighbour {prev_node}"
+                + (" (extension blocks numbered 0 renumbered)" if renumbered else ""),
+            )
+        )
         if p.creation.time_ms == 0 and age is None:
             self._delete(
                 key,
@@ -1259,6 +1293,9 @@ class Agent:
             prev_node=prev_node,
             frag_group=frag_group,
         )
+        cap = self.config.max_bundles
+        if cap is not None and not force and len(self._entries) >= cap:
+            raise TooManyBundles(len(self._entries))
         self.store.put(rec, data, force=force)
         return self._track(rec, dest_node, flags)
 
