@@ -148,7 +148,7 @@ async def constellation(workdir: Path) -> bool:
     return ok
 
 
-async def _part(
+async def run_part(
     name: str, run: Callable[[Path], Awaitable[list[Check]]]
 ) -> list[Check]:
     """Run one testbed part in a fresh work directory (always removed); an
@@ -163,7 +163,8 @@ async def _part(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _delivery(workdir: Path) -> list[Check]:
+async def delivery(workdir: Path) -> list[Check]:
+    """Part 2 (:func:`constellation`) as a check."""
     ok = await constellation(workdir)
     return [
         ("delivery: 30 bundles, each exactly once, despite a SIGKILLed forwarder", ok)
@@ -178,8 +179,8 @@ async def run_all() -> list[Check]:
             wire_intro(),
         )
     ]
-    checks += await _part("delivery", _delivery)
-    checks += await _part("storage stack", run_stack)
+    checks += await run_part("delivery", delivery)
+    checks += await run_part("storage stack", run_stack)
     return checks
 
 
