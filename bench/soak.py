@@ -146,6 +146,9 @@ def main() -> None:
         "--secure", action="store_true", help="key stores (MACs on hop ACKs)"
     )
     ap.add_argument("--trace", action="store_true", help="print RSS and fds over time")
+    ap.add_argument(
+        "--good-only", action="store_true", help="no hostile traffic (a reference)"
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dcis-soak-"))
     stop = threading.Event()
@@ -308,14 +311,18 @@ def main() -> None:
         s.close()
 
     idle: list[socket.socket] = []
-    for _ in range(300):
+    for _ in range(0 if args.good_only else 300):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.connect(nodes[2].sock)
         idle.append(s)
 
     threads = [
         threading.Thread(target=f, daemon=True)
-        for f in (good_sender, good_receiver, flood, garbage, never_reads)
+        for f in (
+            (good_sender, good_receiver)
+            if args.good_only
+            else (good_sender, good_receiver, flood, garbage, never_reads)
+        )
     ]
     for t in threads:
         t.start()

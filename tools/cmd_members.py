@@ -10,6 +10,10 @@ advertises. ``--json`` prints ``{"members": [{"node", "state",
 "incarnation", "last_heard_s", "resources": {"store_free_bytes",
 "store_total_bytes", "cpu_load", "battery_pct", "sunlit",
 "temperature_c"}}]}``.
+
+examples:
+  dcis members --config examples/node1.toml
+  dcis members --node 1 --json
 """
 
 from __future__ import annotations

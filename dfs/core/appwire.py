@@ -23,6 +23,8 @@ from typing import Any
 
 import cbor2
 
+from crypto.cbor_guard import loads_untrusted
+from crypto.errors import DecodeError as CborDecodeError
 from dfs.core.errors import DecodeError
 
 OPS = ("get", "ls", "stat", "rm")
@@ -140,9 +142,9 @@ _SHAPES = {20: 6, 21: 4, 22: 4, 30: 3, 31: 4, 32: 4, 33: 4}
 def decode_app_untrusted(payload: bytes) -> AppMessage:
     """Parse an app request or reply. Raises only DecodeError."""
     try:
-        h = cbor2.loads(payload)
-    except Exception as exc:  # cbor2 raises many types on hostile input
-        raise DecodeError("malformed CBOR") from exc
+        h = loads_untrusted(payload, what="dfs app message")
+    except CborDecodeError as exc:
+        raise DecodeError(f"malformed CBOR: {exc}") from None
     if not isinstance(h, list) or not h or _SHAPES.get(h[0]) != len(h):
         raise DecodeError("unknown message kind or wrong length")
     kind, req = h[0], _uint(h[1])

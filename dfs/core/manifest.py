@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import cbor2
 
+from crypto.cbor_guard import loads_untrusted
+from crypto.errors import DecodeError as CborDecodeError
 from dfs.core.codec import OBJECT_ID_BYTES, check_kn, chunk_count, object_hash
 from dfs.core.errors import DecodeError, InvalidArgument
 
@@ -44,12 +46,13 @@ def placement_key(object_id: bytes) -> str:
 
 
 def check_name(name: str) -> None:
-    """Raise InvalidArgument unless ``name`` is a usable object name."""
-    if (
-        not name
-        or len(name.encode()) > MAX_NAME_BYTES
-        or any(ord(c) < 32 for c in name)
-    ):
+    """Raise InvalidArgument unless ``name`` is a usable object name: 1 to
+    1024 bytes of UTF-8 (no lone surrogates), no control characters."""
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"object name {name!r} is not valid UTF-8") from None
+    if not name or size > MAX_NAME_BYTES or any(ord(c) < 32 for c in name):
         raise InvalidArgument(f"bad object name {name!r}")
 
 
@@ -148,10 +151,11 @@ def encode_tombstone(t: Tombstone) -> bytes:
 
 
 def _loads(data: bytes, what: str) -> object:
+    # Guarded: cbor2's C decoder leaks on some malformed items (crypto.cbor_guard).
     try:
-        return cbor2.loads(data)
-    except Exception as exc:  # cbor2 raises many types on hostile input
-        raise DecodeError(f"{what}: malformed CBOR") from exc
+        return loads_untrusted(data, what=what)
+    except CborDecodeError as exc:
+        raise DecodeError(f"{what}: malformed CBOR ({exc})") from None
 
 
 def _uint(x: object, what: str) -> int:

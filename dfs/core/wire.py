@@ -21,6 +21,8 @@ from enum import IntEnum
 
 import cbor2
 
+from crypto.cbor_guard import loads_untrusted
+from crypto.errors import DecodeError as CborDecodeError
 from dfs.core.codec import OBJECT_ID_BYTES
 from dfs.core.errors import DecodeError
 
@@ -137,9 +139,9 @@ def decode_message_untrusted(payload: bytes) -> Message:
         raise DecodeError("header runs past the payload")
     mv = memoryview(payload)
     try:
-        h = cbor2.loads(mv[2 : 2 + hlen])
-    except Exception as exc:  # cbor2 raises many types on hostile input
-        raise DecodeError("malformed header") from exc
+        h = loads_untrusted(mv[2 : 2 + hlen], what="dfs header")
+    except CborDecodeError as exc:
+        raise DecodeError(f"malformed header: {exc}") from None
     tail = mv[2 + hlen :]
     if not isinstance(h, list) or not h:
         raise DecodeError("header is not a non-empty array")

@@ -114,6 +114,16 @@ def content_digest(bundle: Bundle) -> bytes:
     return h.digest()
 
 
+class TooManyBundles(StoreFull):
+    """A new bundle was refused: the agent holds ``AgentConfig.max_bundles``."""
+
+    def __init__(self, held: int) -> None:
+        DtnError.__init__(self, f"store full: {held} bundles held, the most allowed")
+        self.needed_bytes = 0
+        self.used_bytes = 0
+        self.limit_bytes = 0
+
+
 def _variant_base(key: str) -> str | None:
     """The key a variant's store key was made from (``key#<32 hex>``), else
     None. Bundle keys themselves end in a decimal number."""
@@ -210,6 +220,10 @@ class AgentConfig:
       store space forever). None = the bundle's own lifetime.
     - ``max_tombstone_ms``: the longest a delivered key is remembered (None:
       the bundle's own lifetime).
+    - ``max_bundles``: the most bundles held at once (each costs memory
+      beyond its bytes, which ``limit_bytes`` counts: a flood of tiny
+      bundles must not exhaust RAM); a new one beyond it is refused like a
+      full store (``TooManyBundles``, no Ack). None = no bound.
     - ``reroute_interval_ms`` / ``max_reroute_interval_ms``: with a contact
       plan, bundles without a route to a destination are routed again after
       this long, then after twice as long each time up to the maximum
@@ -227,6 +241,7 @@ class AgentConfig:
     max_reroute_interval_ms: int = 3_600_000
     max_forward_lifetime_ms: int | None = None
     max_tombstone_ms: int | None = None
+    max_bundles: int | None = None
     mtu_by_neighbour: dict[int, int | None] = field(default_factory=dict)
     """Per-neighbour MTU overriding ``max_bundle_bytes`` (None: no limit), e.g.
     for a stream CL such as TCPCL that carries a bundle of any size whole."""
@@ -1259,6 +1274,9 @@ class Agent:
             prev_node=prev_node,
             frag_group=frag_group,
         )
+        cap = self.config.max_bundles
+        if cap is not None and not force and len(self._entries) >= cap:
+            raise TooManyBundles(len(self._entries))
         self.store.put(rec, data, force=force)
         return self._track(rec, dest_node, flags)
 

@@ -54,6 +54,7 @@ its type, default and meaning; examples/node1.toml is a commented node)::
     max_forward_lifetime_ms = 2592000000  # longest lifetime accepted for others' bundles (30 days)
     max_tombstone_ms = 2592000000     # longest a delivered key is remembered
     disk_reserve_bytes = 4194304      # free space kept on the store's file system
+    max_bundles = 200000              # bundles held at once (each costs RAM too)
 
     [security]                        # end-to-end security (spec/security.md section 9)
     keystore = "keys/node2"           # node.key, node.cert, operator.pub, certs/, revocations.cbor
@@ -138,6 +139,7 @@ class Limits:
     max_forward_lifetime_ms: int = 30 * 86_400_000
     max_tombstone_ms: int = 30 * 86_400_000
     disk_reserve_bytes: int = 4 << 20
+    max_bundles: int = 200_000
 
 
 LIMIT_KEYS = frozenset(Limits.__dataclass_fields__)

@@ -397,6 +397,7 @@ class Node:
                 },
                 max_forward_lifetime_ms=cfg.limits.max_forward_lifetime_ms,
                 max_tombstone_ms=cfg.limits.max_tombstone_ms,
+                max_bundles=cfg.limits.max_bundles,
             ),
             rng=random.Random(),
             security=self.security,

@@ -11,6 +11,7 @@ No sleeps: each step waits for what the processes write, bounded.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -82,6 +83,9 @@ def test_testbed_with_a_relative_workdir_stops_on_ctrl_c(tmp_path: Path) -> None
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
             stderr=f,
+            # Its own process group: if this test fails midway, killing the
+            # group takes the daemons along instead of orphaning them.
+            start_new_session=True,
         )
     socks = [tmp_path / "rel" / "wd" / f"node{n}.sock" for n in (1, 2, 3, 4)]
     try:
@@ -92,7 +96,7 @@ def test_testbed_with_a_relative_workdir_stops_on_ctrl_c(tmp_path: Path) -> None
         assert proc.wait(timeout=60) == 130
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     text = err.read_text()
     assert "Traceback" not in text

@@ -168,7 +168,7 @@ def test_put_kill_n_minus_k_holders_get_intact(tmp_path: Path) -> None:
         raw = bytearray(block.read_bytes())
         raw[-7] ^= 0x20
         block.write_bytes(bytes(raw))
-        scrub_deadline = time.monotonic() + 120
+        scrub_deadline = time.monotonic() + (400 if FULL else 120)
         while True:  # the current holders (a repair may have moved a share)
             now_holders = fs.stat("big")["holders"]
             if all(good_share(tmp_path, h, oid, i) for i, h in enumerate(now_holders)):

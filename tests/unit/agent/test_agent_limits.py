@@ -81,3 +81,27 @@ def test_tombstones_are_kept_at_most_max_tombstone_ms(tmp_path: Path) -> None:
     a.on_tick(T0 + DAY + 10 * 60_000)
     assert store.delivered_count == 0
     store.close()
+
+
+def test_the_number_of_bundles_held_is_bounded() -> None:
+    from dtn.agent.agent import TooManyBundles
+    from dtn.agent.store import MemoryStore
+    from tests.unit.agent.helpers import Ack
+
+    a = Agent(node=2, store=MemoryStore(), config=AgentConfig(max_bundles=3))
+    for i in range(5):
+        data = encode_bundle(
+            make_bundle(
+                source="ipn:9.1",
+                destination="ipn:77.1",
+                payload=b"tiny",
+                creation_ms=T0,
+                sequence=i,
+            )
+        )
+        out = a.on_receive(cla="t", neighbor=9, data=data, now=T0, cl_token=i)
+        acked = [x for x in out if isinstance(x, Ack)]
+        assert acked == ([Ack(9, i)] if i < 3 else [])  # refused: not acknowledged
+    assert a.stored == 3
+    assert a.counters["refused"] == 2
+    assert issubclass(TooManyBundles, Exception)

@@ -41,7 +41,13 @@ def manifests(draw: st.DrawFn) -> Manifest:
     hashes = tuple(draw(st.binary(min_size=32, max_size=32)) for _ in range(chunks))
     return Manifest(
         object_id=draw(oids),
-        name=draw(st.text(st.characters(min_codepoint=32), min_size=1, max_size=20)),
+        name=draw(
+            st.text(
+                st.characters(min_codepoint=32, exclude_categories=("Cs",)),
+                min_size=1,
+                max_size=20,
+            )
+        ),
         size=size,
         chunk_size=chunk_size,
         k=k,
@@ -165,3 +171,11 @@ def test_store_chunk_past_count_rejected() -> None:
     raw = wire.encode_message(wire.Store(bytes(16), 0, 3, 3, b"x"))
     with pytest.raises(DecodeError):
         wire.decode_message_untrusted(raw)
+
+
+@pytest.mark.parametrize("name", ["", "a\x00b", "\ud800", "x" * 1025])
+def test_bad_names_are_invalid_arguments(name: str) -> None:
+    from dfs.core.manifest import check_name
+
+    with pytest.raises(InvalidArgument):
+        check_name(name)
