@@ -284,6 +284,15 @@ async def log_heals(tb: Testbed, running: list[int], say: Say) -> Check:
             f"writes tentative; demo/writes is {_text(committed)} committed, "
             f"{_text(tentative)} as this side sees it"
         )
+    for gone in (n for n in NODES if n not in running):
+        views = {
+            n: next((r.state for r in await members(tb, n) if r.node == gone), "?")
+            for n in (small[0], big[0])
+        }
+        say(
+            f"  membership in the cut: node {small[0]} holds the killed node {gone} "
+            f"{views[small[0]]}, node {big[0]} holds it {views[big[0]]}"
+        )
     leader = seen[big[0]]["leader"]
     if leader is None:
         say(
