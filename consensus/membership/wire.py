@@ -37,6 +37,8 @@ from enum import IntEnum
 import cbor2
 
 from consensus.membership.view import Resources
+from crypto.cbor_guard import loads_untrusted
+from crypto.errors import DecodeError as CborDecodeError
 from dtn.errors import DecodeError, InvalidArgument
 
 __all__ = [
@@ -358,11 +360,10 @@ def decode_message_untrusted(
     if not data:
         raise DecodeError("empty payload", where=_WHERE)
     try:
-        item = cbor2.loads(data)
-    except Exception as exc:  # cbor2 raises many types on hostile input
-        raise DecodeError(
-            f"malformed CBOR ({type(exc).__name__})", where=_WHERE
-        ) from exc
+        # Guarded: cbor2's C decoder leaks on some malformed items (crypto.cbor_guard).
+        item = loads_untrusted(data, what=_WHERE)
+    except CborDecodeError as exc:
+        raise DecodeError(f"malformed CBOR ({exc})", where=_WHERE) from None
     f = _array(item, "message", 6)
     if _uint(f[0], "version") != VERSION:
         raise DecodeError(f"unsupported version {f[0]!r}", where=_WHERE)

@@ -66,6 +66,7 @@ from dtn.agent.store import (
 )
 from dtn.bpv7.admin import StatusKind, StatusReason, make_status_report
 from dtn.bpv7.bundle import Bundle, decode_bundle_untrusted, encode_bundle, make_bundle
+from dtn.bpv7.canonical import ZERO_BLOCK_NUMBER
 from dtn.bpv7.eid import DTN_NONE, DtnEid, Eid, IpnEid, is_null_eid, parse_eid
 from dtn.bpv7.flags import BlockType, BundleFlags, CrcType
 from dtn.bpv7.fragment import fragment_bundle, reassemble
@@ -969,8 +970,19 @@ class Agent:
             if neighbor is not None and cl_token is not None
             else None
         )
+        renumbered = False
         try:
-            bundle = decode_bundle_untrusted(data)
+            try:
+                bundle = decode_bundle_untrusted(data)
+            except DecodeError as exc:
+                # ION 4.1.3's fragments number every extension block 0
+                # (spec/interop.md): take them, renumbered, rather than
+                # lose every fragmented bundle an ION node sends.
+                if exc.what != ZERO_BLOCK_NUMBER:
+                    raise
+                bundle = decode_bundle_untrusted(data, renumber_zero_blocks=True)
+                data = encode_bundle(bundle)
+                renumbered = True
             prev = bundle.previous_node
             hop = bundle.hop_count
             age = bundle.bundle_age_ms
@@ -1018,7 +1030,14 @@ class Agent:
         if local and self.store.is_delivered(bundle.original_key):
             self._duplicate(key, ack, actions)
             return
-        actions.append(Event("received", key, f"from {cla} neighbour {prev_node}"))
+        actions.append(
+            Event(
+                "received",
+                key,
+                f"from {cla} neighbour {prev_node}"
+                + (" (extension blocks numbered 0 renumbered)" if renumbered else ""),
+            )
+        )
         if p.creation.time_ms == 0 and age is None:
             self._delete(
                 key,

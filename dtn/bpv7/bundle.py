@@ -18,6 +18,7 @@ copied exactly once (into the block's ``data``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -239,23 +240,36 @@ def encode_bundle(b: Bundle) -> bytes:
 
 
 def decode_bundle_untrusted(
-    data: bytes | bytearray | memoryview, *, max_blocks: int = MAX_BLOCKS
+    data: bytes | bytearray | memoryview,
+    *,
+    max_blocks: int = MAX_BLOCKS,
+    renumber_zero_blocks: bool = False,
 ) -> Bundle:
     """Decode one bundle from untrusted bytes, verifying every CRC.
 
     The whole input must be exactly one bundle. At most ``max_blocks``
     canonical blocks are accepted. Raises :class:`DecodeError` -- and only
     that -- naming the block number and field at fault.
+
+    ``renumber_zero_blocks``: accept extension blocks numbered 0 (RFC 9171
+    4.1 reserves 0 for the primary block) and give each, in wire order, the
+    next number above the highest one in the bundle. ION 4.1.3 writes 0 on
+    every extension block of the fragments it makes (spec/interop.md); the
+    result no longer re-encodes to ``data``. A block numbered 0 otherwise
+    raises a :class:`DecodeError` whose ``what`` is
+    :data:`~dtn.bpv7.canonical.ZERO_BLOCK_NUMBER`.
     """
     try:
-        return _decode(data, max_blocks)
+        return _decode(data, max_blocks, renumber_zero_blocks)
     except DecodeError:
         raise
     except Exception as exc:  # the contract: untrusted input raises only DecodeError
         raise DecodeError(f"malformed bundle ({type(exc).__name__}: {exc})") from exc
 
 
-def _decode(data: bytes | bytearray | memoryview, max_blocks: int) -> Bundle:
+def _decode(
+    data: bytes | bytearray | memoryview, max_blocks: int, zero_ok: bool = False
+) -> Bundle:
     if type(data) is bytes:
         buf: bytes | memoryview = data
         mv = memoryview(data)
@@ -306,11 +320,16 @@ def _decode(data: bytes | bytearray | memoryview, max_blocks: int) -> Bundle:
             raise DecodeError(
                 f"more than {max_blocks} canonical blocks", where="bundle"
             )
-        block, pos = read_block(buf, mv, pos, end, len(blocks), False)
+        block, pos = read_block(
+            buf, mv, pos, end, len(blocks), False, allow_zero_number=zero_ok
+        )
         if block.type_code in CHECKED_BLOCK_TYPES:
             deferred.append(block)
         elif block.type_code == BlockType.BCB:
             has_bcb = True
+        if block.number == 0:
+            blocks.append(block)  # renumbered below (zero_ok)
+            continue
         if block.number in numbers:
             raise DecodeError(
                 "duplicate block number",
@@ -322,6 +341,8 @@ def _decode(data: bytes | bytearray | memoryview, max_blocks: int) -> Bundle:
         blocks.append(block)
     if not payload_seen:
         raise DecodeError("no payload block", where="bundle")
+    if 0 in (b.number for b in blocks):
+        blocks, deferred = _renumber_zero(blocks, numbers)
     if primary.fragment_offset is not None:
         problem = fragment_extent_problem(primary, len(blocks[-1].data))
         if problem is not None:
@@ -345,6 +366,21 @@ def _decode(data: bytes | bytearray | memoryview, max_blocks: int) -> Bundle:
     _set_Bundle_primary(bundle, primary)
     _set_Bundle_blocks(bundle, tuple(blocks))
     return bundle
+
+
+def _renumber_zero(
+    blocks: list[CanonicalBlock], numbers: set[int]
+) -> tuple[list[CanonicalBlock], list[CanonicalBlock]]:
+    """The blocks with those numbered 0 renumbered above the highest number
+    in use, in wire order; and the renumbered list's checked blocks."""
+    nxt = max(numbers) + 1
+    out: list[CanonicalBlock] = []
+    for b in blocks:
+        if b.number == 0:
+            b = dataclasses.replace(b, number=nxt)
+            nxt += 1
+        out.append(b)
+    return out, [b for b in out if b.type_code in CHECKED_BLOCK_TYPES]
 
 
 def bcb_targets(blocks: Iterable[CanonicalBlock]) -> frozenset[int]:

@@ -128,6 +128,11 @@ def encode_block(block: CanonicalBlock) -> bytes:
     return b"".join(encode_block_parts(block))
 
 
+ZERO_BLOCK_NUMBER = "block number 0 is the primary block's"
+""":attr:`DecodeError.what` of a canonical block numbered 0 (see
+``decode_bundle_untrusted(renumber_zero_blocks=True)``)."""
+
+
 def read_block(
     buf: bytes | memoryview,
     mv: memoryview,
@@ -135,6 +140,8 @@ def read_block(
     end: int,
     index: int,
     check_data: bool = True,
+    *,
+    allow_zero_number: bool = False,
 ) -> tuple[CanonicalBlock, int]:
     """Decode the canonical block at ``pos`` (the ``index``-th canonical block).
 
@@ -142,7 +149,9 @@ def read_block(
     (then call :func:`check_block_data` later), for the extension blocks we
     process (previous node, bundle age, hop count), the block-type-specific
     data. Returns ``(block, new_pos)``; raises only :class:`DecodeError`, whose
-    ``where`` names the block number and type once they are known.
+    ``where`` names the block number and type once they are known. With
+    ``allow_zero_number`` an extension block numbered 0 is returned as it is
+    (the caller renumbers it); otherwise that is an error.
     """
     start = pos
     read_uint = cbor.read_uint
@@ -187,8 +196,8 @@ def read_block(
             )
         if type_code == 0:
             raise DecodeError("block type 0 is reserved", where="type_code")
-        if number == 0:
-            raise DecodeError("block number 0 is the primary block's", where="number")
+        if number == 0 and not allow_zero_number:
+            raise DecodeError(ZERO_BLOCK_NUMBER, where="number")
         if type_code == 1 and number != 1:
             raise DecodeError(
                 f"the payload block must have number 1, got {number}", where="number"

@@ -209,3 +209,25 @@ def test_same_seed_same_json_across_processes_and_hash_seeds(
     assert (
         json.loads(proc.stdout)["trace_sha256"] != outs[0]["trace_sha256"]
     )  # another seed, another run
+
+
+def test_bundles_wait_in_the_store_for_the_next_hops_window(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The testbed's twin (test_dcis_testbed_prints_the_sim_summary_keys) on
+    # virtual time, where the wait can be asserted exactly: 1 -> 3 is sent at
+    # t=0.2 and 2 -> 3 opens only at t=2.
+    plan = tmp_path / "p.ionrc"
+    plan.write_text(
+        "a contact +0 +30 1 2 1000000\n"
+        "a contact +0 +30 2 1 1000000\n"
+        "a contact +2 +30 2 3 1000000\n"
+        "a contact +2 +30 3 2 1000000\n"
+        "a range +0 +30 1 2 0\na range +0 +30 2 3 0\n"
+    )
+    traffic = tmp_path / "t.txt"
+    traffic.write_text("0.2 1 3 500 4\n")
+    assert main(sim_args(plan, traffic, "--duration", "10", "--json")) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["delivered"] == 4
+    assert out["latency_p50_s"] >= 1.8

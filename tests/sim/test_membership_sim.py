@@ -6,6 +6,7 @@ Walker-style plans of dtn.sim.scenarios."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -29,13 +30,17 @@ def lifecycle(n: int, seed: int, aware: bool) -> tuple[MembershipSim, float | No
     sim.leave(2, 25.0)
     sim.crash(3, 30.0)
     half = range(1, n // 2 + 1)
-    sim.partition(half, 80.0, 140.0)
-    sim.run_until(78.0)
+    # Detection: four probe rounds, Lifeguard's longest suspicion
+    # (6 x 4 x log10 N periods) and dissemination (3 log2 N periods).
+    check = 50.0 + 24.0 * max(1.0, math.log10(n)) + 3 * math.log2(n)
+    heal = check + 62.0
+    sim.partition(half, check + 2.0, heal)
+    sim.run_until(check)
     assert states_of(sim, 3) == {D}, "the crashed node is dead everywhere"
     assert states_of(sim, 2) == {L}, "the node that left is left everywhere"
     assert states_of(sim, n) == {A}, "the late joiner is alive everywhere"
     assert sim.detected_at.keys() == {3}
-    sim.run_until(139.0)
+    sim.run_until(heal - 1.0)
     # During the partition each side suspects (or has declared dead) the other.
     other = set(range(n // 2 + 1, n + 1)) - {2, 3}
     mine = set(half) - {2, 3}
@@ -45,8 +50,8 @@ def lifecycle(n: int, seed: int, aware: bool) -> tuple[MembershipSim, float | No
     gone = (MemberState.SUSPECT, D)
     assert any(a.state_of(x) in gone for x in other)
     assert any(b.state_of(x) in gone for x in mine)
-    took = heal_periods(sim, 140.0, n)
-    sim.run_until(145.0 + 3 * math.log2(n))
+    took = heal_periods(sim, heal, n)
+    sim.run_until(heal + 5.0 + 3 * math.log2(n))
     # After the heal: no revival of the departed.
     assert states_of(sim, 3) == {D}
     assert states_of(sim, 2) == {L}
@@ -122,3 +127,50 @@ def test_same_seed_same_run() -> None:
     b, _ = lifecycle(10, seed=21, aware=True)
     assert a.summary(100.0) == b.summary(100.0)
     assert a.messages == b.messages
+
+
+def test_dcis_sim_membership_json_keys(tmp_path: Path) -> None:
+    from dtn.routing.plan import format_ionrc
+    from dtn.sim.scenarios import leo_constellation
+    from tools.cli import main
+
+    plan = tmp_path / "leo.ionrc"
+    plan.write_text(
+        format_ionrc(leo_constellation(planes=2, per_plane=3, duration_s=2_000, seed=1))
+    )
+    traffic = tmp_path / "traffic.txt"
+    traffic.write_text("10 1 2 100\n")
+    argv = [
+        "sim",
+        "--plan",
+        str(plan),
+        "--seed",
+        "2",
+        "--duration",
+        "1500",
+        "--traffic",
+        str(traffic),
+    ]
+    import contextlib
+    import io
+    import json
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main([*argv, "--json", "--membership", "--crash", "4@100"]) == 0
+    doc = json.loads(out.getvalue())
+    keys = {
+        "membership_converged_s",
+        "false_suspicions",
+        "false_dead",
+        "detect_s_p50",
+        "detect_s_p99",
+        "membership_msgs_per_node_s",
+    }
+    assert keys <= set(doc)
+    assert doc["false_suspicions"] == 0
+    assert doc["membership_msgs_per_node_s"] > 0
+    plain = io.StringIO()
+    with contextlib.redirect_stdout(plain):
+        assert main([*argv, "--json"]) == 0
+    assert not keys & set(json.loads(plain.getvalue()))

@@ -340,7 +340,10 @@ def decode_contact_header_untrusted(
     other than 4 is returned as is: the session answers it (RFC 9174 4.3).
     """
     if len(buf) < CONTACT_HEADER_BYTES:
-        if bytes(buf[: len(buf)]) != MAGIC[: len(buf)]:
+        # Only the magic's bytes can be judged yet (a 5-byte prefix holds
+        # the version too, which is not the magic's business).
+        n = min(len(buf), len(MAGIC))
+        if bytes(buf[:n]) != MAGIC[:n]:
             raise DecodeError("not a TCPCL contact header (bad magic)")
         return None
     if bytes(buf[:4]) != MAGIC:
