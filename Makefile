@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	@echo "==> running the demo: six dtn-node daemons on loopback (python -m tools.demo)"
+	@echo "==> running the demo: two testbeds of six dtn-node daemons on loopback, about 2 minutes (python -m tools.demo)"
 	@start=$$(date +%s); $(PY) -m tools.demo; rc=$$?; \
 	echo "==> demo finished in $$(( $$(date +%s) - start )) s (exit status $$rc)"; exit $$rc
 

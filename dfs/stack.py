@@ -13,7 +13,9 @@ is refused (``PlacementError``, retry) while an alive member's certificate
 is not verified yet. The
 node advertises the free space of that disk with its membership entry.
 Membership needs the node's credentials: run the daemon with its keys.
-``$DCIS_DFS_MAINTENANCE_MS`` sets the scrub/repair period (default 60 s).
+``$DCIS_DFS_MAINTENANCE_MS`` sets the scrub/repair period (default 60 s),
+``$DCIS_DFS_FETCH_SLACK_MS`` how long a get waits for a silent holder
+before it brings in the next one (default 30 s).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from consensus.log.service import LogService
@@ -86,17 +89,32 @@ def build(
     return membership, log, dfs
 
 
+def _env_ms(name: str) -> int | None:
+    """The integer in environment variable ``name`` (None when unset)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}: not an integer: {raw!r}") from None
+
+
 def config_from_env() -> DfsConfig:
     """The object store's tunables: defaults, except
-    ``$DCIS_DFS_MAINTENANCE_MS`` (scrub/repair period; testbeds shorten it)."""
-    raw = os.environ.get("DCIS_DFS_MAINTENANCE_MS")
-    if raw is None:
-        return DfsConfig()
-    try:
-        period = int(raw)
-    except ValueError:
-        raise ValueError(f"DCIS_DFS_MAINTENANCE_MS: not an integer: {raw!r}") from None
-    return DfsConfig(maintenance_interval_ms=period)
+    ``$DCIS_DFS_MAINTENANCE_MS`` (scrub/repair period) and
+    ``$DCIS_DFS_FETCH_SLACK_MS`` (how long a get waits for a silent holder
+    before it asks the next one); testbeds on loopback shorten both."""
+    config = DfsConfig()
+    period = _env_ms("DCIS_DFS_MAINTENANCE_MS")
+    if period is not None:
+        config = replace(config, maintenance_interval_ms=period)
+    slack = _env_ms("DCIS_DFS_FETCH_SLACK_MS")
+    if slack is not None:
+        if slack < 0:
+            raise ValueError(f"DCIS_DFS_FETCH_SLACK_MS: negative: {slack}")
+        config = replace(config, fetch_slack_ms=slack)
+    return config
 
 
 def factory(node: int, incarnation: int) -> Sequence[Service]:

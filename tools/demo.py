@@ -1,12 +1,20 @@
-"""``make demo``: a bundle on the wire, then a six-node constellation over UDP.
+"""``make demo``: a bundle on the wire, a six-node constellation over UDP,
+then the storage stack on six daemons.
 
 1. BPv7 in two lines: encode a bundle, decode it back, reject a corrupted copy.
 2. Six ``dtn-node`` daemons on loopback behind the link emulator, driven by
    the shipped contact plan ``tools/plans/demo.ionrc``: bundles from ground
    station 1 (and satellite 5) to ground station 6 cross a store-and-forward
    path; the forwarder holding them (node 3) is killed with SIGKILL and
-   restarted mid-way; every bundle must arrive exactly once. Ends by itself in
-   about 50 seconds with a summary (``make demo`` prints the measured time).
+   restarted mid-way; every bundle must arrive exactly once.
+3. Six daemons with node keys running ``dfs.stack:factory`` (membership,
+   the log, the object store), plan ``tools/plans/stack.ionrc``
+   (:mod:`tools.demo_stack`): views converge, the log heals a partition, a
+   3-of-6 object survives three SIGKILLed holders, a killed node is seen dead.
+4. A PASS/FAIL line per check and the wall time; exit status 1 if any
+   check failed. Theory of operation: each part returns its checks as
+   ``(what, ok)``; a part that stops on an error counts as a failed check,
+   so the demo always ends with its summary (about 2 minutes on two cores).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
@@ -21,6 +30,7 @@ import trio
 from dtn.bpv7 import decode_bundle_untrusted, encode_bundle, make_bundle
 from dtn.client import open_trio_client
 from dtn.errors import DecodeError
+from tools.demo_stack import Check, run_stack
 from tools.testbed import Testbed, TestbedOptions, default_workdir
 
 PLAN = Path(__file__).resolve().parent / "plans" / "demo.ionrc"
@@ -114,7 +124,7 @@ async def constellation(workdir: Path) -> bool:
         await tb.sleep_until_plan(DURATION_S)
         summary = tb.summary(DURATION_S)
         left = {n: await stored(tb, n) for n in tb.nodes}
-    print("3. summary:")
+    print("   summary:")
     print(
         f"   sent {summary['sent']}, delivered {summary['delivered']}, pending {summary['pending']}, expired {summary['expired']}, duplicates {summary['duplicates_delivered']}"
     )
@@ -138,15 +148,62 @@ async def constellation(workdir: Path) -> bool:
     return ok
 
 
-def main() -> int:
-    """Run the demo; 0 when every step did what it should."""
-    ok = wire_intro()
+async def run_part(
+    name: str, run: Callable[[Path], Awaitable[list[Check]]]
+) -> list[Check]:
+    """Run one testbed part in a fresh work directory (always removed); an
+    error that stops it early is a failed check, not a crash."""
     workdir = default_workdir()
     try:
-        ok = bool(trio.run(constellation, workdir)) and ok
+        return await run(workdir)
+    except Exception as exc:  # the demo must end with its summary
+        print(f"   {name} stopped: {type(exc).__name__}: {exc}", flush=True)
+        return [(f"{name}: ran to the end", False)]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return 0 if ok else 1
+
+
+async def delivery(workdir: Path) -> list[Check]:
+    """Part 2 (:func:`constellation`) as a check."""
+    ok = await constellation(workdir)
+    return [
+        ("delivery: 30 bundles, each exactly once, despite a SIGKILLed forwarder", ok)
+    ]
+
+
+async def run_all() -> list[Check]:
+    """Every part of the demo in order; one ``(what, ok)`` per check."""
+    checks: list[Check] = [
+        (
+            "BPv7: a bundle decodes back exactly, a corrupted copy is refused",
+            wire_intro(),
+        )
+    ]
+    checks += await run_part("delivery", delivery)
+    checks += await run_part("storage stack", run_stack)
+    return checks
+
+
+def summary(checks: list[Check], wall_s: float) -> bool:
+    """Print the PASS/FAIL lines; True when every check passed."""
+    print(f"4. summary (wall time {wall_s:.0f} s):")
+    for what, ok in checks:
+        print(f"   {'PASS' if ok else 'FAIL'}  {what}")
+    failed = sum(1 for _, ok in checks if not ok)
+    verdict = (
+        f"PASS: all {len(checks)} checks passed"
+        if not failed
+        else f"FAIL: {failed} of {len(checks)} checks failed"
+    )
+    print(verdict, flush=True)
+    return not failed
+
+
+def main() -> int:
+    """Run the demo; 0 when every check passed."""
+    t0 = time.monotonic()
+    checks = trio.run(run_all)
+    return 0 if summary(checks, time.monotonic() - t0) else 1
 
 
 if __name__ == "__main__":

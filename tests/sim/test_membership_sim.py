@@ -6,6 +6,7 @@ Walker-style plans of dtn.sim.scenarios."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,11 @@ def test_lifecycle_against_the_baseline(n: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("DCIS_SCALE_TESTS"),
+    reason="N=1,000 runs 13+ min on 2 cores (full-state push-pull is O(N^2)); "
+    "set DCIS_SCALE_TESTS=1 to run it",
+)
 def test_lifecycle_1000() -> None:
     _sim, took = lifecycle(1000, seed=12, aware=True)
     assert took is not None

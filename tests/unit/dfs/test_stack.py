@@ -40,3 +40,17 @@ def test_maintenance_period_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DCIS_DFS_MAINTENANCE_MS", "soon")
     with pytest.raises(ValueError, match="DCIS_DFS_MAINTENANCE_MS"):
         config_from_env()
+
+
+def test_fetch_slack_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DCIS_DFS_FETCH_SLACK_MS", raising=False)
+    monkeypatch.delenv("DCIS_DFS_MAINTENANCE_MS", raising=False)
+    assert config_from_env().fetch_slack_ms == 30_000
+    monkeypatch.setenv("DCIS_DFS_FETCH_SLACK_MS", "2000")
+    monkeypatch.setenv("DCIS_DFS_MAINTENANCE_MS", "5000")
+    config = config_from_env()
+    assert (config.fetch_slack_ms, config.maintenance_interval_ms) == (2000, 5000)
+    for bad in ("soon", "-1"):
+        monkeypatch.setenv("DCIS_DFS_FETCH_SLACK_MS", bad)
+        with pytest.raises(ValueError, match="DCIS_DFS_FETCH_SLACK_MS"):
+            config_from_env()
