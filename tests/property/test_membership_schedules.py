@@ -20,7 +20,11 @@ from consensus.membership.view import MemberState
 N = 6
 NODES = list(range(1, N + 1))
 FAULTS_END_S = 60.0
-QUIET_S = 150.0
+# Quiet long enough for the slowest legitimate verdict: with most members
+# gone, indirect probes through the dead fail, Lifeguard's local health
+# multiplier reaches its cap and stretches probe periods and suspicion (up to
+# 9 x 24 periods); 150 s was not enough with 4 of 6 nodes down (seed 1).
+QUIET_S = 400.0
 
 node = st.sampled_from(NODES)
 crash = st.tuples(node, st.floats(5, 50), st.none() | st.floats(1, 10))
@@ -77,7 +81,10 @@ def test_schedules_end_in_the_truth(
             if m in running:
                 assert st_ == MemberState.ALIVE, (n, m, st_)
             elif m in left and m not in restarted:
-                assert st_ in (MemberState.LEFT, None), (n, m, st_)
+                # A leave notice lost to a partition leaves the others to find
+                # the node gone by probing: dead, as memberlist would say. It
+                # is never alive again.
+                assert st_ in (MemberState.LEFT, MemberState.DEAD, None), (n, m, st_)
                 if st_ is None:
                     assert svc.forgotten(m) or m not in svc.members()
             elif st_ is None:
