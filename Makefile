@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	@echo "==> running the demo: two testbeds of six dtn-node daemons on loopback, about 2 minutes (python -m tools.demo)"
-	@start=$$(date +%s); $(PY) -m tools.demo; rc=$$?; \
+	@echo "==> running the demo: two testbeds of six dtn-node daemons on loopback, about 2 minutes (python -m dcis.tools.demo)"
+	@start=$$(date +%s); $(PY) -m dcis.tools.demo; rc=$$?; \
 	echo "==> demo finished in $$(( $$(date +%s) - start )) s (exit status $$rc)"; exit $$rc
 
 # pytest's exit code 5 means "no tests ran": that is a failure, not a pass.
@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/lint-imports
+	PYTHONPATH=.typing $(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

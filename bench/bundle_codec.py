@@ -1,4 +1,4 @@
-"""Bundle codec throughput: dtn.bpv7 vs pyd3tn, measured side by side in one run.
+"""Bundle codec throughput: dcis.dtn.bpv7 vs pyd3tn, measured side by side in one run.
 
 Run: ``.venv/bin/python bench/bundle_codec.py`` (``--quick`` for fewer repeats)
 
@@ -24,8 +24,8 @@ from collections.abc import Callable
 
 import pyd3tn.bundle7 as b7
 
-from dtn.bpv7 import CrcType, decode_bundle_untrusted, encode_bundle, make_bundle
-from dtn.bpv7.crc import crc32c
+from dcis.dtn.bpv7 import CrcType, decode_bundle_untrusted, encode_bundle, make_bundle
+from dcis.dtn.bpv7.crc import crc32c
 
 UNIX_2024 = 1_704_067_200
 DTN_MS_2024 = (UNIX_2024 - 946_684_800) * 1000

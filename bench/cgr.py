@@ -28,7 +28,7 @@ medians over the queries of the median of ``--repeats`` runs. Load = parse the
 HDTN JSON file + build the graph.
 
 Per-node routers ("forwarding" section): one Router per node over the
-100-node, 24 h plan of ``dtn.sim.scenarios.leo_constellation`` (the
+100-node, 24 h plan of ``dcis.dtn.sim.scenarios.leo_constellation`` (the
 simulator's scale scenario), and a seeded stream of bundles (512-8,192 bytes,
 rounded up to whole KiB as the agent does) forwarded hop by hop the way the
 agent does it: at each node ``best_route`` with the previous node excluded,
@@ -54,9 +54,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dtn.routing.cgr import Router
-from dtn.routing.contact import Contact, Range
-from dtn.routing.plan import ContactPlan, format_hdtn_json, load_plan
+from dcis.dtn.routing.cgr import Router
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.routing.plan import ContactPlan, format_hdtn_json, load_plan
 
 HORIZON_S = 86_400.0
 SIZE_BYTES = 1000.0
@@ -348,7 +348,7 @@ def forwarding(bundles: int, seed: int) -> dict[str, Any]:
     """100 per-node routers over the simulator's LEO plan; see the module docstring."""
     import tracemalloc
 
-    from dtn.sim.scenarios import leo_constellation
+    from dcis.dtn.sim.scenarios import leo_constellation
 
     def run(traced: bool) -> dict[str, Any]:
         plan = leo_constellation(

@@ -3,7 +3,7 @@ pysyncobj measured in the same run; and time to converge after a heal
 against the number of tentative entries.
 
 *log, N nodes*: N processes on loopback UDP, each running
-:class:`consensus.log.service.LogService` with its ``ctx.state`` in SQLite
+:class:`dcis.consensus.log.service.LogService` with its ``ctx.state`` in SQLite
 (``synchronous=FULL``: every call's writes committed with an fsync *before*
 the datagrams that call returned are sent: persist before acknowledge). The
 leader's process submits puts in a closed loop with ``--window``
@@ -14,7 +14,7 @@ driver stands in for it with the same sans-I/O core.)
 *pysyncobj*: 3 ``SyncObj`` nodes in one process on loopback, in memory (no
 journal), the same closed loop of replicated ``set`` calls with callbacks.
 
-*convergence*: 5 simulated nodes (consensus.testing.Cluster, virtual time),
+*convergence*: 5 simulated nodes (dcis.consensus.testing.Cluster, virtual time),
 partition 2 | 3, K tentative puts on the minority, heal; the virtual time
 until every node holds the same commit index and state with nothing
 tentative, and the wall time that took.
@@ -42,12 +42,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from consensus.log.api import EntryId, Put
-from consensus.log.service import LogParams, LogService
-from consensus.membership.view import MemberInfo, MemberState
-from consensus.testing import Cluster
-from dtn.node.service import Inbound
-from dtn.routing.plan import ContactPlan
+from dcis.consensus.log.api import EntryId, Put
+from dcis.consensus.log.service import LogParams, LogService
+from dcis.consensus.membership.view import MemberInfo, MemberState
+from dcis.consensus.testing import Cluster
+from dcis.dtn.node.service import Inbound
+from dcis.dtn.routing.plan import ContactPlan
 
 PARAMS = LogParams(heartbeat_ms=50, election_ms=400, gossip_ms=200, max_batch=256)
 

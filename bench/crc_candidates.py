@@ -1,4 +1,4 @@
-"""Measure CRC-32C and CRC-16/X.25 candidates for dtn.bpv7.crc.
+"""Measure CRC-32C and CRC-16/X.25 candidates for dcis.dtn.bpv7.crc.
 
 Run: ``.venv/bin/python bench/crc_candidates.py``
 

@@ -39,15 +39,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nacl.bindings
 
-from crypto import NodeIdentity, OperatorKey, issue_certificate
-from crypto.certificate import NodeCertificate
-from dtn.agent.actions import Deliver, Transmit
-from dtn.agent.agent import Agent
-from dtn.agent.security import SecurityPolicy
-from dtn.agent.store import MemoryStore
-from dtn.bpsec._aead import open_detached, seal_detached
-from dtn.bpv7.bundle import make_bundle
-from dtn.routing.contact import Contact
+from dcis.crypto import NodeIdentity, OperatorKey, issue_certificate
+from dcis.crypto.certificate import NodeCertificate
+from dcis.dtn.agent.actions import Deliver, Transmit
+from dcis.dtn.agent.agent import Agent
+from dcis.dtn.agent.security import SecurityPolicy
+from dcis.dtn.agent.store import MemoryStore
+from dcis.dtn.bpsec._aead import open_detached, seal_detached
+from dcis.dtn.bpv7.bundle import make_bundle
+from dcis.dtn.routing.contact import Contact
 
 QUICK = "--quick" in sys.argv
 REPEATS = 3 if QUICK else 7
@@ -187,7 +187,7 @@ def raw_aead(n: int, size: int) -> float:
 
 def raw_libsodium(n: int, size: int) -> float:
     """Messages/s for the same AEAD through the calls our context makes
-    (``dtn.bpsec._aead``: libsodium directly, detached tag)."""
+    (``dcis.dtn.bpsec._aead``: libsodium directly, detached tag)."""
     key = os.urandom(32)
     nonce = os.urandom(24)
     aad = os.urandom(64)

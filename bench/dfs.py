@@ -2,7 +2,7 @@
 the raw pipeline, zfec + XChaCha20-Poly1305, measured in the same run.
 
 *dfs put*: ``DfsService.put`` on node 1 of a 10-node in-process cluster
-(:class:`dfs.testing.Cluster`: no network, in-memory share stores), then the
+(:class:`dcis.dfs.testing.Cluster`: no network, in-memory share stores), then the
 delivery of every STORE to its holder, the holders' stores and their STORED
 answers: the whole put until all n shares are placed. *dfs get*: ``get`` on
 node 1 until the object is whole (FETCH, BLOCK answers, CRC checks, decode,
@@ -18,7 +18,7 @@ Target: dfs put and get each >= 70% of raw. Medians of ``--repeats`` runs,
 raw and dfs alternating so that load from other processes hits both.
 
 ``--daemons N`` (N >= n) instead starts N ``dtn-node`` daemons on loopback
-UDP (full mesh, keys, ``dfs.stack:factory``) and times, through node 1's
+UDP (full mesh, keys, ``dcis.dfs.stack:factory``) and times, through node 1's
 app API, a put until every holder has confirmed its share and a get from a
 node that holds no share.
 
@@ -43,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nacl.bindings
 import zfec
 
-from dfs.core.service import DfsConfig, OpState
-from dfs.testing import Cluster
+from dcis.dfs.core.service import DfsConfig, OpState
+from dcis.dfs.testing import Cluster
 
 CHUNK = 1 << 20
 
@@ -108,10 +108,10 @@ def daemons_bench(count: int, size: int, k: int, n: int, repeats: int) -> None:
     import subprocess
     import tempfile
 
-    from dfs.api import Dfs
-    from dfs.core.errors import PlacementError
-    from dtn.client import ClientError
-    from tools.testbed import make_keystores
+    from dcis.dfs.api import Dfs
+    from dcis.dfs.core.errors import PlacementError
+    from dcis.dtn.client import ClientError
+    from dcis.tools.testbed import make_keystores
 
     nodes = list(range(1, count + 1))
     work = Path(tempfile.mkdtemp(prefix="dcis-dfs-bench-"))
@@ -147,7 +147,7 @@ def daemons_bench(count: int, size: int, k: int, n: int, repeats: int) -> None:
             "[security]",
             f'keystore = "{keys[nd]}"',
             "[services]",
-            'factories = ["dfs.stack:factory"]',
+            'factories = ["dcis.dfs.stack:factory"]',
         ]
         for m in nodes:
             if m != nd:
@@ -168,7 +168,7 @@ def daemons_bench(count: int, size: int, k: int, n: int, repeats: int) -> None:
                         [
                             sys.executable,
                             "-m",
-                            "tools.dtn_node",
+                            "dcis.tools.dtn_node",
                             "--config",
                             str(work / f"n{nd}.toml"),
                         ],

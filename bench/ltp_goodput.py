@@ -2,7 +2,7 @@
 loss with 1 s one-way light time, over real UDP on loopback; the raw-UDP
 baseline measured in the same run.
 
-Two :class:`~dtn.cl.ltp.LtpEngine` instances in this process, each on its own
+Two :class:`~dcis.dtn.cl.ltp.LtpEngine` instances in this process, each on its own
 UDP socket, talk through the link emulator (``tools/emulator.py``, in
 process): it drops each datagram with the given probability (both ways, so
 reports are lost too), holds it for the light time, and drops what exceeds
@@ -44,7 +44,7 @@ from pathlib import Path
 
 import trio
 
-from dtn.cl.ltp import (
+from dcis.dtn.cl.ltp import (
     BlockReceived,
     BlockSent,
     EngineBusy,
@@ -54,8 +54,8 @@ from dtn.cl.ltp import (
     SessionConfig,
     SpanConfig,
 )
-from dtn.routing.plan import load_plan
-from tools.emulator import Emulator, LinkModel
+from dcis.dtn.routing.plan import load_plan
+from dcis.tools.emulator import Emulator, LinkModel
 
 OWLT_S = 1.0
 

@@ -1,7 +1,7 @@
 """Membership convergence and load against log2 N, next to the plain-SWIM
 baseline (contact-plan awareness off), on the same seeds.
 
-For each N: N services in ``consensus.membership.sim.MembershipSim`` on a
+For each N: N services in ``dcis.consensus.membership.sim.MembershipSim`` on a
 full mesh (10 ms light time, a provisioned roster), 1 s protocol period:
 
 - *detect*: one node crashes at t = 20 s; periods until every running node
@@ -11,7 +11,7 @@ full mesh (10 ms light time, a provisioned roster), 1 s protocol period:
   bound is 3·log2 N);
 - *msgs/node/period*: membership bundles per node per period over the run.
 
-Then the same on a Walker-style plan (``dtn.sim.scenarios``, 5 s period),
+Then the same on a Walker-style plan (``dcis.dtn.sim.scenarios``, 5 s period),
 with 10 % loss: false suspicions (transitions of running nodes into suspect
 or dead at any observer), plan-aware vs baseline.
 
@@ -28,10 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from consensus.membership.service import MembershipConfig
-from consensus.membership.sim import MembershipSim
-from consensus.membership.view import MemberState
-from dtn.sim.scenarios import leo_constellation
+from dcis.consensus.membership.service import MembershipConfig
+from dcis.consensus.membership.sim import MembershipSim
+from dcis.consensus.membership.view import MemberState
+from dcis.dtn.sim.scenarios import leo_constellation
 
 
 def _all_alive(sim: MembershipSim) -> bool:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dtn.node import EchoService, Service
-from dtn.sim import SimConfig, SimSummary, Simulator
-from dtn.sim.scenarios import leo_constellation, random_traffic
+from dcis.dtn.node import EchoService, Service
+from dcis.dtn.sim import SimConfig, SimSummary, Simulator
+from dcis.dtn.sim.scenarios import leo_constellation, random_traffic
 from examples.gossip_counter import GossipCounter
 
 Factory = Callable[[int, int], Sequence[Service]] | None

@@ -34,9 +34,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dtn.routing.plan import ContactPlan
-from dtn.sim import SimConfig, SimSummary, Simulator, TrafficItem
-from dtn.sim.scenarios import leo_constellation, random_traffic
+from dcis.dtn.routing.plan import ContactPlan
+from dcis.dtn.sim import SimConfig, SimSummary, Simulator, TrafficItem
+from dcis.dtn.sim.scenarios import leo_constellation, random_traffic
 
 DAY_S = 86_400.0
 

@@ -44,11 +44,11 @@ import cbor2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dtn.bpv7.bundle import encode_bundle, make_bundle
-from dtn.cl.mtcp import encode_mtcp_frame
-from dtn.cl.udp import encode_ack_segment, encode_data_segment
-from dtn.client import Client, ClientError
-from dtn.time import dtn_time_from_unix
+from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
+from dcis.dtn.cl.mtcp import encode_mtcp_frame
+from dcis.dtn.cl.udp import encode_ack_segment, encode_data_segment
+from dcis.dtn.client import Client, ClientError
+from dcis.dtn.time import dtn_time_from_unix
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMITS = """[limits]
@@ -101,7 +101,7 @@ class Daemon:
         cfg.write_text("\n".join(lines) + "\n")
         self.log = open(work / f"n{node}.log", "wb")  # noqa: SIM115 -- closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.dtn_node", "--config", str(cfg)],
+            [sys.executable, "-m", "dcis.tools.dtn_node", "--config", str(cfg)],
             cwd=ROOT,
             stderr=self.log,
             stdout=subprocess.DEVNULL,
@@ -166,7 +166,7 @@ def main() -> None:
     )
     keys: dict[int, Path] = {}
     if args.secure:
-        from tools.testbed import make_keystores
+        from dcis.tools.testbed import make_keystores
 
         keys = make_keystores(work / "keys", [1, 2, 3, 4])
     nodes = {

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dtn.agent.store import BundleState, SqliteStore, StoredBundle
+from dcis.dtn.agent.store import BundleState, SqliteStore, StoredBundle
 
 BATCH = 16
 

@@ -1,6 +1,6 @@
 """TCPCLv4 session machine throughput, sans-I/O, next to a plain copy of the same bytes.
 
-Two :class:`~dtn.cl.tcpcl4.session.Session` objects (active and passive)
+Two :class:`~dcis.dtn.cl.tcpcl4.session.Session` objects (active and passive)
 joined back to back in memory move ``--count`` bundles of ``--size`` bytes
 (segments of ``--segment`` bytes): every byte is encoded into XFER_SEGMENTs,
 parsed, reassembled, acknowledged (cumulative XFER_ACKs, the final one held
@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dtn.cl.tcpcl4.session import (
+from dcis.dtn.cl.tcpcl4.session import (
     BundleReceived,
     Session,
     SessionConfig,

@@ -63,7 +63,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dtn.client import open_trio_client
+from dcis.dtn.client import open_trio_client
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -437,7 +437,7 @@ class Daemons:
             log = (workdir / f"n{me}.log").open("wb")
             self.procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "tools.dtn_node", "--config", str(cfg)],
+                    [sys.executable, "-m", "dcis.tools.dtn_node", "--config", str(cfg)],
                     cwd=REPO,
                     stderr=log,
                 )

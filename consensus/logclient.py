@@ -2,11 +2,11 @@
 API: :class:`LogClient` (blocking) and :class:`TrioLogClient` (trio).
 
 Theory of operation: the client registers an ephemeral endpoint of the local
-node, sends one :class:`~consensus.log.wire.ClientRequest` bundle to the
-node's log service and waits for the :class:`~consensus.log.wire.ClientReply`
+node, sends one :class:`~dcis.consensus.log.wire.ClientRequest` bundle to the
+node's log service and waits for the :class:`~dcis.consensus.log.wire.ClientReply`
 with the same request id (other bundles on the endpoint are ignored). In
-process, other services use :class:`~consensus.log.service.LogService`
-directly (it is a :class:`~consensus.log.api.KeyValueLog`).
+process, other services use :class:`~dcis.consensus.log.service.LogService`
+directly (it is a :class:`~dcis.consensus.log.api.KeyValueLog`).
 """
 
 from __future__ import annotations
@@ -15,18 +15,18 @@ import random
 import time
 from typing import Any
 
-from consensus.log.api import EntryId, Level, Op
-from consensus.log.cbor import Value
-from consensus.log.service import SERVICE_NUMBER
-from consensus.log.wire import (
+from dcis.consensus.log.api import EntryId, Level, Op
+from dcis.consensus.log.cbor import Value
+from dcis.consensus.log.service import SERVICE_NUMBER
+from dcis.consensus.log.wire import (
     ClientKind,
     ClientReply,
     ClientRequest,
     decode_message_untrusted,
     encode_message,
 )
-from dtn.client import Client, ClientError, TrioClient
-from dtn.errors import DecodeError
+from dcis.dtn.client import Client, ClientError, TrioClient
+from dcis.dtn.errors import DecodeError
 
 
 class LogClientError(ClientError):
@@ -107,7 +107,7 @@ class LogClient:
 
 
 class TrioLogClient:
-    """The same over a :class:`~dtn.client.TrioClient`; call
+    """The same over a :class:`~dcis.dtn.client.TrioClient`; call
     :meth:`open` once before use."""
 
     def __init__(self, client: TrioClient) -> None:

@@ -6,7 +6,7 @@
 environment variable ``DCIS_LOG_MEMBERS`` (``"1,2,3,4,5"``), for testbeds
 without the membership service; a node that runs membership builds
 ``LogService(membership_view)`` in its own factory instead (the membership
-service is a :class:`~consensus.membership.view.MembershipView`).
+service is a :class:`~dcis.consensus.membership.view.MembershipView`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from consensus.log.service import LogParams, LogService
-from consensus.membership.view import MemberInfo, MemberState
-from dtn.errors import InvalidArgument
+from dcis.consensus.log.service import LogParams, LogService
+from dcis.consensus.membership.view import MemberInfo, MemberState
+from dcis.dtn.errors import InvalidArgument
 
 MEMBERS_ENV = "DCIS_LOG_MEMBERS"
 

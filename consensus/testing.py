@@ -1,7 +1,7 @@
 """A public harness for property-testing services through partitions and
 their healing: hypothesis strategies for fault schedules and a
 deterministic :class:`Cluster` that runs any
-:class:`~dtn.node.service.Service` s under such a schedule.
+:class:`~dcis.dtn.node.service.Service` s under such a schedule.
 
 Theory of operation
 -------------------
@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
-from dtn.node.service import Inbound, NodeCredentials, Send, Service
-from dtn.routing.contact import Contact, Range
-from dtn.routing.plan import ContactPlan
+from dcis.dtn.node.service import Inbound, NodeCredentials, Send, Service
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.routing.plan import ContactPlan
 
 # -- schedules ---------------------------------------------------------------
 
@@ -596,7 +596,7 @@ def _linearizable_key(ops: list[RegisterOp], initial: bytes | None) -> bool:
     return False
 
 
-# -- the same, on dtn.sim.Simulator ------------------------------------------
+# -- the same, on dcis.dtn.sim.Simulator ------------------------------------------
 
 
 def mesh_plan(
@@ -622,7 +622,7 @@ def mesh_plan(
 
 class SimCluster:
     """:class:`Cluster`'s interface over the real bundle-layer simulator
-    (:class:`dtn.sim.engine.Simulator` with ``services=factory``): bundles,
+    (:class:`dcis.dtn.sim.engine.Simulator` with ``services=factory``): bundles,
     agents, stores, CGR over ``plan`` (default: a full mesh), store and
     forward through a partition. Times are DTN ms as the services see them.
     A partition lasts until :meth:`heal` (or the next :meth:`partition`).
@@ -638,7 +638,7 @@ class SimCluster:
         duration_s: float = 3_600.0,
         credentials: dict[int, NodeCredentials] | None = None,
     ) -> None:
-        from dtn.sim.engine import SimConfig, Simulator
+        from dcis.dtn.sim.engine import SimConfig, Simulator
 
         self.nodes = tuple(nodes)
         self.plan = (
@@ -667,7 +667,7 @@ class SimCluster:
 
     def advance(self, until_ms: int) -> None:
         """Run events up to DTN time ``until_ms`` (under the current partition)."""
-        from dtn.sim.engine import Partition as SimPartition
+        from dcis.dtn.sim.engine import Partition as SimPartition
 
         end_s = self._plan_s(until_ms)
         if self._groups is not None and end_s > self.sim.now_s:

@@ -2,17 +2,17 @@
 
 Imports nothing of ours (spec/design.md layers). Primitives: Ed25519 and X25519
 (RFC 8032, RFC 7748) through PyNaCl/libsodium. The BPSec blocks that carry
-these keys on bundles live in ``dtn.bpsec``.
+these keys on bundles live in ``dcis.dtn.bpsec``.
 """
 
-from crypto.certificate import (
+from dcis.crypto.certificate import (
     NodeCertificate,
     decode_certificate_untrusted,
     encode_certificate,
     issue_certificate,
     verify_certificate,
 )
-from crypto.errors import (
+from dcis.crypto.errors import (
     AuthenticationFailed,
     CertificateRejected,
     CryptoError,
@@ -20,10 +20,10 @@ from crypto.errors import (
     InvalidArgument,
     KeyStoreError,
 )
-from crypto.keys import NodeIdentity, OperatorKey, key_id, verify_signature
-from crypto.keystore import KeyStore
-from crypto.replay import ReplayGuard, ReplayVerdict, ReplayWindow
-from crypto.revocation import (
+from dcis.crypto.keys import NodeIdentity, OperatorKey, key_id, verify_signature
+from dcis.crypto.keystore import KeyStore
+from dcis.crypto.replay import ReplayGuard, ReplayVerdict, ReplayWindow
+from dcis.crypto.revocation import (
     RevocationList,
     RevocationState,
     decode_revocation_list_untrusted,

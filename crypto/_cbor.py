@@ -7,14 +7,14 @@ and insists on exactly one data item with no trailing bytes.
 
 from __future__ import annotations
 
-from crypto import cbor_guard
-from crypto.errors import DecodeError
+from dcis.crypto import cbor_guard
+from dcis.crypto.errors import DecodeError
 
 
 def loads_untrusted(data: bytes | bytearray | memoryview, *, what: str) -> object:
     """Decode exactly one CBOR item from ``data``; raise only DecodeError.
 
-    Guarded (:mod:`crypto.cbor_guard`): no tags but bignums, valid UTF-8, bounded
+    Guarded (:mod:`dcis.crypto.cbor_guard`): no tags but bignums, valid UTF-8, bounded
     nesting, no trailing bytes."""
     if not data:
         raise DecodeError("empty input", where=what)

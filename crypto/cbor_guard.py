@@ -25,7 +25,7 @@ from collections.abc import Collection
 
 import cbor2
 
-from crypto.errors import DecodeError
+from dcis.crypto.errors import DecodeError
 
 _INDEFINITE = -1
 DEFAULT_MAX_DEPTH = 32

@@ -24,9 +24,9 @@ from dataclasses import dataclass, replace
 
 import cbor2
 
-from crypto._cbor import expect_array, expect_bytes, expect_uint, loads_untrusted
-from crypto.errors import CertificateRejected, DecodeError, InvalidArgument
-from crypto.keys import (
+from dcis.crypto._cbor import expect_array, expect_bytes, expect_uint, loads_untrusted
+from dcis.crypto.errors import CertificateRejected, DecodeError, InvalidArgument
+from dcis.crypto.keys import (
     KEY_ID_BYTES,
     PUBLIC_KEY_BYTES,
     SIGNATURE_BYTES,
@@ -34,7 +34,7 @@ from crypto.keys import (
     key_id,
     verify_signature,
 )
-from crypto.revocation import RevocationList
+from dcis.crypto.revocation import RevocationList
 
 CERT_VERSION = 1
 # Domain separation: a certificate signature can never be replayed as a
@@ -178,8 +178,8 @@ def verify_certificate(
     """Accept ``cert`` or raise.
 
     Checks, in order: issued by ``operator_public`` and its signature verifies
-    (:class:`~crypto.errors.AuthenticationFailed`, opaque); then policy, which
-    raises :class:`~crypto.errors.CertificateRejected` with a loggable reason:
+    (:class:`~dcis.crypto.errors.AuthenticationFailed`, opaque); then policy, which
+    raises :class:`~dcis.crypto.errors.CertificateRejected` with a loggable reason:
     ``"wrong node"`` (when ``node`` is given and differs), ``"revoked"``,
     ``"not yet valid"``, ``"expired"``.
     """

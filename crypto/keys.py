@@ -25,7 +25,7 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
-from crypto.errors import AuthenticationFailed, InvalidArgument
+from dcis.crypto.errors import AuthenticationFailed, InvalidArgument
 
 PUBLIC_KEY_BYTES = 32
 SECRET_KEY_BYTES = 32

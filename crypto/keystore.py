@@ -26,21 +26,26 @@ from pathlib import Path
 
 import cbor2
 
-from crypto._cbor import (
+from dcis.crypto._cbor import (
     expect_array,
     expect_bytes,
     expect_text,
     expect_uint,
     loads_untrusted,
 )
-from crypto.certificate import (
+from dcis.crypto.certificate import (
     NodeCertificate,
     decode_certificate_untrusted,
     encode_certificate,
 )
-from crypto.errors import DecodeError, InvalidArgument, KeyStoreError
-from crypto.keys import PUBLIC_KEY_BYTES, SECRET_KEY_BYTES, NodeIdentity, OperatorKey
-from crypto.revocation import (
+from dcis.crypto.errors import DecodeError, InvalidArgument, KeyStoreError
+from dcis.crypto.keys import (
+    PUBLIC_KEY_BYTES,
+    SECRET_KEY_BYTES,
+    NodeIdentity,
+    OperatorKey,
+)
+from dcis.crypto.revocation import (
     RevocationList,
     decode_revocation_list_untrusted,
     encode_revocation_list,

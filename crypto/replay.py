@@ -26,7 +26,7 @@ from __future__ import annotations
 import heapq
 from enum import Enum
 
-from crypto.errors import InvalidArgument
+from dcis.crypto.errors import InvalidArgument
 
 
 class ReplayVerdict(Enum):

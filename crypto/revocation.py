@@ -26,9 +26,9 @@ from dataclasses import dataclass, replace
 
 import cbor2
 
-from crypto._cbor import expect_array, expect_bytes, expect_uint, loads_untrusted
-from crypto.errors import AuthenticationFailed, DecodeError, InvalidArgument
-from crypto.keys import (
+from dcis.crypto._cbor import expect_array, expect_bytes, expect_uint, loads_untrusted
+from dcis.crypto.errors import AuthenticationFailed, DecodeError, InvalidArgument
+from dcis.crypto.keys import (
     KEY_ID_BYTES,
     SIGNATURE_BYTES,
     OperatorKey,

@@ -3,7 +3,7 @@ store, blocking (:class:`Dfs`) or under trio (:class:`TrioDfs`).
 
 Both talk to the node's service 18 over its app API: the client registers
 an endpoint ``ipn:N.<random>`` and exchanges the bundles of
-:mod:`dfs.core.appwire` with ``ipn:N.18`` (spec/dfs.md, "Local
+:mod:`dcis.dfs.core.appwire` with ``ipn:N.18`` (spec/dfs.md, "Local
 applications"). The request logic is shared (:class:`_Exchange`); only the
 waiting differs.
 
@@ -27,11 +27,11 @@ from typing import IO, Any, Protocol
 
 import trio
 
-from dfs.core import appwire, errors
-from dfs.core.service import SERVICE, AccessDenied, Busy
-from dtn.client import Client
-from dtn.client.common import ReceivedBundle
-from dtn.client.trio_client import TrioClient, open_trio_client
+from dcis.dfs.core import appwire, errors
+from dcis.dfs.core.service import SERVICE, AccessDenied, Busy
+from dcis.dtn.client import Client
+from dcis.dtn.client.common import ReceivedBundle
+from dcis.dtn.client.trio_client import TrioClient, open_trio_client
 
 PART_BYTES = 1 << 20
 """Bytes of object data per request bundle of a put."""
@@ -44,7 +44,7 @@ Source = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes]
 
 
 class SyncTransport(Protocol):
-    """What :class:`Dfs` needs of an app API client (``dtn.client.Client``)."""
+    """What :class:`Dfs` needs of an app API client (``dcis.dtn.client.Client``)."""
 
     def register(self, endpoint: str) -> str: ...
 
@@ -302,7 +302,7 @@ class Dfs:
 
 
 class TrioDfs:
-    """The same API under trio, over a :class:`dtn.client.trio_client.TrioClient`."""
+    """The same API under trio, over a :class:`dcis.dtn.client.trio_client.TrioClient`."""
 
     def __init__(
         self, client: TrioClient, node: int, endpoint: str, *, timeout_s: float

@@ -26,8 +26,8 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
-from dfs.core.codec import OBJECT_ID_BYTES, Buf, crc32c
-from dfs.core.errors import CorruptBlock, InvalidArgument, StoreFull
+from dcis.dfs.core.codec import OBJECT_ID_BYTES, Buf, crc32c
+from dcis.dfs.core.errors import CorruptBlock, InvalidArgument, StoreFull
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 class DiskShareStore:
-    """A :class:`~dfs.core.store.ShareStore` in a directory. ``fsync=False``
+    """A :class:`~dcis.dfs.core.store.ShareStore` in a directory. ``fsync=False``
     skips the syncs (tests of the layout only; never in a daemon)."""
 
     def __init__(

@@ -3,7 +3,7 @@ object store (18), as one service factory.
 
     # node.toml
     [services]
-    factories = ["dfs.stack:factory"]
+    factories = ["dcis.dfs.stack:factory"]
 
 The share store lives on disk under ``$DCIS_DFS_DIR/node-<N>`` (default
 ``$XDG_DATA_HOME/dcis/dfs/node-<N>``, i.e. ``~/.local/share/...``). Object
@@ -26,13 +26,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from consensus.log.service import LogService
-from consensus.membership.service import MembershipService
-from consensus.membership.view import MemberState, Resources
-from dfs.core.errors import PlacementError
-from dfs.core.service import DfsConfig, DfsService
-from dfs.sharestore import DiskShareStore
-from dtn.node.service import Service
+from dcis.consensus.log.service import LogService
+from dcis.consensus.membership.service import MembershipService
+from dcis.consensus.membership.view import MemberState, Resources
+from dcis.dfs.core.errors import PlacementError
+from dcis.dfs.core.service import DfsConfig, DfsService
+from dcis.dfs.sharestore import DiskShareStore
+from dcis.dtn.node.service import Service
 
 
 def share_dir(node: int) -> Path:
@@ -118,5 +118,5 @@ def config_from_env() -> DfsConfig:
 
 
 def factory(node: int, incarnation: int) -> Sequence[Service]:
-    """``[services] factories = ["dfs.stack:factory"]``."""
+    """``[services] factories = ["dcis.dfs.stack:factory"]``."""
     return list(build(node, share_dir(node), config=config_from_env()))

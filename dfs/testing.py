@@ -5,7 +5,7 @@ set of :class:`DfsService` nodes joined by a lossless store-and-forward
 network with partitions, crashes and permanent losses.
 
 These are fakes with the documented semantics of
-:mod:`consensus.log.api` and :mod:`consensus.membership.view`, not the real
+:mod:`dcis.consensus.log.api` and :mod:`dcis.consensus.membership.view`, not the real
 log or membership services: a tentative entry is known to the nodes of
 its origin's partition and spreads to every node it meets as partitions
 change, and :meth:`LogHub.commit` commits the pending entries of
@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from consensus.log.api import (
+from dcis.consensus.log.api import (
     CompareAndSet,
     Delete,
     EntryId,
@@ -31,12 +31,12 @@ from consensus.log.api import (
     Outcome,
     Put,
 )
-from consensus.membership.view import MemberInfo, MemberState, Resources
-from dfs.core.service import DfsConfig, DfsService, service_eid
-from dfs.core.store import MemoryShareStore
-from dtn.client.common import ReceivedBundle
-from dtn.node.service import Inbound, NodeCredentials, Send
-from dtn.routing.plan import ContactPlan
+from dcis.consensus.membership.view import MemberInfo, MemberState, Resources
+from dcis.dfs.core.service import DfsConfig, DfsService, service_eid
+from dcis.dfs.core.store import MemoryShareStore
+from dcis.dtn.client.common import ReceivedBundle
+from dcis.dtn.node.service import Inbound, NodeCredentials, Send
+from dcis.dtn.routing.plan import ContactPlan
 
 
 class Topology(Protocol):
@@ -119,7 +119,7 @@ class LogHub:
 
 
 class MemoryLog:
-    """One node's :class:`~consensus.log.api.KeyValueLog` over a :class:`LogHub`."""
+    """One node's :class:`~dcis.consensus.log.api.KeyValueLog` over a :class:`LogHub`."""
 
     def __init__(self, hub: LogHub, node: int) -> None:
         self.hub = hub
@@ -228,7 +228,7 @@ class _State:
 
 
 class FakeContext:
-    """A :class:`~dtn.node.service.ServiceContext` whose earliest arrival is
+    """A :class:`~dcis.dtn.node.service.ServiceContext` whose earliest arrival is
     ``at_ms + link_delay_ms`` inside the node's partition, None across it."""
 
     def __init__(self, cluster: Cluster, node: int, seed: int) -> None:
@@ -457,8 +457,8 @@ def _dest(send: Send) -> int:
 
 class AppTransport:
     """A local application's app API connection to ``node`` of a
-    :class:`Cluster` (what :class:`dfs.api.Dfs` needs of a
-    ``dtn.client.Client``). ``receive`` runs the cluster (``step_ms`` per
+    :class:`Cluster` (what :class:`dcis.dfs.api.Dfs` needs of a
+    ``dcis.dtn.client.Client``). ``receive`` runs the cluster (``step_ms`` per
     tick, at most ``max_ticks``) until an answer arrives."""
 
     def __init__(

@@ -2,5 +2,5 @@
 convergence layers, the trio runtime and the deterministic simulator.
 
 Protocol cores are sans-I/O (see spec/design.md): they take bytes and ``now`` and
-return actions. Only ``dtn.runtime`` (trio) and ``dtn.sim`` drive them.
+return actions. Only ``dcis.dtn.runtime`` (trio) and ``dcis.dtn.sim`` drive them.
 """

@@ -20,7 +20,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dtn.runtime import NeighbourConfig, NodeConfig, open_node
+from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
 
 
 def free_port() -> int:
@@ -31,7 +31,7 @@ def free_port() -> int:
 
 async def main(store_dir: Path, count: int = 5) -> list[bytes]:
     p1, p2 = free_port(), free_port()
-    # A config object: the same fields as node.toml (dtn.runtime.config).
+    # A config object: the same fields as node.toml (dcis.dtn.runtime.config).
     sat1 = NodeConfig(
         node=1,
         listen=("127.0.0.1", p1),

@@ -1,4 +1,4 @@
-"""A complete node service, written only against ``dtn.node``: a counter per
+"""A complete node service, written only against ``dcis.dtn.node``: a counter per
 node, gossiped to neighbours (a grow-only counter, G-Counter CRDT).
 
 Theory of operation
@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from dtn.node import Inbound, Send, Service, ServiceContext
+from dcis.dtn.node import Inbound, Send, Service, ServiceContext
 
 SERVICE = 20
 """The counter's service number: it serves ``ipn:<node>.20``."""

@@ -7,7 +7,9 @@ round trip's 2,000) read ``EXAMPLES_SCALE``.
 
 from __future__ import annotations
 
+import importlib.abc
 import os
+import sys
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -30,3 +32,23 @@ def _state_home(tmp_path_factory: pytest.TempPathFactory) -> None:
     point it (for this process and the daemons it starts) at a temp dir, so
     tests never write into the user's home."""
     os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("xdg-state"))
+
+
+class _OneNamespace(importlib.abc.MetaPathFinder):
+    """The repository root is on sys.path (tests import ``tests.*``), which
+    would make ``import dtn`` load a second copy of ``dcis.dtn``: refuse it."""
+
+    NAMES = frozenset({"dtn", "crypto", "consensus", "dfs", "tools"})
+
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> None:
+        if fullname.split(".")[0] in self.NAMES:
+            raise ModuleNotFoundError(
+                f"import dcis.{fullname}, not {fullname} (one namespace: dcis)",
+                name=fullname,
+            )
+        return None
+
+
+sys.meta_path.insert(0, _OneNamespace())

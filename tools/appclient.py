@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from dtn.client import Client, ClientError
-from dtn.runtime.config import ConfigError, default_app_socket, load_config
-from tools.argtypes import float_in, int_in
-from tools.cli import CommandError
+from dcis.dtn.client import Client, ClientError
+from dcis.dtn.runtime.config import ConfigError, default_app_socket, load_config
+from dcis.tools.argtypes import float_in, int_in
+from dcis.tools.cli import CommandError
 
 
 def add_target_options(p: argparse.ArgumentParser) -> None:

@@ -26,24 +26,24 @@ import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
-from tools.version import version_string
+from dcis.tools.version import version_string
 
 # One line per subcommand module; each owner adds its own.
 COMMAND_MODULES: tuple[str, ...] = (
-    "tools.cmd_bundle",
-    "tools.cmd_route",
-    "tools.cmd_plan",
-    "tools.cmd_sim",
-    "tools.cmd_keys",
-    "tools.cmd_send",
-    "tools.cmd_recv",
-    "tools.cmd_ping",
-    "tools.cmd_status",
-    "tools.cmd_bundles",
-    "tools.cmd_testbed",
-    "tools.cmd_dfs",
-    "tools.cmd_members",
-    "tools.cmd_log",
+    "dcis.tools.cmd_bundle",
+    "dcis.tools.cmd_route",
+    "dcis.tools.cmd_plan",
+    "dcis.tools.cmd_sim",
+    "dcis.tools.cmd_keys",
+    "dcis.tools.cmd_send",
+    "dcis.tools.cmd_recv",
+    "dcis.tools.cmd_ping",
+    "dcis.tools.cmd_status",
+    "dcis.tools.cmd_bundles",
+    "dcis.tools.cmd_testbed",
+    "dcis.tools.cmd_dfs",
+    "dcis.tools.cmd_members",
+    "dcis.tools.cmd_log",
 )
 
 
@@ -173,8 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the module's importable copy: `python -m tools.cli` would otherwise
+    # Run the module's importable copy: `python -m dcis.tools.cli` would otherwise
     # define a second CommandError that the subcommands do not raise.
-    from tools.cli import main as _main
+    from dcis.tools.cli import main as _main
 
     sys.exit(_main())

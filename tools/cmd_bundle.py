@@ -31,9 +31,9 @@ import json
 import sys
 from typing import Any
 
-from crypto.errors import AuthenticationFailed
-from dtn.bpsec import verify_and_decrypt
-from dtn.bpv7 import (
+from dcis.crypto.errors import AuthenticationFailed
+from dcis.dtn.bpsec import verify_and_decrypt
+from dcis.dtn.bpv7 import (
     Bundle,
     CanonicalBlock,
     CreationTimestamp,
@@ -42,9 +42,9 @@ from dtn.bpv7 import (
     encode_bundle,
     parse_eid,
 )
-from dtn.bpv7.flags import BlockFlags, BundleFlags, CrcType
-from dtn.errors import DecodeError, DtnError
-from tools.cli import CommandError
+from dcis.dtn.bpv7.flags import BlockFlags, BundleFlags, CrcType
+from dcis.dtn.errors import DecodeError, DtnError
+from dcis.tools.cli import CommandError
 
 
 def register(subparsers: Any) -> None:

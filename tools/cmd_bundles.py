@@ -17,11 +17,11 @@ import argparse
 import json
 from typing import Any
 
-from dtn.client import ClientError
-from dtn.time import DTN_EPOCH_UNIX_S
-from tools.appclient import add_target_options, connect
-from tools.argtypes import int_in
-from tools.cli import CommandError
+from dcis.dtn.client import ClientError
+from dcis.dtn.time import DTN_EPOCH_UNIX_S
+from dcis.tools.appclient import add_target_options, connect
+from dcis.tools.argtypes import int_in
+from dcis.tools.cli import CommandError
 
 
 def register(subparsers: Any) -> None:

@@ -27,11 +27,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dfs.api import Dfs, Progress
-from dfs.core.errors import DfsError
-from dtn.client import ClientError
-from tools.appclient import add_target_options, connect
-from tools.cli import CommandError
+from dcis.dfs.api import Dfs, Progress
+from dcis.dfs.core.errors import DfsError
+from dcis.dtn.client import ClientError
+from dcis.tools.appclient import add_target_options, connect
+from dcis.tools.cli import CommandError
 
 
 def register(subparsers: Any) -> None:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from crypto import (
+from dcis.crypto import (
     AuthenticationFailed,
     CertificateRejected,
     CryptoError,
@@ -42,9 +42,9 @@ from crypto import (
     verify_certificate,
     verify_revocation_list,
 )
-from crypto.keystore import OPERATOR_PUB, parse_operator_public
-from dtn.time import DTN_EPOCH_UNIX_S
-from tools.cli import CommandError
+from dcis.crypto.keystore import OPERATOR_PUB, parse_operator_public
+from dcis.dtn.time import DTN_EPOCH_UNIX_S
+from dcis.tools.cli import CommandError
 
 MS_PER_DAY = 86_400_000
 

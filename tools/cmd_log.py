@@ -21,12 +21,12 @@ import json
 import sys
 from typing import Any
 
-from consensus.log.api import CompareAndSet, Level, Op, Put
-from consensus.logclient import LogClient
-from dtn.client import ClientError
-from tools.appclient import add_target_options, connect
-from tools.argtypes import float_in
-from tools.cli import CommandError
+from dcis.consensus.log.api import CompareAndSet, Level, Op, Put
+from dcis.consensus.logclient import LogClient
+from dcis.dtn.client import ClientError
+from dcis.tools.appclient import add_target_options, connect
+from dcis.tools.argtypes import float_in
+from dcis.tools.cli import CommandError
 
 
 def register(subparsers: Any) -> None:

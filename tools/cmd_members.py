@@ -25,18 +25,18 @@ import random
 import time
 from typing import Any
 
-from consensus.membership.service import SERVICE
-from consensus.membership.wire import (
+from dcis.consensus.membership.service import SERVICE
+from dcis.consensus.membership.wire import (
     Kind,
     MemberRow,
     Message,
     decode_message_untrusted,
     encode_message,
 )
-from dtn.client import ClientError
-from dtn.errors import DecodeError
-from tools.appclient import add_target_options, connect
-from tools.cli import CommandError
+from dcis.dtn.client import ClientError
+from dcis.dtn.errors import DecodeError
+from dcis.tools.appclient import add_target_options, connect
+from dcis.tools.cli import CommandError
 
 
 def register(subparsers: Any) -> None:

@@ -22,11 +22,11 @@ import sys
 import time
 from typing import Any
 
-from dtn.client import ClientError
-from dtn.runtime.node import ECHO_SERVICE
-from tools.appclient import add_target_options, connect
-from tools.argtypes import float_in, int_in
-from tools.cli import EXIT_INTERRUPTED, CommandError
+from dcis.dtn.client import ClientError
+from dcis.dtn.runtime.node import ECHO_SERVICE
+from dcis.tools.appclient import add_target_options, connect
+from dcis.tools.argtypes import float_in, int_in
+from dcis.tools.cli import EXIT_INTERRUPTED, CommandError
 
 MAX_SIZE = 16 * 1024 * 1024
 DAY_S = 86_400.0

@@ -17,15 +17,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from dtn.routing.plan import (
+from dcis.dtn.routing.plan import (
     ContactPlan,
     format_hdtn_json,
     format_ionrc,
     ionrc_owlt_warnings,
 )
-from tools.argtypes import int_in
-from tools.cli import CommandError
-from tools.cmd_route import add_plan_args, num, read_plan
+from dcis.tools.argtypes import int_in
+from dcis.tools.cli import CommandError
+from dcis.tools.cmd_route import add_plan_args, num, read_plan
 
 
 def register(subparsers: Any) -> None:

@@ -19,10 +19,10 @@ import sys
 import time
 from typing import Any
 
-from dtn.client import ClientError
-from tools.appclient import add_target_options, connect
-from tools.argtypes import float_in, int_in
-from tools.cli import EXIT_INTERRUPTED, CommandError, OperationFailed
+from dcis.dtn.client import ClientError
+from dcis.tools.appclient import add_target_options, connect
+from dcis.tools.argtypes import float_in, int_in
+from dcis.tools.cli import EXIT_INTERRUPTED, CommandError, OperationFailed
 
 
 def register(subparsers: Any) -> None:

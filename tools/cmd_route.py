@@ -18,11 +18,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dtn.errors import DtnError
-from dtn.routing.cgr import Route, Router
-from dtn.routing.plan import ContactPlan, load_plan
-from tools.argtypes import float_in, int_in, node_number, non_negative_float
-from tools.cli import CommandError
+from dcis.dtn.errors import DtnError
+from dcis.dtn.routing.cgr import Route, Router
+from dcis.dtn.routing.plan import ContactPlan, load_plan
+from dcis.tools.argtypes import float_in, int_in, node_number, non_negative_float
+from dcis.tools.cli import CommandError
 
 
 def add_plan_args(p: argparse.ArgumentParser) -> None:

@@ -19,10 +19,10 @@ import json
 import sys
 from typing import Any
 
-from dtn.client import ClientError
-from tools.appclient import add_target_options, connect
-from tools.argtypes import int_in
-from tools.cli import CommandError, OperationFailed
+from dcis.dtn.client import ClientError
+from dcis.tools.appclient import add_target_options, connect
+from dcis.tools.argtypes import int_in
+from dcis.tools.cli import CommandError, OperationFailed
 
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024 - 1024
 """The app API carries at most 64 MiB per message."""

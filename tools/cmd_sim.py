@@ -9,13 +9,13 @@ example:
 
 The plan is an ionrc or HDTN JSON contact plan; the traffic file has lines
 ``AT_SECONDS SRC_NODE DST_NODE SIZE_BYTES [COUNT]`` (see
-:mod:`dtn.sim.traffic`). Every node runs a real agent on an in-memory store.
+:mod:`dcis.dtn.sim.traffic`). Every node runs a real agent on an in-memory store.
 ``--json`` prints one JSON object (the run's summary, including
 ``trace_sha256``: the same inputs and seed always print the same object;
 ``deleted`` and ``deleted_reasons`` count bundles agents deleted on purpose).
 
 ``--membership`` also runs membership (service 16) on every node of the plan
-(:mod:`consensus.membership.sim`: same plan, seed and loss; resources from
+(:mod:`dcis.consensus.membership.sim`: same plan, seed and loss; resources from
 the seeded orbit model) and adds ``membership_converged_s``,
 ``false_suspicions``, ``false_dead``, ``detect_s_p50``, ``detect_s_p99`` and
 ``membership_msgs_per_node_s`` to the summary.
@@ -31,16 +31,16 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from consensus.membership.orbit import OrbitModel
-from consensus.membership.service import MembershipConfig
-from consensus.membership.sim import MembershipSim
-from dtn.errors import DtnError
-from dtn.routing.plan import ContactPlan, load_plan
-from dtn.runtime.services import load_factory
-from dtn.sim import SIM_EPOCH, SimConfig, SimSummary, Simulator, parse_traffic
-from dtn.time import DtnTime, dtn_time_from_unix
-from tools.argtypes import add_traffic_run_arguments, non_negative_int
-from tools.cli import CommandError
+from dcis.consensus.membership.orbit import OrbitModel
+from dcis.consensus.membership.service import MembershipConfig
+from dcis.consensus.membership.sim import MembershipSim
+from dcis.dtn.errors import DtnError
+from dcis.dtn.routing.plan import ContactPlan, load_plan
+from dcis.dtn.runtime.services import load_factory
+from dcis.dtn.sim import SIM_EPOCH, SimConfig, SimSummary, Simulator, parse_traffic
+from dcis.dtn.time import DtnTime, dtn_time_from_unix
+from dcis.tools.argtypes import add_traffic_run_arguments, non_negative_int
+from dcis.tools.cli import CommandError
 
 MAX_SIM_DURATION_S = 10 * 365 * 86_400.0
 
@@ -120,7 +120,7 @@ def membership_figures(
     crashes: list[tuple[int, float]],
 ) -> dict[str, Any]:
     """Run membership on every node of ``plan`` (see
-    :mod:`consensus.membership.sim`) and return the ``--membership`` keys."""
+    :mod:`dcis.consensus.membership.sim`) and return the ``--membership`` keys."""
     sim = MembershipSim(
         sorted(plan.nodes),
         seed=seed,

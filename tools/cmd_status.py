@@ -11,9 +11,9 @@ import argparse
 import json
 from typing import Any
 
-from dtn.client import ClientError
-from tools.appclient import add_target_options, connect
-from tools.cli import CommandError
+from dcis.dtn.client import ClientError
+from dcis.tools.appclient import add_target_options, connect
+from dcis.tools.cli import CommandError
 
 
 def register(subparsers: Any) -> None:

@@ -20,11 +20,11 @@ from typing import Any
 
 import trio
 
-from dtn.errors import DtnError
-from dtn.sim.traffic import parse_traffic
-from tools.argtypes import add_traffic_run_arguments, non_negative_int
-from tools.cli import EXIT_INTERRUPTED, CommandError
-from tools.testbed import Testbed, TestbedOptions, default_workdir
+from dcis.dtn.errors import DtnError
+from dcis.dtn.sim.traffic import parse_traffic
+from dcis.tools.argtypes import add_traffic_run_arguments, non_negative_int
+from dcis.tools.cli import EXIT_INTERRUPTED, CommandError
+from dcis.tools.testbed import Testbed, TestbedOptions, default_workdir
 
 MAX_TESTBED_DURATION_S = 86_400.0
 """The testbed runs in real time: a day is the longest run it accepts."""
@@ -68,7 +68,7 @@ def register(subparsers: Any) -> None:
         default=[],
         metavar="MODULE:FACTORY",
         help="a node-service factory every daemon runs ([services] factories; repeatable), "
-        "e.g. consensus.logfactory:factory with DCIS_LOG_MEMBERS=1,2,3,4,5",
+        "e.g. dcis.consensus.logfactory:factory with DCIS_LOG_MEMBERS=1,2,3,4,5",
     )
     p.set_defaults(func=run)
 

@@ -7,9 +7,9 @@ then the storage stack on six daemons.
    station 1 (and satellite 5) to ground station 6 cross a store-and-forward
    path; the forwarder holding them (node 3) is killed with SIGKILL and
    restarted mid-way; every bundle must arrive exactly once.
-3. Six daemons with node keys running ``dfs.stack:factory`` (membership,
+3. Six daemons with node keys running ``dcis.dfs.stack:factory`` (membership,
    the log, the object store), plan ``tools/plans/stack.ionrc``
-   (:mod:`tools.demo_stack`): views converge, the log heals a partition, a
+   (:mod:`dcis.tools.demo_stack`): views converge, the log heals a partition, a
    3-of-6 object survives three SIGKILLed holders, a killed node is seen dead.
 4. A PASS/FAIL line per check and the wall time; exit status 1 if any
    check failed. Theory of operation: each part returns its checks as
@@ -27,11 +27,11 @@ from pathlib import Path
 
 import trio
 
-from dtn.bpv7 import decode_bundle_untrusted, encode_bundle, make_bundle
-from dtn.client import open_trio_client
-from dtn.errors import DecodeError
-from tools.demo_stack import Check, run_stack
-from tools.testbed import Testbed, TestbedOptions, default_workdir
+from dcis.dtn.bpv7 import decode_bundle_untrusted, encode_bundle, make_bundle
+from dcis.dtn.client import open_trio_client
+from dcis.dtn.errors import DecodeError
+from dcis.tools.demo_stack import Check, run_stack
+from dcis.tools.testbed import Testbed, TestbedOptions, default_workdir
 
 PLAN = Path(__file__).resolve().parent / "plans" / "demo.ionrc"
 DURATION_S = 38.0

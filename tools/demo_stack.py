@@ -1,9 +1,9 @@
 """``make demo``, the storage stack: membership, the log and the object store
 on six ``dtn-node`` daemons.
 
-Theory of operation: one :class:`~tools.testbed.Testbed` in secure mode (the
+Theory of operation: one :class:`~dcis.tools.testbed.Testbed` in secure mode (the
 testbed makes an operator key and a certified key store per node) runs
-``dfs.stack:factory`` (membership, service 16; the log, 17; the object
+``dcis.dfs.stack:factory`` (membership, service 16; the log, 17; the object
 store, 18) on six daemons over UDP on loopback, behind the link emulator,
 driven by the shipped plan ``tools/plans/stack.ionrc``: every pair of nodes
 is in contact, except that from ``CUT_S`` to ``HEAL_S`` the plan cuts the
@@ -44,23 +44,23 @@ from typing import Any
 
 import trio
 
-from consensus.log.api import Increment, Level, Op, Put
-from consensus.log.cbor import Value
-from consensus.logclient import TrioLogClient
-from consensus.membership.service import SERVICE as MEMBERSHIP
-from consensus.membership.wire import (
+from dcis.consensus.log.api import Increment, Level, Op, Put
+from dcis.consensus.log.cbor import Value
+from dcis.consensus.logclient import TrioLogClient
+from dcis.consensus.membership.service import SERVICE as MEMBERSHIP
+from dcis.consensus.membership.wire import (
     Kind,
     MemberRow,
     Message,
     decode_message_untrusted,
     encode_message,
 )
-from dfs.api import Dfs
-from dfs.core.errors import DfsError
-from dtn.client import ClientError, open_trio_client
-from dtn.errors import DecodeError
-from tools.cmd_members import row_text
-from tools.testbed import Testbed, TestbedOptions
+from dcis.dfs.api import Dfs
+from dcis.dfs.core.errors import DfsError
+from dcis.dtn.client import ClientError, open_trio_client
+from dcis.dtn.errors import DecodeError
+from dcis.tools.cmd_members import row_text
+from dcis.tools.testbed import Testbed, TestbedOptions
 
 PLAN = Path(__file__).resolve().parent / "plans" / "stack.ionrc"
 NODES = (1, 2, 3, 4, 5, 6)
@@ -434,7 +434,7 @@ async def run_stack(workdir: Path) -> list[Check]:
             start_margin_s=3.0,
             log_level="warning",
             secure=True,
-            services=("dfs.stack:factory",),
+            services=("dcis.dfs.stack:factory",),
         )
     )
 

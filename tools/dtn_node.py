@@ -32,11 +32,11 @@ from typing import Any
 
 import trio
 
-from dtn.errors import DtnError
-from dtn.runtime import ConfigError, Node, NodeConfig, load_config
-from dtn.runtime.config import LOG_LEVELS, default_app_socket, prepare_state_dir
-from tools.cli import Parser, check_argv, say_error, tolerant_output
-from tools.version import version_string
+from dcis.dtn.errors import DtnError
+from dcis.dtn.runtime import ConfigError, Node, NodeConfig, load_config
+from dcis.dtn.runtime.config import LOG_LEVELS, default_app_socket, prepare_state_dir
+from dcis.tools.cli import Parser, check_argv, say_error, tolerant_output
+from dcis.tools.version import version_string
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -98,7 +98,7 @@ def effective_config(config: NodeConfig) -> dict[str, Any]:
 
 def setup_logging(config: NodeConfig) -> logging.Logger:
     """A logger writing JSON lines to stderr at the configured level."""
-    log = logging.getLogger(f"dtn.node.{config.node}")
+    log = logging.getLogger(f"dcis.dtn.node.{config.node}")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter(config.node))
     log.handlers[:] = [handler]

@@ -13,7 +13,7 @@ A datagram arriving there is forwarded to b's real address
 
 It is sent from ``port(b, a)``, the address b uses for a, so b recognises
 its neighbour by source address and its replies (ACKs) take the reverse link
-through the relay, subject to the reverse contact. ``python -m tools.emulator``
+through the relay, subject to the reverse contact. ``python -m dcis.tools.emulator``
 runs it standalone (see ``--help``); the testbed runs it in-process.
 
 Given the plan's file (``Emulator.plan_path``), the emulator follows edits
@@ -46,11 +46,11 @@ from typing import Any
 
 import trio
 
-from dtn.cl.udp import Pacer
-from dtn.errors import DtnError
-from dtn.routing.contact import Contact
-from dtn.routing.plan import ContactPlan, load_plan
-from dtn.runtime.watch import file_stamp
+from dcis.dtn.cl.udp import Pacer
+from dcis.dtn.errors import DtnError
+from dcis.dtn.routing.contact import Contact
+from dcis.dtn.routing.plan import ContactPlan, load_plan
+from dcis.dtn.runtime.watch import file_stamp
 
 
 @dataclass(slots=True)
@@ -305,10 +305,10 @@ class Emulator:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    from dtn.runtime.config import ConfigError, parse_address
+    from dcis.dtn.runtime.config import ConfigError, parse_address
 
     p = argparse.ArgumentParser(
-        prog="python -m tools.emulator",
+        prog="python -m dcis.tools.emulator",
         description="Relay UDP between dtn-node daemons by a contact plan.",
     )
     p.add_argument("--plan", required=True)

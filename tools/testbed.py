@@ -36,12 +36,12 @@ from typing import Any
 
 import trio
 
-from dtn.client import ClientError, TrioClient, open_trio_client
-from dtn.routing.plan import ContactPlan, load_plan
-from dtn.sim.engine import DELETION_REASONS, deletion_reason, whole_key
-from dtn.sim.traffic import TrafficItem
-from dtn.time import unix_from_dtn_time
-from tools.emulator import Emulator, LinkModel
+from dcis.dtn.client import ClientError, TrioClient, open_trio_client
+from dcis.dtn.routing.plan import ContactPlan, load_plan
+from dcis.dtn.sim.engine import DELETION_REASONS, deletion_reason, whole_key
+from dcis.dtn.sim.traffic import TrafficItem
+from dcis.dtn.time import unix_from_dtn_time
+from dcis.tools.emulator import Emulator, LinkModel
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -343,7 +343,7 @@ class Testbed:
                     *(self.netns.prefix(node) if self.netns is not None else []),
                     sys.executable,
                     "-m",
-                    "tools.dtn_node",
+                    "dcis.tools.dtn_node",
                     "--config",
                     str(self.config_of(node)),
                 ],
@@ -566,8 +566,8 @@ def make_keystores(
     ago for a year), ``operator.pub`` and the certificates of every other
     node in ``certified`` (default: all). Returns the store of each node.
     """
-    from crypto import KeyStore, NodeIdentity, OperatorKey, issue_certificate
-    from dtn.time import dtn_time_from_unix
+    from dcis.crypto import KeyStore, NodeIdentity, OperatorKey, issue_certificate
+    from dcis.dtn.time import dtn_time_from_unix
 
     op = OperatorKey.generate()
     KeyStore(root / "operator").write_operator_key(op, overwrite=True)

@@ -1,15 +1,15 @@
 """The partition-tolerant log (Raft-style commit, Bayou-style tentative
 entries) and the key-value state store on it; other services use it through
-:mod:`consensus.log.api`."""
+:mod:`dcis.consensus.log.api`."""
 
-from consensus.log.api import CompareAndSet as CompareAndSet
-from consensus.log.api import Delete as Delete
-from consensus.log.api import EntryId as EntryId
-from consensus.log.api import KeyValueLog as KeyValueLog
-from consensus.log.api import Level as Level
-from consensus.log.api import Op as Op
-from consensus.log.api import Outcome as Outcome
-from consensus.log.api import Put as Put
+from dcis.consensus.log.api import CompareAndSet as CompareAndSet
+from dcis.consensus.log.api import Delete as Delete
+from dcis.consensus.log.api import EntryId as EntryId
+from dcis.consensus.log.api import KeyValueLog as KeyValueLog
+from dcis.consensus.log.api import Level as Level
+from dcis.consensus.log.api import Op as Op
+from dcis.consensus.log.api import Outcome as Outcome
+from dcis.consensus.log.api import Put as Put
 
 __all__ = [
     "CompareAndSet",

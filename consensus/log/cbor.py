@@ -6,15 +6,15 @@ Theory of operation: :func:`dumps` writes the shortest (canonical) heads, so
 one value has one encoding (the state hash depends on it).
 :func:`loads_untrusted` reads a whole buffer with a depth bound and an item
 bound checked before anything is allocated, and raises only
-:class:`~dtn.errors.DecodeError`.
+:class:`~dcis.dtn.errors.DecodeError`.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from dtn.bpv7.cbor import head, read_head
-from dtn.errors import DecodeError
+from dcis.dtn.bpv7.cbor import head, read_head
+from dcis.dtn.errors import DecodeError
 
 Value = int | bytes | str | bool | None | list["Value"]
 """What :func:`dumps` takes and :func:`loads_untrusted` returns."""

@@ -25,7 +25,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from consensus.log.api import (
+from dcis.consensus.log.api import (
     CompareAndSet,
     Delete,
     EntryId,
@@ -35,9 +35,9 @@ from consensus.log.api import (
     Put,
     SetAdd,
 )
-from consensus.log.cbor import Value, dumps, loads_untrusted
-from consensus.log.wire import Entry, _bytes, _int, _list, _str
-from dtn.errors import DecodeError
+from dcis.consensus.log.cbor import Value, dumps, loads_untrusted
+from dcis.consensus.log.wire import Entry, _bytes, _int, _list, _str
+from dcis.dtn.errors import DecodeError
 
 
 def apply_op(values: dict[str, bytes], op: Op) -> bool:

@@ -4,19 +4,19 @@ Bayou-style tentative entries, and the key-value state store on top.
 Theory of operation
 -------------------
 *Entries.* Any node appends an operation at once (:meth:`LogService.submit`)
-as an :class:`~consensus.log.wire.Entry` of its own: origin = this node, the
+as an :class:`~dcis.consensus.log.wire.Entry` of its own: origin = this node, the
 next sequence number, a hybrid logical clock reading and, as causal parents,
 the newest uncommitted entry it holds of every other origin. The entry is
 written to ``ctx.state`` before ``submit`` returns, and gossiped (version
-vector anti-entropy, :class:`~consensus.log.wire.Gossip`) to every member
+vector anti-entropy, :class:`~dcis.consensus.log.wire.Gossip`) to every member
 this node can reach, so it is shared within a partition at once.
 
 *Commit.* A Raft leader, elected by a majority of the voter configuration
-(pre-vote first, see :mod:`consensus.log.roles`), appends the tentative
+(pre-vote first, see :mod:`dcis.consensus.log.roles`), appends the tentative
 entries it knows to the replicated log in tentative order, each only after
 its origin predecessor and its parents; a record commits once a majority of
 voters hold it durably (Raft's rule, current-term records only). Every node
-folds committed records through :class:`~consensus.log.kv.KvState`, which
+folds committed records through :class:`~dcis.consensus.log.kv.KvState`, which
 skips an entry already applied and turns a failed precondition into a
 deterministic ``rejected`` record. A minority partition cannot elect, so it
 keeps its entries tentative; when it heals, gossip carries them to the
@@ -50,7 +50,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from consensus.log.api import (
+from dcis.consensus.log.api import (
     CompareAndSet,
     Delete,
     EntryId,
@@ -62,10 +62,10 @@ from consensus.log.api import (
     SetAdd,
     SetRemove,
 )
-from consensus.log.cbor import Value, dumps, loads_untrusted
-from consensus.log.kv import KvState, decode_kv_untrusted
-from consensus.log.roles import Role, RoleEvent, next_role
-from consensus.log.wire import (
+from dcis.consensus.log.cbor import Value, dumps, loads_untrusted
+from dcis.consensus.log.kv import KvState, decode_kv_untrusted
+from dcis.consensus.log.roles import Role, RoleEvent, next_role
+from dcis.consensus.log.wire import (
     MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
     Append,
@@ -93,17 +93,17 @@ from consensus.log.wire import (
     encode_record,
     signed_part,
 )
-from consensus.membership.view import MembershipView, MemberState
-from crypto.certificate import (
+from dcis.consensus.membership.view import MembershipView, MemberState
+from dcis.crypto.certificate import (
     NodeCertificate,
     decode_certificate_untrusted,
     encode_certificate,
     verify_certificate,
 )
-from crypto.errors import CryptoError
-from crypto.keys import verify_signature
-from dtn.errors import DecodeError, InvalidArgument
-from dtn.node.service import (
+from dcis.crypto.errors import CryptoError
+from dcis.crypto.keys import verify_signature
+from dcis.dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.node.service import (
     Inbound,
     NodeCredentials,
     Send,
@@ -185,8 +185,8 @@ def validate_op(op: Op) -> None:
 
 class LogService:
     """The partition-tolerant log and key-value store of one node; a
-    :class:`~dtn.node.service.Service` and a
-    :class:`~consensus.log.api.KeyValueLog`."""
+    :class:`~dcis.dtn.node.service.Service` and a
+    :class:`~dcis.consensus.log.api.KeyValueLog`."""
 
     service = SERVICE_NUMBER
 

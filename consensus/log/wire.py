@@ -6,7 +6,7 @@ first item is the message type. Entries (the unit of both the tentative set
 and the committed log) are :class:`Entry`; the committed log holds
 :class:`Record` s, each an entry, a leader's no-op or a voter configuration.
 Each ``encode_x`` has a ``decode_x_untrusted`` that raises only
-:class:`~dtn.errors.DecodeError`.
+:class:`~dcis.dtn.errors.DecodeError`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
-from consensus.log.api import (
+from dcis.consensus.log.api import (
     CompareAndSet,
     Delete,
     EntryId,
@@ -25,8 +25,8 @@ from consensus.log.api import (
     SetAdd,
     SetRemove,
 )
-from consensus.log.cbor import Value, dumps, loads_untrusted
-from dtn.errors import DecodeError
+from dcis.consensus.log.cbor import Value, dumps, loads_untrusted
+from dcis.dtn.errors import DecodeError
 
 MAX_KEY_BYTES: Final = 1024
 MAX_VALUE_BYTES: Final = 256 * 1024

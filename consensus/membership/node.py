@@ -1,6 +1,6 @@
 """Service factories that put membership on a node: for the simulator
 (``Simulator(..., services=factory)``), ``dcis sim --services`` and the
-daemon's ``[services] factories = ["consensus.membership.node:factory"]``.
+daemon's ``[services] factories = ["dcis.consensus.membership.node:factory"]``.
 
 The node must run with credentials (``[security]`` on a daemon,
 ``Simulator(..., credentials=...)``): membership signs its updates.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from consensus.membership.service import MembershipConfig, MembershipService
-from dtn.node.service import Service
+from dcis.consensus.membership.service import MembershipConfig, MembershipService
+from dcis.dtn.node.service import Service
 
 __all__ = ["factory", "sparse_factory"]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from consensus.membership.view import Resources
+from dcis.consensus.membership.view import Resources
 
 __all__ = ["OrbitModel"]
 

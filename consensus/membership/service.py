@@ -54,9 +54,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from consensus.membership.table import Effect, Input, step
-from consensus.membership.view import MemberInfo, MemberState, Resources
-from consensus.membership.wire import (
+from dcis.consensus.membership.table import Effect, Input, step
+from dcis.consensus.membership.view import MemberInfo, MemberState, Resources
+from dcis.consensus.membership.wire import (
     Kind,
     MemberRow,
     Message,
@@ -66,11 +66,11 @@ from consensus.membership.wire import (
     encode_message,
     signed_bytes,
 )
-from crypto.certificate import decode_certificate_untrusted, encode_certificate
-from crypto.errors import CryptoError
-from crypto.keys import key_id, verify_signature
-from dtn.errors import DecodeError
-from dtn.node.service import Inbound, NodeCredentials, Send, ServiceContext
+from dcis.crypto.certificate import decode_certificate_untrusted, encode_certificate
+from dcis.crypto.errors import CryptoError
+from dcis.crypto.keys import key_id, verify_signature
+from dcis.dtn.errors import DecodeError
+from dcis.dtn.node.service import Inbound, NodeCredentials, Send, ServiceContext
 
 __all__ = [
     "MAX_RELAYS",
@@ -213,7 +213,7 @@ _GONE = (MemberState.DEAD, MemberState.LEFT)
 
 
 class MembershipService:
-    """Service 16; also the node's :class:`~consensus.membership.view.MembershipView`.
+    """Service 16; also the node's :class:`~dcis.consensus.membership.view.MembershipView`.
 
     Requires ``ctx.credentials`` (refuses to start without: updates are
     signed). ``verifier`` may be shared between nodes of one process.

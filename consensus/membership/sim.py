@@ -4,9 +4,9 @@ virtual clock, each bundle delivered at CGR's earliest arrival.
 Theory of operation
 -------------------
 One ``heapq`` of ``(at_ms, seq, kind, arg)`` drives N
-:class:`~consensus.membership.service.MembershipService` objects, each with
+:class:`~dcis.consensus.membership.service.MembershipService` objects, each with
 its own :class:`SimContext` (seeded rng, a dict as durable state, the node's
-credentials, the plan). A :class:`~dtn.node.service.Send` from ``a`` at ``t``
+credentials, the plan). A :class:`~dcis.dtn.node.service.Send` from ``a`` at ``t``
 arrives at ``b`` at the earliest arrival CGR gives over the plan (or after
 ``owlt_ms`` on a full mesh, ``plan=None``); it is lost with probability
 ``1 - (1 - loss)^hops``, and dropped when a partition separates the two at
@@ -18,7 +18,7 @@ partitions are scheduled in advance; the same seed replays the same run.
 
 The bundle agent is not modelled (no store, no volume): this is what lets a
 1,000-node run finish in a test. The full stack runs the same service
-through ``dtn.node`` in ``dtn.sim``.
+through ``dcis.dtn.node`` in ``dcis.dtn.sim``.
 
 Metrics (:meth:`MembershipSim.summary`) follow ``dcis sim --membership``:
 false suspicions/deaths of running nodes, crash-to-dead-everywhere times,
@@ -35,22 +35,22 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from consensus.membership.orbit import OrbitModel
-from consensus.membership.service import (
+from dcis.consensus.membership.orbit import OrbitModel
+from dcis.consensus.membership.service import (
     MembershipConfig,
     MembershipService,
     Verifier,
 )
-from consensus.membership.view import MemberState
-from crypto.certificate import issue_certificate
-from crypto.keys import NodeIdentity, OperatorKey
-from dtn.node.service import Inbound, NodeCredentials, Send
-from dtn.routing.cgr import Router
-from dtn.routing.plan import ContactPlan
+from dcis.consensus.membership.view import MemberState
+from dcis.crypto.certificate import issue_certificate
+from dcis.crypto.keys import NodeIdentity, OperatorKey
+from dcis.dtn.node.service import Inbound, NodeCredentials, Send
+from dcis.dtn.routing.cgr import Router
+from dcis.dtn.routing.plan import ContactPlan
 
 __all__ = ["MembershipSim", "SimContext", "credentials_for", "nearest_rank"]
 
-SIM_EPOCH_MS = 820_540_800_000  # plan time 0, as in dtn.sim (2026-01-01T00:00:00Z)
+SIM_EPOCH_MS = 820_540_800_000  # plan time 0, as in dcis.dtn.sim (2026-01-01T00:00:00Z)
 
 
 def credentials_for(

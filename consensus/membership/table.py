@@ -3,10 +3,10 @@
 Theory of operation
 -------------------
 Each node keeps one entry per member it knows. The entry's state is one of
-:class:`~consensus.membership.view.MemberState`; it moves only through
+:class:`~dcis.consensus.membership.view.MemberState`; it moves only through
 :data:`TRANSITIONS`, which :func:`step` reads. The service decides which
 input happened (an update is *news* when its precedence key beats the
-entry's, see :attr:`consensus.membership.wire.Update.key`) and carries out
+entry's, see :attr:`dcis.consensus.membership.wire.Update.key`) and carries out
 the effects; everything the state machine decides lives here (h11's rule 1).
 
 Inputs:
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from enum import Enum, IntFlag, auto
 
-from consensus.membership.view import MemberState
+from dcis.consensus.membership.view import MemberState
 
 __all__ = ["TRANSITIONS", "Effect", "Input", "step"]
 

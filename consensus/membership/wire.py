@@ -36,10 +36,10 @@ from enum import IntEnum
 
 import cbor2
 
-from consensus.membership.view import Resources
-from crypto.cbor_guard import loads_untrusted
-from crypto.errors import DecodeError as CborDecodeError
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.consensus.membership.view import Resources
+from dcis.crypto.cbor_guard import loads_untrusted
+from dcis.crypto.errors import DecodeError as CborDecodeError
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 __all__ = [
     "MAX_UPDATES",
@@ -360,7 +360,7 @@ def decode_message_untrusted(
     if not data:
         raise DecodeError("empty payload", where=_WHERE)
     try:
-        # Guarded: cbor2's C decoder leaks on some malformed items (crypto.cbor_guard).
+        # Guarded: cbor2's C decoder leaks on some malformed items (dcis.crypto.cbor_guard).
         item = loads_untrusted(data, what=_WHERE)
     except CborDecodeError as exc:
         raise DecodeError(f"malformed CBOR ({exc})", where=_WHERE) from None

@@ -2,7 +2,7 @@
 
 Same primitive and library as ``nacl.bindings`` (PyNaCl's bundled
 libsodium), called through PyNaCl's CFFI module when it is importable, as
-:mod:`dtn.bpsec._aead` does: PyNaCl's wrapper wants ``bytes`` (so a chunk
+:mod:`dcis.dtn.bpsec._aead` does: PyNaCl's wrapper wants ``bytes`` (so a chunk
 would be sliced out of the object, a copy), zero-fills its output and
 returns a fresh string (a second copy). Here a chunk is read in place from
 the caller's buffer, sealed into a buffer already padded for zfec, and
@@ -18,7 +18,7 @@ from typing import Any
 import nacl.bindings
 import nacl.exceptions
 
-from dfs.core.errors import DecodeError
+from dcis.dfs.core.errors import DecodeError
 
 TAG = 16
 

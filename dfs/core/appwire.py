@@ -23,9 +23,9 @@ from typing import Any
 
 import cbor2
 
-from crypto.cbor_guard import loads_untrusted
-from crypto.errors import DecodeError as CborDecodeError
-from dfs.core.errors import DecodeError
+from dcis.crypto.cbor_guard import loads_untrusted
+from dcis.crypto.errors import DecodeError as CborDecodeError
+from dcis.dfs.core.errors import DecodeError
 
 OPS = ("get", "ls", "stat", "rm")
 

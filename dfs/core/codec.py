@@ -30,8 +30,8 @@ import blake3
 import fastcrc
 import zfec
 
-from dfs.core._sodium import new_buffer, open_into, seal_padded
-from dfs.core.errors import DecodeError, InvalidArgument
+from dcis.dfs.core._sodium import new_buffer, open_into, seal_padded
+from dcis.dfs.core.errors import DecodeError, InvalidArgument
 
 KEY_BYTES = 32
 OBJECT_ID_BYTES = 16

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import cbor2
 
-from crypto.cbor_guard import loads_untrusted
-from crypto.errors import DecodeError as CborDecodeError
-from dfs.core.codec import OBJECT_ID_BYTES, check_kn, chunk_count, object_hash
-from dfs.core.errors import DecodeError, InvalidArgument
+from dcis.crypto.cbor_guard import loads_untrusted
+from dcis.crypto.errors import DecodeError as CborDecodeError
+from dcis.dfs.core.codec import OBJECT_ID_BYTES, check_kn, chunk_count, object_hash
+from dcis.dfs.core.errors import DecodeError, InvalidArgument
 
 MANIFEST_VERSION = 1
 TOMBSTONE_VERSION = 101
@@ -151,7 +151,7 @@ def encode_tombstone(t: Tombstone) -> bytes:
 
 
 def _loads(data: bytes, what: str) -> object:
-    # Guarded: cbor2's C decoder leaks on some malformed items (crypto.cbor_guard).
+    # Guarded: cbor2's C decoder leaks on some malformed items (dcis.crypto.cbor_guard).
     try:
         return loads_untrusted(data, what=what)
     except CborDecodeError as exc:

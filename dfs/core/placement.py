@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
-from consensus.membership.view import MemberInfo, MemberState
-from dfs.core.errors import PlacementError
+from dcis.consensus.membership.view import MemberInfo, MemberState
+from dcis.dfs.core.errors import PlacementError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,9 +2,9 @@
 
 Theory of operation
 -------------------
-*Put* (:meth:`DfsService.put`) runs the pipeline of :mod:`dfs.core.codec`
+*Put* (:meth:`DfsService.put`) runs the pipeline of :mod:`dcis.dfs.core.codec`
 over the object, picks ``n`` distinct holders by the rule of
-:mod:`dfs.core.placement`, keeps the blocks meant for this node in its share
+:mod:`dcis.dfs.core.placement`, keeps the blocks meant for this node in its share
 store and sends every other block to its holder as a STORE bundle; a holder
 that has every block of its share answers STORED. The manifest goes to the
 log under ``dfs/m/<name>`` at once (tentative; the log commits it, inside a
@@ -61,12 +61,19 @@ from enum import StrEnum
 import nacl.public
 import nacl.utils
 
-from consensus.log.api import CompareAndSet, EntryId, KeyValueLog, Level, Outcome, Put
-from consensus.membership.view import MembershipView, MemberState
-from crypto.keys import NodeIdentity
-from dfs.core import appwire, wire
-from dfs.core._sodium import new_buffer
-from dfs.core.codec import (
+from dcis.consensus.log.api import (
+    CompareAndSet,
+    EntryId,
+    KeyValueLog,
+    Level,
+    Outcome,
+    Put,
+)
+from dcis.consensus.membership.view import MembershipView, MemberState
+from dcis.crypto.keys import NodeIdentity
+from dcis.dfs.core import appwire, wire
+from dcis.dfs.core._sodium import new_buffer
+from dcis.dfs.core.codec import (
     DEFAULT_CHUNK_SIZE,
     KEY_BYTES,
     OBJECT_ID_BYTES,
@@ -83,7 +90,7 @@ from dfs.core.codec import (
     encode_chunk,
     object_hash,
 )
-from dfs.core.errors import (
+from dcis.dfs.core.errors import (
     CorruptBlock,
     DecodeError,
     DfsError,
@@ -92,7 +99,7 @@ from dfs.core.errors import (
     StoreFull,
     Unrecoverable,
 )
-from dfs.core.manifest import (
+from dcis.dfs.core.manifest import (
     MANIFEST_PREFIX,
     REMOVED_PREFIX,
     Manifest,
@@ -108,9 +115,9 @@ from dfs.core.manifest import (
     placement_key,
     removed_key,
 )
-from dfs.core.placement import PlacementPolicy, choose_holders
-from dfs.core.store import ShareStore
-from dtn.node.service import Inbound, Send, ServiceContext
+from dcis.dfs.core.placement import PlacementPolicy, choose_holders
+from dcis.dfs.core.store import ShareStore
+from dcis.dtn.node.service import Inbound, Send, ServiceContext
 
 log = logging.getLogger(__name__)
 

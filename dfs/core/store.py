@@ -3,7 +3,7 @@
 A holder keeps each block of each share it holds as one record, keyed by
 (object id, share, chunk), with a CRC-32C taken when it was written. A read
 re-checks the CRC and raises :class:`CorruptBlock` on a mismatch, which is
-how the scrubber finds a flipped bit. The on-disk store (:mod:`dfs.sharestore`)
+how the scrubber finds a flipped bit. The on-disk store (:mod:`dcis.dfs.sharestore`)
 makes each write atomic and durable before ``put_block`` returns.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-from dfs.core.codec import Buf, crc32c
-from dfs.core.errors import CorruptBlock, StoreFull
+from dcis.dfs.core.codec import Buf, crc32c
+from dcis.dfs.core.errors import CorruptBlock, StoreFull
 
 
 class ShareStore(Protocol):

@@ -21,10 +21,10 @@ from enum import IntEnum
 
 import cbor2
 
-from crypto.cbor_guard import loads_untrusted
-from crypto.errors import DecodeError as CborDecodeError
-from dfs.core.codec import OBJECT_ID_BYTES
-from dfs.core.errors import DecodeError
+from dcis.crypto.cbor_guard import loads_untrusted
+from dcis.crypto.errors import DecodeError as CborDecodeError
+from dcis.dfs.core.codec import OBJECT_ID_BYTES
+from dcis.dfs.core.errors import DecodeError
 
 MAX_CHUNKS = 1 << 24
 """Bound on a chunk index and on a FETCH/MISSING list."""

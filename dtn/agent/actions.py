@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
-from dtn.time import DtnTime
+from dcis.dtn.time import DtnTime
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ class Inbound:
     ``bundle_key`` identifies the bundle in the store and in traces.
 
     The one type for a delivered bundle: the agent's ``Deliver`` action, a
-    service's ``on_bundle`` argument (``dtn.node.Inbound``) and what the app
+    service's ``on_bundle`` argument (``dcis.dtn.node.Inbound``) and what the app
     clients and ``Node.endpoint`` hand out (``ReceivedBundle``) are this
     class. A driver confirms hand-over with ``on_delivered(bundle_key, now)``
     so that a crash between the two never delivers twice nor loses it.
@@ -88,7 +88,7 @@ DELETION_CAUSES: tuple[DeletionCause, ...] = (
 
 
 class EventKind(StrEnum):
-    """Every kind of :class:`Event` the agent and the node (``dtn.node``)
+    """Every kind of :class:`Event` the agent and the node (``dcis.dtn.node``)
     emit. A ``StrEnum``: a kind compares equal to its string, and an
     :class:`Event` built with any other string raises ``ValueError``, so a
     counter or log reader keyed by kind cannot drift from what is emitted."""

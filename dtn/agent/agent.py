@@ -2,10 +2,10 @@
 
 Theory of operation
 -------------------
-The agent owns a :class:`~dtn.agent.store.BundleStore` and reacts to inputs
+The agent owns a :class:`~dcis.dtn.agent.store.BundleStore` and reacts to inputs
 (``send``, ``on_receive``, ``on_contact_start/end``, ``on_transmit_done``,
 ``on_delivered``, ``on_tick``) by returning a list of actions
-(:mod:`dtn.agent.actions`). It never reads a clock, touches a socket or
+(:mod:`dcis.dtn.agent.actions`). It never reads a clock, touches a socket or
 sleeps; ``now`` is DTN time in ms, passed in by the driver.
 
 Every stored bundle is in exactly one of these places (in memory; the store
@@ -45,7 +45,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from dtn.agent.actions import (
+from dcis.dtn.agent.actions import (
     Ack,
     Action,
     Deletion,
@@ -55,7 +55,7 @@ from dtn.agent.actions import (
     Schedule,
     Transmit,
 )
-from dtn.agent.store import (
+from dcis.dtn.agent.store import (
     MAX_INT64,
     BundleState,
     BundleStore,
@@ -64,21 +64,26 @@ from dtn.agent.store import (
     StoreError,
     StoreFull,
 )
-from dtn.bpv7.admin import StatusKind, StatusReason, make_status_report
-from dtn.bpv7.bundle import Bundle, decode_bundle_untrusted, encode_bundle, make_bundle
-from dtn.bpv7.canonical import ZERO_BLOCK_NUMBER
-from dtn.bpv7.eid import DTN_NONE, DtnEid, Eid, IpnEid, is_null_eid, parse_eid
-from dtn.bpv7.flags import BlockType, BundleFlags, CrcType
-from dtn.bpv7.fragment import fragment_bundle, reassemble
-from dtn.bpv7.primary import encode_primary
-from dtn.bpv7.processing import apply_unprocessable_blocks, update_for_forwarding
-from dtn.errors import DecodeError, DtnError, InvalidArgument
-from dtn.routing.contact import Contact
-from dtn.routing.plan import check_dtn_routes
-from dtn.time import DtnTime
+from dcis.dtn.bpv7.admin import StatusKind, StatusReason, make_status_report
+from dcis.dtn.bpv7.bundle import (
+    Bundle,
+    decode_bundle_untrusted,
+    encode_bundle,
+    make_bundle,
+)
+from dcis.dtn.bpv7.canonical import ZERO_BLOCK_NUMBER
+from dcis.dtn.bpv7.eid import DTN_NONE, DtnEid, Eid, IpnEid, is_null_eid, parse_eid
+from dcis.dtn.bpv7.flags import BlockType, BundleFlags, CrcType
+from dcis.dtn.bpv7.fragment import fragment_bundle, reassemble
+from dcis.dtn.bpv7.primary import encode_primary
+from dcis.dtn.bpv7.processing import apply_unprocessable_blocks, update_for_forwarding
+from dcis.dtn.errors import DecodeError, DtnError, InvalidArgument
+from dcis.dtn.routing.contact import Contact
+from dcis.dtn.routing.plan import check_dtn_routes
+from dcis.dtn.time import DtnTime
 
 if TYPE_CHECKING:
-    from dtn.routing.plan import ContactPlan
+    from dcis.dtn.routing.plan import ContactPlan
 
 __all__ = ["Agent", "AgentConfig", "Received", "SecurityHook", "StoreFull"]
 
@@ -269,7 +274,7 @@ class AgentConfig:
 
 class SecurityHook(Protocol):
     """End-to-end security at a bundle's two ends (RFC 9172 section 5); e.g.
-    ``dtn.agent.security.SecurityPolicy``.
+    ``dcis.dtn.agent.security.SecurityPolicy``.
 
     ``protect`` is applied to every bundle this node originates for another
     node (``send``); it may raise an :class:`InvalidArgument` (e.g. no
@@ -362,7 +367,7 @@ class Agent:
     """A bundle protocol agent for ipn node ``node`` (sans-I/O).
 
     ``store`` holds the bundles; ``plan`` enables contact graph routing
-    (``dtn.routing.cgr.Router``); ``plan_epoch`` is the DTN time (ms) of the
+    (``dcis.dtn.routing.cgr.Router``); ``plan_epoch`` is the DTN time (ms) of the
     plan's time 0; ``rng`` is a seeded generator (jitter of retries).
 
     Construction does not read the store: call :meth:`recover` once (after
@@ -398,7 +403,7 @@ class Agent:
         self._router: Any = None
         self._plan_version = -1
         if plan is not None:
-            from dtn.routing.cgr import Router
+            from dcis.dtn.routing.cgr import Router
 
             self._router = Router(plan)
             self._plan_version = plan.version

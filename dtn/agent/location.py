@@ -23,7 +23,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from dtn.agent.store import BundleState
+from dcis.dtn.agent.store import BundleState
 
 __all__ = ["TRANSITIONS", "Input", "Location", "location_of"]
 
@@ -124,7 +124,7 @@ TRANSITIONS: dict[tuple[Location, Input], frozenset[Location]] = {
 
 
 def location_of(agent: Any, key: str) -> Location:
-    """Where bundle ``key`` is in ``agent`` (a ``dtn.agent.Agent``) now."""
+    """Where bundle ``key`` is in ``agent`` (a ``dcis.dtn.agent.Agent``) now."""
     e = agent._entries.get(key)
     if e is None:
         return Location.GONE

@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Protocol
 
-from crypto.errors import AuthenticationFailed
-from dtn.bpsec import (
+from dcis.crypto.errors import AuthenticationFailed
+from dcis.dtn.bpsec import (
     BCB_AES_GCM,
     BIB_HMAC_SHA2,
     AesVariant,
@@ -56,11 +56,11 @@ from dtn.bpsec import (
     add_bib_hmac_sha2,
     unprotect,
 )
-from dtn.bpv7.admin import StatusReason
-from dtn.bpv7.bundle import Bundle
-from dtn.bpv7.eid import Eid, IpnEid, parse_eid
-from dtn.bpv7.flags import BlockType
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.bpv7.admin import StatusReason
+from dcis.dtn.bpv7.bundle import Bundle
+from dcis.dtn.bpv7.eid import Eid, IpnEid, parse_eid
+from dcis.dtn.bpv7.flags import BlockType
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 __all__ = [
     "CONTEXT_NAMES",

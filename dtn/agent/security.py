@@ -32,12 +32,12 @@ import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Final
 
-from crypto.certificate import NodeCertificate, verify_certificate
-from crypto.errors import AuthenticationFailed
-from crypto.keys import NodeIdentity
-from crypto.replay import ReplayGuard, ReplayVerdict
-from crypto.revocation import RevocationList, RevocationState
-from dtn.bpsec import (
+from dcis.crypto.certificate import NodeCertificate, verify_certificate
+from dcis.crypto.errors import AuthenticationFailed
+from dcis.crypto.keys import NodeIdentity
+from dcis.crypto.replay import ReplayGuard, ReplayVerdict
+from dcis.crypto.revocation import RevocationList, RevocationState
+from dcis.dtn.bpsec import (
     BCB_X25519_XCHACHA20POLY1305,
     BIB_ED25519,
     KeyRing,
@@ -47,11 +47,11 @@ from dtn.bpsec import (
     payload_verdict,
     unprotect,
 )
-from dtn.bpv7.admin import StatusReason
-from dtn.bpv7.bundle import Bundle
-from dtn.bpv7.eid import IpnEid
-from dtn.bpv7.flags import BlockType
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.bpv7.admin import StatusReason
+from dcis.dtn.bpv7.bundle import Bundle
+from dcis.dtn.bpv7.eid import IpnEid
+from dcis.dtn.bpv7.flags import BlockType
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 __all__ = [
     "DEFAULT_ACCEPTED_CONTEXTS",
@@ -100,7 +100,7 @@ class NoCertificate(InvalidArgument):
 class _ValidCertificates(Mapping[int, NodeCertificate]):
     """Certificates by node that are valid at ``now`` and not revoked.
 
-    A live view (``now`` set per bundle) handed to ``dtn.bpsec`` in a
+    A live view (``now`` set per bundle) handed to ``dcis.dtn.bpsec`` in a
     :class:`KeyRing`, which uses only the public keys inside.
     """
 
@@ -166,7 +166,7 @@ class SecurityPolicy:
     - ``random_bytes``: the source of the BCB nonce prefix, ``os.urandom``
       (the OS CSPRNG) by default, as every real node must use. The
       simulator injects a deterministic source derived from its seed
-      (``dtn.sim.sim_random_bytes``) so a secure run replays exactly; such a
+      (``dcis.dtn.sim.sim_random_bytes``) so a secure run replays exactly; such a
       policy's nonces are predictable and repeat from run to run: it is
       not secure (spec/security.md section 8).
 

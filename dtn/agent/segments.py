@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from dtn.errors import DtnError
+from dcis.dtn.errors import DtnError
 
 __all__ = ["SegmentError", "SegmentLog"]
 

@@ -42,9 +42,9 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Literal, Protocol, runtime_checkable
 
-from dtn.agent.segments import SegmentError, SegmentLog
-from dtn.bpv7.crc import crc32c
-from dtn.errors import DtnError, InvalidArgument
+from dcis.dtn.agent.segments import SegmentError, SegmentLog
+from dcis.dtn.bpv7.crc import crc32c
+from dcis.dtn.errors import DtnError, InvalidArgument
 
 __all__ = [
     "BundleState",
@@ -400,7 +400,7 @@ class MemoryStore:
         """How many delivered keys are remembered."""
         return len(self._delivered)
 
-    # -- node services' durable state (dtn.node.state.StateBackend)
+    # -- node services' durable state (dcis.dtn.node.state.StateBackend)
 
     def service_get(self, service: int, key: str) -> bytes | None:
         """Service ``service``'s value under ``key``, or None."""
@@ -481,7 +481,7 @@ class SqliteStore:
       acknowledged. Faster (no fsync per commit).
 
     Bundles over ``inline_max_bytes`` are kept in append-only segment files
-    in the directory ``<path>.segments`` (:mod:`dtn.agent.segments`), the
+    in the directory ``<path>.segments`` (:mod:`dcis.dtn.agent.segments`), the
     index rows in SQLite; smaller ones inline. At open the large ones are
     checked against their CRC-32C: a row whose bytes never reached the disk
     (a power cut before the fsync; never acknowledged) is dropped and its key
@@ -1035,7 +1035,7 @@ class SqliteStore:
         """How many delivered keys are remembered."""
         return int(self._exec("SELECT COUNT(*) FROM delivered").fetchone()[0])
 
-    # -- node services' durable state (dtn.node.state.StateBackend): rows of
+    # -- node services' durable state (dcis.dtn.node.state.StateBackend): rows of
     # the same database, so they commit in the transaction that wrote them
 
     def service_get(self, service: int, key: str) -> bytes | None:

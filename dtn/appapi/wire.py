@@ -27,10 +27,10 @@ from typing import Any
 
 import cbor2
 
-from crypto.cbor_guard import loads_untrusted
-from crypto.errors import DecodeError as CborDecodeError
-from dtn.cl.mtcp import MtcpDecoder, bstr_head, encode_mtcp_frame
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.crypto.cbor_guard import loads_untrusted
+from dcis.crypto.errors import DecodeError as CborDecodeError
+from dcis.dtn.cl.mtcp import MtcpDecoder, bstr_head, encode_mtcp_frame
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 """Largest message accepted (a bundle payload plus a few keys): 128 MiB, so

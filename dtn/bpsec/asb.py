@@ -29,13 +29,13 @@ from typing import Final
 
 import cbor2
 
-from crypto.cbor_guard import check_untrusted
-from crypto.errors import DecodeError as CborDecodeError
-from dtn.bpv7.eid import DTN_NONE, DtnEid, Eid, IpnEid
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.crypto.cbor_guard import check_untrusted
+from dcis.crypto.errors import DecodeError as CborDecodeError
+from dcis.dtn.bpv7.eid import DTN_NONE, DtnEid, Eid, IpnEid
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 _U64: Final = 1 << 64
-MAX_TARGETS: Final = 256  # a bundle holds at most 256 blocks (dtn.bpv7.MAX_BLOCKS)
+MAX_TARGETS: Final = 256  # a bundle holds at most 256 blocks (dcis.dtn.bpv7.MAX_BLOCKS)
 MAX_ITEMS: Final = 64  # parameters per block, results per target
 
 
@@ -400,7 +400,7 @@ def _sequence_items(raw: bytes, where: str) -> list[object]:
     # break (0xff) inside ``raw`` would end it early and leave bytes unread.
     wrapped = b"\x9f" + raw + b"\xff"
     try:
-        # cbor2's C decoder leaks on some malformed items (crypto.cbor_guard).
+        # cbor2's C decoder leaks on some malformed items (dcis.crypto.cbor_guard).
         check_untrusted(wrapped, what=where)
     except CborDecodeError as exc:
         raise DecodeError(str(exc), where=where) from None

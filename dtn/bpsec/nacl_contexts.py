@@ -32,16 +32,16 @@ import os
 from collections.abc import Callable
 from typing import Final
 
-from crypto.errors import AuthenticationFailed
-from crypto.keys import NodeIdentity, verify_signature
-from dtn.bpsec._aead import AeadFailed, open_detached, seal_detached
-from dtn.bpsec.asb import AbstractSecurityBlock, encode_bcb_template
-from dtn.bpsec.results import KeyRing
-from dtn.bpsec.scope import block_header, target_data
-from dtn.bpv7 import cbor
-from dtn.bpv7.canonical import CanonicalBlock
-from dtn.bpv7.eid import Eid, IpnEid, encode_eid
-from dtn.errors import InvalidArgument
+from dcis.crypto.errors import AuthenticationFailed
+from dcis.crypto.keys import NodeIdentity, verify_signature
+from dcis.dtn.bpsec._aead import AeadFailed, open_detached, seal_detached
+from dcis.dtn.bpsec.asb import AbstractSecurityBlock, encode_bcb_template
+from dcis.dtn.bpsec.results import KeyRing
+from dcis.dtn.bpsec.scope import block_header, target_data
+from dcis.dtn.bpv7 import cbor
+from dcis.dtn.bpv7.canonical import CanonicalBlock
+from dcis.dtn.bpv7.eid import Eid, IpnEid, encode_eid
+from dcis.dtn.errors import InvalidArgument
 
 BCB_X25519_XCHACHA20POLY1305: Final = -101
 BIB_ED25519: Final = -102

@@ -1,4 +1,4 @@
-"""The acceptance check a secure node applies after :func:`dtn.bpsec.unprotect`.
+"""The acceptance check a secure node applies after :func:`dcis.dtn.bpsec.unprotect`.
 
 RFC 9172 section 5 leaves security policy to the node. Ours (issue 6,
 spec/security.md section 3): a bundle from another node is accepted only if
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from dtn.bpsec.results import SecurityResult
-from dtn.bpv7.admin import StatusReason
-from dtn.bpv7.bundle import Bundle
-from dtn.bpv7.eid import Eid, IpnEid
+from dcis.dtn.bpsec.results import SecurityResult
+from dcis.dtn.bpv7.admin import StatusReason
+from dcis.dtn.bpv7.bundle import Bundle
+from dcis.dtn.bpv7.eid import Eid, IpnEid
 
 
 def _node(eid: Eid) -> int | str:

@@ -9,7 +9,7 @@ no key) are left as they were and reported with ``verified=False``.
 
 Security blocks that break RFC 9172's rules (a target that is not in the
 bundle, a BCB over the primary block or over another BCB, a BIB over a BCB)
-make the bundle malformed: :class:`dtn.errors.DecodeError`.
+make the bundle malformed: :class:`dcis.dtn.errors.DecodeError`.
 """
 
 from __future__ import annotations
@@ -18,22 +18,22 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
-from crypto.keys import NodeIdentity
-from dtn.bpsec import nacl_contexts, rfc9173
-from dtn.bpsec.asb import (
+from dcis.crypto.keys import NodeIdentity
+from dcis.dtn.bpsec import nacl_contexts, rfc9173
+from dcis.dtn.bpsec.asb import (
     AbstractSecurityBlock,
     SecurityBlockType,
     decode_asb_untrusted,
     encode_asb,
 )
-from dtn.bpsec.results import KeyRing, SecurityResult
-from dtn.bpsec.scope import ScopeFlags
-from dtn.bpv7.bundle import Bundle
-from dtn.bpv7.canonical import CanonicalBlock
-from dtn.bpv7.eid import Eid, IpnEid, is_null_eid
-from dtn.bpv7.flags import BlockFlags, BlockType, CrcType
-from dtn.bpv7.primary import encode_primary
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.bpsec.results import KeyRing, SecurityResult
+from dcis.dtn.bpsec.scope import ScopeFlags
+from dcis.dtn.bpv7.bundle import Bundle
+from dcis.dtn.bpv7.canonical import CanonicalBlock
+from dcis.dtn.bpv7.eid import Eid, IpnEid, is_null_eid
+from dcis.dtn.bpv7.flags import BlockFlags, BlockType, CrcType
+from dcis.dtn.bpv7.primary import encode_primary
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 BIB = SecurityBlockType.BIB
 BCB = SecurityBlockType.BCB
@@ -194,7 +194,7 @@ def unprotect(bundle: Bundle, keyring: KeyRing) -> tuple[Bundle, list[SecurityRe
 
     Raises :class:`crypto.AuthenticationFailed` when a block's check fails with
     the keys given (tampering or a wrong key; deliberately not saying which),
-    and :class:`dtn.errors.DecodeError` for malformed security blocks.
+    and :class:`dcis.dtn.errors.DecodeError` for malformed security blocks.
     """
     sec_count = 0
     only: CanonicalBlock | None = None
@@ -329,7 +329,7 @@ def verify_and_decrypt(
     come back ``verified=False``.
 
     Raises :class:`crypto.AuthenticationFailed` ("authentication failed")
-    when any block fails with every key, :class:`dtn.errors.DecodeError` for a
+    when any block fails with every key, :class:`dcis.dtn.errors.DecodeError` for a
     malformed security block.
     """
     return unprotect(bundle, KeyRing(keys=tuple(keys)))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from crypto.certificate import NodeCertificate
-from crypto.keys import NodeIdentity
-from dtn.bpv7.eid import Eid
+from dcis.crypto.certificate import NodeCertificate
+from dcis.crypto.keys import NodeIdentity
+from dcis.dtn.bpv7.eid import Eid
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,12 +27,12 @@ from cryptography.hazmat.primitives.keywrap import (
     aes_key_wrap,
 )
 
-from crypto.errors import AuthenticationFailed
-from dtn.bpsec.asb import AbstractSecurityBlock, Item
-from dtn.bpsec.scope import ScopeFlags, ippt, scope_prefix
-from dtn.bpv7.canonical import CanonicalBlock
-from dtn.bpv7.eid import Eid
-from dtn.errors import InvalidArgument
+from dcis.crypto.errors import AuthenticationFailed
+from dcis.dtn.bpsec.asb import AbstractSecurityBlock, Item
+from dcis.dtn.bpsec.scope import ScopeFlags, ippt, scope_prefix
+from dcis.dtn.bpv7.canonical import CanonicalBlock
+from dcis.dtn.bpv7.eid import Eid
+from dcis.dtn.errors import InvalidArgument
 
 BIB_HMAC_SHA2: Final = 1
 BCB_AES_GCM: Final = 2

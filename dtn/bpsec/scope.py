@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from enum import IntFlag
 
-from dtn.bpv7 import cbor
-from dtn.bpv7.canonical import CanonicalBlock
+from dcis.dtn.bpv7 import cbor
+from dcis.dtn.bpv7.canonical import CanonicalBlock
 
 
 class ScopeFlags(IntFlag):

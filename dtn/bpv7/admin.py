@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
-from dtn.bpv7 import cbor
-from dtn.bpv7.bundle import Bundle, make_bundle
-from dtn.bpv7.eid import Eid, encode_eid, is_null_eid, read_eid
-from dtn.bpv7.flags import AdminRecordType, BundleFlags, CrcType
-from dtn.bpv7.primary import CreationTimestamp, check_uint
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.bpv7 import cbor
+from dcis.dtn.bpv7.bundle import Bundle, make_bundle
+from dcis.dtn.bpv7.eid import Eid, encode_eid, is_null_eid, read_eid
+from dcis.dtn.bpv7.flags import AdminRecordType, BundleFlags, CrcType
+from dcis.dtn.bpv7.primary import CreationTimestamp, check_uint
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 
 class StatusReason(IntEnum):

@@ -10,7 +10,7 @@ The outer array is indefinite-length, every block inside it definite-length;
 that is what we write, and all we accept.
 
 Theory of decoding: the input is walked once, front to back, by a reader that
-knows the schema (dtn.bpv7.cbor). Every length is compared with the input left
+knows the schema (dcis.dtn.bpv7.cbor). Every length is compared with the input left
 before anything is sliced, so a hostile length field cannot make us allocate;
 CRCs are computed over memoryview slices of the input, so the payload is
 copied exactly once (into the block's ``data``).
@@ -23,8 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from dtn.bpv7 import cbor
-from dtn.bpv7.canonical import (
+from dcis.dtn.bpv7 import cbor
+from dcis.dtn.bpv7.canonical import (
     CHECKED_BLOCK_TYPES,
     CanonicalBlock,
     HopCount,
@@ -38,15 +38,15 @@ from dtn.bpv7.canonical import (
     previous_node_block,
     read_block,
 )
-from dtn.bpv7.eid import DTN_NONE, Eid, parse_eid
-from dtn.bpv7.flags import BlockFlags, BlockType, BundleFlags, CrcType
-from dtn.bpv7.primary import (
+from dcis.dtn.bpv7.eid import DTN_NONE, Eid, parse_eid
+from dcis.dtn.bpv7.flags import BlockFlags, BlockType, BundleFlags, CrcType
+from dcis.dtn.bpv7.primary import (
     CreationTimestamp,
     PrimaryBlock,
     encode_primary,
     read_primary,
 )
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 MAX_BLOCKS: Final = 256
 """Default bound on canonical blocks per bundle accepted by the decoder."""
@@ -257,7 +257,7 @@ def decode_bundle_untrusted(
     every extension block of the fragments it makes (spec/interop.md); the
     result no longer re-encodes to ``data``. A block numbered 0 otherwise
     raises a :class:`DecodeError` whose ``what`` is
-    :data:`~dtn.bpv7.canonical.ZERO_BLOCK_NUMBER`.
+    :data:`~dcis.dtn.bpv7.canonical.ZERO_BLOCK_NUMBER`.
     """
     try:
         return _decode(data, max_blocks, renumber_zero_blocks)
@@ -388,7 +388,7 @@ def bcb_targets(blocks: Iterable[CanonicalBlock]) -> frozenset[int]:
 
     Read from each BCB's security targets (the first item of its abstract
     security block, RFC 9172 3.6); a BCB whose targets cannot be read
-    contributes none (``dtn.bpsec`` rejects it as malformed when processing).
+    contributes none (``dcis.dtn.bpsec`` rejects it as malformed when processing).
     """
     out: set[int] = set()
     for b in blocks:

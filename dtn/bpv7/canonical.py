@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
 
-from dtn.bpv7 import cbor
-from dtn.bpv7.crc import crc16_raw, crc32c_raw
-from dtn.bpv7.eid import Eid, encode_eid, read_eid
-from dtn.bpv7.flags import BlockFlags, BlockType, CrcType
-from dtn.bpv7.primary import CRC_TYPES, check_crc, check_uint
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.bpv7 import cbor
+from dcis.dtn.bpv7.crc import crc16_raw, crc32c_raw
+from dcis.dtn.bpv7.eid import Eid, encode_eid, read_eid
+from dcis.dtn.bpv7.flags import BlockFlags, BlockType, CrcType
+from dcis.dtn.bpv7.primary import CRC_TYPES, check_crc, check_uint
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 Data = bytes | memoryview
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from dtn.errors import DecodeError
+from dcis.dtn.errors import DecodeError
 
 MAJOR_UINT: Final = 0
 MAJOR_BYTES: Final = 2

@@ -17,7 +17,7 @@ from typing import Final
 
 import fastcrc
 
-from dtn.bpv7.flags import CrcType
+from dcis.dtn.bpv7.flags import CrcType
 
 Buffer = bytes | bytearray | memoryview
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
 
-from dtn.bpv7 import cbor
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.bpv7 import cbor
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 URI_SCHEME_DTN: Final = 1
 URI_SCHEME_IPN: Final = 2

@@ -16,10 +16,10 @@ import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from dtn.bpv7.bundle import Bundle
-from dtn.bpv7.eid import is_null_eid
-from dtn.bpv7.flags import BlockFlags, BundleFlags
-from dtn.errors import InvalidArgument
+from dcis.dtn.bpv7.bundle import Bundle
+from dcis.dtn.bpv7.eid import is_null_eid
+from dcis.dtn.bpv7.flags import BlockFlags, BundleFlags
+from dcis.dtn.errors import InvalidArgument
 
 
 def fragment_bundle(b: Bundle, sizes: int | Sequence[int]) -> list[Bundle]:

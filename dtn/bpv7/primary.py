@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
 
-from dtn.bpv7 import cbor
-from dtn.bpv7.crc import crc16_raw, crc32c_raw
-from dtn.bpv7.eid import DTN_NONE, Eid, encode_eid, read_eid
-from dtn.bpv7.flags import BundleFlags, CrcType
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.bpv7 import cbor
+from dcis.dtn.bpv7.crc import crc16_raw, crc32c_raw
+from dcis.dtn.bpv7.eid import DTN_NONE, Eid, encode_eid, read_eid
+from dcis.dtn.bpv7.flags import BundleFlags, CrcType
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 BP_VERSION: Final = 7
 U64_MAX: Final = (1 << 64) - 1

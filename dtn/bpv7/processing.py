@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 
-from dtn.bpv7.bundle import Bundle, bcb_targets
-from dtn.bpv7.canonical import (
+from dcis.dtn.bpv7.bundle import Bundle, bcb_targets
+from dcis.dtn.bpv7.canonical import (
     KNOWN_BLOCK_TYPES,
     CanonicalBlock,
     HopCount,
@@ -22,8 +22,8 @@ from dtn.bpv7.canonical import (
     encode_hop_count,
     previous_node_block,
 )
-from dtn.bpv7.eid import Eid
-from dtn.bpv7.flags import BlockFlags, BlockType
+from dcis.dtn.bpv7.eid import Eid
+from dcis.dtn.bpv7.flags import BlockFlags, BlockType
 
 
 @dataclass(frozen=True, slots=True)

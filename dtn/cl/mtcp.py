@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 DEFAULT_MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 

@@ -55,9 +55,9 @@ from dataclasses import dataclass, field
 
 import cbor2
 
-from crypto.cbor_guard import loads_untrusted
-from crypto.errors import DecodeError as CborDecodeError
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.crypto.cbor_guard import loads_untrusted
+from dcis.crypto.errors import DecodeError as CborDecodeError
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 DCIS_TAG = 0xDC15
 """CBOR tag number (56341) of DCiS hop-by-hop segments; wire prefix ``D9 DC 15``."""
@@ -210,7 +210,7 @@ def decode_datagram_untrusted(data: bytes | bytearray | memoryview) -> Datagram:
             where="udpcl",
         )
     try:
-        # Guarded: cbor2's C decoder leaks on some malformed items (crypto.cbor_guard).
+        # Guarded: cbor2's C decoder leaks on some malformed items (dcis.crypto.cbor_guard).
         item = loads_untrusted(raw, allowed_tags=(DCIS_TAG,), what="udpcl segment")
     except CborDecodeError as exc:
         raise DecodeError(str(exc), where="udpcl segment") from None

@@ -10,8 +10,8 @@ status and ping the node. Errors the node reports raise :class:`ClientError`.
 
 from __future__ import annotations
 
-from dtn.client.common import ClientError as ClientError
-from dtn.client.common import ReceivedBundle as ReceivedBundle
-from dtn.client.sync import Client as Client
-from dtn.client.trio_client import TrioClient as TrioClient
-from dtn.client.trio_client import open_trio_client as open_trio_client
+from dcis.dtn.client.common import ClientError as ClientError
+from dcis.dtn.client.common import ReceivedBundle as ReceivedBundle
+from dcis.dtn.client.sync import Client as Client
+from dcis.dtn.client.trio_client import TrioClient as TrioClient
+from dcis.dtn.client.trio_client import open_trio_client as open_trio_client

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dtn.agent.actions import Inbound
-from dtn.errors import DtnError
+from dcis.dtn.agent.actions import Inbound
+from dcis.dtn.errors import DtnError
 
 
 class ClientError(DtnError):
@@ -14,8 +14,8 @@ class ClientError(DtnError):
 
 ReceivedBundle = Inbound
 """A bundle delivered to a local endpoint, over the app API (the clients) or
-in-process (``Node.endpoint``, re-exported as ``dtn.runtime.ReceivedBundle``):
-``dtn.node.Inbound``, the one type for a delivered bundle."""
+in-process (``Node.endpoint``, re-exported as ``dcis.dtn.runtime.ReceivedBundle``):
+``dcis.dtn.node.Inbound``, the one type for a delivered bundle."""
 
 
 def received_from_message(m: dict[str, Any]) -> Inbound:

@@ -8,14 +8,14 @@ from collections import deque
 from types import TracebackType
 from typing import Any
 
-from dtn.appapi.wire import MessageReader, encode_message
-from dtn.client.common import (
+from dcis.dtn.appapi.wire import MessageReader, encode_message
+from dcis.dtn.client.common import (
     ClientError,
     ReceivedBundle,
     received_from_message,
     send_request,
 )
-from dtn.errors import DecodeError
+from dcis.dtn.errors import DecodeError
 
 
 class Client:

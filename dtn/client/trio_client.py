@@ -11,14 +11,14 @@ from typing import Any
 
 import trio
 
-from dtn.appapi.wire import MessageReader, encode_message
-from dtn.client.common import (
+from dcis.dtn.appapi.wire import MessageReader, encode_message
+from dcis.dtn.client.common import (
     ClientError,
     ReceivedBundle,
     received_from_message,
     send_request,
 )
-from dtn.errors import DecodeError
+from dcis.dtn.errors import DecodeError
 
 
 class TrioClient:

@@ -5,33 +5,33 @@ Public names: :class:`Inbound`, :class:`Send`, :class:`ServiceContext`,
 :class:`EventKind` and :class:`EchoService` (spec/node.md).
 """
 
-from dtn.agent.actions import EventKind as EventKind
-from dtn.node.core import EndpointReserved as EndpointReserved
-from dtn.node.core import NodeCore as NodeCore
-from dtn.node.echo import ECHO_SERVICE as ECHO_SERVICE
-from dtn.node.echo import EchoService as EchoService
-from dtn.node.service import (
+from dcis.dtn.agent.actions import EventKind as EventKind
+from dcis.dtn.node.core import EndpointReserved as EndpointReserved
+from dcis.dtn.node.core import NodeCore as NodeCore
+from dcis.dtn.node.echo import ECHO_SERVICE as ECHO_SERVICE
+from dcis.dtn.node.echo import EchoService as EchoService
+from dcis.dtn.node.service import (
     DEFAULT_LIFETIME_MS as DEFAULT_LIFETIME_MS,
 )
-from dtn.node.service import (
+from dcis.dtn.node.service import (
     RESERVED_SERVICES as RESERVED_SERVICES,
 )
-from dtn.node.service import (
+from dcis.dtn.node.service import (
     Inbound as Inbound,
 )
-from dtn.node.service import (
+from dcis.dtn.node.service import (
     NodeCredentials as NodeCredentials,
 )
-from dtn.node.service import (
+from dcis.dtn.node.service import (
     Send as Send,
 )
-from dtn.node.service import (
+from dcis.dtn.node.service import (
     Service as Service,
 )
-from dtn.node.service import (
+from dcis.dtn.node.service import (
     ServiceContext as ServiceContext,
 )
-from dtn.node.service import (
+from dcis.dtn.node.service import (
     ServiceState as ServiceState,
 )
 

@@ -12,7 +12,7 @@ return the agent's kind of actions, minus everything meant for a service:
   the agent's delivery confirmation (``on_delivered``) all happen inside the
   one store transaction the input call runs in, so a crash keeps all of them
   or none;
-- a service's :class:`~dtn.node.service.Send` becomes ``agent.send`` from
+- a service's :class:`~dcis.dtn.node.service.Send` becomes ``agent.send`` from
   the service's endpoint; a tagged one is answered with
   ``on_send_result(tag, key | None, error | None)`` at once;
 - contacts: the first open contact to a neighbour calls every service's
@@ -45,21 +45,21 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from dtn.agent.actions import Action, Deliver, Event, EventKind, Schedule
-from dtn.agent.agent import Received
-from dtn.bpv7.eid import IpnEid, parse_eid
-from dtn.errors import DtnError, InvalidArgument
-from dtn.node.service import (
+from dcis.dtn.agent.actions import Action, Deliver, Event, EventKind, Schedule
+from dcis.dtn.agent.agent import Received
+from dcis.dtn.bpv7.eid import IpnEid, parse_eid
+from dcis.dtn.errors import DtnError, InvalidArgument
+from dcis.dtn.node.service import (
     RESERVED_SERVICES,
     Inbound,
     NodeCredentials,
     Send,
     Service,
 )
-from dtn.node.state import MemoryStateBackend, StagedState, StateBackend
-from dtn.routing.contact import Contact
-from dtn.routing.plan import ContactPlan
-from dtn.time import DtnTime
+from dcis.dtn.node.state import MemoryStateBackend, StagedState, StateBackend
+from dcis.dtn.routing.contact import Contact
+from dcis.dtn.routing.plan import ContactPlan
+from dcis.dtn.time import DtnTime
 
 __all__ = ["EndpointReserved", "NodeAgent", "NodeCore"]
 
@@ -81,7 +81,7 @@ class EndpointReserved(InvalidArgument):
 
 
 class NodeAgent(Protocol):
-    """What :class:`NodeCore` needs of a bundle agent (``dtn.agent.Agent``)."""
+    """What :class:`NodeCore` needs of a bundle agent (``dcis.dtn.agent.Agent``)."""
 
     def register(self, endpoint: str, *, now: int | None = None) -> Any:
         """``Agent.register``: a list of actions (a test fake may return None)."""
@@ -135,7 +135,7 @@ class NodeAgent(Protocol):
 
 
 class _Context:
-    """The :class:`~dtn.node.service.ServiceContext` a service is started with."""
+    """The :class:`~dcis.dtn.node.service.ServiceContext` a service is started with."""
 
     def __init__(
         self,
@@ -296,7 +296,7 @@ class NodeCore:
 
     def is_reserved(self, endpoint: str) -> bool:
         """True if ``endpoint`` belongs to the node itself: ``ipn:N.0``, a
-        number of :data:`~dtn.node.RESERVED_SERVICES`, or a running
+        number of :data:`~dcis.dtn.node.RESERVED_SERVICES`, or a running
         service's endpoint. App clients may neither register nor send from
         these. Raises :class:`InvalidArgument` for a malformed EID."""
         eid = parse_eid(endpoint)
@@ -312,7 +312,7 @@ class NodeCore:
         if self._plan is None:
             return None
         if self._router is None:
-            from dtn.routing.cgr import Router
+            from dcis.dtn.routing.cgr import Router
 
             self._router = Router(self._plan)
         route = self._router.best_route(
@@ -611,7 +611,7 @@ class NodeCore:
                     self._deferred[a.bundle_key] = None
                     continue
                 budget -= 1
-                inbound: Inbound = a  # the same type (dtn.agent.actions)
+                inbound: Inbound = a  # the same type (dcis.dtn.agent.actions)
                 if self._on_service_delivery is not None:
                     self._on_service_delivery(inbound)
                 sends = self._call(slot, out, slot.service.on_bundle, inbound, now)

@@ -3,7 +3,7 @@ payload, back to the source (``dcis ping``).
 
 Theory of operation
 -------------------
-Stateless: ``on_bundle`` returns one :class:`~dtn.node.service.Send` to the
+Stateless: ``on_bundle`` returns one :class:`~dcis.dtn.node.service.Send` to the
 bundle's source with the same payload, unless the source is another echo
 endpoint (two echo services would bounce a bundle between them forever) or
 the anonymous ``dtn:none``. No timers, no state; a restart loses nothing.
@@ -11,7 +11,7 @@ the anonymous ``dtn:none``. No timers, no state; a restart loses nothing.
 
 from __future__ import annotations
 
-from dtn.node.service import DEFAULT_LIFETIME_MS, Inbound, Send, ServiceContext
+from dcis.dtn.node.service import DEFAULT_LIFETIME_MS, Inbound, Send, ServiceContext
 
 __all__ = ["ECHO_SERVICE", "EchoService"]
 
@@ -20,7 +20,7 @@ ECHO_SERVICE = 7
 
 
 class EchoService:
-    """Answer every bundle with its own payload (a :class:`~dtn.node.Service`).
+    """Answer every bundle with its own payload (a :class:`~dcis.dtn.node.Service`).
 
     ``lifetime_ms`` is the lifetime of each reply (default one hour)."""
 

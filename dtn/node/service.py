@@ -29,10 +29,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from crypto.certificate import NodeCertificate
-from crypto.keys import NodeIdentity
-from dtn.agent.actions import Inbound as Inbound
-from dtn.routing.plan import ContactPlan
+from dcis.crypto.certificate import NodeCertificate
+from dcis.crypto.keys import NodeIdentity
+from dcis.dtn.agent.actions import Inbound as Inbound
+from dcis.dtn.routing.plan import ContactPlan
 
 DEFAULT_LIFETIME_MS = 3_600_000
 """Lifetime of a :class:`Send` that names none: one hour."""

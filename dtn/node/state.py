@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from dtn.errors import InvalidArgument
+from dcis.dtn.errors import InvalidArgument
 
 __all__ = [
     "MAX_STATE_KEY_BYTES",
@@ -78,7 +78,7 @@ _DELETED = None
 
 
 class StagedState:
-    """One service's ``ctx.state`` (a ``dtn.node.ServiceState``): reads go
+    """One service's ``ctx.state`` (a ``dcis.dtn.node.ServiceState``): reads go
     through to the backend, writes wait in a stage until :meth:`commit`.
 
     ``put`` raises :class:`InvalidArgument` for a key that is not a

@@ -3,13 +3,13 @@
 See spec/routing.md for the algorithm, its complexity and where it differs from SABR.
 """
 
-from dtn.routing.cgr import Route as Route
-from dtn.routing.cgr import Router as Router
-from dtn.routing.contact import Contact as Contact
-from dtn.routing.contact import Range as Range
-from dtn.routing.plan import ContactPlan as ContactPlan
-from dtn.routing.plan import PlanError as PlanError
-from dtn.routing.plan import RoutingError as RoutingError
-from dtn.routing.plan import load_plan as load_plan
-from dtn.routing.plan import parse_hdtn_json as parse_hdtn_json
-from dtn.routing.plan import parse_ionrc as parse_ionrc
+from dcis.dtn.routing.cgr import Route as Route
+from dcis.dtn.routing.cgr import Router as Router
+from dcis.dtn.routing.contact import Contact as Contact
+from dcis.dtn.routing.contact import Range as Range
+from dcis.dtn.routing.plan import ContactPlan as ContactPlan
+from dcis.dtn.routing.plan import PlanError as PlanError
+from dcis.dtn.routing.plan import RoutingError as RoutingError
+from dcis.dtn.routing.plan import load_plan as load_plan
+from dcis.dtn.routing.plan import parse_hdtn_json as parse_hdtn_json
+from dcis.dtn.routing.plan import parse_ionrc as parse_ionrc

@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
-from dtn.errors import InvalidArgument
-from dtn.routing.contact import Contact
-from dtn.routing.plan import ContactPlan
+from dcis.dtn.errors import InvalidArgument
+from dcis.dtn.routing.contact import Contact
+from dcis.dtn.routing.plan import ContactPlan
 
 __all__ = ["Route", "Router", "contact_key", "replay"]
 

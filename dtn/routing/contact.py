@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dtn.errors import InvalidArgument
+from dcis.dtn.errors import InvalidArgument
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,10 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from dtn.bpv7.eid import DtnEid, parse_eid
-from dtn.errors import DtnError, InvalidArgument
-from dtn.routing.contact import Contact, Range
-from dtn.time import DTN_EPOCH_UNIX_S
+from dcis.dtn.bpv7.eid import DtnEid, parse_eid
+from dcis.dtn.errors import DtnError, InvalidArgument
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.time import DTN_EPOCH_UNIX_S
 
 __all__ = [
     "ContactPlan",
@@ -123,7 +123,7 @@ class ContactPlan:
         self._pending_version = -1
         self._by_pair: dict[tuple[int, int], _PairRanges] | None = None
         self._contacts_view: tuple[Contact, ...] | None = None
-        # dtn.routing.cgr's contact graph for this plan, shared by its Routers
+        # dcis.dtn.routing.cgr's contact graph for this plan, shared by its Routers
         # (it records the version it was built from).
         self._cgr_graph: object | None = None
         self.epoch_unix_s = epoch_unix_s

@@ -86,14 +86,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dtn.cl.udp import MAX_NODE, AckMode
-from dtn.errors import DtnError
-from dtn.routing.plan import check_dtn_routes
-from dtn.runtime.tcpcl import TcpclSettings
+from dcis.dtn.cl.udp import MAX_NODE, AckMode
+from dcis.dtn.errors import DtnError
+from dcis.dtn.routing.plan import check_dtn_routes
+from dcis.dtn.runtime.tcpcl import TcpclSettings
 
 if TYPE_CHECKING:
-    from dtn.runtime.ltp import LtpConfig
-    from dtn.runtime.security import SecurityConfig
+    from dcis.dtn.runtime.ltp import LtpConfig
+    from dcis.dtn.runtime.security import SecurityConfig
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 UDP_CL_PORT = 4556
@@ -418,13 +418,13 @@ def config_from_dict(
         raise ConfigError(f"dtn_routes: {exc}") from None
     security = None
     if "security" in doc:
-        # Imported here: dtn.runtime.security imports ConfigError from us.
-        from dtn.runtime.security import parse_security
+        # Imported here: dcis.dtn.runtime.security imports ConfigError from us.
+        from dcis.dtn.runtime.security import parse_security
 
         security = parse_security(doc["security"], base_dir=base)
     ltp = None
     if "ltp" in doc or any(nb.cla == "ltp" for nb in neighbours):
-        from dtn.runtime.ltp import parse_ltp
+        from dcis.dtn.runtime.ltp import parse_ltp
 
         ltp = parse_ltp(doc.get("ltp", {}))
     return NodeConfig(

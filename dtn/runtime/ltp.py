@@ -1,12 +1,12 @@
 """node.toml ``[ltp]`` and the names the runtime uses of the LTP
-convergence layer (:mod:`dtn.cl.ltp.link`, shared with the simulator)."""
+convergence layer (:mod:`dcis.dtn.cl.ltp.link`, shared with the simulator)."""
 
 from __future__ import annotations
 
-from dtn.cl.ltp.link import LTP_FIRST_BYTES as LTP_FIRST_BYTES
-from dtn.cl.ltp.link import LtpCl as LtpCl
-from dtn.cl.ltp.link import LtpConfig as LtpConfig
-from dtn.cl.ltp.link import LtpResult as LtpResult
+from dcis.dtn.cl.ltp.link import LTP_FIRST_BYTES as LTP_FIRST_BYTES
+from dcis.dtn.cl.ltp.link import LtpCl as LtpCl
+from dcis.dtn.cl.ltp.link import LtpConfig as LtpConfig
+from dcis.dtn.cl.ltp.link import LtpResult as LtpResult
 
 _INT_KEYS = (
     "engine_id",
@@ -24,7 +24,7 @@ _INT_KEYS = (
 
 def parse_ltp(table: object) -> LtpConfig:
     """Validate ``[ltp]``; raises ``ConfigError`` naming the key."""
-    from dtn.runtime.config import ConfigError
+    from dcis.dtn.runtime.config import ConfigError
 
     if not isinstance(table, dict):
         raise ConfigError("ltp: expected a table")

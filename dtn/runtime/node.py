@@ -2,14 +2,14 @@
 
 Theory of operation
 -------------------
-A :class:`Node` owns an :class:`~dtn.agent.Agent` with a
-:class:`~dtn.agent.SqliteStore`, one UDP socket (the UDP convergence layer,
+A :class:`Node` owns an :class:`~dcis.dtn.agent.Agent` with a
+:class:`~dcis.dtn.agent.SqliteStore`, one UDP socket (the UDP convergence layer,
 spec/udpcl.md), optionally an MTCP listener and outgoing MTCP connections, and
 the local application API socket (spec/appapi.md). Everything runs in one trio
 thread; the agent is only ever called from it, so it needs no locks.
 
-- Services: the node is a :class:`~dtn.node.NodeCore` -- the agent plus its
-  services: :class:`~dtn.node.EchoService` on ``ipn:N.7`` and whatever the
+- Services: the node is a :class:`~dcis.dtn.node.NodeCore` -- the agent plus its
+  services: :class:`~dcis.dtn.node.EchoService` on ``ipn:N.7`` and whatever the
   service factories return (``open_node(config, services=factory)`` and
   ``[services] factories`` in ``node.toml``), each called as
   ``factory(node, incarnation)``; the incarnation is counted in the store.
@@ -22,7 +22,7 @@ thread; the agent is only ever called from it, so it needs no locks.
   ``plan_epoch_unix_s`` (the testbed passes the moment it starts the
   traffic), or the node's start time.
 - Timers: the agent's ``Schedule``/``next_deadline`` wakes the timer task;
-  each :class:`~dtn.cl.udp.UdpLink`'s retransmission deadline wakes the link
+  each :class:`~dcis.dtn.cl.udp.UdpLink`'s retransmission deadline wakes the link
   timer task.
 - Contacts: the plan's contacts from this node open and close links at their
   times; neighbours marked ``always_on`` (the default without a plan) get an
@@ -62,7 +62,7 @@ from typing import Any
 
 import trio
 
-from dtn.agent import (
+from dcis.dtn.agent import (
     Ack,
     Action,
     Agent,
@@ -76,12 +76,12 @@ from dtn.agent import (
     SqliteStore,
     Transmit,
 )
-from dtn.agent.actions import Deletion
-from dtn.agent.store import StoredBundle, StoreError, StoreFull
-from dtn.appapi.wire import MessageReader, encode_message
-from dtn.bpv7.eid import IpnEid, parse_eid
-from dtn.cl.mtcp import MtcpDecoder, bstr_head, encode_mtcp_frame
-from dtn.cl.udp import (
+from dcis.dtn.agent.actions import Deletion
+from dcis.dtn.agent.store import StoredBundle, StoreError, StoreFull
+from dcis.dtn.appapi.wire import MessageReader, encode_message
+from dcis.dtn.bpv7.eid import IpnEid, parse_eid
+from dcis.dtn.cl.mtcp import MtcpDecoder, bstr_head, encode_mtcp_frame
+from dcis.dtn.cl.udp import (
     DATA_OVERHEAD_BYTES,
     AckBatcher,
     BareBundle,
@@ -97,22 +97,22 @@ from dtn.cl.udp import (
     decode_datagram_untrusted,
     mac_ok,
 )
-from dtn.client.common import ReceivedBundle
-from dtn.errors import DecodeError, DtnError, InvalidArgument
-from dtn.node import EchoService, EndpointReserved, EventKind, NodeCore, Service
-from dtn.routing.contact import Contact
-from dtn.runtime.config import ConfigError, NeighbourConfig, NodeConfig
-from dtn.runtime.ltp import LTP_FIRST_BYTES, LtpCl, LtpConfig, LtpResult
-from dtn.runtime.security import NodeSecurity
-from dtn.runtime.services import ServiceFactory, load_factory, next_incarnation
-from dtn.runtime.tcpcl import TcpclCla
-from dtn.runtime.watch import file_stamp
-from dtn.time import DtnTime, dtn_time_from_unix
+from dcis.dtn.client.common import ReceivedBundle
+from dcis.dtn.errors import DecodeError, DtnError, InvalidArgument
+from dcis.dtn.node import EchoService, EndpointReserved, EventKind, NodeCore, Service
+from dcis.dtn.routing.contact import Contact
+from dcis.dtn.runtime.config import ConfigError, NeighbourConfig, NodeConfig
+from dcis.dtn.runtime.ltp import LTP_FIRST_BYTES, LtpCl, LtpConfig, LtpResult
+from dcis.dtn.runtime.security import NodeSecurity
+from dcis.dtn.runtime.services import ServiceFactory, load_factory, next_incarnation
+from dcis.dtn.runtime.tcpcl import TcpclCla
+from dcis.dtn.runtime.watch import file_stamp
+from dcis.dtn.time import DtnTime, dtn_time_from_unix
 
 ECHO_SERVICE = 7
 """Service number of every node's echo endpoint (``ipn:N.7``): a bundle sent
 there comes back to its source with the same payload (``dcis ping``); the
-:class:`~dtn.node.EchoService` every node runs."""
+:class:`~dcis.dtn.node.EchoService` every node runs."""
 
 _LOGGED_EVENTS = frozenset(
     {
@@ -216,7 +216,7 @@ class Node:
 
     Use :func:`open_node` (``async with open_node(config) as node``) or start
     :meth:`run` in a nursery yourself (``await nursery.start(node.run)``).
-    Raises :class:`~dtn.errors.DtnError` subclasses (e.g. ``StoreError``) from
+    Raises :class:`~dcis.dtn.errors.DtnError` subclasses (e.g. ``StoreError``) from
     ``run`` when the store or plan cannot be opened, and ``OSError`` when an
     address cannot be bound.
 
@@ -237,7 +237,7 @@ class Node:
         udp_socket: Callable[[int, int], Any] | None = None,
     ) -> None:
         self.config = config
-        self.log = log or logging.getLogger(f"dtn.node.{config.node}")
+        self.log = log or logging.getLogger(f"dcis.dtn.node.{config.node}")
         self._clock = clock
         self._offset_s = 0.0
         self._service_factory = services
@@ -345,7 +345,7 @@ class Node:
         self._offset_s = self._clock() - trio.current_time()
         self._started_at = self._unix_s()
         if cfg.plan is not None:
-            from dtn.routing.plan import load_plan
+            from dcis.dtn.routing.plan import load_plan
 
             try:
                 self.plan = load_plan(cfg.plan)
@@ -1487,7 +1487,7 @@ class Node:
         plan = self.plan
         if path is None or plan is None or self.agent is None:
             return False
-        from dtn.routing.plan import load_plan
+        from dcis.dtn.routing.plan import load_plan
 
         try:
             new = load_plan(path)

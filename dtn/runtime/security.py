@@ -1,11 +1,11 @@
 """The daemon's end-to-end security: ``[security]`` in node.toml and a key store.
 
 Issue 6 item 6 ("the config keys the daemon needs"); the policy itself is
-:class:`dtn.agent.security.SecurityPolicy` (spec/security.md section 8), this
+:class:`dcis.dtn.agent.security.SecurityPolicy` (spec/security.md section 8), this
 module only configures it from files and runs it inside the trio node:
 
 - :func:`parse_security` validates the ``[security]`` table (every error a
-  one-line :class:`~dtn.runtime.config.ConfigError` naming ``security.<key>``).
+  one-line :class:`~dcis.dtn.runtime.config.ConfigError` naming ``security.<key>``).
 - :class:`NodeSecurity` loads the key store (``crypto.KeyStore``: this
   node's ``node.key``, ``operator.pub``, ``node.cert``, ``certs/*.cert``,
   ``revocations.cbor``), builds the policy, logs every rejection with its
@@ -54,24 +54,24 @@ from typing import Any, Final
 
 import trio
 
-from crypto.errors import CryptoError, KeyStoreError
-from crypto.keystore import CERTS_DIR, NODE_CERT, REVOCATIONS, KeyStore
-from dtn.agent.rfc9173_rules import (
+from dcis.crypto.errors import CryptoError, KeyStoreError
+from dcis.crypto.keystore import CERTS_DIR, NODE_CERT, REVOCATIONS, KeyStore
+from dcis.dtn.agent.rfc9173_rules import (
     CONTEXT_NAMES,
     Rfc9173Policy,
     Role,
     SecurityRule,
     Service,
 )
-from dtn.agent.security import DEFAULT_ACCEPTED_CONTEXTS, SecurityPolicy
-from dtn.bpsec import BCB_X25519_XCHACHA20POLY1305, BIB_ED25519
-from dtn.bpv7.admin import StatusReason
-from dtn.bpv7.bundle import Bundle
-from dtn.bpv7.eid import parse_eid
-from dtn.errors import InvalidArgument
-from dtn.node.service import NodeCredentials
-from dtn.runtime.config import ConfigError
-from dtn.runtime.watch import files_stamp
+from dcis.dtn.agent.security import DEFAULT_ACCEPTED_CONTEXTS, SecurityPolicy
+from dcis.dtn.bpsec import BCB_X25519_XCHACHA20POLY1305, BIB_ED25519
+from dcis.dtn.bpv7.admin import StatusReason
+from dcis.dtn.bpv7.bundle import Bundle
+from dcis.dtn.bpv7.eid import parse_eid
+from dcis.dtn.errors import InvalidArgument
+from dcis.dtn.node.service import NodeCredentials
+from dcis.dtn.runtime.config import ConfigError
+from dcis.dtn.runtime.watch import files_stamp
 
 __all__ = ["SECURITY_KEYS", "NodeSecurity", "SecurityConfig", "parse_security"]
 

@@ -7,7 +7,7 @@ A service factory is any callable ``factory(node, incarnation) ->
 Sequence[Service]`` (the simulator takes the same). ``node.toml`` names them
 as ``[services] factories = ["pkg.mod:factory"]``; :func:`load_factory`
 imports one (the current directory is searched too, as ``python -m`` does)
-and raises :class:`~dtn.runtime.config.ConfigError` naming the entry when it
+and raises :class:`~dcis.dtn.runtime.config.ConfigError` naming the entry when it
 cannot. :func:`next_incarnation` counts the node's starts in the service
 state of service 0 (the administrative endpoint's), so ``ctx.incarnation``
 bumps at every restart of a node with a store file.
@@ -20,9 +20,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from dtn.node import Service
-from dtn.node.state import StateBackend
-from dtn.runtime.config import ConfigError
+from dcis.dtn.node import Service
+from dcis.dtn.node.state import StateBackend
+from dcis.dtn.runtime.config import ConfigError
 
 __all__ = ["ServiceFactory", "load_factory", "next_incarnation"]
 

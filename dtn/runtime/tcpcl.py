@@ -1,4 +1,4 @@
-"""TCPCLv4 (RFC 9174) driver: the sans-I/O :class:`~dtn.cl.tcpcl4.session.Session` on trio streams.
+"""TCPCLv4 (RFC 9174) driver: the sans-I/O :class:`~dcis.dtn.cl.tcpcl4.session.Session` on trio streams.
 
 Theory of operation
 -------------------
@@ -36,8 +36,8 @@ from typing import Any
 
 import trio
 
-from dtn.cl.tcpcl4.messages import TermReason
-from dtn.cl.tcpcl4.session import (
+from dcis.dtn.cl.tcpcl4.messages import TermReason
+from dcis.dtn.cl.tcpcl4.session import (
     BundleReceived,
     ProtocolProblem,
     Session,
@@ -50,7 +50,7 @@ from dtn.cl.tcpcl4.session import (
     TransferFailed,
     TransferTooLarge,
 )
-from dtn.errors import InvalidArgument
+from dcis.dtn.errors import InvalidArgument
 
 __all__ = ["TcpclCla", "TcpclSettings", "make_tls_contexts"]
 

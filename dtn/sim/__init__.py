@@ -3,13 +3,13 @@
 N agents in one process on a virtual clock; links open and close by the
 contact plan, with light time, data rate, seeded loss, duplication and
 reordering, imposed partitions, and node crash/restart. See
-:mod:`dtn.sim.engine` and spec/simulator.md.
+:mod:`dcis.dtn.sim.engine` and spec/simulator.md.
 """
 
-from dtn.sim import engine
-from dtn.sim.engine import *  # noqa: F403  (the names in engine.__all__)
-from dtn.sim.trace import Trace
-from dtn.sim.traffic import TrafficItem, parse_traffic
+from dcis.dtn.sim import engine
+from dcis.dtn.sim.engine import *  # noqa: F403  (the names in engine.__all__)
+from dcis.dtn.sim.trace import Trace
+from dcis.dtn.sim.traffic import TrafficItem, parse_traffic
 
 __all__ = ["Trace", "TrafficItem", "parse_traffic"]
 __all__ += engine.__all__

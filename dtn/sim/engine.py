@@ -41,7 +41,7 @@ drops the agent; a node with a durable store (``NodeSpec(durable=True)``:
 SQLite in ``SimConfig.store_dir``) restarts with a new agent on the same file
 and ``recover()``; one with a memory store restarts empty.
 
-Nodes. Each node is a :class:`~dtn.node.NodeCore`: its agent plus the
+Nodes. Each node is a :class:`~dcis.dtn.node.NodeCore`: its agent plus the
 services ``Simulator(..., services=factory)`` builds with
 ``factory(node, incarnation)`` (incarnation 1 at the first start, +1 at each
 restart). Services get timers (their ``next_deadline`` joins the agent's),
@@ -77,7 +77,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO, cast
 
-from dtn.agent.actions import (
+from dcis.dtn.agent.actions import (
     DELETION_CAUSES,
     Ack,
     Action,
@@ -87,16 +87,16 @@ from dtn.agent.actions import (
     Schedule,
     Transmit,
 )
-from dtn.cl.ltp.link import LtpCl, LtpConfig, LtpNeighbour, LtpResult
-from dtn.errors import DtnError, InvalidArgument
-from dtn.node.core import NodeCore
-from dtn.node.service import Inbound, NodeCredentials, Service
-from dtn.node.state import MemoryStateBackend
-from dtn.routing.contact import Contact
-from dtn.routing.plan import ContactPlan
-from dtn.sim.trace import Trace, TraceListener
-from dtn.sim.traffic import TrafficItem
-from dtn.time import DtnTime
+from dcis.dtn.cl.ltp.link import LtpCl, LtpConfig, LtpNeighbour, LtpResult
+from dcis.dtn.errors import DtnError, InvalidArgument
+from dcis.dtn.node.core import NodeCore
+from dcis.dtn.node.service import Inbound, NodeCredentials, Service
+from dcis.dtn.node.state import MemoryStateBackend
+from dcis.dtn.routing.contact import Contact
+from dcis.dtn.routing.plan import ContactPlan
+from dcis.dtn.sim.trace import Trace, TraceListener
+from dcis.dtn.sim.traffic import TrafficItem
+from dcis.dtn.time import DtnTime
 
 __all__ = [
     "DELETION_REASONS",
@@ -129,7 +129,7 @@ def sim_random_bytes(
 ) -> Callable[[int], bytes]:
     """A deterministic byte source for ``node``'s security policy in a run
     seeded ``seed``: pass it as ``SecurityPolicy(..., random_bytes=...)`` (and
-    to ``dtn.bpsec``'s ``add_bcb_*`` functions) so BCB nonces and IVs -- and
+    to ``dcis.dtn.bpsec``'s ``add_bcb_*`` functions) so BCB nonces and IVs -- and
     with them every transmitted byte and ``trace_sha256`` -- replay exactly.
 
     ``random.Random(f"bpsec:{seed}:{node}:{incarnation}").randbytes``: a
@@ -156,7 +156,7 @@ _DONE = 2
 
 
 class PlanLike(Protocol):
-    """What the simulator needs of a contact plan (``dtn.routing.plan.ContactPlan``)."""
+    """What the simulator needs of a contact plan (``dcis.dtn.routing.plan.ContactPlan``)."""
 
     @property
     def contacts(self) -> Iterable[Contact]: ...
@@ -165,7 +165,7 @@ class PlanLike(Protocol):
 
 
 class SimAgent(Protocol):
-    """The agent contract (``dtn.agent.Agent``) as the simulator uses it."""
+    """The agent contract (``dcis.dtn.agent.Agent``) as the simulator uses it."""
 
     def register(self, endpoint: str, *, now: int | None = None) -> Any: ...
 
@@ -205,7 +205,7 @@ class SimAgent(Protocol):
 
 
 class AgentFactory(Protocol):
-    """Builds one node's agent (the default builds ``dtn.agent.Agent``)."""
+    """Builds one node's agent (the default builds ``dcis.dtn.agent.Agent``)."""
 
     def __call__(
         self,
@@ -315,7 +315,7 @@ class SimConfig:
     store_dir: Path | None = None
     """Directory for durable nodes' SQLite files (required if any)."""
     ltp: bool = False
-    """Carry bundles over LTP -- the runtime's code (:mod:`dtn.cl.ltp.link`)
+    """Carry bundles over LTP -- the runtime's code (:mod:`dcis.dtn.cl.ltp.link`)
     -- instead of the abstract hop-ACK link: segments of ``ltp_mtu_bytes``
     are lost, duplicated and reordered as above; the engines pace to the
     contact's rate, and a contact's end suspends their timers."""
@@ -490,10 +490,10 @@ def _nearest_rank(sorted_values: list[int], q: float) -> float | None:
 def default_agent_factory(
     *, node: int, store: Any, plan: PlanLike, plan_epoch: DtnTime, rng: random.Random
 ) -> SimAgent:
-    """Build a real ``dtn.agent.Agent``."""
+    """Build a real ``dcis.dtn.agent.Agent``."""
     # Imported by name at call time: the engine and its fake-agent tests do
     # not need the agent package.
-    agent_cls = importlib.import_module("dtn.agent.agent").Agent
+    agent_cls = importlib.import_module("dcis.dtn.agent.agent").Agent
     agent: SimAgent = agent_cls(
         node=node, store=store, plan=plan, plan_epoch=plan_epoch, rng=rng
     )
@@ -503,7 +503,7 @@ def default_agent_factory(
 def default_store_factory(node: int, spec: NodeSpec, path: Path | None) -> Any:
     """MemoryStore, or SqliteStore(path) for a durable node (synchronous=NORMAL:
     a simulated crash does not lose the OS's pages, so fsync buys nothing)."""
-    from dtn.agent.store import MemoryStore, SqliteStore
+    from dcis.dtn.agent.store import MemoryStore, SqliteStore
 
     limit = 1 << 30 if spec.store_limit_bytes is None else spec.store_limit_bytes
     if path is not None:
@@ -669,7 +669,7 @@ class Simulator:
         return self.nodes[node].store
 
     def core(self, node: int) -> NodeCore | None:
-        """The node's current :class:`~dtn.node.NodeCore` (agent plus
+        """The node's current :class:`~dcis.dtn.node.NodeCore` (agent plus
         services; None while it is crashed)."""
         return self.nodes[node].core
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import random
 
-from dtn.routing.contact import Contact, Range
-from dtn.routing.plan import ContactPlan
-from dtn.sim.traffic import TrafficItem
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.routing.plan import ContactPlan
+from dcis.dtn.sim.traffic import TrafficItem
 
 __all__ = ["leo_constellation", "random_traffic"]
 

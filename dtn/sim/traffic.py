@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from dtn.errors import InvalidArgument
+from dcis.dtn.errors import InvalidArgument
 
 __all__ = ["MAX_BUNDLES", "MAX_COUNT", "MAX_SIZE_BYTES", "TrafficItem", "parse_traffic"]
 
@@ -72,7 +72,7 @@ def _int_field(text: str, name: str) -> int:
 def parse_traffic(text: str) -> list[TrafficItem]:
     """Parse a traffic file's text into items sorted by send time (stable).
 
-    Raises :class:`~dtn.errors.InvalidArgument` naming the 1-based line number
+    Raises :class:`~dcis.dtn.errors.InvalidArgument` naming the 1-based line number
     of the first bad line (wrong field count, non-numeric, negative values,
     source equal to destination).
     """

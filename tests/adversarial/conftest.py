@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from dtn.client import Client, ClientError
+from dcis.dtn.client import Client, ClientError
 from tests.runtime.conftest import free_udp_ports
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,7 +77,13 @@ class Daemon:
     def start(self) -> Daemon:
         with self.log.open("ab") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tools.dtn_node", "--config", str(self.config)],
+                [
+                    sys.executable,
+                    "-m",
+                    "dcis.tools.dtn_node",
+                    "--config",
+                    str(self.config),
+                ],
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
                 stderr=err,

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dtn.cl.mtcp import encode_mtcp_frame
-from dtn.client import Client, ClientError
+from dcis.dtn.cl.mtcp import encode_mtcp_frame
+from dcis.dtn.client import Client, ClientError
 from tests.adversarial.conftest import (
     Daemon,
     collect,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dtn.client import Client, ClientError
+from dcis.dtn.client import Client, ClientError
 from tests.adversarial.conftest import Daemon, collect, ports, wait_for
 
 pytestmark = pytest.mark.slow

@@ -20,16 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from dtn.bpv7.bundle import Bundle, decode_bundle_untrusted, encode_bundle
-from dtn.cl.udp import (
+from dcis.dtn.bpv7.bundle import Bundle, decode_bundle_untrusted, encode_bundle
+from dcis.dtn.cl.udp import (
     DataSegment,
     decode_datagram_untrusted,
     encode_ack_segment,
     encode_data_segment,
 )
-from dtn.client import Client
+from dcis.dtn.client import Client
+from dcis.tools.testbed import make_keystores
 from tests.adversarial.conftest import Daemon, collect, ports, wait_for
-from tools.testbed import make_keystores
 
 pytestmark = pytest.mark.slow
 

@@ -22,10 +22,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dtn.agent.actions import Deliver
-from dtn.agent.agent import Agent
-from dtn.agent.store import MemoryStore
-from dtn.bpv7 import (
+from dcis.dtn.agent.actions import Deliver
+from dcis.dtn.agent.agent import Agent
+from dcis.dtn.agent.store import MemoryStore
+from dcis.dtn.bpv7 import (
     BlockType,
     CrcType,
     IpnEid,
@@ -33,9 +33,9 @@ from dtn.bpv7 import (
     encode_bundle,
     make_bundle,
 )
-from dtn.bpv7.canonical import ZERO_BLOCK_NUMBER, CanonicalBlock
-from dtn.bpv7.fragment import reassemble
-from dtn.errors import DecodeError
+from dcis.dtn.bpv7.canonical import ZERO_BLOCK_NUMBER, CanonicalBlock
+from dcis.dtn.bpv7.fragment import reassemble
+from dcis.dtn.errors import DecodeError
 from tests.interop.ion_vectors import entry, load
 from tests.unit.agent.helpers import events, of
 

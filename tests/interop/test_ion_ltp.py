@@ -23,10 +23,10 @@ from collections import defaultdict
 
 import pytest
 
-from dtn.bpv7 import decode_bundle_untrusted
-from dtn.cl.ltp.aggregate import split_block_untrusted
-from dtn.cl.ltp.link import LtpCl, LtpConfig, LtpNeighbour
-from dtn.cl.ltp.segment import (
+from dcis.dtn.bpv7 import decode_bundle_untrusted
+from dcis.dtn.cl.ltp.aggregate import split_block_untrusted
+from dcis.dtn.cl.ltp.link import LtpCl, LtpConfig, LtpNeighbour
+from dcis.dtn.cl.ltp.segment import (
     DataSegment,
     ReportAckSegment,
     ReportSegment,

@@ -18,10 +18,16 @@ from __future__ import annotations
 
 import pytest
 
-from dtn.agent.actions import Deliver
-from dtn.agent.agent import Agent
-from dtn.agent.store import MemoryStore
-from dtn.bpv7 import BlockType, CrcType, IpnEid, decode_bundle_untrusted, encode_bundle
+from dcis.dtn.agent.actions import Deliver
+from dcis.dtn.agent.agent import Agent
+from dcis.dtn.agent.store import MemoryStore
+from dcis.dtn.bpv7 import (
+    BlockType,
+    CrcType,
+    IpnEid,
+    decode_bundle_untrusted,
+    encode_bundle,
+)
 from tests.interop.ion_vectors import entry, load
 
 pytestmark = pytest.mark.interop

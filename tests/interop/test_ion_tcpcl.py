@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from dtn.cl.tcpcl4.session import (
+from dcis.dtn.cl.tcpcl4.session import (
     BundleReceived,
     Session,
     SessionClosed,

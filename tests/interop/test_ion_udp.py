@@ -22,10 +22,10 @@ import random
 
 import pytest
 
-from dtn.agent.actions import Ack, Deliver, Transmit
-from dtn.agent.agent import Agent
-from dtn.agent.store import MemoryStore
-from dtn.bpv7 import (
+from dcis.dtn.agent.actions import Ack, Deliver, Transmit
+from dcis.dtn.agent.agent import Agent
+from dcis.dtn.agent.store import MemoryStore
+from dcis.dtn.bpv7 import (
     BlockType,
     BundleFlags,
     CrcType,
@@ -38,9 +38,9 @@ from dtn.bpv7 import (
     make_bundle,
     parse_eid,
 )
-from dtn.bpv7.canonical import CanonicalBlock
-from dtn.bpv7.flags import BlockFlags
-from dtn.cl.udp import (
+from dcis.dtn.bpv7.canonical import CanonicalBlock
+from dcis.dtn.bpv7.flags import BlockFlags
+from dcis.dtn.cl.udp import (
     AckMode,
     BareBundle,
     SendDatagram,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dtn.bpv7 import (
+from dcis.dtn.bpv7 import (
     BlockType,
     Bundle,
     BundleFlags,
@@ -145,7 +145,7 @@ def test_pyd3tn_fragments_decode_and_reassemble(
         )
         assert encode_bundle(f) == raw
         pieces.append(f)
-    from dtn.bpv7 import reassemble
+    from dcis.dtn.bpv7 import reassemble
 
     whole = reassemble(reversed(pieces))
     assert whole.payload == data

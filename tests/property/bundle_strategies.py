@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from hypothesis import strategies as st
 
-from dtn.bpv7 import (
+from dcis.dtn.bpv7 import (
     DTN_NONE,
     BlockFlags,
     BlockType,

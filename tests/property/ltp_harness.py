@@ -11,7 +11,7 @@ import heapq
 import random
 from dataclasses import dataclass, field
 
-from dtn.cl.ltp import (
+from dcis.dtn.cl.ltp import (
     BlockReceived,
     BlockSent,
     EngineConfig,
@@ -20,7 +20,7 @@ from dtn.cl.ltp import (
     SessionConfig,
     SpanConfig,
 )
-from dtn.cl.ltp.engine import Output
+from dcis.dtn.cl.ltp.engine import Output
 
 A, B = 1, 2
 

@@ -10,12 +10,12 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dtn.agent.actions import Ack, Action, Deliver, Transmit
-from dtn.agent.agent import Agent, AgentConfig
-from dtn.agent.store import MemoryStore, SqliteStore
-from dtn.bpv7.bundle import encode_bundle, make_bundle
-from dtn.bpv7.flags import BundleFlags
-from dtn.routing.contact import Contact
+from dcis.dtn.agent.actions import Ack, Action, Deliver, Transmit
+from dcis.dtn.agent.agent import Agent, AgentConfig
+from dcis.dtn.agent.store import MemoryStore, SqliteStore
+from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
+from dcis.dtn.bpv7.flags import BundleFlags
+from dcis.dtn.routing.contact import Contact
 
 T0 = 1_000_000
 VALID = encode_bundle(

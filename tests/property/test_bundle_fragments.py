@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dtn.bpv7 import (
+from dcis.dtn.bpv7 import (
     BlockFlags,
     Bundle,
     BundleFlags,
@@ -15,7 +15,7 @@ from dtn.bpv7 import (
     fragment_bundle,
     reassemble,
 )
-from dtn.bpv7.eid import IpnEid, is_null_eid
+from dcis.dtn.bpv7.eid import IpnEid, is_null_eid
 from tests.conftest import IS_CI
 from tests.property.bundle_strategies import bundles
 

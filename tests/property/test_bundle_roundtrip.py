@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dtn.bpv7 import Bundle, decode_bundle_untrusted, encode_bundle
-from dtn.errors import DecodeError
+from dcis.dtn.bpv7 import Bundle, decode_bundle_untrusted, encode_bundle
+from dcis.dtn.errors import DecodeError
 from tests.conftest import IS_CI
 from tests.property.bundle_strategies import bundles
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dtn.routing.cgr import Route, Router
-from dtn.routing.contact import Contact
+from dcis.dtn.routing.cgr import Route, Router
+from dcis.dtn.routing.contact import Contact
 from tests.property.test_cgr_properties import NODES, Case, cases, router_for
 
 Query = tuple[int, int, float, float, int, float | None, tuple[int, ...]]
@@ -77,7 +77,7 @@ def test_warm_answers_equal_direct_search(
 
 
 def test_routers_share_one_graph_per_plan_version() -> None:
-    from dtn.routing.plan import ContactPlan
+    from dcis.dtn.routing.plan import ContactPlan
 
     plan = ContactPlan([Contact(1, 2, 0, 10, 1.0), Contact(2, 3, 5, 20, 1.0)])
     a, b = Router(plan), Router(plan)

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dtn.routing.plan import (
+from dcis.dtn.routing.plan import (
     PlanError,
     format_hdtn_json,
     format_ionrc,

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dtn.routing.cgr import Route, Router
-from dtn.routing.contact import Contact, Range
-from dtn.routing.plan import ContactPlan
+from dcis.dtn.routing.cgr import Route, Router
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.routing.plan import ContactPlan
 
 NODES = (1, 2, 3, 4, 5)
 

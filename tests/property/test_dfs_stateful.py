@@ -1,5 +1,5 @@
 """The object store against a dict model (STYLE.md §7), over the in-memory
-cluster of dfs.testing: put / get / rm / crash and restart a holder / lose a
+cluster of dcis.dfs.testing: put / get / rm / crash and restart a holder / lose a
 holder for good / flip bits in a share / partition / heal / commit / repair.
 
 Promises checked:
@@ -23,11 +23,11 @@ from hypothesis.stateful import (
     rule,
 )
 
-from dfs.core.codec import crc32c
-from dfs.core.errors import CorruptBlock, NotFound, PlacementError
-from dfs.core.manifest import Manifest
-from dfs.core.service import DfsConfig, OpState
-from dfs.testing import Cluster
+from dcis.dfs.core.codec import crc32c
+from dcis.dfs.core.errors import CorruptBlock, NotFound, PlacementError
+from dcis.dfs.core.manifest import Manifest
+from dcis.dfs.core.service import DfsConfig, OpState
+from dcis.dfs.testing import Cluster
 
 NODES = list(range(1, 8))
 NAMES = ["a", "b", "c", "d/e"]

@@ -1,4 +1,4 @@
-"""The public partition harness (consensus.testing) drawn schedules, run
+"""The public partition harness (dcis.consensus.testing) drawn schedules, run
 against the log: after every schedule heals, promises 2-5 hold; and the
 harness itself is deterministic and does what a schedule says."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from consensus.log.api import CompareAndSet, Put
-from consensus.log.service import LogParams, LogService
-from consensus.testing import Cluster, Crash, Restart, Schedule, schedules
+from dcis.consensus.log.api import CompareAndSet, Put
+from dcis.consensus.log.service import LogParams, LogService
+from dcis.consensus.testing import Cluster, Crash, Restart, Schedule, schedules
 from tests.sim.log_run import LogRun, StaticView
 
 NODES = (1, 2, 3)

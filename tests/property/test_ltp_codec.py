@@ -7,8 +7,8 @@ import tracemalloc
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dtn.cl.ltp.sdnv import MAX_SDNV, decode_sdnv_untrusted, encode_sdnv
-from dtn.cl.ltp.segment import (
+from dcis.dtn.cl.ltp.sdnv import MAX_SDNV, decode_sdnv_untrusted, encode_sdnv
+from dcis.dtn.cl.ltp.segment import (
     CancelAckSegment,
     CancelReason,
     CancelSegment,
@@ -23,7 +23,7 @@ from dtn.cl.ltp.segment import (
     decode_segment_untrusted,
     encode_segment,
 )
-from dtn.errors import DecodeError
+from dcis.dtn.errors import DecodeError
 
 u64 = st.integers(0, MAX_SDNV)
 small = st.integers(0, 2**20)

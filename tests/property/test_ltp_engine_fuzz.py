@@ -8,8 +8,8 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dtn.cl.ltp import EngineConfig, LtpEngine, SessionConfig, SpanConfig
-from dtn.cl.ltp.segment import (
+from dcis.dtn.cl.ltp import EngineConfig, LtpEngine, SessionConfig, SpanConfig
+from dcis.dtn.cl.ltp.segment import (
     CancelAckSegment,
     CancelReason,
     CancelSegment,

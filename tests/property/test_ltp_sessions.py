@@ -13,10 +13,21 @@ from hypothesis.stateful import (
     rule,
 )
 
-from dtn.cl.ltp import EngineConfig, SessionConfig
-from dtn.cl.ltp.common import Delivered, Event, Finished, Input, SendControl, SendData
-from dtn.cl.ltp.receiver import RECEIVER_TRANSITIONS, ReceiverSession, ReceiverState
-from dtn.cl.ltp.segment import (
+from dcis.dtn.cl.ltp import EngineConfig, SessionConfig
+from dcis.dtn.cl.ltp.common import (
+    Delivered,
+    Event,
+    Finished,
+    Input,
+    SendControl,
+    SendData,
+)
+from dcis.dtn.cl.ltp.receiver import (
+    RECEIVER_TRANSITIONS,
+    ReceiverSession,
+    ReceiverState,
+)
+from dcis.dtn.cl.ltp.segment import (
     CancelAckSegment,
     CancelReason,
     CancelSegment,
@@ -28,7 +39,7 @@ from dtn.cl.ltp.segment import (
     SegmentType,
     SessionId,
 )
-from dtn.cl.ltp.sender import SENDER_TRANSITIONS, SenderSession, SenderState
+from dcis.dtn.cl.ltp.sender import SENDER_TRANSITIONS, SenderSession, SenderState
 from tests.property.ltp_harness import LinkModel, Pair
 
 SID = SessionId(1, 99)

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consensus.membership.service import MembershipConfig
-from consensus.membership.sim import MembershipSim
-from consensus.membership.view import MemberState
+from dcis.consensus.membership.service import MembershipConfig
+from dcis.consensus.membership.sim import MembershipSim
+from dcis.consensus.membership.view import MemberState
 
 N = 6
 NODES = list(range(1, N + 1))

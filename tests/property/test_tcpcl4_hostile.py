@@ -10,14 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from dtn.cl.tcpcl4.messages import (
+from dcis.dtn.cl.tcpcl4.messages import (
     ExtensionItem,
     SegmentFlags,
     SessInit,
     XferSegment,
     encode_message,
 )
-from dtn.cl.tcpcl4.session import (
+from dcis.dtn.cl.tcpcl4.session import (
     BundleReceived,
     Session,
     SessionClosed,

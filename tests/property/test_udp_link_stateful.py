@@ -16,7 +16,7 @@ import random
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from dtn.cl.udp import (
+from dcis.dtn.cl.udp import (
     AckMode,
     DataSegment,
     Reachability,

@@ -10,12 +10,12 @@ import pytest
 import trio
 import trio.testing
 
-from dtn.appapi.wire import encode_message
-from dtn.client import Client, ClientError, open_trio_client
-from dtn.runtime import NeighbourConfig, Node, NodeConfig, open_node
+from dcis.dtn.appapi.wire import encode_message
+from dcis.dtn.client import Client, ClientError, open_trio_client
+from dcis.dtn.runtime import NeighbourConfig, Node, NodeConfig, open_node
+from dcis.tools.cli import main as dcis
 from tests.fakes.fakenet import FakeNet
 from tests.runtime.conftest import free_udp_ports, poll_until
-from tools.cli import main as dcis
 
 
 def pair(tmp: Path, net: FakeNet | None = None) -> tuple[NodeConfig, NodeConfig]:

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from dtn.client import Client
-from dtn.runtime import open_node
+from dcis.dtn.client import Client
+from dcis.dtn.runtime import open_node
+from dcis.tools.cli import main as dcis
 from tests.runtime.conftest import poll_until
 from tests.runtime.test_appapi import pair
-from tools.cli import main as dcis
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,7 +119,7 @@ async def test_ping_prints_its_summary_on_ctrl_c(tmp_path: Path) -> None:
         # store, and ping waits for it until interrupted.
         with out_file.open("wb") as out, err_file.open("wb") as err:
             proc = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "tools.cli", *argv],
+                [sys.executable, "-m", "dcis.tools.cli", *argv],
                 cwd=ROOT,
                 stdout=out,
                 stderr=err,

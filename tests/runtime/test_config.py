@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dtn.cl.udp import AckMode
-from dtn.runtime.config import ConfigError, load_config
-from tools.dtn_node import main as dtn_node_main
+from dcis.dtn.cl.udp import AckMode
+from dcis.dtn.runtime.config import ConfigError, load_config
+from dcis.tools.dtn_node import main as dtn_node_main
 
 GOOD = """
 node = 2

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dtn.routing.plan import load_plan
-from tools import demo, demo_stack
+from dcis.dtn.routing.plan import load_plan
+from dcis.tools import demo, demo_stack
 
 
 def test_summary_passes_only_when_every_check_passed(

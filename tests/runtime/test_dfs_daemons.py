@@ -1,6 +1,6 @@
 """The object store on real daemons over UDP (issue 14, "Done when", on five
 daemons instead of ten to spare the machine): every daemon runs
-``dfs.stack:factory`` (membership + log + object store) with its keys; a
+``dcis.dfs.stack:factory`` (membership + log + object store) with its keys; a
 client puts an object through node 1's app API, the daemons holding n - k
 shares are SIGKILLed, and another node's client reads the object back
 intact; the killed daemons restart, a byte of one share file flips, and the
@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from dfs.api import Dfs
-from dfs.core.codec import crc32c
-from dfs.core.errors import PlacementError
-from dfs.sharestore import HEADER, MAGIC
-from dtn.client import ClientError
+from dcis.dfs.api import Dfs
+from dcis.dfs.core.codec import crc32c
+from dcis.dfs.core.errors import PlacementError
+from dcis.dfs.sharestore import HEADER, MAGIC
+from dcis.dtn.client import ClientError
+from dcis.tools.testbed import make_keystores
 from tests.runtime.conftest import free_udp_ports
-from tools.testbed import make_keystores
 
 ROOT = Path(__file__).resolve().parents[2]
 # DCIS_DFS_FULL=1: the issue's own sizes (11 daemons so that a reader holds
@@ -90,7 +90,7 @@ def test_put_kill_n_minus_k_holders_get_intact(tmp_path: Path) -> None:
             "[security]",
             f'keystore = "{keys[n]}"',
             "[services]",
-            'factories = ["dfs.stack:factory"]',
+            'factories = ["dcis.dfs.stack:factory"]',
         ]
         for m in NODES:
             if m != n:
@@ -113,7 +113,7 @@ def test_put_kill_n_minus_k_holders_get_intact(tmp_path: Path) -> None:
                 [
                     sys.executable,
                     "-m",
-                    "tools.dtn_node",
+                    "dcis.tools.dtn_node",
                     "--config",
                     str(tmp_path / f"n{n}.toml"),
                 ],

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dtn.runtime import NodeConfig, open_node
-from dtn.runtime.config import ConfigError, config_from_dict
+from dcis.dtn.runtime import NodeConfig, open_node
+from dcis.dtn.runtime.config import ConfigError, config_from_dict
 
 
 def test_dtn_routes_parsed_and_checked() -> None:
@@ -27,7 +27,7 @@ def test_dtn_routes_parsed_and_checked() -> None:
 async def test_a_waiting_bundle_is_logged_at_info_with_the_reason(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="dtn.node")
+    caplog.set_level(logging.INFO, logger="dcis.dtn.node")
     cfg = NodeConfig(node=1, dtn_routes={"dtn://ground/": 3})
     async with open_node(cfg) as n1:
         key = await n1.send("dtn://ground/inbox", b"x")

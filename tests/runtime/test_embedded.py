@@ -17,8 +17,8 @@ import pytest
 import trio
 import trio.testing
 
-from dtn.cl.udp import AckMode
-from dtn.runtime import NeighbourConfig, NodeConfig, open_node
+from dcis.dtn.cl.udp import AckMode
+from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
 from tests.fakes.fakenet import FakeNet
 from tests.runtime.conftest import free_udp_ports, poll_until
 
@@ -185,9 +185,9 @@ async def test_echo_endpoints_do_not_answer_each_other(
 async def test_forged_sender_numbers_do_not_grow_memory(
     tmp_path: Path, net: FakeNet, autojump_clock: trio.testing.MockClock
 ) -> None:
-    from dtn.bpv7.bundle import encode_bundle, make_bundle
-    from dtn.cl.udp import encode_data_segment
-    from dtn.time import dtn_time_from_unix
+    from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
+    from dcis.dtn.cl.udp import encode_data_segment
+    from dcis.dtn.time import dtn_time_from_unix
 
     (c1,) = chain(tmp_path, 1, net)
     bundle = encode_bundle(

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import trio
 
-from dtn.routing.contact import Contact, Range
-from dtn.routing.plan import ContactPlan, load_plan
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.routing.plan import ContactPlan, load_plan
+from dcis.tools.emulator import Emulator, LinkModel
 from tests.runtime.conftest import poll_until
-from tools.emulator import Emulator, LinkModel
 
 
 def plan() -> ContactPlan:
@@ -201,7 +201,7 @@ def test_standalone_emulator_reloads_on_sighup(tmp_path: Path) -> None:
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("127.0.0.1", 0))
     rx.settimeout(0.1)
-    cmd = [sys.executable, "-m", "tools.emulator", "--plan", str(path)]
+    cmd = [sys.executable, "-m", "dcis.tools.emulator", "--plan", str(path)]
     cmd += ["--node", f"2=127.0.0.1:{rx.getsockname()[1]}", "--node", "1=127.0.0.1:9"]
     cmd += ["--plan-poll", "0", "--duration", "60"]  # SIGHUP only
     proc = subprocess.Popen(

@@ -11,10 +11,10 @@ import pytest
 import trio
 import trio.testing
 
-from dtn.bpv7.bundle import encode_bundle, make_bundle
-from dtn.cl.udp import AckMode
-from dtn.node import Service
-from dtn.runtime import NeighbourConfig, NodeConfig, open_node
+from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
+from dcis.dtn.cl.udp import AckMode
+from dcis.dtn.node import Service
+from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
 from examples.gossip_counter import SERVICE, GossipCounter
 from tests.fakes.fakenet import FakeNet
 

@@ -13,11 +13,11 @@ import pytest
 import trio
 import trio.lowlevel
 
-from dtn.appapi.wire import MessageReader
-from dtn.cl.mtcp import encode_mtcp_frame
-from dtn.cl.udp import AckMode
-from dtn.runtime import NodeConfig, open_node
-from dtn.runtime.config import ConfigError, config_from_dict, default_app_socket
+from dcis.dtn.appapi.wire import MessageReader
+from dcis.dtn.cl.mtcp import encode_mtcp_frame
+from dcis.dtn.cl.udp import AckMode
+from dcis.dtn.runtime import NodeConfig, open_node
+from dcis.dtn.runtime.config import ConfigError, config_from_dict, default_app_socket
 from tests.runtime.conftest import free_udp_ports
 
 

@@ -19,13 +19,13 @@ import pytest
 import trio
 import trio.testing
 
-from dtn.bpv7 import (
+from dcis.dtn.bpv7 import (
     StatusReport,
     decode_admin_record_untrusted,
     decode_bundle_untrusted,
 )
-from dtn.cl.udp import AckMode
-from dtn.runtime import NeighbourConfig, NodeConfig, open_node
+from dcis.dtn.cl.udp import AckMode
+from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
 from tests.fakes.fakenet import FakeNet
 from tests.interop.ion_vectors import entry, load
 

@@ -1,5 +1,5 @@
 """Issue 13, "Done when", over UDP: five ``dtn-node`` daemons running the
-log (``consensus.logfactory:factory``) behind the link emulator; the plan
+log (``dcis.consensus.logfactory:factory``) behind the link emulator; the plan
 cuts them 2 | 3 for a minute while clients write on both sides through the
 app API; after the heal every node's log status shows the same commit index
 and state hash, nothing tentative, and no accepted write is missing or
@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from consensus.log.api import Increment, Level, Put
-from consensus.log.cbor import Value
-from consensus.logclient import TrioLogClient
-from consensus.logfactory import MEMBERS_ENV
-from dtn.client import open_trio_client
+from dcis.consensus.log.api import Increment, Level, Put
+from dcis.consensus.log.cbor import Value
+from dcis.consensus.logclient import TrioLogClient
+from dcis.consensus.logfactory import MEMBERS_ENV
+from dcis.dtn.client import open_trio_client
+from dcis.tools.testbed import Testbed, TestbedOptions
 from tests.runtime.conftest import write_plan
-from tools.testbed import Testbed, TestbedOptions
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +78,7 @@ async def test_five_daemons_partitioned_two_three_for_a_minute_converge(
             plan_path=plan,
             workdir=tmp_path / "tb",
             start_margin_s=2.0,
-            services=("consensus.logfactory:factory",),
+            services=("dcis.consensus.logfactory:factory",),
         )
     )
     accepted = 0

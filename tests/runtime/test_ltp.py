@@ -12,20 +12,20 @@ from pathlib import Path
 import pytest
 import trio
 
-from dtn.bpv7.bundle import encode_bundle, make_bundle
-from dtn.cl.ltp import BlockSent, LtpEngine, SendSegment, SpanConfig
-from dtn.cl.ltp.segment import (
+from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
+from dcis.dtn.cl.ltp import BlockSent, LtpEngine, SendSegment, SpanConfig
+from dcis.dtn.cl.ltp.segment import (
     DataSegment,
     Extension,
     decode_segment_untrusted,
     encode_segment,
 )
-from dtn.runtime import NeighbourConfig, NodeConfig, open_node
-from dtn.runtime.config import ConfigError, config_from_dict
-from dtn.runtime.ltp import LtpConfig
-from dtn.time import dtn_time_from_unix
+from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
+from dcis.dtn.runtime.config import ConfigError, config_from_dict
+from dcis.dtn.runtime.ltp import LtpConfig
+from dcis.dtn.time import dtn_time_from_unix
+from dcis.tools import cmd_status
 from tests.runtime.conftest import free_udp_ports, poll_until
-from tools import cmd_status
 
 
 def pair(tmp: Path, **nb_kw: object) -> tuple[NodeConfig, NodeConfig]:

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import trio
 
-from dtn.client import ClientError, open_trio_client
-from dtn.routing.plan import load_plan
+from dcis.dtn.client import ClientError, open_trio_client
+from dcis.dtn.routing.plan import load_plan
+from dcis.tools.emulator import Emulator, LinkModel
 from tests.runtime.conftest import free_udp_ports, write_plan
-from tools.emulator import Emulator, LinkModel
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +93,7 @@ async def ltp_pair(tmp: Path, *, aggregate: bool) -> AsyncIterator[tuple[str, st
                         [
                             sys.executable,
                             "-m",
-                            "tools.dtn_node",
+                            "dcis.tools.dtn_node",
                             "--config",
                             str(tmp / f"n{me}.toml"),
                         ],

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from dcis.tools.cmd_members import query
+from dcis.tools.testbed import Testbed, TestbedOptions
 from tests.runtime.conftest import write_plan
-from tools.cmd_members import query
-from tools.testbed import Testbed, TestbedOptions
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def _cli_json(tb: Testbed, node: int) -> dict[str, object]:
         [
             sys.executable,
             "-m",
-            "tools.cli",
+            "dcis.tools.cli",
             "members",
             "--config",
             str(tb.config_of(node)),
@@ -64,7 +64,7 @@ async def test_sigkilled_daemon_is_dead_in_every_members_view(tmp_path: Path) ->
             workdir=tmp_path / "tb",
             start_margin_s=2.0,
             secure=True,
-            services=("consensus.membership.node:factory",),
+            services=("dcis.consensus.membership.node:factory",),
         )
     )
     async with tb.running():

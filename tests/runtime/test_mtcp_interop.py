@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from dtn.runtime import NeighbourConfig, NodeConfig, open_node
+from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
 from tests.runtime.conftest import poll_until
 
 pytestmark = pytest.mark.interop

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from dtn.bpv7.bundle import encode_bundle, make_bundle
-from dtn.client import open_trio_client
-from dtn.sim.traffic import TrafficItem
+from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
+from dcis.dtn.client import open_trio_client
+from dcis.dtn.sim.traffic import TrafficItem
+from dcis.tools.testbed import Testbed, TestbedOptions
 from tests.runtime.conftest import poll_until, rss_kib, write_plan
-from tools.testbed import Testbed, TestbedOptions
 
 pytestmark = pytest.mark.slow
 
@@ -288,7 +288,7 @@ async def test_junk_flood_at_a_forwarder_is_counted_while_it_keeps_forwarding_an
 def test_dcis_testbed_prints_the_sim_summary_keys(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tools.cli import main as dcis
+    from dcis.tools.cli import main as dcis
 
     plan = write_plan(
         tmp_path / "p.ionrc",

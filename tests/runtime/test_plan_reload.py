@@ -11,8 +11,8 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from dtn.client import open_trio_client
-from dtn.runtime import open_node
+from dcis.dtn.client import open_trio_client
+from dcis.dtn.runtime import open_node
 from tests.fakes.fakenet import FakeNet
 from tests.runtime.conftest import poll_until, write_plan
 from tests.runtime.test_embedded import chain
@@ -96,7 +96,7 @@ async def test_sighup_reloads_the_plan_of_a_daemon(tmp_path: Path) -> None:
     log = tmp_path / "n1.log"
     with log.open("wb") as err:
         proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "tools.dtn_node", "--config", str(cfg)],
+            [sys.executable, "-m", "dcis.tools.dtn_node", "--config", str(cfg)],
             cwd=REPO,
             stderr=err,
         )

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from dcis.tools.cli import main as dcis_main
 from tests.runtime.conftest import free_udp_ports
-from tools.cli import main as dcis_main
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

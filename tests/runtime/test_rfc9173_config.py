@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import trio
 
-from dtn.agent.rfc9173_rules import Role, Service
-from dtn.cl.udp import AckMode
-from dtn.runtime import NeighbourConfig, NodeConfig, open_node
-from dtn.runtime.config import ConfigError, config_from_dict
-from dtn.runtime.security import NodeSecurity
+from dcis.dtn.agent.rfc9173_rules import Role, Service
+from dcis.dtn.cl.udp import AckMode
+from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
+from dcis.dtn.runtime.config import ConfigError, config_from_dict
+from dcis.dtn.runtime.security import NodeSecurity
 from tests.runtime.conftest import free_udp_ports
 
 HMAC = "1a2b1a2b1a2b1a2b1a2b1a2b1a2b1a2b"

@@ -37,28 +37,28 @@ import pytest
 import trio
 import trio.testing
 
-from crypto import KeyStore, issue_revocation_list
-from dtn.agent.security import NoCertificate
-from dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle
-from dtn.bpv7.canonical import CanonicalBlock
-from dtn.bpv7.eid import IpnEid
-from dtn.bpv7.flags import BlockType
-from dtn.cl.udp import (
+from dcis.crypto import KeyStore, issue_revocation_list
+from dcis.dtn.agent.security import NoCertificate
+from dcis.dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle
+from dcis.dtn.bpv7.canonical import CanonicalBlock
+from dcis.dtn.bpv7.eid import IpnEid
+from dcis.dtn.bpv7.flags import BlockType
+from dcis.dtn.cl.udp import (
     AckMode,
     DataSegment,
     decode_datagram_untrusted,
     encode_data_segment,
 )
-from dtn.client import ClientError, open_trio_client
-from dtn.runtime import NeighbourConfig, NodeConfig, open_node
-from dtn.runtime.config import ConfigError, load_config
-from dtn.runtime.node import Node
-from dtn.runtime.security import SecurityConfig
-from dtn.time import dtn_time_from_unix
+from dcis.dtn.client import ClientError, open_trio_client
+from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
+from dcis.dtn.runtime.config import ConfigError, load_config
+from dcis.dtn.runtime.node import Node
+from dcis.dtn.runtime.security import SecurityConfig
+from dcis.dtn.time import dtn_time_from_unix
+from dcis.tools.dtn_node import main as dtn_node_main
+from dcis.tools.testbed import make_keystores
 from tests.fakes.fakenet import FakeNet
 from tests.runtime.conftest import poll_until, write_plan
-from tools.dtn_node import main as dtn_node_main
-from tools.testbed import make_keystores
 
 LINKS = ((1, 2), (2, 3), (2, 4))
 Mutate = Callable[[int, int, bytes], bytes | None]
@@ -541,8 +541,8 @@ async def test_a_secure_node_refuses_to_send_to_an_uncertified_destination(
 async def test_secure_testbed_daemons_seal_and_deliver_and_dcis_status_shows_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tools.cli import main as dcis
-    from tools.testbed import Testbed, TestbedOptions
+    from dcis.tools.cli import main as dcis
+    from dcis.tools.testbed import Testbed, TestbedOptions
 
     plan = write_plan(
         tmp_path / "line.ionrc",
@@ -587,8 +587,8 @@ async def test_secure_testbed_daemons_seal_and_deliver_and_dcis_status_shows_it(
 def test_key_store_changes_are_picked_up_and_bad_ones_do_not_weaken_the_node(
     tmp_path: Path,
 ) -> None:
-    from crypto import OperatorKey
-    from dtn.runtime.security import NodeSecurity
+    from dcis.crypto import OperatorKey
+    from dcis.dtn.runtime.security import NodeSecurity
 
     stores = make_keystores(tmp_path / "keys", [1, 2], certified=[1])
     events: list[tuple[str, dict[str, Any]]] = []

@@ -1,4 +1,4 @@
-"""Issue 11, "Done when": a service written only against ``dtn.node``
+"""Issue 11, "Done when": a service written only against ``dcis.dtn.node``
 (``examples/gossip_counter.py``) runs unchanged in the simulator (seeded,
 same trace hash twice) and on three ``dtn-node`` daemons over UDP, with the
 same final state.
@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from dtn.routing.contact import Contact
-from dtn.routing.plan import ContactPlan
-from dtn.sim import SimConfig, Simulator
+from dcis.dtn.routing.contact import Contact
+from dcis.dtn.routing.plan import ContactPlan
+from dcis.dtn.sim import SimConfig, Simulator
 from examples.gossip_counter import SERVICE, GossipCounter, fast_factory
 from tests.runtime.conftest import free_udp_ports, poll_until
 
@@ -111,7 +111,7 @@ async def test_on_three_daemons_over_udp_with_the_same_final_state(
                     [
                         sys.executable,
                         "-m",
-                        "tools.dtn_node",
+                        "dcis.tools.dtn_node",
                         "--config",
                         str(tmp_path / f"n{n}.toml"),
                     ],

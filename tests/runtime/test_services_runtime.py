@@ -11,13 +11,13 @@ import pytest
 import trio
 import trio.testing
 
-from dtn.client import ClientError, open_trio_client
-from dtn.node import Inbound, Send, Service, ServiceContext
-from dtn.node.state import MemoryStateBackend
-from dtn.runtime import NodeConfig, open_node
-from dtn.runtime.config import ConfigError, config_from_dict
-from dtn.runtime.services import load_factory, next_incarnation
-from tools.cli import main as dcis
+from dcis.dtn.client import ClientError, open_trio_client
+from dcis.dtn.node import Inbound, Send, Service, ServiceContext
+from dcis.dtn.node.state import MemoryStateBackend
+from dcis.dtn.runtime import NodeConfig, open_node
+from dcis.dtn.runtime.config import ConfigError, config_from_dict
+from dcis.dtn.runtime.services import load_factory, next_incarnation
+from dcis.tools.cli import main as dcis
 
 
 class Ticker:
@@ -169,8 +169,8 @@ async def test_a_failing_factory_is_a_config_error(
 async def test_credentials_come_from_the_key_store(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    from dtn.runtime.security import SecurityConfig
-    from tools.testbed import make_keystores
+    from dcis.dtn.runtime.security import SecurityConfig
+    from dcis.tools.testbed import make_keystores
 
     stores = make_keystores(tmp_path / "keys", [1, 2])
     with_keys, without = Ticker(), Ticker()

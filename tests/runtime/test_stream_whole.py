@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from dtn.bpv7.bundle import Bundle, decode_bundle_untrusted
-from dtn.bpv7.flags import BundleFlags
-from dtn.bpv7.fragment import reassemble
-from dtn.cl.mtcp import MtcpDecoder
-from dtn.runtime import NeighbourConfig, NodeConfig, open_node
-from dtn.runtime.config import Limits
+from dcis.dtn.bpv7.bundle import Bundle, decode_bundle_untrusted
+from dcis.dtn.bpv7.flags import BundleFlags
+from dcis.dtn.bpv7.fragment import reassemble
+from dcis.dtn.cl.mtcp import MtcpDecoder
+from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
+from dcis.dtn.runtime.config import Limits
 
 MB = 1 << 20
 

@@ -10,7 +10,7 @@ import socket
 import pytest
 import trio
 
-from dtn.runtime import NodeConfig, open_node
+from dcis.dtn.runtime import NodeConfig, open_node
 from tests.runtime.conftest import poll_until
 
 pytestmark = pytest.mark.interop
@@ -21,7 +21,7 @@ async def test_a_tcpclv3_peer_gets_a_clean_version_mismatch(
 ) -> None:
     from pyd3tn.tcpcl import TCPCLConnection
 
-    caplog.set_level(logging.INFO, logger="dtn.node")
+    caplog.set_level(logging.INFO, logger="dcis.dtn.node")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle, make_bundle
-from dtn.bpv7.fragment import reassemble
-from dtn.cl.mtcp import MtcpDecoder, encode_mtcp_frame
-from dtn.client import open_trio_client
-from dtn.client.common import ClientError
-from dtn.time import dtn_time_from_unix
+from dcis.dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle, make_bundle
+from dcis.dtn.bpv7.fragment import reassemble
+from dcis.dtn.cl.mtcp import MtcpDecoder, encode_mtcp_frame
+from dcis.dtn.client import open_trio_client
+from dcis.dtn.client.common import ClientError
+from dcis.dtn.time import dtn_time_from_unix
 from tests.runtime.tls_certs import make_ca_and_nodes
 
 pytestmark = pytest.mark.slow
@@ -95,7 +95,7 @@ def write_configs(tmp: Path, tls: bool) -> tuple[list[Path], dict[str, int]]:
 async def start(cfg: Path, sock: Path, log: Path) -> trio.Process:
     with log.open("ab") as f:
         proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "tools.dtn_node", "--config", str(cfg)],
+            [sys.executable, "-m", "dcis.tools.dtn_node", "--config", str(cfg)],
             stdout=f,
             stderr=f,
             cwd=REPO,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from dtn.runtime import NeighbourConfig, NodeConfig, open_node
-from dtn.runtime.config import ConfigError, config_from_dict
-from dtn.runtime.tcpcl import TcpclSettings
+from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
+from dcis.dtn.runtime.config import ConfigError, config_from_dict
+from dcis.dtn.runtime.tcpcl import TcpclSettings
 from tests.runtime.conftest import poll_until
 from tests.runtime.tls_certs import make_ca_and_nodes
 

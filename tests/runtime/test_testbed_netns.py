@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from dcis.tools.cli import main as dcis
 from tests.runtime.conftest import write_plan
-from tools.cli import main as dcis
 
 
 def _netns_permitted() -> bool:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tools.dtn_node import JsonLogFormatter
-from tools.testbed import logged_deletions
+from dcis.tools.dtn_node import JsonLogFormatter
+from dcis.tools.testbed import logged_deletions
 
 
 def log_line(node: int, event: str, **fields: object) -> str:
     # Exactly what a daemon writes (Node._log -> JsonLogFormatter).
-    rec = logging.LogRecord("dtn.node", logging.WARNING, __file__, 1, event, None, None)
+    rec = logging.LogRecord(
+        "dcis.dtn.node", logging.WARNING, __file__, 1, event, None, None
+    )
     rec.fields = fields
     return JsonLogFormatter(node).format(rec)
 
@@ -90,11 +92,11 @@ async def test_a_daemon_logs_the_cause_of_a_deletion(tmp_path: Path) -> None:
     import io
     import logging as lg
 
-    from dtn.agent.actions import Deletion
-    from dtn.runtime import NodeConfig, open_node
+    from dcis.dtn.agent.actions import Deletion
+    from dcis.dtn.runtime import NodeConfig, open_node
 
     buf = io.StringIO()
-    log = lg.getLogger("dtn.node.test-cause")
+    log = lg.getLogger("dcis.dtn.node.test-cause")
     handler = lg.StreamHandler(buf)
     handler.setFormatter(JsonLogFormatter(1))
     log.handlers[:] = [handler]

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dtn.agent.actions import Ack, Action, Deliver, Event, Transmit
-from dtn.errors import DtnError
-from dtn.routing.contact import Contact, Range
-from dtn.sim import NodeSpec
-from dtn.time import DtnTime
+from dcis.dtn.agent.actions import Ack, Action, Deliver, Event, Transmit
+from dcis.dtn.errors import DtnError
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.sim import NodeSpec
+from dcis.dtn.time import DtnTime
 
 
 class FakeStoreFull(DtnError):

@@ -1,4 +1,4 @@
-"""A log cluster under test: :class:`consensus.testing.Cluster` running
+"""A log cluster under test: :class:`dcis.consensus.testing.Cluster` running
 :class:`LogService` s, a recorder of client operations and committed
 records, and one check per promise of spec/consensus.md.
 """
@@ -8,12 +8,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from consensus.log.api import CompareAndSet, Delete, EntryId, Level, Op, Outcome, Put
-from consensus.log.cbor import loads_untrusted
-from consensus.log.service import SERVICE_NUMBER, LogParams, LogService
-from consensus.log.wire import RecordKind, decode_record_untrusted
-from consensus.membership.view import MemberInfo, MemberState
-from consensus.testing import Cluster, RegisterOp, SimCluster, linearizable
+from dcis.consensus.log.api import (
+    CompareAndSet,
+    Delete,
+    EntryId,
+    Level,
+    Op,
+    Outcome,
+    Put,
+)
+from dcis.consensus.log.cbor import loads_untrusted
+from dcis.consensus.log.service import SERVICE_NUMBER, LogParams, LogService
+from dcis.consensus.log.wire import RecordKind, decode_record_untrusted
+from dcis.consensus.membership.view import MemberInfo, MemberState
+from dcis.consensus.testing import Cluster, RegisterOp, SimCluster, linearizable
 
 
 class StaticView:
@@ -50,7 +58,7 @@ class LogRun:
     seed: int
     params: LogParams = field(default_factory=LogParams)
     on_simulator: bool = False
-    """Run on dtn.sim.Simulator (bundles, agents, CGR) instead of Cluster's network."""
+    """Run on dcis.dtn.sim.Simulator (bundles, agents, CGR) instead of Cluster's network."""
     cluster: Cluster | SimCluster = field(init=False)
     submitted: dict[EntryId, Submitted] = field(default_factory=dict)
     committed: dict[int, tuple[int, int, EntryId | None]] = field(default_factory=dict)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
-from consensus.membership.service import MembershipConfig
-from consensus.membership.sim import MembershipSim
-from consensus.membership.view import MemberState
-from dtn.sim.scenarios import leo_constellation
+from dcis.consensus.membership.service import MembershipConfig
+from dcis.consensus.membership.sim import MembershipSim
+from dcis.consensus.membership.view import MemberState
+from dcis.dtn.sim.scenarios import leo_constellation
 
 ALIVE = MemberState.ALIVE
 
@@ -54,7 +54,7 @@ def walker(
     aware: bool,
     loss: float,
 ) -> MembershipSim:
-    """A run on ``dtn.sim.scenarios.leo_constellation`` with a 5 s period."""
+    """A run on ``dcis.dtn.sim.scenarios.leo_constellation`` with a 5 s period."""
     plan = leo_constellation(
         planes=planes, per_plane=per_plane, duration_s=duration_s + 600, seed=seed
     )

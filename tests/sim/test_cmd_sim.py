@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.cli import main
+from dcis.tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -173,7 +173,7 @@ def test_same_seed_same_json_across_processes_and_hash_seeds(
             [
                 sys.executable,
                 "-m",
-                "tools.cli",
+                "dcis.tools.cli",
                 *sim_args(plan, traffic),
                 "--json",
                 "--loss",
@@ -192,7 +192,7 @@ def test_same_seed_same_json_across_processes_and_hash_seeds(
         [
             sys.executable,
             "-m",
-            "tools.cli",
+            "dcis.tools.cli",
             *sim_args(plan, traffic)[:4],
             "4",
             *sim_args(plan, traffic)[5:],

@@ -13,11 +13,11 @@ import io
 import json
 from typing import Any
 
-from dtn.agent.actions import Action, Event
-from dtn.agent.agent import Agent, AgentConfig
-from dtn.routing.contact import Contact, Range
-from dtn.routing.plan import ContactPlan
-from dtn.sim import (
+from dcis.dtn.agent.actions import Action, Event
+from dcis.dtn.agent.agent import Agent, AgentConfig
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.routing.plan import ContactPlan
+from dcis.dtn.sim import (
     DELETION_REASONS,
     SimConfig,
     SimSummary,
@@ -25,7 +25,7 @@ from dtn.sim import (
     TrafficItem,
     deletion_reason,
 )
-from tools.cmd_sim import _readable
+from dcis.tools.cmd_sim import _readable
 
 RATE = 100_000.0
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from dfs.core.codec import crc32c
-from dfs.core.errors import CorruptBlock
-from dfs.core.service import DfsConfig, OpState
-from dfs.sharestore import DiskShareStore
-from dfs.testing import Cluster
+from dcis.dfs.core.codec import crc32c
+from dcis.dfs.core.errors import CorruptBlock
+from dcis.dfs.core.service import DfsConfig, OpState
+from dcis.dfs.sharestore import DiskShareStore
+from dcis.dfs.testing import Cluster
 
 
 @pytest.mark.slow

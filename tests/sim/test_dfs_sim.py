@@ -5,7 +5,7 @@ seeded loss), against a dict model of every version put.
 Rules: put / get / rm / crash / restart / lose a node for good / flip bits
 in a share / partition (for a while) / advance (maintenance, the log
 commits) / converge. The log and membership are the in-memory fakes of
-dfs.testing, reading the simulator's state (who is up, which partitions are
+dcis.dfs.testing, reading the simulator's state (who is up, which partitions are
 on); the network is the simulator's.
 
 Promises: a get returns the exact bytes of the version the reader's log
@@ -26,17 +26,17 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from consensus.membership.view import Resources
-from dfs.core.codec import crc32c
-from dfs.core.errors import CorruptBlock, DfsError, NotFound
-from dfs.core.manifest import Manifest
-from dfs.core.service import DfsConfig, DfsService, GetOp, OpState
-from dfs.core.store import MemoryShareStore
-from dfs.testing import CommandService, LogHub, MemoryLog, StaticMembership
-from dtn.node import Service
-from dtn.routing.contact import Contact, Range
-from dtn.routing.plan import ContactPlan
-from dtn.sim import Partition, SimConfig, Simulator
+from dcis.consensus.membership.view import Resources
+from dcis.dfs.core.codec import crc32c
+from dcis.dfs.core.errors import CorruptBlock, DfsError, NotFound
+from dcis.dfs.core.manifest import Manifest
+from dcis.dfs.core.service import DfsConfig, DfsService, GetOp, OpState
+from dcis.dfs.core.store import MemoryShareStore
+from dcis.dfs.testing import CommandService, LogHub, MemoryLog, StaticMembership
+from dcis.dtn.node import Service
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.routing.plan import ContactPlan
+from dcis.dtn.sim import Partition, SimConfig, Simulator
 
 NODES = [1, 2, 3, 4, 5, 6]
 DURATION_S = 200_000
@@ -61,7 +61,7 @@ def mesh_plan() -> ContactPlan:
 
 
 class SimTopology:
-    """dfs.testing.Topology over a running simulator."""
+    """dcis.dfs.testing.Topology over a running simulator."""
 
     def __init__(self) -> None:
         self.nodes = list(NODES)

@@ -11,21 +11,21 @@ from collections.abc import Sequence
 
 import pytest
 
-from consensus.log.api import Level
-from consensus.log.service import LogService
-from consensus.membership.service import MembershipService
-from consensus.membership.sim import credentials_for
-from consensus.membership.view import MemberState
-from dfs.core.codec import crc32c
-from dfs.core.manifest import Manifest, manifest_key
-from dfs.core.service import DfsConfig, DfsService, GetOp, OpState
-from dfs.core.store import MemoryShareStore
-from dfs.stack import member_keys
-from dfs.testing import CommandService
-from dtn.node import Service
-from dtn.routing.contact import Contact, Range
-from dtn.routing.plan import ContactPlan
-from dtn.sim import SimConfig, Simulator
+from dcis.consensus.log.api import Level
+from dcis.consensus.log.service import LogService
+from dcis.consensus.membership.service import MembershipService
+from dcis.consensus.membership.sim import credentials_for
+from dcis.consensus.membership.view import MemberState
+from dcis.dfs.core.codec import crc32c
+from dcis.dfs.core.manifest import Manifest, manifest_key
+from dcis.dfs.core.service import DfsConfig, DfsService, GetOp, OpState
+from dcis.dfs.core.store import MemoryShareStore
+from dcis.dfs.stack import member_keys
+from dcis.dfs.testing import CommandService
+from dcis.dtn.node import Service
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.routing.plan import ContactPlan
+from dcis.dtn.sim import SimConfig, Simulator
 
 NODES = [1, 2, 3, 4, 5, 6]
 DURATION_S = 20_000

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from dtn.agent.actions import Action, Deliver
-from dtn.errors import InvalidArgument
-from dtn.routing.contact import Contact, Range
-from dtn.sim import (
+from dcis.dtn.agent.actions import Action, Deliver
+from dcis.dtn.errors import InvalidArgument
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.sim import (
     Crash,
     NodeSpec,
     Partition,
@@ -22,7 +22,7 @@ from dtn.sim import (
     TrafficItem,
     parse_traffic,
 )
-from dtn.time import DtnTime
+from dcis.dtn.time import DtnTime
 from tests.sim.fake_agent import (
     DISKS,
     FakeAgent,

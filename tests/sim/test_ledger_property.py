@@ -20,13 +20,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dtn.agent.actions import Action, Transmit
-from dtn.agent.agent import Agent
-from dtn.agent.store import MemoryStore
-from dtn.bpv7.bundle import decode_bundle_untrusted
-from dtn.routing.contact import Contact, Range
-from dtn.routing.plan import ContactPlan
-from dtn.sim import (
+from dcis.dtn.agent.actions import Action, Transmit
+from dcis.dtn.agent.agent import Agent
+from dcis.dtn.agent.store import MemoryStore
+from dcis.dtn.bpv7.bundle import decode_bundle_untrusted
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.routing.plan import ContactPlan
+from dcis.dtn.sim import (
     Crash,
     NodeSpec,
     Partition,

@@ -1,4 +1,4 @@
-"""The log on the real bundle-layer simulator (dtn.sim: BPv7 bundles,
+"""The log on the real bundle-layer simulator (dcis.dtn.sim: BPv7 bundles,
 agents, stores, CGR over a contact plan, store and forward through a
 partition): a 2 | 3 partition with writes on both sides, a crash, then the
 heal; promises 1-5 hold as on the harness's own network."""
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from consensus.log.api import CompareAndSet, Increment, Put
+from dcis.consensus.log.api import CompareAndSet, Increment, Put
 from tests.sim.log_run import LogRun
 
 

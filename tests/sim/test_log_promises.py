@@ -17,9 +17,9 @@ from hypothesis.stateful import (
     rule,
 )
 
-from consensus.log.api import CompareAndSet, Delete, Increment, Put, SetAdd
-from consensus.log.service import LogParams
-from consensus.testing import partitions
+from dcis.consensus.log.api import CompareAndSet, Delete, Increment, Put, SetAdd
+from dcis.consensus.log.service import LogParams
+from dcis.consensus.testing import partitions
 from tests.sim.log_run import LogRun
 
 NODES = (1, 2, 3, 4, 5)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from consensus.log.api import Outcome, Put
+from dcis.consensus.log.api import Outcome, Put
 from tests.sim.log_run import LogRun
 
 

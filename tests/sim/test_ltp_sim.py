@@ -1,5 +1,5 @@
 """LTP in the simulator: the runtime's LTP convergence layer
-(dtn.cl.ltp.link) between simulated nodes, under loss, duplication,
+(dcis.dtn.cl.ltp.link) between simulated nodes, under loss, duplication,
 reordering, contact gaps and crashes; deterministic by seed."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dtn.routing.contact import Contact, Range
-from dtn.routing.plan import ContactPlan
-from dtn.sim import Crash, NodeSpec, SimConfig, Simulator, TrafficItem
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.routing.plan import ContactPlan
+from dcis.dtn.sim import Crash, NodeSpec, SimConfig, Simulator, TrafficItem
 
 RATE = 200_000.0
 

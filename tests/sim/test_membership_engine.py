@@ -1,16 +1,16 @@
-"""Membership on the full stack in dtn.sim: agents, bundles, stores and the
-node services of dtn.node, on a connected plan; a crash is detected and the
+"""Membership on the full stack in dcis.dtn.sim: agents, bundles, stores and the
+node services of dcis.dtn.node, on a connected plan; a crash is detected and the
 node rejoins after its restart."""
 
 from __future__ import annotations
 
-from consensus.membership.node import factory
-from consensus.membership.service import MembershipService
-from consensus.membership.sim import credentials_for
-from consensus.membership.view import MemberState
-from dtn.routing.contact import Contact, Range
-from dtn.routing.plan import ContactPlan
-from dtn.sim import SimConfig, Simulator
+from dcis.consensus.membership.node import factory
+from dcis.consensus.membership.service import MembershipService
+from dcis.consensus.membership.sim import credentials_for
+from dcis.consensus.membership.view import MemberState
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.routing.plan import ContactPlan
+from dcis.dtn.sim import SimConfig, Simulator
 
 NODES = [1, 2, 3, 4]
 

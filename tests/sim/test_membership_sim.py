@@ -1,7 +1,7 @@
 """Membership in simulation: join, graceful leave, crash, partition and heal
 at N = 10, 100 (and 1,000, slow), each next to the plain-SWIM baseline
 (contact-plan awareness off) on the same seeds; planned silence on the
-Walker-style plans of dtn.sim.scenarios."""
+Walker-style plans of dcis.dtn.sim.scenarios."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from consensus.membership.service import MembershipConfig
-from consensus.membership.sim import MembershipSim
-from consensus.membership.view import MemberState
+from dcis.consensus.membership.service import MembershipConfig
+from dcis.consensus.membership.sim import MembershipSim
+from dcis.consensus.membership.view import MemberState
 from tests.sim.membership_helpers import heal_periods, states_of, walker
 
 D, L, A = MemberState.DEAD, MemberState.LEFT, MemberState.ALIVE
@@ -136,9 +136,9 @@ def test_same_seed_same_run() -> None:
 
 
 def test_dcis_sim_membership_json_keys(tmp_path: Path) -> None:
-    from dtn.routing.plan import format_ionrc
-    from dtn.sim.scenarios import leo_constellation
-    from tools.cli import main
+    from dcis.dtn.routing.plan import format_ionrc
+    from dcis.dtn.sim.scenarios import leo_constellation
+    from dcis.tools.cli import main
 
     plan = tmp_path / "leo.ionrc"
     plan.write_text(

@@ -1,6 +1,6 @@
 """Whole-network behaviour of real agents in the simulator (issue 4, "Done when").
 
-Each test builds a small contact plan, runs ``dtn.agent.Agent`` on every node
+Each test builds a small contact plan, runs ``dcis.dtn.agent.Agent`` on every node
 and checks what a mission relies on: store-and-forward over hops that never
 coexist, expiry at the lifetime, no loss and no double delivery across a crash
 of a node with a disk store, and a clear refusal when storage is full.
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dtn.routing.contact import Contact, Range
-from dtn.routing.plan import ContactPlan
-from dtn.sim import Crash, NodeSpec, SimConfig, SimSummary, Simulator, TrafficItem
-from dtn.sim.scenarios import leo_constellation, random_traffic
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.routing.plan import ContactPlan
+from dcis.dtn.sim import Crash, NodeSpec, SimConfig, SimSummary, Simulator, TrafficItem
+from dcis.dtn.sim.scenarios import leo_constellation, random_traffic
 
 Record = tuple[int, str, int, tuple[object, ...]]
 RATE = 100_000.0

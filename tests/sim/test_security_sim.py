@@ -25,17 +25,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from crypto import NodeIdentity, OperatorKey, issue_revocation_list
-from dtn.agent.actions import Action, Deliver, Event, Transmit
-from dtn.agent.agent import Agent, AgentConfig
-from dtn.agent.security import SecurityPolicy
-from dtn.bpv7.bundle import decode_bundle_untrusted
-from dtn.bpv7.canonical import encode_block
-from dtn.bpv7.flags import BlockType, CrcType
-from dtn.bpv7.primary import encode_primary
-from dtn.routing.contact import Contact, Range
-from dtn.routing.plan import ContactPlan
-from dtn.sim import (
+from dcis.crypto import NodeIdentity, OperatorKey, issue_revocation_list
+from dcis.dtn.agent.actions import Action, Deliver, Event, Transmit
+from dcis.dtn.agent.agent import Agent, AgentConfig
+from dcis.dtn.agent.security import SecurityPolicy
+from dcis.dtn.bpv7.bundle import decode_bundle_untrusted
+from dcis.dtn.bpv7.canonical import encode_block
+from dcis.dtn.bpv7.flags import BlockType, CrcType
+from dcis.dtn.bpv7.primary import encode_primary
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.routing.plan import ContactPlan
+from dcis.dtn.sim import (
     SIM_EPOCH,
     Crash,
     SimConfig,
@@ -312,7 +312,7 @@ _DIGEST_SCRIPT = """
 import sys
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
 from test_security_sim import World
-from dtn.sim import TrafficItem
+from dcis.dtn.sim import TrafficItem
 w = World(seed=6)
 t = [TrafficItem(at_s=1, src=1, dst=3, size_bytes=400, count=6)]
 print(w.sim(t).run().trace_sha256)

@@ -1,7 +1,7 @@
 """Node services in the simulator (issue 11): ``Simulator(..., services=)``.
 
 The gossip counter of ``examples/gossip_counter.py`` (written only against
-``dtn.node``) runs on three nodes in a line whose links come and go, under
+``dcis.dtn.node``) runs on three nodes in a line whose links come and go, under
 loss and a crash; every node ends with the same vector, and the same seed
 gives the same trace hash. Smaller tests pin the pieces: incarnations,
 state surviving a crash, seeded ``ctx.rng``, ``ctx.earliest_arrival``,
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from crypto import NodeIdentity, OperatorKey
-from dtn.agent.actions import Deliver
-from dtn.node import (
+from dcis.crypto import NodeIdentity, OperatorKey
+from dcis.dtn.agent.actions import Deliver
+from dcis.dtn.node import (
     EchoService,
     Inbound,
     NodeCredentials,
@@ -28,12 +28,12 @@ from dtn.node import (
     Service,
     ServiceContext,
 )
-from dtn.routing.contact import Contact, Range
-from dtn.routing.plan import ContactPlan
-from dtn.sim import SIM_EPOCH, Crash, NodeSpec, SimConfig, Simulator
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.routing.plan import ContactPlan
+from dcis.dtn.sim import SIM_EPOCH, Crash, NodeSpec, SimConfig, Simulator
+from dcis.tools.cli import main
 from examples.gossip_counter import SERVICE, GossipCounter
 from tests.unit.bpsec.helpers import certify
-from tools.cli import main
 
 RATE = 100_000.0
 
@@ -266,7 +266,7 @@ def test_factory_errors_are_typed() -> None:
     def factory(node: int, incarnation: int) -> Sequence[Service]:
         raise KeyError(node)
 
-    from dtn.errors import InvalidArgument
+    from dcis.dtn.errors import InvalidArgument
 
     with pytest.raises(InvalidArgument, match="services factory failed for node 1"):
         Simulator(line_plan(), SimConfig(seed=0, duration_s=1), services=factory)

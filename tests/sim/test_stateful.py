@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from dtn.agent.store import MemoryStore
-from dtn.routing.contact import Contact, Range
-from dtn.routing.plan import ContactPlan
-from dtn.sim import NodeSpec, Partition, SimConfig, Simulator
-from dtn.sim.engine import whole_key
+from dcis.dtn.agent.store import MemoryStore
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.routing.plan import ContactPlan
+from dcis.dtn.sim import NodeSpec, Partition, SimConfig, Simulator
+from dcis.dtn.sim.engine import whole_key
 from tests.conftest import IS_CI
 
 NODES = (1, 2, 3, 4, 5)

@@ -6,7 +6,12 @@ import argparse
 
 import pytest
 
-from tools.argtypes import finite_float, node_number, non_negative_float, positive_int
+from dcis.tools.argtypes import (
+    finite_float,
+    node_number,
+    non_negative_float,
+    positive_int,
+)
 
 
 @pytest.mark.parametrize("text", ["nan", "inf", "-inf", "abc", ""])
@@ -38,7 +43,7 @@ def test_out_of_range_values_are_refused(conv: object, text: str) -> None:
 
 
 def test_dcis_route_turns_them_into_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    from tools.cli import main
+    from dcis.tools.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["route", "--plan", "x", "--from", "1", "--to", "nan"])

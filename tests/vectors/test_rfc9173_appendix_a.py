@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dtn.bpv7 import (
+from dcis.dtn.bpv7 import (
     BlockType,
     BundleFlags,
     CrcType,

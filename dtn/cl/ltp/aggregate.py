@@ -14,7 +14,7 @@ The agent decodes (and checks) each bundle afterwards.
 
 from __future__ import annotations
 
-from dtn.errors import DecodeError
+from dcis.dtn.errors import DecodeError
 
 MAX_DEPTH = 32
 """Deepest CBOR nesting the walk follows (a bundle needs four)."""

@@ -7,8 +7,8 @@ import enum
 import math
 from dataclasses import dataclass
 
-from dtn.cl.ltp.segment import CancelReason, Segment, SegmentType
-from dtn.errors import InvalidArgument
+from dcis.dtn.cl.ltp.segment import CancelReason, Segment, SegmentType
+from dcis.dtn.errors import InvalidArgument
 
 
 class Event(enum.Enum):

@@ -3,8 +3,8 @@
 Theory of operation
 -------------------
 An :class:`LtpEngine` is one LTP engine (RFC 5326 section 1.1): it owns every
-session this engine sends (:class:`~dtn.cl.ltp.sender.SenderSession`) or
-receives (:class:`~dtn.cl.ltp.receiver.ReceiverSession`), and one *span* per
+session this engine sends (:class:`~dcis.dtn.cl.ltp.sender.SenderSession`) or
+receives (:class:`~dcis.dtn.cl.ltp.receiver.ReceiverSession`), and one *span* per
 remote engine it talks to. It never reads a clock or touches a socket: every
 method takes ``now`` (milliseconds, any monotonic origin) and returns
 :data:`Output` values for its driver.
@@ -46,7 +46,7 @@ import random
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 
-from dtn.cl.ltp.common import (
+from dcis.dtn.cl.ltp.common import (
     Delivered,
     Effect,
     Event,
@@ -55,8 +55,8 @@ from dtn.cl.ltp.common import (
     SendData,
     SessionConfig,
 )
-from dtn.cl.ltp.receiver import ReceiverSession, ReceiverState, full_report
-from dtn.cl.ltp.segment import (
+from dcis.dtn.cl.ltp.receiver import ReceiverSession, ReceiverState, full_report
+from dcis.dtn.cl.ltp.segment import (
     CancelAckSegment,
     CancelReason,
     CancelSegment,
@@ -71,8 +71,8 @@ from dtn.cl.ltp.segment import (
     encode_segment,
     segment_type,
 )
-from dtn.cl.ltp.sender import SenderSession, SenderState
-from dtn.errors import DecodeError, DtnError, InvalidArgument
+from dcis.dtn.cl.ltp.sender import SenderSession, SenderState
+from dcis.dtn.errors import DecodeError, DtnError, InvalidArgument
 
 BUNDLE_SERVICE = 1
 """RFC 7122 section 3: client service id 1 is the Bundle Protocol."""

@@ -1,10 +1,10 @@
 """The LTP convergence layer for bundles (sans-I/O): blocks of bundles over
-an :class:`~dtn.cl.ltp.LtpEngine`, for the runtime and the simulator alike.
+an :class:`~dcis.dtn.cl.ltp.LtpEngine`, for the runtime and the simulator alike.
 
 Theory of operation
 -------------------
 :class:`LtpCl` glues the engine to the agent's convergence-layer interface;
-its driver (:class:`~dtn.runtime.node.Node` over UDP, or the simulator)
+its driver (:class:`~dcis.dtn.runtime.node.Node` over UDP, or the simulator)
 feeds it and carries out what it returns (:class:`LtpResult`), so it holds
 no socket and reads no clock (``now_ms``: the driver's monotonic ms).
 
@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from dtn.cl.ltp import (
+from dcis.dtn.cl.ltp import (
     BlockReceived,
     BlockSent,
     EngineConfig,
@@ -51,9 +51,9 @@ from dtn.cl.ltp import (
     SessionConfig,
     SpanConfig,
 )
-from dtn.cl.ltp.aggregate import aggregate, split_block_untrusted
-from dtn.cl.ltp.engine import Output
-from dtn.errors import DtnError
+from dcis.dtn.cl.ltp.aggregate import aggregate, split_block_untrusted
+from dcis.dtn.cl.ltp.engine import Output
+from dcis.dtn.errors import DtnError
 
 
 class LtpNeighbourLike(Protocol):

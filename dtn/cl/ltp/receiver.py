@@ -27,7 +27,7 @@ One :class:`ReceiverSession` per (originator engine, session number)::
   arrived in full waits until the client accepts the block (ACCEPT: it
   stored the bundles); REFUSE cancels the session instead, so that the
   sender keeps the block and tries again.
-- The red part is delivered (:class:`~dtn.cl.ltp.common.Delivered`) exactly
+- The red part is delivered (:class:`~dcis.dtn.cl.ltp.common.Delivered`) exactly
   once, the moment its last byte arrives, whichever segment brings it; the
   buffer is freed then. The session stays (DELIVERED) to answer checkpoints
   with a report claiming everything, and closes once every report it has
@@ -47,7 +47,7 @@ import enum
 import math
 from collections.abc import Callable
 
-from dtn.cl.ltp.common import (
+from dcis.dtn.cl.ltp.common import (
     Delivered,
     Effect,
     Event,
@@ -57,8 +57,8 @@ from dtn.cl.ltp.common import (
     SessionConfig,
     Timer,
 )
-from dtn.cl.ltp.ranges import RangeSet
-from dtn.cl.ltp.segment import (
+from dcis.dtn.cl.ltp.ranges import RangeSet
+from dcis.dtn.cl.ltp.segment import (
     CancelAckSegment,
     CancelReason,
     CancelSegment,

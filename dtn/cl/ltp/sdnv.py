@@ -14,7 +14,7 @@ decoder to.
 
 from __future__ import annotations
 
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 MAX_SDNV = 2**64 - 1
 """Largest value encoded or accepted."""

@@ -35,7 +35,7 @@ segment, re-encoded unchanged, otherwise ignored (section 3.1.5 lets a
 receiver skip tags it does not know).
 
 Hostile input: :func:`decode_segment_untrusted` raises only
-:class:`~dtn.errors.DecodeError`; every length it reads is checked against the
+:class:`~dcis.dtn.errors.DecodeError`; every length it reads is checked against the
 bytes actually left before anything is sliced or allocated, and a report's
 claim count against what its claims could possibly occupy.
 """
@@ -45,8 +45,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from dtn.cl.ltp.sdnv import MAX_SDNV, decode_sdnv_untrusted, encode_sdnv
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.cl.ltp.sdnv import MAX_SDNV, decode_sdnv_untrusted, encode_sdnv
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 MAX_EXTENSIONS = 15
 """A count is a 4-bit field."""

@@ -29,7 +29,7 @@ One :class:`SenderSession` sends one block. Its red part (the first
   report's claims are kept.
 - A cancel from the receiver (CR) is acknowledged (CAR) and ends the session;
   our own cancel (CS) is sent until acknowledged (CAS) or out of retries.
-- :class:`~dtn.cl.ltp.common.Finished` is emitted exactly once: success, or
+- :class:`~dcis.dtn.cl.ltp.common.Finished` is emitted exactly once: success, or
   the moment the session is cancelled, so the bundle can be routed elsewhere
   while the CS exchange finishes.
 
@@ -46,7 +46,7 @@ import enum
 import math
 from collections.abc import Callable
 
-from dtn.cl.ltp.common import (
+from dcis.dtn.cl.ltp.common import (
     Effect,
     Event,
     Finished,
@@ -56,8 +56,8 @@ from dtn.cl.ltp.common import (
     SessionConfig,
     Timer,
 )
-from dtn.cl.ltp.ranges import RangeSet
-from dtn.cl.ltp.segment import (
+from dcis.dtn.cl.ltp.ranges import RangeSet
+from dcis.dtn.cl.ltp.segment import (
     CancelAckSegment,
     CancelReason,
     CancelSegment,
@@ -68,7 +68,7 @@ from dtn.cl.ltp.segment import (
     SegmentType,
     SessionId,
 )
-from dtn.errors import InvalidArgument
+from dcis.dtn.errors import InvalidArgument
 
 _MAX_REPORTS_REMEMBERED = 256
 

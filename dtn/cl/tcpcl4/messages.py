@@ -39,7 +39,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 __all__ = [
     "CONTACT_HEADER_BYTES",

@@ -38,7 +38,7 @@ same reason; transfers already started may finish, new ones are refused; the
 connection closes when both have been sent and nothing is in progress.
 
 Hostile input: every length a peer announces is bounded before any data is
-buffered (:class:`~dtn.cl.tcpcl4.messages.Limits`: segment MRU, node id,
+buffered (:class:`~dcis.dtn.cl.tcpcl4.messages.Limits`: segment MRU, node id,
 extension items; the transfer MRU bounds one reassembly). A bad contact
 header closes the connection; a bad message ends the session with SESS_TERM
 (MSG_REJECT first when the type is unknown); nothing here raises for bytes a
@@ -54,7 +54,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
-from dtn.cl.tcpcl4.messages import (
+from dcis.dtn.cl.tcpcl4.messages import (
     CONTACT_HEADER_BYTES,
     TRANSFER_LENGTH_EXTENSION,
     VERSION,
@@ -82,7 +82,7 @@ from dtn.cl.tcpcl4.messages import (
     encode_message,
     encode_segment_head,
 )
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 __all__ = [
     "TRANSITIONS",

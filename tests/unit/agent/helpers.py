@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
-from dtn.agent.actions import Ack, Action, Deliver, Event, Schedule, Transmit
-from dtn.agent.agent import Agent
-from dtn.routing.contact import Contact
+from dcis.dtn.agent.actions import Ack, Action, Deliver, Event, Schedule, Transmit
+from dcis.dtn.agent.agent import Agent
+from dcis.dtn.routing.contact import Contact
 
 T = TypeVar("T")
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from dtn.agent.actions import Ack, Deliver, Schedule, Transmit
-from dtn.agent.agent import Agent, AgentConfig, Received
-from dtn.agent.store import BundleStore, MemoryStore, SqliteStore, StoreFull
-from dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle, make_bundle
-from dtn.bpv7.eid import IpnEid
-from dtn.errors import InvalidArgument
-from dtn.time import DtnTime
+from dcis.dtn.agent.actions import Ack, Deliver, Schedule, Transmit
+from dcis.dtn.agent.agent import Agent, AgentConfig, Received
+from dcis.dtn.agent.store import BundleStore, MemoryStore, SqliteStore, StoreFull
+from dcis.dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle, make_bundle
+from dcis.dtn.bpv7.eid import IpnEid
+from dcis.dtn.errors import InvalidArgument
+from dcis.dtn.time import DtnTime
 from tests.unit.agent.helpers import events, link, of
 
 T0 = DtnTime(1_000_000)

@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from dtn.agent.actions import DELETION_CAUSES, Action, Deletion
-from dtn.agent.agent import Agent
-from dtn.agent.store import MemoryStore
-from dtn.bpv7.admin import StatusReason
-from dtn.bpv7.bundle import Bundle, encode_bundle, make_bundle
-from dtn.bpv7.canonical import CanonicalBlock
-from dtn.bpv7.flags import BlockFlags, CrcType
-from dtn.bpv7.primary import CreationTimestamp
-from dtn.sim import DELETION_REASONS, deletion_reason
+from dcis.dtn.agent.actions import DELETION_CAUSES, Action, Deletion
+from dcis.dtn.agent.agent import Agent
+from dcis.dtn.agent.store import MemoryStore
+from dcis.dtn.bpv7.admin import StatusReason
+from dcis.dtn.bpv7.bundle import Bundle, encode_bundle, make_bundle
+from dcis.dtn.bpv7.canonical import CanonicalBlock
+from dcis.dtn.bpv7.flags import BlockFlags, CrcType
+from dcis.dtn.bpv7.primary import CreationTimestamp
+from dcis.dtn.sim import DELETION_REASONS, deletion_reason
 from tests.unit.agent.helpers import events, link
 
 T0 = 1_000_000

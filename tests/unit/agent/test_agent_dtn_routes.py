@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from dtn.agent.agent import Agent, NoRoute
-from dtn.agent.store import MemoryStore
-from dtn.bpv7.bundle import encode_bundle, make_bundle
-from dtn.bpv7.eid import parse_eid
-from dtn.errors import InvalidArgument
-from dtn.routing.contact import Contact
-from dtn.routing.plan import (
+from dcis.dtn.agent.agent import Agent, NoRoute
+from dcis.dtn.agent.store import MemoryStore
+from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
+from dcis.dtn.bpv7.eid import parse_eid
+from dcis.dtn.errors import InvalidArgument
+from dcis.dtn.routing.contact import Contact
+from dcis.dtn.routing.plan import (
     ContactPlan,
     apply_ionrc,
     format_hdtn_json,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from dtn.agent.actions import Action, Schedule, Transmit
-from dtn.agent.agent import Agent, AgentConfig
-from dtn.agent.store import MemoryStore
-from dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle, make_bundle
-from dtn.bpv7.flags import BundleFlags
-from dtn.routing.contact import Contact
-from dtn.routing.plan import ContactPlan
+from dcis.dtn.agent.actions import Action, Schedule, Transmit
+from dcis.dtn.agent.agent import Agent, AgentConfig
+from dcis.dtn.agent.store import MemoryStore
+from dcis.dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle, make_bundle
+from dcis.dtn.bpv7.flags import BundleFlags
+from dcis.dtn.routing.contact import Contact
+from dcis.dtn.routing.plan import ContactPlan
 from tests.unit.agent.helpers import Net, events, link, of
 
 S = 1000  # ms per second; plan epoch 0, so plan time t s == DTN time t*S ms

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dtn.agent.agent import Agent, AgentConfig
-from dtn.agent.store import SqliteStore
-from dtn.bpv7.bundle import encode_bundle, make_bundle
+from dcis.dtn.agent.agent import Agent, AgentConfig
+from dcis.dtn.agent.store import SqliteStore
+from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
 from tests.unit.agent.helpers import Deliver, events, of
 
 T0 = 1_000_000
@@ -14,7 +14,7 @@ DAY = 86_400_000
 
 
 def test_a_bundle_for_another_node_is_held_at_most_max_forward_lifetime() -> None:
-    from dtn.agent.store import MemoryStore
+    from dcis.dtn.agent.store import MemoryStore
 
     a = Agent(
         node=2,
@@ -41,7 +41,7 @@ def test_a_bundle_for_another_node_is_held_at_most_max_forward_lifetime() -> Non
 
 
 def test_own_bundles_keep_their_lifetime() -> None:
-    from dtn.agent.store import MemoryStore
+    from dcis.dtn.agent.store import MemoryStore
 
     a = Agent(
         node=2, store=MemoryStore(), config=AgentConfig(max_forward_lifetime_ms=DAY)
@@ -84,8 +84,8 @@ def test_tombstones_are_kept_at_most_max_tombstone_ms(tmp_path: Path) -> None:
 
 
 def test_the_number_of_bundles_held_is_bounded() -> None:
-    from dtn.agent.agent import TooManyBundles
-    from dtn.agent.store import MemoryStore
+    from dcis.dtn.agent.agent import TooManyBundles
+    from dcis.dtn.agent.store import MemoryStore
     from tests.unit.agent.helpers import Ack
 
     a = Agent(node=2, store=MemoryStore(), config=AgentConfig(max_bundles=3))

@@ -5,16 +5,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from dtn.agent.actions import Ack, Action, Deliver, Transmit
-from dtn.agent.agent import Agent, AgentConfig
-from dtn.agent.store import MemoryStore
-from dtn.bpv7.admin import StatusReason, StatusReport, decode_admin_record_untrusted
-from dtn.bpv7.bundle import Bundle, decode_bundle_untrusted, encode_bundle, make_bundle
-from dtn.bpv7.canonical import CanonicalBlock
-from dtn.bpv7.eid import IpnEid
-from dtn.bpv7.flags import BlockFlags, BundleFlags, CrcType
-from dtn.routing.contact import Contact
-from dtn.routing.plan import ContactPlan
+from dcis.dtn.agent.actions import Ack, Action, Deliver, Transmit
+from dcis.dtn.agent.agent import Agent, AgentConfig
+from dcis.dtn.agent.store import MemoryStore
+from dcis.dtn.bpv7.admin import (
+    StatusReason,
+    StatusReport,
+    decode_admin_record_untrusted,
+)
+from dcis.dtn.bpv7.bundle import (
+    Bundle,
+    decode_bundle_untrusted,
+    encode_bundle,
+    make_bundle,
+)
+from dcis.dtn.bpv7.canonical import CanonicalBlock
+from dcis.dtn.bpv7.eid import IpnEid
+from dcis.dtn.bpv7.flags import BlockFlags, BundleFlags, CrcType
+from dcis.dtn.routing.contact import Contact
+from dcis.dtn.routing.plan import ContactPlan
 from tests.unit.agent.helpers import Net, events, link, of
 
 S = 1000

@@ -8,11 +8,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-from dtn.agent.actions import Ack, Deliver, Transmit
-from dtn.agent.agent import Agent
-from dtn.agent.store import SqliteStore
-from dtn.bpv7.bundle import encode_bundle, make_bundle
-from dtn.bpv7.fragment import fragment_bundle
+from dcis.dtn.agent.actions import Ack, Deliver, Transmit
+from dcis.dtn.agent.agent import Agent
+from dcis.dtn.agent.store import SqliteStore
+from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
+from dcis.dtn.bpv7.fragment import fragment_bundle
 from tests.unit.agent.helpers import events, link, of
 
 T0 = 1_000_000
@@ -165,10 +165,10 @@ def test_acknowledged_bundles_survive_kill_9(tmp_path: Path) -> None:
     child = textwrap.dedent(
         f"""
         import os, signal, sys
-        from dtn.agent.actions import Ack
-        from dtn.agent.agent import Agent, Received
-        from dtn.agent.store import SqliteStore
-        from dtn.bpv7.bundle import encode_bundle, make_bundle
+        from dcis.dtn.agent.actions import Ack
+        from dcis.dtn.agent.agent import Agent, Received
+        from dcis.dtn.agent.store import SqliteStore
+        from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
         a = Agent(node=2, store=SqliteStore({str(path)!r}))
         def b(i):
             return encode_bundle(make_bundle(source="ipn:1.1", destination="ipn:3.1", payload=b"k" * 1000,

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from dtn.agent.actions import Deliver, Transmit
-from dtn.agent.agent import Agent, AgentConfig
-from dtn.agent.store import MemoryStore
-from dtn.bpv7.bundle import Bundle, decode_bundle_untrusted, encode_bundle, make_bundle
-from dtn.bpv7.fragment import fragment_bundle
-from dtn.routing.contact import Contact
-from dtn.routing.plan import ContactPlan
+from dcis.dtn.agent.actions import Deliver, Transmit
+from dcis.dtn.agent.agent import Agent, AgentConfig
+from dcis.dtn.agent.store import MemoryStore
+from dcis.dtn.bpv7.bundle import (
+    Bundle,
+    decode_bundle_untrusted,
+    encode_bundle,
+    make_bundle,
+)
+from dcis.dtn.bpv7.fragment import fragment_bundle
+from dcis.dtn.routing.contact import Contact
+from dcis.dtn.routing.plan import ContactPlan
 from tests.unit.agent.helpers import events, link, of
 
 S = 1000  # ms per second; plan epoch 0
@@ -151,7 +156,7 @@ def test_a_full_contact_does_not_rescan_the_whole_queue_per_bundle(
         decodes += 1
         return real(data)
 
-    monkeypatch.setattr("dtn.agent.agent.decode_bundle_untrusted", counting)
+    monkeypatch.setattr("dcis.dtn.agent.agent.decode_bundle_untrusted", counting)
     for i in range(20):
         _send(a, "ipn:2.1", lifetime_ms=3_600 * S, now=10 * S + i, size=1000)
     assert decodes <= 20 * (8 + 2)

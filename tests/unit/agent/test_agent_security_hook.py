@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 
-from dtn.agent.actions import Ack, Deliver, Transmit
-from dtn.agent.agent import Agent
-from dtn.agent.store import MemoryStore
-from dtn.bpv7.admin import StatusReason
-from dtn.bpv7.bundle import Bundle, decode_bundle_untrusted, encode_bundle, make_bundle
-from dtn.bpv7.canonical import CanonicalBlock
-from dtn.bpv7.flags import BlockType, CrcType
-from dtn.bpv7.fragment import fragment_bundle
+from dcis.dtn.agent.actions import Ack, Deliver, Transmit
+from dcis.dtn.agent.agent import Agent
+from dcis.dtn.agent.store import MemoryStore
+from dcis.dtn.bpv7.admin import StatusReason
+from dcis.dtn.bpv7.bundle import (
+    Bundle,
+    decode_bundle_untrusted,
+    encode_bundle,
+    make_bundle,
+)
+from dcis.dtn.bpv7.canonical import CanonicalBlock
+from dcis.dtn.bpv7.flags import BlockType, CrcType
+from dcis.dtn.bpv7.fragment import fragment_bundle
 from tests.unit.agent.helpers import events, link, of
 
 T0 = 1_000_000

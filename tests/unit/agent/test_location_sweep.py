@@ -1,6 +1,6 @@
 """h2-style sweep: a real agent is driven into every Location a stored bundle
 can have, every Input is applied, and the bundle must end where
-dtn.agent.location.TRANSITIONS says (issue 11)."""
+dcis.dtn.agent.location.TRANSITIONS says (issue 11)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from dtn.agent.actions import Transmit
-from dtn.agent.agent import Agent
-from dtn.agent.location import TRANSITIONS, Input, Location, location_of
-from dtn.agent.store import MemoryStore
-from dtn.bpv7.bundle import encode_bundle, make_bundle
-from dtn.bpv7.fragment import fragment_bundle
-from dtn.routing.contact import Contact
+from dcis.dtn.agent.actions import Transmit
+from dcis.dtn.agent.agent import Agent
+from dcis.dtn.agent.location import TRANSITIONS, Input, Location, location_of
+from dcis.dtn.agent.store import MemoryStore
+from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
+from dcis.dtn.bpv7.fragment import fragment_bundle
+from dcis.dtn.routing.contact import Contact
 
 C13 = Contact(1, 3, 0.0, float("inf"), 0.0)
 NOW = 1_000

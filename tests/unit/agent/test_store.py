@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dtn.agent.store import (
+from dcis.dtn.agent.store import (
     BundleState,
     BundleStore,
     MemoryStore,
@@ -19,7 +19,7 @@ from dtn.agent.store import (
     StoreError,
     StoreFull,
 )
-from dtn.errors import DtnError, InvalidArgument
+from dcis.dtn.errors import DtnError, InvalidArgument
 
 
 def rec(
@@ -170,7 +170,7 @@ def test_sqlite_survives_kill_9(tmp_path: Path) -> None:
     child = textwrap.dedent(
         f"""
         import os, signal, sys
-        from dtn.agent.store import SqliteStore, StoredBundle, BundleState
+        from dcis.dtn.agent.store import SqliteStore, StoredBundle, BundleState
         s = SqliteStore({str(path)!r}, limit_bytes=10**6)
         for i in range(50):
             s.put(StoredBundle(key=f"k{{i}}", destination="ipn:2.1", expiry_ms=1, state=BundleState.PENDING,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dtn.agent.store import BundleState, SqliteStore, StoreCorrupt, StoredBundle
+from dcis.dtn.agent.store import BundleState, SqliteStore, StoreCorrupt, StoredBundle
 
 BIG = 10_000  # over the default inline limit (2048)
 
@@ -109,7 +109,7 @@ def test_rolled_back_put_leaves_no_live_reference(tmp_path: Path) -> None:
 
 
 def test_duplicate_key_is_refused_before_writing(tmp_path: Path) -> None:
-    from dtn.errors import InvalidArgument
+    from dcis.dtn.errors import InvalidArgument
 
     db = tmp_path / "b.db"
     s = SqliteStore(db)
@@ -207,7 +207,7 @@ def test_a_second_process_cannot_open_the_same_store(tmp_path: Path) -> None:
     s = SqliteStore(db)
     code = (
         "import sys\n"
-        "from dtn.agent.store import SqliteStore, StoreError\n"
+        "from dcis.dtn.agent.store import SqliteStore, StoreError\n"
         "try:\n"
         f"    SqliteStore({str(db)!r})\n"
         "except StoreError as e:\n"
@@ -294,7 +294,7 @@ def test_kill_9_after_commit_keeps_segment_bundles(tmp_path: Path) -> None:
     code = textwrap.dedent(
         f"""
         import os, signal
-        from dtn.agent.store import BundleState, SqliteStore, StoredBundle
+        from dcis.dtn.agent.store import BundleState, SqliteStore, StoredBundle
         s = SqliteStore({str(db)!r}, deferred_sync=True)
         for i in range(20):
             data = (i.to_bytes(4, "big") * 20_000)[:70_000]
@@ -321,7 +321,7 @@ def test_kill_9_after_commit_keeps_segment_bundles(tmp_path: Path) -> None:
 def test_a_failed_segment_removal_is_a_store_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deferred: bool
 ) -> None:
-    from dtn.agent.store import StoreError
+    from dcis.dtn.agent.store import StoreError
 
     db = tmp_path / "b.db"
     s = SqliteStore(db, segment_bytes=BIG, deferred_sync=deferred)
@@ -393,7 +393,7 @@ def test_a_nearly_full_disk_refuses_new_bundles_and_recovers(
 ) -> None:
     import types
 
-    from dtn.agent.store import DiskFull, StoreFull
+    from dcis.dtn.agent.store import DiskFull, StoreFull
 
     free = [100 << 20]
     real = os.statvfs

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dtn.appapi.wire import MessageReader, decode_message_untrusted, encode_message
-from dtn.cl.mtcp import encode_mtcp_frame
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.appapi.wire import MessageReader, decode_message_untrusted, encode_message
+from dcis.dtn.cl.mtcp import encode_mtcp_frame
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 MESSAGES = [
     {"type": "register", "id": 1, "endpoint": "ipn:5.3"},

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from crypto import NodeIdentity, OperatorKey, issue_certificate
-from crypto.certificate import NodeCertificate
+from dcis.crypto import NodeIdentity, OperatorKey, issue_certificate
+from dcis.crypto.certificate import NodeCertificate
 
 
 def certify(

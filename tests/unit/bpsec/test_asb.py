@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dtn.bpsec import AbstractSecurityBlock, decode_asb_untrusted, encode_asb
-from dtn.bpv7 import DTN_NONE, DtnEid, IpnEid
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.bpsec import AbstractSecurityBlock, decode_asb_untrusted, encode_asb
+from dcis.dtn.bpv7 import DTN_NONE, DtnEid, IpnEid
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 u64 = st.integers(min_value=0, max_value=2**64 - 1)
 values = st.recursive(

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from crypto import AuthenticationFailed, NodeIdentity, OperatorKey
-from dtn.bpsec import (
+from dcis.crypto import AuthenticationFailed, NodeIdentity, OperatorKey
+from dcis.dtn.bpsec import (
     BCB_X25519_XCHACHA20POLY1305,
     BIB_ED25519,
     KeyRing,
@@ -15,9 +15,9 @@ from dtn.bpsec import (
     add_bib_ed25519,
     unprotect,
 )
-from dtn.bpv7 import Bundle, decode_bundle_untrusted, encode_bundle, make_bundle
-from dtn.bpv7.primary import encode_primary
-from dtn.errors import DecodeError
+from dcis.dtn.bpv7 import Bundle, decode_bundle_untrusted, encode_bundle, make_bundle
+from dcis.dtn.bpv7.primary import encode_primary
+from dcis.dtn.errors import DecodeError
 from tests.unit.bpsec.helpers import certify
 
 OP = OperatorKey.generate(entropy=b"o" * 32)
@@ -122,10 +122,10 @@ def test_forwarding_node_without_keys_leaves_bundle_intact() -> None:
 
 
 def test_bcb_can_seal_several_targets() -> None:
-    from dtn.bpv7 import CanonicalBlock
+    from dcis.dtn.bpv7 import CanonicalBlock
 
     base = plain_bundle()
-    # An extension block of a type dtn.bpv7 does not parse (it validates the
+    # An extension block of a type dcis.dtn.bpv7 does not parse (it validates the
     # content of types 6, 7 and 10 on decode, which ciphertext would fail).
     with_age = Bundle(
         base.primary, (CanonicalBlock(192, 2, data=b"telemetry"), *base.blocks)

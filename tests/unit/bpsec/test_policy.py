@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from crypto import NodeIdentity, OperatorKey
-from dtn.bpsec import (
+from dcis.crypto import NodeIdentity, OperatorKey
+from dcis.dtn.bpsec import (
     BCB_X25519_XCHACHA20POLY1305,
     BIB_ED25519,
     KeyRing,
@@ -12,8 +12,8 @@ from dtn.bpsec import (
     payload_verdict,
     unprotect,
 )
-from dtn.bpv7 import make_bundle
-from dtn.bpv7.admin import StatusReason
+from dcis.dtn.bpv7 import make_bundle
+from dcis.dtn.bpv7.admin import StatusReason
 from tests.unit.bpsec.helpers import certify
 
 OP = OperatorKey.generate(entropy=b"o" * 32)

@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import pytest
 
-from crypto import NodeIdentity, OperatorKey
-from dtn.agent.security import SecurityPolicy
-from dtn.bpsec import (
+from dcis.crypto import NodeIdentity, OperatorKey
+from dcis.dtn.agent.security import SecurityPolicy
+from dcis.dtn.bpsec import (
     add_bcb_aes_gcm,
     add_bcb_x25519,
     decode_asb_untrusted,
@@ -23,11 +23,11 @@ from dtn.bpsec import (
     process,
     rfc9173,
 )
-from dtn.bpv7 import Bundle, encode_bundle, make_bundle
-from dtn.bpv7.eid import IpnEid
-from dtn.bpv7.flags import BlockType
-from dtn.errors import InvalidArgument
-from dtn.sim import sim_random_bytes
+from dcis.dtn.bpv7 import Bundle, encode_bundle, make_bundle
+from dcis.dtn.bpv7.eid import IpnEid
+from dcis.dtn.bpv7.flags import BlockType
+from dcis.dtn.errors import InvalidArgument
+from dcis.dtn.sim import sim_random_bytes
 from tests.unit.bpsec.helpers import certify
 
 OP = OperatorKey.generate(entropy=b"rand operator".ljust(32, b"."))

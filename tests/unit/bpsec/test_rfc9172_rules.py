@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from dtn.bpsec import add_bcb_aes_gcm, add_bib_hmac_sha2, verify_and_decrypt
-from dtn.bpsec.asb import AbstractSecurityBlock, encode_asb
-from dtn.bpv7 import (
+from dcis.dtn.bpsec import add_bcb_aes_gcm, add_bib_hmac_sha2, verify_and_decrypt
+from dcis.dtn.bpsec.asb import AbstractSecurityBlock, encode_asb
+from dcis.dtn.bpv7 import (
     BlockFlags,
     Bundle,
     CanonicalBlock,
@@ -17,7 +17,7 @@ from dtn.bpv7 import (
     fragment_bundle,
     make_bundle,
 )
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 HMAC_KEY = bytes(range(16))
 AES_KEY = bytes(range(32))
@@ -128,8 +128,8 @@ def test_well_formed_bundles_still_verify() -> None:
 
 
 def test_x25519_fast_path_applies_the_same_adding_rules() -> None:
-    from crypto.keys import NodeIdentity
-    from dtn.bpsec import add_bcb_x25519
+    from dcis.crypto.keys import NodeIdentity
+    from dcis.dtn.bpsec import add_bcb_x25519
 
     me = NodeIdentity.generate(1, entropy=b"a" * 32)
     peer = NodeIdentity.generate(2, entropy=b"b" * 32)
@@ -146,7 +146,7 @@ def test_a_null_security_source_is_malformed(null: str) -> None:
     # RFC 9172 3.6: the security source is the node that added the block; the
     # null endpoint has no members, so no node can have added it (Hardy
     # refuses it too).
-    from dtn.bpv7 import parse_eid
+    from dcis.dtn.bpv7 import parse_eid
 
     b = _plain()
     asb = AbstractSecurityBlock(
@@ -167,7 +167,7 @@ def test_multi_target_aes_gcm_never_reuses_key_and_iv() -> None:
     # one IV, so one BCB over two targets encrypts both under the same
     # (key, IV): GCM then leaks the XOR of the plaintexts and its
     # authentication key. Each target gets its own BCB and IV instead.
-    from dtn.bpsec import decode_asb_untrusted
+    from dcis.dtn.bpsec import decode_asb_untrusted
 
     b = _plain()
     hop = b.block_of_type(10)

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from crypto import AuthenticationFailed
-from dtn.bpsec import (
+from dcis.crypto import AuthenticationFailed
+from dcis.dtn.bpsec import (
     BCB_AES_GCM,
     BIB_HMAC_SHA2,
     decode_asb_untrusted,
     encode_asb,
     verify_and_decrypt,
 )
-from dtn.bpv7 import BlockType, IpnEid, decode_bundle_untrusted, encode_bundle
-from dtn.errors import DecodeError
+from dcis.dtn.bpv7 import BlockType, IpnEid, decode_bundle_untrusted, encode_bundle
+from dcis.dtn.errors import DecodeError
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "rfc9173_appendix_a.hex"
 PLAINTEXT = b"Ready to generate a 32-byte payload"
@@ -148,7 +148,7 @@ def _protected_spans(case: str, data: bytes) -> list[tuple[int, int]]:
     bundle = decode_bundle_untrusted(data)
     spans = []
     primary = data[1 : data.index(bytes.fromhex("1a000f4240")) + 5]
-    from dtn.bpv7.canonical import encode_block
+    from dcis.dtn.bpv7.canonical import encode_block
 
     for b in bundle.blocks:
         enc = encode_block(b)

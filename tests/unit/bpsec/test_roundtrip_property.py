@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crypto import AuthenticationFailed
-from dtn.bpsec import (
+from dcis.crypto import AuthenticationFailed
+from dcis.dtn.bpsec import (
     AesVariant,
     ScopeFlags,
     ShaVariant,
@@ -15,7 +15,7 @@ from dtn.bpsec import (
     add_bib_hmac_sha2,
     verify_and_decrypt,
 )
-from dtn.bpv7 import (
+from dcis.dtn.bpv7 import (
     Bundle,
     CanonicalBlock,
     CrcType,
@@ -38,7 +38,7 @@ def bundles(draw: st.DrawFn) -> Bundle:
         crc_type=draw(st.sampled_from(list(CrcType))),
     )
     extra = draw(st.lists(st.binary(max_size=20), max_size=2))
-    # Extension blocks of types dtn.bpv7 does not parse: it checks the content
+    # Extension blocks of types dcis.dtn.bpv7 does not parse: it checks the content
     # of types 6, 7 and 10 on decode, which a BCB's ciphertext would fail.
     first = base.next_block_number()
     blocks = tuple(

@@ -7,10 +7,10 @@ import contextlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crypto import AuthenticationFailed, NodeIdentity, OperatorKey
-from dtn.bpsec import AbstractSecurityBlock, KeyRing, encode_asb, unprotect
-from dtn.bpv7 import BlockFlags, Bundle, CanonicalBlock, IpnEid, make_bundle
-from dtn.errors import DecodeError
+from dcis.crypto import AuthenticationFailed, NodeIdentity, OperatorKey
+from dcis.dtn.bpsec import AbstractSecurityBlock, KeyRing, encode_asb, unprotect
+from dcis.dtn.bpv7 import BlockFlags, Bundle, CanonicalBlock, IpnEid, make_bundle
+from dcis.dtn.errors import DecodeError
 from tests.unit.bpsec.helpers import certify
 
 ME = NodeIdentity.generate(9, entropy=b"m" * 32)
@@ -71,7 +71,7 @@ def test_out_of_range_integer_parameters_fail_closed() -> None:
     # Regression: a 70-bit scope value once escaped as OverflowError.
     import pytest
 
-    from dtn.bpsec import verify_and_decrypt
+    from dcis.dtn.bpsec import verify_and_decrypt
 
     base = make_bundle(
         source="ipn:5.1", destination="ipn:9.1", payload=b"x", creation_ms=5

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from dtn.bpv7 import (
+from dcis.dtn.bpv7 import (
     Bundle,
     BundleFlags,
     CreationTimestamp,
@@ -24,7 +24,7 @@ from dtn.bpv7 import (
     make_bundle,
     make_status_report,
 )
-from dtn.errors import DecodeError
+from dcis.dtn.errors import DecodeError
 
 
 def test_report_bundle_goes_to_report_to_with_times_when_requested() -> None:
@@ -147,7 +147,7 @@ def test_ipn_0_x_other_than_the_null_endpoint_is_reported_to() -> None:
 
 
 def test_is_null_eid() -> None:
-    from dtn.bpv7 import DTN_NONE, is_null_eid, parse_eid
+    from dcis.dtn.bpv7 import DTN_NONE, is_null_eid, parse_eid
 
     assert is_null_eid(DTN_NONE)
     assert is_null_eid(parse_eid("ipn:0.0"))

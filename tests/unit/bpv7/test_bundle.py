@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dtn.bpv7 import (
+from dcis.dtn.bpv7 import (
     DTN_NONE,
     BlockFlags,
     BlockType,
@@ -19,7 +19,7 @@ from dtn.bpv7 import (
     encode_bundle,
     make_bundle,
 )
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 
 def sample(**kw: object) -> Bundle:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dtn.bpv7 import cbor
-from dtn.errors import DecodeError
+from dcis.dtn.bpv7 import cbor
+from dcis.dtn.errors import DecodeError
 
 
 @pytest.mark.parametrize(

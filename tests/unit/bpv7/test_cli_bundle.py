@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from dtn.bpv7 import (
+from dcis.dtn.bpv7 import (
     BundleFlags,
     decode_bundle_untrusted,
     encode_bundle,
     fragment_bundle,
     make_bundle,
 )
-from tools.cli import main
+from dcis.tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[3]
 # The installed console script when present (what users run), else the same entry point.
@@ -27,7 +27,7 @@ DCIS = (
     else [
         sys.executable,
         "-c",
-        "import sys; from tools.cli import main; sys.exit(main())",
+        "import sys; from dcis.tools.cli import main; sys.exit(main())",
     ]
 )
 

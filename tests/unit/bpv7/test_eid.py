@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dtn.bpv7.eid import DTN_NONE, DtnEid, IpnEid, encode_eid, parse_eid, read_eid
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.bpv7.eid import DTN_NONE, DtnEid, IpnEid, encode_eid, parse_eid, read_eid
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 
 @pytest.mark.parametrize(

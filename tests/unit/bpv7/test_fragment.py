@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from dtn.bpv7 import (
+from dcis.dtn.bpv7 import (
     DTN_NONE,
     BlockFlags,
     Bundle,
@@ -21,7 +21,7 @@ from dtn.bpv7 import (
     make_bundle,
     reassemble,
 )
-from dtn.errors import InvalidArgument
+from dcis.dtn.errors import InvalidArgument
 
 REPL = CanonicalBlock(192, 5, BlockFlags.MUST_REPLICATE, CrcType.CRC16, b"rep")
 ONCE = CanonicalBlock(193, 6, BlockFlags.NONE, CrcType.NONE, b"once")

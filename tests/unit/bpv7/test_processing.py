@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dtn.bpv7 import (
+from dcis.dtn.bpv7 import (
     BlockFlags,
     BlockType,
     Bundle,

@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from dtn.bpv7 import decode_bundle_untrusted, encode_bundle, make_bundle
-from dtn.bpv7.bundle import Bundle
-from dtn.bpv7.fragment import fragment_bundle
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.bpv7 import decode_bundle_untrusted, encode_bundle, make_bundle
+from dcis.dtn.bpv7.bundle import Bundle
+from dcis.dtn.bpv7.fragment import fragment_bundle
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 
 def _fragments() -> list[Bundle]:
@@ -64,8 +64,8 @@ def test_second_previous_node_age_or_hop_count_block_is_malformed(
 ) -> None:
     # RFC 9171 4.4.1-4.4.3: at most one occurrence of each. Two hop count
     # blocks would let nodes disagree on which one limits the bundle.
-    from dtn.bpv7 import CanonicalBlock, HopCount, IpnEid
-    from dtn.bpv7.canonical import (
+    from dcis.dtn.bpv7 import CanonicalBlock, HopCount, IpnEid
+    from dcis.dtn.bpv7.canonical import (
         encode_bundle_age,
         encode_hop_count,
         encode_previous_node,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dtn.cl.tcpcl4.session import (
+from dcis.dtn.cl.tcpcl4.session import (
     BundleReceived,
     Session,
     SessionConfig,

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dtn.cl.mtcp import MtcpDecoder, encode_mtcp_frame
-from dtn.errors import DecodeError
+from dcis.dtn.cl.mtcp import MtcpDecoder, encode_mtcp_frame
+from dcis.dtn.errors import DecodeError
 
 
 @pytest.mark.parametrize("size", [0, 1, 23, 24, 255, 256, 65535, 65536, 200_000])

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from dtn.cl.tcpcl4.messages import (
+from dcis.dtn.cl.tcpcl4.messages import (
     ContactFlags,
     ContactHeader,
     ExtensionItem,
@@ -29,7 +29,7 @@ from dtn.cl.tcpcl4.messages import (
     encode_contact_header,
     encode_message,
 )
-from dtn.cl.tcpcl4.session import (
+from dcis.dtn.cl.tcpcl4.session import (
     TRANSITIONS,
     BundleReceived,
     Input,
@@ -44,7 +44,7 @@ from dtn.cl.tcpcl4.session import (
     TransferFailed,
     TransferTooLarge,
 )
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.errors import DecodeError, InvalidArgument
 from tests.unit.cl.tcpcl4_pair import Pair
 
 LIM = Limits()

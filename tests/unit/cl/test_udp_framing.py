@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dtn.cl.udp import (
+from dcis.dtn.cl.udp import (
     DCIS_PREFIX,
     AckBatcher,
     AckMode,
@@ -30,7 +30,7 @@ from dtn.cl.udp import (
     encode_data_segment,
     mac_ok,
 )
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 BUNDLE = (
     b"\x9f\x89\x07\x00\x01\x82\x02\x82\x02\x01\xff"  # shape only: starts like a bundle

@@ -26,9 +26,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tools.cli import build_parser
-from tools.cli import main as dcis_main
-from tools.dtn_node import main as dtn_node_main
+from dcis.tools.cli import build_parser
+from dcis.tools.cli import main as dcis_main
+from dcis.tools.dtn_node import main as dtn_node_main
 
 ROOT = Path(__file__).resolve().parents[3]
 CHAIN = (ROOT / "tools" / "plans" / "chain4.ionrc").read_text(encoding="utf-8")

@@ -9,9 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from dtn.runtime.config import _TCPCL_INTS, LIMIT_KEYS, ConfigError, config_from_dict
-from dtn.runtime.ltp import _INT_KEYS as LTP_KEYS
-from dtn.runtime.security import SECURITY_KEYS
+from dcis.dtn.runtime.config import (
+    _TCPCL_INTS,
+    LIMIT_KEYS,
+    ConfigError,
+    config_from_dict,
+)
+from dcis.dtn.runtime.ltp import _INT_KEYS as LTP_KEYS
+from dcis.dtn.runtime.security import SECURITY_KEYS
 
 ROOT = Path(__file__).resolve().parents[3]
 DOC = (ROOT / "spec" / "config.md").read_text(encoding="utf-8")

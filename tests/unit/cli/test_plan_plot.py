@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from dtn.routing.contact import Contact, Range
-from dtn.routing.plan import ContactPlan, format_ionrc
-from dtn.sim.scenarios import leo_constellation
-from tools.cli import main
-from tools.cmd_plan import _hm, plot_rows
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.routing.plan import ContactPlan, format_ionrc
+from dcis.dtn.sim.scenarios import leo_constellation
+from dcis.tools.cli import main
+from dcis.tools.cmd_plan import _hm, plot_rows
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""consensus.testing: the linearizability checker and the Cluster's network."""
+"""dcis.consensus.testing: the linearizability checker and the Cluster's network."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consensus.testing import (
+from dcis.consensus.testing import (
     Cluster,
     Crash,
     Duplicate,
@@ -20,7 +20,7 @@ from consensus.testing import (
     linearizable,
     mesh_plan,
 )
-from dtn.node.service import Inbound, Send, ServiceContext
+from dcis.dtn.node.service import Inbound, Send, ServiceContext
 
 
 def op(

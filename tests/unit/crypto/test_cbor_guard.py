@@ -1,4 +1,4 @@
-"""crypto.cbor_guard: untrusted CBOR reaches cbor2's C decoder only when its
+"""dcis.crypto.cbor_guard: untrusted CBOR reaches cbor2's C decoder only when its
 leaking error paths are out of reach, and decodes as cbor2 would otherwise."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crypto.cbor_guard import check_untrusted, loads_untrusted
-from crypto.errors import DecodeError
-from dtn.cl.udp import DCIS_TAG, decode_datagram_untrusted
-from dtn.errors import DecodeError as DtnDecodeError
+from dcis.crypto.cbor_guard import check_untrusted, loads_untrusted
+from dcis.crypto.errors import DecodeError
+from dcis.dtn.cl.udp import DCIS_TAG, decode_datagram_untrusted
+from dcis.dtn.errors import DecodeError as DtnDecodeError
 
 values = st.recursive(
     st.none()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from crypto import KeyStore, verify_certificate
-from tools.cli import main
+from dcis.crypto import KeyStore, verify_certificate
+from dcis.tools.cli import main
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crypto import (
+from dcis.crypto import (
     AuthenticationFailed,
     CertificateRejected,
     DecodeError,

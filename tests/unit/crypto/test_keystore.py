@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from crypto import (
+from dcis.crypto import (
     KeyStore,
     KeyStoreError,
     NodeIdentity,

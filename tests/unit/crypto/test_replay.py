@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from crypto import InvalidArgument, ReplayGuard, ReplayVerdict, ReplayWindow
+from dcis.crypto import InvalidArgument, ReplayGuard, ReplayVerdict, ReplayWindow
 
 NEW, DUP, OLD = ReplayVerdict.NEW, ReplayVerdict.DUPLICATE, ReplayVerdict.TOO_OLD
 

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from dfs.api import PART_BYTES, Dfs, TrioDfs
-from dfs.core import appwire
-from dfs.core.errors import DecodeError, InvalidArgument, NotFound, PlacementError
-from dfs.core.service import DfsConfig
-from dfs.testing import AppTransport, Cluster
-from dtn.client.common import ReceivedBundle
-from dtn.node.service import Inbound
+from dcis.dfs.api import PART_BYTES, Dfs, TrioDfs
+from dcis.dfs.core import appwire
+from dcis.dfs.core.errors import DecodeError, InvalidArgument, NotFound, PlacementError
+from dcis.dfs.core.service import DfsConfig
+from dcis.dfs.testing import AppTransport, Cluster
+from dcis.dtn.client.common import ReceivedBundle
+from dcis.dtn.node.service import Inbound
 
 CFG = DfsConfig(chunk_size=4096, k=2, n=4)
 

@@ -1,5 +1,5 @@
 """``dcis put/get/ls/stat/rm`` against the in-memory cluster (the app API
-connection replaced by dfs.testing.AppTransport)."""
+connection replaced by dcis.dfs.testing.AppTransport)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dfs.core.service import DfsConfig
-from dfs.testing import AppTransport, Cluster
-from tools import cli, cmd_dfs
+from dcis.dfs.core.service import DfsConfig
+from dcis.dfs.testing import AppTransport, Cluster
+from dcis.tools import cli, cmd_dfs
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dfs.core.codec import (
+from dcis.dfs.core.codec import (
     block_from_ciphertext,
     block_len,
     chunk_hash,
@@ -17,7 +17,7 @@ from dfs.core.codec import (
     decrypt_chunk,
     encode_chunk,
 )
-from dfs.core.errors import DecodeError
+from dcis.dfs.core.errors import DecodeError
 
 KEY = bytes(range(32))
 OID = bytes(16)

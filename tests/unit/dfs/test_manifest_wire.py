@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dfs.core import wire
-from dfs.core.codec import object_hash
-from dfs.core.errors import DecodeError, InvalidArgument
-from dfs.core.manifest import (
+from dcis.dfs.core import wire
+from dcis.dfs.core.codec import object_hash
+from dcis.dfs.core.errors import DecodeError, InvalidArgument
+from dcis.dfs.core.manifest import (
     Manifest,
     Placement,
     Tombstone,
@@ -175,7 +175,7 @@ def test_store_chunk_past_count_rejected() -> None:
 
 @pytest.mark.parametrize("name", ["", "a\x00b", "\ud800", "x" * 1025])
 def test_bad_names_are_invalid_arguments(name: str) -> None:
-    from dfs.core.manifest import check_name
+    from dcis.dfs.core.manifest import check_name
 
     with pytest.raises(InvalidArgument):
         check_name(name)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from consensus.membership.view import MemberInfo, MemberState, Resources
-from dfs.core.errors import CorruptBlock, PlacementError, StoreFull
-from dfs.core.placement import choose_holders, rank_nodes
-from dfs.core.store import MemoryShareStore
+from dcis.consensus.membership.view import MemberInfo, MemberState, Resources
+from dcis.dfs.core.errors import CorruptBlock, PlacementError, StoreFull
+from dcis.dfs.core.placement import choose_holders, rank_nodes
+from dcis.dfs.core.store import MemoryShareStore
 
 NOW = 1_000_000
 

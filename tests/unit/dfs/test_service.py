@@ -1,4 +1,4 @@
-"""The object store service over the in-memory cluster (dfs.testing)."""
+"""The object store service over the in-memory cluster (dcis.dfs.testing)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from consensus.log.api import Level
-from crypto.keys import NodeIdentity
-from dfs.core.errors import NotFound, PlacementError, Unrecoverable
-from dfs.core.manifest import placement_key
-from dfs.core.service import AccessDenied, Busy, DfsConfig, DfsService, OpState
-from dfs.core.store import MemoryShareStore
-from dfs.sharestore import DiskShareStore
-from dfs.testing import Cluster, FakeContext, MemoryLog, StaticMembership
-from dtn.node.service import Inbound
+from dcis.consensus.log.api import Level
+from dcis.crypto.keys import NodeIdentity
+from dcis.dfs.core.errors import NotFound, PlacementError, Unrecoverable
+from dcis.dfs.core.manifest import placement_key
+from dcis.dfs.core.service import AccessDenied, Busy, DfsConfig, DfsService, OpState
+from dcis.dfs.core.store import MemoryShareStore
+from dcis.dfs.sharestore import DiskShareStore
+from dcis.dfs.testing import Cluster, FakeContext, MemoryLog, StaticMembership
+from dcis.dtn.node.service import Inbound
 
 CFG = DfsConfig(
     chunk_size=1000,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dfs.core.errors import CorruptBlock, InvalidArgument, StoreFull
-from dfs.core.store import MemoryShareStore
-from dfs.sharestore import HEADER, DiskShareStore
+from dcis.dfs.core.errors import CorruptBlock, InvalidArgument, StoreFull
+from dcis.dfs.core.store import MemoryShareStore
+from dcis.dfs.sharestore import HEADER, DiskShareStore
 
 OID = bytes(range(16))
 

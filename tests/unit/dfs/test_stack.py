@@ -1,4 +1,4 @@
-"""dfs.stack: the daemon factory of membership + log + object store."""
+"""dcis.dfs.stack: the daemon factory of membership + log + object store."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dfs.stack import build, config_from_env, factory, member_keys, share_dir
+from dcis.dfs.stack import build, config_from_env, factory, member_keys, share_dir
 
 
 def test_factory_builds_the_three_services_on_disk(

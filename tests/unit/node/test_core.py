@@ -12,10 +12,18 @@ from typing import Any
 
 import pytest
 
-from dtn.agent.actions import Ack, Action, Deliver, Event, EventKind, Schedule, Transmit
-from dtn.agent.agent import Agent
-from dtn.agent.store import MemoryStore, SqliteStore
-from dtn.node import (
+from dcis.dtn.agent.actions import (
+    Ack,
+    Action,
+    Deliver,
+    Event,
+    EventKind,
+    Schedule,
+    Transmit,
+)
+from dcis.dtn.agent.agent import Agent
+from dcis.dtn.agent.store import MemoryStore, SqliteStore
+from dcis.dtn.node import (
     EchoService,
     EndpointReserved,
     Inbound,
@@ -23,7 +31,7 @@ from dtn.node import (
     Send,
     ServiceContext,
 )
-from dtn.routing.contact import Contact
+from dcis.dtn.routing.contact import Contact
 
 ROOT = Path(__file__).resolve().parents[3]
 OPEN = float("inf")
@@ -330,7 +338,7 @@ def test_ping_through_two_cores() -> None:
 
 
 def test_duplicate_service_numbers_are_refused() -> None:
-    from dtn.errors import InvalidArgument
+    from dcis.dtn.errors import InvalidArgument
 
     with pytest.raises(InvalidArgument, match="service number 30"):
         NodeCore(
@@ -415,7 +423,7 @@ class CountingStore(MemoryStore):
 
 
 def test_services_that_answer_each_other_forever_cannot_hang_the_node() -> None:
-    from dtn.node.core import MAX_SERVICE_DELIVERIES
+    from dcis.dtn.node.core import MAX_SERVICE_DELIVERIES
 
     log: list[tuple[Any, ...]] = []
     ping, pong = Svc(30, log), Svc(31, log)
@@ -436,7 +444,7 @@ def test_services_that_answer_each_other_forever_cannot_hang_the_node() -> None:
 
 
 def test_the_node_core_touches_no_files() -> None:
-    # Stricter than the sans-I/O rule for every core: dtn.node reaches the
+    # Stricter than the sans-I/O rule for every core: dcis.dtn.node reaches the
     # disk only through the store it is given (issue 11).
     banned = {"os", "sqlite3", "pathlib", "shutil", "tempfile", "io"}
     for path in sorted((ROOT / "dtn/node").glob("*.py")):

@@ -17,11 +17,11 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from dtn.agent.actions import Ack, Action, Transmit
-from dtn.agent.agent import Agent
-from dtn.agent.store import MemoryStore
-from dtn.node import Inbound, NodeCore, Send, ServiceContext
-from dtn.routing.contact import Contact
+from dcis.dtn.agent.actions import Ack, Action, Transmit
+from dcis.dtn.agent.agent import Agent
+from dcis.dtn.agent.store import MemoryStore
+from dcis.dtn.node import Inbound, NodeCore, Send, ServiceContext
+from dcis.dtn.routing.contact import Contact
 
 OPEN = float("inf")
 UP_12 = Contact(1, 2, 0.0, OPEN, 0.0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from dtn.node.state import MemoryStateBackend, StagedState, StateBackend
+from dcis.dtn.node.state import MemoryStateBackend, StagedState, StateBackend
 
 KEYS = st.sampled_from(["a", "ab", "b", "ba", "c"])
 VALUES = st.binary(max_size=8)
@@ -65,7 +65,7 @@ TestStagedState = StagedStateMachine.TestCase
 def test_bad_keys_and_values_are_refused() -> None:
     import pytest
 
-    from dtn.errors import InvalidArgument
+    from dcis.dtn.errors import InvalidArgument
 
     s = StagedState(MemoryStateBackend(), 1)
     with pytest.raises(InvalidArgument):

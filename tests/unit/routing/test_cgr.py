@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from dtn.errors import InvalidArgument
-from dtn.routing.cgr import Router
-from dtn.routing.contact import Contact
-from dtn.routing.plan import ContactPlan, load_plan
+from dcis.dtn.errors import InvalidArgument
+from dcis.dtn.routing.cgr import Router
+from dcis.dtn.routing.contact import Contact
+from dcis.dtn.routing.plan import ContactPlan, load_plan
 
 PLANS = Path(__file__).resolve().parents[2] / "vectors" / "plans"
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-import tools.cmd_plan
-import tools.cmd_route
-from dtn.routing.cgr import Router, replay
-from dtn.routing.contact import Contact, Range
-from dtn.routing.plan import (
+import dcis.tools.cmd_plan
+import dcis.tools.cmd_route
+from dcis.dtn.routing.cgr import Router, replay
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.routing.plan import (
     ContactPlan,
     format_ionrc,
     ionrc_owlt_warnings,
@@ -26,8 +26,8 @@ def main(argv: list[str]) -> int:
     """``dcis route`` / ``dcis plan`` alone (the commands under test, not the whole CLI)."""
     p = argparse.ArgumentParser(prog="dcis")
     sub = p.add_subparsers(required=True)
-    tools.cmd_route.register(sub)
-    tools.cmd_plan.register(sub)
+    dcis.tools.cmd_route.register(sub)
+    dcis.tools.cmd_plan.register(sub)
     args = p.parse_args(argv)
     return int(args.func(args))
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from dtn.routing.plan import load_plan
-from tools.cli import main
+from dcis.dtn.routing.plan import load_plan
+from dcis.tools.cli import main
 
 PLANS = Path(__file__).resolve().parents[2] / "vectors" / "plans"
 TUTORIAL = str(PLANS / "hdtn_cgrTutorial.json")

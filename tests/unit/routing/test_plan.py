@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dtn.errors import DtnError, InvalidArgument
-from dtn.routing.contact import Contact, Range
-from dtn.routing.plan import (
+from dcis.dtn.errors import DtnError, InvalidArgument
+from dcis.dtn.routing.contact import Contact, Range
+from dcis.dtn.routing.plan import (
     ContactPlan,
     PlanError,
     RoutingError,
@@ -201,8 +201,8 @@ def test_hdtn_light_times_survive_edits() -> None:
 
 
 def test_apply_ionrc_updates_in_place_all_or_nothing() -> None:
-    from dtn.routing.cgr import Router
-    from dtn.routing.plan import apply_ionrc
+    from dcis.dtn.routing.cgr import Router
+    from dcis.dtn.routing.plan import apply_ionrc
 
     plan = load_plan(PLANS / "ion_bench-cgr_global.ionrc")
     router = Router(plan)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dtn.bpsec import _aead
+from dcis.dtn.bpsec import _aead
 
 KEY = bytes(range(32))
 NONCE = bytes(range(100, 124))

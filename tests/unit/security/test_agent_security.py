@@ -1,6 +1,6 @@
 """SecurityPolicy inside real agents: protect at send, check at the destination.
 
-Two or three ``dtn.agent.Agent`` objects joined by hand (Transmit data fed to
+Two or three ``dcis.dtn.agent.Agent`` objects joined by hand (Transmit data fed to
 the next agent's ``on_receive``): a sealed bundle is delivered as plaintext,
 a keyless relay forwards it, fragments are checked once reassembled, and a
 rejected bundle yields a deletion status report with RFC 9172's reason code
@@ -14,16 +14,20 @@ from typing import Any
 
 import pytest
 
-from crypto import NodeIdentity, OperatorKey
-from dtn.agent.actions import Action, Deliver, Event, Transmit
-from dtn.agent.agent import Agent, AgentConfig
-from dtn.agent.security import NoCertificate, SecurityPolicy
-from dtn.agent.store import MemoryStore
-from dtn.bpv7 import Bundle, decode_bundle_untrusted, encode_bundle
-from dtn.bpv7.admin import StatusReason, StatusReport, decode_admin_record_untrusted
-from dtn.bpv7.flags import BlockType, BundleFlags
-from dtn.routing.contact import Contact
-from dtn.routing.plan import ContactPlan
+from dcis.crypto import NodeIdentity, OperatorKey
+from dcis.dtn.agent.actions import Action, Deliver, Event, Transmit
+from dcis.dtn.agent.agent import Agent, AgentConfig
+from dcis.dtn.agent.security import NoCertificate, SecurityPolicy
+from dcis.dtn.agent.store import MemoryStore
+from dcis.dtn.bpv7 import Bundle, decode_bundle_untrusted, encode_bundle
+from dcis.dtn.bpv7.admin import (
+    StatusReason,
+    StatusReport,
+    decode_admin_record_untrusted,
+)
+from dcis.dtn.bpv7.flags import BlockType, BundleFlags
+from dcis.dtn.routing.contact import Contact
+from dcis.dtn.routing.plan import ContactPlan
 from tests.unit.bpsec.helpers import certify
 
 OP = OperatorKey.generate(entropy=b"agent test operator".ljust(32, b"."))

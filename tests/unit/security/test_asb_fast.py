@@ -11,10 +11,10 @@ import cbor2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dtn.bpsec import asb as asb_mod
-from dtn.bpsec.asb import AbstractSecurityBlock, decode_asb_untrusted, encode_asb
-from dtn.bpv7.eid import IpnEid
-from dtn.errors import DecodeError
+from dcis.dtn.bpsec import asb as asb_mod
+from dcis.dtn.bpsec.asb import AbstractSecurityBlock, decode_asb_untrusted, encode_asb
+from dcis.dtn.bpv7.eid import IpnEid
+from dcis.dtn.errors import DecodeError
 
 u64 = st.integers(min_value=0, max_value=(1 << 64) - 1)
 # Values around every CBOR integer width boundary.
@@ -114,10 +114,10 @@ def test_other_shapes_are_not_templated() -> None:
 
 
 def test_fast_seal_gives_the_general_paths_bytes_and_opens_to_the_original() -> None:
-    from crypto import NodeIdentity, OperatorKey
-    from dtn.bpsec import KeyRing, add_bcb_x25519, unprotect
-    from dtn.bpsec.process import _SECURITY_TYPES
-    from dtn.bpv7 import encode_bundle, make_bundle
+    from dcis.crypto import NodeIdentity, OperatorKey
+    from dcis.dtn.bpsec import KeyRing, add_bcb_x25519, unprotect
+    from dcis.dtn.bpsec.process import _SECURITY_TYPES
+    from dcis.dtn.bpv7 import encode_bundle, make_bundle
     from tests.unit.bpsec.helpers import certify
 
     op = OperatorKey.generate(entropy=b"op".ljust(32, b"."))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.cli import main
+from dcis.tools.cli import main
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "rfc9173_appendix_a.hex"
 PLAINTEXT = b"Ready to generate a 32-byte payload"

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from dtn.agent.actions import Ack, Action, Deliver, Event
-from dtn.agent.agent import MAX_VARIANTS, Agent, AgentConfig, content_digest
-from dtn.agent.store import MemoryStore
-from dtn.bpv7 import Bundle, decode_bundle_untrusted, encode_bundle
+from dcis.dtn.agent.actions import Ack, Action, Deliver, Event
+from dcis.dtn.agent.agent import MAX_VARIANTS, Agent, AgentConfig, content_digest
+from dcis.dtn.agent.store import MemoryStore
+from dcis.dtn.bpv7 import Bundle, decode_bundle_untrusted, encode_bundle
 from tests.unit.security.test_agent_security import (
     PAYLOAD,
     T0,

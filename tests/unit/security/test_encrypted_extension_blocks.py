@@ -1,6 +1,6 @@
 """Extension blocks encrypted by a BCB (RFC 9172 3.9) survive decoding and forwarding.
 
-dtn.bpv7 validates the data of previous node, bundle age and hop count
+dcis.dtn.bpv7 validates the data of previous node, bundle age and hop count
 blocks; when a BCB targets one of them its data is ciphertext, so the
 decoder skips that check, the Bundle properties read None (this node cannot
 process the block) and forwarding leaves the block alone.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from dtn.bpsec import add_bcb_aes_gcm, verify_and_decrypt
-from dtn.bpv7 import (
+from dcis.dtn.bpsec import add_bcb_aes_gcm, verify_and_decrypt
+from dcis.dtn.bpv7 import (
     Bundle,
     HopCount,
     IpnEid,
@@ -19,11 +19,11 @@ from dtn.bpv7 import (
     encode_bundle,
     make_bundle,
 )
-from dtn.bpv7.bundle import bcb_targets
-from dtn.bpv7.canonical import CanonicalBlock, decode_hop_count_untrusted
-from dtn.bpv7.flags import BlockType, CrcType
-from dtn.bpv7.processing import update_for_forwarding
-from dtn.errors import DecodeError
+from dcis.dtn.bpv7.bundle import bcb_targets
+from dcis.dtn.bpv7.canonical import CanonicalBlock, decode_hop_count_untrusted
+from dcis.dtn.bpv7.flags import BlockType, CrcType
+from dcis.dtn.bpv7.processing import update_for_forwarding
+from dcis.dtn.errors import DecodeError
 
 KEY = bytes(range(32))
 

@@ -8,16 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crypto import (
+from dcis.crypto import (
     AuthenticationFailed,
     CertificateRejected,
     NodeIdentity,
     OperatorKey,
     issue_revocation_list,
 )
-from crypto.certificate import NodeCertificate
-from dtn.agent.security import NoCertificate, SecurityPolicy
-from dtn.bpsec import (
+from dcis.crypto.certificate import NodeCertificate
+from dcis.dtn.agent.security import NoCertificate, SecurityPolicy
+from dcis.dtn.bpsec import (
     BCB_AES_GCM,
     BCB_X25519_XCHACHA20POLY1305,
     BIB_ED25519,
@@ -28,11 +28,11 @@ from dtn.bpsec import (
     add_bib_hmac_sha2,
     decode_asb_untrusted,
 )
-from dtn.bpv7 import Bundle, decode_bundle_untrusted, encode_bundle, make_bundle
-from dtn.bpv7.admin import StatusReason
-from dtn.bpv7.eid import IpnEid
-from dtn.bpv7.flags import BlockType, BundleFlags, CrcType
-from dtn.errors import InvalidArgument
+from dcis.dtn.bpv7 import Bundle, decode_bundle_untrusted, encode_bundle, make_bundle
+from dcis.dtn.bpv7.admin import StatusReason
+from dcis.dtn.bpv7.eid import IpnEid
+from dcis.dtn.bpv7.flags import BlockType, BundleFlags, CrcType
+from dcis.dtn.errors import InvalidArgument
 from tests.unit.bpsec.helpers import certify
 
 OP = OperatorKey.generate(entropy=b"operator".ljust(32, b"."))
@@ -334,8 +334,8 @@ def test_rfc9173_contexts_need_to_be_accepted_and_keyed() -> None:
 
 
 def test_unknown_context_is_reported_as_unknown_operation() -> None:
-    from dtn.bpsec.asb import AbstractSecurityBlock, encode_asb
-    from dtn.bpv7.canonical import CanonicalBlock
+    from dcis.dtn.bpsec.asb import AbstractSecurityBlock, encode_asb
+    from dcis.dtn.bpv7.canonical import CanonicalBlock
 
     b = bundle()
     odd = AbstractSecurityBlock(
@@ -351,7 +351,7 @@ def test_unknown_context_is_reported_as_unknown_operation() -> None:
 
 
 def test_malformed_security_block_is_a_conflicting_operation() -> None:
-    from dtn.bpv7.canonical import CanonicalBlock
+    from dcis.dtn.bpv7.canonical import CanonicalBlock
 
     b = bundle()
     junk = CanonicalBlock(BlockType.BCB, 2, crc_type=CrcType.NONE, data=b"\x00\x01")

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dtn.agent.agent import Agent
-from dtn.agent.rfc9173_rules import Rfc9173Policy, Role, SecurityRule, Service
-from dtn.agent.store import MemoryStore
-from dtn.bpsec import verify_and_decrypt
-from dtn.bpv7 import decode_bundle_untrusted, encode_bundle
-from dtn.bpv7.admin import StatusReason
-from dtn.bpv7.bundle import make_bundle
-from dtn.errors import InvalidArgument
+from dcis.dtn.agent.agent import Agent
+from dcis.dtn.agent.rfc9173_rules import Rfc9173Policy, Role, SecurityRule, Service
+from dcis.dtn.agent.store import MemoryStore
+from dcis.dtn.bpsec import verify_and_decrypt
+from dcis.dtn.bpv7 import decode_bundle_untrusted, encode_bundle
+from dcis.dtn.bpv7.admin import StatusReason
+from dcis.dtn.bpv7.bundle import make_bundle
+from dcis.dtn.errors import InvalidArgument
 from tests.unit.agent.helpers import Deliver, Transmit, events, link, of
 from tests.unit.bpsec.test_rfc9173_vectors import (
     AES128,

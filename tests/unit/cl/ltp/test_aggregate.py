@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle, make_bundle
-from dtn.cl.ltp.aggregate import aggregate, split_block_untrusted
+from dcis.dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle, make_bundle
+from dcis.dtn.cl.ltp.aggregate import aggregate, split_block_untrusted
 
 
 def bundle(i: int, size: int) -> bytes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dtn.cl.ltp.sdnv import MAX_SDNV, decode_sdnv_untrusted, encode_sdnv
-from dtn.cl.ltp.segment import (
+from dcis.dtn.cl.ltp.sdnv import MAX_SDNV, decode_sdnv_untrusted, encode_sdnv
+from dcis.dtn.cl.ltp.segment import (
     CancelAckSegment,
     CancelReason,
     CancelSegment,
@@ -19,7 +19,7 @@ from dtn.cl.ltp.segment import (
     decode_segment_untrusted,
     encode_segment,
 )
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 # RFC 6256 section 2.1 (and RFC 5050 section 4.1): 0xABC -> 95 3C,
 # 0x1234 -> A4 34, 0x4234 -> 81 84 34, 0x7F -> 7F.

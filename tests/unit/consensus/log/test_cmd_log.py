@@ -10,18 +10,18 @@ from typing import Any
 
 import pytest
 
-from consensus.log.service import SERVICE_NUMBER, LogService
-from consensus.logclient import LogClient, LogClientError
-from consensus.testing import Cluster
-from dtn.client import ReceivedBundle
-from dtn.node.service import Inbound
+from dcis.consensus.log.service import SERVICE_NUMBER, LogService
+from dcis.consensus.logclient import LogClient, LogClientError
+from dcis.consensus.testing import Cluster
+from dcis.dtn.client import ReceivedBundle
+from dcis.dtn.node.service import Inbound
+from dcis.tools import cmd_log
+from dcis.tools.cli import main
 from tests.sim.log_run import StaticView
-from tools import cmd_log
-from tools.cli import main
 
 
 class FakeAppClient:
-    """The parts of dtn.client.Client the log client uses, wired to node 1's
+    """The parts of dcis.dtn.client.Client the log client uses, wired to node 1's
     log service in a one-node cluster."""
 
     def __init__(self, cluster: Cluster, *, mute: bool = False) -> None:

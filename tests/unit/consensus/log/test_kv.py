@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consensus.log.api import (
+from dcis.consensus.log.api import (
     CompareAndSet,
     Delete,
     EntryId,
@@ -16,8 +16,8 @@ from consensus.log.api import (
     SetAdd,
     SetRemove,
 )
-from consensus.log.kv import KvState, decode_kv_untrusted
-from consensus.log.wire import Entry, Hlc
+from dcis.consensus.log.kv import KvState, decode_kv_untrusted
+from dcis.consensus.log.wire import Entry, Hlc
 
 
 def e(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from consensus.log.api import Put
-from consensus.log.service import SERVICE_NUMBER, LogService
-from consensus.logfactory import MEMBERS_ENV, factory, parse_members
-from consensus.testing import Cluster
-from dtn.errors import InvalidArgument
+from dcis.consensus.log.api import Put
+from dcis.consensus.log.service import SERVICE_NUMBER, LogService
+from dcis.consensus.logfactory import MEMBERS_ENV, factory, parse_members
+from dcis.consensus.testing import Cluster
+from dcis.dtn.errors import InvalidArgument
 
 
 def test_parse_members() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consensus.log.roles import TRANSITIONS, Role, RoleEvent, next_role
+from dcis.consensus.log.roles import TRANSITIONS, Role, RoleEvent, next_role
 
 
 @pytest.mark.parametrize("role", list(Role))

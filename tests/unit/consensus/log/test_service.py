@@ -8,11 +8,11 @@ from collections.abc import Mapping
 
 import pytest
 
-from consensus.log.api import EntryId, Level, Outcome, Put
-from consensus.log.cbor import dumps
-from consensus.log.roles import Role
-from consensus.log.service import SERVICE_NUMBER, LogError, LogParams, LogService
-from consensus.log.wire import (
+from dcis.consensus.log.api import EntryId, Level, Outcome, Put
+from dcis.consensus.log.cbor import dumps
+from dcis.consensus.log.roles import Role
+from dcis.consensus.log.service import SERVICE_NUMBER, LogError, LogParams, LogService
+from dcis.consensus.log.wire import (
     Append,
     ClientKind,
     ClientReply,
@@ -24,10 +24,10 @@ from consensus.log.wire import (
     decode_message_untrusted,
     encode_message,
 )
-from consensus.membership.view import MemberInfo, MemberState
-from consensus.testing import Cluster, MemoryState
-from dtn.node.service import Inbound
-from dtn.routing.plan import ContactPlan
+from dcis.consensus.membership.view import MemberInfo, MemberState
+from dcis.consensus.testing import Cluster, MemoryState
+from dcis.dtn.node.service import Inbound
+from dcis.dtn.routing.plan import ContactPlan
 from tests.sim.log_run import StaticView
 
 
@@ -304,7 +304,7 @@ def test_a_silence_the_plan_predicts_is_waited_out(
 def test_damaged_state_is_a_typed_error_and_a_damaged_tentative_entry_is_dropped() -> (
     None
 ):
-    from consensus.log.service import LogCorrupt
+    from dcis.consensus.log.service import LogCorrupt
 
     ctx = PlanCtx(None)
     ctx.state.put("tent/1/1", b"\xff")
@@ -335,7 +335,7 @@ class SelfOnlyView:
 
 
 def test_boot_from_the_plan_when_membership_knows_no_one_yet() -> None:
-    from consensus.testing import mesh_plan
+    from dcis.consensus.testing import mesh_plan
 
     nodes = [1, 2, 3]
     c = Cluster(
@@ -358,7 +358,7 @@ def test_boot_from_the_plan_when_membership_knows_no_one_yet() -> None:
 
 
 def test_the_best_connected_node_tends_to_lead() -> None:
-    from dtn.routing.contact import Contact, Range
+    from dcis.dtn.routing.contact import Contact, Range
 
     # 1 - 3 - 2: node 3 reaches both others, 1 and 2 only reach 3.
     pairs = [(1, 3), (3, 1), (2, 3), (3, 2)]
@@ -384,9 +384,9 @@ def test_the_best_connected_node_tends_to_lead() -> None:
 def test_with_security_entries_are_signed_and_forgeries_dropped() -> None:
     from dataclasses import replace
 
-    from crypto.certificate import encode_certificate
-    from crypto.keys import NodeIdentity, OperatorKey
-    from dtn.node.service import NodeCredentials
+    from dcis.crypto.certificate import encode_certificate
+    from dcis.crypto.keys import NodeIdentity, OperatorKey
+    from dcis.dtn.node.service import NodeCredentials
     from tests.unit.bpsec.helpers import certify
 
     op = OperatorKey.generate(entropy=b"o" * 32)

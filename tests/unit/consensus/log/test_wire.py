@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consensus.log.api import (
+from dcis.consensus.log.api import (
     CompareAndSet,
     Delete,
     EntryId,
@@ -17,8 +17,8 @@ from consensus.log.api import (
     SetAdd,
     SetRemove,
 )
-from consensus.log.cbor import dumps, loads_untrusted
-from consensus.log.wire import (
+from dcis.consensus.log.cbor import dumps, loads_untrusted
+from dcis.consensus.log.wire import (
     Append,
     AppendReply,
     ClientKind,
@@ -39,7 +39,7 @@ from consensus.log.wire import (
     encode_message,
     encode_record,
 )
-from dtn.errors import DecodeError
+from dcis.dtn.errors import DecodeError
 
 u = st.integers(0, 2**40)
 keys = st.text(max_size=8)

@@ -6,10 +6,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from consensus.membership.service import MembershipConfig, MembershipService
-from consensus.membership.sim import DictState, SimContext, credentials_for
-from consensus.membership.view import Resources
-from consensus.membership.wire import (
+from dcis.consensus.membership.service import MembershipConfig, MembershipService
+from dcis.consensus.membership.sim import DictState, SimContext, credentials_for
+from dcis.consensus.membership.view import Resources
+from dcis.consensus.membership.wire import (
     Kind,
     Message,
     Status,
@@ -18,9 +18,9 @@ from consensus.membership.wire import (
     encode_message,
     signed_bytes,
 )
-from crypto.certificate import encode_certificate
-from dtn.node.service import Inbound, NodeCredentials, Send
-from dtn.routing.plan import ContactPlan
+from dcis.crypto.certificate import encode_certificate
+from dcis.dtn.node.service import Inbound, NodeCredentials, Send
+from dcis.dtn.routing.plan import ContactPlan
 
 T0 = 820_540_800_000
 CREDS = credentials_for(range(1, 9), seed=42)

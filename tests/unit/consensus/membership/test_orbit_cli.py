@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from consensus.membership.orbit import OrbitModel
-from consensus.membership.view import Resources
-from consensus.membership.wire import MemberRow
-from tools.cmd_members import row_json, row_text
+from dcis.consensus.membership.orbit import OrbitModel
+from dcis.consensus.membership.view import Resources
+from dcis.consensus.membership.wire import MemberRow
+from dcis.tools.cmd_members import row_json, row_text
 
 
 def test_orbit_model_is_seeded_and_follows_the_sun() -> None:

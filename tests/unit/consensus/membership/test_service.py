@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from consensus.membership.service import MembershipConfig, MembershipService
-from consensus.membership.sim import DictState, credentials_for
-from consensus.membership.view import MemberState, Resources
-from consensus.membership.wire import Kind, Message, Status
+from dcis.consensus.membership.service import MembershipConfig, MembershipService
+from dcis.consensus.membership.sim import DictState, credentials_for
+from dcis.consensus.membership.view import MemberState, Resources
+from dcis.consensus.membership.wire import Kind, Message, Status
 from tests.unit.consensus.membership.helpers import CREDS, T0, decode, make, sign
 
 A, S, U, D, L = (
@@ -243,7 +243,7 @@ def test_query_is_answered_only_for_the_same_node() -> None:
 
 def test_bad_payloads_are_counted_not_raised() -> None:
     h = make()
-    from dtn.node.service import Inbound
+    from dcis.dtn.node.service import Inbound
 
     for src, payload in (("ipn:2.16", b"\xff"), ("dtn:none", b""), ("ipn:2.16", b"")):
         assert h.svc.on_bundle(Inbound("ipn:1.16", src, payload, 0, 0, "k"), T0) == []

@@ -7,11 +7,11 @@ from __future__ import annotations
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from consensus.membership.service import MembershipConfig
-from consensus.membership.table import TRANSITIONS
-from consensus.membership.view import MemberState
-from consensus.membership.wire import Kind, Message, Status
-from dtn.node.service import Send
+from dcis.consensus.membership.service import MembershipConfig
+from dcis.consensus.membership.table import TRANSITIONS
+from dcis.consensus.membership.view import MemberState
+from dcis.consensus.membership.wire import Kind, Message, Status
+from dcis.dtn.node.service import Send
 from tests.unit.consensus.membership.helpers import decode, make, sign
 
 PEERS = (2, 3, 4)

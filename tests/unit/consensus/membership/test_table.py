@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from consensus.membership.table import TRANSITIONS, Effect, Input, step
-from consensus.membership.view import MemberState
+from dcis.consensus.membership.table import TRANSITIONS, Effect, Input, step
+from dcis.consensus.membership.view import MemberState
 
 PAIRS = [(s, i) for s in MemberState for i in Input]
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consensus.membership.view import Resources
-from consensus.membership.wire import (
+from dcis.consensus.membership.view import Resources
+from dcis.consensus.membership.wire import (
     Kind,
     MemberRow,
     Message,
@@ -20,7 +20,7 @@ from consensus.membership.wire import (
     encode_message,
     signed_bytes,
 )
-from dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.errors import DecodeError, InvalidArgument
 from tests.unit.consensus.membership.helpers import sign
 
 u64 = st.integers(min_value=1, max_value=(1 << 64) - 1)
