@@ -16,9 +16,17 @@ holds the durable copy and enough metadata to rebuild them in ``recover``):
 - in flight -- a ``Transmit`` was emitted; ``on_transmit_done`` decides;
 - ``_unrouted[d]`` -- no route yet to destination node ``d``: waits for a
   contact with ``d`` itself, or for the contact plan to change;
-- delivering -- for a local endpoint: ``Deliver`` emitted (or the endpoint
-  not registered yet), until ``on_delivered`` confirms;
+- ``_unclaimed[ep]`` -- for local endpoint ``ep``, not registered yet;
+- delivering -- for a local endpoint: ``Deliver`` emitted, until
+  ``on_delivered`` confirms;
 - reassembly -- a fragment for a local endpoint, until all fragments arrived.
+
+That place is the bundle entry's one :class:`~dcis.dtn.agent.location.Location`,
+changed only by moves listed in one table (``location.MOVES``; any other
+move raises ``IllegalMove``). The concerns live in their own modules:
+``reception``, ``forwarding``, ``delivery``, ``reports``, ``timers`` and
+``entries`` (the in-memory record of each stored bundle); ``Agent`` binds
+their functions as its private methods.
 
 Queues and the expiry heap use lazy deletion: an entry removed from the store
 is dropped from ``_entries`` and skipped when a queue or the heap reaches it,
@@ -49,6 +57,7 @@ from dcis.dtn.agent.entries import MAX_VARIANTS as MAX_VARIANTS
 from dcis.dtn.agent.entries import Entry, FragmentGroup, Link
 from dcis.dtn.agent.entries import TooManyBundles as TooManyBundles
 from dcis.dtn.agent.entries import content_digest as content_digest
+from dcis.dtn.agent.location import Location, Step
 from dcis.dtn.agent.reports import REPORT_FLAGS
 from dcis.dtn.agent.store import (
     BundleState,
@@ -195,6 +204,10 @@ def _node_of(eid: Eid) -> int | str:
     return eid.node if isinstance(eid, IpnEid) else eid.node_id
 
 
+# Where a bundle for a local endpoint waits until the application has it.
+_FOR_ENDPOINT = frozenset({Location.UNCLAIMED, Location.DELIVERING})
+
+
 class NoRoute(InvalidArgument):
     """``send`` to a ``dtn:`` destination that is neither local nor has a static route."""
 
@@ -308,7 +321,11 @@ class Agent:
         actions: list[Action] = []
         with self.store.transaction(durable=False):
             for key in keys:
-                self._hand_over(key, actions, now)
+                e = self._entries.get(key)
+                # Only bundles for a local endpoint: a key of any other
+                # bundle (a driver's mistake) is ignored.
+                if e is not None and e.location in _FOR_ENDPOINT:
+                    self._hand_over(key, actions, now)
         return actions
 
     def unregister(self, endpoint: str) -> None:
@@ -463,9 +480,8 @@ class Agent:
                 q = self._queues.setdefault(nb, deque())
                 for key in waiting:
                     e = self._entries.get(key)
-                    if e is not None and e.unrouted:
-                        e.unrouted = False
-                        e.queued_to = nb
+                    if e is not None and e.location is Location.UNROUTED:
+                        e.move(Step.ROUTE, hop=nb)
                         q.append(key)
             self._pump(nb, now, actions)
         self._finish(actions)
@@ -487,8 +503,8 @@ class Agent:
             if q:
                 for key in q:
                     e = self._entries.get(key)
-                    if e is not None and e.queued_to == nb and e.tx_id is None:
-                        e.queued_to = None
+                    if e is not None and forwarding.queued_for(e, nb):
+                        e.move(Step.RELEASE)
                         self._forward(e, now, actions)
         self._finish(actions)
         return actions
@@ -528,7 +544,7 @@ class Agent:
         confirmation was a third of a forwarding node's disk waits."""
         actions: list[Action] = []
         e = self._entries.get(bundle_key)
-        if e is None or not e.handed:
+        if e is None or e.location is not Location.DELIVERING:
             return actions
         with self.store.transaction(durable=False):
             self._report_entry(
@@ -591,15 +607,13 @@ class Agent:
                 e = self._entries[rec.key]
                 if e.expiry_ms <= now:
                     self._expire(e, now, actions)
-                elif e.state == BundleState.DELIVERING:
+                elif rec.state == BundleState.DELIVERING:
                     self._hand_over(e.key, actions, now)
-                elif e.state == BundleState.REASSEMBLY:
+                elif rec.state == BundleState.REASSEMBLY:
                     self._recover_fragment(e, now, actions)
                 elif e.destination in self._endpoints:
                     self._make_local(e, now, actions)
                 else:
-                    if e.state == BundleState.FORWARDING:
-                        e.state = BundleState.PENDING
                     self._forward(e, now, actions)
         self._last_schedule = None
         self._finish(actions)

@@ -32,6 +32,7 @@ from dcis.dtn.agent.entries import (
     FragmentGroup,
     variant_base,
 )
+from dcis.dtn.agent.location import Location, Step
 from dcis.dtn.agent.store import (
     BundleState,
     StoreFull,
@@ -101,6 +102,7 @@ def hand_over(self: Agent, key: str, actions: list[Action], now: int | None) -> 
         return
     if e.destination not in self._endpoints:
         self._unclaimed.setdefault(e.destination, {})[key] = None
+        e.move(Step.WAIT_ENDPOINT)
         return
     data = self._load(key, actions, now)
     if data is None:
@@ -110,8 +112,7 @@ def hand_over(self: Agent, key: str, actions: list[Action], now: int | None) -> 
     except DecodeError as exc:
         self._corrupt(e, exc, actions)
         return
-    e.handed = True
-    e.state = BundleState.DELIVERING
+    e.move(Step.HAND_OVER)
     c = b.primary.creation
     actions.append(
         Deliver(
@@ -129,10 +130,9 @@ def make_local(self: Agent, e: Entry, now: int | None, actions: list[Action]) ->
     """Held bundle ``e`` (not in flight) turns out to be for a local
     endpoint registered since it came: deliver (or reassemble) it
     (``now`` None: ``register`` was not told the time)."""
-    if e.unrouted:
+    if e.location is Location.UNROUTED:
         self._unrouted.get(e.dest_node, {}).pop(e.key, None)
-        e.unrouted = False
-    e.queued_to = None
+        e.move(Step.RELEASE)
     self._unbook(e)
     data = self._load(e.key, actions, now)
     if data is None:
@@ -143,18 +143,17 @@ def make_local(self: Agent, e: Entry, now: int | None, actions: list[Action]) ->
         self._corrupt(e, exc, actions)
         return
     if fragment:
-        e.state = BundleState.REASSEMBLY
-        self.store.set_state(e.key, e.state)
+        self.store.set_state(e.key, BundleState.REASSEMBLY)
         self._recover_fragment(e, e.received_ms if now is None else now, actions)
     else:
-        e.state = BundleState.DELIVERING
-        self.store.set_state(e.key, e.state)
+        self.store.set_state(e.key, BundleState.DELIVERING)
         self._hand_over(e.key, actions, now)
 
 
 def add_fragment(self: Agent, e: Entry, now: int, actions: list[Action]) -> None:
     assert e.frag_group is not None
     assert e.frag_range is not None
+    e.move(Step.COLLECT)
     off, length, total = e.frag_range
     g = self._groups.get(e.frag_group)
     if g is None:

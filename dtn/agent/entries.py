@@ -31,6 +31,7 @@ from dcis.dtn.agent.actions import (
     DeletionCause,
     Event,
 )
+from dcis.dtn.agent.location import MOVES, IllegalMove, Location, Step
 from dcis.dtn.agent.store import (
     BundleState,
     StoreCorrupt,
@@ -114,7 +115,11 @@ def fragment_of(frag: Bundle, whole: Bundle) -> bool:
 
 @dataclass(slots=True)
 class Entry:
-    """In-memory state of one stored bundle."""
+    """In-memory state of one stored bundle.
+
+    Where it is: ``location``, changed only by :meth:`move` (the table is
+    :data:`dcis.dtn.agent.location.MOVES`), with ``next_hop`` and ``tx_id``.
+    """
 
     key: str
     destination: str
@@ -123,16 +128,13 @@ class Entry:
     size: int
     received_ms: int
     prev_node: int | None
-    state: BundleState
     frag_group: str | None = None
-    # neighbour whose queue holds it
-    queued_to: int | None = None
-    # waiting in _unrouted (no route yet)
-    unrouted: bool = False
-    # transmission in flight
+    location: Location = Location.STORED
+    # the neighbour whose queue holds it, or that it is in flight to
+    # (set exactly when QUEUED or IN_FLIGHT)
+    next_hop: int | None = None
+    # the transmission in flight (set exactly when IN_FLIGHT)
     tx_id: int | None = None
-    # Deliver emitted, awaiting on_delivered
-    handed: bool = False
     # (offset, payload length, total ADU length) of a fragment for reassembly
     frag_range: tuple[int, int, int] | None = None
     # bundle processing flags (None: not known yet, after recover)
@@ -142,6 +144,27 @@ class Entry:
     # content_digest of the copy received, when what is stored differs from
     # it (decrypted by the security policy); else computed from the store
     digest: bytes | None = None
+
+    def move(
+        self, step: Step, *, hop: int | None = None, tx_id: int | None = None
+    ) -> None:
+        """Take ``step`` (raises :class:`IllegalMove` if :data:`MOVES` has no
+        such move from here, leaving the entry as it was). ``hop``: the
+        neighbour for :attr:`Step.ROUTE`; ``tx_id``: the transmission for
+        :attr:`Step.TRANSMIT`."""
+        to = MOVES.get((self.location, step))
+        if (
+            to is None
+            or (step is Step.ROUTE and hop is None)
+            or (step is Step.TRANSMIT and tx_id is None)
+        ):
+            raise IllegalMove(self.key, self.location, step)
+        if step is Step.ROUTE:
+            self.next_hop = hop
+        elif to is not Location.QUEUED and to is not Location.IN_FLIGHT:
+            self.next_hop = None
+        self.tx_id = tx_id if to is Location.IN_FLIGHT else None
+        self.location = to
 
 
 @dataclass(slots=True)
@@ -213,7 +236,6 @@ def track(
         size=rec.size_bytes,
         received_ms=rec.received_ms,
         prev_node=rec.prev_node,
-        state=rec.state,
         frag_group=rec.frag_group,
         flags=flags,
     )
@@ -249,7 +271,7 @@ def remove(self: Agent, e: Entry) -> None:
                 self._variants[base] = n
             else:
                 self._variants.pop(base, None)
-    if e.unrouted:
+    if e.location is Location.UNROUTED:
         keys = self._unrouted.get(e.dest_node)
         if keys is not None:
             keys.pop(e.key, None)
@@ -264,6 +286,7 @@ def remove(self: Agent, e: Entry) -> None:
     waiting = self._unclaimed.get(e.destination)
     if waiting is not None:
         waiting.pop(e.key, None)
+    e.move(Step.REMOVE)
 
 
 def delete(

@@ -37,6 +37,7 @@ from dcis.dtn.agent.entries import (
     Entry,
     Link,
 )
+from dcis.dtn.agent.location import Location, Step
 from dcis.dtn.agent.store import (
     BundleState,
 )
@@ -89,9 +90,7 @@ def transmit_done(
         if not ok:
             link.remaining_bytes += nbytes
     e = self._entries.get(key)
-    if e is not None and e.tx_id == tx_id:
-        e.tx_id = None
-        e.state = BundleState.PENDING
+    if e is not None and e.location is Location.IN_FLIGHT and e.tx_id == tx_id:
         if ok:
             self._report_entry(
                 e, StatusKind.FORWARDED, StatusReason.NO_INFO, now, actions
@@ -104,14 +103,14 @@ def transmit_done(
             if link is not None:
                 # Retry on this contact after a delay (jittered so that
                 # a failing link does not spin in lock step).
-                e.queued_to = nb
+                e.move(Step.REQUEUE)
                 self._queues.setdefault(nb, deque()).appendleft(key)
                 delay = self.config.retry_delay_ms
                 delay += int(delay * 0.1 * self._rng.random())
                 link.backoff_until = now + delay
                 heapq.heappush(self._backoff, (link.backoff_until, nb))
             else:
-                e.queued_to = None
+                e.move(Step.RELEASE)
                 self._forward(e, now, actions)
     if link is not None:
         self._pump(nb, now, actions)
@@ -153,8 +152,8 @@ def check_plan(self: Agent, now: int, actions: list[Action]) -> None:
     self._unrouted.clear()
     for key in pending:
         e = self._entries.get(key)
-        if e is not None and e.unrouted:
-            e.unrouted = False
+        if e is not None and e.location is Location.UNROUTED:
+            e.move(Step.RELEASE)
             if isinstance(e.dest_node, str):
                 # the plan may have brought a static route for its dtn: node
                 e.dest_node = self._dest_of(parse_eid(e.destination))
@@ -162,8 +161,8 @@ def check_plan(self: Agent, now: int, actions: list[Action]) -> None:
     for nb in [n for n in self._queues if n not in self._links]:
         for key in self._queues.pop(nb):
             e = self._entries.get(key)
-            if e is not None and e.queued_to == nb and e.tx_id is None:
-                e.queued_to = None
+            if e is not None and queued_for(e, nb):
+                e.move(Step.RELEASE)
                 self._forward(e, now, actions)
 
 
@@ -175,8 +174,8 @@ def retry_unrouted(self: Agent, d: int, now: int, actions: list[Action]) -> None
     self._reroute_iv[d] = min(2 * iv, self.config.max_reroute_interval_ms)
     for key in list(self._unrouted.pop(d, {})):
         e = self._entries.get(key)
-        if e is not None and e.unrouted:
-            e.unrouted = False
+        if e is not None and e.location is Location.UNROUTED:
+            e.move(Step.RELEASE)
             self._forward(e, now, actions)
     if d not in self._unrouted:
         self._reroute_iv.pop(d, None)  # all routed: start afresh next time
@@ -203,8 +202,7 @@ def forward(self: Agent, e: Entry, now: int, actions: list[Action]) -> None:
         elif self._router is not None:
             nb = self._route(e, d, now)
     if nb is None:
-        e.unrouted = True
-        e.queued_to = None
+        e.move(Step.NO_ROUTE)
         self._unrouted.setdefault(d, {})[e.key] = None
         self._no_route(e, now, actions)
         if (
@@ -216,8 +214,7 @@ def forward(self: Agent, e: Entry, now: int, actions: list[Action]) -> None:
             self._reroute_at[d] = at
             heapq.heappush(self._reroute, (at, d))
         return
-    e.unrouted = False
-    e.queued_to = nb
+    e.move(Step.ROUTE, hop=nb)
     self._queues.setdefault(nb, deque()).append(e.key)
     if nb in self._links:
         self._pump(nb, now, actions)
@@ -245,6 +242,12 @@ def route(self: Agent, e: Entry, dst: int, now: int) -> int | None:
     return int(route.next_hop)
 
 
+def queued_for(e: Entry, nb: int) -> bool:
+    """True if ``e`` waits in neighbour ``nb``'s queue (a queue may still
+    name a bundle that moved on: queues delete lazily)."""
+    return e.location is Location.QUEUED and e.next_hop == nb
+
+
 def pump(self: Agent, nb: int, now: int, actions: list[Action]) -> None:
     """Transmit what is queued for open neighbour ``nb``, within the
     window and the contact's remaining volume."""
@@ -257,7 +260,7 @@ def pump(self: Agent, nb: int, now: int, actions: list[Action]) -> None:
     while q and link.inflight < window:
         key = q.popleft()
         e = self._entries.get(key)
-        if e is None or e.queued_to != nb or e.tx_id is not None:
+        if e is None or not queued_for(e, nb):
             continue
         if e.expiry_ms <= now:
             # Lifetime over, its tick not run yet (contact events come
@@ -268,7 +271,7 @@ def pump(self: Agent, nb: int, now: int, actions: list[Action]) -> None:
         if wire is _REQUEUED:
             continue  # fragmented: the fragments are at the queue's front
         if wire is None:
-            if key in self._entries and e.queued_to == nb:
+            if key in self._entries and queued_for(e, nb):
                 skipped.append(key)  # does not fit this contact: keep it queued
                 if len(skipped) >= window:
                     # The contact is (nearly) full: looking further down
@@ -279,7 +282,7 @@ def pump(self: Agent, nb: int, now: int, actions: list[Action]) -> None:
         assert isinstance(wire, bytes)
         tx = self._next_tx
         self._next_tx += 1
-        e.tx_id = tx
+        e.move(Step.TRANSMIT, tx_id=tx)
         if e.booked is not None and e.booked != link.contact:
             # Booked on a later contact, going on this one: the booking
             # moves here (a driver's open-ended link is not in the plan).
@@ -287,7 +290,6 @@ def pump(self: Agent, nb: int, now: int, actions: list[Action]) -> None:
             with suppress(InvalidArgument):
                 self._router.consume(link.contact, e.size)
         e.booked = None  # the volume is used now, not just planned
-        e.state = BundleState.FORWARDING
         self._inflight[tx] = (key, nb, len(wire), link)
         link.inflight += 1
         link.remaining_bytes -= len(wire)
@@ -382,7 +384,7 @@ def fragment(
         pos += step
     if len(sizes) < 2:
         return False
-    nb = e.queued_to
+    nb = e.next_hop
     self._remove(e)
     new_keys: list[str] = []
     for fb in fragment_bundle(b, sizes):
@@ -404,7 +406,8 @@ def fragment(
             flags=int(fb.primary.flags),
             force=True,
         )
-        fe.queued_to = nb
+        if nb is not None:
+            fe.move(Step.ROUTE, hop=nb)
         new_keys.append(key)
     self.counters["fragmented"] += 1
     actions.append(Event("fragmented", e.key, f"into {len(sizes)} fragments"))
