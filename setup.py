@@ -16,4 +16,7 @@ setup(
             include=[f"{top}" for top in TOPS] + [f"{top}.*" for top in TOPS]
         )
     ],
+    # The demo's shipped contact plans (dcis.tools.demo reads them beside
+    # its module), so `python -m dcis.tools.demo` works from the wheel too.
+    package_data={"dcis.tools": ["plans/*.ionrc"]},
 )
