@@ -34,6 +34,7 @@ from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
 from dcis.dtn.bpv7.flags import BundleFlags
 from dcis.dtn.bpv7.fragment import fragment_bundle
 from dcis.dtn.routing.contact import Contact
+from tests.unit.agent.helpers import check_locations
 
 C13 = Contact(1, 3, 0.0, float("inf"), 0.0)
 NOW = 1_000
@@ -135,30 +136,6 @@ def apply(c: Case, inp: Input) -> None:
         ag.recover(NOW)
 
 
-def check_agrees(ag: Agent) -> None:
-    """Each entry's location agrees with where the agent keeps its key."""
-    for key, e in ag._entries.items():
-        loc = e.location
-        assert loc in RESTING, (key, loc)
-        assert (e.next_hop is not None) == (
-            loc in (Location.QUEUED, Location.IN_FLIGHT)
-        )
-        assert (e.tx_id is not None) == (loc is Location.IN_FLIGHT)
-        if loc is Location.QUEUED:
-            assert e.next_hop is not None
-            assert key in ag._queues.get(e.next_hop, ())
-        elif loc is Location.IN_FLIGHT:
-            assert e.tx_id is not None
-            assert ag._inflight[e.tx_id][:2] == (key, e.next_hop)
-        elif loc is Location.UNROUTED:
-            assert key in ag._unrouted.get(e.dest_node, {})
-        elif loc is Location.UNCLAIMED:
-            assert key in ag._unclaimed.get(e.destination, {})
-        elif loc is Location.REASSEMBLY:
-            assert e.frag_group is not None
-            assert key in ag._groups[e.frag_group].parts
-
-
 @contextmanager
 def recording(monkeypatch: pytest.MonkeyPatch) -> Iterator[set[tuple[Location, Step]]]:
     """Every (location, step) the agent moves an entry by, while open."""
@@ -185,7 +162,7 @@ def test_the_table_covers_every_pair() -> None:
 def test_each_location_is_reachable(loc: Location) -> None:
     c = into(loc)
     assert location_of(c.agent, c.key) is loc
-    check_agrees(c.agent)
+    check_locations(c.agent)
 
 
 @pytest.mark.parametrize("inp", list(Input))
@@ -197,7 +174,7 @@ def test_every_location_input_pair_follows_the_table(loc: Location, inp: Input) 
     assert after in TRANSITIONS[(loc, inp)], (loc, inp, after)
     # Whatever happened, the store and the agent's memory agree.
     assert (c.key in c.agent.store) == (after is not Location.GONE)
-    check_agrees(c.agent)
+    check_locations(c.agent)
 
 
 def test_every_move_in_the_table_is_one_the_agent_makes(
