@@ -200,10 +200,6 @@ class Received(NamedTuple):
     cl_token: int | None = None
 
 
-def _node_of(eid: Eid) -> int | str:
-    return eid.node if isinstance(eid, IpnEid) else eid.node_id
-
-
 # Where a bundle for a local endpoint waits until the application has it.
 _FOR_ENDPOINT = frozenset({Location.UNCLAIMED, Location.DELIVERING})
 
