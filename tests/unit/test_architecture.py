@@ -4,8 +4,8 @@ same rule, since a seed must replay a run byte for byte.
 
 import-linter (``make lint``) checks the layer arrows; this AST test catches
 what it cannot: ``time``/``socket`` imports, file and OS access (``os``,
-``sqlite3``, ``pathlib``: disk I/O belongs to the edge modules in
-``dcis.dtn.storage``) and calls of ``random.<fn>()`` on the module-level
+``sqlite3``, ``pathlib``, ``shutil``, ``tempfile``, the builtin ``open()``:
+disk I/O belongs to the edge modules in ``dcis.dtn.storage``) and calls of ``random.<fn>()`` on the module-level
 generator. Imports under ``if TYPE_CHECKING:`` only name types and are
 allowed (e.g. ``Path`` in a signature of a driver-facing function).
 """
@@ -42,6 +42,8 @@ BANNED_MODULES = {
     "os",
     "sqlite3",
     "pathlib",
+    "shutil",
+    "tempfile",
 }
 
 
@@ -93,6 +95,12 @@ def violations(path: Path) -> list[str]:
             found.append(
                 f"line {node.lineno}: random.{node.func.attr}() uses the global generator"
             )
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "open"
+        ):
+            found.append(f"line {node.lineno}: open() touches a file")
     return found
 
 
@@ -124,11 +132,13 @@ def test_checker_catches_disk_access_but_not_type_names(tmp_path: Path) -> None:
         "from pathlib import Path\n"
         "if TYPE_CHECKING:\n"
         "    from pathlib import PurePath\n"
-        "    import os\n",
+        "    import os\n"
+        "data = open('x').read()\n",
         encoding="utf-8",
     )
     assert [v.split(":")[0] for v in violations(bad)] == [
         "line 2",
         "line 3",
         "line 4",
+        "line 8",
     ]
