@@ -139,5 +139,5 @@ class AgentLocations(RuleBasedStateMachine):
             assert self.agent.holds(key) == (key in self.store)
 
 
-AgentLocations.TestCase.settings = settings(stateful_step_count=25, deadline=None)
+AgentLocations.TestCase.settings = settings(stateful_step_count=12, deadline=None)
 test_agent_locations = AgentLocations.TestCase
