@@ -11,7 +11,7 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from dcis.dtn.client import open_trio_client
+from dcis.dtn.client import ClientError, open_trio_client
 from dcis.dtn.runtime import open_node
 from tests.fakes.fakenet import FakeNet
 from tests.runtime.conftest import poll_until, write_plan
@@ -101,7 +101,16 @@ async def test_sighup_reloads_the_plan_of_a_daemon(tmp_path: Path) -> None:
             stderr=err,
         )
     try:
-        await poll_until(sock.exists, timeout_s=30)
+        # Listening, not merely bound: the socket file appears at bind(), a
+        # moment before listen(); a connect in between is refused.
+        with trio.fail_after(30):
+            while True:
+                try:
+                    async with open_trio_client(str(sock)) as c:
+                        await c.ping()
+                    break
+                except ClientError:
+                    await trio.sleep(0.05)
 
         async def in_contact() -> bool:
             async with open_trio_client(str(sock)) as c:
