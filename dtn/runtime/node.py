@@ -78,7 +78,7 @@ from dcis.dtn.agent import (
 )
 from dcis.dtn.agent.actions import Deletion
 from dcis.dtn.agent.store import StoredBundle, StoreError, StoreFull
-from dcis.dtn.appapi.wire import MessageReader, encode_message
+from dcis.dtn.appapi.wire import MessageReader, encode_message, encode_message_parts
 from dcis.dtn.bpv7.eid import IpnEid, parse_eid
 from dcis.dtn.cl.mtcp import MtcpDecoder, bstr_head, encode_mtcp_frame
 from dcis.dtn.cl.udp import (
@@ -1825,7 +1825,8 @@ class Node:
                     while len(parts) < 1024:
                         parts.append(out_recv.receive_nowait())
                 try:
-                    await stream.send_all(b"".join(parts))
+                    for data in _coalesce(parts):
+                        await stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     # The client went away: end the connection, never the node.
                     out_recv.close()
@@ -1844,20 +1845,22 @@ class Node:
             )
 
         def push(d: Deliver) -> bool:
+            # A large payload is queued as its own buffer, never joined into
+            # a copy of the whole message (the writer hands it to the socket).
+            parts = encode_message_parts(
+                {
+                    "type": "bundle",
+                    "endpoint": d.endpoint,
+                    "source": d.source,
+                    "payload": d.payload,
+                    "creation_ms": d.creation_ms,
+                    "sequence": d.sequence,
+                    "bundle_key": d.bundle_key,
+                }
+            )
             try:
-                out_send.send_nowait(
-                    encode_message(
-                        {
-                            "type": "bundle",
-                            "endpoint": d.endpoint,
-                            "source": d.source,
-                            "payload": d.payload,
-                            "creation_ms": d.creation_ms,
-                            "sequence": d.sequence,
-                            "bundle_key": d.bundle_key,
-                        }
-                    )
-                )
+                for part in parts:
+                    out_send.send_nowait(part)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 return False
             return True
@@ -2106,6 +2109,29 @@ async def _wait_writable(sock: Any) -> None:
         await wait()
     else:
         await trio.lowlevel.wait_writable(sock)
+
+
+_COALESCE_BYTES = 128 * 1024
+"""Queued app API buffers shorter than this are joined into one write; a
+longer one (a large payload) is written as it is, not copied into a join."""
+
+
+def _coalesce(parts: list[bytes]) -> list[bytes]:
+    """The writes for ``parts`` in order: runs of small buffers joined, large
+    ones on their own (one copy fewer of every large payload)."""
+    out: list[bytes] = []
+    run: list[bytes] = []
+    for p in parts:
+        if len(p) >= _COALESCE_BYTES:
+            if run:
+                out.append(b"".join(run))
+                run = []
+            out.append(p)
+        else:
+            run.append(p)
+    if run:
+        out.append(b"".join(run))
+    return out
 
 
 def _post_all(out: trio.MemorySendChannel[bytes], messages: list[bytes]) -> None:
