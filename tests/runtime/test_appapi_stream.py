@@ -1,6 +1,6 @@
 """Streamed app API sends (issue 18): ``send_file`` on both clients.
 
-The payload goes from a file to the node's socket in pieces (the trio
+The payload goes from a file (also with ``dcis send FILE``) to the node's socket in pieces (the trio
 client: 1 MiB ``readinto`` a reused buffer; the sync client:
 ``socket.sendfile``), never built whole in the client, and the node stores
 and delivers exactly the file's bytes. A file that ends early breaks only
@@ -19,6 +19,7 @@ import trio.testing
 
 from dcis.dtn.client import Client, ClientError, open_trio_client
 from dcis.dtn.runtime import NodeConfig, open_node
+from dcis.tools.cli import main as dcis
 from tests.fakes.fakenet import FakeNet
 from tests.runtime.conftest import free_udp_ports
 
@@ -118,5 +119,10 @@ async def test_sync_send_file_uses_sendfile_and_delivers_the_bytes(
                 b = rx.receive(timeout_s=30)
                 assert b is not None
                 assert (b.bundle_key, b.payload) == (key, payload)
+                # dcis send FILE streams the file the same way.
+                assert dcis(["send", "ipn:1.6", str(path), "--socket", sock]) == 0
+                b = rx.receive(timeout_s=30)
+                assert b is not None
+                assert b.payload == payload
 
         await trio.to_thread.run_sync(sync_part)
