@@ -120,15 +120,22 @@ class TrioClient:
             await self._stream.send_all(b"".join(run))
 
     async def _stream_file(self, body: _FileBody) -> None:
-        # One preallocated buffer, filled by readinto on a worker thread (a
-        # disk read never blocks the event loop) and sent from a memoryview.
+        # One preallocated buffer, filled by readinto (a file on disk: on a
+        # worker thread, so a slow disk never blocks the event loop) and sent
+        # from a memoryview.
         buf = bytearray(min(_CHUNK, body.size))
         view = memoryview(buf)
         left = body.size
+        try:
+            on_disk = body.file.fileno() >= 0
+        except (OSError, ValueError):
+            on_disk = False  # an in-memory file: its reads never block
         while left:
-            n = await trio.to_thread.run_sync(
-                body.file.readinto, view[: min(left, len(buf))]
-            )
+            piece = view[: min(left, len(buf))]
+            if on_disk:
+                n = await trio.to_thread.run_sync(body.file.readinto, piece)
+            else:
+                n = body.file.readinto(piece)
             if not n:
                 raise ClientError(
                     f"the file ended {left} bytes early: connection closed"

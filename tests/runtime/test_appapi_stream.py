@@ -56,8 +56,6 @@ async def test_trio_send_file_streams_in_pieces_and_delivers_the_bytes(
     net = FakeNet()
     big = os.urandom(3 * (1 << 20) + 5)
     src = _ChunkedOnly(big)
-    path = tmp_path / "payload.bin"
-    path.write_bytes(b"0123456789" + big[:200_000])
     async with open_node(
         _config(tmp_path, net.free_port(), "NORMAL"), udp_socket=net.socket
     ):
@@ -65,18 +63,37 @@ async def test_trio_send_file_streams_in_pieces_and_delivers_the_bytes(
         async with open_trio_client(sock) as rx, open_trio_client(sock) as tx:
             await rx.register("ipn:1.5")
             k1 = await tx.send_file("ipn:1.5", src, size=len(big), source="ipn:1.2")
-            with path.open("rb") as f:
-                f.seek(10)  # from the file's position to its end
-                k2 = await tx.send_file("ipn:1.5", f, lifetime_ms=60_000)
+            k2 = await tx.send_file("ipn:1.5", _ChunkedOnly(b"tiny"), size=4)
             k3 = await tx.send("ipn:1.5", b"after the streams")
             with trio.fail_after(60):
                 got = [await rx.receive() for _ in range(3)]
     assert [g.bundle_key for g in got] == [k1, k2, k3]
     assert got[0].payload == big
     assert got[0].source == "ipn:1.2"
-    assert got[1].payload == big[:200_000]
+    assert got[1].payload == b"tiny"
     assert got[2].payload == b"after the streams"
     assert 0 < src.largest <= 1 << 20
+
+
+async def test_trio_send_file_reads_a_file_on_disk_from_its_position(
+    tmp_path: Path,
+) -> None:
+    # Real time: the file is read on a worker thread, during which a mock
+    # clock would race ahead of the node's timers.
+    (port,) = free_udp_ports(1)
+    data = os.urandom(1_500_000)
+    path = tmp_path / "payload.bin"
+    path.write_bytes(b"0123456789" + data)
+    async with open_node(_config(tmp_path, port, "FULL")):
+        sock = str(tmp_path / "n1.sock")
+        async with open_trio_client(sock) as rx, open_trio_client(sock) as tx:
+            await rx.register("ipn:1.5")
+            with path.open("rb") as f:
+                f.seek(10)  # from the file's position to its end
+                key = await tx.send_file("ipn:1.5", f)
+            with trio.fail_after(60):
+                got = await rx.receive()
+    assert (got.bundle_key, got.payload) == (key, data)
 
 
 async def test_a_file_that_ends_early_breaks_only_its_connection(
