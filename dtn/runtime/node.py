@@ -80,7 +80,7 @@ from dcis.dtn.agent.actions import Deletion
 from dcis.dtn.agent.store import StoredBundle, StoreError, StoreFull
 from dcis.dtn.appapi.wire import MessageReader, encode_message, encode_message_parts
 from dcis.dtn.bpv7.eid import IpnEid, parse_eid
-from dcis.dtn.cl.mtcp import MtcpDecoder, bstr_head, encode_mtcp_frame
+from dcis.dtn.cl.mtcp import MtcpDecoder, bstr_head
 from dcis.dtn.cl.udp import (
     DATA_OVERHEAD_BYTES,
     AckBatcher,
@@ -134,6 +134,9 @@ _MAX_BATCH_BYTES = 4 << 20
 # MTCP: the bundle size from which a frame is sent as its head and then the
 # bundle (two writes, no copy of the bundle).
 _MTCP_SPLIT_BYTES = 64 * 1024
+# MTCP: bundles queued for a neighbour that go out in one batch of writes.
+_MTCP_BATCH = 256
+_MTCP_BATCH_BYTES = 4 << 20
 # Bytes per MTCP or app API read, into the node's one read buffer (see
 # _read_into; large reads: several 64 KB sends in one read are one store
 # transaction, one fsync).
@@ -1605,19 +1608,26 @@ class Node:
         assert agent is not None
         stream: trio.SocketStream | None = None
         try:
-            async for tx_id, data in peer.recv:
+            async for first in peer.recv:
+                # What is queued goes out together (up to a count and a byte
+                # budget): small frames joined into one write, a large
+                # bundle after its CBOR head as it is, not copied.
+                batch = [first]
+                size = len(first[1])
+                with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
+                    while len(batch) < _MTCP_BATCH and size < _MTCP_BATCH_BYTES:
+                        batch.append(peer.recv.receive_nowait())
+                        size += len(batch[-1][1])
+                parts: list[bytes] = []
+                for _, data in batch:
+                    parts += (bstr_head(len(data)), data)
                 ok = True
                 try:
                     if stream is None:
                         stream = await trio.open_tcp_stream(*peer.config.address)
-                    if len(data) < _MTCP_SPLIT_BYTES:
-                        await stream.send_all(encode_mtcp_frame(data))
-                    else:
-                        # A large bundle: its CBOR head, then the bundle
-                        # itself, not a copy of it with the head in front.
-                        await stream.send_all(bstr_head(len(data)))
-                        await stream.send_all(data)
-                    self.counters["mtcp_out"] += 1
+                    for chunk in _coalesce(parts, _MTCP_SPLIT_BYTES):
+                        await stream.send_all(chunk)
+                    self.counters["mtcp_out"] += len(batch)
                 except (OSError, trio.BrokenResourceError) as exc:
                     ok = False
                     self._log(
@@ -1630,8 +1640,13 @@ class Node:
                         with contextlib.suppress(Exception):
                             await stream.aclose()
                     stream = None
-                # MTCP has no acknowledgement: a bundle handed to TCP is sent.
-                self._apply(agent.on_transmit_done(tx_id, ok, self.now_ms()))
+                # MTCP has no acknowledgement: a bundle handed to TCP is sent
+                # (after a failure the whole batch is retried).
+                self._apply(
+                    agent.on_transmit_done_many(
+                        [(tx_id, ok) for tx_id, _ in batch], self.now_ms()
+                    )
+                )
         finally:
             if stream is not None:
                 with contextlib.suppress(Exception):
@@ -2144,13 +2159,13 @@ _COALESCE_BYTES = 128 * 1024
 longer one (a large payload) is written as it is, not copied into a join."""
 
 
-def _coalesce(parts: list[bytes]) -> list[bytes]:
-    """The writes for ``parts`` in order: runs of small buffers joined, large
-    ones on their own (one copy fewer of every large payload)."""
+def _coalesce(parts: list[bytes], large: int = _COALESCE_BYTES) -> list[bytes]:
+    """The writes for ``parts`` in order: runs of buffers shorter than
+    ``large`` joined, larger ones on their own (one copy fewer of each)."""
     out: list[bytes] = []
     run: list[bytes] = []
     for p in parts:
-        if len(p) >= _COALESCE_BYTES:
+        if len(p) >= large:
             if run:
                 out.append(b"".join(run))
                 run = []
