@@ -141,6 +141,8 @@ _MTCP_BATCH_BYTES = 4 << 20
 # _read_into; large reads: several 64 KB sends in one read are one store
 # transaction, one fsync).
 _READ_BYTES = 1 << 20
+# Send buffer asked for on app API connections.
+_APP_SNDBUF = 4 << 20
 # Seconds between checks of the contact plan file's modification time.
 _PLAN_POLL_S = 1.0
 _MAX_UNKNOWN_SENDERS = 1024
@@ -1846,6 +1848,10 @@ class Node:
     async def _app_handler(self, stream: trio.SocketStream, conn: _Conn) -> None:
         out_send, out_recv = trio.open_memory_channel[bytes](math.inf)
         subs: list[_Subscriber] = []
+        with contextlib.suppress(OSError):
+            # A 1 MB bundle in one or two writes, not five or more (the
+            # default ~208 KiB buffer; the kernel caps it at wmem_max).
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _APP_SNDBUF)
 
         room = [trio.Event()]
         writer_done = False
