@@ -142,7 +142,7 @@ _MTCP_BATCH_BYTES = 4 << 20
 # transaction, one fsync).
 _READ_BYTES = 1 << 20
 # Send buffer asked for on app API connections.
-_APP_SNDBUF = 4 << 20
+_APP_SNDBUF = 2 << 20  # the kernel doubles it; 128 connections: <= 512 MiB
 # Seconds between checks of the contact plan file's modification time.
 _PLAN_POLL_S = 1.0
 _MAX_UNKNOWN_SENDERS = 1024
