@@ -1,6 +1,7 @@
 """``dcis send DEST [FILE ...]``: send bundles through the local node's app API.
 
-Each FILE is one bundle's payload ('-' reads stdin to its end); ``--payload
+Each FILE is one bundle's payload, streamed from disk to the node, never
+read into memory whole ('-' reads stdin to its end); ``--payload
 TEXT`` sends TEXT; ``--lines`` makes every line of stdin a bundle; with none
 of these, stdin is one payload. ``--repeat N`` sends each payload N times.
 Everything goes over one connection, and each key is printed once the node
