@@ -4,9 +4,10 @@ against the number of tentative entries.
 
 *log, N nodes*: N processes on loopback UDP, each running
 :class:`dcis.consensus.log.service.LogService` with its ``ctx.state`` in SQLite
-(``synchronous=FULL``: every call's writes committed with an fsync *before*
-the datagrams that call returned are sent: persist before acknowledge). The
-leader's process submits puts in a closed loop with ``--window``
+(``synchronous=FULL``). Each process runs in rounds, a group commit: it
+hands the service every datagram waiting, then submits and ticks, then
+commits the round's writes with one fsync, and only then sends what the
+round returned (persist before acknowledge). The leader's process submits puts in a closed loop with ``--window``
 outstanding (pipelined) for ``--seconds``; latency = submit to COMMITTED at
 the leader. (The daemon's own service hosting lands with issue #11; this
 driver stands in for it with the same sans-I/O core.)

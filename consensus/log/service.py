@@ -1085,11 +1085,15 @@ class LogService:
         if not appended:
             return []
         self._leader_commit()
-        return [
-            self._replicate(p)
-            for p in self._peers()
-            if p in self._voters and self._next.get(p, 0) > self._match.get(p, 0)
-        ]
+        out = []
+        for p in self._peers():
+            if p not in self._voters:
+                continue
+            # Pipelined: everything new goes now, max_batch records a bundle.
+            out.append(self._replicate(p))
+            while self.snap_index < self._next.get(p, 0) <= self.last_index:
+                out.append(self._replicate(p))
+        return out
 
     # -- gossip --------------------------------------------------------------
 

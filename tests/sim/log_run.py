@@ -12,12 +12,14 @@ from dcis.consensus.log.api import (
     CompareAndSet,
     Delete,
     EntryId,
+    Increment,
     Level,
     Op,
     Outcome,
     Put,
 )
 from dcis.consensus.log.cbor import loads_untrusted
+from dcis.consensus.log.kv import counter_value
 from dcis.consensus.log.service import SERVICE_NUMBER, LogParams, LogService
 from dcis.consensus.log.wire import RecordKind, decode_record_untrusted
 from dcis.consensus.membership.view import MemberInfo, MemberState
@@ -221,6 +223,19 @@ class LogRun:
             if sub.outcome == Outcome.REJECTED:
                 # Only a failed precondition may reject.
                 assert isinstance(sub.op, CompareAndSet), (eid, logs[0].rejection(eid))
+        # Promise 2, "exactly once", on the state: a counter that only ever
+        # got increments holds the sum of the committed ones (a doubled or
+        # lost entry would show).
+        final = logs[0]
+        for key in {sub.op.key for sub in self.submitted.values()}:
+            subs = [s for s in self.submitted.values() if s.op.key == key]
+            if all(isinstance(s.op, Increment) for s in subs):
+                total = sum(
+                    s.op.delta
+                    for s in subs
+                    if isinstance(s.op, Increment) and s.outcome == Outcome.COMMITTED
+                )
+                assert counter_value(final.get(key)) == total, (key, total)
         # Promise 3: an origin's entries commit in its order; parents first.
         first = {eid: ps[0] for eid, ps in positions.items()}
         by_origin: dict[int, list[tuple[int, int]]] = {}
@@ -258,7 +273,6 @@ class LogRun:
                         sub.outcome == Outcome.COMMITTED,
                     )
                 )
-        final = logs[0]
         for key in {h.key for h in history}:
             history.append(
                 RegisterOp(
