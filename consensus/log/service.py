@@ -1129,6 +1129,7 @@ class LogService:
             for rec in self.log[self.commit_index - self.snap_index :]:
                 if rec.entry is not None:
                     replicating.add(rec.entry.id)
+        encoded: dict[tuple[EntryId, ...], bytes] = {}
         for p in peers:
             theirs = self._peer_vv.get(p, {})
             skip = replicating if p in self._voters else set()
@@ -1137,11 +1138,15 @@ class LogService:
                 for e in ordered
                 if e.seq > theirs.get(e.origin, 0) and e.id not in skip
             )[: self.params.max_batch]
-            out.append(
-                self._send(
-                    p, Gossip(vv=vv_ids, entries=batch, certs=self._certs_for(batch))
+            # Peers owed the same batch (most often none) share one encoding.
+            ids = tuple(e.id for e in batch)
+            payload = encoded.get(ids)
+            if payload is None:
+                payload = encode_message(
+                    Gossip(vv=vv_ids, entries=batch, certs=self._certs_for(batch))
                 )
-            )
+                encoded[ids] = payload
+            out.append(Send(_eid(p), payload, lifetime_ms=self.params.lifetime_ms))
         return out
 
     def _certs_for(self, batch: tuple[Entry, ...]) -> tuple[bytes, ...]:
