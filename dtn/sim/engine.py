@@ -1260,7 +1260,8 @@ class Simulator:
         ul = nd.udp.get(t.neighbor)
         if ul is None:
             ul = nd.udp[t.neighbor] = self._new_udp_link(nd, t.neighbor)
-        ul.owlt_s = self._rtt_us(nd.num, t.neighbor) / (2 * _US)
+        # (ul.owlt_s is set when a datagram leaves, see _tx_end: the timer
+        # of one sent on a link that is up starts then.)
         self._link_outputs(
             nd, ul, ul.transmit(t.tx_id, t.data, self._now_us / _US), t.tx_id
         )
@@ -1348,6 +1349,10 @@ class Simulator:
         if link is None or c is None:
             # Into the void: the link's timer retries, then gives up.
             self.trace.record(self._now_us, "no_link", nd.num, to, tx_id)
+            if token is not None:
+                ul.owlt_s = self._rtt_us(nd.num, to) / (2 * _US)
+                ul.hold(token)  # it "left" now: its timer restarts with this owlt
+                ul.on_sent(token, self._now_us / _US)
             return
         data = o.data
         start = max(self._now_us, link.busy_until_us)
@@ -1377,10 +1382,11 @@ class Simulator:
             link.sending.remove(dg)
         dg.state = _SENT
         sender = self.nodes[dg.frm]
+        owlt = self._owlt_us(dg.frm, dg.to)
         if dg.token is not None and sender.gen == dg.gen:
             ul = sender.udp.get(dg.to)
             if ul is not None:
-                ul.owlt_s = self._rtt_us(dg.frm, dg.to) / (2 * _US)
+                ul.owlt_s = (owlt + self._owlt_us(dg.to, dg.frm)) / (2 * _US)
                 ul.on_sent(dg.token, self._now_us / _US)
                 self._want_link_tick(sender, ul)
         cfg = self.config
@@ -1390,7 +1396,7 @@ class Simulator:
             self.trace.record(self._now_us, "lost", dg.frm, dg.to, dg.tx_id)
             return
         max_jitter = self._max_jitter_us
-        arrive = self._now_us + self._owlt_us(dg.frm, dg.to)
+        arrive = self._now_us + owlt
         if cfg.reorder and rng.random() < cfg.reorder:
             arrive += rng.randrange(max_jitter + 1)
         self._push(arrive, _PRIO_NORMAL, self._arrive, dg)
