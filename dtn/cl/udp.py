@@ -441,6 +441,11 @@ LinkOutput = SendDatagram | TxDone | Reachability | PeerSwitched
 class TxState(enum.Enum):
     """Where one acknowledged transmission (a DATA segment) stands."""
 
+    # Members are singletons compared by identity: hash them by identity too
+    # (C speed; Enum's own __hash__ is Python code, and every transition
+    # looks up a (state, input) pair).
+    __hash__ = object.__hash__
+
     QUEUED = "queued"
     """Handed to the driver, which has not put it on the wire yet (pacing):
     its ACK timer is stopped."""
@@ -454,6 +459,8 @@ class TxState(enum.Enum):
 
 class TxInput(enum.Enum):
     """What can happen to a transmission in flight."""
+
+    __hash__ = object.__hash__  # as TxState's
 
     HOLD = "hold"
     """The driver queued the segment instead of sending it (:meth:`UdpLink.hold`)."""
@@ -781,7 +788,9 @@ class UdpLink:
 
     def next_deadline(self) -> float | None:
         """Earliest retransmission timeout, or None when nothing is in flight."""
-        d = min((p.deadline_s for p in self._pending.values()), default=math.inf)
+        if not self._pending:
+            return None
+        d = min([p.deadline_s for p in self._pending.values()])
         return None if d == math.inf else d
 
     def on_timer(self, now_s: float) -> list[LinkOutput]:

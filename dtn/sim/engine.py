@@ -1305,7 +1305,9 @@ class Simulator:
     ) -> None:
         """Carry out what node ``nd``'s link to ``ul.neighbor`` asks:
         datagrams onto the simulated link, finished transmissions to the
-        core, and a timer event at its next retransmission deadline."""
+        core. (A link's deadline can only come nearer when a segment leaves
+        -- ``on_sent`` -- or its timer fires: those places queue its timer
+        event, see :meth:`_want_link_tick`.)"""
         done: list[tuple[int, bool]] = []
         for o in outs:
             if isinstance(o, SendDatagram):
@@ -1330,7 +1332,6 @@ class Simulator:
             if core is None:  # a listener crashed the node
                 return
             self._apply(nd, core.on_transmit_done(done_id, ok, self.now))
-        self._want_link_tick(nd, ul)
 
     def _send_datagram(
         self, nd: _Node, ul: UdpLink, o: SendDatagram, tx_id: int
@@ -1353,6 +1354,7 @@ class Simulator:
                 ul.owlt_s = self._rtt_us(nd.num, to) / (2 * _US)
                 ul.hold(token)  # it "left" now: its timer restarts with this owlt
                 ul.on_sent(token, self._now_us / _US)
+                self._want_link_tick(nd, ul)
             return
         data = o.data
         start = max(self._now_us, link.busy_until_us)
@@ -1535,6 +1537,8 @@ class Simulator:
         if ul is None or nd.core is None:
             return
         self._link_outputs(nd, ul, ul.on_timer(self._now_us / _US))
+        if nd.gen == gen and nd.udp.get(neighbor) is ul:
+            self._want_link_tick(nd, ul)
 
     # ---- LTP (SimConfig.ltp) ---------------------------------------------------
 
