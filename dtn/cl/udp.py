@@ -521,6 +521,8 @@ has no running timer, so it cannot time out."""
 class Heard(enum.Enum):
     """What arrived from a neighbour, as far as its :class:`PeerKind` goes."""
 
+    __hash__ = object.__hash__  # as TxState's
+
     DCIS = "dcis"
     """An authentic DCiS segment (DATA or ACK)."""
     BARE = "bare"

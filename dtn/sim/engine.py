@@ -1019,6 +1019,7 @@ class Simulator:
         nd.store = None
 
     def _apply(self, nd: _Node, actions: Iterable[Action]) -> None:
+        acked = False
         for a in actions:
             if nd.core is None:
                 return
@@ -1029,6 +1030,7 @@ class Simulator:
             elif isinstance(a, Ack):
                 # The UDP CL's receiving side: ACKed once the agent holds it.
                 nd.acks.add(a.neighbor, a.cl_token)
+                acked = True
             elif isinstance(a, Deliver):
                 self._deliver(nd, a)
             elif isinstance(a, Schedule):
@@ -1036,7 +1038,7 @@ class Simulator:
             elif isinstance(a, Event):
                 self._event(nd, a)
         if nd.core is not None:
-            if nd.acks:
+            if acked:
                 self._send_acks(nd)
             self._want_tick(nd, nd.core.next_deadline())
 
@@ -1428,7 +1430,7 @@ class Simulator:
             self.trace.record(self._now_us, "junk", dg.to, dg.frm, json.dumps(str(exc)))
             return
         if isinstance(seg, DataSegment):
-            key = self._link_key(seg.sender, rx.num)
+            key = self._link_key(seg.sender, rx.num) if self.config.link_mac else None
             if key is not None and not mac_ok(
                 data_mac(
                     key,
@@ -1475,7 +1477,10 @@ class Simulator:
         """Send node ``nd``'s queued ACKs: each ACK datagram goes straight
         back after the light time (the return channel is not modelled: it
         needs no contact) and is lost with the configured probability."""
-        for to, data in nd.acks.flush(functools.partial(self._link_key, nd.num)):
+        keys = (
+            functools.partial(self._link_key, nd.num) if self.config.link_mac else None
+        )
+        for to, data in nd.acks.flush(keys):
             if self.config.loss and self._rng.random() < self.config.loss:
                 self.trace.record(self._now_us, "ack_lost", nd.num, to)
                 continue
