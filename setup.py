@@ -15,5 +15,10 @@ setup(
         for name in find_packages(
             include=[f"{top}" for top in TOPS] + [f"{top}.*" for top in TOPS]
         )
-    ],
+    ]
+    # The demo's shipped contact plans (dcis.tools.demo reads them beside its
+    # module), so `python -m dcis.tools.demo` works from the wheel too: a
+    # data-only package, named so setuptools does not warn about it.
+    + ["dcis.tools.plans"],
+    package_data={"dcis.tools.plans": ["*.ionrc"]},
 )

@@ -72,6 +72,9 @@ def test_wheel_installs_only_dcis(tmp_path: Path) -> None:
         for src in (ROOT / top).rglob("*.py"):
             assert Path(top) / src.relative_to(ROOT / top) in installed, src
     assert not (site / "dcis" / "__init__.py").exists()  # namespace package
+    # The demo's contact plans travel with the module that reads them.
+    shipped = {p.name for p in (site / "dcis" / "tools" / "plans").glob("*.ionrc")}
+    assert shipped == {p.name for p in (ROOT / "tools" / "plans").glob("*.ionrc")}
     # Found in the installed copy (no source tree on the path), and the old
     # top-level names are not.
     probe = (
