@@ -8,8 +8,10 @@ applications"). The request logic is shared (:class:`_Exchange`); only the
 waiting differs.
 
     with Dfs.connect("/run/dtn-node-1.sock") as fs:
-        fs.put("images/0001.png", Path("0001.png"))
+        fs.put("images/0001.png", Path("0001.png"))  # read 1 MiB at a time
         data = fs.get("images/0001.png")
+        with open("copy.png", "wb") as f:
+            fs.get_into("images/0001.png", f)  # written piece by piece
         for entry in fs.ls("images/"):
             print(entry["name"], entry["size"])
 """
