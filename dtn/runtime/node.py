@@ -73,7 +73,6 @@ from dcis.dtn.agent import (
     MemoryStore,
     Received,
     Schedule,
-    SqliteStore,
     Transmit,
 )
 from dcis.dtn.agent.actions import Deletion
@@ -107,6 +106,7 @@ from dcis.dtn.runtime.security import NodeSecurity
 from dcis.dtn.runtime.services import ServiceFactory, load_factory, next_incarnation
 from dcis.dtn.runtime.tcpcl import TcpclCla
 from dcis.dtn.runtime.watch import file_stamp
+from dcis.dtn.storage import SqliteStore
 from dcis.dtn.time import DtnTime, dtn_time_from_unix
 
 ECHO_SERVICE = 7
@@ -345,7 +345,7 @@ class Node:
         self._offset_s = self._clock() - trio.current_time()
         self._started_at = self._unix_s()
         if cfg.plan is not None:
-            from dcis.dtn.routing.plan import load_plan
+            from dcis.dtn.storage.plan_files import load_plan
 
             try:
                 self.plan = load_plan(cfg.plan)
@@ -1487,7 +1487,7 @@ class Node:
         plan = self.plan
         if path is None or plan is None or self.agent is None:
             return False
-        from dcis.dtn.routing.plan import load_plan
+        from dcis.dtn.storage.plan_files import load_plan
 
         try:
             new = load_plan(path)

@@ -55,7 +55,6 @@ from typing import Any, Final
 import trio
 
 from dcis.crypto.errors import CryptoError, KeyStoreError
-from dcis.crypto.keystore import CERTS_DIR, NODE_CERT, REVOCATIONS, KeyStore
 from dcis.dtn.agent.rfc9173_rules import (
     CONTEXT_NAMES,
     Rfc9173Policy,
@@ -72,6 +71,7 @@ from dcis.dtn.errors import InvalidArgument
 from dcis.dtn.node.service import NodeCredentials
 from dcis.dtn.runtime.config import ConfigError
 from dcis.dtn.runtime.watch import files_stamp
+from dcis.dtn.storage.keystore import CERTS_DIR, NODE_CERT, REVOCATIONS, KeyStore
 
 __all__ = ["SECURITY_KEYS", "NodeSecurity", "SecurityConfig", "parse_security"]
 

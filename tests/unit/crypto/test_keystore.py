@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from dcis.crypto import (
-    KeyStore,
     KeyStoreError,
     NodeIdentity,
     OperatorKey,
     issue_certificate,
     issue_revocation_list,
 )
+from dcis.dtn.storage import KeyStore
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
 
