@@ -69,7 +69,8 @@ from dcis.consensus.membership.wire import (
 from dcis.crypto.certificate import decode_certificate_untrusted, encode_certificate
 from dcis.crypto.errors import CryptoError
 from dcis.crypto.keys import key_id, verify_signature
-from dcis.dtn.errors import DecodeError
+from dcis.dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.node.resources import RESOURCE_FIELDS, check_resource_fields
 from dcis.dtn.node.service import Inbound, NodeCredentials, Send, ServiceContext
 
 __all__ = [
@@ -414,7 +415,16 @@ class MembershipService:
 
     def set_resources(self, resources: Resources, now_ms: int) -> list[Send]:
         """Advertise new resources (a new incarnation), at most once per
-        ``resources_min_interval_ms``; a later change waits for its turn."""
+        ``resources_min_interval_ms``; a later change waits for its turn.
+        Raises :class:`~dcis.dtn.errors.InvalidArgument` for a value out of
+        range (see :func:`dcis.dtn.node.resources.check_resource_fields`)
+        or more store free than total."""
+        check_resource_fields(_resource_fields(resources))
+        if resources.store_free_bytes > resources.store_total_bytes:
+            raise InvalidArgument(
+                f"store_free_bytes ({resources.store_free_bytes}) exceeds "
+                f"store_total_bytes ({resources.store_total_bytes})"
+            )
         self._resources = resources
         if self._ctx is None or self._left:
             return []
@@ -426,6 +436,19 @@ class MembershipService:
             return []
         self._readvertise(now_ms)
         return []
+
+    def advertise_resources(self, fields: Mapping[str, Any], now_ms: int) -> list[Send]:
+        """Some resource fields changed (the embedding program's
+        ``Node.set_resources`` or the app API): merge them with the current
+        advertisement and :meth:`set_resources`. Raises InvalidArgument."""
+        merged = _resource_fields(self._resources)
+        merged.update(check_resource_fields(fields))
+        return self.set_resources(Resources(**merged), now_ms)
+
+    def advertised_resources(self) -> dict[str, Any]:
+        """This node's resources as it advertises them (or will, when the
+        re-advertisement interval allows)."""
+        return _resource_fields(self._resources)
 
     def seed_roster(self, updates: Sequence[Update], now_ms: int) -> None:
         """Take a provisioned roster (signed ``alive`` updates, verified like
@@ -1155,6 +1178,10 @@ class MembershipService:
         return [
             Send(destination=source, payload=encode_message(answer), lifetime_ms=60_000)
         ]
+
+
+def _resource_fields(r: Resources) -> dict[str, Any]:
+    return {name: getattr(r, name) for name in RESOURCE_FIELDS}
 
 
 def _node_of(eid: str) -> int | None:
