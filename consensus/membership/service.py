@@ -62,7 +62,9 @@ from dcis.consensus.membership.wire import (
     Message,
     Status,
     Update,
+    decode_digest_untrusted,
     decode_message_untrusted,
+    encode_digest,
     encode_message,
     signed_bytes,
 )
@@ -86,6 +88,8 @@ SERVICE = 16
 """The membership service number (``ipn:N.16``)."""
 MAX_RELAYS = 64
 """Most indirect probes this node runs for others at once."""
+MAX_HEARD = 64
+"""Most recent direct senders remembered (relay choice)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +114,8 @@ class MembershipConfig:
     plan_aware: bool = True
     join_fanout: int = 3
     resources_min_interval_ms: int = 10_000
+    sync_max_updates: int = 256
+    relay_recent_periods: int = 10
     seeds: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -140,9 +146,11 @@ class Verifier:
         self._ok: OrderedDict[tuple[bytes, bytes, bytes], None] = OrderedDict()
         self._max = max_entries
         self.decoded: dict[object, Update] = {}
+        """Decoded updates by their CBOR fields (see ``decode_message_untrusted``)."""
         self.encoded: dict[Update, bytes] = {}
         """Encoded updates (see ``encode_message``)."""
-        """Decoded updates by their CBOR fields (see ``decode_message_untrusted``)."""
+        self.bodies: dict[bytes, Any] = {}
+        """Decoded message bodies by their bytes (see ``decode_message_untrusted``)."""
 
     def verify(self, public: bytes, message: bytes, signature: bytes) -> bool:
         """True when ``signature`` is ``public``'s over ``message``."""
@@ -199,6 +207,8 @@ class _Probe:
     reconnect: bool = False
     relays: set[int] = field(default_factory=set)
     nacks: int = 0
+    nacked: set[int] = field(default_factory=set)
+    skip: frozenset[int] = frozenset()  # relays silent in an earlier round
     rtt: int = 0
     round: int = 1
 
@@ -240,6 +250,7 @@ class MembershipService:
         self._inc = 0
         self._advert: Update | None = None
         self._left = False
+        self._left_update: Update | None = None
         self._entries: dict[int, _Entry] = {}
         self._floor: OrderedDict[int, int] = OrderedDict()
         self._certs: dict[
@@ -261,6 +272,7 @@ class MembershipService:
         self._burst_until = 0
         self._lhm = 0
         self._last_push: dict[int, int] = {}
+        self._heard: OrderedDict[int, int] = OrderedDict()  # sender -> last message
         self._last_readvert = -(1 << 62)
         self._pending_resources = False
         self._started_ms = 0
@@ -291,7 +303,9 @@ class MembershipService:
             self.counters["dropped_malformed"] += 1
             return []
         try:
-            msg = decode_message_untrusted(inbound.payload, memo=self.verifier.decoded)
+            msg = decode_message_untrusted(
+                inbound.payload, memo=self.verifier.decoded, bodies=self.verifier.bodies
+            )
         except DecodeError:
             self.counters["dropped_malformed"] += 1
             return []
@@ -307,6 +321,10 @@ class MembershipService:
         e = self._entries.get(sender)
         if e is not None:
             e.last_heard_ms = now_ms
+            self._heard[sender] = now_ms
+            self._heard.move_to_end(sender)
+            if len(self._heard) > MAX_HEARD:
+                self._heard.popitem(last=False)
         out += self._handle(sender, msg, now_ms)
         return out
 
@@ -466,6 +484,7 @@ class MembershipService:
             return []
         self._left = True
         left = self._sign(self._me, self._inc, Status.LEFT)
+        self._left_update = left
         self._enqueue(left)
         out: list[Send] = []
         targets = self._routable(
@@ -476,7 +495,7 @@ class MembershipService:
             out.append(
                 self._send(
                     t,
-                    Message(kind=Kind.PUSH, updates=self._full_state()),
+                    self._push_msg((left,)),
                     now_ms,
                     self.config.horizon_ms,
                 )
@@ -769,18 +788,121 @@ class MembershipService:
             out.append(extra)
         return tuple(out)
 
-    def _full_state(self) -> tuple[Update, ...]:
-        out: list[Update] = []
+    # -- internals: anti-entropy (digests) ---------------------------------------
+
+    def _own_update(self) -> Update | None:
         if self._left:
-            out.append(self._sign(self._me, self._inc, Status.LEFT))
-        elif self._advert is not None:
-            out.append(self._advert)
-        for e in self._entries.values():
-            if e.advert is not None:
-                out.append(e.advert)
+            if self._left_update is None:
+                self._left_update = self._sign(self._me, self._inc, Status.LEFT)
+            return self._left_update
+        return self._advert
+
+    def _key_of(self, node: int) -> tuple[int, int] | None:
+        """What this node holds about ``node``: the precedence key, or None."""
+        if node == self._me:
+            return (self._inc, 3 if self._left else 0)
+        e = self._entries.get(node)
+        if e is not None:
+            return e.key
+        floor = self._floor.get(node)
+        return None if floor is None else (floor, 3)
+
+    def _digest(self) -> bytes:
+        """Everything this node holds, as (subject, incarnation, rank)
+        records: its own entry, every member's key and every tombstone floor
+        (so a forgotten member's old claims are not sent back to it)."""
+        recs = [(self._me, *self._key_of(self._me))]  # type: ignore[misc]
+        recs += [(n, *e.key) for n, e in self._entries.items()]
+        recs += [(n, f, 3) for n, f in self._floor.items() if n not in self._entries]
+        return encode_digest(recs)
+
+    def _push_msg(self, extra: tuple[Update, ...] = ()) -> Message:
+        """A ``push``: the piggyback (and ``extra``) plus this node's digest."""
+        ups = self._piggyback()
+        ups = tuple(u for u in extra if all(u is not x for x in ups)) + ups
+        return Message(kind=Kind.PUSH, updates=ups, digest=self._digest())
+
+    def _newer(
+        self, theirs: Mapping[int, tuple[int, int]], *, full: bool
+    ) -> list[Update]:
+        """The updates that beat what ``theirs`` lists (``full``: a subject it
+        does not list is unknown to it; else only listed subjects count; a
+        listed key (0, 0) means "nothing"), at most ``sync_max_updates``,
+        a random subset when there are more."""
+        out: list[list[Update]] = []
+        me = self._own_update()
+        t = theirs.get(self._me)
+        if me is not None and (
+            (t is None and full) or (t is not None and (t == (0, 0) or me.key > t))
+        ):
+            out.append([me])
+        for n, e in self._entries.items():
+            t = theirs.get(n)
+            if t is None:
+                if not full:
+                    continue
+            elif t != (0, 0) and e.key <= t:
+                continue
+            ups = []
+            if e.advert is not None and (t is None or t == (0, 0) or e.advert.key > t):
+                ups.append(e.advert)
             if e.claim is not None:
-                out.append(e.claim)
-        return tuple(out)
+                ups.append(e.claim)
+            if ups:
+                out.append(ups)
+        cap = self.config.sync_max_updates
+        if sum(len(u) for u in out) > cap:
+            self._ctx_rng().shuffle(out)
+        flat: list[Update] = []
+        for ups in out:
+            if len(flat) + len(ups) > cap:
+                break
+            flat += ups
+        return flat
+
+    def _answer_push(self, sender: int, msg: Message, now_ms: int) -> list[Send]:
+        """A peer's digest: send back what it lacks, and list what we lack
+        (our key, or (0, 0) for a subject unknown here) for it to send."""
+        try:
+            recs = decode_digest_untrusted(msg.digest)
+        except DecodeError:
+            self.counters["dropped_malformed"] += 1
+            return []
+        theirs = {s: (i, r) for s, i, r in recs}
+        wants: list[tuple[int, int, int]] = []
+        for s, i, r in recs:
+            mine = self._key_of(s)
+            if mine is None:
+                wants.append((s, 0, 0))
+            elif (i, r) > mine:
+                wants.append((s, *mine))
+            if len(wants) >= self.config.sync_max_updates:
+                break
+        reply = Message(
+            kind=Kind.PULL,
+            updates=tuple(self._newer(theirs, full=True)),
+            digest=encode_digest(wants),
+        )
+        return [self._send(sender, reply, now_ms, self.config.horizon_ms)]
+
+    def _answer_pull(self, sender: int, msg: Message, now_ms: int) -> list[Send]:
+        """The answer to our push: its updates are absorbed already; send
+        what it listed as wanted. A full answer means more differences than
+        one exchange carries: push again next period."""
+        if len(msg.updates) >= self.config.sync_max_updates:
+            self._burst_until = max(self._burst_until, self._periods + 1)
+        if not msg.digest:
+            return []
+        try:
+            recs = decode_digest_untrusted(msg.digest)
+        except DecodeError:
+            self.counters["dropped_malformed"] += 1
+            return []
+        ups = self._newer({s: (i, r) for s, i, r in recs}, full=False)
+        if not ups:
+            return []
+        reply = Message(kind=Kind.PULL, updates=tuple(ups))
+        return [self._send(sender, reply, now_ms, self.config.horizon_ms)]
 
     # -- internals: sending --------------------------------------------------------
 
@@ -845,7 +967,7 @@ class MembershipService:
             return []
         reach = self._routable(cands, now_ms) or cands
         picks = self._ctx.rng.sample(reach, min(len(reach), self.config.join_fanout))
-        msg = Message(kind=Kind.PUSH, updates=self._full_state())
+        msg = self._push_msg()
         return [self._send(p, msg, now_ms, self.config.horizon_ms) for p in picks]
 
     def _period(self, now_ms: int) -> list[Send]:
@@ -880,12 +1002,12 @@ class MembershipService:
             ]
             for t in rng.sample(unknown, min(len(unknown), 4)):
                 if self._rtt(t, now_ms) is not None:
-                    msg = Message(kind=Kind.PUSH, updates=self._full_state())
+                    msg = self._push_msg()
                     out.append(self._send(t, msg, now_ms, self.config.horizon_ms))
                     break
             for t in rng.sample(live, min(len(live), 8)):
                 if self._rtt(t, now_ms) is not None:
-                    msg = Message(kind=Kind.PUSH, updates=self._full_state())
+                    msg = self._push_msg()
                     out.append(self._send(t, msg, now_ms, self.config.horizon_ms))
                     break
         return out
@@ -918,11 +1040,23 @@ class MembershipService:
             return self._ping(e, rtt, 1, now_ms)
         return []
 
-    def _ping(self, e: _Entry, rtt: int, round_: int, now_ms: int) -> list[Send]:
+    def _ping(
+        self,
+        e: _Entry,
+        rtt: int,
+        round_: int,
+        now_ms: int,
+        skip: frozenset[int] = frozenset(),
+    ) -> list[Send]:
         wait = rtt + self.config.probe_timeout_ms * (1 + self._lhm)
         seq = self._next_seq()
         self._probe = _Probe(
-            seq=seq, target=e.node, deadline=now_ms + wait, rtt=rtt, round=round_
+            seq=seq,
+            target=e.node,
+            deadline=now_ms + wait,
+            rtt=rtt,
+            round=round_,
+            skip=skip,
         )
         self._timer_at(now_ms + wait, "probe", seq)
         msg = Message(kind=Kind.PING, seq=seq, updates=self._piggyback(e.claim))
@@ -1006,28 +1140,64 @@ class MembershipService:
             self._apply(e, Input.NO_ROUTE, now_ms)
             return []
         if not p.indirect:
-            self._lhm = min(self.config.lhm_max, self._lhm + 1)
             return self._indirect(p, now_ms)
-        # Lifeguard: a relay that sent no nack may mean we are the slow one.
-        missed = len(p.relays) - p.nacks
+        # Lifeguard: a relay that sent no nack may mean we are the slow one
+        # (one point per missing nack); with no relay to ask, the failed
+        # probe itself counts. A missed direct ack alone does not: when many
+        # members die at once every probe fails, and stretching every
+        # timeout for it would hold up their detection (issue 12, item 4).
+        missed = len(p.relays) - p.nacks if p.relays else 1
         if missed > 0:
-            self._lhm = min(self.config.lhm_max, self._lhm + 1)
+            self._lhm = min(self.config.lhm_max, self._lhm + missed)
         self._probe = None
         if p.round < self.config.probe_rounds:
             # Another whole round (direct, then indirect) before suspecting:
             # over several lossy hops one round fails too easily.
-            return self._ping(e, p.rtt, p.round + 1, now_ms)
+            silent = p.skip | (p.relays - p.nacked)
+            return self._ping(e, p.rtt, p.round + 1, now_ms, frozenset(silent))
         self._apply(e, Input.PROBE_FAILED, now_ms)
         return []
 
     def _indirect(self, p: _Probe, now_ms: int) -> list[Send]:
         assert self._ctx is not None
-        cands = [
-            n
-            for n, e in self._entries.items()
-            if e.state == MemberState.ALIVE and n != p.target
-        ]
-        self._ctx.rng.shuffle(cands)
+        rng, k, ents = self._ctx.rng, self.config.indirect_k, self._entries
+        # Relays: the members we heard from directly in the last
+        # ``relay_recent_periods`` periods, most recent first, and only
+        # those when there are any. When many members die at once, relays
+        # picked among the silent fail with the target: no nack, so local
+        # health climbs, every timeout stretches and detection stalls
+        # (issue 12, item 4). Else a random sample (constant work at any N).
+        since = now_ms - self.config.relay_recent_periods * self.config.period_ms
+        skip = p.skip
+        cands = []
+        for n in reversed(self._heard):
+            if self._heard[n] < since:
+                break
+            if (
+                n != p.target
+                and n not in skip
+                and n in ents
+                and ents[n].state == MemberState.ALIVE
+            ):
+                cands.append(n)
+        if not cands:
+            pool = self._order
+            if len(pool) > 8 * k + 8:
+                pool = rng.sample(pool, 8 * k + 8)
+            cands = [
+                n
+                for n in pool
+                if n != p.target
+                and n not in skip
+                and ents[n].state == MemberState.ALIVE
+            ]
+            if len(cands) < k and len(pool) < len(self._order):
+                cands = [
+                    n
+                    for n, e in ents.items()
+                    if e.state == MemberState.ALIVE and n != p.target and n not in skip
+                ]
+            rng.shuffle(cands)
         relays: list[tuple[int, int]] = []
         for c in cands:
             if len(relays) >= self.config.indirect_k:
@@ -1080,7 +1250,7 @@ class MembershipService:
                 out.append(
                     self._send(
                         sender,
-                        Message(kind=Kind.PUSH, updates=self._full_state()),
+                        self._push_msg((e.claim,) if e.claim is not None else ()),
                         now_ms,
                         self.config.horizon_ms,
                     )
@@ -1092,6 +1262,7 @@ class MembershipService:
             p = self._probe
             if p is not None and p.seq == msg.seq and p.indirect and sender in p.relays:
                 p.nacks += 1
+                p.nacked.add(sender)
             return []
         if k == Kind.PING_REQ:
             if msg.target in (0, self._me) or len(self._relays) >= MAX_RELAYS:
@@ -1120,15 +1291,10 @@ class MembershipService:
                 )
             ]
         if k == Kind.PUSH:
-            return [
-                self._send(
-                    sender,
-                    Message(kind=Kind.PULL, updates=self._full_state()),
-                    now_ms,
-                    self.config.horizon_ms,
-                )
-            ]
-        return []  # PULL: its updates were absorbed already
+            return self._answer_push(sender, msg, now_ms)
+        if k == Kind.PULL:
+            return self._answer_pull(sender, msg, now_ms)
+        return []
 
     def _ack(self, sender: int, seq: int, now_ms: int) -> list[Send]:
         relay = self._relays.pop(seq, None)
