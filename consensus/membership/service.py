@@ -88,8 +88,6 @@ SERVICE = 16
 """The membership service number (``ipn:N.16``)."""
 MAX_RELAYS = 64
 """Most indirect probes this node runs for others at once."""
-MAX_HEARD = 64
-"""Most recent direct senders remembered (relay choice)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,7 +113,6 @@ class MembershipConfig:
     join_fanout: int = 3
     resources_min_interval_ms: int = 10_000
     sync_max_updates: int = 256
-    relay_recent_periods: int = 10
     seeds: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -208,7 +205,6 @@ class _Probe:
     relays: set[int] = field(default_factory=set)
     nacks: int = 0
     nacked: set[int] = field(default_factory=set)
-    skip: frozenset[int] = frozenset()  # relays silent in an earlier round
     rtt: int = 0
     round: int = 1
 
@@ -272,7 +268,6 @@ class MembershipService:
         self._burst_until = 0
         self._lhm = 0
         self._last_push: dict[int, int] = {}
-        self._heard: OrderedDict[int, int] = OrderedDict()  # sender -> last message
         self._last_readvert = -(1 << 62)
         self._pending_resources = False
         self._started_ms = 0
@@ -321,10 +316,6 @@ class MembershipService:
         e = self._entries.get(sender)
         if e is not None:
             e.last_heard_ms = now_ms
-            self._heard[sender] = now_ms
-            self._heard.move_to_end(sender)
-            if len(self._heard) > MAX_HEARD:
-                self._heard.popitem(last=False)
         out += self._handle(sender, msg, now_ms)
         return out
 
@@ -1040,14 +1031,7 @@ class MembershipService:
             return self._ping(e, rtt, 1, now_ms)
         return []
 
-    def _ping(
-        self,
-        e: _Entry,
-        rtt: int,
-        round_: int,
-        now_ms: int,
-        skip: frozenset[int] = frozenset(),
-    ) -> list[Send]:
+    def _ping(self, e: _Entry, rtt: int, round_: int, now_ms: int) -> list[Send]:
         wait = rtt + self.config.probe_timeout_ms * (1 + self._lhm)
         seq = self._next_seq()
         self._probe = _Probe(
@@ -1056,7 +1040,6 @@ class MembershipService:
             deadline=now_ms + wait,
             rtt=rtt,
             round=round_,
-            skip=skip,
         )
         self._timer_at(now_ms + wait, "probe", seq)
         msg = Message(kind=Kind.PING, seq=seq, updates=self._piggyback(e.claim))
@@ -1140,64 +1123,36 @@ class MembershipService:
             self._apply(e, Input.NO_ROUTE, now_ms)
             return []
         if not p.indirect:
+            self._lhm = min(self.config.lhm_max, self._lhm + 1)
             return self._indirect(p, now_ms)
-        # Lifeguard: a relay that sent no nack may mean we are the slow one
-        # (one point per missing nack); with no relay to ask, the failed
-        # probe itself counts. A missed direct ack alone does not: when many
-        # members die at once every probe fails, and stretching every
-        # timeout for it would hold up their detection (issue 12, item 4).
-        missed = len(p.relays) - p.nacks if p.relays else 1
-        if missed > 0:
-            self._lhm = min(self.config.lhm_max, self._lhm + missed)
+        # Lifeguard: a relay that sent no nack may mean we are the slow one.
+        if p.relays - p.nacked:
+            self._lhm = min(self.config.lhm_max, self._lhm + 1)
         self._probe = None
         if p.round < self.config.probe_rounds:
             # Another whole round (direct, then indirect) before suspecting:
             # over several lossy hops one round fails too easily.
-            silent = p.skip | (p.relays - p.nacked)
-            return self._ping(e, p.rtt, p.round + 1, now_ms, frozenset(silent))
+            return self._ping(e, p.rtt, p.round + 1, now_ms)
         self._apply(e, Input.PROBE_FAILED, now_ms)
         return []
 
     def _indirect(self, p: _Probe, now_ms: int) -> list[Send]:
         assert self._ctx is not None
         rng, k, ents = self._ctx.rng, self.config.indirect_k, self._entries
-        # Relays: the members we heard from directly in the last
-        # ``relay_recent_periods`` periods, most recent first, and only
-        # those when there are any. When many members die at once, relays
-        # picked among the silent fail with the target: no nack, so local
-        # health climbs, every timeout stretches and detection stalls
-        # (issue 12, item 4). Else a random sample (constant work at any N).
-        since = now_ms - self.config.relay_recent_periods * self.config.period_ms
-        skip = p.skip
-        cands = []
-        for n in reversed(self._heard):
-            if self._heard[n] < since:
-                break
-            if (
-                n != p.target
-                and n not in skip
-                and n in ents
-                and ents[n].state == MemberState.ALIVE
-            ):
-                cands.append(n)
-        if not cands:
-            pool = self._order
-            if len(pool) > 8 * k + 8:
-                pool = rng.sample(pool, 8 * k + 8)
+        # Relays from a random sample: constant work per probe at any N.
+        pool = self._order
+        if len(pool) > 8 * k + 8:
+            pool = rng.sample(pool, 8 * k + 8)
+        cands = [
+            n for n in pool if n != p.target and ents[n].state == MemberState.ALIVE
+        ]
+        if len(cands) < k and len(pool) < len(self._order):
             cands = [
                 n
-                for n in pool
-                if n != p.target
-                and n not in skip
-                and ents[n].state == MemberState.ALIVE
+                for n, e in ents.items()
+                if e.state == MemberState.ALIVE and n != p.target
             ]
-            if len(cands) < k and len(pool) < len(self._order):
-                cands = [
-                    n
-                    for n, e in ents.items()
-                    if e.state == MemberState.ALIVE and n != p.target and n not in skip
-                ]
-            rng.shuffle(cands)
+        rng.shuffle(cands)
         relays: list[tuple[int, int]] = []
         for c in cands:
             if len(relays) >= self.config.indirect_k:
