@@ -215,6 +215,15 @@ _STATUS_INPUT = {
     Status.DEAD: Input.DEAD_NEWS,
     Status.LEFT: Input.LEFT_NEWS,
 }
+_FORWARD = Effect.FORWARD.value
+_CANCEL_TIMER = Effect.CANCEL_TIMER.value
+_UNTOMB = Effect.UNTOMB.value
+_ACCUSE = Effect.ACCUSE.value
+_START_TIMER = Effect.START_TIMER.value
+_SHORTEN_TIMER = Effect.SHORTEN_TIMER.value
+_DECLARE_DEAD = Effect.DECLARE_DEAD.value
+_TOMBSTONE = Effect.TOMBSTONE.value
+_FORGET = Effect.FORGET.value
 _LIVE = (MemberState.ALIVE, MemberState.SUSPECT, MemberState.UNREACHABLE)
 _GONE = (MemberState.DEAD, MemberState.LEFT)
 
@@ -247,6 +256,8 @@ class MembershipService:
         self._advert: Update | None = None
         self._left = False
         self._left_update: Update | None = None
+        self._dead: list[int] = []  # members held dead (reconnect picks)
+        self._dead_at: dict[int, int] = {}  # member -> index in _dead
         self._entries: dict[int, _Entry] = {}
         self._floor: OrderedDict[int, int] = OrderedDict()
         self._certs: dict[
@@ -672,15 +683,22 @@ class MembershipService:
         self, e: _Entry, inp: Input, now_ms: int, cause: Update | None = None
     ) -> None:
         old = e.state
-        new, eff = step(old, inp)
+        new, flags = step(old, inp)
+        eff = flags.value  # an int: IntFlag's ``&`` is ~1 us a test
+        if not eff and new == old:
+            return
         e.state = new
         if new != old:
             self.transitions.append(Transition(now_ms, e.node, old, new))
-        if eff & Effect.FORWARD and cause is not None:
+            if new == MemberState.DEAD:
+                self._dead_add(e.node)
+            elif old == MemberState.DEAD:
+                self._dead_remove(e.node)
+        if eff & _FORWARD and cause is not None:
             self._enqueue(cause)
-        if eff & Effect.CANCEL_TIMER:
+        if eff & _CANCEL_TIMER:
             e.suspect_deadline = None
-        if eff & Effect.UNTOMB:
+        if eff & _UNTOMB:
             e.tombstone_until = None
             # A member we held gone is back (a restart or a healed partition):
             # swap whole states for log2 N periods, so the rest of both sides
@@ -692,34 +710,48 @@ class MembershipService:
             self._burst_until = self._periods + math.ceil(
                 math.log2(len(self._entries) + 2)
             )
-        if eff & Effect.ACCUSE:
+        if eff & _ACCUSE:
             claim = self._sign(e.node, e.inc, Status.SUSPECT)
             e.claim = claim
             e.confirmers = {self._me}
             self._enqueue(claim)
-        if eff & Effect.START_TIMER:
+        if eff & _START_TIMER:
             e.suspect_start = now_ms
             e.suspect_rtt = 0
             if self.config.plan_aware:
                 rtt = self._rtt(e.node, now_ms)
                 e.suspect_rtt = self.config.horizon_ms if rtt is None else rtt
             self._arm_suspicion(e, now_ms)
-        if eff & Effect.SHORTEN_TIMER and e.suspect_deadline is not None:
+        if eff & _SHORTEN_TIMER and e.suspect_deadline is not None:
             self._arm_suspicion(e, now_ms)
-        if eff & Effect.DECLARE_DEAD:
+        if eff & _DECLARE_DEAD:
             claim = self._sign(e.node, e.inc, Status.DEAD)
             e.claim = claim
             self._enqueue(claim)
-        if eff & Effect.TOMBSTONE:
+        if eff & _TOMBSTONE:
             e.suspect_deadline = None
             e.tombstone_until = now_ms + self.config.tombstone_ms
             self._timer_at(e.tombstone_until, "tombstone", e.node)
-        if eff & Effect.FORGET:
+        if eff & _FORGET:
+            self._dead_remove(e.node)
             del self._entries[e.node]
             self._queue.pop(e.node, None)
             self._raise_floor(e.node, e.inc)
             if e.node in self._order:
                 self._order.remove(e.node)
+
+    def _dead_add(self, node: int) -> None:
+        if node not in self._dead_at:
+            self._dead_at[node] = len(self._dead)
+            self._dead.append(node)
+
+    def _dead_remove(self, node: int) -> None:
+        i = self._dead_at.pop(node, None)
+        if i is not None:
+            last = self._dead.pop()
+            if last != node:
+                self._dead[i] = last
+                self._dead_at[last] = i
 
     def _raise_floor(self, node: int, inc: int) -> None:
         self._floor[node] = max(inc, self._floor.get(node, 0))
@@ -968,13 +1000,12 @@ class MembershipService:
         if self._probe is None:
             out += self._start_probe(now_ms)
         if self._periods % self.config.reconnect_periods == 0:
-            gone = [
-                n
-                for n, e in self._entries.items()
-                if e.state == MemberState.DEAD and n not in self._reconnect
-            ]
-            if gone:
-                out += self._reconnect_ping(self._ctx.rng.choice(gone), now_ms)
+            # One member held dead, at random (a few draws: O(1) at any N).
+            for _ in range(min(4, len(self._dead))):
+                n = self._dead[self._ctx.rng.randrange(len(self._dead))]
+                if n not in self._reconnect:
+                    out += self._reconnect_ping(n, now_ms)
+                    break
         if (
             self._periods % self.config.push_pull_periods == 0
             or self._periods <= self._burst_until

@@ -330,7 +330,9 @@ class MembershipSim:
             return
         if self.loss > 0 and self.rng.random() > (1.0 - self.loss) ** max(1, hops):
             return
-        if self.separated(frm, to, self.now) or self.separated(frm, to, arrive):
+        if self._partitions and (
+            self.separated(frm, to, self.now) or self.separated(frm, to, arrive)
+        ):
             return
         self._push(arrive, "arrive", (frm, to, s.payload))
 

@@ -118,7 +118,8 @@ class Update:
     def __post_init__(self) -> None:
         for name in ("subject", "incarnation", "signer"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < _U64:
+            ok = isinstance(v, int) and not isinstance(v, bool)
+            if not ok or not 0 <= v < _U64:
                 raise InvalidArgument(f"{name} must be a uint64, got {v!r}")
         if self.subject == 0 or self.signer == 0:
             raise InvalidArgument("node 0 is not a node number")
@@ -183,8 +184,13 @@ class Message:
     empty on every kind but ``push`` and ``pull``."""
 
     def __post_init__(self) -> None:
-        for name in ("seq", "target"):
-            v = getattr(self, name)
+        fields: tuple[tuple[str, object], ...] = (
+            ("seq", self.seq),
+            ("target", self.target),
+        )
+        for name, v in fields:
+            if type(v) is int and 0 <= v < _U64:
+                continue  # the usual case, one test
             if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < _U64:
                 raise InvalidArgument(f"{name} must be a uint64, got {v!r}")
         if len(self.updates) > MAX_UPDATES or len(self.members) > MAX_UPDATES:
@@ -227,10 +233,13 @@ def _update_fields(u: Update) -> list[object]:
     ]
 
 
+_SMALL_HEADS = [[bytes([major << 5 | n]) for n in range(24)] for major in range(8)]
+
+
 def _head(major: int, n: int) -> bytes:
     # RFC 8949 section 3: the shortest head for an argument n.
     if n < 24:
-        return bytes([major << 5 | n])
+        return _SMALL_HEADS[major][n]
     for ai, width in ((24, 1), (25, 2), (26, 4), (27, 8)):
         if n < 1 << (8 * width):
             return bytes([major << 5 | ai]) + n.to_bytes(width, "big")
@@ -332,6 +341,7 @@ def _resources(x: object) -> Resources | None:
 
 _MAX_STATUS = max(Status)
 _MAX_KIND = max(Kind)
+_KINDS = tuple(Kind(k) for k in range(_MAX_KIND + 1))
 
 
 def _memo_key(x: object) -> object:
@@ -410,6 +420,11 @@ def _envelope(data: bytes) -> tuple[int, Kind, int, int, int] | None:
     full decoder then says what is wrong)."""
     if not data or data[0] not in (0x86, 0x87):
         return None
+    if len(data) > 5 and data[1] == VERSION and data[2] <= _MAX_KIND and data[4] < 24:
+        # The common case: kind and target in one byte each, seq in 1-5.
+        b = data[3]
+        if b < 24:
+            return data[0] - 0x80, _KINDS[data[2]], b, data[4], 5
     pos, vals = 1, []
     for _ in range(4):
         if pos >= len(data):
@@ -432,7 +447,7 @@ def _envelope(data: bytes) -> tuple[int, Kind, int, int, int] | None:
     version, kind, seq, target = vals
     if version != VERSION or kind > _MAX_KIND:
         return None
-    return data[0] - 0x80, Kind(kind), seq, target, pos
+    return data[0] - 0x80, _KINDS[kind], seq, target, pos
 
 
 def decode_message_untrusted(
