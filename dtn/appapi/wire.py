@@ -15,6 +15,10 @@ client -> node
     ``delivered`` bundle_key: text            (no reply: confirms a pushed bundle)
     ``status``                                 (reply carries the status map)
     ``ping``                                   (local liveness; reply ``ok``)
+    ``set_resources`` ?store_free_bytes, ?store_total_bytes, ?cpu_load,
+                  ?battery_pct, ?sunlit, ?temperature_c (reply carries
+                  ``resources``, every field as now advertised; values are
+                  checked by ``dcis.dtn.node.resources``)
 node -> client
     ``ok``        id, plus request-specific keys (``bundle_key``, ``status``, ...)
     ``error``     id, message: text
@@ -37,7 +41,16 @@ MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 that a 100 MB bundle, which LTP carries in one block, can be sent and received."""
 
 CLIENT_TYPES = frozenset(
-    {"register", "unregister", "send", "delivered", "status", "ping", "bundles"}
+    {
+        "register",
+        "unregister",
+        "send",
+        "delivered",
+        "status",
+        "ping",
+        "bundles",
+        "set_resources",
+    }
 )
 NODE_TYPES = frozenset({"ok", "error", "bundle"})
 
@@ -50,6 +63,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "status": {"id": int},
     "ping": {"id": int},
     "bundles": {"id": int},
+    "set_resources": {"id": int},
     "ok": {"id": int},
     "error": {"id": int, "message": str},
     "bundle": {

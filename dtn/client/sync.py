@@ -209,6 +209,16 @@ class Client:
         reply = self._request({"type": "bundles", "limit": limit})
         return {"total": reply["total"], "bundles": reply["bundles"]}
 
+    def set_resources(self, **fields: Any) -> dict[str, Any]:
+        """Advertise the node's resources (see ``Node.set_resources``):
+        any of ``store_free_bytes``, ``store_total_bytes``, ``cpu_load``,
+        ``battery_pct``, ``sunlit``, ``temperature_c``. Returns every field
+        as now advertised; raises :class:`ClientError` for a bad value."""
+        reply = self._request({"type": "set_resources", **fields})
+        res = reply["resources"]
+        assert isinstance(res, dict)
+        return res
+
     def ping(self) -> float:
         """Round trip to the local node, in seconds."""
         t0 = time.perf_counter()

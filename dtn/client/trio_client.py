@@ -248,6 +248,16 @@ class TrioClient:
         assert isinstance(status, dict)
         return status
 
+    async def set_resources(self, **fields: Any) -> dict[str, Any]:
+        """Advertise the node's resources (see ``Node.set_resources``):
+        any of ``store_free_bytes``, ``store_total_bytes``, ``cpu_load``,
+        ``battery_pct``, ``sunlit``, ``temperature_c``. Returns every field
+        as now advertised; raises :class:`ClientError` for a bad value."""
+        reply = await self._request({"type": "set_resources", **fields})
+        res = reply["resources"]
+        assert isinstance(res, dict)
+        return res
+
     async def ping(self) -> float:
         """Round trip to the local node, in seconds."""
         t0 = time.perf_counter()

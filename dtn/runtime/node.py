@@ -99,6 +99,7 @@ from dcis.dtn.cl.udp import (
 from dcis.dtn.client.common import ReceivedBundle
 from dcis.dtn.errors import DecodeError, DtnError, InvalidArgument
 from dcis.dtn.node import EchoService, EndpointReserved, EventKind, NodeCore, Service
+from dcis.dtn.node.resources import AdvertisesResources, check_resource_fields
 from dcis.dtn.routing.contact import Contact
 from dcis.dtn.runtime.config import ConfigError, NeighbourConfig, NodeConfig
 from dcis.dtn.runtime.ltp import LTP_FIRST_BYTES, LtpCl, LtpConfig, LtpResult
@@ -974,6 +975,43 @@ class Node:
         self.when_durable(stored.set)  # group commit: wait for the fsync
         await stored.wait()
         return key
+
+    def set_resources(self, **fields: Any) -> dict[str, Any]:
+        """Advertise this node's resources through its membership service:
+        any of ``store_free_bytes``, ``store_total_bytes``, ``cpu_load``,
+        ``battery_pct``, ``sunlit``, ``temperature_c`` (the others keep
+        their values; ``None`` means unknown where the field allows it).
+        Returns every field as advertised from now on (the signed update
+        goes out at most once per ``resources_min_interval_ms``; a later
+        change waits for its turn, it is not lost).
+
+        Raises :class:`InvalidArgument` for an unknown field, a value out
+        of range (:func:`dcis.dtn.node.resources.check_resource_fields`),
+        more store free than total, a node that is not running, or a node
+        without a service that advertises resources (membership)."""
+        core = self.core
+        if core is None:
+            raise InvalidArgument("the node is not running")
+        checked = check_resource_fields(fields)
+        for num, svc in core.services.items():
+            if isinstance(svc, AdvertisesResources):
+                merged = svc.advertised_resources()
+                merged.update(checked)
+                free, total = merged["store_free_bytes"], merged["store_total_bytes"]
+                if free > total:
+                    raise InvalidArgument(
+                        f"store_free_bytes ({free}) exceeds store_total_bytes ({total})"
+                    )
+                self._apply(
+                    core.call_service(
+                        num, "advertise_resources", checked, now=self.now_ms()
+                    )
+                )
+                return svc.advertised_resources()
+        raise InvalidArgument(
+            "no service on this node advertises resources (enable membership: "
+            '[services] factories = ["dcis.consensus.membership.node:factory"])'
+        )
 
     @contextlib.asynccontextmanager
     async def endpoint(self, endpoint: str) -> AsyncIterator[_ConfirmingChannel]:
@@ -2022,6 +2060,9 @@ class Node:
                         sub.taken.discard(key)
                         actions += self._confirm_taken(sub.endpoint, key)
                         break
+            elif kind == "set_resources":
+                fields = {k: v for k, v in m.items() if k not in ("type", "id")}
+                reply(mid, resources=self.set_resources(**fields))
             elif kind == "send":
                 source = m.get("source") or self.config.eid
                 src = parse_eid(source)
