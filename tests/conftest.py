@@ -13,9 +13,8 @@ thing the workers share is hypothesis's example database
 (``.hypothesis/examples`` in the checkout, absolute since import): it writes
 each example as its own file by rename, safe for concurrent processes, and
 sharing it lets a failure found on one worker be replayed on any. Tests that
-must not overlap (heavy multi-daemon testbeds with real-time plan windows)
-carry ``pytest.mark.xdist_group``; ``--dist loadgroup`` runs each group on one
-worker.
+must not overlap can carry ``pytest.mark.xdist_group(name)``: ``make test``
+passes ``--dist loadgroup``, which runs each group on one worker.
 """
 
 from __future__ import annotations
@@ -75,35 +74,8 @@ class _OneNamespace(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, _OneNamespace())
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # pytest-xdist registers it too; this keeps --strict-markers happy when
-    # the suite runs without the plugin (-p no:xdist).
-    config.addinivalue_line("markers", "xdist_group(name): run on one xdist worker")
-
-
-def _drives_a_testbed(item: pytest.Item) -> bool:
-    """Whether ``item``'s module runs multi-daemon testbeds (it imports
-    ``Testbed`` or the demo): daemons on real-time plan windows."""
-    from dcis.tools import demo, demo_stack
-    from dcis.tools.testbed import Testbed
-
-    module = getattr(item, "module", None)
-    if module is None:
-        return False
-    drivers = (Testbed, demo, demo_stack)
-    return any(any(v is d for d in drivers) for v in vars(module).values())
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked slow first (otherwise in collection order): on parallel
     workers a minute-long testbed then overlaps the many short tests instead
-    of starting last and running alone while the other workers idle.
-
-    The slow tests of testbed modules share the xdist group ``testbed``: with
-    ``--dist loadgroup`` they run one after another on one worker, so no two
-    sets of daemons with real-time plan windows compete for the 2 cores."""
-    for item in items:
-        if item.get_closest_marker("slow") is not None and _drives_a_testbed(item):
-            item.add_marker(pytest.mark.xdist_group("testbed"))
+    of starting last and running alone while the other workers idle."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
