@@ -27,10 +27,11 @@ demo: $(STAMP)
 
 # pytest's exit code 5 means "no tests ran": that is a failure, not a pass.
 # The suite runs on TEST_WORKERS pytest-xdist worker processes (TEST_WORKERS=0:
-# in this process, one test at a time). --dist loadgroup keeps the tests that
-# share an xdist_group on one worker. Many tests wait on daemons, sockets and
-# subprocesses, so more workers than cores pays: measured on 2 cores, see the
-# commit that set the number.
+# in this process, one test at a time), --dist loadgroup (what was measured;
+# NB: in a check with pytest-xdist 3.8.0 two tests marked with the same
+# xdist_group still ran on two workers, so do not rely on groups). Many tests
+# wait on daemons, sockets, subprocesses and real-time plan windows, so more
+# workers than the 2 cores pays.
 # Bytecode goes to $(VENV)/pycache even where PYTHONDONTWRITEBYTECODE is set
 # (it is on the shared machine): the suite starts hundreds of daemons and CLI
 # processes, and each one otherwise compiles every dcis module again (and each

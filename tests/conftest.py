@@ -12,9 +12,10 @@ app socket and object-store paths of a daemon), ports from the OS. The one
 thing the workers share is hypothesis's example database
 (``.hypothesis/examples`` in the checkout, absolute since import): it writes
 each example as its own file by rename, safe for concurrent processes, and
-sharing it lets a failure found on one worker be replayed on any. Tests that
-must not overlap can carry ``pytest.mark.xdist_group(name)``: ``make test``
-passes ``--dist loadgroup``, which runs each group on one worker.
+sharing it lets a failure found on one worker be replayed on any. (Tests
+that must not overlap cannot count on ``pytest.mark.xdist_group``: with
+pytest-xdist 3.8.0 and ``--dist loadgroup`` two tests of one group still ran
+on two workers in a check.)
 """
 
 from __future__ import annotations
