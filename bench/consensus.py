@@ -12,9 +12,9 @@ API keeps ``--window`` appends (32-byte puts) outstanding until each is
 COMMITTED, for ``--seconds``. The app API answers an append once it is a
 durable tentative entry ("ack p50"); the client learns commit by polling
 (one GET at a time, at most every ``--poll-ms``) the COMMITTED value of the
-key the oldest outstanding put wrote -- each value is the put's client
-sequence number, and one origin's entries commit in the order it made them,
-so a committed value covers every earlier entry of that node. Latency =
+key every put writes -- each value is the put's client sequence number, and
+one origin's entries commit in the order it made them, so the committed
+value is a watermark covering every earlier entry of that node. Latency =
 submit to the client seeing it committed (includes up to one poll period
 and a GET round trip). "leader CPU" = the leader daemon's CPU time per
 committed op; "polls" = GETs per committed op (the measurement's own load).
@@ -345,7 +345,7 @@ class LogDaemons:
     neighbour of every other, always on: no plan), each with a FULL (fsync)
     SQLite store and the log loaded by ``[services] factories``."""
 
-    def __init__(self, n: int, workdir: Path) -> None:
+    def __init__(self, n: int, workdir: Path, synchronous: str = "FULL") -> None:
         self.nodes = list(range(1, n + 1))
         self.workdir = workdir
         ports = {i: ut._free_port() for i in self.nodes}
@@ -361,7 +361,7 @@ class LogDaemons:
                 'log_level = "warning"',
                 "[store]",
                 f'path = "{workdir}/n{me}.db"',
-                'synchronous = "FULL"',
+                f'synchronous = "{synchronous}"',
                 "[services]",
                 'factories = ["dcis.consensus.logfactory:factory"]',
             ]
@@ -415,6 +415,11 @@ class LogDaemons:
                 p.wait()
 
 
+BENCH_KEY = "bench/last"
+"""The one key the daemon rows' puts write (their value: the client's
+sequence number, 32 bytes), so one committed GET is a watermark."""
+
+
 async def _daemon_load(
     sock: str, seconds: float, window: int, poll_s: float
 ) -> tuple[int, list[float], list[float], int]:
@@ -423,10 +428,10 @@ async def _daemon_load(
 
     The app API acknowledges an append when it is a durable tentative entry;
     commit is learned by polling (one GET at a time, at most every
-    ``poll_s``) the COMMITTED value of the key the oldest outstanding put
-    wrote: each put's value is its client sequence number, and one origin's
-    entries commit in the order it made them (promise 3), so a committed
-    value ``c`` means every entry of this node up to ``c``'s is committed.
+    ``poll_s``) the COMMITTED value of :data:`BENCH_KEY`, which every put
+    writes with its client sequence number: one origin's entries commit in
+    the order it made them (promise 3), so a committed value ``c`` means
+    every entry of this node up to ``c``'s is committed.
     """
     rng = random.Random(time.time_ns())
     async with open_trio_client(sock) as c:
@@ -476,7 +481,7 @@ async def _daemon_load(
                 req = ClientRequest(
                     req_id=rng.randrange(1, 2**63),
                     kind=ClientKind.APPEND,
-                    op=Put(f"k{s % 100}", f"{s:032d}".encode()),
+                    op=Put(BENCH_KEY, f"{s:032d}".encode()),
                 )
                 reply = await ask(req)
                 acks.append(time.monotonic() - t0)
@@ -492,18 +497,17 @@ async def _daemon_load(
                 if not known:
                     await trio.sleep(poll_s)
                     continue
-                oldest = min(known)
                 req = ClientRequest(
                     req_id=rng.randrange(1, 2**63),
                     kind=ClientKind.GET,
-                    key=f"k{oldest % 100}",
+                    key=BENCH_KEY,
                     level=str(Level.COMMITTED),
                 )
                 t_ask = time.monotonic()
                 polls[0] += 1
                 value = (await ask(req)).value
                 got = int(value) if value else 0
-                if got >= oldest and got in entry_seq:
+                if got in entry_seq:
                     top = max(top, entry_seq[got])
                 t = time.monotonic()
                 for s in [s for s in pending if entry_seq.get(s, top + 1) <= top]:
