@@ -6,7 +6,7 @@ module only configures it from files and runs it inside the trio node:
 
 - :func:`parse_security` validates the ``[security]`` table (every error a
   one-line :class:`~dcis.dtn.runtime.config.ConfigError` naming ``security.<key>``).
-- :class:`NodeSecurity` loads the key store (``crypto.KeyStore``: this
+- :class:`NodeSecurity` loads the key store (``dcis.dtn.storage.KeyStore``: this
   node's ``node.key``, ``operator.pub``, ``node.cert``, ``certs/*.cert``,
   ``revocations.cbor``), builds the policy, logs every rejection with its
   reason, and re-reads the revocation list and peer certificates when they

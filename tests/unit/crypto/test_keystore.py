@@ -1,4 +1,4 @@
-"""Key store on disk (crypto/keystore.py): modes, refusals, round trips."""
+"""Key store on disk (dtn/storage/keystore.py): modes, refusals, round trips."""
 
 from __future__ import annotations
 
