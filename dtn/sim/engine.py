@@ -88,8 +88,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol, TextIO, cast
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
 
 from dcis.dtn.agent.actions import (
     DELETION_CAUSES,
@@ -128,6 +127,9 @@ from dcis.dtn.routing.plan import ContactPlan
 from dcis.dtn.sim.trace import Trace, TraceListener
 from dcis.dtn.sim.traffic import TrafficItem
 from dcis.dtn.time import DtnTime
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "DELETION_REASONS",
@@ -573,7 +575,8 @@ def default_agent_factory(
 def default_store_factory(node: int, spec: NodeSpec, path: Path | None) -> Any:
     """MemoryStore, or SqliteStore(path) for a durable node (synchronous=NORMAL:
     a simulated crash does not lose the OS's pages, so fsync buys nothing)."""
-    from dcis.dtn.agent.store import MemoryStore, SqliteStore
+    from dcis.dtn.agent.store import MemoryStore
+    from dcis.dtn.storage.sqlite_store import SqliteStore
 
     limit = 1 << 30 if spec.store_limit_bytes is None else spec.store_limit_bytes
     if path is not None:
