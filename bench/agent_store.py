@@ -22,9 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dcis.dtn.agent.actions import Ack, Transmit
 from dcis.dtn.agent.agent import Agent, Received
-from dcis.dtn.agent.store import BundleStore, MemoryStore, SqliteStore
+from dcis.dtn.agent.store import BundleStore, MemoryStore
 from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
 from dcis.dtn.routing.contact import Contact
+from dcis.dtn.storage.sqlite_store import SqliteStore
 
 N = 3000
 T0 = 1_000_000

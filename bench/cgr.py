@@ -56,7 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dcis.dtn.routing.cgr import Router
 from dcis.dtn.routing.contact import Contact, Range
-from dcis.dtn.routing.plan import ContactPlan, format_hdtn_json, load_plan
+from dcis.dtn.routing.plan import ContactPlan, format_hdtn_json
+from dcis.dtn.storage.plan_files import load_plan
 
 HORIZON_S = 86_400.0
 SIZE_BYTES = 1000.0

@@ -54,7 +54,7 @@ from dcis.dtn.cl.ltp import (
     SessionConfig,
     SpanConfig,
 )
-from dcis.dtn.routing.plan import load_plan
+from dcis.dtn.storage.plan_files import load_plan
 from dcis.tools.emulator import Emulator, LinkModel
 
 OWLT_S = 1.0

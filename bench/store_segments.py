@@ -26,7 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dcis.dtn.agent.store import BundleState, SqliteStore, StoredBundle
+from dcis.dtn.agent.store import BundleState, StoredBundle
+from dcis.dtn.storage.sqlite_store import SqliteStore
 
 BATCH = 16
 

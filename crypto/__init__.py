@@ -1,8 +1,9 @@
-"""crypto: identities, certificates, revocation, replay windows, key store.
+"""crypto: identities, certificates, revocation, replay windows.
 
 Imports nothing of ours (spec/design.md layers). Primitives: Ed25519 and X25519
 (RFC 8032, RFC 7748) through PyNaCl/libsodium. The BPSec blocks that carry
-these keys on bundles live in ``dcis.dtn.bpsec``.
+these keys on bundles live in ``dcis.dtn.bpsec``; the key store's files are
+read and written by the edge module ``dcis.dtn.storage.keystore``.
 """
 
 from dcis.crypto.certificate import (
@@ -21,7 +22,6 @@ from dcis.crypto.errors import (
     KeyStoreError,
 )
 from dcis.crypto.keys import NodeIdentity, OperatorKey, key_id, verify_signature
-from dcis.crypto.keystore import KeyStore
 from dcis.crypto.replay import ReplayGuard, ReplayVerdict, ReplayWindow
 from dcis.crypto.revocation import (
     RevocationList,
@@ -38,7 +38,6 @@ __all__ = [
     "CryptoError",
     "DecodeError",
     "InvalidArgument",
-    "KeyStore",
     "KeyStoreError",
     "NodeCertificate",
     "NodeIdentity",

@@ -9,7 +9,7 @@ Secrets are bytes held in frozen dataclasses with ``repr=False`` so that a log
 line or a traceback never prints them.
 
 Key generation reads the operating system's CSPRNG (through PyNaCl/libsodium
-or ``os.urandom``) unless the caller passes ``entropy`` (tests, reproducible
+or ``secrets.token_bytes``) unless the caller passes ``entropy`` (tests, reproducible
 fixtures). That is the one exception to "randomness is a parameter": keys from
 a seeded ``random.Random`` would be guessable.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
+import secrets
 from dataclasses import dataclass, field
 
 import nacl.bindings
@@ -41,7 +41,7 @@ def _derive(entropy: bytes, purpose: bytes) -> bytes:
 
 def _entropy(entropy: bytes | None) -> bytes:
     if entropy is None:
-        return os.urandom(64)
+        return secrets.token_bytes(64)
     if len(entropy) < 32:
         raise InvalidArgument(f"entropy must be at least 32 bytes, got {len(entropy)}")
     return bytes(entropy)

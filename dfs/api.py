@@ -8,8 +8,10 @@ applications"). The request logic is shared (:class:`_Exchange`); only the
 waiting differs.
 
     with Dfs.connect("/run/dtn-node-1.sock") as fs:
-        fs.put("images/0001.png", Path("0001.png"))
+        fs.put("images/0001.png", Path("0001.png"))  # read 1 MiB at a time
         data = fs.get("images/0001.png")
+        with open("copy.png", "wb") as f:
+            fs.get_into("images/0001.png", f)  # written piece by piece
         for entry in fs.ls("images/"):
             print(entry["name"], entry["size"])
 """
@@ -17,7 +19,9 @@ waiting differs.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import stat
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -77,12 +81,53 @@ def _error(kind: str, message: str) -> errors.DfsError:
     return _KINDS.get(kind, errors.DfsError)(message)
 
 
-def _read_source(data: Source) -> bytes | memoryview:
+def _read_parts(f: IO[bytes], size: int, *, close: bool) -> Iterator[bytes]:
+    """``size`` bytes of ``f``, PART_BYTES at a time (closes ``f`` at the
+    end when ``close``)."""
+    try:
+        left = size
+        while left > 0:
+            part = f.read(min(PART_BYTES, left))
+            if not part:
+                raise errors.InvalidArgument(
+                    f"the file ended {left} bytes early (it shrank while read)"
+                )
+            left -= len(part)
+            yield part
+    finally:
+        if close:
+            f.close()
+
+
+def _read_path(path: Path, size: int) -> Iterator[bytes]:
+    """``size`` bytes of the file at ``path``, PART_BYTES at a time."""
+    with path.open("rb") as f:
+        yield from _read_parts(f, size, close=False)
+
+
+def _sized_parts(data: Source) -> tuple[int, Iterator[bytes | memoryview]]:
+    """The object's size and its bytes as pieces of at most PART_BYTES: a
+    regular file (by path or open) is read piece by piece, never whole; a
+    pipe or other stream without a size is read whole first."""
     if isinstance(data, bytes | bytearray | memoryview):
-        return memoryview(data).cast("B")
+        view = memoryview(data).cast("B")
+        return len(view), (
+            view[at : at + PART_BYTES] for at in range(0, len(view), PART_BYTES)
+        )
     if isinstance(data, str | os.PathLike):
-        return Path(data).read_bytes()
-    return data.read()
+        path = Path(data)
+        size = path.stat().st_size
+        return size, _read_path(path, size)
+    try:
+        st = os.fstat(data.fileno())
+        regular = stat.S_ISREG(st.st_mode)
+        size = st.st_size - data.tell() if regular else 0
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        regular = False
+    if not regular:
+        whole = data.read()
+        return _sized_parts(whole)
+    return size, _read_parts(data, size, close=False)
 
 
 @dataclass
@@ -93,6 +138,8 @@ class _Exchange:
     req: int
     progress: Progress | None = None
     result: dict[str, Any] | None = None
+    sink: Callable[[int, bytes], None] | None = None
+    """Takes each piece of a get (offset, bytes) instead of ``pieces``."""
     pieces: dict[int, bytes] = field(default_factory=dict)
     got_bytes: int = 0
     placed: int = 0
@@ -102,7 +149,10 @@ class _Exchange:
         if isinstance(msg, appwire.Error):
             raise _error(msg.kind, msg.message)
         if isinstance(msg, appwire.Data):
-            self.pieces[msg.offset] = msg.data
+            if self.sink is not None:
+                self.sink(msg.offset, msg.data)
+            else:
+                self.pieces[msg.offset] = msg.data
             self.got_bytes += len(msg.data)
             if self.progress is not None:
                 self.progress("bytes", self.got_bytes, -1)
@@ -130,14 +180,21 @@ class _Exchange:
 
 
 def _put_payloads(
-    req: int, name: str, data: bytes | memoryview, k: int | None, n: int | None
+    req: int,
+    name: str,
+    size: int,
+    parts: Iterator[bytes | memoryview],
+    k: int | None,
+    n: int | None,
 ) -> Iterator[tuple[bytes, int]]:
-    """The put's request bundles, each with the object bytes sent so far."""
-    yield appwire.encode_app(appwire.PutBegin(req, name, len(data), k, n)), 0
-    view = memoryview(data)
-    for off in range(0, len(data), PART_BYTES):
-        part = bytes(view[off : off + PART_BYTES])
+    """The put's request bundles, each with the object bytes sent so far:
+    one piece of the source in memory at a time."""
+    yield appwire.encode_app(appwire.PutBegin(req, name, size, k, n)), 0
+    off = 0
+    for piece in parts:
+        part = bytes(piece)
         yield appwire.encode_app(appwire.PutPart(req, off, part)), off + len(part)
+        off += len(part)
 
 
 class Dfs:
@@ -190,8 +247,12 @@ class Dfs:
         """Take replies for ``ex`` until it ends, yielding after each."""
         deadline = time.monotonic() + self.timeout_s
         while True:
-            for msg in self._stash.pop(ex.req, []):
+            msgs = self._stash.pop(ex.req, [])
+            for at, msg in enumerate(msgs):
                 if ex.on_reply(msg):
+                    # Later replies (progress after the result) stay.
+                    if at + 1 < len(msgs):
+                        self._stash[ex.req] = msgs[at + 1 :]
                     return
                 yield None
             left = deadline - time.monotonic()
@@ -209,6 +270,20 @@ class Dfs:
     def _new(self, progress: Progress | None = None) -> _Exchange:
         self._req += 1
         return _Exchange(self.node, self._req, progress)
+
+    def _poll_refusal(self, ex: _Exchange) -> None:
+        """Take the replies already here (no wait); raise ``ex``'s error if
+        the node has refused it."""
+        while (b := self._c.receive(timeout_s=0.0)) is not None:
+            try:
+                msg = appwire.decode_app_untrusted(b.payload)
+            except errors.DecodeError:
+                continue
+            self._stash.setdefault(getattr(msg, "req", 0), []).append(msg)
+        for msg in self._stash.get(ex.req, []):
+            if isinstance(msg, appwire.Error):
+                del self._stash[ex.req]
+                raise _error(msg.kind, msg.message)
 
     def _wait_placed(self, ex: _Exchange, n: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -245,13 +320,18 @@ class Dfs:
         """Store ``data`` (bytes, a path or a binary file) as ``name``;
         returns once the manifest is in the node's log (``placed`` then says
         how many shares holders had confirmed). With ``wait_placed_s`` it
-        then waits up to that long for all n confirmations (``placed``)."""
-        buf = _read_source(data)
+        then waits up to that long for all n confirmations (``placed``).
+        A file is sent 1 MiB at a time, never read whole; the node encodes
+        each chunk as it comes (a refused put fails before any data)."""
+        size, parts = _sized_parts(data)
         ex = self._new(progress)
-        for payload, sent in _put_payloads(ex.req, name, buf, k, n):
+        for payload, sent in _put_payloads(ex.req, name, size, parts, k, n):
             self._send(payload)
             if progress is not None:
-                progress("bytes", sent, len(buf))
+                progress("bytes", sent, size)
+            # The node answers a part only when it refuses the put: stop
+            # sending at once then.
+            self._poll_refusal(ex)
         self._run(ex)
         assert ex.result is not None
         ex.placed = max(ex.placed, int(ex.result["placed"]))
@@ -263,10 +343,36 @@ class Dfs:
         """The object's bytes. Raises NotFound, Unrecoverable, AccessDenied."""
         return self._call("get", name, progress).assembled()
 
-    def get_stream(self, name: str) -> Iterator[bytes]:
+    def get_into(
+        self, name: str, out: IO[bytes], *, progress: Progress | None = None
+    ) -> int:
+        """Write the object into the seekable binary file ``out`` (from its
+        current position), each piece at its place as it arrives: memory
+        does not grow with the object. Returns the size."""
+        base = out.tell()
+
+        def sink(offset: int, data: bytes) -> None:
+            out.seek(base + offset)
+            out.write(data)
+
+        ex = self._new(progress)
+        ex.sink = sink
+        self._send(appwire.encode_app(appwire.Call(ex.req, "get", name)))
+        self._run(ex)
+        assert ex.result is not None
+        size = int(ex.result["size"])
+        if ex.got_bytes != size:
+            raise errors.DecodeError(f"got {ex.got_bytes} of {size} bytes")
+        out.seek(base + size)
+        out.truncate()
+        return size
+
+    def get_stream(
+        self, name: str, *, progress: Progress | None = None
+    ) -> Iterator[bytes]:
         """The object's bytes as in-order pieces, each yielded as soon as
         every byte before it has arrived (pieces come in any order)."""
-        ex = self._new()
+        ex = self._new(progress)
         self._send(appwire.encode_app(appwire.Call(ex.req, "get", name)))
         at = 0
         for _ in self._steps(ex):
@@ -351,9 +457,9 @@ class TrioDfs:
         self, name: str, data: Source, *, k: int | None = None, n: int | None = None
     ) -> dict[str, Any]:
         """See :meth:`Dfs.put`."""
-        buf = _read_source(data)
+        size, parts = _sized_parts(data)
         ex = self._new()
-        for payload, _ in _put_payloads(ex.req, name, buf, k, n):
+        for payload, _ in _put_payloads(ex.req, name, size, parts, k, n):
             await self._send(payload)
         await self._run(ex)
         assert ex.result is not None

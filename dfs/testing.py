@@ -488,7 +488,8 @@ class AppTransport:
 
     def receive(self, timeout_s: float | None = None) -> ReceivedBundle | None:
         inbox = self.cluster.app_inbox.setdefault(self.endpoint, [])
-        for _ in range(self.max_ticks):
+        # timeout 0: only what has arrived (time does not move).
+        for _ in range(self.max_ticks if timeout_s != 0 else 0):
             if inbox:
                 break
             self.cluster.tick(self.step_ms)

@@ -3,6 +3,19 @@
 ``dev`` (default) is fast; ``ci`` (HYPOTHESIS_PROFILE=ci, set by .ci/run) runs
 more examples. Tests that need a floor of examples in CI (e.g. the bundle
 round trip's 2,000) read ``EXAMPLES_SCALE``.
+
+Parallel runs: ``make test`` runs the suite on pytest-xdist workers (separate
+processes). Each worker is its own pytest session, so everything below is
+per worker: a temp dir of its own (``tmp_path_factory``), its own
+``XDG_STATE_HOME``/``XDG_RUNTIME_DIR``/``XDG_DATA_HOME`` (the default store,
+app socket and object-store paths of a daemon), ports from the OS. The one
+thing the workers share is hypothesis's example database
+(``.hypothesis/examples`` in the checkout, absolute since import): it writes
+each example as its own file by rename, safe for concurrent processes, and
+sharing it lets a failure found on one worker be replayed on any. Tests that
+must not overlap (heavy multi-daemon testbeds with real-time plan windows)
+carry ``pytest.mark.xdist_group``; ``--dist loadgroup`` runs each group on one
+worker.
 """
 
 from __future__ import annotations
@@ -28,10 +41,18 @@ IS_CI = PROFILE == "ci"
 
 @pytest.fixture(scope="session", autouse=True)
 def _state_home(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Daemons keep their store under $XDG_STATE_HOME/dcis/node-N by default:
-    point it (for this process and the daemons it starts) at a temp dir, so
-    tests never write into the user's home."""
-    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("xdg-state"))
+    """Daemons keep their store under $XDG_STATE_HOME/dcis/node-N, listen on
+    $XDG_RUNTIME_DIR/dtn-node-N.sock and the object store under
+    $XDG_DATA_HOME/dcis/dfs/node-N by default: point all three (for this
+    process and the daemons it starts) at temp dirs of this session, so tests
+    never write into the user's home and parallel workers (or another
+    checkout's run) never share a node's store or socket."""
+    for var, name in (
+        ("XDG_STATE_HOME", "xdg-state"),
+        ("XDG_RUNTIME_DIR", "xdg-run"),
+        ("XDG_DATA_HOME", "xdg-data"),
+    ):
+        os.environ[var] = str(tmp_path_factory.mktemp(name))
 
 
 class _OneNamespace(importlib.abc.MetaPathFinder):
@@ -52,3 +73,37 @@ class _OneNamespace(importlib.abc.MetaPathFinder):
 
 
 sys.meta_path.insert(0, _OneNamespace())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist registers it too; this keeps --strict-markers happy when
+    # the suite runs without the plugin (-p no:xdist).
+    config.addinivalue_line("markers", "xdist_group(name): run on one xdist worker")
+
+
+def _drives_a_testbed(item: pytest.Item) -> bool:
+    """Whether ``item``'s module runs multi-daemon testbeds (it imports
+    ``Testbed`` or the demo): daemons on real-time plan windows."""
+    from dcis.tools import demo, demo_stack
+    from dcis.tools.testbed import Testbed
+
+    module = getattr(item, "module", None)
+    if module is None:
+        return False
+    drivers = (Testbed, demo, demo_stack)
+    return any(any(v is d for d in drivers) for v in vars(module).values())
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked slow first (otherwise in collection order): on parallel
+    workers a minute-long testbed then overlaps the many short tests instead
+    of starting last and running alone while the other workers idle.
+
+    The slow tests of testbed modules share the xdist group ``testbed``: with
+    ``--dist loadgroup`` they run one after another on one worker, so no two
+    sets of daemons with real-time plan windows compete for the 2 cores."""
+    for item in items:
+        if item.get_closest_marker("slow") is not None and _drives_a_testbed(item):
+            item.add_marker(pytest.mark.xdist_group("testbed"))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -20,6 +20,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -139,24 +140,28 @@ def _progress(args: argparse.Namespace, label: str) -> Iterator[Progress | None]
 
 
 def run_put(args: argparse.Namespace) -> int:
-    """``dcis put FILE NAME``."""
-    try:
-        data = (
-            sys.stdin.buffer.read()
-            if args.file == "-"
-            else Path(args.file).read_bytes()
-        )
-    except OSError as exc:
-        raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
-    with _fs(args) as fs, _progress(args, f"put {args.name}") as progress:
-        res = fs.put(
-            args.name,
-            data,
-            k=args.k,
-            n=args.n,
-            progress=progress,
-            wait_placed_s=args.confirm_wait,
-        )
+    """``dcis put FILE NAME``: a file is read and sent 1 MiB at a time
+    (stdin, whose size is unknown, is read whole first)."""
+    with contextlib.ExitStack() as files:
+        try:
+            source: Any = (
+                sys.stdin.buffer.read()
+                if args.file == "-"
+                else files.enter_context(Path(args.file).open("rb"))
+            )
+        except OSError as exc:
+            raise CommandError(
+                f"cannot read {args.file}: {exc.strerror or exc}"
+            ) from exc
+        with _fs(args) as fs, _progress(args, f"put {args.name}") as progress:
+            res = fs.put(
+                args.name,
+                source,
+                k=args.k,
+                n=args.n,
+                progress=progress,
+                wait_placed_s=args.confirm_wait,
+            )
     if args.json:
         print(json.dumps(res, sort_keys=True))
     else:
@@ -168,21 +173,28 @@ def run_put(args: argparse.Namespace) -> int:
 
 
 def run_get(args: argparse.Namespace) -> int:
-    """``dcis get NAME [-o FILE]``."""
+    """``dcis get NAME [-o FILE]``: with ``-o`` each piece is written at
+    its place as it arrives; to stdout in order (a piece that arrives early
+    waits for the ones before it)."""
+    size = 0
     with _fs(args) as fs, _progress(args, f"get {args.name}") as progress:
-        data = fs.get(args.name, progress=progress)
-    if args.output:
-        try:
-            Path(args.output).write_bytes(data)
-        except OSError as exc:
-            raise CommandError(
-                f"cannot write {args.output}: {exc.strerror or exc}"
-            ) from exc
-    elif not args.json:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
+        if args.output:
+            with contextlib.ExitStack() as files:
+                try:
+                    out = files.enter_context(Path(args.output).open("wb"))
+                except OSError as exc:
+                    raise CommandError(
+                        f"cannot write {args.output}: {exc.strerror or exc}"
+                    ) from exc
+                size = fs.get_into(args.name, out, progress=progress)
+        else:
+            for piece in fs.get_stream(args.name, progress=progress):
+                size += len(piece)
+                if not args.json:
+                    sys.stdout.buffer.write(piece)
+            sys.stdout.flush()
     if args.json:
-        print(json.dumps({"name": args.name, "size": len(data), "output": args.output}))
+        print(json.dumps({"name": args.name, "size": size, "output": args.output}))
     return 0
 
 

@@ -29,7 +29,6 @@ from dcis.crypto import (
     AuthenticationFailed,
     CertificateRejected,
     CryptoError,
-    KeyStore,
     NodeCertificate,
     NodeIdentity,
     OperatorKey,
@@ -42,7 +41,8 @@ from dcis.crypto import (
     verify_certificate,
     verify_revocation_list,
 )
-from dcis.crypto.keystore import OPERATOR_PUB, parse_operator_public
+from dcis.dtn.storage import KeyStore
+from dcis.dtn.storage.keystore import OPERATOR_PUB, parse_operator_public
 from dcis.dtn.time import DTN_EPOCH_UNIX_S
 from dcis.tools.cli import CommandError
 

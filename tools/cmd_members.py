@@ -11,9 +11,15 @@ advertises. ``--json`` prints ``{"members": [{"node", "state",
 "store_total_bytes", "cpu_load", "battery_pct", "sunlit",
 "temperature_c"}}]}``.
 
+``--set KEY=VALUE`` (repeatable) first advertises new resources through the
+app API (``set_resources``): KEY is one of the resource fields above, VALUE
+an integer, a number, ``true``/``false`` or ``null`` (unknown). The others
+keep their values.
+
 examples:
   dcis members --config examples/node1.toml
   dcis members --node 1 --json
+  dcis members --node 1 --set battery_pct=72.5 --set sunlit=false
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from dcis.consensus.membership.wire import (
 )
 from dcis.dtn.client import ClientError
 from dcis.dtn.errors import DecodeError
+from dcis.dtn.node.resources import RESOURCE_FIELDS
 from dcis.tools.appclient import add_target_options, connect
 from dcis.tools.cli import CommandError
 
@@ -49,7 +56,41 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--timeout", type=float, default=10.0, help="seconds to wait for the answer"
     )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=resource_setting,
+        help="advertise a resource field first (repeatable), e.g. cpu_load=0.4",
+    )
     p.set_defaults(func=run)
+
+
+def resource_setting(text: str) -> tuple[str, Any]:
+    """Parse ``KEY=VALUE`` for ``--set`` (range checks are the node's)."""
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or key not in RESOURCE_FIELDS:
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE with KEY one of {', '.join(RESOURCE_FIELDS)}, "
+            f"got {text!r}"
+        )
+    low = raw.lower()
+    if low in ("null", "none", ""):
+        return key, None
+    if low in ("true", "false"):
+        return key, low == "true"
+    try:
+        return key, int(raw)
+    except ValueError:
+        pass
+    try:
+        return key, float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{key}: {raw!r} is not a number, true, false or null"
+        ) from None
 
 
 def row_json(r: MemberRow) -> dict[str, Any]:
@@ -89,6 +130,8 @@ def query(args: argparse.Namespace) -> list[MemberRow]:
     """Ask the local node's membership service for its view."""
     with connect(args, timeout_s=max(10.0, args.timeout)) as client:
         try:
+            if getattr(args, "set", None):
+                client.set_resources(**dict(args.set))
             me = int(client.status()["node"])
             rng = random.Random(os.getpid() ^ time.time_ns())
             endpoint = client.register(f"ipn:{me}.{rng.randrange(10_000, 2**31)}")

@@ -20,7 +20,8 @@ from typing import Any
 
 from dcis.dtn.errors import DtnError
 from dcis.dtn.routing.cgr import Route, Router
-from dcis.dtn.routing.plan import ContactPlan, load_plan
+from dcis.dtn.routing.plan import ContactPlan
+from dcis.dtn.storage.plan_files import load_plan
 from dcis.tools.argtypes import float_in, int_in, node_number, non_negative_float
 from dcis.tools.cli import CommandError
 

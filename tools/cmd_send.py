@@ -1,6 +1,7 @@
 """``dcis send DEST [FILE ...]``: send bundles through the local node's app API.
 
-Each FILE is one bundle's payload ('-' reads stdin to its end); ``--payload
+Each FILE is one bundle's payload, streamed from disk to the node, never
+read into memory whole ('-' reads stdin to its end); ``--payload
 TEXT`` sends TEXT; ``--lines`` makes every line of stdin a bundle; with none
 of these, stdin is one payload. ``--repeat N`` sends each payload N times.
 Everything goes over one connection, and each key is printed once the node
@@ -16,10 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import sys
+from dataclasses import dataclass
 from typing import Any
 
-from dcis.dtn.client import ClientError
+from dcis.dtn.client import Client, ClientError
 from dcis.tools.appclient import add_target_options, connect
 from dcis.tools.argtypes import int_in
 from dcis.tools.cli import CommandError, OperationFailed
@@ -68,19 +72,35 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _read(path: str) -> bytes:
+def _read(path: str) -> bytes | FileBody:
+    """stdin's bytes, or a regular file's path and size: a file is streamed
+    when it is sent (``Client.send_file``), never read into memory whole."""
     try:
         if path == "-":
             return sys.stdin.buffer.read()
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode):
+            return FileBody(path, st.st_size)
         with open(path, "rb") as f:
             return f.read(MAX_PAYLOAD_BYTES + 1)
     except OSError as exc:
         raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def payloads(args: argparse.Namespace) -> list[tuple[str, bytes]]:
+@dataclass(frozen=True)
+class FileBody:
+    """A payload sent straight from a regular file."""
+
+    path: str
+    size: int
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def payloads(args: argparse.Namespace) -> list[tuple[str, bytes | FileBody]]:
     """(label, payload) pairs in the order given."""
-    out: list[tuple[str, bytes]] = []
+    out: list[tuple[str, bytes | FileBody]] = []
     if args.payload is not None:
         out.append(("--payload", args.payload.encode()))
     for path in [*args.file, *args.files]:
@@ -103,12 +123,7 @@ def run(args: argparse.Namespace) -> int:
         for label, data in items:
             for _ in range(args.repeat):
                 try:
-                    key = client.send(
-                        args.destination,
-                        data,
-                        source=args.source,
-                        lifetime_ms=args.lifetime_ms,
-                    )
+                    key = _send(client, args, data)
                 except ClientError as exc:
                     if sent:
                         raise OperationFailed(f"{exc} (after {sent} sent)") from None
@@ -124,3 +139,21 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     print(key, flush=True)
     return 0
+
+
+def _send(client: Client, args: argparse.Namespace, data: bytes | FileBody) -> str:
+    if isinstance(data, bytes):
+        return client.send(
+            args.destination, data, source=args.source, lifetime_ms=args.lifetime_ms
+        )
+    try:
+        with open(data.path, "rb") as f:
+            return client.send_file(
+                args.destination,
+                f,
+                size=data.size,
+                source=args.source,
+                lifetime_ms=args.lifetime_ms,
+            )
+    except OSError as exc:
+        raise ClientError(f"cannot read {data.path}: {exc.strerror or exc}") from None

@@ -35,9 +35,10 @@ from dcis.consensus.membership.orbit import OrbitModel
 from dcis.consensus.membership.service import MembershipConfig
 from dcis.consensus.membership.sim import MembershipSim
 from dcis.dtn.errors import DtnError
-from dcis.dtn.routing.plan import ContactPlan, load_plan
+from dcis.dtn.routing.plan import ContactPlan
 from dcis.dtn.runtime.services import load_factory
 from dcis.dtn.sim import SIM_EPOCH, SimConfig, SimSummary, Simulator, parse_traffic
+from dcis.dtn.storage.plan_files import load_plan
 from dcis.dtn.time import DtnTime, dtn_time_from_unix
 from dcis.tools.argtypes import add_traffic_run_arguments, non_negative_int
 from dcis.tools.cli import CommandError

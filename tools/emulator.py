@@ -49,8 +49,9 @@ import trio
 from dcis.dtn.cl.udp import Pacer
 from dcis.dtn.errors import DtnError
 from dcis.dtn.routing.contact import Contact
-from dcis.dtn.routing.plan import ContactPlan, load_plan
+from dcis.dtn.routing.plan import ContactPlan
 from dcis.dtn.runtime.watch import file_stamp
+from dcis.dtn.storage.plan_files import load_plan
 
 
 @dataclass(slots=True)

@@ -37,9 +37,10 @@ from typing import Any
 import trio
 
 from dcis.dtn.client import ClientError, TrioClient, open_trio_client
-from dcis.dtn.routing.plan import ContactPlan, load_plan
+from dcis.dtn.routing.plan import ContactPlan
 from dcis.dtn.sim.engine import DELETION_REASONS, deletion_reason, whole_key
 from dcis.dtn.sim.traffic import TrafficItem
+from dcis.dtn.storage.plan_files import load_plan
 from dcis.dtn.time import unix_from_dtn_time
 from dcis.tools.emulator import Emulator, LinkModel
 
@@ -566,7 +567,8 @@ def make_keystores(
     ago for a year), ``operator.pub`` and the certificates of every other
     node in ``certified`` (default: all). Returns the store of each node.
     """
-    from dcis.crypto import KeyStore, NodeIdentity, OperatorKey, issue_certificate
+    from dcis.crypto import NodeIdentity, OperatorKey, issue_certificate
+    from dcis.dtn.storage import KeyStore
     from dcis.dtn.time import dtn_time_from_unix
 
     op = OperatorKey.generate()

@@ -215,6 +215,8 @@ class LogService:
         self._next: dict[int, int] = {}
         self._match: dict[int, int] = {}
         self._acked_ms: dict[int, int] = {}
+        self._progress_ms: dict[int, int] = {}
+        self._append_cache: dict[tuple[int, int, int], bytes] = {}
         self._peer_vv: dict[int, dict[int, int]] = {}
         self._election_at = 0
         self._heartbeat_at = 0
@@ -463,7 +465,8 @@ class LogService:
                 out += self._heartbeat(now_ms)
         elif now_ms >= self._election_at:
             out += self._election_timeout(now_ms)
-        if now_ms >= self._gossip_at or self._urgent:
+        if now_ms >= self._gossip_at or (self._urgent and self.role != Role.LEADER):
+            # A leader's urgency is a proposal (above), not a gossip round.
             out += self._gossip(now_ms)
         self._urgent = False
         return self._flush(out)
@@ -487,6 +490,7 @@ class LogService:
         return self.ctx.state
 
     def _flush(self, out: list[Send]) -> list[Send]:
+        self._append_cache.clear()  # valid within one call only
         if self._outbox:
             out = self._outbox + out
             self._outbox = []
@@ -702,6 +706,7 @@ class LogService:
             self._next[p] = self.last_index + 1
             self._match[p] = 0
             self._acked_ms[p] = now_ms
+            self._progress_ms[p] = now_ms
         self._append(Record(term=self.term, kind=RecordKind.NOOP))
         self._quorum_check_at = now_ms + 2 * self._timeout(now_ms)
         self._leader_commit()
@@ -837,6 +842,8 @@ class LogService:
         if msg.success:
             if msg.match > self.last_index:
                 return []
+            if msg.match > self._match.get(frm, 0):
+                self._progress_ms[frm] = now_ms
             self._match[frm] = max(self._match.get(frm, 0), msg.match)
             self._next[frm] = max(self._next.get(frm, 1), self._match[frm] + 1)
             self._leader_commit()
@@ -869,16 +876,21 @@ class LogService:
         self._next[peer] = (
             prev + len(records) + 1
         )  # pipelined: the next send goes on from here
-        return self._send(
-            peer,
-            Append(
-                term=self.term,
-                prev_index=prev,
-                prev_term=self.term_at(prev) or 0,
-                records=records,
-                commit=self.commit_index,
-            ),
-        )
+        # Peers at the same ``next`` get the same bytes: encoded once per call.
+        key = (prev, len(records), self.commit_index)
+        payload = self._append_cache.get(key)
+        if payload is None:
+            payload = encode_message(
+                Append(
+                    term=self.term,
+                    prev_index=prev,
+                    prev_term=self.term_at(prev) or 0,
+                    records=records,
+                    commit=self.commit_index,
+                )
+            )
+            self._append_cache[key] = payload
+        return Send(_eid(peer), payload, lifetime_ms=self.params.lifetime_ms)
 
     def _heartbeat(self, now_ms: int) -> list[Send]:
         self._heartbeat_at = now_ms + self.params.heartbeat_ms
@@ -886,9 +898,19 @@ class LogService:
         for p in self._peers():
             if p not in self._voters and not self._is_member(p):
                 continue
-            self._next[p] = (
-                self._match.get(p, 0) + 1
-            )  # resend whatever is unacknowledged
+            match = self._match.get(p, 0)
+            if self._next.get(p, 1) <= match + 1:
+                self._progress_ms[p] = now_ms  # nothing in flight
+            elif (
+                now_ms - self._progress_ms.setdefault(p, now_ms)
+                > self.params.election_ms
+            ):
+                # Nothing acknowledged for a base election timeout: resend
+                # whatever is unacknowledged. Before that the pipeline is
+                # left alone: the heartbeat goes at ``next``, and a lost
+                # Append shows as a failed one, which backs ``next`` up.
+                self._next[p] = match + 1
+                self._progress_ms[p] = now_ms
             out.append(self._replicate(p))
         return out
 
@@ -1063,11 +1085,15 @@ class LogService:
         if not appended:
             return []
         self._leader_commit()
-        return [
-            self._replicate(p)
-            for p in self._peers()
-            if p in self._voters and self._next.get(p, 0) > self._match.get(p, 0)
-        ]
+        out = []
+        for p in self._peers():
+            if p not in self._voters:
+                continue
+            # Pipelined: everything new goes now, max_batch records a bundle.
+            out.append(self._replicate(p))
+            while self.snap_index < self._next.get(p, 0) <= self.last_index:
+                out.append(self._replicate(p))
+        return out
 
     # -- gossip --------------------------------------------------------------
 
@@ -1095,16 +1121,32 @@ class LogService:
                 chosen.add(self.leader)
             peers = sorted(chosen)
         peers = [p for p in peers if self._is_member(p)]
+        replicating: set[EntryId] = set()
+        if self.role == Role.LEADER:
+            # Entries already in the leader's log reach its voters by Append;
+            # gossiping them too would send every entry twice. Should this
+            # leader fall, they stay tentative here and gossip resumes.
+            for rec in self.log[self.commit_index - self.snap_index :]:
+                if rec.entry is not None:
+                    replicating.add(rec.entry.id)
+        encoded: dict[tuple[EntryId, ...], bytes] = {}
         for p in peers:
             theirs = self._peer_vv.get(p, {})
-            batch = tuple(e for e in ordered if e.seq > theirs.get(e.origin, 0))[
-                : self.params.max_batch
-            ]
-            out.append(
-                self._send(
-                    p, Gossip(vv=vv_ids, entries=batch, certs=self._certs_for(batch))
+            skip = replicating if p in self._voters else set()
+            batch = tuple(
+                e
+                for e in ordered
+                if e.seq > theirs.get(e.origin, 0) and e.id not in skip
+            )[: self.params.max_batch]
+            # Peers owed the same batch (most often none) share one encoding.
+            ids = tuple(e.id for e in batch)
+            payload = encoded.get(ids)
+            if payload is None:
+                payload = encode_message(
+                    Gossip(vv=vv_ids, entries=batch, certs=self._certs_for(batch))
                 )
-            )
+                encoded[ids] = payload
+            out.append(Send(_eid(p), payload, lifetime_ms=self.params.lifetime_ms))
         return out
 
     def _certs_for(self, batch: tuple[Entry, ...]) -> tuple[bytes, ...]:

@@ -62,14 +62,17 @@ from dcis.consensus.membership.wire import (
     Message,
     Status,
     Update,
+    decode_digest_untrusted,
     decode_message_untrusted,
+    encode_digest,
     encode_message,
     signed_bytes,
 )
 from dcis.crypto.certificate import decode_certificate_untrusted, encode_certificate
 from dcis.crypto.errors import CryptoError
 from dcis.crypto.keys import key_id, verify_signature
-from dcis.dtn.errors import DecodeError
+from dcis.dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.node.resources import RESOURCE_FIELDS, check_resource_fields
 from dcis.dtn.node.service import Inbound, NodeCredentials, Send, ServiceContext
 
 __all__ = [
@@ -109,6 +112,7 @@ class MembershipConfig:
     plan_aware: bool = True
     join_fanout: int = 3
     resources_min_interval_ms: int = 10_000
+    sync_max_updates: int = 256
     seeds: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -139,9 +143,11 @@ class Verifier:
         self._ok: OrderedDict[tuple[bytes, bytes, bytes], None] = OrderedDict()
         self._max = max_entries
         self.decoded: dict[object, Update] = {}
+        """Decoded updates by their CBOR fields (see ``decode_message_untrusted``)."""
         self.encoded: dict[Update, bytes] = {}
         """Encoded updates (see ``encode_message``)."""
-        """Decoded updates by their CBOR fields (see ``decode_message_untrusted``)."""
+        self.bodies: dict[bytes, Any] = {}
+        """Decoded message bodies by their bytes (see ``decode_message_untrusted``)."""
 
     def verify(self, public: bytes, message: bytes, signature: bytes) -> bool:
         """True when ``signature`` is ``public``'s over ``message``."""
@@ -198,6 +204,7 @@ class _Probe:
     reconnect: bool = False
     relays: set[int] = field(default_factory=set)
     nacks: int = 0
+    nacked: set[int] = field(default_factory=set)
     rtt: int = 0
     round: int = 1
 
@@ -208,6 +215,15 @@ _STATUS_INPUT = {
     Status.DEAD: Input.DEAD_NEWS,
     Status.LEFT: Input.LEFT_NEWS,
 }
+_FORWARD = Effect.FORWARD.value
+_CANCEL_TIMER = Effect.CANCEL_TIMER.value
+_UNTOMB = Effect.UNTOMB.value
+_ACCUSE = Effect.ACCUSE.value
+_START_TIMER = Effect.START_TIMER.value
+_SHORTEN_TIMER = Effect.SHORTEN_TIMER.value
+_DECLARE_DEAD = Effect.DECLARE_DEAD.value
+_TOMBSTONE = Effect.TOMBSTONE.value
+_FORGET = Effect.FORGET.value
 _LIVE = (MemberState.ALIVE, MemberState.SUSPECT, MemberState.UNREACHABLE)
 _GONE = (MemberState.DEAD, MemberState.LEFT)
 
@@ -239,6 +255,9 @@ class MembershipService:
         self._inc = 0
         self._advert: Update | None = None
         self._left = False
+        self._left_update: Update | None = None
+        self._dead: list[int] = []  # members held dead (reconnect picks)
+        self._dead_at: dict[int, int] = {}  # member -> index in _dead
         self._entries: dict[int, _Entry] = {}
         self._floor: OrderedDict[int, int] = OrderedDict()
         self._certs: dict[
@@ -290,7 +309,9 @@ class MembershipService:
             self.counters["dropped_malformed"] += 1
             return []
         try:
-            msg = decode_message_untrusted(inbound.payload, memo=self.verifier.decoded)
+            msg = decode_message_untrusted(
+                inbound.payload, memo=self.verifier.decoded, bodies=self.verifier.bodies
+            )
         except DecodeError:
             self.counters["dropped_malformed"] += 1
             return []
@@ -414,7 +435,16 @@ class MembershipService:
 
     def set_resources(self, resources: Resources, now_ms: int) -> list[Send]:
         """Advertise new resources (a new incarnation), at most once per
-        ``resources_min_interval_ms``; a later change waits for its turn."""
+        ``resources_min_interval_ms``; a later change waits for its turn.
+        Raises :class:`~dcis.dtn.errors.InvalidArgument` for a value out of
+        range (see :func:`dcis.dtn.node.resources.check_resource_fields`)
+        or more store free than total."""
+        check_resource_fields(_resource_fields(resources))
+        if resources.store_free_bytes > resources.store_total_bytes:
+            raise InvalidArgument(
+                f"store_free_bytes ({resources.store_free_bytes}) exceeds "
+                f"store_total_bytes ({resources.store_total_bytes})"
+            )
         self._resources = resources
         if self._ctx is None or self._left:
             return []
@@ -426,6 +456,19 @@ class MembershipService:
             return []
         self._readvertise(now_ms)
         return []
+
+    def advertise_resources(self, fields: Mapping[str, Any], now_ms: int) -> list[Send]:
+        """Some resource fields changed (the embedding program's
+        ``Node.set_resources`` or the app API): merge them with the current
+        advertisement and :meth:`set_resources`. Raises InvalidArgument."""
+        merged = _resource_fields(self._resources)
+        merged.update(check_resource_fields(fields))
+        return self.set_resources(Resources(**merged), now_ms)
+
+    def advertised_resources(self) -> dict[str, Any]:
+        """This node's resources as it advertises them (or will, when the
+        re-advertisement interval allows)."""
+        return _resource_fields(self._resources)
 
     def seed_roster(self, updates: Sequence[Update], now_ms: int) -> None:
         """Take a provisioned roster (signed ``alive`` updates, verified like
@@ -443,6 +486,7 @@ class MembershipService:
             return []
         self._left = True
         left = self._sign(self._me, self._inc, Status.LEFT)
+        self._left_update = left
         self._enqueue(left)
         out: list[Send] = []
         targets = self._routable(
@@ -453,7 +497,7 @@ class MembershipService:
             out.append(
                 self._send(
                     t,
-                    Message(kind=Kind.PUSH, updates=self._full_state()),
+                    self._push_msg((left,)),
                     now_ms,
                     self.config.horizon_ms,
                 )
@@ -639,15 +683,22 @@ class MembershipService:
         self, e: _Entry, inp: Input, now_ms: int, cause: Update | None = None
     ) -> None:
         old = e.state
-        new, eff = step(old, inp)
+        new, flags = step(old, inp)
+        eff = flags.value  # an int: IntFlag's ``&`` is ~1 us a test
+        if not eff and new == old:
+            return
         e.state = new
         if new != old:
             self.transitions.append(Transition(now_ms, e.node, old, new))
-        if eff & Effect.FORWARD and cause is not None:
+            if new == MemberState.DEAD:
+                self._dead_add(e.node)
+            elif old == MemberState.DEAD:
+                self._dead_remove(e.node)
+        if eff & _FORWARD and cause is not None:
             self._enqueue(cause)
-        if eff & Effect.CANCEL_TIMER:
+        if eff & _CANCEL_TIMER:
             e.suspect_deadline = None
-        if eff & Effect.UNTOMB:
+        if eff & _UNTOMB:
             e.tombstone_until = None
             # A member we held gone is back (a restart or a healed partition):
             # swap whole states for log2 N periods, so the rest of both sides
@@ -659,34 +710,48 @@ class MembershipService:
             self._burst_until = self._periods + math.ceil(
                 math.log2(len(self._entries) + 2)
             )
-        if eff & Effect.ACCUSE:
+        if eff & _ACCUSE:
             claim = self._sign(e.node, e.inc, Status.SUSPECT)
             e.claim = claim
             e.confirmers = {self._me}
             self._enqueue(claim)
-        if eff & Effect.START_TIMER:
+        if eff & _START_TIMER:
             e.suspect_start = now_ms
             e.suspect_rtt = 0
             if self.config.plan_aware:
                 rtt = self._rtt(e.node, now_ms)
                 e.suspect_rtt = self.config.horizon_ms if rtt is None else rtt
             self._arm_suspicion(e, now_ms)
-        if eff & Effect.SHORTEN_TIMER and e.suspect_deadline is not None:
+        if eff & _SHORTEN_TIMER and e.suspect_deadline is not None:
             self._arm_suspicion(e, now_ms)
-        if eff & Effect.DECLARE_DEAD:
+        if eff & _DECLARE_DEAD:
             claim = self._sign(e.node, e.inc, Status.DEAD)
             e.claim = claim
             self._enqueue(claim)
-        if eff & Effect.TOMBSTONE:
+        if eff & _TOMBSTONE:
             e.suspect_deadline = None
             e.tombstone_until = now_ms + self.config.tombstone_ms
             self._timer_at(e.tombstone_until, "tombstone", e.node)
-        if eff & Effect.FORGET:
+        if eff & _FORGET:
+            self._dead_remove(e.node)
             del self._entries[e.node]
             self._queue.pop(e.node, None)
             self._raise_floor(e.node, e.inc)
             if e.node in self._order:
                 self._order.remove(e.node)
+
+    def _dead_add(self, node: int) -> None:
+        if node not in self._dead_at:
+            self._dead_at[node] = len(self._dead)
+            self._dead.append(node)
+
+    def _dead_remove(self, node: int) -> None:
+        i = self._dead_at.pop(node, None)
+        if i is not None:
+            last = self._dead.pop()
+            if last != node:
+                self._dead[i] = last
+                self._dead_at[last] = i
 
     def _raise_floor(self, node: int, inc: int) -> None:
         self._floor[node] = max(inc, self._floor.get(node, 0))
@@ -746,18 +811,121 @@ class MembershipService:
             out.append(extra)
         return tuple(out)
 
-    def _full_state(self) -> tuple[Update, ...]:
-        out: list[Update] = []
+    # -- internals: anti-entropy (digests) ---------------------------------------
+
+    def _own_update(self) -> Update | None:
         if self._left:
-            out.append(self._sign(self._me, self._inc, Status.LEFT))
-        elif self._advert is not None:
-            out.append(self._advert)
-        for e in self._entries.values():
-            if e.advert is not None:
-                out.append(e.advert)
+            if self._left_update is None:
+                self._left_update = self._sign(self._me, self._inc, Status.LEFT)
+            return self._left_update
+        return self._advert
+
+    def _key_of(self, node: int) -> tuple[int, int] | None:
+        """What this node holds about ``node``: the precedence key, or None."""
+        if node == self._me:
+            return (self._inc, 3 if self._left else 0)
+        e = self._entries.get(node)
+        if e is not None:
+            return e.key
+        floor = self._floor.get(node)
+        return None if floor is None else (floor, 3)
+
+    def _digest(self) -> bytes:
+        """Everything this node holds, as (subject, incarnation, rank)
+        records: its own entry, every member's key and every tombstone floor
+        (so a forgotten member's old claims are not sent back to it)."""
+        recs = [(self._me, *self._key_of(self._me))]  # type: ignore[misc]
+        recs += [(n, *e.key) for n, e in self._entries.items()]
+        recs += [(n, f, 3) for n, f in self._floor.items() if n not in self._entries]
+        return encode_digest(recs)
+
+    def _push_msg(self, extra: tuple[Update, ...] = ()) -> Message:
+        """A ``push``: the piggyback (and ``extra``) plus this node's digest."""
+        ups = self._piggyback()
+        ups = tuple(u for u in extra if all(u is not x for x in ups)) + ups
+        return Message(kind=Kind.PUSH, updates=ups, digest=self._digest())
+
+    def _newer(
+        self, theirs: Mapping[int, tuple[int, int]], *, full: bool
+    ) -> list[Update]:
+        """The updates that beat what ``theirs`` lists (``full``: a subject it
+        does not list is unknown to it; else only listed subjects count; a
+        listed key (0, 0) means "nothing"), at most ``sync_max_updates``,
+        a random subset when there are more."""
+        out: list[list[Update]] = []
+        me = self._own_update()
+        t = theirs.get(self._me)
+        if me is not None and (
+            (t is None and full) or (t is not None and (t == (0, 0) or me.key > t))
+        ):
+            out.append([me])
+        for n, e in self._entries.items():
+            t = theirs.get(n)
+            if t is None:
+                if not full:
+                    continue
+            elif t != (0, 0) and e.key <= t:
+                continue
+            ups = []
+            if e.advert is not None and (t is None or t == (0, 0) or e.advert.key > t):
+                ups.append(e.advert)
             if e.claim is not None:
-                out.append(e.claim)
-        return tuple(out)
+                ups.append(e.claim)
+            if ups:
+                out.append(ups)
+        cap = self.config.sync_max_updates
+        if sum(len(u) for u in out) > cap:
+            self._ctx_rng().shuffle(out)
+        flat: list[Update] = []
+        for ups in out:
+            if len(flat) + len(ups) > cap:
+                break
+            flat += ups
+        return flat
+
+    def _answer_push(self, sender: int, msg: Message, now_ms: int) -> list[Send]:
+        """A peer's digest: send back what it lacks, and list what we lack
+        (our key, or (0, 0) for a subject unknown here) for it to send."""
+        try:
+            recs = decode_digest_untrusted(msg.digest)
+        except DecodeError:
+            self.counters["dropped_malformed"] += 1
+            return []
+        theirs = {s: (i, r) for s, i, r in recs}
+        wants: list[tuple[int, int, int]] = []
+        for s, i, r in recs:
+            mine = self._key_of(s)
+            if mine is None:
+                wants.append((s, 0, 0))
+            elif (i, r) > mine:
+                wants.append((s, *mine))
+            if len(wants) >= self.config.sync_max_updates:
+                break
+        reply = Message(
+            kind=Kind.PULL,
+            updates=tuple(self._newer(theirs, full=True)),
+            digest=encode_digest(wants),
+        )
+        return [self._send(sender, reply, now_ms, self.config.horizon_ms)]
+
+    def _answer_pull(self, sender: int, msg: Message, now_ms: int) -> list[Send]:
+        """The answer to our push: its updates are absorbed already; send
+        what it listed as wanted. A full answer means more differences than
+        one exchange carries: push again next period."""
+        if len(msg.updates) >= self.config.sync_max_updates:
+            self._burst_until = max(self._burst_until, self._periods + 1)
+        if not msg.digest:
+            return []
+        try:
+            recs = decode_digest_untrusted(msg.digest)
+        except DecodeError:
+            self.counters["dropped_malformed"] += 1
+            return []
+        ups = self._newer({s: (i, r) for s, i, r in recs}, full=False)
+        if not ups:
+            return []
+        reply = Message(kind=Kind.PULL, updates=tuple(ups))
+        return [self._send(sender, reply, now_ms, self.config.horizon_ms)]
 
     # -- internals: sending --------------------------------------------------------
 
@@ -822,7 +990,7 @@ class MembershipService:
             return []
         reach = self._routable(cands, now_ms) or cands
         picks = self._ctx.rng.sample(reach, min(len(reach), self.config.join_fanout))
-        msg = Message(kind=Kind.PUSH, updates=self._full_state())
+        msg = self._push_msg()
         return [self._send(p, msg, now_ms, self.config.horizon_ms) for p in picks]
 
     def _period(self, now_ms: int) -> list[Send]:
@@ -832,13 +1000,12 @@ class MembershipService:
         if self._probe is None:
             out += self._start_probe(now_ms)
         if self._periods % self.config.reconnect_periods == 0:
-            gone = [
-                n
-                for n, e in self._entries.items()
-                if e.state == MemberState.DEAD and n not in self._reconnect
-            ]
-            if gone:
-                out += self._reconnect_ping(self._ctx.rng.choice(gone), now_ms)
+            # One member held dead, at random (a few draws: O(1) at any N).
+            for _ in range(min(4, len(self._dead))):
+                n = self._dead[self._ctx.rng.randrange(len(self._dead))]
+                if n not in self._reconnect:
+                    out += self._reconnect_ping(n, now_ms)
+                    break
         if (
             self._periods % self.config.push_pull_periods == 0
             or self._periods <= self._burst_until
@@ -857,12 +1024,12 @@ class MembershipService:
             ]
             for t in rng.sample(unknown, min(len(unknown), 4)):
                 if self._rtt(t, now_ms) is not None:
-                    msg = Message(kind=Kind.PUSH, updates=self._full_state())
+                    msg = self._push_msg()
                     out.append(self._send(t, msg, now_ms, self.config.horizon_ms))
                     break
             for t in rng.sample(live, min(len(live), 8)):
                 if self._rtt(t, now_ms) is not None:
-                    msg = Message(kind=Kind.PUSH, updates=self._full_state())
+                    msg = self._push_msg()
                     out.append(self._send(t, msg, now_ms, self.config.horizon_ms))
                     break
         return out
@@ -899,7 +1066,11 @@ class MembershipService:
         wait = rtt + self.config.probe_timeout_ms * (1 + self._lhm)
         seq = self._next_seq()
         self._probe = _Probe(
-            seq=seq, target=e.node, deadline=now_ms + wait, rtt=rtt, round=round_
+            seq=seq,
+            target=e.node,
+            deadline=now_ms + wait,
+            rtt=rtt,
+            round=round_,
         )
         self._timer_at(now_ms + wait, "probe", seq)
         msg = Message(kind=Kind.PING, seq=seq, updates=self._piggyback(e.claim))
@@ -986,8 +1157,7 @@ class MembershipService:
             self._lhm = min(self.config.lhm_max, self._lhm + 1)
             return self._indirect(p, now_ms)
         # Lifeguard: a relay that sent no nack may mean we are the slow one.
-        missed = len(p.relays) - p.nacks
-        if missed > 0:
+        if p.relays - p.nacked:
             self._lhm = min(self.config.lhm_max, self._lhm + 1)
         self._probe = None
         if p.round < self.config.probe_rounds:
@@ -999,12 +1169,21 @@ class MembershipService:
 
     def _indirect(self, p: _Probe, now_ms: int) -> list[Send]:
         assert self._ctx is not None
+        rng, k, ents = self._ctx.rng, self.config.indirect_k, self._entries
+        # Relays from a random sample: constant work per probe at any N.
+        pool = self._order
+        if len(pool) > 8 * k + 8:
+            pool = rng.sample(pool, 8 * k + 8)
         cands = [
-            n
-            for n, e in self._entries.items()
-            if e.state == MemberState.ALIVE and n != p.target
+            n for n in pool if n != p.target and ents[n].state == MemberState.ALIVE
         ]
-        self._ctx.rng.shuffle(cands)
+        if len(cands) < k and len(pool) < len(self._order):
+            cands = [
+                n
+                for n, e in ents.items()
+                if e.state == MemberState.ALIVE and n != p.target
+            ]
+        rng.shuffle(cands)
         relays: list[tuple[int, int]] = []
         for c in cands:
             if len(relays) >= self.config.indirect_k:
@@ -1057,7 +1236,7 @@ class MembershipService:
                 out.append(
                     self._send(
                         sender,
-                        Message(kind=Kind.PUSH, updates=self._full_state()),
+                        self._push_msg((e.claim,) if e.claim is not None else ()),
                         now_ms,
                         self.config.horizon_ms,
                     )
@@ -1069,6 +1248,7 @@ class MembershipService:
             p = self._probe
             if p is not None and p.seq == msg.seq and p.indirect and sender in p.relays:
                 p.nacks += 1
+                p.nacked.add(sender)
             return []
         if k == Kind.PING_REQ:
             if msg.target in (0, self._me) or len(self._relays) >= MAX_RELAYS:
@@ -1097,15 +1277,10 @@ class MembershipService:
                 )
             ]
         if k == Kind.PUSH:
-            return [
-                self._send(
-                    sender,
-                    Message(kind=Kind.PULL, updates=self._full_state()),
-                    now_ms,
-                    self.config.horizon_ms,
-                )
-            ]
-        return []  # PULL: its updates were absorbed already
+            return self._answer_push(sender, msg, now_ms)
+        if k == Kind.PULL:
+            return self._answer_pull(sender, msg, now_ms)
+        return []
 
     def _ack(self, sender: int, seq: int, now_ms: int) -> list[Send]:
         relay = self._relays.pop(seq, None)
@@ -1155,6 +1330,10 @@ class MembershipService:
         return [
             Send(destination=source, payload=encode_message(answer), lifetime_ms=60_000)
         ]
+
+
+def _resource_fields(r: Resources) -> dict[str, Any]:
+    return {name: getattr(r, name) for name in RESOURCE_FIELDS}
 
 
 def _node_of(eid: str) -> int | None:

@@ -193,6 +193,9 @@ class MembershipSim:
         self._n: dict[int, _Node] = {n: _Node(n) for n in self.nodes}
         self._partitions: list[tuple[int, int, frozenset[int]]] = []
         self._running: set[int] = set()
+        self._dirty: set[int] = set()  # nodes whose view changed since the last sample
+        self._holds: dict[int, bool] = {}  # node -> its live() equals the truth
+        self._truth: frozenset[int] = frozenset()
         self.messages = 0
         self.delivered = 0
         self.false_suspicions = 0
@@ -296,9 +299,11 @@ class MembershipSim:
         svc = nd.svc
         assert svc is not None
         sends = fn()
-        for t in svc.transitions:
-            self._judge(nd.num, t.subject, t.new)
-        svc.transitions.clear()
+        if svc.transitions:
+            self._dirty.add(nd.num)
+            for t in svc.transitions:
+                self._judge(nd.num, t.subject, t.new)
+            svc.transitions.clear()
         for s in sends:
             self._route(nd.num, s)
         nxt = svc.next_deadline()
@@ -325,7 +330,9 @@ class MembershipSim:
             return
         if self.loss > 0 and self.rng.random() > (1.0 - self.loss) ** max(1, hops):
             return
-        if self.separated(frm, to, self.now) or self.separated(frm, to, arrive):
+        if self._partitions and (
+            self.separated(frm, to, self.now) or self.separated(frm, to, arrive)
+        ):
             return
         self._push(arrive, "arrive", (frm, to, s.payload))
 
@@ -380,6 +387,7 @@ class MembershipSim:
         svc = MembershipService(self.config, verifier=self.verifier, resources=res)
         nd.svc = svc
         self._running.add(num)
+        self._dirty.add(num)
         self.crash_at.pop(num, None)
         self.detected_at.pop(num, None)
         self._changed()
@@ -396,6 +404,7 @@ class MembershipSim:
         for nd in self._n.values():
             if nd.svc is not None:
                 nd.svc.seed_roster(ads, self.now)
+                self._dirty.add(nd.num)
 
     def _ev_resources(self, arg: tuple[int, int]) -> None:
         num, gen = arg
@@ -451,9 +460,18 @@ class MembershipSim:
         self.converged_at = None
 
     def _ev_sample(self, _: None) -> None:
-        run = self.running()
+        run = self._running
         truth = frozenset(run)
-        conv = all(self._n[n].svc.live() == truth for n in run)  # type: ignore[union-attr]
+        # Only views that changed since the last sample are compared again
+        # (a view changes only by a transition, a start or a leave).
+        if truth != self._truth:
+            self._truth = truth
+            self._dirty = set(run)
+        for n in self._dirty:
+            if n in run:
+                self._holds[n] = self._n[n].svc.live() == truth  # type: ignore[union-attr]
+        self._dirty.clear()
+        conv = all(self._holds.get(n, False) for n in run)
         if conv != self._was_converged:
             self.converged_log.append((self.now, conv))
             self._was_converged = conv

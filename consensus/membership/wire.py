@@ -6,7 +6,7 @@ Every membership bundle's payload is one CBOR (RFC 8949) array, a
 :class:`Message`::
 
     message = [version: 1, kind: uint, seq: uint, target: uint,
-               updates: [* update], members: [* member-row]]
+               updates: [* update], members: [* member-row], ? digest: bstr]
 
 ``kind`` names what it is (:class:`Kind`): a probe (``ping``), its answer
 (``ack``), a request to probe ``target`` for us (``ping-req``), a relay's
@@ -31,6 +31,8 @@ Decoding never verifies: :func:`decode_message_untrusted` raises only
 from __future__ import annotations
 
 import math
+import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -42,6 +44,7 @@ from dcis.crypto.errors import DecodeError as CborDecodeError
 from dcis.dtn.errors import DecodeError, InvalidArgument
 
 __all__ = [
+    "DIGEST_RECORD",
     "MAX_UPDATES",
     "UPDATE_LABEL",
     "Kind",
@@ -49,7 +52,9 @@ __all__ = [
     "Message",
     "Status",
     "Update",
+    "decode_digest_untrusted",
     "decode_message_untrusted",
+    "encode_digest",
     "encode_message",
     "encode_update",
     "signed_bytes",
@@ -59,7 +64,14 @@ VERSION = 1
 UPDATE_LABEL = b"dcis membership update v1\0"
 """Domain separation: an update signature is never a certificate's or a bundle's."""
 MAX_UPDATES = 8192
-"""Most updates (or member rows) one message may carry; more is refused."""
+"""Most updates (or member rows, or digest records) one message may carry;
+more is refused."""
+DIGEST_RECORD = 17
+"""Bytes per digest record: subject (u64), incarnation (u64), rank (u8)."""
+MAX_DIGEST_BYTES = MAX_UPDATES * DIGEST_RECORD
+_DIGEST = struct.Struct(">QQB")
+_MAX_RANK = 3
+_BODY_MEMO_BYTES = 4096  # larger bodies (anti-entropy) are not memoised
 _U64 = 1 << 64
 _MEMO_MAX = 1 << 16  # entries in an encode or decode memo
 _WHERE = "membership message"
@@ -106,7 +118,8 @@ class Update:
     def __post_init__(self) -> None:
         for name in ("subject", "incarnation", "signer"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < _U64:
+            ok = isinstance(v, int) and not isinstance(v, bool)
+            if not ok or not 0 <= v < _U64:
                 raise InvalidArgument(f"{name} must be a uint64, got {v!r}")
         if self.subject == 0 or self.signer == 0:
             raise InvalidArgument("node 0 is not a node number")
@@ -166,14 +179,46 @@ class Message:
     target: int = 0
     updates: tuple[Update, ...] = ()
     members: tuple[MemberRow, ...] = ()
+    digest: bytes = b""
+    """Packed :data:`DIGEST_RECORD` records (see :func:`encode_digest`);
+    empty on every kind but ``push`` and ``pull``."""
 
     def __post_init__(self) -> None:
-        for name in ("seq", "target"):
-            v = getattr(self, name)
+        fields: tuple[tuple[str, object], ...] = (
+            ("seq", self.seq),
+            ("target", self.target),
+        )
+        for name, v in fields:
+            if type(v) is int and 0 <= v < _U64:
+                continue  # the usual case, one test
             if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < _U64:
                 raise InvalidArgument(f"{name} must be a uint64, got {v!r}")
         if len(self.updates) > MAX_UPDATES or len(self.members) > MAX_UPDATES:
             raise InvalidArgument(f"at most {MAX_UPDATES} updates or members")
+        if len(self.digest) % DIGEST_RECORD or len(self.digest) > MAX_DIGEST_BYTES:
+            raise InvalidArgument(
+                f"digest must be whole {DIGEST_RECORD}-byte records, "
+                f"at most {MAX_UPDATES}"
+            )
+
+
+def encode_digest(entries: Iterable[tuple[int, int, int]]) -> bytes:
+    """Pack ``(subject, incarnation, rank)`` triples (rank: 0 alive,
+    1 suspect, 2 dead, 3 left, as :attr:`Update.key`) into a digest: one
+    17-byte record each, subject and incarnation as big-endian uint64."""
+    return b"".join(_DIGEST.pack(s, i, r) for s, i, r in entries)
+
+
+def decode_digest_untrusted(data: bytes) -> list[tuple[int, int, int]]:
+    """Unpack a digest from a peer. Raises DecodeError (not whole records,
+    too many, a subject 0 or an unknown rank)."""
+    if len(data) % DIGEST_RECORD or len(data) > MAX_DIGEST_BYTES:
+        raise DecodeError("digest: not whole records or too long", where=_WHERE)
+    out = list(_DIGEST.iter_unpack(data))
+    for s, _i, r in out:
+        if s == 0 or r > _MAX_RANK:
+            raise DecodeError("digest: node 0 or unknown rank", where=_WHERE)
+    return out
 
 
 def _update_fields(u: Update) -> list[object]:
@@ -188,10 +233,13 @@ def _update_fields(u: Update) -> list[object]:
     ]
 
 
+_SMALL_HEADS = [[bytes([major << 5 | n]) for n in range(24)] for major in range(8)]
+
+
 def _head(major: int, n: int) -> bytes:
     # RFC 8949 section 3: the shortest head for an argument n.
     if n < 24:
-        return bytes([major << 5 | n])
+        return _SMALL_HEADS[major][n]
     for ai, width in ((24, 1), (25, 2), (26, 4), (27, 8)):
         if n < 1 << (8 * width):
             return bytes([major << 5 | ai]) + n.to_bytes(width, "big")
@@ -215,20 +263,34 @@ def encode_update(u: Update, memo: dict[Update, bytes] | None = None) -> bytes:
 def encode_message(m: Message, *, memo: dict[Update, bytes] | None = None) -> bytes:
     """CBOR encoding of ``m`` (spec/membership.md). ``memo`` (optional)
     keeps each update's encoding: gossip sends the same update many times."""
-    members = [
-        [r.node, r.state, r.incarnation, r.heard_ago_ms, _res_fields(r.resources)]
-        for r in m.members
-    ]
+    if m.members:
+        members = cbor2.dumps(
+            [
+                [
+                    r.node,
+                    r.state,
+                    r.incarnation,
+                    r.heard_ago_ms,
+                    _res_fields(r.resources),
+                ]
+                for r in m.members
+            ]
+        )
+    else:
+        members = b"\x80"  # an empty array
+    # The envelope's uints by hand: one cbor2.dumps costs ~15 us, and every
+    # probe carries four (spec/membership.md, "Performance").
     return b"".join(
         (
-            _head(4, 6),
-            cbor2.dumps(VERSION),
-            cbor2.dumps(int(m.kind)),
-            cbor2.dumps(m.seq),
-            cbor2.dumps(m.target),
+            _head(4, 7 if m.digest else 6),
+            _head(0, VERSION),
+            _head(0, int(m.kind)),
+            _head(0, m.seq),
+            _head(0, m.target),
             _head(4, len(m.updates)),
             *(encode_update(u, memo) for u in m.updates),
-            cbor2.dumps(members),
+            members,
+            *((_head(2, len(m.digest)), m.digest) if m.digest else ()),
         )
     )
 
@@ -279,6 +341,7 @@ def _resources(x: object) -> Resources | None:
 
 _MAX_STATUS = max(Status)
 _MAX_KIND = max(Kind)
+_KINDS = tuple(Kind(k) for k in range(_MAX_KIND + 1))
 
 
 def _memo_key(x: object) -> object:
@@ -348,22 +411,104 @@ def _row(x: object) -> MemberRow:
     )
 
 
+_Body = tuple[tuple[Update, ...], tuple[MemberRow, ...], bytes]
+
+
+def _envelope(data: bytes) -> tuple[int, Kind, int, int, int] | None:
+    """(elements, kind, seq, target, offset of ``updates``) read by hand from
+    a message's head, or None if it is not a plain version-1 envelope (the
+    full decoder then says what is wrong)."""
+    if not data or data[0] not in (0x86, 0x87):
+        return None
+    if len(data) > 5 and data[1] == VERSION and data[2] <= _MAX_KIND and data[4] < 24:
+        # The common case: kind and target in one byte each, seq in 1-5.
+        b = data[3]
+        if b < 24:
+            return data[0] - 0x80, _KINDS[data[2]], b, data[4], 5
+    pos, vals = 1, []
+    for _ in range(4):
+        if pos >= len(data):
+            return None
+        ib = data[pos]
+        pos += 1
+        if ib >> 5:
+            return None
+        ai = ib & 0x1F
+        if ai < 24:
+            vals.append(ai)
+            continue
+        if ai > 27:
+            return None
+        width = 1 << (ai - 24)
+        if pos + width > len(data):
+            return None
+        vals.append(int.from_bytes(data[pos : pos + width], "big"))
+        pos += width
+    version, kind, seq, target = vals
+    if version != VERSION or kind > _MAX_KIND:
+        return None
+    return data[0] - 0x80, _KINDS[kind], seq, target, pos
+
+
 def decode_message_untrusted(
-    data: bytes, *, memo: dict[object, Update] | None = None
+    data: bytes,
+    *,
+    memo: dict[object, Update] | None = None,
+    bodies: dict[bytes, _Body] | None = None,
 ) -> Message:
     """Parse one membership message from a peer's bytes. Raises only DecodeError.
 
     ``memo`` (optional, bounded here) maps an update's decoded CBOR fields to
     the :class:`Update` already built from the same fields: gossip repeats
     updates, and decoding is a pure function of those fields.
+
+    ``bodies`` (optional, bounded here) maps the bytes after the envelope's
+    four uints (``updates``, ``members``, ``digest``) to what they decoded
+    to: a node's probes and acks repeat the same piggyback for many periods,
+    and bytes that passed every check once pass them again.
     """
     if not data:
         raise DecodeError("empty payload", where=_WHERE)
+    env = _envelope(data) if bodies is not None else None
+    if env is not None and bodies is not None:
+        n_elems, kind, seq, target, at = env
+        body = bodies.get(data[at:])
+        if body is not None:
+            ups, rows, dig = body
+            if (n_elems == 7) == bool(dig):
+                return Message(
+                    kind=kind,
+                    seq=seq,
+                    target=target,
+                    updates=ups,
+                    members=rows,
+                    digest=dig,
+                )
+    msg = _decode_full(data, memo)
+    if (
+        env is not None
+        and bodies is not None
+        and len(data) - env[4] <= _BODY_MEMO_BYTES
+    ):
+        if len(bodies) >= _MEMO_MAX:
+            bodies.pop(next(iter(bodies)))
+        bodies[data[env[4] :]] = (msg.updates, msg.members, msg.digest)
+    return msg
+
+
+def _decode_full(data: bytes, memo: dict[object, Update] | None) -> Message:
     try:
         # Guarded: cbor2's C decoder leaks on some malformed items (dcis.crypto.cbor_guard).
         item = loads_untrusted(data, what=_WHERE)
     except CborDecodeError as exc:
         raise DecodeError(f"malformed CBOR ({exc})", where=_WHERE) from None
+    if isinstance(item, list) and len(item) == 7:
+        dig = item.pop()
+        if not isinstance(dig, bytes) or not dig:
+            raise DecodeError("digest must be a non-empty byte string", where=_WHERE)
+        decode_digest_untrusted(dig)
+    else:
+        dig = b""
     f = _array(item, "message", 6)
     if _uint(f[0], "version") != VERSION:
         raise DecodeError(f"unsupported version {f[0]!r}", where=_WHERE)
@@ -380,4 +525,5 @@ def decode_message_untrusted(
         target=_uint(f[3], "target"),
         updates=tuple(_update_memo(u, memo) for u in ups),
         members=tuple(_row(r) for r in rows),
+        digest=dig,
     )

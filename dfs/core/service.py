@@ -69,7 +69,7 @@ from dcis.consensus.log.api import (
     Outcome,
     Put,
 )
-from dcis.consensus.membership.view import MembershipView, MemberState
+from dcis.consensus.membership.view import MemberInfo, MembershipView, MemberState
 from dcis.crypto.keys import NodeIdentity
 from dcis.dfs.core import appwire, wire
 from dcis.dfs.core._sodium import new_buffer
@@ -149,14 +149,32 @@ class DfsConfig:
     get_timeout_ms: int = 3_600_000
     share_lifetime_ms: int = 86_400_000
     max_fetches: int = 64
+    holder_check_ms: int = 1_000
+    """While a holder owes blocks, how often membership is asked whether it
+    is still alive: one that is not any more (suspect, unreachable, dead)
+    gets another holder brought in beside it at once, without waiting for
+    ``fetch_slack_ms``."""
+    fetch_window: int = 16
+    """Chunks asked of one holder at a time (a FETCH); more are asked as
+    half of them have come."""
+    fetch_ahead: int = 64
+    """No chunk is asked more than this many past the lowest chunk a get
+    or rebuild still lacks: bounds the blocks it holds (about
+    ``fetch_ahead * (k - 1)`` blocks) whatever the object's size."""
     max_app_bytes: int = 1 << 31
-    """Bound on the bytes of unfinished puts buffered for local apps."""
+    """Bound on the bytes buffered for local apps' unfinished puts: each
+    open put holds less than a chunk (plus one part), so at most
+    ``max_app_bytes // chunk_size`` app puts are open at once."""
     policy: PlacementPolicy = PlacementPolicy()  # noqa: RUF009 (frozen)
 
     def __post_init__(self) -> None:
         check_kn(self.k, self.n)
         if self.chunk_size <= 0 or self.maintenance_interval_ms <= 0:
             raise InvalidArgument("chunk_size and maintenance_interval_ms must be > 0")
+        if self.fetch_window < 1 or self.fetch_ahead < 1 or self.holder_check_ms < 1:
+            raise InvalidArgument(
+                "fetch_window, fetch_ahead and holder_check_ms must be >= 1"
+            )
 
 
 class OpState(StrEnum):
@@ -187,7 +205,9 @@ class GetOp:
     name: str
     manifest: Manifest
     key: bytes
-    data: memoryview
+    data: memoryview | None
+    """The whole object; None for a streamed get (``on_piece``), which
+    never holds more than its open chunks."""
     state: OpState = OpState.RUNNING
     error: DfsError | None = None
     chunks_done: int = 0
@@ -199,21 +219,117 @@ class GetOp:
             raise self.error
         if self.state != OpState.DONE:
             raise InvalidArgument("get still running")
+        if self.data is None:
+            raise InvalidArgument("a streamed get keeps no copy of the object")
         return bytes(self.data)
 
     def view(self) -> memoryview:
         """The object's bytes without a copy (once DONE)."""
-        if self.state != OpState.DONE:
-            self.result()  # raises the error, or "still running"
+        if self.state != OpState.DONE or self.data is None:
+            self.result()  # raises the error, "still running" or "streamed"
+        assert self.data is not None
         return self.data
+
+
+class PutWriter:
+    """A streaming put (:meth:`DfsService.put_begin`): bytes in, one chunk
+    buffered at most; each whole chunk is encoded and its blocks stored or
+    queued for their holders at once. ``buffered`` is the bytes held now,
+    ``peak_buffered`` the most ever held (bounded by the chunk size plus one
+    piece, whatever the object's size)."""
+
+    def __init__(
+        self,
+        svc: DfsService,
+        *,
+        name: str,
+        size: int,
+        k: int,
+        n: int,
+        holders: tuple[int, ...],
+        object_id: bytes,
+        key: bytes,
+        keys: dict[int, bytes],
+        created_ms: int,
+    ) -> None:
+        self._svc = svc
+        self.name = name
+        self.size = size
+        self.k = k
+        self.n = n
+        self.holders = holders
+        self.object_id = object_id
+        self.key = key
+        self.keys = keys
+        self.created_ms = created_ms
+        self.hashes: list[bytes] = []
+        self.crcs: list[tuple[int, ...]] = []
+        self.written = 0
+        self.peak_buffered = 0
+        self._buf = bytearray()
+        self._chunk = 0
+        self.op: PutOp | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not encoded yet (less than one chunk)."""
+        return len(self._buf)
+
+    def write(self, data: Buf, now_ms: int) -> None:
+        """Append ``data``; InvalidArgument past ``size`` or after close."""
+        if self.op is not None:
+            raise InvalidArgument("put already closed")
+        if self.written + len(data) > self.size:
+            raise InvalidArgument(
+                f"{self.written + len(data)} bytes written, the put is {self.size}"
+            )
+        cs = self._svc.config.chunk_size
+        view = memoryview(data).cast("B")
+        self.written += len(view)
+        if not self._buf and len(view) == cs:
+            # A whole chunk with nothing pending: encoded in place, no copy.
+            self._svc._put_chunk(self, self._chunk, view, now_ms)
+            self._chunk += 1
+            return
+        self._buf += view
+        self.peak_buffered = max(self.peak_buffered, len(self._buf))
+        while len(self._buf) >= cs:
+            with memoryview(self._buf) as whole, whole[:cs] as chunk:
+                self._svc._put_chunk(self, self._chunk, chunk, now_ms)
+            self._chunk += 1
+            del self._buf[:cs]
+
+    def close(self, now_ms: int) -> PutOp:
+        """Encode the last (short) chunk and put the manifest in the log.
+        InvalidArgument unless exactly ``size`` bytes were written."""
+        if self.op is not None:
+            return self.op
+        if self.written != self.size:
+            raise InvalidArgument(f"{self.written} of {self.size} bytes written")
+        if self._buf or self._chunk == 0:
+            # The last short chunk (an empty object has one empty chunk).
+            self._svc._put_chunk(self, self._chunk, bytes(self._buf), now_ms)
+            self._chunk += 1
+            self._buf = bytearray()
+        self.op = self._svc._put_commit(self, now_ms)
+        return self.op
 
 
 @dataclass(eq=False)
 class _Request:
+    """Chunks of one share asked of its holder: ``pending`` asked and not
+    answered yet, ``todo`` not asked yet (asked a window at a time)."""
+
     share: int
     holder: int
     pending: set[int]
     deadline_ms: int
+    todo: list[int] = field(default_factory=list)
+    rtt_ms: int = 0
+    check_ms: int = 0
+    """When membership is next asked whether the holder is still alive."""
+    hedged: bool = False
+    """Another holder was brought in for this one (it stays asked)."""
 
 
 @dataclass(eq=False)
@@ -235,12 +351,14 @@ class _Gather:
     used: set[int] = field(default_factory=set)
     check_hash: bool = True
     finished: bool = False
+    held: int = 0
+    """Bytes of blocks held, waiting for their chunk's k-th."""
+    low: int = 0
 
 
-@dataclass(eq=False)
-class _AppPut:
-    begin: appwire.PutBegin
-    buf: bytearray
+def _ended(g: _Gather) -> bool:
+    """Whether ``g`` has finished (a call: callbacks may have ended it)."""
+    return g.finished
 
 
 def service_eid(node: int) -> str:
@@ -304,7 +422,7 @@ class DfsService:
         self._puts: dict[bytes, PutOp] = {}
         self._scrub_queue: list[tuple[bytes, int, int]] = []
         self._decoded: dict[bytes, Manifest | Tombstone | None] = {}
-        self._app_puts: dict[tuple[str, int], _AppPut] = {}
+        self._app_puts: dict[tuple[str, int], PutWriter] = {}
         self._app_put_ops: dict[bytes, tuple[str, int]] = {}
         self.stats: dict[str, int] = {
             "scrubbed": 0,
@@ -313,6 +431,8 @@ class DfsService:
             "repair_claims": 0,
             "gc_shares": 0,
             "dropped": 0,
+            "app_buffer_peak": 0,
+            "get_buffer_peak": 0,
         }
 
     # -- lifecycle ---------------------------------------------------------
@@ -346,8 +466,12 @@ class DfsService:
         times = [self._next_maintenance]
         for g in self._gathers:
             times.append(g.deadline_ms)
-            # An answered request's old deadline is no timer any more.
-            times.extend(r.deadline_ms for r in g.requests.values() if r.pending)
+            # An answered or hedged request's deadline is no timer any more.
+            times.extend(
+                min(r.deadline_ms, r.check_ms)
+                for r in g.requests.values()
+                if r.pending and not r.hedged
+            )
         return min(times)
 
     def on_send_result(
@@ -493,18 +617,42 @@ class DfsService:
         """Store ``data`` as ``name`` (replacing any object of that name).
         Raises InvalidArgument, PlacementError or StoreFull; the STORE
         bundles leave at the next call (``next_deadline()`` is now)."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidArgument("data must be a bytes-like object")
+        view = memoryview(data).cast("B")
+        w = self.put_begin(name, len(view), now_ms, k=k, n=n, readers=readers)
+        cs = self.config.chunk_size
+        for at in range(0, len(view), cs):
+            w.write(view[at : at + cs], now_ms)
+        return w.close(now_ms)
+
+    def put_begin(
+        self,
+        name: str,
+        size: int,
+        now_ms: int,
+        *,
+        k: int | None = None,
+        n: int | None = None,
+        readers: Mapping[int, bytes] | None = None,
+    ) -> PutWriter:
+        """Start a streaming put of exactly ``size`` bytes: holders are
+        chosen and the key wrapped now (PlacementError, AccessDenied and
+        InvalidArgument come before any data); feed the bytes with
+        :meth:`PutWriter.write` (any piece sizes; each whole chunk is
+        encoded and its STOREs queued at once, so at most one chunk is
+        buffered) and end with :meth:`PutWriter.close`."""
         self._now = now_ms
         check_name(name)
         k = self.config.k if k is None else k
         n = self.config.n if n is None else n
         check_kn(k, n)
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise InvalidArgument("data must be a bytes-like object")
-        data = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+        if size < 0:
+            raise InvalidArgument(f"negative size {size}")
         cs = self.config.chunk_size
-        chunks = chunk_count(len(data), cs)
+        chunks = chunk_count(size, cs)
         share_bytes = sum(
-            block_len(chunk_plain_len(len(data), cs, j), k) for j in range(chunks)
+            block_len(chunk_plain_len(size, cs, j), k) for j in range(chunks)
         )
         holders = choose_holders(
             self.membership.members(),
@@ -519,50 +667,65 @@ class DfsService:
         key = self._entropy(KEY_BYTES)
         # Wrapped first: a readers callable may refuse (nothing sent yet).
         keys = self._wrap(key, readers)
-        hashes: list[bytes] = []
-        crcs: list[tuple[int, ...]] = []
-        view = memoryview(data)
-        for j in range(chunks):
-            plain = view[j * cs : (j + 1) * cs]
-            enc = encode_chunk(plain, key=key, object_id=object_id, j=j, k=k, n=n)
-            hashes.append(enc.cipher_hash)
-            crcs.append(tuple(enc.crcs))
-            for i, h in enumerate(holders):
-                if h == self._node:
-                    self.store.put_block(object_id, i, j, enc.blocks[i], now_ms)
-                else:
-                    self._send(h, wire.Store(object_id, i, j, chunks, enc.blocks[i]))
-        manifest = Manifest(
-            object_id=object_id,
+        return PutWriter(
+            self,
             name=name,
-            size=len(data),
-            chunk_size=cs,
+            size=size,
             k=k,
             n=n,
-            placement=tuple(holders),
-            chunk_hashes=tuple(hashes),
-            block_crcs=tuple(crcs),
-            root=object_hash(hashes),
+            holders=tuple(holders),
+            object_id=object_id,
+            key=key,
             keys=keys,
-            writer=self._node,
             created_ms=now_ms,
+        )
+
+    def _put_chunk(self, w: PutWriter, j: int, plain: Buf, now_ms: int) -> None:
+        """Encode chunk ``j`` of a streaming put; keep or send its blocks."""
+        enc = encode_chunk(plain, key=w.key, object_id=w.object_id, j=j, k=w.k, n=w.n)
+        w.hashes.append(enc.cipher_hash)
+        w.crcs.append(tuple(enc.crcs))
+        chunks = chunk_count(w.size, self.config.chunk_size)
+        for i, h in enumerate(w.holders):
+            if h == self._node:
+                self.store.put_block(w.object_id, i, j, enc.blocks[i], now_ms)
+            else:
+                self._send(h, wire.Store(w.object_id, i, j, chunks, enc.blocks[i]))
+
+    def _put_commit(self, w: PutWriter, now_ms: int) -> PutOp:
+        """The manifest of a finished streaming put goes to the log."""
+        self._now = now_ms
+        manifest = Manifest(
+            object_id=w.object_id,
+            name=w.name,
+            size=w.size,
+            chunk_size=self.config.chunk_size,
+            k=w.k,
+            n=w.n,
+            placement=w.holders,
+            chunk_hashes=tuple(w.hashes),
+            block_crcs=tuple(w.crcs),
+            root=object_hash(w.hashes),
+            keys=w.keys,
+            writer=self._node,
+            created_ms=w.created_ms,
         )
         raw = encode_manifest(manifest)
         self._decoded[raw] = manifest
         try:
-            old: Manifest | None = self.manifest(name)
+            old: Manifest | None = self.manifest(w.name)
         except NotFound:
             old = None
-        self.log.submit(Put(manifest_key(name), raw), now_ms)
+        self.log.submit(Put(manifest_key(w.name), raw), now_ms)
         if old is not None:
             # The replaced object's shares are reclaimed like a removed one's.
             tomb = encode_tombstone(Tombstone(old.object_id, now_ms))
             self.log.submit(Put(removed_key(old.object_id), tomb), now_ms)
-        op = PutOp(name=name, manifest=manifest)
-        op.placed.update(i for i, h in enumerate(holders) if h == self._node)
+        op = PutOp(name=w.name, manifest=manifest)
+        op.placed.update(i for i, h in enumerate(w.holders) if h == self._node)
         if len(self._puts) > 1024:
             self._puts.clear()
-        self._puts[object_id] = op
+        self._puts[w.object_id] = op
         return op
 
     def _wrap(
@@ -626,11 +789,16 @@ class DfsService:
         key = self._unwrap(m)
         if len(self._gathers) >= 2 * self.config.max_fetches:
             raise Busy(f"{len(self._gathers)} gets and rebuilds open; try later")
-        op = GetOp(name=name, manifest=m, key=key, data=new_buffer(m.size))
+        whole = None if on_piece is not None else new_buffer(m.size)
+        op = GetOp(name=name, manifest=m, key=key, data=whole)
 
         def on_chunk(j: int, ct: bytes) -> None:
             at = j * m.chunk_size
-            out = op.data[at : at + chunk_plain_len(m.size, m.chunk_size, j)]
+            plain_len = chunk_plain_len(m.size, m.chunk_size, j)
+            if whole is not None:
+                out = whole[at : at + plain_len]
+            else:
+                out = new_buffer(plain_len)
             decrypt_into(out, ct, key=key, object_id=m.object_id, j=j)
             op.chunks_done += 1
             if on_piece is not None:
@@ -703,46 +871,91 @@ class DfsService:
         self._gathers.append(g)
         for _ in range(m.k):
             self._activate_next(g, now_ms)
-        self._check_end(g)
+        self._pump(g, now_ms)
 
     def _activate_next(self, g: _Gather, now_ms: int) -> None:
-        """Bring in the next candidate share (local ones are read at once)."""
-        while g.candidates and g.open_chunks and not g.finished:
-            i = g.candidates.pop(0)
-            h = g.holders[i]
-            want = sorted(g.open_chunks)
-            if h == self._node:
-                bad = False
-                for j in want:
-                    try:
-                        data = self.store.get_block(g.manifest.object_id, i, j)
-                    except CorruptBlock:
-                        data = None
-                        self._urgent.add((g.manifest.object_id, i))
-                    if data is None:
-                        bad = True
-                        continue
-                    if not self._add_block(g, i, j, data):
-                        return
-                if bad:
-                    g.failed.add(i)
-                    continue
-                return
-            req = self._next_req
-            self._next_req += 1
+        """Bring in the next candidate share: a request for every open
+        chunk, asked a window at a time by :meth:`_pump`."""
+        if not g.candidates or not g.open_chunks or g.finished:
+            return
+        i = g.candidates.pop(0)
+        h = g.holders[i]
+        rtt = 0
+        if h != self._node:
             eta = self._eta(h, now_ms, 0)
             rtt = 2 * (eta - now_ms) if eta is not None else 0
-            g.requests[req] = _Request(
-                i, h, set(want), now_ms + rtt + self.config.fetch_slack_ms
-            )
-            self._by_req[req] = g
-            self._send(h, wire.Fetch(req, g.manifest.object_id, i, tuple(want)))
-            return
+        req = self._next_req
+        self._next_req += 1
+        g.requests[req] = _Request(
+            i,
+            h,
+            set(),
+            now_ms + rtt + self.config.fetch_slack_ms,
+            todo=sorted(g.open_chunks, reverse=True),
+            rtt_ms=rtt,
+        )
+        self._by_req[req] = g
 
-    def _add_block(self, g: _Gather, i: int, j: int, data: Buf) -> bool:
-        """Take a block; returns False once the gather has finished."""
-        self._take_block(g, i, j, data)
-        return not g.finished
+    def _low(self, g: _Gather) -> int:
+        """The lowest open chunk (open chunks only ever close)."""
+        while g.low not in g.open_chunks and g.open_chunks:
+            g.low += 1
+        return g.low
+
+    def _pump(self, g: _Gather, now_ms: int) -> None:
+        """Ask (or read locally) the next window of chunks of every request
+        whose window is half answered, never past ``fetch_ahead`` chunks
+        beyond the lowest open one: the blocks a gather holds are bounded
+        whatever the object's size. Then end the gather if it is done."""
+        window = self.config.fetch_window
+        moved = True
+        while moved and not g.finished and g.open_chunks:
+            moved = False
+            limit = self._low(g) + self.config.fetch_ahead
+            for req, r in list(g.requests.items()):
+                if _ended(g):
+                    return
+                if req not in g.requests or len(r.pending) > window // 2:
+                    continue
+                ask: list[int] = []
+                while r.todo and len(r.pending) + len(ask) < window:
+                    j = r.todo[-1]
+                    if j not in g.open_chunks:
+                        r.todo.pop()
+                    elif j >= limit:
+                        break
+                    else:
+                        ask.append(r.todo.pop())
+                if not ask:
+                    continue
+                moved = True
+                if r.holder != self._node:
+                    r.pending.update(ask)
+                    r.deadline_ms = now_ms + r.rtt_ms + self.config.fetch_slack_ms
+                    r.check_ms = now_ms + self.config.holder_check_ms
+                    r.hedged = False
+                    self._send(
+                        r.holder,
+                        wire.Fetch(req, g.manifest.object_id, r.share, tuple(ask)),
+                    )
+                    continue
+                for j in ask:
+                    try:
+                        data = self.store.get_block(g.manifest.object_id, r.share, j)
+                    except CorruptBlock:
+                        data = None
+                        self._urgent.add((g.manifest.object_id, r.share))
+                    if data is None:
+                        g.failed.add(r.share)
+                        self._drop_share_requests(g, r.share)
+                        self._activate_next(g, now_ms)
+                        break
+                    self._take_block(g, r.share, j, data)
+                    if _ended(g):
+                        return
+                    if req not in g.requests:
+                        break
+        self._check_end(g)
 
     def _take_block(self, g: _Gather, i: int, j: int, data: Buf) -> None:
         m = g.manifest
@@ -755,12 +968,15 @@ class DfsService:
             return
         got = g.blocks.setdefault(j, {})
         got[i] = data
+        g.held += len(data)
+        self.stats["get_buffer_peak"] = max(self.stats["get_buffer_peak"], g.held)
         g.used.add(i)
         if len(got) < m.k:
             return
         plain_len = chunk_plain_len(m.size, m.chunk_size, j)
         g.open_chunks.discard(j)
         del g.blocks[j]
+        g.held -= sum(len(b) for b in got.values())
         try:
             ct = decode_ciphertext(got, plain_len=plain_len, k=m.k, n=m.n)
             if g.check_hash and chunk_hash(ct) != m.chunk_hashes[j]:
@@ -769,7 +985,8 @@ class DfsService:
         except DfsError as exc:
             self._finish(g, Unrecoverable(f"{m.name}: {exc}"))
             return
-        self._check_end(g)
+        if not g.open_chunks:
+            self._finish(g, None)
 
     def _drop_share_requests(self, g: _Gather, share: int) -> None:
         for req, r in list(g.requests.items()):
@@ -806,12 +1023,24 @@ class DfsService:
         if now_ms >= g.deadline_ms:
             self._finish(g, Unrecoverable(f"{g.manifest.name}: timed out"))
             return
+        members: Mapping[int, MemberInfo] | None = None
         for r in list(g.requests.values()):
-            if r.pending and now_ms >= r.deadline_ms:
+            if not r.pending or r.hedged:
+                continue
+            gone = False
+            if now_ms >= r.check_ms:
+                # Membership may know before the slack runs out that the
+                # holder is suspect, unreachable or dead.
+                if members is None:
+                    members = self.membership.members()
+                info = members.get(r.holder)
+                gone = info is not None and info.state != MemberState.ALIVE
+                r.check_ms = now_ms + self.config.holder_check_ms
+            if gone or now_ms >= r.deadline_ms:
                 # Still wanted, but another holder is brought in beside it.
-                r.deadline_ms = g.deadline_ms
+                r.hedged = True
                 self._activate_next(g, now_ms)
-        self._check_end(g)
+        self._pump(g, now_ms)
 
     # -- bundles -----------------------------------------------------------
 
@@ -856,10 +1085,13 @@ class DfsService:
                         r.pending.discard(msg.chunk)
                         self._take_block(g, msg.share, msg.chunk, msg.data)
                 else:
+                    # The holder lacks part of its share: ask it no more.
                     r.pending.difference_update(msg.chunks)
+                    r.todo.clear()
                     g.failed.add(msg.share)
                     self._activate_next(g, now_ms)
-                    self._check_end(g)
+                if not g.finished:
+                    self._pump(g, now_ms)
         return self._drain()
 
     # -- local applications ------------------------------------------------
@@ -884,24 +1116,28 @@ class DfsService:
 
     def _app_request(self, app: str, msg: appwire.AppMessage, now_ms: int) -> None:
         if isinstance(msg, appwire.PutBegin):
-            check_name(msg.name)
-            pending = sum(len(p.buf) for p in self._app_puts.values())
-            if pending + msg.size > self.config.max_app_bytes:
+            # Each open put buffers less than one chunk (plus one part).
+            cs = self.config.chunk_size
+            if (len(self._app_puts) + 1) * cs > self.config.max_app_bytes:
                 raise InvalidArgument(
-                    f"{msg.size} bytes do not fit in the app put buffer "
-                    f"({self.config.max_app_bytes - pending} free)"
+                    f"{len(self._app_puts)} app puts open: no room for another "
+                    f"(max_app_bytes {self.config.max_app_bytes})"
                 )
-            self._app_puts[(app, msg.req)] = _AppPut(msg, bytearray())
+            w = self.put_begin(msg.name, msg.size, now_ms, k=msg.k, n=msg.n)
+            self._app_puts[(app, msg.req)] = w
             if msg.size == 0:
                 self._app_put_done(app, msg.req, now_ms)
         elif isinstance(msg, appwire.PutPart):
-            p = self._app_puts.get((app, msg.req))
-            if p is None:
+            open_put = self._app_puts.get((app, msg.req))
+            if open_put is None:
                 raise InvalidArgument("no put in progress with that request number")
-            if msg.offset != len(p.buf) or len(p.buf) + len(msg.data) > p.begin.size:
-                raise InvalidArgument("put part out of order or past the size")
-            p.buf += msg.data
-            if len(p.buf) == p.begin.size:
+            if msg.offset != open_put.written:
+                raise InvalidArgument("put part out of order")
+            open_put.write(msg.data, now_ms)
+            self.stats["app_buffer_peak"] = max(
+                self.stats["app_buffer_peak"], open_put.peak_buffered
+            )
+            if open_put.written == open_put.size:
                 self._app_put_done(app, msg.req, now_ms)
         elif isinstance(msg, appwire.Call):
             self._app_call(app, msg, now_ms)
@@ -909,8 +1145,8 @@ class DfsService:
             raise InvalidArgument("a reply is not a request")
 
     def _app_put_done(self, app: str, req: int, now_ms: int) -> None:
-        p = self._app_puts.pop((app, req))
-        op = self.put(p.begin.name, p.buf, now_ms, k=p.begin.k, n=p.begin.n)
+        w = self._app_puts.pop((app, req))
+        op = w.close(now_ms)
         m = op.manifest
         self._app_put_ops[m.object_id] = (app, req)
         if len(self._app_put_ops) > 1024:

@@ -37,7 +37,7 @@ source (the OS CSPRNG by default).
 from __future__ import annotations
 
 import fnmatch
-import os
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -214,7 +214,7 @@ class Rfc9173Policy:
         *,
         node: int,
         fallback: _Fallback | None = None,
-        random_bytes: Callable[[int], bytes] = os.urandom,
+        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
     ) -> None:
         self.rules = tuple(rules)
         self.node = node

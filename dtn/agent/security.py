@@ -28,7 +28,7 @@ multiplication. spec/security.md section 8 describes the policy.
 
 from __future__ import annotations
 
-import os
+import secrets
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Final
 
@@ -163,7 +163,7 @@ class SecurityPolicy:
     - ``accept_unprotected_admin_records``: status reports are produced by
       agents, not applications, and are not protected by ours; accept them
       unprotected (default) or require protection like any bundle.
-    - ``random_bytes``: the source of the BCB nonce prefix, ``os.urandom``
+    - ``random_bytes``: the source of the BCB nonce prefix, ``secrets.token_bytes``
       (the OS CSPRNG) by default, as every real node must use. The
       simulator injects a deterministic source derived from its seed
       (``dcis.dtn.sim.sim_random_bytes``) so a secure run replays exactly; such a
@@ -190,7 +190,7 @@ class SecurityPolicy:
         replay_entries_per_source: int = 4096,
         sign_only_destinations: Collection[str] = (),
         accept_unprotected_admin_records: bool = True,
-        random_bytes: Callable[[int], bytes] = os.urandom,
+        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
     ) -> None:
         if not accepted_contexts:
             raise InvalidArgument("a secure node must accept at least one context")

@@ -15,6 +15,10 @@ client -> node
     ``delivered`` bundle_key: text            (no reply: confirms a pushed bundle)
     ``status``                                 (reply carries the status map)
     ``ping``                                   (local liveness; reply ``ok``)
+    ``set_resources`` ?store_free_bytes, ?store_total_bytes, ?cpu_load,
+                  ?battery_pct, ?sunlit, ?temperature_c (reply carries
+                  ``resources``, every field as now advertised; values are
+                  checked by ``dcis.dtn.node.resources``)
 node -> client
     ``ok``        id, plus request-specific keys (``bundle_key``, ``status``, ...)
     ``error``     id, message: text
@@ -37,7 +41,16 @@ MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 that a 100 MB bundle, which LTP carries in one block, can be sent and received."""
 
 CLIENT_TYPES = frozenset(
-    {"register", "unregister", "send", "delivered", "status", "ping", "bundles"}
+    {
+        "register",
+        "unregister",
+        "send",
+        "delivered",
+        "status",
+        "ping",
+        "bundles",
+        "set_resources",
+    }
 )
 NODE_TYPES = frozenset({"ok", "error", "bundle"})
 
@@ -50,6 +63,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "status": {"id": int},
     "ping": {"id": int},
     "bundles": {"id": int},
+    "set_resources": {"id": int},
     "ok": {"id": int},
     "error": {"id": int, "message": str},
     "bundle": {
@@ -81,23 +95,68 @@ def encode_message(msg: dict[str, Any]) -> bytes:
     byte string an order of magnitude slower than a join (issue 18,
     spec/performance.md), so the map is encoded key by key and its large
     byte values are spliced in after their CBOR heads."""
+    parts = encode_message_parts(msg)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def encode_message_parts(msg: dict[str, Any]) -> list[bytes]:
+    """Frame one message as buffers whose concatenation is :func:`encode_message`'s
+    bytes: each byte value of at least 128 KiB is its own item, the caller's
+    object itself (not copied), so a writer can hand it to the socket as it
+    is. Raises :class:`InvalidArgument` if ``msg`` lacks a known ``type``."""
     if msg.get("type") not in _SCHEMA:
         raise InvalidArgument(f"unknown message type {msg.get('type')!r}")
     if len(msg) >= 24 or not any(
         type(v) is bytes and len(v) >= _BIG_BYTES for v in msg.values()
     ):
-        return encode_mtcp_frame(cbor2.dumps(msg))
-    parts: list[bytes] = [bytes([0xA0 | len(msg)])]
+        return [encode_mtcp_frame(cbor2.dumps(msg))]
+    parts: list[bytes] = []
+    small: list[bytes] = [bytes([0xA0 | len(msg)])]
+    for key, value in msg.items():
+        small.append(cbor2.dumps(key))
+        if type(value) is bytes and len(value) >= _BIG_BYTES:
+            small.append(bstr_head(len(value)))
+            parts.append(b"".join(small))
+            parts.append(value)
+            small = []
+        else:
+            small.append(cbor2.dumps(value))
+    if small:
+        parts.append(b"".join(small))
+    size = sum(len(p) for p in parts)
+    parts[0] = bstr_head(size) + parts[0]
+    return parts
+
+
+def encode_send_head(
+    msg: dict[str, Any],
+    payload_bytes: int,
+    *,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+) -> bytes:
+    """The start of a ``send`` request whose payload is streamed: the frame
+    head, the map and its keys, ``msg``'s fields (everything but ``payload``)
+    and the head of the payload byte string, which comes last in the map.
+    The caller then writes exactly ``payload_bytes`` bytes, and the frame is
+    the same as :func:`encode_message` of the map with the payload in that
+    place. Raises :class:`InvalidArgument` for a message that is not a
+    ``send`` without its payload, or that would exceed ``max_message_bytes``."""
+    if msg.get("type") != "send" or "payload" in msg:
+        raise InvalidArgument("encode_send_head takes a send request without payload")
+    if payload_bytes < 0 or len(msg) >= 23:
+        raise InvalidArgument("bad payload length or too many keys")
+    parts = [bytes([0xA0 | (len(msg) + 1)])]
     for key, value in msg.items():
         parts.append(cbor2.dumps(key))
-        if type(value) is bytes and len(value) >= _BIG_BYTES:
-            parts.append(bstr_head(len(value)))
-            parts.append(value)
-        else:
-            parts.append(cbor2.dumps(value))
-    size = sum(len(p) for p in parts)
-    parts.insert(0, bstr_head(size))
-    return b"".join(parts)
+        parts.append(cbor2.dumps(value))
+    parts.append(cbor2.dumps("payload"))
+    parts.append(bstr_head(payload_bytes))
+    body = sum(len(p) for p in parts) + payload_bytes
+    if body > max_message_bytes:
+        raise InvalidArgument(
+            f"a message of {body} bytes exceeds the {max_message_bytes}-byte limit"
+        )
+    return bstr_head(body) + b"".join(parts)
 
 
 def decode_message_untrusted(body: bytes) -> dict[str, Any]:

@@ -28,7 +28,7 @@ certificate (the peer's public keys) in the :class:`KeyRing`.
 from __future__ import annotations
 
 import hashlib
-import os
+import secrets
 from collections.abc import Callable
 from typing import Final
 
@@ -124,7 +124,7 @@ def seal_x25519_xchacha(
     identity: NodeIdentity,
     recipient_kx_public: bytes,
     nonce: bytes | None = None,
-    random_bytes: Callable[[int], bytes] = os.urandom,
+    random_bytes: Callable[[int], bytes] = secrets.token_bytes,
 ) -> tuple[AbstractSecurityBlock, dict[int, bytes]]:
     """Encrypt ``targets`` for the holder of ``recipient_kx_public``.
 
@@ -170,7 +170,7 @@ def seal_payload_x25519_xchacha(
     identity: NodeIdentity,
     recipient_kx_public: bytes,
     nonce: bytes | None = None,
-    random_bytes: Callable[[int], bytes] = os.urandom,
+    random_bytes: Callable[[int], bytes] = secrets.token_bytes,
 ) -> tuple[bytes, bytes]:
     """:func:`seal_x25519_xchacha` for the one-target case (the payload, block 1).
 

@@ -14,7 +14,7 @@ make the bundle malformed: :class:`dcis.dtn.errors.DecodeError`.
 
 from __future__ import annotations
 
-import os
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
@@ -485,7 +485,7 @@ def add_bcb_aes_gcm(
     kek: bytes | None = None,
     block_number: int | None = None,
     crc_type: CrcType = CrcType.NONE,
-    random_bytes: Callable[[int], bytes] = os.urandom,
+    random_bytes: Callable[[int], bytes] = secrets.token_bytes,
 ) -> Bundle:
     """Add BCB-AES-GCM (RFC 9173 4), encrypting ``targets`` in place.
 
@@ -538,7 +538,7 @@ def add_bcb_x25519(
     nonce: bytes | None = None,
     block_number: int | None = None,
     crc_type: CrcType = CrcType.NONE,
-    random_bytes: Callable[[int], bytes] = os.urandom,
+    random_bytes: Callable[[int], bytes] = secrets.token_bytes,
 ) -> Bundle:
     """Seal ``targets`` for the recipient node with our X25519/XChaCha20-Poly1305 context.
 

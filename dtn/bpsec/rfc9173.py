@@ -14,7 +14,7 @@ returns ``"no key"`` when it was given none; it raises the opaque
 from __future__ import annotations
 
 import hmac
-import os
+import secrets
 from collections.abc import Callable, Sequence
 from enum import IntEnum
 from typing import Final
@@ -242,7 +242,7 @@ def aes_gcm_encrypt(
     scope: ScopeFlags = ScopeFlags.ALL,
     iv: bytes | None = None,
     kek: bytes | None = None,
-    random_bytes: Callable[[int], bytes] = os.urandom,
+    random_bytes: Callable[[int], bytes] = secrets.token_bytes,
 ) -> tuple[AbstractSecurityBlock, dict[int, bytes]]:
     """Encrypt ``targets``; returns the BCB's ASB and ``{target: ciphertext}``.
 

@@ -22,13 +22,22 @@ Wire format (spec/udpcl.md):
 
 Theory of operation
 -------------------
-:class:`UdpLink` is the per-neighbour state machine: it turns ``transmit``
+:class:`UdpLink` is the per-neighbour state machine, and the one
+implementation of hop-by-hop ACKs and retransmission: the trio runtime
+(``dcis.dtn.runtime.node``) drives it over real sockets and the simulator
+(``dcis.dtn.sim.engine``) over modelled links. It turns ``transmit``
 requests into datagrams, retransmits unacknowledged DATA segments with
 exponential backoff, reports each transmission's outcome (:class:`TxDone`)
-and the neighbour's reachability (:class:`Reachability`). Tokens are drawn
-from the driver's (cryptographic) generator per transmission, so one seen on
-the wire says nothing about the next. The ack mode decides (transitions in
-:meth:`UdpLink.best_effort` and :meth:`UdpLink.on_heard_bare`):
+and the neighbour's reachability (:class:`Reachability`). Each transmission
+moves through :class:`TxState` by the one table :data:`TX_TRANSITIONS`
+(queued by the driver's pacer, awaiting its ACK, acknowledged, failed);
+what the link knows of its peer moves by :data:`PEER_TRANSITIONS`. Tokens
+are drawn from the driver's generator per transmission (cryptographic in
+the runtime, so one seen on the wire says nothing about the next; seeded in
+the simulator). The encoders write CBOR heads directly and the decoder
+reads the common segments head by head, falling back to the guarded CBOR
+decoder for anything else (both paths give the same answer). The ack mode
+decides (:meth:`UdpLink.best_effort` and :data:`PEER_TRANSITIONS`):
 
 - ``on`` (default): always DATA segments; silence means unreachable, never legacy;
 - ``none`` / ``off``: always bare bundles, best effort (ION, HDTN, µD3TN);
@@ -49,7 +58,6 @@ import hashlib
 import hmac
 import math
 import random
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -147,16 +155,41 @@ def mac_ok(expected: bytes, got: bytes | None) -> bool:
     return got is not None and hmac.compare_digest(expected, got)
 
 
+def _head(major: int, n: int) -> bytes:
+    """A CBOR head in its shortest form (RFC 8949 section 4.2.1), as cbor2 writes it."""
+    m = major << 5
+    if n < 24:
+        return bytes((m | n,))
+    if n < 0x100:
+        return bytes((m | 24, n))
+    if n < 0x10000:
+        return bytes((m | 25,)) + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return bytes((m | 26,)) + n.to_bytes(4, "big")
+    return bytes((m | 27,)) + n.to_bytes(8, "big")
+
+
+_MAC_HEAD = _head(2, MAC_BYTES)
+
+
 def encode_data_segment(
     *, sender: int, token: int, bundle: bytes, mac: bytes | None = None
 ) -> bytes:
-    """Encode a DATA segment. Raises :class:`InvalidArgument` for out-of-range integers."""
+    """Encode a DATA segment (deterministic CBOR, the bytes cbor2 writes).
+    Raises :class:`InvalidArgument` for out-of-range integers."""
     if not 0 <= sender <= MAX_TOKEN or not 0 <= token <= MAX_TOKEN:
         raise InvalidArgument(f"sender/token out of range: {sender}/{token}")
-    body: list[object] = [KIND_DATA, sender, token, bytes(bundle)]
+    parts = [
+        DCIS_PREFIX,
+        b"\x84\x00" if mac is None else b"\x85\x00",
+        _head(0, sender),
+        _head(0, token),
+        _head(2, len(bundle)),
+        bundle,
+    ]
     if mac is not None:
-        body.append(bytes(mac))
-    return bytes(cbor2.dumps(cbor2.CBORTag(DCIS_TAG, body)))
+        parts += (_head(2, len(mac)), mac)
+    return b"".join(parts)
 
 
 def encode_ack_segment(
@@ -169,10 +202,16 @@ def encode_ack_segment(
         )
     if not 0 <= sender <= MAX_TOKEN or any(not 0 <= t <= MAX_TOKEN for t in tokens):
         raise InvalidArgument("sender/token out of range")
-    body: list[object] = [KIND_ACK, sender, list(tokens)]
+    parts = [
+        DCIS_PREFIX,
+        b"\x83\x01" if mac is None else b"\x84\x01",
+        _head(0, sender),
+        _head(4, len(tokens)),
+        *[_head(0, t) for t in tokens],
+    ]
     if mac is not None:
-        body.append(bytes(mac))
-    return bytes(cbor2.dumps(cbor2.CBORTag(DCIS_TAG, body)))
+        parts += (_head(2, len(mac)), mac)
+    return b"".join(parts)
 
 
 def _uint(value: object, what: str, limit: int = MAX_TOKEN) -> int:
@@ -192,6 +231,72 @@ def _opt_mac(body: list[object], n: int) -> bytes | None:
     return mac
 
 
+def _arg_at(raw: bytes, pos: int, major: int = 0) -> tuple[int, int]:
+    """The argument of the head of major type ``major`` (an unsigned
+    integer's value, a string's or an array's length) at ``raw[pos]``, and
+    the position after the head; (-1, pos) if there is no such head
+    (definite lengths only)."""
+    if pos >= len(raw) or raw[pos] >> 5 != major:
+        return -1, pos
+    ai = raw[pos] & 0x1F
+    if ai < 24:
+        return ai, pos + 1
+    if ai > 27:
+        return -1, pos
+    end = pos + 1 + (1 << (ai - 24))
+    if end > len(raw):
+        return -1, pos
+    return int.from_bytes(raw[pos + 1 : end], "big"), end
+
+
+def _mac_at(raw: bytes, pos: int) -> bytes | None:
+    """The 16-byte MAC that ends ``raw`` at ``pos`` (None if it is not one)."""
+    if raw[pos : pos + 1] == _MAC_HEAD and len(raw) == pos + 1 + MAC_BYTES:
+        return raw[pos + 1 :]
+    return None
+
+
+def _decode_segment_fast(raw: bytes) -> Datagram | None:
+    """The common DCiS segments, read head by head without a general CBOR
+    decoder: definite lengths, every field in place, in range, nothing
+    trailing. Returns None for anything else, which the general path then
+    decodes or refuses (so both give the same answer for every input)."""
+    n = len(raw)
+    if n < 6:
+        return None
+    arr, kind = raw[3], raw[4]
+    sender, pos = _arg_at(raw, 5)
+    if not 0 <= sender <= MAX_NODE:
+        return None
+    if kind == KIND_DATA and arr in (0x84, 0x85):
+        token, pos = _arg_at(raw, pos)
+        if token < 0:
+            return None
+        length, pos = _arg_at(raw, pos, 2)
+        if length <= 0 or pos + length > n or raw[pos] != BUNDLE_FIRST_BYTE:
+            return None
+        bundle, pos = raw[pos : pos + length], pos + length
+        if arr == 0x84:
+            return DataSegment(sender, token, bundle) if pos == n else None
+        mac = _mac_at(raw, pos)
+        return None if mac is None else DataSegment(sender, token, bundle, mac)
+    if kind == KIND_ACK and arr in (0x83, 0x84):
+        count, pos = _arg_at(raw, pos, 4)
+        if not 0 <= count <= MAX_ACK_TOKENS:
+            return None
+        tokens = []
+        for _ in range(count):
+            token, pos = _arg_at(raw, pos)
+            if token < 0:
+                return None
+            tokens.append(token)
+        if arr == 0x83:
+            return AckSegment(sender, tuple(tokens)) if pos == n else None
+        mac = _mac_at(raw, pos)
+        return None if mac is None else AckSegment(sender, tuple(tokens), mac)
+    return None
+
+
 def decode_datagram_untrusted(data: bytes | bytearray | memoryview) -> Datagram:
     """Classify and decode one received datagram.
 
@@ -209,6 +314,15 @@ def decode_datagram_untrusted(data: bytes | bytearray | memoryview) -> Datagram:
             f"first byte 0x{raw[0]:02x} is neither a bundle nor a DCiS segment",
             where="udpcl",
         )
+    fast = _decode_segment_fast(raw)
+    if fast is not None:
+        return fast
+    return _decode_segment_general(raw)
+
+
+def _decode_segment_general(raw: bytes) -> Datagram:
+    """Any DCiS segment (after the prefix check), through the guarded CBOR
+    decoder. Raises only :class:`DecodeError`."""
     try:
         # Guarded: cbor2's C decoder leaks on some malformed items (dcis.crypto.cbor_guard).
         item = loads_untrusted(raw, allowed_tags=(DCIS_TAG,), what="udpcl segment")
@@ -324,14 +438,121 @@ class PeerSwitched:
 LinkOutput = SendDatagram | TxDone | Reachability | PeerSwitched
 
 
+class TxState(enum.Enum):
+    """Where one acknowledged transmission (a DATA segment) stands."""
+
+    # Members are singletons compared by identity: hash them by identity too
+    # (C speed; Enum's own __hash__ is Python code, and every transition
+    # looks up a (state, input) pair).
+    __hash__ = object.__hash__
+
+    QUEUED = "queued"
+    """Handed to the driver, which has not put it on the wire yet (pacing):
+    its ACK timer is stopped."""
+    AWAITING_ACK = "awaiting_ack"
+    """On the wire; its ACK timer runs."""
+    ACKED = "acked"
+    """Final: the neighbour acknowledged it (reported ``TxDone(ok=True)``)."""
+    FAILED = "failed"
+    """Final: given up (reported ``TxDone(ok=False)``); the agent keeps the bundle."""
+
+
+class TxInput(enum.Enum):
+    """What can happen to a transmission in flight."""
+
+    __hash__ = object.__hash__  # as TxState's
+
+    HOLD = "hold"
+    """The driver queued the segment instead of sending it (:meth:`UdpLink.hold`)."""
+    SENT = "sent"
+    """A queued segment left (:meth:`UdpLink.on_sent`)."""
+    ACK = "ack"
+    """An authentic ACK carried its token (:meth:`UdpLink.on_ack`)."""
+    TIMEOUT = "timeout"
+    """Its ACK timer expired with tries left (:meth:`UdpLink.on_timer`)."""
+    LAST_TIMEOUT = "last_timeout"
+    """Its ACK timer expired after ``max_tries`` sends."""
+    CLOSE = "close"
+    """The contact ended (:meth:`UdpLink.close`)."""
+    PEER_LEGACY = "peer_legacy"
+    """``auto`` found a peer that does not acknowledge (:meth:`UdpLink.on_heard_bare`)."""
+
+
+class TxEffect(enum.Enum):
+    """What a transition makes the link do."""
+
+    NOTHING = "nothing"
+    STOP_TIMER = "stop_timer"
+    START_TIMER = "start_timer"
+    RESEND = "resend"
+    """Send the segment again (same token) and restart its timer, one try more."""
+    REPORT_OK = "report_ok"
+    REPORT_FAILED = "report_failed"
+
+
+TX_TRANSITIONS: dict[tuple[TxState, TxInput], tuple[TxState, TxEffect]] = {
+    (TxState.AWAITING_ACK, TxInput.HOLD): (TxState.QUEUED, TxEffect.STOP_TIMER),
+    (TxState.QUEUED, TxInput.HOLD): (TxState.QUEUED, TxEffect.NOTHING),
+    (TxState.QUEUED, TxInput.SENT): (TxState.AWAITING_ACK, TxEffect.START_TIMER),
+    (TxState.AWAITING_ACK, TxInput.SENT): (TxState.AWAITING_ACK, TxEffect.NOTHING),
+    (TxState.AWAITING_ACK, TxInput.ACK): (TxState.ACKED, TxEffect.REPORT_OK),
+    # A retransmission still queued when the first copy's ACK arrives.
+    (TxState.QUEUED, TxInput.ACK): (TxState.ACKED, TxEffect.REPORT_OK),
+    (TxState.AWAITING_ACK, TxInput.TIMEOUT): (TxState.AWAITING_ACK, TxEffect.RESEND),
+    (TxState.AWAITING_ACK, TxInput.LAST_TIMEOUT): (
+        TxState.FAILED,
+        TxEffect.REPORT_FAILED,
+    ),
+    (TxState.QUEUED, TxInput.CLOSE): (TxState.FAILED, TxEffect.REPORT_FAILED),
+    (TxState.AWAITING_ACK, TxInput.CLOSE): (TxState.FAILED, TxEffect.REPORT_FAILED),
+    (TxState.QUEUED, TxInput.PEER_LEGACY): (TxState.FAILED, TxEffect.REPORT_FAILED),
+    (TxState.AWAITING_ACK, TxInput.PEER_LEGACY): (
+        TxState.FAILED,
+        TxEffect.REPORT_FAILED,
+    ),
+}
+"""The hop-ACK and retransmission state machine of one transmission:
+``(state, input) -> (next state, effect)``. Every transition of
+:class:`UdpLink` goes through this table; a pair it does not list (a late
+input for a finished transmission, say) changes nothing. A queued segment
+has no running timer, so it cannot time out."""
+
+
+class Heard(enum.Enum):
+    """What arrived from a neighbour, as far as its :class:`PeerKind` goes."""
+
+    __hash__ = object.__hash__  # as TxState's
+
+    DCIS = "dcis"
+    """An authentic DCiS segment (DATA or ACK)."""
+    BARE = "bare"
+    """A bare bundle from its address."""
+
+
+PEER_TRANSITIONS: dict[tuple[PeerKind, Heard], tuple[PeerKind, str | None]] = {
+    (PeerKind.UNKNOWN, Heard.DCIS): (PeerKind.DCIS, None),
+    (PeerKind.DCIS, Heard.DCIS): (PeerKind.DCIS, None),
+    (PeerKind.LEGACY, Heard.DCIS): (PeerKind.DCIS, "DCiS segment received"),
+    (PeerKind.UNKNOWN, Heard.BARE): (
+        PeerKind.LEGACY,
+        "bare bundle before any DCiS segment",
+    ),
+    (PeerKind.DCIS, Heard.BARE): (PeerKind.DCIS, None),
+    (PeerKind.LEGACY, Heard.BARE): (PeerKind.LEGACY, None),
+}
+"""What the link learns about its peer: ``(kind, heard) -> (next kind,
+reason to report a switch or None)``. A bare bundle counts only under
+``auto`` (under every other mode :meth:`UdpLink.on_heard_bare` does nothing)."""
+
+
 @dataclass(slots=True)
 class _Pending:
     tx_id: int
     token: int
     datagram: bytes
-    bundle: bytes
     deadline_s: float
     tries: int
+    state: TxState = TxState.AWAITING_ACK
 
 
 @dataclass(slots=True)
@@ -350,7 +571,13 @@ class LinkCounters:
 
 @dataclass(slots=True)
 class UdpLink:
-    """Sending side of the UDP CL towards one neighbour (sans-I/O).
+    """Sending side of the UDP CL towards one neighbour (sans-I/O): the one
+    implementation of hop-by-hop acknowledgement and retransmission, driven
+    by the runtime (:mod:`dcis.dtn.runtime.node`, over real sockets) and by
+    the simulator (:mod:`dcis.dtn.sim.engine`, over modelled links).
+
+    Each transmission follows :data:`TX_TRANSITIONS`; the peer's kind
+    follows :data:`PEER_TRANSITIONS`.
 
     The retransmission timeout of a DATA segment's n-th send is
     ``(2 * owlt_s + ack_timeout_s) * 2**(n-1)`` (times 4 while the neighbour
@@ -359,9 +586,10 @@ class UdpLink:
     without an ACK the transmission is reported failed (the agent keeps the
     bundle and retries later); after ``unreachable_after`` failures in a row
     the neighbour is reported unreachable (:class:`Reachability`) until an
-    ACK arrives. ``rng`` draws the tokens (the driver passes
-    ``random.SystemRandom()``); ``mac_key`` (32 bytes) makes every DATA
-    segment carry a MAC for ``neighbor``.
+    ACK arrives. ``rng`` draws the tokens (the runtime passes
+    ``random.SystemRandom()``, the simulator a seeded generator);
+    ``mac_key`` (32 bytes) makes every DATA segment carry a MAC for
+    ``neighbor``.
     """
 
     local_node: int
@@ -378,7 +606,7 @@ class UdpLink:
     peer: PeerKind = PeerKind.UNKNOWN
     reachable: bool = True
     counters: LinkCounters = field(default_factory=LinkCounters)
-    _pending: OrderedDict[int, _Pending] = field(default_factory=OrderedDict)
+    _pending: dict[int, _Pending] = field(default_factory=dict)
     _failures_in_a_row: int = 0
 
     def __post_init__(self) -> None:
@@ -404,6 +632,18 @@ class UdpLink:
         """Transmissions that failed since the last ACK."""
         return self._failures_in_a_row
 
+    def state_of(self, token: int) -> TxState | None:
+        """The state of the transmission sent with ``token`` (None once it
+        has finished, or for a token it never used)."""
+        p = self._pending.get(token)
+        return None if p is None else p.state
+
+    def tx_id_of(self, token: int) -> int | None:
+        """The ``tx_id`` of the transmission in flight with ``token`` (None
+        once it has finished, or for a token it never used)."""
+        p = self._pending.get(token)
+        return None if p is None else p.tx_id
+
     def _rto_s(self, tries: int) -> float:
         base = 2.0 * self.owlt_s + self.ack_timeout_s
         # Doubling per try; an unreachable neighbour is probed four times
@@ -416,6 +656,51 @@ class UdpLink:
             token = self.rng.getrandbits(64)
             if token not in self._pending:
                 return token
+
+    def _step(
+        self, p: _Pending, event: TxInput, now_s: float, out: list[LinkOutput]
+    ) -> None:
+        """Apply one input to one transmission, as :data:`TX_TRANSITIONS` says."""
+        step = TX_TRANSITIONS.get((p.state, event))
+        if step is None:
+            return
+        p.state, effect = step
+        if effect is TxEffect.NOTHING:
+            return
+        if effect is TxEffect.START_TIMER:
+            p.deadline_s = now_s + self._rto_s(p.tries)
+        elif effect is TxEffect.STOP_TIMER:
+            p.deadline_s = math.inf
+        elif effect is TxEffect.RESEND:
+            p.tries += 1
+            p.deadline_s = now_s + self._rto_s(p.tries)
+            self.counters.retransmits += 1
+            self.counters.sent_datagrams += 1
+            out.append(SendDatagram(p.datagram, p.token))
+        elif effect is TxEffect.REPORT_OK:
+            del self._pending[p.token]
+            self.counters.acked += 1
+            out.append(TxDone(p.tx_id, True))
+        else:  # REPORT_FAILED
+            del self._pending[p.token]
+            if event is TxInput.LAST_TIMEOUT:
+                self.counters.timeouts += 1
+                self._failures_in_a_row += 1
+                out.append(TxDone(p.tx_id, False, f"no ACK after {p.tries} tries"))
+                if self.reachable and self._failures_in_a_row >= self.unreachable_after:
+                    self.reachable = False
+                    out.append(Reachability(False, self._failures_in_a_row))
+            elif event is TxInput.CLOSE:
+                out.append(TxDone(p.tx_id, False, "contact ended"))
+            else:
+                out.append(TxDone(p.tx_id, False, "peer switched to best effort"))
+
+    def _heard(self, heard: Heard) -> list[LinkOutput]:
+        was = self.peer
+        self.peer, reason = PEER_TRANSITIONS[(was, heard)]
+        if reason is None or self.ack_mode is not AckMode.AUTO:
+            return []
+        return [PeerSwitched(self.peer, reason)]
 
     def transmit(self, tx_id: int, bundle: bytes, now_s: float) -> list[LinkOutput]:
         """Send one encoded bundle; the outcome comes back as a :class:`TxDone`."""
@@ -448,7 +733,7 @@ class UdpLink:
             sender=self.local_node, token=token, bundle=bundle, mac=mac
         )
         self._pending[token] = _Pending(
-            tx_id, token, datagram, bytes(bundle), now_s + self._rto_s(1), 1
+            tx_id, token, datagram, now_s + self._rto_s(1), 1
         )
         self.counters.sent_datagrams += 1
         return [SendDatagram(datagram, token)]
@@ -458,26 +743,25 @@ class UdpLink:
         ACK timer until :meth:`on_sent`."""
         p = self._pending.get(token)
         if p is not None:
-            p.deadline_s = math.inf
+            self._step(p, TxInput.HOLD, 0.0, [])
 
     def on_sent(self, token: int, now_s: float) -> None:
         """A held DATA segment left now: its ACK timer starts."""
         p = self._pending.get(token)
-        if p is not None and p.deadline_s == math.inf:
-            p.deadline_s = now_s + self._rto_s(p.tries)
+        if p is not None:
+            self._step(p, TxInput.SENT, now_s, [])
 
     def on_ack(self, tokens: tuple[int, ...], now_s: float) -> list[LinkOutput]:
         """An authentic ACK arrived from this neighbour (the driver checked its
         source address and MAC): complete the matching transmissions."""
-        out: list[LinkOutput] = self.on_heard_dcis()
+        out: list[LinkOutput] = self._heard(Heard.DCIS)
         done: list[LinkOutput] = []
         for token in tokens:
-            p = self._pending.pop(token, None)
+            p = self._pending.get(token)
             if p is None:
                 self.counters.stale_acks += 1
                 continue
-            self.counters.acked += 1
-            done.append(TxDone(p.tx_id, True))
+            self._step(p, TxInput.ACK, now_s, done)
         if done:
             self._failures_in_a_row = 0
             if not self.reachable:
@@ -488,13 +772,7 @@ class UdpLink:
     def on_heard_dcis(self) -> list[LinkOutput]:
         """Any authentic DCiS segment arrived from this neighbour: it speaks
         our ACKs."""
-        if self.peer is PeerKind.DCIS:
-            return []
-        was = self.peer
-        self.peer = PeerKind.DCIS
-        if self.ack_mode is AckMode.AUTO and was is PeerKind.LEGACY:
-            return [PeerSwitched(PeerKind.DCIS, "DCiS segment received")]
-        return []
+        return self._heard(Heard.DCIS)
 
     def on_heard_bare(self, now_s: float) -> list[LinkOutput]:
         """A bare bundle arrived from this neighbour's address. Under ``auto``,
@@ -502,51 +780,34 @@ class UdpLink:
         peer: later bundles go bare. What is in flight fails (the agent keeps
         it and sends it again): nothing waiting for an ACK is ever counted
         as delivered because of a datagram anyone could forge."""
-        if self.ack_mode is not AckMode.AUTO or self.peer is not PeerKind.UNKNOWN:
+        if self.ack_mode is not AckMode.AUTO:
             return []
-        self.peer = PeerKind.LEGACY
-        out: list[LinkOutput] = [
-            PeerSwitched(PeerKind.LEGACY, "bare bundle before any DCiS segment")
-        ]
-        out += [
-            TxDone(p.tx_id, False, "peer switched to best effort")
-            for p in self._pending.values()
-        ]
-        self._pending.clear()
+        out = self._heard(Heard.BARE)
+        if self.peer is PeerKind.LEGACY and out:
+            for p in list(self._pending.values()):
+                self._step(p, TxInput.PEER_LEGACY, now_s, out)
         return out
 
     def next_deadline(self) -> float | None:
         """Earliest retransmission timeout, or None when nothing is in flight."""
-        d = min((p.deadline_s for p in self._pending.values()), default=math.inf)
+        if not self._pending:
+            return None
+        d = min([p.deadline_s for p in self._pending.values()])
         return None if d == math.inf else d
 
     def on_timer(self, now_s: float) -> list[LinkOutput]:
         """Retransmit or fail every transmission whose timeout has passed."""
         out: list[LinkOutput] = []
-        for token in [t for t, p in self._pending.items() if p.deadline_s <= now_s]:
-            p = self._pending[token]
-            if p.tries >= self.max_tries:
-                del self._pending[token]
-                self.counters.timeouts += 1
-                self._failures_in_a_row += 1
-                out.append(TxDone(p.tx_id, False, f"no ACK after {p.tries} tries"))
-                if self.reachable and self._failures_in_a_row >= self.unreachable_after:
-                    self.reachable = False
-                    out.append(Reachability(False, self._failures_in_a_row))
-                continue
-            p.tries += 1
-            p.deadline_s = now_s + self._rto_s(p.tries)
-            self.counters.retransmits += 1
-            self.counters.sent_datagrams += 1
-            out.append(SendDatagram(p.datagram, p.token))
+        for p in [p for p in self._pending.values() if p.deadline_s <= now_s]:
+            last = p.tries >= self.max_tries
+            self._step(p, TxInput.LAST_TIMEOUT if last else TxInput.TIMEOUT, now_s, out)
         return out
 
     def close(self) -> list[LinkOutput]:
         """The contact ended: every transmission still in flight failed."""
-        out: list[LinkOutput] = [
-            TxDone(p.tx_id, False, "contact ended") for p in self._pending.values()
-        ]
-        self._pending.clear()
+        out: list[LinkOutput] = []
+        for p in list(self._pending.values()):
+            self._step(p, TxInput.CLOSE, 0.0, out)
         return out
 
 

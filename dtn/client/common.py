@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 from typing import Any
 
 from dcis.dtn.agent.actions import Inbound
@@ -44,3 +46,29 @@ def send_request(
     if lifetime_ms is not None:
         msg["lifetime_ms"] = lifetime_ms
     return msg
+
+
+def send_head_fields(
+    destination: str, source: str | None, lifetime_ms: int | None
+) -> dict[str, Any]:
+    """The fields of a ``send`` request whose payload is streamed (no id,
+    no payload: see :func:`dcis.dtn.appapi.wire.encode_send_head`)."""
+    msg: dict[str, Any] = {"type": "send", "destination": destination}
+    if source is not None:
+        msg["source"] = source
+    if lifetime_ms is not None:
+        msg["lifetime_ms"] = lifetime_ms
+    return msg
+
+
+def bytes_left(file: io.BufferedIOBase, size: int | None) -> int:
+    """``size``, or the bytes of regular file ``file`` from its position to
+    its end. Raises :class:`ClientError` if neither is known."""
+    if size is not None:
+        if size < 0:
+            raise ClientError("size must be >= 0")
+        return size
+    try:
+        return max(0, os.fstat(file.fileno()).st_size - file.tell())
+    except (OSError, ValueError) as exc:
+        raise ClientError(f"size not given and not known from the file: {exc}") from exc

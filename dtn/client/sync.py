@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import time
 from collections import deque
 from types import TracebackType
 from typing import Any
 
-from dcis.dtn.appapi.wire import MessageReader, encode_message
+from dcis.dtn.appapi.wire import MessageReader, encode_message, encode_send_head
 from dcis.dtn.client.common import (
     ClientError,
     ReceivedBundle,
+    bytes_left,
     received_from_message,
+    send_head_fields,
     send_request,
 )
-from dcis.dtn.errors import DecodeError
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 
 class Client:
@@ -83,12 +86,17 @@ class Client:
             else:
                 self._replies[m["id"]] = m
 
-    def _request(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _request(
+        self, msg: dict[str, Any], body: tuple[io.BufferedIOBase, int] | None = None
+    ) -> dict[str, Any]:
         mid = self._next_id
         self._next_id += 1
         msg["id"] = mid
         try:
-            self._sock.sendall(encode_message(msg))
+            if body is None:
+                self._sock.sendall(encode_message(msg))
+            else:
+                self._send_streamed(msg, *body)
         except OSError as exc:
             raise ClientError(f"connection to the node failed: {exc}") from exc
         deadline = time.monotonic() + self.timeout_s
@@ -129,6 +137,48 @@ class Client:
             ]
         )
 
+    def send_file(
+        self,
+        destination: str,
+        file: io.BufferedIOBase,
+        *,
+        size: int | None = None,
+        source: str | None = None,
+        lifetime_ms: int | None = None,
+    ) -> str:
+        """Send the next ``size`` bytes of ``file`` (default: to its end) as
+        one bundle's payload, streamed: the payload is never held in this
+        process whole (``socket.sendfile``: the kernel copies a regular
+        file's pages to the socket). Returns the bundle key once the node
+        holds it durably. Raises :class:`ClientError`; if the file ends
+        early the connection is closed (its frame cannot be completed)."""
+        n = bytes_left(file, size)
+        return str(
+            self._request(
+                send_head_fields(destination, source, lifetime_ms), (file, n)
+            )["bundle_key"]
+        )
+
+    def _send_streamed(
+        self, msg: dict[str, Any], file: io.BufferedIOBase, n: int
+    ) -> None:
+        try:
+            head = encode_send_head(msg, n)
+        except InvalidArgument as exc:
+            raise ClientError(str(exc)) from exc
+        self._sock.settimeout(self.timeout_s)
+        try:
+            self._sock.sendall(head)
+            sent = self._sock.sendfile(file, file.tell(), n) if n else 0
+        except OSError:
+            self.close()  # a frame cut short: the stream cannot be resumed
+            raise
+        if sent != n:
+            self.close()
+            raise ClientError(
+                f"the file ended after {sent} of {n} bytes: connection closed"
+            )
+
     def receive(self, timeout_s: float | None = None) -> ReceivedBundle | None:
         """Next bundle for a registered endpoint (confirmed to the node as
         delivered), or None after ``timeout_s`` (None: wait forever)."""
@@ -158,6 +208,16 @@ class Client:
         destination, state, size, received_ms, expiry_ms, from}, ...]}``."""
         reply = self._request({"type": "bundles", "limit": limit})
         return {"total": reply["total"], "bundles": reply["bundles"]}
+
+    def set_resources(self, **fields: Any) -> dict[str, Any]:
+        """Advertise the node's resources (see ``Node.set_resources``):
+        any of ``store_free_bytes``, ``store_total_bytes``, ``cpu_load``,
+        ``battery_pct``, ``sunlit``, ``temperature_c``. Returns every field
+        as now advertised; raises :class:`ClientError` for a bad value."""
+        reply = self._request({"type": "set_resources", **fields})
+        res = reply["resources"]
+        assert isinstance(res, dict)
+        return res
 
     def ping(self) -> float:
         """Round trip to the local node, in seconds."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import socket
 import time
@@ -11,14 +12,35 @@ from typing import Any
 
 import trio
 
-from dcis.dtn.appapi.wire import MessageReader, encode_message
+from dcis.dtn.appapi.wire import (
+    MessageReader,
+    encode_message_parts,
+    encode_send_head,
+)
 from dcis.dtn.client.common import (
     ClientError,
     ReceivedBundle,
+    bytes_left,
     received_from_message,
+    send_head_fields,
     send_request,
 )
-from dcis.dtn.errors import DecodeError
+from dcis.dtn.errors import DecodeError, InvalidArgument
+
+_CHUNK = 1 << 20
+"""Bytes read from a streamed file at a time."""
+
+_COALESCE_BYTES = 128 * 1024
+"""Queued buffers shorter than this are joined into one write; a longer one
+(a large payload) is written as it is, not copied."""
+
+
+class _FileBody:
+    """The streamed payload of a queued ``send``: ``size`` bytes of ``file``."""
+
+    def __init__(self, file: io.BufferedIOBase, size: int) -> None:
+        self.file = file
+        self.size = size
 
 
 class TrioClient:
@@ -31,7 +53,7 @@ class TrioClient:
         self._bundles_send, self._bundles = trio.open_memory_channel[ReceivedBundle](
             math.inf
         )
-        self._out: list[bytes] = []
+        self._out: list[bytes | _FileBody] = []
         self._out_ready = trio.Event()
         self._broken: BaseException | None = None
         self._writing = False
@@ -62,17 +84,64 @@ class TrioClient:
         while True:
             await self._out_ready.wait()
             self._out_ready = trio.Event()
-            data, self._out = b"".join(self._out), []
+            items, self._out = self._out, []
             self._writing = True
             try:
-                await self._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                await self._write(items)
+            except (
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                OSError,
+                ClientError,
+            ) as exc:
+                # A frame may be cut short: the stream cannot be resumed.
                 self._broken = exc
                 for ch in self._waiting.values():
                     ch.close()
+                await self._stream.aclose()
                 return
             finally:
                 self._writing = False
+
+    async def _write(self, items: list[bytes | _FileBody]) -> None:
+        run: list[bytes] = []
+        for item in items:
+            if isinstance(item, bytes) and len(item) < _COALESCE_BYTES:
+                run.append(item)
+                continue
+            if run:
+                await self._stream.send_all(b"".join(run))
+                run = []
+            if isinstance(item, bytes):
+                await self._stream.send_all(item)
+            else:
+                await self._stream_file(item)
+        if run:
+            await self._stream.send_all(b"".join(run))
+
+    async def _stream_file(self, body: _FileBody) -> None:
+        # One preallocated buffer, filled by readinto (a file on disk: on a
+        # worker thread, so a slow disk never blocks the event loop) and sent
+        # from a memoryview.
+        buf = bytearray(min(_CHUNK, body.size))
+        view = memoryview(buf)
+        left = body.size
+        try:
+            on_disk = body.file.fileno() >= 0
+        except (OSError, ValueError):
+            on_disk = False  # an in-memory file: its reads never block
+        while left:
+            piece = view[: min(left, len(buf))]
+            if on_disk:
+                n = await trio.to_thread.run_sync(body.file.readinto, piece)
+            else:
+                n = body.file.readinto(piece)
+            if not n:
+                raise ClientError(
+                    f"the file ended {left} bytes early: connection closed"
+                )
+            await self._stream.send_all(view[:n])
+            left -= n
 
     async def _drain(self) -> None:
         # On close: let the writer send what tasks queued (e.g. the last
@@ -82,20 +151,33 @@ class TrioClient:
                 return
             await trio.sleep(0.001)
 
-    async def _send(self, msg: dict[str, Any]) -> None:
+    async def _send(self, msg: dict[str, Any], body: _FileBody | None = None) -> None:
         if self._broken is not None:
             raise ClientError(f"connection to the node failed: {self._broken}")
-        self._out.append(encode_message(msg))
+        if body is None:
+            self._out += encode_message_parts(msg)
+        else:
+            try:
+                self._out.append(encode_send_head(msg, body.size))
+            except InvalidArgument as exc:
+                raise ClientError(str(exc)) from exc
+            self._out.append(body)
         self._out_ready.set()
         await trio.lowlevel.checkpoint()
 
-    async def _request(self, msg: dict[str, Any]) -> dict[str, Any]:
+    async def _request(
+        self, msg: dict[str, Any], body: _FileBody | None = None
+    ) -> dict[str, Any]:
         mid = self._next_id
         self._next_id += 1
         msg["id"] = mid
         s, r = trio.open_memory_channel[dict[str, Any]](1)
         self._waiting[mid] = s
-        await self._send(msg)
+        try:
+            await self._send(msg, body)
+        except ClientError:
+            del self._waiting[mid]
+            raise
         try:
             reply = await r.receive()
         except trio.EndOfChannel:
@@ -129,6 +211,27 @@ class TrioClient:
             )["bundle_key"]
         )
 
+    async def send_file(
+        self,
+        destination: str,
+        file: io.BufferedIOBase,
+        *,
+        size: int | None = None,
+        source: str | None = None,
+        lifetime_ms: int | None = None,
+    ) -> str:
+        """Send the next ``size`` bytes of ``file`` (default: to its end) as
+        one bundle's payload, streamed in 1 MiB pieces: the payload is never
+        held in this process whole. Returns the bundle key once the node
+        holds it durably. The file must not be read by anyone else until
+        this returns. Raises :class:`ClientError`; if the file ends early the
+        connection is closed (its frame cannot be completed)."""
+        body = _FileBody(file, bytes_left(file, size))
+        reply = await self._request(
+            send_head_fields(destination, source, lifetime_ms), body
+        )
+        return str(reply["bundle_key"])
+
     async def receive(self) -> ReceivedBundle:
         """Next bundle for a registered endpoint (confirmed as delivered).
         Raises :class:`ClientError` when the connection ends."""
@@ -144,6 +247,16 @@ class TrioClient:
         status = (await self._request({"type": "status"}))["status"]
         assert isinstance(status, dict)
         return status
+
+    async def set_resources(self, **fields: Any) -> dict[str, Any]:
+        """Advertise the node's resources (see ``Node.set_resources``):
+        any of ``store_free_bytes``, ``store_total_bytes``, ``cpu_load``,
+        ``battery_pct``, ``sunlit``, ``temperature_c``. Returns every field
+        as now advertised; raises :class:`ClientError` for a bad value."""
+        reply = await self._request({"type": "set_resources", **fields})
+        res = reply["resources"]
+        assert isinstance(res, dict)
+        return res
 
     async def ping(self) -> float:
         """Round trip to the local node, in seconds."""

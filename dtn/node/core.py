@@ -465,6 +465,27 @@ class NodeCore:
         with self._txn(durable=False):
             return self._run(deque(self.agent.redeliver(keys, now)), now)
 
+    def call_service(
+        self, service: int, method: str, *args: Any, now: int
+    ) -> list[Action]:
+        """Call ``method(*args, now)`` of the service numbered ``service`` on
+        behalf of the embedding program (e.g. membership's
+        ``advertise_resources``), as any input is: its state writes and
+        sends commit together and its timers are read again. Raises
+        :class:`InvalidArgument` when no such service or method exists; an
+        exception the method raises is reported as ``SERVICE_FAILED`` like
+        any other (validate arguments before calling)."""
+        slot = self._slots.get(service)
+        fn = getattr(slot.service, method, None) if slot is not None else None
+        if slot is None or not callable(fn):
+            raise InvalidArgument(f"no service {service} with a method {method!r}")
+        with self._txn(durable=True):
+            work: deque[Action] = deque()
+            out: list[Action] = []
+            sends = self._call(slot, out, fn, *args, now)
+            self._send_all(slot, sends, now, work, out)
+            return self._run(work, now, out)
+
     def on_tick(self, now: int) -> list[Action]:
         """Timers of the agent and of every service due at ``now``."""
         with self._txn(durable=False):

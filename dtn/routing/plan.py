@@ -25,7 +25,6 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from dcis.dtn.bpv7.eid import DtnEid, parse_eid
@@ -42,11 +41,9 @@ __all__ = [
     "format_hdtn_json",
     "format_ionrc",
     "ionrc_owlt_warnings",
-    "load_plan",
     "parse_hdtn_json",
     "parse_ionrc",
     "parse_plan",
-    "save_plan",
 ]
 
 
@@ -912,28 +909,11 @@ def parse_plan(
     return parse_ionrc(text, source=source, seventh_field=seventh_field)
 
 
-def load_plan(
-    path: str | Path, *, seventh_field: SeventhField = "confidence"
-) -> ContactPlan:
-    """Read a plan file (ionrc or HDTN JSON, told apart by content).
+def __getattr__(name: str) -> Any:
+    # For code written before plan files moved to the edge (issue 11): this
+    # module never reads files itself. Import them from dcis.dtn.storage.
+    if name in ("load_plan", "save_plan"):
+        from dcis.dtn.storage import plan_files
 
-    Raises :class:`PlanError` for a malformed or unreadable file.
-    """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError(f"cannot read: {exc}", source=str(p)) from exc
-    return parse_plan(text, source=str(p), seventh_field=seventh_field)
-
-
-def save_plan(
-    plan: ContactPlan, path: str | Path, *, fmt: Literal["ionrc", "json"] | None = None
-) -> None:
-    """Write a plan; the format follows ``fmt`` or the file suffix (``.json`` -> HDTN JSON)."""
-    p = Path(path)
-    kind = fmt or ("json" if p.suffix.lower() == ".json" else "ionrc")
-    p.write_text(
-        format_hdtn_json(plan) if kind == "json" else format_ionrc(plan),
-        encoding="utf-8",
-    )
+        return getattr(plan_files, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -73,14 +73,13 @@ from dcis.dtn.agent import (
     MemoryStore,
     Received,
     Schedule,
-    SqliteStore,
     Transmit,
 )
 from dcis.dtn.agent.actions import Deletion
 from dcis.dtn.agent.store import StoredBundle, StoreError, StoreFull
-from dcis.dtn.appapi.wire import MessageReader, encode_message
+from dcis.dtn.appapi.wire import MessageReader, encode_message, encode_message_parts
 from dcis.dtn.bpv7.eid import IpnEid, parse_eid
-from dcis.dtn.cl.mtcp import MtcpDecoder, bstr_head, encode_mtcp_frame
+from dcis.dtn.cl.mtcp import MtcpDecoder, bstr_head
 from dcis.dtn.cl.udp import (
     DATA_OVERHEAD_BYTES,
     AckBatcher,
@@ -100,6 +99,7 @@ from dcis.dtn.cl.udp import (
 from dcis.dtn.client.common import ReceivedBundle
 from dcis.dtn.errors import DecodeError, DtnError, InvalidArgument
 from dcis.dtn.node import EchoService, EndpointReserved, EventKind, NodeCore, Service
+from dcis.dtn.node.resources import AdvertisesResources, check_resource_fields
 from dcis.dtn.routing.contact import Contact
 from dcis.dtn.runtime.config import ConfigError, NeighbourConfig, NodeConfig
 from dcis.dtn.runtime.ltp import LTP_FIRST_BYTES, LtpCl, LtpConfig, LtpResult
@@ -107,6 +107,7 @@ from dcis.dtn.runtime.security import NodeSecurity
 from dcis.dtn.runtime.services import ServiceFactory, load_factory, next_incarnation
 from dcis.dtn.runtime.tcpcl import TcpclCla
 from dcis.dtn.runtime.watch import file_stamp
+from dcis.dtn.storage import SqliteStore
 from dcis.dtn.time import DtnTime, dtn_time_from_unix
 
 ECHO_SERVICE = 7
@@ -131,12 +132,18 @@ _MAX_BATCH = 512
 # A receive batch (one store commit) also ends at this many bytes, so that
 # large datagrams do not hold a batch's worth of memory and ACK latency.
 _MAX_BATCH_BYTES = 4 << 20
-# MTCP: bytes per read, and the bundle size from which a frame is sent as
-# its head and then the bundle (two writes, no copy of the bundle).
-_MTCP_READ_BYTES = 256 * 1024
+# MTCP: the bundle size from which a frame is sent as its head and then the
+# bundle (two writes, no copy of the bundle).
 _MTCP_SPLIT_BYTES = 64 * 1024
-# Bytes per app API read (see _app_handler).
-_APP_READ_BYTES = 1 << 20
+# MTCP: bundles queued for a neighbour that go out in one batch of writes.
+_MTCP_BATCH = 256
+_MTCP_BATCH_BYTES = 4 << 20
+# Bytes per MTCP or app API read, into the node's one read buffer (see
+# _read_into; large reads: several 64 KB sends in one read are one store
+# transaction, one fsync).
+_READ_BYTES = 1 << 20
+# Send buffer asked for on app API connections.
+_APP_SNDBUF = 2 << 20  # the kernel doubles it; 128 connections: <= 512 MiB
 # Seconds between checks of the contact plan file's modification time.
 _PLAN_POLL_S = 1.0
 _MAX_UNKNOWN_SENDERS = 1024
@@ -280,6 +287,9 @@ class Node:
             0,
         )
         self._sock: Any = None  # socket.socket or a fake
+        # The one buffer every stream read lands in (_read_into): each read
+        # is consumed before the reading task's next checkpoint.
+        self._read_buf: memoryview | None = None
         self._udp: dict[int, _UdpPeer] = {}
         self._mtcp: dict[int, _MtcpPeer] = {}
         self._by_addr: dict[tuple[str, int], int] = {}
@@ -345,7 +355,7 @@ class Node:
         self._offset_s = self._clock() - trio.current_time()
         self._started_at = self._unix_s()
         if cfg.plan is not None:
-            from dcis.dtn.routing.plan import load_plan
+            from dcis.dtn.storage.plan_files import load_plan
 
             try:
                 self.plan = load_plan(cfg.plan)
@@ -966,6 +976,43 @@ class Node:
         await stored.wait()
         return key
 
+    def set_resources(self, **fields: Any) -> dict[str, Any]:
+        """Advertise this node's resources through its membership service:
+        any of ``store_free_bytes``, ``store_total_bytes``, ``cpu_load``,
+        ``battery_pct``, ``sunlit``, ``temperature_c`` (the others keep
+        their values; ``None`` means unknown where the field allows it).
+        Returns every field as advertised from now on (the signed update
+        goes out at most once per ``resources_min_interval_ms``; a later
+        change waits for its turn, it is not lost).
+
+        Raises :class:`InvalidArgument` for an unknown field, a value out
+        of range (:func:`dcis.dtn.node.resources.check_resource_fields`),
+        more store free than total, a node that is not running, or a node
+        without a service that advertises resources (membership)."""
+        core = self.core
+        if core is None:
+            raise InvalidArgument("the node is not running")
+        checked = check_resource_fields(fields)
+        for num, svc in core.services.items():
+            if isinstance(svc, AdvertisesResources):
+                merged = svc.advertised_resources()
+                merged.update(checked)
+                free, total = merged["store_free_bytes"], merged["store_total_bytes"]
+                if free > total:
+                    raise InvalidArgument(
+                        f"store_free_bytes ({free}) exceeds store_total_bytes ({total})"
+                    )
+                self._apply(
+                    core.call_service(
+                        num, "advertise_resources", checked, now=self.now_ms()
+                    )
+                )
+                return svc.advertised_resources()
+        raise InvalidArgument(
+            "no service on this node advertises resources (enable membership: "
+            '[services] factories = ["dcis.consensus.membership.node:factory"])'
+        )
+
     @contextlib.asynccontextmanager
     async def endpoint(self, endpoint: str) -> AsyncIterator[_ConfirmingChannel]:
         """Register ``endpoint`` and yield a channel of its bundles.
@@ -1487,7 +1534,7 @@ class Node:
         plan = self.plan
         if path is None or plan is None or self.agent is None:
             return False
-        from dcis.dtn.routing.plan import load_plan
+        from dcis.dtn.storage.plan_files import load_plan
 
         try:
             new = load_plan(path)
@@ -1601,19 +1648,26 @@ class Node:
         assert agent is not None
         stream: trio.SocketStream | None = None
         try:
-            async for tx_id, data in peer.recv:
+            async for first in peer.recv:
+                # What is queued goes out together (up to a count and a byte
+                # budget): small frames joined into one write, a large
+                # bundle after its CBOR head as it is, not copied.
+                batch = [first]
+                size = len(first[1])
+                with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
+                    while len(batch) < _MTCP_BATCH and size < _MTCP_BATCH_BYTES:
+                        batch.append(peer.recv.receive_nowait())
+                        size += len(batch[-1][1])
+                parts: list[bytes] = []
+                for _, data in batch:
+                    parts += (bstr_head(len(data)), data)
                 ok = True
                 try:
                     if stream is None:
                         stream = await trio.open_tcp_stream(*peer.config.address)
-                    if len(data) < _MTCP_SPLIT_BYTES:
-                        await stream.send_all(encode_mtcp_frame(data))
-                    else:
-                        # A large bundle: its CBOR head, then the bundle
-                        # itself, not a copy of it with the head in front.
-                        await stream.send_all(bstr_head(len(data)))
-                        await stream.send_all(data)
-                    self.counters["mtcp_out"] += 1
+                    for chunk in _coalesce(parts, _MTCP_SPLIT_BYTES):
+                        await stream.send_all(chunk)
+                    self.counters["mtcp_out"] += len(batch)
                 except (OSError, trio.BrokenResourceError) as exc:
                     ok = False
                     self._log(
@@ -1626,8 +1680,13 @@ class Node:
                         with contextlib.suppress(Exception):
                             await stream.aclose()
                     stream = None
-                # MTCP has no acknowledgement: a bundle handed to TCP is sent.
-                self._apply(agent.on_transmit_done(tx_id, ok, self.now_ms()))
+                # MTCP has no acknowledgement: a bundle handed to TCP is sent
+                # (after a failure the whole batch is retried).
+                self._apply(
+                    agent.on_transmit_done_many(
+                        [(tx_id, ok) for tx_id, _ in batch], self.now_ms()
+                    )
+                )
         finally:
             if stream is not None:
                 with contextlib.suppress(Exception):
@@ -1727,7 +1786,7 @@ class Node:
         try:
             async with stream:
                 while True:
-                    chunk = await stream.receive_some(_MTCP_READ_BYTES)
+                    chunk = await self._read_into(stream)
                     if not chunk:
                         return
                     conn.last_active = trio.current_time()
@@ -1749,10 +1808,34 @@ class Node:
         except DecodeError as exc:
             self.counters["junk"] += 1
             self._log("warning", "mtcp_bad_frame", detail=str(exc))
-        except trio.BrokenResourceError:
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
         finally:
             self._buffer(held, 0)
+
+    async def _read_into(self, stream: trio.SocketStream) -> memoryview:
+        """The next bytes of ``stream`` (empty at its end), read into the
+        node's one preallocated buffer: no allocation per read (with glibc's
+        mmap threshold pinned at 1 MiB, a 1 MiB ``receive_some`` was an
+        ``mmap``, page faults and a ``munmap`` each: ~40 us per 64 KB read).
+
+        The caller must consume the view before its next checkpoint: the
+        read happens right after this task's checkpoint and nothing yields
+        between it and the return, so no other task's read can overwrite
+        it. Raises :class:`trio.BrokenResourceError` on a socket error."""
+        if self._read_buf is None:
+            self._read_buf = memoryview(bytearray(_READ_BYTES))
+        await trio.lowlevel.checkpoint()
+        sock = stream.socket
+        while True:
+            try:
+                n = os.readv(sock.fileno(), [self._read_buf])
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+            return self._read_buf[:n]
 
     # ------------------------------------------------------------ app API
 
@@ -1803,6 +1886,10 @@ class Node:
     async def _app_handler(self, stream: trio.SocketStream, conn: _Conn) -> None:
         out_send, out_recv = trio.open_memory_channel[bytes](math.inf)
         subs: list[_Subscriber] = []
+        with contextlib.suppress(OSError):
+            # A 1 MB bundle in one or two writes, not five or more (the
+            # default ~208 KiB buffer; the kernel caps it at wmem_max).
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _APP_SNDBUF)
 
         room = [trio.Event()]
         writer_done = False
@@ -1825,7 +1912,8 @@ class Node:
                     while len(parts) < 1024:
                         parts.append(out_recv.receive_nowait())
                 try:
-                    await stream.send_all(b"".join(parts))
+                    for data in _coalesce(parts):
+                        await stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     # The client went away: end the connection, never the node.
                     out_recv.close()
@@ -1844,20 +1932,22 @@ class Node:
             )
 
         def push(d: Deliver) -> bool:
+            # A large payload is queued as its own buffer, never joined into
+            # a copy of the whole message (the writer hands it to the socket).
+            parts = encode_message_parts(
+                {
+                    "type": "bundle",
+                    "endpoint": d.endpoint,
+                    "source": d.source,
+                    "payload": d.payload,
+                    "creation_ms": d.creation_ms,
+                    "sequence": d.sequence,
+                    "bundle_key": d.bundle_key,
+                }
+            )
             try:
-                out_send.send_nowait(
-                    encode_message(
-                        {
-                            "type": "bundle",
-                            "endpoint": d.endpoint,
-                            "source": d.source,
-                            "payload": d.payload,
-                            "creation_ms": d.creation_ms,
-                            "sequence": d.sequence,
-                            "bundle_key": d.bundle_key,
-                        }
-                    )
-                )
+                for part in parts:
+                    out_send.send_nowait(part)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 return False
             return True
@@ -1881,7 +1971,7 @@ class Node:
                     try:
                         # Large reads: several 64 KB sends in one read are
                         # one store transaction (one fsync), not one each.
-                        chunk = await stream.receive_some(_APP_READ_BYTES)
+                        chunk = await self._read_into(stream)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         break
                     if not chunk:
@@ -1970,6 +2060,9 @@ class Node:
                         sub.taken.discard(key)
                         actions += self._confirm_taken(sub.endpoint, key)
                         break
+            elif kind == "set_resources":
+                fields = {k: v for k, v in m.items() if k not in ("type", "id")}
+                reply(mid, resources=self.set_resources(**fields))
             elif kind == "send":
                 source = m.get("source") or self.config.eid
                 src = parse_eid(source)
@@ -2106,6 +2199,29 @@ async def _wait_writable(sock: Any) -> None:
         await wait()
     else:
         await trio.lowlevel.wait_writable(sock)
+
+
+_COALESCE_BYTES = 128 * 1024
+"""Queued app API buffers shorter than this are joined into one write; a
+longer one (a large payload) is written as it is, not copied into a join."""
+
+
+def _coalesce(parts: list[bytes], large: int = _COALESCE_BYTES) -> list[bytes]:
+    """The writes for ``parts`` in order: runs of buffers shorter than
+    ``large`` joined, larger ones on their own (one copy fewer of each)."""
+    out: list[bytes] = []
+    run: list[bytes] = []
+    for p in parts:
+        if len(p) >= large:
+            if run:
+                out.append(b"".join(run))
+                run = []
+            out.append(p)
+        else:
+            run.append(p)
+    if run:
+        out.append(b"".join(run))
+    return out
 
 
 def _post_all(out: trio.MemorySendChannel[bytes], messages: list[bytes]) -> None:

@@ -6,7 +6,7 @@ module only configures it from files and runs it inside the trio node:
 
 - :func:`parse_security` validates the ``[security]`` table (every error a
   one-line :class:`~dcis.dtn.runtime.config.ConfigError` naming ``security.<key>``).
-- :class:`NodeSecurity` loads the key store (``crypto.KeyStore``: this
+- :class:`NodeSecurity` loads the key store (``dcis.dtn.storage.KeyStore``: this
   node's ``node.key``, ``operator.pub``, ``node.cert``, ``certs/*.cert``,
   ``revocations.cbor``), builds the policy, logs every rejection with its
   reason, and re-reads the revocation list and peer certificates when they
@@ -55,7 +55,6 @@ from typing import Any, Final
 import trio
 
 from dcis.crypto.errors import CryptoError, KeyStoreError
-from dcis.crypto.keystore import CERTS_DIR, NODE_CERT, REVOCATIONS, KeyStore
 from dcis.dtn.agent.rfc9173_rules import (
     CONTEXT_NAMES,
     Rfc9173Policy,
@@ -72,6 +71,7 @@ from dcis.dtn.errors import InvalidArgument
 from dcis.dtn.node.service import NodeCredentials
 from dcis.dtn.runtime.config import ConfigError
 from dcis.dtn.runtime.watch import files_stamp
+from dcis.dtn.storage.keystore import CERTS_DIR, NODE_CERT, REVOCATIONS, KeyStore
 
 __all__ = ["SECURITY_KEYS", "NodeSecurity", "SecurityConfig", "parse_security"]
 

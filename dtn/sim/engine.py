@@ -18,21 +18,35 @@ Links. A directed link ``frm -> to`` is *up* while a plan contact for it is
 active, neither node is crashed, and no imposed partition separates the two.
 When it comes up the simulator calls ``on_contact_start(contact)`` on the
 sender's agent; when it goes down, ``on_contact_end`` (the convergence layer
-notices loss of signal, whatever the cause). Transmissions on a link are
-serialized: each takes ``ceil(len * 1e6 / rate)`` µs after the previous one
-ends. One that cannot finish before the contact's planned end is not started
-and is reported ``ok=False`` when the link goes down; one cut short by a
-partition or crash is reported ``ok=False`` at that moment. A finished
-transmission arrives after the one-way light time ``plan.owlt_s(frm, to, t)``.
+notices loss of signal, whatever the cause).
 
-Hop-by-hop acknowledgement. A transmission is reported ``ok=True`` only when
-the receiving agent emits ``Ack`` for it (it holds the bundle durably, or it
-was a duplicate) and that ack has travelled back (light time ``to -> frm``).
-Otherwise -- lost on the way, receiver crashed, receiver refused it (store
-full) -- the sender hears ``ok=False`` after a timeout of forward light time
-+ maximum reorder delay + return light time + ``ack_timeout_s``. Acks travel
-back whether or not a reverse contact is open (the return channel is not
-modelled) but are subject to the same loss probability.
+The convergence layer is the runtime's UDP CL, not a model of it: each node
+sends through one :class:`~dcis.dtn.cl.udp.UdpLink` per neighbour (the
+class the trio runtime drives; tokens from a generator seeded by ``(seed,
+node, incarnation)``) and receives with the same decoder and ACK batcher,
+so hop-by-hop acknowledgement and retransmission are that one
+implementation's (``SimConfig.ack_timeout_s``, ``max_tries``, ``ack_mode``;
+MACs with ``link_mac``). The simulator carries its datagrams -- real DCiS
+DATA and ACK segments -- and adds only what the network does. Datagrams on
+a link are serialized: each takes ``ceil(len * 1e6 / rate)`` µs after the
+previous one ends, and its ACK timer starts when it has left
+(``UdpLink.hold``/``on_sent``, as the runtime's pacer does). One that cannot
+finish before the contact's planned end is not started; one cut short by a
+partition or crash is lost; when the link goes down the sender's link fails
+whatever it still waits an ACK for (``UdpLink.close``, as the runtime does
+at a contact's end) and the agent keeps those bundles. A finished datagram
+arrives after the one-way light time ``plan.owlt_s(frm, to, t)``.
+
+Hop-by-hop acknowledgement. The agent's transmission is reported ``ok=True``
+only when the receiving agent emits ``Ack`` for it (it holds the bundle
+durably, or it was a duplicate) and that ACK segment has travelled back
+(light time ``to -> frm``). Otherwise -- lost on the way, receiver crashed,
+receiver refused it (store full) -- the link sends it again after its
+retransmission timeout (round-trip light time + maximum reorder delay +
+``ack_timeout_s``, doubling per try) and reports ``ok=False`` after
+``max_tries`` sends. ACKs travel back whether or not a reverse contact is
+open (the return channel is not modelled) but are lost with the same
+probability as data.
 
 Faults: seeded loss (data and acks), duplication (a second copy arrives up to
 ``reorder_max_s`` later), reordering (a random extra delay of up to
@@ -74,8 +88,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol, TextIO, cast
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
 
 from dcis.dtn.agent.actions import (
     DELETION_CAUSES,
@@ -88,7 +101,24 @@ from dcis.dtn.agent.actions import (
     Transmit,
 )
 from dcis.dtn.cl.ltp.link import LtpCl, LtpConfig, LtpNeighbour, LtpResult
-from dcis.dtn.errors import DtnError, InvalidArgument
+from dcis.dtn.cl.udp import (
+    AckBatcher,
+    AckMode,
+    AckSegment,
+    BareBundle,
+    DataSegment,
+    LinkOutput,
+    PeerSwitched,
+    Reachability,
+    SendDatagram,
+    TxDone,
+    UdpLink,
+    ack_mac,
+    data_mac,
+    decode_datagram_untrusted,
+    mac_ok,
+)
+from dcis.dtn.errors import DecodeError, DtnError, InvalidArgument
 from dcis.dtn.node.core import NodeCore
 from dcis.dtn.node.service import Inbound, NodeCredentials, Service
 from dcis.dtn.node.state import MemoryStateBackend
@@ -97,6 +127,9 @@ from dcis.dtn.routing.plan import ContactPlan
 from dcis.dtn.sim.trace import Trace, TraceListener
 from dcis.dtn.sim.traffic import TrafficItem
 from dcis.dtn.time import DtnTime
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "DELETION_REASONS",
@@ -151,8 +184,12 @@ _PRIO_UP = 1
 _PRIO_NORMAL = 2
 
 _SENDING = 0
-_IN_FLIGHT = 1
-_DONE = 2
+_SENT = 1
+_CUT = 2
+
+_LINK_MTU_BYTES = 2**31
+"""The simulated links carry a bundle of any size in one datagram (the
+agent does not fragment for them), as before they were datagrams."""
 
 
 class PlanLike(Protocol):
@@ -308,7 +345,21 @@ class SimConfig:
     """Probability that an arrival is delayed by up to ``reorder_max_s``."""
     reorder_max_s: float = 1.0
     ack_timeout_s: float = 2.0
-    """Margin beyond the round-trip light time before ``ok=False``."""
+    """The UDP CL's ``ack_timeout_s``: the margin beyond the round-trip
+    light time (plus ``reorder_max_s`` when reordering or duplication is on)
+    before a DATA segment is sent again or, after ``max_tries`` sends,
+    reported ``ok=False``."""
+    max_tries: int = 4
+    """Sends of a DATA segment before the link gives up (the UDP CL's
+    ``max_tries``; the runtime's default is 4 too)."""
+    ack_mode: AckMode = AckMode.ON
+    """The UDP CL's ack mode on every link: ``on`` (DATA segments,
+    acknowledged) or ``none``/``off`` (bare bundles, best effort)."""
+    link_mac: bool = False
+    """MAC every DATA and ACK segment with the link key of its two nodes,
+    derived from ``Simulator(..., credentials=...)`` as the runtime derives
+    it from certificates (links to a node without credentials go unMACed).
+    Off by default: a run that is not about security skips the HMACs."""
     lifetime_s: float = 86_400.0
     """Lifetime of every bundle sent from traffic (default 24 h)."""
     plan_epoch: DtnTime = SIM_EPOCH
@@ -335,6 +386,12 @@ class SimConfig:
         for name in ("reorder_max_s", "ack_timeout_s"):
             if not getattr(self, name) >= 0:
                 raise InvalidArgument(f"{name} must be >= 0")
+        if self.max_tries < 1:
+            raise InvalidArgument(f"max_tries must be >= 1, got {self.max_tries}")
+        if self.ack_mode is AckMode.AUTO:
+            raise InvalidArgument(
+                "ack_mode auto is for peers of unknown kind; every simulated node speaks DCiS"
+            )
         if not self.lifetime_s > 0:
             raise InvalidArgument(f"lifetime must be > 0 s, got {self.lifetime_s}")
 
@@ -416,10 +473,12 @@ class SimSummary:
 
 class _Node:
     __slots__ = (
+        "acks",
         "agent",
         "core",
         "gen",
         "last_tick_us",
+        "link_ticks",
         "links",
         "ltp",
         "ltp_ticks",
@@ -428,6 +487,8 @@ class _Node:
         "spec",
         "store",
         "ticks",
+        "udp",
+        "udp_rng",
         "up",
     )
 
@@ -447,24 +508,36 @@ class _Node:
         self.links: list[_Link] = []
         self.ltp: LtpCl | None = None
         self.ltp_ticks: set[int] = set()
+        # The node's UDP CL: one UdpLink per neighbour it sends to, made at
+        # the first transmission, and the receiving side's ACK batcher.
+        self.udp: dict[int, UdpLink] = {}
+        self.udp_rng = random.Random(0)
+        self.acks = AckBatcher(local_node=num)
+        # neighbour -> the instant (µs) of the link timer event queued for it.
+        self.link_ticks: dict[int, int] = {}
 
 
-class _Tx:
-    __slots__ = ("data", "end_us", "frm", "gen", "state", "to", "tokens", "tx_id")
+class _Dgram:
+    """One datagram on a link: a DATA segment (``token`` set) or a bare
+    bundle, with what the trace says about it."""
 
-    def __init__(self, tx_id: int, frm: int, to: int, gen: int, data: bytes) -> None:
-        self.tx_id = tx_id
+    __slots__ = ("data", "end_us", "frm", "gen", "state", "to", "token", "tx_id")
+
+    def __init__(
+        self, frm: int, to: int, gen: int, data: bytes, token: int | None, tx_id: int
+    ) -> None:
         self.frm = frm
         self.to = to
         self.gen = gen
         self.data = data
+        self.token = token
+        self.tx_id = tx_id
         self.end_us = 0
         self.state = _SENDING
-        self.tokens: list[int] = []
 
 
 class _Link:
-    __slots__ = ("active", "busy_until_us", "current", "doomed", "frm", "sending", "to")
+    __slots__ = ("active", "busy_until_us", "current", "frm", "sending", "to")
 
     def __init__(self, frm: int, to: int) -> None:
         self.frm = frm
@@ -472,8 +545,7 @@ class _Link:
         self.active: list[Contact] = []
         self.current: Contact | None = None
         self.busy_until_us = 0
-        self.sending: deque[_Tx] = deque()
-        self.doomed: list[_Tx] = []
+        self.sending: deque[_Dgram] = deque()
 
 
 def _us(seconds: float) -> int:
@@ -503,7 +575,8 @@ def default_agent_factory(
 def default_store_factory(node: int, spec: NodeSpec, path: Path | None) -> Any:
     """MemoryStore, or SqliteStore(path) for a durable node (synchronous=NORMAL:
     a simulated crash does not lose the OS's pages, so fsync buys nothing)."""
-    from dcis.dtn.agent.store import MemoryStore, SqliteStore
+    from dcis.dtn.agent.store import MemoryStore
+    from dcis.dtn.storage.sqlite_store import SqliteStore
 
     limit = 1 << 30 if spec.store_limit_bytes is None else spec.store_limit_bytes
     if path is not None:
@@ -586,8 +659,10 @@ class Simulator:
         self._seq = 0
         self._now_us = 0
         self._end_us = _us(config.duration_s)
-        self._token = 0
-        self._acks: dict[tuple[int, int], _Tx] = {}
+        self._link_keys: dict[tuple[int, int], bytes | None] = {}
+        self._max_jitter_us = (
+            _us(config.reorder_max_s) if (config.reorder or config.duplicate) else 0
+        )
         self._partitions: list[Partition] = []
         self.ledger: dict[str, BundleRecord] = {}
         """Every bundle sent, by bundle key."""
@@ -672,6 +747,12 @@ class Simulator:
         """The node's current :class:`~dcis.dtn.node.NodeCore` (agent plus
         services; None while it is crashed)."""
         return self.nodes[node].core
+
+    def udp_link(self, node: int, neighbor: int) -> UdpLink | None:
+        """``node``'s UDP CL link to ``neighbor`` -- the runtime's
+        :class:`~dcis.dtn.cl.udp.UdpLink` -- (None while the node is crashed
+        or before it first transmitted to ``neighbor``)."""
+        return self.nodes[node].udp.get(neighbor)
 
     def service(self, node: int, service: int) -> Service | None:
         """The running service ``service`` of ``node`` (None while the node
@@ -923,6 +1004,10 @@ class Simulator:
                 rng=random.Random(f"ltp:{self.config.seed}:{nd.num}:{nd.gen}"),
             )
             nd.ltp_ticks = set()
+        nd.udp = {}
+        nd.udp_rng = random.Random(f"udpcl:{self.config.seed}:{nd.num}:{nd.gen}")
+        nd.acks = AckBatcher(local_node=nd.num)
+        nd.link_ticks = {}
         nd.up = True
         nd.ticks = set()
         nd.last_tick_us = -1
@@ -937,6 +1022,7 @@ class Simulator:
         nd.store = None
 
     def _apply(self, nd: _Node, actions: Iterable[Action]) -> None:
+        acked = False
         for a in actions:
             if nd.core is None:
                 return
@@ -945,7 +1031,9 @@ class Simulator:
             elif isinstance(a, Ack) and nd.ltp is not None and nd.ltp.has(a.neighbor):
                 self._ltp_result(nd, nd.ltp.on_stored(a.cl_token, self._ltp_ms()))
             elif isinstance(a, Ack):
-                self._ack(nd, a)
+                # The UDP CL's receiving side: ACKed once the agent holds it.
+                nd.acks.add(a.neighbor, a.cl_token)
+                acked = True
             elif isinstance(a, Deliver):
                 self._deliver(nd, a)
             elif isinstance(a, Schedule):
@@ -953,6 +1041,8 @@ class Simulator:
             elif isinstance(a, Event):
                 self._event(nd, a)
         if nd.core is not None:
+            if acked:
+                self._send_acks(nd)
             self._want_tick(nd, nd.core.next_deadline())
 
     def _want_tick(self, nd: _Node, at: DtnTime | None) -> None:
@@ -1058,14 +1148,14 @@ class Simulator:
             old = link.current
             link.current = None
             now_us = self._now_us
-            failing = list(link.doomed)
-            link.doomed.clear()
-            keep: deque[_Tx] = deque()
-            for tx in link.sending:
-                if tx.end_us > now_us:
-                    failing.append(tx)
+            # Datagrams still being serialized are cut off (those already
+            # sent are on their way and arrive).
+            keep: deque[_Dgram] = deque()
+            for dg in link.sending:
+                if dg.end_us > now_us:
+                    dg.state = _CUT
                 else:
-                    keep.append(tx)
+                    keep.append(dg)
             link.sending = keep
             link.busy_until_us = now_us
             sender = self.nodes[link.frm]
@@ -1076,8 +1166,11 @@ class Simulator:
                 self._ltp_result(
                     sender, sender.ltp.contact(link.to, False, self._ltp_ms())
                 )
-            for tx in failing:
-                self._complete(tx, ok=False)
+            ul = sender.udp.get(link.to)
+            if ul is not None and sender.core is not None:
+                # As the runtime does at a contact's end: whatever the link
+                # still waits an ACK for has failed (the agent keeps it).
+                self._link_outputs(sender, ul, ul.close())
         if cur is not None and link.current is None:
             link.current = cur
             self.trace.record(self._now_us, "link_up", link.frm, link.to)
@@ -1137,6 +1230,9 @@ class Simulator:
         nd.agent = None
         nd.core = None
         nd.ltp = None  # open sessions die with the node; its store keeps bundles
+        nd.udp = {}  # so do its UDP CL's transmissions in flight
+        nd.acks = AckBatcher(local_node=nd.num)
+        nd.link_ticks = {}
         nd.gen += 1
         nd.ticks = set()
         self._close_store(nd)
@@ -1155,7 +1251,6 @@ class Simulator:
     # ---- transmissions ------------------------------------------------------
 
     def _transmit(self, nd: _Node, t: Transmit) -> None:
-        tx = _Tx(t.tx_id, nd.num, t.neighbor, nd.gen, t.data)
         size = len(t.data)
         self._counts["tx"] += 1
         self._counts["bytes"] += size
@@ -1167,126 +1262,291 @@ class Simulator:
                 nd, nd.ltp.transmit(t.neighbor, t.tx_id, t.data, self._ltp_ms())
             )
             return
-        link = self._links.get((nd.num, t.neighbor))
+        ul = nd.udp.get(t.neighbor)
+        if ul is None:
+            ul = nd.udp[t.neighbor] = self._new_udp_link(nd, t.neighbor)
+        # (ul.owlt_s is set when a datagram leaves, see _tx_end: the timer
+        # of one sent on a link that is up starts then.)
+        self._link_outputs(
+            nd, ul, ul.transmit(t.tx_id, t.data, self._now_us / _US), t.tx_id
+        )
+
+    def _new_udp_link(self, nd: _Node, neighbor: int) -> UdpLink:
+        cfg = self.config
+        return UdpLink(
+            local_node=nd.num,
+            neighbor=neighbor,
+            ack_mode=cfg.ack_mode,
+            mtu_bytes=_LINK_MTU_BYTES,
+            # The margin covers the reordering delay too: a late copy is not lost.
+            ack_timeout_s=cfg.ack_timeout_s + self._max_jitter_us / _US,
+            max_tries=cfg.max_tries,
+            rng=nd.udp_rng,
+            mac_key=self._link_key(nd.num, neighbor),
+        )
+
+    def _link_key(self, a: int, b: int) -> bytes | None:
+        """The UDP CL link key of nodes ``a`` and ``b`` (SimConfig.link_mac),
+        derived as the runtime derives it (spec/udpcl.md "Threat model")."""
+        if not self.config.link_mac:
+            return None
+        lo, hi = sorted((a, b))
+        if (lo, hi) not in self._link_keys:
+            ca, cb = self._credentials.get(lo), self._credentials.get(hi)
+            self._link_keys[(lo, hi)] = (
+                None
+                if ca is None or cb is None
+                else ca.identity.agree(
+                    cb.certificate.kx_public, label=b"dcis-udpcl-link|%d|%d" % (lo, hi)
+                )
+            )
+        return self._link_keys[(lo, hi)]
+
+    def _rtt_us(self, a: int, b: int) -> int:
+        return self._owlt_us(a, b) + self._owlt_us(b, a)
+
+    def _link_outputs(
+        self, nd: _Node, ul: UdpLink, outs: list[LinkOutput], tx_id: int = -1
+    ) -> None:
+        """Carry out what node ``nd``'s link to ``ul.neighbor`` asks:
+        datagrams onto the simulated link, finished transmissions to the
+        core. (A link's deadline can only come nearer when a segment leaves
+        -- ``on_sent`` -- or its timer fires: those places queue its timer
+        event, see :meth:`_want_link_tick`.)"""
+        done: list[tuple[int, bool]] = []
+        for o in outs:
+            if isinstance(o, SendDatagram):
+                self._send_datagram(nd, ul, o, tx_id)
+            elif isinstance(o, TxDone):
+                if not o.ok:
+                    self._counts["tx_fail"] += 1
+                self.trace.record(
+                    self._now_us, "tx_done", nd.num, ul.neighbor, o.tx_id, int(o.ok)
+                )
+                done.append((o.tx_id, o.ok))
+            elif isinstance(o, Reachability):
+                self.trace.record(
+                    self._now_us, "reachable", nd.num, ul.neighbor, int(o.reachable)
+                )
+            elif isinstance(o, PeerSwitched):  # pragma: no cover - no auto mode here
+                self.trace.record(
+                    self._now_us, "peer", nd.num, ul.neighbor, o.kind.value
+                )
+        for done_id, ok in done:
+            core = nd.core
+            if core is None:  # a listener crashed the node
+                return
+            self._apply(nd, core.on_transmit_done(done_id, ok, self.now))
+
+    def _send_datagram(
+        self, nd: _Node, ul: UdpLink, o: SendDatagram, tx_id: int
+    ) -> None:
+        """Serialize one datagram onto the link ``nd -> ul.neighbor`` at the
+        contact's rate. A DATA segment's ACK timer runs from the moment it
+        has left (:meth:`UdpLink.hold`, then :meth:`UdpLink.on_sent`)."""
+        to = ul.neighbor
+        token = o.token
+        if tx_id < 0 and token is not None:
+            known = ul.tx_id_of(token)
+            tx_id = -1 if known is None else known
+            self.trace.record(self._now_us, "retransmit", nd.num, to, tx_id)
+        link = self._links.get((nd.num, to))
         c = link.current if link is not None else None
         if link is None or c is None:
-            # No link: the convergence layer gives up after its timeout.
-            self.trace.record(self._now_us, "no_link", nd.num, t.neighbor, t.tx_id)
-            tx.state = _IN_FLIGHT
-            self._push(
-                self._now_us + _us(self.config.ack_timeout_s),
-                _PRIO_NORMAL,
-                self._timeout,
-                tx,
-            )
+            # Into the void: the link's timer retries, then gives up.
+            self.trace.record(self._now_us, "no_link", nd.num, to, tx_id)
+            if token is not None:
+                ul.owlt_s = self._rtt_us(nd.num, to) / (2 * _US)
+                ul.hold(token)  # it "left" now: its timer restarts with this owlt
+                ul.on_sent(token, self._now_us / _US)
+                self._want_link_tick(nd, ul)
             return
+        data = o.data
         start = max(self._now_us, link.busy_until_us)
-        end = (
-            start + math.ceil(size * _US / c.rate_bytes_s)
-            if c.rate_bytes_s > 0
-            else math.inf
-        )
+        rate = c.rate_bytes_s
+        end = start + math.ceil(len(data) * _US / rate) if rate > 0 else math.inf
+        if token is not None:
+            ul.hold(token)
         if end > _us(c.end_s):
-            # Cannot finish inside this contact: not started; reported failed
-            # when the link goes down (never at once, which would let the agent
-            # retry on the same contact at the same instant forever).
-            link.doomed.append(tx)
+            # Cannot finish inside this contact: never started; the link
+            # reports it failed when the contact ends (never at once, which
+            # would let the agent retry on the same contact forever).
             return
         assert isinstance(end, int)
+        dg = _Dgram(nd.num, to, nd.gen, data, token, tx_id)
         link.busy_until_us = end
-        tx.end_us = end
-        link.sending.append(tx)
-        self._push(end, _PRIO_NORMAL, self._tx_end, (link, tx))
+        dg.end_us = end
+        link.sending.append(dg)
+        self._push(end, _PRIO_NORMAL, self._tx_end, (link, dg))
 
-    def _tx_end(self, arg: tuple[_Link, _Tx]) -> None:
-        link, tx = arg
-        if tx.state != _SENDING:
+    def _tx_end(self, arg: tuple[_Link, _Dgram]) -> None:
+        link, dg = arg
+        if dg.state != _SENDING:
             return
-        if link.sending and link.sending[0] is tx:
+        if link.sending and link.sending[0] is dg:
             link.sending.popleft()
         else:
-            link.sending.remove(tx)
-        tx.state = _IN_FLIGHT
+            link.sending.remove(dg)
+        dg.state = _SENT
+        sender = self.nodes[dg.frm]
+        owlt = self._owlt_us(dg.frm, dg.to)
+        if dg.token is not None and sender.gen == dg.gen:
+            ul = sender.udp.get(dg.to)
+            if ul is not None:
+                ul.owlt_s = (owlt + self._owlt_us(dg.to, dg.frm)) / (2 * _US)
+                ul.on_sent(dg.token, self._now_us / _US)
+                self._want_link_tick(sender, ul)
         cfg = self.config
         rng = self._rng
-        owlt = self._owlt_us(tx.frm, tx.to)
-        max_jitter = _us(cfg.reorder_max_s) if (cfg.reorder or cfg.duplicate) else 0
-        timeout = (
-            owlt + max_jitter + self._owlt_us(tx.to, tx.frm) + _us(cfg.ack_timeout_s)
-        )
-        self._push(self._now_us + timeout, _PRIO_NORMAL, self._timeout, tx)
         if cfg.loss and rng.random() < cfg.loss:
             self._counts["lost"] += 1
-            self.trace.record(self._now_us, "lost", tx.frm, tx.to, tx.tx_id)
+            self.trace.record(self._now_us, "lost", dg.frm, dg.to, dg.tx_id)
             return
+        max_jitter = self._max_jitter_us
         arrive = self._now_us + owlt
         if cfg.reorder and rng.random() < cfg.reorder:
             arrive += rng.randrange(max_jitter + 1)
-        self._push(arrive, _PRIO_NORMAL, self._arrive, tx)
+        self._push(arrive, _PRIO_NORMAL, self._arrive, dg)
         if cfg.duplicate and rng.random() < cfg.duplicate:
             self._counts["dup"] += 1
             self._push(
                 arrive + 1 + rng.randrange(max_jitter + 1),
                 _PRIO_NORMAL,
                 self._arrive,
-                tx,
+                dg,
             )
 
-    def _arrive(self, tx: _Tx) -> None:
-        rx = self.nodes[tx.to]
-        if rx.core is None:
+    def _arrive(self, dg: _Dgram) -> None:
+        """A datagram reaches node ``dg.to``: its UDP CL classifies it (the
+        runtime's decoder), checks the MAC, and hands the bundle over."""
+        rx = self.nodes[dg.to]
+        core = rx.core
+        if core is None:
             self._counts["lost"] += 1
             self.trace.record(
-                self._now_us, "lost", tx.frm, tx.to, tx.tx_id, "receiver-down"
+                self._now_us, "lost", dg.frm, dg.to, dg.tx_id, "receiver-down"
             )
             return
-        self._token += 1
-        token = self._token
-        if tx.state != _DONE:
-            tx.tokens.append(token)
-            self._acks[(tx.to, token)] = tx
-        self.trace.record(self._now_us, "receive", tx.to, tx.frm, tx.tx_id, token)
-        self._apply(
-            rx,
-            rx.core.on_receive(
-                cla="sim", neighbor=tx.frm, data=tx.data, now=self.now, cl_token=token
-            ),
-        )
+        try:
+            seg = decode_datagram_untrusted(dg.data)
+        except DecodeError as exc:  # pragma: no cover - the sim only sends good ones
+            self.trace.record(self._now_us, "junk", dg.to, dg.frm, json.dumps(str(exc)))
+            return
+        if isinstance(seg, DataSegment):
+            key = self._link_key(seg.sender, rx.num) if self.config.link_mac else None
+            if key is not None and not mac_ok(
+                data_mac(
+                    key,
+                    sender=seg.sender,
+                    receiver=rx.num,
+                    token=seg.token,
+                    bundle=seg.bundle,
+                ),
+                seg.mac,
+            ):
+                self.trace.record(self._now_us, "mac_fail", dg.to, dg.frm, dg.tx_id)
+                return
+            self.trace.record(
+                self._now_us,
+                "receive",
+                dg.to,
+                dg.frm,
+                dg.tx_id,
+                seg.token,
+                len(dg.data),
+            )
+            self._apply(
+                rx,
+                core.on_receive(
+                    cla="sim",
+                    neighbor=seg.sender,
+                    data=seg.bundle,
+                    now=self.now,
+                    cl_token=seg.token,
+                ),
+            )
+        elif isinstance(seg, BareBundle):
+            self.trace.record(
+                self._now_us, "receive", dg.to, dg.frm, dg.tx_id, 0, len(dg.data)
+            )
+            self._apply(
+                rx,
+                core.on_receive(
+                    cla="sim", neighbor=dg.frm, data=seg.bundle, now=self.now
+                ),
+            )
 
-    def _ack(self, nd: _Node, a: Ack) -> None:
-        tx = self._acks.pop((nd.num, a.cl_token), None)
-        if tx is None or tx.state == _DONE:
+    def _send_acks(self, nd: _Node) -> None:
+        """Send node ``nd``'s queued ACKs: each ACK datagram goes straight
+        back after the light time (the return channel is not modelled: it
+        needs no contact) and is lost with the configured probability."""
+        keys = (
+            functools.partial(self._link_key, nd.num) if self.config.link_mac else None
+        )
+        for to, data in nd.acks.flush(keys):
+            if self.config.loss and self._rng.random() < self.config.loss:
+                self.trace.record(self._now_us, "ack_lost", nd.num, to)
+                continue
+            self.trace.record(self._now_us, "ack", nd.num, to, data=data)
+            self._push(
+                self._now_us + self._owlt_us(nd.num, to),
+                _PRIO_NORMAL,
+                self._ack_arrive,
+                (to, data),
+            )
+
+    def _ack_arrive(self, arg: tuple[int, bytes]) -> None:
+        to, data = arg
+        nd = self.nodes[to]
+        if nd.core is None:
             return
-        if self.config.loss and self._rng.random() < self.config.loss:
-            self.trace.record(self._now_us, "ack_lost", nd.num, tx.frm, tx.tx_id)
+        try:
+            seg = decode_datagram_untrusted(data)
+        except DecodeError:  # pragma: no cover - the sim only sends good ones
             return
-        self.trace.record(self._now_us, "ack", nd.num, tx.frm, tx.tx_id)
+        if not isinstance(seg, AckSegment):  # pragma: no cover
+            return
+        ul = nd.udp.get(seg.sender)
+        if ul is None:
+            return  # to a restarted node: it forgot what it sent
+        key = ul.mac_key
+        if key is not None and not mac_ok(
+            ack_mac(key, sender=seg.sender, receiver=to, tokens=seg.tokens), seg.mac
+        ):
+            ul.counters.mac_failures += 1
+            self.trace.record(self._now_us, "mac_fail", to, seg.sender, -1)
+            return
+        self._link_outputs(nd, ul, ul.on_ack(seg.tokens, self._now_us / _US))
+
+    def _want_link_tick(self, nd: _Node, ul: UdpLink) -> None:
+        """Queue a timer event for ``ul``'s next retransmission deadline,
+        unless one at or before it is queued already."""
+        d = ul.next_deadline()
+        if d is None:
+            return
+        at_us = math.ceil(d * _US)
+        if at_us / _US < d:  # float rounding: never wake before the deadline
+            at_us += 1
+        at_us = max(at_us, self._now_us)
+        queued = nd.link_ticks.get(ul.neighbor)
+        if (queued is not None and queued <= at_us) or at_us > self._end_us:
+            return
+        nd.link_ticks[ul.neighbor] = at_us
         self._push(
-            self._now_us + self._owlt_us(nd.num, tx.frm),
-            _PRIO_NORMAL,
-            self._ack_arrive,
-            tx,
+            at_us, _PRIO_NORMAL, self._link_tick, (nd, nd.gen, ul.neighbor, at_us)
         )
 
-    def _ack_arrive(self, tx: _Tx) -> None:
-        if tx.state != _DONE:
-            self._complete(tx, ok=True)
-
-    def _timeout(self, tx: _Tx) -> None:
-        if tx.state != _DONE:
-            self._complete(tx, ok=False)
-
-    def _complete(self, tx: _Tx, *, ok: bool) -> None:
-        tx.state = _DONE
-        for token in tx.tokens:
-            self._acks.pop((tx.to, token), None)
-        tx.tokens.clear()
-        sender = self.nodes[tx.frm]
-        if not ok:
-            self._counts["tx_fail"] += 1
-        self.trace.record(self._now_us, "tx_done", tx.frm, tx.to, tx.tx_id, int(ok))
-        if sender.core is not None and sender.gen == tx.gen:
-            self._apply(sender, sender.core.on_transmit_done(tx.tx_id, ok, self.now))
+    def _link_tick(self, arg: tuple[_Node, int, int, int]) -> None:
+        nd, gen, neighbor, at_us = arg
+        if gen != nd.gen or nd.link_ticks.get(neighbor) != at_us:
+            return  # a crash since, or a later event replaced it
+        del nd.link_ticks[neighbor]
+        ul = nd.udp.get(neighbor)
+        if ul is None or nd.core is None:
+            return
+        self._link_outputs(nd, ul, ul.on_timer(self._now_us / _US))
+        if nd.gen == gen and nd.udp.get(neighbor) is ul:
+            self._want_link_tick(nd, ul)
 
     # ---- LTP (SimConfig.ltp) ---------------------------------------------------
 

@@ -50,7 +50,10 @@ class Trace:
         data: bytes | None = None,
     ) -> None:
         """Append one record; ``data`` (if any) is hashed but not written out."""
-        line = f"{t_us} {kind} {node}" + "".join(f" {f}" for f in fields) + "\n"
+        if fields:
+            line = f"{t_us} {kind} {node} {' '.join([str(f) for f in fields])}\n"
+        else:
+            line = f"{t_us} {kind} {node}\n"
         self._hash.update(line.encode())
         if data is not None:
             self._hash.update(data)

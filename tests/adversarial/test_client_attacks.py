@@ -199,7 +199,12 @@ def test_clients_that_never_read_stall_themselves_not_the_node(
             )
         )
         sleepers.append(s)
-    time.sleep(0.5)
+    # The node has taken the three registrations (bounded wait, not a nap).
+    wait_for(
+        lambda: {"ipn:2.11", "ipn:2.12", "ipn:2.13"} <= set(n2.status()["endpoints"]),
+        30,
+        "the never-reading clients were not registered",
+    )
     rss0 = rss_kib(n2.proc.pid)
     n = 150
     with Client(n1.socket) as c:

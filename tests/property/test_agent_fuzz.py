@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 
 from dcis.dtn.agent.actions import Ack, Action, Deliver, Transmit
 from dcis.dtn.agent.agent import Agent, AgentConfig
-from dcis.dtn.agent.store import MemoryStore, SqliteStore
+from dcis.dtn.agent.store import MemoryStore
 from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
 from dcis.dtn.bpv7.flags import BundleFlags
 from dcis.dtn.routing.contact import Contact
+from dcis.dtn.storage.sqlite_store import SqliteStore
 
 T0 = 1_000_000
 VALID = encode_bundle(

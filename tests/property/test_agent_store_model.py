@@ -14,7 +14,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from dcis.dtn.agent.store import BundleState, SqliteStore, StoredBundle, StoreFull
+from dcis.dtn.agent.store import BundleState, StoredBundle, StoreFull
+from dcis.dtn.storage.sqlite_store import SqliteStore
 
 KEYS = st.sampled_from([f"k{i}" for i in range(8)])
 LIMIT = 200

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dcis.dtn.routing.plan import load_plan
+from dcis.dtn.storage.plan_files import load_plan
 from dcis.tools import demo, demo_stack
 
 

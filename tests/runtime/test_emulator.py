@@ -17,7 +17,8 @@ import pytest
 import trio
 
 from dcis.dtn.routing.contact import Contact, Range
-from dcis.dtn.routing.plan import ContactPlan, load_plan
+from dcis.dtn.routing.plan import ContactPlan
+from dcis.dtn.storage.plan_files import load_plan
 from dcis.tools.emulator import Emulator, LinkModel
 from tests.runtime.conftest import poll_until
 

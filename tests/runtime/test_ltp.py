@@ -1,5 +1,7 @@
-"""The ``ltp`` convergence layer in the runtime: in-process nodes over real
-UDP on loopback (no timing assertions), and the node.toml keys."""
+"""The ``ltp`` convergence layer in the runtime: in-process nodes over
+tests/fakes' FakeNet under trio's MockClock where no thread or subprocess is
+involved, else over real UDP on loopback (no timing assertions), and the
+node.toml keys."""
 
 from __future__ import annotations
 
@@ -25,11 +27,16 @@ from dcis.dtn.runtime.config import ConfigError, config_from_dict
 from dcis.dtn.runtime.ltp import LtpConfig
 from dcis.dtn.time import dtn_time_from_unix
 from dcis.tools import cmd_status
+from tests.fakes.fakenet import FakeNet
 from tests.runtime.conftest import free_udp_ports, poll_until
 
 
-def pair(tmp: Path, **nb_kw: object) -> tuple[NodeConfig, NodeConfig]:
-    p1, p2 = free_udp_ports(2)
+def pair(
+    tmp: Path, net: FakeNet | None = None, **nb_kw: object
+) -> tuple[NodeConfig, NodeConfig]:
+    """Nodes 1 and 2, LTP neighbours: ports on ``net`` when given (then no
+    fsync thread: the clock is virtual), else free real ones."""
+    p1, p2 = (net.free_port(), net.free_port()) if net else free_udp_ports(2)
     cfgs = []
     for me, other, port, oport in ((1, 2, p1, p2), (2, 1, p2, p1)):
         cfgs.append(
@@ -47,6 +54,7 @@ def pair(tmp: Path, **nb_kw: object) -> tuple[NodeConfig, NodeConfig]:
                     ),
                 ),
                 ltp=LtpConfig(engine_id=100 + me, margin_ms=200),
+                store_synchronous="NORMAL" if net else "FULL",
             )
         )
     return cfgs[0], cfgs[1]
@@ -86,10 +94,14 @@ async def test_a_large_bundle_crosses_in_one_block_and_leaves_the_store(
 
 @pytest.mark.parametrize("aggregate", [True, False])
 async def test_many_bundles_arrive_exactly_once(
-    tmp_path: Path, aggregate: bool
+    tmp_path: Path, aggregate: bool, autojump_clock: trio.testing.MockClock
 ) -> None:
-    c1, c2 = pair(tmp_path, ltp_aggregate=aggregate)
-    async with open_node(c1) as n1, open_node(c2) as n2:
+    net = FakeNet(seed=0)
+    c1, c2 = pair(tmp_path, net, ltp_aggregate=aggregate)
+    async with (
+        open_node(c1, udp_socket=net.socket) as n1,
+        open_node(c2, udp_socket=net.socket) as n2,
+    ):
         async with n2.endpoint("ipn:2.5") as inbox:
             with trio.fail_after(60):
                 for i in range(40):
@@ -105,9 +117,15 @@ async def test_many_bundles_arrive_exactly_once(
         assert blocks < 40 if aggregate else blocks == 40
 
 
-async def test_green_blocks_carry_bundles_best_effort(tmp_path: Path) -> None:
-    c1, c2 = pair(tmp_path, ltp_green=True)
-    async with open_node(c1) as n1, open_node(c2) as n2:
+async def test_green_blocks_carry_bundles_best_effort(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    net = FakeNet(seed=0)
+    c1, c2 = pair(tmp_path, net, ltp_green=True)
+    async with (
+        open_node(c1, udp_socket=net.socket) as n1,
+        open_node(c2, udp_socket=net.socket) as n2,
+    ):
         async with n2.endpoint("ipn:2.5") as inbox:
             with trio.fail_after(60):
                 await n1.send("ipn:2.5", b"green" * 1000, source="ipn:1.1")
@@ -256,16 +274,20 @@ async def test_a_foreign_engine_block_of_several_bundles_is_accepted(
 
 
 async def test_garbage_ltp_datagrams_are_counted_and_the_node_keeps_serving(
-    tmp_path: Path,
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    c1, c2 = pair(tmp_path)
+    net = FakeNet(seed=0)
+    c1, c2 = pair(tmp_path, net)
     rng = random.Random(9)
     junk = [b"\x00", b"\x08\xff", b"\x0f" * 30, bytes([3]) + rng.randbytes(200)]
-    async with open_node(c1) as n1, open_node(c2) as n2:
-        sock = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
-        with sock:
-            for j in junk:
-                await sock.sendto(j, c2.listen)
+    async with (
+        open_node(c1, udp_socket=net.socket) as n1,
+        open_node(c2, udp_socket=net.socket) as n2,
+    ):
+        rogue = net.socket()
+        rogue.bind(("127.0.0.1", 0))
+        for j in junk:
+            rogue.sendto(j, c2.listen)
         async with n2.endpoint("ipn:2.5") as inbox:
             with trio.fail_after(60):
                 await n1.send("ipn:2.5", b"still here", source="ipn:1.1")

@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from dcis.dtn.client import ClientError, open_trio_client
-from dcis.dtn.routing.plan import load_plan
+from dcis.dtn.storage.plan_files import load_plan
 from dcis.tools.emulator import Emulator, LinkModel
 from tests.runtime.conftest import free_udp_ports, write_plan
 

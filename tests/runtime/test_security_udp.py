@@ -37,7 +37,7 @@ import pytest
 import trio
 import trio.testing
 
-from dcis.crypto import KeyStore, issue_revocation_list
+from dcis.crypto import issue_revocation_list
 from dcis.dtn.agent.security import NoCertificate
 from dcis.dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle
 from dcis.dtn.bpv7.canonical import CanonicalBlock
@@ -54,6 +54,7 @@ from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
 from dcis.dtn.runtime.config import ConfigError, load_config
 from dcis.dtn.runtime.node import Node
 from dcis.dtn.runtime.security import SecurityConfig
+from dcis.dtn.storage import KeyStore
 from dcis.dtn.time import dtn_time_from_unix
 from dcis.tools.dtn_node import main as dtn_node_main
 from dcis.tools.testbed import make_keystores

@@ -121,7 +121,8 @@ class FakeAgent:
         self.seq += 1
         key = f"{source}|{now}|{self.seq}"
         dst = int(destination[4:].split(".")[0])
-        data = f"{key}#{dst}#{now + lifetime_ms}#".encode() + payload
+        # 0x9F first, as a BPv7 bundle starts: the UDP CL carries only those.
+        data = b"\x9f" + f"{key}#{dst}#{now + lifetime_ms}#".encode() + payload
         self.store.bundles[key] = (dst, now + lifetime_ms, data)
         return key, self._forward(now)
 
@@ -134,7 +135,7 @@ class FakeAgent:
         now: DtnTime,
         cl_token: int | None = None,
     ) -> list[Action]:
-        key, dst_s, exp_s, payload = data.split(b"#", 3)
+        key, dst_s, exp_s, payload = data[1:].split(b"#", 3)
         k, dst, exp = key.decode(), int(dst_s), int(exp_s)
         acks: list[Action] = (
             [] if cl_token is None or neighbor is None else [Ack(neighbor, cl_token)]

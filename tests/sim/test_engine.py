@@ -84,8 +84,10 @@ def test_transmissions_serialize_at_the_contact_rate_and_arrive_after_light_time
     sim, rec = make_sim(plan, routes={(1, 2): 2}, traffic=traffic)
     s = sim.run()
     assert s.delivered == 3
-    sizes = [int(str(f[2])) for t, k, n, f in rec if k == "transmit"]
+    # The datagrams' sizes: each bundle in its UDP CL DATA segment.
+    sizes = [int(str(f[-1])) for t, k, n, f in rec if k == "receive"]
     receive_us = [t for t, k, n, f in rec if k == "receive"]
+    assert all(s > 900 for s in sizes)
     # Each starts when the previous ends: size / rate seconds each, plus 0.5 s light time.
     expected, end = [], 1_000_000
     for size in sizes:
@@ -168,7 +170,7 @@ def test_partition_cuts_a_planned_link_until_it_heals() -> None:
     s = sim.run()
     assert s.delivered == 1
     (t_deliver,) = [t for t, k, n, f in rec if k == "deliver"]
-    (size,) = [int(str(f[2])) for t, k, n, f in rec if k == "transmit"]
+    (size,) = [int(str(f[-1])) for t, k, n, f in rec if k == "receive"]  # datagram
     assert t_deliver == 40_000_000 + size * 100  # at heal, plus the bytes at 10 kB/s
 
 

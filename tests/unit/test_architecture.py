@@ -3,8 +3,11 @@ socket, use trio or the global random generator. The simulator is held to the
 same rule, since a seed must replay a run byte for byte.
 
 import-linter (``make lint``) checks the layer arrows; this AST test catches
-what it cannot: ``time``/``socket`` imports and calls of ``random.<fn>()`` on
-the module-level generator.
+what it cannot: ``time``/``socket`` imports, file and OS access (``os``,
+``sqlite3``, ``pathlib``, ``shutil``, ``tempfile``, the builtin ``open()``:
+disk I/O belongs to the edge modules in ``dcis.dtn.storage``) and calls of ``random.<fn>()`` on the module-level
+generator. Imports under ``if TYPE_CHECKING:`` only name types and are
+allowed (e.g. ``Path`` in a signature of a driver-facing function).
 """
 
 from __future__ import annotations
@@ -30,7 +33,24 @@ CORE_DIRS = [
     "consensus/log",
     "consensus/membership",
 ]
-BANNED_MODULES = {"time", "socket", "trio", "asyncio", "selectors"}
+BANNED_MODULES = {
+    "time",
+    "socket",
+    "trio",
+    "asyncio",
+    "selectors",
+    "os",
+    "sqlite3",
+    "pathlib",
+    "shutil",
+    "tempfile",
+}
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def core_files() -> list[Path]:
@@ -42,8 +62,17 @@ def core_files() -> list[Path]:
 
 def violations(path: Path) -> list[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    type_only = {
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and _is_type_checking(block.test)
+        for stmt in block.body
+        for n in ast.walk(stmt)
+    }
     found: list[str] = []
     for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.split(".")[0] in BANNED_MODULES:
@@ -66,6 +95,12 @@ def violations(path: Path) -> list[str]:
             found.append(
                 f"line {node.lineno}: random.{node.func.attr}() uses the global generator"
             )
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "open"
+        ):
+            found.append(f"line {node.lineno}: open() touches a file")
     return found
 
 
@@ -86,3 +121,24 @@ def test_checker_catches_a_clock_read(tmp_path: Path) -> None:
         "import time\nimport random\nx = random.random()\n", encoding="utf-8"
     )
     assert len(violations(bad)) == 2
+
+
+def test_checker_catches_disk_access_but_not_type_names(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "import os.path\n"
+        "import sqlite3\n"
+        "from pathlib import Path\n"
+        "if TYPE_CHECKING:\n"
+        "    from pathlib import PurePath\n"
+        "    import os\n"
+        "data = open('x').read()\n",
+        encoding="utf-8",
+    )
+    assert [v.split(":")[0] for v in violations(bad)] == [
+        "line 2",
+        "line 3",
+        "line 4",
+        "line 8",
+    ]

@@ -7,6 +7,7 @@ from typing import TypeVar
 
 from dcis.dtn.agent.actions import Ack, Action, Deliver, Event, Schedule, Transmit
 from dcis.dtn.agent.agent import Agent
+from dcis.dtn.agent.location import RESTING, Location
 from dcis.dtn.routing.contact import Contact
 
 T = TypeVar("T")
@@ -106,3 +107,27 @@ class Net:
     def tick(self) -> None:
         for n, agent in self.agents.items():
             self.pump(n, agent.on_tick(self.now))
+
+
+def check_locations(ag: Agent) -> None:
+    """Between inputs, each stored bundle rests in one location, and the
+    agent keeps its key exactly where that location says."""
+    for key, e in ag._entries.items():
+        loc = e.location
+        assert loc in RESTING, (key, loc)
+        moving = loc in (Location.QUEUED, Location.IN_FLIGHT)
+        assert (e.next_hop is not None) == moving, (key, loc, e.next_hop)
+        assert (e.tx_id is not None) == (loc is Location.IN_FLIGHT), (key, loc)
+        if loc is Location.QUEUED:
+            assert e.next_hop is not None
+            assert key in ag._queues.get(e.next_hop, ()), (key, loc)
+        elif loc is Location.IN_FLIGHT:
+            assert e.tx_id is not None
+            assert ag._inflight[e.tx_id][:2] == (key, e.next_hop), (key, loc)
+        elif loc is Location.UNROUTED:
+            assert key in ag._unrouted.get(e.dest_node, {}), (key, loc)
+        elif loc is Location.UNCLAIMED:
+            assert key in ag._unclaimed.get(e.destination, {}), (key, loc)
+        elif loc is Location.REASSEMBLY:
+            assert e.frag_group is not None
+            assert key in ag._groups[e.frag_group].parts, (key, loc)

@@ -9,10 +9,11 @@ import pytest
 
 from dcis.dtn.agent.actions import Ack, Deliver, Schedule, Transmit
 from dcis.dtn.agent.agent import Agent, AgentConfig, Received
-from dcis.dtn.agent.store import BundleStore, MemoryStore, SqliteStore, StoreFull
+from dcis.dtn.agent.store import BundleStore, MemoryStore, StoreFull
 from dcis.dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle, make_bundle
 from dcis.dtn.bpv7.eid import IpnEid
 from dcis.dtn.errors import InvalidArgument
+from dcis.dtn.storage.sqlite_store import SqliteStore
 from dcis.dtn.time import DtnTime
 from tests.unit.agent.helpers import events, link, of
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from dcis.dtn.agent.agent import Agent, AgentConfig
-from dcis.dtn.agent.store import SqliteStore
 from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
+from dcis.dtn.storage.sqlite_store import SqliteStore
 from tests.unit.agent.helpers import Deliver, events, of
 
 T0 = 1_000_000

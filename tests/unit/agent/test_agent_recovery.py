@@ -10,9 +10,9 @@ from pathlib import Path
 
 from dcis.dtn.agent.actions import Ack, Deliver, Transmit
 from dcis.dtn.agent.agent import Agent
-from dcis.dtn.agent.store import SqliteStore
 from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
 from dcis.dtn.bpv7.fragment import fragment_bundle
+from dcis.dtn.storage.sqlite_store import SqliteStore
 from tests.unit.agent.helpers import events, link, of
 
 T0 = 1_000_000

@@ -3,6 +3,8 @@ plan changes under booked bundles, volume of failed transmissions."""
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
 from dcis.dtn.agent.actions import Deliver, Transmit
@@ -156,7 +158,15 @@ def test_a_full_contact_does_not_rescan_the_whole_queue_per_bundle(
         decodes += 1
         return real(data)
 
-    monkeypatch.setattr("dcis.dtn.agent.agent.decode_bundle_untrusted", counting)
+    # Every agent module that decodes stored bundles (the agent is split by
+    # concern: dcis.dtn.agent.{entries,reception,delivery,forwarding,reports}).
+    patched = 0
+    for mod in ("agent", "entries", "reception", "delivery", "forwarding", "reports"):
+        name = f"dcis.dtn.agent.{mod}"
+        if hasattr(importlib.import_module(name), "decode_bundle_untrusted"):
+            monkeypatch.setattr(f"{name}.decode_bundle_untrusted", counting)
+            patched += 1
+    assert patched >= 1
     for i in range(20):
         _send(a, "ipn:2.1", lifetime_ms=3_600 * S, now=10 * S + i, size=1000)
     assert decodes <= 20 * (8 + 2)

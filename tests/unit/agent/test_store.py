@@ -14,12 +14,12 @@ from dcis.dtn.agent.store import (
     BundleState,
     BundleStore,
     MemoryStore,
-    SqliteStore,
     StoredBundle,
     StoreError,
     StoreFull,
 )
 from dcis.dtn.errors import DtnError, InvalidArgument
+from dcis.dtn.storage.sqlite_store import SqliteStore
 
 
 def rec(

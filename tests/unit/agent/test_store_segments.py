@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dcis.dtn.agent.store import BundleState, SqliteStore, StoreCorrupt, StoredBundle
+from dcis.dtn.agent.store import BundleState, StoreCorrupt, StoredBundle
+from dcis.dtn.storage.sqlite_store import SqliteStore
 
 BIG = 10_000  # over the default inline limit (2048)
 

@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dcis.dtn.appapi.wire import MessageReader, decode_message_untrusted, encode_message
+from dcis.dtn.appapi.wire import (
+    MessageReader,
+    decode_message_untrusted,
+    encode_message,
+    encode_message_parts,
+    encode_send_head,
+)
 from dcis.dtn.cl.mtcp import encode_mtcp_frame
 from dcis.dtn.errors import DecodeError, InvalidArgument
 
@@ -109,3 +115,56 @@ def test_encode_message_is_byte_identical_to_cbor2(
     # very bytes cbor2 writes (issue 18: no behaviour change, fewer copies).
     msg: dict[str, object] = {**extra, "type": kind, "payload": payload}
     assert encode_message(msg) == encode_mtcp_frame(cbor2.dumps(msg))
+
+
+@given(
+    kind=st.sampled_from(sorted({str(m["type"]) for m in MESSAGES})),
+    extra=st.dictionaries(st.text(max_size=12), _VALUES, max_size=30),
+    payload=st.binary(min_size=0, max_size=3000) | st.integers(0, 300_000).map(bytes),
+)
+def test_message_parts_join_to_the_frame_and_pass_large_payloads_by_reference(
+    kind: str, extra: dict[str, object], payload: bytes
+) -> None:
+    # The node's and the trio client's writers hand the parts to the socket
+    # one by one: a large payload must be the caller's own object (no copy).
+    msg: dict[str, object] = {**extra, "type": kind, "payload": payload}
+    parts = encode_message_parts(msg)
+    assert b"".join(parts) == encode_mtcp_frame(cbor2.dumps(msg))
+    big = len(payload) >= 128 * 1024 and len(msg) < 24
+    assert any(p is payload for p in parts) == big
+
+
+@given(
+    destination=st.text(max_size=40),
+    source=st.none() | st.text(max_size=40),
+    lifetime_ms=st.none() | st.integers(0, 2**64 - 1),
+    mid=st.integers(0, 2**64 - 1),
+    payload=st.binary(max_size=2000) | st.integers(0, 300_000).map(bytes),
+)
+def test_a_streamed_send_head_plus_its_payload_is_the_whole_send_frame(
+    destination: str,
+    source: str | None,
+    lifetime_ms: int | None,
+    mid: int,
+    payload: bytes,
+) -> None:
+    msg: dict[str, object] = {"type": "send", "id": mid, "destination": destination}
+    if source is not None:
+        msg["source"] = source
+    if lifetime_ms is not None:
+        msg["lifetime_ms"] = lifetime_ms
+    frame = encode_send_head(msg, len(payload)) + payload
+    assert frame == encode_mtcp_frame(cbor2.dumps({**msg, "payload": payload}))
+    assert MessageReader().feed(frame) == [{**msg, "payload": payload}]
+
+
+def test_a_streamed_send_head_refuses_what_it_cannot_frame() -> None:
+    send = {"type": "send", "id": 1, "destination": "ipn:2.1"}
+    with pytest.raises(InvalidArgument):
+        encode_send_head({**send, "payload": b"x"}, 1)
+    with pytest.raises(InvalidArgument):
+        encode_send_head({"type": "status", "id": 1}, 1)
+    with pytest.raises(InvalidArgument):
+        encode_send_head(send, -1)
+    with pytest.raises(InvalidArgument, match="exceeds"):
+        encode_send_head(send, 1000, max_message_bytes=1000)

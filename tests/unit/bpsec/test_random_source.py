@@ -8,7 +8,7 @@ when a caller (the simulator) asks for reproducible output.
 from __future__ import annotations
 
 import inspect
-import os
+import secrets
 from collections.abc import Callable
 
 import pytest
@@ -80,7 +80,9 @@ def bcb_params(b: Bundle) -> list[dict[int, object]]:
     ],
 )
 def test_the_default_source_is_the_os_csprng(fn: Callable[..., object]) -> None:
-    assert inspect.signature(fn).parameters["random_bytes"].default is os.urandom
+    assert (
+        inspect.signature(fn).parameters["random_bytes"].default is secrets.token_bytes
+    )
 
 
 def test_two_default_policies_seal_the_same_bundle_differently() -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dcis.crypto import KeyStore, verify_certificate
+from dcis.crypto import verify_certificate
+from dcis.dtn.storage import KeyStore
 from dcis.tools.cli import main
 
 

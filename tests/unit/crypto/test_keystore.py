@@ -1,4 +1,4 @@
-"""Key store on disk (crypto/keystore.py): modes, refusals, round trips."""
+"""Key store on disk (dtn/storage/keystore.py): modes, refusals, round trips."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from dcis.crypto import (
-    KeyStore,
     KeyStoreError,
     NodeIdentity,
     OperatorKey,
     issue_certificate,
     issue_revocation_list,
 )
+from dcis.dtn.storage import KeyStore
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
 

@@ -67,7 +67,7 @@ def test_errors_come_back_typed() -> None:
 
 def test_service_refuses_bad_app_requests() -> None:
     c = Cluster(
-        nodes=[1, 2], config=DfsConfig(chunk_size=100, k=1, n=2, max_app_bytes=1000)
+        nodes=[1, 2], config=DfsConfig(chunk_size=100, k=1, n=2, max_app_bytes=250)
     )
     svc = c.services[1]
     app = "ipn:1.77"
@@ -81,10 +81,13 @@ def test_service_refuses_bad_app_requests() -> None:
 
     assert ask(b"\xff\x00") == []
     assert svc.stats["dropped"] == 1
-    big = ask(appwire.PutBegin(1, "big", 5000, None, None))
-    assert isinstance(big[0], appwire.Error)
-    assert big[0].kind == "InvalidArgument"
+    # A put is streamed (less than a chunk buffered): its size is not
+    # bounded by max_app_bytes, the number of open puts is (2 x 100 <= 250).
+    assert ask(appwire.PutBegin(1, "big", 5000, None, None)) == []
     assert ask(appwire.PutBegin(2, "ok", 10, None, None)) == []
+    third = ask(appwire.PutBegin(4, "more", 10, None, None))
+    assert isinstance(third[0], appwire.Error)
+    assert third[0].kind == "InvalidArgument"
     bad = ask(appwire.PutPart(2, 3, b"abc"))
     assert isinstance(bad[0], appwire.Error)
     orphan = ask(appwire.PutPart(9, 0, b"abc"))

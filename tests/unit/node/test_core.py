@@ -22,7 +22,7 @@ from dcis.dtn.agent.actions import (
     Transmit,
 )
 from dcis.dtn.agent.agent import Agent
-from dcis.dtn.agent.store import MemoryStore, SqliteStore
+from dcis.dtn.agent.store import MemoryStore
 from dcis.dtn.node import (
     EchoService,
     EndpointReserved,
@@ -32,6 +32,7 @@ from dcis.dtn.node import (
     ServiceContext,
 )
 from dcis.dtn.routing.contact import Contact
+from dcis.dtn.storage.sqlite_store import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[3]
 OPEN = float("inf")

@@ -17,9 +17,9 @@ from dcis.dtn.routing.plan import (
     ContactPlan,
     format_ionrc,
     ionrc_owlt_warnings,
-    load_plan,
     parse_ionrc,
 )
+from dcis.dtn.storage.plan_files import load_plan
 
 
 def main(argv: list[str]) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dcis.dtn.routing.plan import load_plan
+from dcis.dtn.storage.plan_files import load_plan
 from dcis.tools.cli import main
 
 PLANS = Path(__file__).resolve().parents[2] / "vectors" / "plans"

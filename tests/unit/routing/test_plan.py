@@ -15,12 +15,11 @@ from dcis.dtn.routing.plan import (
     RoutingError,
     format_hdtn_json,
     format_ionrc,
-    load_plan,
     parse_hdtn_json,
     parse_ionrc,
     parse_plan,
-    save_plan,
 )
+from dcis.dtn.storage.plan_files import load_plan, save_plan
 
 PLANS = Path(__file__).resolve().parents[2] / "vectors" / "plans"
 

@@ -16,7 +16,7 @@ import pytest
 
 from dcis.dtn.routing.cgr import Router
 from dcis.dtn.routing.contact import Contact
-from dcis.dtn.routing.plan import load_plan
+from dcis.dtn.storage.plan_files import load_plan
 
 PLANS = Path(__file__).resolve().parents[2] / "vectors" / "plans"
 

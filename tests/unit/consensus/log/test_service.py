@@ -440,3 +440,83 @@ def test_with_security_entries_are_signed_and_forgeries_dropped() -> None:
     c.heal()
     c.advance(c.now_ms + 10_000)
     assert svc(c, 3).outcome(eid) == Outcome.COMMITTED
+
+
+class LoopCtx:
+    """A context for hand-driven services: every peer one ms away."""
+
+    def __init__(self, node: int) -> None:
+        self.node = node
+        self.incarnation = 1
+        self.rng = random.Random(node)
+        self.plan = ContactPlan()
+        self.state = MemoryState()
+        self.credentials = None
+
+    def earliest_arrival(self, node: int, *, at_ms: int, size: int = 0) -> int | None:
+        return at_ms + 1
+
+
+def test_pipeline_recovers_a_lost_append_and_heartbeats_leave_it_alone() -> None:
+    nodes = [1, 2, 3]
+    view = StaticView(nodes)
+    params = LogParams(heartbeat_ms=100, election_ms=1_000)
+    svcs = {n: LogService(view, params) for n in nodes}
+    for n, s in svcs.items():
+        s.start(LoopCtx(n), 0)
+
+    def route(frm: int, sends: list, drop: int | None = None) -> list:  # type: ignore[type-arg]
+        """Deliver ``sends`` (and what they cause) at once; return those to ``drop``."""
+        held = []
+        queue = [(frm, s) for s in sends]
+        while queue:
+            src, s = queue.pop(0)
+            dest = int(s.destination[4:].split(".")[0])
+            if dest == drop:
+                held.append(s)
+                continue
+            inbound = Inbound(s.destination, f"ipn:{src}.17", s.payload, 0, 0, "k")
+            queue += [(dest, r) for r in svcs[dest].on_bundle(inbound, now)]
+        return held
+
+    now = 0
+    while not any(s.role == Role.LEADER for s in svcs.values()):
+        now += 10
+        for n, s in svcs.items():
+            route(n, s.on_tick(now))
+    leader = next(n for n, s in svcs.items() if s.role == Role.LEADER)
+    lead = svcs[leader]
+    lost = next(n for n in nodes if n != leader)
+
+    def appends(sends: list, to: int) -> list[Append]:  # type: ignore[type-arg]
+        msgs = [
+            decode_message_untrusted(s.payload)
+            for s in sends
+            if s.destination == f"ipn:{to}.17"
+        ]
+        return [m for m in msgs if isinstance(m, Append)]
+
+    # An Append to one follower is lost; the next one fails there and its
+    # reply backs ``next`` up: caught up at once, no timer needed.
+    lead.submit(Put("a", b"1"), now)
+    assert any(a.records for a in appends(route(leader, lead.on_tick(now), lost), lost))
+    lead.submit(Put("b", b"2"), now)
+    route(leader, lead.on_tick(now))
+    assert svcs[lost].last_index == lead.last_index
+    assert lead.get("b") == b"2"
+
+    # Appends in flight, acks flowing: a heartbeat goes at ``next`` and does
+    # not resend the window.
+    lead.submit(Put("c", b"3"), now)
+    in_flight = route(leader, lead.on_tick(now), lost)
+    assert any(a.records for a in appends(in_flight, lost))
+    now += params.heartbeat_ms
+    beat = route(leader, lead.on_tick(now), lost)
+    assert appends(beat, lost)
+    assert not any(a.records for a in appends(beat, lost))
+    # Nothing acknowledged for a base election timeout: the window again.
+    now += params.election_ms + params.heartbeat_ms
+    again = route(leader, lead.on_tick(now), lost)
+    assert any(a.records for a in appends(again, lost))
+    route(leader, again)
+    assert svcs[lost].last_index == lead.last_index

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
 import cbor2
 import pytest
@@ -16,7 +17,9 @@ from dcis.consensus.membership.wire import (
     Message,
     Status,
     Update,
+    decode_digest_untrusted,
     decode_message_untrusted,
+    encode_digest,
     encode_message,
     signed_bytes,
 )
@@ -69,6 +72,9 @@ messages = st.builds(
         ),
         max_size=3,
     ).map(tuple),
+    digest=st.lists(
+        st.tuples(u64, st.integers(0, (1 << 64) - 1), st.integers(0, 3)), max_size=5
+    ).map(encode_digest),
 )
 
 
@@ -88,10 +94,43 @@ def test_round_trip_through_the_memo(m: Message) -> None:
     assert decode_message_untrusted(raw, memo=memo) == m
 
 
+@given(messages, st.integers(0, (1 << 64) - 1), st.sampled_from(Kind))
+def test_round_trip_through_the_body_memo(m: Message, seq: int, kind: Kind) -> None:
+    # The second message shares the first one's body, not its envelope.
+    bodies: dict[bytes, object] = {}
+    other = replace(m, seq=seq, kind=kind)
+    for msg in (m, m, other, m):
+        got = decode_message_untrusted(encode_message(msg), bodies=bodies)  # type: ignore[arg-type]
+        assert got == msg
+
+
+def test_body_memo_never_admits_what_the_full_decoder_refuses() -> None:
+    bodies: dict[bytes, object] = {}
+    ok = encode_message(Message(kind=Kind.PUSH, digest=encode_digest([(1, 2, 0)])))
+    decode_message_untrusted(ok, bodies=bodies)  # type: ignore[arg-type]
+    # The same body behind a 6-element head (digest unannounced), a bad
+    # version or an unknown kind is refused as it would be without the memo.
+    for bad in (b"\x86" + ok[1:], b"\x87\x02" + ok[2:], b"\x87\x01\x18\x63" + ok[3:]):
+        with pytest.raises(DecodeError):
+            decode_message_untrusted(bad, bodies=bodies)  # type: ignore[arg-type]
+
+
+def test_digest_round_trip_and_hostile_digests() -> None:
+    recs = [(1, 0, 0), ((1 << 64) - 1, (1 << 64) - 1, 3)]
+    assert decode_digest_untrusted(encode_digest(recs)) == recs
+    for bad in (b"\x00" * 16, encode_digest([(0, 1, 0)]), encode_digest([(1, 1, 4)])):
+        with pytest.raises(DecodeError):
+            decode_digest_untrusted(bad)
+        with pytest.raises((DecodeError, InvalidArgument)):
+            decode_message_untrusted(
+                cbor2.dumps([1, int(Kind.PUSH), 0, 0, [], [], bad]), bodies={}
+            )
+
+
 @given(st.binary(max_size=300))
 def test_hostile_bytes_raise_only_decode_error(data: bytes) -> None:
     with contextlib.suppress(DecodeError):
-        decode_message_untrusted(data, memo={})
+        decode_message_untrusted(data, memo={}, bodies={})
 
 
 @given(
@@ -106,9 +145,13 @@ def test_hostile_bytes_raise_only_decode_error(data: bytes) -> None:
     )
 )
 def test_hostile_cbor_structures_raise_only_decode_error(item: object) -> None:
-    for data in (cbor2.dumps(item), cbor2.dumps([1, 0, 0, 0, [item], []])):
+    for data in (
+        cbor2.dumps(item),
+        cbor2.dumps([1, 0, 0, 0, [item], []]),
+        cbor2.dumps([1, 4, 0, 0, [], [], item]),
+    ):
         with contextlib.suppress(DecodeError):
-            decode_message_untrusted(data, memo={})
+            decode_message_untrusted(data, memo={}, bodies={})
 
 
 def test_known_bytes() -> None:

@@ -1,0 +1,359 @@
+"""The agent's in-memory record of each stored bundle, and the operations
+that put a bundle in the store, read it back and take it out.
+
+Theory of operation
+-------------------
+Every bundle the agent holds has one :class:`Entry` in ``Agent._entries``,
+made by :func:`track` when the bundle enters the store (or is found there by
+``recover``) and dropped by :func:`remove`, which deletes the stored copy in
+the same step; queues and heaps that still name the key skip it lazily.
+:func:`load` is the one way the agent reads stored bytes: a copy damaged in
+the store since its commit is counted, reported and removed
+(:func:`store_corrupt`), never delivered nor forwarded.
+
+The functions take the :class:`~dcis.dtn.agent.agent.Agent` as ``self``;
+``Agent`` binds them as its private methods (``Agent._remove`` is
+:func:`remove`), so each module holds one concern of the agent and the
+agent's public API stays in ``agent.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from dcis.dtn.agent.actions import (
+    Ack,
+    Action,
+    Deletion,
+    DeletionCause,
+    Event,
+)
+from dcis.dtn.agent.location import MOVES, IllegalMove, Location, Step
+from dcis.dtn.agent.store import (
+    BundleState,
+    StoreCorrupt,
+    StoredBundle,
+    StoreError,
+    StoreFull,
+)
+from dcis.dtn.bpv7.admin import StatusKind, StatusReason
+from dcis.dtn.bpv7.bundle import (
+    Bundle,
+    decode_bundle_untrusted,
+)
+from dcis.dtn.bpv7.flags import BlockType
+from dcis.dtn.bpv7.primary import encode_primary
+from dcis.dtn.errors import DecodeError, DtnError
+from dcis.dtn.routing.contact import Contact
+
+if TYPE_CHECKING:
+    from dcis.dtn.agent.agent import Agent
+
+# Copies of one bundle key with different contents kept apart (see
+# reception.receive_one), besides the first.
+MAX_VARIANTS = 4
+
+# Blocks every hop rewrites: not part of a bundle's content.
+_HOP_BLOCKS = frozenset(
+    {BlockType.PREVIOUS_NODE, BlockType.BUNDLE_AGE, BlockType.HOP_COUNT}
+)
+
+
+def content_digest(bundle: Bundle) -> bytes:
+    """What makes two copies of a bundle the same: a 16-byte BLAKE2b digest of
+    the primary block and every block but those each hop rewrites (previous
+    node, bundle age, hop count). Copies sharing a key but not this digest
+    are different bundles (one of them forged or broken)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(encode_primary(bundle.primary))
+    for blk in bundle.blocks:
+        if blk.type_code in _HOP_BLOCKS:
+            continue
+        h.update(b"%d|%d|%d|" % (blk.type_code, blk.number, len(blk.data)))
+        h.update(blk.data)
+    return h.digest()
+
+
+class TooManyBundles(StoreFull):
+    """A new bundle was refused: the agent holds ``AgentConfig.max_bundles``."""
+
+    def __init__(self, held: int) -> None:
+        DtnError.__init__(self, f"store full: {held} bundles held, the most allowed")
+        self.needed_bytes = 0
+        self.used_bytes = 0
+        self.limit_bytes = 0
+
+
+def variant_base(key: str) -> str | None:
+    """The key a variant's store key was made from (``key#<32 hex>``), else
+    None. Bundle keys themselves end in a decimal number."""
+    if len(key) > 33 and key[-33] == "#":
+        tail = key[-32:]
+        if all(c in "0123456789abcdef" for c in tail):
+            return key[:-33]
+    return None
+
+
+def fragment_of(frag: Bundle, whole: Bundle) -> bool:
+    """True if fragment ``frag`` carries exactly a piece of ``whole``."""
+    p, w = frag.primary, whole.primary
+    off = p.fragment_offset
+    if off is None or p.total_adu_length != len(whole.payload):
+        return False
+    same_primary = (
+        p.source == w.source
+        and p.destination == w.destination
+        and p.creation == w.creation
+        and p.lifetime_ms == w.lifetime_ms
+    )
+    piece = frag.payload
+    return same_primary and whole.payload[off : off + len(piece)] == piece
+
+
+@dataclass(slots=True)
+class Entry:
+    """In-memory state of one stored bundle.
+
+    Where it is: ``location``, changed only by :meth:`move` (the table is
+    :data:`dcis.dtn.agent.location.MOVES`), with ``next_hop`` and ``tx_id``.
+    """
+
+    key: str
+    destination: str
+    dest_node: int | str
+    expiry_ms: int
+    size: int
+    received_ms: int
+    prev_node: int | None
+    frag_group: str | None = None
+    location: Location = Location.STORED
+    # the neighbour whose queue holds it, or that it is in flight to
+    # (set exactly when QUEUED or IN_FLIGHT)
+    next_hop: int | None = None
+    # the transmission in flight (set exactly when IN_FLIGHT)
+    tx_id: int | None = None
+    # (offset, payload length, total ADU length) of a fragment for reassembly
+    frag_range: tuple[int, int, int] | None = None
+    # bundle processing flags (None: not known yet, after recover)
+    flags: int | None = None
+    # contact whose residual volume CGR charged for it (not sent yet)
+    booked: Contact | None = None
+    # content_digest of the copy received, when what is stored differs from
+    # it (decrypted by the security policy); else computed from the store
+    digest: bytes | None = None
+
+    def move(
+        self, step: Step, *, hop: int | None = None, tx_id: int | None = None
+    ) -> None:
+        """Take ``step`` (raises :class:`IllegalMove` if :data:`MOVES` has no
+        such move from here, leaving the entry as it was). ``hop``: the
+        neighbour for :attr:`Step.ROUTE`; ``tx_id``: the transmission for
+        :attr:`Step.TRANSMIT`."""
+        to = MOVES.get((self.location, step))
+        if (
+            to is None
+            or (step is Step.ROUTE and hop is None)
+            or (step is Step.TRANSMIT and tx_id is None)
+        ):
+            raise IllegalMove(self.key, self.location, step)
+        if step is Step.ROUTE:
+            self.next_hop = hop
+        elif to is not Location.QUEUED and to is not Location.IN_FLIGHT:
+            self.next_hop = None
+        self.tx_id = tx_id if to is Location.IN_FLIGHT else None
+        self.location = to
+
+
+@dataclass(slots=True)
+class Link:
+    """An open contact to one neighbour."""
+
+    contact: Contact
+    remaining_bytes: float
+    inflight: int = 0
+    backoff_until: int = 0
+
+
+@dataclass(slots=True)
+class FragmentGroup:
+    """Fragments of one bundle awaiting reassembly."""
+
+    total: int
+    parts: dict[str, tuple[int, int]] = field(
+        default_factory=dict
+    )  # key -> (offset, length)
+    # Sum of the parts' lengths: the union cannot cover ``total`` before
+    # this does, so the (sorting) coverage check waits for it.
+    length_sum: int = 0
+
+
+def store_new(
+    self: Agent,
+    key: str,
+    data: bytes,
+    *,
+    destination: str,
+    dest_node: int | str,
+    expiry_ms: int,
+    state: BundleState,
+    received_ms: int,
+    prev_node: int | None,
+    flags: int,
+    frag_group: str | None = None,
+    force: bool = False,
+) -> Entry:
+    """Put a new bundle in the store (raises StoreFull unless ``force``)
+    and track it in memory and on the expiry heap."""
+    rec = StoredBundle(
+        key=key,
+        destination=destination,
+        expiry_ms=expiry_ms,
+        state=state,
+        size_bytes=len(data),
+        received_ms=received_ms,
+        prev_node=prev_node,
+        frag_group=frag_group,
+    )
+    cap = self.config.max_bundles
+    if cap is not None and not force and len(self._entries) >= cap:
+        raise TooManyBundles(len(self._entries))
+    self.store.put(rec, data, force=force)
+    return self._track(rec, dest_node, flags)
+
+
+def track(
+    self: Agent, rec: StoredBundle, dest_node: int | str, flags: int | None
+) -> Entry:
+    """The in-memory entry of stored bundle ``rec``, on the expiry heap."""
+    e = Entry(
+        key=rec.key,
+        destination=rec.destination,
+        dest_node=dest_node,
+        expiry_ms=rec.expiry_ms,
+        size=rec.size_bytes,
+        received_ms=rec.received_ms,
+        prev_node=rec.prev_node,
+        frag_group=rec.frag_group,
+        flags=flags,
+    )
+    self._entries[rec.key] = e
+    heapq.heappush(self._expiry, (rec.expiry_ms, rec.key))
+    base = variant_base(rec.key)
+    if base is not None:
+        self._variants[base] = self._variants.get(base, 0) + 1
+    return e
+
+
+def held_digest(self: Agent, e: Entry, actions: list[Action], now: int) -> bytes | None:
+    if e.digest is None:
+        data = self._load(e.key, actions, now)
+        if data is None:
+            return None
+        try:
+            e.digest = content_digest(decode_bundle_untrusted(data))
+        except DecodeError:
+            return None
+    return e.digest
+
+
+def remove(self: Agent, e: Entry) -> None:
+    """Drop ``e`` from the store and memory (queues/heap skip it lazily)."""
+    self._unbook(e)
+    self.store.delete(e.key)
+    if self._entries.pop(e.key, None) is not None:
+        base = variant_base(e.key)
+        if base is not None:
+            n = self._variants.get(base, 0) - 1
+            if n > 0:
+                self._variants[base] = n
+            else:
+                self._variants.pop(base, None)
+    if e.location is Location.UNROUTED:
+        keys = self._unrouted.get(e.dest_node)
+        if keys is not None:
+            keys.pop(e.key, None)
+    if e.frag_group is not None:
+        g = self._groups.get(e.frag_group)
+        if g is not None:
+            part = g.parts.pop(e.key, None)
+            if part is not None:
+                g.length_sum -= part[1]
+            if not g.parts:
+                del self._groups[e.frag_group]
+    waiting = self._unclaimed.get(e.destination)
+    if waiting is not None:
+        waiting.pop(e.key, None)
+    e.move(Step.REMOVE)
+
+
+def delete(
+    self: Agent,
+    key: str,
+    bundle: Bundle,
+    cause: DeletionCause,
+    why: str,
+    reason: StatusReason,
+    now: int,
+    actions: list[Action],
+    entry: Entry | None = None,
+    ack: Ack | None = None,
+) -> None:
+    """Delete ``bundle`` (and stored ``entry``) by rule ``cause`` (``why``
+    in words), report it with ``reason``, then pass on ``ack``."""
+    if entry is not None:
+        self._remove(entry)
+    self.counters["deleted"] += 1
+    actions.append(Deletion("deleted", key, why, cause=cause))
+    self._report_bundle(bundle, StatusKind.DELETED, reason, now, actions)
+    if ack is not None:
+        actions.append(ack)
+
+
+def load(self: Agent, key: str, actions: list[Action], now: int | None) -> bytes | None:
+    """The stored bytes of ``key``; None when not stored or damaged in the
+    store since its commit (then counted, reported and removed: a
+    damaged bundle is never delivered nor forwarded)."""
+    try:
+        return self.store.get(key)
+    except StoreCorrupt as exc:
+        self._store_corrupt(key, str(exc), actions, now)
+        return None
+
+
+def store_corrupt(
+    self: Agent, key: str, detail: str, actions: list[Action], now: int | None
+) -> None:
+    self.counters["store_corrupt"] += 1
+    actions.append(Event("store_corrupt", key, detail))
+    raw = getattr(self.store, "get_unchecked", None)
+    try:
+        data = raw(key) if raw is not None else None
+        b = decode_bundle_untrusted(data) if data is not None else None
+    except (DecodeError, StoreError):
+        b = None
+    e = self._entries.get(key)
+    if e is not None:
+        self._remove(e)
+    else:
+        self.store.delete(key)
+    if b is not None and now is not None:
+        # The primary block still decodes (its CRC held): tell its
+        # report-to endpoint the bundle is gone from here.
+        self._report_bundle(
+            b,
+            StatusKind.DELETED,
+            StatusReason.DEPLETED_STORAGE,
+            now,
+            actions,
+            force=True,
+        )
+
+
+def corrupt(self: Agent, e: Entry, exc: DecodeError, actions: list[Action]) -> None:
+    # Only a damaged store file gets here; say so loudly and move on.
+    self._remove(e)
+    self.counters["dropped"] += 1
+    actions.append(Event("dropped", e.key, f"stored copy unreadable: {exc}"))

@@ -1,0 +1,416 @@
+"""Forwarding: choosing a next hop, queueing, transmitting within each
+contact's window and volume, fragmenting to fit, and the outcome of each
+transmission (RFC 9171 sections 5.4 and 5.8).
+
+Theory of operation
+-------------------
+:func:`forward` picks a next hop (an open contact to the destination
+itself, else CGR over the contact plan, whose residual volume it books) and
+appends the bundle to that neighbour's queue, or holds it unrouted (retried
+when the plan changes, a contact to the destination opens, or after a
+doubling back-off). :func:`pump` drains an open neighbour's queue within the
+window and the contact's remaining volume, updating the hop blocks
+(:func:`prepare`) and fragmenting a bundle too big for the MTU or what is
+left of the contact (:func:`fragment`). :func:`transmit_done` ends a
+transmission: the bundle leaves the store when the next hop has it, else it
+is queued again behind a jittered back-off, or routed again if the contact
+closed.
+
+Functions take the ``Agent`` as ``self`` (bound as its private methods; see
+:mod:`dcis.dtn.agent.entries`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from contextlib import suppress
+from typing import TYPE_CHECKING
+
+from dcis.dtn.agent.actions import (
+    Action,
+    Event,
+    Transmit,
+)
+from dcis.dtn.agent.entries import (
+    Entry,
+    Link,
+)
+from dcis.dtn.agent.location import Location, Step
+from dcis.dtn.agent.store import (
+    BundleState,
+)
+from dcis.dtn.bpv7.admin import StatusKind, StatusReason
+from dcis.dtn.bpv7.bundle import (
+    Bundle,
+    decode_bundle_untrusted,
+    encode_bundle,
+)
+from dcis.dtn.bpv7.eid import is_null_eid, parse_eid
+from dcis.dtn.bpv7.flags import BundleFlags
+from dcis.dtn.bpv7.fragment import fragment_bundle
+from dcis.dtn.bpv7.processing import update_for_forwarding
+from dcis.dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.routing.contact import Contact
+
+if TYPE_CHECKING:
+    from dcis.dtn.agent.agent import Agent
+
+# _prepare's answer when it fragmented a bundle (the fragments head the queue).
+_REQUEUED = object()
+
+
+# Bytes a fragment's primary block may add (offset, total ADU length).
+_FRAGMENT_MARGIN = 24
+
+
+# Smallest payload piece worth a fragment of its own.
+_MIN_FRAGMENT_PAYLOAD = 64
+
+
+# Bundle sizes are rounded up to this for route lookups (see Agent._route).
+_ROUTE_SIZE_QUANTUM = 1024
+
+
+def transmit_done(
+    self: Agent, tx_id: int, ok: bool, now: int, actions: list[Action]
+) -> None:
+    info = self._inflight.pop(tx_id, None)
+    if info is None:
+        return
+    key, nb, nbytes, sent_on = info
+    link = self._links.get(nb)
+    if link is sent_on:
+        # Same contact still open (not one opened since): its window
+        # slot is free again, and a failed transmission's bytes were
+        # not delivered -- give them back to its remaining volume so
+        # the retry fits where it first did.
+        link.inflight = max(0, link.inflight - 1)
+        if not ok:
+            link.remaining_bytes += nbytes
+    e = self._entries.get(key)
+    if e is not None and e.location is Location.IN_FLIGHT and e.tx_id == tx_id:
+        if ok:
+            self._report_entry(
+                e, StatusKind.FORWARDED, StatusReason.NO_INFO, now, actions
+            )
+            self._remove(e)
+            self.counters["forwarded"] += 1
+            actions.append(Event("forwarded", key, f"to node {nb}"))
+        else:
+            self.counters["transmit_failed"] += 1
+            if link is not None:
+                # Retry on this contact after a delay (jittered so that
+                # a failing link does not spin in lock step).
+                e.move(Step.REQUEUE)
+                self._queues.setdefault(nb, deque()).appendleft(key)
+                delay = self.config.retry_delay_ms
+                delay += int(delay * 0.1 * self._rng.random())
+                link.backoff_until = now + delay
+                heapq.heappush(self._backoff, (link.backoff_until, nb))
+            else:
+                e.move(Step.RELEASE)
+                self._forward(e, now, actions)
+    if link is not None:
+        self._pump(nb, now, actions)
+
+
+def no_route(self: Agent, e: Entry, now: int, actions: list[Action]) -> None:
+    """Say why ``e`` waits (``no_route`` event; the runtime logs it at info)."""
+    d = e.dest_node
+    if isinstance(d, str):
+        why = f"{e.destination}: no static route from {d} to an ipn node"
+    elif self._router is None:
+        why = f"no contact plan and no open contact to node {d}"
+    else:
+        why = f"no route to node {d} in the contact plan arriving before expiry"
+    actions.append(Event("no_route", e.key, why))
+
+
+def now_s(self: Agent, now: int) -> float:
+    return (now - self.plan_epoch) / 1000.0
+
+
+def volume(self: Agent, contact: Contact, now: int) -> float:
+    rate = contact.rate_bytes_s
+    if rate <= 0 or not math.isfinite(rate) or not math.isfinite(contact.end_s):
+        return math.inf  # open-ended or unknown rate: no volume bound
+    return max(0.0, (contact.end_s - max(contact.start_s, self._now_s(now))) * rate)
+
+
+def check_plan(self: Agent, now: int, actions: list[Action]) -> None:
+    plan = self.plan
+    if plan is None or plan.version == self._plan_version:
+        return
+    self._plan_version = plan.version
+    # The plan changed: bundles without a route may have one now, and
+    # bundles queued for a neighbour not in contact now were routed over
+    # contacts the new plan may have dropped (they would wait for it
+    # until they expire). Plan changes are rare: O(bundles held) is fine.
+    pending = [k for keys in self._unrouted.values() for k in keys]
+    self._unrouted.clear()
+    for key in pending:
+        e = self._entries.get(key)
+        if e is not None and e.location is Location.UNROUTED:
+            e.move(Step.RELEASE)
+            if isinstance(e.dest_node, str):
+                # the plan may have brought a static route for its dtn: node
+                e.dest_node = self._dest_of(parse_eid(e.destination))
+            self._forward(e, now, actions)
+    for nb in [n for n in self._queues if n not in self._links]:
+        for key in self._queues.pop(nb):
+            e = self._entries.get(key)
+            if e is not None and queued_for(e, nb):
+                e.move(Step.RELEASE)
+                self._forward(e, now, actions)
+
+
+def retry_unrouted(self: Agent, d: int, now: int, actions: list[Action]) -> None:
+    """Route the bundles waiting for destination ``d`` again; those still
+    without a route wait twice as long for the next try."""
+    del self._reroute_at[d]
+    iv = self._reroute_iv.get(d, self.config.reroute_interval_ms)
+    self._reroute_iv[d] = min(2 * iv, self.config.max_reroute_interval_ms)
+    for key in list(self._unrouted.pop(d, {})):
+        e = self._entries.get(key)
+        if e is not None and e.location is Location.UNROUTED:
+            e.move(Step.RELEASE)
+            self._forward(e, now, actions)
+    if d not in self._unrouted:
+        self._reroute_iv.pop(d, None)  # all routed: start afresh next time
+
+
+def unbook(self: Agent, e: Entry) -> None:
+    # A bundle routed but not sent over its contact gives the volume back.
+    booked = e.booked
+    if booked is not None:
+        e.booked = None
+        # A contact the plan has since dropped has no volume to give back.
+        with suppress(InvalidArgument):
+            self._router.release(booked, e.size)
+
+
+def forward(self: Agent, e: Entry, now: int, actions: list[Action]) -> None:
+    """Pick a next hop for ``e`` and queue it there, or hold it unrouted."""
+    self._unbook(e)
+    d = e.dest_node
+    nb: int | None = None
+    if isinstance(d, int):
+        if d in self._links:
+            nb = d  # a contact with the destination itself is open
+        elif self._router is not None:
+            nb = self._route(e, d, now)
+    if nb is None:
+        e.move(Step.NO_ROUTE)
+        self._unrouted.setdefault(d, {})[e.key] = None
+        self._no_route(e, now, actions)
+        if (
+            self._router is not None
+            and isinstance(d, int)
+            and d not in self._reroute_at
+        ):
+            at = now + self._reroute_iv.get(d, self.config.reroute_interval_ms)
+            self._reroute_at[d] = at
+            heapq.heappush(self._reroute, (at, d))
+        return
+    e.move(Step.ROUTE, hop=nb)
+    self._queues.setdefault(nb, deque()).append(e.key)
+    if nb in self._links:
+        self._pump(nb, now, actions)
+
+
+def route(self: Agent, e: Entry, dst: int, now: int) -> int | None:
+    """CGR next hop for ``e`` (None: no route that arrives in time).
+
+    The router's route cache is keyed by size and deadline, so both are
+    made coarse: the size is rounded up to whole KiB (a route that fits
+    the larger size fits the bundle), and the deadline is checked here
+    on the earliest-arrival route (if it arrives too late, every route
+    does). Bundles to one destination then share cached routes.
+    """
+    excluded = () if e.prev_node is None or e.prev_node == dst else (e.prev_node,)
+    size = -(-e.size // _ROUTE_SIZE_QUANTUM) * _ROUTE_SIZE_QUANTUM
+    route = self._router.best_route(
+        self.node, dst, self._now_s(now), size, excluded=excluded
+    )
+    if route is None or route.arrival_s > self._now_s(e.expiry_ms):
+        return None
+    if route.contacts:
+        e.booked = route.contacts[0]
+        self._router.consume(e.booked, e.size)
+    return int(route.next_hop)
+
+
+def queued_for(e: Entry, nb: int) -> bool:
+    """True if ``e`` waits in neighbour ``nb``'s queue (a queue may still
+    name a bundle that moved on: queues delete lazily)."""
+    return e.location is Location.QUEUED and e.next_hop == nb
+
+
+def pump(self: Agent, nb: int, now: int, actions: list[Action]) -> None:
+    """Transmit what is queued for open neighbour ``nb``, within the
+    window and the contact's remaining volume."""
+    link = self._links.get(nb)
+    q = self._queues.get(nb)
+    if link is None or not q or now < link.backoff_until:
+        return
+    skipped: list[str] = []
+    window = self.config.window
+    while q and link.inflight < window:
+        key = q.popleft()
+        e = self._entries.get(key)
+        if e is None or not queued_for(e, nb):
+            continue
+        if e.expiry_ms <= now:
+            # Lifetime over, its tick not run yet (contact events come
+            # first at one instant): expire it, never forward it.
+            self._expire(e, now, actions)
+            continue
+        wire = self._prepare(e, link, now, actions)
+        if wire is _REQUEUED:
+            continue  # fragmented: the fragments are at the queue's front
+        if wire is None:
+            if key in self._entries and queued_for(e, nb):
+                skipped.append(key)  # does not fit this contact: keep it queued
+                if len(skipped) >= window:
+                    # The contact is (nearly) full: looking further down
+                    # a long queue for a bundle small enough would cost
+                    # a decode per queued bundle on every call.
+                    break
+            continue
+        assert isinstance(wire, bytes)
+        tx = self._next_tx
+        self._next_tx += 1
+        e.move(Step.TRANSMIT, tx_id=tx)
+        if e.booked is not None and e.booked != link.contact:
+            # Booked on a later contact, going on this one: the booking
+            # moves here (a driver's open-ended link is not in the plan).
+            self._unbook(e)
+            with suppress(InvalidArgument):
+                self._router.consume(link.contact, e.size)
+        e.booked = None  # the volume is used now, not just planned
+        self._inflight[tx] = (key, nb, len(wire), link)
+        link.inflight += 1
+        link.remaining_bytes -= len(wire)
+        self.counters["transmits"] += 1
+        actions.append(Transmit(nb, wire, tx))
+    if skipped:
+        q.extendleft(reversed(skipped))
+
+
+def prepare(
+    self: Agent, e: Entry, link: Link, now: int, actions: list[Action]
+) -> bytes | object | None:
+    """The bytes to send for ``e`` (blocks updated); ``_REQUEUED`` if it
+    was fragmented to fit (its fragments now head the queue); None if it
+    cannot go now (too big for what is left of the contact) or was
+    deleted (hop limit, unreadable)."""
+    data = self._load(e.key, actions, now)
+    if data is None:
+        self._entries.pop(e.key, None)
+        return None
+    try:
+        b = decode_bundle_untrusted(data)
+        # RFC 9171 5.4: previous node = us, bundle age + time held here,
+        # hop count + 1.
+        out = update_for_forwarding(
+            b, node=self.eid, dwell_ms=max(0, now - e.received_ms)
+        )
+    except DecodeError as exc:
+        self._corrupt(e, exc, actions)
+        return None
+    hop = out.hop_count
+    if hop is not None and hop.exceeded:
+        self._delete(
+            e.key,
+            b,
+            "hop_limit",
+            f"hop limit {hop.limit} reached",
+            StatusReason.HOP_LIMIT_EXCEEDED,
+            now,
+            actions,
+            entry=e,
+        )
+        return None
+    wire = encode_bundle(out)
+    limit = link.remaining_bytes
+    mtu = self.config.mtu_by_neighbour.get(
+        link.contact.to, self.config.max_bundle_bytes
+    )
+    if mtu is not None:
+        limit = min(limit, mtu)
+    if len(wire) <= limit:
+        return wire
+    # An anonymous bundle (null source) has no unique id, so its fragments
+    # could never be told apart and reassembled (RFC 9171 5.8): never split it.
+    if (
+        b.primary.flags & BundleFlags.MUST_NOT_FRAGMENT
+        or b.is_admin_record
+        or is_null_eid(b.primary.source)
+    ):
+        if len(wire) <= link.remaining_bytes:
+            return wire  # over the MTU but must not be fragmented: the CLA must cope
+        return None
+    # A fragment's primary block is up to ~20 bytes longer (offset and
+    # total ADU length): keep a margin so that the first one really fits.
+    overhead = len(wire) - len(b.payload) + _FRAGMENT_MARGIN
+    first = int(limit) - overhead
+    per = len(b.payload) if mtu is None else mtu - overhead
+    # Pieces smaller than this are not worth their headers.
+    smallest = min(_MIN_FRAGMENT_PAYLOAD, len(b.payload) - 1)
+    if smallest < 1 or per < smallest:
+        # Cannot usefully fragment for this MTU: as for MUST_NOT_FRAGMENT.
+        return wire if len(wire) <= link.remaining_bytes else None
+    if first < smallest:
+        return None  # too little volume left: wait for the next contact
+    if self._fragment(e, b, first, per, actions):
+        return _REQUEUED
+    return None
+
+
+def fragment(
+    self: Agent, e: Entry, b: Bundle, first: int, per: int, actions: list[Action]
+) -> bool:
+    """Replace queued bundle ``e`` by fragments (RFC 9171 5.8): the first
+    carries ``first`` payload bytes, the others at most ``per``. They
+    take its place at the front of its queue. False if nothing to split."""
+    n = len(b.payload)
+    sizes = [min(first, n)]
+    pos = sizes[0]
+    while pos < n:
+        step = min(per, n - pos)
+        sizes.append(step)
+        pos += step
+    if len(sizes) < 2:
+        return False
+    nb = e.next_hop
+    self._remove(e)
+    new_keys: list[str] = []
+    for fb in fragment_bundle(b, sizes):
+        data = encode_bundle(fb)
+        key = fb.bundle_key
+        if key in self._entries:
+            continue  # an identical fragment is already held
+        # force: the fragments replace a bundle already accepted, and
+        # refusing them now would lose it.
+        fe = self._store_new(
+            key,
+            data,
+            destination=e.destination,
+            dest_node=e.dest_node,
+            expiry_ms=e.expiry_ms,
+            state=BundleState.PENDING,
+            received_ms=e.received_ms,
+            prev_node=e.prev_node,
+            flags=int(fb.primary.flags),
+            force=True,
+        )
+        if nb is not None:
+            fe.move(Step.ROUTE, hop=nb)
+        new_keys.append(key)
+    self.counters["fragmented"] += 1
+    actions.append(Event("fragmented", e.key, f"into {len(sizes)} fragments"))
+    if nb is not None:
+        self._queues.setdefault(nb, deque()).extendleft(reversed(new_keys))
+    return True

@@ -1,0 +1,363 @@
+"""Reception: a bundle from a convergence layer or from ``send`` enters
+the agent (RFC 9171 section 5.6), or is refused, deleted or recognised as a
+duplicate.
+
+Theory of operation
+-------------------
+:func:`receive_one` decodes (bad bytes: a ``dropped`` event, no Ack), tells
+copies of held or delivered bundles apart from bundles that only share their
+key (:func:`variant_key`, bounded by ``MAX_VARIANTS``), applies the lifetime,
+hop-limit and unprocessable-block rules, then :func:`accept` stores the
+bundle and sends it on its way: to delivery (local endpoint), reassembly (a
+fragment of a local bundle) or forwarding. The Ack to the previous hop is
+emitted only after the bundle is held, deliberately deleted or known as a
+duplicate.
+
+Functions take the ``Agent`` as ``self`` (bound as its private methods; see
+:mod:`dcis.dtn.agent.entries`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dcis.dtn.agent.actions import (
+    Ack,
+    Action,
+    Event,
+)
+from dcis.dtn.agent.entries import (
+    MAX_VARIANTS,
+    content_digest,
+    fragment_of,
+)
+from dcis.dtn.agent.store import (
+    MAX_INT64,
+    BundleState,
+    StoreFull,
+)
+from dcis.dtn.bpv7.admin import StatusKind, StatusReason
+from dcis.dtn.bpv7.bundle import (
+    Bundle,
+    decode_bundle_untrusted,
+    encode_bundle,
+)
+from dcis.dtn.bpv7.canonical import ZERO_BLOCK_NUMBER
+from dcis.dtn.bpv7.eid import IpnEid
+from dcis.dtn.bpv7.flags import BlockType
+from dcis.dtn.bpv7.processing import apply_unprocessable_blocks
+from dcis.dtn.errors import DecodeError
+
+if TYPE_CHECKING:
+    from dcis.dtn.agent.agent import Agent
+
+# Block types the agent processes itself, plus BPSec's BIB/BCB which the
+# security layer above handles: none of them is "unprocessable" here.
+KNOWN_BLOCK_TYPES = frozenset(
+    {
+        BlockType.PAYLOAD,
+        BlockType.PREVIOUS_NODE,
+        BlockType.BUNDLE_AGE,
+        BlockType.HOP_COUNT,
+        BlockType.BIB,
+        BlockType.BCB,
+    }
+)
+
+
+def receive_one(
+    self: Agent,
+    cla: str,
+    neighbor: int | None,
+    data: bytes,
+    now: int,
+    cl_token: int | None,
+    actions: list[Action],
+) -> None:
+    ack = (
+        Ack(neighbor, cl_token)
+        if neighbor is not None and cl_token is not None
+        else None
+    )
+    renumbered = False
+    try:
+        try:
+            bundle = decode_bundle_untrusted(data)
+        except DecodeError as exc:
+            # ION 4.1.3's fragments number every extension block 0
+            # (spec/interop.md): take them, renumbered, rather than
+            # lose every fragmented bundle an ION node sends.
+            if exc.what != ZERO_BLOCK_NUMBER:
+                raise
+            bundle = decode_bundle_untrusted(data, renumber_zero_blocks=True)
+            data = encode_bundle(bundle)
+            renumbered = True
+        prev = bundle.previous_node
+        hop = bundle.hop_count
+        age = bundle.bundle_age_ms
+    except DecodeError as exc:
+        self.counters["dropped"] += 1
+        actions.append(
+            Event(
+                "dropped",
+                "",
+                f"undecodable bundle from {cla} neighbour {neighbor}: {exc}",
+            )
+        )
+        return
+    key = bundle.bundle_key
+    self.counters["received"] += 1
+    # Node numbers are stored as signed 64-bit integers: a larger one
+    # (a hostile or foreign sender) is "unknown", never a crash.
+    prev_node = neighbor if neighbor is None or neighbor <= MAX_INT64 else None
+    if prev_node is None and isinstance(prev, IpnEid) and prev.node <= MAX_INT64:
+        prev_node = prev.node
+    p = bundle.primary
+    # Duplicates: a bundle we hold (the same content), or one delivered
+    # here already. A copy with the key of one we hold but other content
+    # is kept apart (bounded), never taken for a duplicate: a forger who
+    # saw the key must not get the genuine bundle dropped.
+    if key in self._entries or (
+        bundle.is_fragment and bundle.original_key in self._entries
+    ):
+        variant = self._variant_key(bundle, key, now, actions)
+        if variant is None:
+            self._duplicate(key, ack, actions)
+            return
+        if not variant:
+            self.counters["refused"] += 1
+            actions.append(
+                Event("refused", key, f"more than {MAX_VARIANTS} copies differ")
+            )
+            return
+        actions.append(Event("variant", variant, "same key, other content"))
+        self.counters["variants"] += 1
+        key = variant
+    dest_node = self._dest_of(p.destination)
+    local = dest_node == self.node or str(p.destination) in self._endpoints
+    # Delivered keys are whole-bundle keys: original_key == key unless a fragment.
+    if local and self.store.is_delivered(bundle.original_key):
+        self._duplicate(key, ack, actions)
+        return
+    actions.append(
+        Event(
+            "received",
+            key,
+            f"from {cla} neighbour {prev_node}"
+            + (" (extension blocks numbered 0 renumbered)" if renumbered else ""),
+        )
+    )
+    if p.creation.time_ms == 0 and age is None:
+        self._delete(
+            key,
+            bundle,
+            "no_age",
+            "no creation time and no bundle age block",
+            StatusReason.NO_INFO,
+            now,
+            actions,
+            ack=ack,
+        )
+        return
+    expiry = self._expiry_of(bundle, age, now)
+    cap = self.config.max_forward_lifetime_ms
+    if cap is not None and not local:
+        expiry = min(expiry, now + cap)
+    if expiry <= now:
+        self.counters["expired"] += 1
+        actions.append(Event("expired", key, "lifetime over on arrival"))
+        self._report_bundle(
+            bundle, StatusKind.DELETED, StatusReason.LIFETIME_EXPIRED, now, actions
+        )
+        if ack is not None:
+            actions.append(ack)
+        return
+    if hop is not None and hop.exceeded:
+        self._delete(
+            key,
+            bundle,
+            "hop_limit",
+            f"hop limit exceeded ({hop.count} > {hop.limit})",
+            StatusReason.HOP_LIMIT_EXCEEDED,
+            now,
+            actions,
+            ack=ack,
+        )
+        return
+    # RFC 9171 5.6 step 3 (4.2.4 flags): blocks we cannot process.
+    verdict = apply_unprocessable_blocks(bundle, KNOWN_BLOCK_TYPES)
+    if verdict.report:
+        self._report_bundle(
+            bundle,
+            StatusKind.RECEIVED,
+            StatusReason.BLOCK_UNSUPPORTED,
+            now,
+            actions,
+            force=True,
+        )
+    if verdict.bundle is None:
+        self._delete(
+            key,
+            bundle,
+            "unprocessable_block",
+            f"unprocessable block(s) {list(verdict.unprocessable)} ask for deletion",
+            StatusReason.BLOCK_UNSUPPORTED,
+            now,
+            actions,
+            ack=ack,
+        )
+        return
+    if verdict.discarded:
+        bundle = verdict.bundle
+        data = encode_bundle(bundle)
+    else:
+        data = bytes(data)
+    try:
+        self._accept(
+            bundle,
+            data,
+            key,
+            prev_node=prev_node,
+            now=now,
+            actions=actions,
+            expiry=expiry,
+            received=True,
+        )
+    except StoreFull as exc:
+        self.counters["refused"] += 1
+        actions.append(Event("refused", key, str(exc)))
+        return
+    self._report_bundle(bundle, StatusKind.RECEIVED, StatusReason.NO_INFO, now, actions)
+    if ack is not None:
+        actions.append(ack)
+
+
+def variant_key(
+    self: Agent, bundle: Bundle, key: str, now: int, actions: list[Action]
+) -> str | None:
+    """For a bundle whose key (or whole bundle's key) we hold: None if it
+    is a copy of what we hold; else the key to keep it apart under
+    (``""`` when the bound of variants for ``key`` is reached)."""
+    digest = content_digest(bundle)
+    variant = f"{key}#{digest.hex()}"
+    if variant in self._entries:
+        return None
+    held = self._entries.get(key)
+    if held is not None:
+        if self._held_digest(held, actions, now) == digest:
+            return None
+    else:
+        whole = self._entries[bundle.original_key]
+        data = self._load(whole.key, actions, now)
+        if data is None:
+            return variant
+        try:
+            if fragment_of(bundle, decode_bundle_untrusted(data)):
+                return None
+        except DecodeError:
+            return variant
+    return "" if self._variants.get(key, 0) >= MAX_VARIANTS else variant
+
+
+def duplicate(self: Agent, key: str, ack: Ack | None, actions: list[Action]) -> None:
+    self.counters["duplicates"] += 1
+    actions.append(Event("duplicate", key))
+    if ack is not None:
+        actions.append(ack)
+
+
+def expiry_of(self: Agent, bundle: Bundle, age: int | None, now: int) -> int:
+    p = bundle.primary
+    if p.creation.time_ms == 0:
+        # No clock at the source: the bundle age block says how old it is.
+        expiry = now + p.lifetime_ms - (age or 0)
+    else:
+        expiry = p.creation.time_ms + p.lifetime_ms
+    # Lifetimes are u64 on the wire; the store keeps signed 64-bit times
+    # (2**63 ms is 292 million years: "never" either way).
+    return min(expiry, MAX_INT64)
+
+
+def accept(
+    self: Agent,
+    bundle: Bundle,
+    data: bytes,
+    key: str,
+    *,
+    prev_node: int | None,
+    now: int,
+    actions: list[Action],
+    expiry: int | None = None,
+    received: bool = False,
+) -> None:
+    """Store ``bundle`` (raises StoreFull) and route/deliver it.
+
+    ``received``: it came from the network, so a whole bundle for this
+    node passes the security policy's check (if any) first.
+    """
+    p = bundle.primary
+    if expiry is None:
+        expiry = self._expiry_of(bundle, bundle.bundle_age_ms, now)
+    dest_node = self._dest_of(p.destination)
+    destination = str(p.destination)
+    local = dest_node == self.node or destination in self._endpoints
+    group: str | None = None
+    if local:
+        state = BundleState.REASSEMBLY if bundle.is_fragment else BundleState.DELIVERING
+        if bundle.is_fragment:
+            group = bundle.original_key
+    else:
+        state = BundleState.PENDING
+    if local and bundle.is_admin_record and destination not in self._endpoints:
+        # Status reports for an endpoint nobody registered: log, do not hold.
+        self.counters["status_reports"] += 1
+        actions.append(Event("admin_record", key, f"for unregistered {destination}"))
+        return
+    digest = None
+    if received and state == BundleState.DELIVERING and self.security is not None:
+        checked = self._security_check(bundle, key, now, actions, len(data))
+        if checked is None:
+            return
+        if checked is not bundle:
+            # Stored decrypted: remember what the received copy was.
+            digest = content_digest(bundle)
+            bundle, data = checked, encode_bundle(checked)
+    verify = getattr(self.security, "verify", None)
+    if received and state == BundleState.PENDING and verify is not None:
+        # RFC 9172 verifier role on the path (RFC 9173 rules): a bundle
+        # whose block fails is not forwarded; the blocks stay.
+        ok, why = verify(bundle, now)
+        if ok is None:
+            self._delete(
+                key,
+                bundle,
+                "security",
+                "failed a verifier rule",
+                why or StatusReason.FAILED_SECURITY_OPERATION,
+                now,
+                actions,
+            )
+            return
+    e = self._store_new(
+        key,
+        data,
+        destination=destination,
+        dest_node=dest_node,
+        expiry_ms=expiry,
+        state=state,
+        received_ms=now,
+        prev_node=prev_node,
+        flags=int(p.flags),
+        frag_group=group,
+    )
+    e.digest = digest
+    if state == BundleState.DELIVERING:
+        self._hand_over(key, actions, now)
+    elif state == BundleState.REASSEMBLY:
+        p = bundle.primary
+        assert p.fragment_offset is not None
+        assert p.total_adu_length is not None
+        e.frag_range = (p.fragment_offset, len(bundle.payload), p.total_adu_length)
+        self._add_fragment(e, now, actions)
+    else:
+        self._forward(e, now, actions)
