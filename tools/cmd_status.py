@@ -47,7 +47,12 @@ def run(args: argparse.Namespace) -> int:
         "counters: " + "  ".join(f"{k}={v}" for k, v in sorted(counters.items()) if v)
     )
     for n, nb in sorted(st["neighbours"].items(), key=lambda kv: int(kv[0])):
-        state = "up" if nb["in_contact"] else "down"
+        if nb["cla"] == "tcpcl":
+            # a TCPCLv4 neighbour has a session, not a contact
+            sess = nb.get("session")
+            state = f"session={sess}" if sess else "no session"
+        else:
+            state = "up" if nb.get("in_contact") else "down"
         extra = (
             f" peer={nb['peer']} in_flight={nb['in_flight']} acked={nb['acked']} retransmits={nb['retransmits']}"
             if nb["cla"] == "udp"
@@ -58,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
                 f" engine={nb['engine_id']} sessions_out={nb['sessions_out']}"
                 f" sessions_in={nb['sessions_in']} blocks_sent={nb['ltp_blocks_sent']}"
                 f" blocks_received={nb['ltp_blocks_received']} queued={nb['queued_bundles']}"
+            )
+        if nb["cla"] == "tcpcl":
+            extra = (
+                f" tls={'yes' if nb.get('tls') else 'no'}"
+                f" in_flight={nb.get('in_flight', 0)} queued={nb.get('queued', 0)}"
             )
         print(f"  neighbour {n}: {nb['cla']} {nb['address']} {state}{extra}")
     return 0

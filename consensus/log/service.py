@@ -147,6 +147,12 @@ class LogParams:
     """Gossip goes to the leader and this many other members drawn at random
     each round (all of them in a small cluster)."""
     lifetime_ms: int = 3_600_000
+    max_inflight: int = 4
+    """Appends a new proposal may have in flight to one voter before it
+    waits: beyond this, what is new goes with the next one that voter's
+    replies release (one append of up to ``max_batch`` records per reply), so
+    a stream of single submits is replicated in batches, not an append per
+    entry per voter. Heartbeats and replies are not held back."""
 
 
 def _eid(node: int) -> str:
@@ -214,6 +220,7 @@ class LogService:
         self._votes: set[int] = set()
         self._next: dict[int, int] = {}
         self._match: dict[int, int] = {}
+        self._inflight: dict[int, int] = {}  # appends sent, not yet answered
         self._acked_ms: dict[int, int] = {}
         self._progress_ms: dict[int, int] = {}
         self._append_cache: dict[tuple[int, int, int], bytes] = {}
@@ -702,6 +709,7 @@ class LogService:
     def _become_leader(self, now_ms: int) -> list[Send]:
         self._set_role(RoleEvent.VOTE_QUORUM)
         self.leader = self.node
+        self._inflight.clear()
         for p in self._peers():
             self._next[p] = self.last_index + 1
             self._match[p] = 0
@@ -839,6 +847,7 @@ class LogService:
         if self.role != Role.LEADER or msg.term != self.term:
             return []
         self._acked_ms[frm] = now_ms
+        self._inflight[frm] = max(0, self._inflight.get(frm, 0) - 1)
         if msg.success:
             if msg.match > self.last_index:
                 return []
@@ -890,6 +899,7 @@ class LogService:
                 )
             )
             self._append_cache[key] = payload
+        self._inflight[peer] = self._inflight.get(peer, 0) + 1
         return Send(_eid(peer), payload, lifetime_ms=self.params.lifetime_ms)
 
     def _heartbeat(self, now_ms: int) -> list[Send]:
@@ -901,6 +911,7 @@ class LogService:
             match = self._match.get(p, 0)
             if self._next.get(p, 1) <= match + 1:
                 self._progress_ms[p] = now_ms  # nothing in flight
+                self._inflight[p] = 0
             elif (
                 now_ms - self._progress_ms.setdefault(p, now_ms)
                 > self.params.election_ms
@@ -911,6 +922,7 @@ class LogService:
                 # Append shows as a failed one, which backs ``next`` up.
                 self._next[p] = match + 1
                 self._progress_ms[p] = now_ms
+                self._inflight[p] = 0
             out.append(self._replicate(p))
         return out
 
@@ -1089,9 +1101,16 @@ class LogService:
         for p in self._peers():
             if p not in self._voters:
                 continue
-            # Pipelined: everything new goes now, max_batch records a bundle.
+            # Pipelined: everything new goes now, max_batch records a bundle,
+            # up to max_inflight appends unanswered; the rest goes when the
+            # voter's replies come back (_on_append_reply).
+            if self._inflight.get(p, 0) >= self.params.max_inflight:
+                continue
             out.append(self._replicate(p))
-            while self.snap_index < self._next.get(p, 0) <= self.last_index:
+            while (
+                self.snap_index < self._next.get(p, 0) <= self.last_index
+                and self._inflight.get(p, 0) < self.params.max_inflight
+            ):
                 out.append(self._replicate(p))
         return out
 

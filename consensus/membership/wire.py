@@ -72,6 +72,7 @@ MAX_DIGEST_BYTES = MAX_UPDATES * DIGEST_RECORD
 _DIGEST = struct.Struct(">QQB")
 _MAX_RANK = 3
 _BODY_MEMO_BYTES = 4096  # larger bodies (anti-entropy) are not memoised
+_BODY_MEMO_MAX = 1024  # entries: at most ~4 MiB of keys
 _U64 = 1 << 64
 _MEMO_MAX = 1 << 16  # entries in an encode or decode memo
 _WHERE = "membership message"
@@ -490,7 +491,7 @@ def decode_message_untrusted(
         and bodies is not None
         and len(data) - env[4] <= _BODY_MEMO_BYTES
     ):
-        if len(bodies) >= _MEMO_MAX:
+        if len(bodies) >= _BODY_MEMO_MAX:
             bodies.pop(next(iter(bodies)))
         bodies[data[env[4] :]] = (msg.updates, msg.members, msg.digest)
     return msg

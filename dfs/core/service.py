@@ -69,7 +69,7 @@ from dcis.consensus.log.api import (
     Outcome,
     Put,
 )
-from dcis.consensus.membership.view import MembershipView, MemberState
+from dcis.consensus.membership.view import MemberInfo, MembershipView, MemberState
 from dcis.crypto.keys import NodeIdentity
 from dcis.dfs.core import appwire, wire
 from dcis.dfs.core._sodium import new_buffer
@@ -149,6 +149,11 @@ class DfsConfig:
     get_timeout_ms: int = 3_600_000
     share_lifetime_ms: int = 86_400_000
     max_fetches: int = 64
+    holder_check_ms: int = 1_000
+    """While a holder owes blocks, how often membership is asked whether it
+    is still alive: one that is not any more (suspect, unreachable, dead)
+    gets another holder brought in beside it at once, without waiting for
+    ``fetch_slack_ms``."""
     fetch_window: int = 16
     """Chunks asked of one holder at a time (a FETCH); more are asked as
     half of them have come."""
@@ -166,8 +171,10 @@ class DfsConfig:
         check_kn(self.k, self.n)
         if self.chunk_size <= 0 or self.maintenance_interval_ms <= 0:
             raise InvalidArgument("chunk_size and maintenance_interval_ms must be > 0")
-        if self.fetch_window < 1 or self.fetch_ahead < 1:
-            raise InvalidArgument("fetch_window and fetch_ahead must be >= 1")
+        if self.fetch_window < 1 or self.fetch_ahead < 1 or self.holder_check_ms < 1:
+            raise InvalidArgument(
+                "fetch_window, fetch_ahead and holder_check_ms must be >= 1"
+            )
 
 
 class OpState(StrEnum):
@@ -319,6 +326,10 @@ class _Request:
     deadline_ms: int
     todo: list[int] = field(default_factory=list)
     rtt_ms: int = 0
+    check_ms: int = 0
+    """When membership is next asked whether the holder is still alive."""
+    hedged: bool = False
+    """Another holder was brought in for this one (it stays asked)."""
 
 
 @dataclass(eq=False)
@@ -455,8 +466,12 @@ class DfsService:
         times = [self._next_maintenance]
         for g in self._gathers:
             times.append(g.deadline_ms)
-            # An answered request's old deadline is no timer any more.
-            times.extend(r.deadline_ms for r in g.requests.values() if r.pending)
+            # An answered or hedged request's deadline is no timer any more.
+            times.extend(
+                min(r.deadline_ms, r.check_ms)
+                for r in g.requests.values()
+                if r.pending and not r.hedged
+            )
         return min(times)
 
     def on_send_result(
@@ -917,6 +932,8 @@ class DfsService:
                 if r.holder != self._node:
                     r.pending.update(ask)
                     r.deadline_ms = now_ms + r.rtt_ms + self.config.fetch_slack_ms
+                    r.check_ms = now_ms + self.config.holder_check_ms
+                    r.hedged = False
                     self._send(
                         r.holder,
                         wire.Fetch(req, g.manifest.object_id, r.share, tuple(ask)),
@@ -1006,10 +1023,22 @@ class DfsService:
         if now_ms >= g.deadline_ms:
             self._finish(g, Unrecoverable(f"{g.manifest.name}: timed out"))
             return
+        members: Mapping[int, MemberInfo] | None = None
         for r in list(g.requests.values()):
-            if r.pending and now_ms >= r.deadline_ms:
+            if not r.pending or r.hedged:
+                continue
+            gone = False
+            if now_ms >= r.check_ms:
+                # Membership may know before the slack runs out that the
+                # holder is suspect, unreachable or dead.
+                if members is None:
+                    members = self.membership.members()
+                info = members.get(r.holder)
+                gone = info is not None and info.state != MemberState.ALIVE
+                r.check_ms = now_ms + self.config.holder_check_ms
+            if gone or now_ms >= r.deadline_ms:
                 # Still wanted, but another holder is brought in beside it.
-                r.deadline_ms = g.deadline_ms
+                r.hedged = True
                 self._activate_next(g, now_ms)
         self._pump(g, now_ms)
 

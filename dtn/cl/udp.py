@@ -158,15 +158,15 @@ def mac_ok(expected: bytes, got: bytes | None) -> bool:
 def _head(major: int, n: int) -> bytes:
     """A CBOR head in its shortest form (RFC 8949 section 4.2.1), as cbor2 writes it."""
     m = major << 5
+    if n >= 0x100000000:  # first: the usual case of a random 64-bit token
+        return bytes((m | 27,)) + n.to_bytes(8, "big")
     if n < 24:
         return bytes((m | n,))
     if n < 0x100:
         return bytes((m | 24, n))
     if n < 0x10000:
         return bytes((m | 25,)) + n.to_bytes(2, "big")
-    if n < 0x100000000:
-        return bytes((m | 26,)) + n.to_bytes(4, "big")
-    return bytes((m | 27,)) + n.to_bytes(8, "big")
+    return bytes((m | 26,)) + n.to_bytes(4, "big")
 
 
 _MAC_HEAD = _head(2, MAC_BYTES)
@@ -200,15 +200,17 @@ def encode_ack_segment(
         raise InvalidArgument(
             f"at most {MAX_ACK_TOKENS} tokens per ACK, got {len(tokens)}"
         )
-    if not 0 <= sender <= MAX_TOKEN or any(not 0 <= t <= MAX_TOKEN for t in tokens):
+    if not 0 <= sender <= MAX_TOKEN or (
+        tokens and not 0 <= min(tokens) <= max(tokens) <= MAX_TOKEN
+    ):
         raise InvalidArgument("sender/token out of range")
     parts = [
         DCIS_PREFIX,
         b"\x83\x01" if mac is None else b"\x84\x01",
         _head(0, sender),
         _head(4, len(tokens)),
-        *[_head(0, t) for t in tokens],
     ]
+    parts += [_head(0, t) for t in tokens]
     if mac is not None:
         parts += (_head(2, len(mac)), mac)
     return b"".join(parts)

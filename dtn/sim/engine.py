@@ -511,7 +511,7 @@ class _Node:
         # The node's UDP CL: one UdpLink per neighbour it sends to, made at
         # the first transmission, and the receiving side's ACK batcher.
         self.udp: dict[int, UdpLink] = {}
-        self.udp_rng = random.Random(0)
+        self.udp_rng: random.Random | None = None  # made with the first link
         self.acks = AckBatcher(local_node=num)
         # neighbour -> the instant (µs) of the link timer event queued for it.
         self.link_ticks: dict[int, int] = {}
@@ -1005,7 +1005,7 @@ class Simulator:
             )
             nd.ltp_ticks = set()
         nd.udp = {}
-        nd.udp_rng = random.Random(f"udpcl:{self.config.seed}:{nd.num}:{nd.gen}")
+        nd.udp_rng = None
         nd.acks = AckBatcher(local_node=nd.num)
         nd.link_ticks = {}
         nd.up = True
@@ -1273,6 +1273,10 @@ class Simulator:
 
     def _new_udp_link(self, nd: _Node, neighbor: int) -> UdpLink:
         cfg = self.config
+        if nd.udp_rng is None:
+            # The node's token generator, for all its links (made on first
+            # use: most of a large constellation's nodes idle for a while).
+            nd.udp_rng = random.Random(f"udpcl:{cfg.seed}:{nd.num}:{nd.gen}")
         return UdpLink(
             local_node=nd.num,
             neighbor=neighbor,

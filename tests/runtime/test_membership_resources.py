@@ -108,7 +108,7 @@ async def resources_of(viewer: Node, subject: int) -> dict[str, Any]:
 
 
 async def wait_for(viewer: Node, subject: int, want: dict[str, Any]) -> None:
-    with trio.fail_after(60):
+    with trio.fail_after(600):  # virtual seconds
         while True:
             got = await resources_of(viewer, subject)
             if all(got[k] == v for k, v in want.items()):

@@ -162,17 +162,28 @@ async def test_two_daemons_exchange_1000_bundles_and_one_of_100_mb(
                 open_trio_client(str(tmp_path / "n1.sock")) as cl1,
                 open_trio_client(str(tmp_path / "n2.sock")) as cl2,
             ):
+                await cl1.register("ipn:1.5")
                 await cl2.register("ipn:2.5")
+                # An exchange: 1,000 bundles each way at once, over the one
+                # session per pair (or two, when both sides dialled first).
                 with trio.fail_after(300):
                     for i in range(n):
                         await cl1.send(
                             "ipn:2.5", b"%06d" % i + bytes(i % 500), source="ipn:1.1"
                         )
+                        await cl2.send(
+                            "ipn:1.5", b"B%05d" % i + bytes(i % 300), source="ipn:2.1"
+                        )
                     seen = set()
                     for _ in range(n):
                         b = await cl2.receive()
                         seen.add(b.payload)
+                    back = set()
+                    for _ in range(n):
+                        b = await cl1.receive()
+                        back.add(b.payload)
                 assert seen == {b"%06d" % i + bytes(i % 500) for i in range(n)}
+                assert back == {b"B%05d" % i + bytes(i % 300) for i in range(n)}
                 # one 100 MB bundle: in by MTCP at daemon 1, whole over TCPCLv4, out by MTCP at daemon 2
                 now = dtn_time_from_unix(time.time())
                 big = make_bundle(

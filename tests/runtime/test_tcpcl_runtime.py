@@ -184,3 +184,23 @@ async def test_passive_sessions_are_bounded_and_junk_is_closed(tmp_path: Path) -
             assert await closed_by_peer(junk2)  # not TCPCL: closed, no answer
             await junk.aclose()
             await junk2.aclose()
+
+
+async def test_dcis_status_shows_a_tcpcl_neighbour(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # found against a live HDTN: "dcis status" died with KeyError 'in_contact'
+    # for a cla = "tcpcl" neighbour (it has a session, not a contact)
+    import argparse
+
+    from dcis.tools import cmd_status
+
+    c1, _ = pair(tmp_path)
+    sock = str(tmp_path / "n1.sock")
+    c1 = dataclasses.replace(c1, app_socket=sock)
+    async with open_node(c1):
+        args = argparse.Namespace(socket=sock, config=None, node=None, json=False)
+        assert await trio.to_thread.run_sync(cmd_status.run, args) == 0
+    out = capsys.readouterr().out
+    assert "neighbour 2: tcpcl 127.0.0.1:" in out
+    assert "no session tls=no in_flight=0 queued=0" in out

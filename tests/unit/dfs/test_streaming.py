@@ -211,3 +211,34 @@ def test_inbound_part_for_a_refused_put_is_an_error() -> None:
     )
     (reply,) = [appwire.decode_app_untrusted(s.payload) for s in out]
     assert isinstance(reply, appwire.Error)
+
+
+@pytest.mark.parametrize("check_ms", [1_000, 10**9])
+def test_get_brings_in_another_holder_once_membership_suspects_one(
+    check_ms: int,
+) -> None:
+    """A holder among the first k crashes: membership calls it suspect, and
+    the get asks another holder within ``holder_check_ms``, long before the
+    (here ten-minute) fetch slack; with the check off it is still waiting."""
+    cfg = DfsConfig(
+        chunk_size=CHUNK, k=3, n=6, fetch_slack_ms=600_000, holder_check_ms=check_ms
+    )
+    c = Cluster(nodes=NODES, config=cfg)
+    data = data_of(10 * CHUNK)
+    op = c.services[1].put("obj", data, c.now_ms)
+    c.flush(1)
+    reader = next(n for n in NODES if n not in op.manifest.placement)
+    got = c.services[reader].get("obj", c.now_ms)
+    # The nearest holder (lowest node number, all else equal) is asked
+    # first; it crashes before it answers.
+    first = min(op.manifest.placement)
+    c.crash(first)
+    c.flush(reader)
+    for _ in range(5):
+        c.tick(1_000)
+    if check_ms == 1_000:
+        assert got.state == OpState.DONE
+        assert got.result() == data
+        assert first not in {op.manifest.placement[i] for i in got.shares_fetched}
+    else:
+        assert got.state == OpState.RUNNING

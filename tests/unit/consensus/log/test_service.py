@@ -26,7 +26,7 @@ from dcis.consensus.log.wire import (
 )
 from dcis.consensus.membership.view import MemberInfo, MemberState
 from dcis.consensus.testing import Cluster, MemoryState
-from dcis.dtn.node.service import Inbound
+from dcis.dtn.node.service import Inbound, Send
 from dcis.dtn.routing.plan import ContactPlan
 from tests.sim.log_run import StaticView
 
@@ -520,3 +520,44 @@ def test_pipeline_recovers_a_lost_append_and_heartbeats_leave_it_alone() -> None
     assert any(a.records for a in appends(again, lost))
     route(leader, again)
     assert svcs[lost].last_index == lead.last_index
+
+
+def test_a_stream_of_submits_waits_for_replies_past_max_inflight() -> None:
+    """Single submits, each ticked, while a voter answers nothing: at most
+    ``max_inflight`` appends go to it; its replies then carry the rest in
+    batches, and everything commits."""
+    nodes = [1, 2, 3]
+    view = StaticView(nodes)
+    params = LogParams(heartbeat_ms=100_000, election_ms=1_000, max_inflight=2)
+    svcs = {n: LogService(view, params) for n in nodes}
+    for n, s in svcs.items():
+        s.start(LoopCtx(n), 0)
+    now = 0
+
+    def deliver(frm: int, s: Send) -> list[tuple[int, Send]]:
+        dest = int(s.destination[4:].split(".")[0])
+        inbound = Inbound(s.destination, f"ipn:{frm}.17", s.payload, 0, 0, "k")
+        return [(dest, r) for r in svcs[dest].on_bundle(inbound, now)]
+
+    def run(queue: list[tuple[int, Send]]) -> None:
+        while queue:
+            queue += deliver(*queue.pop(0))
+
+    while not any(s.role == Role.LEADER for s in svcs.values()):
+        now += 10
+        for n, s in svcs.items():
+            run([(n, x) for x in s.on_tick(now)])
+    leader = next(n for n, s in svcs.items() if s.role == Role.LEADER)
+    lead = svcs[leader]
+    held: list[Send] = []  # appends to the followers, not yet delivered
+    eids = []
+    for i in range(20):
+        eids.append(lead.submit(Put(f"k{i}", b"v"), now))
+        held += lead.on_tick(now)
+    for f in (n for n in nodes if n != leader):
+        to_f = [s for s in held if s.destination == f"ipn:{f}.17"]
+        appends = [decode_message_untrusted(s.payload) for s in to_f]
+        assert 1 <= len([a for a in appends if isinstance(a, Append)]) <= 2
+    run([(leader, s) for s in held])
+    assert all(lead.outcome(e) == Outcome.COMMITTED for e in eids)
+    assert all(s.last_index == lead.last_index for s in svcs.values())
