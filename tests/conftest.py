@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.abc
 import os
+import signal
 import sys
 
 import pytest
@@ -73,6 +74,15 @@ class _OneNamespace(importlib.abc.MetaPathFinder):
 
 
 sys.meta_path.insert(0, _OneNamespace())
+
+
+# A shell starts a background job (`make test &`, nohup, some CI runners) with
+# SIGINT ignored, and an ignored signal stays ignored across exec: the daemons
+# and commands the tests start would then never see the Ctrl-C that several
+# tests send them. Catching SIGINT here makes every child start with the
+# default disposition (exec resets a caught signal to SIG_DFL).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
