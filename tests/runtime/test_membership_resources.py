@@ -100,10 +100,15 @@ async def members_json(node: Node) -> dict[str, Any]:
                 return {"members": [row_json(r) for r in msg.members]}
 
 
-async def resources_of(viewer: Node, subject: int) -> dict[str, Any]:
+async def resources_of(viewer: Node, subject: int) -> dict[str, Any] | None:
+    """The subject's advertised resources in the viewer's view, or None while
+    the viewer has not heard of the subject yet."""
     doc = await members_json(viewer)
-    (row,) = [m for m in doc["members"] if m["node"] == subject]
-    res: dict[str, Any] = row["resources"]
+    rows = [m for m in doc["members"] if m["node"] == subject]
+    assert len(rows) <= 1, rows
+    if not rows:
+        return None
+    res: dict[str, Any] = rows[0]["resources"]
     return res
 
 
@@ -111,7 +116,7 @@ async def wait_for(viewer: Node, subject: int, want: dict[str, Any]) -> None:
     with trio.fail_after(600):  # virtual seconds
         while True:
             got = await resources_of(viewer, subject)
-            if all(got[k] == v for k, v in want.items()):
+            if got is not None and all(got[k] == v for k, v in want.items()):
                 return
             await trio.sleep(1.0)
 
@@ -140,7 +145,9 @@ async def test_node_set_resources_reaches_another_nodes_members_view(
         await wait_for(
             nodes[2], 1, {**want, "cpu_load": 0.5, "battery_pct": None, "sunlit": True}
         )
-        assert (await resources_of(nodes[1], 1))["cpu_load"] == 0.5
+        own = await resources_of(nodes[1], 1)
+        assert own is not None
+        assert own["cpu_load"] == 0.5
 
 
 @pytest.mark.parametrize(
