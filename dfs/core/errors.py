@@ -26,6 +26,10 @@ class DecodeError(DfsError):
 class NotFound(DfsError, KeyError):
     """No live object has that name."""
 
+    # A KeyError's str() is the repr of its argument ("'big'"); an operator
+    # reads the message as written.
+    __str__ = Exception.__str__
+
 
 class PlacementError(DfsError):
     """Not enough eligible distinct nodes to place the shares on."""

@@ -549,7 +549,10 @@ class DfsService:
         raw = self.log.get(manifest_key(name), Level.TENTATIVE)
         rec = self._record(raw) if raw is not None else None
         if not isinstance(rec, Manifest):
-            raise NotFound(name)
+            raise NotFound(
+                f"no object named {name!r} on this node "
+                "(deleted, or its manifest has not reached this node's log yet)"
+            )
         return rec
 
     def placement(self, m: Manifest, level: Level = Level.TENTATIVE) -> Placement:

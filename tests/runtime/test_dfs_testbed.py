@@ -191,6 +191,12 @@ async def test_put_100mb_kill_n_minus_k_get_scrub_repair(
         # SIGKILL n - k holders; keep the writer and the two holders the
         # reader would try last, so that a get must pass over dead ones.
         reader = holders[-1]
+        # The reader must know the object before the kills: its manifest
+        # reaches the reader's log by replication or gossip, which takes
+        # longer than the put's confirmations on a loaded machine.
+        with trio.fail_after(BOUND_S):
+            while await dcis(tb, reader, "stat", "big", "--json", check=False) is None:
+                await trio.sleep(0.5)
         alive = {1, reader, next(h for h in reversed(holders[:-1]) if h != 1)}
         killed = [h for h in holders if h not in alive]
         assert len(killed) == N - K

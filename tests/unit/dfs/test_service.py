@@ -319,3 +319,10 @@ def test_a_holder_missing_from_a_young_view_is_not_repaired() -> None:
         svc.membership = Young(c, n)
         svc.maintain(c.now_ms)
     assert sum(s.stats["repair_claims"] for s in c.services.values()) == 0
+
+
+def test_not_found_reads_as_a_sentence() -> None:
+    """An operator sees what is missing, not a KeyError's quoted repr."""
+    assert str(NotFound("no object named 'big' on this node")) == (
+        "no object named 'big' on this node"
+    )
