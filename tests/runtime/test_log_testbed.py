@@ -80,6 +80,9 @@ async def test_five_daemons_partitioned_two_three_for_a_minute_converge(
             workdir=tmp_path / "tb",
             start_margin_s=2.0,
             services=("dcis.consensus.logfactory:factory",),
+            # Five daemons may take more than the default 30 s to come up on a
+            # loaded machine: a bound, not a timing assertion.
+            node_start_timeout_s=120.0,
         )
     )
     accepted = 0

@@ -65,6 +65,9 @@ async def test_sigkilled_daemon_is_dead_in_every_members_view(tmp_path: Path) ->
             start_margin_s=2.0,
             secure=True,
             services=("dcis.consensus.membership.node:factory",),
+            # Six secure daemons may take more than the default 30 s to come
+            # up on a loaded machine: a bound, not a timing assertion.
+            node_start_timeout_s=120.0,
         )
     )
     async with tb.running():
