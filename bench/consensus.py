@@ -9,7 +9,11 @@ acknowledged before its fsync) and the log loaded by ``[services] factories
 = ["dcis.consensus.logfactory:factory"]`` (``DCIS_LOG_MEMBERS`` = the N
 nodes, default ``LogParams``). One trio client on the elected leader's app
 API keeps ``--window`` appends (32-byte puts) outstanding until each is
-COMMITTED, for ``--seconds``. The app API answers an append once it is a
+COMMITTED, for ``--seconds``. Each request goes ``--via`` (a row each)
+``service_request`` -- the app API hands it straight to the log service, no
+bundles, one store transaction per request -- or ``bundles`` -- a request
+bundle to ``ipn:N.17`` from an ephemeral endpoint and a reply bundle back.
+Either way the app API answers an append once it is a
 durable tentative entry ("ack p50"); the client learns commit by polling
 (one GET at a time, at most every ``--poll-ms``) the COMMITTED value of the
 key every put writes -- each value is the put's client sequence number, and
