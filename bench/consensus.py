@@ -9,7 +9,11 @@ acknowledged before its fsync) and the log loaded by ``[services] factories
 = ["dcis.consensus.logfactory:factory"]`` (``DCIS_LOG_MEMBERS`` = the N
 nodes, default ``LogParams``). One trio client on the elected leader's app
 API keeps ``--window`` appends (32-byte puts) outstanding until each is
-COMMITTED, for ``--seconds``. The app API answers an append once it is a
+COMMITTED, for ``--seconds``. Each request goes ``--via`` (a row each)
+``service_request`` -- the app API hands it straight to the log service, no
+bundles, one store transaction per request -- or ``bundles`` -- a request
+bundle to ``ipn:N.17`` from an ephemeral endpoint and a reply bundle back.
+Either way the app API answers an append once it is a
 durable tentative entry ("ack p50"); the client learns commit by polling
 (one GET at a time, at most every ``--poll-ms``) the COMMITTED value of the
 key every put writes -- each value is the put's client sequence number, and
@@ -421,7 +425,7 @@ sequence number, 32 bytes), so one committed GET is a watermark."""
 
 
 async def _daemon_load(
-    sock: str, seconds: float, window: int, poll_s: float
+    sock: str, seconds: float, window: int, poll_s: float, via: str = "service_request"
 ) -> tuple[int, list[float], list[float], int]:
     """Closed loop through the app API of the leader: ``window`` appends
     outstanding until COMMITTED; (ops committed in ``seconds``, latencies).
@@ -435,8 +439,17 @@ async def _daemon_load(
     """
     rng = random.Random(time.time_ns())
     async with open_trio_client(sock) as c:
-        node = int((await c.status())["node"])
-        endpoint = await c.register(f"ipn:{node}.{rng.randrange(10_000, 2**31)}")
+        status = await c.status()
+        node = int(status["node"])
+        # via "service_request": the app API reaches the log without bundles
+        # (one store transaction per request, answered after its fsync);
+        # via "bundles": request and reply bundles through an endpoint.
+        direct = via == "service_request"
+        if direct and SERVICE_NUMBER not in status.get("local_request_services", ()):
+            raise ClientError("the node's log does not answer service_request")
+        endpoint = ""
+        if not direct:
+            endpoint = await c.register(f"ipn:{node}.{rng.randrange(10_000, 2**31)}")
         dest = f"ipn:{node}.{SERVICE_NUMBER}"
         waiting: dict[int, tuple[trio.Event, list[ClientReply]]] = {}
         entry_seq: dict[int, int] = {}  # client seq -> the node's entry seq
@@ -449,16 +462,25 @@ async def _daemon_load(
         end = time.monotonic() + seconds
 
         async def ask(req: ClientRequest) -> ClientReply:
-            ev, box = trio.Event(), list[ClientReply]()
-            waiting[req.req_id] = (ev, box)
-            await c.send(dest, encode_message(req), source=endpoint)
-            await ev.wait()
-            reply = box[0]
+            if direct:
+                (payload,) = await c.service_request(
+                    SERVICE_NUMBER, [encode_message(req)]
+                )
+                reply = decode_message_untrusted(payload)
+                assert isinstance(reply, ClientReply)
+            else:
+                ev, box = trio.Event(), list[ClientReply]()
+                waiting[req.req_id] = (ev, box)
+                await c.send(dest, encode_message(req), source=endpoint)
+                await ev.wait()
+                reply = box[0]
             if not reply.ok:
                 raise ClientError(f"log refused: {reply.error}")
             return reply
 
         async def receiver() -> None:
+            if direct:
+                return
             while True:
                 b = await c.receive()
                 try:
@@ -546,15 +568,21 @@ def _cpu_s(pid: int) -> float:
 
 
 def bench_daemons(
-    cluster: LogDaemons, leader: int, seconds: float, window: int, poll_s: float
+    cluster: LogDaemons,
+    leader: int,
+    seconds: float,
+    window: int,
+    poll_s: float,
+    via: str = "service_request",
 ) -> tuple[float, float, float, float, float, float]:
-    """One closed-loop run against ``leader``: (committed ops/s, p50 ms,
+    """One closed-loop run against ``leader``, the client's requests going
+    ``via`` the app API's ``service_request`` or ``bundles``: (committed ops/s, p50 ms,
     p99 ms, leader CPU ms per committed op, p50 ms of the append reply,
     commit polls per committed op)."""
     pid = cluster.procs[leader].pid
     c0 = _cpu_s(pid)
     done, lat, acks, polls = trio.run(
-        _daemon_load, cluster.socket_of(leader), seconds, window, poll_s
+        _daemon_load, cluster.socket_of(leader), seconds, window, poll_s, via
     )
     cpu = (_cpu_s(pid) - c0) * 1000 / max(1, done)
     lat.sort()
@@ -624,6 +652,13 @@ def main() -> None:
     ap.add_argument(
         "--poll-ms", type=float, default=20.0, help="least time between commit polls"
     )
+    ap.add_argument(
+        "--via",
+        nargs="+",
+        choices=["service_request", "bundles"],
+        default=["service_request", "bundles"],
+        help="how the daemon client reaches the log (a row each)",
+    )
     ap.add_argument("--entries", type=int, nargs="+", default=[100, 400, 1600])
     ap.add_argument("--no-standin", action="store_true", help="skip the stand-in rows")
     ap.add_argument("--no-convergence", action="store_true")
@@ -655,11 +690,17 @@ def main() -> None:
                         f"sans-I/O core {n}, bench driver (fsync)", []
                     ).append(bench_log(n, args.seconds, args.window))
             for n, (cluster, leader) in clusters.items():
-                rows.setdefault(f"dtn-node daemons {n} (FULL store)", []).append(
-                    bench_daemons(
-                        cluster, leader, args.seconds, args.window, args.poll_ms / 1000
+                for via in args.via:
+                    rows.setdefault(f"daemons {n} (FULL store), {via}", []).append(
+                        bench_daemons(
+                            cluster,
+                            leader,
+                            args.seconds,
+                            args.window,
+                            args.poll_ms / 1000,
+                            via,
+                        )
                     )
-                )
     finally:
         for cluster, _ in clusters.values():
             cluster.close()

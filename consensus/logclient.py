@@ -1,18 +1,25 @@
 """Clients of a node's log service (``ipn:<node>.17``) over the local app
 API: :class:`LogClient` (blocking) and :class:`TrioLogClient` (trio).
 
-Theory of operation: the client registers an ephemeral endpoint of the local
-node, sends one :class:`~dcis.consensus.log.wire.ClientRequest` bundle to the
-node's log service and waits for the :class:`~dcis.consensus.log.wire.ClientReply`
-with the same request id (other bundles on the endpoint are ignored). In
-process, other services use :class:`~dcis.consensus.log.service.LogService`
-directly (it is a :class:`~dcis.consensus.log.api.KeyValueLog`).
+Theory of operation: each request is one encoded
+:class:`~dcis.consensus.log.wire.ClientRequest`, answered by a
+:class:`~dcis.consensus.log.wire.ClientReply` with the same request id. When
+the node supports it (probed once, with a status request), requests go
+straight to the log service over the app API (``service_request``: no
+bundles, one store transaction per call, the reply after its fsync), and
+:meth:`LogClient.append_many` puts many appends in one call. Otherwise the
+client registers an ephemeral endpoint of the local node, sends each request
+as a bundle to ``ipn:<node>.17`` and waits for the reply bundle (other
+bundles on the endpoint are ignored). In process, other services use
+:class:`~dcis.consensus.log.service.LogService` directly (it is a
+:class:`~dcis.consensus.log.api.KeyValueLog`).
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from dcis.consensus.log.api import EntryId, Level, Op
@@ -30,7 +37,43 @@ from dcis.dtn.errors import DecodeError
 
 
 class LogClientError(ClientError):
-    """The log refused a request, or no reply came in time."""
+    """The log refused a request, or no reply came in time. From
+    ``append_many``, ``entries`` holds each op's entry id (None where
+    refused): the others were accepted all the same."""
+
+    def __init__(self, message: str, entries: Sequence[EntryId | None] = ()) -> None:
+        super().__init__(message)
+        self.entries = list(entries)
+
+
+def _direct_reply(payload: bytes, req_id: int) -> ClientReply:
+    try:
+        msg = decode_message_untrusted(payload)
+    except DecodeError as exc:
+        raise LogClientError(f"bad reply from the log service: {exc}") from exc
+    if not isinstance(msg, ClientReply):
+        raise LogClientError("the log service's reply is not a client reply")
+    if msg.req_id == 0 and not msg.ok:
+        # Replies are in request order: the service could not decode this
+        # one (e.g. a key too long for the wire format).
+        return ClientReply(req_id=req_id, ok=False, error=msg.error)
+    if msg.req_id != req_id:
+        raise LogClientError("the log service's reply does not match the request")
+    return msg
+
+
+def _entries(replies: Sequence[ClientReply]) -> list[EntryId]:
+    got = [r.entry if r.ok else None for r in replies]
+    bad = [
+        r.error or "append reply without an entry id"
+        for r in replies
+        if r.entry is None
+    ]
+    if bad:
+        raise LogClientError(
+            f"log refused {len(bad)} of {len(replies)} appends: {bad[0]}", got
+        )
+    return [e for e in got if e is not None]
 
 
 def _reply_of(payload: bytes, req_id: int) -> ClientReply | None:
@@ -55,13 +98,29 @@ class LogClient:
     def __init__(self, client: Client, *, timeout_s: float = 10.0) -> None:
         self.client = client
         self.timeout_s = timeout_s
-        self.node = int(client.status()["node"])
         self._rng = random.Random(time.time_ns())
-        self.endpoint = client.register(
-            f"ipn:{self.node}.{self._rng.randrange(10_000, 2**31)}"
-        )
+        status: dict[str, Any] = client.status()
+        self.node = int(status["node"])
+        self.direct = SERVICE_NUMBER in status.get("local_request_services", ())
+        """True when requests go over ``service_request`` (no bundles): the
+        node lists the log among its ``local_request_services``."""
+        self.endpoint = ""
+        if not self.direct:
+            self.endpoint = client.register(
+                f"ipn:{self.node}.{self._rng.randrange(10_000, 2**31)}"
+            )
+
+    def _ask_many(self, reqs: Sequence[ClientRequest]) -> list[ClientReply]:
+        if not self.direct:
+            return [self._ask_bundle(r) for r in reqs]
+        payloads = [encode_message(r) for r in reqs]
+        got = self.client.service_request(SERVICE_NUMBER, payloads)
+        return [_direct_reply(p, r.req_id) for p, r in zip(got, reqs, strict=True)]
 
     def _ask(self, req: ClientRequest) -> ClientReply:
+        return _checked(self._ask_many([req])[0])
+
+    def _ask_bundle(self, req: ClientRequest) -> ClientReply:
         self.client.send(
             f"ipn:{self.node}.{SERVICE_NUMBER}",
             encode_message(req),
@@ -78,7 +137,7 @@ class LogClient:
                 )
             reply = _reply_of(b.payload, req.req_id)
             if reply is not None:
-                return _checked(reply)
+                return reply
 
     def _id(self) -> int:
         return self._rng.randrange(1, 2**63)
@@ -91,6 +150,17 @@ class LogClient:
         if reply.entry is None:
             raise LogClientError("append reply without an entry id")
         return reply.entry
+
+    def append_many(self, ops: Sequence[Op]) -> list[EntryId]:
+        """Submit ``ops`` as the node's next tentative entries, in order; their
+        ids. Over ``service_request`` all in one call (one transaction, one
+        fsync, at most ``MAX_LOCAL_REQUESTS``). Raises
+        :class:`LogClientError` (with ``entries``) if any was refused."""
+        reqs = [
+            ClientRequest(req_id=self._id(), kind=ClientKind.APPEND, op=op)
+            for op in ops
+        ]
+        return _entries(self._ask_many(reqs))
 
     def get(self, key: str, level: Level = Level.COMMITTED) -> bytes | None:
         """The value of ``key`` at ``level`` on the node."""
@@ -115,16 +185,34 @@ class TrioLogClient:
         self.node = 0
         self.endpoint = ""
         self._rng = random.Random(time.time_ns())
+        self.direct = False
+        """True while requests go over ``service_request`` (no bundles)."""
 
     async def open(self) -> None:
-        """Register the ephemeral endpoint."""
+        """Learn whether the node's log answers ``service_request``; if not,
+        register the ephemeral endpoint for the bundle path."""
         status: dict[str, Any] = await self.client.status()
         self.node = int(status["node"])
-        self.endpoint = await self.client.register(
-            f"ipn:{self.node}.{self._rng.randrange(10_000, 2**31)}"
-        )
+        self.direct = SERVICE_NUMBER in status.get("local_request_services", ())
+        if not self.direct:
+            self.endpoint = await self.client.register(
+                f"ipn:{self.node}.{self._rng.randrange(10_000, 2**31)}"
+            )
+
+    def _id(self) -> int:
+        return self._rng.randrange(1, 2**63)
+
+    async def _ask_many(self, reqs: Sequence[ClientRequest]) -> list[ClientReply]:
+        if not self.direct:
+            return [await self._ask_bundle(r) for r in reqs]
+        payloads = [encode_message(r) for r in reqs]
+        got = await self.client.service_request(SERVICE_NUMBER, payloads)
+        return [_direct_reply(p, r.req_id) for p, r in zip(got, reqs, strict=True)]
 
     async def _ask(self, req: ClientRequest) -> ClientReply:
+        return _checked((await self._ask_many([req]))[0])
+
+    async def _ask_bundle(self, req: ClientRequest) -> ClientReply:
         await self.client.send(
             f"ipn:{self.node}.{SERVICE_NUMBER}",
             encode_message(req),
@@ -146,6 +234,14 @@ class TrioLogClient:
         if reply.entry is None:
             raise LogClientError("append reply without an entry id")
         return reply.entry
+
+    async def append_many(self, ops: Sequence[Op]) -> list[EntryId]:
+        """As :meth:`LogClient.append_many`."""
+        reqs = [
+            ClientRequest(req_id=self._id(), kind=ClientKind.APPEND, op=op)
+            for op in ops
+        ]
+        return _entries(await self._ask_many(reqs))
 
     async def get(self, key: str, level: Level = Level.COMMITTED) -> bytes | None:
         """As :meth:`LogClient.get`."""

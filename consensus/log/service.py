@@ -47,7 +47,7 @@ the previous one committed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from dcis.consensus.log.api import (
@@ -1257,6 +1257,13 @@ class LogService:
         return []
 
     def _client(self, msg: ClientRequest, source: str, now_ms: int) -> list[Send]:
+        reply = self._answer(msg, now_ms)
+        return self._flush(
+            [Send(source, encode_message(reply), lifetime_ms=self.params.lifetime_ms)]
+        )
+
+    def _answer(self, msg: ClientRequest, now_ms: int) -> ClientReply:
+        """The reply to one client request (its writes made, not yet durable)."""
         reply: ClientReply
         if msg.kind == ClientKind.APPEND:
             if msg.op is None:
@@ -1278,6 +1285,37 @@ class LogService:
             reply = ClientReply(
                 req_id=msg.req_id, ok=True, status=tuple(self.status().items())
             )
-        return self._flush(
-            [Send(source, encode_message(reply), lifetime_ms=self.params.lifetime_ms)]
-        )
+        return reply
+
+    def on_local_requests(
+        self, requests: Sequence[bytes], replies: list[bytes], now_ms: int
+    ) -> list[Send]:
+        """Client requests from an application on this node, without bundles
+        (the app API's ``service_request``; see
+        :class:`~dcis.dtn.node.service.AnswersLocalRequests`): each encoded
+        :class:`ClientRequest` gets its encoded :class:`ClientReply`, in
+        order; an undecodable one gets ``ok=False`` with ``req_id`` 0. The
+        node's driver answers only once this call's writes are durable, so
+        an append's reply still means a durable tentative entry; many
+        appends in one call share one transaction and one proposal."""
+        out: list[bytes] = []
+        for payload in requests:
+            try:
+                msg = decode_message_untrusted(payload)
+            except DecodeError as exc:
+                self.dropped += 1
+                log.info("log: refused a local request: %s", exc)
+                reply = ClientReply(req_id=0, ok=False, error=f"bad request: {exc}")
+            else:
+                if isinstance(msg, ClientRequest):
+                    reply = self._answer(msg, now_ms)
+                else:
+                    self.dropped += 1
+                    reply = ClientReply(
+                        req_id=0,
+                        ok=False,
+                        error=f"{type(msg).__name__} is not a client request",
+                    )
+            out.append(encode_message(reply))
+        replies.extend(out)
+        return self._flush([])

@@ -19,6 +19,11 @@ client -> node
                   ?battery_pct, ?sunlit, ?temperature_c (reply carries
                   ``resources``, every field as now advertised; values are
                   checked by ``dcis.dtn.node.resources``)
+    ``service_request`` service: uint, requests: [* bytes] (at most
+                  ``MAX_LOCAL_REQUESTS``; handed to the local service's
+                  ``on_local_requests`` in one transaction, no bundles; the
+                  reply carries ``replies``, one byte string per request,
+                  and is sent only once that transaction is durable)
 node -> client
     ``ok``        id, plus request-specific keys (``bundle_key``, ``status``, ...)
     ``error``     id, message: text
@@ -50,6 +55,7 @@ CLIENT_TYPES = frozenset(
         "ping",
         "bundles",
         "set_resources",
+        "service_request",
     }
 )
 NODE_TYPES = frozenset({"ok", "error", "bundle"})
@@ -64,6 +70,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "ping": {"id": int},
     "bundles": {"id": int},
     "set_resources": {"id": int},
+    "service_request": {"id": int, "service": int, "requests": list},
     "ok": {"id": int},
     "error": {"id": int, "message": str},
     "bundle": {

@@ -209,6 +209,22 @@ class Client:
         reply = self._request({"type": "bundles", "limit": limit})
         return {"total": reply["total"], "bundles": reply["bundles"]}
 
+    def service_request(self, service: int, requests: list[bytes]) -> list[bytes]:
+        """Hand ``requests`` to the local service numbered ``service``
+        without bundles (the app API's ``service_request``); its replies,
+        one per request, once the node holds their effects durably. Raises
+        :class:`ClientError` when the node or the service does not answer
+        local requests, or refuses these."""
+        reply = self._request(
+            {"type": "service_request", "service": service, "requests": requests}
+        )
+        replies = reply.get("replies")
+        if type(replies) is not list or len(replies) != len(requests):
+            raise ClientError("service_request reply without one reply per request")
+        if not all(type(r) is bytes for r in replies):
+            raise ClientError("service_request reply that is not byte strings")
+        return replies
+
     def set_resources(self, **fields: Any) -> dict[str, Any]:
         """Advertise the node's resources (see ``Node.set_resources``):
         any of ``store_free_bytes``, ``store_total_bytes``, ``cpu_load``,

@@ -27,7 +27,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from dcis.crypto.certificate import NodeCertificate
 from dcis.crypto.keys import NodeIdentity
@@ -154,3 +154,26 @@ class Service(Protocol):
     def next_deadline(self) -> int | None: ...
 
     def stop(self) -> None: ...
+
+
+MAX_LOCAL_REQUESTS = 4096
+"""Most requests one app-API ``service_request`` may carry (a bound on what
+one connection can make the node do in one transaction)."""
+
+
+@runtime_checkable
+class AnswersLocalRequests(Protocol):
+    """Optional: a service that answers requests from applications on its
+    own node without bundles (the app API's ``service_request``). The
+    node's driver calls it through ``NodeCore.call_service``, so its state
+    writes and sends commit in one transaction, and answers the
+    application only after that transaction is durable."""
+
+    def on_local_requests(
+        self, requests: Sequence[bytes], replies: list[bytes], now_ms: int
+    ) -> list[Send]:
+        """Handle ``requests`` (untrusted bytes, the same as the payload of a
+        request bundle) in order and append exactly one reply to
+        ``replies`` per request, all at the end (a raise leaves ``replies``
+        untouched). A bad request gets an error reply, not an exception."""
+        ...

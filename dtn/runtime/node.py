@@ -100,6 +100,7 @@ from dcis.dtn.client.common import ReceivedBundle
 from dcis.dtn.errors import DecodeError, DtnError, InvalidArgument
 from dcis.dtn.node import EchoService, EndpointReserved, EventKind, NodeCore, Service
 from dcis.dtn.node.resources import AdvertisesResources, check_resource_fields
+from dcis.dtn.node.service import MAX_LOCAL_REQUESTS, AnswersLocalRequests
 from dcis.dtn.routing.contact import Contact
 from dcis.dtn.runtime.config import ConfigError, NeighbourConfig, NodeConfig
 from dcis.dtn.runtime.ltp import LTP_FIRST_BYTES, LtpCl, LtpConfig, LtpResult
@@ -1013,6 +1014,43 @@ class Node:
             '[services] factories = ["dcis.consensus.membership.node:factory"])'
         )
 
+    def _service_request(
+        self, service: Any, requests: Any
+    ) -> tuple[list[bytes], list[Action]]:
+        """The app API's ``service_request``: hand ``requests`` to the local
+        service numbered ``service`` in ONE ``NodeCore.call_service`` (one
+        transaction; the caller answers after its fsync, as for ``send``);
+        its replies, one per request, and the actions to apply. Raises
+        :class:`InvalidArgument` for a bad number, a request that is not a
+        byte string, more than :data:`MAX_LOCAL_REQUESTS`, a service that
+        does not answer local requests, or a service that failed."""
+        core = self.core
+        if core is None:
+            raise InvalidArgument("the node is not running")
+        if type(service) is not int or not 0 <= service < 2**64:
+            raise InvalidArgument(f"service must be a service number, not {service!r}")
+        if type(requests) is not list or not all(type(r) is bytes for r in requests):
+            raise InvalidArgument("requests must be a list of byte strings")
+        if len(requests) > MAX_LOCAL_REQUESTS:
+            raise InvalidArgument(
+                f"{len(requests)} requests in one service_request "
+                f"(at most {MAX_LOCAL_REQUESTS})"
+            )
+        svc: object = core.services.get(service)
+        if not isinstance(svc, AnswersLocalRequests):
+            raise InvalidArgument(
+                f"no service {service} on this node answers local requests"
+            )
+        replies: list[bytes] = []
+        actions = core.call_service(
+            service, "on_local_requests", list(requests), replies, now=self.now_ms()
+        )
+        if len(replies) != len(requests):
+            # The service raised (reported as SERVICE_FAILED, its writes
+            # discarded): nothing was accepted.
+            raise InvalidArgument(f"service {service} failed the request")
+        return replies, actions
+
     @contextlib.asynccontextmanager
     async def endpoint(self, endpoint: str) -> AsyncIterator[_ConfirmingChannel]:
         """Register ``endpoint`` and yield a channel of its bundles.
@@ -1135,6 +1173,12 @@ class Node:
             "store_limit_bytes": self.config.store_limit_bytes,
             "endpoints": sorted(self._subs),
             "services": sorted(self.core.services) if self.core else [],
+            # Services the app API's service_request reaches (no bundles).
+            "local_request_services": sorted(
+                n
+                for n, svc in (self.core.services if self.core else {}).items()
+                if isinstance(svc, AnswersLocalRequests)
+            ),
             "events": {str(k): v for k, v in self.core.event_counts.items()}
             if self.core
             else {},
@@ -1994,7 +2038,9 @@ class Node:
                     outbox.clear()
                     actions: list[Action] = []
                     assert self.agent is not None
-                    durable = any(m["type"] == "send" for m in msgs)
+                    durable = any(
+                        m["type"] in ("send", "service_request") for m in msgs
+                    )
                     with self.agent.store.transaction(durable=durable):
                         for m in msgs:
                             actions += self._app_request(m, reply, error, push, subs)
@@ -2063,6 +2109,10 @@ class Node:
             elif kind == "set_resources":
                 fields = {k: v for k, v in m.items() if k not in ("type", "id")}
                 reply(mid, resources=self.set_resources(**fields))
+            elif kind == "service_request":
+                replies, more = self._service_request(m["service"], m["requests"])
+                reply(mid, replies=replies)
+                actions += more
             elif kind == "send":
                 source = m.get("source") or self.config.eid
                 src = parse_eid(source)
