@@ -195,7 +195,9 @@ async def test_put_100mb_kill_n_minus_k_get_scrub_repair(
         # reaches the reader's log by replication or gossip, which takes
         # longer than the put's confirmations on a loaded machine.
         with trio.fail_after(BOUND_S):
-            while await dcis(tb, reader, "stat", "big", "--json", check=False) is None:
+            while True:
+                if await dcis(tb, reader, "stat", "big", "--json", check=False):
+                    break
                 await trio.sleep(0.5)
         alive = {1, reader, next(h for h in reversed(holders[:-1]) if h != 1)}
         killed = [h for h in holders if h not in alive]
