@@ -190,7 +190,10 @@ async def test_put_100mb_kill_n_minus_k_get_scrub_repair(
 
         # SIGKILL n - k holders; keep the writer and the two holders the
         # reader would try last, so that a get must pass over dead ones.
-        reader = holders[-1]
+        # The writer (node 1) may be any holder, the last one too: the reader
+        # and the third survivor are the last two of the others.
+        others = [h for h in holders if h != 1]
+        reader = others[-1]
         # The reader must know the object before the kills: its manifest
         # reaches the reader's log by replication or gossip, which takes
         # longer than the put's confirmations on a loaded machine.
@@ -199,7 +202,7 @@ async def test_put_100mb_kill_n_minus_k_get_scrub_repair(
                 if await dcis(tb, reader, "stat", "big", "--json", check=False):
                     break
                 await trio.sleep(0.5)
-        alive = {1, reader, next(h for h in reversed(holders[:-1]) if h != 1)}
+        alive = {1, reader, others[-2]}
         killed = [h for h in holders if h not in alive]
         assert len(killed) == N - K
         for h in killed:
