@@ -7,7 +7,14 @@ Prints, for the full run (median of ``--repeats``):
   nodes; >= 1,440x -- a day in a minute -- for 1,000 nodes, issue 18);
 - events processed per wall second;
 - the trace hash of every repeat (they must be identical) and the peak RSS
-  of the process (target <= 2 GiB for 1,000 nodes).
+  of the process (target <= 2 GiB for 1,000 nodes);
+- the floor: the least CPU one store-and-forward hop of this design costs
+  (``floor_us_per_hop``: UDP CL deframe, bundle decode, store insert and
+  delete, ACK, block update, re-encode, framing -- measured in the same
+  run on a bundle as the agent writes it), times the run's transmissions:
+  the fastest this run could be if everything else (routing, timers, the
+  event queue, the trace) cost nothing, and the per-transmission budget
+  the speed-up target leaves.
 
 Then the memory check (one run each under tracemalloc, which slows Python,
 so it is never timed): live Python heap by package at checkpoints, next to
@@ -25,6 +32,7 @@ Usage: ``.venv/bin/python bench/sim_scale.py [--nodes 100|1000] [--hours H]
 from __future__ import annotations
 
 import argparse
+import random
 import resource
 import statistics
 import sys
@@ -34,8 +42,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dcis.dtn.agent.actions import Transmit
+from dcis.dtn.agent.agent import Agent
+from dcis.dtn.agent.store import BundleState, MemoryStore, StoredBundle
+from dcis.dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle
+from dcis.dtn.bpv7.eid import parse_eid
+from dcis.dtn.bpv7.processing import update_for_forwarding
+from dcis.dtn.cl.udp import (
+    DataSegment,
+    decode_datagram_untrusted,
+    encode_ack_segment,
+    encode_data_segment,
+)
+from dcis.dtn.routing.contact import Contact, Range
 from dcis.dtn.routing.plan import ContactPlan
 from dcis.dtn.sim import SimConfig, SimSummary, Simulator, TrafficItem
+from dcis.dtn.sim.engine import SIM_EPOCH
 from dcis.dtn.sim.scenarios import leo_constellation, random_traffic
 
 DAY_S = 86_400.0
@@ -73,6 +95,81 @@ def build(
     until = min(3_600.0, duration) if quiet else duration * 20 / 24
     traffic = random_traffic(nodes=nodes, bundles=bundles, until_s=until, seed=seed + 1)
     return plan, traffic
+
+
+def first_hop_wire(payload_bytes: int) -> bytes:
+    """The bytes a real agent (``dcis.dtn.agent.Agent``) transmits for a
+    ``payload_bytes`` bundle sent from ``ipn:1.1`` to ``ipn:3.1`` over a
+    contact 1 -> 2: the bundle as every later hop receives it (primary,
+    previous node, hop count and age blocks as the agent writes them)."""
+    store = MemoryStore()
+    plan = ContactPlan(
+        [Contact(1, 2, 0.0, 3_600.0, 1e9), Contact(2, 3, 0.0, 3_600.0, 1e9)],
+        [Range(1, 2, 0.0, 3_600.0, 0.01), Range(2, 3, 0.0, 3_600.0, 0.01)],
+    )
+    agent = Agent(
+        node=1, store=store, plan=plan, plan_epoch=SIM_EPOCH, rng=random.Random(0)
+    )
+    agent.register("ipn:1.1", now=SIM_EPOCH)
+    _key, _ = agent.send(
+        source="ipn:1.1",
+        destination="ipn:3.1",
+        payload=bytes(payload_bytes),
+        lifetime_ms=86_400_000,
+        now=SIM_EPOCH,
+    )
+    out = agent.on_contact_start(next(iter(plan.contacts)), SIM_EPOCH)
+    wires = [a.data for a in out if isinstance(a, Transmit)]
+    if len(wires) != 1:
+        raise RuntimeError(f"expected one transmission, got {out}")
+    return wires[0]
+
+
+def floor_us_per_hop(payload_bytes: int, hops: int = 4_000) -> float:
+    """CPU microseconds of the least work one store-and-forward hop of this
+    design must do, measured here on a bundle as the agent writes it: the
+    receiving node parses the UDP CL DATA segment and decodes the bundle
+    (it must check it before it ACKs), stores it, encodes and parses the
+    ACK segment; to forward it, it updates the previous node, age and hop
+    count blocks (RFC 9171 5.4), encodes the bundle again, frames it in a
+    DATA segment, and deletes it from its store once that hop ACKs. One
+    decode per hop (the agent does two: at reception and again from the
+    store when it forwards), no routing, no timers, no trace, no event
+    queue -- a lower bound for the real path, not a model of it."""
+    store = MemoryStore(limit_bytes=1 << 40)
+    me = parse_eid("ipn:2.0")
+    dgram = encode_data_segment(sender=1, token=1, bundle=first_hop_wire(payload_bytes))
+    now = int(SIM_EPOCH)
+    t0 = time.process_time()
+    for i in range(hops):
+        seg = decode_datagram_untrusted(dgram)
+        assert isinstance(seg, DataSegment)
+        b = decode_bundle_untrusted(seg.bundle)
+        key = f"{b.bundle_key}#{i}"  # a new bundle each time: the store grows
+        store.put(
+            StoredBundle(
+                key=key,
+                destination=str(b.primary.destination),
+                expiry_ms=now + b.primary.lifetime_ms,
+                state=BundleState.PENDING,
+                size_bytes=len(seg.bundle),
+                received_ms=now,
+                prev_node=seg.sender,
+            ),
+            seg.bundle,
+        )
+        ack = encode_ack_segment(sender=2, tokens=[seg.token])
+        decode_datagram_untrusted(ack)
+        fwd = update_for_forwarding(b, node=me, dwell_ms=1_000)
+        hop = fwd.hop_count
+        if hop is not None and hop.exceeded:
+            raise RuntimeError("hop limit in the floor loop")
+        out = encode_data_segment(sender=2, token=i + 2, bundle=encode_bundle(fwd))
+        decode_datagram_untrusted(encode_ack_segment(sender=3, tokens=[i + 2]))
+        store.delete(key)
+        if len(out) < len(dgram):
+            raise RuntimeError("the forwarded bundle lost bytes")
+    return (time.process_time() - t0) / hops * 1e6
 
 
 def timed_run(
@@ -157,6 +254,8 @@ def main() -> int:
         f"plan: {args.nodes} nodes ({planes} planes x {per_plane}), {len(plan.contacts)} contacts"
         f" over {args.hours:g} h; traffic: {bundles} bundles over {args.hours * 20 / 24:g} h"
     )
+    sent = sum(t.count for t in _traffic)
+    mean_payload = round(sum(t.size_bytes * t.count for t in _traffic) / max(sent, 1))
     del plan, _traffic
 
     walls: list[float] = []
@@ -198,6 +297,20 @@ def main() -> int:
     )
     print(
         f"trace_sha256 {s.trace_sha256} (identical in all {repeats} repeats: {len(set(shas)) == 1})"
+    )
+    # The floor: the least CPU the real per-hop path costs, measured now on
+    # this machine, times this run's hop count (see floor_us_per_hop).
+    floor_us = statistics.median(floor_us_per_hop(mean_payload) for _ in range(3))
+    floor_s = floor_us * s.transmissions / 1e6
+    budget_us = span_s / target / max(s.transmissions, 1) * 1e6
+    print(
+        f"floor: {floor_us:.1f} us CPU per hop (decode + store + ACK + re-encode + UDP CL"
+        f" framing of a {mean_payload}-byte-payload bundle, measured now) x"
+        f" {s.transmissions} transmissions = {floor_s:.2f} s CPU, {span_s / max(floor_s, 1e-9):,.0f}x"
+        f" real time at best; the run took {cpu:.2f} s CPU ({cpu / max(floor_s, 1e-9):.1f}x the floor,"
+        f" {cpu / max(s.transmissions, 1) * 1e6:.0f} us per transmission); {target:,}x needs"
+        f" <= {budget_us:.1f} us per transmission"
+        f" (the floor alone {'fits in' if floor_us <= budget_us else 'EXCEEDS'} that budget)"
     )
     peak = peak_rss_mib()
     print(

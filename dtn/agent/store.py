@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -53,6 +53,9 @@ __all__ = [
     "StoreFull",
     "StoredBundle",
 ]
+
+_NO_TXN: AbstractContextManager[None] = nullcontext()
+"""MemoryStore's transaction: nothing to group, so one shared no-op manager."""
 
 
 class StoreFull(DtnError):
@@ -278,13 +281,10 @@ class MemoryStore:
     def __contains__(self, key: object) -> bool:
         return key in self._meta
 
-    @contextmanager
-    def _txn(self) -> Iterator[None]:
-        yield
-
     def transaction(self, *, durable: bool = True) -> AbstractContextManager[None]:
         """No-op grouping (memory writes are immediate and cannot be rolled back)."""
-        return self._txn()
+        # One shared, reusable no-op manager: two are opened per agent input.
+        return _NO_TXN
 
     def put(self, record: StoredBundle, data: bytes, *, force: bool = False) -> None:
         """See :meth:`BundleStore.put`."""

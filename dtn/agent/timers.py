@@ -67,27 +67,32 @@ def on_tick(self: Agent, now: int) -> list[Action]:
 
 def next_deadline(self: Agent) -> DtnTime | None:
     """When ``on_tick`` must next be called (None: no timer pending)."""
+    # Called after every input (by ``finish`` and by the driver): stale
+    # tops are dropped here, so each test below is one lookup.
     heap = self._expiry
+    entries = self._entries
     while heap:
         expiry, key = heap[0]
-        e = self._entries.get(key)
+        e = entries.get(key)
         if e is not None and e.expiry_ms == expiry:
             break
         heapq.heappop(heap)
+    at = heap[0][0] if heap else None
     bo = self._backoff
-    while bo and bo[0][1] not in self._links:
-        heapq.heappop(bo)
-    rr = self._reroute
-    while rr and self._reroute_at.get(rr[0][1]) != rr[0][0]:
-        heapq.heappop(rr)
-    cands = []
-    if heap:
-        cands.append(heap[0][0])
     if bo:
-        cands.append(bo[0][0])
+        links = self._links
+        while bo and bo[0][1] not in links:
+            heapq.heappop(bo)
+        if bo and (at is None or bo[0][0] < at):
+            at = bo[0][0]
+    rr = self._reroute
     if rr:
-        cands.append(rr[0][0])
-    return DtnTime(min(cands)) if cands else None
+        reroute_at = self._reroute_at
+        while rr and reroute_at.get(rr[0][1]) != rr[0][0]:
+            heapq.heappop(rr)
+        if rr and (at is None or rr[0][0] < at):
+            at = rr[0][0]
+    return None if at is None else DtnTime(at)
 
 
 def finish(self: Agent, actions: list[Action]) -> None:

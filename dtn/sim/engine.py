@@ -659,6 +659,7 @@ class Simulator:
         self._seq = 0
         self._now_us = 0
         self._end_us = _us(config.duration_s)
+        self._epoch_ms = int(config.plan_epoch)
         self._link_keys: dict[tuple[int, int], bytes | None] = {}
         self._max_jitter_us = (
             _us(config.reorder_max_s) if (config.reorder or config.duplicate) else 0
@@ -1023,34 +1024,43 @@ class Simulator:
 
     def _apply(self, nd: _Node, actions: Iterable[Action]) -> None:
         acked = False
+        # Tested in order of frequency (an Event or two per hop, then one
+        # Transmit and one Ack): the action types are disjoint.
         for a in actions:
             if nd.core is None:
                 return
-            if isinstance(a, Transmit):
+            if isinstance(a, Event):
+                self._event(nd, a)
+            elif isinstance(a, Transmit):
                 self._transmit(nd, a)
-            elif isinstance(a, Ack) and nd.ltp is not None and nd.ltp.has(a.neighbor):
-                self._ltp_result(nd, nd.ltp.on_stored(a.cl_token, self._ltp_ms()))
             elif isinstance(a, Ack):
-                # The UDP CL's receiving side: ACKed once the agent holds it.
-                nd.acks.add(a.neighbor, a.cl_token)
-                acked = True
-            elif isinstance(a, Deliver):
-                self._deliver(nd, a)
+                if nd.ltp is not None and nd.ltp.has(a.neighbor):
+                    self._ltp_result(nd, nd.ltp.on_stored(a.cl_token, self._ltp_ms()))
+                else:
+                    # The UDP CL's receiving side: ACKed once the agent holds it.
+                    nd.acks.add(a.neighbor, a.cl_token)
+                    acked = True
             elif isinstance(a, Schedule):
                 self._want_tick_ms(nd, a.at)
-            elif isinstance(a, Event):
-                self._event(nd, a)
-        if nd.core is not None:
+            elif isinstance(a, Deliver):
+                self._deliver(nd, a)
+        core = nd.core
+        if core is not None:
             if acked:
                 self._send_acks(nd)
-            self._want_tick(nd, nd.core.next_deadline())
+            at = core.next_deadline()
+            if at is not None:
+                self._want_tick_ms(nd, at)
 
     def _want_tick(self, nd: _Node, at: DtnTime | None) -> None:
+        # (consensus.testing re-arms a node's timers through this one.)
         if at is not None:
             self._want_tick_ms(nd, at)
 
     def _want_tick_ms(self, nd: _Node, at: int) -> None:
-        at_us = max((at - self.config.plan_epoch) * 1000, self._now_us)
+        at_us = (at - self._epoch_ms) * 1000
+        if at_us < self._now_us:
+            at_us = self._now_us
         # One tick per node per millisecond at most: a deadline the agent
         # has just been ticked for (and did not clear) must not spin the loop.
         if at_us <= nd.last_tick_us:
