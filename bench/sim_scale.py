@@ -46,7 +46,7 @@ from dcis.dtn.agent.actions import Transmit
 from dcis.dtn.agent.agent import Agent
 from dcis.dtn.agent.store import BundleState, MemoryStore, StoredBundle
 from dcis.dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle
-from dcis.dtn.bpv7.eid import parse_eid
+from dcis.dtn.bpv7.eid import IpnEid
 from dcis.dtn.bpv7.processing import update_for_forwarding
 from dcis.dtn.cl.udp import (
     DataSegment,
@@ -125,50 +125,57 @@ def first_hop_wire(payload_bytes: int) -> bytes:
     return wires[0]
 
 
+def floor_hop(
+    dgram: bytes, store: MemoryStore, node: int, token: int, now: int
+) -> bytes:
+    """One store-and-forward hop at ``node`` of a DATA segment ``dgram``,
+    with only the work this design cannot skip: parse the UDP CL segment,
+    decode the bundle (it must be checked before it is ACKed), store it,
+    encode the ACK (and parse it, as the sender does), update the previous
+    node, age and hop count blocks (RFC 9171 5.4), encode the bundle again
+    and frame it as a DATA segment with ``token``, then delete it from the
+    store (as when the next hop ACKs). Returns the outgoing segment. One
+    decode per hop -- the agent does two (at reception, and again from the
+    store when it forwards) -- and no routing, timers, trace or event
+    queue: a lower bound for the real path, not a model of it."""
+    seg = decode_datagram_untrusted(dgram)
+    if not isinstance(seg, DataSegment):
+        raise RuntimeError("the floor hop expects a DATA segment")
+    b = decode_bundle_untrusted(seg.bundle)
+    key = b.bundle_key
+    store.put(
+        StoredBundle(
+            key=key,
+            destination=str(b.primary.destination),
+            expiry_ms=now + b.primary.lifetime_ms,
+            state=BundleState.PENDING,
+            size_bytes=len(seg.bundle),
+            received_ms=now,
+            prev_node=seg.sender,
+        ),
+        seg.bundle,
+    )
+    decode_datagram_untrusted(encode_ack_segment(sender=node, tokens=[seg.token]))
+    fwd = update_for_forwarding(b, node=IpnEid(node, 0), dwell_ms=1_000)
+    hop = fwd.hop_count
+    if hop is not None and hop.exceeded:
+        raise RuntimeError("hop limit reached in the floor loop")
+    out = encode_data_segment(sender=node, token=token, bundle=encode_bundle(fwd))
+    store.delete(key)
+    return out
+
+
 def floor_us_per_hop(payload_bytes: int, hops: int = 4_000) -> float:
-    """CPU microseconds of the least work one store-and-forward hop of this
-    design must do, measured here on a bundle as the agent writes it: the
-    receiving node parses the UDP CL DATA segment and decodes the bundle
-    (it must check it before it ACKs), stores it, encodes and parses the
-    ACK segment; to forward it, it updates the previous node, age and hop
-    count blocks (RFC 9171 5.4), encodes the bundle again, frames it in a
-    DATA segment, and deletes it from its store once that hop ACKs. One
-    decode per hop (the agent does two: at reception and again from the
-    store when it forwards), no routing, no timers, no trace, no event
-    queue -- a lower bound for the real path, not a model of it."""
+    """CPU microseconds per :func:`floor_hop`, measured now on a bundle as
+    the agent writes it (``payload_bytes`` of payload): the same received
+    segment is forwarded ``hops`` times, so every hop parses and writes the
+    same sizes (a hop count that grew would change them)."""
     store = MemoryStore(limit_bytes=1 << 40)
-    me = parse_eid("ipn:2.0")
     dgram = encode_data_segment(sender=1, token=1, bundle=first_hop_wire(payload_bytes))
     now = int(SIM_EPOCH)
     t0 = time.process_time()
     for i in range(hops):
-        seg = decode_datagram_untrusted(dgram)
-        assert isinstance(seg, DataSegment)
-        b = decode_bundle_untrusted(seg.bundle)
-        key = f"{b.bundle_key}#{i}"  # a new bundle each time: the store grows
-        store.put(
-            StoredBundle(
-                key=key,
-                destination=str(b.primary.destination),
-                expiry_ms=now + b.primary.lifetime_ms,
-                state=BundleState.PENDING,
-                size_bytes=len(seg.bundle),
-                received_ms=now,
-                prev_node=seg.sender,
-            ),
-            seg.bundle,
-        )
-        ack = encode_ack_segment(sender=2, tokens=[seg.token])
-        decode_datagram_untrusted(ack)
-        fwd = update_for_forwarding(b, node=me, dwell_ms=1_000)
-        hop = fwd.hop_count
-        if hop is not None and hop.exceeded:
-            raise RuntimeError("hop limit in the floor loop")
-        out = encode_data_segment(sender=2, token=i + 2, bundle=encode_bundle(fwd))
-        decode_datagram_untrusted(encode_ack_segment(sender=3, tokens=[i + 2]))
-        store.delete(key)
-        if len(out) < len(dgram):
-            raise RuntimeError("the forwarded bundle lost bytes")
+        floor_hop(dgram, store, 2, i + 2, now)
     return (time.process_time() - t0) / hops * 1e6
 
 
