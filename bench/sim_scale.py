@@ -26,12 +26,15 @@ the bundles stored and sent by then, for
   simulated time).
 
 Usage: ``.venv/bin/python bench/sim_scale.py [--nodes 100|1000] [--hours H]
-[--repeats N] [--bundles N] [--seed N] [--no-memory]``
+[--repeats N] [--bundles N] [--seed N] [--no-memory] [--progress]``
+(``--progress``: a line per simulated hour, so a run cut short by a time
+limit still tells how far it got.)
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import resource
 import statistics
@@ -180,13 +183,32 @@ def floor_us_per_hop(payload_bytes: int, hops: int = 4_000) -> float:
 
 
 def timed_run(
-    seed: int, bundles: int, nodes_n: int = 100, hours: float = 24.0
+    seed: int,
+    bundles: int,
+    nodes_n: int = 100,
+    hours: float = 24.0,
+    progress: bool = False,
 ) -> tuple[float, float, SimSummary]:
+    """One timed run; ``progress`` prints a line per simulated hour (the
+    run steps through ``run_until``, which processes the same events in the
+    same order: the trace hash is the same either way)."""
     plan, traffic = build(seed, bundles, quiet=False, nodes_n=nodes_n, hours=hours)
     sim = Simulator(
         plan, SimConfig(seed=seed, duration_s=hours * 3_600.0), traffic=traffic
     )
     t0, c0 = time.perf_counter(), time.process_time()
+    if progress:
+        for h in range(1, math.ceil(hours) + 1):
+            sim.run_until(min(float(h), hours) * 3_600.0)
+            p = sim.progress()
+            print(
+                f"    hour {h:>2}: {time.perf_counter() - t0:7.1f} s wall,"
+                f" {time.process_time() - c0:7.1f} s CPU, {p['events']:>9} events,"
+                f" {p['transmissions']:>8} transmissions, sent {p['sent']:>6},"
+                f" delivered {p['delivered']:>6}, stored {p['stored']:>6},"
+                f" RSS {rss_mib():.0f} MiB",
+                flush=True,
+            )
     summary = sim.run()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     sim.close()
@@ -246,6 +268,11 @@ def main() -> int:
     ap.add_argument(
         "--no-memory", action="store_true", help="skip the tracemalloc runs"
     )
+    ap.add_argument(
+        "--progress",
+        action="store_true",
+        help="print counts, CPU time and RSS after every simulated hour",
+    )
     args = ap.parse_args()
     big = args.nodes >= 1000
     bundles = args.bundles if args.bundles is not None else (100_000 if big else 10_000)
@@ -264,13 +291,21 @@ def main() -> int:
     sent = sum(t.count for t in _traffic)
     mean_payload = round(sum(t.size_bytes * t.count for t in _traffic) / max(sent, 1))
     del plan, _traffic
+    floor_before = floor_us_per_hop(mean_payload)
+    print(
+        f"floor (measured before the runs): {floor_before:.1f} us CPU per hop"
+        f" ({mean_payload}-byte payload; see floor_hop)",
+        flush=True,
+    )
 
     walls: list[float] = []
     cpus: list[float] = []
     shas: list[str] = []
     summary: SimSummary | None = None
     for i in range(repeats):
-        wall, cpu, summary = timed_run(args.seed, bundles, args.nodes, args.hours)
+        wall, cpu, summary = timed_run(
+            args.seed, bundles, args.nodes, args.hours, args.progress
+        )
         walls.append(wall)
         cpus.append(cpu)
         shas.append(summary.trace_sha256)
@@ -307,7 +342,10 @@ def main() -> int:
     )
     # The floor: the least CPU the real per-hop path costs, measured now on
     # this machine, times this run's hop count (see floor_us_per_hop).
-    floor_us = statistics.median(floor_us_per_hop(mean_payload) for _ in range(3))
+    # (measured once more after the runs: the median of before and after)
+    floor_us = statistics.median(
+        [floor_before, *(floor_us_per_hop(mean_payload) for _ in range(2))]
+    )
     floor_s = floor_us * s.transmissions / 1e6
     budget_us = span_s / target / max(s.transmissions, 1) * 1e6
     print(

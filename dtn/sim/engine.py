@@ -864,6 +864,21 @@ class Simulator:
         self._push(_us(partition.start_s), _PRIO_DOWN, self._partition_start, partition)
         self._push(_us(partition.end_s), _PRIO_UP, self._partition_end, partition)
 
+    def progress(self) -> dict[str, int]:
+        """Cheap running counts (no pass over the stores' keys, unlike
+        :meth:`summary`): ``events``, ``sent`` (bundles the ledger holds),
+        ``delivered`` (distinct bundles), ``transmissions``, ``stored``
+        (bundles in all live stores now)."""
+        return {
+            "events": self._counts["events"],
+            "sent": len(self.ledger),
+            "delivered": len(self._latencies),
+            "transmissions": self._counts["tx"],
+            "stored": sum(
+                len(nd.store) for nd in self.nodes.values() if nd.store is not None
+            ),
+        }
+
     def stored_keys(self) -> set[str]:
         """Keys of whole bundles (or of the bundle a fragment belongs to) held
         in any live node's store now."""

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dcis.dtn.agent.actions import Action, Deliver
 from dcis.dtn.errors import InvalidArgument
@@ -360,3 +362,45 @@ def test_delivery_at_the_agents_expiry_millisecond_counts_as_late() -> None:
     s = sim.run()
     assert s.delivered == 1
     assert s.delivered_after_lifetime == 1
+
+
+@given(
+    steps=st.lists(st.floats(min_value=0.0, max_value=200.0), max_size=8),
+    seed=st.integers(min_value=0, max_value=3),
+)
+def test_stepping_with_run_until_changes_no_event_and_progress_counts_agree(
+    steps: list[float], seed: int
+) -> None:
+    """``run_until`` in any steps processes the same events in the same order
+    as one ``run`` (bench/sim_scale's ``--progress`` steps hour by hour), and
+    :meth:`Simulator.progress` agrees with the summary at every step."""
+
+    def sim_of() -> Simulator:
+        plan = FakePlan([Contact(1, 2, 0, 500, 10_000.0)], [Range(1, 2, 0, 500, 0.1)])
+        sim, _ = make_sim(
+            plan,
+            routes={(1, 2): 2},
+            traffic=[TrafficItem(at_s=1, src=1, dst=2, size_bytes=200, count=20)],
+            loss=0.3,
+            duplicate=0.1,
+            seed=seed,
+            duration_s=600.0,
+        )
+        return sim
+
+    whole = sim_of().run()
+    stepped = sim_of()
+    t = 0.0
+    for dt in steps:
+        t += dt
+        stepped.run_until(t)
+        p, s = stepped.progress(), stepped.summary()
+        assert p["events"] == s.events
+        assert p["sent"] == s.sent
+        assert p["delivered"] == s.delivered
+        assert p["transmissions"] == s.transmissions
+        assert p["stored"] == s.stored
+    end = stepped.run()
+    assert end.trace_sha256 == whole.trace_sha256
+    assert end == whole
+    assert stepped.progress()["delivered"] == whole.delivered
