@@ -227,11 +227,13 @@ def route(self: Agent, e: Entry, dst: int, now: int) -> int | None:
     made coarse: the size is rounded up to whole KiB (a route that fits
     the larger size fits the bundle), and the deadline is checked here
     on the earliest-arrival route (if it arrives too late, every route
-    does). Bundles to one destination then share cached routes.
+    does). Bundles to one destination then share cached routes, and a
+    route found at one node serves the next nodes on it (the router's
+    ``forwarding_route``: same arrival and hop count as ``best_route``).
     """
     excluded = () if e.prev_node is None or e.prev_node == dst else (e.prev_node,)
     size = -(-e.size // _ROUTE_SIZE_QUANTUM) * _ROUTE_SIZE_QUANTUM
-    route = self._router.best_route(
+    route = self._router.forwarding_route(
         self.node, dst, self._now_s(now), size, excluded=excluded
     )
     if route is None or route.arrival_s > self._now_s(e.expiry_ms):

@@ -21,7 +21,7 @@ already known for that neighbour.
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -141,6 +141,14 @@ def _tx_time(size: float, rate: float) -> float:
 # A node's outgoing contacts sorted by start: starts, running max of ends, contact ids, receivers, count
 _Out = tuple[list[float], list[float], list[int], list[int], int]
 
+# A shared route suffix (Router.forwarding_route): for a bundle of ``size``
+# bytes at ``node`` bound for ``dst``, the contacts ``ids[pos:]`` of a route
+# found at an earlier node, best in (arrival, hops) from ``node`` for the
+# ready time ``ready``; ``arrival`` is when it arrives then.
+_HintKey = tuple[int, int, float]  # node, dst, size
+_Hint = tuple[float, float, tuple[int, ...], int]  # ready, arrival, ids, pos
+_HINTS_MAX = 1 << 17  # shared suffixes per plan version (oldest dropped first)
+
 
 class _Graph:
     """The contact graph of one plan version: immutable, shared by every Router on the plan.
@@ -157,6 +165,7 @@ class _Graph:
         "cs",
         "end",
         "frm",
+        "hints",
         "inv_rate",
         "min_inv_in",
         "out",
@@ -230,6 +239,9 @@ class _Graph:
                 len(ids),
             )
         self.out = out
+        # Shared route suffixes (see Router.forwarding_route): the one mutable
+        # part, a bounded memo that only ever answers with a re-checked route.
+        self.hints: dict[_HintKey, _Hint] = {}
 
     def owlt_at(self, i: int, at_s: float) -> float:
         """Contact ``i``'s light time when a bundle is sent over it at ``at_s``."""
@@ -271,6 +283,12 @@ def _varying_owlt(
     return out
 
 
+def _shareable(entry: _Entry, deadline: float) -> bool:
+    """An answer served from ``entry`` is also the one with no exclusions,
+    no deadline and full volume (see Router.forwarding_route)."""
+    return entry[6] and not entry[3] and deadline == _INF and bool(entry[4])
+
+
 def _graph_of(plan: ContactPlan) -> tuple[_Graph, bool]:
     """The plan's shared graph for its current version, and whether it was built now."""
     g = plan._cgr_graph
@@ -282,9 +300,16 @@ def _graph_of(plan: ContactPlan) -> tuple[_Graph, bool]:
 
 
 # A cached answer: ready time, size, deadline, excluded first hops it was
-# computed for, the routes (contact indices) and their arrivals then.
+# computed for, the routes (contact indices) and their arrivals then, and
+# whether the search that found it skipped no contact for want of volume.
 _Entry = tuple[
-    float, float, float, frozenset[int], tuple[tuple[int, ...], ...], tuple[float, ...]
+    float,
+    float,
+    float,
+    frozenset[int],
+    tuple[tuple[int, ...], ...],
+    tuple[float, ...],
+    bool,
 ]
 _CacheKey = tuple[int, int, int]  # src, dst, k
 _PER_KEY = 16  # cached answers per (src, dst, k): sizes x exclusions in use
@@ -317,7 +342,9 @@ class Router:
             "cache_misses": 0,
             "builds": 0,
             "graphs_built": 0,
+            "shared_hits": 0,
         }
+        self._volume_cut = False
         self._build()
 
     # -- contact graph ---------------------------------------------------------
@@ -445,6 +472,7 @@ class Router:
         (the route cache relies on it: spec/routing.md).
         """
         self.stats["searches"] += 1
+        self._volume_cut = False
         out = self._out
         end = self._end
         inv_rate = self._inv_rate
@@ -514,11 +542,12 @@ class Router:
                 ci = ids[j]
                 v = tos[j]
                 j += 1
-                if (
-                    v in blocked
-                    or (resid[ci] if ci in resid else vol[ci]) < size
-                    or (avoid_contacts and ci in avoid_contacts)
-                ):
+                if v in blocked or (avoid_contacts and ci in avoid_contacts):
+                    continue
+                if (resid[ci] if ci in resid else vol[ci]) < size:
+                    self._volume_cut = (
+                        True  # the answer depends on this router's bookings
+                    )
                     continue
                 if at_src and (v == src or v in first_excl):
                     continue
@@ -637,8 +666,23 @@ class Router:
         if src == dst:
             return []
         deadline = _INF if deadline_s is None else deadline_s
-        excl = frozenset(excluded)
-        size = float(size_bytes)
+        return self._answer(
+            src, dst, at_s, float(size_bytes), k, deadline, frozenset(excluded)
+        )[0]
+
+    def _answer(
+        self,
+        src: int,
+        dst: int,
+        at_s: float,
+        size: float,
+        k: int,
+        deadline: float,
+        excl: frozenset[int],
+    ) -> tuple[list[Route], bool]:
+        """The exact answer, and whether it is also the answer with no
+        exclusions, no deadline and full volume (then it may be shared:
+        :meth:`forwarding_route`)."""
         key: _CacheKey = (src, dst, k)
         entries = self._cache.get(key)
         if entries is not None:
@@ -647,21 +691,123 @@ class Router:
                 if got is not None:
                     self._cache.move_to_end(key)
                     self.stats["cache_hits"] += 1
-                    return got
+                    return got, _shareable(entries[n], deadline)
         self.stats["cache_misses"] += 1
-        if excl:
-            # Search without the exclusions first: when no route of that
-            # answer starts towards an excluded neighbour it is the answer,
-            # and cached without exclusions it serves any exclusion set.
-            found = self._yen(src, dst, at_s, size, deadline, frozenset(), k)
-            self._remember(key, at_s, size, deadline, frozenset(), found)
-            if any(self._to[ids[0]] in excl for ids, _ in found):
-                found = self._yen(src, dst, at_s, size, deadline, excl, k)
-                self._remember(key, at_s, size, deadline, excl, found)
-        else:
+        none: frozenset[int] = frozenset()
+        # Search without the exclusions first: when no route of that answer
+        # starts towards an excluded neighbour it is the answer, and cached
+        # without exclusions it serves any exclusion set.
+        found = self._yen(src, dst, at_s, size, deadline, none, k)
+        e = self._remember(key, at_s, size, deadline, none, found)
+        if excl and any(self._to[ids[0]] in excl for ids, _ in found):
             found = self._yen(src, dst, at_s, size, deadline, excl, k)
             self._remember(key, at_s, size, deadline, excl, found)
-        return [r for _, r in found]
+            return [r for _, r in found], False
+        return [r for _, r in found], _shareable(e, deadline)
+
+    # -- shared route suffixes ----------------------------------------------------
+    def forwarding_route(
+        self,
+        src: int,
+        dst: int,
+        at_s: float,
+        size_bytes: float,
+        excluded: Iterable[int] = (),
+    ) -> Route | None:
+        """A route from ``src`` to ``dst`` as good as :meth:`best_route`'s in
+        arrival and hop count (SABR's first two criteria), shared between the
+        routers over one plan; None when there is none.
+
+        For forwarding hop by hop: a route found here at one node (exact, with
+        no exclusions, and no contact skipped for this router's bookings) is
+        left in the plan's graph as a *suffix* for every later node on it. At
+        such a node, for the same destination and size, the suffix is the
+        answer when the bundle is ready no earlier than the route reached that
+        node (or earlier, with no other usable contact of the node open in
+        between), its first hop is not excluded, and re-walked with this
+        router's residual volume it still arrives when it did. It is then the
+        earliest-arrival route with the fewest hops (spec/routing.md, "Shared
+        route suffixes", has the proof); only the termination and the last
+        tie-break may differ from :meth:`best_route`'s. Otherwise this is
+        :meth:`best_route` (no deadline: check the arrival against it).
+        """
+        self._validate(src, dst, at_s, size_bytes)
+        self._check()
+        if src == dst:
+            return None
+        size = float(size_bytes)
+        excl = frozenset(excluded)
+        hint = self._g.hints.get((src, dst, size))
+        if hint is not None:
+            got = self._from_hint(hint, src, at_s, size, excl)
+            if got is not None:
+                self.stats["shared_hits"] += 1
+                return got
+        found, share = self._answer(src, dst, at_s, size, 1, _INF, excl)
+        if not found:
+            return None
+        route = found[0]
+        if share and len(route.contacts) > 1:
+            idx = self._idx
+            self._publish(
+                tuple(idx[c] for c in route.contacts), at_s, size, dst, route.arrival_s
+            )
+        return route
+
+    def _from_hint(
+        self, hint: _Hint, src: int, t: float, size: float, excl: frozenset[int]
+    ) -> Route | None:
+        ready, arrival, ids, pos = hint
+        if self._to[ids[pos]] in excl:
+            return None
+        if t < ready and not self._quiet(src, t, ready, excl):
+            return None
+        route = self._route(ids[pos:], t, size)
+        if route is None or route.arrival_s != arrival:
+            return None
+        return route
+
+    def _quiet(self, node: int, t: float, ready: float, excl: frozenset[int]) -> bool:
+        """True if no contact from ``node`` to a node not in ``excl`` can be
+        used when ready at ``t`` and not when ready at ``ready`` (or is used
+        at another time): then both ready times have the same routes, with
+        the same arrivals."""
+        rec = self._out.get(node)
+        if rec is None:
+            return True
+        starts, maxend, ids, tos, n = rec
+        end = self._end
+        j = bisect_right(maxend, t)  # contacts before j all end by t
+        while j < n and starts[j] < ready:
+            if end[ids[j]] > t and tos[j] not in excl:
+                return False
+            j += 1
+        return True
+
+    def _publish(
+        self,
+        ids: tuple[int, ...],
+        t0: float,
+        size: float,
+        dst: int,
+        arrival: float,
+    ) -> None:
+        """Leave the suffixes of an exact, shareable route for its later nodes."""
+        g = self._g
+        hints = g.hints
+        start = self._start
+        rate = self._rate
+        to = self._to
+        t = t0
+        for i in range(len(ids) - 1):
+            ci = ids[i]
+            sent = t if t > start[ci] else start[ci]
+            t = sent + _tx_time(size, rate[ci]) + g.owlt_at(ci, sent)
+            key = (to[ci], dst, size)
+            hints.pop(key, None)  # a newer suffix goes to the back of the queue
+            hints[key] = (t, arrival, ids, i + 1)
+        while len(hints) > _HINTS_MAX:
+            del hints[next(iter(hints))]
 
     # -- route cache -------------------------------------------------------------
     # An answer (routes p_1..p_m, SABR order) computed for ready time t_c,
@@ -691,7 +837,7 @@ class Router:
         excl: frozenset[int],
         k: int,
     ) -> list[Route] | None:
-        t_c, s_c, d_c, e_c, cached, arrivals = entries[n]
+        t_c, s_c, d_c, e_c, cached, arrivals, _ = entries[n]
         if at_s < t_c or size < s_c or not e_c <= excl:
             return None
         full = len(cached) >= k
@@ -738,7 +884,7 @@ class Router:
         deadline: float,
         excl: frozenset[int],
         found: list[tuple[tuple[int, ...], Route]],
-    ) -> None:
+    ) -> _Entry:
         entries = self._cache.get(key)
         if entries is None:
             entries = self._cache[key] = []
@@ -751,16 +897,16 @@ class Router:
             if len(entries) >= _PER_KEY:
                 del entries[0]
                 self._n_cached -= 1
-        entries.append(
-            (
-                at_s,
-                size,
-                deadline,
-                excl,
-                tuple(ids for ids, _ in found),
-                tuple(r.arrival_s for _, r in found),
-            )
+        entry: _Entry = (
+            at_s,
+            size,
+            deadline,
+            excl,
+            tuple(ids for ids, _ in found),
+            tuple(r.arrival_s for _, r in found),
+            not self._volume_cut and key[2] == 1,
         )
+        entries.append(entry)
         self._n_cached += 1
         if size > self._max_cached_size:
             self._max_cached_size = size
@@ -771,6 +917,7 @@ class Router:
                 self._n_cached -= 1
             if not old:
                 del self._cache[old_key]
+        return entry
 
     def _drop_cached(self, doomed: Callable[[_Entry], bool]) -> None:
         for key in list(self._cache):
