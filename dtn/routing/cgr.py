@@ -144,9 +144,12 @@ _Out = tuple[list[float], list[float], list[int], list[int], int]
 # A shared route suffix (Router.forwarding_route): for a bundle of ``size``
 # bytes at ``node`` bound for ``dst``, the contacts ``ids[pos:]`` of a route
 # found at an earlier node, best in (arrival, hops) from ``node`` for the
-# ready time ``ready``; ``arrival`` is when it arrives then.
+# ready time ``ready``; ``arrival`` is when it arrives then; ``early`` the
+# transmission time of ``size`` bytes over the contact into ``node``.
 _HintKey = tuple[int, int, float]  # node, dst, size
-_Hint = tuple[float, float, tuple[int, ...], int]  # ready, arrival, ids, pos
+_Hint = tuple[
+    float, float, float, tuple[int, ...], int
+]  # ready, early, arrival, ids, pos
 _HINTS_MAX = 1 << 17
 # A fast search's path back to the source: (contact, parent link), None at the source
 _Link = tuple[int, "_Link"] | None
@@ -866,18 +869,26 @@ class Router:
         arrival and hop count (SABR's first two criteria), shared between the
         routers over one plan; None when there is none.
 
-        For forwarding hop by hop: a route found here at one node (exact, with
-        no exclusions, and no contact skipped for this router's bookings) is
-        left in the plan's graph as a *suffix* for every later node on it. At
-        such a node, for the same destination and size, the suffix is the
-        answer when the bundle is ready no earlier than the route reached that
-        node (or earlier, with no other usable contact of the node open in
-        between), its first hop is not excluded, and re-walked with this
-        router's residual volume it still arrives when it did. It is then the
-        earliest-arrival route with the fewest hops (spec/routing.md, "Shared
-        route suffixes", has the proof); only the termination and the last
-        tie-break may differ from :meth:`best_route`'s. Otherwise this is
-        :meth:`best_route` (no deadline: check the arrival against it).
+        For forwarding hop by hop: a route found here at one node (best in
+        arrival and hops, with no exclusions, and no contact skipped for this
+        router's bookings) is left in the plan's graph as a *suffix* for
+        every later node on it. At such a node, for the same destination and
+        size, the suffix is the answer when the bundle is ready no earlier
+        than the route reached that node (or earlier, with no other usable
+        contact of the node open in between), its first hop is not excluded,
+        and re-walked with this router's residual volume it still arrives
+        when it did. It is then the earliest-arrival route with the fewest
+        hops (spec/routing.md, "Shared route suffixes", has the proof).
+
+        One approximation, for the agent's rounded sizes: a bundle ready
+        earlier than planned by less than the transmission time of
+        ``size_bytes`` over the contact that brought it (it is smaller than
+        the size it was routed with, so it arrived sooner) is taken as ready
+        when planned: the answer is then the best for a ready time at most
+        that much later than ``at_s`` (still feasible from ``at_s``).
+
+        Without a usable suffix this searches (:meth:`_search_fast`, cached
+        as :meth:`best_route` is). No deadline: check the arrival against it.
         """
         self._validate(src, dst, at_s, size_bytes)
         self._check()
@@ -905,15 +916,16 @@ class Router:
     def _from_hint(
         self, hint: _Hint, src: int, t: float, size: float, excl: frozenset[int]
     ) -> Route | None:
-        ready, arrival, ids, pos = hint
+        ready, early, arrival, ids, pos = hint
         if self._to[ids[pos]] in excl:
             return None
-        if t < ready and not self._quiet(src, t, ready, excl):
+        if t < ready - early and not self._quiet(src, t, ready, excl):
             return None
-        route = self._route(ids[pos:], t, size)
-        if route is None or route.arrival_s != arrival:
+        # Ready by the plan the suffix was found for: still arriving then?
+        planned = self._route(ids[pos:], max(t, ready), size)
+        if planned is None or planned.arrival_s != arrival:
             return None
-        return route
+        return planned if t >= ready else self._route(ids[pos:], t, size)
 
     def _quiet(self, node: int, t: float, ready: float, excl: frozenset[int]) -> bool:
         """True if no contact from ``node`` to a node not in ``excl`` can be
@@ -950,10 +962,11 @@ class Router:
         for i in range(len(ids) - 1):
             ci = ids[i]
             sent = t if t > start[ci] else start[ci]
-            t = sent + _tx_time(size, rate[ci]) + g.owlt_at(ci, sent)
+            tx = _tx_time(size, rate[ci])
+            t = sent + tx + g.owlt_at(ci, sent)
             key = (to[ci], dst, size)
             hints.pop(key, None)  # a newer suffix goes to the back of the queue
-            hints[key] = (t, arrival, ids, i + 1)
+            hints[key] = (t, tx, arrival, ids, i + 1)
         while len(hints) > _HINTS_MAX:
             del hints[next(iter(hints))]
 
