@@ -732,8 +732,13 @@ class Router:
                 if fv is None:
                     front[v] = [(h1, best)]
                 else:
-                    if any(fh <= h1 and fa <= best for fh, fa in fv):
-                        continue  # beaten by a label already pushed
+                    beaten = False
+                    for fh, fa in fv:
+                        if fh <= h1 and fa <= best:
+                            beaten = True  # by a label already pushed
+                            break
+                    if beaten:
+                        continue
                     fv[:] = [x for x in fv if x[0] < h1 or x[1] < best]
                     fv.append((h1, best))
                 if v == dst:
