@@ -151,6 +151,7 @@ _Hint = tuple[
     float, float, float, tuple[int, ...], int
 ]  # ready, early, arrival, ids, pos
 _HINTS_MAX = 1 << 17
+_DEAD_MAX = 1 << 18  # (destination, node) pairs known unreachable, per plan version
 # A fast search's path back to the source: (contact, parent link), None at the source
 _Link = tuple[int, "_Link"] | None
 # A node's neighbours: (neighbour, starts, running max of ends, contact ids) per neighbour
@@ -173,6 +174,8 @@ class _Graph:
         "_nbrs",
         "_plan_ranges",
         "cs",
+        "dead",
+        "dead_n",
         "end",
         "frm",
         "hints",
@@ -252,6 +255,10 @@ class _Graph:
         # Shared route suffixes (see Router.forwarding_route): the one mutable
         # part, a bounded memo that only ever answers with a re-checked route.
         self.hints: dict[_HintKey, _Hint] = {}
+        # dead[dst][node] = (since, size): no route from node to dst for a
+        # bundle of size or more ready at since or later (a failed search)
+        self.dead: dict[int, dict[int, tuple[float, float]]] = {}
+        self.dead_n = 0
         self._nbrs: _Nbrs | None = None  # built on first need
 
     def neighbours(self) -> _Nbrs:
@@ -673,6 +680,9 @@ class Router:
         pop = heapq.heappop
         push = heapq.heappush
         settled: dict[int, int] = {}  # node -> fewest hops of its expanded labels
+        reach: dict[
+            int, float
+        ] = {}  # node -> its earliest arrival (first label popped)
         front: dict[int, list[tuple[int, float]]] = {}  # labels pushed: (hops, arrival)
         # (arrival, hops, order pushed, node, (contact, parent link) or None)
         heap: list[tuple[float, int, int, int, _Link]] = [(t0, 0, 0, src, None)]
@@ -683,6 +693,8 @@ class Router:
             sh = settled.get(u)
             if sh is not None and sh <= h:
                 continue  # an earlier label of u with no more hops beats it
+            if sh is None:
+                reach[u] = a
             if u == dst:
                 path: list[int] = []
                 while link is not None:
@@ -745,7 +757,27 @@ class Router:
                     best_dst = best
                 push(heap, (best, h1, seq, v, (bci, link)))
                 seq += 1
+        if not excl and not self._volume_cut:
+            self._publish_dead(dst, size, reach)
         return None
+
+    def _publish_dead(self, dst: int, size: float, reach: dict[int, float]) -> None:
+        """No route from src to dst at full volume: none from any node the
+        search reached either, from when it reached it (spec/routing.md,
+        "Shared route suffixes", unreachable destinations)."""
+        g = self._g
+        known = g.dead.get(dst)
+        if known is None:
+            known = g.dead[dst] = {}
+        before = len(known)
+        for x, since in reach.items():
+            old = known.get(x)
+            if old is None or (since <= old[0] and size <= old[1]):
+                known[x] = (since, size)
+        g.dead_n += len(known) - before
+        while g.dead_n > _DEAD_MAX:
+            gone = g.dead.pop(next(iter(g.dead)))
+            g.dead_n -= len(gone)
 
     def _route(self, ids: Sequence[int], t0: float, size: float) -> Route | None:
         cs = [self._cs[i] for i in ids]
@@ -901,6 +933,12 @@ class Router:
             return None
         size = float(size_bytes)
         excl = frozenset(excluded)
+        dead = self._g.dead.get(dst)
+        if dead is not None:
+            since = dead.get(src)
+            if since is not None and at_s >= since[0] and size >= since[1]:
+                self.stats["shared_hits"] += 1
+                return None
         hint = self._g.hints.get((src, dst, size))
         if hint is not None:
             got = self._from_hint(hint, src, at_s, size, excl)
