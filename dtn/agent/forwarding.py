@@ -5,7 +5,9 @@ transmission (RFC 9171 sections 5.4 and 5.8).
 Theory of operation
 -------------------
 :func:`forward` picks a next hop (an open contact to the destination
-itself, else CGR over the contact plan, whose residual volume it books) and
+itself, else CGR over the contact plan, whose residual volume it books:
+``Router.forwarding_route``, which shares a route found at one node with
+the later nodes on it, spec/routing.md "Shared route suffixes") and
 appends the bundle to that neighbour's queue, or holds it unrouted (retried
 when the plan changes, a contact to the destination opens, or after a
 doubling back-off). :func:`pump` drains an open neighbour's queue within the
