@@ -254,10 +254,10 @@ class _Graph:
         self.out = out
         # Shared route suffixes (see Router.forwarding_route): the one mutable
         # part, a bounded memo that only ever answers with a re-checked route.
-        self.hints: dict[_HintKey, _Hint] = {}
+        self.hints: OrderedDict[_HintKey, _Hint] = OrderedDict()
         # dead[dst][node] = (since, size): no route from node to dst for a
         # bundle of size or more ready at since or later (a failed search)
-        self.dead: dict[int, dict[int, tuple[float, float]]] = {}
+        self.dead: OrderedDict[int, dict[int, tuple[float, float]]] = OrderedDict()
         self.dead_n = 0
         self._nbrs: _Nbrs | None = None  # built on first need
 
@@ -744,14 +744,17 @@ class Router:
                 if fv is None:
                     front[v] = [(h1, best)]
                 else:
-                    beaten = False
+                    beaten = beats = False
                     for fh, fa in fv:
                         if fh <= h1 and fa <= best:
                             beaten = True  # by a label already pushed
                             break
+                        if fh >= h1 and fa >= best:
+                            beats = True
                     if beaten:
                         continue
-                    fv[:] = [x for x in fv if x[0] < h1 or x[1] < best]
+                    if beats:
+                        fv[:] = [x for x in fv if x[0] < h1 or x[1] < best]
                     fv.append((h1, best))
                 if v == dst:
                     best_dst = best
@@ -776,8 +779,7 @@ class Router:
                 known[x] = (since, size)
         g.dead_n += len(known) - before
         while g.dead_n > _DEAD_MAX:
-            gone = g.dead.pop(next(iter(g.dead)))
-            g.dead_n -= len(gone)
+            g.dead_n -= len(g.dead.popitem(last=False)[1])
 
     def _route(self, ids: Sequence[int], t0: float, size: float) -> Route | None:
         cs = [self._cs[i] for i in ids]
@@ -1008,10 +1010,12 @@ class Router:
             tx = _tx_time(size, rate[ci])
             t = sent + tx + g.owlt_at(ci, sent)
             key = (to[ci], dst, size)
-            hints.pop(key, None)  # a newer suffix goes to the back of the queue
             hints[key] = (t, tx, arrival, ids, i + 1)
+            hints.move_to_end(key)  # a newer suffix goes to the back of the queue
         while len(hints) > _HINTS_MAX:
-            del hints[next(iter(hints))]
+            hints.popitem(
+                last=False
+            )  # O(1), unlike next(iter(dict)) after many deletions
 
     # -- route cache -------------------------------------------------------------
     # An answer (routes p_1..p_m, SABR order) computed for ready time t_c,
