@@ -150,7 +150,9 @@ _HintKey = tuple[int, int, float]  # node, dst, size
 _Hint = tuple[
     float, float, float, tuple[int, ...], int
 ]  # ready, early, arrival, ids, pos
-_HINTS_MAX = 1 << 17
+# Shared suffixes per plan version, least recently written dropped first: the
+# 1,000-node day has ~12k bundles in transit with ~16 hops to go (~200k live).
+_HINTS_MAX = 1 << 19
 _DEAD_MAX = 1 << 18  # (destination, node) pairs known unreachable, per plan version
 # A fast search's path back to the source: (contact, parent link), None at the source
 _Link = tuple[int, "_Link"] | None
