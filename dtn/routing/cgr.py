@@ -62,17 +62,14 @@ class Route:
     arrival_s: float
     hops: tuple[int, ...]
     contacts: tuple[Contact, ...]
-    _key: tuple[float, int, Chain] = field(init=False, repr=False, compare=False)
+    _key: tuple[float, int, Chain] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if len(self.hops) != len(self.contacts) + 1:
             raise InvalidArgument("a route has one more hop than contacts")
-        chain: Chain = ()
-        term = _INF
-        for c in self.contacts:
-            term = min(term, c.end_s)
-            chain = (-term, chain, contact_key(c))
-        object.__setattr__(self, "_key", (self.arrival_s, len(self.contacts), chain))
+        # sort_key is built on first use: forwarding never sorts its routes
 
     @property
     def next_hop(self) -> int:
@@ -99,7 +96,16 @@ class Route:
         (:func:`contact_key`) from the first; none depends on the query, so
         two distinct routes never tie (spec/routing.md, "SABR tie-breaks").
         """
-        return self._key
+        if self._key is not None:
+            return self._key
+        chain: Chain = ()
+        term = _INF
+        for c in self.contacts:
+            term = min(term, c.end_s)
+            chain = (-term, chain, contact_key(c))
+        key = (self.arrival_s, len(self.contacts), chain)
+        object.__setattr__(self, "_key", key)
+        return key
 
 
 def replay(
