@@ -16,8 +16,14 @@ routers book contacts of their own in between.
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    precondition,
+    rule,
+)
 
 from dcis.dtn.routing.cgr import Route, Router, replay
 from dcis.dtn.routing.contact import Contact, Range
@@ -142,3 +148,62 @@ def test_forwarding_routes_match_a_direct_search_hop_by_hop(
             elif booked:
                 r, back, z = booked.pop(0)
                 r.release(back, z)
+
+
+class SharedRoutes(RuleBasedStateMachine):
+    """The shared suffixes and unreachable marks as state: bundles move one
+    hop per step in any interleaving, routers book and give back volume in
+    between, and every answer is checked as above."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.routers: dict[int, Router] = {}
+        # in transit: [node, destination, ready time, size, previous node]
+        self.bundles: list[tuple[int, int, float, int, int | None]] = []
+        self.booked: list[tuple[Router, Contact, float]] = []
+
+    @initialize(plan=plans())
+    def setup(self, plan: ContactPlan) -> None:
+        self.plan = plan
+        self.routers = {n: Router(plan) for n in NODES}
+
+    @rule(
+        src=st.sampled_from(NODES),
+        dst=st.sampled_from(NODES),
+        t=st.integers(0, 40),
+        size=st.sampled_from([0, 1, 4]),
+    )
+    def send(self, src: int, dst: int, t: int, size: int) -> None:
+        if src != dst:
+            self.bundles.append((src, dst, float(t), size, None))
+
+    @precondition(lambda self: bool(self.bundles))
+    @rule(pick=st.integers(0, 7), step=st.sampled_from([-2, -1, 0, 0, 1, 3]))
+    def hop(self, pick: int, step: int) -> None:
+        node, dst, t, size, prev = self.bundles.pop(pick % len(self.bundles))
+        router = self.routers[node]
+        got = check(router, node, dst, t, float(size), prev)
+        if got is None:
+            return
+        first = got.contacts[0]
+        router.consume(first, float(size))
+        self.booked.append((router, first, float(size)))
+        sent = max(t, first.start_s)
+        ready = sent + (size / first.rate_bytes_s if size else 0.0)
+        ready += router.owlt_at(first, sent)
+        if got.next_hop != dst:
+            self.bundles.append((got.next_hop, dst, max(0.0, ready + step), size, node))
+
+    @rule(pick=st.integers(0, 63), give_back=st.booleans())
+    def book(self, pick: int, give_back: bool) -> None:
+        contacts = list(self.plan.contacts)
+        if give_back and self.booked:
+            r, c, z = self.booked.pop(pick % len(self.booked))
+            r.release(c, z)
+        elif contacts:
+            c = contacts[pick % len(contacts)]
+            self.routers[c.frm].consume(c, 2.0)
+
+
+SharedRoutes.TestCase.settings = settings(stateful_step_count=20, deadline=None)
+test_shared_routes_state_machine = SharedRoutes.TestCase
