@@ -688,9 +688,8 @@ class Router:
         pop = heapq.heappop
         push = heapq.heappush
         settled: dict[int, int] = {}  # node -> fewest hops of its expanded labels
-        reach: dict[
-            int, float
-        ] = {}  # node -> its earliest arrival (first label popped)
+        # node -> its earliest arrival (its first label popped)
+        reach: dict[int, float] = {}
         front: dict[int, list[tuple[int, float]]] = {}  # labels pushed: (hops, arrival)
         # (arrival, hops, order pushed, node, (contact, parent link) or None)
         heap: list[tuple[float, int, int, int, _Link]] = [(t0, 0, 0, src, None)]
