@@ -185,6 +185,7 @@ class _Graph:
         "dead",
         "dead_n",
         "end",
+        "forwarders",
         "frm",
         "hints",
         "inv_rate",
@@ -263,6 +264,9 @@ class _Graph:
         # Shared route suffixes (see Router.forwarding_route): the one mutable
         # part, a bounded memo that only ever answers with a re-checked route.
         self.hints: OrderedDict[_HintKey, _Hint] = OrderedDict()
+        # nodes that forward with a router on this graph: only they get
+        # suffixes and unreachable marks (a daemon's one node gets none)
+        self.forwarders: set[int] = set()
         # dead[dst][node] = (since, size): no route from node to dst for a
         # bundle of size or more ready at since or later (a failed search)
         self.dead: OrderedDict[int, dict[int, tuple[float, float]]] = OrderedDict()
@@ -780,7 +784,10 @@ class Router:
         if known is None:
             known = g.dead[dst] = {}
         before = len(known)
+        fw = g.forwarders
         for x, since in reach.items():
+            if x not in fw:
+                continue
             old = known.get(x)
             if old is None or (since <= old[0] and size <= old[1]):
                 known[x] = (since, size)
@@ -942,6 +949,7 @@ class Router:
             return None
         size = float(size_bytes)
         excl = frozenset(excluded)
+        self._g.forwarders.add(src)
         dead = self._g.dead.get(dst)
         if dead is not None:
             since = dead.get(src)
@@ -1007,6 +1015,7 @@ class Router:
         """Leave the suffixes of an exact, shareable route for its later nodes."""
         g = self._g
         hints = g.hints
+        fw = g.forwarders
         start = self._start
         rate = self._rate
         to = self._to
@@ -1016,6 +1025,8 @@ class Router:
             sent = t if t > start[ci] else start[ci]
             tx = _tx_time(size, rate[ci])
             t = sent + tx + g.owlt_at(ci, sent)
+            if to[ci] not in fw:
+                continue
             key = (to[ci], dst, size)
             hints[key] = (t, tx, arrival, ids, i + 1)
             hints.move_to_end(key)  # a newer suffix goes to the back of the queue
