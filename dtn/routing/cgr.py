@@ -153,19 +153,16 @@ _Out = tuple[list[float], list[float], list[int], list[int], int]
 # ready time ``ready``; ``arrival`` is when it arrives then; ``early`` the
 # transmission time of ``size`` bytes over the contact into ``node``.
 _HintKey = tuple[int, int, float]  # node, dst, size
-_Hint = tuple[
-    float, float, float, tuple[int, ...], int
-]  # ready, early, arrival, ids, pos
+# ready, early, arrival, ids, pos
+_Hint = tuple[float, float, float, tuple[int, ...], int]
 # Shared suffixes per plan version, least recently written dropped first: the
 # 1,000-node day has ~12k bundles in transit with ~16 hops to go (~200k live).
 _HINTS_MAX = 1 << 19
 _DEAD_MAX = 1 << 18  # (destination, node) pairs known unreachable, per plan version
 # A fast search's path back to the source: (contact, parent link), None at the source
 _Link = tuple[int, "_Link"] | None
-# A node's neighbours: (neighbour, starts, running max of ends, contact ids) per neighbour
-_Nbrs = dict[
-    int, list[tuple[int, list[float], list[float], list[int]]]
-]  # shared suffixes per plan version (oldest dropped first)
+# Per node, per neighbour: (neighbour, starts, running max of ends, contact ids)
+_Nbrs = dict[int, list[tuple[int, list[float], list[float], list[int]]]]
 
 
 class _Graph:
