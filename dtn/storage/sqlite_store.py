@@ -145,7 +145,10 @@ class SqliteStore:
     index rows in SQLite; smaller ones inline. At open the large ones are
     checked against their CRC-32C: a row whose bytes never reached the disk
     (a power cut before the fsync; never acknowledged) is dropped and its key
-    listed in :attr:`dropped_at_open`.
+    listed in :attr:`dropped_at_open`. ``segment_bytes``: a segment takes
+    no new payload once it holds this much; ``segment_reclaim_bytes``: an
+    emptied active segment is replaced (and removed) only once it holds this
+    much, else it keeps taking payloads (see :class:`SegmentLog`).
 
     ``deferred_sync=True`` (group commit, for a driver with a worker
     thread): commits never fsync on the calling thread. A durable commit
@@ -168,6 +171,7 @@ class SqliteStore:
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         inline_max_bytes: int = 2048,
         segment_bytes: int = 64 << 20,
+        segment_reclaim_bytes: int = 16 << 20,
         deferred_sync: bool = False,
         disk_reserve_bytes: int = 0,
         ballast_bytes: int = 0,
@@ -260,7 +264,11 @@ class SqliteStore:
             self._segs = (
                 None
                 if in_memory
-                else SegmentLog(self._path + ".segments", segment_bytes=segment_bytes)
+                else SegmentLog(
+                    self._path + ".segments",
+                    segment_bytes=segment_bytes,
+                    reclaim_bytes=segment_reclaim_bytes,
+                )
             )
             if self._segs is not None:
                 self._check_segments(self._segs)
@@ -495,6 +503,17 @@ class SqliteStore:
                 )
             self._ballast_out = False
         if free is not None and free - needed < self._reserve:
+            # The emptied active segment's dead space comes back: now (after
+            # the fsyncs that make its emptying durable) without group
+            # commit, else at the driver's next sync.
+            if self._segs.retire_empty_active() and not self._deferred:
+                try:
+                    self.begin_sync()()
+                finally:
+                    self.end_sync()
+                free = self._free_bytes()
+                if free is None or free - needed >= self._reserve:
+                    return
             raise DiskFull(
                 needed_bytes=needed, free_bytes=free, reserve_bytes=self._reserve
             )
