@@ -12,19 +12,18 @@ from typing import Any
 
 import trio
 
-from dcis.dtn.appapi.wire import (
-    MessageReader,
-    encode_message_parts,
-    encode_send_head,
-)
+from dcis.dtn.appapi.wire import encode_message_parts, encode_send_head
 from dcis.dtn.client.common import (
     ClientError,
     ReceivedBundle,
+    SpooledBundle,
     bytes_left,
     received_from_message,
     send_head_fields,
     send_request,
+    unspool,
 )
+from dcis.dtn.client.push_reader import PushReader
 from dcis.dtn.errors import DecodeError, InvalidArgument
 
 _CHUNK = 1 << 20
@@ -59,7 +58,9 @@ class TrioClient:
         self._writing = False
 
     async def _reader(self) -> None:
-        reader = MessageReader()
+        # A pushed bundle's large payload goes into one preallocated
+        # buffer as it arrives (dcis.dtn.client.push_reader).
+        reader = PushReader()
         try:
             while True:
                 chunk = await self._stream.receive_some(1 << 20)
@@ -67,7 +68,10 @@ class TrioClient:
                     break
                 for m in reader.feed(chunk):
                     if m["type"] == "bundle":
-                        self._bundles_send.send_nowait(received_from_message(m))
+                        b = received_from_message(m)
+                        if isinstance(b, SpooledBundle):  # not with MemorySink
+                            b = unspool(b)
+                        self._bundles_send.send_nowait(b)
                     else:
                         ch = self._waiting.pop(m["id"], None)
                         if ch is not None:
