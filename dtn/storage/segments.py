@@ -197,16 +197,19 @@ class SegmentLog:
                 # fsync, unlink) cost more than the bundles' own writes.
                 self._rotate()
 
-    def retire_empty_active(self) -> bool:
-        """If the active segment holds bytes but no live payloads, close it
-        so that it is removed after the next sync (the disk is short: its
-        dead space must come back even below ``reclaim_bytes``). True if it
-        was closed."""
-        if (
+    def active_is_dead(self) -> bool:
+        """Whether the active segment holds bytes but no live payloads."""
+        return (
             self._active_fd is not None
             and self._active_off > 0
             and self._live.get(self._active, 0) == 0
-        ):
+        )
+
+    def retire_empty_active(self) -> bool:
+        """If :meth:`active_is_dead`, close the active segment so that it is
+        removed after the next sync (the disk is short: its dead space must
+        come back even below ``reclaim_bytes``). True if it was closed."""
+        if self.active_is_dead():
             self._rotate()
             return True
         return False

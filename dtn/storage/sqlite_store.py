@@ -436,6 +436,13 @@ class SqliteStore:
         if self._segs is not None:
             for seg, delta in self._refs:
                 self._segs.ref(seg, delta)
+            if self._refs and self._segs.active_is_dead():
+                # Kept for reuse below segment_reclaim_bytes -- unless the
+                # disk is short: then its space comes back now, as if
+                # it had filled up.
+                free = self._free_bytes()
+                if free is not None and free - self._reserve < self._segs.reclaim_bytes:
+                    self._segs.retire_empty_active()
             self._refs.clear()
             if fsynced or not self._full:
                 # The commit that emptied them is as durable as this store

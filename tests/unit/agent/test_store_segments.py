@@ -155,6 +155,31 @@ def test_a_short_disk_takes_back_an_emptied_active_segment(
     s.close()
 
 
+def test_on_a_short_disk_an_emptied_active_segment_goes_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    real = os.statvfs
+
+    def statvfs(path: object) -> object:
+        st = real(path)  # type: ignore[arg-type]
+        # 10 MiB free: less than the reserve plus segment_reclaim_bytes.
+        return types.SimpleNamespace(
+            f_bavail=(10 << 20) // 4096, f_frsize=4096, f_blocks=st.f_blocks
+        )
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, disk_reserve_bytes=1 << 20)
+    s.put(rec("k0", BIG), payload(0))
+    s.delete("k0")
+    assert seg_files(db) == []  # as when it filled up: space back now
+    s.put(rec("k1", BIG), payload(1))
+    assert seg_files(db) == ["00000002.seg"]
+    s.close()
+
+
 def test_rolled_back_put_leaves_no_live_reference(tmp_path: Path) -> None:
     db = tmp_path / "b.db"
     s = SqliteStore(db)
