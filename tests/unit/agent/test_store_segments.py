@@ -180,6 +180,49 @@ def test_on_a_short_disk_an_emptied_active_segment_goes_at_once(
     s.close()
 
 
+def test_free_space_is_asked_every_64_puts_with_room_and_every_put_when_tight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    from dcis.dtn.agent.store import DiskFull
+
+    free = [10 << 30]
+    calls = [0]
+    real = os.statvfs
+
+    def statvfs(path: object) -> object:
+        calls[0] += 1
+        st = real(path)  # type: ignore[arg-type]
+        held = sum(p.stat().st_size for p in (tmp_path / "b.db.segments").glob("*"))
+        return types.SimpleNamespace(
+            f_bavail=(free[0] - held) // 4096, f_frsize=4096, f_blocks=st.f_blocks
+        )
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    s = SqliteStore(tmp_path / "b.db", disk_reserve_bytes=4 << 20)
+    for i in range(130):
+        s.put(rec(f"k{i}", BIG), payload(i))
+    assert calls[0] == 3  # puts 1, 65 and 129
+    free[0] = (4 << 20) + 200 * BIG  # another process filled the disk
+    for i in range(130, 194):
+        s.put(rec(f"k{i}", BIG), payload(i))  # next look at put 193
+    calls[0] = 0
+    tried = 0
+    refused = None
+    for i in range(194, 300):
+        tried += 1
+        try:
+            s.put(rec(f"k{i}", BIG), payload(i))
+        except DiskFull as exc:
+            refused = exc
+            break
+    assert refused is not None
+    assert tried > 1
+    assert calls[0] == tried  # tight: every put looks
+    s.close()
+
+
 def test_rolled_back_put_leaves_no_live_reference(tmp_path: Path) -> None:
     db = tmp_path / "b.db"
     s = SqliteStore(db)
