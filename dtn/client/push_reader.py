@@ -21,8 +21,8 @@ incrementally instead:
    the payload's place, which is then replaced by the sink's result.
 
 A frame whose start cannot be walked that way (not a map, indefinite
-lengths, nesting deeper than :data:`_MAX_DEPTH`, no large value) is
-buffered whole and decoded like the plain reader does. A stream error
+lengths, nesting deeper than :data:`_MAX_DEPTH`, no large value within
+:data:`_MAX_PREFIX` bytes) is buffered whole and decoded like the plain reader does. A stream error
 (bad head, a frame over ``max_message_bytes``, a value longer than its
 frame, a malformed or invalid message, a map with a repeated key) raises
 :class:`~dcis.dtn.errors.DecodeError` once; the sink of the frame is
@@ -50,6 +50,11 @@ _MAX_DEPTH = 8
 
 _STEP = 4096
 """Bytes of a large frame's start buffered per walk."""
+
+_MAX_PREFIX = 64 * 1024
+"""A large frame whose value to stream does not start within this many
+bytes is buffered whole (the walk restarts the item it stopped in at each
+step, so an unbounded prefix would cost quadratic time)."""
 
 
 class PayloadSink(Protocol):
@@ -347,6 +352,10 @@ class PushReader:
             # the same piece go to the sink without a copy here first.
             old = len(self._buf)
             self._buf += piece[:_STEP]
+            if old >= _MAX_PREFIX:
+                self._stage = _WHOLE
+                piece = piece[_STEP:]
+                continue
             hend = self._walk()
             if hend is None:
                 piece = piece[_STEP:]

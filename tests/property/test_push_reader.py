@@ -190,3 +190,36 @@ def test_a_sink_that_cannot_write_is_a_decode_error(tmp_path: Path) -> None:
     reader = PushReader(sink_factory=lambda n: FileSink(str(tmp_path / "gone"), n))
     with pytest.raises(DecodeError, match="cannot store"):
         reader.feed(frame)
+
+
+def test_a_long_prefix_is_read_whole_in_linear_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 200,000 small integers before the payload: past the walk's prefix
+    # bound the frame is buffered whole, same messages as the plain reader.
+    # Unbounded, each 4 KiB step walked the array again from its start
+    # (~40 million item visits, 20 s).
+    from dcis.dtn.client import push_reader
+
+    visits = [0]
+    real = push_reader._item_end
+
+    def counted(buf: bytearray, pos: int, depth: int = 0) -> int:
+        visits[0] += 1
+        return real(buf, pos, depth)
+
+    monkeypatch.setattr(push_reader, "_item_end", counted)
+    msg = {
+        "type": "bundle",
+        "a": list(range(200_000)),
+        "endpoint": "e",
+        "source": "s",
+        "payload": b"p" * 300_000,
+        "creation_ms": 1,
+        "sequence": 2,
+        "bundle_key": "k",
+    }
+    frame = encode_message(msg)
+    pieces = [frame[i : i + 4096] for i in range(0, len(frame), 4096)]
+    assert _run(PushReader(), pieces) == _run(MessageReader(), pieces) == [msg]
+    assert visits[0] < 1_000_000
