@@ -356,24 +356,22 @@ class PushReader:
                 self._stage = _WHOLE
                 piece = piece[_STEP:]
                 continue
-            hend = self._walk()
+            # Frame bytes not in the buffer yet: the rest of this piece
+            # and what is still to come.
+            hend = self._walk(max(0, len(piece) - _STEP) + self._left)
             if hend is None:
                 piece = piece[_STEP:]
             else:
                 piece = piece[hend - old :]
                 del self._buf[self._value_start :]
-                # The value's bytes must lie inside the frame.
-                if self._value_left > len(piece) + self._left:
-                    raise DecodeError(
-                        f"a value of {self._value_left} bytes overruns its frame",
-                        where="appapi frame",
-                    )
 
-    def _walk(self) -> int | None:
-        """Walk the prefix; at a large value open its sink, switch to
-        ``_VALUE`` and return where the value's head ends (its bytes
-        follow); None if the prefix is not complete yet, or not walkable
-        (then ``_WHOLE``)."""
+    def _walk(self, unbuffered: int) -> int | None:
+        """Walk the prefix (``unbuffered``: bytes of the frame after it);
+        at a large value open its sink, switch to ``_VALUE`` and return
+        where the value's head ends (its bytes follow); None if the prefix
+        is not complete yet, or not walkable (then ``_WHOLE``). Raises
+        :class:`DecodeError` for a value longer than the rest of its frame
+        (before any sink is opened: nothing is allocated for it)."""
         buf = self._buf
         try:
             if self._walked == 0 and self._walk_pos == 0:
@@ -387,6 +385,11 @@ class PushReader:
                     major, n, hend = _head(buf, start)
                     key_major = buf[self._key_span[0]] >> 5
                     if major == 2 and n >= self.stream_value_bytes and key_major == 3:
+                        if n > len(buf) - hend + unbuffered:
+                            raise DecodeError(
+                                f"a value of {n} bytes overruns its frame",
+                                where="appapi frame",
+                            )
                         return self._open_value(start, hend, n)
                 else:
                     self._key_span = (start, start)

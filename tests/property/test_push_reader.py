@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dcis.dtn.appapi.wire import MessageReader, encode_message
-from dcis.dtn.client.push_reader import FileSink, PushReader, SpooledPayload
+from dcis.dtn.client.push_reader import FileSink, MemorySink, PushReader, SpooledPayload
 from dcis.dtn.errors import DecodeError
 
 TEXT = st.text(max_size=6)
@@ -223,3 +223,21 @@ def test_a_long_prefix_is_read_whole_in_linear_time(
     pieces = [frame[i : i + 4096] for i in range(0, len(frame), 4096)]
     assert _run(PushReader(), pieces) == _run(MessageReader(), pieces) == [msg]
     assert visits[0] < 1_000_000
+
+
+def test_a_value_longer_than_its_frame_opens_no_sink() -> None:
+    # A 300 KB frame whose payload head claims 100 MB: refused before any
+    # sink (a 100 MB buffer) is opened.
+    body = bytearray(encode_message({"type": "bundle", "payload": b"p" * 300_000}))
+    at = body.index(b"\x5a\x00\x04\x93\xe0")  # head of the 300,000-byte string
+    body[at + 1 : at + 5] = (100_000_000).to_bytes(4, "big")
+    opened: list[int] = []
+
+    def opener(n: int) -> MemorySink:
+        opened.append(n)
+        return MemorySink(n)
+
+    reader = PushReader(sink_factory=opener)
+    with pytest.raises(DecodeError, match="overruns"):
+        reader.feed(bytes(body))
+    assert opened == []
