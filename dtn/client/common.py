@@ -145,3 +145,15 @@ def unspool(b: SpooledBundle) -> Inbound:
     return Inbound(
         b.endpoint, b.source, payload, b.creation_ms, b.sequence, b.bundle_key
     )
+
+
+def fsync_path(path: str) -> None:
+    """fsync the file at ``path``. Raises :class:`ClientError`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise ClientError(f"cannot fsync {path!r}: {exc}") from exc

@@ -107,10 +107,13 @@ class SpooledPayload:
 
 class FileSink:
     """The value written to a new file in ``directory`` (mode 0600) as it
-    arrives, then fsynced; :meth:`finish` returns a :class:`SpooledPayload`.
-    Raises :class:`OSError` if the file cannot be created or written."""
+    arrives, then fsynced (unless ``fsync`` is False: the caller does it,
+    e.g. on a worker thread); :meth:`finish` returns a
+    :class:`SpooledPayload`. Raises :class:`OSError` if the file cannot be
+    created or written."""
 
-    def __init__(self, directory: str, size: int) -> None:
+    def __init__(self, directory: str, size: int, *, fsync: bool = True) -> None:
+        self._fsync = fsync
         fd, self.path = tempfile.mkstemp(
             prefix="bundle-", suffix=".payload", dir=directory
         )
@@ -129,7 +132,8 @@ class FileSink:
         fd, self._fd = self._fd, None
         assert fd is not None
         try:
-            os.fsync(fd)
+            if self._fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         return SpooledPayload(self.path, self.size)
