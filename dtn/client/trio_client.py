@@ -12,19 +12,20 @@ from typing import Any
 
 import trio
 
-from dcis.dtn.appapi.wire import (
-    MessageReader,
-    encode_message_parts,
-    encode_send_head,
-)
+from dcis.dtn.appapi.wire import encode_message_parts, encode_send_head
 from dcis.dtn.client.common import (
     ClientError,
     ReceivedBundle,
+    SpooledBundle,
     bytes_left,
+    fsync_path,
     received_from_message,
     send_head_fields,
     send_request,
+    spool,
+    unspool,
 )
+from dcis.dtn.client.push_reader import FileSink, PushReader
 from dcis.dtn.errors import DecodeError, InvalidArgument
 
 _CHUNK = 1 << 20
@@ -46,20 +47,30 @@ class _FileBody:
 class TrioClient:
     """A connection to a node's app API; create with :func:`open_trio_client`."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.SocketStream, spool_dir: str | None = None) -> None:
         self._stream = stream
+        self._spool_dir = spool_dir
         self._next_id = 1
         self._waiting: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
-        self._bundles_send, self._bundles = trio.open_memory_channel[ReceivedBundle](
-            math.inf
-        )
+        self._bundles_send, self._bundles = trio.open_memory_channel[
+            ReceivedBundle | SpooledBundle
+        ](math.inf)
         self._out: list[bytes | _FileBody] = []
         self._out_ready = trio.Event()
         self._broken: BaseException | None = None
         self._writing = False
 
     async def _reader(self) -> None:
-        reader = MessageReader()
+        # A pushed bundle's large payload goes into one preallocated
+        # buffer as it arrives (dcis.dtn.client.push_reader), or with a
+        # spool directory into a file there (fsynced by receive_file on a
+        # worker thread, not here on the event loop).
+        spool_dir = self._spool_dir
+        reader = (
+            PushReader()
+            if spool_dir is None
+            else PushReader(sink_factory=lambda n: FileSink(spool_dir, n, fsync=False))
+        )
         try:
             while True:
                 chunk = await self._stream.receive_some(1 << 20)
@@ -235,12 +246,35 @@ class TrioClient:
     async def receive(self) -> ReceivedBundle:
         """Next bundle for a registered endpoint (confirmed as delivered).
         Raises :class:`ClientError` when the connection ends."""
-        try:
-            b = await self._bundles.receive()
-        except trio.EndOfChannel:
-            raise ClientError("the node closed the connection") from None
+        b = await self._next_bundle()
+        if isinstance(b, SpooledBundle):  # read into memory after all
+            b = await trio.to_thread.run_sync(unspool, b)
         await self._send({"type": "delivered", "bundle_key": b.bundle_key})
         return b
+
+    async def receive_file(self) -> SpooledBundle:
+        """Next bundle for a registered endpoint with its payload in a new
+        file of the client's ``spool_dir`` (see :func:`open_trio_client`): a
+        large payload (a frame of 128 KiB or more) was written there as it
+        arrived, never held in this process whole; a small one is written
+        now. The file is fsynced (on a worker thread) before the node is told
+        the bundle was delivered. Raises :class:`ClientError` when the
+        connection ends or the client has no spool directory."""
+        if self._spool_dir is None:
+            raise ClientError("receive_file needs open_trio_client(..., spool_dir=...)")
+        b = await self._next_bundle()
+        if isinstance(b, SpooledBundle):
+            await trio.to_thread.run_sync(fsync_path, b.path)
+        else:
+            b = await trio.to_thread.run_sync(spool, b, self._spool_dir)
+        await self._send({"type": "delivered", "bundle_key": b.bundle_key})
+        return b
+
+    async def _next_bundle(self) -> ReceivedBundle | SpooledBundle:
+        try:
+            return await self._bundles.receive()
+        except trio.EndOfChannel:
+            raise ClientError("the node closed the connection") from None
 
     async def status(self) -> dict[str, Any]:
         """The node's status map."""
@@ -282,8 +316,12 @@ class TrioClient:
 
 
 @contextlib.asynccontextmanager
-async def open_trio_client(path: str) -> AsyncIterator[TrioClient]:
-    """Connect to the app API socket at ``path``. Raises :class:`ClientError`."""
+async def open_trio_client(
+    path: str, *, spool_dir: str | None = None
+) -> AsyncIterator[TrioClient]:
+    """Connect to the app API socket at ``path``. With ``spool_dir``, large
+    pushed payloads are written into files there as they arrive (for
+    :meth:`TrioClient.receive_file`). Raises :class:`ClientError`."""
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         await sock.connect(path)
@@ -293,7 +331,7 @@ async def open_trio_client(path: str) -> AsyncIterator[TrioClient]:
             f"cannot reach the node at {path}: {exc.strerror or exc}"
         ) from exc
     stream = trio.SocketStream(sock)
-    client = TrioClient(stream)
+    client = TrioClient(stream, spool_dir)
     try:
         async with stream, trio.open_nursery() as nursery:
             nursery.start_soon(client._reader)
