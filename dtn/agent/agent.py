@@ -270,6 +270,11 @@ class Agent:
         self._groups: dict[str, FragmentGroup] = {}
         # base key -> how many variants of it are held (MAX_VARIANTS bound)
         self._variants: dict[str, int] = {}
+        # Bundles just stored, decoded (entries.load_bundle): key -> (bundle,
+        # encoded size, when stored), oldest first, bounded by
+        # entries.HOT_MAX_BUNDLES and HOT_MAX_BYTES.
+        self._hot: dict[str, tuple[Bundle, int, int]] = {}
+        self._hot_bytes = 0
         self._backoff: list[tuple[int, int]] = []  # (until, neighbour)
         self._next_tx = 1
         self._seq = 0
@@ -578,6 +583,8 @@ class Agent:
         """
         actions: list[Action] = []
         self._entries.clear()
+        self._hot.clear()
+        self._hot_bytes = 0
         self._expiry.clear()
         self._queues.clear()
         self._unrouted.clear()
@@ -647,6 +654,7 @@ class Agent:
     _remove = entries.remove
     _delete = entries.delete
     _load = entries.load
+    _load_bundle = entries.load_bundle
     _store_corrupt = entries.store_corrupt
     _corrupt = entries.corrupt
 

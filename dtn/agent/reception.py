@@ -349,6 +349,7 @@ def accept(
         prev_node=prev_node,
         flags=int(p.flags),
         frag_group=group,
+        bundle=bundle,
     )
     e.digest = digest
     if state == BundleState.DELIVERING:
