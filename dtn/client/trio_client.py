@@ -43,13 +43,24 @@ class _FileBody:
         self.size = size
 
 
+class _Pending:
+    """A request waiting for its reply (``reply`` None when the connection
+    ended first). Lighter than a memory channel per request: one event."""
+
+    __slots__ = ("event", "reply")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.reply: dict[str, Any] | None = None
+
+
 class TrioClient:
     """A connection to a node's app API; create with :func:`open_trio_client`."""
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self._stream = stream
         self._next_id = 1
-        self._waiting: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
+        self._waiting: dict[int, _Pending] = {}
         self._bundles_send, self._bundles = trio.open_memory_channel[ReceivedBundle](
             math.inf
         )
@@ -69,15 +80,20 @@ class TrioClient:
                     if m["type"] == "bundle":
                         self._bundles_send.send_nowait(received_from_message(m))
                     else:
-                        ch = self._waiting.pop(m["id"], None)
-                        if ch is not None:
-                            ch.send_nowait(m)
+                        pending = self._waiting.pop(m["id"], None)
+                        if pending is not None:
+                            pending.reply = m
+                            pending.event.set()
         except (DecodeError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
             self._bundles_send.close()
-            for ch in self._waiting.values():
-                ch.close()
+            self._end_waiting()
+
+    def _end_waiting(self) -> None:
+        """Wake every request still waiting: no reply will come."""
+        for pending in self._waiting.values():
+            pending.event.set()
 
     async def _writer(self) -> None:
         # Requests from many tasks are coalesced into one write.
@@ -96,8 +112,7 @@ class TrioClient:
             ) as exc:
                 # A frame may be cut short: the stream cannot be resumed.
                 self._broken = exc
-                for ch in self._waiting.values():
-                    ch.close()
+                self._end_waiting()
                 await self._stream.aclose()
                 return
             finally:
@@ -151,7 +166,8 @@ class TrioClient:
                 return
             await trio.sleep(0.001)
 
-    async def _send(self, msg: dict[str, Any], body: _FileBody | None = None) -> None:
+    def _queue(self, msg: dict[str, Any], body: _FileBody | None = None) -> None:
+        """Queue ``msg`` (and a streamed ``body``) for the writer."""
         if self._broken is not None:
             raise ClientError(f"connection to the node failed: {self._broken}")
         if body is None:
@@ -163,7 +179,6 @@ class TrioClient:
                 raise ClientError(str(exc)) from exc
             self._out.append(body)
         self._out_ready.set()
-        await trio.lowlevel.checkpoint()
 
     async def _request(
         self, msg: dict[str, Any], body: _FileBody | None = None
@@ -171,17 +186,19 @@ class TrioClient:
         mid = self._next_id
         self._next_id += 1
         msg["id"] = mid
-        s, r = trio.open_memory_channel[dict[str, Any]](1)
-        self._waiting[mid] = s
+        pending = self._waiting[mid] = _Pending()
         try:
-            await self._send(msg, body)
+            self._queue(msg, body)
         except ClientError:
             del self._waiting[mid]
             raise
         try:
-            reply = await r.receive()
-        except trio.EndOfChannel:
-            raise ClientError("the node closed the connection") from None
+            await pending.event.wait()  # the checkpoint of this call
+        finally:
+            self._waiting.pop(mid, None)
+        reply = pending.reply
+        if reply is None:
+            raise ClientError("the node closed the connection")
         if reply["type"] == "error":
             raise ClientError(reply["message"])
         return reply
@@ -239,7 +256,8 @@ class TrioClient:
             b = await self._bundles.receive()
         except trio.EndOfChannel:
             raise ClientError("the node closed the connection") from None
-        await self._send({"type": "delivered", "bundle_key": b.bundle_key})
+        # receive() above was this call's checkpoint
+        self._queue({"type": "delivered", "bundle_key": b.bundle_key})
         return b
 
     async def status(self) -> dict[str, Any]:

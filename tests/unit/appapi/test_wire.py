@@ -9,8 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dcis.crypto.cbor_guard import loads_untrusted
+from dcis.crypto.errors import DecodeError as CborDecodeError
 from dcis.dtn.appapi.wire import (
     MessageReader,
+    _dumps_flat_map,
+    _loads_flat_map,
     decode_message_untrusted,
     encode_message,
     encode_message_parts,
@@ -168,3 +172,67 @@ def test_a_streamed_send_head_refuses_what_it_cannot_frame() -> None:
         encode_send_head(send, -1)
     with pytest.raises(InvalidArgument, match="exceeds"):
         encode_send_head(send, 1000, max_message_bytes=1000)
+
+
+_FLAT = st.one_of(
+    st.binary(max_size=300),
+    st.text(max_size=40),
+    st.integers(min_value=-(2**64), max_value=2**64 - 1),
+    st.booleans(),
+    st.none(),
+)
+
+
+def _general(raw: bytes) -> object:
+    """What the general path (cbor_guard + cbor2) makes of ``raw``: the
+    value, or DecodeError's class when it refuses it."""
+    try:
+        return loads_untrusted(raw)
+    except CborDecodeError:
+        return CborDecodeError
+
+
+@given(
+    msg=st.dictionaries(st.text(max_size=30), _FLAT, max_size=25),
+    cut=st.integers(0, 400),
+    flip=st.tuples(st.integers(0, 400), st.integers(1, 255)),
+    mode=st.sampled_from(["whole", "truncated", "flipped", "trailing"]),
+)
+def test_the_flat_map_decoder_agrees_with_the_general_path(
+    msg: dict[str, object], cut: int, flip: tuple[int, int], mode: str
+) -> None:
+    # The fast decoder of flat messages returns exactly what cbor_guard +
+    # cbor2 return, or None (then the general path decides): never a
+    # different value for the same bytes, whole or damaged.
+    raw = cbor2.dumps(msg)
+    if mode == "truncated":
+        raw = raw[: cut % (len(raw) + 1)]
+    elif mode == "flipped":
+        at = flip[0] % len(raw)
+        raw = raw[:at] + bytes([raw[at] ^ flip[1]]) + raw[at + 1 :]
+    elif mode == "trailing":
+        raw += b"\x00"
+    fast = _loads_flat_map(raw)
+    if fast is not None:
+        assert fast == _general(raw)
+    elif mode == "whole":
+        # keys of at most 30 characters: shorter than 256 bytes
+        assert len(msg) >= 24, "a flat map took the general path"
+    if mode == "whole":
+        assert decode_or_none(raw) == msg
+
+
+def decode_or_none(raw: bytes) -> object:
+    fast = _loads_flat_map(raw)
+    return fast if fast is not None else _general(raw)
+
+
+@given(msg=st.dictionaries(st.text(max_size=30), _FLAT, max_size=25))
+def test_the_flat_map_encoder_writes_cbor2s_bytes(msg: dict[str, object]) -> None:
+    fast = _dumps_flat_map(msg)
+    if len(msg) < 24 and all(
+        not isinstance(v, int) or -(2**64) <= v < 2**64 for v in msg.values()
+    ):
+        assert fast == cbor2.dumps(msg)
+    else:
+        assert fast is None
