@@ -200,6 +200,10 @@ class Received(NamedTuple):
     cl_token: int | None = None
 
 
+# Flag tests as ints (an IntFlag's & builds a new flag: ~1.5 us each).
+_AGENT_SET_FLAGS = int(BundleFlags.IS_FRAGMENT | BundleFlags.ADMIN_RECORD)
+_REPORT_BITS = int(REPORT_FLAGS)
+
 # Where a bundle for a local endpoint waits until the application has it.
 _FOR_ENDPOINT = frozenset({Location.UNCLAIMED, Location.DELIVERING})
 
@@ -381,11 +385,11 @@ class Agent:
                 f"payload must be bytes, got {type(payload).__name__}"
             )
         flags = BundleFlags(flags)
-        if flags & (BundleFlags.IS_FRAGMENT | BundleFlags.ADMIN_RECORD):
+        if int(flags) & _AGENT_SET_FLAGS:
             raise InvalidArgument(
                 "IS_FRAGMENT and ADMIN_RECORD are set by the agent, not by send()"
             )
-        wants_reports = bool(flags & REPORT_FLAGS)
+        wants_reports = bool(int(flags) & _REPORT_BITS)
         rpt: Eid = (
             parse_eid(report_to)
             if report_to is not None

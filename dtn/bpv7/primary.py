@@ -86,7 +86,7 @@ class PrimaryBlock:
         if self.crc_type not in (0, 1, 2):
             raise InvalidArgument(f"crc_type must be 0, 1 or 2, got {self.crc_type}")
         _check_u64("lifetime_ms", self.lifetime_ms)
-        if self.flags & BundleFlags.IS_FRAGMENT:
+        if int(self.flags) & _IS_FRAGMENT:  # int: IntFlag's & is slow
             if self.fragment_offset is None or self.total_adu_length is None:
                 raise InvalidArgument(
                     "IS_FRAGMENT set: fragment_offset and total_adu_length are required"
@@ -101,7 +101,7 @@ class PrimaryBlock:
     @property
     def is_fragment(self) -> bool:
         """True when this bundle is a fragment."""
-        return bool(self.flags & BundleFlags.IS_FRAGMENT)
+        return bool(int(self.flags) & _IS_FRAGMENT)
 
 
 # Slot setters for the decoder's trusted construction (faster than object.__setattr__).
