@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 # reception.receive_one), besides the first.
 MAX_VARIANTS = 4
 
-HOT_MAX_BUNDLES = 256
+HOT_MAX_BUNDLES = 1024
 """Most just-stored bundles kept decoded in memory (see the module docstring)."""
 HOT_MAX_BYTES = 4 * 1024 * 1024
 """Most encoded bytes of just-stored bundles kept decoded in memory."""
