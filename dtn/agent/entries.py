@@ -15,14 +15,16 @@ A bundle is usually read back soon after it is stored: delivered at once,
 or forwarded once the link's window has room. :func:`store_new` keeps the
 decoded bundle it was given in ``Agent._hot`` (oldest first, at most
 :data:`HOT_MAX_BUNDLES` bundles and :data:`HOT_MAX_BYTES` bytes) and
-:func:`load_bundle` takes it from there, once, instead of reading and
-decoding the stored copy again (at 1 KB, a store read and a decode were
-~8% of a node's CPU per bundle: spec/performance.md). It is the same
-bundle the stored bytes encode; a later read goes to the store. When it is
-full, a new bundle is not kept: a queue longer than the cache is sent
-oldest first, so evicting the oldest would evict the next ones read. Only
-entries kept longer than :data:`HOT_MAX_AGE_MS` (a queue that does not
-move: no contact) make room for new ones.
+:func:`load_bundle` reads it there instead of reading and decoding the
+stored copy again (at 1 KB, a store read and a decode were ~8% of a node's
+CPU per bundle: spec/performance.md), until :func:`remove` takes the
+bundle out: a retried transmission, or a delivery the driver deferred and
+asks for again (``Agent.redeliver``), reads it there too. It is the same
+bundle the stored bytes encode. When the cache is full, a new bundle is
+not kept: a queue longer than the cache is sent oldest first, so evicting
+the oldest would evict the next ones read. Only entries kept longer than
+:data:`HOT_MAX_AGE_MS` (a queue that does not move: no contact) make room
+for new ones.
 
 The functions take the :class:`~dcis.dtn.agent.agent.Agent` as ``self``;
 ``Agent`` binds them as its private methods (``Agent._remove`` is
@@ -375,13 +377,11 @@ def load(self: Agent, key: str, actions: list[Action], now: int | None) -> bytes
 def load_bundle(
     self: Agent, key: str, actions: list[Action], now: int | None
 ) -> Bundle | None:
-    """Stored bundle ``key`` decoded: the copy :func:`store_new` kept (taken
-    out: it is used once), else :func:`load`'s bytes decoded. None as for
-    :func:`load`; raises :class:`DecodeError` when the stored bytes do not
-    decode."""
-    got = self._hot.pop(key, None)
+    """Stored bundle ``key`` decoded: the copy :func:`store_new` kept, else
+    :func:`load`'s bytes decoded. None as for :func:`load`; raises
+    :class:`DecodeError` when the stored bytes do not decode."""
+    got = self._hot.get(key)
     if got is not None:
-        self._hot_bytes -= got[1]
         return got[0]
     data = self._load(key, actions, now)
     if data is None:

@@ -90,8 +90,9 @@ def test_a_full_cache_keeps_the_oldest_until_they_are_stale() -> None:
     assert len(a._hot) == entries.HOT_MAX_BUNDLES
 
 
-def test_delivered_bundle_is_the_stored_one() -> None:
-    a = Agent(node=2, store=MemoryStore())
+def test_delivered_bundle_is_the_stored_one_and_a_redelivery_reads_no_store() -> None:
+    store = CountingStore()
+    a = Agent(node=2, store=store)
     a.register("ipn:2.1")
     b = make_bundle(
         source="ipn:1.1",
@@ -101,9 +102,11 @@ def test_delivered_bundle_is_the_stored_one() -> None:
         hop_limit=8,
         previous_node="ipn:1.0",
     )
-    data = encode_bundle(b)
-    (d,) = of(a.on_receive(cla="udp", neighbor=1, data=data, now=1_500), Deliver)
-    stored = a.store.get(d.bundle_key)
+    (d,) = of(
+        a.on_receive(cla="udp", neighbor=1, data=encode_bundle(b), now=1_500), Deliver
+    )
+    assert store.reads == 0
+    stored = store.get(d.bundle_key)
     assert stored is not None
     s = decode_bundle_untrusted(stored)
     assert (d.payload, d.source, d.creation_ms) == (
@@ -111,4 +114,11 @@ def test_delivered_bundle_is_the_stored_one() -> None:
         str(s.primary.source),
         s.primary.creation.time_ms,
     )
-    assert not a._hot  # taken once, when handed over
+    # A delivery the driver deferred and asks for again reads the kept copy.
+    reads = store.reads
+    assert of(a.redeliver([d.bundle_key], 1_550), Deliver) == [d]
+    assert store.reads == reads
+    assert d.bundle_key in a._hot  # until on_delivered removes the bundle
+    a.on_delivered(d.bundle_key, 1_600)
+    assert not a._hot
+    assert a._hot_bytes == 0
