@@ -33,6 +33,15 @@ References, measured in the same run at each size:
   the matching ceiling: ``write`` for ``NORMAL``, ``write+fsync`` for
   ``FULL``.
 
+- ``chain write`` / ``chain write+fsync``: the daemons' whole path with
+  only the least work at each step -- a source process, two hops and a sink,
+  over TCP; each hop reads what has arrived (up to 1 MiB at a time), writes
+  it (and fsyncs every 16 units, 4 at 1 MB) and forwards it; hop 1
+  acknowledges the source, which keeps a window in flight. Generous on
+  purpose (no per-bundle framing, hop 2 never acknowledges hop 1), so it
+  bounds any two-daemon path from above; the ``/chain`` column is a
+  daemon row's share of it.
+
 Targets (issue 18): FULL goodput at 64 KB and 1 MB >= 40% of the
 write+fsync ceiling of the same size, same run; FULL at 1 KB >= min(5,000
 bundles/s, 40% of its ceiling's datagrams/s). Prints medians of
@@ -388,6 +397,153 @@ def ceiling(size: int, count: int, variant: str, directory: str) -> float:
     return ceiling_tcp(size, count, variant, directory)
 
 
+# -- chain ceiling: the least work of the daemons' whole path -----------------
+
+CHAIN_VARIANTS = ("write", "write+fsync")
+#
+# The daemon rows move every bundle through four hand-offs and two stores:
+# app client -> node 1 (stores, fsyncs, replies) -> node 2 (stores, fsyncs,
+# delivers) -> app client. The single-hop ceiling above does one store
+# between two processes. This row runs the same four-process shape doing only
+# the least work each step must do, and more generously than any daemon can:
+# TCP between all four (a hop reads whatever has arrived in one
+# ``recv_into``, up to 1 MiB, and writes it with one ``os.write``), each hop
+# forwards what it read before its fsync, and only hop 1 acknowledges
+# upstream (hop 2 never acks hop 1). So it bounds any two-daemon path from
+# above on this machine, same run.
+
+
+def _chain_hop(
+    port_q: mp.Queue,  # type: ignore[type-arg]
+    down_port: int,
+    size: int,
+    count: int,
+    sync: bool,
+    ack_up: bool,
+    directory: str,
+) -> None:
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+    ls.settimeout(20)
+    fd, path = tempfile.mkstemp(prefix="chain-", suffix=".seg", dir=directory)
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    nbytes = acked = 0
+    every = _ACK_EVERY if size <= 65_000 else _TCP_ACK_EVERY
+    try:
+        port_q.put(ls.getsockname()[1])
+        conn, _ = ls.accept()
+        conn.settimeout(_IDLE_S)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with conn, socket.create_connection(("127.0.0.1", down_port)) as down:
+            down.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while nbytes < size * count:
+                k = conn.recv_into(buf)
+                if not k:
+                    break
+                os.write(fd, view[:k])
+                down.sendall(view[:k])
+                nbytes += k
+                frames = nbytes // size
+                if frames - acked >= every or frames == count:
+                    if sync:
+                        os.fsync(fd)
+                    if ack_up:
+                        conn.sendall(frames.to_bytes(8, "big"))
+                    acked = frames
+    except TimeoutError:
+        pass
+    finally:
+        ls.close()
+        os.close(fd)
+        os.unlink(path)
+
+
+def _chain_sink(
+    port_q: mp.Queue,  # type: ignore[type-arg]
+    result_q: mp.Queue,  # type: ignore[type-arg]
+    expected: int,
+) -> None:
+    with socket.socket() as ls:
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(1)
+        ls.settimeout(20)
+        port_q.put(ls.getsockname()[1])
+        conn, _ = ls.accept()
+    buf = bytearray(1 << 20)
+    nbytes = 0
+    conn.settimeout(_IDLE_S)
+    with conn:
+        try:
+            while nbytes < expected:
+                k = conn.recv_into(buf)
+                if not k:
+                    break
+                nbytes += k
+        except TimeoutError:
+            pass
+    result_q.put((nbytes, time.perf_counter()))
+
+
+def chain_ceiling(size: int, count: int, variant: str, directory: str) -> float:
+    """MB/s through source -> hop 1 -> hop 2 -> sink, four processes, each hop
+    doing ``variant`` ("write" or "write+fsync") and forwarding; the source
+    keeps a window of frames unacknowledged by hop 1 (as an app client waits
+    for its send replies). Time runs from the first send to the last byte at
+    the sink."""
+    ctx = mp.get_context("spawn")
+    port_q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    result_q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    sync = variant == "write+fsync"
+    window = _WINDOW if size <= 65_000 else _TCP_WINDOW
+    sink = ctx.Process(target=_chain_sink, args=(port_q, result_q, size * count))
+    sink.start()
+    procs = [sink]
+    try:
+        port = port_q.get(timeout=20)
+        for ack_up in (False, True):  # hop 2, then hop 1
+            hop = ctx.Process(
+                target=_chain_hop,
+                args=(port_q, port, size, count, sync, ack_up, directory),
+            )
+            hop.start()
+            procs.append(hop)
+            port = port_q.get(timeout=20)
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.settimeout(_IDLE_S + 0.5)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            payload = os.urandom(size)
+            sent = acked = 0
+            pending = b""
+            start = time.perf_counter()
+            while sent < count:
+                while sent < count and sent - acked < window:
+                    s.sendall(payload)
+                    sent += 1
+                if sent >= count:
+                    break
+                try:
+                    chunk = s.recv(64)
+                except TimeoutError:
+                    break
+                if not chunk:
+                    break
+                pending += chunk
+                whole = len(pending) // 8 * 8
+                if whole:
+                    acked = int.from_bytes(pending[whole - 8 : whole], "big")
+                    pending = pending[whole:]
+            nbytes, last = result_q.get(timeout=120)
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+    return float(nbytes) / max(float(last) - start, 1e-9) / 1e6
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -598,6 +754,7 @@ def main() -> int:
         )
     directory = disk_dir()
     ceil: dict[tuple[int, str], float] = {}
+    chain: dict[tuple[int, str], float] = {}
     if not args.no_ceiling:
         for size in sizes:
             n = _CEILING_COUNTS.get(size, (count(size),) * 2)[q]
@@ -606,9 +763,15 @@ def main() -> int:
                 ceil[size, variant] = statistics.median(
                     ceiling(size, n, variant, directory) for _ in range(args.repeats)
                 )
+            for variant in CHAIN_VARIANTS:
+                chain_ceiling(size, min(n, 50), variant, directory)  # warm-up
+                chain[size, variant] = statistics.median(
+                    chain_ceiling(size, n, variant, directory)
+                    for _ in range(args.repeats)
+                )
     print(
         f"{'cl':>4} {'bundle':>7} {'store':>6} {'MB/s':>7} {'bundles/s':>9} {'raw MB/s':>9} {'/raw':>6}"
-        f" {'ceil MB/s':>9} {'/ceil':>6} {'cpu ms/b: node1':>15} {'node2':>6} {'clients':>7}   target"
+        f" {'ceil MB/s':>9} {'/ceil':>6} {'/chain':>6} {'cpu ms/b: node1':>15} {'node2':>6} {'clients':>7}   target"
     )
     for cl in cls:
         raw_kind = "udp" if cl == "udp" else "tcp"
@@ -627,6 +790,8 @@ def main() -> int:
                     variant = "write+fsync" if store == "FULL" else "write"
                     c = ceil.get((size, variant)) if store != "memory" else None
                     cs = f"{c:>9.1f} {mbs / c:>6.1%}" if c else f"{'-':>9} {'-':>6}"
+                    ch = chain.get((size, variant)) if store != "memory" else None
+                    cs += f" {mbs / ch:>6.1%}" if ch else f" {'-':>6}"
                     print(
                         f"{cl:>4} {size:>7} {store:>6} {mbs:>7.1f} {bps:>9.0f} {rmbs:>9.1f} {mbs / rmbs:>6.1%}"
                         f" {cs} {cpu[0]:>15.2f} {cpu[1]:>6.2f} {cpu[2]:>7.2f}   "
@@ -641,10 +806,11 @@ def main() -> int:
     print(
         "  /raw: against raw udp (udp rows) or raw tcp (mtcp rows); /ceil: against the"
         " write+fsync ceiling (FULL) or write ceiling (NORMAL) of the same size;"
-        " cpu ms/b: CPU time per bundle of each process"
+        " /chain: against the 2-hop chain of the same variant and size (the most any"
+        " two-daemon path can reach); cpu ms/b: CPU time per bundle of each process"
     )
     print(f"raw and ceiling rows (files in {directory}, {_fs_type(directory) or '?'}):")
-    print(f"{'size':>7} {'row':>12} {'MB/s':>8} {'units/s':>9}   what")
+    print(f"{'size':>7} {'row':>18} {'MB/s':>8} {'units/s':>9}   what")
     what = {
         "ack only": "stores nothing, acks",
         "write": "os.write before ack: survives kill -9",
@@ -654,14 +820,23 @@ def main() -> int:
         for kind in ("udp", "tcp"):
             v = raw[kind, size]
             print(
-                f"{size:>7} {'raw ' + kind:>12} {v:>8.1f} {v * 1e6 / size:>9.0f}   no storage, no ack"
+                f"{size:>7} {'raw ' + kind:>18} {v:>8.1f} {v * 1e6 / size:>9.0f}   no storage, no ack"
             )
         via = "udp" if size <= 65_000 else "tcp"
         for variant in CEILING_VARIANTS:
             if (size, variant) in ceil:
                 v = ceil[size, variant]
                 print(
-                    f"{size:>7} {variant:>12} {v:>8.1f} {v * 1e6 / size:>9.0f}   {what[variant]} ({via})"
+                    f"{size:>7} {variant:>18} {v:>8.1f} {v * 1e6 / size:>9.0f}   {what[variant]} ({via})"
+                )
+        for variant in CHAIN_VARIANTS:
+            if (size, variant) in chain:
+                v = chain[size, variant]
+                one = ceil.get((size, variant))
+                rel = f", {v / one:.0%} of the one-hop {variant} ceiling" if one else ""
+                print(
+                    f"{size:>7} {'chain ' + variant:>18} {v:>8.1f} {v * 1e6 / size:>9.0f}"
+                    f"   source -> hop 1 -> hop 2 -> sink, {variant} at each hop (tcp){rel}"
                 )
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     return 0
