@@ -52,6 +52,7 @@ from dcis.dtn.agent import delivery, entries, forwarding, reception, reports, ti
 from dcis.dtn.agent.actions import (
     Action,
     Event,
+    EventKind,
 )
 from dcis.dtn.agent.entries import MAX_VARIANTS as MAX_VARIANTS
 from dcis.dtn.agent.entries import Entry, FragmentGroup, Link
@@ -562,7 +563,7 @@ class Agent:
             )
             self._remove(e)
             self.counters["delivered"] += 1
-            actions.append(Event("delivered", bundle_key, e.destination))
+            actions.append(Event(EventKind.DELIVERED, bundle_key, e.destination))
             group = self._groups.get(bundle_key)
             if group is not None:
                 # Fragments of it that came before it did (another path sent

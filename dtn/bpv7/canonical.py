@@ -262,10 +262,30 @@ def encode_previous_node(eid: Eid) -> bytes:
     return encode_eid(eid)
 
 
+_CACHE_MAX: Final = 1024
+"""Most entries of each decoded-data cache below (then new values are not kept)."""
+
+_PREVIOUS_NODES: dict[bytes, Eid] = {}
+"""Previous node block data decoded so far (as for hop counts: a node hears
+from a few neighbours, and reads each bundle's previous node twice)."""
+
+
 def decode_previous_node_untrusted(
     data: Data, where: str = "previous node block"
 ) -> Eid:
     """Decode previous node block data; raises only :class:`DecodeError`."""
+    if type(data) is bytes:
+        got = _PREVIOUS_NODES.get(data)
+        if got is not None:
+            return got
+        eid = _decode_previous_node(data, where)
+        if len(_PREVIOUS_NODES) < _CACHE_MAX and len(data) <= 64:
+            _PREVIOUS_NODES[data] = eid
+        return eid
+    return _decode_previous_node(data, where)
+
+
+def _decode_previous_node(data: Data, where: str) -> Eid:
     eid, pos = read_eid(data, 0, len(data), where)
     if pos != len(data):
         raise DecodeError(f"{len(data) - pos} bytes after the EID", where=where)
@@ -295,7 +315,6 @@ _HOP_COUNTS: dict[bytes, HopCount] = {}
 """Hop count block data decoded so far (a few hundred values occur at most;
 HopCount is frozen, so sharing is safe). Reading it takes ~2 us, and a
 bundle's hop count is read three to four times on its way through a node."""
-_HOP_COUNTS_MAX: Final = 1024
 
 
 def decode_hop_count_untrusted(data: Data, where: str = "hop count block") -> HopCount:
@@ -305,7 +324,7 @@ def decode_hop_count_untrusted(data: Data, where: str = "hop count block") -> Ho
         if got is not None:
             return got
         hc = _decode_hop_count(data, where)
-        if len(_HOP_COUNTS) < _HOP_COUNTS_MAX:
+        if len(_HOP_COUNTS) < _CACHE_MAX:
             _HOP_COUNTS[data] = hc
         return hc
     return _decode_hop_count(data, where)
