@@ -100,17 +100,34 @@ def encode_block_parts(block: CanonicalBlock) -> list[bytes | memoryview]:
     """
     crc_type = block.crc_type
     data = block.data
-    uint = cbor.uint
-    header = b"".join(
-        (
-            b"\x86" if crc_type else b"\x85",  # the CRC field is the 6th element
-            uint(block.type_code),
-            uint(block.number),
-            uint(block.flags),
-            _CRC_TYPE_BYTE[crc_type],
-            cbor.head(2, len(data)),
+    type_code = block.type_code
+    number = block.number
+    flags = block.flags
+    n = len(data)
+    if type_code < 24 and number < 24 and flags < 24 and n < 0x10000:
+        # Nearly every block: one-byte header fields (the CRC field is the
+        # 6th element when there is one).
+        first = 0x86 if crc_type else 0x85
+        if n < 24:
+            header = bytes((first, type_code, number, flags, crc_type, 0x40 | n))
+        elif n < 0x100:
+            header = bytes((first, type_code, number, flags, crc_type, 0x58, n))
+        else:
+            header = bytes(
+                (first, type_code, number, flags, crc_type, 0x59, n >> 8, n & 0xFF)
+            )
+    else:
+        uint = cbor.uint
+        header = b"".join(
+            (
+                b"\x86" if crc_type else b"\x85",
+                uint(type_code),
+                uint(number),
+                uint(flags),
+                _CRC_TYPE_BYTE[crc_type],
+                cbor.head(2, n),
+            )
         )
-    )
     if not crc_type:
         return [header, data]
     if crc_type == 2:

@@ -123,21 +123,25 @@ _set_PrimaryBlock_total_adu_length: Final = PrimaryBlock.__dict__[
 _set_PrimaryBlock_version: Final = PrimaryBlock.__dict__["version"].__set__
 
 
-# The last primary block encoded and its bytes. A bundle's primary block is
-# encoded several times in a row (a security block binds it, then the bundle
-# is written); PrimaryBlock is frozen and the reference held here keeps its
-# id from being reused, so an identity match is always the same value.
-_last_encoded: tuple[object, bytes] = (None, b"")
+# The last primary blocks encoded and their bytes, by identity. A bundle's
+# primary block is encoded several times (a security block binds it, then
+# the bundle is written; a bundle sent from here is encoded when it is
+# stored and again, with new extension blocks, when it is forwarded);
+# PrimaryBlock is frozen and the reference held here keeps its id from
+# being reused, so an identity match is always the same value.
+_encoded: dict[int, tuple[PrimaryBlock, bytes]] = {}
+_ENCODED_MAX: Final = 1024
 
 
 def encode_primary(p: PrimaryBlock) -> bytes:
     """Canonical CBOR encoding of the primary block, CRC computed."""
-    global _last_encoded
-    last = _last_encoded
-    if last[0] is p:
-        return last[1]
+    got = _encoded.get(id(p))
+    if got is not None and got[0] is p:
+        return got[1]
     out = _encode_primary(p)
-    _last_encoded = (p, out)
+    if len(_encoded) >= _ENCODED_MAX:
+        del _encoded[next(iter(_encoded))]
+    _encoded[id(p)] = (p, out)
     return out
 
 
