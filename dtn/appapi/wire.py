@@ -267,6 +267,79 @@ def encode_message_parts(msg: dict[str, Any]) -> list[bytes]:
     return parts
 
 
+_BUNDLE_START = _head(0x60, 4) + b"type" + _head(0x60, 6) + b"bundle"
+_K_ENDPOINT = _head(0x60, 8) + b"endpoint"
+_K_SOURCE = _head(0x60, 6) + b"source"
+_K_PAYLOAD = _head(0x60, 7) + b"payload"
+_K_CREATION = _head(0x60, 11) + b"creation_ms"
+_K_SEQUENCE = _head(0x60, 8) + b"sequence"
+_K_BUNDLE_KEY = _head(0x60, 10) + b"bundle_key"
+
+
+def encode_bundle_message_parts(
+    *,
+    endpoint: str,
+    source: str,
+    payload: bytes,
+    creation_ms: int,
+    sequence: int,
+    bundle_key: str,
+) -> list[bytes]:
+    """:func:`encode_message_parts` of the ``bundle`` message with these
+    fields, in this order (the node pushes one per delivered bundle: its
+    keys are written once, here, not encoded per message)."""
+    if not (
+        type(payload) is bytes
+        and type(creation_ms) is int
+        and type(sequence) is int
+        and 0 <= creation_ms < 0x10000000000000000
+        and 0 <= sequence < 0x10000000000000000
+    ):
+        return encode_message_parts(
+            {
+                "type": "bundle",
+                "endpoint": endpoint,
+                "source": source,
+                "payload": payload,
+                "creation_ms": creation_ms,
+                "sequence": sequence,
+                "bundle_key": bundle_key,
+            }
+        )
+    ep = endpoint.encode()
+    src = source.encode()
+    key = bundle_key.encode()
+    first = b"".join(
+        (
+            b"\xa7",
+            _BUNDLE_START,
+            _K_ENDPOINT,
+            _head(0x60, len(ep)),
+            ep,
+            _K_SOURCE,
+            _head(0x60, len(src)),
+            src,
+            _K_PAYLOAD,
+            _head(0x40, len(payload)),
+        )
+    )
+    rest = b"".join(
+        (
+            _K_CREATION,
+            _head(0x00, creation_ms),
+            _K_SEQUENCE,
+            _head(0x00, sequence),
+            _K_BUNDLE_KEY,
+            _head(0x60, len(key)),
+            key,
+        )
+    )
+    size = len(first) + len(payload) + len(rest)
+    if len(payload) >= _BIG_BYTES:
+        return [bstr_head(size) + first, payload, rest]
+    return [b"".join((bstr_head(size), first, payload, rest))]
+
+
 def encode_send_head(
     msg: dict[str, Any],
     payload_bytes: int,

@@ -77,7 +77,11 @@ from dcis.dtn.agent import (
 )
 from dcis.dtn.agent.actions import Deletion
 from dcis.dtn.agent.store import StoredBundle, StoreError, StoreFull
-from dcis.dtn.appapi.wire import MessageReader, encode_message, encode_message_parts
+from dcis.dtn.appapi.wire import (
+    MessageReader,
+    encode_bundle_message_parts,
+    encode_message,
+)
 from dcis.dtn.bpv7.eid import IpnEid, parse_eid
 from dcis.dtn.cl.mtcp import MtcpDecoder, bstr_head
 from dcis.dtn.cl.udp import (
@@ -1978,16 +1982,13 @@ class Node:
         def push(d: Deliver) -> bool:
             # A large payload is queued as its own buffer, never joined into
             # a copy of the whole message (the writer hands it to the socket).
-            parts = encode_message_parts(
-                {
-                    "type": "bundle",
-                    "endpoint": d.endpoint,
-                    "source": d.source,
-                    "payload": d.payload,
-                    "creation_ms": d.creation_ms,
-                    "sequence": d.sequence,
-                    "bundle_key": d.bundle_key,
-                }
+            parts = encode_bundle_message_parts(
+                endpoint=d.endpoint,
+                source=d.source,
+                payload=d.payload,
+                creation_ms=d.creation_ms,
+                sequence=d.sequence,
+                bundle_key=d.bundle_key,
             )
             try:
                 for part in parts:

@@ -16,6 +16,7 @@ from dcis.dtn.appapi.wire import (
     _dumps_flat_map,
     _loads_flat_map,
     decode_message_untrusted,
+    encode_bundle_message_parts,
     encode_message,
     encode_message_parts,
     encode_send_head,
@@ -236,3 +237,33 @@ def test_the_flat_map_encoder_writes_cbor2s_bytes(msg: dict[str, object]) -> Non
         assert fast == cbor2.dumps(msg)
     else:
         assert fast is None
+
+
+@given(
+    endpoint=st.text(max_size=40),
+    source=st.text(max_size=40),
+    payload=st.binary(max_size=3000) | st.integers(0, 300_000).map(bytes),
+    creation_ms=st.integers(-(2**64), 2**65),
+    sequence=st.integers(-5, 2**65),
+    bundle_key=st.text(max_size=80),
+)
+def test_the_bundle_push_encoder_writes_the_messages_frame(
+    endpoint: str,
+    source: str,
+    payload: bytes,
+    creation_ms: int,
+    sequence: int,
+    bundle_key: str,
+) -> None:
+    fields = {
+        "endpoint": endpoint,
+        "source": source,
+        "payload": payload,
+        "creation_ms": creation_ms,
+        "sequence": sequence,
+        "bundle_key": bundle_key,
+    }
+    parts = encode_bundle_message_parts(**fields)  # type: ignore[arg-type]
+    msg = {"type": "bundle", **fields}
+    assert b"".join(parts) == encode_mtcp_frame(cbor2.dumps(msg))
+    assert any(p is payload for p in parts) == (len(payload) >= 128 * 1024)
