@@ -284,10 +284,12 @@ def encode_bundle_message_parts(
     creation_ms: int,
     sequence: int,
     bundle_key: str,
+    large: int = _BIG_BYTES,
 ) -> list[bytes]:
     """:func:`encode_message_parts` of the ``bundle`` message with these
     fields, in this order (the node pushes one per delivered bundle: its
-    keys are written once, here, not encoded per message)."""
+    keys are written once, here, not encoded per message). A payload of at
+    least ``large`` bytes is an item of its own, not copied."""
     if not (
         type(payload) is bytes
         and type(creation_ms) is int
@@ -335,7 +337,7 @@ def encode_bundle_message_parts(
         )
     )
     size = len(first) + len(payload) + len(rest)
-    if len(payload) >= _BIG_BYTES:
+    if len(payload) >= large:
         return [bstr_head(size) + first, payload, rest]
     return [b"".join((bstr_head(size), first, payload, rest))]
 

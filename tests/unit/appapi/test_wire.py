@@ -246,6 +246,7 @@ def test_the_flat_map_encoder_writes_cbor2s_bytes(msg: dict[str, object]) -> Non
     creation_ms=st.integers(-(2**64), 2**65),
     sequence=st.integers(-5, 2**65),
     bundle_key=st.text(max_size=80),
+    large=st.sampled_from([16 * 1024, 128 * 1024]),
 )
 def test_the_bundle_push_encoder_writes_the_messages_frame(
     endpoint: str,
@@ -254,6 +255,7 @@ def test_the_bundle_push_encoder_writes_the_messages_frame(
     creation_ms: int,
     sequence: int,
     bundle_key: str,
+    large: int,
 ) -> None:
     fields = {
         "endpoint": endpoint,
@@ -263,7 +265,9 @@ def test_the_bundle_push_encoder_writes_the_messages_frame(
         "sequence": sequence,
         "bundle_key": bundle_key,
     }
-    parts = encode_bundle_message_parts(**fields)  # type: ignore[arg-type]
+    parts = encode_bundle_message_parts(**fields, large=large)  # type: ignore[arg-type]
     msg = {"type": "bundle", **fields}
     assert b"".join(parts) == encode_mtcp_frame(cbor2.dumps(msg))
-    assert any(p is payload for p in parts) == (len(payload) >= 128 * 1024)
+    whole = 0 <= creation_ms < 2**64 and 0 <= sequence < 2**64
+    by_reference = len(payload) >= (large if whole else 128 * 1024)
+    assert any(p is payload for p in parts) == by_reference
