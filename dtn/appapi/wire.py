@@ -235,15 +235,18 @@ def encode_message(msg: dict[str, Any]) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def encode_message_parts(msg: dict[str, Any]) -> list[bytes]:
+def encode_message_parts(
+    msg: dict[str, Any], *, large: int = _BIG_BYTES
+) -> list[bytes]:
     """Frame one message as buffers whose concatenation is :func:`encode_message`'s
-    bytes: each byte value of at least 128 KiB is its own item, the caller's
-    object itself (not copied), so a writer can hand it to the socket as it
-    is. Raises :class:`InvalidArgument` if ``msg`` lacks a known ``type``."""
+    bytes: each byte value of at least ``large`` bytes (128 KiB) is its own
+    item, the caller's object itself (not copied), so a writer can hand it
+    to the socket as it is (a writer that gathers buffers passes less).
+    Raises :class:`InvalidArgument` if ``msg`` lacks a known ``type``."""
     if msg.get("type") not in _SCHEMA:
         raise InvalidArgument(f"unknown message type {msg.get('type')!r}")
     if len(msg) >= 24 or not any(
-        type(v) is bytes and len(v) >= _BIG_BYTES for v in msg.values()
+        type(v) is bytes and len(v) >= large for v in msg.values()
     ):
         body = _dumps_flat_map(msg)
         if body is None:
@@ -253,7 +256,7 @@ def encode_message_parts(msg: dict[str, Any]) -> list[bytes]:
     small: list[bytes] = [bytes([0xA0 | len(msg)])]
     for key, value in msg.items():
         small.append(cbor2.dumps(key))
-        if type(value) is bytes and len(value) >= _BIG_BYTES:
+        if type(value) is bytes and len(value) >= large:
             small.append(bstr_head(len(value)))
             parts.append(b"".join(small))
             parts.append(value)

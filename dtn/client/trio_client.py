@@ -30,9 +30,12 @@ from dcis.dtn.errors import DecodeError, InvalidArgument
 _CHUNK = 1 << 20
 """Bytes read from a streamed file at a time."""
 
-_COALESCE_BYTES = 128 * 1024
-"""Queued buffers shorter than this are joined into one write; a longer one
-(a large payload) is written as it is, not copied."""
+_IOV_MAX = 1024
+"""Buffers per ``sendmsg`` (Linux's IOV_MAX)."""
+
+_BY_REFERENCE_BYTES = 16 * 1024
+"""A payload at least this long is queued as its own buffer (not copied
+into its message's frame); the writer gathers buffers."""
 
 
 class _FileBody:
@@ -119,20 +122,37 @@ class TrioClient:
                 self._writing = False
 
     async def _write(self, items: list[bytes | _FileBody]) -> None:
+        # Buffers are gathered by sendmsg, never joined: a payload queued
+        # by reference (16 KiB or more) is not copied in this process.
         run: list[bytes] = []
         for item in items:
-            if isinstance(item, bytes) and len(item) < _COALESCE_BYTES:
+            if isinstance(item, bytes):
                 run.append(item)
                 continue
             if run:
-                await self._stream.send_all(b"".join(run))
+                await self._gather(run)
                 run = []
-            if isinstance(item, bytes):
-                await self._stream.send_all(item)
-            else:
-                await self._stream_file(item)
+            await self._stream_file(item)
         if run:
-            await self._stream.send_all(b"".join(run))
+            await self._gather(run)
+
+    async def _gather(self, parts: list[bytes]) -> None:
+        sock = self._stream.socket
+        views = [memoryview(p) for p in parts if p]
+        i = 0
+        while i < len(views):
+            try:
+                n = await sock.sendmsg(views[i : i + _IOV_MAX])
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+            while n:
+                v = views[i]
+                if n >= len(v):
+                    n -= len(v)
+                    i += 1
+                else:
+                    views[i] = v[n:]
+                    n = 0
 
     async def _stream_file(self, body: _FileBody) -> None:
         # One preallocated buffer, filled by readinto (a file on disk: on a
@@ -171,7 +191,7 @@ class TrioClient:
         if self._broken is not None:
             raise ClientError(f"connection to the node failed: {self._broken}")
         if body is None:
-            self._out += encode_message_parts(msg)
+            self._out += encode_message_parts(msg, large=_BY_REFERENCE_BYTES)
         else:
             try:
                 self._out.append(encode_send_head(msg, body.size))

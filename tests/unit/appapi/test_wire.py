@@ -126,16 +126,17 @@ def test_encode_message_is_byte_identical_to_cbor2(
     kind=st.sampled_from(sorted({str(m["type"]) for m in MESSAGES})),
     extra=st.dictionaries(st.text(max_size=12), _VALUES, max_size=30),
     payload=st.binary(min_size=0, max_size=3000) | st.integers(0, 300_000).map(bytes),
+    large=st.sampled_from([16 * 1024, 128 * 1024]),
 )
 def test_message_parts_join_to_the_frame_and_pass_large_payloads_by_reference(
-    kind: str, extra: dict[str, object], payload: bytes
+    kind: str, extra: dict[str, object], payload: bytes, large: int
 ) -> None:
     # The node's and the trio client's writers hand the parts to the socket
     # one by one: a large payload must be the caller's own object (no copy).
     msg: dict[str, object] = {**extra, "type": kind, "payload": payload}
-    parts = encode_message_parts(msg)
+    parts = encode_message_parts(msg, large=large)
     assert b"".join(parts) == encode_mtcp_frame(cbor2.dumps(msg))
-    big = len(payload) >= 128 * 1024 and len(msg) < 24
+    big = len(payload) >= large and len(msg) < 24
     assert any(p is payload for p in parts) == big
 
 
