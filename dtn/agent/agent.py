@@ -385,7 +385,8 @@ class Agent:
             raise InvalidArgument(
                 f"payload must be bytes, got {type(payload).__name__}"
             )
-        flags = BundleFlags(flags)
+        if type(flags) is not BundleFlags:
+            flags = BundleFlags(flags)
         if int(flags) & _AGENT_SET_FLAGS:
             raise InvalidArgument(
                 "IS_FRAGMENT and ADMIN_RECORD are set by the agent, not by send()"

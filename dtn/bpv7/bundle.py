@@ -465,8 +465,9 @@ def make_bundle(
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise InvalidArgument(f"payload must be bytes, got {type(payload).__name__}")
     primary = PrimaryBlock(
-        flags=BundleFlags(flags),
-        crc_type=CrcType(crc_type),
+        # (an Enum call costs ~1 us even for a member of the type)
+        flags=flags if type(flags) is BundleFlags else BundleFlags(flags),
+        crc_type=crc_type if type(crc_type) is CrcType else CrcType(crc_type),
         destination=_as_eid(destination, "destination"),
         source=_as_eid(source, "source"),
         report_to=_as_eid(report_to, "report_to"),
@@ -499,7 +500,11 @@ def make_bundle(
     pcrc = crc_type if payload_crc_type is None else payload_crc_type
     blocks.append(
         CanonicalBlock(
-            BlockType.PAYLOAD, 1, BlockFlags.NONE, CrcType(pcrc), bytes(payload)
+            BlockType.PAYLOAD,
+            1,
+            BlockFlags.NONE,
+            pcrc if type(pcrc) is CrcType else CrcType(pcrc),
+            bytes(payload),
         )
     )
     if not extra:

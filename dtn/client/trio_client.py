@@ -138,20 +138,20 @@ class TrioClient:
 
     async def _gather(self, parts: list[bytes]) -> None:
         sock = self._stream.socket
-        views = [memoryview(p) for p in parts if p]
+        bufs: list[bytes | memoryview] = [p for p in parts if p]
         i = 0
-        while i < len(views):
+        while i < len(bufs):
             try:
-                n = await sock.sendmsg(views[i : i + _IOV_MAX])
+                n = await sock.sendmsg(bufs[i : i + _IOV_MAX])
             except OSError as exc:
                 raise trio.BrokenResourceError(str(exc)) from exc
             while n:
-                v = views[i]
-                if n >= len(v):
-                    n -= len(v)
+                b = bufs[i]
+                if n >= len(b):
+                    n -= len(b)
                     i += 1
                 else:
-                    views[i] = v[n:]
+                    bufs[i] = memoryview(b)[n:]  # the rest of a buffer cut short
                     n = 0
 
     async def _stream_file(self, body: _FileBody) -> None:
