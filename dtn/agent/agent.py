@@ -131,6 +131,11 @@ class AgentConfig:
       beyond its bytes, which ``limit_bytes`` counts: a flood of tiny
       bundles must not exhaust RAM); a new one beyond it is refused like a
       full store (``TooManyBundles``, no Ack). None = no bound.
+    - ``keep_decoded``: the most just-stored bundles kept decoded in memory
+      so that delivering or forwarding them reads neither the store nor the
+      decoder again (``entries.load_bundle``; at most ``entries.HOT_MAX_BYTES``
+      bytes of them). 0 (the default: simulations hold many agents) keeps
+      none; the daemon keeps ``entries.HOT_MAX_BUNDLES``.
     - ``reroute_interval_ms`` / ``max_reroute_interval_ms``: with a contact
       plan, bundles without a route to a destination are routed again after
       this long, then after twice as long each time up to the maximum
@@ -149,6 +154,7 @@ class AgentConfig:
     max_forward_lifetime_ms: int | None = None
     max_tombstone_ms: int | None = None
     max_bundles: int | None = None
+    keep_decoded: int = 0
     mtu_by_neighbour: dict[int, int | None] = field(default_factory=dict)
     """Per-neighbour MTU overriding ``max_bundle_bytes`` (None: no limit), e.g.
     for a stream CL such as TCPCL that carries a bundle of any size whole."""
@@ -158,6 +164,8 @@ class AgentConfig:
             raise InvalidArgument(
                 f"max_bundle_bytes must be >= 64, got {self.max_bundle_bytes}"
             )
+        if self.keep_decoded < 0:
+            raise InvalidArgument(f"keep_decoded must be >= 0, got {self.keep_decoded}")
         if self.window < 1:
             raise InvalidArgument(f"window must be >= 1, got {self.window}")
         if self.retry_delay_ms < 0:

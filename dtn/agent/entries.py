@@ -14,7 +14,8 @@ the store since its commit is counted, reported and removed
 A bundle is usually read back soon after it is stored: delivered at once,
 or forwarded once the link's window has room. :func:`store_new` keeps the
 decoded bundle it was given in ``Agent._hot`` (oldest first, at most
-:data:`HOT_MAX_BUNDLES` bundles and :data:`HOT_MAX_BYTES` bytes) and
+``AgentConfig.keep_decoded`` bundles -- none by default, :data:`HOT_MAX_BUNDLES`
+in the daemon -- and :data:`HOT_MAX_BYTES` bytes) and
 :func:`load_bundle` reads it there instead of reading and decoding the
 stored copy again (at 1 KB, a store read and a decode were ~8% of a node's
 CPU per bundle: spec/performance.md), until :func:`remove` takes the
@@ -72,7 +73,8 @@ if TYPE_CHECKING:
 MAX_VARIANTS = 4
 
 HOT_MAX_BUNDLES = 1024
-"""Most just-stored bundles kept decoded in memory (see the module docstring)."""
+"""Just-stored bundles a daemon keeps decoded in memory (``AgentConfig.keep_decoded``;
+see the module docstring)."""
 HOT_MAX_BYTES = 4 * 1024 * 1024
 """Most encoded bytes of just-stored bundles kept decoded in memory."""
 HOT_MAX_AGE_MS = 10_000
@@ -246,7 +248,7 @@ def store_new(
         raise TooManyBundles(len(self._entries))
     self.store.put(rec, data, force=force)
     e = self._track(rec, dest_node, flags)
-    if bundle is not None:
+    if bundle is not None and self.config.keep_decoded:
         _keep_hot(self, key, bundle, len(data), received_ms)
     return e
 
@@ -254,7 +256,8 @@ def store_new(
 def _keep_hot(self: Agent, key: str, bundle: Bundle, size: int, now: int) -> None:
     hot = self._hot
     _drop_hot(self, key)
-    while len(hot) >= HOT_MAX_BUNDLES or self._hot_bytes + size > HOT_MAX_BYTES:
+    most = self.config.keep_decoded
+    while len(hot) >= most or self._hot_bytes + size > HOT_MAX_BYTES:
         if not hot:
             return  # larger than the whole cache
         oldest = next(iter(hot))

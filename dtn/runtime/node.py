@@ -76,6 +76,7 @@ from dcis.dtn.agent import (
     Transmit,
 )
 from dcis.dtn.agent.actions import Deletion
+from dcis.dtn.agent.entries import HOT_MAX_BUNDLES
 from dcis.dtn.agent.store import StoredBundle, StoreError, StoreFull
 from dcis.dtn.appapi.wire import (
     MessageReader,
@@ -434,6 +435,9 @@ class Node:
                 max_forward_lifetime_ms=cfg.limits.max_forward_lifetime_ms,
                 max_tombstone_ms=cfg.limits.max_tombstone_ms,
                 max_bundles=cfg.limits.max_bundles,
+                # Bundles just stored stay decoded for their delivery or
+                # forwarding (issue 18: a store read and a decode saved).
+                keep_decoded=HOT_MAX_BUNDLES,
             ),
             rng=random.Random(),
             security=self.security,

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from dcis.dtn.agent import entries
 from dcis.dtn.agent.actions import Action, Deliver, Transmit
-from dcis.dtn.agent.agent import Agent
+from dcis.dtn.agent.agent import Agent, AgentConfig
 from dcis.dtn.agent.store import MemoryStore
 from dcis.dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle, make_bundle
 
 from .helpers import link, of
 
 N = entries.HOT_MAX_BUNDLES + 44
+KEEP = AgentConfig(keep_decoded=entries.HOT_MAX_BUNDLES)  # as the daemon
 
 
 class CountingStore(MemoryStore):
@@ -28,7 +29,7 @@ class CountingStore(MemoryStore):
 def _queued(*, cold: bool) -> Agent:
     """Node 1 holding N bundles for node 2 (no contact yet); ``cold``: forgets
     the decoded copies first (a restart: every read goes to the store)."""
-    a = Agent(node=1, store=CountingStore())
+    a = Agent(node=1, store=CountingStore(), config=KEEP)
     for i in range(N):
         a.send(
             source="ipn:1.1",
@@ -92,7 +93,7 @@ def test_a_full_cache_keeps_the_oldest_until_they_are_stale() -> None:
 
 def test_delivered_bundle_is_the_stored_one_and_a_redelivery_reads_no_store() -> None:
     store = CountingStore()
-    a = Agent(node=2, store=store)
+    a = Agent(node=2, store=store, config=KEEP)
     a.register("ipn:2.1")
     b = make_bundle(
         source="ipn:1.1",
@@ -122,3 +123,17 @@ def test_delivered_bundle_is_the_stored_one_and_a_redelivery_reads_no_store() ->
     a.on_delivered(d.bundle_key, 1_600)
     assert not a._hot
     assert a._hot_bytes == 0
+
+
+def test_by_default_nothing_is_kept_decoded() -> None:
+    # simulations hold many agents: the default keeps no decoded copies
+    a = Agent(node=1, store=MemoryStore())
+    a.send(
+        source="ipn:1.1",
+        destination="ipn:2.1",
+        payload=b"x",
+        lifetime_ms=3_600_000,
+        now=1_000,
+    )
+    assert a.stored == 1
+    assert not a._hot
