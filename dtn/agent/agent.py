@@ -69,7 +69,7 @@ from dcis.dtn.bpv7.admin import StatusKind, StatusReason
 from dcis.dtn.bpv7.bundle import (
     Bundle,
     encode_bundle,
-    make_bundle,
+    originate_bundle,
 )
 from dcis.dtn.bpv7.eid import DTN_NONE, DtnEid, Eid, IpnEid, parse_eid
 from dcis.dtn.bpv7.flags import BundleFlags, CrcType
@@ -730,7 +730,7 @@ class Agent:
         report_to: Eid,
     ) -> Bundle:
         seq = self._next_seq(str(source), now)
-        return make_bundle(
+        return originate_bundle(
             source=source,
             destination=destination,
             payload=payload,

@@ -28,27 +28,35 @@ from dcis.dtn.bpv7.canonical import (
     CHECKED_BLOCK_TYPES,
     CanonicalBlock,
     HopCount,
+    _set_CanonicalBlock_crc_type,
+    _set_CanonicalBlock_data,
+    _set_CanonicalBlock_flags,
+    _set_CanonicalBlock_number,
+    _set_CanonicalBlock_type_code,
     bundle_age_block,
     check_block_data,
     decode_bundle_age_untrusted,
     decode_hop_count_untrusted,
     decode_previous_node_untrusted,
     encode_block_parts,
+    encode_hop_count,
     hop_count_block,
     previous_node_block,
     read_block,
 )
-from dcis.dtn.bpv7.eid import DTN_NONE, Eid, parse_eid
+from dcis.dtn.bpv7.eid import DTN_NONE, DtnEid, Eid, IpnEid, parse_eid
 from dcis.dtn.bpv7.flags import BlockFlags, BlockType, BundleFlags, CrcType
 from dcis.dtn.bpv7.primary import (
     CreationTimestamp,
     PrimaryBlock,
     encode_primary,
     read_primary,
+    trusted_primary,
 )
 from dcis.dtn.errors import DecodeError, InvalidArgument
 
 _IS_FRAGMENT: Final = int(BundleFlags.IS_FRAGMENT)
+_EID_TYPES: Final = (IpnEid, DtnEid)
 _ADMIN_RECORD: Final = int(BundleFlags.ADMIN_RECORD)
 
 MAX_BLOCKS: Final = 256
@@ -430,6 +438,87 @@ def bcb_targets(blocks: Iterable[CanonicalBlock]) -> frozenset[int]:
 
 def _as_eid(value: Eid | str, name: str) -> Eid:
     return parse_eid(value) if isinstance(value, str) else value
+
+
+_U64: Final = 0xFFFF_FFFF_FFFF_FFFF
+
+
+def originate_bundle(
+    *,
+    source: Eid,
+    destination: Eid,
+    report_to: Eid,
+    payload: bytes,
+    creation_ms: int,
+    sequence: int,
+    lifetime_ms: int,
+    flags: BundleFlags,
+    crc_type: CrcType,
+    hop_limit: int | None,
+) -> Bundle:
+    """``make_bundle`` with these arguments (and no other block): the same
+    bundle, or the same error. With a creation time, in-range numbers and
+    enum members, as the agent originates its bundles, the objects are
+    built without re-validating each one (~15 -> ~5 us a bundle at 1 KB);
+    anything else goes through ``make_bundle``."""
+    if not (
+        type(payload) is bytes
+        and type(flags) is BundleFlags
+        and 0 <= int(flags) <= _U64
+        and not int(flags) & _IS_FRAGMENT
+        and type(crc_type) is CrcType
+        and type(creation_ms) is int
+        and 0 < creation_ms <= _U64
+        and type(sequence) is int
+        and 0 <= sequence <= _U64
+        and type(lifetime_ms) is int
+        and 0 <= lifetime_ms <= _U64
+        and (hop_limit is None or (type(hop_limit) is int and 0 <= hop_limit <= 255))
+        and type(source) in _EID_TYPES
+        and type(destination) in _EID_TYPES
+        and type(report_to) in _EID_TYPES
+    ):
+        return make_bundle(
+            source=source,
+            destination=destination,
+            payload=payload,
+            creation_ms=creation_ms,
+            sequence=sequence,
+            lifetime_ms=lifetime_ms,
+            report_to=report_to,
+            flags=flags,
+            crc_type=crc_type,
+            hop_limit=hop_limit,
+        )
+    primary = trusted_primary(
+        flags=flags,
+        crc_type=crc_type,
+        destination=destination,
+        source=source,
+        report_to=report_to,
+        time_ms=creation_ms,
+        sequence=sequence,
+        lifetime_ms=lifetime_ms,
+    )
+    payload_block = _trusted_block(BlockType.PAYLOAD, 1, crc_type, payload)
+    if hop_limit is None:
+        return trusted_bundle(primary, (payload_block,))
+    hop = _trusted_block(
+        BlockType.HOP_COUNT, 2, CrcType.NONE, encode_hop_count(HopCount(hop_limit, 0))
+    )
+    return trusted_bundle(primary, (hop, payload_block))
+
+
+def _trusted_block(
+    type_code: int, number: int, crc_type: CrcType, data: bytes
+) -> CanonicalBlock:
+    blk = object.__new__(CanonicalBlock)
+    _set_CanonicalBlock_type_code(blk, type_code)
+    _set_CanonicalBlock_number(blk, number)
+    _set_CanonicalBlock_flags(blk, BlockFlags.NONE)
+    _set_CanonicalBlock_crc_type(blk, crc_type)
+    _set_CanonicalBlock_data(blk, data)
+    return blk
 
 
 def make_bundle(

@@ -196,6 +196,37 @@ def bundle_flags(value: int) -> BundleFlags:
     return BundleFlags(value)
 
 
+def trusted_primary(
+    *,
+    flags: BundleFlags,
+    crc_type: CrcType,
+    destination: Eid,
+    source: Eid,
+    report_to: Eid,
+    time_ms: int,
+    sequence: int,
+    lifetime_ms: int,
+) -> PrimaryBlock:
+    """A whole bundle's :class:`PrimaryBlock` built without
+    :meth:`PrimaryBlock.__post_init__`, for a caller that checked every
+    field (u64 values, flags without IS_FRAGMENT, a CrcType member)."""
+    primary = object.__new__(PrimaryBlock)
+    _set_PrimaryBlock_version(primary, BP_VERSION)
+    _set_PrimaryBlock_flags(primary, flags)
+    _set_PrimaryBlock_crc_type(primary, crc_type)
+    _set_PrimaryBlock_destination(primary, destination)
+    _set_PrimaryBlock_source(primary, source)
+    _set_PrimaryBlock_report_to(primary, report_to)
+    creation = object.__new__(CreationTimestamp)
+    _set_CreationTimestamp_time_ms(creation, time_ms)
+    _set_CreationTimestamp_sequence(creation, sequence)
+    _set_PrimaryBlock_creation(primary, creation)
+    _set_PrimaryBlock_lifetime_ms(primary, lifetime_ms)
+    _set_PrimaryBlock_fragment_offset(primary, None)
+    _set_PrimaryBlock_total_adu_length(primary, None)
+    return primary
+
+
 def read_primary(
     buf: bytes | memoryview, mv: memoryview, pos: int, end: int
 ) -> tuple[PrimaryBlock, int]:
