@@ -326,6 +326,7 @@ def _decode(
     # (RFC 9172 3.9 allows it), and ciphertext is not a hop count.
     deferred: list[CanonicalBlock] = []
     has_bcb = False
+    zero = False  # a block numbered 0 was taken (zero_ok)
     while True:
         if pos >= end:
             raise DecodeError(
@@ -352,6 +353,7 @@ def _decode(
             has_bcb = True
         if block.number == 0:
             blocks.append(block)  # renumbered below (zero_ok)
+            zero = True
             continue
         if block.number in numbers:
             raise DecodeError(
@@ -364,7 +366,7 @@ def _decode(
         blocks.append(block)
     if not payload_seen:
         raise DecodeError("no payload block", where="bundle")
-    if 0 in (b.number for b in blocks):
+    if zero:
         blocks, deferred = _renumber_zero(blocks, numbers)
     if primary.fragment_offset is not None:
         problem = fragment_extent_problem(primary, len(blocks[-1].data))
