@@ -43,7 +43,7 @@ hop took it), on delivery confirmation, or at expiry/deletion.
 from __future__ import annotations
 
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -286,7 +286,9 @@ class Agent:
         # Bundles just stored, decoded (entries.load_bundle): key -> (bundle,
         # encoded size, when stored), oldest first, bounded by
         # entries.HOT_MAX_BUNDLES and HOT_MAX_BYTES.
-        self._hot: dict[str, tuple[Bundle, int, int]] = {}
+        # (An OrderedDict: the oldest key of a plain dict emptied at its
+        # front is found by scanning deleted slots.)
+        self._hot: OrderedDict[str, tuple[Bundle, int, int]] = OrderedDict()
         self._hot_bytes = 0
         self._backoff: list[tuple[int, int]] = []  # (until, neighbour)
         self._next_tx = 1

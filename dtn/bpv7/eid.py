@@ -14,6 +14,7 @@ Wire form (CDDL, RFC 9171 4.2.5.1)::
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -130,7 +131,7 @@ def is_null_eid(eid: Eid) -> bool:
     return eid in (DTN_NONE, IPN_NULL)
 
 
-_PARSED: dict[str, Eid] = {}
+_PARSED: OrderedDict[str, Eid] = OrderedDict()
 _PARSED_MAX: Final = 1024
 
 
@@ -147,7 +148,7 @@ def parse_eid(text: str) -> Eid:
     eid = _parse_eid(text)
     if len(text) <= 64:  # bounded memory: 1024 short names
         if len(_PARSED) >= _PARSED_MAX:
-            del _PARSED[next(iter(_PARSED))]
+            _PARSED.popitem(last=False)
         _PARSED[text] = eid
     return eid
 
