@@ -55,7 +55,7 @@ import socket
 import ssl
 import stat
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -192,8 +192,10 @@ class _Subscriber:
         self.unconfirmed: dict[str, Deliver] = {}
         self.taken: set[str] = set()
         # Keys (no payloads) deferred while ``unconfirmed`` is full: a client
-        # that does not read stalls itself, not the node's memory.
-        self.waiting: dict[str, None] = {}
+        # that does not read stalls itself, not the node's memory. Taken
+        # from the front one or a few at a time: an OrderedDict, whose
+        # front is found without scanning the slots of keys taken before.
+        self.waiting: OrderedDict[str, None] = OrderedDict()
 
 
 @dataclass(slots=True)
@@ -930,7 +932,7 @@ class Node:
         actions = agent.register(name, now=self.now_ms())
         sub = _Subscriber(name, push)
         if old is not None:
-            sub.waiting, old.waiting = old.waiting, {}
+            sub.waiting, old.waiting = old.waiting, OrderedDict()
         self._subs[name] = sub
         held = self._held.pop(name, {})
         self._apply([*held.values(), *actions])
