@@ -46,7 +46,6 @@ from dcis.dtn.agent.store import (
 from dcis.dtn.bpv7.admin import StatusKind, StatusReason
 from dcis.dtn.bpv7.bundle import (
     Bundle,
-    decode_bundle_untrusted,
     encode_bundle,
 )
 from dcis.dtn.bpv7.eid import is_null_eid, parse_eid
@@ -310,12 +309,11 @@ def prepare(
     was fragmented to fit (its fragments now head the queue); None if it
     cannot go now (too big for what is left of the contact) or was
     deleted (hop limit, unreadable)."""
-    data = self._load(e.key, actions, now)
-    if data is None:
-        self._entries.pop(e.key, None)
-        return None
     try:
-        b = decode_bundle_untrusted(data)
+        b = self._load_bundle(e.key, actions, now)
+        if b is None:
+            self._entries.pop(e.key, None)
+            return None
         # RFC 9171 5.4: previous node = us, bundle age + time held here,
         # hop count + 1.
         out = update_for_forwarding(

@@ -31,9 +31,12 @@ from dcis.dtn.errors import DecodeError, InvalidArgument
 _CHUNK = 1 << 20
 """Bytes read from a streamed file at a time."""
 
-_COALESCE_BYTES = 128 * 1024
-"""Queued buffers shorter than this are joined into one write; a longer one
-(a large payload) is written as it is, not copied."""
+_IOV_MAX = 1024
+"""Buffers per ``sendmsg`` (Linux's IOV_MAX)."""
+
+_BY_REFERENCE_BYTES = 16 * 1024
+"""A payload at least this long is queued as its own buffer (not copied
+into its message's frame); the writer gathers buffers."""
 
 
 class _FileBody:
@@ -44,6 +47,17 @@ class _FileBody:
         self.size = size
 
 
+class _Pending:
+    """A request waiting for its reply (``reply`` None when the connection
+    ended first). Lighter than a memory channel per request: one event."""
+
+    __slots__ = ("event", "reply")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.reply: dict[str, Any] | None = None
+
+
 class TrioClient:
     """A connection to a node's app API; create with :func:`open_trio_client`."""
 
@@ -51,7 +65,7 @@ class TrioClient:
         self._stream = stream
         self._spool_dir = spool_dir
         self._next_id = 1
-        self._waiting: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
+        self._waiting: dict[int, _Pending] = {}
         self._bundles_send, self._bundles = trio.open_memory_channel[
             ReceivedBundle | SpooledBundle
         ](math.inf)
@@ -80,15 +94,20 @@ class TrioClient:
                     if m["type"] == "bundle":
                         self._bundles_send.send_nowait(received_from_message(m))
                     else:
-                        ch = self._waiting.pop(m["id"], None)
-                        if ch is not None:
-                            ch.send_nowait(m)
+                        pending = self._waiting.pop(m["id"], None)
+                        if pending is not None:
+                            pending.reply = m
+                            pending.event.set()
         except (DecodeError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
             self._bundles_send.close()
-            for ch in self._waiting.values():
-                ch.close()
+            self._end_waiting()
+
+    def _end_waiting(self) -> None:
+        """Wake every request still waiting: no reply will come."""
+        for pending in self._waiting.values():
+            pending.event.set()
 
     async def _writer(self) -> None:
         # Requests from many tasks are coalesced into one write.
@@ -107,28 +126,44 @@ class TrioClient:
             ) as exc:
                 # A frame may be cut short: the stream cannot be resumed.
                 self._broken = exc
-                for ch in self._waiting.values():
-                    ch.close()
+                self._end_waiting()
                 await self._stream.aclose()
                 return
             finally:
                 self._writing = False
 
     async def _write(self, items: list[bytes | _FileBody]) -> None:
+        # Buffers are gathered by sendmsg, never joined: a payload queued
+        # by reference (16 KiB or more) is not copied in this process.
         run: list[bytes] = []
         for item in items:
-            if isinstance(item, bytes) and len(item) < _COALESCE_BYTES:
+            if isinstance(item, bytes):
                 run.append(item)
                 continue
             if run:
-                await self._stream.send_all(b"".join(run))
+                await self._gather(run)
                 run = []
-            if isinstance(item, bytes):
-                await self._stream.send_all(item)
-            else:
-                await self._stream_file(item)
+            await self._stream_file(item)
         if run:
-            await self._stream.send_all(b"".join(run))
+            await self._gather(run)
+
+    async def _gather(self, parts: list[bytes]) -> None:
+        sock = self._stream.socket
+        bufs: list[bytes | memoryview] = [p for p in parts if p]
+        i = 0
+        while i < len(bufs):
+            try:
+                n = await sock.sendmsg(bufs[i : i + _IOV_MAX])
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+            while n:
+                b = bufs[i]
+                if n >= len(b):
+                    n -= len(b)
+                    i += 1
+                else:
+                    bufs[i] = memoryview(b)[n:]  # the rest of a buffer cut short
+                    n = 0
 
     async def _stream_file(self, body: _FileBody) -> None:
         # One preallocated buffer, filled by readinto (a file on disk: on a
@@ -162,11 +197,12 @@ class TrioClient:
                 return
             await trio.sleep(0.001)
 
-    async def _send(self, msg: dict[str, Any], body: _FileBody | None = None) -> None:
+    def _queue(self, msg: dict[str, Any], body: _FileBody | None = None) -> None:
+        """Queue ``msg`` (and a streamed ``body``) for the writer."""
         if self._broken is not None:
             raise ClientError(f"connection to the node failed: {self._broken}")
         if body is None:
-            self._out += encode_message_parts(msg)
+            self._out += encode_message_parts(msg, large=_BY_REFERENCE_BYTES)
         else:
             try:
                 self._out.append(encode_send_head(msg, body.size))
@@ -174,7 +210,6 @@ class TrioClient:
                 raise ClientError(str(exc)) from exc
             self._out.append(body)
         self._out_ready.set()
-        await trio.lowlevel.checkpoint()
 
     async def _request(
         self, msg: dict[str, Any], body: _FileBody | None = None
@@ -182,17 +217,19 @@ class TrioClient:
         mid = self._next_id
         self._next_id += 1
         msg["id"] = mid
-        s, r = trio.open_memory_channel[dict[str, Any]](1)
-        self._waiting[mid] = s
+        pending = self._waiting[mid] = _Pending()
         try:
-            await self._send(msg, body)
+            self._queue(msg, body)
         except ClientError:
             del self._waiting[mid]
             raise
         try:
-            reply = await r.receive()
-        except trio.EndOfChannel:
-            raise ClientError("the node closed the connection") from None
+            await pending.event.wait()  # the checkpoint of this call
+        finally:
+            self._waiting.pop(mid, None)
+        reply = pending.reply
+        if reply is None:
+            raise ClientError("the node closed the connection")
         if reply["type"] == "error":
             raise ClientError(reply["message"])
         return reply
@@ -249,7 +286,8 @@ class TrioClient:
         b = await self._next_bundle()
         if isinstance(b, SpooledBundle):  # read into memory after all
             b = await trio.to_thread.run_sync(unspool, b)
-        await self._send({"type": "delivered", "bundle_key": b.bundle_key})
+        # _next_bundle above was this call's checkpoint
+        self._queue({"type": "delivered", "bundle_key": b.bundle_key})
         return b
 
     async def receive_file(self) -> SpooledBundle:
@@ -267,7 +305,7 @@ class TrioClient:
             await trio.to_thread.run_sync(fsync_path, b.path)
         else:
             b = await trio.to_thread.run_sync(spool, b, self._spool_dir)
-        await self._send({"type": "delivered", "bundle_key": b.bundle_key})
+        self._queue({"type": "delivered", "bundle_key": b.bundle_key})
         return b
 
     async def _next_bundle(self) -> ReceivedBundle | SpooledBundle:
