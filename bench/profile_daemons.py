@@ -69,6 +69,12 @@ def main() -> int:
     ap.add_argument("--in-flight", type=int, default=64)
     ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument(
+        "--gil",
+        action="store_true",
+        help="sample only the thread holding the GIL (py-spy --gil): a main"
+        " thread preempted or waiting on a worker is then not counted busy",
+    )
     ap.add_argument("--out", default=None, help="directory for the raw profiles")
     args = ap.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -89,6 +95,7 @@ def main() -> int:
                 [
                     *(py_spy, "record", "--pid", str(p.pid), "--format", "raw"),
                     *("-r", str(args.rate), "-o", str(f), "--nonblocking"),
+                    *(("--gil",) if args.gil else ()),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -150,12 +150,18 @@ def _pin_mmap_threshold() -> None:
     at 128 KiB, every 64 KB..1 MB payload and copy was an mmap, page faults
     and a munmap, which doubled the CPU per 1 MB bundle (issue 18,
     spec/performance.md; the soak stays flat: +0.2% / +1.5% / +0.0%).
+    Pinning also stops glibc raising the trim threshold, which then stays
+    at 128 KiB: every 1 MB payload freed at the top of the heap was handed
+    back to the kernel and the next one faulted its ~250 pages in again
+    (~0.5 ms per 1 MB copy; node 1 took ~250 page faults per 1 MB bundle).
+    It is set at 16 MiB: the heap keeps at most that much free memory.
     Not glibc: nothing to do."""
     import ctypes
 
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 16 << 20)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass
 

@@ -104,13 +104,12 @@ def hand_over(self: Agent, key: str, actions: list[Action], now: int | None) -> 
         self._unclaimed.setdefault(e.destination, {})[key] = None
         e.move(Step.WAIT_ENDPOINT)
         return
-    data = self._load(key, actions, now)
-    if data is None:
-        return
     try:
-        b = decode_bundle_untrusted(data)
+        b = self._load_bundle(key, actions, now)
     except DecodeError as exc:
         self._corrupt(e, exc, actions)
+        return
+    if b is None:
         return
     e.move(Step.HAND_OVER)
     c = b.primary.creation

@@ -11,6 +11,22 @@ the same step; queues and heaps that still name the key skip it lazily.
 the store since its commit is counted, reported and removed
 (:func:`store_corrupt`), never delivered nor forwarded.
 
+A bundle is usually read back soon after it is stored: delivered at once,
+or forwarded once the link's window has room. :func:`store_new` keeps the
+decoded bundle it was given in ``Agent._hot`` (oldest first, at most
+``AgentConfig.keep_decoded`` bundles -- none by default, :data:`HOT_MAX_BUNDLES`
+in the daemon -- and :data:`HOT_MAX_BYTES` bytes) and
+:func:`load_bundle` reads it there instead of reading and decoding the
+stored copy again (at 1 KB, a store read and a decode were ~8% of a node's
+CPU per bundle: spec/performance.md), until :func:`remove` takes the
+bundle out: a retried transmission, or a delivery the driver deferred and
+asks for again (``Agent.redeliver``), reads it there too. It is the same
+bundle the stored bytes encode. When the cache is full, a new bundle is
+not kept: a queue longer than the cache is sent oldest first, so evicting
+the oldest would evict the next ones read. Only entries kept longer than
+:data:`HOT_MAX_AGE_MS` (a queue that does not move: no contact) make room
+for new ones.
+
 The functions take the :class:`~dcis.dtn.agent.agent.Agent` as ``self``;
 ``Agent`` binds them as its private methods (``Agent._remove`` is
 :func:`remove`), so each module holds one concern of the agent and the
@@ -55,6 +71,14 @@ if TYPE_CHECKING:
 # Copies of one bundle key with different contents kept apart (see
 # reception.receive_one), besides the first.
 MAX_VARIANTS = 4
+
+HOT_MAX_BUNDLES = 1024
+"""Just-stored bundles a daemon keeps decoded in memory (``AgentConfig.keep_decoded``;
+see the module docstring)."""
+HOT_MAX_BYTES = 4 * 1024 * 1024
+"""Most encoded bytes of just-stored bundles kept decoded in memory."""
+HOT_MAX_AGE_MS = 10_000
+"""A full cache drops entries kept this long to take new ones."""
 
 # Blocks every hop rewrites: not part of a bundle's content.
 _HOP_BLOCKS = frozenset(
@@ -204,9 +228,11 @@ def store_new(
     flags: int,
     frag_group: str | None = None,
     force: bool = False,
+    bundle: Bundle | None = None,
 ) -> Entry:
     """Put a new bundle in the store (raises StoreFull unless ``force``)
-    and track it in memory and on the expiry heap."""
+    and track it in memory and on the expiry heap. ``bundle``: ``data``
+    decoded, kept for :func:`load_bundle` (within the bounds)."""
     rec = StoredBundle(
         key=key,
         destination=destination,
@@ -221,7 +247,33 @@ def store_new(
     if cap is not None and not force and len(self._entries) >= cap:
         raise TooManyBundles(len(self._entries))
     self.store.put(rec, data, force=force)
-    return self._track(rec, dest_node, flags)
+    e = self._track(rec, dest_node, flags)
+    if bundle is not None and self.config.keep_decoded:
+        _keep_hot(self, key, bundle, len(data), received_ms)
+    return e
+
+
+def _keep_hot(self: Agent, key: str, bundle: Bundle, size: int, now: int) -> None:
+    hot = self._hot
+    _drop_hot(self, key)
+    most = self.config.keep_decoded
+    while len(hot) >= most or self._hot_bytes + size > HOT_MAX_BYTES:
+        if not hot:
+            return  # larger than the whole cache
+        oldest = next(iter(hot))
+        _b, n, at = hot[oldest]
+        if now - at < HOT_MAX_AGE_MS:
+            return  # full of bundles about to be read: this one is read later
+        del hot[oldest]
+        self._hot_bytes -= n
+    hot[key] = (bundle, size, now)
+    self._hot_bytes += size
+
+
+def _drop_hot(self: Agent, key: str) -> None:
+    got = self._hot.pop(key, None)
+    if got is not None:
+        self._hot_bytes -= got[1]
 
 
 def track(
@@ -262,6 +314,8 @@ def held_digest(self: Agent, e: Entry, actions: list[Action], now: int) -> bytes
 def remove(self: Agent, e: Entry) -> None:
     """Drop ``e`` from the store and memory (queues/heap skip it lazily)."""
     self._unbook(e)
+    if self._hot:
+        _drop_hot(self, e.key)
     self.store.delete(e.key)
     if self._entries.pop(e.key, None) is not None:
         base = variant_base(e.key)
@@ -321,6 +375,21 @@ def load(self: Agent, key: str, actions: list[Action], now: int | None) -> bytes
     except StoreCorrupt as exc:
         self._store_corrupt(key, str(exc), actions, now)
         return None
+
+
+def load_bundle(
+    self: Agent, key: str, actions: list[Action], now: int | None
+) -> Bundle | None:
+    """Stored bundle ``key`` decoded: the copy :func:`store_new` kept, else
+    :func:`load`'s bytes decoded. None as for :func:`load`; raises
+    :class:`DecodeError` when the stored bytes do not decode."""
+    got = self._hot.get(key)
+    if got is not None:
+        return got[0]
+    data = self._load(key, actions, now)
+    if data is None:
+        return None
+    return decode_bundle_untrusted(data)
 
 
 def store_corrupt(

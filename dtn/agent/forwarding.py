@@ -5,7 +5,9 @@ transmission (RFC 9171 sections 5.4 and 5.8).
 Theory of operation
 -------------------
 :func:`forward` picks a next hop (an open contact to the destination
-itself, else CGR over the contact plan, whose residual volume it books) and
+itself, else CGR over the contact plan, whose residual volume it books:
+``Router.forwarding_route``, which shares a route found at one node with
+the later nodes on it, spec/routing.md "Shared route suffixes") and
 appends the bundle to that neighbour's queue, or holds it unrouted (retried
 when the plan changes, a contact to the destination opens, or after a
 doubling back-off). :func:`pump` drains an open neighbour's queue within the
@@ -44,7 +46,6 @@ from dcis.dtn.agent.store import (
 from dcis.dtn.bpv7.admin import StatusKind, StatusReason
 from dcis.dtn.bpv7.bundle import (
     Bundle,
-    decode_bundle_untrusted,
     encode_bundle,
 )
 from dcis.dtn.bpv7.eid import is_null_eid, parse_eid
@@ -227,11 +228,13 @@ def route(self: Agent, e: Entry, dst: int, now: int) -> int | None:
     made coarse: the size is rounded up to whole KiB (a route that fits
     the larger size fits the bundle), and the deadline is checked here
     on the earliest-arrival route (if it arrives too late, every route
-    does). Bundles to one destination then share cached routes.
+    does). Bundles to one destination then share cached routes, and a
+    route found at one node serves the next nodes on it (the router's
+    ``forwarding_route``: same arrival and hop count as ``best_route``).
     """
     excluded = () if e.prev_node is None or e.prev_node == dst else (e.prev_node,)
     size = -(-e.size // _ROUTE_SIZE_QUANTUM) * _ROUTE_SIZE_QUANTUM
-    route = self._router.best_route(
+    route = self._router.forwarding_route(
         self.node, dst, self._now_s(now), size, excluded=excluded
     )
     if route is None or route.arrival_s > self._now_s(e.expiry_ms):
@@ -306,12 +309,11 @@ def prepare(
     was fragmented to fit (its fragments now head the queue); None if it
     cannot go now (too big for what is left of the contact) or was
     deleted (hop limit, unreadable)."""
-    data = self._load(e.key, actions, now)
-    if data is None:
-        self._entries.pop(e.key, None)
-        return None
     try:
-        b = decode_bundle_untrusted(data)
+        b = self._load_bundle(e.key, actions, now)
+        if b is None:
+            self._entries.pop(e.key, None)
+            return None
         # RFC 9171 5.4: previous node = us, bundle age + time held here,
         # hop count + 1.
         out = update_for_forwarding(

@@ -25,6 +25,7 @@ from dcis.dtn.agent.actions import (
     Ack,
     Action,
     Event,
+    EventKind,
 )
 from dcis.dtn.agent.entries import (
     MAX_VARIANTS,
@@ -141,7 +142,7 @@ def receive_one(
         return
     actions.append(
         Event(
-            "received",
+            EventKind.RECEIVED,  # the member: a string is looked up (~1 us)
             key,
             f"from {cla} neighbour {prev_node}"
             + (" (extension blocks numbered 0 renumbered)" if renumbered else ""),
@@ -349,6 +350,7 @@ def accept(
         prev_node=prev_node,
         flags=int(p.flags),
         frag_group=group,
+        bundle=bundle,
     )
     e.digest = digest
     if state == BundleState.DELIVERING:

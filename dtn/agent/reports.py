@@ -56,6 +56,9 @@ KIND_FLAG = {
     StatusKind.DELIVERED: BundleFlags.REPORT_DELIVERY,
     StatusKind.DELETED: BundleFlags.REPORT_DELETION,
 }
+# The same as ints: an IntFlag's & builds a new flag object (~1.5 us), and
+# these run for every bundle received, forwarded and delivered.
+_KIND_BIT = {kind: int(flag) for kind, flag in KIND_FLAG.items()}
 
 
 def report_entry(
@@ -67,7 +70,7 @@ def report_entry(
     actions: list[Action],
 ) -> None:
     """Report ``kind`` about stored bundle ``e`` if it asked (call before removing it)."""
-    if e.flags is not None and not e.flags & KIND_FLAG[kind]:
+    if e.flags is not None and not e.flags & _KIND_BIT[kind]:
         return  # the common case: no report wanted, no decode needed
     data = self._load(e.key, actions, now)
     if data is None:
@@ -94,7 +97,7 @@ def report_bundle(
     report-to endpoint if its flags ask (or ``force``). Never about an
     administrative record; silently skipped (counted) if the store is full."""
     p = bundle.primary
-    if not force and not p.flags & KIND_FLAG[kind]:
+    if not force and not int(p.flags) & _KIND_BIT[kind]:
         return
     if bundle.is_admin_record or p.report_to == DTN_NONE:
         return

@@ -38,7 +38,7 @@ import cbor2
 
 from dcis.crypto.cbor_guard import loads_untrusted
 from dcis.crypto.errors import DecodeError as CborDecodeError
-from dcis.dtn.cl.mtcp import MtcpDecoder, bstr_head, encode_mtcp_frame
+from dcis.dtn.cl.mtcp import MtcpDecoder, bstr_head
 from dcis.dtn.errors import DecodeError, InvalidArgument
 
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024
@@ -94,6 +94,135 @@ below it one ``cbor2.dumps`` (~5 us a call) beats a call per key, above it
 cbor2's byte string writer costs more than the calls (spec/performance.md)."""
 
 
+# Flat messages (every request and reply on the bundle path: send, ok,
+# bundle, delivered) are encoded and decoded here in Python rather than by
+# cbor2: one cbor2.dumps of a 3-key map costs ~3.5 us, and untrusted input
+# goes through dcis.crypto.cbor_guard's walk before cbor2.loads (~8 us for a
+# 1 KB bundle message); these take a fraction of that (spec/performance.md).
+# Anything else -- a nested array or map, a float, a tag, a non-text key,
+# an integer beyond 64 bits -- takes the general path, so the bytes written
+# and the values read are cbor2's in every case (tests/unit/appapi).
+
+_KEYS: dict[str, bytes] = {}
+"""Encoded CBOR text strings of map keys seen (a few dozen names at most)."""
+
+_TRUE_FALSE_NULL = {0xF4: False, 0xF5: True, 0xF6: None}
+
+
+def _head(major: int, n: int) -> bytes:
+    """Shortest CBOR head of major type ``major`` (shifted) with argument ``n``."""
+    if n < 24:
+        return bytes((major | n,))
+    if n < 0x100:
+        return bytes((major | 24, n))
+    if n < 0x10000:
+        return bytes((major | 25,)) + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return bytes((major | 26,)) + n.to_bytes(4, "big")
+    return bytes((major | 27,)) + n.to_bytes(8, "big")
+
+
+def _dumps_flat_map(msg: dict[str, Any]) -> bytes | None:
+    """``cbor2.dumps(msg)`` for a map of fewer than 24 text keys whose values
+    are ints of at most 64 bits, text, bytes, booleans or None; else None."""
+    if len(msg) >= 24:
+        return None
+    parts = [bytes((0xA0 | len(msg),))]
+    for key, value in msg.items():
+        k = _KEYS.get(key)
+        if k is None:
+            if type(key) is not str:
+                return None
+            raw = key.encode()
+            k = _head(0x60, len(raw)) + raw
+            if len(_KEYS) < 256:
+                _KEYS[key] = k
+        parts.append(k)
+        t = type(value)
+        if t is bytes:
+            parts.append(_head(0x40, len(value)))
+            parts.append(value)
+        elif t is str:
+            raw = value.encode()
+            parts.append(_head(0x60, len(raw)))
+            parts.append(raw)
+        elif t is int:
+            if 0 <= value < 0x10000000000000000:
+                parts.append(_head(0x00, value))
+            elif -0x10000000000000000 <= value < 0:
+                parts.append(_head(0x20, -1 - value))
+            else:
+                return None
+        elif value is None:
+            parts.append(b"\xf6")
+        elif value is True:
+            parts.append(b"\xf5")
+        elif value is False:
+            parts.append(b"\xf4")
+        else:
+            return None
+    return b"".join(parts)
+
+
+def _loads_flat_map(body: bytes) -> dict[str, Any] | None:
+    """The map ``body`` encodes when it is exactly one definite-length map
+    of fewer than 24 text keys (shorter than 256 bytes) whose values are
+    integers, text, byte strings, booleans or null -- what
+    ``loads_untrusted`` would return; None for any other input, valid or
+    not (the caller then takes the general path, which decides)."""
+    n = len(body)
+    if n == 0 or not 0xA0 <= body[0] <= 0xB7:
+        return None
+    pos = 1
+    out: dict[str, Any] = {}
+    try:
+        for _ in range(body[0] & 0x1F):
+            ib = body[pos]
+            if 0x60 <= ib <= 0x77:
+                end = pos + 1 + (ib & 0x1F)
+                pos += 1
+            elif ib == 0x78:
+                end = pos + 2 + body[pos + 1]
+                pos += 2
+            else:
+                return None
+            if end > n:
+                return None
+            key = body[pos:end].decode()
+            pos = end
+            ib = body[pos]
+            pos += 1
+            major = ib >> 5
+            ai = ib & 0x1F
+            if ai < 24:
+                arg = ai
+            elif ai < 28:
+                end = pos + (1 << (ai - 24))
+                if end > n:
+                    return None
+                arg = int.from_bytes(body[pos:end], "big")
+                pos = end
+            else:
+                return None
+            if major == 0:
+                out[key] = arg
+            elif major == 1:
+                out[key] = -1 - arg
+            elif major == 2 or major == 3:
+                end = pos + arg
+                if end > n:
+                    return None
+                out[key] = body[pos:end] if major == 2 else body[pos:end].decode()
+                pos = end
+            elif major == 7 and ib in _TRUE_FALSE_NULL:
+                out[key] = _TRUE_FALSE_NULL[ib]
+            else:
+                return None
+    except (IndexError, UnicodeDecodeError):
+        return None
+    return out if pos == n else None
+
+
 def encode_message(msg: dict[str, Any]) -> bytes:
     """Frame one message. Raises :class:`InvalidArgument` if it lacks a known ``type``.
 
@@ -106,22 +235,28 @@ def encode_message(msg: dict[str, Any]) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def encode_message_parts(msg: dict[str, Any]) -> list[bytes]:
+def encode_message_parts(
+    msg: dict[str, Any], *, large: int = _BIG_BYTES
+) -> list[bytes]:
     """Frame one message as buffers whose concatenation is :func:`encode_message`'s
-    bytes: each byte value of at least 128 KiB is its own item, the caller's
-    object itself (not copied), so a writer can hand it to the socket as it
-    is. Raises :class:`InvalidArgument` if ``msg`` lacks a known ``type``."""
+    bytes: each byte value of at least ``large`` bytes (128 KiB) is its own
+    item, the caller's object itself (not copied), so a writer can hand it
+    to the socket as it is (a writer that gathers buffers passes less).
+    Raises :class:`InvalidArgument` if ``msg`` lacks a known ``type``."""
     if msg.get("type") not in _SCHEMA:
         raise InvalidArgument(f"unknown message type {msg.get('type')!r}")
     if len(msg) >= 24 or not any(
-        type(v) is bytes and len(v) >= _BIG_BYTES for v in msg.values()
+        type(v) is bytes and len(v) >= large for v in msg.values()
     ):
-        return [encode_mtcp_frame(cbor2.dumps(msg))]
+        body = _dumps_flat_map(msg)
+        if body is None:
+            body = cbor2.dumps(msg)
+        return [bstr_head(len(body)) + body]
     parts: list[bytes] = []
     small: list[bytes] = [bytes([0xA0 | len(msg)])]
     for key, value in msg.items():
         small.append(cbor2.dumps(key))
-        if type(value) is bytes and len(value) >= _BIG_BYTES:
+        if type(value) is bytes and len(value) >= large:
             small.append(bstr_head(len(value)))
             parts.append(b"".join(small))
             parts.append(value)
@@ -133,6 +268,81 @@ def encode_message_parts(msg: dict[str, Any]) -> list[bytes]:
     size = sum(len(p) for p in parts)
     parts[0] = bstr_head(size) + parts[0]
     return parts
+
+
+_BUNDLE_START = _head(0x60, 4) + b"type" + _head(0x60, 6) + b"bundle"
+_K_ENDPOINT = _head(0x60, 8) + b"endpoint"
+_K_SOURCE = _head(0x60, 6) + b"source"
+_K_PAYLOAD = _head(0x60, 7) + b"payload"
+_K_CREATION = _head(0x60, 11) + b"creation_ms"
+_K_SEQUENCE = _head(0x60, 8) + b"sequence"
+_K_BUNDLE_KEY = _head(0x60, 10) + b"bundle_key"
+
+
+def encode_bundle_message_parts(
+    *,
+    endpoint: str,
+    source: str,
+    payload: bytes,
+    creation_ms: int,
+    sequence: int,
+    bundle_key: str,
+    large: int = _BIG_BYTES,
+) -> list[bytes]:
+    """:func:`encode_message_parts` of the ``bundle`` message with these
+    fields, in this order (the node pushes one per delivered bundle: its
+    keys are written once, here, not encoded per message). A payload of at
+    least ``large`` bytes is an item of its own, not copied."""
+    if not (
+        type(payload) is bytes
+        and type(creation_ms) is int
+        and type(sequence) is int
+        and 0 <= creation_ms < 0x10000000000000000
+        and 0 <= sequence < 0x10000000000000000
+    ):
+        return encode_message_parts(
+            {
+                "type": "bundle",
+                "endpoint": endpoint,
+                "source": source,
+                "payload": payload,
+                "creation_ms": creation_ms,
+                "sequence": sequence,
+                "bundle_key": bundle_key,
+            }
+        )
+    ep = endpoint.encode()
+    src = source.encode()
+    key = bundle_key.encode()
+    first = b"".join(
+        (
+            b"\xa7",
+            _BUNDLE_START,
+            _K_ENDPOINT,
+            _head(0x60, len(ep)),
+            ep,
+            _K_SOURCE,
+            _head(0x60, len(src)),
+            src,
+            _K_PAYLOAD,
+            _head(0x40, len(payload)),
+        )
+    )
+    rest = b"".join(
+        (
+            _K_CREATION,
+            _head(0x00, creation_ms),
+            _K_SEQUENCE,
+            _head(0x00, sequence),
+            _K_BUNDLE_KEY,
+            _head(0x60, len(key)),
+            key,
+        )
+    )
+    size = len(first) + len(payload) + len(rest)
+    if len(payload) >= large:
+        return [bstr_head(size) + first, payload, rest]
+    return [b"".join((bstr_head(size), first, payload, rest))]
 
 
 def encode_send_head(
@@ -172,10 +382,12 @@ def decode_message_untrusted(body: bytes) -> dict[str, Any]:
     Raises only :class:`DecodeError` (not CBOR, not a map, unknown type, a
     required key missing or of the wrong type).
     """
-    try:
-        msg = loads_untrusted(body, what="appapi message")
-    except CborDecodeError as exc:
-        raise DecodeError(str(exc), where="appapi message") from None
+    msg: Any = _loads_flat_map(body)
+    if msg is None:
+        try:
+            msg = loads_untrusted(body, what="appapi message")
+        except CborDecodeError as exc:
+            raise DecodeError(str(exc), where="appapi message") from None
     if not isinstance(msg, dict):
         raise DecodeError("message must be a CBOR map", where="appapi message")
     kind = msg.get("type")

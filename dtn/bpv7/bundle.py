@@ -28,25 +28,36 @@ from dcis.dtn.bpv7.canonical import (
     CHECKED_BLOCK_TYPES,
     CanonicalBlock,
     HopCount,
+    _set_CanonicalBlock_crc_type,
+    _set_CanonicalBlock_data,
+    _set_CanonicalBlock_flags,
+    _set_CanonicalBlock_number,
+    _set_CanonicalBlock_type_code,
     bundle_age_block,
     check_block_data,
     decode_bundle_age_untrusted,
     decode_hop_count_untrusted,
     decode_previous_node_untrusted,
     encode_block_parts,
+    encode_hop_count,
     hop_count_block,
     previous_node_block,
     read_block,
 )
-from dcis.dtn.bpv7.eid import DTN_NONE, Eid, parse_eid
+from dcis.dtn.bpv7.eid import DTN_NONE, DtnEid, Eid, IpnEid, parse_eid
 from dcis.dtn.bpv7.flags import BlockFlags, BlockType, BundleFlags, CrcType
 from dcis.dtn.bpv7.primary import (
     CreationTimestamp,
     PrimaryBlock,
     encode_primary,
     read_primary,
+    trusted_primary,
 )
 from dcis.dtn.errors import DecodeError, InvalidArgument
+
+_IS_FRAGMENT: Final = int(BundleFlags.IS_FRAGMENT)
+_EID_TYPES: Final = (IpnEid, DtnEid)
+_ADMIN_RECORD: Final = int(BundleFlags.ADMIN_RECORD)
 
 MAX_BLOCKS: Final = 256
 """Default bound on canonical blocks per bundle accepted by the decoder."""
@@ -159,12 +170,13 @@ class Bundle:
     @property
     def is_fragment(self) -> bool:
         """True when the bundle is a fragment (primary flag IS_FRAGMENT)."""
-        return bool(self.primary.flags & BundleFlags.IS_FRAGMENT)
+        # int arithmetic: IntFlag's & builds a new flag (~1.5 us)
+        return bool(int(self.primary.flags) & _IS_FRAGMENT)
 
     @property
     def is_admin_record(self) -> bool:
         """True when the payload is an administrative record."""
-        return bool(self.primary.flags & BundleFlags.ADMIN_RECORD)
+        return bool(int(self.primary.flags) & _ADMIN_RECORD)
 
     @property
     def bundle_key(self) -> str:
@@ -225,6 +237,17 @@ def fragment_extent_problem(primary: PrimaryBlock, payload_length: int) -> str |
 # Slot setters for the decoder's trusted construction (faster than object.__setattr__).
 _set_Bundle_blocks: Final = Bundle.__dict__["blocks"].__set__
 _set_Bundle_primary: Final = Bundle.__dict__["primary"].__set__
+
+
+def trusted_bundle(primary: PrimaryBlock, blocks: tuple[CanonicalBlock, ...]) -> Bundle:
+    """A :class:`Bundle` built without :meth:`Bundle.__post_init__`'s checks,
+    for callers that established them (the payload block last and only,
+    block numbers unique, at most one previous node / bundle age / hop
+    count block, a fragment's payload within its ADU)."""
+    bundle = object.__new__(Bundle)
+    _set_Bundle_primary(bundle, primary)
+    _set_Bundle_blocks(bundle, blocks)
+    return bundle
 
 
 def encode_bundle(b: Bundle) -> bytes:
@@ -303,6 +326,7 @@ def _decode(
     # (RFC 9172 3.9 allows it), and ciphertext is not a hop count.
     deferred: list[CanonicalBlock] = []
     has_bcb = False
+    zero = False  # a block numbered 0 was taken (zero_ok)
     while True:
         if pos >= end:
             raise DecodeError(
@@ -329,6 +353,7 @@ def _decode(
             has_bcb = True
         if block.number == 0:
             blocks.append(block)  # renumbered below (zero_ok)
+            zero = True
             continue
         if block.number in numbers:
             raise DecodeError(
@@ -341,7 +366,7 @@ def _decode(
         blocks.append(block)
     if not payload_seen:
         raise DecodeError("no payload block", where="bundle")
-    if 0 in (b.number for b in blocks):
+    if zero:
         blocks, deferred = _renumber_zero(blocks, numbers)
     if primary.fragment_offset is not None:
         problem = fragment_extent_problem(primary, len(blocks[-1].data))
@@ -417,6 +442,87 @@ def _as_eid(value: Eid | str, name: str) -> Eid:
     return parse_eid(value) if isinstance(value, str) else value
 
 
+_U64: Final = 0xFFFF_FFFF_FFFF_FFFF
+
+
+def originate_bundle(
+    *,
+    source: Eid,
+    destination: Eid,
+    report_to: Eid,
+    payload: bytes,
+    creation_ms: int,
+    sequence: int,
+    lifetime_ms: int,
+    flags: BundleFlags,
+    crc_type: CrcType,
+    hop_limit: int | None,
+) -> Bundle:
+    """``make_bundle`` with these arguments (and no other block): the same
+    bundle, or the same error. With a creation time, in-range numbers and
+    enum members, as the agent originates its bundles, the objects are
+    built without re-validating each one (~15 -> ~5 us a bundle at 1 KB);
+    anything else goes through ``make_bundle``."""
+    if not (
+        type(payload) is bytes
+        and type(flags) is BundleFlags
+        and 0 <= int(flags) <= _U64
+        and not int(flags) & _IS_FRAGMENT
+        and type(crc_type) is CrcType
+        and type(creation_ms) is int
+        and 0 < creation_ms <= _U64
+        and type(sequence) is int
+        and 0 <= sequence <= _U64
+        and type(lifetime_ms) is int
+        and 0 <= lifetime_ms <= _U64
+        and (hop_limit is None or (type(hop_limit) is int and 0 <= hop_limit <= 255))
+        and type(source) in _EID_TYPES
+        and type(destination) in _EID_TYPES
+        and type(report_to) in _EID_TYPES
+    ):
+        return make_bundle(
+            source=source,
+            destination=destination,
+            payload=payload,
+            creation_ms=creation_ms,
+            sequence=sequence,
+            lifetime_ms=lifetime_ms,
+            report_to=report_to,
+            flags=flags,
+            crc_type=crc_type,
+            hop_limit=hop_limit,
+        )
+    primary = trusted_primary(
+        flags=flags,
+        crc_type=crc_type,
+        destination=destination,
+        source=source,
+        report_to=report_to,
+        time_ms=creation_ms,
+        sequence=sequence,
+        lifetime_ms=lifetime_ms,
+    )
+    payload_block = _trusted_block(BlockType.PAYLOAD, 1, crc_type, payload)
+    if hop_limit is None:
+        return trusted_bundle(primary, (payload_block,))
+    hop = _trusted_block(
+        BlockType.HOP_COUNT, 2, CrcType.NONE, encode_hop_count(HopCount(hop_limit, 0))
+    )
+    return trusted_bundle(primary, (hop, payload_block))
+
+
+def _trusted_block(
+    type_code: int, number: int, crc_type: CrcType, data: bytes
+) -> CanonicalBlock:
+    blk = object.__new__(CanonicalBlock)
+    _set_CanonicalBlock_type_code(blk, type_code)
+    _set_CanonicalBlock_number(blk, number)
+    _set_CanonicalBlock_flags(blk, BlockFlags.NONE)
+    _set_CanonicalBlock_crc_type(blk, crc_type)
+    _set_CanonicalBlock_data(blk, data)
+    return blk
+
+
 def make_bundle(
     *,
     source: Eid | str,
@@ -450,8 +556,9 @@ def make_bundle(
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise InvalidArgument(f"payload must be bytes, got {type(payload).__name__}")
     primary = PrimaryBlock(
-        flags=BundleFlags(flags),
-        crc_type=CrcType(crc_type),
+        # (an Enum call costs ~1 us even for a member of the type)
+        flags=flags if type(flags) is BundleFlags else BundleFlags(flags),
+        crc_type=crc_type if type(crc_type) is CrcType else CrcType(crc_type),
         destination=_as_eid(destination, "destination"),
         source=_as_eid(source, "source"),
         report_to=_as_eid(report_to, "report_to"),
@@ -479,11 +586,21 @@ def make_bundle(
             )
         )
         number += 1
-    blocks.extend(extra_blocks)
+    extra = tuple(extra_blocks)
+    blocks.extend(extra)
     pcrc = crc_type if payload_crc_type is None else payload_crc_type
     blocks.append(
         CanonicalBlock(
-            BlockType.PAYLOAD, 1, BlockFlags.NONE, CrcType(pcrc), bytes(payload)
+            BlockType.PAYLOAD,
+            1,
+            BlockFlags.NONE,
+            pcrc if type(pcrc) is CrcType else CrcType(pcrc),
+            bytes(payload),
         )
     )
+    if not extra:
+        # Built above: numbers 2, 3, 4 and the payload's 1, one block of
+        # each type, payload last; not a fragment (the primary block
+        # refuses IS_FRAGMENT without an offset). Nothing left to check.
+        return trusted_bundle(primary, tuple(blocks))
     return Bundle(primary, tuple(blocks))

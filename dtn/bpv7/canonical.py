@@ -100,17 +100,34 @@ def encode_block_parts(block: CanonicalBlock) -> list[bytes | memoryview]:
     """
     crc_type = block.crc_type
     data = block.data
-    uint = cbor.uint
-    header = b"".join(
-        (
-            b"\x86" if crc_type else b"\x85",  # the CRC field is the 6th element
-            uint(block.type_code),
-            uint(block.number),
-            uint(block.flags),
-            _CRC_TYPE_BYTE[crc_type],
-            cbor.head(2, len(data)),
+    type_code = block.type_code
+    number = block.number
+    flags = block.flags
+    n = len(data)
+    if type_code < 24 and number < 24 and flags < 24 and n < 0x10000:
+        # Nearly every block: one-byte header fields (the CRC field is the
+        # 6th element when there is one).
+        first = 0x86 if crc_type else 0x85
+        if n < 24:
+            header = bytes((first, type_code, number, flags, crc_type, 0x40 | n))
+        elif n < 0x100:
+            header = bytes((first, type_code, number, flags, crc_type, 0x58, n))
+        else:
+            header = bytes(
+                (first, type_code, number, flags, crc_type, 0x59, n >> 8, n & 0xFF)
+            )
+    else:
+        uint = cbor.uint
+        header = b"".join(
+            (
+                b"\x86" if crc_type else b"\x85",
+                uint(type_code),
+                uint(number),
+                uint(flags),
+                _CRC_TYPE_BYTE[crc_type],
+                cbor.head(2, n),
+            )
         )
-    )
     if not crc_type:
         return [header, data]
     if crc_type == 2:
@@ -262,10 +279,30 @@ def encode_previous_node(eid: Eid) -> bytes:
     return encode_eid(eid)
 
 
+_CACHE_MAX: Final = 1024
+"""Most entries of each decoded-data cache below (then new values are not kept)."""
+
+_PREVIOUS_NODES: dict[bytes, Eid] = {}
+"""Previous node block data decoded so far (as for hop counts: a node hears
+from a few neighbours, and reads each bundle's previous node twice)."""
+
+
 def decode_previous_node_untrusted(
     data: Data, where: str = "previous node block"
 ) -> Eid:
     """Decode previous node block data; raises only :class:`DecodeError`."""
+    if type(data) is bytes:
+        got = _PREVIOUS_NODES.get(data)
+        if got is not None:
+            return got
+        eid = _decode_previous_node(data, where)
+        if len(_PREVIOUS_NODES) < _CACHE_MAX and len(data) <= 64:
+            _PREVIOUS_NODES[data] = eid
+        return eid
+    return _decode_previous_node(data, where)
+
+
+def _decode_previous_node(data: Data, where: str) -> Eid:
     eid, pos = read_eid(data, 0, len(data), where)
     if pos != len(data):
         raise DecodeError(f"{len(data) - pos} bytes after the EID", where=where)
@@ -291,8 +328,26 @@ def encode_hop_count(hc: HopCount) -> bytes:
     return b"\x82" + cbor.uint(hc.limit) + cbor.uint(hc.count)
 
 
+_HOP_COUNTS: dict[bytes, HopCount] = {}
+"""Hop count block data decoded so far (a few hundred values occur at most;
+HopCount is frozen, so sharing is safe). Reading it takes ~2 us, and a
+bundle's hop count is read three to four times on its way through a node."""
+
+
 def decode_hop_count_untrusted(data: Data, where: str = "hop count block") -> HopCount:
     """Decode hop count block data; raises only :class:`DecodeError`."""
+    if type(data) is bytes:
+        got = _HOP_COUNTS.get(data)
+        if got is not None:
+            return got
+        hc = _decode_hop_count(data, where)
+        if len(_HOP_COUNTS) < _CACHE_MAX:
+            _HOP_COUNTS[data] = hc
+        return hc
+    return _decode_hop_count(data, where)
+
+
+def _decode_hop_count(data: Data, where: str) -> HopCount:
     n, pos = cbor.read_array_head(data, 0, len(data), where)
     if n != 2:
         raise DecodeError(

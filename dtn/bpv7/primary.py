@@ -15,6 +15,7 @@ CDDL (RFC 9171 Appendix B)::
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -86,7 +87,7 @@ class PrimaryBlock:
         if self.crc_type not in (0, 1, 2):
             raise InvalidArgument(f"crc_type must be 0, 1 or 2, got {self.crc_type}")
         _check_u64("lifetime_ms", self.lifetime_ms)
-        if self.flags & BundleFlags.IS_FRAGMENT:
+        if int(self.flags) & _IS_FRAGMENT:  # int: IntFlag's & is slow
             if self.fragment_offset is None or self.total_adu_length is None:
                 raise InvalidArgument(
                     "IS_FRAGMENT set: fragment_offset and total_adu_length are required"
@@ -101,7 +102,7 @@ class PrimaryBlock:
     @property
     def is_fragment(self) -> bool:
         """True when this bundle is a fragment."""
-        return bool(self.flags & BundleFlags.IS_FRAGMENT)
+        return bool(int(self.flags) & _IS_FRAGMENT)
 
 
 # Slot setters for the decoder's trusted construction (faster than object.__setattr__).
@@ -123,21 +124,27 @@ _set_PrimaryBlock_total_adu_length: Final = PrimaryBlock.__dict__[
 _set_PrimaryBlock_version: Final = PrimaryBlock.__dict__["version"].__set__
 
 
-# The last primary block encoded and its bytes. A bundle's primary block is
-# encoded several times in a row (a security block binds it, then the bundle
-# is written); PrimaryBlock is frozen and the reference held here keeps its
-# id from being reused, so an identity match is always the same value.
-_last_encoded: tuple[object, bytes] = (None, b"")
+# The last primary blocks encoded and their bytes, by identity. A bundle's
+# primary block is encoded several times (a security block binds it, then
+# the bundle is written; a bundle sent from here is encoded when it is
+# stored and again, with new extension blocks, when it is forwarded);
+# PrimaryBlock is frozen and the reference held here keeps its id from
+# being reused, so an identity match is always the same value.
+# (An OrderedDict: taking the oldest key of a plain dict that is added to at
+# one end and emptied at the other scans the deleted slots, ~1 us a time.)
+_encoded: OrderedDict[int, tuple[PrimaryBlock, bytes]] = OrderedDict()
+_ENCODED_MAX: Final = 1024
 
 
 def encode_primary(p: PrimaryBlock) -> bytes:
     """Canonical CBOR encoding of the primary block, CRC computed."""
-    global _last_encoded
-    last = _last_encoded
-    if last[0] is p:
-        return last[1]
+    got = _encoded.get(id(p))
+    if got is not None and got[0] is p:
+        return got[1]
     out = _encode_primary(p)
-    _last_encoded = (p, out)
+    if len(_encoded) >= _ENCODED_MAX:
+        _encoded.popitem(last=False)
+    _encoded[id(p)] = (p, out)
     return out
 
 
@@ -190,6 +197,37 @@ CRC_TYPES: Final = (CrcType.NONE, CrcType.CRC16, CrcType.CRC32C)
 def bundle_flags(value: int) -> BundleFlags:
     """``BundleFlags(value)``, cached: IntFlag construction is slow and few values occur."""
     return BundleFlags(value)
+
+
+def trusted_primary(
+    *,
+    flags: BundleFlags,
+    crc_type: CrcType,
+    destination: Eid,
+    source: Eid,
+    report_to: Eid,
+    time_ms: int,
+    sequence: int,
+    lifetime_ms: int,
+) -> PrimaryBlock:
+    """A whole bundle's :class:`PrimaryBlock` built without
+    :meth:`PrimaryBlock.__post_init__`, for a caller that checked every
+    field (u64 values, flags without IS_FRAGMENT, a CrcType member)."""
+    primary = object.__new__(PrimaryBlock)
+    _set_PrimaryBlock_version(primary, BP_VERSION)
+    _set_PrimaryBlock_flags(primary, flags)
+    _set_PrimaryBlock_crc_type(primary, crc_type)
+    _set_PrimaryBlock_destination(primary, destination)
+    _set_PrimaryBlock_source(primary, source)
+    _set_PrimaryBlock_report_to(primary, report_to)
+    creation = object.__new__(CreationTimestamp)
+    _set_CreationTimestamp_time_ms(creation, time_ms)
+    _set_CreationTimestamp_sequence(creation, sequence)
+    _set_PrimaryBlock_creation(primary, creation)
+    _set_PrimaryBlock_lifetime_ms(primary, lifetime_ms)
+    _set_PrimaryBlock_fragment_offset(primary, None)
+    _set_PrimaryBlock_total_adu_length(primary, None)
+    return primary
 
 
 def read_primary(

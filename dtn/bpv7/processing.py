@@ -8,22 +8,27 @@ https://www.rfc-editor.org/rfc/rfc9171#section-5.6
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from dcis.dtn.bpv7.bundle import Bundle, bcb_targets
+from dcis.dtn.bpv7.bundle import Bundle, bcb_targets, trusted_bundle
 from dcis.dtn.bpv7.canonical import (
     KNOWN_BLOCK_TYPES,
     CanonicalBlock,
     HopCount,
-    bundle_age_block,
+    _set_CanonicalBlock_crc_type,
+    _set_CanonicalBlock_data,
+    _set_CanonicalBlock_flags,
+    _set_CanonicalBlock_number,
+    _set_CanonicalBlock_type_code,
     decode_bundle_age_untrusted,
     decode_hop_count_untrusted,
     encode_bundle_age,
     encode_hop_count,
-    previous_node_block,
+    encode_previous_node,
 )
 from dcis.dtn.bpv7.eid import Eid
-from dcis.dtn.bpv7.flags import BlockFlags, BlockType
+from dcis.dtn.bpv7.flags import BlockFlags, BlockType, CrcType
+from dcis.dtn.bpv7.primary import check_uint
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,15 +86,6 @@ def apply_unprocessable_blocks(
     return BlockVerdict(kept, False, report, tuple(discarded), tuple(unprocessable))
 
 
-def _replace_block(b: Bundle, old: CanonicalBlock, new: CanonicalBlock) -> Bundle:
-    return Bundle(b.primary, tuple(new if blk is old else blk for blk in b.blocks))
-
-
-def _insert_block(b: Bundle, new: CanonicalBlock) -> Bundle:
-    # Extension blocks go before the payload block, which stays last.
-    return Bundle(b.primary, (*b.blocks[:-1], new, b.blocks[-1]))
-
-
 def update_for_forwarding(b: Bundle, *, node: Eid, dwell_ms: int) -> Bundle:
     """The bundle as this node forwards it (RFC 9171 5.4, 4.4).
 
@@ -98,48 +94,105 @@ def update_for_forwarding(b: Bundle, *, node: Eid, dwell_ms: int) -> Bundle:
     to the bundle age block if present, and increments the hop count if
     present. Use :func:`hop_limit_exceeded` afterwards to decide on deletion.
     Raises DecodeError if a received extension block is malformed.
+
+    A new previous node block, and a bundle age block for a bundle without
+    a creation time (RFC 9171 4.2.7), go before the payload block, numbered
+    above every block present. The blocks are rebuilt in one pass without
+    re-validating the bundle: it was valid, and the changes keep numbers
+    unique, types unrepeated and the payload last (issue 18: this ran on
+    every forwarded bundle, ~25 us in five validated constructions).
     """
+    blocks = b.blocks
     # Blocks a BCB encrypts (RFC 9172 3.9) are opaque here: left as they are.
-    encrypted = bcb_targets(b.blocks)
-    prev = b.block_of_type(BlockType.PREVIOUS_NODE)
-    if prev is not None and prev.number in encrypted:
-        pass
-    elif prev is None:
-        b = _insert_block(b, previous_node_block(node, b.next_block_number()))
+    encrypted = bcb_targets(blocks)
+    out = list(blocks)
+    prev_at = age_at = hop_at = -1
+    top = 0
+    for i, blk in enumerate(blocks):
+        t = blk.type_code
+        if t == BlockType.PREVIOUS_NODE and prev_at < 0:
+            prev_at = i
+        elif t == BlockType.BUNDLE_AGE and age_at < 0:
+            age_at = i
+        elif t == BlockType.HOP_COUNT and hop_at < 0:
+            hop_at = i
+        if blk.number > top:
+            top = blk.number
+    added: list[CanonicalBlock] = []
+    if prev_at < 0:
+        top += 1
+        check_uint("block number (0 is the primary block)", top, 1)
+        added.append(
+            _block(
+                BlockType.PREVIOUS_NODE,
+                top,
+                BlockFlags.NONE,
+                CrcType.NONE,
+                encode_previous_node(node),
+            )
+        )
     else:
-        b = _replace_block(
-            b,
-            prev,
-            previous_node_block(
-                node, prev.number, flags=prev.flags, crc_type=prev.crc_type
-            ),
-        )
-    age = b.block_of_type(BlockType.BUNDLE_AGE)
-    if age is not None and age.number in encrypted:
-        pass
-    elif age is not None:
-        b = _replace_block(
-            b,
-            age,
-            replace(
-                age,
-                data=encode_bundle_age(
-                    decode_bundle_age_untrusted(age.data) + dwell_ms
-                ),
-            ),
-        )
+        old = blocks[prev_at]
+        if old.number not in encrypted:
+            out[prev_at] = _block(
+                BlockType.PREVIOUS_NODE,
+                old.number,
+                old.flags,
+                old.crc_type,
+                encode_previous_node(node),
+            )
+    if age_at >= 0:
+        old = blocks[age_at]
+        if old.number not in encrypted:
+            age = decode_bundle_age_untrusted(old.data) + dwell_ms
+            out[age_at] = _block(
+                BlockType.BUNDLE_AGE,
+                old.number,
+                old.flags,
+                old.crc_type,
+                encode_bundle_age(age),
+            )
     elif b.primary.creation.time_ms == 0:
         # RFC 9171 4.2.7: a bundle without a creation time must carry its age.
-        b = _insert_block(b, bundle_age_block(dwell_ms, b.next_block_number()))
-    hop = b.block_of_type(BlockType.HOP_COUNT)
-    if hop is not None and hop.number not in encrypted:
-        hc = decode_hop_count_untrusted(hop.data)
-        b = _replace_block(
-            b,
-            hop,
-            replace(hop, data=encode_hop_count(HopCount(hc.limit, hc.count + 1))),
+        top += 1
+        check_uint("block number (0 is the primary block)", top, 1)
+        added.append(
+            _block(
+                BlockType.BUNDLE_AGE,
+                top,
+                BlockFlags.NONE,
+                CrcType.NONE,
+                encode_bundle_age(dwell_ms),
+            )
         )
-    return b
+    if hop_at >= 0:
+        old = blocks[hop_at]
+        if old.number not in encrypted:
+            hc = decode_hop_count_untrusted(old.data)
+            out[hop_at] = _block(
+                BlockType.HOP_COUNT,
+                old.number,
+                old.flags,
+                old.crc_type,
+                encode_hop_count(HopCount(hc.limit, hc.count + 1)),
+            )
+    if added:
+        out[-1:-1] = added  # the payload block stays last
+    return trusted_bundle(b.primary, tuple(out))
+
+
+def _block(
+    type_code: int, number: int, flags: BlockFlags, crc_type: CrcType, data: bytes
+) -> CanonicalBlock:
+    """A block whose fields are known valid (taken from a valid block, or
+    numbered above every block of a valid bundle): no re-validation."""
+    blk = object.__new__(CanonicalBlock)
+    _set_CanonicalBlock_type_code(blk, type_code)
+    _set_CanonicalBlock_number(blk, number)
+    _set_CanonicalBlock_flags(blk, flags)
+    _set_CanonicalBlock_crc_type(blk, crc_type)
+    _set_CanonicalBlock_data(blk, data)
+    return blk
 
 
 def hop_limit_exceeded(b: Bundle) -> bool:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 from dcis.dtn.agent.actions import Inbound
+from dcis.dtn.client.push_reader import SpooledPayload
 from dcis.dtn.errors import DtnError
 
 
@@ -20,8 +23,36 @@ in-process (``Node.endpoint``, re-exported as ``dcis.dtn.runtime.ReceivedBundle`
 ``dcis.dtn.node.Inbound``, the one type for a delivered bundle."""
 
 
-def received_from_message(m: dict[str, Any]) -> Inbound:
-    """Build from a ``bundle`` message (already validated by the reader)."""
+@dataclass(frozen=True, slots=True)
+class SpooledBundle:
+    """A bundle delivered with its payload in a file (``Client.receive_file``):
+    ``path`` (created mode 0600, fsynced before the node was told the bundle
+    was delivered; the caller owns it) holds ``size`` bytes; the other
+    fields are those of :data:`ReceivedBundle`."""
+
+    endpoint: str
+    source: str
+    path: str
+    size: int
+    creation_ms: int
+    sequence: int
+    bundle_key: str
+
+
+def received_from_message(m: dict[str, Any]) -> Inbound | SpooledBundle:
+    """Build from a ``bundle`` message (already validated by the reader):
+    a :class:`SpooledBundle` if its payload went to a file."""
+    payload = m["payload"]
+    if isinstance(payload, SpooledPayload):
+        return SpooledBundle(
+            m["endpoint"],
+            m["source"],
+            payload.path,
+            payload.size,
+            m["creation_ms"],
+            m["sequence"],
+            m["bundle_key"],
+        )
     return Inbound(
         m["endpoint"],
         m["source"],
@@ -72,3 +103,57 @@ def bytes_left(file: io.BufferedIOBase, size: int | None) -> int:
         return max(0, os.fstat(file.fileno()).st_size - file.tell())
     except (OSError, ValueError) as exc:
         raise ClientError(f"size not given and not known from the file: {exc}") from exc
+
+
+def spool(b: Inbound, directory: str) -> SpooledBundle:
+    """Write an in-memory bundle's payload to a new file in ``directory``
+    (mode 0600, fsynced). Raises :class:`ClientError`."""
+    try:
+        fd, path = tempfile.mkstemp(prefix="bundle-", suffix=".payload", dir=directory)
+    except OSError as exc:
+        raise ClientError(f"cannot create a file in {directory!r}: {exc}") from exc
+    try:
+        view = memoryview(b.payload)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        os.unlink(path)
+        raise ClientError(f"cannot write {path!r}: {exc}") from exc
+    os.close(fd)
+    return SpooledBundle(
+        b.endpoint,
+        b.source,
+        path,
+        len(b.payload),
+        b.creation_ms,
+        b.sequence,
+        b.bundle_key,
+    )
+
+
+def unspool(b: SpooledBundle) -> Inbound:
+    """Read a spooled payload back into memory and remove its file. Raises
+    :class:`ClientError`."""
+    try:
+        with open(b.path, "rb") as f:
+            payload = f.read()
+        os.unlink(b.path)
+    except OSError as exc:
+        raise ClientError(f"cannot read back {b.path!r}: {exc}") from exc
+    return Inbound(
+        b.endpoint, b.source, payload, b.creation_ms, b.sequence, b.bundle_key
+    )
+
+
+def fsync_path(path: str) -> None:
+    """fsync the file at ``path``. Raises :class:`ClientError`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise ClientError(f"cannot fsync {path!r}: {exc}") from exc

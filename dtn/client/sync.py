@@ -9,15 +9,19 @@ from collections import deque
 from types import TracebackType
 from typing import Any
 
-from dcis.dtn.appapi.wire import MessageReader, encode_message, encode_send_head
+from dcis.dtn.appapi.wire import encode_message, encode_send_head
 from dcis.dtn.client.common import (
     ClientError,
     ReceivedBundle,
+    SpooledBundle,
     bytes_left,
     received_from_message,
     send_head_fields,
     send_request,
+    spool,
+    unspool,
 )
+from dcis.dtn.client.push_reader import FileSink, MemorySink, PushReader
 from dcis.dtn.errors import DecodeError, InvalidArgument
 
 
@@ -40,9 +44,11 @@ class Client:
             raise ClientError(
                 f"cannot reach the node at {path}: {exc.strerror or exc}"
             ) from exc
-        self._reader = MessageReader()
+        # Large payloads go into one preallocated buffer as they arrive,
+        # or during receive_file into a file (dcis.dtn.client.push_reader).
+        self._reader = PushReader()
         self._next_id = 1
-        self._bundles: deque[ReceivedBundle] = deque()
+        self._bundles: deque[ReceivedBundle | SpooledBundle] = deque()
         self._replies: dict[int, dict[str, Any]] = {}
 
     def __enter__(self) -> Client:
@@ -182,20 +188,54 @@ class Client:
     def receive(self, timeout_s: float | None = None) -> ReceivedBundle | None:
         """Next bundle for a registered endpoint (confirmed to the node as
         delivered), or None after ``timeout_s`` (None: wait forever)."""
+        b = self._next_bundle(timeout_s)
+        if b is None:
+            return None
+        if isinstance(b, SpooledBundle):
+            b = unspool(b)  # spooled by an earlier receive_file's read
+        self._confirm(b.bundle_key)
+        return b
+
+    def receive_file(
+        self, directory: str, timeout_s: float | None = None
+    ) -> SpooledBundle | None:
+        """Next bundle for a registered endpoint with its payload in a new
+        file in ``directory``, or None after ``timeout_s``. A large payload
+        (a frame of 128 KiB or more) is written to the file as it arrives,
+        never held in this process whole; the file is fsynced before the
+        node is told the bundle was delivered, so a crash of this process
+        never loses it. Raises :class:`ClientError` (a file that cannot be
+        written ends the connection: the node keeps the bundle)."""
+        self._reader.sink_factory = lambda n: FileSink(directory, n)
+        try:
+            b = self._next_bundle(timeout_s)
+        finally:
+            self._reader.sink_factory = MemorySink
+        if b is None:
+            return None
+        if not isinstance(b, SpooledBundle):
+            b = spool(b, directory)  # read in memory before this call
+        self._confirm(b.bundle_key)
+        return b
+
+    def _next_bundle(
+        self, timeout_s: float | None
+    ) -> ReceivedBundle | SpooledBundle | None:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while not self._bundles:
             try:
                 self._read_more(deadline)
             except TimeoutError:
                 return None
-        b = self._bundles.popleft()
+        return self._bundles.popleft()
+
+    def _confirm(self, bundle_key: str) -> None:
         try:
             self._sock.sendall(
-                encode_message({"type": "delivered", "bundle_key": b.bundle_key})
+                encode_message({"type": "delivered", "bundle_key": bundle_key})
             )
         except OSError as exc:
             raise ClientError(f"connection to the node failed: {exc}") from exc
-        return b
 
     def status(self) -> dict[str, Any]:
         """The node's status map (counters, neighbours, store)."""

@@ -12,27 +12,31 @@ from typing import Any
 
 import trio
 
-from dcis.dtn.appapi.wire import (
-    MessageReader,
-    encode_message_parts,
-    encode_send_head,
-)
+from dcis.dtn.appapi.wire import encode_message_parts, encode_send_head
 from dcis.dtn.client.common import (
     ClientError,
     ReceivedBundle,
+    SpooledBundle,
     bytes_left,
+    fsync_path,
     received_from_message,
     send_head_fields,
     send_request,
+    spool,
+    unspool,
 )
+from dcis.dtn.client.push_reader import FileSink, PushReader
 from dcis.dtn.errors import DecodeError, InvalidArgument
 
 _CHUNK = 1 << 20
 """Bytes read from a streamed file at a time."""
 
-_COALESCE_BYTES = 128 * 1024
-"""Queued buffers shorter than this are joined into one write; a longer one
-(a large payload) is written as it is, not copied."""
+_IOV_MAX = 1024
+"""Buffers per ``sendmsg`` (Linux's IOV_MAX)."""
+
+_BY_REFERENCE_BYTES = 16 * 1024
+"""A payload at least this long is queued as its own buffer (not copied
+into its message's frame); the writer gathers buffers."""
 
 
 class _FileBody:
@@ -43,23 +47,44 @@ class _FileBody:
         self.size = size
 
 
+class _Pending:
+    """A request waiting for its reply (``reply`` None when the connection
+    ended first). Lighter than a memory channel per request: one event."""
+
+    __slots__ = ("event", "reply")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.reply: dict[str, Any] | None = None
+
+
 class TrioClient:
     """A connection to a node's app API; create with :func:`open_trio_client`."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.SocketStream, spool_dir: str | None = None) -> None:
         self._stream = stream
+        self._spool_dir = spool_dir
         self._next_id = 1
-        self._waiting: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
-        self._bundles_send, self._bundles = trio.open_memory_channel[ReceivedBundle](
-            math.inf
-        )
+        self._waiting: dict[int, _Pending] = {}
+        self._bundles_send, self._bundles = trio.open_memory_channel[
+            ReceivedBundle | SpooledBundle
+        ](math.inf)
         self._out: list[bytes | _FileBody] = []
         self._out_ready = trio.Event()
         self._broken: BaseException | None = None
         self._writing = False
 
     async def _reader(self) -> None:
-        reader = MessageReader()
+        # A pushed bundle's large payload goes into one preallocated
+        # buffer as it arrives (dcis.dtn.client.push_reader), or with a
+        # spool directory into a file there (fsynced by receive_file on a
+        # worker thread, not here on the event loop).
+        spool_dir = self._spool_dir
+        reader = (
+            PushReader()
+            if spool_dir is None
+            else PushReader(sink_factory=lambda n: FileSink(spool_dir, n, fsync=False))
+        )
         try:
             while True:
                 chunk = await self._stream.receive_some(1 << 20)
@@ -69,15 +94,20 @@ class TrioClient:
                     if m["type"] == "bundle":
                         self._bundles_send.send_nowait(received_from_message(m))
                     else:
-                        ch = self._waiting.pop(m["id"], None)
-                        if ch is not None:
-                            ch.send_nowait(m)
+                        pending = self._waiting.pop(m["id"], None)
+                        if pending is not None:
+                            pending.reply = m
+                            pending.event.set()
         except (DecodeError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
             self._bundles_send.close()
-            for ch in self._waiting.values():
-                ch.close()
+            self._end_waiting()
+
+    def _end_waiting(self) -> None:
+        """Wake every request still waiting: no reply will come."""
+        for pending in self._waiting.values():
+            pending.event.set()
 
     async def _writer(self) -> None:
         # Requests from many tasks are coalesced into one write.
@@ -96,28 +126,44 @@ class TrioClient:
             ) as exc:
                 # A frame may be cut short: the stream cannot be resumed.
                 self._broken = exc
-                for ch in self._waiting.values():
-                    ch.close()
+                self._end_waiting()
                 await self._stream.aclose()
                 return
             finally:
                 self._writing = False
 
     async def _write(self, items: list[bytes | _FileBody]) -> None:
+        # Buffers are gathered by sendmsg, never joined: a payload queued
+        # by reference (16 KiB or more) is not copied in this process.
         run: list[bytes] = []
         for item in items:
-            if isinstance(item, bytes) and len(item) < _COALESCE_BYTES:
+            if isinstance(item, bytes):
                 run.append(item)
                 continue
             if run:
-                await self._stream.send_all(b"".join(run))
+                await self._gather(run)
                 run = []
-            if isinstance(item, bytes):
-                await self._stream.send_all(item)
-            else:
-                await self._stream_file(item)
+            await self._stream_file(item)
         if run:
-            await self._stream.send_all(b"".join(run))
+            await self._gather(run)
+
+    async def _gather(self, parts: list[bytes]) -> None:
+        sock = self._stream.socket
+        bufs: list[bytes | memoryview] = [p for p in parts if p]
+        i = 0
+        while i < len(bufs):
+            try:
+                n = await sock.sendmsg(bufs[i : i + _IOV_MAX])
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+            while n:
+                b = bufs[i]
+                if n >= len(b):
+                    n -= len(b)
+                    i += 1
+                else:
+                    bufs[i] = memoryview(b)[n:]  # the rest of a buffer cut short
+                    n = 0
 
     async def _stream_file(self, body: _FileBody) -> None:
         # One preallocated buffer, filled by readinto (a file on disk: on a
@@ -151,11 +197,12 @@ class TrioClient:
                 return
             await trio.sleep(0.001)
 
-    async def _send(self, msg: dict[str, Any], body: _FileBody | None = None) -> None:
+    def _queue(self, msg: dict[str, Any], body: _FileBody | None = None) -> None:
+        """Queue ``msg`` (and a streamed ``body``) for the writer."""
         if self._broken is not None:
             raise ClientError(f"connection to the node failed: {self._broken}")
         if body is None:
-            self._out += encode_message_parts(msg)
+            self._out += encode_message_parts(msg, large=_BY_REFERENCE_BYTES)
         else:
             try:
                 self._out.append(encode_send_head(msg, body.size))
@@ -163,7 +210,6 @@ class TrioClient:
                 raise ClientError(str(exc)) from exc
             self._out.append(body)
         self._out_ready.set()
-        await trio.lowlevel.checkpoint()
 
     async def _request(
         self, msg: dict[str, Any], body: _FileBody | None = None
@@ -171,17 +217,19 @@ class TrioClient:
         mid = self._next_id
         self._next_id += 1
         msg["id"] = mid
-        s, r = trio.open_memory_channel[dict[str, Any]](1)
-        self._waiting[mid] = s
+        pending = self._waiting[mid] = _Pending()
         try:
-            await self._send(msg, body)
+            self._queue(msg, body)
         except ClientError:
             del self._waiting[mid]
             raise
         try:
-            reply = await r.receive()
-        except trio.EndOfChannel:
-            raise ClientError("the node closed the connection") from None
+            await pending.event.wait()  # the checkpoint of this call
+        finally:
+            self._waiting.pop(mid, None)
+        reply = pending.reply
+        if reply is None:
+            raise ClientError("the node closed the connection")
         if reply["type"] == "error":
             raise ClientError(reply["message"])
         return reply
@@ -235,12 +283,36 @@ class TrioClient:
     async def receive(self) -> ReceivedBundle:
         """Next bundle for a registered endpoint (confirmed as delivered).
         Raises :class:`ClientError` when the connection ends."""
+        b = await self._next_bundle()
+        if isinstance(b, SpooledBundle):  # read into memory after all
+            b = await trio.to_thread.run_sync(unspool, b)
+        # _next_bundle above was this call's checkpoint
+        self._queue({"type": "delivered", "bundle_key": b.bundle_key})
+        return b
+
+    async def receive_file(self) -> SpooledBundle:
+        """Next bundle for a registered endpoint with its payload in a new
+        file of the client's ``spool_dir`` (see :func:`open_trio_client`): a
+        large payload (a frame of 128 KiB or more) was written there as it
+        arrived, never held in this process whole; a small one is written
+        now. The file is fsynced (on a worker thread) before the node is told
+        the bundle was delivered. Raises :class:`ClientError` when the
+        connection ends or the client has no spool directory."""
+        if self._spool_dir is None:
+            raise ClientError("receive_file needs open_trio_client(..., spool_dir=...)")
+        b = await self._next_bundle()
+        if isinstance(b, SpooledBundle):
+            await trio.to_thread.run_sync(fsync_path, b.path)
+        else:
+            b = await trio.to_thread.run_sync(spool, b, self._spool_dir)
+        self._queue({"type": "delivered", "bundle_key": b.bundle_key})
+        return b
+
+    async def _next_bundle(self) -> ReceivedBundle | SpooledBundle:
         try:
-            b = await self._bundles.receive()
+            return await self._bundles.receive()
         except trio.EndOfChannel:
             raise ClientError("the node closed the connection") from None
-        await self._send({"type": "delivered", "bundle_key": b.bundle_key})
-        return b
 
     async def status(self) -> dict[str, Any]:
         """The node's status map."""
@@ -282,8 +354,12 @@ class TrioClient:
 
 
 @contextlib.asynccontextmanager
-async def open_trio_client(path: str) -> AsyncIterator[TrioClient]:
-    """Connect to the app API socket at ``path``. Raises :class:`ClientError`."""
+async def open_trio_client(
+    path: str, *, spool_dir: str | None = None
+) -> AsyncIterator[TrioClient]:
+    """Connect to the app API socket at ``path``. With ``spool_dir``, large
+    pushed payloads are written into files there as they arrive (for
+    :meth:`TrioClient.receive_file`). Raises :class:`ClientError`."""
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         await sock.connect(path)
@@ -293,7 +369,7 @@ async def open_trio_client(path: str) -> AsyncIterator[TrioClient]:
             f"cannot reach the node at {path}: {exc.strerror or exc}"
         ) from exc
     stream = trio.SocketStream(sock)
-    client = TrioClient(stream)
+    client = TrioClient(stream, spool_dir)
     try:
         async with stream, trio.open_nursery() as nursery:
             nursery.start_soon(client._reader)

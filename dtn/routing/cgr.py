@@ -21,7 +21,7 @@ already known for that neighbour.
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -62,17 +62,14 @@ class Route:
     arrival_s: float
     hops: tuple[int, ...]
     contacts: tuple[Contact, ...]
-    _key: tuple[float, int, Chain] = field(init=False, repr=False, compare=False)
+    _key: tuple[float, int, Chain] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if len(self.hops) != len(self.contacts) + 1:
             raise InvalidArgument("a route has one more hop than contacts")
-        chain: Chain = ()
-        term = _INF
-        for c in self.contacts:
-            term = min(term, c.end_s)
-            chain = (-term, chain, contact_key(c))
-        object.__setattr__(self, "_key", (self.arrival_s, len(self.contacts), chain))
+        # sort_key is built on first use: forwarding never sorts its routes
 
     @property
     def next_hop(self) -> int:
@@ -99,7 +96,16 @@ class Route:
         (:func:`contact_key`) from the first; none depends on the query, so
         two distinct routes never tie (spec/routing.md, "SABR tie-breaks").
         """
-        return self._key
+        if self._key is not None:
+            return self._key
+        chain: Chain = ()
+        term = _INF
+        for c in self.contacts:
+            term = min(term, c.end_s)
+            chain = (-term, chain, contact_key(c))
+        key = (self.arrival_s, len(self.contacts), chain)
+        object.__setattr__(self, "_key", key)
+        return key
 
 
 def replay(
@@ -141,6 +147,23 @@ def _tx_time(size: float, rate: float) -> float:
 # A node's outgoing contacts sorted by start: starts, running max of ends, contact ids, receivers, count
 _Out = tuple[list[float], list[float], list[int], list[int], int]
 
+# A shared route suffix (Router.forwarding_route): for a bundle of ``size``
+# bytes at ``node`` bound for ``dst``, the contacts ``ids[pos:]`` of a route
+# found at an earlier node, best in (arrival, hops) from ``node`` for the
+# ready time ``ready``; ``arrival`` is when it arrives then; ``early`` the
+# transmission time of ``size`` bytes over the contact into ``node``.
+_HintKey = tuple[int, int, float]  # node, dst, size
+# ready, early, arrival, ids, pos
+_Hint = tuple[float, float, float, tuple[int, ...], int]
+# Shared suffixes per plan version, least recently written dropped first: the
+# 1,000-node day has ~12k bundles in transit with ~16 hops to go (~200k live).
+_HINTS_MAX = 1 << 19
+_DEAD_MAX = 1 << 18  # (destination, node) pairs known unreachable, per plan version
+# A fast search's path back to the source: (contact, parent link), None at the source
+_Link = tuple[int, "_Link"] | None
+# Per node, per neighbour: (neighbour, starts, running max of ends, contact ids)
+_Nbrs = dict[int, list[tuple[int, list[float], list[float], list[int]]]]
+
 
 class _Graph:
     """The contact graph of one plan version: immutable, shared by every Router on the plan.
@@ -153,10 +176,15 @@ class _Graph:
 
     __slots__ = (
         "_idx",
+        "_nbrs",
         "_plan_ranges",
         "cs",
+        "dead",
+        "dead_n",
         "end",
+        "forwarders",
         "frm",
+        "hints",
         "inv_rate",
         "min_inv_in",
         "out",
@@ -230,6 +258,38 @@ class _Graph:
                 len(ids),
             )
         self.out = out
+        # Shared route suffixes (see Router.forwarding_route): the one mutable
+        # part, a bounded memo that only ever answers with a re-checked route.
+        self.hints: OrderedDict[_HintKey, _Hint] = OrderedDict()
+        # nodes that forward with a router on this graph: only they get
+        # suffixes and unreachable marks (a daemon's one node gets none)
+        self.forwarders: set[int] = set()
+        # dead[dst][node] = (since, size): no route from node to dst for a
+        # bundle of size or more ready at since or later (a failed search)
+        self.dead: OrderedDict[int, dict[int, tuple[float, float]]] = OrderedDict()
+        self.dead_n = 0
+        self._nbrs: _Nbrs | None = None  # built on first need
+
+    def neighbours(self) -> _Nbrs:
+        """Per node, its outgoing contacts grouped by receiver, each group
+        sorted by start with a running maximum of ends (Router._search_fast)."""
+        if self._nbrs is None:
+            nb: _Nbrs = {}
+            for u, (_s, _e, ids, tos, _n) in self.out.items():
+                groups: dict[int, list[int]] = {}
+                for i, v in zip(ids, tos, strict=True):
+                    groups.setdefault(v, []).append(i)
+                rows = []
+                for v, cis in groups.items():
+                    maxend: list[float] = []
+                    hi = -_INF
+                    for ci in cis:
+                        hi = max(hi, self.end[ci])
+                        maxend.append(hi)
+                    rows.append((v, [self.start[ci] for ci in cis], maxend, cis))
+                nb[u] = rows
+            self._nbrs = nb
+        return self._nbrs
 
     def owlt_at(self, i: int, at_s: float) -> float:
         """Contact ``i``'s light time when a bundle is sent over it at ``at_s``."""
@@ -271,6 +331,12 @@ def _varying_owlt(
     return out
 
 
+def _shareable(entry: _Entry, deadline: float) -> bool:
+    """An answer served from ``entry`` is also the one with no exclusions,
+    no deadline and full volume (see Router.forwarding_route)."""
+    return entry[6] and not entry[3] and deadline == _INF and bool(entry[4])
+
+
 def _graph_of(plan: ContactPlan) -> tuple[_Graph, bool]:
     """The plan's shared graph for its current version, and whether it was built now."""
     g = plan._cgr_graph
@@ -282,9 +348,16 @@ def _graph_of(plan: ContactPlan) -> tuple[_Graph, bool]:
 
 
 # A cached answer: ready time, size, deadline, excluded first hops it was
-# computed for, the routes (contact indices) and their arrivals then.
+# computed for, the routes (contact indices) and their arrivals then, and
+# whether the search that found it skipped no contact for want of volume.
 _Entry = tuple[
-    float, float, float, frozenset[int], tuple[tuple[int, ...], ...], tuple[float, ...]
+    float,
+    float,
+    float,
+    frozenset[int],
+    tuple[tuple[int, ...], ...],
+    tuple[float, ...],
+    bool,
 ]
 _CacheKey = tuple[int, int, int]  # src, dst, k
 _PER_KEY = 16  # cached answers per (src, dst, k): sizes x exclusions in use
@@ -317,7 +390,9 @@ class Router:
             "cache_misses": 0,
             "builds": 0,
             "graphs_built": 0,
+            "shared_hits": 0,
         }
+        self._volume_cut = False
         self._build()
 
     # -- contact graph ---------------------------------------------------------
@@ -445,6 +520,7 @@ class Router:
         (the route cache relies on it: spec/routing.md).
         """
         self.stats["searches"] += 1
+        self._volume_cut = False
         out = self._out
         end = self._end
         inv_rate = self._inv_rate
@@ -514,11 +590,12 @@ class Router:
                 ci = ids[j]
                 v = tos[j]
                 j += 1
-                if (
-                    v in blocked
-                    or (resid[ci] if ci in resid else vol[ci]) < size
-                    or (avoid_contacts and ci in avoid_contacts)
-                ):
+                if v in blocked or (avoid_contacts and ci in avoid_contacts):
+                    continue
+                if (resid[ci] if ci in resid else vol[ci]) < size:
+                    self._volume_cut = (
+                        True  # the answer depends on this router's bookings
+                    )
                     continue
                 if at_src and (v == src or v in first_excl):
                     continue
@@ -564,6 +641,156 @@ class Router:
                 if st <= deadline and st <= best_dst:
                     push(heap, (st, 0, h, chain, u, j, t))
         return None
+
+    def _fast(
+        self,
+        src: int,
+        dst: int,
+        t0: float,
+        size: float,
+        deadline: float,
+        excl: frozenset[int],
+        k: int,
+    ) -> list[tuple[tuple[int, ...], Route]]:
+        """:meth:`_yen`'s signature for :meth:`_search_fast` (k = 1, no deadline)."""
+        ids = self._search_fast(src, dst, t0, size, excl)
+        if ids is None:
+            return []
+        r = self._route(ids, t0, size)
+        return [] if r is None else [(tuple(ids), r)]
+
+    def _search_fast(
+        self, src: int, dst: int, t0: float, size: float, excl: frozenset[int]
+    ) -> list[int] | None:
+        """A contact sequence from src (ready at t0) to dst with the earliest
+        arrival and, among those, the fewest hops; None if there is none.
+
+        Node-labelled Dijkstra over (arrival, hops): each node keeps the
+        labels no other beats in both (a later arrival with fewer hops may
+        still win). A label relaxes each neighbour once, over its contact
+        to that neighbour with the earliest arrival (contacts per neighbour
+        sorted by start: the scan stops at the first one opening after the
+        best arrival so far). Without the termination and the last
+        tie-break of :meth:`_search` there are no per-contact labels and no
+        cursors: a third of the heap work on the 1,000-node plan.
+        """
+        self.stats["searches"] += 1
+        self._volume_cut = False
+        g = self._g
+        nbrs = g.neighbours()
+        end = self._end
+        inv_rate = self._inv_rate
+        owlt = self._owlt
+        var_owlt = g.var_owlt
+        owlt_at = g.owlt_at
+        vol = self._vol
+        resid = self._resid
+        sized = size > 0
+        pop = heapq.heappop
+        push = heapq.heappush
+        settled: dict[int, int] = {}  # node -> fewest hops of its expanded labels
+        # node -> its earliest arrival (its first label popped)
+        reach: dict[int, float] = {}
+        front: dict[int, list[tuple[int, float]]] = {}  # labels pushed: (hops, arrival)
+        # (arrival, hops, order pushed, node, (contact, parent link) or None)
+        heap: list[tuple[float, int, int, int, _Link]] = [(t0, 0, 0, src, None)]
+        seq = 1
+        best_dst = _INF
+        while heap:
+            a, h, _, u, link = pop(heap)
+            sh = settled.get(u)
+            if sh is not None and sh <= h:
+                continue  # an earlier label of u with no more hops beats it
+            if sh is None:
+                reach[u] = a
+            if u == dst:
+                path: list[int] = []
+                while link is not None:
+                    path.append(link[0])
+                    link = link[1]
+                path.reverse()
+                return path
+            settled[u] = h
+            lst = nbrs.get(u)
+            if lst is None:
+                continue
+            h1 = h + 1
+            at_src = u == src
+            for v, starts, maxend, ids in lst:
+                if at_src and v in excl:
+                    continue
+                sv = settled.get(v)
+                if sv is not None and sv <= h1:
+                    continue
+                j = bisect_right(maxend, a)  # the contacts before j all end by a
+                n = len(ids)
+                best = _INF
+                bci = -1
+                while j < n:
+                    st = starts[j]
+                    if st >= best:
+                        break  # opens after the best arrival so far: no better
+                    ci = ids[j]
+                    j += 1
+                    ce = end[ci]
+                    sent = a if a > st else st
+                    if sent >= ce:
+                        continue  # the end is exclusive (ION)
+                    e = sent + size * inv_rate[ci] if sized else sent
+                    if e > ce:
+                        continue
+                    if (resid[ci] if ci in resid else vol[ci]) < size:
+                        self._volume_cut = True
+                        continue
+                    arr = e + (owlt[ci] if ci not in var_owlt else owlt_at(ci, sent))
+                    if arr < best:
+                        best = arr
+                        bci = ci
+                if bci < 0 or best > best_dst:
+                    continue
+                fv = front.get(v)
+                if fv is None:
+                    front[v] = [(h1, best)]
+                else:
+                    beaten = beats = False
+                    for fh, fa in fv:
+                        if fh <= h1 and fa <= best:
+                            beaten = True  # by a label already pushed
+                            break
+                        if fh >= h1 and fa >= best:
+                            beats = True
+                    if beaten:
+                        continue
+                    if beats:
+                        fv[:] = [x for x in fv if x[0] < h1 or x[1] < best]
+                    fv.append((h1, best))
+                if v == dst:
+                    best_dst = best
+                push(heap, (best, h1, seq, v, (bci, link)))
+                seq += 1
+        if not excl and not self._volume_cut:
+            self._publish_dead(dst, size, reach)
+        return None
+
+    def _publish_dead(self, dst: int, size: float, reach: dict[int, float]) -> None:
+        """No route from src to dst at full volume: none from any node the
+        search reached either, from when it reached it (spec/routing.md,
+        "Shared route suffixes", unreachable destinations)."""
+        g = self._g
+        known = g.dead.get(dst)
+        if known is None:
+            known = g.dead[dst] = {}
+        before = len(known)
+        fw = g.forwarders
+        for x, since in reach.items():
+            if x not in fw:
+                continue
+            old = known.get(x)
+            if old is None or (since <= old[0] and size <= old[1]):
+                known[x] = (since, size)
+        g.dead_n += len(known) - before
+        while g.dead_n > _DEAD_MAX:
+            g.dead_n -= len(g.dead.popitem(last=False)[1])
 
     def _route(self, ids: Sequence[int], t0: float, size: float) -> Route | None:
         cs = [self._cs[i] for i in ids]
@@ -637,9 +864,26 @@ class Router:
         if src == dst:
             return []
         deadline = _INF if deadline_s is None else deadline_s
-        excl = frozenset(excluded)
-        size = float(size_bytes)
-        key: _CacheKey = (src, dst, k)
+        return self._answer(
+            src, dst, at_s, float(size_bytes), k, deadline, frozenset(excluded)
+        )[0]
+
+    def _answer(
+        self,
+        src: int,
+        dst: int,
+        at_s: float,
+        size: float,
+        k: int,
+        deadline: float,
+        excl: frozenset[int],
+        fast: bool = False,
+    ) -> tuple[list[Route], bool]:
+        """The exact answer, and whether it is also the answer with no
+        exclusions, no deadline and full volume (then it may be shared:
+        :meth:`forwarding_route`). ``fast`` (k = 1, no deadline): best in
+        arrival and hops only (:meth:`_search_fast`), cached apart."""
+        key: _CacheKey = (src, dst, 0 if fast else k)
         entries = self._cache.get(key)
         if entries is not None:
             for n in range(len(entries) - 1, -1, -1):
@@ -647,21 +891,146 @@ class Router:
                 if got is not None:
                     self._cache.move_to_end(key)
                     self.stats["cache_hits"] += 1
-                    return got
+                    return got, _shareable(entries[n], deadline)
         self.stats["cache_misses"] += 1
-        if excl:
-            # Search without the exclusions first: when no route of that
-            # answer starts towards an excluded neighbour it is the answer,
-            # and cached without exclusions it serves any exclusion set.
-            found = self._yen(src, dst, at_s, size, deadline, frozenset(), k)
-            self._remember(key, at_s, size, deadline, frozenset(), found)
-            if any(self._to[ids[0]] in excl for ids, _ in found):
-                found = self._yen(src, dst, at_s, size, deadline, excl, k)
-                self._remember(key, at_s, size, deadline, excl, found)
-        else:
-            found = self._yen(src, dst, at_s, size, deadline, excl, k)
+        none: frozenset[int] = frozenset()
+        # Search without the exclusions first: when no route of that answer
+        # starts towards an excluded neighbour it is the answer, and cached
+        # without exclusions it serves any exclusion set.
+        search = self._fast if fast else self._yen
+        found = search(src, dst, at_s, size, deadline, none, k)
+        e = self._remember(key, at_s, size, deadline, none, found)
+        if excl and any(self._to[ids[0]] in excl for ids, _ in found):
+            found = search(src, dst, at_s, size, deadline, excl, k)
             self._remember(key, at_s, size, deadline, excl, found)
-        return [r for _, r in found]
+            return [r for _, r in found], False
+        return [r for _, r in found], _shareable(e, deadline)
+
+    # -- shared route suffixes ----------------------------------------------------
+    def forwarding_route(
+        self,
+        src: int,
+        dst: int,
+        at_s: float,
+        size_bytes: float,
+        excluded: Iterable[int] = (),
+    ) -> Route | None:
+        """A route from ``src`` to ``dst`` as good as :meth:`best_route`'s in
+        arrival and hop count (SABR's first two criteria), shared between the
+        routers over one plan; None when there is none.
+
+        For forwarding hop by hop: a route found here at one node (best in
+        arrival and hops, with no exclusions, and no contact skipped for this
+        router's bookings) is left in the plan's graph as a *suffix* for
+        every later node on it. At such a node, for the same destination and
+        size, the suffix is the answer when the bundle is ready no earlier
+        than the route reached that node (or earlier, with no other usable
+        contact of the node open in between), its first hop is not excluded,
+        and re-walked with this router's residual volume it still arrives
+        when it did. It is then the earliest-arrival route with the fewest
+        hops (spec/routing.md, "Shared route suffixes", has the proof).
+
+        One approximation, for the agent's rounded sizes: a bundle ready
+        earlier than planned by less than the transmission time of
+        ``size_bytes`` over the contact that brought it (it is smaller than
+        the size it was routed with, so it arrived sooner) is taken as ready
+        when planned: the answer is then the best for a ready time at most
+        that much later than ``at_s`` (still feasible from ``at_s``).
+
+        Without a usable suffix this searches (:meth:`_search_fast`, cached
+        as :meth:`best_route` is). No deadline: check the arrival against it.
+        """
+        self._validate(src, dst, at_s, size_bytes)
+        self._check()
+        if src == dst:
+            return None
+        size = float(size_bytes)
+        excl = frozenset(excluded)
+        self._g.forwarders.add(src)
+        dead = self._g.dead.get(dst)
+        if dead is not None:
+            since = dead.get(src)
+            if since is not None and at_s >= since[0] and size >= since[1]:
+                self.stats["shared_hits"] += 1
+                return None
+        hint = self._g.hints.get((src, dst, size))
+        if hint is not None:
+            got = self._from_hint(hint, src, at_s, size, excl)
+            if got is not None:
+                self.stats["shared_hits"] += 1
+                return got
+        found, share = self._answer(src, dst, at_s, size, 1, _INF, excl, fast=True)
+        if not found:
+            return None
+        route = found[0]
+        if share and len(route.contacts) > 1:
+            idx = self._idx
+            self._publish(
+                tuple(idx[c] for c in route.contacts), at_s, size, dst, route.arrival_s
+            )
+        return route
+
+    def _from_hint(
+        self, hint: _Hint, src: int, t: float, size: float, excl: frozenset[int]
+    ) -> Route | None:
+        ready, early, arrival, ids, pos = hint
+        if self._to[ids[pos]] in excl:
+            return None
+        if t < ready - early and not self._quiet(src, t, ready, excl):
+            return None
+        # Ready by the plan the suffix was found for: still arriving then?
+        planned = self._route(ids[pos:], max(t, ready), size)
+        if planned is None or planned.arrival_s != arrival:
+            return None
+        return planned if t >= ready else self._route(ids[pos:], t, size)
+
+    def _quiet(self, node: int, t: float, ready: float, excl: frozenset[int]) -> bool:
+        """True if no contact from ``node`` to a node not in ``excl`` can be
+        used when ready at ``t`` and not when ready at ``ready`` (or is used
+        at another time): then both ready times have the same routes, with
+        the same arrivals."""
+        rec = self._out.get(node)
+        if rec is None:
+            return True
+        starts, maxend, ids, tos, n = rec
+        end = self._end
+        j = bisect_right(maxend, t)  # contacts before j all end by t
+        while j < n and starts[j] < ready:
+            if end[ids[j]] > t and tos[j] not in excl:
+                return False
+            j += 1
+        return True
+
+    def _publish(
+        self,
+        ids: tuple[int, ...],
+        t0: float,
+        size: float,
+        dst: int,
+        arrival: float,
+    ) -> None:
+        """Leave the suffixes of an exact, shareable route for its later nodes."""
+        g = self._g
+        hints = g.hints
+        fw = g.forwarders
+        start = self._start
+        rate = self._rate
+        to = self._to
+        t = t0
+        for i in range(len(ids) - 1):
+            ci = ids[i]
+            sent = t if t > start[ci] else start[ci]
+            tx = _tx_time(size, rate[ci])
+            t = sent + tx + g.owlt_at(ci, sent)
+            if to[ci] not in fw:
+                continue
+            key = (to[ci], dst, size)
+            hints[key] = (t, tx, arrival, ids, i + 1)
+            hints.move_to_end(key)  # a newer suffix goes to the back of the queue
+        while len(hints) > _HINTS_MAX:
+            hints.popitem(
+                last=False
+            )  # O(1), unlike next(iter(dict)) after many deletions
 
     # -- route cache -------------------------------------------------------------
     # An answer (routes p_1..p_m, SABR order) computed for ready time t_c,
@@ -691,7 +1060,7 @@ class Router:
         excl: frozenset[int],
         k: int,
     ) -> list[Route] | None:
-        t_c, s_c, d_c, e_c, cached, arrivals = entries[n]
+        t_c, s_c, d_c, e_c, cached, arrivals, _ = entries[n]
         if at_s < t_c or size < s_c or not e_c <= excl:
             return None
         full = len(cached) >= k
@@ -738,7 +1107,7 @@ class Router:
         deadline: float,
         excl: frozenset[int],
         found: list[tuple[tuple[int, ...], Route]],
-    ) -> None:
+    ) -> _Entry:
         entries = self._cache.get(key)
         if entries is None:
             entries = self._cache[key] = []
@@ -751,16 +1120,16 @@ class Router:
             if len(entries) >= _PER_KEY:
                 del entries[0]
                 self._n_cached -= 1
-        entries.append(
-            (
-                at_s,
-                size,
-                deadline,
-                excl,
-                tuple(ids for ids, _ in found),
-                tuple(r.arrival_s for _, r in found),
-            )
+        entry: _Entry = (
+            at_s,
+            size,
+            deadline,
+            excl,
+            tuple(ids for ids, _ in found),
+            tuple(r.arrival_s for _, r in found),
+            not self._volume_cut and key[2] <= 1,
         )
+        entries.append(entry)
         self._n_cached += 1
         if size > self._max_cached_size:
             self._max_cached_size = size
@@ -771,6 +1140,7 @@ class Router:
                 self._n_cached -= 1
             if not old:
                 del self._cache[old_key]
+        return entry
 
     def _drop_cached(self, doomed: Callable[[_Entry], bool]) -> None:
         for key in list(self._cache):

@@ -7,8 +7,10 @@ A bundle over ``SqliteStore``'s inline limit is instead appended, in one
 ``write``, to the newest file of a directory of numbered segments
 (``00000001.seg`` ...); its index row keeps ``(segment, offset, length,
 crc32c)``. A segment is unlinked once every bundle in it has left the store
-*and* that departure is durable (see :meth:`SegmentLog.drop_dead`). Layout
-and crash rules: spec/agent.md, "Segment files".
+*and* that departure is durable (see :meth:`SegmentLog.drop_dead`); the
+active segment, once emptied, only if it holds ``reclaim_bytes`` (else it
+keeps taking payloads: no new file per emptying batch). Layout and crash
+rules: spec/agent.md, "Segment files".
 
 Crash safety, with the index's own durability rules: a segment file is
 fsynced before (or, in deferred mode, in the same sync as) the WAL that
@@ -52,11 +54,25 @@ class SegmentLog:
 
     ``segment_bytes``: a segment stops taking new payloads once it holds at
     least this many bytes (a payload is never split across segments).
+    ``reclaim_bytes``: the active segment, once every payload in it has left,
+    is closed (and removed after the next sync) only if it holds at least
+    this many bytes; a smaller one keeps taking payloads after its dead
+    ones. An emptied active segment therefore holds less than
+    ``reclaim_bytes`` of dead space (or, after rolled-back appends, less than
+    ``segment_bytes`` plus one payload), and :meth:`retire_empty_active`
+    gives even that back when the disk runs short.
     """
 
-    def __init__(self, directory: str, *, segment_bytes: int = 64 << 20) -> None:
+    def __init__(
+        self,
+        directory: str,
+        *,
+        segment_bytes: int = 64 << 20,
+        reclaim_bytes: int = 16 << 20,
+    ) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
+        self.reclaim_bytes = reclaim_bytes
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as exc:
@@ -169,11 +185,34 @@ class SegmentLog:
             self._live.pop(seg, None)
             if seg != self._active:
                 self._dead.add(seg)
-            elif self._active_fd is not None and self._active_off > 0:
-                # The active segment emptied: a new one takes the next
-                # payloads, so this one's space comes back (a full disk
-                # recovers once the bundles are forwarded).
+            elif self._active_fd is not None and self._active_off >= max(
+                1, self.reclaim_bytes
+            ):
+                # The active segment emptied and holds enough to be worth
+                # a new file: a new one takes the next payloads, so this
+                # one's space comes back. Below ``reclaim_bytes`` it keeps
+                # taking payloads: when every bundle is forwarded within
+                # milliseconds the active segment empties after almost
+                # every batch, and a rotation each time (create, directory
+                # fsync, unlink) cost more than the bundles' own writes.
                 self._rotate()
+
+    def active_is_dead(self) -> bool:
+        """Whether the active segment holds bytes but no live payloads."""
+        return (
+            self._active_fd is not None
+            and self._active_off > 0
+            and self._live.get(self._active, 0) == 0
+        )
+
+    def retire_empty_active(self) -> bool:
+        """If :meth:`active_is_dead`, close the active segment so that it is
+        removed after the next sync (the disk is short: its dead space must
+        come back even below ``reclaim_bytes``). True if it was closed."""
+        if self.active_is_dead():
+            self._rotate()
+            return True
+        return False
 
     def has_dead(self) -> bool:
         """Whether segments wait for :meth:`drop_dead` (cheap: asked after

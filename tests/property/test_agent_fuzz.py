@@ -107,15 +107,21 @@ def test_extreme_fields_never_raise_with_sqlite(
         b.store.close()
 
 
-@given(st.integers(0, 2**32), st.integers(1, 12), st.sampled_from([None, 200, 400]))
+@given(
+    st.integers(0, 2**32),
+    st.integers(1, 12),
+    st.sampled_from([None, 200, 400]),
+    st.sampled_from([0, 3, 1024]),
+)
 def test_lossy_duplicating_exchange_delivers_each_bundle_once(
-    seed: int, n: int, mtu: int | None
+    seed: int, n: int, mtu: int | None, keep: int
 ) -> None:
     """1 -> 2 over a link that drops, duplicates, reorders and loses acks,
     with retries:
-    every bundle is delivered exactly once, and both stores end empty."""
+    every bundle is delivered exactly once, and both stores end empty
+    (with and without decoded copies kept, ``keep_decoded``: 3 fills up)."""
     rng = random.Random(seed)
-    cfg = AgentConfig(max_bundle_bytes=mtu, retry_delay_ms=100)
+    cfg = AgentConfig(max_bundle_bytes=mtu, retry_delay_ms=100, keep_decoded=keep)
     a = Agent(node=1, store=MemoryStore(), config=cfg, rng=random.Random(seed))
     b = Agent(node=2, store=MemoryStore(), config=cfg)
     b.register("ipn:2.1")
@@ -166,4 +172,6 @@ def test_lossy_duplicating_exchange_delivers_each_bundle_once(
     assert sorted(delivered) == sorted(keys)
     assert a.stored == 0
     assert b.stored == 0
+    assert not a._hot  # decoded copies leave with their bundles
+    assert not b._hot
     assert len(b.store) == 0

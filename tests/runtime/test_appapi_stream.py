@@ -143,3 +143,73 @@ async def test_sync_send_file_uses_sendfile_and_delivers_the_bytes(
                 assert b.payload == payload
 
         await trio.to_thread.run_sync(sync_part)
+
+
+async def test_sync_receive_file_streams_payloads_into_files(tmp_path: Path) -> None:
+    (port,) = free_udp_ports(1)
+    big = os.urandom(3 * (1 << 20) + 11)
+    small = b"tiny payload"
+    spool_dir = tmp_path / "in"
+    spool_dir.mkdir()
+    async with open_node(_config(tmp_path, port, "FULL")) as node:
+        sock = str(tmp_path / "n1.sock")
+
+        def sync_part() -> None:
+            with Client(sock, timeout_s=30) as rx, Client(sock, timeout_s=30) as tx:
+                rx.register("ipn:1.9")
+                keys = [tx.send("ipn:1.9", p) for p in (big, small, big)]
+                got = []
+                for _ in range(2):
+                    b = rx.receive_file(str(spool_dir), timeout_s=30)
+                    assert b is not None
+                    got.append(b)
+                    assert os.stat(b.path).st_mode & 0o777 == 0o600
+                # The last one through receive(): in memory, as before.
+                last = rx.receive(timeout_s=30)
+                assert last is not None
+                assert [b.bundle_key for b in got] + [last.bundle_key] == keys
+                assert [Path(b.path).read_bytes() for b in got] == [big, small]
+                assert [b.size for b in got] == [len(big), len(small)]
+                assert last.payload == big
+                # Spooled files are the caller's; nothing else is left over.
+                assert sorted(spool_dir.iterdir()) == sorted(Path(b.path) for b in got)
+                assert rx.receive(timeout_s=0.2) is None
+
+        await trio.to_thread.run_sync(sync_part)
+        for _ in range(100):  # the last "delivered" confirmation lands
+            if node.status()["stored"] == 0:
+                break
+            await trio.sleep(0.05)
+        assert node.status()["stored"] == 0
+
+
+async def test_trio_receive_file_streams_payloads_into_the_spool_dir(
+    tmp_path: Path,
+) -> None:
+    # Real time: receive_file fsyncs on a worker thread, and an autojump
+    # clock would jump past every deadline while the loop waits for it.
+    net = FakeNet()
+    big = os.urandom(2 * (1 << 20) + 3)
+    spool_dir = tmp_path / "in"
+    spool_dir.mkdir()
+    async with open_node(
+        _config(tmp_path, net.free_port(), "NORMAL"), udp_socket=net.socket
+    ):
+        sock = str(tmp_path / "n1.sock")
+        async with (
+            open_trio_client(sock, spool_dir=str(spool_dir)) as rx,
+            open_trio_client(sock) as tx,
+        ):
+            await rx.register("ipn:1.9")
+            keys = [await tx.send("ipn:1.9", p) for p in (big, b"small", big)]
+            with trio.fail_after(60):
+                files = [await rx.receive_file() for _ in range(2)]
+                last = await rx.receive()  # spooled on arrival, read back
+            with pytest.raises(ClientError, match="spool_dir"):
+                await tx.receive_file()
+    assert [b.bundle_key for b in files] + [last.bundle_key] == keys
+    assert [await trio.Path(b.path).read_bytes() for b in files] == [big, b"small"]
+    assert [b.size for b in files] == [len(big), 5]
+    assert last.payload == big
+    left = sorted(await trio.Path(spool_dir).iterdir())
+    assert left == sorted(trio.Path(b.path) for b in files)

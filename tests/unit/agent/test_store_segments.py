@@ -67,7 +67,7 @@ def test_large_bundles_live_in_segments_small_ones_inline(tmp_path: Path) -> Non
 
 def test_a_segment_is_removed_once_all_its_bundles_left(tmp_path: Path) -> None:
     db = tmp_path / "b.db"
-    s = SqliteStore(db, segment_bytes=3 * BIG)
+    s = SqliteStore(db, segment_bytes=3 * BIG, segment_reclaim_bytes=BIG)
     for i in range(7):
         s.put(rec(f"k{i}", BIG), payload(i))
     # 3 per segment: 1..3 full, the 3rd active.
@@ -77,14 +77,149 @@ def test_a_segment_is_removed_once_all_its_bundles_left(tmp_path: Path) -> None:
     assert "00000001.seg" in seg_files(db)  # k2 still in it
     s.delete("k2")
     assert seg_files(db) == ["00000002.seg", "00000003.seg"]
-    # An emptied active segment goes too (a full disk gets its space back
-    # once the bundles are forwarded); the next bundle starts a new one.
+    # An emptied active segment holding segment_reclaim_bytes goes too;
+    # the next bundle starts a new one.
     s.delete("k6")
     assert seg_files(db) == ["00000002.seg"]
     assert [s.get(f"k{i}") for i in (3, 4, 5)] == [payload(i) for i in (3, 4, 5)]
     s.put(rec("k7", BIG), payload(7))
     assert seg_files(db) == ["00000002.seg", "00000004.seg"]
     assert s.get("k7") == payload(7)
+    s.close()
+
+
+def test_a_small_emptied_active_segment_keeps_taking_bundles(tmp_path: Path) -> None:
+    # Every bundle forwarded within milliseconds empties the active segment
+    # after each batch: below segment_reclaim_bytes it is not replaced (no
+    # new file, directory fsync and unlink per batch).
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, segment_bytes=100 * BIG, segment_reclaim_bytes=4 * BIG)
+    seg = Path(str(db) + ".segments") / "00000001.seg"
+    for i in range(3):
+        s.put(rec(f"k{i}", BIG), payload(i))
+        s.delete(f"k{i}")
+        assert seg_files(db) == ["00000001.seg"]
+        assert os.path.getsize(seg) == (i + 1) * BIG
+    s.put(rec("k3", BIG), payload(3))
+    s.delete("k3")  # now it holds segment_reclaim_bytes: replaced, removed
+    assert seg_files(db) == []
+    s.put(rec("k4", BIG), payload(4))
+    assert seg_files(db) == ["00000002.seg"]
+    s.put(rec("k5", BIG), payload(5))
+    s.delete("k4")
+    assert seg_files(db) == ["00000002.seg"]
+    s.close()
+    s2 = SqliteStore(db, segment_bytes=100 * BIG, segment_reclaim_bytes=4 * BIG)
+    assert s2.get("k5") == payload(5)
+    assert s2.dropped_at_open == []
+    s2.close()
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_a_short_disk_takes_back_an_emptied_active_segment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deferred: bool
+) -> None:
+    import types
+
+    from dcis.dtn.agent.store import DiskFull
+
+    db = tmp_path / "b.db"
+    free = [100 << 20]
+    real = os.statvfs
+
+    def statvfs(path: object) -> object:
+        st = real(path)  # type: ignore[arg-type]
+        held = sum(p.stat().st_size for p in Path(str(db) + ".segments").glob("*.seg"))
+        return types.SimpleNamespace(
+            f_bavail=(free[0] - held) // 4096, f_frsize=4096, f_blocks=st.f_blocks
+        )
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    s = SqliteStore(db, disk_reserve_bytes=1 << 20, deferred_sync=deferred)
+    for i in range(3):
+        s.put(rec(f"k{i}", BIG), payload(i))
+        s.delete(f"k{i}")
+    assert seg_files(db) == ["00000001.seg"]  # 3 * BIG of dead space, kept
+    free[0] = (1 << 20) + 3 * BIG  # room for a bundle only without that space
+    if deferred:
+        # Refused; the dead segment goes at the driver's next sync.
+        with pytest.raises(DiskFull):
+            s.put(rec("a", BIG), payload(7))
+        assert s.segments_waiting
+        s.begin_sync()()
+        s.end_sync()
+        assert seg_files(db) == []
+    s.put(rec("a", BIG), payload(7))
+    assert seg_files(db) == ["00000002.seg"]
+    assert s.get("a") == payload(7)
+    s.close()
+
+
+def test_on_a_short_disk_an_emptied_active_segment_goes_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    real = os.statvfs
+
+    def statvfs(path: object) -> object:
+        st = real(path)  # type: ignore[arg-type]
+        # 10 MiB free: less than the reserve plus segment_reclaim_bytes.
+        return types.SimpleNamespace(
+            f_bavail=(10 << 20) // 4096, f_frsize=4096, f_blocks=st.f_blocks
+        )
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, disk_reserve_bytes=1 << 20)
+    s.put(rec("k0", BIG), payload(0))
+    s.delete("k0")
+    assert seg_files(db) == []  # as when it filled up: space back now
+    s.put(rec("k1", BIG), payload(1))
+    assert seg_files(db) == ["00000002.seg"]
+    s.close()
+
+
+def test_free_space_is_asked_every_64_puts_with_room_and_every_put_when_tight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    from dcis.dtn.agent.store import DiskFull
+
+    free = [10 << 30]
+    calls = [0]
+    real = os.statvfs
+
+    def statvfs(path: object) -> object:
+        calls[0] += 1
+        st = real(path)  # type: ignore[arg-type]
+        held = sum(p.stat().st_size for p in (tmp_path / "b.db.segments").glob("*"))
+        return types.SimpleNamespace(
+            f_bavail=(free[0] - held) // 4096, f_frsize=4096, f_blocks=st.f_blocks
+        )
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    s = SqliteStore(tmp_path / "b.db", disk_reserve_bytes=4 << 20)
+    for i in range(130):
+        s.put(rec(f"k{i}", BIG), payload(i))
+    assert calls[0] == 3  # puts 1, 65 and 129
+    free[0] = (4 << 20) + 200 * BIG  # another process filled the disk
+    for i in range(130, 194):
+        s.put(rec(f"k{i}", BIG), payload(i))  # next look at put 193
+    calls[0] = 0
+    tried = 0
+    refused = None
+    for i in range(194, 300):
+        tried += 1
+        try:
+            s.put(rec(f"k{i}", BIG), payload(i))
+        except DiskFull as exc:
+            refused = exc
+            break
+    assert refused is not None
+    assert tried > 1
+    assert calls[0] == tried  # tight: every put looks
     s.close()
 
 

@@ -9,9 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dcis.crypto.cbor_guard import loads_untrusted
+from dcis.crypto.errors import DecodeError as CborDecodeError
 from dcis.dtn.appapi.wire import (
     MessageReader,
+    _dumps_flat_map,
+    _loads_flat_map,
     decode_message_untrusted,
+    encode_bundle_message_parts,
     encode_message,
     encode_message_parts,
     encode_send_head,
@@ -121,16 +126,17 @@ def test_encode_message_is_byte_identical_to_cbor2(
     kind=st.sampled_from(sorted({str(m["type"]) for m in MESSAGES})),
     extra=st.dictionaries(st.text(max_size=12), _VALUES, max_size=30),
     payload=st.binary(min_size=0, max_size=3000) | st.integers(0, 300_000).map(bytes),
+    large=st.sampled_from([16 * 1024, 128 * 1024]),
 )
 def test_message_parts_join_to_the_frame_and_pass_large_payloads_by_reference(
-    kind: str, extra: dict[str, object], payload: bytes
+    kind: str, extra: dict[str, object], payload: bytes, large: int
 ) -> None:
     # The node's and the trio client's writers hand the parts to the socket
     # one by one: a large payload must be the caller's own object (no copy).
     msg: dict[str, object] = {**extra, "type": kind, "payload": payload}
-    parts = encode_message_parts(msg)
+    parts = encode_message_parts(msg, large=large)
     assert b"".join(parts) == encode_mtcp_frame(cbor2.dumps(msg))
-    big = len(payload) >= 128 * 1024 and len(msg) < 24
+    big = len(payload) >= large and len(msg) < 24
     assert any(p is payload for p in parts) == big
 
 
@@ -168,3 +174,101 @@ def test_a_streamed_send_head_refuses_what_it_cannot_frame() -> None:
         encode_send_head(send, -1)
     with pytest.raises(InvalidArgument, match="exceeds"):
         encode_send_head(send, 1000, max_message_bytes=1000)
+
+
+_FLAT = st.one_of(
+    st.binary(max_size=300),
+    st.text(max_size=40),
+    st.integers(min_value=-(2**64), max_value=2**64 - 1),
+    st.booleans(),
+    st.none(),
+)
+
+
+def _general(raw: bytes) -> object:
+    """What the general path (cbor_guard + cbor2) makes of ``raw``: the
+    value, or DecodeError's class when it refuses it."""
+    try:
+        return loads_untrusted(raw)
+    except CborDecodeError:
+        return CborDecodeError
+
+
+@given(
+    msg=st.dictionaries(st.text(max_size=30), _FLAT, max_size=25),
+    cut=st.integers(0, 400),
+    flip=st.tuples(st.integers(0, 400), st.integers(1, 255)),
+    mode=st.sampled_from(["whole", "truncated", "flipped", "trailing"]),
+)
+def test_the_flat_map_decoder_agrees_with_the_general_path(
+    msg: dict[str, object], cut: int, flip: tuple[int, int], mode: str
+) -> None:
+    # The fast decoder of flat messages returns exactly what cbor_guard +
+    # cbor2 return, or None (then the general path decides): never a
+    # different value for the same bytes, whole or damaged.
+    raw = cbor2.dumps(msg)
+    if mode == "truncated":
+        raw = raw[: cut % (len(raw) + 1)]
+    elif mode == "flipped":
+        at = flip[0] % len(raw)
+        raw = raw[:at] + bytes([raw[at] ^ flip[1]]) + raw[at + 1 :]
+    elif mode == "trailing":
+        raw += b"\x00"
+    fast = _loads_flat_map(raw)
+    if fast is not None:
+        assert fast == _general(raw)
+    elif mode == "whole":
+        # keys of at most 30 characters: shorter than 256 bytes
+        assert len(msg) >= 24, "a flat map took the general path"
+    if mode == "whole":
+        assert decode_or_none(raw) == msg
+
+
+def decode_or_none(raw: bytes) -> object:
+    fast = _loads_flat_map(raw)
+    return fast if fast is not None else _general(raw)
+
+
+@given(msg=st.dictionaries(st.text(max_size=30), _FLAT, max_size=25))
+def test_the_flat_map_encoder_writes_cbor2s_bytes(msg: dict[str, object]) -> None:
+    fast = _dumps_flat_map(msg)
+    if len(msg) < 24 and all(
+        not isinstance(v, int) or -(2**64) <= v < 2**64 for v in msg.values()
+    ):
+        assert fast == cbor2.dumps(msg)
+    else:
+        assert fast is None
+
+
+@given(
+    endpoint=st.text(max_size=40),
+    source=st.text(max_size=40),
+    payload=st.binary(max_size=3000) | st.integers(0, 300_000).map(bytes),
+    creation_ms=st.integers(-(2**64), 2**65),
+    sequence=st.integers(-5, 2**65),
+    bundle_key=st.text(max_size=80),
+    large=st.sampled_from([16 * 1024, 128 * 1024]),
+)
+def test_the_bundle_push_encoder_writes_the_messages_frame(
+    endpoint: str,
+    source: str,
+    payload: bytes,
+    creation_ms: int,
+    sequence: int,
+    bundle_key: str,
+    large: int,
+) -> None:
+    fields = {
+        "endpoint": endpoint,
+        "source": source,
+        "payload": payload,
+        "creation_ms": creation_ms,
+        "sequence": sequence,
+        "bundle_key": bundle_key,
+    }
+    parts = encode_bundle_message_parts(**fields, large=large)  # type: ignore[arg-type]
+    msg = {"type": "bundle", **fields}
+    assert b"".join(parts) == encode_mtcp_frame(cbor2.dumps(msg))
+    whole = 0 <= creation_ms < 2**64 and 0 <= sequence < 2**64
+    by_reference = len(payload) >= (large if whole else 128 * 1024)
+    assert any(p is payload for p in parts) == by_reference

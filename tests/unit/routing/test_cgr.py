@@ -171,3 +171,55 @@ def test_full_ties_are_ordered_the_same_warm_and_cold() -> None:
         got = router.routes(2, 1, 20, 1, 3)
         assert [r.arrival_s for r in got] == [23, 23]
         assert [r.contacts[1] for r in got] == [late, early]
+
+
+def chain_plan() -> ContactPlan:
+    """1 -> 2 -> 3 -> 4, each contact opening later than the one before."""
+    return ContactPlan(
+        [
+            Contact(1, 2, 10.0, 20.0, 100.0),
+            Contact(2, 3, 30.0, 40.0, 100.0),
+            Contact(3, 4, 50.0, 60.0, 100.0),
+            Contact(2, 1, 10.0, 20.0, 100.0),
+        ]
+    )
+
+
+def test_forwarding_route_shares_suffixes_only_with_nodes_that_forward() -> None:
+    plan = chain_plan()
+    one = Router(plan)
+    r = one.forwarding_route(1, 4, 0.0, 100.0)
+    assert r is not None
+    assert r.hops == (1, 2, 3, 4)
+    # a single forwarding node (a daemon) leaves nothing for others
+    assert not plan._cgr_graph.hints  # type: ignore[attr-defined]
+    two = Router(plan)
+    assert two.forwarding_route(2, 1, 0.0, 100.0) is not None  # node 2 forwards too
+    one.forwarding_route(1, 4, 1.0, 100.0)  # a cache hit, shared this time
+    searches = two.stats["searches"]
+    # node 2 gets the bundle at 11 s (10 s start + 1 s to send): no search
+    got = two.forwarding_route(2, 4, 11.0, 100.0, excluded=(1,))
+    assert got is not None
+    assert got.hops == (2, 3, 4)
+    assert got.arrival_s == r.arrival_s
+    assert two.stats["shared_hits"] == 1
+    assert two.stats["searches"] == searches
+    # earlier than planned, with the contact back to 1 open but excluded: same
+    assert two.forwarding_route(2, 4, 10.5, 100.0, excluded=(1,)) == got.__class__(
+        got.arrival_s, got.hops, got.contacts
+    )
+    assert two.stats["shared_hits"] == 2
+
+
+def test_forwarding_route_remembers_unreachable_destinations() -> None:
+    plan = chain_plan()
+    one, two = Router(plan), Router(plan)
+    assert two.forwarding_route(2, 3, 0.0, 100.0) is not None  # node 2 forwards
+    # no contact into 9: the search from 1 at 0 s reaches 2 at 11 s and fails
+    assert one.forwarding_route(1, 9, 0.0, 100.0) is None
+    searches = two.stats["searches"]
+    assert two.forwarding_route(2, 9, 12.0, 100.0) is None
+    assert two.stats["searches"] == searches  # known: node 2 was reached by then
+    assert two.stats["shared_hits"] == 1
+    assert two.forwarding_route(2, 9, 10.5, 100.0) is None  # before: searched
+    assert two.stats["searches"] == searches + 1
