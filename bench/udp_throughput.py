@@ -450,7 +450,10 @@ def _chain_hop(
                     if sync:
                         os.fsync(fd)
                     if ack_up:
-                        conn.sendall(frames.to_bytes(8, "big"))
+                        try:
+                            conn.sendall(frames.to_bytes(8, "big"))
+                        except OSError:  # the source has all its acks and left
+                            ack_up = False
                     acked = frames
     except TimeoutError:
         pass
