@@ -102,7 +102,9 @@ def payloads(args: argparse.Namespace) -> list[tuple[str, bytes | FileBody]]:
     """(label, payload) pairs in the order given."""
     out: list[tuple[str, bytes | FileBody]] = []
     if args.payload is not None:
-        out.append(("--payload", args.payload.encode()))
+        # The bytes given on the command line: argv that is not valid UTF-8
+        # reaches Python as lone surrogates, which encode back to those bytes.
+        out.append(("--payload", args.payload.encode("utf-8", "surrogateescape")))
     for path in [*args.file, *args.files]:
         out.append((path, _read(path)))
     if args.lines:
