@@ -113,6 +113,12 @@ class AgentConfig:
       sent whole and the CLA must cope). None = no limit.
     - ``window``: transmissions in flight per neighbour before the agent waits
       for ``on_transmit_done``.
+    - ``window_bytes``: bytes in flight per neighbour before the agent waits
+      (None = only ``window`` counts). A transmission starts while fewer
+      bytes than this are in flight, so one bundle larger than it still goes.
+      With both, a link can keep many small bundles in flight (hop ACKs
+      that wait for the peer's fsync) without as many large ones
+      overrunning the peer's receive buffer.
     - ``retry_delay_ms``: after ``on_transmit_done(ok=False)`` on an open
       contact, wait this long before sending to that neighbour again.
     - ``hop_limit``: hop count block limit put on bundles this node creates
@@ -144,6 +150,7 @@ class AgentConfig:
 
     max_bundle_bytes: int | None = None
     window: int = 64
+    window_bytes: int | None = None
     retry_delay_ms: int = 1_000
     hop_limit: int | None = 64
     crc_type: CrcType = CrcType.CRC32C
@@ -168,6 +175,10 @@ class AgentConfig:
             raise InvalidArgument(f"keep_decoded must be >= 0, got {self.keep_decoded}")
         if self.window < 1:
             raise InvalidArgument(f"window must be >= 1, got {self.window}")
+        if self.window_bytes is not None and self.window_bytes < 1:
+            raise InvalidArgument(
+                f"window_bytes must be >= 1 or None, got {self.window_bytes}"
+            )
         if self.retry_delay_ms < 0:
             raise InvalidArgument(
                 f"retry_delay_ms must be >= 0, got {self.retry_delay_ms}"
@@ -614,6 +625,7 @@ class Agent:
         self._reroute_iv.clear()
         for link in self._links.values():
             link.inflight = 0
+            link.inflight_bytes = 0
         with self.store.transaction(durable=False):
             recs = list(self.store.records())
             for rec in recs:

@@ -198,6 +198,7 @@ class Link:
     contact: Contact
     remaining_bytes: float
     inflight: int = 0
+    inflight_bytes: int = 0
     backoff_until: int = 0
 
 

@@ -88,6 +88,7 @@ def transmit_done(
         # not delivered -- give them back to its remaining volume so
         # the retry fits where it first did.
         link.inflight = max(0, link.inflight - 1)
+        link.inflight_bytes = max(0, link.inflight_bytes - nbytes)
         if not ok:
             link.remaining_bytes += nbytes
     e = self._entries.get(key)
@@ -260,7 +261,10 @@ def pump(self: Agent, nb: int, now: int, actions: list[Action]) -> None:
         return
     skipped: list[str] = []
     window = self.config.window
+    window_bytes = self.config.window_bytes
     while q and link.inflight < window:
+        if window_bytes is not None and link.inflight_bytes >= window_bytes:
+            break
         key = q.popleft()
         e = self._entries.get(key)
         if e is None or not queued_for(e, nb):
@@ -295,6 +299,7 @@ def pump(self: Agent, nb: int, now: int, actions: list[Action]) -> None:
         e.booked = None  # the volume is used now, not just planned
         self._inflight[tx] = (key, nb, len(wire), link)
         link.inflight += 1
+        link.inflight_bytes += len(wire)
         link.remaining_bytes -= len(wire)
         self.counters["transmits"] += 1
         actions.append(Transmit(nb, wire, tx))

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from dcis.dtn.agent import timers
 from dcis.dtn.agent.actions import Action, Schedule, Transmit
 from dcis.dtn.agent.agent import Agent, AgentConfig
 from dcis.dtn.agent.store import MemoryStore
 from dcis.dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle, make_bundle
 from dcis.dtn.bpv7.flags import BundleFlags
+from dcis.dtn.errors import InvalidArgument
 from dcis.dtn.routing.contact import Contact
 from dcis.dtn.routing.plan import ContactPlan
 from tests.unit.agent.helpers import Net, events, link, of
@@ -332,3 +335,38 @@ def test_an_anonymous_bundle_is_never_fragmented() -> None:
     assert len(sent) == 1
     assert not sent[0].is_fragment
     assert [d.payload for _, d in net.delivered] == [b"a" * 1000]
+
+
+def test_window_bytes_holds_back_large_bundles_but_not_small_ones() -> None:
+    # 64 transmissions may be in flight but only 10 KB of them: a new one
+    # starts only while fewer than 10,000 bytes are in flight, so one bundle
+    # larger than that still goes (alone), and completions let the rest go.
+    ag = agents(2, config=AgentConfig(window=64, window_bytes=10_000))
+    a = ag[1]
+    keys = [send(a, 2, b"s" * 100, lifetime_ms=60_000)[0] for _ in range(20)]
+    keys += [send(a, 2, b"L" * 4_000, lifetime_ms=60_000)[0] for _ in range(5)]
+    keys.append(send(a, 2, b"H" * 30_000, lifetime_ms=60_000)[0])
+    inflight: dict[int, int] = {}
+    sent = 0
+
+    def take(acts: list[Action]) -> None:
+        nonlocal sent
+        for t in of(acts, Transmit):
+            assert sum(inflight.values()) < 10_000  # room when it started
+            inflight[t.tx_id] = len(t.data)
+            sent += 1
+
+    take(a.on_contact_start(link(1, 2), 2 * S))
+    assert 21 <= sent < 26  # every small one, not every large one
+    assert sum(inflight.values()) >= 10_000
+    while inflight:
+        tx = min(inflight)
+        del inflight[tx]
+        take(a.on_transmit_done(tx, True, 3 * S))
+    assert sent == 26
+    assert not any(a.holds(k) for k in keys)
+
+
+def test_window_bytes_must_be_positive() -> None:
+    with pytest.raises(InvalidArgument):
+        AgentConfig(window_bytes=0)
