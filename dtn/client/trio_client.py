@@ -25,14 +25,12 @@ from dcis.dtn.client.common import (
     spool,
     unspool,
 )
+from dcis.dtn.client.gather import send_buffers
 from dcis.dtn.client.push_reader import FileSink, PushReader
 from dcis.dtn.errors import DecodeError, InvalidArgument
 
 _CHUNK = 1 << 20
 """Bytes read from a streamed file at a time."""
-
-_IOV_MAX = 1024
-"""Buffers per ``sendmsg`` (Linux's IOV_MAX)."""
 
 _BY_REFERENCE_BYTES = 16 * 1024
 """A payload at least this long is queued as its own buffer (not copied
@@ -148,22 +146,7 @@ class TrioClient:
             await self._gather(run)
 
     async def _gather(self, parts: list[bytes]) -> None:
-        sock = self._stream.socket
-        bufs: list[bytes | memoryview] = [p for p in parts if p]
-        i = 0
-        while i < len(bufs):
-            try:
-                n = await sock.sendmsg(bufs[i : i + _IOV_MAX])
-            except OSError as exc:
-                raise trio.BrokenResourceError(str(exc)) from exc
-            while n:
-                b = bufs[i]
-                if n >= len(b):
-                    n -= len(b)
-                    i += 1
-                else:
-                    bufs[i] = memoryview(b)[n:]  # the rest of a buffer cut short
-                    n = 0
+        await send_buffers(self._stream, parts)
 
     async def _stream_file(self, body: _FileBody) -> None:
         # One preallocated buffer, filled by readinto (a file on disk: on a

@@ -102,6 +102,7 @@ from dcis.dtn.cl.udp import (
     mac_ok,
 )
 from dcis.dtn.client.common import ReceivedBundle
+from dcis.dtn.client.gather import IOV_MAX, send_buffers
 from dcis.dtn.errors import DecodeError, DtnError, InvalidArgument
 from dcis.dtn.node import EchoService, EndpointReserved, EventKind, NodeCore, Service
 from dcis.dtn.node.resources import AdvertisesResources, check_resource_fields
@@ -1980,7 +1981,7 @@ class Node:
                         return
                     out.ready = trio.Event()
                     continue
-                parts = [items.popleft() for _ in range(min(len(items), _IOV_MAX))]
+                parts = [items.popleft() for _ in range(min(len(items), IOV_MAX))]
                 if not items and not out.closed:
                     out.ready = trio.Event()  # set again by the next put
                 try:
@@ -2271,35 +2272,17 @@ _COALESCE_BYTES = 128 * 1024
 longer one (a large payload) is written as it is, not copied into a join."""
 
 
-_IOV_MAX = 1024
-"""Buffers per ``sendmsg`` (Linux's IOV_MAX)."""
 _GATHER_BYTES = 16 * 1024
 """A pushed payload at least this long is queued as its own buffer, not
 copied into its message's frame: the app writer gathers buffers."""
 
 
 async def _send_buffers(stream: trio.SocketStream, parts: list[bytes]) -> None:
-    """Write ``parts`` in order, gathered by ``sendmsg`` (up to 1024 buffers
-    a call): nothing is joined, no payload copied in Python -- at 64 KB a
-    receiving node copied each payload twice (into its frame, then into a
-    join of the queued frames). Raises :class:`trio.BrokenResourceError`
-    when the peer is gone. Only the connection's writer task writes."""
-    sock = stream.socket
-    bufs: list[bytes | memoryview] = [p for p in parts if p]
-    i = 0
-    while i < len(bufs):
-        try:
-            n = await sock.sendmsg(bufs[i : i + _IOV_MAX])
-        except OSError as exc:
-            raise trio.BrokenResourceError(str(exc)) from exc
-        while n:
-            b = bufs[i]
-            if n >= len(b):
-                n -= len(b)
-                i += 1
-            else:
-                bufs[i] = memoryview(b)[n:]  # the rest of a buffer cut short
-                n = 0
+    """Write ``parts`` in order, gathered (:func:`send_buffers`): nothing is
+    joined, no payload copied in Python -- at 64 KB a receiving node copied
+    each payload twice (into its frame, then into a join of the queued
+    frames). Only the connection's writer task writes."""
+    await send_buffers(stream, parts)
 
 
 def _coalesce(parts: list[bytes], large: int = _COALESCE_BYTES) -> list[bytes]:
