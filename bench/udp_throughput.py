@@ -345,6 +345,31 @@ def _ceiling_tcp_receiver(
     result_q.put((frames, nbytes, last))
 
 
+def _send_windowed(s: socket.socket, payload: bytes, count: int, window: int) -> None:
+    """Send ``payload`` ``count`` times over TCP socket ``s``, keeping at most
+    ``window`` unacknowledged; the receiver acks with cumulative 8-byte
+    big-endian counts. Returns after the last send (or when acks stop)."""
+    sent = acked = 0
+    pending = b""
+    while sent < count:
+        while sent < count and sent - acked < window:
+            s.sendall(payload)
+            sent += 1
+        if sent >= count:
+            break
+        try:
+            chunk = s.recv(64)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        pending += chunk
+        whole = len(pending) // 8 * 8
+        if whole:
+            acked = int.from_bytes(pending[whole - 8 : whole], "big")
+            pending = pending[whole:]
+
+
 def ceiling_tcp(size: int, count: int, variant: str, directory: str) -> float:
     """As :func:`ceiling_udp`, over one TCP connection (for units no datagram
     holds): ack every _TCP_ACK_EVERY frames, _TCP_WINDOW in flight."""
@@ -360,27 +385,8 @@ def ceiling_tcp(size: int, count: int, variant: str, directory: str) -> float:
         port = port_q.get(timeout=20)
         with socket.create_connection(("127.0.0.1", port)) as s:
             s.settimeout(_IDLE_S + 0.5)
-            payload = os.urandom(size)
-            sent = acked = 0
-            pending = b""
             start = time.perf_counter()
-            while sent < count:
-                while sent < count and sent - acked < _TCP_WINDOW:
-                    s.sendall(payload)
-                    sent += 1
-                if sent >= count:
-                    break
-                try:
-                    chunk = s.recv(64)
-                except TimeoutError:
-                    break
-                if not chunk:
-                    break
-                pending += chunk
-                whole = len(pending) // 8 * 8
-                if whole:
-                    acked = int.from_bytes(pending[whole - 8 : whole], "big")
-                    pending = pending[whole:]
+            _send_windowed(s, os.urandom(size), count, _TCP_WINDOW)
             _n, nbytes, last = result_q.get(timeout=120)
     finally:
         p.join(10)
@@ -516,27 +522,8 @@ def chain_ceiling(size: int, count: int, variant: str, directory: str) -> float:
         with socket.create_connection(("127.0.0.1", port)) as s:
             s.settimeout(_IDLE_S + 0.5)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            payload = os.urandom(size)
-            sent = acked = 0
-            pending = b""
             start = time.perf_counter()
-            while sent < count:
-                while sent < count and sent - acked < window:
-                    s.sendall(payload)
-                    sent += 1
-                if sent >= count:
-                    break
-                try:
-                    chunk = s.recv(64)
-                except TimeoutError:
-                    break
-                if not chunk:
-                    break
-                pending += chunk
-                whole = len(pending) // 8 * 8
-                if whole:
-                    acked = int.from_bytes(pending[whole - 8 : whole], "big")
-                    pending = pending[whole:]
+            _send_windowed(s, os.urandom(size), count, window)
             nbytes, last = result_q.get(timeout=120)
     finally:
         for p in procs:
