@@ -209,10 +209,13 @@ def trusted_primary(
     time_ms: int,
     sequence: int,
     lifetime_ms: int,
+    fragment_offset: int | None = None,
+    total_adu_length: int | None = None,
 ) -> PrimaryBlock:
-    """A whole bundle's :class:`PrimaryBlock` built without
+    """A :class:`PrimaryBlock` built without
     :meth:`PrimaryBlock.__post_init__`, for a caller that checked every
-    field (u64 values, flags without IS_FRAGMENT, a CrcType member)."""
+    field (u64 values, a CrcType member, IS_FRAGMENT in the flags exactly
+    when the fragment fields are given)."""
     primary = object.__new__(PrimaryBlock)
     _set_PrimaryBlock_version(primary, BP_VERSION)
     _set_PrimaryBlock_flags(primary, flags)
@@ -225,8 +228,8 @@ def trusted_primary(
     _set_CreationTimestamp_sequence(creation, sequence)
     _set_PrimaryBlock_creation(primary, creation)
     _set_PrimaryBlock_lifetime_ms(primary, lifetime_ms)
-    _set_PrimaryBlock_fragment_offset(primary, None)
-    _set_PrimaryBlock_total_adu_length(primary, None)
+    _set_PrimaryBlock_fragment_offset(primary, fragment_offset)
+    _set_PrimaryBlock_total_adu_length(primary, total_adu_length)
     return primary
 
 
@@ -301,20 +304,18 @@ def read_primary(
         pos = check_crc(buf, mv, start, pos, end, crc_type, "primary block, field crc")
     # Every field was checked above (CBOR uints are u64 by construction), so
     # skip __post_init__: this is the hot path of every received bundle.
-    primary = object.__new__(PrimaryBlock)
-    _set_PrimaryBlock_version(primary, BP_VERSION)
-    _set_PrimaryBlock_flags(primary, bundle_flags(flags))
-    _set_PrimaryBlock_crc_type(primary, CRC_TYPES[crc_type])
-    _set_PrimaryBlock_destination(primary, destination)
-    _set_PrimaryBlock_source(primary, source)
-    _set_PrimaryBlock_report_to(primary, report_to)
-    creation = object.__new__(CreationTimestamp)
-    _set_CreationTimestamp_time_ms(creation, time_ms)
-    _set_CreationTimestamp_sequence(creation, sequence)
-    _set_PrimaryBlock_creation(primary, creation)
-    _set_PrimaryBlock_lifetime_ms(primary, lifetime_ms)
-    _set_PrimaryBlock_fragment_offset(primary, offset)
-    _set_PrimaryBlock_total_adu_length(primary, total)
+    primary = trusted_primary(
+        flags=bundle_flags(flags),
+        crc_type=CRC_TYPES[crc_type],
+        destination=destination,
+        source=source,
+        report_to=report_to,
+        time_ms=time_ms,
+        sequence=sequence,
+        lifetime_ms=lifetime_ms,
+        fragment_offset=offset,
+        total_adu_length=total,
+    )
     return primary, pos
 
 
