@@ -169,12 +169,14 @@ class _SourceTree:
 
     ``horizon``: every label arriving before it has left the heap (_INF
     when the search ran out). ``clean``: no contact was skipped for the
-    router's bookings (then it is also the tree at full volume). The
-    expanded labels are flat arrays (arrival, hops, contact in, parent
-    label, the node's next label), ``head`` maps a node (by index) to its
-    first label; ``heap``, ``settled``, ``tail`` and ``seq`` resume the
-    search. Arrays and dicts of numbers: little for the garbage collector
-    to walk.
+    router's bookings (then it is also the tree at full volume). Nodes are
+    the graph's dense indices. ``labels`` are the expanded labels in the
+    order they left the heap, as the heap held them: (arrival, hops, order
+    pushed, node, contact in, parent label), -1 for none at the source;
+    ``head``/``lnext`` chain each node's labels in order of arrival. The
+    heap, ``settled`` (fewest hops of a node's labels, -1: none), ``tail``
+    and ``seq`` resume the search. Arrays and tuples of numbers: little for
+    the garbage collector to walk.
     """
 
     __slots__ = (
@@ -182,34 +184,29 @@ class _SourceTree:
         "head",
         "heap",
         "horizon",
-        "la",
-        "lc",
-        "lh",
+        "labels",
         "lnext",
-        "lp",
         "seq",
         "settled",
         "src",
+        "src_ix",
         "t0",
         "tail",
     )
 
-    def __init__(self, src: int, t0: float, n_nodes: int) -> None:
+    def __init__(self, src: int, src_ix: int, t0: float, n_nodes: int) -> None:
         self.src = src
+        self.src_ix = src_ix
         self.t0 = t0
         self.horizon = -_INF
         self.clean = True
-        self.la: array[float] = array("d")
-        self.lh: array[int] = array("l")
-        self.lc: array[int] = array("l")  # the contact in (-1 at the source)
-        self.lp: array[int] = array("l")  # the parent label (-1 at the source)
-        self.lnext: array[int] = array("l")  # the node's next label (-1: none)
+        self.labels: list[tuple[float, int, int, int, int, int]] = []
+        self.lnext: array[int] = array("l")
         self.head: array[int] = array("l", [-1]) * n_nodes
-        self.tail: dict[int, int] = {}  # node -> its last label so far
-        self.settled: dict[int, int] = {}  # node -> fewest hops of its labels
-        # (arrival, hops, order pushed, node, contact in, parent label)
+        self.tail: array[int] = array("l", [-1]) * n_nodes
+        self.settled: array[int] = array("l", [-1]) * n_nodes
         self.heap: list[tuple[float, int, int, int, int, int]] = [
-            (t0, 0, 0, src, -1, -1)
+            (t0, 0, 0, src_ix, -1, -1)
         ]
         self.seq = 1
 
@@ -221,6 +218,8 @@ _BEATEN_POPS = (
 _Link = tuple[int, "_Link"] | None
 # Per node, per neighbour: (neighbour, starts, running max of ends, contact ids)
 _Nbrs = dict[int, list[tuple[int, list[float], list[float], list[int]]]]
+# The same by node index (Router._grow_tree, Router._beaten)
+_NbrsIx = list[list[tuple[int, list[float], list[float], list[int]]]]
 
 
 class _Graph:
@@ -234,9 +233,11 @@ class _Graph:
 
     __slots__ = (
         "_idx",
-        "_in",
+        "_in_ix",
         "_ix",
         "_nbrs",
+        "_nbrs_ix",
+        "_nodes",
         "_plan_ranges",
         "cs",
         "dead",
@@ -329,8 +330,10 @@ class _Graph:
         self.dead: OrderedDict[int, dict[int, tuple[float, float]]] = OrderedDict()
         self.dead_n = 0
         self._nbrs: _Nbrs | None = None  # built on first need
-        self._in: _Nbrs | None = None
+        self._nodes: list[int] | None = None
         self._ix: dict[int, int] | None = None
+        self._nbrs_ix: _NbrsIx | None = None
+        self._in_ix: _NbrsIx | None = None
 
     def neighbours(self) -> _Nbrs:
         """Per node, its outgoing contacts grouped by receiver, each group
@@ -353,23 +356,38 @@ class _Graph:
             self._nbrs = nb
         return self._nbrs
 
+    def node_list(self) -> list[int]:
+        """Every node in a contact of the plan, in order: index -> node."""
+        if self._nodes is None:
+            self._nodes = sorted(set(self.frm) | set(self.to))
+        return self._nodes
+
     def node_index(self) -> dict[int, int]:
-        """Every node of the plan -> a dense index (in node order)."""
+        """Node -> its index in :meth:`node_list`."""
         if self._ix is None:
-            nodes = set(self.frm) | set(self.to)
-            self._ix = {v: i for i, v in enumerate(sorted(nodes))}
+            self._ix = {v: i for i, v in enumerate(self.node_list())}
         return self._ix
 
-    def in_neighbours(self) -> _Nbrs:
-        """Per node, the groups of :meth:`neighbours` that lead into it,
-        keyed by the sender (Router._from_tree)."""
-        if self._in is None:
-            inn: _Nbrs = {}
+    def neighbours_ix(self) -> _NbrsIx:
+        """:meth:`neighbours` by node index, both ends (Router._grow_tree)."""
+        if self._nbrs_ix is None:
+            ix = self.node_index()
+            out: _NbrsIx = [[] for _ in ix]
             for u, rows in self.neighbours().items():
+                out[ix[u]] = [(ix[v], s, m, c) for v, s, m, c in rows]
+            self._nbrs_ix = out
+        return self._nbrs_ix
+
+    def in_neighbours_ix(self) -> _NbrsIx:
+        """The groups of :meth:`neighbours_ix` into each node, keyed by the
+        sender (Router._beaten)."""
+        if self._in_ix is None:
+            inn: _NbrsIx = [[] for _ in self.node_index()]
+            for u, rows in enumerate(self.neighbours_ix()):
                 for v, starts, maxend, cis in rows:
-                    inn.setdefault(v, []).append((u, starts, maxend, cis))
-            self._in = inn
-        return self._in
+                    inn[v].append((u, starts, maxend, cis))
+            self._in_ix = inn
+        return self._in_ix
 
     def owlt_at(self, i: int, at_s: float) -> float:
         """Contact ``i``'s light time when a bundle is sent over it at ``at_s``."""
@@ -861,36 +879,32 @@ class Router:
 
     def _new_tree(self, src: int, t0: float) -> _SourceTree:
         self.stats["trees"] += 1
-        tree = _SourceTree(src, t0, len(self._g.node_index()))
-        return tree
+        g = self._g
+        return _SourceTree(src, g.node_index()[src], t0, len(g.node_list()))
 
     def _grow_tree(self, tree: _SourceTree, dst: int) -> None:
-        """Run the tree's search on until ``dst`` leaves the heap (or the
-        heap is empty): :meth:`_search_fast` for an empty bundle with no
-        exclusions and no destination to prune with, which keeps its
-        expanded labels (arrival, hops, contact in, parent label; each
-        node's in order of arrival) and, to be resumed for a node further
-        away, its heap. Every label arriving before the horizon (the last
-        arrival popped) is known; a search that runs out has an infinite
-        horizon (spec/routing.md, "Source trees").
+        """Run the tree's search on until ``dst`` (an index) leaves the heap
+        (or the heap is empty): :meth:`_search_fast` for an empty bundle
+        with no exclusions and no destination to prune with, over node
+        indices, keeping its expanded labels (each node's in order of
+        arrival) and, to be resumed for a node further away, its heap.
+        Every label arriving before the horizon (the last arrival popped)
+        is known; a search that runs out has an infinite horizon
+        (spec/routing.md, "Source trees").
         """
         self.stats["searches"] += 1
         g = self._g
-        nbrs = g.neighbours()
-        ix = g.node_index()
+        nbrs = g.neighbours_ix()
         end = self._end
         owlt = self._owlt
         var_owlt = g.var_owlt
         owlt_at = g.owlt_at
-        vol = self._vol
         resid = self._resid
         pop = heapq.heappop
         push = heapq.heappush
         settled = tree.settled
-        la = tree.la
-        lh = tree.lh
-        lc = tree.lc
-        lp = tree.lp
+        labels = tree.labels
+        append = labels.append
         lnext = tree.lnext
         head = tree.head
         tail = tree.tail
@@ -898,55 +912,49 @@ class Router:
         seq = tree.seq
         clean = tree.clean
         while heap:
-            a, h, _, u, cin, par = pop(heap)
-            sh = settled.get(u)
-            if sh is not None and sh <= h:
+            lab = pop(heap)
+            a, h, _, u, _cin, _par = lab
+            sh = settled[u]
+            if 0 <= sh <= h:
                 continue  # an earlier label of u with no more hops beats it
-            me = len(la)
-            la.append(a)
-            lh.append(h)
-            lc.append(cin)
-            lp.append(par)
+            me = len(labels)
+            append(lab)
             lnext.append(-1)
-            if sh is None:
-                head[ix[u]] = me
+            if sh < 0:
+                head[u] = me
             else:
                 lnext[tail[u]] = me
             tail[u] = me
             settled[u] = h
-            lst = nbrs.get(u)
-            if lst is not None:
-                h1 = h + 1
-                for v, starts, maxend, ids in lst:
-                    sv = settled.get(v)
-                    if sv is not None and sv <= h1:
+            h1 = h + 1
+            for v, starts, maxend, ids in nbrs[u]:
+                sv = settled[v]
+                if 0 <= sv <= h1:
+                    continue
+                j = bisect_right(maxend, a)  # the contacts before j all end by a
+                n = len(ids)
+                best = _INF
+                bci = -1
+                while j < n:
+                    st = starts[j]
+                    if st >= best:
+                        break  # opens after the best arrival so far: no better
+                    ci = ids[j]
+                    j += 1
+                    sent = a if a > st else st
+                    if sent >= end[ci]:
+                        continue  # the end is exclusive (ION)
+                    if ci in resid and resid[ci] < 0:
+                        clean = False  # over-booked: not even an empty bundle
                         continue
-                    j = bisect_right(maxend, a)  # the contacts before j all end by a
-                    n = len(ids)
-                    best = _INF
-                    bci = -1
-                    while j < n:
-                        st = starts[j]
-                        if st >= best:
-                            break  # opens after the best arrival so far: no better
-                        ci = ids[j]
-                        j += 1
-                        sent = a if a > st else st
-                        if sent >= end[ci]:
-                            continue  # the end is exclusive (ION)
-                        if (resid[ci] if ci in resid else vol[ci]) < 0:
-                            clean = False  # over-booked: not even an empty bundle
-                            continue
-                        arr = sent + (
-                            owlt[ci] if ci not in var_owlt else owlt_at(ci, sent)
-                        )
-                        if arr < best:
-                            best = arr
-                            bci = ci
-                    if bci >= 0:
-                        push(heap, (best, h1, seq, v, bci, me))
-                        seq += 1
-            if u == dst and sh is None:
+                    arr = sent + (owlt[ci] if ci not in var_owlt else owlt_at(ci, sent))
+                    if arr < best:
+                        best = arr
+                        bci = ci
+                if bci >= 0:
+                    push(heap, (best, h1, seq, v, bci, me))
+                    seq += 1
+            if u == dst and sh < 0:
                 tree.horizon = a
                 break
         else:
@@ -957,7 +965,12 @@ class Router:
             tree.heap = []
             if clean:
                 # no route even for an empty bundle: none from any node reached
-                self._publish_dead(dst, 0.0, {x: la[head[ix[x]]] for x in settled})
+                nodes = g.node_list()
+                self._publish_dead(
+                    nodes[dst],
+                    0.0,
+                    {nodes[x]: labels[i][0] for x, i in enumerate(head) if i >= 0},
+                )
 
     def _from_tree(
         self,
@@ -981,20 +994,22 @@ class Router:
             return None
         ix = self._g.node_index()
         x = ix.get(dst)
-        if x is None or src not in ix:
+        if x is None:
             return (None, False)  # in no contact
         lab = tree.head[x]
         if lab < 0 and tree.horizon < _INF:
-            self._grow_tree(tree, dst)
+            self._grow_tree(tree, x)
             lab = tree.head[x]
         if lab < 0:
             return (None, False)  # no route then, for any size: none now
-        lc = tree.lc
-        lp = tree.lp
+        labels = tree.labels
         ids: list[int] = []
-        while lc[lab] >= 0:
-            ids.append(lc[lab])
-            lab = lp[lab]
+        while True:
+            _a, _h, _s, _u, cin, par = labels[lab]
+            if cin < 0:
+                break
+            ids.append(cin)
+            lab = par
         ids.reverse()
         if self._to[ids[0]] in excl:
             return None
@@ -1003,43 +1018,42 @@ class Router:
             return None  # a contact of it ended, or is too short or full now
         arr = r.arrival_s
         hops = len(ids)
-        if self._beaten(tree, src, dst, t, size, math.nextafter(arr, -_INF), _MAXH):
+        if self._beaten(tree, x, t, size, math.nextafter(arr, -_INF), _MAXH):
             return None
-        if hops > 1 and self._beaten(tree, src, dst, t, size, arr, hops - 1):
+        if hops > 1 and self._beaten(tree, x, t, size, arr, hops - 1):
             return None
         return (r, tree.clean)
 
     def _beaten(
         self,
         tree: _SourceTree,
-        src: int,
         dst: int,
         t: float,
         size: float,
         deadline: float,
         max_hops: int,
     ) -> bool:
-        """False if no route from ``src`` ready at ``t`` carries ``size``
-        bytes to ``dst`` by ``deadline`` in at most ``max_hops`` contacts
-        (True: there may be one).
+        """False if no route from the tree's source ready at ``t`` carries
+        ``size`` bytes to ``dst`` (an index) by ``deadline`` in at most
+        ``max_hops`` contacts (True: there may be one).
 
         A backward search from ``dst`` over latest departures (full volume,
         walks allowed: both only add routes), where a node is expanded only
-        if the tree says a route from ``src`` can reach it by then within
-        the hop budget: every route feasible now was feasible for an empty
-        bundle at the tree's time with the volume then, so it reaches each
-        node no earlier than one of the node's expanded labels with no more
-        hops, or than the tree's horizon.
+        if the tree says a route from the source can reach it by then
+        within the hop budget: every route feasible now was feasible for an
+        empty bundle at the tree's time with the volume then, so it reaches
+        each node no earlier than one of the node's expanded labels with no
+        more hops, or than the tree's horizon.
         """
         horizon = tree.horizon
-        la = tree.la
-        lh = tree.lh
+        labels = tree.labels
         lnext = tree.lnext
         head = tree.head
-        ix = self._g.node_index()
-        inn = self._g.in_neighbours()
+        src = tree.src_ix
+        inn = self._g.in_neighbours_ix()
         end = self._end
         owlt = self._owlt
+        var_owlt = self._g.var_owlt
         inv_rate = self._inv_rate
         sized = size > 0
         hop_free = max_hops >= _MAXH
@@ -1062,39 +1076,39 @@ class Router:
             k1 = k if hop_free else k + 1
             if k1 > max_hops:
                 continue
-            for w, starts, maxend, cis in inn.get(v, ()):
+            for w, starts, maxend, cis in inn[v]:
                 if w == dst:
                     continue
                 # the latest ready time at w that reaches v by d over w -> v
                 j = bisect_right(starts, d) - 1
                 best = -_INF
                 while j >= 0:
-                    ci = cis[j]
                     if maxend[j] <= best:
                         break  # no contact from j down ends late enough to do better
+                    ci = cis[j]
                     ce = end[ci]
                     st = starts[j]
                     tx = size * inv_rate[ci] if sized else 0.0
                     j -= 1
                     # a varying light time counts as 0 here: that only adds routes
-                    late = d - tx - (owlt[ci] if ci not in self._g.var_owlt else 0.0)
+                    late = d - tx - (owlt[ci] if ci not in var_owlt else 0.0)
                     if late > ce - tx:
                         late = ce - tx
-                    if late >= st and st < ce and late > best:
+                    if late >= st and late > best:
                         best = late
                 if best < t:
                     continue  # no route is ready at w before t
-                # can a route from src reach w by best, within the hop budget?
+                # can a route from the source reach w by best, within the hop budget?
                 if w != src:
                     rem = max_hops - k1
                     ok = horizon <= best and (hop_free or rem >= 1)
-                    if not ok:
-                        lab = head[ix[w]]
-                        while lab >= 0 and la[lab] <= best:
-                            if hop_free or lh[lab] <= rem:
-                                ok = True
-                                break
-                            lab = lnext[lab]
+                    lab = head[w]
+                    while not ok and lab >= 0:
+                        la, lh = labels[lab][:2]
+                        if la > best:
+                            break
+                        ok = hop_free or lh <= rem
+                        lab = lnext[lab]
                     if not ok:
                         continue
                 fw = front.get(w)
@@ -1309,7 +1323,11 @@ class Router:
             told = self._from_tree(tree, src, dst, at_s, size, excl)
             if told is not None:
                 self.stats["tree_hits"] += 1
-        if told is None and (tree is None or tree.t0 < at_s or tree.src != src):
+        if (
+            told is None
+            and (tree is None or tree.t0 < at_s or tree.src != src)
+            and src in self._g.node_index()
+        ):
             tree = self._tree = self._new_tree(src, at_s)
             told = self._from_tree(tree, src, dst, at_s, size, excl)
         if told is not None:
