@@ -323,12 +323,17 @@ class SegmentLog:
         return fds, dir_dirty
 
     def sync_files(self, fds: Iterable[int], dir_dirty: bool) -> None:
-        """Any thread: fsync ``fds`` (from :meth:`take_dirty`; closes them)
-        and, if a segment was created, the directory."""
+        """Any thread: flush ``fds`` (from :meth:`take_dirty`; closes them)
+        to the disk and, if a segment was created, fsync the directory.
+
+        ``fdatasync``, not ``fsync``: it writes the data and the metadata
+        needed to read it back (the file's size, its blocks) but not its
+        times -- what a segment's bytes need to survive a power cut, with
+        one journal update less per file on ext4."""
         err: OSError | None = None
         for fd in fds:
             try:
-                os.fsync(fd)
+                os.fdatasync(fd)
             except OSError as exc:
                 err = err or exc
             finally:
