@@ -120,6 +120,10 @@ class SegmentLog:
     def _path(self, seg: int) -> str:
         return os.path.join(self.directory, _name(seg))
 
+    def path_of(self, seg: int) -> str:
+        """The file of segment ``seg``."""
+        return self._path(seg)
+
     # -- writing (store thread)
 
     def append(self, data: bytes) -> tuple[int, int]:

@@ -284,11 +284,14 @@ class StoreModel(RuleBasedStateMachine):
     @rule()
     def crash(self) -> None:
         # kill -9: the page cache keeps every write. Reopening must find
-        # every bundle and only them.
+        # every bundle and only them -- and make what it found durable
+        # before it removes anything: a power cut after the restart must
+        # not bring back a row whose segment the open removed.
         self._abandon()
         self.store = self.open()
         assert self.store.dropped_at_open == []
         assert self.store.corrupt_at_open == []
+        self._durable_now()
         seg_dir = Path(str(self.path) + ".segments")
         on_disk = len(list(seg_dir.iterdir())) if seg_dir.exists() else 0
         assert on_disk <= len(self.bundles)

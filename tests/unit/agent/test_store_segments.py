@@ -605,3 +605,52 @@ def test_a_batch_with_a_key_already_stored_commits_nothing(tmp_path: Path) -> No
     assert s2.dropped_at_open == []
     assert s2.corrupt_at_open == []
     s2.close()
+
+
+def test_an_open_makes_what_it_found_durable_before_removing_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A synced bundle is deleted, the process dies before that deletion is
+    # synced (group commit), and the restart finds its segment empty. The
+    # open must flush the WAL -- which it read the deletion back from, out
+    # of the page cache -- before it unlinks the segment: else a power cut
+    # after the restart brings the row back without its bytes, and an
+    # acknowledged bundle is dropped.
+    import dcis.dtn.storage.segments as segments_mod
+    import dcis.dtn.storage.sqlite_store as store_mod
+
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True)
+    s.put(rec("a", BIG), payload(1))
+    s.close()  # syncs: "a" is durable
+    s = SqliteStore(db, deferred_sync=True)
+    assert s.delete("a")
+    seg = Path(str(db) + ".segments") / "00000001.seg"
+    assert seg.exists()
+    # kill -9: no sync, no close (the fds go with the process).
+    assert s._segs is not None
+    s._segs.close()
+    s._db.close()
+    s._unlock()
+
+    events: list[str] = []
+    real_fdatasync, real_unlink = os.fdatasync, os.unlink
+
+    def fdatasync(fd: int) -> None:
+        events.append("sync " + os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fdatasync(fd)
+
+    def unlink(path: str) -> None:
+        events.append("unlink " + os.path.basename(path))
+        real_unlink(path)
+
+    monkeypatch.setattr(store_mod.os, "fdatasync", fdatasync)
+    monkeypatch.setattr(segments_mod.os, "unlink", unlink)
+    s2 = SqliteStore(db, deferred_sync=True)
+    monkeypatch.undo()
+    assert "a" not in s2
+    assert not seg.exists()
+    assert "unlink 00000001.seg" in events
+    gone = events.index("unlink 00000001.seg")
+    assert "sync b.db-wal" in events[:gone]
+    s2.close()
