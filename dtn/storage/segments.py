@@ -32,7 +32,7 @@ can bring one back to life), so nothing needs a lock.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from dcis.dtn.errors import DtnError
 
@@ -107,12 +107,19 @@ class SegmentLog:
                 out.append(int(stem))
         return sorted(out)
 
-    def adopt(self, counts: dict[int, int]) -> list[int]:
+    def adopt(
+        self, counts: dict[int, int], before_unlink: Callable[[], None] | None = None
+    ) -> list[int]:
         """At open: ``counts`` maps each segment to the payloads the index
         still points into. Segments on disk with none are removed (a crash
-        came between a commit and the unlink); returns their numbers."""
+        came between a commit and the unlink, or before the sync of the
+        commit that emptied them); returns their numbers. ``before_unlink``
+        runs first when there are any (the store makes what it found
+        durable there)."""
         self._live = {s: n for s, n in counts.items() if n > 0}
         orphans = [s for s in self.on_disk() if s not in self._live]
+        if orphans and before_unlink is not None:
+            before_unlink()
         for s in orphans:
             self._unlink(s)
         return orphans

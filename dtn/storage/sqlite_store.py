@@ -378,17 +378,17 @@ class SqliteStore:
             self._used -= sum(n for _, n in bad)
             self._count -= len(bad)
             self.dropped_at_open = [k for k, _ in bad]
-        self._sync_found(segs, counts)
-        segs.adopt(counts)
+        segs.adopt(counts, lambda: self._sync_found(segs, counts))
 
     def _sync_found(self, segs: SegmentLog, counts: dict[int, int]) -> None:
-        """At open, before anything is removed: flush what was found -- the
-        segment files rows point into, the WAL, the database file. After a
-        ``kill -9`` SQLite reads back commits that were never synced (they
-        sat in the page cache): without this, removing a segment those
-        commits emptied, and a power cut after it, would bring back rows
-        pointing into a missing file; and a row kept now must not lose its
-        bytes to a later power cut. An open makes what it found durable."""
+        """At open, before segments no row points into are removed: flush
+        what was found -- the segment files rows point into, the WAL, the
+        database file. After a ``kill -9`` SQLite reads back commits that
+        were never synced (they sat in the page cache): without this,
+        removing a segment those commits emptied, and a power cut after
+        it, would bring back rows pointing into a missing file (and the
+        rows kept must then not lose their bytes either). An open that
+        removes nothing changes nothing on disk and needs no flush."""
         names = [segs.path_of(seg) for seg in sorted(counts)]
         for name in (*names, self._path + "-wal", self._path):
             try:
