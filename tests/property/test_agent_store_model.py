@@ -169,38 +169,36 @@ class StoreModel(RuleBasedStateMachine):
     @rule(
         keys=st.lists(KEYS, min_size=1, max_size=4, unique=True),
         size=st.sampled_from([41, 60, BIGGEST]),
+        killed=st.sampled_from([False, False, False, True]),
     )
-    def batch_rolled_back(self, keys: list[str], size: int) -> None:
-        # Batched puts and marks of a block that fails leave nothing.
+    def batch_rolled_back(self, keys: list[str], size: int, killed: bool) -> None:
+        # Batched puts and marks of a block that fails leave nothing; nor
+        # does a kill -9 inside a block (``killed``; one in four, as each
+        # reopens the store): its payloads are in the segment files (page
+        # cache), its rows and marks were never committed, and the reopened
+        # store finds everything committed before, none of the block, and
+        # drops nothing as damaged.
+        if killed:
+            self.store.transaction().__enter__()  # never left: the process dies
+            self._fill_block(keys, size)
+            self.crash()
+            return
         try:
             with self.store.transaction():
-                added = 0
-                for key in keys:
-                    if key not in self.bundles and self.used() + added + size <= LIMIT:
-                        self.store.put(self._rec(key, size, 5), bytes([7]) * size)
-                        added += size
-                    self.store.mark_delivered(key + "y", 5)
+                self._fill_block(keys, size)
                 raise RuntimeError("abort")
         except RuntimeError:
             pass
 
-    @rule(
-        keys=st.lists(KEYS, min_size=1, max_size=4, unique=True),
-        size=st.sampled_from([41, 60, BIGGEST]),
-    )
-    def crash_mid_batch(self, keys: list[str], size: int) -> None:
-        # kill -9 inside a block: its payloads are in the segment files
-        # (page cache), its rows and marks were never committed. Reopening
-        # finds everything committed before, none of the block, and drops
-        # nothing as damaged.
-        self.store.transaction().__enter__()
+    def _fill_block(self, keys: list[str], size: int) -> None:
+        # Puts (where they fit) and marks inside an open block, outside the
+        # model: the block never commits.
         added = 0
         for key in keys:
             if key not in self.bundles and self.used() + added + size <= LIMIT:
-                self.store.put(self._rec(key, size, 5), bytes([9]) * size)
+                self.store.put(self._rec(key, size, 5), bytes([7]) * size)
                 added += size
-            self.store.mark_delivered(key + "z", 5)
-        self.crash()
+            self.store.mark_delivered(key + "y", 5)
 
     @staticmethod
     def _rec(key: str, size: int, expiry: int) -> StoredBundle:
@@ -315,7 +313,7 @@ class StoreModel(RuleBasedStateMachine):
             assert self.store.get(k) == d
         for k in self.delivered:
             assert self.store.is_delivered(k)
-        for k in ("k0y", "k0z", "k1y", "k1z"):
+        for k in ("k0y", "k1y", "k2y"):
             assert self.store.is_delivered(k) == (k in self.delivered)
 
     @invariant()
