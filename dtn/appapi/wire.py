@@ -125,8 +125,22 @@ def _head(major: int, n: int) -> bytes:
 def _dumps_flat_map(msg: dict[str, Any]) -> bytes | None:
     """``cbor2.dumps(msg)`` for a map of fewer than 24 text keys whose values
     are ints of at most 64 bits, text, bytes, booleans or None; else None."""
+    parts = _flat_map_parts(msg, _NEVER_SPLIT)
+    return None if parts is None else parts[0]
+
+
+_NEVER_SPLIT = 1 << 62
+"""A ``large`` no byte string reaches: :func:`_flat_map_parts` joins all."""
+
+
+def _flat_map_parts(msg: dict[str, Any], large: int) -> list[bytes] | None:
+    """``cbor2.dumps(msg)`` (a flat map, as :func:`_dumps_flat_map` takes) as
+    buffers: each byte value of at least ``large`` bytes is an item of its
+    own, the caller's object itself, and the bytes between two such values
+    are joined; None for a map this does not encode."""
     if len(msg) >= 24:
         return None
+    out: list[bytes] = []
     parts = [bytes((0xA0 | len(msg),))]
     for key, value in msg.items():
         k = _KEYS.get(key)
@@ -141,7 +155,12 @@ def _dumps_flat_map(msg: dict[str, Any]) -> bytes | None:
         t = type(value)
         if t is bytes:
             parts.append(_head(0x40, len(value)))
-            parts.append(value)
+            if len(value) >= large:
+                out.append(b"".join(parts))
+                out.append(value)
+                parts = []
+            else:
+                parts.append(value)
         elif t is str:
             raw = value.encode()
             parts.append(_head(0x60, len(raw)))
@@ -161,7 +180,9 @@ def _dumps_flat_map(msg: dict[str, Any]) -> bytes | None:
             parts.append(b"\xf4")
         else:
             return None
-    return b"".join(parts)
+    if parts or not out:
+        out.append(b"".join(parts))
+    return out
 
 
 def _loads_flat_map(body: bytes) -> dict[str, Any] | None:
@@ -245,12 +266,17 @@ def encode_message_parts(
     Raises :class:`InvalidArgument` if ``msg`` lacks a known ``type``."""
     if msg.get("type") not in _SCHEMA:
         raise InvalidArgument(f"unknown message type {msg.get('type')!r}")
+    flat = _flat_map_parts(msg, large)
+    if flat is not None:
+        # A flat map (every message the node and the clients send): its
+        # small values encoded here, not by one cbor2.dumps call each
+        # (~4 us apiece: ~85 us for a send request with a large payload).
+        flat[0] = bstr_head(sum(len(p) for p in flat)) + flat[0]
+        return flat
     if len(msg) >= 24 or not any(
         type(v) is bytes and len(v) >= large for v in msg.values()
     ):
-        body = _dumps_flat_map(msg)
-        if body is None:
-            body = cbor2.dumps(msg)
+        body = cbor2.dumps(msg)
         return [bstr_head(len(body)) + body]
     parts: list[bytes] = []
     small: list[bytes] = [bytes([0xA0 | len(msg)])]
