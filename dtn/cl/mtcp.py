@@ -60,20 +60,43 @@ class MtcpDecoder:
         """Consume stream bytes; return every bundle completed. Raises only DecodeError.
 
         Each bundle is copied once, out of ``data`` or out of the buffer of
-        a frame that came in several pieces (never sliced then copied)."""
+        a frame that came in several pieces (never sliced then copied). The
+        buffer only ever holds the frame in progress: a frame begun in an
+        earlier read takes from ``data`` just the bytes it lacks, and the
+        frames after it are read from ``data`` directly (a read that starts
+        mid-frame -- most reads of a stream of 64 KB bundles -- is not
+        appended whole, then copied out a second time)."""
         out: list[bytes] = []
-        if not self._buf:
-            # Fast path: frames read straight from ``data``; only a partial
-            # tail is buffered.
-            view = memoryview(data).cast("B")
-            pos = self._frames(view, 0, out)
-            if pos < len(view):
-                self._buf += view[pos:]
-            return out
-        self._buf += data
-        with memoryview(self._buf) as view:
-            pos = self._frames(view, 0, out)
-        del self._buf[:pos]
+        view = memoryview(data).cast("B")
+        pos, end = 0, len(view)
+        buf = self._buf
+        while buf and pos < end:
+            need = self._need
+            if need is None:
+                # A frame head received in part (a head is at most 9 bytes).
+                take = min(9 - len(buf), end - pos)
+                buf += view[pos : pos + take]
+                pos += take
+                with memoryview(buf) as bview:
+                    used = self._frames(bview, 0, out)
+                # Left: a head still in part, or (the head complete) the
+                # start of its payload.
+                del buf[:used]
+                continue
+            missing = need - len(buf)
+            if end - pos < missing:
+                buf += view[pos:]
+                pos = end
+                break
+            buf += view[pos : pos + missing]
+            pos += missing
+            out.append(bytes(buf))
+            buf.clear()
+            self._need = None
+        if pos < end:
+            pos = self._frames(view, pos, out)
+            if pos < end:
+                buf += view[pos:]
         return out
 
     def _frames(self, view: memoryview, pos: int, out: list[bytes]) -> int:
