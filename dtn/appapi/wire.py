@@ -185,7 +185,7 @@ def _flat_map_parts(msg: dict[str, Any], large: int) -> list[bytes] | None:
     return out
 
 
-def _loads_flat_map(body: bytes) -> dict[str, Any] | None:
+def _loads_flat_map(body: bytes | memoryview) -> dict[str, Any] | None:
     """The map ``body`` encodes when it is exactly one definite-length map
     of fewer than 24 text keys (shorter than 256 bytes) whose values are
     integers, text, byte strings, booleans or null -- what
@@ -209,7 +209,7 @@ def _loads_flat_map(body: bytes) -> dict[str, Any] | None:
                 return None
             if end > n:
                 return None
-            key = body[pos:end].decode()
+            key = str(body[pos:end], "utf-8")
             pos = end
             ib = body[pos]
             pos += 1
@@ -233,7 +233,10 @@ def _loads_flat_map(body: bytes) -> dict[str, Any] | None:
                 end = pos + arg
                 if end > n:
                     return None
-                out[key] = body[pos:end] if major == 2 else body[pos:end].decode()
+                # bytes() of a bytes slice is the slice itself; of a view
+                # (a frame still in the read buffer), its one copy.
+                value = body[pos:end]
+                out[key] = bytes(value) if major == 2 else str(value, "utf-8")
                 pos = end
             elif major == 7 and ib in _TRUE_FALSE_NULL:
                 out[key] = _TRUE_FALSE_NULL[ib]
@@ -402,8 +405,9 @@ def encode_send_head(
     return bstr_head(body) + b"".join(parts)
 
 
-def decode_message_untrusted(body: bytes) -> dict[str, Any]:
-    """Decode and validate one message body (a frame's content).
+def decode_message_untrusted(body: bytes | memoryview) -> dict[str, Any]:
+    """Decode and validate one message body (a frame's content: bytes, or a
+    view of a read buffer -- the message keeps nothing of it).
 
     Raises only :class:`DecodeError` (not CBOR, not a map, unknown type, a
     required key missing or of the wrong type).
@@ -411,7 +415,7 @@ def decode_message_untrusted(body: bytes) -> dict[str, Any]:
     msg: Any = _loads_flat_map(body)
     if msg is None:
         try:
-            msg = loads_untrusted(body, what="appapi message")
+            msg = loads_untrusted(bytes(body), what="appapi message")
         except CborDecodeError as exc:
             raise DecodeError(str(exc), where="appapi message") from None
     if not isinstance(msg, dict):
@@ -447,7 +451,9 @@ class MessageReader:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[dict[str, Any]]:
         """Consume stream bytes; return complete messages."""
-        return [decode_message_untrusted(b) for b in self._frames.feed(data)]
+        # Frames read whole are decoded from the read itself (a view): the
+        # payload of a send is copied once, not into a frame then out of it.
+        return self._frames.feed_frames(data, decode_message_untrusted)
 
     @property
     def buffered_bytes(self) -> int:

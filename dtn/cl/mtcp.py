@@ -10,8 +10,12 @@ the driver feeds whatever ``recv`` returned).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import TypeVar
 
 from dcis.dtn.errors import DecodeError, InvalidArgument
+
+T = TypeVar("T")
 
 DEFAULT_MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 
@@ -59,6 +63,20 @@ class MtcpDecoder:
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Consume stream bytes; return every bundle completed. Raises only DecodeError.
 
+        Each bundle is copied once (see :meth:`feed_frames`)."""
+        return self.feed_frames(data, bytes)
+
+    def feed_frames(
+        self,
+        data: bytes | bytearray | memoryview,
+        convert: Callable[[bytes | memoryview], T],
+    ) -> list[T]:
+        """Consume stream bytes; return ``convert(frame)`` of every frame
+        completed, in order. A frame read whole from ``data`` is passed as a
+        memoryview of ``data``, valid only during the call (``convert`` must
+        copy what it keeps: ``bytes`` does); a frame gathered over several
+        reads, as ``bytes``. Raises what ``convert`` raises, and DecodeError.
+
         Each bundle is copied once, out of ``data`` or out of the buffer of
         a frame that came in several pieces (never sliced then copied). The
         buffer only ever holds the frame in progress: a frame begun in an
@@ -66,7 +84,7 @@ class MtcpDecoder:
         frames after it are read from ``data`` directly (a read that starts
         mid-frame -- most reads of a stream of 64 KB bundles -- is not
         appended whole, then copied out a second time)."""
-        out: list[bytes] = []
+        out: list[T] = []
         view = memoryview(data).cast("B")
         pos, end = 0, len(view)
         buf = self._buf
@@ -78,7 +96,7 @@ class MtcpDecoder:
                 buf += view[pos : pos + take]
                 pos += take
                 with memoryview(buf) as bview:
-                    used = self._frames(bview, 0, out)
+                    used = self._frames(bview, 0, out, lambda v: convert(bytes(v)))
                 # Left: a head still in part, or (the head complete) the
                 # start of its payload.
                 del buf[:used]
@@ -90,16 +108,22 @@ class MtcpDecoder:
                 break
             buf += view[pos : pos + missing]
             pos += missing
-            out.append(bytes(buf))
+            out.append(convert(bytes(buf)))
             buf.clear()
             self._need = None
         if pos < end:
-            pos = self._frames(view, pos, out)
+            pos = self._frames(view, pos, out, convert)
             if pos < end:
                 buf += view[pos:]
         return out
 
-    def _frames(self, view: memoryview, pos: int, out: list[bytes]) -> int:
+    def _frames(
+        self,
+        view: memoryview,
+        pos: int,
+        out: list[T],
+        convert: Callable[[bytes | memoryview], T],
+    ) -> int:
         """Append the bundles completed in ``view[pos:]`` to ``out`` (the
         partial frame state in ``self._need``); return where the unconsumed
         bytes start."""
@@ -134,7 +158,7 @@ class MtcpDecoder:
                 self._need = length
             if end - pos < self._need:
                 break
-            out.append(bytes(view[pos : pos + self._need]))
+            out.append(convert(view[pos : pos + self._need]))
             pos += self._need
             self._need = None
         return pos

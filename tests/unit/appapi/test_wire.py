@@ -226,6 +226,24 @@ def test_the_flat_map_decoder_agrees_with_the_general_path(
         assert decode_or_none(raw) == msg
 
 
+@given(msg=st.dictionaries(st.text(max_size=30), _FLAT, max_size=25))
+def test_a_message_decoded_from_a_view_keeps_nothing_of_the_buffer(
+    msg: dict[str, object],
+) -> None:
+    # The node and the clients decode a frame from their read buffer (a
+    # memoryview): the same message as from bytes, values as bytes and str,
+    # and the buffer free to be reused or resized at once.
+    buf = bytearray(encode_message({**msg, "type": "status", "id": 1}))
+    frames = MessageReader().feed(buf)
+    frames += MessageReader().feed(memoryview(buf))
+    buf[:] = b"\x00" * len(buf)  # the next read overwrites it
+    buf += b"grows"  # and a bytearray with a view alive could not resize
+    want = {**msg, "type": "status", "id": 1}
+    assert frames == [want, want]
+    for m in frames:
+        assert not any(isinstance(v, memoryview) for v in m.values())
+
+
 def decode_or_none(raw: bytes) -> object:
     fast = _loads_flat_map(raw)
     return fast if fast is not None else _general(raw)

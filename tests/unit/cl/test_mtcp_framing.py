@@ -144,3 +144,30 @@ def test_a_read_that_finishes_a_frame_is_not_buffered_whole() -> None:
     assert out == bundles
     # the bundles returned, the first frame's buffer, a little slack
     assert peak <= sum(len(b) for b in bundles) + 50_000 + 16_384
+
+
+@given(
+    st.lists(st.binary(max_size=300), max_size=8),
+    st.lists(st.integers(0, 3000), max_size=6),
+)
+def test_frames_read_whole_are_handed_over_as_views_of_the_read(
+    bundles: list[bytes], cuts: list[int]
+) -> None:
+    # feed_frames passes a frame read whole as a view of the read (the app
+    # API decodes messages from it without copying the frame first), a
+    # frame gathered over reads as bytes; the frames are those feed returns.
+    stream = b"".join(encode_mtcp_frame(b) for b in bundles)
+    points = sorted({c % (len(stream) + 1) for c in cuts} | {len(stream)})
+    dec, plain = MtcpDecoder(), MtcpDecoder()
+    got: list[tuple[type, bytes]] = []
+    want: list[bytes] = []
+    prev = 0
+    for at in points:
+        read = bytearray(stream[prev:at])
+        got += dec.feed_frames(read, lambda f: (type(f), bytes(f)))
+        want += plain.feed(stream[prev:at])
+        prev = at
+    assert [b for _, b in got] == want == bundles
+    if len(points) == 1:
+        assert all(t is memoryview for t, _ in got)
+    assert all(t in (memoryview, bytes) for t, _ in got)
