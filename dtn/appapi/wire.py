@@ -32,6 +32,7 @@ node -> client
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import cbor2
@@ -185,6 +186,11 @@ def _flat_map_parts(msg: dict[str, Any], large: int) -> list[bytes] | None:
     return out
 
 
+def _view_text(view: memoryview) -> str:
+    """The UTF-8 text in ``view`` (UnicodeDecodeError if it is not)."""
+    return str(view, "utf-8")
+
+
 def _loads_flat_map(body: bytes | memoryview) -> dict[str, Any] | None:
     """The map ``body`` encodes when it is exactly one definite-length map
     of fewer than 24 text keys (shorter than 256 bytes) whose values are
@@ -196,6 +202,7 @@ def _loads_flat_map(body: bytes | memoryview) -> dict[str, Any] | None:
         return None
     pos = 1
     out: dict[str, Any] = {}
+    text: Callable[[Any], str] = bytes.decode if type(body) is bytes else _view_text
     try:
         for _ in range(body[0] & 0x1F):
             ib = body[pos]
@@ -209,7 +216,7 @@ def _loads_flat_map(body: bytes | memoryview) -> dict[str, Any] | None:
                 return None
             if end > n:
                 return None
-            key = str(body[pos:end], "utf-8")
+            key = text(body[pos:end])
             pos = end
             ib = body[pos]
             pos += 1
@@ -233,10 +240,13 @@ def _loads_flat_map(body: bytes | memoryview) -> dict[str, Any] | None:
                 end = pos + arg
                 if end > n:
                     return None
-                # bytes() of a bytes slice is the slice itself; of a view
-                # (a frame still in the read buffer), its one copy.
+                # A view's slice (a large frame still in the read buffer)
+                # is copied once, here.
                 value = body[pos:end]
-                out[key] = bytes(value) if major == 2 else str(value, "utf-8")
+                if major == 3:
+                    out[key] = text(value)
+                else:
+                    out[key] = bytes(value)  # a bytes slice: itself
                 pos = end
             elif major == 7 and ib in _TRUE_FALSE_NULL:
                 out[key] = _TRUE_FALSE_NULL[ib]
@@ -405,6 +415,10 @@ def encode_send_head(
     return bstr_head(body) + b"".join(parts)
 
 
+_VIEW_DECODE_BYTES = 16 * 1024
+"""A frame handed over as a view shorter than this is decoded from a copy."""
+
+
 def decode_message_untrusted(body: bytes | memoryview) -> dict[str, Any]:
     """Decode and validate one message body (a frame's content: bytes, or a
     view of a read buffer -- the message keeps nothing of it).
@@ -412,6 +426,10 @@ def decode_message_untrusted(body: bytes | memoryview) -> dict[str, Any]:
     Raises only :class:`DecodeError` (not CBOR, not a map, unknown type, a
     required key missing or of the wrong type).
     """
+    if type(body) is not bytes and len(body) < _VIEW_DECODE_BYTES:
+        # Slicing bytes is cheaper than slicing a view: a small frame is
+        # copied first (~1.5 us less per 1 KB message), a large one is not.
+        body = bytes(body)
     msg: Any = _loads_flat_map(body)
     if msg is None:
         try:

@@ -226,13 +226,18 @@ def test_the_flat_map_decoder_agrees_with_the_general_path(
         assert decode_or_none(raw) == msg
 
 
-@given(msg=st.dictionaries(st.text(max_size=30), _FLAT, max_size=25))
+@given(
+    msg=st.dictionaries(st.text(max_size=30), _FLAT, max_size=25),
+    big=st.sampled_from([0, 20_000, 70_000]),
+)
 def test_a_message_decoded_from_a_view_keeps_nothing_of_the_buffer(
-    msg: dict[str, object],
+    msg: dict[str, object], big: int
 ) -> None:
     # The node and the clients decode a frame from their read buffer (a
     # memoryview): the same message as from bytes, values as bytes and str,
     # and the buffer free to be reused or resized at once.
+    if big:  # a large frame is decoded from the view itself
+        msg["payload"] = bytes(range(256)) * (big // 256)
     buf = bytearray(encode_message({**msg, "type": "status", "id": 1}))
     frames = MessageReader().feed(buf)
     frames += MessageReader().feed(memoryview(buf))
