@@ -26,9 +26,11 @@ the bundles stored and sent by then, for
   simulated time).
 
 Usage: ``.venv/bin/python bench/sim_scale.py [--nodes 100|1000] [--hours H]
-[--repeats N] [--bundles N] [--seed N] [--no-memory] [--progress]``
-(``--progress``: a line per simulated hour, so a run cut short by a time
-limit still tells how far it got.)
+[--repeats N] [--bundles N] [--seed N] [--no-memory] [--progress]
+[--routing-cpu]`` (``--progress``: a line per simulated hour, so a run cut
+short by a time limit still tells how far it got; ``--routing-cpu``: time
+the routers' calls as well, and print each run's CPU per transmission
+outside routing -- the per-hop cost that is not route search.)
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import sys
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -138,9 +141,10 @@ def floor_hop(
     node, age and hop count blocks (RFC 9171 5.4), encode the bundle again
     and frame it as a DATA segment with ``token``, then delete it from the
     store (as when the next hop ACKs). Returns the outgoing segment. One
-    decode per hop -- the agent does two (at reception, and again from the
-    store when it forwards) -- and no routing, timers, trace or event
-    queue: a lower bound for the real path, not a model of it."""
+    decode per hop -- as the simulator's agents do when the decoded copy
+    they kept is still there (``SIM_KEEP_DECODED``; else they decode the
+    stored copy again to forward it) -- and no routing, timers, trace or
+    event queue: a lower bound for the real path, not a model of it."""
     seg = decode_datagram_untrusted(dgram)
     if not isinstance(seg, DataSegment):
         raise RuntimeError("the floor hop expects a DATA segment")
@@ -180,6 +184,36 @@ def floor_us_per_hop(payload_bytes: int, hops: int = 4_000) -> float:
     for i in range(hops):
         floor_hop(dgram, store, 2, i + 2, now)
     return (time.process_time() - t0) / hops * 1e6
+
+
+_ROUTER_CALLS = ("forwarding_route", "consume", "release")
+"""The ``Router`` methods the agents call (``--routing-cpu`` times them)."""
+
+
+def time_routing() -> list[float]:
+    """Wrap the routers' methods the agents call with ``time.process_time``
+    (for ``--routing-cpu``); returns the one-element list they add their CPU
+    seconds to. Costs ~1 us per call, so it is opt-in."""
+    from dcis.dtn.routing.cgr import Router
+
+    spent = [0.0]
+    clock = time.process_time
+
+    def timed(name: str) -> Any:
+        inner = getattr(Router, name)
+
+        def call(self: Router, *args: Any, **kw: Any) -> Any:
+            t0 = clock()
+            try:
+                return inner(self, *args, **kw)
+            finally:
+                spent[0] += clock() - t0
+
+        return call
+
+    for name in _ROUTER_CALLS:
+        setattr(Router, name, timed(name))
+    return spent
 
 
 def timed_run(
@@ -269,6 +303,11 @@ def main() -> int:
         "--no-memory", action="store_true", help="skip the tracemalloc runs"
     )
     ap.add_argument(
+        "--routing-cpu",
+        action="store_true",
+        help="time the routers' calls too: CPU per transmission outside routing",
+    )
+    ap.add_argument(
         "--progress",
         action="store_true",
         help="print counts, CPU time and RSS after every simulated hour",
@@ -302,17 +341,27 @@ def main() -> int:
     cpus: list[float] = []
     shas: list[str] = []
     summary: SimSummary | None = None
+    routing = time_routing() if args.routing_cpu else None
     for i in range(repeats):
+        if routing is not None:
+            routing[0] = 0.0
         wall, cpu, summary = timed_run(
             args.seed, bundles, args.nodes, args.hours, args.progress
         )
         walls.append(wall)
         cpus.append(cpu)
         shas.append(summary.trace_sha256)
+        split = ""
+        if routing is not None:
+            outside = (cpu - routing[0]) / max(summary.transmissions, 1) * 1e6
+            split = (
+                f", routing {routing[0]:.2f} s CPU, {outside:.0f} us CPU per"
+                " transmission outside routing"
+            )
         print(
             f"  run {i + 1}: {wall:.2f} s wall ({cpu:.2f} s CPU), {span_s / wall:,.0f}x real time,"
             f" {summary.events / wall:,.0f} events/s, trace {summary.trace_sha256[:16]},"
-            f" peak RSS {peak_rss_mib():.0f} MiB",
+            f" peak RSS {peak_rss_mib():.0f} MiB{split}",
             flush=True,
         )
     assert summary is not None

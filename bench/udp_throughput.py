@@ -28,7 +28,9 @@ References, measured in the same run at each size:
   48 (12) in flight. Variants: ``ack only`` (stores nothing), ``write``
   (plus ``os.write`` to an append-only file before the ack, on the same
   on-disk file system as the daemons' stores: survives kill -9) and
-  ``write+fsync`` (plus ``os.fsync`` before each ack: survives power loss).
+  ``write+fsync`` (plus a sync before each ack: survives power loss;
+  ``os.fdatasync``, the call the daemons' store syncs its segment files and
+  WAL with, so the ceiling and the daemon pay the same kind of sync).
   A daemon does strictly more work per bundle, so its goodput stays below
   the matching ceiling: ``write`` for ``NORMAL``, ``write+fsync`` for
   ``FULL``.
@@ -173,6 +175,9 @@ def raw_tcp(size: int, count: int) -> float:
 # -- ceiling: the least work a hop that stores before it acks can do ---------
 
 CEILING_VARIANTS = ("ack only", "write", "write+fsync")
+# The sync the ceiling rows pay: the store's (dcis.dtn.storage: segment files
+# and the WAL are synced with fdatasync), so the rows compare like with like.
+_durable_sync = os.fdatasync
 _ACK_EVERY = 16  # datagrams per cumulative ack
 _WINDOW = 48  # unacked datagrams the sender keeps in flight
 _IDLE_S = 2.0  # a receiver or sender idle this long gives up (lost datagrams)
@@ -238,7 +243,7 @@ def _ceiling_receiver(
             pending += 1
             if pending >= _ACK_EVERY or n == count:
                 if sync:
-                    os.fsync(fd)  # survives power loss
+                    _durable_sync(fd)  # survives power loss
                 s.sendto(n.to_bytes(8, "big"), addr)
                 pending = 0
             last = time.perf_counter()
@@ -332,7 +337,7 @@ def _ceiling_tcp_receiver(
                 frames = nbytes // size
                 if frames - acked >= _TCP_ACK_EVERY or frames == count:
                     if sync:
-                        os.fsync(fd)
+                        _durable_sync(fd)
                     conn.sendall(frames.to_bytes(8, "big"))
                     acked = frames
                 last = time.perf_counter()
@@ -454,7 +459,7 @@ def _chain_hop(
                 frames = nbytes // size
                 if frames - acked >= every or frames == count:
                     if sync:
-                        os.fsync(fd)
+                        _durable_sync(fd)
                     if ack_up:
                         try:
                             conn.sendall(frames.to_bytes(8, "big"))

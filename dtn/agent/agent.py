@@ -140,8 +140,9 @@ class AgentConfig:
     - ``keep_decoded``: the most just-stored bundles kept decoded in memory
       so that delivering or forwarding them reads neither the store nor the
       decoder again (``entries.load_bundle``; at most ``entries.HOT_MAX_BYTES``
-      bytes of them). 0 (the default: simulations hold many agents) keeps
-      none; the daemon keeps ``entries.HOT_MAX_BUNDLES``.
+      bytes of them). 0 (the default) keeps none; the daemon keeps
+      ``entries.HOT_MAX_BUNDLES``, the simulator's agents
+      ``dcis.dtn.sim.engine.SIM_KEEP_DECODED`` each (a thousand agents).
     - ``reroute_interval_ms`` / ``max_reroute_interval_ms``: with a contact
       plan, bundles without a route to a destination are routed again after
       this long, then after twice as long each time up to the maximum

@@ -15,7 +15,7 @@ A bundle is usually read back soon after it is stored: delivered at once,
 or forwarded once the link's window has room. :func:`store_new` keeps the
 decoded bundle it was given in ``Agent._hot`` (oldest first, at most
 ``AgentConfig.keep_decoded`` bundles -- none by default, :data:`HOT_MAX_BUNDLES`
-in the daemon -- and :data:`HOT_MAX_BYTES` bytes) and
+in the daemon, 64 in the simulator -- and :data:`HOT_MAX_BYTES` bytes) and
 :func:`load_bundle` reads it there instead of reading and decoding the
 stored copy again (at 1 KB, a store read and a decode were ~8% of a node's
 CPU per bundle: spec/performance.md), until :func:`remove` takes the

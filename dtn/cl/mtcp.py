@@ -10,8 +10,12 @@ the driver feeds whatever ``recv`` returned).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import TypeVar
 
 from dcis.dtn.errors import DecodeError, InvalidArgument
+
+T = TypeVar("T")
 
 DEFAULT_MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 
@@ -59,24 +63,67 @@ class MtcpDecoder:
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Consume stream bytes; return every bundle completed. Raises only DecodeError.
 
+        Each bundle is copied once (see :meth:`feed_frames`)."""
+        return self.feed_frames(data, bytes)
+
+    def feed_frames(
+        self,
+        data: bytes | bytearray | memoryview,
+        convert: Callable[[bytes | memoryview], T],
+    ) -> list[T]:
+        """Consume stream bytes; return ``convert(frame)`` of every frame
+        completed, in order. A frame read whole from ``data`` is passed as a
+        memoryview of ``data``, valid only during the call (``convert`` must
+        copy what it keeps: ``bytes`` does); a frame gathered over several
+        reads, as ``bytes``. Raises what ``convert`` raises, and DecodeError.
+
         Each bundle is copied once, out of ``data`` or out of the buffer of
-        a frame that came in several pieces (never sliced then copied)."""
-        out: list[bytes] = []
-        if not self._buf:
-            # Fast path: frames read straight from ``data``; only a partial
-            # tail is buffered.
-            view = memoryview(data).cast("B")
-            pos = self._frames(view, 0, out)
-            if pos < len(view):
-                self._buf += view[pos:]
-            return out
-        self._buf += data
-        with memoryview(self._buf) as view:
-            pos = self._frames(view, 0, out)
-        del self._buf[:pos]
+        a frame that came in several pieces (never sliced then copied). The
+        buffer only ever holds the frame in progress: a frame begun in an
+        earlier read takes from ``data`` just the bytes it lacks, and the
+        frames after it are read from ``data`` directly (a read that starts
+        mid-frame -- most reads of a stream of 64 KB bundles -- is not
+        appended whole, then copied out a second time)."""
+        out: list[T] = []
+        view = memoryview(data).cast("B")
+        pos, end = 0, len(view)
+        buf = self._buf
+        while buf and pos < end:
+            need = self._need
+            if need is None:
+                # A frame head received in part (a head is at most 9 bytes).
+                take = min(9 - len(buf), end - pos)
+                buf += view[pos : pos + take]
+                pos += take
+                with memoryview(buf) as bview:
+                    used = self._frames(bview, 0, out, lambda v: convert(bytes(v)))
+                # Left: a head still in part, or (the head complete) the
+                # start of its payload.
+                del buf[:used]
+                continue
+            missing = need - len(buf)
+            if end - pos < missing:
+                buf += view[pos:]
+                pos = end
+                break
+            buf += view[pos : pos + missing]
+            pos += missing
+            out.append(convert(bytes(buf)))
+            buf.clear()
+            self._need = None
+        if pos < end:
+            pos = self._frames(view, pos, out, convert)
+            if pos < end:
+                buf += view[pos:]
         return out
 
-    def _frames(self, view: memoryview, pos: int, out: list[bytes]) -> int:
+    def _frames(
+        self,
+        view: memoryview,
+        pos: int,
+        out: list[T],
+        convert: Callable[[bytes | memoryview], T],
+    ) -> int:
         """Append the bundles completed in ``view[pos:]`` to ``out`` (the
         partial frame state in ``self._need``); return where the unconsumed
         bytes start."""
@@ -111,7 +158,7 @@ class MtcpDecoder:
                 self._need = length
             if end - pos < self._need:
                 break
-            out.append(bytes(view[pos : pos + self._need]))
+            out.append(convert(view[pos : pos + self._need]))
             pos += self._need
             self._need = None
         return pos

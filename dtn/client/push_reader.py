@@ -277,10 +277,11 @@ class PushReader:
                     continue  # a head received in part
                 self._left = length
                 if not self._large and end - pos >= self._left:
-                    # A whole small frame in view: decoded from one copy.
                     stop = pos + self._left
                     self._left = 0
-                    out.append(decode_message_untrusted(bytes(view[pos:stop])))
+                    # A whole small frame in view: decoded from the read
+                    # itself (its values copied out once).
+                    out.append(decode_message_untrusted(view[pos:stop]))
                     pos = stop
                     continue
             take = min(self._left, end - pos)

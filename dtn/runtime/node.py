@@ -145,9 +145,6 @@ _MAX_BATCH = 512
 # A receive batch (one store commit) also ends at this many bytes, so that
 # large datagrams do not hold a batch's worth of memory and ACK latency.
 _MAX_BATCH_BYTES = 4 << 20
-# MTCP: the bundle size from which a frame is sent as its head and then the
-# bundle (two writes, no copy of the bundle).
-_MTCP_SPLIT_BYTES = 64 * 1024
 # MTCP: bundles queued for a neighbour that go out in one batch of writes.
 _MTCP_BATCH = 256
 _MTCP_BATCH_BYTES = 4 << 20
@@ -1718,8 +1715,8 @@ class Node:
         try:
             async for first in peer.recv:
                 # What is queued goes out together (up to a count and a byte
-                # budget): small frames joined into one write, a large
-                # bundle after its CBOR head as it is, not copied.
+                # budget): each bundle after its CBOR head as it is, not
+                # copied, gathered into one sendmsg.
                 batch = [first]
                 size = len(first[1])
                 with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
@@ -1733,8 +1730,9 @@ class Node:
                 try:
                     if stream is None:
                         stream = await trio.open_tcp_stream(*peer.config.address)
-                    for chunk in _coalesce(parts, _MTCP_SPLIT_BYTES):
-                        await stream.send_all(chunk)
+                    # More than one sendmsg only when the socket buffer
+                    # fills: no join copying frames, no write per bundle.
+                    await send_buffers(stream, parts)
                     self.counters["mtcp_out"] += len(batch)
                 except (OSError, trio.BrokenResourceError) as exc:
                     ok = False
@@ -2267,11 +2265,6 @@ async def _wait_writable(sock: Any) -> None:
         await trio.lowlevel.wait_writable(sock)
 
 
-_COALESCE_BYTES = 128 * 1024
-"""Queued app API buffers shorter than this are joined into one write; a
-longer one (a large payload) is written as it is, not copied into a join."""
-
-
 _GATHER_BYTES = 16 * 1024
 """A pushed payload at least this long is queued as its own buffer, not
 copied into its message's frame: the app writer gathers buffers."""
@@ -2283,24 +2276,6 @@ async def _send_buffers(stream: trio.SocketStream, parts: list[bytes]) -> None:
     each payload twice (into its frame, then into a join of the queued
     frames). Only the connection's writer task writes."""
     await send_buffers(stream, parts)
-
-
-def _coalesce(parts: list[bytes], large: int = _COALESCE_BYTES) -> list[bytes]:
-    """The writes for ``parts`` in order: runs of buffers shorter than
-    ``large`` joined, larger ones on their own (one copy fewer of each)."""
-    out: list[bytes] = []
-    run: list[bytes] = []
-    for p in parts:
-        if len(p) >= large:
-            if run:
-                out.append(b"".join(run))
-                run = []
-            out.append(p)
-        else:
-            run.append(p)
-    if run:
-        out.append(b"".join(run))
-    return out
 
 
 class _Outbox:

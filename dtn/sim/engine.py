@@ -559,15 +559,32 @@ def _nearest_rank(sorted_values: list[int], q: float) -> float | None:
     return sorted_values[idx] / _US
 
 
+SIM_KEEP_DECODED = 64
+"""``AgentConfig.keep_decoded`` of the agents :func:`default_agent_factory`
+builds: each keeps up to this many of the bundles it just stored decoded,
+so forwarding one reads it there instead of decoding the stored copy a
+second time (one decode per hop instead of two; spec/performance.md,
+"Fourth round: per hop"). The copies are of stored bundles only, dropped
+when the bundle leaves, so the memory they take follows the bundles
+stored (at most this many per node, and ``entries.HOT_MAX_BYTES`` of
+them), not simulated time."""
+
+
 def default_agent_factory(
     *, node: int, store: Any, plan: PlanLike, plan_epoch: DtnTime, rng: random.Random
 ) -> SimAgent:
-    """Build a real ``dcis.dtn.agent.Agent``."""
+    """Build a real ``dcis.dtn.agent.Agent`` (keeping :data:`SIM_KEEP_DECODED`
+    just-stored bundles decoded)."""
     # Imported by name at call time: the engine and its fake-agent tests do
     # not need the agent package.
-    agent_cls = importlib.import_module("dcis.dtn.agent.agent").Agent
-    agent: SimAgent = agent_cls(
-        node=node, store=store, plan=plan, plan_epoch=plan_epoch, rng=rng
+    mod = importlib.import_module("dcis.dtn.agent.agent")
+    agent: SimAgent = mod.Agent(
+        node=node,
+        store=store,
+        plan=plan,
+        plan_epoch=plan_epoch,
+        rng=rng,
+        config=mod.AgentConfig(keep_decoded=SIM_KEEP_DECODED),
     )
     return agent
 

@@ -32,7 +32,7 @@ can bring one back to life), so nothing needs a lock.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from dcis.dtn.errors import DtnError
 
@@ -107,18 +107,29 @@ class SegmentLog:
                 out.append(int(stem))
         return sorted(out)
 
-    def adopt(self, counts: dict[int, int]) -> list[int]:
+    def adopt(
+        self, counts: dict[int, int], before_unlink: Callable[[], None] | None = None
+    ) -> list[int]:
         """At open: ``counts`` maps each segment to the payloads the index
         still points into. Segments on disk with none are removed (a crash
-        came between a commit and the unlink); returns their numbers."""
+        came between a commit and the unlink, or before the sync of the
+        commit that emptied them); returns their numbers. ``before_unlink``
+        runs first when there are any (the store makes what it found
+        durable there)."""
         self._live = {s: n for s, n in counts.items() if n > 0}
         orphans = [s for s in self.on_disk() if s not in self._live]
+        if orphans and before_unlink is not None:
+            before_unlink()
         for s in orphans:
             self._unlink(s)
         return orphans
 
     def _path(self, seg: int) -> str:
         return os.path.join(self.directory, _name(seg))
+
+    def path_of(self, seg: int) -> str:
+        """The file of segment ``seg``."""
+        return self._path(seg)
 
     # -- writing (store thread)
 
@@ -323,12 +334,17 @@ class SegmentLog:
         return fds, dir_dirty
 
     def sync_files(self, fds: Iterable[int], dir_dirty: bool) -> None:
-        """Any thread: fsync ``fds`` (from :meth:`take_dirty`; closes them)
-        and, if a segment was created, the directory."""
+        """Any thread: flush ``fds`` (from :meth:`take_dirty`; closes them)
+        to the disk and, if a segment was created, fsync the directory.
+
+        ``fdatasync``, not ``fsync``: it writes the data and the metadata
+        needed to read it back (the file's size, its blocks) but not its
+        times -- what a segment's bytes need to survive a power cut, with
+        one journal update less per file on ext4."""
         err: OSError | None = None
         for fd in fds:
             try:
-                os.fsync(fd)
+                os.fdatasync(fd)
             except OSError as exc:
                 err = err or exc
             finally:

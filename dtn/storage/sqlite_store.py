@@ -20,7 +20,8 @@ import errno
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, suppress
+from types import TracebackType
 from typing import Literal
 
 from dcis.dtn.agent.store import (
@@ -131,6 +132,42 @@ _ROOM_SLACK = 256 << 20
 """Free space over the reserve above which puts skip most statvfs calls."""
 
 
+_INSERT = (
+    "INSERT INTO bundles (key, destination, expiry_ms, state, size_bytes, received_ms,"
+    " prev_node, frag_group, data, seg, seg_off, crc)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_HAS_KEY = "SELECT 1 FROM bundles WHERE key=?"
+_MARK = (
+    "INSERT INTO delivered (key, expiry_ms) VALUES (?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET expiry_ms=max(expiry_ms, excluded.expiry_ms)"
+)
+
+
+class _Txn:
+    """One ``transaction()`` block of a :class:`SqliteStore` (an object
+    with ``__enter__``/``__exit__``, not a generator: a write outside any
+    block enters one)."""
+
+    __slots__ = ("_durable", "_store")
+
+    def __init__(self, store: SqliteStore, durable: bool | None) -> None:
+        self._store = store
+        self._durable = durable
+
+    def __enter__(self) -> None:
+        self._store._begin(self._durable)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        self._store._end(exc)
+        return False
+
+
 class SqliteStore:
     """A :class:`BundleStore` in one SQLite file, WAL mode.
 
@@ -199,6 +236,15 @@ class SqliteStore:
         self._write_gen = 0
         # (segment, +1 or -1) per row written or deleted by the open transaction
         self._refs: list[tuple[int, int]] = []
+        # Writes of the open transaction batched until its commit (or until
+        # a statement that must see them): bundle rows to insert, their
+        # keys, delivered keys to mark (key -> expiry).
+        self._rows: list[tuple[object, ...]] = []
+        self._row_keys: set[str] = set()
+        self._marks: dict[str, int] = {}
+        self._failed = False
+        self._relaxed = False
+        self._saved = (0, 0)
         self._wal_fd: int | None = None
         self._sync_dead: set[int] = set()
         self._reserve = disk_reserve_bytes
@@ -332,7 +378,27 @@ class SqliteStore:
             self._used -= sum(n for _, n in bad)
             self._count -= len(bad)
             self.dropped_at_open = [k for k, _ in bad]
-        segs.adopt(counts)
+        segs.adopt(counts, lambda: self._sync_found(segs, counts))
+
+    def _sync_found(self, segs: SegmentLog, counts: dict[int, int]) -> None:
+        """At open, before segments no row points into are removed: flush
+        what was found -- the segment files rows point into, the WAL, the
+        database file. After a ``kill -9`` SQLite reads back commits that
+        were never synced (they sat in the page cache): without this,
+        removing a segment those commits emptied, and a power cut after
+        it, would bring back rows pointing into a missing file (and the
+        rows kept must then not lose their bytes either). An open that
+        removes nothing changes nothing on disk and needs no flush."""
+        names = [segs.path_of(seg) for seg in sorted(counts)]
+        for name in (*names, self._path + "-wal", self._path):
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
 
     @property
     def path(self) -> str:
@@ -355,6 +421,8 @@ class SqliteStore:
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):
             return False
+        if key in self._row_keys:
+            return True
         return (
             self._exec("SELECT 1 FROM bundles WHERE key=?", (key,)).fetchone()
             is not None
@@ -366,46 +434,75 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
 
+    def _see(self, key: str) -> None:
+        """Before a statement on ``key``'s row: write the batched rows if
+        one of them is its (other batched rows cannot change its result)."""
+        if key in self._row_keys:
+            self._flush_rows()
+
     def _set_sync(self, level: str) -> None:
         if level != self._sync_now:
             self._exec(f"PRAGMA synchronous={level}")
             self._sync_now = level
 
-    @contextmanager
-    def _txn(self, durable: bool | None) -> Iterator[None]:
+    def _begin(self, durable: bool | None) -> None:
         # durable=None: the write methods' own blocks -- join an outer
         # transaction as it is, or be a durable one on their own.
         if self._depth:
             if durable:
                 self._must_sync = True
             self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
             return
         # The safety level cannot change inside a transaction: pick it now.
         # A non-durable commit skips the fsync; WAL frames are written in
         # order, so the next durable commit makes it durable too.
         relaxed = self._full and durable is False
         self._set_sync("NORMAL" if relaxed or self._deferred else self._mode)
-        used, count = self._used, self._count
         self._exec("BEGIN IMMEDIATE")
+        self._relaxed = relaxed
+        self._saved = (self._used, self._count)
         self._depth = 1
         self._must_sync = False
+        self._failed = False
         self._puts = 0
         self._refs.clear()
+
+    def _rollback(self) -> None:
+        """The open transaction ends without effect: counters back, pending
+        rows and marks and segment references dropped."""
+        self._depth = 0
+        self._used, self._count = self._saved
+        self._refs.clear()
+        self._rows.clear()
+        self._row_keys.clear()
+        self._marks.clear()
+        # The original exception matters more than a failed rollback.
+        with suppress(sqlite3.Error):
+            self._db.execute("ROLLBACK")
+
+    def _end(self, exc: BaseException | None) -> None:
+        if self._depth > 1:
+            self._depth -= 1
+            return
+        if exc is not None:
+            self._rollback()
+            return
+        if self._failed:
+            # A batched write failed inside the block (already raised there)
+            # and the caller went on: nothing of the block may commit.
+            self._rollback()
+            raise StoreError(
+                f"bundle store {self._path!r}: a write in this transaction failed;"
+                " rolled back"
+            )
         try:
-            yield
-        except BaseException:
-            self._depth = 0
-            self._used, self._count = used, count
-            self._refs.clear()
-            # The original exception matters more than a failed rollback.
-            with suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
+            self._flush_rows()
+            self._flush_marks()
+        except StoreError:
+            self._rollback()
             raise
         self._depth = 0
+        relaxed = self._relaxed
         needs_durability = not relaxed or self._must_sync
         fsynced = self._full and not self._deferred and needs_durability
         try:
@@ -434,10 +531,7 @@ class SqliteStore:
                 # fsyncs the WAL first, which makes this commit durable.
                 self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except (sqlite3.Error, SegmentError) as exc:
-            self._used, self._count = used, count
-            self._refs.clear()
-            with suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
+            self._rollback()
             raise StoreError(
                 f"bundle store {self._path!r}: commit failed: {exc}"
             ) from exc
@@ -446,7 +540,7 @@ class SqliteStore:
         if self._segs is not None:
             for seg, delta in self._refs:
                 self._segs.ref(seg, delta)
-            if self._refs and self._segs.active_is_dead():
+            if self._refs and self._segs.active_is_dead() and not self._room_is_ample():
                 # Kept for reuse below segment_reclaim_bytes -- unless the
                 # disk is short: then its space comes back now, as if
                 # it had filled up.
@@ -459,10 +553,45 @@ class SqliteStore:
                 # promises (FULL: fsynced now; NORMAL: never fsynced anyway).
                 self._drop_dead(None)
 
+    def _flush_rows(self) -> None:
+        """Insert the rows of the puts batched in the open transaction: one
+        ``executemany``, not one statement (and one Python call chain) per
+        bundle. Raises :class:`StoreError` (and poisons the transaction)
+        when SQLite refuses them -- a key already stored, a full disk."""
+        rows = self._rows
+        if not rows:
+            return
+        try:
+            self._db.executemany(_INSERT, rows)
+        except sqlite3.Error as exc:
+            self._failed = True
+            raise StoreError(
+                f"bundle store {self._path!r}: cannot insert {len(rows)} bundle rows: {exc}"
+            ) from exc
+        finally:
+            rows.clear()
+            self._row_keys.clear()
+
+    def _flush_marks(self) -> None:
+        """Write the delivered keys batched in the open transaction (one
+        ``executemany``)."""
+        marks = self._marks
+        if not marks:
+            return
+        try:
+            self._db.executemany(_MARK, list(marks.items()))
+        except sqlite3.Error as exc:
+            self._failed = True
+            raise StoreError(
+                f"bundle store {self._path!r}: cannot mark {len(marks)} keys delivered: {exc}"
+            ) from exc
+        finally:
+            marks.clear()
+
     def transaction(self, *, durable: bool = True) -> AbstractContextManager[None]:
         """See :meth:`BundleStore.transaction`: one SQLite transaction, at
         most one fsync (none when ``durable=False``)."""
-        return self._txn(durable)
+        return _Txn(self, durable)
 
     def _lay_ballast(self) -> bool:
         """Fill ``<path>.ballast`` with ``ballast_bytes``: space only this
@@ -505,6 +634,16 @@ class SqliteStore:
             return None
         return st.f_bavail * st.f_frsize
 
+    def _room_is_ample(self) -> bool:
+        """Whether the last statvfs left so much room over the reserve that
+        no statvfs is needed now (see :meth:`_check_disk`)."""
+        return bool(
+            self._room_left
+            and not self._ballast_out
+            and self._room_puts < _ROOM_PUTS
+            and self._room_bytes <= self._room_left
+        )
+
     def _check_disk(self, needed: int) -> None:
         if self._segs is None:
             return
@@ -516,12 +655,7 @@ class SqliteStore:
         # margin before the next look; a tight disk is asked every time.
         self._room_puts += 1
         self._room_bytes += needed
-        if (
-            self._room_left
-            and not self._ballast_out
-            and self._room_puts < _ROOM_PUTS
-            and self._room_bytes <= self._room_left
-        ):
+        if self._room_is_ample():
             return
         free = self._free_bytes()
         self._room_puts = self._room_bytes = 0
@@ -556,59 +690,79 @@ class SqliteStore:
 
     def put(self, record: StoredBundle, data: bytes, *, force: bool = False) -> None:
         """See :meth:`BundleStore.put`. Also raises :class:`DiskFull` (a
-        :class:`StoreFull`) when the file system is (nearly) full."""
+        :class:`StoreFull`) when the file system is (nearly) full.
+
+        Inside a :meth:`transaction` the index row is written with the
+        block's other puts in one statement when the block commits (or
+        before a statement that must see it); a key already in the store
+        is then refused when the block commits -- the block rolls back with
+        a :class:`StoreError` -- not by this call. (The agent never puts a
+        key it holds.) Outside a block the row is written at once and a
+        duplicate key raises :class:`InvalidArgument` here."""
         _check_put(record, data)
         if not force:
             _check_room(record, self._used, self._limit)
             self._check_disk(len(data))
-        with self._txn(None):
-            seg = off = None
-            # Every row carries a checksum of the store's own: a bundle
-            # without a CRC of its own is still never handed out damaged.
-            crc = crc32c(data)
-            if self._segs is not None and len(data) > self._inline_max:
-                if self._db.execute(
-                    "SELECT 1 FROM bundles WHERE key=?", (record.key,)
-                ).fetchone():
-                    raise InvalidArgument(f"bundle {record.key!r} is already stored")
-                try:
-                    seg, off = self._segs.append(data)
-                except SegmentError as exc:
-                    if isinstance(exc.__cause__, OSError) and exc.__cause__.errno in (
-                        errno.ENOSPC,
-                        errno.EDQUOT,
-                    ):
-                        raise DiskFull(
-                            needed_bytes=len(data),
-                            free_bytes=0,
-                            reserve_bytes=self._reserve,
-                        ) from exc
-                    raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
-                data = b""
+        if self._depth:
+            self._put(record, data, batch=True)
+            return
+        with _Txn(self, None):
+            self._put(record, data, batch=False)
+
+    def _put(self, record: StoredBundle, data: bytes, *, batch: bool) -> None:
+        key = record.key
+        if key in self._row_keys:
+            raise InvalidArgument(f"bundle {key!r} is already stored")
+        seg = off = None
+        # Every row carries a checksum of the store's own: a bundle
+        # without a CRC of its own is still never handed out damaged.
+        crc = crc32c(data)
+        if self._segs is not None and len(data) > self._inline_max:
+            # A put of its own looks the key up before writing the payload.
+            # A batched one does not (one statement per bundle less): a
+            # duplicate is then refused by the primary key at the commit,
+            # which rolls the block back, and its payload stays as dead
+            # space in the segment, like a rolled-back put's.
+            if not batch and self._db.execute(_HAS_KEY, (key,)).fetchone():
+                raise InvalidArgument(f"bundle {key!r} is already stored")
             try:
-                self._db.execute(
-                    "INSERT INTO bundles (key, destination, expiry_ms, state, size_bytes, received_ms,"
-                    " prev_node, frag_group, data, seg, seg_off, crc)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        record.key,
-                        record.destination,
-                        record.expiry_ms,
-                        record.state.value,
-                        record.size_bytes,
-                        record.received_ms,
-                        record.prev_node,
-                        record.frag_group,
-                        data,
-                        seg,
-                        off,
-                        crc,
-                    ),
-                )
+                seg, off = self._segs.append(data)
+            except SegmentError as exc:
+                if isinstance(exc.__cause__, OSError) and exc.__cause__.errno in (
+                    errno.ENOSPC,
+                    errno.EDQUOT,
+                ):
+                    raise DiskFull(
+                        needed_bytes=len(data),
+                        free_bytes=0,
+                        reserve_bytes=self._reserve,
+                    ) from exc
+                raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
+            blob = b""
+        else:
+            blob = data if type(data) is bytes else bytes(data)
+        row = (
+            key,
+            record.destination,
+            record.expiry_ms,
+            record.state.value,
+            record.size_bytes,
+            record.received_ms,
+            record.prev_node,
+            record.frag_group,
+            blob,
+            seg,
+            off,
+            crc,
+        )
+        if batch:
+            self._rows.append(row)
+            self._row_keys.add(key)
+        else:
+            try:
+                self._db.execute(_INSERT, row)
             except sqlite3.IntegrityError as exc:
-                raise InvalidArgument(
-                    f"bundle {record.key!r} is already stored"
-                ) from exc
+                raise InvalidArgument(f"bundle {key!r} is already stored") from exc
             except sqlite3.Error as exc:
                 if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
                     raise DiskFull(
@@ -617,16 +771,17 @@ class SqliteStore:
                         reserve_bytes=self._reserve,
                     ) from exc
                 raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
-            self._used += record.size_bytes
-            self._count += 1
-            self._puts += 1
-            if seg is not None:
-                self._refs.append((seg, 1))
+        self._used += record.size_bytes
+        self._count += 1
+        self._puts += 1
+        if seg is not None:
+            self._refs.append((seg, 1))
 
     def get(self, key: str) -> bytes | None:
         """See :meth:`BundleStore.get`. Raises :class:`StoreCorrupt` when the
         bytes fail the checksum stored with them (rows from before checksums
         were kept inline have none and are returned as they are)."""
+        self._see(key)
         row = self._exec(
             "SELECT data, seg, seg_off, size_bytes, crc FROM bundles WHERE key=?",
             (key,),
@@ -651,6 +806,7 @@ class SqliteStore:
         """The stored bytes of ``key`` without the checksum check (to read
         what is left of a :class:`StoreCorrupt` bundle's primary block for
         its status report); None when absent."""
+        self._see(key)
         row = self._exec(
             "SELECT data, seg, seg_off, size_bytes FROM bundles WHERE key=?", (key,)
         ).fetchone()
@@ -690,6 +846,7 @@ class SqliteStore:
 
     def record(self, key: str) -> StoredBundle | None:
         """See :meth:`BundleStore.record`."""
+        self._see(key)
         row = self._exec(
             f"SELECT {self._COLUMNS} FROM bundles WHERE key=?", (key,)
         ).fetchone()
@@ -697,25 +854,33 @@ class SqliteStore:
 
     def set_state(self, key: str, state: BundleState) -> None:
         """See :meth:`BundleStore.set_state`."""
-        with self._txn(None):
-            self._exec("UPDATE bundles SET state=? WHERE key=?", (state.value, key))
+        if not self._depth:
+            with _Txn(self, None):
+                self.set_state(key, state)
+            return
+        self._see(key)
+        self._exec("UPDATE bundles SET state=? WHERE key=?", (state.value, key))
 
     def delete(self, key: str) -> bool:
         """See :meth:`BundleStore.delete`."""
-        with self._txn(None):
-            row = self._exec(
-                "DELETE FROM bundles WHERE key=? RETURNING size_bytes, seg", (key,)
-            ).fetchone()
-            if row is None:
-                return False
-            self._used -= int(row[0])
-            self._count -= 1
-            if row[1] is not None:
-                self._refs.append((int(row[1]), -1))
-            return True
+        if not self._depth:
+            with _Txn(self, None):
+                return self.delete(key)
+        self._see(key)
+        row = self._exec(
+            "DELETE FROM bundles WHERE key=? RETURNING size_bytes, seg", (key,)
+        ).fetchone()
+        if row is None:
+            return False
+        self._used -= row[0]
+        self._count -= 1
+        if row[1] is not None:
+            self._refs.append((row[1], -1))
+        return True
 
     def records(self) -> Iterator[StoredBundle]:
         """See :meth:`BundleStore.records` (ordered by arrival, oldest first)."""
+        self._flush_rows()
         rows = self._exec(
             f"SELECT {self._COLUMNS} FROM bundles ORDER BY rowid"
         ).fetchall()
@@ -724,15 +889,19 @@ class SqliteStore:
     def mark_delivered(self, key: str, expiry_ms: int) -> None:
         """See :meth:`BundleStore.mark_delivered` (``expiry_ms`` is capped at 2**63-1)."""
         expiry_ms = min(expiry_ms, MAX_INT64)
-        with self._txn(None):
-            self._exec(
-                "INSERT INTO delivered (key, expiry_ms) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET expiry_ms=max(expiry_ms, excluded.expiry_ms)",
-                (key, expiry_ms),
-            )
+        if not self._depth:
+            with _Txn(self, None):
+                self._exec(_MARK, (key, expiry_ms))
+            return
+        # Batched: written with the block's other marks in one statement.
+        marks = self._marks
+        had = marks.get(key)
+        marks[key] = expiry_ms if had is None else max(had, expiry_ms)
 
     def is_delivered(self, key: str) -> bool:
         """See :meth:`BundleStore.is_delivered`."""
+        if key in self._marks:
+            return True
         return (
             self._exec("SELECT 1 FROM delivered WHERE key=?", (key,)).fetchone()
             is not None
@@ -740,7 +909,8 @@ class SqliteStore:
 
     def purge_delivered(self, now_ms: int) -> int:
         """See :meth:`BundleStore.purge_delivered` (uses an index on expiry)."""
-        with self._txn(None):
+        with _Txn(self, None):
+            self._flush_marks()
             return self._exec(
                 "DELETE FROM delivered WHERE expiry_ms < ?", (now_ms,)
             ).rowcount
@@ -748,6 +918,7 @@ class SqliteStore:
     @property
     def delivered_count(self) -> int:
         """How many delivered keys are remembered."""
+        self._flush_marks()
         return int(self._exec("SELECT COUNT(*) FROM delivered").fetchone()[0])
 
     # -- node services' durable state (dcis.dtn.node.state.StateBackend): rows of
@@ -763,7 +934,7 @@ class SqliteStore:
 
     def service_put(self, service: int, key: str, value: bytes) -> None:
         """Set service ``service``'s ``key`` to ``value``."""
-        with self._txn(None):
+        with _Txn(self, None):
             self._exec(
                 "INSERT OR REPLACE INTO service_state (service, key, value) VALUES (?, ?, ?)",
                 (service, key, bytes(value)),
@@ -771,7 +942,7 @@ class SqliteStore:
 
     def service_delete(self, service: int, key: str) -> None:
         """Remove service ``service``'s ``key`` (no-op if absent)."""
-        with self._txn(None):
+        with _Txn(self, None):
             self._exec(
                 "DELETE FROM service_state WHERE service=? AND key=?", (service, key)
             )
@@ -825,7 +996,8 @@ class SqliteStore:
                 if segs is not None:
                     segs.sync_files(fds, dir_dirty)
                 if wal_fd is not None:
-                    os.fsync(wal_fd)
+                    # SQLite syncs its WAL with fdatasync too (Linux).
+                    os.fdatasync(wal_fd)
                 if dead_paths:
                     SegmentLog.unlink_files(dead_paths)
             except (OSError, SegmentError) as exc:

@@ -483,7 +483,7 @@ def test_a_failed_segment_removal_is_a_store_error(
 def test_close_while_a_sync_runs_on_another_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The sync's fsync of the WAL is under way on a worker thread when the
+    # The sync's fdatasync of the WAL is under way on a worker thread when the
     # store thread closes the store: the worker's file must stay valid.
     import threading
 
@@ -491,16 +491,16 @@ def test_close_while_a_sync_runs_on_another_thread(
     s = SqliteStore(db, deferred_sync=True)
     s.put(rec("a", 100), payload(1, 100))  # inline: the sync fsyncs the WAL only
     main = threading.get_ident()
-    real_fsync = os.fsync
+    real_fdatasync = os.fdatasync
     entered, closed = threading.Event(), threading.Event()
 
-    def fsync(fd: int) -> None:
+    def fdatasync(fd: int) -> None:
         if threading.get_ident() != main:
             entered.set()
             assert closed.wait(30)
-        real_fsync(fd)
+        real_fdatasync(fd)
 
-    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
     sync = s.begin_sync()
     errors: list[BaseException] = []
 
@@ -556,3 +556,101 @@ def test_a_nearly_full_disk_refuses_new_bundles_and_recovers(
     assert s.get("b") == payload(2)
     assert os.path.getsize(str(tmp_path / "b.db") + ".ballast") == 1 << 16
     s.close()
+
+
+def test_a_batch_with_a_key_already_stored_commits_nothing(tmp_path: Path) -> None:
+    # Puts inside a transaction are written in one statement at its commit:
+    # a key already stored (never done by the agent) fails that commit, and
+    # the whole block rolls back -- its other bundles and marks too.
+    from dcis.dtn.agent.store import StoreError
+    from dcis.dtn.errors import InvalidArgument
+
+    db = tmp_path / "b.db"
+    s = SqliteStore(db)
+    s.put(rec("a", BIG), payload(1))
+
+    def duplicate_in_batch() -> None:
+        with s.transaction():
+            s.put(rec("b", BIG), payload(2))
+            s.put(rec("c", 100), payload(3, 100))
+            s.mark_delivered("d", 5)
+            s.put(rec("a", 100), payload(4, 100))
+            # Twice in one block is refused at once.
+            with pytest.raises(InvalidArgument):
+                s.put(rec("b", BIG), payload(2))
+
+    with pytest.raises(StoreError):
+        duplicate_in_batch()
+    assert [r.key for r in s.records()] == ["a"]
+    assert s.used_bytes == BIG
+    assert len(s) == 1
+    assert s.get("a") == payload(1)
+    assert not s.is_delivered("d")
+
+    # A block that swallows the error commits nothing either.
+    def swallowed() -> None:
+        with s.transaction():
+            s.put(rec("a", 100), payload(4, 100))
+            with pytest.raises(StoreError):
+                s.records()  # must see the batched rows: writes them, fails
+            s.mark_delivered("e", 5)
+
+    with pytest.raises(StoreError):
+        swallowed()
+    assert not s.is_delivered("e")
+    s.put(rec("b", BIG), payload(2))
+    s.close()
+    s2 = SqliteStore(db)
+    assert {r.key for r in s2.records()} == {"a", "b"}
+    assert s2.dropped_at_open == []
+    assert s2.corrupt_at_open == []
+    s2.close()
+
+
+def test_an_open_makes_what_it_found_durable_before_removing_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A synced bundle is deleted, the process dies before that deletion is
+    # synced (group commit), and the restart finds its segment empty. The
+    # open must flush the WAL -- which it read the deletion back from, out
+    # of the page cache -- before it unlinks the segment: else a power cut
+    # after the restart brings the row back without its bytes, and an
+    # acknowledged bundle is dropped.
+    import dcis.dtn.storage.segments as segments_mod
+    import dcis.dtn.storage.sqlite_store as store_mod
+
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True)
+    s.put(rec("a", BIG), payload(1))
+    s.close()  # syncs: "a" is durable
+    s = SqliteStore(db, deferred_sync=True)
+    assert s.delete("a")
+    seg = Path(str(db) + ".segments") / "00000001.seg"
+    assert seg.exists()
+    # kill -9: no sync, no close (the fds go with the process).
+    assert s._segs is not None
+    s._segs.close()
+    s._db.close()
+    s._unlock()
+
+    events: list[str] = []
+    real_fdatasync, real_unlink = os.fdatasync, os.unlink
+
+    def fdatasync(fd: int) -> None:
+        events.append("sync " + os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fdatasync(fd)
+
+    def unlink(path: str) -> None:
+        events.append("unlink " + os.path.basename(path))
+        real_unlink(path)
+
+    monkeypatch.setattr(store_mod.os, "fdatasync", fdatasync)
+    monkeypatch.setattr(segments_mod.os, "unlink", unlink)
+    s2 = SqliteStore(db, deferred_sync=True)
+    monkeypatch.undo()
+    assert "a" not in s2
+    assert not seg.exists()
+    assert "unlink 00000001.seg" in events
+    gone = events.index("unlink 00000001.seg")
+    assert "sync b.db-wal" in events[:gone]
+    s2.close()

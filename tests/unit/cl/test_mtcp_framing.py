@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import tracemalloc
 
 import cbor2
 import pytest
@@ -87,3 +88,86 @@ def test_pyd3tn_mtcp_socket_reads_our_frames_and_we_read_its() -> None:
             got += dec.feed(a.recv(65536))
         writer.join(5)
         assert got == payloads
+
+
+@given(
+    st.lists(
+        st.integers(0, 300) | st.sampled_from([255, 256, 65_535, 65_536, 70_000]),
+        max_size=6,
+    ),
+    st.lists(st.integers(0, 400_000), max_size=12),
+)
+def test_the_buffer_holds_only_the_frame_in_progress(
+    sizes: list[int], cuts: list[int]
+) -> None:
+    # Any split of the stream, heads cut too (1, 2, 3 and 5-byte heads):
+    # the bundles come out in order, and after each read the decoder holds
+    # exactly the received bytes of the frame in progress (its head while
+    # incomplete, then its payload) -- never the rest of a read.
+    bundles = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+    frames = [encode_mtcp_frame(b) for b in bundles]
+    stream = b"".join(frames)
+    starts = [0]
+    for f in frames:
+        starts.append(starts[-1] + len(f))
+    points = sorted({c % (len(stream) + 1) for c in cuts} | {len(stream)})
+    dec = MtcpDecoder()
+    out: list[bytes] = []
+    prev = 0
+    for at in points:
+        out += dec.feed(stream[prev:at])
+        prev = at
+        i = max(k for k in range(len(starts)) if starts[k] <= at)
+        got = at - starts[i] if i < len(frames) else 0
+        hlen = len(frames[i]) - len(bundles[i]) if i < len(frames) else 0
+        assert dec.buffered_bytes == (got if got < hlen else got - hlen)
+    assert out == bundles
+
+
+def test_a_read_that_finishes_a_frame_is_not_buffered_whole() -> None:
+    # 20 bundles of 50 KB in one read that starts by finishing a frame begun
+    # in the previous read: the frames after the first are copied once, out
+    # of the read (the decoder used to append the whole read to its buffer
+    # first: a second copy of every bundle in it).
+    bundles = [bytes([i]) * 50_000 for i in range(21)]
+    stream = b"".join(encode_mtcp_frame(b) for b in bundles)
+    dec = MtcpDecoder()
+    assert dec.feed(stream[:10]) == []
+    rest = stream[10:]
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        out = dec.feed(rest)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert out == bundles
+    # the bundles returned, the first frame's buffer, a little slack
+    assert peak <= sum(len(b) for b in bundles) + 50_000 + 16_384
+
+
+@given(
+    st.lists(st.binary(max_size=300), max_size=8),
+    st.lists(st.integers(0, 3000), max_size=6),
+)
+def test_frames_read_whole_are_handed_over_as_views_of_the_read(
+    bundles: list[bytes], cuts: list[int]
+) -> None:
+    # feed_frames passes a frame read whole as a view of the read (the app
+    # API decodes messages from it without copying the frame first), a
+    # frame gathered over reads as bytes; the frames are those feed returns.
+    stream = b"".join(encode_mtcp_frame(b) for b in bundles)
+    points = sorted({c % (len(stream) + 1) for c in cuts} | {len(stream)})
+    dec, plain = MtcpDecoder(), MtcpDecoder()
+    got: list[tuple[type, bytes]] = []
+    want: list[bytes] = []
+    prev = 0
+    for at in points:
+        read = bytearray(stream[prev:at])
+        got += dec.feed_frames(read, lambda f: (type(f), bytes(f)))
+        want += plain.feed(stream[prev:at])
+        prev = at
+    assert [b for _, b in got] == want == bundles
+    if len(points) == 1:
+        assert all(t is memoryview for t, _ in got)
+    assert all(t in (memoryview, bytes) for t, _ in got)
