@@ -21,6 +21,8 @@ already known for that neighbour.
 from __future__ import annotations
 
 import heapq
+import math
+from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -159,10 +161,79 @@ _Hint = tuple[float, float, float, tuple[int, ...], int]
 # 1,000-node day has ~12k bundles in transit with ~16 hops to go (~200k live).
 _HINTS_MAX = 1 << 19
 _DEAD_MAX = 1 << 18  # (destination, node) pairs known unreachable, per plan version
+
+
+def _columns(rows: list[_Label]) -> tuple[array[float] | array[int], ...]:
+    """Labels as flat columns, in their order (a source tree's paused heap)."""
+    return tuple(
+        array(code, [row[i] for row in rows]) for i, code in enumerate("didiii")
+    )
+
+
+class _SourceTree:
+    """A source tree (Router.forwarding_route): the search of an empty bundle
+    ready at ``t0`` at ``src``, kept to answer later bundles from there.
+
+    ``horizon``: every label arriving before it has left the heap (_INF
+    when the search ran out). ``clean``: no contact was skipped for the
+    router's bookings (then it is also the tree at full volume). Nodes are
+    the graph's dense indices. The expanded labels, in the order they left
+    the heap, are columns (``la`` arrival, ``lh`` hops, ``lc`` contact in,
+    ``lp`` parent label; -1 for none at the source); ``head``/``lnext``
+    chain each node's labels in order of arrival. The heap (by column, in
+    heap order), ``settled`` (fewest hops of a node's labels, -1: none),
+    ``tail`` and ``seq`` resume the search. Only flat arrays: ~50 KB a tree
+    on the 1,000-node plan, nothing for the garbage collector to walk.
+    """
+
+    __slots__ = (
+        "clean",
+        "head",
+        "heap",
+        "horizon",
+        "la",
+        "lc",
+        "lh",
+        "lnext",
+        "lp",
+        "seq",
+        "settled",
+        "src",
+        "src_ix",
+        "t0",
+        "tail",
+    )
+
+    def __init__(self, src: int, src_ix: int, t0: float, n_nodes: int) -> None:
+        self.src = src
+        self.src_ix = src_ix
+        self.t0 = t0
+        self.horizon = -_INF
+        self.clean = True
+        self.la: array[float] = array("d")  # arrival
+        self.lh: array[int] = array("i")  # hops
+        self.lc: array[int] = array("i")  # contact in (-1 at the source)
+        self.lp: array[int] = array("i")  # parent label (-1 at the source)
+        self.lnext: array[int] = array("i")  # the node's next label (-1: none)
+        self.head: array[int] = array("i", [-1]) * n_nodes
+        self.tail: array[int] = array("i", [-1]) * n_nodes
+        self.settled: array[int] = array("i", [-1]) * n_nodes
+        # the heap by column: arrival, hops, order pushed, node, contact in, parent label
+        self.heap = _columns([(t0, 0, 0, src_ix, -1, -1)])
+        self.seq = 1
+
+
+_BEATEN_POPS = (
+    4096  # a source tree's check gives up (and searches) after this many labels
+)
 # A fast search's path back to the source: (contact, parent link), None at the source
 _Link = tuple[int, "_Link"] | None
 # Per node, per neighbour: (neighbour, starts, running max of ends, contact ids)
 _Nbrs = dict[int, list[tuple[int, list[float], list[float], list[int]]]]
+# The same by node index (Router._grow_tree, Router._beaten)
+_NbrsIx = list[list[tuple[int, list[float], list[float], list[int]]]]
+# A source tree's label: arrival, hops, order pushed, node, contact in, parent label
+_Label = tuple[float, int, int, int, int, int]
 
 
 class _Graph:
@@ -176,7 +247,11 @@ class _Graph:
 
     __slots__ = (
         "_idx",
+        "_in_ix",
+        "_ix",
         "_nbrs",
+        "_nbrs_ix",
+        "_nodes",
         "_plan_ranges",
         "cs",
         "dead",
@@ -269,6 +344,10 @@ class _Graph:
         self.dead: OrderedDict[int, dict[int, tuple[float, float]]] = OrderedDict()
         self.dead_n = 0
         self._nbrs: _Nbrs | None = None  # built on first need
+        self._nodes: list[int] | None = None
+        self._ix: dict[int, int] | None = None
+        self._nbrs_ix: _NbrsIx | None = None
+        self._in_ix: _NbrsIx | None = None
 
     def neighbours(self) -> _Nbrs:
         """Per node, its outgoing contacts grouped by receiver, each group
@@ -290,6 +369,39 @@ class _Graph:
                 nb[u] = rows
             self._nbrs = nb
         return self._nbrs
+
+    def node_list(self) -> list[int]:
+        """Every node in a contact of the plan, in order: index -> node."""
+        if self._nodes is None:
+            self._nodes = sorted(set(self.frm) | set(self.to))
+        return self._nodes
+
+    def node_index(self) -> dict[int, int]:
+        """Node -> its index in :meth:`node_list`."""
+        if self._ix is None:
+            self._ix = {v: i for i, v in enumerate(self.node_list())}
+        return self._ix
+
+    def neighbours_ix(self) -> _NbrsIx:
+        """:meth:`neighbours` by node index, both ends (Router._grow_tree)."""
+        if self._nbrs_ix is None:
+            ix = self.node_index()
+            out: _NbrsIx = [[] for _ in ix]
+            for u, rows in self.neighbours().items():
+                out[ix[u]] = [(ix[v], s, m, c) for v, s, m, c in rows]
+            self._nbrs_ix = out
+        return self._nbrs_ix
+
+    def in_neighbours_ix(self) -> _NbrsIx:
+        """The groups of :meth:`neighbours_ix` into each node, keyed by the
+        sender (Router._beaten)."""
+        if self._in_ix is None:
+            inn: _NbrsIx = [[] for _ in self.node_index()]
+            for u, rows in enumerate(self.neighbours_ix()):
+                for v, starts, maxend, cis in rows:
+                    inn[v].append((u, starts, maxend, cis))
+            self._in_ix = inn
+        return self._in_ix
 
     def owlt_at(self, i: int, at_s: float) -> float:
         """Contact ``i``'s light time when a bundle is sent over it at ``at_s``."""
@@ -391,7 +503,10 @@ class Router:
             "builds": 0,
             "graphs_built": 0,
             "shared_hits": 0,
+            "trees": 0,
+            "tree_hits": 0,
         }
+        self._tree: _SourceTree | None = None  # forwarding_route's source tree
         self._volume_cut = False
         self._build()
 
@@ -434,6 +549,7 @@ class Router:
     def clear_cache(self) -> None:
         """Forget every cached route (the next query of each kind searches afresh)."""
         self._cache.clear()
+        self._tree = None
         self._n_cached = 0
         self._max_cached_size = -_INF
 
@@ -464,6 +580,9 @@ class Router:
             # Volume given back can make a contact usable again for answers
             # computed for bundles larger than what was left of it.
             self._drop_cached(lambda e: e[1] > before)
+        if size_bytes < 0 and before < 0:
+            # the source tree skipped this over-booked contact
+            self._tree = None
         return after
 
     def release(self, contact: Contact, size_bytes: float) -> float:
@@ -772,6 +891,264 @@ class Router:
             self._publish_dead(dst, size, reach)
         return None
 
+    def _new_tree(self, src: int, t0: float) -> _SourceTree:
+        self.stats["trees"] += 1
+        g = self._g
+        return _SourceTree(src, g.node_index()[src], t0, len(g.node_list()))
+
+    def _grow_tree(self, tree: _SourceTree, dst: int) -> None:
+        """Run the tree's search on until ``dst`` (an index) leaves the heap
+        (or the heap is empty): :meth:`_search_fast` for an empty bundle
+        with no exclusions and no destination to prune with, over node
+        indices, keeping its expanded labels (each node's in order of
+        arrival) and, to be resumed for a node further away, its heap.
+        Every label arriving before the horizon (the last arrival popped)
+        is known; a search that runs out has an infinite horizon
+        (spec/routing.md, "Source trees").
+        """
+        self.stats["searches"] += 1
+        g = self._g
+        nbrs = g.neighbours_ix()
+        end = self._end
+        owlt = self._owlt
+        var_owlt = g.var_owlt
+        owlt_at = g.owlt_at
+        resid = self._resid
+        pop = heapq.heappop
+        push = heapq.heappush
+        settled = tree.settled
+        base = len(tree.la)
+        new: list[_Label] = []  # labels expanded now: into the arrays at the end
+        append = new.append
+        lnext = tree.lnext
+        head = tree.head
+        tail = tree.tail
+        heap = list(zip(*tree.heap, strict=True))  # in its order: still a heap
+        seq = tree.seq
+        clean = tree.clean
+        while heap:
+            lab = pop(heap)
+            a, h, _, u, _cin, _par = lab
+            sh = settled[u]
+            if 0 <= sh <= h:
+                continue  # an earlier label of u with no more hops beats it
+            me = base + len(new)
+            append(lab)
+            lnext.append(-1)
+            if sh < 0:
+                head[u] = me
+            else:
+                lnext[tail[u]] = me
+            tail[u] = me
+            settled[u] = h
+            h1 = h + 1
+            for v, starts, maxend, ids in nbrs[u]:
+                sv = settled[v]
+                if 0 <= sv <= h1:
+                    continue
+                j = bisect_right(maxend, a)  # the contacts before j all end by a
+                n = len(ids)
+                best = _INF
+                bci = -1
+                while j < n:
+                    st = starts[j]
+                    if st >= best:
+                        break  # opens after the best arrival so far: no better
+                    ci = ids[j]
+                    j += 1
+                    sent = a if a > st else st
+                    if sent >= end[ci]:
+                        continue  # the end is exclusive (ION)
+                    if ci in resid and resid[ci] < 0:
+                        clean = False  # over-booked: not even an empty bundle
+                        continue
+                    arr = sent + (owlt[ci] if ci not in var_owlt else owlt_at(ci, sent))
+                    if arr < best:
+                        best = arr
+                        bci = ci
+                if bci >= 0:
+                    push(heap, (best, h1, seq, v, bci, me))
+                    seq += 1
+            if u == dst and sh < 0:
+                tree.horizon = a
+                break
+        else:
+            tree.horizon = _INF
+        tree.seq = seq
+        tree.clean = clean
+        tree.la.extend([x[0] for x in new])
+        tree.lh.extend([x[1] for x in new])
+        tree.lc.extend([x[4] for x in new])
+        tree.lp.extend([x[5] for x in new])
+        if tree.horizon < _INF:
+            tree.heap = _columns(heap)
+        else:
+            tree.heap = ()
+            if clean:
+                # no route even for an empty bundle: none from any node reached
+                nodes = g.node_list()
+                self._publish_dead(
+                    nodes[dst],
+                    0.0,
+                    {nodes[x]: tree.la[i] for x, i in enumerate(head) if i >= 0},
+                )
+
+    def _from_tree(
+        self,
+        tree: _SourceTree,
+        src: int,
+        dst: int,
+        t: float,
+        size: float,
+        excl: frozenset[int],
+    ) -> tuple[Route | None, bool] | None:
+        """The answer from a source tree for a bundle of ``size`` bytes ready
+        at ``t``, and whether it may be shared; None if the tree cannot
+        tell (then search).
+
+        The tree's route to ``dst`` (the tree grows to reach it), re-walked
+        now, is the answer when no route arrives earlier, nor at the same
+        time with fewer hops (:meth:`_beaten`, twice). Exact in arrival and
+        hops (spec/routing.md, "Source trees").
+        """
+        if t < tree.t0 or src != tree.src:
+            return None
+        ix = self._g.node_index()
+        x = ix.get(dst)
+        if x is None:
+            return (None, False)  # in no contact
+        lab = tree.head[x]
+        if lab < 0 and tree.horizon < _INF:
+            self._grow_tree(tree, x)
+            lab = tree.head[x]
+        if lab < 0:
+            return (None, False)  # no route then, for any size: none now
+        lc = tree.lc
+        lp = tree.lp
+        ids: list[int] = []
+        while lc[lab] >= 0:
+            ids.append(lc[lab])
+            lab = lp[lab]
+        ids.reverse()
+        if self._to[ids[0]] in excl:
+            return None
+        r = self._route(ids, t, size)
+        if r is None:
+            return None  # a contact of it ended, or is too short or full now
+        arr = r.arrival_s
+        hops = len(ids)
+        if self._beaten(tree, x, t, size, math.nextafter(arr, -_INF), _MAXH):
+            return None
+        if hops > 1 and self._beaten(tree, x, t, size, arr, hops - 1):
+            return None
+        return (r, tree.clean)
+
+    def _beaten(
+        self,
+        tree: _SourceTree,
+        dst: int,
+        t: float,
+        size: float,
+        deadline: float,
+        max_hops: int,
+    ) -> bool:
+        """False if no route from the tree's source ready at ``t`` carries
+        ``size`` bytes to ``dst`` (an index) by ``deadline`` in at most
+        ``max_hops`` contacts (True: there may be one).
+
+        A backward search from ``dst`` over latest departures (full volume,
+        walks allowed: both only add routes), where a node is expanded only
+        if the tree says a route from the source can reach it by then
+        within the hop budget: every route feasible now was feasible for an
+        empty bundle at the tree's time with the volume then, so it reaches
+        each node no earlier than one of the node's expanded labels with no
+        more hops, or than the tree's horizon.
+        """
+        horizon = tree.horizon
+        la = tree.la
+        lh = tree.lh
+        lnext = tree.lnext
+        head = tree.head
+        src = tree.src_ix
+        inn = self._g.in_neighbours_ix()
+        end = self._end
+        owlt = self._owlt
+        var_owlt = self._g.var_owlt
+        inv_rate = self._inv_rate
+        sized = size > 0
+        hop_free = max_hops >= _MAXH
+        # front[v]: [(hops to dst, latest departure)]; heap of (-departure, hops, node)
+        front: dict[int, list[tuple[int, float]]] = {dst: [(0, deadline)]}
+        heap: list[tuple[float, int, int]] = [(-deadline, 0, dst)]
+        pop = heapq.heappop
+        push = heapq.heappush
+        budget = _BEATEN_POPS
+        while heap:
+            nd, k, v = pop(heap)
+            budget -= 1
+            if not budget:
+                return True  # too wide to tell: search
+            d = -nd
+            if v == src:
+                if d >= t:
+                    return True
+                continue
+            k1 = k if hop_free else k + 1
+            if k1 > max_hops:
+                continue
+            for w, starts, maxend, cis in inn[v]:
+                if w == dst:
+                    continue
+                # the latest ready time at w that reaches v by d over w -> v
+                j = bisect_right(starts, d) - 1
+                best = -_INF
+                while j >= 0:
+                    if maxend[j] <= best:
+                        break  # no contact from j down ends late enough to do better
+                    ci = cis[j]
+                    ce = end[ci]
+                    st = starts[j]
+                    tx = size * inv_rate[ci] if sized else 0.0
+                    j -= 1
+                    # a varying light time counts as 0 here: that only adds routes
+                    late = d - tx - (owlt[ci] if ci not in var_owlt else 0.0)
+                    if late > ce - tx:
+                        late = ce - tx
+                    if late >= st and late > best:
+                        best = late
+                if best < t:
+                    continue  # no route is ready at w before t
+                # can a route from the source reach w by best, within the hop budget?
+                if w != src:
+                    rem = max_hops - k1
+                    ok = horizon <= best and (hop_free or rem >= 1)
+                    lab = head[w]
+                    while not ok and lab >= 0:
+                        if la[lab] > best:
+                            break
+                        ok = hop_free or lh[lab] <= rem
+                        lab = lnext[lab]
+                    if not ok:
+                        continue
+                fw = front.get(w)
+                if fw is None:
+                    front[w] = [(k1, best)]
+                else:
+                    beaten = beats = False
+                    for fk, fd in fw:
+                        if fk <= k1 and fd >= best:
+                            beaten = True
+                            break
+                        if fk >= k1 and fd <= best:
+                            beats = True
+                    if beaten:
+                        continue
+                    if beats:
+                        fw[:] = [x for x in fw if x[0] < k1 or x[1] > best]
+                    fw.append((k1, best))
+                push(heap, (-best, k1, w))
+        return False
+
     def _publish_dead(self, dst: int, size: float, reach: dict[int, float]) -> None:
         """No route from src to dst at full volume: none from any node the
         search reached either, from when it reached it (spec/routing.md,
@@ -959,10 +1336,30 @@ class Router:
             if got is not None:
                 self.stats["shared_hits"] += 1
                 return got
-        found, share = self._answer(src, dst, at_s, size, 1, _INF, excl, fast=True)
-        if not found:
-            return None
-        route = found[0]
+        tree = self._tree
+        told = None
+        if tree is not None:
+            told = self._from_tree(tree, src, dst, at_s, size, excl)
+            if told is not None:
+                self.stats["tree_hits"] += 1
+        if (
+            told is None
+            and (tree is None or tree.t0 < at_s or tree.src != src)
+            and src in self._g.node_index()
+        ):
+            tree = self._tree = self._new_tree(src, at_s)
+            told = self._from_tree(tree, src, dst, at_s, size, excl)
+        if told is not None:
+            route, share = told
+            if route is None:
+                return None
+        else:
+            # the tree's route is not provably best now, or starts towards
+            # an excluded neighbour: search for this destination
+            found, share = self._answer(src, dst, at_s, size, 1, _INF, excl, fast=True)
+            if not found:
+                return None
+            route = found[0]
         if share and len(route.contacts) > 1:
             idx = self._idx
             self._publish(
