@@ -809,7 +809,7 @@ def main() -> int:
     what = {
         "ack only": "stores nothing, acks",
         "write": "os.write before ack: survives kill -9",
-        "write+fsync": "os.fsync before ack: survives power loss",
+        "write+fsync": "os.fdatasync before ack, as the store syncs: survives power loss",
     }
     for size in sizes:
         for kind in ("udp", "tcp"):
