@@ -688,6 +688,10 @@ class SqliteStore:
                 needed_bytes=needed, free_bytes=free, reserve_bytes=self._reserve
             )
 
+    def _disk_full(self, needed: int) -> DiskFull:
+        """The error for a write the file system refused for lack of space."""
+        return DiskFull(needed_bytes=needed, free_bytes=0, reserve_bytes=self._reserve)
+
     def put(self, record: StoredBundle, data: bytes, *, force: bool = False) -> None:
         """See :meth:`BundleStore.put`. Also raises :class:`DiskFull` (a
         :class:`StoreFull`) when the file system is (nearly) full.
@@ -732,11 +736,7 @@ class SqliteStore:
                     errno.ENOSPC,
                     errno.EDQUOT,
                 ):
-                    raise DiskFull(
-                        needed_bytes=len(data),
-                        free_bytes=0,
-                        reserve_bytes=self._reserve,
-                    ) from exc
+                    raise self._disk_full(len(data)) from exc
                 raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
             blob = b""
         else:
@@ -765,11 +765,7 @@ class SqliteStore:
                 raise InvalidArgument(f"bundle {key!r} is already stored") from exc
             except sqlite3.Error as exc:
                 if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-                    raise DiskFull(
-                        needed_bytes=len(data),
-                        free_bytes=0,
-                        reserve_bytes=self._reserve,
-                    ) from exc
+                    raise self._disk_full(len(data)) from exc
                 raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
         self._used += record.size_bytes
         self._count += 1
