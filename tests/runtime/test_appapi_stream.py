@@ -174,12 +174,12 @@ async def test_sync_receive_file_streams_payloads_into_files(tmp_path: Path) -> 
                 # Spooled files are the caller's; nothing else is left over.
                 assert sorted(spool_dir.iterdir()) == sorted(Path(b.path) for b in got)
                 assert rx.receive(timeout_s=0.2) is None
+                # The node handles a connection's messages in order: once this
+                # request is answered, the "delivered" confirmations sent
+                # before it have been applied.
+                assert rx.status()["stored"] == 0
 
         await trio.to_thread.run_sync(sync_part)
-        for _ in range(100):  # the last "delivered" confirmation lands
-            if node.status()["stored"] == 0:
-                break
-            await trio.sleep(0.05)
         assert node.status()["stored"] == 0
 
 
