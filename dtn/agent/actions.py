@@ -11,12 +11,18 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
+from dcis.dtn.errors import InvalidArgument
 from dcis.dtn.time import DtnTime
 
 
 @dataclass(frozen=True, slots=True)
 class Transmit:
-    """Send ``data`` (one encoded bundle) to neighbour node ``neighbor``.
+    """Send one encoded bundle to neighbour node ``neighbor``.
+
+    ``parts`` are the bundle's bytes as buffers to write one after the
+    other (``dcis.dtn.bpv7.bundle.encode_bundle_parts``: a large payload is
+    its own buffer, not copied into the rest); :attr:`data` joins them.
+    A driver that can gather (``sendmsg``) writes ``parts``.
 
     The driver reports the outcome with ``agent.on_transmit_done(tx_id, ok,
     now)``: ``ok=True`` once the next hop holds it (hop-by-hop ack, or the
@@ -25,8 +31,25 @@ class Transmit:
     """
 
     neighbor: int
-    data: bytes
+    parts: tuple[bytes, ...]
     tx_id: int
+
+    def __post_init__(self) -> None:
+        if type(self.parts) is not tuple:  # e.g. bytes given where parts go
+            raise InvalidArgument(
+                f"Transmit.parts must be a tuple of buffers, got {type(self.parts).__name__}"
+            )
+
+    @property
+    def data(self) -> bytes:
+        """The encoded bundle in one buffer (joined when in several parts)."""
+        parts = self.parts
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    @property
+    def size(self) -> int:
+        """The encoded bundle's length in bytes."""
+        return sum(map(len, self.parts))
 
 
 @dataclass(frozen=True, slots=True)

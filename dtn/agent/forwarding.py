@@ -48,6 +48,7 @@ from dcis.dtn.bpv7.admin import StatusKind, StatusReason
 from dcis.dtn.bpv7.bundle import (
     Bundle,
     encode_bundle,
+    encode_bundle_parts,
 )
 from dcis.dtn.bpv7.eid import is_null_eid, parse_eid
 from dcis.dtn.bpv7.flags import BundleFlags
@@ -288,7 +289,8 @@ def pump(self: Agent, nb: int, now: int, actions: list[Action]) -> None:
                     # a decode per queued bundle on every call.
                     break
             continue
-        assert isinstance(wire, bytes)
+        assert isinstance(wire, tuple)
+        size = sum(map(len, wire))
         tx = self._next_tx
         self._next_tx += 1
         e.move(Step.TRANSMIT, tx_id=tx)
@@ -299,10 +301,10 @@ def pump(self: Agent, nb: int, now: int, actions: list[Action]) -> None:
             with suppress(InvalidArgument):
                 self._router.consume(link.contact, e.size)
         e.booked = None  # the volume is used now, not just planned
-        self._inflight[tx] = (key, nb, len(wire), link)
+        self._inflight[tx] = (key, nb, size, link)
         link.inflight += 1
-        link.inflight_bytes += len(wire)
-        link.remaining_bytes -= len(wire)
+        link.inflight_bytes += size
+        link.remaining_bytes -= size
         self.counters["transmits"] += 1
         actions.append(Transmit(nb, wire, tx))
     if skipped:
@@ -311,8 +313,9 @@ def pump(self: Agent, nb: int, now: int, actions: list[Action]) -> None:
 
 def prepare(
     self: Agent, e: Entry, link: Link, now: int, actions: list[Action]
-) -> bytes | object | None:
-    """The bytes to send for ``e`` (blocks updated); ``_REQUEUED`` if it
+) -> tuple[bytes, ...] | object | None:
+    """The bytes to send for ``e`` (blocks updated), as the buffers of
+    ``encode_bundle_parts`` (a large payload not copied); ``_REQUEUED`` if it
     was fragmented to fit (its fragments now head the queue); None if it
     cannot go now (too big for what is left of the contact) or was
     deleted (hop limit, unreadable)."""
@@ -342,14 +345,15 @@ def prepare(
             entry=e,
         )
         return None
-    wire = encode_bundle(out)
+    wire = encode_bundle_parts(out)
+    size = sum(map(len, wire))
     limit = link.remaining_bytes
     mtu = self.config.mtu_by_neighbour.get(
         link.contact.to, self.config.max_bundle_bytes
     )
     if mtu is not None:
         limit = min(limit, mtu)
-    if len(wire) <= limit:
+    if size <= limit:
         return wire
     # An anonymous bundle (null source) has no unique id, so its fragments
     # could never be told apart and reassembled (RFC 9171 5.8): never split it.
@@ -358,19 +362,19 @@ def prepare(
         or b.is_admin_record
         or is_null_eid(b.primary.source)
     ):
-        if len(wire) <= link.remaining_bytes:
+        if size <= link.remaining_bytes:
             return wire  # over the MTU but must not be fragmented: the CLA must cope
         return None
     # A fragment's primary block is up to ~20 bytes longer (offset and
     # total ADU length): keep a margin so that the first one really fits.
-    overhead = len(wire) - len(b.payload) + _FRAGMENT_MARGIN
+    overhead = size - len(b.payload) + _FRAGMENT_MARGIN
     first = int(limit) - overhead
     per = len(b.payload) if mtu is None else mtu - overhead
     # Pieces smaller than this are not worth their headers.
     smallest = min(_MIN_FRAGMENT_PAYLOAD, len(b.payload) - 1)
     if smallest < 1 or per < smallest:
         # Cannot usefully fragment for this MTU: as for MUST_NOT_FRAGMENT.
-        return wire if len(wire) <= link.remaining_bytes else None
+        return wire if size <= link.remaining_bytes else None
     if first < smallest:
         return None  # too little volume left: wait for the next contact
     if self._fragment(e, b, first, per, actions):

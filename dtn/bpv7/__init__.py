@@ -21,6 +21,7 @@ from dcis.dtn.bpv7.bundle import MAX_BLOCKS as MAX_BLOCKS
 from dcis.dtn.bpv7.bundle import Bundle as Bundle
 from dcis.dtn.bpv7.bundle import decode_bundle_untrusted as decode_bundle_untrusted
 from dcis.dtn.bpv7.bundle import encode_bundle as encode_bundle
+from dcis.dtn.bpv7.bundle import encode_bundle_parts as encode_bundle_parts
 from dcis.dtn.bpv7.bundle import make_bundle as make_bundle
 from dcis.dtn.bpv7.canonical import KNOWN_BLOCK_TYPES as KNOWN_BLOCK_TYPES
 from dcis.dtn.bpv7.canonical import CanonicalBlock as CanonicalBlock

@@ -225,8 +225,8 @@ class _Conn:
 @dataclass(slots=True)
 class _MtcpPeer:
     config: NeighbourConfig
-    send: trio.MemorySendChannel[tuple[int, bytes]]
-    recv: trio.MemoryReceiveChannel[tuple[int, bytes]]
+    send: trio.MemorySendChannel[tuple[int, tuple[bytes, ...]]]
+    recv: trio.MemoryReceiveChannel[tuple[int, tuple[bytes, ...]]]
     contact: Contact | None = None
 
 
@@ -684,7 +684,7 @@ class Node:
             elif nb.cla == "ltp":
                 continue  # one LtpCl for all of them, below
             else:
-                s, r = trio.open_memory_channel[tuple[int, bytes]](math.inf)
+                s, r = trio.open_memory_channel[tuple[int, tuple[bytes, ...]]](math.inf)
                 self._mtcp[nb.node] = _MtcpPeer(nb, s, r)
         if cfg.tcpcl_listen is not None:
             self._tcpcl_cla()
@@ -814,7 +814,9 @@ class Node:
             return self._link_outputs(peer, outs)
         mpeer = self._mtcp.get(t.neighbor)
         if mpeer is not None:
-            mpeer.send.send_nowait((t.tx_id, t.data))
+            # The bundle's parts as the agent made them: a large payload
+            # goes to the socket gathered, never joined (spec/performance.md).
+            mpeer.send.send_nowait((t.tx_id, t.parts))
             return []
         if self.ltp is not None and self.ltp.has(t.neighbor):
             return self._ltp_result(
@@ -1718,14 +1720,17 @@ class Node:
                 # budget): each bundle after its CBOR head as it is, not
                 # copied, gathered into one sendmsg.
                 batch = [first]
-                size = len(first[1])
+                sizes = [sum(map(len, first[1]))]
+                size = sizes[0]
                 with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
                     while len(batch) < _MTCP_BATCH and size < _MTCP_BATCH_BYTES:
                         batch.append(peer.recv.receive_nowait())
-                        size += len(batch[-1][1])
+                        sizes.append(sum(map(len, batch[-1][1])))
+                        size += sizes[-1]
                 parts: list[bytes] = []
-                for _, data in batch:
-                    parts += (bstr_head(len(data)), data)
+                for (_, bundle_parts), n in zip(batch, sizes, strict=True):
+                    parts.append(bstr_head(n))
+                    parts += bundle_parts
                 ok = True
                 try:
                     if stream is None:

@@ -1293,15 +1293,16 @@ class Simulator:
     # ---- transmissions ------------------------------------------------------
 
     def _transmit(self, nd: _Node, t: Transmit) -> None:
-        size = len(t.data)
+        data = t.data  # one buffer (a large bundle's parts joined once)
+        size = len(data)
         self._counts["tx"] += 1
         self._counts["bytes"] += size
         self.trace.record(
-            self._now_us, "transmit", nd.num, t.neighbor, t.tx_id, size, data=t.data
+            self._now_us, "transmit", nd.num, t.neighbor, t.tx_id, size, data=data
         )
         if nd.ltp is not None and nd.ltp.has(t.neighbor):
             self._ltp_result(
-                nd, nd.ltp.transmit(t.neighbor, t.tx_id, t.data, self._ltp_ms())
+                nd, nd.ltp.transmit(t.neighbor, t.tx_id, data, self._ltp_ms())
             )
             return
         ul = nd.udp.get(t.neighbor)
@@ -1310,7 +1311,7 @@ class Simulator:
         # (ul.owlt_s is set when a datagram leaves, see _tx_end: the timer
         # of one sent on a link that is up starts then.)
         self._link_outputs(
-            nd, ul, ul.transmit(t.tx_id, t.data, self._now_us / _US), t.tx_id
+            nd, ul, ul.transmit(t.tx_id, data, self._now_us / _US), t.tx_id
         )
 
     def _new_udp_link(self, nd: _Node, neighbor: int) -> UdpLink:

@@ -104,7 +104,7 @@ class FakeAgent:
                 self.inflight[self.next_tx] = key
                 self.busy.add(key)
                 assert hop is not None
-                out.append(Transmit(hop, data, self.next_tx))
+                out.append(Transmit(hop, (data,), self.next_tx))
         return out
 
     def send(

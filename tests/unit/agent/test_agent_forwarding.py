@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from dcis.dtn.agent import timers
-from dcis.dtn.agent.actions import Action, Schedule, Transmit
+from dcis.dtn.agent.actions import Action, Deliver, Schedule, Transmit
 from dcis.dtn.agent.agent import Agent, AgentConfig
 from dcis.dtn.agent.store import MemoryStore
 from dcis.dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle, make_bundle
@@ -370,3 +370,32 @@ def test_window_bytes_holds_back_large_bundles_but_not_small_ones() -> None:
 def test_window_bytes_must_be_positive() -> None:
     with pytest.raises(InvalidArgument):
         AgentConfig(window_bytes=0)
+
+
+def test_a_large_bundle_goes_out_in_parts_with_its_payload_not_copied() -> None:
+    # The payload block's data is handed to the CL as the decoded bundle's
+    # own object (the hot copy kept at store time), between the re-encoded
+    # head (primary block, the updated hop blocks) and its CRC; joined, the
+    # parts are the forwarded bundle, and the next hop takes them.
+    cfg = AgentConfig(keep_decoded=8)
+    ag = agents(2, config=cfg)
+    ag[1].on_contact_start(Contact(1, 2, 0, float("inf"), 0), S)
+    payload = bytes(range(256)) * 400
+    key, acts = send(ag[1], 2, payload, lifetime_ms=3_600_000)
+    (tx,) = of(acts, Transmit)
+    assert len(tx.parts) == 3
+    assert tx.parts[1] is ag[1]._hot[key][0].payload
+    assert tx.size == len(tx.data) == sum(len(p) for p in tx.parts)
+    sent = decode_bundle_untrusted(tx.data)
+    assert sent.payload == payload
+    assert sent.previous_node is not None
+    assert str(sent.previous_node) == "ipn:1.0"
+    got = ag[2].on_receive(cla="mtcp", neighbor=1, data=tx.data, now=S)
+    assert [d.payload for d in of(got, Deliver)] == [payload]
+
+
+def test_transmit_parts_must_be_a_tuple() -> None:
+    assert Transmit(2, (b"ab", b"", b"cd"), 1).data == b"abcd"
+    assert Transmit(2, (b"ab", b"", b"cd"), 1).size == 4
+    with pytest.raises(InvalidArgument):
+        Transmit(2, b"abcd", 1)  # type: ignore[arg-type]
