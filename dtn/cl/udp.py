@@ -126,20 +126,32 @@ class AckSegment:
 Datagram = BareBundle | DataSegment | AckSegment
 
 
-def _mac(key: bytes, head: bytes, body: bytes) -> bytes:
-    return hmac.new(key, _MAC_LABEL + head + body, hashlib.sha256).digest()[:MAC_BYTES]
+def _mac(key: bytes, head: bytes, body: bytes | tuple[bytes, ...]) -> bytes:
+    h = hmac.new(key, _MAC_LABEL + head, hashlib.sha256)
+    if isinstance(body, tuple):
+        for part in body:  # a bundle in parts: hashed in place, not joined
+            h.update(part)
+    else:
+        h.update(body)
+    return h.digest()[:MAC_BYTES]
 
 
 def data_mac(
-    key: bytes, *, sender: int, receiver: int, token: int, bundle: bytes
+    key: bytes,
+    *,
+    sender: int,
+    receiver: int,
+    token: int,
+    bundle: bytes | tuple[bytes, ...],
 ) -> bytes:
     """MAC of a DATA segment from ``sender`` to ``receiver`` under link key
     ``key``: HMAC-SHA-256 over a label, the kind, both node numbers, the
-    token (8 bytes each, big-endian) and the bundle; first 16 bytes."""
+    token (8 bytes each, big-endian) and the bundle (bytes, or the
+    buffers of ``encode_bundle_parts``); first 16 bytes."""
     head = bytes([KIND_DATA]) + b"".join(
         v.to_bytes(8, "big") for v in (sender, receiver, token)
     )
-    return _mac(key, head, bytes(bundle))
+    return _mac(key, head, bundle if isinstance(bundle, tuple) else bytes(bundle))
 
 
 def ack_mac(
@@ -190,6 +202,38 @@ def encode_data_segment(
     if mac is not None:
         parts += (_head(2, len(mac)), mac)
     return b"".join(parts)
+
+
+def encode_data_segment_parts(
+    *,
+    sender: int,
+    token: int,
+    bundle: tuple[bytes, ...],
+    mac: bytes | None = None,
+) -> tuple[bytes, ...]:
+    """:func:`encode_data_segment` of the bundle whose buffers are
+    ``bundle`` (``encode_bundle_parts``), as buffers for a gathered send:
+    the segment's head joined to the bundle's first buffer, the bundle's
+    other buffers as they are (a large payload is not copied), the MAC
+    after them. ``b"".join`` of the result is ``encode_data_segment``'s."""
+    if len(bundle) < 2:
+        one = b"".join(bundle)
+        return (encode_data_segment(sender=sender, token=token, bundle=one, mac=mac),)
+    if not 0 <= sender <= MAX_TOKEN or not 0 <= token <= MAX_TOKEN:
+        raise InvalidArgument(f"sender/token out of range: {sender}/{token}")
+    head = b"".join(
+        (
+            DCIS_PREFIX,
+            b"\x84\x00" if mac is None else b"\x85\x00",
+            _head(0, sender),
+            _head(0, token),
+            _head(2, sum(map(len, bundle))),
+            bundle[0],
+        )
+    )
+    if mac is None:
+        return (head, *bundle[1:])
+    return (head, *bundle[1:], _head(2, len(mac)) + mac)
 
 
 def encode_ack_segment(
@@ -399,13 +443,22 @@ class PeerKind(enum.Enum):
 class SendDatagram:
     """Output: send ``data`` to the neighbour (paced by the driver).
 
+    ``data`` is one buffer, or -- for a bundle given to
+    :meth:`UdpLink.transmit` in parts -- the datagram's buffers, to send
+    gathered (``sendmsg``) as one datagram; :attr:`size` is its length.
     ``token`` is set for a DATA segment: if the driver cannot send it at once
     (pacing), it calls :meth:`UdpLink.hold` and later :meth:`UdpLink.on_sent`,
     so that time spent in its queue does not count towards the ACK timeout.
     """
 
-    data: bytes
+    data: bytes | tuple[bytes, ...]
     token: int | None = None
+
+    @property
+    def size(self) -> int:
+        """The datagram's length in bytes."""
+        data = self.data
+        return len(data) if isinstance(data, bytes) else sum(map(len, data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -551,7 +604,7 @@ reason to report a switch or None)``. A bare bundle counts only under
 class _Pending:
     tx_id: int
     token: int
-    datagram: bytes
+    datagram: bytes | tuple[bytes, ...]
     deadline_s: float
     tries: int
     state: TxState = TxState.AWAITING_ACK
@@ -704,21 +757,30 @@ class UdpLink:
             return []
         return [PeerSwitched(self.peer, reason)]
 
-    def transmit(self, tx_id: int, bundle: bytes, now_s: float) -> list[LinkOutput]:
-        """Send one encoded bundle; the outcome comes back as a :class:`TxDone`."""
-        if len(bundle) > self.mtu_bytes:
+    def transmit(
+        self, tx_id: int, bundle: bytes | tuple[bytes, ...], now_s: float
+    ) -> list[LinkOutput]:
+        """Send one encoded bundle -- bytes, or its buffers as
+        ``encode_bundle_parts`` gives them (then the datagram's
+        :class:`SendDatagram` carries buffers too, the payload not copied);
+        the outcome comes back as a :class:`TxDone`."""
+        if isinstance(bundle, tuple) and len(bundle) == 1:
+            bundle = bundle[0]  # one buffer: the bytes path
+        size = sum(map(len, bundle)) if isinstance(bundle, tuple) else len(bundle)
+        if size > self.mtu_bytes:
             self.counters.too_big += 1
             return [
                 TxDone(
                     tx_id,
                     False,
-                    f"bundle of {len(bundle)} bytes exceeds the {self.mtu_bytes}-byte MTU",
+                    f"bundle of {size} bytes exceeds the {self.mtu_bytes}-byte MTU",
                 )
             ]
         if self.best_effort:
             self.counters.sent_datagrams += 1
             self.counters.best_effort += 1
-            return [SendDatagram(bytes(bundle)), TxDone(tx_id, True, "best effort")]
+            data = bundle if isinstance(bundle, tuple) else bytes(bundle)
+            return [SendDatagram(data), TxDone(tx_id, True, "best effort")]
         token = self._new_token()
         mac = (
             None
@@ -731,8 +793,14 @@ class UdpLink:
                 bundle=bundle,
             )
         )
-        datagram = encode_data_segment(
-            sender=self.local_node, token=token, bundle=bundle, mac=mac
+        datagram: bytes | tuple[bytes, ...] = (
+            encode_data_segment_parts(
+                sender=self.local_node, token=token, bundle=bundle, mac=mac
+            )
+            if isinstance(bundle, tuple)
+            else encode_data_segment(
+                sender=self.local_node, token=token, bundle=bundle, mac=mac
+            )
         )
         self._pending[token] = _Pending(
             tx_id, token, datagram, now_s + self._rto_s(1), 1

@@ -207,7 +207,9 @@ class _UdpPeer:
     config: NeighbourConfig
     link: UdpLink
     pacer: Pacer
-    queue: deque[tuple[bytes, int | None]] = field(default_factory=deque)
+    queue: deque[tuple[bytes | tuple[bytes, ...], int | None]] = field(
+        default_factory=deque
+    )
     wake: trio.Event = field(default_factory=trio.Event)
     contact: Contact | None = None
 
@@ -809,7 +811,7 @@ class Node:
         assert agent is not None
         peer = self._udp.get(t.neighbor)
         if peer is not None:
-            outs = peer.link.transmit(t.tx_id, t.data, trio.current_time())
+            outs = peer.link.transmit(t.tx_id, t.parts, trio.current_time())
             self._link_wake.set()
             return self._link_outputs(peer, outs)
         mpeer = self._mtcp.get(t.neighbor)
@@ -1228,10 +1230,12 @@ class Node:
 
     # ------------------------------------------------------------ UDP CL
 
-    def _udp_send(self, peer: _UdpPeer, data: bytes, token: int | None) -> None:
+    def _udp_send(
+        self, peer: _UdpPeer, data: bytes | tuple[bytes, ...], token: int | None
+    ) -> None:
         if (
             not peer.queue
-            and peer.pacer.delay_s(len(data), trio.current_time()) == 0.0
+            and peer.pacer.delay_s(_size(data), trio.current_time()) == 0.0
             and self._try_send(data, peer.config.address)
         ):
             return
@@ -1240,10 +1244,15 @@ class Node:
         peer.queue.append((data, token))
         peer.wake.set()
 
-    def _try_send(self, data: bytes, addr: tuple[str, int]) -> bool:
+    def _try_send(self, data: bytes | tuple[bytes, ...], addr: tuple[str, int]) -> bool:
         assert self._sock is not None
         try:
-            self._sock.sendto(data, addr)
+            if isinstance(data, bytes):
+                self._sock.sendto(data, addr)
+            else:
+                # A datagram in buffers (a large payload not joined): one
+                # datagram all the same.
+                self._sock.sendmsg(data, (), 0, addr)
         except BlockingIOError:
             return False
         except OSError as exc:
@@ -1269,7 +1278,7 @@ class Node:
             while peer.queue:
                 item = peer.queue[0]
                 data, token = item
-                delay = peer.pacer.delay_s(len(data), trio.current_time())
+                delay = peer.pacer.delay_s(_size(data), trio.current_time())
                 if delay > 0:
                     await trio.sleep(delay)
                     continue
@@ -2273,6 +2282,11 @@ async def _wait_writable(sock: Any) -> None:
 _GATHER_BYTES = 16 * 1024
 """A pushed payload at least this long is queued as its own buffer, not
 copied into its message's frame: the app writer gathers buffers."""
+
+
+def _size(data: bytes | tuple[bytes, ...]) -> int:
+    """Length of a datagram given as one buffer or several."""
+    return len(data) if isinstance(data, bytes) else sum(map(len, data))
 
 
 async def _send_buffers(stream: trio.SocketStream, parts: list[bytes]) -> None:

@@ -1408,7 +1408,8 @@ class Simulator:
                 ul.on_sent(token, self._now_us / _US)
                 self._want_link_tick(nd, ul)
             return
-        data = o.data
+        # The simulator hands its links whole bundles: one buffer.
+        data = o.data if isinstance(o.data, bytes) else b"".join(o.data)
         start = max(self._now_us, link.busy_until_us)
         rate = c.rate_bytes_s
         end = start + math.ceil(len(data) * _US / rate) if rate > 0 else math.inf
