@@ -300,7 +300,9 @@ class Agent:
         # entries.HOT_MAX_BUNDLES and HOT_MAX_BYTES.
         # (An OrderedDict: the oldest key of a plain dict emptied at its
         # front is found by scanning deleted slots.)
-        self._hot: OrderedDict[str, tuple[Bundle, int, int]] = OrderedDict()
+        self._hot: OrderedDict[str, tuple[Bundle, int, int, bytes | None]] = (
+            OrderedDict()
+        )
         self._hot_bytes = 0
         self._backoff: list[tuple[int, int]] = []  # (until, neighbour)
         self._next_tx = 1
@@ -684,6 +686,7 @@ class Agent:
     _delete = entries.delete
     _load = entries.load
     _load_bundle = entries.load_bundle
+    _hot_payload_crc = entries.hot_payload_crc
     _store_corrupt = entries.store_corrupt
     _corrupt = entries.corrupt
 

@@ -57,8 +57,10 @@ from dcis.dtn.agent.store import (
 )
 from dcis.dtn.bpv7.admin import StatusKind, StatusReason
 from dcis.dtn.bpv7.bundle import (
+    GATHER_PAYLOAD_BYTES,
     Bundle,
     decode_bundle_untrusted,
+    stored_payload_crc,
 )
 from dcis.dtn.bpv7.flags import BlockType
 from dcis.dtn.bpv7.primary import encode_primary
@@ -250,11 +252,22 @@ def store_new(
     self.store.put(rec, data, force=force)
     e = self._track(rec, dest_node, flags)
     if bundle is not None and self.config.keep_decoded:
-        _keep_hot(self, key, bundle, len(data), received_ms)
+        payload = bundle.blocks[-1]
+        # A large payload's CRC field, read from the stored bytes, so that
+        # forwarding it does not compute it again (only the blocks before
+        # it change per hop): 20-30 us of CPU per 1 MB forwarded.
+        crc = (
+            stored_payload_crc(payload, data)
+            if len(payload.data) >= GATHER_PAYLOAD_BYTES
+            else None
+        )
+        _keep_hot(self, key, bundle, len(data), received_ms, crc)
     return e
 
 
-def _keep_hot(self: Agent, key: str, bundle: Bundle, size: int, now: int) -> None:
+def _keep_hot(
+    self: Agent, key: str, bundle: Bundle, size: int, now: int, crc: bytes | None
+) -> None:
     hot = self._hot
     _drop_hot(self, key)
     most = self.config.keep_decoded
@@ -262,12 +275,12 @@ def _keep_hot(self: Agent, key: str, bundle: Bundle, size: int, now: int) -> Non
         if not hot:
             return  # larger than the whole cache
         oldest = next(iter(hot))
-        _b, n, at = hot[oldest]
+        _b, n, at, _c = hot[oldest]
         if now - at < HOT_MAX_AGE_MS:
             return  # full of bundles about to be read: this one is read later
         del hot[oldest]
         self._hot_bytes -= n
-    hot[key] = (bundle, size, now)
+    hot[key] = (bundle, size, now, crc)
     self._hot_bytes += size
 
 
@@ -391,6 +404,18 @@ def load_bundle(
     if data is None:
         return None
     return decode_bundle_untrusted(data)
+
+
+def hot_payload_crc(self: Agent, key: str, bundle: Bundle) -> bytes | None:
+    """The CRC field of ``bundle``'s payload block as the stored bytes of
+    ``key`` carry it, when :func:`load_bundle` found ``bundle`` in the
+    decoded copies and the payload is large (else None: encoding computes
+    it). ``bundle`` may be the loaded bundle updated for forwarding: the
+    field is given only for the very payload block that was stored."""
+    got = self._hot.get(key)
+    if got is None or got[3] is None or got[0].blocks[-1] is not bundle.blocks[-1]:
+        return None
+    return got[3]
 
 
 def store_corrupt(

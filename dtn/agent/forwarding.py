@@ -345,7 +345,8 @@ def prepare(
             entry=e,
         )
         return None
-    wire = encode_bundle_parts(out)
+    # The payload block is the one stored: its CRC is read, not computed.
+    wire = encode_bundle_parts(out, payload_crc=self._hot_payload_crc(e.key, out))
     size = sum(map(len, wire))
     limit = link.remaining_bytes
     mtu = self.config.mtu_by_neighbour.get(

@@ -33,6 +33,7 @@ from dcis.dtn.bpv7.canonical import (
     _set_CanonicalBlock_flags,
     _set_CanonicalBlock_number,
     _set_CanonicalBlock_type_code,
+    block_head,
     bundle_age_block,
     check_block_data,
     decode_bundle_age_untrusted,
@@ -267,7 +268,9 @@ GATHER_PAYLOAD_BYTES: Final = 16 * 1024
 joins (below it, one ``b"".join`` costs less than gathering three buffers)."""
 
 
-def encode_bundle_parts(b: Bundle) -> tuple[bytes, ...]:
+def encode_bundle_parts(
+    b: Bundle, *, payload_crc: bytes | None = None
+) -> tuple[bytes, ...]:
     """:func:`encode_bundle` of ``b`` as buffers to write one after the other
     (``b"".join`` of them is ``encode_bundle(b)``, byte for byte).
 
@@ -278,6 +281,12 @@ def encode_bundle_parts(b: Bundle) -> tuple[bytes, ...]:
     break. A smaller bundle comes as one buffer. For gathered writes
     (``sendmsg``): a 1 MB payload is then never copied in Python on its way
     to the socket.
+
+    ``payload_crc``: the payload block's CRC field as
+    :func:`stored_payload_crc` read it from a canonical encoding of this
+    same payload block (the stored copy of the bundle): its CRC is then not
+    computed over the payload again. Each hop changes only the blocks
+    before it.
     """
     blocks = b.blocks
     payload = blocks[-1]
@@ -286,10 +295,41 @@ def encode_bundle_parts(b: Bundle) -> tuple[bytes, ...]:
     parts: list[bytes | memoryview] = [b"\x9f", encode_primary(b.primary)]
     for block in blocks[:-1]:
         parts.extend(encode_block_parts(block))
-    own = encode_block_parts(payload)  # [head, data] or [head, data, crc]
+    own = encode_block_parts(payload, payload_crc)  # [head, data(, crc)]
     parts.append(own[0])
     tail = b"".join((own[2], b"\xff")) if len(own) == 3 else b"\xff"
     return (b"".join(parts), payload.data, tail)
+
+
+# Length of a block's CRC field (the byte string's head and value) by CRC type.
+_CRC_FIELD_BYTES: Final = (0, 3, 5)
+
+
+def stored_payload_crc(
+    block: CanonicalBlock, data: bytes | bytearray | memoryview
+) -> bytes | None:
+    """The CRC field of payload block ``block`` as ``data`` carries it, for
+    :func:`encode_bundle_parts`; None when there is none to take.
+
+    ``data`` must be an encoding of a bundle whose payload block is
+    ``block`` (the stored bytes ``block`` was decoded from or encoded to:
+    the decoder checked that CRC over them). It is taken only when the
+    payload block's head in ``data`` is the canonical one
+    (:func:`~dcis.dtn.bpv7.canonical.block_head`): a sender may encode a
+    length or a field in a longer CBOR form, and the CRC covers the head
+    as it was sent, not as we write it. The payload is not compared (the
+    caller's contract): reading it back would cost what the CRC does.
+    """
+    k = _CRC_FIELD_BYTES[block.crc_type]
+    if not k:
+        return None
+    head = block_head(block)
+    end = len(data) - 1  # the closing break
+    start = end - k - len(block.data) - len(head)
+    if start < 0 or data[end] != 0xFF or data[start : start + len(head)] != head:
+        return None
+    crc = bytes(data[end - k : end])
+    return crc if crc[0] == (0x42 if k == 3 else 0x44) else None
 
 
 def decode_bundle_untrusted(

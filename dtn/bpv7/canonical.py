@@ -93,46 +93,58 @@ _set_CanonicalBlock_number: Final = CanonicalBlock.__dict__["number"].__set__
 _set_CanonicalBlock_type_code: Final = CanonicalBlock.__dict__["type_code"].__set__
 
 
-def encode_block_parts(block: CanonicalBlock) -> list[bytes | memoryview]:
-    """The canonical encoding of ``block`` as a list of chunks (payload not copied).
-
-    Callers ``b"".join`` the chunks of a whole bundle once.
-    """
+def block_head(block: CanonicalBlock) -> bytes:
+    """The canonical encoding of ``block`` up to its data: the array head,
+    the four header fields and the head of the data's byte string."""
     crc_type = block.crc_type
-    data = block.data
     type_code = block.type_code
     number = block.number
     flags = block.flags
-    n = len(data)
+    n = len(block.data)
     if type_code < 24 and number < 24 and flags < 24 and n < 0x10000:
         # Nearly every block: one-byte header fields (the CRC field is the
         # 6th element when there is one).
         first = 0x86 if crc_type else 0x85
         if n < 24:
-            header = bytes((first, type_code, number, flags, crc_type, 0x40 | n))
-        elif n < 0x100:
-            header = bytes((first, type_code, number, flags, crc_type, 0x58, n))
-        else:
-            header = bytes(
-                (first, type_code, number, flags, crc_type, 0x59, n >> 8, n & 0xFF)
-            )
-    else:
-        uint = cbor.uint
-        header = b"".join(
-            (
-                b"\x86" if crc_type else b"\x85",
-                uint(type_code),
-                uint(number),
-                uint(flags),
-                _CRC_TYPE_BYTE[crc_type],
-                cbor.head(2, n),
-            )
+            return bytes((first, type_code, number, flags, crc_type, 0x40 | n))
+        if n < 0x100:
+            return bytes((first, type_code, number, flags, crc_type, 0x58, n))
+        return bytes(
+            (first, type_code, number, flags, crc_type, 0x59, n >> 8, n & 0xFF)
         )
+    uint = cbor.uint
+    return b"".join(
+        (
+            b"\x86" if crc_type else b"\x85",
+            uint(type_code),
+            uint(number),
+            uint(flags),
+            _CRC_TYPE_BYTE[crc_type],
+            cbor.head(2, n),
+        )
+    )
+
+
+def encode_block_parts(
+    block: CanonicalBlock, crc: bytes | None = None
+) -> list[bytes | memoryview]:
+    """The canonical encoding of ``block`` as a list of chunks (payload not copied).
+
+    Callers ``b"".join`` the chunks of a whole bundle once. ``crc``: the
+    block's CRC field (the CBOR byte string holding the CRC value) when the
+    caller has it from a canonical encoding of this same block
+    (``bundle.stored_payload_crc``); it is then not computed again.
+    """
+    header = block_head(block)
+    crc_type = block.crc_type
+    data = block.data
     if not crc_type:
         return [header, data]
+    if crc is not None:
+        return [header, data, crc]
     if crc_type == 2:
-        crc = crc32c_raw(b"\x44\0\0\0\0", crc32c_raw(data, crc32c_raw(header)))
-        return [header, data, b"\x44" + crc.to_bytes(4, "big")]
+        crc32 = crc32c_raw(b"\x44\0\0\0\0", crc32c_raw(data, crc32c_raw(header)))
+        return [header, data, b"\x44" + crc32.to_bytes(4, "big")]
     crc16 = crc16_raw(b"\x42\0\0", crc16_raw(data, crc16_raw(header)))
     return [header, data, b"\x42" + crc16.to_bytes(2, "big")]
 

@@ -12,7 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dcis.dtn.bpv7 import Bundle, encode_bundle
-from dcis.dtn.bpv7.bundle import GATHER_PAYLOAD_BYTES, encode_bundle_parts
+from dcis.dtn.bpv7.bundle import (
+    GATHER_PAYLOAD_BYTES,
+    encode_bundle_parts,
+    stored_payload_crc,
+)
 from dcis.dtn.bpv7.eid import IpnEid
 from dcis.dtn.bpv7.processing import update_for_forwarding
 from dcis.dtn.errors import DtnError
@@ -36,9 +40,13 @@ def test_parts_join_to_the_encoding(b: Bundle, length: int, seed: int) -> None:
     # A hop count past 2**64 cannot be forwarded; the bundle still encodes.
     with contextlib.suppress(DtnError):
         forwarded.append(update_for_forwarding(big, node=IpnEid(5, 0), dwell_ms=9))
+    # The payload's CRC field as the stored bytes carry it serves every hop.
+    crc = stored_payload_crc(big.blocks[-1], encode_bundle(big))
     for bundle in forwarded:
         parts = encode_bundle_parts(bundle)
         assert b"".join(parts) == encode_bundle(bundle)
+        reused = encode_bundle_parts(bundle, payload_crc=crc)
+        assert b"".join(reused) == encode_bundle(bundle)
         if length >= GATHER_PAYLOAD_BYTES:
             assert len(parts) == 3
             assert parts[1] is bundle.payload

@@ -16,6 +16,7 @@ from dcis.dtn.errors import InvalidArgument
 from dcis.dtn.routing.contact import Contact
 from dcis.dtn.routing.plan import ContactPlan
 from tests.unit.agent.helpers import Net, events, link, of
+from tests.unit.bpv7.test_bundle_parts import _non_canonical
 
 S = 1000  # ms per second; plan epoch 0, so plan time t s == DTN time t*S ms
 
@@ -386,6 +387,9 @@ def test_a_large_bundle_goes_out_in_parts_with_its_payload_not_copied() -> None:
     assert len(tx.parts) == 3
     assert tx.parts[1] is ag[1]._hot[key][0].payload
     assert tx.size == len(tx.data) == sum(len(p) for p in tx.parts)
+    # Its CRC was read from the stored bytes, not computed again.
+    assert ag[1]._hot[key][3] is not None
+    assert tx.parts[2] == ag[1]._hot[key][3] + b"\xff"
     sent = decode_bundle_untrusted(tx.data)
     assert sent.payload == payload
     assert sent.previous_node is not None
@@ -399,3 +403,26 @@ def test_transmit_parts_must_be_a_tuple() -> None:
     assert Transmit(2, (b"ab", b"", b"cd"), 1).size == 4
     with pytest.raises(InvalidArgument):
         Transmit(2, b"abcd", 1)  # type: ignore[arg-type]
+
+
+def test_a_relay_recomputes_a_payload_crc_sent_over_a_non_canonical_head() -> None:
+    # A bundle whose payload length came in a longer CBOR form: its CRC
+    # covers that head, so the relay (which writes the shortest form) must
+    # compute the CRC itself; the next hop checks it.
+    ag = agents(3, config=AgentConfig(keep_decoded=8))
+    ag[2].on_contact_start(Contact(2, 3, 0, float("inf"), 0), S)
+    b = make_bundle(
+        source="ipn:1.1",
+        destination="ipn:3.1",
+        payload=bytes(range(250)) * 256,
+        creation_ms=S,
+        lifetime_ms=3_600_000,
+        hop_limit=9,
+    )
+    acts = ag[2].on_receive(cla="mtcp", neighbor=1, data=_non_canonical(b), now=S)
+    (tx,) = of(acts, Transmit)
+    assert ag[2]._hot[b.bundle_key][3] is None
+    sent = decode_bundle_untrusted(tx.data)  # every CRC checked
+    assert sent.payload == b.payload
+    assert sent.hop_count is not None
+    assert sent.hop_count.count == 1
