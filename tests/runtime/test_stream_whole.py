@@ -104,3 +104,37 @@ async def test_mtcp_fragments_only_above_its_frame_limit(tmp_path: Path) -> None
     assert all(b.primary.flags & BundleFlags.IS_FRAGMENT for b in got)
     whole = reassemble(got)
     assert whole.payload == payload
+
+
+async def test_a_batch_the_peer_refused_goes_again_whole(tmp_path: Path) -> None:
+    # Nothing listens at first: the MTCP sender's connect fails, the batch
+    # (a large bundle sent in parts and small ones) is reported failed and
+    # kept; once the peer listens, each bundle arrives once, intact.
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(30)
+    port = server.getsockname()[1]
+    nb = NeighbourConfig(
+        node=9, address=("127.0.0.1", port), cla="mtcp", always_on=True
+    )
+    cfg = NodeConfig(node=5, store_path=str(tmp_path / "n5.db"), neighbours=(nb,))
+    payloads = [_payload(300_000), b"small one", _payload(70_000)[::-1]]
+    got: list[Bundle] = []
+    try:
+        async with open_node(cfg) as node:
+            for p in payloads:
+                await node.send("ipn:9.4", p, source="ipn:5.1")
+            # (The node's status is what an operator polls; no event for it.)
+            with trio.fail_after(60):
+                while node.status()["counters"]["transmit_failed"] < 1:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            server.listen(1)
+            with trio.fail_after(60):
+                await trio.to_thread.run_sync(
+                    _sink, server, sum(map(len, payloads)), got
+                )
+            counters = dict(node.status()["counters"])
+    finally:
+        server.close()
+    assert sorted(b.payload for b in got) == sorted(payloads)
+    assert counters["transmit_failed"] >= 1
