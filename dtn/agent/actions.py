@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
-from dcis.dtn.errors import InvalidArgument
 from dcis.dtn.time import DtnTime
 
 
@@ -33,12 +32,6 @@ class Transmit:
     neighbor: int
     parts: tuple[bytes, ...]
     tx_id: int
-
-    def __post_init__(self) -> None:
-        if type(self.parts) is not tuple:  # e.g. bytes given where parts go
-            raise InvalidArgument(
-                f"Transmit.parts must be a tuple of buffers, got {type(self.parts).__name__}"
-            )
 
     @property
     def data(self) -> bytes:

@@ -46,6 +46,7 @@ from dcis.dtn.agent.store import (
 )
 from dcis.dtn.bpv7.admin import StatusKind, StatusReason
 from dcis.dtn.bpv7.bundle import (
+    GATHER_PAYLOAD_BYTES,
     Bundle,
     encode_bundle,
     encode_bundle_parts,
@@ -290,7 +291,7 @@ def pump(self: Agent, nb: int, now: int, actions: list[Action]) -> None:
                     break
             continue
         assert isinstance(wire, tuple)
-        size = sum(map(len, wire))
+        size = len(wire[0]) if len(wire) == 1 else sum(map(len, wire))
         tx = self._next_tx
         self._next_tx += 1
         e.move(Step.TRANSMIT, tx_id=tx)
@@ -345,9 +346,10 @@ def prepare(
             entry=e,
         )
         return None
-    # The payload block is the one stored: its CRC is read, not computed.
-    wire = encode_bundle_parts(out, payload_crc=self._hot_payload_crc(e.key, out))
-    size = sum(map(len, wire))
+    # A large payload block is the one stored: its CRC is read, not computed.
+    crc = self._hot_payload_crc(e.key, out) if e.size >= GATHER_PAYLOAD_BYTES else None
+    wire = encode_bundle_parts(out, payload_crc=crc)
+    size = len(wire[0]) if len(wire) == 1 else sum(map(len, wire))
     limit = link.remaining_bytes
     mtu = self.config.mtu_by_neighbour.get(
         link.contact.to, self.config.max_bundle_bytes

@@ -93,38 +93,6 @@ _set_CanonicalBlock_number: Final = CanonicalBlock.__dict__["number"].__set__
 _set_CanonicalBlock_type_code: Final = CanonicalBlock.__dict__["type_code"].__set__
 
 
-def block_head(block: CanonicalBlock) -> bytes:
-    """The canonical encoding of ``block`` up to its data: the array head,
-    the four header fields and the head of the data's byte string."""
-    crc_type = block.crc_type
-    type_code = block.type_code
-    number = block.number
-    flags = block.flags
-    n = len(block.data)
-    if type_code < 24 and number < 24 and flags < 24 and n < 0x10000:
-        # Nearly every block: one-byte header fields (the CRC field is the
-        # 6th element when there is one).
-        first = 0x86 if crc_type else 0x85
-        if n < 24:
-            return bytes((first, type_code, number, flags, crc_type, 0x40 | n))
-        if n < 0x100:
-            return bytes((first, type_code, number, flags, crc_type, 0x58, n))
-        return bytes(
-            (first, type_code, number, flags, crc_type, 0x59, n >> 8, n & 0xFF)
-        )
-    uint = cbor.uint
-    return b"".join(
-        (
-            b"\x86" if crc_type else b"\x85",
-            uint(type_code),
-            uint(number),
-            uint(flags),
-            _CRC_TYPE_BYTE[crc_type],
-            cbor.head(2, n),
-        )
-    )
-
-
 def encode_block_parts(
     block: CanonicalBlock, crc: bytes | None = None
 ) -> list[bytes | memoryview]:
@@ -135,9 +103,36 @@ def encode_block_parts(
     caller has it from a canonical encoding of this same block
     (``bundle.stored_payload_crc``); it is then not computed again.
     """
-    header = block_head(block)
     crc_type = block.crc_type
     data = block.data
+    type_code = block.type_code
+    number = block.number
+    flags = block.flags
+    n = len(data)
+    if type_code < 24 and number < 24 and flags < 24 and n < 0x10000:
+        # Nearly every block: one-byte header fields (the CRC field is the
+        # 6th element when there is one).
+        first = 0x86 if crc_type else 0x85
+        if n < 24:
+            header = bytes((first, type_code, number, flags, crc_type, 0x40 | n))
+        elif n < 0x100:
+            header = bytes((first, type_code, number, flags, crc_type, 0x58, n))
+        else:
+            header = bytes(
+                (first, type_code, number, flags, crc_type, 0x59, n >> 8, n & 0xFF)
+            )
+    else:
+        uint = cbor.uint
+        header = b"".join(
+            (
+                b"\x86" if crc_type else b"\x85",
+                uint(type_code),
+                uint(number),
+                uint(flags),
+                _CRC_TYPE_BYTE[crc_type],
+                cbor.head(2, n),
+            )
+        )
     if not crc_type:
         return [header, data]
     if crc is not None:
@@ -147,6 +142,12 @@ def encode_block_parts(
         return [header, data, b"\x44" + crc32.to_bytes(4, "big")]
     crc16 = crc16_raw(b"\x42\0\0", crc16_raw(data, crc16_raw(header)))
     return [header, data, b"\x42" + crc16.to_bytes(2, "big")]
+
+
+def block_head(block: CanonicalBlock) -> bytes:
+    """The canonical encoding of ``block`` up to its data: the array head,
+    the four header fields and the head of the data's byte string."""
+    return bytes(encode_block_parts(block, b"")[0])
 
 
 _CRC_TYPE_BYTE: Final = (b"\x00", b"\x01", b"\x02")
