@@ -128,7 +128,7 @@ def update_for_forwarding(b: Bundle, *, node: Eid, dwell_ms: int) -> Bundle:
                 top,
                 BlockFlags.NONE,
                 CrcType.NONE,
-                encode_previous_node(node),
+                _previous_node_data(node),
             )
         )
     else:
@@ -139,7 +139,7 @@ def update_for_forwarding(b: Bundle, *, node: Eid, dwell_ms: int) -> Bundle:
                 old.number,
                 old.flags,
                 old.crc_type,
-                encode_previous_node(node),
+                _previous_node_data(node),
             )
     if age_at >= 0:
         old = blocks[age_at]
@@ -168,17 +168,46 @@ def update_for_forwarding(b: Bundle, *, node: Eid, dwell_ms: int) -> Bundle:
     if hop_at >= 0:
         old = blocks[hop_at]
         if old.number not in encrypted:
-            hc = decode_hop_count_untrusted(old.data)
             out[hop_at] = _block(
                 BlockType.HOP_COUNT,
                 old.number,
                 old.flags,
                 old.crc_type,
-                encode_hop_count(HopCount(hc.limit, hc.count + 1)),
+                _next_hop_count_data(old.data),
             )
     if added:
         out[-1:-1] = added  # the payload block stays last
     return trusted_bundle(b.primary, tuple(out))
+
+
+# Forwarding writes the same few block contents again and again: this node's
+# EID as previous node, and the hop count one above each received one.
+_CACHE_MAX = 1024
+_PREVIOUS_NODE_DATA: dict[Eid, bytes] = {}
+_NEXT_HOP_COUNT_DATA: dict[bytes, bytes] = {}
+
+
+def _previous_node_data(node: Eid) -> bytes:
+    """``encode_previous_node(node)``, remembered (a node forwards as itself)."""
+    data = _PREVIOUS_NODE_DATA.get(node)
+    if data is None:
+        data = encode_previous_node(node)
+        if len(_PREVIOUS_NODE_DATA) < _CACHE_MAX:
+            _PREVIOUS_NODE_DATA[node] = data
+    return data
+
+
+def _next_hop_count_data(old: bytes) -> bytes:
+    """The hop count block data one hop after ``old`` (same limit, count + 1);
+    raises DecodeError for malformed ``old``, InvalidArgument past 2**64-1,
+    as decoding and re-encoding would. Remembered: a few hundred values."""
+    data = _NEXT_HOP_COUNT_DATA.get(old)
+    if data is None:
+        hc = decode_hop_count_untrusted(old)
+        data = encode_hop_count(HopCount(hc.limit, hc.count + 1))
+        if len(_NEXT_HOP_COUNT_DATA) < _CACHE_MAX and len(old) <= 32:
+            _NEXT_HOP_COUNT_DATA[old] = data
+    return data
 
 
 def _block(
