@@ -12,6 +12,12 @@ from dcis.dtn.agent.actions import Inbound
 from dcis.dtn.client.push_reader import SpooledPayload
 from dcis.dtn.errors import DtnError
 
+SNDBUF_BYTES = 2 << 20
+"""Send buffer the clients ask for on their connection (the kernel doubles it, up to
+its ``wmem_max``): a 1 MB send goes out in one ``sendmsg``, not five or
+more through the default ~208 KiB buffer, each a wake-up of the client's
+writer and of the node's reader (spec/performance.md, fifth round)."""
+
 
 class ClientError(DtnError):
     """The node refused a request, or the connection failed."""

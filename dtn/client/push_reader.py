@@ -12,8 +12,11 @@ incrementally instead:
    least ``stream_value_bytes`` under a text key (a pushed bundle's
    ``payload``) are buffered and walked item by item (heads only; nothing is
    decoded);
-2. that value's bytes go to a *sink* as they arrive -- by default a
-   preallocated buffer of the announced size (one copy, no growth), or
+2. that value's bytes go to a *sink* as they arrive -- by default
+   :class:`MemorySink`, the pieces joined once at the end (a driver that
+   reads the rest of the value straight into new ``bytes`` objects, up to
+   :attr:`PushReader.value_left` at a time, has them kept without a copy:
+   a value that arrives in one such read is never copied in Python), or
    whatever ``sink_factory`` opens (:class:`FileSink`: written to a file
    with ``os.write`` from the received buffer, never held whole);
 3. the rest of the frame is buffered; at its end the map is decoded and
@@ -71,25 +74,37 @@ class PayloadSink(Protocol):
 
 
 class MemorySink:
-    """The value in memory: one preallocated buffer of the announced size."""
+    """The value in memory, kept as the pieces it arrived in and joined once
+    at the end. A piece handed over as ``bytes`` (:meth:`take`: a client
+    that read the value's bytes straight into a new object) is kept as it
+    is, so a value read in one piece is never copied in Python; nothing is
+    allocated ahead for the announced ``size``."""
 
     def __init__(self, size: int) -> None:
-        self._buf = bytearray(size)
-        self._pos = 0
+        self.size = size
+        self._parts: list[bytes] = []
+        self.held = 0
 
     def write(self, data: memoryview) -> None:
-        """Copy ``data`` into the buffer."""
-        end = self._pos + len(data)
-        self._buf[self._pos : end] = data
-        self._pos = end
+        """Keep a copy of ``data``."""
+        self._parts.append(bytes(data))
+        self.held += len(data)
+
+    def take(self, data: bytes) -> None:
+        """Keep ``data`` itself (no copy)."""
+        self._parts.append(data)
+        self.held += len(data)
 
     def finish(self) -> bytes:
         """The value as bytes."""
-        return bytes(self._buf)
+        parts, self._parts = self._parts, []
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
 
     def abort(self) -> None:
-        """Drop the buffer."""
-        self._buf = bytearray()
+        """Drop the pieces."""
+        self._parts = []
 
 
 class SpooledPayload:
@@ -231,6 +246,7 @@ class PushReader:
         self._buf = bytearray()  # small frame, or the large frame's prefix
         self._post = bytearray()  # the large frame after the value
         self._sink: PayloadSink | None = None
+        self._take: Callable[[bytes], None] | None = None  # the sink's take
         self._value_left = 0
         self._value_start = 0  # where the value's head starts in _buf
         self._key_span = (0, 0)
@@ -242,8 +258,20 @@ class PushReader:
     @property
     def buffered_bytes(self) -> int:
         """Bytes of a message received in part and held in memory (a value
-        streamed into a sink is not counted)."""
-        return len(self._head) + len(self._buf) + len(self._post)
+        streamed into a :class:`MemorySink` counts, one streamed into a
+        file does not)."""
+        held = getattr(self._sink, "held", 0)
+        return len(self._head) + len(self._buf) + len(self._post) + held
+
+    @property
+    def value_left(self) -> int:
+        """Bytes still due of a streamed value whose sink keeps ``bytes``
+        pieces as they are (``take``; 0 if there is none): ``feed`` of a
+        ``bytes`` object of at most this many bytes hands it to the sink
+        without a copy."""
+        if self._stage != _VALUE or self._broken or self._take is None:
+            return 0
+        return self._value_left
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[dict[str, Any]]:
         """Consume stream bytes; return the messages completed. Raises only
@@ -251,6 +279,8 @@ class PushReader:
         if self._broken:
             raise DecodeError("the stream failed before", where="appapi frame")
         try:
+            if type(data) is bytes and 0 < len(data) <= self.value_left:
+                return self._take_value(data)
             return self._feed(memoryview(data).cast("B"))
         except DecodeError:
             self._fail()
@@ -261,8 +291,20 @@ class PushReader:
                 f"cannot store a payload: {exc}", where="appapi frame"
             ) from exc
 
+    def _take_value(self, data: bytes) -> list[dict[str, Any]]:
+        """``data`` continues the streamed value: to its sink as it is."""
+        assert self._take is not None
+        self._take(data)
+        n = len(data)
+        self._value_left -= n
+        self._left -= n
+        if not self._value_left:
+            self._stage = _POST
+        return [self._finish()] if not self._left else []
+
     def _fail(self) -> None:
         self._broken = True
+        self._take = None
         sink, self._sink = self._sink, None
         if sink is not None:
             sink.abort()
@@ -414,6 +456,7 @@ class PushReader:
         self._value_start = start
         self._value_left = n
         self._sink = self.sink_factory(n)
+        self._take = getattr(self._sink, "take", None)
         self._stage = _VALUE
         return hend
 
@@ -437,5 +480,6 @@ class PushReader:
         if not isinstance(key, str) or len(msg) != self._entries or msg.get(key) != b"":
             raise DecodeError("a map key appears twice", where="appapi message")
         sink, self._sink = self._sink, None
+        self._take = None
         msg[key] = sink.finish()
         return msg

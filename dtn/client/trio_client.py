@@ -14,6 +14,7 @@ import trio
 
 from dcis.dtn.appapi.wire import encode_message_parts, encode_send_head
 from dcis.dtn.client.common import (
+    SNDBUF_BYTES,
     ClientError,
     ReceivedBundle,
     SpooledBundle,
@@ -31,6 +32,15 @@ from dcis.dtn.errors import DecodeError, InvalidArgument
 
 _CHUNK = 1 << 20
 """Bytes read from a streamed file at a time."""
+
+_READ_BYTES = 256 * 1024
+"""The reader's reused buffer: many replies or pushed bundles per read; the
+most of a large payload that goes through it (and is copied) before the
+rest is read straight into the payload's pieces."""
+
+_SMALL_READ_BYTES = 64 * 1024
+"""A read right after a large payload: the next message is likely large too,
+and what of its payload a read brings through the buffer is copied."""
 
 _BY_REFERENCE_BYTES = 16 * 1024
 """A payload at least this long is queued as its own buffer (not copied
@@ -83,9 +93,22 @@ class TrioClient:
             if spool_dir is None
             else PushReader(sink_factory=lambda n: FileSink(spool_dir, n, fsync=False))
         )
+        sock = self._stream.socket
+        buf = memoryview(bytearray(_READ_BYTES))
+        after_large = False
         try:
             while True:
-                chunk = await self._stream.receive_some(1 << 20)
+                # The rest of a large payload is read as it is into new
+                # bytes objects the reader keeps (no copy in Python); the
+                # rest into one reused buffer, which the reader copies from.
+                left = reader.value_left
+                if left:
+                    chunk: bytes | memoryview = await sock.recv(left)
+                    after_large = True
+                else:
+                    size = _SMALL_READ_BYTES if after_large else _READ_BYTES
+                    after_large = False
+                    chunk = buf[: await sock.recv_into(buf[:size])]
                 if not chunk:
                     break
                 for m in reader.feed(chunk):
@@ -96,7 +119,12 @@ class TrioClient:
                         if pending is not None:
                             pending.reply = m
                             pending.event.set()
-        except (DecodeError, trio.BrokenResourceError, trio.ClosedResourceError):
+        except (
+            DecodeError,
+            OSError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+        ):
             pass
         finally:
             self._bundles_send.close()
@@ -344,6 +372,8 @@ async def open_trio_client(
     pushed payloads are written into files there as they arrive (for
     :meth:`TrioClient.receive_file`). Raises :class:`ClientError`."""
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF_BYTES)
     try:
         await sock.connect(path)
     except OSError as exc:

@@ -152,6 +152,10 @@ _MTCP_BATCH_BYTES = 4 << 20
 # _read_into; large reads: several 64 KB sends in one read are one store
 # transaction, one fsync).
 _READ_BYTES = 1 << 20
+# Most bytes read at once straight into a new bytes object for the rest of a
+# large frame (_read_piece): below glibc's mmap threshold as tools/dtn_node.py
+# pins it (1 MiB), so a short read's object shrinks in place on the heap.
+_PIECE_BYTES = _READ_BYTES - 4096
 # Send buffer asked for on app API connections.
 _APP_SNDBUF = 2 << 20  # the kernel doubles it; 128 connections: <= 512 MiB
 # Seconds between checks of the contact plan file's modification time.
@@ -1852,7 +1856,12 @@ class Node:
         try:
             async with stream:
                 while True:
-                    chunk = await self._read_into(stream)
+                    left = dec.large_frame_left
+                    chunk = await (
+                        self._read_piece(stream, left)
+                        if left
+                        else self._read_into(stream)
+                    )
                     if not chunk:
                         return
                     conn.last_active = trio.current_time()
@@ -1902,6 +1911,22 @@ class Node:
             except OSError as exc:
                 raise trio.BrokenResourceError(str(exc)) from exc
             return self._read_buf[:n]
+
+    async def _read_piece(self, stream: trio.SocketStream, left: int) -> bytes:
+        """The next bytes of ``stream`` (empty at its end), at most ``left``
+        (and :data:`_PIECE_BYTES`), in a new ``bytes`` object: the rest of a
+        large frame, which the decoder keeps as it is (read into the shared
+        buffer, it would be copied out, then copied again to join the
+        frame). Raises :class:`trio.BrokenResourceError` on a socket error."""
+        await trio.lowlevel.checkpoint()
+        sock = stream.socket
+        while True:
+            try:
+                return os.read(sock.fileno(), min(left, _PIECE_BYTES))
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
 
     # ------------------------------------------------------------ app API
 
@@ -2030,8 +2055,14 @@ class Node:
                         await room[0].wait()
                     try:
                         # Large reads: several 64 KB sends in one read are
-                        # one store transaction (one fsync), not one each.
-                        chunk = await self._read_into(stream)
+                        # one store transaction (one fsync), not one each;
+                        # the rest of a large send, read as it is.
+                        left = reader.large_frame_left
+                        chunk = await (
+                            self._read_piece(stream, left)
+                            if left
+                            else self._read_into(stream)
+                        )
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         break
                     if not chunk:

@@ -241,3 +241,81 @@ def test_a_value_longer_than_its_frame_opens_no_sink() -> None:
     with pytest.raises(DecodeError, match="overruns"):
         reader.feed(bytes(body))
     assert opened == []
+
+
+def _driven(
+    reader: PushReader, data: bytes, cuts: list[int], direct: list[bool]
+) -> list[Any]:
+    """Feed as the clients do: while a streamed value is due and ``direct``
+    says so, a new bytes object of at most ``value_left`` bytes (a read
+    straight into a new object), else a view of a reused, then overwritten,
+    buffer."""
+    out: list[Any] = []
+    bounds = sorted(set(cuts) | {len(data)})
+    pos = i = 0
+    while pos < len(data):
+        at = bounds[min(i, len(bounds) - 1)]
+        if at <= pos:
+            i += 1
+            continue
+        left = reader.value_left
+        if left and direct[i % len(direct)]:
+            piece = data[pos : min(at, pos + left)]
+            out += reader.feed(piece)
+            pos += len(piece)
+        else:
+            scratch = bytearray(data[pos:at])
+            out += reader.feed(memoryview(scratch))
+            scratch[:] = b"\xee" * len(scratch)
+            pos = at
+    return out
+
+
+@given(streams(), st.lists(st.booleans(), min_size=1, max_size=4))
+def test_values_read_as_bytes_pieces_give_the_same_messages(
+    case: tuple[bytes, list[int]], direct: list[bool]
+) -> None:
+    # A client reads the rest of a streamed value straight into new bytes
+    # objects (value_left at most) and the rest through a reused buffer:
+    # the messages are the plain reader's for any split.
+    data, cuts = case
+    expected = _run(MessageReader(), _pieces(data, cuts))
+    push = _small_push()
+    assert _driven(push, data, cuts, direct) == expected
+    assert push.buffered_bytes == 0
+    assert push.value_left == 0
+
+
+def test_a_payload_read_in_one_piece_is_the_piece_itself() -> None:
+    payload = os.urandom(300_000)
+    frame = encode_message(
+        {
+            "type": "bundle",
+            "endpoint": "ipn:2.1",
+            "source": "ipn:1.1",
+            "payload": payload,
+            "creation_ms": 5,
+            "sequence": 6,
+            "bundle_key": "k",
+        }
+    )
+    at = frame.index(payload)
+    reader = PushReader()
+    assert reader.feed(frame[:at]) == []
+    assert reader.value_left == len(payload)
+    piece = frame[at : at + len(payload)]
+    assert reader.feed(piece) == []
+    assert reader.value_left == 0
+    # In memory and counted (with the keys before it) until the frame ends.
+    assert len(payload) <= reader.buffered_bytes < len(payload) + 200
+    (msg,) = reader.feed(frame[at + len(payload) :])
+    assert msg["payload"] is piece  # no copy in Python
+    assert reader.buffered_bytes == 0
+
+
+def test_a_file_sink_takes_no_pieces(tmp_path: Path) -> None:
+    # value_left is only offered for sinks that keep bytes objects.
+    frame = encode_message({"type": "bundle", "payload": b"p" * 300_000})
+    reader = PushReader(sink_factory=lambda n: FileSink(str(tmp_path), n))
+    reader.feed(frame[:100])
+    assert reader.value_left == 0
