@@ -484,3 +484,10 @@ class MessageReader:
         ``bytes`` read of at most this many is kept without a copy
         (:attr:`dcis.dtn.cl.mtcp.MtcpDecoder.large_frame_left`)."""
         return self._frames.large_frame_left
+
+    @property
+    def next_read_bytes(self) -> int:
+        """Bytes to read next into a new ``bytes`` object and feed as they
+        are (0: any amount, any buffer; see
+        :attr:`dcis.dtn.cl.mtcp.MtcpDecoder.next_read_bytes`)."""
+        return self._frames.next_read_bytes

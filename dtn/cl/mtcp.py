@@ -89,6 +89,7 @@ class MtcpDecoder:
         # The large frame in progress: its pieces and their total length.
         self._parts: list[bytes | bytearray] | None = None
         self._got = 0
+        self._after_large = False  # the last frame completed was large
 
     @property
     def buffered_bytes(self) -> int:
@@ -103,6 +104,26 @@ class MtcpDecoder:
         if self._parts is None or self._need is None:
             return 0
         return self._need - self._got
+
+    @property
+    def next_read_bytes(self) -> int:
+        """How many bytes a driver should read next into a new ``bytes``
+        object and feed as they are (0: read any amount, into any buffer).
+
+        While a large frame is in progress: :attr:`large_frame_left`. Right
+        after a large frame: the next frame's head alone (its first byte,
+        then the rest of it), so that the frame after it, if large too, can
+        arrive in one read of its own and be returned without any copy. A
+        small frame ends this until the next large one."""
+        left = self.large_frame_left
+        if left or not self._after_large or self._need is not None:
+            return left
+        buf = self._buf
+        if not buf:
+            return 1
+        info = buf[0] & 0x1F
+        hlen = 1 + (1 << (info - 24)) if 24 <= info <= 27 else 1
+        return max(0, hlen - len(buf))
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Consume stream bytes; return every bundle completed. Raises only DecodeError.
@@ -180,6 +201,7 @@ class MtcpDecoder:
             out.append(convert(bytes(buf)))
             buf.clear()
             self._need = None
+            self._after_large = False
         if pos < end:
             pos = self._frames(view, pos, out, convert)
             if self._need is not None and self._need >= self.large_frame_bytes:
@@ -213,6 +235,7 @@ class MtcpDecoder:
         self._parts = None
         self._got = 0
         self._need = None
+        self._after_large = True
         if len(parts) == 1 and type(parts[0]) is bytes:
             return parts[0]
         return b"".join(parts)
@@ -259,6 +282,7 @@ class MtcpDecoder:
             if end - pos < self._need:
                 break
             out.append(convert(view[pos : pos + self._need]))
+            self._after_large = self._need >= self.large_frame_bytes
             pos += self._need
             self._need = None
         return pos

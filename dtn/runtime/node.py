@@ -1856,10 +1856,10 @@ class Node:
         try:
             async with stream:
                 while True:
-                    left = dec.large_frame_left
+                    exact = dec.next_read_bytes
                     chunk = await (
-                        self._read_piece(stream, left)
-                        if left
+                        self._read_piece(stream, exact)
+                        if exact
                         else self._read_into(stream)
                     )
                     if not chunk:
@@ -1917,7 +1917,8 @@ class Node:
         (and :data:`_PIECE_BYTES`), in a new ``bytes`` object: the rest of a
         large frame, which the decoder keeps as it is (read into the shared
         buffer, it would be copied out, then copied again to join the
-        frame). Raises :class:`trio.BrokenResourceError` on a socket error."""
+        frame), or the head of the frame after one (``next_read_bytes``).
+        Raises :class:`trio.BrokenResourceError` on a socket error."""
         await trio.lowlevel.checkpoint()
         sock = stream.socket
         while True:
@@ -2056,11 +2057,12 @@ class Node:
                     try:
                         # Large reads: several 64 KB sends in one read are
                         # one store transaction (one fsync), not one each;
-                        # the rest of a large send, read as it is.
-                        left = reader.large_frame_left
+                        # a large send (and the head after one), read as
+                        # it is.
+                        exact = reader.next_read_bytes
                         chunk = await (
-                            self._read_piece(stream, left)
-                            if left
+                            self._read_piece(stream, exact)
+                            if exact
                             else self._read_into(stream)
                         )
                     except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -176,10 +176,11 @@ def test_frames_read_whole_are_handed_over_as_views_of_the_read(
 def _driven(
     dec: MtcpDecoder, stream: bytes, cuts: list[int], direct: list[bool]
 ) -> tuple[list[bytes], list[int]]:
-    """Feed ``stream`` as a driver does: at each cut, while a large frame
-    is in progress and ``direct`` says so, a new ``bytes`` object of at most
-    ``large_frame_left`` bytes (a read straight into a new object), else a
-    view of a reused buffer; returns the bundles and, after each feed, how
+    """Feed ``stream`` as a driver does: at each cut, when the decoder asks
+    for an exact read (``next_read_bytes``: the rest of a large frame, or
+    the head after one) and ``direct`` says so, a new ``bytes`` object of at
+    most that many bytes (a read straight into a new object), else a view
+    of a reused buffer; returns the bundles and, after each feed, how
     many bytes the decoder said it held."""
     out: list[bytes] = []
     held: list[int] = []
@@ -191,7 +192,8 @@ def _driven(
         if at <= pos:
             i += 1
             continue
-        left = dec.large_frame_left
+        left = dec.next_read_bytes
+        assert left >= dec.large_frame_left
         if left and direct[i % len(direct)]:
             piece = stream[pos : min(at, pos + left)]
             out += dec.feed(piece)
@@ -271,3 +273,36 @@ def test_a_trickled_large_frame_holds_about_what_was_received() -> None:
         tracemalloc.stop()
     assert dec.buffered_bytes == 20_000
     assert held <= 2 * 20_000 + 16_384
+
+
+def test_large_frames_read_as_the_decoder_asks_are_never_copied() -> None:
+    # A driver that reads exactly next_read_bytes (the head after a large
+    # frame, then the frame) into new bytes objects gets a large bundle back
+    # as the very object it read: no copy in Python. A small frame in
+    # between goes back to ordinary reads (0).
+    big1, big2, small, big3 = (
+        bytes([i]) * n for i, n in enumerate([200_000, 300_000, 50, 150_000])
+    )
+    dec = MtcpDecoder()
+    assert dec.feed(memoryview(bytearray(encode_mtcp_frame(big1)))) == [big1]
+    asked: list[int] = []
+
+    def read(data: bytes) -> list[bytes]:
+        asked.append(dec.next_read_bytes)
+        return dec.feed(data)
+
+    f2 = encode_mtcp_frame(big2)
+    assert read(f2[:1]) == read(f2[1:5]) == []
+    body = f2[5:]
+    (got,) = read(body)
+    assert got is body
+    f3 = encode_mtcp_frame(small)
+    assert read(f3[:1]) == read(f3[1:2]) == []
+    assert read(f3[2:]) == [small]
+    f4 = encode_mtcp_frame(big3)
+    assert dec.next_read_bytes == 0  # after a small frame: ordinary reads
+    assert dec.feed(memoryview(bytearray(f4[:1000]))) == []
+    rest = f4[1000:]
+    assert dec.next_read_bytes == len(rest)
+    assert dec.feed(rest) == [big3]
+    assert asked == [1, 4, 300_000, 1, 1, 0]
