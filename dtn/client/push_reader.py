@@ -173,7 +173,7 @@ class _Unwalkable(Exception):
     """Something the walk does not handle: buffer the frame whole."""
 
 
-def _head(buf: bytearray, pos: int) -> tuple[int, int, int]:
+def _head(buf: bytes | bytearray, pos: int) -> tuple[int, int, int]:
     """``(major, argument, end of head)`` of the CBOR head at ``pos``."""
     if pos >= len(buf):
         raise _Incomplete
@@ -189,7 +189,7 @@ def _head(buf: bytearray, pos: int) -> tuple[int, int, int]:
     return first >> 5, int.from_bytes(buf[pos + 1 : pos + 1 + n], "big"), pos + 1 + n
 
 
-def _item_end(buf: bytearray, pos: int, depth: int = 0) -> int:
+def _item_end(buf: bytes | bytearray, pos: int, depth: int = 0) -> int:
     """Where the complete CBOR item at ``pos`` ends."""
     if depth > _MAX_DEPTH:
         raise _Unwalkable
@@ -254,6 +254,9 @@ class PushReader:
         self._walk_pos = 0  # next item to walk in _buf
         self._walked = 0  # items walked (keys and values)
         self._broken = False
+        self.last_large = False
+        """Whether the last message completed came in a large frame (a
+        client may then expect another: see :meth:`value_offset`)."""
 
     @property
     def buffered_bytes(self) -> int:
@@ -272,6 +275,47 @@ class PushReader:
         if self._stage != _VALUE or self._broken or self._take is None:
             return 0
         return self._value_left
+
+    def value_offset(self, ahead: bytes) -> int:
+        """Given ``ahead``, the next bytes of the stream (peeked, not fed):
+        how many of them to feed so that the next byte is the first of a
+        value the reader will stream into a sink that takes ``bytes`` pieces
+        (the rest of a message first, then a large frame's head, its keys
+        and the value's head); 0 when ``ahead`` shows no such value, or the
+        reader is inside a frame other than at its end. A client that feeds
+        exactly that many bytes can then read the whole value as one object
+        (:attr:`value_left`), which becomes the message's value as it is.
+        Only a hint: the bytes fed are checked as any others."""
+        if self._broken or self._head or self._stage == _VALUE:
+            return 0
+        if self._left and not (self._large and self._stage == _POST):
+            return 0
+        skip = self._left
+        if not hasattr(self.sink_factory, "take"):
+            return 0  # the factory is not a class of sinks that take pieces
+        try:
+            major, length, pos = _head(ahead, skip)
+            if (
+                major != 2
+                or length < self.stream_frame_bytes
+                or length > self.max_message_bytes
+            ):
+                return 0
+            major, entries, pos = _head(ahead, pos)
+            if major != 5:
+                return 0
+            key_major = -1
+            for i in range(2 * entries):
+                if i % 2:
+                    major, n, hend = _head(ahead, pos)
+                    if major == 2 and n >= self.stream_value_bytes and key_major == 3:
+                        return hend
+                else:
+                    key_major = ahead[pos] >> 5
+                pos = _item_end(ahead, pos)
+        except (_Incomplete, _Unwalkable, IndexError):
+            return 0
+        return 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[dict[str, Any]]:
         """Consume stream bytes; return the messages completed. Raises only
@@ -324,6 +368,7 @@ class PushReader:
                     # A whole small frame in view: decoded from the read
                     # itself (its values copied out once).
                     out.append(decode_message_untrusted(view[pos:stop]))
+                    self.last_large = False
                     pos = stop
                     continue
             take = min(self._left, end - pos)
@@ -462,6 +507,7 @@ class PushReader:
 
     def _finish(self) -> dict[str, Any]:
         """The frame is complete: decode and validate it."""
+        self.last_large = self._large
         if not self._large or self._stage in (_PRE, _WHOLE):
             body = bytes(self._buf)
             self._buf.clear()

@@ -32,6 +32,9 @@ from dcis.dtn.errors import DecodeError, InvalidArgument
 _READ_BYTES = 256 * 1024
 """The reader's reused buffer (see ``dcis.dtn.client.trio_client``)."""
 
+_PEEK_BYTES = 4096
+"""Bytes looked at after a large payload (``PushReader.value_offset``)."""
+
 _SMALL_READ_BYTES = 64 * 1024
 """A read right after a large payload: the next message is likely large
 too, and what of its payload a read brings through the buffer is copied."""
@@ -66,7 +69,6 @@ class Client:
         # or during receive_file into a file (dcis.dtn.client.push_reader).
         self._reader = PushReader()
         self._buf = memoryview(bytearray(_READ_BYTES))
-        self._after_large = False
         self._next_id = 1
         self._bundles: deque[ReceivedBundle | SpooledBundle] = deque()
         self._replies: dict[int, dict[str, Any]] = {}
@@ -97,14 +99,18 @@ class Client:
         try:
             # The rest of a large payload straight into new bytes objects the
             # reader keeps as they are; the rest through the reused buffer.
-            left = self._reader.value_left
+            reader = self._reader
+            left = reader.value_left
             chunk: bytes | memoryview
             if left:
                 chunk = self._sock.recv(left)
-                self._after_large = True
             else:
-                size = _SMALL_READ_BYTES if self._after_large else _READ_BYTES
-                self._after_large = False
+                size = _READ_BYTES
+                if reader.last_large:
+                    # Up to the next large payload exactly, so that it can
+                    # come in one read of its own (see trio_client).
+                    ahead = self._sock.recv(_PEEK_BYTES, socket.MSG_PEEK)
+                    size = reader.value_offset(ahead) or _SMALL_READ_BYTES
                 chunk = self._buf[: self._sock.recv_into(self._buf[:size])]
         except TimeoutError:
             raise

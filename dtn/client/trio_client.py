@@ -38,6 +38,10 @@ _READ_BYTES = 256 * 1024
 most of a large payload that goes through it (and is copied) before the
 rest is read straight into the payload's pieces."""
 
+_PEEK_BYTES = 4096
+"""Bytes looked at (``MSG_PEEK``) after a large payload to find where the
+next one starts (``PushReader.value_offset``)."""
+
 _SMALL_READ_BYTES = 64 * 1024
 """A read right after a large payload: the next message is likely large too,
 and what of its payload a read brings through the buffer is copied."""
@@ -95,7 +99,6 @@ class TrioClient:
         )
         sock = self._stream.socket
         buf = memoryview(bytearray(_READ_BYTES))
-        after_large = False
         try:
             while True:
                 # The rest of a large payload is read as it is into new
@@ -104,10 +107,14 @@ class TrioClient:
                 left = reader.value_left
                 if left:
                     chunk: bytes | memoryview = await sock.recv(left)
-                    after_large = True
                 else:
-                    size = _SMALL_READ_BYTES if after_large else _READ_BYTES
-                    after_large = False
+                    size = _READ_BYTES
+                    if reader.last_large:
+                        # The next message is likely large too: read up to
+                        # its payload exactly, so that the payload can come
+                        # in one read of its own (then it is not copied).
+                        ahead = await sock.recv(_PEEK_BYTES, socket.MSG_PEEK)
+                        size = reader.value_offset(ahead) or _SMALL_READ_BYTES
                     chunk = buf[: await sock.recv_into(buf[:size])]
                 if not chunk:
                     break

@@ -248,8 +248,9 @@ def _driven(
 ) -> list[Any]:
     """Feed as the clients do: while a streamed value is due and ``direct``
     says so, a new bytes object of at most ``value_left`` bytes (a read
-    straight into a new object), else a view of a reused, then overwritten,
-    buffer."""
+    straight into a new object); else, if ``value_offset`` of the next bytes
+    (peeked) names a value, exactly the bytes up to it; else a view of a
+    reused, then overwritten, buffer."""
     out: list[Any] = []
     bounds = sorted(set(cuts) | {len(data)})
     pos = i = 0
@@ -263,6 +264,15 @@ def _driven(
             piece = data[pos : min(at, pos + left)]
             out += reader.feed(piece)
             pos += len(piece)
+        elif (
+            not left
+            and direct[(i + 1) % len(direct)]
+            and (k := reader.value_offset(data[pos : pos + 4096]))
+        ):
+            # Up to a large value exactly: the value is due next, whole.
+            out += reader.feed(memoryview(bytearray(data[pos : pos + k])))
+            pos += k
+            assert reader.value_left > 0
         else:
             scratch = bytearray(data[pos:at])
             out += reader.feed(memoryview(scratch))
@@ -319,3 +329,46 @@ def test_a_file_sink_takes_no_pieces(tmp_path: Path) -> None:
     reader = PushReader(sink_factory=lambda n: FileSink(str(tmp_path), n))
     reader.feed(frame[:100])
     assert reader.value_left == 0
+
+
+def test_value_offset_points_at_the_next_large_payload() -> None:
+    payloads = [os.urandom(300_000), os.urandom(200_000)]
+    frames = [
+        encode_message(
+            {
+                "type": "bundle",
+                "endpoint": "ipn:2.1",
+                "source": "ipn:1.1",
+                "payload": p,
+                "creation_ms": 5,
+                "sequence": i,
+                "bundle_key": f"k{i}",
+            }
+        )
+        for i, p in enumerate(payloads)
+    ]
+    stream = b"".join(frames)
+    reader = PushReader()
+    at = stream.index(payloads[0])
+    assert reader.value_offset(stream[:4096]) == at
+    assert reader.value_offset(stream[: at - 1]) == 0  # not all of it in view
+    assert reader.feed(stream[:at]) == []
+    assert reader.value_offset(stream[at : at + 4096]) == 0  # inside the value
+    assert reader.feed(stream[at : at + len(payloads[0])]) == []
+    # At the end of a message (its last keys still due): past them, to the
+    # next payload.
+    pos = at + len(payloads[0])
+    nxt = stream.index(payloads[1])
+    assert reader.value_offset(stream[pos : pos + 4096]) == nxt - pos
+    (first,) = reader.feed(stream[pos:nxt])
+    assert first["payload"] == payloads[0]
+    assert reader.last_large
+    piece = stream[nxt : nxt + len(payloads[1])]
+    assert reader.feed(piece) == []
+    (second,) = reader.feed(stream[nxt + len(payloads[1]) :])
+    assert second["payload"] is piece
+    # Small frames, and sinks not known to take pieces: nothing to point at.
+    small = encode_message({"type": "ok", "id": 1})
+    assert PushReader().value_offset(small) == 0
+    wrapped = PushReader(sink_factory=lambda n: MemorySink(n))
+    assert wrapped.value_offset(stream[:4096]) == 0
