@@ -73,32 +73,47 @@ class PayloadSink(Protocol):
         """The frame failed: drop what was written."""
 
 
+_MIN_PIECE = 4096
+"""Pieces shorter than this are joined into a small buffer as they arrive:
+a peer trickling bytes cannot make a sink hold one object per byte (the
+memory held stays close to :attr:`MemorySink.held`)."""
+
+
 class MemorySink:
     """The value in memory, kept as the pieces it arrived in and joined once
-    at the end. A piece handed over as ``bytes`` (:meth:`take`: a client
+    at the end. A piece handed over as ``bytes`` (:meth:`take`: a reader
     that read the value's bytes straight into a new object) is kept as it
     is, so a value read in one piece is never copied in Python; nothing is
     allocated ahead for the announced ``size``."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | bytearray] = []
         self.held = 0
 
     def write(self, data: memoryview) -> None:
         """Keep a copy of ``data``."""
-        self._parts.append(bytes(data))
-        self.held += len(data)
+        self._keep(data)
 
     def take(self, data: bytes) -> None:
-        """Keep ``data`` itself (no copy)."""
-        self._parts.append(data)
-        self.held += len(data)
+        """Keep ``data`` itself (no copy, unless it is short)."""
+        self._keep(data)
+
+    def _keep(self, data: bytes | memoryview) -> None:
+        parts = self._parts
+        n = len(data)
+        self.held += n
+        if n >= _MIN_PIECE:
+            parts.append(data if type(data) is bytes else bytes(data))
+        elif parts and type(parts[-1]) is bytearray and len(parts[-1]) < _MIN_PIECE:
+            parts[-1] += data
+        else:
+            parts.append(bytearray(data))
 
     def finish(self) -> bytes:
         """The value as bytes."""
         parts, self._parts = self._parts, []
-        if len(parts) == 1:
+        if len(parts) == 1 and type(parts[0]) is bytes:
             return parts[0]
         return b"".join(parts)
 
@@ -387,6 +402,18 @@ class PushReader:
         """Read (the rest of) a frame head from ``view[pos:]``: the new
         position and the frame's length (0: the head is not complete)."""
         head = self._head
+        if not head:
+            # A whole head in view (nearly always): read it in place.
+            first = view[pos]
+            info = first & 0x1F
+            hlen = 1 if info < 24 else 1 + (1 << (info - 24)) if info <= 27 else 0
+            if first >> 5 == 2 and hlen and pos + hlen <= len(view):
+                length = (
+                    info
+                    if hlen == 1
+                    else int.from_bytes(view[pos + 1 : pos + hlen], "big")
+                )
+                return pos + hlen, self._start_frame(length)
         while pos < len(view):
             head.append(view[pos])
             pos += 1
@@ -407,18 +434,22 @@ class PushReader:
                 continue
             length = info if info < 24 else int.from_bytes(head[1:hlen], "big")
             head.clear()
-            if length > self.max_message_bytes:
-                raise DecodeError(
-                    f"frame of {length} bytes exceeds the {self.max_message_bytes}-byte limit",
-                    where="appapi frame",
-                )
-            if length == 0:
-                raise DecodeError("empty message", where="appapi message")
-            self._large = length >= self.stream_frame_bytes
-            self._stage = _PRE
-            self._walk_pos = self._walked = 0
-            return pos, length
+            return pos, self._start_frame(length)
         return pos, 0
+
+    def _start_frame(self, length: int) -> int:
+        """A frame of ``length`` bytes begins: checked, its stage set."""
+        if length > self.max_message_bytes:
+            raise DecodeError(
+                f"frame of {length} bytes exceeds the {self.max_message_bytes}-byte limit",
+                where="appapi frame",
+            )
+        if length == 0:
+            raise DecodeError("empty message", where="appapi message")
+        self._large = length >= self.stream_frame_bytes
+        self._stage = _PRE
+        self._walk_pos = self._walked = 0
+        return length
 
     # -- large frames
 

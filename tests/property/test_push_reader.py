@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -372,3 +373,29 @@ def test_value_offset_points_at_the_next_large_payload() -> None:
     assert PushReader().value_offset(small) == 0
     wrapped = PushReader(sink_factory=lambda n: MemorySink(n))
     assert wrapped.value_offset(stream[:4096]) == 0
+
+
+def test_a_trickled_payload_holds_about_what_was_received() -> None:
+    # A peer that announces a 16 MiB payload and sends it a byte at a time,
+    # each byte handed over as its own bytes object (as a reader reading
+    # straight into new objects gets them): the reader holds about the
+    # bytes received, counted in buffered_bytes -- not the announced length
+    # and not an object per byte.
+    n = 16 << 20
+    small = encode_message({"type": "send", "destination": "d", "payload": b"x" * 16})
+    keys = small[2 : small.index(b"x" * 16) - 1]  # the map's start, to the payload
+    body_len = len(keys) + 5 + n
+    head = b"\x5a" + body_len.to_bytes(4, "big") + keys + b"\x5a" + n.to_bytes(4, "big")
+    reader = PushReader(max_message_bytes=32 << 20)
+    assert reader.feed(bytes(head)) == []
+    assert reader.value_left == n
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(20_000):
+            assert reader.feed(bytes([i & 0xFF])) == []
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert 20_000 <= reader.buffered_bytes < 20_000 + len(head)
+    assert held <= 2 * 20_000 + 16_384
