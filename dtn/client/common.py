@@ -18,6 +18,10 @@ its ``wmem_max``): a 1 MB send goes out in one ``sendmsg``, not five or
 more through the default ~208 KiB buffer, each a wake-up of the client's
 writer and of the node's reader (spec/performance.md, fifth round)."""
 
+MAX_PIECE_BYTES = 16 << 20
+"""Most bytes of a large payload the clients read straight into one new
+object (``recv(n)`` allocates ``n`` bytes before it knows how many come)."""
+
 
 class ClientError(DtnError):
     """The node refused a request, or the connection failed."""

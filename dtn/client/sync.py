@@ -15,6 +15,7 @@ from dcis.dtn.appapi.wire import (
     encode_send_head,
 )
 from dcis.dtn.client.common import (
+    MAX_PIECE_BYTES,
     SNDBUF_BYTES,
     ClientError,
     ReceivedBundle,
@@ -65,8 +66,9 @@ class Client:
             raise ClientError(
                 f"cannot reach the node at {path}: {exc.strerror or exc}"
             ) from exc
-        # Large payloads go into one preallocated buffer as they arrive,
-        # or during receive_file into a file (dcis.dtn.client.push_reader).
+        # Large payloads are kept as the pieces they were read in (most
+        # often one, never copied), or during receive_file written into a
+        # file as they arrive (dcis.dtn.client.push_reader).
         self._reader = PushReader()
         self._buf = memoryview(bytearray(_READ_BYTES))
         self._next_id = 1
@@ -103,7 +105,7 @@ class Client:
             left = reader.value_left
             chunk: bytes | memoryview
             if left:
-                chunk = self._sock.recv(left)
+                chunk = self._sock.recv(min(left, MAX_PIECE_BYTES))
             else:
                 size = _READ_BYTES
                 if reader.last_large:

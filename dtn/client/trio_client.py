@@ -14,6 +14,7 @@ import trio
 
 from dcis.dtn.appapi.wire import encode_message_parts, encode_send_head
 from dcis.dtn.client.common import (
+    MAX_PIECE_BYTES,
     SNDBUF_BYTES,
     ClientError,
     ReceivedBundle,
@@ -87,10 +88,11 @@ class TrioClient:
         self._writing = False
 
     async def _reader(self) -> None:
-        # A pushed bundle's large payload goes into one preallocated
-        # buffer as it arrives (dcis.dtn.client.push_reader), or with a
-        # spool directory into a file there (fsynced by receive_file on a
-        # worker thread, not here on the event loop).
+        # A pushed bundle's large payload is kept as the pieces it was read
+        # in (most often one, never copied: dcis.dtn.client.push_reader),
+        # or with a spool directory written into a file there as it arrives
+        # (fsynced by receive_file on a worker thread, not here on the
+        # event loop).
         spool_dir = self._spool_dir
         reader = (
             PushReader()
@@ -106,7 +108,9 @@ class TrioClient:
                 # rest into one reused buffer, which the reader copies from.
                 left = reader.value_left
                 if left:
-                    chunk: bytes | memoryview = await sock.recv(left)
+                    chunk: bytes | memoryview = await sock.recv(
+                        min(left, MAX_PIECE_BYTES)
+                    )
                 else:
                     size = _READ_BYTES
                     if reader.last_large:
