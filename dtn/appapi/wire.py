@@ -477,17 +477,3 @@ class MessageReader:
     def buffered_bytes(self) -> int:
         """Bytes of a message received only in part (held in memory)."""
         return self._frames.buffered_bytes
-
-    @property
-    def large_frame_left(self) -> int:
-        """Bytes still due of a large message in progress (0 if none): a
-        ``bytes`` read of at most this many is kept without a copy
-        (:attr:`dcis.dtn.cl.mtcp.MtcpDecoder.large_frame_left`)."""
-        return self._frames.large_frame_left
-
-    @property
-    def next_read_bytes(self) -> int:
-        """Bytes to read next into a new ``bytes`` object and feed as they
-        are (0: any amount, any buffer; see
-        :attr:`dcis.dtn.cl.mtcp.MtcpDecoder.next_read_bytes`)."""
-        return self._frames.next_read_bytes
