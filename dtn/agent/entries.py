@@ -54,6 +54,8 @@ from dcis.dtn.agent.store import (
     StoredBundle,
     StoreError,
     StoreFull,
+    Wire,
+    wire_size,
 )
 from dcis.dtn.bpv7.admin import StatusKind, StatusReason
 from dcis.dtn.bpv7.bundle import (
@@ -220,7 +222,7 @@ class FragmentGroup:
 def store_new(
     self: Agent,
     key: str,
-    data: bytes,
+    data: Wire,
     *,
     destination: str,
     dest_node: int | str,
@@ -234,14 +236,16 @@ def store_new(
     bundle: Bundle | None = None,
 ) -> Entry:
     """Put a new bundle in the store (raises StoreFull unless ``force``)
-    and track it in memory and on the expiry heap. ``bundle``: ``data``
-    decoded, kept for :func:`load_bundle` (within the bounds)."""
+    and track it in memory and on the expiry heap. ``data``: its bytes, or
+    ``encode_bundle_parts``' buffers (stored joined, never joined here).
+    ``bundle``: ``data`` decoded, kept for :func:`load_bundle` (within the
+    bounds)."""
     rec = StoredBundle(
         key=key,
         destination=destination,
         expiry_ms=expiry_ms,
         state=state,
-        size_bytes=len(data),
+        size_bytes=wire_size(data),
         received_ms=received_ms,
         prev_node=prev_node,
         frag_group=frag_group,
@@ -261,7 +265,7 @@ def store_new(
             if len(payload.data) >= GATHER_PAYLOAD_BYTES
             else None
         )
-        _keep_hot(self, key, bundle, len(data), received_ms, crc)
+        _keep_hot(self, key, bundle, rec.size_bytes, received_ms, crc)
     return e
 
 

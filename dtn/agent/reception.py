@@ -36,6 +36,8 @@ from dcis.dtn.agent.store import (
     MAX_INT64,
     BundleState,
     StoreFull,
+    Wire,
+    wire_size,
 )
 from dcis.dtn.bpv7.admin import StatusKind, StatusReason
 from dcis.dtn.bpv7.bundle import (
@@ -291,7 +293,7 @@ def expiry_of(self: Agent, bundle: Bundle, age: int | None, now: int) -> int:
 def accept(
     self: Agent,
     bundle: Bundle,
-    data: bytes,
+    data: Wire,
     key: str,
     *,
     prev_node: int | None,
@@ -325,7 +327,7 @@ def accept(
         return
     digest = None
     if received and state == BundleState.DELIVERING and self.security is not None:
-        checked = self._security_check(bundle, key, now, actions, len(data))
+        checked = self._security_check(bundle, key, now, actions, wire_size(data))
         if checked is None:
             return
         if checked is not bundle:

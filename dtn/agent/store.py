@@ -182,10 +182,15 @@ class BundleStore(Protocol):
         """
         ...
 
-    def put(self, record: StoredBundle, data: bytes, *, force: bool = False) -> None:
+    def put(self, record: StoredBundle, data: Wire, *, force: bool = False) -> None:
         """Store a new bundle. Raises :class:`StoreFull` if it does not fit
         (unless ``force``), :class:`InvalidArgument` if ``record.key`` is
-        already stored or ``record.size_bytes != len(data)``."""
+        already stored or ``record.size_bytes`` is not the data's length.
+
+        ``data``: the encoded bundle, in one buffer or as buffers in order
+        (``encode_bundle_parts``: a large payload as its own object); the
+        bytes stored are their concatenation, and :meth:`get` returns them
+        in one ``bytes``."""
         ...
 
     def get(self, key: str) -> bytes | None:
@@ -236,11 +241,19 @@ def _check_room(record: StoredBundle, used: int, limit: int) -> None:
         )
 
 
-def _check_put(record: StoredBundle, data: bytes) -> None:
-    if record.size_bytes != len(data):
-        raise InvalidArgument(
-            f"record.size_bytes {record.size_bytes} != len(data) {len(data)}"
-        )
+Wire = bytes | tuple[bytes, ...]
+"""An encoded bundle for :meth:`BundleStore.put`: one buffer, or buffers in order."""
+
+
+def wire_size(data: Wire) -> int:
+    """The length of ``data`` (one buffer, or the sum of its buffers')."""
+    return sum(map(len, data)) if isinstance(data, tuple) else len(data)
+
+
+def _check_put(record: StoredBundle, data: Wire) -> None:
+    n = wire_size(data)
+    if record.size_bytes != n:
+        raise InvalidArgument(f"record.size_bytes {record.size_bytes} != len(data) {n}")
     for name in ("expiry_ms", "received_ms", "prev_node"):
         v = getattr(record, name)
         if v is not None and not 0 <= v <= MAX_INT64:
@@ -286,7 +299,7 @@ class MemoryStore:
         # One shared, reusable no-op manager: two are opened per agent input.
         return _NO_TXN
 
-    def put(self, record: StoredBundle, data: bytes, *, force: bool = False) -> None:
+    def put(self, record: StoredBundle, data: Wire, *, force: bool = False) -> None:
         """See :meth:`BundleStore.put`."""
         _check_put(record, data)
         if record.key in self._meta:
@@ -294,7 +307,9 @@ class MemoryStore:
         if not force:
             _check_room(record, self._used, self._limit)
         self._meta[record.key] = record
-        self._data[record.key] = bytes(data)
+        self._data[record.key] = (
+            b"".join(data) if isinstance(data, tuple) else bytes(data)
+        )
         self._used += record.size_bytes
 
     def get(self, key: str) -> bytes | None:

@@ -306,7 +306,7 @@ _CRC_FIELD_BYTES: Final = (0, 3, 5)
 
 
 def stored_payload_crc(
-    block: CanonicalBlock, data: bytes | bytearray | memoryview
+    block: CanonicalBlock, data: bytes | bytearray | memoryview | tuple[bytes, ...]
 ) -> bytes | None:
     """The CRC field of payload block ``block`` as ``data`` carries it, for
     :func:`encode_bundle_parts`; None when there is none to take.
@@ -319,10 +319,16 @@ def stored_payload_crc(
     length or a field in a longer CBOR form, and the CRC covers the head
     as it was sent, not as we write it. The payload is not compared (the
     caller's contract): reading it back would cost what the CRC does.
+    ``data`` may also be the buffers :func:`encode_bundle_parts` made of it:
+    the field is then its last buffer's (that head is canonical).
     """
     k = _CRC_FIELD_BYTES[block.crc_type]
     if not k:
         return None
+    if isinstance(data, tuple):
+        if len(data) != 3 or data[1] is not block.data or len(data[2]) != k + 1:
+            return None
+        return data[2][:-1]
     head = block_head(block)
     end = len(data) - 1  # the closing break
     start = end - k - len(block.data) - len(head)

@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterable
 
 from dcis.dtn.errors import DtnError
 
+_IOV_MAX = 1024  # buffers per writev (Linux)
+
 __all__ = ["SegmentError", "SegmentLog"]
 
 _SUFFIX = ".seg"
@@ -133,8 +135,10 @@ class SegmentLog:
 
     # -- writing (store thread)
 
-    def append(self, data: bytes) -> tuple[int, int]:
-        """Write ``data`` at the end of the active segment: ``(segment, offset)``.
+    def append(self, data: bytes | tuple[bytes, ...]) -> tuple[int, int]:
+        """Write ``data`` -- one buffer, or buffers in order, written with
+        one ``writev`` (a large payload is not joined to its bundle's head
+        first) -- at the end of the active segment: ``(segment, offset)``.
 
         The payload is not counted as live until :meth:`ref` (the index row
         commit); bytes of a rolled-back transaction stay as dead space.
@@ -146,16 +150,28 @@ class SegmentLog:
         fd = self._active_fd
         assert fd is not None
         seg, off = self._active, self._active_off
-        view = memoryview(data)
+        bufs = (
+            [memoryview(b) for b in data]
+            if isinstance(data, tuple)
+            else [memoryview(data)]
+        )
+        size = sum(map(len, bufs))
         try:
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            while bufs:
+                n = os.writev(fd, bufs[:_IOV_MAX])
+                while n and bufs:  # a short write goes on where it stopped
+                    if n >= len(bufs[0]):
+                        n -= len(bufs.pop(0))
+                    else:
+                        bufs[0] = bufs[0][n:]
+                        n = 0
+                while bufs and not bufs[0]:
+                    bufs.pop(0)
         except OSError as exc:
             # The file may end in a torn write: later payloads go to a new one.
             self._rotate()
             raise SegmentError(f"cannot write segment {seg}: {exc}") from exc
-        self._active_off = off + len(data)
+        self._active_off = off + size
         self._dirty.add(seg)
         return seg, off
 

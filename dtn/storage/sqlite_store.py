@@ -31,6 +31,7 @@ from dcis.dtn.agent.store import (
     StoreCorrupt,
     StoredBundle,
     StoreError,
+    Wire,
     _check_put,
     _check_room,
 )
@@ -692,7 +693,7 @@ class SqliteStore:
         """The error for a write the file system refused for lack of space."""
         return DiskFull(needed_bytes=needed, free_bytes=0, reserve_bytes=self._reserve)
 
-    def put(self, record: StoredBundle, data: bytes, *, force: bool = False) -> None:
+    def put(self, record: StoredBundle, data: Wire, *, force: bool = False) -> None:
         """See :meth:`BundleStore.put`. Also raises :class:`DiskFull` (a
         :class:`StoreFull`) when the file system is (nearly) full.
 
@@ -706,22 +707,28 @@ class SqliteStore:
         _check_put(record, data)
         if not force:
             _check_room(record, self._used, self._limit)
-            self._check_disk(len(data))
+            self._check_disk(record.size_bytes)
         if self._depth:
             self._put(record, data, batch=True)
             return
         with _Txn(self, None):
             self._put(record, data, batch=False)
 
-    def _put(self, record: StoredBundle, data: bytes, *, batch: bool) -> None:
+    def _put(self, record: StoredBundle, data: Wire, *, batch: bool) -> None:
         key = record.key
         if key in self._row_keys:
             raise InvalidArgument(f"bundle {key!r} is already stored")
         seg = off = None
+        size = record.size_bytes  # checked: the data's length
         # Every row carries a checksum of the store's own: a bundle
         # without a CRC of its own is still never handed out damaged.
-        crc = crc32c(data)
-        if self._segs is not None and len(data) > self._inline_max:
+        if isinstance(data, tuple):
+            crc = 0
+            for part in data:  # over the buffers in place, as over the join
+                crc = crc32c(part, crc)
+        else:
+            crc = crc32c(data)
+        if self._segs is not None and size > self._inline_max:
             # A put of its own looks the key up before writing the payload.
             # A batched one does not (one statement per bundle less): a
             # duplicate is then refused by the primary key at the commit,
@@ -736,9 +743,11 @@ class SqliteStore:
                     errno.ENOSPC,
                     errno.EDQUOT,
                 ):
-                    raise self._disk_full(len(data)) from exc
+                    raise self._disk_full(size) from exc
                 raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
             blob = b""
+        elif isinstance(data, tuple):
+            blob = b"".join(data)
         else:
             blob = data if type(data) is bytes else bytes(data)
         row = (
@@ -765,7 +774,7 @@ class SqliteStore:
                 raise InvalidArgument(f"bundle {key!r} is already stored") from exc
             except sqlite3.Error as exc:
                 if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-                    raise self._disk_full(len(data)) from exc
+                    raise self._disk_full(size) from exc
                 raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
         self._used += record.size_bytes
         self._count += 1

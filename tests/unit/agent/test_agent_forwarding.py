@@ -387,7 +387,9 @@ def test_a_large_bundle_goes_out_in_parts_with_its_payload_not_copied() -> None:
     assert len(tx.parts) == 3
     assert tx.parts[1] is ag[1]._hot[key][0].payload
     assert tx.size == len(tx.data) == sum(len(p) for p in tx.parts)
-    # Its CRC was read from the stored bytes, not computed again.
+    # Stored as its parts joined (one writev, no join in Python), and its
+    # CRC taken from those parts, not computed again.
+    assert ag[1].store.get(key) == encode_bundle(ag[1]._hot[key][0])
     assert ag[1]._hot[key][3] is not None
     assert tx.parts[2] == ag[1]._hot[key][3] + b"\xff"
     sent = decode_bundle_untrusted(tx.data)

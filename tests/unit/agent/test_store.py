@@ -213,3 +213,19 @@ def test_negative_limit_is_invalid(tmp_path: Path) -> None:
         MemoryStore(limit_bytes=-1)
     with pytest.raises(InvalidArgument):
         SqliteStore(tmp_path / "x.db", limit_bytes=-1)
+
+
+def test_the_memory_store_joins_parts() -> None:
+    s = MemoryStore()
+    s.put(
+        StoredBundle(
+            key="k",
+            destination="ipn:2.1",
+            expiry_ms=10**9,
+            state=BundleState.PENDING,
+            size_bytes=6,
+            received_ms=0,
+        ),
+        (b"ab", b"cd", b"ef"),
+    )
+    assert s.get("k") == b"abcdef"

@@ -111,6 +111,8 @@ def test_the_stored_payload_crc_is_the_one_encoding_computes(crc_type: CrcType) 
     crc = stored_payload_crc(b.payload_block, stored)
     own = encode_block_parts(b.payload_block)
     assert crc == (own[2] if crc_type else None)
+    # The same field from the parts the bundle was stored as.
+    assert stored_payload_crc(b.payload_block, encode_bundle_parts(b)) == crc
     out = update_for_forwarding(b, node=IpnEid(3, 0), dwell_ms=1)
     assert b"".join(encode_bundle_parts(out, payload_crc=crc)) == encode_bundle(out)
 
