@@ -439,7 +439,8 @@ class Agent:
             key = bundle.bundle_key
             # A large payload is stored after its head with one writev, not
             # joined to it first (one copy of it fewer: spec/performance.md).
-            data = encode_bundle_parts(bundle)
+            parts = encode_bundle_parts(bundle)
+            data: bytes | tuple[bytes, ...] = parts[0] if len(parts) == 1 else parts
             try:
                 self._accept(
                     bundle, data, key, prev_node=None, now=now, actions=actions
