@@ -165,8 +165,12 @@ _DEAD_MAX = 1 << 18  # (destination, node) pairs known unreachable, per plan ver
 
 def _columns(rows: list[_Label]) -> tuple[array[float] | array[int], ...]:
     """Labels as flat columns, in their order (a source tree's paused heap)."""
+    if not rows:
+        return tuple(array(code) for code in "didiii")
+    # one transpose in C, not a list per column
     return tuple(
-        array(code, [row[i] for row in rows]) for i, code in enumerate("didiii")
+        array(code, col)
+        for code, col in zip("didiii", zip(*rows, strict=True), strict=True)
     )
 
 
@@ -905,6 +909,11 @@ class Router:
         Every label arriving before the horizon (the last arrival popped)
         is known; a search that runs out has an infinite horizon
         (spec/routing.md, "Source trees").
+
+        The per-node arrays are worked on as lists (indexing a list does
+        not box a new int) and written back at the end; the contacts this
+        router over-booked are one set (empty, nearly always), so a
+        relaxation does not probe the residual volume at all.
         """
         self.stats["searches"] += 1
         g = self._g
@@ -912,20 +921,23 @@ class Router:
         end = self._end
         owlt = self._owlt
         var_owlt = g.var_owlt
+        fixed = not var_owlt  # no light time changes inside a contact
         owlt_at = g.owlt_at
-        resid = self._resid
+        over = {ci for ci, r in self._resid.items() if r < 0}
         pop = heapq.heappop
         push = heapq.heappush
-        settled = tree.settled
+        settled = tree.settled.tolist()
+        head = tree.head.tolist()
+        tail = tree.tail.tolist()
         base = len(tree.la)
         new: list[_Label] = []  # labels expanded now: into the arrays at the end
         append = new.append
         lnext = tree.lnext
-        head = tree.head
-        tail = tree.tail
+        nnext: list[int] = []  # lnext of the labels expanded now
         heap = list(zip(*tree.heap, strict=True))  # in its order: still a heap
         seq = tree.seq
         clean = tree.clean
+        horizon = _INF
         while heap:
             lab = pop(heap)
             a, h, _, u, _cin, _par = lab
@@ -934,11 +946,15 @@ class Router:
                 continue  # an earlier label of u with no more hops beats it
             me = base + len(new)
             append(lab)
-            lnext.append(-1)
+            nnext.append(-1)
             if sh < 0:
                 head[u] = me
             else:
-                lnext[tail[u]] = me
+                k = tail[u]
+                if k >= base:
+                    nnext[k - base] = me
+                else:
+                    lnext[k] = me
             tail[u] = me
             settled[u] = h
             h1 = h + 1
@@ -959,10 +975,12 @@ class Router:
                     sent = a if a > st else st
                     if sent >= end[ci]:
                         continue  # the end is exclusive (ION)
-                    if ci in resid and resid[ci] < 0:
+                    if over and ci in over:
                         clean = False  # over-booked: not even an empty bundle
                         continue
-                    arr = sent + (owlt[ci] if ci not in var_owlt else owlt_at(ci, sent))
+                    arr = sent + (
+                        owlt[ci] if fixed or ci not in var_owlt else owlt_at(ci, sent)
+                    )
                     if arr < best:
                         best = arr
                         bci = ci
@@ -970,27 +988,33 @@ class Router:
                     push(heap, (best, h1, seq, v, bci, me))
                     seq += 1
             if u == dst and sh < 0:
-                tree.horizon = a
+                horizon = a
                 break
-        else:
-            tree.horizon = _INF
+        tree.horizon = horizon
         tree.seq = seq
         tree.clean = clean
-        tree.la.extend([x[0] for x in new])
-        tree.lh.extend([x[1] for x in new])
-        tree.lc.extend([x[4] for x in new])
-        tree.lp.extend([x[5] for x in new])
-        if tree.horizon < _INF:
+        tree.settled = array("i", settled)
+        tree.head = array("i", head)
+        tree.tail = array("i", tail)
+        lnext.extend(nnext)
+        if new:
+            cols = list(zip(*new, strict=True))
+            tree.la.extend(array("d", cols[0]))
+            tree.lh.extend(array("i", cols[1]))
+            tree.lc.extend(array("i", cols[4]))
+            tree.lp.extend(array("i", cols[5]))
+        if horizon < _INF:
             tree.heap = _columns(heap)
         else:
             tree.heap = ()
             if clean:
                 # no route even for an empty bundle: none from any node reached
                 nodes = g.node_list()
+                la = tree.la
                 self._publish_dead(
                     nodes[dst],
                     0.0,
-                    {nodes[x]: tree.la[i] for x, i in enumerate(head) if i >= 0},
+                    {nodes[x]: la[i] for x, i in enumerate(head) if i >= 0},
                 )
 
     def _from_tree(
@@ -1170,19 +1194,35 @@ class Router:
             g.dead_n -= len(g.dead.popitem(last=False)[1])
 
     def _route(self, ids: Sequence[int], t0: float, size: float) -> Route | None:
-        cs = [self._cs[i] for i in ids]
-        a = replay(
-            cs,
-            t0,
-            size,
-            [self._owlt[i] for i in ids],
-            [self._residual_of(i) for i in ids],
-            (lambda k, at: self._g.owlt_at(ids[k], at)) if self._g.var_owlt else None,
-        )
-        if a is None:
-            return None
-        hops = (self._frm[ids[0]], *(self._to[i] for i in ids))
-        return Route(arrival_s=a, hops=hops, contacts=tuple(cs))
+        """:func:`replay` of contacts ``ids`` with this router's residual
+        volume, and the route if it arrives (the same arithmetic, on the
+        graph's flat arrays)."""
+        start = self._start
+        end = self._end
+        rate = self._rate
+        owlt = self._owlt
+        resid = self._resid
+        vol = self._vol
+        var_owlt = self._g.var_owlt
+        t = t0
+        for ci in ids:
+            r = resid.get(ci)
+            if (vol[ci] if r is None else r) < size:
+                return None
+            st = start[ci]
+            s = t if t > st else st
+            ce = end[ci]
+            if s >= ce:
+                return None
+            rt = rate[ci]
+            e = s + (size / rt if rt > 0 else _INF) if size > 0 else s + 0.0
+            if e > ce:
+                return None
+            t = e + (owlt[ci] if ci not in var_owlt else self._g.owlt_at(ci, s))
+        cs = self._cs
+        to = self._to
+        hops = (self._frm[ids[0]], *[to[i] for i in ids])
+        return Route(arrival_s=t, hops=hops, contacts=tuple([cs[i] for i in ids]))
 
     @staticmethod
     def _validate(
