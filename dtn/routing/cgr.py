@@ -230,6 +230,8 @@ class _SourceTree:
 _BEATEN_POPS = (
     4096  # a source tree's check gives up (and searches) after this many labels
 )
+# Router._walk_back gives up after this many labels (then a new tree is built)
+_WALK_POPS = 4096
 # A fast search's path back to the source: (contact, parent link), None at the source
 _Link = tuple[int, "_Link"] | None
 # Per node, per neighbour: (neighbour, starts, running max of ends, contact ids)
@@ -509,6 +511,7 @@ class Router:
             "shared_hits": 0,
             "trees": 0,
             "tree_hits": 0,
+            "tree_walks": 0,
         }
         self._tree: _SourceTree | None = None  # forwarding_route's source tree
         self._volume_cut = False
@@ -1057,6 +1060,18 @@ class Router:
         if self._to[ids[0]] in excl:
             return None
         r = self._route(ids, t, size)
+        if r is None and t > tree.t0:
+            # A contact of it ended since the tree was built. The bundle
+            # often still arrives when it would have then, by another way
+            # in: look for one backwards from that arrival (any candidate
+            # will do: the checks below decide, with the same bounds).
+            then = self._route(ids, tree.t0, size)
+            if then is not None:
+                walk = self._walk_back(tree, x, t, size, then.arrival_s)
+                if walk is not None and self._to[walk[0]] not in excl:
+                    self.stats["tree_walks"] += 1
+                    ids = walk
+                    r = self._route(ids, t, size)
         if r is None:
             return None  # a contact of it ended, or is too short or full now
         arr = r.arrival_s
@@ -1172,6 +1187,128 @@ class Router:
                     fw.append((k1, best))
                 push(heap, (-best, k1, w))
         return False
+
+    def _walk_back(
+        self, tree: _SourceTree, dst: int, t: float, size: float, deadline: float
+    ) -> list[int] | None:
+        """Contacts of a route from the tree's source ready at ``t`` that
+        carries ``size`` bytes to ``dst`` (an index) by ``deadline`` at full
+        volume, with the fewest hops the search finds (loops cut); None if
+        it finds none, or gives up. A candidate only: the caller re-walks
+        it with the residual volume and proves it best (:meth:`_beaten`).
+
+        :meth:`_beaten`'s backward search over latest departures, pruned
+        by the tree the same way, counting hops and keeping each label's
+        contact and parent, in order of hops (then latest departure first):
+        the first label of the source to leave the heap has the fewest hops
+        of any walk the search admits (a label is beaten only by one with
+        no more hops and no earlier departure, and those leave the heap
+        before it). Gives up after ``_WALK_POPS`` labels.
+        """
+        horizon = tree.horizon
+        la = tree.la
+        lnext = tree.lnext
+        head = tree.head
+        src = tree.src_ix
+        inn = self._g.in_neighbours_ix()
+        end = self._end
+        owlt = self._owlt
+        var_owlt = self._g.var_owlt
+        inv_rate = self._inv_rate
+        sized = size > 0
+        # labels: contact out of the node towards dst (-1 at dst), parent label
+        lci: list[int] = [-1]
+        lpar: list[int] = [-1]
+        front: dict[int, list[tuple[int, float]]] = {dst: [(0, deadline)]}
+        # (hops to dst, -latest departure, node, label)
+        heap: list[tuple[int, float, int, int]] = [(0, -deadline, dst, 0)]
+        pop = heapq.heappop
+        push = heapq.heappush
+        budget = _WALK_POPS
+        best_lab = -1
+        while heap:
+            k, nd, v, li = pop(heap)
+            budget -= 1
+            if not budget:
+                return None
+            if v == src:
+                best_lab = li  # ready at t or later (pushed only then)
+                break
+            d = -nd
+            if (k, d) not in front[v]:
+                continue  # beaten by a label pushed after it
+            k1 = k + 1
+            for w, starts, maxend, cis in inn[v]:
+                if w == dst:
+                    continue
+                j = bisect_right(starts, d) - 1
+                best = -_INF
+                bci = -1
+                while j >= 0:
+                    if maxend[j] <= best:
+                        break
+                    ci = cis[j]
+                    ce = end[ci]
+                    st = starts[j]
+                    tx = size * inv_rate[ci] if sized else 0.0
+                    j -= 1
+                    late = d - tx - (owlt[ci] if ci not in var_owlt else 0.0)
+                    if late > ce - tx:
+                        late = ce - tx
+                    if late >= st and late > best:
+                        best = late
+                        bci = ci
+                if best < t:
+                    continue
+                if w != src:
+                    ok = horizon <= best
+                    lab = head[w]
+                    while not ok and lab >= 0:
+                        if la[lab] > best:
+                            break
+                        ok = True
+                        lab = lnext[lab]
+                    if not ok:
+                        continue
+                fw = front.get(w)
+                if fw is None:
+                    front[w] = [(k1, best)]
+                else:
+                    beaten = beats = False
+                    for fk, fd in fw:
+                        if fk <= k1 and fd >= best:
+                            beaten = True
+                            break
+                        if fk >= k1 and fd <= best:
+                            beats = True
+                    if beaten:
+                        continue
+                    if beats:
+                        fw[:] = [x for x in fw if x[0] < k1 or x[1] > best]
+                    fw.append((k1, best))
+                lci.append(bci)
+                lpar.append(li)
+                push(heap, (k1, -best, w, len(lci) - 1))
+        if best_lab < 0:
+            return None
+        ids: list[int] = []
+        first: dict[int, int] = {}  # node -> where it is left in ids
+        to = self._to
+        node = self._frm[lci[best_lab]]
+        lab = best_lab
+        while lci[lab] >= 0:
+            at = first.get(node)
+            if at is not None:
+                # a loop: leave the node the first time the way of the last
+                for gone in ids[at:]:
+                    first.pop(self._frm[gone], None)
+                del ids[at:]
+            first[node] = len(ids)
+            ci = lci[lab]
+            ids.append(ci)
+            node = to[ci]
+            lab = lpar[lab]
+        return ids
 
     def _publish_dead(self, dst: int, size: float, reach: dict[int, float]) -> None:
         """No route from src to dst at full volume: none from any node the
