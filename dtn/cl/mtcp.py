@@ -39,6 +39,17 @@ def encode_mtcp_frame(bundle: bytes | bytearray | memoryview) -> bytes:
     return bstr_head(len(bundle)) + bytes(bundle)
 
 
+LARGE_FRAME_BYTES = 128 * 1024
+"""A frame at least this long is gathered as a list of pieces while it comes
+in, not appended to one growing buffer (see :attr:`MtcpDecoder.large_frame_left`)."""
+
+_MIN_PART = 4096
+"""Pieces of a large frame shorter than this are joined into a small buffer
+as they arrive, so that a peer trickling bytes cannot make the decoder hold
+one Python object per byte (the memory held stays close to the bytes
+received, which is what ``buffered_bytes`` reports)."""
+
+
 class MtcpDecoder:
     """Incremental MTCP stream decoder.
 
@@ -46,19 +57,73 @@ class MtcpDecoder:
     not a definite-length byte string, or announces more than
     ``max_bundle_bytes``, raises :class:`DecodeError`; the stream cannot be
     resynchronised after that, so the driver closes the connection.
+
+    Theory of operation: a frame read whole is handed over from the read
+    itself; a small frame that spans reads is gathered in one buffer; a
+    large one (``large_frame_bytes`` or more) as a list of pieces, joined
+    once at its end. While a large frame is in progress,
+    :attr:`large_frame_left` says how many of its bytes are still due: a
+    driver can read up to that many straight into a new ``bytes`` object
+    (``os.read(fd, n)``, ``sock.recv(n)``) and feed it, and the decoder keeps
+    that object as it is -- the bytes are copied once, by the final join, or
+    not at all if one read brought the whole frame. Memory held is at most
+    the bytes received of the frame in progress (plus a small overhead per
+    piece of at least :data:`_MIN_PART` bytes), never the announced length:
+    nothing is allocated ahead for a frame a peer only announces.
     """
 
-    def __init__(self, *, max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
+        large_frame_bytes: int = LARGE_FRAME_BYTES,
+    ) -> None:
         if max_bundle_bytes < 1:
             raise InvalidArgument("max_bundle_bytes must be >= 1")
+        if large_frame_bytes < 1:
+            raise InvalidArgument("large_frame_bytes must be >= 1")
         self.max_bundle_bytes = max_bundle_bytes
+        self.large_frame_bytes = large_frame_bytes
         self._buf = bytearray()
         self._need: int | None = None  # payload length of the frame being read
+        # The large frame in progress: its pieces and their total length.
+        self._parts: list[bytes | bytearray] | None = None
+        self._got = 0
+        self._after_large = False  # the last frame completed was large
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes received but not yet returned as a bundle."""
-        return len(self._buf)
+        return len(self._buf) + self._got
+
+    @property
+    def large_frame_left(self) -> int:
+        """Bytes still due of the large frame in progress (0 if there is
+        none): ``feed`` keeps a ``bytes`` object of at most this many bytes as
+        it is, without copying it."""
+        if self._parts is None or self._need is None:
+            return 0
+        return self._need - self._got
+
+    @property
+    def next_read_bytes(self) -> int:
+        """How many bytes a driver should read next into a new ``bytes``
+        object and feed as they are (0: read any amount, into any buffer).
+
+        While a large frame is in progress: :attr:`large_frame_left`. Right
+        after a large frame: the next frame's head alone (its first byte,
+        then the rest of it), so that the frame after it, if large too, can
+        arrive in one read of its own and be returned without any copy. A
+        small frame ends this until the next large one."""
+        left = self.large_frame_left
+        if left or not self._after_large or self._need is not None:
+            return left
+        buf = self._buf
+        if not buf:
+            return 1
+        info = buf[0] & 0x1F
+        hlen = 1 + (1 << (info - 24)) if 24 <= info <= 27 else 1
+        return max(0, hlen - len(buf))
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Consume stream bytes; return every bundle completed. Raises only DecodeError.
@@ -83,13 +148,33 @@ class MtcpDecoder:
         earlier read takes from ``data`` just the bytes it lacks, and the
         frames after it are read from ``data`` directly (a read that starts
         mid-frame -- most reads of a stream of 64 KB bundles -- is not
-        appended whole, then copied out a second time)."""
+        appended whole, then copied out a second time). ``data`` of type
+        ``bytes`` that only continues a large frame (at most
+        :attr:`large_frame_left` bytes) is kept as it is: a frame gathered
+        from such reads is copied once, when its pieces are joined."""
         out: list[T] = []
+        if self._parts is not None and type(data) is bytes:
+            left = self.large_frame_left
+            if 0 < len(data) <= left:
+                self._add(data)
+                if len(data) == left:
+                    out.append(convert(self._join()))
+                return out
         view = memoryview(data).cast("B")
         pos, end = 0, len(view)
         buf = self._buf
-        while buf and pos < end:
+        while pos < end:
             need = self._need
+            if self._parts is not None:
+                assert need is not None
+                take = min(need - self._got, end - pos)
+                self._add(view[pos : pos + take])
+                pos += take
+                if self._got == need:
+                    out.append(convert(self._join()))
+                continue
+            if not buf:
+                break
             if need is None:
                 # A frame head received in part (a head is at most 9 bytes).
                 take = min(9 - len(buf), end - pos)
@@ -100,6 +185,11 @@ class MtcpDecoder:
                 # Left: a head still in part, or (the head complete) the
                 # start of its payload.
                 del buf[:used]
+                if self._need is not None and self._need >= self.large_frame_bytes:
+                    self._parts = []
+                    if buf:
+                        self._add(bytes(buf))
+                        buf.clear()
                 continue
             missing = need - len(buf)
             if end - pos < missing:
@@ -111,11 +201,44 @@ class MtcpDecoder:
             out.append(convert(bytes(buf)))
             buf.clear()
             self._need = None
+            self._after_large = False
         if pos < end:
             pos = self._frames(view, pos, out, convert)
-            if pos < end:
+            if self._need is not None and self._need >= self.large_frame_bytes:
+                self._parts = []  # a large frame begun (perhaps just its head)
+                if pos < end:
+                    self._add(view[pos:])
+            elif pos < end:
                 buf += view[pos:]
         return out
+
+    def _add(self, data: bytes | memoryview) -> None:
+        """Keep ``data``, the next bytes of the large frame in progress: a
+        ``bytes`` piece as it is, a view copied once; short pieces joined
+        into a small buffer (see :data:`_MIN_PART`)."""
+        parts = self._parts
+        assert parts is not None
+        n = len(data)
+        self._got += n
+        if n >= _MIN_PART:
+            parts.append(data if type(data) is bytes else bytes(data))
+        elif parts and type(parts[-1]) is bytearray and len(parts[-1]) < _MIN_PART:
+            parts[-1] += data
+        else:
+            parts.append(bytearray(data))
+
+    def _join(self) -> bytes:
+        """The large frame now complete, as one ``bytes`` (the decoder is
+        then between frames)."""
+        parts = self._parts
+        assert parts is not None
+        self._parts = None
+        self._got = 0
+        self._need = None
+        self._after_large = True
+        if len(parts) == 1 and type(parts[0]) is bytes:
+            return parts[0]
+        return b"".join(parts)
 
     def _frames(
         self,
@@ -159,6 +282,7 @@ class MtcpDecoder:
             if end - pos < self._need:
                 break
             out.append(convert(view[pos : pos + self._need]))
+            self._after_large = self._need >= self.large_frame_bytes
             pos += self._need
             self._need = None
         return pos

@@ -12,6 +12,16 @@ from dcis.dtn.agent.actions import Inbound
 from dcis.dtn.client.push_reader import SpooledPayload
 from dcis.dtn.errors import DtnError
 
+SNDBUF_BYTES = 2 << 20
+"""Send buffer the clients ask for on their connection (the kernel doubles it, up to
+its ``wmem_max``): a 1 MB send goes out in one ``sendmsg``, not five or
+more through the default ~208 KiB buffer, each a wake-up of the client's
+writer and of the node's reader (spec/performance.md, fifth round)."""
+
+MAX_PIECE_BYTES = 16 << 20
+"""Most bytes of a large payload the clients read straight into one new
+object (``recv(n)`` allocates ``n`` bytes before it knows how many come)."""
+
 
 class ClientError(DtnError):
     """The node refused a request, or the connection failed."""

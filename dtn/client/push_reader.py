@@ -12,8 +12,11 @@ incrementally instead:
    least ``stream_value_bytes`` under a text key (a pushed bundle's
    ``payload``) are buffered and walked item by item (heads only; nothing is
    decoded);
-2. that value's bytes go to a *sink* as they arrive -- by default a
-   preallocated buffer of the announced size (one copy, no growth), or
+2. that value's bytes go to a *sink* as they arrive -- by default
+   :class:`MemorySink`, the pieces joined once at the end (a driver that
+   reads the rest of the value straight into new ``bytes`` objects, up to
+   :attr:`PushReader.value_left` at a time, has them kept without a copy:
+   a value that arrives in one such read is never copied in Python), or
    whatever ``sink_factory`` opens (:class:`FileSink`: written to a file
    with ``os.write`` from the received buffer, never held whole);
 3. the rest of the frame is buffered; at its end the map is decoded and
@@ -70,26 +73,53 @@ class PayloadSink(Protocol):
         """The frame failed: drop what was written."""
 
 
+_MIN_PIECE = 4096
+"""Pieces shorter than this are joined into a small buffer as they arrive:
+a peer trickling bytes cannot make a sink hold one object per byte (the
+memory held stays close to :attr:`MemorySink.held`)."""
+
+
 class MemorySink:
-    """The value in memory: one preallocated buffer of the announced size."""
+    """The value in memory, kept as the pieces it arrived in and joined once
+    at the end. A piece handed over as ``bytes`` (:meth:`take`: a reader
+    that read the value's bytes straight into a new object) is kept as it
+    is, so a value read in one piece is never copied in Python; nothing is
+    allocated ahead for the announced ``size``."""
 
     def __init__(self, size: int) -> None:
-        self._buf = bytearray(size)
-        self._pos = 0
+        self.size = size
+        self._parts: list[bytes | bytearray] = []
+        self.held = 0
 
     def write(self, data: memoryview) -> None:
-        """Copy ``data`` into the buffer."""
-        end = self._pos + len(data)
-        self._buf[self._pos : end] = data
-        self._pos = end
+        """Keep a copy of ``data``."""
+        self._keep(data)
+
+    def take(self, data: bytes) -> None:
+        """Keep ``data`` itself (no copy, unless it is short)."""
+        self._keep(data)
+
+    def _keep(self, data: bytes | memoryview) -> None:
+        parts = self._parts
+        n = len(data)
+        self.held += n
+        if n >= _MIN_PIECE:
+            parts.append(data if type(data) is bytes else bytes(data))
+        elif parts and type(parts[-1]) is bytearray and len(parts[-1]) < _MIN_PIECE:
+            parts[-1] += data
+        else:
+            parts.append(bytearray(data))
 
     def finish(self) -> bytes:
         """The value as bytes."""
-        return bytes(self._buf)
+        parts, self._parts = self._parts, []
+        if len(parts) == 1 and type(parts[0]) is bytes:
+            return parts[0]
+        return b"".join(parts)
 
     def abort(self) -> None:
-        """Drop the buffer."""
-        self._buf = bytearray()
+        """Drop the pieces."""
+        self._parts = []
 
 
 class SpooledPayload:
@@ -158,7 +188,7 @@ class _Unwalkable(Exception):
     """Something the walk does not handle: buffer the frame whole."""
 
 
-def _head(buf: bytearray, pos: int) -> tuple[int, int, int]:
+def _head(buf: bytes | bytearray, pos: int) -> tuple[int, int, int]:
     """``(major, argument, end of head)`` of the CBOR head at ``pos``."""
     if pos >= len(buf):
         raise _Incomplete
@@ -174,7 +204,7 @@ def _head(buf: bytearray, pos: int) -> tuple[int, int, int]:
     return first >> 5, int.from_bytes(buf[pos + 1 : pos + 1 + n], "big"), pos + 1 + n
 
 
-def _item_end(buf: bytearray, pos: int, depth: int = 0) -> int:
+def _item_end(buf: bytes | bytearray, pos: int, depth: int = 0) -> int:
     """Where the complete CBOR item at ``pos`` ends."""
     if depth > _MAX_DEPTH:
         raise _Unwalkable
@@ -231,6 +261,7 @@ class PushReader:
         self._buf = bytearray()  # small frame, or the large frame's prefix
         self._post = bytearray()  # the large frame after the value
         self._sink: PayloadSink | None = None
+        self._take: Callable[[bytes], None] | None = None  # the sink's take
         self._value_left = 0
         self._value_start = 0  # where the value's head starts in _buf
         self._key_span = (0, 0)
@@ -238,12 +269,68 @@ class PushReader:
         self._walk_pos = 0  # next item to walk in _buf
         self._walked = 0  # items walked (keys and values)
         self._broken = False
+        self.last_large = False
+        """Whether the last message completed came in a large frame (a
+        client may then expect another: see :meth:`value_offset`)."""
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes of a message received in part and held in memory (a value
-        streamed into a sink is not counted)."""
-        return len(self._head) + len(self._buf) + len(self._post)
+        streamed into a :class:`MemorySink` counts, one streamed into a
+        file does not)."""
+        held = getattr(self._sink, "held", 0)
+        return len(self._head) + len(self._buf) + len(self._post) + held
+
+    @property
+    def value_left(self) -> int:
+        """Bytes still due of a streamed value whose sink keeps ``bytes``
+        pieces as they are (``take``; 0 if there is none): ``feed`` of a
+        ``bytes`` object of at most this many bytes hands it to the sink
+        without a copy."""
+        if self._stage != _VALUE or self._broken or self._take is None:
+            return 0
+        return self._value_left
+
+    def value_offset(self, ahead: bytes) -> int:
+        """Given ``ahead``, the next bytes of the stream (peeked, not fed):
+        how many of them to feed so that the next byte is the first of a
+        value the reader will stream into a sink that takes ``bytes`` pieces
+        (the rest of a message first, then a large frame's head, its keys
+        and the value's head); 0 when ``ahead`` shows no such value, or the
+        reader is inside a frame other than at its end. A client that feeds
+        exactly that many bytes can then read the whole value as one object
+        (:attr:`value_left`), which becomes the message's value as it is.
+        Only a hint: the bytes fed are checked as any others."""
+        if self._broken or self._head or self._stage == _VALUE:
+            return 0
+        if self._left and not (self._large and self._stage == _POST):
+            return 0
+        skip = self._left
+        if not hasattr(self.sink_factory, "take"):
+            return 0  # the factory is not a class of sinks that take pieces
+        try:
+            major, length, pos = _head(ahead, skip)
+            if (
+                major != 2
+                or length < self.stream_frame_bytes
+                or length > self.max_message_bytes
+            ):
+                return 0
+            major, entries, pos = _head(ahead, pos)
+            if major != 5:
+                return 0
+            key_major = -1
+            for i in range(2 * entries):
+                if i % 2:
+                    major, n, hend = _head(ahead, pos)
+                    if major == 2 and n >= self.stream_value_bytes and key_major == 3:
+                        return hend
+                else:
+                    key_major = ahead[pos] >> 5
+                pos = _item_end(ahead, pos)
+        except (_Incomplete, _Unwalkable, IndexError):
+            return 0
+        return 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[dict[str, Any]]:
         """Consume stream bytes; return the messages completed. Raises only
@@ -251,6 +338,8 @@ class PushReader:
         if self._broken:
             raise DecodeError("the stream failed before", where="appapi frame")
         try:
+            if type(data) is bytes and 0 < len(data) <= self.value_left:
+                return self._take_value(data)
             return self._feed(memoryview(data).cast("B"))
         except DecodeError:
             self._fail()
@@ -261,8 +350,20 @@ class PushReader:
                 f"cannot store a payload: {exc}", where="appapi frame"
             ) from exc
 
+    def _take_value(self, data: bytes) -> list[dict[str, Any]]:
+        """``data`` continues the streamed value: to its sink as it is."""
+        assert self._take is not None
+        self._take(data)
+        n = len(data)
+        self._value_left -= n
+        self._left -= n
+        if not self._value_left:
+            self._stage = _POST
+        return [self._finish()] if not self._left else []
+
     def _fail(self) -> None:
         self._broken = True
+        self._take = None
         sink, self._sink = self._sink, None
         if sink is not None:
             sink.abort()
@@ -282,6 +383,7 @@ class PushReader:
                     # A whole small frame in view: decoded from the read
                     # itself (its values copied out once).
                     out.append(decode_message_untrusted(view[pos:stop]))
+                    self.last_large = False
                     pos = stop
                     continue
             take = min(self._left, end - pos)
@@ -300,6 +402,18 @@ class PushReader:
         """Read (the rest of) a frame head from ``view[pos:]``: the new
         position and the frame's length (0: the head is not complete)."""
         head = self._head
+        if not head:
+            # A whole head in view (nearly always): read it in place.
+            first = view[pos]
+            info = first & 0x1F
+            hlen = 1 if info < 24 else 1 + (1 << (info - 24)) if info <= 27 else 0
+            if first >> 5 == 2 and hlen and pos + hlen <= len(view):
+                length = (
+                    info
+                    if hlen == 1
+                    else int.from_bytes(view[pos + 1 : pos + hlen], "big")
+                )
+                return pos + hlen, self._start_frame(length)
         while pos < len(view):
             head.append(view[pos])
             pos += 1
@@ -320,18 +434,22 @@ class PushReader:
                 continue
             length = info if info < 24 else int.from_bytes(head[1:hlen], "big")
             head.clear()
-            if length > self.max_message_bytes:
-                raise DecodeError(
-                    f"frame of {length} bytes exceeds the {self.max_message_bytes}-byte limit",
-                    where="appapi frame",
-                )
-            if length == 0:
-                raise DecodeError("empty message", where="appapi message")
-            self._large = length >= self.stream_frame_bytes
-            self._stage = _PRE
-            self._walk_pos = self._walked = 0
-            return pos, length
+            return pos, self._start_frame(length)
         return pos, 0
+
+    def _start_frame(self, length: int) -> int:
+        """A frame of ``length`` bytes begins: checked, its stage set."""
+        if length > self.max_message_bytes:
+            raise DecodeError(
+                f"frame of {length} bytes exceeds the {self.max_message_bytes}-byte limit",
+                where="appapi frame",
+            )
+        if length == 0:
+            raise DecodeError("empty message", where="appapi message")
+        self._large = length >= self.stream_frame_bytes
+        self._stage = _PRE
+        self._walk_pos = self._walked = 0
+        return length
 
     # -- large frames
 
@@ -414,11 +532,13 @@ class PushReader:
         self._value_start = start
         self._value_left = n
         self._sink = self.sink_factory(n)
+        self._take = getattr(self._sink, "take", None)
         self._stage = _VALUE
         return hend
 
     def _finish(self) -> dict[str, Any]:
         """The frame is complete: decode and validate it."""
+        self.last_large = self._large
         if not self._large or self._stage in (_PRE, _WHOLE):
             body = bytes(self._buf)
             self._buf.clear()
@@ -437,5 +557,6 @@ class PushReader:
         if not isinstance(key, str) or len(msg) != self._entries or msg.get(key) != b"":
             raise DecodeError("a map key appears twice", where="appapi message")
         sink, self._sink = self._sink, None
+        self._take = None
         msg[key] = sink.finish()
         return msg

@@ -9,8 +9,14 @@ from collections import deque
 from types import TracebackType
 from typing import Any
 
-from dcis.dtn.appapi.wire import encode_message, encode_send_head
+from dcis.dtn.appapi.wire import (
+    encode_message,
+    encode_message_parts,
+    encode_send_head,
+)
 from dcis.dtn.client.common import (
+    MAX_PIECE_BYTES,
+    SNDBUF_BYTES,
     ClientError,
     ReceivedBundle,
     SpooledBundle,
@@ -23,6 +29,20 @@ from dcis.dtn.client.common import (
 )
 from dcis.dtn.client.push_reader import FileSink, MemorySink, PushReader
 from dcis.dtn.errors import DecodeError, InvalidArgument
+
+_READ_BYTES = 256 * 1024
+"""The reader's reused buffer (see ``dcis.dtn.client.trio_client``)."""
+
+_PEEK_BYTES = 4096
+"""Bytes looked at after a large payload (``PushReader.value_offset``)."""
+
+_SMALL_READ_BYTES = 64 * 1024
+"""A read right after a large payload: the next message is likely large
+too, and what of its payload a read brings through the buffer is copied."""
+
+_BY_REFERENCE_BYTES = 16 * 1024
+"""A payload at least this long is written from the caller's object, not
+joined into its request's frame."""
 
 
 class Client:
@@ -37,6 +57,8 @@ class Client:
         self.timeout_s = timeout_s
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            # A 1 MB request in one write (see trio_client.SNDBUF_BYTES).
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF_BYTES)
             self._sock.settimeout(timeout_s)
             self._sock.connect(path)
         except OSError as exc:
@@ -44,9 +66,11 @@ class Client:
             raise ClientError(
                 f"cannot reach the node at {path}: {exc.strerror or exc}"
             ) from exc
-        # Large payloads go into one preallocated buffer as they arrive,
-        # or during receive_file into a file (dcis.dtn.client.push_reader).
+        # Large payloads are kept as the pieces they were read in (most
+        # often one, never copied), or during receive_file written into a
+        # file as they arrive (dcis.dtn.client.push_reader).
         self._reader = PushReader()
+        self._buf = memoryview(bytearray(_READ_BYTES))
         self._next_id = 1
         self._bundles: deque[ReceivedBundle | SpooledBundle] = deque()
         self._replies: dict[int, dict[str, Any]] = {}
@@ -75,7 +99,21 @@ class Client:
         else:
             self._sock.settimeout(None)
         try:
-            chunk = self._sock.recv(1 << 20)
+            # The rest of a large payload straight into new bytes objects the
+            # reader keeps as they are; the rest through the reused buffer.
+            reader = self._reader
+            left = reader.value_left
+            chunk: bytes | memoryview
+            if left:
+                chunk = self._sock.recv(min(left, MAX_PIECE_BYTES))
+            else:
+                size = _READ_BYTES
+                if reader.last_large:
+                    # Up to the next large payload exactly, so that it can
+                    # come in one read of its own (see trio_client).
+                    ahead = self._sock.recv(_PEEK_BYTES, socket.MSG_PEEK)
+                    size = reader.value_offset(ahead) or _SMALL_READ_BYTES
+                chunk = self._buf[: self._sock.recv_into(self._buf[:size])]
         except TimeoutError:
             raise
         except OSError as exc:
@@ -100,7 +138,7 @@ class Client:
         msg["id"] = mid
         try:
             if body is None:
-                self._sock.sendall(encode_message(msg))
+                self._send_parts(encode_message_parts(msg, large=_BY_REFERENCE_BYTES))
             else:
                 self._send_streamed(msg, *body)
         except OSError as exc:
@@ -164,6 +202,25 @@ class Client:
                 send_head_fields(destination, source, lifetime_ms), (file, n)
             )["bundle_key"]
         )
+
+    def _send_parts(self, parts: list[bytes]) -> None:
+        """Write a frame's buffers gathered (a large payload is not joined
+        into a copy of the frame). Raises :class:`OSError`."""
+        self._sock.settimeout(self.timeout_s)
+        if len(parts) == 1:
+            self._sock.sendall(parts[0])
+            return
+        bufs: list[bytes | memoryview] = list(parts)
+        while bufs:
+            n = self._sock.sendmsg(bufs)
+            while n:
+                if n >= len(bufs[0]):
+                    n -= len(bufs.pop(0))
+                else:
+                    bufs[0] = memoryview(bufs[0])[n:]
+                    n = 0
+            while bufs and not bufs[0]:
+                bufs.pop(0)
 
     def _send_streamed(
         self, msg: dict[str, Any], file: io.BufferedIOBase, n: int

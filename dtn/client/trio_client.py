@@ -14,6 +14,8 @@ import trio
 
 from dcis.dtn.appapi.wire import encode_message_parts, encode_send_head
 from dcis.dtn.client.common import (
+    MAX_PIECE_BYTES,
+    SNDBUF_BYTES,
     ClientError,
     ReceivedBundle,
     SpooledBundle,
@@ -31,6 +33,19 @@ from dcis.dtn.errors import DecodeError, InvalidArgument
 
 _CHUNK = 1 << 20
 """Bytes read from a streamed file at a time."""
+
+_READ_BYTES = 256 * 1024
+"""The reader's reused buffer: many replies or pushed bundles per read; the
+most of a large payload that goes through it (and is copied) before the
+rest is read straight into the payload's pieces."""
+
+_PEEK_BYTES = 4096
+"""Bytes looked at (``MSG_PEEK``) after a large payload to find where the
+next one starts (``PushReader.value_offset``)."""
+
+_SMALL_READ_BYTES = 64 * 1024
+"""A read right after a large payload: the next message is likely large too,
+and what of its payload a read brings through the buffer is copied."""
 
 _BY_REFERENCE_BYTES = 16 * 1024
 """A payload at least this long is queued as its own buffer (not copied
@@ -73,19 +88,38 @@ class TrioClient:
         self._writing = False
 
     async def _reader(self) -> None:
-        # A pushed bundle's large payload goes into one preallocated
-        # buffer as it arrives (dcis.dtn.client.push_reader), or with a
-        # spool directory into a file there (fsynced by receive_file on a
-        # worker thread, not here on the event loop).
+        # A pushed bundle's large payload is kept as the pieces it was read
+        # in (most often one, never copied: dcis.dtn.client.push_reader),
+        # or with a spool directory written into a file there as it arrives
+        # (fsynced by receive_file on a worker thread, not here on the
+        # event loop).
         spool_dir = self._spool_dir
         reader = (
             PushReader()
             if spool_dir is None
             else PushReader(sink_factory=lambda n: FileSink(spool_dir, n, fsync=False))
         )
+        sock = self._stream.socket
+        buf = memoryview(bytearray(_READ_BYTES))
         try:
             while True:
-                chunk = await self._stream.receive_some(1 << 20)
+                # The rest of a large payload is read as it is into new
+                # bytes objects the reader keeps (no copy in Python); the
+                # rest into one reused buffer, which the reader copies from.
+                left = reader.value_left
+                if left:
+                    chunk: bytes | memoryview = await sock.recv(
+                        min(left, MAX_PIECE_BYTES)
+                    )
+                else:
+                    size = _READ_BYTES
+                    if reader.last_large:
+                        # The next message is likely large too: read up to
+                        # its payload exactly, so that the payload can come
+                        # in one read of its own (then it is not copied).
+                        ahead = await sock.recv(_PEEK_BYTES, socket.MSG_PEEK)
+                        size = reader.value_offset(ahead) or _SMALL_READ_BYTES
+                    chunk = buf[: await sock.recv_into(buf[:size])]
                 if not chunk:
                     break
                 for m in reader.feed(chunk):
@@ -96,7 +130,12 @@ class TrioClient:
                         if pending is not None:
                             pending.reply = m
                             pending.event.set()
-        except (DecodeError, trio.BrokenResourceError, trio.ClosedResourceError):
+        except (
+            DecodeError,
+            OSError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+        ):
             pass
         finally:
             self._bundles_send.close()
@@ -344,6 +383,8 @@ async def open_trio_client(
     pushed payloads are written into files there as they arrive (for
     :meth:`TrioClient.receive_file`). Raises :class:`ClientError`."""
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF_BYTES)
     try:
         await sock.connect(path)
     except OSError as exc:

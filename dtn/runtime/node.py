@@ -79,7 +79,6 @@ from dcis.dtn.agent.actions import Deletion
 from dcis.dtn.agent.entries import HOT_MAX_BUNDLES
 from dcis.dtn.agent.store import StoredBundle, StoreError, StoreFull
 from dcis.dtn.appapi.wire import (
-    MessageReader,
     encode_bundle_message_parts,
     encode_message,
 )
@@ -103,6 +102,7 @@ from dcis.dtn.cl.udp import (
 )
 from dcis.dtn.client.common import ReceivedBundle
 from dcis.dtn.client.gather import IOV_MAX, send_buffers
+from dcis.dtn.client.push_reader import PushReader
 from dcis.dtn.errors import DecodeError, DtnError, InvalidArgument
 from dcis.dtn.node import EchoService, EndpointReserved, EventKind, NodeCore, Service
 from dcis.dtn.node.resources import AdvertisesResources, check_resource_fields
@@ -152,6 +152,12 @@ _MTCP_BATCH_BYTES = 4 << 20
 # _read_into; large reads: several 64 KB sends in one read are one store
 # transaction, one fsync).
 _READ_BYTES = 1 << 20
+# Most bytes read at once straight into a new bytes object for the rest of a
+# large frame (_read_piece): below glibc's mmap threshold as tools/dtn_node.py
+# pins it (1 MiB), so a short read's object shrinks in place on the heap.
+_PIECE_BYTES = _READ_BYTES - 4096
+# Bytes peeked after a large app API message to find the next payload.
+_PEEK_BYTES = 4096
 # Send buffer asked for on app API connections.
 _APP_SNDBUF = 2 << 20  # the kernel doubles it; 128 connections: <= 512 MiB
 # Seconds between checks of the contact plan file's modification time.
@@ -1852,7 +1858,12 @@ class Node:
         try:
             async with stream:
                 while True:
-                    chunk = await self._read_into(stream)
+                    exact = dec.next_read_bytes
+                    chunk = await (
+                        self._read_piece(stream, exact)
+                        if exact
+                        else self._read_into(stream)
+                    )
                     if not chunk:
                         return
                     conn.last_active = trio.current_time()
@@ -1879,7 +1890,9 @@ class Node:
         finally:
             self._buffer(held, 0)
 
-    async def _read_into(self, stream: trio.SocketStream) -> memoryview:
+    async def _read_into(
+        self, stream: trio.SocketStream, limit: int = _READ_BYTES
+    ) -> memoryview:
         """The next bytes of ``stream`` (empty at its end), read into the
         node's one preallocated buffer: no allocation per read (with glibc's
         mmap threshold pinned at 1 MiB, a 1 MiB ``receive_some`` was an
@@ -1895,13 +1908,50 @@ class Node:
         sock = stream.socket
         while True:
             try:
-                n = os.readv(sock.fileno(), [self._read_buf])
+                n = os.readv(sock.fileno(), [self._read_buf[:limit]])
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(sock)
                 continue
             except OSError as exc:
                 raise trio.BrokenResourceError(str(exc)) from exc
             return self._read_buf[:n]
+
+    async def _app_read(
+        self, stream: trio.SocketStream, reader: PushReader
+    ) -> bytes | memoryview:
+        """The next bytes of an app API connection for ``reader``: the rest
+        of a large payload as it is (``value_left``); after a large message,
+        exactly up to the next large payload if the stream already shows one
+        (``value_offset`` of peeked bytes), so that payload can come in one
+        read and be kept without a copy; else into the shared buffer."""
+        left = reader.value_left
+        if left:
+            return await self._read_piece(stream, left)
+        limit = _READ_BYTES
+        if reader.last_large:
+            try:
+                ahead = await stream.socket.recv(_PEEK_BYTES, socket.MSG_PEEK)
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+            limit = reader.value_offset(ahead) or _READ_BYTES
+        return await self._read_into(stream, limit)
+
+    async def _read_piece(self, stream: trio.SocketStream, left: int) -> bytes:
+        """The next bytes of ``stream`` (empty at its end), at most ``left``
+        (and :data:`_PIECE_BYTES`), in a new ``bytes`` object: the rest of a
+        large frame, which the decoder keeps as it is (read into the shared
+        buffer, it would be copied out, then copied again to join the
+        frame), or the head of the frame after one (``next_read_bytes``).
+        Raises :class:`trio.BrokenResourceError` on a socket error."""
+        await trio.lowlevel.checkpoint()
+        sock = stream.socket
+        while True:
+            try:
+                return os.read(sock.fileno(), min(left, _PIECE_BYTES))
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
 
     # ------------------------------------------------------------ app API
 
@@ -2015,9 +2065,11 @@ class Node:
             )
             return out.put(parts)
 
-        reader = MessageReader(
-            max_message_bytes=self.config.limits.app_max_message_bytes
-        )
+        # A large send's payload is streamed out of its frame: read straight
+        # into new bytes objects (value_left), it becomes the payload as it
+        # is, not sliced (copied) out of a joined frame; its pieces count in
+        # buffered_bytes, nothing is allocated for an announced length.
+        reader = PushReader(max_message_bytes=self.config.limits.app_max_message_bytes)
         held = 0
         try:
             async with stream, trio.open_nursery() as nursery:
@@ -2030,8 +2082,10 @@ class Node:
                         await room[0].wait()
                     try:
                         # Large reads: several 64 KB sends in one read are
-                        # one store transaction (one fsync), not one each.
-                        chunk = await self._read_into(stream)
+                        # one store transaction (one fsync), not one each;
+                        # a large payload read as it is, up to the next one
+                        # exactly after one (_app_read).
+                        chunk = await self._app_read(stream, reader)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         break
                     if not chunk:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -241,3 +242,160 @@ def test_a_value_longer_than_its_frame_opens_no_sink() -> None:
     with pytest.raises(DecodeError, match="overruns"):
         reader.feed(bytes(body))
     assert opened == []
+
+
+def _driven(
+    reader: PushReader, data: bytes, cuts: list[int], direct: list[bool]
+) -> list[Any]:
+    """Feed as the clients do: while a streamed value is due and ``direct``
+    says so, a new bytes object of at most ``value_left`` bytes (a read
+    straight into a new object); else, if ``value_offset`` of the next bytes
+    (peeked) names a value, exactly the bytes up to it; else a view of a
+    reused, then overwritten, buffer."""
+    out: list[Any] = []
+    bounds = sorted(set(cuts) | {len(data)})
+    pos = i = 0
+    while pos < len(data):
+        at = bounds[min(i, len(bounds) - 1)]
+        if at <= pos:
+            i += 1
+            continue
+        left = reader.value_left
+        if left and direct[i % len(direct)]:
+            piece = data[pos : min(at, pos + left)]
+            out += reader.feed(piece)
+            pos += len(piece)
+        elif (
+            not left
+            and direct[(i + 1) % len(direct)]
+            and (k := reader.value_offset(data[pos : pos + 4096]))
+        ):
+            # Up to a large value exactly: the value is due next, whole.
+            out += reader.feed(memoryview(bytearray(data[pos : pos + k])))
+            pos += k
+            assert reader.value_left > 0
+        else:
+            scratch = bytearray(data[pos:at])
+            out += reader.feed(memoryview(scratch))
+            scratch[:] = b"\xee" * len(scratch)
+            pos = at
+    return out
+
+
+@given(streams(), st.lists(st.booleans(), min_size=1, max_size=4))
+def test_values_read_as_bytes_pieces_give_the_same_messages(
+    case: tuple[bytes, list[int]], direct: list[bool]
+) -> None:
+    # A client reads the rest of a streamed value straight into new bytes
+    # objects (value_left at most) and the rest through a reused buffer:
+    # the messages are the plain reader's for any split.
+    data, cuts = case
+    expected = _run(MessageReader(), _pieces(data, cuts))
+    push = _small_push()
+    assert _driven(push, data, cuts, direct) == expected
+    assert push.buffered_bytes == 0
+    assert push.value_left == 0
+
+
+def test_a_payload_read_in_one_piece_is_the_piece_itself() -> None:
+    payload = os.urandom(300_000)
+    frame = encode_message(
+        {
+            "type": "bundle",
+            "endpoint": "ipn:2.1",
+            "source": "ipn:1.1",
+            "payload": payload,
+            "creation_ms": 5,
+            "sequence": 6,
+            "bundle_key": "k",
+        }
+    )
+    at = frame.index(payload)
+    reader = PushReader()
+    assert reader.feed(frame[:at]) == []
+    assert reader.value_left == len(payload)
+    piece = frame[at : at + len(payload)]
+    assert reader.feed(piece) == []
+    assert reader.value_left == 0
+    # In memory and counted (with the keys before it) until the frame ends.
+    assert len(payload) <= reader.buffered_bytes < len(payload) + 200
+    (msg,) = reader.feed(frame[at + len(payload) :])
+    assert msg["payload"] is piece  # no copy in Python
+    assert reader.buffered_bytes == 0
+
+
+def test_a_file_sink_takes_no_pieces(tmp_path: Path) -> None:
+    # value_left is only offered for sinks that keep bytes objects.
+    frame = encode_message({"type": "bundle", "payload": b"p" * 300_000})
+    reader = PushReader(sink_factory=lambda n: FileSink(str(tmp_path), n))
+    reader.feed(frame[:100])
+    assert reader.value_left == 0
+
+
+def test_value_offset_points_at_the_next_large_payload() -> None:
+    payloads = [os.urandom(300_000), os.urandom(200_000)]
+    frames = [
+        encode_message(
+            {
+                "type": "bundle",
+                "endpoint": "ipn:2.1",
+                "source": "ipn:1.1",
+                "payload": p,
+                "creation_ms": 5,
+                "sequence": i,
+                "bundle_key": f"k{i}",
+            }
+        )
+        for i, p in enumerate(payloads)
+    ]
+    stream = b"".join(frames)
+    reader = PushReader()
+    at = stream.index(payloads[0])
+    assert reader.value_offset(stream[:4096]) == at
+    assert reader.value_offset(stream[: at - 1]) == 0  # not all of it in view
+    assert reader.feed(stream[:at]) == []
+    assert reader.value_offset(stream[at : at + 4096]) == 0  # inside the value
+    assert reader.feed(stream[at : at + len(payloads[0])]) == []
+    # At the end of a message (its last keys still due): past them, to the
+    # next payload.
+    pos = at + len(payloads[0])
+    nxt = stream.index(payloads[1])
+    assert reader.value_offset(stream[pos : pos + 4096]) == nxt - pos
+    (first,) = reader.feed(stream[pos:nxt])
+    assert first["payload"] == payloads[0]
+    assert reader.last_large
+    piece = stream[nxt : nxt + len(payloads[1])]
+    assert reader.feed(piece) == []
+    (second,) = reader.feed(stream[nxt + len(payloads[1]) :])
+    assert second["payload"] is piece
+    # Small frames, and sinks not known to take pieces: nothing to point at.
+    small = encode_message({"type": "ok", "id": 1})
+    assert PushReader().value_offset(small) == 0
+    wrapped = PushReader(sink_factory=lambda n: MemorySink(n))
+    assert wrapped.value_offset(stream[:4096]) == 0
+
+
+def test_a_trickled_payload_holds_about_what_was_received() -> None:
+    # A peer that announces a 16 MiB payload and sends it a byte at a time,
+    # each byte handed over as its own bytes object (as a reader reading
+    # straight into new objects gets them): the reader holds about the
+    # bytes received, counted in buffered_bytes -- not the announced length
+    # and not an object per byte.
+    n = 16 << 20
+    small = encode_message({"type": "send", "destination": "d", "payload": b"x" * 16})
+    keys = small[2 : small.index(b"x" * 16) - 1]  # the map's start, to the payload
+    body_len = len(keys) + 5 + n
+    head = b"\x5a" + body_len.to_bytes(4, "big") + keys + b"\x5a" + n.to_bytes(4, "big")
+    reader = PushReader(max_message_bytes=32 << 20)
+    assert reader.feed(bytes(head)) == []
+    assert reader.value_left == n
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(20_000):
+            assert reader.feed(bytes([i & 0xFF])) == []
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert 20_000 <= reader.buffered_bytes < 20_000 + len(head)
+    assert held <= 2 * 20_000 + 16_384

@@ -213,3 +213,35 @@ async def test_trio_receive_file_streams_payloads_into_the_spool_dir(
     assert last.payload == big
     left = sorted(await trio.Path(spool_dir).iterdir())
     assert left == sorted(trio.Path(b.path) for b in files)
+
+
+async def test_large_payloads_by_send_arrive_intact_on_both_clients(
+    tmp_path: Path,
+) -> None:
+    # send() of large payloads: the sync client gathers the payload with
+    # sendmsg (not joined into its frame), the trio client passes it by
+    # reference; both clients read the rest of a pushed payload straight
+    # into new bytes objects. Mixed sizes, so reads change between the
+    # reused buffer and direct reads.
+    (port,) = free_udp_ports(1)
+    sizes = [700_000, 10, 2 * (1 << 20) + 1, 70_000, 300_000]
+    payloads = [os.urandom(n) for n in sizes]
+    async with open_node(_config(tmp_path, port, "NORMAL")):
+        sock = str(tmp_path / "n1.sock")
+
+        def sync_part() -> list[bytes]:
+            with Client(sock, timeout_s=30) as rx, Client(sock, timeout_s=30) as tx:
+                rx.register("ipn:1.5")
+                for p in payloads:
+                    tx.send("ipn:1.5", p)
+                got = [rx.receive(timeout_s=30) for _ in payloads]
+            return [b.payload for b in got if b is not None]
+
+        assert await trio.to_thread.run_sync(sync_part) == payloads
+        async with open_trio_client(sock) as rx, open_trio_client(sock) as tx:
+            await rx.register("ipn:1.6")
+            for p in payloads:
+                await tx.send("ipn:1.6", p)
+            with trio.fail_after(60):
+                got = [await rx.receive() for _ in payloads]
+        assert [g.payload for g in got] == payloads
