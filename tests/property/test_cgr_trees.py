@@ -177,7 +177,9 @@ def test_stale_tree_answers_found_backwards_match_a_direct_search(
 
 class SourceTrees(RuleBasedStateMachine):
     """A source tree's life: built by a first query, grown towards further
-    destinations, found stale and replaced as time passes, dropped when
+    destinations, found stale and replaced (or answered for by another
+    way in, found backwards: half the plans are built for it) as time
+    passes, dropped when
     over-booked volume comes back or the plan changes; every answer checked
     as above at every step."""
 
@@ -186,13 +188,13 @@ class SourceTrees(RuleBasedStateMachine):
         self.t = 0.0
         self.booked: list[tuple[Contact, float]] = []
 
-    @initialize(plan=plans())
+    @initialize(plan=st.one_of(plans(), reconverging_plans()))
     def setup(self, plan: ContactPlan) -> None:
         self.plan = plan
         self.router = Router(plan)
 
     @rule(
-        dst=st.sampled_from(NODES[1:]),
+        dst=st.sampled_from((*NODES[1:], *NODES[4:])),
         size=st.sampled_from([0, 1, 2, 8]),
         excl=st.sampled_from([(), (), (2,)]),
     )
