@@ -165,8 +165,12 @@ _DEAD_MAX = 1 << 18  # (destination, node) pairs known unreachable, per plan ver
 
 def _columns(rows: list[_Label]) -> tuple[array[float] | array[int], ...]:
     """Labels as flat columns, in their order (a source tree's paused heap)."""
+    if not rows:
+        return tuple(array(code) for code in "didiii")
+    # one transpose in C, not a list per column
     return tuple(
-        array(code, [row[i] for row in rows]) for i, code in enumerate("didiii")
+        array(code, col)
+        for code, col in zip("didiii", zip(*rows, strict=True), strict=True)
     )
 
 
@@ -226,6 +230,8 @@ class _SourceTree:
 _BEATEN_POPS = (
     4096  # a source tree's check gives up (and searches) after this many labels
 )
+# Router._walk_back gives up after this many labels (then a new tree is built)
+_WALK_POPS = 4096
 # A fast search's path back to the source: (contact, parent link), None at the source
 _Link = tuple[int, "_Link"] | None
 # Per node, per neighbour: (neighbour, starts, running max of ends, contact ids)
@@ -505,6 +511,7 @@ class Router:
             "shared_hits": 0,
             "trees": 0,
             "tree_hits": 0,
+            "tree_walks": 0,
         }
         self._tree: _SourceTree | None = None  # forwarding_route's source tree
         self._volume_cut = False
@@ -905,6 +912,11 @@ class Router:
         Every label arriving before the horizon (the last arrival popped)
         is known; a search that runs out has an infinite horizon
         (spec/routing.md, "Source trees").
+
+        The per-node arrays are worked on as lists (indexing a list does
+        not box a new int) and written back at the end; the contacts this
+        router over-booked are one set (empty, nearly always), so a
+        relaxation does not probe the residual volume at all.
         """
         self.stats["searches"] += 1
         g = self._g
@@ -912,20 +924,23 @@ class Router:
         end = self._end
         owlt = self._owlt
         var_owlt = g.var_owlt
+        fixed = not var_owlt  # no light time changes inside a contact
         owlt_at = g.owlt_at
-        resid = self._resid
+        over = {ci for ci, r in self._resid.items() if r < 0}
         pop = heapq.heappop
         push = heapq.heappush
-        settled = tree.settled
+        settled = tree.settled.tolist()
+        head = tree.head.tolist()
+        tail = tree.tail.tolist()
         base = len(tree.la)
         new: list[_Label] = []  # labels expanded now: into the arrays at the end
         append = new.append
         lnext = tree.lnext
-        head = tree.head
-        tail = tree.tail
+        nnext: list[int] = []  # lnext of the labels expanded now
         heap = list(zip(*tree.heap, strict=True))  # in its order: still a heap
         seq = tree.seq
         clean = tree.clean
+        horizon = _INF
         while heap:
             lab = pop(heap)
             a, h, _, u, _cin, _par = lab
@@ -934,11 +949,15 @@ class Router:
                 continue  # an earlier label of u with no more hops beats it
             me = base + len(new)
             append(lab)
-            lnext.append(-1)
+            nnext.append(-1)
             if sh < 0:
                 head[u] = me
             else:
-                lnext[tail[u]] = me
+                k = tail[u]
+                if k >= base:
+                    nnext[k - base] = me
+                else:
+                    lnext[k] = me
             tail[u] = me
             settled[u] = h
             h1 = h + 1
@@ -959,10 +978,12 @@ class Router:
                     sent = a if a > st else st
                     if sent >= end[ci]:
                         continue  # the end is exclusive (ION)
-                    if ci in resid and resid[ci] < 0:
+                    if over and ci in over:
                         clean = False  # over-booked: not even an empty bundle
                         continue
-                    arr = sent + (owlt[ci] if ci not in var_owlt else owlt_at(ci, sent))
+                    arr = sent + (
+                        owlt[ci] if fixed or ci not in var_owlt else owlt_at(ci, sent)
+                    )
                     if arr < best:
                         best = arr
                         bci = ci
@@ -970,27 +991,33 @@ class Router:
                     push(heap, (best, h1, seq, v, bci, me))
                     seq += 1
             if u == dst and sh < 0:
-                tree.horizon = a
+                horizon = a
                 break
-        else:
-            tree.horizon = _INF
+        tree.horizon = horizon
         tree.seq = seq
         tree.clean = clean
-        tree.la.extend([x[0] for x in new])
-        tree.lh.extend([x[1] for x in new])
-        tree.lc.extend([x[4] for x in new])
-        tree.lp.extend([x[5] for x in new])
-        if tree.horizon < _INF:
+        tree.settled = array("i", settled)
+        tree.head = array("i", head)
+        tree.tail = array("i", tail)
+        lnext.extend(nnext)
+        if new:
+            cols = list(zip(*new, strict=True))
+            tree.la.extend(array("d", cols[0]))
+            tree.lh.extend(array("i", cols[1]))
+            tree.lc.extend(array("i", cols[4]))
+            tree.lp.extend(array("i", cols[5]))
+        if horizon < _INF:
             tree.heap = _columns(heap)
         else:
             tree.heap = ()
             if clean:
                 # no route even for an empty bundle: none from any node reached
                 nodes = g.node_list()
+                la = tree.la
                 self._publish_dead(
                     nodes[dst],
                     0.0,
-                    {nodes[x]: tree.la[i] for x, i in enumerate(head) if i >= 0},
+                    {nodes[x]: la[i] for x, i in enumerate(head) if i >= 0},
                 )
 
     def _from_tree(
@@ -1033,6 +1060,18 @@ class Router:
         if self._to[ids[0]] in excl:
             return None
         r = self._route(ids, t, size)
+        if r is None and t > tree.t0:
+            # A contact of it ended since the tree was built. The bundle
+            # often still arrives when it would have then, by another way
+            # in: look for one backwards from that arrival (any candidate
+            # will do: the checks below decide, with the same bounds).
+            then = self._route(ids, tree.t0, size)
+            if then is not None:
+                walk = self._walk_back(tree, x, t, size, then.arrival_s)
+                if walk is not None and self._to[walk[0]] not in excl:
+                    self.stats["tree_walks"] += 1
+                    ids = walk
+                    r = self._route(ids, t, size)
         if r is None:
             return None  # a contact of it ended, or is too short or full now
         arr = r.arrival_s
@@ -1149,6 +1188,128 @@ class Router:
                 push(heap, (-best, k1, w))
         return False
 
+    def _walk_back(
+        self, tree: _SourceTree, dst: int, t: float, size: float, deadline: float
+    ) -> list[int] | None:
+        """Contacts of a route from the tree's source ready at ``t`` that
+        carries ``size`` bytes to ``dst`` (an index) by ``deadline`` at full
+        volume, with the fewest hops the search finds (loops cut); None if
+        it finds none, or gives up. A candidate only: the caller re-walks
+        it with the residual volume and proves it best (:meth:`_beaten`).
+
+        :meth:`_beaten`'s backward search over latest departures, pruned
+        by the tree the same way, counting hops and keeping each label's
+        contact and parent, in order of hops (then latest departure first):
+        the first label of the source to leave the heap has the fewest hops
+        of any walk the search admits (a label is beaten only by one with
+        no more hops and no earlier departure, and those leave the heap
+        before it). Gives up after ``_WALK_POPS`` labels.
+        """
+        horizon = tree.horizon
+        la = tree.la
+        lnext = tree.lnext
+        head = tree.head
+        src = tree.src_ix
+        inn = self._g.in_neighbours_ix()
+        end = self._end
+        owlt = self._owlt
+        var_owlt = self._g.var_owlt
+        inv_rate = self._inv_rate
+        sized = size > 0
+        # labels: contact out of the node towards dst (-1 at dst), parent label
+        lci: list[int] = [-1]
+        lpar: list[int] = [-1]
+        front: dict[int, list[tuple[int, float]]] = {dst: [(0, deadline)]}
+        # (hops to dst, -latest departure, node, label)
+        heap: list[tuple[int, float, int, int]] = [(0, -deadline, dst, 0)]
+        pop = heapq.heappop
+        push = heapq.heappush
+        budget = _WALK_POPS
+        best_lab = -1
+        while heap:
+            k, nd, v, li = pop(heap)
+            budget -= 1
+            if not budget:
+                return None
+            if v == src:
+                best_lab = li  # ready at t or later (pushed only then)
+                break
+            d = -nd
+            if (k, d) not in front[v]:
+                continue  # beaten by a label pushed after it
+            k1 = k + 1
+            for w, starts, maxend, cis in inn[v]:
+                if w == dst:
+                    continue
+                j = bisect_right(starts, d) - 1
+                best = -_INF
+                bci = -1
+                while j >= 0:
+                    if maxend[j] <= best:
+                        break
+                    ci = cis[j]
+                    ce = end[ci]
+                    st = starts[j]
+                    tx = size * inv_rate[ci] if sized else 0.0
+                    j -= 1
+                    late = d - tx - (owlt[ci] if ci not in var_owlt else 0.0)
+                    if late > ce - tx:
+                        late = ce - tx
+                    if late >= st and late > best:
+                        best = late
+                        bci = ci
+                if best < t:
+                    continue
+                if w != src:
+                    ok = horizon <= best
+                    lab = head[w]
+                    while not ok and lab >= 0:
+                        if la[lab] > best:
+                            break
+                        ok = True
+                        lab = lnext[lab]
+                    if not ok:
+                        continue
+                fw = front.get(w)
+                if fw is None:
+                    front[w] = [(k1, best)]
+                else:
+                    beaten = beats = False
+                    for fk, fd in fw:
+                        if fk <= k1 and fd >= best:
+                            beaten = True
+                            break
+                        if fk >= k1 and fd <= best:
+                            beats = True
+                    if beaten:
+                        continue
+                    if beats:
+                        fw[:] = [x for x in fw if x[0] < k1 or x[1] > best]
+                    fw.append((k1, best))
+                lci.append(bci)
+                lpar.append(li)
+                push(heap, (k1, -best, w, len(lci) - 1))
+        if best_lab < 0:
+            return None
+        ids: list[int] = []
+        first: dict[int, int] = {}  # node -> where it is left in ids
+        to = self._to
+        node = self._frm[lci[best_lab]]
+        lab = best_lab
+        while lci[lab] >= 0:
+            at = first.get(node)
+            if at is not None:
+                # a loop: leave the node the first time the way of the last
+                for gone in ids[at:]:
+                    first.pop(self._frm[gone], None)
+                del ids[at:]
+            first[node] = len(ids)
+            ci = lci[lab]
+            ids.append(ci)
+            node = to[ci]
+            lab = lpar[lab]
+        return ids
+
     def _publish_dead(self, dst: int, size: float, reach: dict[int, float]) -> None:
         """No route from src to dst at full volume: none from any node the
         search reached either, from when it reached it (spec/routing.md,
@@ -1170,19 +1331,35 @@ class Router:
             g.dead_n -= len(g.dead.popitem(last=False)[1])
 
     def _route(self, ids: Sequence[int], t0: float, size: float) -> Route | None:
-        cs = [self._cs[i] for i in ids]
-        a = replay(
-            cs,
-            t0,
-            size,
-            [self._owlt[i] for i in ids],
-            [self._residual_of(i) for i in ids],
-            (lambda k, at: self._g.owlt_at(ids[k], at)) if self._g.var_owlt else None,
-        )
-        if a is None:
-            return None
-        hops = (self._frm[ids[0]], *(self._to[i] for i in ids))
-        return Route(arrival_s=a, hops=hops, contacts=tuple(cs))
+        """:func:`replay` of contacts ``ids`` with this router's residual
+        volume, and the route if it arrives (the same arithmetic, on the
+        graph's flat arrays)."""
+        start = self._start
+        end = self._end
+        rate = self._rate
+        owlt = self._owlt
+        resid = self._resid
+        vol = self._vol
+        var_owlt = self._g.var_owlt
+        t = t0
+        for ci in ids:
+            r = resid.get(ci)
+            if (vol[ci] if r is None else r) < size:
+                return None
+            st = start[ci]
+            s = t if t > st else st
+            ce = end[ci]
+            if s >= ce:
+                return None
+            rt = rate[ci]
+            e = s + (size / rt if rt > 0 else _INF) if size > 0 else s + 0.0
+            if e > ce:
+                return None
+            t = e + (owlt[ci] if ci not in var_owlt else self._g.owlt_at(ci, s))
+        cs = self._cs
+        to = self._to
+        hops = (self._frm[ids[0]], *[to[i] for i in ids])
+        return Route(arrival_s=t, hops=hops, contacts=tuple([cs[i] for i in ids]))
 
     @staticmethod
     def _validate(

@@ -65,6 +65,35 @@ def plans(draw: st.DrawFn) -> ContactPlan:
     return ContactPlan(contacts, ranges)
 
 
+@st.composite
+def reconverging_plans(draw: st.DrawFn) -> ContactPlan:
+    """Plans where the source's contacts are short and early, the relays'
+    long, and the last hops late, so a tree's first contact often ends
+    while another way in still reaches the same relay in time (the stale
+    tree's answer is then found backwards, Router._walk_back); ranges as
+    in :func:`plans`."""
+    contacts: dict[Contact, None] = {}
+    for _ in range(draw(st.integers(2, 6))):
+        b = draw(st.sampled_from(NODES[1:4]))
+        start = float(draw(st.integers(0, 20)))
+        dur = float(draw(st.integers(2, 8)))
+        contacts[Contact(SRC, b, start, start + dur, 4.0)] = None
+    for _ in range(draw(st.integers(2, 10))):
+        a, b = draw(st.permutations(NODES[1:4]))[:2]
+        start = float(draw(st.integers(0, 20)))
+        dur = float(draw(st.integers(20, 60)))
+        contacts[Contact(a, b, start, start + dur, 4.0)] = None
+    for _ in range(draw(st.integers(1, 8))):
+        a = draw(st.sampled_from(NODES[1:4]))
+        b = draw(st.sampled_from(NODES[4:]))
+        start = float(draw(st.integers(25, 60)))
+        dur = float(draw(st.integers(2, 10)))
+        rate = draw(st.sampled_from(RATES))
+        contacts[Contact(a, b, start, start + dur, rate)] = None
+    base = draw(plans())
+    return ContactPlan(contacts, base.ranges)
+
+
 def check(
     router: Router, dst: int, t: float, size: float, excl: tuple[int, ...]
 ) -> None:
@@ -126,9 +155,31 @@ def test_source_tree_answers_match_a_direct_search(
             router.release(*booked.pop(0))
 
 
+stale_queries = st.lists(
+    st.tuples(
+        st.sampled_from((*NODES[1:], *NODES[4:])),  # mostly beyond the relays
+        st.integers(1, 10),  # ready later: the tree goes stale
+        st.sampled_from([0, 1, 2, 4]),
+        st.sampled_from([(), (), (), (2,)]),
+        st.integers(-2, 40),
+    ),
+    max_size=16,
+)
+
+
+@given(reconverging_plans(), stale_queries)
+def test_stale_tree_answers_found_backwards_match_a_direct_search(
+    plan: ContactPlan,
+    raw: list[tuple[int, int, int, tuple[int, ...], int]],
+) -> None:
+    test_source_tree_answers_match_a_direct_search.hypothesis.inner_test(plan, raw)  # type: ignore[attr-defined]
+
+
 class SourceTrees(RuleBasedStateMachine):
     """A source tree's life: built by a first query, grown towards further
-    destinations, found stale and replaced as time passes, dropped when
+    destinations, found stale and replaced (or answered for by another
+    way in, found backwards: half the plans are built for it) as time
+    passes, dropped when
     over-booked volume comes back or the plan changes; every answer checked
     as above at every step."""
 
@@ -137,13 +188,13 @@ class SourceTrees(RuleBasedStateMachine):
         self.t = 0.0
         self.booked: list[tuple[Contact, float]] = []
 
-    @initialize(plan=plans())
+    @initialize(plan=st.one_of(plans(), reconverging_plans()))
     def setup(self, plan: ContactPlan) -> None:
         self.plan = plan
         self.router = Router(plan)
 
     @rule(
-        dst=st.sampled_from(NODES[1:]),
+        dst=st.sampled_from((*NODES[1:], *NODES[4:])),
         size=st.sampled_from([0, 1, 2, 8]),
         excl=st.sampled_from([(), (), (2,)]),
     )

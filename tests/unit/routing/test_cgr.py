@@ -225,3 +225,35 @@ def test_forwarding_route_remembers_unreachable_destinations() -> None:
     assert two.stats["shared_hits"] == 1
     assert two.forwarding_route(2, 9, 9.5, 100.0) is None  # before: searched
     assert two.stats["searches"] == searches + 1
+
+
+def test_stale_source_tree_answers_by_another_way_in_without_a_new_tree() -> None:
+    # 1 -> 2 closes at 10; 1 -> 4 -> 2 stays open; 2 -> 3 opens at 50. The
+    # tree built at 0 goes 1 -> 2 -> 3 (arrival 51); at 20 its first contact
+    # has ended, yet the bundle still arrives at 51, over 1 -> 4 -> 2 -> 3:
+    # found backwards from 51 and proven best, with no second tree.
+    plan = ContactPlan(
+        [
+            Contact(1, 2, 0.0, 10.0, 100.0),
+            Contact(1, 4, 0.0, 100.0, 100.0),
+            Contact(4, 2, 0.0, 100.0, 100.0),
+            Contact(2, 3, 50.0, 60.0, 100.0),
+        ]
+    )
+    r = Router(plan)
+    first = r.forwarding_route(1, 3, 0.0, 100)
+    assert first is not None
+    assert (first.arrival_s, first.hops) == (51.0, (1, 2, 3))
+    later = r.forwarding_route(1, 3, 20.0, 100)
+    assert later is not None
+    assert (later.arrival_s, later.hops) == (51.0, (1, 4, 2, 3))
+    assert (r.stats["trees"], r.stats["tree_walks"]) == (1, 1)
+    best = Router(plan).best_route(1, 3, 20.0, 100)
+    assert best is not None
+    assert (best.arrival_s, best.hop_count) == (later.arrival_s, later.hop_count)
+    # the other way in starts towards an excluded neighbour: a new tree
+    # (and then a search) find that none is left
+    assert r.forwarding_route(1, 3, 20.0, 100, excluded=[4]) is None
+    assert (r.stats["trees"], r.stats["tree_walks"]) == (2, 1)
+    # too late for 2 -> 3 by any way
+    assert r.forwarding_route(1, 3, 59.5, 100) is None
