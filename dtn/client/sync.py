@@ -142,6 +142,9 @@ class Client:
             else:
                 self._send_streamed(msg, *body)
         except OSError as exc:
+            # A frame may be cut short (a timeout part-way): the stream
+            # cannot be resumed -- the next request would complete it.
+            self.close()
             raise ClientError(f"connection to the node failed: {exc}") from exc
         deadline = time.monotonic() + self.timeout_s
         while mid not in self._replies:
@@ -292,6 +295,7 @@ class Client:
                 encode_message({"type": "delivered", "bundle_key": bundle_key})
             )
         except OSError as exc:
+            self.close()  # the frame may be cut short (see _request)
             raise ClientError(f"connection to the node failed: {exc}") from exc
 
     def status(self) -> dict[str, Any]:
