@@ -362,6 +362,12 @@ class PushReader:
             self._stage = _POST
         return [self._finish()] if not self._left else []
 
+    def close(self) -> None:
+        """The stream ended, or is given up: abort the sink of a value in
+        progress (a :class:`FileSink` removes its partial file). The reader
+        is unusable afterwards; closing again does nothing."""
+        self._fail()
+
     def _fail(self) -> None:
         self._broken = True
         self._take = None

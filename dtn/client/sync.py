@@ -87,8 +87,10 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Close the connection (registrations end with it)."""
+        """Close the connection (registrations end with it); a payload
+        being written into a file by ``receive_file`` is removed."""
         self._sock.close()
+        self._reader.close()
 
     def _read_more(self, deadline: float | None) -> None:
         if deadline is not None:
@@ -117,8 +119,10 @@ class Client:
         except TimeoutError:
             raise
         except OSError as exc:
+            self._reader.close()  # a partial payload file is removed
             raise ClientError(f"connection to the node failed: {exc}") from exc
         if not chunk:
+            self._reader.close()
             raise ClientError("the node closed the connection")
         try:
             msgs = self._reader.feed(chunk)
