@@ -24,7 +24,8 @@ incrementally instead:
    the payload's place, which is then replaced by the sink's result.
 
 A frame whose start cannot be walked that way (not a map, indefinite
-lengths, nesting deeper than :data:`_MAX_DEPTH`, no large value within
+lengths, nesting deeper than :data:`_MAX_DEPTH`, an array, map or tag before
+the value not received whole when the walk reaches it, no large value within
 :data:`_MAX_PREFIX` bytes) is buffered whole and decoded like the plain reader does. A stream error
 (bad head, a frame over ``max_message_bytes``, a value longer than its
 frame, a malformed or invalid message, a map with a repeated key) raises
@@ -361,6 +362,12 @@ class PushReader:
             self._stage = _POST
         return [self._finish()] if not self._left else []
 
+    def close(self) -> None:
+        """The stream ended, or is given up: abort the sink of a value in
+        progress (a :class:`FileSink` removes its partial file). The reader
+        is unusable afterwards; closing again does nothing."""
+        self._fail()
+
     def _fail(self) -> None:
         self._broken = True
         self._take = None
@@ -516,7 +523,16 @@ class PushReader:
                         return self._open_value(start, hend, n)
                 else:
                     self._key_span = (start, start)
-                end = _item_end(buf, start)
+                try:
+                    end = _item_end(buf, start)
+                except _Incomplete:
+                    if start < len(buf) and buf[start] >> 5 in (4, 5, 6):
+                        # An array, map or tag not all received yet: walked
+                        # again from its start at every read, it would cost
+                        # quadratic time (a client trickling it, a byte per
+                        # read); the frame is buffered whole instead.
+                        raise _Unwalkable from None
+                    raise
                 if self._walked % 2 == 0:
                     self._key_span = (start, end)
                 self._walk_pos = end

@@ -87,8 +87,10 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Close the connection (registrations end with it)."""
+        """Close the connection (registrations end with it); a payload
+        being written into a file by ``receive_file`` is removed."""
         self._sock.close()
+        self._reader.close()
 
     def _read_more(self, deadline: float | None) -> None:
         if deadline is not None:
@@ -117,8 +119,10 @@ class Client:
         except TimeoutError:
             raise
         except OSError as exc:
+            self._reader.close()  # a partial payload file is removed
             raise ClientError(f"connection to the node failed: {exc}") from exc
         if not chunk:
+            self._reader.close()
             raise ClientError("the node closed the connection")
         try:
             msgs = self._reader.feed(chunk)
@@ -142,6 +146,9 @@ class Client:
             else:
                 self._send_streamed(msg, *body)
         except OSError as exc:
+            # A frame may be cut short (a timeout part-way): the stream
+            # cannot be resumed -- the next request would complete it.
+            self.close()
             raise ClientError(f"connection to the node failed: {exc}") from exc
         deadline = time.monotonic() + self.timeout_s
         while mid not in self._replies:
@@ -292,6 +299,7 @@ class Client:
                 encode_message({"type": "delivered", "bundle_key": bundle_key})
             )
         except OSError as exc:
+            self.close()  # the frame may be cut short (see _request)
             raise ClientError(f"connection to the node failed: {exc}") from exc
 
     def status(self) -> dict[str, Any]:

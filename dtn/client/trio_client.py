@@ -138,6 +138,7 @@ class TrioClient:
         ):
             pass
         finally:
+            reader.close()  # a partial payload file is removed
             self._bundles_send.close()
             self._end_waiting()
 
