@@ -965,10 +965,14 @@ class LogService:
             o = rec.entry.origin
             before = self.kv.applied.get(o, 0)
             self.kv.apply(rec.entry)
+            # The committed values changed, so the tentative view built on
+            # them is stale -- also when this node never held the entry as
+            # tentative (it came by AppendEntries before its gossip did).
+            self._view_cache = None
             for seq in range(before + 1, self.kv.applied.get(o, 0) + 1):
                 if self.tentative.pop(EntryId(o, seq), None) is not None:
                     st.delete(f"tent/{o}/{seq}")
-                    self._view_cache = self._sorted_cache = None
+                    self._sorted_cache = None
         if (
             self.role == Role.LEADER
             and self.node not in self._voters

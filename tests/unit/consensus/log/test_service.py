@@ -561,3 +561,46 @@ def test_a_stream_of_submits_waits_for_replies_past_max_inflight() -> None:
     run([(leader, s) for s in held])
     assert all(lead.outcome(e) == Outcome.COMMITTED for e in eids)
     assert all(s.last_index == lead.last_index for s in svcs.values())
+
+
+def test_the_tentative_view_shows_an_entry_first_seen_committed() -> None:
+    """A follower that read its tentative view, then learns an entry only
+    through the leader's AppendEntries (gossip of it lost or late), must
+    show the committed value at the tentative level too: the dfs reads
+    manifests there, and a stale view hid a committed object from a reader
+    (found by the 100 MB testbed test)."""
+    from dcis.consensus.log.wire import Record, RecordKind
+
+    c = cluster([1, 2, 3])
+    c.advance(8_000)
+    (lead,) = leaders(c)
+    f = next(n for n in (1, 2, 3) if n != lead)
+    s = svc(c, f)
+    assert s.get("k", Level.TENTATIVE) is None  # the view is computed now
+    top = s.record_at(s.last_index)
+    assert top is not None
+    entry = Entry(
+        origin=lead, seq=svc(c, lead).own_seq + 1, hlc=Hlc(c.now_ms), op=Put("k", b"v")
+    )
+    msg = Append(
+        term=s.term,
+        prev_index=s.last_index,
+        prev_term=top.term,
+        records=(Record(term=s.term, kind=RecordKind.ENTRY, entry=entry),),
+        commit=s.last_index + 1,
+    )
+    s.on_bundle(
+        Inbound(
+            f"ipn:{f}.{SERVICE_NUMBER}",
+            f"ipn:{lead}.{SERVICE_NUMBER}",
+            encode_message(msg),
+            0,
+            0,
+            "k",
+        ),
+        c.now_ms,
+    )
+    assert s.outcome(entry.id) == Outcome.COMMITTED
+    assert s.get("k") == b"v"
+    assert s.get("k", Level.TENTATIVE) == b"v"
+    assert dict(s.scan("", Level.TENTATIVE)) == dict(s.scan(""))
