@@ -12,7 +12,6 @@ Prints one line per run and a median line.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import os
 import resource
@@ -90,19 +89,9 @@ def _line(r: tuple[float, ...]) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cl", default="mtcp", choices=("udp", "mtcp"))
-    ap.add_argument("--size", type=int, default=1_000_000)
-    ap.add_argument("--count", type=int, default=150)
-    ap.add_argument("--in-flight", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--store", default="FULL", choices=("FULL", "NORMAL", "memory"))
-    ap.add_argument(
-        "--tree",
-        default=str(Path(__file__).resolve().parent.parent),
-        help="the tree to run",
-    )
-    args = ap.parse_args()
+    from large_goodput import pair_arguments
+
+    args = pair_arguments(__doc__.splitlines()[0]).parse_args()
     sys.path.insert(0, str(Path(args.tree) / "bench"))
     sys.path.insert(0, args.tree)
     import udp_throughput as ut

@@ -38,8 +38,11 @@ def _stat(pid: int) -> tuple[int, int, int]:
     return int(f[11]), int(f[12]), int(f[7])
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def pair_arguments(description: str) -> argparse.ArgumentParser:
+    """The options of a one-row run of the daemon pair (this script's and
+    ``bench/client_split.py``'s): CL, size, count, in flight, repeats,
+    store, and the tree whose daemons and clients run."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--cl", default="mtcp", choices=("udp", "mtcp"))
     ap.add_argument("--size", type=int, default=1_000_000)
     ap.add_argument("--count", type=int, default=150)
@@ -51,7 +54,11 @@ def main() -> int:
         default=str(Path(__file__).resolve().parent.parent),
         help="the tree to run",
     )
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> int:
+    args = pair_arguments(__doc__.splitlines()[0]).parse_args()
     sys.path.insert(0, str(Path(args.tree) / "bench"))
     sys.path.insert(0, args.tree)
     import udp_throughput as ut
