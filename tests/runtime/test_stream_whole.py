@@ -9,6 +9,7 @@ sockets; no timing assertions."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import socket
 from pathlib import Path
 
@@ -106,7 +107,23 @@ async def test_mtcp_fragments_only_above_its_frame_limit(tmp_path: Path) -> None
     assert whole.payload == payload
 
 
-async def test_a_batch_the_peer_refused_goes_again_whole(tmp_path: Path) -> None:
+class _OnLog(logging.Handler):
+    """Sets ``event`` when the node logs ``message`` (the node logs from its
+    trio thread, so a trio.Event may be set here)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(logging.INFO)
+        self.message = message
+        self.event = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == self.message:
+            self.event.set()
+
+
+async def test_a_batch_the_peer_refused_goes_again_whole(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # Nothing listens at first: the MTCP sender's connect fails, the batch
     # (a large bundle sent in parts and small ones) is reported failed and
     # kept; once the peer listens, each bundle arrives once, intact.
@@ -120,14 +137,15 @@ async def test_a_batch_the_peer_refused_goes_again_whole(tmp_path: Path) -> None
     cfg = NodeConfig(node=5, store_path=str(tmp_path / "n5.db"), neighbours=(nb,))
     payloads = [_payload(300_000), b"small one", _payload(70_000)[::-1]]
     got: list[Bundle] = []
+    caplog.set_level(logging.INFO, logger="dcis.dtn.node")
+    refused = _OnLog("mtcp_send_failed")
+    logging.getLogger("dcis.dtn.node").addHandler(refused)
     try:
         async with open_node(cfg) as node:
             for p in payloads:
                 await node.send("ipn:9.4", p, source="ipn:5.1")
-            # (The node's status is what an operator polls; no event for it.)
             with trio.fail_after(60):
-                while node.status()["counters"]["transmit_failed"] < 1:  # noqa: ASYNC110
-                    await trio.sleep(0.01)
+                await refused.event.wait()  # the connect was refused
             server.listen(1)
             with trio.fail_after(60):
                 await trio.to_thread.run_sync(
@@ -135,6 +153,7 @@ async def test_a_batch_the_peer_refused_goes_again_whole(tmp_path: Path) -> None
                 )
             counters = dict(node.status()["counters"])
     finally:
+        logging.getLogger("dcis.dtn.node").removeHandler(refused)
         server.close()
     assert sorted(b.payload for b in got) == sorted(payloads)
     assert counters["transmit_failed"] >= 1
