@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from dcis.dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.pieces import Pieces
 
 T = TypeVar("T")
 
@@ -43,12 +44,6 @@ LARGE_FRAME_BYTES = 128 * 1024
 """A frame at least this long is gathered as a list of pieces while it comes
 in, not appended to one growing buffer (see :attr:`MtcpDecoder.large_frame_left`)."""
 
-_MIN_PART = 4096
-"""Pieces of a large frame shorter than this are joined into a small buffer
-as they arrive, so that a peer trickling bytes cannot make the decoder hold
-one Python object per byte (the memory held stays close to the bytes
-received, which is what ``buffered_bytes`` reports)."""
-
 
 class MtcpDecoder:
     """Incremental MTCP stream decoder.
@@ -68,7 +63,7 @@ class MtcpDecoder:
     that object as it is -- the bytes are copied once, by the final join, or
     not at all if one read brought the whole frame. Memory held is at most
     the bytes received of the frame in progress (plus a small overhead per
-    piece of at least :data:`_MIN_PART` bytes), never the announced length:
+    piece of at least :data:`dcis.dtn.pieces.MIN_PIECE` bytes), never the announced length:
     nothing is allocated ahead for a frame a peer only announces.
     """
 
@@ -87,14 +82,14 @@ class MtcpDecoder:
         self._buf = bytearray()
         self._need: int | None = None  # payload length of the frame being read
         # The large frame in progress: its pieces and their total length.
-        self._parts: list[bytes | bytearray] | None = None
-        self._got = 0
+        self._parts: Pieces | None = None
         self._after_large = False  # the last frame completed was large
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes received but not yet returned as a bundle."""
-        return len(self._buf) + self._got
+        parts = self._parts
+        return len(self._buf) + (parts.held if parts is not None else 0)
 
     @property
     def large_frame_left(self) -> int:
@@ -103,7 +98,7 @@ class MtcpDecoder:
         it is, without copying it."""
         if self._parts is None or self._need is None:
             return 0
-        return self._need - self._got
+        return self._need - self._parts.held
 
     @property
     def next_read_bytes(self) -> int:
@@ -156,7 +151,7 @@ class MtcpDecoder:
         if self._parts is not None and type(data) is bytes:
             left = self.large_frame_left
             if 0 < len(data) <= left:
-                self._add(data)
+                self._parts.add(data)
                 if len(data) == left:
                     out.append(convert(self._join()))
                 return out
@@ -167,10 +162,10 @@ class MtcpDecoder:
             need = self._need
             if self._parts is not None:
                 assert need is not None
-                take = min(need - self._got, end - pos)
-                self._add(view[pos : pos + take])
+                take = min(need - self._parts.held, end - pos)
+                self._parts.add(view[pos : pos + take])
                 pos += take
-                if self._got == need:
+                if self._parts.held == need:
                     out.append(convert(self._join()))
                 continue
             if not buf:
@@ -186,9 +181,9 @@ class MtcpDecoder:
                 # start of its payload.
                 del buf[:used]
                 if self._need is not None and self._need >= self.large_frame_bytes:
-                    self._parts = []
+                    self._parts = Pieces()
                     if buf:
-                        self._add(bytes(buf))
+                        self._parts.add(bytes(buf))
                         buf.clear()
                 continue
             missing = need - len(buf)
@@ -205,27 +200,12 @@ class MtcpDecoder:
         if pos < end:
             pos = self._frames(view, pos, out, convert)
             if self._need is not None and self._need >= self.large_frame_bytes:
-                self._parts = []  # a large frame begun (perhaps just its head)
+                self._parts = Pieces()  # a large frame begun (perhaps just its head)
                 if pos < end:
-                    self._add(view[pos:])
+                    self._parts.add(view[pos:])
             elif pos < end:
                 buf += view[pos:]
         return out
-
-    def _add(self, data: bytes | memoryview) -> None:
-        """Keep ``data``, the next bytes of the large frame in progress: a
-        ``bytes`` piece as it is, a view copied once; short pieces joined
-        into a small buffer (see :data:`_MIN_PART`)."""
-        parts = self._parts
-        assert parts is not None
-        n = len(data)
-        self._got += n
-        if n >= _MIN_PART:
-            parts.append(data if type(data) is bytes else bytes(data))
-        elif parts and type(parts[-1]) is bytearray and len(parts[-1]) < _MIN_PART:
-            parts[-1] += data
-        else:
-            parts.append(bytearray(data))
 
     def _join(self) -> bytes:
         """The large frame now complete, as one ``bytes`` (the decoder is
@@ -233,12 +213,9 @@ class MtcpDecoder:
         parts = self._parts
         assert parts is not None
         self._parts = None
-        self._got = 0
         self._need = None
         self._after_large = True
-        if len(parts) == 1 and type(parts[0]) is bytes:
-            return parts[0]
-        return b"".join(parts)
+        return parts.join()
 
     def _frames(
         self,

@@ -46,6 +46,7 @@ from dcis.crypto.cbor_guard import loads_untrusted
 from dcis.crypto.errors import DecodeError as CborDecodeError
 from dcis.dtn.appapi.wire import MAX_MESSAGE_BYTES, decode_message_untrusted
 from dcis.dtn.errors import DecodeError, InvalidArgument
+from dcis.dtn.pieces import Pieces
 
 __all__ = ["FileSink", "MemorySink", "PayloadSink", "PushReader", "SpooledPayload"]
 
@@ -74,12 +75,6 @@ class PayloadSink(Protocol):
         """The frame failed: drop what was written."""
 
 
-_MIN_PIECE = 4096
-"""Pieces shorter than this are joined into a small buffer as they arrive:
-a peer trickling bytes cannot make a sink hold one object per byte (the
-memory held stays close to :attr:`MemorySink.held`)."""
-
-
 class MemorySink:
     """The value in memory, kept as the pieces it arrived in and joined once
     at the end. A piece handed over as ``bytes`` (:meth:`take`: a reader
@@ -89,38 +84,28 @@ class MemorySink:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._parts: list[bytes | bytearray] = []
-        self.held = 0
+        self._pieces = Pieces()
+
+    @property
+    def held(self) -> int:
+        """Bytes received so far."""
+        return self._pieces.held
 
     def write(self, data: memoryview) -> None:
         """Keep a copy of ``data``."""
-        self._keep(data)
+        self._pieces.add(data)
 
     def take(self, data: bytes) -> None:
         """Keep ``data`` itself (no copy, unless it is short)."""
-        self._keep(data)
-
-    def _keep(self, data: bytes | memoryview) -> None:
-        parts = self._parts
-        n = len(data)
-        self.held += n
-        if n >= _MIN_PIECE:
-            parts.append(data if type(data) is bytes else bytes(data))
-        elif parts and type(parts[-1]) is bytearray and len(parts[-1]) < _MIN_PIECE:
-            parts[-1] += data
-        else:
-            parts.append(bytearray(data))
+        self._pieces.add(data)
 
     def finish(self) -> bytes:
         """The value as bytes."""
-        parts, self._parts = self._parts, []
-        if len(parts) == 1 and type(parts[0]) is bytes:
-            return parts[0]
-        return b"".join(parts)
+        return self._pieces.join()
 
     def abort(self) -> None:
         """Drop the pieces."""
-        self._parts = []
+        self._pieces = Pieces()
 
 
 class SpooledPayload:
