@@ -193,13 +193,8 @@ def test_a_sink_that_cannot_write_is_a_decode_error(tmp_path: Path) -> None:
         reader.feed(frame)
 
 
-def test_a_long_prefix_is_read_whole_in_linear_time(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # 200,000 small integers before the payload: past the walk's prefix
-    # bound the frame is buffered whole, same messages as the plain reader.
-    # Unbounded, each 4 KiB step walked the array again from its start
-    # (~40 million item visits, 20 s).
+def _count_item_walks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the reader's item walks (``_item_end`` calls) in ``[0]``."""
     from dcis.dtn.client import push_reader
 
     visits = [0]
@@ -210,6 +205,17 @@ def test_a_long_prefix_is_read_whole_in_linear_time(
         return real(buf, pos, depth)
 
     monkeypatch.setattr(push_reader, "_item_end", counted)
+    return visits
+
+
+def test_a_long_prefix_is_read_whole_in_linear_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 200,000 small integers before the payload: past the walk's prefix
+    # bound the frame is buffered whole, same messages as the plain reader.
+    # Unbounded, each 4 KiB step walked the array again from its start
+    # (~40 million item visits, 20 s).
+    visits = _count_item_walks(monkeypatch)
     msg = {
         "type": "bundle",
         "a": list(range(200_000)),
@@ -234,16 +240,7 @@ def test_a_trickled_prefix_is_walked_in_linear_time(
     # not make it walk the array again at every read (quadratic: ~2 million
     # item visits for these 2,000 bytes, ~1 s of the node's event loop; 64
     # KiB of them, minutes). Same message as the plain reader.
-    from dcis.dtn.client import push_reader
-
-    visits = [0]
-    real = push_reader._item_end
-
-    def counted(buf: bytearray, pos: int, depth: int = 0) -> int:
-        visits[0] += 1
-        return real(buf, pos, depth)
-
-    monkeypatch.setattr(push_reader, "_item_end", counted)
+    visits = _count_item_walks(monkeypatch)
     msg = {
         "a": [0] * 3000,
         "type": "send",
