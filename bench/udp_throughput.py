@@ -551,6 +551,16 @@ def _free_tcp_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _accepts(path: Path) -> bool:
+    """Whether a daemon listens on the app socket ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 class Daemons:
     """Two dtn-node processes, always-on neighbours, stores on disk."""
 
@@ -596,7 +606,9 @@ class Daemons:
             log.close()
         deadline = time.time() + 30
         for me in (1, 2):
-            while not (workdir / f"n{me}.sock").exists():
+            # The socket file appears at bind, a moment before the daemon
+            # listens: wait until a connection is accepted.
+            while not _accepts(workdir / f"n{me}.sock"):
                 if time.time() > deadline:
                     raise RuntimeError("daemons did not start")
                 time.sleep(0.05)
