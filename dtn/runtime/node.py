@@ -672,12 +672,13 @@ class Node:
                 store.end_sync()
                 self._synced_gen = gen
                 self.counters["store_syncs"] += 1
+                while self._after_sync and self._after_sync[0][0] <= gen:
+                    self._after_sync.popleft()[1]()
+                # From the sync's start to its replies and ACKs released.
                 self.counters["store_sync_us"] += round(
                     (time.perf_counter() - began) * 1e6
                 )
                 self.counters["store_fsync_us"] += round(fsync_s[0] * 1e6)
-                while self._after_sync and self._after_sync[0][0] <= gen:
-                    self._after_sync.popleft()[1]()
                 if self._acks:
                     self._flush_acks()
 
