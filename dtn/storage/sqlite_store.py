@@ -261,6 +261,13 @@ class SqliteStore:
         self.dropped_at_open: list[str] = []
         self.corrupt_at_open: list[str] = []
         in_memory = self._path in ("", ":memory:")
+        # A WAL left with frames in it: the last process did not close the
+        # store (a clean close checkpoints and removes it). What this open
+        # finds may then never have been synced (see _check_segments).
+        try:
+            self._unclean = not in_memory and os.path.getsize(self._path + "-wal") > 0
+        except OSError:
+            self._unclean = False
         self._lock_name: str | None = None
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a
@@ -379,7 +386,16 @@ class SqliteStore:
             self._used -= sum(n for _, n in bad)
             self._count -= len(bad)
             self.dropped_at_open = [k for k, _ in bad]
-        segs.adopt(counts, lambda: self._sync_found(segs, counts))
+        if self._unclean:
+            # After a kill -9 the rows and bytes found may sit unsynced in
+            # the page cache, and this process never syncs a segment
+            # written before it: yet it holds them, and acknowledges a copy
+            # resent by the previous hop as a duplicate at once. Flush what
+            # was found before anything is promised (and removed).
+            self._sync_found(segs, counts)
+            segs.adopt(counts)
+        else:
+            segs.adopt(counts, lambda: self._sync_found(segs, counts))
 
     def _sync_found(self, segs: SegmentLog, counts: dict[int, int]) -> None:
         """At open, before segments no row points into are removed: flush
@@ -388,8 +404,9 @@ class SqliteStore:
         were never synced (they sat in the page cache): without this,
         removing a segment those commits emptied, and a power cut after
         it, would bring back rows pointing into a missing file (and the
-        rows kept must then not lose their bytes either). An open that
-        removes nothing changes nothing on disk and needs no flush."""
+        rows kept must then not lose their bytes either). Also run, removal
+        or not, by an open after an unclean exit (``_unclean``): the bundles
+        found are held and may be acknowledged as duplicates at once."""
         names = [segs.path_of(seg) for seg in sorted(counts)]
         for name in (*names, self._path + "-wal", self._path):
             try:
