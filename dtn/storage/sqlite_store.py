@@ -254,6 +254,9 @@ class SqliteStore:
         self._saved = (0, 0)
         self._wal_fd: int | None = None
         self._sync_dead: set[int] = set()
+        # begin_sync handed segment fds to a sync not yet ended: no
+        # checkpoint may sync the WAL before that sync has synced them.
+        self._syncing = False
         self._reserve = disk_reserve_bytes
         self._ballast_bytes = ballast_bytes
         self._ballast_path = self._path + ".ballast"
@@ -518,7 +521,10 @@ class SqliteStore:
         Raises :class:`StoreError` before the transaction begins when a
         sync fails."""
         self._since_checkpoint += 1
-        if self._since_checkpoint < self._checkpoint_every:
+        if self._syncing or self._since_checkpoint < self._checkpoint_every:
+            # Group commit: the segments of the commits before the sync in
+            # flight are synced by its worker, not yet perhaps; the
+            # checkpoint waits for end_sync (it is due at the next begin).
             return
         self._since_checkpoint = 0
         try:
@@ -1064,6 +1070,7 @@ class SqliteStore:
                 os.close(fd)
             raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
         self._sync_dead = segs.dead() if segs is not None else set()
+        self._syncing = True
         # Dead segments are removed by the worker too, after the fsyncs that
         # make their emptying durable: an unlink frees the file's blocks.
         dead_paths = segs.release_dead(self._sync_dead) if segs is not None else []
@@ -1102,6 +1109,7 @@ class SqliteStore:
         if self._segs is not None:
             self._segs.forget_dead(self._sync_dead)  # removed by the sync
         self._sync_dead = set()
+        self._syncing = False
 
     def _drop_dead(self, only: set[int] | None) -> None:
         assert self._segs is not None

@@ -845,3 +845,34 @@ def test_a_full_store_checkpoints_only_after_syncing_the_segments(
     assert s2.get("k599") == payload(599)
     assert s2.get("s0") == payload(0, 500)
     s2.close()
+
+
+def _trace_checkpoints(s: SqliteStore, events: list[str]) -> None:
+    s._db.set_trace_callback(
+        lambda sql: events.append("checkpoint") if "wal_checkpoint" in sql else None
+    )
+
+
+def test_a_checkpoint_waits_for_the_group_sync_in_flight(tmp_path: Path) -> None:
+    # Group commit: begin_sync hands the dirty segments' fds to a worker
+    # thread, which syncs them and then the WAL, while the store thread
+    # goes on. A checkpoint on the store thread meanwhile would sync the
+    # WAL -- making durable the rows those segments hold the bytes of --
+    # before the worker has synced the segments (the reassembly case of
+    # the test above, through a sync in flight).
+    s = SqliteStore(tmp_path / "b.db", deferred_sync=True)
+    events: list[str] = []
+    _trace_checkpoints(s, events)
+    with s.transaction(durable=False):
+        s.put(rec("whole", BIG), payload(1))
+    sync = s.begin_sync()  # the worker holds the segment's fd, unsynced
+    for i in range(300):
+        with s.transaction(durable=False):
+            s.put(rec(f"s{i}", 500), payload(i, 500))
+    assert events == [], "checkpointed while the segments of a sync were unsynced"
+    sync()
+    s.end_sync()
+    with s.transaction(durable=False):
+        s.put(rec("after", 500), payload(0, 500))
+    assert events == ["checkpoint"], "the checkpoint held back is not taken after"
+    s.close()
