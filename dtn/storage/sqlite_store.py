@@ -265,6 +265,10 @@ class SqliteStore:
         self._own_checkpoints = False
         self._since_checkpoint = 0
         self._checkpoint_every = 64
+        # The WAL file's size at the last checkpoint (it is reused from its
+        # start, not shrunk) and the size of a frame (page + header).
+        self._wal_high = 0
+        self._frame_bytes = 4096 + 24
         # Puts and bytes since the last statvfs, and the bytes that may be
         # written before the next (see _check_disk).
         self._room_puts = 0
@@ -312,6 +316,8 @@ class SqliteStore:
             self._own_checkpoints = self._full and not in_memory
             if self._own_checkpoints:
                 self._db.execute("PRAGMA wal_autocheckpoint=0")
+                page = self._db.execute("PRAGMA page_size").fetchone()[0]
+                self._frame_bytes = int(page) + 24
             # Many SQLite builds (Debian's) default to secure_delete=ON: every
             # deleted bundle's pages are overwritten with zeros, i.e. each
             # forwarded bundle is written twice more (WAL, then checkpoint).
@@ -521,12 +527,22 @@ class SqliteStore:
         Raises :class:`StoreError` before the transaction begins when a
         sync fails."""
         self._since_checkpoint += 1
-        if self._syncing or self._since_checkpoint < self._checkpoint_every:
+        if self._syncing:
             # Group commit: the segments of the commits before the sync in
             # flight are synced by its worker, not yet perhaps; the
             # checkpoint waits for end_sync (it is due at the next begin).
             return
+        # Also due when the WAL outgrows twice the pages aimed at (and its
+        # size at the last checkpoint): the pace, set from earlier
+        # transactions (idle ones write nothing), must not let a burst of
+        # larger ones fill it for thousands of transactions.
+        wal = self._wal_bytes()
+        if self._since_checkpoint < self._checkpoint_every and wal <= max(
+            self._wal_high, 2 * _CHECKPOINT_FRAMES * self._frame_bytes
+        ):
+            return
         self._since_checkpoint = 0
+        self._wal_high = wal
         try:
             if self._segs is not None:
                 self._segs.sync_files(*self._segs.take_dirty())
@@ -542,6 +558,15 @@ class SqliteStore:
             )
         elif frames > 2 * _CHECKPOINT_FRAMES:
             self._checkpoint_every = max(self._checkpoint_every // 2, 1)
+
+    def _wal_bytes(self) -> int:
+        """The WAL file's size (one fstat; 0 before it exists)."""
+        try:
+            if self._wal_fd is None:
+                self._wal_fd = os.open(self._path + "-wal", os.O_RDONLY | os.O_CLOEXEC)
+            return os.fstat(self._wal_fd).st_size
+        except OSError:
+            return 0
 
     def _rollback(self) -> None:
         """The open transaction ends without effect: counters back, pending

@@ -876,3 +876,32 @@ def test_a_checkpoint_waits_for_the_group_sync_in_flight(tmp_path: Path) -> None
         s.put(rec("after", 500), payload(0, 500))
     assert events == ["checkpoint"], "the checkpoint held back is not taken after"
     s.close()
+
+
+def test_the_wal_stays_bounded_when_transactions_grow_after_an_idle_spell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Idle ticks (empty transactions) find empty WALs and push the pace to
+    # a checkpoint every _CHECKPOINT_MAX_EVERY transactions; a burst of
+    # larger ones must not then fill the WAL for that many transactions
+    # (SQLite's own checkpoint looks at the pages after every commit).
+    import dcis.dtn.storage.sqlite_store as store_mod
+
+    monkeypatch.setattr(store_mod, "_CHECKPOINT_FRAMES", 40)
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True)
+    for _ in range(8200):
+        with s.transaction(durable=False):
+            pass
+    assert s._checkpoint_every == store_mod._CHECKPOINT_MAX_EVERY
+    wal_peak = 0
+    n = 0
+    for _ in range(150):
+        with s.transaction():
+            for _ in range(32):  # ~10 pages a transaction
+                s.put(rec(f"k{n}", 1000), payload(n, 1000))
+                n += 1
+        wal_peak = max(wal_peak, os.path.getsize(str(db) + "-wal"))
+    # ~2 x 40 frames plus one transaction, not ~1,500 pages.
+    assert wal_peak < 200 * 4096
+    s.close()
