@@ -663,13 +663,15 @@ class Node:
 
                 try:
                     await trio.to_thread.run_sync(timed)
+                    # May checkpoint the WAL (after syncing the segments
+                    # written meanwhile): a failure there is one too.
+                    store.end_sync()
                 except DtnError as exc:
                     # fsync failed: the kernel may have dropped the dirty
                     # pages, so nothing written since the last sync can be
                     # promised. Stop; the previous hops still hold it all.
                     self._log("error", "store_sync_failed", detail=str(exc))
                     raise
-                store.end_sync()
                 self._synced_gen = gen
                 self.counters["store_syncs"] += 1
                 while self._after_sync and self._after_sync[0][0] <= gen:

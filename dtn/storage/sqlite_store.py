@@ -503,6 +503,7 @@ class SqliteStore:
         # A non-durable commit skips the fsync; WAL frames are written in
         # order, so the next durable commit makes it durable too.
         if self._own_checkpoints:
+            self._since_checkpoint += 1
             self._checkpoint_if_due()
         relaxed = self._full and durable is False
         self._set_sync("NORMAL" if relaxed or self._deferred else self._mode)
@@ -524,13 +525,13 @@ class SqliteStore:
         (~``_CHECKPOINT_FRAMES``), as SQLite's own would; in group-commit
         mode that is about one extra segment sync per 1,000 pages of index
         rows, none otherwise (a FULL commit syncs its segments anyway).
-        Raises :class:`StoreError` before the transaction begins when a
-        sync fails."""
-        self._since_checkpoint += 1
+        Raises :class:`StoreError` (before the transaction begins, or
+        from :meth:`end_sync`) when a sync fails."""
         if self._syncing:
             # Group commit: the segments of the commits before the sync in
             # flight are synced by its worker, not yet perhaps; the
-            # checkpoint waits for end_sync (it is due at the next begin).
+            # checkpoint waits for end_sync (a driver under load begins the
+            # next sync right after it: no transaction runs in between).
             return
         # Also due when the WAL outgrows twice the pages aimed at (and its
         # size at the last checkpoint): the pace, set from earlier
@@ -1130,11 +1131,15 @@ class SqliteStore:
 
     def end_sync(self) -> None:
         """Store thread, after the function from :meth:`begin_sync` returned:
-        segments emptied by commits it covered are removed."""
+        segments emptied by commits it covered are removed; a FULL store
+        checkpoints if one is due. Raises :class:`StoreError` when that
+        checkpoint's sync fails."""
         if self._segs is not None:
             self._segs.forget_dead(self._sync_dead)  # removed by the sync
         self._sync_dead = set()
         self._syncing = False
+        if self._own_checkpoints and not self._depth:
+            self._checkpoint_if_due()
 
     def _drop_dead(self, only: set[int] | None) -> None:
         assert self._segs is not None

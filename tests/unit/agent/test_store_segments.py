@@ -905,3 +905,35 @@ def test_the_wal_stays_bounded_when_transactions_grow_after_an_idle_spell(
     # ~2 x 40 frames plus one transaction, not ~1,500 pages.
     assert wal_peak < 200 * 4096
     s.close()
+
+
+def test_a_group_commit_store_under_steady_load_still_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The node's sync task begins the next sync right after end_sync (no
+    # transaction in between) while bundles keep coming: every transaction
+    # then runs with a sync in flight, and the checkpoint held back during
+    # one must be taken at its end_sync, or the WAL grows without bound.
+    import dcis.dtn.storage.sqlite_store as store_mod
+
+    monkeypatch.setattr(store_mod, "_CHECKPOINT_FRAMES", 40)
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True)
+    events: list[str] = []
+    _trace_checkpoints(s, events)
+    sync = s.begin_sync()
+    wal_peak = 0
+    for i in range(600):
+        with s.transaction():
+            s.put(rec(f"k{i}", BIG), payload(i))
+            s.put(rec(f"s{i}", 1500), payload(i, 1500))
+        if i % 4 == 3:
+            sync()
+            s.end_sync()
+            sync = s.begin_sync()
+        wal_peak = max(wal_peak, os.path.getsize(str(db) + "-wal"))
+    sync()
+    s.end_sync()
+    assert events, "never checkpointed"
+    assert wal_peak < 400 * 4096
+    s.close()
