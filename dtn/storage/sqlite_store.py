@@ -1155,6 +1155,13 @@ class SqliteStore:
             if self._deferred:
                 self.begin_sync()()
                 self.end_sync()
+            elif self._own_checkpoints and self._segs is not None:
+                # SQLite's checkpoint at close syncs the WAL: the segments
+                # of relaxed commits first (as in _checkpoint_if_due).
+                try:
+                    self._segs.sync_files(*self._segs.take_dirty())
+                except SegmentError as exc:
+                    raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
         finally:
             if self._wal_fd is not None:
                 os.close(self._wal_fd)

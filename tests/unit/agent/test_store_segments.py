@@ -937,3 +937,27 @@ def test_a_group_commit_store_under_steady_load_still_checkpoints(
     assert events, "never checkpointed"
     assert wal_peak < 400 * 4096
     s.close()
+
+
+def test_close_syncs_the_segments_of_relaxed_commits_before_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite's checkpoint at close syncs the WAL: a relaxed commit (a
+    # reassembly) becomes durable there, so its segment bytes must be
+    # synced first, as before a checkpoint of the store's own.
+    import dcis.dtn.storage.sqlite_store as store_mod
+
+    synced: list[str] = []
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(store_mod.os, "fdatasync", fdatasync)
+    s = SqliteStore(tmp_path / "b.db")
+    with s.transaction(durable=False):
+        s.put(rec("whole", BIG), payload(1))
+    assert synced == []
+    s.close()
+    assert synced == ["00000001.seg"]
