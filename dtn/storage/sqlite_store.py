@@ -257,6 +257,9 @@ class SqliteStore:
         # begin_sync handed segment fds to a sync not yet ended: no
         # checkpoint may sync the WAL before that sync has synced them.
         self._syncing = False
+        # A checkpoint's sync failed (group commit): what it took from the
+        # dirty set may be lost, so no later sync may succeed.
+        self._sync_failure: str | None = None
         self._reserve = disk_reserve_bytes
         self._ballast_bytes = ballast_bytes
         self._ballast_path = self._path + ".ballast"
@@ -549,6 +552,11 @@ class SqliteStore:
                 self._segs.sync_files(*self._segs.take_dirty())
             row = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except (OSError, SegmentError, sqlite3.Error) as exc:
+            if self._deferred:
+                # The segments taken are out of the dirty set: a group sync
+                # of the WAL alone would acknowledge bundles whose bytes the
+                # kernel may have dropped. Every later sync fails instead.
+                self._sync_failure = str(exc)
             raise StoreError(
                 f"bundle store {self._path!r}: checkpoint failed: {exc}"
             ) from exc
@@ -1100,6 +1108,7 @@ class SqliteStore:
         # Dead segments are removed by the worker too, after the fsyncs that
         # make their emptying durable: an unlink frees the file's blocks.
         dead_paths = segs.release_dead(self._sync_dead) if segs is not None else []
+        failure = self._sync_failure
 
         def sync() -> None:
             try:
@@ -1108,6 +1117,11 @@ class SqliteStore:
                 if wal_fd is not None:
                     # SQLite syncs its WAL with fdatasync too (Linux).
                     os.fdatasync(wal_fd)
+                if failure is not None:
+                    raise StoreError(
+                        f"bundle store {self._path!r}: sync failed: a checkpoint's"
+                        f" sync failed before: {failure}"
+                    )
                 if dead_paths:
                     SegmentLog.unlink_files(dead_paths)
             except (OSError, SegmentError) as exc:

@@ -961,3 +961,39 @@ def test_close_syncs_the_segments_of_relaxed_commits_before_its_checkpoint(
     assert synced == []
     s.close()
     assert synced == ["00000001.seg"]
+
+
+def test_a_failed_segment_sync_at_a_checkpoint_fails_the_next_group_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Group commit: a checkpoint syncs the segments written since the last
+    # sync on the store thread. When that fdatasync fails the kernel may
+    # have dropped their pages, and they are no longer in the dirty set:
+    # the next group sync (the WAL alone) must not then succeed and so
+    # acknowledge the bundles whose bytes were in them -- it fails, as a
+    # failed sync of its own does (the node stops).
+    import errno
+
+    import dcis.dtn.storage.sqlite_store as store_mod
+    from dcis.dtn.agent.store import StoreError
+
+    s = SqliteStore(tmp_path / "b.db", deferred_sync=True)
+    with s.transaction():
+        s.put(rec("acked-after-sync", BIG), payload(1))
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".seg"):
+            raise OSError(errno.EIO, "I/O error")
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(store_mod.os, "fdatasync", fdatasync)
+    s._since_checkpoint = s._checkpoint_every  # due at the next transaction
+    with pytest.raises(StoreError, match="checkpoint failed"), s.transaction():
+        pass
+    monkeypatch.setattr(store_mod.os, "fdatasync", real_fdatasync)
+    sync = s.begin_sync()
+    with pytest.raises(StoreError, match="sync failed"):
+        sync()
+    with pytest.raises(StoreError, match="sync failed"):
+        s.close()  # (closed all the same)
