@@ -238,6 +238,12 @@ _Link = tuple[int, "_Link"] | None
 _Nbrs = dict[int, list[tuple[int, list[float], list[float], list[int]]]]
 # The same by node index (Router._grow_tree, Router._beaten)
 _NbrsIx = list[list[tuple[int, list[float], list[float], list[int]]]]
+# Router._grow_tree's groups by node index: :data:`_NbrsIx`'s rows with, for
+# a *plain* group, each contact's light time (None: not plain; see
+# _Graph.tree_neighbours_ix)
+_TreeNbrs = list[
+    list[tuple[int, list[float], list[float], list[int], list[float] | None]]
+]
 # A source tree's label: arrival, hops, order pushed, node, contact in, parent label
 _Label = tuple[float, int, int, int, int, int]
 
@@ -259,6 +265,7 @@ class _Graph:
         "_nbrs_ix",
         "_nodes",
         "_plan_ranges",
+        "_tree_ix",
         "cs",
         "dead",
         "dead_n",
@@ -354,6 +361,7 @@ class _Graph:
         self._ix: dict[int, int] | None = None
         self._nbrs_ix: _NbrsIx | None = None
         self._in_ix: _NbrsIx | None = None
+        self._tree_ix: _TreeNbrs | None = None
 
     def neighbours(self) -> _Nbrs:
         """Per node, its outgoing contacts grouped by receiver, each group
@@ -397,6 +405,42 @@ class _Graph:
                 out[ix[u]] = [(ix[v], s, m, c) for v, s, m, c in rows]
             self._nbrs_ix = out
         return self._nbrs_ix
+
+    def tree_neighbours_ix(self) -> _TreeNbrs:
+        """:meth:`neighbours_ix` with, per group, its contacts' light times
+        when the group is *plain* (else None), for Router._grow_tree.
+
+        A group is plain when no light time changes inside its contacts,
+        each opens before it ends, and each opens no earlier than the one
+        before it ends plus that one's light time (so the ends are in
+        order: the running maximum of ends is each contact's own). Then a
+        bundle ready at ``a`` does best on the first contact ``j`` that ends
+        after ``a``: it is sent at ``max(a, start)`` before that end, and
+        every later contact opens after it has arrived -- the general scan
+        would stop at ``j + 1`` with the same answer. (A LEO plan's windows
+        of one pair are minutes apart: every group is plain.)
+        """
+        if self._tree_ix is None:
+            end = self.end
+            owlt = self.owlt
+            var = self.var_owlt
+            rows: _TreeNbrs = []
+            for groups in self.neighbours_ix():
+                row = []
+                for v, starts, maxend, cis in groups:
+                    offs: list[float] | None = [owlt[ci] for ci in cis]
+                    for j, ci in enumerate(cis):
+                        if (
+                            ci in var
+                            or not starts[j] < end[ci]
+                            or (j + 1 < len(cis) and starts[j + 1] < end[ci] + owlt[ci])
+                        ):
+                            offs = None
+                            break
+                    row.append((v, starts, maxend, cis, offs))
+                rows.append(row)
+            self._tree_ix = rows
+        return self._tree_ix
 
     def in_neighbours_ix(self) -> _NbrsIx:
         """The groups of :meth:`neighbours_ix` into each node, keyed by the
@@ -920,7 +964,7 @@ class Router:
         """
         self.stats["searches"] += 1
         g = self._g
-        nbrs = g.neighbours_ix()
+        nbrs = g.tree_neighbours_ix()
         end = self._end
         owlt = self._owlt
         var_owlt = g.var_owlt
@@ -961,12 +1005,22 @@ class Router:
             tail[u] = me
             settled[u] = h
             h1 = h + 1
-            for v, starts, maxend, ids in nbrs[u]:
+            for v, starts, maxend, ids, offs in nbrs[u]:
                 sv = settled[v]
                 if 0 <= sv <= h1:
                     continue
                 j = bisect_right(maxend, a)  # the contacts before j all end by a
                 n = len(ids)
+                if offs is not None and j < n:
+                    # a plain group: contact j is the best, unless over-booked
+                    ci = ids[j]
+                    if not (over and ci in over):
+                        st = starts[j]
+                        push(
+                            heap, ((a if a > st else st) + offs[j], h1, seq, v, ci, me)
+                        )
+                        seq += 1
+                        continue
                 best = _INF
                 bci = -1
                 while j < n:
