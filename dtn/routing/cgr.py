@@ -163,17 +163,6 @@ _HINTS_MAX = 1 << 19
 _DEAD_MAX = 1 << 18  # (destination, node) pairs known unreachable, per plan version
 
 
-def _columns(rows: list[_Label]) -> tuple[array[float] | array[int], ...]:
-    """Labels as flat columns, in their order (a source tree's paused heap)."""
-    if not rows:
-        return tuple(array(code) for code in "didiii")
-    # one transpose in C, not a list per column
-    return tuple(
-        array(code, col)
-        for code, col in zip("didiii", zip(*rows, strict=True), strict=True)
-    )
-
-
 class _SourceTree:
     """A source tree (Router.forwarding_route): the search of an empty bundle
     ready at ``t0`` at ``src``, kept to answer later bundles from there.
@@ -184,10 +173,13 @@ class _SourceTree:
     the graph's dense indices. The expanded labels, in the order they left
     the heap, are columns (``la`` arrival, ``lh`` hops, ``lc`` contact in,
     ``lp`` parent label; -1 for none at the source); ``head``/``lnext``
-    chain each node's labels in order of arrival. The heap (by column, in
-    heap order), ``settled`` (fewest hops of a node's labels, -1: none),
-    ``tail`` and ``seq`` resume the search. Only flat arrays: ~50 KB a tree
-    on the 1,000-node plan, nothing for the garbage collector to walk.
+    chain each node's labels in order of arrival. The heap (label tuples,
+    in heap order), ``settled`` (fewest hops of a node's labels, -1: none),
+    ``tail`` and ``seq`` resume the search. Flat arrays but for the paused
+    heap: ~50 KB a tree on the 1,000-node plan, little for the garbage
+    collector to walk (the heap's tuples hold only numbers: the collector
+    untracks them). The heap was kept by column once; turning it into
+    columns and back at every pause cost ~2% of the 1,000-node day.
     """
 
     __slots__ = (
@@ -223,7 +215,7 @@ class _SourceTree:
         self.tail: array[int] = array("i", [-1]) * n_nodes
         self.settled: array[int] = array("i", [-1]) * n_nodes
         # the heap by column: arrival, hops, order pushed, node, contact in, parent label
-        self.heap = _columns([(t0, 0, 0, src_ix, -1, -1)])
+        self.heap: list[_Label] = [(t0, 0, 0, src_ix, -1, -1)]
         self.seq = 1
 
 
@@ -265,6 +257,7 @@ class _Graph:
         "_nbrs_ix",
         "_nodes",
         "_plan_ranges",
+        "_tree_in_ix",
         "_tree_ix",
         "cs",
         "dead",
@@ -362,6 +355,7 @@ class _Graph:
         self._nbrs_ix: _NbrsIx | None = None
         self._in_ix: _NbrsIx | None = None
         self._tree_ix: _TreeNbrs | None = None
+        self._tree_in_ix: _TreeNbrs | None = None
 
     def neighbours(self) -> _Nbrs:
         """Per node, its outgoing contacts grouped by receiver, each group
@@ -441,6 +435,21 @@ class _Graph:
                 rows.append(row)
             self._tree_ix = rows
         return self._tree_ix
+
+    def tree_in_neighbours_ix(self) -> _TreeNbrs:
+        """The groups of :meth:`tree_neighbours_ix` into each node, keyed by
+        the sender (Router._beaten, Router._walk_back).
+
+        Backwards over a plain group, a bundle due at ``v`` by ``d`` does
+        best on the last contact opening by ``d`` when it fits there: every
+        earlier contact ends before that one opens."""
+        if self._tree_in_ix is None:
+            inn: _TreeNbrs = [[] for _ in self.node_index()]
+            for u, rows in enumerate(self.tree_neighbours_ix()):
+                for v, starts, maxend, cis, offs in rows:
+                    inn[v].append((u, starts, maxend, cis, offs))
+            self._tree_in_ix = inn
+        return self._tree_in_ix
 
     def in_neighbours_ix(self) -> _NbrsIx:
         """The groups of :meth:`neighbours_ix` into each node, keyed by the
@@ -981,7 +990,7 @@ class Router:
         append = new.append
         lnext = tree.lnext
         nnext: list[int] = []  # lnext of the labels expanded now
-        heap = list(zip(*tree.heap, strict=True))  # in its order: still a heap
+        heap = tree.heap  # resumed in place
         seq = tree.seq
         clean = tree.clean
         horizon = _INF
@@ -1060,10 +1069,8 @@ class Router:
             tree.lh.extend(array("i", cols[1]))
             tree.lc.extend(array("i", cols[4]))
             tree.lp.extend(array("i", cols[5]))
-        if horizon < _INF:
-            tree.heap = _columns(heap)
-        else:
-            tree.heap = ()
+        if horizon == _INF:
+            tree.heap = []
             if clean:
                 # no route even for an empty bundle: none from any node reached
                 nodes = g.node_list()
@@ -1163,7 +1170,7 @@ class Router:
         lnext = tree.lnext
         head = tree.head
         src = tree.src_ix
-        inn = self._g.in_neighbours_ix()
+        inn = self._g.tree_in_neighbours_ix()
         end = self._end
         owlt = self._owlt
         var_owlt = self._g.var_owlt
@@ -1189,12 +1196,21 @@ class Router:
             k1 = k if hop_free else k + 1
             if k1 > max_hops:
                 continue
-            for w, starts, maxend, cis in inn[v]:
+            for w, starts, maxend, cis, offs in inn[v]:
                 if w == dst:
                     continue
                 # the latest ready time at w that reaches v by d over w -> v
                 j = bisect_right(starts, d) - 1
                 best = -_INF
+                if offs is not None and j >= 0:
+                    # a plain group: contact j is the best if the bundle fits
+                    tx = size * inv_rate[cis[j]] if sized else 0.0
+                    late = d - tx - offs[j]
+                    if late > maxend[j] - tx:
+                        late = maxend[j] - tx
+                    if late >= starts[j]:
+                        best = late
+                        j = -1
                 while j >= 0:
                     if maxend[j] <= best:
                         break  # no contact from j down ends late enough to do better
@@ -1264,7 +1280,7 @@ class Router:
         lnext = tree.lnext
         head = tree.head
         src = tree.src_ix
-        inn = self._g.in_neighbours_ix()
+        inn = self._g.tree_in_neighbours_ix()
         end = self._end
         owlt = self._owlt
         var_owlt = self._g.var_owlt
@@ -1292,12 +1308,23 @@ class Router:
             if (k, d) not in front[v]:
                 continue  # beaten by a label pushed after it
             k1 = k + 1
-            for w, starts, maxend, cis in inn[v]:
+            for w, starts, maxend, cis, offs in inn[v]:
                 if w == dst:
                     continue
                 j = bisect_right(starts, d) - 1
                 best = -_INF
                 bci = -1
+                if offs is not None and j >= 0:
+                    # a plain group (see _beaten)
+                    ci = cis[j]
+                    tx = size * inv_rate[ci] if sized else 0.0
+                    late = d - tx - offs[j]
+                    if late > maxend[j] - tx:
+                        late = maxend[j] - tx
+                    if late >= starts[j]:
+                        best = late
+                        bci = ci
+                        j = -1
                 while j >= 0:
                     if maxend[j] <= best:
                         break

@@ -1,12 +1,14 @@
-"""A source tree's one-contact step over *plain* groups is the full scan's.
+"""A source tree's one-contact steps over *plain* groups are the full scans'.
 
 ``Router._grow_tree`` relaxes a neighbour over a plain group (see
-``_Graph.tree_neighbours_ix``: fixed light times, ends in order, each
-contact opening after the one before has ended and its bundle arrived) by
-taking the first contact that ends after the ready time, without scanning
-the later ones. For every group the graph calls plain, at every ready
-time, that must be the contact and arrival the general scan picks (the
-earliest arrival, the earlier contact on a tie). The plans have parallel,
+``_Graph.tree_neighbours_ix``: fixed light times, each contact opening
+after the one before has ended and its bundle arrived) by taking the first
+contact that ends after the ready time, without scanning the later ones;
+the backward searches (``Router._beaten``, ``Router._walk_back``) take the
+last contact opening by the deadline when the bundle fits there. For every
+group the graph calls plain, at every ready time and deadline, that must be
+what the general scans pick (forwards the earliest arrival, the earlier
+contact on a tie; backwards the latest departure). The plans have parallel,
 overlapping and nested contacts and light times that change inside
 contacts, so groups of both kinds occur.
 """
@@ -85,6 +87,55 @@ def scan(
     return best, bci
 
 
+def scan_back(
+    router: Router,
+    starts: list[float],
+    maxend: list[float],
+    ids: list[int],
+    d: float,
+    size: float,
+) -> tuple[float, int]:
+    """The general backward step of ``_walk_back``: the latest departure
+    that reaches the receiver by ``d`` with ``size`` bytes."""
+    g = router._g
+    j = bisect_right(starts, d) - 1
+    best, bci = -INF, -1
+    while j >= 0:
+        if maxend[j] <= best:
+            break
+        ci = ids[j]
+        ce = g.end[ci]
+        st_ = starts[j]
+        tx = size * g.inv_rate[ci] if size > 0 else 0.0
+        j -= 1
+        late = d - tx - (g.owlt[ci] if ci not in g.var_owlt else 0.0)
+        if late > ce - tx:
+            late = ce - tx
+        if late >= st_ and late > best:
+            best, bci = late, ci
+    return best, bci
+
+
+def fast_back(
+    g: object,
+    starts: list[float],
+    maxend: list[float],
+    ids: list[int],
+    offs: list[float],
+    d: float,
+    size: float,
+) -> tuple[float, int] | None:
+    """The plain step of ``_walk_back``; None: it falls back to the scan."""
+    j = bisect_right(starts, d) - 1
+    if j < 0:
+        return None
+    tx = size * g.inv_rate[ids[j]] if size > 0 else 0.0  # type: ignore[attr-defined]
+    late = d - tx - offs[j]
+    if late > maxend[j] - tx:
+        late = maxend[j] - tx
+    return (late, ids[j]) if late >= starts[j] else None
+
+
 @given(plans(), st.lists(st.integers(-2, 60), min_size=1, max_size=8))
 @example(
     # back to back, the light time 3 s up to 5 and 0 after: ready at 4, the
@@ -95,7 +146,7 @@ def scan(
     ),
     [4],
 )
-def test_plain_groups_take_the_scans_contact(
+def test_plain_groups_take_the_scans_contacts(
     plan: ContactPlan, readies: list[int]
 ) -> None:
     router = Router(plan)
@@ -115,6 +166,12 @@ def test_plain_groups_take_the_scans_contact(
                         else (INF, -1)
                     )
                     assert fast == scan(router, starts, maxend, ids, a)
+                    for size in (0.0, 0.5, 3.0):
+                        back = fast_back(g, starts, maxend, ids, offs, a, size)
+                        if back is not None:
+                            assert back == scan_back(
+                                router, starts, maxend, ids, a, size
+                            )
     # every single-contact group with a fixed light time is plain
     for row in g.tree_neighbours_ix():
         for _v, starts, _m, ids, offs in row:
