@@ -163,6 +163,17 @@ _HINTS_MAX = 1 << 19
 _DEAD_MAX = 1 << 18  # (destination, node) pairs known unreachable, per plan version
 
 
+def _columns(rows: list[_Label]) -> tuple[array[float] | array[int], ...]:
+    """Labels as flat columns, in their order (a source tree's paused heap)."""
+    if not rows:
+        return tuple(array(code) for code in "didiii")
+    # one transpose in C, not a list per column
+    return tuple(
+        array(code, col)
+        for code, col in zip("didiii", zip(*rows, strict=True), strict=True)
+    )
+
+
 class _SourceTree:
     """A source tree (Router.forwarding_route): the search of an empty bundle
     ready at ``t0`` at ``src``, kept to answer later bundles from there.
@@ -173,13 +184,12 @@ class _SourceTree:
     the graph's dense indices. The expanded labels, in the order they left
     the heap, are columns (``la`` arrival, ``lh`` hops, ``lc`` contact in,
     ``lp`` parent label; -1 for none at the source); ``head``/``lnext``
-    chain each node's labels in order of arrival. The heap (label tuples,
-    in heap order), ``settled`` (fewest hops of a node's labels, -1: none),
-    ``tail`` and ``seq`` resume the search. Flat arrays but for the paused
-    heap: ~50 KB a tree on the 1,000-node plan, little for the garbage
-    collector to walk (the heap's tuples hold only numbers: the collector
-    untracks them). The heap was kept by column once; turning it into
-    columns and back at every pause cost ~2% of the 1,000-node day.
+    chain each node's labels in order of arrival. The heap (by column, in
+    heap order), ``settled`` (fewest hops of a node's labels, -1: none),
+    ``tail`` and ``seq`` resume the search. Only flat arrays: ~50 KB a tree
+    on the 1,000-node plan, nothing for the garbage collector to walk (a
+    paused heap kept as a list of label tuples instead: +75 MiB RSS at the
+    1,000-node day's first hour and 5-10% slower, issue 18 sixth round).
     """
 
     __slots__ = (
@@ -215,7 +225,7 @@ class _SourceTree:
         self.tail: array[int] = array("i", [-1]) * n_nodes
         self.settled: array[int] = array("i", [-1]) * n_nodes
         # the heap by column: arrival, hops, order pushed, node, contact in, parent label
-        self.heap: list[_Label] = [(t0, 0, 0, src_ix, -1, -1)]
+        self.heap = _columns([(t0, 0, 0, src_ix, -1, -1)])
         self.seq = 1
 
 
@@ -990,7 +1000,7 @@ class Router:
         append = new.append
         lnext = tree.lnext
         nnext: list[int] = []  # lnext of the labels expanded now
-        heap = tree.heap  # resumed in place
+        heap = list(zip(*tree.heap, strict=True))  # in its order: still a heap
         seq = tree.seq
         clean = tree.clean
         horizon = _INF
@@ -1069,8 +1079,10 @@ class Router:
             tree.lh.extend(array("i", cols[1]))
             tree.lc.extend(array("i", cols[4]))
             tree.lp.extend(array("i", cols[5]))
-        if horizon == _INF:
-            tree.heap = []
+        if horizon < _INF:
+            tree.heap = _columns(heap)
+        else:
+            tree.heap = ()
             if clean:
                 # no route even for an empty bundle: none from any node reached
                 nodes = g.node_list()
