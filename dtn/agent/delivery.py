@@ -41,7 +41,7 @@ from dcis.dtn.bpv7.admin import StatusReason
 from dcis.dtn.bpv7.bundle import (
     Bundle,
     decode_bundle_untrusted,
-    encode_bundle,
+    encode_bundle_parts,
 )
 from dcis.dtn.bpv7.fragment import reassemble
 from dcis.dtn.errors import DecodeError, InvalidArgument
@@ -188,14 +188,18 @@ def reassemble_group(
     frags: list[tuple[Bundle, Entry]] = []
     for key in list(g.parts):
         fe = self._entries.get(key)
-        data = self._load(key, actions, now)
-        if fe is None or data is None:
+        if fe is None:
             return
+        # The copy kept decoded when the fragment was stored, if any (not
+        # read back and decoded again); else the stored bytes, decoded.
         try:
-            frags.append((decode_bundle_untrusted(data), fe))
+            b = self._load_bundle(key, actions, now)
         except DecodeError as exc:
             self._corrupt(fe, exc, actions)
             return
+        if b is None:
+            return
+        frags.append((b, fe))
     slots: dict[tuple[int, int], list[tuple[Bundle, Entry]]] = {}
     for b, fe in frags:
         rng = (b.primary.fragment_offset or 0, len(b.payload))
@@ -239,7 +243,9 @@ def reassemble_group(
         self.counters["duplicates"] += 1
         actions.append(Event("duplicate", key, "reassembled again"))
         return
-    data = encode_bundle(whole)
+    # Stored from its parts (the payload not joined into a copy of the
+    # bundle) and kept decoded: its delivery reads nothing back.
+    data = encode_bundle_parts(whole)
     p = whole.primary
     # force: the whole bundle replaces fragments already accepted.
     self._store_new(
@@ -253,6 +259,7 @@ def reassemble_group(
         prev_node=None,
         flags=int(p.flags),
         force=True,
+        bundle=whole,
     )
     self.counters["reassembled"] += 1
     actions.append(Event("reassembled", key, f"from {len(frags)} fragments"))

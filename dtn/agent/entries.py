@@ -13,7 +13,8 @@ the store since its commit is counted, reported and removed
 
 A bundle is usually read back soon after it is stored: delivered at once,
 or forwarded once the link's window has room. :func:`store_new` keeps the
-decoded bundle it was given in ``Agent._hot`` (oldest first, at most
+decoded bundle it was given -- one originated, received, cut into
+fragments (each fragment) or reassembled -- in ``Agent._hot`` (oldest first, at most
 ``AgentConfig.keep_decoded`` bundles -- none by default, :data:`HOT_MAX_BUNDLES`
 in the daemon, 64 in the simulator -- and :data:`HOT_MAX_BYTES` bytes) and
 :func:`load_bundle` reads it there instead of reading and decoding the

@@ -48,7 +48,6 @@ from dcis.dtn.bpv7.admin import StatusKind, StatusReason
 from dcis.dtn.bpv7.bundle import (
     GATHER_PAYLOAD_BYTES,
     Bundle,
-    encode_bundle,
     encode_bundle_parts,
 )
 from dcis.dtn.bpv7.eid import is_null_eid, parse_eid
@@ -404,7 +403,11 @@ def fragment(
     self._remove(e)
     new_keys: list[str] = []
     for fb in fragment_bundle(b, sizes):
-        data = encode_bundle(fb)
+        # Stored from its parts (a fragment's payload is not joined into a
+        # copy of the bundle) and kept decoded, as an originated bundle is:
+        # forwarding it then neither reads it back from the store nor
+        # decodes it, and takes its payload CRC from the stored bytes.
+        data = encode_bundle_parts(fb)
         key = fb.bundle_key
         if key in self._entries:
             continue  # an identical fragment is already held
@@ -421,6 +424,7 @@ def fragment(
             prev_node=e.prev_node,
             flags=int(fb.primary.flags),
             force=True,
+            bundle=fb,
         )
         if nb is not None:
             fe.move(Step.ROUTE, hop=nb)

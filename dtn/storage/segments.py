@@ -327,13 +327,25 @@ class SegmentLog:
 
     # -- durability
 
-    def take_dirty(self) -> tuple[list[int], bool]:
+    def take_dirty(self, *, skip_dead: bool = False) -> tuple[list[int], bool]:
         """Store thread: dups of the fds written since the last call, and
         whether the directory gained a file -- the work of one
-        :meth:`sync_files`. The caller owns (and closes) the fds."""
+        :meth:`sync_files`. The caller owns (and closes) the fds.
+
+        ``skip_dead``: leave out the segments with no live payload -- call
+        it only between transactions, with the index's sync to follow.
+        Every row that pointed into such a segment is deleted by a commit
+        that sync makes durable, so none of its bytes is ever read again:
+        an inactive one is unlinked after that sync (its dirty pages
+        dropped, never written), the active one is synced with the next
+        live payload written to it. A payload that leaves before its
+        node's sync -- forwarded, or delivered and confirmed -- then costs
+        no disk write at all (spec/performance.md, "Sixth round")."""
         fds: list[int] = []
         try:
             for seg in self._dirty:
+                if skip_dead and not self._live.get(seg):
+                    continue
                 if seg == self._active and self._active_fd is not None:
                     fds.append(os.dup(self._active_fd))
                 else:

@@ -983,7 +983,10 @@ class SqliteStore:
         dir_dirty = False
         try:
             if segs is not None:
-                fds, dir_dirty = segs.take_dirty()
+                # Between transactions: the live counts are every commit's.
+                # A segment with no live payload needs no sync: the WAL's
+                # fdatasync below makes every row into it durably gone.
+                fds, dir_dirty = segs.take_dirty(skip_dead=not self._depth)
             # The sync fsyncs (and closes) its own dup of the WAL, so a
             # close() on this thread meanwhile cannot pull the fd from under it.
             wal_fd = self._wal_dup()

@@ -690,3 +690,51 @@ def test_parts_must_add_up_to_the_record_size(tmp_path: Path) -> None:
         s.put(rec("p", BIG), (payload(1, 10), payload(2, BIG - 11)))
     assert s.get("p") is None
     s.close()
+
+
+def test_a_sync_leaves_out_segments_whose_payloads_all_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Group commit: a payload that leaves the store before the next sync
+    # (forwarded, or delivered and confirmed) needs no fdatasync of its
+    # segment -- the sync's WAL fdatasync makes its row durably gone -- and
+    # an emptied full segment is unlinked unsynced (its dirty pages dropped,
+    # never written). A segment that still holds a live payload is synced,
+    # before the WAL, as before.
+    import dcis.dtn.storage.sqlite_store as store_mod
+
+    synced: list[str] = []
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(store_mod.os, "fdatasync", fdatasync)
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True, segment_bytes=2 * BIG)
+    s.put(rec("a", BIG), payload(1))
+    with s.transaction(durable=False):
+        s.delete("a")  # left before any sync: segment 1 (active) is empty
+    s.begin_sync()()
+    s.end_sync()
+    assert synced == ["b.db-wal"]
+    synced.clear()
+    s.put(rec("b", BIG), payload(2))  # segment 1 again: now live
+    s.begin_sync()()
+    s.end_sync()
+    assert synced == ["00000001.seg", "b.db-wal"]
+    synced.clear()
+    s.put(rec("c", BIG), payload(3))  # fills segment 1 (rotates next put)
+    s.put(rec("d", BIG), payload(4))  # segment 2, live
+    s.delete("b")
+    s.delete("c")  # segment 1: full and emptied, dead
+    s.begin_sync()()
+    s.end_sync()
+    assert synced == ["00000002.seg", "b.db-wal"]
+    assert seg_files(db) == ["00000002.seg"]
+    s.close()
+    s2 = SqliteStore(db)
+    assert [r.key for r in s2.records()] == ["d"]
+    assert s2.get("d") == payload(4)
+    s2.close()
