@@ -238,11 +238,12 @@ _WALK_POPS = 4096
 _Link = tuple[int, "_Link"] | None
 # Per node, per neighbour: (neighbour, starts, running max of ends, contact ids)
 _Nbrs = dict[int, list[tuple[int, list[float], list[float], list[int]]]]
-# The same by node index (Router._grow_tree, Router._beaten)
+# The same by node index
 _NbrsIx = list[list[tuple[int, list[float], list[float], list[int]]]]
-# Router._grow_tree's groups by node index: :data:`_NbrsIx`'s rows with, for
-# a *plain* group, each contact's light time (None: not plain; see
-# _Graph.tree_neighbours_ix)
+# The source trees' groups by node index (Router._grow_tree, and into each
+# node for Router._beaten and Router._walk_back): :data:`_NbrsIx`'s rows
+# with, for a *plain* group, each contact's light time (None: not plain;
+# see _Graph.tree_neighbours_ix)
 _TreeNbrs = list[
     list[tuple[int, list[float], list[float], list[int], list[float] | None]]
 ]
@@ -261,7 +262,6 @@ class _Graph:
 
     __slots__ = (
         "_idx",
-        "_in_ix",
         "_ix",
         "_nbrs",
         "_nbrs_ix",
@@ -363,7 +363,6 @@ class _Graph:
         self._nodes: list[int] | None = None
         self._ix: dict[int, int] | None = None
         self._nbrs_ix: _NbrsIx | None = None
-        self._in_ix: _NbrsIx | None = None
         self._tree_ix: _TreeNbrs | None = None
         self._tree_in_ix: _TreeNbrs | None = None
 
@@ -460,17 +459,6 @@ class _Graph:
                     inn[v].append((u, starts, maxend, cis, offs))
             self._tree_in_ix = inn
         return self._tree_in_ix
-
-    def in_neighbours_ix(self) -> _NbrsIx:
-        """The groups of :meth:`neighbours_ix` into each node, keyed by the
-        sender (Router._beaten)."""
-        if self._in_ix is None:
-            inn: _NbrsIx = [[] for _ in self.node_index()]
-            for u, rows in enumerate(self.neighbours_ix()):
-                for v, starts, maxend, cis in rows:
-                    inn[v].append((u, starts, maxend, cis))
-            self._in_ix = inn
-        return self._in_ix
 
     def owlt_at(self, i: int, at_s: float) -> float:
         """Contact ``i``'s light time when a bundle is sent over it at ``at_s``."""
