@@ -129,6 +129,12 @@ _MIGRATE_1_TO_2 = (
 
 
 _ROOM_PUTS = 64
+# FULL stores checkpoint the WAL themselves (SQLite's automatic checkpoint is
+# off), aiming at SQLite's own default of 1,000 pages a checkpoint: the
+# transactions between two checkpoints are paced from the pages the last
+# one found (within 1 .. _CHECKPOINT_MAX_EVERY).
+_CHECKPOINT_FRAMES = 1000
+_CHECKPOINT_MAX_EVERY = 4096
 _ROOM_SLACK = 256 << 20
 """Free space over the reserve above which puts skip most statvfs calls."""
 
@@ -253,6 +259,9 @@ class SqliteStore:
         self._ballast_path = self._path + ".ballast"
         self._ballast_out = False
         self._puts = 0
+        self._own_checkpoints = False
+        self._since_checkpoint = 0
+        self._checkpoint_every = 64
         # Puts and bytes since the last statvfs, and the bytes that may be
         # written before the next (see _check_disk).
         self._room_puts = 0
@@ -261,6 +270,13 @@ class SqliteStore:
         self.dropped_at_open: list[str] = []
         self.corrupt_at_open: list[str] = []
         in_memory = self._path in ("", ":memory:")
+        # A WAL left with frames in it: the last process did not close the
+        # store (a clean close checkpoints and removes it). What this open
+        # finds may then never have been synced (see _check_segments).
+        try:
+            self._unclean = not in_memory and os.path.getsize(self._path + "-wal") > 0
+        except OSError:
+            self._unclean = False
         self._lock_name: str | None = None
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a
@@ -283,6 +299,16 @@ class SqliteStore:
                     f"bundle store {self._path!r}: WAL mode unavailable (got {mode!r})"
                 )
             self._db.execute(f"PRAGMA synchronous={synchronous}")
+            # A checkpoint syncs the WAL (synchronous NORMAL included), which
+            # makes every commit in it durable: SQLite's own, run inside any
+            # COMMIT, would make durable the rows of a relaxed or group-commit
+            # transaction whose segment bytes are not synced yet -- e.g. a
+            # reassembly that deletes acknowledged fragments and stores the
+            # whole bundle. A FULL store checkpoints itself, segments first
+            # (_checkpoint_if_due).
+            self._own_checkpoints = self._full and not in_memory
+            if self._own_checkpoints:
+                self._db.execute("PRAGMA wal_autocheckpoint=0")
             # Many SQLite builds (Debian's) default to secure_delete=ON: every
             # deleted bundle's pages are overwritten with zeros, i.e. each
             # forwarded bundle is written twice more (WAL, then checkpoint).
@@ -379,7 +405,16 @@ class SqliteStore:
             self._used -= sum(n for _, n in bad)
             self._count -= len(bad)
             self.dropped_at_open = [k for k, _ in bad]
-        segs.adopt(counts, lambda: self._sync_found(segs, counts))
+        if self._unclean:
+            # After a kill -9 the rows and bytes found may sit unsynced in
+            # the page cache, and this process never syncs a segment
+            # written before it: yet it holds them, and acknowledges a copy
+            # resent by the previous hop as a duplicate at once. Flush what
+            # was found before anything is promised (and removed).
+            self._sync_found(segs, counts)
+            segs.adopt(counts)
+        else:
+            segs.adopt(counts, lambda: self._sync_found(segs, counts))
 
     def _sync_found(self, segs: SegmentLog, counts: dict[int, int]) -> None:
         """At open, before segments no row points into are removed: flush
@@ -388,8 +423,9 @@ class SqliteStore:
         were never synced (they sat in the page cache): without this,
         removing a segment those commits emptied, and a power cut after
         it, would bring back rows pointing into a missing file (and the
-        rows kept must then not lose their bytes either). An open that
-        removes nothing changes nothing on disk and needs no flush."""
+        rows kept must then not lose their bytes either). Also run, removal
+        or not, by an open after an unclean exit (``_unclean``): the bundles
+        found are held and may be acknowledged as duplicates at once."""
         names = [segs.path_of(seg) for seg in sorted(counts)]
         for name in (*names, self._path + "-wal", self._path):
             try:
@@ -457,6 +493,8 @@ class SqliteStore:
         # The safety level cannot change inside a transaction: pick it now.
         # A non-durable commit skips the fsync; WAL frames are written in
         # order, so the next durable commit makes it durable too.
+        if self._own_checkpoints:
+            self._checkpoint_if_due()
         relaxed = self._full and durable is False
         self._set_sync("NORMAL" if relaxed or self._deferred else self._mode)
         self._exec("BEGIN IMMEDIATE")
@@ -467,6 +505,37 @@ class SqliteStore:
         self._failed = False
         self._puts = 0
         self._refs.clear()
+
+    def _checkpoint_if_due(self) -> None:
+        """Between transactions (FULL), every ``_checkpoint_every`` of
+        them: sync every segment written since the last sync, then
+        checkpoint (which syncs the WAL, copies it into the database and
+        syncs that), so rows never become durable before the bytes they
+        point at. The pace follows the WAL pages each checkpoint finds
+        (~``_CHECKPOINT_FRAMES``), as SQLite's own would; in group-commit
+        mode that is about one extra segment sync per 1,000 pages of index
+        rows, none otherwise (a FULL commit syncs its segments anyway).
+        Raises :class:`StoreError` before the transaction begins when a
+        sync fails."""
+        self._since_checkpoint += 1
+        if self._since_checkpoint < self._checkpoint_every:
+            return
+        self._since_checkpoint = 0
+        try:
+            if self._segs is not None:
+                self._segs.sync_files(*self._segs.take_dirty())
+            row = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except (OSError, SegmentError, sqlite3.Error) as exc:
+            raise StoreError(
+                f"bundle store {self._path!r}: checkpoint failed: {exc}"
+            ) from exc
+        frames = int(row[1]) if row is not None else 0
+        if frames < _CHECKPOINT_FRAMES // 2:
+            self._checkpoint_every = min(
+                self._checkpoint_every * 2, _CHECKPOINT_MAX_EVERY
+            )
+        elif frames > 2 * _CHECKPOINT_FRAMES:
+            self._checkpoint_every = max(self._checkpoint_every // 2, 1)
 
     def _rollback(self) -> None:
         """The open transaction ends without effect: counters back, pending

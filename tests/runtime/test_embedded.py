@@ -271,7 +271,12 @@ async def test_the_hop_ack_waits_for_the_fsync_of_the_receivers_store(
                 agent = n1.agent
                 await poll_until(lambda: agent.stored == 0, timeout_s=30)
                 assert n1.status()["neighbours"]["2"]["acked"] >= 1
-                assert n2.status()["counters"]["store_syncs"] >= 1
+                counters = n2.status()["counters"]
+                assert counters["store_syncs"] >= 1
+                # The held sync is timed: its fsync time includes the 0.5 s
+                # it was held, its wall time that and the hand-offs.
+                assert counters["store_fsync_us"] >= 500_000
+                assert counters["store_sync_us"] >= counters["store_fsync_us"]
         finally:
             gate.set()
 
