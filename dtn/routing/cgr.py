@@ -187,7 +187,9 @@ class _SourceTree:
     chain each node's labels in order of arrival. The heap (by column, in
     heap order), ``settled`` (fewest hops of a node's labels, -1: none),
     ``tail`` and ``seq`` resume the search. Only flat arrays: ~50 KB a tree
-    on the 1,000-node plan, nothing for the garbage collector to walk.
+    on the 1,000-node plan, nothing for the garbage collector to walk (a
+    paused heap kept as a list of label tuples instead: +75 MiB RSS at the
+    1,000-node day's first hour and 5-10% slower, issue 18 sixth round).
     """
 
     __slots__ = (
@@ -236,8 +238,15 @@ _WALK_POPS = 4096
 _Link = tuple[int, "_Link"] | None
 # Per node, per neighbour: (neighbour, starts, running max of ends, contact ids)
 _Nbrs = dict[int, list[tuple[int, list[float], list[float], list[int]]]]
-# The same by node index (Router._grow_tree, Router._beaten)
+# The same by node index
 _NbrsIx = list[list[tuple[int, list[float], list[float], list[int]]]]
+# The source trees' groups by node index (Router._grow_tree, and into each
+# node for Router._beaten and Router._walk_back): :data:`_NbrsIx`'s rows
+# with, for a *plain* group, each contact's light time (None: not plain;
+# see _Graph.tree_neighbours_ix)
+_TreeNbrs = list[
+    list[tuple[int, list[float], list[float], list[int], list[float] | None]]
+]
 # A source tree's label: arrival, hops, order pushed, node, contact in, parent label
 _Label = tuple[float, int, int, int, int, int]
 
@@ -253,12 +262,13 @@ class _Graph:
 
     __slots__ = (
         "_idx",
-        "_in_ix",
         "_ix",
         "_nbrs",
         "_nbrs_ix",
         "_nodes",
         "_plan_ranges",
+        "_tree_in_ix",
+        "_tree_ix",
         "cs",
         "dead",
         "dead_n",
@@ -353,7 +363,8 @@ class _Graph:
         self._nodes: list[int] | None = None
         self._ix: dict[int, int] | None = None
         self._nbrs_ix: _NbrsIx | None = None
-        self._in_ix: _NbrsIx | None = None
+        self._tree_ix: _TreeNbrs | None = None
+        self._tree_in_ix: _TreeNbrs | None = None
 
     def neighbours(self) -> _Nbrs:
         """Per node, its outgoing contacts grouped by receiver, each group
@@ -398,16 +409,56 @@ class _Graph:
             self._nbrs_ix = out
         return self._nbrs_ix
 
-    def in_neighbours_ix(self) -> _NbrsIx:
-        """The groups of :meth:`neighbours_ix` into each node, keyed by the
-        sender (Router._beaten)."""
-        if self._in_ix is None:
-            inn: _NbrsIx = [[] for _ in self.node_index()]
-            for u, rows in enumerate(self.neighbours_ix()):
-                for v, starts, maxend, cis in rows:
-                    inn[v].append((u, starts, maxend, cis))
-            self._in_ix = inn
-        return self._in_ix
+    def tree_neighbours_ix(self) -> _TreeNbrs:
+        """:meth:`neighbours_ix` with, per group, its contacts' light times
+        when the group is *plain* (else None), for Router._grow_tree.
+
+        A group is plain when no light time changes inside its contacts,
+        each opens before it ends, and each opens no earlier than the one
+        before it ends plus that one's light time (so the ends are in
+        order: the running maximum of ends is each contact's own). Then a
+        bundle ready at ``a`` does best on the first contact ``j`` that ends
+        after ``a``: it is sent at ``max(a, start)`` before that end, and
+        every later contact opens after it has arrived -- the general scan
+        would stop at ``j + 1`` with the same answer. (A LEO plan's windows
+        of one pair are minutes apart: every group is plain.)
+        """
+        if self._tree_ix is None:
+            end = self.end
+            owlt = self.owlt
+            var = self.var_owlt
+            rows: _TreeNbrs = []
+            for groups in self.neighbours_ix():
+                row = []
+                for v, starts, maxend, cis in groups:
+                    offs: list[float] | None = [owlt[ci] for ci in cis]
+                    for j, ci in enumerate(cis):
+                        if (
+                            ci in var
+                            or not starts[j] < end[ci]
+                            or (j + 1 < len(cis) and starts[j + 1] < end[ci] + owlt[ci])
+                        ):
+                            offs = None
+                            break
+                    row.append((v, starts, maxend, cis, offs))
+                rows.append(row)
+            self._tree_ix = rows
+        return self._tree_ix
+
+    def tree_in_neighbours_ix(self) -> _TreeNbrs:
+        """The groups of :meth:`tree_neighbours_ix` into each node, keyed by
+        the sender (Router._beaten, Router._walk_back).
+
+        Backwards over a plain group, a bundle due at ``v`` by ``d`` does
+        best on the last contact opening by ``d`` when it fits there: every
+        earlier contact ends before that one opens."""
+        if self._tree_in_ix is None:
+            inn: _TreeNbrs = [[] for _ in self.node_index()]
+            for u, rows in enumerate(self.tree_neighbours_ix()):
+                for v, starts, maxend, cis, offs in rows:
+                    inn[v].append((u, starts, maxend, cis, offs))
+            self._tree_in_ix = inn
+        return self._tree_in_ix
 
     def owlt_at(self, i: int, at_s: float) -> float:
         """Contact ``i``'s light time when a bundle is sent over it at ``at_s``."""
@@ -920,7 +971,7 @@ class Router:
         """
         self.stats["searches"] += 1
         g = self._g
-        nbrs = g.neighbours_ix()
+        nbrs = g.tree_neighbours_ix()
         end = self._end
         owlt = self._owlt
         var_owlt = g.var_owlt
@@ -961,12 +1012,22 @@ class Router:
             tail[u] = me
             settled[u] = h
             h1 = h + 1
-            for v, starts, maxend, ids in nbrs[u]:
+            for v, starts, maxend, ids, offs in nbrs[u]:
                 sv = settled[v]
                 if 0 <= sv <= h1:
                     continue
                 j = bisect_right(maxend, a)  # the contacts before j all end by a
                 n = len(ids)
+                if offs is not None and j < n:
+                    # a plain group: contact j is the best, unless over-booked
+                    ci = ids[j]
+                    if not (over and ci in over):
+                        st = starts[j]
+                        push(
+                            heap, ((a if a > st else st) + offs[j], h1, seq, v, ci, me)
+                        )
+                        seq += 1
+                        continue
                 best = _INF
                 bci = -1
                 while j < n:
@@ -1109,7 +1170,7 @@ class Router:
         lnext = tree.lnext
         head = tree.head
         src = tree.src_ix
-        inn = self._g.in_neighbours_ix()
+        inn = self._g.tree_in_neighbours_ix()
         end = self._end
         owlt = self._owlt
         var_owlt = self._g.var_owlt
@@ -1135,12 +1196,21 @@ class Router:
             k1 = k if hop_free else k + 1
             if k1 > max_hops:
                 continue
-            for w, starts, maxend, cis in inn[v]:
+            for w, starts, maxend, cis, offs in inn[v]:
                 if w == dst:
                     continue
                 # the latest ready time at w that reaches v by d over w -> v
                 j = bisect_right(starts, d) - 1
                 best = -_INF
+                if offs is not None and j >= 0:
+                    # a plain group: contact j is the best if the bundle fits
+                    tx = size * inv_rate[cis[j]] if sized else 0.0
+                    late = d - tx - offs[j]
+                    if late > maxend[j] - tx:
+                        late = maxend[j] - tx
+                    if late >= starts[j]:
+                        best = late
+                        j = -1
                 while j >= 0:
                     if maxend[j] <= best:
                         break  # no contact from j down ends late enough to do better
@@ -1210,7 +1280,7 @@ class Router:
         lnext = tree.lnext
         head = tree.head
         src = tree.src_ix
-        inn = self._g.in_neighbours_ix()
+        inn = self._g.tree_in_neighbours_ix()
         end = self._end
         owlt = self._owlt
         var_owlt = self._g.var_owlt
@@ -1238,12 +1308,23 @@ class Router:
             if (k, d) not in front[v]:
                 continue  # beaten by a label pushed after it
             k1 = k + 1
-            for w, starts, maxend, cis in inn[v]:
+            for w, starts, maxend, cis, offs in inn[v]:
                 if w == dst:
                     continue
                 j = bisect_right(starts, d) - 1
                 best = -_INF
                 bci = -1
+                if offs is not None and j >= 0:
+                    # a plain group (see _beaten)
+                    ci = cis[j]
+                    tx = size * inv_rate[ci] if sized else 0.0
+                    late = d - tx - offs[j]
+                    if late > maxend[j] - tx:
+                        late = maxend[j] - tx
+                    if late >= starts[j]:
+                        best = late
+                        bci = ci
+                        j = -1
                 while j >= 0:
                     if maxend[j] <= best:
                         break
