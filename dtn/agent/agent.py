@@ -139,10 +139,15 @@ class AgentConfig:
       full store (``TooManyBundles``, no Ack). None = no bound.
     - ``keep_decoded``: the most just-stored bundles kept decoded in memory
       so that delivering or forwarding them reads neither the store nor the
-      decoder again (``entries.load_bundle``; at most ``entries.HOT_MAX_BYTES``
+      decoder again (``entries.load_bundle``; at most ``keep_decoded_bytes``
       bytes of them). 0 (the default) keeps none; the daemon keeps
       ``entries.HOT_MAX_BUNDLES``, the simulator's agents
       ``dcis.dtn.sim.engine.SIM_KEEP_DECODED`` each (a thousand agents).
+    - ``keep_decoded_bytes``: the most encoded bytes of those bundles
+      (``entries.HOT_MAX_BYTES`` by default, as the simulator's agents keep;
+      the daemon keeps ``entries.DAEMON_HOT_MAX_BYTES``: at 64 KB a 4 MiB
+      cache holds ~64 bundles, fewer than a daemon queues at 48 sends in
+      flight, and each one not kept is read back and decoded to forward it).
     - ``reroute_interval_ms`` / ``max_reroute_interval_ms``: with a contact
       plan, bundles without a route to a destination are routed again after
       this long, then after twice as long each time up to the maximum
@@ -163,6 +168,7 @@ class AgentConfig:
     max_tombstone_ms: int | None = None
     max_bundles: int | None = None
     keep_decoded: int = 0
+    keep_decoded_bytes: int = entries.HOT_MAX_BYTES
     mtu_by_neighbour: dict[int, int | None] = field(default_factory=dict)
     """Per-neighbour MTU overriding ``max_bundle_bytes`` (None: no limit), e.g.
     for a stream CL such as TCPCL that carries a bundle of any size whole."""
@@ -174,6 +180,10 @@ class AgentConfig:
             )
         if self.keep_decoded < 0:
             raise InvalidArgument(f"keep_decoded must be >= 0, got {self.keep_decoded}")
+        if self.keep_decoded_bytes < 0:
+            raise InvalidArgument(
+                f"keep_decoded_bytes must be >= 0, got {self.keep_decoded_bytes}"
+            )
         if self.window < 1:
             raise InvalidArgument(f"window must be >= 1, got {self.window}")
         if self.window_bytes is not None and self.window_bytes < 1:
@@ -297,7 +307,7 @@ class Agent:
         self._variants: dict[str, int] = {}
         # Bundles just stored, decoded (entries.load_bundle): key -> (bundle,
         # encoded size, when stored), oldest first, bounded by
-        # entries.HOT_MAX_BUNDLES and HOT_MAX_BYTES.
+        # AgentConfig.keep_decoded and keep_decoded_bytes.
         # (An OrderedDict: the oldest key of a plain dict emptied at its
         # front is found by scanning deleted slots.)
         self._hot: OrderedDict[str, tuple[Bundle, int, int, bytes | None]] = (

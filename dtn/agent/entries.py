@@ -16,7 +16,8 @@ or forwarded once the link's window has room. :func:`store_new` keeps the
 decoded bundle it was given -- one originated, received, cut into
 fragments (each fragment) or reassembled -- in ``Agent._hot`` (oldest first, at most
 ``AgentConfig.keep_decoded`` bundles -- none by default, :data:`HOT_MAX_BUNDLES`
-in the daemon, 64 in the simulator -- and :data:`HOT_MAX_BYTES` bytes) and
+in the daemon, 64 in the simulator -- and ``AgentConfig.keep_decoded_bytes``:
+:data:`HOT_MAX_BYTES` by default, :data:`DAEMON_HOT_MAX_BYTES` in the daemon) and
 :func:`load_bundle` reads it there instead of reading and decoding the
 stored copy again (at 1 KB, a store read and a decode were ~8% of a node's
 CPU per bundle: spec/performance.md), until :func:`remove` takes the
@@ -81,7 +82,12 @@ HOT_MAX_BUNDLES = 1024
 """Just-stored bundles a daemon keeps decoded in memory (``AgentConfig.keep_decoded``;
 see the module docstring)."""
 HOT_MAX_BYTES = 4 * 1024 * 1024
-"""Most encoded bytes of just-stored bundles kept decoded in memory."""
+"""Most encoded bytes of just-stored bundles kept decoded in memory, by
+default (``AgentConfig.keep_decoded_bytes``; the simulator's agents)."""
+DAEMON_HOT_MAX_BYTES = 32 * 1024 * 1024
+"""The daemon's ``keep_decoded_bytes``: ~500 bundles of 64 KB, 32 of 1 MB
+(a 4 MiB cache held ~64 of 64 KB, fewer than node 1 queues at 48 app sends
+in flight: the others were read back and decoded to be forwarded)."""
 HOT_MAX_AGE_MS = 10_000
 """A full cache drops entries kept this long to take new ones."""
 
@@ -276,7 +282,7 @@ def _keep_hot(
     hot = self._hot
     _drop_hot(self, key)
     most = self.config.keep_decoded
-    while len(hot) >= most or self._hot_bytes + size > HOT_MAX_BYTES:
+    while len(hot) >= most or self._hot_bytes + size > self.config.keep_decoded_bytes:
         if not hot:
             return  # larger than the whole cache
         oldest = next(iter(hot))

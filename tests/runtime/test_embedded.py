@@ -17,6 +17,7 @@ import pytest
 import trio
 import trio.testing
 
+from dcis.dtn.agent.entries import DAEMON_HOT_MAX_BYTES
 from dcis.dtn.cl.udp import AckMode
 from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
 from tests.fakes.fakenet import FakeNet
@@ -286,6 +287,9 @@ async def test_send_returns_only_once_the_bundle_is_on_disk(tmp_path: Path) -> N
     gate = threading.Event()
     async with open_node(c1) as n1:
         assert n1.agent is not None
+        # The daemon keeps more decoded copies than an agent's default (at 48
+        # sends of 64 KB in flight, node 1 queues more than 4 MiB).
+        assert n1.agent.config.keep_decoded_bytes == DAEMON_HOT_MAX_BYTES
         hold_syncs(n1.agent.store, gate)
         returned = trio.Event()
 

@@ -4,11 +4,14 @@ the store would give, and the copy is bounded."""
 
 from __future__ import annotations
 
+import pytest
+
 from dcis.dtn.agent import entries
 from dcis.dtn.agent.actions import Action, Deliver, Transmit
 from dcis.dtn.agent.agent import Agent, AgentConfig
 from dcis.dtn.agent.store import MemoryStore
 from dcis.dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle, make_bundle
+from dcis.dtn.errors import InvalidArgument
 
 from .helpers import link, of
 
@@ -202,3 +205,46 @@ def test_fragments_are_reassembled_and_delivered_without_reading_the_store() -> 
     a.on_delivered(d.bundle_key, 1_600)
     assert not a._hot
     assert len(store) == 0
+
+
+def _queue_64k(config: AgentConfig, n: int) -> Agent:
+    """Node 1 holding ``n`` 64 KB bundles for node 2 (no contact yet)."""
+    a = Agent(node=1, store=CountingStore(), config=config)
+    for i in range(n):
+        a.send(
+            source="ipn:1.1",
+            destination="ipn:2.1",
+            payload=bytes([i % 256]) * 64_000,
+            lifetime_ms=3_600_000,
+            now=1_000 + i,
+        )
+    return a
+
+
+def test_the_byte_bound_of_the_kept_copies_is_configurable() -> None:
+    # 48 app sends in flight at 64 KB queue more bundles in node 1 than
+    # HOT_MAX_BYTES (4 MiB, ~64 of them) holds: the others were read back
+    # from the store and decoded to be forwarded. The daemon's bound
+    # (keep_decoded_bytes = DAEMON_HOT_MAX_BYTES) holds them all.
+    from dataclasses import replace
+
+    n = 120
+    small = _queue_64k(KEEP, n)
+    large = _queue_64k(
+        replace(KEEP, keep_decoded_bytes=entries.DAEMON_HOT_MAX_BYTES), n
+    )
+    assert small._hot_bytes <= entries.HOT_MAX_BYTES < large._hot_bytes
+    assert len(large._hot) == n
+    assert large._hot_bytes <= entries.DAEMON_HOT_MAX_BYTES
+    assert _drain(small, 3_000) == _drain(large, 3_000)  # the same bytes sent
+    assert isinstance(small.store, CountingStore)
+    assert isinstance(large.store, CountingStore)
+    assert small.store.reads >= n - entries.HOT_MAX_BYTES // 64_000
+    assert large.store.reads == 0
+    assert not large._hot
+    assert large._hot_bytes == 0
+
+
+def test_a_negative_byte_bound_is_refused() -> None:
+    with pytest.raises(InvalidArgument):
+        AgentConfig(keep_decoded=8, keep_decoded_bytes=-1)
