@@ -227,7 +227,11 @@ class Received(NamedTuple):
 
     cla: str
     neighbor: int | None
-    data: bytes
+    data: bytes | memoryview
+    """The encoded bundle. A ``memoryview`` (a frame still in the driver's
+    read buffer) is read only during the call: the agent keeps none of it
+    but what the decoder and the store copy (one copy of the payload each,
+    the store's into its segment file)."""
     cl_token: int | None = None
 
 

@@ -72,7 +72,7 @@ def receive_one(
     self: Agent,
     cla: str,
     neighbor: int | None,
-    data: bytes,
+    data: bytes | memoryview,
     now: int,
     cl_token: int | None,
     actions: list[Action],
@@ -189,9 +189,10 @@ def receive_one(
         return
     # RFC 9171 5.6 step 3 (4.2.4 flags): blocks we cannot process. The
     # common case -- every block known -- builds no verdict (~1 us a hop).
-    if _all_known(bundle):
-        data = bytes(data)
-    else:
+    # ``data`` may be a view into the driver's read buffer (Received.data):
+    # it goes to the store as it is (which copies what it keeps, a large
+    # payload only into its segment file) and is not kept here.
+    if not _all_known(bundle):
         verdict = apply_unprocessable_blocks(bundle, KNOWN_BLOCK_TYPES)
         if verdict.report:
             self._report_bundle(
@@ -217,8 +218,6 @@ def receive_one(
         if verdict.discarded:
             bundle = verdict.bundle
             data = encode_bundle(bundle)
-        else:
-            data = bytes(data)
     try:
         self._accept(
             bundle,

@@ -190,7 +190,8 @@ class BundleStore(Protocol):
         ``data``: the encoded bundle, in one buffer or as buffers in order
         (``encode_bundle_parts``: a large payload as its own object); the
         bytes stored are their concatenation, and :meth:`get` returns them
-        in one ``bytes``."""
+        in one ``bytes``. A ``memoryview`` is read only during the call (its
+        bytes may change after it): what the store keeps of it, it copies."""
         ...
 
     def get(self, key: str) -> bytes | None:
@@ -241,8 +242,10 @@ def _check_room(record: StoredBundle, used: int, limit: int) -> None:
         )
 
 
-Wire = bytes | tuple[bytes, ...]
-"""An encoded bundle for :meth:`BundleStore.put`: one buffer, or buffers in order."""
+Wire = bytes | memoryview | tuple[bytes, ...]
+"""An encoded bundle for :meth:`BundleStore.put`: one buffer, or buffers in
+order. A ``memoryview`` (a received frame still in a driver's read buffer)
+is read only during the call: a store copies what it keeps of it."""
 
 
 def wire_size(data: Wire) -> int:

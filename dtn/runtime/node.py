@@ -183,6 +183,11 @@ def _stream_mtus(cfg: NodeConfig) -> dict[int, int | None]:
     return out
 
 
+def _as_is(frame: bytes | memoryview) -> bytes | memoryview:
+    """An MTCP frame as the decoder gives it (``MtcpDecoder.feed_frames``)."""
+    return frame
+
+
 def _pacer(rate_bytes_s: float) -> Pacer:
     """A pacer for a contact: bursts of at most half a second of the rate
     (64 KiB at most), so that the link's own buffer is never overrun."""
@@ -1913,7 +1918,11 @@ class Node:
                         return
                     conn.last_active = trio.current_time()
                     try:
-                        bundles = dec.feed(chunk)
+                        # Frames read whole stay views of the read buffer
+                        # (no copy of each bundle here): the agent reads
+                        # them before this task's next checkpoint, and the
+                        # store copies what it keeps (Received.data).
+                        bundles = dec.feed_frames(chunk, _as_is)
                     finally:
                         ok = self._buffer(held, dec.buffered_bytes)
                         held = dec.buffered_bytes

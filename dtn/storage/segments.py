@@ -135,7 +135,7 @@ class SegmentLog:
 
     # -- writing (store thread)
 
-    def append(self, data: bytes | tuple[bytes, ...]) -> tuple[int, int]:
+    def append(self, data: bytes | memoryview | tuple[bytes, ...]) -> tuple[int, int]:
         """Write ``data`` -- one buffer, or buffers in order, written with
         one ``writev`` (a large payload is not joined to its bundle's head
         first) -- at the end of the active segment: ``(segment, offset)``.
