@@ -22,7 +22,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -49,42 +48,9 @@ async def _run(
 ) -> tuple[float, list[float]]:
     """Move ``count`` bundles; (seconds from the first send to the last
     delivery, per-send latencies in seconds)."""
-    payload = os.urandom(size)
     latencies: list[float] = []
-    got = 0
-    done = trio.Event()
-    t_last = 0.0
-    async with (
-        open_trio_client(str(workdir / "n2.sock")) as rx,
-        open_trio_client(str(workdir / "n1.sock")) as tx,
-    ):
-        await rx.register("ipn:2.1")
-
-        async def receiver() -> None:
-            nonlocal got, t_last
-            while got < count:
-                await rx.receive()
-                got += 1
-            t_last = time.perf_counter()
-            done.set()
-
-        async def sender(n: int) -> None:
-            for _ in range(n):
-                t = time.perf_counter()
-                await tx.send(
-                    "ipn:2.1", payload, source="ipn:1.1", lifetime_ms=3_600_000
-                )
-                latencies.append(time.perf_counter() - t)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(receiver)
-            t_first = time.perf_counter()
-            for i in range(in_flight):
-                n = count // in_flight + (1 if i < count % in_flight else 0)
-                nursery.start_soon(sender, n)
-            with trio.fail_after(300):
-                await done.wait()
-    return t_last - t_first, latencies
+    elapsed = await ut.move_bundles(workdir, size, count, in_flight, latencies)
+    return elapsed, latencies
 
 
 def _node(

@@ -620,9 +620,16 @@ class Daemons:
             p.wait(10)
 
 
-async def _dcis_run(
-    workdir: Path, size: int, count: int, in_flight: int
-) -> tuple[float, float]:
+async def move_bundles(
+    workdir: Path,
+    size: int,
+    count: int,
+    in_flight: int,
+    latencies: list[float] | None = None,
+) -> float:
+    """Move ``count`` bundles of ``size`` from node 1's app to node 2's,
+    ``in_flight`` sends at a time; seconds from the first send to the last
+    delivery. Each send's latency (to its reply) goes to ``latencies``."""
     payload = os.urandom(size)
     got = 0
     done = trio.Event()
@@ -644,9 +651,12 @@ async def _dcis_run(
 
         async def sender(n: int) -> None:
             for _ in range(n):
+                t = time.perf_counter()
                 await tx.send(
                     "ipn:2.1", payload, source="ipn:1.1", lifetime_ms=3_600_000
                 )
+                if latencies is not None:
+                    latencies.append(time.perf_counter() - t)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(receiver)
@@ -656,7 +666,13 @@ async def _dcis_run(
                 nursery.start_soon(sender, per + (1 if i < count % in_flight else 0))
             with trio.fail_after(300):
                 await done.wait()
-    elapsed = t_last - t_first
+    return t_last - t_first
+
+
+async def _dcis_run(
+    workdir: Path, size: int, count: int, in_flight: int
+) -> tuple[float, float]:
+    elapsed = await move_bundles(workdir, size, count, in_flight)
     return size * count / elapsed / 1e6, count / elapsed
 
 

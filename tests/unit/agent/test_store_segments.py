@@ -39,6 +39,22 @@ def seg_files(db: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir()) if d.exists() else []
 
 
+def record_fdatasyncs(
+    monkeypatch: pytest.MonkeyPatch, into: list[str] | None = None, prefix: str = ""
+) -> list[str]:
+    """Patch ``os.fdatasync`` to append ``prefix`` + the synced file's name to
+    ``into`` (a new list if None) before syncing; returns the list."""
+    names: list[str] = [] if into is None else into
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        names.append(prefix + os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    return names
+
+
 def test_large_bundles_live_in_segments_small_ones_inline(tmp_path: Path) -> None:
     db = tmp_path / "b.db"
     s = SqliteStore(db)
@@ -618,7 +634,6 @@ def test_an_open_makes_what_it_found_durable_before_removing_segments(
     # after the restart brings the row back without its bytes, and an
     # acknowledged bundle is dropped.
     import dcis.dtn.storage.segments as segments_mod
-    import dcis.dtn.storage.sqlite_store as store_mod
 
     db = tmp_path / "b.db"
     s = SqliteStore(db, deferred_sync=True)
@@ -634,18 +649,13 @@ def test_an_open_makes_what_it_found_durable_before_removing_segments(
     s._db.close()
     s._unlock()
 
-    events: list[str] = []
-    real_fdatasync, real_unlink = os.fdatasync, os.unlink
-
-    def fdatasync(fd: int) -> None:
-        events.append("sync " + os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
-        real_fdatasync(fd)
+    events = record_fdatasyncs(monkeypatch, prefix="sync ")
+    real_unlink = os.unlink
 
     def unlink(path: str) -> None:
         events.append("unlink " + os.path.basename(path))
         real_unlink(path)
 
-    monkeypatch.setattr(store_mod.os, "fdatasync", fdatasync)
     monkeypatch.setattr(segments_mod.os, "unlink", unlink)
     s2 = SqliteStore(db, deferred_sync=True)
     monkeypatch.undo()
@@ -701,16 +711,8 @@ def test_a_sync_leaves_out_segments_whose_payloads_all_left(
     # an emptied full segment is unlinked unsynced (its dirty pages dropped,
     # never written). A segment that still holds a live payload is synced,
     # before the WAL, as before.
-    import dcis.dtn.storage.sqlite_store as store_mod
 
-    synced: list[str] = []
-    real_fdatasync = os.fdatasync
-
-    def fdatasync(fd: int) -> None:
-        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
-        real_fdatasync(fd)
-
-    monkeypatch.setattr(store_mod.os, "fdatasync", fdatasync)
+    synced = record_fdatasyncs(monkeypatch)
     db = tmp_path / "b.db"
     s = SqliteStore(db, deferred_sync=True, segment_bytes=2 * BIG)
     s.put(rec("a", BIG), payload(1))
@@ -752,7 +754,6 @@ def test_an_open_after_kill_9_makes_what_it_found_durable(
     # found -- the segments rows point into, the WAL, the database file --
     # even when it removes nothing: else a power cut after the restart
     # loses a bundle acknowledged after it.
-    import dcis.dtn.storage.sqlite_store as store_mod
 
     db = tmp_path / "b.db"
     code = textwrap.dedent(
@@ -771,14 +772,7 @@ def test_an_open_after_kill_9_makes_what_it_found_durable(
         [sys.executable, "-c", code], cwd=Path(__file__).parents[3], timeout=60
     )
     assert r.returncode == -9
-    synced: list[str] = []
-    real_fdatasync = os.fdatasync
-
-    def fdatasync(fd: int) -> None:
-        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
-        real_fdatasync(fd)
-
-    monkeypatch.setattr(store_mod.os, "fdatasync", fdatasync)
+    synced = record_fdatasyncs(monkeypatch)
     s = SqliteStore(db, deferred_sync=True)
     assert {r.key for r in s.records()} == {"a", "i"}
     assert s.write_generation == 0
@@ -806,15 +800,7 @@ def test_a_full_store_checkpoints_only_after_syncing_the_segments(
     import dcis.dtn.storage.sqlite_store as store_mod
 
     monkeypatch.setattr(store_mod, "_CHECKPOINT_FRAMES", 40)
-    events: list[str] = []
-    real_fdatasync = os.fdatasync
-
-    def fdatasync(fd: int) -> None:
-        name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
-        events.append("seg" if name.endswith(".seg") else name)
-        real_fdatasync(fd)
-
-    monkeypatch.setattr(store_mod.os, "fdatasync", fdatasync)
+    events = record_fdatasyncs(monkeypatch)
     db = tmp_path / "b.db"
     s = SqliteStore(db, deferred_sync=deferred)
     assert s._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
@@ -835,7 +821,7 @@ def test_a_full_store_checkpoints_only_after_syncing_the_segments(
     assert checkpoints, "the WAL was never checkpointed"
     for n in checkpoints:
         # The live payload's segment was synced just before each checkpoint.
-        assert events[n - 1] == "seg", events[max(0, n - 3) : n + 1]
+        assert events[n - 1].endswith(".seg"), events[max(0, n - 3) : n + 1]
     # Bounded: the WAL file (reused from its start after each checkpoint)
     # stays at what the first, unpaced interval of 64 transactions wrote
     # (~230 pages), not growing with the transactions (~2,200 without).
@@ -945,16 +931,8 @@ def test_close_syncs_the_segments_of_relaxed_commits_before_its_checkpoint(
     # SQLite's checkpoint at close syncs the WAL: a relaxed commit (a
     # reassembly) becomes durable there, so its segment bytes must be
     # synced first, as before a checkpoint of the store's own.
-    import dcis.dtn.storage.sqlite_store as store_mod
 
-    synced: list[str] = []
-    real_fdatasync = os.fdatasync
-
-    def fdatasync(fd: int) -> None:
-        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
-        real_fdatasync(fd)
-
-    monkeypatch.setattr(store_mod.os, "fdatasync", fdatasync)
+    synced = record_fdatasyncs(monkeypatch)
     s = SqliteStore(tmp_path / "b.db")
     with s.transaction(durable=False):
         s.put(rec("whole", BIG), payload(1))
