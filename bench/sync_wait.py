@@ -109,7 +109,7 @@ def main() -> int:
                         f" {p50:14.2f} {p90:5.2f} |"
                         f" {_node(before[0], after[0], args.count, elapsed)} |"
                         f" {_node(before[1], after[1], args.count, elapsed)} |"
-                        f" {cpu[0]:.2f} {cpu[1]:.2f} {cpu[2]:.2f}"
+                        f" {cpu[0]:.3f} {cpu[1]:.3f} {cpu[2]:.3f}"
                     )
         finally:
             daemons.close()
