@@ -11,6 +11,12 @@ what the general scans pick (forwards the earliest arrival, the earlier
 contact on a tie; backwards the latest departure). The plans have parallel,
 overlapping and nested contacts and light times that change inside
 contacts, so groups of both kinds occur.
+
+The step test copies the shortcut; the router's own code is checked by
+running it against the same router with every group called not plain
+(``test_plain_groups_answer_as_the_scans``): same source trees, backward
+checks, walks and routes, on plans whose plain groups change light time
+and rate from contact to contact, with bookings (over-booking included).
 """
 
 from __future__ import annotations
@@ -177,3 +183,120 @@ def test_plain_groups_take_the_scans_contacts(
         for _v, starts, _m, ids, offs in row:
             if len(ids) == 1 and ids[0] not in g.var_owlt:
                 assert (offs is not None) == (starts[0] < g.end[ids[0]])
+
+
+RATES = (0.0, 0.5, 1.0, 2.0, 8.0)
+
+
+@st.composite
+def spaced_plans(draw: st.DrawFn) -> ContactPlan:
+    """Chains of contacts per pair spaced about their light time apart
+    (each contact its own range, so the light time changes between
+    contacts; a gap a bit shorter, exactly as long or longer), rates that
+    differ from contact to contact (0: empty bundles only), sometimes a
+    range cut inside a contact: plain and not plain groups side by side,
+    the shortcut's contact often not the fastest of its group."""
+    contacts: dict[Contact, None] = {}
+    ranges: dict[Range, None] = {}
+    for _ in range(draw(st.integers(2, 10))):
+        a, b = draw(st.permutations(NODES))[:2]
+        start = float(draw(st.integers(0, 30)))
+        for _ in range(draw(st.integers(1, 4))):
+            dur = float(draw(st.integers(1, 8)))
+            owlt = draw(st.integers(0, 6)) / 2
+            c = Contact(a, b, start, start + dur, draw(st.sampled_from(RATES)))
+            if c in contacts:
+                break
+            contacts[c] = None
+            if draw(st.integers(0, 5)) == 0:
+                cut = start + float(draw(st.integers(0, int(dur))))
+                ranges[Range(a, b, start, cut, owlt)] = None
+                ranges[Range(a, b, cut, start + dur, owlt + 1.0)] = None
+            else:
+                ranges[Range(a, b, start, start + dur, owlt)] = None
+            start += dur + owlt + draw(st.sampled_from([-1.0, 0.0, 0.0, 0.5, 3.0]))
+    return ContactPlan(contacts, ranges)
+
+
+def _scans_only(router: Router) -> None:
+    """Make ``router``'s graph (re)built now call every group not plain."""
+    router._check()
+    g = router._g
+    rows = g.tree_neighbours_ix()
+    if any(offs is not None for row in rows for *_, offs in row):
+        g._tree_ix = [[(*grp[:4], None) for grp in row] for row in rows]
+        g._tree_in_ix = None
+
+
+def _same_trees(a: Router, b: Router) -> None:
+    ta, tb = a._tree, b._tree
+    assert (ta is None) == (tb is None)
+    if ta is None or tb is None:
+        return
+    for name in ("la", "lh", "lc", "lp", "lnext", "head", "settled"):
+        assert list(getattr(ta, name)) == list(getattr(tb, name)), name
+    assert (ta.horizon, ta.clean, ta.t0) == (tb.horizon, tb.clean, tb.t0)
+
+
+@given(
+    spaced_plans(),
+    st.lists(
+        st.tuples(
+            st.sampled_from(NODES[1:]),  # destination
+            st.sampled_from([0.0, 0.5, 1.0, 3.0]),  # ready later by
+            st.sampled_from([0.0, 0.5, 2.0, 6.0]),  # size
+            st.sampled_from([(), (), (2,)]),  # excluded first hops
+            st.integers(-1, 40),  # book a contact (1e6 when >= 30), or give back
+            st.integers(-3, 3),  # a backward check's deadline, from the answer's
+        ),
+        max_size=10,
+    ),
+)
+def test_plain_groups_answer_as_the_scans(
+    plan: ContactPlan, raw: list[tuple[int, float, float, tuple[int, ...], int, int]]
+) -> None:
+    """Forwarding from node 1 with plain groups gives the same source
+    trees, the same backward checks and walks, and the same routes as with
+    every group scanned; and the answers are the exact search's."""
+    fast = Router(plan)
+    full = Router(ContactPlan(plan.contacts, plan.ranges))
+    contacts = list(plan.contacts)
+    booked: list[tuple[Contact, float]] = []
+    t = 0.0
+    for dst, dt, size, excl, act, dd in raw:
+        t += dt
+        _scans_only(full)
+        got = fast.forwarding_route(1, dst, t, size, excluded=excl)
+        ref = full.forwarding_route(1, dst, t, size, excluded=excl)
+        assert got == ref
+        _same_trees(fast, full)
+        exact = fast._yen(1, dst, t, size, INF, frozenset(excl), 1)
+        if exact:
+            assert got is not None
+            assert (got.arrival_s, got.hop_count) == (
+                exact[0][1].arrival_s,
+                exact[0][1].hop_count,
+            )
+        else:
+            assert got is None
+        ta, tb = fast._tree, full._tree
+        x = fast._g.node_index().get(dst)
+        if ta is not None and tb is not None and x is not None and t >= ta.t0:
+            d = (got.arrival_s if got is not None else t + 10.0) + dd
+            for hops in (1, 2, 1 << 30):
+                assert fast._beaten(ta, x, t, size, d, hops) == full._beaten(
+                    tb, x, t, size, d, hops
+                )
+            assert fast._walk_back(ta, x, t, size, d) == full._walk_back(
+                tb, x, t, size, d
+            )
+        if contacts and act >= 0:
+            c = contacts[act % len(contacts)]
+            amount = 1e6 if act >= 30 else float(1 + act % 4)
+            for r in (fast, full):
+                r.consume(c, amount)
+            booked.append((c, amount))
+        elif booked:
+            for r in (fast, full):
+                r.release(*booked[0])
+            booked.pop(0)
