@@ -7,6 +7,7 @@ Nodes are ipn node numbers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from dcis.dtn.errors import InvalidArgument
@@ -64,7 +65,8 @@ class Range:
     def __post_init__(self) -> None:
         if self.end_s < self.start_s:
             raise InvalidArgument(f"range {self.frm}->{self.to} ends before it starts")
-        if self.owlt_s < 0:
+        if not 0 <= self.owlt_s < math.inf:  # NaN fails too
             raise InvalidArgument(
-                f"range {self.frm}->{self.to} has negative light time {self.owlt_s}"
+                f"range {self.frm}->{self.to} has light time {self.owlt_s}:"
+                " not a finite number >= 0"
             )

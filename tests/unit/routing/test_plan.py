@@ -221,3 +221,12 @@ def test_apply_ionrc_updates_in_place_all_or_nothing() -> None:
     assert route is not None
     assert route.hops == (1, 4)
     assert route.arrival_s == 5
+
+
+@pytest.mark.parametrize("owlt", [-1.0, float("inf"), float("nan")])
+def test_a_range_light_time_must_be_a_finite_number_at_least_zero(owlt: float) -> None:
+    # An infinite or NaN light time would make a contact group "plain" and
+    # routes arrive at inf/NaN; the plan parsers refuse both, so does Range.
+    with pytest.raises(InvalidArgument, match="light time"):
+        Range(1, 2, 0.0, 10.0, owlt)
+    assert Range(1, 2, 0.0, 10.0, 0.0).owlt_s == 0.0
