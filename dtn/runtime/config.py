@@ -55,6 +55,7 @@ its type, default and meaning; examples/node1.toml is a commented node)::
     max_tombstone_ms = 2592000000     # longest a delivered key is remembered
     disk_reserve_bytes = 4194304      # free space kept on the store's file system
     max_bundles = 200000              # bundles held at once (each costs RAM too)
+    decoded_cache_bytes = 33554432    # bundles just stored kept decoded in memory (0: none)
 
     [security]                        # end-to-end security (spec/security.md section 9)
     keystore = "keys/node2"           # node.key, node.cert, operator.pub, certs/, revocations.cbor
@@ -86,6 +87,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dcis.dtn.agent.entries import DAEMON_HOT_MAX_BYTES
 from dcis.dtn.cl.udp import MAX_NODE, AckMode
 from dcis.dtn.errors import DtnError
 from dcis.dtn.routing.plan import check_dtn_routes
@@ -140,6 +142,7 @@ class Limits:
     max_tombstone_ms: int = 30 * 86_400_000
     disk_reserve_bytes: int = 4 << 20
     max_bundles: int = 200_000
+    decoded_cache_bytes: int = DAEMON_HOT_MAX_BYTES
 
 
 LIMIT_KEYS = frozenset(Limits.__dataclass_fields__)
@@ -405,7 +408,11 @@ def config_from_dict(
         v = _take(lim, name, int, "limits.")
         if v is None:
             continue
-        floor = 0 if name in ("fd_reserve", "disk_reserve_bytes") else 1
+        floor = (
+            0
+            if name in ("fd_reserve", "disk_reserve_bytes", "decoded_cache_bytes")
+            else 1
+        )
         if not floor <= v < 2**63:
             raise ConfigError(f"limits.{name}: must be in {floor}..2**63-1, got {v}")
         lim_values[name] = v

@@ -76,7 +76,7 @@ from dcis.dtn.agent import (
     Transmit,
 )
 from dcis.dtn.agent.actions import Deletion
-from dcis.dtn.agent.entries import DAEMON_HOT_MAX_BYTES, HOT_MAX_BUNDLES
+from dcis.dtn.agent.entries import HOT_MAX_BUNDLES
 from dcis.dtn.agent.store import StoredBundle, StoreError, StoreFull
 from dcis.dtn.appapi.wire import (
     encode_bundle_message_parts,
@@ -469,7 +469,7 @@ class Node:
                 # Bundles just stored stay decoded for their delivery or
                 # forwarding (issue 18: a store read and a decode saved).
                 keep_decoded=HOT_MAX_BUNDLES,
-                keep_decoded_bytes=DAEMON_HOT_MAX_BYTES,
+                keep_decoded_bytes=cfg.limits.decoded_cache_bytes,
             ),
             rng=random.Random(),
             security=self.security,

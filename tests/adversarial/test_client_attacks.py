@@ -183,7 +183,16 @@ def test_clients_that_never_read_stall_themselves_not_the_node(
 ) -> None:
     p1, p2 = ports(2)
     n1 = Daemon(tmp_path, 1, p1, {2: p2})
-    n2 = Daemon(tmp_path, 2, p2, {1: p1}, extra="[limits]\ndelivery_queue = 16")
+    # The decoded-bundle cache (limits.decoded_cache_bytes, 32 MiB by
+    # default, bounded on its own) is held at 4 MiB here: the bound under
+    # test is the delivery queue's.
+    n2 = Daemon(
+        tmp_path,
+        2,
+        p2,
+        {1: p1},
+        extra="[limits]\ndelivery_queue = 16\ndecoded_cache_bytes = 4194304",
+    )
     daemons += [n1, n2]
     n1.start()
     n2.start()

@@ -284,12 +284,17 @@ async def test_the_hop_ack_waits_for_the_fsync_of_the_receivers_store(
 
 async def test_send_returns_only_once_the_bundle_is_on_disk(tmp_path: Path) -> None:
     (c1,) = chain(tmp_path, 1)
+    # The daemon keeps more decoded copies than an agent's default (at 48
+    # sends of 64 KB in flight, node 1 queues more than 4 MiB); the bound is
+    # limits.decoded_cache_bytes.
+    assert c1.limits.decoded_cache_bytes == DAEMON_HOT_MAX_BYTES
+    c1 = dataclasses.replace(
+        c1, limits=dataclasses.replace(c1.limits, decoded_cache_bytes=8 << 20)
+    )
     gate = threading.Event()
     async with open_node(c1) as n1:
         assert n1.agent is not None
-        # The daemon keeps more decoded copies than an agent's default (at 48
-        # sends of 64 KB in flight, node 1 queues more than 4 MiB).
-        assert n1.agent.config.keep_decoded_bytes == DAEMON_HOT_MAX_BYTES
+        assert n1.agent.config.keep_decoded_bytes == 8 << 20
         hold_syncs(n1.agent.store, gate)
         returned = trio.Event()
 

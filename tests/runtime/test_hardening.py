@@ -42,6 +42,7 @@ def _cfg(tmp: Path, **kw: object) -> NodeConfig:
         {"node": 1, "neighbours": [{"node": 2**63, "address": "127.0.0.1:1"}]},
         {"node": 1, "limits": {"delivery_queue": 0}},
         {"node": 1, "limits": {"no_such_limit": 1}},
+        {"node": 1, "limits": {"decoded_cache_bytes": -1}},
         {"node": 1, "neighbours": [{"node": 2, "address": "h:1", "ack": "maybe"}]},
     ],
 )
@@ -60,11 +61,12 @@ def test_ack_defaults_to_on_and_none_is_accepted() -> None:
                 {"node": 2, "address": "127.0.0.1:1"},
                 {"node": 3, "address": "127.0.0.1:2", "ack": "none"},
             ],
-            "limits": {"delivery_queue": 5},
+            "limits": {"delivery_queue": 5, "decoded_cache_bytes": 0},
         }
     )
     assert [n.ack for n in c.neighbours] == [AckMode.ON, AckMode.NONE]
     assert c.limits.delivery_queue == 5
+    assert c.limits.decoded_cache_bytes == 0  # 0: keep no decoded copies
 
 
 def test_default_socket_is_never_in_a_shared_temp_dir(
