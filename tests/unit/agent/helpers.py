@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from dcis.dtn.agent.actions import Ack, Action, Deliver, Event, Schedule, Transmit
-from dcis.dtn.agent.agent import Agent
+from dcis.dtn.agent.agent import Agent, Received
 from dcis.dtn.agent.location import RESTING, Location
 from dcis.dtn.routing.contact import Contact
 
@@ -131,3 +131,24 @@ def check_locations(ag: Agent) -> None:
         elif loc is Location.REASSEMBLY:
             assert e.frag_group is not None
             assert key in ag._groups[e.frag_group].parts, (key, loc)
+
+
+def receive_as_views(a: Agent, frames: Sequence[bytes], now: int) -> list[Action]:
+    """``frames`` received as views of one buffer (``Received.data``, as the
+    MTCP driver passes them) in one store transaction, as NodeCore does;
+    then the buffer is overwritten and resized, as a driver's next read
+    could: a view kept anywhere raises BufferError."""
+    buf = bytearray(b"".join(frames))
+    view = memoryview(buf)
+    items, pos = [], 0
+    for f in frames:
+        items.append(Received("mtcp", None, view[pos : pos + len(f)]))
+        pos += len(f)
+    with a.store.transaction():
+        acts = a.on_receive_many(items, now=now)
+    del items
+    view.release()
+    buf[:] = b"\xee" * len(buf)
+    buf.extend(b"\xee" * 4096)  # BufferError if anything still exports it
+    buf.clear()
+    return acts

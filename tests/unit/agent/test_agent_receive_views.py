@@ -5,31 +5,18 @@ the call change nothing stored, delivered or forwarded."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from dcis.dtn.agent.actions import Deliver, Transmit
-from dcis.dtn.agent.agent import Agent, AgentConfig, Received
-from dcis.dtn.agent.store import BundleStore, MemoryStore
+from dcis.dtn.agent.agent import Agent, AgentConfig
+from dcis.dtn.agent.store import BundleStore
 from dcis.dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle, make_bundle
-from dcis.dtn.storage.sqlite_store import SqliteStore
 
-from .helpers import link, of
+from .helpers import link, of, receive_as_views
 
 # 100 B rows go inline in SQLite (batched until the commit), 64 KB ones to a
 # segment file (written at once).
 SIZES = (100, 64_000)
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BundleStore]:
-    s: BundleStore = (
-        MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "s.db")
-    )
-    yield s
-    s.close()
 
 
 def _frames(dest: int) -> list[bytes]:
@@ -50,40 +37,33 @@ def _frames(dest: int) -> list[bytes]:
 
 
 def _receive_views(a: Agent, frames: list[bytes]) -> list[Deliver | Transmit]:
-    """Receive ``frames`` as views of one buffer, in one transaction, then
-    overwrite the buffer, as the next read would."""
-    buf = bytearray(b"".join(frames))
-    view = memoryview(buf)
-    items, pos = [], 0
-    for f in frames:
-        items.append(Received("mtcp", None, view[pos : pos + len(f)]))
-        pos += len(f)
-    with a.store.transaction():
-        acts = a.on_receive_many(items, now=1_500)
-    buf[:] = b"\xee" * len(buf)
-    return [x for x in acts if isinstance(x, Deliver | Transmit)]
+    return [
+        x
+        for x in receive_as_views(a, frames, now=1_500)
+        if isinstance(x, Deliver | Transmit)
+    ]
 
 
 @pytest.mark.parametrize("keep", [0, 8])
 def test_a_delivered_bundle_received_as_a_view_is_stored_and_delivered_whole(
-    store: BundleStore, keep: int
+    view_store: BundleStore, keep: int
 ) -> None:
-    a = Agent(node=2, store=store, config=AgentConfig(keep_decoded=keep))
+    a = Agent(node=2, store=view_store, config=AgentConfig(keep_decoded=keep))
     a.register("ipn:2.1")
     frames = _frames(2)
     got = of(_receive_views(a, frames), Deliver)
     assert [d.payload for d in got] == [bytes([i + 1]) * n for i, n in enumerate(SIZES)]
     for d, f in zip(got, frames, strict=True):
-        assert store.get(d.bundle_key) == f  # the received bytes, not the buffer's
+        assert view_store.get(d.bundle_key) == f  # the received bytes, not the buffer's
     # Delivered again from the store or the kept copy: the same.
     assert of(a.redeliver([d.bundle_key for d in got], 1_600), Deliver) == got
 
 
 @pytest.mark.parametrize("keep", [0, 8])
 def test_a_forwarded_bundle_received_as_a_view_is_sent_as_it_came(
-    store: BundleStore, keep: int
+    view_store: BundleStore, keep: int
 ) -> None:
-    a = Agent(node=2, store=store, config=AgentConfig(keep_decoded=keep))
+    a = Agent(node=2, store=view_store, config=AgentConfig(keep_decoded=keep))
     frames = _frames(3)
     assert not _receive_views(a, frames)  # no contact yet: stored
     txs = of(a.on_contact_start(link(2, 3), 2_000), Transmit)

@@ -10,14 +10,12 @@ overwritten."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from dcis.dtn.agent.actions import Action, Deliver, Transmit
-from dcis.dtn.agent.agent import Agent, AgentConfig, Received
-from dcis.dtn.agent.store import BundleStore, MemoryStore
+from dcis.dtn.agent.actions import Deliver, Transmit
+from dcis.dtn.agent.agent import Agent, AgentConfig
+from dcis.dtn.agent.store import BundleStore
 from dcis.dtn.bpv7.bundle import (
     Bundle,
     decode_bundle_untrusted,
@@ -27,38 +25,8 @@ from dcis.dtn.bpv7.bundle import (
 from dcis.dtn.bpv7.canonical import CanonicalBlock
 from dcis.dtn.bpv7.flags import BlockFlags, BundleFlags, CrcType
 from dcis.dtn.bpv7.fragment import fragment_bundle
-from dcis.dtn.storage.sqlite_store import SqliteStore
 
-from .helpers import events, link, of
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BundleStore]:
-    s: BundleStore = (
-        MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "s.db")
-    )
-    yield s
-    s.close()
-
-
-def _receive(a: Agent, frames: list[bytes], now: int) -> list[Action]:
-    """``frames`` received as views of one buffer in one store transaction
-    (as NodeCore does); then the buffer is overwritten and resized, as a
-    driver's next read could: a view kept anywhere raises BufferError."""
-    buf = bytearray(b"".join(frames))
-    view = memoryview(buf)
-    items, pos = [], 0
-    for f in frames:
-        items.append(Received("mtcp", None, view[pos : pos + len(f)]))
-        pos += len(f)
-    with a.store.transaction():
-        acts = a.on_receive_many(items, now=now)
-    del items
-    view.release()
-    buf[:] = b"\xee" * len(buf)
-    buf.extend(b"\xee" * 4096)  # BufferError if anything still exports it
-    buf.clear()
-    return acts
+from .helpers import events, link, of, receive_as_views
 
 
 def _bundle(dest: str, payload: bytes, seq: int, **kw: object) -> Bundle:
@@ -80,24 +48,24 @@ def _pattern(n: int, tag: int) -> bytes:
 
 @pytest.mark.parametrize("keep", [0, 64])
 def test_fragments_received_as_views_in_separate_reads_reassemble_intact(
-    store: BundleStore, keep: int
+    view_store: BundleStore, keep: int
 ) -> None:
-    a = Agent(node=2, store=store, config=AgentConfig(keep_decoded=keep))
+    a = Agent(node=2, store=view_store, config=AgentConfig(keep_decoded=keep))
     a.register("ipn:2.1")
     payload = _pattern(200_000, 1)
     whole = _bundle("ipn:2.1", payload, 7)
     frags = [encode_bundle(f) for f in fragment_bundle(whole, 45_000)]
     got: list[Deliver] = []
     for i, f in enumerate(frags):  # one read each, the buffer reused between
-        got += of(_receive(a, [f], now=1_500 + i), Deliver)
+        got += of(receive_as_views(a, [f], now=1_500 + i), Deliver)
     (d,) = got
     assert d.payload == payload
     assert of(a.redeliver([d.bundle_key], 2_000), Deliver)[0].payload == payload
 
 
 @pytest.mark.parametrize("keep", [0, 64])
-def test_every_reception_path_keeps_no_view(store: BundleStore, keep: int) -> None:
-    a = Agent(node=2, store=store, config=AgentConfig(keep_decoded=keep))
+def test_every_reception_path_keeps_no_view(view_store: BundleStore, keep: int) -> None:
+    a = Agent(node=2, store=view_store, config=AgentConfig(keep_decoded=keep))
     a.register("ipn:2.1")
     local = _bundle(
         "ipn:2.1",
@@ -138,11 +106,11 @@ def test_every_reception_path_keeps_no_view(store: BundleStore, keep: int) -> No
         bytes(raw),
         b"\x9f\x88garbage",
     ]
-    acts = _receive(a, frames, now=1_500)
+    acts = receive_as_views(a, frames, now=1_500)
     assert [d.payload for d in of(acts, Deliver)] == [local.payload]
     assert len(events(acts, "dropped")) == 1
     # Duplicates and a variant, in a later read of the same buffer.
-    acts += _receive(
+    acts += receive_as_views(
         a, [encode_bundle(fwd), encode_bundle(local), encode_bundle(variant)], 1_600
     )
     assert len(events(acts, "variant")) == 1
