@@ -341,7 +341,8 @@ def remove(self: Agent, e: Entry) -> None:
     self._unbook(e)
     if self._hot:
         _drop_hot(self, e.key)
-    self.store.delete(e.key)
+    # No answer needed: a store batches it with the transaction's others.
+    self.store.discard(e.key)
     if self._entries.pop(e.key, None) is not None:
         base = variant_base(e.key)
         if base is not None:
