@@ -81,6 +81,7 @@ from dcis.dtn.agent.entries import HOT_MAX_BUNDLES
 from dcis.dtn.agent.store import StoredBundle, StoreError, StoreFull
 from dcis.dtn.appapi.wire import (
     encode_bundle_message_parts,
+    encode_key_reply,
     encode_message,
 )
 from dcis.dtn.bpv7.eid import IpnEid, parse_eid
@@ -2101,6 +2102,10 @@ class Node:
         def reply(mid: int, **kw: Any) -> None:
             outbox.append(encode_message({"type": "ok", "id": mid, **kw}))
 
+        def key_reply(mid: int, bundle_key: str) -> None:
+            # A send's answer: written by a dedicated encoder.
+            outbox.append(encode_key_reply(mid, bundle_key))
+
         def error(mid: int, message: str) -> None:
             outbox.append(
                 encode_message({"type": "error", "id": mid, "message": message})
@@ -2175,7 +2180,7 @@ class Node:
                                 j = i + 1
                                 while j < len(msgs) and msgs[j]["type"] == "send":
                                     j += 1
-                                actions += self._app_sends(msgs[i:j], reply, error)
+                                actions += self._app_sends(msgs[i:j], key_reply, error)
                                 i = j
                                 continue
                             actions += self._app_request(
@@ -2250,7 +2255,9 @@ class Node:
                 reply(mid, replies=replies)
                 actions += more
             elif kind == "send":
-                actions += self._app_sends([m], reply, error)
+                actions += self._app_sends(
+                    [m], lambda i, key: reply(i, bundle_key=key), error
+                )
             else:
                 error(mid, f"{kind} is not a request")
         except StoreFull as exc:
@@ -2265,7 +2272,7 @@ class Node:
     def _app_sends(
         self,
         msgs: list[dict[str, Any]],
-        reply: Callable[..., None],
+        key_reply: Callable[[int, str], None],
         error: Callable[[int, str], None],
     ) -> list[Action]:
         """Originate the bundles of app ``send`` requests ``msgs`` with one
@@ -2309,7 +2316,7 @@ class Node:
         for mid, early in checked:
             outcome = next(got) if early is None else early
             if isinstance(outcome, str):
-                reply(mid, bundle_key=outcome)
+                key_reply(mid, outcome)  # "ok" with the bundle key
             elif isinstance(outcome, StoreFull):
                 error(mid, f"store full: {outcome}")
             elif isinstance(outcome, DtnError):
