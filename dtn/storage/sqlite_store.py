@@ -549,13 +549,21 @@ class SqliteStore:
         self._wal_high = wal
         try:
             self._sync_dirty_segments()
-            row = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except (OSError, SegmentError, sqlite3.Error) as exc:
+        except (OSError, SegmentError) as exc:
             if self._deferred:
                 # The segments taken are out of the dirty set: a group sync
                 # of the WAL alone would acknowledge bundles whose bytes the
                 # kernel may have dropped. Every later sync fails instead.
                 self._sync_failure = str(exc)
+            raise StoreError(
+                f"bundle store {self._path!r}: checkpoint failed: {exc}"
+            ) from exc
+        try:
+            row = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            # The segments are synced: nothing acknowledged is at risk (a
+            # full disk, say). This transaction is refused; the WAL keeps
+            # its frames and the checkpoint is tried again when next due.
             raise StoreError(
                 f"bundle store {self._path!r}: checkpoint failed: {exc}"
             ) from exc
