@@ -49,28 +49,57 @@ def fragment_bundle(b: Bundle, sizes: int | Sequence[int]) -> list[Bundle]:
             return [b]
     if b.primary.flags & BundleFlags.MUST_NOT_FRAGMENT:
         raise InvalidArgument("the bundle has MUST_NOT_FRAGMENT set")
-    p = b.primary
-    base = p.fragment_offset or 0
-    total = p.total_adu_length if p.total_adu_length is not None else n
-    ext = b.blocks[:-1]
-    replicated = tuple(blk for blk in ext if blk.flags & BlockFlags.MUST_REPLICATE)
-    pblock = b.payload_block
-    mv = memoryview(payload)
     out: list[Bundle] = []
     offset = 0
-    for i, size in enumerate(plan):
-        primary = replace(
-            p,
-            flags=p.flags | BundleFlags.IS_FRAGMENT,
-            fragment_offset=base + offset,
-            total_adu_length=total,
-        )
-        # Only the piece that starts where b starts carries every block.
-        blocks = ext if i == 0 else replicated
-        piece = replace(pblock, data=bytes(mv[offset : offset + size]))
-        out.append(Bundle(primary, (*blocks, piece)))
+    for size in plan:
+        out.append(_piece(b, offset, size))
         offset += size
     return out
+
+
+def fragment_at(b: Bundle, offset: int, size: int) -> Bundle:
+    """The one fragment of ``b`` carrying its payload bytes ``offset`` to
+    ``offset + size``: the same bundle :func:`fragment_bundle` makes for that
+    piece, made alone (a sender cutting a bundle as it transmits it makes
+    one piece at a time). Raises :class:`InvalidArgument` for a
+    MUST_NOT_FRAGMENT bundle or a range that is empty or outside the
+    payload."""
+    n = len(b.payload)
+    if size < 1 or offset < 0 or offset + size > n:
+        raise InvalidArgument(
+            f"fragment range {offset}+{size} must be non-empty and within the "
+            f"payload's {n} bytes"
+        )
+    if b.primary.flags & BundleFlags.MUST_NOT_FRAGMENT:
+        raise InvalidArgument("the bundle has MUST_NOT_FRAGMENT set")
+    return _piece(b, offset, size)
+
+
+def _piece(b: Bundle, offset: int, size: int) -> Bundle:
+    p = b.primary
+    payload = b.payload
+    primary = replace(
+        p,
+        flags=p.flags | BundleFlags.IS_FRAGMENT,
+        fragment_offset=(p.fragment_offset or 0) + offset,
+        total_adu_length=(
+            p.total_adu_length if p.total_adu_length is not None else len(payload)
+        ),
+    )
+    ext = b.blocks[:-1]
+    # Only the piece that starts where b starts carries every block.
+    blocks = (
+        ext
+        if offset == 0
+        else tuple(blk for blk in ext if blk.flags & BlockFlags.MUST_REPLICATE)
+    )
+    data = (
+        payload
+        if size == len(payload)
+        else bytes(memoryview(payload)[offset : offset + size])
+    )
+    piece = replace(b.payload_block, data=data)
+    return Bundle(primary, (*blocks, piece))
 
 
 def _refuse_anonymous(b: Bundle) -> None:

@@ -21,6 +21,7 @@ from dcis.dtn.bpv7 import (
     make_bundle,
     reassemble,
 )
+from dcis.dtn.bpv7.fragment import fragment_at
 from dcis.dtn.errors import InvalidArgument
 
 REPL = CanonicalBlock(192, 5, BlockFlags.MUST_REPLICATE, CrcType.CRC16, b"rep")
@@ -92,6 +93,29 @@ def test_must_not_fragment_and_bad_sizes() -> None:
         fragment_bundle(original(), [10, 10])
     with pytest.raises(InvalidArgument, match=">= 1"):
         fragment_bundle(original(), 0)
+
+
+def test_one_fragment_at_a_time_is_the_fragment_of_a_whole_split() -> None:
+    # What a sender cutting a bundle as it transmits makes, piece by piece
+    # (the agent's fragmentation at transmission): the same fragments,
+    # offsets relative to the ADU for a fragment of a fragment too.
+    b = original()
+    sizes = [30, 30, 30, 10]
+    offsets = [0, 30, 60, 90]
+    assert [fragment_at(b, o, s) for o, s in zip(offsets, sizes, strict=True)] == (
+        fragment_bundle(b, sizes)
+    )
+    middle = fragment_bundle(b, [10, 50, 40])[1]
+    assert [fragment_at(middle, 0, 20), fragment_at(middle, 20, 30)] == (
+        fragment_bundle(middle, [20, 30])
+    )
+    assert fragment_at(middle, 20, 30).primary.fragment_offset == 30
+    for off, size in ((0, 0), (-1, 5), (95, 6), (100, 1)):
+        with pytest.raises(InvalidArgument, match="within"):
+            fragment_at(b, off, size)
+    mnf = replace(b, primary=replace(b.primary, flags=BundleFlags.MUST_NOT_FRAGMENT))
+    with pytest.raises(InvalidArgument, match="MUST_NOT_FRAGMENT"):
+        fragment_at(mnf, 0, 10)
 
 
 def test_reassembler_collects_by_original_id() -> None:
