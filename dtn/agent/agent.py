@@ -55,7 +55,7 @@ from dcis.dtn.agent.actions import (
     EventKind,
 )
 from dcis.dtn.agent.entries import MAX_VARIANTS as MAX_VARIANTS
-from dcis.dtn.agent.entries import Entry, FragmentGroup, Link
+from dcis.dtn.agent.entries import Entry, FragmentGroup, Link, Pieces
 from dcis.dtn.agent.entries import TooManyBundles as TooManyBundles
 from dcis.dtn.agent.entries import content_digest as content_digest
 from dcis.dtn.agent.location import Location, Step
@@ -304,6 +304,8 @@ class Agent:
         self._links: dict[int, Link] = {}
         # tx_id -> (bundle key, neighbour, bytes sent, the link it went on)
         self._inflight: dict[int, tuple[str, int, int, Link]] = {}
+        # bundle key -> the pieces of a bundle cut at transmission (in flight)
+        self._pieces: dict[str, Pieces] = {}
         # endpoint -> keys of bundles waiting for it to be registered
         self._unclaimed: dict[str, dict[str, None]] = {}
         self._groups: dict[str, FragmentGroup] = {}
@@ -548,6 +550,10 @@ class Agent:
         del self._links[nb]
         q = self._queues.pop(nb, None)
         with self.store.transaction(durable=False):
+            if link.sending is not None:
+                # Pieces of a bundle were still to go: none goes on another
+                # contact; the whole bundle goes again.
+                forwarding.abort_pieces(self, link.sending, now, actions)
             if q:
                 for key in q:
                     e = self._entries.get(key)
@@ -636,6 +642,7 @@ class Agent:
         self._queues.clear()
         self._unrouted.clear()
         self._inflight.clear()
+        self._pieces.clear()
         self._unclaimed.clear()
         self._groups.clear()
         self._variants.clear()
@@ -646,6 +653,7 @@ class Agent:
         for link in self._links.values():
             link.inflight = 0
             link.inflight_bytes = 0
+            link.sending = None
         with self.store.transaction(durable=False):
             recs = list(self.store.records())
             for rec in recs:
