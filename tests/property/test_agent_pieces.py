@@ -11,8 +11,8 @@ passes. After every step:
   application sent -- the MTU alone never makes it store a fragment;
 - nothing is lost: every bundle sent is held by node 1 (whole, or as
   fragments a volume-bound contact made it store), or by node 2 (fragments
-  awaiting the rest), or was delivered at node 2 -- once, with the bytes
-  sent.
+  awaiting the rest), or expired (all or a piece of it), or was delivered
+  at node 2 -- once, with the bytes sent.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from dcis.dtn.agent.actions import Ack, Action, Deliver, Transmit
+from dcis.dtn.agent.actions import Ack, Action, Deliver, Event, Transmit
 from dcis.dtn.agent.agent import Agent, AgentConfig
 from dcis.dtn.agent.store import MemoryStore
 from dcis.dtn.routing.contact import Contact
@@ -29,7 +29,7 @@ from tests.unit.agent.helpers import check_locations
 
 MTU = 300
 CFG = AgentConfig(max_bundle_bytes=MTU, window=3, retry_delay_ms=100, keep_decoded=8)
-LIFE = 3_600_000
+LIFE = 20_000  # a few ticks: some bundles expire mid-send
 
 
 class Pieces(RuleBasedStateMachine):
@@ -45,9 +45,15 @@ class Pieces(RuleBasedStateMachine):
         self.sent: dict[str, bytes] = {}
         self.delivered: dict[str, bytes] = {}
         self.inflight: list[Transmit] = []
+        self.expired: set[str] = set()  # keys (of bundles or fragments)
 
     def take(self, actions: list[Action]) -> None:
         self.inflight += [a for a in actions if isinstance(a, Transmit)]
+        self.expired |= {
+            a.bundle_key
+            for a in actions
+            if isinstance(a, Event) and a.kind == "expired"
+        }
 
     @rule(size=st.integers(1, 1_500), fill=st.integers(0, 255))
     def send(self, size: int, fill: int) -> None:
@@ -98,11 +104,11 @@ class Pieces(RuleBasedStateMachine):
                 self.rx.on_delivered(d.bundle_key, self.now)
         self.take(self.tx.on_transmit_done(t.tx_id, ok, self.now))
 
-    @rule(dt=st.integers(1, 2_000))
+    @rule(dt=st.integers(1, 5_000))
     def tick(self, dt: int) -> None:
         self.now += dt
         self.take(self.tx.on_tick(self.now))
-        self.rx.on_tick(self.now)
+        self.take(self.rx.on_tick(self.now))
 
     @rule()
     def restart(self) -> None:
@@ -129,7 +135,7 @@ class Pieces(RuleBasedStateMachine):
 
     @invariant()
     def nothing_is_lost(self) -> None:
-        held = [*self.tx._entries, *self.rx._entries]
+        held = [*self.tx._entries, *self.rx._entries, *self.expired]
         for key, payload in self.sent.items():
             if key in self.delivered:
                 assert self.delivered[key] == payload, key

@@ -254,3 +254,24 @@ def test_volume_alone_decides_when_the_fragments_are_stored() -> None:
     net.at(3_000).end(c)
     net.start(link(1, 2))
     assert [d.bundle_key for _, d in net.delivered] == [key, key2]
+
+
+def test_a_bundle_that_expires_mid_send_sends_no_more_pieces() -> None:
+    a = _node1(replace(CFG, window=1))
+    key, _ = a.send(
+        source="ipn:1.1",
+        destination="ipn:2.1",
+        payload=PAYLOAD,
+        lifetime_ms=5_000,
+        now=1_000,
+    )
+    other = _send(a, now=1_001, payload=b"next")
+    (first,) = of(a.on_contact_start(link(1, 2), 2_000), Transmit)
+    a.on_tick(6_000)  # its lifetime ends with a piece in flight
+    assert not a.holds(key)
+    assert not a._pieces
+    check_locations(a)
+    # The piece's outcome frees the window for the next bundle, whole.
+    (nxt,) = of(a.on_transmit_done(first.tx_id, True, 6_010), Transmit)
+    assert decode_bundle_untrusted(nxt.data).bundle_key == other
+    assert a.counters["forwarded"] == 0
