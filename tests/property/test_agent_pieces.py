@@ -1,9 +1,12 @@
-"""Stateful test of fragmentation at transmission (spec/agent.md
-"Fragmentation"): node 1 sends bundles larger than the link MTU to node 2
-over contacts that open and close, with or without a volume bound; any
-transmission may be taken or not, node 1 may restart (a new agent on the
-same store: what was in flight is forgotten, as after kill -9) and time
-passes. After every step:
+"""Stateful test of fragmentation at transmission and of fragments held
+unacknowledged until their bundle is whole (spec/agent.md "Forwarding",
+"Delivery and reassembly"): node 1 sends bundles larger than the link MTU
+to node 2 over contacts that open and close, with or without a volume
+bound; any transmission may be lost or reach node 2, whose Ack may come at
+once, later (a held piece: when its bundle is whole or its hold ends) or
+never (the CL gives up waiting); either node may restart (a new agent on
+the same store: what was in flight or held is forgotten, as after kill -9)
+and time passes. After every step:
 
 - each stored bundle of both nodes rests in one location that agrees with
   the agent's queues and pieces (``check_locations``);
@@ -17,6 +20,8 @@ passes. After every step:
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -28,7 +33,9 @@ from dcis.dtn.routing.contact import Contact
 from tests.unit.agent.helpers import check_locations
 
 MTU = 300
-CFG = AgentConfig(max_bundle_bytes=MTU, window=3, retry_delay_ms=100, keep_decoded=8)
+CFG = AgentConfig(max_bundle_bytes=MTU, window=8, retry_delay_ms=100, keep_decoded=8)
+# Node 2 holds fragments received over "t" (at most 4,000 bytes of them).
+RX_CFG = replace(CFG, hold_fragments_ms={"t": 3_000}, hold_fragments_bytes=4_000)
 LIFE = 20_000  # a few ticks: some bundles expire mid-send
 
 
@@ -38,8 +45,13 @@ class Pieces(RuleBasedStateMachine):
         self.now = 1_000
         self.store = MemoryStore()
         self.tx = Agent(node=1, store=self.store, config=CFG)
-        self.rx = Agent(node=2, store=MemoryStore(), config=CFG)
+        self.rx_store = MemoryStore()
+        self.rx = Agent(node=2, store=self.rx_store, config=RX_CFG)
         self.rx.register("ipn:2.1")
+        # CL token -> the transmission node 2 got and has not acknowledged
+        # (tokens unique over the run, as the UDP CL's random ones are)
+        self.awaiting: dict[int, Transmit] = {}
+        self.next_token = 1
         self.contact: Contact | None = None
         self.bounded = False  # a contact with a volume bound was opened
         self.sent: dict[str, bytes] = {}
@@ -55,7 +67,10 @@ class Pieces(RuleBasedStateMachine):
             if isinstance(a, Event) and a.kind == "expired"
         }
 
-    @rule(size=st.integers(1, 1_500), fill=st.integers(0, 255))
+    @rule(
+        size=st.sampled_from([100, 400, 700, 1_200]) | st.integers(1, 1_500),
+        fill=st.integers(0, 255),
+    )
     def send(self, size: int, fill: int) -> None:
         payload = bytes((fill + i) % 256 for i in range(size))
         key, actions = self.tx.send(
@@ -88,27 +103,63 @@ class Pieces(RuleBasedStateMachine):
         c, self.contact = self.contact, None
         self.take(self.tx.on_contact_end(c, self.now))
 
+    def rx_take(self, actions: list[Action]) -> None:
+        """Node 2's actions: its Acks complete node 1's transmissions, its
+        deliveries are recorded and confirmed."""
+        self.expired |= {
+            a.bundle_key
+            for a in actions
+            if isinstance(a, Event) and a.kind == "expired"
+        }
+        for a in actions:
+            if isinstance(a, Ack):
+                t = self.awaiting.pop(a.cl_token, None)
+                if t is not None:
+                    self.take(self.tx.on_transmit_done(t.tx_id, True, self.now))
+            elif isinstance(a, Deliver):
+                assert a.bundle_key not in self.delivered, "delivered twice"
+                self.delivered[a.bundle_key] = a.payload
+                self.rx_take(self.rx.on_delivered(a.bundle_key, self.now))
+
     @precondition(lambda self: bool(self.inflight))
-    @rule(i=st.integers(0, 1_000), ok=st.booleans())
-    def transmit_done(self, i: int, ok: bool) -> None:
+    @rule(i=st.integers(0, 1_000), arrives=st.booleans())
+    def transmit(self, i: int, arrives: bool) -> None:
         t = self.inflight.pop(i % len(self.inflight))
-        if ok:
-            # Node 2 gets it and acknowledges it once it holds it.
-            out = self.rx.on_receive(
-                cla="t", neighbor=1, data=t.data, now=self.now, cl_token=t.tx_id
+        if not arrives:
+            self.take(self.tx.on_transmit_done(t.tx_id, False, self.now))
+            return
+        # Node 2 gets it; its Ack comes once it holds it durably.
+        token = self.next_token
+        self.next_token += 1
+        self.awaiting[token] = t
+        self.rx_take(
+            self.rx.on_receive(
+                cla="t", neighbor=1, data=t.data, now=self.now, cl_token=token
             )
-            ok = any(isinstance(a, Ack) and a.cl_token == t.tx_id for a in out)
-            for d in (a for a in out if isinstance(a, Deliver)):
-                assert d.bundle_key not in self.delivered, "delivered twice"
-                self.delivered[d.bundle_key] = d.payload
-                self.rx.on_delivered(d.bundle_key, self.now)
-        self.take(self.tx.on_transmit_done(t.tx_id, ok, self.now))
+        )
+
+    @precondition(lambda self: bool(self.inflight))
+    @rule()
+    def burst(self) -> None:
+        # Everything in flight reaches node 2, in order (a quiet link).
+        for _ in range(64):
+            if not self.inflight:
+                break
+            self.transmit(0, True)
+
+    @precondition(lambda self: bool(self.awaiting))
+    @rule(i=st.integers(0, 1_000))
+    def ack_timeout(self, i: int) -> None:
+        # The CL gave up waiting for node 2's Ack.
+        token = sorted(self.awaiting)[i % len(self.awaiting)]
+        t = self.awaiting.pop(token)
+        self.take(self.tx.on_transmit_done(t.tx_id, False, self.now))
 
     @rule(dt=st.integers(1, 5_000))
     def tick(self, dt: int) -> None:
         self.now += dt
         self.take(self.tx.on_tick(self.now))
-        self.take(self.rx.on_tick(self.now))
+        self.rx_take(self.rx.on_tick(self.now))
 
     @rule()
     def restart(self) -> None:
@@ -119,9 +170,23 @@ class Pieces(RuleBasedStateMachine):
         self.now += 1
         self.tx = Agent(node=1, store=self.store, config=CFG)
         self.inflight.clear()
+        self.awaiting.clear()  # late Acks name tokens the new driver never made
         self.take(self.tx.recover(self.now))
         if self.contact is not None:
             self.take(self.tx.on_contact_start(self.contact, self.now))
+
+    @rule()
+    def restart_node2(self) -> None:
+        # kill -9 of node 2: what it held unacknowledged is gone.
+        self.rx = Agent(node=2, store=self.rx_store, config=RX_CFG)
+        self.rx.register("ipn:2.1")
+        self.rx_take(self.rx.recover(self.now))
+
+    @invariant()
+    def held_within_bound(self) -> None:
+        held = self.rx._held
+        assert self.rx._held_bytes == sum(g.nbytes for g in held.values())
+        assert self.rx._held_bytes <= RX_CFG.hold_fragments_bytes
 
     @invariant()
     def locations_agree(self) -> None:
@@ -143,5 +208,5 @@ class Pieces(RuleBasedStateMachine):
                 assert any(k == key or k.startswith(key + "|") for k in held), key
 
 
-Pieces.TestCase.settings = settings(stateful_step_count=30, deadline=None)
+Pieces.TestCase.settings = settings(stateful_step_count=50, deadline=None)
 test_agent_pieces = Pieces.TestCase
