@@ -14,7 +14,8 @@ whole bundle is accepted as if it had come whole (stored once, checked by
 the security policy, handed over); then every held piece's Acks are
 emitted, after that store write, so the driver releases them with its
 durable commit: persist before acknowledge holds, each piece's bytes being
-in the stored whole. A group not whole within its hold time, or with a copy
+in the stored whole. A group not whole within its hold time (flushed by ``on_tick``, in a durable
+transaction: the Acks follow), or with a copy
 of a piece with other content, a piece that disagrees on the total length
 or does not fit the bound, is *flushed* (:func:`flush`): its pieces go the
 ordinary way (stored as fragments, acknowledged; a copy that differs is
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dcis.dtn.agent.actions import Ack, Action, Event
+from dcis.dtn.agent.entries import content_digest
 from dcis.dtn.agent.store import StoreFull
 from dcis.dtn.bpv7.admin import StatusKind, StatusReason
 from dcis.dtn.bpv7.bundle import Bundle, encode_bundle_parts
@@ -97,8 +99,11 @@ def hold_fragment(
     rng = (off, len(bundle.payload))
     if g is not None:
         old = g.parts.get(rng)
-        if old is not None and old.blocks == bundle.blocks and old.primary == p:
-            g.acks[rng].append(ack)  # a copy: acknowledged with the rest
+        # A copy (a retransmission, or the piece cut again by a sender that
+        # resends the whole bundle: its hop blocks may differ) is
+        # acknowledged with the rest.
+        if old is not None and content_digest(old) == content_digest(bundle):
+            g.acks[rng].append(ack)
             return True
         if old is not None or g.total != total:
             # A copy with other content (a broken or forged sender), or
@@ -231,9 +236,15 @@ def _store_pieces(self: Agent, g: HeldGroup, now: int, actions: list[Action]) ->
 
 
 def flush_due(self: Agent, now: int, actions: list[Action]) -> None:
-    """Flush every held group whose hold time is over."""
-    for group in [k for k, g in self._held.items() if g.deadline <= now]:
-        flush(self, group, now, actions)
+    """Flush every held group whose hold time is over. Their Acks follow
+    the store writes, so the writes are durable ones even inside the
+    relaxed transaction of a tick (a driver's group commit then syncs them
+    before it sends the Acks)."""
+    due = [k for k, g in self._held.items() if g.deadline <= now]
+    if due:
+        with self.store.transaction(durable=True):
+            for group in due:
+                flush(self, group, now, actions)
 
 
 def held_deadline(self: Agent) -> int | None:

@@ -7,12 +7,14 @@ ordinary way (each fragment stored and acknowledged)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from dcis.dtn.agent.actions import Ack, Action, Deliver, Schedule
 from dcis.dtn.agent.agent import Agent, AgentConfig
 from dcis.dtn.agent.store import MemoryStore
 from dcis.dtn.bpv7.bundle import Bundle, encode_bundle, make_bundle
 from dcis.dtn.bpv7.fragment import fragment_bundle
+from dcis.dtn.storage.sqlite_store import SqliteStore
 from tests.unit.agent.helpers import check_locations, events, of
 
 PAYLOAD = bytes(i % 251 for i in range(30_000))
@@ -188,3 +190,20 @@ def replace_payload(b: Bundle, payload: bytes) -> Bundle:
         sequence=b.primary.creation.sequence,
         lifetime_ms=b.primary.lifetime_ms,
     )
+
+
+def test_pieces_stored_at_the_end_of_their_hold_are_stored_durably(
+    tmp_path: Path,
+) -> None:
+    # on_tick commits relaxed; the pieces it stores there are acknowledged,
+    # so that commit must be a durable one (the group commit's generation
+    # moves: the daemon sends the Acks only after the sync covering it).
+    store = SqliteStore(tmp_path / "n2.db", synchronous="FULL", deferred_sync=True)
+    a = Agent(node=2, store=store, config=CFG)
+    a.register("ipn:2.1")
+    p0 = _pieces()[0]
+    _rx(a, p0, 0, 2_000)
+    gen = store.write_generation
+    acts = a.on_tick(2_200)
+    assert of(acts, Ack) == [Ack(1, 0)]
+    assert store.write_generation > gen
