@@ -275,3 +275,33 @@ def test_a_bundle_that_expires_mid_send_sends_no_more_pieces() -> None:
     (nxt,) = of(a.on_transmit_done(first.tx_id, True, 6_010), Transmit)
     assert decode_bundle_untrusted(nxt.data).bundle_key == other
     assert a.counters["forwarded"] == 0
+
+
+def test_a_contact_opened_over_one_mid_send_sends_the_bundle_again() -> None:
+    # Two plan contacts to node 2 overlap (the runtime opens each at its
+    # start; NodeCore keeps a set of open contacts per neighbour): the second
+    # replaces the first's link, and the first's end is then ignored. Pieces
+    # still to go on the replaced link never go on it; the bundle must not
+    # wait in flight for them -- it goes again, whole, on the new contact.
+    a = _node1(replace(CFG, window=1))
+    key = _send(a)
+    c1 = Contact(1, 2, 0.0, 10.0, 0.0)
+    c2 = Contact(1, 2, 2.0, 20.0, 0.0)
+    (first,) = of(a.on_contact_start(c1, 2_000), Transmit)
+    assert of(a.on_contact_start(c2, 2_000), Transmit) == []
+    check_locations(a)
+    txs = of(a.on_transmit_done(first.tx_id, True, 2_100), Transmit)
+    a.on_contact_end(c1, 2_200)  # not the open link's contact: ignored
+    now = 2_200
+    while not txs and now < 15_000:
+        now += 500
+        txs = of(a.on_tick(now), Transmit)
+    assert txs, "the bundle waits in flight for pieces that never go"
+    while txs:
+        txs = [
+            t2
+            for t in txs
+            for t2 in of(a.on_transmit_done(t.tx_id, True, now), Transmit)
+        ]
+    assert not a.holds(key)
+    check_locations(a)
