@@ -380,11 +380,13 @@ def _send_piece(
     would be, so the bytes on the wire are those of the fragments this
     node once stored. Its transmission id."""
     size = p.sizes[p.sent]
+    assert p.bundle is not None  # pieces are still to be cut
     piece = fragment_at(p.bundle, p.offset, size)
     p.offset += size
     p.sent += 1
     if p.sent == len(p.sizes):
         p.link.sending = None
+        p.bundle = None  # only the outcomes are awaited now
     e = self._entries[p.key]
     # The blocks were updated once already (prepare): no DecodeError here.
     out = update_for_forwarding(

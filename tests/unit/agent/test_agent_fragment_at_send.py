@@ -305,3 +305,34 @@ def test_a_contact_opened_over_one_mid_send_sends_the_bundle_again() -> None:
         ]
     assert not a.holds(key)
     check_locations(a)
+
+
+def _held_for_pieces(a: Agent) -> int:
+    """Payload bytes of whole bundles the agent keeps to cut pieces from."""
+    return sum(len(p.bundle.payload) for p in a._pieces.values() if p.bundle)
+
+
+def test_a_bundle_whose_pieces_all_went_is_not_held_in_memory() -> None:
+    # A next hop that takes every piece but the last of each bundle (or is
+    # slow to say so) must not make this node hold a decoded copy of each of
+    # those bundles: the window's bytes bound what is in flight, and only
+    # the bundle still being cut is needed (a failure sends it again from
+    # the store).
+    payload = bytes(i % 251 for i in range(MTU))  # two pieces, the last small
+    a = _node1()
+    keys = [_send(a, now=1_000 + i, payload=payload) for i in range(20)]
+    txs = of(a.on_contact_start(link(1, 2), 2_000), Transmit)
+    lasts = []
+    while txs:
+        t = txs.pop(0)
+        if decode_bundle_untrusted(t.data).primary.fragment_offset:
+            lasts.append(t)  # the last piece: its outcome is slow to come
+        else:
+            txs += of(a.on_transmit_done(t.tx_id, True, 2_100), Transmit)
+    assert len(lasts) == len(keys)
+    assert len(a._pieces) == len(keys)  # each in flight until its last piece
+    assert _held_for_pieces(a) == 0
+    check_locations(a)
+    for t in lasts:
+        a.on_transmit_done(t.tx_id, True, 2_200)
+    assert a.stored == 0
