@@ -303,6 +303,12 @@ def pump(self: Agent, nb: int, now: int, actions: list[Action]) -> None:
         if window_bytes is not None and link.inflight_bytes >= window_bytes:
             break
         if link.sending is not None:
+            pe = self._entries.get(link.sending.key)
+            if pe is not None and pe.expiry_ms <= now:
+                # Lifetime over before its tick (as for a queued bundle
+                # below): expire it, send no further piece.
+                self._expire(pe, now, actions)
+                continue
             _send_piece(self, link.sending, nb, now, actions)
             continue
         if not q:

@@ -336,3 +336,22 @@ def test_a_bundle_whose_pieces_all_went_is_not_held_in_memory() -> None:
     for t in lasts:
         a.on_transmit_done(t.tx_id, True, 2_200)
     assert a.stored == 0
+
+
+def test_no_piece_goes_once_the_bundle_s_lifetime_is_over() -> None:
+    # As for a queued bundle (pump expires it, never forwards it): a piece's
+    # outcome that comes after the lifetime ended, before the tick that
+    # expires it, sends no further piece.
+    a = _node1(replace(CFG, window=1))
+    key, _ = a.send(
+        source="ipn:1.1",
+        destination="ipn:2.1",
+        payload=PAYLOAD,
+        lifetime_ms=5_000,
+        now=1_000,
+    )
+    (first,) = of(a.on_contact_start(link(1, 2), 2_000), Transmit)
+    assert of(a.on_transmit_done(first.tx_id, True, 6_500), Transmit) == []
+    assert not a.holds(key)
+    assert a.counters["expired"] == 1
+    check_locations(a)
