@@ -550,10 +550,16 @@ class Agent:
         if contact.frm != self.node or contact.to == self.node:
             return actions
         nb = contact.to
+        old = self._links.get(nb)
         self._links[nb] = Link(
             contact=contact, remaining_bytes=self._volume(contact, now)
         )
         with self.store.transaction(durable=False):
+            if old is not None and old.sending is not None:
+                # Another contact to nb was open (overlapping contacts) and
+                # this one replaces its link, whose end is then ignored:
+                # the pieces still to go on it never go, as when it closes.
+                forwarding.abort_pieces(self, old.sending, now, actions)
             self._check_plan(now, actions)
             waiting = self._unrouted.pop(nb, None)
             if waiting:

@@ -226,9 +226,12 @@ class Pieces:
     """
 
     key: str
-    bundle: Bundle
+    bundle: Bundle | None
     """The stored bundle as loaded (each piece is updated for forwarding
-    when it is made, as a stored fragment would be)."""
+    when it is made, as a stored fragment would be); None once the last
+    piece was cut: a bundle waiting for its pieces' outcomes is not held in
+    memory (the window bounds the bytes in flight, not the bundles whose
+    last piece is), and a failure sends it again from the store."""
     sizes: tuple[int, ...]
     """Payload bytes of each piece, in order."""
     link: Link
