@@ -299,3 +299,41 @@ def test_sqlite_discards_roll_back_with_their_block(tmp_path: Path) -> None:
     assert "b" not in s
     assert s.used_bytes == 1
     s.close()
+
+
+def test_sqlite_every_read_and_put_in_a_block_sees_its_discards(
+    tmp_path: Path,
+) -> None:
+    # Each read right after a discard of the key it reads (no count or
+    # put in between to write the queue first): get, get_unchecked,
+    # record, set_state, delete and records() see it gone; a put that only
+    # fits once a discarded bundle left is taken; a key stored, discarded,
+    # stored again and discarded again in one block commits.
+    s = SqliteStore(tmp_path / "b.db", limit_bytes=30, inline_max_bytes=4)
+    with s.transaction():
+        for k in "abcdefg":
+            s.put(rec(k, 4), k.encode() * 4)
+    with s.transaction():
+        s.discard("a")
+        assert s.get("a") is None
+        s.discard("b")
+        assert s.get_unchecked("b") is None
+        s.discard("c")
+        assert s.record("c") is None
+        s.discard("d")
+        s.set_state("d", BundleState.DELIVERING)  # no row to change
+        assert s.record("d") is None
+        s.discard("e")
+        assert s.delete("e") is False  # already gone
+        s.discard("f")
+        assert [r.key for r in s.records()] == ["g"]
+        s.discard("g")
+        s.put(rec("big", 30), b"x" * 30)  # fits only once "g" left
+        s.discard("big")
+        s.put(rec("big", 30), b"y" * 30)
+        s.discard("big")
+        s.put(rec("big", 30), b"z" * 30)
+    assert [r.key for r in s.records()] == ["big"]
+    assert s.get("big") == b"z" * 30
+    assert (len(s), s.used_bytes) == (1, 30)
+    s.close()
