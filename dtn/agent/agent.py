@@ -81,6 +81,7 @@ from dcis.dtn.bpv7.bundle import (
 )
 from dcis.dtn.bpv7.eid import DTN_NONE, DtnEid, Eid, IpnEid, parse_eid
 from dcis.dtn.bpv7.flags import BundleFlags, CrcType
+from dcis.dtn.bpv7.processing import ForwardSplice
 from dcis.dtn.errors import DtnError, InvalidArgument
 from dcis.dtn.routing.contact import Contact
 from dcis.dtn.routing.plan import check_dtn_routes
@@ -356,9 +357,9 @@ class Agent:
         # AgentConfig.keep_decoded and keep_decoded_bytes.
         # (An OrderedDict: the oldest key of a plain dict emptied at its
         # front is found by scanning deleted slots.)
-        self._hot: OrderedDict[str, tuple[Bundle, int, int, bytes | None]] = (
-            OrderedDict()
-        )
+        self._hot: OrderedDict[
+            str, tuple[Bundle, int, int, bytes | None, ForwardSplice | None]
+        ] = OrderedDict()
         self._hot_bytes = 0
         self._backoff: list[tuple[int, int]] = []  # (until, neighbour)
         self._next_tx = 1
@@ -561,7 +562,15 @@ class Agent:
         parts = encode_bundle_parts(bundle)
         data: bytes | tuple[bytes, ...] = parts[0] if len(parts) == 1 else parts
         try:
-            self._accept(bundle, data, key, prev_node=None, now=now, actions=actions)
+            self._accept(
+                bundle,
+                data,
+                key,
+                prev_node=None,
+                now=now,
+                actions=actions,
+                own_encoding=True,
+            )
         except StoreFull as exc:
             self.counters["refused"] += 1
             actions.append(Event("refused", key, str(exc)))
@@ -820,6 +829,7 @@ class Agent:
     _load = entries.load
     _load_bundle = entries.load_bundle
     _hot_payload_crc = entries.hot_payload_crc
+    _hot_splice = entries.hot_splice
     _store_corrupt = entries.store_corrupt
     _corrupt = entries.corrupt
 

@@ -68,6 +68,7 @@ from dcis.dtn.bpv7.bundle import (
 )
 from dcis.dtn.bpv7.flags import BlockType
 from dcis.dtn.bpv7.primary import encode_primary
+from dcis.dtn.bpv7.processing import ForwardSplice, forward_splice
 from dcis.dtn.errors import DecodeError, DtnError
 from dcis.dtn.routing.contact import Contact
 
@@ -276,12 +277,15 @@ def store_new(
     frag_group: str | None = None,
     force: bool = False,
     bundle: Bundle | None = None,
+    own_encoding: bool = False,
 ) -> Entry:
     """Put a new bundle in the store (raises StoreFull unless ``force``)
     and track it in memory and on the expiry heap. ``data``: its bytes, or
     ``encode_bundle_parts``' buffers (stored joined, never joined here).
     ``bundle``: ``data`` decoded, kept for :func:`load_bundle` (within the
-    bounds)."""
+    bounds). ``own_encoding``: ``data`` is ``encode_bundle_parts(bundle)``
+    (a bundle originated here), so forwarding it may splice the stored
+    primary and payload blocks (:func:`hot_splice`)."""
     rec = StoredBundle(
         key=key,
         destination=destination,
@@ -307,12 +311,19 @@ def store_new(
             if len(payload.data) >= GATHER_PAYLOAD_BYTES
             else None
         )
-        _keep_hot(self, key, bundle, rec.size_bytes, received_ms, crc)
+        splice = forward_splice(bundle, data) if own_encoding else None
+        _keep_hot(self, key, bundle, rec.size_bytes, received_ms, crc, splice)
     return e
 
 
 def _keep_hot(
-    self: Agent, key: str, bundle: Bundle, size: int, now: int, crc: bytes | None
+    self: Agent,
+    key: str,
+    bundle: Bundle,
+    size: int,
+    now: int,
+    crc: bytes | None,
+    splice: ForwardSplice | None,
 ) -> None:
     hot = self._hot
     _drop_hot(self, key)
@@ -321,12 +332,12 @@ def _keep_hot(
         if not hot:
             return  # larger than the whole cache
         oldest = next(iter(hot))
-        _b, n, at, _c = hot[oldest]
+        _b, n, at, _c, _s = hot[oldest]
         if now - at < HOT_MAX_AGE_MS:
             return  # full of bundles about to be read: this one is read later
         del hot[oldest]
         self._hot_bytes -= n
-    hot[key] = (bundle, size, now, crc)
+    hot[key] = (bundle, size, now, crc, splice)
     self._hot_bytes += size
 
 
@@ -468,6 +479,18 @@ def hot_payload_crc(self: Agent, key: str, bundle: Bundle) -> bytes | None:
     if got is None or got[3] is None or got[0].blocks[-1] is not bundle.blocks[-1]:
         return None
     return got[3]
+
+
+def hot_splice(self: Agent, key: str) -> tuple[Bundle, ForwardSplice] | None:
+    """Stored bundle ``key`` and the unchanged pieces of its stored
+    encoding, when :func:`store_new` kept it decoded with them (a bundle
+    originated here, no BPSec block): forwarding then writes only its
+    extension blocks (:func:`~dcis.dtn.bpv7.processing.forwarded_parts`).
+    None otherwise."""
+    got = self._hot.get(key)
+    if got is None or got[4] is None:
+        return None
+    return got[0], got[4]
 
 
 def store_corrupt(

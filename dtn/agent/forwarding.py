@@ -54,7 +54,7 @@ from dcis.dtn.bpv7.bundle import (
 from dcis.dtn.bpv7.eid import is_null_eid, parse_eid
 from dcis.dtn.bpv7.flags import BundleFlags
 from dcis.dtn.bpv7.fragment import fragment_at, fragment_bundle
-from dcis.dtn.bpv7.processing import update_for_forwarding
+from dcis.dtn.bpv7.processing import forwarded_parts, update_for_forwarding
 from dcis.dtn.errors import DecodeError, InvalidArgument
 from dcis.dtn.routing.contact import Contact
 
@@ -413,35 +413,21 @@ def prepare(
     what is left of the contact (its stored fragments now head the queue);
     None if it cannot go now (too big for what is left of the contact) or
     was deleted (hop limit, unreadable)."""
-    try:
-        b = self._load_bundle(e.key, actions, now)
-        if b is None:
-            self._entries.pop(e.key, None)
+    spliced = self._hot_splice(e.key) if self._hot else None
+    wire = None
+    if spliced is not None:
+        # Originated here: only the extension blocks are written, the
+        # primary and payload blocks come from the stored encoding (the
+        # same bytes as the general path below; None leaves it to that).
+        b = spliced[0]
+        wire = forwarded_parts(
+            b, spliced[1], node=self.eid, dwell_ms=max(0, now - e.received_ms)
+        )
+    if wire is None:
+        got = _prepare_general(self, e, now, actions)
+        if got is None:
             return None
-        # RFC 9171 5.4: previous node = us, bundle age + time held here,
-        # hop count + 1.
-        out = update_for_forwarding(
-            b, node=self.eid, dwell_ms=max(0, now - e.received_ms)
-        )
-    except DecodeError as exc:
-        self._corrupt(e, exc, actions)
-        return None
-    hop = out.hop_count
-    if hop is not None and hop.exceeded:
-        self._delete(
-            e.key,
-            b,
-            "hop_limit",
-            f"hop limit {hop.limit} reached",
-            StatusReason.HOP_LIMIT_EXCEEDED,
-            now,
-            actions,
-            entry=e,
-        )
-        return None
-    # A large payload block is the one stored: its CRC is read, not computed.
-    crc = self._hot_payload_crc(e.key, out) if e.size >= GATHER_PAYLOAD_BYTES else None
-    wire = encode_bundle_parts(out, payload_crc=crc)
+        b, wire = got
     size = len(wire[0]) if len(wire) == 1 else sum(map(len, wire))
     limit = link.remaining_bytes
     mtu = self.config.mtu_by_neighbour.get(
@@ -490,6 +476,42 @@ def prepare(
     if self._fragment(e, b, first, per, actions):
         return _REQUEUED
     return None
+
+
+def _prepare_general(
+    self: Agent, e: Entry, now: int, actions: list[Action]
+) -> tuple[Bundle, tuple[bytes, ...]] | None:
+    """The stored bundle of ``e`` and its bytes updated for forwarding;
+    None if it was deleted (hop limit, unreadable, gone)."""
+    try:
+        b = self._load_bundle(e.key, actions, now)
+        if b is None:
+            self._entries.pop(e.key, None)
+            return None
+        # RFC 9171 5.4: previous node = us, bundle age + time held here,
+        # hop count + 1.
+        out = update_for_forwarding(
+            b, node=self.eid, dwell_ms=max(0, now - e.received_ms)
+        )
+    except DecodeError as exc:
+        self._corrupt(e, exc, actions)
+        return None
+    hop = out.hop_count
+    if hop is not None and hop.exceeded:
+        self._delete(
+            e.key,
+            b,
+            "hop_limit",
+            f"hop limit {hop.limit} reached",
+            StatusReason.HOP_LIMIT_EXCEEDED,
+            now,
+            actions,
+            entry=e,
+        )
+        return None
+    # A large payload block is the one stored: its CRC is read, not computed.
+    crc = self._hot_payload_crc(e.key, out) if e.size >= GATHER_PAYLOAD_BYTES else None
+    return b, encode_bundle_parts(out, payload_crc=crc)
 
 
 def fragment(

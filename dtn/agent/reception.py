@@ -312,11 +312,14 @@ def accept(
     actions: list[Action],
     expiry: int | None = None,
     received: bool = False,
+    own_encoding: bool = False,
 ) -> None:
     """Store ``bundle`` (raises StoreFull) and route/deliver it.
 
     ``received``: it came from the network, so a whole bundle for this
     node passes the security policy's check (if any) first.
+    ``own_encoding``: ``data`` is ``encode_bundle_parts(bundle)`` (see
+    ``entries.store_new``); never with ``received``.
     """
     p = bundle.primary
     if expiry is None:
@@ -373,6 +376,7 @@ def accept(
         flags=int(p.flags),
         frag_group=group,
         bundle=bundle,
+        own_encoding=own_encoding and not received,
     )
     e.digest = digest
     if state == BundleState.DELIVERING:

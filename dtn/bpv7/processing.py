@@ -3,14 +3,39 @@
 RFC 9171 section 5.6 step 3 (block processing flags on reception) and 5.4
 (forwarding: previous node, bundle age, hop count).
 https://www.rfc-editor.org/rfc/rfc9171#section-5.6
+
+Theory of operation
+-------------------
+:func:`update_for_forwarding` rewrites a bundle's hop blocks (previous
+node, bundle age, hop count) for the next hop; the agent then encodes the
+result. For a bundle this node encoded itself (originated here: the stored
+bytes are ``encode_bundle_parts`` of the very bundle object) only the
+extension blocks differ from the stored encoding -- each block carries its
+own CRC, so the primary block and the payload block are the same bytes at
+every hop. :func:`forward_splice` cuts those two pieces from the stored
+encoding once (:class:`ForwardSplice`) and :func:`forwarded_parts` writes
+the forwarded bundle as the primary block's bytes, the extension blocks
+encoded (the previous node block and the next hop count block remembered:
+they are the same for every bundle from here), and the payload block's
+bytes: byte for byte ``encode_bundle_parts(update_for_forwarding(b))``
+(spec/performance.md, "Seventh round: the forwarding encode spliced").
+Anything else -- BPSec blocks, a hop limit exceeded, a value out of range
+or a malformed block -- answers None, and the caller takes the general
+path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Final
 
-from dcis.dtn.bpv7.bundle import Bundle, bcb_targets, trusted_bundle
+from dcis.dtn.bpv7.bundle import (
+    GATHER_PAYLOAD_BYTES,
+    Bundle,
+    bcb_targets,
+    trusted_bundle,
+)
 from dcis.dtn.bpv7.canonical import (
     KNOWN_BLOCK_TYPES,
     CanonicalBlock,
@@ -20,15 +45,18 @@ from dcis.dtn.bpv7.canonical import (
     _set_CanonicalBlock_flags,
     _set_CanonicalBlock_number,
     _set_CanonicalBlock_type_code,
+    block_head,
     decode_bundle_age_untrusted,
     decode_hop_count_untrusted,
+    encode_block_parts,
     encode_bundle_age,
     encode_hop_count,
     encode_previous_node,
 )
 from dcis.dtn.bpv7.eid import Eid
 from dcis.dtn.bpv7.flags import BlockFlags, BlockType, CrcType
-from dcis.dtn.bpv7.primary import check_uint
+from dcis.dtn.bpv7.primary import check_uint, encode_primary
+from dcis.dtn.errors import DecodeError, InvalidArgument
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +250,203 @@ def _block(
     _set_CanonicalBlock_crc_type(blk, crc_type)
     _set_CanonicalBlock_data(blk, data)
     return blk
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardSplice:
+    """The pieces of a bundle's canonical encoding that forwarding leaves
+    unchanged (:func:`forward_splice`)."""
+
+    head: bytes
+    """The outer array's head and the primary block."""
+    payload_head: bytes
+    """The payload block up to its data (array head, fields, data's head)."""
+    tail: bytes
+    """The payload block's CRC field (if it has one) and the closing break."""
+
+
+# Length of a block's CRC field (the byte string's head and value) by CRC type.
+_CRC_FIELD_BYTES: Final = (0, 3, 5)
+
+# Blocks whose presence keeps a bundle on the general path: a BIB's or a
+# BCB's targets, and a BCB's ciphertext, are not rewritten here.
+_SECURITY_BLOCKS: Final = frozenset((BlockType.BIB, BlockType.BCB))
+
+_U64: Final = 0xFFFF_FFFF_FFFF_FFFF
+
+
+def forward_splice(
+    b: Bundle, data: bytes | memoryview | tuple[bytes, ...]
+) -> ForwardSplice | None:
+    """The unchanged pieces of ``data`` for :func:`forwarded_parts`, or None
+    when ``b`` must take the general path (a BIB or a BCB among its blocks)
+    or ``data`` is not laid out as its canonical encoding.
+
+    ``data`` must be ``encode_bundle_parts(b)`` (or its join): bytes this
+    node encoded from this very bundle object, e.g. one it originated --
+    never bytes received, which may encode a field in a longer CBOR form.
+    The primary block and the payload block's head are compared with
+    their canonical encoding; the payload block's CRC field is taken from
+    ``data`` (the caller's contract: not computed again).
+    """
+    blocks = b.blocks
+    for blk in blocks:
+        if blk.type_code in _SECURITY_BLOCKS:
+            return None
+    payload = blocks[-1]
+    k = _CRC_FIELD_BYTES[payload.crc_type]
+    head = b"\x9f" + encode_primary(b.primary)
+    payload_head = block_head(payload)
+    if isinstance(data, tuple):
+        if len(data) == 1:
+            data = data[0]
+        elif len(data) != 3 or data[1] is not payload.data:
+            return None
+        else:
+            first, tail = data[0], data[2]
+            if (
+                len(tail) != k + 1
+                or first[: len(head)] != head
+                or first[len(first) - len(payload_head) :] != payload_head
+            ):
+                return None
+            return ForwardSplice(head, payload_head, bytes(tail))
+    end = len(data) - 1  # the closing break
+    start = end - k - len(payload.data) - len(payload_head)
+    if (
+        start < len(head)
+        or data[end] != 0xFF
+        or data[: len(head)] != head
+        or data[start : start + len(payload_head)] != payload_head
+    ):
+        return None
+    return ForwardSplice(head, payload_head, bytes(data[end - k :]))
+
+
+def forwarded_parts(
+    b: Bundle, splice: ForwardSplice, *, node: Eid, dwell_ms: int
+) -> tuple[bytes, ...] | None:
+    """``encode_bundle_parts(update_for_forwarding(b, node=node,
+    dwell_ms=dwell_ms))``, byte for byte and in the same buffers, written
+    from ``splice`` (:func:`forward_splice` of ``b`` and its stored bytes)
+    with only the extension blocks encoded. None when the general path
+    must decide: the hop limit exceeded (the bundle is deleted there), a
+    malformed extension block, a number or an age out of range.
+    """
+    blocks = b.blocks
+    parts: list[bytes | memoryview] = [splice.head]
+    prev_seen = age_seen = hop_seen = False
+    top = 1  # the payload block's number
+    try:
+        for blk in blocks[:-1]:
+            t = blk.type_code
+            n = blk.number
+            if n > top:
+                top = n
+            if t == BlockType.PREVIOUS_NODE and not prev_seen:
+                prev_seen = True
+                parts.append(_previous_node_block(n, blk.flags, blk.crc_type, node))
+            elif t == BlockType.BUNDLE_AGE and not age_seen:
+                age_seen = True
+                age = decode_bundle_age_untrusted(blk.data) + dwell_ms
+                parts.extend(
+                    encode_block_parts(
+                        _block(t, n, blk.flags, blk.crc_type, encode_bundle_age(age))
+                    )
+                )
+            elif t == BlockType.HOP_COUNT and not hop_seen:
+                hop_seen = True
+                got = _next_hop_count_block(n, blk.flags, blk.crc_type, blk.data)
+                if got is None:
+                    return None  # hop limit exceeded
+                parts.append(got)
+            else:
+                parts.extend(encode_block_parts(blk))
+        if not prev_seen:
+            top += 1
+            if top > _U64:
+                return None
+            parts.append(_previous_node_block(top, BlockFlags.NONE, CrcType.NONE, node))
+        if not age_seen and b.primary.creation.time_ms == 0:
+            top += 1
+            if top > _U64:
+                return None
+            parts.extend(
+                encode_block_parts(
+                    _block(
+                        BlockType.BUNDLE_AGE,
+                        top,
+                        BlockFlags.NONE,
+                        CrcType.NONE,
+                        encode_bundle_age(dwell_ms),
+                    )
+                )
+            )
+    except (DecodeError, InvalidArgument):
+        return None
+    parts.append(splice.payload_head)
+    data = blocks[-1].data
+    if len(data) < GATHER_PAYLOAD_BYTES:
+        parts.append(data)
+        parts.append(splice.tail)
+        return (b"".join(parts),)
+    return (b"".join(parts), data, splice.tail)
+
+
+# Encoded forwarding blocks, by their fields: the previous node block is
+# the same for every bundle from this node, the hop count block for every
+# bundle with the same count so far.
+_PREVIOUS_NODE_BLOCKS: dict[tuple[int, int, int, Eid], bytes] = {}
+_NEXT_HOP_COUNT_BLOCKS: dict[tuple[int, int, int, bytes], bytes | None] = {}
+
+
+def _previous_node_block(number: int, flags: int, crc_type: int, node: Eid) -> bytes:
+    """The encoded previous node block naming ``node``, remembered."""
+    key = (number, flags, crc_type, node)
+    got = _PREVIOUS_NODE_BLOCKS.get(key)
+    if got is None:
+        got = b"".join(
+            encode_block_parts(
+                _block(
+                    BlockType.PREVIOUS_NODE,
+                    number,
+                    BlockFlags(flags),
+                    CrcType(crc_type),
+                    _previous_node_data(node),
+                )
+            )
+        )
+        if len(_PREVIOUS_NODE_BLOCKS) < _CACHE_MAX:
+            _PREVIOUS_NODE_BLOCKS[key] = got
+    return got
+
+
+def _next_hop_count_block(
+    number: int, flags: int, crc_type: int, old: bytes
+) -> bytes | None:
+    """The encoded hop count block one hop after data ``old``, remembered;
+    None when that count exceeds the limit. Raises as
+    :func:`_next_hop_count_data`."""
+    key = (number, flags, crc_type, old)
+    if key in _NEXT_HOP_COUNT_BLOCKS:
+        return _NEXT_HOP_COUNT_BLOCKS[key]
+    data = _next_hop_count_data(old)
+    got: bytes | None = None
+    if not decode_hop_count_untrusted(data).exceeded:
+        got = b"".join(
+            encode_block_parts(
+                _block(
+                    BlockType.HOP_COUNT,
+                    number,
+                    BlockFlags(flags),
+                    CrcType(crc_type),
+                    data,
+                )
+            )
+        )
+    if len(_NEXT_HOP_COUNT_BLOCKS) < _CACHE_MAX and len(old) <= 32:
+        _NEXT_HOP_COUNT_BLOCKS[key] = got
+    return got
 
 
 def hop_limit_exceeded(b: Bundle) -> bool:
