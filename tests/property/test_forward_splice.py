@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -89,6 +90,7 @@ def _forwarded(b: Bundle, node: Eid, dwell_ms: int) -> Bundle:
     dwell_ms=dwells,
     no_clock=st.booleans(),
     joined=st.booleans(),
+    security=st.sampled_from([None, None, BlockType.BIB, BlockType.BCB]),
 )
 def test_the_splice_is_the_general_encoding_of_any_bundle(
     b: Bundle,
@@ -98,6 +100,7 @@ def test_the_splice_is_the_general_encoding_of_any_bundle(
     dwell_ms: int,
     no_clock: bool,
     joined: bool,
+    security: BlockType | None,
 ) -> None:
     # Any valid bundle (any extension blocks, numbers, flags and CRC types,
     # unknown and BPSec block types among them), its payload resized.
@@ -107,7 +110,13 @@ def test_the_splice_is_the_general_encoding_of_any_bundle(
         p = replace(p, creation=CreationTimestamp(0, p.creation.sequence))
     if p.fragment_offset is not None:
         p = replace(p, fragment_offset=0, total_adu_length=size)
-    b = Bundle(p, (*b.blocks[:-1], replace(b.blocks[-1], data=payload)))
+    blocks = b.blocks[:-1]
+    if security is not None:
+        # A BIB or BCB targeting the payload block: the general path only.
+        top = max((blk.number for blk in blocks), default=1)
+        if top < 2**64 - 1:
+            blocks = (*blocks, CanonicalBlock(security, top + 1, 0, 0, b"\x81\x01"))
+    b = Bundle(p, (*blocks, replace(b.blocks[-1], data=payload)))
     _check(b, node, dwell_ms, joined)
 
 
@@ -186,3 +195,25 @@ def test_a_payload_block_not_the_stored_one_is_refused() -> None:
     )
     assert forward_splice(copy, parts) is None  # not the very data object
     assert forward_splice(b, parts) is not None
+
+
+@pytest.mark.parametrize("size", [G - 1, G, G + 1])
+@pytest.mark.parametrize("crc", list(CrcType))
+def test_the_splice_keeps_the_buffers_at_the_gather_threshold(
+    size: int, crc: CrcType
+) -> None:
+    b = make_bundle(
+        source="ipn:1.1",
+        destination="ipn:2.1",
+        payload=b"\x5a" * size,
+        creation_ms=5,
+        crc_type=crc,
+        hop_limit=3,
+    )
+    for stored in (encode_bundle_parts(b), b"".join(encode_bundle_parts(b))):
+        splice = forward_splice(b, stored)
+        assert splice is not None
+        fast = forwarded_parts(b, splice, node=IpnEid(1, 0), dwell_ms=7)
+        assert fast is not None
+        assert len(fast) == (1 if size < G else 3)
+        assert fast == _slow(b, IpnEid(1, 0), 7)
