@@ -207,13 +207,29 @@ def _store_pieces(self: Agent, g: HeldGroup, now: int, actions: list[Action]) ->
     for rng, piece in sorted(g.parts.items()):
         key = piece.bundle_key
         whole = piece.original_key
-        # A piece of a bundle held or delivered whole by now (an earlier
-        # piece stored here completed it) is a duplicate: acknowledged.
-        if (
-            key not in self._entries
-            and whole not in self._entries
-            and not self.store.is_delivered(whole)
-        ):
+        stored = True
+        if self.store.is_delivered(whole):
+            stored = False  # delivered whole by now: a duplicate
+        elif key in self._entries or whole in self._entries:
+            # Something with its key came meanwhile (another CL, a bare
+            # bundle, an earlier piece stored here completed the bundle):
+            # as on reception, a copy of it is a duplicate, acknowledged;
+            # one with other content is kept apart, never acknowledged as
+            # a "duplicate" of, say, a forgery and dropped.
+            variant = self._variant_key(piece, key, now, actions)
+            if variant is None:
+                stored = False
+            elif not variant:
+                self.counters["refused"] += 1
+                actions.append(
+                    Event("refused", key, "more copies differ than are kept")
+                )
+                continue  # not acknowledged: the previous hop keeps it
+            else:
+                actions.append(Event("variant", variant, "same key, other content"))
+                self.counters["variants"] += 1
+                key = variant
+        if stored:
             try:
                 self._accept(
                     piece,
@@ -229,6 +245,9 @@ def _store_pieces(self: Agent, g: HeldGroup, now: int, actions: list[Action]) ->
                 self.counters["refused"] += 1
                 actions.append(Event("refused", key, str(exc)))
                 continue  # not acknowledged: the previous hop keeps it
+        else:
+            self.counters["duplicates"] += 1
+            actions.append(Event("duplicate", key))
         self._report_bundle(
             piece, StatusKind.RECEIVED, StatusReason.NO_INFO, now, actions
         )

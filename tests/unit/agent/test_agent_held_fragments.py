@@ -11,11 +11,26 @@ from pathlib import Path
 
 from dcis.dtn.agent.actions import Ack, Action, Deliver, Schedule
 from dcis.dtn.agent.agent import Agent, AgentConfig
+from dcis.dtn.agent.entries import MAX_VARIANTS
 from dcis.dtn.agent.store import MemoryStore
-from dcis.dtn.bpv7.bundle import Bundle, encode_bundle, make_bundle
+from dcis.dtn.bpv7.bundle import (
+    Bundle,
+    decode_bundle_untrusted,
+    encode_bundle,
+    make_bundle,
+)
 from dcis.dtn.bpv7.fragment import fragment_bundle
 from dcis.dtn.storage.sqlite_store import SqliteStore
 from tests.unit.agent.helpers import check_locations, events, of
+from tests.unit.security.test_agent_security import PAYLOAD as SECURE_PAYLOAD
+from tests.unit.security.test_agent_security import (
+    T0,
+    open_link,
+    secure_agent,
+    send_1_to_3,
+    transmits,
+)
+from tests.unit.security.test_content_duplicates import forge
 
 PAYLOAD = bytes(i % 251 for i in range(30_000))
 CFG = AgentConfig(hold_fragments_ms={"udp": 200}, keep_decoded=64)
@@ -207,3 +222,63 @@ def test_pieces_stored_at_the_end_of_their_hold_are_stored_durably(
     acts = a.on_tick(2_200)
     assert of(acts, Ack) == [Ack(1, 0)]
     assert store.write_generation > gen
+
+
+def test_a_bound_reached_stores_and_acknowledges_the_piece_at_once() -> None:
+    # Room for one piece: the first piece of a second bundle does not fit,
+    # so it is stored and acknowledged now, the first bundle's piece stays
+    # held (its Ack withheld).
+    a = _node2(replace(CFG, hold_fragments_bytes=15_000))
+    assert of(_rx(a, _pieces(0)[0], 0, 2_000), Ack) == []
+    assert of(_rx(a, _pieces(1)[0], 1, 2_001), Ack) == [Ack(1, 1)]
+    assert a.store.puts == 1  # type: ignore[attr-defined]
+    assert 0 < a._held_bytes <= 15_000
+    # Another piece of the held bundle that does not fit either: the held
+    # group is stored too, each piece acknowledged.
+    acts = _rx(a, _pieces(0)[1], 2, 2_002)
+    assert sorted(x.cl_token for x in of(acts, Ack)) == [0, 2]
+    assert a._held_bytes == 0
+    check_locations(a)
+
+
+def test_a_copy_with_other_content_stored_meanwhile_does_not_hide_a_held_piece() -> (
+    None
+):
+    # A forger who saw a held piece sends a copy with its key and other
+    # bytes as a bare bundle (no token: stored at once). The held genuine
+    # piece, when its hold ends, is kept apart as a variant -- never
+    # acknowledged as a "duplicate" of the forgery and dropped: the
+    # security policy then picks the genuine combination.
+    tx = secure_agent(1, config=AgentConfig(max_bundle_bytes=1200))
+    rx = secure_agent(3, config=AgentConfig(hold_fragments_ms={"udp": 200}))
+    open_link(tx, 3)
+    frags = [t.data for t in transmits(send_1_to_3(tx))]
+    assert len(frags) >= 3
+    got = rx.on_receive(cla="udp", neighbor=1, data=frags[0], now=T0, cl_token=0)
+    assert of(got, Ack) == []  # held
+    got += rx.on_receive(cla="udp", neighbor=9, data=forge(frags[0]), now=T0 + 1)
+    for i, data in enumerate(frags[1:], 1):
+        got += rx.on_receive(cla="udp", neighbor=1, data=data, now=T0 + 2, cl_token=i)
+    got += rx.on_tick(T0 + 200)  # the hold of the first piece ends
+    assert Ack(1, 0) in of(got, Ack)
+    assert [d.payload for d in of(got, Deliver)] == [SECURE_PAYLOAD]
+
+
+def test_a_held_piece_past_the_bound_of_differing_copies_is_not_acknowledged() -> None:
+    a = _node2()
+    p0 = _pieces()[0]
+    _rx(a, p0, 0, 2_000)
+    b = decode_bundle_untrusted(p0)
+    pb = b.payload_block
+    for i in range(1, MAX_VARIANTS + 2):  # the key, then MAX_VARIANTS apart
+        copy = Bundle(
+            b.primary, (*b.blocks[:-1], replace(pb, data=bytes([i]) + pb.data[1:]))
+        )
+        a.on_receive(cla="bare", neighbor=9, data=encode_bundle(copy), now=2_001)
+    acts = a.on_tick(2_200)
+    # No room to keep the genuine piece apart: refused, not acknowledged
+    # (its sender sends it again).
+    assert of(acts, Ack) == []
+    assert events(acts, "refused")
+    assert not a._held
+    check_locations(a)
