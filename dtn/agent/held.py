@@ -34,6 +34,7 @@ Functions take the ``Agent`` as ``self`` (bound as its private methods; see
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -127,6 +128,7 @@ def hold_fragment(
         g = self._held[group] = HeldGroup(
             total=total, since=now, hold_ms=hold_ms, prev_node=prev_node, expiry=expiry
         )
+        heapq.heappush(self._held_due, (g.deadline, group))
     g.parts[rng] = bundle
     g.acks[rng] = [ack]
     g.nbytes += size
@@ -150,6 +152,10 @@ def _covered(g: HeldGroup) -> bool:
 def _take(self: Agent, group: str) -> HeldGroup:
     g = self._held.pop(group)
     self._held_bytes -= g.nbytes
+    if not self._held:
+        # Nothing held: every deadline in the heap is stale. (Else a stale
+        # one is dropped when it reaches the top, within the hold time.)
+        self._held_due.clear()
     return g
 
 
@@ -254,20 +260,36 @@ def _store_pieces(self: Agent, g: HeldGroup, now: int, actions: list[Action]) ->
         actions.extend(g.acks[rng])
 
 
+def _due_top(self: Agent) -> tuple[int, str] | None:
+    """The earliest (deadline, group) of a group still held: stale heap
+    tops (groups released or flushed, or held again since) are dropped, so
+    a tick or a deadline costs O(log n), not a pass over every group."""
+    heap = self._held_due
+    while heap:
+        at, group = heap[0]
+        g = self._held.get(group)
+        if g is not None and g.deadline == at:
+            return heap[0]
+        heapq.heappop(heap)
+    return None
+
+
 def flush_due(self: Agent, now: int, actions: list[Action]) -> None:
     """Flush every held group whose hold time is over. Their Acks follow
     the store writes, so the writes are durable ones even inside the
     relaxed transaction of a tick (a driver's group commit then syncs them
     before it sends the Acks)."""
-    due = [k for k, g in self._held.items() if g.deadline <= now]
-    if due:
-        with self.store.transaction(durable=True):
-            for group in due:
-                flush(self, group, now, actions)
+    top = _due_top(self)
+    if top is None or top[0] > now:
+        return
+    with self.store.transaction(durable=True):
+        while top is not None and top[0] <= now:
+            heapq.heappop(self._held_due)
+            flush(self, top[1], now, actions)
+            top = _due_top(self)
 
 
 def held_deadline(self: Agent) -> int | None:
     """The earliest hold time to end (DTN ms), None when nothing is held."""
-    if not self._held:
-        return None
-    return min(g.deadline for g in self._held.values())
+    top = _due_top(self)
+    return None if top is None else top[0]

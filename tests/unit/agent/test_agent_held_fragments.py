@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from dcis.dtn.agent import held
 from dcis.dtn.agent.actions import Ack, Action, Deliver, Schedule
 from dcis.dtn.agent.agent import Agent, AgentConfig
 from dcis.dtn.agent.entries import MAX_VARIANTS
@@ -86,6 +87,8 @@ def test_pieces_are_acknowledged_once_the_whole_bundle_is_stored() -> None:
     assert sorted(x.cl_token for x in of(acts, Ack)) == [0, 1, 2]
     assert a.store.puts == 1  # type: ignore[attr-defined]
     assert a.counters["reassembled"] == 1
+    assert not a._held
+    assert not a._held_due  # no timer left behind
     a.on_delivered(d.bundle_key, 2_020)
     assert len(a.store) == 0
     # A piece sent again (its Ack was lost) is a duplicate, acknowledged.
@@ -281,4 +284,25 @@ def test_a_held_piece_past_the_bound_of_differing_copies_is_not_acknowledged() -
     assert of(acts, Ack) == []
     assert events(acts, "refused")
     assert not a._held
+    check_locations(a)
+
+
+def test_holds_of_other_lengths_end_in_deadline_order() -> None:
+    # Groups held over CLs with other hold times end in deadline order,
+    # not in the order they came; a group released early leaves no timer.
+    a = _node2(replace(CFG, hold_fragments_ms={"udp": 200, "slow": 500}))
+    _rx(a, _pieces(0)[0], 0, 2_000, cla="slow")  # ends at 2_500
+    _rx(a, _pieces(1)[0], 1, 2_010)  # ends at 2_210
+    got: list[Action] = []
+    for i, data in enumerate(_pieces(2)):  # whole at once: released
+        got += _rx(a, data, 10 + i, 2_020)
+    assert len(of(got, Deliver)) == 1
+    assert held.held_deadline(a) == 2_210
+    assert of(a.on_tick(2_209), Ack) == []
+    assert of(a.on_tick(2_210), Ack) == [Ack(1, 1)]
+    assert held.held_deadline(a) == 2_500
+    assert of(a.on_tick(2_499), Ack) == []
+    assert of(a.on_tick(2_500), Ack) == [Ack(1, 0)]
+    assert held.held_deadline(a) is None
+    assert a._held_due == []
     check_locations(a)
