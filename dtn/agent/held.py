@@ -14,7 +14,8 @@ whole bundle is accepted as if it had come whole (stored once, checked by
 the security policy, handed over); then every held piece's Acks are
 emitted, after that store write, so the driver releases them with its
 durable commit: persist before acknowledge holds, each piece's bytes being
-in the stored whole. A group not whole within its hold time (flushed by ``on_tick``, in a durable
+in the stored whole (a whole the security policy refuses is not kept: its
+pieces are then stored as fragments, as below). A group not whole within its hold time (flushed by ``on_tick``, in a durable
 transaction: the Acks follow), or with a copy
 of a piece with other content, a piece that disagrees on the total length
 or does not fit the bound, is *flushed* (:func:`flush`): its pieces go the
@@ -190,6 +191,15 @@ def release(self: Agent, group: str, now: int, actions: list[Action]) -> None:
             # Not acknowledged: the previous hop keeps every piece.
             self.counters["refused"] += 1
             actions.append(Event("refused", key, str(exc)))
+            return
+        if key not in self._entries:
+            # Not kept: refused by the security policy (forged pieces may
+            # have made it whole before the genuine ones came), its lifetime
+            # over, or an admin record for an endpoint nobody registered.
+            # As on the ordinary path, the pieces are stored as fragments
+            # and acknowledged, waiting for other copies: acknowledging
+            # pieces kept nowhere would lose the genuine ones.
+            _store_pieces(self, g, now, actions)
             return
         self.counters["reassembled"] += 1
         actions.append(

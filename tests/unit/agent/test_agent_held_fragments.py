@@ -306,3 +306,26 @@ def test_holds_of_other_lengths_end_in_deadline_order() -> None:
     assert held.held_deadline(a) is None
     assert a._held_due == []
     check_locations(a)
+
+
+def test_forged_pieces_that_complete_a_held_group_lose_no_genuine_piece() -> None:
+    # A forger who saw the first piece sends forged copies of the others
+    # before they come: the held group is whole, the security policy
+    # refuses it. The genuine first piece is acknowledged -- so it must be
+    # kept (as on the ordinary path), and the genuine rest, when it comes,
+    # makes the bundle.
+    tx = secure_agent(1, config=AgentConfig(max_bundle_bytes=1200))
+    rx = secure_agent(3, config=AgentConfig(hold_fragments_ms={"udp": 200}))
+    open_link(tx, 3)
+    frags = [t.data for t in transmits(send_1_to_3(tx))]
+    assert len(frags) >= 3
+    got = rx.on_receive(cla="udp", neighbor=1, data=frags[0], now=T0, cl_token=0)
+    for i, data in enumerate(frags[1:], 1):
+        got += rx.on_receive(
+            cla="udp", neighbor=9, data=forge(data), now=T0 + 1, cl_token=100 + i
+        )
+    for i, data in enumerate(frags[1:], 1):
+        got += rx.on_receive(cla="udp", neighbor=1, data=data, now=T0 + 2, cl_token=i)
+    got += rx.on_tick(T0 + 300)  # any hold still running ends
+    assert Ack(1, 0) in of(got, Ack)
+    assert [d.payload for d in of(got, Deliver)] == [SECURE_PAYLOAD]
