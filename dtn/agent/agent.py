@@ -262,6 +262,16 @@ class Received(NamedTuple):
     cl_token: int | None = None
 
 
+class SendRequest(NamedTuple):
+    """One app bundle to originate, for :meth:`Agent.send_many` (the
+    arguments of :meth:`Agent.send` that a daemon's app API passes)."""
+
+    source: str
+    destination: str
+    payload: bytes
+    lifetime_ms: int
+
+
 # Flag tests as ints (an IntFlag's & builds a new flag: ~1.5 us each).
 _AGENT_SET_FLAGS = int(BundleFlags.IS_FRAGMENT | BundleFlags.ADMIN_RECORD)
 _REPORT_BITS = int(REPORT_FLAGS)
@@ -429,6 +439,71 @@ class Agent:
         for status reports, else ``dtn:none``. Raises :class:`StoreFull` when
         the store refuses it, :class:`InvalidArgument` for bad arguments.
         """
+        actions: list[Action] = []
+        with self.store.transaction():
+            key = self._send(
+                source,
+                destination,
+                payload,
+                lifetime_ms,
+                now,
+                flags,
+                report_to,
+                actions,
+            )
+        self._finish(actions)
+        return key, actions
+
+    def send_many(
+        self, requests: Iterable[SendRequest], now: int
+    ) -> tuple[list[str | Exception], list[Action]]:
+        """:meth:`send` for several bundles (no flags, default report-to), in
+        one store transaction and with one look at the timers: what a daemon
+        does with the sends of one app read (issue 18: the per-call work of
+        ``send`` was a few percent of a 1 KB bundle's CPU).
+
+        Returns each request's outcome, in order -- its bundle key, or the
+        exception :meth:`send` would have raised for it alone (the others go
+        on; a refused one leaves no action) -- and the actions of all.
+        """
+        actions: list[Action] = []
+        results: list[str | Exception] = []
+        none = BundleFlags.NONE
+        with self.store.transaction():
+            for source, destination, payload, lifetime_ms in requests:
+                mark = len(actions)
+                try:
+                    results.append(
+                        self._send(
+                            source,
+                            destination,
+                            payload,
+                            lifetime_ms,
+                            now,
+                            none,
+                            None,
+                            actions,
+                        )
+                    )
+                except Exception as exc:  # the request's outcome, as send's
+                    del actions[mark:]
+                    results.append(exc)
+        self._finish(actions)
+        return results, actions
+
+    def _send(
+        self,
+        source: str,
+        destination: str,
+        payload: bytes,
+        lifetime_ms: int,
+        now: int,
+        flags: BundleFlags,
+        report_to: str | None,
+        actions: list[Action],
+    ) -> str:
+        """:meth:`send`'s work inside the caller's transaction; the bundle
+        key (raises as ``send``)."""
         src = parse_eid(source)
         dst = parse_eid(destination)
         if isinstance(src, IpnEid) and src.node != self.node:
@@ -469,37 +544,32 @@ class Agent:
             if report_to is not None
             else (src if wants_reports else DTN_NONE)
         )
-        actions: list[Action] = []
-        with self.store.transaction():
-            bundle = self._originate(
-                source=src,
-                destination=dst,
-                payload=bytes(payload),
-                lifetime_ms=lifetime_ms,
-                now=now,
-                flags=flags,
-                report_to=rpt,
-            )
-            if self.security is not None and self._dest_of(dst) != self.node:
-                # End-to-end protection at the source (RFC 9172 5.1.1); the
-                # primary block, hence the key, is unchanged.
-                bundle = self.security.protect(bundle, now=now)
-            key = bundle.bundle_key
-            # A large payload is stored after its head with one writev, not
-            # joined to it first (one copy of it fewer: spec/performance.md).
-            parts = encode_bundle_parts(bundle)
-            data: bytes | tuple[bytes, ...] = parts[0] if len(parts) == 1 else parts
-            try:
-                self._accept(
-                    bundle, data, key, prev_node=None, now=now, actions=actions
-                )
-            except StoreFull as exc:
-                self.counters["refused"] += 1
-                actions.append(Event("refused", key, str(exc)))
-                raise
-            self.counters["sent"] += 1
-        self._finish(actions)
-        return key, actions
+        bundle = self._originate(
+            source=src,
+            destination=dst,
+            payload=bytes(payload),
+            lifetime_ms=lifetime_ms,
+            now=now,
+            flags=flags,
+            report_to=rpt,
+        )
+        if self.security is not None and self._dest_of(dst) != self.node:
+            # End-to-end protection at the source (RFC 9172 5.1.1); the
+            # primary block, hence the key, is unchanged.
+            bundle = self.security.protect(bundle, now=now)
+        key = bundle.bundle_key
+        # A large payload is stored after its head with one writev, not
+        # joined to it first (one copy of it fewer: spec/performance.md).
+        parts = encode_bundle_parts(bundle)
+        data: bytes | tuple[bytes, ...] = parts[0] if len(parts) == 1 else parts
+        try:
+            self._accept(bundle, data, key, prev_node=None, now=now, actions=actions)
+        except StoreFull as exc:
+            self.counters["refused"] += 1
+            actions.append(Event("refused", key, str(exc)))
+            raise
+        self.counters["sent"] += 1
+        return key
 
     def on_receive(
         self,
@@ -552,10 +622,16 @@ class Agent:
         if contact.frm != self.node or contact.to == self.node:
             return actions
         nb = contact.to
+        old = self._links.get(nb)
         self._links[nb] = Link(
             contact=contact, remaining_bytes=self._volume(contact, now)
         )
         with self.store.transaction(durable=False):
+            if old is not None and old.sending is not None:
+                # Another contact to nb was open (overlapping contacts) and
+                # this one replaces its link, whose end is then ignored:
+                # the pieces still to go on it never go, as when it closes.
+                forwarding.abort_pieces(self, old.sending, now, actions)
             self._check_plan(now, actions)
             waiting = self._unrouted.pop(nb, None)
             if waiting:

@@ -226,9 +226,12 @@ class Pieces:
     """
 
     key: str
-    bundle: Bundle
+    bundle: Bundle | None
     """The stored bundle as loaded (each piece is updated for forwarding
-    when it is made, as a stored fragment would be)."""
+    when it is made, as a stored fragment would be); None once the last
+    piece was cut: a bundle waiting for its pieces' outcomes is not held in
+    memory (the window bounds the bytes in flight, not the bundles whose
+    last piece is), and a failure sends it again from the store."""
     sizes: tuple[int, ...]
     """Payload bytes of each piece, in order."""
     link: Link
@@ -378,7 +381,8 @@ def remove(self: Agent, e: Entry) -> None:
         p = self._pieces.pop(e.key, None)
         if p is not None and p.link.sending is p:
             p.link.sending = None
-    self.store.delete(e.key)
+    # No answer needed: a store batches it with the transaction's others.
+    self.store.discard(e.key)
     if self._entries.pop(e.key, None) is not None:
         base = variant_base(e.key)
         if base is not None:

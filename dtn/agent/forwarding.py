@@ -303,6 +303,12 @@ def pump(self: Agent, nb: int, now: int, actions: list[Action]) -> None:
         if window_bytes is not None and link.inflight_bytes >= window_bytes:
             break
         if link.sending is not None:
+            pe = self._entries.get(link.sending.key)
+            if pe is not None and pe.expiry_ms <= now:
+                # Lifetime over before its tick (as for a queued bundle
+                # below): expire it, send no further piece.
+                self._expire(pe, now, actions)
+                continue
             _send_piece(self, link.sending, nb, now, actions)
             continue
         if not q:
@@ -380,11 +386,13 @@ def _send_piece(
     would be, so the bytes on the wire are those of the fragments this
     node once stored. Its transmission id."""
     size = p.sizes[p.sent]
+    assert p.bundle is not None  # pieces are still to be cut
     piece = fragment_at(p.bundle, p.offset, size)
     p.offset += size
     p.sent += 1
     if p.sent == len(p.sizes):
         p.link.sending = None
+        p.bundle = None  # only the outcomes are awaited now
     e = self._entries[p.key]
     # The blocks were updated once already (prepare): no DecodeError here.
     out = update_for_forwarding(

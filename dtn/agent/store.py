@@ -210,6 +210,13 @@ class BundleStore(Protocol):
         """Remove bundle ``key``; True if it was stored."""
         ...
 
+    def discard(self, key: str) -> None:
+        """Remove bundle ``key`` if it is stored, with no answer: inside a
+        :meth:`transaction` a store may batch it with the block's other
+        discards until the commit (every read of the store sees it done).
+        What the agent uses when it drops a bundle it holds."""
+        ...
+
     def records(self) -> Iterator[StoredBundle]:
         """Every stored bundle's metadata (for recovery after a restart)."""
         ...
@@ -337,6 +344,10 @@ class MemoryStore:
         del self._data[key]
         self._used -= rec.size_bytes
         return True
+
+    def discard(self, key: str) -> None:
+        """See :meth:`BundleStore.discard` (here: :meth:`delete`)."""
+        self.delete(key)
 
     def records(self) -> Iterator[StoredBundle]:
         """See :meth:`BundleStore.records`."""

@@ -4,7 +4,9 @@ https://www.rfc-editor.org/rfc/rfc9171#section-5.8
 
 Each fragment is a bundle whose primary block has IS_FRAGMENT set, the
 fragment offset (bytes into the original application data unit, ADU) and the
-total ADU length. Blocks with MUST_REPLICATE appear in every fragment; every
+total ADU length. Blocks with MUST_REPLICATE appear in every fragment, and
+so does the bundle age block of a bundle with no creation time (RFC 9171
+4.4.2: each fragment is such a bundle); every
 other extension block only in the first (offset-0 part), which is where
 reassembly takes them from. Fragmenting a fragment is allowed: offsets stay
 relative to the original ADU.
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field, replace
 
 from dcis.dtn.bpv7.bundle import Bundle
 from dcis.dtn.bpv7.eid import is_null_eid
-from dcis.dtn.bpv7.flags import BlockFlags, BundleFlags
+from dcis.dtn.bpv7.flags import BlockFlags, BlockType, BundleFlags
 from dcis.dtn.errors import InvalidArgument
 
 
@@ -87,11 +89,21 @@ def _piece(b: Bundle, offset: int, size: int) -> Bundle:
         ),
     )
     ext = b.blocks[:-1]
-    # Only the piece that starts where b starts carries every block.
+    # Only the piece that starts where b starts carries every block. A
+    # bundle with no creation time must carry its age (RFC 9171 4.4.2), and
+    # so must each of its fragments -- each is such a bundle: without it a
+    # later hop would count the age from its own arrival and keep the
+    # fragment past its lifetime.
+    no_clock = p.creation.time_ms == 0
     blocks = (
         ext
         if offset == 0
-        else tuple(blk for blk in ext if blk.flags & BlockFlags.MUST_REPLICATE)
+        else tuple(
+            blk
+            for blk in ext
+            if blk.flags & BlockFlags.MUST_REPLICATE
+            or (no_clock and blk.type_code == BlockType.BUNDLE_AGE)
+        )
     )
     data = (
         payload

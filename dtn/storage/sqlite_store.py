@@ -145,6 +145,17 @@ _INSERT = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _HAS_KEY = "SELECT 1 FROM bundles WHERE key=?"
+# Discarded keys go to SQLite in one DELETE per chunk of at most this many
+# (below the 999 variables of older SQLite builds); a chunk is padded (its
+# last key repeated) to a power of two, so a few statements serve every
+# size and stay in sqlite3's statement cache.
+_DISCARD_CHUNK = 256
+_DISCARD_SQL = {
+    n: "DELETE FROM bundles WHERE key IN ("
+    + ",".join("?" * n)
+    + ") RETURNING size_bytes, seg"
+    for n in (1 << i for i in range(_DISCARD_CHUNK.bit_length()))
+}
 _MARK = (
     "INSERT INTO delivered (key, expiry_ms) VALUES (?, ?)"
     " ON CONFLICT (key) DO UPDATE SET expiry_ms=max(expiry_ms, excluded.expiry_ms)"
@@ -249,6 +260,8 @@ class SqliteStore:
         self._rows: list[tuple[object, ...]] = []
         self._row_keys: set[str] = set()
         self._marks: dict[str, int] = {}
+        # Keys discarded in the open transaction, not deleted yet (in order).
+        self._gone: dict[str, None] = {}
         self._failed = False
         self._relaxed = False
         self._saved = (0, 0)
@@ -462,9 +475,13 @@ class SqliteStore:
     @property
     def used_bytes(self) -> int:
         """Total bundle bytes held now."""
+        if self._gone:
+            self._flush_gone()
         return self._used
 
     def __len__(self) -> int:
+        if self._gone:
+            self._flush_gone()
         return self._count
 
     def __contains__(self, key: object) -> bool:
@@ -472,6 +489,8 @@ class SqliteStore:
             return False
         if key in self._row_keys:
             return True
+        if key in self._gone:
+            return False
         return (
             self._exec("SELECT 1 FROM bundles WHERE key=?", (key,)).fetchone()
             is not None
@@ -485,9 +504,12 @@ class SqliteStore:
 
     def _see(self, key: str) -> None:
         """Before a statement on ``key``'s row: write the batched rows if
-        one of them is its (other batched rows cannot change its result)."""
+        one of them is its, and the batched discards if one of them is
+        (other batched writes cannot change its result)."""
         if key in self._row_keys:
             self._flush_rows()
+        if key in self._gone:
+            self._flush_gone()
 
     def _set_sync(self, level: str) -> None:
         if level != self._sync_now:
@@ -609,6 +631,7 @@ class SqliteStore:
         self._rows.clear()
         self._row_keys.clear()
         self._marks.clear()
+        self._gone.clear()
         # The original exception matters more than a failed rollback.
         with suppress(sqlite3.Error):
             self._db.execute("ROLLBACK")
@@ -629,6 +652,7 @@ class SqliteStore:
                 " rolled back"
             )
         try:
+            self._flush_gone()
             self._flush_rows()
             self._flush_marks()
         except StoreError:
@@ -704,6 +728,35 @@ class SqliteStore:
         finally:
             rows.clear()
             self._row_keys.clear()
+
+    def _flush_gone(self) -> None:
+        """Delete the keys discarded in the open transaction: one statement
+        per :data:`_DISCARD_CHUNK` keys, not one per key. Raises
+        :class:`StoreError` (and poisons the transaction) when SQLite
+        refuses."""
+        gone = self._gone
+        if not gone:
+            return
+        keys = list(gone)
+        gone.clear()
+        try:
+            for i in range(0, len(keys), _DISCARD_CHUNK):
+                chunk = keys[i : i + _DISCARD_CHUNK]
+                n = len(chunk)
+                if n & (n - 1):
+                    padded = 1 << n.bit_length()
+                    chunk += chunk[-1:] * (padded - n)
+                    n = padded
+                for size, seg in self._db.execute(_DISCARD_SQL[n], chunk):
+                    self._used -= size
+                    self._count -= 1
+                    if seg is not None:
+                        self._refs.append((seg, -1))
+        except sqlite3.Error as exc:
+            self._failed = True
+            raise StoreError(
+                f"bundle store {self._path!r}: cannot delete {len(keys)} bundles: {exc}"
+            ) from exc
 
     def _flush_marks(self) -> None:
         """Write the delivered keys batched in the open transaction (one
@@ -837,6 +890,9 @@ class SqliteStore:
         key it holds.) Outside a block the row is written at once and a
         duplicate key raises :class:`InvalidArgument` here."""
         _check_put(record, data)
+        if self._gone:
+            # Room, and a key discarded earlier in the block, as after it.
+            self._flush_gone()
         if not force:
             _check_room(record, self._used, self._limit)
             self._check_disk(record.size_bytes)
@@ -1015,8 +1071,21 @@ class SqliteStore:
             self._refs.append((row[1], -1))
         return True
 
+    def discard(self, key: str) -> None:
+        """See :meth:`BundleStore.discard`. Inside a :meth:`transaction`
+        block the key is deleted with the block's other discards, in one
+        statement, when the block commits -- or before a statement, a put
+        or a count that must see it gone (``used_bytes``, ``len``)."""
+        if not self._depth:
+            self.delete(key)
+            return
+        if key in self._row_keys:
+            self._flush_rows()  # its row first: then gone, in order
+        self._gone[key] = None
+
     def records(self) -> Iterator[StoredBundle]:
         """See :meth:`BundleStore.records` (ordered by arrival, oldest first)."""
+        self._flush_gone()
         self._flush_rows()
         rows = self._exec(
             f"SELECT {self._COLUMNS} FROM bundles ORDER BY rowid"

@@ -275,3 +275,83 @@ def test_a_bundle_that_expires_mid_send_sends_no_more_pieces() -> None:
     (nxt,) = of(a.on_transmit_done(first.tx_id, True, 6_010), Transmit)
     assert decode_bundle_untrusted(nxt.data).bundle_key == other
     assert a.counters["forwarded"] == 0
+
+
+def test_a_contact_opened_over_one_mid_send_sends_the_bundle_again() -> None:
+    # Two plan contacts to node 2 overlap (the runtime opens each at its
+    # start; NodeCore keeps a set of open contacts per neighbour): the second
+    # replaces the first's link, and the first's end is then ignored. Pieces
+    # still to go on the replaced link never go on it; the bundle must not
+    # wait in flight for them -- it goes again, whole, on the new contact.
+    a = _node1(replace(CFG, window=1))
+    key = _send(a)
+    c1 = Contact(1, 2, 0.0, 10.0, 0.0)
+    c2 = Contact(1, 2, 2.0, 20.0, 0.0)
+    (first,) = of(a.on_contact_start(c1, 2_000), Transmit)
+    assert of(a.on_contact_start(c2, 2_000), Transmit) == []
+    check_locations(a)
+    txs = of(a.on_transmit_done(first.tx_id, True, 2_100), Transmit)
+    a.on_contact_end(c1, 2_200)  # not the open link's contact: ignored
+    now = 2_200
+    while not txs and now < 15_000:
+        now += 500
+        txs = of(a.on_tick(now), Transmit)
+    assert txs, "the bundle waits in flight for pieces that never go"
+    while txs:
+        txs = [
+            t2
+            for t in txs
+            for t2 in of(a.on_transmit_done(t.tx_id, True, now), Transmit)
+        ]
+    assert not a.holds(key)
+    check_locations(a)
+
+
+def _held_for_pieces(a: Agent) -> int:
+    """Payload bytes of whole bundles the agent keeps to cut pieces from."""
+    return sum(len(p.bundle.payload) for p in a._pieces.values() if p.bundle)
+
+
+def test_a_bundle_whose_pieces_all_went_is_not_held_in_memory() -> None:
+    # A next hop that takes every piece but the last of each bundle (or is
+    # slow to say so) must not make this node hold a decoded copy of each of
+    # those bundles: the window's bytes bound what is in flight, and only
+    # the bundle still being cut is needed (a failure sends it again from
+    # the store).
+    payload = bytes(i % 251 for i in range(MTU))  # two pieces, the last small
+    a = _node1()
+    keys = [_send(a, now=1_000 + i, payload=payload) for i in range(20)]
+    txs = of(a.on_contact_start(link(1, 2), 2_000), Transmit)
+    lasts = []
+    while txs:
+        t = txs.pop(0)
+        if decode_bundle_untrusted(t.data).primary.fragment_offset:
+            lasts.append(t)  # the last piece: its outcome is slow to come
+        else:
+            txs += of(a.on_transmit_done(t.tx_id, True, 2_100), Transmit)
+    assert len(lasts) == len(keys)
+    assert len(a._pieces) == len(keys)  # each in flight until its last piece
+    assert _held_for_pieces(a) == 0
+    check_locations(a)
+    for t in lasts:
+        a.on_transmit_done(t.tx_id, True, 2_200)
+    assert a.stored == 0
+
+
+def test_no_piece_goes_once_the_bundle_s_lifetime_is_over() -> None:
+    # As for a queued bundle (pump expires it, never forwards it): a piece's
+    # outcome that comes after the lifetime ended, before the tick that
+    # expires it, sends no further piece.
+    a = _node1(replace(CFG, window=1))
+    key, _ = a.send(
+        source="ipn:1.1",
+        destination="ipn:2.1",
+        payload=PAYLOAD,
+        lifetime_ms=5_000,
+        now=1_000,
+    )
+    (first,) = of(a.on_contact_start(link(1, 2), 2_000), Transmit)
+    assert of(a.on_transmit_done(first.tx_id, True, 6_500), Transmit) == []
+    assert not a.holds(key)
+    assert a.counters["expired"] == 1
+    check_locations(a)

@@ -54,6 +54,30 @@ def test_fragments_carry_offsets_and_replicate_exactly_must_replicate_blocks() -
     assert len({f.bundle_key for f in frags}) == 4
 
 
+def test_every_fragment_of_a_bundle_with_no_creation_time_carries_its_age() -> None:
+    # RFC 9171 4.4.2: a bundle whose creation time is 0 MUST carry a bundle
+    # age block, and each fragment is such a bundle. Without it a later hop
+    # counts the fragment's age from its own arrival and keeps it past its
+    # lifetime. With a creation time the age block stays in the first only.
+    def make(creation_ms: int) -> Bundle:
+        return make_bundle(
+            source="ipn:1.1",
+            destination="ipn:2.1",
+            payload=bytes(range(100)),
+            creation_ms=creation_ms,
+            bundle_age_ms=50_000,
+            extra_blocks=[REPL, ONCE],
+        )
+
+    for f in [*fragment_bundle(make(0), 30), fragment_at(make(0), 60, 40)]:
+        assert f.bundle_age_ms == 50_000
+        assert decode_bundle_untrusted(encode_bundle(f)) == f
+    later = fragment_bundle(make(42), 30)
+    assert later[0].bundle_age_ms == 50_000
+    assert all(f.bundle_age_ms is None for f in later[1:])
+    assert reassemble(fragment_bundle(make(0), 30)) == make(0)
+
+
 def test_reassemble_any_order_and_fragments_of_fragments() -> None:
     b = original()
     frags = fragment_bundle(b, [10, 50, 40])
