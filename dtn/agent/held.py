@@ -8,7 +8,8 @@ A fragment for a local endpoint whose previous hop wants it acknowledged
 a convergence layer named in ``AgentConfig.hold_fragments_ms`` is not
 stored at once: :func:`hold_fragment` keeps it decoded in
 ``Agent._held`` (a :class:`HeldGroup` per whole bundle, at most
-``AgentConfig.hold_fragments_bytes`` in all) and emits no Ack. When the
+``AgentConfig.hold_fragments_bytes`` in all, each piece counted as its
+wire size plus ``HELD_PIECE_OVERHEAD``) and emits no Ack. When the
 held pieces cover the payload, :func:`release` reassembles them and the
 whole bundle is accepted as if it had come whole (stored once, checked by
 the security policy, handed over); then every held piece's Acks are
@@ -49,6 +50,11 @@ from dcis.dtn.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from dcis.dtn.agent.agent import Agent
+
+HELD_PIECE_OVERHEAD = 1024
+"""Bytes counted against ``hold_fragments_bytes`` for each held piece on top
+of its wire size: about what its decoded objects cost (a 48-byte piece
+takes ~1.3 KB of Python objects)."""
 
 
 @dataclass(slots=True)
@@ -121,6 +127,10 @@ def hold_fragment(
                 )
             )
             return True
+    # A piece costs its wire bytes and its Python objects (the decoded
+    # bundle and blocks, the group's entries): the bound counts both, so
+    # tiny pieces cannot hold many times what it says.
+    size += HELD_PIECE_OVERHEAD
     if self._held_bytes + size > self.config.hold_fragments_bytes:
         if g is not None:
             flush(self, group, now, actions)

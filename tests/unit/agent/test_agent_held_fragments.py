@@ -244,6 +244,30 @@ def test_a_bound_reached_stores_and_acknowledges_the_piece_at_once() -> None:
     check_locations(a)
 
 
+def test_the_bound_counts_what_a_tiny_piece_costs_in_memory() -> None:
+    # A peer sending the first tiny piece of many bundles: each held piece
+    # costs ~1 KB of Python objects whatever its wire size, so the bound
+    # counts that too -- 64 KiB holds at most 64 pieces, not ~800 of 80
+    # bytes; the rest are stored and acknowledged at once.
+    a = _node2(replace(CFG, hold_fragments_bytes=64 * 1024))
+    acked = 0
+    for seq in range(200):
+        whole = make_bundle(
+            source="ipn:1.1",
+            destination="ipn:2.1",
+            payload=b"xy",
+            creation_ms=1_000,
+            sequence=seq,
+            lifetime_ms=3_600_000,
+        )
+        first = encode_bundle(fragment_bundle(whole, 1)[0])
+        acked += len(of(_rx(a, first, seq, 2_000 + seq), Ack))
+    assert 0 < len(a._held) <= 64 * 1024 // held.HELD_PIECE_OVERHEAD
+    assert acked == 200 - len(a._held)
+    assert a._held_bytes <= 64 * 1024
+    check_locations(a)
+
+
 def test_a_copy_with_other_content_stored_meanwhile_does_not_hide_a_held_piece() -> (
     None
 ):
