@@ -347,6 +347,8 @@ class Agent:
         # whole bundle key -> its fragments held unacknowledged (held.py)
         self._held: dict[str, held.HeldGroup] = {}
         self._held_bytes = 0
+        # (deadline, whole bundle key) of each held group, lazily deleted
+        self._held_due: list[tuple[int, str]] = []
         # endpoint -> keys of bundles waiting for it to be registered
         self._unclaimed: dict[str, dict[str, None]] = {}
         self._groups: dict[str, FragmentGroup] = {}
@@ -760,6 +762,7 @@ class Agent:
         self._pieces.clear()
         self._held.clear()  # never acknowledged: the senders still have them
         self._held_bytes = 0
+        self._held_due.clear()
         self._unclaimed.clear()
         self._groups.clear()
         self._variants.clear()

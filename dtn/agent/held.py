@@ -8,13 +8,15 @@ A fragment for a local endpoint whose previous hop wants it acknowledged
 a convergence layer named in ``AgentConfig.hold_fragments_ms`` is not
 stored at once: :func:`hold_fragment` keeps it decoded in
 ``Agent._held`` (a :class:`HeldGroup` per whole bundle, at most
-``AgentConfig.hold_fragments_bytes`` in all) and emits no Ack. When the
+``AgentConfig.hold_fragments_bytes`` in all, each piece counted as its
+wire size plus ``HELD_PIECE_OVERHEAD``) and emits no Ack. When the
 held pieces cover the payload, :func:`release` reassembles them and the
 whole bundle is accepted as if it had come whole (stored once, checked by
 the security policy, handed over); then every held piece's Acks are
 emitted, after that store write, so the driver releases them with its
 durable commit: persist before acknowledge holds, each piece's bytes being
-in the stored whole. A group not whole within its hold time (flushed by ``on_tick``, in a durable
+in the stored whole (a whole the security policy refuses is not kept: its
+pieces are then stored as fragments, as below). A group not whole within its hold time (flushed by ``on_tick``, in a durable
 transaction: the Acks follow), or with a copy
 of a piece with other content, a piece that disagrees on the total length
 or does not fit the bound, is *flushed* (:func:`flush`): its pieces go the
@@ -34,6 +36,7 @@ Functions take the ``Agent`` as ``self`` (bound as its private methods; see
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -47,6 +50,11 @@ from dcis.dtn.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from dcis.dtn.agent.agent import Agent
+
+HELD_PIECE_OVERHEAD = 1024
+"""Bytes counted against ``hold_fragments_bytes`` for each held piece on top
+of its wire size: about what its decoded objects cost (a 48-byte piece
+takes ~1.3 KB of Python objects)."""
 
 
 @dataclass(slots=True)
@@ -119,6 +127,10 @@ def hold_fragment(
                 )
             )
             return True
+    # A piece costs its wire bytes and its Python objects (the decoded
+    # bundle and blocks, the group's entries): the bound counts both, so
+    # tiny pieces cannot hold many times what it says.
+    size += HELD_PIECE_OVERHEAD
     if self._held_bytes + size > self.config.hold_fragments_bytes:
         if g is not None:
             flush(self, group, now, actions)
@@ -127,6 +139,7 @@ def hold_fragment(
         g = self._held[group] = HeldGroup(
             total=total, since=now, hold_ms=hold_ms, prev_node=prev_node, expiry=expiry
         )
+        heapq.heappush(self._held_due, (g.deadline, group))
     g.parts[rng] = bundle
     g.acks[rng] = [ack]
     g.nbytes += size
@@ -150,6 +163,10 @@ def _covered(g: HeldGroup) -> bool:
 def _take(self: Agent, group: str) -> HeldGroup:
     g = self._held.pop(group)
     self._held_bytes -= g.nbytes
+    if not self._held:
+        # Nothing held: every deadline in the heap is stale. (Else a stale
+        # one is dropped when it reaches the top, within the hold time.)
+        self._held_due.clear()
     return g
 
 
@@ -185,6 +202,15 @@ def release(self: Agent, group: str, now: int, actions: list[Action]) -> None:
             self.counters["refused"] += 1
             actions.append(Event("refused", key, str(exc)))
             return
+        if key not in self._entries:
+            # Not kept: refused by the security policy (forged pieces may
+            # have made it whole before the genuine ones came), its lifetime
+            # over, or an admin record for an endpoint nobody registered.
+            # As on the ordinary path, the pieces are stored as fragments
+            # and acknowledged, waiting for other copies: acknowledging
+            # pieces kept nowhere would lose the genuine ones.
+            _store_pieces(self, g, now, actions)
+            return
         self.counters["reassembled"] += 1
         actions.append(
             Event("reassembled", key, f"from {len(g.parts)} fragments held in memory")
@@ -207,13 +233,29 @@ def _store_pieces(self: Agent, g: HeldGroup, now: int, actions: list[Action]) ->
     for rng, piece in sorted(g.parts.items()):
         key = piece.bundle_key
         whole = piece.original_key
-        # A piece of a bundle held or delivered whole by now (an earlier
-        # piece stored here completed it) is a duplicate: acknowledged.
-        if (
-            key not in self._entries
-            and whole not in self._entries
-            and not self.store.is_delivered(whole)
-        ):
+        stored = True
+        if self.store.is_delivered(whole):
+            stored = False  # delivered whole by now: a duplicate
+        elif key in self._entries or whole in self._entries:
+            # Something with its key came meanwhile (another CL, a bare
+            # bundle, an earlier piece stored here completed the bundle):
+            # as on reception, a copy of it is a duplicate, acknowledged;
+            # one with other content is kept apart, never acknowledged as
+            # a "duplicate" of, say, a forgery and dropped.
+            variant = self._variant_key(piece, key, now, actions)
+            if variant is None:
+                stored = False
+            elif not variant:
+                self.counters["refused"] += 1
+                actions.append(
+                    Event("refused", key, "more copies differ than are kept")
+                )
+                continue  # not acknowledged: the previous hop keeps it
+            else:
+                actions.append(Event("variant", variant, "same key, other content"))
+                self.counters["variants"] += 1
+                key = variant
+        if stored:
             try:
                 self._accept(
                     piece,
@@ -229,10 +271,27 @@ def _store_pieces(self: Agent, g: HeldGroup, now: int, actions: list[Action]) ->
                 self.counters["refused"] += 1
                 actions.append(Event("refused", key, str(exc)))
                 continue  # not acknowledged: the previous hop keeps it
+        else:
+            self.counters["duplicates"] += 1
+            actions.append(Event("duplicate", key))
         self._report_bundle(
             piece, StatusKind.RECEIVED, StatusReason.NO_INFO, now, actions
         )
         actions.extend(g.acks[rng])
+
+
+def _due_top(self: Agent) -> tuple[int, str] | None:
+    """The earliest (deadline, group) of a group still held: stale heap
+    tops (groups released or flushed, or held again since) are dropped, so
+    a tick or a deadline costs O(log n), not a pass over every group."""
+    heap = self._held_due
+    while heap:
+        at, group = heap[0]
+        g = self._held.get(group)
+        if g is not None and g.deadline == at:
+            return heap[0]
+        heapq.heappop(heap)
+    return None
 
 
 def flush_due(self: Agent, now: int, actions: list[Action]) -> None:
@@ -240,15 +299,17 @@ def flush_due(self: Agent, now: int, actions: list[Action]) -> None:
     the store writes, so the writes are durable ones even inside the
     relaxed transaction of a tick (a driver's group commit then syncs them
     before it sends the Acks)."""
-    due = [k for k, g in self._held.items() if g.deadline <= now]
-    if due:
-        with self.store.transaction(durable=True):
-            for group in due:
-                flush(self, group, now, actions)
+    top = _due_top(self)
+    if top is None or top[0] > now:
+        return
+    with self.store.transaction(durable=True):
+        while top is not None and top[0] <= now:
+            heapq.heappop(self._held_due)
+            flush(self, top[1], now, actions)
+            top = _due_top(self)
 
 
 def held_deadline(self: Agent) -> int | None:
     """The earliest hold time to end (DTN ms), None when nothing is held."""
-    if not self._held:
-        return None
-    return min(g.deadline for g in self._held.values())
+    top = _due_top(self)
+    return None if top is None else top[0]

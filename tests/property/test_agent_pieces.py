@@ -34,8 +34,8 @@ from tests.unit.agent.helpers import check_locations
 
 MTU = 300
 CFG = AgentConfig(max_bundle_bytes=MTU, window=8, retry_delay_ms=100, keep_decoded=8)
-# Node 2 holds fragments received over "t" (at most 4,000 bytes of them).
-RX_CFG = replace(CFG, hold_fragments_ms={"t": 3_000}, hold_fragments_bytes=4_000)
+# Node 2 holds fragments received over "t" (at most 1,000 bytes of them: the bound is reached).
+RX_CFG = replace(CFG, hold_fragments_ms={"t": 3_000}, hold_fragments_bytes=1_000)
 LIFE = 20_000  # a few ticks: some bundles expire mid-send
 
 

@@ -9,13 +9,29 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from dcis.dtn.agent import held
 from dcis.dtn.agent.actions import Ack, Action, Deliver, Schedule
 from dcis.dtn.agent.agent import Agent, AgentConfig
+from dcis.dtn.agent.entries import MAX_VARIANTS
 from dcis.dtn.agent.store import MemoryStore
-from dcis.dtn.bpv7.bundle import Bundle, encode_bundle, make_bundle
+from dcis.dtn.bpv7.bundle import (
+    Bundle,
+    decode_bundle_untrusted,
+    encode_bundle,
+    make_bundle,
+)
 from dcis.dtn.bpv7.fragment import fragment_bundle
 from dcis.dtn.storage.sqlite_store import SqliteStore
 from tests.unit.agent.helpers import check_locations, events, of
+from tests.unit.security.test_agent_security import PAYLOAD as SECURE_PAYLOAD
+from tests.unit.security.test_agent_security import (
+    T0,
+    open_link,
+    secure_agent,
+    send_1_to_3,
+    transmits,
+)
+from tests.unit.security.test_content_duplicates import forge
 
 PAYLOAD = bytes(i % 251 for i in range(30_000))
 CFG = AgentConfig(hold_fragments_ms={"udp": 200}, keep_decoded=64)
@@ -71,6 +87,8 @@ def test_pieces_are_acknowledged_once_the_whole_bundle_is_stored() -> None:
     assert sorted(x.cl_token for x in of(acts, Ack)) == [0, 1, 2]
     assert a.store.puts == 1  # type: ignore[attr-defined]
     assert a.counters["reassembled"] == 1
+    assert not a._held
+    assert not a._held_due  # no timer left behind
     a.on_delivered(d.bundle_key, 2_020)
     assert len(a.store) == 0
     # A piece sent again (its Ack was lost) is a duplicate, acknowledged.
@@ -207,3 +225,131 @@ def test_pieces_stored_at_the_end_of_their_hold_are_stored_durably(
     acts = a.on_tick(2_200)
     assert of(acts, Ack) == [Ack(1, 0)]
     assert store.write_generation > gen
+
+
+def test_a_bound_reached_stores_and_acknowledges_the_piece_at_once() -> None:
+    # Room for one piece: the first piece of a second bundle does not fit,
+    # so it is stored and acknowledged now, the first bundle's piece stays
+    # held (its Ack withheld).
+    a = _node2(replace(CFG, hold_fragments_bytes=15_000))
+    assert of(_rx(a, _pieces(0)[0], 0, 2_000), Ack) == []
+    assert of(_rx(a, _pieces(1)[0], 1, 2_001), Ack) == [Ack(1, 1)]
+    assert a.store.puts == 1  # type: ignore[attr-defined]
+    assert 0 < a._held_bytes <= 15_000
+    # Another piece of the held bundle that does not fit either: the held
+    # group is stored too, each piece acknowledged.
+    acts = _rx(a, _pieces(0)[1], 2, 2_002)
+    assert sorted(x.cl_token for x in of(acts, Ack)) == [0, 2]
+    assert a._held_bytes == 0
+    check_locations(a)
+
+
+def test_the_bound_counts_what_a_tiny_piece_costs_in_memory() -> None:
+    # A peer sending the first tiny piece of many bundles: each held piece
+    # costs ~1 KB of Python objects whatever its wire size, so the bound
+    # counts that too -- 64 KiB holds at most 64 pieces, not ~800 of 80
+    # bytes; the rest are stored and acknowledged at once.
+    a = _node2(replace(CFG, hold_fragments_bytes=64 * 1024))
+    acked = 0
+    for seq in range(200):
+        whole = make_bundle(
+            source="ipn:1.1",
+            destination="ipn:2.1",
+            payload=b"xy",
+            creation_ms=1_000,
+            sequence=seq,
+            lifetime_ms=3_600_000,
+        )
+        first = encode_bundle(fragment_bundle(whole, 1)[0])
+        acked += len(of(_rx(a, first, seq, 2_000 + seq), Ack))
+    assert 0 < len(a._held) <= 64 * 1024 // held.HELD_PIECE_OVERHEAD
+    assert acked == 200 - len(a._held)
+    assert a._held_bytes <= 64 * 1024
+    check_locations(a)
+
+
+def test_a_copy_with_other_content_stored_meanwhile_does_not_hide_a_held_piece() -> (
+    None
+):
+    # A forger who saw a held piece sends a copy with its key and other
+    # bytes as a bare bundle (no token: stored at once). The held genuine
+    # piece, when its hold ends, is kept apart as a variant -- never
+    # acknowledged as a "duplicate" of the forgery and dropped: the
+    # security policy then picks the genuine combination.
+    tx = secure_agent(1, config=AgentConfig(max_bundle_bytes=1200))
+    rx = secure_agent(3, config=AgentConfig(hold_fragments_ms={"udp": 200}))
+    open_link(tx, 3)
+    frags = [t.data for t in transmits(send_1_to_3(tx))]
+    assert len(frags) >= 3
+    got = rx.on_receive(cla="udp", neighbor=1, data=frags[0], now=T0, cl_token=0)
+    assert of(got, Ack) == []  # held
+    got += rx.on_receive(cla="udp", neighbor=9, data=forge(frags[0]), now=T0 + 1)
+    for i, data in enumerate(frags[1:], 1):
+        got += rx.on_receive(cla="udp", neighbor=1, data=data, now=T0 + 2, cl_token=i)
+    got += rx.on_tick(T0 + 200)  # the hold of the first piece ends
+    assert Ack(1, 0) in of(got, Ack)
+    assert [d.payload for d in of(got, Deliver)] == [SECURE_PAYLOAD]
+
+
+def test_a_held_piece_past_the_bound_of_differing_copies_is_not_acknowledged() -> None:
+    a = _node2()
+    p0 = _pieces()[0]
+    _rx(a, p0, 0, 2_000)
+    b = decode_bundle_untrusted(p0)
+    pb = b.payload_block
+    for i in range(1, MAX_VARIANTS + 2):  # the key, then MAX_VARIANTS apart
+        copy = Bundle(
+            b.primary, (*b.blocks[:-1], replace(pb, data=bytes([i]) + pb.data[1:]))
+        )
+        a.on_receive(cla="bare", neighbor=9, data=encode_bundle(copy), now=2_001)
+    acts = a.on_tick(2_200)
+    # No room to keep the genuine piece apart: refused, not acknowledged
+    # (its sender sends it again).
+    assert of(acts, Ack) == []
+    assert events(acts, "refused")
+    assert not a._held
+    check_locations(a)
+
+
+def test_holds_of_other_lengths_end_in_deadline_order() -> None:
+    # Groups held over CLs with other hold times end in deadline order,
+    # not in the order they came; a group released early leaves no timer.
+    a = _node2(replace(CFG, hold_fragments_ms={"udp": 200, "slow": 500}))
+    _rx(a, _pieces(0)[0], 0, 2_000, cla="slow")  # ends at 2_500
+    _rx(a, _pieces(1)[0], 1, 2_010)  # ends at 2_210
+    got: list[Action] = []
+    for i, data in enumerate(_pieces(2)):  # whole at once: released
+        got += _rx(a, data, 10 + i, 2_020)
+    assert len(of(got, Deliver)) == 1
+    assert held.held_deadline(a) == 2_210
+    assert of(a.on_tick(2_209), Ack) == []
+    assert of(a.on_tick(2_210), Ack) == [Ack(1, 1)]
+    assert held.held_deadline(a) == 2_500
+    assert of(a.on_tick(2_499), Ack) == []
+    assert of(a.on_tick(2_500), Ack) == [Ack(1, 0)]
+    assert held.held_deadline(a) is None
+    assert a._held_due == []
+    check_locations(a)
+
+
+def test_forged_pieces_that_complete_a_held_group_lose_no_genuine_piece() -> None:
+    # A forger who saw the first piece sends forged copies of the others
+    # before they come: the held group is whole, the security policy
+    # refuses it. The genuine first piece is acknowledged -- so it must be
+    # kept (as on the ordinary path), and the genuine rest, when it comes,
+    # makes the bundle.
+    tx = secure_agent(1, config=AgentConfig(max_bundle_bytes=1200))
+    rx = secure_agent(3, config=AgentConfig(hold_fragments_ms={"udp": 200}))
+    open_link(tx, 3)
+    frags = [t.data for t in transmits(send_1_to_3(tx))]
+    assert len(frags) >= 3
+    got = rx.on_receive(cla="udp", neighbor=1, data=frags[0], now=T0, cl_token=0)
+    for i, data in enumerate(frags[1:], 1):
+        got += rx.on_receive(
+            cla="udp", neighbor=9, data=forge(data), now=T0 + 1, cl_token=100 + i
+        )
+    for i, data in enumerate(frags[1:], 1):
+        got += rx.on_receive(cla="udp", neighbor=1, data=data, now=T0 + 2, cl_token=i)
+    got += rx.on_tick(T0 + 300)  # any hold still running ends
+    assert Ack(1, 0) in of(got, Ack)
+    assert [d.payload for d in of(got, Deliver)] == [SECURE_PAYLOAD]
