@@ -376,7 +376,8 @@ def accept(
         flags=int(p.flags),
         frag_group=group,
         bundle=bundle,
-        own_encoding=own_encoding and not received,
+        # (a bundle delivered here is never forwarded: no splice made)
+        own_encoding=own_encoding and not received and state == BundleState.PENDING,
     )
     e.digest = digest
     if state == BundleState.DELIVERING:
