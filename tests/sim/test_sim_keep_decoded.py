@@ -64,7 +64,7 @@ def _check_bounded(sim: Simulator, most: int) -> None:
         assert isinstance(agent, Agent)
         hot = agent._hot
         assert len(hot) <= most
-        assert agent._hot_bytes == sum(n for _b, n, _at, _crc in hot.values())
+        assert agent._hot_bytes == sum(got[1] for got in hot.values())
         assert agent._hot_bytes <= entries.HOT_MAX_BYTES
         # Only bundles still held: memory follows the bundles stored.
         assert all(agent.holds(k) for k in hot)
