@@ -228,6 +228,9 @@ def receive_one(
             actions=actions,
             expiry=expiry,
             received=True,
+            # The previous hop keeps it until our Ack, which a driver with
+            # group commit sends after its sync: its bytes may wait for it.
+            write_later=ack is not None,
         )
     except StoreFull as exc:
         self.counters["refused"] += 1
@@ -300,11 +303,14 @@ def accept(
     actions: list[Action],
     expiry: int | None = None,
     received: bool = False,
+    write_later: bool = False,
 ) -> None:
     """Store ``bundle`` (raises StoreFull) and route/deliver it.
 
     ``received``: it came from the network, so a whole bundle for this
     node passes the security policy's check (if any) first.
+    ``write_later``: the store may write its bytes at its next sync (see
+    ``BundleStore.put``): only for a bundle nobody is told is held before.
     """
     p = bundle.primary
     if expiry is None:
@@ -361,6 +367,7 @@ def accept(
         flags=int(p.flags),
         frag_group=group,
         bundle=bundle,
+        write_later=write_later,
     )
     e.digest = digest
     if state == BundleState.DELIVERING:

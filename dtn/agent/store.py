@@ -182,10 +182,22 @@ class BundleStore(Protocol):
         """
         ...
 
-    def put(self, record: StoredBundle, data: Wire, *, force: bool = False) -> None:
+    def put(
+        self,
+        record: StoredBundle,
+        data: Wire,
+        *,
+        force: bool = False,
+        write_later: bool = False,
+    ) -> None:
         """Store a new bundle. Raises :class:`StoreFull` if it does not fit
         (unless ``force``), :class:`InvalidArgument` if ``record.key`` is
         already stored or ``record.size_bytes`` is not the data's length.
+
+        ``write_later``: the caller tells nobody that the bundle is stored
+        before the next durability point (a group-commit sync), so a store
+        may put off writing its bytes until then -- and skip them if the
+        bundle has left by then. A store may ignore it.
 
         ``data``: the encoded bundle, in one buffer or as buffers in order
         (``encode_bundle_parts``: a large payload as its own object); the
@@ -302,8 +314,15 @@ class MemoryStore:
         # One shared, reusable no-op manager: two are opened per agent input.
         return _NO_TXN
 
-    def put(self, record: StoredBundle, data: Wire, *, force: bool = False) -> None:
-        """See :meth:`BundleStore.put`."""
+    def put(
+        self,
+        record: StoredBundle,
+        data: Wire,
+        *,
+        force: bool = False,
+        write_later: bool = False,
+    ) -> None:
+        """See :meth:`BundleStore.put` (``write_later`` changes nothing here)."""
         _check_put(record, data)
         if record.key in self._meta:
             raise InvalidArgument(f"bundle {record.key!r} is already stored")

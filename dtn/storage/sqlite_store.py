@@ -243,6 +243,11 @@ class SqliteStore:
         self._write_gen = 0
         # (segment, +1 or -1) per row written or deleted by the open transaction
         self._refs: list[tuple[int, int]] = []
+        # Payloads of this transaction's puts held for a late write, and of
+        # its deletes: (segment, offset) -- forgotten if it rolls back, or
+        # once it commits (SegmentLog.forget), respectively.
+        self._late: list[tuple[int, int]] = []
+        self._gone: list[tuple[int, int]] = []
         # Writes of the open transaction batched until its commit (or until
         # a statement that must see them): bundle rows to insert, their
         # keys, delivered keys to mark (key -> expiry).
@@ -518,6 +523,8 @@ class SqliteStore:
         self._failed = False
         self._puts = 0
         self._refs.clear()
+        self._late.clear()
+        self._gone.clear()
 
     def _checkpoint_if_due(self) -> None:
         """Between transactions (FULL), every ``_checkpoint_every`` of
@@ -583,6 +590,11 @@ class SqliteStore:
         self._depth = 0
         self._used, self._count = self._saved
         self._refs.clear()
+        if self._segs is not None:
+            for seg, off in self._late:
+                self._segs.forget(seg, off)
+        self._late.clear()
+        self._gone.clear()
         self._rows.clear()
         self._row_keys.clear()
         self._marks.clear()
@@ -648,6 +660,12 @@ class SqliteStore:
         if self._deferred and needs_durability:
             self._write_gen += 1
         if self._segs is not None:
+            # Deleted for good: a payload still held for a late write is
+            # never written (before the refs, which may close its segment).
+            for seg, off in self._gone:
+                self._segs.forget(seg, off)
+            self._gone.clear()
+            self._late.clear()
             for seg, delta in self._refs:
                 self._segs.ref(seg, delta)
             if self._refs and self._segs.active_is_dead() and not self._room_is_ample():
@@ -802,9 +820,24 @@ class SqliteStore:
         """The error for a write the file system refused for lack of space."""
         return DiskFull(needed_bytes=needed, free_bytes=0, reserve_bytes=self._reserve)
 
-    def put(self, record: StoredBundle, data: Wire, *, force: bool = False) -> None:
+    def put(
+        self,
+        record: StoredBundle,
+        data: Wire,
+        *,
+        force: bool = False,
+        write_later: bool = False,
+    ) -> None:
         """See :meth:`BundleStore.put`. Also raises :class:`DiskFull` (a
         :class:`StoreFull`) when the file system is (nearly) full.
+
+        ``write_later`` (group commit only, and only while the disk has
+        ample room): a payload kept in a segment file is written at the
+        next sync's start, not now, and not at all if the bundle has left
+        by then (:class:`SegmentLog`, "Late writes"). Its row commits as
+        usual, but until that sync a ``kill -9`` loses the bundle (its row
+        is dropped at the next open): for bundles that nobody is told are
+        stored before the sync.
 
         Inside a :meth:`transaction` the index row is written with the
         block's other puts in one statement when the block commits (or
@@ -817,13 +850,22 @@ class SqliteStore:
         if not force:
             _check_room(record, self._used, self._limit)
             self._check_disk(record.size_bytes)
+        later = (
+            write_later
+            and self._deferred
+            and not force
+            and self._segs is not None
+            and self._room_is_ample()
+        )
         if self._depth:
-            self._put(record, data, batch=True)
+            self._put(record, data, batch=True, later=later)
             return
         with _Txn(self, None):
-            self._put(record, data, batch=False)
+            self._put(record, data, batch=False, later=later)
 
-    def _put(self, record: StoredBundle, data: Wire, *, batch: bool) -> None:
+    def _put(
+        self, record: StoredBundle, data: Wire, *, batch: bool, later: bool = False
+    ) -> None:
         key = record.key
         if key in self._row_keys:
             raise InvalidArgument(f"bundle {key!r} is already stored")
@@ -846,7 +888,9 @@ class SqliteStore:
             if not batch and self._db.execute(_HAS_KEY, (key,)).fetchone():
                 raise InvalidArgument(f"bundle {key!r} is already stored")
             try:
-                seg, off = self._segs.append(data)
+                seg, off = self._segs.append(data, later=later)
+                if later:
+                    self._late.append((seg, off))
             except SegmentError as exc:
                 if isinstance(exc.__cause__, OSError) and exc.__cause__.errno in (
                     errno.ENOSPC,
@@ -982,7 +1026,8 @@ class SqliteStore:
                 return self.delete(key)
         self._see(key)
         row = self._exec(
-            "DELETE FROM bundles WHERE key=? RETURNING size_bytes, seg", (key,)
+            "DELETE FROM bundles WHERE key=? RETURNING size_bytes, seg, seg_off",
+            (key,),
         ).fetchone()
         if row is None:
             return False
@@ -990,6 +1035,7 @@ class SqliteStore:
         self._count -= 1
         if row[1] is not None:
             self._refs.append((row[1], -1))
+            self._gone.append((row[1], row[2]))
         return True
 
     def records(self) -> Iterator[StoredBundle]:
