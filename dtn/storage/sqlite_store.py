@@ -555,15 +555,22 @@ class SqliteStore:
         self._since_checkpoint = 0
         self._wal_high = wal
         try:
-            if self._segs is not None:
-                self._segs.sync_files(*self._segs.take_dirty())
-            row = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except (OSError, SegmentError, sqlite3.Error) as exc:
+            self._sync_dirty_segments()
+        except (OSError, SegmentError) as exc:
             if self._deferred:
                 # The segments taken are out of the dirty set: a group sync
                 # of the WAL alone would acknowledge bundles whose bytes the
                 # kernel may have dropped. Every later sync fails instead.
                 self._sync_failure = str(exc)
+            raise StoreError(
+                f"bundle store {self._path!r}: checkpoint failed: {exc}"
+            ) from exc
+        try:
+            row = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            # The segments are synced: nothing acknowledged is at risk (a
+            # full disk, say). This transaction is refused; the WAL keeps
+            # its frames and the checkpoint is tried again when next due.
             raise StoreError(
                 f"bundle store {self._path!r}: checkpoint failed: {exc}"
             ) from exc
@@ -578,11 +585,27 @@ class SqliteStore:
     def _wal_bytes(self) -> int:
         """The WAL file's size (one fstat; 0 before it exists)."""
         try:
-            if self._wal_fd is None:
-                self._wal_fd = os.open(self._path + "-wal", os.O_RDONLY | os.O_CLOEXEC)
-            return os.fstat(self._wal_fd).st_size
+            fd = self._wal_fd_open()
+            return 0 if fd is None else os.fstat(fd).st_size
         except OSError:
             return 0
+
+    def _wal_fd_open(self) -> int | None:
+        """The store's own read-only fd of the WAL file, opened on first use
+        (None before the file exists). Raises OSError on other failures."""
+        if self._wal_fd is None:
+            try:
+                self._wal_fd = os.open(self._path + "-wal", os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+        return self._wal_fd
+
+    def _sync_dirty_segments(self) -> None:
+        """Fsync every segment file written since its last sync (before a
+        commit or checkpoint makes rows pointing into them durable). Raises
+        :class:`SegmentError` or OSError."""
+        if self._segs is not None:
+            self._segs.sync_files(*self._segs.take_dirty())
 
     def _rollback(self) -> None:
         """The open transaction ends without effect: counters back, pending
@@ -628,10 +651,10 @@ class SqliteStore:
         needs_durability = not relaxed or self._must_sync
         fsynced = self._full and not self._deferred and needs_durability
         try:
-            if fsynced and self._segs is not None:
+            if fsynced:
                 # Payload bytes reach the disk before the rows that point
                 # at them (SQLite fsyncs the WAL in COMMIT below).
-                self._segs.sync_files(*self._segs.take_dirty())
+                self._sync_dirty_segments()
             try:
                 self._db.execute("COMMIT")
             except sqlite3.OperationalError as exc:
@@ -1182,12 +1205,8 @@ class SqliteStore:
 
     def _wal_dup(self) -> int | None:
         """Store thread: a new fd of the WAL file (None before it exists)."""
-        if self._wal_fd is None:
-            try:
-                self._wal_fd = os.open(self._path + "-wal", os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                return None
-        return os.dup(self._wal_fd)
+        fd = self._wal_fd_open()
+        return None if fd is None else os.dup(fd)
 
     def end_sync(self) -> None:
         """Store thread, after the function from :meth:`begin_sync` returned:
@@ -1215,11 +1234,11 @@ class SqliteStore:
             if self._deferred:
                 self.begin_sync()()
                 self.end_sync()
-            elif self._own_checkpoints and self._segs is not None:
+            elif self._own_checkpoints:
                 # SQLite's checkpoint at close syncs the WAL: the segments
                 # of relaxed commits first (as in _checkpoint_if_due).
                 try:
-                    self._segs.sync_files(*self._segs.take_dirty())
+                    self._sync_dirty_segments()
                 except SegmentError as exc:
                     raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
         finally:

@@ -941,6 +941,50 @@ def test_close_syncs_the_segments_of_relaxed_commits_before_its_checkpoint(
     assert synced == ["00000001.seg"]
 
 
+def test_a_failed_checkpoint_after_its_segment_sync_does_not_fail_later_syncs(
+    tmp_path: Path,
+) -> None:
+    # A checkpoint that fails after the segments it took were synced (a
+    # full disk when the WAL is copied into the database, say) puts no
+    # acknowledged byte at risk: that transaction is refused, but the next
+    # group syncs succeed and the checkpoint is taken when next due. (Were
+    # it treated as a failed segment sync, a full disk for a moment would
+    # stop the node for good.)
+    import sqlite3
+
+    from dcis.dtn.agent.store import StoreError
+
+    s = SqliteStore(tmp_path / "b.db", deferred_sync=True)
+    with s.transaction():
+        s.put(rec("acked-after-sync", BIG), payload(1))
+
+    def deny_checkpoint(action: int, arg1: str | None, *_: object) -> int:
+        if action == sqlite3.SQLITE_PRAGMA and arg1 == "wal_checkpoint":
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    s._db.set_authorizer(deny_checkpoint)
+    s._since_checkpoint = s._checkpoint_every  # due at the next transaction
+    with pytest.raises(StoreError, match="checkpoint failed"), s.transaction():
+        pass
+    s._db.set_authorizer(None)
+    with s.transaction():
+        s.put(rec("after", BIG), payload(2))
+    s.begin_sync()()  # succeeds: the first failure did not poison it
+    s.end_sync()
+    events: list[str] = []
+    _trace_checkpoints(s, events)
+    s._since_checkpoint = s._checkpoint_every
+    with s.transaction():
+        pass
+    assert events == ["checkpoint"], "the checkpoint is not tried again"
+    s.close()
+    s2 = SqliteStore(tmp_path / "b.db")
+    assert s2.get("acked-after-sync") == payload(1)
+    assert s2.get("after") == payload(2)
+    s2.close()
+
+
 def test_a_failed_segment_sync_at_a_checkpoint_fails_the_next_group_sync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
