@@ -499,11 +499,29 @@ class Agent:
         ``SqliteStore(synchronous="FULL")`` this is one fsync for the batch.
         """
         actions: list[Action] = []
+        items = list(batch)
         with self.store.transaction():
-            for item in batch:
-                self._receive_one(
-                    item.cla, item.neighbor, item.data, now, item.cl_token, actions
-                )
+            if len(items) > 1:
+                # Decoded first, so that the delivered keys among them are
+                # looked up in one statement (reception.decode_all), not
+                # one per bundle; none is decoded twice.
+                decoded, delivered = reception.decode_all(self, items)
+                for item, bundle in zip(items, decoded, strict=True):
+                    self._receive_one(
+                        item.cla,
+                        item.neighbor,
+                        item.data,
+                        now,
+                        item.cl_token,
+                        actions,
+                        bundle,
+                        delivered,
+                    )
+            else:
+                for item in items:
+                    self._receive_one(
+                        item.cla, item.neighbor, item.data, now, item.cl_token, actions
+                    )
         self._finish(actions)
         return actions
 

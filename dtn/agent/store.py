@@ -35,7 +35,7 @@ delivery was confirmed -- is never delivered twice.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -234,6 +234,11 @@ class BundleStore(Protocol):
         """True if ``key`` was delivered and its record has not been purged."""
         ...
 
+    def delivered_among(self, keys: Iterable[str]) -> set[str]:
+        """Those of ``keys`` for which :meth:`is_delivered` is true (one
+        look for a batch of received bundles, not one each)."""
+        ...
+
     def purge_delivered(self, now_ms: int) -> int:
         """Forget delivered keys whose expiry is before ``now_ms``; returns how many."""
         ...
@@ -371,6 +376,11 @@ class MemoryStore:
     def is_delivered(self, key: str) -> bool:
         """See :meth:`BundleStore.is_delivered`."""
         return key in self._delivered
+
+    def delivered_among(self, keys: Iterable[str]) -> set[str]:
+        """See :meth:`BundleStore.delivered_among`."""
+        delivered = self._delivered
+        return {k for k in keys if k in delivered}
 
     def purge_delivered(self, now_ms: int) -> int:
         """See :meth:`BundleStore.purge_delivered`."""

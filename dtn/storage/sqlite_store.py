@@ -19,7 +19,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, suppress
 from types import TracebackType
 from typing import Literal
@@ -1089,6 +1089,23 @@ class SqliteStore:
             self._exec("SELECT 1 FROM delivered WHERE key=?", (key,)).fetchone()
             is not None
         )
+
+    def delivered_among(self, keys: Iterable[str]) -> set[str]:
+        """See :meth:`BundleStore.delivered_among`: one ``SELECT`` per 500
+        keys (a statement per received bundle was ~3% of a receiving
+        node's CPU at 1 KB)."""
+        marks = self._marks
+        todo = list(dict.fromkeys(keys))
+        found = {k for k in todo if k in marks}
+        for i in range(0, len(todo), 500):
+            chunk = todo[i : i + 500]
+            rows = self._exec(
+                "SELECT key FROM delivered WHERE key IN"
+                f" ({','.join('?' * len(chunk))})",
+                tuple(chunk),
+            ).fetchall()
+            found.update(r[0] for r in rows)
+        return found
 
     def purge_delivered(self, now_ms: int) -> int:
         """See :meth:`BundleStore.purge_delivered` (uses an index on expiry)."""
