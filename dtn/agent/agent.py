@@ -617,17 +617,24 @@ class Agent:
         receiving node's CPU)."""
         actions: list[Action] = []
         entries = self._entries
+        gone: list[str] = []
         with self.store.transaction(durable=False):
             for bundle_key in bundle_keys:
                 e = entries.get(bundle_key)
                 if e is None or e.location is not Location.DELIVERING:
                     continue
-                self._confirm_delivered(e, now, actions)
+                self._confirm_delivered(e, now, actions, gone)
+            # Their rows in one statement, not one each.
+            self.store.delete_many(gone)
         if actions:
             self._finish(actions)
         return actions
 
-    def _confirm_delivered(self, e: Entry, now: int, actions: list[Action]) -> None:
+    def _confirm_delivered(
+        self, e: Entry, now: int, actions: list[Action], gone: list[str]
+    ) -> None:
+        """Confirm ``e`` delivered; its row is left for the caller to
+        delete (its key appended to ``gone``)."""
         bundle_key = e.key
         self._report_entry(e, StatusKind.DELIVERED, StatusReason.NO_INFO, now, actions)
         keep = self.config.max_tombstone_ms
@@ -635,7 +642,8 @@ class Agent:
             bundle_key,
             e.expiry_ms if keep is None else min(e.expiry_ms, now + keep),
         )
-        self._remove(e)
+        self._remove(e, in_store=False)
+        gone.append(bundle_key)
         self.counters["delivered"] += 1
         actions.append(Event(EventKind.DELIVERED, bundle_key, e.destination))
         group = self._groups.get(bundle_key)

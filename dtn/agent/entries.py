@@ -341,12 +341,15 @@ def held_digest(self: Agent, e: Entry, actions: list[Action], now: int) -> bytes
     return e.digest
 
 
-def remove(self: Agent, e: Entry) -> None:
-    """Drop ``e`` from the store and memory (queues/heap skip it lazily)."""
+def remove(self: Agent, e: Entry, *, in_store: bool = True) -> None:
+    """Drop ``e`` from the store and memory (queues/heap skip it lazily).
+    ``in_store=False``: the caller deletes it from the store itself (with
+    others, ``BundleStore.delete_many``)."""
     self._unbook(e)
     if self._hot:
         _drop_hot(self, e.key)
-    self.store.delete(e.key)
+    if in_store:
+        self.store.delete(e.key)
     if self._entries.pop(e.key, None) is not None:
         base = variant_base(e.key)
         if base is not None:

@@ -222,6 +222,11 @@ class BundleStore(Protocol):
         """Remove bundle ``key``; True if it was stored."""
         ...
 
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove these bundles (as :meth:`delete` each, in one go); how
+        many were stored."""
+        ...
+
     def records(self) -> Iterator[StoredBundle]:
         """Every stored bundle's metadata (for recovery after a restart)."""
         ...
@@ -361,6 +366,10 @@ class MemoryStore:
         del self._data[key]
         self._used -= rec.size_bytes
         return True
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """See :meth:`BundleStore.delete_many`."""
+        return sum(self.delete(k) for k in keys)
 
     def records(self) -> Iterator[StoredBundle]:
         """See :meth:`BundleStore.records`."""

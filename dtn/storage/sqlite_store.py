@@ -1061,6 +1061,34 @@ class SqliteStore:
             self._gone.append((row[1], row[2]))
         return True
 
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """See :meth:`BundleStore.delete_many`: one ``DELETE`` per 500 keys
+        (a statement per confirmed delivery was ~2.5 us more per bundle)."""
+        todo = list(dict.fromkeys(keys))
+        if not todo:
+            return 0
+        if not self._depth:
+            with _Txn(self, None):
+                return self.delete_many(todo)
+        if not self._row_keys.isdisjoint(todo):
+            self._flush_rows()
+        n = 0
+        for i in range(0, len(todo), 500):
+            chunk = todo[i : i + 500]
+            rows = self._exec(
+                "DELETE FROM bundles WHERE key IN"
+                f" ({','.join('?' * len(chunk))}) RETURNING size_bytes, seg, seg_off",
+                tuple(chunk),
+            ).fetchall()
+            for size, seg, off in rows:
+                self._used -= size
+                self._count -= 1
+                if seg is not None:
+                    self._refs.append((seg, -1))
+                    self._gone.append((seg, off))
+            n += len(rows)
+        return n
+
     def records(self) -> Iterator[StoredBundle]:
         """See :meth:`BundleStore.records` (ordered by arrival, oldest first)."""
         self._flush_rows()
