@@ -827,7 +827,12 @@ class SqliteStore:
             # The emptied active segment's dead space comes back: now (after
             # the fsyncs that make its emptying durable) without group
             # commit, else at the driver's next sync.
-            if self._segs.retire_empty_active() and not self._deferred:
+            try:
+                # (Writes the payloads it holds for a late write first.)
+                retired = self._segs.retire_empty_active()
+            except SegmentError as exc:
+                raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
+            if retired and not self._deferred:
                 try:
                     self.begin_sync()()
                 finally:
