@@ -48,14 +48,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from dcis.dtn.agent import delivery, entries, forwarding, reception, reports, timers
+from dcis.dtn.agent import (
+    delivery,
+    entries,
+    forwarding,
+    held,
+    reception,
+    reports,
+    timers,
+)
 from dcis.dtn.agent.actions import (
     Action,
     Event,
     EventKind,
 )
 from dcis.dtn.agent.entries import MAX_VARIANTS as MAX_VARIANTS
-from dcis.dtn.agent.entries import Entry, FragmentGroup, Link
+from dcis.dtn.agent.entries import Entry, FragmentGroup, Link, Pieces
 from dcis.dtn.agent.entries import TooManyBundles as TooManyBundles
 from dcis.dtn.agent.entries import content_digest as content_digest
 from dcis.dtn.agent.location import Location, Step
@@ -172,6 +180,17 @@ class AgentConfig:
     mtu_by_neighbour: dict[int, int | None] = field(default_factory=dict)
     """Per-neighbour MTU overriding ``max_bundle_bytes`` (None: no limit), e.g.
     for a stream CL such as TCPCL that carries a bundle of any size whole."""
+    hold_fragments_ms: dict[str, int] = field(default_factory=dict)
+    """Per convergence layer name (``on_receive``'s ``cla``): the longest a
+    fragment for a local endpoint that the sender wants acknowledged is held
+    in memory, unacknowledged, while the rest of its bundle arrives; the
+    whole bundle is then stored once and every piece acknowledged with it
+    (``dcis.dtn.agent.held``). Must stay well under that CL's ACK timeout.
+    Empty (the default): every fragment is stored as it comes. The daemon
+    holds UDP fragments."""
+    hold_fragments_bytes: int = 8 * 1024 * 1024
+    """The most bytes of fragments held that way at once (beyond it, they
+    are stored as they come)."""
 
     def __post_init__(self) -> None:
         if self.max_bundle_bytes is not None and self.max_bundle_bytes < 64:
@@ -180,6 +199,14 @@ class AgentConfig:
             )
         if self.keep_decoded < 0:
             raise InvalidArgument(f"keep_decoded must be >= 0, got {self.keep_decoded}")
+        if any(ms < 0 for ms in self.hold_fragments_ms.values()):
+            raise InvalidArgument(
+                f"hold_fragments_ms values must be >= 0, got {self.hold_fragments_ms}"
+            )
+        if self.hold_fragments_bytes < 0:
+            raise InvalidArgument(
+                f"hold_fragments_bytes must be >= 0, got {self.hold_fragments_bytes}"
+            )
         if self.keep_decoded_bytes < 0:
             raise InvalidArgument(
                 f"keep_decoded_bytes must be >= 0, got {self.keep_decoded_bytes}"
@@ -304,6 +331,11 @@ class Agent:
         self._links: dict[int, Link] = {}
         # tx_id -> (bundle key, neighbour, bytes sent, the link it went on)
         self._inflight: dict[int, tuple[str, int, int, Link]] = {}
+        # bundle key -> the pieces of a bundle cut at transmission (in flight)
+        self._pieces: dict[str, Pieces] = {}
+        # whole bundle key -> its fragments held unacknowledged (held.py)
+        self._held: dict[str, held.HeldGroup] = {}
+        self._held_bytes = 0
         # endpoint -> keys of bundles waiting for it to be registered
         self._unclaimed: dict[str, dict[str, None]] = {}
         self._groups: dict[str, FragmentGroup] = {}
@@ -536,10 +568,16 @@ class Agent:
         if contact.frm != self.node or contact.to == self.node:
             return actions
         nb = contact.to
+        old = self._links.get(nb)
         self._links[nb] = Link(
             contact=contact, remaining_bytes=self._volume(contact, now)
         )
         with self.store.transaction(durable=False):
+            if old is not None and old.sending is not None:
+                # Another contact to nb was open (overlapping contacts) and
+                # this one replaces its link, whose end is then ignored:
+                # the pieces still to go on it never go, as when it closes.
+                forwarding.abort_pieces(self, old.sending, now, actions)
             self._check_plan(now, actions)
             waiting = self._unrouted.pop(nb, None)
             if waiting:
@@ -566,6 +604,10 @@ class Agent:
         del self._links[nb]
         q = self._queues.pop(nb, None)
         with self.store.transaction(durable=False):
+            if link.sending is not None:
+                # Pieces of a bundle were still to go: none goes on another
+                # contact; the whole bundle goes again.
+                forwarding.abort_pieces(self, link.sending, now, actions)
             if q:
                 for key in q:
                     e = self._entries.get(key)
@@ -674,6 +716,9 @@ class Agent:
         self._queues.clear()
         self._unrouted.clear()
         self._inflight.clear()
+        self._pieces.clear()
+        self._held.clear()  # never acknowledged: the senders still have them
+        self._held_bytes = 0
         self._unclaimed.clear()
         self._groups.clear()
         self._variants.clear()
@@ -684,6 +729,7 @@ class Agent:
         for link in self._links.values():
             link.inflight = 0
             link.inflight_bytes = 0
+            link.sending = None
         with self.store.transaction(durable=False):
             recs = list(self.store.records())
             for rec in recs:
@@ -753,6 +799,7 @@ class Agent:
     _add_fragment = delivery.add_fragment
     _reassemble = delivery.reassemble_group
     _recover_fragment = delivery.recover_fragment
+    _hold_fragment = held.hold_fragment
 
     # ------------------------------- forwarding (dtn/agent/forwarding.py)
 

@@ -211,6 +211,41 @@ class Link:
     inflight: int = 0
     inflight_bytes: int = 0
     backoff_until: int = 0
+    # a bundle going out in pieces whose next piece goes before the queue
+    sending: Pieces | None = None
+
+
+@dataclass(slots=True)
+class Pieces:
+    """A stored bundle going out as fragments cut at transmission (RFC 9171
+    5.8; ``forwarding.prepare``): the store keeps the whole bundle as its one
+    entry, and each piece is a transient wire unit made when the window has
+    room for it. The entry stays ``IN_FLIGHT`` (its ``tx_id`` is the first
+    piece's) until every piece sent has an outcome; it leaves the store when
+    all pieces were sent and taken, else the whole bundle is queued again.
+    """
+
+    key: str
+    bundle: Bundle | None
+    """The stored bundle as loaded (each piece is updated for forwarding
+    when it is made, as a stored fragment would be); None once the last
+    piece was cut: a bundle waiting for its pieces' outcomes is not held in
+    memory (the window bounds the bytes in flight, not the bundles whose
+    last piece is), and a failure sends it again from the store."""
+    sizes: tuple[int, ...]
+    """Payload bytes of each piece, in order."""
+    link: Link
+    """The contact the pieces go over (a piece never goes over another)."""
+    tx_id: int = -1
+    sent: int = 0
+    """Pieces emitted so far."""
+    offset: int = 0
+    """Payload offset of the next piece."""
+    outstanding: set[int] = field(default_factory=set)
+    """Transmissions of pieces whose outcome has not come yet."""
+    failed: bool = False
+    """A piece was not taken, or the contact closed before every piece left:
+    no more are sent, and the whole bundle goes again."""
 
 
 @dataclass(slots=True)
@@ -348,6 +383,11 @@ def remove(self: Agent, e: Entry, *, in_store: bool = True) -> None:
     self._unbook(e)
     if self._hot:
         _drop_hot(self, e.key)
+    if self._pieces:
+        # Pieces still in flight are ignored when their outcomes come.
+        p = self._pieces.pop(e.key, None)
+        if p is not None and p.link.sending is p:
+            p.link.sending = None
     if in_store:
         self.store.delete(e.key)
     if self._entries.pop(e.key, None) is not None:

@@ -39,6 +39,7 @@ from dcis.dtn.agent.actions import (
 from dcis.dtn.agent.entries import (
     Entry,
     Link,
+    Pieces,
 )
 from dcis.dtn.agent.location import Location, Step
 from dcis.dtn.agent.store import (
@@ -52,7 +53,7 @@ from dcis.dtn.bpv7.bundle import (
 )
 from dcis.dtn.bpv7.eid import is_null_eid, parse_eid
 from dcis.dtn.bpv7.flags import BundleFlags
-from dcis.dtn.bpv7.fragment import fragment_bundle
+from dcis.dtn.bpv7.fragment import fragment_at, fragment_bundle
 from dcis.dtn.bpv7.processing import update_for_forwarding
 from dcis.dtn.errors import DecodeError, InvalidArgument
 from dcis.dtn.routing.contact import Contact
@@ -94,7 +95,21 @@ def transmit_done(
         if not ok:
             link.remaining_bytes += nbytes
     e = self._entries.get(key)
-    if e is not None and e.location is Location.IN_FLIGHT and e.tx_id == tx_id:
+    p = self._pieces.get(key) if self._pieces else None
+    if p is not None and tx_id in p.outstanding:
+        p.outstanding.discard(tx_id)
+        if not ok and not p.failed:
+            p.failed = True  # no more pieces: the whole bundle goes again
+            if p.link.sending is p:
+                p.link.sending = None
+        if p.outstanding or p.link.sending is p:
+            e = None  # more outcomes or pieces to come
+        else:
+            del self._pieces[key]
+            ok = not p.failed
+    elif e is not None and e.tx_id != tx_id:
+        e = None
+    if e is not None and e.location is Location.IN_FLIGHT:
         if ok:
             self._report_entry(
                 e, StatusKind.FORWARDED, StatusReason.NO_INFO, now, actions
@@ -119,6 +134,22 @@ def transmit_done(
                 self._forward(e, now, actions)
     if link is not None:
         self._pump(nb, now, actions)
+
+
+def abort_pieces(self: Agent, p: Pieces, now: int, actions: list[Action]) -> None:
+    """The contact of ``p`` closed before all its pieces were sent: no more
+    are; once the pieces in flight have their outcomes (now, if none is
+    in flight) the whole bundle is routed again."""
+    p.failed = True
+    if p.link.sending is p:
+        p.link.sending = None
+    if p.outstanding or self._pieces.get(p.key) is not p:
+        return
+    del self._pieces[p.key]
+    e = self._entries.get(p.key)
+    if e is not None and e.location is Location.IN_FLIGHT:
+        e.move(Step.RELEASE)
+        self._forward(e, now, actions)
 
 
 def no_route(self: Agent, e: Entry, now: int, actions: list[Action]) -> None:
@@ -257,16 +288,30 @@ def queued_for(e: Entry, nb: int) -> bool:
 
 def pump(self: Agent, nb: int, now: int, actions: list[Action]) -> None:
     """Transmit what is queued for open neighbour ``nb``, within the
-    window and the contact's remaining volume."""
+    window and the contact's remaining volume: first the next pieces of a
+    bundle going out in pieces, then the queue in order."""
     link = self._links.get(nb)
+    if link is None or now < link.backoff_until:
+        return
     q = self._queues.get(nb)
-    if link is None or not q or now < link.backoff_until:
+    if not q and link.sending is None:
         return
     skipped: list[str] = []
     window = self.config.window
     window_bytes = self.config.window_bytes
-    while q and link.inflight < window:
+    while link.inflight < window:
         if window_bytes is not None and link.inflight_bytes >= window_bytes:
+            break
+        if link.sending is not None:
+            pe = self._entries.get(link.sending.key)
+            if pe is not None and pe.expiry_ms <= now:
+                # Lifetime over before its tick (as for a queued bundle
+                # below): expire it, send no further piece.
+                self._expire(pe, now, actions)
+                continue
+            _send_piece(self, link.sending, nb, now, actions)
+            continue
+        if not q:
             break
         key = q.popleft()
         e = self._entries.get(key)
@@ -289,10 +334,16 @@ def pump(self: Agent, nb: int, now: int, actions: list[Action]) -> None:
                     # a decode per queued bundle on every call.
                     break
             continue
-        assert isinstance(wire, tuple)
-        size = len(wire[0]) if len(wire) == 1 else sum(map(len, wire))
-        tx = self._next_tx
-        self._next_tx += 1
+        if isinstance(wire, Pieces):
+            # Cut at transmission: its first piece now, the others as the
+            # window allows (before anything else queued).
+            self._pieces[key] = wire
+            link.sending = wire
+            tx = _send_piece(self, wire, nb, now, actions)
+            wire.tx_id = tx
+        else:
+            assert isinstance(wire, tuple)
+            tx = _emit(self, key, nb, link, wire, actions)
         e.move(Step.TRANSMIT, tx_id=tx)
         if e.booked is not None and e.booked != link.contact:
             # Booked on a later contact, going on this one: the booking
@@ -301,24 +352,67 @@ def pump(self: Agent, nb: int, now: int, actions: list[Action]) -> None:
             with suppress(InvalidArgument):
                 self._router.consume(link.contact, e.size)
         e.booked = None  # the volume is used now, not just planned
-        self._inflight[tx] = (key, nb, size, link)
-        link.inflight += 1
-        link.inflight_bytes += size
-        link.remaining_bytes -= size
-        self.counters["transmits"] += 1
-        actions.append(Transmit(nb, wire, tx))
-    if skipped:
+    if skipped and q is not None:
         q.extendleft(reversed(skipped))
+
+
+def _emit(
+    self: Agent,
+    key: str,
+    nb: int,
+    link: Link,
+    wire: tuple[bytes, ...],
+    actions: list[Action],
+) -> int:
+    """``Transmit`` ``wire`` (of bundle ``key``) to ``nb`` over ``link``:
+    its id, counted in flight and against the contact's volume."""
+    size = len(wire[0]) if len(wire) == 1 else sum(map(len, wire))
+    tx = self._next_tx
+    self._next_tx += 1
+    self._inflight[tx] = (key, nb, size, link)
+    link.inflight += 1
+    link.inflight_bytes += size
+    link.remaining_bytes -= size
+    self.counters["transmits"] += 1
+    actions.append(Transmit(nb, wire, tx))
+    return tx
+
+
+def _send_piece(
+    self: Agent, p: Pieces, nb: int, now: int, actions: list[Action]
+) -> int:
+    """Cut and transmit the next piece of ``p``: a fragment of the stored
+    bundle (RFC 9171 5.8) updated for forwarding as a stored fragment
+    would be, so the bytes on the wire are those of the fragments this
+    node once stored. Its transmission id."""
+    size = p.sizes[p.sent]
+    assert p.bundle is not None  # pieces are still to be cut
+    piece = fragment_at(p.bundle, p.offset, size)
+    p.offset += size
+    p.sent += 1
+    if p.sent == len(p.sizes):
+        p.link.sending = None
+        p.bundle = None  # only the outcomes are awaited now
+    e = self._entries[p.key]
+    # The blocks were updated once already (prepare): no DecodeError here.
+    out = update_for_forwarding(
+        piece, node=self.eid, dwell_ms=max(0, now - e.received_ms)
+    )
+    tx = _emit(self, p.key, nb, p.link, encode_bundle_parts(out), actions)
+    p.outstanding.add(tx)
+    return tx
 
 
 def prepare(
     self: Agent, e: Entry, link: Link, now: int, actions: list[Action]
-) -> tuple[bytes, ...] | object | None:
+) -> tuple[bytes, ...] | Pieces | object | None:
     """The bytes to send for ``e`` (blocks updated), as the buffers of
-    ``encode_bundle_parts`` (a large payload not copied); ``_REQUEUED`` if it
-    was fragmented to fit (its fragments now head the queue); None if it
-    cannot go now (too big for what is left of the contact) or was
-    deleted (hop limit, unreadable)."""
+    ``encode_bundle_parts`` (a large payload not copied); a :class:`Pieces`
+    when only the link's MTU is too small for it (it is cut as it is sent,
+    the store keeps it whole); ``_REQUEUED`` if it was fragmented to fit
+    what is left of the contact (its stored fragments now head the queue);
+    None if it cannot go now (too big for what is left of the contact) or
+    was deleted (hop limit, unreadable)."""
     try:
         b = self._load_bundle(e.key, actions, now)
         if b is None:
@@ -369,14 +463,28 @@ def prepare(
         return None
     # A fragment's primary block is up to ~20 bytes longer (offset and
     # total ADU length): keep a margin so that the first one really fits.
-    overhead = size - len(b.payload) + _FRAGMENT_MARGIN
+    n = len(b.payload)
+    overhead = size - n + _FRAGMENT_MARGIN
     first = int(limit) - overhead
-    per = len(b.payload) if mtu is None else mtu - overhead
+    per = n if mtu is None else mtu - overhead
     # Pieces smaller than this are not worth their headers.
-    smallest = min(_MIN_FRAGMENT_PAYLOAD, len(b.payload) - 1)
+    smallest = min(_MIN_FRAGMENT_PAYLOAD, n - 1)
     if smallest < 1 or per < smallest:
         # Cannot usefully fragment for this MTU: as for MUST_NOT_FRAGMENT.
         return wire if size <= link.remaining_bytes else None
+    if mtu is not None and size > mtu:
+        pieces = -(-n // per)
+        if n + pieces * overhead <= link.remaining_bytes:
+            # Only the MTU makes it split, and every piece fits what is left
+            # of the contact: cut it as it is sent (RFC 9171 5.8 lets any
+            # node fragment at transmission), keeping the stored bundle as
+            # the one entry -- no fragment is stored or written.
+            sizes = (per,) * (n // per) + ((n % per,) if n % per else ())
+            self.counters["fragmented"] += 1
+            actions.append(
+                Event("fragmented", e.key, f"into {len(sizes)} fragments as sent")
+            )
+            return Pieces(key=e.key, bundle=b, sizes=sizes, link=link)
     if first < smallest:
         return None  # too little volume left: wait for the next contact
     if self._fragment(e, b, first, per, actions):

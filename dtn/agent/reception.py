@@ -245,6 +245,18 @@ def receive_one(
         if verdict.discarded:
             bundle = verdict.bundle
             data = encode_bundle(bundle)
+    if (
+        ack is not None
+        and local
+        and bundle.is_fragment
+        and key == bundle.bundle_key  # not a variant
+        and bundle.original_key not in self._groups  # none of it stored
+    ):
+        hold_ms = self.config.hold_fragments_ms.get(cla)
+        if hold_ms and self._hold_fragment(
+            bundle, wire_size(data), ack, hold_ms, prev_node, expiry, now, actions
+        ):
+            return  # held in memory: acknowledged once its bundle is stored whole
     try:
         self._accept(
             bundle,

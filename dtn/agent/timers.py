@@ -21,6 +21,7 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING
 
+from dcis.dtn.agent import held
 from dcis.dtn.agent.actions import (
     Action,
     Event,
@@ -54,6 +55,8 @@ def on_tick(self: Agent, now: int) -> list[Action]:
             e = self._entries.get(key)
             if e is not None and e.expiry_ms == expiry:
                 self._expire(e, now, actions)
+        if self._held:
+            held.flush_due(self, now, actions)
         self._check_plan(now, actions)
         rr = self._reroute
         while rr and rr[0][0] <= now:
@@ -85,6 +88,10 @@ def next_deadline(self: Agent) -> DtnTime | None:
             break
         heapq.heappop(heap)
     at = heap[0][0] if heap else None
+    if self._held:
+        h = held.held_deadline(self)
+        if h is not None and (at is None or h < at):
+            at = h
     bo = self._backoff
     if bo:
         links = self._links

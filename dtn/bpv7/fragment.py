@@ -4,7 +4,9 @@ https://www.rfc-editor.org/rfc/rfc9171#section-5.8
 
 Each fragment is a bundle whose primary block has IS_FRAGMENT set, the
 fragment offset (bytes into the original application data unit, ADU) and the
-total ADU length. Blocks with MUST_REPLICATE appear in every fragment; every
+total ADU length. Blocks with MUST_REPLICATE appear in every fragment, and
+so does the bundle age block of a bundle with no creation time (RFC 9171
+4.4.2: each fragment is such a bundle); every
 other extension block only in the first (offset-0 part), which is where
 reassembly takes them from. Fragmenting a fragment is allowed: offsets stay
 relative to the original ADU.
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field, replace
 
 from dcis.dtn.bpv7.bundle import Bundle
 from dcis.dtn.bpv7.eid import is_null_eid
-from dcis.dtn.bpv7.flags import BlockFlags, BundleFlags
+from dcis.dtn.bpv7.flags import BlockFlags, BlockType, BundleFlags
 from dcis.dtn.errors import InvalidArgument
 
 
@@ -49,28 +51,67 @@ def fragment_bundle(b: Bundle, sizes: int | Sequence[int]) -> list[Bundle]:
             return [b]
     if b.primary.flags & BundleFlags.MUST_NOT_FRAGMENT:
         raise InvalidArgument("the bundle has MUST_NOT_FRAGMENT set")
-    p = b.primary
-    base = p.fragment_offset or 0
-    total = p.total_adu_length if p.total_adu_length is not None else n
-    ext = b.blocks[:-1]
-    replicated = tuple(blk for blk in ext if blk.flags & BlockFlags.MUST_REPLICATE)
-    pblock = b.payload_block
-    mv = memoryview(payload)
     out: list[Bundle] = []
     offset = 0
-    for i, size in enumerate(plan):
-        primary = replace(
-            p,
-            flags=p.flags | BundleFlags.IS_FRAGMENT,
-            fragment_offset=base + offset,
-            total_adu_length=total,
-        )
-        # Only the piece that starts where b starts carries every block.
-        blocks = ext if i == 0 else replicated
-        piece = replace(pblock, data=bytes(mv[offset : offset + size]))
-        out.append(Bundle(primary, (*blocks, piece)))
+    for size in plan:
+        out.append(_piece(b, offset, size))
         offset += size
     return out
+
+
+def fragment_at(b: Bundle, offset: int, size: int) -> Bundle:
+    """The one fragment of ``b`` carrying its payload bytes ``offset`` to
+    ``offset + size``: the same bundle :func:`fragment_bundle` makes for that
+    piece, made alone (a sender cutting a bundle as it transmits it makes
+    one piece at a time). Raises :class:`InvalidArgument` for a
+    MUST_NOT_FRAGMENT bundle or a range that is empty or outside the
+    payload."""
+    n = len(b.payload)
+    if size < 1 or offset < 0 or offset + size > n:
+        raise InvalidArgument(
+            f"fragment range {offset}+{size} must be non-empty and within the "
+            f"payload's {n} bytes"
+        )
+    if b.primary.flags & BundleFlags.MUST_NOT_FRAGMENT:
+        raise InvalidArgument("the bundle has MUST_NOT_FRAGMENT set")
+    return _piece(b, offset, size)
+
+
+def _piece(b: Bundle, offset: int, size: int) -> Bundle:
+    p = b.primary
+    payload = b.payload
+    primary = replace(
+        p,
+        flags=p.flags | BundleFlags.IS_FRAGMENT,
+        fragment_offset=(p.fragment_offset or 0) + offset,
+        total_adu_length=(
+            p.total_adu_length if p.total_adu_length is not None else len(payload)
+        ),
+    )
+    ext = b.blocks[:-1]
+    # Only the piece that starts where b starts carries every block. A
+    # bundle with no creation time must carry its age (RFC 9171 4.4.2), and
+    # so must each of its fragments -- each is such a bundle: without it a
+    # later hop would count the age from its own arrival and keep the
+    # fragment past its lifetime.
+    no_clock = p.creation.time_ms == 0
+    blocks = (
+        ext
+        if offset == 0
+        else tuple(
+            blk
+            for blk in ext
+            if blk.flags & BlockFlags.MUST_REPLICATE
+            or (no_clock and blk.type_code == BlockType.BUNDLE_AGE)
+        )
+    )
+    data = (
+        payload
+        if size == len(payload)
+        else bytes(memoryview(payload)[offset : offset + size])
+    )
+    piece = replace(b.payload_block, data=data)
+    return Bundle(primary, (*blocks, piece))
 
 
 def _refuse_anonymous(b: Bundle) -> None:

@@ -127,6 +127,12 @@ DAEMON_WINDOW = 256
 DAEMON_WINDOW_BYTES = 4 << 20
 """Bytes in flight per neighbour in a daemon (AgentConfig.window_bytes):
 the size asked for the UDP socket buffers."""
+DAEMON_HOLD_FRAGMENTS_MS = 200
+"""The longest the daemon holds a received UDP fragment for a local endpoint
+unacknowledged while the rest of its bundle arrives (``AgentConfig.
+hold_fragments_ms``; at most a quarter of ``udp.ack_timeout_s``): the whole
+bundle is then stored once instead of every fragment and then the whole
+(spec/performance.md, "Seventh round")."""
 
 _LOGGED_EVENTS = frozenset(
     {
@@ -463,6 +469,11 @@ class Node:
                 # the same at both ends (RFC 9171 5.8: fragment only where
                 # the link requires it). UDP keeps ``mtu_bytes``.
                 mtu_by_neighbour=_stream_mtus(cfg),
+                hold_fragments_ms={
+                    "udp": min(
+                        DAEMON_HOLD_FRAGMENTS_MS, int(cfg.ack_timeout_s * 1000) // 4
+                    )
+                },
                 max_forward_lifetime_ms=cfg.limits.max_forward_lifetime_ms,
                 max_tombstone_ms=cfg.limits.max_tombstone_ms,
                 max_bundles=cfg.limits.max_bundles,

@@ -121,6 +121,18 @@ def check_locations(ag: Agent) -> None:
         if loc is Location.QUEUED:
             assert e.next_hop is not None
             assert key in ag._queues.get(e.next_hop, ()), (key, loc)
+        elif loc is Location.IN_FLIGHT and key in ag._pieces:
+            # Going out in pieces (cut at transmission): the entry names the
+            # first piece's transmission; some piece is in flight or to come.
+            p = ag._pieces[key]
+            assert e.tx_id == p.tx_id, (key, loc)
+            assert p.outstanding or p.link.sending is p, (key, loc)
+            if p.link.sending is p:
+                # Pieces still to go go on the open link to the next hop:
+                # a link closed or replaced sends none.
+                assert ag._links.get(e.next_hop) is p.link, (key, loc)
+            for tx in p.outstanding:
+                assert ag._inflight[tx][:2] == (key, e.next_hop), (key, loc)
         elif loc is Location.IN_FLIGHT:
             assert e.tx_id is not None
             assert ag._inflight[e.tx_id][:2] == (key, e.next_hop), (key, loc)

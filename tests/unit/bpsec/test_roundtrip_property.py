@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from dcis.crypto import AuthenticationFailed
@@ -50,7 +50,6 @@ def bundles(draw: st.DrawFn) -> Bundle:
 keys = st.binary(min_size=16, max_size=16) | st.binary(min_size=32, max_size=32)
 
 
-@settings(max_examples=60)
 @given(
     bundles(),
     st.data(),

@@ -21,6 +21,7 @@ from dcis.dtn.bpv7 import (
     make_bundle,
     reassemble,
 )
+from dcis.dtn.bpv7.fragment import fragment_at
 from dcis.dtn.errors import InvalidArgument
 
 REPL = CanonicalBlock(192, 5, BlockFlags.MUST_REPLICATE, CrcType.CRC16, b"rep")
@@ -51,6 +52,30 @@ def test_fragments_carry_offsets_and_replicate_exactly_must_replicate_blocks() -
     for f in frags:
         assert decode_bundle_untrusted(encode_bundle(f)) == f
     assert len({f.bundle_key for f in frags}) == 4
+
+
+def test_every_fragment_of_a_bundle_with_no_creation_time_carries_its_age() -> None:
+    # RFC 9171 4.4.2: a bundle whose creation time is 0 MUST carry a bundle
+    # age block, and each fragment is such a bundle. Without it a later hop
+    # counts the fragment's age from its own arrival and keeps it past its
+    # lifetime. With a creation time the age block stays in the first only.
+    def make(creation_ms: int) -> Bundle:
+        return make_bundle(
+            source="ipn:1.1",
+            destination="ipn:2.1",
+            payload=bytes(range(100)),
+            creation_ms=creation_ms,
+            bundle_age_ms=50_000,
+            extra_blocks=[REPL, ONCE],
+        )
+
+    for f in [*fragment_bundle(make(0), 30), fragment_at(make(0), 60, 40)]:
+        assert f.bundle_age_ms == 50_000
+        assert decode_bundle_untrusted(encode_bundle(f)) == f
+    later = fragment_bundle(make(42), 30)
+    assert later[0].bundle_age_ms == 50_000
+    assert all(f.bundle_age_ms is None for f in later[1:])
+    assert reassemble(fragment_bundle(make(0), 30)) == make(0)
 
 
 def test_reassemble_any_order_and_fragments_of_fragments() -> None:
@@ -92,6 +117,29 @@ def test_must_not_fragment_and_bad_sizes() -> None:
         fragment_bundle(original(), [10, 10])
     with pytest.raises(InvalidArgument, match=">= 1"):
         fragment_bundle(original(), 0)
+
+
+def test_one_fragment_at_a_time_is_the_fragment_of_a_whole_split() -> None:
+    # What a sender cutting a bundle as it transmits makes, piece by piece
+    # (the agent's fragmentation at transmission): the same fragments,
+    # offsets relative to the ADU for a fragment of a fragment too.
+    b = original()
+    sizes = [30, 30, 30, 10]
+    offsets = [0, 30, 60, 90]
+    assert [fragment_at(b, o, s) for o, s in zip(offsets, sizes, strict=True)] == (
+        fragment_bundle(b, sizes)
+    )
+    middle = fragment_bundle(b, [10, 50, 40])[1]
+    assert [fragment_at(middle, 0, 20), fragment_at(middle, 20, 30)] == (
+        fragment_bundle(middle, [20, 30])
+    )
+    assert fragment_at(middle, 20, 30).primary.fragment_offset == 30
+    for off, size in ((0, 0), (-1, 5), (95, 6), (100, 1)):
+        with pytest.raises(InvalidArgument, match="within"):
+            fragment_at(b, off, size)
+    mnf = replace(b, primary=replace(b.primary, flags=BundleFlags.MUST_NOT_FRAGMENT))
+    with pytest.raises(InvalidArgument, match="MUST_NOT_FRAGMENT"):
+        fragment_at(mnf, 0, 10)
 
 
 def test_reassembler_collects_by_original_id() -> None:
