@@ -376,10 +376,8 @@ def held_digest(self: Agent, e: Entry, actions: list[Action], now: int) -> bytes
     return e.digest
 
 
-def remove(self: Agent, e: Entry, *, in_store: bool = True) -> None:
-    """Drop ``e`` from the store and memory (queues/heap skip it lazily).
-    ``in_store=False``: the caller deletes it from the store itself (with
-    others, ``BundleStore.delete_many``)."""
+def remove(self: Agent, e: Entry) -> None:
+    """Drop ``e`` from the store and memory (queues/heap skip it lazily)."""
     self._unbook(e)
     if self._hot:
         _drop_hot(self, e.key)
@@ -388,8 +386,8 @@ def remove(self: Agent, e: Entry, *, in_store: bool = True) -> None:
         p = self._pieces.pop(e.key, None)
         if p is not None and p.link.sending is p:
             p.link.sending = None
-    if in_store:
-        self.store.delete(e.key)
+    # No answer needed: a store batches it with the transaction's others.
+    self.store.discard(e.key)
     if self._entries.pop(e.key, None) is not None:
         base = variant_base(e.key)
         if base is not None:

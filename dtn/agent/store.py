@@ -222,9 +222,11 @@ class BundleStore(Protocol):
         """Remove bundle ``key``; True if it was stored."""
         ...
 
-    def delete_many(self, keys: Iterable[str]) -> int:
-        """Remove these bundles (as :meth:`delete` each, in one go); how
-        many were stored."""
+    def discard(self, key: str) -> None:
+        """Remove bundle ``key`` if it is stored, with no answer: inside a
+        :meth:`transaction` a store may batch it with the block's other
+        discards until the commit (every read of the store sees it done).
+        What the agent uses when it drops a bundle it holds."""
         ...
 
     def records(self) -> Iterator[StoredBundle]:
@@ -367,9 +369,9 @@ class MemoryStore:
         self._used -= rec.size_bytes
         return True
 
-    def delete_many(self, keys: Iterable[str]) -> int:
-        """See :meth:`BundleStore.delete_many`."""
-        return sum(self.delete(k) for k in keys)
+    def discard(self, key: str) -> None:
+        """See :meth:`BundleStore.discard` (here: :meth:`delete`)."""
+        self.delete(key)
 
     def records(self) -> Iterator[StoredBundle]:
         """See :meth:`BundleStore.records`."""

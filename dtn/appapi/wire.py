@@ -384,6 +384,25 @@ def encode_bundle_message_parts(
     return [b"".join((bstr_head(size), first, payload, rest))]
 
 
+_KEY_REPLY_START = (
+    b"\xa3" + _head(0x60, 4) + b"type" + _head(0x60, 2) + b"ok" + _head(0x60, 2) + b"id"
+)
+
+
+def encode_key_reply(mid: int, bundle_key: str) -> bytes:
+    """:func:`encode_message` of ``{"type": "ok", "id": mid, "bundle_key":
+    bundle_key}`` -- the node's answer to each app send, written here with
+    its keys encoded once (~2.3 -> ~0.8 us a reply). ``mid`` must be an
+    int in 0 .. 2**64-1 (the node's request ids are)."""
+    if type(mid) is not int or not 0 <= mid < 0x10000000000000000:
+        return encode_message({"type": "ok", "id": mid, "bundle_key": bundle_key})
+    key = bundle_key.encode()
+    body = b"".join(
+        (_KEY_REPLY_START, _head(0x00, mid), _K_BUNDLE_KEY, _head(0x60, len(key)), key)
+    )
+    return bstr_head(len(body)) + body
+
+
 def encode_send_head(
     msg: dict[str, Any],
     payload_bytes: int,

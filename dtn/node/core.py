@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from dcis.dtn.agent.actions import Action, Deliver, Event, EventKind, Schedule
-from dcis.dtn.agent.agent import Received
+from dcis.dtn.agent.agent import Received, SendRequest
 from dcis.dtn.bpv7.eid import IpnEid, parse_eid
 from dcis.dtn.errors import DtnError, InvalidArgument
 from dcis.dtn.node.service import (
@@ -98,6 +98,10 @@ class NodeAgent(Protocol):
         lifetime_ms: int,
         now: int,
     ) -> tuple[str, list[Action]]: ...
+
+    def send_many(
+        self, requests: Iterable[SendRequest], now: int
+    ) -> tuple[list[str | Exception], list[Action]]: ...
 
     def on_receive(
         self,
@@ -397,6 +401,16 @@ class NodeCore:
                 now=now,
             )
             return key, self._run(deque(actions), now)
+
+    def send_many(
+        self, requests: Iterable[SendRequest], now: int
+    ) -> tuple[list[str | Exception], list[Action]]:
+        """See ``Agent.send_many``: several app bundles in one transaction,
+        each request's key or exception in order. The caller decides which
+        sources an app may use, as for :meth:`send`."""
+        with self._txn(durable=True):
+            results, actions = self.agent.send_many(requests, now)
+            return results, self._run(deque(actions), now)
 
     def on_receive(
         self,

@@ -76,10 +76,12 @@ from dcis.dtn.agent import (
     Transmit,
 )
 from dcis.dtn.agent.actions import Deletion
+from dcis.dtn.agent.agent import SendRequest
 from dcis.dtn.agent.entries import HOT_MAX_BUNDLES
 from dcis.dtn.agent.store import StoredBundle, StoreError, StoreFull
 from dcis.dtn.appapi.wire import (
     encode_bundle_message_parts,
+    encode_key_reply,
     encode_message,
 )
 from dcis.dtn.bpv7.eid import IpnEid, parse_eid
@@ -2111,6 +2113,10 @@ class Node:
         def reply(mid: int, **kw: Any) -> None:
             outbox.append(encode_message({"type": "ok", "id": mid, **kw}))
 
+        def key_reply(mid: int, bundle_key: str) -> None:
+            # A send's answer: written by a dedicated encoder.
+            outbox.append(encode_key_reply(mid, bundle_key))
+
         def error(mid: int, message: str) -> None:
             outbox.append(
                 encode_message({"type": "error", "id": mid, "message": message})
@@ -2181,14 +2187,27 @@ class Node:
                         m["type"] in ("send", "service_request") for m in msgs
                     )
                     with self.agent.store.transaction(durable=durable):
-                        for m in msgs:
+                        i = 0
+                        while i < len(msgs):
+                            m = msgs[i]
                             if m["type"] == "delivered" and self._take_confirmation(
                                 m["bundle_key"], subs, confirmed, refill
                             ):
+                                i += 1
                                 continue
                             if confirmed:
                                 actions += self._confirm_many(confirmed, refill)
+                            if m["type"] == "send":
+                                # A run of sends: one agent call for all
+                                # (their replies in order, as one by one).
+                                j = i + 1
+                                while j < len(msgs) and msgs[j]["type"] == "send":
+                                    j += 1
+                                actions += self._app_sends(msgs[i:j], key_reply, error)
+                                i = j
+                                continue
                             actions += self._app_request(m, reply, error, push, subs)
+                            i += 1
                         if confirmed:
                             actions += self._confirm_many(confirmed, refill)
                     self._apply(actions)
@@ -2297,23 +2316,9 @@ class Node:
                 reply(mid, replies=replies)
                 actions += more
             elif kind == "send":
-                source = m.get("source") or self.config.eid
-                src = parse_eid(source)
-                if isinstance(src, IpnEid) and src.node != self.config.node:
-                    raise InvalidArgument(
-                        f"source {source} is not on node {self.config.node}"
-                    )
-                assert self.core is not None
-                self._check_app_source(source)
-                key, more = self.core.send(
-                    source=source,
-                    destination=m["destination"],
-                    payload=m["payload"],
-                    lifetime_ms=m.get("lifetime_ms") or self.config.lifetime_ms,
-                    now=self.now_ms(),
+                actions += self._app_sends(
+                    [m], lambda i, key: reply(i, bundle_key=key), error
                 )
-                reply(mid, bundle_key=key)
-                actions += more
             else:
                 error(mid, f"{kind} is not a request")
         except StoreFull as exc:
@@ -2323,6 +2328,63 @@ class Node:
         except Exception as exc:  # one request never stops the node
             self._handler_error("appapi", exc)
             error(mid, f"request failed: {type(exc).__name__}")
+        return actions
+
+    def _app_sends(
+        self,
+        msgs: list[dict[str, Any]],
+        key_reply: Callable[[int, str], None],
+        error: Callable[[int, str], None],
+    ) -> list[Action]:
+        """Originate the bundles of app ``send`` requests ``msgs`` with one
+        agent call (``NodeCore.send_many``); reply to each in order, as
+        :meth:`_app_request` would one by one; return the agent actions."""
+        assert self.core is not None
+        requests: list[SendRequest] = []
+        # Per message: its id, and what went wrong before the agent (None:
+        # its outcome is the agent's, next in line).
+        checked: list[tuple[int, Exception | None]] = []
+        node = self.config.node
+        for m in msgs:
+            raw_id = m.get("id", 0)
+            mid = raw_id if type(raw_id) is int and 0 <= raw_id < 2**64 else 0
+            try:
+                source = m.get("source") or self.config.eid
+                src = parse_eid(source)
+                if isinstance(src, IpnEid) and src.node != node:
+                    raise InvalidArgument(f"source {source} is not on node {node}")
+                self._check_app_source(source)
+                requests.append(
+                    SendRequest(
+                        source,
+                        m["destination"],
+                        m["payload"],
+                        m.get("lifetime_ms") or self.config.lifetime_ms,
+                    )
+                )
+            except Exception as exc:  # answered in its turn, below
+                checked.append((mid, exc))
+                continue
+            checked.append((mid, None))
+        actions: list[Action] = []
+        outcomes: list[str | Exception] = []
+        if requests:
+            try:
+                outcomes, actions = self.core.send_many(requests, self.now_ms())
+            except Exception as exc:  # one request never stops the node
+                outcomes = [exc] * len(requests)
+        got = iter(outcomes)
+        for mid, early in checked:
+            outcome = next(got) if early is None else early
+            if isinstance(outcome, str):
+                key_reply(mid, outcome)  # "ok" with the bundle key
+            elif isinstance(outcome, StoreFull):
+                error(mid, f"store full: {outcome}")
+            elif isinstance(outcome, DtnError):
+                error(mid, str(outcome))
+            else:
+                self._handler_error("appapi", outcome)
+                error(mid, f"request failed: {type(outcome).__name__}")
         return actions
 
 

@@ -145,6 +145,17 @@ _INSERT = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _HAS_KEY = "SELECT 1 FROM bundles WHERE key=?"
+# Discarded keys go to SQLite in one DELETE per chunk of at most this many
+# (below the 999 variables of older SQLite builds); a chunk is padded (its
+# last key repeated) to a power of two, so a few statements serve every
+# size and stay in sqlite3's statement cache.
+_DISCARD_CHUNK = 256
+_DISCARD_SQL = {
+    n: "DELETE FROM bundles WHERE key IN ("
+    + ",".join("?" * n)
+    + ") RETURNING size_bytes, seg, seg_off"
+    for n in (1 << i for i in range(_DISCARD_CHUNK.bit_length()))
+}
 _MARK = (
     "INSERT INTO delivered (key, expiry_ms) VALUES (?, ?)"
     " ON CONFLICT (key) DO UPDATE SET expiry_ms=max(expiry_ms, excluded.expiry_ms)"
@@ -244,16 +255,18 @@ class SqliteStore:
         # (segment, +1 or -1) per row written or deleted by the open transaction
         self._refs: list[tuple[int, int]] = []
         # Payloads of this transaction's puts held for a late write, and of
-        # its deletes: (segment, offset) -- forgotten if it rolls back, or
-        # once it commits (SegmentLog.forget), respectively.
+        # its deletes and discards: (segment, offset) -- forgotten if it
+        # rolls back, or once it commits (SegmentLog.forget), respectively.
         self._late: list[tuple[int, int]] = []
-        self._gone: list[tuple[int, int]] = []
+        self._left: list[tuple[int, int]] = []
         # Writes of the open transaction batched until its commit (or until
         # a statement that must see them): bundle rows to insert, their
         # keys, delivered keys to mark (key -> expiry).
         self._rows: list[tuple[object, ...]] = []
         self._row_keys: set[str] = set()
         self._marks: dict[str, int] = {}
+        # Keys discarded in the open transaction, not deleted yet (in order).
+        self._gone: dict[str, None] = {}
         self._failed = False
         self._relaxed = False
         self._saved = (0, 0)
@@ -467,9 +480,13 @@ class SqliteStore:
     @property
     def used_bytes(self) -> int:
         """Total bundle bytes held now."""
+        if self._gone:
+            self._flush_gone()
         return self._used
 
     def __len__(self) -> int:
+        if self._gone:
+            self._flush_gone()
         return self._count
 
     def __contains__(self, key: object) -> bool:
@@ -477,6 +494,8 @@ class SqliteStore:
             return False
         if key in self._row_keys:
             return True
+        if key in self._gone:
+            return False
         return (
             self._exec("SELECT 1 FROM bundles WHERE key=?", (key,)).fetchone()
             is not None
@@ -490,9 +509,12 @@ class SqliteStore:
 
     def _see(self, key: str) -> None:
         """Before a statement on ``key``'s row: write the batched rows if
-        one of them is its (other batched rows cannot change its result)."""
+        one of them is its, and the batched discards if one of them is
+        (other batched writes cannot change its result)."""
         if key in self._row_keys:
             self._flush_rows()
+        if key in self._gone:
+            self._flush_gone()
 
     def _set_sync(self, level: str) -> None:
         if level != self._sync_now:
@@ -524,7 +546,7 @@ class SqliteStore:
         self._puts = 0
         self._refs.clear()
         self._late.clear()
-        self._gone.clear()
+        self._left.clear()
 
     def _checkpoint_if_due(self) -> None:
         """Between transactions (FULL), every ``_checkpoint_every`` of
@@ -617,10 +639,11 @@ class SqliteStore:
             for seg, off in self._late:
                 self._segs.forget(seg, off)
         self._late.clear()
-        self._gone.clear()
+        self._left.clear()
         self._rows.clear()
         self._row_keys.clear()
         self._marks.clear()
+        self._gone.clear()
         # The original exception matters more than a failed rollback.
         with suppress(sqlite3.Error):
             self._db.execute("ROLLBACK")
@@ -641,6 +664,7 @@ class SqliteStore:
                 " rolled back"
             )
         try:
+            self._flush_gone()
             self._flush_rows()
             self._flush_marks()
         except StoreError:
@@ -685,9 +709,9 @@ class SqliteStore:
         if self._segs is not None:
             # Deleted for good: a payload still held for a late write is
             # never written (before the refs, which may close its segment).
-            for seg, off in self._gone:
+            for seg, off in self._left:
                 self._segs.forget(seg, off)
-            self._gone.clear()
+            self._left.clear()
             self._late.clear()
             for seg, delta in self._refs:
                 self._segs.ref(seg, delta)
@@ -722,6 +746,36 @@ class SqliteStore:
         finally:
             rows.clear()
             self._row_keys.clear()
+
+    def _flush_gone(self) -> None:
+        """Delete the keys discarded in the open transaction: one statement
+        per :data:`_DISCARD_CHUNK` keys, not one per key. Raises
+        :class:`StoreError` (and poisons the transaction) when SQLite
+        refuses."""
+        gone = self._gone
+        if not gone:
+            return
+        keys = list(gone)
+        gone.clear()
+        try:
+            for i in range(0, len(keys), _DISCARD_CHUNK):
+                chunk = keys[i : i + _DISCARD_CHUNK]
+                n = len(chunk)
+                if n & (n - 1):
+                    padded = 1 << n.bit_length()
+                    chunk += chunk[-1:] * (padded - n)
+                    n = padded
+                for size, seg, off in self._db.execute(_DISCARD_SQL[n], chunk):
+                    self._used -= size
+                    self._count -= 1
+                    if seg is not None:
+                        self._refs.append((seg, -1))
+                        self._left.append((seg, off))
+        except sqlite3.Error as exc:
+            self._failed = True
+            raise StoreError(
+                f"bundle store {self._path!r}: cannot delete {len(keys)} bundles: {exc}"
+            ) from exc
 
     def _flush_marks(self) -> None:
         """Write the delivered keys batched in the open transaction (one
@@ -875,6 +929,9 @@ class SqliteStore:
         key it holds.) Outside a block the row is written at once and a
         duplicate key raises :class:`InvalidArgument` here."""
         _check_put(record, data)
+        if self._gone:
+            # Room, and a key discarded earlier in the block, as after it.
+            self._flush_gone()
         if not force:
             _check_room(record, self._used, self._limit)
             self._check_disk(record.size_bytes)
@@ -1063,39 +1120,24 @@ class SqliteStore:
         self._count -= 1
         if row[1] is not None:
             self._refs.append((row[1], -1))
-            self._gone.append((row[1], row[2]))
+            self._left.append((row[1], row[2]))
         return True
 
-    def delete_many(self, keys: Iterable[str]) -> int:
-        """See :meth:`BundleStore.delete_many`: one ``DELETE`` per 500 keys
-        (a statement per confirmed delivery was ~2.5 us more per bundle)."""
-        todo = list(dict.fromkeys(keys))
-        if not todo:
-            return 0
+    def discard(self, key: str) -> None:
+        """See :meth:`BundleStore.discard`. Inside a :meth:`transaction`
+        block the key is deleted with the block's other discards, in one
+        statement, when the block commits -- or before a statement, a put
+        or a count that must see it gone (``used_bytes``, ``len``)."""
         if not self._depth:
-            with _Txn(self, None):
-                return self.delete_many(todo)
-        if not self._row_keys.isdisjoint(todo):
-            self._flush_rows()
-        n = 0
-        for i in range(0, len(todo), 500):
-            chunk = todo[i : i + 500]
-            rows = self._exec(
-                "DELETE FROM bundles WHERE key IN"
-                f" ({','.join('?' * len(chunk))}) RETURNING size_bytes, seg, seg_off",
-                tuple(chunk),
-            ).fetchall()
-            for size, seg, off in rows:
-                self._used -= size
-                self._count -= 1
-                if seg is not None:
-                    self._refs.append((seg, -1))
-                    self._gone.append((seg, off))
-            n += len(rows)
-        return n
+            self.delete(key)
+            return
+        if key in self._row_keys:
+            self._flush_rows()  # its row first: then gone, in order
+        self._gone[key] = None
 
     def records(self) -> Iterator[StoredBundle]:
         """See :meth:`BundleStore.records` (ordered by arrival, oldest first)."""
+        self._flush_gone()
         self._flush_rows()
         rows = self._exec(
             f"SELECT {self._COLUMNS} FROM bundles ORDER BY rowid"

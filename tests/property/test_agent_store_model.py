@@ -3,9 +3,9 @@ state changes, delivered keys, transactions rolled back, reopen after close,
 after a crash (``kill -9``: no close, no last sync; also inside a
 transaction, after its payloads reached the segment files and before its
 rows were written) and, with group commit, after a power cut (the files as
-of the last sync). Batches of writes in one transaction (puts and marks
-written in one statement at the commit, with reads in between) must end as
-the same writes one by one.
+of the last sync). Batches of writes in one transaction (puts, discards and
+marks written in one statement each at the commit, with reads in between)
+must end as the same writes one by one.
 
 Bundles over 40 bytes go to segment files of ~100 bytes, so rotation of full
 segments, reuse of small emptied ones (under 50 bytes: ``segment_reclaim_bytes``)
@@ -125,6 +125,12 @@ class StoreModel(RuleBasedStateMachine):
         assert self.store.delete(key) == (key in self.bundles)
         self.bundles.pop(key, None)
 
+    @rule(key=KEYS)
+    def discard(self, key: str) -> None:
+        # Outside a block: at once, as delete (inside one: batched, below).
+        self.store.discard(key)
+        self.bundles.pop(key, None)
+
     @rule(key=KEYS, state=st.sampled_from(BundleState))
     def set_state(self, key: str, state: BundleState) -> None:
         self.store.set_state(key, state)
@@ -162,7 +168,7 @@ class StoreModel(RuleBasedStateMachine):
     @rule(
         ops=st.lists(
             st.tuples(
-                st.sampled_from(["put", "delete", "mark", "state", "read"]),
+                st.sampled_from(["put", "delete", "discard", "mark", "state", "read"]),
                 KEYS,
                 st.sampled_from([0, 40, 41, 60, BIGGEST]),
             ),
@@ -182,6 +188,8 @@ class StoreModel(RuleBasedStateMachine):
                     self.put(key, size, 50)
                 elif op == "delete":
                     self.delete(key)
+                elif op == "discard":
+                    self.discard(key)
                 elif op == "mark":
                     self.mark(key, size)
                 elif op == "state":
@@ -227,6 +235,8 @@ class StoreModel(RuleBasedStateMachine):
             if key not in self.bundles and self.used() + added + size <= LIMIT:
                 self.store.put(self._rec(key, size, 5), bytes([7]) * size)
                 added += size
+            elif key in self.bundles:
+                self.store.discard(key)  # batched: the block never commits
             self.store.mark_delivered(key + "y", 5)
 
     @staticmethod

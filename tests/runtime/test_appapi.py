@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -12,6 +13,7 @@ import trio.testing
 
 from dcis.dtn.appapi.wire import encode_message
 from dcis.dtn.client import Client, ClientError, open_trio_client
+from dcis.dtn.client.push_reader import PushReader
 from dcis.dtn.runtime import NeighbourConfig, Node, NodeConfig, open_node
 from dcis.tools.cli import main as dcis
 from tests.fakes.fakenet import FakeNet
@@ -227,3 +229,45 @@ async def test_a_stale_registration_does_not_strand_what_the_live_client_confirm
                 got = {(await b.receive()).bundle_key for _ in range(10)}
         assert len(got) == 10
         await poll_until(lambda: n2.status()["stored"] == 0, timeout_s=30)
+
+
+async def test_sends_in_one_read_are_answered_in_order(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Node 1 takes a run of sends read at once with one agent call
+    # (NodeCore.send_many); each is still answered in its turn, a bad one
+    # with its own error, a request of another kind in between as it came.
+    net = FakeNet()
+    c1, _ = pair(tmp_path, net)
+    frames = [
+        {"type": "send", "id": 1, "destination": "ipn:2.1", "payload": b"a"},
+        {"type": "send", "id": 2, "destination": "ipn:2.1", "payload": b"b",
+         "source": "ipn:9.1"},
+        {"type": "ping", "id": 3},
+        {"type": "send", "id": 4, "destination": "not-an-eid", "payload": b"c"},
+        {"type": "send", "id": 5, "destination": "ipn:2.1", "payload": b"d",
+         "source": "ipn:1.7"},  # a node service's
+        {"type": "send", "id": 6, "destination": "ipn:2.1", "payload": b"e" * 500,
+         "source": "ipn:1.42"},
+    ]  # fmt: skip
+    async with open_node(c1, udp_socket=net.socket) as n1:
+        stream = await trio.open_unix_socket(str(tmp_path / "n1.sock"))
+        async with stream:
+            await stream.send_all(b"".join(encode_message(f) for f in frames))
+            reader = PushReader(max_message_bytes=1 << 20)
+            got: list[dict[str, Any]] = []
+            with trio.fail_after(30):
+                while len(got) < len(frames):
+                    got += reader.feed(await stream.receive_some(1 << 16))
+        assert [(m["id"], m["type"]) for m in got] == [
+            (1, "ok"),
+            (2, "error"),
+            (3, "ok"),
+            (4, "error"),
+            (5, "error"),
+            (6, "ok"),
+        ]
+        assert "not on node 1" in got[1]["message"]
+        assert "belongs to a node service" in got[4]["message"]
+        stored = {b.key for b in n1.agent.store.records()} if n1.agent else set()
+        assert stored == {got[0]["bundle_key"], got[5]["bundle_key"]}

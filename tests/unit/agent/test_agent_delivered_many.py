@@ -125,31 +125,3 @@ def test_delivered_among_asks_the_sqlite_store_in_chunks(tmp_path: Path) -> None
         s.mark_delivered("new", 10**9)  # batched in the open block
         assert s.delivered_among(["new", "k3", "k4"]) == {"new", "k3"}
     s.close()
-
-
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-def test_delete_many_is_delete_of_each(kind: str, tmp_path: Path) -> None:
-    a, keys = _agent(_store(kind, tmp_path / "a.db"))
-    store = a.store
-    sizes = {k: r.size_bytes for k in keys if (r := store.record(k)) is not None}
-    used = store.used_bytes
-    with store.transaction(durable=False):
-        n = store.delete_many([keys[1], "nope", keys[4], keys[1]])
-    assert n == 2
-    assert store.used_bytes == used - sizes[keys[1]] - sizes[keys[4]]
-    assert len(store) == 4
-    assert store.get(keys[1]) is None
-    assert store.get(keys[3]) is not None
-    assert store.delete_many([]) == 0
-    assert store.delete_many([keys[3]]) == 1  # outside a block: its own
-    assert len(store) == 3
-    store.close()
-    if kind == "sqlite":
-        # The segment payloads' references went with the rows: the store
-        # reopens with the rest intact.
-        s2 = SqliteStore(tmp_path / "a.db")
-        assert sorted(r.key for r in s2.records()) == sorted(
-            [keys[0], keys[2], keys[5]]
-        )
-        assert s2.dropped_at_open == []
-        s2.close()

@@ -229,3 +229,111 @@ def test_the_memory_store_joins_parts() -> None:
         (b"ab", b"cd", b"ef"),
     )
     assert s.get("k") == b"abcdef"
+
+
+def _deletes(s: SqliteStore) -> list[str]:
+    """Every DELETE statement ``s`` runs from now on, as SQLite traces it."""
+    seen: list[str] = []
+    s._db.set_trace_callback(
+        lambda sql: seen.append(sql) if sql.startswith("DELETE FROM bundles") else None
+    )
+    return seen
+
+
+def test_sqlite_discards_of_a_block_are_one_statement(tmp_path: Path) -> None:
+    # 300 discards (more than one chunk, the second padded) in one block:
+    # two DELETEs, not 300; reads inside the block already see them gone;
+    # a segment-held bundle's file goes once its row has.
+    s = SqliteStore(tmp_path / "b.db", limit_bytes=1 << 20, inline_max_bytes=4)
+    with s.transaction():
+        for i in range(301):
+            s.put(rec(f"k{i}", 5), b"%05d" % i)
+    seen = _deletes(s)
+    with s.transaction(durable=False):
+        for i in range(300):
+            s.discard(f"k{i}")
+        s.discard("never-stored")
+        assert seen == []
+        assert s.used_bytes == 5
+        assert len(s) == 1
+        assert len(seen) == 2
+        assert "k7" not in s
+        assert s.get("k7") is None
+        assert s.record("k8") is None
+        s.discard("k300")
+        s.put(rec("k300", 2), b"ab")  # stored again after its discard
+    assert len(seen) == 3
+    assert s.used_bytes == 2
+    assert len(s) == 1
+    assert s.get("k300") == b"ab"
+    assert [r.key for r in s.records()] == ["k300"]
+    s.close()
+    s = SqliteStore(tmp_path / "b.db", limit_bytes=1 << 20, inline_max_bytes=4)
+    assert [r.key for r in s.records()] == ["k300"]
+    assert s.used_bytes == 2
+    s.close()
+
+
+def test_sqlite_discards_roll_back_with_their_block(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "b.db", limit_bytes=100)
+    with s.transaction():
+        s.put(rec("a", 1), b"a")
+        s.put(rec("b", 1), b"b")
+
+    def failing_block() -> None:
+        with s.transaction():
+            s.discard("a")
+            s.put(rec("c", 1), b"c")  # the discard is written before this put
+            s.discard("c")  # a row of this very block
+            assert "c" not in s
+            assert len(s) == 1
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        failing_block()
+    assert s.get("a") == b"a"
+    assert "c" not in s
+    assert s.used_bytes == 2
+    assert len(s) == 2
+    s.discard("b")  # outside a block: at once
+    assert "b" not in s
+    assert s.used_bytes == 1
+    s.close()
+
+
+def test_sqlite_every_read_and_put_in_a_block_sees_its_discards(
+    tmp_path: Path,
+) -> None:
+    # Each read right after a discard of the key it reads (no count or
+    # put in between to write the queue first): get, get_unchecked,
+    # record, set_state, delete and records() see it gone; a put that only
+    # fits once a discarded bundle left is taken; a key stored, discarded,
+    # stored again and discarded again in one block commits.
+    s = SqliteStore(tmp_path / "b.db", limit_bytes=30, inline_max_bytes=4)
+    with s.transaction():
+        for k in "abcdefg":
+            s.put(rec(k, 4), k.encode() * 4)
+    with s.transaction():
+        s.discard("a")
+        assert s.get("a") is None
+        s.discard("b")
+        assert s.get_unchecked("b") is None
+        s.discard("c")
+        assert s.record("c") is None
+        s.discard("d")
+        s.set_state("d", BundleState.DELIVERING)  # no row to change
+        assert s.record("d") is None
+        s.discard("e")
+        assert s.delete("e") is False  # already gone
+        s.discard("f")
+        assert [r.key for r in s.records()] == ["g"]
+        s.discard("g")
+        s.put(rec("big", 30), b"x" * 30)  # fits only once "g" left
+        s.discard("big")
+        s.put(rec("big", 30), b"y" * 30)
+        s.discard("big")
+        s.put(rec("big", 30), b"z" * 30)
+    assert [r.key for r in s.records()] == ["big"]
+    assert s.get("big") == b"z" * 30
+    assert (len(s), s.used_bytes) == (1, 30)
+    s.close()

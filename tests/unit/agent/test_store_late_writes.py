@@ -57,6 +57,24 @@ def test_a_payload_that_leaves_before_the_sync_is_never_written(
     s2.close()
 
 
+def test_a_discarded_late_payload_is_never_written(tmp_path: Path) -> None:
+    # The agent removes bundles with discard (batched until the commit).
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True)
+    for i in range(3):
+        s.put(rec(f"k{i}", BIG), payload(i), write_later=True)
+    with s.transaction(durable=False):
+        s.discard("k0")
+        s.discard("k2")
+    _sync(s)
+    assert _seg(db) == bytes(BIG) + payload(1)  # k2's place: past the end
+    s.close()
+    s2 = SqliteStore(db)
+    assert [r.key for r in s2.records()] == ["k1"]
+    assert s2.dropped_at_open == []
+    s2.close()
+
+
 def test_a_late_payload_of_a_rolled_back_put_is_never_written(tmp_path: Path) -> None:
     db = tmp_path / "b.db"
     s = SqliteStore(db, deferred_sync=True)

@@ -19,6 +19,7 @@ from dcis.dtn.appapi.wire import (
     _loads_flat_map,
     decode_message_untrusted,
     encode_bundle_message_parts,
+    encode_key_reply,
     encode_message,
     encode_message_parts,
     encode_send_head,
@@ -331,3 +332,14 @@ def test_the_bundle_push_encoder_writes_the_messages_frame(
     whole = 0 <= creation_ms < 2**64 and 0 <= sequence < 2**64
     by_reference = len(payload) >= (large if whole else 128 * 1024)
     assert any(p is payload for p in parts) == by_reference
+
+
+@given(
+    mid=st.integers(-5, 2**65),
+    bundle_key=st.text(max_size=80),
+)
+def test_the_send_reply_encoder_writes_the_messages_frame(
+    mid: int, bundle_key: str
+) -> None:
+    msg = {"type": "ok", "id": mid, "bundle_key": bundle_key}
+    assert encode_key_reply(mid, bundle_key) == encode_mtcp_frame(cbor2.dumps(msg))
