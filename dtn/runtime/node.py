@@ -666,7 +666,13 @@ class Node:
             while self._after_sync or store.segments_waiting:
                 gen = store.write_generation
                 began = time.perf_counter()
-                sync = store.begin_sync()
+                try:
+                    # Writes the payloads held for a late write first: a
+                    # failure there is a failed sync too (logged, below).
+                    sync = store.begin_sync()
+                except DtnError as exc:
+                    self._log("error", "store_sync_failed", detail=str(exc))
+                    raise
                 # Time spent in the fsyncs themselves, on the worker thread;
                 # store_sync_us (below) adds the hand-offs to and from it.
                 fsync_s = [0.0]

@@ -260,8 +260,13 @@ class SegmentLog:
         seg = self._active
         if settle:
             # Its held payloads go in before it closes (rows of a
-            # transaction still open may point at them).
-            self.write_pending(seg)
+            # transaction still open may point at them). If that write
+            # fails they stay held, for the next take_dirty (whose sync
+            # then fails if it fails again): a rotation never raises -- it
+            # may come in a commit, after COMMIT, with live counts still
+            # to apply.
+            with contextlib.suppress(SegmentError):
+                self.write_pending(seg)
         self._close_active()
         self._active = seg + 1
         if self._live.get(seg, 0) == 0:

@@ -577,6 +577,15 @@ class SqliteStore:
         self._since_checkpoint = 0
         self._wal_high = wal
         try:
+            if self._segs is not None:
+                # Held payloads first: a write that fails here took nothing
+                # out of the dirty set and lost nothing (they stay held).
+                self._segs.write_pending()
+        except SegmentError as exc:
+            raise StoreError(
+                f"bundle store {self._path!r}: checkpoint failed: {exc}"
+            ) from exc
+        try:
             self._sync_dirty_segments()
         except (OSError, SegmentError) as exc:
             if self._deferred:

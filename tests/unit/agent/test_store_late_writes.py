@@ -218,3 +218,71 @@ def test_the_agent_writes_late_only_what_a_previous_hop_still_holds(
     assert s2.get(keys[1]) == held
     assert os.path.getsize(f"{db}.segments/00000001.seg") == len(raw)
     s2.close()
+
+
+def _fail_next_write(monkeypatch: pytest.MonkeyPatch, err: int) -> None:
+    """The next ``pwritev`` (a segment write) fails with ``err``, once."""
+    real = os.pwritev
+    left = [1]
+
+    def pwritev(fd: int, bufs: list[memoryview], off: int) -> int:
+        if left[0]:
+            left[0] = 0
+            raise OSError(err, os.strerror(err))
+        return real(fd, bufs, off)
+
+    monkeypatch.setattr(os, "pwritev", pwritev)
+
+
+def test_a_failed_late_write_when_a_commit_rotates_loses_no_committed_payload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A commit that empties the active segment rotates it, writing its held
+    # payloads first -- among them one this very commit put (its live count
+    # comes after). When that write fails, the commit (done) must neither
+    # raise nor leave the count short: else the next sync forgets the
+    # payload as one in a dead segment and removes the file, while the row
+    # stays -- and that sync releases the bundle's hop ACK.
+    import errno
+
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True, segment_reclaim_bytes=1)
+    s.put(rec("a", BIG), payload(1))
+    _sync(s)
+    _fail_next_write(monkeypatch, errno.EIO)
+    with s.transaction():
+        s.delete("a")  # forwarded: segment 1 is empty...
+        s.put(rec("b", BIG), payload(2), write_later=True)  # ...but for b
+    assert [r.key for r in s.records()] == ["b"]
+    _sync(s)  # b's write is tried again here (and succeeds)
+    assert s.get("b") == payload(2)
+    s.close()
+    s2 = SqliteStore(db)
+    assert s2.dropped_at_open == []
+    assert s2.get("b") == payload(2)
+    s2.close()
+
+
+def test_a_failed_late_write_at_a_checkpoint_does_not_fail_later_syncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkpoint writes the held payloads before it syncs the segments.
+    # A write that fails there (a full disk for a moment) took nothing out
+    # of the dirty set and lost nothing (the payloads are still held): it
+    # refuses that transaction only, not every later sync of the node.
+    import errno
+
+    from dcis.dtn.agent.store import StoreError
+
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True)
+    s.put(rec("a", BIG), payload(1), write_later=True)
+    _fail_next_write(monkeypatch, errno.ENOSPC)
+    s._since_checkpoint = s._checkpoint_every  # due at the next transaction
+    with pytest.raises(StoreError, match="checkpoint failed"), s.transaction():
+        pass
+    _sync(s)  # a is written now; the node goes on
+    s.close()
+    s2 = SqliteStore(db)
+    assert s2.get("a") == payload(1)
+    s2.close()
