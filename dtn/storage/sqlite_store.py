@@ -895,7 +895,11 @@ class SqliteStore:
                 retired = self._segs.retire_empty_active()
             except SegmentError as exc:
                 raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
-            if retired and not self._deferred:
+            # Not while a put of the open block points into a dead segment
+            # (its row is not counted live before the commit): the sync
+            # would remove the file under it. It goes after the commit.
+            ours = {seg for seg, delta in self._refs if delta > 0}
+            if retired and not self._deferred and not ours & self._segs.dead():
                 try:
                     self.begin_sync()()
                 finally:
