@@ -79,3 +79,57 @@ async def test_a_burst_is_confirmed_in_a_few_writes(
                     await client.receive()
                 assert await _confirmed(node, reader, 1) == ["k40"]
                 assert writes[2:] == [1]
+
+
+async def _node_and_client(tmp_path: Path) -> tuple[Any, str]:
+    path = str(tmp_path / "node.sock")
+    listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await listener.bind(path)
+    listener.listen(1)
+    return listener, path
+
+
+async def test_held_confirmations_go_out_at_the_close(tmp_path: Path) -> None:
+    # Two of five received, three still waiting: the two confirmations are
+    # held back, and the close sends them (else the node pushes them again
+    # to the next registration).
+    listener, path = await _node_and_client(tmp_path)
+    with listener:
+        async with open_trio_client(path) as client:
+            node, _ = await listener.accept()
+            await node.send(b"".join(_push(i) for i in range(5)))
+            with trio.fail_after(10):
+                assert (await client.receive()).bundle_key == "k0"
+                assert (await client.receive()).bundle_key == "k1"
+        reader = MessageReader()
+        got: list[dict[str, Any]] = []
+        with node, trio.fail_after(10):
+            while chunk := await node.recv(65536):
+                got += reader.feed(chunk)
+    assert [(m["type"], m["bundle_key"]) for m in got] == [
+        ("delivered", "k0"),
+        ("delivered", "k1"),
+    ]
+
+
+async def test_held_confirmations_go_out_before_the_next_request(
+    tmp_path: Path,
+) -> None:
+    listener, path = await _node_and_client(tmp_path)
+    with listener:
+        async with open_trio_client(path) as client:
+            node, _ = await listener.accept()
+            with node:
+                await node.send(b"".join(_push(i) for i in range(3)))
+                with trio.fail_after(10):
+                    assert (await client.receive()).bundle_key == "k0"
+                reader = MessageReader()
+                got: list[dict[str, Any]] = []
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(client.ping)
+                    with trio.fail_after(10):
+                        while len(got) < 2:
+                            got += reader.feed(await node.recv(65536))
+                    nursery.cancel_scope.cancel()
+                assert [m["type"] for m in got] == ["delivered", "ping"]
+                assert got[0]["bundle_key"] == "k0"
