@@ -81,7 +81,7 @@ async def test_a_burst_is_confirmed_in_a_few_writes(
                 assert writes[2:] == [1]
 
 
-async def _node_and_client(tmp_path: Path) -> tuple[Any, str]:
+async def _listen(tmp_path: Path) -> tuple[Any, str]:
     path = str(tmp_path / "node.sock")
     listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     await listener.bind(path)
@@ -93,7 +93,7 @@ async def test_held_confirmations_go_out_at_the_close(tmp_path: Path) -> None:
     # Two of five received, three still waiting: the two confirmations are
     # held back, and the close sends them (else the node pushes them again
     # to the next registration).
-    listener, path = await _node_and_client(tmp_path)
+    listener, path = await _listen(tmp_path)
     with listener:
         async with open_trio_client(path) as client:
             node, _ = await listener.accept()
@@ -115,7 +115,7 @@ async def test_held_confirmations_go_out_at_the_close(tmp_path: Path) -> None:
 async def test_held_confirmations_go_out_before_the_next_request(
     tmp_path: Path,
 ) -> None:
-    listener, path = await _node_and_client(tmp_path)
+    listener, path = await _listen(tmp_path)
     with listener:
         async with open_trio_client(path) as client:
             node, _ = await listener.accept()
