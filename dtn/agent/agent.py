@@ -612,11 +612,29 @@ class Agent:
         ``SqliteStore(synchronous="FULL")`` this is one fsync for the batch.
         """
         actions: list[Action] = []
+        items = list(batch)
         with self.store.transaction():
-            for item in batch:
-                self._receive_one(
-                    item.cla, item.neighbor, item.data, now, item.cl_token, actions
-                )
+            if len(items) > 1:
+                # Decoded first, so that the delivered keys among them are
+                # looked up in one statement (reception.decode_all), not
+                # one per bundle; none is decoded twice.
+                decoded, delivered = reception.decode_all(self, items)
+                for item, bundle in zip(items, decoded, strict=True):
+                    self._receive_one(
+                        item.cla,
+                        item.neighbor,
+                        item.data,
+                        now,
+                        item.cl_token,
+                        actions,
+                        bundle,
+                        delivered,
+                    )
+            else:
+                for item in items:
+                    self._receive_one(
+                        item.cla, item.neighbor, item.data, now, item.cl_token, actions
+                    )
         self._finish(actions)
         return actions
 
@@ -713,35 +731,49 @@ class Agent:
         received or sent) makes it durable; only a power loss in between can
         deliver the bundle a second time -- never lose it. An fsync per
         confirmation was a third of a forwarding node's disk waits."""
+        return self.on_delivered_many((bundle_key,), now)
+
+    def on_delivered_many(self, bundle_keys: Iterable[str], now: int) -> list[Action]:
+        """Like :meth:`on_delivered` for several keys in order, in one store
+        commit and with one look at the timers (a daemon reads an app's
+        confirmations many at a time: one call per key was ~6% of a
+        receiving node's CPU)."""
         actions: list[Action] = []
-        e = self._entries.get(bundle_key)
-        if e is None or e.location is not Location.DELIVERING:
-            return actions
+        entries = self._entries
         with self.store.transaction(durable=False):
-            self._report_entry(
-                e, StatusKind.DELIVERED, StatusReason.NO_INFO, now, actions
-            )
-            keep = self.config.max_tombstone_ms
-            self.store.mark_delivered(
-                bundle_key,
-                e.expiry_ms if keep is None else min(e.expiry_ms, now + keep),
-            )
-            self._remove(e)
-            self.counters["delivered"] += 1
-            actions.append(Event(EventKind.DELIVERED, bundle_key, e.destination))
-            group = self._groups.get(bundle_key)
-            if group is not None:
-                # Fragments of it that came before it did (another path sent
-                # it whole): duplicates now, not worth their space until
-                # they expire.
-                for key in list(group.parts):
-                    fe = self._entries.get(key)
-                    if fe is not None:
-                        self._remove(fe)
-                        self.counters["duplicates"] += 1
-                        actions.append(Event("duplicate", key, "delivered whole"))
-        self._finish(actions)
+            for bundle_key in bundle_keys:
+                e = entries.get(bundle_key)
+                if e is None or e.location is not Location.DELIVERING:
+                    continue
+                self._confirm_delivered(e, now, actions)
+        if actions:
+            self._finish(actions)
         return actions
+
+    def _confirm_delivered(self, e: Entry, now: int, actions: list[Action]) -> None:
+        """Confirm ``e`` delivered: reported, its key remembered, removed
+        (its row discarded with the batch's others at the commit)."""
+        bundle_key = e.key
+        self._report_entry(e, StatusKind.DELIVERED, StatusReason.NO_INFO, now, actions)
+        keep = self.config.max_tombstone_ms
+        self.store.mark_delivered(
+            bundle_key,
+            e.expiry_ms if keep is None else min(e.expiry_ms, now + keep),
+        )
+        self._remove(e)
+        self.counters["delivered"] += 1
+        actions.append(Event(EventKind.DELIVERED, bundle_key, e.destination))
+        group = self._groups.get(bundle_key)
+        if group is not None:
+            # Fragments of it that came before it did (another path sent
+            # it whole): duplicates now, not worth their space until
+            # they expire.
+            for key in list(group.parts):
+                fe = self._entries.get(key)
+                if fe is not None:
+                    self._remove(fe)
+                    self.counters["duplicates"] += 1
+                    actions.append(Event("duplicate", key, "delivered whole"))
 
     def recover(self, now: int) -> list[Action]:
         """Rebuild the in-memory queues from the store after a restart.

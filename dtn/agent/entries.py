@@ -278,6 +278,7 @@ def store_new(
     force: bool = False,
     bundle: Bundle | None = None,
     own_encoding: bool = False,
+    write_later: bool = False,
 ) -> Entry:
     """Put a new bundle in the store (raises StoreFull unless ``force``)
     and track it in memory and on the expiry heap. ``data``: its bytes, or
@@ -285,7 +286,9 @@ def store_new(
     ``bundle``: ``data`` decoded, kept for :func:`load_bundle` (within the
     bounds). ``own_encoding``: ``data`` is ``encode_bundle_parts(bundle)``
     (a bundle originated here), so forwarding it may splice the stored
-    primary and payload blocks (:func:`hot_splice`)."""
+    primary and payload blocks (:func:`hot_splice`). ``write_later``: see
+    ``BundleStore.put`` (nobody is told the bundle is held before the
+    store's next sync)."""
     rec = StoredBundle(
         key=key,
         destination=destination,
@@ -299,7 +302,10 @@ def store_new(
     cap = self.config.max_bundles
     if cap is not None and not force and len(self._entries) >= cap:
         raise TooManyBundles(len(self._entries))
-    self.store.put(rec, data, force=force)
+    if write_later:
+        self.store.put(rec, data, force=force, write_later=True)
+    else:
+        self.store.put(rec, data, force=force)
     e = self._track(rec, dest_node, flags)
     if bundle is not None and self.config.keep_decoded:
         payload = bundle.blocks[-1]

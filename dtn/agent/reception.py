@@ -52,7 +52,7 @@ from dcis.dtn.bpv7.processing import apply_unprocessable_blocks
 from dcis.dtn.errors import DecodeError
 
 if TYPE_CHECKING:
-    from dcis.dtn.agent.agent import Agent
+    from dcis.dtn.agent.agent import Agent, Received
 
 # Block types the agent processes itself, plus BPSec's BIB/BCB which the
 # security layer above handles: none of them is "unprocessable" here.
@@ -68,6 +68,23 @@ KNOWN_BLOCK_TYPES = frozenset(
 )
 
 
+def decode_all(
+    self: Agent, items: list[Received]
+) -> tuple[list[Bundle | None], set[str]]:
+    """The bundles of ``items`` decoded (None where the plain decode fails:
+    :func:`receive_one` then takes its own way with them), and which of
+    their whole bundles' keys the store has delivered (one
+    ``delivered_among`` for the batch)."""
+    decoded: list[Bundle | None] = []
+    for item in items:
+        try:
+            decoded.append(decode_bundle_untrusted(item.data))
+        except DecodeError:
+            decoded.append(None)
+    keys = [b.original_key for b in decoded if b is not None]
+    return decoded, self.store.delivered_among(keys) if keys else set()
+
+
 def receive_one(
     self: Agent,
     cla: str,
@@ -76,7 +93,13 @@ def receive_one(
     now: int,
     cl_token: int | None,
     actions: list[Action],
+    decoded: Bundle | None = None,
+    delivered: set[str] | None = None,
 ) -> None:
+    """Take one received bundle (module docstring). ``decoded``: ``data``
+    decoded already (:func:`decode_all`); ``delivered``: the delivered
+    keys among the batch's whole bundles, looked up together (else the
+    store is asked)."""
     ack = (
         Ack(neighbor, cl_token)
         if neighbor is not None and cl_token is not None
@@ -85,7 +108,7 @@ def receive_one(
     renumbered = False
     try:
         try:
-            bundle = decode_bundle_untrusted(data)
+            bundle = decoded if decoded is not None else decode_bundle_untrusted(data)
         except DecodeError as exc:
             # ION 4.1.3's fragments number every extension block 0
             # (spec/interop.md): take them, renumbered, rather than
@@ -139,7 +162,11 @@ def receive_one(
     dest_node = self._dest_of(p.destination)
     local = dest_node == self.node or str(p.destination) in self._endpoints
     # Delivered keys are whole-bundle keys: original_key == key unless a fragment.
-    if local and self.store.is_delivered(bundle.original_key):
+    if local and (
+        bundle.original_key in delivered
+        if delivered is not None and decoded is not None
+        else self.store.is_delivered(bundle.original_key)
+    ):
         self._duplicate(key, ack, actions)
         return
     actions.append(
@@ -240,6 +267,9 @@ def receive_one(
             actions=actions,
             expiry=expiry,
             received=True,
+            # The previous hop keeps it until our Ack, which a driver with
+            # group commit sends after its sync: its bytes may wait for it.
+            write_later=ack is not None,
         )
     except StoreFull as exc:
         self.counters["refused"] += 1
@@ -313,6 +343,7 @@ def accept(
     expiry: int | None = None,
     received: bool = False,
     own_encoding: bool = False,
+    write_later: bool = False,
 ) -> None:
     """Store ``bundle`` (raises StoreFull) and route/deliver it.
 
@@ -320,6 +351,8 @@ def accept(
     node passes the security policy's check (if any) first.
     ``own_encoding``: ``data`` is ``encode_bundle_parts(bundle)`` (see
     ``entries.store_new``); never with ``received``.
+    ``write_later``: the store may write its bytes at its next sync (see
+    ``BundleStore.put``): only for a bundle nobody is told is held before.
     """
     p = bundle.primary
     if expiry is None:
@@ -378,6 +411,7 @@ def accept(
         bundle=bundle,
         # (a bundle delivered here is never forwarded: no splice made)
         own_encoding=own_encoding and not received and state == BundleState.PENDING,
+        write_later=write_later,
     )
     e.digest = digest
     if state == BundleState.DELIVERING:

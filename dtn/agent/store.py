@@ -35,7 +35,7 @@ delivery was confirmed -- is never delivered twice.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -182,10 +182,22 @@ class BundleStore(Protocol):
         """
         ...
 
-    def put(self, record: StoredBundle, data: Wire, *, force: bool = False) -> None:
+    def put(
+        self,
+        record: StoredBundle,
+        data: Wire,
+        *,
+        force: bool = False,
+        write_later: bool = False,
+    ) -> None:
         """Store a new bundle. Raises :class:`StoreFull` if it does not fit
         (unless ``force``), :class:`InvalidArgument` if ``record.key`` is
         already stored or ``record.size_bytes`` is not the data's length.
+
+        ``write_later``: the caller tells nobody that the bundle is stored
+        before the next durability point (a group-commit sync), so a store
+        may put off writing its bytes until then -- and skip them if the
+        bundle has left by then. A store may ignore it.
 
         ``data``: the encoded bundle, in one buffer or as buffers in order
         (``encode_bundle_parts``: a large payload as its own object); the
@@ -227,6 +239,11 @@ class BundleStore(Protocol):
 
     def is_delivered(self, key: str) -> bool:
         """True if ``key`` was delivered and its record has not been purged."""
+        ...
+
+    def delivered_among(self, keys: Iterable[str]) -> set[str]:
+        """Those of ``keys`` for which :meth:`is_delivered` is true (one
+        look for a batch of received bundles, not one each)."""
         ...
 
     def purge_delivered(self, now_ms: int) -> int:
@@ -309,8 +326,15 @@ class MemoryStore:
         # One shared, reusable no-op manager: two are opened per agent input.
         return _NO_TXN
 
-    def put(self, record: StoredBundle, data: Wire, *, force: bool = False) -> None:
-        """See :meth:`BundleStore.put`."""
+    def put(
+        self,
+        record: StoredBundle,
+        data: Wire,
+        *,
+        force: bool = False,
+        write_later: bool = False,
+    ) -> None:
+        """See :meth:`BundleStore.put` (``write_later`` changes nothing here)."""
         _check_put(record, data)
         if record.key in self._meta:
             raise InvalidArgument(f"bundle {record.key!r} is already stored")
@@ -363,6 +387,11 @@ class MemoryStore:
     def is_delivered(self, key: str) -> bool:
         """See :meth:`BundleStore.is_delivered`."""
         return key in self._delivered
+
+    def delivered_among(self, keys: Iterable[str]) -> set[str]:
+        """See :meth:`BundleStore.delivered_among`."""
+        delivered = self._delivered
+        return {k for k in keys if k in delivered}
 
     def purge_delivered(self, now_ms: int) -> int:
         """See :meth:`BundleStore.purge_delivered`."""

@@ -127,6 +127,10 @@ class NodeAgent(Protocol):
 
     def on_delivered(self, bundle_key: str, now: int) -> list[Action]: ...
 
+    def on_delivered_many(
+        self, bundle_keys: Iterable[str], now: int
+    ) -> list[Action]: ...
+
     def redeliver(
         self, keys: Iterable[str], now: int | None = None
     ) -> list[Action]: ...
@@ -473,6 +477,12 @@ class NodeCore:
         """An app endpoint has bundle ``bundle_key`` (see ``Agent.on_delivered``)."""
         with self._txn(durable=False):
             return self._run(deque(self.agent.on_delivered(bundle_key, now)), now)
+
+    def on_delivered_many(self, bundle_keys: Iterable[str], now: int) -> list[Action]:
+        """App endpoints have these bundles, in order: one commit and one
+        round of the services for all (see ``Agent.on_delivered_many``)."""
+        with self._txn(durable=False):
+            return self._run(deque(self.agent.on_delivered_many(bundle_keys, now)), now)
 
     def redeliver(self, keys: Iterable[str], now: int) -> list[Action]:
         """See ``Agent.redeliver`` (app bundles a driver deferred)."""

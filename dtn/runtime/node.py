@@ -666,7 +666,13 @@ class Node:
             while self._after_sync or store.segments_waiting:
                 gen = store.write_generation
                 began = time.perf_counter()
-                sync = store.begin_sync()
+                try:
+                    # Writes the payloads held for a late write first: a
+                    # failure there is a failed sync too (logged, below).
+                    sync = store.begin_sync()
+                except DtnError as exc:
+                    self._log("error", "store_sync_failed", detail=str(exc))
+                    raise
                 # Time spent in the fsyncs themselves, on the worker thread;
                 # store_sync_us (below) adds the hand-offs to and from it.
                 fsync_s = [0.0]
@@ -2142,6 +2148,10 @@ class Node:
         # buffered_bytes, nothing is allocated for an announced length.
         reader = PushReader(max_message_bytes=self.config.limits.app_max_message_bytes)
         held = 0
+        # A read's "delivered" confirmations, handed to the agent together
+        # (_confirm_many) before the next other request and at its end.
+        confirmed: list[str] = []
+        refill: dict[_Subscriber, None] = {}
         try:
             async with stream, trio.open_nursery() as nursery:
                 nursery.start_soon(writer)
@@ -2185,7 +2195,15 @@ class Node:
                     with self.agent.store.transaction(durable=durable):
                         i = 0
                         while i < len(msgs):
-                            if msgs[i]["type"] == "send":
+                            m = msgs[i]
+                            if m["type"] == "delivered" and self._take_confirmation(
+                                m["bundle_key"], subs, confirmed, refill
+                            ):
+                                i += 1
+                                continue
+                            if confirmed:
+                                actions += self._confirm_many(confirmed, refill)
+                            if m["type"] == "send":
                                 # A run of sends: one agent call for all
                                 # (their replies in order, as one by one).
                                 j = i + 1
@@ -2194,10 +2212,10 @@ class Node:
                                 actions += self._app_sends(msgs[i:j], key_reply, error)
                                 i = j
                                 continue
-                            actions += self._app_request(
-                                msgs[i], reply, error, push, subs
-                            )
+                            actions += self._app_request(m, reply, error, push, subs)
                             i += 1
+                        if confirmed:
+                            actions += self._confirm_many(confirmed, refill)
                     self._apply(actions)
                     conn.registered = bool(subs)
                     if outbox:
@@ -2211,6 +2229,44 @@ class Node:
             self._buffer(held, 0)
             for sub in subs:
                 self._unsubscribe(sub)
+
+    def _take_confirmation(
+        self,
+        key: str,
+        subs: list[_Subscriber],
+        confirmed: list[str],
+        refill: dict[_Subscriber, None],
+    ) -> bool:
+        """An app's ``delivered`` for a bundle pushed on this connection:
+        count it out of the queue and add it to ``confirmed`` (True); any
+        other (a bundle handed to a newer registration, an unknown key) is
+        left to :meth:`_app_request` (False)."""
+        for sub in subs:
+            if sub.unconfirmed.pop(key, None) is not None:
+                confirmed.append(key)
+                refill[sub] = None
+                return True
+        return False
+
+    def _confirm_many(
+        self, confirmed: list[str], refill: dict[_Subscriber, None]
+    ) -> list[Action]:
+        """The agent forgets the ``confirmed`` bundles (one call for all:
+        one at a time was ~6% of a receiving node's CPU at 1 KB); then
+        deferred bundles fill the room in ``refill``'s queues. Both are
+        emptied."""
+        assert self.core is not None
+        actions: list[Action] = []
+        try:
+            actions += self.core.on_delivered_many(confirmed, self.now_ms())
+            for sub in refill:
+                actions += self._refill(sub)
+        except Exception as exc:  # one request never stops the node
+            self._handler_error("appapi", exc)
+        finally:
+            confirmed.clear()
+            refill.clear()
+        return actions
 
     def _app_request(
         self,

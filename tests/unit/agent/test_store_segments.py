@@ -1019,3 +1019,45 @@ def test_a_failed_segment_sync_at_a_checkpoint_fails_the_next_group_sync(
         sync()
     with pytest.raises(StoreError, match="sync failed"):
         s.close()  # (closed all the same)
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_a_short_disk_in_a_block_never_removes_a_segment_the_block_put_into(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deferred: bool
+) -> None:
+    # Without group commit a put that finds the disk short retires the
+    # emptied active segment and removes it at once -- but a bundle put
+    # earlier in the same block (its row not committed yet, so not counted
+    # live) has its bytes there. The agent goes on after the refused put
+    # and commits the first bundle: its row must still find its bytes.
+    import contextlib
+    import types
+
+    from dcis.dtn.agent.store import DiskFull
+
+    db = tmp_path / "b.db"
+    free = [100 << 20]
+    real = os.statvfs
+
+    def statvfs(path: object) -> object:
+        st = real(path)  # type: ignore[arg-type]
+        held = sum(p.stat().st_size for p in Path(str(db) + ".segments").glob("*.seg"))
+        return types.SimpleNamespace(
+            f_bavail=(free[0] - held) // 4096, f_frsize=4096, f_blocks=st.f_blocks
+        )
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    s = SqliteStore(db, disk_reserve_bytes=1 << 20, deferred_sync=deferred)
+    s.put(rec("k0", BIG), payload(0))
+    s.delete("k0")  # the active segment: dead space only
+    free[0] = (1 << 20) + 3 * BIG  # room for one more bundle, not two
+    with s.transaction():
+        s.put(rec("a", BIG), payload(1))
+        with contextlib.suppress(DiskFull):  # refused, or room made for it
+            s.put(rec("b", BIG), payload(2))
+    assert s.get("a") == payload(1)
+    s.close()
+    s2 = SqliteStore(db, disk_reserve_bytes=1 << 20)
+    assert s2.get("a") == payload(1)
+    assert s2.dropped_at_open == []
+    s2.close()

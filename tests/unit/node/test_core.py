@@ -407,9 +407,16 @@ class CountingStore(MemoryStore):
     def transaction(self, *, durable: bool = True) -> Any:
         return self._counted()
 
-    def put(self, record: Any, data: bytes, *, force: bool = False) -> None:
+    def put(
+        self,
+        record: Any,
+        data: bytes,
+        *,
+        force: bool = False,
+        write_later: bool = False,
+    ) -> None:
         self.writes.append(("put", self.depth))
-        super().put(record, data, force=force)
+        super().put(record, data, force=force, write_later=write_later)
 
     def mark_delivered(self, key: str, expiry_ms: int) -> None:
         self.writes.append(("mark_delivered", self.depth))

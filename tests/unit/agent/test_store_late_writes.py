@@ -1,0 +1,288 @@
+"""Late payload writes (``put(..., write_later=True)``, group commit): the
+payload's bytes are written when the next sync begins, and never if the
+bundle left before it; what nobody was told is held is all a ``kill -9``
+before that sync can lose (spec/performance.md, "Seventh round")."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dcis.dtn.agent.actions import Deliver
+from dcis.dtn.agent.agent import Agent, AgentConfig, Received
+from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
+from dcis.dtn.storage.sqlite_store import SqliteStore
+from tests.unit.agent.test_store_segments import BIG, payload, rec
+
+from .helpers import of
+
+
+def _seg(db: Path, n: int = 1) -> bytes:
+    p = Path(f"{db}.segments") / f"{n:08d}.seg"
+    return p.read_bytes() if p.exists() else b""
+
+
+def _sync(s: SqliteStore) -> None:
+    s.begin_sync()()
+    s.end_sync()
+
+
+def test_a_payload_that_leaves_before_the_sync_is_never_written(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True)
+    s.put(rec("a", BIG), payload(1), write_later=True)
+    s.put(rec("b", BIG), payload(2), write_later=True)
+    assert _seg(db) == b""  # nothing written yet
+    assert s.get("a") == payload(1)  # read back from memory meanwhile
+    with s.transaction(durable=False):
+        s.delete("a")  # delivered and confirmed before the sync
+    _sync(s)
+    raw = _seg(db)
+    # b in its place, a's place a hole: a's bytes were never written.
+    assert raw[BIG:] == payload(2)
+    assert raw[:BIG] == bytes(BIG)
+    assert s.get("b") == payload(2)
+    s.close()
+    s2 = SqliteStore(db)
+    assert [r.key for r in s2.records()] == ["b"]
+    assert s2.get("b") == payload(2)
+    assert s2.dropped_at_open == []
+    s2.close()
+
+
+def test_a_discarded_late_payload_is_never_written(tmp_path: Path) -> None:
+    # The agent removes bundles with discard (batched until the commit).
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True)
+    for i in range(3):
+        s.put(rec(f"k{i}", BIG), payload(i), write_later=True)
+    with s.transaction(durable=False):
+        s.discard("k0")
+        s.discard("k2")
+    _sync(s)
+    assert _seg(db) == bytes(BIG) + payload(1)  # k2's place: past the end
+    s.close()
+    s2 = SqliteStore(db)
+    assert [r.key for r in s2.records()] == ["k1"]
+    assert s2.dropped_at_open == []
+    s2.close()
+
+
+def test_a_late_payload_of_a_rolled_back_put_is_never_written(tmp_path: Path) -> None:
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True)
+
+    def fails() -> None:
+        with s.transaction():
+            s.put(rec("a", BIG), payload(1), write_later=True)
+            raise RuntimeError("the block fails")
+
+    with pytest.raises(RuntimeError):
+        fails()
+    s.put(rec("b", BIG), payload(2))  # an ordinary put: written at once
+    assert _seg(db)[BIG:] == payload(2)
+    _sync(s)
+    assert _seg(db)[:BIG] == bytes(BIG)
+    assert [r.key for r in s.records()] == ["b"]
+    s.close()
+
+
+def test_without_group_commit_write_later_changes_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "b.db"
+    s = SqliteStore(db)
+    s.put(rec("a", BIG), payload(1), write_later=True)
+    assert _seg(db) == payload(1)
+    s.close()
+
+
+def test_late_payloads_past_the_bound_are_written_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dcis.dtn.storage import segments
+
+    monkeypatch.setattr(segments, "PENDING_MAX_BYTES", 2 * BIG)
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True)
+    for i in range(3):
+        s.put(rec(f"k{i}", BIG), payload(i), write_later=True)
+    assert _seg(db) == bytes(2 * BIG) + payload(2)  # only the third, at once
+    _sync(s)
+    assert _seg(db) == payload(0) + payload(1) + payload(2)
+    s.close()
+
+
+def test_a_full_segment_takes_its_late_payloads_before_it_closes(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True, segment_bytes=2 * BIG)
+    for i in range(3):  # the third goes to segment 2
+        s.put(rec(f"k{i}", BIG), payload(i), write_later=True)
+    assert _seg(db, 1) == payload(0) + payload(1)
+    assert _seg(db, 2) == b""
+    _sync(s)
+    assert _seg(db, 2) == payload(2)
+    s.close()
+    s2 = SqliteStore(db)
+    assert [s2.get(f"k{i}") for i in range(3)] == [payload(i) for i in range(3)]
+    s2.close()
+
+
+def test_kill_9_before_the_sync_loses_only_late_payloads(tmp_path: Path) -> None:
+    # A late payload's row is committed, its bytes are not written: the
+    # open after a kill -9 drops the row, as one a power cut cut short
+    # (its previous hop, never answered, sends it again). An ordinary
+    # put survives a kill -9 as before; so does a late one once synced.
+    db = tmp_path / "b.db"
+    code = textwrap.dedent(
+        f"""
+        import os, signal
+        from dcis.dtn.agent.store import BundleState, StoredBundle
+        from dcis.dtn.storage.sqlite_store import SqliteStore
+        s = SqliteStore({str(db)!r}, deferred_sync=True)
+        def put(key, later):
+            data = key.encode() * {BIG}
+            s.put(StoredBundle(key=key, destination="ipn:2.1", expiry_ms=10**9,
+                state=BundleState.PENDING, size_bytes=len(data), received_ms=0),
+                data, write_later=later)
+        put("s", True)
+        s.begin_sync()()
+        s.end_sync()
+        put("l", True)
+        put("o", False)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).parents[3], timeout=60
+    )
+    assert r.returncode == -9
+    s = SqliteStore(db)
+    assert s.dropped_at_open == ["l"]
+    assert sorted(r.key for r in s.records()) == ["o", "s"]
+    assert s.get("o") == b"o" * BIG
+    assert s.get("s") == b"s" * BIG
+    s.close()
+
+
+def _frame(seq: int, size: int) -> bytes:
+    return encode_bundle(
+        make_bundle(
+            source="ipn:1.1",
+            destination="ipn:2.1",
+            payload=bytes([seq + 1]) * size,
+            creation_ms=1_000_000,
+            sequence=seq,
+            lifetime_ms=3_600_000,
+        )
+    )
+
+
+def test_the_agent_writes_late_only_what_a_previous_hop_still_holds(
+    tmp_path: Path,
+) -> None:
+    # Received with a hop ACK to come (UDP, LTP): written at the sync, not
+    # at all if delivered and confirmed first. Received without one (MTCP:
+    # the sender let go when it wrote it): written at once, as before.
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True)
+    a = Agent(node=2, store=s, config=AgentConfig(keep_decoded=8))
+    a.register("ipn:2.1")
+    acked, held, mtcp = (_frame(i, 50_000) for i in range(3))
+    with s.transaction():
+        acts = a.on_receive_many(
+            [
+                Received("udp", 1, acked, 7),
+                Received("udp", 1, held, 8),
+                Received("mtcp", None, mtcp, None),
+            ],
+            2_000_000,
+        )
+    keys = [d.bundle_key for d in of(acts, Deliver)]
+    assert _seg(db) == bytes(2 * len(acked)) + mtcp  # only MTCP's bytes so far
+    a.on_delivered_many([keys[0], keys[2]], 2_000_001)
+    _sync(s)
+    raw = _seg(db)
+    assert raw[: len(acked)] == bytes(len(acked))  # never written
+    assert raw[len(acked) : 2 * len(acked)] == held
+    s.close()
+    s2 = SqliteStore(db)
+    assert [r.key for r in s2.records()] == [keys[1]]
+    assert s2.get(keys[1]) == held
+    assert os.path.getsize(f"{db}.segments/00000001.seg") == len(raw)
+    s2.close()
+
+
+def _fail_next_write(monkeypatch: pytest.MonkeyPatch, err: int) -> None:
+    """The next ``pwritev`` (a segment write) fails with ``err``, once."""
+    real = os.pwritev
+    left = [1]
+
+    def pwritev(fd: int, bufs: list[memoryview], off: int) -> int:
+        if left[0]:
+            left[0] = 0
+            raise OSError(err, os.strerror(err))
+        return real(fd, bufs, off)
+
+    monkeypatch.setattr(os, "pwritev", pwritev)
+
+
+def test_a_failed_late_write_when_a_commit_rotates_loses_no_committed_payload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A commit that empties the active segment rotates it, writing its held
+    # payloads first -- among them one this very commit put (its live count
+    # comes after). When that write fails, the commit (done) must neither
+    # raise nor leave the count short: else the next sync forgets the
+    # payload as one in a dead segment and removes the file, while the row
+    # stays -- and that sync releases the bundle's hop ACK.
+    import errno
+
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True, segment_reclaim_bytes=1)
+    s.put(rec("a", BIG), payload(1))
+    _sync(s)
+    _fail_next_write(monkeypatch, errno.EIO)
+    with s.transaction():
+        s.delete("a")  # forwarded: segment 1 is empty...
+        s.put(rec("b", BIG), payload(2), write_later=True)  # ...but for b
+    assert [r.key for r in s.records()] == ["b"]
+    _sync(s)  # b's write is tried again here (and succeeds)
+    assert s.get("b") == payload(2)
+    s.close()
+    s2 = SqliteStore(db)
+    assert s2.dropped_at_open == []
+    assert s2.get("b") == payload(2)
+    s2.close()
+
+
+def test_a_failed_late_write_at_a_checkpoint_does_not_fail_later_syncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkpoint writes the held payloads before it syncs the segments.
+    # A write that fails there (a full disk for a moment) took nothing out
+    # of the dirty set and lost nothing (the payloads are still held): it
+    # refuses that transaction only, not every later sync of the node.
+    import errno
+
+    from dcis.dtn.agent.store import StoreError
+
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True)
+    s.put(rec("a", BIG), payload(1), write_later=True)
+    _fail_next_write(monkeypatch, errno.ENOSPC)
+    s._since_checkpoint = s._checkpoint_every  # due at the next transaction
+    with pytest.raises(StoreError, match="checkpoint failed"), s.transaction():
+        pass
+    _sync(s)  # a is written now; the node goes on
+    s.close()
+    s2 = SqliteStore(db)
+    assert s2.get("a") == payload(1)
+    s2.close()
