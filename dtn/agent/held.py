@@ -186,22 +186,8 @@ def release(self: Agent, group: str, now: int, actions: list[Action]) -> None:
         self.counters["duplicates"] += 1
         actions.append(Event("duplicate", key, "reassembled again"))
     else:
-        try:
-            self._accept(
-                whole,
-                encode_bundle_parts(whole),
-                key,
-                prev_node=g.prev_node,
-                now=now,
-                actions=actions,
-                expiry=g.expiry,
-                received=True,
-            )
-        except StoreFull as exc:
-            # Not acknowledged: the previous hop keeps every piece.
-            self.counters["refused"] += 1
-            actions.append(Event("refused", key, str(exc)))
-            return
+        if not _accept(self, whole, key, g, now, actions):
+            return  # not acknowledged: the previous hop keeps every piece
         if key not in self._entries:
             # Not kept: refused by the security policy (forged pieces may
             # have made it whole before the genuine ones came), its lifetime
@@ -256,20 +242,7 @@ def _store_pieces(self: Agent, g: HeldGroup, now: int, actions: list[Action]) ->
                 self.counters["variants"] += 1
                 key = variant
         if stored:
-            try:
-                self._accept(
-                    piece,
-                    encode_bundle_parts(piece),
-                    key,
-                    prev_node=g.prev_node,
-                    now=now,
-                    actions=actions,
-                    expiry=g.expiry,
-                    received=True,
-                )
-            except StoreFull as exc:
-                self.counters["refused"] += 1
-                actions.append(Event("refused", key, str(exc)))
+            if not _accept(self, piece, key, g, now, actions):
                 continue  # not acknowledged: the previous hop keeps it
         else:
             self.counters["duplicates"] += 1
@@ -278,6 +251,35 @@ def _store_pieces(self: Agent, g: HeldGroup, now: int, actions: list[Action]) ->
             piece, StatusKind.RECEIVED, StatusReason.NO_INFO, now, actions
         )
         actions.extend(g.acks[rng])
+
+
+def _accept(
+    self: Agent,
+    bundle: Bundle,
+    key: str,
+    g: HeldGroup,
+    now: int,
+    actions: list[Action],
+) -> bool:
+    """Accept ``bundle`` (the whole, or one piece) under ``key`` as received
+    from the group's previous hop; False, with a "refused" event, if the
+    store is full (then it must not be acknowledged)."""
+    try:
+        self._accept(
+            bundle,
+            encode_bundle_parts(bundle),
+            key,
+            prev_node=g.prev_node,
+            now=now,
+            actions=actions,
+            expiry=g.expiry,
+            received=True,
+        )
+    except StoreFull as exc:
+        self.counters["refused"] += 1
+        actions.append(Event("refused", key, str(exc)))
+        return False
+    return True
 
 
 def _due_top(self: Agent) -> tuple[int, str] | None:
