@@ -2276,7 +2276,9 @@ class Node:
         push: Callable[[Deliver], bool],
         subs: list[_Subscriber],
     ) -> list[Action]:
-        """Handle one app API request; return the agent actions to apply."""
+        """Handle one app API request; return the agent actions to apply.
+        (Sends never come here: the app loop gives every run of them to
+        :meth:`_app_sends`.)"""
         kind = m["type"]
         actions: list[Action] = []
         raw_id = m.get("id", 0)
@@ -2321,10 +2323,6 @@ class Node:
                 replies, more = self._service_request(m["service"], m["requests"])
                 reply(mid, replies=replies)
                 actions += more
-            elif kind == "send":
-                actions += self._app_sends(
-                    [m], lambda i, key: reply(i, bundle_key=key), error
-                )
             else:
                 error(mid, f"{kind} is not a request")
         except StoreFull as exc:
