@@ -55,6 +55,16 @@ async def mesh(
     plan = write_plan(tmp / "plan.ionrc", lines)
     stores = make_keystores(tmp / "keys", list(NODES))
     epoch = time.time() - 1.0
+    # One DTN clock for the three nodes: each fixes its offset from trio's
+    # (virtual) clock with this at start. The wall clock read node by node
+    # would skew them by the real seconds their starts take on a loaded
+    # machine (virtual time stands still meanwhile), and a node that far
+    # behind sees its peers' short-lived membership bundles as expired.
+    start = trio.current_time()
+
+    def clock() -> float:
+        return epoch + 1.0 + (trio.current_time() - start)
+
     async with contextlib.AsyncExitStack() as stack:
         nodes = {}
         for n in NODES:
@@ -78,6 +88,7 @@ async def mesh(
                     cfg,
                     udp_socket=fakenet.socket,
                     services=_membership if with_membership else None,
+                    clock=clock,
                 )
             )
         yield nodes
