@@ -18,22 +18,24 @@ from .helpers import of
 NOW = 2_000_000
 
 
+def _frame(i: int) -> bytes:
+    """Bundle ``i`` from node 1 to ipn:2.1 (odd ones ~20 KB)."""
+    return encode_bundle(
+        make_bundle(
+            source="ipn:1.1",
+            destination="ipn:2.1",
+            payload=bytes([i]) * (100 + 20_000 * (i % 2)),
+            creation_ms=1_000_000,
+            sequence=i,
+            lifetime_ms=3_600_000 - 1_000 * i,
+        )
+    )
+
+
 def _agent(store: BundleStore) -> tuple[Agent, list[str]]:
     a = Agent(node=2, store=store)
     a.register("ipn:2.1")
-    frames = [
-        encode_bundle(
-            make_bundle(
-                source="ipn:1.1",
-                destination="ipn:2.1",
-                payload=bytes([i]) * (100 + 20_000 * (i % 2)),
-                creation_ms=1_000_000,
-                sequence=i,
-                lifetime_ms=3_600_000 - 1_000 * i,
-            )
-        )
-        for i in range(6)
-    ]
+    frames = [_frame(i) for i in range(6)]
     acts = a.on_receive_many(
         [Received("udp", 1, f, i) for i, f in enumerate(frames)], NOW
     )
@@ -89,19 +91,7 @@ def test_a_batch_with_copies_of_delivered_bundles_acks_them_as_duplicates(
     # again; the others in the same batch are delivered.
     a, keys = _agent(_store(kind, tmp_path / "a.db"))
     a.on_delivered_many(keys[:3], NOW + 1)
-    again = [
-        encode_bundle(
-            make_bundle(
-                source="ipn:1.1",
-                destination="ipn:2.1",
-                payload=bytes([i]) * (100 + 20_000 * (i % 2)),
-                creation_ms=1_000_000,
-                sequence=i,
-                lifetime_ms=3_600_000 - 1_000 * i,
-            )
-        )
-        for i in (1, 7, 0, 8)
-    ]
+    again = [_frame(i) for i in (1, 7, 0, 8)]
     acts = a.on_receive_many(
         [Received("udp", 1, f, 100 + i) for i, f in enumerate(again)], NOW + 2
     )

@@ -48,12 +48,14 @@ def _node1(config: AgentConfig = CFG, store: MemoryStore | None = None) -> Agent
     return Agent(node=1, store=store or PutCountingStore(), config=config)
 
 
-def _send(a: Agent, now: int = 1_000, payload: bytes = PAYLOAD) -> str:
+def _send(
+    a: Agent, now: int = 1_000, payload: bytes = PAYLOAD, lifetime_ms: int = 3_600_000
+) -> str:
     key, _ = a.send(
         source="ipn:1.1",
         destination="ipn:2.1",
         payload=payload,
-        lifetime_ms=3_600_000,
+        lifetime_ms=lifetime_ms,
         now=now,
     )
     return key
@@ -258,13 +260,7 @@ def test_volume_alone_decides_when_the_fragments_are_stored() -> None:
 
 def test_a_bundle_that_expires_mid_send_sends_no_more_pieces() -> None:
     a = _node1(replace(CFG, window=1))
-    key, _ = a.send(
-        source="ipn:1.1",
-        destination="ipn:2.1",
-        payload=PAYLOAD,
-        lifetime_ms=5_000,
-        now=1_000,
-    )
+    key = _send(a, lifetime_ms=5_000)
     other = _send(a, now=1_001, payload=b"next")
     (first,) = of(a.on_contact_start(link(1, 2), 2_000), Transmit)
     a.on_tick(6_000)  # its lifetime ends with a piece in flight
@@ -343,13 +339,7 @@ def test_no_piece_goes_once_the_bundle_s_lifetime_is_over() -> None:
     # outcome that comes after the lifetime ended, before the tick that
     # expires it, sends no further piece.
     a = _node1(replace(CFG, window=1))
-    key, _ = a.send(
-        source="ipn:1.1",
-        destination="ipn:2.1",
-        payload=PAYLOAD,
-        lifetime_ms=5_000,
-        now=1_000,
-    )
+    key = _send(a, lifetime_ms=5_000)
     (first,) = of(a.on_contact_start(link(1, 2), 2_000), Transmit)
     assert of(a.on_transmit_done(first.tx_id, True, 6_500), Transmit) == []
     assert not a.holds(key)

@@ -132,15 +132,11 @@ def test_a_small_emptied_active_segment_keeps_taking_bundles(tmp_path: Path) -> 
     s2.close()
 
 
-@pytest.mark.parametrize("deferred", [False, True])
-def test_a_short_disk_takes_back_an_emptied_active_segment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deferred: bool
-) -> None:
+def _fake_disk(db: Path, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make ``os.statvfs`` report a disk of ``free[0]`` bytes (100 MiB at
+    first) less what the store's segment files hold; return ``free``."""
     import types
 
-    from dcis.dtn.agent.store import DiskFull
-
-    db = tmp_path / "b.db"
     free = [100 << 20]
     real = os.statvfs
 
@@ -152,6 +148,18 @@ def test_a_short_disk_takes_back_an_emptied_active_segment(
         )
 
     monkeypatch.setattr(os, "statvfs", statvfs)
+    return free
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_a_short_disk_takes_back_an_emptied_active_segment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deferred: bool
+) -> None:
+
+    from dcis.dtn.agent.store import DiskFull
+
+    db = tmp_path / "b.db"
+    free = _fake_disk(db, monkeypatch)
     s = SqliteStore(db, disk_reserve_bytes=1 << 20, deferred_sync=deferred)
     for i in range(3):
         s.put(rec(f"k{i}", BIG), payload(i))
@@ -1031,22 +1039,11 @@ def test_a_short_disk_in_a_block_never_removes_a_segment_the_block_put_into(
     # live) has its bytes there. The agent goes on after the refused put
     # and commits the first bundle: its row must still find its bytes.
     import contextlib
-    import types
 
     from dcis.dtn.agent.store import DiskFull
 
     db = tmp_path / "b.db"
-    free = [100 << 20]
-    real = os.statvfs
-
-    def statvfs(path: object) -> object:
-        st = real(path)  # type: ignore[arg-type]
-        held = sum(p.stat().st_size for p in Path(str(db) + ".segments").glob("*.seg"))
-        return types.SimpleNamespace(
-            f_bavail=(free[0] - held) // 4096, f_frsize=4096, f_blocks=st.f_blocks
-        )
-
-    monkeypatch.setattr(os, "statvfs", statvfs)
+    free = _fake_disk(db, monkeypatch)
     s = SqliteStore(db, disk_reserve_bytes=1 << 20, deferred_sync=deferred)
     s.put(rec("k0", BIG), payload(0))
     s.delete("k0")  # the active segment: dead space only
