@@ -184,15 +184,7 @@ def update_for_forwarding(b: Bundle, *, node: Eid, dwell_ms: int) -> Bundle:
         # RFC 9171 4.2.7: a bundle without a creation time must carry its age.
         top += 1
         check_uint("block number (0 is the primary block)", top, 1)
-        added.append(
-            _block(
-                BlockType.BUNDLE_AGE,
-                top,
-                BlockFlags.NONE,
-                CrcType.NONE,
-                encode_bundle_age(dwell_ms),
-            )
-        )
+        added.append(_age_block(top, dwell_ms))
     if hop_at >= 0:
         old = blocks[hop_at]
         if old.number not in encrypted:
@@ -250,6 +242,20 @@ def _block(
     _set_CanonicalBlock_crc_type(blk, crc_type)
     _set_CanonicalBlock_data(blk, data)
     return blk
+
+
+def _age_block(number: int, age_ms: int) -> CanonicalBlock:
+    """A new bundle age block (RFC 9171 4.4.2) numbered ``number``, no
+    flags and no CRC: the one forwarding adds to a bundle without a
+    creation time (4.2.7), on the general path and the spliced one alike.
+    Raises InvalidArgument for an age past 2**64-1."""
+    return _block(
+        BlockType.BUNDLE_AGE,
+        number,
+        BlockFlags.NONE,
+        CrcType.NONE,
+        encode_bundle_age(age_ms),
+    )
 
 
 ForwardSplice: TypeAlias = tuple[bytes, bytes, bytes]
@@ -381,17 +387,7 @@ def forwarded_parts(
             top += 1
             if top > _U64:
                 return None
-            parts.extend(
-                encode_block_parts(
-                    _block(
-                        BlockType.BUNDLE_AGE,
-                        top,
-                        BlockFlags.NONE,
-                        CrcType.NONE,
-                        encode_bundle_age(dwell_ms),
-                    )
-                )
-            )
+            parts.extend(encode_block_parts(_age_block(top, dwell_ms)))
     except (DecodeError, InvalidArgument):
         return None
     parts.append(payload_head)
