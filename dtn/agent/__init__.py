@@ -16,6 +16,7 @@ from dcis.dtn.agent.agent import AgentConfig as AgentConfig
 from dcis.dtn.agent.agent import Received as Received
 from dcis.dtn.agent.agent import SecurityHook as SecurityHook
 from dcis.dtn.agent.agent import SendRequest as SendRequest
+from dcis.dtn.agent.agent import SendsInterrupted as SendsInterrupted
 from dcis.dtn.agent.store import BundleState as BundleState
 from dcis.dtn.agent.store import BundleStore as BundleStore
 from dcis.dtn.agent.store import MemoryStore as MemoryStore

@@ -89,7 +89,14 @@ from dcis.dtn.routing.plan import check_dtn_routes
 if TYPE_CHECKING:
     from dcis.dtn.routing.plan import ContactPlan
 
-__all__ = ["Agent", "AgentConfig", "Received", "SecurityHook", "StoreFull"]
+__all__ = [
+    "Agent",
+    "AgentConfig",
+    "Received",
+    "SecurityHook",
+    "SendsInterrupted",
+    "StoreFull",
+]
 
 
 COUNTER_NAMES = (
@@ -271,6 +278,25 @@ class SendRequest(NamedTuple):
     destination: str
     payload: bytes
     lifetime_ms: int
+
+
+class SendsInterrupted(Exception):
+    """:meth:`Agent.send_many` (or ``NodeCore.send_many``) stopped by a
+    failure that is no single request's (its ``__cause__``), after the
+    bundles of ``results`` were stored.
+
+    ``results``: the outcomes of the first ``len(results)`` requests, as
+    ``send_many`` returns them (a key: stored, and kept -- the call's
+    transaction block closed normally); the request after them, if any,
+    is the one the failure stopped, and those after it were not
+    attempted. ``actions``: those of the stored bundles, to carry out as
+    usual (their transmissions among them).
+    """
+
+    def __init__(self, results: list[str | Exception], actions: list[Action]) -> None:
+        super().__init__(f"stopped after {len(results)} requests")
+        self.results = results
+        self.actions = actions
 
 
 # Flag tests as ints (an IntFlag's & builds a new flag: ~1.5 us each).
@@ -466,30 +492,43 @@ class Agent:
         Returns each request's outcome, in order -- its bundle key, or the
         exception :meth:`send` would have raised for it alone (the others go
         on; a refused one leaves no action) -- and the actions of all.
+
+        A failure that is no single request's (``requests`` itself raising,
+        e.g. a malformed request) stops the call: the bundles stored before
+        it stay stored (the transaction block closes normally) and
+        :class:`SendsInterrupted` carries their outcomes and actions, so
+        that the caller answers each request truly (an app told "failed"
+        for a stored bundle sends it again: a duplicate).
         """
         actions: list[Action] = []
         results: list[str | Exception] = []
         none = BundleFlags.NONE
+        failure: Exception | None = None
         with self.store.transaction():
-            for source, destination, payload, lifetime_ms in requests:
-                mark = len(actions)
-                try:
-                    results.append(
-                        self._send(
-                            source,
-                            destination,
-                            payload,
-                            lifetime_ms,
-                            now,
-                            none,
-                            None,
-                            actions,
+            try:
+                for source, destination, payload, lifetime_ms in requests:
+                    mark = len(actions)
+                    try:
+                        results.append(
+                            self._send(
+                                source,
+                                destination,
+                                payload,
+                                lifetime_ms,
+                                now,
+                                none,
+                                None,
+                                actions,
+                            )
                         )
-                    )
-                except Exception as exc:  # the request's outcome, as send's
-                    del actions[mark:]
-                    results.append(exc)
+                    except Exception as exc:  # the request's outcome, as send's
+                        del actions[mark:]
+                        results.append(exc)
+            except Exception as exc:  # the rest are not attempted
+                failure = exc
         self._finish(actions)
+        if failure is not None:
+            raise SendsInterrupted(results, actions) from failure
         return results, actions
 
     def _send(

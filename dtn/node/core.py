@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from dcis.dtn.agent.actions import Action, Deliver, Event, EventKind, Schedule
-from dcis.dtn.agent.agent import Received, SendRequest
+from dcis.dtn.agent.agent import Received, SendRequest, SendsInterrupted
 from dcis.dtn.bpv7.eid import IpnEid, parse_eid
 from dcis.dtn.errors import DtnError, InvalidArgument
 from dcis.dtn.node.service import (
@@ -407,10 +407,43 @@ class NodeCore:
     ) -> tuple[list[str | Exception], list[Action]]:
         """See ``Agent.send_many``: several app bundles in one transaction,
         each request's key or exception in order. The caller decides which
-        sources an app may use, as for :meth:`send`."""
+        sources an app may use, as for :meth:`send`.
+
+        Raises :class:`~dcis.dtn.agent.agent.SendsInterrupted` when a
+        failure stops the agent's call or the services' turn after it (a
+        service's state commit, the driver's hook): the bundles stored
+        before it stay stored (the transaction block closes normally),
+        and the exception carries their outcomes and what of their actions
+        the services did not take -- deliveries to services left over wait
+        for the next input, as past ``MAX_SERVICE_DELIVERIES``."""
+        failure: SendsInterrupted | None = None
+        out: list[Action] = []
         with self._txn(durable=True):
-            results, actions = self.agent.send_many(requests, now)
-            return results, self._run(deque(actions), now)
+            try:
+                results, actions = self.agent.send_many(requests, now)
+            except SendsInterrupted as exc:
+                failure = exc
+                results, actions = exc.results, exc.actions
+            work = deque(actions)
+            try:
+                out = self._run(work, now, out)
+            except Exception as exc:
+                failure = SendsInterrupted(results, [])
+                failure.__cause__ = exc
+                for a in work:
+                    if isinstance(a, Deliver) and a.endpoint in self._by_endpoint:
+                        self._deferred[a.bundle_key] = None
+                    elif not isinstance(a, Schedule):
+                        out.append(a)
+                at = self.next_deadline()
+                if at is not None:
+                    out.append(Schedule(at))
+                self._last_schedule = at
+                out = self._counted(out)
+        if failure is not None:
+            failure.actions = out
+            raise failure
+        return results, out
 
     def on_receive(
         self,

@@ -76,7 +76,7 @@ from dcis.dtn.agent import (
     Transmit,
 )
 from dcis.dtn.agent.actions import Deletion
-from dcis.dtn.agent.agent import SendRequest
+from dcis.dtn.agent.agent import SendRequest, SendsInterrupted
 from dcis.dtn.agent.entries import HOT_MAX_BUNDLES
 from dcis.dtn.agent.store import StoredBundle, StoreError, StoreFull
 from dcis.dtn.appapi.wire import (
@@ -2375,6 +2375,19 @@ class Node:
         if requests:
             try:
                 outcomes, actions = self.core.send_many(requests, self.now_ms())
+            except SendsInterrupted as exc:
+                # Each answered truly: the bundles stored before the failure
+                # "ok" (an error would make the app send them again), the
+                # request it stopped its error, the rest "not sent".
+                outcomes, actions = exc.results, exc.actions
+                cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+                if len(outcomes) < len(requests):
+                    outcomes = [*outcomes, cause]
+                else:  # the failure came after the sends: logged once
+                    self._handler_error("appapi", cause)
+                outcomes += [
+                    DtnError("not sent: an earlier send in the same read failed")
+                ] * (len(requests) - len(outcomes))
             except Exception as exc:  # one request never stops the node
                 outcomes = [exc] * len(requests)
         got = iter(outcomes)

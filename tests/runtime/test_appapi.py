@@ -11,9 +11,11 @@ import pytest
 import trio
 import trio.testing
 
+from dcis.dtn.agent.store import StoreError
 from dcis.dtn.appapi.wire import encode_message
 from dcis.dtn.client import Client, ClientError, open_trio_client
 from dcis.dtn.client.push_reader import PushReader
+from dcis.dtn.node import Inbound, Send, ServiceContext
 from dcis.dtn.runtime import NeighbourConfig, Node, NodeConfig, open_node
 from dcis.tools.cli import main as dcis
 from tests.fakes.fakenet import FakeNet
@@ -271,3 +273,74 @@ async def test_sends_in_one_read_are_answered_in_order(
         assert "belongs to a node service" in got[4]["message"]
         stored = {b.key for b in n1.agent.store.records()} if n1.agent else set()
         assert stored == {got[0]["bundle_key"], got[5]["bundle_key"]}
+
+
+class _Keeper:
+    """Service 30: keeps the last payload it got in its durable state."""
+
+    service = 30
+
+    def start(self, ctx: ServiceContext, now_ms: int) -> list[Send]:
+        self.ctx = ctx
+        return []
+
+    def on_bundle(self, inbound: Inbound, now_ms: int) -> list[Send]:
+        self.ctx.state.put("last", inbound.payload)
+        return []
+
+    def on_contact(self, neighbor: int, up: bool, now_ms: int) -> list[Send]:
+        return []
+
+    def on_tick(self, now_ms: int) -> list[Send]:
+        return []
+
+    def next_deadline(self) -> int | None:
+        return None
+
+    def stop(self) -> None:
+        pass
+
+
+async def test_sends_stored_before_a_failure_are_answered_ok(
+    tmp_path: Path,
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A run of sends read at once, one of them to a node service whose state
+    # commit then fails (the disk): every bundle of the run was stored
+    # before that failure, so each is answered "ok" with its key -- an
+    # error would make the app send it again (a duplicate) -- and the ones
+    # for node 2 get there.
+    net = FakeNet()
+    c1, c2 = pair(tmp_path, net)
+    frames = [
+        {"type": "send", "id": 1, "destination": "ipn:2.1", "payload": b"a"},
+        {"type": "send", "id": 2, "destination": "ipn:1.30", "payload": b"b"},
+        {"type": "send", "id": 3, "destination": "ipn:2.1", "payload": b"c"},
+    ]
+    async with (
+        open_node(c1, udp_socket=net.socket, services=lambda n, i: [_Keeper()]) as n1,
+        open_node(c2, udp_socket=net.socket),
+        open_trio_client(str(tmp_path / "n2.sock")) as b,
+    ):
+        await b.register("ipn:2.1")
+
+        def broken(service: int, key: str, value: bytes) -> None:
+            raise StoreError("disk I/O error")
+
+        assert n1.agent is not None
+        monkeypatch.setattr(n1.agent.store, "service_put", broken)
+        stream = await trio.open_unix_socket(str(tmp_path / "n1.sock"))
+        async with stream:
+            await stream.send_all(b"".join(encode_message(f) for f in frames))
+            reader = PushReader(max_message_bytes=1 << 20)
+            got: list[dict[str, Any]] = []
+            with trio.fail_after(30):
+                while len(got) < len(frames):
+                    got += reader.feed(await stream.receive_some(1 << 16))
+        assert [(m["id"], m["type"]) for m in got] == [(1, "ok"), (2, "ok"), (3, "ok")]
+        # The one for the service is still held for it (never confirmed).
+        assert n1.agent.store.record(got[1]["bundle_key"]) is not None
+        with trio.fail_after(30):
+            arrived = {(await b.receive()).payload for _ in range(2)}
+        assert arrived == {b"a", b"c"}

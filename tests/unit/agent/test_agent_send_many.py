@@ -4,7 +4,11 @@ the exception send raises for it, the others going on."""
 
 from __future__ import annotations
 
-from dcis.dtn.agent import Agent, SendRequest
+from typing import Any
+
+import pytest
+
+from dcis.dtn.agent import Agent, SendRequest, SendsInterrupted
 from dcis.dtn.agent.actions import Schedule, Transmit
 from dcis.dtn.agent.store import MemoryStore, StoreFull
 from dcis.dtn.errors import InvalidArgument
@@ -57,3 +61,22 @@ def test_send_many_is_send_one_by_one() -> None:
     assert many.counters == one.counters
     # One look at the timers for the whole call.
     assert len(of(actions, Schedule)) <= 1
+
+
+def test_a_failure_that_stops_send_many_keeps_what_it_stored() -> None:
+    # A malformed request (not four fields) stops the call: the two bundles
+    # stored before it stay stored, and the exception says so (their keys
+    # and transmissions), so that the driver does not tell the app they
+    # failed (it would send them again).
+    a = _agent()
+    good = [REQUESTS[0], REQUESTS[5]]
+    bad: list[Any] = [*good, ("ipn:1.1", "ipn:2.1"), REQUESTS[0]]
+    with pytest.raises(SendsInterrupted) as info:
+        a.send_many(bad, 5_000)
+    exc = info.value
+    assert isinstance(exc.__cause__, ValueError)
+    assert len(exc.results) == 2
+    assert all(isinstance(k, str) for k in exc.results)
+    assert a.stored == 2
+    assert {a.store.record(str(k)) is not None for k in exc.results} == {True}
+    assert len(of(exc.actions, Transmit)) == 2

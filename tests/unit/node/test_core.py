@@ -21,8 +21,8 @@ from dcis.dtn.agent.actions import (
     Schedule,
     Transmit,
 )
-from dcis.dtn.agent.agent import Agent
-from dcis.dtn.agent.store import MemoryStore
+from dcis.dtn.agent.agent import Agent, SendRequest, SendsInterrupted
+from dcis.dtn.agent.store import MemoryStore, StoreError
 from dcis.dtn.node import (
     EchoService,
     EndpointReserved,
@@ -31,6 +31,7 @@ from dcis.dtn.node import (
     Send,
     ServiceContext,
 )
+from dcis.dtn.node.state import MemoryStateBackend
 from dcis.dtn.routing.contact import Contact
 from dcis.dtn.storage.sqlite_store import SqliteStore
 
@@ -466,3 +467,56 @@ def test_the_node_core_touches_no_files() -> None:
             assert not {n.split(".")[0] for n in names} & banned, (path, names)
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                 assert node.func.id != "open", path
+
+
+class _FailingState(MemoryStateBackend):
+    """Service state on a disk that fails while ``broken``."""
+
+    broken = True
+
+    def service_put(self, service: int, key: str, value: bytes) -> None:
+        if self.broken:
+            raise StoreError("disk I/O error")
+        super().service_put(service, key, value)
+
+
+def test_sends_stored_before_a_failure_are_reported_stored() -> None:
+    # An app's run of sends: one to a local service whose state commit
+    # fails on a broken disk. All three bundles were stored before that
+    # failure, so the outcome says so (keys: the app must not send them
+    # again), the remote ones still go out, and the service's next
+    # bundle, not reached, waits for the next input.
+    log: list[tuple[Any, ...]] = []
+    svc = Svc(30, log)
+
+    def keep(inbound: Inbound, now_ms: int) -> list[Send]:
+        assert svc.ctx is not None
+        svc.ctx.state.put("last", inbound.payload)
+        return []
+
+    svc.on_bundle_hook = keep
+    state = _FailingState()
+    core = NodeCore(
+        Agent(node=1, store=MemoryStore()), node=1, services=[svc], state=state
+    )
+    core.start(0)
+    core.on_contact_start(link(1, 2), 0)
+    requests = [
+        SendRequest("ipn:1.1", "ipn:2.1", b"a", 60_000),
+        SendRequest("ipn:1.1", "ipn:1.30", b"b", 60_000),
+        SendRequest("ipn:1.1", "ipn:1.30", b"d", 60_000),
+        SendRequest("ipn:1.1", "ipn:2.1", b"c", 60_000),
+    ]
+    with pytest.raises(SendsInterrupted) as info:
+        core.send_many(requests, 5)
+    exc = info.value
+    assert isinstance(exc.__cause__, StoreError)
+    assert len(exc.results) == 4
+    assert all(isinstance(k, str) for k in exc.results)
+    sent = [t for t in exc.actions if isinstance(t, Transmit)]
+    assert [t.neighbor for t in sent] == [2, 2]
+    # The delivery not reached is handed over at the next input.
+    state.broken = False
+    core.on_tick(6)
+    assert [x[2] for x in log if x[0] == "bundle"] == [b"b", b"d"]
+    assert state.service_get(30, "last") == b"d"
