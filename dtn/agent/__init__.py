@@ -13,6 +13,9 @@ from dcis.dtn.agent.actions import Schedule as Schedule
 from dcis.dtn.agent.actions import Transmit as Transmit
 from dcis.dtn.agent.agent import Agent as Agent
 from dcis.dtn.agent.agent import AgentConfig as AgentConfig
+from dcis.dtn.agent.agent import (
+    ConfirmationsInterrupted as ConfirmationsInterrupted,
+)
 from dcis.dtn.agent.agent import Received as Received
 from dcis.dtn.agent.agent import SecurityHook as SecurityHook
 from dcis.dtn.agent.agent import SendRequest as SendRequest

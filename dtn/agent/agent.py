@@ -92,6 +92,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Agent",
     "AgentConfig",
+    "ConfirmationsInterrupted",
     "Received",
     "SecurityHook",
     "SendsInterrupted",
@@ -296,6 +297,18 @@ class SendsInterrupted(Exception):
     def __init__(self, results: list[str | Exception], actions: list[Action]) -> None:
         super().__init__(f"stopped after {len(results)} requests")
         self.results = results
+        self.actions = actions
+
+
+class ConfirmationsInterrupted(Exception):
+    """:meth:`Agent.on_delivered_many` (or ``NodeCore.on_delivered_many``):
+    the confirmation of ``failed`` keys raised (the first one's exception is
+    the ``__cause__``); every other key was confirmed, and ``actions`` are
+    the call's, to carry out as usual."""
+
+    def __init__(self, failed: int, actions: list[Action]) -> None:
+        super().__init__(f"{failed} confirmations failed")
+        self.failed = failed
         self.actions = actions
 
 
@@ -769,24 +782,50 @@ class Agent:
         crash of the process, and the next durable commit (any bundle
         received or sent) makes it durable; only a power loss in between can
         deliver the bundle a second time -- never lose it. An fsync per
-        confirmation was a third of a forwarding node's disk waits."""
-        return self.on_delivered_many((bundle_key,), now)
+        confirmation was a third of a forwarding node's disk waits.
+
+        Raises what the confirmation raised (a :class:`StoreError`, say)."""
+        try:
+            return self.on_delivered_many((bundle_key,), now)
+        except ConfirmationsInterrupted as exc:
+            raise exc.__cause__ or exc from None
 
     def on_delivered_many(self, bundle_keys: Iterable[str], now: int) -> list[Action]:
         """Like :meth:`on_delivered` for several keys in order, in one store
         commit and with one look at the timers (a daemon reads an app's
         confirmations many at a time: one call per key was ~6% of a
-        receiving node's CPU)."""
+        receiving node's CPU).
+
+        A key whose confirmation raises (the store failing) does not undo
+        the others': every key is confirmed on its own, the transaction
+        block closes normally, and :class:`ConfirmationsInterrupted`
+        carries the first failure (its ``__cause__``) and the actions of
+        all -- the confirmed keys' reports and events among them. Not a
+        rollback of the batch: what a confirmation changed in memory
+        (entries gone, counters, report sequence numbers) cannot be undone,
+        nor can a :class:`MemoryStore`'s writes, so keeping the done keys'
+        effect is the state both agree on. The failed key stays where it
+        was (delivered again after a restart, never lost).
+        """
         actions: list[Action] = []
         entries = self._entries
+        failure: Exception | None = None
+        failed = 0
         with self.store.transaction(durable=False):
             for bundle_key in bundle_keys:
                 e = entries.get(bundle_key)
                 if e is None or e.location is not Location.DELIVERING:
                     continue
-                self._confirm_delivered(e, now, actions)
+                try:
+                    self._confirm_delivered(e, now, actions)
+                except Exception as exc:  # this key's alone
+                    failed += 1
+                    if failure is None:
+                        failure = exc
         if actions:
             self._finish(actions)
+        if failure is not None:
+            raise ConfirmationsInterrupted(failed, actions) from failure
         return actions
 
     def _confirm_delivered(self, e: Entry, now: int, actions: list[Action]) -> None:

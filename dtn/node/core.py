@@ -46,7 +46,12 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from dcis.dtn.agent.actions import Action, Deliver, Event, EventKind, Schedule
-from dcis.dtn.agent.agent import Received, SendRequest, SendsInterrupted
+from dcis.dtn.agent.agent import (
+    ConfirmationsInterrupted,
+    Received,
+    SendRequest,
+    SendsInterrupted,
+)
 from dcis.dtn.bpv7.eid import IpnEid, parse_eid
 from dcis.dtn.errors import DtnError, InvalidArgument
 from dcis.dtn.node.service import (
@@ -513,9 +518,20 @@ class NodeCore:
 
     def on_delivered_many(self, bundle_keys: Iterable[str], now: int) -> list[Action]:
         """App endpoints have these bundles, in order: one commit and one
-        round of the services for all (see ``Agent.on_delivered_many``)."""
+        round of the services for all (see ``Agent.on_delivered_many``).
+        Raises ``ConfirmationsInterrupted`` as the agent does, after its
+        own block closed normally, with the actions the services left."""
+        failure: ConfirmationsInterrupted | None = None
         with self._txn(durable=False):
-            return self._run(deque(self.agent.on_delivered_many(bundle_keys, now)), now)
+            try:
+                actions = self.agent.on_delivered_many(bundle_keys, now)
+            except ConfirmationsInterrupted as exc:
+                failure, actions = exc, exc.actions
+            out = self._run(deque(actions), now)
+        if failure is not None:
+            failure.actions = out
+            raise failure
+        return out
 
     def redeliver(self, keys: Iterable[str], now: int) -> list[Action]:
         """See ``Agent.redeliver`` (app bundles a driver deferred)."""

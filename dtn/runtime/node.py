@@ -76,7 +76,11 @@ from dcis.dtn.agent import (
     Transmit,
 )
 from dcis.dtn.agent.actions import Deletion
-from dcis.dtn.agent.agent import SendRequest, SendsInterrupted
+from dcis.dtn.agent.agent import (
+    ConfirmationsInterrupted,
+    SendRequest,
+    SendsInterrupted,
+)
 from dcis.dtn.agent.entries import HOT_MAX_BUNDLES
 from dcis.dtn.agent.store import StoredBundle, StoreError, StoreFull
 from dcis.dtn.appapi.wire import (
@@ -2258,7 +2262,13 @@ class Node:
         assert self.core is not None
         actions: list[Action] = []
         try:
-            actions += self.core.on_delivered_many(confirmed, self.now_ms())
+            try:
+                actions += self.core.on_delivered_many(confirmed, self.now_ms())
+            except ConfirmationsInterrupted as exc:
+                # The other keys' confirmations stand: their actions too.
+                actions += exc.actions
+                cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+                self._handler_error("appapi", cause)
             for sub in refill:
                 actions += self._refill(sub)
         except Exception as exc:  # one request never stops the node

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from dcis.dtn.agent.actions import Ack, Deliver, Event, Schedule
-from dcis.dtn.agent.agent import Agent, Received
-from dcis.dtn.agent.store import BundleStore, MemoryStore
+from dcis.dtn.agent.actions import Ack, Deliver, Event, Schedule, Transmit
+from dcis.dtn.agent.agent import Agent, ConfirmationsInterrupted, Received
+from dcis.dtn.agent.store import BundleStore, MemoryStore, StoreError
 from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
+from dcis.dtn.bpv7.flags import BundleFlags
+from dcis.dtn.routing.contact import Contact
 from dcis.dtn.storage.sqlite_store import SqliteStore
 
 from .helpers import of
@@ -115,3 +117,59 @@ def test_delivered_among_asks_the_sqlite_store_in_chunks(tmp_path: Path) -> None
         s.mark_delivered("new", 10**9)  # batched in the open block
         assert s.delivered_among(["new", "k3", "k4"]) == {"new", "k3"}
     s.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_confirmation_that_fails_keeps_the_others(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store fails on one key of the batch: the keys confirmed before
+    # and after it keep their effect -- in memory, in the store (the batch
+    # is not rolled back under them) and in the actions handed back (their
+    # events and their delivery reports' transmissions).
+    store = _store(kind, tmp_path / "a.db")
+    a = Agent(node=2, store=store)
+    a.register("ipn:2.1")
+    a.on_contact_start(Contact(2, 1, 0.0, float("inf"), 0.0), NOW)
+    frames = [
+        encode_bundle(
+            make_bundle(
+                source="ipn:1.1",
+                destination="ipn:2.1",
+                payload=bytes([i]) * 100,
+                creation_ms=1_000_000,
+                sequence=i,
+                lifetime_ms=3_600_000,
+                report_to="ipn:1.1",
+                flags=BundleFlags.REPORT_DELIVERY,
+            )
+        )
+        for i in range(3)
+    ]
+    acts = a.on_receive_many(
+        [Received("udp", 1, f, i) for i, f in enumerate(frames)], NOW
+    )
+    keys = [d.bundle_key for d in of(acts, Deliver)]
+    real = store.mark_delivered
+
+    def bad_sector(key: str, until_ms: int) -> None:
+        if key == keys[1]:
+            raise StoreError("disk I/O error")
+        real(key, until_ms)
+
+    monkeypatch.setattr(store, "mark_delivered", bad_sector)
+    with pytest.raises(ConfirmationsInterrupted) as info:
+        a.on_delivered_many(keys, NOW + 5)
+    exc = info.value
+    assert isinstance(exc.__cause__, StoreError)
+    assert exc.failed == 1
+    delivered = [e.bundle_key for e in of(exc.actions, Event) if e.kind == "delivered"]
+    assert delivered == [keys[0], keys[2]]
+    reports = [t for t in of(exc.actions, Transmit) if t.neighbor == 1]
+    assert len(reports) == 3  # the failed key was delivered too
+    assert a.counters["delivered"] == 2
+    assert store.is_delivered(keys[0])
+    assert store.is_delivered(keys[2])
+    assert {r.key for r in store.records()} >= {keys[1]}
+    assert not {keys[0], keys[2]} & {r.key for r in store.records()}
+    store.close()
