@@ -102,6 +102,7 @@ class Net:
     relay: Relay
     configs: dict[int, NodeConfig]
     keys: Path
+    clock: Callable[[], float]
 
 
 @contextlib.asynccontextmanager
@@ -127,6 +128,16 @@ async def network(
         neighbours[a].append(b)
         neighbours[b].append(a)
     epoch = time.time() - 1.0
+    # One DTN clock for the four nodes (and a restarted one): each fixes its
+    # offset from trio's (virtual) clock with this at start. The wall clock
+    # read node by node would skew them by the real seconds their starts
+    # take on a loaded machine (virtual time stands still meanwhile), as in
+    # tests/runtime/test_membership_resources.py.
+    start = trio.current_time()
+
+    def clock() -> float:
+        return epoch + 1.0 + (trio.current_time() - start)
+
     configs: dict[int, NodeConfig] = {}
     for n in addrs:
         configs[n] = NodeConfig(
@@ -150,10 +161,14 @@ async def network(
         )
     async with contextlib.AsyncExitStack() as stack:
         nodes = {
-            n: await stack.enter_async_context(open_node(c, udp_socket=fakenet.socket))
+            n: await stack.enter_async_context(
+                open_node(c, udp_socket=fakenet.socket, clock=clock)
+            )
             for n, c in configs.items()
         }
-        yield Net(nodes, relay, configs, keys)
+        # At one virtual instant every node reads the same DTN time.
+        assert len({node.now_ms() for node in nodes.values()}) == 1
+        yield Net(nodes, relay, configs, keys, clock)
 
 
 def _windows(payload: bytes) -> list[bytes]:
@@ -353,7 +368,9 @@ async def test_a_replayed_bundle_is_not_delivered_again_even_after_a_restart(
     # A restarted node 3 (same store) still refuses it, replayed from the
     # address node 3 knows as node 2's.
     async with (
-        open_node(net.configs[3], udp_socket=net.relay.fakenet.socket) as n3b,
+        open_node(
+            net.configs[3], udp_socket=net.relay.fakenet.socket, clock=net.clock
+        ) as n3b,
         n3b.endpoint("ipn:3.1") as inbox2,
     ):
         before = _counters(n3b)["datagrams_in"]
@@ -391,7 +408,7 @@ async def test_bundles_from_uncertified_or_revoked_nodes_are_dropped(
             # (as `dcis keys import` would put it) while node 3 runs.
             op = KeyStore(net.keys / "operator").read_operator_key()
             rl = issue_revocation_list(
-                op, version=1, issued_ms=int(dtn_time_from_unix(time.time())), nodes=[1]
+                op, version=1, issued_ms=int(dtn_time_from_unix(net.clock())), nodes=[1]
             )
             KeyStore(net.keys / "node3").write_revocations(rl)
             await poll_until(
