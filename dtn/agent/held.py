@@ -56,6 +56,11 @@ HELD_PIECE_OVERHEAD = 1024
 of its wire size: about what its decoded objects cost (a 48-byte piece
 takes ~1.3 KB of Python objects)."""
 
+HELD_COPY_OVERHEAD = 128
+"""Bytes counted for each copy of a held piece: its Ack, kept until the
+group is stored (~90 bytes with its list slot); the copy itself is not
+kept."""
+
 
 @dataclass(slots=True)
 class HeldGroup:
@@ -111,7 +116,16 @@ def hold_fragment(
         # resends the whole bundle: its hop blocks may differ) is
         # acknowledged with the rest.
         if old is not None and content_digest(old) == content_digest(bundle):
+            if self._held_bytes + HELD_COPY_OVERHEAD > self.config.hold_fragments_bytes:
+                # Its Ack would pass the bound: dropped unacknowledged (the
+                # sender sends it again: once the hold ends, a duplicate).
+                actions.append(
+                    Event("dropped", bundle.bundle_key, "copy past the hold bound")
+                )
+                return True
             g.acks[rng].append(ack)
+            g.nbytes += HELD_COPY_OVERHEAD
+            self._held_bytes += HELD_COPY_OVERHEAD
             return True
         if old is not None or g.total != total:
             # A copy with other content (a broken or forged sender), or

@@ -268,6 +268,29 @@ def test_the_bound_counts_what_a_tiny_piece_costs_in_memory() -> None:
     check_locations(a)
 
 
+def test_the_bound_counts_the_acks_of_copies_of_a_held_piece() -> None:
+    # A peer sending one piece again and again (a new token each time):
+    # every copy's Ack waits with the piece, so the bound counts them;
+    # past it a copy is dropped unacknowledged, and when the hold ends
+    # every copy held is acknowledged and each one sent again after that
+    # is a duplicate, acknowledged.
+    bound = 16 * 1024
+    a = _node2(replace(CFG, hold_fragments_bytes=bound))
+    p0 = _pieces()[0]
+    _rx(a, p0, 0, 2_000)
+    for token in range(1, 1_001):
+        assert of(_rx(a, p0, token, 2_001), Ack) == []
+    waiting = sum(len(v) for g in a._held.values() for v in g.acks.values())
+    room = bound - len(p0) - held.HELD_PIECE_OVERHEAD
+    assert waiting == 1 + room // held.HELD_COPY_OVERHEAD
+    assert a._held_bytes <= bound
+    acts = a.on_tick(2_200)
+    assert sorted(x.cl_token for x in of(acts, Ack)) == list(range(waiting))
+    assert a._held_bytes == 0
+    assert of(_rx(a, p0, 1_000, 2_300), Ack) == [Ack(1, 1_000)]
+    check_locations(a)
+
+
 def test_a_copy_with_other_content_stored_meanwhile_does_not_hide_a_held_piece() -> (
     None
 ):
