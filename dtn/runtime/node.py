@@ -1492,11 +1492,14 @@ class Node:
                 self._handler_error("receive", exc)
         return out
 
-    def _handler_error(self, where: str, exc: BaseException) -> None:
+    def _handler_error(
+        self, where: str, exc: BaseException, *, recover: bool = True
+    ) -> None:
         """An unexpected exception while serving one peer or client: log it
         (one JSON line, traceback as a field) and carry on. After a store
         failure the agent's memory may disagree with the store: rebuild it
-        from the store (``recover``)."""
+        from the store (``recover``) -- unless the caller knows they agree
+        (``recover=False``)."""
         import traceback
 
         self.counters["handler_errors"] += 1
@@ -1508,7 +1511,7 @@ class Node:
             detail=str(exc)[:500],
             traceback="".join(traceback.format_exception(exc))[-2000:],
         )
-        if isinstance(exc, StoreError) and self.core is not None:
+        if recover and isinstance(exc, StoreError) and self.core is not None:
             with contextlib.suppress(Exception):
                 self._apply(self.core.recover(self.now_ms()))
 
@@ -2393,8 +2396,14 @@ class Node:
                 cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
                 if len(outcomes) < len(requests):
                     outcomes = [*outcomes, cause]
-                else:  # the failure came after the sends: logged once
-                    self._handler_error("appapi", cause)
+                else:
+                    # The failure came after the sends (a service's state
+                    # commit): logged once, and no recover -- the bundles'
+                    # rows and the agent's memory agree, and a recover inside
+                    # this read's open transaction would re-route every
+                    # stored bundle with actions that are lost if the broken
+                    # commit fails it again, leaving them in flight for good.
+                    self._handler_error("appapi", cause, recover=False)
                 outcomes += [
                     DtnError("not sent: an earlier send in the same read failed")
                 ] * (len(requests) - len(outcomes))

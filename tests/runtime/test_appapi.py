@@ -17,6 +17,7 @@ from dcis.dtn.client import Client, ClientError, open_trio_client
 from dcis.dtn.client.push_reader import PushReader
 from dcis.dtn.node import Inbound, Send, ServiceContext
 from dcis.dtn.runtime import NeighbourConfig, Node, NodeConfig, open_node
+from dcis.dtn.runtime import node as rnode
 from dcis.tools.cli import main as dcis
 from tests.fakes.fakenet import FakeNet
 from tests.runtime.conftest import free_udp_ports, poll_until
@@ -344,3 +345,50 @@ async def test_sends_stored_before_a_failure_are_answered_ok(
         with trio.fail_after(30):
             arrived = {(await b.receive()).payload for _ in range(2)}
         assert arrived == {b"a", b"c"}
+
+
+async def test_a_failed_service_commit_does_not_stall_the_link(
+    tmp_path: Path,
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As above, with a link window of 2: the failure after the sends must not
+    # leave the two stored bundles counted in flight with no transmission
+    # (a recover inside the read's transaction whose actions were lost did:
+    # the window stayed full and a later send never left node 1).
+    monkeypatch.setattr(rnode, "DAEMON_WINDOW", 2)
+    net = FakeNet()
+    c1, c2 = pair(tmp_path, net)
+    frames = [
+        {"type": "send", "id": 1, "destination": "ipn:2.1", "payload": b"a"},
+        {"type": "send", "id": 2, "destination": "ipn:1.30", "payload": b"b"},
+        {"type": "send", "id": 3, "destination": "ipn:2.1", "payload": b"c"},
+    ]
+    async with (
+        open_node(c1, udp_socket=net.socket, services=lambda n, i: [_Keeper()]) as n1,
+        open_node(c2, udp_socket=net.socket),
+        open_trio_client(str(tmp_path / "n1.sock")) as a,
+        open_trio_client(str(tmp_path / "n2.sock")) as b,
+    ):
+        await b.register("ipn:2.1")
+        assert n1.agent is not None
+        real = n1.agent.store.service_put
+
+        def broken(service: int, key: str, value: bytes) -> None:
+            raise StoreError("disk I/O error")
+
+        monkeypatch.setattr(n1.agent.store, "service_put", broken)
+        stream = await trio.open_unix_socket(str(tmp_path / "n1.sock"))
+        async with stream:
+            await stream.send_all(b"".join(encode_message(f) for f in frames))
+            reader = PushReader(max_message_bytes=1 << 20)
+            got: list[dict[str, Any]] = []
+            with trio.fail_after(30):
+                while len(got) < len(frames):
+                    got += reader.feed(await stream.receive_some(1 << 16))
+        with trio.fail_after(30):
+            assert {(await b.receive()).payload for _ in range(2)} == {b"a", b"c"}
+        monkeypatch.setattr(n1.agent.store, "service_put", real)  # disk healed
+        await a.send("ipn:2.1", b"e")
+        with trio.fail_after(600):  # virtual seconds
+            assert (await b.receive()).payload == b"e"
