@@ -407,8 +407,9 @@ class SqliteStore:
 
     def _check_segments(self, segs: SegmentLog) -> None:
         """At open: drop rows whose payload never reached the disk (missing,
-        cut short or still zeros: a power cut before their fsync; never
-        acknowledged), keep -- and list in :attr:`corrupt_at_open` -- rows
+        cut short or still zeros, or written only up to a page and zeros
+        after it: a power cut before their fsync, or a ``kill -9`` before or
+        inside a late write; never acknowledged), keep -- and list in :attr:`corrupt_at_open` -- rows
         whose payload is all there but fails its CRC (damaged after the
         commit: reading it raises :class:`StoreCorrupt`), adopt the live
         counts, remove segments nothing points into."""
@@ -420,10 +421,13 @@ class SqliteStore:
         bad: list[tuple[str, int]] = []
         for key, seg, off, size, crc in rows:
             data = segs.read(seg, off, size)
-            if data is None or (crc32c(data) != crc and not any(data)):
+            if data is None:
                 bad.append((key, size))
                 continue
             if crc32c(data) != crc:
+                if _cut_short(data, off):
+                    bad.append((key, size))
+                    continue
                 self.corrupt_at_open.append(key)
             counts[seg] = counts.get(seg, 0) + 1
         if bad:
@@ -1354,3 +1358,22 @@ class SqliteStore:
                 self._segs.close()
             self._db.close()
             self._unlock()
+
+
+PAGE_BYTES = 4096
+
+
+def _cut_short(data: bytes, off: int) -> bool:
+    """Whether ``data`` (a payload at ``off`` in its segment, failing its
+    CRC) ends in zeros from a page boundary of the file on: the mark of a
+    write that never came or was cut short -- a power cut before its fsync,
+    or a ``kill -9`` inside the ``pwritev`` of a late write, which the
+    kernel stops at a page (spec/store.md). A payload damaged after its
+    fsync keeps its bytes up to its end (bit rot, an overwrite) and is kept
+    as corrupt; one that really ended in a page of zeros and was damaged
+    elsewhere is dropped too, as it would be lost either way."""
+    kept = len(data.rstrip(b"\0"))
+    if kept == len(data):
+        return False
+    first_page = -(-(off + kept) // PAGE_BYTES) * PAGE_BYTES - off
+    return first_page < len(data)

@@ -172,6 +172,66 @@ def test_kill_9_before_the_sync_loses_only_late_payloads(tmp_path: Path) -> None
     s.close()
 
 
+def test_kill_9_inside_a_late_write_drops_its_row(tmp_path: Path) -> None:
+    # A kill -9 inside the pwritev of a late payload: the kernel stops the
+    # write at a page, and a payload written at once after it made the file
+    # longer, so the row's bytes are its first pages and a hole. The row was
+    # never acknowledged (its ACK waits for the sync): dropped at open, not
+    # kept as corrupt (which logs an error and reports a deleted bundle).
+    db = tmp_path / "b.db"
+    size = 5 * 4096 + 123
+    code = textwrap.dedent(
+        f"""
+        import os, signal
+        from dcis.dtn.agent.store import BundleState, StoredBundle
+        from dcis.dtn.storage.sqlite_store import SqliteStore
+        s = SqliteStore({str(db)!r}, deferred_sync=True)
+        def put(key, later, size):
+            data = key.encode() * size
+            s.put(StoredBundle(key=key, destination="ipn:2.1", expiry_ms=10**9,
+                state=BundleState.PENDING, size_bytes=len(data), received_ms=0),
+                data, write_later=later)
+        put("l", True, {size})
+        put("o", False, {BIG})
+        ((seg, off),) = s._db.execute(
+            "SELECT seg, seg_off FROM bundles WHERE key='l'").fetchall()
+        # What the cut write left: l's bytes up to the second page boundary.
+        cut = (off // 4096 + 2) * 4096 - off
+        fd = os.open({str(db)!r} + ".segments/%08d.seg" % seg, os.O_WRONLY)
+        os.pwrite(fd, b"l" * cut, off)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).parents[3], timeout=60
+    )
+    assert r.returncode == -9
+    s = SqliteStore(db)
+    assert s.corrupt_at_open == []
+    assert s.dropped_at_open == ["l"]
+    assert [r.key for r in s.records()] == ["o"]
+    assert s.get("o") == b"o" * BIG
+    s.close()
+
+
+def test_a_payload_damaged_after_its_sync_is_kept_as_corrupt(tmp_path: Path) -> None:
+    # Damage inside a written payload (not a hole to its end) is not a cut
+    # write: the row stays, listed as corrupt.
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True)
+    s.put(rec("a", BIG), payload(1), write_later=True)
+    _sync(s)
+    s.close()
+    seg = Path(f"{db}.segments") / "00000001.seg"
+    raw = bytearray(seg.read_bytes())
+    raw[BIG - 1] ^= 0xFF  # the last byte
+    seg.write_bytes(bytes(raw))
+    s2 = SqliteStore(db)
+    assert s2.corrupt_at_open == ["a"]
+    assert s2.dropped_at_open == []
+    s2.close()
+
+
 def _frame(seq: int, size: int) -> bytes:
     return encode_bundle(
         make_bundle(
