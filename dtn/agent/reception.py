@@ -19,7 +19,7 @@ Functions take the ``Agent`` as ``self`` (bound as its private methods; see
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from dcis.dtn.agent.actions import (
     Ack,
@@ -53,6 +53,16 @@ from dcis.dtn.errors import DecodeError
 
 if TYPE_CHECKING:
     from dcis.dtn.agent.agent import Agent, Received
+
+# Enum members read for every bundle, bound once (on Python 3.11 a member
+# read off its class goes through EnumType's __getattr__ hook: ~4x a
+# global's cost; see entries.py).
+_PENDING: Final = BundleState.PENDING
+_DELIVERING: Final = BundleState.DELIVERING
+_REASSEMBLY: Final = BundleState.REASSEMBLY
+_RECEIVED: Final = StatusKind.RECEIVED
+_NO_INFO: Final = StatusReason.NO_INFO
+_RECEIVED_EVENT: Final = EventKind.RECEIVED
 
 # Block types the agent processes itself, plus BPSec's BIB/BCB which the
 # security layer above handles: none of them is "unprocessable" here.
@@ -171,7 +181,7 @@ def receive_one(
         return
     actions.append(
         Event(
-            EventKind.RECEIVED,  # the member: a string is looked up (~1 us)
+            _RECEIVED_EVENT,  # the member: a string is looked up (~1 us)
             key,
             f"from {cla} neighbour {prev_node}"
             + (" (extension blocks numbered 0 renumbered)" if renumbered else ""),
@@ -275,7 +285,7 @@ def receive_one(
         self.counters["refused"] += 1
         actions.append(Event("refused", key, str(exc)))
         return
-    self._report_bundle(bundle, StatusKind.RECEIVED, StatusReason.NO_INFO, now, actions)
+    self._report_bundle(bundle, _RECEIVED, _NO_INFO, now, actions)
     if ack is not None:
         actions.append(ack)
 
@@ -362,18 +372,18 @@ def accept(
     local = dest_node == self.node or destination in self._endpoints
     group: str | None = None
     if local:
-        state = BundleState.REASSEMBLY if bundle.is_fragment else BundleState.DELIVERING
+        state = _REASSEMBLY if bundle.is_fragment else _DELIVERING
         if bundle.is_fragment:
             group = bundle.original_key
     else:
-        state = BundleState.PENDING
+        state = _PENDING
     if local and bundle.is_admin_record and destination not in self._endpoints:
         # Status reports for an endpoint nobody registered: log, do not hold.
         self.counters["status_reports"] += 1
         actions.append(Event("admin_record", key, f"for unregistered {destination}"))
         return
     digest = None
-    if received and state == BundleState.DELIVERING and self.security is not None:
+    if received and state == _DELIVERING and self.security is not None:
         checked = self._security_check(bundle, key, now, actions, wire_size(data))
         if checked is None:
             return
@@ -382,7 +392,7 @@ def accept(
             digest = content_digest(bundle)
             bundle, data = checked, encode_bundle(checked)
     verify = getattr(self.security, "verify", None)
-    if received and state == BundleState.PENDING and verify is not None:
+    if received and state == _PENDING and verify is not None:
         # RFC 9172 verifier role on the path (RFC 9173 rules): a bundle
         # whose block fails is not forwarded; the blocks stay.
         ok, why = verify(bundle, now)
@@ -410,13 +420,13 @@ def accept(
         frag_group=group,
         bundle=bundle,
         # (a bundle delivered here is never forwarded: no splice made)
-        own_encoding=own_encoding and not received and state == BundleState.PENDING,
+        own_encoding=own_encoding and not received and state == _PENDING,
         write_later=write_later,
     )
     e.digest = digest
-    if state == BundleState.DELIVERING:
+    if state == _DELIVERING:
         self._hand_over(key, actions, now)
-    elif state == BundleState.REASSEMBLY:
+    elif state == _REASSEMBLY:
         p = bundle.primary
         assert p.fragment_offset is not None
         assert p.total_adu_length is not None
