@@ -61,6 +61,7 @@ from dcis.dtn.agent.actions import (
     Action,
     Event,
     EventKind,
+    trusted_event,
 )
 from dcis.dtn.agent.entries import MAX_VARIANTS as MAX_VARIANTS
 from dcis.dtn.agent.entries import Entry, FragmentGroup, Link, Pieces
@@ -769,7 +770,7 @@ class Agent:
         )
         self._remove(e)
         self.counters["delivered"] += 1
-        actions.append(Event(_DELIVERED_EVENT, bundle_key, e.destination))
+        actions.append(trusted_event(_DELIVERED_EVENT, bundle_key, e.destination))
         group = self._groups.get(bundle_key)
         if group is not None:
             # Fragments of it that came before it did (another path sent

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Final
 
 from dcis.dtn.agent.actions import (
     Action,
-    Deliver,
     Event,
+    trusted_inbound,
 )
 from dcis.dtn.agent.entries import (
     Entry,
@@ -119,13 +119,8 @@ def hand_over(self: Agent, key: str, actions: list[Action], now: int | None) -> 
     e.move(_HAND_OVER)
     c = b.primary.creation
     actions.append(
-        Deliver(
-            endpoint=e.destination,
-            source=str(b.primary.source),
-            payload=b.payload,
-            creation_ms=c.time_ms,
-            sequence=c.sequence,
-            bundle_key=key,
+        trusted_inbound(
+            e.destination, str(b.primary.source), b.payload, c.time_ms, c.sequence, key
         )
     )
 

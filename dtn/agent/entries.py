@@ -57,6 +57,7 @@ from dcis.dtn.agent.store import (
     StoreError,
     StoreFull,
     Wire,
+    trusted_stored_bundle,
     wire_size,
 )
 from dcis.dtn.bpv7.admin import StatusKind, StatusReason
@@ -300,15 +301,15 @@ def store_new(
     primary and payload blocks (:func:`hot_splice`). ``write_later``: see
     ``BundleStore.put`` (nobody is told the bundle is held before the
     store's next sync)."""
-    rec = StoredBundle(
-        key=key,
-        destination=destination,
-        expiry_ms=expiry_ms,
-        state=state,
-        size_bytes=wire_size(data),
-        received_ms=received_ms,
-        prev_node=prev_node,
-        frag_group=frag_group,
+    rec = trusted_stored_bundle(
+        key,
+        destination,
+        expiry_ms,
+        state,
+        wire_size(data),
+        received_ms,
+        prev_node,
+        frag_group,
     )
     cap = self.config.max_bundles
     if cap is not None and not force and len(self._entries) >= cap:

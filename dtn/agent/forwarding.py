@@ -34,7 +34,8 @@ from dcis.dtn.agent.actions import (
     Action,
     Event,
     EventKind,
-    Transmit,
+    trusted_event,
+    trusted_transmit,
 )
 from dcis.dtn.agent.entries import (
     Entry,
@@ -126,7 +127,7 @@ def transmit_done(
             self._remove(e)
             self.counters["forwarded"] += 1
             # The member, not its string: Event looks a string up (~1 us a hop).
-            actions.append(Event(_FORWARDED_EVENT, key, f"to node {nb}"))
+            actions.append(trusted_event(_FORWARDED_EVENT, key, f"to node {nb}"))
         else:
             self.counters["transmit_failed"] += 1
             if link is not None:
@@ -383,7 +384,7 @@ def _emit(
     link.inflight_bytes += size
     link.remaining_bytes -= size
     self.counters["transmits"] += 1
-    actions.append(Transmit(nb, wire, tx))
+    actions.append(trusted_transmit(nb, wire, tx))
     return tx
 
 
