@@ -185,6 +185,8 @@ _new: Final = object.__new__
 _set_Event_kind: Final = Event.__dict__["kind"].__set__
 _set_Event_bundle_key: Final = Event.__dict__["bundle_key"].__set__
 _set_Event_detail: Final = Event.__dict__["detail"].__set__
+_set_Ack_neighbor: Final = Ack.__dict__["neighbor"].__set__
+_set_Ack_cl_token: Final = Ack.__dict__["cl_token"].__set__
 _set_Transmit_neighbor: Final = Transmit.__dict__["neighbor"].__set__
 _set_Transmit_parts: Final = Transmit.__dict__["parts"].__set__
 _set_Transmit_tx_id: Final = Transmit.__dict__["tx_id"].__set__
@@ -204,6 +206,14 @@ def trusted_event(kind: EventKind, bundle_key: str, detail: str) -> Event:
     _set_Event_bundle_key(e, bundle_key)
     _set_Event_detail(e, detail)
     return e
+
+
+def trusted_ack(neighbor: int, cl_token: int) -> Ack:
+    """``Ack(neighbor, cl_token)`` (its fields as given)."""
+    a = _new(Ack)
+    _set_Ack_neighbor(a, neighbor)
+    _set_Ack_cl_token(a, cl_token)
+    return a
 
 
 def trusted_transmit(neighbor: int, parts: tuple[bytes, ...], tx_id: int) -> Transmit:

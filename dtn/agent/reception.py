@@ -26,6 +26,7 @@ from dcis.dtn.agent.actions import (
     Action,
     Event,
     EventKind,
+    trusted_ack,
     trusted_event,
 )
 from dcis.dtn.agent.entries import (
@@ -112,7 +113,7 @@ def receive_one(
     keys among the batch's whole bundles, looked up together (else the
     store is asked)."""
     ack = (
-        Ack(neighbor, cl_token)
+        trusted_ack(neighbor, cl_token)
         if neighbor is not None and cl_token is not None
         else None
     )
@@ -143,6 +144,8 @@ def receive_one(
         )
         return
     key = bundle.bundle_key
+    # The whole bundle's key: the same string unless it is a fragment.
+    whole_key = bundle.original_key if bundle.is_fragment else key
     self.counters["received"] += 1
     # Node numbers are stored as signed 64-bit integers: a larger one
     # (a hostile or foreign sender) is "unknown", never a crash.
@@ -154,9 +157,7 @@ def receive_one(
     # here already. A copy with the key of one we hold but other content
     # is kept apart (bounded), never taken for a duplicate: a forger who
     # saw the key must not get the genuine bundle dropped.
-    if key in self._entries or (
-        bundle.is_fragment and bundle.original_key in self._entries
-    ):
+    if key in self._entries or (bundle.is_fragment and whole_key in self._entries):
         variant = self._variant_key(bundle, key, now, actions)
         if variant is None:
             self._duplicate(key, ack, actions)
@@ -174,9 +175,9 @@ def receive_one(
     local = dest_node == self.node or str(p.destination) in self._endpoints
     # Delivered keys are whole-bundle keys: original_key == key unless a fragment.
     if local and (
-        bundle.original_key in delivered
+        whole_key in delivered
         if delivered is not None and decoded is not None
-        else self.store.is_delivered(bundle.original_key)
+        else self.store.is_delivered(whole_key)
     ):
         self._duplicate(key, ack, actions)
         return
@@ -293,7 +294,11 @@ def receive_one(
 
 def _all_known(bundle: Bundle) -> bool:
     """True if the agent processes every block of ``bundle`` itself."""
-    return all(blk.type_code in KNOWN_BLOCK_TYPES for blk in bundle.blocks)
+    # A loop, not all() of a generator: ~0.3 us less a bundle.
+    for blk in bundle.blocks:  # noqa: SIM110
+        if blk.type_code not in KNOWN_BLOCK_TYPES:
+            return False
+    return True
 
 
 def variant_key(

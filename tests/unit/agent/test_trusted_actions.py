@@ -13,10 +13,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dcis.dtn.agent.actions import (
+    Ack,
     Event,
     EventKind,
     Inbound,
     Transmit,
+    trusted_ack,
     trusted_event,
     trusted_inbound,
     trusted_transmit,
@@ -43,6 +45,11 @@ def test_trusted_event_is_the_event(kind: EventKind, key: str, detail: str) -> N
     _alike(trusted_event(kind, key, detail), Event(kind, key, detail))
     # the constructor's conversion of a kind's string gives the same object
     _alike(trusted_event(kind, key, detail), Event(str(kind), key, detail))
+
+
+@given(_u64, _u64)
+def test_trusted_ack_is_the_ack(neighbor: int, token: int) -> None:
+    _alike(trusted_ack(neighbor, token), Ack(neighbor, token))
 
 
 @given(
