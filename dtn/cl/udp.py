@@ -324,9 +324,9 @@ def _decode_segment_fast(raw: bytes) -> Datagram | None:
             return None
         bundle, pos = raw[pos : pos + length], pos + length
         if arr == 0x84:
-            return DataSegment(sender, token, bundle) if pos == n else None
+            return _data_segment(sender, token, bundle, None) if pos == n else None
         mac = _mac_at(raw, pos)
-        return None if mac is None else DataSegment(sender, token, bundle, mac)
+        return None if mac is None else _data_segment(sender, token, bundle, mac)
     if kind == KIND_ACK and arr in (0x83, 0x84):
         count, pos = _arg_at(raw, pos, 4)
         if not 0 <= count <= MAX_ACK_TOKENS:
@@ -615,6 +615,46 @@ _REPORT_OK: Final = TxEffect.REPORT_OK
 _ACK: Final = TxInput.ACK
 _HEARD_DCIS: Final = Heard.DCIS
 
+# The segment and outputs made for every datagram, built with slot setters:
+# a frozen dataclass's __init__ sets each field through object.__setattr__
+# (~150 ns a field). Same objects (tests/unit/cl/test_udp_trusted.py).
+_new: Final = object.__new__
+_set_DataSegment_sender: Final = DataSegment.__dict__["sender"].__set__
+_set_DataSegment_token: Final = DataSegment.__dict__["token"].__set__
+_set_DataSegment_bundle: Final = DataSegment.__dict__["bundle"].__set__
+_set_DataSegment_mac: Final = DataSegment.__dict__["mac"].__set__
+_set_SendDatagram_data: Final = SendDatagram.__dict__["data"].__set__
+_set_SendDatagram_token: Final = SendDatagram.__dict__["token"].__set__
+_set_TxDone_tx_id: Final = TxDone.__dict__["tx_id"].__set__
+_set_TxDone_ok: Final = TxDone.__dict__["ok"].__set__
+_set_TxDone_reason: Final = TxDone.__dict__["reason"].__set__
+
+
+def _data_segment(
+    sender: int, token: int, bundle: bytes, mac: bytes | None
+) -> DataSegment:
+    d = _new(DataSegment)
+    _set_DataSegment_sender(d, sender)
+    _set_DataSegment_token(d, token)
+    _set_DataSegment_bundle(d, bundle)
+    _set_DataSegment_mac(d, mac)
+    return d
+
+
+def _send_datagram(data: bytes | tuple[bytes, ...], token: int | None) -> SendDatagram:
+    d = _new(SendDatagram)
+    _set_SendDatagram_data(d, data)
+    _set_SendDatagram_token(d, token)
+    return d
+
+
+def _tx_done_ok(tx_id: int) -> TxDone:
+    d = _new(TxDone)
+    _set_TxDone_tx_id(d, tx_id)
+    _set_TxDone_ok(d, True)
+    _set_TxDone_reason(d, "")
+    return d
+
 
 @dataclass(slots=True)
 class _Pending:
@@ -751,7 +791,7 @@ class UdpLink:
         elif effect is _REPORT_OK:
             del self._pending[p.token]
             self.counters.acked += 1
-            out.append(TxDone(p.tx_id, True))
+            out.append(_tx_done_ok(p.tx_id))
         else:  # REPORT_FAILED
             del self._pending[p.token]
             if event is TxInput.LAST_TIMEOUT:
@@ -822,7 +862,7 @@ class UdpLink:
             tx_id, token, datagram, now_s + self._rto_s(1), 1
         )
         self.counters.sent_datagrams += 1
-        return [SendDatagram(datagram, token)]
+        return [_send_datagram(datagram, token)]
 
     def hold(self, token: int) -> None:
         """The driver queued this DATA segment instead of sending it: stop its
