@@ -147,6 +147,12 @@ _LOGGED_EVENTS = frozenset(
     }
 )
 """Events logged at info (expired) or warning level; the rest at debug."""
+_DEBUG_EVENTS = (
+    frozenset(EventKind)
+    - _LOGGED_EVENTS
+    - {EventKind.STORE_CORRUPT, EventKind.NO_ROUTE}
+)
+"""Events :meth:`Node._apply` logs at debug level only (the rest: above)."""
 
 _RECV_BUFFER = 65_535
 _MAX_BATCH = 512
@@ -817,9 +823,18 @@ class Node:
         agent = self.agent
         assert agent is not None
         work = deque(actions)
+        # Asked once per call, not once per event (most events of a busy
+        # node -- received, forwarded, delivered -- are logged at debug only).
+        debug: bool | None = None
         while work:
             a = work.popleft()
-            if isinstance(a, Transmit):
+            if type(a) is Event and a.kind in _DEBUG_EVENTS:
+                # The usual event first (one type test, not the chain below).
+                if debug is None:
+                    debug = self.log.isEnabledFor(logging.DEBUG)
+                if debug:
+                    self._log("debug", a.kind, bundle=a.bundle_key, detail=a.detail)
+            elif isinstance(a, Transmit):
                 work.extend(self._transmit(a))
             elif (
                 isinstance(a, Ack) and self.ltp is not None and self.ltp.has(a.neighbor)
