@@ -115,6 +115,7 @@ from dcis.dtn.runtime.ltp import LTP_FIRST_BYTES, LtpCl, LtpConfig, LtpResult
 from dcis.dtn.runtime.security import NodeSecurity
 from dcis.dtn.runtime.services import ServiceFactory, load_factory, next_incarnation
 from dcis.dtn.runtime.tcpcl import TcpclCla
+from dcis.dtn.runtime.tokens import PooledSystemRandom
 from dcis.dtn.runtime.watch import file_stamp
 from dcis.dtn.storage import SqliteStore
 from dcis.dtn.time import DtnTime, dtn_time_from_unix
@@ -740,7 +741,8 @@ class Node:
                     mtu_bytes=cfg.mtu_bytes + DATA_OVERHEAD_BYTES,
                     ack_timeout_s=cfg.ack_timeout_s,
                     max_tries=cfg.max_tries,
-                    rng=random.SystemRandom(),
+                    # os.urandom, read 4 KiB at a time (one token a bundle)
+                    rng=PooledSystemRandom(),
                     mac_key=self._link_key(nb.node),
                 )
                 self._udp[nb.node] = _UdpPeer(nb, link, _pacer(nb.rate_bytes_s))
