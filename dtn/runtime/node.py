@@ -2366,15 +2366,20 @@ class Node:
         # its outcome is the agent's, next in line).
         checked: list[tuple[int, Exception | None]] = []
         node = self.config.node
+        # Sources that passed the checks below in this call (an app sends
+        # from one or a few): checked once each, not once per send.
+        passed: set[str] = set()
         for m in msgs:
             raw_id = m.get("id", 0)
             mid = raw_id if type(raw_id) is int and 0 <= raw_id < 2**64 else 0
             try:
                 source = m.get("source") or self.config.eid
-                src = parse_eid(source)
-                if isinstance(src, IpnEid) and src.node != node:
-                    raise InvalidArgument(f"source {source} is not on node {node}")
-                self._check_app_source(source)
+                if source not in passed:
+                    src = parse_eid(source)
+                    if isinstance(src, IpnEid) and src.node != node:
+                        raise InvalidArgument(f"source {source} is not on node {node}")
+                    self._check_app_source(source)
+                    passed.add(source)
                 requests.append(
                     SendRequest(
                         source,
