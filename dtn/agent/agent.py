@@ -46,7 +46,7 @@ import random
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
 from dcis.dtn.agent import (
     delivery,
@@ -61,6 +61,7 @@ from dcis.dtn.agent.actions import (
     Action,
     Event,
     EventKind,
+    trusted_event,
 )
 from dcis.dtn.agent.entries import MAX_VARIANTS as MAX_VARIANTS
 from dcis.dtn.agent.entries import Entry, FragmentGroup, Link, Pieces
@@ -318,6 +319,13 @@ _REPORT_BITS = int(REPORT_FLAGS)
 
 # Where a bundle for a local endpoint waits until the application has it.
 _FOR_ENDPOINT = frozenset({Location.UNCLAIMED, Location.DELIVERING})
+
+# Members read for every delivery confirmed, bound once (on Python 3.11 a
+# member read off its class goes through EnumType's __getattr__ hook: ~4x
+# a global's cost; entries.py).
+_DELIVERED: Final = StatusKind.DELIVERED
+_NO_INFO: Final = StatusReason.NO_INFO
+_DELIVERED_EVENT: Final = EventKind.DELIVERED
 
 
 class NoRoute(InvalidArgument):
@@ -832,7 +840,7 @@ class Agent:
         """Confirm ``e`` delivered: reported, its key remembered, removed
         (its row discarded with the batch's others at the commit)."""
         bundle_key = e.key
-        self._report_entry(e, StatusKind.DELIVERED, StatusReason.NO_INFO, now, actions)
+        self._report_entry(e, _DELIVERED, _NO_INFO, now, actions)
         keep = self.config.max_tombstone_ms
         self.store.mark_delivered(
             bundle_key,
@@ -840,7 +848,7 @@ class Agent:
         )
         self._remove(e)
         self.counters["delivered"] += 1
-        actions.append(Event(EventKind.DELIVERED, bundle_key, e.destination))
+        actions.append(trusted_event(_DELIVERED_EVENT, bundle_key, e.destination))
         group = self._groups.get(bundle_key)
         if group is not None:
             # Fragments of it that came before it did (another path sent

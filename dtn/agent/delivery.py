@@ -20,12 +20,12 @@ Functions take the ``Agent`` as ``self`` (bound as its private methods; see
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from dcis.dtn.agent.actions import (
     Action,
-    Deliver,
     Event,
+    trusted_inbound,
 )
 from dcis.dtn.agent.entries import (
     Entry,
@@ -48,6 +48,11 @@ from dcis.dtn.errors import DecodeError, InvalidArgument
 
 if TYPE_CHECKING:
     from dcis.dtn.agent.agent import Agent
+
+# Enum members read for every bundle, bound once (on Python 3.11 a member
+# read off its class goes through EnumType's __getattr__ hook: ~4x a
+# global's cost; see entries.py).
+_HAND_OVER: Final = Step.HAND_OVER
 
 _MAX_COMBINATIONS = 16
 
@@ -111,16 +116,11 @@ def hand_over(self: Agent, key: str, actions: list[Action], now: int | None) -> 
         return
     if b is None:
         return
-    e.move(Step.HAND_OVER)
+    e.move(_HAND_OVER)
     c = b.primary.creation
     actions.append(
-        Deliver(
-            endpoint=e.destination,
-            source=str(b.primary.source),
-            payload=b.payload,
-            creation_ms=c.time_ms,
-            sequence=c.sequence,
-            bundle_key=key,
+        trusted_inbound(
+            e.destination, str(b.primary.source), b.payload, c.time_ms, c.sequence, key
         )
     )
 

@@ -28,13 +28,14 @@ import heapq
 import math
 from collections import deque
 from contextlib import suppress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from dcis.dtn.agent.actions import (
     Action,
     Event,
     EventKind,
-    Transmit,
+    trusted_event,
+    trusted_transmit,
 )
 from dcis.dtn.agent.entries import (
     Entry,
@@ -60,6 +61,17 @@ from dcis.dtn.routing.contact import Contact
 
 if TYPE_CHECKING:
     from dcis.dtn.agent.agent import Agent
+
+# Enum members read for every bundle, bound once (on Python 3.11 a member
+# read off its class goes through EnumType's __getattr__ hook: ~4x a
+# global's cost; see entries.py).
+_ROUTE: Final = Step.ROUTE
+_TRANSMIT: Final = Step.TRANSMIT
+_QUEUED: Final = Location.QUEUED
+_IN_FLIGHT: Final = Location.IN_FLIGHT
+_FORWARDED: Final = StatusKind.FORWARDED
+_NO_INFO: Final = StatusReason.NO_INFO
+_FORWARDED_EVENT: Final = EventKind.FORWARDED
 
 # _prepare's answer when it fragmented a bundle (the fragments head the queue).
 _REQUEUED = object()
@@ -109,15 +121,13 @@ def transmit_done(
             ok = not p.failed
     elif e is not None and e.tx_id != tx_id:
         e = None
-    if e is not None and e.location is Location.IN_FLIGHT:
+    if e is not None and e.location is _IN_FLIGHT:
         if ok:
-            self._report_entry(
-                e, StatusKind.FORWARDED, StatusReason.NO_INFO, now, actions
-            )
+            self._report_entry(e, _FORWARDED, _NO_INFO, now, actions)
             self._remove(e)
             self.counters["forwarded"] += 1
             # The member, not its string: Event looks a string up (~1 us a hop).
-            actions.append(Event(EventKind.FORWARDED, key, f"to node {nb}"))
+            actions.append(trusted_event(_FORWARDED_EVENT, key, f"to node {nb}"))
         else:
             self.counters["transmit_failed"] += 1
             if link is not None:
@@ -250,7 +260,7 @@ def forward(self: Agent, e: Entry, now: int, actions: list[Action]) -> None:
             self._reroute_at[d] = at
             heapq.heappush(self._reroute, (at, d))
         return
-    e.move(Step.ROUTE, hop=nb)
+    e.move(_ROUTE, hop=nb)
     self._queues.setdefault(nb, deque()).append(e.key)
     if nb in self._links:
         self._pump(nb, now, actions)
@@ -283,7 +293,7 @@ def route(self: Agent, e: Entry, dst: int, now: int) -> int | None:
 def queued_for(e: Entry, nb: int) -> bool:
     """True if ``e`` waits in neighbour ``nb``'s queue (a queue may still
     name a bundle that moved on: queues delete lazily)."""
-    return e.location is Location.QUEUED and e.next_hop == nb
+    return e.location is _QUEUED and e.next_hop == nb
 
 
 def pump(self: Agent, nb: int, now: int, actions: list[Action]) -> None:
@@ -344,7 +354,7 @@ def pump(self: Agent, nb: int, now: int, actions: list[Action]) -> None:
         else:
             assert isinstance(wire, tuple)
             tx = _emit(self, key, nb, link, wire, actions)
-        e.move(Step.TRANSMIT, tx_id=tx)
+        e.move(_TRANSMIT, tx_id=tx)
         if e.booked is not None and e.booked != link.contact:
             # Booked on a later contact, going on this one: the booking
             # moves here (a driver's open-ended link is not in the plan).
@@ -374,7 +384,7 @@ def _emit(
     link.inflight_bytes += size
     link.remaining_bytes -= size
     self.counters["transmits"] += 1
-    actions.append(Transmit(nb, wire, tx))
+    actions.append(trusted_transmit(nb, wire, tx))
     return tx
 
 

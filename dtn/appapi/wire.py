@@ -403,6 +403,21 @@ def encode_key_reply(mid: int, bundle_key: str) -> bytes:
     return bstr_head(len(body)) + body
 
 
+_DELIVERED_START = (
+    b"\xa2" + _head(0x60, 4) + b"type" + _head(0x60, 9) + b"delivered" + _K_BUNDLE_KEY
+)
+
+
+def encode_delivered(bundle_key: str) -> bytes:
+    """:func:`encode_message` of ``{"type": "delivered", "bundle_key":
+    bundle_key}`` -- an app's confirmation of each bundle pushed to it,
+    written here with its keys encoded once (the general encoder took ~2.4
+    us a confirmation)."""
+    key = bundle_key.encode()
+    body = b"".join((_DELIVERED_START, _head(0x60, len(key)), key))
+    return bstr_head(len(body)) + body
+
+
 def encode_send_head(
     msg: dict[str, Any],
     payload_bytes: int,

@@ -60,6 +60,19 @@ _IS_FRAGMENT: Final = int(BundleFlags.IS_FRAGMENT)
 _EID_TYPES: Final = (IpnEid, DtnEid)
 _ADMIN_RECORD: Final = int(BundleFlags.ADMIN_RECORD)
 
+# Enum members read for every bundle, bound once: on Python 3.11 a member
+# read off its class (``BlockType.BCB``) goes through EnumType's
+# ``__getattr__`` attribute hook, ~4x a global's cost (spec/performance.md,
+# "Eighth round: the 1 KB path").
+_PAYLOAD: Final = BlockType.PAYLOAD
+_BCB: Final = BlockType.BCB
+_PREVIOUS_NODE: Final = BlockType.PREVIOUS_NODE
+_BUNDLE_AGE: Final = BlockType.BUNDLE_AGE
+_HOP_COUNT: Final = BlockType.HOP_COUNT
+_NO_BLOCK_FLAGS: Final = BlockFlags.NONE
+_NO_CRC: Final = CrcType.NONE
+
+
 MAX_BLOCKS: Final = 256
 """Default bound on canonical blocks per bundle accepted by the decoder."""
 
@@ -133,7 +146,7 @@ class Bundle:
     @property
     def previous_node(self) -> Eid | None:
         """The previous node block's EID, or None. Raises DecodeError if its data is malformed."""
-        b = self.block_of_type(BlockType.PREVIOUS_NODE)
+        b = self.block_of_type(_PREVIOUS_NODE)
         if b is None or self.is_encrypted(b.number):
             return None
         return decode_previous_node_untrusted(b.data)
@@ -141,7 +154,7 @@ class Bundle:
     @property
     def bundle_age_ms(self) -> int | None:
         """The bundle age block's value (ms), or None."""
-        b = self.block_of_type(BlockType.BUNDLE_AGE)
+        b = self.block_of_type(_BUNDLE_AGE)
         if b is None or self.is_encrypted(b.number):
             return None
         return decode_bundle_age_untrusted(b.data)
@@ -149,7 +162,7 @@ class Bundle:
     @property
     def hop_count(self) -> HopCount | None:
         """The hop count block's content, or None."""
-        b = self.block_of_type(BlockType.HOP_COUNT)
+        b = self.block_of_type(_HOP_COUNT)
         if b is None or self.is_encrypted(b.number):
             return None
         return decode_hop_count_untrusted(b.data)
@@ -159,7 +172,7 @@ class Bundle:
         ciphertext: the previous node, bundle age and hop count properties
         then read None -- this node cannot process the block)."""
         for b in self.blocks:
-            if b.type_code == BlockType.BCB:
+            if b.type_code == _BCB:
                 data = b.data
                 if len(data) >= 2 and data[0] == 0x81 and data[1] < 24:
                     if data[1] == number:  # one small target (the usual BCB)
@@ -425,7 +438,7 @@ def _decode(
         )
         if block.type_code in CHECKED_BLOCK_TYPES:
             deferred.append(block)
-        elif block.type_code == BlockType.BCB:
+        elif block.type_code == _BCB:
             has_bcb = True
         if block.number == 0:
             blocks.append(block)  # renumbered below (zero_ok)
@@ -437,7 +450,7 @@ def _decode(
                 where=f"block {block.number} (type {block.type_code})",
             )
         numbers.add(block.number)
-        if block.type_code == BlockType.PAYLOAD:
+        if block.type_code == _PAYLOAD:
             payload_seen = True
         blocks.append(block)
     if not payload_seen:
@@ -578,13 +591,20 @@ def originate_bundle(
         sequence=sequence,
         lifetime_ms=lifetime_ms,
     )
-    payload_block = _trusted_block(BlockType.PAYLOAD, 1, crc_type, payload)
+    payload_block = _trusted_block(_PAYLOAD, 1, crc_type, payload)
     if hop_limit is None:
         return trusted_bundle(primary, (payload_block,))
-    hop = _trusted_block(
-        BlockType.HOP_COUNT, 2, CrcType.NONE, encode_hop_count(HopCount(hop_limit, 0))
-    )
+    data = _FIRST_HOP_COUNTS.get(hop_limit)
+    if data is None:
+        # A HopCount built and encoded once per limit (<= 256 of them), not
+        # once per bundle (~1.5 us).
+        data = _FIRST_HOP_COUNTS[hop_limit] = encode_hop_count(HopCount(hop_limit, 0))
+    hop = _trusted_block(_HOP_COUNT, 2, _NO_CRC, data)
     return trusted_bundle(primary, (hop, payload_block))
+
+
+_FIRST_HOP_COUNTS: dict[int, bytes] = {}
+"""Hop count block data of a bundle originated here, by hop limit (0-255)."""
 
 
 def _trusted_block(
@@ -593,7 +613,7 @@ def _trusted_block(
     blk = object.__new__(CanonicalBlock)
     _set_CanonicalBlock_type_code(blk, type_code)
     _set_CanonicalBlock_number(blk, number)
-    _set_CanonicalBlock_flags(blk, BlockFlags.NONE)
+    _set_CanonicalBlock_flags(blk, _NO_BLOCK_FLAGS)
     _set_CanonicalBlock_crc_type(blk, crc_type)
     _set_CanonicalBlock_data(blk, data)
     return blk

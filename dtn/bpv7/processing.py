@@ -276,6 +276,16 @@ _SECURITY_BLOCKS: Final = frozenset((BlockType.BIB, BlockType.BCB))
 
 _U64: Final = 0xFFFF_FFFF_FFFF_FFFF
 
+# Enum members read for every bundle forwarded, bound once: on Python 3.11
+# a member read off its class goes through EnumType's ``__getattr__``
+# attribute hook, ~4x a global's cost (spec/performance.md, "Eighth round:
+# the 1 KB path").
+_PREVIOUS_NODE: Final = BlockType.PREVIOUS_NODE
+_BUNDLE_AGE: Final = BlockType.BUNDLE_AGE
+_HOP_COUNT: Final = BlockType.HOP_COUNT
+_NO_BLOCK_FLAGS: Final = BlockFlags.NONE
+_NO_CRC: Final = CrcType.NONE
+
 
 def forward_splice(
     b: Bundle, data: bytes | memoryview | tuple[bytes, ...]
@@ -359,10 +369,10 @@ def forwarded_parts(
             n = blk.number
             if n > top:
                 top = n
-            if t == BlockType.PREVIOUS_NODE and not prev_seen:
+            if t == _PREVIOUS_NODE and not prev_seen:
                 prev_seen = True
                 parts.append(_previous_node_block(n, blk.flags, blk.crc_type, node))
-            elif t == BlockType.BUNDLE_AGE and not age_seen:
+            elif t == _BUNDLE_AGE and not age_seen:
                 age_seen = True
                 age = decode_bundle_age_untrusted(blk.data) + dwell_ms
                 parts.extend(
@@ -370,7 +380,7 @@ def forwarded_parts(
                         _block(t, n, blk.flags, blk.crc_type, encode_bundle_age(age))
                     )
                 )
-            elif t == BlockType.HOP_COUNT and not hop_seen:
+            elif t == _HOP_COUNT and not hop_seen:
                 hop_seen = True
                 got = _next_hop_count_block(n, blk.flags, blk.crc_type, blk.data)
                 if got is None:
@@ -382,7 +392,7 @@ def forwarded_parts(
             top += 1
             if top > _U64:
                 return None
-            parts.append(_previous_node_block(top, BlockFlags.NONE, CrcType.NONE, node))
+            parts.append(_previous_node_block(top, _NO_BLOCK_FLAGS, _NO_CRC, node))
         if not age_seen and b.primary.creation.time_ms == 0:
             top += 1
             if top > _U64:

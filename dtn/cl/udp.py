@@ -60,6 +60,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 import cbor2
 
@@ -323,9 +324,9 @@ def _decode_segment_fast(raw: bytes) -> Datagram | None:
             return None
         bundle, pos = raw[pos : pos + length], pos + length
         if arr == 0x84:
-            return DataSegment(sender, token, bundle) if pos == n else None
+            return _data_segment(sender, token, bundle, None) if pos == n else None
         mac = _mac_at(raw, pos)
-        return None if mac is None else DataSegment(sender, token, bundle, mac)
+        return None if mac is None else _data_segment(sender, token, bundle, mac)
     if kind == KIND_ACK and arr in (0x83, 0x84):
         count, pos = _arg_at(raw, pos, 4)
         if not 0 <= count <= MAX_ACK_TOKENS:
@@ -599,6 +600,61 @@ PEER_TRANSITIONS: dict[tuple[PeerKind, Heard], tuple[PeerKind, str | None]] = {
 reason to report a switch or None)``. A bare bundle counts only under
 ``auto`` (under every other mode :meth:`UdpLink.on_heard_bare` does nothing)."""
 
+# Members read for every transmission, bound once: on Python 3.11 a member
+# read off its class (``TxEffect.RESEND``) goes through EnumType's
+# ``__getattr__`` attribute hook, ~4x a global's cost (spec/performance.md,
+# "Eighth round: the 1 KB path").
+_UNACKED_MODES: Final = (AckMode.OFF, AckMode.NONE)
+_AUTO: Final = AckMode.AUTO
+_LEGACY: Final = PeerKind.LEGACY
+_NOTHING: Final = TxEffect.NOTHING
+_START_TIMER: Final = TxEffect.START_TIMER
+_STOP_TIMER: Final = TxEffect.STOP_TIMER
+_RESEND: Final = TxEffect.RESEND
+_REPORT_OK: Final = TxEffect.REPORT_OK
+_ACK: Final = TxInput.ACK
+_HEARD_DCIS: Final = Heard.DCIS
+
+# The segment and outputs made for every datagram, built with slot setters:
+# a frozen dataclass's __init__ sets each field through object.__setattr__
+# (~150 ns a field). Same objects (tests/unit/cl/test_udp_trusted.py).
+_new: Final = object.__new__
+_set_DataSegment_sender: Final = DataSegment.__dict__["sender"].__set__
+_set_DataSegment_token: Final = DataSegment.__dict__["token"].__set__
+_set_DataSegment_bundle: Final = DataSegment.__dict__["bundle"].__set__
+_set_DataSegment_mac: Final = DataSegment.__dict__["mac"].__set__
+_set_SendDatagram_data: Final = SendDatagram.__dict__["data"].__set__
+_set_SendDatagram_token: Final = SendDatagram.__dict__["token"].__set__
+_set_TxDone_tx_id: Final = TxDone.__dict__["tx_id"].__set__
+_set_TxDone_ok: Final = TxDone.__dict__["ok"].__set__
+_set_TxDone_reason: Final = TxDone.__dict__["reason"].__set__
+
+
+def _data_segment(
+    sender: int, token: int, bundle: bytes, mac: bytes | None
+) -> DataSegment:
+    d = _new(DataSegment)
+    _set_DataSegment_sender(d, sender)
+    _set_DataSegment_token(d, token)
+    _set_DataSegment_bundle(d, bundle)
+    _set_DataSegment_mac(d, mac)
+    return d
+
+
+def _send_datagram(data: bytes | tuple[bytes, ...], token: int | None) -> SendDatagram:
+    d = _new(SendDatagram)
+    _set_SendDatagram_data(d, data)
+    _set_SendDatagram_token(d, token)
+    return d
+
+
+def _tx_done_ok(tx_id: int) -> TxDone:
+    d = _new(TxDone)
+    _set_TxDone_tx_id(d, tx_id)
+    _set_TxDone_ok(d, True)
+    _set_TxDone_reason(d, "")
+    return d
+
 
 @dataclass(slots=True)
 class _Pending:
@@ -673,9 +729,9 @@ class UdpLink:
     @property
     def best_effort(self) -> bool:
         """True when bundles go out bare and unacknowledged."""
-        if self.ack_mode in (AckMode.OFF, AckMode.NONE):
+        if self.ack_mode in _UNACKED_MODES:
             return True
-        return self.ack_mode is AckMode.AUTO and self.peer is PeerKind.LEGACY
+        return self.ack_mode is _AUTO and self.peer is _LEGACY
 
     @property
     def in_flight(self) -> int:
@@ -720,22 +776,22 @@ class UdpLink:
         if step is None:
             return
         p.state, effect = step
-        if effect is TxEffect.NOTHING:
+        if effect is _NOTHING:
             return
-        if effect is TxEffect.START_TIMER:
+        if effect is _START_TIMER:
             p.deadline_s = now_s + self._rto_s(p.tries)
-        elif effect is TxEffect.STOP_TIMER:
+        elif effect is _STOP_TIMER:
             p.deadline_s = math.inf
-        elif effect is TxEffect.RESEND:
+        elif effect is _RESEND:
             p.tries += 1
             p.deadline_s = now_s + self._rto_s(p.tries)
             self.counters.retransmits += 1
             self.counters.sent_datagrams += 1
             out.append(SendDatagram(p.datagram, p.token))
-        elif effect is TxEffect.REPORT_OK:
+        elif effect is _REPORT_OK:
             del self._pending[p.token]
             self.counters.acked += 1
-            out.append(TxDone(p.tx_id, True))
+            out.append(_tx_done_ok(p.tx_id))
         else:  # REPORT_FAILED
             del self._pending[p.token]
             if event is TxInput.LAST_TIMEOUT:
@@ -753,7 +809,7 @@ class UdpLink:
     def _heard(self, heard: Heard) -> list[LinkOutput]:
         was = self.peer
         self.peer, reason = PEER_TRANSITIONS[(was, heard)]
-        if reason is None or self.ack_mode is not AckMode.AUTO:
+        if reason is None or self.ack_mode is not _AUTO:
             return []
         return [PeerSwitched(self.peer, reason)]
 
@@ -806,7 +862,7 @@ class UdpLink:
             tx_id, token, datagram, now_s + self._rto_s(1), 1
         )
         self.counters.sent_datagrams += 1
-        return [SendDatagram(datagram, token)]
+        return [_send_datagram(datagram, token)]
 
     def hold(self, token: int) -> None:
         """The driver queued this DATA segment instead of sending it: stop its
@@ -824,14 +880,14 @@ class UdpLink:
     def on_ack(self, tokens: tuple[int, ...], now_s: float) -> list[LinkOutput]:
         """An authentic ACK arrived from this neighbour (the driver checked its
         source address and MAC): complete the matching transmissions."""
-        out: list[LinkOutput] = self._heard(Heard.DCIS)
+        out: list[LinkOutput] = self._heard(_HEARD_DCIS)
         done: list[LinkOutput] = []
         for token in tokens:
             p = self._pending.get(token)
             if p is None:
                 self.counters.stale_acks += 1
                 continue
-            self._step(p, TxInput.ACK, now_s, done)
+            self._step(p, _ACK, now_s, done)
         if done:
             self._failures_in_a_row = 0
             if not self.reachable:
@@ -842,7 +898,7 @@ class UdpLink:
     def on_heard_dcis(self) -> list[LinkOutput]:
         """Any authentic DCiS segment arrived from this neighbour: it speaks
         our ACKs."""
-        return self._heard(Heard.DCIS)
+        return self._heard(_HEARD_DCIS)
 
     def on_heard_bare(self, now_s: float) -> list[LinkOutput]:
         """A bare bundle arrived from this neighbour's address. Under ``auto``,

@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from dcis.dtn.agent.actions import Inbound
+from dcis.dtn.agent.actions import Inbound, trusted_inbound
 from dcis.dtn.client.push_reader import SpooledPayload
 from dcis.dtn.errors import DtnError
 
@@ -63,7 +63,7 @@ def received_from_message(m: dict[str, Any]) -> Inbound | SpooledBundle:
             m["sequence"],
             m["bundle_key"],
         )
-    return Inbound(
+    return trusted_inbound(
         m["endpoint"],
         m["source"],
         m["payload"],

@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import Any
 
 from dcis.dtn.appapi.wire import (
-    encode_message,
+    encode_delivered,
     encode_message_parts,
     encode_send_head,
 )
@@ -295,9 +295,7 @@ class Client:
 
     def _confirm(self, bundle_key: str) -> None:
         try:
-            self._sock.sendall(
-                encode_message({"type": "delivered", "bundle_key": bundle_key})
-            )
+            self._sock.sendall(encode_delivered(bundle_key))
         except OSError as exc:
             self.close()  # the frame may be cut short (see _request)
             raise ClientError(f"connection to the node failed: {exc}") from exc

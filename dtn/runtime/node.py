@@ -119,6 +119,7 @@ from dcis.dtn.runtime.ltp import LTP_FIRST_BYTES, LtpCl, LtpConfig, LtpResult
 from dcis.dtn.runtime.security import NodeSecurity
 from dcis.dtn.runtime.services import ServiceFactory, load_factory, next_incarnation
 from dcis.dtn.runtime.tcpcl import TcpclCla
+from dcis.dtn.runtime.tokens import PooledSystemRandom
 from dcis.dtn.runtime.watch import file_stamp
 from dcis.dtn.storage import SqliteStore
 from dcis.dtn.time import DtnTime, dtn_time_from_unix
@@ -151,6 +152,12 @@ _LOGGED_EVENTS = frozenset(
     }
 )
 """Events logged at info (expired) or warning level; the rest at debug."""
+_DEBUG_EVENTS = (
+    frozenset(EventKind)
+    - _LOGGED_EVENTS
+    - {EventKind.STORE_CORRUPT, EventKind.NO_ROUTE}
+)
+"""Events :meth:`Node._apply` logs at debug level only (the rest: above)."""
 
 _RECV_BUFFER = 65_535
 _MAX_BATCH = 512
@@ -738,7 +745,8 @@ class Node:
                     mtu_bytes=cfg.mtu_bytes + DATA_OVERHEAD_BYTES,
                     ack_timeout_s=cfg.ack_timeout_s,
                     max_tries=cfg.max_tries,
-                    rng=random.SystemRandom(),
+                    # os.urandom, read 4 KiB at a time (one token a bundle)
+                    rng=PooledSystemRandom(),
                     mac_key=self._link_key(nb.node),
                 )
                 self._udp[nb.node] = _UdpPeer(nb, link, _pacer(nb.rate_bytes_s))
@@ -821,9 +829,18 @@ class Node:
         agent = self.agent
         assert agent is not None
         work = deque(actions)
+        # Asked once per call, not once per event (most events of a busy
+        # node -- received, forwarded, delivered -- are logged at debug only).
+        debug: bool | None = None
         while work:
             a = work.popleft()
-            if isinstance(a, Transmit):
+            if type(a) is Event and a.kind in _DEBUG_EVENTS:
+                # The usual event first (one type test, not the chain below).
+                if debug is None:
+                    debug = self.log.isEnabledFor(logging.DEBUG)
+                if debug:
+                    self._log("debug", a.kind, bundle=a.bundle_key, detail=a.detail)
+            elif isinstance(a, Transmit):
                 work.extend(self._transmit(a))
             elif (
                 isinstance(a, Ack) and self.ltp is not None and self.ltp.has(a.neighbor)
@@ -2362,15 +2379,20 @@ class Node:
         # its outcome is the agent's, next in line).
         checked: list[tuple[int, Exception | None]] = []
         node = self.config.node
+        # Sources that passed the checks below in this call (an app sends
+        # from one or a few): checked once each, not once per send.
+        passed: set[str] = set()
         for m in msgs:
             raw_id = m.get("id", 0)
             mid = raw_id if type(raw_id) is int and 0 <= raw_id < 2**64 else 0
             try:
                 source = m.get("source") or self.config.eid
-                src = parse_eid(source)
-                if isinstance(src, IpnEid) and src.node != node:
-                    raise InvalidArgument(f"source {source} is not on node {node}")
-                self._check_app_source(source)
+                if source not in passed:
+                    src = parse_eid(source)
+                    if isinstance(src, IpnEid) and src.node != node:
+                        raise InvalidArgument(f"source {source} is not on node {node}")
+                    self._check_app_source(source)
+                    passed.add(source)
                 requests.append(
                     SendRequest(
                         source,

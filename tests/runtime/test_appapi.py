@@ -392,3 +392,30 @@ async def test_a_failed_service_commit_does_not_stall_the_link(
         await a.send("ipn:2.1", b"e")
         with trio.fail_after(600):  # virtual seconds
             assert (await b.receive()).payload == b"e"
+
+
+async def test_a_refused_source_is_refused_each_time_in_one_read(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # _app_sends checks each source once per read: only one that passed
+    # is taken again unchecked; a refused one is refused at every send.
+    net = FakeNet()
+    c1, _ = pair(tmp_path, net)
+    sources = ["ipn:1.7", "ipn:9.1", "ipn:1.42", "ipn:1.7", "ipn:9.1", "ipn:1.42"]
+    frames = [
+        {"type": "send", "id": i, "destination": "ipn:2.1", "payload": b"x",
+         "source": s}
+        for i, s in enumerate(sources)
+    ]  # fmt: skip
+    async with open_node(c1, udp_socket=net.socket) as n1:
+        stream = await trio.open_unix_socket(str(tmp_path / "n1.sock"))
+        async with stream:
+            await stream.send_all(b"".join(encode_message(f) for f in frames))
+            reader = PushReader(max_message_bytes=1 << 20)
+            got: list[dict[str, Any]] = []
+            with trio.fail_after(30):
+                while len(got) < len(frames):
+                    got += reader.feed(await stream.receive_some(1 << 16))
+        assert [m["type"] for m in got] == ["error", "error", "ok"] * 2
+        stored = {b.key for b in n1.agent.store.records()} if n1.agent else set()
+        assert stored == {got[2]["bundle_key"], got[5]["bundle_key"]}

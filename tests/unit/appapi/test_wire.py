@@ -19,6 +19,7 @@ from dcis.dtn.appapi.wire import (
     _loads_flat_map,
     decode_message_untrusted,
     encode_bundle_message_parts,
+    encode_delivered,
     encode_key_reply,
     encode_message,
     encode_message_parts,
@@ -343,3 +344,9 @@ def test_the_send_reply_encoder_writes_the_messages_frame(
 ) -> None:
     msg = {"type": "ok", "id": mid, "bundle_key": bundle_key}
     assert encode_key_reply(mid, bundle_key) == encode_mtcp_frame(cbor2.dumps(msg))
+
+
+@given(bundle_key=st.text(max_size=300))
+def test_the_confirmation_encoder_writes_the_messages_frame(bundle_key: str) -> None:
+    msg = {"type": "delivered", "bundle_key": bundle_key}
+    assert encode_delivered(bundle_key) == encode_mtcp_frame(cbor2.dumps(msg))
