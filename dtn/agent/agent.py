@@ -432,6 +432,7 @@ class Agent:
         now: int,
         flags: BundleFlags = BundleFlags.NONE,
         report_to: str | None = None,
+        write_later: bool = False,
     ) -> tuple[str, list[Action]]:
         """Originate a bundle from local endpoint ``source`` to ``destination``.
 
@@ -439,6 +440,12 @@ class Agent:
         this returns. ``report_to`` defaults to ``source`` when ``flags`` ask
         for status reports, else ``dtn:none``. Raises :class:`StoreFull` when
         the store refuses it, :class:`InvalidArgument` for bad arguments.
+
+        ``write_later``: the caller tells nobody that the bundle is stored
+        before the store's next durability point (a group-commit sync: the
+        daemon's reply to an app's ``send``), so the store may write its
+        payload then, or never if it was forwarded and deleted by then
+        (``BundleStore.put``); until that sync a ``kill -9`` may lose it.
         """
         actions: list[Action] = []
         with self.store.transaction():
@@ -451,12 +458,13 @@ class Agent:
                 flags,
                 report_to,
                 actions,
+                write_later,
             )
         self._finish(actions)
         return key, actions
 
     def send_many(
-        self, requests: Iterable[SendRequest], now: int
+        self, requests: Iterable[SendRequest], now: int, *, write_later: bool = False
     ) -> tuple[list[str | Exception], list[Action]]:
         """:meth:`send` for several bundles (no flags, default report-to), in
         one store transaction and with one look at the timers: what a daemon
@@ -466,6 +474,7 @@ class Agent:
         Returns each request's outcome, in order -- its bundle key, or the
         exception :meth:`send` would have raised for it alone (the others go
         on; a refused one leaves no action) -- and the actions of all.
+        ``write_later``: as :meth:`send`'s, for every request.
         """
         actions: list[Action] = []
         results: list[str | Exception] = []
@@ -484,6 +493,7 @@ class Agent:
                             none,
                             None,
                             actions,
+                            write_later,
                         )
                     )
                 except Exception as exc:  # the request's outcome, as send's
@@ -502,6 +512,7 @@ class Agent:
         flags: BundleFlags,
         report_to: str | None,
         actions: list[Action],
+        write_later: bool = False,
     ) -> str:
         """:meth:`send`'s work inside the caller's transaction; the bundle
         key (raises as ``send``)."""
@@ -572,6 +583,7 @@ class Agent:
                 now=now,
                 actions=actions,
                 own_encoding=True,
+                write_later=write_later,
             )
         except StoreFull as exc:
             self.counters["refused"] += 1

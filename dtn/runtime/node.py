@@ -2342,7 +2342,9 @@ class Node:
     ) -> list[Action]:
         """Originate the bundles of app ``send`` requests ``msgs`` with one
         agent call (``NodeCore.send_many``); reply to each in order, as
-        :meth:`_app_request` would one by one; return the agent actions."""
+        :meth:`_app_request` would one by one; return the agent actions.
+        The replies must go out only once the store is durable
+        (:meth:`when_durable`): the bundles' payloads may be written late."""
         assert self.core is not None
         requests: list[SendRequest] = []
         # Per message: its id, and what went wrong before the agent (None:
@@ -2374,7 +2376,13 @@ class Node:
         outcomes: list[str | Exception] = []
         if requests:
             try:
-                outcomes, actions = self.core.send_many(requests, self.now_ms())
+                # Each reply waits for the sync (the app loop's when_durable):
+                # with group commit the store may put off a payload's write
+                # to that sync, and skip it if the bundle has left by then
+                # (forwarded over MTCP within milliseconds, most of them).
+                outcomes, actions = self.core.send_many(
+                    requests, self.now_ms(), write_later=self._deferred is not None
+                )
             except Exception as exc:  # one request never stops the node
                 outcomes = [exc] * len(requests)
         got = iter(outcomes)
