@@ -2419,7 +2419,8 @@ class Node:
                 # Each reply waits for the sync (the app loop's when_durable):
                 # with group commit the store may put off a payload's write
                 # to that sync, and skip it if the bundle has left by then
-                # (forwarded over MTCP within milliseconds, most of them).
+                # (forwarded over MTCP: about half of them at 64 KB,
+                # spec/performance.md, "Eighth round").
                 outcomes, actions = self.core.send_many(
                     requests, self.now_ms(), write_later=self._deferred is not None
                 )
