@@ -479,6 +479,7 @@ class Agent:
         now: int,
         flags: BundleFlags = BundleFlags.NONE,
         report_to: str | None = None,
+        write_later: bool = False,
     ) -> tuple[str, list[Action]]:
         """Originate a bundle from local endpoint ``source`` to ``destination``.
 
@@ -486,6 +487,12 @@ class Agent:
         this returns. ``report_to`` defaults to ``source`` when ``flags`` ask
         for status reports, else ``dtn:none``. Raises :class:`StoreFull` when
         the store refuses it, :class:`InvalidArgument` for bad arguments.
+
+        ``write_later``: the caller tells nobody that the bundle is stored
+        before the store's next durability point (a group-commit sync: the
+        daemon's reply to an app's ``send``), so the store may write its
+        payload then, or never if it was forwarded and deleted by then
+        (``BundleStore.put``); until that sync a ``kill -9`` may lose it.
         """
         actions: list[Action] = []
         with self.store.transaction():
@@ -498,12 +505,13 @@ class Agent:
                 flags,
                 report_to,
                 actions,
+                write_later,
             )
         self._finish(actions)
         return key, actions
 
     def send_many(
-        self, requests: Iterable[SendRequest], now: int
+        self, requests: Iterable[SendRequest], now: int, *, write_later: bool = False
     ) -> tuple[list[str | Exception], list[Action]]:
         """:meth:`send` for several bundles (no flags, default report-to), in
         one store transaction and with one look at the timers: what a daemon
@@ -520,6 +528,8 @@ class Agent:
         :class:`SendsInterrupted` carries their outcomes and actions, so
         that the caller answers each request truly (an app told "failed"
         for a stored bundle sends it again: a duplicate).
+
+        ``write_later``: as :meth:`send`'s, for every request.
         """
         actions: list[Action] = []
         results: list[str | Exception] = []
@@ -540,6 +550,7 @@ class Agent:
                                 none,
                                 None,
                                 actions,
+                                write_later,
                             )
                         )
                     except Exception as exc:  # the request's outcome, as send's
@@ -562,6 +573,7 @@ class Agent:
         flags: BundleFlags,
         report_to: str | None,
         actions: list[Action],
+        write_later: bool = False,
     ) -> str:
         """:meth:`send`'s work inside the caller's transaction; the bundle
         key (raises as ``send``)."""
@@ -632,6 +644,7 @@ class Agent:
                 now=now,
                 actions=actions,
                 own_encoding=True,
+                write_later=write_later,
             )
         except StoreFull as exc:
             self.counters["refused"] += 1

@@ -105,7 +105,7 @@ class NodeAgent(Protocol):
     ) -> tuple[str, list[Action]]: ...
 
     def send_many(
-        self, requests: Iterable[SendRequest], now: int
+        self, requests: Iterable[SendRequest], now: int, *, write_later: bool = False
     ) -> tuple[list[str | Exception], list[Action]]: ...
 
     def on_receive(
@@ -408,11 +408,13 @@ class NodeCore:
             return key, self._run(deque(actions), now)
 
     def send_many(
-        self, requests: Iterable[SendRequest], now: int
+        self, requests: Iterable[SendRequest], now: int, *, write_later: bool = False
     ) -> tuple[list[str | Exception], list[Action]]:
         """See ``Agent.send_many``: several app bundles in one transaction,
         each request's key or exception in order. The caller decides which
-        sources an app may use, as for :meth:`send`.
+        sources an app may use, as for :meth:`send`. ``write_later``: the
+        caller answers the app only after the store's next sync (see
+        ``Agent.send``); never for a service's bundles.
 
         Raises :class:`~dcis.dtn.agent.agent.SendsInterrupted` when a
         failure stops the agent's call or the services' turn after it (a
@@ -425,7 +427,9 @@ class NodeCore:
         out: list[Action] = []
         with self._txn(durable=True):
             try:
-                results, actions = self.agent.send_many(requests, now)
+                results, actions = self.agent.send_many(
+                    requests, now, write_later=write_later
+                )
             except SendsInterrupted as exc:
                 failure = exc
                 results, actions = exc.results, exc.actions

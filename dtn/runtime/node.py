@@ -167,6 +167,11 @@ _MAX_BATCH_BYTES = 4 << 20
 # MTCP: bundles queued for a neighbour that go out in one batch of writes.
 _MTCP_BATCH = 256
 _MTCP_BATCH_BYTES = 4 << 20
+_MTCP_SETTLE_S = 0.02
+"""The longest a group-commit sync waits for MTCP senders to report the
+bundles queued when it was due (:meth:`Node._mtcp_settle`; 5 ms kept about
+a third of node 1's late payloads from the disk at 64 KB, 20 ms about half:
+spec/performance.md, "Eighth round")."""
 # Bytes per MTCP or app API read, into the node's one read buffer (see
 # _read_into; large reads: several 64 KB sends in one read are one store
 # transaction, one fsync).
@@ -263,6 +268,11 @@ class _MtcpPeer:
     queue: deque[tuple[int, tuple[bytes, ...]]] = field(default_factory=deque)
     ready: trio.Event = field(default_factory=trio.Event)
     contact: Contact | None = None
+    # Bundles the sender took from the queue, and those it reported done;
+    # ``reported`` when a sync last gave up waiting for it (-1: never).
+    taken: int = 0
+    reported: int = 0
+    stalled_at: int = -1
 
 
 class Node:
@@ -341,6 +351,7 @@ class Node:
         self._read_buf: memoryview | None = None
         self._udp: dict[int, _UdpPeer] = {}
         self._mtcp: dict[int, _MtcpPeer] = {}
+        self._mtcp_done = trio.Event()  # set when an MTCP sender reports
         self._by_addr: dict[tuple[str, int], int] = {}
         # Neighbours by IP alone (peers such as ION and HDTN send from
         # ephemeral ports); None when two neighbours share an IP.
@@ -675,6 +686,8 @@ class Node:
             await self._sync_wake.wait()
             self._sync_wake = trio.Event()
             while self._after_sync or store.segments_waiting:
+                if store.late_bytes and self._mtcp:
+                    await self._mtcp_settle()
                 gen = store.write_generation
                 began = time.perf_counter()
                 try:
@@ -719,6 +732,30 @@ class Node:
                 self.counters["store_fsync_us"] += round(fsync_s[0] * 1e6)
                 if self._acks:
                     self._flush_acks()
+
+    async def _mtcp_settle(self) -> None:
+        """Before a sync while the store holds late payloads: wait until the
+        MTCP senders reported every bundle queued now as sent, at most
+        :data:`_MTCP_SETTLE_S`. MTCP lets a bundle go once the socket took
+        it, so the bundles just forwarded leave the store before the sync
+        would write their payloads (an app's sends, answered after it).
+        A sender that reported nothing since a sync last gave up on it (a
+        peer that stopped reading) is not waited for again until it does."""
+        targets = [
+            (p, p.taken + len(p.queue))
+            for p in self._mtcp.values()
+            if (p.queue or p.reported < p.taken) and p.stalled_at != p.reported
+        ]
+        if not targets:
+            return
+        with trio.move_on_after(_MTCP_SETTLE_S):
+            while any(p.reported < t for p, t in targets):
+                self._mtcp_done = trio.Event()
+                await self._mtcp_done.wait()
+            return
+        for p, t in targets:
+            if p.reported < t:
+                p.stalled_at = p.reported
 
     def stop(self) -> None:
         """Ask :meth:`run` to return (bundles stay in the store)."""
@@ -1821,6 +1858,7 @@ class Node:
                     batch.append(queue.popleft())
                     sizes.append(sum(map(len, batch[-1][1])))
                     size += sizes[-1]
+                peer.taken += len(batch)
                 parts: list[bytes] = []
                 for (_, bundle_parts), n in zip(batch, sizes, strict=True):
                     parts.append(bstr_head(n))
@@ -1852,6 +1890,8 @@ class Node:
                         [(tx_id, ok) for tx_id, _ in batch], self.now_ms()
                     )
                 )
+                peer.reported += len(batch)
+                self._mtcp_done.set()
         finally:
             if stream is not None:
                 with contextlib.suppress(Exception):
@@ -2372,7 +2412,9 @@ class Node:
     ) -> list[Action]:
         """Originate the bundles of app ``send`` requests ``msgs`` with one
         agent call (``NodeCore.send_many``); reply to each in order, as
-        :meth:`_app_request` would one by one; return the agent actions."""
+        :meth:`_app_request` would one by one; return the agent actions.
+        The replies must go out only once the store is durable
+        (:meth:`when_durable`): the bundles' payloads may be written late."""
         assert self.core is not None
         requests: list[SendRequest] = []
         # Per message: its id, and what went wrong before the agent (None:
@@ -2409,7 +2451,14 @@ class Node:
         outcomes: list[str | Exception] = []
         if requests:
             try:
-                outcomes, actions = self.core.send_many(requests, self.now_ms())
+                # Each reply waits for the sync (the app loop's when_durable):
+                # with group commit the store may put off a payload's write
+                # to that sync, and skip it if the bundle has left by then
+                # (forwarded over MTCP: about half of them at 64 KB,
+                # spec/performance.md, "Eighth round").
+                outcomes, actions = self.core.send_many(
+                    requests, self.now_ms(), write_later=self._deferred is not None
+                )
             except SendsInterrupted as exc:
                 # Each answered truly: the bundles stored before the failure
                 # "ok" (an error would make the app send them again), the

@@ -319,6 +319,11 @@ class SegmentLog:
             return True
         return False
 
+    @property
+    def pending_bytes(self) -> int:
+        """Payload bytes held for a late write now."""
+        return self._pending_bytes
+
     def has_dead(self) -> bool:
         """Whether segments wait for :meth:`drop_dead` (cheap: asked after
         every agent call)."""

@@ -1276,6 +1276,13 @@ class SqliteStore:
         (deferred mode: a driver should sync even with nothing to ACK)."""
         return self._segs is not None and self._segs.has_dead()
 
+    @property
+    def late_bytes(self) -> int:
+        """Payload bytes held for a late write (``put(write_later=True)``),
+        to be written by the next :meth:`begin_sync` unless their bundles
+        leave first."""
+        return 0 if self._segs is None else self._segs.pending_bytes
+
     def begin_sync(self) -> Callable[[], None]:
         """Store thread: snapshot what the next sync must cover -- every
         commit made so far -- and return the function doing it (fsync of the

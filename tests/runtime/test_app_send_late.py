@@ -1,0 +1,141 @@
+"""An app's ``send`` on a FULL (group-commit) node: its reply waits for the
+sync, so the daemon lets the store write the payload at that sync
+(``write_later``) -- never for the node's own bundles (``Node.send``, the
+services), whose callers may say "sent" before it. The reply still comes
+only once the bytes are on disk (spec/performance.md, "Eighth round: late
+writes at node 1")."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from dcis.dtn.agent.store import StoredBundle, Wire
+from dcis.dtn.client import open_trio_client
+from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
+from dcis.dtn.runtime import node as node_mod
+from dcis.dtn.storage.sqlite_store import SqliteStore
+from tests.runtime.conftest import free_udp_ports, poll_until
+
+
+async def test_app_sends_are_written_at_the_sync_the_node_s_own_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    later: dict[str, bool] = {}
+    put = SqliteStore.put
+
+    def spy(self: SqliteStore, record: StoredBundle, data: Wire, **kw: Any) -> None:
+        later[record.key] = bool(kw.get("write_later"))
+        put(self, record, data, **kw)
+
+    monkeypatch.setattr(SqliteStore, "put", spy)
+    (port,) = free_udp_ports(1)
+    cfg = NodeConfig(
+        node=1,
+        listen=("127.0.0.1", port),
+        app_socket=str(tmp_path / "n1.sock"),
+        store_path=str(tmp_path / "n1.db"),
+        store_synchronous="FULL",
+    )
+    big = bytes(range(256)) * 200  # in a segment file, not the index
+    async with open_node(cfg) as node, open_trio_client(str(cfg.app_socket)) as app:
+        with trio.fail_after(20):
+            by_app = await app.send("ipn:2.1", big)  # held: no route to node 2
+            own = await node.send("ipn:2.1", big, source="ipn:1.0")
+        assert later.pop(by_app) is True
+        # The node's own (and any a service sent meanwhile): at once.
+        assert later.pop(own) is False
+        assert not any(later.values())
+        # Answered after the sync that wrote it: its bytes are in the file.
+        assert node.agent is not None
+        store = node.agent.store
+        assert isinstance(store, SqliteStore)
+        stored = store.get(by_app)
+        assert stored is not None
+        segs = sorted((tmp_path / "n1.db.segments").glob("*.seg"))
+        assert stored in b"".join(p.read_bytes() for p in segs)
+
+
+def _mtcp_node(tmp_path: Path, port: int) -> NodeConfig:
+    (udp,) = free_udp_ports(1)
+    return NodeConfig(
+        node=1,
+        listen=("127.0.0.1", udp),
+        app_socket=str(tmp_path / "n1.sock"),
+        store_path=str(tmp_path / "n1.db"),
+        store_synchronous="FULL",
+        neighbours=(NeighbourConfig(node=2, address=("127.0.0.1", port), cla="mtcp"),),
+    )
+
+
+def _segments(tmp_path: Path) -> bytes:
+    return b"".join(
+        p.read_bytes() for p in sorted((tmp_path / "n1.db.segments").glob("*.seg"))
+    )
+
+
+async def test_app_bundles_forwarded_over_mtcp_before_the_sync_are_never_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sync due for the sends' replies first lets the MTCP sender hand
+    # the bundles to the socket and report them (at most _MTCP_SETTLE_S;
+    # made long here so that a slow machine cannot make this a race): they
+    # leave the store, and their payloads are never written.
+    monkeypatch.setattr(node_mod, "_MTCP_SETTLE_S", 60.0)
+    got = bytearray()
+
+    async def peer(stream: trio.SocketStream) -> None:
+        async for chunk in stream:
+            got.extend(chunk)
+
+    payloads = [bytes([i]) * 30_000 + bytes(range(256)) * 100 for i in range(1, 4)]
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(
+            functools.partial(trio.serve_tcp, peer, 0, host="127.0.0.1")
+        )
+        cfg = _mtcp_node(tmp_path, listener.socket.getsockname()[1])
+        async with (
+            open_node(cfg) as node,
+            open_trio_client(str(cfg.app_socket)) as app,
+        ):
+            with trio.fail_after(20):
+                for p in payloads:
+                    nursery.start_soon(app.send, "ipn:2.1", p)
+                await poll_until(lambda: node.status()["stored"] == 0, timeout_s=20)
+                await poll_until(lambda: all(p in got for p in payloads), timeout_s=20)
+            assert node.counters["store_syncs"] >= 1
+            raw = _segments(tmp_path)
+            assert not any(p[:30_000] in raw for p in payloads)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_peer_that_does_not_answer_does_not_hold_up_the_replies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The MTCP sender never gets its connection (a peer behind a black
+    # hole): each sync gives up waiting for it after _MTCP_SETTLE_S (the
+    # first; later ones not at all while it reports nothing), writes the
+    # payloads and answers.
+    monkeypatch.setattr(node_mod, "_MTCP_SETTLE_S", 0.05)
+
+    async def black_hole(*args: object, **kw: object) -> trio.SocketStream:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(trio, "open_tcp_stream", black_hole)
+    payloads = [bytes([i]) * 40_000 for i in range(1, 4)]
+    cfg = _mtcp_node(tmp_path, 9)
+    async with (
+        open_node(cfg) as node,
+        open_trio_client(str(cfg.app_socket)) as app,
+    ):
+        with trio.fail_after(20):
+            for p in payloads:  # one at a time: a sync each
+                await app.send("ipn:2.1", p)
+        raw = _segments(tmp_path)
+        assert all(p in raw for p in payloads)
+        assert node.status()["stored"] == 3
