@@ -139,3 +139,28 @@ async def test_a_peer_that_does_not_answer_does_not_hold_up_the_replies(
         raw = _segments(tmp_path)
         assert all(p in raw for p in payloads)
         assert node.status()["stored"] == 3
+
+
+async def test_the_reply_to_an_app_send_comes_after_its_late_write(
+    tmp_path: Path,
+) -> None:
+    # The reply is the app's promise that the bundle survives a power cut:
+    # when it comes, the held payload is in the segment file (no forwarding
+    # here: the bundle stays, so the sync must have written it).
+    (port,) = free_udp_ports(1)
+    cfg = NodeConfig(
+        node=1,
+        listen=("127.0.0.1", port),
+        app_socket=str(tmp_path / "n1.sock"),
+        store_path=str(tmp_path / "n1.db"),
+        store_synchronous="FULL",
+    )
+    big = bytes(range(256)) * 200
+    async with open_node(cfg) as node, open_trio_client(str(cfg.app_socket)) as app:
+        with trio.fail_after(20):
+            key = await app.send("ipn:2.1", big)
+        on_disk = _segments(tmp_path)
+        assert node.agent is not None
+        stored = node.agent.store.get(key)
+        assert stored is not None
+        assert bytes(stored) in on_disk
