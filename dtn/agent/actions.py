@@ -56,11 +56,12 @@ class Ack:
     memory: None). A driver may hold such an Ack until that bundle has
     been delivered and confirmed, instead of until its bytes are on disk;
     an Ack with none may stand for a copy of such a bundle (spec/store.md,
-    "Hop ACKs at delivery")."""
+    "Hop ACKs at delivery"). Not compared: two Acks are equal when they
+    acknowledge the same token of the same neighbour."""
 
     neighbor: int
     cl_token: int
-    bundle_key: str | None = None
+    bundle_key: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
