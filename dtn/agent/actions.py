@@ -55,7 +55,7 @@ class Ack:
     for a bundle taken in (not a duplicate, a deletion or pieces held in
     memory: None). A driver may hold such an Ack until that bundle has
     been delivered and confirmed, instead of until its bytes are on disk;
-    an Ack with none may stand for a copy of such a bundle (spec/store.md,
+    an Ack with none may stand for a copy of such a bundle (spec/udpcl.md,
     "Hop ACKs at delivery"). Not compared: two Acks are equal when they
     acknowledge the same token of the same neighbour."""
 

@@ -1,4 +1,4 @@
-"""Hop ACKs held until delivery: the runtime's bookkeeping (spec/store.md,
+"""Hop ACKs held until delivery: the runtime's bookkeeping (spec/udpcl.md,
 "Hop ACKs at delivery").
 
 With group commit a received bundle's hop ACK waits for the sync that makes

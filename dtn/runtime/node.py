@@ -355,7 +355,7 @@ class Node:
         self._after_sync: deque[tuple[int, Callable[[], object]]] = deque()
         self._sync_wake = trio.Event()
         # Hop ACKs of bundles pushed to an app, held until it confirms them
-        # (then no payload write at all) or a bound ends (spec/store.md).
+        # (then no payload write at all) or a bound ends (spec/udpcl.md).
         self._ack_hold = AckHold()
         # Keys an app handler's read confirmed, for _release_confirmed
         # once the read's transaction has committed.

@@ -33,7 +33,7 @@ after the sync). Its place in the file stays a hole if it is never written.
 A sync may keep some held payloads held (``take_dirty(keep=...)``): a
 driver that promises nothing about those bundles until a later sync --
 or until they have left (delivered and confirmed) -- so that their bytes
-need never be written (spec/store.md, "Hop ACKs at delivery").
+need never be written (spec/udpcl.md, "Hop ACKs at delivery").
 
 Threads: everything runs on the store's thread except :meth:`sync_files`
 and :meth:`unlink_files`, which a driver may run on a worker thread while

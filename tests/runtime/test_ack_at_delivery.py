@@ -1,4 +1,4 @@
-"""Hop ACKs at delivery (spec/store.md, "Hop ACKs at delivery"): a bundle
+"""Hop ACKs at delivery (spec/udpcl.md, "Hop ACKs at delivery"): a bundle
 received over UDP and pushed to an application has its ACK held until the
 application confirms it -- then the ACK goes with no write of its payload
 -- or until the hold's bound, after which a sync writes the payload and the

@@ -1,4 +1,4 @@
-"""Hop ACKs at delivery survive ``kill -9`` (spec/store.md, "Hop ACKs at
+"""Hop ACKs at delivery survive ``kill -9`` (spec/udpcl.md, "Hop ACKs at
 delivery"): a real ``dtn-node`` (node 2, FULL store) is killed while
 bundles it received over UDP are pushed to its app, some confirmed and
 acknowledged with no payload write, some held, some with payloads never

@@ -2,7 +2,7 @@
 their rows become durable, their bytes are not written -- and never are
 if the bundles leave first; a ``kill -9`` (or a power cut) before a later
 sync drops such a row at the next open, a hole in the middle of a
-segment as well as one past its end (spec/store.md, "Hop ACKs at
+segment as well as one past its end (spec/udpcl.md, "Hop ACKs at
 delivery")."""
 
 from __future__ import annotations
