@@ -9,7 +9,10 @@ the bytes the disk under the stores wrote per bundle and how busy it was
 so other work on the machine counts too); and per daemon the bytes it
 dirtied per bundle and, of those, the bytes dropped before they were
 written (``/proc/<pid>/io`` ``write_bytes`` / ``cancelled_write_bytes``:
-a payload whose file was unlinked before writeback). Then the medians.
+a payload whose file was unlinked before writeback), and the KB it handed
+to write calls per bundle (``wchar``: what a payload never written
+saves, whether or not the page cache would have reached the disk). Then
+the medians.
 
 A pair that neither fills the CPUs nor the disk is waiting on something
 else (a window, a round trip). For comparing trees, as
@@ -55,11 +58,12 @@ def _disk(name: str | None) -> tuple[int, int]:
     return 0, 0
 
 
-def _io(pid: int) -> tuple[int, int]:
-    """write_bytes and cancelled_write_bytes of ``pid`` (all its threads)."""
+def _io(pid: int) -> tuple[int, int, int]:
+    """write_bytes, cancelled_write_bytes and wchar of ``pid`` (all its
+    threads)."""
     lines = Path(f"/proc/{pid}/io").read_text().splitlines()
     d = {k: int(v) for k, v in (line.split(":") for line in lines)}
-    return d["write_bytes"], d["cancelled_write_bytes"]
+    return d["write_bytes"], d["cancelled_write_bytes"], d["wchar"]
 
 
 def main() -> int:
@@ -86,18 +90,33 @@ def main() -> int:
             disk_mb = (d1[0] - d0[0]) / n / 1e6
             busy = (d1[1] - d0[1]) / max((t1 - t0) * 1e3, 1e-9)
             node = [
-                ((b[0] - a[0]) / n / 1e6, (b[1] - a[1]) / n / 1e6)
+                (
+                    (b[0] - a[0]) / n / 1e6,
+                    (b[1] - a[1]) / n / 1e6,
+                    (b[2] - a[2]) / n / 1e3,
+                )
                 for a, b in zip(io0, io1, strict=True)
             ]
             rows.append(
-                (mbs, *cpu, cores, disk_mb, busy, *node[0], *node[1]),
+                (
+                    mbs,
+                    *cpu,
+                    cores,
+                    disk_mb,
+                    busy,
+                    *node[0][:2],
+                    *node[1][:2],
+                    node[0][2],
+                    node[1][2],
+                ),
             )
             print(
                 f"{name} {args.cl} {args.size} {args.store}: {mbs:7.1f} MB/s"
                 f"  cpu ms/b {cpu[0]:.2f} / {cpu[1]:.2f} / {cpu[2]:.2f}, {cores:.2f} cores"
                 f"  disk {disk_mb:.2f} MB/b, busy {busy:.0%}"
                 f"  dirtied/dropped MB/b node1 {node[0][0]:.2f}/{node[0][1]:.2f}"
-                f" node2 {node[1][0]:.2f}/{node[1][1]:.2f}",
+                f" node2 {node[1][0]:.2f}/{node[1][1]:.2f}"
+                f"  wchar KB/b node1 {node[0][2]:.1f} node2 {node[1][2]:.1f}",
                 flush=True,
             )
     finally:
@@ -109,6 +128,7 @@ def main() -> int:
         f"  cpu ms/b {m[1]:.2f} / {m[2]:.2f} / {m[3]:.2f}, {m[4]:.2f} cores"
         f"  disk {m[5]:.2f} MB/b, busy {m[6]:.0%}"
         f"  dirtied/dropped MB/b node1 {m[7]:.2f}/{m[8]:.2f} node2 {m[9]:.2f}/{m[10]:.2f}"
+        f"  wchar KB/b node1 {m[11]:.1f} node2 {m[12]:.1f}"
         f"  (device {device}, load {os.getloadavg()[0]:.1f})"
     )
     return 0

@@ -49,10 +49,19 @@ class Transmit:
 class Ack:
     """The bundle received with CL token ``cl_token`` from ``neighbor`` is now
     durably held (or was a duplicate of one already handled): the convergence
-    layer may acknowledge it to the previous hop."""
+    layer may acknowledge it to the previous hop.
+
+    ``bundle_key``: the bundle just stored under that key, when the Ack is
+    for a bundle taken in (not a duplicate, a deletion or pieces held in
+    memory: None). A driver may hold such an Ack until that bundle has
+    been delivered and confirmed, instead of until its bytes are on disk;
+    an Ack with none may stand for a copy of such a bundle (spec/udpcl.md,
+    "Hop ACKs at delivery"). Not compared: two Acks are equal when they
+    acknowledge the same token of the same neighbour."""
 
     neighbor: int
     cl_token: int
+    bundle_key: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -289,7 +289,9 @@ def receive_one(
         return
     self._report_bundle(bundle, _RECEIVED, _NO_INFO, now, actions)
     if ack is not None:
-        actions.append(ack)
+        # Names the bundle stored: a driver may hold it until its delivery
+        # is confirmed (every other Ack here names none: see Ack).
+        actions.append(Ack(ack.neighbor, ack.cl_token, key))
 
 
 def _all_known(bundle: Bundle) -> bool:

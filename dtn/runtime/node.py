@@ -114,6 +114,7 @@ from dcis.dtn.node import EchoService, EndpointReserved, EventKind, NodeCore, Se
 from dcis.dtn.node.resources import AdvertisesResources, check_resource_fields
 from dcis.dtn.node.service import MAX_LOCAL_REQUESTS, AnswersLocalRequests
 from dcis.dtn.routing.contact import Contact
+from dcis.dtn.runtime.ack_hold import AckHold
 from dcis.dtn.runtime.config import ConfigError, NeighbourConfig, NodeConfig
 from dcis.dtn.runtime.ltp import LTP_FIRST_BYTES, LtpCl, LtpConfig, LtpResult
 from dcis.dtn.runtime.security import NodeSecurity
@@ -342,6 +343,8 @@ class Node:
                 "buffer_refused",
                 "buffered_bytes",
                 "delivery_deferred",
+                "acks_held",
+                "acks_at_delivery",
             ),
             0,
         )
@@ -373,6 +376,12 @@ class Node:
         self._synced_gen = 0
         self._after_sync: deque[tuple[int, Callable[[], object]]] = deque()
         self._sync_wake = trio.Event()
+        # Hop ACKs of bundles pushed to an app, held until it confirms them
+        # (then no payload write at all) or a bound ends (spec/udpcl.md).
+        self._ack_hold = AckHold()
+        # Keys an app handler's read confirmed, for _release_confirmed
+        # once the read's transaction has committed.
+        self._confirmed_keys: list[str] = []
         self._open_contacts: set[Contact] = set()
         self._contacts_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
@@ -682,18 +691,34 @@ class Node:
         # One fsync covers every commit before it began: under load each
         # sync takes all that arrived during the previous one (group
         # commit), and the event loop keeps receiving meanwhile.
+        hold = self._ack_hold
         while True:
-            await self._sync_wake.wait()
+            due = hold.due_at()
+            with trio.move_on_at(math.inf if due is None else due):
+                await self._sync_wake.wait()
             self._sync_wake = trio.Event()
-            while self._after_sync or store.segments_waiting:
+            while (
+                self._after_sync
+                or store.segments_waiting
+                or hold.is_due(trio.current_time())
+            ):
                 if store.late_bytes and self._mtcp:
                     await self._mtcp_settle()
                 gen = store.write_generation
+                # ACKs held for their bundles' confirmation past the bound:
+                # this sync writes their payloads; they go after it.
+                released = hold.take_due(trio.current_time())
                 began = time.perf_counter()
                 try:
-                    # Writes the payloads held for a late write first: a
-                    # failure there is a failed sync too (logged, below).
-                    sync = store.begin_sync()
+                    # Writes the payloads held for a late write first (but
+                    # those of bundles whose ACKs are still held: they may
+                    # be confirmed before the next sync): a failure there
+                    # is a failed sync too (logged, below).
+                    sync = (
+                        store.begin_sync(keep_late=hold.keys())
+                        if hold
+                        else store.begin_sync()
+                    )
                 except DtnError as exc:
                     self._log("error", "store_sync_failed", detail=str(exc))
                     raise
@@ -723,6 +748,8 @@ class Node:
                     raise
                 self._synced_gen = gen
                 self.counters["store_syncs"] += 1
+                for ack in released:
+                    ack()
                 while self._after_sync and self._after_sync[0][0] <= gen:
                     self._after_sync.popleft()[1]()
                 # From the sync's start to its replies and ACKs released.
@@ -879,16 +906,8 @@ class Node:
                     self._log("debug", a.kind, bundle=a.bundle_key, detail=a.detail)
             elif isinstance(a, Transmit):
                 work.extend(self._transmit(a))
-            elif (
-                isinstance(a, Ack) and self.ltp is not None and self.ltp.has(a.neighbor)
-            ):
-                # The block's report waits until all its bundles are on disk.
-                self.when_durable(functools.partial(self._ltp_ack, a.cl_token))
             elif isinstance(a, Ack):
-                # Group commit: the ACK waits for the fsync (else: now).
-                self.when_durable(
-                    functools.partial(self._acks.add, a.neighbor, a.cl_token)
-                )
+                self._ack(a)
             elif isinstance(a, Deliver):
                 work.extend(self._deliver(a))
             elif isinstance(a, Schedule):
@@ -919,6 +938,59 @@ class Node:
         if self._deferred is not None and self._deferred.segments_waiting:
             # An idle node reclaims emptied segments too.
             self._sync_wake.set()
+
+    def _ack(self, a: Ack) -> None:
+        """Group commit: the ACK waits for the fsync (else: now) -- or, for
+        a bundle just pushed to an application, for its confirmation
+        (:mod:`dcis.dtn.runtime.ack_hold`)."""
+        if self.ltp is not None and self.ltp.has(a.neighbor):
+            # The block's report waits until all its bundles are on disk.
+            ack: Callable[[], object] = functools.partial(self._ltp_ack, a.cl_token)
+        else:
+            ack = functools.partial(self._acks.add, a.neighbor, a.cl_token)
+        if a.bundle_key is None:
+            # Perhaps a copy of a bundle whose ACK is held: their payloads
+            # are written by the next sync, and this ACK goes after it.
+            if self._ack_hold:
+                self._ack_hold.expire_all()
+                self._sync_wake.set()
+        elif self._hold_ack(a.bundle_key, ack):
+            return
+        self.when_durable(ack)
+
+    def _hold_ack(self, key: str, ack: Callable[[], object]) -> bool:
+        """Hold ``ack`` until ``key`` is confirmed, if ``key`` was just
+        pushed to an application (then unconfirmed) and is kept in a
+        segment file, within the hold's bounds."""
+        store = self._deferred
+        if store is None:
+            return False
+        for sub in self._subs.values():
+            d = sub.unconfirmed.get(key)
+            if d is not None:
+                break
+        else:
+            return False
+        size = len(d.payload)
+        if size <= store.inline_max_bytes:
+            return False  # in its index row: nothing to save
+        first = not self._ack_hold
+        if not self._ack_hold.hold(key, size, ack, trio.current_time()):
+            return False
+        self.counters["acks_held"] += 1
+        if first:
+            self._sync_wake.set()  # the sync task learns when it is due
+        return True
+
+    def _release_confirmed(self, keys: list[str]) -> None:
+        """``keys`` were confirmed, with a commit that is over: the held
+        ACKs of those the agent let go go now (joining the next ACK
+        datagram, sent when the actions are applied)."""
+        if keys and self._ack_hold and self.agent is not None:
+            held = self.agent.holds
+            self.counters["acks_at_delivery"] += self._ack_hold.confirmed(
+                keys, lambda k: not held(k)
+            )
 
     def _transmit(self, t: Transmit) -> list[Action]:
         agent = self.core
@@ -1005,7 +1077,9 @@ class Node:
         if sub is not None:
             sub.unconfirmed.pop(bundle_key, None)
         assert self.core is not None
-        self._apply(self.core.on_delivered(bundle_key, self.now_ms()))
+        actions = self.core.on_delivered(bundle_key, self.now_ms())
+        self._release_confirmed([bundle_key])
+        self._apply(actions)
 
     def _refill(self, sub: _Subscriber) -> list[Action]:
         """Room in ``sub``'s queue again: hand over deferred bundles."""
@@ -1027,7 +1101,9 @@ class Node:
         if current is not None:
             current.unconfirmed.pop(key, None)
         assert self.core is not None
-        return self.core.on_delivered(key, self.now_ms())
+        actions = self.core.on_delivered(key, self.now_ms())
+        self._confirmed_keys.append(key)
+        return actions
 
     def _subscribe(
         self, endpoint: str, push: Callable[[Deliver], bool], *, takeover: bool = False
@@ -2256,6 +2332,7 @@ class Node:
                     durable = any(
                         m["type"] in ("send", "service_request") for m in msgs
                     )
+                    self._confirmed_keys.clear()
                     with self.agent.store.transaction(durable=durable):
                         i = 0
                         while i < len(msgs):
@@ -2280,6 +2357,9 @@ class Node:
                             i += 1
                         if confirmed:
                             actions += self._confirm_many(confirmed, refill)
+                    # Committed: ACKs held for the bundles confirmed go.
+                    keys, self._confirmed_keys = self._confirmed_keys, []
+                    self._release_confirmed(keys)
                     self._apply(actions)
                     conn.registered = bool(subs)
                     if outbox:
@@ -2329,6 +2409,7 @@ class Node:
                 actions += exc.actions
                 cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
                 self._handler_error("appapi", cause)
+            self._confirmed_keys += confirmed  # their held ACKs: after the commit
             for sub in refill:
                 actions += self._refill(sub)
         except Exception as exc:  # one request never stops the node

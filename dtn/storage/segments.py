@@ -30,6 +30,10 @@ a bundle delivered or forwarded within a sync period costs no write (a
 row then dropped at open like one a power cut cut short: the store uses it
 only for bundles nobody was told it holds (their previous hop is answered
 after the sync). Its place in the file stays a hole if it is never written.
+A sync may keep some held payloads held (``take_dirty(keep=...)``): a
+driver that promises nothing about those bundles until a later sync --
+or until they have left (delivered and confirmed) -- so that their bytes
+need never be written (spec/udpcl.md, "Hop ACKs at delivery").
 
 Threads: everything runs on the store's thread except :meth:`sync_files`
 and :meth:`unlink_files`, which a driver may run on a worker thread while
@@ -44,7 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from dcis.dtn.errors import DtnError
 
@@ -230,11 +234,18 @@ class SegmentLog:
         if parts is not None:
             self._pending_bytes -= sum(map(len, parts))
 
-    def write_pending(self, seg: int | None = None) -> None:
+    def write_pending(
+        self, seg: int | None = None, *, keep: Collection[tuple[int, int]] = ()
+    ) -> None:
         """Write the payloads held for a late write (only ``seg``'s, if
-        given), in order. Raises :class:`SegmentError`; what was not
-        written stays held."""
-        for key in [k for k in self._pending if seg is None or k[0] == seg]:
+        given), in order, except those at the ``(segment, offset)`` places
+        in ``keep`` (they stay held). Raises :class:`SegmentError`; what
+        was not written stays held."""
+        for key in [
+            k
+            for k in self._pending
+            if (seg is None or k[0] == seg) and (not keep or k not in keep)
+        ]:
             s, off = key
             if s in self._dead:
                 self.forget(s, off)  # nothing in it is read again
@@ -414,7 +425,9 @@ class SegmentLog:
 
     # -- durability
 
-    def take_dirty(self, *, skip_dead: bool = False) -> tuple[list[int], bool]:
+    def take_dirty(
+        self, *, skip_dead: bool = False, keep: Collection[tuple[int, int]] = ()
+    ) -> tuple[list[int], bool]:
         """Store thread: dups of the fds written since the last call, and
         whether the directory gained a file -- the work of one
         :meth:`sync_files`. The caller owns (and closes) the fds.
@@ -430,9 +443,12 @@ class SegmentLog:
         no disk write at all (spec/performance.md, "Sixth round").
 
         Payloads held for a late write are written first (raises
-        :class:`SegmentError` if that fails)."""
+        :class:`SegmentError` if that fails) -- but those at the places in
+        ``keep``, which stay held through this sync (not durable after it:
+        their caller promises nothing on their account until a later one,
+        and drops nothing if they leave first)."""
         if self._pending:
-            self.write_pending()
+            self.write_pending(keep=keep)
         fds: list[int] = []
         try:
             for seg in self._dirty:

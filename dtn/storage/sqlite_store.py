@@ -19,7 +19,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, suppress
 from types import TracebackType
 from typing import Literal
@@ -492,6 +492,12 @@ class SqliteStore:
     def path(self) -> str:
         """The database file."""
         return self._path
+
+    @property
+    def inline_max_bytes(self) -> int:
+        """Bundles up to this size are kept in their index rows; larger
+        ones in segment files (where ``write_later`` can hold them)."""
+        return self._inline_max
 
     @property
     def limit_bytes(self) -> int:
@@ -1283,25 +1289,33 @@ class SqliteStore:
         leave first."""
         return 0 if self._segs is None else self._segs.pending_bytes
 
-    def begin_sync(self) -> Callable[[], None]:
+    def begin_sync(self, *, keep_late: Collection[str] = ()) -> Callable[[], None]:
         """Store thread: snapshot what the next sync must cover -- every
         commit made so far -- and return the function doing it (fsync of the
         segment files written since the last sync, then of the WAL, then
         removal of the segments emptied by then), safe to run on another thread while this store keeps writing. Raises
-        :class:`StoreError` (from the returned function) on an I/O error."""
+        :class:`StoreError` (from the returned function) on an I/O error.
+
+        ``keep_late``: keys of bundles put with ``write_later`` whose
+        payloads, if still held, stay held through this sync: their rows
+        are durable after it, their bytes not (a ``kill -9`` or power cut
+        before a later sync drops such a row at the next open). For a
+        driver that promises nothing about those bundles until a later
+        sync, or until they have left the store."""
         segs = self._segs
         fds: list[int] = []
         dir_dirty = False
         try:
             if segs is not None:
+                keep = self._late_places(keep_late) if keep_late else ()
                 # Between transactions: the live counts are every commit's.
                 # A segment with no live payload needs no sync: the WAL's
                 # fdatasync below makes every row into it durably gone.
-                fds, dir_dirty = segs.take_dirty(skip_dead=not self._depth)
+                fds, dir_dirty = segs.take_dirty(skip_dead=not self._depth, keep=keep)
             # The sync fsyncs (and closes) its own dup of the WAL, so a
             # close() on this thread meanwhile cannot pull the fd from under it.
             wal_fd = self._wal_dup()
-        except (OSError, SegmentError) as exc:
+        except (OSError, SegmentError, sqlite3.Error) as exc:
             for fd in fds:
                 os.close(fd)
             raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
@@ -1335,6 +1349,22 @@ class SqliteStore:
                     os.close(wal_fd)
 
         return sync
+
+    def _late_places(self, keys: Collection[str]) -> set[tuple[int, int]]:
+        """The ``(segment, offset)`` of the committed rows of ``keys`` kept
+        in segments (one statement per 256 keys)."""
+        places: set[tuple[int, int]] = set()
+        todo = list(keys)
+        for i in range(0, len(todo), 256):
+            chunk = todo[i : i + 256]
+            marks = ",".join("?" * len(chunk))
+            for seg, off in self._db.execute(
+                f"SELECT seg, seg_off FROM bundles WHERE key IN ({marks})"
+                " AND seg IS NOT NULL",
+                chunk,
+            ):
+                places.add((seg, off))
+        return places
 
     def _wal_dup(self) -> int | None:
         """Store thread: a new fd of the WAL file (None before it exists)."""

@@ -1,0 +1,173 @@
+"""Hop ACKs at delivery (spec/udpcl.md, "Hop ACKs at delivery"): a bundle
+received over UDP and pushed to an application has its ACK held until the
+application confirms it -- then the ACK goes with no write of its payload
+-- or until the hold's bound, after which a sync writes the payload and the
+ACK follows it.
+
+The test plays node 1 with a plain UDP socket (it sees exactly which ACKs
+come when); node 2 is a running node with its FULL store and group-commit
+thread. The clock is trio's MockClock without autojump: virtual time moves
+only when the test jumps it, so the hold's bound passes exactly when the
+test says (the fsync thread runs in real time meanwhile)."""
+
+from __future__ import annotations
+
+import random
+import socket
+from pathlib import Path
+
+import trio
+import trio.lowlevel
+import trio.testing
+
+from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
+from dcis.dtn.cl.udp import (
+    AckMode,
+    AckSegment,
+    decode_datagram_untrusted,
+    encode_data_segment,
+)
+from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
+from dcis.dtn.runtime.ack_hold import HOLD_S
+from dcis.dtn.runtime.node import Node
+from tests.runtime.conftest import free_udp_ports
+
+PAYLOAD = random.Random(18).randbytes(20_000)  # over the inline limit
+
+
+def _peer() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+def _config(tmp: Path, peer_port: int) -> NodeConfig:
+    (port,) = free_udp_ports(1)
+    return NodeConfig(
+        node=2,
+        listen=("127.0.0.1", port),
+        store_path=str(tmp / "n2.db"),
+        store_synchronous="FULL",
+        neighbours=(
+            NeighbourConfig(node=1, address=("127.0.0.1", peer_port), ack=AckMode.ON),
+        ),
+    )
+
+
+def _written(cfg: NodeConfig) -> bool:
+    """Whether the payload is in node 2's segment files (page cache
+    included: a write, synced or not)."""
+    seg = Path(cfg.store_path + ".segments")
+    return any(PAYLOAD in p.read_bytes() for p in seg.glob("*.seg"))
+
+
+async def _send(sock: socket.socket, node: Node, token: int) -> None:
+    bundle = make_bundle(
+        source="ipn:1.1",
+        destination="ipn:2.5",
+        payload=PAYLOAD,
+        creation_ms=node.now_ms(),
+        lifetime_ms=3_600_000,
+    )
+    assert node.config.listen is not None
+    sock.sendto(
+        encode_data_segment(sender=1, token=token, bundle=encode_bundle(bundle)),
+        node.config.listen,
+    )
+    # Loopback delivers at once: the node reads and handles it before all
+    # tasks block again.
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def _sync(node: Node) -> None:
+    """Make node 2 run a group-commit sync (an app send is answered after
+    one) and wait for it."""
+    await node.send("ipn:2.9", b"x", source="ipn:2.1")
+
+
+async def _ack(sock: socket.socket) -> tuple[int, ...]:
+    """The next ACK datagram's tokens (waits for it: real I/O)."""
+    await trio.lowlevel.wait_readable(sock)
+    seg = decode_datagram_untrusted(sock.recv(65535))
+    assert isinstance(seg, AckSegment)
+    return seg.tokens
+
+
+def _no_ack_yet(sock: socket.socket) -> bool:
+    try:
+        sock.recv(65535, socket.MSG_PEEK)
+    except BlockingIOError:
+        return True
+    return False
+
+
+async def test_a_bundle_confirmed_after_a_sync_is_acknowledged_unwritten(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    sock = _peer()
+    cfg = _config(tmp_path, sock.getsockname()[1])
+    async with open_node(cfg) as n2, n2.endpoint("ipn:2.5") as inbox:
+        await _send(sock, n2, token=7)
+        assert n2.status()["counters"]["received"] == 1
+        # Pushed to the app, not yet confirmed, when a sync runs: the sync
+        # leaves its payload unwritten and its ACK held.
+        await _sync(n2)
+        assert n2.status()["counters"]["store_syncs"] >= 1
+        assert _no_ack_yet(sock)  # main: the ACK came after that sync
+        assert not _written(cfg)  # main: that sync wrote the payload
+        got = await inbox.receive()  # confirms it
+        assert got.payload == PAYLOAD
+        with trio.fail_after(30):  # virtual: never fires without a jump
+            assert await _ack(sock) == (7,)
+        assert n2.status()["counters"]["acks_at_delivery"] == 1
+        await _sync(n2)
+        assert not _written(cfg)  # never written
+        assert n2.status()["stored"] == 2  # only the two sends to ipn:2.9
+    sock.close()
+
+
+async def test_an_unconfirmed_bundle_is_written_and_acknowledged_at_the_bound(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    sock = _peer()
+    cfg = _config(tmp_path, sock.getsockname()[1])
+    async with open_node(cfg) as n2, n2.endpoint("ipn:2.5"):
+        await _send(sock, n2, token=7)
+        await _sync(n2)
+        assert _no_ack_yet(sock)
+        assert not _written(cfg)
+        # The app never confirms: at the bound a sync writes the payload,
+        # then the ACK goes.
+        mock_clock.jump(HOLD_S)
+        assert await _ack(sock) == (7,)
+        assert _written(cfg)
+        assert n2.status()["counters"]["acks_at_delivery"] == 0
+        assert n2.agent is not None
+        assert len(n2.agent.store) == 2  # still held for the app
+    # Closed and opened again: the bundle is there, whole.
+    async with open_node(cfg) as n2, n2.endpoint("ipn:2.5") as inbox:
+        got = await inbox.receive()
+        assert got.payload == PAYLOAD
+    sock.close()
+
+
+async def test_a_duplicate_of_a_held_bundle_makes_its_payload_durable_first(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    # The copy's ACK stands for the same bundle: it may not go before that
+    # bundle is on disk (or confirmed), even though the bound has not come.
+    sock = _peer()
+    cfg = _config(tmp_path, sock.getsockname()[1])
+    async with open_node(cfg) as n2, n2.endpoint("ipn:2.5"):
+        await _send(sock, n2, token=7)
+        await _sync(n2)
+        assert not _written(cfg)
+        await _send(sock, n2, token=8)  # node 1 sent it again
+        assert n2.status()["counters"]["duplicates"] == 1
+        tokens: set[int] = set()
+        while tokens != {7, 8}:
+            tokens.update(await _ack(sock))
+            # Whichever ACK comes first, the payload was written before it.
+            assert _written(cfg)
+    sock.close()

@@ -1,0 +1,103 @@
+"""A sync that keeps late payloads held (``begin_sync(keep_late=keys)``):
+their rows become durable, their bytes are not written -- and never are
+if the bundles leave first; a ``kill -9`` (or a power cut) before a later
+sync drops such a row at the next open, a hole in the middle of a
+segment as well as one past its end (spec/udpcl.md, "Hop ACKs at
+delivery")."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from dcis.dtn.storage.sqlite_store import SqliteStore
+from tests.unit.agent.test_store_segments import BIG, payload, rec
+
+
+def _seg(db: Path) -> bytes:
+    p = Path(f"{db}.segments") / "00000001.seg"
+    return p.read_bytes() if p.exists() else b""
+
+
+def _sync(s: SqliteStore, keep: tuple[str, ...] = ()) -> None:
+    s.begin_sync(keep_late=keep)()
+    s.end_sync()
+
+
+def test_a_kept_payload_stays_unwritten_through_the_sync_and_never_comes(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True)
+    s.put(rec("a", BIG), payload(1), write_later=True)
+    s.put(rec("b", BIG), payload(2), write_later=True)
+    _sync(s, keep=("a",))
+    # b written, a's place a hole (main: both written by the sync).
+    assert _seg(db) == bytes(BIG) + payload(2)
+    assert s.get("a") == payload(1)  # from memory meanwhile
+    with s.transaction(durable=False):
+        s.discard("a")  # delivered and confirmed
+    _sync(s)
+    assert _seg(db) == bytes(BIG) + payload(2)  # a never written
+    s.close()
+    s2 = SqliteStore(db)
+    assert [r.key for r in s2.records()] == ["b"]
+    assert s2.dropped_at_open == []
+    s2.close()
+
+
+def test_a_kept_payload_is_written_by_a_sync_that_does_not_keep_it(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True)
+    s.put(rec("a", BIG), payload(1), write_later=True)
+    _sync(s, keep=("a", "no-such-key"))
+    assert _seg(db) == b""
+    _sync(s)
+    assert _seg(db) == payload(1)
+    s.close()
+    s2 = SqliteStore(db)
+    assert s2.get("a") == payload(1)
+    s2.close()
+
+
+def test_kill_9_drops_a_synced_row_whose_kept_payload_never_came(
+    tmp_path: Path,
+) -> None:
+    # "h" is a hole between written payloads, "t" is past the file's end;
+    # both rows were made durable by a sync that kept their payloads.
+    db = tmp_path / "b.db"
+    code = textwrap.dedent(
+        f"""
+        import os, signal
+        from dcis.dtn.agent.store import BundleState, StoredBundle
+        from dcis.dtn.storage.sqlite_store import SqliteStore
+        s = SqliteStore({str(db)!r}, deferred_sync=True)
+        def put(key):
+            data = key.encode() * {BIG}
+            s.put(StoredBundle(key=key, destination="ipn:2.1", expiry_ms=10**9,
+                state=BundleState.DELIVERING, size_bytes=len(data), received_ms=0),
+                data, write_later=True)
+        put("w")
+        put("h")
+        put("x")
+        put("t")
+        s.begin_sync(keep_late=("h", "t"))()
+        s.end_sync()
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).parents[3], timeout=60
+    )
+    assert r.returncode == -9
+    s = SqliteStore(db)
+    assert sorted(s.dropped_at_open) == ["h", "t"]
+    assert sorted(r.key for r in s.records()) == ["w", "x"]
+    assert s.get("w") == b"w" * BIG
+    assert s.get("x") == b"x" * BIG
+    assert s.corrupt_at_open == []
+    s.close()
