@@ -196,6 +196,7 @@ _set_Event_bundle_key: Final = Event.__dict__["bundle_key"].__set__
 _set_Event_detail: Final = Event.__dict__["detail"].__set__
 _set_Ack_neighbor: Final = Ack.__dict__["neighbor"].__set__
 _set_Ack_cl_token: Final = Ack.__dict__["cl_token"].__set__
+_set_Ack_bundle_key: Final = Ack.__dict__["bundle_key"].__set__
 _set_Transmit_neighbor: Final = Transmit.__dict__["neighbor"].__set__
 _set_Transmit_parts: Final = Transmit.__dict__["parts"].__set__
 _set_Transmit_tx_id: Final = Transmit.__dict__["tx_id"].__set__
@@ -217,11 +218,12 @@ def trusted_event(kind: EventKind, bundle_key: str, detail: str) -> Event:
     return e
 
 
-def trusted_ack(neighbor: int, cl_token: int) -> Ack:
-    """``Ack(neighbor, cl_token)`` (its fields as given)."""
+def trusted_ack(neighbor: int, cl_token: int, bundle_key: str | None = None) -> Ack:
+    """``Ack(neighbor, cl_token, bundle_key)`` (its fields as given)."""
     a = _new(Ack)
     _set_Ack_neighbor(a, neighbor)
     _set_Ack_cl_token(a, cl_token)
+    _set_Ack_bundle_key(a, bundle_key)
     return a
 
 

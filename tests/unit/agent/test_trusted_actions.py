@@ -47,9 +47,10 @@ def test_trusted_event_is_the_event(kind: EventKind, key: str, detail: str) -> N
     _alike(trusted_event(kind, key, detail), Event(str(kind), key, detail))
 
 
-@given(_u64, _u64)
-def test_trusted_ack_is_the_ack(neighbor: int, token: int) -> None:
+@given(_u64, _u64, st.none() | _text)
+def test_trusted_ack_is_the_ack(neighbor: int, token: int, key: str | None) -> None:
     _alike(trusted_ack(neighbor, token), Ack(neighbor, token))
+    _alike(trusted_ack(neighbor, token, key), Ack(neighbor, token, key))
 
 
 @given(
