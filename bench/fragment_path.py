@@ -63,8 +63,10 @@ def _node_config(node: int) -> Any:
     )
 
 
-def _sender(size: int) -> tuple[Callable[[], list[bytes]], Any]:
-    """Node 1: one call sends one bundle and returns its datagrams."""
+def _sender(size: int) -> tuple[Callable[[], list[Any]], Any]:
+    """Node 1: one call sends one bundle and returns its datagrams (each
+    one buffer, or its buffers as a gathered ``sendmsg`` would send them:
+    not joined here)."""
     from dcis.dtn.agent import Agent
     from dcis.dtn.agent.actions import Transmit
     from dcis.dtn.agent.store import MemoryStore
@@ -79,7 +81,7 @@ def _sender(size: int) -> tuple[Callable[[], list[bytes]], Any]:
     agent.on_contact_start(Contact(1, 2, 0.0, math.inf, 0.0), now[0])
     payload = os.urandom(size)
 
-    def one() -> list[bytes]:
+    def one() -> list[Any]:
         now[0] += 1
         _key, actions = agent.send(
             source="ipn:1.1",
@@ -88,7 +90,7 @@ def _sender(size: int) -> tuple[Callable[[], list[bytes]], Any]:
             lifetime_ms=3_600_000,
             now=now[0],
         )
-        datagrams: list[bytes] = []
+        datagrams: list[Any] = []
         while True:
             tokens = []
             for a in actions:
@@ -97,10 +99,7 @@ def _sender(size: int) -> tuple[Callable[[], list[bytes]], Any]:
                 for o in link.transmit(a.tx_id, a.parts, 0.0):
                     assert isinstance(o, SendDatagram)
                     assert o.token is not None
-                    data = o.data
-                    datagrams.append(
-                        data if isinstance(data, bytes) else b"".join(data)
-                    )
+                    datagrams.append(o.data)
                     tokens.append(o.token)
             if not tokens:
                 break
@@ -127,7 +126,9 @@ def _receiver(size: int) -> Callable[[], None]:
     from dcis.dtn.cl.udp import DataSegment, decode_datagram_untrusted
 
     send, _ = _sender(size)
-    rounds = [send() for _ in range(64)]
+    rounds = [
+        [d if isinstance(d, bytes) else b"".join(d) for d in send()] for _ in range(64)
+    ]
     agents: list[Any] = []
     now = [_T0 + 1000]
     i = [0]

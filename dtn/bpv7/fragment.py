@@ -169,7 +169,10 @@ def reassemble(fragments: Iterable[Bundle]) -> Bundle:
     assert total is not None
     if first.primary.fragment_offset != 0:
         raise InvalidArgument("incomplete: no fragment at offset 0")
-    buf = bytearray(total)
+    # The payload's pieces in order, overlaps cut off, joined once: one copy
+    # of the payload (a zero-filled bytearray, each piece copied in and the
+    # whole copied out again were three passes over it).
+    chunks: list[bytes | memoryview] = []
     covered = 0
     for f in frags:
         p = f.primary
@@ -189,17 +192,19 @@ def reassemble(fragments: Iterable[Bundle]) -> Bundle:
         if off > covered:
             raise InvalidArgument(f"incomplete: bytes {covered}..{off} missing")
         if off + len(data) > covered:
-            buf[covered : off + len(data)] = data[covered - off :]
+            chunks.append(data if off == covered else memoryview(data)[covered - off :])
             covered = off + len(data)
     if covered != total:
         raise InvalidArgument(f"incomplete: bytes {covered}..{total} missing")
     primary = replace(
         first.primary,
-        flags=first.primary.flags & ~BundleFlags.IS_FRAGMENT,
+        # int arithmetic: IntFlag's ~ would also clear the bits it has no
+        # member for (unassigned flags the source set travel unchanged).
+        flags=bundle_flags(int(first.primary.flags) & ~_IS_FRAGMENT),
         fragment_offset=None,
         total_adu_length=None,
     )
-    payload_block = replace(first.payload_block, data=bytes(buf))
+    payload_block = replace(first.payload_block, data=b"".join(chunks))
     return Bundle(primary, (*first.blocks[:-1], payload_block))
 
 

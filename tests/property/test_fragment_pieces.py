@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dcis.dtn.bpv7 import BlockFlags, BlockType, Bundle, BundleFlags, encode_bundle
-from dcis.dtn.bpv7.fragment import fragment_at, fragment_bundle
+from dcis.dtn.bpv7.eid import is_null_eid
+from dcis.dtn.bpv7.fragment import fragment_at, fragment_bundle, reassemble
 from tests.property.bundle_strategies import bundles
 
 
@@ -85,3 +86,43 @@ def test_a_split_is_the_validated_fragments(cut: tuple[Bundle, int, int]) -> Non
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     for piece, start, s in zip(got, starts, sizes, strict=True):
         _same(piece, _validated_piece(b, start, s))
+
+
+@st.composite
+def overlapping_cover(draw: st.DrawFn) -> tuple[Bundle, list[Bundle]]:
+    """A bundle and fragments of it that cover its payload, overlapping
+    anywhere (pieces cut again by a sender that resends, say), in any order."""
+    b = draw(bundles(fragment=False, min_payload=1, max_payload=300))
+    p = b.primary
+    if p.flags & BundleFlags.MUST_NOT_FRAGMENT:
+        b = Bundle(replace(p, flags=p.flags & ~BundleFlags.MUST_NOT_FRAGMENT), b.blocks)
+    n = len(b.payload)
+    ranges = []
+    end = 0
+    while end < n:
+        start = draw(st.integers(0, end))  # at or before the bytes covered
+        size = draw(st.integers(end - start + 1, n - start))
+        ranges.append((start, size))
+        end = start + size
+    ranges += draw(
+        st.lists(
+            st.integers(0, n - 1).flatmap(
+                lambda o: st.tuples(st.just(o), st.integers(1, n - o))
+            ),
+            max_size=3,
+        )
+    )
+    pieces = [fragment_at(b, o, s) for o, s in ranges]
+    return b, draw(st.permutations(pieces))
+
+
+@given(overlapping_cover())
+def test_overlapping_pieces_reassemble_to_the_bundle(
+    case: tuple[Bundle, list[Bundle]],
+) -> None:
+    b, pieces = case
+    if is_null_eid(b.primary.source):
+        return  # never reassembled (RFC 9171 4.2.3)
+    whole = reassemble(pieces)
+    assert whole == b
+    assert type(whole.payload) is bytes
