@@ -53,7 +53,7 @@ from dcis.dtn.bpv7.bundle import (
 )
 from dcis.dtn.bpv7.eid import is_null_eid, parse_eid
 from dcis.dtn.bpv7.flags import BundleFlags
-from dcis.dtn.bpv7.fragment import fragment_at, fragment_bundle
+from dcis.dtn.bpv7.fragment import forwarded_piece_parts, fragment_bundle
 from dcis.dtn.bpv7.processing import forwarded_parts, update_for_forwarding
 from dcis.dtn.errors import DecodeError, InvalidArgument
 from dcis.dtn.routing.contact import Contact
@@ -361,7 +361,7 @@ def _emit(
     key: str,
     nb: int,
     link: Link,
-    wire: tuple[bytes, ...],
+    wire: tuple[bytes | memoryview, ...],
     actions: list[Action],
 ) -> int:
     """``Transmit`` ``wire`` (of bundle ``key``) to ``nb`` over ``link``:
@@ -386,19 +386,21 @@ def _send_piece(
     would be, so the bytes on the wire are those of the fragments this
     node once stored. Its transmission id."""
     size = p.sizes[p.sent]
-    assert p.bundle is not None  # pieces are still to be cut
-    piece = fragment_at(p.bundle, p.offset, size)
+    b = p.bundle
+    assert b is not None  # pieces are still to be cut
+    e = self._entries[p.key]
+    # The blocks were updated once already (prepare): no DecodeError here.
+    # The piece's payload goes out as a view of the stored bundle's (kept
+    # alive by the transmission until its outcome), not copied.
+    wire = forwarded_piece_parts(
+        b, p.offset, size, node=self.eid, dwell_ms=max(0, now - e.received_ms)
+    )
     p.offset += size
     p.sent += 1
     if p.sent == len(p.sizes):
         p.link.sending = None
         p.bundle = None  # only the outcomes are awaited now
-    e = self._entries[p.key]
-    # The blocks were updated once already (prepare): no DecodeError here.
-    out = update_for_forwarding(
-        piece, node=self.eid, dwell_ms=max(0, now - e.received_ms)
-    )
-    tx = _emit(self, p.key, nb, p.link, encode_bundle_parts(out), actions)
+    tx = _emit(self, p.key, nb, p.link, wire, actions)
     p.outstanding.add(tx)
     return tx
 

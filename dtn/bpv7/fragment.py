@@ -18,11 +18,22 @@ import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from dcis.dtn.bpv7.bundle import Bundle, trusted_bundle
-from dcis.dtn.bpv7.canonical import trusted_block
-from dcis.dtn.bpv7.eid import is_null_eid
+from dcis.dtn.bpv7.bundle import GATHER_PAYLOAD_BYTES, Bundle, trusted_bundle
+from dcis.dtn.bpv7.canonical import (
+    CanonicalBlock,
+    _set_CanonicalBlock_data,
+    encode_block_parts,
+    trusted_block,
+)
+from dcis.dtn.bpv7.eid import Eid, is_null_eid
 from dcis.dtn.bpv7.flags import BlockFlags, BlockType, BundleFlags
-from dcis.dtn.bpv7.primary import bundle_flags, trusted_primary
+from dcis.dtn.bpv7.primary import (
+    PrimaryBlock,
+    bundle_flags,
+    encode_primary,
+    trusted_primary,
+)
+from dcis.dtn.bpv7.processing import update_for_forwarding
 from dcis.dtn.errors import InvalidArgument
 
 _IS_FRAGMENT = int(BundleFlags.IS_FRAGMENT)
@@ -72,6 +83,49 @@ def fragment_at(b: Bundle, offset: int, size: int) -> Bundle:
     one piece at a time). Raises :class:`InvalidArgument` for a
     MUST_NOT_FRAGMENT bundle or a range that is empty or outside the
     payload."""
+    _check_range(b, offset, size)
+    return _piece(b, offset, size)
+
+
+def forwarded_piece_parts(
+    b: Bundle, offset: int, size: int, *, node: Eid, dwell_ms: int
+) -> tuple[bytes | memoryview, ...]:
+    """``encode_bundle_parts(update_for_forwarding(fragment_at(b, offset,
+    size), node=node, dwell_ms=dwell_ms))``: the bytes a sender cutting
+    ``b`` as it transmits it sends for this piece, byte for byte and in the
+    same buffers -- but a large piece's payload is a ``memoryview`` of
+    ``b``'s, neither copied into a piece nor read but by its CRC (issue 18:
+    the copy, the piece's objects and its general encode were ~40% of a
+    UDP 1 MB bundle's transmission work at node 1). Raises as those do
+    (:class:`InvalidArgument` for a bad range or MUST_NOT_FRAGMENT,
+    :class:`~dcis.dtn.errors.DecodeError` for a malformed hop block)."""
+    _check_range(b, offset, size)
+    primary, blocks = _piece_head(b, offset)
+    old = b.payload_block
+    # The hop blocks are updated on the piece's head with b's payload block
+    # in its place (update_for_forwarding reads only the blocks before it);
+    # that bundle is never kept.
+    out = update_for_forwarding(
+        trusted_bundle(primary, (*blocks, old)), node=node, dwell_ms=dwell_ms
+    )
+    parts: list[bytes | memoryview] = [b"\x9f", encode_primary(out.primary)]
+    for blk in out.blocks[:-1]:
+        parts.extend(encode_block_parts(blk))
+    view = memoryview(b.payload)[offset : offset + size]
+    # The piece's payload block with the view as its data, for
+    # encode_block_parts alone (a CanonicalBlock's data is bytes).
+    piece = trusted_block(old.type_code, old.number, old.flags, old.crc_type, b"")
+    _set_CanonicalBlock_data(piece, view)
+    own = encode_block_parts(piece)  # [head, view(, crc field)]
+    parts.append(own[0])
+    tail = bytes(own[2]) + b"\xff" if len(own) == 3 else b"\xff"
+    if size < GATHER_PAYLOAD_BYTES:
+        parts += (view, tail)
+        return (b"".join(parts),)
+    return (b"".join(parts), view, tail)
+
+
+def _check_range(b: Bundle, offset: int, size: int) -> None:
     n = len(b.payload)
     if size < 1 or offset < 0 or offset + size > n:
         raise InvalidArgument(
@@ -80,19 +134,35 @@ def fragment_at(b: Bundle, offset: int, size: int) -> Bundle:
         )
     if int(b.primary.flags) & _MUST_NOT_FRAGMENT:  # int: IntFlag's & is slow
         raise InvalidArgument("the bundle has MUST_NOT_FRAGMENT set")
-    return _piece(b, offset, size)
 
 
 def _piece(b: Bundle, offset: int, size: int) -> Bundle:
-    # Built without re-validating each object (trusted constructors): ``b``
-    # is a valid bundle and ``offset``/``size`` a non-empty range of its
-    # payload (the callers checked), so the piece is valid -- its blocks a
-    # subset of b's with the payload last, its fragment fields within b's
-    # ADU. ``dataclasses.replace`` and the checks of three constructors
-    # were ~20 of the ~45 us a 64 KB piece cost to cut, update and encode
-    # (spec/performance.md, "Eighth round: UDP 1 MB").
-    p = b.primary
     payload = b.payload
+    primary, blocks = _piece_head(b, offset)
+    data = (
+        payload
+        if size == len(payload)
+        else bytes(memoryview(payload)[offset : offset + size])
+    )
+    old = b.payload_block
+    piece = trusted_block(old.type_code, old.number, old.flags, old.crc_type, data)
+    return trusted_bundle(primary, (*blocks, piece))
+
+
+def _piece_head(
+    b: Bundle, offset: int
+) -> tuple[PrimaryBlock, tuple[CanonicalBlock, ...]]:
+    """The primary block and extension blocks of b's piece starting at
+    ``offset``.
+
+    Built without re-validating each object (trusted constructors): ``b``
+    is a valid bundle and the piece a non-empty range of its payload (the
+    callers checked), so the piece is valid -- its blocks a subset of b's
+    with the payload last, its fragment fields within b's ADU.
+    ``dataclasses.replace`` and the checks of three constructors were ~20
+    of the ~45 us a 64 KB piece cost to cut, update and encode
+    (spec/performance.md, "Eighth round: UDP 1 MB")."""
+    p = b.primary
     primary = trusted_primary(
         flags=bundle_flags(int(p.flags) | _IS_FRAGMENT),
         crc_type=p.crc_type,
@@ -104,34 +174,24 @@ def _piece(b: Bundle, offset: int, size: int) -> Bundle:
         lifetime_ms=p.lifetime_ms,
         fragment_offset=(p.fragment_offset or 0) + offset,
         total_adu_length=(
-            p.total_adu_length if p.total_adu_length is not None else len(payload)
+            p.total_adu_length if p.total_adu_length is not None else len(b.payload)
         ),
     )
     ext = b.blocks[:-1]
+    if offset == 0:
+        return primary, ext
     # Only the piece that starts where b starts carries every block. A
     # bundle with no creation time must carry its age (RFC 9171 4.4.2), and
     # so must each of its fragments -- each is such a bundle: without it a
     # later hop would count the age from its own arrival and keep the
     # fragment past its lifetime.
     no_clock = p.creation.time_ms == 0
-    blocks = (
-        ext
-        if offset == 0
-        else tuple(
-            blk
-            for blk in ext
-            if int(blk.flags) & _MUST_REPLICATE
-            or (no_clock and blk.type_code == BlockType.BUNDLE_AGE)
-        )
+    return primary, tuple(
+        blk
+        for blk in ext
+        if int(blk.flags) & _MUST_REPLICATE
+        or (no_clock and blk.type_code == BlockType.BUNDLE_AGE)
     )
-    data = (
-        payload
-        if size == len(payload)
-        else bytes(memoryview(payload)[offset : offset + size])
-    )
-    old = b.payload_block
-    piece = trusted_block(old.type_code, old.number, old.flags, old.crc_type, data)
-    return trusted_bundle(primary, (*blocks, piece))
 
 
 def _refuse_anonymous(b: Bundle) -> None:

@@ -125,8 +125,12 @@ class AckSegment:
 
 Datagram = BareBundle | DataSegment | AckSegment
 
+Buffers = tuple[bytes | memoryview, ...]
+"""A datagram or a bundle as buffers to send gathered (``sendmsg``): a
+large payload a buffer of its own, possibly a view of a stored bundle's."""
 
-def _mac(key: bytes, head: bytes, body: bytes | tuple[bytes, ...]) -> bytes:
+
+def _mac(key: bytes, head: bytes, body: bytes | Buffers) -> bytes:
     h = hmac.new(key, _MAC_LABEL + head, hashlib.sha256)
     if isinstance(body, tuple):
         for part in body:  # a bundle in parts: hashed in place, not joined
@@ -142,7 +146,7 @@ def data_mac(
     sender: int,
     receiver: int,
     token: int,
-    bundle: bytes | tuple[bytes, ...],
+    bundle: bytes | Buffers,
 ) -> bytes:
     """MAC of a DATA segment from ``sender`` to ``receiver`` under link key
     ``key``: HMAC-SHA-256 over a label, the kind, both node numbers, the
@@ -208,9 +212,9 @@ def encode_data_segment_parts(
     *,
     sender: int,
     token: int,
-    bundle: tuple[bytes, ...],
+    bundle: Buffers,
     mac: bytes | None = None,
-) -> tuple[bytes, ...]:
+) -> Buffers:
     """:func:`encode_data_segment` of the bundle whose buffers are
     ``bundle`` (``encode_bundle_parts``), as buffers for a gathered send:
     the segment's head joined to the bundle's first buffer, the bundle's
@@ -451,7 +455,7 @@ class SendDatagram:
     so that time spent in its queue does not count towards the ACK timeout.
     """
 
-    data: bytes | tuple[bytes, ...]
+    data: bytes | Buffers
     token: int | None = None
 
     @property
@@ -604,7 +608,7 @@ reason to report a switch or None)``. A bare bundle counts only under
 class _Pending:
     tx_id: int
     token: int
-    datagram: bytes | tuple[bytes, ...]
+    datagram: bytes | Buffers
     deadline_s: float
     tries: int
     state: TxState = TxState.AWAITING_ACK
@@ -758,14 +762,14 @@ class UdpLink:
         return [PeerSwitched(self.peer, reason)]
 
     def transmit(
-        self, tx_id: int, bundle: bytes | tuple[bytes, ...], now_s: float
+        self, tx_id: int, bundle: bytes | Buffers, now_s: float
     ) -> list[LinkOutput]:
         """Send one encoded bundle -- bytes, or its buffers as
         ``encode_bundle_parts`` gives them (then the datagram's
         :class:`SendDatagram` carries buffers too, the payload not copied);
         the outcome comes back as a :class:`TxDone`."""
         if isinstance(bundle, tuple) and len(bundle) == 1:
-            bundle = bundle[0]  # one buffer: the bytes path
+            bundle = bytes(bundle[0])  # one buffer: the bytes path
         size = sum(map(len, bundle)) if isinstance(bundle, tuple) else len(bundle)
         if size > self.mtu_bytes:
             self.counters.too_big += 1
@@ -793,7 +797,7 @@ class UdpLink:
                 bundle=bundle,
             )
         )
-        datagram: bytes | tuple[bytes, ...] = (
+        datagram: bytes | Buffers = (
             encode_data_segment_parts(
                 sender=self.local_node, token=token, bundle=bundle, mac=mac
             )

@@ -6,14 +6,24 @@ any bundle (a fragment too) cut at any range."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import fields, replace
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from dcis.dtn.bpv7 import BlockFlags, BlockType, Bundle, BundleFlags, encode_bundle
-from dcis.dtn.bpv7.eid import is_null_eid
-from dcis.dtn.bpv7.fragment import fragment_at, fragment_bundle, reassemble
+from dcis.dtn.bpv7.bundle import GATHER_PAYLOAD_BYTES, encode_bundle_parts
+from dcis.dtn.bpv7.eid import DtnEid, Eid, IpnEid, is_null_eid
+from dcis.dtn.bpv7.fragment import (
+    forwarded_piece_parts,
+    fragment_at,
+    fragment_bundle,
+    reassemble,
+)
+from dcis.dtn.bpv7.processing import update_for_forwarding
+from dcis.dtn.errors import DtnError
 from tests.property.bundle_strategies import bundles
 
 
@@ -126,3 +136,59 @@ def test_overlapping_pieces_reassemble_to_the_bundle(
     whole = reassemble(pieces)
     assert whole == b
     assert type(whole.payload) is bytes
+
+
+G = GATHER_PAYLOAD_BYTES
+nodes = st.sampled_from([IpnEid(1, 0), IpnEid(2**40, 0), DtnEid("//relay/")])
+dwells = st.one_of(st.integers(0, 5), st.integers(0, 2**64 - 1))
+
+
+@st.composite
+def forwarded_cuts(draw: st.DrawFn) -> tuple[Bundle, int, int]:
+    """A cut of any bundle, its payload sometimes around the size where
+    ``encode_bundle_parts`` gathers it (a fragment's own payload kept)."""
+    b, _, _ = draw(cuts())
+    if b.primary.fragment_offset is None and draw(st.booleans()):
+        n = draw(st.sampled_from([G - 1, G, G + 1, 2 * G + 7]))
+        data = random.Random(draw(st.integers(0, 99))).randbytes(n)
+        b = Bundle(b.primary, (*b.blocks[:-1], replace(b.payload_block, data=data)))
+    n = len(b.payload)
+    offset = draw(st.one_of(st.integers(0, n - 1), st.sampled_from([0, n - 1])))
+    left = n - offset
+    size = draw(
+        st.one_of(
+            st.integers(1, left),
+            st.sampled_from([s for s in (G - 1, G, G + 1, left) if 1 <= s <= left]),
+        )
+    )
+    return b, offset, size
+
+
+def _general(
+    b: Bundle, offset: int, size: int, node: Eid, dwell_ms: int
+) -> tuple[bytes, ...] | type[Exception]:
+    try:
+        piece = fragment_at(b, offset, size)
+        return encode_bundle_parts(
+            update_for_forwarding(piece, node=node, dwell_ms=dwell_ms)
+        )
+    except DtnError as exc:
+        return type(exc)
+
+
+@given(forwarded_cuts(), nodes, dwells)
+def test_a_piece_forwarded_is_the_fragment_updated_and_encoded(
+    cut: tuple[Bundle, int, int], node: Eid, dwell_ms: int
+) -> None:
+    b, offset, size = cut
+    want = _general(b, offset, size, node, dwell_ms)
+    if isinstance(want, type):  # the general path raises: so does this one
+        with pytest.raises(want):
+            forwarded_piece_parts(b, offset, size, node=node, dwell_ms=dwell_ms)
+        return
+    got = forwarded_piece_parts(b, offset, size, node=node, dwell_ms=dwell_ms)
+    assert [bytes(x) for x in got] == list(want)  # same bytes, same buffers
+    if size >= G:
+        # The payload is not copied: a view of the bundle's own.
+        assert isinstance(got[1], memoryview)
+        assert got[1].obj is b.payload
