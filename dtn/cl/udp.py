@@ -110,8 +110,17 @@ class DataSegment:
 
     sender: int
     token: int
-    bundle: bytes
+    bundle: bytes | memoryview
+    """The bundle's bytes; from :func:`decode_datagram_untrusted`, a bundle of
+    :data:`VIEW_BUNDLE_BYTES` or more is a view of the datagram (not copied:
+    the decoder copies its payload once, into the decoded bundle)."""
     mac: bytes | None = None
+
+
+VIEW_BUNDLE_BYTES = 16 * 1024
+"""A DATA segment's bundle at least this long is decoded as a ``memoryview``
+of the datagram, not sliced out of it (a 64 KB copy per UDP fragment at 1 MB:
+spec/performance.md, "Eighth round: UDP 1 MB"); shorter ones as ``bytes``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +139,7 @@ Buffers = tuple[bytes | memoryview, ...]
 large payload a buffer of its own, possibly a view of a stored bundle's."""
 
 
-def _mac(key: bytes, head: bytes, body: bytes | Buffers) -> bytes:
+def _mac(key: bytes, head: bytes, body: bytes | memoryview | Buffers) -> bytes:
     h = hmac.new(key, _MAC_LABEL + head, hashlib.sha256)
     if isinstance(body, tuple):
         for part in body:  # a bundle in parts: hashed in place, not joined
@@ -146,7 +155,7 @@ def data_mac(
     sender: int,
     receiver: int,
     token: int,
-    bundle: bytes | Buffers,
+    bundle: bytes | memoryview | Buffers,
 ) -> bytes:
     """MAC of a DATA segment from ``sender`` to ``receiver`` under link key
     ``key``: HMAC-SHA-256 over a label, the kind, both node numbers, the
@@ -155,7 +164,7 @@ def data_mac(
     head = bytes([KIND_DATA]) + b"".join(
         v.to_bytes(8, "big") for v in (sender, receiver, token)
     )
-    return _mac(key, head, bundle if isinstance(bundle, tuple) else bytes(bundle))
+    return _mac(key, head, bundle)
 
 
 def ack_mac(
@@ -325,7 +334,12 @@ def _decode_segment_fast(raw: bytes) -> Datagram | None:
         length, pos = _arg_at(raw, pos, 2)
         if length <= 0 or pos + length > n or raw[pos] != BUNDLE_FIRST_BYTE:
             return None
-        bundle, pos = raw[pos : pos + length], pos + length
+        bundle: bytes | memoryview = (
+            memoryview(raw)[pos : pos + length]
+            if length >= VIEW_BUNDLE_BYTES
+            else raw[pos : pos + length]
+        )
+        pos += length
         if arr == 0x84:
             return DataSegment(sender, token, bundle) if pos == n else None
         mac = _mac_at(raw, pos)
