@@ -88,7 +88,7 @@ def fragment_at(b: Bundle, offset: int, size: int) -> Bundle:
 
 
 def forwarded_piece_parts(
-    b: Bundle, offset: int, size: int, *, node: Eid, dwell_ms: int
+    b: Bundle, offset: int, size: int, *, node: Eid, dwell_ms: int, view: bool = True
 ) -> tuple[bytes | memoryview, ...]:
     """``encode_bundle_parts(update_for_forwarding(fragment_at(b, offset,
     size), node=node, dwell_ms=dwell_ms))``: the bytes a sender cutting
@@ -98,7 +98,9 @@ def forwarded_piece_parts(
     the copy, the piece's objects and its general encode were ~40% of a
     UDP 1 MB bundle's transmission work at node 1). Raises as those do
     (:class:`InvalidArgument` for a bad range or MUST_NOT_FRAGMENT,
-    :class:`~dcis.dtn.errors.DecodeError` for a malformed hop block)."""
+    :class:`~dcis.dtn.errors.DecodeError` for a malformed hop block).
+    ``view=False``: the payload buffer is a copy (it then keeps no reference
+    to ``b``'s payload)."""
     _check_range(b, offset, size)
     primary, blocks = _piece_head(b, offset)
     old = b.payload_block
@@ -111,18 +113,18 @@ def forwarded_piece_parts(
     parts: list[bytes | memoryview] = [b"\x9f", encode_primary(out.primary)]
     for blk in out.blocks[:-1]:
         parts.extend(encode_block_parts(blk))
-    view = memoryview(b.payload)[offset : offset + size]
+    pv = memoryview(b.payload)[offset : offset + size]
     # The piece's payload block with the view as its data, for
     # encode_block_parts alone (a CanonicalBlock's data is bytes).
     piece = trusted_block(old.type_code, old.number, old.flags, old.crc_type, b"")
-    _set_CanonicalBlock_data(piece, view)
+    _set_CanonicalBlock_data(piece, pv)
     own = encode_block_parts(piece)  # [head, view(, crc field)]
     parts.append(own[0])
     tail = bytes(own[2]) + b"\xff" if len(own) == 3 else b"\xff"
     if size < GATHER_PAYLOAD_BYTES:
-        parts += (view, tail)
+        parts += (pv, tail)
         return (b"".join(parts),)
-    return (b"".join(parts), view, tail)
+    return (b"".join(parts), pv if view else bytes(pv), tail)
 
 
 def _check_range(b: Bundle, offset: int, size: int) -> None:
