@@ -55,7 +55,7 @@ from dcis.dtn.bpv7.bundle import (
 )
 from dcis.dtn.bpv7.eid import is_null_eid, parse_eid
 from dcis.dtn.bpv7.flags import BundleFlags
-from dcis.dtn.bpv7.fragment import forwarded_piece_parts, fragment_bundle
+from dcis.dtn.bpv7.fragment import PieceEncoder, fragment_bundle
 from dcis.dtn.bpv7.processing import forwarded_parts, update_for_forwarding
 from dcis.dtn.errors import DecodeError, InvalidArgument
 from dcis.dtn.routing.contact import Contact
@@ -408,11 +408,11 @@ def _send_piece(
         for q in self._pieces.values()
         if q.bundle is None and q.outstanding
     )
-    wire = forwarded_piece_parts(
-        b,
+    if p.encoder is None:
+        p.encoder = PieceEncoder(b, self.eid)
+    wire = p.encoder.parts(
         p.offset,
         size,
-        node=self.eid,
         dwell_ms=max(0, now - e.received_ms),
         view=pinned + len(b.payload) <= PIECE_VIEWS_MAX_BYTES,
     )
@@ -421,6 +421,7 @@ def _send_piece(
     if p.sent == len(p.sizes):
         p.link.sending = None
         p.bundle = None  # only the outcomes are awaited now
+        p.encoder = None
     tx = _emit(self, p.key, nb, p.link, wire, actions)
     p.outstanding.add(tx)
     return tx

@@ -25,6 +25,8 @@ from dcis.dtn.bpv7.canonical import (
     encode_block_parts,
     trusted_block,
 )
+from dcis.dtn.bpv7.cbor import uint
+from dcis.dtn.bpv7.crc import crc16_raw, crc32c_raw
 from dcis.dtn.bpv7.eid import Eid, is_null_eid
 from dcis.dtn.bpv7.flags import BlockFlags, BlockType, BundleFlags
 from dcis.dtn.bpv7.primary import (
@@ -101,30 +103,120 @@ def forwarded_piece_parts(
     :class:`~dcis.dtn.errors.DecodeError` for a malformed hop block).
     ``view=False``: the payload buffer is a copy (it then keeps no reference
     to ``b``'s payload)."""
-    _check_range(b, offset, size)
-    primary, blocks = _piece_head(b, offset)
+    return PieceEncoder(b, node).parts(offset, size, dwell_ms=dwell_ms, view=view)
+
+
+class PieceEncoder:
+    """:func:`forwarded_piece_parts` for the pieces of one bundle, with what
+    they share worked out once: the primary block's encoding up to its
+    fragment offset (each piece writes its offset and CRC after it), and
+    the extension blocks as updated and encoded -- for the first piece and
+    for the others -- unless a bundle age block is among them (it grows
+    with the time held). ``parts`` gives the bytes
+    ``forwarded_piece_parts(bundle, ..., node=node)`` gives, in the same
+    buffers (the shared parts were ~12 of a 64 KB piece's ~20 us)."""
+
+    __slots__ = ("_ext", "_prefix", "bundle", "node")
+
+    def __init__(self, bundle: Bundle, node: Eid) -> None:
+        self.bundle = bundle
+        self.node = node
+        self._prefix: bytes | None = None
+        self._ext: dict[bool, bytes] = {}
+
+    def parts(
+        self, offset: int, size: int, *, dwell_ms: int, view: bool = True
+    ) -> tuple[bytes | memoryview, ...]:
+        """The piece's buffers (see :func:`forwarded_piece_parts`)."""
+        b = self.bundle
+        ext = self._ext.get(offset == 0)
+        if ext is None or self._prefix is None:
+            return self._general(offset, size, dwell_ms, view)
+        _check_range(b, offset, size)
+        p = b.primary
+        total = p.total_adu_length
+        # As encode_primary writes a fragment's primary block (the fields
+        # after the prefix: offset, total ADU length, CRC).
+        body = b"".join(
+            (
+                self._prefix,
+                uint((p.fragment_offset or 0) + offset),
+                uint(total if total is not None else len(b.payload)),
+            )
+        )
+        crc_type = p.crc_type
+        if crc_type == 2:
+            body += b"\x44"
+            crc = crc32c_raw(b"\0\0\0\0", crc32c_raw(body)).to_bytes(4, "big")
+        elif crc_type == 1:
+            body += b"\x42"
+            crc = crc16_raw(b"\0\0", crc16_raw(body)).to_bytes(2, "big")
+        else:
+            crc = b""
+        return _with_payload(b, [b"\x9f", body, crc, ext], offset, size, view)
+
+    def _general(
+        self, offset: int, size: int, dwell_ms: int, view: bool
+    ) -> tuple[bytes | memoryview, ...]:
+        b = self.bundle
+        _check_range(b, offset, size)
+        primary, blocks = _piece_head(b, offset)
+        # The hop blocks are updated on the piece's head with b's payload
+        # block in its place (update_for_forwarding reads only the blocks
+        # before it); that bundle is never kept.
+        out = update_for_forwarding(
+            trusted_bundle(primary, (*blocks, b.payload_block)),
+            node=self.node,
+            dwell_ms=dwell_ms,
+        )
+        encoded = encode_primary(out.primary)
+        ext = b"".join(
+            chunk for blk in out.blocks[:-1] for chunk in encode_block_parts(blk)
+        )
+        if b.primary.creation.time_ms != 0 and not any(
+            blk.type_code == BlockType.BUNDLE_AGE for blk in blocks
+        ):
+            self._ext[offset == 0] = ext  # the same for every such piece
+        if self._prefix is None:
+            assert primary.fragment_offset is not None
+            assert primary.total_adu_length is not None
+            cut = (
+                len(uint(primary.fragment_offset))
+                + len(uint(primary.total_adu_length))
+                + _CRC_FIELD_BYTES[primary.crc_type]
+            )
+            self._prefix = encoded[: len(encoded) - cut]
+        return _with_payload(b, [b"\x9f", encoded, ext], offset, size, view)
+
+
+# Length of a block's CRC field (its byte string's head and value) by CRC type.
+_CRC_FIELD_BYTES = (0, 3, 5)
+
+
+def _with_payload(
+    b: Bundle,
+    head: list[bytes | memoryview],
+    offset: int,
+    size: int,
+    view: bool,
+) -> tuple[bytes | memoryview, ...]:
+    """The buffers of the piece whose encoding up to its payload block is
+    ``head``: its payload block's head, its payload (b's bytes ``offset``
+    to ``offset + size``, as a view unless ``view`` is False) and CRC field
+    and the closing break, gathered as encode_bundle_parts gathers them."""
     old = b.payload_block
-    # The hop blocks are updated on the piece's head with b's payload block
-    # in its place (update_for_forwarding reads only the blocks before it);
-    # that bundle is never kept.
-    out = update_for_forwarding(
-        trusted_bundle(primary, (*blocks, old)), node=node, dwell_ms=dwell_ms
-    )
-    parts: list[bytes | memoryview] = [b"\x9f", encode_primary(out.primary)]
-    for blk in out.blocks[:-1]:
-        parts.extend(encode_block_parts(blk))
     pv = memoryview(b.payload)[offset : offset + size]
     # The piece's payload block with the view as its data, for
     # encode_block_parts alone (a CanonicalBlock's data is bytes).
     piece = trusted_block(old.type_code, old.number, old.flags, old.crc_type, b"")
     _set_CanonicalBlock_data(piece, pv)
     own = encode_block_parts(piece)  # [head, view(, crc field)]
-    parts.append(own[0])
+    head.append(own[0])
     tail = bytes(own[2]) + b"\xff" if len(own) == 3 else b"\xff"
     if size < GATHER_PAYLOAD_BYTES:
-        parts += (pv, tail)
-        return (b"".join(parts),)
-    return (b"".join(parts), pv if view else bytes(pv), tail)
+        head += (pv, tail)
+        return (b"".join(head),)
+    return (b"".join(head), pv if view else bytes(pv), tail)
 
 
 def _check_range(b: Bundle, offset: int, size: int) -> None:

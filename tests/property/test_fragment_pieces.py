@@ -17,6 +17,7 @@ from dcis.dtn.bpv7 import BlockFlags, BlockType, Bundle, BundleFlags, encode_bun
 from dcis.dtn.bpv7.bundle import GATHER_PAYLOAD_BYTES, encode_bundle_parts
 from dcis.dtn.bpv7.eid import DtnEid, Eid, IpnEid, is_null_eid
 from dcis.dtn.bpv7.fragment import (
+    PieceEncoder,
     forwarded_piece_parts,
     fragment_at,
     fragment_bundle,
@@ -192,3 +193,42 @@ def test_a_piece_forwarded_is_the_fragment_updated_and_encoded(
         # The payload is not copied: a view of the bundle's own.
         assert isinstance(got[1], memoryview)
         assert got[1].obj is b.payload
+
+
+@st.composite
+def piece_runs(draw: st.DrawFn) -> tuple[Bundle, list[tuple[int, int, int]]]:
+    """A bundle and the pieces one encoder cuts of it, in any order, each
+    at its own dwell time (the first piece and the others, again and
+    again: what the encoder remembers from one is used for the next)."""
+    b, _, _ = draw(forwarded_cuts())
+    n = len(b.payload)
+    runs = draw(
+        st.lists(
+            st.tuples(
+                st.one_of(st.just(0), st.integers(0, n - 1)),
+                st.integers(1, n),
+                dwells,
+            ),
+            min_size=1,
+            max_size=6,
+        )
+    )
+    return b, [(o, min(s, n - o), d) for o, s, d in runs]
+
+
+@given(piece_runs(), nodes)
+def test_an_encoder_s_pieces_are_each_the_fragment_updated_and_encoded(
+    run: tuple[Bundle, list[tuple[int, int, int]]], node: Eid
+) -> None:
+    b, cuts_ = run
+    enc = PieceEncoder(b, node)
+    for offset, size, dwell_ms in cuts_:
+        want = _general(b, offset, size, node, dwell_ms)
+        if isinstance(want, type):
+            with pytest.raises(want):
+                enc.parts(offset, size, dwell_ms=dwell_ms)
+            continue
+        got = enc.parts(offset, size, dwell_ms=dwell_ms, view=offset % 2 == 0)
+        assert [bytes(x) for x in got] == list(want)
+        if size >= G:
+            assert isinstance(got[1], memoryview) is (offset % 2 == 0)
