@@ -30,14 +30,18 @@ class Transmit:
     """
 
     neighbor: int
-    parts: tuple[bytes, ...]
+    parts: tuple[bytes | memoryview, ...]
+    """A large payload may be a ``memoryview`` of the stored bundle's (an
+    MTU piece cut at transmission): valid while the transmission is."""
     tx_id: int
 
     @property
     def data(self) -> bytes:
         """The encoded bundle in one buffer (joined when in several parts)."""
         parts = self.parts
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        if len(parts) == 1 and type(parts[0]) is bytes:
+            return parts[0]
+        return b"".join(parts)
 
     @property
     def size(self) -> int:
@@ -227,7 +231,9 @@ def trusted_ack(neighbor: int, cl_token: int, bundle_key: str | None = None) -> 
     return a
 
 
-def trusted_transmit(neighbor: int, parts: tuple[bytes, ...], tx_id: int) -> Transmit:
+def trusted_transmit(
+    neighbor: int, parts: tuple[bytes | memoryview, ...], tx_id: int
+) -> Transmit:
     """``Transmit(neighbor, parts, tx_id)`` (its fields as given)."""
     t = _new(Transmit)
     _set_Transmit_neighbor(t, neighbor)

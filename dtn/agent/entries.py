@@ -68,6 +68,7 @@ from dcis.dtn.bpv7.bundle import (
     stored_payload_crc,
 )
 from dcis.dtn.bpv7.flags import BlockType
+from dcis.dtn.bpv7.fragment import PieceEncoder
 from dcis.dtn.bpv7.primary import encode_primary
 from dcis.dtn.bpv7.processing import ForwardSplice, forward_splice
 from dcis.dtn.errors import DecodeError, DtnError
@@ -244,7 +245,9 @@ class Pieces:
     when it is made, as a stored fragment would be); None once the last
     piece was cut: a bundle waiting for its pieces' outcomes is not held in
     memory (the window bounds the bytes in flight, not the bundles whose
-    last piece is), and a failure sends it again from the store."""
+    last piece is), and a failure sends it again from the store. Only its
+    payload may be, by the views its large pieces in flight are sent as,
+    within ``forwarding.PIECE_VIEWS_MAX_BYTES`` for all such bundles."""
     sizes: tuple[int, ...]
     """Payload bytes of each piece, in order."""
     link: Link
@@ -259,6 +262,9 @@ class Pieces:
     failed: bool = False
     """A piece was not taken, or the contact closed before every piece left:
     no more are sent, and the whole bundle goes again."""
+    encoder: PieceEncoder | None = None
+    """What the pieces of ``bundle`` share, encoded once (made with the
+    first piece; dropped with ``bundle``)."""
 
 
 @dataclass(slots=True)

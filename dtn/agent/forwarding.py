@@ -50,11 +50,13 @@ from dcis.dtn.bpv7.admin import StatusKind, StatusReason
 from dcis.dtn.bpv7.bundle import (
     GATHER_PAYLOAD_BYTES,
     Bundle,
+    decode_bundle_untrusted,
     encode_bundle_parts,
+    stored_payload_crc,
 )
 from dcis.dtn.bpv7.eid import is_null_eid, parse_eid
 from dcis.dtn.bpv7.flags import BundleFlags
-from dcis.dtn.bpv7.fragment import fragment_at, fragment_bundle
+from dcis.dtn.bpv7.fragment import PieceEncoder, fragment_bundle
 from dcis.dtn.bpv7.processing import forwarded_parts, update_for_forwarding
 from dcis.dtn.errors import DecodeError, InvalidArgument
 from dcis.dtn.routing.contact import Contact
@@ -83,6 +85,12 @@ _FRAGMENT_MARGIN = 24
 
 # Smallest payload piece worth a fragment of its own.
 _MIN_FRAGMENT_PAYLOAD = 64
+
+
+PIECE_VIEWS_MAX_BYTES = 16 * 1024 * 1024
+"""Most payload bytes of bundles whose pieces were all cut that the views of
+their pieces still in flight may keep in memory (``_send_piece``); past it a
+piece's payload is copied (only its bytes are then held)."""
 
 
 # Bundle sizes are rounded up to this for route lookups (see Agent._route).
@@ -371,7 +379,7 @@ def _emit(
     key: str,
     nb: int,
     link: Link,
-    wire: tuple[bytes, ...],
+    wire: tuple[bytes | memoryview, ...],
     actions: list[Action],
 ) -> int:
     """``Transmit`` ``wire`` (of bundle ``key``) to ``nb`` over ``link``:
@@ -396,19 +404,35 @@ def _send_piece(
     would be, so the bytes on the wire are those of the fragments this
     node once stored. Its transmission id."""
     size = p.sizes[p.sent]
-    assert p.bundle is not None  # pieces are still to be cut
-    piece = fragment_at(p.bundle, p.offset, size)
+    b = p.bundle
+    assert b is not None  # pieces are still to be cut
+    e = self._entries[p.key]
+    # The blocks were updated once already (prepare): no DecodeError here.
+    # The piece's payload goes out as a view of the bundle's, not copied --
+    # which keeps that payload in memory until the piece's outcome: within
+    # PIECE_VIEWS_MAX_BYTES for the bundles whose pieces were all cut (a
+    # next hop slow to acknowledge them must not make this node hold many
+    # whole payloads), beyond it copied as before.
+    pinned = sum(
+        sum(q.sizes)
+        for q in self._pieces.values()
+        if q.bundle is None and q.outstanding
+    )
+    if p.encoder is None:
+        p.encoder = PieceEncoder(b, self.eid)
+    wire = p.encoder.parts(
+        p.offset,
+        size,
+        dwell_ms=max(0, now - e.received_ms),
+        view=pinned + len(b.payload) <= PIECE_VIEWS_MAX_BYTES,
+    )
     p.offset += size
     p.sent += 1
     if p.sent == len(p.sizes):
         p.link.sending = None
         p.bundle = None  # only the outcomes are awaited now
-    e = self._entries[p.key]
-    # The blocks were updated once already (prepare): no DecodeError here.
-    out = update_for_forwarding(
-        piece, node=self.eid, dwell_ms=max(0, now - e.received_ms)
-    )
-    tx = _emit(self, p.key, nb, p.link, encode_bundle_parts(out), actions)
+        p.encoder = None
+    tx = _emit(self, p.key, nb, p.link, wire, actions)
     p.outstanding.add(tx)
     return tx
 
@@ -493,8 +517,17 @@ def _prepare_general(
 ) -> tuple[Bundle, tuple[bytes, ...]] | None:
     """The stored bundle of ``e`` and its bytes updated for forwarding;
     None if it was deleted (hop limit, unreadable, gone)."""
+    stored = None
     try:
-        b = self._load_bundle(e.key, actions, now)
+        if e.key in self._hot:
+            b = self._load_bundle(e.key, actions, now)
+        else:
+            # Read back: its stored bytes carry the payload block's CRC field
+            # too (the decoder checked it), taken below rather than computed
+            # over the payload again -- a node with a queue longer than its
+            # decoded copies read and CRC'd every 1 MB bundle twice.
+            stored = self._load(e.key, actions, now)
+            b = None if stored is None else decode_bundle_untrusted(stored)
         if b is None:
             self._entries.pop(e.key, None)
             return None
@@ -520,7 +553,13 @@ def _prepare_general(
         )
         return None
     # A large payload block is the one stored: its CRC is read, not computed.
-    crc = self._hot_payload_crc(e.key, out) if e.size >= GATHER_PAYLOAD_BYTES else None
+    crc = None
+    if e.size >= GATHER_PAYLOAD_BYTES:
+        crc = (
+            self._hot_payload_crc(e.key, out)
+            if stored is None
+            else stored_payload_crc(out.blocks[-1], stored)
+        )
     return b, encode_bundle_parts(out, payload_crc=crc)
 
 

@@ -200,7 +200,12 @@ def release(self: Agent, group: str, now: int, actions: list[Action]) -> None:
         self.counters["duplicates"] += 1
         actions.append(Event("duplicate", key, "reassembled again"))
     else:
-        if not _accept(self, whole, key, g, now, actions):
+        # Its bytes may wait for the store's next sync (a late write, never
+        # made if it is delivered and confirmed first): every piece's
+        # previous hop keeps it until the Acks below, which a driver with
+        # group commit sends after that sync -- as for a bundle received
+        # whole over UDP (reception.receive_one).
+        if not _accept(self, whole, key, g, now, actions, write_later=True):
             return  # not acknowledged: the previous hop keeps every piece
         if key not in self._entries:
             # Not kept: refused by the security policy (forged pieces may
@@ -274,10 +279,13 @@ def _accept(
     g: HeldGroup,
     now: int,
     actions: list[Action],
+    *,
+    write_later: bool = False,
 ) -> bool:
     """Accept ``bundle`` (the whole, or one piece) under ``key`` as received
     from the group's previous hop; False, with a "refused" event, if the
-    store is full (then it must not be acknowledged)."""
+    store is full (then it must not be acknowledged). ``write_later``: as
+    for ``reception.accept``."""
     try:
         self._accept(
             bundle,
@@ -288,6 +296,7 @@ def _accept(
             actions=actions,
             expiry=g.expiry,
             received=True,
+            write_later=write_later,
         )
     except StoreFull as exc:
         self.counters["refused"] += 1

@@ -93,6 +93,20 @@ _set_CanonicalBlock_number: Final = CanonicalBlock.__dict__["number"].__set__
 _set_CanonicalBlock_type_code: Final = CanonicalBlock.__dict__["type_code"].__set__
 
 
+def trusted_block(
+    type_code: int, number: int, flags: BlockFlags, crc_type: CrcType, data: bytes
+) -> CanonicalBlock:
+    """A :class:`CanonicalBlock` built without ``__post_init__``'s checks,
+    for a caller whose fields are known valid (taken from a valid block)."""
+    blk = object.__new__(CanonicalBlock)
+    _set_CanonicalBlock_type_code(blk, type_code)
+    _set_CanonicalBlock_number(blk, number)
+    _set_CanonicalBlock_flags(blk, flags)
+    _set_CanonicalBlock_crc_type(blk, crc_type)
+    _set_CanonicalBlock_data(blk, data)
+    return blk
+
+
 def encode_block_parts(
     block: CanonicalBlock, crc: bytes | None = None
 ) -> list[bytes | memoryview]:

@@ -111,8 +111,17 @@ class DataSegment:
 
     sender: int
     token: int
-    bundle: bytes
+    bundle: bytes | memoryview
+    """The bundle's bytes; from :func:`decode_datagram_untrusted`, a bundle of
+    :data:`VIEW_BUNDLE_BYTES` or more is a view of the datagram (not copied:
+    the decoder copies its payload once, into the decoded bundle)."""
     mac: bytes | None = None
+
+
+VIEW_BUNDLE_BYTES = 16 * 1024
+"""A DATA segment's bundle at least this long is decoded as a ``memoryview``
+of the datagram, not sliced out of it (a 64 KB copy per UDP fragment at 1 MB:
+spec/performance.md, "Eighth round: UDP 1 MB"); shorter ones as ``bytes``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +135,12 @@ class AckSegment:
 
 Datagram = BareBundle | DataSegment | AckSegment
 
+Buffers = tuple[bytes | memoryview, ...]
+"""A datagram or a bundle as buffers to send gathered (``sendmsg``): a
+large payload a buffer of its own, possibly a view of a stored bundle's."""
 
-def _mac(key: bytes, head: bytes, body: bytes | tuple[bytes, ...]) -> bytes:
+
+def _mac(key: bytes, head: bytes, body: bytes | memoryview | Buffers) -> bytes:
     h = hmac.new(key, _MAC_LABEL + head, hashlib.sha256)
     if isinstance(body, tuple):
         for part in body:  # a bundle in parts: hashed in place, not joined
@@ -143,7 +156,7 @@ def data_mac(
     sender: int,
     receiver: int,
     token: int,
-    bundle: bytes | tuple[bytes, ...],
+    bundle: bytes | memoryview | Buffers,
 ) -> bytes:
     """MAC of a DATA segment from ``sender`` to ``receiver`` under link key
     ``key``: HMAC-SHA-256 over a label, the kind, both node numbers, the
@@ -152,7 +165,7 @@ def data_mac(
     head = bytes([KIND_DATA]) + b"".join(
         v.to_bytes(8, "big") for v in (sender, receiver, token)
     )
-    return _mac(key, head, bundle if isinstance(bundle, tuple) else bytes(bundle))
+    return _mac(key, head, bundle)
 
 
 def ack_mac(
@@ -209,9 +222,9 @@ def encode_data_segment_parts(
     *,
     sender: int,
     token: int,
-    bundle: tuple[bytes, ...],
+    bundle: Buffers,
     mac: bytes | None = None,
-) -> tuple[bytes, ...]:
+) -> Buffers:
     """:func:`encode_data_segment` of the bundle whose buffers are
     ``bundle`` (``encode_bundle_parts``), as buffers for a gathered send:
     the segment's head joined to the bundle's first buffer, the bundle's
@@ -322,7 +335,12 @@ def _decode_segment_fast(raw: bytes) -> Datagram | None:
         length, pos = _arg_at(raw, pos, 2)
         if length <= 0 or pos + length > n or raw[pos] != BUNDLE_FIRST_BYTE:
             return None
-        bundle, pos = raw[pos : pos + length], pos + length
+        bundle: bytes | memoryview = (
+            memoryview(raw)[pos : pos + length]
+            if length >= VIEW_BUNDLE_BYTES
+            else raw[pos : pos + length]
+        )
+        pos += length
         if arr == 0x84:
             return _data_segment(sender, token, bundle, None) if pos == n else None
         mac = _mac_at(raw, pos)
@@ -452,7 +470,7 @@ class SendDatagram:
     so that time spent in its queue does not count towards the ACK timeout.
     """
 
-    data: bytes | tuple[bytes, ...]
+    data: bytes | Buffers
     token: int | None = None
 
     @property
@@ -631,7 +649,7 @@ _set_TxDone_reason: Final = TxDone.__dict__["reason"].__set__
 
 
 def _data_segment(
-    sender: int, token: int, bundle: bytes, mac: bytes | None
+    sender: int, token: int, bundle: bytes | memoryview, mac: bytes | None
 ) -> DataSegment:
     d = _new(DataSegment)
     _set_DataSegment_sender(d, sender)
@@ -641,7 +659,7 @@ def _data_segment(
     return d
 
 
-def _send_datagram(data: bytes | tuple[bytes, ...], token: int | None) -> SendDatagram:
+def _send_datagram(data: bytes | Buffers, token: int | None) -> SendDatagram:
     d = _new(SendDatagram)
     _set_SendDatagram_data(d, data)
     _set_SendDatagram_token(d, token)
@@ -660,7 +678,7 @@ def _tx_done_ok(tx_id: int) -> TxDone:
 class _Pending:
     tx_id: int
     token: int
-    datagram: bytes | tuple[bytes, ...]
+    datagram: bytes | Buffers
     deadline_s: float
     tries: int
     state: TxState = TxState.AWAITING_ACK
@@ -814,14 +832,14 @@ class UdpLink:
         return [PeerSwitched(self.peer, reason)]
 
     def transmit(
-        self, tx_id: int, bundle: bytes | tuple[bytes, ...], now_s: float
+        self, tx_id: int, bundle: bytes | Buffers, now_s: float
     ) -> list[LinkOutput]:
         """Send one encoded bundle -- bytes, or its buffers as
         ``encode_bundle_parts`` gives them (then the datagram's
         :class:`SendDatagram` carries buffers too, the payload not copied);
         the outcome comes back as a :class:`TxDone`."""
         if isinstance(bundle, tuple) and len(bundle) == 1:
-            bundle = bundle[0]  # one buffer: the bytes path
+            bundle = bytes(bundle[0])  # one buffer: the bytes path
         size = sum(map(len, bundle)) if isinstance(bundle, tuple) else len(bundle)
         if size > self.mtu_bytes:
             self.counters.too_big += 1
@@ -849,7 +867,7 @@ class UdpLink:
                 bundle=bundle,
             )
         )
-        datagram: bytes | tuple[bytes, ...] = (
+        datagram: bytes | Buffers = (
             encode_data_segment_parts(
                 sender=self.local_node, token=token, bundle=bundle, mac=mac
             )

@@ -4,6 +4,8 @@ them with ``sendmsg``, never joining them (no payload copied in Python)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import trio
 
 __all__ = ["IOV_MAX", "send_buffers"]
@@ -12,7 +14,9 @@ IOV_MAX = 1024
 """Buffers per ``sendmsg`` (Linux's IOV_MAX)."""
 
 
-async def send_buffers(stream: trio.SocketStream, parts: list[bytes]) -> None:
+async def send_buffers(
+    stream: trio.SocketStream, parts: Sequence[bytes | memoryview]
+) -> None:
     """Write ``parts`` in order, gathered by ``sendmsg`` (up to
     :data:`IOV_MAX` buffers a call); a buffer cut short goes on from a
     memoryview of its rest. Raises :class:`trio.BrokenResourceError` when

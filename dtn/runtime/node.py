@@ -94,6 +94,7 @@ from dcis.dtn.cl.udp import (
     DATA_OVERHEAD_BYTES,
     AckBatcher,
     BareBundle,
+    Buffers,
     DataSegment,
     LinkOutput,
     Pacer,
@@ -243,9 +244,7 @@ class _UdpPeer:
     config: NeighbourConfig
     link: UdpLink
     pacer: Pacer
-    queue: deque[tuple[bytes | tuple[bytes, ...], int | None]] = field(
-        default_factory=deque
-    )
+    queue: deque[tuple[bytes | Buffers, int | None]] = field(default_factory=deque)
     wake: trio.Event = field(default_factory=trio.Event)
     contact: Contact | None = None
 
@@ -266,7 +265,7 @@ class _MtcpPeer:
     # Bundles for the sender task, (tx_id, parts) in order, and the event
     # that wakes it (a trio memory channel cost a send_nowait and a
     # receive_nowait per bundle: ~2 us).
-    queue: deque[tuple[int, tuple[bytes, ...]]] = field(default_factory=deque)
+    queue: deque[tuple[int, Buffers]] = field(default_factory=deque)
     ready: trio.Event = field(default_factory=trio.Event)
     contact: Contact | None = None
     # Bundles the sender took from the queue, and those it reported done;
@@ -1422,7 +1421,7 @@ class Node:
     # ------------------------------------------------------------ UDP CL
 
     def _udp_send(
-        self, peer: _UdpPeer, data: bytes | tuple[bytes, ...], token: int | None
+        self, peer: _UdpPeer, data: bytes | Buffers, token: int | None
     ) -> None:
         if (
             not peer.queue
@@ -1435,7 +1434,7 @@ class Node:
         peer.queue.append((data, token))
         peer.wake.set()
 
-    def _try_send(self, data: bytes | tuple[bytes, ...], addr: tuple[str, int]) -> bool:
+    def _try_send(self, data: bytes | Buffers, addr: tuple[str, int]) -> bool:
         assert self._sock is not None
         try:
             if isinstance(data, bytes):
@@ -1935,7 +1934,7 @@ class Node:
                     sizes.append(sum(map(len, batch[-1][1])))
                     size += sizes[-1]
                 peer.taken += len(batch)
-                parts: list[bytes] = []
+                parts: list[bytes | memoryview] = []
                 for (_, bundle_parts), n in zip(batch, sizes, strict=True):
                     parts.append(bstr_head(n))
                     parts += bundle_parts
@@ -2689,7 +2688,7 @@ _GATHER_BYTES = 16 * 1024
 copied into its message's frame: the app writer gathers buffers."""
 
 
-def _size(data: bytes | tuple[bytes, ...]) -> int:
+def _size(data: bytes | Buffers) -> int:
     """Length of a datagram given as one buffer or several."""
     return len(data) if isinstance(data, bytes) else sum(map(len, data))
 

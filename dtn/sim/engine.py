@@ -1531,7 +1531,9 @@ class Simulator:
                 core.on_receive(
                     cla="sim",
                     neighbor=seg.sender,
-                    data=seg.bundle,
+                    # (a large bundle is a view of the datagram: copied
+                    # here, where the decoder sliced it before)
+                    data=bytes(seg.bundle),
                     now=self.now,
                     cl_token=seg.token,
                 ),

@@ -10,6 +10,7 @@ from dcis.dtn.agent import timers
 from dcis.dtn.agent.actions import Action, Deliver, Schedule, Transmit
 from dcis.dtn.agent.agent import Agent, AgentConfig
 from dcis.dtn.agent.store import MemoryStore
+from dcis.dtn.bpv7 import canonical
 from dcis.dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle, make_bundle
 from dcis.dtn.bpv7.flags import BundleFlags
 from dcis.dtn.errors import InvalidArgument
@@ -428,3 +429,44 @@ def test_a_relay_recomputes_a_payload_crc_sent_over_a_non_canonical_head() -> No
     assert sent.payload == b.payload
     assert sent.hop_count is not None
     assert sent.hop_count.count == 1
+
+
+def _crc_bytes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Bytes the block encoder's CRC-32C runs over from now on."""
+    seen: list[int] = []
+    real = canonical.crc32c_raw
+
+    def counted(data: Any, *args: Any) -> int:
+        seen.append(len(data))
+        return real(data, *args)
+
+    monkeypatch.setattr(canonical, "crc32c_raw", counted)
+    return seen
+
+
+@pytest.mark.parametrize("canonical_head", [True, False])
+def test_a_bundle_read_back_to_be_forwarded_takes_its_payload_crc_from_the_store(
+    monkeypatch: pytest.MonkeyPatch, canonical_head: bool
+) -> None:
+    # Not kept decoded (keep_decoded=0: a queue longer than the cache), a
+    # large bundle is read back and decoded to be forwarded -- the decoder
+    # checked its payload CRC over the stored bytes, so the encoder takes
+    # that field rather than computing it over the payload again. Over a
+    # head its sender wrote in a longer form the CRC covers that head:
+    # computed, and right (the next hop checks it).
+    ag = agents(3)
+    b = make_bundle(
+        source="ipn:1.1",
+        destination="ipn:3.1",
+        payload=bytes(range(250)) * 256,
+        creation_ms=S,
+        lifetime_ms=3_600_000,
+        hop_limit=9,
+    )
+    data = encode_bundle(b) if canonical_head else _non_canonical(b)
+    assert not of(ag[2].on_receive(cla="mtcp", neighbor=1, data=data, now=S), Transmit)
+    seen = _crc_bytes(monkeypatch)
+    (tx,) = of(ag[2].on_contact_start(Contact(2, 3, 0, float("inf"), 0), S), Transmit)
+    assert (sum(seen) >= len(b.payload)) is not canonical_head
+    sent = decode_bundle_untrusted(tx.data)  # every CRC checked
+    assert sent.payload == b.payload

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from dcis.dtn.agent import entries
+import pytest
+
+from dcis.dtn.agent import entries, forwarding
 from dcis.dtn.agent.actions import Deliver, Transmit
 from dcis.dtn.agent.agent import Agent, AgentConfig
 from dcis.dtn.agent.location import Location, location_of
@@ -345,3 +347,35 @@ def test_no_piece_goes_once_the_bundle_s_lifetime_is_over() -> None:
     assert not a.holds(key)
     assert a.counters["expired"] == 1
     check_locations(a)
+
+
+def test_pieces_in_flight_keep_a_bounded_number_of_payloads_in_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A large piece goes out as a view of its bundle's payload (no copy),
+    # which keeps that payload in memory until the piece's outcome. Once the
+    # bundles whose pieces were all cut hold PIECE_VIEWS_MAX_BYTES that way,
+    # the next pieces are copies: a next hop slow to acknowledge cannot make
+    # this node hold whole payloads without bound.
+    monkeypatch.setattr(forwarding, "PIECE_VIEWS_MAX_BYTES", 150_000)
+    a = _node1()
+    for i in range(3):
+        _send(a, now=1_000 + i)
+    txs = of(a.on_contact_start(link(1, 2), 2_000), Transmit)
+    assert len(txs) == 9  # three bundles, three pieces each, all in flight
+    views = [isinstance(t.parts[1], memoryview) for t in txs]
+    # The first bundle's pieces are views; with it in flight, the others'
+    # payloads (100,000 bytes more each) would pass the bound: copies.
+    assert views == [True] * 3 + [False] * 6
+    for t in txs:
+        a.on_transmit_done(t.tx_id, True, 2_100)
+    assert a.stored == 0
+    _, acts = a.send(
+        source="ipn:1.1",
+        destination="ipn:2.1",
+        payload=PAYLOAD,
+        lifetime_ms=3_600_000,
+        now=3_000,
+    )
+    txs = of(acts, Transmit)  # none in flight now: views again
+    assert [isinstance(t.parts[1], memoryview) for t in txs] == [True] * 3

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from dcis.dtn.agent.actions import Deliver
+from dcis.dtn.agent.actions import Ack, Deliver
 from dcis.dtn.agent.agent import Agent, AgentConfig, Received
-from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
+from dcis.dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle, make_bundle
+from dcis.dtn.bpv7.fragment import fragment_bundle
 from dcis.dtn.storage.sqlite_store import SqliteStore
 from tests.unit.agent.test_store_segments import BIG, payload, rec
 
@@ -345,4 +346,40 @@ def test_a_failed_late_write_at_a_checkpoint_does_not_fail_later_syncs(
     s.close()
     s2 = SqliteStore(db)
     assert s2.get("a") == payload(1)
+    s2.close()
+
+
+def test_a_bundle_reassembled_from_held_pieces_is_written_late(tmp_path: Path) -> None:
+    # Its pieces came over UDP and are acknowledged only after the next
+    # sync (agent.held): the whole bundle is written at that sync, and not
+    # at all when it is delivered and confirmed first -- as a bundle
+    # received whole over UDP.
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True)
+    a = Agent(
+        node=2,
+        store=s,
+        config=AgentConfig(keep_decoded=8, hold_fragments_ms={"udp": 200}),
+    )
+    a.register("ipn:2.1")
+    wholes = [decode_bundle_untrusted(_frame(i, 60_000)) for i in range(2)]
+    pieces = [
+        Received("udp", 1, encode_bundle(f), 10 * i + j)
+        for i, w in enumerate(wholes)
+        for j, f in enumerate(fragment_bundle(w, 25_000))
+    ]
+    with s.transaction():
+        acts = a.on_receive_many(pieces, 2_000_000)
+    assert len(of(acts, Ack)) == 6  # every piece's, after the puts
+    confirmed, kept = (d.bundle_key for d in of(acts, Deliver))
+    assert _seg(db).strip(b"\0") == b""  # nothing written yet
+    a.on_delivered_many([confirmed], 2_000_001)
+    _sync(s)
+    raw = _seg(db)
+    stored = encode_bundle(wholes[1])
+    assert raw.strip(b"\0") == stored.strip(b"\0")  # only the one still held
+    s.close()
+    s2 = SqliteStore(db)
+    assert [r.key for r in s2.records()] == [kept]
+    assert s2.get(kept) == stored
     s2.close()

@@ -292,3 +292,16 @@ def test_fragments_of_anonymous_bundles_are_never_reassembled() -> None:
     assert len(r) == 0
     with pytest.raises(InvalidArgument, match="null"):
         reassemble(forged)
+
+
+def test_flags_without_a_name_survive_fragmentation_and_reassembly() -> None:
+    # Bits RFC 9171 4.2.3 leaves unassigned are carried as the source set
+    # them: the reassembled bundle is the one fragmented, byte for byte.
+    b = original()
+    unassigned = 1 << 30
+    b = Bundle(replace(b.primary, flags=b.primary.flags | unassigned), b.blocks)
+    frags = [decode_bundle_untrusted(encode_bundle(f)) for f in fragment_bundle(b, 30)]
+    assert all(int(f.primary.flags) & unassigned for f in frags)
+    whole = reassemble(frags)
+    assert int(whole.primary.flags) & unassigned
+    assert encode_bundle(whole) == encode_bundle(b)

@@ -102,3 +102,24 @@ def test_parts_over_the_mtu_fail_and_best_effort_passes_them_on() -> None:
     )[0]
     assert isinstance(one, SendDatagram)
     assert isinstance(one.data, bytes)
+
+
+@pytest.mark.parametrize("mac", [False, True])
+def test_a_large_received_bundle_is_a_view_of_its_datagram(mac: bool) -> None:
+    # Receiving side (issue 18): a UDP fragment of a 1 MB bundle is not
+    # sliced out of its datagram -- the decoder copies its payload once.
+    # A small bundle stays bytes. Same bytes, same MAC either way.
+    for size, view in ((100, False), (64_000, True)):
+        bundle = b"".join(_parts(size))
+        tag = data_mac(KEY, sender=1, receiver=2, token=5, bundle=bundle)
+        datagram = encode_data_segment(
+            sender=1, token=5, bundle=bundle, mac=tag if mac else None
+        )
+        dg = decode_datagram_untrusted(datagram)
+        assert isinstance(dg, DataSegment)
+        assert isinstance(dg.bundle, memoryview) is view
+        if view:
+            assert isinstance(dg.bundle, memoryview)
+            assert dg.bundle.obj is datagram
+        assert bytes(dg.bundle) == bundle
+        assert data_mac(KEY, sender=1, receiver=2, token=5, bundle=dg.bundle) == tag
