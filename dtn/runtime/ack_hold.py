@@ -61,13 +61,19 @@ class _Held:
 class AckHold:
     """The hop ACKs held until their bundles are confirmed (module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold_s: float = HOLD_S) -> None:
+        # How long an ACK waits at most (``HOLD_S``, or less: the driver
+        # keeps it under the UDP CL's ACK timeout).
+        self._hold_s = hold_s
         # In the order held: the front is the first due.
         self._held: OrderedDict[str, _Held] = OrderedDict()
         self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._held)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._held
 
     def keys(self) -> Collection[str]:
         """The bundles whose payloads the next sync may leave unwritten."""
@@ -107,7 +113,7 @@ class AckHold:
     def due_at(self) -> float | None:
         """When the first held ACK's hold time ends (None if none is held)."""
         for h in self._held.values():
-            return h.since + HOLD_S
+            return h.since + self._hold_s
         return None
 
     def is_due(self, now: float) -> bool:
@@ -124,7 +130,7 @@ class AckHold:
         while held:
             key = next(iter(held))
             h = held[key]
-            if h.since + HOLD_S > now:
+            if h.since + self._hold_s > now:
                 break
             del held[key]
             self._bytes -= h.size

@@ -115,7 +115,7 @@ from dcis.dtn.node import EchoService, EndpointReserved, EventKind, NodeCore, Se
 from dcis.dtn.node.resources import AdvertisesResources, check_resource_fields
 from dcis.dtn.node.service import MAX_LOCAL_REQUESTS, AnswersLocalRequests
 from dcis.dtn.routing.contact import Contact
-from dcis.dtn.runtime.ack_hold import AckHold
+from dcis.dtn.runtime.ack_hold import HOLD_S, AckHold
 from dcis.dtn.runtime.config import ConfigError, NeighbourConfig, NodeConfig
 from dcis.dtn.runtime.ltp import LTP_FIRST_BYTES, LtpCl, LtpConfig, LtpResult
 from dcis.dtn.runtime.security import NodeSecurity
@@ -377,7 +377,9 @@ class Node:
         self._sync_wake = trio.Event()
         # Hop ACKs of bundles pushed to an app, held until it confirms them
         # (then no payload write at all) or a bound ends (spec/udpcl.md).
-        self._ack_hold = AckHold()
+        # A quarter of the UDP CL's ACK timeout at most, as the fragment
+        # hold: a held ACK must not make the previous hop resend.
+        self._ack_hold = AckHold(min(HOLD_S, self.config.ack_timeout_s / 4))
         # Keys an app handler's read confirmed, for _release_confirmed
         # once the read's transaction has committed.
         self._confirmed_keys: list[str] = []
@@ -860,6 +862,12 @@ class Node:
         if refused:
             answer(False)
         else:
+            if self._ack_hold:
+                # It may be a copy of a bundle whose UDP ACK is held (TCPCL
+                # input carries no Ack naming it): as for a duplicate's Ack,
+                # the next sync writes every held payload first.
+                self._ack_hold.expire_all()
+                self._sync_wake.set()
             self.when_durable(functools.partial(answer, True))
 
     def _tcpcl_done(self, tx_id: int, ok: bool) -> None:
@@ -955,6 +963,14 @@ class Node:
                 self._sync_wake.set()
         elif self._hold_ack(a.bundle_key, ack):
             return
+        elif a.bundle_key in self._ack_hold:
+            # A new copy stored under the key of a bundle whose ACK is still
+            # held (that one left unconfirmed: expired, say). The syncs keep
+            # payloads by key, so the next one would leave this copy's bytes
+            # unwritten too, and this ACK go after it: every held one is
+            # written by the next sync instead.
+            self._ack_hold.expire_all()
+            self._sync_wake.set()
         self.when_durable(ack)
 
     def _hold_ack(self, key: str, ack: Callable[[], object]) -> bool:

@@ -12,6 +12,7 @@ test says (the fsync thread runs in real time meanwhile)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import socket
 from pathlib import Path
@@ -170,4 +171,106 @@ async def test_a_duplicate_of_a_held_bundle_makes_its_payload_durable_first(
             tokens.update(await _ack(sock))
             # Whichever ACK comes first, the payload was written before it.
             assert _written(cfg)
+    sock.close()
+
+
+def _aged_copy(age_ms: int) -> bytes:
+    # No clock at the source: the age block counts its lifetime.
+    return encode_bundle(
+        make_bundle(
+            source="ipn:1.1",
+            destination="ipn:2.5",
+            payload=PAYLOAD,
+            creation_ms=0,
+            lifetime_ms=60_000,
+            bundle_age_ms=age_ms,
+        )
+    )
+
+
+async def test_a_copy_stored_again_under_a_held_key_is_written_before_its_ack(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    # The first copy's ACK is held; it expires before the hold ends and a
+    # younger copy of the same bundle is stored again under the same key.
+    # The syncs keep held payloads by key: without care the next one left
+    # the new copy's bytes unwritten and sent its ACK after it.
+    sock = _peer()
+    cfg = _config(tmp_path, sock.getsockname()[1])
+    async with open_node(cfg) as n2, n2.endpoint("ipn:2.5"):
+        assert cfg.listen is not None
+        sock.sendto(
+            encode_data_segment(sender=1, token=7, bundle=_aged_copy(59_980)),
+            cfg.listen,
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        assert n2.status()["counters"]["acks_held"] == 1
+        mock_clock.jump(0.03)  # it expires; the hold (50 ms) goes on
+        await trio.testing.wait_all_tasks_blocked()
+        assert n2.status()["counters"]["expired"] == 1
+        sock.sendto(
+            encode_data_segment(sender=1, token=8, bundle=_aged_copy(0)), cfg.listen
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        assert n2.status()["counters"]["duplicates"] == 0  # stored anew
+        await _sync(n2)
+        tokens: set[int] = set()
+        with trio.fail_after(5):  # virtual seconds
+            while 8 not in tokens:
+                tokens.update(await _ack(sock))
+        assert _written(cfg), f"ACK {sorted(tokens)}: its payload is unwritten"
+    sock.close()
+
+
+async def test_a_tcpcl_copy_of_a_held_bundle_is_acknowledged_only_once_written(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    # A TCPCL neighbour's copy of a bundle whose UDP ACK is held: its
+    # XFER_ACK lets that neighbour delete its copy, so it may go only once
+    # the bundle is on disk (TCPCL input names no bundle in an Ack).
+    sock = _peer()
+    cfg = _config(tmp_path, sock.getsockname()[1])
+    async with open_node(cfg) as n2, n2.endpoint("ipn:2.5"):
+        assert cfg.listen is not None
+        wire = encode_bundle(
+            make_bundle(
+                source="ipn:1.1",
+                destination="ipn:2.5",
+                payload=PAYLOAD,
+                creation_ms=n2.now_ms(),
+                lifetime_ms=3_600_000,
+            )
+        )
+        sock.sendto(encode_data_segment(sender=1, token=7, bundle=wire), cfg.listen)
+        await trio.testing.wait_all_tasks_blocked()
+        assert n2.status()["counters"]["acks_held"] == 1
+        await _sync(n2)
+        assert not _written(cfg)
+        answers: list[bool] = []
+        n2._tcpcl_receive(3, wire, answers.append)
+        assert n2.status()["counters"]["duplicates"] == 1
+        await _sync(n2)
+        assert answers == [True]
+        assert _written(cfg)
+    sock.close()
+
+
+async def test_the_hold_stays_under_a_quarter_of_the_ack_timeout(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    # With a short UDP ACK timeout an ACK held the full 50 ms would make
+    # node 1 resend every bundle: the hold ends at a quarter of it.
+    sock = _peer()
+    cfg = dataclasses.replace(
+        _config(tmp_path, sock.getsockname()[1]), ack_timeout_s=0.08
+    )
+    async with open_node(cfg) as n2, n2.endpoint("ipn:2.5"):
+        await _send(sock, n2, token=7)
+        assert n2.status()["counters"]["acks_held"] == 1
+        due = n2._ack_hold.due_at()
+        assert due is not None
+        assert due - trio.current_time() <= cfg.ack_timeout_s / 4
+        mock_clock.jump(0.025)  # past 0.08 / 4, before HOLD_S
+        assert await _ack(sock) == (7,)
+        assert _written(cfg)
     sock.close()
