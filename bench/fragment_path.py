@@ -33,16 +33,16 @@ import functools
 import math
 import os
 import random
-import re
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import callgrind_count
 
 _MTU = 65_000
 _T0 = 800_000_000_000
@@ -169,12 +169,6 @@ def _loop(args: argparse.Namespace) -> Callable[[], Any]:
     return _receiver(args.size)
 
 
-def _tree() -> str:
-    import dcis.dtn
-
-    return str(Path(dcis.dtn.__file__).resolve().parent.parent)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--side", choices=("send", "receive"), default="send")
@@ -185,35 +179,13 @@ def main() -> int:
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.callgrind and not args.inner:
-        if shutil.which("valgrind") is None:
-            print("fragment_path: --callgrind needs valgrind")
+        got = callgrind_count.per_bundle(__file__, "fragment_path")
+        if got is None:
             return 1
-        with tempfile.TemporaryDirectory() as d:
-            argv = [a for a in sys.argv[1:] if a != "--callgrind"]
-            run = subprocess.run(
-                [
-                    "valgrind",
-                    "--tool=callgrind",
-                    "--toggle-collect=functools_reduce",
-                    f"--callgrind-out-file={d}/cg.out",
-                    sys.executable,
-                    __file__,
-                    *argv,
-                    "--inner",
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-        done = re.search(r"bundles (\d+)", run.stdout)
-        got = re.search(r"Collected : (\d+)", run.stderr)
-        if done is None or got is None:
-            print(run.stdout + run.stderr)
-            return 1
-        n = int(done.group(1))
+        per_bundle, n = got
         print(
-            f"fragment_path: {_tree()}, {args.side}, {args.size:,} B:"
-            f" {int(got.group(1)) / n:,.0f} user-space instructions per bundle"
+            f"fragment_path: {callgrind_count.tree()}, {args.side}, {args.size:,} B:"
+            f" {per_bundle:,.0f} user-space instructions per bundle"
             f" (callgrind, {n} bundles)"
         )
         return 0
@@ -231,7 +203,7 @@ def main() -> int:
             one()
         us.append((time.process_time() - t) / args.count * 1e6)
     print(
-        f"fragment_path: {_tree()}, {args.side}, {args.size:,} B, {args.count}"
+        f"fragment_path: {callgrind_count.tree()}, {args.side}, {args.size:,} B, {args.count}"
         f" bundles x {args.repeats}: CPU us per bundle best {min(us):.1f},"
         f" median {statistics.median(us):.1f}"
     )

@@ -31,15 +31,16 @@ import functools
 import math
 import os
 import random
-import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import callgrind_count
 
 _WARM = 5
 
@@ -173,13 +174,6 @@ def _loop(args: argparse.Namespace, count: int) -> tuple[Any, int]:
     return one_batch, args.batch
 
 
-def _tree() -> str:
-    """The checkout whose ``dcis`` this Python imports."""
-    import dcis.dtn
-
-    return str(Path(dcis.dtn.__file__).resolve().parent.parent)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=1000)
@@ -190,35 +184,13 @@ def main() -> int:
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.callgrind and not args.inner:
-        if shutil.which("valgrind") is None:
-            print("receive_core: --callgrind needs valgrind")
+        got = callgrind_count.per_bundle(__file__, "receive_core")
+        if got is None:
             return 1
-        with tempfile.TemporaryDirectory() as d:
-            argv = [a for a in sys.argv[1:] if a != "--callgrind"]
-            run = subprocess.run(
-                [
-                    "valgrind",
-                    "--tool=callgrind",
-                    "--toggle-collect=functools_reduce",
-                    f"--callgrind-out-file={d}/cg.out",
-                    sys.executable,
-                    __file__,
-                    *argv,
-                    "--inner",
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-        done = re.search(r"bundles (\d+)", run.stdout)
-        got = re.search(r"Collected : (\d+)", run.stderr)
-        if done is None or got is None:
-            print(run.stdout + run.stderr)
-            return 1
-        n = int(done.group(1))
+        per_bundle, n = got
         print(
-            f"receive_core: {_tree()}, {args.size} B, {args.batch} per read:"
-            f" {int(got.group(1)) / n:,.0f} user-space instructions per bundle"
+            f"receive_core: {callgrind_count.tree()}, {args.size} B, {args.batch} per read:"
+            f" {per_bundle:,.0f} user-space instructions per bundle"
             f" (callgrind, {n} bundles)"
         )
         return 0
@@ -239,7 +211,7 @@ def main() -> int:
             one_batch()
         us.append((time.process_time() - t) / (rounds * per) * 1e6)
     print(
-        f"receive_core: {_tree()}, {args.size} B, {per} per read, {rounds * per}"
+        f"receive_core: {callgrind_count.tree()}, {args.size} B, {per} per read, {rounds * per}"
         f" bundles x {repeats}: CPU us per bundle best {min(us):.1f},"
         f" median {statistics.median(us):.1f}"
     )
