@@ -47,6 +47,22 @@ def pair(tmp: Path, net: FakeNet | None = None) -> tuple[NodeConfig, NodeConfig]
     return c1, c2
 
 
+async def _in_one_write(
+    app_socket: Path, frames: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Write ``frames`` to the app socket at once (the node reads them in
+    one read) and return a reply for each."""
+    stream = await trio.open_unix_socket(str(app_socket))
+    async with stream:
+        await stream.send_all(b"".join(encode_message(f) for f in frames))
+        reader = PushReader(max_message_bytes=1 << 20)
+        got: list[dict[str, Any]] = []
+        with trio.fail_after(30):
+            while len(got) < len(frames):
+                got += reader.feed(await stream.receive_some(1 << 16))
+    return got
+
+
 async def test_trio_client_send_receive_status_and_errors(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -254,14 +270,7 @@ async def test_sends_in_one_read_are_answered_in_order(
          "source": "ipn:1.42"},
     ]  # fmt: skip
     async with open_node(c1, udp_socket=net.socket) as n1:
-        stream = await trio.open_unix_socket(str(tmp_path / "n1.sock"))
-        async with stream:
-            await stream.send_all(b"".join(encode_message(f) for f in frames))
-            reader = PushReader(max_message_bytes=1 << 20)
-            got: list[dict[str, Any]] = []
-            with trio.fail_after(30):
-                while len(got) < len(frames):
-                    got += reader.feed(await stream.receive_some(1 << 16))
+        got = await _in_one_write(tmp_path / "n1.sock", frames)
         assert [(m["id"], m["type"]) for m in got] == [
             (1, "ok"),
             (2, "error"),
@@ -331,14 +340,7 @@ async def test_sends_stored_before_a_failure_are_answered_ok(
 
         assert n1.agent is not None
         monkeypatch.setattr(n1.agent.store, "service_put", broken)
-        stream = await trio.open_unix_socket(str(tmp_path / "n1.sock"))
-        async with stream:
-            await stream.send_all(b"".join(encode_message(f) for f in frames))
-            reader = PushReader(max_message_bytes=1 << 20)
-            got: list[dict[str, Any]] = []
-            with trio.fail_after(30):
-                while len(got) < len(frames):
-                    got += reader.feed(await stream.receive_some(1 << 16))
+        got = await _in_one_write(tmp_path / "n1.sock", frames)
         assert [(m["id"], m["type"]) for m in got] == [(1, "ok"), (2, "ok"), (3, "ok")]
         # The one for the service is still held for it (never confirmed).
         assert n1.agent.store.record(got[1]["bundle_key"]) is not None
@@ -378,14 +380,7 @@ async def test_a_failed_service_commit_does_not_stall_the_link(
             raise StoreError("disk I/O error")
 
         monkeypatch.setattr(n1.agent.store, "service_put", broken)
-        stream = await trio.open_unix_socket(str(tmp_path / "n1.sock"))
-        async with stream:
-            await stream.send_all(b"".join(encode_message(f) for f in frames))
-            reader = PushReader(max_message_bytes=1 << 20)
-            got: list[dict[str, Any]] = []
-            with trio.fail_after(30):
-                while len(got) < len(frames):
-                    got += reader.feed(await stream.receive_some(1 << 16))
+        await _in_one_write(tmp_path / "n1.sock", frames)
         with trio.fail_after(30):
             assert {(await b.receive()).payload for _ in range(2)} == {b"a", b"c"}
         monkeypatch.setattr(n1.agent.store, "service_put", real)  # disk healed
@@ -408,14 +403,7 @@ async def test_a_refused_source_is_refused_each_time_in_one_read(
         for i, s in enumerate(sources)
     ]  # fmt: skip
     async with open_node(c1, udp_socket=net.socket) as n1:
-        stream = await trio.open_unix_socket(str(tmp_path / "n1.sock"))
-        async with stream:
-            await stream.send_all(b"".join(encode_message(f) for f in frames))
-            reader = PushReader(max_message_bytes=1 << 20)
-            got: list[dict[str, Any]] = []
-            with trio.fail_after(30):
-                while len(got) < len(frames):
-                    got += reader.feed(await stream.receive_some(1 << 16))
+        got = await _in_one_write(tmp_path / "n1.sock", frames)
         assert [m["type"] for m in got] == ["error", "error", "ok"] * 2
         stored = {b.key for b in n1.agent.store.records()} if n1.agent else set()
         assert stored == {got[2]["bundle_key"], got[5]["bundle_key"]}
