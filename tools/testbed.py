@@ -93,7 +93,40 @@ class Ledger:
 _REPO = str(Path(__file__).resolve().parent.parent)
 
 
+_PORT_FLOOR = 10_000
+_picked: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux; 32768 if unknown)."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
 def _free_udp_port(host: str) -> int:
+    """A UDP port free on ``host`` now, for a daemon that binds it a moment
+    later. Taken below the kernel's ephemeral range, so that no ``bind(0)``
+    meanwhile (the emulator's relay sockets, another test's sockets) can be
+    given it -- an ephemeral port just released could be, and the daemon
+    then failed to start ("Address already in use"); never the same port
+    twice in one process."""
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    if low - _PORT_FLOOR > 1_000:
+        for _ in range(200):
+            port = rng.randrange(_PORT_FLOOR, low)
+            if port in _picked:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            _picked.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
