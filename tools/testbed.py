@@ -106,7 +106,7 @@ def _ephemeral_low() -> int:
         return 32_768
 
 
-def _free_udp_port(host: str) -> int:
+def free_udp_port(host: str) -> int:
     """A UDP port free on ``host`` now, for a daemon that binds it a moment
     later. Taken below the kernel's ephemeral range, so that no ``bind(0)``
     meanwhile (the emulator's relay sockets, another test's sockets) can be
@@ -314,9 +314,7 @@ class Testbed:
         if ns is not None:
             self._addrs = {n: (ns.inner[n], ns.PORT) for n in self.nodes}
         else:
-            self._addrs = {
-                n: (self.host, _free_udp_port(self.host)) for n in self.nodes
-            }
+            self._addrs = {n: (self.host, free_udp_port(self.host)) for n in self.nodes}
         self.epoch_unix_s = time.time() + opts.start_margin_s
         self._emu = Emulator(
             self.model,

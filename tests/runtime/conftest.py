@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from pathlib import Path
+
+from dcis.tools.testbed import free_udp_port
 
 
 def write_plan(path: Path, lines: list[str]) -> Path:
@@ -14,14 +15,10 @@ def write_plan(path: Path, lines: list[str]) -> Path:
 
 
 def free_udp_ports(n: int) -> list[int]:
-    """``n`` distinct loopback UDP ports that were free a moment ago."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+    """``n`` distinct loopback UDP ports that were free a moment ago, below
+    the ephemeral range (as the testbed's: no ``bind(0)`` of another test
+    can be given one before the node binds it)."""
+    return [free_udp_port("127.0.0.1") for _ in range(n)]
 
 
 def rss_kib(pid: int) -> int:

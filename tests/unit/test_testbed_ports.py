@@ -13,7 +13,7 @@ from dcis.tools import testbed
 
 def test_daemon_ports_are_distinct_and_outside_the_ephemeral_range() -> None:
     low = testbed._ephemeral_low()
-    ports = [testbed._free_udp_port("127.0.0.1") for _ in range(50)]
+    ports = [testbed.free_udp_port("127.0.0.1") for _ in range(50)]
     assert len(set(ports)) == len(ports)
     assert all(testbed._PORT_FLOOR <= p < low for p in ports)
     # Free when picked: a daemon can bind each.
