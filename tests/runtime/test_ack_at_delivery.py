@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import trio
@@ -28,7 +29,7 @@ from dcis.dtn.cl.udp import (
     decode_datagram_untrusted,
     encode_data_segment,
 )
-from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
+from dcis.dtn.runtime import NeighbourConfig, NodeConfig, ReceivedBundle, open_node
 from dcis.dtn.runtime.ack_hold import HOLD_S
 from dcis.dtn.runtime.node import Node
 from tests.runtime.conftest import free_udp_ports
@@ -273,4 +274,88 @@ async def test_the_hold_stays_under_a_quarter_of_the_ack_timeout(
         mock_clock.jump(0.025)  # past 0.08 / 4, before HOLD_S
         assert await _ack(sock) == (7,)
         assert _written(cfg)
+    sock.close()
+
+
+async def _send_wire(
+    sock: socket.socket, cfg: NodeConfig, token: int, wire: bytes
+) -> None:
+    assert cfg.listen is not None
+    sock.sendto(encode_data_segment(sender=1, token=token, bundle=wire), cfg.listen)
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def _acks(sock: socket.socket, *tokens: int) -> None:
+    """Wait for the ACKs of ``tokens`` (in any datagrams, any order)."""
+    got: set[int] = set()
+    with trio.fail_after(30):  # virtual: never fires without a jump
+        while not got >= set(tokens):
+            got.update(await _ack(sock))
+
+
+async def _pushed(inbox: AsyncIterator[ReceivedBundle]) -> bytes:
+    """The payload of the next bundle pushed to the app (and confirmed);
+    fails, never waits, if none is: virtual time never ends a wait."""
+    got: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+
+        async def take() -> None:
+            got.append((await anext(inbox)).payload)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(take)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert got, "nothing pushed to the app"
+    return got[0]
+
+
+async def test_a_bundle_sent_again_is_acknowledged_again_and_delivered_once(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    # Node 1 sends a bundle again when its ACK is late (held here) or lost:
+    # the same bundle, a new token. Each copy is ACKed; the application
+    # gets the bundle once -- while it is pushed and unconfirmed, after
+    # its confirmation (its delivered mark), and after a restart.
+    sock = _peer()
+    cfg = _config(tmp_path, sock.getsockname()[1])
+
+    def wire(n2: Node, payload: bytes, sequence: int) -> bytes:
+        return encode_bundle(
+            make_bundle(
+                source="ipn:1.1",
+                destination="ipn:2.5",
+                payload=payload,
+                creation_ms=n2.now_ms(),
+                sequence=sequence,
+                lifetime_ms=3_600_000,
+            )
+        )
+
+    async with open_node(cfg) as n2, n2.endpoint("ipn:2.5") as inbox:
+        copy = wire(n2, PAYLOAD, 0)
+        await _send_wire(sock, cfg, 7, copy)
+        assert n2.status()["counters"]["acks_held"] == 1
+        # Again while it is pushed, unconfirmed, its ACK held.
+        await _send_wire(sock, cfg, 8, copy)
+        assert n2.status()["counters"]["duplicates"] == 1
+        assert await _pushed(inbox) == PAYLOAD  # confirms it
+        # After each copy, a bundle of its own: the app's next one (pushes
+        # keep their order, so a copy pushed again would come first).
+        await _send_wire(sock, cfg, 9, wire(n2, b"after 1", 1))
+        assert await _pushed(inbox) == b"after 1"
+        await _acks(sock, 7, 8, 9)
+        # Again once confirmed and gone from the store (its ACK lost).
+        await _send_wire(sock, cfg, 10, copy)
+        assert n2.status()["counters"]["duplicates"] == 2
+        await _send_wire(sock, cfg, 11, wire(n2, b"after 2", 2))
+        assert await _pushed(inbox) == b"after 2"
+        await _acks(sock, 10, 11)
+    async with open_node(cfg) as n2, n2.endpoint("ipn:2.5") as inbox:
+        # Again after a restart: its delivered mark is in the store.
+        await _send_wire(sock, cfg, 12, copy)
+        assert n2.status()["counters"]["duplicates"] == 1
+        await _send_wire(sock, cfg, 13, wire(n2, b"after 3", 3))
+        assert await _pushed(inbox) == b"after 3"
+        await _acks(sock, 12, 13)
     sock.close()
