@@ -268,7 +268,16 @@ async def test_the_hop_ack_waits_for_the_fsync_of_the_receivers_store(
                     await n1.send("ipn:2.5", b"durable", source="ipn:1.1")
                     got = await inbox.receive()
                 assert got.payload == b"durable"
-                await trio.sleep(0.5)
+                # Until a sync of node 2's is held at the gate (or an ACK
+                # came); an ACK sent without waiting for it would then be in
+                # node 1's socket, read once every task of both is blocked.
+                await poll_until(
+                    lambda: (
+                        bool(waited_from) or n1.status()["neighbours"]["2"]["acked"] > 0
+                    ),
+                    timeout_s=30,
+                )
+                await trio.testing.wait_all_tasks_blocked()
                 # Stored and even delivered at node 2, but not yet on its disk.
                 assert n1.status()["neighbours"]["2"]["acked"] == 0
                 assert n1.agent.stored == 1
