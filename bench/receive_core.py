@@ -27,22 +27,16 @@ another checkout's Python to measure that checkout.
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 import os
 import random
-import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import callgrind_count
-
-_WARM = 5
+import core_bench
 
 
 def _bundles(size: int, count: int, now: int) -> list[bytes]:
@@ -79,9 +73,8 @@ def _bundles(size: int, count: int, now: int) -> list[bytes]:
 
 def _loop(args: argparse.Namespace, count: int) -> tuple[Any, int]:
     """Build node 2 as ``dtn-node`` does and return (one batch, bundles per batch)."""
-    from dcis.dtn.agent import Agent, AgentConfig, Received
+    from dcis.dtn.agent import Received
     from dcis.dtn.agent.actions import Ack, Deliver
-    from dcis.dtn.agent.entries import HOT_MAX_BUNDLES
     from dcis.dtn.appapi.wire import encode_bundle_message_parts
     from dcis.dtn.cl.udp import (
         AckBatcher,
@@ -89,11 +82,6 @@ def _loop(args: argparse.Namespace, count: int) -> tuple[Any, int]:
         decode_datagram_untrusted,
         encode_data_segment,
     )
-    from dcis.dtn.node import EchoService, NodeCore
-    from dcis.dtn.routing.contact import Contact
-    from dcis.dtn.runtime import node as daemon
-    from dcis.dtn.runtime.services import next_incarnation
-    from dcis.dtn.storage import SqliteStore
 
     now = [800_000_000_000]
     rng = random.Random(3)
@@ -101,38 +89,7 @@ def _loop(args: argparse.Namespace, count: int) -> tuple[Any, int]:
         encode_data_segment(sender=1, token=rng.getrandbits(64), bundle=b)
         for b in _bundles(args.size, count, now[0])
     ]
-    directory = tempfile.mkdtemp(prefix="dcis-recvcore-")
-    store = SqliteStore(
-        os.path.join(directory, "n2.db"),
-        1 << 34,
-        synchronous="FULL",
-        deferred_sync=True,
-        ballast_bytes=1 << 20,
-    )
-    config = AgentConfig(
-        max_bundle_bytes=65_000,
-        window=daemon.DAEMON_WINDOW,
-        window_bytes=daemon.DAEMON_WINDOW_BYTES,
-        keep_decoded=HOT_MAX_BUNDLES,
-        **(
-            {"keep_decoded_bytes": 32 << 20}
-            if "keep_decoded_bytes" in AgentConfig.__dataclass_fields__
-            else {}
-        ),
-    )
-    agent = Agent(node=2, store=store, config=config, rng=random.Random(1))
-    with store.transaction():
-        incarnation = next_incarnation(store)
-    core = NodeCore(
-        agent,
-        node=2,
-        services=[EchoService(lifetime_ms=3_600_000)],
-        incarnation=incarnation,
-        rng=random.Random(2),
-        state=store,
-    )
-    core.start(now[0], recover=True)
-    core.on_contact_start(Contact(2, 1, 0.0, math.inf, 0.0), now[0])
+    store, core = core_bench.node_core(2, 1, now[0])
     core.register("ipn:2.1", now=now[0])
     acks = AckBatcher(local_node=2)
     feed = iter(range(0, count, args.batch))
@@ -175,47 +132,9 @@ def _loop(args: argparse.Namespace, count: int) -> tuple[Any, int]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=1000)
-    ap.add_argument("--batch", type=int, default=64, help="datagrams per read")
-    ap.add_argument("--count", type=int, default=3200, help="bundles per repeat")
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--callgrind", action="store_true")
-    ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.callgrind and not args.inner:
-        got = callgrind_count.per_bundle(__file__, "receive_core")
-        if got is None:
-            return 1
-        per_bundle, n = got
-        print(
-            f"receive_core: {callgrind_count.tree()}, {args.size} B, {args.batch} per read:"
-            f" {per_bundle:,.0f} user-space instructions per bundle"
-            f" (callgrind, {n} bundles)"
-        )
-        return 0
-    per = args.batch
-    rounds = max(1, args.count // per)
-    repeats = 1 if args.inner else args.repeats
-    one_batch, per = _loop(args, (_WARM + rounds * repeats) * per)
-    for _ in range(_WARM):
-        one_batch()  # warm: caches, the WAL, the first segment
-    if args.inner:
-        functools.reduce(lambda _a, _b: one_batch(), range(rounds), None)
-        print(f"bundles {rounds * per}")
-        return 0
-    us = []
-    for _ in range(repeats):
-        t = time.process_time()
-        for _ in range(rounds):
-            one_batch()
-        us.append((time.process_time() - t) / (rounds * per) * 1e6)
-    print(
-        f"receive_core: {callgrind_count.tree()}, {args.size} B, {per} per read, {rounds * per}"
-        f" bundles x {repeats}: CPU us per bundle best {min(us):.1f},"
-        f" median {statistics.median(us):.1f}"
+    return core_bench.main(
+        __file__, "receive_core", __doc__ or "", "datagrams per read", _loop
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -26,70 +26,26 @@ another checkout's Python to measure that checkout (its editable ``dcis``).
 from __future__ import annotations
 
 import argparse
-import functools
-import math
 import os
-import random
-import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import callgrind_count
+import core_bench
 
 
-def _loop(args: argparse.Namespace) -> tuple[Any, int]:
-    """Build node 1 as ``dtn-node`` does and return (one batch, bundles per batch)."""
+def _loop(args: argparse.Namespace, count: int = 0) -> tuple[Any, int]:
+    """Build node 1 as ``dtn-node`` does and return (one batch, bundles per
+    batch); ``count`` is unused (the sends are made as the loop runs)."""
     from dcis.dtn import appapi
-    from dcis.dtn.agent import Agent, AgentConfig
     from dcis.dtn.agent.actions import Transmit
-    from dcis.dtn.agent.entries import HOT_MAX_BUNDLES
     from dcis.dtn.appapi.wire import encode_message
     from dcis.dtn.client.push_reader import PushReader
-    from dcis.dtn.node import EchoService, NodeCore
-    from dcis.dtn.routing.contact import Contact
-    from dcis.dtn.runtime import node as daemon
-    from dcis.dtn.runtime.services import next_incarnation
-    from dcis.dtn.storage import SqliteStore
 
-    directory = tempfile.mkdtemp(prefix="dcis-sendcore-")
-    store = SqliteStore(
-        os.path.join(directory, "n1.db"),
-        1 << 34,
-        synchronous="FULL",
-        deferred_sync=True,
-        ballast_bytes=1 << 20,
-    )
-    config = AgentConfig(
-        max_bundle_bytes=65_000,
-        window=daemon.DAEMON_WINDOW,
-        window_bytes=daemon.DAEMON_WINDOW_BYTES,
-        mtu_by_neighbour={2: 16 << 20},
-        keep_decoded=HOT_MAX_BUNDLES,
-        **(
-            {"keep_decoded_bytes": 32 << 20}
-            if "keep_decoded_bytes" in AgentConfig.__dataclass_fields__
-            else {}
-        ),
-    )
-    agent = Agent(node=1, store=store, config=config, rng=random.Random(1))
-    with store.transaction():
-        incarnation = next_incarnation(store)
-    core = NodeCore(
-        agent,
-        node=1,
-        services=[EchoService(lifetime_ms=3_600_000)],
-        incarnation=incarnation,
-        rng=random.Random(2),
-        state=store,
-    )
     now = [800_000_000_000]
-    core.start(now[0], recover=True)
-    core.on_contact_start(Contact(1, 2, 0.0, math.inf, 0.0), now[0])
+    store, core = core_bench.node_core(1, 2, now[0], mtu_by_neighbour={2: 16 << 20})
     payload = os.urandom(args.size)
     frames = b"".join(
         encode_message(
@@ -159,45 +115,9 @@ def _loop(args: argparse.Namespace) -> tuple[Any, int]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=1000)
-    ap.add_argument("--batch", type=int, default=64, help="sends per app read")
-    ap.add_argument("--count", type=int, default=3200, help="bundles per repeat")
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--callgrind", action="store_true")
-    ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.callgrind and not args.inner:
-        got = callgrind_count.per_bundle(__file__, "send_core")
-        if got is None:
-            return 1
-        per_bundle, n = got
-        print(
-            f"send_core: {callgrind_count.tree()}, {args.size} B, {args.batch} per read:"
-            f" {per_bundle:,.0f} user-space instructions per bundle"
-            f" (callgrind, {n} bundles)"
-        )
-        return 0
-    one_batch, per = _loop(args)
-    rounds = max(1, args.count // per)
-    for _ in range(5):
-        one_batch()  # warm: caches, the WAL, the first segment
-    if args.inner:
-        functools.reduce(lambda _a, _b: one_batch(), range(rounds), None)
-        print(f"bundles {rounds * per}")
-        return 0
-    us = []
-    for _ in range(args.repeats):
-        t = time.process_time()
-        for _ in range(rounds):
-            one_batch()
-        us.append((time.process_time() - t) / (rounds * per) * 1e6)
-    print(
-        f"send_core: {callgrind_count.tree()}, {args.size} B, {per} per read, {rounds * per}"
-        f" bundles x {args.repeats}: CPU us per bundle best {min(us):.1f},"
-        f" median {statistics.median(us):.1f}"
+    return core_bench.main(
+        __file__, "send_core", __doc__ or "", "sends per app read", _loop
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -68,7 +68,11 @@ from dcis.consensus.membership.wire import (
     encode_message,
     signed_bytes,
 )
-from dcis.crypto.certificate import decode_certificate_untrusted, encode_certificate
+from dcis.crypto.certificate import (
+    NodeCertificate,
+    decode_certificate_untrusted,
+    encode_certificate,
+)
 from dcis.crypto.errors import CryptoError
 from dcis.crypto.keys import key_id, verify_signature
 from dcis.dtn.errors import DecodeError, InvalidArgument
@@ -148,6 +152,40 @@ class Verifier:
         """Encoded updates (see ``encode_message``)."""
         self.bodies: dict[bytes, Any] = {}
         """Decoded message bodies by their bytes (see ``decode_message_untrusted``)."""
+        self._certs: dict[bytes, tuple[NodeCertificate, bytes] | None] = {}
+        self._updates: dict[tuple[bytes, Update], None] = {}
+
+    def certificate(self, raw: bytes) -> tuple[NodeCertificate, bytes] | None:
+        """``raw`` decoded, with the bytes its issuer signed; None when it
+        does not decode. Memoised (bounded): a pure function of ``raw``, and
+        every node meets every other node's certificate, so a simulation of
+        N nodes decoded N^2 certificates without."""
+        if raw in self._certs:
+            return self._certs[raw]
+        try:
+            cert = decode_certificate_untrusted(raw)
+        except CryptoError:
+            got = None
+        else:
+            got = (cert, cert.signed_bytes())
+        if len(self._certs) >= self._max:
+            self._certs.pop(next(iter(self._certs)))
+        self._certs[raw] = got
+        return got
+
+    def verify_update(self, public: bytes, u: Update) -> bool:
+        """True when ``u``'s signature is ``public``'s over its signed
+        fields. Memoised by the update itself (bounded), so a repeat costs
+        a lookup, not an encoding of those fields and a lookup."""
+        key = (public, u)
+        if key in self._updates:
+            return True
+        if not self.verify(public, signed_bytes(u), u.signature):
+            return False
+        if len(self._updates) >= self._max:
+            self._updates.pop(next(iter(self._updates)))
+        self._updates[key] = None
+        return True
 
     def verify(self, public: bytes, message: bytes, signature: bytes) -> bool:
         """True when ``signature`` is ``public``'s over ``message``."""
@@ -251,6 +289,7 @@ class MembershipService:
         self._resources = resources or Resources()
         self._ctx: ServiceContext | None = None
         self._cred: NodeCredentials | None = None
+        self._op_id = b""  # key_id of the operator's key, from start()
         self._me = 0
         self._inc = 0
         self._advert: Update | None = None
@@ -291,6 +330,7 @@ class MembershipService:
         if cred is None:
             raise ValueError("membership needs credentials (signed updates)")
         self._ctx, self._cred, self._me = ctx, cred, ctx.node
+        self._op_id = key_id(cred.operator_public)
         self._started_ms = now_ms
         self._certs[self._me] = (
             encode_certificate(cred.certificate),
@@ -561,18 +601,18 @@ class MembershipService:
             known = self._certs.get(u.signer)
             if known is not None and known[0] == u.cert:
                 return known[1]
-            try:
-                cert = decode_certificate_untrusted(u.cert)
-            except CryptoError:
+            got = self.verifier.certificate(u.cert)
+            if got is None:
                 self.counters["dropped_forged"] += 1
                 return None
+            cert, signed = got
             op = self._cred.operator_public
             # verify_certificate's checks, with the signature through the memo.
             if (
-                cert.issuer != key_id(op)
+                cert.issuer != self._op_id
                 or cert.node != u.signer
                 or not cert.valid_at(now_ms)
-                or not self.verifier.verify(op, cert.signed_bytes(), cert.signature)
+                or not self.verifier.verify(op, signed, cert.signature)
             ):
                 self.counters["dropped_forged"] += 1
                 return None
@@ -594,7 +634,7 @@ class MembershipService:
         key = self._signer_key(u, now_ms)
         if key is None:
             return False
-        if not self.verifier.verify(key, signed_bytes(u), u.signature):
+        if not self.verifier.verify_update(key, u):
             self.counters["dropped_forged"] += 1
             return False
         return True

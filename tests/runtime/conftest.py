@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from dcis.dtn.runtime import NodeConfig
 from dcis.tools.testbed import free_udp_port
 
 
@@ -19,6 +21,19 @@ def free_udp_ports(n: int) -> list[int]:
     the ephemeral range (as the testbed's: no ``bind(0)`` of another test
     can be given one before the node binds it)."""
     return [free_udp_port("127.0.0.1") for _ in range(n)]
+
+
+def app_node_config(tmp: Path, **fields: Any) -> NodeConfig:
+    """Node 1 on a free loopback UDP port, with its app socket and store in
+    ``tmp`` (``n1.sock``, ``n1.db``); ``fields`` sets the rest."""
+    (port,) = free_udp_ports(1)
+    return NodeConfig(
+        node=1,
+        listen=("127.0.0.1", port),
+        app_socket=str(tmp / "n1.sock"),
+        store_path=str(tmp / "n1.db"),
+        **fields,
+    )
 
 
 def rss_kib(pid: int) -> int:

@@ -12,11 +12,13 @@ test says (the fsync thread runs in real time meanwhile)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import trio
 import trio.lowlevel
@@ -104,20 +106,30 @@ def _no_ack_yet(sock: socket.socket) -> bool:
     return False
 
 
-async def test_a_bundle_confirmed_after_a_sync_is_acknowledged_unwritten(
-    tmp_path: Path, mock_clock: trio.testing.MockClock
-) -> None:
+@contextlib.asynccontextmanager
+async def _held(
+    tmp: Path,
+) -> AsyncIterator[tuple[socket.socket, NodeConfig, Node, Any]]:
+    """Node 2 with a bundle from the peer socket (token 7) pushed to the
+    app's ``ipn:2.5`` channel, not yet confirmed, and a sync run since: its
+    payload unwritten, its ACK held. Yields (peer socket, config, node,
+    channel)."""
     sock = _peer()
-    cfg = _config(tmp_path, sock.getsockname()[1])
+    cfg = _config(tmp, sock.getsockname()[1])
     async with open_node(cfg) as n2, n2.endpoint("ipn:2.5") as inbox:
         await _send(sock, n2, token=7)
         assert n2.status()["counters"]["received"] == 1
-        # Pushed to the app, not yet confirmed, when a sync runs: the sync
-        # leaves its payload unwritten and its ACK held.
         await _sync(n2)
         assert n2.status()["counters"]["store_syncs"] >= 1
         assert _no_ack_yet(sock)  # main: the ACK came after that sync
         assert not _written(cfg)  # main: that sync wrote the payload
+        yield sock, cfg, n2, inbox
+
+
+async def test_a_bundle_confirmed_after_a_sync_is_acknowledged_unwritten(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    async with _held(tmp_path) as (sock, cfg, n2, inbox):
         got = await inbox.receive()  # confirms it
         assert got.payload == PAYLOAD
         with trio.fail_after(30):  # virtual: never fires without a jump
@@ -132,13 +144,7 @@ async def test_a_bundle_confirmed_after_a_sync_is_acknowledged_unwritten(
 async def test_an_unconfirmed_bundle_is_written_and_acknowledged_at_the_bound(
     tmp_path: Path, mock_clock: trio.testing.MockClock
 ) -> None:
-    sock = _peer()
-    cfg = _config(tmp_path, sock.getsockname()[1])
-    async with open_node(cfg) as n2, n2.endpoint("ipn:2.5"):
-        await _send(sock, n2, token=7)
-        await _sync(n2)
-        assert _no_ack_yet(sock)
-        assert not _written(cfg)
+    async with _held(tmp_path) as (sock, cfg, n2, _):
         # The app never confirms: at the bound a sync writes the payload,
         # then the ACK goes.
         mock_clock.jump(HOLD_S)
@@ -159,12 +165,7 @@ async def test_a_duplicate_of_a_held_bundle_makes_its_payload_durable_first(
 ) -> None:
     # The copy's ACK stands for the same bundle: it may not go before that
     # bundle is on disk (or confirmed), even though the bound has not come.
-    sock = _peer()
-    cfg = _config(tmp_path, sock.getsockname()[1])
-    async with open_node(cfg) as n2, n2.endpoint("ipn:2.5"):
-        await _send(sock, n2, token=7)
-        await _sync(n2)
-        assert not _written(cfg)
+    async with _held(tmp_path) as (sock, cfg, n2, _):
         await _send(sock, n2, token=8)  # node 1 sent it again
         assert n2.status()["counters"]["duplicates"] == 1
         tokens: set[int] = set()

@@ -16,9 +16,9 @@ import trio
 
 from dcis.dtn.appapi.wire import MessageReader
 from dcis.dtn.cl.mtcp import encode_mtcp_frame
-from dcis.dtn.runtime import NodeConfig, open_node
+from dcis.dtn.runtime import open_node
 from dcis.dtn.runtime.config import Limits
-from tests.runtime.conftest import free_udp_ports
+from tests.runtime.conftest import app_node_config
 
 
 async def _read(
@@ -36,13 +36,8 @@ async def _read(
 async def test_a_read_of_confirmations_fills_the_delivery_queue_once(
     tmp_path: Path,
 ) -> None:
-    (port,) = free_udp_ports(1)
-    cfg = NodeConfig(
-        node=1,
-        listen=("127.0.0.1", port),
-        app_socket=str(tmp_path / "n1.sock"),
-        store_path=str(tmp_path / "n1.db"),
-        limits=Limits(delivery_queue=4, decoded_cache_bytes=0),
+    cfg = app_node_config(
+        tmp_path, limits=Limits(delivery_queue=4, decoded_cache_bytes=0)
     )
     async with open_node(cfg) as node:
         for i in range(12):

@@ -19,7 +19,7 @@ from dcis.dtn.client import open_trio_client
 from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
 from dcis.dtn.runtime import node as node_mod
 from dcis.dtn.storage.sqlite_store import SqliteStore
-from tests.runtime.conftest import free_udp_ports, poll_until
+from tests.runtime.conftest import app_node_config, poll_until
 
 
 async def test_app_sends_are_written_at_the_sync_the_node_s_own_at_once(
@@ -33,14 +33,7 @@ async def test_app_sends_are_written_at_the_sync_the_node_s_own_at_once(
         put(self, record, data, **kw)
 
     monkeypatch.setattr(SqliteStore, "put", spy)
-    (port,) = free_udp_ports(1)
-    cfg = NodeConfig(
-        node=1,
-        listen=("127.0.0.1", port),
-        app_socket=str(tmp_path / "n1.sock"),
-        store_path=str(tmp_path / "n1.db"),
-        store_synchronous="FULL",
-    )
+    cfg = app_node_config(tmp_path, store_synchronous="FULL")
     big = bytes(range(256)) * 200  # in a segment file, not the index
     async with open_node(cfg) as node, open_trio_client(str(cfg.app_socket)) as app:
         with trio.fail_after(20):
@@ -61,12 +54,8 @@ async def test_app_sends_are_written_at_the_sync_the_node_s_own_at_once(
 
 
 def _mtcp_node(tmp_path: Path, port: int) -> NodeConfig:
-    (udp,) = free_udp_ports(1)
-    return NodeConfig(
-        node=1,
-        listen=("127.0.0.1", udp),
-        app_socket=str(tmp_path / "n1.sock"),
-        store_path=str(tmp_path / "n1.db"),
+    return app_node_config(
+        tmp_path,
         store_synchronous="FULL",
         neighbours=(NeighbourConfig(node=2, address=("127.0.0.1", port), cla="mtcp"),),
     )
@@ -147,14 +136,7 @@ async def test_the_reply_to_an_app_send_comes_after_its_late_write(
     # The reply is the app's promise that the bundle survives a power cut:
     # when it comes, the held payload is in the segment file (no forwarding
     # here: the bundle stays, so the sync must have written it).
-    (port,) = free_udp_ports(1)
-    cfg = NodeConfig(
-        node=1,
-        listen=("127.0.0.1", port),
-        app_socket=str(tmp_path / "n1.sock"),
-        store_path=str(tmp_path / "n1.db"),
-        store_synchronous="FULL",
-    )
+    cfg = app_node_config(tmp_path, store_synchronous="FULL")
     big = bytes(range(256)) * 200
     async with open_node(cfg) as node, open_trio_client(str(cfg.app_socket)) as app:
         with trio.fail_after(20):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import trio.testing
 
 from dcis.dtn.agent.store import StoreError
 from dcis.dtn.appapi.wire import encode_message
-from dcis.dtn.client import Client, ClientError, open_trio_client
+from dcis.dtn.client import Client, ClientError, TrioClient, open_trio_client
 from dcis.dtn.client.push_reader import PushReader
 from dcis.dtn.node import Inbound, Send, ServiceContext
 from dcis.dtn.runtime import NeighbourConfig, Node, NodeConfig, open_node
@@ -311,6 +313,34 @@ class _Keeper:
         pass
 
 
+_SENDS = [
+    {"type": "send", "id": 1, "destination": "ipn:2.1", "payload": b"a"},
+    {"type": "send", "id": 2, "destination": "ipn:1.30", "payload": b"b"},
+    {"type": "send", "id": 3, "destination": "ipn:2.1", "payload": b"c"},
+]
+"""Three sends read at once: the second to node 1's ``_Keeper`` service."""
+
+
+def _broken_disk(service: int, key: str, value: bytes) -> None:
+    """A ``service_put`` whose commit fails (the disk)."""
+    raise StoreError("disk I/O error")
+
+
+@contextlib.asynccontextmanager
+async def _keeper_pair(tmp_path: Path) -> AsyncIterator[tuple[Node, TrioClient]]:
+    """Node 1 (with ``_Keeper``) and node 2 on a FakeNet, and an app on
+    node 2 registered at ``ipn:2.1``."""
+    net = FakeNet()
+    c1, c2 = pair(tmp_path, net)
+    async with (
+        open_node(c1, udp_socket=net.socket, services=lambda n, i: [_Keeper()]) as n1,
+        open_node(c2, udp_socket=net.socket),
+        open_trio_client(str(tmp_path / "n2.sock")) as b,
+    ):
+        await b.register("ipn:2.1")
+        yield n1, b
+
+
 async def test_sends_stored_before_a_failure_are_answered_ok(
     tmp_path: Path,
     autojump_clock: trio.testing.MockClock,
@@ -321,26 +351,10 @@ async def test_sends_stored_before_a_failure_are_answered_ok(
     # before that failure, so each is answered "ok" with its key -- an
     # error would make the app send it again (a duplicate) -- and the ones
     # for node 2 get there.
-    net = FakeNet()
-    c1, c2 = pair(tmp_path, net)
-    frames = [
-        {"type": "send", "id": 1, "destination": "ipn:2.1", "payload": b"a"},
-        {"type": "send", "id": 2, "destination": "ipn:1.30", "payload": b"b"},
-        {"type": "send", "id": 3, "destination": "ipn:2.1", "payload": b"c"},
-    ]
-    async with (
-        open_node(c1, udp_socket=net.socket, services=lambda n, i: [_Keeper()]) as n1,
-        open_node(c2, udp_socket=net.socket),
-        open_trio_client(str(tmp_path / "n2.sock")) as b,
-    ):
-        await b.register("ipn:2.1")
-
-        def broken(service: int, key: str, value: bytes) -> None:
-            raise StoreError("disk I/O error")
-
+    async with _keeper_pair(tmp_path) as (n1, b):
         assert n1.agent is not None
-        monkeypatch.setattr(n1.agent.store, "service_put", broken)
-        got = await _in_one_write(tmp_path / "n1.sock", frames)
+        monkeypatch.setattr(n1.agent.store, "service_put", _broken_disk)
+        got = await _in_one_write(tmp_path / "n1.sock", _SENDS)
         assert [(m["id"], m["type"]) for m in got] == [(1, "ok"), (2, "ok"), (3, "ok")]
         # The one for the service is still held for it (never confirmed).
         assert n1.agent.store.record(got[1]["bundle_key"]) is not None
@@ -359,28 +373,14 @@ async def test_a_failed_service_commit_does_not_stall_the_link(
     # (a recover inside the read's transaction whose actions were lost did:
     # the window stayed full and a later send never left node 1).
     monkeypatch.setattr(rnode, "DAEMON_WINDOW", 2)
-    net = FakeNet()
-    c1, c2 = pair(tmp_path, net)
-    frames = [
-        {"type": "send", "id": 1, "destination": "ipn:2.1", "payload": b"a"},
-        {"type": "send", "id": 2, "destination": "ipn:1.30", "payload": b"b"},
-        {"type": "send", "id": 3, "destination": "ipn:2.1", "payload": b"c"},
-    ]
     async with (
-        open_node(c1, udp_socket=net.socket, services=lambda n, i: [_Keeper()]) as n1,
-        open_node(c2, udp_socket=net.socket),
+        _keeper_pair(tmp_path) as (n1, b),
         open_trio_client(str(tmp_path / "n1.sock")) as a,
-        open_trio_client(str(tmp_path / "n2.sock")) as b,
     ):
-        await b.register("ipn:2.1")
         assert n1.agent is not None
         real = n1.agent.store.service_put
-
-        def broken(service: int, key: str, value: bytes) -> None:
-            raise StoreError("disk I/O error")
-
-        monkeypatch.setattr(n1.agent.store, "service_put", broken)
-        await _in_one_write(tmp_path / "n1.sock", frames)
+        monkeypatch.setattr(n1.agent.store, "service_put", _broken_disk)
+        await _in_one_write(tmp_path / "n1.sock", _SENDS)
         with trio.fail_after(30):
             assert {(await b.receive()).payload for _ in range(2)} == {b"a", b"c"}
         monkeypatch.setattr(n1.agent.store, "service_put", real)  # disk healed

@@ -12,6 +12,7 @@ slow. Each example simulates a few hundred seconds of a 2-5 node network.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -35,30 +36,40 @@ from dcis.dtn.sim import (
     Simulator,
     TrafficItem,
 )
-from tests.conftest import IS_CI
 
-EXAMPLES = 400 if IS_CI else 100
-CRASH_EXAMPLES = 20 if IS_CI else 8
+# Strategies are built once, here: hypothesis validates each new strategy
+# object at its first draw, which cost more than a small run simulates.
+_NODE_COUNT = st.integers(2, 5)
+_CONTACT_COUNT = st.integers(1, 12)
+_START = st.integers(0, 250)
+_DURATION = st.integers(1, 60)
+_RATE = st.sampled_from([500.0, 2_000.0, 20_000.0])
+_OWLT = st.sampled_from([0.0, 0.05, 1.5])
+_PAIR = {
+    n: st.permutations(range(1, n + 1)).map(lambda p: (p[0], p[1])) for n in range(2, 6)
+}  # an ordered pair of distinct nodes of 1..n
+_ITEM_COUNT = st.integers(1, 6)
+_AT = st.integers(0, 200)
+_SIZE = st.sampled_from([1, 300, 1_500, 6_000])
+_COPIES = st.integers(1, 3)
 
 
 @st.composite
 def plans(draw: st.DrawFn) -> ContactPlan:
-    n = draw(st.integers(2, 5))
+    n = draw(_NODE_COUNT)
     nodes = list(range(1, n + 1))
     contacts = []
-    for _ in range(draw(st.integers(1, 12))):
-        frm, to = draw(st.permutations(nodes).map(lambda p: (p[0], p[1])))
-        start = draw(st.integers(0, 250))
-        dur = draw(st.integers(1, 60))
-        rate = draw(st.sampled_from([500.0, 2_000.0, 20_000.0]))
+    for _ in range(draw(_CONTACT_COUNT)):
+        frm, to = draw(_PAIR[n])
+        start = draw(_START)
+        dur = draw(_DURATION)
+        rate = draw(_RATE)
         contacts.append(Contact(frm, to, float(start), float(start + dur), rate))
     ranges = []
     for a in nodes:
         for b in nodes:
             if a < b:
-                ranges.append(
-                    Range(a, b, 0.0, 1_000.0, draw(st.sampled_from([0.0, 0.05, 1.5])))
-                )
+                ranges.append(Range(a, b, 0.0, 1_000.0, draw(_OWLT)))
     return ContactPlan(
         dict.fromkeys(contacts), ranges
     )  # the plan refuses exact duplicates
@@ -66,36 +77,52 @@ def plans(draw: st.DrawFn) -> ContactPlan:
 
 @st.composite
 def traffic_for(draw: st.DrawFn, plan: ContactPlan) -> list[TrafficItem]:
-    nodes = sorted(plan.nodes)
+    n = len(plan.nodes)
     items = []
-    for _ in range(draw(st.integers(1, 6))):
-        src, dst = draw(st.permutations(nodes).map(lambda p: (p[0], p[1])))
+    for _ in range(draw(_ITEM_COUNT)):
+        src, dst = draw(_PAIR[n])
         items.append(
             TrafficItem(
-                at_s=float(draw(st.integers(0, 200))),
+                at_s=float(draw(_AT)),
                 src=src,
                 dst=dst,
-                size_bytes=draw(st.sampled_from([1, 300, 1_500, 6_000])),
-                count=draw(st.integers(1, 3)),
+                size_bytes=draw(_SIZE),
+                count=draw(_COPIES),
             )
         )
     return items
 
 
+_SOME = {
+    n: st.sets(st.sampled_from(range(1, n + 1)), min_size=1, max_size=n - 1)
+    for n in range(2, 6)
+}  # a proper, non-empty subset of the nodes 1..n
+_CRASHED = {
+    n: st.sets(st.sampled_from(range(1, n + 1)), min_size=1, max_size=2)
+    for n in range(2, 6)
+}
+_CUT_AT = st.integers(0, 200)
+_CUT_FOR = st.integers(1, 100)
+_SEED = st.integers(0, 2**16)
+_LOSS = st.sampled_from([0.0, 0.1, 0.3])
+_DUPLICATE = st.sampled_from([0.0, 0.2])
+_REORDER = st.sampled_from([0.0, 0.3])
+_LIFETIME = st.sampled_from([30, 120, 400])
+_CRASH_AT = st.integers(0, 300)
+_DOWN_FOR = st.integers(0, 60)
+
+
 @st.composite
 def scenarios(draw: st.DrawFn) -> dict[str, object]:
     plan = draw(plans())
-    nodes = sorted(plan.nodes)
     partitions = []
     if draw(st.booleans()):
-        start = draw(st.integers(0, 200))
-        cut = frozenset(
-            draw(st.sets(st.sampled_from(nodes), min_size=1, max_size=len(nodes) - 1))
-        )
+        start = draw(_CUT_AT)
+        cut = frozenset(draw(_SOME[len(plan.nodes)]))
         partitions.append(
             Partition(
                 start_s=float(start),
-                end_s=float(start + draw(st.integers(1, 100))),
+                end_s=float(start + draw(_CUT_FOR)),
                 groups=(cut,),
             )
         )
@@ -103,11 +130,11 @@ def scenarios(draw: st.DrawFn) -> dict[str, object]:
         "plan": plan,
         "traffic": draw(traffic_for(plan)),
         "partitions": partitions,
-        "seed": draw(st.integers(0, 2**16)),
-        "loss": draw(st.sampled_from([0.0, 0.1, 0.3])),
-        "duplicate": draw(st.sampled_from([0.0, 0.2])),
-        "reorder": draw(st.sampled_from([0.0, 0.3])),
-        "lifetime_s": float(draw(st.sampled_from([30, 120, 400]))),
+        "seed": draw(_SEED),
+        "loss": draw(_LOSS),
+        "duplicate": draw(_DUPLICATE),
+        "reorder": draw(_REORDER),
+        "lifetime_s": float(draw(_LIFETIME)),
     }
 
 
@@ -162,9 +189,7 @@ def check_ledger(sim: Simulator, s: SimSummary) -> None:
     assert s.delivered_after_lifetime == 0
 
 
-@settings(
-    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sc=scenarios())
 def test_ledger_balances_and_runs_replay(sc: dict[str, object]) -> None:
     sim, s = run_once(sc, check_every_s=25.0)
@@ -180,13 +205,13 @@ def crash_case(
     plan: ContactPlan = sc["plan"]  # type: ignore[assignment]
     nodes = sorted(plan.nodes)
     crashes = []
-    for node in data.draw(st.sets(st.sampled_from(nodes), min_size=1, max_size=2)):
-        at = data.draw(st.integers(0, 300))
+    for node in data.draw(_CRASHED[len(nodes)]):
+        at = data.draw(_CRASH_AT)
         crashes.append(
             Crash(
                 node=node,
                 at_s=float(at),
-                restart_at_s=float(at + data.draw(st.integers(0, 60))),
+                restart_at_s=float(at + data.draw(_DOWN_FOR)),
             )
         )
     return crashes, {n: NodeSpec(durable=True) for n in nodes}
@@ -204,11 +229,7 @@ def kept_memory_stores() -> Any:
     return factory
 
 
-@settings(
-    max_examples=EXAMPLES // 2,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sc=scenarios(), data=st.data())
 def test_ledger_balances_across_crashes_of_durable_nodes(
     sc: dict[str, object], data: st.DataObject
@@ -228,12 +249,14 @@ def test_ledger_balances_across_crashes_of_durable_nodes(
     assert digests[0] == digests[1]
 
 
+_RAM = "/dev/shm" if os.path.isdir("/dev/shm") else None
+"""Where the SQLite-backed runs keep their files: a crash here is the
+simulator's (the file stays as written), so tmpfs loses nothing the test
+looks at, and spares each example the disk's fsyncs (most of its time)."""
+
+
 @pytest.mark.slow
-@settings(
-    max_examples=CRASH_EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sc=scenarios(), data=st.data())
 def test_ledger_balances_across_crashes_of_sqlite_backed_nodes(
     sc: dict[str, object], data: st.DataObject
@@ -241,7 +264,7 @@ def test_ledger_balances_across_crashes_of_sqlite_backed_nodes(
     crashes, specs = crash_case(sc, data)
     digests = []
     for _ in range(2):
-        with tempfile.TemporaryDirectory() as d:
+        with tempfile.TemporaryDirectory(dir=_RAM) as d:
             sim, s = run_once(sc, store_dir=Path(d), crashes=crashes, node_specs=specs)
             check_ledger(sim, s)
             sim.close()
@@ -296,11 +319,7 @@ def _checking_agent(**kw: Any) -> Agent:
     return _LifetimeCheckingAgent(**kw)
 
 
-@settings(
-    max_examples=EXAMPLES // 2,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sc=scenarios())
 def test_nothing_is_transmitted_after_its_lifetime(sc: dict[str, object]) -> None:
     sim, s = run_once(sc, agent_factory=_checking_agent)

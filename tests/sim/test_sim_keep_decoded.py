@@ -29,15 +29,12 @@ from dcis.dtn.routing.plan import ContactPlan
 from dcis.dtn.sim import SimConfig, SimSummary, Simulator
 from dcis.dtn.sim.engine import SIM_KEEP_DECODED, default_agent_factory
 from dcis.dtn.time import DtnTime
-from tests.conftest import IS_CI
 from tests.sim.test_ledger_property import (
     check_ledger,
     crash_case,
     kept_memory_stores,
     scenarios,
 )
-
-EXAMPLES = 60 if IS_CI else 25
 
 
 def _keeping(n: int) -> Any:
@@ -113,9 +110,7 @@ def test_the_default_agents_keep_decoded_bundles() -> None:
     assert agent.config.keep_decoded == SIM_KEEP_DECODED > 0
 
 
-@settings(
-    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sc=scenarios(), data=st.data(), crash=st.booleans())
 def test_decoded_copies_change_nothing_but_cpu(
     sc: dict[str, object], data: st.DataObject, crash: bool

@@ -13,34 +13,23 @@ import textwrap
 from pathlib import Path
 
 from dcis.dtn.storage.sqlite_store import SqliteStore
+from tests.unit.agent.late_writes import late_pair, seg, sync
 from tests.unit.agent.test_store_segments import BIG, payload, rec
-
-
-def _seg(db: Path) -> bytes:
-    p = Path(f"{db}.segments") / "00000001.seg"
-    return p.read_bytes() if p.exists() else b""
-
-
-def _sync(s: SqliteStore, keep: tuple[str, ...] = ()) -> None:
-    s.begin_sync(keep_late=keep)()
-    s.end_sync()
 
 
 def test_a_kept_payload_stays_unwritten_through_the_sync_and_never_comes(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "b.db"
-    s = SqliteStore(db, deferred_sync=True)
-    s.put(rec("a", BIG), payload(1), write_later=True)
-    s.put(rec("b", BIG), payload(2), write_later=True)
-    _sync(s, keep=("a",))
+    s = late_pair(db)
+    sync(s, keep=("a",))
     # b written, a's place a hole (main: both written by the sync).
-    assert _seg(db) == bytes(BIG) + payload(2)
+    assert seg(db) == bytes(BIG) + payload(2)
     assert s.get("a") == payload(1)  # from memory meanwhile
     with s.transaction(durable=False):
         s.discard("a")  # delivered and confirmed
-    _sync(s)
-    assert _seg(db) == bytes(BIG) + payload(2)  # a never written
+    sync(s)
+    assert seg(db) == bytes(BIG) + payload(2)  # a never written
     s.close()
     s2 = SqliteStore(db)
     assert [r.key for r in s2.records()] == ["b"]
@@ -54,10 +43,10 @@ def test_a_kept_payload_is_written_by_a_sync_that_does_not_keep_it(
     db = tmp_path / "b.db"
     s = SqliteStore(db, deferred_sync=True)
     s.put(rec("a", BIG), payload(1), write_later=True)
-    _sync(s, keep=("a", "no-such-key"))
-    assert _seg(db) == b""
-    _sync(s)
-    assert _seg(db) == payload(1)
+    sync(s, keep=("a", "no-such-key"))
+    assert seg(db) == b""
+    sync(s)
+    assert seg(db) == payload(1)
     s.close()
     s2 = SqliteStore(db)
     assert s2.get("a") == payload(1)

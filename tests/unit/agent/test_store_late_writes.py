@@ -18,34 +18,23 @@ from dcis.dtn.agent.agent import Agent, AgentConfig, Received
 from dcis.dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle, make_bundle
 from dcis.dtn.bpv7.fragment import fragment_bundle
 from dcis.dtn.storage.sqlite_store import SqliteStore
+from tests.unit.agent.late_writes import late_pair, seg, sync
 from tests.unit.agent.test_store_segments import BIG, payload, rec
 
 from .helpers import of
-
-
-def _seg(db: Path, n: int = 1) -> bytes:
-    p = Path(f"{db}.segments") / f"{n:08d}.seg"
-    return p.read_bytes() if p.exists() else b""
-
-
-def _sync(s: SqliteStore) -> None:
-    s.begin_sync()()
-    s.end_sync()
 
 
 def test_a_payload_that_leaves_before_the_sync_is_never_written(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "b.db"
-    s = SqliteStore(db, deferred_sync=True)
-    s.put(rec("a", BIG), payload(1), write_later=True)
-    s.put(rec("b", BIG), payload(2), write_later=True)
-    assert _seg(db) == b""  # nothing written yet
+    s = late_pair(db)
+    assert seg(db) == b""  # nothing written yet
     assert s.get("a") == payload(1)  # read back from memory meanwhile
     with s.transaction(durable=False):
         s.delete("a")  # delivered and confirmed before the sync
-    _sync(s)
-    raw = _seg(db)
+    sync(s)
+    raw = seg(db)
     # b in its place, a's place a hole: a's bytes were never written.
     assert raw[BIG:] == payload(2)
     assert raw[:BIG] == bytes(BIG)
@@ -67,8 +56,8 @@ def test_a_discarded_late_payload_is_never_written(tmp_path: Path) -> None:
     with s.transaction(durable=False):
         s.discard("k0")
         s.discard("k2")
-    _sync(s)
-    assert _seg(db) == bytes(BIG) + payload(1)  # k2's place: past the end
+    sync(s)
+    assert seg(db) == bytes(BIG) + payload(1)  # k2's place: past the end
     s.close()
     s2 = SqliteStore(db)
     assert [r.key for r in s2.records()] == ["k1"]
@@ -88,9 +77,9 @@ def test_a_late_payload_of_a_rolled_back_put_is_never_written(tmp_path: Path) ->
     with pytest.raises(RuntimeError):
         fails()
     s.put(rec("b", BIG), payload(2))  # an ordinary put: written at once
-    assert _seg(db)[BIG:] == payload(2)
-    _sync(s)
-    assert _seg(db)[:BIG] == bytes(BIG)
+    assert seg(db)[BIG:] == payload(2)
+    sync(s)
+    assert seg(db)[:BIG] == bytes(BIG)
     assert [r.key for r in s.records()] == ["b"]
     s.close()
 
@@ -99,7 +88,7 @@ def test_without_group_commit_write_later_changes_nothing(tmp_path: Path) -> Non
     db = tmp_path / "b.db"
     s = SqliteStore(db)
     s.put(rec("a", BIG), payload(1), write_later=True)
-    assert _seg(db) == payload(1)
+    assert seg(db) == payload(1)
     s.close()
 
 
@@ -113,9 +102,9 @@ def test_late_payloads_past_the_bound_are_written_at_once(
     s = SqliteStore(db, deferred_sync=True)
     for i in range(3):
         s.put(rec(f"k{i}", BIG), payload(i), write_later=True)
-    assert _seg(db) == bytes(2 * BIG) + payload(2)  # only the third, at once
-    _sync(s)
-    assert _seg(db) == payload(0) + payload(1) + payload(2)
+    assert seg(db) == bytes(2 * BIG) + payload(2)  # only the third, at once
+    sync(s)
+    assert seg(db) == payload(0) + payload(1) + payload(2)
     s.close()
 
 
@@ -126,10 +115,10 @@ def test_a_full_segment_takes_its_late_payloads_before_it_closes(
     s = SqliteStore(db, deferred_sync=True, segment_bytes=2 * BIG)
     for i in range(3):  # the third goes to segment 2
         s.put(rec(f"k{i}", BIG), payload(i), write_later=True)
-    assert _seg(db, 1) == payload(0) + payload(1)
-    assert _seg(db, 2) == b""
-    _sync(s)
-    assert _seg(db, 2) == payload(2)
+    assert seg(db, 1) == payload(0) + payload(1)
+    assert seg(db, 2) == b""
+    sync(s)
+    assert seg(db, 2) == payload(2)
     s.close()
     s2 = SqliteStore(db)
     assert [s2.get(f"k{i}") for i in range(3)] == [payload(i) for i in range(3)]
@@ -221,7 +210,7 @@ def test_a_payload_damaged_after_its_sync_is_kept_as_corrupt(tmp_path: Path) -> 
     db = tmp_path / "b.db"
     s = SqliteStore(db, deferred_sync=True)
     s.put(rec("a", BIG), payload(1), write_later=True)
-    _sync(s)
+    sync(s)
     s.close()
     seg = Path(f"{db}.segments") / "00000001.seg"
     raw = bytearray(seg.read_bytes())
@@ -267,10 +256,10 @@ def test_the_agent_writes_late_only_what_a_previous_hop_still_holds(
             2_000_000,
         )
     keys = [d.bundle_key for d in of(acts, Deliver)]
-    assert _seg(db) == bytes(2 * len(acked)) + mtcp  # only MTCP's bytes so far
+    assert seg(db) == bytes(2 * len(acked)) + mtcp  # only MTCP's bytes so far
     a.on_delivered_many([keys[0], keys[2]], 2_000_001)
-    _sync(s)
-    raw = _seg(db)
+    sync(s)
+    raw = seg(db)
     assert raw[: len(acked)] == bytes(len(acked))  # never written
     assert raw[len(acked) : 2 * len(acked)] == held
     s.close()
@@ -309,13 +298,13 @@ def test_a_failed_late_write_when_a_commit_rotates_loses_no_committed_payload(
     db = tmp_path / "b.db"
     s = SqliteStore(db, deferred_sync=True, segment_reclaim_bytes=1)
     s.put(rec("a", BIG), payload(1))
-    _sync(s)
+    sync(s)
     _fail_next_write(monkeypatch, errno.EIO)
     with s.transaction():
         s.delete("a")  # forwarded: segment 1 is empty...
         s.put(rec("b", BIG), payload(2), write_later=True)  # ...but for b
     assert [r.key for r in s.records()] == ["b"]
-    _sync(s)  # b's write is tried again here (and succeeds)
+    sync(s)  # b's write is tried again here (and succeeds)
     assert s.get("b") == payload(2)
     s.close()
     s2 = SqliteStore(db)
@@ -342,7 +331,7 @@ def test_a_failed_late_write_at_a_checkpoint_does_not_fail_later_syncs(
     s._since_checkpoint = s._checkpoint_every  # due at the next transaction
     with pytest.raises(StoreError, match="checkpoint failed"), s.transaction():
         pass
-    _sync(s)  # a is written now; the node goes on
+    sync(s)  # a is written now; the node goes on
     s.close()
     s2 = SqliteStore(db)
     assert s2.get("a") == payload(1)
@@ -372,10 +361,10 @@ def test_a_bundle_reassembled_from_held_pieces_is_written_late(tmp_path: Path) -
         acts = a.on_receive_many(pieces, 2_000_000)
     assert len(of(acts, Ack)) == 6  # every piece's, after the puts
     confirmed, kept = (d.bundle_key for d in of(acts, Deliver))
-    assert _seg(db).strip(b"\0") == b""  # nothing written yet
+    assert seg(db).strip(b"\0") == b""  # nothing written yet
     a.on_delivered_many([confirmed], 2_000_001)
-    _sync(s)
-    raw = _seg(db)
+    sync(s)
+    raw = seg(db)
     stored = encode_bundle(wholes[1])
     assert raw.strip(b"\0") == stored.strip(b"\0")  # only the one still held
     s.close()

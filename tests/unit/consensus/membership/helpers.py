@@ -6,7 +6,11 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from dcis.consensus.membership.service import MembershipConfig, MembershipService
+from dcis.consensus.membership.service import (
+    MembershipConfig,
+    MembershipService,
+    Verifier,
+)
 from dcis.consensus.membership.sim import DictState, SimContext, credentials_for
 from dcis.consensus.membership.view import Resources
 from dcis.consensus.membership.wire import (
@@ -100,6 +104,7 @@ def make(
     revoked: frozenset[int] = frozenset(),
     state: DictState | None = None,
     incarnation: int = 1,
+    verifier: Verifier | None = None,
 ) -> Harness:
     """A started service on ``node`` (seeds: none, so it starts alone)."""
     cred = CREDS[node]
@@ -114,7 +119,7 @@ def make(
         credentials=cred,
         arrival=arrival or arrival_mesh(),
     )
-    svc = MembershipService(config or MembershipConfig(seeds=()))
+    svc = MembershipService(config or MembershipConfig(seeds=()), verifier=verifier)
     svc.start(ctx, T0)
     return Harness(svc, ctx)
 
