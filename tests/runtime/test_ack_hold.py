@@ -29,8 +29,9 @@ def test_the_hold_time_releases_in_order_and_only_when_due() -> None:
     assert h.due_at() == HOLD_S
     assert not h.is_due(HOLD_S - 0.001)
     assert h.take_due(HOLD_S - 0.001) == []
-    for ack in h.take_due(HOLD_S + 0.01):
+    for key, ack in h.take_due(HOLD_S + 0.01):
         ack()
+        assert sent[-1] == key
     assert sent == ["a", "b"]
     assert list(h.keys()) == ["c"]
 
