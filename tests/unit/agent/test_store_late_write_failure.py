@@ -162,3 +162,69 @@ def test_kill_9_after_a_failed_late_write_finds_no_row_without_its_payload(
     for k in "abo":
         assert s.get(k) == k.encode() * BIG
     s.close()
+
+
+def test_the_pieces_of_a_bundle_refused_at_the_sync_are_not_acknowledged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bundle reassembled from pieces held in memory is written late; its
+    # pieces' Acks name it so that a driver whose sync refuses it sends
+    # none of them. The agent then forgets it (a "refused" event).
+    from dcis.dtn.agent.actions import Ack, Deliver, Event
+    from dcis.dtn.agent.agent import Agent, AgentConfig, Received
+    from dcis.dtn.bpv7.bundle import decode_bundle_untrusted, encode_bundle
+    from dcis.dtn.bpv7.fragment import fragment_bundle
+    from tests.unit.agent.test_store_late_writes import _frame
+
+    from .helpers import of
+
+    db = tmp_path / "b.db"
+    s = SqliteStore(db, deferred_sync=True)
+    a = Agent(
+        node=2,
+        store=s,
+        config=AgentConfig(keep_decoded=8, hold_fragments_ms={"udp": 200}),
+    )
+    whole = decode_bundle_untrusted(_frame(0, 60_000))
+    pieces = [
+        Received("udp", 1, encode_bundle(f), j)
+        for j, f in enumerate(fragment_bundle(whole, 25_000))
+    ]
+    with s.transaction():
+        acts = a.on_receive_many(pieces, 2_000_000)
+    key = whole.bundle_key
+    acks = of(acts, Ack)
+    assert len(acks) == 3
+    assert {x.bundle_key for x in acks} == {key}
+    assert a.stored == 1
+    real = os.pwritev
+
+    def pwritev(fd: int, bufs: list[memoryview], off: int) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "pwritev", pwritev)
+    sync = s.begin_sync()
+    keys, why = s.take_unwritten()
+    assert keys == [key]
+    refused = a.forget_unstored(keys, why)
+    sync()
+    s.end_sync()
+    monkeypatch.setattr(os, "pwritev", real)
+    assert [(e.kind, e.bundle_key) for e in of(refused, Event)] == [("refused", key)]
+    assert a.stored == 0
+    assert not a.holds(key)
+    assert list(s.records()) == []
+    # The previous hop sends the pieces again: taken in as new.
+    with s.transaction():
+        again = a.on_receive_many(
+            [Received("udp", 1, p.data, 10 + i) for i, p in enumerate(pieces)],
+            2_000_100,
+        )
+    assert a.stored == 1
+    assert of(again, Deliver) == []
+    assert len(of(again, Ack)) == 3
+    s.begin_sync()()
+    s.end_sync()
+    assert s.take_unwritten()[0] == []
+    assert s.get(key) == encode_bundle(whole)
+    s.close()
