@@ -1480,9 +1480,9 @@ def _cut_short(data: bytes, off: int) -> bool:
     CRC) ends in zeros from a page boundary of the file on: the mark of a
     write that never came or was cut short -- a power cut before its fsync,
     or a ``kill -9`` inside the ``pwritev`` of a late write, which the
-    kernel stops at a page (spec/store.md). A payload damaged after its
-    fsync keeps its bytes up to its end (bit rot, an overwrite) and is kept
-    as corrupt; one that really ended in a page of zeros and was damaged
+    kernel stops at a page (spec/agent.md, "Segment files"). A payload
+    damaged after its fsync keeps its bytes up to its end (bit rot, an
+    overwrite) and is kept as corrupt; one that really ended in a page of zeros and was damaged
     elsewhere is dropped too, as it would be lost either way."""
     kept = len(data.rstrip(b"\0"))
     if kept == len(data):
