@@ -110,6 +110,16 @@ class AckHold:
             n += 1
         return n
 
+    def drop(self, keys: Iterable[str]) -> None:
+        """The bundles ``keys`` were refused (their late writes failed at a
+        sync): their held ACKs, if any, are never sent. (A held ACK's
+        payload is kept held by the syncs, so none should be; this makes
+        sure no later confirmation releases one.)"""
+        for key in keys:
+            h = self._held.pop(key, None)
+            if h is not None:
+                self._bytes -= h.size
+
     def due_at(self) -> float | None:
         """When the first held ACK's hold time ends (None if none is held)."""
         for h in self._held.values():

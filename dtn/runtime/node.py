@@ -796,6 +796,7 @@ class Node:
             detail=why,
         )
         assert self.agent is not None
+        self._ack_hold.drop(keys)
         self._apply(self.agent.forget_unstored(keys, why))
         refusal = f"store full: its late write failed at the sync ({why})"
         kept: deque[tuple[int, Callable[[], object], str | None]] = deque()
