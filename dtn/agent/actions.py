@@ -56,16 +56,12 @@ class Ack:
     layer may acknowledge it to the previous hop.
 
     ``bundle_key``: the bundle just stored under that key, when the Ack is
-    for a bundle taken in -- or for a piece of one reassembled from pieces
-    held in memory (several Acks then name it) -- not a duplicate, a
-    deletion or a piece stored as a fragment (None). A driver may hold
-    such an Ack until that bundle has been delivered and confirmed,
-    instead of until its bytes are on disk; an Ack with none may stand for
-    a copy of such a bundle (spec/udpcl.md, "Hop ACKs at delivery"). A
-    driver whose sync refuses the bundle named (its late write failed)
-    sends none of its Acks (spec/agent.md, "A late write that fails").
-    Not compared: two Acks are equal when they acknowledge the same token
-    of the same neighbour."""
+    for a bundle taken in (not a duplicate, a deletion or pieces held in
+    memory: None). A driver may hold such an Ack until that bundle has
+    been delivered and confirmed, instead of until its bytes are on disk;
+    an Ack with none may stand for a copy of such a bundle (spec/udpcl.md,
+    "Hop ACKs at delivery"). Not compared: two Acks are equal when they
+    acknowledge the same token of the same neighbour."""
 
     neighbor: int
     cl_token: int

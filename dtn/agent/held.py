@@ -220,15 +220,6 @@ def release(self: Agent, group: str, now: int, actions: list[Action]) -> None:
         actions.append(
             Event("reassembled", key, f"from {len(g.parts)} fragments held in memory")
         )
-        for piece in g.parts.values():
-            self._report_bundle(
-                piece, StatusKind.RECEIVED, StatusReason.NO_INFO, now, actions
-            )
-        # They name the whole (written late): a driver sends none of them
-        # if its sync refuses it (spec/agent.md, "A late write that fails").
-        for acks in g.acks.values():
-            actions.extend(Ack(a.neighbor, a.cl_token, key) for a in acks)
-        return
     for piece in g.parts.values():
         self._report_bundle(
             piece, StatusKind.RECEIVED, StatusReason.NO_INFO, now, actions

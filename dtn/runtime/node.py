@@ -797,19 +797,33 @@ class Node:
         )
         assert self.agent is not None
         self._ack_hold.drop(keys)
-        self._apply(self.agent.forget_unstored(keys, why))
+        actions, hops = self.agent.forget_unstored(keys, why)
         refusal = f"store full: its late write failed at the sync ({why})"
+        # The pieces' ACKs of a bundle reassembled from pieces held in
+        # memory name no bundle: every such ACK from its previous hop that
+        # waits for this sync is withheld. Some stand for bundles stored
+        # (duplicates, say): their senders send them again, and get an ACK
+        # then -- never one for a bundle not stored.
+        hop_acks: set[Callable[..., None]] = {self._acks.add} if hops else set()
+        ltp = self.ltp
+        if ltp is not None and any(ltp.has(n) for n in hops):
+            hop_acks.add(self._ltp_ack)
         kept: deque[tuple[int, Callable[[], object], str | None]] = deque()
         for entry in self._after_sync:
             fn, key = entry[1], entry[2]
             if key is not None and key in gone:
                 continue  # a hop ACK: never sent
-            if isinstance(fn, functools.partial) and isinstance(
-                getattr(fn.func, "__self__", None), _Outbox
-            ):
-                fn.args[0][:] = [_refused_reply(m, gone, refusal) for m in fn.args[0]]
+            if isinstance(fn, functools.partial):
+                if key is None and fn.func in hop_acks:
+                    if fn.func != self._acks.add or fn.args[0] in hops:
+                        continue  # perhaps a piece's ACK: withheld
+                elif isinstance(getattr(fn.func, "__self__", None), _Outbox):
+                    fn.args[0][:] = [
+                        _refused_reply(m, gone, refusal) for m in fn.args[0]
+                    ]
             kept.append(entry)
         self._after_sync = kept
+        self._apply(actions)
         return [(k, ack) for k, ack in released if k not in gone]
 
     async def _mtcp_settle(self) -> None:

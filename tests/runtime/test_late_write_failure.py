@@ -19,6 +19,9 @@ import pytest
 import trio
 import trio.testing
 
+from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
+from dcis.dtn.bpv7.fragment import fragment_bundle
+from dcis.dtn.cl.udp import encode_data_segment
 from dcis.dtn.client import ClientError, open_trio_client
 from dcis.dtn.runtime import NodeConfig, open_node
 from dcis.dtn.storage.sqlite_store import SqliteStore
@@ -87,6 +90,57 @@ async def test_a_received_bundle_whose_late_write_fails_is_not_acknowledged(
     assert s.corrupt_at_open == []
     assert all(s.get(r.key) is not None for r in s.records())
     s.close()
+
+
+async def test_the_pieces_of_a_bundle_whose_late_write_fails_are_not_acknowledged(
+    tmp_path: Path,
+    mock_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Pieces held in memory until their bundle is whole, which is then
+    # written late: their ACKs name no bundle, and must not go either.
+    full = _full_disk_for(monkeypatch, PAYLOAD)
+    sock = _peer()
+    cfg = _config(tmp_path, sock.getsockname()[1])
+    async with open_node(cfg) as n2:
+        assert n2.config.listen is not None
+        whole = make_bundle(
+            source="ipn:1.1",
+            destination="ipn:2.5",
+            payload=PAYLOAD,
+            creation_ms=n2.now_ms(),
+            lifetime_ms=3_600_000,
+        )
+        pieces = [encode_bundle(f) for f in fragment_bundle(whole, 8_000)]
+        assert len(pieces) == 3
+
+        async def send_pieces(first_token: int) -> None:
+            for i, p in enumerate(pieces):
+                sock.sendto(
+                    encode_data_segment(sender=1, token=first_token + i, bundle=p),
+                    n2.config.listen,
+                )
+            await trio.testing.wait_all_tasks_blocked()
+
+        await send_pieces(1)
+        assert n2.status()["counters"]["reassembled"] == 1
+        await _sync(n2)
+        assert n2.status()["counters"]["late_writes_failed"] == 1
+        assert _no_ack_yet(sock)  # main: ACKed (1, 2, 3) -- a bundle not stored
+        assert n2.status()["stored"] == 1  # only the _sync's own send
+        full[0] = False
+        await send_pieces(11)
+        await _sync(n2)
+        acked: set[int] = set()
+        with trio.fail_after(30):  # virtual: never fires without a jump
+            while len(acked) < 3:
+                acked.update(await _ack(sock))
+        assert acked == {11, 12, 13}
+        assert _written(cfg)
+        async with n2.endpoint("ipn:2.5") as inbox:
+            got = await inbox.receive()
+        assert got.payload == PAYLOAD
+    sock.close()
 
 
 async def test_an_app_send_whose_late_write_fails_is_answered_store_full(
