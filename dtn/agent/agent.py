@@ -929,6 +929,40 @@ class Agent:
         self._finish(actions)
         return actions
 
+    def forget_unstored(
+        self, keys: Iterable[str], why: str
+    ) -> tuple[list[Action], set[int]]:
+        """The store dropped ``keys`` on its own: bundles put with
+        ``write_later`` whose late write failed at a sync (the disk refused
+        it: ``why``). None of them was acknowledged to anyone -- the driver
+        withholds their hop ACKs and app replies -- so each is refused as
+        on a full store: forgotten, with a "refused" event; its sender
+        keeps it and sends it again (spec/agent.md, "A late write that
+        fails"). Keys this agent does not hold are skipped.
+
+        Returns the actions and the previous hops of the bundles forgotten
+        (received ones): the Acks of the pieces a bundle reassembled from
+        pieces held in memory was made of name no bundle (``Ack``), so a
+        driver withholds every such Ack from those neighbours still waiting
+        for the sync."""
+        actions: list[Action] = []
+        hops: set[int] = set()
+        entries = self._entries
+        with self.store.transaction(durable=False):
+            for key in keys:
+                e = entries.get(key)
+                if e is None:
+                    continue
+                if e.prev_node is not None:
+                    hops.add(e.prev_node)
+                self._remove(e)  # (its row is gone already: no statement)
+                self.counters["refused"] += 1
+                actions.append(
+                    Event("refused", key, f"its late write failed at the sync: {why}")
+                )
+        self._finish(actions)
+        return actions, hops
+
     @property
     def stored(self) -> int:
         """How many bundles this agent holds."""

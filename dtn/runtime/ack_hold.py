@@ -110,6 +110,16 @@ class AckHold:
             n += 1
         return n
 
+    def drop(self, keys: Iterable[str]) -> None:
+        """The bundles ``keys`` were refused (their late writes failed at a
+        sync): their held ACKs, if any, are never sent. (A held ACK's
+        payload is kept held by the syncs, so none should be; this makes
+        sure no later confirmation releases one.)"""
+        for key in keys:
+            h = self._held.pop(key, None)
+            if h is not None:
+                self._bytes -= h.size
+
     def due_at(self) -> float | None:
         """When the first held ACK's hold time ends (None if none is held)."""
         for h in self._held.values():
@@ -121,11 +131,12 @@ class AckHold:
         at = self.due_at()
         return at is not None and at <= now
 
-    def take_due(self, now: float) -> list[Callable[[], object]]:
+    def take_due(self, now: float) -> list[tuple[str, Callable[[], object]]]:
         """Call before a sync begins: the ACKs whose hold time has ended
-        leave the hold (their payloads are then written by that sync); the
-        caller sends them once it is over."""
-        out: list[Callable[[], object]] = []
+        leave the hold (their payloads are then written by that sync), as
+        ``(key, ack)``; the caller sends them once it is over -- but those
+        whose late writes failed (their bundles refused, not stored)."""
+        out: list[tuple[str, Callable[[], object]]] = []
         held = self._held
         while held:
             key = next(iter(held))
@@ -134,7 +145,7 @@ class AckHold:
                 break
             del held[key]
             self._bytes -= h.size
-            out.append(h.ack)
+            out.append((key, h.ack))
         return out
 
     def expire_all(self) -> None:

@@ -84,6 +84,7 @@ from dcis.dtn.agent.agent import (
 from dcis.dtn.agent.entries import HOT_MAX_BUNDLES
 from dcis.dtn.agent.store import StoredBundle, StoreError, StoreFull
 from dcis.dtn.appapi.wire import (
+    decode_message_untrusted,
     encode_bundle_message_parts,
     encode_key_reply,
     encode_message,
@@ -329,6 +330,7 @@ class Node:
                 "store_syncs",
                 "store_sync_us",
                 "store_fsync_us",
+                "late_writes_failed",
                 "acks_refused",
                 "mac_failures",
                 "handler_errors",
@@ -373,7 +375,9 @@ class Node:
         # durability (hop ACKs, replies to app sends) waits here for it.
         self._deferred: SqliteStore | None = None
         self._synced_gen = 0
-        self._after_sync: deque[tuple[int, Callable[[], object]]] = deque()
+        # (write generation, what to run once it is durable, the key of the
+        # bundle it is the hop ACK of -- or None)
+        self._after_sync: deque[tuple[int, Callable[[], object], str | None]] = deque()
         self._sync_wake = trio.Event()
         # Hop ACKs of bundles pushed to an app, held until it confirms them
         # (then no payload write at all) or a bound ends (spec/udpcl.md).
@@ -678,14 +682,16 @@ class Node:
 
     # ------------------------------------------------------------ group commit
 
-    def when_durable(self, fn: Callable[[], object]) -> None:
+    def when_durable(self, fn: Callable[[], object], key: str | None = None) -> None:
         """Run ``fn`` once every store commit made so far is on disk: now if
-        it is, else after the next sync (in order)."""
+        it is, else after the next sync (in order). ``key``: ``fn`` is the
+        hop ACK of that bundle -- never run if the sync refuses the bundle
+        instead (its late write failed: :meth:`_refuse_unwritten`)."""
         store = self._deferred
         if store is None or store.write_generation <= self._synced_gen:
             fn()
             return
-        self._after_sync.append((store.write_generation, fn))
+        self._after_sync.append((store.write_generation, fn, key))
         self._sync_wake.set()
 
     async def _sync_task(self, store: SqliteStore) -> None:
@@ -713,8 +719,9 @@ class Node:
                 try:
                     # Writes the payloads held for a late write first (but
                     # those of bundles whose ACKs are still held: they may
-                    # be confirmed before the next sync): a failure there
-                    # is a failed sync too (logged, below).
+                    # be confirmed before the next sync). A write the disk
+                    # refuses drops its bundle (below); any other failure
+                    # is a failed sync (logged, below).
                     sync = (
                         store.begin_sync(keep_late=hold.keys())
                         if hold
@@ -723,6 +730,9 @@ class Node:
                 except DtnError as exc:
                     self._log("error", "store_sync_failed", detail=str(exc))
                     raise
+                unwritten, why = store.take_unwritten()
+                if unwritten:
+                    released = self._refuse_unwritten(unwritten, why, released)
                 # Time spent in the fsyncs themselves, on the worker thread;
                 # store_sync_us (below) adds the hand-offs to and from it.
                 fsync_s = [0.0]
@@ -749,7 +759,7 @@ class Node:
                     raise
                 self._synced_gen = gen
                 self.counters["store_syncs"] += 1
-                for ack in released:
+                for _key, ack in released:
                     ack()
                 while self._after_sync and self._after_sync[0][0] <= gen:
                     self._after_sync.popleft()[1]()
@@ -760,6 +770,61 @@ class Node:
                 self.counters["store_fsync_us"] += round(fsync_s[0] * 1e6)
                 if self._acks:
                     self._flush_acks()
+
+    def _refuse_unwritten(
+        self,
+        keys: list[str],
+        why: str,
+        released: list[tuple[str, Callable[[], object]]],
+    ) -> list[tuple[str, Callable[[], object]]]:
+        """The sync just begun dropped ``keys``: their late writes failed
+        (``why``: ENOSPC, EDQUOT, EIO the statvfs gate did not foresee),
+        and their rows go with that sync. Nobody was told they are stored,
+        so nobody is: their hop ACKs (waiting for the sync, or ``released``
+        from the hold: returned without them) are never sent -- the
+        previous hops send them again -- and the replies to the app sends
+        among them become "store full" errors, as for a send the store
+        refuses at once. The agent forgets them; the node goes on.
+        spec/agent.md, "A late write that fails"."""
+        gone = set(keys)
+        self.counters["late_writes_failed"] += len(keys)
+        self._log(
+            "warning",
+            "store_late_write_failed",
+            bundles=len(keys),
+            first=keys[0],
+            detail=why,
+        )
+        assert self.agent is not None
+        self._ack_hold.drop(keys)
+        actions, hops = self.agent.forget_unstored(keys, why)
+        refusal = f"store full: its late write failed at the sync ({why})"
+        # The pieces' ACKs of a bundle reassembled from pieces held in
+        # memory name no bundle: every such ACK from its previous hop that
+        # waits for this sync is withheld. Some stand for bundles stored
+        # (duplicates, say): their senders send them again, and get an ACK
+        # then -- never one for a bundle not stored.
+        hop_acks: set[Callable[..., None]] = {self._acks.add} if hops else set()
+        ltp = self.ltp
+        if ltp is not None and any(ltp.has(n) for n in hops):
+            hop_acks.add(self._ltp_ack)
+        kept: deque[tuple[int, Callable[[], object], str | None]] = deque()
+        for entry in self._after_sync:
+            fn, key = entry[1], entry[2]
+            if key is not None and key in gone:
+                continue  # a hop ACK: never sent
+            if isinstance(fn, functools.partial):
+                if key is None and fn.func in hop_acks:
+                    if fn.func != self._acks.add or fn.args[0] in hops:
+                        continue  # perhaps a piece's ACK: withheld
+                elif isinstance(getattr(fn.func, "__self__", None), _Outbox):
+                    fn.args[0][:] = [
+                        _refused_reply(m, gone, refusal) for m in fn.args[0]
+                    ]
+            kept.append(entry)
+        self._after_sync = kept
+        self._apply(actions)
+        return [(k, ack) for k, ack in released if k not in gone]
 
     async def _mtcp_settle(self) -> None:
         """Before a sync while the store holds late payloads: wait until the
@@ -971,7 +1036,7 @@ class Node:
             # written by the next sync instead.
             self._ack_hold.expire_all()
             self._sync_wake.set()
-        self.when_durable(ack)
+        self.when_durable(ack, a.bundle_key)
 
     def _hold_ack(self, key: str, ack: Callable[[], object]) -> bool:
         """Hold ``ack`` until ``key`` is confirmed, if ``key`` was just
@@ -2715,6 +2780,24 @@ async def _send_buffers(stream: trio.SocketStream, parts: list[bytes]) -> None:
     each payload twice (into its frame, then into a join of the queued
     frames). Only the connection's writer task writes."""
     await send_buffers(stream, parts)
+
+
+def _refused_reply(msg: bytes, gone: set[str], refusal: str) -> bytes:
+    """``msg`` (a framed app API reply), or -- if it is the "ok" of a send
+    whose bundle is in ``gone`` -- an error reply saying ``refusal`` to the
+    same request (a late write failed: :meth:`Node._refuse_unwritten`).
+    Only on that failure's path: the replies are decoded again here."""
+    if not any(k.encode() in msg for k in gone):
+        return msg
+    head = msg[0] & 0x1F
+    start = 1 + (0 if head < 24 else 1 << (head - 24))
+    try:
+        m = decode_message_untrusted(msg[start:])
+    except DecodeError:
+        return msg
+    if m.get("type") != "ok" or m.get("bundle_key") not in gone:
+        return msg
+    return encode_message({"type": "error", "id": m.get("id", 0), "message": refusal})
 
 
 class _Outbox:

@@ -235,12 +235,18 @@ class SegmentLog:
             self._pending_bytes -= sum(map(len, parts))
 
     def write_pending(
-        self, seg: int | None = None, *, keep: Collection[tuple[int, int]] = ()
+        self,
+        seg: int | None = None,
+        *,
+        keep: Collection[tuple[int, int]] = (),
+        failed: list[tuple[tuple[int, int], SegmentError]] | None = None,
     ) -> None:
         """Write the payloads held for a late write (only ``seg``'s, if
         given), in order, except those at the ``(segment, offset)`` places
         in ``keep`` (they stay held). Raises :class:`SegmentError`; what
-        was not written stays held."""
+        was not written stays held. ``failed``: a write that fails does
+        not raise but is listed there (its place and error; the payload
+        stays held), and the others are still written."""
         for key in [
             k
             for k in self._pending
@@ -251,7 +257,13 @@ class SegmentLog:
                 self.forget(s, off)  # nothing in it is read again
                 continue
             parts = self._pending[key]
-            self._write(s, off, parts)
+            try:
+                self._write(s, off, parts)
+            except SegmentError as exc:
+                if failed is None:
+                    raise
+                failed.append((key, exc))
+                continue
             del self._pending[key]
             self._pending_bytes -= sum(map(len, parts))
 
@@ -426,7 +438,11 @@ class SegmentLog:
     # -- durability
 
     def take_dirty(
-        self, *, skip_dead: bool = False, keep: Collection[tuple[int, int]] = ()
+        self,
+        *,
+        skip_dead: bool = False,
+        keep: Collection[tuple[int, int]] = (),
+        failed: list[tuple[tuple[int, int], SegmentError]] | None = None,
     ) -> tuple[list[int], bool]:
         """Store thread: dups of the fds written since the last call, and
         whether the directory gained a file -- the work of one
@@ -446,9 +462,11 @@ class SegmentLog:
         :class:`SegmentError` if that fails) -- but those at the places in
         ``keep``, which stay held through this sync (not durable after it:
         their caller promises nothing on their account until a later one,
-        and drops nothing if they leave first)."""
+        and drops nothing if they leave first). ``failed``: as for
+        :meth:`write_pending` -- a late write that fails is listed there
+        instead of raising (the caller deletes its row before the sync)."""
         if self._pending:
-            self.write_pending(keep=keep)
+            self.write_pending(keep=keep, failed=failed)
         fds: list[int] = []
         try:
             for seg in self._dirty:

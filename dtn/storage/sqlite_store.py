@@ -314,6 +314,9 @@ class SqliteStore:
         self._room_left = 0
         self.dropped_at_open: list[str] = []
         self.corrupt_at_open: list[str] = []
+        # Bundles refused at a sync's start: their late writes failed.
+        self._unwritten: list[str] = []
+        self._unwritten_why = ""
         in_memory = self._path in ("", ":memory:")
         # A WAL left with frames in it: the last process did not close the
         # store (a clean close checkpoints and removes it). What this open
@@ -604,15 +607,7 @@ class SqliteStore:
         self._since_checkpoint = 0
         self._wal_high = wal
         try:
-            if self._segs is not None:
-                # Held payloads first: a write that fails here took nothing
-                # out of the dirty set and lost nothing (they stay held).
-                self._segs.write_pending()
-        except SegmentError as exc:
-            raise StoreError(
-                f"bundle store {self._path!r}: checkpoint failed: {exc}"
-            ) from exc
-        try:
+            # (Writes the held payloads first: see _sync_dirty_segments.)
             self._sync_dirty_segments()
         except (OSError, SegmentError) as exc:
             if self._deferred:
@@ -661,9 +656,16 @@ class SqliteStore:
     def _sync_dirty_segments(self) -> None:
         """Fsync every segment file written since its last sync (before a
         commit or checkpoint makes rows pointing into them durable). Raises
-        :class:`SegmentError` or OSError."""
+        :class:`SegmentError` or OSError.
+
+        The payloads held for a late write (group commit) are written
+        first. One the disk refuses here stays held and raises nothing:
+        the next :meth:`begin_sync` tries it again -- and refuses its
+        bundle if it fails there too. Its row may become durable without
+        its bytes meanwhile, as one whose payload a sync keeps held
+        (``keep_late``): dropped at open, never acknowledged."""
         if self._segs is not None:
-            self._segs.sync_files(*self._segs.take_dirty())
+            self._segs.sync_files(*self._segs.take_dirty(failed=[]))
 
     def _rollback(self) -> None:
         """The open transaction ends without effect: counters back, pending
@@ -1308,16 +1310,28 @@ class SqliteStore:
         try:
             if segs is not None:
                 keep = self._late_places(keep_late) if keep_late else ()
+                # Between transactions a late write that fails (ENOSPC, say:
+                # the statvfs gate foresaw no shortage) is listed, not
+                # raised: its row is deleted below, before the WAL's sync.
+                failed: list[tuple[tuple[int, int], SegmentError]] | None = (
+                    None if self._depth else []
+                )
                 # Between transactions: the live counts are every commit's.
                 # A segment with no live payload needs no sync: the WAL's
                 # fdatasync below makes every row into it durably gone.
-                fds, dir_dirty = segs.take_dirty(skip_dead=not self._depth, keep=keep)
+                fds, dir_dirty = segs.take_dirty(
+                    skip_dead=not self._depth, keep=keep, failed=failed
+                )
+                if failed:
+                    self._drop_unwritten(failed)
             # The sync fsyncs (and closes) its own dup of the WAL, so a
             # close() on this thread meanwhile cannot pull the fd from under it.
             wal_fd = self._wal_dup()
-        except (OSError, SegmentError, sqlite3.Error) as exc:
+        except (OSError, SegmentError, sqlite3.Error, StoreError) as exc:
             for fd in fds:
                 os.close(fd)
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
         self._sync_dead = segs.dead() if segs is not None else set()
         self._syncing = True
@@ -1349,6 +1363,50 @@ class SqliteStore:
                     os.close(wal_fd)
 
         return sync
+
+    def _drop_unwritten(
+        self, failed: list[tuple[tuple[int, int], SegmentError]]
+    ) -> None:
+        """At a sync's start, between transactions: the late writes of
+        ``failed`` (places and errors) could not be made. Their bundles were
+        never acknowledged (their senders are answered after this sync), so
+        they are refused now rather than held without their bytes: their
+        rows are deleted by a commit the sync makes durable with the rest,
+        their held payloads forgotten, and their keys listed for
+        :meth:`take_unwritten` (the driver withholds their ACKs and replies,
+        and the agent forgets them). Raises :class:`StoreError` if even
+        that commit fails (the disk is beyond a shortage; a restart drops
+        the rows, as after a ``kill -9`` before the late write)."""
+        assert self._segs is not None
+        places = [place for place, _ in failed]
+        keys: list[str] = []
+        for seg, off in places:
+            row = self._db.execute(
+                "SELECT key FROM bundles WHERE seg=? AND seg_off=?", (seg, off)
+            ).fetchone()
+            if row is not None:
+                keys.append(str(row[0]))
+        # No checkpoint may start this transaction: it would try the same
+        # writes first (the sync in progress covers the commit instead).
+        syncing, self._syncing = self._syncing, True
+        try:
+            with self.transaction(durable=False):
+                for key in keys:
+                    self.discard(key)
+        finally:
+            self._syncing = syncing
+        for seg, off in places:
+            self._segs.forget(seg, off)  # (a row already gone: still held)
+        self._unwritten += keys
+        self._unwritten_why = str(failed[0][1])
+
+    def take_unwritten(self) -> tuple[list[str], str]:
+        """Keys of the bundles dropped by the syncs begun since the last
+        call because their late writes failed (:meth:`begin_sync`), and the
+        first error's text; empties the list. Cheap when empty (a driver
+        asks after every :meth:`begin_sync`)."""
+        keys, self._unwritten = self._unwritten, []
+        return keys, self._unwritten_why
 
     def _late_places(self, keys: Collection[str]) -> set[tuple[int, int]]:
         """The ``(segment, offset)`` of the committed rows of ``keys`` kept
@@ -1422,9 +1480,9 @@ def _cut_short(data: bytes, off: int) -> bool:
     CRC) ends in zeros from a page boundary of the file on: the mark of a
     write that never came or was cut short -- a power cut before its fsync,
     or a ``kill -9`` inside the ``pwritev`` of a late write, which the
-    kernel stops at a page (spec/store.md). A payload damaged after its
-    fsync keeps its bytes up to its end (bit rot, an overwrite) and is kept
-    as corrupt; one that really ended in a page of zeros and was damaged
+    kernel stops at a page (spec/agent.md, "Segment files"). A payload
+    damaged after its fsync keeps its bytes up to its end (bit rot, an
+    overwrite) and is kept as corrupt; one that really ended in a page of zeros and was damaged
     elsewhere is dropped too, as it would be lost either way."""
     kept = len(data.rstrip(b"\0"))
     if kept == len(data):

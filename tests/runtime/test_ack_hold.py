@@ -29,8 +29,9 @@ def test_the_hold_time_releases_in_order_and_only_when_due() -> None:
     assert h.due_at() == HOLD_S
     assert not h.is_due(HOLD_S - 0.001)
     assert h.take_due(HOLD_S - 0.001) == []
-    for ack in h.take_due(HOLD_S + 0.01):
+    for key, ack in h.take_due(HOLD_S + 0.01):
         ack()
+        assert sent[-1] == key
     assert sent == ["a", "b"]
     assert list(h.keys()) == ["c"]
 
@@ -58,3 +59,15 @@ def test_the_count_and_bytes_are_bounded() -> None:
     assert not h2.hold("b", 1, lambda: None, now=0.0)
     h2.confirmed(["a"], gone=lambda k: True)
     assert h2.hold("b", 1, lambda: None, now=0.0)  # its bytes came back
+
+
+def test_a_refused_bundle_s_held_ack_is_dropped() -> None:
+    h = AckHold()
+    sent: list[str] = []
+    for key in "ab":
+        assert h.hold(key, 5_000, lambda k=key: sent.append(k), now=0.0)
+    h.drop(["a", "z"])
+    assert list(h.keys()) == ["b"]
+    assert h.confirmed(["a", "b"], gone=lambda k: True) == 1
+    assert sent == ["b"]
+    assert h.hold("c", HOLD_MAX_BYTES - 5_000, lambda: None, now=0.0)  # a's bytes back

@@ -1,6 +1,7 @@
-"""A group-commit sync that cannot begin (a held payload's late write
-fails: spec/performance.md, "Seventh round") stops the node as a failed
-fsync does -- and says so in the log (``store_sync_failed``)."""
+"""A group-commit sync that cannot begin (an fd of a segment cannot be
+opened for it, say; a held payload's late write that fails no longer
+counts: its bundle is refused, test_late_write_failure) stops the node as
+a failed fsync does -- and says so in the log (``store_sync_failed``)."""
 
 from __future__ import annotations
 
