@@ -155,11 +155,7 @@ class EventKind(StrEnum):
     SERVICE_STARTED = "service_started"
     """A node service started (bundle_key empty; detail: its endpoint)."""
     SERVICE_FAILED = "service_failed"
-    """A node service raised; its call's state writes were discarded (or
-    the services' turn of an input stopped: what it left waits)."""
-    SERVICE_COMMIT_FAILED = "service_commit_failed"
-    """A node service's state commit failed (the store raised): its writes,
-    sends and bundle wait for a retried commit (spec/node.md)."""
+    """A node service raised; its call's state writes were discarded."""
     SERVICE_SEND_FAILED = "service_send_failed"
     """The agent refused a service's untagged ``Send`` (store full, bad EID)."""
 

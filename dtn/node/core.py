@@ -36,7 +36,8 @@ destination) is reported to a tagged send's ``on_send_result`` or, untagged,
 as ``Event(EventKind.SERVICE_SEND_FAILED)``.
 
 A service call that returned but whose state commit failed (the store
-raising: a disk error) is reported as ``SERVICE_COMMIT_FAILED``. Its writes
+raising: a disk error) is reported as ``SERVICE_FAILED`` (detail: "state
+commit failed"). Its writes
 stay staged, its sends are held, and a bundle it was handling stays in the
 store unconfirmed -- nothing of the call goes out before its state is
 durable. The commit is retried at ``next_deadline`` (after
@@ -712,7 +713,7 @@ class NodeCore:
         self._failing[slot.endpoint] = slot
         out.append(
             Event(
-                EventKind.SERVICE_COMMIT_FAILED,
+                EventKind.SERVICE_FAILED,
                 "",
                 f"{slot.endpoint} {getattr(fn, '__name__', 'call')}: state commit "
                 f"failed ({slot.failures} in a row, retried in {wait} ms): "

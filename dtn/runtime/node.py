@@ -150,7 +150,6 @@ _LOGGED_EVENTS = frozenset(
         EventKind.DROPPED,
         EventKind.DELETED,
         EventKind.SERVICE_FAILED,
-        EventKind.SERVICE_COMMIT_FAILED,
         EventKind.SERVICE_SEND_FAILED,
     }
 )

@@ -125,7 +125,7 @@ async def test_a_service_commit_that_fails_is_retried_and_its_bundle_kept(
             assert len(svc.ticks) >= 5
             assert node.status()["stored"] == 1
             events = node.status()["events"]
-            assert events["service_commit_failed"] >= 5
+            assert events["service_failed"] >= 5
             broken[0] = False
             with trio.fail_after(60):
                 assert (await ch.receive()).payload == b"re:q"
@@ -133,6 +133,7 @@ async def test_a_service_commit_that_fails_is_retried_and_its_bundle_kept(
         assert svc.got == [b"q"]  # handed over once
         assert node.status()["stored"] == 0
         assert node.status()["counters"]["handler_errors"] == 0
-    logged = [r for r in caplog.records if r.getMessage() == "service_commit_failed"]
+    logged = [r for r in caplog.records if r.getMessage() == "service_failed"]
     assert logged
     assert logged[0].levelname == "WARNING"
+    assert "state commit failed" in str(logged[0].__dict__)
