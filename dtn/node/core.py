@@ -37,10 +37,9 @@ as ``Event(EventKind.SERVICE_SEND_FAILED)``.
 
 A service call that returned but whose state commit failed (the store
 raising: a disk error) is reported as ``SERVICE_FAILED`` (detail: "state
-commit failed"). Its writes
-stay staged, its sends are held, and a bundle it was handling stays in the
-store unconfirmed -- nothing of the call goes out before its state is
-durable. The commit is retried at ``next_deadline`` (after
+commit failed"). Its writes stay staged, its sends are held, and a bundle
+it was handling stays in the store unconfirmed -- nothing of the call goes
+out before its state is durable. The commit is retried at ``next_deadline`` (after
 :data:`COMMIT_RETRY_MIN_MS`, doubling up to :data:`COMMIT_RETRY_MAX_MS`)
 and by any later call of the service; until one succeeds, bundles for the
 service wait in the store. The successful commit confirms the bundles,
