@@ -34,6 +34,25 @@ its staged state writes discarded and is reported as
 same way at every restart). A ``Send`` the agent refuses (store full, bad
 destination) is reported to a tagged send's ``on_send_result`` or, untagged,
 as ``Event(EventKind.SERVICE_SEND_FAILED)``.
+
+A service call that returned but whose state commit failed (the store
+raising: a disk error) is reported as ``SERVICE_FAILED`` (detail: "state
+commit failed"). Its writes stay staged, its sends are held, and a bundle
+it was handling stays in the store unconfirmed -- nothing of the call goes
+out before its state is durable. The commit is retried at ``next_deadline`` (after
+:data:`COMMIT_RETRY_MIN_MS`, doubling up to :data:`COMMIT_RETRY_MAX_MS`)
+and by any later call of the service; until one succeeds, bundles for the
+service wait in the store. The successful commit confirms the bundles,
+lets the held sends go, and hands the waiting bundles over in order (the
+service never sees a bundle twice for a commit that failed).
+
+Anything else that stops the services' turn (the agent's confirmation or
+redelivery raising, the driver's ``on_service_delivery`` hook) never leaves
+an input call: the actions produced so far come out with an
+``Event(SERVICE_FAILED)``, the bundle being handed over and those not
+reached wait in the store and are handed over at the next step (backing
+off as above while it keeps failing; a bundle whose confirmation failed is
+handed again -- at least once, never lost).
 """
 
 from __future__ import annotations
@@ -78,6 +97,24 @@ MAX_SERVICE_DELIVERIES = 1000
 """Bundles handed to services in one step. More (services on this node
 sending to each other without end) wait, held in the store, for the next
 step one millisecond later: a loop between services cannot hang the node."""
+
+
+COMMIT_RETRY_MIN_MS = 100
+"""First retry of a service's failed state commit, this long after it."""
+
+COMMIT_RETRY_MAX_MS = 30_000
+"""Longest wait between retries of a commit that keeps failing (the wait
+doubles from :data:`COMMIT_RETRY_MIN_MS`); every failure is an event."""
+
+
+def _backoff(failures: int) -> int:
+    """The wait (ms) after the ``failures``-th failure in a row (>= 1)."""
+    return min(COMMIT_RETRY_MIN_MS << min(failures - 1, 20), COMMIT_RETRY_MAX_MS)
+
+
+def _retry_commit(now_ms: int) -> list[Send]:
+    """Stands for a service call when a failed commit is retried."""
+    return []
 
 
 class EndpointReserved(InvalidArgument):
@@ -191,7 +228,17 @@ class _Context:
 
 
 class _Slot:
-    __slots__ = ("ctx", "endpoint", "service", "state")
+    __slots__ = (
+        "ctx",
+        "endpoint",
+        "failures",
+        "held",
+        "parked",
+        "retry_at",
+        "service",
+        "state",
+        "unconfirmed",
+    )
 
     def __init__(
         self, service: Service, endpoint: str, state: StagedState, ctx: _Context
@@ -200,6 +247,15 @@ class _Slot:
         self.endpoint = endpoint
         self.state = state
         self.ctx = ctx
+        # While its state commits fail (retry_at is not None): failures in
+        # a row, the sends of the calls whose commit failed, bundles it was
+        # handed whose confirmation waits for a commit, and bundles for it
+        # waiting in the store to be handed over.
+        self.retry_at: int | None = None
+        self.failures = 0
+        self.held: list[Send] = []
+        self.unconfirmed: dict[str, None] = {}
+        self.parked: dict[str, None] = {}
 
 
 class NodeCore:
@@ -274,6 +330,16 @@ class NodeCore:
         self._started = False
         # Keys of service bundles over one step's budget (redelivered next step).
         self._deferred: dict[str, None] = {}
+        # When the services' turn fails: redelivery waits this long (ms).
+        self._backoff_ms = 1
+        self._turn_failures = 0
+        # The bundle being handed to a service (deferred if the turn fails).
+        self._handing: str | None = None
+        # Services whose state commit failed (by endpoint), and what their
+        # successful commit released: (key, True) to confirm delivered,
+        # (key, False) to hand over again.
+        self._failing: dict[str, _Slot] = {}
+        self._released: list[tuple[str, bool]] = []
         self._now = 0
         self._last_schedule: int | None = None
         self.event_counts: dict[str, int] = dict.fromkeys(EventKind, 0)
@@ -345,6 +411,7 @@ class NodeCore:
         if self._started:
             raise InvalidArgument("NodeCore.start called twice")
         self._started = True
+        self._now = max(self._now, now)
         with self._txn(durable=False):
             actions: list[Action] = []
             for slot in self._slots.values():
@@ -417,14 +484,12 @@ class NodeCore:
         ``Agent.send``); never for a service's bundles.
 
         Raises :class:`~dcis.dtn.agent.agent.SendsInterrupted` when a
-        failure stops the agent's call or the services' turn after it (a
-        service's state commit, the driver's hook): the bundles stored
-        before it stay stored (the transaction block closes normally),
-        and the exception carries their outcomes and what of their actions
-        the services did not take -- deliveries to services left over wait
-        for the next input, as past ``MAX_SERVICE_DELIVERIES``."""
+        failure stops the agent's call: the bundles stored before it stay
+        stored (the transaction block closes normally), and the exception
+        carries their outcomes and their actions, the services' turn done.
+        A failure in the services' turn (a state commit, say) is contained
+        as in every input (see the module docstring)."""
         failure: SendsInterrupted | None = None
-        out: list[Action] = []
         with self._txn(durable=True):
             try:
                 results, actions = self.agent.send_many(
@@ -433,22 +498,7 @@ class NodeCore:
             except SendsInterrupted as exc:
                 failure = exc
                 results, actions = exc.results, exc.actions
-            work = deque(actions)
-            try:
-                out = self._run(work, now, out)
-            except Exception as exc:
-                failure = SendsInterrupted(results, [])
-                failure.__cause__ = exc
-                for a in work:
-                    if isinstance(a, Deliver) and a.endpoint in self._by_endpoint:
-                        self._deferred[a.bundle_key] = None
-                    elif not isinstance(a, Schedule):
-                        out.append(a)
-                at = self.next_deadline()
-                if at is not None:
-                    out.append(Schedule(at))
-                self._last_schedule = at
-                out = self._counted(out)
+            out = self._run(deque(actions), now)
         if failure is not None:
             failure.actions = out
             raise failure
@@ -478,6 +528,7 @@ class NodeCore:
     def on_contact_start(self, contact: Contact, now: int) -> list[Action]:
         """See ``Agent.on_contact_start``; the first open contact to a
         neighbour is announced to the services."""
+        self._now = max(self._now, now)
         with self._txn(durable=False):
             work = deque(self.agent.on_contact_start(contact, now))
             out: list[Action] = []
@@ -492,6 +543,7 @@ class NodeCore:
     def on_contact_end(self, contact: Contact, now: int) -> list[Action]:
         """See ``Agent.on_contact_end``; the last contact to a neighbour
         closing is announced to the services."""
+        self._now = max(self._now, now)
         with self._txn(durable=False):
             work = deque(self.agent.on_contact_end(contact, now))
             out: list[Action] = []
@@ -556,6 +608,7 @@ class NodeCore:
         fn = getattr(slot.service, method, None) if slot is not None else None
         if slot is None or not callable(fn):
             raise InvalidArgument(f"no service {service} with a method {method!r}")
+        self._now = max(self._now, now)
         with self._txn(durable=True):
             work: deque[Action] = deque()
             out: list[Action] = []
@@ -577,8 +630,15 @@ class NodeCore:
     def next_deadline(self) -> DtnTime | None:
         """The earliest of the agent's and the services' deadlines."""
         at = self.agent.next_deadline()
-        if self._deferred and (at is None or at > self._now + 1):
-            at = DtnTime(self._now + 1)
+        if self._deferred or self._released:
+            soon = self._now + self._backoff_ms
+            if at is None or at > soon:
+                at = DtnTime(soon)
+        if self._failing:
+            for slot in self._failing.values():
+                r = slot.retry_at
+                if r is not None and (at is None or r < at):
+                    at = DtnTime(r)
         for slot in self._slots.values():
             d = _deadline(slot)
             if d is not None and (at is None or d < at):
@@ -622,12 +682,69 @@ class NodeCore:
         if slot.state.dirty:
             # A durable block inside the outer one: the commit that holds
             # these writes is fsynced like a received bundle's.
-            if self._txn_store is not None:
-                with self._txn_store.transaction():
+            try:
+                if self._txn_store is not None:
+                    with self._txn_store.transaction():
+                        slot.state.commit()
+                else:
                     slot.state.commit()
-            else:
-                slot.state.commit()
+            except Exception as exc:
+                self._commit_failed(slot, fn, sends, exc, out)
+                return []
+            if slot.retry_at is not None:
+                return self._commit_recovered(slot, sends)
         return sends
+
+    def _commit_failed(
+        self,
+        slot: _Slot,
+        fn: Callable[..., Any],
+        sends: list[Send],
+        exc: Exception,
+        out: list[Action],
+    ) -> None:
+        """``slot``'s state commit failed: its writes stay staged
+        (``StagedState.commit``), ``sends`` are held; retry later."""
+        slot.held += sends
+        slot.failures += 1
+        wait = _backoff(slot.failures)
+        slot.retry_at = self._now + wait
+        self._failing[slot.endpoint] = slot
+        out.append(
+            Event(
+                EventKind.SERVICE_FAILED,
+                "",
+                f"{slot.endpoint} {getattr(fn, '__name__', 'call')}: state commit "
+                f"failed ({slot.failures} in a row, retried in {wait} ms): "
+                f"{type(exc).__name__}: {exc}",
+            )
+        )
+
+    def _commit_recovered(self, slot: _Slot, sends: list[Send]) -> list[Send]:
+        """``slot``'s commit succeeded after failures: release what waited."""
+        held, slot.held = slot.held, []
+        slot.retry_at = None
+        slot.failures = 0
+        del self._failing[slot.endpoint]
+        released = self._released
+        released += [(k, True) for k in slot.unconfirmed]
+        released += [(k, False) for k in slot.parked]
+        slot.unconfirmed = {}
+        slot.parked = {}
+        return held + sends
+
+    def _release(self, now: int, work: deque[Action]) -> None:
+        """Confirm the bundles whose commit succeeded at last and hand over
+        those that waited for it (in order; one at a time, so that a
+        failure leaves the rest to the next step)."""
+        released = self._released
+        while released:
+            key, confirm = released[0]
+            if confirm:
+                work.extend(self.agent.on_delivered(key, now))
+            else:
+                work.extend(self.agent.redeliver((key,), now))
+            released.pop(0)
 
     def _send_all(
         self,
@@ -686,11 +803,61 @@ class NodeCore:
             out.extend(work)
             return self._counted(out)
         self._now = max(self._now, now)
+        try:
+            self._turn(work, now, out)
+        except Exception as exc:
+            self._turn_failed(exc, work, out)
+        else:
+            if self._turn_failures:
+                self._turn_failures = 0
+                self._backoff_ms = 1
+        at = self.next_deadline()
+        if at is not None and at != self._last_schedule:
+            out.append(Schedule(at))
+        self._last_schedule = at
+        return self._counted(out)
+
+    def _turn_failed(
+        self, exc: Exception, work: deque[Action], out: list[Action]
+    ) -> None:
+        """:meth:`_turn` raised: nothing of the input is lost. What is left
+        of ``work`` goes to ``out``, the bundle being handed over and those
+        not reached wait for the next step (backing off while this keeps
+        happening), and the failure is an event."""
+        handing = self._handing
+        if handing is not None:
+            self._handing = None
+            self._deferred[handing] = None
+        for a in work:
+            if isinstance(a, Deliver) and a.endpoint in self._by_endpoint:
+                self._deferred[a.bundle_key] = None
+            elif not isinstance(a, Schedule):
+                out.append(a)
+        work.clear()
+        self._turn_failures += 1
+        self._backoff_ms = _backoff(self._turn_failures)
+        out.append(
+            Event(
+                EventKind.SERVICE_FAILED,
+                "",
+                f"services' turn stopped ({self._turn_failures} in a row, "
+                f"resumed in {self._backoff_ms} ms): {type(exc).__name__}: {exc}",
+            )
+        )
+
+    def _turn(self, work: deque[Action], now: int, out: list[Action]) -> None:
+        """The services' part of :meth:`_run`: hand deliveries over, retry
+        failed commits, tick due services, until nothing is left for them."""
         budget = MAX_SERVICE_DELIVERIES
         if self._deferred:
             keys = list(self._deferred)
-            self._deferred.clear()
             work.extend(self.agent.redeliver(keys, now))
+            self._deferred.clear()
+        if self._failing:
+            for s in list(self._failing.values()):
+                if s.retry_at is not None and s.retry_at <= now:
+                    sends = self._call(s, out, _retry_commit, now)
+                    self._send_all(s, sends, now, work, out)
         rounds = 0
         while True:
             while work:
@@ -705,16 +872,32 @@ class NodeCore:
                         out.append(a)
                     continue
                 assert isinstance(a, Deliver)
+                key = a.bundle_key
+                if slot.retry_at is not None:
+                    # Its commits fail: the bundle waits in the store (one
+                    # the service already has waits for the commit only).
+                    if key not in slot.unconfirmed:
+                        slot.parked[key] = None
+                    continue
                 if budget <= 0:
-                    self._deferred[a.bundle_key] = None
+                    self._deferred[key] = None
                     continue
                 budget -= 1
                 inbound: Inbound = a  # the same type (dcis.dtn.agent.actions)
+                self._handing = key
                 if self._on_service_delivery is not None:
                     self._on_service_delivery(inbound)
                 sends = self._call(slot, out, slot.service.on_bundle, inbound, now)
+                committed = slot.retry_at is None
                 self._send_all(slot, sends, now, work, out)
-                work.extend(self.agent.on_delivered(a.bundle_key, now))
+                if committed:
+                    work.extend(self.agent.on_delivered(key, now))
+                else:
+                    slot.unconfirmed[key] = None
+                self._handing = None
+            if self._released:
+                self._release(now, work)
+                continue
             due = [
                 s
                 for s in self._slots.values()
@@ -737,11 +920,6 @@ class NodeCore:
             for s in due:
                 sends = self._call(s, out, s.service.on_tick, now)
                 self._send_all(s, sends, now, work, out)
-        at = self.next_deadline()
-        if at is not None and at != self._last_schedule:
-            out.append(Schedule(at))
-        self._last_schedule = at
-        return self._counted(out)
 
     def _counted(self, out: list[Action]) -> list[Action]:
         counts = self.event_counts

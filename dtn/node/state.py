@@ -14,6 +14,12 @@ returns normally (:meth:`StagedState.commit`, run by ``NodeCore`` inside the
 store transaction that also holds the call's sends and the delivery
 confirmation). A call that raises has its writes discarded, so a half-done
 update never survives, with either store.
+
+A commit that fails (the store raising: a disk error) *keeps* the writes it
+was given: the service has already acted on them in memory, so they stay
+staged -- reads see them, a later call's raise does not discard them -- and
+the next commit writes them again with that call's own (``NodeCore``
+retries it, spec/node.md "Failure containment").
 """
 
 from __future__ import annotations
@@ -90,6 +96,8 @@ class StagedState:
         self._backend = backend
         self._service = service
         self._stage: dict[str, bytes | None] = {}
+        # Writes of a commit that failed: still staged, never discarded.
+        self._kept: dict[str, bytes | None] = {}
 
     def get(self, key: str) -> bytes | None:
         """The value under ``key`` (as this call left it), or None."""
@@ -131,19 +139,37 @@ class StagedState:
         """True if writes wait to be committed."""
         return bool(self._stage)
 
+    @property
+    def kept(self) -> bool:
+        """True if the writes of a failed commit wait to be written again."""
+        return bool(self._kept)
+
     def commit(self) -> None:
         """Write the staged changes to the backend (call inside the store
-        transaction of the call that made them)."""
+        transaction of the call that made them). When the backend raises,
+        every change stays staged (and kept: :meth:`discard` leaves it),
+        to be written by the next commit, and the exception propagates."""
         stage, self._stage = self._stage, {}
-        for k, v in stage.items():
-            if v is None:
-                self._backend.service_delete(self._service, k)
-            else:
-                self._backend.service_put(self._service, k, v)
+        try:
+            for k, v in stage.items():
+                if v is None:
+                    self._backend.service_delete(self._service, k)
+                else:
+                    self._backend.service_put(self._service, k, v)
+        except BaseException:
+            self._stage = stage
+            self._kept = dict(stage)
+            raise
+        if self._kept:
+            self._kept = {}
 
     def discard(self) -> None:
-        """Forget the staged changes (the call that made them failed)."""
-        self._stage.clear()
+        """Forget the staged changes of the call that failed (the writes of
+        a failed commit, :attr:`kept`, stay)."""
+        if self._kept:
+            self._stage = dict(self._kept)
+        else:
+            self._stage.clear()
 
 
 def _check_key(key: str) -> None:

@@ -162,6 +162,12 @@ _DEBUG_EVENTS = (
 )
 """Events :meth:`Node._apply` logs at debug level only (the rest: above)."""
 
+_TICK_RETRY_MIN_S = 0.1
+_TICK_RETRY_MAX_S = 30.0
+"""The timer task's wait after a tick that raised, doubling from the first
+to the second while ticks keep failing (the deadline that failed is in the
+past: without a wait the task would spin on it)."""
+
 _RECV_BUFFER = 65_535
 _MAX_BATCH = 512
 # A receive batch (one store commit) also ends at this many bytes, so that
@@ -1811,16 +1817,33 @@ class Node:
     # ------------------------------------------------------------ timers and contacts
 
     async def _timer_task(self) -> None:
+        """Tick the node at its deadlines. A tick that raises (the store
+        failing under the agent's timers, say) is logged as a
+        ``handler_error`` and tried again after a wait that doubles while
+        it keeps failing (:data:`_TICK_RETRY_MIN_S` to
+        :data:`_TICK_RETRY_MAX_S`): the node forwards on meanwhile."""
         agent = self.core
         assert agent is not None
+        failures = 0
         while True:
             at = agent.next_deadline()
             self._deadline = at
             wait_s = math.inf if at is None else max(0.0, (at - self.now_ms()) / 1000.0)
+            if failures:
+                wait_s = max(
+                    wait_s,
+                    min(_TICK_RETRY_MIN_S * 2 ** (failures - 1), _TICK_RETRY_MAX_S),
+                )
             with trio.move_on_after(wait_s):
                 await self._timer_wake.wait()
             self._timer_wake = trio.Event()
-            self._apply(agent.on_tick(self.now_ms()))
+            try:
+                self._apply(agent.on_tick(self.now_ms()))
+            except Exception as exc:  # a failing tick never stops the node
+                failures = min(failures + 1, 32)
+                self._handler_error("timer", exc)
+            else:
+                failures = 0
 
     def _contact_events(self) -> list[tuple[float, int, Contact]]:
         """(plan time, 0=end/1=start, contact) for every contact from this node."""
@@ -2629,9 +2652,10 @@ class Node:
                 if len(outcomes) < len(requests):
                     outcomes = [*outcomes, cause]
                 else:
-                    # The failure came after the sends (a service's state
-                    # commit): logged once, and no recover -- the bundles'
-                    # rows and the agent's memory agree, and a recover inside
+                    # The failure came after the sends (the services' turn
+                    # contains its own, spec/node.md "Failure containment"):
+                    # logged once, and no recover -- the bundles' rows and
+                    # the agent's memory agree, and a recover inside
                     # this read's open transaction would re-route every
                     # stored bundle with actions that are lost if the broken
                     # commit fails it again, leaving them in flight for good.

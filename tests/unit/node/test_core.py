@@ -21,7 +21,7 @@ from dcis.dtn.agent.actions import (
     Schedule,
     Transmit,
 )
-from dcis.dtn.agent.agent import Agent, SendRequest, SendsInterrupted
+from dcis.dtn.agent.agent import Agent, SendRequest
 from dcis.dtn.agent.store import MemoryStore, StoreError
 from dcis.dtn.node import (
     EchoService,
@@ -481,11 +481,11 @@ class _FailingState(MemoryStateBackend):
 
 
 def test_sends_stored_before_a_failure_are_reported_stored() -> None:
-    # An app's run of sends: one to a local service whose state commit
-    # fails on a broken disk. All three bundles were stored before that
-    # failure, so the outcome says so (keys: the app must not send them
-    # again), the remote ones still go out, and the service's next
-    # bundle, not reached, waits for the next input.
+    # An app's run of sends: two to a local service whose state commit
+    # fails on a broken disk. All four bundles are stored and the outcome
+    # says so (keys: the app must not send them again), the remote ones
+    # go out, and the service's bundles wait in the store: the first for
+    # its retried commit, the second to be handed over after it.
     log: list[tuple[Any, ...]] = []
     svc = Svc(30, log)
 
@@ -507,16 +507,21 @@ def test_sends_stored_before_a_failure_are_reported_stored() -> None:
         SendRequest("ipn:1.1", "ipn:1.30", b"d", 60_000),
         SendRequest("ipn:1.1", "ipn:2.1", b"c", 60_000),
     ]
-    with pytest.raises(SendsInterrupted) as info:
-        core.send_many(requests, 5)
-    exc = info.value
-    assert isinstance(exc.__cause__, StoreError)
-    assert len(exc.results) == 4
-    assert all(isinstance(k, str) for k in exc.results)
-    sent = [t for t in exc.actions if isinstance(t, Transmit)]
+    results, actions = core.send_many(requests, 5)
+    assert len(results) == 4
+    assert all(isinstance(k, str) for k in results)
+    sent = [t for t in actions if isinstance(t, Transmit)]
     assert [t.neighbor for t in sent] == [2, 2]
-    # The delivery not reached is handed over at the next input.
+    failed = [
+        e for e in actions if isinstance(e, Event) and e.kind.startswith("service_")
+    ]
+    assert [e.kind for e in failed] == [EventKind.SERVICE_FAILED]
+    assert "state commit failed" in failed[0].detail
+    assert core.agent.stored == 4  # type: ignore[attr-defined]
+    # The retried commit, once the disk works, and the bundle that waited.
     state.broken = False
-    core.on_tick(6)
+    at = core.next_deadline()
+    assert at is not None
+    core.on_tick(at)
     assert [x[2] for x in log if x[0] == "bundle"] == [b"b", b"d"]
     assert state.service_get(30, "last") == b"d"
