@@ -716,6 +716,11 @@ class Node:
                 # ACKs held for their bundles' confirmation past the bound:
                 # this sync writes their payloads; they go after it.
                 released = hold.take_due(trio.current_time())
+                if released:
+                    # They may name bundles stored during the wait (every
+                    # held one is due at once after a duplicate): this sync
+                    # writes every payload held but those still on hold.
+                    mark = None
                 began = time.perf_counter()
                 try:
                     # Writes the payloads held for a late write first (but
