@@ -715,12 +715,24 @@ class Node:
                 or store.segments_waiting
                 or hold.is_due(trio.current_time())
             ):
-                if store.late_bytes and self._mtcp:
-                    await self._mtcp_settle()
+                mark: frozenset[tuple[int, int]] | None = None
                 gen = store.write_generation
+                if store.late_bytes and self._mtcp:
+                    # This sync covers the commits made up to now: the
+                    # sends that come during the wait are answered after
+                    # the next one, so their payloads stay held through
+                    # this one (their bundles have the wait of the next
+                    # sync to leave in, unwritten).
+                    mark = store.late_mark()
+                    await self._mtcp_settle()
                 # ACKs held for their bundles' confirmation past the bound:
                 # this sync writes their payloads; they go after it.
                 released = hold.take_due(trio.current_time())
+                if released:
+                    # They may name bundles stored during the wait (every
+                    # held one is due at once after a duplicate): this sync
+                    # writes every payload held but those still on hold.
+                    mark = None
                 began = time.perf_counter()
                 try:
                     # Writes the payloads held for a late write first (but
@@ -729,8 +741,11 @@ class Node:
                     # refuses drops its bundle (below); any other failure
                     # is a failed sync (logged, below).
                     sync = (
-                        store.begin_sync(keep_late=hold.keys())
-                        if hold
+                        store.begin_sync(
+                            keep_late=hold.keys() if hold else (),
+                            keep_late_since=mark,
+                        )
+                        if hold or mark is not None
                         else store.begin_sync()
                     )
                 except DtnError as exc:

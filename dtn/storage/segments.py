@@ -347,6 +347,18 @@ class SegmentLog:
         """Payload bytes held for a late write now."""
         return self._pending_bytes
 
+    def pending_places(self) -> frozenset[tuple[int, int]]:
+        """The ``(segment, offset)`` places of the payloads held for a late
+        write now."""
+        return frozenset(self._pending)
+
+    def pending_since(
+        self, before: Collection[tuple[int, int]]
+    ) -> set[tuple[int, int]]:
+        """The places of the payloads held now that ``before`` (an earlier
+        :meth:`pending_places`) did not hold: put since then."""
+        return {k for k in self._pending if k not in before}
+
     def has_dead(self) -> bool:
         """Whether segments wait for :meth:`drop_dead` (cheap: asked after
         every agent call)."""

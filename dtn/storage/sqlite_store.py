@@ -1291,7 +1291,17 @@ class SqliteStore:
         leave first."""
         return 0 if self._segs is None else self._segs.pending_bytes
 
-    def begin_sync(self, *, keep_late: Collection[str] = ()) -> Callable[[], None]:
+    def late_mark(self) -> frozenset[tuple[int, int]]:
+        """What is held for a late write now, for :meth:`begin_sync`'s
+        ``keep_late_since``."""
+        return frozenset() if self._segs is None else self._segs.pending_places()
+
+    def begin_sync(
+        self,
+        *,
+        keep_late: Collection[str] = (),
+        keep_late_since: frozenset[tuple[int, int]] | None = None,
+    ) -> Callable[[], None]:
         """Store thread: snapshot what the next sync must cover -- every
         commit made so far -- and return the function doing it (fsync of the
         segment files written since the last sync, then of the WAL, then
@@ -1303,13 +1313,25 @@ class SqliteStore:
         are durable after it, their bytes not (a ``kill -9`` or power cut
         before a later sync drops such a row at the next open). For a
         driver that promises nothing about those bundles until a later
-        sync, or until they have left the store."""
+        sync, or until they have left the store.
+
+        ``keep_late_since``: a :meth:`late_mark` taken earlier, with
+        :attr:`write_generation` read at the same moment: the payloads put
+        for a late write since then stay held through this sync, as
+        ``keep_late``'s do -- for a driver that promises nothing about the
+        commits after that generation until a later sync."""
         segs = self._segs
         fds: list[int] = []
         dir_dirty = False
         try:
             if segs is not None:
-                keep = self._late_places(keep_late) if keep_late else ()
+                keep: Collection[tuple[int, int]] = (
+                    self._late_places(keep_late) if keep_late else ()
+                )
+                if keep_late_since is not None:
+                    since = segs.pending_since(keep_late_since)
+                    if since:
+                        keep = since.union(keep) if keep else since
                 # Between transactions a late write that fails (ENOSPC, say:
                 # the statvfs gate foresaw no shortage) is listed, not
                 # raised: its row is deleted below, before the WAL's sync.
@@ -1369,7 +1391,8 @@ class SqliteStore:
     ) -> None:
         """At a sync's start, between transactions: the late writes of
         ``failed`` (places and errors) could not be made. Their bundles were
-        never acknowledged (their senders are answered after this sync), so
+        never acknowledged (their senders are answered after this sync or, for a payload
+        a mark kept, a later one), so
         they are refused now rather than held without their bytes: their
         rows are deleted by a commit the sync makes durable with the rest,
         their held payloads forgotten, and their keys listed for

@@ -146,3 +146,103 @@ async def test_the_reply_to_an_app_send_comes_after_its_late_write(
         stored = node.agent.store.get(key)
         assert stored is not None
         assert bytes(stored) in on_disk
+
+
+async def test_sends_stored_while_a_sync_waits_for_the_senders_wait_for_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sync covers the commits made before it waits for the MTCP senders:
+    # a send stored during that wait is answered after the next sync, and
+    # this one leaves its payload held (its bundle has that wait to leave
+    # in). The peer never connects here, so nothing leaves: the next sync
+    # writes it, and only then is it answered.
+    async def black_hole(*args: object, **kw: object) -> trio.SocketStream:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(trio, "open_tcp_stream", black_hole)
+    first, second = bytes([1]) * 40_000, bytes([2]) * 40_000
+    replies: dict[str, str] = {}
+    release = trio.Event()
+    waits = 0
+    cfg = _mtcp_node(tmp_path, 9)
+    async with (
+        open_node(cfg) as node,
+        open_trio_client(str(cfg.app_socket)) as app,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def send_second() -> None:
+            replies["second"] = await app.send("ipn:2.1", second)
+
+        async def settle(self: node_mod.Node) -> None:
+            # Stands in for the wait for the senders: the second send comes
+            # during the first sync's; the next sync's waits for the test.
+            nonlocal waits
+            waits += 1
+            if waits == 1:
+                nursery.start_soon(send_second)
+                await poll_until(lambda: node.status()["stored"] == 2, timeout_s=20)
+            elif waits == 2:
+                await release.wait()
+
+        monkeypatch.setattr(node_mod.Node, "_mtcp_settle", settle)
+        with trio.fail_after(20):
+            await app.send("ipn:2.1", first)
+            raw = _segments(tmp_path)
+            assert first in raw
+            assert second not in raw  # main: written by the first sync
+            assert "second" not in replies  # main: answered with the first
+            release.set()
+            await poll_until(lambda: "second" in replies, timeout_s=20)
+        assert second in _segments(tmp_path)
+        assert waits == 2
+        assert node.status()["stored"] == 2
+
+
+async def test_an_ack_released_by_a_sync_has_its_payload_written_even_if_stored_in_the_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A hop ACK held for its bundle's confirmation goes after the first sync
+    # past its bound, whenever the bundle was stored -- here during that
+    # sync's wait for the MTCP senders (a duplicate makes every held ACK due
+    # at once): that sync must write the payload, mark or not. (The test
+    # holds the ACK itself; a real one names a received bundle.)
+    async def black_hole(*args: object, **kw: object) -> trio.SocketStream:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(trio, "open_tcp_stream", black_hole)
+    first, second = bytes([1]) * 40_000, bytes([2]) * 40_000
+    on_disk_at_ack: list[bool] = []
+    waits = 0
+    cfg = _mtcp_node(tmp_path, 9)
+    async with (
+        open_node(cfg) as node,
+        open_trio_client(str(cfg.app_socket)) as app,
+        trio.open_nursery() as nursery,
+    ):
+        assert node.agent is not None
+        store = node.agent.store
+
+        async def settle(self: node_mod.Node) -> None:
+            nonlocal waits
+            waits += 1
+            if waits == 1:
+                before = {r.key for r in store.records()}
+                nursery.start_soon(app.send, "ipn:2.1", second)
+                await poll_until(lambda: node.status()["stored"] == 2, timeout_s=20)
+                (key,) = {r.key for r in store.records()} - before
+
+                def ack() -> None:
+                    on_disk_at_ack.append(second in _segments(tmp_path))
+
+                assert self._ack_hold.hold(key, len(second), ack, trio.current_time())
+                self._ack_hold.expire_all()
+
+        monkeypatch.setattr(node_mod.Node, "_mtcp_settle", settle)
+        with trio.fail_after(20):
+            await app.send("ipn:2.1", first)
+            await poll_until(lambda: bool(on_disk_at_ack), timeout_s=20)
+        assert on_disk_at_ack == [True]  # without the reset of the mark: False
+        nursery.cancel_scope.cancel()
