@@ -1391,9 +1391,9 @@ class SqliteStore:
     ) -> None:
         """At a sync's start, between transactions: the late writes of
         ``failed`` (places and errors) could not be made. Their bundles were
-        never acknowledged (their senders are answered after this sync or, for a payload
-        a mark kept, a later one), so
-        they are refused now rather than held without their bytes: their
+        never acknowledged (their senders are answered after this sync or,
+        for a payload a mark kept, a later one), so they are refused now
+        rather than held without their bytes: their
         rows are deleted by a commit the sync makes durable with the rest,
         their held payloads forgotten, and their keys listed for
         :meth:`take_unwritten` (the driver withholds their ACKs and replies,

@@ -106,11 +106,11 @@ def test_a_sync_keeps_the_late_payloads_put_since_its_mark(tmp_path: Path) -> No
     s.begin_sync(keep_late_since=mark)()
     s.end_sync()
     # a written, b's place past the file's end (main: no keep_late_since).
-    assert _seg(db) == payload(1)
+    assert seg(db) == payload(1)
     assert s.get("b") == payload(2)  # from memory meanwhile
     assert s.late_bytes == BIG
-    _sync(s)  # a later sync with no mark writes it
-    assert _seg(db) == payload(1) + payload(2)
+    sync(s)  # a later sync with no mark writes it
+    assert seg(db) == payload(1) + payload(2)
     assert s.late_bytes == 0
     s.close()
     s2 = SqliteStore(db)
@@ -130,10 +130,10 @@ def test_a_mark_and_kept_keys_together_keep_both(tmp_path: Path) -> None:
         s.discard("b")  # left before the sync: never written, mark or not
     s.begin_sync(keep_late=("a",), keep_late_since=mark)()
     s.end_sync()
-    assert _seg(db) == b""
+    assert seg(db) == b""
     assert s.late_bytes == 2 * BIG
-    _sync(s)
-    assert _seg(db) == payload(1) + bytes(BIG) + payload(3)
+    sync(s)
+    assert seg(db) == payload(1) + bytes(BIG) + payload(3)
     s.close()
 
 
@@ -146,10 +146,10 @@ def test_an_empty_mark_keeps_every_late_payload_and_a_mark_with_none_since_none(
     s.put(rec("a", BIG), payload(1), write_later=True)
     s.begin_sync(keep_late_since=empty)()
     s.end_sync()
-    assert _seg(db) == b""
+    assert seg(db) == b""
     s.begin_sync(keep_late_since=s.late_mark())()
     s.end_sync()
-    assert _seg(db) == payload(1)
+    assert seg(db) == payload(1)
     s.close()
 
 
