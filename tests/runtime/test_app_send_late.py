@@ -163,6 +163,20 @@ async def test_sends_stored_while_a_sync_waits_for_the_senders_wait_for_the_next
     monkeypatch.setattr(trio, "open_tcp_stream", black_hole)
     first, second = bytes([1]) * 40_000, bytes([2]) * 40_000
     replies: dict[str, str] = {}
+    # Whether the second payload is in its segment file at the moment the
+    # node hands its reply to the connection's writer (after the sync that
+    # released it, before any later one can write it: whatever the order
+    # the client then reads the replies in).
+    on_disk_at_reply: list[bool] = []
+    second_key: list[str] = []
+    put = node_mod._Outbox.put
+
+    def spy(self: node_mod._Outbox, parts: list[bytes]) -> bool:
+        if second_key and any(second_key[0].encode() in p for p in parts):
+            on_disk_at_reply.append(second in _segments(tmp_path))
+        return put(self, parts)
+
+    monkeypatch.setattr(node_mod._Outbox, "put", spy)
     release = trio.Event()
     waits = 0
     cfg = _mtcp_node(tmp_path, 9)
@@ -171,6 +185,8 @@ async def test_sends_stored_while_a_sync_waits_for_the_senders_wait_for_the_next
         open_trio_client(str(cfg.app_socket)) as app,
         trio.open_nursery() as nursery,
     ):
+        assert node.agent is not None
+        store = node.agent.store
 
         async def send_second() -> None:
             replies["second"] = await app.send("ipn:2.1", second)
@@ -181,8 +197,10 @@ async def test_sends_stored_while_a_sync_waits_for_the_senders_wait_for_the_next
             nonlocal waits
             waits += 1
             if waits == 1:
+                before = {r.key for r in store.records()}
                 nursery.start_soon(send_second)
                 await poll_until(lambda: node.status()["stored"] == 2, timeout_s=20)
+                second_key.extend({r.key for r in store.records()} - before)
             elif waits == 2:
                 await release.wait()
 
@@ -192,10 +210,12 @@ async def test_sends_stored_while_a_sync_waits_for_the_senders_wait_for_the_next
             raw = _segments(tmp_path)
             assert first in raw
             assert second not in raw  # main: written by the first sync
-            assert "second" not in replies  # main: answered with the first
             release.set()
             await poll_until(lambda: "second" in replies, timeout_s=20)
-        assert second in _segments(tmp_path)
+        assert replies["second"] == second_key[0]
+        # The generation read after the wait (the mark before it): [False]
+        # -- answered after the first sync, its payload left unwritten.
+        assert on_disk_at_reply == [True]
         assert waits == 2
         assert node.status()["stored"] == 2
 
