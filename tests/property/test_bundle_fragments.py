@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from dcis.dtn.bpv7 import (
     BlockFlags,
+    BlockType,
     Bundle,
     BundleFlags,
     Reassembler,
@@ -55,8 +56,15 @@ def test_fragment_anywhere_reassemble_in_any_order(
     b, sizes = case
     frags = fragment_bundle(b, sizes)
     assert sum(len(f.payload) for f in frags) == len(b.payload)
+    # Later fragments carry the blocks flagged to be replicated, and the
+    # bundle age block of a bundle with no creation time, which each of its
+    # fragments must carry too (RFC 9171 4.4.2).
+    no_clock = b.primary.creation.time_ms == 0
     replicated = tuple(
-        blk for blk in b.blocks[:-1] if blk.flags & BlockFlags.MUST_REPLICATE
+        blk
+        for blk in b.blocks[:-1]
+        if blk.flags & BlockFlags.MUST_REPLICATE
+        or (no_clock and blk.type_code == BlockType.BUNDLE_AGE)
     )
     if len(frags) > 1:
         assert frags[0].blocks[:-1] == b.blocks[:-1]
