@@ -337,6 +337,7 @@ class Node:
                 "store_sync_us",
                 "store_fsync_us",
                 "late_writes_failed",
+                "checkpoints_failed",
                 "acks_refused",
                 "mac_failures",
                 "handler_errors",
@@ -778,6 +779,13 @@ class Node:
                     # promised. Stop; the previous hops still hold it all.
                     self._log("error", "store_sync_failed", detail=str(exc))
                     raise
+                failed, why = store.take_checkpoint_failures()
+                if failed:
+                    # The disk refused the WAL's copy into the database
+                    # (full): the commits are durable in the WAL, nothing
+                    # is at risk; tried again when next due.
+                    self.counters["checkpoints_failed"] += failed
+                    self._log("warning", "store_checkpoint_failed", detail=why)
                 self._synced_gen = gen
                 self.counters["store_syncs"] += 1
                 for _key, ack in released:
