@@ -955,7 +955,9 @@ class Agent:
                     continue
                 if e.prev_node is not None:
                     hops.add(e.prev_node)
-                self._remove(e)  # (its row is gone already: no statement)
+                # Its row is gone already: the store.discard this makes
+                # runs a DELETE that matches nothing (harmless).
+                self._remove(e)
                 self.counters["refused"] += 1
                 actions.append(
                     Event("refused", key, f"its late write failed at the sync: {why}")

@@ -58,7 +58,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -337,6 +337,7 @@ class Node:
                 "store_sync_us",
                 "store_fsync_us",
                 "late_writes_failed",
+                "checkpoints_failed",
                 "acks_refused",
                 "mac_failures",
                 "handler_errors",
@@ -778,6 +779,13 @@ class Node:
                     # promised. Stop; the previous hops still hold it all.
                     self._log("error", "store_sync_failed", detail=str(exc))
                     raise
+                failed, why = store.take_checkpoint_failures()
+                if failed:
+                    # The disk refused the WAL's copy into the database
+                    # (full): the commits are durable in the WAL, nothing
+                    # is at risk; tried again when next due.
+                    self.counters["checkpoints_failed"] += failed
+                    self._log("warning", "store_checkpoint_failed", detail=why)
                 self._synced_gen = gen
                 self.counters["store_syncs"] += 1
                 for _key, ack in released:
@@ -834,7 +842,11 @@ class Node:
             fn, key = entry[1], entry[2]
             if key is not None and key in gone:
                 continue  # a hop ACK: never sent
-            if isinstance(fn, functools.partial):
+            if type(fn) is _TcpclAnswer:
+                if not gone.isdisjoint(fn.keys):
+                    fn.refuse()  # XFER_REFUSE: the peer keeps it
+                    continue
+            elif isinstance(fn, functools.partial):
                 if key is None and fn.func in hop_acks:
                     if fn.func != self._acks.add or fn.args[0] in hops:
                         continue  # perhaps a piece's ACK: withheld
@@ -954,7 +966,15 @@ class Node:
                 # the next sync writes every held payload first.
                 self._ack_hold.expire_all()
                 self._sync_wake.set()
-            self.when_durable(functools.partial(answer, True))
+            # Accepted once durable -- unless the sync drops the bundle it
+            # stands for (a duplicate of one whose late write fails there):
+            # refused then (:meth:`_refuse_unwritten`).
+            keys = frozenset(
+                a.bundle_key
+                for a in actions
+                if type(a) is Event and a.kind in _TCPCL_ANSWER_KINDS
+            )
+            self.when_durable(_TcpclAnswer(answer, keys))
 
     def _tcpcl_done(self, tx_id: int, ok: bool) -> None:
         agent = self.agent
@@ -2819,6 +2839,34 @@ async def _send_buffers(stream: trio.SocketStream, parts: list[bytes]) -> None:
     each payload twice (into its frame, then into a join of the queued
     frames). Only the connection's writer task writes."""
     await send_buffers(stream, parts)
+
+
+_TCPCL_ANSWER_KINDS: Final = frozenset(
+    {
+        EventKind.RECEIVED,
+        EventKind.DUPLICATE,
+        EventKind.VARIANT,
+        EventKind.REASSEMBLED,
+    }
+)
+"""The events naming the bundles a TCPCL transfer stands for."""
+
+
+@dataclass(frozen=True, slots=True)
+class _TcpclAnswer:
+    """The answer to a TCPCL transfer, run once durable: accept (XFER_ACK).
+    ``keys``: the bundles the transfer stands for (stored or duplicates); if
+    a sync drops one of them instead (its late write failed), the transfer
+    is refused (:meth:`Node._refuse_unwritten`)."""
+
+    answer: Callable[[bool], None]
+    keys: frozenset[str]
+
+    def __call__(self) -> None:
+        self.answer(True)
+
+    def refuse(self) -> None:
+        self.answer(False)
 
 
 def _refused_reply(msg: bytes, gone: set[str], refusal: str) -> bytes:

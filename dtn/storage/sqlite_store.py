@@ -317,6 +317,10 @@ class SqliteStore:
         # Bundles refused at a sync's start: their late writes failed.
         self._unwritten: list[str] = []
         self._unwritten_why = ""
+        # WAL checkpoints the disk refused (SQLITE_FULL) since the last
+        # take_checkpoint_failures(), and the last one's text.
+        self._checkpoints_failed = 0
+        self._checkpoint_why = ""
         in_memory = self._path in ("", ":memory:")
         # A WAL left with frames in it: the last process did not close the
         # store (a clean close checkpoints and removes it). What this open
@@ -588,7 +592,9 @@ class SqliteStore:
         mode that is about one extra segment sync per 1,000 pages of index
         rows, none otherwise (a FULL commit syncs its segments anyway).
         Raises :class:`StoreError` (before the transaction begins, or
-        from :meth:`end_sync`) when a sync fails."""
+        from :meth:`end_sync`) when a sync fails -- not when the disk
+        refuses the checkpoint's copy into the database (counted:
+        :meth:`take_checkpoint_failures`)."""
         if self._syncing:
             # Group commit: the segments of the commits before the sync in
             # flight are synced by its worker, not yet perhaps; the
@@ -621,9 +627,18 @@ class SqliteStore:
         try:
             row = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
-            # The segments are synced: nothing acknowledged is at risk (a
-            # full disk, say). This transaction is refused; the WAL keeps
-            # its frames and the checkpoint is tried again when next due.
+            code = getattr(exc, "sqlite_errorcode", None)
+            if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+                # The disk refused the copy into the database: the segments
+                # are synced and the WAL keeps its frames (the commits stay
+                # durable there), so nothing acknowledged is at risk. Not a
+                # failure: counted (take_checkpoint_failures), and tried
+                # again when next due.
+                self._checkpoints_failed += 1
+                self._checkpoint_why = str(exc)
+                return
+            # Any other error (a failed fsync of the WAL or the database:
+            # what the kernel kept is unknown) is a failed sync.
             raise StoreError(
                 f"bundle store {self._path!r}: checkpoint failed: {exc}"
             ) from exc
@@ -1431,6 +1446,13 @@ class SqliteStore:
         keys, self._unwritten = self._unwritten, []
         return keys, self._unwritten_why
 
+    def take_checkpoint_failures(self) -> tuple[int, str]:
+        """How many WAL checkpoints the disk refused (SQLITE_FULL: not a
+        failed sync, see :meth:`_checkpoint_if_due`) since the last call,
+        and the last one's text; resets the count."""
+        n, self._checkpoints_failed = self._checkpoints_failed, 0
+        return n, self._checkpoint_why
+
     def _late_places(self, keys: Collection[str]) -> set[tuple[int, int]]:
         """The ``(segment, offset)`` of the committed rows of ``keys`` kept
         in segments (one statement per 256 keys)."""
@@ -1456,7 +1478,8 @@ class SqliteStore:
         """Store thread, after the function from :meth:`begin_sync` returned:
         segments emptied by commits it covered are removed; a FULL store
         checkpoints if one is due. Raises :class:`StoreError` when that
-        checkpoint's sync fails."""
+        checkpoint's sync fails (not when the disk refuses its copy into
+        the database: :meth:`take_checkpoint_failures`)."""
         if self._segs is not None:
             self._segs.forget_dead(self._sync_dead)  # removed by the sync
         self._sync_dead = set()

@@ -24,11 +24,13 @@ from dcis.dtn.bpv7.fragment import fragment_bundle
 from dcis.dtn.cl.udp import encode_data_segment
 from dcis.dtn.client import ClientError, open_trio_client
 from dcis.dtn.runtime import NodeConfig, open_node
+from dcis.dtn.runtime.ack_hold import HOLD_S
 from dcis.dtn.storage.sqlite_store import SqliteStore
 from tests.runtime.test_ack_at_delivery import (
     PAYLOAD,
     _ack,
     _config,
+    _held,
     _no_ack_yet,
     _peer,
     _send,
@@ -140,6 +142,34 @@ async def test_the_pieces_of_a_bundle_whose_late_write_fails_are_not_acknowledge
         async with n2.endpoint("ipn:2.5") as inbox:
             got = await inbox.receive()
         assert got.payload == PAYLOAD
+    sock.close()
+
+
+async def test_a_held_ack_released_at_the_bound_is_not_sent_if_the_write_fails(
+    tmp_path: Path,
+    mock_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The bundle is pushed to an app that never confirms it: its ACK is
+    # held (the syncs meanwhile keep its payload unwritten). At the bound
+    # the hold releases the ACK to go after the sync that writes the
+    # payload -- and the disk refuses that write: the ACK is not sent.
+    full = _full_disk_for(monkeypatch, PAYLOAD)
+    async with _held(tmp_path) as (sock, cfg, n2, _):
+        assert n2.status()["counters"]["late_writes_failed"] == 0
+        mock_clock.jump(HOLD_S)  # the hold ends: its ACK is released
+        await _sync(n2)  # ... to a sync whose late write fails
+        assert n2.status()["counters"]["late_writes_failed"] == 1
+        assert len(n2._ack_hold) == 0
+        assert _no_ack_yet(sock), "ACK sent for a bundle refused at the sync"
+        assert not _written(cfg)
+        # Space returns: node 1 sends it again and is acknowledged.
+        full[0] = False
+        await _send(sock, n2, token=8)
+        mock_clock.jump(HOLD_S)
+        with trio.fail_after(30):  # virtual: never fires without a jump
+            assert await _ack(sock) == (8,)
+        assert _written(cfg)
     sock.close()
 
 

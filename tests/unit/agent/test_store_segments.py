@@ -952,9 +952,10 @@ def test_close_syncs_the_segments_of_relaxed_commits_before_its_checkpoint(
 def test_a_failed_checkpoint_after_its_segment_sync_does_not_fail_later_syncs(
     tmp_path: Path,
 ) -> None:
-    # A checkpoint that fails after the segments it took were synced (a
-    # full disk when the WAL is copied into the database, say) puts no
-    # acknowledged byte at risk: that transaction is refused, but the next
+    # A checkpoint that fails after the segments it took were synced (an
+    # error other than a full disk -- that one is only counted:
+    # test_store_checkpoint_full) puts no acknowledged byte at risk: that
+    # transaction is refused, but the next
     # group syncs succeed and the checkpoint is taken when next due. (Were
     # it treated as a failed segment sync, a full disk for a moment would
     # stop the node for good.)
