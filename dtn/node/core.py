@@ -42,7 +42,9 @@ it was handling stays in the store unconfirmed -- nothing of the call goes
 out before its state is durable. The commit is retried at ``next_deadline`` (after
 :data:`COMMIT_RETRY_MIN_MS`, doubling up to :data:`COMMIT_RETRY_MAX_MS`)
 and by any later call of the service; until one succeeds, bundles for the
-service wait in the store. The successful commit confirms the bundles,
+service wait in the store and the service is not ticked (its deadline is
+ignored), and at most :data:`MAX_HELD_SENDS` sends are held (more are
+dropped, each an ``Event(SERVICE_SEND_FAILED)``). The successful commit confirms the bundles,
 lets the held sends go, and hands the waiting bundles over in order (the
 service never sees a bundle twice for a commit that failed).
 
@@ -105,6 +107,11 @@ COMMIT_RETRY_MIN_MS = 100
 COMMIT_RETRY_MAX_MS = 30_000
 """Longest wait between retries of a commit that keeps failing (the wait
 doubles from :data:`COMMIT_RETRY_MIN_MS`); every failure is an event."""
+
+
+MAX_HELD_SENDS = 1000
+"""Most sends held for one service while its state commits fail; sends
+beyond it are dropped, each an ``Event(SERVICE_SEND_FAILED)``."""
 
 
 def _backoff(failures: int) -> int:
@@ -640,6 +647,8 @@ class NodeCore:
                 if r is not None and (at is None or r < at):
                     at = DtnTime(r)
         for slot in self._slots.values():
+            if slot.retry_at is not None:
+                continue  # not ticked while its commits fail: retry_at above
             d = _deadline(slot)
             if d is not None and (at is None or d < at):
                 at = DtnTime(d)
@@ -705,6 +714,22 @@ class NodeCore:
     ) -> None:
         """``slot``'s state commit failed: its writes stay staged
         (``StagedState.commit``), ``sends`` are held; retry later."""
+        room = MAX_HELD_SENDS - len(slot.held)
+        if len(sends) > room:
+            # At the bound: the newest sends are dropped, each reported as
+            # a send the agent refused (a tagged one's on_send_result is
+            # not called: that call's writes could not commit either).
+            for s in sends[max(room, 0) :]:
+                out.append(
+                    Event(
+                        EventKind.SERVICE_SEND_FAILED,
+                        "",
+                        f"{slot.endpoint} -> {s.destination}: dropped, "
+                        f"{MAX_HELD_SENDS} sends already held for a failing "
+                        "state commit",
+                    )
+                )
+            sends = sends[: max(room, 0)]
         slot.held += sends
         slot.failures += 1
         wait = _backoff(slot.failures)
@@ -898,10 +923,12 @@ class NodeCore:
             if self._released:
                 self._release(now, work)
                 continue
+            # A service whose commits fail is not ticked: a tick would
+            # retry the commit before its backoff (and add held sends).
             due = [
                 s
                 for s in self._slots.values()
-                if (d := _deadline(s)) is not None and d <= now
+                if s.retry_at is None and (d := _deadline(s)) is not None and d <= now
             ]
             if not due:
                 break
