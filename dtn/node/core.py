@@ -87,7 +87,7 @@ from dcis.dtn.routing.contact import Contact
 from dcis.dtn.routing.plan import ContactPlan
 from dcis.dtn.time import DtnTime
 
-__all__ = ["EndpointReserved", "NodeAgent", "NodeCore"]
+__all__ = ["EndpointReserved", "NodeAgent", "NodeCore", "StateNotDurable"]
 
 MAX_TICK_ROUNDS = 64
 """Rounds of "tick every service whose deadline is due" in one step; a
@@ -127,6 +127,13 @@ def _retry_commit(now_ms: int) -> list[Send]:
 class EndpointReserved(InvalidArgument):
     """An app tried to register (or send from) an endpoint that belongs to
     the node: ``ipn:N.0``, a reserved service number or a running service."""
+
+
+class StateNotDurable(DtnError):
+    """A service answered, but its state commit failed: what it did is
+    staged in memory only (retried later, lost by a crash before that).
+    An app's request to it gets this error, never the service's replies:
+    the app may send the request again."""
 
 
 class NodeAgent(Protocol):
@@ -622,6 +629,14 @@ class NodeCore:
             sends = self._call(slot, out, fn, *args, now)
             self._send_all(slot, sends, now, work, out)
             return self._run(work, now, out)
+
+    def commit_failing(self, service: int) -> bool:
+        """True while the state commits of the service numbered ``service``
+        fail: its writes (and the sends of those calls) are staged in
+        memory, not durable. A caller must not report a call that leaves
+        it True as done (e.g. answer an app with the call's replies)."""
+        slot = self._slots.get(service)
+        return slot is not None and slot.retry_at is not None
 
     def on_tick(self, now: int) -> list[Action]:
         """Timers of the agent and of every service due at ``now``."""

@@ -112,7 +112,14 @@ from dcis.dtn.client.common import ReceivedBundle
 from dcis.dtn.client.gather import IOV_MAX, send_buffers
 from dcis.dtn.client.push_reader import PushReader
 from dcis.dtn.errors import DecodeError, DtnError, InvalidArgument
-from dcis.dtn.node import EchoService, EndpointReserved, EventKind, NodeCore, Service
+from dcis.dtn.node import (
+    EchoService,
+    EndpointReserved,
+    EventKind,
+    NodeCore,
+    Service,
+    StateNotDurable,
+)
 from dcis.dtn.node.resources import AdvertisesResources, check_resource_fields
 from dcis.dtn.node.service import MAX_LOCAL_REQUESTS, AnswersLocalRequests
 from dcis.dtn.routing.contact import Contact
@@ -1365,7 +1372,17 @@ class Node:
         if len(replies) != len(requests):
             # The service raised (reported as SERVICE_FAILED, its writes
             # discarded): nothing was accepted.
+            self._apply(actions)
             raise InvalidArgument(f"service {service} failed the request")
+        if core.commit_failing(service):
+            # It answered, but its state commit failed: the writes are
+            # staged in memory only (retried later), so its replies
+            # promise nothing durable. The app gets an error and may retry.
+            self._apply(actions)
+            raise StateNotDurable(
+                f"service {service}'s state commit failed: the request may "
+                "not be durable (send it again)"
+            )
         return replies, actions
 
     @contextlib.asynccontextmanager
