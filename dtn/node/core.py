@@ -197,6 +197,10 @@ class NodeAgent(Protocol):
 
     def recover(self, now: int) -> list[Action]: ...
 
+    def forget_unstored(
+        self, keys: Iterable[str], why: str
+    ) -> tuple[list[Action], set[int]]: ...
+
 
 class _Context:
     """The :class:`~dcis.dtn.node.service.ServiceContext` a service is started with."""
@@ -629,6 +633,42 @@ class NodeCore:
             sends = self._call(slot, out, fn, *args, now)
             self._send_all(slot, sends, now, work, out)
             return self._run(work, now, out)
+
+    def forget_unstored(
+        self, keys: Iterable[str], why: str
+    ) -> tuple[list[Action], set[int]]:
+        """The store dropped ``keys`` (their late writes failed at a sync):
+        ``Agent.forget_unstored``, after forgetting them here too -- a
+        bundle waiting to be handed to a service (deferred, parked, released)
+        is not handed over, one a service has but whose confirmation waits
+        for its failing commit is no longer waited for. The service has
+        acted on such a bundle (in memory, staged): its sender, told the
+        store refused it, may send it again and the service see it twice
+        (an ``Event(SERVICE_FAILED)`` says so)."""
+        gone = dict.fromkeys(keys)
+        for key in gone:
+            self._deferred.pop(key, None)
+        if self._released:
+            self._released[:] = [kc for kc in self._released if kc[0] not in gone]
+        taken: list[tuple[str, str]] = []
+        for slot in self._slots.values():
+            for key in gone:
+                slot.parked.pop(key, None)
+                if key in slot.unconfirmed:
+                    del slot.unconfirmed[key]
+                    taken.append((slot.endpoint, key))
+        actions, hops = self.agent.forget_unstored(list(gone), why)
+        for endpoint, key in taken:
+            actions.append(
+                Event(
+                    EventKind.SERVICE_FAILED,
+                    key,
+                    f"{endpoint}: a bundle it took while its state commit "
+                    f"fails was refused (its late write failed: {why}); "
+                    "its sender may send it again",
+                )
+            )
+        return self._counted(actions), hops
 
     def commit_failing(self, service: int) -> bool:
         """True while the state commits of the service numbered ``service``

@@ -823,9 +823,11 @@ class Node:
             first=keys[0],
             detail=why,
         )
-        assert self.agent is not None
+        assert self.core is not None
         self._ack_hold.drop(keys)
-        actions, hops = self.agent.forget_unstored(keys, why)
+        # Through NodeCore: it forgets them too (a service's bundle waiting
+        # for its failing commit, or to be handed over).
+        actions, hops = self.core.forget_unstored(keys, why)
         refusal = f"store full: its late write failed at the sync ({why})"
         # The pieces' ACKs of a bundle reassembled from pieces held in
         # memory name no bundle: every such ACK from its previous hop that
