@@ -8,6 +8,7 @@ Public names: :class:`Inbound`, :class:`Send`, :class:`ServiceContext`,
 from dcis.dtn.agent.actions import EventKind as EventKind
 from dcis.dtn.node.core import EndpointReserved as EndpointReserved
 from dcis.dtn.node.core import NodeCore as NodeCore
+from dcis.dtn.node.core import StateNotDurable as StateNotDurable
 from dcis.dtn.node.echo import ECHO_SERVICE as ECHO_SERVICE
 from dcis.dtn.node.echo import EchoService as EchoService
 from dcis.dtn.node.service import (
@@ -49,4 +50,5 @@ __all__ = [
     "Service",
     "ServiceContext",
     "ServiceState",
+    "StateNotDurable",
 ]

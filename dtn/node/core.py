@@ -42,7 +42,9 @@ it was handling stays in the store unconfirmed -- nothing of the call goes
 out before its state is durable. The commit is retried at ``next_deadline`` (after
 :data:`COMMIT_RETRY_MIN_MS`, doubling up to :data:`COMMIT_RETRY_MAX_MS`)
 and by any later call of the service; until one succeeds, bundles for the
-service wait in the store. The successful commit confirms the bundles,
+service wait in the store and the service is not ticked (its deadline is
+ignored), and at most :data:`MAX_HELD_SENDS` sends are held (more are
+dropped, each an ``Event(SERVICE_SEND_FAILED)``). The successful commit confirms the bundles,
 lets the held sends go, and hands the waiting bundles over in order (the
 service never sees a bundle twice for a commit that failed).
 
@@ -85,7 +87,7 @@ from dcis.dtn.routing.contact import Contact
 from dcis.dtn.routing.plan import ContactPlan
 from dcis.dtn.time import DtnTime
 
-__all__ = ["EndpointReserved", "NodeAgent", "NodeCore"]
+__all__ = ["EndpointReserved", "NodeAgent", "NodeCore", "StateNotDurable"]
 
 MAX_TICK_ROUNDS = 64
 """Rounds of "tick every service whose deadline is due" in one step; a
@@ -107,6 +109,11 @@ COMMIT_RETRY_MAX_MS = 30_000
 doubles from :data:`COMMIT_RETRY_MIN_MS`); every failure is an event."""
 
 
+MAX_HELD_SENDS = 1000
+"""Most sends held for one service while its state commits fail; sends
+beyond it are dropped, each an ``Event(SERVICE_SEND_FAILED)``."""
+
+
 def _backoff(failures: int) -> int:
     """The wait (ms) after the ``failures``-th failure in a row (>= 1)."""
     return min(COMMIT_RETRY_MIN_MS << min(failures - 1, 20), COMMIT_RETRY_MAX_MS)
@@ -120,6 +127,13 @@ def _retry_commit(now_ms: int) -> list[Send]:
 class EndpointReserved(InvalidArgument):
     """An app tried to register (or send from) an endpoint that belongs to
     the node: ``ipn:N.0``, a reserved service number or a running service."""
+
+
+class StateNotDurable(DtnError):
+    """A service answered, but its state commit failed: what it did is
+    staged in memory only (retried later, lost by a crash before that).
+    An app's request to it gets this error, never the service's replies:
+    the app may send the request again."""
 
 
 class NodeAgent(Protocol):
@@ -182,6 +196,10 @@ class NodeAgent(Protocol):
     def next_deadline(self) -> DtnTime | None: ...
 
     def recover(self, now: int) -> list[Action]: ...
+
+    def forget_unstored(
+        self, keys: Iterable[str], why: str
+    ) -> tuple[list[Action], set[int]]: ...
 
 
 class _Context:
@@ -616,6 +634,50 @@ class NodeCore:
             self._send_all(slot, sends, now, work, out)
             return self._run(work, now, out)
 
+    def forget_unstored(
+        self, keys: Iterable[str], why: str
+    ) -> tuple[list[Action], set[int]]:
+        """The store dropped ``keys`` (their late writes failed at a sync):
+        ``Agent.forget_unstored``, after forgetting them here too -- a
+        bundle waiting to be handed to a service (deferred, parked, released)
+        is not handed over, one a service has but whose confirmation waits
+        for its failing commit is no longer waited for. The service has
+        acted on such a bundle (in memory, staged): its sender, told the
+        store refused it, may send it again and the service see it twice
+        (an ``Event(SERVICE_FAILED)`` says so)."""
+        gone = dict.fromkeys(keys)
+        for key in gone:
+            self._deferred.pop(key, None)
+        if self._released:
+            self._released[:] = [kc for kc in self._released if kc[0] not in gone]
+        taken: list[tuple[str, str]] = []
+        for slot in self._slots.values():
+            for key in gone:
+                slot.parked.pop(key, None)
+                if key in slot.unconfirmed:
+                    del slot.unconfirmed[key]
+                    taken.append((slot.endpoint, key))
+        actions, hops = self.agent.forget_unstored(list(gone), why)
+        for endpoint, key in taken:
+            actions.append(
+                Event(
+                    EventKind.SERVICE_FAILED,
+                    key,
+                    f"{endpoint}: a bundle it took while its state commit "
+                    f"fails was refused (its late write failed: {why}); "
+                    "its sender may send it again",
+                )
+            )
+        return self._counted(actions), hops
+
+    def commit_failing(self, service: int) -> bool:
+        """True while the state commits of the service numbered ``service``
+        fail: its writes (and the sends of those calls) are staged in
+        memory, not durable. A caller must not report a call that leaves
+        it True as done (e.g. answer an app with the call's replies)."""
+        slot = self._slots.get(service)
+        return slot is not None and slot.retry_at is not None
+
     def on_tick(self, now: int) -> list[Action]:
         """Timers of the agent and of every service due at ``now``."""
         with self._txn(durable=False):
@@ -640,6 +702,8 @@ class NodeCore:
                 if r is not None and (at is None or r < at):
                     at = DtnTime(r)
         for slot in self._slots.values():
+            if slot.retry_at is not None:
+                continue  # not ticked while its commits fail: retry_at above
             d = _deadline(slot)
             if d is not None and (at is None or d < at):
                 at = DtnTime(d)
@@ -705,6 +769,22 @@ class NodeCore:
     ) -> None:
         """``slot``'s state commit failed: its writes stay staged
         (``StagedState.commit``), ``sends`` are held; retry later."""
+        room = MAX_HELD_SENDS - len(slot.held)
+        if len(sends) > room:
+            # At the bound: the newest sends are dropped, each reported as
+            # a send the agent refused (a tagged one's on_send_result is
+            # not called: that call's writes could not commit either).
+            for s in sends[max(room, 0) :]:
+                out.append(
+                    Event(
+                        EventKind.SERVICE_SEND_FAILED,
+                        "",
+                        f"{slot.endpoint} -> {s.destination}: dropped, "
+                        f"{MAX_HELD_SENDS} sends already held for a failing "
+                        "state commit",
+                    )
+                )
+            sends = sends[: max(room, 0)]
         slot.held += sends
         slot.failures += 1
         wait = _backoff(slot.failures)
@@ -898,10 +978,12 @@ class NodeCore:
             if self._released:
                 self._release(now, work)
                 continue
+            # A service whose commits fail is not ticked: a tick would
+            # retry the commit before its backoff (and add held sends).
             due = [
                 s
                 for s in self._slots.values()
-                if (d := _deadline(s)) is not None and d <= now
+                if s.retry_at is None and (d := _deadline(s)) is not None and d <= now
             ]
             if not due:
                 break

@@ -112,7 +112,14 @@ from dcis.dtn.client.common import ReceivedBundle
 from dcis.dtn.client.gather import IOV_MAX, send_buffers
 from dcis.dtn.client.push_reader import PushReader
 from dcis.dtn.errors import DecodeError, DtnError, InvalidArgument
-from dcis.dtn.node import EchoService, EndpointReserved, EventKind, NodeCore, Service
+from dcis.dtn.node import (
+    EchoService,
+    EndpointReserved,
+    EventKind,
+    NodeCore,
+    Service,
+    StateNotDurable,
+)
 from dcis.dtn.node.resources import AdvertisesResources, check_resource_fields
 from dcis.dtn.node.service import MAX_LOCAL_REQUESTS, AnswersLocalRequests
 from dcis.dtn.routing.contact import Contact
@@ -824,9 +831,11 @@ class Node:
             first=keys[0],
             detail=why,
         )
-        assert self.agent is not None
+        assert self.core is not None
         self._ack_hold.drop(keys)
-        actions, hops = self.agent.forget_unstored(keys, why)
+        # Through NodeCore: it forgets them too (a service's bundle waiting
+        # for its failing commit, or to be handed over).
+        actions, hops = self.core.forget_unstored(keys, why)
         refusal = f"store full: its late write failed at the sync ({why})"
         # The pieces' ACKs of a bundle reassembled from pieces held in
         # memory name no bundle: every such ACK from its previous hop that
@@ -1385,7 +1394,17 @@ class Node:
         if len(replies) != len(requests):
             # The service raised (reported as SERVICE_FAILED, its writes
             # discarded): nothing was accepted.
+            self._apply(actions)
             raise InvalidArgument(f"service {service} failed the request")
+        if core.commit_failing(service):
+            # It answered, but its state commit failed: the writes are
+            # staged in memory only (retried later), so its replies
+            # promise nothing durable. The app gets an error and may retry.
+            self._apply(actions)
+            raise StateNotDurable(
+                f"service {service}'s state commit failed: the request may "
+                "not be durable (send it again)"
+            )
         return replies, actions
 
     @contextlib.asynccontextmanager

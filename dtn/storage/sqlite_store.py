@@ -539,7 +539,21 @@ class SqliteStore:
         try:
             return self._db.execute(sql, params)
         except sqlite3.Error as exc:
+            if self._depth and not self._db.in_transaction:
+                self._poison()
             raise StoreError(f"bundle store {self._path!r}: {exc}") from exc
+
+    def _poison(self) -> None:
+        """A write in the open transaction failed: nothing of the block may
+        commit (:meth:`_end` rolls it back and raises). If SQLite rolled
+        the whole transaction back already (SQLITE_FULL, an I/O error),
+        what the block wrote before is gone, and what it writes after must
+        not commit statement by statement either: a new transaction takes
+        those writes, for :meth:`_end` to roll back."""
+        self._failed = True
+        if self._depth and not self._db.in_transaction:
+            with suppress(sqlite3.Error):
+                self._db.execute("BEGIN IMMEDIATE")
 
     def _see(self, key: str) -> None:
         """Before a statement on ``key``'s row: write the batched rows if
@@ -792,7 +806,7 @@ class SqliteStore:
         try:
             self._db.executemany(_INSERT, rows)
         except sqlite3.Error as exc:
-            self._failed = True
+            self._poison()
             raise StoreError(
                 f"bundle store {self._path!r}: cannot insert {len(rows)} bundle rows: {exc}"
             ) from exc
@@ -825,7 +839,7 @@ class SqliteStore:
                         self._refs.append((seg, -1))
                         self._left.append((seg, off))
         except sqlite3.Error as exc:
-            self._failed = True
+            self._poison()
             raise StoreError(
                 f"bundle store {self._path!r}: cannot delete {len(keys)} bundles: {exc}"
             ) from exc
@@ -839,7 +853,7 @@ class SqliteStore:
         try:
             self._db.executemany(_MARK, list(marks.items()))
         except sqlite3.Error as exc:
-            self._failed = True
+            self._poison()
             raise StoreError(
                 f"bundle store {self._path!r}: cannot mark {len(marks)} keys delivered: {exc}"
             ) from exc
@@ -1068,6 +1082,8 @@ class SqliteStore:
             except sqlite3.IntegrityError as exc:
                 raise InvalidArgument(f"bundle {key!r} is already stored") from exc
             except sqlite3.Error as exc:
+                if self._depth and not self._db.in_transaction:
+                    self._poison()  # SQLite rolled the block's writes back
                 if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
                     raise self._disk_full(size) from exc
                 raise StoreError(f"bundle store {self._path!r}: {exc}") from exc

@@ -214,3 +214,58 @@ async def test_an_app_send_whose_late_write_fails_is_answered_store_full(
         segs = sorted((tmp_path / "n1.db.segments").glob("*.seg"))
         assert big in b"".join(p.read_bytes() for p in segs)
         assert node.status()["stored"] == 2
+
+
+async def test_an_app_send_a_failing_service_took_then_refused_is_forgotten_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The service takes the bundle, its state commit fails (the bundle waits
+    # unconfirmed), then the bundle's late write fails: NodeCore forgets it
+    # too (no stale key waiting for the commit) and says the service took a
+    # bundle its sender was told was refused.
+    from dcis.dtn.agent.store import StoreError
+    from tests.runtime.test_service_failures_runtime import Ticking
+
+    big = random.Random(6).randbytes(20_000)
+    full = _full_disk_for(monkeypatch, big)
+    svc = Ticking()
+    cfg = NodeConfig(
+        node=1,
+        listen=("127.0.0.1", 0),
+        app_socket=str(tmp_path / "n1.sock"),
+        store_path=str(tmp_path / "n1.db"),
+        store_synchronous="FULL",
+    )
+    async with (
+        open_node(cfg, services=lambda n, i: [svc]) as node,
+        open_trio_client(str(cfg.app_socket)) as app,
+    ):
+        assert node.agent is not None
+        store = node.agent.store
+        real = store.service_put
+        broken = [True]
+
+        def put(service: int, key: str, value: bytes) -> None:
+            if broken[0]:
+                raise StoreError("disk I/O error")
+            real(service, key, value)
+
+        store.service_put = put
+        with trio.fail_after(20), pytest.raises(ClientError, match="store full"):
+            await app.send("ipn:1.30", big)
+        assert svc.got == [big]
+        assert node.core is not None
+        slot = node.core._failing["ipn:1.30"]
+        assert slot.unconfirmed == {}  # main of this branch: the refused key
+        assert node.status()["counters"]["late_writes_failed"] == 1
+        assert node.status()["stored"] == 0
+        assert node.core.event_counts["service_failed"] == 2
+        # The commit succeeds at last: nothing waits for the forgotten key.
+        broken[0] = False
+        full[0] = False
+        at = node.core.next_deadline()
+        assert at is not None
+        node._apply(node.core.on_tick(at))  # its retry (the timer task's call)
+        assert not node.core._failing
+        assert store.service_get(30, "got") == big
+        assert node.status()["counters"]["handler_errors"] == 0

@@ -10,7 +10,7 @@ import trio.testing
 
 from dcis.dtn.agent.actions import Action
 from dcis.dtn.agent.store import StoreError
-from dcis.dtn.node import Inbound, Send, ServiceContext
+from dcis.dtn.node import Inbound, Send, ServiceContext, StateNotDurable
 from dcis.dtn.runtime import NodeConfig, open_node
 
 
@@ -120,12 +120,15 @@ async def test_a_service_commit_that_fails_is_retried_and_its_bundle_kept(
             await node.send("ipn:1.30", b"q", source="ipn:1.1")
             await trio.sleep(10)
             # The service has the bundle; its reply waits for the commit,
-            # and the bundle stays stored. The node's timers run on.
+            # and the bundle stays stored. The commit is retried with its
+            # backoff only (0.1, 0.2, 0.4 ... s apart: 7 tries in 10 s), and
+            # the failing service is not ticked meanwhile (a tick would
+            # retry it before its time).
             assert svc.got == [b"q"]
-            assert len(svc.ticks) >= 5
+            assert svc.ticks == []
             assert node.status()["stored"] == 1
             events = node.status()["events"]
-            assert events["service_failed"] >= 5
+            assert events["service_failed"] == 7
             broken[0] = False
             with trio.fail_after(60):
                 assert (await ch.receive()).payload == b"re:q"
@@ -137,3 +140,49 @@ async def test_a_service_commit_that_fails_is_retried_and_its_bundle_kept(
     assert logged
     assert logged[0].levelname == "WARNING"
     assert "state commit failed" in str(logged[0].__dict__)
+
+
+class Answers(Ticking):
+    """Answers local requests ("ok:" + request), writing each to its state."""
+
+    def on_local_requests(
+        self, requests: list[bytes], replies: list[bytes], now_ms: int
+    ) -> list[Send]:
+        assert self.ctx is not None
+        for r in requests:
+            self.ctx.state.put("k-" + r.decode(), r)
+        replies.extend(b"ok:" + r for r in requests)
+        return []
+
+
+async def test_a_service_request_whose_state_commit_failed_is_an_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Its replies would promise writes staged in memory only (a kill -9
+    # before the retried commit loses them): the app gets a typed error.
+    svc = Answers()
+    async with open_node(NodeConfig(node=1), services=lambda n, i: [svc]) as node:
+        store = node.agent.store if node.agent is not None else None
+        assert store is not None
+        real = store.service_put
+        broken = [True]
+
+        def put(service: int, key: str, value: bytes) -> None:
+            if broken[0]:
+                raise StoreError("disk I/O error")
+            real(service, key, value)
+
+        store.service_put = put  # type: ignore[method-assign]
+        with pytest.raises(StateNotDurable, match="state commit failed"):
+            node._service_request(30, [b"x"])
+        assert store.service_get(30, "k-x") is None
+        assert node.status()["events"]["service_failed"] == 1
+        # Retried, still failing: an error again.
+        with pytest.raises(StateNotDurable):
+            node._service_request(30, [b"y"])
+        broken[0] = False
+        replies, actions = node._service_request(30, [b"z"])
+        assert replies == [b"ok:z"]
+        node._apply(actions)
+        # The commit that succeeded wrote the staged writes of all three.
+        assert [store.service_get(30, f"k-{k}") for k in "xyz"] == [b"x", b"y", b"z"]

@@ -11,7 +11,11 @@ from dcis.dtn.agent.actions import Ack, Action, Event, EventKind, Transmit
 from dcis.dtn.agent.agent import Agent, SendRequest
 from dcis.dtn.agent.store import MemoryStore, StoreError
 from dcis.dtn.node import Inbound, NodeCore, Send
-from dcis.dtn.node.core import COMMIT_RETRY_MAX_MS, COMMIT_RETRY_MIN_MS
+from dcis.dtn.node.core import (
+    COMMIT_RETRY_MAX_MS,
+    COMMIT_RETRY_MIN_MS,
+    MAX_HELD_SENDS,
+)
 from tests.unit.node.test_core import Svc, _FailingState, carry, link, send
 
 
@@ -126,9 +130,9 @@ def test_a_later_call_that_fails_keeps_the_writes_of_the_failed_commit() -> None
         svc.due = None
         raise RuntimeError("boom")
 
-    svc.on_tick = boom  # type: ignore[method-assign]
-    svc.due = 6
-    out = b.on_tick(6)
+    # (Not a tick: a service whose commits fail is not ticked.)
+    svc.boom = boom  # type: ignore[attr-defined]
+    out = b.call_service(30, "boom", now=6)
     assert len(events(out, EventKind.SERVICE_FAILED)) == 1
     state.broken = False
     at = b.next_deadline()
@@ -280,3 +284,73 @@ def test_a_failing_delivery_hook_defers_the_bundle_and_keeps_the_ack() -> None:
     b.on_tick(at)
     assert bundles(log) == [b"x"]
     assert b.agent.stored == 0  # type: ignore[attr-defined]
+
+
+def test_a_service_due_every_10_ms_is_not_ticked_while_its_commit_fails() -> None:
+    # Its deadline stays 10 ms ahead: ticking it would retry the commit
+    # (and hold another send) at every step, bypassing the backoff.
+    log: list[tuple[Any, ...]] = []
+    svc = Svc(30, log)
+    state = _FailingState()
+    core = NodeCore(
+        Agent(node=1, store=MemoryStore()), node=1, services=[svc], state=state
+    )
+    core.start(0)
+
+    ticks = []
+
+    def tick(now_ms: int) -> list[Send]:
+        assert svc.ctx is not None
+        ticks.append(now_ms)
+        svc.ctx.state.put("t", b"%d" % now_ms)
+        svc.due = now_ms + 10
+        return [Send("ipn:1.1", b"hb")]
+
+    svc.on_tick = tick  # type: ignore[method-assign]
+    svc.due = 10
+    failures = 0
+    retries = []
+    for now in range(10, 10_010, 10):
+        failed = len(commit_failures(core.on_tick(now)))
+        failures += failed
+        if failed:
+            retries.append(now)
+        at = core.next_deadline()
+        assert at is not None
+        assert at >= now
+    # 10, then 100, 200, 400, ... ms later: 7 attempts in 10 s, not 1000.
+    assert retries == [10, 110, 310, 710, 1510, 3110, 6310]
+    assert failures == 7
+    assert len(core._failing["ipn:1.30"].held) == 1
+    assert ticks == [10]  # not ticked while its commit fails
+
+
+def test_sends_held_for_a_failing_commit_are_bounded() -> None:
+    log: list[tuple[Any, ...]] = []
+    svc = Svc(30, log)
+    state = _FailingState()
+    core = NodeCore(
+        Agent(node=1, store=MemoryStore()), node=1, services=[svc], state=state
+    )
+    core.start(0)
+
+    def burst(n: int, now_ms: int) -> list[Send]:
+        assert svc.ctx is not None
+        svc.ctx.state.put("n", b"%d" % n)
+        return [Send("ipn:1.1", b"%d" % i) for i in range(n)]
+
+    svc.burst = burst  # type: ignore[attr-defined]
+    out = core.call_service(30, "burst", MAX_HELD_SENDS - 5, now=1)
+    assert len(commit_failures(out)) == 1
+    assert events(out, EventKind.SERVICE_SEND_FAILED) == []
+    out = core.call_service(30, "burst", 10, now=2)
+    dropped = events(out, EventKind.SERVICE_SEND_FAILED)
+    assert len(dropped) == 5
+    assert "already held" in dropped[0].detail
+    assert len(core._failing["ipn:1.30"].held) == MAX_HELD_SENDS
+    state.broken = False
+    core.register("ipn:1.1", now=3)
+    at = core.next_deadline()
+    assert at is not None
+    core.on_tick(at)
+    assert core.agent.stored == MAX_HELD_SENDS  # type: ignore[attr-defined]
