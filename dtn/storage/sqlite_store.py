@@ -762,15 +762,19 @@ class SqliteStore:
                     # Rolled back: the caller's next try has the ballast's room.
                     raise
                 self._db.execute("COMMIT")
-            if relaxed and self._must_sync and not self._deferred:
-                # A durable write joined a relaxed transaction: a checkpoint
-                # fsyncs the WAL first, which makes this commit durable.
-                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except (sqlite3.Error, SegmentError) as exc:
             self._rollback()
             raise StoreError(
                 f"bundle store {self._path!r}: commit failed: {exc}"
             ) from exc
+        # Committed from here on: whatever fails below, the bookkeeping of a
+        # committed transaction is applied (a rollback would drop the
+        # segment references of committed rows, and their bytes with them).
+        unsynced: sqlite3.Error | None = None
+        if relaxed and self._must_sync and not self._deferred:
+            unsynced = self._sync_joined_commit()
+            if unsynced is not None:
+                fsynced = False  # the segments it emptied stay until synced
         if self._deferred and needs_durability:
             self._write_gen += 1
         if self._segs is not None:
@@ -794,6 +798,30 @@ class SqliteStore:
                 # The commit that emptied them is as durable as this store
                 # promises (FULL: fsynced now; NORMAL: never fsynced anyway).
                 self._drop_dead(None)
+        if unsynced is not None:
+            raise StoreError(
+                f"bundle store {self._path!r}: committed, but its sync failed: {unsynced}"
+            ) from unsynced
+
+    def _sync_joined_commit(self) -> sqlite3.Error | None:
+        """After the COMMIT of a relaxed transaction a durable write joined:
+        a checkpoint fsyncs the WAL first, which makes that commit durable.
+        The disk refusing the checkpoint's copy into the database
+        (SQLITE_FULL, after the WAL is synced) is counted as
+        :meth:`_checkpoint_if_due` counts it, and the checkpoint is due
+        again at the next transaction; any other error is returned (a
+        failed sync: what the kernel kept is unknown)."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+                self._checkpoints_failed += 1
+                self._checkpoint_why = str(exc)
+                self._since_checkpoint = self._checkpoint_every
+                return None
+            return exc
+        return None
 
     def _flush_rows(self) -> None:
         """Insert the rows of the puts batched in the open transaction: one
