@@ -536,6 +536,8 @@ class SqliteStore:
         )
 
     def _exec(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
+        if self._failed:
+            raise self._refused()
         try:
             return self._db.execute(sql, params)
         except sqlite3.Error as exc:
@@ -548,12 +550,24 @@ class SqliteStore:
         commit (:meth:`_end` rolls it back and raises). If SQLite rolled
         the whole transaction back already (SQLITE_FULL, an I/O error),
         what the block wrote before is gone, and what it writes after must
-        not commit statement by statement either: a new transaction takes
-        those writes, for :meth:`_end` to roll back."""
+        not commit statement by statement either: every later statement,
+        put and batched write of the block is refused (:meth:`_refused`),
+        whether or not the new transaction opened here (only a second
+        guard) could begin."""
+        if not self._depth:
+            return
         self._failed = True
-        if self._depth and not self._db.in_transaction:
+        if not self._db.in_transaction:
             with suppress(sqlite3.Error):
                 self._db.execute("BEGIN IMMEDIATE")
+
+    def _refused(self) -> StoreError:
+        """The error for a write (or a statement) in a block whose earlier
+        write failed (:meth:`_poison`)."""
+        return StoreError(
+            f"bundle store {self._path!r}: an earlier write in this transaction"
+            " failed; nothing more is written until it ends"
+        )
 
     def _see(self, key: str) -> None:
         """Before a statement on ``key``'s row: write the batched rows if
@@ -700,6 +714,7 @@ class SqliteStore:
         """The open transaction ends without effect: counters back, pending
         rows and marks and segment references dropped."""
         self._depth = 0
+        self._failed = False
         self._used, self._count = self._saved
         self._refs.clear()
         if self._segs is not None:
@@ -831,6 +846,8 @@ class SqliteStore:
         rows = self._rows
         if not rows:
             return
+        if self._failed:
+            raise self._refused()
         try:
             self._db.executemany(_INSERT, rows)
         except sqlite3.Error as exc:
@@ -850,6 +867,8 @@ class SqliteStore:
         gone = self._gone
         if not gone:
             return
+        if self._failed:
+            raise self._refused()
         keys = list(gone)
         gone.clear()
         try:
@@ -878,6 +897,8 @@ class SqliteStore:
         marks = self._marks
         if not marks:
             return
+        if self._failed:
+            raise self._refused()
         try:
             self._db.executemany(_MARK, list(marks.items()))
         except sqlite3.Error as exc:
@@ -1050,6 +1071,8 @@ class SqliteStore:
     def _put(
         self, record: StoredBundle, data: Wire, *, batch: bool, later: bool = False
     ) -> None:
+        if self._failed:
+            raise self._refused()
         key = record.key
         if key in self._row_keys:
             raise InvalidArgument(f"bundle {key!r} is already stored")

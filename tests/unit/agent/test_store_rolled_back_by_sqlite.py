@@ -10,22 +10,38 @@ from typing import Any
 
 import pytest
 
-from dcis.dtn.agent.store import StoreError
+from dcis.dtn.agent.store import BundleState, StoredBundle, StoreError
 from dcis.dtn.storage.sqlite_store import SqliteStore
 
 
 class _FullOnce:
-    """The store's connection, but the statement writing ``b"boom"`` fails
-    as SQLITE_FULL does: SQLite rolls the transaction back, then raises."""
+    """The store's connection, but the statement writing ``b"boom"`` (and
+    an ``executemany`` of rows holding it) fails as SQLITE_FULL does: SQLite
+    rolls the transaction back, then raises. ``begin_fails``: a
+    ``BEGIN`` after that raises an I/O error."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, *, begin_fails: bool = False) -> None:
         self._db = db
+        self._begin_fails = begin_fails
+        self._boomed = False
+
+    def _boom(self) -> None:
+        self._db.execute("ROLLBACK")
+        self._boomed = True
+        raise sqlite3.OperationalError("database or disk is full")
 
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         if b"boom" in params:
-            self._db.execute("ROLLBACK")
-            raise sqlite3.OperationalError("database or disk is full")
+            self._boom()
+        if self._begin_fails and self._boomed and sql.startswith("BEGIN"):
+            raise sqlite3.OperationalError("disk I/O error")
         return self._db.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        rows = list(rows)
+        if any(b"boom" in row for row in rows):
+            self._boom()
+        return self._db.executemany(sql, rows)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._db, name)
@@ -44,7 +60,8 @@ def test_a_write_sqlite_rolled_back_fails_the_whole_transaction(
             store.service_put(1, "before", b"1")
             with pytest.raises(StoreError):
                 store.service_put(1, "failing", b"boom")
-            store.service_put(1, "after", b"2")  # must not commit on its own
+            with pytest.raises(StoreError, match="earlier write"):
+                store.service_put(1, "after", b"2")  # must not commit on its own
 
     with pytest.raises(StoreError, match="rolled back"):
         block()
@@ -55,3 +72,72 @@ def test_a_write_sqlite_rolled_back_fails_the_whole_transaction(
         store.service_put(1, "next", b"3")
     assert store.service_keys(1) == ["kept", "next"]
     store.close()
+
+
+def test_later_writes_are_refused_when_no_new_transaction_begins(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"))
+    store.service_put(1, "kept", b"0")
+    real = store._db
+    store._db = _FullOnce(real, begin_fails=True)  # type: ignore[assignment]
+
+    def block() -> None:
+        with store.transaction():
+            store.service_put(1, "before", b"1")
+            with pytest.raises(StoreError):
+                store.service_put(1, "failing", b"boom")
+            # Autocommit now (the BEGIN failed): refused, not committed.
+            with pytest.raises(StoreError, match="earlier write"):
+                store.service_put(1, "after", b"2")
+            with pytest.raises(StoreError, match="earlier write"):
+                store.put(_rec("late"), b"x")
+
+    with pytest.raises(StoreError, match="rolled back"):
+        block()
+    store._db = real
+    assert store.service_keys(1) == ["kept"]
+    assert len(store) == 0
+    with store.transaction():
+        store.service_put(1, "next", b"3")
+    assert store.service_keys(1) == ["kept", "next"]
+    store.close()
+
+
+def test_a_failed_batch_of_rows_refuses_the_blocks_later_writes(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"))
+    store.service_put(1, "kept", b"0")
+    real = store._db
+    store._db = _FullOnce(real, begin_fails=True)  # type: ignore[assignment]
+
+    def block() -> None:
+        with store.transaction():
+            store.put(_rec("x"), b"boom")  # batched: written by _flush_rows
+            with pytest.raises(StoreError):
+                store.get("x")  # flushes the rows: SQLite rolls back
+            with pytest.raises(StoreError, match="earlier write"):
+                store.service_put(1, "after", b"2")
+            store.discard("x")
+            store.mark_delivered("y", 1)
+
+    with pytest.raises(StoreError, match="rolled back"):
+        block()
+    store._db = real
+    assert store.service_keys(1) == ["kept"]
+    assert "x" not in store
+    assert len(store) == 0
+    assert not store.is_delivered("y")
+    store.close()
+
+
+def _rec(key: str) -> StoredBundle:
+    return StoredBundle(
+        key=key,
+        destination="ipn:2.1",
+        expiry_ms=10**9,
+        state=BundleState.PENDING,
+        size_bytes=4 if key == "x" else 1,
+        received_ms=0,
+    )
