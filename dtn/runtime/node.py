@@ -960,12 +960,21 @@ class Node:
     ) -> None:
         agent = self.agent
         assert agent is not None
-        actions = agent.on_receive_many(
-            [Received("tcpcl", neighbour, data, None)], self.now_ms()
-        )
-        # Store full: refuse (the sender keeps it); else acknowledge once durable.
-        refused = any(isinstance(a, Event) and a.kind == "refused" for a in actions)
-        self._apply(actions)
+        try:
+            actions = agent.on_receive_many(
+                [Received("tcpcl", neighbour, data, None)], self.now_ms()
+            )
+            # Store full: refuse (the sender keeps it); else acknowledge once
+            # durable.
+            refused = any(isinstance(a, Event) and a.kind == "refused" for a in actions)
+            self._apply(actions)
+        except Exception as exc:
+            # A store failure (a transaction SQLite rolled back): log it,
+            # rebuild the agent from the store, refuse the transfer (the
+            # sender keeps the bundle) -- never end the session or the node.
+            self._handler_error("tcpcl", exc)
+            answer(False)
+            return
         if refused:
             answer(False)
         else:
