@@ -2644,6 +2644,13 @@ class Node:
                 error(mid, f"{kind} is not a request")
         except StoreFull as exc:
             error(mid, f"store full: {exc}")
+        except StoreError as exc:
+            # A store transaction rolled back under the request: the agent's
+            # memory may hold confirmations or deletions whose rows are gone
+            # -- log it and rebuild the agent from the store (spec/node.md,
+            # "Failure containment").
+            self._handler_error("appapi", exc)
+            error(mid, f"store error: {exc}")
         except DtnError as exc:
             error(mid, str(exc))
         except Exception as exc:  # one request never stops the node
