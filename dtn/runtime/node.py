@@ -960,12 +960,21 @@ class Node:
     ) -> None:
         agent = self.agent
         assert agent is not None
-        actions = agent.on_receive_many(
-            [Received("tcpcl", neighbour, data, None)], self.now_ms()
-        )
-        # Store full: refuse (the sender keeps it); else acknowledge once durable.
-        refused = any(isinstance(a, Event) and a.kind == "refused" for a in actions)
-        self._apply(actions)
+        try:
+            actions = agent.on_receive_many(
+                [Received("tcpcl", neighbour, data, None)], self.now_ms()
+            )
+            # Store full: refuse (the sender keeps it); else acknowledge once
+            # durable.
+            refused = any(isinstance(a, Event) and a.kind == "refused" for a in actions)
+            self._apply(actions)
+        except Exception as exc:
+            # A store failure (a transaction SQLite rolled back): log it,
+            # rebuild the agent from the store, refuse the transfer (the
+            # sender keeps the bundle) -- never end the session or the node.
+            self._handler_error("tcpcl", exc)
+            answer(False)
+            return
         if refused:
             answer(False)
         else:
@@ -2635,6 +2644,13 @@ class Node:
                 error(mid, f"{kind} is not a request")
         except StoreFull as exc:
             error(mid, f"store full: {exc}")
+        except StoreError as exc:
+            # A store transaction rolled back under the request: the agent's
+            # memory may hold confirmations or deletions whose rows are gone
+            # -- log it and rebuild the agent from the store (spec/node.md,
+            # "Failure containment").
+            self._handler_error("appapi", exc)
+            error(mid, f"store error: {exc}")
         except DtnError as exc:
             error(mid, str(exc))
         except Exception as exc:  # one request never stops the node
