@@ -47,13 +47,30 @@ class _FullOnce:
         return getattr(self._db, name)
 
 
-def test_a_write_sqlite_rolled_back_fails_the_whole_transaction(
-    tmp_path: Path,
-) -> None:
+def _full_store(
+    tmp_path: Path, *, begin_fails: bool = False
+) -> tuple[SqliteStore, sqlite3.Connection]:
+    """A store holding service key "kept", its connection wrapped in
+    _FullOnce; returns the store and its real connection."""
     store = SqliteStore(str(tmp_path / "s.db"))
     store.service_put(1, "kept", b"0")
     real = store._db
-    store._db = _FullOnce(real)  # type: ignore[assignment]
+    store._db = _FullOnce(real, begin_fails=begin_fails)  # type: ignore[assignment]
+    return store, real
+
+
+def _assert_next_transaction_commits(store: SqliteStore) -> None:
+    """The store goes on: the next transaction commits. Closes it."""
+    with store.transaction():
+        store.service_put(1, "next", b"3")
+    assert store.service_keys(1) == ["kept", "next"]
+    store.close()
+
+
+def test_a_write_sqlite_rolled_back_fails_the_whole_transaction(
+    tmp_path: Path,
+) -> None:
+    store, real = _full_store(tmp_path)
 
     def block() -> None:
         with store.transaction():
@@ -67,20 +84,13 @@ def test_a_write_sqlite_rolled_back_fails_the_whole_transaction(
         block()
     store._db = real
     assert store.service_keys(1) == ["kept"]
-    # The store goes on: the next transaction commits.
-    with store.transaction():
-        store.service_put(1, "next", b"3")
-    assert store.service_keys(1) == ["kept", "next"]
-    store.close()
+    _assert_next_transaction_commits(store)
 
 
 def test_later_writes_are_refused_when_no_new_transaction_begins(
     tmp_path: Path,
 ) -> None:
-    store = SqliteStore(str(tmp_path / "s.db"))
-    store.service_put(1, "kept", b"0")
-    real = store._db
-    store._db = _FullOnce(real, begin_fails=True)  # type: ignore[assignment]
+    store, real = _full_store(tmp_path, begin_fails=True)
 
     def block() -> None:
         with store.transaction():
@@ -98,19 +108,13 @@ def test_later_writes_are_refused_when_no_new_transaction_begins(
     store._db = real
     assert store.service_keys(1) == ["kept"]
     assert len(store) == 0
-    with store.transaction():
-        store.service_put(1, "next", b"3")
-    assert store.service_keys(1) == ["kept", "next"]
-    store.close()
+    _assert_next_transaction_commits(store)
 
 
 def test_a_failed_batch_of_rows_refuses_the_blocks_later_writes(
     tmp_path: Path,
 ) -> None:
-    store = SqliteStore(str(tmp_path / "s.db"))
-    store.service_put(1, "kept", b"0")
-    real = store._db
-    store._db = _FullOnce(real, begin_fails=True)  # type: ignore[assignment]
+    store, real = _full_store(tmp_path, begin_fails=True)
 
     def block() -> None:
         with store.transaction():
