@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import socket
 from pathlib import Path
 
 import pytest
@@ -54,14 +55,21 @@ def _full_disk_for(monkeypatch: pytest.MonkeyPatch, payload: bytes) -> list[bool
     return full
 
 
+def _full_disk_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[bool], socket.socket, NodeConfig]:
+    """A full disk for PAYLOAD, node 1's socket and node 2's config."""
+    full = _full_disk_for(monkeypatch, PAYLOAD)
+    sock = _peer()
+    return full, sock, _config(tmp_path, sock.getsockname()[1])
+
+
 async def test_a_received_bundle_whose_late_write_fails_is_not_acknowledged(
     tmp_path: Path,
     mock_clock: trio.testing.MockClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    full = _full_disk_for(monkeypatch, PAYLOAD)
-    sock = _peer()
-    cfg = _config(tmp_path, sock.getsockname()[1])
+    full, sock, cfg = _full_disk_node(tmp_path, monkeypatch)
     async with open_node(cfg) as n2:
         # Nobody registered for ipn:2.5: the ACK waits for the sync, which
         # writes the payload -- and the disk refuses it.
@@ -101,9 +109,7 @@ async def test_the_pieces_of_a_bundle_whose_late_write_fails_are_not_acknowledge
 ) -> None:
     # Pieces held in memory until their bundle is whole, which is then
     # written late: their ACKs name no bundle, and must not go either.
-    full = _full_disk_for(monkeypatch, PAYLOAD)
-    sock = _peer()
-    cfg = _config(tmp_path, sock.getsockname()[1])
+    full, sock, cfg = _full_disk_node(tmp_path, monkeypatch)
     async with open_node(cfg) as n2:
         assert n2.config.listen is not None
         whole = make_bundle(
