@@ -9,9 +9,9 @@ import trio
 import trio.testing
 
 from dcis.dtn.agent.actions import Action
-from dcis.dtn.agent.store import StoreError
+from dcis.dtn.agent.store import BundleStore, StoreError
 from dcis.dtn.node import Inbound, Send, ServiceContext, StateNotDurable
-from dcis.dtn.runtime import NodeConfig, open_node
+from dcis.dtn.runtime import Node, NodeConfig, open_node
 
 
 class Ticking:
@@ -100,22 +100,29 @@ async def test_a_tick_that_raises_is_logged_retried_and_the_node_serves_on(
     assert len(logged) == 3
 
 
+def _broken_service_put(node: Node) -> tuple[BundleStore, list[bool]]:
+    """Make the node store's service_put raise StoreError while the
+    returned flag is set; returns the store and the flag."""
+    store = node.agent.store if node.agent is not None else None
+    assert store is not None
+    real = store.service_put
+    broken = [True]
+
+    def put(service: int, key: str, value: bytes) -> None:
+        if broken[0]:
+            raise StoreError("disk I/O error")
+        real(service, key, value)
+
+    store.service_put = put  # type: ignore[method-assign]
+    return store, broken
+
+
 async def test_a_service_commit_that_fails_is_retried_and_its_bundle_kept(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     svc = Ticking()
     async with open_node(NodeConfig(node=1), services=lambda n, i: [svc]) as node:
-        store = node.agent.store if node.agent is not None else None
-        assert store is not None
-        real = store.service_put
-        broken = [True]
-
-        def put(service: int, key: str, value: bytes) -> None:
-            if broken[0]:
-                raise StoreError("disk I/O error")
-            real(service, key, value)
-
-        store.service_put = put  # type: ignore[method-assign]
+        store, broken = _broken_service_put(node)
         async with node.endpoint("ipn:1.1") as ch:
             await node.send("ipn:1.30", b"q", source="ipn:1.1")
             await trio.sleep(10)
@@ -162,17 +169,7 @@ async def test_a_service_request_whose_state_commit_failed_is_an_error(
     # before the retried commit loses them): the app gets a typed error.
     svc = Answers()
     async with open_node(NodeConfig(node=1), services=lambda n, i: [svc]) as node:
-        store = node.agent.store if node.agent is not None else None
-        assert store is not None
-        real = store.service_put
-        broken = [True]
-
-        def put(service: int, key: str, value: bytes) -> None:
-            if broken[0]:
-                raise StoreError("disk I/O error")
-            real(service, key, value)
-
-        store.service_put = put  # type: ignore[method-assign]
+        store, broken = _broken_service_put(node)
         with pytest.raises(StateNotDurable, match="state commit failed"):
             node._service_request(30, [b"x"])
         assert store.service_get(30, "k-x") is None
