@@ -111,11 +111,7 @@ async def test_a_peer_that_does_not_answer_does_not_hold_up_the_replies(
     # payloads and answers.
     monkeypatch.setattr(node_mod, "_MTCP_SETTLE_S", 0.05)
 
-    async def black_hole(*args: object, **kw: object) -> trio.SocketStream:
-        await trio.sleep_forever()
-        raise AssertionError("unreachable")
-
-    monkeypatch.setattr(trio, "open_tcp_stream", black_hole)
+    _peer_never_connects(monkeypatch)
     payloads = [bytes([i]) * 40_000 for i in range(1, 4)]
     cfg = _mtcp_node(tmp_path, 9)
     async with (
@@ -148,6 +144,16 @@ async def test_the_reply_to_an_app_send_comes_after_its_late_write(
         assert bytes(stored) in on_disk
 
 
+def _peer_never_connects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every MTCP connect waits forever: nothing leaves the node."""
+
+    async def black_hole(*args: object, **kw: object) -> trio.SocketStream:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(trio, "open_tcp_stream", black_hole)
+
+
 async def test_sends_stored_while_a_sync_waits_for_the_senders_wait_for_the_next(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -156,11 +162,7 @@ async def test_sends_stored_while_a_sync_waits_for_the_senders_wait_for_the_next
     # this one leaves its payload held (its bundle has that wait to leave
     # in). The peer never connects here, so nothing leaves: the next sync
     # writes it, and only then is it answered.
-    async def black_hole(*args: object, **kw: object) -> trio.SocketStream:
-        await trio.sleep_forever()
-        raise AssertionError("unreachable")
-
-    monkeypatch.setattr(trio, "open_tcp_stream", black_hole)
+    _peer_never_connects(monkeypatch)
     first, second = bytes([1]) * 40_000, bytes([2]) * 40_000
     replies: dict[str, str] = {}
     # Whether the second payload is in its segment file at the moment the
@@ -228,11 +230,7 @@ async def test_an_ack_released_by_a_sync_has_its_payload_written_even_if_stored_
     # sync's wait for the MTCP senders (a duplicate makes every held ACK due
     # at once): that sync must write the payload, mark or not. (The test
     # holds the ACK itself; a real one names a received bundle.)
-    async def black_hole(*args: object, **kw: object) -> trio.SocketStream:
-        await trio.sleep_forever()
-        raise AssertionError("unreachable")
-
-    monkeypatch.setattr(trio, "open_tcp_stream", black_hole)
+    _peer_never_connects(monkeypatch)
     first, second = bytes([1]) * 40_000, bytes([2]) * 40_000
     on_disk_at_ack: list[bool] = []
     waits = 0
