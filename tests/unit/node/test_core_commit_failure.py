@@ -56,6 +56,21 @@ def broken_pair(svc: Svc, state: _FailingState) -> tuple[NodeCore, NodeCore]:
     return a, b
 
 
+def started_core(svc: Svc, state: _FailingState) -> NodeCore:
+    """Node 1 running ``svc`` on the failing ``state``, started at 0."""
+    core = NodeCore(
+        Agent(node=1, store=MemoryStore()), node=1, services=[svc], state=state
+    )
+    core.start(0)
+    return core
+
+
+def tick_at_next_deadline(core: NodeCore) -> list[Action]:
+    at = core.next_deadline()
+    assert at is not None
+    return core.on_tick(at)
+
+
 def bundles(log: list[tuple[Any, ...]]) -> list[bytes]:
     return [x[2] for x in log if x[0] == "bundle"]
 
@@ -104,9 +119,7 @@ def test_bundles_arriving_while_the_commit_fails_wait_and_follow_in_order() -> N
     assert bundles(log) == [b"p"]
     assert b.agent.stored == 2  # type: ignore[attr-defined]
     state.broken = False
-    at = b.next_deadline()
-    assert at is not None
-    b.on_tick(at)
+    tick_at_next_deadline(b)
     assert bundles(log) == [b"p", b"q"]
     assert state.service_get(30, "p") == b"1"
     assert state.service_get(30, "q") == b"1"
@@ -135,9 +148,7 @@ def test_a_later_call_that_fails_keeps_the_writes_of_the_failed_commit() -> None
     out = b.call_service(30, "boom", now=6)
     assert len(events(out, EventKind.SERVICE_FAILED)) == 1
     state.broken = False
-    at = b.next_deadline()
-    assert at is not None
-    b.on_tick(at)
+    tick_at_next_deadline(b)
     assert state.service_get(30, "last") == b"p"
     assert state.service_get(30, "junk") is None
     assert b.agent.stored == 0  # type: ignore[attr-defined]
@@ -147,10 +158,7 @@ def test_a_failing_tick_commit_is_contained_and_backs_off_to_a_bound() -> None:
     log: list[tuple[Any, ...]] = []
     svc = Svc(30, log)
     state = _FailingState()
-    core = NodeCore(
-        Agent(node=1, store=MemoryStore()), node=1, services=[svc], state=state
-    )
-    core.start(0)
+    core = started_core(svc, state)
 
     def tick(now_ms: int) -> list[Send]:
         assert svc.ctx is not None
@@ -189,10 +197,7 @@ def test_an_app_run_of_sends_to_a_service_with_a_failing_commit_loses_nothing() 
     svc = Svc(30, log)
     keeping(svc)
     state = _FailingState()
-    core = NodeCore(
-        Agent(node=1, store=MemoryStore()), node=1, services=[svc], state=state
-    )
-    core.start(0)
+    core = started_core(svc, state)
     core.on_contact_start(link(1, 2), 0)
     results, out = core.send_many(
         [
@@ -206,9 +211,7 @@ def test_an_app_run_of_sends_to_a_service_with_a_failing_commit_loses_nothing() 
     assert [t.neighbor for t in out if isinstance(t, Transmit)] == [2, 2]
     assert len(commit_failures(out)) == 1
     state.broken = False
-    at = core.next_deadline()
-    assert at is not None
-    core.on_tick(at)
+    tick_at_next_deadline(core)
     assert state.service_get(30, "last") == b"b"
     assert bundles(log) == [b"b"]
 
@@ -279,9 +282,7 @@ def test_a_failing_delivery_hook_defers_the_bundle_and_keeps_the_ack() -> None:
     out = carry(a, b, send(a, "ipn:2.30", b"x", 5), 5)
     assert any(isinstance(x, Ack) for x in out)
     assert bundles(log) == []
-    at = b.next_deadline()
-    assert at is not None
-    b.on_tick(at)
+    tick_at_next_deadline(b)
     assert bundles(log) == [b"x"]
     assert b.agent.stored == 0  # type: ignore[attr-defined]
 
@@ -292,10 +293,7 @@ def test_a_service_due_every_10_ms_is_not_ticked_while_its_commit_fails() -> Non
     log: list[tuple[Any, ...]] = []
     svc = Svc(30, log)
     state = _FailingState()
-    core = NodeCore(
-        Agent(node=1, store=MemoryStore()), node=1, services=[svc], state=state
-    )
-    core.start(0)
+    core = started_core(svc, state)
 
     ticks = []
 
@@ -329,10 +327,7 @@ def test_sends_held_for_a_failing_commit_are_bounded() -> None:
     log: list[tuple[Any, ...]] = []
     svc = Svc(30, log)
     state = _FailingState()
-    core = NodeCore(
-        Agent(node=1, store=MemoryStore()), node=1, services=[svc], state=state
-    )
-    core.start(0)
+    core = started_core(svc, state)
 
     def burst(n: int, now_ms: int) -> list[Send]:
         assert svc.ctx is not None
@@ -350,7 +345,5 @@ def test_sends_held_for_a_failing_commit_are_bounded() -> None:
     assert len(core._failing["ipn:1.30"].held) == MAX_HELD_SENDS
     state.broken = False
     core.register("ipn:1.1", now=3)
-    at = core.next_deadline()
-    assert at is not None
-    core.on_tick(at)
+    tick_at_next_deadline(core)
     assert core.agent.stored == MAX_HELD_SENDS  # type: ignore[attr-defined]
