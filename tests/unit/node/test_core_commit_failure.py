@@ -43,6 +43,16 @@ def keeping(svc: Svc, *, reply: bool = False) -> None:
     svc.on_bundle_hook = keep
 
 
+def keeping_svc(
+    *, reply: bool = False
+) -> tuple[list[tuple[Any, ...]], Svc, _FailingState]:
+    """Service 30 ``keeping`` its payloads, its log and a failing state."""
+    log: list[tuple[Any, ...]] = []
+    svc = Svc(30, log)
+    keeping(svc, reply=reply)
+    return log, svc, _FailingState()
+
+
 def broken_pair(svc: Svc, state: _FailingState) -> tuple[NodeCore, NodeCore]:
     a = NodeCore(Agent(node=1, store=MemoryStore()), node=1)
     b = NodeCore(
@@ -76,10 +86,7 @@ def bundles(log: list[tuple[Any, ...]]) -> list[bytes]:
 
 
 def test_a_failed_commit_keeps_the_bundle_and_is_retried_until_it_succeeds() -> None:
-    log: list[tuple[Any, ...]] = []
-    svc = Svc(30, log)
-    keeping(svc, reply=True)
-    state = _FailingState()
+    log, svc, state = keeping_svc(reply=True)
     a, b = broken_pair(svc, state)
     out = carry(a, b, send(a, "ipn:2.30", b"x", 5), 5)
     # Received and acknowledged: the bundle is stored; only the service's
@@ -106,10 +113,7 @@ def test_a_failed_commit_keeps_the_bundle_and_is_retried_until_it_succeeds() -> 
 
 
 def test_bundles_arriving_while_the_commit_fails_wait_and_follow_in_order() -> None:
-    log: list[tuple[Any, ...]] = []
-    svc = Svc(30, log)
-    keeping(svc)
-    state = _FailingState()
+    log, svc, state = keeping_svc()
     a, b = broken_pair(svc, state)
     carry(a, b, send(a, "ipn:2.30", b"p", 5), 5)
     out = carry(a, b, send(a, "ipn:2.30", b"q", 6), 6)
@@ -129,10 +133,7 @@ def test_bundles_arriving_while_the_commit_fails_wait_and_follow_in_order() -> N
 def test_a_later_call_that_fails_keeps_the_writes_of_the_failed_commit() -> None:
     # The kept writes are the service's, not the failing call's: a raise
     # in a later call discards only that call's own writes.
-    log: list[tuple[Any, ...]] = []
-    svc = Svc(30, log)
-    keeping(svc)
-    state = _FailingState()
+    _, svc, state = keeping_svc()
     a, b = broken_pair(svc, state)
     carry(a, b, send(a, "ipn:2.30", b"p", 5), 5)
 
@@ -193,10 +194,7 @@ def test_a_failing_tick_commit_is_contained_and_backs_off_to_a_bound() -> None:
 
 
 def test_an_app_run_of_sends_to_a_service_with_a_failing_commit_loses_nothing() -> None:
-    log: list[tuple[Any, ...]] = []
-    svc = Svc(30, log)
-    keeping(svc)
-    state = _FailingState()
+    log, svc, state = keeping_svc()
     core = started_core(svc, state)
     core.on_contact_start(link(1, 2), 0)
     results, out = core.send_many(
