@@ -17,6 +17,31 @@ from tests.unit.agent.late_writes import late_pair, seg, sync
 from tests.unit.agent.test_store_segments import BIG, payload, rec
 
 
+def _reopened_after_kill_9(db: Path, steps: str) -> SqliteStore:
+    """Run ``steps`` in a child holding ``s`` (a deferred-sync store on
+    ``db``) and ``put(key)`` (puts ``key * BIG`` for a late write), kill -9
+    it, and reopen the store."""
+    code = textwrap.dedent(
+        f"""
+        import os, signal
+        from dcis.dtn.agent.store import BundleState, StoredBundle
+        from dcis.dtn.storage.sqlite_store import SqliteStore
+        s = SqliteStore({str(db)!r}, deferred_sync=True)
+        def put(key):
+            data = key.encode() * {BIG}
+            s.put(StoredBundle(key=key, destination="ipn:2.1", expiry_ms=10**9,
+                state=BundleState.DELIVERING, size_bytes=len(data), received_ms=0),
+                data, write_later=True)
+        """
+    )
+    code += textwrap.dedent(steps) + "os.kill(os.getpid(), signal.SIGKILL)\n"
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).parents[3], timeout=60
+    )
+    assert r.returncode == -9
+    return SqliteStore(db)
+
+
 def test_a_kept_payload_stays_unwritten_through_the_sync_and_never_comes(
     tmp_path: Path,
 ) -> None:
@@ -59,31 +84,17 @@ def test_kill_9_drops_a_synced_row_whose_kept_payload_never_came(
     # "h" is a hole between written payloads, "t" is past the file's end;
     # both rows were made durable by a sync that kept their payloads.
     db = tmp_path / "b.db"
-    code = textwrap.dedent(
-        f"""
-        import os, signal
-        from dcis.dtn.agent.store import BundleState, StoredBundle
-        from dcis.dtn.storage.sqlite_store import SqliteStore
-        s = SqliteStore({str(db)!r}, deferred_sync=True)
-        def put(key):
-            data = key.encode() * {BIG}
-            s.put(StoredBundle(key=key, destination="ipn:2.1", expiry_ms=10**9,
-                state=BundleState.DELIVERING, size_bytes=len(data), received_ms=0),
-                data, write_later=True)
+    s = _reopened_after_kill_9(
+        db,
+        """\
         put("w")
         put("h")
         put("x")
         put("t")
         s.begin_sync(keep_late=("h", "t"))()
         s.end_sync()
-        os.kill(os.getpid(), signal.SIGKILL)
-        """
+        """,
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code], cwd=Path(__file__).parents[3], timeout=60
-    )
-    assert r.returncode == -9
-    s = SqliteStore(db)
     assert sorted(s.dropped_at_open) == ["h", "t"]
     assert sorted(r.key for r in s.records()) == ["w", "x"]
     assert s.get("w") == b"w" * BIG
@@ -157,30 +168,16 @@ def test_kill_9_drops_a_row_whose_payload_came_after_the_sync_s_mark(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "b.db"
-    code = textwrap.dedent(
-        f"""
-        import os, signal
-        from dcis.dtn.agent.store import BundleState, StoredBundle
-        from dcis.dtn.storage.sqlite_store import SqliteStore
-        s = SqliteStore({str(db)!r}, deferred_sync=True)
-        def put(key):
-            data = key.encode() * {BIG}
-            s.put(StoredBundle(key=key, destination="ipn:2.1", expiry_ms=10**9,
-                state=BundleState.DELIVERING, size_bytes=len(data), received_ms=0),
-                data, write_later=True)
+    s = _reopened_after_kill_9(
+        db,
+        """\
         put("w")
         mark = s.late_mark()
         put("t")
         s.begin_sync(keep_late_since=mark)()
         s.end_sync()
-        os.kill(os.getpid(), signal.SIGKILL)
-        """
+        """,
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code], cwd=Path(__file__).parents[3], timeout=60
-    )
-    assert r.returncode == -9
-    s = SqliteStore(db)
     assert s.dropped_at_open == ["t"]
     assert [r.key for r in s.records()] == ["w"]
     assert s.get("w") == b"w" * BIG
