@@ -7,15 +7,17 @@ writes at node 1")."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from dcis.dtn.agent.store import StoredBundle, Wire
-from dcis.dtn.client import open_trio_client
+from dcis.dtn.agent.store import BundleStore, StoredBundle, Wire
+from dcis.dtn.client import TrioClient, open_trio_client
 from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
 from dcis.dtn.runtime import node as node_mod
 from dcis.dtn.storage.sqlite_store import SqliteStore
@@ -154,6 +156,22 @@ def _peer_never_connects(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(trio, "open_tcp_stream", black_hole)
 
 
+@contextlib.asynccontextmanager
+async def _node_app_nursery(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[node_mod.Node, TrioClient, trio.Nursery, BundleStore]]:
+    """An MTCP node (9 its peer), an app connected to it, a nursery, and
+    the node's store."""
+    cfg = _mtcp_node(tmp_path, 9)
+    async with (
+        open_node(cfg) as node,
+        open_trio_client(str(cfg.app_socket)) as app,
+        trio.open_nursery() as nursery,
+    ):
+        assert node.agent is not None
+        yield node, app, nursery, node.agent.store
+
+
 async def test_sends_stored_while_a_sync_waits_for_the_senders_wait_for_the_next(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -181,14 +199,7 @@ async def test_sends_stored_while_a_sync_waits_for_the_senders_wait_for_the_next
     monkeypatch.setattr(node_mod._Outbox, "put", spy)
     release = trio.Event()
     waits = 0
-    cfg = _mtcp_node(tmp_path, 9)
-    async with (
-        open_node(cfg) as node,
-        open_trio_client(str(cfg.app_socket)) as app,
-        trio.open_nursery() as nursery,
-    ):
-        assert node.agent is not None
-        store = node.agent.store
+    async with _node_app_nursery(tmp_path) as (node, app, nursery, store):
 
         async def send_second() -> None:
             replies["second"] = await app.send("ipn:2.1", second)
@@ -234,14 +245,7 @@ async def test_an_ack_released_by_a_sync_has_its_payload_written_even_if_stored_
     first, second = bytes([1]) * 40_000, bytes([2]) * 40_000
     on_disk_at_ack: list[bool] = []
     waits = 0
-    cfg = _mtcp_node(tmp_path, 9)
-    async with (
-        open_node(cfg) as node,
-        open_trio_client(str(cfg.app_socket)) as app,
-        trio.open_nursery() as nursery,
-    ):
-        assert node.agent is not None
-        store = node.agent.store
+    async with _node_app_nursery(tmp_path) as (node, app, nursery, store):
 
         async def settle(self: node_mod.Node) -> None:
             nonlocal waits
