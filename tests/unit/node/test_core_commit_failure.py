@@ -75,6 +75,13 @@ def started_core(svc: Svc, state: _FailingState) -> NodeCore:
     return core
 
 
+def quiet_svc_core() -> tuple[Svc, _FailingState, NodeCore]:
+    """Service 30 (its log unread), a failing state, and ``started_core``."""
+    svc = Svc(30, [])
+    state = _FailingState()
+    return svc, state, started_core(svc, state)
+
+
 def tick_at_next_deadline(core: NodeCore) -> list[Action]:
     at = core.next_deadline()
     assert at is not None
@@ -156,10 +163,7 @@ def test_a_later_call_that_fails_keeps_the_writes_of_the_failed_commit() -> None
 
 
 def test_a_failing_tick_commit_is_contained_and_backs_off_to_a_bound() -> None:
-    log: list[tuple[Any, ...]] = []
-    svc = Svc(30, log)
-    state = _FailingState()
-    core = started_core(svc, state)
+    svc, state, core = quiet_svc_core()
 
     def tick(now_ms: int) -> list[Send]:
         assert svc.ctx is not None
@@ -288,10 +292,7 @@ def test_a_failing_delivery_hook_defers_the_bundle_and_keeps_the_ack() -> None:
 def test_a_service_due_every_10_ms_is_not_ticked_while_its_commit_fails() -> None:
     # Its deadline stays 10 ms ahead: ticking it would retry the commit
     # (and hold another send) at every step, bypassing the backoff.
-    log: list[tuple[Any, ...]] = []
-    svc = Svc(30, log)
-    state = _FailingState()
-    core = started_core(svc, state)
+    svc, _, core = quiet_svc_core()
 
     ticks = []
 
@@ -322,10 +323,7 @@ def test_a_service_due_every_10_ms_is_not_ticked_while_its_commit_fails() -> Non
 
 
 def test_sends_held_for_a_failing_commit_are_bounded() -> None:
-    log: list[tuple[Any, ...]] = []
-    svc = Svc(30, log)
-    state = _FailingState()
-    core = started_core(svc, state)
+    svc, state, core = quiet_svc_core()
 
     def burst(n: int, now_ms: int) -> list[Send]:
         assert svc.ctx is not None
