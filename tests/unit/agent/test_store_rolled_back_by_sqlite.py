@@ -5,6 +5,7 @@ nothing written before or after it commits (spec/node.md, "Known limit")."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,17 @@ def _full_store(
     return store, real
 
 
+def _assert_rolled_back_as_a_whole(
+    store: SqliteStore, real: sqlite3.Connection, block: Callable[[], None]
+) -> None:
+    """``block`` fails as "rolled back"; with the real connection back,
+    only "kept" (written before it) is there."""
+    with pytest.raises(StoreError, match="rolled back"):
+        block()
+    store._db = real
+    assert store.service_keys(1) == ["kept"]
+
+
 def _assert_next_transaction_commits(store: SqliteStore) -> None:
     """The store goes on: the next transaction commits. Closes it."""
     with store.transaction():
@@ -80,10 +92,7 @@ def test_a_write_sqlite_rolled_back_fails_the_whole_transaction(
             with pytest.raises(StoreError, match="earlier write"):
                 store.service_put(1, "after", b"2")  # must not commit on its own
 
-    with pytest.raises(StoreError, match="rolled back"):
-        block()
-    store._db = real
-    assert store.service_keys(1) == ["kept"]
+    _assert_rolled_back_as_a_whole(store, real, block)
     _assert_next_transaction_commits(store)
 
 
@@ -103,10 +112,7 @@ def test_later_writes_are_refused_when_no_new_transaction_begins(
             with pytest.raises(StoreError, match="earlier write"):
                 store.put(_rec("late"), b"x")
 
-    with pytest.raises(StoreError, match="rolled back"):
-        block()
-    store._db = real
-    assert store.service_keys(1) == ["kept"]
+    _assert_rolled_back_as_a_whole(store, real, block)
     assert len(store) == 0
     _assert_next_transaction_commits(store)
 
@@ -126,10 +132,7 @@ def test_a_failed_batch_of_rows_refuses_the_blocks_later_writes(
             store.discard("x")
             store.mark_delivered("y", 1)
 
-    with pytest.raises(StoreError, match="rolled back"):
-        block()
-    store._db = real
-    assert store.service_keys(1) == ["kept"]
+    _assert_rolled_back_as_a_whole(store, real, block)
     assert "x" not in store
     assert len(store) == 0
     assert not store.is_delivered("y")
