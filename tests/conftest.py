@@ -24,6 +24,7 @@ import importlib.abc
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -90,3 +91,38 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     workers a minute-long testbed then overlaps the many short tests instead
     of starting last and running alone while the other workers idle."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(autouse=True)
+def _fsync_takes_no_virtual_time(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under trio's MockClock with autojump (the ``autojump_clock``
+    fixture), a daemon's group-commit fsync runs on a real worker thread:
+    while it works every task is blocked, so the clock jumps from timer to
+    timer, and on a loaded machine a slow fsync let a test's 60 virtual
+    seconds pass during one sync (a flake seen under load). Here virtual
+    time stands still while a sync's fsync runs: the disk takes no virtual
+    time, as in the simulator."""
+    if "autojump_clock" not in request.fixturenames:
+        return
+    import math
+
+    import trio
+
+    from dcis.dtn.runtime import node
+
+    clock = request.getfixturevalue("autojump_clock")
+    busy = [0]
+
+    async def sync_in_thread(fn: Callable[[], None]) -> None:
+        busy[0] += 1
+        clock.autojump_threshold = math.inf
+        try:
+            await trio.to_thread.run_sync(fn)
+        finally:
+            busy[0] -= 1
+            if not busy[0]:
+                clock.autojump_threshold = 0
+
+    monkeypatch.setattr(node, "sync_in_thread", sync_in_thread)
