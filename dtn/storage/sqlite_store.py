@@ -285,6 +285,8 @@ class SqliteStore:
         # Keys discarded in the open transaction, not deleted yet (in order).
         self._gone: dict[str, None] = {}
         self._failed = False
+        # Told whether the open transaction committed (when_settled).
+        self._settle: list[Callable[[bool], None]] = []
         self._relaxed = False
         self._saved = (0, 0)
         self._wal_fd: int | None = None
@@ -557,6 +559,7 @@ class SqliteStore:
         if not self._depth:
             return
         self._failed = True
+        self._settled(False)
         if not self._db.in_transaction:
             with suppress(sqlite3.Error):
                 self._db.execute("BEGIN IMMEDIATE")
@@ -729,6 +732,29 @@ class SqliteStore:
         # The original exception matters more than a failed rollback.
         with suppress(sqlite3.Error):
             self._db.execute("ROLLBACK")
+        self._settled(False)
+
+    def when_settled(self, fn: Callable[[bool], None]) -> None:
+        """Call ``fn(True)`` once the open transaction has committed, or
+        ``fn(False)`` once nothing of it can commit: when it rolls back, or
+        at once when a write fails inside it (:meth:`_poison`: SQLite may
+        have rolled it back under the block already) -- so that a caller
+        holding in memory what it wrote into a nested block (``NodeCore``:
+        a service's state commit, its sends) knows whether that became a
+        commit. ``fn`` runs inside the store's own calls: it must not raise
+        or use the store. Raises :class:`InvalidArgument` outside a
+        transaction."""
+        if not self._depth:
+            raise InvalidArgument("when_settled outside a transaction")
+        if self._failed:
+            fn(False)
+        else:
+            self._settle.append(fn)
+
+    def _settled(self, committed: bool) -> None:
+        fns, self._settle = self._settle, []
+        for fn in fns:
+            fn(committed)
 
     def _end(self, exc: BaseException | None) -> None:
         if self._depth > 1:
@@ -782,6 +808,7 @@ class SqliteStore:
             raise StoreError(
                 f"bundle store {self._path!r}: commit failed: {exc}"
             ) from exc
+        self._settled(True)
         # Committed from here on: whatever fails below, the bookkeeping of a
         # committed transaction is applied (a rollback would drop the
         # segment references of committed rows, and their bytes with them).

@@ -1,0 +1,211 @@
+"""NodeCore when a service's state commit succeeded inside an outer store
+transaction that then rolls back (its COMMIT fails, or SQLite rolls the
+whole transaction back under a later write): the service's writes were
+only ever in that transaction, so nothing of the call may go out before a
+retried commit makes them durable (spec/node.md, "Failure containment").
+The "disk" is a real SQLite file whose connection fails on demand."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dcis.dtn.agent.actions import Ack, Action, Event, EventKind, Transmit
+from dcis.dtn.agent.agent import Agent
+from dcis.dtn.agent.store import MemoryStore, StoreError
+from dcis.dtn.node import Inbound, NodeCore, Send
+from dcis.dtn.storage.sqlite_store import SqliteStore
+from tests.unit.node.test_core import Svc, link, send
+
+
+class _Faulty:
+    """A store's connection that fails on demand: ``commit`` -- the next
+    ``COMMIT`` fails (the disk full at the outer commit); ``poison`` -- a
+    statement writing that value fails as SQLITE_FULL does (SQLite rolls
+    the whole transaction back, then raises)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self.commit = False
+        self.poison: bytes | None = None
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        if self.commit and sql == "COMMIT":
+            self.commit = False
+            raise sqlite3.OperationalError("database or disk is full")
+        if self.poison is not None and self.poison in params:
+            self._db.execute("ROLLBACK")
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._db.execute(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+def faulty(store: SqliteStore) -> _Faulty:
+    conn = _Faulty(store._db)
+    store._db = conn  # type: ignore[assignment]
+    return conn
+
+
+def transmits(actions: list[Action]) -> list[Transmit]:
+    return [t for t in actions if isinstance(t, Transmit)]
+
+
+def rolled_back(actions: list[Action]) -> list[Event]:
+    return [
+        e
+        for e in actions
+        if isinstance(e, Event)
+        and e.kind == EventKind.SERVICE_FAILED
+        and "rolled back" in e.detail
+    ]
+
+
+def writer(svc: Svc) -> None:
+    """``svc.write(value, now)``: writes ``v`` and tells node 1 about it."""
+
+    def write(value: bytes, now_ms: int) -> list[Send]:
+        assert svc.ctx is not None
+        svc.ctx.state.put("v", value)
+        return [Send("ipn:1.1", b"wrote " + value)]
+
+    svc.write = write  # type: ignore[attr-defined]
+
+
+def node_2(tmp_path: Path, *services: Svc) -> tuple[NodeCore, SqliteStore]:
+    store = SqliteStore(tmp_path / "b.db")
+    core = NodeCore(Agent(node=2, store=store), node=2, services=list(services))
+    core.start(0)
+    core.on_contact_start(link(2, 1), 0)
+    return core, store
+
+
+def retry(core: NodeCore) -> list[Action]:
+    at = core.next_deadline()
+    assert at is not None
+    return core.on_tick(at)
+
+
+def test_a_commit_in_a_driver_transaction_that_rolls_back_waits_for_a_retry(
+    tmp_path: Path,
+) -> None:
+    # The runtime's app API runs a chunk of requests in one transaction of
+    # its own: the service's commit joins it and "succeeds"; the chunk's
+    # COMMIT then fails. The write never reached the disk.
+    svc = Svc(30, [])
+    writer(svc)
+    core, store = node_2(tmp_path, svc)
+    conn = faulty(store)
+    with pytest.raises(StoreError), store.transaction():
+        out = core.call_service(30, "write", b"1", now=5)
+        assert len(transmits(out)) == 1  # would go, were the chunk committed
+        conn.commit = True
+    # What the runtime does after a StoreError; the next step reports it.
+    assert len(rolled_back(core.recover(5))) == 1
+    assert store.service_get(30, "v") is None
+    # The service has acted on its write: it stays staged and is retried;
+    # the call is not done, its send is held.
+    assert core.commit_failing(30)
+    assert svc.ctx is not None
+    assert svc.ctx.state.get("v") == b"1"
+    out = retry(core)
+    assert store.service_get(30, "v") == b"1"
+    assert [t.neighbor for t in transmits(out)] == [1]
+    assert not core.commit_failing(30)
+    store.close()
+
+
+def test_a_received_bundle_whose_transaction_fails_is_handed_over_once(
+    tmp_path: Path,
+) -> None:
+    # Node 2's own transaction around a received bundle: the service keeps
+    # the payload and answers it; the COMMIT fails. No answer may go out
+    # before the write is durable, and the copy the sender sends again is
+    # not handed over a second time (the service has it, staged).
+    log: list[tuple[Any, ...]] = []
+    svc = Svc(30, log)
+
+    def keep(inbound: Inbound, now_ms: int) -> list[Send]:
+        assert svc.ctx is not None
+        svc.ctx.state.put("v", inbound.payload)
+        return [Send(inbound.source, b"re:" + inbound.payload)]
+
+    svc.on_bundle_hook = keep
+    a = NodeCore(Agent(node=1, store=MemoryStore()), node=1)
+    a.start(0)
+    a.register("ipn:1.1")
+    a.on_contact_start(link(1, 2), 0)
+    b, store = node_2(tmp_path, svc)
+    conn = faulty(store)
+    (t,) = transmits(send(a, "ipn:2.30", b"x", 5))
+    conn.commit = True
+    with pytest.raises(StoreError):
+        b.on_receive(cla="test", neighbor=1, data=t.data, now=5, cl_token=t.tx_id)
+    b.recover(5)
+    assert store.service_get(30, "v") is None
+    assert b.commit_failing(30)
+    # The sender had no Ack: it sends the bundle again. Stored and
+    # acknowledged, it waits for the service's commit.
+    got = b.on_receive(cla="test", neighbor=1, data=t.data, now=6, cl_token=t.tx_id)
+    assert any(isinstance(x, Ack) for x in got)
+    assert not transmits(got)
+    out = retry(b)
+    assert store.service_get(30, "v") == b"x"
+    assert [tr.neighbor for tr in transmits(out)] == [1]
+    assert [x[2] for x in log if x[0] == "bundle"] == [b"x"]
+    assert b.agent.stored == 1  # type: ignore[attr-defined]  # the answer only
+    store.close()
+
+
+def test_a_transaction_sqlite_rolls_back_under_a_later_write(
+    tmp_path: Path,
+) -> None:
+    # Service 30's commit joins the transaction; service 31, ticked in the
+    # same step, writes a value the full disk refuses, and SQLite rolls
+    # the whole transaction back -- 30's write with it. 30 learns at once:
+    # its write is staged again, its send held.
+    svc = Svc(30, [])
+    writer(svc)
+    other = Svc(31, [])
+
+    def tick(now_ms: int) -> list[Send]:
+        assert other.ctx is not None
+        other.ctx.state.put("t", b"boom")
+        other.due = None
+        return []
+
+    other.on_tick = tick  # type: ignore[method-assign]
+    core, store = node_2(tmp_path, svc, other)
+    conn = faulty(store)
+    conn.poison = b"boom"
+    other.due = 5
+    with pytest.raises(StoreError, match="rolled back"):
+        core.call_service(30, "write", b"1", now=5)
+    core.recover(5)
+    assert store.service_keys(30) == []
+    assert core.commit_failing(30)
+    assert core.commit_failing(31)
+    conn.poison = None
+    out = retry(core)
+    assert store.service_get(30, "v") == b"1"
+    assert store.service_get(31, "t") == b"boom"
+    assert [t.neighbor for t in transmits(out)] == [1]
+    store.close()
+
+
+def test_a_commit_in_a_transaction_that_commits_is_done_at_once(
+    tmp_path: Path,
+) -> None:
+    svc = Svc(30, [])
+    writer(svc)
+    core, store = node_2(tmp_path, svc)
+    with store.transaction():
+        out = core.call_service(30, "write", b"1", now=5)
+    assert store.service_get(30, "v") == b"1"
+    assert len(transmits(out)) == 1
+    assert not core.commit_failing(30)
+    store.close()
