@@ -1064,12 +1064,14 @@ class NodeCore:
                     self._on_service_delivery(inbound)
                 sends = self._call(slot, out, slot.service.on_bundle, inbound, now)
                 self._send_all(slot, sends, now, work, out)
-                if slot.retry_at is None:
+                # (Failing now if the call's commit failed, or a later one
+                # in its sends, or the transaction rolled back meanwhile.)
+                if slot.endpoint in self._failing:
+                    slot.unconfirmed[key] = None
+                else:
                     if slot.joined is not None:
                         slot.joined.confirmed[key] = None
                     work.extend(self.agent.on_delivered(key, now))
-                else:
-                    slot.unconfirmed[key] = None
                 self._handing = None
             if self._released:
                 self._release(now, work)

@@ -100,10 +100,16 @@ def test_a_commit_in_a_driver_transaction_that_rolls_back_waits_for_a_retry(
     writer(svc)
     core, store = node_2(tmp_path, svc)
     conn = faulty(store)
-    with pytest.raises(StoreError), store.transaction():
-        out = core.call_service(30, "write", b"1", now=5)
-        assert len(transmits(out)) == 1  # would go, were the chunk committed
-        conn.commit = True
+    out: list[Action] = []
+
+    def chunk() -> None:
+        with store.transaction():
+            out.extend(core.call_service(30, "write", b"1", now=5))
+            conn.commit = True
+
+    with pytest.raises(StoreError):
+        chunk()
+    assert len(transmits(out)) == 1  # would go, were the chunk committed
     # What the runtime does after a StoreError; the next step reports it.
     assert len(rolled_back(core.recover(5))) == 1
     assert store.service_get(30, "v") is None

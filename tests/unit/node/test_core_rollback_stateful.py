@@ -4,9 +4,9 @@ state commit joined them (hypothesis stateful).
 Node 1 sends bundles to a log service on node 2. The service keeps its
 log in memory, as a Raft node does, and persists each entry (``e:<key>``)
 and the length (``n``), then tells node 1 "n=<length>": a promise that
-the entries are durable. Node 2's disk fails on demand: the COMMIT of the
-next transaction, or the next state write (SQLite rolling the whole
-transaction back). Node 2 restarts now and then (memory lost, disk kept).
+the entries are durable. Node 2's disk fails on demand while it takes a
+bundle in: the COMMIT of that transaction, or its first state write
+(SQLite rolling the whole transaction back). Node 2 restarts now and then (memory lost, disk kept).
 
 Invariants: what node 2 lets go is durable -- every "n=<k>" it transmits
 is backed by k durable entries, and the durable length always equals the
@@ -82,7 +82,8 @@ class Log:
 
 class Disk:
     """Node 2's connection: ``commit`` fails the next COMMIT, ``write``
-    the next state write as SQLITE_FULL does (SQLite rolls back)."""
+    the next state write as SQLITE_FULL does (SQLite rolls back); each
+    is disarmed once it fired."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -124,7 +125,7 @@ class RollbackMachine(RuleBasedStateMachine):
 
     def _start_b(self) -> None:
         self.incarnation += 1
-        self.store = SqliteStore(self.path)
+        self.store = SqliteStore(self.path, synchronous="NORMAL")
         self.disk = Disk(self.store._db)
         self.store._db = self.disk  # type: ignore[assignment]
         self.b = NodeCore(
@@ -183,24 +184,23 @@ class RollbackMachine(RuleBasedStateMachine):
         self.pending += [t for t in actions if isinstance(t, Transmit)]
 
     @precondition(lambda self: bool(self.pending))
-    @rule()
-    def carry_one(self) -> None:
+    @rule(fault=st.sampled_from(["", "commit", "write"]))
+    def carry_one(self, fault: str = "") -> None:
+        """Hand node 1's next transmission to node 2, whose disk fails
+        the COMMIT of that input (``commit``) or its first state write
+        (``write``: SQLite rolls the whole transaction back)."""
+        self.disk.commit = fault == "commit"
+        self.disk.write = fault == "write"
         t = self.pending.pop(0)
         got = self._b(
             lambda: self.b.on_receive(
                 cla="t", neighbor=1, data=t.data, now=self.now, cl_token=t.tx_id
             )
         )
+        self.disk.commit = self.disk.write = False
         acked = any(isinstance(x, Ack) for x in got)
         done = self.a.on_transmit_done(t.tx_id, acked, self.now)
         self.pending += [x for x in done if isinstance(x, Transmit)]
-
-    @rule(commit=st.booleans())
-    def fail_next(self, commit: bool) -> None:
-        if commit:
-            self.disk.commit = True
-        else:
-            self.disk.write = True
 
     @rule(ms=st.integers(1, 5_000))
     def tick(self, ms: int) -> None:
@@ -216,7 +216,6 @@ class RollbackMachine(RuleBasedStateMachine):
 
     @rule()
     def heal_and_settle(self) -> None:
-        self.disk.commit = self.disk.write = False
         for _ in range(200):
             if self.pending:
                 self.carry_one()
