@@ -775,7 +775,10 @@ class NodeCore:
                 if store is None:
                     slot.state.commit()
                 else:
-                    with store.transaction():
+                    # All or none of the call's writes (when the store can
+                    # undo a nested block's: SqliteStore.savepoint).
+                    block = getattr(store, "savepoint", store.transaction)
+                    with block():
                         slot.state.commit(until_settled=self._settles)
                         if self._settles and slot.joined is None:
                             self._join(slot)

@@ -25,17 +25,21 @@ class _Faulty:
     """A store's connection that fails on demand: ``commit`` -- the next
     ``COMMIT`` fails (the disk full at the outer commit); ``poison`` -- a
     statement writing that value fails as SQLITE_FULL does (SQLite rolls
-    the whole transaction back, then raises)."""
+    the whole transaction back, then raises); ``refuse`` -- a statement
+    writing that value fails alone (the transaction goes on)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
         self.commit = False
         self.poison: bytes | None = None
+        self.refuse: bytes | None = None
 
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         if self.commit and sql == "COMMIT":
             self.commit = False
             raise sqlite3.OperationalError("database or disk is full")
+        if self.refuse is not None and self.refuse in params:
+            raise sqlite3.OperationalError("disk I/O error")
         if self.poison is not None and self.poison in params:
             self._db.execute("ROLLBACK")
             raise sqlite3.OperationalError("database or disk is full")
@@ -214,4 +218,34 @@ def test_a_commit_in_a_transaction_that_commits_is_done_at_once(
     assert store.service_get(30, "v") == b"1"
     assert len(transmits(out)) == 1
     assert not core.commit_failing(30)
+    store.close()
+
+
+def test_a_state_commit_that_fails_part_way_leaves_none_of_its_writes(
+    tmp_path: Path,
+) -> None:
+    # The second of the call's two writes fails on its own; the
+    # transaction goes on and commits. The first write must not commit
+    # without the second (a crash before the retry would restart the
+    # service on half an update): the call's writes are one savepoint.
+    svc = Svc(30, [])
+
+    def both(now_ms: int) -> list[Send]:
+        assert svc.ctx is not None
+        svc.ctx.state.put("a", b"1")
+        svc.ctx.state.put("b", b"2")
+        return [Send("ipn:1.1", b"both")]
+
+    svc.both = both  # type: ignore[attr-defined]
+    core, store = node_2(tmp_path, svc)
+    conn = faulty(store)
+    conn.refuse = b"2"
+    out = core.call_service(30, "both", now=5)
+    assert not transmits(out)
+    assert store.service_keys(30) == []
+    assert core.commit_failing(30)
+    conn.refuse = None
+    out = retry(core)
+    assert store.service_keys(30) == ["a", "b"]
+    assert [t.neighbor for t in transmits(out)] == [1]
     store.close()
