@@ -48,6 +48,13 @@ dropped, each an ``Event(SERVICE_SEND_FAILED)``). The successful commit confirms
 lets the held sends go, and hands the waiting bundles over in order (the
 service never sees a bundle twice for a commit that failed).
 
+A commit only joins the store transaction of the input (or of a driver
+around it) and is one savepoint of it (``SqliteStore.savepoint``: all of a
+call's writes or none). If that transaction then rolls back
+(``SqliteStore.when_settled`` says so), each service whose commit joined it
+fails as above: its writes are staged again, what it sent since is held,
+the bundles it was handed since wait unconfirmed; the next input reports it.
+
 Anything else that stops the services' turn (the agent's confirmation or
 redelivery raising, the driver's ``on_service_delivery`` hook) never leaves
 an input call: the actions produced so far come out with an
@@ -767,9 +774,11 @@ class NodeCore:
                 )
             )
             return []
-        if slot.state.dirty:
+        if slot.state.dirty or slot.retry_at is not None:
             # A durable block inside the outer one: the commit that holds
-            # these writes is fsynced like a received bundle's.
+            # these writes is fsynced like a received bundle's. (A failing
+            # service has writes staged -- but for a savepoint whose
+            # release failed after its writes: its retry commits nothing.)
             try:
                 store = self._txn_store
                 if store is None:
