@@ -15,10 +15,11 @@ import pytest
 
 from dcis.dtn.agent.actions import Ack, Action, Event, EventKind, Transmit
 from dcis.dtn.agent.agent import Agent
-from dcis.dtn.agent.store import MemoryStore, StoreError
-from dcis.dtn.node import Inbound, NodeCore, Send
+from dcis.dtn.agent.store import StoreError
+from dcis.dtn.node import NodeCore, Send
 from dcis.dtn.storage.sqlite_store import SqliteStore
-from tests.unit.node.test_core import Svc, link, send
+from tests.unit.node.test_core import Svc, link, pair, send
+from tests.unit.node.test_core_commit_failure import keeping
 
 
 class _Faulty:
@@ -138,25 +139,16 @@ def test_a_received_bundle_whose_transaction_fails_is_handed_over_once(
     # not handed over a second time (the service has it, staged).
     log: list[tuple[Any, ...]] = []
     svc = Svc(30, log)
-
-    def keep(inbound: Inbound, now_ms: int) -> list[Send]:
-        assert svc.ctx is not None
-        svc.ctx.state.put("v", inbound.payload)
-        return [Send(inbound.source, b"re:" + inbound.payload)]
-
-    svc.on_bundle_hook = keep
-    a = NodeCore(Agent(node=1, store=MemoryStore()), node=1)
-    a.start(0)
-    a.register("ipn:1.1")
-    a.on_contact_start(link(1, 2), 0)
-    b, store = node_2(tmp_path, svc)
+    keeping(svc, reply=True)
+    store = SqliteStore(tmp_path / "b.db")
+    a, b, _ = pair([svc], store)
     conn = faulty(store)
     (t,) = transmits(send(a, "ipn:2.30", b"x", 5))
     conn.commit = True
     with pytest.raises(StoreError):
         b.on_receive(cla="test", neighbor=1, data=t.data, now=5, cl_token=t.tx_id)
     b.recover(5)
-    assert store.service_get(30, "v") is None
+    assert store.service_get(30, "last") is None
     assert b.commit_failing(30)
     # The sender had no Ack: it sends the bundle again. Stored and
     # acknowledged, it waits for the service's commit.
@@ -164,7 +156,7 @@ def test_a_received_bundle_whose_transaction_fails_is_handed_over_once(
     assert any(isinstance(x, Ack) for x in got)
     assert not transmits(got)
     out = retry(b)
-    assert store.service_get(30, "v") == b"x"
+    assert store.service_get(30, "last") == b"x"
     assert [tr.neighbor for tr in transmits(out)] == [1]
     assert [x[2] for x in log if x[0] == "bundle"] == [b"x"]
     assert b.agent.stored == 1  # type: ignore[attr-defined]  # the answer only

@@ -32,20 +32,19 @@ from dcis.dtn.bpv7.bundle import decode_bundle_untrusted
 from dcis.dtn.node import Inbound, NodeCore, Send, ServiceContext
 from dcis.dtn.routing.contact import Contact
 from dcis.dtn.storage.sqlite_store import SqliteStore
+from tests.unit.node.test_core_stateful import Counting
 
 OPEN = float("inf")
 UP_12 = Contact(1, 2, 0.0, OPEN, 0.0)
 UP_21 = Contact(2, 1, 0.0, OPEN, 0.0)
 
 
-class Log:
+class Log(Counting):
     """The log in memory (loaded at start); each new entry persisted and
     announced; a bundle already in the log is not appended again."""
 
-    service = 30
-
     def __init__(self) -> None:
-        self.ctx: ServiceContext | None = None
+        super().__init__()
         self.entries: list[str] = []
 
     def start(self, ctx: ServiceContext, now_ms: int) -> list[Send]:
@@ -61,23 +60,6 @@ class Log:
         self.ctx.state.put("e:" + inbound.bundle_key, b"1")
         self.ctx.state.put("n", b"%d" % len(self.entries))
         return [Send(inbound.source, b"n=%d" % len(self.entries))]
-
-    def on_send_result(
-        self, tag: int, bundle_key: str | None, error: str | None, now_ms: int
-    ) -> list[Send]:
-        return []
-
-    def on_contact(self, neighbor: int, up: bool, now_ms: int) -> list[Send]:
-        return []
-
-    def on_tick(self, now_ms: int) -> list[Send]:
-        return []
-
-    def next_deadline(self) -> int | None:
-        return None
-
-    def stop(self) -> None:
-        pass
 
 
 class Disk:
