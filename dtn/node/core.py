@@ -389,6 +389,8 @@ class NodeCore:
         # the events of a rollback, reported by the next input.
         self._joined: list[_Slot] = []
         self._notes: list[Action] = []
+        # The service whose state commit runs (its failure is counted once).
+        self._committing: _Slot | None = None
         self._now = 0
         self._last_schedule: int | None = None
         self.event_counts: dict[str, int] = dict.fromkeys(EventKind, 0)
@@ -787,6 +789,7 @@ class NodeCore:
                     # All or none of the call's writes (when the store can
                     # undo a nested block's: SqliteStore.savepoint).
                     block = getattr(store, "savepoint", store.transaction)
+                    self._committing = slot
                     with block():
                         slot.state.commit(until_settled=self._settles)
                         if self._settles and slot.joined is None:
@@ -794,6 +797,8 @@ class NodeCore:
             except Exception as exc:
                 self._commit_failed(slot, fn, sends, exc, out)
                 return []
+            finally:
+                self._committing = None
             if slot.retry_at is not None:
                 return self._commit_recovered(slot, sends)
         return sends
@@ -882,6 +887,8 @@ class NodeCore:
             notes = self._notes
             held, slot.held = did.sends + slot.held, []
             slot.held = self._bounded(slot, held, notes)
+            if slot is self._committing:
+                continue  # its own commit failing: counted and reported there
             wait = self._retry_later(slot)
             notes.append(
                 Event(

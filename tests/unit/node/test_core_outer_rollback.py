@@ -17,6 +17,7 @@ from dcis.dtn.agent.actions import Ack, Action, Event, EventKind, Transmit
 from dcis.dtn.agent.agent import Agent
 from dcis.dtn.agent.store import StoreError
 from dcis.dtn.node import NodeCore, Send
+from dcis.dtn.node.core import COMMIT_RETRY_MIN_MS
 from dcis.dtn.storage.sqlite_store import SqliteStore
 from tests.unit.node.test_core import Svc, link, pair, send
 from tests.unit.node.test_core_commit_failure import keeping
@@ -240,4 +241,35 @@ def test_a_state_commit_that_fails_part_way_leaves_none_of_its_writes(
     out = retry(core)
     assert store.service_keys(30) == ["a", "b"]
     assert [t.neighbor for t in transmits(out)] == [1]
+    store.close()
+
+
+def test_a_rollback_under_the_services_own_later_commit_counts_once(
+    tmp_path: Path,
+) -> None:
+    # Two calls of service 30 in one transaction: the first commit joins
+    # it, the second's write makes SQLite roll it all back. One failure,
+    # one event; both calls' writes and sends wait for the retry.
+    svc = Svc(30, [])
+    writer(svc)
+    core, store = node_2(tmp_path, svc)
+    conn = faulty(store)
+    conn.poison = b"boom"
+    out: list[Action] = []
+
+    def chunk() -> None:
+        with store.transaction():
+            out.extend(core.call_service(30, "write", b"1", now=5))
+            out.extend(core.call_service(30, "write", b"boom", now=5))
+
+    with pytest.raises(StoreError, match="rolled back"):
+        chunk()
+    out += core.recover(5)
+    failed = [e for e in out if isinstance(e, Event) and "state commit" in e.detail]
+    assert len(failed) == 1
+    assert core.next_deadline() == 5 + COMMIT_RETRY_MIN_MS
+    conn.poison = None
+    out = retry(core)
+    assert store.service_get(30, "v") == b"boom"
+    assert len(transmits(out)) == 2
     store.close()
