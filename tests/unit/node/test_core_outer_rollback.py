@@ -90,6 +90,34 @@ def node_2(tmp_path: Path, *services: Svc) -> tuple[NodeCore, SqliteStore]:
     return core, store
 
 
+def writer_node(tmp_path: Path) -> tuple[Svc, NodeCore, SqliteStore, _Faulty]:
+    """Node 2 running service 30 (a ``writer``) on a ``faulty`` store."""
+    svc = Svc(30, [])
+    writer(svc)
+    core, store = node_2(tmp_path, svc)
+    return svc, core, store, faulty(store)
+
+
+def chunk_fails(
+    core: NodeCore, store: SqliteStore, conn: _Faulty, *values: bytes
+) -> list[Action]:
+    """One driver transaction (the runtime's app-API chunk) writing
+    ``values`` through service 30, whose COMMIT fails unless a write in it
+    did. Raises unless it fails; returns the actions the calls made."""
+    out: list[Action] = []
+
+    def chunk() -> None:
+        with store.transaction():
+            for v in values:
+                out.extend(core.call_service(30, "write", v, now=5))
+            conn.commit = True
+
+    with pytest.raises(StoreError):
+        chunk()
+    conn.commit = False
+    return out
+
+
 def retry(core: NodeCore) -> list[Action]:
     at = core.next_deadline()
     assert at is not None
@@ -102,19 +130,8 @@ def test_a_commit_in_a_driver_transaction_that_rolls_back_waits_for_a_retry(
     # The runtime's app API runs a chunk of requests in one transaction of
     # its own: the service's commit joins it and "succeeds"; the chunk's
     # COMMIT then fails. The write never reached the disk.
-    svc = Svc(30, [])
-    writer(svc)
-    core, store = node_2(tmp_path, svc)
-    conn = faulty(store)
-    out: list[Action] = []
-
-    def chunk() -> None:
-        with store.transaction():
-            out.extend(core.call_service(30, "write", b"1", now=5))
-            conn.commit = True
-
-    with pytest.raises(StoreError):
-        chunk()
+    svc, core, store, conn = writer_node(tmp_path)
+    out = chunk_fails(core, store, conn, b"1")
     assert len(transmits(out)) == 1  # would go, were the chunk committed
     # What the runtime does after a StoreError; the next step reports it.
     assert len(rolled_back(core.recover(5))) == 1
@@ -203,9 +220,7 @@ def test_a_transaction_sqlite_rolls_back_under_a_later_write(
 def test_a_commit_in_a_transaction_that_commits_is_done_at_once(
     tmp_path: Path,
 ) -> None:
-    svc = Svc(30, [])
-    writer(svc)
-    core, store = node_2(tmp_path, svc)
+    _, core, store, _ = writer_node(tmp_path)
     with store.transaction():
         out = core.call_service(30, "write", b"1", now=5)
     assert store.service_get(30, "v") == b"1"
@@ -250,20 +265,9 @@ def test_a_rollback_under_the_services_own_later_commit_counts_once(
     # Two calls of service 30 in one transaction: the first commit joins
     # it, the second's write makes SQLite roll it all back. One failure,
     # one event; both calls' writes and sends wait for the retry.
-    svc = Svc(30, [])
-    writer(svc)
-    core, store = node_2(tmp_path, svc)
-    conn = faulty(store)
+    _, core, store, conn = writer_node(tmp_path)
     conn.poison = b"boom"
-    out: list[Action] = []
-
-    def chunk() -> None:
-        with store.transaction():
-            out.extend(core.call_service(30, "write", b"1", now=5))
-            out.extend(core.call_service(30, "write", b"boom", now=5))
-
-    with pytest.raises(StoreError, match="rolled back"):
-        chunk()
+    out = chunk_fails(core, store, conn, b"1", b"boom")
     out += core.recover(5)
     failed = [e for e in out if isinstance(e, Event) and "state commit" in e.detail]
     assert len(failed) == 1
