@@ -48,6 +48,13 @@ dropped, each an ``Event(SERVICE_SEND_FAILED)``). The successful commit confirms
 lets the held sends go, and hands the waiting bundles over in order (the
 service never sees a bundle twice for a commit that failed).
 
+A commit only joins the store transaction of the input (or of a driver
+around it) and is one savepoint of it (``SqliteStore.savepoint``: all of a
+call's writes or none). If that transaction then rolls back
+(``SqliteStore.when_settled`` says so), each service whose commit joined it
+fails as above: its writes are staged again, what it sent since is held,
+the bundles it was handed since wait unconfirmed; the next input reports it.
+
 Anything else that stops the services' turn (the agent's confirmation or
 redelivery raising, the driver's ``on_service_delivery`` hook) never leaves
 an input call: the actions produced so far come out with an
@@ -251,6 +258,7 @@ class _Slot:
         "endpoint",
         "failures",
         "held",
+        "joined",
         "parked",
         "retry_at",
         "service",
@@ -274,6 +282,22 @@ class _Slot:
         self.held: list[Send] = []
         self.unconfirmed: dict[str, None] = {}
         self.parked: dict[str, None] = {}
+        # From its first state commit into an open transaction that may
+        # still roll back until that is settled: what it did since.
+        self.joined: _Joined | None = None
+
+
+class _Joined:
+    """What a service did in the open store transaction since its first
+    state commit joined it: undone by a rollback, so done again after
+    its retried commit (:meth:`NodeCore._settled`)."""
+
+    __slots__ = ("confirmed", "parked", "sends")
+
+    def __init__(self) -> None:
+        self.sends: list[Send] = []  # handed to the agent
+        self.confirmed: dict[str, None] = {}  # bundles confirmed delivered
+        self.parked: dict[str, None] = {}  # waiting bundles handed over again
 
 
 class NodeCore:
@@ -321,6 +345,9 @@ class NodeCore:
         self._store = store
         # A test fake's store may not group writes: then nothing does.
         self._txn_store = store if hasattr(store, "transaction") else None
+        # A store that can roll back a commit after a nested block closed
+        # tells when the transaction settles (MemoryStore cannot).
+        self._settles = hasattr(store, "when_settled")
         if state is None:
             state = (
                 store
@@ -358,6 +385,12 @@ class NodeCore:
         # (key, False) to hand over again.
         self._failing: dict[str, _Slot] = {}
         self._released: list[tuple[str, bool]] = []
+        # Services whose state commits joined the open transaction, and
+        # the events of a rollback, reported by the next input.
+        self._joined: list[_Slot] = []
+        self._notes: list[Action] = []
+        # The service whose state commit runs (its failure is counted once).
+        self._committing: _Slot | None = None
         self._now = 0
         self._last_schedule: int | None = None
         self.event_counts: dict[str, int] = dict.fromkeys(EventKind, 0)
@@ -743,18 +776,29 @@ class NodeCore:
                 )
             )
             return []
-        if slot.state.dirty:
+        if slot.state.dirty or slot.retry_at is not None:
             # A durable block inside the outer one: the commit that holds
-            # these writes is fsynced like a received bundle's.
+            # these writes is fsynced like a received bundle's. (A failing
+            # service has writes staged -- but for a savepoint whose
+            # release failed after its writes: its retry commits nothing.)
             try:
-                if self._txn_store is not None:
-                    with self._txn_store.transaction():
-                        slot.state.commit()
-                else:
+                store = self._txn_store
+                if store is None:
                     slot.state.commit()
+                else:
+                    # All or none of the call's writes (when the store can
+                    # undo a nested block's: SqliteStore.savepoint).
+                    block = getattr(store, "savepoint", store.transaction)
+                    self._committing = slot
+                    with block():
+                        slot.state.commit(until_settled=self._settles)
+                        if self._settles and slot.joined is None:
+                            self._join(slot)
             except Exception as exc:
                 self._commit_failed(slot, fn, sends, exc, out)
                 return []
+            finally:
+                self._committing = None
             if slot.retry_at is not None:
                 return self._commit_recovered(slot, sends)
         return sends
@@ -769,6 +813,20 @@ class NodeCore:
     ) -> None:
         """``slot``'s state commit failed: its writes stay staged
         (``StagedState.commit``), ``sends`` are held; retry later."""
+        slot.held += self._bounded(slot, sends, out)
+        wait = self._retry_later(slot)
+        out.append(
+            Event(
+                EventKind.SERVICE_FAILED,
+                "",
+                f"{slot.endpoint} {getattr(fn, '__name__', 'call')}: state commit "
+                f"failed ({slot.failures} in a row, retried in {wait} ms): "
+                f"{type(exc).__name__}: {exc}",
+            )
+        )
+
+    def _bounded(self, slot: _Slot, sends: list[Send], out: list[Action]) -> list[Send]:
+        """The part of ``sends`` ``slot`` may hold besides what it holds."""
         room = MAX_HELD_SENDS - len(slot.held)
         if len(sends) > room:
             # At the bound: the newest sends are dropped, each reported as
@@ -785,20 +843,62 @@ class NodeCore:
                     )
                 )
             sends = sends[: max(room, 0)]
-        slot.held += sends
+        return sends
+
+    def _retry_later(self, slot: _Slot) -> int:
+        """One more failure of ``slot``'s commit: its retry backs off."""
         slot.failures += 1
         wait = _backoff(slot.failures)
         slot.retry_at = self._now + wait
         self._failing[slot.endpoint] = slot
-        out.append(
-            Event(
-                EventKind.SERVICE_FAILED,
-                "",
-                f"{slot.endpoint} {getattr(fn, '__name__', 'call')}: state commit "
-                f"failed ({slot.failures} in a row, retried in {wait} ms): "
-                f"{type(exc).__name__}: {exc}",
+        return wait
+
+    def _join(self, slot: _Slot) -> None:
+        """``slot``'s commit joined the open transaction: follow what it
+        does until the transaction settles (:meth:`_settled`)."""
+        first = not self._joined
+        slot.joined = _Joined()
+        self._joined.append(slot)
+        if first:
+            store = self._txn_store
+            assert store is not None
+            store.when_settled(self._settled)
+
+    def _settled(self, committed: bool) -> None:
+        """The store's transaction the services' commits joined has
+        committed -- or rolled back: then their writes never reached the
+        disk. Each such service is failing as after a failed commit: its
+        writes are staged again, what it sent since is held, the bundles
+        it was handed (and whose confirmation rolled back) wait for the
+        retried commit. Runs inside the store's call: no store use."""
+        joined, self._joined = self._joined, []
+        for slot in joined:
+            did, slot.joined = slot.joined, None
+            slot.state.settle(committed)
+            if committed or did is None:
+                continue
+            keys = did.confirmed | did.parked
+            if self._released:
+                self._released[:] = [kc for kc in self._released if kc[0] not in keys]
+            slot.unconfirmed.update(did.confirmed)
+            for key in did.parked:
+                if key not in slot.unconfirmed:
+                    slot.parked[key] = None
+            notes = self._notes
+            held, slot.held = did.sends + slot.held, []
+            slot.held = self._bounded(slot, held, notes)
+            if slot is self._committing:
+                continue  # its own commit failing: counted and reported there
+            wait = self._retry_later(slot)
+            notes.append(
+                Event(
+                    EventKind.SERVICE_FAILED,
+                    "",
+                    f"{slot.endpoint}: state commit failed ({slot.failures} in a "
+                    f"row, retried in {wait} ms): the transaction it joined "
+                    "rolled back",
+                )
             )
-        )
 
     def _commit_recovered(self, slot: _Slot, sends: list[Send]) -> list[Send]:
         """``slot``'s commit succeeded after failures: release what waited."""
@@ -809,6 +909,10 @@ class NodeCore:
         released = self._released
         released += [(k, True) for k in slot.unconfirmed]
         released += [(k, False) for k in slot.parked]
+        did = slot.joined
+        if did is not None:
+            did.confirmed.update(slot.unconfirmed)
+            did.parked.update(slot.parked)
         slot.unconfirmed = {}
         slot.parked = {}
         return held + sends
@@ -837,6 +941,13 @@ class NodeCore:
         pending = deque(sends)
         while pending:
             s = pending.popleft()
+            if slot.retry_at is not None:
+                # Its commit failed meanwhile (a tagged send's result, the
+                # transaction rolling back): what is left waits for it.
+                slot.held += self._bounded(slot, [s], out)
+                continue
+            if slot.joined is not None:
+                slot.joined.sends.append(s)
             key: str | None = None
             error: str | None = None
             try:
@@ -882,6 +993,9 @@ class NodeCore:
         if not self._slots:
             out.extend(work)
             return self._counted(out)
+        if self._notes:
+            out += self._notes
+            self._notes = []
         self._now = max(self._now, now)
         try:
             self._turn(work, now, out)
@@ -968,12 +1082,15 @@ class NodeCore:
                 if self._on_service_delivery is not None:
                     self._on_service_delivery(inbound)
                 sends = self._call(slot, out, slot.service.on_bundle, inbound, now)
-                committed = slot.retry_at is None
                 self._send_all(slot, sends, now, work, out)
-                if committed:
-                    work.extend(self.agent.on_delivered(key, now))
-                else:
+                # (Failing now if the call's commit failed, or a later one
+                # in its sends, or the transaction rolled back meanwhile.)
+                if slot.endpoint in self._failing:
                     slot.unconfirmed[key] = None
+                else:
+                    if slot.joined is not None:
+                        slot.joined.confirmed[key] = None
+                    work.extend(self.agent.on_delivered(key, now))
                 self._handing = None
             if self._released:
                 self._release(now, work)

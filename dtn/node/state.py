@@ -20,6 +20,12 @@ was given: the service has already acted on them in memory, so they stay
 staged -- reads see them, a later call's raise does not discard them -- and
 the next commit writes them again with that call's own (``NodeCore``
 retries it, spec/node.md "Failure containment").
+
+A commit into a transaction that is not the outermost one only joins it:
+with ``until_settled`` the writes are also remembered until that
+transaction's fate is known (:meth:`StagedState.settle`). If it rolls
+back, they are staged (and kept) again, under any newer ones, as after a
+failed commit -- the service acted on them, the disk never had them.
 """
 
 from __future__ import annotations
@@ -98,6 +104,8 @@ class StagedState:
         self._stage: dict[str, bytes | None] = {}
         # Writes of a commit that failed: still staged, never discarded.
         self._kept: dict[str, bytes | None] = {}
+        # Writes committed into a transaction not settled yet.
+        self._joined: dict[str, bytes | None] = {}
 
     def get(self, key: str) -> bytes | None:
         """The value under ``key`` (as this call left it), or None."""
@@ -144,11 +152,13 @@ class StagedState:
         """True if the writes of a failed commit wait to be written again."""
         return bool(self._kept)
 
-    def commit(self) -> None:
+    def commit(self, *, until_settled: bool = False) -> None:
         """Write the staged changes to the backend (call inside the store
         transaction of the call that made them). When the backend raises,
         every change stays staged (and kept: :meth:`discard` leaves it),
-        to be written by the next commit, and the exception propagates."""
+        to be written by the next commit, and the exception propagates.
+        ``until_settled``: the transaction may still roll back; the
+        changes are remembered until :meth:`settle`."""
         stage, self._stage = self._stage, {}
         try:
             for k, v in stage.items():
@@ -157,11 +167,24 @@ class StagedState:
                 else:
                     self._backend.service_put(self._service, k, v)
         except BaseException:
-            self._stage = stage
-            self._kept = dict(stage)
+            # (A settle(False) the failure caused may have staged joined
+            # writes meanwhile: older than these.)
+            self._stage = {**self._stage, **stage}
+            self._kept = dict(self._stage)
             raise
         if self._kept:
             self._kept = {}
+        if until_settled:
+            self._joined.update(stage)
+
+    def settle(self, committed: bool) -> None:
+        """The transaction the ``until_settled`` commits joined has
+        committed, or not: then their changes are staged and kept again,
+        under the newer ones, to be written by the next commit."""
+        joined, self._joined = self._joined, {}
+        if not committed and joined:
+            self._stage = {**joined, **self._stage}
+            self._kept = {**joined, **self._kept}
 
     def discard(self) -> None:
         """Forget the staged changes of the call that failed (the writes of

@@ -1796,7 +1796,13 @@ class Node:
             detail=str(exc)[:500],
             traceback="".join(traceback.format_exception(exc))[-2000:],
         )
-        if recover and isinstance(exc, StoreError) and self.core is not None:
+        store_error = isinstance(exc, StoreError) or (
+            # An app connection's handler raises through its nursery.
+            isinstance(exc, BaseExceptionGroup) and exc.subgroup(StoreError) is not None
+        )
+        if recover and store_error and self.core is not None:
+            # (Its actions also schedule the retry of a service commit the
+            # failed transaction took back: spec/node.md.)
             with contextlib.suppress(Exception):
                 self._apply(self.core.recover(self.now_ms()))
 

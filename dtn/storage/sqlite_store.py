@@ -203,6 +203,42 @@ class _Txn:
         return False
 
 
+class _Savepoint:
+    """One ``savepoint()`` block: a durable block whose statements commit
+    all or none (SQLite's SAVEPOINT inside an open transaction)."""
+
+    __slots__ = ("_mark", "_store")
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self._mark: tuple[int, ...] | None = None
+
+    def __enter__(self) -> None:
+        store = self._store
+        store._begin(True)
+        if store._depth > 1:
+            try:
+                store._exec("SAVEPOINT nested")
+            except BaseException as exc:
+                store._end(exc)
+                raise
+            self._mark = store._batched()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        store = self._store
+        try:
+            if self._mark is not None:
+                store._end_savepoint(self._mark, exc is not None)
+        finally:
+            store._end(exc)
+        return False
+
+
 class SqliteStore:
     """A :class:`BundleStore` in one SQLite file, WAL mode.
 
@@ -285,6 +321,8 @@ class SqliteStore:
         # Keys discarded in the open transaction, not deleted yet (in order).
         self._gone: dict[str, None] = {}
         self._failed = False
+        # Told whether the open transaction committed (when_settled).
+        self._settle: list[Callable[[bool], None]] = []
         self._relaxed = False
         self._saved = (0, 0)
         self._wal_fd: int | None = None
@@ -557,6 +595,7 @@ class SqliteStore:
         if not self._depth:
             return
         self._failed = True
+        self._settled(False)
         if not self._db.in_transaction:
             with suppress(sqlite3.Error):
                 self._db.execute("BEGIN IMMEDIATE")
@@ -729,6 +768,68 @@ class SqliteStore:
         # The original exception matters more than a failed rollback.
         with suppress(sqlite3.Error):
             self._db.execute("ROLLBACK")
+        self._settled(False)
+
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A durable block whose statements (service state:
+        :meth:`service_put`, :meth:`service_delete`) commit all or none:
+        inside a transaction, an exception leaving the block undoes what
+        the block wrote and the transaction goes on (a SQL ``SAVEPOINT``);
+        outside one, it is a transaction of its own. Bundle writes are
+        batched until the commit, not undone by it: if the block made some,
+        the whole transaction fails instead (as after a failed write)."""
+        return _Savepoint(self)
+
+    def _batched(self) -> tuple[int, ...]:
+        """What the open transaction holds besides its statements."""
+        return (
+            len(self._rows),
+            len(self._marks),
+            len(self._gone),
+            len(self._refs),
+            len(self._late),
+            self._used,
+            self._count,
+        )
+
+    def _end_savepoint(self, mark: tuple[int, ...], failed: bool) -> None:
+        """Close a :meth:`savepoint` block nested in a transaction:
+        release it, or (``failed``) undo its statements."""
+        if self._failed:
+            return  # the whole transaction is lost already
+        if not failed:
+            self._exec("RELEASE nested")
+            return
+        if self._batched() != mark:
+            self._poison()
+            return
+        try:
+            self._db.execute("ROLLBACK TO nested")
+            self._db.execute("RELEASE nested")
+        except sqlite3.Error:
+            self._poison()
+
+    def when_settled(self, fn: Callable[[bool], None]) -> None:
+        """Call ``fn(True)`` once the open transaction has committed, or
+        ``fn(False)`` once nothing of it can commit: when it rolls back, or
+        at once when a write fails inside it (:meth:`_poison`: SQLite may
+        have rolled it back under the block already) -- so that a caller
+        holding in memory what it wrote into a nested block (``NodeCore``:
+        a service's state commit, its sends) knows whether that became a
+        commit. ``fn`` runs inside the store's own calls: it must not raise
+        or use the store. Raises :class:`InvalidArgument` outside a
+        transaction."""
+        if not self._depth:
+            raise InvalidArgument("when_settled outside a transaction")
+        if self._failed:
+            fn(False)
+        else:
+            self._settle.append(fn)
+
+    def _settled(self, committed: bool) -> None:
+        fns, self._settle = self._settle, []
+        for fn in fns:
+            fn(committed)
 
     def _end(self, exc: BaseException | None) -> None:
         if self._depth > 1:
@@ -782,6 +883,7 @@ class SqliteStore:
             raise StoreError(
                 f"bundle store {self._path!r}: commit failed: {exc}"
             ) from exc
+        self._settled(True)
         # Committed from here on: whatever fails below, the bookkeeping of a
         # committed transaction is applied (a rollback would drop the
         # segment references of committed rows, and their bytes with them).

@@ -1,10 +1,13 @@
 """StagedState against a dict model (hypothesis stateful): staged writes are
-visible at once, reach the backend only on commit, vanish on discard."""
+visible at once, reach the backend only on commit, vanish on discard; the
+commits into a transaction that rolls back (the backend back to what it
+was at its start) are staged again: reads do not change, a discard keeps
+them, the next commit writes them."""
 
 from __future__ import annotations
 
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from dcis.dtn.node.state import MemoryStateBackend, StagedState, StateBackend
 
@@ -19,6 +22,10 @@ class StagedStateMachine(RuleBasedStateMachine):
         self.state = StagedState(self.backend, 5)
         self.committed: dict[str, bytes] = {}
         self.view: dict[str, bytes] = {}
+        # What a discard returns to: the view at the last commit.
+        self.base: dict[str, bytes] = {}
+        # The backend when the open transaction began (None: none open).
+        self.began: dict[str, bytes] | None = None
 
     @rule(key=KEYS, value=VALUES)
     def put(self, key: str, value: bytes) -> None:
@@ -32,13 +39,33 @@ class StagedStateMachine(RuleBasedStateMachine):
 
     @rule()
     def commit(self) -> None:
-        self.state.commit()
+        self.state.commit(until_settled=self.began is not None)
         self.committed = dict(self.view)
+        self.base = dict(self.view)
 
     @rule()
     def discard(self) -> None:
         self.state.discard()
-        self.view = dict(self.committed)
+        self.view = dict(self.base)
+
+    @precondition(lambda self: self.began is None)
+    @rule()
+    def begin(self) -> None:
+        self.began = dict(self.committed)
+
+    @precondition(lambda self: self.began is not None)
+    @rule(committed=st.booleans())
+    def settle(self, committed: bool) -> None:
+        assert self.began is not None
+        if not committed:
+            # The transaction rolls back: the backend as it began.
+            for k in self.backend.service_keys(5):
+                self.backend.service_delete(5, k)
+            for k, v in self.began.items():
+                self.backend.service_put(5, k, v)
+            self.committed = self.began
+        self.began = None
+        self.state.settle(committed)
 
     @rule(prefix=st.sampled_from(["", "a", "b", "z"]))
     def keys(self, prefix: str) -> None:
