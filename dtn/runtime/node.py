@@ -2513,30 +2513,52 @@ class Node:
                         m["type"] in ("send", "service_request") for m in msgs
                     )
                     self._confirmed_keys.clear()
-                    with self.agent.store.transaction(durable=durable):
-                        i = 0
-                        while i < len(msgs):
-                            m = msgs[i]
-                            if m["type"] == "delivered" and self._take_confirmation(
-                                m["bundle_key"], subs, confirmed, refill
-                            ):
+                    try:
+                        with self.agent.store.transaction(durable=durable):
+                            i = 0
+                            while i < len(msgs):
+                                m = msgs[i]
+                                if m["type"] == "delivered" and self._take_confirmation(
+                                    m["bundle_key"], subs, confirmed, refill
+                                ):
+                                    i += 1
+                                    continue
+                                if confirmed:
+                                    actions += self._confirm_many(confirmed, refill)
+                                if m["type"] == "send":
+                                    # A run of sends: one agent call for all
+                                    # (their replies in order, as one by one).
+                                    j = i + 1
+                                    while j < len(msgs) and msgs[j]["type"] == "send":
+                                        j += 1
+                                    actions += self._app_sends(
+                                        msgs[i:j], key_reply, error
+                                    )
+                                    i = j
+                                    continue
+                                actions += self._app_request(
+                                    m, reply, error, push, subs
+                                )
                                 i += 1
-                                continue
                             if confirmed:
                                 actions += self._confirm_many(confirmed, refill)
-                            if m["type"] == "send":
-                                # A run of sends: one agent call for all
-                                # (their replies in order, as one by one).
-                                j = i + 1
-                                while j < len(msgs) and msgs[j]["type"] == "send":
-                                    j += 1
-                                actions += self._app_sends(msgs[i:j], key_reply, error)
-                                i = j
-                                continue
-                            actions += self._app_request(m, reply, error, push, subs)
-                            i += 1
-                        if confirmed:
-                            actions += self._confirm_many(confirmed, refill)
+                    except StoreError as exc:
+                        # The read's transaction rolled back as a whole
+                        # (SQLite refused its batched rows or its commit:
+                        # a full disk, an I/O error): nothing of it is
+                        # stored, though the agent's memory holds its sends.
+                        # Logged, the agent rebuilt from the store (outside
+                        # any transaction now), the read's actions and
+                        # confirmations dropped, and every request of it
+                        # answered with the error -- never "ok" for a send
+                        # not stored (spec/node.md, "Failure containment").
+                        self._confirmed_keys.clear()
+                        actions = []
+                        outbox.clear()
+                        self._handler_error("appapi", exc)
+                        for m in msgs:
+                            if m["type"] != "delivered":  # the one without a reply
+                                error(_request_id(m), f"store error: {exc}")
                     # Committed: ACKs held for the bundles confirmed go.
                     keys, self._confirmed_keys = self._confirmed_keys, []
                     self._release_confirmed(keys)
@@ -2617,10 +2639,7 @@ class Node:
         :meth:`_app_sends`.)"""
         kind = m["type"]
         actions: list[Action] = []
-        raw_id = m.get("id", 0)
-        # The schema checks ``id`` of requests that have one; anything else
-        # (a float, text, a bool on "delivered") is answered with id 0.
-        mid = raw_id if type(raw_id) is int and 0 <= raw_id < 2**64 else 0
+        mid = _request_id(m)
         try:
             if kind == "ping":
                 reply(mid)
@@ -2698,7 +2717,7 @@ class Node:
         # from one or a few): checked once each, not once per send.
         passed: set[str] = set()
         for m in msgs:
-            raw_id = m.get("id", 0)
+            raw_id = m.get("id", 0)  # _request_id, inline: once per send
             mid = raw_id if type(raw_id) is int and 0 <= raw_id < 2**64 else 0
             try:
                 source = m.get("source") or self.config.eid
@@ -2761,6 +2780,13 @@ class Node:
                 key_reply(mid, outcome)  # "ok" with the bundle key
             elif isinstance(outcome, StoreFull):
                 error(mid, f"store full: {outcome}")
+            elif isinstance(outcome, StoreError):
+                # As _app_request's, but no recover inside the read's open
+                # transaction (above): the put that raised left the agent's
+                # memory as it was, and a transaction SQLite rolled back
+                # fails as the read ends, where the agent is rebuilt.
+                self._handler_error("appapi", outcome, recover=False)
+                error(mid, f"store error: {outcome}")
             elif isinstance(outcome, DtnError):
                 error(mid, str(outcome))
             else:
@@ -2904,6 +2930,14 @@ _TCPCL_ANSWER_KINDS: Final = frozenset(
     }
 )
 """The events naming the bundles a TCPCL transfer stands for."""
+
+
+def _request_id(m: dict[str, Any]) -> int:
+    """The id an app request is answered with: the schema checks ``id`` of
+    requests that have one; anything else (a float, text, a bool on
+    "delivered") is answered with id 0."""
+    raw_id = m.get("id", 0)
+    return raw_id if type(raw_id) is int and 0 <= raw_id < 2**64 else 0
 
 
 class _Outbox:
