@@ -84,7 +84,6 @@ from dcis.dtn.agent.agent import (
 from dcis.dtn.agent.entries import HOT_MAX_BUNDLES
 from dcis.dtn.agent.store import StoredBundle, StoreError, StoreFull
 from dcis.dtn.appapi.wire import (
-    decode_message_untrusted,
     encode_bundle_message_parts,
     encode_key_reply,
     encode_message,
@@ -124,6 +123,17 @@ from dcis.dtn.node.resources import AdvertisesResources, check_resource_fields
 from dcis.dtn.node.service import MAX_LOCAL_REQUESTS, AnswersLocalRequests
 from dcis.dtn.routing.contact import Contact
 from dcis.dtn.runtime.ack_hold import HOLD_S, AckHold
+from dcis.dtn.runtime.after_sync import (
+    APP_REPLY,
+    HOP_ACK,
+    LTP_ACK,
+    OTHER,
+    PIECE_ACK,
+    TCPCL_ANSWER,
+    AfterSync,
+    Durable,
+    withdraw,
+)
 from dcis.dtn.runtime.config import ConfigError, NeighbourConfig, NodeConfig
 from dcis.dtn.runtime.ltp import LTP_FIRST_BYTES, LtpCl, LtpConfig, LtpResult
 from dcis.dtn.runtime.security import NodeSecurity
@@ -395,9 +405,9 @@ class Node:
         # durability (hop ACKs, replies to app sends) waits here for it.
         self._deferred: SqliteStore | None = None
         self._synced_gen = 0
-        # (write generation, what to run once it is durable, the key of the
-        # bundle it is the hop ACK of -- or None)
-        self._after_sync: deque[tuple[int, Callable[[], object], str | None]] = deque()
+        # What runs once its write generation is durable, saying what it
+        # stands for (a sync that refuses bundles reads it: after_sync.py).
+        self._after_sync: deque[AfterSync] = deque()
         self._sync_wake = trio.Event()
         # Hop ACKs of bundles pushed to an app, held until it confirms them
         # (then no payload write at all) or a bound ends (spec/udpcl.md).
@@ -702,16 +712,31 @@ class Node:
 
     # ------------------------------------------------------------ group commit
 
-    def when_durable(self, fn: Callable[[], object], key: str | None = None) -> None:
+    def when_durable(
+        self,
+        fn: Callable[[], object],
+        kind: Durable = OTHER,
+        key: str | None = None,
+        peer: int = 0,
+        *,
+        keys: frozenset[str] = frozenset(),
+        replies: list[bytes] | None = None,
+        refuse: Callable[[], object] | None = None,
+    ) -> None:
         """Run ``fn`` once every store commit made so far is on disk: now if
-        it is, else after the next sync (in order). ``key``: ``fn`` is the
-        hop ACK of that bundle -- never run if the sync refuses the bundle
-        instead (its late write failed: :meth:`_refuse_unwritten`)."""
+        it is, else after the next sync (in order). ``kind`` and the rest
+        say what ``fn`` stands for (:class:`~dcis.dtn.runtime.after_sync.
+        Durable`): a sync that refuses bundles (their late writes failed)
+        withholds or rewrites it by them (:meth:`_refuse_unwritten`)."""
         store = self._deferred
         if store is None or store.write_generation <= self._synced_gen:
             fn()
             return
-        self._after_sync.append((store.write_generation, fn, key))
+        self._after_sync.append(
+            AfterSync(
+                store.write_generation, fn, kind, key, peer, keys, replies, refuse
+            )
+        )
         self._sync_wake.set()
 
     async def _sync_task(self, store: SqliteStore) -> None:
@@ -803,8 +828,8 @@ class Node:
                 self.counters["store_syncs"] += 1
                 for _key, ack in released:
                     ack()
-                while self._after_sync and self._after_sync[0][0] <= gen:
-                    self._after_sync.popleft()[1]()
+                while self._after_sync and self._after_sync[0].gen <= gen:
+                    self._after_sync.popleft().fn()
                 # From the sync's start to its replies and ACKs released.
                 self.counters["store_sync_us"] += round(
                     (time.perf_counter() - began) * 1e6
@@ -848,29 +873,9 @@ class Node:
         # waits for this sync is withheld. Some stand for bundles stored
         # (duplicates, say): their senders send them again, and get an ACK
         # then -- never one for a bundle not stored.
-        hop_acks: set[Callable[..., None]] = {self._acks.add} if hops else set()
         ltp = self.ltp
-        if ltp is not None and any(ltp.has(n) for n in hops):
-            hop_acks.add(self._ltp_ack)
-        kept: deque[tuple[int, Callable[[], object], str | None]] = deque()
-        for entry in self._after_sync:
-            fn, key = entry[1], entry[2]
-            if key is not None and key in gone:
-                continue  # a hop ACK: never sent
-            if type(fn) is _TcpclAnswer:
-                if not gone.isdisjoint(fn.keys):
-                    fn.refuse()  # XFER_REFUSE: the peer keeps it
-                    continue
-            elif isinstance(fn, functools.partial):
-                if key is None and fn.func in hop_acks:
-                    if fn.func != self._acks.add or fn.args[0] in hops:
-                        continue  # perhaps a piece's ACK: withheld
-                elif isinstance(getattr(fn.func, "__self__", None), _Outbox):
-                    fn.args[0][:] = [
-                        _refused_reply(m, gone, refusal) for m in fn.args[0]
-                    ]
-            kept.append(entry)
-        self._after_sync = kept
+        ltp_hop = ltp is not None and any(ltp.has(n) for n in hops)
+        self._after_sync = withdraw(self._after_sync, gone, hops, ltp_hop, refusal)
         self._apply(actions)
         return [(k, ack) for k, ack in released if k not in gone]
 
@@ -998,7 +1003,12 @@ class Node:
                 for a in actions
                 if type(a) is Event and a.kind in _TCPCL_ANSWER_KINDS
             )
-            self.when_durable(_TcpclAnswer(answer, keys))
+            self.when_durable(
+                functools.partial(answer, True),
+                TCPCL_ANSWER,
+                keys=keys,
+                refuse=functools.partial(answer, False),
+            )
 
     def _tcpcl_done(self, tx_id: int, ok: bool) -> None:
         agent = self.agent
@@ -1083,8 +1093,10 @@ class Node:
         if self.ltp is not None and self.ltp.has(a.neighbor):
             # The block's report waits until all its bundles are on disk.
             ack: Callable[[], object] = functools.partial(self._ltp_ack, a.cl_token)
+            kind = LTP_ACK
         else:
             ack = functools.partial(self._acks.add, a.neighbor, a.cl_token)
+            kind = PIECE_ACK
         if a.bundle_key is None:
             # Perhaps a copy of a bundle whose ACK is held: their payloads
             # are written by the next sync, and this ACK goes after it.
@@ -1101,7 +1113,9 @@ class Node:
             # written by the next sync instead.
             self._ack_hold.expire_all()
             self._sync_wake.set()
-        self.when_durable(ack, a.bundle_key)
+        if a.bundle_key is not None:
+            kind = HOP_ACK  # the bundle's own: never sent if it is refused
+        self.when_durable(ack, kind, a.bundle_key, a.neighbor)
 
     def _hold_ack(self, key: str, ack: Callable[[], object]) -> bool:
         """Hold ``ack`` until ``key`` is confirmed, if ``key`` was just
@@ -2511,30 +2525,52 @@ class Node:
                         m["type"] in ("send", "service_request") for m in msgs
                     )
                     self._confirmed_keys.clear()
-                    with self.agent.store.transaction(durable=durable):
-                        i = 0
-                        while i < len(msgs):
-                            m = msgs[i]
-                            if m["type"] == "delivered" and self._take_confirmation(
-                                m["bundle_key"], subs, confirmed, refill
-                            ):
+                    try:
+                        with self.agent.store.transaction(durable=durable):
+                            i = 0
+                            while i < len(msgs):
+                                m = msgs[i]
+                                if m["type"] == "delivered" and self._take_confirmation(
+                                    m["bundle_key"], subs, confirmed, refill
+                                ):
+                                    i += 1
+                                    continue
+                                if confirmed:
+                                    actions += self._confirm_many(confirmed, refill)
+                                if m["type"] == "send":
+                                    # A run of sends: one agent call for all
+                                    # (their replies in order, as one by one).
+                                    j = i + 1
+                                    while j < len(msgs) and msgs[j]["type"] == "send":
+                                        j += 1
+                                    actions += self._app_sends(
+                                        msgs[i:j], key_reply, error
+                                    )
+                                    i = j
+                                    continue
+                                actions += self._app_request(
+                                    m, reply, error, push, subs
+                                )
                                 i += 1
-                                continue
                             if confirmed:
                                 actions += self._confirm_many(confirmed, refill)
-                            if m["type"] == "send":
-                                # A run of sends: one agent call for all
-                                # (their replies in order, as one by one).
-                                j = i + 1
-                                while j < len(msgs) and msgs[j]["type"] == "send":
-                                    j += 1
-                                actions += self._app_sends(msgs[i:j], key_reply, error)
-                                i = j
-                                continue
-                            actions += self._app_request(m, reply, error, push, subs)
-                            i += 1
-                        if confirmed:
-                            actions += self._confirm_many(confirmed, refill)
+                    except StoreError as exc:
+                        # The read's transaction rolled back as a whole
+                        # (SQLite refused its batched rows or its commit:
+                        # a full disk, an I/O error): nothing of it is
+                        # stored, though the agent's memory holds its sends.
+                        # Logged, the agent rebuilt from the store (outside
+                        # any transaction now), the read's actions and
+                        # confirmations dropped, and every request of it
+                        # answered with the error -- never "ok" for a send
+                        # not stored (spec/node.md, "Failure containment").
+                        self._confirmed_keys.clear()
+                        actions = []
+                        outbox.clear()
+                        self._handler_error("appapi", exc)
+                        for m in msgs:
+                            if m["type"] != "delivered":  # the one without a reply
+                                error(_request_id(m), f"store error: {exc}")
                     # Committed: ACKs held for the bundles confirmed go.
                     keys, self._confirmed_keys = self._confirmed_keys, []
                     self._release_confirmed(keys)
@@ -2542,7 +2578,12 @@ class Node:
                     conn.registered = bool(subs)
                     if outbox:
                         # A send's reply promises the bundle is stored.
-                        self.when_durable(functools.partial(out.put, list(outbox)))
+                        replies = list(outbox)
+                        self.when_durable(
+                            functools.partial(out.put, replies),
+                            APP_REPLY,
+                            replies=replies,
+                        )
                 out.close()
                 nursery.cancel_scope.cancel()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -2610,10 +2651,7 @@ class Node:
         :meth:`_app_sends`.)"""
         kind = m["type"]
         actions: list[Action] = []
-        raw_id = m.get("id", 0)
-        # The schema checks ``id`` of requests that have one; anything else
-        # (a float, text, a bool on "delivered") is answered with id 0.
-        mid = raw_id if type(raw_id) is int and 0 <= raw_id < 2**64 else 0
+        mid = _request_id(m)
         try:
             if kind == "ping":
                 reply(mid)
@@ -2691,7 +2729,7 @@ class Node:
         # from one or a few): checked once each, not once per send.
         passed: set[str] = set()
         for m in msgs:
-            raw_id = m.get("id", 0)
+            raw_id = m.get("id", 0)  # _request_id, inline: once per send
             mid = raw_id if type(raw_id) is int and 0 <= raw_id < 2**64 else 0
             try:
                 source = m.get("source") or self.config.eid
@@ -2754,6 +2792,13 @@ class Node:
                 key_reply(mid, outcome)  # "ok" with the bundle key
             elif isinstance(outcome, StoreFull):
                 error(mid, f"store full: {outcome}")
+            elif isinstance(outcome, StoreError):
+                # As _app_request's, but no recover inside the read's open
+                # transaction (above): the put that raised left the agent's
+                # memory as it was, and a transaction SQLite rolled back
+                # fails as the read ends, where the agent is rebuilt.
+                self._handler_error("appapi", outcome, recover=False)
+                error(mid, f"store error: {outcome}")
             elif isinstance(outcome, DtnError):
                 error(mid, str(outcome))
             else:
@@ -2899,39 +2944,12 @@ _TCPCL_ANSWER_KINDS: Final = frozenset(
 """The events naming the bundles a TCPCL transfer stands for."""
 
 
-@dataclass(frozen=True, slots=True)
-class _TcpclAnswer:
-    """The answer to a TCPCL transfer, run once durable: accept (XFER_ACK).
-    ``keys``: the bundles the transfer stands for (stored or duplicates); if
-    a sync drops one of them instead (its late write failed), the transfer
-    is refused (:meth:`Node._refuse_unwritten`)."""
-
-    answer: Callable[[bool], None]
-    keys: frozenset[str]
-
-    def __call__(self) -> None:
-        self.answer(True)
-
-    def refuse(self) -> None:
-        self.answer(False)
-
-
-def _refused_reply(msg: bytes, gone: set[str], refusal: str) -> bytes:
-    """``msg`` (a framed app API reply), or -- if it is the "ok" of a send
-    whose bundle is in ``gone`` -- an error reply saying ``refusal`` to the
-    same request (a late write failed: :meth:`Node._refuse_unwritten`).
-    Only on that failure's path: the replies are decoded again here."""
-    if not any(k.encode() in msg for k in gone):
-        return msg
-    head = msg[0] & 0x1F
-    start = 1 + (0 if head < 24 else 1 << (head - 24))
-    try:
-        m = decode_message_untrusted(msg[start:])
-    except DecodeError:
-        return msg
-    if m.get("type") != "ok" or m.get("bundle_key") not in gone:
-        return msg
-    return encode_message({"type": "error", "id": m.get("id", 0), "message": refusal})
+def _request_id(m: dict[str, Any]) -> int:
+    """The id an app request is answered with: the schema checks ``id`` of
+    requests that have one; anything else (a float, text, a bool on
+    "delivered") is answered with id 0."""
+    raw_id = m.get("id", 0)
+    return raw_id if type(raw_id) is int and 0 <= raw_id < 2**64 else 0
 
 
 class _Outbox:
