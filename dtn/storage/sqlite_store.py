@@ -1692,15 +1692,19 @@ PAGE_BYTES = 4096
 
 def _cut_short(data: bytes, off: int) -> bool:
     """Whether ``data`` (a payload at ``off`` in its segment, failing its
-    CRC) ends in zeros from a page boundary of the file on: the mark of a
-    write that never came or was cut short -- a power cut before its fsync,
-    or a ``kill -9`` inside the ``pwritev`` of a late write, which the
-    kernel stops at a page (spec/agent.md, "Segment files"). A payload
+    CRC) is zeros from its start, or from a page boundary of the file, on:
+    the mark of a write that never came or was cut short -- a power cut
+    before its fsync, a ``kill -9`` before a late write (its place a hole
+    inside the file when a payload after it was written at once), or inside
+    the ``pwritev`` of one, which the kernel stops at a page (spec/agent.md,
+    "Segment files"). A payload
     damaged after its fsync keeps its bytes up to its end (bit rot, an
     overwrite) and is kept as corrupt; one that really ended in a page of zeros and was damaged
     elsewhere is dropped too, as it would be lost either way."""
     kept = len(data.rstrip(b"\0"))
     if kept == len(data):
         return False
+    if kept == 0:
+        return True
     first_page = -(-(off + kept) // PAGE_BYTES) * PAGE_BYTES - off
     return first_page < len(data)

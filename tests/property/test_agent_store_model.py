@@ -481,3 +481,23 @@ def test_power_cuts_around_a_reused_segment() -> None:
             assert {"k2", "k3", "k4"} <= set(m.bundles)
         finally:
             m.teardown()
+
+
+def test_kill_before_a_late_write_between_written_payloads() -> None:
+    # A late payload at an offset off a page boundary, then one written at
+    # once after it in the same segment, then kill -9 before the sync: the
+    # late one's place is a hole -- zeros inside the file -- that no page
+    # boundary starts. It was never written (never acknowledged): dropped
+    # at the open, not kept as corrupt (the previous hop's resent copy
+    # must not be taken for a duplicate of it). The reviewer's example.
+    m = DeferredStoreModel()
+    try:
+        m.put_late(key="k0", size=41, expiry=0)
+        m.delete(key="k0")  # under RECLAIM: segment 1 keeps taking payloads
+        m.put_late(key="k1", size=41, expiry=0)  # held for (1, 41)
+        m.put(key="k0", size=41, expiry=0)  # written at once at (1, 82)
+        m.crash()
+        m.agrees()
+        assert sorted(m.bundles) == ["k0"]
+    finally:
+        m.teardown()

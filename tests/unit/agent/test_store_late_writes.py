@@ -125,11 +125,17 @@ def test_a_full_segment_takes_its_late_payloads_before_it_closes(
     s2.close()
 
 
-def test_kill_9_before_the_sync_loses_only_late_payloads(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("first", "late"), [(BIG, BIG), (4096 + 10, 3000)])
+def test_kill_9_before_the_sync_loses_only_late_payloads(
+    tmp_path: Path, first: int, late: int
+) -> None:
     # A late payload's row is committed, its bytes are not written: the
     # open after a kill -9 drops the row, as one a power cut cut short
     # (its previous hop, never answered, sends it again). An ordinary
     # put survives a kill -9 as before; so does a late one once synced.
+    # A small late payload off a page boundary (4106 to 7106): its place,
+    # a hole inside the file once "o" is written after it, holds no page
+    # boundary -- all zeros, still dropped, never kept as corrupt.
     db = tmp_path / "b.db"
     code = textwrap.dedent(
         f"""
@@ -137,15 +143,15 @@ def test_kill_9_before_the_sync_loses_only_late_payloads(tmp_path: Path) -> None
         from dcis.dtn.agent.store import BundleState, StoredBundle
         from dcis.dtn.storage.sqlite_store import SqliteStore
         s = SqliteStore({str(db)!r}, deferred_sync=True)
-        def put(key, later):
-            data = key.encode() * {BIG}
+        def put(key, later, size={BIG}):
+            data = key.encode() * size
             s.put(StoredBundle(key=key, destination="ipn:2.1", expiry_ms=10**9,
                 state=BundleState.PENDING, size_bytes=len(data), received_ms=0),
                 data, write_later=later)
-        put("s", True)
+        put("s", True, {first})
         s.begin_sync()()
         s.end_sync()
-        put("l", True)
+        put("l", True, {late})
         put("o", False)
         os.kill(os.getpid(), signal.SIGKILL)
         """
@@ -155,10 +161,11 @@ def test_kill_9_before_the_sync_loses_only_late_payloads(tmp_path: Path) -> None
     )
     assert r.returncode == -9
     s = SqliteStore(db)
+    assert s.corrupt_at_open == []
     assert s.dropped_at_open == ["l"]
     assert sorted(r.key for r in s.records()) == ["o", "s"]
     assert s.get("o") == b"o" * BIG
-    assert s.get("s") == b"s" * BIG
+    assert s.get("s") == b"s" * first
     s.close()
 
 
