@@ -224,6 +224,9 @@ _STORE_BALLAST_BYTES = 1 << 20
 # App API replies queued for one connection before its requests are no
 # longer read (the client is not reading its replies).
 _APP_MAX_OUTBOX = 1024
+# App requests that neither write nor read the store: a read's transaction
+# rolled back, they keep their own answer (spec/appapi.md, ``send``).
+_STORE_FREE = frozenset({"ping", "register", "unregister"})
 
 
 def _stream_mtus(cfg: NodeConfig) -> dict[int, int | None]:
@@ -364,6 +367,7 @@ class Node:
                 "acks_refused",
                 "mac_failures",
                 "handler_errors",
+                "handler_errors_unlogged",
                 "app_connections",
                 "app_refused",
                 "app_evicted",
@@ -417,6 +421,9 @@ class Node:
         # Keys an app handler's read confirmed, for _release_confirmed
         # once the read's transaction has committed.
         self._confirmed_keys: list[str] = []
+        # An app read's first StoreError is logged, the rest only counted
+        # (_app_store_error): reset as each read's transaction opens.
+        self._app_read_logged = False
         self._open_contacts: set[Contact] = set()
         self._contacts_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
@@ -1792,24 +1799,33 @@ class Node:
         return out
 
     def _handler_error(
-        self, where: str, exc: BaseException, *, recover: bool = True
+        self,
+        where: str,
+        exc: BaseException,
+        *,
+        recover: bool = True,
+        log: bool = True,
     ) -> None:
         """An unexpected exception while serving one peer or client: log it
         (one JSON line, traceback as a field) and carry on. After a store
         failure the agent's memory may disagree with the store: rebuild it
         from the store (``recover``) -- unless the caller knows they agree
-        (``recover=False``)."""
+        (``recover=False``). With ``log=False`` (a repeat of an error
+        already logged) it is only counted, in ``handler_errors_unlogged``."""
         import traceback
 
-        self.counters["handler_errors"] += 1
-        self._log(
-            "error",
-            "handler_error",
-            where=where,
-            error=type(exc).__name__,
-            detail=str(exc)[:500],
-            traceback="".join(traceback.format_exception(exc))[-2000:],
-        )
+        if log:
+            self.counters["handler_errors"] += 1
+            self._log(
+                "error",
+                "handler_error",
+                where=where,
+                error=type(exc).__name__,
+                detail=str(exc)[:500],
+                traceback="".join(traceback.format_exception(exc))[-2000:],
+            )
+        else:
+            self.counters["handler_errors_unlogged"] += 1
         store_error = isinstance(exc, StoreError) or (
             # An app connection's handler raises through its nursery.
             isinstance(exc, BaseExceptionGroup) and exc.subgroup(StoreError) is not None
@@ -2525,6 +2541,10 @@ class Node:
                         m["type"] in ("send", "service_request") for m in msgs
                     )
                     self._confirmed_keys.clear()
+                    self._app_read_logged = False
+                    # The answers of the read's store-free requests, kept if
+                    # its transaction rolls back (_STORE_FREE).
+                    kept: dict[int, list[bytes]] = {}
                     try:
                         with self.agent.store.transaction(durable=durable):
                             i = 0
@@ -2548,9 +2568,12 @@ class Node:
                                     )
                                     i = j
                                     continue
+                                start = len(outbox)
                                 actions += self._app_request(
                                     m, reply, error, push, subs
                                 )
+                                if m["type"] in _STORE_FREE:
+                                    kept[i] = outbox[start:]
                                 i += 1
                             if confirmed:
                                 actions += self._confirm_many(confirmed, refill)
@@ -2562,14 +2585,19 @@ class Node:
                         # Logged, the agent rebuilt from the store (outside
                         # any transaction now), the read's actions and
                         # confirmations dropped, and every request of it
-                        # answered with the error -- never "ok" for a send
-                        # not stored (spec/node.md, "Failure containment").
+                        # that wrote or read the store answered with the
+                        # error -- never "ok" for a send not stored
+                        # (spec/node.md, "Failure containment"); a
+                        # register, unregister or ping took effect in
+                        # memory only: its own answer (spec/appapi.md).
                         self._confirmed_keys.clear()
                         actions = []
                         outbox.clear()
-                        self._handler_error("appapi", exc)
-                        for m in msgs:
-                            if m["type"] != "delivered":  # the one without a reply
+                        self._app_store_error(exc)
+                        for n, m in enumerate(msgs):
+                            if n in kept:
+                                outbox += kept[n]
+                            elif m["type"] != "delivered":  # no reply
                                 error(_request_id(m), f"store error: {exc}")
                     # Committed: ACKs held for the bundles confirmed go.
                     keys, self._confirmed_keys = self._confirmed_keys, []
@@ -2592,6 +2620,14 @@ class Node:
             self._buffer(held, 0)
             for sub in subs:
                 self._unsubscribe(sub)
+
+    def _app_store_error(self, exc: Exception, *, recover: bool = True) -> None:
+        """A store error under an app read: the read's first is logged, the
+        others only counted -- once a put poisons SQLite's transaction every
+        later one of the read raises too (20 sends: 21 tracebacks)."""
+        first = not self._app_read_logged
+        self._app_read_logged = True
+        self._handler_error("appapi", exc, recover=recover, log=first)
 
     def _take_confirmation(
         self,
@@ -2627,7 +2663,10 @@ class Node:
                 # The other keys' confirmations stand: their actions too.
                 actions += exc.actions
                 cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
-                self._handler_error("appapi", cause)
+                if isinstance(cause, StoreError):
+                    self._app_store_error(cause)
+                else:
+                    self._handler_error("appapi", cause)
             self._confirmed_keys += confirmed  # their held ACKs: after the commit
             for sub in refill:
                 actions += self._refill(sub)
@@ -2699,7 +2738,7 @@ class Node:
             # memory may hold confirmations or deletions whose rows are gone
             # -- log it and rebuild the agent from the store (spec/node.md,
             # "Failure containment").
-            self._handler_error("appapi", exc)
+            self._app_store_error(exc)
             error(mid, f"store error: {exc}")
         except DtnError as exc:
             error(mid, str(exc))
@@ -2779,7 +2818,10 @@ class Node:
                     # this read's open transaction would re-route every
                     # stored bundle with actions that are lost if the broken
                     # commit fails it again, leaving them in flight for good.
-                    self._handler_error("appapi", cause, recover=False)
+                    if isinstance(cause, StoreError):
+                        self._app_store_error(cause, recover=False)
+                    else:
+                        self._handler_error("appapi", cause, recover=False)
                 outcomes += [
                     DtnError("not sent: an earlier send in the same read failed")
                 ] * (len(requests) - len(outcomes))
@@ -2797,7 +2839,7 @@ class Node:
                 # transaction (above): the put that raised left the agent's
                 # memory as it was, and a transaction SQLite rolled back
                 # fails as the read ends, where the agent is rebuilt.
-                self._handler_error("appapi", outcome, recover=False)
+                self._app_store_error(outcome, recover=False)
                 error(mid, f"store error: {outcome}")
             elif isinstance(outcome, DtnError):
                 error(mid, str(outcome))
