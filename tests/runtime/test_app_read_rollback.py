@@ -19,23 +19,7 @@ from dcis.dtn.agent.store import StoreError
 from dcis.dtn.appapi.wire import encode_delivered
 from dcis.dtn.client import ClientError, open_trio_client
 from dcis.dtn.client.trio_client import TrioClient
-from dcis.dtn.storage.sqlite_store import SqliteStore
-from tests.runtime.test_app_sends_store_error import _node_and_app
-
-
-def _refuse_rows_once(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """SQLite refuses the next batch of rows as a transaction closes: that
-    transaction rolls back as a whole. Returns the failure left to raise."""
-    flush_rows = store._flush_rows
-    failures = [StoreError("database or disk is full")]
-
-    def refuse_once() -> None:
-        if failures and store._rows:
-            raise failures.pop()
-        flush_rows()
-
-    monkeypatch.setattr(store, "_flush_rows", refuse_once)
-    return failures
+from tests.runtime.test_app_sends_store_error import _node_and_app, _refuse_rows_once
 
 
 async def _in_one_read(*calls: Callable[[], Awaitable[Any]]) -> list[Any]:

@@ -42,6 +42,21 @@ async def _node_and_app(
         yield node, store, app
 
 
+def _refuse_rows_once(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """SQLite refuses the next batch of rows as a transaction closes: that
+    transaction rolls back as a whole. Returns the failure left to raise."""
+    flush_rows = store._flush_rows
+    failures = [StoreError("database or disk is full")]
+
+    def refuse_once() -> None:
+        if failures and store._rows:
+            raise failures.pop()
+        flush_rows()
+
+    monkeypatch.setattr(store, "_flush_rows", refuse_once)
+    return failures
+
+
 async def _send_in_one_read(
     app: TrioClient, payloads: list[bytes]
 ) -> dict[bytes, str | ClientError]:
@@ -80,15 +95,7 @@ async def test_a_store_error_under_app_sends_is_answered_logged_and_recovered(
     though the agent's memory holds both sends."""
     async with _node_and_app(tmp_path, caplog) as (node, store, app):
         before = await app.send("ipn:2.1", b"acknowledged before")
-        flush_rows = store._flush_rows
-        failures = [StoreError("database or disk is full")]
-
-        def refuse_once() -> None:
-            if failures and store._rows:
-                raise failures.pop()
-            flush_rows()
-
-        monkeypatch.setattr(store, "_flush_rows", refuse_once)
+        failures = _refuse_rows_once(store, monkeypatch)
         results = await _send_in_one_read(app, [b"first", b"second"])
         assert failures == []  # the store did fail
         for r in results.values():
