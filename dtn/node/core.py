@@ -1020,8 +1020,11 @@ class NodeCore:
                 # The transaction rolled back under it (_settled): the
                 # send is held with the rest, neither sent nor failed.
                 continue
-            if joined is not None and created is None and key is not None:
-                joined.sends[-1] = (s, _created_of(key))
+            if joined is not None:
+                if error is not None:
+                    joined.sends.pop()  # refused, and reported so: not again
+                elif created is None and key is not None:
+                    joined.sends[-1] = (s, _created_of(key))
             if s.tag is not None and created is None:
                 pending.extend(
                     self._call(

@@ -165,6 +165,30 @@ def test_a_tagged_send_in_a_rolled_back_transaction_has_one_result(
     store.close()
 
 
+def test_a_send_refused_in_a_rolled_back_transaction_is_not_made_again(
+    tmp_path: Path,
+) -> None:
+    # The service was told the send failed (and may have acted on that:
+    # its writes are staged again with the rest); it is not sent after all.
+    svc, core, store, conn = writer_node(tmp_path)
+
+    def write(value: bytes, now_ms: int) -> list[Send]:
+        assert svc.ctx is not None
+        svc.ctx.state.put("v", value)
+        return [Send("dtn:none", b"nowhere", tag=7), Send("dtn:none", b"x")]
+
+    svc.write = write  # type: ignore[attr-defined]
+    chunk_fails(core, store, conn, b"1")
+    core.recover(5)
+    out = retry(core)
+    assert store.service_get(30, "v") == b"1"
+    assert not send_failed(out)
+    assert core.event_counts[EventKind.SERVICE_SEND_FAILED] == 1
+    (got,) = results(svc)
+    assert got[:4] == ("result", 30, 7, False)
+    store.close()
+
+
 class _RollingAgent(Agent):
     """An agent whose store write for a bundle with payload ``boom`` makes
     SQLite roll the whole transaction back (the disk full under it)."""
