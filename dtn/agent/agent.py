@@ -1079,6 +1079,8 @@ class Agent:
             created = (now, self._next_seq(str(source), now))
         elif not all(type(x) is int and x >= 0 for x in created):
             raise InvalidArgument(f"created must be two ints >= 0, got {created!r}")
+        elif created[0] == self._last_seq_ms and created[1] >= self._seq:
+            self._seq = created[1] + 1  # never given to another bundle
         return originate_bundle(
             source=source,
             destination=destination,

@@ -1218,8 +1218,8 @@ def _send_failed(
     return Event(
         EventKind.SERVICE_SEND_FAILED,
         key,
-        f"{slot.endpoint} -> {s.destination}: {why} (sent again after its "
-        f"transaction rolled back{told})",
+        f"{slot.endpoint} -> {s.destination}: {why} (its bundle rolled back "
+        f"with its transaction{told})",
     )
 
 

@@ -69,3 +69,12 @@ def test_a_bad_creation_timestamp_is_refused(created: tuple[int, int]) -> None:
             now=500,
             created=created,
         )
+
+
+def test_its_sequence_number_is_not_given_to_a_new_bundle() -> None:
+    a = agent()
+    kw: dict[str, object] = {"source": "ipn:1.2", "destination": "ipn:9.1"}
+    first, _ = a.send(payload=b"a", lifetime_ms=10, now=200, **kw)  # type: ignore[arg-type]
+    a.send(payload=b"b", lifetime_ms=10, now=200, created=(200, 5), **kw)  # type: ignore[arg-type]
+    new, _ = a.send(payload=b"c", lifetime_ms=10, now=200, **kw)  # type: ignore[arg-type]
+    assert (first, new) == ("ipn:1.2|200|0", "ipn:1.2|200|6")
