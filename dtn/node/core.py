@@ -996,23 +996,14 @@ class NodeCore:
             key: str | None = None
             error: str | None = None
             try:
-                if created is None:
-                    key, actions = self.agent.send(
-                        source=slot.endpoint,
-                        destination=s.destination,
-                        payload=s.payload,
-                        lifetime_ms=s.lifetime_ms,
-                        now=now,
-                    )
-                else:  # the bundle that rolled back, again
-                    key, actions = self.agent.send(
-                        source=slot.endpoint,
-                        destination=s.destination,
-                        payload=s.payload,
-                        lifetime_ms=s.lifetime_ms,
-                        now=now,
-                        created=created,
-                    )
+                key, actions = self.agent.send(
+                    source=slot.endpoint,
+                    destination=s.destination,
+                    payload=s.payload,
+                    lifetime_ms=s.lifetime_ms,
+                    now=now,
+                    created=created,  # None but for a bundle that rolled back
+                )
                 work.extend(actions)
             except DtnError as exc:
                 error = f"{type(exc).__name__}: {exc}"

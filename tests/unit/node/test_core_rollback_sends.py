@@ -17,11 +17,12 @@ from dcis.dtn.agent.store import StoreError
 from dcis.dtn.bpv7.bundle import decode_bundle_untrusted
 from dcis.dtn.node import Inbound, NodeCore, Send
 from dcis.dtn.storage.sqlite_store import SqliteStore
-from tests.unit.node.test_core import Svc, link, pair, send
+from tests.unit.node.test_core import Svc, link
 from tests.unit.node.test_core_commit_failure import keeping
 from tests.unit.node.test_core_outer_rollback import (
     chunk_fails,
     faulty,
+    receive_fails,
     retry,
     transmits,
     writer_node,
@@ -91,14 +92,7 @@ def test_local_send_between_two_joined_services_is_applied_once(
 
     s30.on_bundle_hook = fwd
     s31.on_bundle_hook = count
-    store = SqliteStore(tmp_path / "b.db")
-    a, b, _ = pair([s30, s31], store)
-    conn = faulty(store)
-    (t,) = transmits(send(a, "ipn:2.30", b"x", 5))
-    conn.commit = True
-    with pytest.raises(StoreError):
-        b.on_receive(cla="test", neighbor=1, data=t.data, now=5, cl_token=t.tx_id)
-    b.recover(5)  # what the runtime does
+    b, store, t = receive_fails(tmp_path, [s30, s31])
     assert b.commit_failing(30)
     assert b.commit_failing(31)
     b.on_receive(cla="test", neighbor=1, data=t.data, now=6, cl_token=t.tx_id)
@@ -124,14 +118,7 @@ def test_a_bundle_sent_again_after_the_retry_is_not_handed_over_again(
     log: list[tuple[Any, ...]] = []
     svc = Svc(30, log)
     keeping(svc)
-    store = SqliteStore(tmp_path / "b.db")
-    a, b, _ = pair([svc], store)
-    conn = faulty(store)
-    (t,) = transmits(send(a, "ipn:2.30", b"x", 5))
-    conn.commit = True
-    with pytest.raises(StoreError):
-        b.on_receive(cla="test", neighbor=1, data=t.data, now=5, cl_token=t.tx_id)
-    b.recover(5)
+    b, store, t = receive_fails(tmp_path, [svc])
     retry(b)
     assert store.service_get(30, "last") == b"x"
     b.on_receive(cla="test", neighbor=1, data=t.data, now=500, cl_token=t.tx_id)
