@@ -480,6 +480,7 @@ class Agent:
         flags: BundleFlags = BundleFlags.NONE,
         report_to: str | None = None,
         write_later: bool = False,
+        created: tuple[int, int] | None = None,
     ) -> tuple[str, list[Action]]:
         """Originate a bundle from local endpoint ``source`` to ``destination``.
 
@@ -493,6 +494,13 @@ class Agent:
         daemon's reply to an app's ``send``), so the store may write its
         payload then, or never if it was forwarded and deleted by then
         (``BundleStore.put``); until that sync a ``kill -9`` may lose it.
+
+        ``created``: ``(creation ms, sequence number)`` of a bundle this
+        node originated before, with these arguments, whose store
+        transaction rolled back: it is originated again as the same bundle
+        (the same key; a retransmission keeps its creation timestamp, RFC
+        9171 4.2.7, so receivers that have it see a duplicate), its
+        lifetime counted from then. One still held is left as it is.
         """
         actions: list[Action] = []
         with self.store.transaction():
@@ -506,6 +514,7 @@ class Agent:
                 report_to,
                 actions,
                 write_later,
+                created,
             )
         self._finish(actions)
         return key, actions
@@ -574,6 +583,7 @@ class Agent:
         report_to: str | None,
         actions: list[Action],
         write_later: bool = False,
+        created: tuple[int, int] | None = None,
     ) -> str:
         """:meth:`send`'s work inside the caller's transaction; the bundle
         key (raises as ``send``)."""
@@ -625,7 +635,10 @@ class Agent:
             now=now,
             flags=flags,
             report_to=rpt,
+            created=created,
         )
+        if created is not None and bundle.bundle_key in self._entries:
+            return bundle.bundle_key  # held already: the same bundle
         if self.security is not None and self._dest_of(dst) != self.node:
             # End-to-end protection at the source (RFC 9172 5.1.1); the
             # primary block, hence the key, is unchanged.
@@ -1060,14 +1073,20 @@ class Agent:
         now: int,
         flags: BundleFlags,
         report_to: Eid,
+        created: tuple[int, int] | None = None,
     ) -> Bundle:
-        seq = self._next_seq(str(source), now)
+        if created is None:
+            created = (now, self._next_seq(str(source), now))
+        elif not all(type(x) is int and x >= 0 for x in created):
+            raise InvalidArgument(f"created must be two ints >= 0, got {created!r}")
+        elif created[0] == self._last_seq_ms and created[1] >= self._seq:
+            self._seq = created[1] + 1  # never given to another bundle
         return originate_bundle(
             source=source,
             destination=destination,
             payload=payload,
-            creation_ms=now,
-            sequence=seq,
+            creation_ms=created[0],
+            sequence=created[1],
             lifetime_ms=lifetime_ms,
             report_to=report_to,
             flags=flags,

@@ -54,6 +54,10 @@ call's writes or none). If that transaction then rolls back
 (``SqliteStore.when_settled`` says so), each service whose commit joined it
 fails as above: its writes are staged again, what it sent since is held,
 the bundles it was handed since wait unconfirmed; the next input reports it.
+A held send the agent had taken is sent again as the same bundle (its
+creation timestamp kept: ``Agent.send(created=...)``), a tagged one not
+reported again; a bundle a service has durably since its retried commit
+is confirmed, not handed over, when it comes again (:data:`MAX_TAKEN_KEYS`).
 
 Anything else that stops the services' turn (the agent's confirmation or
 redelivery raising, the driver's ``on_service_delivery`` hook) never leaves
@@ -120,6 +124,17 @@ MAX_HELD_SENDS = 1000
 """Most sends held for one service while its state commits fail; sends
 beyond it are dropped, each an ``Event(SERVICE_SEND_FAILED)``."""
 
+MAX_TAKEN_KEYS = 1000
+"""Most keys remembered of bundles a service took while its commits
+failed and has durably since (the oldest are forgotten first): one that
+comes again is confirmed, not handed over a second time."""
+
+_Held = tuple[Send, tuple[int, int] | None]
+"""A service's send and, if the agent took it in a store transaction that
+then rolled back, the creation timestamp (ms, sequence) its bundle had:
+sent again as that same bundle (its key unchanged) and, tagged, not
+reported again (``on_send_result`` was told that key)."""
+
 
 def _backoff(failures: int) -> int:
     """The wait (ms) after the ``failures``-th failure in a row (>= 1)."""
@@ -160,7 +175,11 @@ class NodeAgent(Protocol):
         payload: bytes,
         lifetime_ms: int,
         now: int,
-    ) -> tuple[str, list[Action]]: ...
+        created: tuple[int, int] | None = None,
+    ) -> tuple[str, list[Action]]:
+        """``Agent.send``; ``created`` is only given for a bundle sent
+        before whose transaction rolled back."""
+        ...
 
     def send_many(
         self, requests: Iterable[SendRequest], now: int, *, write_later: bool = False
@@ -279,7 +298,7 @@ class _Slot:
         # waiting in the store to be handed over.
         self.retry_at: int | None = None
         self.failures = 0
-        self.held: list[Send] = []
+        self.held: list[_Held] = []
         self.unconfirmed: dict[str, None] = {}
         self.parked: dict[str, None] = {}
         # From its first state commit into an open transaction that may
@@ -295,7 +314,7 @@ class _Joined:
     __slots__ = ("confirmed", "parked", "sends")
 
     def __init__(self) -> None:
-        self.sends: list[Send] = []  # handed to the agent
+        self.sends: list[_Held] = []  # handed to the agent
         self.confirmed: dict[str, None] = {}  # bundles confirmed delivered
         self.parked: dict[str, None] = {}  # waiting bundles handed over again
 
@@ -385,6 +404,10 @@ class NodeCore:
         # (key, False) to hand over again.
         self._failing: dict[str, _Slot] = {}
         self._released: list[tuple[str, bool]] = []
+        # Bundles a service took while failing and has durably since (key
+        # -> its slot, oldest first, at most MAX_TAKEN_KEYS): confirmed,
+        # not handed over again, when they come back (sent again).
+        self._taken: dict[str, _Slot] = {}
         # Services whose state commits joined the open transaction, and
         # the events of a rollback, reported by the next input.
         self._joined: list[_Slot] = []
@@ -755,8 +778,9 @@ class NodeCore:
 
     def _call(
         self, slot: _Slot, out: list[Action], fn: Callable[..., Any], *args: Any
-    ) -> list[Send]:
-        """Call one service method; commit or discard its state writes."""
+    ) -> list[_Held]:
+        """Call one service method; commit or discard its state writes.
+        Returns the sends to make (after those held, when it recovered)."""
         try:
             sends = fn(*args)
             if sends is None:
@@ -765,6 +789,7 @@ class NodeCore:
             for s in sends:
                 if not isinstance(s, Send):
                     raise TypeError(f"returned {type(s).__name__}, not Send")
+            made: list[_Held] = [(s, None) for s in sends]
         except Exception as exc:
             slot.state.discard()
             out.append(
@@ -795,19 +820,19 @@ class NodeCore:
                         if self._settles and slot.joined is None:
                             self._join(slot)
             except Exception as exc:
-                self._commit_failed(slot, fn, sends, exc, out)
+                self._commit_failed(slot, fn, made, exc, out)
                 return []
             finally:
                 self._committing = None
             if slot.retry_at is not None:
-                return self._commit_recovered(slot, sends)
-        return sends
+                return self._commit_recovered(slot, made)
+        return made
 
     def _commit_failed(
         self,
         slot: _Slot,
         fn: Callable[..., Any],
-        sends: list[Send],
+        sends: list[_Held],
         exc: Exception,
         out: list[Action],
     ) -> None:
@@ -825,21 +850,25 @@ class NodeCore:
             )
         )
 
-    def _bounded(self, slot: _Slot, sends: list[Send], out: list[Action]) -> list[Send]:
+    def _bounded(
+        self, slot: _Slot, sends: list[_Held], out: list[Action]
+    ) -> list[_Held]:
         """The part of ``sends`` ``slot`` may hold besides what it holds."""
         room = MAX_HELD_SENDS - len(slot.held)
         if len(sends) > room:
             # At the bound: the newest sends are dropped, each reported as
             # a send the agent refused (a tagged one's on_send_result is
-            # not called: that call's writes could not commit either).
-            for s in sends[max(room, 0) :]:
+            # not called: that call's writes could not commit either --
+            # or it was, with the key of a bundle that rolled back: the
+            # event names that key).
+            for s, created in sends[max(room, 0) :]:
                 out.append(
-                    Event(
-                        EventKind.SERVICE_SEND_FAILED,
-                        "",
-                        f"{slot.endpoint} -> {s.destination}: dropped, "
-                        f"{MAX_HELD_SENDS} sends already held for a failing "
-                        "state commit",
+                    _send_failed(
+                        slot,
+                        s,
+                        created,
+                        f"dropped, {MAX_HELD_SENDS} sends already held for a "
+                        "failing state commit",
                     )
                 )
             sends = sends[: max(room, 0)]
@@ -872,6 +901,10 @@ class NodeCore:
         it was handed (and whose confirmation rolled back) wait for the
         retried commit. Runs inside the store's call: no store use."""
         joined, self._joined = self._joined, []
+        if not committed:
+            # A Schedule that went out with the lost input is gone too:
+            # the next step announces the deadline again (recover).
+            self._last_schedule = None
         for slot in joined:
             did, slot.joined = slot.joined, None
             slot.state.settle(committed)
@@ -900,9 +933,15 @@ class NodeCore:
                 )
             )
 
-    def _commit_recovered(self, slot: _Slot, sends: list[Send]) -> list[Send]:
+    def _commit_recovered(self, slot: _Slot, sends: list[_Held]) -> list[_Held]:
         """``slot``'s commit succeeded after failures: release what waited."""
         held, slot.held = slot.held, []
+        taken = self._taken
+        for k in slot.unconfirmed:
+            taken.pop(k, None)
+            taken[k] = slot
+        while len(taken) > MAX_TAKEN_KEYS:
+            del taken[next(iter(taken))]
         slot.retry_at = None
         slot.failures = 0
         del self._failing[slot.endpoint]
@@ -933,21 +972,27 @@ class NodeCore:
     def _send_all(
         self,
         slot: _Slot,
-        sends: list[Send],
+        sends: list[_Held],
         now: int,
         work: deque[Action],
         out: list[Action],
     ) -> None:
+        """Hand ``slot``'s sends to the agent, each tagged one's result to
+        the service (its sends in turn after the rest)."""
         pending = deque(sends)
         while pending:
-            s = pending.popleft()
+            item = pending.popleft()
+            s, created = item
             if slot.retry_at is not None:
                 # Its commit failed meanwhile (a tagged send's result, the
                 # transaction rolling back): what is left waits for it.
-                slot.held += self._bounded(slot, [s], out)
+                slot.held += self._bounded(slot, [item], out)
                 continue
-            if slot.joined is not None:
-                slot.joined.sends.append(s)
+            joined = slot.joined
+            if joined is not None:
+                # Held again if the transaction rolls back (under this
+                # very send, too).
+                joined.sends.append(item)
             key: str | None = None
             error: str | None = None
             try:
@@ -957,24 +1002,28 @@ class NodeCore:
                     payload=s.payload,
                     lifetime_ms=s.lifetime_ms,
                     now=now,
+                    created=created,  # None but for a bundle that rolled back
                 )
                 work.extend(actions)
             except DtnError as exc:
                 error = f"{type(exc).__name__}: {exc}"
-            if s.tag is not None:
+            if slot.endpoint in self._failing:
+                # The transaction rolled back under it (_settled): the
+                # send is held with the rest, neither sent nor failed.
+                continue
+            if joined is not None:
+                if error is not None:
+                    joined.sends.pop()  # refused, and reported so: not again
+                elif created is None and key is not None:
+                    joined.sends[-1] = (s, _created_of(key))
+            if s.tag is not None and created is None:
                 pending.extend(
                     self._call(
                         slot, out, slot.service.on_send_result, s.tag, key, error, now
                     )
                 )
             elif error is not None:
-                out.append(
-                    Event(
-                        EventKind.SERVICE_SEND_FAILED,
-                        "",
-                        f"{slot.endpoint} -> {s.destination}: {error}",
-                    )
-                )
+                out.append(_send_failed(slot, s, created, error))
 
     def _contact(
         self, neighbor: int, up: bool, now: int, work: deque[Action], out: list[Action]
@@ -1073,6 +1122,12 @@ class NodeCore:
                     if key not in slot.unconfirmed:
                         slot.parked[key] = None
                     continue
+                if self._taken and self._taken.get(key) is slot:
+                    # It has this one (sent again after a rollback): confirmed.
+                    self._handing = key
+                    work.extend(self.agent.on_delivered(key, now))
+                    self._handing = None
+                    continue
                 if budget <= 0:
                     self._deferred[key] = None
                     continue
@@ -1126,6 +1181,37 @@ class NodeCore:
             if isinstance(a, Event):
                 counts[a.kind] += 1
         return out
+
+
+def _created_of(key: str) -> tuple[int, int] | None:
+    """The creation timestamp in the key of a bundle the agent originated
+    (``"<source>|<creation ms>|<sequence>"``), or None."""
+    try:
+        _, ms, seq = key.rsplit("|", 2)
+        return int(ms), int(seq)
+    except ValueError:
+        return None
+
+
+def _send_failed(
+    slot: _Slot, s: Send, created: tuple[int, int] | None, why: str
+) -> Event:
+    """``slot``'s send ``s`` did not go: an event (naming the bundle it
+    was, if it rolled back after its tag's result was reported)."""
+    if created is None:
+        return Event(
+            EventKind.SERVICE_SEND_FAILED,
+            "",
+            f"{slot.endpoint} -> {s.destination}: {why}",
+        )
+    key = f"{slot.endpoint}|{created[0]}|{created[1]}"
+    told = "" if s.tag is None else f"; tag {s.tag} was told it was sent"
+    return Event(
+        EventKind.SERVICE_SEND_FAILED,
+        key,
+        f"{slot.endpoint} -> {s.destination}: {why} (its bundle rolled back "
+        f"with its transaction{told})",
+    )
 
 
 def _deadline(slot: _Slot) -> int | None:

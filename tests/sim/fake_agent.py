@@ -115,15 +115,19 @@ class FakeAgent:
         payload: bytes,
         lifetime_ms: int,
         now: DtnTime,
+        created: tuple[int, int] | None = None,
     ) -> tuple[str, list[Action]]:
         if len(self.store.bundles) >= self.store.limit:
             raise FakeStoreFull("store full")
-        self.seq += 1
-        key = f"{source}|{now}|{self.seq}"
+        if created is None:  # else the same bundle again, as Agent.send's
+            self.seq += 1
+            created = (now, self.seq)
+        key = f"{source}|{created[0]}|{created[1]}"
+        expiry = created[0] + lifetime_ms
         dst = int(destination[4:].split(".")[0])
         # 0x9F first, as a BPv7 bundle starts: the UDP CL carries only those.
-        data = b"\x9f" + f"{key}#{dst}#{now + lifetime_ms}#".encode() + payload
-        self.store.bundles[key] = (dst, now + lifetime_ms, data)
+        data = b"\x9f" + f"{key}#{dst}#{expiry}#".encode() + payload
+        self.store.bundles[key] = (dst, expiry, data)
         return key, self._forward(now)
 
     def on_receive(

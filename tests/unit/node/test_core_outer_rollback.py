@@ -124,6 +124,24 @@ def retry(core: NodeCore) -> list[Action]:
     return core.on_tick(at)
 
 
+def receive_fails(
+    tmp_path: Path, services: list[Svc]
+) -> tuple[NodeCore, SqliteStore, Transmit]:
+    """Node 2 running ``services`` on a ``faulty`` store takes node 1's
+    bundle "x" for service 30 in a transaction whose COMMIT fails, then
+    recovers as the runtime does. Returns node 2, its store and node 1's
+    transmission (not acknowledged: node 1 sends it again)."""
+    store = SqliteStore(tmp_path / "b.db")
+    a, b, _ = pair(services, store)
+    conn = faulty(store)
+    (t,) = transmits(send(a, "ipn:2.30", b"x", 5))
+    conn.commit = True
+    with pytest.raises(StoreError):
+        b.on_receive(cla="test", neighbor=1, data=t.data, now=5, cl_token=t.tx_id)
+    b.recover(5)
+    return b, store, t
+
+
 def test_a_commit_in_a_driver_transaction_that_rolls_back_waits_for_a_retry(
     tmp_path: Path,
 ) -> None:
@@ -158,14 +176,7 @@ def test_a_received_bundle_whose_transaction_fails_is_handed_over_once(
     log: list[tuple[Any, ...]] = []
     svc = Svc(30, log)
     keeping(svc, reply=True)
-    store = SqliteStore(tmp_path / "b.db")
-    a, b, _ = pair([svc], store)
-    conn = faulty(store)
-    (t,) = transmits(send(a, "ipn:2.30", b"x", 5))
-    conn.commit = True
-    with pytest.raises(StoreError):
-        b.on_receive(cla="test", neighbor=1, data=t.data, now=5, cl_token=t.tx_id)
-    b.recover(5)
+    b, store, t = receive_fails(tmp_path, [svc])
     assert store.service_get(30, "last") is None
     assert b.commit_failing(30)
     # The sender had no Ack: it sends the bundle again. Stored and
