@@ -1,11 +1,11 @@
 """Instructions per bundle of each of ``bench/udp_throughput.py``'s two
 daemons, under callgrind: the daemons' runtime (not only the per-bundle
 cores that ``send_core.py`` / ``receive_core.py`` count) with a figure that
-moved by about 1% over six runs in 20 minutes, where their CPU ms/bundle on
-this shared machine moves by 10-50%. It still depends on how the work
-batches (app sends per read, bundles per sync), which follows the load: a
-run an hour later counted 6% fewer for node 1. Compare trees in
-alternating runs, as for CPU time.
+moves by about 1% run to run (udp 64 KB FULL, node 1: 652,591 and 656,400),
+where their CPU ms/bundle on this shared machine moves by 10-50%. It still
+depends on how the work batches (app sends per read, bundles per sync): an
+earlier driver that ran the daemons slightly differently counted about 6%
+more for node 1. Compare trees with this script, in alternating runs.
 
 Starts the bench's daemon pair with each daemon under ``valgrind
 --tool=callgrind``, moves a warm-up of bundles, zeroes both counts
