@@ -68,6 +68,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -564,10 +565,22 @@ def _accepts(path: Path) -> bool:
 class Daemons:
     """Two dtn-node processes, always-on neighbours, stores on disk."""
 
-    def __init__(self, workdir: Path, store: str = "FULL", cl: str = "udp") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        store: str = "FULL",
+        cl: str = "udp",
+        *,
+        wrap: Callable[[int], list[str]] | None = None,
+        extra_config: str = "",
+        start_s: float = 30.0,
+    ) -> None:
         """``store``: "FULL" / "NORMAL" (SQLite on disk, that sync level) or
         "memory" (no durable store: the cost of the rest of the path);
-        ``cl``: "udp" (hop-by-hop ACKs) or "mtcp"."""
+        ``cl``: "udp" (hop-by-hop ACKs) or "mtcp". ``wrap(node)``: a
+        command each daemon runs under (valgrind, say), ``extra_config``:
+        TOML tables appended to both configs, ``start_s``: how long the
+        daemons may take to listen."""
         self.workdir = workdir
         if store == "memory":
             store_cfg = 'path = ":memory:"\n'
@@ -592,19 +605,24 @@ class Daemons:
                 + "[store]\n"
                 + store_cfg.format(me=me)
                 + f"[[neighbours]]\nnode = {other}\n"
-                + nb,
+                + nb
+                + extra_config,
                 encoding="utf-8",
             )
             log = (workdir / f"n{me}.log").open("wb")
             self.procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "dcis.tools.dtn_node", "--config", str(cfg)],
+                    [
+                        *(wrap(me) if wrap is not None else ()),
+                        *(sys.executable, "-m", "dcis.tools.dtn_node"),
+                        *("--config", str(cfg)),
+                    ],
                     cwd=REPO,
                     stderr=log,
                 )
             )
             log.close()
-        deadline = time.time() + 30
+        deadline = time.time() + start_s
         for me in (1, 2):
             # The socket file appears at bind, a moment before the daemon
             # listens: wait until a connection is accepted.
