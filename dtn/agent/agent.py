@@ -987,6 +987,12 @@ class Agent:
         """True if bundle ``bundle_key`` is in this agent's store."""
         return bundle_key in self._entries
 
+    def transmission_key(self, tx_id: int) -> str | None:
+        """The key of the bundle ``Transmit(tx_id)`` carries, until its
+        outcome is reported (None then, or for an unknown ``tx_id``)."""
+        info = self._inflight.get(tx_id)
+        return None if info is None else info[0]
+
     # ------------------------------------------- timers (dtn/agent/timers.py)
 
     on_tick = timers.on_tick

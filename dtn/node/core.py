@@ -227,6 +227,8 @@ class NodeAgent(Protocol):
         self, keys: Iterable[str], why: str
     ) -> tuple[list[Action], set[int]]: ...
 
+    def transmission_key(self, tx_id: int) -> str | None: ...
+
 
 class _Context:
     """The :class:`~dcis.dtn.node.service.ServiceContext` a service is started with."""
@@ -416,6 +418,11 @@ class NodeCore:
         self._committing: _Slot | None = None
         self._now = 0
         self._last_schedule: int | None = None
+        self.state_commits = 0
+        """Services' state commits made so far (each call's, retries too):
+        a driver whose commits become durable later (group commit) holds
+        the services' transmissions while one is not (spec/node.md,
+        "Sends wait for the state they follow")."""
         self.event_counts: dict[str, int] = dict.fromkeys(EventKind, 0)
         """Events that came out of this node so far, by :class:`EventKind`
         (every kind present from the start): counters derived from the
@@ -726,6 +733,12 @@ class NodeCore:
             )
         return self._counted(actions), hops
 
+    def sent_by_service(self, tx_id: int) -> bool:
+        """True if ``Transmit(tx_id)`` (in flight) carries a bundle one of
+        the services sent (its source is a service's endpoint)."""
+        key = self.agent.transmission_key(tx_id)
+        return key is not None and key.partition("|")[0] in self._by_endpoint
+
     def commit_failing(self, service: int) -> bool:
         """True while the state commits of the service numbered ``service``
         fail: its writes (and the sends of those calls) are staged in
@@ -819,6 +832,7 @@ class NodeCore:
                         slot.state.commit(until_settled=self._settles)
                         if self._settles and slot.joined is None:
                             self._join(slot)
+                self.state_commits += 1
             except Exception as exc:
                 self._commit_failed(slot, fn, made, exc, out)
                 return []

@@ -380,6 +380,7 @@ class Node:
                 "delivery_deferred",
                 "acks_held",
                 "acks_at_delivery",
+                "service_sends_held",
             ),
             0,
         )
@@ -409,6 +410,9 @@ class Node:
         # durability (hop ACKs, replies to app sends) waits here for it.
         self._deferred: SqliteStore | None = None
         self._synced_gen = 0
+        # NodeCore.state_commits covered by the last sync: while more were
+        # made, the services' transmissions wait for the next one (_apply).
+        self._synced_commits = 0
         # What runs once its write generation is durable, saying what it
         # stands for (a sync that refuses bundles reads it: after_sync.py).
         self._after_sync: deque[AfterSync] = deque()
@@ -763,6 +767,7 @@ class Node:
             ):
                 mark: frozenset[tuple[int, int]] | None = None
                 gen = store.write_generation
+                commits = self.core.state_commits if self.core is not None else 0
                 if store.late_bytes and self._mtcp:
                     # This sync covers the commits made up to now: the
                     # sends that come during the wait are answered after
@@ -832,6 +837,7 @@ class Node:
                     self.counters["checkpoints_failed"] += failed
                     self._log("warning", "store_checkpoint_failed", detail=why)
                 self._synced_gen = gen
+                self._synced_commits = commits
                 self.counters["store_syncs"] += 1
                 for _key, ack in released:
                     ack()
@@ -1045,7 +1051,9 @@ class Node:
     def _apply(self, actions: list[Action]) -> None:
         """Carry out the agent's actions, and those they lead to, in order."""
         agent = self.agent
+        core = self.core
         assert agent is not None
+        assert core is not None
         work = deque(actions)
         # Asked once per call, not once per event (most events of a busy
         # node -- received, forwarded, delivered -- are logged at debug only).
@@ -1059,7 +1067,18 @@ class Node:
                 if debug:
                     self._log("debug", a.kind, bundle=a.bundle_key, detail=a.detail)
             elif isinstance(a, Transmit):
-                work.extend(self._transmit(a))
+                if (
+                    self._deferred is not None
+                    and core.state_commits != self._synced_commits
+                    and core.sent_by_service(a.tx_id)
+                ):
+                    # A service's bundle, sent after state commits not yet
+                    # durable (it may acknowledge them: a log's append
+                    # reply): it leaves after the sync covering them.
+                    self.counters["service_sends_held"] += 1
+                    self.when_durable(functools.partial(self._transmit_late, a))
+                else:
+                    work.extend(self._transmit(a))
             elif isinstance(a, Ack):
                 self._ack(a)
             elif isinstance(a, Deliver):
@@ -1157,6 +1176,23 @@ class Node:
             self.counters["acks_at_delivery"] += self._ack_hold.confirmed(
                 keys, lambda k: not held(k)
             )
+
+    def _transmit_late(self, t: Transmit) -> None:
+        """``t``, held by :meth:`_apply` until the state commits before it
+        were durable, goes now -- unless its bundle left the store
+        meanwhile (expired, say): then its outcome is a failure, nothing
+        is sent. (A late write's refusal never drops a service's bundle:
+        NodeCore stores them at once, not ``write_later``.)"""
+        core, agent = self.core, self.agent
+        assert core is not None
+        assert agent is not None
+        key = agent.transmission_key(t.tx_id)
+        if key is None:
+            return  # no longer in flight (the agent was rebuilt: recover)
+        if not agent.holds(key):
+            self._apply(core.on_transmit_done(t.tx_id, False, self.now_ms()))
+            return
+        self._apply(self._transmit(t))
 
     def _transmit(self, t: Transmit) -> list[Action]:
         agent = self.core

@@ -525,3 +525,40 @@ def test_sends_stored_before_a_failure_are_reported_stored() -> None:
     core.on_tick(at)
     assert [x[2] for x in log if x[0] == "bundle"] == [b"b", b"d"]
     assert state.service_get(30, "last") == b"d"
+
+
+def test_state_commits_count_writes_and_service_transmissions_are_known() -> None:
+    # What the runtime holds a transmission by (spec/node.md, "Sends wait
+    # for the state they follow"): the commits of calls that wrote, and
+    # which in-flight transmissions carry a service's bundle.
+    log: list[tuple[Any, ...]] = []
+    svc = Svc(30, log)
+
+    def answer(inbound: Inbound, now_ms: int) -> list[Send]:
+        assert svc.ctx is not None
+        if inbound.payload == b"write":
+            svc.ctx.state.put("last", inbound.payload)
+        return [Send(inbound.source, b"re:" + inbound.payload)]
+
+    svc.on_bundle_hook = answer
+    a, b, _ = pair([svc])
+    assert b.state_commits == 0
+    out = carry(a, b, send(a, "ipn:2.30", b"read", 1), 1)
+    assert b.state_commits == 0  # nothing written: nothing to wait for
+    (reply,) = [x for x in out if isinstance(x, Transmit)]
+    assert b.sent_by_service(reply.tx_id)
+    out = carry(a, b, send(a, "ipn:2.30", b"write", 2), 2)
+    assert b.state_commits == 1
+    b.register("ipn:2.5")
+    _, acts = b.send(
+        source="ipn:2.5",
+        destination="ipn:1.1",
+        payload=b"app",
+        lifetime_ms=60_000,
+        now=3,
+    )
+    app = [x for x in acts if isinstance(x, Transmit)]
+    assert app
+    assert not b.sent_by_service(app[0].tx_id)  # an app's bundle
+    b.on_transmit_done(reply.tx_id, True, 4)
+    assert not b.sent_by_service(reply.tx_id)  # no longer in flight
