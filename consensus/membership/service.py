@@ -50,8 +50,9 @@ import heapq
 import math
 import random
 from collections import Counter, OrderedDict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from dcis.consensus.membership.table import Effect, Input, step
@@ -64,9 +65,11 @@ from dcis.consensus.membership.wire import (
     Update,
     decode_digest_untrusted,
     decode_message_untrusted,
+    digest_record,
     encode_digest,
     encode_message,
     signed_bytes,
+    split_digest,
 )
 from dcis.crypto.certificate import (
     NodeCertificate,
@@ -217,14 +220,21 @@ class _Entry:
     confirmers: set[int] = field(default_factory=set)
     tombstone_until: int | None = None
     recheck_at: int = 0
+    key: tuple[int, int] = (0, 0)
+    """Precedence of what is held (see :meth:`rekey`)."""
+    rec: bytes = b""
+    """``key`` as this entry's digest record."""
 
-    @property
-    def key(self) -> tuple[int, int]:
+    def __post_init__(self) -> None:
+        self.rekey()
+
+    def rekey(self) -> None:
+        """Recompute ``key`` and ``rec``: call after ``advert``, ``claim`` or
+        ``inc`` changed (digests and every merge read them, N per exchange)."""
         a = self.advert.key if self.advert is not None else (self.inc, 0)
-        if self.claim is None:
-            return a
-        c = self.claim.key
-        return c if c > a else a
+        c = self.claim.key if self.claim is not None else a
+        self.key = c if c > a else a
+        self.rec = digest_record(self.node, *self.key)
 
     @property
     def resources(self) -> Resources:
@@ -703,6 +713,7 @@ class MembershipService:
             if u.status == Status.SUSPECT:
                 e.confirmers = {u.signer}
         e.inc = u.incarnation
+        e.rekey()
         e.last_heard_ms = now_ms
         self._apply(e, _STATUS_INPUT[u.status], now_ms, u)
         return []
@@ -753,6 +764,7 @@ class MembershipService:
         if eff & _ACCUSE:
             claim = self._sign(e.node, e.inc, Status.SUSPECT)
             e.claim = claim
+            e.rekey()
             e.confirmers = {self._me}
             self._enqueue(claim)
         if eff & _START_TIMER:
@@ -767,6 +779,7 @@ class MembershipService:
         if eff & _DECLARE_DEAD:
             claim = self._sign(e.node, e.inc, Status.DEAD)
             e.claim = claim
+            e.rekey()
             self._enqueue(claim)
         if eff & _TOMBSTONE:
             e.suspect_deadline = None
@@ -874,10 +887,15 @@ class MembershipService:
         """Everything this node holds, as (subject, incarnation, rank)
         records: its own entry, every member's key and every tombstone floor
         (so a forgotten member's old claims are not sent back to it)."""
-        recs = [(self._me, *self._key_of(self._me))]  # type: ignore[misc]
-        recs += [(n, *e.key) for n, e in self._entries.items()]
-        recs += [(n, f, 3) for n, f in self._floor.items() if n not in self._entries]
-        return encode_digest(recs)
+        return b"".join(self._records())
+
+    def _records(self) -> list[bytes]:
+        """The digest's records, in its order."""
+        recs = [digest_record(self._me, *self._key_of(self._me))]  # type: ignore[misc]
+        recs += [e.rec for e in self._entries.values()]
+        floors = self._floor.items()
+        recs += [digest_record(n, f, 3) for n, f in floors if n not in self._entries]
+        return recs
 
     def _push_msg(self, extra: tuple[Update, ...] = ()) -> Message:
         """A ``push``: the piggyback (and ``extra``) plus this node's digest."""
@@ -886,12 +904,18 @@ class MembershipService:
         return Message(kind=Kind.PUSH, updates=ups, digest=self._digest())
 
     def _newer(
-        self, theirs: Mapping[int, tuple[int, int]], *, full: bool
+        self,
+        theirs: Mapping[int, tuple[int, int]],
+        *,
+        full: bool,
+        same: Set[bytes] = frozenset(),
     ) -> list[Update]:
         """The updates that beat what ``theirs`` lists (``full``: a subject it
         does not list is unknown to it; else only listed subjects count; a
         listed key (0, 0) means "nothing"), at most ``sync_max_updates``,
-        a random subset when there are more."""
+        a random subset when there are more. ``same``: digest records that
+        ``theirs`` was read from, each subject in it once (an entry whose
+        record is there is at the key they list: skipped unseen)."""
         out: list[list[Update]] = []
         me = self._own_update()
         t = theirs.get(self._me)
@@ -899,8 +923,13 @@ class MembershipService:
             (t is None and full) or (t is not None and (t == (0, 0) or me.key > t))
         ):
             out.append([me])
-        for n, e in self._entries.items():
-            t = theirs.get(n)
+        ents: Iterable[_Entry] = self._entries.values()
+        if same:
+            ents = [e for e in ents if e.rec not in same or e.key == (0, 0)]
+        elif not full:
+            ents = [e for e in ents if e.node in theirs]
+        for e in ents:
+            t = theirs.get(e.node)
             if t is None:
                 if not full:
                     continue
@@ -931,19 +960,31 @@ class MembershipService:
         except DecodeError:
             self.counters["dropped_malformed"] += 1
             return []
-        theirs = {s: (i, r) for s, i, r in recs}
+        theirs = _keys(recs)
+        chunks = split_digest(msg.digest)
+        held = set(self._records())
         wants: list[tuple[int, int, int]] = []
-        for s, i, r in recs:
+        cap = self.config.sync_max_updates
+        # A record we hold too is at our key: neither side wants it (the
+        # loop below stops when full, with a cap below 1 after one record).
+        rows = zip(recs if cap > 0 else recs[:1], chunks, strict=False)
+        for s, i, r in [x for x, c in rows if c not in held]:
             mine = self._key_of(s)
             if mine is None:
                 wants.append((s, 0, 0))
             elif (i, r) > mine:
                 wants.append((s, *mine))
-            if len(wants) >= self.config.sync_max_updates:
+            if len(wants) >= cap:
                 break
         reply = Message(
             kind=Kind.PULL,
-            updates=tuple(self._newer(theirs, full=True)),
+            updates=tuple(
+                self._newer(
+                    theirs,
+                    full=True,
+                    same=set(chunks) if len(theirs) == len(recs) else frozenset(),
+                )
+            ),
             digest=encode_digest(wants),
         )
         return [self._send(sender, reply, now_ms, self.config.horizon_ms)]
@@ -961,7 +1002,7 @@ class MembershipService:
         except DecodeError:
             self.counters["dropped_malformed"] += 1
             return []
-        ups = self._newer({s: (i, r) for s, i, r in recs}, full=False)
+        ups = self._newer(_keys(recs), full=False)
         if not ups:
             return []
         reply = Message(kind=Kind.PULL, updates=tuple(ups))
@@ -1370,6 +1411,12 @@ class MembershipService:
         return [
             Send(destination=source, payload=encode_message(answer), lifetime_ms=60_000)
         ]
+
+
+def _keys(recs: list[tuple[int, int, int]]) -> dict[int, tuple[int, int]]:
+    """Digest records as subject -> (incarnation, rank), the last one of a
+    subject listed twice winning (built in C: N records per exchange)."""
+    return dict(zip(map(itemgetter(0), recs), map(itemgetter(1, 2), recs), strict=True))
 
 
 def _resource_fields(r: Resources) -> dict[str, Any]:

@@ -35,6 +35,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
+from operator import itemgetter
 
 import cbor2
 
@@ -54,10 +55,12 @@ __all__ = [
     "Update",
     "decode_digest_untrusted",
     "decode_message_untrusted",
+    "digest_record",
     "encode_digest",
     "encode_message",
     "encode_update",
     "signed_bytes",
+    "split_digest",
 ]
 
 VERSION = 1
@@ -70,6 +73,7 @@ DIGEST_RECORD = 17
 """Bytes per digest record: subject (u64), incarnation (u64), rank (u8)."""
 MAX_DIGEST_BYTES = MAX_UPDATES * DIGEST_RECORD
 _DIGEST = struct.Struct(">QQB")
+_RECORD = struct.Struct(f"{DIGEST_RECORD}s")
 _MAX_RANK = 3
 _BODY_MEMO_BYTES = 4096  # larger bodies (anti-entropy) are not memoised
 _BODY_MEMO_MAX = 1024  # entries: at most ~4 MiB of keys
@@ -210,14 +214,26 @@ def encode_digest(entries: Iterable[tuple[int, int, int]]) -> bytes:
     return b"".join(_DIGEST.pack(s, i, r) for s, i, r in entries)
 
 
+def digest_record(subject: int, incarnation: int, rank: int) -> bytes:
+    """One digest record (what :func:`encode_digest` packs per triple)."""
+    return _DIGEST.pack(subject, incarnation, rank)
+
+
+def split_digest(data: bytes) -> list[bytes]:
+    """A digest's records as bytes, in order (``data`` already checked by
+    :func:`decode_digest_untrusted`): two equal records are one key."""
+    return list(map(itemgetter(0), _RECORD.iter_unpack(data)))
+
+
 def decode_digest_untrusted(data: bytes) -> list[tuple[int, int, int]]:
     """Unpack a digest from a peer. Raises DecodeError (not whole records,
     too many, a subject 0 or an unknown rank)."""
     if len(data) % DIGEST_RECORD or len(data) > MAX_DIGEST_BYTES:
         raise DecodeError("digest: not whole records or too long", where=_WHERE)
     out = list(_DIGEST.iter_unpack(data))
-    for s, _i, r in out:
-        if s == 0 or r > _MAX_RANK:
+    if out:
+        subjects, _, ranks = zip(*out, strict=True)  # checked in C, not per record
+        if 0 in subjects or max(ranks) > _MAX_RANK:
             raise DecodeError("digest: node 0 or unknown rank", where=_WHERE)
     return out
 
