@@ -63,6 +63,7 @@ from dcis.consensus.membership.wire import (
     Message,
     Status,
     Update,
+    UpdateSpans,
     decode_digest_untrusted,
     decode_message_untrusted,
     digest_record,
@@ -155,6 +156,8 @@ class Verifier:
         """Encoded updates (see ``encode_message``)."""
         self.bodies: dict[bytes, Any] = {}
         """Decoded message bodies by their bytes (see ``decode_message_untrusted``)."""
+        self.spans = UpdateSpans()
+        """Encodings of decoded updates (see ``decode_message_untrusted``)."""
         self._certs: dict[bytes, tuple[NodeCertificate, bytes] | None] = {}
         self._updates: dict[tuple[bytes, Update], None] = {}
 
@@ -359,8 +362,9 @@ class MembershipService:
             self.counters["dropped_malformed"] += 1
             return []
         try:
+            v = self.verifier
             msg = decode_message_untrusted(
-                inbound.payload, memo=self.verifier.decoded, bodies=self.verifier.bodies
+                inbound.payload, memo=v.decoded, bodies=v.bodies, spans=v.spans
             )
         except DecodeError:
             self.counters["dropped_malformed"] += 1
