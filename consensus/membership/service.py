@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
+from dcis.consensus.membership.gossip import GossipQueue
 from dcis.consensus.membership.table import Effect, Input, step
 from dcis.consensus.membership.view import MemberInfo, MemberState, Resources
 from dcis.consensus.membership.wire import (
@@ -315,7 +316,7 @@ class MembershipService:
         self._certs: dict[
             int, tuple[bytes, bytes]
         ] = {}  # node -> (cert bytes, sign key)
-        self._queue: dict[int, list[Any]] = {}  # subject -> [sent, subject, update]
+        self._queue = GossipQueue()
         self._order: list[int] = []
         self._order_pos = 0
         self._seq = 0
@@ -531,7 +532,7 @@ class MembershipService:
         for u in updates:
             if u.subject != self._me and u.status == Status.ALIVE:
                 self._absorb(u, now_ms)
-                self._queue.pop(u.subject, None)
+                self._queue.discard(u.subject)
         self.transitions.clear()
 
     def leave(self, now_ms: int) -> list[Send]:
@@ -792,7 +793,7 @@ class MembershipService:
         if eff & _FORGET:
             self._dead_remove(e.node)
             del self._entries[e.node]
-            self._queue.pop(e.node, None)
+            self._queue.discard(e.node)
             self._raise_floor(e.node, e.inc)
             if e.node in self._order:
                 self._order.remove(e.node)
@@ -839,25 +840,15 @@ class MembershipService:
 
     def _enqueue(self, u: Update) -> None:
         cur = self._queue.get(u.subject)
-        if cur is None or u.key >= cur[2].key:
-            self._queue[u.subject] = [0, u.subject, u]
+        if cur is None or u.key >= cur.key:
+            self._queue.put(u)
 
     def _retransmit_limit(self) -> int:
         n = len(self._entries) + 1
         return self.config.lambda_ * max(1, math.ceil(math.log2(n + 1)))
 
     def _piggyback(self, extra: Update | None = None) -> tuple[Update, ...]:
-        limit = self._retransmit_limit()
-        picked = list(self._queue.values())
-        if len(picked) > self.config.max_piggyback:
-            # Fewest sent first (ties: lower subject); items are [sent, subject, update].
-            picked = heapq.nsmallest(self.config.max_piggyback, picked)
-        out: list[Update] = []
-        for item in picked:
-            out.append(item[2])
-            item[0] += 1
-            if item[0] >= limit:
-                del self._queue[item[1]]
+        out = self._queue.take(self.config.max_piggyback, self._retransmit_limit())
         if (
             self._advert is not None
             and not self._left
