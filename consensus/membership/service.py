@@ -65,6 +65,7 @@ from dcis.consensus.membership.wire import (
     Status,
     Update,
     UpdateSpans,
+    check_digest_untrusted,
     decode_digest_untrusted,
     decode_message_untrusted,
     digest_record,
@@ -951,19 +952,20 @@ class MembershipService:
         """A peer's digest: send back what it lacks, and list what we lack
         (our key, or (0, 0) for a subject unknown here) for it to send."""
         try:
-            recs = decode_digest_untrusted(msg.digest)
+            check_digest_untrusted(msg.digest)
         except DecodeError:
             self.counters["dropped_malformed"] += 1
             return []
-        theirs = _keys(recs)
         chunks = split_digest(msg.digest)
         held = set(self._records())
-        wants: list[tuple[int, int, int]] = []
+        # A record we hold too is at our key: neither side wants it. Only
+        # the others are unpacked (most are the same, N per exchange).
+        differ = [c for c in chunks if c not in held]
         cap = self.config.sync_max_updates
-        # A record we hold too is at our key: neither side wants it (the
-        # loop below stops when full, with a cap below 1 after one record).
-        rows = zip(recs if cap > 0 else recs[:1], chunks, strict=False)
-        for s, i, r in [x for x, c in rows if c not in held]:
+        wants: list[tuple[int, int, int]] = []
+        # (The loop stops when full: with a cap below 1, after one record.)
+        firsts = differ if cap > 0 else [c for c in chunks[:1] if c not in held]
+        for s, i, r in decode_digest_untrusted(b"".join(firsts)):
             mine = self._key_of(s)
             if mine is None:
                 wants.append((s, 0, 0))
@@ -971,15 +973,20 @@ class MembershipService:
                 wants.append((s, *mine))
             if len(wants) >= cap:
                 break
+        same: Set[bytes] = frozenset()
+        if len(set(map(_SUBJECT, chunks))) == len(chunks):
+            # Each subject listed once: what they list and we hold alike is
+            # at our key, the rest is in ``differ``.
+            same = set(chunks)
+            theirs = _keys(decode_digest_untrusted(b"".join(differ)))
+            me = digest_record(self._me, *self._key_of(self._me))  # type: ignore[misc]
+            if me in same:
+                theirs[self._me] = self._key_of(self._me)  # type: ignore[assignment]
+        else:
+            theirs = _keys(decode_digest_untrusted(msg.digest))
         reply = Message(
             kind=Kind.PULL,
-            updates=tuple(
-                self._newer(
-                    theirs,
-                    full=True,
-                    same=set(chunks) if len(theirs) == len(recs) else frozenset(),
-                )
-            ),
+            updates=tuple(self._newer(theirs, full=True, same=same)),
             digest=encode_digest(wants),
         )
         return [self._send(sender, reply, now_ms, self.config.horizon_ms)]
@@ -1406,6 +1413,9 @@ class MembershipService:
         return [
             Send(destination=source, payload=encode_message(answer), lifetime_ms=60_000)
         ]
+
+
+_SUBJECT = itemgetter(slice(0, 8))  # a digest record's subject bytes
 
 
 def _keys(recs: list[tuple[int, int, int]]) -> dict[int, tuple[int, int]]:

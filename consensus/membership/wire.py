@@ -31,6 +31,7 @@ Decoding never verifies: :func:`decode_message_untrusted` raises only
 from __future__ import annotations
 
 import math
+import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ __all__ = [
     "Status",
     "Update",
     "UpdateSpans",
+    "check_digest_untrusted",
     "decode_digest_untrusted",
     "decode_message_untrusted",
     "digest_record",
@@ -75,6 +77,8 @@ DIGEST_RECORD = 17
 MAX_DIGEST_BYTES = MAX_UPDATES * DIGEST_RECORD
 _DIGEST = struct.Struct(">QQB")
 _RECORD = struct.Struct(f"{DIGEST_RECORD}s")
+# Eight zero bytes at the start of a record: a subject 0.
+_ZERO_SUBJECT = re.compile(rb"(?:.{%d})*?\x00{8}" % DIGEST_RECORD, re.DOTALL)
 _MAX_RANK = 3
 _BODY_MEMO_BYTES = 4096  # larger bodies (anti-entropy) are not memoised
 _BODY_MEMO_MAX = 1024  # entries: at most ~4 MiB of keys
@@ -231,14 +235,20 @@ def split_digest(data: bytes) -> list[bytes]:
 def decode_digest_untrusted(data: bytes) -> list[tuple[int, int, int]]:
     """Unpack a digest from a peer. Raises DecodeError (not whole records,
     too many, a subject 0 or an unknown rank)."""
+    check_digest_untrusted(data)
+    return list(_DIGEST.iter_unpack(data))
+
+
+def check_digest_untrusted(data: bytes) -> None:
+    """Raise DecodeError where :func:`decode_digest_untrusted` would, without
+    unpacking (ranks and subjects are checked in C, not per record)."""
     if len(data) % DIGEST_RECORD or len(data) > MAX_DIGEST_BYTES:
         raise DecodeError("digest: not whole records or too long", where=_WHERE)
-    out = list(_DIGEST.iter_unpack(data))
-    if out:
-        subjects, _, ranks = zip(*out, strict=True)  # checked in C, not per record
-        if 0 in subjects or max(ranks) > _MAX_RANK:
-            raise DecodeError("digest: node 0 or unknown rank", where=_WHERE)
-    return out
+    if data and (
+        max(data[DIGEST_RECORD - 1 :: DIGEST_RECORD]) > _MAX_RANK
+        or _ZERO_SUBJECT.match(data)
+    ):
+        raise DecodeError("digest: node 0 or unknown rank", where=_WHERE)
 
 
 def _update_fields(u: Update) -> list[object]:
@@ -545,7 +555,7 @@ def _decode_full(
         dig = item.pop()
         if not isinstance(dig, bytes) or not dig:
             raise DecodeError("digest must be a non-empty byte string", where=_WHERE)
-        decode_digest_untrusted(dig)
+        check_digest_untrusted(dig)
     else:
         dig = b""
     f = _array(item, "message", 6)
@@ -635,7 +645,7 @@ def _known_body(
     if dig is None or dig[0] == 0 or dig[1] + dig[0] != len(data):
         return None
     try:
-        decode_digest_untrusted(data[dig[1] :])
+        check_digest_untrusted(data[dig[1] :])
     except DecodeError:
         return None
     return tuple(ups), (), data[dig[1] :]

@@ -20,6 +20,7 @@ from dcis.consensus.membership.wire import (
     Status,
     Update,
     UpdateSpans,
+    check_digest_untrusted,
     decode_digest_untrusted,
     decode_message_untrusted,
     encode_digest,
@@ -156,6 +157,31 @@ def test_known_updates_never_admit_a_bad_digest() -> None:
     for bad in (ok[:-1] + b"\x04", ok[:-17] + bytes(8) + ok[-9:]):
         with pytest.raises(DecodeError):
             decode_message_untrusted(bad, memo=memo, bodies={}, spans=spans)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([0, 1, 255, 256, 1 << 56, (1 << 64) - 1]),
+            st.sampled_from([0, 1, (1 << 64) - 1]),
+            st.integers(0, 255),
+        ),
+        max_size=6,
+    ),
+    st.integers(0, 120),
+)
+def test_digest_check_refuses_what_a_record_scan_refuses(
+    recs: list[tuple[int, int, int]], cut: int
+) -> None:
+    data = encode_digest(recs)[:cut]
+    whole = len(data) % 17 == 0
+    ok = whole and all(s != 0 and r <= 3 for s, _, r in recs[: len(data) // 17])
+    try:
+        check_digest_untrusted(data)
+    except DecodeError:
+        assert not ok
+    else:
+        assert ok
 
 
 def test_digest_round_trip_and_hostile_digests() -> None:
