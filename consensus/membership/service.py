@@ -50,10 +50,12 @@ import heapq
 import math
 import random
 from collections import Counter, OrderedDict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
+from dcis.consensus.membership.gossip import GossipQueue
 from dcis.consensus.membership.table import Effect, Input, step
 from dcis.consensus.membership.view import MemberInfo, MemberState, Resources
 from dcis.consensus.membership.wire import (
@@ -62,11 +64,15 @@ from dcis.consensus.membership.wire import (
     Message,
     Status,
     Update,
+    UpdateSpans,
+    check_digest_untrusted,
     decode_digest_untrusted,
     decode_message_untrusted,
+    digest_record,
     encode_digest,
     encode_message,
     signed_bytes,
+    split_digest,
 )
 from dcis.crypto.certificate import (
     NodeCertificate,
@@ -152,6 +158,8 @@ class Verifier:
         """Encoded updates (see ``encode_message``)."""
         self.bodies: dict[bytes, Any] = {}
         """Decoded message bodies by their bytes (see ``decode_message_untrusted``)."""
+        self.spans = UpdateSpans()
+        """Encodings of decoded updates (see ``decode_message_untrusted``)."""
         self._certs: dict[bytes, tuple[NodeCertificate, bytes] | None] = {}
         self._updates: dict[tuple[bytes, Update], None] = {}
 
@@ -217,14 +225,21 @@ class _Entry:
     confirmers: set[int] = field(default_factory=set)
     tombstone_until: int | None = None
     recheck_at: int = 0
+    key: tuple[int, int] = (0, 0)
+    """Precedence of what is held (see :meth:`rekey`)."""
+    rec: bytes = b""
+    """``key`` as this entry's digest record."""
 
-    @property
-    def key(self) -> tuple[int, int]:
+    def __post_init__(self) -> None:
+        self.rekey()
+
+    def rekey(self) -> None:
+        """Recompute ``key`` and ``rec``: call after ``advert``, ``claim`` or
+        ``inc`` changed (digests and every merge read them, N per exchange)."""
         a = self.advert.key if self.advert is not None else (self.inc, 0)
-        if self.claim is None:
-            return a
-        c = self.claim.key
-        return c if c > a else a
+        c = self.claim.key if self.claim is not None else a
+        self.key = c if c > a else a
+        self.rec = digest_record(self.node, *self.key)
 
     @property
     def resources(self) -> Resources:
@@ -302,7 +317,7 @@ class MembershipService:
         self._certs: dict[
             int, tuple[bytes, bytes]
         ] = {}  # node -> (cert bytes, sign key)
-        self._queue: dict[int, list[Any]] = {}  # subject -> [sent, subject, update]
+        self._queue = GossipQueue()
         self._order: list[int] = []
         self._order_pos = 0
         self._seq = 0
@@ -349,8 +364,9 @@ class MembershipService:
             self.counters["dropped_malformed"] += 1
             return []
         try:
+            v = self.verifier
             msg = decode_message_untrusted(
-                inbound.payload, memo=self.verifier.decoded, bodies=self.verifier.bodies
+                inbound.payload, memo=v.decoded, bodies=v.bodies, spans=v.spans
             )
         except DecodeError:
             self.counters["dropped_malformed"] += 1
@@ -517,7 +533,7 @@ class MembershipService:
         for u in updates:
             if u.subject != self._me and u.status == Status.ALIVE:
                 self._absorb(u, now_ms)
-                self._queue.pop(u.subject, None)
+                self._queue.discard(u.subject)
         self.transitions.clear()
 
     def leave(self, now_ms: int) -> list[Send]:
@@ -703,6 +719,7 @@ class MembershipService:
             if u.status == Status.SUSPECT:
                 e.confirmers = {u.signer}
         e.inc = u.incarnation
+        e.rekey()
         e.last_heard_ms = now_ms
         self._apply(e, _STATUS_INPUT[u.status], now_ms, u)
         return []
@@ -753,6 +770,7 @@ class MembershipService:
         if eff & _ACCUSE:
             claim = self._sign(e.node, e.inc, Status.SUSPECT)
             e.claim = claim
+            e.rekey()
             e.confirmers = {self._me}
             self._enqueue(claim)
         if eff & _START_TIMER:
@@ -767,6 +785,7 @@ class MembershipService:
         if eff & _DECLARE_DEAD:
             claim = self._sign(e.node, e.inc, Status.DEAD)
             e.claim = claim
+            e.rekey()
             self._enqueue(claim)
         if eff & _TOMBSTONE:
             e.suspect_deadline = None
@@ -775,7 +794,7 @@ class MembershipService:
         if eff & _FORGET:
             self._dead_remove(e.node)
             del self._entries[e.node]
-            self._queue.pop(e.node, None)
+            self._queue.discard(e.node)
             self._raise_floor(e.node, e.inc)
             if e.node in self._order:
                 self._order.remove(e.node)
@@ -822,25 +841,15 @@ class MembershipService:
 
     def _enqueue(self, u: Update) -> None:
         cur = self._queue.get(u.subject)
-        if cur is None or u.key >= cur[2].key:
-            self._queue[u.subject] = [0, u.subject, u]
+        if cur is None or u.key >= cur.key:
+            self._queue.put(u)
 
     def _retransmit_limit(self) -> int:
         n = len(self._entries) + 1
         return self.config.lambda_ * max(1, math.ceil(math.log2(n + 1)))
 
     def _piggyback(self, extra: Update | None = None) -> tuple[Update, ...]:
-        limit = self._retransmit_limit()
-        picked = list(self._queue.values())
-        if len(picked) > self.config.max_piggyback:
-            # Fewest sent first (ties: lower subject); items are [sent, subject, update].
-            picked = heapq.nsmallest(self.config.max_piggyback, picked)
-        out: list[Update] = []
-        for item in picked:
-            out.append(item[2])
-            item[0] += 1
-            if item[0] >= limit:
-                del self._queue[item[1]]
+        out = self._queue.take(self.config.max_piggyback, self._retransmit_limit())
         if (
             self._advert is not None
             and not self._left
@@ -874,10 +883,15 @@ class MembershipService:
         """Everything this node holds, as (subject, incarnation, rank)
         records: its own entry, every member's key and every tombstone floor
         (so a forgotten member's old claims are not sent back to it)."""
-        recs = [(self._me, *self._key_of(self._me))]  # type: ignore[misc]
-        recs += [(n, *e.key) for n, e in self._entries.items()]
-        recs += [(n, f, 3) for n, f in self._floor.items() if n not in self._entries]
-        return encode_digest(recs)
+        return b"".join(self._records())
+
+    def _records(self) -> list[bytes]:
+        """The digest's records, in its order."""
+        recs = [digest_record(self._me, *self._key_of(self._me))]  # type: ignore[misc]
+        recs += [e.rec for e in self._entries.values()]
+        floors = self._floor.items()
+        recs += [digest_record(n, f, 3) for n, f in floors if n not in self._entries]
+        return recs
 
     def _push_msg(self, extra: tuple[Update, ...] = ()) -> Message:
         """A ``push``: the piggyback (and ``extra``) plus this node's digest."""
@@ -886,12 +900,18 @@ class MembershipService:
         return Message(kind=Kind.PUSH, updates=ups, digest=self._digest())
 
     def _newer(
-        self, theirs: Mapping[int, tuple[int, int]], *, full: bool
+        self,
+        theirs: Mapping[int, tuple[int, int]],
+        *,
+        full: bool,
+        same: Set[bytes] = frozenset(),
     ) -> list[Update]:
         """The updates that beat what ``theirs`` lists (``full``: a subject it
         does not list is unknown to it; else only listed subjects count; a
         listed key (0, 0) means "nothing"), at most ``sync_max_updates``,
-        a random subset when there are more."""
+        a random subset when there are more. ``same``: digest records that
+        ``theirs`` was read from, each subject in it once (an entry whose
+        record is there is at the key they list: skipped unseen)."""
         out: list[list[Update]] = []
         me = self._own_update()
         t = theirs.get(self._me)
@@ -899,8 +919,13 @@ class MembershipService:
             (t is None and full) or (t is not None and (t == (0, 0) or me.key > t))
         ):
             out.append([me])
-        for n, e in self._entries.items():
-            t = theirs.get(n)
+        ents: Iterable[_Entry] = self._entries.values()
+        if same:
+            ents = [e for e in ents if e.rec not in same or e.key == (0, 0)]
+        elif not full:
+            ents = [e for e in ents if e.node in theirs]
+        for e in ents:
+            t = theirs.get(e.node)
             if t is None:
                 if not full:
                     continue
@@ -927,23 +952,41 @@ class MembershipService:
         """A peer's digest: send back what it lacks, and list what we lack
         (our key, or (0, 0) for a subject unknown here) for it to send."""
         try:
-            recs = decode_digest_untrusted(msg.digest)
+            check_digest_untrusted(msg.digest)
         except DecodeError:
             self.counters["dropped_malformed"] += 1
             return []
-        theirs = {s: (i, r) for s, i, r in recs}
+        chunks = split_digest(msg.digest)
+        held = set(self._records())
+        # A record we hold too is at our key: neither side wants it. Only
+        # the others are unpacked (most are the same, N per exchange).
+        differ = [c for c in chunks if c not in held]
+        cap = self.config.sync_max_updates
         wants: list[tuple[int, int, int]] = []
-        for s, i, r in recs:
+        # (The loop stops when full: with a cap below 1, after one record.)
+        firsts = differ if cap > 0 else [c for c in chunks[:1] if c not in held]
+        for s, i, r in decode_digest_untrusted(b"".join(firsts)):
             mine = self._key_of(s)
             if mine is None:
                 wants.append((s, 0, 0))
             elif (i, r) > mine:
                 wants.append((s, *mine))
-            if len(wants) >= self.config.sync_max_updates:
+            if len(wants) >= cap:
                 break
+        same: Set[bytes] = frozenset()
+        if len(set(map(_SUBJECT, chunks))) == len(chunks):
+            # Each subject listed once: what they list and we hold alike is
+            # at our key, the rest is in ``differ``.
+            same = set(chunks)
+            theirs = _keys(decode_digest_untrusted(b"".join(differ)))
+            me = digest_record(self._me, *self._key_of(self._me))  # type: ignore[misc]
+            if me in same:
+                theirs[self._me] = self._key_of(self._me)  # type: ignore[assignment]
+        else:
+            theirs = _keys(decode_digest_untrusted(msg.digest))
         reply = Message(
             kind=Kind.PULL,
-            updates=tuple(self._newer(theirs, full=True)),
+            updates=tuple(self._newer(theirs, full=True, same=same)),
             digest=encode_digest(wants),
         )
         return [self._send(sender, reply, now_ms, self.config.horizon_ms)]
@@ -961,7 +1004,7 @@ class MembershipService:
         except DecodeError:
             self.counters["dropped_malformed"] += 1
             return []
-        ups = self._newer({s: (i, r) for s, i, r in recs}, full=False)
+        ups = self._newer(_keys(recs), full=False)
         if not ups:
             return []
         reply = Message(kind=Kind.PULL, updates=tuple(ups))
@@ -1370,6 +1413,15 @@ class MembershipService:
         return [
             Send(destination=source, payload=encode_message(answer), lifetime_ms=60_000)
         ]
+
+
+_SUBJECT = itemgetter(slice(0, 8))  # a digest record's subject bytes
+
+
+def _keys(recs: list[tuple[int, int, int]]) -> dict[int, tuple[int, int]]:
+    """Digest records as subject -> (incarnation, rank), the last one of a
+    subject listed twice winning (built in C: N records per exchange)."""
+    return dict(zip(map(itemgetter(0), recs), map(itemgetter(1, 2), recs), strict=True))
 
 
 def _resource_fields(r: Resources) -> dict[str, Any]:

@@ -31,10 +31,12 @@ Decoding never verifies: :func:`decode_message_untrusted` raises only
 from __future__ import annotations
 
 import math
+import re
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
+from operator import itemgetter
 
 import cbor2
 
@@ -52,12 +54,16 @@ __all__ = [
     "Message",
     "Status",
     "Update",
+    "UpdateSpans",
+    "check_digest_untrusted",
     "decode_digest_untrusted",
     "decode_message_untrusted",
+    "digest_record",
     "encode_digest",
     "encode_message",
     "encode_update",
     "signed_bytes",
+    "split_digest",
 ]
 
 VERSION = 1
@@ -70,11 +76,16 @@ DIGEST_RECORD = 17
 """Bytes per digest record: subject (u64), incarnation (u64), rank (u8)."""
 MAX_DIGEST_BYTES = MAX_UPDATES * DIGEST_RECORD
 _DIGEST = struct.Struct(">QQB")
+_RECORD = struct.Struct(f"{DIGEST_RECORD}s")
+# Eight zero bytes at the start of a record: a subject 0.
+_ZERO_SUBJECT = re.compile(rb"(?:.{%d})*?\x00{8}" % DIGEST_RECORD, re.DOTALL)
 _MAX_RANK = 3
 _BODY_MEMO_BYTES = 4096  # larger bodies (anti-entropy) are not memoised
 _BODY_MEMO_MAX = 1024  # entries: at most ~4 MiB of keys
 _U64 = 1 << 64
 _MEMO_MAX = 1 << 16  # entries in an encode or decode memo
+_SPANS_MAX = 1 << 14  # update encodings kept (each at most ~1.2 KiB)
+_SPAN_PREFIX = 12  # bytes that name an update's length in UpdateSpans
 _WHERE = "membership message"
 
 
@@ -210,16 +221,34 @@ def encode_digest(entries: Iterable[tuple[int, int, int]]) -> bytes:
     return b"".join(_DIGEST.pack(s, i, r) for s, i, r in entries)
 
 
+def digest_record(subject: int, incarnation: int, rank: int) -> bytes:
+    """One digest record (what :func:`encode_digest` packs per triple)."""
+    return _DIGEST.pack(subject, incarnation, rank)
+
+
+def split_digest(data: bytes) -> list[bytes]:
+    """A digest's records as bytes, in order (``data`` already checked by
+    :func:`decode_digest_untrusted`): two equal records are one key."""
+    return list(map(itemgetter(0), _RECORD.iter_unpack(data)))
+
+
 def decode_digest_untrusted(data: bytes) -> list[tuple[int, int, int]]:
     """Unpack a digest from a peer. Raises DecodeError (not whole records,
     too many, a subject 0 or an unknown rank)."""
+    check_digest_untrusted(data)
+    return list(_DIGEST.iter_unpack(data))
+
+
+def check_digest_untrusted(data: bytes) -> None:
+    """Raise DecodeError where :func:`decode_digest_untrusted` would, without
+    unpacking (ranks and subjects are checked in C, not per record)."""
     if len(data) % DIGEST_RECORD or len(data) > MAX_DIGEST_BYTES:
         raise DecodeError("digest: not whole records or too long", where=_WHERE)
-    out = list(_DIGEST.iter_unpack(data))
-    for s, _i, r in out:
-        if s == 0 or r > _MAX_RANK:
-            raise DecodeError("digest: node 0 or unknown rank", where=_WHERE)
-    return out
+    if data and (
+        max(data[DIGEST_RECORD - 1 :: DIGEST_RECORD]) > _MAX_RANK
+        or _ZERO_SUBJECT.match(data)
+    ):
+        raise DecodeError("digest: node 0 or unknown rank", where=_WHERE)
 
 
 def _update_fields(u: Update) -> list[object]:
@@ -456,6 +485,7 @@ def decode_message_untrusted(
     *,
     memo: dict[object, Update] | None = None,
     bodies: dict[bytes, _Body] | None = None,
+    spans: UpdateSpans | None = None,
 ) -> Message:
     """Parse one membership message from a peer's bytes. Raises only DecodeError.
 
@@ -467,6 +497,10 @@ def decode_message_untrusted(
     four uints (``updates``, ``members``, ``digest``) to what they decoded
     to: a node's probes and acks repeat the same piggyback for many periods,
     and bytes that passed every check once pass them again.
+
+    ``spans`` (optional, bounded, with ``memo`` and ``bodies``) knows the
+    bytes of updates decoded before: a body made only of such updates, no
+    member rows and a valid digest is read without decoding it again.
     """
     if not data:
         raise DecodeError("empty payload", where=_WHERE)
@@ -485,7 +519,19 @@ def decode_message_untrusted(
                     members=rows,
                     digest=dig,
                 )
-    msg = _decode_full(data, memo)
+    known = None
+    if env is not None and spans is not None and memo is not None:
+        known = _known_body(data, env[4], env[0], memo, spans)
+    if known is not None:
+        msg = Message(
+            kind=env[1],  # type: ignore[index]
+            seq=env[2],  # type: ignore[index]
+            target=env[3],  # type: ignore[index]
+            updates=known[0],
+            digest=known[2],
+        )
+    else:
+        msg = _decode_full(data, memo, spans)
     if (
         env is not None
         and bodies is not None
@@ -497,7 +543,9 @@ def decode_message_untrusted(
     return msg
 
 
-def _decode_full(data: bytes, memo: dict[object, Update] | None) -> Message:
+def _decode_full(
+    data: bytes, memo: dict[object, Update] | None, spans: UpdateSpans | None = None
+) -> Message:
     try:
         # Guarded: cbor2's C decoder leaks on some malformed items (dcis.crypto.cbor_guard).
         item = loads_untrusted(data, what=_WHERE)
@@ -507,7 +555,7 @@ def _decode_full(data: bytes, memo: dict[object, Update] | None) -> Message:
         dig = item.pop()
         if not isinstance(dig, bytes) or not dig:
             raise DecodeError("digest must be a non-empty byte string", where=_WHERE)
-        decode_digest_untrusted(dig)
+        check_digest_untrusted(dig)
     else:
         dig = b""
     f = _array(item, "message", 6)
@@ -520,7 +568,7 @@ def _decode_full(data: bytes, memo: dict[object, Update] | None) -> Message:
     rows = _array(f[5], "members")
     if len(ups) > MAX_UPDATES or len(rows) > MAX_UPDATES:
         raise DecodeError(f"more than {MAX_UPDATES} updates or members", where=_WHERE)
-    return Message(
+    msg = Message(
         kind=Kind(kind_n),
         seq=_uint(f[2], "seq"),
         target=_uint(f[3], "target"),
@@ -528,3 +576,76 @@ def _decode_full(data: bytes, memo: dict[object, Update] | None) -> Message:
         members=tuple(_row(r) for r in rows),
         digest=dig,
     )
+    if spans is not None and memo is not None:
+        spans.learn(ups, memo)
+    return msg
+
+
+@dataclass(slots=True)
+class UpdateSpans:
+    """The encodings of updates that decoded (bounded): each one's bytes to
+    its ``memo`` key, and its first bytes to its length, so a message made of
+    known updates is split without a CBOR walk (see :func:`_known_body`)."""
+
+    keys: dict[bytes, object] = field(default_factory=dict)
+    sizes: dict[bytes, int] = field(default_factory=dict)
+
+    def learn(self, items: list[object], memo: dict[object, Update]) -> None:
+        """Remember ``items`` (decoded update arrays) that ``memo`` holds."""
+        for x in items:
+            key = _memo_key(x)
+            if key is None or key not in memo:
+                continue
+            raw = cbor2.dumps(x)  # decodes to ``x`` again (ints, bytes, floats)
+            for known in (self.keys, self.sizes):
+                if len(known) >= _SPANS_MAX:
+                    known.pop(next(iter(known)))
+            self.keys[raw] = key
+            self.sizes[raw[:_SPAN_PREFIX]] = len(raw)
+
+
+def _arg(data: bytes, pos: int, major: int) -> tuple[int, int] | None:
+    """A definite head of ``major`` at ``pos``: (argument, next position)."""
+    if pos >= len(data) or data[pos] >> 5 != major:
+        return None
+    ai = data[pos] & 0x1F
+    if ai < 24:
+        return ai, pos + 1
+    if ai > 26 or pos + 1 + (1 << (ai - 24)) > len(data):
+        return None
+    end = pos + 1 + (1 << (ai - 24))
+    return int.from_bytes(data[pos + 1 : end], "big"), end
+
+
+def _known_body(
+    data: bytes, at: int, n_elems: int, memo: dict[object, Update], spans: UpdateSpans
+) -> _Body | None:
+    """The body from ``at`` when its updates are all byte for byte ones that
+    decoded before (CBOR items are self-delimiting: bytes equal to a whole
+    item are that item), it has no member rows and its digest is valid:
+    what the full decoder would give. None otherwise."""
+    head = _arg(data, at, 4)
+    if head is None or head[0] > MAX_UPDATES:
+        return None
+    count, pos = head
+    ups = []
+    for _ in range(count):
+        size = spans.sizes.get(data[pos : pos + _SPAN_PREFIX])
+        key = None if size is None else spans.keys.get(data[pos : pos + size])
+        u = None if key is None or size is None else memo.get(key)
+        if u is None or size is None:
+            return None
+        ups.append(u)
+        pos += size
+    if data[pos : pos + 1] != b"\x80":  # no member rows
+        return None
+    if n_elems == 6:
+        return (tuple(ups), (), b"") if pos + 1 == len(data) else None
+    dig = _arg(data, pos + 1, 2)
+    if dig is None or dig[0] == 0 or dig[1] + dig[0] != len(data):
+        return None
+    try:
+        check_digest_untrusted(data[dig[1] :])
+    except DecodeError:
+        return None
+    return tuple(ups), (), data[dig[1] :]

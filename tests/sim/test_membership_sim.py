@@ -83,7 +83,7 @@ def _heal_periods_1000(aware: bool) -> float | None:
 def test_lifecycle_1000_against_the_baseline() -> None:
     """N = 1,000, plan-aware and the plain-SWIM baseline on the same seed,
     in one test: the two simulate side by side, each in a child process
-    (about three CPU minutes each). As two cases, pytest-xdist handed both
+    (about two CPU minutes each). As two cases, pytest-xdist handed both
     to one worker in a suite run (a worker takes the next case when it
     finishes one), which ran them one after the other at the suite's end.
 

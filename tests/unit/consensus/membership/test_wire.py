@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import replace
+from unittest import mock
 
 import cbor2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dcis.consensus.membership import wire
 from dcis.consensus.membership.view import Resources
 from dcis.consensus.membership.wire import (
     Kind,
@@ -17,6 +19,8 @@ from dcis.consensus.membership.wire import (
     Message,
     Status,
     Update,
+    UpdateSpans,
+    check_digest_untrusted,
     decode_digest_untrusted,
     decode_message_untrusted,
     encode_digest,
@@ -113,6 +117,71 @@ def test_body_memo_never_admits_what_the_full_decoder_refuses() -> None:
     for bad in (b"\x86" + ok[1:], b"\x87\x02" + ok[2:], b"\x87\x01\x18\x63" + ok[3:]):
         with pytest.raises(DecodeError):
             decode_message_untrusted(bad, bodies=bodies)  # type: ignore[arg-type]
+
+
+def _outcome(data: bytes, **memos: object) -> object:
+    try:
+        return decode_message_untrusted(data, **memos)  # type: ignore[arg-type]
+    except DecodeError:
+        return DecodeError
+
+
+@given(messages, st.integers(0, 400), st.integers(0, 255))
+def test_known_updates_decode_as_the_full_decoder_does(
+    m: Message, at: int, byte: int
+) -> None:
+    """Once its updates were seen (``spans``), a message is read without a
+    CBOR walk; it, a truncation or a changed byte decodes to what the full
+    decoder gives (or is refused as there)."""
+    memo: dict[object, Update] = {}
+    spans = UpdateSpans()
+    raw = encode_message(m)
+    assert _outcome(raw, memo=memo, bodies={}, spans=spans) == m
+    if m.updates and not m.members:
+        with mock.patch.object(wire, "loads_untrusted", side_effect=AssertionError):
+            assert _outcome(raw, memo=memo, bodies={}, spans=spans) == m
+    for data in (raw, raw[:at], raw[:at] + bytes([byte]) + raw[at + 1 :]):
+        want = _outcome(data)
+        assert _outcome(data, memo=memo, bodies={}, spans=spans) == want
+
+
+def test_known_updates_never_admit_a_bad_digest() -> None:
+    u = Update(subject=1, incarnation=1, status=Status.SUSPECT, signer=2)
+    memo: dict[object, Update] = {}
+    spans = UpdateSpans()
+    ok = encode_message(
+        Message(kind=Kind.PUSH, updates=(u,), digest=encode_digest([(1, 2, 0)]))
+    )
+    decode_message_untrusted(ok, memo=memo, bodies={}, spans=spans)
+    assert spans.keys
+    for bad in (ok[:-1] + b"\x04", ok[:-17] + bytes(8) + ok[-9:]):
+        with pytest.raises(DecodeError):
+            decode_message_untrusted(bad, memo=memo, bodies={}, spans=spans)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([0, 1, 255, 256, 1 << 56, (1 << 64) - 1]),
+            st.sampled_from([0, 1, (1 << 64) - 1]),
+            st.integers(0, 255),
+        ),
+        max_size=6,
+    ),
+    st.integers(0, 120),
+)
+def test_digest_check_refuses_what_a_record_scan_refuses(
+    recs: list[tuple[int, int, int]], cut: int
+) -> None:
+    data = encode_digest(recs)[:cut]
+    whole = len(data) % 17 == 0
+    ok = whole and all(s != 0 and r <= 3 for s, _, r in recs[: len(data) // 17])
+    try:
+        check_digest_untrusted(data)
+    except DecodeError:
+        assert not ok
+    else:
+        assert ok
 
 
 def test_digest_round_trip_and_hostile_digests() -> None:
