@@ -85,7 +85,11 @@ _BODY_MEMO_MAX = 1024  # entries: at most ~4 MiB of keys
 _U64 = 1 << 64
 _MEMO_MAX = 1 << 16  # entries in an encode or decode memo
 _SPANS_MAX = 1 << 14  # update encodings kept (each at most ~1.2 KiB)
-_SPAN_PREFIX = 12  # bytes that name an update's length in UpdateSpans
+_SPAN_PREFIX = 12  # bytes that begin an update's encoding in UpdateSpans
+# Lengths kept per first bytes: updates that differ only after them (the same
+# subject, incarnation and status claimed by signers whose numbers encode in
+# 1, 2, 3, 5 or 9 bytes; with and without resources or a certificate).
+_SPAN_LENGTHS = 16
 _WHERE = "membership message"
 
 
@@ -377,9 +381,25 @@ _KINDS = tuple(Kind(k) for k in range(_MAX_KIND + 1))
 def _memo_key(x: object) -> object:
     # Only flat updates are memoised (hashable scalars); anything else takes
     # the full check, which raises DecodeError for it.
-    if isinstance(x, list) and len(x) == 7:
+    # Type-strict: 0 == False == 0.0 as dict keys, but the full check
+    # refuses a bool or a float where an unsigned integer stands.
+    if (
+        isinstance(x, list)
+        and len(x) == 7
+        and type(x[0]) is int
+        and type(x[1]) is int
+        and type(x[2]) is int
+        and type(x[3]) is int
+    ):
         r = x[4]
-        if r is None or (isinstance(r, list) and len(r) == 6):
+        if r is None or (
+            isinstance(r, list)
+            and len(r) == 6
+            and type(r[0]) is int
+            and type(r[1]) is int
+            and bool not in (type(r[2]), type(r[3]), type(r[5]))
+            and (r[4] is None or type(r[4]) is bool)
+        ):
             try:
                 key = (*x[:4], None if r is None else tuple(r), x[5], x[6])
                 hash(key)
@@ -588,7 +608,7 @@ class UpdateSpans:
     known updates is split without a CBOR walk (see :func:`_known_body`)."""
 
     keys: dict[bytes, object] = field(default_factory=dict)
-    sizes: dict[bytes, int] = field(default_factory=dict)
+    sizes: dict[bytes, tuple[int, ...]] = field(default_factory=dict)
 
     def learn(self, items: list[object], memo: dict[object, Update]) -> None:
         """Remember ``items`` (decoded update arrays) that ``memo`` holds."""
@@ -601,7 +621,12 @@ class UpdateSpans:
                 if len(known) >= _SPANS_MAX:
                     known.pop(next(iter(known)))
             self.keys[raw] = key
-            self.sizes[raw[:_SPAN_PREFIX]] = len(raw)
+            first, n = raw[:_SPAN_PREFIX], len(raw)
+            had = self.sizes.get(first, ())
+            if n not in had:
+                # A length beyond the bound replaces the oldest: a message
+                # with the update it stood for takes the full decoder.
+                self.sizes[first] = (*had[1 - _SPAN_LENGTHS :], n)
 
 
 def _arg(data: bytes, pos: int, major: int) -> tuple[int, int] | None:
@@ -630,10 +655,16 @@ def _known_body(
     count, pos = head
     ups = []
     for _ in range(count):
-        size = spans.sizes.get(data[pos : pos + _SPAN_PREFIX])
-        key = None if size is None else spans.keys.get(data[pos : pos + size])
-        u = None if key is None or size is None else memo.get(key)
-        if u is None or size is None:
+        # CBOR items are self-delimiting: at most one known encoding is
+        # the whole item at ``pos``.
+        for size in spans.sizes.get(data[pos : pos + _SPAN_PREFIX], ()):
+            key = spans.keys.get(data[pos : pos + size])
+            if key is not None:
+                break
+        else:
+            return None
+        u = memo.get(key)
+        if u is None:
             return None
         ups.append(u)
         pos += size

@@ -25,6 +25,7 @@ from dcis.consensus.membership.wire import (
     decode_message_untrusted,
     encode_digest,
     encode_message,
+    encode_update,
     signed_bytes,
 )
 from dcis.dtn.errors import DecodeError, InvalidArgument
@@ -143,6 +144,44 @@ def test_known_updates_decode_as_the_full_decoder_does(
     for data in (raw, raw[:at], raw[:at] + bytes([byte]) + raw[at + 1 :]):
         want = _outcome(data)
         assert _outcome(data, memo=memo, bodies={}, spans=spans) == want
+
+
+def test_updates_alike_in_their_first_bytes_are_all_read_without_a_walk() -> None:
+    """The same claim by signers whose numbers encode in different lengths
+    shares the first bytes of its encoding: each is still known by its own
+    length (one length per first bytes missed all but the last learnt)."""
+    claims = tuple(
+        Update(subject=1 << 32, incarnation=0, status=Status.SUSPECT, signer=s)
+        for s in (1, 24, 1 << 16)
+    )
+    m = Message(kind=Kind.PING, updates=claims)
+    memo: dict[object, Update] = {}
+    spans = UpdateSpans()
+    raw = encode_message(m)
+    assert decode_message_untrusted(raw, memo=memo, bodies={}, spans=spans) == m
+    with mock.patch.object(wire, "loads_untrusted", side_effect=AssertionError):
+        assert decode_message_untrusted(raw, memo=memo, bodies={}, spans=spans) == m
+
+
+@pytest.mark.parametrize("stand_in", [b"\xf4", b"\xf9\x00\x00"])  # false, 0.0
+def test_a_known_update_with_a_bool_or_float_for_an_integer_is_refused(
+    stand_in: bytes,
+) -> None:
+    """0 == False == 0.0 as dict keys: once an update with incarnation 0 was
+    read, the same bytes with ``false`` or ``0.0`` there are still refused,
+    as the full decoder refuses them."""
+    u = Update(subject=5, incarnation=0, status=Status.ALIVE, signer=5)
+    raw = encode_message(Message(kind=Kind.PING, updates=(u,)))
+    memo: dict[object, Update] = {}
+    spans = UpdateSpans()
+    decode_message_untrusted(raw, memo=memo, bodies={}, spans=spans)
+    at = raw.index(encode_update(u)) + 2  # the incarnation's byte
+    assert raw[at] == 0
+    bad = raw[:at] + stand_in + raw[at + 1 :]
+    with pytest.raises(DecodeError):
+        decode_message_untrusted(bad)
+    with pytest.raises(DecodeError):
+        decode_message_untrusted(bad, memo=memo, bodies={}, spans=spans)
 
 
 def test_known_updates_never_admit_a_bad_digest() -> None:
