@@ -341,7 +341,10 @@ def _uint(x: object, what: str) -> int:
 def _num(x: object, what: str) -> float:
     if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
         raise DecodeError(f"{what}: expected a finite number", where=_WHERE)
-    return float(x)
+    # + 0.0 turns -0.0 into 0.0: they are equal (and one memo key), so one
+    # must also re-encode alike, or the signature check over the signed
+    # fields would depend on which of the two a node decoded first.
+    return float(x) + 0.0
 
 
 def _opt_num(x: object, what: str) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import replace
 from unittest import mock
 
@@ -327,6 +328,20 @@ def test_signature_covers_every_signed_field() -> None:
         replace(u, status=Status.LEFT, resources=None),
     ):
         assert signed_bytes(changed) != base
+
+
+def test_a_negative_zero_decodes_as_zero_and_signs_alike() -> None:
+    """-0.0 == 0.0 (one memo key): a copy of an update with -0.0 for a
+    number decodes to the same signed fields, so every node checks its
+    signature alike whether or not it read the original first."""
+    u = sign(1, 3, Status.ALIVE, resources=Resources(cpu_load=0.0))
+    raw = encode_message(Message(kind=Kind.PING, updates=(u,)))
+    item = cbor2.loads(raw)
+    item[4][0][4][2] = -0.0  # the update's resources' cpu_load
+    copy = decode_message_untrusted(cbor2.dumps(item)).updates[0]
+    assert copy.resources is not None
+    assert math.copysign(1.0, copy.resources.cpu_load) == 1.0
+    assert signed_bytes(copy) == signed_bytes(u)
 
 
 def test_precedence_key() -> None:
