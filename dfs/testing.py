@@ -35,7 +35,7 @@ from dcis.consensus.membership.view import MemberInfo, MemberState, Resources
 from dcis.dfs.core.service import DfsConfig, DfsService, service_eid
 from dcis.dfs.core.store import MemoryShareStore
 from dcis.dtn.client.common import ReceivedBundle
-from dcis.dtn.node.service import Inbound, NodeCredentials, Send
+from dcis.dtn.node.service import IdleService, Inbound, NodeCredentials, Send
 from dcis.dtn.routing.plan import ContactPlan
 
 
@@ -505,7 +505,7 @@ class AppTransport:
         """Nothing to close (the cluster lives on)."""
 
 
-class CommandService:
+class CommandService(IdleService):
     """Service 99 for simulations: runs queued commands against its node's
     :class:`DfsService` from inside the node (``NodeCore`` then ticks the
     object store in the same step, so its sends leave at once). It wakes
@@ -531,17 +531,6 @@ class CommandService:
         self._now = now_ms
         return []
 
-    def on_bundle(self, inbound: Inbound, now_ms: int) -> list[Send]:
-        return []
-
-    def on_send_result(
-        self, tag: int, bundle_key: str | None, error: str | None, now_ms: int
-    ) -> list[Send]:
-        return []
-
-    def on_contact(self, neighbor: int, up: bool, now_ms: int) -> list[Send]:
-        return []
-
     def on_tick(self, now_ms: int) -> list[Send]:
         self._now = now_ms
         if self.on_wake is not None:
@@ -553,6 +542,3 @@ class CommandService:
 
     def next_deadline(self) -> int | None:
         return self._now + self.wake_ms
-
-    def stop(self) -> None:
-        """Nothing to release."""

@@ -1,7 +1,7 @@
 """A node: one bundle agent plus the services on its endpoints (sans-I/O).
 
 Public names: :class:`Inbound`, :class:`Send`, :class:`ServiceContext`,
-:class:`Service` (and :class:`ServiceState`), :class:`NodeCore`,
+:class:`Service` (and :class:`ServiceState`, :class:`IdleService`), :class:`NodeCore`,
 :class:`EventKind` and :class:`EchoService` (spec/node.md).
 """
 
@@ -16,6 +16,9 @@ from dcis.dtn.node.service import (
 )
 from dcis.dtn.node.service import (
     RESERVED_SERVICES as RESERVED_SERVICES,
+)
+from dcis.dtn.node.service import (
+    IdleService as IdleService,
 )
 from dcis.dtn.node.service import (
     Inbound as Inbound,
@@ -43,6 +46,7 @@ __all__ = [
     "EchoService",
     "EndpointReserved",
     "EventKind",
+    "IdleService",
     "Inbound",
     "NodeCore",
     "NodeCredentials",

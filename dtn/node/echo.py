@@ -11,7 +11,7 @@ the anonymous ``dtn:none``. No timers, no state; a restart loses nothing.
 
 from __future__ import annotations
 
-from dcis.dtn.node.service import DEFAULT_LIFETIME_MS, Inbound, Send, ServiceContext
+from dcis.dtn.node.service import DEFAULT_LIFETIME_MS, IdleService, Inbound, Send
 
 __all__ = ["ECHO_SERVICE", "EchoService"]
 
@@ -19,7 +19,7 @@ ECHO_SERVICE = 7
 """Service number of every node's echo endpoint."""
 
 
-class EchoService:
+class EchoService(IdleService):
     """Answer every bundle with its own payload (a :class:`~dcis.dtn.node.Service`).
 
     ``lifetime_ms`` is the lifetime of each reply (default one hour)."""
@@ -31,10 +31,6 @@ class EchoService:
         self.answered = 0
         """Replies sent by this incarnation."""
 
-    def start(self, ctx: ServiceContext, now_ms: int) -> list[Send]:
-        """Nothing to do at start."""
-        return []
-
     def on_bundle(self, inbound: Inbound, now_ms: int) -> list[Send]:
         """Send the payload back to its source (never to an echo endpoint
         nor to ``dtn:none``)."""
@@ -43,24 +39,3 @@ class EchoService:
             return []
         self.answered += 1
         return [Send(src, inbound.payload, lifetime_ms=self.lifetime_ms)]
-
-    def on_send_result(
-        self, tag: int, bundle_key: str | None, error: str | None, now_ms: int
-    ) -> list[Send]:
-        """Replies are untagged: never called."""
-        return []
-
-    def on_contact(self, neighbor: int, up: bool, now_ms: int) -> list[Send]:
-        """Contacts do not matter to echo."""
-        return []
-
-    def on_tick(self, now_ms: int) -> list[Send]:
-        """No timers."""
-        return []
-
-    def next_deadline(self) -> int | None:
-        """No timers."""
-        return None
-
-    def stop(self) -> None:
-        """Nothing to release."""

@@ -156,6 +156,43 @@ class Service(Protocol):
     def stop(self) -> None: ...
 
 
+class IdleService:
+    """A :class:`Service` whose every method does nothing: no sends, no
+    timers, nothing held. Subclass it and override what a service does
+    (set ``service``); the rest stays idle."""
+
+    service: int
+
+    def start(self, ctx: ServiceContext, now_ms: int) -> list[Send]:
+        """Nothing to do at start."""
+        return []
+
+    def on_bundle(self, inbound: Inbound, now_ms: int) -> list[Send]:
+        """Bundles are ignored (the node still confirms their delivery)."""
+        return []
+
+    def on_send_result(
+        self, tag: int, bundle_key: str | None, error: str | None, now_ms: int
+    ) -> list[Send]:
+        """Results of tagged sends are ignored."""
+        return []
+
+    def on_contact(self, neighbor: int, up: bool, now_ms: int) -> list[Send]:
+        """Contacts do not matter."""
+        return []
+
+    def on_tick(self, now_ms: int) -> list[Send]:
+        """No timers."""
+        return []
+
+    def next_deadline(self) -> int | None:
+        """No timers."""
+        return None
+
+    def stop(self) -> None:
+        """Nothing to release."""
+
+
 MAX_LOCAL_REQUESTS = 4096
 """Most requests one app-API ``service_request`` may carry (a bound on what
 one connection can make the node do in one transaction)."""

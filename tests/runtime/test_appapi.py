@@ -17,7 +17,7 @@ from dcis.dtn.agent.store import StoreError
 from dcis.dtn.appapi.wire import encode_message
 from dcis.dtn.client import Client, ClientError, TrioClient, open_trio_client
 from dcis.dtn.client.push_reader import PushReader
-from dcis.dtn.node import Inbound, Send, ServiceContext
+from dcis.dtn.node import IdleService, Inbound, Send, ServiceContext
 from dcis.dtn.runtime import NeighbourConfig, Node, NodeConfig, open_node
 from dcis.dtn.runtime import node as rnode
 from dcis.tools.cli import main as dcis
@@ -287,7 +287,7 @@ async def test_sends_in_one_read_are_answered_in_order(
         assert stored == {got[0]["bundle_key"], got[5]["bundle_key"]}
 
 
-class _Keeper:
+class _Keeper(IdleService):
     """Service 30: keeps the last payload it got in its durable state."""
 
     service = 30
@@ -299,18 +299,6 @@ class _Keeper:
     def on_bundle(self, inbound: Inbound, now_ms: int) -> list[Send]:
         self.ctx.state.put("last", inbound.payload)
         return []
-
-    def on_contact(self, neighbor: int, up: bool, now_ms: int) -> list[Send]:
-        return []
-
-    def on_tick(self, now_ms: int) -> list[Send]:
-        return []
-
-    def next_deadline(self) -> int | None:
-        return None
-
-    def stop(self) -> None:
-        pass
 
 
 _SENDS = [

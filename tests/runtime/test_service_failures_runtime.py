@@ -10,11 +10,11 @@ import trio.testing
 
 from dcis.dtn.agent.actions import Action
 from dcis.dtn.agent.store import BundleStore, StoreError
-from dcis.dtn.node import Inbound, Send, ServiceContext, StateNotDurable
+from dcis.dtn.node import IdleService, Inbound, Send, ServiceContext, StateNotDurable
 from dcis.dtn.runtime import Node, NodeConfig, open_node
 
 
-class Ticking:
+class Ticking(IdleService):
     """Ticks every second and writes the time of its last tick to its state;
     keeps the payload of each bundle it gets."""
 
@@ -36,14 +36,6 @@ class Ticking:
         self.got.append(inbound.payload)
         self.ctx.state.put("got", b",".join(self.got))
         return [Send(inbound.source, b"re:" + inbound.payload)]
-
-    def on_send_result(
-        self, tag: int, bundle_key: str | None, error: str | None, now_ms: int
-    ) -> list[Send]:
-        return []
-
-    def on_contact(self, neighbor: int, up: bool, now_ms: int) -> list[Send]:
-        return []
 
     def on_tick(self, now_ms: int) -> list[Send]:
         assert self.ctx is not None

@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from dcis.dtn.node import Inbound, Send, Service, ServiceContext
+from dcis.dtn.node import IdleService, Send, Service, ServiceContext
 from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
 from dcis.dtn.runtime import node as node_module
 from tests.fakes.fakenet import FakeNet
@@ -40,7 +40,7 @@ class Syncs:
         self.over += 1
 
 
-class WriteThenSend:
+class WriteThenSend(IdleService):
     """5 s after its start: writes ``ctx.state`` and sends a bundle to node
     2 in the same call; 3 s later sends one without a write. Notes the
     syncs begun and over at each call."""
@@ -56,17 +56,6 @@ class WriteThenSend:
     def start(self, ctx: ServiceContext, now_ms: int) -> list[Send]:
         self.ctx = ctx
         self.plan = [(now_ms + 5_000, True), (now_ms + 8_000, False)]
-        return []
-
-    def on_bundle(self, inbound: Inbound, now_ms: int) -> list[Send]:
-        return []
-
-    def on_send_result(
-        self, tag: int, bundle_key: str | None, error: str | None, now_ms: int
-    ) -> list[Send]:
-        return []
-
-    def on_contact(self, neighbor: int, up: bool, now_ms: int) -> list[Send]:
         return []
 
     def on_tick(self, now_ms: int) -> list[Send]:

@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from dcis.dtn.client import ClientError, open_trio_client
-from dcis.dtn.node import Inbound, Send, Service, ServiceContext
+from dcis.dtn.node import IdleService, Inbound, Send, Service, ServiceContext
 from dcis.dtn.node.state import MemoryStateBackend
 from dcis.dtn.runtime import NodeConfig, open_node
 from dcis.dtn.runtime.config import ConfigError, config_from_dict
@@ -20,7 +20,7 @@ from dcis.dtn.runtime.services import load_factory, next_incarnation
 from dcis.tools.cli import main as dcis
 
 
-class Ticker:
+class Ticker(IdleService):
     """Ticks every ``period_ms``; answers ``ipn:N.30`` bundles with
     ``answer:<payload>``; counts its starts in ctx.state."""
 
@@ -39,14 +39,6 @@ class Ticker:
 
     def on_bundle(self, inbound: Inbound, now_ms: int) -> list[Send]:
         return [Send(inbound.source, b"answer:" + inbound.payload)]
-
-    def on_send_result(
-        self, tag: int, bundle_key: str | None, error: str | None, now_ms: int
-    ) -> list[Send]:
-        return []
-
-    def on_contact(self, neighbor: int, up: bool, now_ms: int) -> list[Send]:
-        return []
 
     def on_tick(self, now_ms: int) -> list[Send]:
         self.ticks.append(now_ms)

@@ -22,6 +22,7 @@ from dcis.crypto import NodeIdentity, OperatorKey
 from dcis.dtn.agent.actions import Deliver
 from dcis.dtn.node import (
     EchoService,
+    IdleService,
     Inbound,
     NodeCredentials,
     Send,
@@ -118,7 +119,7 @@ def test_durable_node_keeps_state_in_its_sqlite_store(tmp_path: Path) -> None:
     assert all(x == {1: 5, 2: 5, 3: 5} for x in v.values()), v
 
 
-class Probe:
+class Probe(IdleService):
     """Records what its context says; counts starts."""
 
     service = 30
@@ -142,23 +143,9 @@ class Probe:
         self.log.append(("bundle", inbound))
         return []
 
-    def on_send_result(
-        self, tag: int, bundle_key: str | None, error: str | None, now_ms: int
-    ) -> list[Send]:
-        return []
-
     def on_contact(self, neighbor: int, up: bool, now_ms: int) -> list[Send]:
         self.log.append(("contact", (neighbor, up, now_ms)))
         return []
-
-    def on_tick(self, now_ms: int) -> list[Send]:
-        return []
-
-    def next_deadline(self) -> int | None:
-        return None
-
-    def stop(self) -> None:
-        pass
 
 
 def probe_run(

@@ -20,6 +20,7 @@ from dcis.consensus.testing import (
     linearizable,
     mesh_plan,
 )
+from dcis.dtn.node import IdleService
 from dcis.dtn.node.service import Inbound, Send, ServiceContext
 
 
@@ -79,7 +80,7 @@ def test_any_sequential_register_run_is_linearizable(
     assert linearizable(h)
 
 
-class Echo:
+class Echo(IdleService):
     """A service that answers every bundle once and counts what it got."""
 
     service = 9
@@ -95,23 +96,6 @@ class Echo:
     def on_bundle(self, inbound: Inbound, now_ms: int) -> list[Send]:
         self.got.append(inbound.payload)
         return []
-
-    def on_send_result(
-        self, tag: int, bundle_key: str | None, error: str | None, now_ms: int
-    ) -> list[Send]:
-        return []
-
-    def on_contact(self, neighbor: int, up: bool, now_ms: int) -> list[Send]:
-        return []
-
-    def on_tick(self, now_ms: int) -> list[Send]:
-        return []
-
-    def next_deadline(self) -> int | None:
-        return None
-
-    def stop(self) -> None:
-        pass
 
 
 def echo_factory(node: int, inc: int) -> Sequence[Echo]:

@@ -23,7 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from dcis.dtn.agent.actions import Ack, Action, Transmit
 from dcis.dtn.agent.agent import Agent
 from dcis.dtn.agent.store import MemoryStore, StoreError
-from dcis.dtn.node import Inbound, NodeCore, Send, ServiceContext
+from dcis.dtn.node import IdleService, Inbound, NodeCore, Send, ServiceContext
 from dcis.dtn.routing.contact import Contact
 
 OPEN = float("inf")
@@ -31,7 +31,7 @@ UP_12 = Contact(1, 2, 0.0, OPEN, 0.0)
 UP_21 = Contact(2, 1, 0.0, OPEN, 0.0)
 
 
-class Counting:
+class Counting(IdleService):
     """Keeps the keys of the bundles it got in ctx.state; fails on payloads
     starting with b"!" after writing (the write must vanish)."""
 
@@ -54,23 +54,6 @@ class Counting:
         if inbound.payload.startswith(b"!"):
             raise RuntimeError("fails after writing")
         return []
-
-    def on_send_result(
-        self, tag: int, bundle_key: str | None, error: str | None, now_ms: int
-    ) -> list[Send]:
-        return []
-
-    def on_contact(self, neighbor: int, up: bool, now_ms: int) -> list[Send]:
-        return []
-
-    def on_tick(self, now_ms: int) -> list[Send]:
-        return []
-
-    def next_deadline(self) -> int | None:
-        return None
-
-    def stop(self) -> None:
-        pass
 
 
 class Disk(MemoryStore):
