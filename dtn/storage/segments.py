@@ -47,6 +47,7 @@ can bring one back to life), so nothing needs a lock.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Callable, Collection, Iterable
 
@@ -207,6 +208,8 @@ class SegmentLog:
                 fd = own = os.open(self._path(seg), os.O_WRONLY | os.O_CLOEXEC)
             while bufs:
                 n = os.pwritev(fd, bufs[:_IOV_MAX], off)
+                if n == 0:  # no progress (never for a healthy file): not a loop
+                    raise OSError(errno.EIO, "write made no progress")
                 off += n
                 while n and bufs:  # a short write goes on where it stopped
                     if n >= len(bufs[0]):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from dcis.dtn.agent.store import StoreError
 from dcis.dtn.storage.sqlite_store import SqliteStore
 from tests.unit.agent.test_store_segments import BIG, _fake_disk, payload, rec
 
@@ -228,3 +229,30 @@ def test_a_bundle_reassembled_from_held_pieces_refused_at_the_sync_is_forgotten(
     assert s.take_unwritten()[0] == []
     assert s.get(key) == encode_bundle(whole)
     s.close()
+
+
+def test_a_write_that_makes_no_progress_is_a_store_error_not_a_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``pwritev`` that returns 0 (an odd file system; never a healthy
+    one) fails the put with a typed error; the loop that continues short
+    writes does not spin on it, and the store goes on."""
+    s = SqliteStore(tmp_path / "b.db")
+    real = os.pwritev
+    calls = [0]
+
+    def pwritev(fd: int, bufs: list[memoryview], off: int) -> int:
+        if bytes(bufs[0][:1]) == b"z":
+            calls[0] += 1
+            if calls[0] > 3:
+                raise RuntimeError("the write loop spun on a zero-byte write")
+            return 0
+        return real(fd, bufs, off)
+
+    monkeypatch.setattr(os, "pwritev", pwritev)
+    with pytest.raises(StoreError, match="no progress"):
+        s.put(rec("z", BIG), b"z" * BIG)
+    assert calls[0] == 1
+    s.put(rec("a", BIG), payload(1))
+    assert s.get("a") == payload(1)
+    assert s.get("z") is None
