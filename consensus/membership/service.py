@@ -538,7 +538,9 @@ class MembershipService:
         members are known in advance need not flood its own join."""
         for u in updates:
             if u.subject != self._me and u.status == Status.ALIVE:
-                self._absorb(u, now_ms)
+                # Quiet: what it would queue is dropped and its transitions
+                # cleared below (N^2 absorbs in a simulation of N nodes).
+                self._absorb(u, now_ms, quiet=True)
                 self._queue.discard(u.subject)
         self.transitions.clear()
 
@@ -665,7 +667,9 @@ class MembershipService:
 
     # -- internals: updates --------------------------------------------------------
 
-    def _absorb(self, u: Update, now_ms: int) -> list[Send]:
+    def _absorb(self, u: Update, now_ms: int, *, quiet: bool = False) -> list[Send]:
+        """Take ``u`` if it verifies and is news. ``quiet``: a new member is
+        neither queued nor recorded as a transition (``seed_roster``)."""
         e = self._entries.get(u.subject)
         if e is not None and (u is e.advert or u is e.claim):
             # The decode memo hands back the very object we hold: a repeat.
@@ -720,10 +724,11 @@ class MembershipService:
             self._order.insert(
                 self._ctx_rng().randrange(len(self._order) + 1), u.subject
             )
-            self.transitions.append(
-                Transition(now_ms, u.subject, None, MemberState.ALIVE)
-            )
-            self._enqueue(u)
+            if not quiet:
+                self.transitions.append(
+                    Transition(now_ms, u.subject, None, MemberState.ALIVE)
+                )
+                self._enqueue(u)
             return []
         if u.status == Status.ALIVE:
             e.advert, e.claim = u, None
