@@ -222,7 +222,9 @@ class _Entry:
     suspect_start: int = 0
     suspect_deadline: int | None = None
     suspect_rtt: int = 0
-    confirmers: set[int] = field(default_factory=set)
+    confirmers: Set[int] = frozenset()
+    """Accusers of the current suspicion (one shared empty set until one:
+    a set per entry was N^2 objects for the garbage collector to walk)."""
     tombstone_until: int | None = None
     recheck_at: int = 0
     key: tuple[int, int] = (0, 0)
@@ -692,7 +694,7 @@ class MembershipService:
                     and len(e.confirmers) < self.config.indirect_k + 2
                     and self._verified(u, now_ms)
                 ):
-                    e.confirmers.add(u.signer)
+                    e.confirmers = {*e.confirmers, u.signer}
                     self._apply(e, Input.CONFIRM, now_ms, u)
                 else:
                     self.counters["duplicates"] += 1
@@ -732,7 +734,7 @@ class MembershipService:
             return []
         if u.status == Status.ALIVE:
             e.advert, e.claim = u, None
-            e.confirmers = set()
+            e.confirmers = frozenset()
         else:
             e.claim = u
             if u.status == Status.SUSPECT:
