@@ -318,6 +318,7 @@ class MembershipService:
         self._dead_at: dict[int, int] = {}  # member -> index in _dead
         self._entries: dict[int, _Entry] = {}
         self._eseq = 0  # the next entry's ``seq``
+        self._suspicion: dict[tuple[int, int], int] = {}  # see _suspicion_ms
         # The digest's records, their set and bytes, until a key changes
         # (see _held): most exchanges meet a node whose keys did not.
         self._held_cache: tuple[list[bytes], set[bytes], bytes] | None = None
@@ -847,6 +848,18 @@ class MembershipService:
 
     def _suspicion_ms(self, confirmations: int) -> int:
         n = max(2, len(self._entries) + 1)
+        key = (n, confirmations)
+        got = self._suspicion.get(key)
+        if got is None:
+            if len(self._suspicion) >= 64:
+                self._suspicion.clear()
+            got = self._suspicion[key] = self._suspicion_for(n, confirmations)
+        return got
+
+    def _suspicion_for(self, n: int, confirmations: int) -> int:
+        """Lifeguard's suspicion timeout for ``n`` members (a pure function:
+        kept per (n, confirmations), as after a partition every member
+        starts and shortens timers about half the others)."""
         lo = (
             self.config.suspicion_mult * max(1.0, math.log10(n)) * self.config.period_ms
         )
