@@ -319,6 +319,8 @@ class MembershipService:
         self._entries: dict[int, _Entry] = {}
         self._eseq = 0  # the next entry's ``seq``
         self._suspicion: dict[tuple[int, int], int] = {}  # see _suspicion_ms
+        self._limit_for = -1  # _retransmit_limit's member count and value
+        self._limit = 0
         # The digest's records, their set and bytes, until a key changes
         # (see _held): most exchanges meet a node whose keys did not.
         self._held_cache: tuple[list[bytes], set[bytes], bytes] | None = None
@@ -886,7 +888,10 @@ class MembershipService:
 
     def _retransmit_limit(self) -> int:
         n = len(self._entries) + 1
-        return self.config.lambda_ * max(1, math.ceil(math.log2(n + 1)))
+        if n != self._limit_for:  # two logarithms per message otherwise
+            self._limit_for = n
+            self._limit = self.config.lambda_ * max(1, math.ceil(math.log2(n + 1)))
+        return self._limit
 
     def _piggyback(self, extra: Update | None = None) -> tuple[Update, ...]:
         out = self._queue.take(self.config.max_piggyback, self._retransmit_limit())
@@ -1518,13 +1523,36 @@ def _resource_fields(r: Resources) -> dict[str, Any]:
     return {name: getattr(r, name) for name in RESOURCE_FIELDS}
 
 
+_EIDS: dict[str, tuple[int | None, int | None]] = {}
+"""Endpoint ids already parsed, to (node, service): every message's source
+is parsed twice, and a node hears from a few hundred peers at most."""
+_EIDS_MAX = 4096
+
+
 def _node_of(eid: str) -> int | None:
+    return _eid(eid)[0]
+
+
+def _service_of(eid: str) -> int | None:
+    return _eid(eid)[1]
+
+
+def _eid(eid: str) -> tuple[int | None, int | None]:
+    got = _EIDS.get(eid)
+    if got is None:
+        if len(_EIDS) >= _EIDS_MAX:
+            _EIDS.clear()
+        got = _EIDS[eid] = (_parse_node(eid), _parse_service(eid))
+    return got
+
+
+def _parse_node(eid: str) -> int | None:
     if not eid.startswith("ipn:"):
         return None
     node, _, _svc = eid[4:].partition(".")
     return int(node) if node.isdigit() and 0 < int(node) < (1 << 64) else None
 
 
-def _service_of(eid: str) -> int | None:
+def _parse_service(eid: str) -> int | None:
     _, _, svc = eid[4:].partition(".")
     return int(svc) if svc.isdigit() else None
