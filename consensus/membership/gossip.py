@@ -21,7 +21,9 @@ class GossipQueue:
     """Updates to piggyback, one per subject."""
 
     def __init__(self) -> None:
-        self._items: dict[int, list[int]] = {}  # subject -> [sent, subject]
+        # subject -> times sent (ints, not lists: nothing for the garbage
+        # collector to walk, and after a partition it holds most members)
+        self._items: dict[int, int] = {}
         self._updates: dict[int, Update] = {}
         self._by_sent: dict[int, list[int]] = {}  # sent -> sorted subjects
 
@@ -35,21 +37,19 @@ class GossipQueue:
     def put(self, u: Update) -> None:
         """Queue ``u`` (not sent yet), replacing what ``u.subject`` had (its
         place in the queue's order is kept)."""
-        item = self._items.get(u.subject)
-        if item is None:
-            self._items[u.subject] = [0, u.subject]
-        else:
-            self._unsort(item[0], u.subject)
-            item[0] = 0
+        sent = self._items.get(u.subject)
+        if sent is not None:
+            self._unsort(sent, u.subject)
+        self._items[u.subject] = 0  # a key already there keeps its place
         self._updates[u.subject] = u
         insort(self._by_sent.setdefault(0, []), u.subject)
 
     def discard(self, subject: int) -> None:
         """Drop what is queued about ``subject``."""
-        item = self._items.pop(subject, None)
-        if item is not None:
+        sent = self._items.pop(subject, None)
+        if sent is not None:
             del self._updates[subject]
-            self._unsort(item[0], subject)
+            self._unsort(sent, subject)
 
     def take(self, most: int, limit: int) -> list[Update]:
         """Up to ``most`` updates to send now: all of them, in the order
@@ -57,23 +57,22 @@ class GossipQueue:
         lower subject. Each is counted sent and dropped at ``limit``."""
         items = self._items
         if len(items) <= most:
-            picked = list(items.values())
+            picked = list(items.items())
         else:
             picked = []
             for sent in sorted(self._by_sent):
                 subjects = self._by_sent[sent][: most - len(picked)]
-                picked += [items[s] for s in subjects]
+                picked += [(s, sent) for s in subjects]
                 if len(picked) >= most:
                     break
         out = []
-        for item in picked:
-            sent, subject = item
+        for subject, sent in picked:
             out.append(self._updates[subject])
             self._unsort(sent, subject)
-            item[0] = sent + 1
             if sent + 1 >= limit:
                 del items[subject], self._updates[subject]
             else:
+                items[subject] = sent + 1
                 insort(self._by_sent.setdefault(sent + 1, []), subject)
         return out
 

@@ -52,7 +52,7 @@ import random
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from dcis.consensus.membership.gossip import GossipQueue
@@ -222,13 +222,17 @@ class _Entry:
     suspect_start: int = 0
     suspect_deadline: int | None = None
     suspect_rtt: int = 0
-    confirmers: set[int] = field(default_factory=set)
+    confirmers: Set[int] = frozenset()
+    """Accusers of the current suspicion (one shared empty set until one:
+    a set per entry was N^2 objects for the garbage collector to walk)."""
     tombstone_until: int | None = None
     recheck_at: int = 0
     key: tuple[int, int] = (0, 0)
     """Precedence of what is held (see :meth:`rekey`)."""
     rec: bytes = b""
     """``key`` as this entry's digest record."""
+    seq: int = 0
+    """When the entry was made (ascending: the order of ``_entries``)."""
 
     def __post_init__(self) -> None:
         self.rekey()
@@ -313,6 +317,13 @@ class MembershipService:
         self._dead: list[int] = []  # members held dead (reconnect picks)
         self._dead_at: dict[int, int] = {}  # member -> index in _dead
         self._entries: dict[int, _Entry] = {}
+        self._eseq = 0  # the next entry's ``seq``
+        self._suspicion: dict[tuple[int, int], int] = {}  # see _suspicion_ms
+        self._limit_for = -1  # _retransmit_limit's member count and value
+        self._limit = 0
+        # The digest's records, their set and bytes, until a key changes
+        # (see _held): most exchanges meet a node whose keys did not.
+        self._held_cache: tuple[list[bytes], set[bytes], bytes] | None = None
         self._floor: OrderedDict[int, int] = OrderedDict()
         self._certs: dict[
             int, tuple[bytes, bytes]
@@ -532,7 +543,9 @@ class MembershipService:
         members are known in advance need not flood its own join."""
         for u in updates:
             if u.subject != self._me and u.status == Status.ALIVE:
-                self._absorb(u, now_ms)
+                # Quiet: what it would queue is dropped and its transitions
+                # cleared below (N^2 absorbs in a simulation of N nodes).
+                self._absorb(u, now_ms, quiet=True)
                 self._queue.discard(u.subject)
         self.transitions.clear()
 
@@ -541,6 +554,7 @@ class MembershipService:
         if self._ctx is None or self._left:
             return []
         self._left = True
+        self._held_cache = None
         left = self._sign(self._me, self._inc, Status.LEFT)
         self._left_update = left
         self._enqueue(left)
@@ -565,6 +579,7 @@ class MembershipService:
     def _set_inc(self, inc: int) -> None:
         assert self._ctx is not None
         self._inc = inc
+        self._held_cache = None
         self._ctx.state.put("inc", inc.to_bytes(8, "big"))
         self._advert = self._sign(self._me, inc, Status.ALIVE, self._resources)
         self._enqueue(self._advert)
@@ -657,7 +672,9 @@ class MembershipService:
 
     # -- internals: updates --------------------------------------------------------
 
-    def _absorb(self, u: Update, now_ms: int) -> list[Send]:
+    def _absorb(self, u: Update, now_ms: int, *, quiet: bool = False) -> list[Send]:
+        """Take ``u`` if it verifies and is news. ``quiet``: a new member is
+        neither queued nor recorded as a transition (``seed_roster``)."""
         e = self._entries.get(u.subject)
         if e is not None and (u is e.advert or u is e.claim):
             # The decode memo hands back the very object we hold: a repeat.
@@ -680,7 +697,7 @@ class MembershipService:
                     and len(e.confirmers) < self.config.indirect_k + 2
                     and self._verified(u, now_ms)
                 ):
-                    e.confirmers.add(u.signer)
+                    e.confirmers = {*e.confirmers, u.signer}
                     self._apply(e, Input.CONFIRM, now_ms, u)
                 else:
                     self.counters["duplicates"] += 1
@@ -699,27 +716,34 @@ class MembershipService:
                 return []
             self._floor.pop(u.subject, None)
             e = _Entry(
-                node=u.subject, state=MemberState.ALIVE, inc=u.incarnation, advert=u
+                node=u.subject,
+                state=MemberState.ALIVE,
+                inc=u.incarnation,
+                advert=u,
+                seq=self._eseq,
             )
+            self._eseq += 1
             e.last_heard_ms = now_ms
             self._entries[u.subject] = e
+            self._held_cache = None
             self._order.insert(
                 self._ctx_rng().randrange(len(self._order) + 1), u.subject
             )
-            self.transitions.append(
-                Transition(now_ms, u.subject, None, MemberState.ALIVE)
-            )
-            self._enqueue(u)
+            if not quiet:
+                self.transitions.append(
+                    Transition(now_ms, u.subject, None, MemberState.ALIVE)
+                )
+                self._enqueue(u)
             return []
         if u.status == Status.ALIVE:
             e.advert, e.claim = u, None
-            e.confirmers = set()
+            e.confirmers = frozenset()
         else:
             e.claim = u
             if u.status == Status.SUSPECT:
                 e.confirmers = {u.signer}
         e.inc = u.incarnation
-        e.rekey()
+        self._rekey(e)
         e.last_heard_ms = now_ms
         self._apply(e, _STATUS_INPUT[u.status], now_ms, u)
         return []
@@ -770,7 +794,7 @@ class MembershipService:
         if eff & _ACCUSE:
             claim = self._sign(e.node, e.inc, Status.SUSPECT)
             e.claim = claim
-            e.rekey()
+            self._rekey(e)
             e.confirmers = {self._me}
             self._enqueue(claim)
         if eff & _START_TIMER:
@@ -785,7 +809,7 @@ class MembershipService:
         if eff & _DECLARE_DEAD:
             claim = self._sign(e.node, e.inc, Status.DEAD)
             e.claim = claim
-            e.rekey()
+            self._rekey(e)
             self._enqueue(claim)
         if eff & _TOMBSTONE:
             e.suspect_deadline = None
@@ -794,6 +818,7 @@ class MembershipService:
         if eff & _FORGET:
             self._dead_remove(e.node)
             del self._entries[e.node]
+            self._held_cache = None
             self._queue.discard(e.node)
             self._raise_floor(e.node, e.inc)
             if e.node in self._order:
@@ -812,7 +837,12 @@ class MembershipService:
                 self._dead[i] = last
                 self._dead_at[last] = i
 
+    def _rekey(self, e: _Entry) -> None:
+        e.rekey()
+        self._held_cache = None
+
     def _raise_floor(self, node: int, inc: int) -> None:
+        self._held_cache = None
         self._floor[node] = max(inc, self._floor.get(node, 0))
         self._floor.move_to_end(node)
         while len(self._floor) > self.config.max_members:
@@ -820,6 +850,18 @@ class MembershipService:
 
     def _suspicion_ms(self, confirmations: int) -> int:
         n = max(2, len(self._entries) + 1)
+        key = (n, confirmations)
+        got = self._suspicion.get(key)
+        if got is None:
+            if len(self._suspicion) >= 64:
+                self._suspicion.clear()
+            got = self._suspicion[key] = self._suspicion_for(n, confirmations)
+        return got
+
+    def _suspicion_for(self, n: int, confirmations: int) -> int:
+        """Lifeguard's suspicion timeout for ``n`` members (a pure function:
+        kept per (n, confirmations), as after a partition every member
+        starts and shortens timers about half the others)."""
         lo = (
             self.config.suspicion_mult * max(1.0, math.log10(n)) * self.config.period_ms
         )
@@ -846,7 +888,10 @@ class MembershipService:
 
     def _retransmit_limit(self) -> int:
         n = len(self._entries) + 1
-        return self.config.lambda_ * max(1, math.ceil(math.log2(n + 1)))
+        if n != self._limit_for:  # two logarithms per message otherwise
+            self._limit_for = n
+            self._limit = self.config.lambda_ * max(1, math.ceil(math.log2(n + 1)))
+        return self._limit
 
     def _piggyback(self, extra: Update | None = None) -> tuple[Update, ...]:
         out = self._queue.take(self.config.max_piggyback, self._retransmit_limit())
@@ -883,10 +928,19 @@ class MembershipService:
         """Everything this node holds, as (subject, incarnation, rank)
         records: its own entry, every member's key and every tombstone floor
         (so a forgotten member's old claims are not sent back to it)."""
-        return b"".join(self._records())
+        return self._held()[2]
+
+    def _held(self) -> tuple[list[bytes], set[bytes], bytes]:
+        """The digest's records, as a set and joined: kept until a key
+        changes (every change to what ``_key_of`` gives, an entry made or
+        dropped, sets ``_held_cache`` to None)."""
+        if self._held_cache is None:
+            recs = self._records()
+            self._held_cache = (recs, set(recs), b"".join(recs))
+        return self._held_cache
 
     def _records(self) -> list[bytes]:
-        """The digest's records, in its order."""
+        """The digest's records, in its order, from scratch."""
         recs = [digest_record(self._me, *self._key_of(self._me))]  # type: ignore[misc]
         recs += [e.rec for e in self._entries.values()]
         floors = self._floor.items()
@@ -904,14 +958,13 @@ class MembershipService:
         theirs: Mapping[int, tuple[int, int]],
         *,
         full: bool,
-        same: Set[bytes] = frozenset(),
+        ents: Iterable[_Entry] | None = None,
     ) -> list[Update]:
         """The updates that beat what ``theirs`` lists (``full``: a subject it
         does not list is unknown to it; else only listed subjects count; a
         listed key (0, 0) means "nothing"), at most ``sync_max_updates``,
-        a random subset when there are more. ``same``: digest records that
-        ``theirs`` was read from, each subject in it once (an entry whose
-        record is there is at the key they list: skipped unseen)."""
+        a random subset when there are more. ``ents``: the entries to look
+        at, in the entries' order (default: every one)."""
         out: list[list[Update]] = []
         me = self._own_update()
         t = theirs.get(self._me)
@@ -919,11 +972,10 @@ class MembershipService:
             (t is None and full) or (t is not None and (t == (0, 0) or me.key > t))
         ):
             out.append([me])
-        ents: Iterable[_Entry] = self._entries.values()
-        if same:
-            ents = [e for e in ents if e.rec not in same or e.key == (0, 0)]
-        elif not full:
-            ents = [e for e in ents if e.node in theirs]
+        if ents is None:
+            ents = self._entries.values()
+            if not full:
+                ents = [e for e in ents if e.node in theirs]
         for e in ents:
             t = theirs.get(e.node)
             if t is None:
@@ -957,10 +1009,12 @@ class MembershipService:
             self.counters["dropped_malformed"] += 1
             return []
         chunks = split_digest(msg.digest)
-        held = set(self._records())
+        held = self._held()[1]
         # A record we hold too is at our key: neither side wants it. Only
-        # the others are unpacked (most are the same, N per exchange).
-        differ = [c for c in chunks if c not in held]
+        # the others are unpacked (most are the same, N per exchange; the
+        # set differences are taken in C).
+        alike = set(chunks)
+        differ = [c for c in chunks if c not in held] if alike - held else []
         cap = self.config.sync_max_updates
         wants: list[tuple[int, int, int]] = []
         # (The loop stops when full: with a cap below 1, after one record.)
@@ -973,23 +1027,57 @@ class MembershipService:
                 wants.append((s, *mine))
             if len(wants) >= cap:
                 break
-        same: Set[bytes] = frozenset()
-        if len(set(map(_SUBJECT, chunks))) == len(chunks):
+        if self._unique_subjects(chunks, alike, differ):
             # Each subject listed once: what they list and we hold alike is
             # at our key, the rest is in ``differ``.
-            same = set(chunks)
             theirs = _keys(decode_digest_untrusted(b"".join(differ)))
             me = digest_record(self._me, *self._key_of(self._me))  # type: ignore[misc]
-            if me in same:
+            if me in alike:
                 theirs[self._me] = self._key_of(self._me)  # type: ignore[assignment]
+            if _ZERO_KEY in msg.digest:
+                # A record at key (0, 0) lists "nothing": not held alike.
+                alike.difference_update([c for c in chunks if c.endswith(_ZERO_KEY)])
+            ups = self._newer(theirs, full=True, ents=self._entries_not_in(alike))
         else:
-            theirs = _keys(decode_digest_untrusted(msg.digest))
-        reply = Message(
-            kind=Kind.PULL,
-            updates=tuple(self._newer(theirs, full=True, same=same)),
-            digest=encode_digest(wants),
-        )
+            ups = self._newer(_keys(decode_digest_untrusted(msg.digest)), full=True)
+        reply = Message(kind=Kind.PULL, updates=tuple(ups), digest=encode_digest(wants))
         return [self._send(sender, reply, now_ms, self.config.horizon_ms)]
+
+    def _unique_subjects(
+        self, chunks: list[bytes], alike: Set[bytes], differ: list[bytes]
+    ) -> bool:
+        """Whether each subject is listed once in ``chunks`` (``alike``: their
+        set; ``differ``: those not held here). Records held here name
+        distinct subjects, so only a record not held can repeat a subject:
+        a few are checked one by one, many all together (in C)."""
+        if len(alike) != len(chunks):
+            return False
+        if len(differ) * 16 > len(chunks):
+            return len(set(map(_SUBJECT, chunks))) == len(chunks)
+        subjects = [_subject(c) for c in differ]
+        if len(set(subjects)) != len(subjects):
+            return False
+        for s in subjects:
+            key = self._key_of(s)
+            if key is not None and digest_record(s, *key) in alike:
+                return False
+        return True
+
+    def _entries_not_in(self, alike: Set[bytes]) -> list[_Entry]:
+        """The entries whose record is not in ``alike``, in the entries'
+        order: when few, found from the held records not in it (a set
+        difference in C), looked up and sorted; else in one pass."""
+        recs = self._held()[1] - alike
+        if len(recs) * 8 > len(self._entries):
+            return [e for e in self._entries.values() if e.rec not in alike]
+        ents = self._entries
+        found = []
+        for r in recs:
+            e = ents.get(_subject(r))
+            if e is not None and e.rec == r:
+                found.append(e)
+        found.sort(key=_SEQ)
+        return found
 
     def _answer_pull(self, sender: int, msg: Message, now_ms: int) -> list[Send]:
         """The answer to our push: its updates are absorbed already; send
@@ -1416,6 +1504,13 @@ class MembershipService:
 
 
 _SUBJECT = itemgetter(slice(0, 8))  # a digest record's subject bytes
+_SEQ = attrgetter("seq")
+_ZERO_KEY = bytes(9)  # a digest record's incarnation and rank at key (0, 0)
+
+
+def _subject(rec: bytes) -> int:
+    """A digest record's subject."""
+    return int.from_bytes(rec[:8], "big")
 
 
 def _keys(recs: list[tuple[int, int, int]]) -> dict[int, tuple[int, int]]:
@@ -1428,13 +1523,36 @@ def _resource_fields(r: Resources) -> dict[str, Any]:
     return {name: getattr(r, name) for name in RESOURCE_FIELDS}
 
 
+_EIDS: dict[str, tuple[int | None, int | None]] = {}
+"""Endpoint ids already parsed, to (node, service): every message's source
+is parsed twice, and a node hears from a few hundred peers at most."""
+_EIDS_MAX = 4096
+
+
 def _node_of(eid: str) -> int | None:
+    return _eid(eid)[0]
+
+
+def _service_of(eid: str) -> int | None:
+    return _eid(eid)[1]
+
+
+def _eid(eid: str) -> tuple[int | None, int | None]:
+    got = _EIDS.get(eid)
+    if got is None:
+        if len(_EIDS) >= _EIDS_MAX:
+            _EIDS.clear()
+        got = _EIDS[eid] = (_parse_node(eid), _parse_service(eid))
+    return got
+
+
+def _parse_node(eid: str) -> int | None:
     if not eid.startswith("ipn:"):
         return None
     node, _, _svc = eid[4:].partition(".")
     return int(node) if node.isdigit() and 0 < int(node) < (1 << 64) else None
 
 
-def _service_of(eid: str) -> int | None:
+def _parse_service(eid: str) -> int | None:
     _, _, svc = eid[4:].partition(".")
     return int(svc) if svc.isdigit() else None

@@ -93,6 +93,8 @@ class MemberMachine(RuleBasedStateMachine):
             if t.new == MemberState.UNREACHABLE:
                 assert t.subject in self.ever_no_route
         svc.transitions.clear()
+        # The digest kept between changes is the one it would build now.
+        assert svc._digest() == b"".join(svc._records())
         members = svc.members()
         assert svc.live() <= set(members)
         assert members[1].state in (MemberState.ALIVE, MemberState.LEFT)
