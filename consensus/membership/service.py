@@ -1527,6 +1527,7 @@ _EIDS: dict[str, tuple[int | None, int | None]] = {}
 """Endpoint ids already parsed, to (node, service): every message's source
 is parsed twice, and a node hears from a few hundred peers at most."""
 _EIDS_MAX = 4096
+_EIDS_KEPT_LEN = 64
 
 
 def _node_of(eid: str) -> int | None:
@@ -1540,9 +1541,13 @@ def _service_of(eid: str) -> int | None:
 def _eid(eid: str) -> tuple[int | None, int | None]:
     got = _EIDS.get(eid)
     if got is None:
-        if len(_EIDS) >= _EIDS_MAX:
-            _EIDS.clear()
-        got = _EIDS[eid] = (_parse_node(eid), _parse_service(eid))
+        got = (_parse_node(eid), _parse_service(eid))
+        # Only ids of members' length are kept: a source is a peer's
+        # string of any length (parse_eid's own cache draws the same line).
+        if len(eid) <= _EIDS_KEPT_LEN:
+            if len(_EIDS) >= _EIDS_MAX:
+                _EIDS.clear()
+            _EIDS[eid] = got
     return got
 
 
@@ -1550,9 +1555,16 @@ def _parse_node(eid: str) -> int | None:
     if not eid.startswith("ipn:"):
         return None
     node, _, _svc = eid[4:].partition(".")
-    return int(node) if node.isdigit() and 0 < int(node) < (1 << 64) else None
+    return int(node) if _decimal(node) and 0 < int(node) < (1 << 64) else None
 
 
 def _parse_service(eid: str) -> int | None:
+    if not eid.startswith("ipn:"):
+        return None
     _, _, svc = eid[4:].partition(".")
-    return int(svc) if svc.isdigit() else None
+    return int(svc) if _decimal(svc) else None
+
+
+def _decimal(s: str) -> bool:
+    """ASCII digits only (``"²".isdigit()`` is true and ``int("²")`` raises)."""
+    return s.isascii() and s.isdigit()

@@ -145,11 +145,14 @@ class Update:
             raise InvalidArgument("signature must be 64 bytes")
 
     def __hash__(self) -> int:
-        # Equal updates have equal signatures: hashing three fields (the
-        # signature's hash is kept by its bytes) instead of all seven, with
-        # the resources' six, costs a third. Updates key the encode and
-        # verify memos: several lookups per message.
-        return hash((self.subject, self.incarnation, self.signature))
+        # Equal updates have equal signatures: hashing four fields (bytes
+        # keep their own hash) instead of all seven, with the resources'
+        # six, costs about half. Updates key the encode and verify memos:
+        # several lookups per message. ``cert`` stays in: no signature
+        # covers it, so without it a peer could send one signed update
+        # with many encodings of a valid certificate that all verify and
+        # all collide in the memos (quadratic work for us, none for it).
+        return hash((self.subject, self.incarnation, self.signature, self.cert))
 
     @property
     def key(self) -> tuple[int, int]:
@@ -348,7 +351,13 @@ def _uint(x: object, what: str) -> int:
 
 
 def _num(x: object, what: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        raise DecodeError(f"{what}: expected a finite number", where=_WHERE)
+    try:
+        finite = math.isfinite(x)
+    except OverflowError:  # an integer too large for a float
+        finite = False
+    if not finite:
         raise DecodeError(f"{what}: expected a finite number", where=_WHERE)
     # + 0.0 turns -0.0 into 0.0: they are equal (and one memo key), so one
     # must also re-encode alike, or the signature check over the signed

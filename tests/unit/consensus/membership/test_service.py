@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tracemalloc
 from dataclasses import replace
 
 import pytest
@@ -10,7 +11,9 @@ import pytest
 from dcis.consensus.membership.service import MembershipConfig, MembershipService
 from dcis.consensus.membership.sim import DictState, credentials_for
 from dcis.consensus.membership.view import MemberState, Resources
-from dcis.consensus.membership.wire import Kind, Message, Status
+from dcis.consensus.membership.wire import Kind, Message, Status, encode_message
+from dcis.dtn.bpv7.eid import parse_eid
+from dcis.dtn.node.service import Inbound
 from tests.unit.consensus.membership.helpers import CREDS, T0, decode, make, sign
 
 A, S, U, D, L = (
@@ -296,3 +299,38 @@ def test_member_count_is_bounded() -> None:
     _members(h, 2, 3, 4, 5, 6)
     assert len(h.svc.members()) == 4  # 3 others + itself
     assert h.svc.counters["dropped_full"] == 2
+
+
+def _from(source: str) -> Inbound:
+    return Inbound(
+        endpoint="ipn:1.16",
+        source=source,
+        payload=encode_message(Message(kind=Kind.PING)),
+        creation_ms=0,
+        sequence=0,
+        bundle_key="k",
+    )
+
+
+def test_a_source_with_a_non_ascii_digit_is_dropped_not_raised() -> None:
+    """``"²".isdigit()`` is true and ``int("²")`` raises: a valid ``dtn``
+    source ending so is a counted drop, not an exception."""
+    h = make()
+    assert str(parse_eid("dtn://x.\u00b2")) == "dtn://x.\u00b2"
+    assert h.svc.on_bundle(_from("dtn://x.\u00b2"), h.now) == []
+    assert h.svc.counters["dropped_malformed"] == 1
+
+
+def test_parsed_sources_kept_are_bounded_in_length() -> None:
+    """A bundle's source is a peer's string of any length: the ids the
+    service keeps parsed must not hold peer-sized strings."""
+    h = make()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(2048):
+            h.svc.on_bundle(_from(f"dtn://n{i:05d}/" + "a" * 4000), h.now)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 2 << 20  # unbounded: ~8 MiB

@@ -351,3 +351,23 @@ def test_precedence_key() -> None:
         sign(1, 3, Status.DEAD, signer=2),
     )
     assert a.key < s.key < d.key < sign(1, 4, Status.ALIVE).key
+
+
+def test_updates_differing_only_in_their_unsigned_cert_do_not_share_a_hash() -> None:
+    """No signature covers ``cert``: a peer can attach many encodings of one
+    valid certificate to one signed update, and every copy verifies. They
+    must not all hash alike, or each copy costs a walk of all the others in
+    the verify and encode memos (quadratic work from one peer)."""
+    u = sign(99_999, 5, Status.SUSPECT, signer=3)
+    copies = [replace(u, cert=b"\xa0" + i.to_bytes(4, "big")) for i in range(64)]
+    assert len({hash(c) for c in copies}) > 32
+    assert hash(replace(copies[0])) == hash(copies[0])
+
+
+def test_a_number_too_large_for_a_float_is_a_decode_error() -> None:
+    """A bignum in a resource field raised OverflowError (``math.isfinite``
+    on an int beyond a float), not the typed error a drop is counted by."""
+    f = wire._update_fields(sign(2, 1, Status.ALIVE))
+    f[4] = [0, 0, 10**400, None, None, None]
+    with pytest.raises(DecodeError, match="finite number"):
+        decode_message_untrusted(cbor2.dumps([1, 0, 0, 0, [f], []]))
