@@ -504,6 +504,14 @@ def _envelope(data: bytes) -> tuple[int, Kind, int, int, int] | None:
             if len(data) > end and data[end] < 24:
                 seq = int.from_bytes(data[4:end], "big")
                 return data[0] - 0x80, _KINDS[data[2]], seq, data[end], end + 1
+    return _envelope_by_heads(data)
+
+
+def _envelope_by_heads(data: bytes) -> tuple[int, Kind, int, int, int] | None:
+    """:func:`_envelope` without its fast path: the four uints read head by
+    head (the reference the fast path must agree with)."""
+    if not data or data[0] not in (0x86, 0x87):
+        return None
     pos, vals = 1, []
     for _ in range(4):
         if pos >= len(data):

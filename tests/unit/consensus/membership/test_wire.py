@@ -371,3 +371,48 @@ def test_a_number_too_large_for_a_float_is_a_decode_error() -> None:
     f[4] = [0, 0, 10**400, None, None, None]
     with pytest.raises(DecodeError, match="finite number"):
         decode_message_untrusted(cbor2.dumps([1, 0, 0, 0, [f], []]))
+
+
+_uint_heads = st.one_of(
+    st.integers(0, 23).map(lambda v: bytes([v])),
+    st.integers(0, 255).map(lambda v: bytes([24, v])),
+    st.integers(0, 0xFFFF).map(lambda v: bytes([25]) + v.to_bytes(2, "big")),
+    st.integers(0, 0xFFFFFFFF).map(lambda v: bytes([26]) + v.to_bytes(4, "big")),
+    st.integers(0, (1 << 64) - 1).map(lambda v: bytes([27]) + v.to_bytes(8, "big")),
+    st.binary(min_size=1, max_size=3),  # anything else, truncated heads too
+)
+
+
+_small = st.one_of(st.integers(0, 30).map(lambda v: bytes([v])), _uint_heads)
+
+
+@given(
+    first=st.sampled_from([0x85, 0x86, 0x87, 0x98]),
+    version=st.one_of(st.just(b"\x01"), _small),
+    kind=_small,
+    seq=_uint_heads,
+    target=_small,
+    tail=st.binary(max_size=4),
+)
+def test_the_envelope_fast_path_reads_what_the_heads_say(
+    first: int, version: bytes, kind: bytes, seq: bytes, target: bytes, tail: bytes
+) -> None:
+    """The hand-read common case of a message's head (one-byte kind and
+    target, a seq of up to four bytes) gives what reading it head by head
+    gives, for canonical, non-canonical, truncated and wrong heads."""
+    data = bytes([first]) + version + kind + seq + target + tail
+    assert wire._envelope(data) == wire._envelope_by_heads(data)
+
+
+@given(
+    kind=st.sampled_from(list(Kind)),
+    seq=st.integers(0, (1 << 64) - 1),
+    target=st.integers(0, (1 << 64) - 1),
+)
+def test_the_envelope_of_an_encoded_message_is_its_fields(
+    kind: Kind, seq: int, target: int
+) -> None:
+    data = encode_message(Message(kind=kind, seq=seq, target=target))
+    got = wire._envelope(data)
+    assert got is not None
+    assert got[1:4] == (kind, seq, target)
