@@ -323,7 +323,7 @@ class MembershipService:
         self._limit = 0
         # The digest's records, their set and bytes, until a key changes
         # (see _held): most exchanges meet a node whose keys did not.
-        self._held_cache: tuple[list[bytes], set[bytes], bytes] | None = None
+        self._held_cache: tuple[set[bytes], bytes] | None = None
         self._floor: OrderedDict[int, int] = OrderedDict()
         self._certs: dict[
             int, tuple[bytes, bytes]
@@ -928,15 +928,15 @@ class MembershipService:
         """Everything this node holds, as (subject, incarnation, rank)
         records: its own entry, every member's key and every tombstone floor
         (so a forgotten member's old claims are not sent back to it)."""
-        return self._held()[2]
+        return self._held()[1]
 
-    def _held(self) -> tuple[list[bytes], set[bytes], bytes]:
+    def _held(self) -> tuple[set[bytes], bytes]:
         """The digest's records, as a set and joined: kept until a key
         changes (every change to what ``_key_of`` gives, an entry made or
         dropped, sets ``_held_cache`` to None)."""
         if self._held_cache is None:
             recs = self._records()
-            self._held_cache = (recs, set(recs), b"".join(recs))
+            self._held_cache = (set(recs), b"".join(recs))
         return self._held_cache
 
     def _records(self) -> list[bytes]:
@@ -1009,7 +1009,7 @@ class MembershipService:
             self.counters["dropped_malformed"] += 1
             return []
         chunks = split_digest(msg.digest)
-        held = self._held()[1]
+        held = self._held()[0]
         # A record we hold too is at our key: neither side wants it. Only
         # the others are unpacked (most are the same, N per exchange; the
         # set differences are taken in C).
@@ -1067,7 +1067,7 @@ class MembershipService:
         """The entries whose record is not in ``alike``, in the entries'
         order: when few, found from the held records not in it (a set
         difference in C), looked up and sorted; else in one pass."""
-        recs = self._held()[1] - alike
+        recs = self._held()[0] - alike
         if len(recs) * 8 > len(self._entries):
             return [e for e in self._entries.values() if e.rec not in alike]
         ents = self._entries
