@@ -72,11 +72,7 @@ def _total(path: Path) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cl", default="udp", choices=("udp", "mtcp"))
-    ap.add_argument("--store", default="FULL", choices=("FULL", "NORMAL", "memory"))
-    ap.add_argument("--size", type=int, default=64_000)
-    ap.add_argument("--count", type=int, default=300)
-    ap.add_argument("--in-flight", type=int, default=48)
+    ut.pair_arguments(ap, cl="udp", size=64_000, count=300, in_flight=48)
     args = ap.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("daemon_callgrind: needs valgrind (callgrind_control): nothing to do")

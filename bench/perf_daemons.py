@@ -100,11 +100,7 @@ def summarize(data: Path, owners: dict[str, int]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cl", default="mtcp", choices=("udp", "mtcp"))
-    ap.add_argument("--store", default="FULL", choices=("FULL", "NORMAL", "memory"))
-    ap.add_argument("--size", type=int, default=64_000)
-    ap.add_argument("--count", type=int, default=3000)
-    ap.add_argument("--in-flight", type=int, default=48)
+    ut.pair_arguments(ap, cl="mtcp", size=64_000, count=3000, in_flight=48)
     ap.add_argument("--freq", type=int, default=1999, help="perf samples per second")
     args = ap.parse_args()
     if shutil.which("perf") is None:

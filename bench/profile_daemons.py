@@ -62,11 +62,7 @@ def summarize(path: Path, top: int) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cl", default="udp", choices=("udp", "mtcp"))
-    ap.add_argument("--store", default="FULL", choices=("FULL", "NORMAL", "memory"))
-    ap.add_argument("--size", type=int, default=1000)
-    ap.add_argument("--count", type=int, default=4000)
-    ap.add_argument("--in-flight", type=int, default=64)
+    ut.pair_arguments(ap, cl="udp", size=1000, count=4000, in_flight=64)
     ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument(

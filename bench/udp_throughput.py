@@ -739,6 +739,18 @@ _COUNTS = {
 _CEILING_COUNTS = {1000: (20_000, 5000), 64_000: (4000, 1000), 1_000_000: (200, 60)}
 
 
+def pair_arguments(
+    ap: argparse.ArgumentParser, *, cl: str, size: int, count: int, in_flight: int
+) -> None:
+    """The daemon pair's options shared by the profiling benches
+    (``--cl``, ``--store``, ``--size``, ``--count``, ``--in-flight``)."""
+    ap.add_argument("--cl", default=cl, choices=("udp", "mtcp"))
+    ap.add_argument("--store", default="FULL", choices=("FULL", "NORMAL", "memory"))
+    ap.add_argument("--size", type=int, default=size)
+    ap.add_argument("--count", type=int, default=count)
+    ap.add_argument("--in-flight", type=int, default=in_flight)
+
+
 def _target(size: int, store: str, bps: float, mbs: float, ceil: float | None) -> str:
     """The issue-18 target for a FULL row, with the same-run ratio."""
     if store != "FULL":
