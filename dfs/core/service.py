@@ -1232,6 +1232,13 @@ class DfsService:
                 data = self.store.get_block(msg.object_id, msg.share, j)
             except CorruptBlock:
                 self.stats["corrupt"] += 1
+                log.warning(
+                    "dfs: a fetch from node %d found a bad block %s/%d/%d",
+                    peer,
+                    msg.object_id.hex(),
+                    msg.share,
+                    j,
+                )
                 self.store.delete_block(msg.object_id, msg.share, j)
                 self._urgent.add((msg.object_id, msg.share))
                 data = None

@@ -9,6 +9,7 @@ import pytest
 
 from dcis.consensus.log.api import Level
 from dcis.crypto.keys import NodeIdentity
+from dcis.dfs.core import wire
 from dcis.dfs.core.errors import NotFound, PlacementError, Unrecoverable
 from dcis.dfs.core.manifest import placement_key
 from dcis.dfs.core.service import AccessDenied, Busy, DfsConfig, DfsService, OpState
@@ -326,3 +327,31 @@ def test_not_found_reads_as_a_sentence() -> None:
     assert str(NotFound("no object named 'big' on this node")) == (
         "no object named 'big' on this node"
     )
+
+
+def test_a_fetch_that_finds_a_bad_block_logs_it_and_rebuilds_the_share(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer's FETCH can reach a bad block before the scrub does (a fetch
+    queued while the holder was down): the operator sees it in the log as
+    from the scrub, and the share is rebuilt."""
+    c = cluster()
+    for n in c.nodes:
+        c.stores[n] = DiskShareStore(tmp_path / str(n), fsync=False)  # type: ignore[assignment]
+        c.crash(n)
+        c.start(n)
+    oid = put(c, 1, "disk", data_of(3000, 8))
+    c.hub.commit()
+    holder = sorted(holders_of(c, oid))[3]
+    share = holders_of(c, oid)[holder][0]
+    path = tmp_path / str(holder) / oid.hex() / str(share) / "1.blk"
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with caplog.at_level("WARNING", logger="dcis.dfs"):
+        c.services[holder]._on_fetch(2, wire.Fetch(1, oid, share, (0, 1)))
+    assert c.services[holder].stats["corrupt"] == 1
+    assert any("found a bad block" in r.getMessage() for r in caplog.records)
+    c.tick(60_000)
+    c.tick(60_000)
+    assert c.stores[holder].get_block(oid, share, 1) is not None
