@@ -271,14 +271,15 @@ def test_store_full_drops_store_messages() -> None:
     assert c.services[1].log.get("dfs/m/f", Level.TENTATIVE) is not None
 
 
-def test_scrub_on_disk_finds_a_flipped_byte(tmp_path: Path) -> None:
+def _on_disk_with_block_1_flipped(tmp_path: Path) -> tuple[Cluster, bytes, int, int]:
+    """A cluster on disk stores, one object put; a byte of block 1 of one
+    holder's share flipped at rest. Returns (cluster, oid, holder, share)."""
     c = cluster()
     for n in c.nodes:
         c.stores[n] = DiskShareStore(tmp_path / str(n), fsync=False)  # type: ignore[assignment]
         c.crash(n)
         c.start(n)
-    data = data_of(3000, 8)
-    oid = put(c, 1, "disk", data)
+    oid = put(c, 1, "disk", data_of(3000, 8))
     c.hub.commit()
     holder = sorted(holders_of(c, oid))[3]
     share = holders_of(c, oid)[holder][0]
@@ -286,6 +287,11 @@ def test_scrub_on_disk_finds_a_flipped_byte(tmp_path: Path) -> None:
     raw = bytearray(path.read_bytes())
     raw[-1] ^= 0xFF
     path.write_bytes(bytes(raw))
+    return c, oid, holder, share
+
+
+def test_scrub_on_disk_finds_a_flipped_byte(tmp_path: Path) -> None:
+    c, oid, holder, share = _on_disk_with_block_1_flipped(tmp_path)
     c.tick(60_000)
     c.tick(60_000)
     assert c.services[holder].stats["corrupt"] == 1
@@ -335,19 +341,7 @@ def test_a_fetch_that_finds_a_bad_block_logs_it_and_rebuilds_the_share(
     """A peer's FETCH can reach a bad block before the scrub does (a fetch
     queued while the holder was down): the operator sees it in the log as
     from the scrub, and the share is rebuilt."""
-    c = cluster()
-    for n in c.nodes:
-        c.stores[n] = DiskShareStore(tmp_path / str(n), fsync=False)  # type: ignore[assignment]
-        c.crash(n)
-        c.start(n)
-    oid = put(c, 1, "disk", data_of(3000, 8))
-    c.hub.commit()
-    holder = sorted(holders_of(c, oid))[3]
-    share = holders_of(c, oid)[holder][0]
-    path = tmp_path / str(holder) / oid.hex() / str(share) / "1.blk"
-    raw = bytearray(path.read_bytes())
-    raw[-1] ^= 0xFF
-    path.write_bytes(bytes(raw))
+    c, oid, holder, share = _on_disk_with_block_1_flipped(tmp_path)
     with caplog.at_level("WARNING", logger="dcis.dfs"):
         c.services[holder]._on_fetch(2, wire.Fetch(1, oid, share, (0, 1)))
     assert c.services[holder].stats["corrupt"] == 1
