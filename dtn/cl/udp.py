@@ -77,6 +77,8 @@ BUNDLE_FIRST_BYTE = 0x9F
 
 KIND_DATA = 0
 KIND_ACK = 1
+KIND_PART = 2
+KIND_NEED = 3
 
 MAX_ACK_TOKENS = 512
 """Most tokens one ACK datagram carries (about 5 KB, well under any MTU)."""
@@ -86,6 +88,17 @@ MAX_TOKEN = 2**64 - 1
 # Worst-case bytes the DATA wrapper adds around a bundle: tag (3) + array head
 # (1) + kind (1) + node (9) + token (9) + bstr head (5) + MAC (17).
 DATA_OVERHEAD_BYTES = 45
+
+# Worst-case bytes the PART wrapper adds around a chunk: tag (3) + array head
+# (1) + kind (1) + node (9) + token (9) + offset (9) + total (9) + bstr head
+# (5) + MAC (17).
+PART_OVERHEAD_BYTES = 63
+
+MAX_NEED_RANGES = 64
+"""Most missing ranges one NEED datagram lists."""
+
+MAX_TRANSFER_BYTES = 2**32 - 1
+"""Largest ``total`` a PART may announce (a receiver's own limit is lower)."""
 
 MAC_BYTES = 16
 """Length of a segment MAC (HMAC-SHA-256 truncated, as RFC 2104 section 5 allows)."""
@@ -133,7 +146,40 @@ class AckSegment:
     mac: bytes | None = None
 
 
-Datagram = BareBundle | DataSegment | AckSegment
+@dataclass(frozen=True, slots=True)
+class PartSegment:
+    """Bytes ``offset`` to ``offset + len(chunk)`` of an encoded bundle of
+    ``total`` bytes that node ``sender`` sends in several datagrams, to be
+    acknowledged (once whole and held) with ``token``, as a DATA segment is."""
+
+    sender: int
+    token: int
+    offset: int
+    total: int
+    chunk: bytes | memoryview
+    """From :func:`decode_datagram_untrusted`, a chunk of
+    :data:`VIEW_BUNDLE_BYTES` or more is a view of the datagram."""
+    mac: bytes | None = None
+
+    @property
+    def end(self) -> int:
+        """The offset just after this chunk."""
+        return self.offset + len(self.chunk)
+
+
+@dataclass(frozen=True, slots=True)
+class NeedSegment:
+    """Node ``sender`` holds part of the transfer sent with ``token`` and
+    misses these ``ranges`` (``(start, end)``, ascending, disjoint): a request
+    to send them again. Not an acknowledgement of anything."""
+
+    sender: int
+    token: int
+    ranges: tuple[tuple[int, int], ...]
+    mac: bytes | None = None
+
+
+Datagram = BareBundle | DataSegment | AckSegment | PartSegment | NeedSegment
 
 Buffers = tuple[bytes | memoryview, ...]
 """A datagram or a bundle as buffers to send gathered (``sendmsg``): a
@@ -174,6 +220,39 @@ def ack_mac(
     """MAC of an ACK segment (as :func:`data_mac`, over the token list)."""
     head = bytes([KIND_ACK]) + sender.to_bytes(8, "big") + receiver.to_bytes(8, "big")
     return _mac(key, head, b"".join(t.to_bytes(8, "big") for t in tokens))
+
+
+def part_mac(
+    key: bytes,
+    *,
+    sender: int,
+    receiver: int,
+    token: int,
+    offset: int,
+    total: int,
+    chunk: bytes | memoryview | Buffers,
+) -> bytes:
+    """MAC of a PART segment (as :func:`data_mac`: the head also carries the
+    chunk's offset and the transfer's total length, 8 bytes each)."""
+    head = bytes([KIND_PART]) + b"".join(
+        v.to_bytes(8, "big") for v in (sender, receiver, token, offset, total)
+    )
+    return _mac(key, head, chunk)
+
+
+def need_mac(
+    key: bytes,
+    *,
+    sender: int,
+    receiver: int,
+    token: int,
+    ranges: tuple[tuple[int, int], ...] | list[tuple[int, int]],
+) -> bytes:
+    """MAC of a NEED segment (as :func:`data_mac`, over every range bound)."""
+    head = bytes([KIND_NEED]) + b"".join(
+        v.to_bytes(8, "big") for v in (sender, receiver, token)
+    )
+    return _mac(key, head, b"".join(v.to_bytes(8, "big") for r in ranges for v in r))
 
 
 def mac_ok(expected: bytes, got: bytes | None) -> bool:
@@ -274,6 +353,105 @@ def encode_ack_segment(
     return b"".join(parts)
 
 
+def _slices(bundle: bytes | memoryview | Buffers, start: int, end: int) -> Buffers:
+    """Bytes ``start`` to ``end`` of a bundle given as one buffer or as
+    buffers, as views (nothing copied)."""
+    if not isinstance(bundle, tuple):
+        return (memoryview(bundle)[start:end],)
+    out: list[bytes | memoryview] = []
+    pos = 0
+    for buf in bundle:
+        n = len(buf)
+        lo, hi = max(start - pos, 0), min(end - pos, n)
+        if lo < hi:
+            out.append(buf if lo == 0 and hi == n else memoryview(buf)[lo:hi])
+        pos += n
+        if pos >= end:
+            break
+    return tuple(out)
+
+
+def encode_part_segments(
+    *,
+    sender: int,
+    token: int,
+    bundle: bytes | memoryview | Buffers,
+    chunk_bytes: int,
+    mac_key: bytes | None = None,
+    receiver: int = 0,
+) -> list[tuple[Buffers, int, int]]:
+    """Cut an encoded bundle into PART segments of at most ``chunk_bytes``
+    of it each: ``(datagram buffers, start, end)`` per segment, in order.
+    The chunks are views of ``bundle`` (nothing copied); with ``mac_key``
+    each carries its :func:`part_mac` for ``receiver``. ``b"".join`` of a
+    datagram's buffers decodes to the :class:`PartSegment` it describes."""
+    total = sum(map(len, bundle)) if isinstance(bundle, tuple) else len(bundle)
+    if not 0 <= sender <= MAX_TOKEN or not 0 <= token <= MAX_TOKEN:
+        raise InvalidArgument(f"sender/token out of range: {sender}/{token}")
+    if not 0 < total <= MAX_TRANSFER_BYTES or chunk_bytes < 1:
+        raise InvalidArgument(f"cannot cut {total} bytes in chunks of {chunk_bytes}")
+    first = b"\x86\x02" if mac_key is None else b"\x87\x02"
+    fixed = DCIS_PREFIX + first + _head(0, sender) + _head(0, token)
+    total_head = _head(0, total)
+    out: list[tuple[Buffers, int, int]] = []
+    for start in range(0, total, chunk_bytes):
+        end = min(start + chunk_bytes, total)
+        chunk = _slices(bundle, start, end)
+        head = fixed + _head(0, start) + total_head + _head(2, end - start)
+        if mac_key is None:
+            out.append(((head, *chunk), start, end))
+            continue
+        mac = part_mac(
+            mac_key,
+            sender=sender,
+            receiver=receiver,
+            token=token,
+            offset=start,
+            total=total,
+            chunk=chunk,
+        )
+        out.append(((head, *chunk, _MAC_HEAD + mac), start, end))
+    return out
+
+
+def encode_need_segment(
+    *,
+    sender: int,
+    token: int,
+    ranges: tuple[tuple[int, int], ...] | list[tuple[int, int]],
+    mac: bytes | None = None,
+) -> bytes:
+    """Encode a NEED segment (at most :data:`MAX_NEED_RANGES` ranges,
+    ascending and disjoint, each ``start < end``)."""
+    if not 0 <= sender <= MAX_TOKEN or not 0 <= token <= MAX_TOKEN:
+        raise InvalidArgument(f"sender/token out of range: {sender}/{token}")
+    if not _ranges_ok(ranges):
+        raise InvalidArgument(f"bad NEED ranges: {list(ranges)[:4]}")
+    parts = [
+        DCIS_PREFIX,
+        b"\x84\x03" if mac is None else b"\x85\x03",
+        _head(0, sender),
+        _head(0, token),
+        _head(4, 2 * len(ranges)),
+    ]
+    parts += [_head(0, v) for r in ranges for v in r]
+    if mac is not None:
+        parts += (_head(2, len(mac)), mac)
+    return b"".join(parts)
+
+
+def _ranges_ok(ranges: tuple[tuple[int, int], ...] | list[tuple[int, int]]) -> bool:
+    """1 to MAX_NEED_RANGES ranges, each ``start < end``, ascending, disjoint."""
+    if not 0 < len(ranges) <= MAX_NEED_RANGES:
+        return False
+    prev = 0
+    for start, end in ranges:
+        if not prev <= start < end <= MAX_TRANSFER_BYTES:
+            return False
+        prev = end
+    return True
+
+
 def _uint(value: object, what: str, limit: int = MAX_TOKEN) -> int:
     if type(value) is not int or not 0 <= value <= limit:
         raise DecodeError(
@@ -359,7 +537,59 @@ def _decode_segment_fast(raw: bytes) -> Datagram | None:
             return AckSegment(sender, tuple(tokens)) if pos == n else None
         mac = _mac_at(raw, pos)
         return None if mac is None else AckSegment(sender, tuple(tokens), mac)
+    if kind == KIND_PART and arr in (0x86, 0x87):
+        return _decode_part_fast(raw, sender, pos, arr == 0x87)
+    if kind == KIND_NEED and arr in (0x84, 0x85):
+        token, pos = _arg_at(raw, pos)
+        count, pos = _arg_at(raw, pos, 4)
+        if token < 0 or count < 0 or count % 2:
+            return None
+        bounds = []
+        for _ in range(count):
+            v, pos = _arg_at(raw, pos)
+            if v < 0:
+                return None
+            bounds.append(v)
+        ranges = tuple(zip(bounds[::2], bounds[1::2], strict=True))
+        if not _ranges_ok(ranges):
+            return None
+        if arr == 0x84:
+            return NeedSegment(sender, token, ranges) if pos == n else None
+        mac = _mac_at(raw, pos)
+        return None if mac is None else NeedSegment(sender, token, ranges, mac)
     return None
+
+
+def _decode_part_fast(
+    raw: bytes, sender: int, pos: int, with_mac: bool
+) -> Datagram | None:
+    """The fast path of a PART segment, after its sender (None: not in the
+    common form, or out of range)."""
+    n = len(raw)
+    token, pos = _arg_at(raw, pos)
+    offset, pos = _arg_at(raw, pos)
+    total, pos = _arg_at(raw, pos)
+    length, pos = _arg_at(raw, pos, 2)
+    if min(token, offset, total) < 0 or length <= 0 or pos + length > n:
+        return None
+    if offset + length > total or total > MAX_TRANSFER_BYTES:
+        return None
+    if offset == 0 and raw[pos] != BUNDLE_FIRST_BYTE:
+        return None
+    chunk: bytes | memoryview = (
+        memoryview(raw)[pos : pos + length]
+        if length >= VIEW_BUNDLE_BYTES
+        else raw[pos : pos + length]
+    )
+    pos += length
+    mac = None
+    if with_mac:
+        mac = _mac_at(raw, pos)
+        if mac is None:
+            return None
+    elif pos != n:
+        return None
+    return PartSegment(sender, token, offset, total, chunk, mac)
 
 
 def decode_datagram_untrusted(data: bytes | bytearray | memoryview) -> Datagram:
@@ -431,7 +661,51 @@ def _decode_segment_general(raw: bytes) -> Datagram:
             tokens=tuple(_uint(t, "token") for t in body[2]),
             mac=_opt_mac(body, 3),
         )
+    if kind == KIND_PART and type(kind) is int:
+        return _decode_part_general(body)
+    if kind == KIND_NEED and type(kind) is int:
+        if len(body) not in (4, 5) or not isinstance(body[3], list):
+            raise DecodeError(
+                "NEED must be [3, node, token, [* uint], ?mac]", where="udpcl segment"
+            )
+        bounds = [_uint(v, "range bound", MAX_TRANSFER_BYTES) for v in body[3]]
+        ranges = tuple(zip(bounds[::2], bounds[1::2], strict=False))
+        if len(bounds) % 2 or not _ranges_ok(ranges):
+            raise DecodeError(
+                f"NEED ranges must be 1 to {MAX_NEED_RANGES} ascending, disjoint"
+                " (start, end) pairs",
+                where="udpcl segment",
+            )
+        return NeedSegment(
+            sender=_uint(body[1], "node", MAX_NODE),
+            token=_uint(body[2], "token"),
+            ranges=ranges,
+            mac=_opt_mac(body, 4),
+        )
     raise DecodeError(f"unknown segment kind {kind!r}", where="udpcl segment")
+
+
+def _decode_part_general(body: list[object]) -> PartSegment:
+    if len(body) not in (6, 7) or not isinstance(body[5], bytes) or not body[5]:
+        raise DecodeError(
+            "PART must be [2, node, token, offset, total, bstr, ?mac]",
+            where="udpcl segment",
+        )
+    chunk = body[5]
+    total = _uint(body[4], "total", MAX_TRANSFER_BYTES)
+    offset = _uint(body[3], "offset", MAX_TRANSFER_BYTES)
+    if offset + len(chunk) > total:
+        raise DecodeError("PART chunk ends after its total", where="udpcl segment")
+    if offset == 0 and chunk[0] != BUNDLE_FIRST_BYTE:
+        raise DecodeError("PART does not start a BPv7 bundle", where="udpcl segment")
+    return PartSegment(
+        sender=_uint(body[1], "node", MAX_NODE),
+        token=_uint(body[2], "token"),
+        offset=offset,
+        total=total,
+        chunk=chunk,
+        mac=_opt_mac(body, 6),
+    )
 
 
 class AckMode(enum.Enum):
