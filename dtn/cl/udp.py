@@ -824,6 +824,9 @@ class TxInput(enum.Enum):
     """The contact ended (:meth:`UdpLink.close`)."""
     PEER_LEGACY = "peer_legacy"
     """``auto`` found a peer that does not acknowledge (:meth:`UdpLink.on_heard_bare`)."""
+    NEED = "need"
+    """An authentic NEED named ranges of a transfer in PART segments
+    (:meth:`UdpLink.on_need`)."""
 
 
 class TxEffect(enum.Enum):
@@ -833,7 +836,13 @@ class TxEffect(enum.Enum):
     STOP_TIMER = "stop_timer"
     START_TIMER = "start_timer"
     RESEND = "resend"
-    """Send the segment again (same token) and restart its timer, one try more."""
+    """Send the segment again (same token) and restart its timer, one try
+    more; for a transfer in PART segments, only its last part (a probe:
+    the receiver answers with a NEED if it misses any)."""
+    RESEND_NEEDED = "resend_needed"
+    """Send again the PART segments overlapping the ranges a NEED names and
+    restart the timer (not a try: the receiver is there and answering), at
+    most ``max_tries * 2`` times per transfer."""
     REPORT_OK = "report_ok"
     REPORT_FAILED = "report_failed"
 
@@ -858,6 +867,13 @@ TX_TRANSITIONS: dict[tuple[TxState, TxInput], tuple[TxState, TxEffect]] = {
         TxState.FAILED,
         TxEffect.REPORT_FAILED,
     ),
+    (TxState.AWAITING_ACK, TxInput.NEED): (
+        TxState.AWAITING_ACK,
+        TxEffect.RESEND_NEEDED,
+    ),
+    # Parts still waiting at the driver: what they carry may be what the
+    # receiver misses; the timer runs again once they leave.
+    (TxState.QUEUED, TxInput.NEED): (TxState.QUEUED, TxEffect.NOTHING),
 }
 """The hop-ACK and retransmission state machine of one transmission:
 ``(state, input) -> (next state, effect)``. Every transition of
@@ -904,6 +920,7 @@ _START_TIMER: Final = TxEffect.START_TIMER
 _STOP_TIMER: Final = TxEffect.STOP_TIMER
 _RESEND: Final = TxEffect.RESEND
 _REPORT_OK: Final = TxEffect.REPORT_OK
+_RESEND_NEEDED: Final = TxEffect.RESEND_NEEDED
 _ACK: Final = TxInput.ACK
 _HEARD_DCIS: Final = Heard.DCIS
 
@@ -956,6 +973,9 @@ class _Pending:
     deadline_s: float
     tries: int
     state: TxState = TxState.AWAITING_ACK
+    parts: list[tuple[Buffers, int, int]] | None = None
+    """A transfer in PART segments: each datagram with its byte range."""
+    need_rounds: int = 0
 
 
 @dataclass(slots=True)
@@ -970,6 +990,12 @@ class LinkCounters:
     stale_acks: int = 0
     too_big: int = 0
     mac_failures: int = 0
+    transfers: int = 0
+    """Bundles sent whole in PART segments (larger than one datagram)."""
+    parts_resent: int = 0
+    needs: int = 0
+    """Authentic NEEDs acted on."""
+    stale_needs: int = 0
 
 
 @dataclass(slots=True)
@@ -993,6 +1019,14 @@ class UdpLink:
     ``random.SystemRandom()``, the simulator a seeded generator);
     ``mac_key`` (32 bytes) makes every DATA segment carry a MAC for
     ``neighbor``.
+
+    A bundle larger than ``mtu_bytes`` but no larger than
+    ``max_transfer_bytes`` (0: none) goes whole, in PART segments of at most
+    ``mtu_bytes`` each -- only with ``ack_mode`` ``on``, whose peer is a DCiS
+    node by configuration; other bundles over the MTU are refused (the
+    agent fragments them). The transfer is one transmission with one token:
+    its timer starts when its last part leaves, a timeout resends the last
+    part only, and a NEED from the receiver resends the parts it misses.
     """
 
     local_node: int
@@ -1006,6 +1040,7 @@ class UdpLink:
     rng: random.Random = field(default_factory=random.SystemRandom)
     mac_key: bytes | None = None
     owlt_s: float = 0.0
+    max_transfer_bytes: int = 0
     peer: PeerKind = PeerKind.UNKNOWN
     reachable: bool = True
     counters: LinkCounters = field(default_factory=LinkCounters)
@@ -1017,6 +1052,10 @@ class UdpLink:
             raise InvalidArgument(f"mtu_bytes must be >= 64, got {self.mtu_bytes}")
         if self.max_tries < 1:
             raise InvalidArgument(f"max_tries must be >= 1, got {self.max_tries}")
+        if self.max_transfer_bytes and self.mtu_bytes <= PART_OVERHEAD_BYTES:
+            raise InvalidArgument(
+                f"mtu_bytes must be > {PART_OVERHEAD_BYTES} to send PART segments"
+            )
 
     @property
     def best_effort(self) -> bool:
@@ -1061,7 +1100,12 @@ class UdpLink:
                 return token
 
     def _step(
-        self, p: _Pending, event: TxInput, now_s: float, out: list[LinkOutput]
+        self,
+        p: _Pending,
+        event: TxInput,
+        now_s: float,
+        out: list[LinkOutput],
+        ranges: tuple[tuple[int, int], ...] = (),
     ) -> None:
         """Apply one input to one transmission, as :data:`TX_TRANSITIONS` says."""
         step = TX_TRANSITIONS.get((p.state, event))
@@ -1080,6 +1124,8 @@ class UdpLink:
             self.counters.retransmits += 1
             self.counters.sent_datagrams += 1
             out.append(SendDatagram(p.datagram, p.token))
+        elif effect is _RESEND_NEEDED:
+            self._resend_needed(p, ranges, now_s, out)
         elif effect is _REPORT_OK:
             del self._pending[p.token]
             self.counters.acked += 1
@@ -1097,6 +1143,33 @@ class UdpLink:
                 out.append(TxDone(p.tx_id, False, "contact ended"))
             else:
                 out.append(TxDone(p.tx_id, False, "peer switched to best effort"))
+
+    def _resend_needed(
+        self,
+        p: _Pending,
+        ranges: tuple[tuple[int, int], ...],
+        now_s: float,
+        out: list[LinkOutput],
+    ) -> None:
+        """The RESEND_NEEDED effect: the parts of ``p`` that overlap
+        ``ranges``; the last one sent carries the token, so that the timer
+        restarts when it leaves if the driver has to queue it."""
+        if p.parts is None or p.need_rounds >= 2 * self.max_tries:
+            self.counters.stale_needs += 1
+            return
+        p.need_rounds += 1
+        self.counters.needs += 1
+        again = [
+            bufs
+            for bufs, start, end in p.parts
+            if any(lo < end and start < hi for lo, hi in ranges)
+        ]
+        for i, bufs in enumerate(again):
+            last = i == len(again) - 1
+            out.append(_send_datagram(bufs, p.token if last else None))
+        self.counters.parts_resent += len(again)
+        self.counters.sent_datagrams += len(again)
+        p.deadline_s = now_s + self._rto_s(p.tries)
 
     def _heard(self, heard: Heard) -> list[LinkOutput]:
         was = self.peer
@@ -1116,6 +1189,8 @@ class UdpLink:
             bundle = bytes(bundle[0])  # one buffer: the bytes path
         size = sum(map(len, bundle)) if isinstance(bundle, tuple) else len(bundle)
         if size > self.mtu_bytes:
+            if self.ack_mode is AckMode.ON and size <= self.max_transfer_bytes:
+                return self._transmit_parts(tx_id, bundle, now_s)
             self.counters.too_big += 1
             return [
                 TxDone(
@@ -1156,6 +1231,31 @@ class UdpLink:
         self.counters.sent_datagrams += 1
         return [_send_datagram(datagram, token)]
 
+    def _transmit_parts(
+        self, tx_id: int, bundle: bytes | Buffers, now_s: float
+    ) -> list[LinkOutput]:
+        """A bundle over the MTU, whole in PART segments (see the class)."""
+        token = self._new_token()
+        parts = encode_part_segments(
+            sender=self.local_node,
+            token=token,
+            bundle=bundle,
+            chunk_bytes=self.mtu_bytes - PART_OVERHEAD_BYTES,
+            mac_key=self.mac_key,
+            receiver=self.neighbor,
+        )
+        last = parts[-1][0]
+        self._pending[token] = _Pending(
+            tx_id, token, last, now_s + self._rto_s(1), 1, parts=parts
+        )
+        self.counters.transfers += 1
+        self.counters.sent_datagrams += len(parts)
+        out: list[LinkOutput] = [
+            _send_datagram(bufs, None) for bufs, _, _ in parts[:-1]
+        ]
+        out.append(_send_datagram(last, token))
+        return out
+
     def hold(self, token: int) -> None:
         """The driver queued this DATA segment instead of sending it: stop its
         ACK timer until :meth:`on_sent`."""
@@ -1186,6 +1286,21 @@ class UdpLink:
                 self.reachable = True
                 out.append(Reachability(True))
         return out + done
+
+    def on_need(
+        self, token: int, ranges: tuple[tuple[int, int], ...], now_s: float
+    ) -> list[LinkOutput]:
+        """An authentic NEED arrived from this neighbour (the driver checked
+        its source address and MAC): resend the parts of that transfer it
+        misses. A NEED for a finished transmission, or for a DATA segment,
+        changes nothing."""
+        out: list[LinkOutput] = self._heard(_HEARD_DCIS)
+        p = self._pending.get(token)
+        if p is None or p.parts is None:
+            self.counters.stale_needs += 1
+            return out
+        self._step(p, TxInput.NEED, now_s, out, ranges)
+        return out
 
     def on_heard_dcis(self) -> list[LinkOutput]:
         """Any authentic DCiS segment arrived from this neighbour: it speaks

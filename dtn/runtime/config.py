@@ -12,7 +12,8 @@ its type, default and meaning; examples/node1.toml is a commented node)::
                                       # reference time, else node start -- set it when
                                       # daemons restart and must agree on the plan clock)
     log_level = "info"                # debug | info | warning | error
-    mtu_bytes = 65000                 # largest bundle per UDP datagram (bigger ones are fragmented)
+    mtu_bytes = 65000                 # largest bundle per UDP datagram (bigger ones go in PART
+                                      # segments to ack = "on" peers, else are fragmented)
     lifetime_ms = 86400000            # default lifetime of bundles sent through the app API
     mtcp_listen = "127.0.0.1:4224"    # accept MTCP (draft-ietf-dtn-mtcpcl) connections
     tcpcl_listen = "127.0.0.1:4556"   # accept TCPCLv4 (RFC 9174) sessions
@@ -56,6 +57,9 @@ its type, default and meaning; examples/node1.toml is a commented node)::
     disk_reserve_bytes = 4194304      # free space kept on the store's file system
     max_bundles = 200000              # bundles held at once (each costs RAM too)
     decoded_cache_bytes = 33554432    # bundles just stored kept decoded in memory (0: none)
+    udp_max_transfer_bytes = 4194304  # largest bundle sent whole over UDP in PART segments
+                                      # (ack = "on" peers; larger ones fragmented; 0: none)
+    udp_max_partial_bytes = 67108864  # bundles partly received in PART segments, all peers
 
     [security]                        # end-to-end security (spec/security.md section 9)
     keystore = "keys/node2"           # node.key, node.cert, operator.pub, certs/, revocations.cbor
@@ -143,6 +147,12 @@ class Limits:
     disk_reserve_bytes: int = 4 << 20
     max_bundles: int = 200_000
     decoded_cache_bytes: int = DAEMON_HOT_MAX_BYTES
+    udp_max_transfer_bytes: int = 4 << 20
+    """Largest bundle carried whole over UDP in PART segments (to and from
+    neighbours with ``ack = "on"``); a larger one is fragmented to this
+    size. 0: none, every bundle over ``mtu_bytes`` is fragmented."""
+    udp_max_partial_bytes: int = 64 << 20
+    """Bundles partly received in PART segments, all senders together."""
 
 
 LIMIT_KEYS = frozenset(Limits.__dataclass_fields__)
@@ -410,7 +420,13 @@ def config_from_dict(
             continue
         floor = (
             0
-            if name in ("fd_reserve", "disk_reserve_bytes", "decoded_cache_bytes")
+            if name
+            in (
+                "fd_reserve",
+                "disk_reserve_bytes",
+                "decoded_cache_bytes",
+                "udp_max_transfer_bytes",
+            )
             else 1
         )
         if not floor <= v < 2**63:

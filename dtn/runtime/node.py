@@ -93,11 +93,14 @@ from dcis.dtn.cl.mtcp import MtcpDecoder, bstr_head
 from dcis.dtn.cl.udp import (
     DATA_OVERHEAD_BYTES,
     AckBatcher,
+    AckMode,
     BareBundle,
     Buffers,
     DataSegment,
     LinkOutput,
+    NeedSegment,
     Pacer,
+    PartSegment,
     PeerSwitched,
     Reachability,
     SendDatagram,
@@ -105,8 +108,12 @@ from dcis.dtn.cl.udp import (
     ack_mac,
     data_mac,
     decode_datagram_untrusted,
+    encode_need_segment,
     mac_ok,
+    need_mac,
+    part_mac,
 )
+from dcis.dtn.cl.udp_parts import PartAssembler
 from dcis.dtn.client.common import ReceivedBundle
 from dcis.dtn.client.gather import IOV_MAX, send_buffers
 from dcis.dtn.client.push_reader import PushReader
@@ -231,14 +238,19 @@ _STORE_FREE = frozenset({"ping", "register", "unregister"})
 
 def _stream_mtus(cfg: NodeConfig) -> dict[int, int | None]:
     """Per-neighbour MTU for the agent: none for TCPCL and LTP (whole
-    bundles), MTCP's frame limit for MTCP; UDP neighbours are left out and
-    get ``mtu_bytes``."""
+    bundles), MTCP's frame limit for MTCP, ``limits.udp_max_transfer_bytes``
+    for UDP neighbours with ``ack = "on"`` (DCiS peers: PART segments carry
+    a larger bundle whole); other UDP neighbours are left out and get
+    ``mtu_bytes``."""
     out: dict[int, int | None] = {}
+    whole_udp = cfg.limits.udp_max_transfer_bytes
     for n in cfg.neighbours:
         if n.cla in ("tcpcl", "ltp"):
             out[n.node] = None
         elif n.cla == "mtcp":
             out[n.node] = cfg.limits.mtcp_max_frame_bytes
+        elif n.cla == "udp" and n.ack is AckMode.ON and whole_udp > cfg.mtu_bytes:
+            out[n.node] = whole_udp
     return out
 
 
@@ -366,6 +378,9 @@ class Node:
                 "checkpoints_failed",
                 "acks_refused",
                 "mac_failures",
+                "needs_in",
+                "needs_out",
+                "needs_refused",
                 "handler_errors",
                 "handler_errors_unlogged",
                 "app_connections",
@@ -401,6 +416,14 @@ class Node:
         self._link_keys: dict[int, bytes | None] = {}
         self._acks: AckBatcher = AckBatcher(local_node=config.node)
         self._ack_addr: dict[int, tuple[str, int]] = {}
+        # Bundles arriving in PART segments, until whole (bounded by
+        # limits.udp_max_partial_bytes; idle ones are dropped after the
+        # sender's retransmissions would have ended).
+        self._parts = PartAssembler(
+            max_transfer_bytes=max(config.limits.udp_max_transfer_bytes, 1),
+            max_partial_bytes=config.limits.udp_max_partial_bytes,
+            idle_timeout_s=min(config.ack_timeout_s * 2.0**config.max_tries, 60.0),
+        )
         self._subs: dict[str, _Subscriber] = {}
         self._held: dict[str, dict[str, Deliver]] = {}
         self._timer_wake = trio.Event()
@@ -944,6 +967,7 @@ class Node:
                     # os.urandom, read 4 KiB at a time (one token a bundle)
                     rng=PooledSystemRandom(),
                     mac_key=self._link_key(nb.node),
+                    max_transfer_bytes=cfg.limits.udp_max_transfer_bytes,
                 )
                 self._udp[nb.node] = _UdpPeer(nb, link, _pacer(nb.rate_bytes_s))
             elif nb.cla == "tcpcl":
@@ -1617,6 +1641,11 @@ class Node:
                 **self.counters,
                 **(self.security.counters() if self.security else {}),
                 **(self.tcpcl.counters if self.tcpcl else {}),
+                **{
+                    f"udp_parts_{k}": v
+                    for k, v in dataclasses.asdict(self._parts.counters).items()
+                },
+                "udp_partial_bytes": self._parts.partial_bytes,
             },
             "security": self.security.status() if self.security else {"enabled": False},
             "neighbours": nbs,
@@ -1736,6 +1765,8 @@ class Node:
                     done += self._on_datagram(data, addr[:2], now_s, batch)
                 except Exception as exc:  # one datagram never stops the node
                     self._handler_error("udp", exc)
+            if self._parts.partial_count:
+                self._parts.expire(now_s)
             if batch:
                 done += self._receive_batch(batch)
             if ltp_sends:
@@ -1769,6 +1800,10 @@ class Node:
             if peer is not None:
                 return self._link_outputs(peer, peer.link.on_heard_bare(now_s))
             return []
+        if isinstance(dg, PartSegment):
+            return self._on_part(dg, addr, now_s, batch)
+        if isinstance(dg, NeedSegment):
+            return self._on_need(dg, addr, now_s)
         if isinstance(dg, DataSegment):
             key = self._link_key(dg.sender)
             if key is not None and not mac_ok(
@@ -1784,17 +1819,7 @@ class Node:
                 # Not from the node it names: never stored, never ACKed.
                 self.counters["mac_failures"] += 1
                 return []
-            peer = self._udp.get(dg.sender)
-            out: list[Action] = []
-            if peer is not None:
-                out = self._link_outputs(peer, peer.link.on_heard_dcis())
-            else:
-                # An unconfigured sender: ACK to where it came from.
-                # Bounded, so forged sender numbers cannot grow it.
-                self._ack_addr.pop(dg.sender, None)
-                self._ack_addr[dg.sender] = addr
-                if len(self._ack_addr) > _MAX_UNKNOWN_SENDERS:
-                    del self._ack_addr[next(iter(self._ack_addr))]
+            out = self._heard_segment(dg.sender, addr)
             batch.append(Received("udp", dg.sender, dg.bundle, dg.token))
             return out
         self.counters["acks_in"] += 1
@@ -1815,6 +1840,106 @@ class Node:
             peer.link.counters.mac_failures += 1
             return []
         return self._link_outputs(peer, peer.link.on_ack(dg.tokens, now_s))
+
+    def _heard_segment(self, sender: int, addr: tuple[str, int]) -> list[Action]:
+        """An authentic DATA or PART segment from ``sender``: a configured
+        neighbour speaks our ACKs; an unconfigured one is answered where it
+        came from (bounded, so forged sender numbers cannot grow it)."""
+        peer = self._udp.get(sender)
+        if peer is not None:
+            return self._link_outputs(peer, peer.link.on_heard_dcis())
+        self._ack_addr.pop(sender, None)
+        self._ack_addr[sender] = addr
+        if len(self._ack_addr) > _MAX_UNKNOWN_SENDERS:
+            del self._ack_addr[next(iter(self._ack_addr))]
+        return []
+
+    def _on_part(
+        self,
+        dg: PartSegment,
+        addr: tuple[str, int],
+        now_s: float,
+        batch: list[Received],
+    ) -> list[Action]:
+        """One PART segment: into its transfer; a whole bundle joins
+        ``batch`` (acknowledged with the transfer's token once stored, as a
+        DATA segment's); a last part that leaves gaps is answered with a
+        NEED (spec/udpcl.md, "Bundles larger than a datagram")."""
+        key = self._link_key(dg.sender)
+        if key is not None and not mac_ok(
+            part_mac(
+                key,
+                sender=dg.sender,
+                receiver=self.config.node,
+                token=dg.token,
+                offset=dg.offset,
+                total=dg.total,
+                chunk=dg.chunk,
+            ),
+            dg.mac,
+        ):
+            self.counters["mac_failures"] += 1
+            return []
+        out = self._heard_segment(dg.sender, addr)
+        got = self._parts.on_part(dg, now_s)
+        if got.dropped is not None:
+            self._log(
+                "debug",
+                "udp_part_dropped",
+                neighbour=dg.sender,
+                total=dg.total,
+                reason=got.dropped,
+            )
+        if got.whole is not None:
+            batch.append(Received("udp", dg.sender, memoryview(got.whole), dg.token))
+        elif got.need:
+            peer = self._udp.get(dg.sender)
+            to = peer.config.address if peer is not None else addr
+            mac = (
+                None
+                if key is None
+                else need_mac(
+                    key,
+                    sender=self.config.node,
+                    receiver=dg.sender,
+                    token=dg.token,
+                    ranges=got.need,
+                )
+            )
+            self.counters["needs_out"] += 1
+            self._try_send(
+                encode_need_segment(
+                    sender=self.config.node, token=dg.token, ranges=got.need, mac=mac
+                ),
+                to,
+            )
+        return out
+
+    def _on_need(
+        self, dg: NeedSegment, addr: tuple[str, int], now_s: float
+    ) -> list[Action]:
+        """A NEED makes us send parts again: from the neighbour's configured
+        address and, with a link key, with its MAC (as an ACK)."""
+        self.counters["needs_in"] += 1
+        peer = self._udp.get(dg.sender)
+        if peer is None or addr not in self._addrs.get(dg.sender, set()):
+            self.counters["needs_refused"] += 1
+            return []
+        key = peer.link.mac_key
+        if key is not None and not mac_ok(
+            need_mac(
+                key,
+                sender=dg.sender,
+                receiver=self.config.node,
+                token=dg.token,
+                ranges=dg.ranges,
+            ),
+            dg.mac,
+        ):
+            self.counters["mac_failures"] += 1
+            peer.link.counters.mac_failures += 1
+            return []
+        return self._link_outputs(peer, peer.link.on_need(dg.token, dg.ranges, now_s))
 
     def _receive_batch(self, batch: list[Received]) -> list[Action]:
         """Hand received bundles to the agent; a failure of the batch is

@@ -191,6 +191,18 @@ class FakeUdpSocket:
         self._net.route_packet(bytes(data), self._addr, (addr[0], int(addr[1])))
         return len(data)
 
+    def sendmsg(
+        self,
+        buffers: tuple[bytes | memoryview, ...],
+        ancdata: object = (),
+        flags: int = 0,
+        addr: Address | None = None,
+    ) -> int:
+        """A datagram gathered from ``buffers`` (as ``socket.sendmsg``)."""
+        if addr is None:
+            raise OSError(89, "destination address required")
+        return self.sendto(b"".join(buffers), addr)
+
     def recvfrom(self, bufsize: int) -> tuple[bytes, Address]:
         """The next datagram (truncated to ``bufsize``), else BlockingIOError."""
         if not self._queue:
