@@ -1,7 +1,8 @@
 """Goodput between two ``dtn-node`` daemons on loopback over UDP and MTCP, next to raw sockets and storage ceilings.
 
 Sizes 1 KB, 64 KB and 1 MB; convergence layers UDP (hop-by-hop ACKs on;
-bundles above ``mtu_bytes`` = 65,000 go in fragments, RFC 9171 5.8) and
+bundles above ``mtu_bytes`` = 65,000 go whole in PART segments,
+spec/udpcl.md) and
 MTCP (one TCP connection, a bundle of any size whole, no hop ACK); stores
 ``synchronous=FULL`` (SQLite index plus segment files for the large
 bundles, fsynced by group commit before each hop ACK, send reply and
@@ -812,7 +813,7 @@ def main() -> int:
     print(
         "  store FULL: SQLite index + segment files, fsynced (group commit) before each ACK,"
         " send reply and delivery (survives power loss); NORMAL: no fsync (survives kill -9);"
-        " memory: no store. udp: hop ACKs, mtu_bytes 65000 (1 MB goes in 16 fragments);"
+        " memory: no store. udp: hop ACKs, mtu_bytes 65000 (1 MB goes whole in 16 PART segments);"
         " mtcp: whole bundles, no hop ACK. App sends in flight: "
         + ", ".join(f"{in_flight(size)} at {size:,} B" for size in sizes)
     )
