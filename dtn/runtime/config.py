@@ -92,7 +92,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dcis.dtn.agent.entries import DAEMON_HOT_MAX_BYTES
-from dcis.dtn.cl.udp import MAX_NODE, AckMode
+from dcis.dtn.cl.udp import MAX_NODE, MAX_TRANSFER_BYTES, AckMode
 from dcis.dtn.errors import DtnError
 from dcis.dtn.routing.plan import check_dtn_routes
 from dcis.dtn.runtime.tcpcl import TcpclSettings
@@ -431,6 +431,11 @@ def config_from_dict(
         )
         if not floor <= v < 2**63:
             raise ConfigError(f"limits.{name}: must be in {floor}..2**63-1, got {v}")
+        if name == "udp_max_transfer_bytes" and v > MAX_TRANSFER_BYTES:
+            raise ConfigError(
+                f"limits.{name}: must be in 0..{MAX_TRANSFER_BYTES} (a PART's"
+                f" largest total), got {v}"
+            )
         lim_values[name] = v
     limits = Limits(**lim_values)
     group = _take(doc, "app_socket_group", str, "")

@@ -1739,6 +1739,7 @@ class Node:
             await _wait_readable(sock)
             # One clock read for the batch: it is handled without yielding.
             now_s = trio.current_time()
+            had_partials = bool(self._parts.partial_count)
             batch: list[Received] = []
             done: list[Action] = []
             ltp_sends: list[tuple[tuple[str, int], bytes]] = []
@@ -1767,6 +1768,8 @@ class Node:
                     self._handler_error("udp", exc)
             if self._parts.partial_count:
                 self._parts.expire(now_s)
+                if not had_partials:
+                    self._link_wake.set()  # the timer task learns the deadline
             if batch:
                 done += self._receive_batch(batch)
             if ltp_sends:
@@ -2004,10 +2007,17 @@ class Node:
                 for p in self._udp.values()
                 if (d := p.link.next_deadline()) is not None
             ]
+            # Partly received PART transfers gone idle are dropped on time
+            # even if no datagram comes (their memory is bounded anyway).
+            parts_due = self._parts.next_deadline()
+            if parts_due is not None:
+                deadlines.append(parts_due)
             with trio.move_on_at(min(deadlines) if deadlines else math.inf):
                 await self._link_wake.wait()
             self._link_wake = trio.Event()
             now = trio.current_time()
+            if self._parts.partial_count:
+                self._parts.expire(now)
             actions: list[Action] = []
             for p in self._udp.values():
                 d = p.link.next_deadline()

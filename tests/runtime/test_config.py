@@ -79,6 +79,14 @@ def test_eid_may_name_the_node(tmp_path: Path) -> None:
         ('node = 1\n[store]\nsynchronous = "OFF"\n', "store.synchronous"),
         ("node = 1\n[udp]\nack_timeout_s = 0\n", "udp.ack_timeout_s"),
         (
+            "node = 1\n[limits]\nudp_max_transfer_bytes = 4294967296\n",
+            "limits.udp_max_transfer_bytes",
+        ),
+        (
+            "node = 1\n[limits]\nudp_max_partial_bytes = 0\n",
+            "limits.udp_max_partial_bytes",
+        ),
+        (
             'node = 1\n[[neighbours]]\nnode = 2\naddress = "h"\n',
             "neighbours[0].address",
         ),

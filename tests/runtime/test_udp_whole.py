@@ -26,6 +26,7 @@ from dcis.dtn.cl.udp import (
     NeedSegment,
     PartSegment,
     decode_datagram_untrusted,
+    encode_part_segments,
 )
 from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
 from dcis.dtn.runtime.config import Limits
@@ -140,3 +141,30 @@ async def test_udp_fragments_without_transfers(
     assert got == payloads
     assert tap.kinds[PartSegment.__name__] == 0
     assert tap.kinds["fragment"] >= 2 * 16
+
+
+async def test_a_transfer_left_incomplete_is_dropped_when_idle(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A sender that never finishes (one part of four, from an address no
+    # neighbour has): the node holds it only until the idle timeout, even
+    # with no later datagram, and never hands anything to the agent.
+    net = FakeNet(seed=1)
+    port = net.free_port()
+    cfg = NodeConfig(node=2, listen=("127.0.0.1", port), max_tries=2)
+    rogue = net.socket()
+    rogue.bind(("127.0.0.1", 0))
+    bundle = b"\x9f" + bytes(199_999)
+    (first, _, _), *_rest = encode_part_segments(
+        sender=7, token=11, bundle=bundle, chunk_bytes=60_000
+    )
+    async with open_node(cfg, udp_socket=net.socket) as node:
+        rogue.sendmsg(first, (), 0, ("127.0.0.1", port))
+        await trio.sleep(0.1)
+        held = node.status()["counters"]
+        assert held["udp_partial_bytes"] == len(bundle)
+        await trio.sleep(cfg.ack_timeout_s * 2**cfg.max_tries + 1)
+        after = node.status()["counters"]
+    assert after["udp_partial_bytes"] == 0
+    assert after["udp_parts_expired"] == 1
+    assert after["received"] == 0
