@@ -18,14 +18,18 @@ import socket
 import time
 from pathlib import Path
 
+import cbor2
 import pytest
 
 from dcis.dtn.bpv7.bundle import Bundle, decode_bundle_untrusted, encode_bundle
 from dcis.dtn.cl.udp import (
+    DCIS_TAG,
     DataSegment,
+    PartSegment,
     decode_datagram_untrusted,
     encode_ack_segment,
     encode_data_segment,
+    encode_need_segment,
 )
 from dcis.dtn.client import Client
 from dcis.tools.testbed import make_keystores
@@ -38,6 +42,12 @@ def _payload(i: int) -> bytes:
     # Some fit a 1200-byte datagram, some are fragmented.
     head = f"{i:04d}|".encode()
     return head + random.Random(i).randbytes(300 + 900 * (i % 3))
+
+
+def _part(sender: int, token: int, offset: int, total: int, chunk: bytes) -> bytes:
+    """A PART segment as the encoder writes it, whatever its fields say."""
+    body = [2, sender, token, offset, total, chunk]
+    return bytes(cbor2.dumps(cbor2.CBORTag(DCIS_TAG, body)))
 
 
 def _forge(bundle: bytes) -> bytes:
@@ -56,15 +66,19 @@ def _forge(bundle: bytes) -> bytes:
     )
 
 
+@pytest.mark.parametrize("parts", [False, True], ids=["fragments", "parts"])
 @pytest.mark.parametrize("secure", [True, False], ids=["security", "no-security"])
 def test_a_sniffing_forger_loses_no_acknowledged_bundle(
-    tmp_path: Path, daemons: list[Daemon], secure: bool
+    tmp_path: Path, daemons: list[Daemon], secure: bool, parts: bool
 ) -> None:
+    # Bundles over the 1,200-byte MTU go as fragments (transfers off) or
+    # whole in PART segments (the default towards an ack = "on" peer).
     p1, p2, pa = ports(3)
     keys = make_keystores(tmp_path / "keys", [1, 2]) if secure else {}
-    n1 = Daemon(
-        tmp_path, 1, p1, {2: p2}, keystore=keys.get(1), extra="mtu_bytes = 1200"
+    extra = "mtu_bytes = 1200" + (
+        "" if parts else "\n[limits]\nudp_max_transfer_bytes = 0"
     )
+    n1 = Daemon(tmp_path, 1, p1, {2: p2}, keystore=keys.get(1), extra=extra)
     n2 = Daemon(tmp_path, 2, p2, {1: p1}, keystore=keys.get(2))
     daemons += [n1, n2]
     n1.start()
@@ -78,6 +92,7 @@ def test_a_sniffing_forger_loses_no_acknowledged_bundle(
         for i in range(n):
             c.send("ipn:2.1", _payload(i), source="ipn:1.1")  # ok = acknowledged
     seen: dict[bytes, DataSegment] = {}
+    seen_parts: dict[tuple[int, int], PartSegment] = {}
     end = time.monotonic() + 4.0
     while time.monotonic() < end:
         try:
@@ -85,8 +100,16 @@ def test_a_sniffing_forger_loses_no_acknowledged_bundle(
         except TimeoutError:
             continue
         dg = decode_datagram_untrusted(data)
-        assert isinstance(dg, DataSegment)
-        seen[dg.bundle] = dg
+        assert isinstance(dg, DataSegment | PartSegment)
+        if isinstance(dg, DataSegment):
+            seen[dg.bundle] = dg
+        else:
+            seen_parts[(dg.token, dg.offset)] = dg
+            # Ask for every byte again, from elsewhere: refused.
+            need = encode_need_segment(sender=2, token=dg.token, ranges=[(0, dg.total)])
+            other.sendto(need, ("127.0.0.1", p1))
+            if secure:
+                spy.sendto(need, ("127.0.0.1", p1))  # no MAC: refused too
         ack = encode_ack_segment(sender=2, tokens=[dg.token, dg.token ^ 1, 0])
         other.sendto(ack, ("127.0.0.1", p1))  # right tokens, wrong address
         if secure:
@@ -94,10 +117,13 @@ def test_a_sniffing_forger_loses_no_acknowledged_bundle(
             # security an attacker owning the neighbour's address can ACK:
             # spec/udpcl.md, threat model.)
             spy.sendto(ack, ("127.0.0.1", p1))
-    assert seen, "node 1 sent nothing to its neighbour"
+    assert seen or seen_parts, "node 1 sent nothing to its neighbour"
+    assert bool(seen_parts) == parts
     st = n1.status()
     assert st["counters"]["forwarded"] == 0  # no forged ACK deleted anything
     assert st["counters"]["acks_refused"] > 0
+    if parts:
+        assert st["counters"]["needs_refused"] > 0  # a NEED from elsewhere
     if secure:
         assert st["counters"]["mac_failures"] > 0
     spy.close()
@@ -120,6 +146,22 @@ def test_a_sniffing_forger_loses_no_acknowledged_bundle(
         )
         other.sendto(b"\x9f" + rng.randbytes(rng.randrange(1, 300)), target)
         other.sendto(rng.randbytes(rng.randrange(1, 300)), target)
+    for part in seen_parts.values():
+        bad = bytes([part.chunk[0] ^ (0x5A if part.offset else 0)]) + bytes(
+            part.chunk[1:]
+        )
+        bad = bad[:-1] + bytes([bad[-1] ^ 0xA5])
+        forged_parts = [
+            # Another sender's transfer under the same token: kept apart,
+            # never completed, dropped when idle.
+            (3, part.token, part.offset, part.total + 1, bad),
+            (2**63, part.token, part.offset, part.total, bad),  # refused at decode
+        ]
+        if secure:
+            # In node 1's name without its MAC: dropped before reassembly.
+            forged_parts.append((1, part.token, part.offset, part.total, bad))
+        for sender, token, offset, total, chunk in forged_parts:
+            other.sendto(_part(sender, token, offset, total, chunk), target)
     got = collect(n2.socket, "ipn:2.1", n, timeout_s=90)
     payloads = sorted(b.payload for b in got)
     assert payloads == sorted(_payload(i) for i in range(n))  # once each, intact

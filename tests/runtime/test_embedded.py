@@ -20,6 +20,7 @@ import trio.testing
 from dcis.dtn.agent.entries import DAEMON_HOT_MAX_BYTES
 from dcis.dtn.cl.udp import AckMode
 from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
+from dcis.dtn.runtime.config import Limits
 from tests.fakes.fakenet import FakeNet
 from tests.runtime.conftest import free_udp_ports, poll_until
 
@@ -101,7 +102,12 @@ async def test_bundles_larger_than_the_mtu_are_fragmented_and_reassembled(
 ) -> None:
     # Fragments are duplicated, delayed and reordered on the way.
     net = FakeNet(seed=5, dupe=0.2, delay=0.3, max_delay_s=0.2)
-    c1, c2 = (dataclasses.replace(c, mtu_bytes=1000) for c in chain(tmp_path, 2, net))
+    # (UDP transfers off: a bundle over the MTU is fragmented, not sent in
+    # PART segments -- tests/runtime/test_udp_whole.py has those.)
+    c1, c2 = (
+        dataclasses.replace(c, mtu_bytes=1000, limits=Limits(udp_max_transfer_bytes=0))
+        for c in chain(tmp_path, 2, net)
+    )
     payload = bytes(range(256)) * 40  # 10,240 bytes: about 11 fragments
     async with (
         open_node(c1, udp_socket=net.socket) as n1,

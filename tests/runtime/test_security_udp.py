@@ -51,7 +51,7 @@ from dcis.dtn.cl.udp import (
 )
 from dcis.dtn.client import ClientError, open_trio_client
 from dcis.dtn.runtime import NeighbourConfig, NodeConfig, open_node
-from dcis.dtn.runtime.config import ConfigError, load_config
+from dcis.dtn.runtime.config import ConfigError, Limits, load_config
 from dcis.dtn.runtime.node import Node
 from dcis.dtn.runtime.security import SecurityConfig
 from dcis.dtn.storage import KeyStore
@@ -107,7 +107,11 @@ class Net:
 
 @contextlib.asynccontextmanager
 async def network(
-    tmp: Path, *, sqlite_at_3: bool = False, mtu_bytes: int = 65_000
+    tmp: Path,
+    *,
+    sqlite_at_3: bool = False,
+    mtu_bytes: int = 65_000,
+    limits: Limits | None = None,
 ) -> AsyncIterator[Net]:
     """Nodes 1-4 (links 1-2, 2-3, 2-4) on a FakeNet: run under MockClock."""
     fakenet = FakeNet(seed=0)
@@ -146,6 +150,7 @@ async def network(
             plan=str(plan),
             plan_epoch_unix_s=epoch,
             mtu_bytes=mtu_bytes,
+            limits=limits or Limits(),
             store_path=str(tmp / f"n{n}.db")
             if (n == 3 and sqlite_at_3)
             else ":memory:",
@@ -232,11 +237,14 @@ async def test_payload_is_sealed_on_every_link_and_the_keyless_forwarder_forward
     assert st3["security"]["accepted_contexts"] == [-102, -101]
 
 
+@pytest.mark.parametrize("whole", [False, True], ids=["fragments", "parts"])
 async def test_a_sealed_bundle_fragmented_on_the_way_is_reassembled_and_opened(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, whole: bool
 ) -> None:
+    # Over the MTU: fragments (UDP transfers off), or whole in PART segments.
     payload = random.Random(3).randbytes(6000)
-    async with network(tmp_path, mtu_bytes=1000) as net:
+    limits = Limits() if whole else Limits(udp_max_transfer_bytes=0)
+    async with network(tmp_path, mtu_bytes=1000, limits=limits) as net:
         n1, n3 = net.nodes[1], net.nodes[3]
         async with n3.endpoint("ipn:3.1") as inbox:
             with trio.fail_after(20):
@@ -244,8 +252,12 @@ async def test_a_sealed_bundle_fragmented_on_the_way_is_reassembled_and_opened(
                 got = await inbox.receive()
         assert got.payload == payload
         c1, c3 = _counters(n1), _counters(n3)
-    assert c1["fragmented"] >= 1
-    assert c3["reassembled"] == 1
+    if whole:
+        assert c1["fragmented"] == c3["reassembled"] == 0
+        assert c1["udp_parts_completed"] == 0 < c3["udp_parts_completed"]
+    else:
+        assert c1["fragmented"] >= 1
+        assert c3["reassembled"] == 1
     assert c3["security_accepted"] == 1
     for _, _, d in net.relay.seen:
         assert not any(w in d for w in _windows(payload))
