@@ -1153,17 +1153,22 @@ class UdpLink:
     ) -> None:
         """The RESEND_NEEDED effect: the parts of ``p`` that overlap
         ``ranges``; the last one sent carries the token, so that the timer
-        restarts when it leaves if the driver has to queue it."""
+        restarts when it leaves if the driver has to queue it. A NEED that
+        names no byte of the transfer is stale: it neither restarts the
+        timer nor uses up a round."""
         if p.parts is None or p.need_rounds >= 2 * self.max_tries:
             self.counters.stale_needs += 1
             return
-        p.need_rounds += 1
-        self.counters.needs += 1
         again = [
             bufs
             for bufs, start, end in p.parts
             if any(lo < end and start < hi for lo, hi in ranges)
         ]
+        if not again:
+            self.counters.stale_needs += 1
+            return
+        p.need_rounds += 1
+        self.counters.needs += 1
         for i, bufs in enumerate(again):
             last = i == len(again) - 1
             out.append(_send_datagram(bufs, p.token if last else None))
@@ -1189,7 +1194,11 @@ class UdpLink:
             bundle = bytes(bundle[0])  # one buffer: the bytes path
         size = sum(map(len, bundle)) if isinstance(bundle, tuple) else len(bundle)
         if size > self.mtu_bytes:
-            if self.ack_mode is AckMode.ON and size <= self.max_transfer_bytes:
+            # (A PART cannot announce more than MAX_TRANSFER_BYTES, whatever
+            # the configured limit.)
+            if self.ack_mode is AckMode.ON and size <= min(
+                self.max_transfer_bytes, MAX_TRANSFER_BYTES
+            ):
                 return self._transmit_parts(tx_id, bundle, now_s)
             self.counters.too_big += 1
             return [

@@ -5,7 +5,9 @@ into the state, then the input applied through the public method a driver
 calls -- and the result compared with ``TX_TRANSITIONS``: the next state
 (None once the transmission has finished), and the output its effect
 promises. A pair the table does not list must change nothing and say
-nothing.
+nothing. Swept twice: for a DATA segment, and for a bundle over the MTU sent
+whole in PART segments (not under ``auto``: there is no such transfer, so
+no PEER_LEGACY) -- a NEED for a DATA segment changes nothing either.
 """
 
 from __future__ import annotations
@@ -16,33 +18,41 @@ import random
 import pytest
 
 from dcis.dtn.cl.udp import (
+    PART_OVERHEAD_BYTES,
     TX_TRANSITIONS,
     AckMode,
     LinkOutput,
+    PartSegment,
     SendDatagram,
     TxDone,
     TxEffect,
     TxInput,
     TxState,
     UdpLink,
+    decode_datagram_untrusted,
 )
 
 BUNDLE = b"\x9f\x89\x07\x00\x01\x82\x02\x82\x02\x01\xff"
 LATE_S = 1_000.0  # well past any retransmission timeout
+MTU = 100
+BIG = b"\x9f" * (3 * (MTU - PART_OVERHEAD_BYTES))  # three PART segments
+NEEDED = ((0, 1),)  # the first part
 
 
-def link_in(state: TxState, event: TxInput) -> tuple[UdpLink, int]:
-    """A link whose one transmission (tx_id 7) is in ``state``; set up so
-    that ``event`` is possible (auto mode for a legacy peer, one try left
-    or more for the timeouts)."""
+def link_in(state: TxState, event: TxInput, parts: bool) -> tuple[UdpLink, int]:
+    """A link whose one transmission (tx_id 7, in PART segments if
+    ``parts``) is in ``state``; set up so that ``event`` is possible (auto
+    mode for a legacy peer, one try left or more for the timeouts)."""
     link = UdpLink(
         local_node=1,
         neighbor=2,
         ack_mode=AckMode.AUTO if event is TxInput.PEER_LEGACY else AckMode.ON,
         max_tries=1 if event is TxInput.LAST_TIMEOUT else 3,
         rng=random.Random(5),
+        mtu_bytes=MTU,
+        max_transfer_bytes=len(BIG),
     )
-    (out,) = link.transmit(7, BUNDLE, 0.0)
+    *_, out = link.transmit(7, BIG if parts else BUNDLE, 0.0)
     assert isinstance(out, SendDatagram)
     assert out.token is not None
     token = out.token
@@ -68,22 +78,32 @@ def apply(link: UdpLink, token: int, event: TxInput) -> list[LinkOutput]:
         return link.on_timer(LATE_S)
     if event is TxInput.CLOSE:
         return link.close()
+    if event is TxInput.NEED:
+        return link.on_need(token, NEEDED, 0.5)
     return link.on_heard_bare(0.5)
 
 
 @pytest.mark.parametrize(
-    ("state", "event"), list(itertools.product(TxState, TxInput)), ids=str
+    ("state", "event", "parts"),
+    [
+        pytest.param(state, event, parts, id=f"{state}-{event}-{kind}")
+        for parts, kind in ((False, "data"), (True, "parts"))
+        for state, event in itertools.product(TxState, TxInput)
+        if not (parts and event is TxInput.PEER_LEGACY)
+    ],
 )
 def test_every_state_input_pair_follows_the_table(
-    state: TxState, event: TxInput
+    state: TxState, event: TxInput, parts: bool
 ) -> None:
-    link, token = link_in(state, event)
+    link, token = link_in(state, event, parts)
     before = link.state_of(token)
     deadline = link.next_deadline()
     outs = apply(link, token, event)
     done = [o for o in outs if isinstance(o, TxDone)]
     sends = [o for o in outs if isinstance(o, SendDatagram)]
     step = TX_TRANSITIONS.get((state, event))
+    if event is TxInput.NEED and not parts:
+        step = None  # a NEED names a transfer in PART segments
     if step is None:
         assert link.state_of(token) is before
         assert not done
@@ -96,10 +116,19 @@ def test_every_state_input_pair_follows_the_table(
     assert [(d.tx_id, d.ok) for d in done] == (
         [(7, nxt is TxState.ACKED)] if final else []
     )
-    assert [s.token for s in sends] == ([token] if effect is TxEffect.RESEND else [])
+    resends = effect in (TxEffect.RESEND, TxEffect.RESEND_NEEDED)
+    assert [s.token for s in sends] == ([token] if resends else [])
+    if effect is TxEffect.RESEND and parts:  # the last part, a probe
+        seg = decode_datagram_untrusted(b"".join(sends[0].data))
+        assert isinstance(seg, PartSegment)
+        assert seg.end == seg.total
+    if effect is TxEffect.RESEND_NEEDED:  # the first part, as NEEDED says
+        seg = decode_datagram_untrusted(b"".join(sends[0].data))
+        assert isinstance(seg, PartSegment)
+        assert seg.offset == 0
     if effect is TxEffect.STOP_TIMER:
         assert link.next_deadline() is None
-    if effect in (TxEffect.START_TIMER, TxEffect.RESEND):
+    if effect in (TxEffect.START_TIMER, TxEffect.RESEND, TxEffect.RESEND_NEEDED):
         d = link.next_deadline()
         assert d is not None
         assert d > (LATE_S if effect is TxEffect.RESEND else 0.5)
