@@ -260,3 +260,49 @@ def test_part_and_need_decode_to_their_fields_or_are_refused(
         ok = sender <= udp.MAX_NODE and ranges_valid(bounds)
         want = udp.NeedSegment(sender, token, ranges, mac)
     assert got == (want if ok else DecodeError)
+
+
+@st.composite
+def mangled_parts_and_needs(draw: st.DrawFn) -> bytes:
+    """A PART or NEED as the encoders write it (MAC or not), then a byte
+    flipped, the end cut off, or bytes added after it."""
+    sender, token = draw(SMALL_OR_EDGE), draw(SMALL_OR_EDGE)
+    mac = draw(st.none() | MAC)
+    if draw(st.booleans()):
+        bundle = draw(BUNDLE)
+        parts = udp.encode_part_segments(
+            sender=sender,
+            token=token,
+            bundle=bundle,
+            chunk_bytes=draw(st.integers(1, 50)),
+            mac_key=None if mac is None else mac * 2,
+        )
+        bufs, _, _ = draw(st.sampled_from(parts))
+        raw = bytearray(b"".join(bufs))
+    else:
+        gaps = st.tuples(st.integers(0, 3), st.integers(1, 4))
+        pos, ranges = draw(BOUND.filter(lambda b: b < 2**32 - 1000)), []
+        for gap, length in draw(st.lists(gaps, min_size=1, max_size=6)):
+            ranges.append((pos + gap, pos + gap + length))
+            pos += gap + length
+        raw = bytearray(
+            udp.encode_need_segment(sender=sender, token=token, ranges=ranges, mac=mac)
+        )
+    op = draw(st.sampled_from(["flip", "cut", "extend"]))
+    if op == "flip":
+        i = draw(st.integers(3, len(raw) - 1))
+        raw[i] ^= draw(st.integers(1, 255))
+    elif op == "cut":
+        del raw[draw(st.integers(3, len(raw) - 1)) :]
+    else:
+        raw += draw(st.binary(min_size=1, max_size=17))
+    return bytes(raw)
+
+
+@given(raw=mangled_parts_and_needs())
+def test_fast_decoder_gives_the_general_answer_on_mangled_parts_and_needs(
+    raw: bytes,
+) -> None:
+    assert _answer(udp.decode_datagram_untrusted, raw) == _answer(
+        udp._decode_segment_general, raw
+    )

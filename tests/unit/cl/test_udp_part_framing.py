@@ -280,6 +280,10 @@ BAD_SEGMENTS = {
     "part short MAC": _tagged([2, 1, 2, 5, 100, b"abc", b"\x00" * 15]),
     "part field missing": _tagged([2, 1, 2, 100, b"\x9fabc"]),
     "part sender over MAX_NODE": _tagged([2, 2**63, 2, 0, 100, b"\x9fa"]),
+    "part trailing bytes": _tagged([2, 1, 2, 0, 100, b"\x9fa"]) + b"\x00",
+    "part with MAC, trailing bytes": _tagged([2, 1, 2, 5, 100, b"a", bytes(16)])
+    + b"\x00",
+    "need trailing bytes": _tagged([3, 1, 2, [0, 5]]) + b"\x00",
     "need no ranges": _tagged([3, 1, 2, []]),
     "need odd bound count": _tagged([3, 1, 2, [0, 5, 9]]),
     "need empty range": _tagged([3, 1, 2, [5, 5]]),
