@@ -542,7 +542,7 @@ def _decode_segment_fast(raw: bytes) -> Datagram | None:
     if kind == KIND_NEED and arr in (0x84, 0x85):
         token, pos = _arg_at(raw, pos)
         count, pos = _arg_at(raw, pos, 4)
-        if token < 0 or count < 0 or count % 2:
+        if token < 0 or not 0 <= count <= 2 * MAX_NEED_RANGES or count % 2:
             return None
         bounds = []
         for _ in range(count):
@@ -664,9 +664,15 @@ def _decode_segment_general(raw: bytes) -> Datagram:
     if kind == KIND_PART and type(kind) is int:
         return _decode_part_general(body)
     if kind == KIND_NEED and type(kind) is int:
-        if len(body) not in (4, 5) or not isinstance(body[3], list):
+        if (
+            len(body) not in (4, 5)
+            or not isinstance(body[3], list)
+            or len(body[3]) > 2 * MAX_NEED_RANGES
+        ):
             raise DecodeError(
-                "NEED must be [3, node, token, [* uint], ?mac]", where="udpcl segment"
+                "NEED must be [3, node, token, [* uint], ?mac]"
+                f" (at most {MAX_NEED_RANGES} ranges)",
+                where="udpcl segment",
             )
         bounds = [_uint(v, "range bound", MAX_TRANSFER_BYTES) for v in body[3]]
         ranges = tuple(zip(bounds[::2], bounds[1::2], strict=False))
