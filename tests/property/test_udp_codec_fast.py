@@ -208,17 +208,25 @@ def segments(draw: st.DrawFn) -> bytes:
             body.insert(i, draw(FIELD))
         elif body and i < len(body):
             del body[i]
-    raw = bytearray(cbor2.dumps(cbor2.CBORTag(udp.DCIS_TAG, body)))
-    if draw(st.booleans()) and len(raw) > 3:  # flip, cut or extend bytes
-        op = draw(st.sampled_from(["flip", "cut", "extend"]))
-        if op == "flip":
-            i = draw(st.integers(3, len(raw) - 1))
-            raw[i] ^= draw(st.integers(1, 255))
-        elif op == "cut":
-            del raw[draw(st.integers(3, len(raw) - 1)) :]
-        else:
-            raw += draw(st.binary(min_size=1, max_size=4))
-    return bytes(raw)
+    raw = cbor2.dumps(cbor2.CBORTag(udp.DCIS_TAG, body))
+    if draw(st.booleans()) and len(raw) > 3:
+        return _mangled(draw, raw, 4)
+    return raw
+
+
+def _mangled(draw: st.DrawFn, raw: bytes, most_added: int) -> bytes:
+    """``raw`` with a byte after the tag flipped, its end cut off, or up
+    to ``most_added`` bytes added after it."""
+    out = bytearray(raw)
+    op = draw(st.sampled_from(["flip", "cut", "extend"]))
+    if op == "flip":
+        i = draw(st.integers(3, len(out) - 1))
+        out[i] ^= draw(st.integers(1, 255))
+    elif op == "cut":
+        del out[draw(st.integers(3, len(out) - 1)) :]
+    else:
+        out += draw(st.binary(min_size=1, max_size=most_added))
+    return bytes(out)
 
 
 def _answer(f: Any, raw: bytes) -> object:
@@ -278,25 +286,17 @@ def mangled_parts_and_needs(draw: st.DrawFn) -> bytes:
             mac_key=None if mac is None else mac * 2,
         )
         bufs, _, _ = draw(st.sampled_from(parts))
-        raw = bytearray(b"".join(bufs))
+        raw = b"".join(bufs)
     else:
         gaps = st.tuples(st.integers(0, 3), st.integers(1, 4))
         pos, ranges = draw(BOUND.filter(lambda b: b < 2**32 - 1000)), []
         for gap, length in draw(st.lists(gaps, min_size=1, max_size=6)):
             ranges.append((pos + gap, pos + gap + length))
             pos += gap + length
-        raw = bytearray(
-            udp.encode_need_segment(sender=sender, token=token, ranges=ranges, mac=mac)
+        raw = udp.encode_need_segment(
+            sender=sender, token=token, ranges=ranges, mac=mac
         )
-    op = draw(st.sampled_from(["flip", "cut", "extend"]))
-    if op == "flip":
-        i = draw(st.integers(3, len(raw) - 1))
-        raw[i] ^= draw(st.integers(1, 255))
-    elif op == "cut":
-        del raw[draw(st.integers(3, len(raw) - 1)) :]
-    else:
-        raw += draw(st.binary(min_size=1, max_size=17))
-    return bytes(raw)
+    return _mangled(draw, raw, 17)  # 17: as long as a MAC
 
 
 @given(raw=mangled_parts_and_needs())

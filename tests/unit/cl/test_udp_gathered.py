@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from dcis.dtn.bpv7.bundle import encode_bundle, encode_bundle_parts, make_bundle
+from dcis.dtn.bpv7.bundle import encode_bundle, make_bundle
 from dcis.dtn.cl.udp import (
     AckMode,
     DataSegment,
@@ -20,25 +20,15 @@ from dcis.dtn.cl.udp import (
     encode_data_segment,
     encode_data_segment_parts,
 )
+from tests.unit.cl.udp_bundles import bundle_parts
 
 KEY = bytes(range(32))
-
-
-def _parts(size: int) -> tuple[bytes, ...]:
-    b = make_bundle(
-        source="ipn:1.1",
-        destination="ipn:2.1",
-        payload=random.Random(size).randbytes(size),
-        creation_ms=1_000,
-        hop_limit=9,
-    )
-    return encode_bundle_parts(b)
 
 
 @pytest.mark.parametrize("size", [0, 100, 20_000, 64_000])
 @pytest.mark.parametrize("mac", [False, True])
 def test_segment_parts_join_to_the_segment(size: int, mac: bool) -> None:
-    parts = _parts(size)
+    parts = bundle_parts(size)
     whole = b"".join(parts)
     tag = data_mac(KEY, sender=1, receiver=2, token=77, bundle=whole) if mac else None
     if mac:
@@ -56,7 +46,7 @@ def test_segment_parts_join_to_the_segment(size: int, mac: bool) -> None:
 def test_a_link_sends_parts_as_the_datagram_it_sends_for_bytes(
     mac_key: bytes | None,
 ) -> None:
-    parts = _parts(64_000)
+    parts = bundle_parts(64_000)
     assert len(parts) == 3
     links = [
         UdpLink(local_node=1, neighbor=2, rng=random.Random(5), mac_key=mac_key)
@@ -78,7 +68,7 @@ def test_a_link_sends_parts_as_the_datagram_it_sends_for_bytes(
 
 
 def test_parts_over_the_mtu_fail_and_best_effort_passes_them_on() -> None:
-    parts = _parts(64_000)
+    parts = bundle_parts(64_000)
     small = UdpLink(local_node=1, neighbor=2, mtu_bytes=10_000)
     (done,) = small.transmit(1, parts, now_s=0.0)
     assert done == TxDone(
@@ -110,7 +100,7 @@ def test_a_large_received_bundle_is_a_view_of_its_datagram(mac: bool) -> None:
     # sliced out of its datagram -- the decoder copies its payload once.
     # A small bundle stays bytes. Same bytes, same MAC either way.
     for size, view in ((100, False), (64_000, True)):
-        bundle = b"".join(_parts(size))
+        bundle = b"".join(bundle_parts(size))
         tag = data_mac(KEY, sender=1, receiver=2, token=5, bundle=bundle)
         datagram = encode_data_segment(
             sender=1, token=5, bundle=bundle, mac=tag if mac else None

@@ -9,7 +9,6 @@ import random
 
 import pytest
 
-from dcis.dtn.bpv7.bundle import encode_bundle_parts, make_bundle
 from dcis.dtn.cl.udp import (
     PART_OVERHEAD_BYTES,
     AckMode,
@@ -23,6 +22,7 @@ from dcis.dtn.cl.udp import (
     mac_ok,
     part_mac,
 )
+from tests.unit.cl.udp_bundles import bundle_parts
 
 MTU = 200
 CHUNK = MTU - PART_OVERHEAD_BYTES  # 137 bytes of bundle per PART
@@ -100,14 +100,7 @@ def test_a_bundle_over_the_mtu_goes_in_parts_the_last_with_the_token(
 
 
 def test_a_bundle_in_buffers_goes_as_the_same_parts_as_in_bytes() -> None:
-    b = make_bundle(
-        source="ipn:1.1",
-        destination="ipn:2.1",
-        payload=random.Random(3).randbytes(40_000),
-        creation_ms=1_000,
-        hop_limit=9,
-    )
-    buffers = encode_bundle_parts(b)
+    buffers = bundle_parts(40_000)
     assert len(buffers) == 3
     a = _link(mac_key=KEY, max_transfer_bytes=10**6).transmit(1, buffers, 0.0)
     whole = b"".join(buffers)

@@ -15,7 +15,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dcis.dtn.bpv7.bundle import encode_bundle_parts, make_bundle
 from dcis.dtn.cl import udp
 from dcis.dtn.cl.udp import (
     DCIS_TAG,
@@ -31,21 +30,9 @@ from dcis.dtn.cl.udp import (
     part_mac,
 )
 from dcis.dtn.errors import DecodeError, InvalidArgument
+from tests.unit.cl.udp_bundles import bundle_parts
 
 KEY = bytes(range(32))
-
-
-def _bundle_parts(size: int) -> tuple[bytes, ...]:
-    """A real bundle with a ``size``-byte payload, as ``encode_bundle_parts``
-    gives it (three buffers from 16 KiB of payload on)."""
-    b = make_bundle(
-        source="ipn:1.1",
-        destination="ipn:2.1",
-        payload=random.Random(size).randbytes(size),
-        creation_ms=1_000,
-        hop_limit=9,
-    )
-    return encode_bundle_parts(b)
 
 
 def _decode_all(
@@ -66,7 +53,7 @@ def _decode_all(
 def test_parts_round_trip_from_bytes_and_from_buffers(
     size: int, chunk_bytes: int, key: bytes | None
 ) -> None:
-    buffers = _bundle_parts(size)
+    buffers = bundle_parts(size)
     whole = b"".join(buffers)
     made = {
         kind: encode_part_segments(
@@ -106,7 +93,7 @@ def test_parts_round_trip_from_bytes_and_from_buffers(
 
 
 def test_part_chunks_are_views_of_the_bundle_not_copies() -> None:
-    buffers = _bundle_parts(64_000)
+    buffers = bundle_parts(64_000)
     assert len(buffers) == 3
     payload = buffers[1]
     # One chunk covering the whole bundle: the payload object itself.
