@@ -28,6 +28,10 @@ part that added bytes) until it fits; a partial without progress for
 ``idle_timeout_s`` is forgotten by :meth:`PartAssembler.expire`. A
 duplicate is not progress, so a peer replaying one part keeps nothing
 alive. A one-part transfer completes at once and never counts as partial.
+The first copy of each byte is the one kept: a later chunk that overlaps
+bytes already held fills only the gaps, so a copy in the sender's name that
+arrives after the genuine one cannot change what was held (without a link
+key anyone can send one: spec/udpcl.md, threat model).
 Forgetting costs only a resend: nothing is acknowledged before it is whole
 and stored, so the sender still holds the bundle.
 
@@ -86,13 +90,13 @@ class TransferInput(enum.Enum):
 class TransferEffect(enum.Enum):
     """What a transition makes the assembler do: START (allocate the buffer,
     write the chunk), WRITE (write it, merge its range, mark progress),
-    REWRITE (write it again, count a duplicate), DELIVER (write it, return
+    KEEP (a duplicate: the bytes held stay, counted), DELIVER (write it, return
     the whole bundle, forget the transfer), DROP (refuse the part, counted,
     the transfer unchanged), FORGET (free the partial, counted)."""
 
     START = "start"
     WRITE = "write"
-    REWRITE = "rewrite"
+    KEEP = "keep"
     DELIVER = "deliver"
     DROP = "drop"
     FORGET = "forget"
@@ -107,7 +111,7 @@ TRANSFER_TRANSITIONS: dict[
     (_S.ABSENT, _I.TOO_BIG): (_S.ABSENT, _E.DROP),
     (_S.ABSENT, _I.NO_ROOM): (_S.ABSENT, _E.DROP),
     (_S.ASSEMBLING, _I.PART): (_S.ASSEMBLING, _E.WRITE),
-    (_S.ASSEMBLING, _I.DUPLICATE): (_S.ASSEMBLING, _E.REWRITE),
+    (_S.ASSEMBLING, _I.DUPLICATE): (_S.ASSEMBLING, _E.KEEP),
     (_S.ASSEMBLING, _I.COMPLETE): (_S.ABSENT, _E.DELIVER),
     (_S.ASSEMBLING, _I.CONFLICT): (_S.ASSEMBLING, _E.DROP),
     (_S.ASSEMBLING, _I.IDLE): (_S.ABSENT, _E.FORGET),
@@ -296,7 +300,7 @@ class PartAssembler:
                 return PartResult(whole=bytearray(chunk))
             del self._partials[key]
             self._bytes -= total
-            p.buf[off:end] = chunk
+            _fill(p.buf, p.have, off, end, chunk)
             return PartResult(whole=p.buf)
         if effect is _START:
             while (
@@ -306,18 +310,42 @@ class PartAssembler:
                 self._forget(next(iter(self._partials)), _I.EVICT)
             p = self._partials[key] = _Partial(bytearray(total), [off, end], now_s)
             self._bytes += total
+            p.buf[off:end] = chunk
         elif effect is _WRITE:
             assert p is not None
+            _fill(p.buf, p.have, off, end, chunk)
             # have[i:j] gives way to the bounds not inside a range already:
             # off unless i is odd, end unless j is odd.
             p.have[i:j] = (off, end)[i & 1 : 2 - (j & 1)]
             p.last_s = now_s
             self._partials[key] = self._partials.pop(key)  # most recent now
-        else:  # REWRITE
+        else:  # KEEP
             assert p is not None
             c.duplicates += 1
-        p.buf[off:end] = chunk
         if end != total:
             return _NOTHING
         c.needs += 1
         return PartResult(need=_missing(p.have, total))
+
+
+def _fill(
+    buf: bytearray, have: list[int], off: int, end: int, chunk: bytes | memoryview
+) -> None:
+    """Copy into ``buf`` the bytes of ``chunk`` (at ``off``..``end``) that
+    no range of ``have`` (flat ascending bounds, before this chunk is
+    merged) holds yet: the first copy of a byte is the one kept."""
+    view = memoryview(chunk)
+    k = bisect_right(have, off)
+    pos = off
+    if k & 1:  # off lies inside a held range: start after it
+        pos = have[k]
+        k += 1
+    while pos < end:
+        nxt = have[k] if k < len(have) else end
+        stop = min(nxt, end)
+        if stop > pos:
+            buf[pos:stop] = view[pos - off : stop - off]
+        if nxt >= end or k + 1 >= len(have):
+            break
+        pos = have[k + 1]
+        k += 2

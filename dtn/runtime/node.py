@@ -226,6 +226,7 @@ _APP_SNDBUF = 2 << 20  # the kernel doubles it; 128 connections: <= 512 MiB
 # Seconds between checks of the contact plan file's modification time.
 _PLAN_POLL_S = 1.0
 _MAX_UNKNOWN_SENDERS = 1024
+_MAX_NEED_AT = 1024  # transfers whose last NEED time is remembered
 # Space the store keeps filled so that a full disk can still delete bundles.
 _STORE_BALLAST_BYTES = 1 << 20
 # App API replies queued for one connection before its requests are no
@@ -381,6 +382,7 @@ class Node:
                 "needs_in",
                 "needs_out",
                 "needs_refused",
+                "needs_limited",
                 "handler_errors",
                 "handler_errors_unlogged",
                 "app_connections",
@@ -422,8 +424,10 @@ class Node:
         self._parts = PartAssembler(
             max_transfer_bytes=max(config.limits.udp_max_transfer_bytes, 1),
             max_partial_bytes=config.limits.udp_max_partial_bytes,
-            idle_timeout_s=min(config.ack_timeout_s * 2.0**config.max_tries, 60.0),
+            idle_timeout_s=config.ack_timeout_s * 2.0**config.max_tries,
         )
+        # When each transfer's last NEED went (_need_due).
+        self._need_at: OrderedDict[tuple[int, int], float] = OrderedDict()
         self._subs: dict[str, _Subscriber] = {}
         self._held: dict[str, dict[str, Deliver]] = {}
         self._timer_wake = trio.Event()
@@ -1884,6 +1888,15 @@ class Node:
             self.counters["mac_failures"] += 1
             return []
         out = self._heard_segment(dg.sender, addr)
+        peer = self._udp.get(dg.sender)
+        if peer is not None:
+            # Keep a partial as long as its sender may still probe for it
+            # (its retransmissions allow for the light time): the timeout
+            # only grows, so the partials' order of expiry stays theirs.
+            cfg = self.config
+            keep_s = (2.0 * peer.link.owlt_s + cfg.ack_timeout_s) * 2.0**cfg.max_tries
+            if keep_s > self._parts.idle_timeout_s:
+                self._parts.idle_timeout_s = keep_s
         got = self._parts.on_part(dg, now_s)
         if got.dropped is not None:
             self._log(
@@ -1895,9 +1908,14 @@ class Node:
             )
         if got.whole is not None:
             batch.append(Received("udp", dg.sender, memoryview(got.whole), dg.token))
-        elif got.need:
-            peer = self._udp.get(dg.sender)
-            to = peer.config.address if peer is not None else addr
+        elif got.need and peer is not None and self._need_due(dg, now_s):
+            # Only to a configured neighbour, at its configured address: a
+            # NEED is larger than the part that prompts it, so one to the
+            # source of an unknown sender's datagram (anyone can forge it)
+            # would reflect traffic onto a third party. An unknown sender
+            # gets no selective repeat: its timeouts resend, its agent
+            # sends again.
+            to = peer.config.address
             mac = (
                 None
                 if key is None
@@ -1917,6 +1935,21 @@ class Node:
                 to,
             )
         return out
+
+    def _need_due(self, dg: PartSegment, now_s: float) -> bool:
+        """At most one NEED per transfer per quarter of ``udp.ack_timeout_s``
+        (the sender probes no faster than its ACK timeout): copies of a last
+        part cannot make us send a NEED each. Bounded: the oldest entries go."""
+        key = (dg.sender, dg.token)
+        last = self._need_at.pop(key, None)
+        if last is not None and now_s - last < self.config.ack_timeout_s / 4:
+            self._need_at[key] = last
+            self.counters["needs_limited"] += 1
+            return False
+        self._need_at[key] = now_s
+        if len(self._need_at) > _MAX_NEED_AT:
+            del self._need_at[next(iter(self._need_at))]
+        return True
 
     def _on_need(
         self, dg: NeedSegment, addr: tuple[str, int], now_s: float

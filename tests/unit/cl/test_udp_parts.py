@@ -14,6 +14,8 @@ import math
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dcis.dtn.cl.udp import (
     MAX_NEED_RANGES,
@@ -28,6 +30,7 @@ from dcis.dtn.cl.udp_parts import (
     TransferEffect,
     TransferInput,
     TransferState,
+    _fill,
 )
 from dcis.dtn.errors import InvalidArgument
 
@@ -102,12 +105,16 @@ def test_duplicates_are_written_again_and_counted() -> None:
     assert a.on_part(part(100, 200), 1.0) == PartResult()  # inside: a duplicate
     assert a.on_part(part(200, 300), 1.0) == PartResult()  # touching its end
     assert a.counters.duplicates == 2
-    data[250:400] = b"\x00" * 150  # overlapping and adding bytes: not a duplicate
-    assert a.on_part(part(250, 400, data=bytes(data)), 2.0) == PartResult()
+    forged = bytearray(BUNDLE)
+    forged[250:400] = b"\x00" * 150  # overlapping and adding bytes: not a duplicate
+    assert a.on_part(part(250, 400, data=bytes(forged)), 2.0) == PartResult()
     assert a.counters.duplicates == 2
     a.on_part(part(0, 100), 3.0)
     r = a.on_part(part(400, len(BUNDLE)), 4.0)
-    assert r.whole == data  # the overlap was written again
+    # The first copy of each byte is kept: 250..300 as first held, only
+    # 300..400 from the overlapping chunk.
+    data[300:400] = b"\x00" * 100
+    assert r.whole == data
 
 
 def test_need_lists_the_gaps_when_the_last_chunk_arrives() -> None:
@@ -271,4 +278,27 @@ def test_every_transition(
         assert (out, c.expired) == (1, 1)
     else:
         assert out == PartResult()
-        assert c.duplicates == (effect is TransferEffect.REWRITE)
+        assert c.duplicates == (effect is TransferEffect.KEEP)
+
+
+@given(
+    st.lists(st.integers(0, 64), min_size=0, max_size=8, unique=True).map(sorted),
+    st.integers(0, 63),
+    st.integers(1, 64),
+)
+def test_a_chunk_fills_only_the_bytes_not_held_yet(
+    bounds: list[int], off: int, length: int
+) -> None:
+    # Held ranges (flat bounds, an even count) hold 0xAA; a chunk of 0x55
+    # writes only where nothing was held: the first copy of a byte is kept.
+    have = bounds[: len(bounds) // 2 * 2]
+    end = min(off + length, 64)
+    buf = bytearray(64)
+    for lo, hi in zip(have[::2], have[1::2], strict=True):
+        buf[lo:hi] = b"\xaa" * (hi - lo)
+    want = bytearray(buf)
+    for i in range(off, end):
+        if not any(lo <= i < hi for lo, hi in zip(have[::2], have[1::2], strict=True)):
+            want[i] = 0x55
+    _fill(buf, have, off, end, b"\x55" * (end - off))
+    assert buf == want
