@@ -97,6 +97,13 @@ PART_OVERHEAD_BYTES = 63
 MAX_NEED_RANGES = 64
 """Most missing ranges one NEED datagram lists."""
 
+MIN_PART_CHUNK_BYTES = 512
+"""Smallest chunk a PART segment carries, but a transfer's last: a sender
+whose datagrams hold less fragments instead, and a receiver refuses
+smaller ones, so that a transfer is at most ``total / 512`` ranges to keep
+track of (a peer sending 1-byte parts at every other offset would otherwise
+make the bookkeeping outgrow the bytes it is about)."""
+
 MAX_TRANSFER_BYTES = 2**32 - 1
 """Largest ``total`` a PART may announce (a receiver's own limit is lower)."""
 
