@@ -47,7 +47,12 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from typing import Final
 
-from dcis.dtn.cl.udp import MAX_NEED_RANGES, MAX_TRANSFER_BYTES, PartSegment
+from dcis.dtn.cl.udp import (
+    MAX_NEED_RANGES,
+    MAX_TRANSFER_BYTES,
+    MIN_PART_CHUNK_BYTES,
+    PartSegment,
+)
 from dcis.dtn.errors import InvalidArgument
 
 
@@ -85,6 +90,14 @@ class TransferInput(enum.Enum):
     """No progress for ``idle_timeout_s`` (:meth:`PartAssembler.expire`)."""
     EVICT = "evict"
     """Room needed for a newer transfer; this one progressed least recently."""
+    SMALL = "small"
+    """A chunk shorter than ``min_chunk_bytes`` that does not end its transfer."""
+    LATE = "late"
+    """A part, not the last, of a transfer completed less than
+    ``idle_timeout_s`` ago (a duplicate or a reordered copy: starting the
+    transfer again would hold a buffer of its ``total`` for nothing). The
+    last part still starts it again: it may be the sender's probe after a
+    lost ACK, answered with a NEED for everything."""
 
 
 class TransferEffect(enum.Enum):
@@ -116,6 +129,9 @@ TRANSFER_TRANSITIONS: dict[
     (_S.ASSEMBLING, _I.CONFLICT): (_S.ASSEMBLING, _E.DROP),
     (_S.ASSEMBLING, _I.IDLE): (_S.ABSENT, _E.FORGET),
     (_S.ASSEMBLING, _I.EVICT): (_S.ABSENT, _E.FORGET),
+    (_S.ABSENT, _I.SMALL): (_S.ABSENT, _E.DROP),
+    (_S.ASSEMBLING, _I.SMALL): (_S.ASSEMBLING, _E.DROP),
+    (_S.ABSENT, _I.LATE): (_S.ABSENT, _E.DROP),
 }
 """The reassembly state machine of one transfer: ``(state, input) -> (next
 state, effect)``. Every transition of :class:`PartAssembler` goes through
@@ -140,6 +156,8 @@ _COUNTER_OF: Final = {
     _I.CONFLICT: "dropped_conflict",
     _I.IDLE: "expired",
     _I.EVICT: "evicted",
+    _I.SMALL: "dropped_small",
+    _I.LATE: "dropped_late",
 }
 
 
@@ -172,6 +190,8 @@ class AssemblerCounters:
     dropped_no_room: int = 0
     evicted: int = 0
     expired: int = 0
+    dropped_small: int = 0
+    dropped_late: int = 0
 
 
 @dataclass(slots=True)
@@ -206,7 +226,14 @@ class PartAssembler:
     max_partial_bytes: int
     idle_timeout_s: float
     max_transfers: int = 256
+    min_chunk_bytes: int = MIN_PART_CHUNK_BYTES
+    """Smallest chunk accepted but a transfer's last: a transfer is then at
+    most ``total / min_chunk_bytes`` ranges to keep track of."""
     counters: AssemblerCounters = field(default_factory=AssemblerCounters)
+    # Transfers of several parts completed, with when (insertion order):
+    # at most 4 * max_transfers, none older than idle_timeout_s once expire
+    # has run.
+    _done: dict[tuple[int, int], float] = field(default_factory=dict)
     # Insertion order is progress order: the first is the least recently progressed.
     _partials: dict[tuple[int, int], _Partial] = field(default_factory=dict)
     _bytes: int = 0
@@ -214,7 +241,11 @@ class PartAssembler:
     def __post_init__(self) -> None:
         if not 0 < self.max_transfer_bytes <= MAX_TRANSFER_BYTES:
             raise InvalidArgument(f"bad max_transfer_bytes {self.max_transfer_bytes}")
-        if self.max_partial_bytes < 1 or self.max_transfers < 1:
+        if (
+            self.max_partial_bytes < 1
+            or self.max_transfers < 1
+            or self.min_chunk_bytes < 1
+        ):
             raise InvalidArgument("max_partial_bytes and max_transfers must be >= 1")
         if not 0 < self.idle_timeout_s < math.inf:
             raise InvalidArgument(f"bad idle_timeout_s {self.idle_timeout_s}")
@@ -237,6 +268,12 @@ class PartAssembler:
 
     def expire(self, now_s: float) -> int:
         """Forget the partials without progress for ``idle_timeout_s``; how many."""
+        done = self._done
+        while done:
+            key = next(iter(done))
+            if done[key] + self.idle_timeout_s > now_s:
+                break
+            del done[key]
         n = 0
         while self._partials:
             key, p = next(iter(self._partials.items()))
@@ -266,9 +303,14 @@ class PartAssembler:
         key = (part.sender, part.token)
         p = self._partials.get(key)
         i = j = 0
-        if p is None:
+        if end != total and end - off < self.min_chunk_bytes:
+            state = _ABSENT if p is None else _ASSEMBLING
+            event, why = _I.SMALL, f"a chunk of {end - off} bytes"
+        elif p is None:
             state = _ABSENT
-            if total > self.max_transfer_bytes:
+            if end != total and key in self._done:
+                event, why = _I.LATE, "its transfer completed"
+            elif total > self.max_transfer_bytes:
                 event, why = _I.TOO_BIG, f"total {total} over {self.max_transfer_bytes}"
             elif off == 0 and end == total:
                 event, why = _COMPLETE, None
@@ -301,6 +343,10 @@ class PartAssembler:
             del self._partials[key]
             self._bytes -= total
             _fill(p.buf, p.have, off, end, chunk)
+            self._done.pop(key, None)  # to the end: its time is now
+            self._done[key] = now_s
+            if len(self._done) > 4 * self.max_transfers:
+                del self._done[next(iter(self._done))]
             return PartResult(whole=p.buf)
         if effect is _START:
             while (

@@ -60,9 +60,17 @@ class AssemblerMachine(RuleBasedStateMachine):
         max_partial=st.integers(1, 5_000),
         max_transfers=st.integers(1, 4),
         seed=st.integers(0, 2**32),
+        min_chunk=st.sampled_from([1, 1, 16, 64]),
     )
-    def start(self, max_partial: int, max_transfers: int, seed: int) -> None:
-        self.asm = PartAssembler(MAX_TRANSFER, max_partial, IDLE_S, max_transfers)
+    def start(
+        self, max_partial: int, max_transfers: int, seed: int, min_chunk: int
+    ) -> None:
+        self.asm = PartAssembler(
+            MAX_TRANSFER, max_partial, IDLE_S, max_transfers, min_chunk
+        )
+        self.min_chunk = min_chunk
+        # Transfers of several parts completed, and when (insertion order).
+        self.done: dict[tuple[int, int], float] = {}
         self.max_partial = max_partial
         self.max_transfers = max_transfers
         self.rng = random.Random(seed)
@@ -101,6 +109,14 @@ class AssemblerMachine(RuleBasedStateMachine):
         before = self.asm.counters.duplicates
         r = self.asm.on_part(seg, self.now)
         h = self.held.get(key)
+        if end != total and end - start < self.min_chunk:
+            assert r.dropped is not None
+            event("small chunk")
+            return
+        if h is None and end != total and key in self.done:
+            assert r.dropped is not None
+            event("late part")
+            return
         if h is not None and total != len(h.mask):
             assert r.dropped is not None
             assert r.whole is None
@@ -130,6 +146,10 @@ class AssemblerMachine(RuleBasedStateMachine):
             assert r.whole == bytearray(sent.data)
             assert r.need == ()
             del self.held[key]
+            self.done.pop(key, None)
+            self.done[key] = self.now
+            if len(self.done) > 4 * self.max_transfers:
+                del self.done[next(iter(self.done))]
             self.completed += 1
             event("completed")
             return
@@ -182,6 +202,8 @@ class AssemblerMachine(RuleBasedStateMachine):
 
     @rule()
     def expire(self) -> None:
+        while self.done and next(iter(self.done.values())) + IDLE_S <= self.now:
+            del self.done[next(iter(self.done))]
         gone = [k for k, h in self.held.items() if h.last_s + IDLE_S <= self.now]
         for k in gone:
             del self.held[k]

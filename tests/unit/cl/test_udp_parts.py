@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from dcis.dtn.cl.udp import (
     MAX_NEED_RANGES,
+    MIN_PART_CHUNK_BYTES,
     PartSegment,
     decode_datagram_untrusted,
     encode_part_segments,
@@ -49,6 +50,9 @@ def asm(**kw: float) -> PartAssembler:
         int(args["max_partial_bytes"]),
         args["idle_timeout_s"],
         int(args.get("max_transfers", 256)),
+        # Small chunks unless a test says otherwise (the default, 512, is
+        # tested below).
+        int(args.get("min_chunk_bytes", 1)),
     )
 
 
@@ -228,7 +232,18 @@ def drive(
 ) -> tuple[PartAssembler, TransferState, PartResult | int]:
     """An assembler with token 7 in ``state`` and what applying ``event``
     gave: the assembler, its state before, the result (or count)."""
-    a = asm(max_transfer_bytes=2_000, max_partial_bytes=1_500, max_transfers=1)
+    a = asm(
+        max_transfer_bytes=2_000,
+        max_partial_bytes=1_500,
+        max_transfers=1,
+        min_chunk_bytes=20,
+    )
+    if event is TransferInput.SMALL and state is TransferState.ABSENT:
+        return a, held(a), a.on_part(part(0, 10), 0.0)
+    if event is TransferInput.LATE:
+        a.on_part(part(0, 100), 0.0)
+        a.on_part(part(100, len(BUNDLE)), 0.0)  # completed
+        return a, held(a), a.on_part(part(0, 100), 1.0)
     if event is TransferInput.TOO_BIG:
         return a, held(a), a.on_part(part(0, 10, data=bytes(2001)), 0.0)
     if event is TransferInput.NO_ROOM:
@@ -247,7 +262,9 @@ def drive(
     if event is TransferInput.COMPLETE:
         return a, before, a.on_part(part(100, len(BUNDLE)), 1.0)
     if event is TransferInput.CONFLICT:
-        return a, before, a.on_part(PartSegment(1, 7, 0, 999, b"x"), 1.0)
+        return a, before, a.on_part(PartSegment(1, 7, 0, 999, b"x" * 30), 1.0)
+    if event is TransferInput.SMALL:
+        return a, before, a.on_part(part(100, 110), 1.0)
     if event is TransferInput.IDLE:
         return a, before, a.expire(10.0)
     return a, before, a.on_part(part(0, 100, token=8), 1.0)  # EVICT
@@ -273,7 +290,14 @@ def test_every_transition(
     elif effect is TransferEffect.DROP:
         assert isinstance(out, PartResult)
         assert out.dropped
-        assert c.dropped_too_big + c.dropped_no_room + c.dropped_conflict == 1
+        assert (
+            c.dropped_too_big
+            + c.dropped_no_room
+            + c.dropped_conflict
+            + c.dropped_small
+            + c.dropped_late
+            == 1
+        )
     elif effect is TransferEffect.FORGET:
         assert (out, c.expired) == (1, 1)
     else:
@@ -302,3 +326,45 @@ def test_a_chunk_fills_only_the_bytes_not_held_yet(
             want[i] = 0x55
     _fill(buf, have, off, end, b"\x55" * (end - off))
     assert buf == want
+
+
+def test_a_small_chunk_is_refused_unless_it_ends_the_transfer() -> None:
+    a = asm(min_chunk_bytes=MIN_PART_CHUNK_BYTES)
+    total = 4 * MIN_PART_CHUNK_BYTES
+    data = b"\x9f" + bytes(range(256)) * (total // 256)
+    data = data[:total]
+
+    def p(lo: int, hi: int) -> PartSegment:
+        return PartSegment(1, 9, lo, total, data[lo:hi])
+
+    assert a.on_part(p(0, 511), 0.0).dropped is not None  # refused, nothing held
+    assert a.partial_count == 0
+    assert a.on_part(p(0, 512), 0.0) == PartResult()
+    assert a.on_part(p(600, 700), 0.0).dropped is not None  # inside: still refused
+    assert a.counters.dropped_small == 2
+    assert a.on_part(p(512, total - 10), 0.0) == PartResult()
+    got = a.on_part(p(total - 10, total), 0.0)  # the last may be short
+    assert got.whole == data
+
+
+def test_a_late_part_of_a_completed_transfer_holds_nothing() -> None:
+    # A reordered or duplicated middle part after its transfer completed
+    # starts nothing (no buffer of its total); the last part still does,
+    # as the sender's probe after a lost ACK, and is answered with a NEED.
+    a = asm(idle_timeout_s=10.0)
+    total = 300
+    data = b"\x9f" + bytes(total - 1)
+
+    def p(lo: int, hi: int) -> PartSegment:
+        return PartSegment(1, 9, lo, total, data[lo:hi])
+
+    a.on_part(p(0, 100), 0.0)
+    a.on_part(p(100, 200), 0.0)
+    assert a.on_part(p(200, 300), 0.0).whole == data
+    assert a.on_part(p(100, 200), 1.0).dropped is not None
+    assert a.partial_bytes == 0
+    assert a.counters.dropped_late == 1
+    assert a.on_part(p(200, 300), 2.0).need == ((0, 200),)  # the probe
+    a.expire(15.0)  # the probe's partial and the completion are forgotten
+    assert a.partial_bytes == 0
+    assert a.on_part(p(100, 200), 16.0) == PartResult()  # a new transfer again
