@@ -421,13 +421,24 @@ class Node:
         # Bundles arriving in PART segments, until whole (bounded by
         # limits.udp_max_partial_bytes; idle ones are dropped after the
         # sender's retransmissions would have ended).
+        # Senders that are not configured neighbours get a pool of their own,
+        # a quarter of the bound and 16 transfers, so that strangers cannot
+        # evict the neighbours' transfers.
         self._parts = PartAssembler(
             max_transfer_bytes=max(config.limits.udp_max_transfer_bytes, 1),
             max_partial_bytes=config.limits.udp_max_partial_bytes,
             idle_timeout_s=config.ack_timeout_s * 2.0**config.max_tries,
         )
-        # When each transfer's last NEED went (_need_due).
-        self._need_at: OrderedDict[tuple[int, int], float] = OrderedDict()
+        self._parts_unknown = PartAssembler(
+            max_transfer_bytes=max(config.limits.udp_max_transfer_bytes, 1),
+            max_partial_bytes=max(config.limits.udp_max_partial_bytes // 4, 1),
+            idle_timeout_s=config.ack_timeout_s * 2.0**config.max_tries,
+            max_transfers=16,
+        )
+        # Each transfer's last NEED: when, and the ranges it named (_need_due).
+        self._need_at: OrderedDict[
+            tuple[int, int], tuple[float, tuple[tuple[int, int], ...]]
+        ] = OrderedDict()
         self._subs: dict[str, _Subscriber] = {}
         self._held: dict[str, dict[str, Deliver]] = {}
         self._timer_wake = trio.Event()
@@ -1649,7 +1660,12 @@ class Node:
                     f"udp_parts_{k}": v
                     for k, v in dataclasses.asdict(self._parts.counters).items()
                 },
-                "udp_partial_bytes": self._parts.partial_bytes,
+                **{
+                    f"udp_parts_unknown_{k}": v
+                    for k, v in dataclasses.asdict(self._parts_unknown.counters).items()
+                },
+                "udp_partial_bytes": self._parts.partial_bytes
+                + self._parts_unknown.partial_bytes,
             },
             "security": self.security.status() if self.security else {"enabled": False},
             "neighbours": nbs,
@@ -1743,7 +1759,9 @@ class Node:
             await _wait_readable(sock)
             # One clock read for the batch: it is handled without yielding.
             now_s = trio.current_time()
-            had_partials = bool(self._parts.partial_count)
+            had_partials = bool(
+                self._parts.partial_count or self._parts_unknown.partial_count
+            )
             batch: list[Received] = []
             done: list[Action] = []
             ltp_sends: list[tuple[tuple[str, int], bytes]] = []
@@ -1770,8 +1788,9 @@ class Node:
                     done += self._on_datagram(data, addr[:2], now_s, batch)
                 except Exception as exc:  # one datagram never stops the node
                     self._handler_error("udp", exc)
-            if self._parts.partial_count:
+            if self._parts.partial_count or self._parts_unknown.partial_count:
                 self._parts.expire(now_s)
+                self._parts_unknown.expire(now_s)
                 if not had_partials:
                     self._link_wake.set()  # the timer task learns the deadline
             if batch:
@@ -1889,15 +1908,17 @@ class Node:
             return []
         out = self._heard_segment(dg.sender, addr)
         peer = self._udp.get(dg.sender)
+        parts = self._parts_unknown
         if peer is not None:
+            parts = self._parts
             # Keep a partial as long as its sender may still probe for it
-            # (its retransmissions allow for the light time): the timeout
-            # only grows, so the partials' order of expiry stays theirs.
-            cfg = self.config
-            keep_s = (2.0 * peer.link.owlt_s + cfg.ack_timeout_s) * 2.0**cfg.max_tries
-            if keep_s > self._parts.idle_timeout_s:
-                self._parts.idle_timeout_s = keep_s
-        got = self._parts.on_part(dg, now_s)
+            # (its retransmissions allow for the light time and back off
+            # while we seem unreachable): the timeout only grows, so the
+            # partials' order of expiry stays theirs.
+            keep_s = peer.link.give_up_after_s()
+            if keep_s > parts.idle_timeout_s:
+                parts.idle_timeout_s = keep_s
+        got = parts.on_part(dg, now_s)
         if got.dropped is not None:
             self._log(
                 "debug",
@@ -1908,7 +1929,7 @@ class Node:
             )
         if got.whole is not None:
             batch.append(Received("udp", dg.sender, memoryview(got.whole), dg.token))
-        elif got.need and peer is not None and self._need_due(dg, now_s):
+        elif got.need and peer is not None and self._need_due(dg, got.need, now_s):
             # Only to a configured neighbour, at its configured address: a
             # NEED is larger than the part that prompts it, so one to the
             # source of an unknown sender's datagram (anyone can forge it)
@@ -1936,17 +1957,25 @@ class Node:
             )
         return out
 
-    def _need_due(self, dg: PartSegment, now_s: float) -> bool:
-        """At most one NEED per transfer per quarter of ``udp.ack_timeout_s``
-        (the sender probes no faster than its ACK timeout): copies of a last
-        part cannot make us send a NEED each. Bounded: the oldest entries go."""
+    def _need_due(
+        self, dg: PartSegment, need: tuple[tuple[int, int], ...], now_s: float
+    ) -> bool:
+        """A NEED for this transfer goes if it names other ranges than the
+        last one (the transfer progressed: the next round goes at once), or
+        a quarter of ``udp.ack_timeout_s`` after it (the sender probes no
+        faster than its ACK timeout): copies of a last part cannot make us
+        send a NEED each. Bounded: the oldest entries go."""
         key = (dg.sender, dg.token)
         last = self._need_at.pop(key, None)
-        if last is not None and now_s - last < self.config.ack_timeout_s / 4:
+        if (
+            last is not None
+            and last[1] == need
+            and now_s - last[0] < self.config.ack_timeout_s / 4
+        ):
             self._need_at[key] = last
             self.counters["needs_limited"] += 1
             return False
-        self._need_at[key] = now_s
+        self._need_at[key] = (now_s, need)
         if len(self._need_at) > _MAX_NEED_AT:
             del self._need_at[next(iter(self._need_at))]
         return True
@@ -2042,15 +2071,15 @@ class Node:
             ]
             # Partly received PART transfers gone idle are dropped on time
             # even if no datagram comes (their memory is bounded anyway).
-            parts_due = self._parts.next_deadline()
-            if parts_due is not None:
-                deadlines.append(parts_due)
+            for pool in (self._parts, self._parts_unknown):
+                if (due := pool.next_deadline()) is not None:
+                    deadlines.append(due)
             with trio.move_on_at(min(deadlines) if deadlines else math.inf):
                 await self._link_wake.wait()
             self._link_wake = trio.Event()
             now = trio.current_time()
-            if self._parts.partial_count:
-                self._parts.expire(now)
+            self._parts.expire(now)
+            self._parts_unknown.expire(now)
             actions: list[Action] = []
             for p in self._udp.values():
                 d = p.link.next_deadline()

@@ -166,5 +166,5 @@ async def test_a_transfer_left_incomplete_is_dropped_when_idle(
         await trio.sleep(cfg.ack_timeout_s * 2**cfg.max_tries + 1)
         after = node.status()["counters"]
     assert after["udp_partial_bytes"] == 0
-    assert after["udp_parts_expired"] == 1
+    assert after["udp_parts_unknown_expired"] == 1  # a stranger's pool
     assert after["received"] == 0
