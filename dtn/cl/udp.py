@@ -104,6 +104,12 @@ smaller ones, so that a transfer is at most ``total / 512`` ranges to keep
 track of (a peer sending 1-byte parts at every other offset would otherwise
 make the bookkeeping outgrow the bytes it is about)."""
 
+NEED_RESENDS_PER_PART = 3
+"""A transfer's budget of parts resent in NEED rounds, per part it has: a
+NEED, forged or not, can make us send a transfer at most this many times
+over again, yet a long lossy one (more gaps than one NEED lists, each round
+drawing the next NEED) has room to finish."""
+
 MAX_TRANSFER_BYTES = 2**32 - 1
 """Largest ``total`` a PART may announce (a receiver's own limit is lower)."""
 
@@ -853,9 +859,11 @@ class TxEffect(enum.Enum):
     more; for a transfer in PART segments, only its last part (a probe:
     the receiver answers with a NEED if it misses any)."""
     RESEND_NEEDED = "resend_needed"
-    """Send again the PART segments overlapping the ranges a NEED names and
-    restart the timer (not a try: the receiver is there and answering), at
-    most ``max_tries * 2`` times per transfer."""
+    """Send again the PART segments overlapping the ranges a NEED names,
+    and the transfer's last part (the one the receiver answers with its
+    next NEED), within the transfer's budget of
+    :data:`NEED_RESENDS_PER_PART` resends per part; the tries start over at
+    1 and the timer restarts (the receiver is there and advancing)."""
     REPORT_OK = "report_ok"
     REPORT_FAILED = "report_failed"
 
@@ -988,7 +996,8 @@ class _Pending:
     state: TxState = TxState.AWAITING_ACK
     parts: list[tuple[Buffers, int, int]] | None = None
     """A transfer in PART segments: each datagram with its byte range."""
-    need_rounds: int = 0
+    resend_budget: int = 0
+    """Parts a NEED may still make us send again (a transfer's)."""
 
 
 @dataclass(slots=True)
@@ -1037,9 +1046,12 @@ class UdpLink:
     ``max_transfer_bytes`` (0: none) goes whole, in PART segments of at most
     ``mtu_bytes`` each -- only with ``ack_mode`` ``on``, whose peer is a DCiS
     node by configuration; other bundles over the MTU are refused (the
-    agent fragments them). The transfer is one transmission with one token:
-    its timer starts when its last part leaves, a timeout resends the last
-    part only, and a NEED from the receiver resends the parts it misses.
+    agent fragments them), as are those whose chunks would be under
+    :data:`MIN_PART_CHUNK_BYTES` (``mtu_bytes`` too small). The transfer is
+    one transmission with one token: its timer starts when its last part
+    leaves, a timeout resends the last part only, and a NEED from the
+    receiver resends the parts it misses and the last one (see
+    :attr:`TxEffect.RESEND_NEEDED`).
     """
 
     local_node: int
@@ -1065,10 +1077,6 @@ class UdpLink:
             raise InvalidArgument(f"mtu_bytes must be >= 64, got {self.mtu_bytes}")
         if self.max_tries < 1:
             raise InvalidArgument(f"max_tries must be >= 1, got {self.max_tries}")
-        if self.max_transfer_bytes and self.mtu_bytes <= PART_OVERHEAD_BYTES:
-            raise InvalidArgument(
-                f"mtu_bytes must be > {PART_OVERHEAD_BYTES} to send PART segments"
-            )
 
     @property
     def best_effort(self) -> bool:
@@ -1099,12 +1107,20 @@ class UdpLink:
         p = self._pending.get(token)
         return None if p is None else p.tx_id
 
-    def _rto_s(self, tries: int) -> float:
+    def _rto_s(self, tries: int, worst: bool = False) -> float:
         base = 2.0 * self.owlt_s + self.ack_timeout_s
-        # Doubling per try; an unreachable neighbour is probed four times
-        # less often from the first try on.
-        exp = min(tries - 1 + (0 if self.reachable else 2), 30)
+        # Doubling per try; an unreachable neighbour (``worst``: as if it
+        # were) is probed four times less often from the first try on.
+        exp = min(tries - 1 + (0 if self.reachable and not worst else 2), 30)
         return min(base * 2.0**exp, max(self.max_rto_s, base))
+
+    def give_up_after_s(self) -> float:
+        """The longest a transmission can still be retried after its last
+        send: every try's timeout while the neighbour is unreachable (the
+        longest), plus a round trip's light time. A receiver keeps a partial
+        transfer that long (its sender may still probe for it)."""
+        tries = range(1, self.max_tries + 1)
+        return sum(self._rto_s(t, worst=True) for t in tries) + 2.0 * self.owlt_s
 
     def _new_token(self) -> int:
         while True:
@@ -1165,29 +1181,53 @@ class UdpLink:
         out: list[LinkOutput],
     ) -> None:
         """The RESEND_NEEDED effect: the parts of ``p`` that overlap
-        ``ranges``; the last one sent carries the token, so that the timer
-        restarts when it leaves if the driver has to queue it. A NEED that
-        names no byte of the transfer is stale: it neither restarts the
-        timer nor uses up a round."""
-        if p.parts is None or p.need_rounds >= 2 * self.max_tries:
+        ``ranges`` (ascending, as decoded), then its last part if they do
+        not include it -- the receiver answers only a part ending at
+        ``total``, so a round without one would draw no NEED for the gaps
+        this one could not list. The last one sent carries the token, so
+        that the timer restarts when it leaves if the driver has to queue
+        it. A round is cut at the transfer's resend budget (the last part
+        kept). Served, it starts the tries over (the receiver is there and
+        advancing). A NEED that names no byte of the transfer, or comes once
+        its budget is spent, is stale: nothing sent, the timer left as it
+        is; it costs O(ranges), never a pass over the parts."""
+        parts = p.parts
+        budget = p.resend_budget
+        if parts is None or budget <= 0:
             self.counters.stale_needs += 1
             return
-        again = [
-            bufs
-            for bufs, start, end in p.parts
-            if any(lo < end and start < hi for lo, hi in ranges)
-        ]
+        n = len(parts)
+        total = parts[-1][2]
+        chunk = parts[0][2]  # the first part's end: every part but the last's length
+        again: list[int] = []
+        nxt = 0  # first part index not taken yet
+        for lo, hi in ranges:
+            hi = min(hi, total)
+            if lo >= hi:
+                continue
+            first, stop = max(lo // chunk, nxt), min((hi - 1) // chunk + 1, n)
+            if first < stop:
+                again += range(first, min(stop, first + budget - len(again)))
+                nxt = stop
+                if len(again) >= budget:
+                    break
         if not again:
             self.counters.stale_needs += 1
             return
-        p.need_rounds += 1
+        if again[-1] != n - 1:
+            if len(again) < budget:
+                again.append(n - 1)
+            else:
+                again[-1] = n - 1
+        p.resend_budget = budget - len(again)
+        p.tries = 1
         self.counters.needs += 1
-        for i, bufs in enumerate(again):
-            last = i == len(again) - 1
-            out.append(_send_datagram(bufs, p.token if last else None))
+        for i in again[:-1]:
+            out.append(_send_datagram(parts[i][0], None))
+        out.append(_send_datagram(parts[-1][0], p.token))
         self.counters.parts_resent += len(again)
         self.counters.sent_datagrams += len(again)
-        p.deadline_s = now_s + self._rto_s(p.tries)
+        p.deadline_s = now_s + self._rto_s(1)
 
     def _heard(self, heard: Heard) -> list[LinkOutput]:
         was = self.peer
@@ -1209,8 +1249,10 @@ class UdpLink:
         if size > self.mtu_bytes:
             # (A PART cannot announce more than MAX_TRANSFER_BYTES, whatever
             # the configured limit.)
-            if self.ack_mode is AckMode.ON and size <= min(
-                self.max_transfer_bytes, MAX_TRANSFER_BYTES
+            if (
+                self.ack_mode is AckMode.ON
+                and size <= min(self.max_transfer_bytes, MAX_TRANSFER_BYTES)
+                and self.mtu_bytes - PART_OVERHEAD_BYTES >= MIN_PART_CHUNK_BYTES
             ):
                 return self._transmit_parts(tx_id, bundle, now_s)
             self.counters.too_big += 1
@@ -1268,7 +1310,13 @@ class UdpLink:
         )
         last = parts[-1][0]
         self._pending[token] = _Pending(
-            tx_id, token, last, now_s + self._rto_s(1), 1, parts=parts
+            tx_id,
+            token,
+            last,
+            now_s + self._rto_s(1),
+            1,
+            parts=parts,
+            resend_budget=NEED_RESENDS_PER_PART * len(parts),
         )
         self.counters.transfers += 1
         self.counters.sent_datagrams += len(parts)

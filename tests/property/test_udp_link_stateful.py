@@ -20,10 +20,13 @@ is reported on changes only; a ``none``/``off`` link never sends a DCiS
 segment. PART transfers: every part carries its bundle's bytes at its
 offset; in every burst only the last datagram carries the token; a timeout
 resends the last part only, and a failure comes after exactly ``max_tries``
-sends; a NEED resends exactly the parts overlapping its ranges (none
-outside them), is no try, and is served at most ``2 * max_tries`` times per
-transfer -- any other NEED (queued, stale, naming nothing) sends nothing
-and, unless queued, is counted stale.
+sends since the last NEED served; a NEED resends exactly the parts
+overlapping its ranges and the last part (nothing else; the last carries
+the token), within the transfer's budget of ``NEED_RESENDS_PER_PART``
+resends per part (a round over it is cut, the last part kept), starts the
+tries over and restarts the timer at the first try's timeout -- any other
+NEED (queued, stale, naming nothing, past the budget) sends nothing and,
+unless queued, is counted stale and leaves the timer as it is.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from hypothesis.stateful import (
 )
 
 from dcis.dtn.cl.udp import (
+    MIN_PART_CHUNK_BYTES,
+    NEED_RESENDS_PER_PART,
     PART_OVERHEAD_BYTES,
     AckMode,
     BareBundle,
@@ -59,7 +64,7 @@ from dcis.dtn.cl.udp import (
 )
 
 BUNDLE = b"\x9f\x89\x07\x00\x01\x82\x02\x82\x02\x01\xff"
-MTU = 100
+MTU = MIN_PART_CHUNK_BYTES + PART_OVERHEAD_BYTES
 CHUNK = MTU - PART_OVERHEAD_BYTES
 MAX_TRANSFER = 8 * CHUNK
 MAX_TRIES = 3
@@ -124,7 +129,8 @@ class LinkMachine(RuleBasedStateMachine):
         self.reachable = True
         self.bundle_of: dict[int, bytes] = {}  # token -> bundle sent in PARTs
         self.tries: dict[int, int] = {}  # token -> sends (first + timeouts)
-        self.need_rounds: dict[int, int] = {}  # token -> NEEDs served
+        self.budget: dict[int, int] = {}  # token -> parts NEEDs may resend
+        self.needs = 0  # NEEDs served
         self.stale_needs = 0
 
     def _take(self, outs: list[LinkOutput]) -> None:
@@ -234,7 +240,7 @@ class LinkMachine(RuleBasedStateMachine):
         self.token_of[tx] = last.token
         self.bundle_of[last.token] = bundle
         self.tries[last.token] = 1
-        self.need_rounds[last.token] = 0
+        self.budget[last.token] = NEED_RESENDS_PER_PART * len(outs)
         self._take(outs)
         # Every part, in order.
         starts = range(0, size, CHUNK)
@@ -251,7 +257,8 @@ class LinkMachine(RuleBasedStateMachine):
     @rule(
         data=st.data(),
         spans=SPANS,
-        times=st.integers(1, 2 * MAX_TRIES + 2),
+        # Enough to spend the budget of the smallest transfer one part a time.
+        times=st.integers(1, NEED_RESENDS_PER_PART * 2 + 1),
         start=st.sampled_from([0, 0, 0, MAX_TRANSFER]),
     )
     def need_parts_of_a_transfer(
@@ -279,6 +286,7 @@ class LinkMachine(RuleBasedStateMachine):
 
     def _need(self, tok: int, ranges: tuple[tuple[int, int], ...]) -> None:
         live = tok in self.bundle_of and self.link.state_of(tok) is not None
+        deadline = self.link.next_deadline()
         outs = self.link.on_need(tok, ranges, self.now)
         self._take(outs)
         got = _part_spans([o for o in outs if isinstance(o, SendDatagram)])
@@ -288,13 +296,25 @@ class LinkMachine(RuleBasedStateMachine):
         size = len(self.bundle_of[tok]) if live else 0
         parts = [(a, min(a + CHUNK, size)) for a in range(0, size, CHUNK)]
         want = [(a, b) for a, b in parts if any(lo < b and a < hi for lo, hi in ranges)]
-        if not live or not want or self.need_rounds[tok] >= 2 * MAX_TRIES:
+        budget = self.budget.get(tok, 0)
+        if not live or not want or budget <= 0:
             assert not got
+            assert self.link.next_deadline() == deadline, "a stale NEED moved the timer"
             self.stale_needs += 1
             return
-        self.need_rounds[tok] += 1
+        if want[-1] != parts[-1]:
+            want.append(parts[-1])  # the part that draws the next NEED
+        if len(want) > budget:
+            want = [*want[: budget - 1], parts[-1]]
         assert got == want
+        self.budget[tok] = budget - len(want)
+        self.needs += 1
+        self.tries[tok] = 1  # the receiver is there: the tries start over
         assert self.link.state_of(tok) is TxState.AWAITING_ACK
+        rto_1 = 1.0 if self.link.reachable else 4.0
+        d = self.link.next_deadline()
+        assert d is not None
+        assert d <= self.now + rto_1
 
     @rule(data=st.data())
     def ack_a_token_on_the_wire(self, data: st.DataObject) -> None:
@@ -380,7 +400,7 @@ class LinkMachine(RuleBasedStateMachine):
         ]
         assert (self.link.next_deadline() is None) == (not on_wire)
         assert self.link.counters.stale_needs == self.stale_needs
-        assert self.link.counters.needs == sum(self.need_rounds.values())
+        assert self.link.counters.needs == self.needs
 
     def teardown(self) -> None:
         if not hasattr(self, "link"):

@@ -18,6 +18,7 @@ import random
 import pytest
 
 from dcis.dtn.cl.udp import (
+    MIN_PART_CHUNK_BYTES,
     PART_OVERHEAD_BYTES,
     TX_TRANSITIONS,
     AckMode,
@@ -34,9 +35,9 @@ from dcis.dtn.cl.udp import (
 
 BUNDLE = b"\x9f\x89\x07\x00\x01\x82\x02\x82\x02\x01\xff"
 LATE_S = 1_000.0  # well past any retransmission timeout
-MTU = 100
-BIG = b"\x9f" * (3 * (MTU - PART_OVERHEAD_BYTES))  # three PART segments
-NEEDED = ((0, 1),)  # the first part
+MTU = MIN_PART_CHUNK_BYTES + PART_OVERHEAD_BYTES
+BIG = b"\x9f" * (3 * MIN_PART_CHUNK_BYTES)  # three PART segments
+NEEDED = ((0, 1),)  # the first part (the last goes with it)
 
 
 def link_in(state: TxState, event: TxInput, parts: bool) -> tuple[UdpLink, int]:
@@ -116,16 +117,21 @@ def test_every_state_input_pair_follows_the_table(
     assert [(d.tx_id, d.ok) for d in done] == (
         [(7, nxt is TxState.ACKED)] if final else []
     )
-    resends = effect in (TxEffect.RESEND, TxEffect.RESEND_NEEDED)
-    assert [s.token for s in sends] == ([token] if resends else [])
+    want: list[int | None] = []
+    if effect is TxEffect.RESEND:
+        want = [token]
+    elif effect is TxEffect.RESEND_NEEDED:
+        want = [None, token]
+    assert [s.token for s in sends] == want
     if effect is TxEffect.RESEND and parts:  # the last part, a probe
         seg = decode_datagram_untrusted(b"".join(sends[0].data))
         assert isinstance(seg, PartSegment)
         assert seg.end == seg.total
     if effect is TxEffect.RESEND_NEEDED:  # the first part, as NEEDED says
-        seg = decode_datagram_untrusted(b"".join(sends[0].data))
-        assert isinstance(seg, PartSegment)
-        assert seg.offset == 0
+        first, last = (decode_datagram_untrusted(b"".join(s.data)) for s in sends)
+        assert isinstance(first, PartSegment)
+        assert isinstance(last, PartSegment)
+        assert (first.offset, last.end) == (0, last.total)
     if effect is TxEffect.STOP_TIMER:
         assert link.next_deadline() is None
     if effect in (TxEffect.START_TIMER, TxEffect.RESEND, TxEffect.RESEND_NEEDED):
