@@ -438,6 +438,13 @@ def config_from_dict(
             )
         lim_values[name] = v
     limits = Limits(**lim_values)
+    if limits.udp_max_transfer_bytes > limits.udp_max_partial_bytes:
+        raise ConfigError(
+            "limits.udp_max_transfer_bytes: must be at most limits."
+            f"udp_max_partial_bytes ({limits.udp_max_partial_bytes}), got"
+            f" {limits.udp_max_transfer_bytes} (a peer with the same limits"
+            " could never hold such a transfer)"
+        )
     group = _take(doc, "app_socket_group", str, "")
     raw_routes = _take(doc, "dtn_routes", dict, "", {})
     try:

@@ -87,6 +87,10 @@ def test_eid_may_name_the_node(tmp_path: Path) -> None:
             "limits.udp_max_partial_bytes",
         ),
         (
+            "node = 1\n[limits]\nudp_max_partial_bytes = 1000000\n",
+            "limits.udp_max_transfer_bytes",
+        ),
+        (
             'node = 1\n[[neighbours]]\nnode = 2\naddress = "h"\n',
             "neighbours[0].address",
         ),
