@@ -93,11 +93,14 @@ class TransferInput(enum.Enum):
     SMALL = "small"
     """A chunk shorter than ``min_chunk_bytes`` that does not end its transfer."""
     LATE = "late"
-    """A part, not the last, of a transfer completed less than
-    ``idle_timeout_s`` ago (a duplicate or a reordered copy: starting the
-    transfer again would hold a buffer of its ``total`` for nothing). The
-    last part still starts it again: it may be the sender's probe after a
-    lost ACK, answered with a NEED for everything."""
+    """A part of a transfer completed less than ``idle_timeout_s`` ago -- a
+    duplicate or a reordered copy, or the last part that ends a NEED round
+    the transfer's completion overtook: starting the transfer again would
+    hold a buffer of its ``total`` and ask for all of it at once. The last
+    part does start it again once ``probe_after_s`` have passed since the
+    completion: it is then the sender's probe after a lost ACK (which comes
+    no sooner than its first retransmission timeout), answered with a NEED
+    for everything."""
 
 
 class TransferEffect(enum.Enum):
@@ -229,6 +232,9 @@ class PartAssembler:
     min_chunk_bytes: int = MIN_PART_CHUNK_BYTES
     """Smallest chunk accepted but a transfer's last: a transfer is then at
     most ``total / min_chunk_bytes`` ranges to keep track of."""
+    probe_after_s: float = 0.5
+    """How long after a transfer completed its last part is still a copy
+    (see ``TransferInput.LATE``); the daemon passes half its ACK timeout."""
     counters: AssemblerCounters = field(default_factory=AssemblerCounters)
     # Transfers of several parts completed, with when (insertion order):
     # at most 4 * max_transfers, none older than idle_timeout_s once expire
@@ -308,7 +314,10 @@ class PartAssembler:
             event, why = _I.SMALL, f"a chunk of {end - off} bytes"
         elif p is None:
             state = _ABSENT
-            if end != total and key in self._done:
+            done_s = self._done.get(key)
+            if done_s is not None and (
+                end != total or now_s - done_s < self.probe_after_s
+            ):
                 event, why = _I.LATE, "its transfer completed"
             elif total > self.max_transfer_bytes:
                 event, why = _I.TOO_BIG, f"total {total} over {self.max_transfer_bytes}"

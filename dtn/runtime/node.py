@@ -424,16 +424,20 @@ class Node:
         # Senders that are not configured neighbours get a pool of their own,
         # a quarter of the bound and 16 transfers, so that strangers cannot
         # evict the neighbours' transfers.
+        # (Grown per neighbour to its sender's give_up_after_s: _on_part.)
+        idle_s = min(config.ack_timeout_s * 2.0 ** min(config.max_tries, 20), 3600.0)
         self._parts = PartAssembler(
             max_transfer_bytes=max(config.limits.udp_max_transfer_bytes, 1),
             max_partial_bytes=config.limits.udp_max_partial_bytes,
-            idle_timeout_s=config.ack_timeout_s * 2.0**config.max_tries,
+            idle_timeout_s=idle_s,
+            probe_after_s=config.ack_timeout_s / 2,
         )
         self._parts_unknown = PartAssembler(
             max_transfer_bytes=max(config.limits.udp_max_transfer_bytes, 1),
             max_partial_bytes=max(config.limits.udp_max_partial_bytes // 4, 1),
-            idle_timeout_s=config.ack_timeout_s * 2.0**config.max_tries,
+            idle_timeout_s=idle_s,
             max_transfers=16,
+            probe_after_s=config.ack_timeout_s / 2,
         )
         # Each transfer's last NEED: when, and the ranges it named (_need_due).
         self._need_at: OrderedDict[
@@ -1831,20 +1835,8 @@ class Node:
         if isinstance(dg, NeedSegment):
             return self._on_need(dg, addr, now_s)
         if isinstance(dg, DataSegment):
-            key = self._link_key(dg.sender)
-            if key is not None and not mac_ok(
-                data_mac(
-                    key,
-                    sender=dg.sender,
-                    receiver=self.config.node,
-                    token=dg.token,
-                    bundle=dg.bundle,
-                ),
-                dg.mac,
-            ):
-                # Not from the node it names: never stored, never ACKed.
-                self.counters["mac_failures"] += 1
-                return []
+            if not self._authentic(dg):
+                return []  # not from the node it names: never stored, never ACKed
             out = self._heard_segment(dg.sender, addr)
             batch.append(Received("udp", dg.sender, dg.bundle, dg.token))
             return out
@@ -1866,6 +1858,34 @@ class Node:
             peer.link.counters.mac_failures += 1
             return []
         return self._link_outputs(peer, peer.link.on_ack(dg.tokens, now_s))
+
+    def _authentic(self, dg: DataSegment | PartSegment) -> bool:
+        """A DATA or PART segment's MAC is right, or its sender shares no
+        link key with us (then there is none to check); a wrong one is
+        counted (``mac_failures``)."""
+        key = self._link_key(dg.sender)
+        if key is None:
+            return True
+        node = self.config.node
+        expected = (
+            data_mac(
+                key, sender=dg.sender, receiver=node, token=dg.token, bundle=dg.bundle
+            )
+            if isinstance(dg, DataSegment)
+            else part_mac(
+                key,
+                sender=dg.sender,
+                receiver=node,
+                token=dg.token,
+                offset=dg.offset,
+                total=dg.total,
+                chunk=dg.chunk,
+            )
+        )
+        if mac_ok(expected, dg.mac):
+            return True
+        self.counters["mac_failures"] += 1
+        return False
 
     def _heard_segment(self, sender: int, addr: tuple[str, int]) -> list[Action]:
         """An authentic DATA or PART segment from ``sender``: a configured
@@ -1891,21 +1911,9 @@ class Node:
         ``batch`` (acknowledged with the transfer's token once stored, as a
         DATA segment's); a last part that leaves gaps is answered with a
         NEED (spec/udpcl.md, "Bundles larger than a datagram")."""
-        key = self._link_key(dg.sender)
-        if key is not None and not mac_ok(
-            part_mac(
-                key,
-                sender=dg.sender,
-                receiver=self.config.node,
-                token=dg.token,
-                offset=dg.offset,
-                total=dg.total,
-                chunk=dg.chunk,
-            ),
-            dg.mac,
-        ):
-            self.counters["mac_failures"] += 1
+        if not self._authentic(dg):
             return []
+        key = self._link_key(dg.sender)
         out = self._heard_segment(dg.sender, addr)
         peer = self._udp.get(dg.sender)
         parts = self._parts_unknown

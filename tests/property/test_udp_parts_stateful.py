@@ -28,6 +28,7 @@ from dcis.dtn.cl.udp import MAX_NEED_RANGES, PartSegment
 from dcis.dtn.cl.udp_parts import PartAssembler
 
 IDLE_S = 10.0
+PROBE_S = 0.5
 MAX_TRANSFER = 2_000
 
 
@@ -66,7 +67,7 @@ class AssemblerMachine(RuleBasedStateMachine):
         self, max_partial: int, max_transfers: int, seed: int, min_chunk: int
     ) -> None:
         self.asm = PartAssembler(
-            MAX_TRANSFER, max_partial, IDLE_S, max_transfers, min_chunk
+            MAX_TRANSFER, max_partial, IDLE_S, max_transfers, min_chunk, PROBE_S
         )
         self.min_chunk = min_chunk
         # Transfers of several parts completed, and when (insertion order).
@@ -113,7 +114,11 @@ class AssemblerMachine(RuleBasedStateMachine):
             assert r.dropped is not None
             event("small chunk")
             return
-        if h is None and end != total and key in self.done:
+        if (
+            h is None
+            and key in self.done
+            and (end != total or self.now - self.done[key] < PROBE_S)
+        ):
             assert r.dropped is not None
             event("late part")
             return
