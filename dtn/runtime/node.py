@@ -424,7 +424,7 @@ class Node:
         # Senders that are not configured neighbours get a pool of their own,
         # a quarter of the bound and 16 transfers, so that strangers cannot
         # evict the neighbours' transfers.
-        # (Grown per neighbour to its sender's give_up_after_s: _on_part.)
+        # (Grown to each neighbour's give_up_after_s: _keep_partials_for.)
         idle_s = min(config.ack_timeout_s * 2.0 ** min(config.max_tries, 20), 3600.0)
         self._parts = PartAssembler(
             max_transfer_bytes=max(config.limits.udp_max_transfer_bytes, 1),
@@ -989,6 +989,7 @@ class Node:
                     max_transfer_bytes=cfg.limits.udp_max_transfer_bytes,
                 )
                 self._udp[nb.node] = _UdpPeer(nb, link, _pacer(nb.rate_bytes_s))
+                self._keep_partials_for(link)
             elif nb.cla == "tcpcl":
                 self._tcpcl_cla().add_peer(nb.node, nb.address)
             elif nb.cla == "ltp":
@@ -1913,19 +1914,9 @@ class Node:
         NEED (spec/udpcl.md, "Bundles larger than a datagram")."""
         if not self._authentic(dg):
             return []
-        key = self._link_key(dg.sender)
         out = self._heard_segment(dg.sender, addr)
         peer = self._udp.get(dg.sender)
-        parts = self._parts_unknown
-        if peer is not None:
-            parts = self._parts
-            # Keep a partial as long as its sender may still probe for it
-            # (its retransmissions allow for the light time and back off
-            # while we seem unreachable): the timeout only grows, so the
-            # partials' order of expiry stays theirs.
-            keep_s = peer.link.give_up_after_s()
-            if keep_s > parts.idle_timeout_s:
-                parts.idle_timeout_s = keep_s
+        parts = self._parts if peer is not None else self._parts_unknown
         got = parts.on_part(dg, now_s)
         if got.dropped is not None:
             self._log(
@@ -1945,6 +1936,7 @@ class Node:
             # gets no selective repeat: its timeouts resend, its agent
             # sends again.
             to = peer.config.address
+            key = peer.link.mac_key
             mac = (
                 None
                 if key is None
@@ -1964,6 +1956,16 @@ class Node:
                 to,
             )
         return out
+
+    def _keep_partials_for(self, link: UdpLink) -> None:
+        """Keep the neighbours' partial transfers as long as ``link``'s
+        neighbour may still probe for one (its retransmissions allow for the
+        light time and back off while we seem unreachable): called when the
+        link is made and when its light time changes. The timeout only
+        grows, so the partials' order of expiry stays theirs."""
+        keep_s = link.give_up_after_s()
+        if keep_s > self._parts.idle_timeout_s:
+            self._parts.idle_timeout_s = keep_s
 
     def _need_due(
         self, dg: PartSegment, need: tuple[tuple[int, int], ...], now_s: float
@@ -2314,6 +2316,7 @@ class Node:
                 peer.link.owlt_s = self.plan.owlt_s(
                     c.frm, c.to, max(c.start_s, self._plan_s())
                 )
+                self._keep_partials_for(peer.link)
         mpeer = self._mtcp.get(c.to)
         if mpeer is not None:
             mpeer.contact = c
